@@ -1,0 +1,21 @@
+// Package schemas holds Veil's contracts as data: the usage-event JSON Schema
+// and the Postgres and ClickHouse migrations, embedded into the binary.
+package schemas
+
+import "embed"
+
+// UsageEventJSONSchema is the JSON Schema (draft 2020-12) of one usage event.
+// It is the single definition of the event; package usage follows it.
+//
+//go:embed usage-event.schema.json
+var UsageEventJSONSchema []byte
+
+// Postgres holds the numbered Postgres migrations under postgres/.
+//
+//go:embed postgres/*.sql
+var Postgres embed.FS
+
+// ClickHouse holds the numbered ClickHouse migrations under clickhouse/.
+//
+//go:embed clickhouse/*.sql
+var ClickHouse embed.FS
