@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"path/filepath"
+	"strings"
+
+	"github.com/VictoriaMetrics/metrics"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/veil-platform/veil/internal/broker"
+)
+
+// DevIngestToken is the ingest bearer token veil dev uses when
+// VEIL_INGEST_TOKENS is empty. It is for local use only.
+const DevIngestToken = "veil-dev-ingest-token"
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		ing       ingestFlags
+		mig       migrateFlags
+		log       logFlags
+		brokers   string
+		dataDir   string
+		kafkaPort int
+		noMigrate bool
+	)
+	f := newFlags("dev", `Runs the platform in one process for local work: an embedded Kafka-protocol broker on
+127.0.0.1:9092 (persisted under the data directory) unless VEIL_KAFKA_BROKERS names a real one,
+the migrations, and the ingest service. Postgres and ClickHouse must be running (make services).`, stdout)
+	ing.register(f)
+	mig.register(f)
+	log.register(f)
+	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", "", "Kafka seed brokers; empty starts the embedded broker")
+	f.String(&dataDir, "data-dir", "VEIL_DATA_DIR", ".veil", "directory for local state")
+	f.Int(&kafkaPort, "embedded-kafka-port", "VEIL_EMBEDDED_KAFKA_PORT", 9092, "port of the embedded broker on 127.0.0.1")
+	f.Bool(&noMigrate, "no-migrate", "", false, "skip the migrations")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	logger, err := log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if ing.tokens == "" {
+		ing.tokens = DevIngestToken
+	}
+
+	seeds := broker.ParseBrokers(brokers)
+	kafkaWhere := "Kafka " + strings.Join(seeds, ",")
+	if len(seeds) == 0 {
+		dir := filepath.Join(dataDir, "dev", "kafka")
+		emb, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: kafkaPort, DataDir: dir, Partitions: int32(mig.partitions), Logger: logger})
+		if err != nil {
+			return fmt.Errorf("%w (is something else on 127.0.0.1:%d? make services-down stops a real broker)", err, kafkaPort)
+		}
+		defer emb.Close()
+		seeds = emb.Addrs()
+		kafkaWhere = fmt.Sprintf("embedded Kafka-protocol broker %s (data in %s)", strings.Join(seeds, ","), dir)
+	}
+
+	if !noMigrate {
+		if err := mig.apply(ctx, migrateTargets, seeds, logger, io.Discard); err != nil {
+			return err
+		}
+	}
+
+	set := metrics.NewSet()
+	srv, cl, err := newIngestService(ing, seeds, logger, set)
+	if err != nil {
+		return err
+	}
+	defer closeProducer(ctx, cl, logger)
+
+	fmt.Fprintf(stdout, `veil dev is running
+  kafka       %s
+  ingest      http://%s  POST /v1/events  (bearer token: %s)
+  postgres    %s
+  clickhouse  %s  database %s
+Stop with Ctrl-C.
+`, kafkaWhere, srv.Addr(), maskToken(ing.tokens), redactURL(mig.postgresURL), mig.clickhouseAddr, mig.clickhouseDB)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx) })
+	return g.Wait()
+}
+
+// maskToken shows the dev token in full (it is public) and only the start
+// of any other.
+func maskToken(tokens string) string {
+	if tokens == DevIngestToken {
+		return tokens
+	}
+	first, _, _ := strings.Cut(tokens, ",")
+	if len(first) <= 6 {
+		return "…"
+	}
+	return first[:6] + "…"
+}
+
+// redactURL hides a password in a connection URL.
+func redactURL(u string) string {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return parsed.Redacted()
+}

@@ -1,0 +1,88 @@
+// Command veil is the one binary of the Veil platform: each component is a
+// subcommand (veil dev, veil ingest, veil migrate, …).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"dev", "run the whole platform locally (embedded Kafka broker unless VEIL_KAFKA_BROKERS is set)", runDev},
+		{"migrate", "apply the Postgres and ClickHouse migrations and create the Kafka topics", runMigrate},
+		{"ingest", "serve POST /v1/events and produce accepted events to Kafka", runIngest},
+		{"processor", "consume usage events into ClickHouse and Redis (not in this build yet)", notYet("processor", "the usage processors")},
+		{"control-plane", "serve the control-plane REST API (not in this build yet)", notYet("control-plane", "the control plane")},
+		{"gateway", "run the Caddy gateway with the veil module (not in this build yet)", notYet("gateway", "the gateway")},
+		{"bench", "measure throughput and latency: veil bench ingest", runBench},
+		{"demo", "send a scenario through a running veil dev and show the result", runDemo},
+		{"healthcheck", "exit 0 when a URL answers 200 (for container health checks)", runHealthcheck},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	default:
+		fmt.Fprintln(os.Stderr, "veil:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(stdout, cmds)
+		if len(args) == 0 {
+			return errors.New("a command is required")
+		}
+		return nil
+	}
+	for _, c := range cmds {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	printUsage(stderr, cmds)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func printUsage(w io.Writer, cmds []command) {
+	fmt.Fprintln(w, "Usage: veil <command> [flags]\n\nCommands:")
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun veil <command> --help for the flags of a command. Every flag also reads an environment variable, named in its help.")
+}
+
+func notYet(name, what string) func(context.Context, []string, io.Writer, io.Writer) error {
+	return func(_ context.Context, args []string, stdout, _ io.Writer) error {
+		fs := flag.NewFlagSet("veil "+name, flag.ContinueOnError)
+		fs.SetOutput(stdout)
+		fs.Usage = func() {
+			fmt.Fprintf(stdout, "Usage: veil %s\n\n%s is not part of this build yet; see the README for what runs today.\n", name, what)
+		}
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		return fmt.Errorf("%s is not part of this build yet", what)
+	}
+}

@@ -1,0 +1,431 @@
+// Package ingest is Veil's HTTP ingest service: POST /v1/events takes usage
+// events from producers other than the gateway, validates them and answers
+// only after Kafka has acknowledged every accepted event.
+//
+// The gateway module for Caddy lives in a sub-package; both write to the same
+// topic in the same format.
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/problem"
+	"github.com/veil-platform/veil/schemas/usage"
+)
+
+// Media types POST /v1/events accepts.
+const (
+	MediaTypeEvent  = "application/cloudevents+json"
+	MediaTypeBatch  = "application/cloudevents-batch+json"
+	MediaTypeNDJSON = "application/x-ndjson"
+)
+
+// ReasonEventTooLarge refuses a single event larger than MaxEventBytes: Kafka
+// would refuse the record, so ingest says so up front.
+const ReasonEventTooLarge usage.Reason = "event_too_large"
+
+// Defaults for Config.
+const (
+	DefaultMaxBodyBytes   = 5 << 20
+	DefaultMaxEvents      = 10_000
+	DefaultAckTimeout     = 10 * time.Second
+	DefaultRetryAfter     = 5 * time.Second
+	MaxEventBytes         = 512 << 10
+	maxListedRejections   = 1000
+	contentTypeCloudEvent = MediaTypeEvent + "; charset=utf-8"
+)
+
+// Producer sends a record to Kafka and calls promise once Kafka acknowledged
+// it or it failed. *kgo.Client satisfies it.
+type Producer interface {
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+}
+
+// Config configures the ingest handler.
+type Config struct {
+	Logger   *slog.Logger
+	Metrics  *metrics.Set
+	Producer Producer
+	// Topic receives accepted events. Default veil.usage.raw.
+	Topic string
+	// Tokens are the bearer tokens allowed to post. At least one is required.
+	Tokens []string
+	// MaxBodyBytes bounds a request body; larger bodies get 413. Default 5 MiB.
+	MaxBodyBytes int64
+	// MaxEvents bounds the events in one request; more get 413. Default 10,000.
+	MaxEvents int
+	// AckTimeout bounds the wait for Kafka's acknowledgement; past it the
+	// request gets 503 with Retry-After and no event is reported accepted.
+	// Default 10s.
+	AckTimeout time.Duration
+	// MaxFuture and LateWindow bound event times relative to Now.
+	// Defaults 5 minutes and 35 days.
+	MaxFuture  time.Duration
+	LateWindow time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the first problem with the configuration.
+func (c Config) Validate() error {
+	switch {
+	case c.Logger == nil:
+		return errors.New("ingest config: logger is required")
+	case c.Metrics == nil:
+		return errors.New("ingest config: metrics set is required")
+	case c.Producer == nil:
+		return errors.New("ingest config: producer is required")
+	case len(c.Tokens) == 0:
+		return errors.New("ingest config: at least one bearer token is required (VEIL_INGEST_TOKENS)")
+	case c.MaxBodyBytes < 0, c.MaxEvents < 0, c.AckTimeout < 0, c.MaxFuture < 0, c.LateWindow < 0:
+		return errors.New("ingest config: limits must not be negative")
+	}
+	for _, t := range c.Tokens {
+		if len(t) < 16 {
+			return errors.New("ingest config: bearer tokens must be at least 16 characters")
+		}
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Topic == "" {
+		c.Topic = broker.TopicUsageRaw
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxEvents == 0 {
+		c.MaxEvents = DefaultMaxEvents
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.MaxFuture == 0 {
+		c.MaxFuture = usage.DefaultMaxFuture
+	}
+	if c.LateWindow == 0 {
+		c.LateWindow = usage.DefaultLateWindow
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Handler serves POST /v1/events.
+type Handler struct {
+	cfg    Config
+	tokens [][]byte
+
+	accepted        *metrics.Counter
+	produceFailures *metrics.Counter
+	requestSeconds  *metrics.PrometheusHistogram
+	produceSeconds  *metrics.PrometheusHistogram
+	eventsPerReq    *metrics.PrometheusHistogram
+}
+
+// New returns the ingest handler.
+func New(cfg Config) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	h := &Handler{
+		cfg:             cfg,
+		accepted:        cfg.Metrics.NewCounter("veil_ingest_events_accepted_total"),
+		produceFailures: cfg.Metrics.NewCounter("veil_ingest_produce_failures_total"),
+		requestSeconds:  cfg.Metrics.NewPrometheusHistogram("veil_ingest_request_duration_seconds"),
+		produceSeconds:  cfg.Metrics.NewPrometheusHistogram("veil_ingest_produce_duration_seconds"),
+		eventsPerReq: cfg.Metrics.NewPrometheusHistogramExt("veil_ingest_request_events",
+			[]float64{1, 10, 100, 1000, 5000, 10000}),
+	}
+	for _, t := range cfg.Tokens {
+		h.tokens = append(h.tokens, []byte(t))
+	}
+	return h, nil
+}
+
+// Routes returns the service's routes.
+func (h *Handler) Routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID)
+	r.Post("/v1/events", h.postEvents)
+	return r
+}
+
+// Rejection names one refused event of a request.
+type Rejection struct {
+	Index  int          `json:"index"`
+	ID     string       `json:"id,omitempty"`
+	Reason usage.Reason `json:"reason"`
+	Field  string       `json:"field,omitempty"`
+	Detail string       `json:"detail"`
+}
+
+// Accepted is the body of a 202 answer.
+type Accepted struct {
+	Accepted int `json:"accepted"`
+}
+
+func (h *Handler) postEvents(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	status := h.serveEvents(w, r)
+	h.cfg.Metrics.GetOrCreateCounter(`veil_ingest_requests_total{code="` + strconv.Itoa(status) + `"}`).Inc()
+	h.requestSeconds.UpdateDuration(start)
+}
+
+// serveEvents answers the request and returns the status it sent.
+func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) int {
+	if !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="veil-ingest"`)
+		return writeProblem(w, problem.New(http.StatusUnauthorized, "unauthorized", "Unauthorized",
+			"a valid bearer token is required in the Authorization header"))
+	}
+	kind, err := mediaKind(r.Header.Get("Content-Type"))
+	if err != nil {
+		return writeProblem(w, problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type", err.Error()))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return writeProblem(w, problem.New(http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large",
+				fmt.Sprintf("the body exceeds %d bytes; split the events into several requests", h.cfg.MaxBodyBytes)))
+		}
+		return writeProblem(w, problem.New(http.StatusBadRequest, "unreadable-body", "Unreadable body", err.Error()))
+	}
+	raws, perr := split(kind, body, h.cfg.MaxEvents)
+	if perr != nil {
+		return writeProblem(w, *perr)
+	}
+	h.eventsPerReq.Update(float64(len(raws)))
+
+	now := h.cfg.Now()
+	records := make([]*kgo.Record, 0, len(raws))
+	var rejected []Rejection
+	for i, raw := range raws {
+		rej, rec := h.check(i, raw, now)
+		if rej != nil {
+			rejected = append(rejected, *rej)
+			h.cfg.Metrics.GetOrCreateCounter(`veil_ingest_events_rejected_total{reason="` + string(rej.Reason) + `"}`).Inc()
+			continue
+		}
+		records = append(records, rec)
+	}
+	if len(records) == 0 {
+		return writeProblem(w, rejectionProblem(http.StatusBadRequest, "invalid-events", "Invalid events",
+			fmt.Sprintf("all %d events were rejected", len(rejected)), 0, rejected))
+	}
+
+	if err := h.produce(r.Context(), records); err != nil {
+		h.produceFailures.Inc()
+		h.cfg.Logger.WarnContext(r.Context(), "kafka did not acknowledge events",
+			"request_id", middleware.GetReqID(r.Context()), "events", len(records), "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(int(DefaultRetryAfter/time.Second)))
+		return writeProblem(w, problem.New(http.StatusServiceUnavailable, "broker-unavailable", "Events not accepted",
+			"Kafka did not acknowledge the events in time; none of this request's events is accepted. Retry the whole request: events are deduplicated by (source, id).").
+			With("accepted", 0))
+	}
+	h.accepted.Add(len(records))
+	if len(rejected) > 0 {
+		return writeProblem(w, rejectionProblem(http.StatusMultiStatus, "partial-batch", "Some events were rejected",
+			fmt.Sprintf("%d events accepted, %d rejected", len(records), len(rejected)), len(records), rejected))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(Accepted{Accepted: len(records)})
+	return http.StatusAccepted
+}
+
+// check validates one raw event and returns either its rejection or its record.
+func (h *Handler) check(i int, raw []byte, now time.Time) (*Rejection, *kgo.Record) {
+	if len(raw) > MaxEventBytes {
+		return &Rejection{Index: i, Reason: ReasonEventTooLarge,
+			Detail: fmt.Sprintf("the event is %d bytes; at most %d are allowed", len(raw), MaxEventBytes)}, nil
+	}
+	e, err := usage.Decode(raw)
+	if err == nil {
+		err = e.CheckTime(now, h.cfg.MaxFuture, h.cfg.LateWindow)
+	}
+	if err != nil {
+		rej := &Rejection{Index: i, ID: e.ID, Reason: usage.ReasonMalformedJSON, Detail: err.Error()}
+		var ve *usage.Error
+		if errors.As(err, &ve) {
+			rej.Reason, rej.Field, rej.Detail = ve.Reason, ve.Field, ve.Detail
+		}
+		return rej, nil
+	}
+	return nil, &kgo.Record{
+		Topic:   h.cfg.Topic,
+		Key:     []byte(e.Subject),
+		Value:   raw,
+		Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte(contentTypeCloudEvent)}},
+	}
+}
+
+// produce sends the records and waits for Kafka's acknowledgement of all of
+// them, at most AckTimeout. The wait is bounded even for records already in
+// flight: those may still land after a timeout, which is harmless because
+// the client retries the request and the processors deduplicate by
+// (source, id).
+func (h *Handler) produce(ctx context.Context, records []*kgo.Record) error {
+	start := time.Now()
+	defer h.produceSeconds.UpdateDuration(start)
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.AckTimeout)
+	defer cancel()
+
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	wg.Add(len(records))
+	for _, r := range records {
+		h.cfg.Producer.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+			wg.Done()
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("produce %d records: %w", len(records), ctx.Err())
+	}
+	if firstErr != nil {
+		return fmt.Errorf("produce %d records: %w", len(records), firstErr)
+	}
+	return nil
+}
+
+func (h *Handler) authorized(r *http.Request) bool {
+	auth := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(auth, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := []byte(strings.TrimSpace(token))
+	match := 0
+	for _, t := range h.tokens {
+		match |= subtle.ConstantTimeCompare(got, t)
+	}
+	return match == 1
+}
+
+type bodyKind int
+
+const (
+	kindEvent bodyKind = iota
+	kindBatch
+	kindNDJSON
+)
+
+func mediaKind(contentType string) (bodyKind, error) {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil && contentType != "" {
+		return 0, fmt.Errorf("Content-Type %q cannot be parsed", contentType)
+	}
+	switch mt {
+	case MediaTypeEvent:
+		return kindEvent, nil
+	case MediaTypeBatch:
+		return kindBatch, nil
+	case MediaTypeNDJSON:
+		return kindNDJSON, nil
+	}
+	return 0, fmt.Errorf("Content-Type must be %s, %s or %s", MediaTypeEvent, MediaTypeBatch, MediaTypeNDJSON)
+}
+
+// split cuts a body into raw events. It refuses bodies that are not the
+// declared shape, that hold no event, or that hold more than maxEvents.
+func split(kind bodyKind, body []byte, maxEvents int) ([][]byte, *problem.Details) {
+	var raws [][]byte
+	switch kind {
+	case kindEvent:
+		if len(bytes.TrimSpace(body)) > 0 {
+			raws = [][]byte{body}
+		}
+	case kindBatch:
+		var batch []json.RawMessage
+		if err := json.Unmarshal(body, &batch); err != nil {
+			p := problem.New(http.StatusBadRequest, "malformed-body", "Malformed body",
+				"a "+MediaTypeBatch+" body must be a JSON array of events: "+err.Error())
+			return nil, &p
+		}
+		if len(batch) > maxEvents {
+			return nil, tooManyEvents(len(batch), maxEvents)
+		}
+		raws = make([][]byte, len(batch))
+		for i, b := range batch {
+			raws[i] = b
+		}
+	case kindNDJSON:
+		for len(body) > 0 {
+			line := body
+			if i := bytes.IndexByte(body, '\n'); i >= 0 {
+				line, body = body[:i], body[i+1:]
+			} else {
+				body = nil
+			}
+			if line = bytes.TrimSpace(line); len(line) > 0 {
+				if len(raws) == maxEvents {
+					return nil, tooManyEvents(len(raws)+1, maxEvents)
+				}
+				raws = append(raws, line)
+			}
+		}
+	}
+	if len(raws) == 0 {
+		p := problem.New(http.StatusBadRequest, "empty-request", "No events", "the request holds no event")
+		return nil, &p
+	}
+	return raws, nil
+}
+
+func tooManyEvents(n, max int) *problem.Details {
+	p := problem.New(http.StatusRequestEntityTooLarge, "too-many-events", "Too many events",
+		fmt.Sprintf("the request holds more than %d events (at least %d); split it", max, n)).With("max_events", max)
+	return &p
+}
+
+func rejectionProblem(status int, typ, title, detail string, accepted int, rejected []Rejection) problem.Details {
+	listed := rejected
+	if len(listed) > maxListedRejections {
+		listed = listed[:maxListedRejections]
+	}
+	return problem.New(status, typ, title, detail).
+		With("accepted", accepted).
+		With("rejected", len(rejected)).
+		With("errors", listed)
+}
+
+func writeProblem(w http.ResponseWriter, p problem.Details) int {
+	problem.Write(w, p)
+	return p.Status
+}

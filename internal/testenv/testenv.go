@@ -1,0 +1,198 @@
+// Package testenv connects tests to the real services that make test starts.
+// A service that does not answer fails the test: tests never skip for lack
+// of a service.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/veil-platform/veil/internal/broker"
+)
+
+// Env returns the environment variable or def.
+func Env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// Logger returns a logger that writes through t.Log only when VEIL_TEST_LOG
+// is set, so passing tests stay quiet.
+func Logger(t testing.TB) *slog.Logger {
+	if os.Getenv("VEIL_TEST_LOG") == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// Suffix returns a random hex string for names unique to one test.
+func Suffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Kafka is a broker a test can use: the real one named by VEIL_KAFKA_BROKERS
+// when VEIL_TEST_BROKER=kafka, or an in-process kfake cluster (the default,
+// VEIL_TEST_BROKER=kfake).
+type Kafka struct {
+	Brokers []string
+	// Fake is the kfake cluster, nil against the real broker.
+	Fake *kfake.Cluster
+}
+
+// BrokerKind is the broker the tests run against: "kfake" or "kafka".
+func BrokerKind() string { return Env("VEIL_TEST_BROKER", "kfake") }
+
+// NewKafka returns the broker selected by VEIL_TEST_BROKER.
+func NewKafka(t testing.TB) *Kafka {
+	t.Helper()
+	switch kind := BrokerKind(); kind {
+	case "kfake":
+		return NewFakeKafka(t)
+	case "kafka":
+		brokers := broker.ParseBrokers(Env("VEIL_KAFKA_BROKERS", "127.0.0.1:9092"))
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+		if err != nil {
+			t.Fatalf("kafka client: %v", err)
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := cl.Ping(ctx); err != nil {
+			t.Fatalf("real Kafka broker at %v does not answer (start it with make kafka): %v", brokers, err)
+		}
+		return &Kafka{Brokers: brokers}
+	default:
+		t.Fatalf("VEIL_TEST_BROKER=%q; want kfake or kafka", kind)
+		return nil
+	}
+}
+
+// NewFakeKafka always returns an in-process kfake cluster, for tests that
+// inject faults.
+func NewFakeKafka(t testing.TB) *Kafka {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatalf("start kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return &Kafka{Brokers: c.ListenAddrs(), Fake: c}
+}
+
+// Client returns a client for the broker, closed when the test ends.
+func (k *Kafka) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(k.Brokers...)}, opts...)...)
+	if err != nil {
+		t.Fatalf("kafka client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// Topic creates a topic unique to the test and deletes it afterwards.
+func (k *Kafka) Topic(t testing.TB, partitions int32) string {
+	t.Helper()
+	name := "veil.test." + Suffix()
+	adm := kadm.NewClient(k.Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("create topic %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = adm.DeleteTopics(ctx, name)
+	})
+	cl := k.Client(t)
+	if err := broker.WaitForTopic(ctx, cl, name); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// ReadAll returns every record in topic, from the start to the end offsets
+// at the time of the call.
+func (k *Kafka) ReadAll(t testing.TB, topic string) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(k.Client(t))
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("list end offsets of %s: %v", topic, err)
+	}
+	want := map[int32]int64{}
+	var total int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			t.Fatalf("end offset of %s/%d: %v", topic, o.Partition, o.Err)
+		}
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+			total += o.Offset
+		}
+	})
+	if total == 0 {
+		return nil
+	}
+	cl := k.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var out []*kgo.Record
+	reached := map[int32]bool{}
+	for len(reached) < len(want) {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("read %s: got %d records before the deadline; want %d", topic, len(out), total)
+		}
+		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", topic, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset < want[r.Partition] {
+				out = append(out, r)
+			}
+			if r.Offset+1 >= want[r.Partition] {
+				reached[r.Partition] = true
+			}
+		})
+	}
+	return out
+}
+
+// Deadline polls cond every 20ms until it returns nil or d passes, then
+// fails the test with cond's last error.
+func Deadline(t testing.TB, d time.Duration, cond func() error) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("condition not met within %s: %v", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

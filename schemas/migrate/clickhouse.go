@@ -1,0 +1,203 @@
+package migrate
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/veil-platform/veil/schemas"
+)
+
+// ClickHouseConfig names the server and database to migrate.
+type ClickHouseConfig struct {
+	Addr     string // host:port of the native protocol, e.g. 127.0.0.1:9000
+	Database string // e.g. veil
+	Username string // default "default"
+	Password string
+}
+
+// OpenClickHouse connects to the server, optionally with a database selected.
+func OpenClickHouse(cfg ClickHouseConfig, database string) (driver.Conn, error) {
+	user := cfg.Username
+	if user == "" {
+		user = "default"
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{cfg.Addr},
+		Auth:        clickhouse.Auth{Database: database, Username: user, Password: cfg.Password},
+		DialTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse %s: %w", cfg.Addr, err)
+	}
+	return conn, nil
+}
+
+var validDatabase = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// Migration is one numbered ClickHouse migration file.
+type Migration struct {
+	Version    uint32
+	Name       string
+	Statements []string
+}
+
+// ClickHouseMigrations returns the embedded migrations in version order.
+func ClickHouseMigrations() ([]Migration, error) {
+	entries, err := fs.ReadDir(schemas.ClickHouse, "clickhouse")
+	if err != nil {
+		return nil, fmt.Errorf("read embedded clickhouse migrations: %w", err)
+	}
+	var out []Migration
+	for _, e := range entries {
+		name := e.Name()
+		num, _, ok := strings.Cut(name, "_")
+		v, err := strconv.ParseUint(num, 10, 32)
+		if !ok || err != nil || !strings.HasSuffix(name, ".sql") {
+			return nil, fmt.Errorf("clickhouse migration %q: name must be NNNN_description.sql", name)
+		}
+		b, err := fs.ReadFile(schemas.ClickHouse, "clickhouse/"+name)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		out = append(out, Migration{Version: uint32(v), Name: name, Statements: SplitStatements(string(b))})
+	}
+	slices.SortFunc(out, func(a, b Migration) int { return int(a.Version) - int(b.Version) })
+	for i := 1; i < len(out); i++ {
+		if out[i].Version == out[i-1].Version {
+			return nil, fmt.Errorf("clickhouse migrations %s and %s share version %d", out[i-1].Name, out[i].Name, out[i].Version)
+		}
+	}
+	return out, nil
+}
+
+// SplitStatements cuts a migration file into statements: lines starting
+// with -- are comments, and a statement ends with ; at the end of a line.
+func SplitStatements(sql string) []string {
+	var (
+		out []string
+		cur strings.Builder
+	)
+	sc := bufio.NewScanner(strings.NewReader(sql))
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), " \t\r")
+		if strings.HasPrefix(strings.TrimSpace(line), "--") {
+			continue
+		}
+		if strings.TrimSpace(line) == "" && cur.Len() == 0 {
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteByte('\n')
+		if strings.HasSuffix(line, ";") {
+			stmt := strings.TrimSuffix(strings.TrimSpace(cur.String()), ";")
+			out = append(out, stmt)
+			cur.Reset()
+		}
+	}
+	if s := strings.TrimSpace(cur.String()); s != "" {
+		out = append(out, s)
+	}
+	return out
+}
+
+// ClickHouse applies the pending ClickHouse migrations, creating the
+// database first. Every statement is idempotent (IF NOT EXISTS), and
+// versions are recorded in schema_migrations, a ReplacingMergeTree that
+// collapses the duplicate rows concurrent runs may write: running it again,
+// or twice at once, is safe.
+func ClickHouse(ctx context.Context, cfg ClickHouseConfig, logger *slog.Logger) (Applied, error) {
+	if !validDatabase.MatchString(cfg.Database) {
+		return Applied{}, fmt.Errorf("clickhouse database name %q is not a plain identifier", cfg.Database)
+	}
+	migrations, err := ClickHouseMigrations()
+	if err != nil {
+		return Applied{}, err
+	}
+	admin, err := OpenClickHouse(cfg, "")
+	if err != nil {
+		return Applied{}, err
+	}
+	defer admin.Close()
+	if err := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+cfg.Database); err != nil {
+		return Applied{}, fmt.Errorf("create clickhouse database %s: %w", cfg.Database, err)
+	}
+	conn, err := OpenClickHouse(cfg, cfg.Database)
+	if err != nil {
+		return Applied{}, err
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations
+(
+    version    UInt32,
+    name       String,
+    applied_at DateTime
+)
+ENGINE = ReplacingMergeTree(applied_at)
+ORDER BY version`); err != nil {
+		return Applied{}, fmt.Errorf("create schema_migrations: %w", err)
+	}
+	done, err := clickHouseApplied(ctx, conn)
+	if err != nil {
+		return Applied{}, err
+	}
+	var out Applied
+	for _, m := range migrations {
+		if done[m.Version] {
+			continue
+		}
+		start := time.Now()
+		for i, stmt := range m.Statements {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return out, fmt.Errorf("clickhouse migration %s, statement %d: %w", m.Name, i+1, err)
+			}
+		}
+		if err := conn.Exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+			m.Version, m.Name, time.Now().UTC().Truncate(time.Second)); err != nil {
+			return out, fmt.Errorf("record clickhouse migration %s: %w", m.Name, err)
+		}
+		out.Versions = append(out.Versions, int64(m.Version))
+		logger.InfoContext(ctx, "clickhouse migration applied", "version", m.Version, "file", m.Name, "duration", time.Since(start))
+	}
+	return out, nil
+}
+
+// ClickHouseVersions returns the applied ClickHouse migration versions.
+func ClickHouseVersions(ctx context.Context, cfg ClickHouseConfig) (map[uint32]bool, error) {
+	conn, err := OpenClickHouse(cfg, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return clickHouseApplied(ctx, conn)
+}
+
+func clickHouseApplied(ctx context.Context, conn driver.Conn) (map[uint32]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	defer rows.Close()
+	done := map[uint32]bool{}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("scan schema_migrations: %w", err)
+		}
+		done[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	return done, nil
+}
