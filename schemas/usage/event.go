@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/shopspring/decimal"
+	"github.com/valyala/fastjson"
 )
 
 // Event types Veil knows.
@@ -39,11 +40,11 @@ const (
 
 // Limits of the stored columns, shared with the JSON Schema.
 var (
-	maxUnits       = decimal.New(1, 12) // exclusive
-	unitsScale     = int32(6)
-	maxUint32      = decimal.NewFromInt(4294967295)
-	maxSafeInteger = decimal.NewFromInt(9007199254740991)
+	maxUnits   = decimal.New(1, 12) // exclusive
+	unitsScale = int32(6)
 )
+
+const maxSafeInteger = 9007199254740991 // 2^53-1, the largest integer every JSON reader keeps exact
 
 // Event is one decoded, structurally valid usage event.
 type Event struct {
@@ -124,157 +125,205 @@ func writeString(b *bytes.Buffer, s string) {
 	b.Write(q)
 }
 
+var parsers fastjson.ParserPool
+
 // Decode parses one event from its JSON encoding and checks it against the
 // schema. Errors are *Error with a stable Reason.
+//
+// It runs on the processors' hot path, so it validates the JSON text once
+// (strict RFC 8259 and UTF-8) and then walks it with fastjson, allocating
+// only the strings it keeps.
 func Decode(raw []byte) (Event, error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &top); err != nil {
-		return Event{}, newError(ReasonMalformedJSON, "", "%s", jsonDetail(err))
+	if !json.Valid(raw) {
+		var v any
+		return Event{}, newError(ReasonMalformedJSON, "", "%s", jsonDetail(json.Unmarshal(raw, &v)))
 	}
-	if top == nil {
+	if !utf8.Valid(raw) {
+		return Event{}, newError(ReasonMalformedJSON, "", "the event is not valid UTF-8")
+	}
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(raw)
+	if err != nil {
+		return Event{}, newError(ReasonMalformedJSON, "", "%s", err.Error())
+	}
+	top, err := v.Object()
+	if err != nil {
 		return Event{}, newError(ReasonMalformedJSON, "", "event must be a JSON object")
 	}
-	var e Event
-	for name, v := range top {
-		switch name {
+	var (
+		e       Event
+		data    *fastjson.Value
+		seen    uint8
+		failure *Error
+	)
+	const (
+		seenSpec = 1 << iota
+		seenID
+		seenSource
+		seenType
+		seenTime
+		seenSubject
+		seenData
+	)
+	// Later duplicates win, as in the JSON Schema validator's decoding.
+	top.Visit(func(key []byte, v *fastjson.Value) {
+		if failure != nil {
+			return
+		}
+		switch name := string(key); name {
 		case "specversion":
+			seen |= seenSpec
 			s, err := stringField(name, v, 0, -1)
 			if err != nil {
-				return Event{}, err
+				failure = err
+			} else if s != SpecVersion {
+				failure = newError(ReasonUnsupportedSpecVersion, name, "specversion %q is not supported; use %q", s, SpecVersion)
 			}
-			if s != SpecVersion {
-				return Event{}, newError(ReasonUnsupportedSpecVersion, name, "specversion %q is not supported; use %q", s, SpecVersion)
-			}
-		case "id", "source":
-			s, err := stringField(name, v, 1, 256)
-			if err != nil {
-				return Event{}, err
-			}
-			if name == "id" {
-				e.ID = s
-			} else {
-				e.Source = s
-			}
+		case "id":
+			seen |= seenID
+			e.ID, failure = stringField(name, v, 1, 256)
+		case "source":
+			seen |= seenSource
+			e.Source, failure = stringField(name, v, 1, 256)
 		case "type":
+			seen |= seenType
 			s, err := stringField(name, v, 0, -1)
-			if err != nil {
-				return Event{}, err
+			switch {
+			case err != nil:
+				failure = err
+			case s != TypeAPIRequest && s != TypeUsageRecord:
+				failure = newError(ReasonUnknownType, name, "type %q is not one of %s, %s", s, TypeAPIRequest, TypeUsageRecord)
+			default:
+				e.Type = s
 			}
-			if s != TypeAPIRequest && s != TypeUsageRecord {
-				return Event{}, newError(ReasonUnknownType, name, "type %q is not one of %s, %s", s, TypeAPIRequest, TypeUsageRecord)
-			}
-			e.Type = s
 		case "time":
+			seen |= seenTime
 			s, err := stringField(name, v, 0, -1)
 			if err != nil {
-				return Event{}, err
+				failure = err
+				return
 			}
 			t, perr := parseTime(s)
 			if perr != nil {
-				return Event{}, newError(ReasonInvalidTime, name, "time %q is not RFC 3339", s)
+				failure = newError(ReasonInvalidTime, name, "time %q is not RFC 3339", s)
+				return
 			}
 			e.Time = t
 		case "subject":
-			s, err := stringField(name, v, 1, 128)
-			if err != nil {
-				return Event{}, err
-			}
-			e.Subject = s
+			seen |= seenSubject
+			e.Subject, failure = stringField(name, v, 1, 128)
 		case "datacontenttype":
 			s, err := stringField(name, v, 0, -1)
 			if err != nil {
-				return Event{}, err
-			}
-			if s != "application/json" {
-				return Event{}, newError(ReasonInvalidField, name, "datacontenttype must be application/json")
+				failure = err
+			} else if s != "application/json" {
+				failure = newError(ReasonInvalidField, name, "datacontenttype must be application/json")
 			}
 		case "dataschema":
-			if _, err := stringField(name, v, 0, 512); err != nil {
-				return Event{}, err
-			}
+			_, failure = stringField(name, v, 0, 512)
 		case "data":
-			// decoded below, once the type is known
+			seen |= seenData
+			data = v // decoded below, once the type is known
 		default:
 			if !validExtensionName(name) {
-				return Event{}, newError(ReasonUnknownField, name, "attribute %q is not a CloudEvents attribute or a valid extension name (lower-case letters and digits, at most 20)", name)
+				failure = newError(ReasonUnknownField, name, "attribute %q is not a CloudEvents attribute or a valid extension name (lower-case letters and digits, at most 20)", name)
+				return
 			}
-			switch kindOf(v) {
-			case '"', 'n', 't':
+			switch v.Type() {
+			case fastjson.TypeString, fastjson.TypeNumber, fastjson.TypeTrue, fastjson.TypeFalse:
 			default:
-				return Event{}, newError(ReasonInvalidField, name, "extension %q must be a string, number or boolean", name)
+				failure = newError(ReasonInvalidField, name, "extension %q must be a string, number or boolean", name)
 			}
 		}
+	})
+	if failure != nil {
+		return Event{}, failure
 	}
-	for _, name := range [...]string{"specversion", "id", "source", "type", "time", "subject", "data"} {
-		if _, ok := top[name]; !ok {
+	for i, name := range [...]string{"specversion", "id", "source", "type", "time", "subject", "data"} {
+		if seen&(1<<i) == 0 {
 			return Event{}, newError(ReasonMissingField, name, "%s is required", name)
 		}
 	}
-	d, err := decodeData(top["data"], e.Type == TypeAPIRequest)
-	if err != nil {
-		return Event{}, err
+	d, derr := decodeData(data, e.Type == TypeAPIRequest)
+	if derr != nil {
+		return Event{}, derr
 	}
 	e.Data = d
 	return e, nil
 }
 
-func decodeData(raw json.RawMessage, apiRequest bool) (Data, error) {
-	if kindOf(raw) != '{' {
+func decodeData(v *fastjson.Value, apiRequest bool) (Data, *Error) {
+	fields, err := v.Object()
+	if err != nil {
 		return Data{}, newError(ReasonInvalidField, "data", "data must be a JSON object")
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return Data{}, newError(ReasonMalformedJSON, "data", "%s", jsonDetail(err))
-	}
 	d := Data{Units: decimal.NewFromInt(1)}
-	for name, v := range fields {
-		field := "data." + name
-		var err error
-		switch name {
+	var (
+		seen    uint8
+		failure *Error
+	)
+	const (
+		seenAPIID = 1 << iota
+		seenMethod
+		seenRoute
+		seenPath
+		seenStatus
+		seenLatency
+	)
+	fields.Visit(func(key []byte, v *fastjson.Value) {
+		if failure != nil {
+			return
+		}
+		var n int64
+		switch string(key) {
 		case "api_id":
-			d.APIID, err = stringField(field, v, 1, 128)
+			seen |= seenAPIID
+			d.APIID, failure = stringField("data.api_id", v, 1, 128)
 		case "key_id":
-			d.KeyID, err = stringField(field, v, 0, 128)
+			d.KeyID, failure = stringField("data.key_id", v, 0, 128)
 		case "method":
-			d.Method, err = stringField(field, v, 0, -1)
-			if err == nil && !validMethod(d.Method) {
-				err = newError(ReasonInvalidField, field, "method %q must be 1 to 16 upper-case letters", d.Method)
+			seen |= seenMethod
+			d.Method, failure = stringField("data.method", v, 0, -1)
+			if failure == nil && !validMethod(d.Method) {
+				failure = newError(ReasonInvalidField, "data.method", "method %q must be 1 to 16 upper-case letters", d.Method)
 			}
 		case "route":
-			d.Route, err = stringField(field, v, 1, 512)
+			seen |= seenRoute
+			d.Route, failure = stringField("data.route", v, 1, 512)
 		case "path":
-			d.Path, err = stringField(field, v, 0, 2048)
+			seen |= seenPath
+			d.Path, failure = stringField("data.path", v, 0, 2048)
 		case "status":
-			var n decimal.Decimal
-			n, err = integerField(field, v, decimal.NewFromInt(100), decimal.NewFromInt(599))
-			d.Status = uint16(n.IntPart())
+			seen |= seenStatus
+			n, failure = integerField("data.status", v, 100, 599)
+			d.Status = uint16(n)
 		case "latency_ms":
-			var n decimal.Decimal
-			n, err = integerField(field, v, decimal.Zero, maxUint32)
-			d.LatencyMS = uint32(n.IntPart())
+			seen |= seenLatency
+			n, failure = integerField("data.latency_ms", v, 0, 4294967295)
+			d.LatencyMS = uint32(n)
 		case "request_bytes":
-			var n decimal.Decimal
-			n, err = integerField(field, v, decimal.Zero, maxSafeInteger)
-			d.RequestBytes = uint64(n.IntPart())
+			n, failure = integerField("data.request_bytes", v, 0, maxSafeInteger)
+			d.RequestBytes = uint64(n)
 		case "response_bytes":
-			var n decimal.Decimal
-			n, err = integerField(field, v, decimal.Zero, maxSafeInteger)
-			d.ResponseBytes = uint64(n.IntPart())
+			n, failure = integerField("data.response_bytes", v, 0, maxSafeInteger)
+			d.ResponseBytes = uint64(n)
 		case "units":
-			d.Units, err = unitsField(field, v)
+			d.Units, failure = unitsField("data.units", v)
 		default:
-			err = newError(ReasonUnknownField, field, "data field %q is not part of the usage event", name)
+			failure = newError(ReasonUnknownField, "data."+string(key), "data field %q is not part of the usage event", key)
 		}
-		if err != nil {
-			return Data{}, err
-		}
+	})
+	if failure != nil {
+		return Data{}, failure
 	}
-	required := []string{"api_id"}
+	required := [...]string{"api_id", "method", "route", "path", "status", "latency_ms"}
+	n := 1
 	if apiRequest {
-		required = append(required, "method", "route", "path", "status", "latency_ms")
+		n = len(required)
 	}
-	for _, name := range required {
-		if _, ok := fields[name]; !ok {
+	for i, name := range required[:n] {
+		if seen&(1<<i) == 0 {
 			return Data{}, newError(ReasonMissingField, "data."+name, "data.%s is required", name)
 		}
 	}
@@ -293,35 +342,14 @@ func (e Event) CheckTime(now time.Time, maxFuture, lateWindow time.Duration) err
 	return nil
 }
 
-// kindOf returns the first byte that tells a JSON value's kind: '{', '[',
-// '"', 't' (true or false), 'n' (number) or 0 (null or empty).
-func kindOf(v json.RawMessage) byte {
-	v = bytes.TrimLeft(v, " \t\r\n")
-	if len(v) == 0 {
-		return 0
-	}
-	switch c := v[0]; {
-	case c == '{' || c == '[' || c == '"':
-		return c
-	case c == 't' || c == 'f':
-		return 't'
-	case c == '-' || (c >= '0' && c <= '9'):
-		return 'n'
-	}
-	return 0
-}
-
-// stringField decodes a JSON string whose length in code points lies in
+// stringField returns a JSON string whose length in code points lies in
 // [minLen, maxLen]; maxLen < 0 means unbounded.
-func stringField(field string, v json.RawMessage, minLen, maxLen int) (string, error) {
-	if kindOf(v) != '"' {
+func stringField(field string, v *fastjson.Value, minLen, maxLen int) (string, *Error) {
+	b, err := v.StringBytes()
+	if err != nil {
 		return "", newError(ReasonInvalidField, field, "%s must be a string", field)
 	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		return "", newError(ReasonMalformedJSON, field, "%s", jsonDetail(err))
-	}
-	n := utf8.RuneCountInString(s)
+	n := utf8.RuneCount(b)
 	if n < minLen {
 		if minLen == 1 {
 			return "", newError(ReasonInvalidField, field, "%s must not be empty", field)
@@ -331,40 +359,54 @@ func stringField(field string, v json.RawMessage, minLen, maxLen int) (string, e
 	if maxLen >= 0 && n > maxLen {
 		return "", newError(ReasonInvalidField, field, "%s must be at most %d characters", field, maxLen)
 	}
-	return s, nil
+	return string(b), nil
 }
 
-func numberField(field string, v json.RawMessage) (decimal.Decimal, error) {
-	if kindOf(v) != 'n' {
-		return decimal.Decimal{}, newError(ReasonInvalidField, field, "%s must be a number", field)
+// numberText returns the literal text of a JSON number; json.Valid has
+// already held it to the JSON grammar.
+func numberText(v *fastjson.Value) ([]byte, bool) {
+	if v.Type() != fastjson.TypeNumber {
+		return nil, false
 	}
-	d, err := decimal.NewFromString(string(bytes.TrimSpace(v)))
-	if err != nil {
-		return decimal.Decimal{}, newError(ReasonInvalidField, field, "%s is not a valid number", field)
-	}
-	return d, nil
+	return v.MarshalTo(nil), true
 }
 
-func integerField(field string, v json.RawMessage, lo, hi decimal.Decimal) (decimal.Decimal, error) {
-	d, err := numberField(field, v)
+// integerField returns a JSON number with no fractional part in [lo, hi].
+// Plain integer literals, the common case, are parsed without allocating;
+// forms such as 2e2 or 200.0 go through decimal.
+func integerField(field string, v *fastjson.Value, lo, hi int64) (int64, *Error) {
+	if v.Type() != fastjson.TypeNumber {
+		return 0, newError(ReasonInvalidField, field, "%s must be a number", field)
+	}
+	n, err := v.Int64()
 	if err != nil {
-		return d, err
+		d, derr := decimal.NewFromString(string(v.MarshalTo(nil)))
+		if derr != nil {
+			return 0, newError(ReasonInvalidField, field, "%s is not a valid number", field)
+		}
+		if !d.IsInteger() {
+			return 0, newError(ReasonInvalidField, field, "%s must be an integer", field)
+		}
+		if d.LessThan(decimal.NewFromInt(lo)) || d.GreaterThan(decimal.NewFromInt(hi)) {
+			return 0, newError(ReasonInvalidField, field, "%s must be between %d and %d", field, lo, hi)
+		}
+		return d.IntPart(), nil
 	}
-	if !d.IsInteger() {
-		return d, newError(ReasonInvalidField, field, "%s must be an integer", field)
+	if n < lo || n > hi {
+		return 0, newError(ReasonInvalidField, field, "%s must be between %d and %d", field, lo, hi)
 	}
-	if d.LessThan(lo) || d.GreaterThan(hi) {
-		return d, newError(ReasonInvalidField, field, "%s must be between %s and %s", field, lo, hi)
-	}
-	return d, nil
+	return n, nil
 }
 
-func unitsField(field string, v json.RawMessage) (decimal.Decimal, error) {
-	d, err := numberField(field, v)
-	if err != nil {
-		return d, newError(ReasonInvalidUnits, field, "units must be a number")
+func unitsField(field string, v *fastjson.Value) (decimal.Decimal, *Error) {
+	text, ok := numberText(v)
+	if !ok {
+		return decimal.Decimal{}, newError(ReasonInvalidUnits, field, "units must be a number")
 	}
+	d, err := decimal.NewFromString(string(text))
 	switch {
+	case err != nil:
+		return d, newError(ReasonInvalidUnits, field, "units is not a valid number")
 	case d.IsNegative():
 		return d, newError(ReasonInvalidUnits, field, "units must not be negative")
 	case !d.Shift(unitsScale).IsInteger():

@@ -1,0 +1,54 @@
+# Veil — the two commands are `make demo` and `make test`; see README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+# Packages whose tests talk to Kafka; make test runs them against both brokers.
+KAFKA_PKGS := ./ingest/... ./internal/broker/... ./cmd/...
+FUZZTIME ?= 15s
+
+.PHONY: build test test-unit test-kfake fuzz demo services kafka services-down lint bench check-clickhouse-current clean
+
+build:
+	$(GO) build -o bin/veil ./cmd/veil
+
+## test: every test against the real services (Postgres, Redis, ClickHouse and the real Kafka broker),
+## then the Kafka tests again against the in-process kfake broker, then a short fuzz run.
+test: build services kafka
+	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 10m ./...
+	VEIL_TEST_BROKER=kfake $(GO) test -count=1 -timeout 5m $(KAFKA_PKGS)
+	$(MAKE) fuzz
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./schemas/usage
+
+## demo: start the services and veil dev, walk the scenario, print what runs where.
+demo: build services
+	deploy/local/demo.sh
+
+services:
+	deploy/local/services.sh up
+
+kafka:
+	deploy/local/kafka.sh start
+
+services-down:
+	deploy/local/services.sh down
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+## bench: ingest throughput against the real broker (make kafka) and the embedded one.
+bench: build kafka
+	bin/veil bench ingest --kafka-brokers 127.0.0.1:9092
+	bin/veil bench ingest
+
+## check-clickhouse-current: run the ClickHouse migrations on a current ClickHouse engine (chdb).
+check-clickhouse-current:
+	deploy/ci/clickhouse_current.sh
+
+clean:
+	rm -rf bin
