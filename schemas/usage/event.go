@@ -442,9 +442,14 @@ func validExtensionName(s string) bool {
 	return true
 }
 
-// parseTime accepts RFC 3339 date-times, with the letters T and Z in either
-// case as RFC 3339 allows.
+// parseTime accepts RFC 3339 date-times, with T and Z in either case as RFC
+// 3339 allows. time.Parse alone is laxer (it takes a one-digit hour, for
+// one), so the shape is checked first; times whose UTC year falls outside
+// 0001–9999 are refused because they cannot be written back as RFC 3339.
 func parseTime(s string) (time.Time, error) {
+	if !rfc3339Shape(s) {
+		return time.Time{}, errors.New("parse time: not RFC 3339")
+	}
 	if strings.ContainsAny(s, "tz") {
 		s = strings.ToUpper(s)
 	}
@@ -452,7 +457,46 @@ func parseTime(s string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("parse time: %w", err)
 	}
-	return t.UTC(), nil
+	t = t.UTC()
+	if y := t.Year(); y < 1 || y > 9999 {
+		return time.Time{}, errors.New("parse time: year out of range")
+	}
+	return t, nil
+}
+
+// rfc3339Shape reports whether s has the form
+// YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM) with digits where digits belong.
+func rfc3339Shape(s string) bool {
+	digits := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return false
+			}
+		}
+		return len(s) > 0
+	}
+	if len(s) < 20 || !digits(s[0:4]) || s[4] != '-' || !digits(s[5:7]) || s[7] != '-' || !digits(s[8:10]) ||
+		(s[10] != 'T' && s[10] != 't') || !digits(s[11:13]) || s[13] != ':' || !digits(s[14:16]) || s[16] != ':' || !digits(s[17:19]) {
+		return false
+	}
+	rest := s[19:]
+	if len(rest) > 0 && rest[0] == '.' {
+		i := 1
+		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+			i++
+		}
+		if i == 1 {
+			return false
+		}
+		rest = rest[i:]
+	}
+	switch {
+	case rest == "Z" || rest == "z":
+		return true
+	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && digits(rest[1:3]) && rest[3] == ':' && digits(rest[4:6]):
+		return rest[1:3] <= "23" && rest[4:6] <= "59"
+	}
+	return false
 }
 
 func jsonDetail(err error) string {
