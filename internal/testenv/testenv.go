@@ -7,12 +7,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -195,4 +198,62 @@ func Deadline(t testing.TB, d time.Duration, cond func() error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// PostgresURL returns the URL of a new, empty database on the test server
+// (VEIL_TEST_POSTGRES_URL, default the local one), dropped when the test ends.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	base := Env("VEIL_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("Postgres at %s does not answer (start it with make services): %v", base, err)
+	}
+	defer conn.Close(context.Background())
+	name := "veil_test_" + Suffix()
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	cfg, err := pgx.ParseConfig(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
+}
+
+// ClickHouseAddr returns the native address of the test ClickHouse
+// (VEIL_TEST_CLICKHOUSE_ADDR, default 127.0.0.1:9000) and a database name
+// unique to the test, dropped when it ends. The database is not created.
+func ClickHouseAddr(t testing.TB) (addr, database string) {
+	t.Helper()
+	addr = Env("VEIL_TEST_CLICKHOUSE_ADDR", "127.0.0.1:9000")
+	database = "veil_test_" + Suffix()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("open clickhouse: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatalf("ClickHouse at %s does not answer (start it with make services): %v", addr, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+database)
+		_ = conn.Close()
+	})
+	return addr, database
 }
