@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# make demo: run veil dev in the background, walk the scenario with
+# `veil demo`, then stop veil dev. Services must be up (make services).
+# DEMO_KEEP=1 leaves veil dev running afterwards.
+set -euo pipefail
+VEIL_SVC=demo
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$VEIL_ROOT"
+
+[[ -x bin/veil ]] || die "bin/veil is missing: run make build"
+
+# veil dev uses the real broker when it runs (make kafka), else its embedded one.
+if port_open 9092; then
+  log "a Kafka broker answers on 127.0.0.1:9092: veil dev uses it"
+  export VEIL_KAFKA_BROKERS=127.0.0.1:9092
+else
+  export VEIL_KAFKA_BROKERS=
+fi
+if port_open 8081; then
+  die "something already listens on 127.0.0.1:8081 (a veil dev left running?); stop it first"
+fi
+
+devlog=$VEIL_LOG/dev.log
+log "starting veil dev (log: $devlog)"
+VEIL_DATA_DIR=$VEIL_DATA bin/veil dev >"$devlog" 2>&1 &
+dev=$!
+stop_dev() {
+  if [[ ${DEMO_KEEP:-} == 1 ]]; then
+    log "veil dev keeps running (pid $dev); stop it with: kill $dev"
+    return
+  fi
+  kill "$dev" 2>/dev/null || true
+  wait "$dev" 2>/dev/null || true
+}
+trap stop_dev EXIT
+
+# Give veil dev a moment to fail fast (e.g. port taken, migrations refused).
+for _ in $(seq 1 50); do
+  kill -0 "$dev" 2>/dev/null || die "veil dev exited early" "$devlog"
+  port_open 8081 && break
+  sleep 0.2
+done
+kill -0 "$dev" 2>/dev/null || die "veil dev exited early" "$devlog"
+
+bin/veil demo --kafka-brokers 127.0.0.1:9092 || die "the demo failed" "$devlog"
