@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Project-local services for Veil, loopback only, passwordless, data in .veil/
+# (or $VEIL_DATA_DIR), logs in .veil/log/.
+#
+#   deploy/local/services.sh up      start PostgreSQL 15 (5432), Redis 7 (6379) and
+#                                    ClickHouse (9000 native, 8123 HTTP); installs
+#                                    missing Debian packages first. Idempotent.
+#   deploy/local/services.sh down    stop all four, Kafka included (deploy/local/kafka.sh);
+#                                    already stopped is fine.
+#   deploy/local/services.sh status  one line per service; exit 1 when PostgreSQL, Redis
+#                                    or ClickHouse is not running (Kafka is informative).
+#
+# Kafka (127.0.0.1:9092) is started separately: deploy/local/kafka.sh start.
+set -euo pipefail
+VEIL_SVC=services
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=deploy/local/lib.sh
+. "$here/lib.sh"
+
+# Install everything missing in one apt-get run (one `apt-get update`).
+install_all() {
+  local pkgs=()
+  [[ -x /usr/lib/postgresql/15/bin/initdb ]] || pkgs+=(postgresql-15)
+  { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || pkgs+=(redis-server redis-tools)
+  { command -v clickhouse-server && command -v clickhouse-client; } >/dev/null 2>&1 ||
+    pkgs+=(clickhouse-server clickhouse-client)
+  command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+  ((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}"
+}
+
+up() {
+  local t0
+  t0=$(now_ns)
+  install_all
+  "$here/postgres.sh" start
+  "$here/redis.sh" start
+  "$here/clickhouse.sh" start
+  log "up in $(ms_since "$t0") ms: postgres://postgres@127.0.0.1:5432/veil  redis 127.0.0.1:6379  clickhouse 127.0.0.1:9000 (http :8123)"
+}
+
+down() {
+  local rc=0
+  "$here/kafka.sh" stop || rc=1
+  "$here/clickhouse.sh" stop || rc=1
+  "$here/redis.sh" stop || rc=1
+  "$here/postgres.sh" stop || rc=1
+  return "$rc"
+}
+
+status() {
+  local rc=0
+  "$here/postgres.sh" status || rc=1
+  "$here/redis.sh" status || rc=1
+  "$here/clickhouse.sh" status || rc=1
+  "$here/kafka.sh" status || true
+  return "$rc"
+}
+
+case ${1:-} in
+  up | start) up ;;
+  down | stop) down ;;
+  status) status ;;
+  restart) down && up ;;
+  *)
+    echo "usage: $0 up|down|status|restart" >&2
+    exit 2
+    ;;
+esac
