@@ -1,0 +1,2 @@
+// Package deploy holds deployment assets; its tests validate them.
+package deploy
