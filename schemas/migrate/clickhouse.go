@@ -162,14 +162,29 @@ ORDER BY version`); err != nil {
 				return out, fmt.Errorf("clickhouse migration %s, statement %d: %w", m.Name, i+1, err)
 			}
 		}
-		if err := conn.Exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-			m.Version, m.Name, time.Now().UTC().Truncate(time.Second)); err != nil {
-			return out, fmt.Errorf("record clickhouse migration %s: %w", m.Name, err)
+		if err := recordClickHouseVersion(ctx, conn, m); err != nil {
+			return out, err
 		}
 		out.Versions = append(out.Versions, int64(m.Version))
 		logger.InfoContext(ctx, "clickhouse migration applied", "version", m.Version, "file", m.Name, "duration", time.Since(start))
 	}
 	return out, nil
+}
+
+// recordClickHouseVersion inserts the migration's row through a native
+// batch: the form of INSERT every server version since 18.16 takes.
+func recordClickHouseVersion(ctx context.Context, conn driver.Conn, m Migration) error {
+	batch, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name, applied_at)")
+	if err != nil {
+		return fmt.Errorf("record clickhouse migration %s: %w", m.Name, err)
+	}
+	if err := batch.Append(m.Version, m.Name, time.Now().UTC().Truncate(time.Second)); err != nil {
+		return fmt.Errorf("record clickhouse migration %s: %w", m.Name, err)
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("record clickhouse migration %s: %w", m.Name, err)
+	}
+	return nil
 }
 
 // ClickHouseVersions returns the applied ClickHouse migration versions.
