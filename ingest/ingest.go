@@ -271,6 +271,9 @@ func (h *Handler) check(i int, raw []byte, now time.Time) (*Rejection, *kgo.Reco
 		var ve *usage.Error
 		if errors.As(err, &ve) {
 			rej.Reason, rej.Field, rej.Detail = ve.Reason, ve.Field, ve.Detail
+			if rej.ID == "" {
+				rej.ID = ve.ID
+			}
 		}
 		return rej, nil
 	}

@@ -166,8 +166,8 @@ func TestPartialBatch(t *testing.T) {
 	}
 	errs := a.Body["errors"].([]any)
 	first, second := errs[0].(map[string]any), errs[1].(map[string]any)
-	if first["index"] != float64(1) || first["reason"] != "missing_field" || first["id"] != nil && first["id"] != "" {
-		t.Fatalf("errors[0] = %v; want index 1 missing_field", first)
+	if first["index"] != float64(1) || first["reason"] != "missing_field" || first["id"] != "bad1" {
+		t.Fatalf("errors[0] = %v; want index 1 missing_field id bad1", first)
 	}
 	if second["index"] != float64(3) || second["reason"] != "time_too_old" || second["id"] != "late" {
 		t.Fatalf("errors[1] = %v; want index 3 time_too_old id late", second)

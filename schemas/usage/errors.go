@@ -25,6 +25,7 @@ const (
 type Error struct {
 	Reason Reason // stable code
 	Field  string // the attribute at fault, e.g. "data.units"; empty for the whole event
+	ID     string // the event's id when it could be read, to name the event in answers
 	Detail string // human-readable explanation
 }
 

@@ -238,15 +238,19 @@ func Decode(raw []byte) (Event, error) {
 		}
 	})
 	if failure != nil {
+		failure.ID = string(top.Get("id").GetStringBytes())
 		return Event{}, failure
 	}
 	for i, name := range [...]string{"specversion", "id", "source", "type", "time", "subject", "data"} {
 		if seen&(1<<i) == 0 {
-			return Event{}, newError(ReasonMissingField, name, "%s is required", name)
+			err := newError(ReasonMissingField, name, "%s is required", name)
+			err.ID = e.ID
+			return Event{}, err
 		}
 	}
 	d, derr := decodeData(data, e.Type == TypeAPIRequest)
 	if derr != nil {
+		derr.ID = e.ID
 		return Event{}, derr
 	}
 	e.Data = d

@@ -231,6 +231,20 @@ func TestDecodeFields(t *testing.T) {
 	}
 }
 
+func TestErrorNamesTheEvent(t *testing.T) {
+	for _, raw := range []string{
+		with(func(e map[string]any) { data(e)["units"] = -1 }),
+		with(func(e map[string]any) { delete(e, "subject") }),
+		with(func(e map[string]any) { e["zz"] = map[string]any{} }),
+	} {
+		_, err := usage.Decode([]byte(raw))
+		var ve *usage.Error
+		if !errors.As(err, &ve) || ve.ID != "evt-1" {
+			t.Errorf("Decode(%s) = %#v; want an *Error with ID evt-1", raw, err)
+		}
+	}
+}
+
 func TestUnitsDefaultToOne(t *testing.T) {
 	e, err := usage.Decode([]byte(with(func(e map[string]any) { delete(data(e), "units") })))
 	if err != nil {
