@@ -127,15 +127,19 @@ func TestIngestCommand(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST /v1/events = %d; want 202", resp.StatusCode)
 	}
-	_, metricsText, err := get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"veil_ingest_events_accepted_total 1", `veil_kafka_produced_records_total{client="veil-ingest",topic="veil.usage.raw"} 1`} {
-		if !strings.Contains(metricsText, want) {
-			t.Errorf("/metrics lacks %q", want)
+	// The producer's batch hook may run just after the acknowledgement.
+	testenv.Deadline(t, 10*time.Second, func() error {
+		_, metricsText, err := get(base + "/metrics")
+		if err != nil {
+			return err
 		}
-	}
+		for _, want := range []string{"veil_ingest_events_accepted_total 1", `veil_kafka_produced_records_total{client="veil-ingest",topic="veil.usage.raw"} 1`} {
+			if !strings.Contains(metricsText, want) {
+				return fmt.Errorf("/metrics lacks %q", want)
+			}
+		}
+		return nil
+	})
 
 	cancel()
 	select {
