@@ -16,6 +16,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -256,4 +257,44 @@ func ClickHouseAddr(t testing.TB) (addr, database string) {
 		_ = conn.Close()
 	})
 	return addr, database
+}
+
+// Redis returns a client for the test Redis (VEIL_TEST_REDIS_ADDR, default
+// 127.0.0.1:6379). Tests keep apart by using subjects unique to them.
+func Redis(t testing.TB) rueidis.Client {
+	t.Helper()
+	addr := Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379")
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}})
+	if err != nil {
+		t.Fatalf("Redis at %s does not answer (start it with make services): %v", addr, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// GroupLag returns how many records of topic the group has not committed.
+func (k *Kafka) GroupLag(t testing.TB, group, topic string) (int64, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(k.Client(t))
+	lags, err := adm.Lag(ctx, group)
+	if err != nil {
+		return 0, err
+	}
+	l, ok := lags[group]
+	if !ok || l.Error() != nil {
+		return 0, fmt.Errorf("lag of group %s: %v", group, l.Error())
+	}
+	var total int64
+	for _, p := range l.Lag[topic] {
+		if p.Err != nil {
+			return 0, p.Err
+		}
+		total += p.Lag
+	}
+	if len(l.Lag[topic]) == 0 {
+		return 0, fmt.Errorf("group %s has no offsets for %s yet", group, topic)
+	}
+	return total, nil
 }

@@ -1,0 +1,58 @@
+package processors
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+type processorMetrics struct {
+	set          *metrics.Set
+	consumed     *metrics.Counter
+	written      *metrics.Counter
+	duplicates   *metrics.Counter
+	commitErrors *metrics.Counter
+	batchRecords *metrics.PrometheusHistogram
+	eventLag     *metrics.PrometheusHistogram
+}
+
+func newProcessorMetrics(set *metrics.Set, p *Processor) processorMetrics {
+	m := processorMetrics{
+		set:          set,
+		consumed:     set.NewCounter("veil_processor_events_consumed_total"),
+		written:      set.NewCounter("veil_processor_events_written_total"),
+		duplicates:   set.NewCounter("veil_processor_events_duplicate_total"),
+		commitErrors: set.NewCounter("veil_processor_commit_errors_total"),
+		batchRecords: set.NewPrometheusHistogramExt("veil_processor_batch_records",
+			[]float64{1, 10, 100, 1000, 5000, 10000, 25000, 50000, 100000}),
+		// From the event's time to the moment every sink holds it.
+		eventLag: set.NewPrometheusHistogramExt("veil_processor_event_lag_seconds",
+			[]float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400}),
+	}
+	// Consumer lag per owned partition: records behind the high watermark
+	// as of the last fetch.
+	set.RegisterMetricsWriter(func(w io.Writer) {
+		p.mu.Lock()
+		parts := make([]int32, 0, len(p.lag))
+		for part := range p.lag {
+			parts = append(parts, part)
+		}
+		sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+		for _, part := range parts {
+			fmt.Fprintf(w, "veil_processor_consumer_lag{partition=%q} %d\n", strconv.Itoa(int(part)), p.lag[part])
+		}
+		p.mu.Unlock()
+	})
+	return m
+}
+
+func (m processorMetrics) sinkSeconds(sink string) *metrics.PrometheusHistogram {
+	return m.set.GetOrCreatePrometheusHistogram(`veil_processor_sink_duration_seconds{sink="` + sink + `"}`)
+}
+
+func (m processorMetrics) sinkErrors(sink string) *metrics.Counter {
+	return m.set.GetOrCreateCounter(`veil_processor_sink_errors_total{sink="` + sink + `"}`)
+}

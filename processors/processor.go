@@ -1,0 +1,495 @@
+// Package processors turns raw usage events into exact, queryable usage: a
+// franz-go consumer group on veil.usage.raw that decodes and validates each
+// record, drops duplicates by (source, id), and writes every unique event
+// exactly once to ClickHouse (usage_events, whose materialized views keep the
+// roll-ups) and to the Redis counters, sending refused records to the
+// dead-letter topic and usage_rejects.
+//
+// Exactly once, whatever crashes or rebalances happen, rests on three things:
+//   - offsets are committed only after every sink holds the batch;
+//   - usage_events stores each row's Kafka partition and offset, so a
+//     processor taking over a partition rebuilds its dedupe state from what
+//     ClickHouse holds and recognises rows a crashed owner already wrote;
+//   - every Redis counter update checks and advances a per-subject,
+//     per-partition offset watermark in the same Lua script.
+package processors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/schemas/usage"
+)
+
+// ReasonSinkFailed sends to the dead-letter queue a record ClickHouse keeps
+// refusing, so that no partition is stuck behind it.
+const ReasonSinkFailed usage.Reason = "sink_failed"
+
+// Dead-letter headers (DESIGN.md).
+const (
+	HeaderError           = "veil-error"
+	HeaderErrorDetail     = "veil-error-detail"
+	HeaderSourceTopic     = "veil-source-topic"
+	HeaderSourcePartition = "veil-source-partition"
+	HeaderSourceOffset    = "veil-source-offset"
+)
+
+// Defaults for Config.
+const (
+	DefaultGroup        = "veil-processors"
+	DefaultBatchRecords = 50_000
+	DefaultBatchWait    = 500 * time.Millisecond
+	DefaultDataAttempts = 5
+)
+
+// Config configures a processor.
+type Config struct {
+	Logger  *slog.Logger
+	Metrics *metrics.Set
+	Brokers []string
+	// Group is the consumer group. Default veil-processors.
+	Group string
+	// Topic and DLQTopic default to veil.usage.raw and veil.usage.dlq.
+	Topic    string
+	DLQTopic string
+	// ClickHouse is a connection with the Veil database selected.
+	ClickHouse driver.Conn
+	Redis      rueidis.Client
+	// BatchRecords and BatchWait bound a batch: it closes at whichever comes
+	// first. Defaults 50,000 records and 500ms.
+	BatchRecords int
+	BatchWait    time.Duration
+	// MaxFuture and LateWindow bound event times. Defaults 5 minutes, 35 days.
+	MaxFuture  time.Duration
+	LateWindow time.Duration
+	// DataAttempts is how many times a batch ClickHouse refuses as data is
+	// tried before its records are inserted one by one and the ones still
+	// refused go to the dead-letter queue. Default 5. Connection failures
+	// are retried without limit.
+	DataAttempts int
+	// KafkaOpts are appended to the consumer's options (tests tune timeouts).
+	KafkaOpts []kgo.Opt
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Logger == nil || c.Metrics == nil:
+		return errors.New("processor config: logger and metrics are required")
+	case len(c.Brokers) == 0:
+		return broker.ErrNoBrokers
+	case c.ClickHouse == nil:
+		return errors.New("processor config: a ClickHouse connection is required")
+	case c.Redis == nil:
+		return errors.New("processor config: a Redis client is required")
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.Topic == "" {
+		c.Topic = broker.TopicUsageRaw
+	}
+	if c.DLQTopic == "" {
+		c.DLQTopic = broker.TopicUsageDLQ
+	}
+	if c.BatchRecords <= 0 {
+		c.BatchRecords = DefaultBatchRecords
+	}
+	if c.BatchWait <= 0 {
+		c.BatchWait = DefaultBatchWait
+	}
+	if c.MaxFuture <= 0 {
+		c.MaxFuture = usage.DefaultMaxFuture
+	}
+	if c.LateWindow <= 0 {
+		c.LateWindow = usage.DefaultLateWindow
+	}
+	if c.DataAttempts <= 0 {
+		c.DataAttempts = DefaultDataAttempts
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// partitionState is what a processor knows about a partition it owns. It is
+// built on the first batch after the partition is assigned and dropped when
+// the partition is revoked or lost.
+type partitionState struct {
+	seen *seenSet
+	// rejected holds offsets usage_rejects already has, at or after the
+	// first offset processed since assignment.
+	rejected map[int64]bool
+}
+
+// Processor consumes usage events. Several processors in one group share the
+// partitions.
+type Processor struct {
+	cfg   Config
+	ch    *chSink
+	redis *redisSink
+	m     processorMetrics
+
+	mu    sync.Mutex
+	parts map[int32]*partitionState
+	lag   map[int32]int64
+}
+
+// New returns a processor; Run starts it.
+func New(cfg Config) (*Processor, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	p := &Processor{
+		cfg:   cfg,
+		ch:    &chSink{conn: cfg.ClickHouse},
+		redis: newRedisSink(cfg.Redis),
+		parts: map[int32]*partitionState{},
+		lag:   map[int32]int64{},
+	}
+	p.m = newProcessorMetrics(cfg.Metrics, p)
+	return p, nil
+}
+
+// Run consumes until ctx ends or a fatal error occurs.
+func (p *Processor) Run(ctx context.Context) error {
+	opts := []kgo.Opt{
+		kgo.ConsumerGroup(p.cfg.Group),
+		kgo.ConsumeTopics(p.cfg.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(200 * time.Millisecond),
+		kgo.OnPartitionsAssigned(p.assigned),
+		kgo.OnPartitionsRevoked(p.dropPartitions("revoked")),
+		kgo.OnPartitionsLost(p.dropPartitions("lost")),
+		kgo.ProducerLinger(0),
+	}
+	cl, err := broker.NewClient(broker.ClientConfig{
+		Brokers:  p.cfg.Brokers,
+		ClientID: "veil-processor",
+		Logger:   p.cfg.Logger,
+		Metrics:  p.cfg.Metrics,
+		Opts:     append(opts, p.cfg.KafkaOpts...),
+	})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	for ctx.Err() == nil {
+		records := p.pollBatch(ctx, cl)
+		if len(records) == 0 {
+			cl.AllowRebalance()
+			continue
+		}
+		if err := p.process(ctx, cl, records); err != nil {
+			cl.AllowRebalance()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+			// The sinks hold the batch; whoever owns the partitions next
+			// recognises it, so a failed commit costs only a re-read.
+			p.cfg.Logger.WarnContext(ctx, "commit offsets", "err", err)
+			p.m.commitErrors.Inc()
+		}
+		cl.AllowRebalance()
+	}
+	return nil
+}
+
+// pollBatch gathers records until the batch is full or BatchWait passes.
+func (p *Processor) pollBatch(ctx context.Context, cl *kgo.Client) []*kgo.Record {
+	var records []*kgo.Record
+	deadline := time.Now().Add(p.cfg.BatchWait)
+	for len(records) < p.cfg.BatchRecords {
+		pctx, cancel := context.WithDeadline(ctx, deadline)
+		fs := cl.PollRecords(pctx, p.cfg.BatchRecords-len(records))
+		cancel()
+		fs.EachError(func(topic string, partition int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				p.cfg.Logger.WarnContext(ctx, "fetch", "topic", topic, "partition", partition, "err", err)
+			}
+		})
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if n := len(fp.Records); n > 0 {
+				p.setLag(fp.Partition, fp.HighWatermark-fp.Records[n-1].Offset-1)
+			}
+			records = append(records, fp.Records...)
+		})
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			break
+		}
+	}
+	return records
+}
+
+func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	p.cfg.Logger.InfoContext(ctx, "partitions assigned", "partitions", assigned[p.cfg.Topic])
+}
+
+func (p *Processor) dropPartitions(why string) func(context.Context, *kgo.Client, map[string][]int32) {
+	return func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+		parts := m[p.cfg.Topic]
+		p.mu.Lock()
+		for _, part := range parts {
+			delete(p.parts, part)
+			delete(p.lag, part)
+		}
+		p.mu.Unlock()
+		p.redis.forget(parts)
+		p.cfg.Logger.InfoContext(ctx, "partitions "+why, "partitions", parts)
+	}
+}
+
+func (p *Processor) setLag(partition int32, lag int64) {
+	p.mu.Lock()
+	p.lag[partition] = lag
+	p.mu.Unlock()
+}
+
+// state returns the partition's state, building it from ClickHouse on the
+// first batch after assignment.
+func (p *Processor) state(ctx context.Context, partition int32, firstOffset int64) (*partitionState, error) {
+	p.mu.Lock()
+	st := p.parts[partition]
+	p.mu.Unlock()
+	if st != nil {
+		return st, nil
+	}
+	start := time.Now()
+	st = &partitionState{seen: newSeenSet()}
+	since := p.cfg.Now().Add(-p.cfg.LateWindow)
+	if err := p.ch.loadSeen(ctx, partition, since, st.seen); err != nil {
+		return nil, err
+	}
+	rejected, err := p.ch.rejectedOffsets(ctx, p.cfg.Topic, partition, firstOffset)
+	if err != nil {
+		return nil, err
+	}
+	st.rejected = rejected
+	p.mu.Lock()
+	p.parts[partition] = st
+	p.mu.Unlock()
+	p.cfg.Logger.InfoContext(ctx, "partition state rebuilt from clickhouse", "partition", partition,
+		"events", st.seen.len(), "first_offset", firstOffset, "duration", time.Since(start))
+	return st, nil
+}
+
+// batch is one poll's records sorted into what each sink must do.
+type batch struct {
+	rows    []row
+	items   []item
+	rejects []reject
+	// rejectsForCH are the rejects usage_rejects does not hold yet.
+	rejectsForCH []reject
+	// fresh are the keys this batch writes, merged into the seen sets once
+	// the sinks hold it.
+	fresh map[int32]map[eventKey]seenEntry
+	dupes int
+}
+
+// process classifies the records and writes them to every sink, retrying
+// until each holds them or ctx ends.
+func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
+	p.m.consumed.Add(len(records))
+	p.m.batchRecords.Update(float64(len(records)))
+	b, err := p.classify(ctx, records)
+	if err != nil {
+		return err
+	}
+	now := p.cfg.Now()
+
+	if err := p.retry(ctx, "clickhouse", func() error { return p.writeEvents(ctx, b) }); err != nil {
+		return err
+	}
+	if err := p.retry(ctx, "clickhouse", func() error { return p.ch.insertRejects(ctx, b.rejectsForCH, now) }); err != nil {
+		return err
+	}
+	if err := p.retry(ctx, "dlq", func() error { return p.produceDLQ(ctx, cl, b.rejects) }); err != nil {
+		return err
+	}
+	if err := p.retry(ctx, "redis", func() error { return p.redis.apply(ctx, b.items) }); err != nil {
+		return err
+	}
+
+	p.mu.Lock()
+	for part, keys := range b.fresh {
+		if st := p.parts[part]; st != nil {
+			for k, e := range keys {
+				st.seen.add(k, e.offset, e.hour)
+			}
+		}
+	}
+	p.mu.Unlock()
+	p.m.written.Add(len(b.rows))
+	p.m.duplicates.Add(b.dupes)
+	written := p.cfg.Now()
+	for _, r := range b.rows {
+		p.m.eventLag.Update(written.Sub(r.event.Time).Seconds())
+	}
+	for _, r := range b.rejects {
+		p.cfg.Metrics.GetOrCreateCounter(`veil_processor_events_rejected_total{reason="` + string(r.reason) + `"}`).Inc()
+	}
+	return nil
+}
+
+// classify decodes, validates and dedupes the records.
+func (p *Processor) classify(ctx context.Context, records []*kgo.Record) (*batch, error) {
+	b := &batch{fresh: map[int32]map[eventKey]seenEntry{}}
+	now := p.cfg.Now()
+	states := map[int32]*partitionState{}
+	for _, r := range records {
+		st, ok := states[r.Partition]
+		if !ok {
+			var err error
+			if err = p.retry(ctx, "clickhouse", func() error {
+				st, err = p.state(ctx, r.Partition, r.Offset)
+				return err
+			}); err != nil {
+				return nil, err
+			}
+			states[r.Partition] = st
+		}
+		e, err := usage.Decode(r.Value)
+		if err == nil {
+			err = e.CheckTime(now, p.cfg.MaxFuture, p.cfg.LateWindow)
+		}
+		if err != nil {
+			rej := reject{reason: usage.ReasonMalformedJSON, detail: err.Error(), topic: r.Topic, partition: r.Partition, offset: r.Offset, raw: r.Value}
+			var ve *usage.Error
+			if errors.As(err, &ve) {
+				rej.reason, rej.detail = ve.Reason, ve.Detail
+			}
+			b.rejects = append(b.rejects, rej)
+			if !st.rejected[r.Offset] {
+				b.rejectsForCH = append(b.rejectsForCH, rej)
+			}
+			continue
+		}
+		k := keyOf(e.Source, e.ID)
+		fresh := b.fresh[r.Partition]
+		if fresh == nil {
+			fresh = map[eventKey]seenEntry{}
+			b.fresh[r.Partition] = fresh
+		}
+		if _, dup := fresh[k]; dup {
+			b.dupes++
+			continue
+		}
+		writtenAt, seen := st.seen.lookup(k)
+		if seen && writtenAt != r.Offset {
+			b.dupes++
+			continue
+		}
+		// Not a duplicate. When ClickHouse already holds it from this very
+		// offset (a crashed owner wrote it), only Redis may still need it;
+		// the watermark tells.
+		if !seen {
+			b.rows = append(b.rows, row{event: e, partition: r.Partition, offset: r.Offset})
+		}
+		fresh[k] = seenEntry{offset: r.Offset, hour: uint32(e.Time.Unix() / 3600)}
+		b.items = append(b.items, item{
+			subject: e.Subject, keyID: e.Data.KeyID, partition: r.Partition, offset: r.Offset,
+			time: e.Time, unitsMicro: e.Data.Units.Shift(6).IntPart(),
+		})
+	}
+	return b, nil
+}
+
+// writeEvents inserts the batch's rows. After a failure it asks ClickHouse
+// which rows the failed insert did write, so a retry never doubles them.
+func (p *Processor) writeEvents(ctx context.Context, b *batch) error {
+	err := p.ch.insertEvents(ctx, b.rows, p.cfg.Now())
+	if err == nil {
+		return nil
+	}
+	first := map[int32]int64{}
+	for _, r := range b.rows {
+		if o, ok := first[r.partition]; !ok || r.offset < o {
+			first[r.partition] = r.offset
+		}
+	}
+	written := map[int32]map[int64]bool{}
+	for part, from := range first {
+		w, qerr := p.ch.writtenOffsets(ctx, part, from)
+		if qerr != nil {
+			return errors.Join(err, qerr) // keep the rows: the next attempt asks again
+		}
+		written[part] = w
+	}
+	kept := b.rows[:0]
+	for _, r := range b.rows {
+		if !written[r.partition][r.offset] {
+			kept = append(kept, r)
+		}
+	}
+	b.rows = kept
+	return err
+}
+
+func (p *Processor) produceDLQ(ctx context.Context, cl *kgo.Client, rejects []reject) error {
+	if len(rejects) == 0 {
+		return nil
+	}
+	recs := make([]*kgo.Record, len(rejects))
+	for i, r := range rejects {
+		recs[i] = &kgo.Record{
+			Topic: p.cfg.DLQTopic,
+			Value: r.raw,
+			Headers: []kgo.RecordHeader{
+				{Key: HeaderError, Value: []byte(r.reason)},
+				{Key: HeaderErrorDetail, Value: []byte(r.detail)},
+				{Key: HeaderSourceTopic, Value: []byte(r.topic)},
+				{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.partition)))},
+				{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.offset, 10))},
+			},
+		}
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("produce %d dead letters: %w", len(recs), err)
+	}
+	return nil
+}
+
+// retry runs fn until it succeeds or ctx ends, with exponential backoff and
+// full jitter from 100ms to 10s. Consumption pauses meanwhile: nothing is
+// polled, so the broker holds the backlog.
+func (p *Processor) retry(ctx context.Context, sink string, fn func() error) error {
+	start := time.Now()
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		p.m.sinkSeconds(sink).UpdateDuration(start)
+		if err == nil {
+			return nil
+		}
+		p.m.sinkErrors(sink).Inc()
+		p.cfg.Logger.WarnContext(ctx, "sink failed; retrying", "sink", sink, "attempt", attempt, "err", err)
+		sleep := time.Duration(rand.Int64N(int64(backoff)))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %v)", sink, ctx.Err(), err)
+		case <-time.After(sleep):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+		start = time.Now()
+	}
+}

@@ -1,0 +1,301 @@
+package processors
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Redis key layout. Every key of one subject carries the subject as its hash
+// tag, so one script touches one slot and the layout works on Redis Cluster.
+//
+//	veil:sub:{S}                     subscription record (control plane): period_start, period_end (Unix seconds)
+//	veil:wm:{S}                      field <partition> = last Kafka offset applied for S from that partition
+//	veil:usage:{S}:p:<period_start>  period counter: requests, units_micro, period_end
+//	veil:usage:{S}:k:<key>:<YYYYMMDD> per key per day counter: requests, units_micro
+const (
+	keySubscription = "veil:sub:{%s}"
+	keyWatermark    = "veil:wm:{%s}"
+	keyPeriod       = "veil:usage:{%s}:p:%d"
+	keyKeyDay       = "veil:usage:{%s}:k:%s:%s"
+)
+
+// PeriodKey is the Redis key of a subject's counter for the period starting at start.
+func PeriodKey(subject string, start time.Time) string {
+	return fmt.Sprintf(keyPeriod, subject, start.Unix())
+}
+
+// SubscriptionKey is the Redis key of the subscription record the control
+// plane writes (period_start and period_end as Unix seconds).
+func SubscriptionKey(subject string) string { return fmt.Sprintf(keySubscription, subject) }
+
+// WatermarkKey is the Redis hash of a subject's per-partition offset watermarks.
+func WatermarkKey(subject string) string { return fmt.Sprintf(keyWatermark, subject) }
+
+// applyScript adds one subject's increments and advances its watermark for
+// one partition, atomically, only if the watermark is still the one the
+// increments were computed against (compare-and-set). It returns "ok", or
+// the current watermark when it moved, so the caller recomputes.
+//
+// KEYS[1] watermark hash; KEYS[2..] counter hashes.
+// ARGV[1] partition, ARGV[2] expected watermark ("-1" for none), ARGV[3] new
+// watermark, then per counter: requests, units_micro, ttl seconds, period_end
+// ("" for none).
+var applyScript = rueidis.NewLuaScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
+if cur ~= ARGV[2] then return cur end
+for i = 2, #KEYS do
+  local b = 4 + (i - 2) * 4
+  redis.call('HINCRBY', KEYS[i], 'requests', ARGV[b])
+  redis.call('HINCRBY', KEYS[i], 'units_micro', ARGV[b + 1])
+  if ARGV[b + 3] ~= '' then redis.call('HSET', KEYS[i], 'period_end', ARGV[b + 3]) end
+  redis.call('EXPIRE', KEYS[i], ARGV[b + 2])
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 'ok'
+`)
+
+// Counter lifetimes: long enough to outlive the late-event window and the
+// billing that reads them.
+const (
+	periodTTL = 400 * 24 * time.Hour
+	keyDayTTL = 45 * 24 * time.Hour
+)
+
+// item is what the Redis sink needs of one unique, valid event.
+type item struct {
+	subject    string
+	keyID      string
+	partition  int32
+	offset     int64
+	time       time.Time
+	unitsMicro int64
+}
+
+// period is a billing period [start, end).
+type period struct{ start, end time.Time }
+
+func calendarMonth(t time.Time) period {
+	t = t.UTC()
+	start := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+	return period{start, start.AddDate(0, 1, 0)}
+}
+
+// redisSink keeps the per-subject counters exactly once.
+type redisSink struct {
+	client rueidis.Client
+	// watermarks caches, per partition, the watermark of each subject seen;
+	// the script's compare-and-set makes a stale entry harmless.
+	watermarks map[int32]map[string]int64
+}
+
+func newRedisSink(client rueidis.Client) *redisSink {
+	return &redisSink{client: client, watermarks: map[int32]map[string]int64{}}
+}
+
+// forget drops the cached state of partitions this processor no longer owns.
+func (s *redisSink) forget(partitions []int32) {
+	for _, p := range partitions {
+		delete(s.watermarks, p)
+	}
+}
+
+type subjectPartition struct {
+	subject   string
+	partition int32
+}
+
+// apply adds the items to the counters. Items of one subject and partition
+// must be in offset order. It returns after every group is applied or on the
+// first error; calling it again with the same items is safe.
+func (s *redisSink) apply(ctx context.Context, items []item) error {
+	groups := map[subjectPartition][]item{}
+	var order []subjectPartition
+	for _, it := range items {
+		k := subjectPartition{it.subject, it.partition}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], it)
+	}
+	if err := s.loadWatermarks(ctx, order); err != nil {
+		return err
+	}
+	periods, err := s.periods(ctx, order)
+	if err != nil {
+		return err
+	}
+	pending := order
+	for attempt := 0; len(pending) > 0; attempt++ {
+		if attempt == 5 {
+			return fmt.Errorf("redis counters: watermarks of %d subjects keep moving", len(pending))
+		}
+		var (
+			execs []rueidis.LuaExec
+			sent  []subjectPartition
+			newWM []int64
+		)
+		for _, k := range pending {
+			keys, args, last := counterArgs(k, groups[k], s.watermarks[k.partition][k.subject], periods[k.subject])
+			if keys == nil {
+				continue // everything already applied
+			}
+			execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
+			sent = append(sent, k)
+			newWM = append(newWM, last)
+		}
+		if len(sent) == 0 {
+			return nil
+		}
+		results := applyScript.ExecMulti(ctx, s.client, execs...)
+		pending = pending[:0]
+		for i, r := range results {
+			k := sent[i]
+			got, err := r.ToString()
+			if err != nil {
+				return fmt.Errorf("redis counters for %s: %w", k.subject, err)
+			}
+			if got == "ok" {
+				s.setWatermark(k, newWM[i])
+				continue
+			}
+			cur, perr := strconv.ParseInt(got, 10, 64)
+			if perr != nil {
+				return fmt.Errorf("redis counters for %s: unexpected reply %q", k.subject, got)
+			}
+			s.setWatermark(k, cur)
+			pending = append(pending, k)
+		}
+	}
+	return nil
+}
+
+func (s *redisSink) setWatermark(k subjectPartition, wm int64) {
+	m := s.watermarks[k.partition]
+	if m == nil {
+		m = map[string]int64{}
+		s.watermarks[k.partition] = m
+	}
+	m[k.subject] = wm
+}
+
+// counterArgs builds the script call for the items after watermark wm, or
+// nil keys when there are none.
+func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys, args []string, last int64) {
+	type sums struct {
+		requests, units int64
+		periodEnd       string
+		ttl             time.Duration
+	}
+	byKey := map[string]*sums{}
+	var keyOrder []string
+	add := func(key string, it item, ttl time.Duration, periodEnd string) {
+		c, ok := byKey[key]
+		if !ok {
+			c = &sums{ttl: ttl, periodEnd: periodEnd}
+			byKey[key] = c
+			keyOrder = append(keyOrder, key)
+		}
+		c.requests++
+		c.units += it.unitsMicro
+	}
+	last = wm
+	for _, it := range items {
+		if it.offset <= wm {
+			continue
+		}
+		last = it.offset
+		p := calendarMonth(it.time)
+		if sub != nil && !it.time.Before(sub.start) && it.time.Before(sub.end) {
+			p = *sub
+		}
+		add(fmt.Sprintf(keyPeriod, k.subject, p.start.Unix()), it, periodTTL, strconv.FormatInt(p.end.Unix(), 10))
+		if it.keyID != "" {
+			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "")
+		}
+	}
+	if len(keyOrder) == 0 {
+		return nil, nil, wm
+	}
+	keys = append(make([]string, 0, 1+len(keyOrder)), fmt.Sprintf(keyWatermark, k.subject))
+	args = append(make([]string, 0, 3+4*len(keyOrder)),
+		strconv.Itoa(int(k.partition)), strconv.FormatInt(wm, 10), strconv.FormatInt(last, 10))
+	for _, key := range keyOrder {
+		c := byKey[key]
+		keys = append(keys, key)
+		args = append(args, strconv.FormatInt(c.requests, 10), strconv.FormatInt(c.units, 10),
+			strconv.Itoa(int(c.ttl/time.Second)), c.periodEnd)
+	}
+	return keys, args, last
+}
+
+// loadWatermarks fetches, in one round trip, the watermarks of the subjects
+// this process has not seen on their partition yet.
+func (s *redisSink) loadWatermarks(ctx context.Context, order []subjectPartition) error {
+	var (
+		cmds    rueidis.Commands
+		missing []subjectPartition
+	)
+	for _, k := range order {
+		if _, ok := s.watermarks[k.partition][k.subject]; ok {
+			continue
+		}
+		missing = append(missing, k)
+		cmds = append(cmds, s.client.B().Hget().Key(fmt.Sprintf(keyWatermark, k.subject)).Field(strconv.Itoa(int(k.partition))).Build())
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	for i, r := range s.client.DoMulti(ctx, cmds...) {
+		wm, err := r.AsInt64()
+		switch {
+		case rueidis.IsRedisNil(err):
+			wm = -1
+		case err != nil:
+			return fmt.Errorf("read watermark of %s: %w", missing[i].subject, err)
+		}
+		s.setWatermark(missing[i], wm)
+	}
+	return nil
+}
+
+// periods reads the subscription records of the subjects through the
+// client-side cache: no round trip while a record is unchanged, and Redis
+// invalidates the cache when the control plane rewrites it.
+func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[string]*period, error) {
+	out := map[string]*period{}
+	var (
+		cmds     []rueidis.CacheableTTL
+		subjects []string
+	)
+	for _, k := range order {
+		if _, ok := out[k.subject]; ok {
+			continue
+		}
+		out[k.subject] = nil
+		subjects = append(subjects, k.subject)
+		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(fmt.Sprintf(keySubscription, k.subject)).Field("period_start", "period_end").Cache(), time.Minute))
+	}
+	if len(cmds) == 0 {
+		return out, nil
+	}
+	for i, r := range s.client.DoMultiCache(ctx, cmds...) {
+		vals, err := r.ToArray()
+		if err != nil {
+			return nil, fmt.Errorf("read subscription %s: %w", subjects[i], err)
+		}
+		if len(vals) != 2 {
+			continue
+		}
+		start, err1 := vals[0].AsInt64()
+		end, err2 := vals[1].AsInt64()
+		if err1 != nil || err2 != nil || end <= start {
+			continue // no record, or an unusable one: the calendar month applies
+		}
+		out[subjects[i]] = &period{time.Unix(start, 0).UTC(), time.Unix(end, 0).UTC()}
+	}
+	return out, nil
+}
