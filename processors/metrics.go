@@ -17,6 +17,9 @@ type processorMetrics struct {
 	commitErrors *metrics.Counter
 	batchRecords *metrics.PrometheusHistogram
 	eventLag     *metrics.PrometheusHistogram
+	// Where a batch's time goes, besides the sinks.
+	pollSeconds     *metrics.PrometheusHistogram
+	classifySeconds *metrics.PrometheusHistogram
 }
 
 func newProcessorMetrics(set *metrics.Set, p *Processor) processorMetrics {
@@ -28,6 +31,8 @@ func newProcessorMetrics(set *metrics.Set, p *Processor) processorMetrics {
 		commitErrors: set.NewCounter("veil_processor_commit_errors_total"),
 		batchRecords: set.NewPrometheusHistogramExt("veil_processor_batch_records",
 			[]float64{1, 10, 100, 1000, 5000, 10000, 25000, 50000, 100000}),
+		pollSeconds:     set.NewPrometheusHistogram("veil_processor_poll_duration_seconds"),
+		classifySeconds: set.NewPrometheusHistogram("veil_processor_classify_duration_seconds"),
 		// From the event's time to the moment every sink holds it.
 		eventLag: set.NewPrometheusHistogramExt("veil_processor_event_lag_seconds",
 			[]float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400}),

@@ -28,6 +28,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/schemas/usage"
@@ -192,7 +193,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	defer cl.Close()
 
 	for ctx.Err() == nil {
+		pollStart := time.Now()
 		records := p.pollBatch(ctx, cl)
+		p.m.pollSeconds.UpdateDuration(pollStart)
 		if len(records) == 0 {
 			cl.AllowRebalance()
 			continue
@@ -311,22 +314,25 @@ type batch struct {
 func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
 	p.m.consumed.Add(len(records))
 	p.m.batchRecords.Update(float64(len(records)))
+	t0 := time.Now()
 	b, err := p.classify(ctx, records)
 	if err != nil {
 		return err
 	}
+	p.m.classifySeconds.UpdateDuration(t0)
 	now := p.cfg.Now()
 
-	if err := p.retry(ctx, "clickhouse", func() error { return p.writeEvents(ctx, b) }); err != nil {
-		return err
-	}
-	if err := p.retry(ctx, "clickhouse", func() error { return p.ch.insertRejects(ctx, b.rejectsForCH, now) }); err != nil {
-		return err
-	}
-	if err := p.retry(ctx, "dlq", func() error { return p.produceDLQ(ctx, cl, b.rejects) }); err != nil {
-		return err
-	}
-	if err := p.retry(ctx, "redis", func() error { return p.redis.apply(ctx, b.items) }); err != nil {
+	// The sinks are independent and each idempotent: write them at once.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := p.retry(gctx, "clickhouse", func() error { return p.writeEvents(gctx, b) }); err != nil {
+			return err
+		}
+		return p.retry(gctx, "clickhouse", func() error { return p.ch.insertRejects(gctx, b.rejectsForCH, now) })
+	})
+	g.Go(func() error { return p.retry(gctx, "dlq", func() error { return p.produceDLQ(gctx, cl, b.rejects) }) })
+	g.Go(func() error { return p.retry(gctx, "redis", func() error { return p.redis.apply(gctx, b.items) }) })
+	if err := g.Wait(); err != nil {
 		return err
 	}
 

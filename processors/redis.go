@@ -75,6 +75,27 @@ type item struct {
 	unitsMicro int64
 }
 
+// Period returns the billing period that holds t for the subject: the one in
+// its subscription record when the control plane wrote one and it holds t,
+// the calendar month (UTC) otherwise. The processors count into the same
+// period.
+func Period(ctx context.Context, client rueidis.Client, subject string, t time.Time) (start, end time.Time, err error) {
+	s := redisSink{client: client}
+	ps, err := s.periods(ctx, []subjectPartition{{subject: subject}})
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	p := periodFor(ps[subject], t)
+	return p.start, p.end, nil
+}
+
+func periodFor(sub *period, t time.Time) period {
+	if sub != nil && !t.Before(sub.start) && t.Before(sub.end) {
+		return *sub
+	}
+	return calendarMonth(t)
+}
+
 // period is a billing period [start, end).
 type period struct{ start, end time.Time }
 
@@ -208,10 +229,7 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 			continue
 		}
 		last = it.offset
-		p := calendarMonth(it.time)
-		if sub != nil && !it.time.Before(sub.start) && it.time.Before(sub.end) {
-			p = *sub
-		}
+		p := periodFor(sub, it.time)
 		add(fmt.Sprintf(keyPeriod, k.subject, p.start.Unix()), it, periodTTL, strconv.FormatInt(p.end.Unix(), 10))
 		if it.keyID != "" {
 			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "")

@@ -26,14 +26,23 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "ingest" {
-		fmt.Fprintln(stdout, "Usage: veil bench ingest [flags]\n\nBenchmarks: ingest — POST /v1/events throughput and latency against franz-go's raw produce rate.")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			return nil
+	if len(args) > 0 {
+		switch args[0] {
+		case "ingest":
+			return benchIngest(ctx, args[1:], stdout, stderr)
+		case "pipeline":
+			return benchPipeline(ctx, args[1:], stdout, stderr)
 		}
-		return errors.New("bench: name a benchmark: ingest")
 	}
-	return benchIngest(ctx, args[1:], stdout, stderr)
+	fmt.Fprintln(stdout, `Usage: veil bench ingest|pipeline [flags]
+
+Benchmarks:
+  ingest    POST /v1/events throughput and latency against franz-go's raw produce rate
+  pipeline  events/s through a processor into ClickHouse and Redis, against raw produce and raw insert rates`)
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		return nil
+	}
+	return errors.New("bench: name a benchmark: ingest or pipeline")
 }
 
 type benchResult struct {

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/redis/rueidis"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/service"
+	"github.com/veil-platform/veil/processors"
+	"github.com/veil-platform/veil/schemas/migrate"
+	"github.com/veil-platform/veil/schemas/usage"
+)
+
+const (
+	defaultProcessorAddr = ":8082"
+)
+
+type processorFlags struct {
+	addr         string
+	redisAddr    string
+	group        string
+	topic        string
+	dlqTopic     string
+	batchRecords int
+	batchWait    time.Duration
+	lateWindow   time.Duration
+}
+
+func (c *processorFlags) register(f *flags) {
+	f.String(&c.addr, "processor-addr", "VEIL_PROCESSOR_ADDR", defaultProcessorAddr, "listen address of the processor's /metrics, /healthz and /readyz")
+	f.String(&c.redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address")
+	f.String(&c.group, "processor-group", "VEIL_PROCESSOR_GROUP", processors.DefaultGroup, "Kafka consumer group the processors share")
+	f.String(&c.topic, "processor-topic", "VEIL_PROCESSOR_TOPIC", broker.TopicUsageRaw, "topic of raw usage events")
+	f.String(&c.dlqTopic, "processor-dlq-topic", "VEIL_PROCESSOR_DLQ_TOPIC", broker.TopicUsageDLQ, "dead-letter topic")
+	f.Int(&c.batchRecords, "processor-batch-records", "VEIL_PROCESSOR_BATCH_RECORDS", processors.DefaultBatchRecords, "most records in one batch")
+	f.Duration(&c.batchWait, "processor-batch-wait", "VEIL_PROCESSOR_BATCH_WAIT", processors.DefaultBatchWait, "longest wait to fill a batch")
+}
+
+// stores are the connections a processor needs, closed by close.
+type stores struct {
+	ch    driver.Conn
+	redis rueidis.Client
+}
+
+func (s stores) close() {
+	if s.ch != nil {
+		_ = s.ch.Close()
+	}
+	if s.redis != nil {
+		s.redis.Close()
+	}
+}
+
+func openStores(ctx context.Context, mig migrateFlags, redisAddr string) (stores, error) {
+	var s stores
+	ch, err := migrate.OpenClickHouse(migrate.ClickHouseConfig{Addr: mig.clickhouseAddr, Database: mig.clickhouseDB}, mig.clickhouseDB)
+	if err != nil {
+		return s, err
+	}
+	s.ch = ch
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := ch.Ping(pctx); err != nil {
+		s.close()
+		return s, fmt.Errorf("ClickHouse at %s does not answer (make services starts it): %w", mig.clickhouseAddr, err)
+	}
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}})
+	if err != nil {
+		s.close()
+		return s, fmt.Errorf("Redis at %s does not answer (make services starts it): %w", redisAddr, err)
+	}
+	s.redis = rc
+	return s, nil
+}
+
+func runProcessor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cfg     processorFlags
+		mig     migrateFlags
+		log     logFlags
+		brokers string
+	)
+	f := newFlags("processor", `Consumes veil.usage.raw in a consumer group and writes every unique, valid event exactly once to
+ClickHouse (usage_events and its roll-ups) and to the Redis usage counters; refused records go to
+veil.usage.dlq and usage_rejects. Run several to share the partitions.`, stdout)
+	cfg.register(f)
+	mig.register(f)
+	log.register(f)
+	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "comma-separated Kafka seed brokers")
+	f.Duration(&cfg.lateWindow, "late-window", "VEIL_LATE_WINDOW", usage.DefaultLateWindow, "oldest event time accepted")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	logger, err := log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	st, err := openStores(ctx, mig, cfg.redisAddr)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	set := metrics.NewSet()
+	srv, p, closeAdmin, err := newProcessorService(cfg, broker.ParseBrokers(brokers), st, logger, set)
+	if err != nil {
+		return err
+	}
+	defer closeAdmin()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx) })
+	g.Go(func() error { return p.Run(ctx) })
+	return g.Wait()
+}
+
+// newProcessorService builds a processor and its HTTP service; the returned
+// function releases the client behind /readyz.
+func newProcessorService(cfg processorFlags, brokers []string, st stores, logger *slog.Logger, set *metrics.Set) (*service.Server, *processors.Processor, func(), error) {
+	p, err := processors.New(processors.Config{
+		Logger: logger, Metrics: set, Brokers: brokers, Group: cfg.group, Topic: cfg.topic, DLQTopic: cfg.dlqTopic,
+		ClickHouse: st.ch, Redis: st.redis,
+		BatchRecords: cfg.batchRecords, BatchWait: cfg.batchWait, LateWindow: cfg.lateWindow,
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	admin, err := broker.NewClient(broker.ClientConfig{Brokers: brokers, ClientID: "veil-processor-admin", Logger: logger})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ready := func(ctx context.Context) error {
+		if err := topicReady(admin, cfg.topic)(ctx); err != nil {
+			return err
+		}
+		if err := st.ch.Ping(ctx); err != nil {
+			return fmt.Errorf("clickhouse does not answer: %w", err)
+		}
+		if err := st.redis.Do(ctx, st.redis.B().Ping().Build()).Error(); err != nil {
+			return fmt.Errorf("redis does not answer: %w", err)
+		}
+		return nil
+	}
+	srv, err := service.Listen(service.Config{Name: "processor", Addr: cfg.addr, Logger: logger, Metrics: set, Ready: ready})
+	if err != nil {
+		admin.Close()
+		return nil, nil, nil, err
+	}
+	return srv, p, admin.Close, nil
+}
