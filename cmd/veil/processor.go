@@ -10,6 +10,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/internal/broker"
@@ -31,6 +32,8 @@ type processorFlags struct {
 	dlqTopic     string
 	batchRecords int
 	batchWait    time.Duration
+	instanceID   string
+	session      time.Duration
 	lateWindow   time.Duration
 }
 
@@ -40,6 +43,8 @@ func (c *processorFlags) register(f *flags) {
 	f.String(&c.group, "processor-group", "VEIL_PROCESSOR_GROUP", processors.DefaultGroup, "Kafka consumer group the processors share")
 	f.String(&c.topic, "processor-topic", "VEIL_PROCESSOR_TOPIC", broker.TopicUsageRaw, "topic of raw usage events")
 	f.String(&c.dlqTopic, "processor-dlq-topic", "VEIL_PROCESSOR_DLQ_TOPIC", broker.TopicUsageDLQ, "dead-letter topic")
+	f.String(&c.instanceID, "processor-instance-id", "VEIL_PROCESSOR_INSTANCE_ID", "", "static group membership id (e.g. the pod name): a restarted processor with the same id takes its partitions back at once instead of after the session timeout; empty means dynamic membership")
+	f.Duration(&c.session, "processor-session-timeout", "VEIL_PROCESSOR_SESSION_TIMEOUT", 10*time.Second, "how long the group waits for a silent processor before moving its partitions")
 	f.Int(&c.batchRecords, "processor-batch-records", "VEIL_PROCESSOR_BATCH_RECORDS", processors.DefaultBatchRecords, "most records in one batch")
 	f.Duration(&c.batchWait, "processor-batch-wait", "VEIL_PROCESSOR_BATCH_WAIT", processors.DefaultBatchWait, "longest wait to fill a batch")
 }
@@ -127,6 +132,7 @@ func newProcessorService(cfg processorFlags, brokers []string, st stores, logger
 		Logger: logger, Metrics: set, Brokers: brokers, Group: cfg.group, Topic: cfg.topic, DLQTopic: cfg.dlqTopic,
 		ClickHouse: st.ch, Redis: st.redis,
 		BatchRecords: cfg.batchRecords, BatchWait: cfg.batchWait, LateWindow: cfg.lateWindow,
+		KafkaOpts: groupOpts(cfg),
 	})
 	if err != nil {
 		return nil, nil, nil, err
@@ -153,4 +159,12 @@ func newProcessorService(cfg processorFlags, brokers []string, st stores, logger
 		return nil, nil, nil, err
 	}
 	return srv, p, admin.Close, nil
+}
+
+func groupOpts(cfg processorFlags) []kgo.Opt {
+	opts := []kgo.Opt{kgo.SessionTimeout(cfg.session), kgo.HeartbeatInterval(max(cfg.session/10, 100*time.Millisecond))}
+	if cfg.instanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.instanceID))
+	}
+	return opts
 }

@@ -1,0 +1,165 @@
+// Package pipelinetest generates usage-event workloads with known totals and
+// checks that the processors' sinks hold exactly those totals: what every
+// exactly-once test of the pipeline needs.
+package pipelinetest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/redis/rueidis"
+	"github.com/shopspring/decimal"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/processors"
+)
+
+// Expectation is what the sinks must end up holding.
+type Expectation struct {
+	Unique  int
+	Invalid int
+	Units   map[string]decimal.Decimal // per subject
+	Count   map[string]int             // per subject
+}
+
+// Merge adds o to e.
+func (e *Expectation) Merge(o Expectation) {
+	if e.Units == nil {
+		e.Units, e.Count = map[string]decimal.Decimal{}, map[string]int{}
+	}
+	e.Unique += o.Unique
+	e.Invalid += o.Invalid
+	for k, v := range o.Units {
+		e.Units[k] = e.Units[k].Add(v)
+	}
+	for k, v := range o.Count {
+		e.Count[k] += v
+	}
+}
+
+// Workload describes events to generate.
+type Workload struct {
+	Topic       string
+	Prefix      string // makes subjects and ids unique to the test
+	Events      int
+	DupRate     float64
+	InvalidRate float64
+	Subjects    int
+	Seed        uint64
+}
+
+// Generate returns the records and what the sinks must hold once every one
+// is processed. Duplicates repeat an earlier record of the same call.
+func Generate(w Workload) ([]*kgo.Record, Expectation) {
+	rng := rand.New(rand.NewPCG(w.Seed, 1))
+	exp := Expectation{Units: map[string]decimal.Decimal{}, Count: map[string]int{}}
+	recs := make([]*kgo.Record, 0, w.Events)
+	var valid []*kgo.Record
+	now := time.Now().UTC()
+	for i := 0; i < w.Events; i++ {
+		subject := fmt.Sprintf("%s-sub-%d", w.Prefix, rng.IntN(max(w.Subjects, 1)))
+		switch r := rng.Float64(); {
+		case r < w.InvalidRate:
+			recs = append(recs, &kgo.Record{Topic: w.Topic, Key: []byte(subject),
+				Value: []byte(`{"specversion":"1.0","id":"bad-` + strconv.Itoa(i) + `"}`)})
+			exp.Invalid++
+		case r < w.InvalidRate+w.DupRate && len(valid) > 0:
+			d := valid[rng.IntN(len(valid))]
+			recs = append(recs, &kgo.Record{Topic: w.Topic, Key: d.Key, Value: d.Value})
+		default:
+			units := decimal.New(int64(1+rng.IntN(2500)), -3) // 0.001 .. 2.5
+			ev := fmt.Sprintf(`{"specversion":"1.0","id":"%s-%d-%d","source":"/test","type":"veil.api.request","time":%q,"subject":%q,"data":{"api_id":"api_1","key_id":"key_%d","method":"GET","route":"/r","path":"/r","status":200,"latency_ms":%d,"request_bytes":1,"response_bytes":2,"units":%s}}`,
+				w.Prefix, w.Seed, i, now.Add(-time.Duration(rng.IntN(3600))*time.Second).Format(time.RFC3339), subject, rng.IntN(3), rng.IntN(100), units)
+			rec := &kgo.Record{Topic: w.Topic, Key: []byte(subject), Value: []byte(ev)}
+			recs = append(recs, rec)
+			valid = append(valid, rec)
+			exp.Unique++
+			exp.Units[subject] = exp.Units[subject].Add(units)
+			exp.Count[subject]++
+		}
+	}
+	return recs, exp
+}
+
+// Sinks are the stores a check reads.
+type Sinks struct {
+	ClickHouse driver.Conn // with the test's database selected
+	Redis      rueidis.Client
+	Kafka      *testenv.Kafka
+	RawTopic   string
+	DLQTopic   string
+}
+
+// Diff returns nil when ClickHouse and Redis hold exactly exp, or what differs.
+func (s Sinks) Diff(ctx context.Context, exp Expectation) error {
+	var total decimal.Decimal
+	for _, u := range exp.Units {
+		total = total.Add(u)
+	}
+	var (
+		rows  uint64
+		units decimal.Decimal
+	)
+	if err := s.ClickHouse.QueryRow(ctx, "SELECT count(), sum(units) FROM usage_events").Scan(&rows, &units); err != nil {
+		return err
+	}
+	if rows != uint64(exp.Unique) || !units.Equal(total) {
+		return fmt.Errorf("usage_events holds %d rows, %s units; want %d, %s", rows, units, exp.Unique, total)
+	}
+	var distinct uint64
+	if err := s.ClickHouse.QueryRow(ctx, "SELECT uniqExact(source, id) FROM usage_events").Scan(&distinct); err != nil {
+		return err
+	}
+	if distinct != rows {
+		return fmt.Errorf("usage_events holds %d rows but %d distinct events", rows, distinct)
+	}
+	var rejects uint64
+	if err := s.ClickHouse.QueryRow(ctx, "SELECT count() FROM usage_rejects").Scan(&rejects); err != nil {
+		return err
+	}
+	if rejects != uint64(exp.Invalid) {
+		return fmt.Errorf("usage_rejects holds %d rows; want %d", rejects, exp.Invalid)
+	}
+	month := time.Now().UTC()
+	month = time.Date(month.Year(), month.Month(), 1, 0, 0, 0, 0, time.UTC)
+	for subject, want := range exp.Units {
+		key := processors.PeriodKey(subject, month)
+		vals, err := s.Redis.Do(ctx, s.Redis.B().Hmget().Key(key).Field("requests", "units_micro").Build()).ToArray()
+		if err != nil {
+			return err
+		}
+		req, _ := vals[0].AsInt64()
+		micro, _ := vals[1].AsInt64()
+		if req != int64(exp.Count[subject]) || !decimal.New(micro, -6).Equal(want) {
+			return fmt.Errorf("redis %s: %d requests, %s units; want %d, %s", key, req, decimal.New(micro, -6), exp.Count[subject], want)
+		}
+	}
+	return nil
+}
+
+// Check waits up to d for the sinks to hold exactly exp, then checks that
+// the dead-letter topic holds every invalid record, with its headers.
+func (s Sinks) Check(t *testing.T, exp Expectation, d time.Duration) {
+	t.Helper()
+	testenv.Deadline(t, d, func() error { return s.Diff(t.Context(), exp) })
+	offsets := map[string]bool{}
+	for _, r := range s.Kafka.ReadAll(t, s.DLQTopic) {
+		h := map[string]string{}
+		for _, kv := range r.Headers {
+			h[kv.Key] = string(kv.Value)
+		}
+		if h[processors.HeaderError] == "" || h[processors.HeaderSourceTopic] != s.RawTopic || h[processors.HeaderSourceOffset] == "" {
+			t.Fatalf("dead letter without its headers: %v", h)
+		}
+		offsets[h[processors.HeaderSourcePartition]+"/"+h[processors.HeaderSourceOffset]] = true
+	}
+	if len(offsets) != exp.Invalid {
+		t.Fatalf("DLQ holds %d distinct records; want every one of the %d invalid", len(offsets), exp.Invalid)
+	}
+}
