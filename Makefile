@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 # Packages whose tests talk to Kafka; make test runs them against both brokers.
-KAFKA_PKGS := ./ingest/... ./internal/broker/... ./cmd/...
+KAFKA_PKGS := ./ingest/... ./internal/broker/... ./processors/... ./cmd/...
 FUZZTIME ?= 15s
 
 .PHONY: build test test-unit test-kfake fuzz demo services kafka services-down lint bench check-clickhouse-current clean
@@ -13,10 +13,13 @@ build:
 	$(GO) build -o bin/veil ./cmd/veil
 
 ## test: every test against the real services (Postgres, Redis, ClickHouse and the real Kafka broker),
-## then the Kafka tests again against the in-process kfake broker, then a short fuzz run.
+## then the Kafka tests again against the in-process kfake broker (the process-killing crash tests
+## once is enough), then the tests that restart ClickHouse and Redis (alone: they disturb the
+## shared services), then a short fuzz run.
 test: build services kafka
-	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 10m ./...
-	VEIL_TEST_BROKER=kfake $(GO) test -count=1 -timeout 5m $(KAFKA_PKGS)
+	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m ./...
+	VEIL_TEST_BROKER=kfake $(GO) test -count=1 -timeout 5m -skip 'SIGKILL|WithKills' $(KAFKA_PKGS)
+	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 10m -tags disrupt -run 'RestartMidRun' ./cmd/veil
 	$(MAKE) fuzz
 
 fuzz:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -25,6 +26,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		brokers   string
 		events    int
 		batch     int
+		mig       migrateFlags
+		redisAddr string
 	)
 	f := newFlags("demo", `Walks the demo scenario against a running veil dev: waits until ingest is ready, posts events in
 batches with a progress bar, shows how a bad event is refused, then reads the topic back and checks that
@@ -32,6 +35,8 @@ every accepted event is in Kafka.`, stdout)
 	f.String(&ingestURL, "ingest-url", "VEIL_DEMO_INGEST_URL", "http://127.0.0.1:8081", "base URL of the ingest service")
 	f.String(&token, "token", "VEIL_DEMO_TOKEN", DevIngestToken, "ingest bearer token")
 	f.String(&brokers, "kafka-brokers", "VEIL_DEMO_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers to read the topic back from")
+	mig.register(f)
+	f.String(&redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address")
 	f.Int(&events, "events", "", 5000, "events to send")
 	f.Int(&batch, "batch", "", 100, "events per request")
 	if err := f.Parse(args); err != nil {
@@ -124,15 +129,96 @@ every accepted event is in Kafka.`, stdout)
 		return fmt.Errorf("the topic holds %d of this run's events; want %d", found, accepted)
 	}
 
+	if err := demoProcessed(ctx, stdout, step, mig, redisAddr, source, found); err != nil {
+		return err
+	}
+
 	step("what runs where")
 	fmt.Fprintf(stdout, `  ingest       %s   POST /v1/events, /metrics, /healthz, /readyz
+  processor    http://127.0.0.1:8082   /metrics (veil_processor_*)
   kafka        %s   topics %s (events), %s (dead letters)
+  clickhouse   %s   database %s (usage_events, usage_rejects, usage_rollup_minute|hour|day)
+  redis        %s   usage counters veil:usage:{subscription}:…
   postgres     127.0.0.1:5432   database veil
-  clickhouse   127.0.0.1:9000   database veil (usage_events, usage_rejects, usage_rollup_minute|hour|day)
-  redis        127.0.0.1:6379
-Metrics: curl %s/metrics | grep veil_ingest
-`, ingestURL, brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, ingestURL)
-	fmt.Fprintln(stdout, "\ndemo finished: every accepted event is in Kafka")
+Try: bin/veil usage --subscription sub_demo_0
+     clickhouse-client --database %s --query 'SELECT subject, count() FROM usage_events GROUP BY subject'
+`, ingestURL, brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, mig.clickhouseAddr, mig.clickhouseDB, redisAddr, mig.clickhouseDB)
+	fmt.Fprintln(stdout, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters")
+	return nil
+}
+
+// demoProcessed waits until the processor has written this run's events to
+// ClickHouse, then shows a roll-up query and one subscription's counters.
+func demoProcessed(ctx context.Context, stdout io.Writer, step func(string, ...any), mig migrateFlags, redisAddr, source string, want int) error {
+	st, err := openStores(ctx, mig, redisAddr)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+
+	step("waiting for the processor to write them to ClickHouse (exactly once)")
+	bar := progressbar.NewOptions(want, progressbar.OptionSetWriter(stdout), progressbar.OptionSetDescription("rows"),
+		progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(stdout) }))
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var n uint64
+		if err := st.ch.QueryRow(ctx, "SELECT count() FROM usage_events WHERE source = ?", source).Scan(&n); err != nil {
+			return fmt.Errorf("count rows: %w", err)
+		}
+		_ = bar.Set(int(n))
+		if int(n) == want {
+			break
+		}
+		if int(n) > want || time.Now().After(deadline) {
+			return fmt.Errorf("usage_events holds %d rows of this run; want %d", n, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	step("a roll-up query: requests, units and latency per subscription over the last hour (usage_rollup_minute)")
+	const q = `SELECT subject, countMerge(requests) AS requests, sumMerge(units) AS units,
+       quantilesMerge(0.5, 0.99)(latency_ms) AS p50_p99_ms
+FROM usage_rollup_minute
+WHERE api_id = 'api_weather' AND bucket >= now() - 3600
+GROUP BY subject ORDER BY subject`
+	fmt.Fprintln(stdout, q)
+	rows, err := st.ch.Query(ctx, q)
+	if err != nil {
+		return fmt.Errorf("roll-up query: %w", err)
+	}
+	defer rows.Close()
+	fmt.Fprintf(stdout, "%-14s %10s %12s %s\n", "subject", "requests", "units", "p50/p99 ms")
+	for rows.Next() {
+		var (
+			subject  string
+			requests uint64
+			units    decimal.Decimal
+			q        []float64
+		)
+		if err := rows.Scan(&subject, &requests, &units, &q); err != nil {
+			return fmt.Errorf("scan roll-up: %w", err)
+		}
+		fmt.Fprintf(stdout, "%-14s %10d %12s %v\n", subject, requests, units, q)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+
+	step("the same usage in Redis, where the gateway will read it: veil usage --subscription sub_demo_0")
+	var out bytes.Buffer
+	if err := runUsage(ctx, []string{"--subscription", "sub_demo_0", "--clickhouse-addr", mig.clickhouseAddr,
+		"--clickhouse-database", mig.clickhouseDB, "--redis-addr", redisAddr}, &out, io.Discard); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, out.String())
+	var rep usageReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		return err
+	}
+	if rep.ClickHouse.Events != uint64(rep.Redis.Requests) {
+		return fmt.Errorf("ClickHouse holds %d events of sub_demo_0 this period, Redis %d", rep.ClickHouse.Events, rep.Redis.Requests)
+	}
 	return nil
 }
 

@@ -21,6 +21,7 @@ const DevIngestToken = "veil-dev-ingest-token"
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		ing       ingestFlags
+		proc      processorFlags
 		mig       migrateFlags
 		log       logFlags
 		brokers   string
@@ -30,8 +31,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	)
 	f := newFlags("dev", `Runs the platform in one process for local work: an embedded Kafka-protocol broker on
 127.0.0.1:9092 (persisted under the data directory) unless VEIL_KAFKA_BROKERS names a real one,
-the migrations, and the ingest service. Postgres and ClickHouse must be running (make services).`, stdout)
+the migrations, the ingest service and a processor. Postgres, Redis and ClickHouse must be running
+(make services).`, stdout)
 	ing.register(f)
+	proc.register(f)
 	mig.register(f)
 	log.register(f)
 	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", "", "Kafka seed brokers; empty starts the embedded broker")
@@ -75,16 +78,33 @@ the migrations, and the ingest service. Postgres and ClickHouse must be running 
 	}
 	defer closeProducer(ctx, cl, logger)
 
+	proc.lateWindow = ing.lateWindow
+	st, err := openStores(ctx, mig, proc.redisAddr)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	procSet := metrics.NewSet()
+	procSrv, p, closeAdmin, err := newProcessorService(proc, seeds, st, logger, procSet)
+	if err != nil {
+		return err
+	}
+	defer closeAdmin()
+
 	fmt.Fprintf(stdout, `veil dev is running
   kafka       %s
   ingest      http://%s  POST /v1/events  (bearer token: %s)
+  processor   http://%s  /metrics  (consumer group %s)
+  redis       %s
   postgres    %s
   clickhouse  %s  database %s
 Stop with Ctrl-C.
-`, kafkaWhere, srv.Addr(), maskToken(ing.tokens), redactURL(mig.postgresURL), mig.clickhouseAddr, mig.clickhouseDB)
+`, kafkaWhere, srv.Addr(), maskToken(ing.tokens), procSrv.Addr(), proc.group, proc.redisAddr, redactURL(mig.postgresURL), mig.clickhouseAddr, mig.clickhouseDB)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx) })
+	g.Go(func() error { return procSrv.Serve(ctx) })
+	g.Go(func() error { return p.Run(ctx) })
 	return g.Wait()
 }
 

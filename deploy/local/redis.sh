@@ -64,7 +64,8 @@ loglevel notice
 dir $REDIS_DIR
 dbfilename dump.rdb
 save 3600 1 300 100 60 10000
-appendonly no
+appendonly yes
+appendfsync everysec
 databases 16
 maxmemory 1gb
 maxmemory-policy noeviction
