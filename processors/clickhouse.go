@@ -17,6 +17,7 @@ type row struct {
 	event     usage.Event
 	partition int32
 	offset    int64
+	raw       []byte // the record as consumed, for the dead-letter queue
 }
 
 // reject is one refused record bound for usage_rejects and the DLQ.

@@ -145,9 +145,10 @@ type Processor struct {
 	redis *redisSink
 	m     processorMetrics
 
-	mu    sync.Mutex
-	parts map[int32]*partitionState
-	lag   map[int32]int64
+	mu        sync.Mutex
+	parts     map[int32]*partitionState
+	lag       map[int32]int64
+	lastPrune time.Time
 }
 
 // New returns a processor; Run starts it.
@@ -303,6 +304,9 @@ type batch struct {
 	rejects []reject
 	// rejectsForCH are the rejects usage_rejects does not hold yet.
 	rejectsForCH []reject
+	// sinkFailed are rows ClickHouse refused DataAttempts times and then
+	// alone: they go to the dead-letter queue instead.
+	sinkFailed []reject
 	// fresh are the keys this batch writes, merged into the seen sets once
 	// the sinks hold it.
 	fresh map[int32]map[eventKey]seenEntry
@@ -325,7 +329,17 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 	// The sinks are independent and each idempotent: write them at once.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := p.retry(gctx, "clickhouse", func() error { return p.writeEvents(gctx, b) }); err != nil {
+		dataErrors := 0
+		if err := p.retry(gctx, "clickhouse", func() error {
+			if dataErrors >= p.cfg.DataAttempts {
+				return p.writeEventsOneByOne(gctx, b)
+			}
+			err := p.writeEvents(gctx, b)
+			if err != nil && isDataError(err) {
+				dataErrors++
+			}
+			return err
+		}); err != nil {
 			return err
 		}
 		return p.retry(gctx, "clickhouse", func() error { return p.ch.insertRejects(gctx, b.rejectsForCH, now) })
@@ -333,6 +347,9 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 	g.Go(func() error { return p.retry(gctx, "dlq", func() error { return p.produceDLQ(gctx, cl, b.rejects) }) })
 	g.Go(func() error { return p.retry(gctx, "redis", func() error { return p.redis.apply(gctx, b.items) }) })
 	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := p.settleSinkFailed(ctx, cl, b, now); err != nil {
 		return err
 	}
 
@@ -344,6 +361,15 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 			}
 		}
 	}
+	// Forget events older than the late-event window now and then: they are
+	// refused before dedupe, so remembering them serves nothing.
+	if time.Since(p.lastPrune) > 10*time.Minute {
+		minHour := uint32(p.cfg.Now().Add(-p.cfg.LateWindow).Unix() / 3600)
+		for _, st := range p.parts {
+			st.seen.prune(minHour)
+		}
+		p.lastPrune = time.Now()
+	}
 	p.mu.Unlock()
 	p.m.written.Add(len(b.rows))
 	p.m.duplicates.Add(b.dupes)
@@ -351,7 +377,7 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 	for _, r := range b.rows {
 		p.m.eventLag.Update(written.Sub(r.event.Time).Seconds())
 	}
-	for _, r := range b.rejects {
+	for _, r := range append(b.rejects, b.sinkFailed...) {
 		p.cfg.Metrics.GetOrCreateCounter(`veil_processor_events_rejected_total{reason="` + string(r.reason) + `"}`).Inc()
 	}
 	return nil
@@ -409,7 +435,7 @@ func (p *Processor) classify(ctx context.Context, records []*kgo.Record) (*batch
 		// offset (a crashed owner wrote it), only Redis may still need it;
 		// the watermark tells.
 		if !seen {
-			b.rows = append(b.rows, row{event: e, partition: r.Partition, offset: r.Offset})
+			b.rows = append(b.rows, row{event: e, partition: r.Partition, offset: r.Offset, raw: r.Value})
 		}
 		fresh[k] = seenEntry{offset: r.Offset, hour: uint32(e.Time.Unix() / 3600)}
 		b.items = append(b.items, item{
@@ -449,6 +475,54 @@ func (p *Processor) writeEvents(ctx context.Context, b *batch) error {
 	}
 	b.rows = kept
 	return err
+}
+
+// writeEventsOneByOne inserts the remaining rows one at a time, after the
+// batch was refused as data DataAttempts times: rows ClickHouse still refuses
+// become sink_failed dead letters, so no partition is stuck behind them.
+func (p *Processor) writeEventsOneByOne(ctx context.Context, b *batch) error {
+	for len(b.rows) > 0 {
+		r := b.rows[0]
+		err := p.ch.insertEvents(ctx, []row{r}, p.cfg.Now())
+		switch {
+		case err == nil:
+		case isDataError(err):
+			p.cfg.Logger.ErrorContext(ctx, "clickhouse refuses an event; sending it to the dead-letter queue",
+				"partition", r.partition, "offset", r.offset, "event_id", r.event.ID, "err", err)
+			b.sinkFailed = append(b.sinkFailed, reject{reason: ReasonSinkFailed, detail: err.Error(),
+				topic: p.cfg.Topic, partition: r.partition, offset: r.offset, raw: r.raw})
+		default:
+			return err // unreachable: retried later from this row on
+		}
+		b.rows = b.rows[1:]
+	}
+	return nil
+}
+
+// settleSinkFailed sends the rows ClickHouse refused to the dead-letter
+// queue and usage_rejects, and takes them back out of the Redis counters
+// they were added to concurrently, so both sinks agree.
+func (p *Processor) settleSinkFailed(ctx context.Context, cl *kgo.Client, b *batch, now time.Time) error {
+	if len(b.sinkFailed) == 0 {
+		return nil
+	}
+	failed := map[[2]int64]bool{}
+	for _, r := range b.sinkFailed {
+		failed[[2]int64{int64(r.partition), r.offset}] = true
+	}
+	var items []item
+	for _, it := range b.items {
+		if failed[[2]int64{int64(it.partition), it.offset}] {
+			items = append(items, it)
+		}
+	}
+	if err := p.retry(ctx, "dlq", func() error { return p.produceDLQ(ctx, cl, b.sinkFailed) }); err != nil {
+		return err
+	}
+	if err := p.retry(ctx, "clickhouse", func() error { return p.ch.insertRejects(ctx, b.sinkFailed, now) }); err != nil {
+		return err
+	}
+	return p.retry(ctx, "redis", func() error { return p.redis.compensate(ctx, items, p.cfg.Topic) })
 }
 
 func (p *Processor) produceDLQ(ctx context.Context, cl *kgo.Client, rejects []reject) error {

@@ -2,6 +2,8 @@ package processors_test
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
 	"fmt"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/redis/rueidis"
+	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/internal/pipelinetest"
@@ -154,3 +157,16 @@ func TestTwoProcessorsRebalancing(t *testing.T) {
 	}
 	e.check(t, exp)
 }
+
+func jsonDecode(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func mustDecimal(t *testing.T, s string) decimal.Decimal {
+	t.Helper()
+	d, err := decimal.NewFromString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func nopLogger(t *testing.T) *slog.Logger { return testenv.Logger(t) }

@@ -58,6 +58,20 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 'ok'
 `)
 
+// compensateScript takes one event back out of its counters, once: the
+// marker key (NX) makes a replay of the same compensation a no-op.
+//
+// KEYS[1] marker; KEYS[2..] counter hashes. ARGV[1] marker ttl seconds, then
+// per counter: units_micro.
+var compensateScript = rueidis.NewLuaScript(`
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 2, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'requests', -1)
+  redis.call('HINCRBY', KEYS[i], 'units_micro', -tonumber(ARGV[i]))
+end
+return 1
+`)
+
 // Counter lifetimes: long enough to outlive the late-event window and the
 // billing that reads them.
 const (
@@ -248,6 +262,39 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 			strconv.Itoa(int(c.ttl/time.Second)), c.periodEnd)
 	}
 	return keys, args, last
+}
+
+// compensate removes items that apply counted but ClickHouse refused for good.
+func (s *redisSink) compensate(ctx context.Context, items []item, topic string) error {
+	if len(items) == 0 {
+		return nil
+	}
+	subs := make([]subjectPartition, 0, len(items))
+	for _, it := range items {
+		subs = append(subs, subjectPartition{subject: it.subject, partition: it.partition})
+	}
+	periods, err := s.periods(ctx, subs)
+	if err != nil {
+		return err
+	}
+	execs := make([]rueidis.LuaExec, 0, len(items))
+	for _, it := range items {
+		p := periodFor(periods[it.subject], it.time)
+		marker := fmt.Sprintf("veil:comp:{%s}:%s:%d:%d", it.subject, topic, it.partition, it.offset)
+		keys := []string{marker, fmt.Sprintf(keyPeriod, it.subject, p.start.Unix())}
+		args := []string{strconv.Itoa(int(periodTTL / time.Second)), strconv.FormatInt(it.unitsMicro, 10)}
+		if it.keyID != "" {
+			keys = append(keys, fmt.Sprintf(keyKeyDay, it.subject, it.keyID, it.time.UTC().Format("20060102")))
+			args = append(args, strconv.FormatInt(it.unitsMicro, 10))
+		}
+		execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
+	}
+	for _, r := range compensateScript.ExecMulti(ctx, s.client, execs...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("compensate redis counters: %w", err)
+		}
+	}
+	return nil
 }
 
 // loadWatermarks fetches, in one round trip, the watermarks of the subjects
