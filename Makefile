@@ -44,10 +44,11 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-## bench: ingest throughput against the real broker (make kafka) and the embedded one.
-bench: build kafka
+## bench: ingest throughput against the real broker (make kafka) and the embedded one, then the pipeline.
+bench: build services kafka
 	bin/veil bench ingest --kafka-brokers 127.0.0.1:9092
 	bin/veil bench ingest
+	bin/veil bench pipeline --kafka-brokers 127.0.0.1:9092 --events 1000000
 
 ## check-clickhouse-current: run the ClickHouse migrations on a current ClickHouse engine (chdb).
 check-clickhouse-current:
