@@ -17,7 +17,6 @@ import (
 	"github.com/veil-platform/veil/internal/pipelinetest"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // env is one test's pipeline: its own topics, ClickHouse database and
@@ -27,7 +26,6 @@ type env struct {
 	raw    string
 	dlq    string
 	ch     driver.Conn
-	chCfg  migrate.ClickHouseConfig
 	redis  rueidis.Client
 	prefix string
 }
@@ -35,17 +33,8 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	k := testenv.NewKafka(t)
-	addr, db := testenv.ClickHouseAddr(t)
-	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db}
-	if _, err := migrate.ClickHouse(t.Context(), cfg, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := migrate.OpenClickHouse(cfg, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return &env{kafka: k, raw: k.Topic(t, 4), dlq: k.Topic(t, 1), ch: conn, chCfg: cfg, redis: testenv.Redis(t), prefix: "t" + testenv.Suffix()}
+	conn, _, _ := testenv.ClickHouseDB(t)
+	return &env{kafka: k, raw: k.Topic(t, 4), dlq: k.Topic(t, 1), ch: conn, redis: testenv.Redis(t), prefix: "t" + testenv.Suffix()}
 }
 
 // start runs a processor until the returned stop is called.

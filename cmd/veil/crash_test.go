@@ -15,7 +15,6 @@ import (
 
 	"github.com/veil-platform/veil/internal/pipelinetest"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // TestMain lets the test binary stand in for the veil binary: with
@@ -50,16 +49,7 @@ type crashEnv struct {
 func newCrashEnv(t *testing.T) *crashEnv {
 	t.Helper()
 	k := testenv.NewKafka(t)
-	addr, db := testenv.ClickHouseAddr(t)
-	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db}
-	if _, err := migrate.ClickHouse(t.Context(), cfg, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := migrate.OpenClickHouse(cfg, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn, addr, db := testenv.ClickHouseDB(t)
 	e := &crashEnv{kafka: k, raw: k.Topic(t, 6), dlq: k.Topic(t, 1), db: db, chAddr: addr, prefix: "c" + testenv.Suffix()}
 	e.group = "g-" + e.prefix
 	e.sinks = pipelinetest.Sinks{ClickHouse: conn, Redis: testenv.Redis(t), Kafka: k, RawTopic: e.raw, DLQTopic: e.dlq}

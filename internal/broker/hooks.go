@@ -3,7 +3,6 @@ package broker
 import (
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -15,39 +14,19 @@ import (
 type Hooks struct {
 	set      *metrics.Set
 	clientID string
-
-	mu      sync.Mutex
-	byName  map[string]*metrics.Counter
-	latency map[string]*metrics.PrometheusHistogram
 }
 
 // NewHooks returns hooks that register metrics named veil_kafka_* in set.
 func NewHooks(set *metrics.Set, clientID string) *Hooks {
-	return &Hooks{set: set, clientID: clientID, byName: map[string]*metrics.Counter{}, latency: map[string]*metrics.PrometheusHistogram{}}
+	return &Hooks{set: set, clientID: clientID}
 }
 
 func (h *Hooks) counter(name string, labels ...string) *metrics.Counter {
-	full := h.name(name, labels...)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	c, ok := h.byName[full]
-	if !ok {
-		c = h.set.GetOrCreateCounter(full)
-		h.byName[full] = c
-	}
-	return c
+	return h.set.GetOrCreateCounter(h.name(name, labels...))
 }
 
 func (h *Hooks) histogram(name string, labels ...string) *metrics.PrometheusHistogram {
-	full := h.name(name, labels...)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	m, ok := h.latency[full]
-	if !ok {
-		m = h.set.GetOrCreatePrometheusHistogram(full)
-		h.latency[full] = m
-	}
-	return m
+	return h.set.GetOrCreatePrometheusHistogram(h.name(name, labels...))
 }
 
 func (h *Hooks) name(name string, labels ...string) string {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -22,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // Env returns the environment variable or def.
@@ -297,4 +299,22 @@ func (k *Kafka) GroupLag(t testing.TB, group, topic string) (int64, error) {
 		return 0, fmt.Errorf("group %s has no offsets for %s yet", group, topic)
 	}
 	return total, nil
+}
+
+// ClickHouseDB returns a connection to a fresh database on the test
+// ClickHouse with Veil's migrations applied, and the database's name; the
+// database is dropped when the test ends.
+func ClickHouseDB(t testing.TB) (conn driver.Conn, addr, database string) {
+	t.Helper()
+	addr, database = ClickHouseAddr(t)
+	cfg := migrate.ClickHouseConfig{Addr: addr, Database: database}
+	if _, err := migrate.ClickHouse(context.Background(), cfg, Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := migrate.OpenClickHouse(cfg, database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn, addr, database
 }
