@@ -22,7 +22,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -150,10 +149,6 @@ type Processor struct {
 	parts     map[int32]*partitionState
 	lag       map[int32]int64
 	lastPrune time.Time
-
-	// rebalanceWanted is set when a rebalance waits for this processor to
-	// let it through.
-	rebalanceWanted atomic.Bool
 }
 
 // New returns a processor; Run starts it.
@@ -184,7 +179,6 @@ func (p *Processor) Run(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(p.assigned),
 		kgo.OnPartitionsRevoked(p.dropPartitions("revoked")),
 		kgo.OnPartitionsLost(p.dropPartitions("lost")),
-		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { p.rebalanceWanted.Store(true) }),
 		kgo.ProducerLinger(0),
 	}
 	cl, err := broker.NewClient(broker.ClientConfig{
@@ -199,87 +193,30 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	defer cl.Close()
 
-	// Batches are pipelined: while the sinks write one batch, the next is
-	// polled and classified. Its offsets are committed only once its own
-	// write is done, and rebalances are let through only with nothing in
-	// flight.
-	var inflight *flight
-	finish := func() error {
-		if inflight == nil {
-			return nil
+	for ctx.Err() == nil {
+		pollStart := time.Now()
+		records := p.pollBatch(ctx, cl)
+		p.m.pollSeconds.UpdateDuration(pollStart)
+		if len(records) == 0 {
+			cl.AllowRebalance()
+			continue
 		}
-		err := <-inflight.done
-		last := inflight.last
-		inflight = nil
-		if err != nil {
+		if err := p.process(ctx, cl, records); err != nil {
+			cl.AllowRebalance()
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
-		if err := cl.CommitRecords(ctx, last...); err != nil && ctx.Err() == nil {
+		if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
 			// The sinks hold the batch; whoever owns the partitions next
 			// recognises it, so a failed commit costs only a re-read.
 			p.cfg.Logger.WarnContext(ctx, "commit offsets", "err", err)
 			p.m.commitErrors.Inc()
 		}
-		return nil
-	}
-	defer func() { _ = finish() }()
-
-	for ctx.Err() == nil {
-		if p.rebalanceWanted.Swap(false) {
-			if err := finish(); err != nil {
-				return p.stopErr(ctx, err)
-			}
-			cl.AllowRebalance()
-		}
-		pollStart := time.Now()
-		records := p.pollBatch(ctx, cl)
-		p.m.pollSeconds.UpdateDuration(pollStart)
-		if len(records) == 0 {
-			if err := finish(); err != nil {
-				return p.stopErr(ctx, err)
-			}
-			cl.AllowRebalance()
-			continue
-		}
-		b, err := p.prepare(ctx, records)
-		if err != nil {
-			return p.stopErr(ctx, err)
-		}
-		if err := finish(); err != nil {
-			return p.stopErr(ctx, err)
-		}
-		inflight = &flight{done: make(chan error, 1), last: lastPerPartition(records)}
-		go func(done chan<- error) { done <- p.write(ctx, cl, b) }(inflight.done)
+		cl.AllowRebalance()
 	}
 	return nil
-}
-
-// flight is a batch whose sinks are being written.
-type flight struct {
-	done chan error
-	last []*kgo.Record // the last record of each partition, to commit
-}
-
-func lastPerPartition(records []*kgo.Record) []*kgo.Record {
-	last := map[int32]*kgo.Record{}
-	for _, r := range records {
-		if l, ok := last[r.Partition]; !ok || r.Offset > l.Offset {
-			last[r.Partition] = r
-		}
-	}
-	out := make([]*kgo.Record, 0, len(last))
-	for _, r := range last {
-		out = append(out, r)
-	}
-	return out
-}
-
-// stopErr is nil when the processor stops because its context ended.
-func (p *Processor) stopErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 // pollBatch gathers records until the batch is full or BatchWait passes.
@@ -376,43 +313,17 @@ type batch struct {
 	dupes int
 }
 
-// prepare classifies the records and records the batch's events as seen at
-// once, so the next batch is deduplicated against it while it is written.
-// (If the write never completes the processor stops, and its successor
-// rebuilds the state from ClickHouse.)
-func (p *Processor) prepare(ctx context.Context, records []*kgo.Record) (*batch, error) {
+// process classifies the records and writes them to every sink, retrying
+// until each holds them or ctx ends.
+func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
 	p.m.consumed.Add(len(records))
 	p.m.batchRecords.Update(float64(len(records)))
 	t0 := time.Now()
 	b, err := p.classify(ctx, records)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	p.mu.Lock()
-	for part, keys := range b.fresh {
-		if st := p.parts[part]; st != nil {
-			for k, e := range keys {
-				st.seen.add(k, e.offset, e.hour)
-			}
-		}
-	}
-	// Forget events older than the late-event window now and then: they are
-	// refused before dedupe, so remembering them serves nothing.
-	if time.Since(p.lastPrune) > 10*time.Minute {
-		minHour := uint32(p.cfg.Now().Add(-p.cfg.LateWindow).Unix() / 3600)
-		for _, st := range p.parts {
-			st.seen.prune(minHour)
-		}
-		p.lastPrune = time.Now()
-	}
-	p.mu.Unlock()
 	p.m.classifySeconds.UpdateDuration(t0)
-	return b, nil
-}
-
-// write sends the batch to every sink, retrying until each holds it or ctx
-// ends.
-func (p *Processor) write(ctx context.Context, cl *kgo.Client, b *batch) error {
 	now := p.cfg.Now()
 
 	// The sinks are independent and each idempotent: write them at once.
@@ -442,6 +353,24 @@ func (p *Processor) write(ctx context.Context, cl *kgo.Client, b *batch) error {
 		return err
 	}
 
+	p.mu.Lock()
+	for part, keys := range b.fresh {
+		if st := p.parts[part]; st != nil {
+			for k, e := range keys {
+				st.seen.add(k, e.offset, e.hour)
+			}
+		}
+	}
+	// Forget events older than the late-event window now and then: they are
+	// refused before dedupe, so remembering them serves nothing.
+	if time.Since(p.lastPrune) > 10*time.Minute {
+		minHour := uint32(p.cfg.Now().Add(-p.cfg.LateWindow).Unix() / 3600)
+		for _, st := range p.parts {
+			st.seen.prune(minHour)
+		}
+		p.lastPrune = time.Now()
+	}
+	p.mu.Unlock()
 	p.m.written.Add(len(b.rows))
 	p.m.duplicates.Add(b.dupes)
 	written := p.cfg.Now()

@@ -186,6 +186,7 @@ prints the ratios and a final JSON line. Uses a scratch ClickHouse database and 
 	done := make(chan error, 1)
 	start = time.Now()
 	go func() { done <- p.Run(pctx) }()
+	waitDeadline := time.Now().Add(5 * time.Minute)
 	for {
 		var rows uint64
 		if err := st.ch.QueryRow(ctx, "SELECT count() FROM usage_events").Scan(&rows); err != nil {
@@ -194,6 +195,10 @@ prints the ratios and a final JSON line. Uses a scratch ClickHouse database and 
 		}
 		if rows >= uint64(fig.Unique) {
 			break
+		}
+		if time.Now().After(waitDeadline) {
+			stop()
+			return fmt.Errorf("usage_events holds %d rows after 5 minutes; want %d", rows, fig.Unique)
 		}
 		select {
 		case err := <-done:
