@@ -145,9 +145,12 @@ prints the ratios and a final JSON line. Uses a scratch ClickHouse database and 
 			recs = append(recs, &kgo.Record{Topic: topic, Key: prev.Key, Value: prev.Value})
 			fig.Duplicates++
 		default:
+			// Live traffic: times within the last minute; each subscription
+			// calls with one of its own three keys, one of four routes.
+			sub := rng.IntN(len(subjects))
 			e := usage.Event{ID: stamp + "-" + strconv.Itoa(i), Source: "/bench", Type: usage.TypeAPIRequest,
-				Subject: subjects[rng.IntN(len(subjects))], Time: now.Add(-time.Duration(rng.IntN(3600)) * time.Second).Truncate(time.Second),
-				Data: usage.Data{APIID: "api_bench", KeyID: "key_" + strconv.Itoa(rng.IntN(5000)), Method: "GET", Route: "/v1/items/{id}",
+				Subject: subjects[sub], Time: now.Add(-time.Duration(rng.IntN(60)) * time.Second).Truncate(time.Second),
+				Data: usage.Data{APIID: "api_bench", KeyID: "key_" + strconv.Itoa(sub*3+rng.IntN(3)), Method: "GET", Route: benchRoutes[rng.IntN(len(benchRoutes))],
 					Path: "/v1/items/" + strconv.Itoa(i), Status: 200, LatencyMS: uint32(rng.IntN(200)), RequestBytes: 120,
 					ResponseBytes: uint64(rng.IntN(10000)), Units: decimal.New(int64(1+rng.IntN(1000)), -2)}}
 			b, _ := json.Marshal(e)
@@ -256,6 +259,8 @@ prints the ratios and a final JSON line. Uses a scratch ClickHouse database and 
 	fmt.Fprintf(stdout, "end to end is %.1f%% of raw produce and %.1f%% of raw ClickHouse insert\n", 100*fig.VsProduce, 100*fig.VsClickHouse)
 	return json.NewEncoder(stdout).Encode(fig)
 }
+
+var benchRoutes = []string{"/v1/items/{id}", "/v1/items", "/v1/search", "/v1/items/{id}/reviews"}
 
 // waitRedisTotals polls until every subject's period counter holds its
 // unique events.

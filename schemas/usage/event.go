@@ -130,22 +130,24 @@ var parsers fastjson.ParserPool
 // Decode parses one event from its JSON encoding and checks it against the
 // schema. Errors are *Error with a stable Reason.
 //
-// It runs on the processors' hot path, so it validates the JSON text once
-// (strict RFC 8259 and UTF-8) and then walks it with fastjson, allocating
-// only the strings it keeps.
+// It runs on the processors' hot path: fastjson parses the text (checking
+// its structure), one pass over the bytes holds the tokens to RFC 8259 where
+// fastjson is lenient (control characters and escapes in strings, the number
+// grammar), and the fields are read from fastjson's tree, allocating only the
+// strings kept. It accepts exactly the texts encoding/json's Valid does; the
+// fuzz test holds it to that.
 func Decode(raw []byte) (Event, error) {
-	if !json.Valid(raw) {
-		var v any
-		return Event{}, newError(ReasonMalformedJSON, "", "%s", jsonDetail(json.Unmarshal(raw, &v)))
-	}
 	if !utf8.Valid(raw) {
 		return Event{}, newError(ReasonMalformedJSON, "", "the event is not valid UTF-8")
 	}
 	p := parsers.Get()
 	defer parsers.Put(p)
 	v, err := p.ParseBytes(raw)
-	if err != nil {
-		return Event{}, newError(ReasonMalformedJSON, "", "%s", err.Error())
+	if err != nil || !lexOK(raw) {
+		// fastjson checks the structure and lexOK the tokens; for the
+		// detail, ask encoding/json, which says where the text goes wrong.
+		var probe any
+		return Event{}, newError(ReasonMalformedJSON, "", "%s", jsonDetail(json.Unmarshal(raw, &probe)))
 	}
 	top, err := v.Object()
 	if err != nil {
@@ -366,8 +368,8 @@ func stringField(field string, v *fastjson.Value, minLen, maxLen int) (string, *
 	return string(b), nil
 }
 
-// numberText returns the literal text of a JSON number; json.Valid has
-// already held it to the JSON grammar.
+// numberText returns the literal text of a JSON number; lexOK has already
+// held it to the JSON grammar.
 func numberText(v *fastjson.Value) ([]byte, bool) {
 	if v.Type() != fastjson.TypeNumber {
 		return nil, false
@@ -513,4 +515,129 @@ func jsonDetail(err error) string {
 		return fmt.Sprintf("expected a JSON object, got %s", te.Value)
 	}
 	return err.Error()
+}
+
+// lexOK reports whether every token of b is lexically valid JSON: strings
+// without raw control characters and with valid escapes, numbers in JSON's
+// grammar, only true, false and null as bare words, and every number and word
+// ending at a delimiter. The structure is fastjson's to check.
+func lexOK(b []byte) bool {
+	for i := 0; i < len(b); {
+		switch c := b[i]; c {
+		case ' ', '\t', '\n', '\r', '{', '}', '[', ']', ':', ',':
+			i++
+		case '"':
+			n := stringLen(b[i:])
+			if n == 0 {
+				return false
+			}
+			i += n
+		case 't', 'f', 'n':
+			word := "null"
+			if c == 't' {
+				word = "true"
+			} else if c == 'f' {
+				word = "false"
+			}
+			if !bytes.HasPrefix(b[i:], []byte(word)) || !delimited(b, i+len(word)) {
+				return false
+			}
+			i += len(word)
+		default:
+			n := numberLen(b[i:])
+			if n == 0 || !delimited(b, i+n) {
+				return false
+			}
+			i += n
+		}
+	}
+	return true
+}
+
+// delimited reports whether a number or word ending at i is followed by the
+// end of the text, whitespace or a structural character.
+func delimited(b []byte, i int) bool {
+	if i >= len(b) {
+		return true
+	}
+	switch b[i] {
+	case ' ', '\t', '\n', '\r', '}', ']', ',', ':':
+		return true
+	}
+	return false
+}
+
+// stringLen returns the length of the JSON string literal at the start of
+// b, quotes included, or 0 if it is not a valid one.
+func stringLen(b []byte) int {
+	for i := 1; i < len(b); {
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1
+		case c < 0x20:
+			return 0
+		case c == '\\':
+			if i+1 >= len(b) {
+				return 0
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) {
+					return 0
+				}
+				for _, h := range b[i+2 : i+6] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return 0
+					}
+				}
+				i += 6
+			default:
+				return 0
+			}
+		default:
+			i++
+		}
+	}
+	return 0
+}
+
+// numberLen returns the length of the JSON number at the start of b
+// (-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?), or 0 if there is none.
+func numberLen(b []byte) int {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case digits() == 0:
+		return 0
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return 0
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return 0
+		}
+	}
+	return i
 }

@@ -17,6 +17,9 @@ func FuzzDecode(f *testing.F) {
 	s := compileSchema(f)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		e, err := usage.Decode(raw)
+		if err == nil && !json.Valid(raw) {
+			t.Fatalf("Decode accepts %q, which is not valid JSON", raw)
+		}
 		if err != nil {
 			if _, ok := err.(*usage.Error); !ok {
 				t.Fatalf("Decode(%q) error %T %v; want *usage.Error", raw, err, err)
