@@ -170,8 +170,7 @@ func benchEvents(n int, prefix string) [][]byte {
 func benchHTTP(ctx context.Context, seeds []string, topic string, batch, concurrency int, d time.Duration, logger *slog.Logger) (benchResult, error) {
 	set := metrics.NewSet()
 	cl, err := broker.NewClient(broker.ClientConfig{Brokers: seeds, ClientID: "veil-bench-ingest", Logger: logger,
-		Opts: []kgo.Opt{kgo.ProducerLinger(2 * time.Millisecond), kgo.MaxBufferedRecords(250_000),
-			kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression())}})
+		Opts: ingestProducerOpts()})
 	if err != nil {
 		return benchResult{}, err
 	}
@@ -255,8 +254,7 @@ func benchHTTP(ctx context.Context, seeds []string, topic string, batch, concurr
 // client, asynchronously with a bounded number in flight, for d.
 func benchRawProduce(ctx context.Context, seeds []string, topic string, d time.Duration, logger *slog.Logger) (benchResult, error) {
 	cl, err := broker.NewClient(broker.ClientConfig{Brokers: seeds, ClientID: "veil-bench-raw", Logger: logger,
-		Opts: []kgo.Opt{kgo.ProducerLinger(2 * time.Millisecond), kgo.MaxBufferedRecords(250_000),
-			kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression())}})
+		Opts: ingestProducerOpts()})
 	if err != nil {
 		return benchResult{}, err
 	}

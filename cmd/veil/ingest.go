@@ -70,11 +70,7 @@ func newIngestService(cfg ingestFlags, brokers []string, logger *slog.Logger, se
 		ClientID: "veil-ingest",
 		Logger:   logger,
 		Metrics:  set,
-		Opts: []kgo.Opt{
-			kgo.ProducerLinger(2 * time.Millisecond),
-			kgo.MaxBufferedRecords(250_000),
-			kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
-		},
+		Opts:     ingestProducerOpts(),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -106,6 +102,18 @@ func newIngestService(cfg ingestFlags, brokers []string, logger *slog.Logger, se
 		return nil, nil, err
 	}
 	return srv, cl, nil
+}
+
+// ingestProducerOpts tune the producer behind POST /v1/events: no linger,
+// because every request waits for its acknowledgement and records buffered
+// while a produce is in flight are batched anyway; room for many requests'
+// events; LZ4 batches.
+func ingestProducerOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.ProducerLinger(0),
+		kgo.MaxBufferedRecords(250_000),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+	}
 }
 
 // topicReady is ready when a broker answers and the topic exists.
