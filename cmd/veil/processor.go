@@ -75,12 +75,12 @@ func openStores(ctx context.Context, mig migrateFlags, redisAddr string) (stores
 	defer cancel()
 	if err := ch.Ping(pctx); err != nil {
 		s.close()
-		return s, fmt.Errorf("ClickHouse at %s does not answer (make services starts it): %w", mig.clickhouseAddr, err)
+		return s, fmt.Errorf("ping ClickHouse at %s (make services starts it): %w", mig.clickhouseAddr, err)
 	}
 	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}})
 	if err != nil {
 		s.close()
-		return s, fmt.Errorf("Redis at %s does not answer (make services starts it): %w", redisAddr, err)
+		return s, fmt.Errorf("connect to Redis at %s (make services starts it): %w", redisAddr, err)
 	}
 	s.redis = rc
 	return s, nil
