@@ -4,7 +4,7 @@
 # DEMO_KEEP=1 leaves veil dev running afterwards.
 set -euo pipefail
 VEIL_SVC=demo
-# shellcheck source=lib.sh
+# shellcheck source=deploy/local/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$VEIL_ROOT"
 

@@ -279,10 +279,6 @@ status() {
 }
 
 case ${1:-} in
-  start) start ;;
-  stop) stop ;;
-  status) status ;;
-  restart) stop && start ;;
   topics)
     shift
     find_java
@@ -301,8 +297,5 @@ case ${1:-} in
     [[ -f $KAFKA_TOOLS_LOG4J ]] || { mkdir -p "$KAFKA_BASE" && write_config; }
     run_tool "$@"
     ;;
-  *)
-    echo "usage: $0 start|stop|status|restart|topics ARGS...|tool CLASS ARGS..." >&2
-    exit 2
-    ;;
+  *) USAGE_EXTRA="|topics ARGS...|tool CLASS ARGS..." service_main "$@" ;;
 esac

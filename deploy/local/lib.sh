@@ -148,3 +148,19 @@ lock() {
 # ms_since START_NS: elapsed milliseconds, for timing messages.
 now_ns() { date +%s%N; }
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+# service_main ACTION: the command line of a service script, which defines
+# start, stop and status; restart is stop then start. USAGE_EXTRA adds the
+# script's own actions to the usage line.
+service_main() {
+  case ${1:-} in
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    restart) stop && start ;;
+    *)
+      echo "usage: $0 start|stop|status|restart${USAGE_EXTRA:-}" >&2
+      exit 2
+      ;;
+  esac
+}
