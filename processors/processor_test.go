@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -159,3 +160,50 @@ func mustDecimal(t *testing.T, s string) decimal.Decimal {
 }
 
 func nopLogger(t *testing.T) *slog.Logger { return testenv.Logger(t) }
+
+// TestCountsIntoTheSubscriptionsPeriod: when the control plane has written a
+// subscription record with its billing period, the counter is that period's,
+// and Period reports it; without one, the calendar month applies.
+func TestCountsIntoTheSubscriptionsPeriod(t *testing.T) {
+	e := setup(t)
+	now := time.Now().UTC()
+	start, end := now.Add(-10*24*time.Hour).Truncate(time.Second), now.Add(20*24*time.Hour).Truncate(time.Second)
+	subject := e.prefix + "-sub-0" // the generator's subject names
+	if err := e.redis.Do(t.Context(), e.redis.B().Hset().Key(processors.SubscriptionKey(subject)).FieldValue().
+		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
+		FieldValue("period_end", strconv.FormatInt(end.Unix(), 10)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.redis.Do(context.Background(), e.redis.B().Del().Key(processors.SubscriptionKey(subject)).Build())
+	})
+
+	exp := e.produce(t, 300, 0, 0, 21)
+	if exp.Count[subject] == 0 {
+		t.Fatalf("the workload has no events for %s", subject)
+	}
+	stop := e.start(t, "g-"+e.prefix)
+	defer stop()
+
+	gotStart, gotEnd, err := processors.Period(t.Context(), e.redis, subject, now)
+	if err != nil || !gotStart.Equal(start) || !gotEnd.Equal(end) {
+		t.Fatalf("Period = %s, %s, %v; want %s, %s", gotStart, gotEnd, err, start, end)
+	}
+	testenv.Deadline(t, 60*time.Second, func() error {
+		n, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(processors.PeriodKey(subject, start)).Field("requests").Build()).AsInt64()
+		if err != nil || n != int64(exp.Count[subject]) {
+			return fmt.Errorf("counter of the subscription's period holds %d (%v); want %d", n, err, exp.Count[subject])
+		}
+		return nil
+	})
+	// Other subjects have no record: the calendar month.
+	other := e.prefix + "-sub-1"
+	if s, _, err := processors.Period(t.Context(), e.redis, other, now); err != nil || !s.Equal(monthStart(now)) {
+		t.Fatalf("Period(%s) start = %s, %v; want the calendar month %s", other, s, err, monthStart(now))
+	}
+}
+
+func monthStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}

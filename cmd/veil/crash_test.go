@@ -141,7 +141,7 @@ func TestProcessorSurvivesSIGKILL(t *testing.T) {
 // between them mid-batch.
 func TestTwoProcessesRebalancingWithKills(t *testing.T) {
 	e := newCrashEnv(t)
-	exp, produced := e.produceInBackground(t, crashEvents()/2, 43)
+	exp, produced := e.produceInBackground(t, crashEvents(), 43)
 	steady := e.processor(t, "steady")
 	rng := rand.New(rand.NewPCG(8, 8))
 	for i := 0; i < 4; i++ {

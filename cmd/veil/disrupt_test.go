@@ -27,7 +27,7 @@ func restartService(t *testing.T, name string, d time.Duration) {
 
 func testSinkOutage(t *testing.T, service string) {
 	e := newCrashEnv(t)
-	exp, produced := e.produceInBackground(t, crashEvents()/2, 44)
+	exp, produced := e.produceInBackground(t, crashEvents(), 44)
 	p := e.processor(t, "outage-1")
 	time.Sleep(2 * time.Second) // let it get going before the outage
 	restartService(t, service, 5*time.Second)
