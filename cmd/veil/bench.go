@@ -45,6 +45,20 @@ Benchmarks:
 	return errors.New("bench: name a benchmark: ingest or pipeline")
 }
 
+// benchBroker returns the named brokers, or starts an in-process kfake
+// broker when none is named; the caller calls closeBroker when done.
+func benchBroker(brokers string, logger *slog.Logger) (seeds []string, name string, closeBroker func(), err error) {
+	seeds = broker.ParseBrokers(brokers)
+	if len(seeds) > 0 {
+		return seeds, "Apache Kafka at " + strings.Join(seeds, ","), func() {}, nil
+	}
+	emb, err := broker.StartEmbedded(broker.EmbeddedConfig{Logger: logger})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return emb.Addrs(), "kfake (in-process) at " + strings.Join(emb.Addrs(), ","), emb.Close, nil
+}
+
 type benchResult struct {
 	name      string
 	events    int64
@@ -96,17 +110,11 @@ With no brokers it runs against an in-process kfake broker; name the real one wi
 		sizes = append(sizes, n)
 	}
 
-	seeds := broker.ParseBrokers(brokers)
-	brokerName := "Apache Kafka at " + strings.Join(seeds, ",")
-	if len(seeds) == 0 {
-		emb, err := broker.StartEmbedded(broker.EmbeddedConfig{Logger: logger})
-		if err != nil {
-			return err
-		}
-		defer emb.Close()
-		seeds = emb.Addrs()
-		brokerName = "kfake (in-process) at " + strings.Join(seeds, ",")
+	seeds, brokerName, closeBroker, err := benchBroker(brokers, logger)
+	if err != nil {
+		return err
 	}
+	defer closeBroker()
 
 	admin, err := broker.NewClient(broker.ClientConfig{Brokers: seeds, ClientID: "veil-bench-admin", Logger: logger})
 	if err != nil {

@@ -81,17 +81,11 @@ prints the ratios and a final JSON line. Uses a scratch ClickHouse database and 
 		return err
 	}
 
-	seeds := broker.ParseBrokers(brokers)
-	brokerName := "Apache Kafka at " + brokers
-	if len(seeds) == 0 {
-		emb, err := broker.StartEmbedded(broker.EmbeddedConfig{Logger: logger})
-		if err != nil {
-			return err
-		}
-		defer emb.Close()
-		seeds = emb.Addrs()
-		brokerName = "kfake (in-process)"
+	seeds, brokerName, closeBroker, err := benchBroker(brokers, logger)
+	if err != nil {
+		return err
 	}
+	defer closeBroker()
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
 	topic, dlq := "veil.bench.raw."+stamp, "veil.bench.dlq."+stamp
 	db := "veil_bench_" + stamp
