@@ -13,9 +13,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
 
 	"github.com/veil-platform/veil/schemas"
 )
@@ -38,7 +41,53 @@ func Postgres(ctx context.Context, url string, logger *slog.Logger) (Applied, er
 	}
 	db := stdlib.OpenDB(*cfg)
 	defer db.Close()
-	return postgresUp(ctx, db, logger)
+	applied, err := postgresUp(ctx, db, logger)
+	if err != nil {
+		return applied, err
+	}
+	if err := riverUp(ctx, url, logger); err != nil {
+		return applied, err
+	}
+	return applied, nil
+}
+
+// riverLockID is the advisory lock that serialises River's schema migrations
+// between concurrent `veil migrate` runs ("veil-river" in ASCII).
+const riverLockID = 0x7665696c2d7276
+
+// riverUp applies the job queue's own schema (River's river_job and friends)
+// under an advisory lock, so concurrent runs queue up
+// instead of racing to create the same tables.
+func riverUp(ctx context.Context, url string, logger *slog.Logger) error {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connect to postgres: %w", err)
+	}
+	defer pool.Close()
+	migrator, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("new river migrator: %w", err)
+	}
+	// River's migrations cannot share one transaction (a later one uses an
+	// enum value an earlier one adds), so the lock is a session lock held on
+	// a connection of its own while the migrator runs on the pool.
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire lock connection: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(riverLockID)); err != nil {
+		return fmt.Errorf("lock river migrations: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(riverLockID)) //nolint:errcheck // the session ends with the connection anyway
+	res, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil)
+	if err != nil {
+		return fmt.Errorf("migrate river schema: %w", err)
+	}
+	for _, v := range res.Versions {
+		logger.InfoContext(ctx, "river migration applied", "version", v.Version, "name", v.Name)
+	}
+	return nil
 }
 
 func postgresUp(ctx context.Context, db *sql.DB, logger *slog.Logger) (Applied, error) {
