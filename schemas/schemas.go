@@ -19,3 +19,9 @@ var Postgres embed.FS
 //
 //go:embed clickhouse/*.sql
 var ClickHouse embed.FS
+
+// OpenAPI is the OpenAPI 3.1 document of the control plane's REST API,
+// served at /openapi.json. A test keeps it and the router in agreement.
+//
+//go:embed openapi.json
+var OpenAPI []byte

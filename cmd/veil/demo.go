@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/broker"
 )
@@ -28,6 +29,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		batch     int
 		mig       migrateFlags
 		redisAddr string
+		cpURL     string
+		gwURL     string
+		jwtSecret string
 	)
 	f := newFlags("demo", `Walks the demo scenario against a running veil dev: waits until ingest is ready, posts events in
 batches with a progress bar, shows how a bad event is refused, then reads the topic back and checks that
@@ -37,6 +41,9 @@ every accepted event is in Kafka.`, stdout)
 	f.String(&brokers, "kafka-brokers", "VEIL_DEMO_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers to read the topic back from")
 	mig.register(f)
 	f.String(&redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address")
+	f.String(&cpURL, "control-plane-url", "VEIL_DEMO_CONTROL_PLANE_URL", "http://127.0.0.1:8080", "base URL of the control plane")
+	f.String(&gwURL, "gateway-url", "VEIL_GATEWAY_URL", defaultGatewayURL, "base URL of the gateway")
+	f.String(&jwtSecret, "jwt-secret", "VEIL_JWT_SECRET", identity.DevJWTSecret, "HS256 secret veil dev verifies tokens with")
 	f.Int(&events, "events", "", 5000, "events to send")
 	f.Int(&batch, "batch", "", 100, "events per request")
 	if err := f.Parse(args); err != nil {
@@ -133,6 +140,10 @@ every accepted event is in Kafka.`, stdout)
 		return err
 	}
 
+	if err := demoCatalog(ctx, stdout, step, cpURL, gwURL, jwtSecret); err != nil {
+		return err
+	}
+
 	step("what runs where")
 	fmt.Fprintf(stdout, `  ingest       %s   POST /v1/events, /metrics, /healthz, /readyz
   processor    http://127.0.0.1:8082   /metrics (veil_processor_*)
@@ -140,10 +151,12 @@ every accepted event is in Kafka.`, stdout)
   clickhouse   %s   database %s (usage_events, usage_rejects, usage_rollup_minute|hour|day)
   redis        %s   usage counters veil:usage:{subscription}:…
   postgres     127.0.0.1:5432   database veil
+  control      %s   REST API (/v1/apis, /v1/admin/approvals, /v1/webhooks, /v1/audit), /openapi.json
+  gateway      %s   Caddy; admin API on 127.0.0.1:2019
 Try: bin/veil usage --subscription sub_demo_0
      clickhouse-client --database %s --query 'SELECT subject, count() FROM usage_events GROUP BY subject'
-`, ingestURL, brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, mig.clickhouseAddr, mig.clickhouseDB, redisAddr, mig.clickhouseDB)
-	fmt.Fprintln(stdout, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters")
+`, ingestURL, brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, mig.clickhouseAddr, mig.clickhouseDB, redisAddr, cpURL, gwURL, mig.clickhouseDB)
+	fmt.Fprintln(stdout, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway")
 	return nil
 }
 

@@ -27,11 +27,12 @@ func commands() []command {
 		{"ingest", "serve POST /v1/events and produce accepted events to Kafka", runIngest},
 		{"processor", "consume usage events exactly once into ClickHouse and Redis, refused ones to the DLQ", runProcessor},
 		{"usage", "print a subscription's ClickHouse totals and Redis counter as JSON", runUsage},
-		{"control-plane", "serve the control-plane REST API (not in this build yet)", notYet("control-plane", "the control plane")},
-		{"gateway", "run the Caddy gateway with the veil module (not in this build yet)", notYet("gateway", "the gateway")},
+		{"control-plane", "serve the control-plane REST API and run its background jobs", runControlPlane},
+		{"gateway", "run the Caddy gateway whose API routes the control plane manages (or a Caddy subcommand)", runGateway},
 		{"bench", "measure throughput and latency: veil bench ingest", runBench},
 		{"demo", "send a scenario through a running veil dev and show the result", runDemo},
 		{"healthcheck", "exit 0 when a URL answers 200 (for container health checks)", runHealthcheck},
+		{"token", "print a control-plane bearer token signed with VEIL_JWT_SECRET", runToken},
 	}
 }
 
@@ -72,18 +73,4 @@ func printUsage(w io.Writer, cmds []command) {
 		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun veil <command> --help for the flags of a command. Every flag also reads an environment variable, named in its help.")
-}
-
-func notYet(name, what string) func(context.Context, []string, io.Writer, io.Writer) error {
-	return func(_ context.Context, args []string, stdout, _ io.Writer) error {
-		fs := flag.NewFlagSet("veil "+name, flag.ContinueOnError)
-		fs.SetOutput(stdout)
-		fs.Usage = func() {
-			fmt.Fprintf(stdout, "Usage: veil %s\n\n%s is not part of this build yet; see the README for what runs today.\n", name, what)
-		}
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		return fmt.Errorf("%s is not part of this build yet", what)
-	}
 }

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/rueidis"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/veil-platform/veil/control-plane/accounts"
+	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/httpapi"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/internal/service"
+	"github.com/veil-platform/veil/schemas"
+)
+
+const (
+	defaultControlPlaneAddr = ":8080"
+	defaultGatewayAdminURL  = "http://127.0.0.1:2019"
+	defaultGatewayURL       = "http://127.0.0.1:8000"
+)
+
+type controlPlaneFlags struct {
+	addr             string
+	redisAddr        string
+	jwtSecret        string
+	jwksURL          string
+	jwtIssuer        string
+	jwtAudience      string
+	gatewayAdminURL  string
+	gatewayURL       string
+	registerAttempts int
+	retryBase        time.Duration
+	retryMax         time.Duration
+	reconcileEvery   time.Duration
+	sweepEvery       time.Duration
+	rescueAfter      time.Duration
+	ipRate           string
+	tokenRate        string
+	corsOrigins      string
+	trustedProxies   string
+	webhookPrivate   bool
+	webhookAttempts  int
+	webhookRetryBase time.Duration
+	workers          int
+}
+
+func (c *controlPlaneFlags) register(f *flags) {
+	f.String(&c.addr, "control-plane-addr", "VEIL_CONTROL_PLANE_ADDR", defaultControlPlaneAddr, "listen address of the control plane's REST API")
+	f.String(&c.redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address (rate limits, idempotency keys)")
+	f.String(&c.jwtSecret, "jwt-secret", "VEIL_JWT_SECRET", "", "HS256 secret that signs bearer tokens")
+	f.String(&c.jwksURL, "jwt-jwks-url", "VEIL_JWT_JWKS_URL", "", "JWKS URL of an identity provider signing RS256/ES256 tokens")
+	f.String(&c.jwtIssuer, "jwt-issuer", "VEIL_JWT_ISSUER", "veil", "required token issuer")
+	f.String(&c.jwtAudience, "jwt-audience", "VEIL_JWT_AUDIENCE", "veil-control-plane", "required token audience")
+	f.String(&c.gatewayAdminURL, "gateway-admin-url", "VEIL_GATEWAY_ADMIN_URL", defaultGatewayAdminURL, "the gateway's Caddy admin API")
+	f.String(&c.gatewayURL, "gateway-url", "VEIL_GATEWAY_URL", defaultGatewayURL, "where the gateway serves traffic (registration verifies routes there)")
+	f.Int(&c.registerAttempts, "register-attempts", "VEIL_REGISTER_ATTEMPTS", 8, "attempts of one gateway registration before the API is marked failed")
+	f.Duration(&c.retryBase, "register-retry-base", "VEIL_REGISTER_RETRY_BASE", 2*time.Second, "first registration retry delay; later ones double, with jitter")
+	f.Duration(&c.retryMax, "register-retry-max", "VEIL_REGISTER_RETRY_MAX", 5*time.Minute, "longest registration retry delay")
+	f.Duration(&c.reconcileEvery, "reconcile-interval", "VEIL_RECONCILE_INTERVAL", 5*time.Minute, "how often APIs and gateway routes are reconciled")
+	f.Duration(&c.sweepEvery, "approval-sweep-interval", "VEIL_APPROVAL_SWEEP_INTERVAL", time.Minute, "how often overdue approval requests escalate or expire")
+	f.Duration(&c.rescueAfter, "job-rescue-after", "VEIL_JOB_RESCUE_AFTER", time.Minute, "a job still running this long after its start (its worker died) is retried; must exceed the 30s job timeout")
+	f.String(&c.ipRate, "rate-limit-ip", "VEIL_RATE_LIMIT_IP", "600/1m", "requests per client address, as N/period (empty: off)")
+	f.String(&c.tokenRate, "rate-limit-token", "VEIL_RATE_LIMIT_TOKEN", "1200/1m", "requests per authenticated subject, as N/period (empty: off)")
+	f.String(&c.corsOrigins, "cors-origins", "VEIL_CORS_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off)")
+	f.String(&c.trustedProxies, "trusted-proxies", "VEIL_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
+	f.Bool(&c.webhookPrivate, "webhook-allow-private", "VEIL_WEBHOOK_ALLOW_PRIVATE", false, "allow webhook endpoints on loopback and private networks (development only)")
+	f.Int(&c.webhookAttempts, "webhook-max-attempts", "VEIL_WEBHOOK_MAX_ATTEMPTS", 10, "delivery attempts of one webhook before it is marked failed")
+	f.Duration(&c.webhookRetryBase, "webhook-retry-base", "VEIL_WEBHOOK_RETRY_BASE", 5*time.Second, "first webhook retry delay; later ones double, with jitter")
+	f.Int(&c.workers, "job-workers", "VEIL_JOB_WORKERS", 10, "concurrent background jobs")
+}
+
+// parseRate reads "N/period", e.g. "600/1m".
+func parseRate(s string) (middleware.Rate, error) {
+	if s == "" {
+		return middleware.Rate{}, nil
+	}
+	n, p, ok := strings.Cut(s, "/")
+	limit, err := strconv.Atoi(n)
+	if !ok || err != nil || limit <= 0 {
+		return middleware.Rate{}, fmt.Errorf("rate %q: want N/period such as 600/1m", s)
+	}
+	period, err := time.ParseDuration(p)
+	if err != nil || period <= 0 {
+		return middleware.Rate{}, fmt.Errorf("rate %q: want N/period such as 600/1m", s)
+	}
+	return middleware.Rate{Limit: limit, Period: period, Burst: limit}, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cp  controlPlaneFlags
+		mig migrateFlags
+		log logFlags
+	)
+	f := newFlags("control-plane", `Serves the control plane's REST API (identity, APIs and approvals, webhooks, audit)
+and runs its background jobs: gateway registration, reconciliation, overdue approvals,
+webhook delivery. Run 'veil migrate' first.`, stdout)
+	cp.register(f)
+	mig.register(f)
+	log.register(f)
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	logger, err := log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	set := metrics.NewSet()
+	plane, err := newControlPlane(ctx, cp, mig.postgresURL, logger, set)
+	if err != nil {
+		return err
+	}
+	defer plane.close()
+	return plane.run(ctx)
+}
+
+// controlPlane is a wired control plane, ready to run.
+type controlPlane struct {
+	server *service.Server
+	river  *river.Client[pgx.Tx]
+	pool   *pgxpool.Pool
+	redis  rueidis.Client
+	log    *slog.Logger
+}
+
+func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL string, logger *slog.Logger, set *metrics.Set) (_ *controlPlane, err error) {
+	if cp.rescueAfter <= 30*time.Second {
+		return nil, errors.New("--job-rescue-after must exceed the 30s job timeout")
+	}
+	ipRate, err := parseRate(cp.ipRate)
+	if err != nil {
+		return nil, err
+	}
+	tokenRate, err := parseRate(cp.tokenRate)
+	if err != nil {
+		return nil, err
+	}
+	proxies, err := middleware.ParseTrustedProxies(splitList(cp.trustedProxies))
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := identity.NewVerifier(ctx, identity.Config{
+		Secret: []byte(cp.jwtSecret), JWKSURL: cp.jwksURL, Issuer: cp.jwtIssuer, Audience: cp.jwtAudience,
+		Logger: logger, Metrics: set,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("token verification: %w", err)
+	}
+	pool, err := pgxpool.New(ctx, postgresURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	plane := &controlPlane{pool: pool, log: logger}
+	defer func() {
+		if err != nil {
+			plane.close()
+		}
+	}()
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		return nil, fmt.Errorf("ping postgres (make services starts it): %w", err)
+	}
+	plane.redis, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{cp.redisAddr}, DisableCache: true})
+	if err != nil {
+		return nil, fmt.Errorf("connect to redis at %s (make services starts it): %w", cp.redisAddr, err)
+	}
+	gw, err := gateway.New(gateway.Config{AdminURL: cp.gatewayAdminURL, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+
+	workers := river.NewWorkers()
+	riverClient, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cp.workers}},
+		Workers:              workers,
+		JobTimeout:           30 * time.Second,
+		RescueStuckJobsAfter: cp.rescueAfter,
+		Logger:               logger.With("component", "jobs"),
+		PeriodicJobs: []*river.PeriodicJob{
+			river.NewPeriodicJob(river.PeriodicInterval(cp.reconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
+				return catalog.ReconcileArgs{}, nil
+			}, &river.PeriodicJobOpts{RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(cp.sweepEvery), func() (river.JobArgs, *river.InsertOpts) {
+				return catalog.SweepArgs{}, nil
+			}, &river.PeriodicJobOpts{RunOnStart: true}),
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("new job client: %w", err)
+	}
+	plane.river = riverClient
+	hooks, err := webhooks.New(webhooks.Config{
+		Pool: pool, Jobs: riverClient, Logger: logger, Metrics: set,
+		MaxAttempts: cp.webhookAttempts, RetryBase: cp.webhookRetryBase, AllowPrivateNetworks: cp.webhookPrivate,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cat, err := catalog.New(catalog.Config{
+		Pool: pool, Jobs: riverClient, Gateway: gw, Publisher: hooks, Logger: logger, Metrics: set,
+		GatewayURL: cp.gatewayURL, RegisterAttempts: cp.registerAttempts, RetryBase: cp.retryBase, RetryMax: cp.retryMax,
+	})
+	if err != nil {
+		return nil, err
+	}
+	river.AddWorker(workers, hooks.Worker())
+	river.AddWorker(workers, cat.RegisterWorker())
+	river.AddWorker(workers, cat.DeregisterWorker())
+	river.AddWorker(workers, cat.ReconcileWorker())
+	river.AddWorker(workers, cat.SweepWorker())
+
+	limiter, err := middleware.NewRateLimiter(middleware.RateLimitConfig{Client: plane.redis, Logger: logger, Metrics: set, FailOpen: true})
+	if err != nil {
+		return nil, err
+	}
+	idem, err := middleware.NewIdempotency(middleware.IdempotencyConfig{
+		Client: plane.redis, Logger: logger, Metrics: set,
+		Scope: func(r *http.Request) string {
+			p, ok := identity.FromContext(r.Context())
+			if !ok {
+				return ""
+			}
+			return p.Org + "/" + p.Subject
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	handler := httpapi.New(httpapi.Config{
+		Pool: pool, Catalog: cat, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		RateLimiter: limiter, IPRate: ipRate, TokenRate: tokenRate, Idempotency: idem,
+		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: proxies,
+		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set,
+	})
+	plane.server, err = service.Listen(service.Config{
+		Name: "control-plane", Addr: cp.addr, Handler: handler, Logger: logger, Metrics: set,
+		Ready: func(ctx context.Context) error {
+			if err := pool.Ping(ctx); err != nil {
+				return fmt.Errorf("postgres: %w", err)
+			}
+			if err := plane.redis.Do(ctx, plane.redis.B().Ping().Build()).Error(); err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return plane, nil
+}
+
+// addr is where the REST API listens.
+func (p *controlPlane) addr() net.Addr { return p.server.Addr() }
+
+// run serves the API and runs the jobs until ctx ends.
+func (p *controlPlane) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := p.river.Start(ctx); err != nil {
+			return fmt.Errorf("start jobs: %w", err)
+		}
+		<-ctx.Done()
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		if err := p.river.Stop(stopCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("stop jobs: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return p.server.Serve(ctx) })
+	p.log.InfoContext(ctx, "control plane listening", "addr", p.addr().String())
+	return g.Wait()
+}
+
+func (p *controlPlane) close() {
+	if p.redis != nil {
+		p.redis.Close()
+	}
+	if p.pool != nil {
+		p.pool.Close()
+	}
+}

@@ -1,0 +1,144 @@
+// Package audit records who changed what in the control plane. Every
+// mutation writes one entry in the same transaction as the change, so the log
+// holds exactly the changes that happened.
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Meta describes the request behind a change. The HTTP layer puts it in the
+// context; jobs leave it empty.
+type Meta struct {
+	SourceIP  string
+	UserAgent string
+	RequestID string
+}
+
+type metaKey struct{}
+
+// WithMeta returns ctx carrying m.
+func WithMeta(ctx context.Context, m Meta) context.Context {
+	return context.WithValue(ctx, metaKey{}, m)
+}
+
+// MetaFrom returns the request metadata in ctx, or the zero Meta.
+func MetaFrom(ctx context.Context) Meta {
+	m, _ := ctx.Value(metaKey{}).(Meta)
+	return m
+}
+
+// Entry is one audited change. Before and After are any JSON-encodable
+// values (nil when the target did not exist before or after).
+type Entry struct {
+	ID             int64           `json:"id"`
+	CreatedAt      time.Time       `json:"created_at"`
+	Actor          string          `json:"actor"`
+	ActorRole      string          `json:"actor_role"`
+	OrganizationID *uuid.UUID      `json:"organization_id,omitempty"`
+	Action         string          `json:"action"`
+	TargetType     string          `json:"target_type"`
+	TargetID       string          `json:"target_id"`
+	Before         json.RawMessage `json:"before,omitempty"`
+	After          json.RawMessage `json:"after,omitempty"`
+	SourceIP       string          `json:"source_ip"`
+	UserAgent      string          `json:"user_agent"`
+	RequestID      string          `json:"request_id"`
+}
+
+// Change is what a caller records; the request metadata comes from ctx.
+type Change struct {
+	Actor          string
+	ActorRole      string
+	OrganizationID uuid.UUID // uuid.Nil for platform-wide changes
+	Action         string    // e.g. "api.create", "approval.approve"
+	TargetType     string
+	TargetID       string
+	Before, After  any
+}
+
+// Record writes c inside tx.
+func Record(ctx context.Context, tx pgx.Tx, c Change) error {
+	before, err := encode(c.Before)
+	if err != nil {
+		return fmt.Errorf("encode audit before: %w", err)
+	}
+	after, err := encode(c.After)
+	if err != nil {
+		return fmt.Errorf("encode audit after: %w", err)
+	}
+	var org *uuid.UUID
+	if c.OrganizationID != uuid.Nil {
+		org = &c.OrganizationID
+	}
+	m := MetaFrom(ctx)
+	_, err = tx.Exec(ctx, `INSERT INTO audit_log
+		(actor, actor_role, organization_id, action, target_type, target_id, before, after, source_ip, user_agent, request_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		c.Actor, c.ActorRole, org, c.Action, c.TargetType, c.TargetID, before, after, m.SourceIP, m.UserAgent, m.RequestID)
+	if err != nil {
+		return fmt.Errorf("insert audit entry: %w", err)
+	}
+	return nil
+}
+
+func encode(v any) ([]byte, error) {
+	if v == nil {
+		return nil, nil
+	}
+	return json.Marshal(v)
+}
+
+// Filter selects entries. A nil OrganizationID means every organization
+// (admins only; the HTTP layer enforces that).
+type Filter struct {
+	OrganizationID *uuid.UUID
+	TargetType     string
+	TargetID       string
+	Action         string
+	BeforeID       int64 // cursor: entries with a smaller id
+	Limit          int
+}
+
+// ErrBadFilter reports an unusable filter.
+var ErrBadFilter = errors.New("bad audit filter")
+
+// List returns entries newest first.
+func List(ctx context.Context, pool *pgxpool.Pool, f Filter) ([]Entry, error) {
+	if f.Limit <= 0 || f.Limit > 500 {
+		return nil, fmt.Errorf("%w: limit %d outside 1..500", ErrBadFilter, f.Limit)
+	}
+	rows, err := pool.Query(ctx, `SELECT id, created_at, actor, actor_role, organization_id, action, target_type, target_id,
+			before, after, source_ip, user_agent, request_id
+		FROM audit_log
+		WHERE ($1::uuid IS NULL OR organization_id = $1)
+		  AND ($2 = '' OR target_type = $2)
+		  AND ($3 = '' OR target_id = $3)
+		  AND ($4 = '' OR action = $4)
+		  AND ($5 = 0 OR id < $5)
+		ORDER BY id DESC LIMIT $6`,
+		f.OrganizationID, f.TargetType, f.TargetID, f.Action, f.BeforeID, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("query audit log: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Entry, error) {
+		var e Entry
+		err := row.Scan(&e.ID, &e.CreatedAt, &e.Actor, &e.ActorRole, &e.OrganizationID, &e.Action, &e.TargetType,
+			&e.TargetID, &e.Before, &e.After, &e.SourceIP, &e.UserAgent, &e.RequestID)
+		return e, err
+	})
+}
+
+// RecordNow writes c in a transaction of its own, for changes made by a
+// service that does not expose its transaction.
+func RecordNow(ctx context.Context, pool *pgxpool.Pool, c Change) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return Record(ctx, tx, c) })
+}

@@ -1,0 +1,549 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+)
+
+// Priority orders approval requests; it sets the SLA.
+type Priority string
+
+// Priorities, lowest first.
+const (
+	PriorityLow    Priority = "low"
+	PriorityNormal Priority = "normal"
+	PriorityHigh   Priority = "high"
+	PriorityUrgent Priority = "urgent"
+)
+
+var priorities = []Priority{PriorityLow, PriorityNormal, PriorityHigh, PriorityUrgent}
+
+func (p Priority) valid() bool {
+	for _, q := range priorities {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+// raised returns the next priority up (urgent stays urgent).
+func (p Priority) raised() Priority {
+	for i, q := range priorities {
+		if q == p && i+1 < len(priorities) {
+			return priorities[i+1]
+		}
+	}
+	return PriorityUrgent
+}
+
+// ApprovalStatus is where a request is.
+type ApprovalStatus string
+
+// Approval statuses; pending and escalated are open.
+const (
+	ApprovalPending          ApprovalStatus = "pending"
+	ApprovalEscalated        ApprovalStatus = "escalated"
+	ApprovalApproved         ApprovalStatus = "approved"
+	ApprovalRejected         ApprovalStatus = "rejected"
+	ApprovalChangesRequested ApprovalStatus = "changes_requested"
+	ApprovalExpired          ApprovalStatus = "expired"
+)
+
+func (s ApprovalStatus) open() bool { return s == ApprovalPending || s == ApprovalEscalated }
+
+// Approval is a request to admit an API.
+type Approval struct {
+	ID              uuid.UUID       `json:"id"`
+	APIID           uuid.UUID       `json:"api_id"`
+	APIName         string          `json:"api_name"`
+	OrganizationID  uuid.UUID       `json:"organization_id"`
+	Status          ApprovalStatus  `json:"status"`
+	Priority        Priority        `json:"priority"`
+	EscalationLevel int             `json:"escalation_level"`
+	SubmittedBy     string          `json:"submitted_by"`
+	DueAt           time.Time       `json:"due_at"`
+	Overdue         bool            `json:"overdue"`
+	DecidedBy       *string         `json:"decided_by"`
+	DecidedAt       *time.Time      `json:"decided_at"`
+	DecisionReason  string          `json:"decision_reason"`
+	CreatedAt       time.Time       `json:"created_at"`
+	UpdatedAt       time.Time       `json:"updated_at"`
+	History         []ApprovalEvent `json:"history,omitempty"`
+}
+
+// ApprovalEvent is one entry of a request's history.
+type ApprovalEvent struct {
+	Action    string    `json:"action"`
+	Actor     string    `json:"actor"`
+	Comment   string    `json:"comment"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+const approvalColumns = `r.id, r.api_id, a.name, r.organization_id, r.status, r.priority, r.escalation_level, r.submitted_by,
+	r.due_at, r.decided_by, r.decided_at, r.decision_reason, r.created_at, r.updated_at`
+
+func (s *Service) scanApproval(row pgx.Row) (Approval, error) {
+	var r Approval
+	err := row.Scan(&r.ID, &r.APIID, &r.APIName, &r.OrganizationID, &r.Status, &r.Priority, &r.EscalationLevel, &r.SubmittedBy,
+		&r.DueAt, &r.DecidedBy, &r.DecidedAt, &r.DecisionReason, &r.CreatedAt, &r.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Approval{}, ErrApprovalNotFound
+	}
+	if err != nil {
+		return Approval{}, fmt.Errorf("scan approval: %w", err)
+	}
+	r.Overdue = r.Status.open() && s.now().After(r.DueAt)
+	return r, nil
+}
+
+// SubmitInput submits an API for review.
+type SubmitInput struct {
+	Priority Priority `json:"priority"`
+	Note     string   `json:"note"`
+}
+
+// Submit sends a draft (or rejected) API for review: the API moves through
+// submitted to pending_approval and an approval request opens with an SLA
+// due time, in one transaction.
+func (s *Service) Submit(ctx context.Context, actor Actor, apiID uuid.UUID, in SubmitInput) (Approval, error) {
+	if in.Priority == "" {
+		in.Priority = PriorityNormal
+	}
+	if !in.Priority.valid() {
+		return Approval{}, &ValidationError{Fields: []FieldError{{Field: "priority", Detail: "must be low, normal, high or urgent"}}}
+	}
+	var out Approval
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		a, err := s.lockAPI(ctx, tx, actor, apiID)
+		if err != nil {
+			return err
+		}
+		if a, err = s.transition(ctx, tx, actor, a, StateSubmitted, in.Note); err != nil {
+			return err
+		}
+		if a, err = s.transition(ctx, tx, actor, a, StatePendingApproval, "awaiting review"); err != nil {
+			return err
+		}
+		due := s.now().Add(s.cfg.SLA[in.Priority])
+		var id uuid.UUID
+		if err := tx.QueryRow(ctx, `INSERT INTO approval_requests (api_id, organization_id, priority, submitted_by, due_at)
+			VALUES ($1, $2, $3, $4, $5) RETURNING id`, a.ID, a.OrganizationID, in.Priority, actor.Subject, due).Scan(&id); err != nil {
+			return fmt.Errorf("insert approval request: %w", err)
+		}
+		if err := s.approvalEvent(ctx, tx, id, "submitted", actor, in.Note); err != nil {
+			return err
+		}
+		out, err = s.loadApproval(ctx, tx, id, false)
+		if err != nil {
+			return err
+		}
+		return s.recordApproval(ctx, tx, actor, "approval.submit", out, nil, "approval.submitted")
+	})
+	return out, err
+}
+
+func (s *Service) approvalEvent(ctx context.Context, tx pgx.Tx, id uuid.UUID, action string, actor Actor, comment string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO approval_events (approval_id, action, actor, comment) VALUES ($1, $2, $3, $4)`,
+		id, action, actor.Subject, comment)
+	if err != nil {
+		return fmt.Errorf("record approval event: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) loadApproval(ctx context.Context, q pgx.Tx, id uuid.UUID, lock bool) (Approval, error) {
+	sql := `SELECT ` + approvalColumns + ` FROM approval_requests r JOIN apis a ON a.id = r.api_id WHERE r.id = $1`
+	if lock {
+		sql += ` FOR UPDATE OF r`
+	}
+	return s.scanApproval(q.QueryRow(ctx, sql, id))
+}
+
+func (s *Service) recordApproval(ctx context.Context, tx pgx.Tx, actor Actor, action string, after Approval, before any, event string) error {
+	if err := audit.Record(ctx, tx, audit.Change{
+		Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: after.OrganizationID,
+		Action: action, TargetType: "approval", TargetID: after.ID.String(), Before: before, After: after,
+	}); err != nil {
+		return err
+	}
+	if event == "" {
+		return nil
+	}
+	if err := s.cfg.Publisher.Publish(ctx, tx, after.OrganizationID, event, map[string]any{"approval": after}); err != nil {
+		return fmt.Errorf("publish %s: %w", event, err)
+	}
+	return nil
+}
+
+// GetApproval returns a request with its history. Admins see every request,
+// an organization its own.
+func (s *Service) GetApproval(ctx context.Context, actor Actor, id uuid.UUID) (Approval, error) {
+	r, err := s.scanApproval(s.pool.QueryRow(ctx, `SELECT `+approvalColumns+`
+		FROM approval_requests r JOIN apis a ON a.id = r.api_id WHERE r.id = $1`, id))
+	if err != nil {
+		return Approval{}, err
+	}
+	if !actor.isAdmin() && actor.OrgID != r.OrganizationID {
+		return Approval{}, ErrApprovalNotFound
+	}
+	rows, err := s.pool.Query(ctx, `SELECT action, actor, comment, created_at FROM approval_events WHERE approval_id = $1 ORDER BY id`, id)
+	if err != nil {
+		return Approval{}, fmt.Errorf("load approval history: %w", err)
+	}
+	r.History, err = pgx.CollectRows(rows, pgx.RowToStructByPos[ApprovalEvent])
+	if err != nil {
+		return Approval{}, fmt.Errorf("load approval history: %w", err)
+	}
+	return r, nil
+}
+
+// ApprovalFilter selects requests.
+type ApprovalFilter struct {
+	Status         ApprovalStatus
+	Priority       Priority
+	OrganizationID uuid.UUID
+	APIID          uuid.UUID
+	Overdue        bool
+	After          string
+	Limit          int
+}
+
+// ListApprovals lists requests oldest first (admins only).
+func (s *Service) ListApprovals(ctx context.Context, actor Actor, f ApprovalFilter) ([]Approval, string, error) {
+	if !actor.isAdmin() {
+		return nil, "", ErrForbidden
+	}
+	after, err := decodeCursor(f.After)
+	if err != nil {
+		return nil, "", err
+	}
+	limit := clampLimit(f.Limit)
+	var org, api *uuid.UUID
+	if f.OrganizationID != uuid.Nil {
+		org = &f.OrganizationID
+	}
+	if f.APIID != uuid.Nil {
+		api = &f.APIID
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+approvalColumns+` FROM approval_requests r JOIN apis a ON a.id = r.api_id
+		WHERE ($1 = '' OR r.status = $1::approval_status)
+		  AND ($2 = '' OR r.priority = $2::approval_priority)
+		  AND ($3::uuid IS NULL OR r.organization_id = $3)
+		  AND ($4::uuid IS NULL OR r.api_id = $4)
+		  AND (NOT $5 OR (r.status IN ('pending', 'escalated') AND r.due_at < $6))
+		  AND ($7::timestamptz IS NULL OR (r.created_at, r.id) > ($7, $8))
+		ORDER BY r.created_at, r.id LIMIT $9`,
+		string(f.Status), string(f.Priority), org, api, f.Overdue, s.now(), after.at, after.id, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list approvals: %w", err)
+	}
+	defer rows.Close()
+	var out []Approval
+	for rows.Next() {
+		r, err := s.scanApproval(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list approvals: %w", err)
+	}
+	out, next := page(out, limit, func(r Approval) cursor { return cursor{at: &r.CreatedAt, id: r.ID} })
+	return out, next, nil
+}
+
+// Decision is what an admin decides on a request.
+type Decision string
+
+// Decisions.
+const (
+	DecisionApprove        Decision = "approve"
+	DecisionReject         Decision = "reject"
+	DecisionEscalate       Decision = "escalate"
+	DecisionRequestChanges Decision = "request_changes"
+)
+
+// Decide applies one decision. Approve moves the API to approved and
+// enqueues its gateway registration in the same transaction; reject needs a
+// reason; request changes sends the API back to draft; escalate raises the
+// priority and the escalation level. Nobody decides on their own
+// organization's API.
+func (s *Service) Decide(ctx context.Context, actor Actor, id uuid.UUID, d Decision, reason string) (Approval, error) {
+	if !actor.isAdmin() {
+		return Approval{}, ErrForbidden
+	}
+	reason = strings.TrimSpace(reason)
+	if (d == DecisionReject || d == DecisionRequestChanges) && reason == "" {
+		return Approval{}, &ValidationError{Fields: []FieldError{{Field: "reason", Detail: "is required to " + strings.ReplaceAll(string(d), "_", " ")}}}
+	}
+	if len(reason) > 5000 {
+		return Approval{}, &ValidationError{Fields: []FieldError{{Field: "reason", Detail: "must be at most 5000 characters"}}}
+	}
+	var out Approval
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		r, err := s.loadApproval(ctx, tx, id, true)
+		if err != nil {
+			return err
+		}
+		if actor.Role != RoleSystem && actor.OrgID == r.OrganizationID {
+			return ErrSelfApproval
+		}
+		if !r.Status.open() {
+			return fmt.Errorf("%w: it is %s", ErrApprovalClosed, r.Status)
+		}
+		before := r
+		a, err := s.lockAPI(ctx, tx, actor, r.APIID)
+		if err != nil {
+			return err
+		}
+		event := "approval.decided"
+		switch d {
+		case DecisionApprove:
+			if a, err = s.transition(ctx, tx, actor, a, StateApproved, reason); err != nil {
+				return err
+			}
+			if err := s.enqueueRegister(ctx, tx, a.ID); err != nil {
+				return err
+			}
+			err = s.closeApproval(ctx, tx, id, ApprovalApproved, actor, reason)
+		case DecisionReject:
+			if _, err = s.transition(ctx, tx, actor, a, StateRejected, reason); err != nil {
+				return err
+			}
+			err = s.closeApproval(ctx, tx, id, ApprovalRejected, actor, reason)
+		case DecisionRequestChanges:
+			if _, err = s.transition(ctx, tx, actor, a, StateDraft, "changes requested: "+reason); err != nil {
+				return err
+			}
+			err = s.closeApproval(ctx, tx, id, ApprovalChangesRequested, actor, reason)
+		case DecisionEscalate:
+			event = "approval.escalated"
+			err = s.escalate(ctx, tx, r, actor, reason)
+		default:
+			return &ValidationError{Fields: []FieldError{{Field: "action", Detail: "must be approve, reject, escalate or request_changes"}}}
+		}
+		if err != nil {
+			return err
+		}
+		action := map[Decision]string{DecisionApprove: "approved", DecisionReject: "rejected", DecisionRequestChanges: "changes_requested", DecisionEscalate: "escalated"}[d]
+		if err := s.approvalEvent(ctx, tx, id, action, actor, reason); err != nil {
+			return err
+		}
+		if out, err = s.loadApproval(ctx, tx, id, false); err != nil {
+			return err
+		}
+		return s.recordApproval(ctx, tx, actor, "approval."+string(d), out, before, event)
+	})
+	return out, err
+}
+
+func (s *Service) closeApproval(ctx context.Context, tx pgx.Tx, id uuid.UUID, status ApprovalStatus, actor Actor, reason string) error {
+	_, err := tx.Exec(ctx, `UPDATE approval_requests SET status = $2, decided_by = $3, decided_at = $4, decision_reason = $5, updated_at = now()
+		WHERE id = $1`, id, status, actor.Subject, s.now(), reason)
+	if err != nil {
+		return fmt.Errorf("close approval request: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) escalate(ctx context.Context, tx pgx.Tx, r Approval, actor Actor, reason string) error {
+	p := r.Priority.raised()
+	_, err := tx.Exec(ctx, `UPDATE approval_requests SET status = 'escalated', priority = $2, escalation_level = escalation_level + 1,
+		due_at = $3, updated_at = now() WHERE id = $1`, r.ID, p, s.now().Add(s.cfg.SLA[p]))
+	if err != nil {
+		return fmt.Errorf("escalate approval request: %w", err)
+	}
+	return nil
+}
+
+// Comment adds a comment to a request. Admins comment on any request, the
+// submitting organization on its own.
+func (s *Service) Comment(ctx context.Context, actor Actor, id uuid.UUID, text string) (ApprovalEvent, error) {
+	text = strings.TrimSpace(text)
+	if text == "" || len(text) > 5000 {
+		return ApprovalEvent{}, &ValidationError{Fields: []FieldError{{Field: "comment", Detail: "must be 1 to 5000 characters"}}}
+	}
+	var ev ApprovalEvent
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		r, err := s.loadApproval(ctx, tx, id, false)
+		if err != nil {
+			return err
+		}
+		if !actor.isAdmin() && (actor.OrgID != r.OrganizationID || actor.Role != RoleProvider) {
+			return ErrApprovalNotFound
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO approval_events (approval_id, action, actor, comment) VALUES ($1, 'comment', $2, $3)
+			RETURNING action, actor, comment, created_at`, id, actor.Subject, text).Scan(&ev.Action, &ev.Actor, &ev.Comment, &ev.CreatedAt); err != nil {
+			return fmt.Errorf("insert comment: %w", err)
+		}
+		if err := audit.Record(ctx, tx, audit.Change{
+			Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: r.OrganizationID,
+			Action: "approval.comment", TargetType: "approval", TargetID: id.String(), After: ev,
+		}); err != nil {
+			return err
+		}
+		return s.cfg.Publisher.Publish(ctx, tx, r.OrganizationID, "approval.commented", map[string]any{"approval_id": id, "comment": ev})
+	})
+	return ev, err
+}
+
+// BulkResult is the outcome of one decision of a bulk request.
+type BulkResult struct {
+	ID       uuid.UUID `json:"id"`
+	Approval *Approval `json:"approval,omitempty"`
+	Err      error     `json:"-"`
+}
+
+// DecideBulk applies one decision to many requests, each in its own
+// transaction, so one refusal does not undo the others.
+func (s *Service) DecideBulk(ctx context.Context, actor Actor, ids []uuid.UUID, d Decision, reason string) ([]BulkResult, error) {
+	if !actor.isAdmin() {
+		return nil, ErrForbidden
+	}
+	if len(ids) == 0 || len(ids) > 100 {
+		return nil, &ValidationError{Fields: []FieldError{{Field: "ids", Detail: "must hold 1 to 100 ids"}}}
+	}
+	out := make([]BulkResult, len(ids))
+	for i, id := range ids {
+		r, err := s.Decide(ctx, actor, id, d, reason)
+		out[i] = BulkResult{ID: id, Err: err}
+		if err == nil {
+			out[i].Approval = &r
+		}
+	}
+	return out, nil
+}
+
+// Stats summarises the review queue.
+type Stats struct {
+	OpenByPriority        map[Priority]int       `json:"open_by_priority"`
+	ByStatus              map[ApprovalStatus]int `json:"by_status"`
+	Overdue               int                    `json:"overdue"`
+	MedianDecisionSeconds *float64               `json:"median_decision_seconds"`
+	DecidedAfterDue       int                    `json:"decided_after_due"`
+	SLABreaches           int                    `json:"sla_breaches"`
+}
+
+// ApprovalStats computes the queue statistics (admins only).
+func (s *Service) ApprovalStats(ctx context.Context, actor Actor) (Stats, error) {
+	if !actor.isAdmin() {
+		return Stats{}, ErrForbidden
+	}
+	st := Stats{OpenByPriority: map[Priority]int{}, ByStatus: map[ApprovalStatus]int{}}
+	for _, p := range priorities {
+		st.OpenByPriority[p] = 0
+	}
+	rows, err := s.pool.Query(ctx, `SELECT status, priority, count(*) FROM approval_requests GROUP BY status, priority`)
+	if err != nil {
+		return Stats{}, fmt.Errorf("approval stats: %w", err)
+	}
+	for rows.Next() {
+		var status ApprovalStatus
+		var p Priority
+		var n int
+		if err := rows.Scan(&status, &p, &n); err != nil {
+			rows.Close()
+			return Stats{}, fmt.Errorf("approval stats: %w", err)
+		}
+		st.ByStatus[status] += n
+		if status.open() {
+			st.OpenByPriority[p] += n
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return Stats{}, fmt.Errorf("approval stats: %w", err)
+	}
+	err = s.pool.QueryRow(ctx, `SELECT
+			count(*) FILTER (WHERE status IN ('pending', 'escalated') AND due_at < $1),
+			percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM decided_at - created_at)) FILTER (WHERE decided_at IS NOT NULL),
+			count(*) FILTER (WHERE decided_at > due_at)
+		FROM approval_requests`, s.now()).Scan(&st.Overdue, &st.MedianDecisionSeconds, &st.DecidedAfterDue)
+	if err != nil {
+		return Stats{}, fmt.Errorf("approval stats: %w", err)
+	}
+	st.SLABreaches = st.Overdue + st.DecidedAfterDue
+	return st, nil
+}
+
+// SweepReport says what one overdue sweep did.
+type SweepReport struct {
+	Escalated int `json:"escalated"`
+	Expired   int `json:"expired"`
+}
+
+// SweepOverdue escalates open requests past their due time and expires
+// those already escalated MaxEscalations times; an expired request rejects
+// its API. The scheduled approval job runs it.
+func (s *Service) SweepOverdue(ctx context.Context) (SweepReport, error) {
+	var rep SweepReport
+	rows, err := s.pool.Query(ctx, `SELECT id FROM approval_requests WHERE status IN ('pending', 'escalated') AND due_at < $1 ORDER BY due_at LIMIT 500`, s.now())
+	if err != nil {
+		return rep, fmt.Errorf("find overdue approvals: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return rep, fmt.Errorf("find overdue approvals: %w", err)
+	}
+	for _, id := range ids {
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			r, err := s.loadApproval(ctx, tx, id, true)
+			if err != nil {
+				return err
+			}
+			if !r.Status.open() || !s.now().After(r.DueAt) {
+				return nil // decided or moved meanwhile
+			}
+			before := r
+			if r.EscalationLevel < s.cfg.MaxEscalations {
+				if err := s.escalate(ctx, tx, r, System, "overdue"); err != nil {
+					return err
+				}
+				if err := s.approvalEvent(ctx, tx, id, "escalated", System, "overdue: no decision by the due time"); err != nil {
+					return err
+				}
+				rep.Escalated++
+				r, err = s.loadApproval(ctx, tx, id, false)
+				if err != nil {
+					return err
+				}
+				return s.recordApproval(ctx, tx, System, "approval.escalate", r, before, "approval.escalated")
+			}
+			a, err := s.lockAPI(ctx, tx, System, r.APIID)
+			if err != nil {
+				return err
+			}
+			reason := "approval request expired without a decision"
+			if _, err := s.transition(ctx, tx, System, a, StateRejected, reason); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE approval_requests SET status = 'expired', decided_at = $2, decision_reason = $3, updated_at = now() WHERE id = $1`,
+				id, s.now(), reason); err != nil {
+				return fmt.Errorf("expire approval request: %w", err)
+			}
+			if err := s.approvalEvent(ctx, tx, id, "expired", System, reason); err != nil {
+				return err
+			}
+			rep.Expired++
+			r, err = s.loadApproval(ctx, tx, id, false)
+			if err != nil {
+				return err
+			}
+			return s.recordApproval(ctx, tx, System, "approval.expire", r, before, "approval.expired")
+		})
+		if err != nil {
+			return rep, fmt.Errorf("sweep approval %s: %w", id, err)
+		}
+	}
+	return rep, nil
+}

@@ -1,0 +1,423 @@
+// Package catalog holds the APIs providers publish: their registration and
+// versions, the state machine every API moves through, the approval workflow
+// that admits an API, and the jobs that register approved APIs with the
+// gateway — all or nothing — and keep the gateway and the database in
+// agreement.
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/veil-platform/veil/control-plane/gateway"
+)
+
+// Sentinel errors; the HTTP layer maps each to one problem type.
+var (
+	ErrAPINotFound       = errors.New("api not found")
+	ErrApprovalNotFound  = errors.New("approval request not found")
+	ErrForbidden         = errors.New("forbidden")
+	ErrSelfApproval      = errors.New("an organization cannot decide on its own api")
+	ErrInvalidTransition = errors.New("invalid state transition")
+	ErrNotEditable       = errors.New("api is not editable in its state")
+	ErrSlugTaken         = errors.New("slug already taken")
+	ErrVersionExists     = errors.New("version already exists")
+	ErrApprovalClosed    = errors.New("approval request already decided")
+	ErrConflict          = errors.New("concurrent change")
+)
+
+// ValidationError lists input fields that are wrong.
+type ValidationError struct {
+	Fields []FieldError
+}
+
+// FieldError is one wrong field.
+type FieldError struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + ": " + f.Detail
+	}
+	return "invalid input: " + strings.Join(parts, "; ")
+}
+
+func (e *ValidationError) add(field, format string, args ...any) {
+	e.Fields = append(e.Fields, FieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (e *ValidationError) err() error {
+	if e == nil || len(e.Fields) == 0 {
+		return nil
+	}
+	return e
+}
+
+// Role is the caller's role, as the identity layer verified it.
+type Role string
+
+// Roles.
+const (
+	RoleAdmin    Role = "admin"
+	RoleProvider Role = "provider"
+	RoleConsumer Role = "consumer"
+	RoleSystem   Role = "system" // jobs
+)
+
+// Actor is who asks for a change.
+type Actor struct {
+	Subject string
+	Role    Role
+	OrgID   uuid.UUID
+}
+
+// System is the actor of jobs.
+var System = Actor{Subject: "system", Role: RoleSystem}
+
+func (a Actor) isAdmin() bool { return a.Role == RoleAdmin || a.Role == RoleSystem }
+
+// Gateway is what the catalog needs from the gateway's admin API.
+type Gateway interface {
+	Put(ctx context.Context, r gateway.Route) error
+	Delete(ctx context.Context, id string) error
+	List(ctx context.Context, idPrefix string) ([]gateway.Route, error)
+	IDs(ctx context.Context, idPrefix string) ([]string, error)
+}
+
+// Publisher announces changes to webhook endpoints inside the caller's
+// transaction.
+type Publisher interface {
+	Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, eventType string, data any) error
+}
+
+// Inserter enqueues jobs inside a transaction (a *river.Client[pgx.Tx]).
+type Inserter interface {
+	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+}
+
+// Config configures the Service.
+type Config struct {
+	Pool      *pgxpool.Pool
+	Jobs      Inserter
+	Gateway   Gateway
+	Publisher Publisher
+	Logger    *slog.Logger
+	Metrics   *metrics.Set
+	// GatewayURL is where the gateway serves traffic; registration checks
+	// the new route answers there before the API becomes active.
+	GatewayURL string
+	// HTTPClient makes the upstream health checks and the verification
+	// through the gateway. Default: 5 s timeout, no redirects followed.
+	HTTPClient *http.Client
+	// RegisterAttempts is the retry budget of one registration (default 8).
+	// When it is spent the API becomes failed and its route is removed.
+	RegisterAttempts int
+	// RetryBase is the first retry delay; later ones double, with full
+	// jitter, up to RetryMax (defaults 2 s and 5 min).
+	RetryBase, RetryMax time.Duration
+	// SLA maps approval priority to the time allowed for a decision
+	// (defaults: urgent 4 h, high 24 h, normal 72 h, low 7 days).
+	SLA map[Priority]time.Duration
+	// MaxEscalations is how many times an overdue request escalates before
+	// it expires (default 2).
+	MaxEscalations int
+	// Now is the clock (default time.Now); tests move it.
+	Now func() time.Time
+}
+
+// Service is the catalog.
+type Service struct {
+	cfg     Config
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	now     func() time.Time
+	client  *http.Client
+	metrics serviceMetrics
+}
+
+type serviceMetrics struct {
+	registrations  *metrics.Counter
+	registerFailed *metrics.Counter
+	registerErrors *metrics.Counter
+	reconcileFixed *metrics.Counter
+	reconcileLeft  *metrics.Counter
+}
+
+// RoutePrefix prefixes the @id of every gateway route the catalog owns.
+const RoutePrefix = "veil-api-"
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Pool == nil || cfg.Jobs == nil || cfg.Gateway == nil || cfg.Publisher == nil {
+		return nil, errors.New("new catalog: pool, jobs, gateway and publisher are required")
+	}
+	if cfg.GatewayURL == "" {
+		return nil, errors.New("new catalog: gateway url is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
+	if cfg.RegisterAttempts <= 0 {
+		cfg.RegisterAttempts = 8
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 2 * time.Second
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 5 * time.Minute
+	}
+	sla := map[Priority]time.Duration{
+		PriorityUrgent: 4 * time.Hour, PriorityHigh: 24 * time.Hour,
+		PriorityNormal: 72 * time.Hour, PriorityLow: 7 * 24 * time.Hour,
+	}
+	for p, d := range cfg.SLA {
+		sla[p] = d
+	}
+	cfg.SLA = sla
+	if cfg.MaxEscalations <= 0 {
+		cfg.MaxEscalations = 2
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	client := cfg.HTTPClient
+	if client == nil {
+		client = &http.Client{
+			Timeout:       5 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	m := cfg.Metrics
+	return &Service{
+		cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now, client: client,
+		metrics: serviceMetrics{
+			registrations:  m.NewCounter(`veil_controlplane_gateway_registrations_total{result="active"}`),
+			registerFailed: m.NewCounter(`veil_controlplane_gateway_registrations_total{result="failed"}`),
+			registerErrors: m.NewCounter(`veil_controlplane_gateway_registration_errors_total`),
+			reconcileFixed: m.NewCounter(`veil_controlplane_reconcile_healed_total{kind="apis"}`),
+			reconcileLeft:  m.NewCounter(`veil_controlplane_reconcile_unhealed_total{kind="apis"}`),
+		},
+	}, nil
+}
+
+// Visibility says who sees an API in the catalog.
+type Visibility string
+
+// Visibilities.
+const (
+	VisibilityPublic  Visibility = "public"
+	VisibilityPrivate Visibility = "private"
+)
+
+// Route is one operation an API exposes, e.g. GET /forecast/{city}.
+type Route struct {
+	Methods []string `json:"methods"`
+	Path    string   `json:"path"`
+}
+
+// API is a registered API.
+type API struct {
+	ID              uuid.UUID  `json:"id"`
+	OrganizationID  uuid.UUID  `json:"organization_id"`
+	Name            string     `json:"name"`
+	Slug            string     `json:"slug"`
+	Description     string     `json:"description"`
+	UpstreamURL     string     `json:"upstream_url"`
+	Version         string     `json:"version"`
+	Routes          []Route    `json:"routes"`
+	HealthCheckPath string     `json:"health_check_path"`
+	DocsURL         string     `json:"docs_url"`
+	Visibility      Visibility `json:"visibility"`
+	State           State      `json:"state"`
+	StateReason     string     `json:"state_reason"`
+	GatewayPath     string     `json:"gateway_path"`
+	CreatedBy       string     `json:"created_by"`
+	CreatedAt       time.Time  `json:"created_at"`
+	UpdatedAt       time.Time  `json:"updated_at"`
+}
+
+// APIInput registers an API.
+type APIInput struct {
+	Name            string     `json:"name"`
+	Slug            string     `json:"slug"`
+	Description     string     `json:"description"`
+	UpstreamURL     string     `json:"upstream_url"`
+	Version         string     `json:"version"`
+	Routes          []Route    `json:"routes"`
+	HealthCheckPath string     `json:"health_check_path"`
+	DocsURL         string     `json:"docs_url"`
+	Visibility      Visibility `json:"visibility"`
+}
+
+var (
+	slugRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,62}$`)
+	versionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
+	methods   = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true}
+)
+
+// Validate checks in, filling defaults.
+func (in *APIInput) Validate() error {
+	var v ValidationError
+	if n := len(strings.TrimSpace(in.Name)); n == 0 || n > 200 {
+		v.add("name", "must be 1 to 200 characters")
+	}
+	if !slugRe.MatchString(in.Slug) {
+		v.add("slug", "must match %s", slugRe)
+	}
+	if len(in.Description) > 5000 {
+		v.add("description", "must be at most 5000 characters")
+	}
+	validateUpstream(&v, "upstream_url", in.UpstreamURL)
+	if in.Version == "" {
+		in.Version = "1"
+	}
+	if !versionRe.MatchString(in.Version) {
+		v.add("version", "must match %s", versionRe)
+	}
+	validateRoutes(&v, in.Routes)
+	if in.HealthCheckPath != "" && (!strings.HasPrefix(in.HealthCheckPath, "/") || len(in.HealthCheckPath) > 500) {
+		v.add("health_check_path", "must start with / and be at most 500 characters")
+	}
+	if in.DocsURL != "" {
+		if u, err := url.Parse(in.DocsURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			v.add("docs_url", "must be an absolute http or https URL")
+		}
+	}
+	switch in.Visibility {
+	case "":
+		in.Visibility = VisibilityPublic
+	case VisibilityPublic, VisibilityPrivate:
+	default:
+		v.add("visibility", "must be public or private")
+	}
+	return v.err()
+}
+
+func validateUpstream(v *ValidationError, field, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		v.add(field, "must be an absolute http or https URL without query, fragment or credentials")
+	}
+}
+
+func validateRoutes(v *ValidationError, routes []Route) {
+	if len(routes) > 200 {
+		v.add("routes", "at most 200 routes")
+	}
+	for i, r := range routes {
+		field := fmt.Sprintf("routes[%d]", i)
+		if !strings.HasPrefix(r.Path, "/") || len(r.Path) > 500 {
+			v.add(field+".path", "must start with / and be at most 500 characters")
+		}
+		if len(r.Methods) == 0 {
+			v.add(field+".methods", "must name at least one method")
+		}
+		for j, m := range r.Methods {
+			if !methods[m] {
+				v.add(fmt.Sprintf("%s.methods[%d]", field, j), "must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+			}
+		}
+	}
+}
+
+// APIPatch changes an API; nil fields stay as they are.
+type APIPatch struct {
+	Name            *string     `json:"name"`
+	Slug            *string     `json:"slug"`
+	Description     *string     `json:"description"`
+	UpstreamURL     *string     `json:"upstream_url"`
+	Routes          *[]Route    `json:"routes"`
+	HealthCheckPath *string     `json:"health_check_path"`
+	DocsURL         *string     `json:"docs_url"`
+	Visibility      *Visibility `json:"visibility"`
+}
+
+// touchesGateway reports whether p changes what the gateway serves.
+func (p APIPatch) touchesGateway() bool {
+	return p.Slug != nil || p.UpstreamURL != nil || p.Routes != nil || p.HealthCheckPath != nil
+}
+
+// apply returns the input a patched API would have.
+func (p APIPatch) apply(a API) APIInput {
+	in := APIInput{
+		Name: a.Name, Slug: a.Slug, Description: a.Description, UpstreamURL: a.UpstreamURL, Version: a.Version,
+		Routes: a.Routes, HealthCheckPath: a.HealthCheckPath, DocsURL: a.DocsURL, Visibility: a.Visibility,
+	}
+	set(&in.Name, p.Name)
+	set(&in.Slug, p.Slug)
+	set(&in.Description, p.Description)
+	set(&in.UpstreamURL, p.UpstreamURL)
+	set(&in.Routes, p.Routes)
+	set(&in.HealthCheckPath, p.HealthCheckPath)
+	set(&in.DocsURL, p.DocsURL)
+	set(&in.Visibility, p.Visibility)
+	return in
+}
+
+func set[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
+}
+
+// Version is one recorded version of an API.
+type Version struct {
+	APIID       uuid.UUID `json:"api_id"`
+	Version     string    `json:"version"`
+	UpstreamURL string    `json:"upstream_url"`
+	Routes      []Route   `json:"routes"`
+	Changelog   string    `json:"changelog"`
+	CreatedBy   string    `json:"created_by"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// VersionInput adds a version.
+type VersionInput struct {
+	Version     string  `json:"version"`
+	UpstreamURL string  `json:"upstream_url"`
+	Routes      []Route `json:"routes"`
+	Changelog   string  `json:"changelog"`
+}
+
+// Validate checks in.
+func (in *VersionInput) Validate() error {
+	var v ValidationError
+	if !versionRe.MatchString(in.Version) {
+		v.add("version", "must match %s", versionRe)
+	}
+	validateUpstream(&v, "upstream_url", in.UpstreamURL)
+	validateRoutes(&v, in.Routes)
+	if len(in.Changelog) > 10000 {
+		v.add("changelog", "must be at most 10000 characters")
+	}
+	return v.err()
+}
+
+// Transition is one recorded state change.
+type Transition struct {
+	From      State     `json:"from"`
+	To        State     `json:"to"`
+	Actor     string    `json:"actor"`
+	Reason    string    `json:"reason"`
+	CreatedAt time.Time `json:"created_at"`
+}

@@ -1,0 +1,243 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/veil-platform/veil/control-plane/gateway"
+)
+
+// ReconcileReport says what one comparison of the database with the
+// gateway found and did.
+type ReconcileReport struct {
+	Checked    int      `json:"checked"`    // APIs that should be routed
+	Missing    int      `json:"missing"`    // routed APIs without a gateway route
+	Mismatched int      `json:"mismatched"` // routes that differ from their API
+	Orphans    int      `json:"orphans"`    // veil routes without a routed API
+	Requeued   int      `json:"requeued"`   // approved APIs with no registration job, queued again
+	Healed     int      `json:"healed"`     // drift fixed in this run
+	Unhealed   []string `json:"unhealed"`   // what could not be fixed, and why
+}
+
+// Reconcile compares the APIs that should be served (active, deprecated)
+// with the veil routes on the gateway and heals both directions: missing or
+// different routes are put again, routes without a routed API are removed.
+// Approved APIs whose registration job was lost are queued again.
+func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	rep := ReconcileReport{Unhealed: []string{}}
+	rows, err := s.pool.Query(ctx, `SELECT `+apiColumns+` FROM apis WHERE state IN ('active', 'deprecated', 'approved')`)
+	if err != nil {
+		return rep, fmt.Errorf("list routed apis: %w", err)
+	}
+	want := map[string]API{}
+	var approved []uuid.UUID
+	for rows.Next() {
+		a, err := scanAPI(rows)
+		if err != nil {
+			rows.Close()
+			return rep, err
+		}
+		if a.State == StateApproved {
+			approved = append(approved, a.ID)
+			continue
+		}
+		want[RouteID(a.ID)] = a
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return rep, fmt.Errorf("list routed apis: %w", err)
+	}
+	rep.Checked = len(want)
+	// Routes under our prefix that List cannot parse were not written by
+	// the catalog: they count as different from any API (put again) or as
+	// orphans (removed).
+	routes, err := s.cfg.Gateway.List(ctx, RoutePrefix)
+	if err != nil && !errors.Is(err, gateway.ErrUnrecognizedRoute) {
+		return rep, fmt.Errorf("list gateway routes: %w", err)
+	}
+	ids, err := s.cfg.Gateway.IDs(ctx, RoutePrefix)
+	if err != nil {
+		return rep, fmt.Errorf("list gateway routes: %w", err)
+	}
+	have := map[string]gateway.Route{}
+	for _, id := range ids {
+		have[id] = gateway.Route{ID: id}
+	}
+	for _, r := range routes {
+		have[r.ID] = r
+	}
+	approvedSet := map[string]bool{}
+	for _, id := range approved {
+		approvedSet[RouteID(id)] = true
+	}
+	for id, a := range want {
+		r, ok := have[id]
+		wantRoute := gatewayRoute(a)
+		switch {
+		case !ok:
+			rep.Missing++
+		case !sameRoute(r, wantRoute):
+			rep.Mismatched++
+		default:
+			continue
+		}
+		healed, err := s.healRoute(ctx, a.ID)
+		if err != nil {
+			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: put route: %v", a.ID, err))
+			continue
+		}
+		if healed {
+			rep.Healed++
+		}
+	}
+	for id := range have {
+		if _, ok := want[id]; ok || approvedSet[id] {
+			continue // approved ones belong to their registration job
+		}
+		rep.Orphans++
+		removed, err := s.removeOrphan(ctx, id)
+		if err != nil {
+			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("route %s: delete: %v", id, err))
+			continue
+		}
+		if removed {
+			rep.Healed++
+		}
+	}
+	for _, id := range approved {
+		requeued, err := s.requeue(ctx, id)
+		if err != nil {
+			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: requeue registration: %v", id, err))
+			continue
+		}
+		if requeued {
+			rep.Requeued++
+			rep.Healed++
+		}
+	}
+	s.metrics.reconcileFixed.Add(rep.Healed)
+	s.metrics.reconcileLeft.Add(len(rep.Unhealed))
+	if rep.Healed > 0 || len(rep.Unhealed) > 0 {
+		s.log.WarnContext(ctx, "gateway drift found", "missing", rep.Missing, "mismatched", rep.Mismatched,
+			"orphans", rep.Orphans, "requeued", rep.Requeued, "healed", rep.Healed, "unhealed", len(rep.Unhealed))
+	}
+	return rep, nil
+}
+
+// healRoute puts an API's route again, under the API's lock and only if
+// the API is still routed.
+func (s *Service) healRoute(ctx context.Context, id uuid.UUID) (bool, error) {
+	healed := false
+	err := s.withAPILock(ctx, id, func() error {
+		a, err := s.loadAPI(ctx, id)
+		if err != nil || !a.State.Routed() {
+			return nil // changed meanwhile; its own job handles it
+		}
+		healed = true
+		return s.cfg.Gateway.Put(ctx, gatewayRoute(a))
+	})
+	return healed, err
+}
+
+// removeOrphan deletes a route whose API is not routed, under the API's
+// lock; routes whose id names no API are removed at once.
+func (s *Service) removeOrphan(ctx context.Context, routeID string) (bool, error) {
+	id, err := uuid.Parse(strings.TrimPrefix(routeID, RoutePrefix))
+	if err != nil {
+		return true, s.cfg.Gateway.Delete(ctx, routeID)
+	}
+	removed := false
+	err = s.withAPILock(ctx, id, func() error {
+		a, err := s.loadAPI(ctx, id)
+		if err == nil && (a.State.Routed() || a.State == StateApproved) {
+			return nil
+		}
+		if err != nil && !errors.Is(err, ErrAPINotFound) {
+			return err
+		}
+		removed = true
+		return s.cfg.Gateway.Delete(ctx, routeID)
+	})
+	return removed, err
+}
+
+// requeue queues a registration for an approved API that has no
+// registration job waiting or running (lost, e.g. cancelled by an
+// operator). A job whose worker died stays running until River rescues it,
+// so it is not duplicated here.
+func (s *Service) requeue(ctx context.Context, id uuid.UUID) (bool, error) {
+	inserted := false
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var open bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1 AND args->>'api_id' = $2
+			AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled'))`, RegisterArgs{}.Kind(), id.String()).Scan(&open); err != nil {
+			return fmt.Errorf("look for registration job: %w", err)
+		}
+		if open {
+			return nil
+		}
+		inserted = true
+		return s.enqueueRegister(ctx, tx, id)
+	})
+	return inserted, err
+}
+
+func sameRoute(a, b gateway.Route) bool {
+	if a.PathPrefix != b.PathPrefix || strings.TrimSuffix(a.Upstream, "/") != strings.TrimSuffix(b.Upstream, "/") {
+		return false
+	}
+	for k, v := range b.Headers {
+		if a.Headers[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// ReconcileArgs is the scheduled reconciliation job.
+type ReconcileArgs struct{}
+
+// Kind implements river.JobArgs.
+func (ReconcileArgs) Kind() string { return "api_reconcile" }
+
+// ReconcileWorker runs ReconcileArgs jobs.
+type ReconcileWorker struct {
+	river.WorkerDefaults[ReconcileArgs]
+	s *Service
+}
+
+// ReconcileWorker returns the worker of the scheduled reconciliation.
+func (s *Service) ReconcileWorker() *ReconcileWorker { return &ReconcileWorker{s: s} }
+
+// Work reconciles once.
+func (w *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
+	_, err := w.s.Reconcile(ctx)
+	return err
+}
+
+// SweepArgs is the scheduled overdue-approvals job.
+type SweepArgs struct{}
+
+// Kind implements river.JobArgs.
+func (SweepArgs) Kind() string { return "approval_sweep" }
+
+// SweepWorker runs SweepArgs jobs.
+type SweepWorker struct {
+	river.WorkerDefaults[SweepArgs]
+	s *Service
+}
+
+// SweepWorker returns the worker of the overdue sweep.
+func (s *Service) SweepWorker() *SweepWorker { return &SweepWorker{s: s} }
+
+// Work sweeps once.
+func (w *SweepWorker) Work(ctx context.Context, _ *river.Job[SweepArgs]) error {
+	_, err := w.s.SweepOverdue(ctx)
+	return err
+}

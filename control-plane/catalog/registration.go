@@ -1,0 +1,335 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/veil-platform/veil/control-plane/gateway"
+)
+
+// RegisterArgs is the job that puts an approved API on the gateway.
+type RegisterArgs struct {
+	APIID uuid.UUID `json:"api_id"`
+}
+
+// Kind implements river.JobArgs.
+func (RegisterArgs) Kind() string { return "api_register" }
+
+// DeregisterArgs is the job that takes a suspended or retired API off the
+// gateway.
+type DeregisterArgs struct {
+	APIID uuid.UUID `json:"api_id"`
+}
+
+// Kind implements river.JobArgs.
+func (DeregisterArgs) Kind() string { return "api_deregister" }
+
+// Registration jobs are not unique: River records a finished job as
+// completed a moment after its work returns, so a unique insert in that
+// window would be dropped. Duplicates are harmless instead: the workers take
+// a per-API lock and act on the API's state as they find it.
+func (s *Service) enqueueRegister(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
+	_, err := s.cfg.Jobs.InsertTx(ctx, tx, RegisterArgs{APIID: id}, &river.InsertOpts{MaxAttempts: s.cfg.RegisterAttempts})
+	if err != nil {
+		return fmt.Errorf("enqueue registration: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) enqueueDeregister(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
+	_, err := s.cfg.Jobs.InsertTx(ctx, tx, DeregisterArgs{APIID: id}, &river.InsertOpts{MaxAttempts: 25})
+	if err != nil {
+		return fmt.Errorf("enqueue deregistration: %w", err)
+	}
+	return nil
+}
+
+// withAPILock runs fn holding a Postgres advisory lock on the API, so that
+// registration, deregistration and reconciliation of one API never
+// interleave their gateway changes. The lock lives in a session: if the
+// process dies, Postgres releases it.
+func (s *Service) withAPILock(ctx context.Context, id uuid.UUID, fn func() error) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire lock connection: %w", err)
+	}
+	defer conn.Release()
+	key := "veil-api:" + id.String()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
+		return fmt.Errorf("lock api %s: %w", id, err)
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
+			// Closing the connection ends the session and so the lock.
+			_ = conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}()
+	return fn()
+}
+
+func (s *Service) loadAPI(ctx context.Context, id uuid.UUID) (API, error) {
+	return scanAPI(s.pool.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1`, id))
+}
+
+// RouteID is the gateway route @id of an API.
+func RouteID(id uuid.UUID) string { return RoutePrefix + id.String() }
+
+// gatewayRoute is the gateway route serving a.
+func gatewayRoute(a API) gateway.Route {
+	return gateway.Route{
+		ID:         RouteID(a.ID),
+		PathPrefix: "/" + a.Slug,
+		Upstream:   a.UpstreamURL,
+		Headers:    map[string]string{"X-Veil-Api-Id": a.ID.String()},
+	}
+}
+
+// backoff is the delay before retry attempt n (1-based): exponential from
+// RetryBase, capped at RetryMax, with full jitter so that many failing
+// registrations do not retry in step.
+func (s *Service) backoff(attempt int) time.Duration {
+	d := s.cfg.RetryBase << min(attempt-1, 30)
+	if d <= 0 || d > s.cfg.RetryMax {
+		d = s.cfg.RetryMax
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// RegisterWorker runs RegisterArgs jobs.
+type RegisterWorker struct {
+	river.WorkerDefaults[RegisterArgs]
+	s *Service
+}
+
+// RegisterWorker returns the worker that registers approved APIs.
+func (s *Service) RegisterWorker() *RegisterWorker { return &RegisterWorker{s: s} }
+
+// NextRetry implements the backoff.
+func (w *RegisterWorker) NextRetry(job *river.Job[RegisterArgs]) time.Time {
+	return time.Now().Add(w.s.backoff(job.Attempt))
+}
+
+// Timeout bounds one attempt.
+func (w *RegisterWorker) Timeout(*river.Job[RegisterArgs]) time.Duration { return 30 * time.Second }
+
+// Work checks the upstream's health, puts the route on the gateway, checks
+// the route answers through the gateway and only then marks the API active.
+// A failed attempt returns its error so River retries it; the last attempt
+// instead removes whatever it registered and marks the API failed.
+func (w *RegisterWorker) Work(ctx context.Context, job *river.Job[RegisterArgs]) error {
+	return w.s.withAPILock(ctx, job.Args.APIID, func() error { return w.work(ctx, job) })
+}
+
+func (w *RegisterWorker) work(ctx context.Context, job *river.Job[RegisterArgs]) error {
+	s := w.s
+	a, err := s.loadAPI(ctx, job.Args.APIID)
+	if errors.Is(err, ErrAPINotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if a.State != StateApproved {
+		// Already active (a duplicate job), or suspended or retired while
+		// queued: in the latter case make sure nothing is routed.
+		if !a.State.Routed() {
+			return s.cfg.Gateway.Delete(ctx, RouteID(a.ID))
+		}
+		return nil
+	}
+	regErr := s.register(ctx, a)
+	if regErr == nil {
+		activated, err := s.finishRegistration(ctx, a.ID)
+		if err != nil {
+			return err
+		}
+		if !activated {
+			// The API left approved while we registered it (suspended or
+			// retired): take the route away again.
+			return s.cfg.Gateway.Delete(ctx, RouteID(a.ID))
+		}
+		s.metrics.registrations.Inc()
+		s.log.InfoContext(ctx, "api active on the gateway", "api_id", a.ID, "slug", a.Slug, "attempt", job.Attempt)
+		return nil
+	}
+	s.metrics.registerErrors.Inc()
+	s.log.WarnContext(ctx, "api registration attempt failed", "api_id", a.ID, "attempt", job.Attempt, "max_attempts", job.MaxAttempts, "error", regErr)
+	if job.Attempt < job.MaxAttempts {
+		return regErr
+	}
+	// The budget is spent: leave the gateway clean, then record the failure.
+	if err := s.cfg.Gateway.Delete(ctx, RouteID(a.ID)); err != nil {
+		s.log.ErrorContext(ctx, "remove half-registered route; reconciliation will retry", "api_id", a.ID, "error", err)
+	}
+	reason := fmt.Sprintf("gateway registration failed after %d attempts: %v", job.Attempt, regErr)
+	if err := s.inTx(ctx, func(tx pgx.Tx) error {
+		cur, err := s.lockAPI(ctx, tx, System, a.ID)
+		if err != nil {
+			return err
+		}
+		if cur.State != StateApproved {
+			return nil
+		}
+		_, err = s.transition(ctx, tx, System, cur, StateFailed, reason)
+		return err
+	}); err != nil {
+		return err
+	}
+	s.metrics.registerFailed.Inc()
+	return nil
+}
+
+// register does the gateway side of a registration.
+func (s *Service) register(ctx context.Context, a API) error {
+	if a.HealthCheckPath != "" {
+		if err := s.check(ctx, strings.TrimSuffix(a.UpstreamURL, "/")+a.HealthCheckPath, ""); err != nil {
+			return fmt.Errorf("upstream health check: %w", err)
+		}
+	}
+	if err := s.cfg.Gateway.Put(ctx, gatewayRoute(a)); err != nil {
+		return fmt.Errorf("put gateway route: %w", err)
+	}
+	probe := strings.TrimSuffix(s.cfg.GatewayURL, "/") + "/" + a.Slug + a.HealthCheckPath
+	if err := s.check(ctx, probe, a.ID.String()); err != nil {
+		return fmt.Errorf("verify route through the gateway: %w", err)
+	}
+	return nil
+}
+
+// check GETs url and wants a 2xx answer. With apiID set the answer must
+// also come through the API's own route, which tags it.
+func (s *Service) check(ctx context.Context, url, apiID string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "Veil-Registration/1")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	if apiID != "" && resp.Header.Get(gateway.APIHeader) != apiID {
+		return fmt.Errorf("GET %s: answered, but not by the route of api %s", url, apiID)
+	}
+	return nil
+}
+
+// finishRegistration marks an approved API active; false if it is no
+// longer approved.
+func (s *Service) finishRegistration(ctx context.Context, id uuid.UUID) (bool, error) {
+	activated := false
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		a, err := s.lockAPI(ctx, tx, System, id)
+		if err != nil {
+			return err
+		}
+		if a.State != StateApproved {
+			return nil
+		}
+		activated = true
+		_, err = s.transition(ctx, tx, System, a, StateActive, "route verified through the gateway")
+		return err
+	})
+	return activated, err
+}
+
+// DeregisterWorker runs DeregisterArgs jobs.
+type DeregisterWorker struct {
+	river.WorkerDefaults[DeregisterArgs]
+	s *Service
+}
+
+// DeregisterWorker returns the worker that takes APIs off the gateway.
+func (s *Service) DeregisterWorker() *DeregisterWorker { return &DeregisterWorker{s: s} }
+
+// NextRetry implements the backoff.
+func (w *DeregisterWorker) NextRetry(job *river.Job[DeregisterArgs]) time.Time {
+	return time.Now().Add(w.s.backoff(job.Attempt))
+}
+
+// Work removes the route unless the API is routed again by now.
+func (w *DeregisterWorker) Work(ctx context.Context, job *river.Job[DeregisterArgs]) error {
+	return w.s.withAPILock(ctx, job.Args.APIID, func() error {
+		a, err := w.s.loadAPI(ctx, job.Args.APIID)
+		if err == nil && (a.State.Routed() || a.State == StateApproved) {
+			return nil
+		}
+		if err != nil && !errors.Is(err, ErrAPINotFound) {
+			return err
+		}
+		if err := w.s.cfg.Gateway.Delete(ctx, RouteID(job.Args.APIID)); err != nil {
+			return fmt.Errorf("delete gateway route: %w", err)
+		}
+		return nil
+	})
+}
+
+// Lifecycle actions on an API outside the approval workflow.
+type Action string
+
+// Actions.
+const (
+	ActionSuspend   Action = "suspend"   // admin: active → suspended, route removed
+	ActionResume    Action = "resume"    // admin: suspended → approved, registered again
+	ActionRetry     Action = "retry"     // admin: failed → approved, registered again
+	ActionDeprecate Action = "deprecate" // provider: active → deprecated, still served
+	ActionRetire    Action = "retire"    // provider: → retired, route removed
+	ActionRevise    Action = "revise"    // provider: rejected/failed → draft
+)
+
+// Act applies a lifecycle action.
+func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action Action, reason string) (API, error) {
+	adminOnly := action == ActionSuspend || action == ActionResume || action == ActionRetry
+	if adminOnly && !actor.isAdmin() {
+		if a, err := s.GetAPI(ctx, actor, id); err != nil {
+			return API{}, err
+		} else if !a.canChange(actor) {
+			return API{}, ErrAPINotFound
+		}
+		return API{}, ErrForbidden
+	}
+	var out API
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		a, err := s.lockAPI(ctx, tx, actor, id)
+		if err != nil {
+			return err
+		}
+		switch action {
+		case ActionSuspend:
+			if out, err = s.transition(ctx, tx, actor, a, StateSuspended, reason); err == nil {
+				err = s.enqueueDeregister(ctx, tx, id)
+			}
+		case ActionRetire:
+			if out, err = s.transition(ctx, tx, actor, a, StateRetired, reason); err == nil {
+				err = s.enqueueDeregister(ctx, tx, id)
+			}
+		case ActionResume, ActionRetry:
+			if out, err = s.transition(ctx, tx, actor, a, StateApproved, reason); err == nil {
+				err = s.enqueueRegister(ctx, tx, id)
+			}
+		case ActionDeprecate:
+			out, err = s.transition(ctx, tx, actor, a, StateDeprecated, reason)
+		case ActionRevise:
+			out, err = s.transition(ctx, tx, actor, a, StateDraft, reason)
+		default:
+			err = &ValidationError{Fields: []FieldError{{Field: "action", Detail: "unknown action"}}}
+		}
+		return err
+	})
+	return out, err
+}

@@ -1,0 +1,356 @@
+// Package gateway manages the routes of the Caddy gateway through Caddy's
+// admin API: the control plane puts, removes and lists the routes that send
+// an API's traffic to its provider. It also holds the configuration the
+// gateway starts with, since the client relies on its shape (one server,
+// a catch-all route last).
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	// ErrRouteNotFound: no route has the id.
+	ErrRouteNotFound = errors.New("route not found")
+	// ErrInvalidRoute: Put refused the route before calling the gateway;
+	// trying again will not help.
+	ErrInvalidRoute = errors.New("invalid route")
+	// ErrUnrecognizedRoute: a route has the id but is not one Put wrote
+	// (it was edited by hand, or by another tool).
+	ErrUnrecognizedRoute = errors.New("unrecognized route")
+)
+
+// AdminError is an error answer of Caddy's admin API.
+type AdminError struct {
+	Method  string
+	Path    string
+	Status  int
+	Message string // Caddy's error message
+}
+
+func (e *AdminError) Error() string {
+	return fmt.Sprintf("caddy admin %s %s: status %d: %s", e.Method, e.Path, e.Status, e.Message)
+}
+
+// Config configures a Client.
+type Config struct {
+	// AdminURL is the base URL of Caddy's admin API, e.g.
+	// http://127.0.0.1:2019. Its host must be one Caddy accepts: on a
+	// loopback listener that is localhost, 127.0.0.1 or ::1 with the port.
+	AdminURL string
+	// Server is the HTTP server whose routes the client manages (default
+	// DefaultServer).
+	Server string
+	// HTTPClient calls the admin API (default: a client with a 10 s
+	// timeout).
+	HTTPClient *http.Client
+	// Logger receives a debug line per change (default: discard).
+	Logger *slog.Logger
+}
+
+// Client manages a gateway's routes. It is safe for concurrent use, also
+// by several processes at once: every change is conditional on the routes
+// it read (Caddy's ETag and If-Match), and starts again when another
+// change came first.
+type Client struct {
+	base       string
+	routesPath string
+	http       *http.Client
+	log        *slog.Logger
+}
+
+var serverPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// maxAttempts bounds how often a change starts again because another one
+// came first.
+const maxAttempts = 50
+
+// New returns a Client.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.AdminURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("new gateway client: admin url %q: want http://host:port", cfg.AdminURL)
+	}
+	if cfg.Server == "" {
+		cfg.Server = DefaultServer
+	}
+	if !serverPattern.MatchString(cfg.Server) {
+		return nil, fmt.Errorf("new gateway client: server name %q: want letters, digits, - and _", cfg.Server)
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Client{
+		base:       strings.TrimSuffix(cfg.AdminURL, "/"),
+		routesPath: "/config/apps/http/servers/" + cfg.Server + "/routes",
+		http:       cfg.HTTPClient,
+		log:        cfg.Logger,
+	}, nil
+}
+
+// Put creates the route or replaces the one with the same ID in place.
+// A new route goes first, ahead of every other route. Putting a route that
+// is already there unchanged does not reload the gateway.
+//
+// When Put returns, new connections to the gateway get the new routes; a
+// connection kept alive from before may be served by the old ones until
+// Caddy closes it, which it does as soon as the connection is idle.
+func (c *Client) Put(ctx context.Context, r Route) error {
+	s, err := r.spec()
+	if err != nil {
+		return fmt.Errorf("put route %q: %w", r.ID, err)
+	}
+	body, err := json.Marshal(s.caddy())
+	if err != nil {
+		return fmt.Errorf("put route %q: %w", r.ID, err)
+	}
+	err = c.edit(ctx, func(ids []string) (string, string, []byte) {
+		if i := indexOf(ids, r.ID); i >= 0 {
+			return http.MethodPatch, c.routesPath + "/" + strconv.Itoa(i), body
+		}
+		// PUT on an array index inserts there.
+		return http.MethodPut, c.routesPath + "/0", body
+	})
+	if err != nil {
+		return fmt.Errorf("put route %q: %w", r.ID, err)
+	}
+	c.log.DebugContext(ctx, "gateway route put", "route_id", r.ID, "path_prefix", s.route.PathPrefix, "upstream", s.route.Upstream)
+	return nil
+}
+
+// Delete removes the route; removing one that is not there is not an
+// error.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	err := c.edit(ctx, func(ids []string) (string, string, []byte) {
+		if i := indexOf(ids, id); i >= 0 {
+			return http.MethodDelete, c.routesPath + "/" + strconv.Itoa(i), nil
+		}
+		return "", "", nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete route %q: %w", id, err)
+	}
+	c.log.DebugContext(ctx, "gateway route deleted", "route_id", id)
+	return nil
+}
+
+// Get returns the route with the id: ErrRouteNotFound when there is none,
+// ErrUnrecognizedRoute when it was not written by Put.
+func (c *Client) Get(ctx context.Context, id string) (Route, error) {
+	routes, _, err := c.routes(ctx)
+	if err != nil {
+		return Route{}, fmt.Errorf("get route %q: %w", id, err)
+	}
+	for _, raw := range routes {
+		if routeID(raw) == id {
+			r, err := parseRoute(raw)
+			if err != nil {
+				return Route{}, fmt.Errorf("get route %q: %w", id, err)
+			}
+			return r, nil
+		}
+	}
+	return Route{}, fmt.Errorf("get route %q: %w", id, ErrRouteNotFound)
+}
+
+// List returns every route whose id starts with idPrefix, in the order the
+// gateway tries them; the gateway's own routes are left out. When some
+// routes with the prefix were not written by Put, List returns the others
+// together with an error wrapping ErrUnrecognizedRoute that names them.
+func (c *Client) List(ctx context.Context, idPrefix string) ([]Route, error) {
+	routes, _, err := c.routes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	out := []Route{}
+	var errs []error
+	for _, raw := range routes {
+		id := routeID(raw)
+		if id == "" || id == HealthRouteID || id == NotFoundRouteID || !strings.HasPrefix(id, idPrefix) {
+			continue
+		}
+		r, err := parseRoute(raw)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("route %q: %w", id, err))
+			continue
+		}
+		out = append(out, r)
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("list routes: %w", errors.Join(errs...))
+	}
+	return out, nil
+}
+
+// Ping checks that the admin API answers and has the server.
+func (c *Client) Ping(ctx context.Context) error {
+	if _, _, err := c.routes(ctx); err != nil {
+		return fmt.Errorf("ping gateway: %w", err)
+	}
+	return nil
+}
+
+// edit reads the routes and applies the change plan picks from their ids,
+// on condition that the routes are still what was read: Caddy addresses
+// array elements by index, and a concurrent insert or delete shifts them
+// (which is why this does not use /id/<id>: Caddy resolves the id to an
+// index before it takes its config lock). An empty method means nothing to
+// do.
+func (c *Client) edit(ctx context.Context, plan func(ids []string) (method, path string, body []byte)) error {
+	for attempt := 1; ; attempt++ {
+		routes, etag, err := c.routes(ctx)
+		if err != nil {
+			return err
+		}
+		ids := make([]string, len(routes))
+		for i, raw := range routes {
+			ids[i] = routeID(raw)
+		}
+		method, path, body := plan(ids)
+		if method == "" {
+			return nil
+		}
+		_, _, err = c.do(ctx, method, path, etag, body)
+		var ae *AdminError
+		if !errors.As(err, &ae) || ae.Status != http.StatusPreconditionFailed || attempt == maxAttempts {
+			return err
+		}
+		c.log.DebugContext(ctx, "gateway routes changed meanwhile; reading them again", "attempt", attempt)
+		// Jittered so that writers that collided do not collide again.
+		if err := sleep(ctx, rand.N(time.Duration(min(attempt, 10))*5*time.Millisecond)); err != nil {
+			return err
+		}
+	}
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// routes returns the server's routes and their ETag.
+func (c *Client) routes(ctx context.Context) ([]json.RawMessage, string, error) {
+	body, etag, err := c.do(ctx, http.MethodGet, c.routesPath, "", nil)
+	if err != nil {
+		return nil, "", err
+	}
+	var routes []json.RawMessage
+	if err := json.Unmarshal(body, &routes); err != nil {
+		return nil, "", fmt.Errorf("decode routes: %w", err)
+	}
+	if etag == "" {
+		return nil, "", errors.New("read routes: the admin API sent no ETag")
+	}
+	return routes, etag, nil
+}
+
+// routeID returns a route's @id, "" when it has none (or a number).
+func routeID(raw json.RawMessage) string {
+	var r struct {
+		ID any `json:"@id"`
+	}
+	if json.Unmarshal(raw, &r) != nil {
+		return ""
+	}
+	id, _ := r.ID.(string)
+	return id
+}
+
+func indexOf(ids []string, id string) int {
+	for i, x := range ids {
+		if x == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// maxResponse bounds what is read from the admin API.
+const maxResponse = 64 << 20
+
+// maxSends bounds how often one request is sent when the connection fails.
+const maxSends = 5
+
+// do calls the admin API and returns the body and ETag of a 2xx answer.
+//
+// Every config change restarts Caddy's admin server, which closes the
+// connections of the old one: a request that meets that moment fails with
+// EOF or a reset. do sends it again, which is safe for every request this
+// package makes: reads, and changes conditional on an ETag (a change that
+// did apply the first time gets 412 the second, and edit starts over).
+func (c *Client) do(ctx context.Context, method, path, ifMatch string, body []byte) ([]byte, string, error) {
+	for send := 1; ; send++ {
+		b, etag, err := c.send(ctx, method, path, ifMatch, body)
+		var ae *AdminError
+		if err == nil || errors.As(err, &ae) || ctx.Err() != nil || send == maxSends {
+			return b, etag, err
+		}
+		c.log.DebugContext(ctx, "caddy admin request failed; sending it again", "method", method, "path", path, "error", err)
+		if err := sleep(ctx, time.Duration(send)*10*time.Millisecond); err != nil {
+			return nil, "", err
+		}
+	}
+}
+
+// send makes one request.
+func (c *Client) send(ctx context.Context, method, path, ifMatch string, body []byte) ([]byte, string, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, "", fmt.Errorf("caddy admin %s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, "", fmt.Errorf("caddy admin %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, "", fmt.Errorf("caddy admin %s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		ae := &AdminError{Method: method, Path: path, Status: resp.StatusCode}
+		var msg struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &msg) == nil && msg.Error != "" {
+			ae.Message = msg.Error
+		} else {
+			ae.Message = strings.TrimSpace(string(b))
+		}
+		return nil, "", ae
+	}
+	return b, resp.Header.Get("Etag"), nil
+}

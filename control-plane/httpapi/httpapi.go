@@ -1,0 +1,295 @@
+// Package httpapi is the control plane's REST API: routing, authentication
+// and authorization, request decoding and validation, and the one mapping
+// from domain errors to RFC 9457 problem details.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/veil-platform/veil/control-plane/accounts"
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/internal/problem"
+)
+
+// Authenticator verifies the bearer token and puts the principal in the
+// request context.
+type Authenticator interface {
+	Middleware(next http.Handler) http.Handler
+}
+
+// Config wires the API.
+type Config struct {
+	Pool          *pgxpool.Pool
+	Catalog       *catalog.Service
+	Webhooks      *webhooks.Service
+	Directory     *accounts.Directory
+	Authenticator Authenticator
+	RateLimiter   *middleware.RateLimiter
+	// IPRate limits every caller by address, before authentication;
+	// TokenRate limits each authenticated subject. Zero Limit disables one.
+	IPRate, TokenRate middleware.Rate
+	Idempotency       *middleware.Idempotency
+	CORS              middleware.CORSConfig
+	TrustedProxies    middleware.TrustedProxies
+	OpenAPI           []byte
+	Logger            *slog.Logger
+	Metrics           *metrics.Set
+}
+
+type api struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the control plane's handler.
+func New(cfg Config) http.Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
+	a := &api{cfg: cfg, log: cfg.Logger}
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, middleware.Recoverer(cfg.Logger), middleware.AccessLog(cfg.Logger, cfg.Metrics))
+	r.Use(middleware.CORS(cfg.CORS))
+	if cfg.RateLimiter != nil && cfg.IPRate.Limit > 0 {
+		r.Use(cfg.RateLimiter.Middleware("ip", cfg.IPRate, func(r *http.Request) string {
+			return middleware.ClientIP(r, cfg.TrustedProxies)
+		}))
+	}
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, problem.New(http.StatusNotFound, "not-found", "Not Found", "no route for "+r.Method+" "+r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, problem.New(http.StatusMethodNotAllowed, "method-not-allowed", "Method Not Allowed", r.Method+" is not allowed on "+r.URL.Path))
+	})
+	r.Get("/openapi.json", a.openAPI)
+	r.Group(func(r chi.Router) {
+		r.Use(cfg.Authenticator.Middleware, a.resolveActor)
+		if cfg.RateLimiter != nil && cfg.TokenRate.Limit > 0 {
+			r.Use(cfg.RateLimiter.Middleware("token", cfg.TokenRate, func(r *http.Request) string {
+				p, _ := identity.FromContext(r.Context())
+				return p.Org + "/" + p.Subject
+			}))
+		}
+		if cfg.Idempotency != nil {
+			r.Use(cfg.Idempotency.Middleware)
+		}
+		a.routes(r)
+	})
+	return r
+}
+
+// Routes lists every route as "METHOD pattern"; the OpenAPI test compares
+// it with the document.
+func Routes(h http.Handler) ([]string, error) {
+	r, ok := h.(chi.Routes)
+	if !ok {
+		return nil, errors.New("handler is not a chi router")
+	}
+	var out []string
+	err := chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		out = append(out, method+" "+route)
+		return nil
+	})
+	return out, err
+}
+
+func (a *api) openAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(a.cfg.OpenAPI)
+}
+
+type actorKey struct{}
+
+// resolveActor turns the verified principal into a catalog actor with the
+// organization's id, and puts the request's audit metadata in the context.
+func (a *api) resolveActor(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := identity.FromContext(r.Context())
+		if !ok {
+			problem.Write(w, problem.New(http.StatusUnauthorized, "unauthorized", "Unauthorized", "authentication required"))
+			return
+		}
+		acct, err := a.cfg.Directory.Resolve(r.Context(), accounts.Identity{Org: p.Org, Subject: p.Subject, Role: string(p.Role), Name: p.Name, Email: p.Email})
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		actor := catalog.Actor{Subject: p.Subject, Role: catalog.Role(p.Role), OrgID: acct.OrgID}
+		ctx := context.WithValue(r.Context(), actorKey{}, actor)
+		ctx = audit.WithMeta(ctx, audit.Meta{
+			SourceIP:  middleware.ClientIP(r, a.cfg.TrustedProxies),
+			UserAgent: r.UserAgent(),
+			RequestID: middleware.RequestIDFrom(r.Context()),
+		})
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func actorFrom(r *http.Request) catalog.Actor {
+	act, _ := r.Context().Value(actorKey{}).(catalog.Actor)
+	return act
+}
+
+// adminOnly refuses every role but admin.
+func adminOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if actorFrom(r).Role != catalog.RoleAdmin {
+			problem.Write(w, problem.New(http.StatusForbidden, "forbidden", "Forbidden", "this route is for platform admins"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+const maxBody = 1 << 20
+
+// decode reads a JSON body strictly: the right media type, at most 1 MiB,
+// no unknown fields, one value.
+func decode(r *http.Request, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return errUnsupportedMedia
+		}
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		if errors.Is(err, io.EOF) {
+			return &badJSON{msg: "the request body is empty"}
+		}
+		return &badJSON{msg: err.Error()}
+	}
+	if dec.More() {
+		return &badJSON{msg: "the body holds more than one JSON value"}
+	}
+	return nil
+}
+
+var errUnsupportedMedia = errors.New("unsupported media type")
+
+type badJSON struct{ msg string }
+
+func (e *badJSON) Error() string { return "malformed json: " + e.msg }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+// list is the envelope of every paginated answer.
+type list[T any] struct {
+	Data       []T    `json:"data"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+func newList[T any](items []T, next string) list[T] {
+	if items == nil {
+		items = []T{}
+	}
+	return list[T]{Data: items, NextCursor: next}
+}
+
+func pathID(r *http.Request, name string) (uuid.UUID, error) {
+	id, err := uuid.Parse(chi.URLParam(r, name))
+	if err != nil {
+		return uuid.Nil, &catalog.ValidationError{Fields: []catalog.FieldError{{Field: name, Detail: "must be a UUID"}}}
+	}
+	return id, nil
+}
+
+func queryLimit(r *http.Request) (int, error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 200 {
+		return 0, &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "limit", Detail: "must be an integer from 1 to 200"}}}
+	}
+	return n, nil
+}
+
+// fail maps an error to its problem. Unknown errors are logged and answered
+// as a 500 without detail.
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var v *catalog.ValidationError
+	var wv *webhooks.ValidationError
+	var bj *badJSON
+	var d problem.Details
+	switch {
+	case errors.As(err, &v):
+		d = problem.New(http.StatusUnprocessableEntity, "validation", "Invalid Request", "one or more fields are invalid").With("errors", v.Fields)
+	case errors.As(err, &wv):
+		d = problem.New(http.StatusUnprocessableEntity, "validation", "Invalid Request", "one or more fields are invalid").With("errors", wv.Fields)
+	case errors.As(err, &bj):
+		d = problem.New(http.StatusBadRequest, "malformed-json", "Malformed JSON", bj.msg)
+	case errors.Is(err, errUnsupportedMedia):
+		d = problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported Media Type", "send application/json")
+	case errors.Is(err, catalog.ErrBadCursor), errors.Is(err, webhooks.ErrBadCursor):
+		d = problem.New(http.StatusBadRequest, "bad-cursor", "Bad Cursor", "the cursor was not issued by this API")
+	case errors.Is(err, catalog.ErrAPINotFound), errors.Is(err, catalog.ErrApprovalNotFound),
+		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound):
+		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
+	case errors.Is(err, catalog.ErrForbidden):
+		d = problem.New(http.StatusForbidden, "forbidden", "Forbidden", "your role may not do this")
+	case errors.Is(err, catalog.ErrSelfApproval):
+		d = problem.New(http.StatusForbidden, "self-approval", "Self-Approval Refused", err.Error())
+	case errors.Is(err, catalog.ErrInvalidTransition):
+		d = problem.New(http.StatusConflict, "invalid-transition", "Invalid State Transition", err.Error())
+	case errors.Is(err, catalog.ErrNotEditable):
+		d = problem.New(http.StatusConflict, "not-editable", "Not Editable", err.Error())
+	case errors.Is(err, catalog.ErrSlugTaken):
+		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", "another API already uses this slug")
+	case errors.Is(err, catalog.ErrVersionExists):
+		d = problem.New(http.StatusConflict, "version-exists", "Version Exists", "this API already has that version")
+	case errors.Is(err, catalog.ErrApprovalClosed):
+		d = problem.New(http.StatusConflict, "approval-closed", "Approval Closed", err.Error())
+	case errors.Is(err, catalog.ErrConflict):
+		d = problem.New(http.StatusConflict, "conflict", "Conflict", "the resource changed concurrently; retry")
+	case errors.Is(err, context.Canceled):
+		return
+	default:
+		a.log.ErrorContext(r.Context(), "request failed", "request_id", middleware.RequestIDFrom(r.Context()),
+			"method", r.Method, "path", r.URL.Path, "error", err)
+		d = problem.New(http.StatusInternalServerError, "internal", "Internal Server Error", "the request failed; quote the request id when reporting it")
+	}
+	d.Instance = r.URL.Path
+	problem.Write(w, d.With("request_id", middleware.RequestIDFrom(r.Context())))
+}
+
+// handler adapts a handler returning an error.
+func (a *api) handle(fn func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			a.fail(w, r, err)
+		}
+	}
+}
+
+type jsonRaw []byte
+
+func (j jsonRaw) MarshalJSON() ([]byte, error) { return j, nil }

@@ -1,0 +1,438 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
+)
+
+func (a *api) routes(r chi.Router) {
+	r.Get("/v1/me", a.handle(a.me))
+
+	r.Get("/v1/apis", a.handle(a.listAPIs))
+	r.Post("/v1/apis", a.handle(a.createAPI))
+	r.Get("/v1/apis/{id}", a.handle(a.getAPI))
+	r.Patch("/v1/apis/{id}", a.handle(a.updateAPI))
+	r.Delete("/v1/apis/{id}", a.handle(a.deleteAPI))
+	r.Get("/v1/apis/{id}/versions", a.handle(a.listVersions))
+	r.Post("/v1/apis/{id}/versions", a.handle(a.createVersion))
+	r.Get("/v1/apis/{id}/transitions", a.handle(a.listTransitions))
+	r.Post("/v1/apis/{id}/submit", a.handle(a.submit))
+	for _, act := range []catalog.Action{catalog.ActionDeprecate, catalog.ActionRetire, catalog.ActionRevise} {
+		r.Post("/v1/apis/{id}/"+string(act), a.handle(a.act(act)))
+	}
+	r.Get("/v1/approvals/{id}", a.handle(a.getApproval))
+	r.Post("/v1/approvals/{id}/comments", a.handle(a.comment))
+
+	a.webhookRoutes(r)
+	r.Get("/v1/audit", a.handle(a.listAudit))
+
+	r.Route("/v1/admin", func(r chi.Router) {
+		r.Use(adminOnly)
+		for _, act := range []catalog.Action{catalog.ActionSuspend, catalog.ActionResume, catalog.ActionRetry} {
+			r.Post("/apis/{id}/"+string(act), a.handle(a.act(act)))
+		}
+		r.Get("/approvals", a.handle(a.listApprovals))
+		r.Get("/approvals/stats", a.handle(a.approvalStats))
+		r.Post("/approvals/bulk", a.handle(a.bulk))
+		r.Get("/approvals/{id}", a.handle(a.getApproval))
+		r.Post("/approvals/{id}/approve", a.handle(a.decide(catalog.DecisionApprove)))
+		r.Post("/approvals/{id}/reject", a.handle(a.decide(catalog.DecisionReject)))
+		r.Post("/approvals/{id}/escalate", a.handle(a.decide(catalog.DecisionEscalate)))
+		r.Post("/approvals/{id}/request-changes", a.handle(a.decide(catalog.DecisionRequestChanges)))
+		r.Post("/approvals/{id}/comments", a.handle(a.comment))
+		r.Post("/reconcile/apis", a.handle(a.reconcileAPIs))
+	})
+}
+
+func (a *api) me(w http.ResponseWriter, r *http.Request) error {
+	p, _ := identity.FromContext(r.Context())
+	act := actorFrom(r)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"subject": p.Subject, "organization": p.Org, "organization_id": act.OrgID, "role": p.Role, "name": p.Name, "email": p.Email,
+	})
+	return nil
+}
+
+func (a *api) listAPIs(w http.ResponseWriter, r *http.Request) error {
+	limit, err := queryLimit(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	state := catalog.State(q.Get("state"))
+	if state != "" && !state.Valid() {
+		return &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "state", Detail: "unknown state"}}}
+	}
+	items, next, err := a.cfg.Catalog.ListAPIs(r.Context(), actorFrom(r), catalog.APIFilter{State: state, After: q.Get("cursor"), Limit: limit, Search: q.Get("q")})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(items, next))
+	return nil
+}
+
+func (a *api) createAPI(w http.ResponseWriter, r *http.Request) error {
+	var in catalog.APIInput
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	out, err := a.cfg.Catalog.CreateAPI(r.Context(), actorFrom(r), in)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/apis/"+out.ID.String())
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (a *api) getAPI(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	out, err := a.cfg.Catalog.GetAPI(r.Context(), actorFrom(r), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *api) updateAPI(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var p catalog.APIPatch
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	out, err := a.cfg.Catalog.UpdateAPI(r.Context(), actorFrom(r), id, p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *api) deleteAPI(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Catalog.DeleteAPI(r.Context(), actorFrom(r), id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *api) listVersions(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	out, err := a.cfg.Catalog.ListVersions(r.Context(), actorFrom(r), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(out, ""))
+	return nil
+}
+
+func (a *api) createVersion(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var in catalog.VersionInput
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	out, err := a.cfg.Catalog.CreateVersion(r.Context(), actorFrom(r), id, in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (a *api) listTransitions(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	out, err := a.cfg.Catalog.Transitions(r.Context(), actorFrom(r), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(out, ""))
+	return nil
+}
+
+func (a *api) submit(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var in catalog.SubmitInput
+	if r.ContentLength != 0 {
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+	}
+	out, err := a.cfg.Catalog.Submit(r.Context(), actorFrom(r), id, in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+type reasonBody struct {
+	Reason string `json:"reason"`
+}
+
+func optionalReason(r *http.Request) (string, error) {
+	var b reasonBody
+	if r.ContentLength == 0 {
+		return "", nil
+	}
+	err := decode(r, &b)
+	return b.Reason, err
+}
+
+func (a *api) act(action catalog.Action) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		reason, err := optionalReason(r)
+		if err != nil {
+			return err
+		}
+		out, err := a.cfg.Catalog.Act(r.Context(), actorFrom(r), id, action, reason)
+		if err != nil {
+			return err
+		}
+		status := http.StatusOK
+		if out.State == catalog.StateApproved {
+			status = http.StatusAccepted // registration runs in the background
+		}
+		writeJSON(w, status, out)
+		return nil
+	}
+}
+
+func (a *api) getApproval(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	out, err := a.cfg.Catalog.GetApproval(r.Context(), actorFrom(r), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *api) comment(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var b struct {
+		Comment string `json:"comment"`
+	}
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	out, err := a.cfg.Catalog.Comment(r.Context(), actorFrom(r), id, b.Comment)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (a *api) listApprovals(w http.ResponseWriter, r *http.Request) error {
+	limit, err := queryLimit(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	f := catalog.ApprovalFilter{
+		Status: catalog.ApprovalStatus(q.Get("status")), Priority: catalog.Priority(q.Get("priority")),
+		After: q.Get("cursor"), Limit: limit, Overdue: q.Get("overdue") == "true",
+	}
+	var v catalog.ValidationError
+	switch f.Status {
+	case "", catalog.ApprovalPending, catalog.ApprovalEscalated, catalog.ApprovalApproved, catalog.ApprovalRejected,
+		catalog.ApprovalChangesRequested, catalog.ApprovalExpired:
+	default:
+		v.Fields = append(v.Fields, catalog.FieldError{Field: "status", Detail: "unknown status"})
+	}
+	switch f.Priority {
+	case "", catalog.PriorityLow, catalog.PriorityNormal, catalog.PriorityHigh, catalog.PriorityUrgent:
+	default:
+		v.Fields = append(v.Fields, catalog.FieldError{Field: "priority", Detail: "unknown priority"})
+	}
+	for name, dst := range map[string]*uuid.UUID{"organization_id": &f.OrganizationID, "api_id": &f.APIID} {
+		if s := q.Get(name); s != "" {
+			id, err := uuid.Parse(s)
+			if err != nil {
+				v.Fields = append(v.Fields, catalog.FieldError{Field: name, Detail: "must be a UUID"})
+			}
+			*dst = id
+		}
+	}
+	if len(v.Fields) > 0 {
+		return &v
+	}
+	items, next, err := a.cfg.Catalog.ListApprovals(r.Context(), actorFrom(r), f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(items, next))
+	return nil
+}
+
+func (a *api) approvalStats(w http.ResponseWriter, r *http.Request) error {
+	out, err := a.cfg.Catalog.ApprovalStats(r.Context(), actorFrom(r))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *api) decide(d catalog.Decision) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		reason, err := optionalReason(r)
+		if err != nil {
+			return err
+		}
+		out, err := a.cfg.Catalog.Decide(r.Context(), actorFrom(r), id, d, reason)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+type bulkResult struct {
+	ID       uuid.UUID         `json:"id"`
+	Status   int               `json:"status"`
+	Approval *catalog.Approval `json:"approval,omitempty"`
+	Problem  any               `json:"problem,omitempty"`
+}
+
+func (a *api) bulk(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		IDs    []uuid.UUID      `json:"ids"`
+		Action catalog.Decision `json:"action"`
+		Reason string           `json:"reason"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	switch in.Action {
+	case catalog.DecisionApprove, catalog.DecisionReject, catalog.DecisionEscalate, catalog.DecisionRequestChanges:
+	default:
+		return &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "action", Detail: "must be approve, reject, escalate or request_changes"}}}
+	}
+	res, err := a.cfg.Catalog.DecideBulk(r.Context(), actorFrom(r), in.IDs, in.Action, in.Reason)
+	if err != nil {
+		return err
+	}
+	out := make([]bulkResult, len(res))
+	for i, x := range res {
+		out[i] = bulkResult{ID: x.ID, Status: http.StatusOK, Approval: x.Approval}
+		if x.Err != nil {
+			rec := &recorder{header: http.Header{}}
+			a.fail(rec, r, x.Err)
+			out[i].Status = rec.status
+			out[i].Problem = rec.body
+		}
+	}
+	writeJSON(w, http.StatusMultiStatus, map[string]any{"results": out})
+	return nil
+}
+
+func (a *api) reconcileAPIs(w http.ResponseWriter, r *http.Request) error {
+	rep, err := a.cfg.Catalog.Reconcile(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
+}
+
+func (a *api) listAudit(w http.ResponseWriter, r *http.Request) error {
+	limit, err := queryLimit(r)
+	if err != nil {
+		return err
+	}
+	if limit == 0 {
+		limit = 50
+	}
+	q := r.URL.Query()
+	f := audit.Filter{TargetType: q.Get("target_type"), TargetID: q.Get("target_id"), Action: q.Get("action"), Limit: limit}
+	if c := q.Get("cursor"); c != "" {
+		n, err := strconv.ParseInt(c, 10, 64)
+		if err != nil || n <= 0 {
+			return catalog.ErrBadCursor
+		}
+		f.BeforeID = n
+	}
+	act := actorFrom(r)
+	if act.Role == catalog.RoleAdmin {
+		if s := q.Get("organization_id"); s != "" {
+			id, err := uuid.Parse(s)
+			if err != nil {
+				return &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "organization_id", Detail: "must be a UUID"}}}
+			}
+			f.OrganizationID = &id
+		}
+	} else {
+		f.OrganizationID = &act.OrgID
+	}
+	items, err := audit.List(r.Context(), a.cfg.Pool, f)
+	if err != nil {
+		return err
+	}
+	next := ""
+	if len(items) == limit {
+		next = strconv.FormatInt(items[len(items)-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, newList(items, next))
+	return nil
+}
+
+// recorder captures a problem written for one item of a bulk answer.
+type recorder struct {
+	header http.Header
+	status int
+	body   any
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(s int)   { r.status = s }
+func (r *recorder) Write(b []byte) (int, error) {
+	r.body = jsonRaw(b)
+	return len(b), nil
+}

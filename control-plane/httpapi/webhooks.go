@@ -1,0 +1,210 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/webhooks"
+)
+
+// webhookRoutes lets every member of an organization manage its webhook
+// endpoints and inspect and redeliver their deliveries.
+func (a *api) webhookRoutes(r chi.Router) {
+	r.Get("/v1/webhooks/event-types", a.handle(a.eventTypes))
+	r.Get("/v1/webhooks", a.handle(a.listEndpoints))
+	r.Post("/v1/webhooks", a.handle(a.createEndpoint))
+	r.Get("/v1/webhooks/{id}", a.handle(a.getEndpoint))
+	r.Patch("/v1/webhooks/{id}", a.handle(a.updateEndpoint))
+	r.Delete("/v1/webhooks/{id}", a.handle(a.deleteEndpoint))
+	r.Post("/v1/webhooks/{id}/rotate-secret", a.handle(a.rotateSecret))
+	r.Get("/v1/webhooks/{id}/deliveries", a.handle(a.listDeliveries))
+	r.Get("/v1/webhooks/{id}/deliveries/{delivery}", a.handle(a.getDelivery))
+	r.Post("/v1/webhooks/{id}/deliveries/{delivery}/redeliver", a.handle(a.redeliver))
+}
+
+func (a *api) auditWebhook(r *http.Request, action, id string, before, after any) error {
+	act := actorFrom(r)
+	return audit.RecordNow(r.Context(), a.cfg.Pool, audit.Change{
+		Actor: act.Subject, ActorRole: string(act.Role), OrganizationID: act.OrgID,
+		Action: action, TargetType: "webhook_endpoint", TargetID: id, Before: before, After: after,
+	})
+}
+
+func (a *api) eventTypes(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, newList(webhooks.EventTypes, ""))
+	return nil
+}
+
+func (a *api) listEndpoints(w http.ResponseWriter, r *http.Request) error {
+	limit, err := queryLimit(r)
+	if err != nil {
+		return err
+	}
+	items, next, err := a.cfg.Webhooks.ListEndpoints(r.Context(), actorFrom(r).OrgID, r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(items, next))
+	return nil
+}
+
+type endpointWithSecret struct {
+	webhooks.Endpoint
+	Secret string `json:"secret"`
+}
+
+func (a *api) createEndpoint(w http.ResponseWriter, r *http.Request) error {
+	var in webhooks.EndpointInput
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	ep, secret, err := a.cfg.Webhooks.CreateEndpoint(r.Context(), actorFrom(r).OrgID, in)
+	if err != nil {
+		return err
+	}
+	if err := a.auditWebhook(r, "webhook.create", ep.ID.String(), nil, ep); err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/webhooks/"+ep.ID.String())
+	writeJSON(w, http.StatusCreated, endpointWithSecret{Endpoint: ep, Secret: secret})
+	return nil
+}
+
+func (a *api) getEndpoint(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	ep, err := a.cfg.Webhooks.GetEndpoint(r.Context(), actorFrom(r).OrgID, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ep)
+	return nil
+}
+
+func (a *api) updateEndpoint(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var p webhooks.EndpointPatch
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	org := actorFrom(r).OrgID
+	before, err := a.cfg.Webhooks.GetEndpoint(r.Context(), org, id)
+	if err != nil {
+		return err
+	}
+	ep, err := a.cfg.Webhooks.UpdateEndpoint(r.Context(), org, id, p)
+	if err != nil {
+		return err
+	}
+	if err := a.auditWebhook(r, "webhook.update", id.String(), before, ep); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ep)
+	return nil
+}
+
+func (a *api) deleteEndpoint(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	org := actorFrom(r).OrgID
+	before, err := a.cfg.Webhooks.GetEndpoint(r.Context(), org, id)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Webhooks.DeleteEndpoint(r.Context(), org, id); err != nil {
+		return err
+	}
+	if err := a.auditWebhook(r, "webhook.delete", id.String(), before, nil); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *api) rotateSecret(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	secret, err := a.cfg.Webhooks.RotateSecret(r.Context(), actorFrom(r).OrgID, id)
+	if err != nil {
+		return err
+	}
+	if err := a.auditWebhook(r, "webhook.rotate_secret", id.String(), nil, map[string]string{"secret": "rotated"}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"secret": secret})
+	return nil
+}
+
+func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	limit, err := queryLimit(r)
+	if err != nil {
+		return err
+	}
+	items, next, err := a.cfg.Webhooks.ListDeliveries(r.Context(), actorFrom(r).OrgID, id, r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(items, next))
+	return nil
+}
+
+func (a *api) getDelivery(w http.ResponseWriter, r *http.Request) error {
+	if _, err := pathID(r, "id"); err != nil {
+		return err
+	}
+	id, err := pathID(r, "delivery")
+	if err != nil {
+		return err
+	}
+	d, err := a.cfg.Webhooks.GetDelivery(r.Context(), actorFrom(r).OrgID, id)
+	if err != nil {
+		return err
+	}
+	if d.EndpointID.String() != chi.URLParam(r, "id") {
+		return webhooks.ErrDeliveryNotFound
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+func (a *api) redeliver(w http.ResponseWriter, r *http.Request) error {
+	if _, err := pathID(r, "id"); err != nil {
+		return err
+	}
+	id, err := pathID(r, "delivery")
+	if err != nil {
+		return err
+	}
+	org := actorFrom(r).OrgID
+	d, err := a.cfg.Webhooks.GetDelivery(r.Context(), org, id)
+	if err != nil {
+		return err
+	}
+	if d.EndpointID.String() != chi.URLParam(r, "id") {
+		return webhooks.ErrDeliveryNotFound
+	}
+	d, err = a.cfg.Webhooks.Redeliver(r.Context(), org, id)
+	if err != nil {
+		return err
+	}
+	if err := a.auditWebhook(r, "webhook.redeliver", d.EndpointID.String(), nil, map[string]string{"delivery_id": id.String()}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, d)
+	return nil
+}

@@ -1,0 +1,297 @@
+package webhooks
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Endpoint is a URL an organization receives events at. The signing secret
+// is not part of it: only CreateEndpoint and RotateSecret return it.
+type Endpoint struct {
+	ID             uuid.UUID `json:"id"`
+	OrganizationID uuid.UUID `json:"organization_id"`
+	URL            string    `json:"url"`
+	Description    string    `json:"description"`
+	EventTypes     []string  `json:"event_types"`
+	Enabled        bool      `json:"enabled"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// EndpointInput registers an endpoint.
+type EndpointInput struct {
+	// URL receives the POSTs: absolute http or https, without credentials
+	// or fragment, at most 2048 characters.
+	URL         string `json:"url"`
+	Description string `json:"description"`
+	// EventTypes are the types delivered to the endpoint, each one of
+	// EventTypes or "*" for every type.
+	EventTypes []string `json:"event_types"`
+	// Enabled defaults to true.
+	Enabled *bool `json:"enabled"`
+}
+
+// EndpointPatch changes an endpoint; nil fields stay as they are.
+type EndpointPatch struct {
+	URL         *string   `json:"url"`
+	Description *string   `json:"description"`
+	EventTypes  *[]string `json:"event_types"`
+	Enabled     *bool     `json:"enabled"`
+}
+
+const (
+	maxURLLength         = 2048
+	maxDescriptionLength = 1000
+)
+
+var knownEventTypes = func() map[string]bool {
+	m := map[string]bool{EventAll: true}
+	for _, t := range EventTypes {
+		m[t] = true
+	}
+	return m
+}()
+
+// Validate checks in without touching the network; CreateEndpoint and
+// UpdateEndpoint also refuse hosts on private networks.
+func (in EndpointInput) Validate() error {
+	var v ValidationError
+	validateURL(&v, "url", in.URL)
+	if len(in.Description) > maxDescriptionLength {
+		v.add("description", "must be at most %d characters", maxDescriptionLength)
+	}
+	if len(in.EventTypes) == 0 {
+		v.add("event_types", `must name at least one event type, or "*" for all`)
+	}
+	for i, t := range in.EventTypes {
+		field := fmt.Sprintf("event_types[%d]", i)
+		switch {
+		case !knownEventTypes[t]:
+			v.add(field, `unknown event type %q; want "*" or one of %s`, t, strings.Join(EventTypes, ", "))
+		case slices.Contains(in.EventTypes[:i], t):
+			v.add(field, "repeats %q", t)
+		}
+	}
+	return v.err()
+}
+
+func validateURL(v *ValidationError, field, raw string) {
+	if raw == "" {
+		v.add(field, "is required")
+		return
+	}
+	if len(raw) > maxURLLength {
+		v.add(field, "must be at most %d characters", maxURLLength)
+		return
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil || u.Fragment != "" {
+		v.add(field, "must be an absolute http or https URL without credentials or fragment")
+	}
+}
+
+// apply returns the input a patched endpoint would have.
+func (p EndpointPatch) apply(e Endpoint) EndpointInput {
+	in := EndpointInput{URL: e.URL, Description: e.Description, EventTypes: e.EventTypes, Enabled: &e.Enabled}
+	if p.URL != nil {
+		in.URL = *p.URL
+	}
+	if p.Description != nil {
+		in.Description = *p.Description
+	}
+	if p.EventTypes != nil {
+		in.EventTypes = *p.EventTypes
+	}
+	if p.Enabled != nil {
+		in.Enabled = p.Enabled
+	}
+	return in
+}
+
+const endpointColumns = `id, organization_id, url, description, event_types, enabled, created_at, updated_at`
+
+func scanEndpoint(row pgx.Row) (Endpoint, error) {
+	var e Endpoint
+	err := row.Scan(&e.ID, &e.OrganizationID, &e.URL, &e.Description, &e.EventTypes, &e.Enabled, &e.CreatedAt, &e.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Endpoint{}, ErrEndpointNotFound
+	}
+	return e, err
+}
+
+// CreateEndpoint registers an endpoint of the organization and returns it
+// with its signing secret, which is not shown again.
+func (s *Service) CreateEndpoint(ctx context.Context, orgID uuid.UUID, in EndpointInput) (Endpoint, string, error) {
+	if err := in.Validate(); err != nil {
+		return Endpoint{}, "", err
+	}
+	if err := s.checkPublic(ctx, "url", in.URL); err != nil {
+		return Endpoint{}, "", err
+	}
+	enabled := in.Enabled == nil || *in.Enabled
+	secret := newSecret()
+	e, err := scanEndpoint(s.pool.QueryRow(ctx, `INSERT INTO webhook_endpoints
+			(organization_id, url, description, event_types, secret, enabled)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		RETURNING `+endpointColumns,
+		orgID, in.URL, in.Description, in.EventTypes, secret, enabled))
+	if err != nil {
+		return Endpoint{}, "", fmt.Errorf("insert webhook endpoint: %w", err)
+	}
+	s.log.InfoContext(ctx, "webhook endpoint created", "organization_id", orgID, "endpoint_id", e.ID, "event_types", e.EventTypes)
+	return e, secret, nil
+}
+
+// ListEndpoints returns the organization's endpoints oldest first, at most
+// limit (default 50, at most 200) after the cursor, and the cursor of the
+// next page ("" on the last).
+func (s *Service) ListEndpoints(ctx context.Context, orgID uuid.UUID, after string, limit int) ([]Endpoint, string, error) {
+	c, err := decodeCursor(after)
+	if err != nil {
+		return nil, "", err
+	}
+	limit = clampLimit(limit)
+	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
+		WHERE organization_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+		ORDER BY created_at, id LIMIT $4`, orgID, c.at, c.id, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("query webhook endpoints: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Endpoint, error) { return scanEndpoint(row) })
+	if err != nil {
+		return nil, "", fmt.Errorf("query webhook endpoints: %w", err)
+	}
+	out, next := page(out, limit, func(e Endpoint) cursor { return cursor{at: &e.CreatedAt, id: e.ID} })
+	return out, next, nil
+}
+
+// GetEndpoint returns one endpoint of the organization.
+func (s *Service) GetEndpoint(ctx context.Context, orgID, id uuid.UUID) (Endpoint, error) {
+	e, err := scanEndpoint(s.pool.QueryRow(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
+		WHERE id = $1 AND organization_id = $2`, id, orgID))
+	if err != nil && !errors.Is(err, ErrEndpointNotFound) {
+		return Endpoint{}, fmt.Errorf("get webhook endpoint: %w", err)
+	}
+	return e, err
+}
+
+// UpdateEndpoint applies p to one endpoint of the organization.
+func (s *Service) UpdateEndpoint(ctx context.Context, orgID, id uuid.UUID, p EndpointPatch) (Endpoint, error) {
+	var out Endpoint
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		before, err := scanEndpoint(tx.QueryRow(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
+			WHERE id = $1 AND organization_id = $2 FOR UPDATE`, id, orgID))
+		if err != nil {
+			return err
+		}
+		in := p.apply(before)
+		if err := in.Validate(); err != nil {
+			return err
+		}
+		if in.URL != before.URL {
+			if err := s.checkPublic(ctx, "url", in.URL); err != nil {
+				return err
+			}
+		}
+		out, err = scanEndpoint(tx.QueryRow(ctx, `UPDATE webhook_endpoints
+			SET url = $2, description = $3, event_types = $4, enabled = $5, updated_at = now()
+			WHERE id = $1 RETURNING `+endpointColumns,
+			id, in.URL, in.Description, in.EventTypes, *in.Enabled))
+		return err
+	})
+	if err != nil {
+		return Endpoint{}, wrapNotFound("update webhook endpoint", err)
+	}
+	return out, nil
+}
+
+// DeleteEndpoint removes one endpoint of the organization with its
+// deliveries; their pending jobs end without sending.
+func (s *Service) DeleteEndpoint(ctx context.Context, orgID, id uuid.UUID) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM webhook_endpoints WHERE id = $1 AND organization_id = $2`, id, orgID)
+	if err != nil {
+		return fmt.Errorf("delete webhook endpoint: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrEndpointNotFound
+	}
+	s.log.InfoContext(ctx, "webhook endpoint deleted", "organization_id", orgID, "endpoint_id", id)
+	return nil
+}
+
+// RotateSecret gives one endpoint of the organization a new signing secret
+// and returns it. Attempts from now on are signed with the new secret only.
+func (s *Service) RotateSecret(ctx context.Context, orgID, id uuid.UUID) (string, error) {
+	secret := newSecret()
+	tag, err := s.pool.Exec(ctx, `UPDATE webhook_endpoints SET secret = $3, updated_at = now()
+		WHERE id = $1 AND organization_id = $2`, id, orgID, secret)
+	if err != nil {
+		return "", fmt.Errorf("rotate webhook secret: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return "", ErrEndpointNotFound
+	}
+	s.log.InfoContext(ctx, "webhook secret rotated", "organization_id", orgID, "endpoint_id", id)
+	return secret, nil
+}
+
+// wrapNotFound passes sentinel and validation errors through unchanged and
+// wraps the others with op.
+func wrapNotFound(op string, err error) error {
+	var v *ValidationError
+	if errors.Is(err, ErrEndpointNotFound) || errors.Is(err, ErrDeliveryNotFound) || errors.As(err, &v) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// cursor is a keyset position: (created_at, id).
+type cursor struct {
+	at *time.Time
+	id uuid.UUID
+}
+
+func decodeCursor(s string) (cursor, error) {
+	if s == "" {
+		return cursor{}, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return cursor{}, ErrBadCursor
+	}
+	at, id, ok := strings.Cut(string(b), "|")
+	if !ok {
+		return cursor{}, ErrBadCursor
+	}
+	t, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil {
+		return cursor{}, ErrBadCursor
+	}
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return cursor{}, ErrBadCursor
+	}
+	return cursor{at: &t, id: u}, nil
+}
+
+func (c cursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(c.at.UTC().Format(time.RFC3339Nano) + "|" + c.id.String()))
+}
+
+// page trims a result fetched with limit+1 rows and returns the next cursor.
+func page[T any](items []T, limit int, pos func(T) cursor) ([]T, string) {
+	if len(items) <= limit {
+		return items, ""
+	}
+	items = items[:limit]
+	return items, pos(items[limit-1]).String()
+}

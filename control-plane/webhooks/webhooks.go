@@ -1,0 +1,265 @@
+// Package webhooks sends the control plane's events to the HTTP endpoints an
+// organization registers, signed by the Standard Webhooks scheme
+// (https://www.standardwebhooks.com).
+//
+// Publish writes one delivery per subscribed endpoint, and the River job that
+// sends it, inside the caller's transaction: an event goes out if and only if
+// the change that caused it commits. The DeliveryWorker then POSTs it,
+// retrying with exponential backoff, and records every attempt.
+package webhooks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// Event types an endpoint can subscribe to.
+const (
+	EventAPICreated        = "api.created"
+	EventAPIUpdated        = "api.updated"
+	EventAPIDeleted        = "api.deleted"
+	EventAPIStateChanged   = "api.state_changed"
+	EventAPIActivated      = "api.activated"
+	EventAPIFailed         = "api.failed"
+	EventApprovalSubmitted = "approval.submitted"
+	EventApprovalDecided   = "approval.decided"
+	EventApprovalEscalated = "approval.escalated"
+	EventApprovalCommented = "approval.commented"
+	EventApprovalExpired   = "approval.expired"
+
+	// EventAll subscribes an endpoint to every event type, including types
+	// added later.
+	EventAll = "*"
+)
+
+// EventTypes lists every event type Publish accepts.
+var EventTypes = []string{
+	EventAPICreated, EventAPIUpdated, EventAPIDeleted, EventAPIStateChanged, EventAPIActivated, EventAPIFailed,
+	EventApprovalSubmitted, EventApprovalDecided, EventApprovalEscalated, EventApprovalCommented, EventApprovalExpired,
+}
+
+// Errors.
+var (
+	// ErrEndpointNotFound: no such endpoint in the caller's organization
+	// (another organization's endpoint is not found either).
+	ErrEndpointNotFound = errors.New("webhook endpoint not found")
+	// ErrDeliveryNotFound: no such delivery to the caller's endpoints.
+	ErrDeliveryNotFound = errors.New("webhook delivery not found")
+	// ErrBadCursor: a list cursor this service did not issue.
+	ErrBadCursor = errors.New("bad cursor")
+	// ErrUnknownEventType: Publish was given a type outside EventTypes.
+	ErrUnknownEventType = errors.New("unknown event type")
+)
+
+// ValidationError lists input fields that are wrong.
+type ValidationError struct {
+	Fields []FieldError
+}
+
+// FieldError is one wrong field.
+type FieldError struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + ": " + f.Detail
+	}
+	return "invalid input: " + strings.Join(parts, "; ")
+}
+
+func (e *ValidationError) add(field, format string, args ...any) {
+	e.Fields = append(e.Fields, FieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (e *ValidationError) err() error {
+	if e == nil || len(e.Fields) == 0 {
+		return nil
+	}
+	return e
+}
+
+// Inserter enqueues jobs inside a transaction (a *river.Client[pgx.Tx]).
+type Inserter interface {
+	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+}
+
+// Config configures the Service.
+type Config struct {
+	Pool *pgxpool.Pool
+	Jobs Inserter
+	// HTTPClient sends the deliveries. Default: 10 s timeout. Redirects are
+	// never followed, whatever the client says: a 3xx is a failed attempt.
+	// Unless AllowPrivateNetworks is set, its Transport must be nil or an
+	// *http.Transport; its dialer is replaced by one that refuses
+	// non-public addresses. The default transport then ignores
+	// HTTP_PROXY: a proxy's address is what would be dialed and checked.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	Metrics    *metrics.Set
+	// MaxAttempts is how many times one delivery is tried before it is
+	// marked failed (default 10).
+	MaxAttempts int
+	// RetryBase is the delay before the second attempt (default 5 s); each
+	// later one doubles, capped at one hour, with full jitter.
+	RetryBase time.Duration
+	// AllowPrivateNetworks lets endpoints resolve to loopback, private and
+	// link-local addresses. Off by default: such URLs are refused when an
+	// endpoint is saved and again when a delivery dials, so customers
+	// cannot make the control plane call its own network (SSRF). Only
+	// `veil dev` and tests turn it on.
+	AllowPrivateNetworks bool
+	// Now is the clock of event and attempt timestamps (default time.Now).
+	Now func() time.Time
+}
+
+// Service manages endpoints and deliveries.
+type Service struct {
+	cfg      Config
+	pool     *pgxpool.Pool
+	log      *slog.Logger
+	now      func() time.Time
+	client   *http.Client
+	resolver *net.Resolver
+	metrics  serviceMetrics
+}
+
+type serviceMetrics struct {
+	published      *metrics.Counter
+	attemptsOK     *metrics.Counter
+	attemptsFailed *metrics.Counter
+	succeeded      *metrics.Counter
+	failed         *metrics.Counter
+	duration       *metrics.PrometheusHistogram
+}
+
+// Defaults.
+const (
+	defaultTimeout     = 10 * time.Second
+	defaultMaxAttempts = 10
+	defaultRetryBase   = 5 * time.Second
+	maxRetryDelay      = time.Hour
+)
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Pool == nil || cfg.Jobs == nil {
+		return nil, errors.New("new webhooks: pool and jobs are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = defaultMaxAttempts
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = defaultRetryBase
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	client, err := deliveryClient(cfg.HTTPClient, cfg.AllowPrivateNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("new webhooks: %w", err)
+	}
+	m := cfg.Metrics
+	return &Service{
+		cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now, client: client, resolver: net.DefaultResolver,
+		metrics: serviceMetrics{
+			published:      m.GetOrCreateCounter(`veil_controlplane_webhook_deliveries_created_total`),
+			attemptsOK:     m.GetOrCreateCounter(`veil_controlplane_webhook_attempts_total{result="success"}`),
+			attemptsFailed: m.GetOrCreateCounter(`veil_controlplane_webhook_attempts_total{result="failure"}`),
+			succeeded:      m.GetOrCreateCounter(`veil_controlplane_webhook_deliveries_total{status="succeeded"}`),
+			failed:         m.GetOrCreateCounter(`veil_controlplane_webhook_deliveries_total{status="failed"}`),
+			duration:       m.GetOrCreatePrometheusHistogram(`veil_controlplane_webhook_delivery_seconds`),
+		},
+	}, nil
+}
+
+// deliveryClient returns a copy of c (or the default client) that never
+// follows redirects and, unless private networks are allowed, dials only
+// public addresses.
+func deliveryClient(c *http.Client, allowPrivate bool) (*http.Client, error) {
+	var out http.Client
+	if c != nil {
+		out = *c
+	} else {
+		out.Timeout = defaultTimeout
+	}
+	out.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if allowPrivate {
+		return &out, nil
+	}
+	var tr *http.Transport
+	switch t := out.Transport.(type) {
+	case nil:
+		tr = http.DefaultTransport.(*http.Transport).Clone()
+		// A proxy would be the address dialed, hiding the endpoint's own.
+		tr.Proxy = nil
+	case *http.Transport:
+		tr = t.Clone()
+	default:
+		return nil, fmt.Errorf("http client transport %T cannot be guarded against private addresses", t)
+	}
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: publicOnly}
+	tr.DialContext = dialer.DialContext
+	tr.DialTLSContext = nil
+	out.Transport = tr
+	return &out, nil
+}
+
+// secretPrefix marks a symmetric Standard Webhooks secret.
+const secretPrefix = "whsec_"
+
+// newSecret returns "whsec_" + base64 of 32 random bytes (the spec asks for
+// at least 24).
+func newSecret() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return secretPrefix + base64.StdEncoding.EncodeToString(b[:])
+}
+
+// msgIDEncoding spells message ids in lower-case letters and digits: the
+// spec forbids "." in them, and this keeps them easy to copy.
+var msgIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newMessageID returns "msg_" followed by 120 random bits.
+func newMessageID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:])
+	return "msg_" + msgIDEncoding.EncodeToString(b[:])
+}
+
+func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, fn)
+}
+
+func clampLimit(n int) int {
+	switch {
+	case n <= 0:
+		return 50
+	case n > 200:
+		return 200
+	}
+	return n
+}
