@@ -29,7 +29,7 @@ import (
 	"github.com/veil-platform/veil/schemas/migrate"
 )
 
-const testJWTSecret = "control-plane-test-secret"
+const testJWTSecret = "control-plane-test-secret-0123456789"
 
 // gatewayProc is a real Caddy gateway process (this test binary running
 // `veil gateway`).
@@ -582,7 +582,7 @@ func (e *cpEnv) controlPlaneProcess(t *testing.T, addr string) *exec.Cmd {
 		"--redis-addr", testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379"),
 		"--jwt-secret", testJWTSecret, "--gateway-admin-url", e.admin.srv.URL, "--gateway-url", e.gw.URL,
 		"--register-attempts", "20", "--register-retry-base", "50ms", "--register-retry-max", "500ms",
-		"--job-rescue-after", "31s", "--log-level", "warn")
+		"--job-rescue-after", "31s", "--rate-limit-ip=", "--rate-limit-token=", "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "VEIL_TEST_EXEC=1")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,153 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/veil-platform/veil/control-plane/accounts"
+	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/httpapi"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/schemas"
+	"github.com/veil-platform/veil/schemas/migrate"
+)
+
+const testSecret = "httpapi-test-secret-0123456789abcdef"
+
+// testEnv is the control plane's REST API over a fresh, migrated database
+// and the test Redis. Jobs are enqueued but not run (the River client is
+// never started), so state stays where the requests leave it; the gateway
+// registration itself is covered end to end in cmd/veil.
+type testEnv struct {
+	t       *testing.T
+	Server  *httptest.Server
+	Handler http.Handler
+	Pool    *pgxpool.Pool
+	Catalog *catalog.Service
+}
+
+func newTestEnv(t *testing.T) *testEnv {
+	t.Helper()
+	ctx := t.Context()
+	url := testenv.PostgresURL(t)
+	if _, err := migrate.Postgres(ctx, url, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	logger := testenv.Logger(t)
+	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, err := webhooks.New(webhooks.Config{Pool: pool, Jobs: jobs, Logger: logger, AllowPrivateNetworks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{AdminURL: "http://127.0.0.1:1", Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.New(catalog.Config{Pool: pool, Jobs: jobs, Gateway: gw, Publisher: hooks, Logger: logger, GatewayURL: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := identity.NewVerifier(ctx, identity.Config{Secret: []byte(testSecret), Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	redis := testenv.Redis(t)
+	idem, err := middleware.NewIdempotency(middleware.IdempotencyConfig{
+		Client: redis, Prefix: "veil:test:idem:" + testenv.Suffix() + ":", Logger: logger,
+		Scope: func(r *http.Request) string {
+			p, _ := identity.FromContext(r.Context())
+			return p.Org + "/" + p.Subject
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httpapi.New(httpapi.Config{
+		Pool: pool, Catalog: cat, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger,
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat}
+}
+
+// token mints a bearer token for user in org with role.
+func (e *testEnv) token(org, user string, role identity.Role) string {
+	e.t.Helper()
+	tok, err := identity.Mint([]byte(testSecret), identity.DefaultIssuer, identity.DefaultAudience, identity.Principal{Subject: user, Org: org, Role: role}, time.Hour, time.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}
+
+// do sends a request (tok may be empty for an anonymous one) and returns
+// the status and body.
+func (e *testEnv) do(method, path, tok string, body any, header ...string) (int, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(e.t.Context(), method, e.Server.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// must is do that fails the test unless the status is want, decoding the
+// body into out when out is not nil.
+func (e *testEnv) must(want int, method, path, tok string, body, out any) {
+	e.t.Helper()
+	got, b := e.do(method, path, tok, body)
+	if got != want {
+		e.t.Fatalf("%s %s = %d %s; want %d", method, path, got, b, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			e.t.Fatalf("%s %s: decode %s: %v", method, path, b, err)
+		}
+	}
+}
+
