@@ -62,9 +62,13 @@ type controlPlaneFlags struct {
 	workers          int
 }
 
-func (c *controlPlaneFlags) register(f *flags) {
+// register adds the control plane's flags; withRedis false leaves out
+// --redis-addr for commands that already define it (veil dev).
+func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.String(&c.addr, "control-plane-addr", "VEIL_CONTROL_PLANE_ADDR", defaultControlPlaneAddr, "listen address of the control plane's REST API")
-	f.String(&c.redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address (rate limits, idempotency keys)")
+	if withRedis {
+		f.String(&c.redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address (rate limits, idempotency keys)")
+	}
 	f.String(&c.jwtSecret, "jwt-secret", "VEIL_JWT_SECRET", "", "HS256 secret that signs bearer tokens")
 	f.String(&c.jwksURL, "jwt-jwks-url", "VEIL_JWT_JWKS_URL", "", "JWKS URL of an identity provider signing RS256/ES256 tokens")
 	f.String(&c.jwtIssuer, "jwt-issuer", "VEIL_JWT_ISSUER", "veil", "required token issuer")
@@ -123,7 +127,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 	f := newFlags("control-plane", `Serves the control plane's REST API (identity, APIs and approvals, webhooks, audit)
 and runs its background jobs: gateway registration, reconciliation, overdue approvals,
 webhook delivery. Run 'veil migrate' first.`, stdout)
-	cp.register(f)
+	cp.register(f, true)
 	mig.register(f)
 	log.register(f)
 	if err := f.Parse(args); err != nil {

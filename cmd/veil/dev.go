@@ -11,6 +11,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/broker"
 )
 
@@ -22,6 +23,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var (
 		ing       ingestFlags
 		proc      processorFlags
+		cp        controlPlaneFlags
+		noGateway bool
 		mig       migrateFlags
 		log       logFlags
 		brokers   string
@@ -31,10 +34,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	)
 	f := newFlags("dev", `Runs the platform in one process for local work: an embedded Kafka-protocol broker on
 127.0.0.1:9092 (persisted under the data directory) unless VEIL_KAFKA_BROKERS names a real one,
-the migrations, the ingest service and a processor. Postgres, Redis and ClickHouse must be running
-(make services).`, stdout)
+the migrations, the ingest service, a processor, the control plane and the Caddy gateway. Postgres,
+Redis and ClickHouse must be running (make services). Tokens for the control plane:
+veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 	ing.register(f)
 	proc.register(f)
+	cp.register(f, false)
+	f.Bool(&noGateway, "no-gateway", "", false, "do not start the gateway in this process (one runs elsewhere)")
 	mig.register(f)
 	log.register(f)
 	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", "", "Kafka seed brokers; empty starts the embedded broker")
@@ -51,6 +57,12 @@ the migrations, the ingest service and a processor. Postgres, Redis and ClickHou
 	if ing.tokens == "" {
 		ing.tokens = DevIngestToken
 	}
+	if cp.jwtSecret == "" && cp.jwksURL == "" {
+		cp.jwtSecret = identity.DevJWTSecret
+	}
+	// Local webhook receivers are the point of a development setup.
+	cp.webhookPrivate = true
+	cp.redisAddr = proc.redisAddr
 
 	seeds := broker.ParseBrokers(brokers)
 	kafkaWhere := "Kafka " + strings.Join(seeds, ",")
@@ -91,17 +103,34 @@ the migrations, the ingest service and a processor. Postgres, Redis and ClickHou
 	}
 	defer closeAdmin()
 
+	plane, err := newControlPlane(ctx, cp, mig.postgresURL, logger, metrics.NewSet())
+	if err != nil {
+		return err
+	}
+	defer plane.close()
+
+	gatewayWhere := cp.gatewayURL + " (admin " + cp.gatewayAdminURL + ")"
+	if noGateway {
+		gatewayWhere += ", not started here"
+	}
 	fmt.Fprintf(stdout, `veil dev is running
-  kafka       %s
-  ingest      http://%s  POST /v1/events  (bearer token: %s)
-  processor   http://%s  /metrics  (consumer group %s)
-  redis       %s
-  postgres    %s
-  clickhouse  %s  database %s
+  kafka          %s
+  ingest         http://%s  POST /v1/events  (bearer token: %s)
+  processor      http://%s  /metrics  (consumer group %s)
+  control plane  http://%s  /v1/..., /openapi.json  (tokens: veil token --dev --org ORG --user USER --role ROLE)
+  gateway        %s
+  redis          %s
+  postgres       %s
+  clickhouse     %s  database %s
 Stop with Ctrl-C.
-`, kafkaWhere, srv.Addr(), maskToken(ing.tokens), procSrv.Addr(), proc.group, proc.redisAddr, redactURL(mig.postgresURL), mig.clickhouseAddr, mig.clickhouseDB)
+`, kafkaWhere, srv.Addr(), maskToken(ing.tokens), procSrv.Addr(), proc.group, plane.addr(), gatewayWhere,
+		proc.redisAddr, redactURL(mig.postgresURL), mig.clickhouseAddr, mig.clickhouseDB)
 
 	g, ctx := errgroup.WithContext(ctx)
+	if !noGateway {
+		g.Go(func() error { return runGateway(ctx, nil, io.Discard, stderr) })
+	}
+	g.Go(func() error { return plane.run(ctx) })
 	g.Go(func() error { return srv.Serve(ctx) })
 	g.Go(func() error { return procSrv.Serve(ctx) })
 	g.Go(func() error { return p.Run(ctx) })

@@ -17,9 +17,11 @@ if port_open 9092; then
 else
   export VEIL_KAFKA_BROKERS=
 fi
-if port_open 8081; then
-  die "something already listens on 127.0.0.1:8081 (a veil dev left running?); stop it first"
-fi
+for port in 8081 8080 8000 2019; do
+  if port_open "$port"; then
+    die "something already listens on 127.0.0.1:$port (a veil dev left running?); stop it first"
+  fi
+done
 
 devlog=$VEIL_LOG/dev.log
 log "starting veil dev (log: $devlog)"
