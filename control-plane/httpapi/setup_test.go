@@ -41,6 +41,13 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, nil)
+}
+
+// newTestEnvWith is newTestEnv with a hook that adjusts the API's config
+// before the handler is built (rate limits, CORS, ...).
+func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
+	t.Helper()
 	ctx := t.Context()
 	url := testenv.PostgresURL(t)
 	if _, err := migrate.Postgres(ctx, url, testenv.Logger(t)); err != nil {
@@ -83,10 +90,14 @@ func newTestEnv(t *testing.T) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := httpapi.New(httpapi.Config{
+	cfg := httpapi.Config{
 		Pool: pool, Catalog: cat, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger,
-	})
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	h := httpapi.New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat}
