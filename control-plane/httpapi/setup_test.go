@@ -161,4 +161,3 @@ func (e *testEnv) must(want int, method, path, tok string, body, out any) {
 		}
 	}
 }
-
