@@ -2,18 +2,17 @@ package catalog
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/internal/keyset"
 )
 
 const apiColumns = `id, organization_id, name, slug, description, upstream_url, version, routes, health_check_path,
@@ -130,11 +129,11 @@ type APIFilter struct {
 // organization's, consumers the public active ones and their own
 // organization's.
 func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API, string, error) {
-	after, err := decodeCursor(f.After)
+	after, err := keyset.Decode(f.After)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := clampLimit(f.Limit)
+	limit := keyset.Limit(f.Limit)
 	var scope string
 	switch {
 	case actor.isAdmin():
@@ -149,7 +148,7 @@ func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API
 		  AND ($3 = '' OR name ILIKE '%' || $3 || '%' OR slug ILIKE '%' || $3 || '%')
 		  AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
 		ORDER BY created_at, id LIMIT $6`,
-		actor.OrgID, string(f.State), f.Search, after.at, after.id, limit+1)
+		actor.OrgID, string(f.State), f.Search, after.Time(), after.ID, limit+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("list apis: %w", err)
 	}
@@ -165,7 +164,7 @@ func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list apis: %w", err)
 	}
-	out, next := page(out, limit, func(a API) cursor { return cursor{at: &a.CreatedAt, id: a.ID} })
+	out, next := keyset.Page(out, limit, func(a API) keyset.Cursor { return keyset.Cursor{At: a.CreatedAt, ID: a.ID} })
 	return out, next, nil
 }
 
@@ -359,59 +358,4 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, actor Actor, action str
 
 func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, fn)
-}
-
-// cursor is a keyset position: (created_at, id).
-type cursor struct {
-	at *time.Time
-	id uuid.UUID
-}
-
-// ErrBadCursor reports a cursor this service did not issue.
-var ErrBadCursor = errors.New("bad cursor")
-
-func decodeCursor(s string) (cursor, error) {
-	if s == "" {
-		return cursor{}, nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return cursor{}, ErrBadCursor
-	}
-	at, id, ok := strings.Cut(string(b), "|")
-	if !ok {
-		return cursor{}, ErrBadCursor
-	}
-	t, err := time.Parse(time.RFC3339Nano, at)
-	if err != nil {
-		return cursor{}, ErrBadCursor
-	}
-	u, err := uuid.Parse(id)
-	if err != nil {
-		return cursor{}, ErrBadCursor
-	}
-	return cursor{at: &t, id: u}, nil
-}
-
-func (c cursor) String() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(c.at.UTC().Format(time.RFC3339Nano) + "|" + c.id.String()))
-}
-
-// page trims a result fetched with limit+1 rows and returns the next cursor.
-func page[T any](items []T, limit int, pos func(T) cursor) ([]T, string) {
-	if len(items) <= limit {
-		return items, ""
-	}
-	items = items[:limit]
-	return items, pos(items[limit-1]).String()
-}
-
-func clampLimit(n int) int {
-	switch {
-	case n <= 0:
-		return 50
-	case n > 200:
-		return 200
-	}
-	return n
 }

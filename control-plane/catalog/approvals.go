@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/internal/keyset"
 )
 
 // Priority orders approval requests; it sets the SLA.
@@ -222,11 +223,11 @@ func (s *Service) ListApprovals(ctx context.Context, actor Actor, f ApprovalFilt
 	if !actor.isAdmin() {
 		return nil, "", ErrForbidden
 	}
-	after, err := decodeCursor(f.After)
+	after, err := keyset.Decode(f.After)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := clampLimit(f.Limit)
+	limit := keyset.Limit(f.Limit)
 	var org, api *uuid.UUID
 	if f.OrganizationID != uuid.Nil {
 		org = &f.OrganizationID
@@ -242,7 +243,7 @@ func (s *Service) ListApprovals(ctx context.Context, actor Actor, f ApprovalFilt
 		  AND (NOT $5 OR (r.status IN ('pending', 'escalated') AND r.due_at < $6))
 		  AND ($7::timestamptz IS NULL OR (r.created_at, r.id) > ($7, $8))
 		ORDER BY r.created_at, r.id LIMIT $9`,
-		string(f.Status), string(f.Priority), org, api, f.Overdue, s.now(), after.at, after.id, limit+1)
+		string(f.Status), string(f.Priority), org, api, f.Overdue, s.now(), after.Time(), after.ID, limit+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("list approvals: %w", err)
 	}
@@ -258,7 +259,7 @@ func (s *Service) ListApprovals(ctx context.Context, actor Actor, f ApprovalFilt
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list approvals: %w", err)
 	}
-	out, next := page(out, limit, func(r Approval) cursor { return cursor{at: &r.CreatedAt, id: r.ID} })
+	out, next := keyset.Page(out, limit, func(r Approval) keyset.Cursor { return keyset.Cursor{At: r.CreatedAt, ID: r.ID} })
 	return out, next, nil
 }
 

@@ -24,6 +24,8 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 // Sentinel errors; the HTTP layer maps each to one problem type.
@@ -38,37 +40,15 @@ var (
 	ErrVersionExists     = errors.New("version already exists")
 	ErrApprovalClosed    = errors.New("approval request already decided")
 	ErrConflict          = errors.New("concurrent change")
+	// ErrBadCursor reports a list cursor this service did not issue.
+	ErrBadCursor = keyset.ErrBadCursor
 )
 
 // ValidationError lists input fields that are wrong.
-type ValidationError struct {
-	Fields []FieldError
-}
+type ValidationError = validation.Error
 
 // FieldError is one wrong field.
-type FieldError struct {
-	Field  string `json:"field"`
-	Detail string `json:"detail"`
-}
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Field + ": " + f.Detail
-	}
-	return "invalid input: " + strings.Join(parts, "; ")
-}
-
-func (e *ValidationError) add(field, format string, args ...any) {
-	e.Fields = append(e.Fields, FieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
-}
-
-func (e *ValidationError) err() error {
-	if e == nil || len(e.Fields) == 0 {
-		return nil
-	}
-	return e
-}
+type FieldError = validation.Field
 
 // Role is the caller's role, as the identity layer verified it.
 type Role string
@@ -279,28 +259,28 @@ var (
 func (in *APIInput) Validate() error {
 	var v ValidationError
 	if n := len(strings.TrimSpace(in.Name)); n == 0 || n > 200 {
-		v.add("name", "must be 1 to 200 characters")
+		v.Add("name", "must be 1 to 200 characters")
 	}
 	if !slugRe.MatchString(in.Slug) {
-		v.add("slug", "must match %s", slugRe)
+		v.Add("slug", "must match %s", slugRe)
 	}
 	if len(in.Description) > 5000 {
-		v.add("description", "must be at most 5000 characters")
+		v.Add("description", "must be at most 5000 characters")
 	}
 	validateUpstream(&v, "upstream_url", in.UpstreamURL)
 	if in.Version == "" {
 		in.Version = "1"
 	}
 	if !versionRe.MatchString(in.Version) {
-		v.add("version", "must match %s", versionRe)
+		v.Add("version", "must match %s", versionRe)
 	}
 	validateRoutes(&v, in.Routes)
 	if in.HealthCheckPath != "" && (!strings.HasPrefix(in.HealthCheckPath, "/") || len(in.HealthCheckPath) > 500) {
-		v.add("health_check_path", "must start with / and be at most 500 characters")
+		v.Add("health_check_path", "must start with / and be at most 500 characters")
 	}
 	if in.DocsURL != "" {
 		if u, err := url.Parse(in.DocsURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			v.add("docs_url", "must be an absolute http or https URL")
+			v.Add("docs_url", "must be an absolute http or https URL")
 		}
 	}
 	switch in.Visibility {
@@ -308,33 +288,33 @@ func (in *APIInput) Validate() error {
 		in.Visibility = VisibilityPublic
 	case VisibilityPublic, VisibilityPrivate:
 	default:
-		v.add("visibility", "must be public or private")
+		v.Add("visibility", "must be public or private")
 	}
-	return v.err()
+	return v.Err()
 }
 
 func validateUpstream(v *ValidationError, field, raw string) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		v.add(field, "must be an absolute http or https URL without query, fragment or credentials")
+		v.Add(field, "must be an absolute http or https URL without query, fragment or credentials")
 	}
 }
 
 func validateRoutes(v *ValidationError, routes []Route) {
 	if len(routes) > 200 {
-		v.add("routes", "at most 200 routes")
+		v.Add("routes", "at most 200 routes")
 	}
 	for i, r := range routes {
 		field := fmt.Sprintf("routes[%d]", i)
 		if !strings.HasPrefix(r.Path, "/") || len(r.Path) > 500 {
-			v.add(field+".path", "must start with / and be at most 500 characters")
+			v.Add(field+".path", "must start with / and be at most 500 characters")
 		}
 		if len(r.Methods) == 0 {
-			v.add(field+".methods", "must name at least one method")
+			v.Add(field+".methods", "must name at least one method")
 		}
 		for j, m := range r.Methods {
 			if !methods[m] {
-				v.add(fmt.Sprintf("%s.methods[%d]", field, j), "must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+				v.Add(fmt.Sprintf("%s.methods[%d]", field, j), "must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 			}
 		}
 	}
@@ -403,14 +383,14 @@ type VersionInput struct {
 func (in *VersionInput) Validate() error {
 	var v ValidationError
 	if !versionRe.MatchString(in.Version) {
-		v.add("version", "must match %s", versionRe)
+		v.Add("version", "must match %s", versionRe)
 	}
 	validateUpstream(&v, "upstream_url", in.UpstreamURL)
 	validateRoutes(&v, in.Routes)
 	if len(in.Changelog) > 10000 {
-		v.add("changelog", "must be at most 10000 characters")
+		v.Add("changelog", "must be at most 10000 characters")
 	}
-	return v.err()
+	return v.Err()
 }
 
 // Transition is one recorded state change.

@@ -2,7 +2,6 @@ package webhooks
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/internal/keyset"
 )
 
 // Endpoint is a URL an organization receives events at. The signing secret
@@ -67,35 +68,35 @@ func (in EndpointInput) Validate() error {
 	var v ValidationError
 	validateURL(&v, "url", in.URL)
 	if len(in.Description) > maxDescriptionLength {
-		v.add("description", "must be at most %d characters", maxDescriptionLength)
+		v.Add("description", "must be at most %d characters", maxDescriptionLength)
 	}
 	if len(in.EventTypes) == 0 {
-		v.add("event_types", `must name at least one event type, or "*" for all`)
+		v.Add("event_types", `must name at least one event type, or "*" for all`)
 	}
 	for i, t := range in.EventTypes {
 		field := fmt.Sprintf("event_types[%d]", i)
 		switch {
 		case !knownEventTypes[t]:
-			v.add(field, `unknown event type %q; want "*" or one of %s`, t, strings.Join(EventTypes, ", "))
+			v.Add(field, `unknown event type %q; want "*" or one of %s`, t, strings.Join(EventTypes, ", "))
 		case slices.Contains(in.EventTypes[:i], t):
-			v.add(field, "repeats %q", t)
+			v.Add(field, "repeats %q", t)
 		}
 	}
-	return v.err()
+	return v.Err()
 }
 
 func validateURL(v *ValidationError, field, raw string) {
 	if raw == "" {
-		v.add(field, "is required")
+		v.Add(field, "is required")
 		return
 	}
 	if len(raw) > maxURLLength {
-		v.add(field, "must be at most %d characters", maxURLLength)
+		v.Add(field, "must be at most %d characters", maxURLLength)
 		return
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil || u.Fragment != "" {
-		v.add(field, "must be an absolute http or https URL without credentials or fragment")
+		v.Add(field, "must be an absolute http or https URL without credentials or fragment")
 	}
 }
 
@@ -155,14 +156,14 @@ func (s *Service) CreateEndpoint(ctx context.Context, orgID uuid.UUID, in Endpoi
 // limit (default 50, at most 200) after the cursor, and the cursor of the
 // next page ("" on the last).
 func (s *Service) ListEndpoints(ctx context.Context, orgID uuid.UUID, after string, limit int) ([]Endpoint, string, error) {
-	c, err := decodeCursor(after)
+	c, err := keyset.Decode(after)
 	if err != nil {
 		return nil, "", err
 	}
-	limit = clampLimit(limit)
+	limit = keyset.Limit(limit)
 	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
 		WHERE organization_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
-		ORDER BY created_at, id LIMIT $4`, orgID, c.at, c.id, limit+1)
+		ORDER BY created_at, id LIMIT $4`, orgID, c.Time(), c.ID, limit+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("query webhook endpoints: %w", err)
 	}
@@ -170,7 +171,7 @@ func (s *Service) ListEndpoints(ctx context.Context, orgID uuid.UUID, after stri
 	if err != nil {
 		return nil, "", fmt.Errorf("query webhook endpoints: %w", err)
 	}
-	out, next := page(out, limit, func(e Endpoint) cursor { return cursor{at: &e.CreatedAt, id: e.ID} })
+	out, next := keyset.Page(out, limit, func(e Endpoint) keyset.Cursor { return keyset.Cursor{At: e.CreatedAt, ID: e.ID} })
 	return out, next, nil
 }
 
@@ -252,46 +253,4 @@ func wrapNotFound(op string, err error) error {
 		return err
 	}
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-// cursor is a keyset position: (created_at, id).
-type cursor struct {
-	at *time.Time
-	id uuid.UUID
-}
-
-func decodeCursor(s string) (cursor, error) {
-	if s == "" {
-		return cursor{}, nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return cursor{}, ErrBadCursor
-	}
-	at, id, ok := strings.Cut(string(b), "|")
-	if !ok {
-		return cursor{}, ErrBadCursor
-	}
-	t, err := time.Parse(time.RFC3339Nano, at)
-	if err != nil {
-		return cursor{}, ErrBadCursor
-	}
-	u, err := uuid.Parse(id)
-	if err != nil {
-		return cursor{}, ErrBadCursor
-	}
-	return cursor{at: &t, id: u}, nil
-}
-
-func (c cursor) String() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(c.at.UTC().Format(time.RFC3339Nano) + "|" + c.id.String()))
-}
-
-// page trims a result fetched with limit+1 rows and returns the next cursor.
-func page[T any](items []T, limit int, pos func(T) cursor) ([]T, string) {
-	if len(items) <= limit {
-		return items, ""
-	}
-	items = items[:limit]
-	return items, pos(items[limit-1]).String()
 }

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -26,6 +25,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 // Event types an endpoint can subscribe to.
@@ -61,40 +63,16 @@ var (
 	// ErrDeliveryNotFound: no such delivery to the caller's endpoints.
 	ErrDeliveryNotFound = errors.New("webhook delivery not found")
 	// ErrBadCursor: a list cursor this service did not issue.
-	ErrBadCursor = errors.New("bad cursor")
+	ErrBadCursor = keyset.ErrBadCursor
 	// ErrUnknownEventType: Publish was given a type outside EventTypes.
 	ErrUnknownEventType = errors.New("unknown event type")
 )
 
 // ValidationError lists input fields that are wrong.
-type ValidationError struct {
-	Fields []FieldError
-}
+type ValidationError = validation.Error
 
 // FieldError is one wrong field.
-type FieldError struct {
-	Field  string `json:"field"`
-	Detail string `json:"detail"`
-}
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Field + ": " + f.Detail
-	}
-	return "invalid input: " + strings.Join(parts, "; ")
-}
-
-func (e *ValidationError) add(field, format string, args ...any) {
-	e.Fields = append(e.Fields, FieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
-}
-
-func (e *ValidationError) err() error {
-	if e == nil || len(e.Fields) == 0 {
-		return nil
-	}
-	return e
-}
+type FieldError = validation.Field
 
 // Inserter enqueues jobs inside a transaction (a *river.Client[pgx.Tx]).
 type Inserter interface {
@@ -252,14 +230,4 @@ func newMessageID() string {
 
 func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, fn)
-}
-
-func clampLimit(n int) int {
-	switch {
-	case n <= 0:
-		return 50
-	case n > 200:
-		return 200
-	}
-	return n
 }
