@@ -25,7 +25,9 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/internal/keyset"
 	"github.com/veil-platform/veil/internal/problem"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 // Authenticator verifies the bearer token and puts the principal in the
@@ -236,20 +238,17 @@ func queryLimit(r *http.Request) (int, error) {
 // fail maps an error to its problem. Unknown errors are logged and answered
 // as a 500 without detail.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var v *catalog.ValidationError
-	var wv *webhooks.ValidationError
+	var v *validation.Error
 	var bj *badJSON
 	var d problem.Details
 	switch {
 	case errors.As(err, &v):
 		d = problem.New(http.StatusUnprocessableEntity, "validation", "Invalid Request", "one or more fields are invalid").With("errors", v.Fields)
-	case errors.As(err, &wv):
-		d = problem.New(http.StatusUnprocessableEntity, "validation", "Invalid Request", "one or more fields are invalid").With("errors", wv.Fields)
 	case errors.As(err, &bj):
 		d = problem.New(http.StatusBadRequest, "malformed-json", "Malformed JSON", bj.msg)
 	case errors.Is(err, errUnsupportedMedia):
 		d = problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported Media Type", "send application/json")
-	case errors.Is(err, catalog.ErrBadCursor), errors.Is(err, webhooks.ErrBadCursor):
+	case errors.Is(err, keyset.ErrBadCursor):
 		d = problem.New(http.StatusBadRequest, "bad-cursor", "Bad Cursor", "the cursor was not issued by this API")
 	case errors.Is(err, catalog.ErrAPINotFound), errors.Is(err, catalog.ErrApprovalNotFound),
 		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound):
