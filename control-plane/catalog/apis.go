@@ -41,13 +41,12 @@ func scanAPI(row pgx.Row) (API, error) {
 
 // canSee reports whether actor may read a.
 func (a API) canSee(actor Actor) bool {
-	switch {
-	case actor.isAdmin(), actor.OrgID == a.OrganizationID:
+	if actor.isAdmin() || actor.OrgID == a.OrganizationID {
 		return true
-	case actor.Role == RoleConsumer:
-		return a.Visibility == VisibilityPublic && a.State.Routed()
 	}
-	return false
+	// The public catalog: what the gateway serves, for every member of any
+	// organization (providers consume other providers' APIs too).
+	return a.Visibility == VisibilityPublic && a.State.Routed()
 }
 
 // canChange reports whether actor may change a as its provider.
@@ -125,23 +124,19 @@ type APIFilter struct {
 	Search string
 }
 
-// ListAPIs lists the APIs actor may see: admins all, providers their
-// organization's, consumers the public active ones and their own
-// organization's.
+// ListAPIs lists the APIs actor may see: admins all, everyone else their
+// own organization's and the public active or deprecated ones.
 func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API, string, error) {
 	after, err := keyset.Decode(f.After)
 	if err != nil {
 		return nil, "", err
 	}
 	limit := keyset.Limit(f.Limit)
-	var scope string
-	switch {
-	case actor.isAdmin():
-		scope = "true"
-	case actor.Role == RoleProvider:
-		scope = "organization_id = $1"
-	default:
-		scope = "(organization_id = $1 OR (visibility = 'public' AND state IN ('active', 'deprecated')))"
+	// Admins see everything ($1 is still typed, so the query plans alike);
+	// everyone else their organization's APIs and the public catalog.
+	scope := "(organization_id = $1::uuid OR (visibility = 'public' AND state IN ('active', 'deprecated')))"
+	if actor.isAdmin() {
+		scope = "($1::uuid IS NULL OR true)"
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+apiColumns+` FROM apis
 		WHERE `+scope+` AND ($2 = '' OR state = $2::api_state)

@@ -1,0 +1,955 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/httpapi"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/problem"
+)
+
+// The authorization matrix calls every route of the REST API as every role,
+// on a target that belongs to the caller's own organization and on one that
+// belongs to a foreign organization, and checks the status and, where it is
+// cheap, that the answer tells the truth: a refusal changed nothing, a
+// success did what it says.
+//
+// Every case gets organizations and users of its own, so that lists and
+// the audit log hold only what the case made and cases cannot disturb one
+// another.
+
+// Roles index the rows of authzWant, in this order.
+const (
+	authzAnonymous = iota
+	authzConsumer
+	authzProvider
+	authzAdmin
+)
+
+var (
+	authzRoleNames = [...]string{"anonymous", "consumer", "provider", "admin"}
+	authzRoles     = [...]identity.Role{"", identity.RoleConsumer, identity.RoleProvider, identity.RoleAdmin}
+)
+
+// authzWant is the expected status per role (anonymous, consumer,
+// provider, admin), each as {own organization, foreign organization}.
+type authzWant [4][2]int
+
+// authzRow is the row of one route.
+type authzRow struct {
+	// route is "METHOD pattern", as httpapi.Routes lists it.
+	route string
+	// fixture makes the target in the owner's organization; it sets the
+	// case's id (and delivery), which fill the route's {id} ({delivery}).
+	fixture func(t *testing.T, c *authzCase)
+	// query and body, when set, give the query string (without "?") and
+	// the JSON body.
+	query func(c *authzCase) string
+	body  func(c *authzCase) any
+	want  authzWant
+	// check verifies what the answer did: a refusal changed nothing, a
+	// success made the change it reports.
+	check func(t *testing.T, c *authzCase, status int, body []byte)
+	// unaudited marks a change that leaves no audit entry.
+	unaudited bool
+}
+
+// authzMember is one user of one organization.
+type authzMember struct {
+	token, subject, org, orgID string
+}
+
+// authzCase is one call of the matrix.
+type authzCase struct {
+	e      *testEnv
+	n      int
+	role   int
+	own    bool
+	caller authzMember // the one calling (no token when anonymous)
+	owner  authzMember // a provider of the organization the target belongs to
+	slug   string      // slug of the fixture's API
+	// The targets the fixture made: id fills {id} in the route, delivery
+	// {delivery}; apiID is the API behind an approval request; secret is
+	// an endpoint's signing secret.
+	id, delivery, apiID, secret string
+}
+
+func (c *authzCase) admin() bool { return c.role == authzAdmin }
+
+func TestAuthorizationMatrix(t *testing.T) {
+	e := newAuthzEnv(t)
+	routes, err := httpapi.Routes(e.Handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := authzRows()
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if seen[r.route] {
+			t.Errorf("the matrix has two rows for %s", r.route)
+		}
+		seen[r.route] = true
+		if !slices.Contains(routes, r.route) {
+			t.Errorf("the matrix has a row for %s, which httpapi.Routes does not list", r.route)
+		}
+	}
+	for _, r := range routes {
+		if !seen[r] {
+			t.Errorf("route %s has no row in the authorization matrix; add one", r)
+		}
+	}
+	n := 0
+	for _, row := range rows {
+		for role := range authzRoleNames {
+			for side, own := range []bool{true, false} {
+				n++
+				c := &authzCase{e: e, n: n, role: role, own: own}
+				name := row.route + "/" + authzRoleNames[role] + "/" + map[bool]string{true: "own", false: "foreign"}[own]
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					c.run(t, row, row.want[role][side])
+				})
+			}
+		}
+	}
+}
+
+// run makes the case's members and fixture, calls the route and checks the
+// answer.
+func (c *authzCase) run(t *testing.T, row authzRow, want int) {
+	c.owner = authzNewMember(t, c.e, fmt.Sprintf("org-%d", c.n), fmt.Sprintf("owner-%d", c.n), identity.RoleProvider)
+	org := c.owner.org
+	if !c.own {
+		org = fmt.Sprintf("org-%d-caller", c.n)
+	}
+	if c.role == authzAnonymous {
+		c.caller = authzMember{org: org}
+	} else {
+		c.caller = authzNewMember(t, c.e, org, fmt.Sprintf("caller-%d", c.n), authzRoles[c.role])
+	}
+	c.slug = fmt.Sprintf("api-%d", c.n)
+	if row.fixture != nil {
+		row.fixture(t, c)
+	}
+	method, pattern, _ := strings.Cut(row.route, " ")
+	path := strings.NewReplacer("{id}", c.id, "{delivery}", c.delivery).Replace(pattern)
+	if row.query != nil {
+		path += "?" + row.query(c)
+	}
+	var body any
+	if row.body != nil {
+		body = row.body(c)
+	}
+	status, b, h := authzDo(t, c.e, method, path, c.caller.token, body)
+	if status != want {
+		t.Errorf("%s %s as %s = %d %s; want %d", method, path, authzRoleNames[c.role], status, b, want)
+	}
+	if status >= 400 {
+		if ct := h.Get("Content-Type"); ct != "application/problem+json" {
+			t.Errorf("%s %s = %d with Content-Type %q; want application/problem+json", method, path, status, ct)
+		} else if p := authzJSON(t, b); p["status"] != float64(status) {
+			t.Errorf("%s %s = %d with problem status %v; want the same", method, path, status, p["status"])
+		}
+		if c.role != authzAnonymous {
+			if got := c.count(t, `SELECT count(*) FROM audit_log WHERE actor = $1`, c.caller.subject); got != 0 {
+				t.Errorf("%s %s refused with %d, yet the audit log holds %d entries by the caller; want 0", method, path, status, got)
+			}
+		}
+	}
+	if method != http.MethodGet && status != http.StatusMultiStatus && authzOK(status) && c.role != authzAnonymous && !row.unaudited {
+		if got := c.count(t, `SELECT count(*) FROM audit_log WHERE actor = $1`, c.caller.subject); got == 0 {
+			t.Errorf("%s %s = %d, yet the audit log holds no entry by the caller; want the change audited", method, path, status)
+		}
+	}
+	if row.check != nil {
+		row.check(t, c, status, b)
+	}
+}
+
+// authzRows is the matrix. Each row lists, for anonymous, consumer,
+// provider and admin callers, {own organization, foreign organization}.
+func authzRows() []authzRow {
+	draft := authzAPI(catalog.StateDraft, catalog.VisibilityPrivate)
+	return []authzRow{
+		{
+			route: "GET /openapi.json",
+			want:  authzWant{{200, 200}, {200, 200}, {200, 200}, {200, 200}},
+		},
+		{
+			route: "GET /v1/me",
+			want:  authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if !authzOK(status) {
+					return
+				}
+				m := authzJSON(t, b)
+				if m["organization"] != c.caller.org || m["organization_id"] != c.caller.orgID || m["role"] != authzRoleNames[c.role] {
+					t.Errorf("GET /v1/me = %s; want organization %s (%s), role %s", b, c.caller.org, c.caller.orgID, authzRoleNames[c.role])
+				}
+			},
+		},
+		{
+			route:   "GET /v1/apis",
+			fixture: draft,
+			query:   func(c *authzCase) string { return "q=" + c.slug },
+			want:    authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if !authzOK(status) {
+					return
+				}
+				if got, want := authzListed(t, b, "id", c.id), c.own || c.admin(); got != want {
+					t.Errorf("GET /v1/apis lists the %s private draft API: %t; want %t", authzSide(c), got, want)
+				}
+			},
+		},
+		{
+			route: "POST /v1/apis",
+			body:  func(c *authzCase) any { return authzAPIBody(c.slug, catalog.VisibilityPublic) },
+			want:  authzWant{{401, 401}, {403, 403}, {201, 201}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				n := c.count(t, `SELECT count(*) FROM apis WHERE slug = $1`, c.slug)
+				if !authzOK(status) {
+					if n != 0 {
+						t.Errorf("POST /v1/apis refused with %d, yet the API exists", status)
+					}
+					return
+				}
+				if got := authzJSON(t, b)["organization_id"]; n != 1 || got != c.caller.orgID {
+					t.Errorf("POST /v1/apis made %d APIs of organization %v; want 1 of the caller's %s", n, got, c.caller.orgID)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/apis/{id}",
+			fixture: draft,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
+			check:   authzSameID,
+		},
+		{
+			route:   "PATCH /v1/apis/{id}",
+			fixture: draft,
+			body:    func(*authzCase) any { return map[string]any{"name": "Renamed"} },
+			want:    authzWant{{401, 401}, {403, 404}, {200, 404}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				renamed := c.count(t, `SELECT count(*) FROM apis WHERE id = $1 AND name = 'Renamed'`, c.id) == 1
+				if renamed != authzOK(status) {
+					t.Errorf("PATCH /v1/apis/{id} = %d; API renamed: %t", status, renamed)
+				}
+			},
+		},
+		{
+			route:   "DELETE /v1/apis/{id}",
+			fixture: draft,
+			want:    authzWant{{401, 401}, {403, 404}, {204, 404}, {204, 204}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				if exists := c.count(t, `SELECT count(*) FROM apis WHERE id = $1`, c.id) == 1; exists == authzOK(status) {
+					t.Errorf("DELETE /v1/apis/{id} = %d; API still there: %t", status, exists)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/apis/{id}/versions",
+			fixture: draft,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if authzOK(status) && !authzListed(t, b, "api_id", c.id) {
+					t.Errorf("GET /v1/apis/{id}/versions = %s; want the API's first version", b)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/apis/{id}/versions",
+			fixture: draft,
+			body: func(*authzCase) any {
+				return map[string]any{"version": "2", "upstream_url": "http://127.0.0.1:9/v2"}
+			},
+			want: authzWant{{401, 401}, {403, 404}, {201, 404}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				got := c.count(t, `SELECT count(*) FROM api_versions WHERE api_id = $1`, c.id)
+				if want := map[bool]int{true: 2, false: 1}[authzOK(status)]; got != want {
+					t.Errorf("POST /v1/apis/{id}/versions = %d; versions = %d; want %d", status, got, want)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/apis/{id}/transitions",
+			fixture: authzAPI(catalog.StateRejected, catalog.VisibilityPrivate),
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
+		},
+		{
+			route:   "POST /v1/apis/{id}/submit",
+			fixture: draft,
+			want:    authzWant{{401, 401}, {403, 404}, {201, 404}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				c.wantState(t, status, catalog.StatePendingApproval, catalog.StateDraft)
+				got := c.count(t, `SELECT count(*) FROM approval_requests WHERE api_id = $1`, c.id)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
+					t.Errorf("POST /v1/apis/{id}/submit = %d; approval requests = %d; want %d", status, got, want)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/apis/{id}/deprecate",
+			fixture: authzAPI(catalog.StateActive, catalog.VisibilityPublic),
+			want:    authzWant{{401, 401}, {403, 403}, {200, 403}, {200, 200}},
+			check:   authzStateCheck(catalog.StateDeprecated, catalog.StateActive),
+		},
+		{
+			route:   "POST /v1/apis/{id}/retire",
+			fixture: authzAPI(catalog.StateActive, catalog.VisibilityPublic),
+			want:    authzWant{{401, 401}, {403, 403}, {200, 403}, {200, 200}},
+			check:   authzStateCheck(catalog.StateRetired, catalog.StateActive),
+		},
+		{
+			route:   "POST /v1/apis/{id}/revise",
+			fixture: authzAPI(catalog.StateRejected, catalog.VisibilityPublic),
+			want:    authzWant{{401, 401}, {403, 404}, {200, 404}, {200, 200}},
+			check:   authzStateCheck(catalog.StateDraft, catalog.StateRejected),
+		},
+		{
+			route:   "GET /v1/approvals/{id}",
+			fixture: authzApproval,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
+			check:   authzSameID,
+		},
+		{
+			// A consumer of the submitting organization reads the request
+			// but may not comment: forbidden, since it sees the request.
+			route:   "POST /v1/approvals/{id}/comments",
+			fixture: authzApproval,
+			body:    authzComment,
+			want:    authzWant{{401, 401}, {403, 404}, {201, 404}, {201, 201}},
+			check:   authzCommentCheck,
+		},
+		{
+			route: "GET /v1/webhooks/event-types",
+			want:  authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+		},
+		{
+			route:   "GET /v1/webhooks",
+			fixture: authzEndpoint,
+			want:    authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if !authzOK(status) {
+					return
+				}
+				if got := authzListed(t, b, "id", c.id); got != c.own {
+					t.Errorf("GET /v1/webhooks lists the %s endpoint: %t; want %t", authzSide(c), got, c.own)
+				}
+			},
+		},
+		{
+			route: "POST /v1/webhooks",
+			body:  func(*authzCase) any { return authzEndpointBody() },
+			want:  authzWant{{401, 401}, {201, 201}, {201, 201}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if authzOK(status) {
+					if got := authzJSON(t, b)["organization_id"]; got != c.caller.orgID {
+						t.Errorf("POST /v1/webhooks made an endpoint of organization %v; want the caller's %s", got, c.caller.orgID)
+					}
+				}
+			},
+		},
+		{
+			route:   "GET /v1/webhooks/{id}",
+			fixture: authzEndpoint,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 404}},
+			check:   authzSameID,
+		},
+		{
+			route:   "PATCH /v1/webhooks/{id}",
+			fixture: authzEndpoint,
+			body:    func(*authzCase) any { return map[string]any{"description": "changed"} },
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 404}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				changed := c.count(t, `SELECT count(*) FROM webhook_endpoints WHERE id = $1 AND description = 'changed'`, c.id) == 1
+				if changed != authzOK(status) {
+					t.Errorf("PATCH /v1/webhooks/{id} = %d; endpoint changed: %t", status, changed)
+				}
+			},
+		},
+		{
+			route:   "DELETE /v1/webhooks/{id}",
+			fixture: authzEndpoint,
+			want:    authzWant{{401, 401}, {204, 404}, {204, 404}, {204, 404}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				if exists := c.count(t, `SELECT count(*) FROM webhook_endpoints WHERE id = $1`, c.id) == 1; exists == authzOK(status) {
+					t.Errorf("DELETE /v1/webhooks/{id} = %d; endpoint still there: %t", status, exists)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/webhooks/{id}/rotate-secret",
+			fixture: authzEndpoint,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 404}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				rotated := c.count(t, `SELECT count(*) FROM webhook_endpoints WHERE id = $1 AND secret <> $2`, c.id, c.secret) == 1
+				if rotated != authzOK(status) {
+					t.Errorf("POST /v1/webhooks/{id}/rotate-secret = %d; secret changed: %t", status, rotated)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/webhooks/{id}/deliveries",
+			fixture: authzDelivery,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 404}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if authzOK(status) && !authzListed(t, b, "id", c.delivery) {
+					t.Errorf("GET /v1/webhooks/{id}/deliveries = %s; want delivery %s", b, c.delivery)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/webhooks/{id}/deliveries/{delivery}",
+			fixture: authzDelivery,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 404}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if authzOK(status) && authzJSON(t, b)["id"] != c.delivery {
+					t.Errorf("GET /v1/webhooks/{id}/deliveries/{delivery} = %s; want delivery %s", b, c.delivery)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/webhooks/{id}/deliveries/{delivery}/redeliver",
+			fixture: authzDelivery,
+			want:    authzWant{{401, 401}, {202, 404}, {202, 404}, {202, 404}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if authzOK(status) && authzJSON(t, b)["id"] != c.delivery {
+					t.Errorf("POST .../redeliver = %s; want delivery %s", b, c.delivery)
+				}
+			},
+		},
+		{
+			// Admins may narrow the log to any organization; for everyone
+			// else the parameter is ignored and the log is their own.
+			route:   "GET /v1/audit",
+			fixture: draft,
+			query:   func(c *authzCase) string { return "organization_id=" + c.owner.orgID },
+			want:    authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if !authzOK(status) {
+					return
+				}
+				org := c.caller.orgID
+				if c.admin() {
+					org = c.owner.orgID
+				}
+				var page struct {
+					Data []struct {
+						OrganizationID string `json:"organization_id"`
+						Action         string
+					}
+				}
+				authzDecode(t, b, &page)
+				for _, x := range page.Data {
+					if x.OrganizationID != org {
+						t.Errorf("GET /v1/audit as %s shows %s of organization %s; want only %s", authzRoleNames[c.role], x.Action, x.OrganizationID, org)
+					}
+				}
+				if (c.own || c.admin()) && len(page.Data) == 0 {
+					t.Errorf("GET /v1/audit as %s shows nothing; want the %s organization's api.create", authzRoleNames[c.role], authzSide(c))
+				}
+			},
+		},
+		{
+			route:   "POST /v1/admin/apis/{id}/suspend",
+			fixture: authzAPI(catalog.StateActive, catalog.VisibilityPublic),
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check:   authzStateCheck(catalog.StateSuspended, catalog.StateActive),
+		},
+		{
+			route:   "POST /v1/admin/apis/{id}/resume",
+			fixture: authzAPI(catalog.StateSuspended, catalog.VisibilityPublic),
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {202, 202}},
+			check:   authzStateCheck(catalog.StateApproved, catalog.StateSuspended),
+		},
+		{
+			route:   "POST /v1/admin/apis/{id}/retry",
+			fixture: authzAPI(catalog.StateFailed, catalog.VisibilityPublic),
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {202, 202}},
+			check:   authzStateCheck(catalog.StateApproved, catalog.StateFailed),
+		},
+		{
+			route:   "GET /v1/admin/approvals",
+			fixture: authzApproval,
+			query:   func(c *authzCase) string { return "api_id=" + c.apiID },
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if authzOK(status) && !authzListed(t, b, "id", c.id) {
+					t.Errorf("GET /v1/admin/approvals = %s; want request %s", b, c.id)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/admin/approvals/stats",
+			fixture: authzApproval,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+		},
+		{
+			// 207 either way: each item carries its own status, 403
+			// self-approval for the admin's own organization.
+			route:   "POST /v1/admin/approvals/bulk",
+			fixture: authzApproval,
+			body:    func(c *authzCase) any { return map[string]any{"ids": []string{c.id}, "action": "approve"} },
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {207, 207}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				approved := authzOK(status) && !c.own
+				if authzOK(status) {
+					var out struct {
+						Results []struct {
+							Status  int
+							Problem map[string]any
+						}
+					}
+					authzDecode(t, b, &out)
+					want := map[bool]int{true: 403, false: 200}[c.own]
+					if len(out.Results) != 1 || out.Results[0].Status != want {
+						t.Fatalf("bulk approve = %s; want one result with status %d", b, want)
+					}
+					if c.own && out.Results[0].Problem["type"] != problem.TypeBase+"self-approval" {
+						t.Errorf("bulk approve of the admin's own organization = %s; want problem self-approval", b)
+					}
+				}
+				c.wantApproval(t, approved, catalog.ApprovalApproved, catalog.StateApproved)
+			},
+		},
+		{
+			route:   "GET /v1/admin/approvals/{id}",
+			fixture: authzApproval,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check:   authzSameID,
+		},
+		{
+			route:   "POST /v1/admin/approvals/{id}/approve",
+			fixture: authzApproval,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {403, 200}},
+			check:   authzDecisionCheck(catalog.ApprovalApproved, catalog.StateApproved),
+		},
+		{
+			route:   "POST /v1/admin/approvals/{id}/reject",
+			fixture: authzApproval,
+			body:    authzReason,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {403, 200}},
+			check:   authzDecisionCheck(catalog.ApprovalRejected, catalog.StateRejected),
+		},
+		{
+			route:   "POST /v1/admin/approvals/{id}/escalate",
+			fixture: authzApproval,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {403, 200}},
+			check:   authzDecisionCheck(catalog.ApprovalEscalated, catalog.StatePendingApproval),
+		},
+		{
+			route:   "POST /v1/admin/approvals/{id}/request-changes",
+			fixture: authzApproval,
+			body:    authzReason,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {403, 200}},
+			check:   authzDecisionCheck(catalog.ApprovalChangesRequested, catalog.StateDraft),
+		},
+		{
+			route:   "POST /v1/admin/approvals/{id}/comments",
+			fixture: authzApproval,
+			body:    authzComment,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {201, 201}},
+			check:   authzCommentCheck,
+		},
+		{
+			// Reconciliation heals the gateway from the database; it
+			// changes no record that the audit log tracks.
+			route:     "POST /v1/admin/reconcile/apis",
+			unaudited: true,
+			want:      authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: func(t *testing.T, _ *authzCase, status int, b []byte) {
+				if _, found := authzJSON(t, b)["checked"]; authzOK(status) && !found {
+					t.Errorf("POST /v1/admin/reconcile/apis = %s; want a reconcile report", b)
+				}
+			},
+		},
+	}
+}
+
+// TestAuthorizationVisibility checks who sees an API of another
+// organization, by state and visibility: consumers and providers of other
+// organizations see the public ones the gateway serves (active, deprecated);
+// a write on an API one sees is forbidden, on one one does not see not found.
+func TestAuthorizationVisibility(t *testing.T) {
+	e := newAuthzEnv(t)
+	for i, tc := range []struct {
+		state     catalog.State
+		vis       catalog.Visibility
+		consumers bool // whether members of other organizations see it
+	}{
+		{catalog.StateActive, catalog.VisibilityPublic, true},
+		{catalog.StateDeprecated, catalog.VisibilityPublic, true},
+		{catalog.StateActive, catalog.VisibilityPrivate, false},
+		{catalog.StateDeprecated, catalog.VisibilityPrivate, false},
+		{catalog.StateDraft, catalog.VisibilityPublic, false},
+		{catalog.StatePendingApproval, catalog.VisibilityPublic, false},
+		{catalog.StateApproved, catalog.VisibilityPublic, false},
+		{catalog.StateRejected, catalog.VisibilityPublic, false},
+		{catalog.StateFailed, catalog.VisibilityPublic, false},
+		{catalog.StateSuspended, catalog.VisibilityPublic, false},
+		{catalog.StateRetired, catalog.VisibilityPublic, false},
+	} {
+		t.Run(string(tc.vis)+"/"+string(tc.state), func(t *testing.T) {
+			t.Parallel()
+			c := &authzCase{e: e, n: i, slug: fmt.Sprintf("vis-%d", i)}
+			c.owner = authzNewMember(t, e, fmt.Sprintf("vis-owner-%d", i), fmt.Sprintf("vis-owner-%d", i), identity.RoleProvider)
+			authzAPI(tc.state, tc.vis)(t, c)
+			callers := []struct {
+				m         authzMember
+				see, edit bool
+			}{
+				{authzNewMember(t, e, fmt.Sprintf("vis-other-%d", i), fmt.Sprintf("vis-consumer-%d", i), identity.RoleConsumer), tc.consumers, false},
+				{authzNewMember(t, e, fmt.Sprintf("vis-other-%d", i), fmt.Sprintf("vis-provider-%d", i), identity.RoleProvider), tc.consumers, false},
+				{authzNewMember(t, e, c.owner.org, fmt.Sprintf("vis-own-consumer-%d", i), identity.RoleConsumer), true, false},
+				{authzNewMember(t, e, fmt.Sprintf("vis-other-%d", i), fmt.Sprintf("vis-admin-%d", i), identity.RoleAdmin), true, true},
+			}
+			for _, x := range callers {
+				who := x.m.subject + " of " + x.m.org
+				status, b, _ := authzDo(t, e, "GET", "/v1/apis/"+c.id, x.m.token, nil)
+				if want := map[bool]int{true: 200, false: 404}[x.see]; status != want {
+					t.Errorf("GET /v1/apis/{id} as %s = %d %s; want %d", who, status, b, want)
+				}
+				status, b, _ = authzDo(t, e, "GET", "/v1/apis?q="+c.slug, x.m.token, nil)
+				if status != 200 || authzListed(t, b, "id", c.id) != x.see {
+					t.Errorf("GET /v1/apis as %s = %d %s; want 200 listing the API: %t", who, status, b, x.see)
+				}
+				status, b, _ = authzDo(t, e, "PATCH", "/v1/apis/"+c.id, x.m.token, map[string]any{"description": "by " + x.m.subject})
+				want := 404
+				switch {
+				case x.edit && tc.state == catalog.StateRetired:
+					want = 409 // admins may change it, but not once retired
+				case x.edit:
+					want = 200
+				case x.see:
+					want = 403
+				}
+				if status != want {
+					t.Errorf("PATCH /v1/apis/{id} as %s = %d %s; want %d", who, status, b, want)
+				}
+			}
+		})
+	}
+}
+
+// newAuthzEnv is newTestEnv with the gateway's admin API in memory, so that
+// reconciliation answers; no other route reaches the gateway.
+func newAuthzEnv(t *testing.T) *testEnv {
+	t.Helper()
+	return newTestEnvWith(t, func(cfg *httpapi.Config) {
+		jobs, err := river.NewClient(riverpgxv5.New(cfg.Pool), &river.Config{Logger: cfg.Logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cat, err := catalog.New(catalog.Config{
+			Pool: cfg.Pool, Jobs: jobs, Gateway: &authzGateway{routes: map[string]gateway.Route{}},
+			Publisher: cfg.Webhooks, Logger: cfg.Logger, GatewayURL: "http://127.0.0.1:1",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Catalog = cat
+	})
+}
+
+// authzGateway keeps routes in memory.
+type authzGateway struct {
+	mu     sync.Mutex
+	routes map[string]gateway.Route
+}
+
+func (g *authzGateway) Put(_ context.Context, r gateway.Route) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.routes[r.ID] = r
+	return nil
+}
+
+func (g *authzGateway) Delete(_ context.Context, id string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.routes, id)
+	return nil
+}
+
+func (g *authzGateway) List(_ context.Context, prefix string) ([]gateway.Route, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := []gateway.Route{}
+	for id, r := range g.routes {
+		if strings.HasPrefix(id, prefix) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (g *authzGateway) IDs(ctx context.Context, prefix string) ([]string, error) {
+	rs, _ := g.List(ctx, prefix)
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.ID
+	}
+	return out, nil
+}
+
+var _ catalog.Gateway = (*authzGateway)(nil)
+
+// authzNewMember mints a token for subject in org with role and makes one
+// request with it, which provisions the organization and the user.
+func authzNewMember(t *testing.T, e *testEnv, org, subject string, role identity.Role) authzMember {
+	t.Helper()
+	tok, err := identity.Mint([]byte(testSecret), identity.DefaultIssuer, identity.DefaultAudience,
+		identity.Principal{Subject: subject, Org: org, Role: role}, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var me struct {
+		OrganizationID string `json:"organization_id"`
+	}
+	authzMust(t, e, http.StatusOK, "GET", "/v1/me", tok, nil, &me)
+	return authzMember{token: tok, subject: subject, org: org, orgID: me.OrganizationID}
+}
+
+// authzDo sends a request (tok may be empty) and returns the status, body
+// and header of the answer.
+func authzDo(t *testing.T, e *testEnv, method, path, tok string, body any) (int, []byte, http.Header) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, e.Server.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return resp.StatusCode, b, resp.Header
+}
+
+// authzMust is authzDo that fails the test unless the status is want,
+// decoding the body into out when out is not nil.
+func authzMust(t *testing.T, e *testEnv, want int, method, path, tok string, body, out any) {
+	t.Helper()
+	status, b, _ := authzDo(t, e, method, path, tok, body)
+	if status != want {
+		t.Fatalf("%s %s = %d %s; want %d", method, path, status, b, want)
+	}
+	if out != nil {
+		authzDecode(t, b, out)
+	}
+}
+
+func authzDecode(t *testing.T, b []byte, out any) {
+	t.Helper()
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+}
+
+func authzJSON(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	authzDecode(t, b, &m)
+	return m
+}
+
+// authzListed reports whether the list envelope b holds an item whose
+// field is value.
+func authzListed(t *testing.T, b []byte, field, value string) bool {
+	t.Helper()
+	var page struct{ Data []map[string]any }
+	authzDecode(t, b, &page)
+	for _, x := range page.Data {
+		if x[field] == value {
+			return true
+		}
+	}
+	return false
+}
+
+func authzOK(status int) bool { return status >= 200 && status <= 299 }
+
+func authzSide(c *authzCase) string {
+	if c.own {
+		return "own"
+	}
+	return "foreign"
+}
+
+func (c *authzCase) count(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := c.e.Pool.QueryRow(t.Context(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func (c *authzCase) apiState(t *testing.T, id string) catalog.State {
+	t.Helper()
+	var s catalog.State
+	if err := c.e.Pool.QueryRow(t.Context(), `SELECT state FROM apis WHERE id = $1`, id).Scan(&s); err != nil {
+		t.Fatalf("state of api %s: %v", id, err)
+	}
+	return s
+}
+
+// wantState checks the fixture's API is in done after a success and still
+// in before after a refusal.
+func (c *authzCase) wantState(t *testing.T, status int, done, before catalog.State) {
+	t.Helper()
+	want := before
+	if authzOK(status) {
+		want = done
+	}
+	if got := c.apiState(t, c.id); got != want {
+		t.Errorf("after %d the API is %s; want %s", status, got, want)
+	}
+}
+
+// wantApproval checks the fixture's request and its API: decided as status
+// with the API in state when decided, else still pending.
+func (c *authzCase) wantApproval(t *testing.T, decided bool, status catalog.ApprovalStatus, state catalog.State) {
+	t.Helper()
+	if !decided {
+		status, state = catalog.ApprovalPending, catalog.StatePendingApproval
+	}
+	var got catalog.ApprovalStatus
+	if err := c.e.Pool.QueryRow(t.Context(), `SELECT status FROM approval_requests WHERE id = $1`, c.id).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != status {
+		t.Errorf("approval request is %s; want %s", got, status)
+	}
+	if s := c.apiState(t, c.apiID); s != state {
+		t.Errorf("the API under review is %s; want %s", s, state)
+	}
+}
+
+func authzStateCheck(done, before catalog.State) func(*testing.T, *authzCase, int, []byte) {
+	return func(t *testing.T, c *authzCase, status int, _ []byte) { c.wantState(t, status, done, before) }
+}
+
+func authzDecisionCheck(status catalog.ApprovalStatus, state catalog.State) func(*testing.T, *authzCase, int, []byte) {
+	return func(t *testing.T, c *authzCase, got int, b []byte) {
+		c.wantApproval(t, authzOK(got), status, state)
+		if c.admin() && c.own {
+			if typ := authzJSON(t, b)["type"]; typ != problem.TypeBase+"self-approval" {
+				t.Errorf("decision on the admin's own organization = %d %s; want problem self-approval", got, b)
+			}
+		}
+	}
+}
+
+func authzSameID(t *testing.T, c *authzCase, status int, b []byte) {
+	t.Helper()
+	if got := authzJSON(t, b)["id"]; authzOK(status) && got != c.id {
+		t.Errorf("answer = %s; want id %s", b, c.id)
+	}
+}
+
+func authzCommentCheck(t *testing.T, c *authzCase, status int, _ []byte) {
+	t.Helper()
+	got := c.count(t, `SELECT count(*) FROM approval_events WHERE approval_id = $1 AND action = 'comment'`, c.id)
+	if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
+		t.Errorf("after %d the request has %d comments; want %d", status, got, want)
+	}
+}
+
+func authzComment(*authzCase) any {
+	return map[string]any{"comment": "please document the rate limits"}
+}
+
+func authzReason(*authzCase) any { return map[string]any{"reason": "the upstream has no health check"} }
+
+func authzAPIBody(slug string, vis catalog.Visibility) map[string]any {
+	return map[string]any{"name": "Weather", "slug": slug, "upstream_url": "http://127.0.0.1:9/v1", "visibility": vis}
+}
+
+func authzEndpointBody() map[string]any {
+	return map[string]any{"url": "http://127.0.0.1:9/hook", "event_types": []string{"api.created"}}
+}
+
+// authzAPI makes an API of the owner's organization in state (set directly:
+// the gateway jobs do not run here).
+func authzAPI(state catalog.State, vis catalog.Visibility) func(*testing.T, *authzCase) {
+	return func(t *testing.T, c *authzCase) {
+		t.Helper()
+		var a struct{ ID string }
+		authzMust(t, c.e, http.StatusCreated, "POST", "/v1/apis", c.owner.token, authzAPIBody(c.slug, vis), &a)
+		c.id = a.ID
+		if state == catalog.StateDraft {
+			return
+		}
+		if _, err := c.e.Pool.Exec(t.Context(), `UPDATE apis SET state = $2 WHERE id = $1`, a.ID, state); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// authzApproval makes an open approval request for a public API of the
+// owner's organization.
+func authzApproval(t *testing.T, c *authzCase) {
+	t.Helper()
+	authzAPI(catalog.StateDraft, catalog.VisibilityPublic)(t, c)
+	c.apiID = c.id
+	var r struct{ ID string }
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/apis/"+c.apiID+"/submit", c.owner.token, nil, &r)
+	c.id = r.ID
+}
+
+// authzEndpoint makes a webhook endpoint of the owner's organization,
+// subscribed to api.created.
+func authzEndpoint(t *testing.T, c *authzCase) {
+	t.Helper()
+	var ep struct{ ID, Secret string }
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/webhooks", c.owner.token, authzEndpointBody(), &ep)
+	c.id, c.secret = ep.ID, ep.Secret
+}
+
+// authzDelivery makes an endpoint and a delivery to it, by creating an API
+// of the owner's organization.
+func authzDelivery(t *testing.T, c *authzCase) {
+	t.Helper()
+	authzEndpoint(t, c)
+	endpoint := c.id
+	authzAPI(catalog.StateDraft, catalog.VisibilityPublic)(t, c)
+	c.id = endpoint
+	if err := c.e.Pool.QueryRow(t.Context(), `SELECT id::text FROM webhook_deliveries WHERE endpoint_id = $1`, endpoint).Scan(&c.delivery); err != nil {
+		t.Fatalf("find the delivery of api.created: %v", err)
+	}
+}
