@@ -178,7 +178,16 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err != nil {
 		return nil, fmt.Errorf("token verification: %w", err)
 	}
-	pool, err := pgxpool.New(ctx, postgresURL)
+	pcfg, err := pgxpool.ParseConfig(postgresURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse postgres url: %w", err)
+	}
+	// pgxpool's default (max(4, CPUs)) is too small for the job workers,
+	// their per-API lock connections, River's listener and the API at once.
+	if !strings.Contains(postgresURL, "pool_max_conns") && pcfg.MaxConns < int32(cp.workers+10) {
+		pcfg.MaxConns = int32(cp.workers + 10)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}

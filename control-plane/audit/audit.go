@@ -123,8 +123,8 @@ func List(ctx context.Context, pool *pgxpool.Pool, f Filter) ([]Entry, error) {
 		  AND ($2 = '' OR target_type = $2)
 		  AND ($3 = '' OR target_id = $3)
 		  AND ($4 = '' OR action = $4)
-		  AND ($5 = 0 OR id < $5)
-		ORDER BY id DESC LIMIT $6`,
+		  AND ($5::bigint = 0 OR id < $5::bigint)
+		ORDER BY id DESC LIMIT $6::integer`,
 		f.OrganizationID, f.TargetType, f.TargetID, f.Action, f.BeforeID, f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("query audit log: %w", err)

@@ -134,10 +134,14 @@ func (s *Service) Submit(ctx context.Context, actor Actor, apiID uuid.UUID, in S
 		if a, err = s.transition(ctx, tx, actor, a, StatePendingApproval, "awaiting review"); err != nil {
 			return err
 		}
-		due := s.now().Add(s.cfg.SLA[in.Priority])
+		// Every time of a request (created, due, decided) comes from one
+		// clock, so that decision times and SLA figures compare like with
+		// like.
+		now := s.now()
+		due := now.Add(s.cfg.SLA[in.Priority])
 		var id uuid.UUID
-		if err := tx.QueryRow(ctx, `INSERT INTO approval_requests (api_id, organization_id, priority, submitted_by, due_at)
-			VALUES ($1, $2, $3, $4, $5) RETURNING id`, a.ID, a.OrganizationID, in.Priority, actor.Subject, due).Scan(&id); err != nil {
+		if err := tx.QueryRow(ctx, `INSERT INTO approval_requests (api_id, organization_id, priority, submitted_by, due_at, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id`, a.ID, a.OrganizationID, in.Priority, actor.Subject, due, now).Scan(&id); err != nil {
 			return fmt.Errorf("insert approval request: %w", err)
 		}
 		if err := s.approvalEvent(ctx, tx, id, "submitted", actor, in.Note); err != nil {
@@ -380,8 +384,12 @@ func (s *Service) Comment(ctx context.Context, actor Actor, id uuid.UUID, text s
 		if err != nil {
 			return err
 		}
-		if !actor.isAdmin() && (actor.OrgID != r.OrganizationID || actor.Role != RoleProvider) {
+		switch {
+		case actor.isAdmin():
+		case actor.OrgID != r.OrganizationID:
 			return ErrApprovalNotFound
+		case actor.Role != RoleProvider:
+			return ErrForbidden // a consumer of the organization reads it, but does not take part
 		}
 		if err := tx.QueryRow(ctx, `INSERT INTO approval_events (approval_id, action, actor, comment) VALUES ($1, 'comment', $2, $3)
 			RETURNING action, actor, comment, created_at`, id, actor.Subject, text).Scan(&ev.Action, &ev.Actor, &ev.Comment, &ev.CreatedAt); err != nil {

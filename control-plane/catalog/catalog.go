@@ -40,6 +40,8 @@ var (
 	ErrVersionExists     = errors.New("version already exists")
 	ErrApprovalClosed    = errors.New("approval request already decided")
 	ErrConflict          = errors.New("concurrent change")
+	// ErrGatewayUnavailable: the gateway's admin API did not answer.
+	ErrGatewayUnavailable = errors.New("gateway unavailable")
 	// ErrBadCursor reports a list cursor this service did not issue.
 	ErrBadCursor = keyset.ErrBadCursor
 )

@@ -59,11 +59,11 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	// orphans (removed).
 	routes, err := s.cfg.Gateway.List(ctx, RoutePrefix)
 	if err != nil && !errors.Is(err, gateway.ErrUnrecognizedRoute) {
-		return rep, fmt.Errorf("list gateway routes: %w", err)
+		return rep, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
 	}
 	ids, err := s.cfg.Gateway.IDs(ctx, RoutePrefix)
 	if err != nil {
-		return rep, fmt.Errorf("list gateway routes: %w", err)
+		return rep, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
 	}
 	have := map[string]gateway.Route{}
 	for _, id := range ids {
@@ -134,8 +134,8 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 // the API is still routed.
 func (s *Service) healRoute(ctx context.Context, id uuid.UUID) (bool, error) {
 	healed := false
-	err := s.withAPILock(ctx, id, func() error {
-		a, err := s.loadAPI(ctx, id)
+	err := s.withAPILock(ctx, id, func(c conn) error {
+		a, err := loadAPI(ctx, c, id)
 		if err != nil || !a.State.Routed() {
 			return nil // changed meanwhile; its own job handles it
 		}
@@ -153,8 +153,8 @@ func (s *Service) removeOrphan(ctx context.Context, routeID string) (bool, error
 		return true, s.cfg.Gateway.Delete(ctx, routeID)
 	}
 	removed := false
-	err = s.withAPILock(ctx, id, func() error {
-		a, err := s.loadAPI(ctx, id)
+	err = s.withAPILock(ctx, id, func(c conn) error {
+		a, err := loadAPI(ctx, c, id)
 		if err == nil && (a.State.Routed() || a.State == StateApproved) {
 			return nil
 		}

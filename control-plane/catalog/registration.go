@@ -54,31 +54,41 @@ func (s *Service) enqueueDeregister(ctx context.Context, tx pgx.Tx, id uuid.UUID
 	return nil
 }
 
+// conn is what a locked section runs its queries on: one connection, so
+// that a section never holds the lock's connection while waiting for
+// another one from the pool (with many sections at once, that wait could
+// exhaust the pool).
+type conn interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
 // withAPILock runs fn holding a Postgres advisory lock on the API, so that
 // registration, deregistration and reconciliation of one API never
-// interleave their gateway changes. The lock lives in a session: if the
-// process dies, Postgres releases it.
-func (s *Service) withAPILock(ctx context.Context, id uuid.UUID, fn func() error) error {
-	conn, err := s.pool.Acquire(ctx)
+// interleave their gateway changes. fn runs its queries on the lock's
+// connection. The lock lives in the session: if the process dies, Postgres
+// releases it.
+func (s *Service) withAPILock(ctx context.Context, id uuid.UUID, fn func(c conn) error) error {
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire lock connection: %w", err)
 	}
-	defer conn.Release()
+	defer c.Release()
 	key := "veil-api:" + id.String()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
+	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
 		return fmt.Errorf("lock api %s: %w", id, err)
 	}
 	defer func() {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
+		if _, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
 			// Closing the connection ends the session and so the lock.
-			_ = conn.Conn().Close(context.WithoutCancel(ctx))
+			_ = c.Conn().Close(context.WithoutCancel(ctx))
 		}
 	}()
-	return fn()
+	return fn(c)
 }
 
-func (s *Service) loadAPI(ctx context.Context, id uuid.UUID) (API, error) {
-	return scanAPI(s.pool.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1`, id))
+func loadAPI(ctx context.Context, c conn, id uuid.UUID) (API, error) {
+	return scanAPI(c.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1`, id))
 }
 
 // RouteID is the gateway route @id of an API.
@@ -127,12 +137,12 @@ func (w *RegisterWorker) Timeout(*river.Job[RegisterArgs]) time.Duration { retur
 // A failed attempt returns its error so River retries it; the last attempt
 // instead removes whatever it registered and marks the API failed.
 func (w *RegisterWorker) Work(ctx context.Context, job *river.Job[RegisterArgs]) error {
-	return w.s.withAPILock(ctx, job.Args.APIID, func() error { return w.work(ctx, job) })
+	return w.s.withAPILock(ctx, job.Args.APIID, func(c conn) error { return w.work(ctx, c, job) })
 }
 
-func (w *RegisterWorker) work(ctx context.Context, job *river.Job[RegisterArgs]) error {
+func (w *RegisterWorker) work(ctx context.Context, c conn, job *river.Job[RegisterArgs]) error {
 	s := w.s
-	a, err := s.loadAPI(ctx, job.Args.APIID)
+	a, err := loadAPI(ctx, c, job.Args.APIID)
 	if errors.Is(err, ErrAPINotFound) {
 		return nil
 	}
@@ -149,7 +159,7 @@ func (w *RegisterWorker) work(ctx context.Context, job *river.Job[RegisterArgs])
 	}
 	regErr := s.register(ctx, a)
 	if regErr == nil {
-		activated, err := s.finishRegistration(ctx, a.ID)
+		activated, err := s.finishRegistration(ctx, c, a.ID)
 		if err != nil {
 			return err
 		}
@@ -172,7 +182,7 @@ func (w *RegisterWorker) work(ctx context.Context, job *river.Job[RegisterArgs])
 		s.log.ErrorContext(ctx, "remove half-registered route; reconciliation will retry", "api_id", a.ID, "error", err)
 	}
 	reason := fmt.Sprintf("gateway registration failed after %d attempts: %v", job.Attempt, regErr)
-	if err := s.inTx(ctx, func(tx pgx.Tx) error {
+	if err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		cur, err := s.lockAPI(ctx, tx, System, a.ID)
 		if err != nil {
 			return err
@@ -231,9 +241,9 @@ func (s *Service) check(ctx context.Context, url, apiID string) error {
 
 // finishRegistration marks an approved API active; false if it is no
 // longer approved.
-func (s *Service) finishRegistration(ctx context.Context, id uuid.UUID) (bool, error) {
+func (s *Service) finishRegistration(ctx context.Context, c conn, id uuid.UUID) (bool, error) {
 	activated := false
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		a, err := s.lockAPI(ctx, tx, System, id)
 		if err != nil {
 			return err
@@ -264,8 +274,8 @@ func (w *DeregisterWorker) NextRetry(job *river.Job[DeregisterArgs]) time.Time {
 
 // Work removes the route unless the API is routed again by now.
 func (w *DeregisterWorker) Work(ctx context.Context, job *river.Job[DeregisterArgs]) error {
-	return w.s.withAPILock(ctx, job.Args.APIID, func() error {
-		a, err := w.s.loadAPI(ctx, job.Args.APIID)
+	return w.s.withAPILock(ctx, job.Args.APIID, func(c conn) error {
+		a, err := loadAPI(ctx, c, job.Args.APIID)
 		if err == nil && (a.State.Routed() || a.State == StateApproved) {
 			return nil
 		}
@@ -325,6 +335,12 @@ func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action Act
 		case ActionDeprecate:
 			out, err = s.transition(ctx, tx, actor, a, StateDeprecated, reason)
 		case ActionRevise:
+			// Only a closed review sends an API back to draft: from
+			// pending_approval that is the reviewer's request_changes, which
+			// also closes the open request.
+			if a.State != StateRejected && a.State != StateFailed {
+				return fmt.Errorf("%w: revise needs rejected or failed, not %s", ErrInvalidTransition, a.State)
+			}
 			out, err = s.transition(ctx, tx, actor, a, StateDraft, reason)
 		default:
 			err = &ValidationError{Fields: []FieldError{{Field: "action", Detail: "unknown action"}}}

@@ -269,6 +269,9 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusConflict, "approval-closed", "Approval Closed", err.Error())
 	case errors.Is(err, catalog.ErrConflict):
 		d = problem.New(http.StatusConflict, "conflict", "Conflict", "the resource changed concurrently; retry")
+	case errors.Is(err, catalog.ErrGatewayUnavailable):
+		w.Header().Set("Retry-After", "5")
+		d = problem.New(http.StatusServiceUnavailable, "gateway-unavailable", "Gateway Unavailable", err.Error())
 	case errors.Is(err, context.Canceled):
 		return
 	default:
