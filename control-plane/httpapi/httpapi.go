@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +13,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/go-chi/chi/v5"
@@ -27,6 +30,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/webhooks"
 	"github.com/veil-platform/veil/internal/keyset"
 	"github.com/veil-platform/veil/internal/problem"
+	"github.com/veil-platform/veil/internal/service"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -80,9 +84,7 @@ func New(cfg Config) http.Handler {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, problem.New(http.StatusNotFound, "not-found", "Not Found", "no route for "+r.Method+" "+r.URL.Path))
 	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		problem.Write(w, problem.New(http.StatusMethodNotAllowed, "method-not-allowed", "Method Not Allowed", r.Method+" is not allowed on "+r.URL.Path))
-	})
+	r.MethodNotAllowed(service.MethodNotAllowed(r))
 	r.Get("/openapi.json", a.openAPI)
 	r.Group(func(r chi.Router) {
 		r.Use(cfg.Authenticator.Middleware, a.resolveActor)
@@ -100,8 +102,24 @@ func New(cfg Config) http.Handler {
 	return r
 }
 
-// Routes lists every route as "METHOD pattern"; the OpenAPI test compares
-// it with the document.
+// uuidParam is the pattern of ids in paths: anything else is not a
+// resource of this API, so /v1/apis/stats is 404 or 405, never a 422 about
+// a malformed id, and static siblings (approvals/bulk) are not shadowed.
+const uuidParam = `[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`
+
+var paramRE = regexp.MustCompile(`\{(id|delivery)\}`)
+
+// idPath constrains the {id} and {delivery} parameters of a route pattern
+// to UUIDs.
+func idPath(pattern string) string {
+	return paramRE.ReplaceAllString(pattern, "{$1:"+uuidParam+"}")
+}
+
+var constraintRE = regexp.MustCompile(`\{([a-z_]+):[^/]*\}`)
+
+// Routes lists every route as "METHOD pattern", patterns written as in the
+// OpenAPI document ({id}, without the UUID constraint); the OpenAPI test
+// compares it with the document.
 func Routes(h http.Handler) ([]string, error) {
 	r, ok := h.(chi.Routes)
 	if !ok {
@@ -109,7 +127,7 @@ func Routes(h http.Handler) ([]string, error) {
 	}
 	var out []string
 	err := chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
-		out = append(out, method+" "+route)
+		out = append(out, method+" "+constraintRE.ReplaceAllString(route, "{$1}"))
 		return nil
 	})
 	return out, err
@@ -175,7 +193,21 @@ func decode(r *http.Request, dst any) error {
 			return errUnsupportedMedia
 		}
 	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return &badJSON{msg: "reading the body: " + err.Error()}
+	}
+	if len(body) > maxBody {
+		return errTooLarge
+	}
+	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] != '{' {
+		return &badJSON{msg: "the body must be a JSON object"}
+	}
+	if bytes.Contains(body, []byte(`\u0000`)) && hasNUL(body) {
+		// Postgres text cannot hold NUL; refuse it here rather than fail later.
+		return &badJSON{msg: "strings must not contain the NUL character"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -189,7 +221,24 @@ func decode(r *http.Request, dst any) error {
 	return nil
 }
 
-var errUnsupportedMedia = errors.New("unsupported media type")
+// hasNUL reports whether a string or key of the JSON body holds NUL.
+func hasNUL(body []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if s, ok := tok.(string); ok && strings.ContainsRune(s, 0) {
+			return true
+		}
+	}
+}
+
+var (
+	errUnsupportedMedia = errors.New("unsupported media type")
+	errTooLarge         = errors.New("request body too large")
+)
 
 type badJSON struct{ msg string }
 
@@ -246,6 +295,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusUnprocessableEntity, "validation", "Invalid Request", "one or more fields are invalid").With("errors", v.Fields)
 	case errors.As(err, &bj):
 		d = problem.New(http.StatusBadRequest, "malformed-json", "Malformed JSON", bj.msg)
+	case errors.Is(err, errTooLarge):
+		d = problem.New(http.StatusRequestEntityTooLarge, "request-too-large", "Request Too Large", "the body is larger than 1 MiB")
 	case errors.Is(err, errUnsupportedMedia):
 		d = problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported Media Type", "send application/json")
 	case errors.Is(err, keyset.ErrBadCursor):
@@ -295,3 +346,33 @@ func (a *api) handle(fn func(w http.ResponseWriter, r *http.Request) error) http
 type jsonRaw []byte
 
 func (j jsonRaw) MarshalJSON() ([]byte, error) { return j, nil }
+
+// queryUUID reads an optional UUID query parameter: absent is uuid.Nil, but
+// present and not a UUID (empty included) is a field error.
+func queryUUID(r *http.Request, name string, v *validation.Error) uuid.UUID {
+	q := r.URL.Query()
+	if !q.Has(name) {
+		return uuid.Nil
+	}
+	id, err := uuid.Parse(q.Get(name))
+	if err != nil {
+		v.Add(name, "must be a UUID")
+	}
+	return id
+}
+
+// queryBool reads an optional boolean query parameter: true or false.
+func queryBool(r *http.Request, name string, v *validation.Error) bool {
+	q := r.URL.Query()
+	if !q.Has(name) {
+		return false
+	}
+	switch q.Get(name) {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	v.Add(name, "must be true or false")
+	return false
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 func (a *api) routes(r chi.Router) {
@@ -17,18 +18,18 @@ func (a *api) routes(r chi.Router) {
 
 	r.Get("/v1/apis", a.handle(a.listAPIs))
 	r.Post("/v1/apis", a.handle(a.createAPI))
-	r.Get("/v1/apis/{id}", a.handle(a.getAPI))
-	r.Patch("/v1/apis/{id}", a.handle(a.updateAPI))
-	r.Delete("/v1/apis/{id}", a.handle(a.deleteAPI))
-	r.Get("/v1/apis/{id}/versions", a.handle(a.listVersions))
-	r.Post("/v1/apis/{id}/versions", a.handle(a.createVersion))
-	r.Get("/v1/apis/{id}/transitions", a.handle(a.listTransitions))
-	r.Post("/v1/apis/{id}/submit", a.handle(a.submit))
+	r.Get(idPath("/v1/apis/{id}"), a.handle(a.getAPI))
+	r.Patch(idPath("/v1/apis/{id}"), a.handle(a.updateAPI))
+	r.Delete(idPath("/v1/apis/{id}"), a.handle(a.deleteAPI))
+	r.Get(idPath("/v1/apis/{id}/versions"), a.handle(a.listVersions))
+	r.Post(idPath("/v1/apis/{id}/versions"), a.handle(a.createVersion))
+	r.Get(idPath("/v1/apis/{id}/transitions"), a.handle(a.listTransitions))
+	r.Post(idPath("/v1/apis/{id}/submit"), a.handle(a.submit))
 	for _, act := range []catalog.Action{catalog.ActionDeprecate, catalog.ActionRetire, catalog.ActionRevise} {
-		r.Post("/v1/apis/{id}/"+string(act), a.handle(a.act(act)))
+		r.Post(idPath("/v1/apis/{id}/"+string(act)), a.handle(a.act(act)))
 	}
-	r.Get("/v1/approvals/{id}", a.handle(a.getApproval))
-	r.Post("/v1/approvals/{id}/comments", a.handle(a.comment))
+	r.Get(idPath("/v1/approvals/{id}"), a.handle(a.getApproval))
+	r.Post(idPath("/v1/approvals/{id}/comments"), a.handle(a.comment))
 
 	a.webhookRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
@@ -36,17 +37,17 @@ func (a *api) routes(r chi.Router) {
 	r.Route("/v1/admin", func(r chi.Router) {
 		r.Use(adminOnly)
 		for _, act := range []catalog.Action{catalog.ActionSuspend, catalog.ActionResume, catalog.ActionRetry} {
-			r.Post("/apis/{id}/"+string(act), a.handle(a.act(act)))
+			r.Post(idPath("/apis/{id}/"+string(act)), a.handle(a.act(act)))
 		}
 		r.Get("/approvals", a.handle(a.listApprovals))
 		r.Get("/approvals/stats", a.handle(a.approvalStats))
 		r.Post("/approvals/bulk", a.handle(a.bulk))
-		r.Get("/approvals/{id}", a.handle(a.getApproval))
-		r.Post("/approvals/{id}/approve", a.handle(a.decide(catalog.DecisionApprove)))
-		r.Post("/approvals/{id}/reject", a.handle(a.decide(catalog.DecisionReject)))
-		r.Post("/approvals/{id}/escalate", a.handle(a.decide(catalog.DecisionEscalate)))
-		r.Post("/approvals/{id}/request-changes", a.handle(a.decide(catalog.DecisionRequestChanges)))
-		r.Post("/approvals/{id}/comments", a.handle(a.comment))
+		r.Get(idPath("/approvals/{id}"), a.handle(a.getApproval))
+		r.Post(idPath("/approvals/{id}/approve"), a.handle(a.decide(catalog.DecisionApprove)))
+		r.Post(idPath("/approvals/{id}/reject"), a.handle(a.decide(catalog.DecisionReject)))
+		r.Post(idPath("/approvals/{id}/escalate"), a.handle(a.decide(catalog.DecisionEscalate)))
+		r.Post(idPath("/approvals/{id}/request-changes"), a.handle(a.decide(catalog.DecisionRequestChanges)))
+		r.Post(idPath("/approvals/{id}/comments"), a.handle(a.comment))
 		r.Post("/reconcile/apis", a.handle(a.reconcileAPIs))
 	})
 }
@@ -67,7 +68,7 @@ func (a *api) listAPIs(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	state := catalog.State(q.Get("state"))
-	if state != "" && !state.Valid() {
+	if q.Has("state") && !state.Valid() {
 		return &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "state", Detail: "unknown state"}}}
 	}
 	items, next, err := a.cfg.Catalog.ListAPIs(r.Context(), actorFrom(r), catalog.APIFilter{State: state, After: q.Get("cursor"), Limit: limit, Search: q.Get("q")})
@@ -270,30 +271,22 @@ func (a *api) listApprovals(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
+	var v validation.Error
 	f := catalog.ApprovalFilter{
 		Status: catalog.ApprovalStatus(q.Get("status")), Priority: catalog.Priority(q.Get("priority")),
-		After: q.Get("cursor"), Limit: limit, Overdue: q.Get("overdue") == "true",
+		After: q.Get("cursor"), Limit: limit, Overdue: queryBool(r, "overdue", &v),
+		OrganizationID: queryUUID(r, "organization_id", &v), APIID: queryUUID(r, "api_id", &v),
 	}
-	var v catalog.ValidationError
 	switch f.Status {
 	case "", catalog.ApprovalPending, catalog.ApprovalEscalated, catalog.ApprovalApproved, catalog.ApprovalRejected,
 		catalog.ApprovalChangesRequested, catalog.ApprovalExpired:
 	default:
-		v.Fields = append(v.Fields, catalog.FieldError{Field: "status", Detail: "unknown status"})
+		v.Add("status", "unknown status")
 	}
 	switch f.Priority {
 	case "", catalog.PriorityLow, catalog.PriorityNormal, catalog.PriorityHigh, catalog.PriorityUrgent:
 	default:
-		v.Fields = append(v.Fields, catalog.FieldError{Field: "priority", Detail: "unknown priority"})
-	}
-	for name, dst := range map[string]*uuid.UUID{"organization_id": &f.OrganizationID, "api_id": &f.APIID} {
-		if s := q.Get(name); s != "" {
-			id, err := uuid.Parse(s)
-			if err != nil {
-				v.Fields = append(v.Fields, catalog.FieldError{Field: name, Detail: "must be a UUID"})
-			}
-			*dst = id
-		}
+		v.Add("priority", "unknown priority")
 	}
 	if len(v.Fields) > 0 {
 		return &v
@@ -399,24 +392,24 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	f := audit.Filter{TargetType: q.Get("target_type"), TargetID: q.Get("target_id"), Action: q.Get("action"), Limit: limit}
-	if c := q.Get("cursor"); c != "" {
-		n, err := strconv.ParseInt(c, 10, 64)
+	if q.Has("cursor") {
+		n, err := strconv.ParseInt(q.Get("cursor"), 10, 64)
 		if err != nil || n <= 0 {
 			return catalog.ErrBadCursor
 		}
 		f.BeforeID = n
 	}
 	act := actorFrom(r)
-	if act.Role == catalog.RoleAdmin {
-		if s := q.Get("organization_id"); s != "" {
-			id, err := uuid.Parse(s)
-			if err != nil {
-				return &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "organization_id", Detail: "must be a UUID"}}}
-			}
-			f.OrganizationID = &id
-		}
-	} else {
+	var v validation.Error
+	org := queryUUID(r, "organization_id", &v)
+	if err := v.Err(); err != nil {
+		return err
+	}
+	switch {
+	case act.Role != catalog.RoleAdmin:
 		f.OrganizationID = &act.OrgID
+	case org != uuid.Nil:
+		f.OrganizationID = &org
 	}
 	items, err := audit.List(r.Context(), a.cfg.Pool, f)
 	if err != nil {

@@ -77,8 +77,16 @@ func TestBadRequestsGetProblems(t *testing.T) {
 		t.Errorf("unknown route = %d; want 404", status)
 	}
 	status, b = e.do("GET", "/v1/apis/not-a-uuid", prov, nil)
+	if status != http.StatusNotFound {
+		t.Errorf("bad id = %d %s; want 404: only UUIDs name resources", status, b)
+	}
+	status, b = e.do("GET", "/v1/admin/approvals/bulk", e.token("platform", "ops", identity.RoleAdmin), nil)
+	if status != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/admin/approvals/bulk = %d %s; want 405", status, b)
+	}
+	status, b = e.do("GET", "/v1/apis?state=", prov, nil)
 	if status != http.StatusUnprocessableEntity {
-		t.Errorf("bad id = %d %s; want 422", status, b)
+		t.Errorf("empty state filter = %d %s; want 422", status, b)
 	}
 }
 

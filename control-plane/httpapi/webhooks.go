@@ -15,13 +15,13 @@ func (a *api) webhookRoutes(r chi.Router) {
 	r.Get("/v1/webhooks/event-types", a.handle(a.eventTypes))
 	r.Get("/v1/webhooks", a.handle(a.listEndpoints))
 	r.Post("/v1/webhooks", a.handle(a.createEndpoint))
-	r.Get("/v1/webhooks/{id}", a.handle(a.getEndpoint))
-	r.Patch("/v1/webhooks/{id}", a.handle(a.updateEndpoint))
-	r.Delete("/v1/webhooks/{id}", a.handle(a.deleteEndpoint))
-	r.Post("/v1/webhooks/{id}/rotate-secret", a.handle(a.rotateSecret))
-	r.Get("/v1/webhooks/{id}/deliveries", a.handle(a.listDeliveries))
-	r.Get("/v1/webhooks/{id}/deliveries/{delivery}", a.handle(a.getDelivery))
-	r.Post("/v1/webhooks/{id}/deliveries/{delivery}/redeliver", a.handle(a.redeliver))
+	r.Get(idPath("/v1/webhooks/{id}"), a.handle(a.getEndpoint))
+	r.Patch(idPath("/v1/webhooks/{id}"), a.handle(a.updateEndpoint))
+	r.Delete(idPath("/v1/webhooks/{id}"), a.handle(a.deleteEndpoint))
+	r.Post(idPath("/v1/webhooks/{id}/rotate-secret"), a.handle(a.rotateSecret))
+	r.Get(idPath("/v1/webhooks/{id}/deliveries"), a.handle(a.listDeliveries))
+	r.Get(idPath("/v1/webhooks/{id}/deliveries/{delivery}"), a.handle(a.getDelivery))
+	r.Post(idPath("/v1/webhooks/{id}/deliveries/{delivery}/redeliver"), a.handle(a.redeliver))
 }
 
 func (a *api) auditWebhook(r *http.Request, action, id string, before, after any) error {

@@ -76,9 +76,7 @@ func Listen(cfg Config) (*Server, error) {
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
 		problem.Write(w, problem.New(http.StatusNotFound, "not-found", "Not found", "no route for "+req.URL.Path))
 	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
-		problem.Write(w, problem.New(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed", req.Method+" is not allowed on "+req.URL.Path))
-	})
+	r.MethodNotAllowed(MethodNotAllowed(r))
 	if cfg.Handler != nil {
 		r.Mount("/", cfg.Handler)
 	}
