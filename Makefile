@@ -7,7 +7,7 @@ STATICCHECK_VERSION ?= v0.8.2
 KAFKA_PKGS := ./ingest/... ./internal/broker/... ./processors/... ./cmd/...
 FUZZTIME ?= 15s
 
-.PHONY: build test test-unit test-kfake fuzz demo services kafka services-down lint bench check-clickhouse-current clean
+.PHONY: build test test-unit test-kfake fuzz fuzz-api demo services kafka services-down lint bench check-clickhouse-current clean
 
 build:
 	$(GO) build -o bin/veil ./cmd/veil
@@ -49,6 +49,10 @@ bench: build services kafka
 	bin/veil bench ingest --kafka-brokers 127.0.0.1:9092
 	bin/veil bench ingest
 	bin/veil bench pipeline --kafka-brokers 127.0.0.1:9092 --events 1000000
+
+## fuzz-api: schemathesis fuzzes the control plane's REST API from its OpenAPI document.
+fuzz-api: build services
+	deploy/ci/api_fuzz.sh
 
 ## check-clickhouse-current: run the ClickHouse migrations on a current ClickHouse engine (chdb).
 check-clickhouse-current:
