@@ -113,7 +113,7 @@ var ErrBadFilter = errors.New("bad audit filter")
 
 // List returns entries newest first.
 func List(ctx context.Context, pool *pgxpool.Pool, f Filter) ([]Entry, error) {
-	if f.Limit <= 0 || f.Limit > 500 {
+	if f.Limit <= 0 || f.Limit > 501 {
 		return nil, fmt.Errorf("%w: limit %d outside 1..500", ErrBadFilter, f.Limit)
 	}
 	rows, err := pool.Query(ctx, `SELECT id, created_at, actor, actor_role, organization_id, action, target_type, target_id,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -291,7 +292,7 @@ func (s *Service) Decide(ctx context.Context, actor Actor, id uuid.UUID, d Decis
 	if (d == DecisionReject || d == DecisionRequestChanges) && reason == "" {
 		return Approval{}, &ValidationError{Fields: []FieldError{{Field: "reason", Detail: "is required to " + strings.ReplaceAll(string(d), "_", " ")}}}
 	}
-	if len(reason) > 5000 {
+	if utf8.RuneCountInString(reason) > 5000 {
 		return Approval{}, &ValidationError{Fields: []FieldError{{Field: "reason", Detail: "must be at most 5000 characters"}}}
 	}
 	var out Approval
@@ -375,7 +376,7 @@ func (s *Service) escalate(ctx context.Context, tx pgx.Tx, r Approval, actor Act
 // submitting organization on its own.
 func (s *Service) Comment(ctx context.Context, actor Actor, id uuid.UUID, text string) (ApprovalEvent, error) {
 	text = strings.TrimSpace(text)
-	if text == "" || len(text) > 5000 {
+	if text == "" || utf8.RuneCountInString(text) > 5000 {
 		return ApprovalEvent{}, &ValidationError{Fields: []FieldError{{Field: "comment", Detail: "must be 1 to 5000 characters"}}}
 	}
 	var ev ApprovalEvent

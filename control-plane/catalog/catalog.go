@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
@@ -260,13 +261,13 @@ var (
 // Validate checks in, filling defaults.
 func (in *APIInput) Validate() error {
 	var v ValidationError
-	if n := len(strings.TrimSpace(in.Name)); n == 0 || n > 200 {
+	if n := utf8.RuneCountInString(strings.TrimSpace(in.Name)); n == 0 || n > 200 {
 		v.Add("name", "must be 1 to 200 characters")
 	}
 	if !slugRe.MatchString(in.Slug) {
 		v.Add("slug", "must match %s", slugRe)
 	}
-	if len(in.Description) > 5000 {
+	if utf8.RuneCountInString(in.Description) > 5000 {
 		v.Add("description", "must be at most 5000 characters")
 	}
 	validateUpstream(&v, "upstream_url", in.UpstreamURL)
@@ -389,7 +390,7 @@ func (in *VersionInput) Validate() error {
 	}
 	validateUpstream(&v, "upstream_url", in.UpstreamURL)
 	validateRoutes(&v, in.Routes)
-	if len(in.Changelog) > 10000 {
+	if utf8.RuneCountInString(in.Changelog) > 10000 {
 		v.Add("changelog", "must be at most 10000 characters")
 	}
 	return v.Err()

@@ -329,6 +329,10 @@ func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action Act
 				err = s.enqueueDeregister(ctx, tx, id)
 			}
 		case ActionResume, ActionRetry:
+			// Both register again; each from its own state only.
+			if from := map[Action]State{ActionResume: StateSuspended, ActionRetry: StateFailed}[action]; a.State != from {
+				return fmt.Errorf("%w: %s needs %s, not %s", ErrInvalidTransition, action, from, a.State)
+			}
 			if out, err = s.transition(ctx, tx, actor, a, StateApproved, reason); err == nil {
 				err = s.enqueueRegister(ctx, tx, id)
 			}

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/go-chi/chi/v5"
@@ -75,7 +76,7 @@ func New(cfg Config) http.Handler {
 	a := &api{cfg: cfg, log: cfg.Logger}
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, middleware.Recoverer(cfg.Logger), middleware.AccessLog(cfg.Logger, cfg.Metrics))
-	r.Use(middleware.CORS(cfg.CORS))
+	r.Use(middleware.CORS(cfg.CORS), saneQuery)
 	if cfg.RateLimiter != nil && cfg.IPRate.Limit > 0 {
 		r.Use(cfg.RateLimiter.Middleware("ip", cfg.IPRate, func(r *http.Request) string {
 			return middleware.ClientIP(r, cfg.TrustedProxies)
@@ -137,6 +138,23 @@ func (a *api) openAPI(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	_, _ = w.Write(a.cfg.OpenAPI)
+}
+
+// saneQuery refuses query strings that are not valid UTF-8 or hold NUL,
+// which no parameter accepts and Postgres cannot compare.
+func saneQuery(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for name, values := range r.URL.Query() {
+			for _, v := range append(values, name) {
+				if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+					problem.Write(w, problem.New(http.StatusBadRequest, "bad-query", "Bad Query",
+						"query parameters must be UTF-8 text without NUL").With("request_id", middleware.RequestIDFrom(r.Context())))
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 type actorKey struct{}

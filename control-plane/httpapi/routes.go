@@ -391,7 +391,8 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request) error {
 		limit = 50
 	}
 	q := r.URL.Query()
-	f := audit.Filter{TargetType: q.Get("target_type"), TargetID: q.Get("target_id"), Action: q.Get("action"), Limit: limit}
+	// One row more than asked tells whether a next page exists.
+	f := audit.Filter{TargetType: q.Get("target_type"), TargetID: q.Get("target_id"), Action: q.Get("action"), Limit: limit + 1}
 	if q.Has("cursor") {
 		n, err := strconv.ParseInt(q.Get("cursor"), 10, 64)
 		if err != nil || n <= 0 {
@@ -416,7 +417,8 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	next := ""
-	if len(items) == limit {
+	if len(items) > limit {
+		items = items[:limit]
 		next = strconv.FormatInt(items[len(items)-1].ID, 10)
 	}
 	writeJSON(w, http.StatusOK, newList(items, next))

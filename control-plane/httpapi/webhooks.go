@@ -164,7 +164,8 @@ func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) getDelivery(w http.ResponseWriter, r *http.Request) error {
-	if _, err := pathID(r, "id"); err != nil {
+	endpoint, err := pathID(r, "id")
+	if err != nil {
 		return err
 	}
 	id, err := pathID(r, "delivery")
@@ -175,7 +176,7 @@ func (a *api) getDelivery(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if d.EndpointID.String() != chi.URLParam(r, "id") {
+	if d.EndpointID != endpoint {
 		return webhooks.ErrDeliveryNotFound
 	}
 	writeJSON(w, http.StatusOK, d)
@@ -183,7 +184,8 @@ func (a *api) getDelivery(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) redeliver(w http.ResponseWriter, r *http.Request) error {
-	if _, err := pathID(r, "id"); err != nil {
+	endpoint, err := pathID(r, "id")
+	if err != nil {
 		return err
 	}
 	id, err := pathID(r, "delivery")
@@ -195,7 +197,7 @@ func (a *api) redeliver(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if d.EndpointID.String() != chi.URLParam(r, "id") {
+	if d.EndpointID != endpoint {
 		return webhooks.ErrDeliveryNotFound
 	}
 	d, err = a.cfg.Webhooks.Redeliver(r.Context(), org, id)

@@ -1,0 +1,757 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/pb33f/libopenapi"
+	validator "github.com/pb33f/libopenapi-validator"
+	"github.com/pb33f/libopenapi-validator/config"
+	verrors "github.com/pb33f/libopenapi-validator/errors"
+	v3 "github.com/pb33f/libopenapi/datamodel/high/v3"
+
+	"github.com/veil-platform/veil/control-plane/httpapi"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/internal/service"
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/schemas"
+)
+
+// serviceRoutes are served by internal/service on the control plane's port,
+// next to the API's own routes; Routes does not see them.
+var serviceRoutes = []string{"GET /healthz", "GET /readyz", "GET /metrics"}
+
+// chiParam matches a chi path parameter, with its optional regexp.
+var chiParam = regexp.MustCompile(`\{([^}:]+)(:[^}]*)?\}`)
+
+// spec is schemas/openapi.json, parsed.
+type spec struct {
+	model *v3.Document
+	raw   map[string]any
+	ops   []*specOp
+}
+
+// specOp is one operation of the document.
+type specOp struct {
+	method string // upper case
+	path   string // template, e.g. /v1/apis/{id}
+	item   *v3.PathItem
+	op     *v3.Operation
+	re     *regexp.Regexp
+	params int
+}
+
+func (o *specOp) String() string { return o.op.OperationId + " (" + o.method + " " + o.path + ")" }
+
+func loadSpec(t *testing.T) *spec {
+	t.Helper()
+	doc, err := libopenapi.NewDocument(schemas.OpenAPI)
+	if err != nil {
+		t.Fatalf("parse schemas/openapi.json: %v", err)
+	}
+	m, err := doc.BuildV3Model()
+	if err != nil {
+		t.Fatalf("build schemas/openapi.json: %v", err)
+	}
+	s := &spec{model: &m.Model}
+	if err := json.Unmarshal(schemas.OpenAPI, &s.raw); err != nil {
+		t.Fatalf("decode schemas/openapi.json: %v", err)
+	}
+	for path, item := range m.Model.Paths.PathItems.FromOldest() {
+		for method, op := range item.GetOperations().FromOldest() {
+			o := &specOp{method: strings.ToUpper(method), path: path, item: item, op: op}
+			var expr strings.Builder
+			for _, seg := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+				expr.WriteString("/")
+				if strings.HasPrefix(seg, "{") {
+					expr.WriteString("[^/]+")
+					o.params++
+				} else {
+					expr.WriteString(regexp.QuoteMeta(seg))
+				}
+			}
+			o.re = regexp.MustCompile("^" + expr.String() + "$")
+			s.ops = append(s.ops, o)
+		}
+	}
+	return s
+}
+
+// find returns the operation serving method and path; a literal segment
+// wins over a parameter, as in the router (approvals/stats, not
+// approvals/{id}).
+func (s *spec) find(method, path string) *specOp {
+	var best *specOp
+	for _, o := range s.ops {
+		if o.method == method && o.re.MatchString(path) && (best == nil || o.params < best.params) {
+			best = o
+		}
+	}
+	return best
+}
+
+func TestOpenAPIDescribesEveryRoute(t *testing.T) {
+	e := newTestEnv(t)
+	routes, err := httpapi.Routes(e.Handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := loadSpec(t)
+	documented := map[string]*specOp{}
+	for _, o := range s.ops {
+		documented[o.method+" "+o.path] = o
+	}
+	routed := map[string]bool{}
+	for _, r := range append(routes, serviceRoutes...) {
+		method, pattern, _ := strings.Cut(r, " ")
+		if strings.Contains(pattern, "*") {
+			t.Errorf("route %s has a wildcard, which an OpenAPI path cannot describe", r)
+			continue
+		}
+		key := method + " " + chiParam.ReplaceAllString(pattern, "{$1}")
+		routed[key] = true
+		if documented[key] == nil {
+			t.Errorf("route %s is not in schemas/openapi.json", r)
+		}
+	}
+	for key, o := range documented {
+		if !routed[key] {
+			t.Errorf("operation %s is in schemas/openapi.json but no route serves it", o)
+		}
+	}
+}
+
+func TestOpenAPIDocumentIsValid(t *testing.T) {
+	doc, err := libopenapi.NewDocument(schemas.OpenAPI)
+	if err != nil {
+		t.Fatalf("parse schemas/openapi.json: %v", err)
+	}
+	if v := doc.GetVersion(); v != "3.1.0" {
+		t.Errorf("openapi = %q; want 3.1.0", v)
+	}
+	v, errs := validator.NewValidator(doc)
+	if len(errs) > 0 {
+		t.Fatalf("build a validator of schemas/openapi.json: %v", errors.Join(errs...))
+	}
+	if ok, verrs := v.ValidateDocument(); !ok {
+		for _, e := range verrs {
+			t.Errorf("schemas/openapi.json is not valid OpenAPI 3.1: %s", violation(e))
+		}
+	}
+
+	s := loadSpec(t)
+	checkRefs(t, s.raw, s.raw, "#")
+
+	// The conventions every operation follows.
+	rawPaths := s.raw["paths"].(map[string]any)
+	ids := map[string]*specOp{}
+	for _, o := range s.ops {
+		op := o.op
+		switch {
+		case op.OperationId == "":
+			t.Errorf("operation %s %s has no operationId", o.method, o.path)
+		case ids[op.OperationId] != nil:
+			t.Errorf("operationId %s names both %s and %s", op.OperationId, ids[op.OperationId], o)
+		}
+		ids[op.OperationId] = o
+		if op.Summary == "" || len(op.Tags) == 0 {
+			t.Errorf("operation %s needs a summary and a tag", o)
+		}
+		if !strings.Contains(op.Description, "**Who may call:**") {
+			t.Errorf("operation %s does not say who may call it", o)
+		}
+		declared := map[string]bool{}
+		for _, p := range append(append([]*v3.Parameter{}, o.item.Parameters...), op.Parameters...) {
+			if p.In == "path" {
+				if p.Required == nil || !*p.Required {
+					t.Errorf("operation %s: path parameter %s must be required", o, p.Name)
+				}
+				declared[p.Name] = true
+			}
+			if p.In == "header" {
+				declared["header "+p.Name] = true
+			}
+		}
+		for _, m := range chiParam.FindAllStringSubmatch(o.path, -1) {
+			if !declared[m[1]] {
+				t.Errorf("operation %s does not declare path parameter %s", o, m[1])
+			}
+		}
+		codes := map[string]bool{}
+		for code := range op.Responses.Codes.FromOldest() {
+			codes[code] = true
+		}
+		if !codes["200"] && !codes["201"] && !codes["202"] && !codes["204"] && !codes["207"] {
+			t.Errorf("operation %s documents no success", o)
+		}
+		// Operations without their own security use the document's bearer
+		// token: they refuse with 401 and, as POSTs, take an Idempotency-Key.
+		if _, public := rawPaths[o.path].(map[string]any)[strings.ToLower(o.method)].(map[string]any)["security"]; !public {
+			if !codes["401"] {
+				t.Errorf("operation %s needs a token but documents no 401", o)
+			}
+			if o.method == http.MethodPost && !declared["header Idempotency-Key"] {
+				t.Errorf("operation %s does not declare the Idempotency-Key header", o)
+			}
+		}
+	}
+}
+
+// checkRefs fails for every $ref under v that does not resolve in root.
+func checkRefs(t *testing.T, root, v any, at string) {
+	t.Helper()
+	switch x := v.(type) {
+	case map[string]any:
+		if ref, ok := x["$ref"].(string); ok {
+			if _, err := resolvePointer(root, ref); err != nil {
+				t.Errorf("$ref %q at %s: %v", ref, at, err)
+			}
+		}
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			checkRefs(t, root, x[k], at+"/"+k)
+		}
+	case []any:
+		for i, y := range x {
+			checkRefs(t, root, y, at+"/"+strconv.Itoa(i))
+		}
+	}
+}
+
+func resolvePointer(root any, ref string) (any, error) {
+	ptr, ok := strings.CutPrefix(ref, "#/")
+	if !ok {
+		return nil, errors.New("only references inside the document are allowed")
+	}
+	cur := root
+	for _, tok := range strings.Split(ptr, "/") {
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		m, ok := cur.(map[string]any)
+		if !ok || m[tok] == nil {
+			return nil, fmt.Errorf("no %q", tok)
+		}
+		cur = m[tok]
+	}
+	return cur, nil
+}
+
+func violation(e *verrors.ValidationError) string {
+	var b strings.Builder
+	b.WriteString(e.Message)
+	if e.Reason != "" && e.Reason != e.Message {
+		b.WriteString(": " + e.Reason)
+	}
+	for _, f := range e.SchemaValidationErrors {
+		fmt.Fprintf(&b, "\n\t\t%s at %s (%s)", f.Reason, f.FieldPath, f.KeywordLocation)
+	}
+	if e.SpecLine > 0 {
+		fmt.Fprintf(&b, " [openapi.json line %d]", e.SpecLine)
+	}
+	return b.String()
+}
+
+// contract sends requests to a control plane and checks each request and
+// response against schemas/openapi.json. It validates in strict mode, so a
+// member the document does not declare fails too, and records which
+// operations were exercised.
+type contract struct {
+	t      *testing.T
+	base   string
+	spec   *spec
+	strict validator.Validator
+	loose  validator.Validator
+	hit    map[*specOp]bool
+}
+
+func newContract(t *testing.T, base string) *contract {
+	t.Helper()
+	doc, err := libopenapi.NewDocument(schemas.OpenAPI)
+	if err != nil {
+		t.Fatalf("parse schemas/openapi.json: %v", err)
+	}
+	strict, errs := validator.NewValidator(doc, config.WithFormatAssertions(), config.WithStrictMode(),
+		// Free-form JSON: audit snapshots and webhook event data.
+		config.WithStrictIgnorePaths("$.body.data[*].before", "$.body.data[*].after",
+			"$.body.payload.data", "$.body.data[*].payload.data"))
+	if len(errs) > 0 {
+		t.Fatalf("build a validator of schemas/openapi.json: %v", errors.Join(errs...))
+	}
+	loose, errs := validator.NewValidator(doc, config.WithFormatAssertions())
+	if len(errs) > 0 {
+		t.Fatalf("build a validator of schemas/openapi.json: %v", errors.Join(errs...))
+	}
+	return &contract{t: t, base: base, spec: loadSpec(t), strict: strict, loose: loose, hit: map[*specOp]bool{}}
+}
+
+// reply is an answer that matched the document.
+type reply struct {
+	t      *testing.T
+	what   string
+	Header http.Header
+	Body   []byte
+}
+
+// decode decodes the body into out.
+func (r reply) decode(out any) {
+	r.t.Helper()
+	if err := json.Unmarshal(r.Body, out); err != nil {
+		r.t.Fatalf("%s: decode %s: %v", r.what, r.Body, err)
+	}
+}
+
+// problem returns the short type of a problem answer ("slug-taken").
+func (r reply) problem() string {
+	r.t.Helper()
+	var p struct{ Type string }
+	r.decode(&p)
+	return strings.TrimPrefix(p.Type, "https://veil.dev/problems/")
+}
+
+// call sends a request that follows the document and fails unless the
+// status is want and the request and the response match the document.
+// body is nil (no body), []byte (sent as is) or a value sent as JSON;
+// header holds name, value pairs.
+func (c *contract) call(want int, method, path, tok string, body any, header ...string) reply {
+	c.t.Helper()
+	return c.exchange(true, want, method, path, tok, body, header...)
+}
+
+// refused sends a request that breaks the document on purpose (no token,
+// a malformed body, a bad parameter) and fails unless the status is want
+// and the response matches the document.
+func (c *contract) refused(want int, method, path, tok string, body any, header ...string) reply {
+	c.t.Helper()
+	return c.exchange(false, want, method, path, tok, body, header...)
+}
+
+func (c *contract) exchange(validRequest bool, want int, method, path, tok string, body any, header ...string) reply {
+	c.t.Helper()
+	var raw []byte
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		raw = b
+	default:
+		var err error
+		if raw, err = json.Marshal(b); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	req, err := http.NewRequestWithContext(c.t.Context(), method, c.base+path, bytes.NewReader(raw))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if body == nil {
+		req.Body, req.ContentLength = http.NoBody, 0
+	} else {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	// The validator reads the body of its own copy of the request.
+	check := req.Clone(c.t.Context())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		c.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+
+	op := c.spec.find(method, req.URL.Path)
+	what := method + " " + path
+	if op == nil {
+		c.t.Fatalf("%s = %d: no operation in schemas/openapi.json", what, resp.StatusCode)
+	}
+	c.hit[op] = true
+	what = fmt.Sprintf("%s: %s", op.op.OperationId, what)
+	if resp.StatusCode != want {
+		c.t.Fatalf("%s = %d %s; want %d", what, resp.StatusCode, got, want)
+	}
+
+	v := c.strict
+	if op.path == "/openapi.json" {
+		v = c.loose // the document itself is free-form JSON to its own schema
+	}
+	check.Body = io.NopCloser(bytes.NewReader(raw))
+	resp.Body = io.NopCloser(bytes.NewReader(got))
+	var verrs []*verrors.ValidationError
+	if validRequest {
+		_, verrs = v.ValidateHttpRequestResponse(check, resp)
+	} else {
+		_, verrs = v.ValidateHttpResponse(check, resp)
+	}
+	for _, e := range verrs {
+		c.t.Errorf("%s = %d does not match schemas/openapi.json: %s\n\tbody: %.600s", what, resp.StatusCode, violation(e), got)
+	}
+	return reply{t: c.t, what: what, Header: resp.Header, Body: got}
+}
+
+// unexercised lists the documented operations no request reached.
+func (c *contract) unexercised() []string {
+	var out []string
+	for _, o := range c.spec.ops {
+		if !c.hit[o] {
+			out = append(out, o.String())
+		}
+	}
+	return out
+}
+
+// serveWrapped runs h behind the service wrapper, as `veil control-plane` does,
+// and returns its base URL.
+func serveWrapped(t *testing.T, h http.Handler, ready service.ReadyFunc) string {
+	t.Helper()
+	srv, err := service.Listen(service.Config{Name: "control-plane", Addr: "127.0.0.1:0", Handler: h, Ready: ready, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return "http://" + srv.Addr().String()
+}
+
+// TestOpenAPIMatchesResponses drives every operation through the service
+// wrapper, successes and refusals, and checks each request and response
+// against the document.
+func TestOpenAPIMatchesResponses(t *testing.T) {
+	e := newTestEnv(t)
+	c := newContract(t, serveWrapped(t, e.Handler, func(ctx context.Context) error { return e.Pool.Ping(ctx) }))
+	ctx := t.Context()
+
+	prov := e.token("acme", "alice", identity.RoleProvider)
+	cons := e.token("acme", "carol", identity.RoleConsumer)
+	other := e.token("globex", "dave", identity.RoleProvider)
+	admin := e.token("veil-ops", "root", identity.RoleAdmin)
+	acmeAdmin := e.token("acme", "erin", identity.RoleAdmin)
+	missing := uuid.NewString()
+
+	// The service routes and the document itself.
+	doc := c.call(http.StatusOK, "GET", "/openapi.json", "", nil)
+	if !bytes.Equal(doc.Body, schemas.OpenAPI) {
+		t.Errorf("GET /openapi.json is not schemas/openapi.json")
+	}
+	c.call(http.StatusOK, "GET", "/healthz", "", nil)
+	c.call(http.StatusOK, "GET", "/readyz", "", nil)
+	c.call(http.StatusOK, "GET", "/metrics", "", nil)
+	down := newContract(t, serveWrapped(t, e.Handler, func(context.Context) error { return errors.New("postgres: connection refused") }))
+	down.call(http.StatusServiceUnavailable, "GET", "/readyz", "", nil)
+
+	// Identity.
+	var me struct {
+		OrganizationID string `json:"organization_id"`
+	}
+	c.call(http.StatusOK, "GET", "/v1/me", prov, nil).decode(&me)
+	if r := c.refused(http.StatusUnauthorized, "GET", "/v1/me", "", nil); r.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("401 without WWW-Authenticate")
+	}
+	c.refused(http.StatusUnauthorized, "POST", "/v1/apis", "not-a-jwt", weather("nope"))
+
+	// Webhook endpoints first, so that every later change of acme is
+	// recorded as a delivery.
+	var types struct{ Data []string }
+	c.call(http.StatusOK, "GET", "/v1/webhooks/event-types", cons, nil).decode(&types)
+	var hook struct{ ID, Secret string }
+	r := c.call(http.StatusCreated, "POST", "/v1/webhooks", prov, map[string]any{
+		"url": "http://127.0.0.1:9/hooks", "description": "everything", "event_types": []string{"*"},
+	})
+	r.decode(&hook)
+	if r.Header.Get("Location") != "/v1/webhooks/"+hook.ID || !strings.HasPrefix(hook.Secret, "whsec_") {
+		t.Errorf("createWebhookEndpoint = Location %q, secret %q; want /v1/webhooks/%s and a whsec_ secret", r.Header.Get("Location"), hook.Secret, hook.ID)
+	}
+	var hook2 struct{ ID string }
+	c.call(http.StatusCreated, "POST", "/v1/webhooks", cons, map[string]any{
+		"url": "https://hooks.example.com/veil", "event_types": types.Data[:2], "enabled": false,
+	}).decode(&hook2)
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/webhooks", prov, map[string]any{"url": "ftp://x", "event_types": []string{}})
+	var endpoints struct {
+		NextCursor string `json:"next_cursor"`
+	}
+	c.call(http.StatusOK, "GET", "/v1/webhooks?limit=1", prov, nil).decode(&endpoints)
+	if endpoints.NextCursor == "" {
+		t.Fatalf("listWebhookEndpoints?limit=1 of 2 has no next_cursor")
+	}
+	c.call(http.StatusOK, "GET", "/v1/webhooks?cursor="+endpoints.NextCursor, prov, nil)
+	c.call(http.StatusBadRequest, "GET", "/v1/webhooks?cursor=nope", prov, nil)
+	c.call(http.StatusOK, "GET", "/v1/webhooks/"+hook.ID, prov, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/webhooks/"+hook.ID, other, nil)
+	c.call(http.StatusOK, "PATCH", "/v1/webhooks/"+hook2.ID, cons, map[string]any{"description": "two types", "enabled": true, "url": nil})
+	c.refused(http.StatusUnprocessableEntity, "PATCH", "/v1/webhooks/"+hook2.ID, cons, map[string]any{"event_types": []string{"api.nothing"}})
+	c.call(http.StatusNotFound, "PATCH", "/v1/webhooks/"+hook2.ID, other, map[string]any{"enabled": false})
+	c.call(http.StatusOK, "POST", "/v1/webhooks/"+hook2.ID+"/rotate-secret", cons, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/webhooks/"+missing+"/rotate-secret", cons, nil)
+
+	// Registering APIs.
+	full := map[string]any{
+		"name": "Weather", "slug": "weather", "description": "Forecasts by city.", "upstream_url": "http://127.0.0.1:9/v1",
+		"version": "1.0", "routes": []map[string]any{{"methods": []string{"GET"}, "path": "/forecast/{city}"}},
+		"health_check_path": "/health", "docs_url": "https://docs.example.com/weather", "visibility": "public",
+	}
+	var api struct{ ID, State string }
+	r = c.call(http.StatusCreated, "POST", "/v1/apis", prov, full)
+	r.decode(&api)
+	if r.Header.Get("Location") != "/v1/apis/"+api.ID {
+		t.Errorf("createAPI Location = %q; want /v1/apis/%s", r.Header.Get("Location"), api.ID)
+	}
+	var maps struct{ ID string }
+	first := c.call(http.StatusCreated, "POST", "/v1/apis", prov, weather("maps"), "Idempotency-Key", "create-maps")
+	first.decode(&maps)
+	again := c.call(http.StatusCreated, "POST", "/v1/apis", prov, weather("maps"), "Idempotency-Key", "create-maps")
+	if again.Header.Get(middleware.HeaderIdempotentReplayed) != "true" || !bytes.Equal(first.Body, again.Body) {
+		t.Errorf("createAPI replay = %q %s; want the first answer, replayed", again.Header.Get(middleware.HeaderIdempotentReplayed), again.Body)
+	}
+	problems := []struct {
+		want  int
+		typ   string
+		reply reply
+	}{
+		{422, "idempotency-key-reused", c.call(422, "POST", "/v1/apis", prov, weather("other"), "Idempotency-Key", "create-maps")},
+		{400, "invalid-idempotency-key", c.refused(400, "POST", "/v1/apis", prov, weather("other"), "Idempotency-Key", strings.Repeat("k", 256))},
+		{413, "request-too-large", c.refused(413, "POST", "/v1/apis", prov, bytes.Repeat([]byte(" "), middleware.MaxIdempotentRequestBytes+1), "Idempotency-Key", "too-large")},
+		{409, "slug-taken", c.call(409, "POST", "/v1/apis", prov, weather("weather"))},
+		{403, "forbidden", c.call(403, "POST", "/v1/apis", cons, weather("by-consumer"))},
+		{422, "validation", c.refused(422, "POST", "/v1/apis", prov, map[string]any{"name": "", "slug": "Bad Slug", "upstream_url": "ftp://x"})},
+		{400, "malformed-json", c.refused(400, "POST", "/v1/apis", prov, map[string]any{"name": "x", "unknown": 1})},
+		{415, "unsupported-media-type", c.refused(415, "POST", "/v1/apis", prov, weather("typed"), "Content-Type", "text/plain")},
+	}
+	for _, p := range problems {
+		if got := p.reply.problem(); got != p.typ {
+			t.Errorf("%s = %s; want %d %s", p.reply.what, got, p.want, p.typ)
+		}
+	}
+
+	// Reading and changing them.
+	var page struct {
+		Data       []struct{ ID string }
+		NextCursor string `json:"next_cursor"`
+	}
+	c.call(http.StatusOK, "GET", "/v1/apis?state=draft&q=a&limit=1", prov, nil).decode(&page)
+	if page.NextCursor == "" {
+		t.Fatalf("listAPIs?limit=1 of 2 has no next_cursor")
+	}
+	c.call(http.StatusOK, "GET", "/v1/apis?cursor="+page.NextCursor, prov, nil)
+	c.call(http.StatusOK, "GET", "/v1/apis", other, nil)
+	c.call(http.StatusBadRequest, "GET", "/v1/apis?cursor=nope", prov, nil)
+	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/apis?limit=0", prov, nil)
+	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/apis?state=asleep", prov, nil)
+	c.call(http.StatusOK, "GET", "/v1/apis/"+api.ID, cons, nil)
+	c.call(http.StatusOK, "GET", "/v1/apis/"+api.ID, admin, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/apis/"+api.ID, other, nil)
+	c.refused(http.StatusNotFound, "GET", "/v1/apis/not-a-uuid", prov, nil)
+	c.call(http.StatusOK, "PATCH", "/v1/apis/"+api.ID, prov, map[string]any{"description": "Forecasts by city, hourly.", "docs_url": nil})
+	c.call(http.StatusForbidden, "PATCH", "/v1/apis/"+api.ID, cons, map[string]any{"name": "Mine"})
+	c.refused(http.StatusRequestEntityTooLarge, "PATCH", "/v1/apis/"+api.ID, prov, bytes.Repeat([]byte(" "), 1<<20+1))
+	c.refused(http.StatusBadRequest, "PATCH", "/v1/apis/"+api.ID, prov, []byte("null"))
+	c.call(http.StatusNotFound, "PATCH", "/v1/apis/"+api.ID, other, map[string]any{"name": "Mine"})
+	c.call(http.StatusOK, "GET", "/v1/apis/"+api.ID+"/versions", prov, nil)
+	c.call(http.StatusCreated, "POST", "/v1/apis/"+api.ID+"/versions", prov, map[string]any{
+		"version": "1.1", "upstream_url": "http://127.0.0.1:9/v1.1", "changelog": "Hourly forecasts.",
+		"routes": []map[string]any{{"methods": []string{"GET", "HEAD"}, "path": "/forecast/{city}/hourly"}},
+	})
+	c.call(http.StatusConflict, "POST", "/v1/apis/"+api.ID+"/versions", prov, map[string]any{"version": "1.1", "upstream_url": "http://127.0.0.1:9/v1.1"})
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/apis/"+api.ID+"/versions", prov, map[string]any{"version": "", "upstream_url": "x"})
+	c.call(http.StatusOK, "GET", "/v1/apis/"+api.ID+"/transitions", prov, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/apis/"+missing+"/transitions", prov, nil)
+	c.call(http.StatusConflict, "POST", "/v1/apis/"+api.ID+"/deprecate", prov, map[string]any{"reason": "too early"})
+	c.call(http.StatusForbidden, "POST", "/v1/apis/"+api.ID+"/retire", cons, nil)
+
+	// Review: submit, comment, escalate, request changes.
+	var appr struct{ ID string }
+	c.call(http.StatusCreated, "POST", "/v1/apis/"+api.ID+"/submit", prov, map[string]any{"priority": "high", "note": "ready"}).decode(&appr)
+	c.call(http.StatusConflict, "POST", "/v1/apis/"+api.ID+"/submit", prov, nil)
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/apis/"+maps.ID+"/submit", prov, map[string]any{"priority": "asap"})
+	if got := c.call(http.StatusConflict, "PATCH", "/v1/apis/"+api.ID, prov, map[string]any{"slug": "weather-2"}).problem(); got != "not-editable" {
+		t.Errorf("updateAPI of a pending API = %s; want not-editable", got)
+	}
+	c.call(http.StatusConflict, "DELETE", "/v1/apis/"+api.ID, prov, nil)
+	c.call(http.StatusOK, "GET", "/v1/approvals/"+appr.ID, cons, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/approvals/"+appr.ID, other, nil)
+	c.call(http.StatusCreated, "POST", "/v1/approvals/"+appr.ID+"/comments", prov, map[string]any{"comment": "Docs are up."})
+	c.call(http.StatusForbidden, "POST", "/v1/approvals/"+appr.ID+"/comments", cons, map[string]any{"comment": "Me too."})
+	c.call(http.StatusNotFound, "POST", "/v1/approvals/"+appr.ID+"/comments", other, map[string]any{"comment": "Me too."})
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/approvals/"+appr.ID+"/comments", prov, map[string]any{"comment": ""})
+
+	c.call(http.StatusOK, "GET", "/v1/admin/approvals", admin, nil)
+	c.call(http.StatusOK, "GET", "/v1/admin/approvals?status=pending&priority=high&overdue=false&organization_id="+me.OrganizationID+"&api_id="+api.ID, admin, nil)
+	c.call(http.StatusForbidden, "GET", "/v1/admin/approvals", prov, nil)
+	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/admin/approvals?status=sleeping", admin, nil)
+	c.call(http.StatusOK, "GET", "/v1/admin/approvals/stats", admin, nil)
+	c.call(http.StatusForbidden, "GET", "/v1/admin/approvals/stats", cons, nil)
+	c.call(http.StatusOK, "GET", "/v1/admin/approvals/"+appr.ID, admin, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/admin/approvals/"+missing, admin, nil)
+	c.call(http.StatusCreated, "POST", "/v1/admin/approvals/"+appr.ID+"/comments", admin, map[string]any{"comment": "Looking."})
+	c.call(http.StatusOK, "POST", "/v1/admin/approvals/"+appr.ID+"/escalate", admin, nil)
+	if got := c.call(http.StatusForbidden, "POST", "/v1/admin/approvals/"+appr.ID+"/approve", acmeAdmin, nil).problem(); got != "self-approval" {
+		t.Errorf("approveApproval by the API's own organization = %s; want self-approval", got)
+	}
+	c.call(http.StatusOK, "POST", "/v1/admin/approvals/"+appr.ID+"/request-changes", admin, map[string]any{"reason": "Add a health path."})
+	if got := c.call(http.StatusConflict, "POST", "/v1/admin/approvals/"+appr.ID+"/approve", admin, map[string]any{"reason": "late"}).problem(); got != "approval-closed" {
+		t.Errorf("approveApproval of a decided request = %s; want approval-closed", got)
+	}
+
+	// Rejected, revised, submitted again and approved.
+	c.call(http.StatusCreated, "POST", "/v1/apis/"+api.ID+"/submit", prov, nil).decode(&appr)
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/admin/approvals/"+appr.ID+"/reject", admin, map[string]any{"reason": " "})
+	c.call(http.StatusOK, "POST", "/v1/admin/approvals/"+appr.ID+"/reject", admin, map[string]any{"reason": "Upstream is down."})
+	c.call(http.StatusOK, "POST", "/v1/apis/"+api.ID+"/revise", prov, map[string]any{"reason": "Upstream is back."})
+	c.call(http.StatusCreated, "POST", "/v1/apis/"+api.ID+"/submit", prov, map[string]any{"priority": "urgent"}).decode(&appr)
+	c.call(http.StatusForbidden, "POST", "/v1/admin/approvals/"+appr.ID+"/approve", prov, nil)
+	c.call(http.StatusOK, "POST", "/v1/admin/approvals/"+appr.ID+"/approve", admin, map[string]any{"reason": "Looks good."})
+	var approvals struct {
+		NextCursor string `json:"next_cursor"`
+	}
+	c.call(http.StatusOK, "GET", "/v1/admin/approvals?limit=1", admin, nil).decode(&approvals)
+	c.call(http.StatusOK, "GET", "/v1/admin/approvals?cursor="+approvals.NextCursor, admin, nil)
+	c.call(http.StatusOK, "GET", "/v1/admin/approvals/stats", admin, nil)
+
+	// Bulk: one approved, one self-approval, one unknown.
+	var mapsAppr, ownAppr, own struct{ ID string }
+	c.call(http.StatusCreated, "POST", "/v1/apis/"+maps.ID+"/submit", prov, nil).decode(&mapsAppr)
+	c.call(http.StatusCreated, "POST", "/v1/apis", acmeAdmin, weather("internal")).decode(&own)
+	c.call(http.StatusCreated, "POST", "/v1/apis/"+own.ID+"/submit", acmeAdmin, map[string]any{"priority": "low"}).decode(&ownAppr)
+	var bulk struct {
+		Results []struct {
+			Status  int
+			Problem struct{ Type string }
+		}
+	}
+	c.call(http.StatusMultiStatus, "POST", "/v1/admin/approvals/bulk", acmeAdmin, map[string]any{
+		"ids": []string{mapsAppr.ID, ownAppr.ID, missing}, "action": "approve",
+	}).decode(&bulk)
+	if len(bulk.Results) != 3 || bulk.Results[0].Status != 403 || bulk.Results[1].Status != 403 || bulk.Results[2].Status != 404 {
+		t.Errorf("decideApprovalsInBulk by acme's admin = %+v; want 403 self-approval twice, then 404", bulk.Results)
+	}
+	c.call(http.StatusMultiStatus, "POST", "/v1/admin/approvals/bulk", admin, map[string]any{
+		"ids": []string{mapsAppr.ID, ownAppr.ID}, "action": "escalate", "reason": "Queue is long.",
+	})
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/admin/approvals/bulk", admin, map[string]any{"ids": []string{mapsAppr.ID}, "action": "ignore"})
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/admin/approvals/bulk", admin, map[string]any{"ids": []string{}, "action": "approve"}, "X-Request-Id", "bulk-empty")
+	c.call(http.StatusForbidden, "POST", "/v1/admin/approvals/bulk", prov, map[string]any{"ids": []string{mapsAppr.ID}, "action": "approve"})
+
+	// Lifecycle after approval. Jobs do not run here, so the API stays
+	// approved; the states only a job reaches (failed, active) are set in
+	// the database.
+	c.call(http.StatusOK, "POST", "/v1/admin/apis/"+api.ID+"/suspend", admin, map[string]any{"reason": "Abuse report."})
+	c.call(http.StatusForbidden, "POST", "/v1/admin/apis/"+api.ID+"/resume", prov, nil)
+	c.call(http.StatusAccepted, "POST", "/v1/admin/apis/"+api.ID+"/resume", admin, nil)
+	c.call(http.StatusConflict, "POST", "/v1/admin/apis/"+api.ID+"/retry", admin, nil)
+	forceState(t, e, api.ID, "failed")
+	c.call(http.StatusAccepted, "POST", "/v1/admin/apis/"+api.ID+"/retry", admin, map[string]any{"reason": "Upstream fixed."})
+	forceState(t, e, api.ID, "active")
+	c.call(http.StatusOK, "POST", "/v1/apis/"+api.ID+"/deprecate", prov, map[string]any{"reason": "v2 is out."})
+	c.call(http.StatusOK, "GET", "/v1/apis?state=deprecated", cons, nil)
+	c.call(http.StatusOK, "POST", "/v1/apis/"+api.ID+"/retire", prov, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/admin/apis/"+missing+"/suspend", admin, nil)
+	if r := c.call(http.StatusServiceUnavailable, "POST", "/v1/admin/reconcile/apis", admin, nil); r.problem() != "gateway-unavailable" {
+		t.Errorf("reconcileAPIs without a gateway = %s; want gateway-unavailable", r.problem())
+	}
+	c.call(http.StatusForbidden, "POST", "/v1/admin/reconcile/apis", prov, nil)
+
+	// Deliveries of the catch-all endpoint. Attempts are made by the
+	// delivery job, which does not run here: two are recorded directly.
+	var deliveries struct {
+		Data       []struct{ ID string }
+		NextCursor string `json:"next_cursor"`
+	}
+	c.call(http.StatusOK, "GET", "/v1/webhooks/"+hook.ID+"/deliveries?limit=2", prov, nil).decode(&deliveries)
+	if len(deliveries.Data) != 2 || deliveries.NextCursor == "" {
+		t.Fatalf("listWebhookDeliveries?limit=2 = %d deliveries, next %q; want 2 and a cursor", len(deliveries.Data), deliveries.NextCursor)
+	}
+	c.call(http.StatusOK, "GET", "/v1/webhooks/"+hook.ID+"/deliveries?cursor="+deliveries.NextCursor, prov, nil)
+	delivery := deliveries.Data[0].ID
+	if _, err := e.Pool.Exec(ctx, `INSERT INTO webhook_attempts (delivery_id, status_code, error, duration_ms)
+		VALUES ($1, 503, 'unexpected status 503', 41), ($1, NULL, 'connection refused', 2)`, delivery); err != nil {
+		t.Fatal(err)
+	}
+	c.call(http.StatusOK, "GET", "/v1/webhooks/"+hook.ID+"/deliveries/"+delivery, prov, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/webhooks/"+hook2.ID+"/deliveries/"+delivery, prov, nil)
+	c.refused(http.StatusNotFound, "GET", "/v1/webhooks/"+hook.ID+"/deliveries/latest", prov, nil)
+	c.call(http.StatusAccepted, "POST", "/v1/webhooks/"+hook.ID+"/deliveries/"+delivery+"/redeliver", prov, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/webhooks/"+hook.ID+"/deliveries/"+delivery+"/redeliver", other, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/webhooks/"+hook.ID+"/deliveries", other, nil)
+
+	// The audit log.
+	var audit struct {
+		NextCursor string `json:"next_cursor"`
+	}
+	c.call(http.StatusOK, "GET", "/v1/audit?limit=2", prov, nil).decode(&audit)
+	c.call(http.StatusOK, "GET", "/v1/audit?limit=2&cursor="+audit.NextCursor, prov, nil)
+	c.call(http.StatusOK, "GET", "/v1/audit?target_type=api&target_id="+api.ID+"&action=api.create", cons, nil)
+	c.call(http.StatusOK, "GET", "/v1/audit?organization_id="+me.OrganizationID, admin, nil)
+	c.call(http.StatusOK, "GET", "/v1/audit?target_type=webhook_endpoint", admin, nil)
+	c.refused(http.StatusBadRequest, "GET", "/v1/audit?cursor=latest", prov, nil)
+	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/audit?organization_id=acme", admin, nil)
+
+	// Deleting.
+	c.call(http.StatusNotFound, "DELETE", "/v1/apis/"+api.ID, other, nil)
+	c.call(http.StatusForbidden, "DELETE", "/v1/apis/"+api.ID, cons, nil)
+	c.call(http.StatusNoContent, "DELETE", "/v1/apis/"+api.ID, prov, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/apis/"+api.ID, prov, nil)
+	c.call(http.StatusNoContent, "DELETE", "/v1/webhooks/"+hook2.ID, cons, nil)
+	c.call(http.StatusNotFound, "DELETE", "/v1/webhooks/"+hook2.ID, cons, nil)
+
+	if left := c.unexercised(); len(left) > 0 {
+		t.Errorf("operations this test does not exercise: %s", strings.Join(left, ", "))
+	}
+}
+
+// forceState puts an API in a state only a job reaches.
+func forceState(t *testing.T, e *testEnv, id, state string) {
+	t.Helper()
+	if _, err := e.Pool.Exec(t.Context(), `UPDATE apis SET state = $2 WHERE id = $1`, id, state); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenAPIMatchesRateLimits checks the rate-limit headers and the 429
+// answer against the document.
+func TestOpenAPIMatchesRateLimits(t *testing.T) {
+	limiter, err := middleware.NewRateLimiter(middleware.RateLimitConfig{Client: testenv.Redis(t), Prefix: "veil:test:rl:" + testenv.Suffix() + ":"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTestEnvWith(t, func(cfg *httpapi.Config) {
+		cfg.RateLimiter = limiter
+		cfg.TokenRate = middleware.Rate{Limit: 2, Period: time.Hour, Burst: 2}
+	})
+	c := newContract(t, e.Server.URL)
+	tok := e.token("acme", "alice", identity.RoleProvider)
+	for range 2 {
+		if r := c.call(http.StatusOK, "GET", "/v1/me", tok, nil); r.Header.Get("RateLimit-Remaining") == "" {
+			t.Errorf("getMe under a rate limit has no RateLimit-Remaining")
+		}
+	}
+	if got := c.call(http.StatusTooManyRequests, "POST", "/v1/webhooks", tok, map[string]any{"url": "https://hooks.example.com", "event_types": []string{"*"}}).problem(); got != "rate-limited" {
+		t.Errorf("third request = %s; want rate-limited", got)
+	}
+}
