@@ -394,3 +394,52 @@ func queryBool(r *http.Request, name string, v *validation.Error) bool {
 	v.Add(name, "must be true or false")
 	return false
 }
+
+// byID is a service call on the resource named by the path's {id}.
+type byID[T any] func(ctx context.Context, act catalog.Actor, id uuid.UUID) (T, error)
+
+// read answers 200 with what get returns for the path's id.
+func read[T any](get byID[T]) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		out, err := get(r.Context(), actorFrom(r), id)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+// listOf turns a call returning a whole (unpaginated) slice into one
+// answering the list envelope.
+func listOf[T any](get byID[[]T]) byID[list[T]] {
+	return func(ctx context.Context, act catalog.Actor, id uuid.UUID) (list[T], error) {
+		items, err := get(ctx, act, id)
+		return newList(items, ""), err
+	}
+}
+
+// write decodes a body of type In and answers status with what change
+// returns for the path's id.
+func write[In, T any](status int, change func(ctx context.Context, act catalog.Actor, id uuid.UUID, in In) (T, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		var in In
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+		out, err := change(r.Context(), actorFrom(r), id, in)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, status, out)
+		return nil
+	}
+}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 
@@ -18,18 +19,18 @@ func (a *api) routes(r chi.Router) {
 
 	r.Get("/v1/apis", a.handle(a.listAPIs))
 	r.Post("/v1/apis", a.handle(a.createAPI))
-	r.Get(idPath("/v1/apis/{id}"), a.handle(a.getAPI))
-	r.Patch(idPath("/v1/apis/{id}"), a.handle(a.updateAPI))
+	r.Get(idPath("/v1/apis/{id}"), a.handle(read(a.cfg.Catalog.GetAPI)))
+	r.Patch(idPath("/v1/apis/{id}"), a.handle(write(http.StatusOK, a.cfg.Catalog.UpdateAPI)))
 	r.Delete(idPath("/v1/apis/{id}"), a.handle(a.deleteAPI))
-	r.Get(idPath("/v1/apis/{id}/versions"), a.handle(a.listVersions))
-	r.Post(idPath("/v1/apis/{id}/versions"), a.handle(a.createVersion))
-	r.Get(idPath("/v1/apis/{id}/transitions"), a.handle(a.listTransitions))
+	r.Get(idPath("/v1/apis/{id}/versions"), a.handle(read(listOf(a.cfg.Catalog.ListVersions))))
+	r.Post(idPath("/v1/apis/{id}/versions"), a.handle(write(http.StatusCreated, a.cfg.Catalog.CreateVersion)))
+	r.Get(idPath("/v1/apis/{id}/transitions"), a.handle(read(listOf(a.cfg.Catalog.Transitions))))
 	r.Post(idPath("/v1/apis/{id}/submit"), a.handle(a.submit))
 	for _, act := range []catalog.Action{catalog.ActionDeprecate, catalog.ActionRetire, catalog.ActionRevise} {
 		r.Post(idPath("/v1/apis/{id}/"+string(act)), a.handle(a.act(act)))
 	}
-	r.Get(idPath("/v1/approvals/{id}"), a.handle(a.getApproval))
-	r.Post(idPath("/v1/approvals/{id}/comments"), a.handle(a.comment))
+	r.Get(idPath("/v1/approvals/{id}"), a.handle(read(a.cfg.Catalog.GetApproval)))
+	r.Post(idPath("/v1/approvals/{id}/comments"), a.handle(write(http.StatusCreated, a.comment)))
 
 	a.webhookRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
@@ -42,12 +43,12 @@ func (a *api) routes(r chi.Router) {
 		r.Get("/approvals", a.handle(a.listApprovals))
 		r.Get("/approvals/stats", a.handle(a.approvalStats))
 		r.Post("/approvals/bulk", a.handle(a.bulk))
-		r.Get(idPath("/approvals/{id}"), a.handle(a.getApproval))
+		r.Get(idPath("/approvals/{id}"), a.handle(read(a.cfg.Catalog.GetApproval)))
 		r.Post(idPath("/approvals/{id}/approve"), a.handle(a.decide(catalog.DecisionApprove)))
 		r.Post(idPath("/approvals/{id}/reject"), a.handle(a.decide(catalog.DecisionReject)))
 		r.Post(idPath("/approvals/{id}/escalate"), a.handle(a.decide(catalog.DecisionEscalate)))
 		r.Post(idPath("/approvals/{id}/request-changes"), a.handle(a.decide(catalog.DecisionRequestChanges)))
-		r.Post(idPath("/approvals/{id}/comments"), a.handle(a.comment))
+		r.Post(idPath("/approvals/{id}/comments"), a.handle(write(http.StatusCreated, a.comment)))
 		r.Post("/reconcile/apis", a.handle(a.reconcileAPIs))
 	})
 }
@@ -93,36 +94,6 @@ func (a *api) createAPI(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) getAPI(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	out, err := a.cfg.Catalog.GetAPI(r.Context(), actorFrom(r), id)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func (a *api) updateAPI(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	var p catalog.APIPatch
-	if err := decode(r, &p); err != nil {
-		return err
-	}
-	out, err := a.cfg.Catalog.UpdateAPI(r.Context(), actorFrom(r), id, p)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
 func (a *api) deleteAPI(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id")
 	if err != nil {
@@ -132,49 +103,6 @@ func (a *api) deleteAPI(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (a *api) listVersions(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	out, err := a.cfg.Catalog.ListVersions(r.Context(), actorFrom(r), id)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(out, ""))
-	return nil
-}
-
-func (a *api) createVersion(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	var in catalog.VersionInput
-	if err := decode(r, &in); err != nil {
-		return err
-	}
-	out, err := a.cfg.Catalog.CreateVersion(r.Context(), actorFrom(r), id, in)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, out)
-	return nil
-}
-
-func (a *api) listTransitions(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	out, err := a.cfg.Catalog.Transitions(r.Context(), actorFrom(r), id)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(out, ""))
 	return nil
 }
 
@@ -233,36 +161,12 @@ func (a *api) act(action catalog.Action) func(http.ResponseWriter, *http.Request
 	}
 }
 
-func (a *api) getApproval(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	out, err := a.cfg.Catalog.GetApproval(r.Context(), actorFrom(r), id)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+type commentBody struct {
+	Comment string `json:"comment"`
 }
 
-func (a *api) comment(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	var b struct {
-		Comment string `json:"comment"`
-	}
-	if err := decode(r, &b); err != nil {
-		return err
-	}
-	out, err := a.cfg.Catalog.Comment(r.Context(), actorFrom(r), id, b.Comment)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, out)
-	return nil
+func (a *api) comment(ctx context.Context, act catalog.Actor, id uuid.UUID, b commentBody) (catalog.ApprovalEvent, error) {
+	return a.cfg.Catalog.Comment(ctx, act, id, b.Comment)
 }
 
 func (a *api) listApprovals(w http.ResponseWriter, r *http.Request) error {

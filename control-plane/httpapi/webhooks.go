@@ -1,11 +1,14 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/webhooks"
 )
 
@@ -15,7 +18,7 @@ func (a *api) webhookRoutes(r chi.Router) {
 	r.Get("/v1/webhooks/event-types", a.handle(a.eventTypes))
 	r.Get("/v1/webhooks", a.handle(a.listEndpoints))
 	r.Post("/v1/webhooks", a.handle(a.createEndpoint))
-	r.Get(idPath("/v1/webhooks/{id}"), a.handle(a.getEndpoint))
+	r.Get(idPath("/v1/webhooks/{id}"), a.handle(read(a.getEndpoint)))
 	r.Patch(idPath("/v1/webhooks/{id}"), a.handle(a.updateEndpoint))
 	r.Delete(idPath("/v1/webhooks/{id}"), a.handle(a.deleteEndpoint))
 	r.Post(idPath("/v1/webhooks/{id}/rotate-secret"), a.handle(a.rotateSecret))
@@ -72,17 +75,8 @@ func (a *api) createEndpoint(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) getEndpoint(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	ep, err := a.cfg.Webhooks.GetEndpoint(r.Context(), actorFrom(r).OrgID, id)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, ep)
-	return nil
+func (a *api) getEndpoint(ctx context.Context, act catalog.Actor, id uuid.UUID) (webhooks.Endpoint, error) {
+	return a.cfg.Webhooks.GetEndpoint(ctx, act.OrgID, id)
 }
 
 func (a *api) updateEndpoint(w http.ResponseWriter, r *http.Request) error {
