@@ -157,43 +157,42 @@ func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) getDelivery(w http.ResponseWriter, r *http.Request) error {
+// delivery loads the path's {delivery}, refusing one that is not of the
+// path's endpoint.
+func (a *api) delivery(r *http.Request) (webhooks.Delivery, error) {
 	endpoint, err := pathID(r, "id")
 	if err != nil {
-		return err
+		return webhooks.Delivery{}, err
 	}
 	id, err := pathID(r, "delivery")
 	if err != nil {
-		return err
+		return webhooks.Delivery{}, err
 	}
 	d, err := a.cfg.Webhooks.GetDelivery(r.Context(), actorFrom(r).OrgID, id)
 	if err != nil {
-		return err
+		return webhooks.Delivery{}, err
 	}
 	if d.EndpointID != endpoint {
-		return webhooks.ErrDeliveryNotFound
+		return webhooks.Delivery{}, webhooks.ErrDeliveryNotFound
+	}
+	return d, nil
+}
+
+func (a *api) getDelivery(w http.ResponseWriter, r *http.Request) error {
+	d, err := a.delivery(r)
+	if err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, d)
 	return nil
 }
 
 func (a *api) redeliver(w http.ResponseWriter, r *http.Request) error {
-	endpoint, err := pathID(r, "id")
+	d, err := a.delivery(r)
 	if err != nil {
 		return err
 	}
-	id, err := pathID(r, "delivery")
-	if err != nil {
-		return err
-	}
-	org := actorFrom(r).OrgID
-	d, err := a.cfg.Webhooks.GetDelivery(r.Context(), org, id)
-	if err != nil {
-		return err
-	}
-	if d.EndpointID != endpoint {
-		return webhooks.ErrDeliveryNotFound
-	}
+	id, org := d.ID, actorFrom(r).OrgID
 	d, err = a.cfg.Webhooks.Redeliver(r.Context(), org, id)
 	if err != nil {
 		return err

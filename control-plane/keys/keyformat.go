@@ -6,13 +6,13 @@ package keys
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"math/bits"
 	"strings"
+
+	"github.com/veil-platform/veil/internal/gatewayrecord"
 )
 
 // A key reads veil_<env>_<body>, for example
@@ -142,8 +142,7 @@ func Mask(prefix, last4 string) string { return prefix + "…" + last4 }
 // Hash returns the hex SHA-256 of a raw key: what the database and the
 // gateway's records are keyed by.
 func Hash(raw string) string {
-	sum := sha256.Sum256([]byte(raw))
-	return hex.EncodeToString(sum[:])
+	return gatewayrecord.Hash(raw) // one definition: the gateway looks keys up by it
 }
 
 // Generate returns a new key for env with 192 bits from crypto/rand.
