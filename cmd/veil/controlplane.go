@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,10 +26,16 @@ import (
 	"github.com/veil-platform/veil/control-plane/gateway"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/control-plane/usage"
 	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/internal/gatewayrecord"
 	"github.com/veil-platform/veil/internal/service"
 	"github.com/veil-platform/veil/schemas"
+	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 const (
@@ -60,6 +67,19 @@ type controlPlaneFlags struct {
 	webhookAttempts  int
 	webhookRetryBase time.Duration
 	workers          int
+
+	keyEnv            string
+	maxActiveKeys     int
+	keySyncFailAfter  int
+	keyGrace          time.Duration
+	keyAutoGrace      time.Duration
+	keySealSecret     string
+	keyReconcileEvery time.Duration
+	maintenanceEvery  time.Duration
+	smtp              notify.SMTPConfig
+
+	// Set by the command from its ClickHouse flags: where usage is read.
+	clickhouseAddr, clickhouseDB string
 }
 
 // register adds the control plane's flags; withRedis false leaves out
@@ -89,6 +109,19 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.Int(&c.webhookAttempts, "webhook-max-attempts", "VEIL_WEBHOOK_MAX_ATTEMPTS", 10, "delivery attempts of one webhook before it is marked failed")
 	f.Duration(&c.webhookRetryBase, "webhook-retry-base", "VEIL_WEBHOOK_RETRY_BASE", 5*time.Second, "first webhook retry delay; later ones double, with jitter")
 	f.Int(&c.workers, "job-workers", "VEIL_JOB_WORKERS", 10, "concurrent background jobs")
+	f.String(&c.keyEnv, "key-env", "VEIL_KEY_ENV", "live", "environment of issued API keys: live (veil_live_…) or test (veil_test_…)")
+	f.Int(&c.maxActiveKeys, "max-active-keys", "VEIL_MAX_ACTIVE_KEYS", 5, "live keys a new subscription may hold")
+	f.Int(&c.keySyncFailAfter, "key-sync-fail-after", "VEIL_KEY_SYNC_FAIL_AFTER", 3, "failed attempts to write a new key to the gateway before it shows failed_sync (retries go on)")
+	f.Duration(&c.keyGrace, "key-rotation-grace", "VEIL_KEY_ROTATION_GRACE", 24*time.Hour, "how long a rotated-out key keeps working when the caller names no grace")
+	f.Duration(&c.keyAutoGrace, "key-auto-rotation-grace", "VEIL_KEY_AUTO_ROTATION_GRACE", 7*24*time.Hour, "grace of keys rotated by the automatic rotation policy")
+	f.String(&c.keySealSecret, "key-seal-secret", "VEIL_KEY_SEAL_SECRET", "", "secret that seals automatically rotated keys until revealed (empty: automatic rotation only notifies)")
+	f.Duration(&c.keyReconcileEvery, "key-reconcile-interval", "VEIL_KEY_RECONCILE_INTERVAL", 5*time.Minute, "how often keys and subscriptions are reconciled with the gateway's Redis records")
+	f.Duration(&c.maintenanceEvery, "key-maintenance-interval", "VEIL_KEY_MAINTENANCE_INTERVAL", time.Hour, "how often key expiry, notices, rotation grace, automatic rotation and billing periods are processed")
+	f.String(&c.smtp.Addr, "smtp-addr", "VEIL_SMTP_ADDR", "", "SMTP server (host:port) for notices to people (empty: no email)")
+	f.String(&c.smtp.From, "smtp-from", "VEIL_SMTP_FROM", "Veil <noreply@veil.localhost>", "sender of notices")
+	f.String(&c.smtp.Username, "smtp-username", "VEIL_SMTP_USERNAME", "", "SMTP login")
+	f.String(&c.smtp.Password, "smtp-password", "VEIL_SMTP_PASSWORD", "", "SMTP password")
+	f.String(&c.smtp.TLS, "smtp-tls", "VEIL_SMTP_TLS", notify.TLSOpportunistic, "SMTP TLS: none, opportunistic, mandatory (STARTTLS) or tls (implicit)")
 }
 
 // parseRate reads "N/period", e.g. "600/1m".
@@ -138,6 +171,7 @@ webhook delivery. Run 'veil migrate' first.`, stdout)
 		return err
 	}
 	set := metrics.NewSet()
+	cp.clickhouseAddr, cp.clickhouseDB = mig.clickhouseAddr, mig.clickhouseDB
 	plane, err := newControlPlane(ctx, cp, mig.postgresURL, logger, set)
 	if err != nil {
 		return err
@@ -152,7 +186,9 @@ type controlPlane struct {
 	river  *river.Client[pgx.Tx]
 	pool   *pgxpool.Pool
 	redis  rueidis.Client
-	log    *slog.Logger
+	// clickhouse serves usage reads; nil when none is configured.
+	clickhouse driver.Conn
+	log        *slog.Logger
 }
 
 func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL string, logger *slog.Logger, set *metrics.Set) (_ *controlPlane, err error) {
@@ -225,6 +261,12 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 			river.NewPeriodicJob(river.PeriodicInterval(cp.sweepEvery), func() (river.JobArgs, *river.InsertOpts) {
 				return catalog.SweepArgs{}, nil
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(cp.keyReconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
+				return subscriptions.ReconcileKeysArgs{}, nil
+			}, &river.PeriodicJobOpts{RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(cp.maintenanceEvery), func() (river.JobArgs, *river.InsertOpts) {
+				return subscriptions.MaintenanceArgs{}, nil
+			}, &river.PeriodicJobOpts{RunOnStart: true}),
 		},
 	})
 	if err != nil {
@@ -251,6 +293,40 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	river.AddWorker(workers, cat.ReconcileWorker())
 	river.AddWorker(workers, cat.SweepWorker())
 
+	var mailer subscriptions.Mailer = notify.Discard{Logger: logger}
+	if cp.smtp.Addr != "" {
+		cp.smtp.Logger, cp.smtp.Metrics = logger, set
+		if mailer, err = notify.NewSMTP(cp.smtp); err != nil {
+			return nil, err
+		}
+	}
+	subs, err := subscriptions.New(subscriptions.Config{
+		Pool: pool, Jobs: riverClient, Records: gatewayrecord.New(plane.redis), Publisher: hooks, Mailer: mailer,
+		Logger: logger, Metrics: set, Env: keys.Env(cp.keyEnv), MaxActiveKeys: cp.maxActiveKeys,
+		SyncFailAfter: cp.keySyncFailAfter, DefaultGrace: cp.keyGrace, AutoRotateGrace: cp.keyAutoGrace,
+		SealSecret: []byte(cp.keySealSecret),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cp.keySealSecret == "" {
+		logger.Warn("no key-seal secret (VEIL_KEY_SEAL_SECRET): keys with automatic rotation get notices but are not rotated")
+	}
+	river.AddWorker(workers, subs.SyncKeyWorker())
+	river.AddWorker(workers, subs.SyncSubscriptionWorker())
+	river.AddWorker(workers, subs.DeleteRecordWorker())
+	river.AddWorker(workers, subs.ReconcileKeysWorker())
+	river.AddWorker(workers, subs.MaintenanceWorker())
+	var usageReader httpapi.UsageReader
+	if cp.clickhouseAddr != "" {
+		ch, err := migrate.OpenClickHouse(migrate.ClickHouseConfig{Addr: cp.clickhouseAddr}, cp.clickhouseDB)
+		if err != nil {
+			return nil, err
+		}
+		plane.clickhouse = ch
+		usageReader = usage.NewReader(ch)
+	}
+
 	limiter, err := middleware.NewRateLimiter(middleware.RateLimitConfig{Client: plane.redis, Logger: logger, Metrics: set, FailOpen: true})
 	if err != nil {
 		return nil, err
@@ -269,7 +345,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		return nil, err
 	}
 	handler := httpapi.New(httpapi.Config{
-		Pool: pool, Catalog: cat, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usageReader, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		RateLimiter: limiter, IPRate: ipRate, TokenRate: tokenRate, Idempotency: idem,
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: proxies,
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set,
@@ -316,6 +392,9 @@ func (p *controlPlane) run(ctx context.Context) error {
 }
 
 func (p *controlPlane) close() {
+	if p.clickhouse != nil {
+		_ = p.clickhouse.Close()
+	}
 	if p.redis != nil {
 		p.redis.Close()
 	}

@@ -62,6 +62,9 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 	}
 	// Local webhook receivers are the point of a development setup.
 	cp.webhookPrivate = true
+	if cp.keySealSecret == "" {
+		cp.keySealSecret = identity.DevJWTSecret + "/key-seal"
+	}
 	cp.redisAddr = proc.redisAddr
 
 	seeds := broker.ParseBrokers(brokers)
@@ -103,6 +106,7 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 	}
 	defer closeAdmin()
 
+	cp.clickhouseAddr, cp.clickhouseDB = mig.clickhouseAddr, mig.clickhouseDB
 	plane, err := newControlPlane(ctx, cp, mig.postgresURL, logger, metrics.NewSet())
 	if err != nil {
 		return err

@@ -27,7 +27,10 @@ import (
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/control-plane/usage"
 	"github.com/veil-platform/veil/control-plane/webhooks"
 	"github.com/veil-platform/veil/internal/keyset"
 	"github.com/veil-platform/veil/internal/problem"
@@ -45,6 +48,9 @@ type Authenticator interface {
 type Config struct {
 	Pool          *pgxpool.Pool
 	Catalog       *catalog.Service
+	Subscriptions *subscriptions.Service
+	// Usage reads usage for the usage endpoints; nil answers them 503.
+	Usage         UsageReader
 	Webhooks      *webhooks.Service
 	Directory     *accounts.Directory
 	Authenticator Authenticator
@@ -254,6 +260,7 @@ func hasNUL(body []byte) bool {
 }
 
 var (
+	errUsageUnavailable = errors.New("usage is not available right now")
 	errUnsupportedMedia = errors.New("unsupported media type")
 	errTooLarge         = errors.New("request body too large")
 )
@@ -322,6 +329,30 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, catalog.ErrAPINotFound), errors.Is(err, catalog.ErrApprovalNotFound),
 		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound):
 		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
+	case errors.Is(err, subscriptions.ErrPlanNotFound), errors.Is(err, subscriptions.ErrSubscriptionNotFound),
+		errors.Is(err, subscriptions.ErrKeyNotFound):
+		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
+	case errors.Is(err, keys.ErrInvalidTransition), errors.Is(err, subscriptions.ErrSubscriptionTransition):
+		d = problem.New(http.StatusConflict, "invalid-transition", "Invalid State Transition", err.Error())
+	case errors.Is(err, subscriptions.ErrKeyLimit):
+		d = problem.New(http.StatusConflict, "key-limit", "Key Limit Reached", err.Error()+"; revoke or delete a key first")
+	case errors.Is(err, subscriptions.ErrAlreadySubscribed):
+		d = problem.New(http.StatusConflict, "already-subscribed", "Already Subscribed", err.Error())
+	case errors.Is(err, subscriptions.ErrPlanUnavailable):
+		d = problem.New(http.StatusConflict, "plan-unavailable", "Plan Unavailable", err.Error())
+	case errors.Is(err, subscriptions.ErrSubscriptionInactive):
+		d = problem.New(http.StatusConflict, "subscription-inactive", "Subscription Not Active", err.Error())
+	case errors.Is(err, subscriptions.ErrAlreadyRotated):
+		d = problem.New(http.StatusConflict, "already-rotated", "Already Rotated", err.Error())
+	case errors.Is(err, subscriptions.ErrNothingToReveal):
+		d = problem.New(http.StatusConflict, "nothing-to-reveal", "Nothing To Reveal", "this key holds no sealed successor to reveal; it was revealed already or was issued in a response")
+	case errors.Is(err, subscriptions.ErrSlugTaken):
+		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
+	case errors.Is(err, usage.ErrBadQuery):
+		d = problem.New(http.StatusBadRequest, "bad-usage-query", "Bad Usage Query", err.Error())
+	case errors.Is(err, errUsageUnavailable):
+		w.Header().Set("Retry-After", "30")
+		d = problem.New(http.StatusServiceUnavailable, "usage-unavailable", "Usage Unavailable", err.Error())
 	case errors.Is(err, catalog.ErrForbidden):
 		d = problem.New(http.StatusForbidden, "forbidden", "Forbidden", "your role may not do this")
 	case errors.Is(err, catalog.ErrSelfApproval):

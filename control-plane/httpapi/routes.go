@@ -33,6 +33,7 @@ func (a *api) routes(r chi.Router) {
 	r.Post(idPath("/v1/approvals/{id}/comments"), a.handle(write(http.StatusCreated, a.comment)))
 
 	a.webhookRoutes(r)
+	a.subscriptionRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
 
 	r.Route("/v1/admin", func(r chi.Router) {
@@ -50,6 +51,7 @@ func (a *api) routes(r chi.Router) {
 		r.Post(idPath("/approvals/{id}/request-changes"), a.handle(a.decide(catalog.DecisionRequestChanges)))
 		r.Post(idPath("/approvals/{id}/comments"), a.handle(write(http.StatusCreated, a.comment)))
 		r.Post("/reconcile/apis", a.handle(a.reconcileAPIs))
+		a.adminSubscriptionRoutes(r)
 	})
 }
 
@@ -297,12 +299,8 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	// One row more than asked tells whether a next page exists.
 	f := audit.Filter{TargetType: q.Get("target_type"), TargetID: q.Get("target_id"), Action: q.Get("action"), Limit: limit + 1}
-	if q.Has("cursor") {
-		n, err := strconv.ParseInt(q.Get("cursor"), 10, 64)
-		if err != nil || n <= 0 {
-			return catalog.ErrBadCursor
-		}
-		f.BeforeID = n
+	if err := auditCursor(r, &f); err != nil {
+		return err
 	}
 	act := actorFrom(r)
 	var v validation.Error
@@ -320,13 +318,32 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	writeJSON(w, http.StatusOK, auditPage(items, limit))
+	return nil
+}
+
+// auditCursor reads an audit list's cursor: the id below which to list.
+func auditCursor(r *http.Request, f *audit.Filter) error {
+	q := r.URL.Query()
+	if !q.Has("cursor") {
+		return nil
+	}
+	n, err := strconv.ParseInt(q.Get("cursor"), 10, 64)
+	if err != nil || n <= 0 {
+		return catalog.ErrBadCursor
+	}
+	f.BeforeID = n
+	return nil
+}
+
+// auditPage trims one page from items fetched with limit+1.
+func auditPage(items []audit.Entry, limit int) list[audit.Entry] {
 	next := ""
 	if len(items) > limit {
 		items = items[:limit]
 		next = strconv.FormatInt(items[len(items)-1].ID, 10)
 	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
+	return newList(items, next)
 }
 
 // recorder captures a problem written for one item of a bulk answer.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -19,7 +20,10 @@ import (
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/control-plane/usage"
 	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/internal/gatewayrecord"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas"
 	"github.com/veil-platform/veil/schemas/migrate"
@@ -37,6 +41,9 @@ type testEnv struct {
 	Handler http.Handler
 	Pool    *pgxpool.Pool
 	Catalog *catalog.Service
+	Subs    *subscriptions.Service
+	// ClickHouse is the test database the usage endpoints read.
+	ClickHouse driver.Conn
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -90,8 +97,16 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	subs, err := subscriptions.New(subscriptions.Config{
+		Pool: pool, Jobs: jobs, Records: gatewayrecord.New(redis), Publisher: hooks, Logger: logger,
+		SealSecret: []byte("httpapi-test-seal"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, _, _ := testenv.ClickHouseDB(t)
 	cfg := httpapi.Config{
-		Pool: pool, Catalog: cat, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usage.NewReader(ch), Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger,
 	}
 	if adjust != nil {
@@ -100,7 +115,7 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	h := httpapi.New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat}
+	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat, Subs: subs, ClickHouse: ch}
 }
 
 // token mints a bearer token for user in org with role.

@@ -53,6 +53,12 @@ const (
 var EventTypes = []string{
 	EventAPICreated, EventAPIUpdated, EventAPIDeleted, EventAPIStateChanged, EventAPIActivated, EventAPIFailed,
 	EventApprovalSubmitted, EventApprovalDecided, EventApprovalEscalated, EventApprovalCommented, EventApprovalExpired,
+	// Plans, subscriptions and keys (the subscriptions service).
+	"plan.created", "plan.updated", "plan.version_created",
+	"subscription.created", "subscription.updated", "subscription.renewed", "subscription.active",
+	"subscription.past_due", "subscription.suspended", "subscription.canceled",
+	"key.created", "key.updated", "key.deleted", "key.activated", "key.sync_failed", "key.suspended",
+	"key.revoked", "key.expired", "key.renewed", "key.rotated", "key.expiring", "key.rotation_due",
 }
 
 // Errors.

@@ -2,13 +2,15 @@
 # Project-local services for Veil, loopback only, passwordless, data in .veil/
 # (or $VEIL_DATA_DIR), logs in .veil/log/.
 #
-#   deploy/local/services.sh up      start PostgreSQL 15 (5432), Redis 7 (6379) and
-#                                    ClickHouse (9000 native, 8123 HTTP); installs
-#                                    missing Debian packages first. Idempotent.
-#   deploy/local/services.sh down    stop all four, Kafka included (deploy/local/kafka.sh);
+#   deploy/local/services.sh up      start PostgreSQL 15 (5432), Redis 7 (6379),
+#                                    ClickHouse (9000 native, 8123 HTTP) and Mailpit
+#                                    (SMTP 1025, HTTP 8025); installs missing Debian
+#                                    packages first. Idempotent.
+#   deploy/local/services.sh down    stop them all, Kafka included (deploy/local/kafka.sh);
 #                                    already stopped is fine.
-#   deploy/local/services.sh status  one line per service; exit 1 when PostgreSQL, Redis
-#                                    or ClickHouse is not running (Kafka is informative).
+#   deploy/local/services.sh status  one line per service; exit 1 when PostgreSQL, Redis,
+#                                    ClickHouse or Mailpit is not running (Kafka is
+#                                    informative).
 #
 # Kafka (127.0.0.1:9092) is started separately: deploy/local/kafka.sh start.
 set -euo pipefail
@@ -35,12 +37,14 @@ up() {
   "$here/postgres.sh" start
   "$here/redis.sh" start
   "$here/clickhouse.sh" start
-  log "up in $(ms_since "$t0") ms: postgres://postgres@127.0.0.1:5432/veil  redis 127.0.0.1:6379  clickhouse 127.0.0.1:9000 (http :8123)"
+  "$here/mailpit.sh" start
+  log "up in $(ms_since "$t0") ms: postgres://postgres@127.0.0.1:5432/veil  redis 127.0.0.1:6379  clickhouse 127.0.0.1:9000 (http :8123)  smtp 127.0.0.1:1025 (mailpit http://127.0.0.1:8025)"
 }
 
 down() {
   local rc=0
   "$here/kafka.sh" stop || rc=1
+  "$here/mailpit.sh" stop || rc=1
   "$here/clickhouse.sh" stop || rc=1
   "$here/redis.sh" stop || rc=1
   "$here/postgres.sh" stop || rc=1
@@ -52,6 +56,7 @@ status() {
   "$here/postgres.sh" status || rc=1
   "$here/redis.sh" status || rc=1
   "$here/clickhouse.sh" status || rc=1
+  "$here/mailpit.sh" status || rc=1
   "$here/kafka.sh" status || true
   return "$rc"
 }

@@ -1,0 +1,309 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/control-plane/usage"
+	"github.com/veil-platform/veil/internal/validation"
+)
+
+// UsageReader reads metered usage (a *usage.Reader).
+type UsageReader interface {
+	Usage(ctx context.Context, q usage.Query) (usage.Report, error)
+}
+
+// subscriptionRoutes: plans of an API, subscriptions and their keys.
+func (a *api) subscriptionRoutes(r chi.Router) {
+	s := a.cfg.Subscriptions
+	r.Get(idPath("/v1/apis/{id}/plans"), a.handle(read(listOf(s.ListPlans))))
+	r.Post(idPath("/v1/apis/{id}/plans"), a.handle(write(http.StatusCreated, s.CreatePlan)))
+	r.Get(idPath("/v1/plans/{id}"), a.handle(read(s.GetPlan)))
+	r.Patch(idPath("/v1/plans/{id}"), a.handle(write(http.StatusOK, s.UpdatePlan)))
+	r.Post(idPath("/v1/plans/{id}/versions"), a.handle(write(http.StatusCreated, s.CreateVersion)))
+
+	r.Get("/v1/subscriptions", a.handle(a.listSubscriptions))
+	r.Post("/v1/subscriptions", a.handle(a.subscribe))
+	r.Get(idPath("/v1/subscriptions/{id}"), a.handle(read(s.GetSubscription)))
+	r.Post(idPath("/v1/subscriptions/{id}/cancel"), a.handle(a.cancel))
+	r.Get(idPath("/v1/subscriptions/{id}/usage"), a.handle(a.usage(func(ctx context.Context, act catalog.Actor, id uuid.UUID) (uuid.UUID, string, error) {
+		_, err := s.GetSubscription(ctx, act, id)
+		return id, "", err
+	})))
+	r.Get(idPath("/v1/subscriptions/{id}/keys"), a.handle(read(listOf(s.ListKeys))))
+	r.Post(idPath("/v1/subscriptions/{id}/keys"), a.handle(write(http.StatusCreated, s.CreateKey)))
+
+	r.Get(idPath("/v1/keys/{id}"), a.handle(read(s.GetKey)))
+	r.Patch(idPath("/v1/keys/{id}"), a.handle(write(http.StatusOK, s.UpdateKey)))
+	r.Delete(idPath("/v1/keys/{id}"), a.handle(a.deleteKey))
+	for _, act := range []subscriptions.KeyAction{subscriptions.ActionSuspend, subscriptions.ActionResume, subscriptions.ActionRevoke} {
+		r.Post(idPath("/v1/keys/{id}/"+string(act)), a.handle(a.keyAction(act)))
+	}
+	r.Post(idPath("/v1/keys/{id}/rotate"), a.handle(a.rotate))
+	r.Post(idPath("/v1/keys/{id}/reveal"), a.handle(a.reveal))
+	r.Get(idPath("/v1/keys/{id}/events"), a.handle(a.keyEvents))
+	r.Get(idPath("/v1/keys/{id}/usage"), a.handle(a.usage(func(ctx context.Context, act catalog.Actor, id uuid.UUID) (uuid.UUID, string, error) {
+		sub, err := s.SubscriptionOf(ctx, act, id)
+		return sub, id.String(), err
+	})))
+}
+
+// adminSubscriptionRoutes are mounted under /v1/admin.
+func (a *api) adminSubscriptionRoutes(r chi.Router) {
+	for _, st := range []subscriptions.Status{subscriptions.StatusSuspended, subscriptions.StatusActive} {
+		path := map[subscriptions.Status]string{subscriptions.StatusSuspended: "suspend", subscriptions.StatusActive: "resume"}[st]
+		r.Post(idPath("/subscriptions/{id}/"+path), a.handle(a.subscriptionStatus(st)))
+	}
+	r.Post("/reconcile/keys", a.handle(a.reconcileKeys))
+}
+
+func (a *api) subscribe(w http.ResponseWriter, r *http.Request) error {
+	var in subscriptions.SubscribeInput
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if in.PlanID == uuid.Nil {
+		return validation.One("plan_id", "is required")
+	}
+	out, err := a.cfg.Subscriptions.Subscribe(r.Context(), actorFrom(r), in)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/subscriptions/"+out.ID.String())
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (a *api) listSubscriptions(w http.ResponseWriter, r *http.Request) error {
+	limit, err := queryLimit(r)
+	if err != nil {
+		return err
+	}
+	var v validation.Error
+	apiID := queryUUID(r, "api_id", &v)
+	q := r.URL.Query()
+	st := subscriptions.Status(q.Get("status"))
+	switch st {
+	case "", subscriptions.StatusTrialing, subscriptions.StatusActive, subscriptions.StatusPastDue,
+		subscriptions.StatusSuspended, subscriptions.StatusCanceled:
+	default:
+		v.Add("status", "must be trialing, active, past_due, suspended or canceled")
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	items, next, err := a.cfg.Subscriptions.ListSubscriptions(r.Context(), actorFrom(r), subscriptions.SubscriptionFilter{
+		APIID: apiID, Status: st, After: q.Get("cursor"), Limit: limit,
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(items, next))
+	return nil
+}
+
+func (a *api) cancel(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var in subscriptions.CancelInput
+	if r.ContentLength != 0 {
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+	}
+	out, err := a.cfg.Subscriptions.Cancel(r.Context(), actorFrom(r), id, in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *api) subscriptionStatus(to subscriptions.Status) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		reason, err := optionalReason(r)
+		if err != nil {
+			return err
+		}
+		out, err := a.cfg.Subscriptions.SetStatus(r.Context(), actorFrom(r), id, to, reason)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+func (a *api) keyAction(act subscriptions.KeyAction) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		reason, err := optionalReason(r)
+		if err != nil {
+			return err
+		}
+		out, err := a.cfg.Subscriptions.Act(r.Context(), actorFrom(r), id, act, reason)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Subscriptions.DeleteKey(r.Context(), actorFrom(r), id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *api) rotate(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var in subscriptions.RotateInput
+	if r.ContentLength != 0 {
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+	}
+	out, err := a.cfg.Subscriptions.Rotate(r.Context(), actorFrom(r), id, in)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/keys/"+out.ID.String())
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (a *api) reveal(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	out, err := a.cfg.Subscriptions.Reveal(r.Context(), actorFrom(r), id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// keyEvents is a key's audit trail, newest first.
+func (a *api) keyEvents(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	limit, err := queryLimit(r)
+	if err != nil {
+		return err
+	}
+	if limit == 0 {
+		limit = 50
+	}
+	if _, err := a.cfg.Subscriptions.GetKey(r.Context(), actorFrom(r), id); err != nil {
+		return err
+	}
+	f := audit.Filter{TargetType: "key", TargetID: id.String(), Limit: limit + 1}
+	if err := auditCursor(r, &f); err != nil {
+		return err
+	}
+	items, err := audit.List(r.Context(), a.cfg.Pool, f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, auditPage(items, limit))
+	return nil
+}
+
+func (a *api) reconcileKeys(w http.ResponseWriter, r *http.Request) error {
+	rep, err := a.cfg.Subscriptions.ReconcileKeys(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
+}
+
+// usage answers a usage report for the subscription (and key) that scope
+// resolves the path's id to, after checking the caller may see it.
+// Query: from, to (RFC 3339; default the last 24 hours) and granularity
+// (minute, hour (default), day).
+func (a *api) usage(scope func(ctx context.Context, act catalog.Actor, id uuid.UUID) (uuid.UUID, string, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		q := r.URL.Query()
+		var v validation.Error
+		to := time.Now().UTC()
+		from := to.Add(-24 * time.Hour)
+		for _, p := range []struct {
+			name string
+			dst  *time.Time
+		}{{"from", &from}, {"to", &to}} {
+			if !q.Has(p.name) {
+				continue
+			}
+			t, err := time.Parse(time.RFC3339, q.Get(p.name))
+			if err != nil {
+				v.Add(p.name, "must be an RFC 3339 time such as 2026-01-02T15:04:05Z")
+			}
+			*p.dst = t
+		}
+		g := usage.Hour
+		if q.Has("granularity") {
+			g = usage.Granularity(q.Get("granularity"))
+			if !g.Valid() {
+				v.Add("granularity", "must be minute, hour or day")
+			}
+		}
+		if err := v.Err(); err != nil {
+			return err
+		}
+		sub, key, err := scope(r.Context(), actorFrom(r), id)
+		if err != nil {
+			return err
+		}
+		if a.cfg.Usage == nil {
+			return errUsageUnavailable
+		}
+		rep, err := a.cfg.Usage.Usage(r.Context(), usage.Query{Subject: sub.String(), KeyID: key, From: from, To: to, Granularity: g})
+		if err != nil && !errors.Is(err, usage.ErrBadQuery) && r.Context().Err() == nil {
+			a.log.ErrorContext(r.Context(), "usage read failed", "error", err)
+			return fmt.Errorf("%w: %w", errUsageUnavailable, err)
+		}
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, rep)
+		return nil
+	}
+}

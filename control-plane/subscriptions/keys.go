@@ -1,0 +1,639 @@
+package subscriptions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/validation"
+)
+
+// Key is an API key as the API shows it: never the plaintext, except in
+// the one answer that issues (or reveals) it.
+type Key struct {
+	ID             uuid.UUID      `json:"id"`
+	SubscriptionID uuid.UUID      `json:"subscription_id"`
+	APIID          uuid.UUID      `json:"api_id"`
+	Name           string         `json:"name"`
+	Env            keys.Env       `json:"env"`
+	Prefix         string         `json:"prefix"`
+	Masked         string         `json:"masked"`
+	State          keys.State     `json:"state"`
+	ExpiresAt      *time.Time     `json:"expires_at"`
+	GraceUntil     *time.Time     `json:"grace_until"`
+	Methods        []string       `json:"methods"`
+	Routes         []string       `json:"routes"`
+	RatePerSecond  *int           `json:"rate_per_second"`
+	RatePerMinute  *int           `json:"rate_per_minute"`
+	Metadata       map[string]any `json:"metadata"`
+	RotatedFrom    *uuid.UUID     `json:"rotated_from"`
+	AutoRotate     bool           `json:"auto_rotate"`
+	RotateEvery    int            `json:"rotate_every_days"`
+	LastRotatedAt  *time.Time     `json:"last_rotated_at"`
+	AutoRenew      bool           `json:"auto_renew"`
+	RenewDays      *int           `json:"renew_days"`
+	// Revealable: a successor issued by automatic rotation waits sealed for
+	// POST /v1/keys/{id}/reveal.
+	Revealable   bool       `json:"revealable"`
+	Synced       bool       `json:"synced"`
+	SyncAttempts int        `json:"sync_attempts"`
+	SyncError    string     `json:"sync_error,omitempty"`
+	CreatedBy    string     `json:"created_by"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	RevokedAt    *time.Time `json:"revoked_at"`
+	// Plaintext is the key itself, only in the answer that issues it.
+	Plaintext string `json:"key,omitempty"`
+
+	org, apiOrg uuid.UUID
+	hash        string
+	syncVersion int64
+	subStatus   Status
+	sealed      []byte
+}
+
+const keyColumns = `k.id, k.subscription_id, s.api_id, k.name, k.env, k.prefix, k.last4, k.state, k.expires_at, k.grace_until,
+	k.methods, k.routes, k.rate_per_second, k.rate_per_minute, k.metadata, k.rotated_from, k.auto_rotate, k.rotate_every_days,
+	k.last_rotated_at, k.auto_renew, k.renew_days, k.synced_version >= k.sync_version, k.sync_attempts, k.sync_error,
+	k.created_by, k.created_at, k.updated_at, k.revoked_at, s.organization_id, a.organization_id, k.hash, k.sync_version,
+	s.status, k.sealed_key`
+
+const keyFrom = ` FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id JOIN apis a ON a.id = s.api_id`
+
+func scanKey(row pgx.Row) (Key, error) {
+	var k Key
+	var last4 string
+	var meta []byte
+	err := row.Scan(&k.ID, &k.SubscriptionID, &k.APIID, &k.Name, &k.Env, &k.Prefix, &last4, &k.State, &k.ExpiresAt, &k.GraceUntil,
+		&k.Methods, &k.Routes, &k.RatePerSecond, &k.RatePerMinute, &meta, &k.RotatedFrom, &k.AutoRotate, &k.RotateEvery,
+		&k.LastRotatedAt, &k.AutoRenew, &k.RenewDays, &k.Synced, &k.SyncAttempts, &k.SyncError,
+		&k.CreatedBy, &k.CreatedAt, &k.UpdatedAt, &k.RevokedAt, &k.org, &k.apiOrg, &k.hash, &k.syncVersion,
+		&k.subStatus, &k.sealed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Key{}, ErrKeyNotFound
+	}
+	if err != nil {
+		return Key{}, fmt.Errorf("scan key: %w", err)
+	}
+	if err := json.Unmarshal(meta, &k.Metadata); err != nil {
+		return Key{}, fmt.Errorf("decode key metadata: %w", err)
+	}
+	k.Masked = keys.Mask(k.Prefix, last4)
+	k.Revealable = len(k.sealed) > 0
+	return k, nil
+}
+
+// KeySettings are a key's settings, given when it is issued.
+type KeySettings struct {
+	Name          string         `json:"name"`
+	ExpiresAt     *time.Time     `json:"expires_at"`
+	Methods       []string       `json:"methods"`
+	Routes        []string       `json:"routes"`
+	RatePerSecond *int           `json:"rate_per_second"`
+	RatePerMinute *int           `json:"rate_per_minute"`
+	Metadata      map[string]any `json:"metadata"`
+	// AutoRotate opts in to rotation every RotateEveryDays (default 90).
+	AutoRotate      bool `json:"auto_rotate"`
+	RotateEveryDays int  `json:"rotate_every_days"`
+	// AutoRenew extends the expiry by RenewDays instead of expiring.
+	AutoRenew bool `json:"auto_renew"`
+	RenewDays *int `json:"renew_days"`
+}
+
+var keyMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true}
+
+func (in *KeySettings) validate(now time.Time) error {
+	var v validation.Error
+	if utf8.RuneCountInString(in.Name) > 200 {
+		v.Add("name", "must be at most 200 characters")
+	}
+	if in.ExpiresAt != nil && !in.ExpiresAt.After(now) {
+		v.Add("expires_at", "must be in the future")
+	}
+	if len(in.Methods) > len(keyMethods) {
+		v.Add("methods", "at most %d methods", len(keyMethods))
+	}
+	for i, m := range in.Methods {
+		if !keyMethods[m] {
+			v.Add(fmt.Sprintf("methods[%d]", i), "must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		}
+	}
+	if len(in.Routes) > 100 {
+		v.Add("routes", "at most 100 route patterns")
+	}
+	for i, r := range in.Routes {
+		if err := gatewayrecord.ValidRoute(r); err != nil || len(r) > 500 {
+			v.Add(fmt.Sprintf("routes[%d]", i), "must be a route pattern such as /forecast/{city} or /v1/*, at most 500 characters")
+		}
+	}
+	for _, r := range []struct {
+		field string
+		v     *int
+	}{{"rate_per_second", in.RatePerSecond}, {"rate_per_minute", in.RatePerMinute}} {
+		if r.v != nil && (*r.v < 1 || *r.v > 1_000_000) {
+			v.Add(r.field, "must be 1 to 1000000, or null for the subscription's limit")
+		}
+	}
+	if b, _ := json.Marshal(in.Metadata); len(b) > 8192 {
+		v.Add("metadata", "must encode to at most 8 KiB")
+	}
+	if in.RotateEveryDays == 0 {
+		in.RotateEveryDays = 90
+	}
+	if in.RotateEveryDays < 1 || in.RotateEveryDays > 3650 {
+		v.Add("rotate_every_days", "must be 1 to 3650")
+	}
+	if in.AutoRenew && in.RenewDays == nil {
+		v.Add("renew_days", "is required with auto_renew")
+	}
+	if in.RenewDays != nil && (*in.RenewDays < 1 || *in.RenewDays > 3650) {
+		v.Add("renew_days", "must be 1 to 3650")
+	}
+	if in.AutoRenew && in.ExpiresAt == nil {
+		v.Add("auto_renew", "needs expires_at: a key without expiry never expires")
+	}
+	if in.Methods == nil {
+		in.Methods = []string{}
+	}
+	if in.Routes == nil {
+		in.Routes = []string{}
+	}
+	if in.Metadata == nil {
+		in.Metadata = map[string]any{}
+	}
+	return v.Err()
+}
+
+// KeyPatch changes a key's settings; absent fields stay as they are, and
+// null clears expires_at, the rate limits and renew_days.
+type KeyPatch struct {
+	Name            *string         `json:"name"`
+	ExpiresAt       Opt[time.Time]  `json:"expires_at"`
+	Methods         *[]string       `json:"methods"`
+	Routes          *[]string       `json:"routes"`
+	RatePerSecond   Opt[int]        `json:"rate_per_second"`
+	RatePerMinute   Opt[int]        `json:"rate_per_minute"`
+	Metadata        *map[string]any `json:"metadata"`
+	AutoRotate      *bool           `json:"auto_rotate"`
+	RotateEveryDays *int            `json:"rotate_every_days"`
+	AutoRenew       *bool           `json:"auto_renew"`
+	RenewDays       Opt[int]        `json:"renew_days"`
+}
+
+func (p KeyPatch) apply(k Key) KeySettings {
+	in := k.settings()
+	set(&in.Name, p.Name)
+	if p.ExpiresAt.Set {
+		in.ExpiresAt = p.ExpiresAt.Value
+	}
+	set(&in.Methods, p.Methods)
+	set(&in.Routes, p.Routes)
+	if p.RatePerSecond.Set {
+		in.RatePerSecond = p.RatePerSecond.Value
+	}
+	if p.RatePerMinute.Set {
+		in.RatePerMinute = p.RatePerMinute.Value
+	}
+	set(&in.Metadata, p.Metadata)
+	set(&in.AutoRotate, p.AutoRotate)
+	set(&in.RotateEveryDays, p.RotateEveryDays)
+	set(&in.AutoRenew, p.AutoRenew)
+	if p.RenewDays.Set {
+		in.RenewDays = p.RenewDays.Value
+	}
+	return in
+}
+
+func (k Key) settings() KeySettings {
+	return KeySettings{
+		Name: k.Name, ExpiresAt: k.ExpiresAt, Methods: k.Methods, Routes: k.Routes, RatePerSecond: k.RatePerSecond,
+		RatePerMinute: k.RatePerMinute, Metadata: k.Metadata, AutoRotate: k.AutoRotate, RotateEveryDays: k.RotateEvery,
+		AutoRenew: k.AutoRenew, RenewDays: k.RenewDays,
+	}
+}
+
+// canSee: the subscriber's organization, the API's provider and admins.
+func (k Key) canSee(a Actor) bool { return isAdmin(a) || a.OrgID == k.org || a.OrgID == k.apiOrg }
+
+// canChange: the subscriber's organization and admins.
+func (k Key) canChange(a Actor) bool { return isAdmin(a) || a.OrgID == k.org }
+
+// audited is what the audit log and webhooks get of a key: never its hash.
+func (k Key) audited() map[string]any {
+	return map[string]any{
+		"id": k.ID, "subscription_id": k.SubscriptionID, "name": k.Name, "masked": k.Masked, "state": k.State,
+		"expires_at": k.ExpiresAt, "grace_until": k.GraceUntil, "methods": k.Methods, "routes": k.Routes,
+		"rate_per_second": k.RatePerSecond, "rate_per_minute": k.RatePerMinute, "auto_rotate": k.AutoRotate,
+		"rotate_every_days": k.RotateEvery, "auto_renew": k.AutoRenew, "renew_days": k.RenewDays,
+	}
+}
+
+// CreateKey issues a key for a live subscription the actor's organization
+// holds. The answer carries the plaintext; nothing else ever will. The key
+// is pending until the gateway holds it.
+func (s *Service) CreateKey(ctx context.Context, actor Actor, subID uuid.UUID, in KeySettings) (Key, error) {
+	if err := in.validate(s.now()); err != nil {
+		return Key{}, err
+	}
+	var out Key
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		sub, err := s.changeSub(ctx, tx, actor, subID)
+		if err != nil {
+			return err
+		}
+		if sub.Status == StatusCanceled || sub.Status == StatusSuspended {
+			return fmt.Errorf("%w: it is %s", ErrSubscriptionInactive, sub.Status)
+		}
+		out, err = s.issue(ctx, tx, actor, sub, in, nil, nil)
+		if err != nil {
+			return err
+		}
+		return s.record(ctx, tx, actor, out.org, "key.create", "key", out.ID, nil, out.audited(),
+			"key.created", map[string]any{"key": out.audited()})
+	})
+	return out, err
+}
+
+// issue inserts a new pending key and queues its sync. The subscription
+// must be locked. A key in its rotation grace does not count toward the
+// subscription's limit: its successor takes its place.
+func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor Actor, sub Subscription, in KeySettings, rotatedFrom *uuid.UUID, seal *sealer) (Key, error) {
+	var live int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM api_keys WHERE subscription_id = $1
+			AND state IN ('pending', 'active', 'suspended', 'failed_sync') AND grace_until IS NULL`, sub.ID).Scan(&live); err != nil {
+		return Key{}, fmt.Errorf("count keys: %w", err)
+	}
+	if live >= sub.MaxActiveKeys {
+		return Key{}, fmt.Errorf("%w (%d)", ErrKeyLimit, sub.MaxActiveKeys)
+	}
+	raw, err := keys.Generate(s.cfg.Env)
+	if err != nil {
+		return Key{}, err
+	}
+	id := uuid.New()
+	var sealed []byte
+	if seal != nil {
+		if sealed, err = seal.seal(id, raw.Plaintext); err != nil {
+			return Key{}, err
+		}
+	}
+	meta, _ := json.Marshal(in.Metadata)
+	var lastRotated *time.Time
+	if rotatedFrom != nil {
+		now := s.now().UTC()
+		lastRotated = &now
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO api_keys (id, subscription_id, name, env, hash, prefix, last4, expires_at, methods, routes,
+			rate_per_second, rate_per_minute, metadata, rotated_from, auto_rotate, rotate_every_days, last_rotated_at,
+			auto_renew, renew_days, created_by, sealed_key)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
+		id, sub.ID, in.Name, s.cfg.Env, raw.Hash, raw.Prefix, raw.Last4, in.ExpiresAt, in.Methods, in.Routes,
+		in.RatePerSecond, in.RatePerMinute, meta, rotatedFrom, in.AutoRotate, in.RotateEveryDays, lastRotated,
+		in.AutoRenew, in.RenewDays, actor.Subject, sealed)
+	if err != nil {
+		return Key{}, fmt.Errorf("insert key: %w", err)
+	}
+	if err := s.enqueueKeySync(ctx, tx, id); err != nil {
+		return Key{}, err
+	}
+	k, err := s.lockKey(ctx, tx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	if seal == nil {
+		k.Plaintext = raw.Plaintext
+	}
+	return k, nil
+}
+
+func (s *Service) lockKey(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Key, error) {
+	return scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.id = $1 FOR UPDATE OF k`, id))
+}
+
+// changeKey locks a key the actor may change.
+func (s *Service) changeKey(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UUID) (Key, error) {
+	k, err := s.lockKey(ctx, tx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	if !k.canChange(actor) {
+		if k.canSee(actor) {
+			return Key{}, ErrForbidden
+		}
+		return Key{}, ErrKeyNotFound
+	}
+	return k, nil
+}
+
+// GetKey returns a key the actor may see.
+func (s *Service) GetKey(ctx context.Context, actor Actor, id uuid.UUID) (Key, error) {
+	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.id = $1`, id))
+	if err != nil {
+		return Key{}, err
+	}
+	if !k.canSee(actor) {
+		return Key{}, ErrKeyNotFound
+	}
+	return k, nil
+}
+
+// ListKeys lists a subscription's keys, oldest first, rotated-out ones
+// with their grace.
+func (s *Service) ListKeys(ctx context.Context, actor Actor, subID uuid.UUID) ([]Key, error) {
+	if _, err := s.GetSubscription(ctx, actor, subID); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.subscription_id = $1 ORDER BY k.created_at, k.id`, subID)
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) { return scanKey(r) })
+}
+
+// UpdateKey changes a key's settings. Terminal keys do not change.
+func (s *Service) UpdateKey(ctx context.Context, actor Actor, id uuid.UUID, p KeyPatch) (Key, error) {
+	var out Key
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		before, err := s.changeKey(ctx, tx, actor, id)
+		if err != nil {
+			return err
+		}
+		if before.State.Terminal() {
+			return &keys.TransitionError{From: before.State, To: before.State}
+		}
+		in := p.apply(before)
+		if err := in.validate(s.now()); err != nil {
+			return err
+		}
+		meta, _ := json.Marshal(in.Metadata)
+		if _, err := tx.Exec(ctx, `UPDATE api_keys SET name = $2, expires_at = $3, methods = $4, routes = $5, rate_per_second = $6,
+				rate_per_minute = $7, metadata = $8, auto_rotate = $9, rotate_every_days = $10, auto_renew = $11, renew_days = $12,
+				sync_version = sync_version + 1, updated_at = now()
+			WHERE id = $1`, id, in.Name, in.ExpiresAt, in.Methods, in.Routes, in.RatePerSecond, in.RatePerMinute, meta,
+			in.AutoRotate, in.RotateEveryDays, in.AutoRenew, in.RenewDays); err != nil {
+			return fmt.Errorf("update key: %w", err)
+		}
+		if err := s.enqueueKeySync(ctx, tx, id); err != nil {
+			return err
+		}
+		if out, err = s.lockKey(ctx, tx, id); err != nil {
+			return err
+		}
+		return s.record(ctx, tx, actor, out.org, "key.update", "key", id, before.audited(), out.audited(),
+			"key.updated", map[string]any{"key": out.audited()})
+	})
+	return out, err
+}
+
+// KeyAction is a state change a caller asks for.
+type KeyAction string
+
+// Key actions.
+const (
+	ActionSuspend KeyAction = "suspend"
+	ActionResume  KeyAction = "resume"
+	ActionRevoke  KeyAction = "revoke"
+)
+
+var actionTarget = map[KeyAction]keys.State{
+	ActionSuspend: keys.StateSuspended, ActionResume: keys.StateActive, ActionRevoke: keys.StateRevoked,
+}
+
+// Act suspends, resumes or revokes a key, as the state machine allows.
+// Resuming a key the gateway never held is refused like any illegal
+// transition: the sync job activates it.
+func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action KeyAction, reason string) (Key, error) {
+	to, ok := actionTarget[action]
+	if !ok {
+		return Key{}, fmt.Errorf("unknown key action %q", action)
+	}
+	var out Key
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		before, err := s.changeKey(ctx, tx, actor, id)
+		if err != nil {
+			return err
+		}
+		if action == ActionResume && before.State != keys.StateSuspended {
+			return &keys.TransitionError{From: before.State, To: to}
+		}
+		out, err = s.transition(ctx, tx, actor, before, to, reason)
+		return err
+	})
+	return out, err
+}
+
+// transition moves a locked key to state to, bumping its sync version and
+// queueing the sync, auditing and announcing the change.
+func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor Actor, k Key, to keys.State, reason string) (Key, error) {
+	if err := keys.Check(k.State, to); err != nil {
+		return Key{}, err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE api_keys SET state = $2, revoked_at = CASE WHEN $2 = 'revoked' THEN $3::timestamptz END,
+			sealed_key = CASE WHEN $2 IN ('revoked', 'expired') THEN NULL ELSE sealed_key END,
+			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, k.ID, to, s.now().UTC()); err != nil {
+		return Key{}, fmt.Errorf("set key state: %w", err)
+	}
+	if err := s.enqueueKeySync(ctx, tx, k.ID); err != nil {
+		return Key{}, err
+	}
+	after, err := s.lockKey(ctx, tx, k.ID)
+	if err != nil {
+		return Key{}, err
+	}
+	return after, s.record(ctx, tx, actor, after.org, "key.transition."+string(to), "key", k.ID,
+		map[string]keys.State{"state": k.State}, map[string]any{"state": to, "reason": reason},
+		"key."+keyEvent[to], map[string]any{"key": after.audited(), "from": k.State, "to": to, "reason": reason})
+}
+
+var keyEvent = map[keys.State]string{
+	keys.StateActive: "activated", keys.StateSuspended: "suspended", keys.StateRevoked: "revoked",
+	keys.StateExpired: "expired", keys.StateFailedSync: "sync_failed", keys.StatePending: "pending",
+}
+
+// revokeAll revokes a subscription's live keys (on cancellation).
+func (s *Service) revokeAll(ctx context.Context, tx pgx.Tx, actor Actor, subID uuid.UUID, reason string) error {
+	rows, err := tx.Query(ctx, `SELECT id FROM api_keys WHERE subscription_id = $1 AND state NOT IN ('revoked', 'expired')
+		ORDER BY id FOR UPDATE`, subID)
+	if err != nil {
+		return fmt.Errorf("list keys to revoke: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return fmt.Errorf("list keys to revoke: %w", err)
+	}
+	for _, id := range ids {
+		k, err := s.lockKey(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if _, err := s.transition(ctx, tx, actor, k, keys.StateRevoked, reason); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteKey removes a key: it is revoked first if it is not terminal, its
+// row goes, and a job removes its gateway record. Its audit entries stay.
+func (s *Service) DeleteKey(ctx context.Context, actor Actor, id uuid.UUID) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		k, err := s.changeKey(ctx, tx, actor, id)
+		if err != nil {
+			return err
+		}
+		if !k.State.Terminal() {
+			if k, err = s.transition(ctx, tx, actor, k, keys.StateRevoked, "deleted"); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM api_keys WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("delete key: %w", err)
+		}
+		// The record goes with any version: nothing newer can be written
+		// for a key that no longer exists.
+		if _, err := s.cfg.Jobs.InsertTx(ctx, tx, DeleteRecordArgs{Hash: k.hash, Version: k.syncVersion + 1},
+			&river.InsertOpts{MaxAttempts: syncAttempts}); err != nil {
+			return fmt.Errorf("enqueue record deletion: %w", err)
+		}
+		return s.record(ctx, tx, actor, k.org, "key.delete", "key", id, k.audited(), nil,
+			"key.deleted", map[string]any{"key": k.audited()})
+	})
+}
+
+// RotateInput rotates a key. GraceSeconds nil takes the default grace; 0
+// ends the old key now.
+type RotateInput struct {
+	GraceSeconds *int64 `json:"grace_seconds"`
+}
+
+// maxGrace bounds a rotation's grace period.
+const maxGrace = 90 * 24 * time.Hour
+
+// Rotate issues a successor with the same settings and keeps the old key
+// working for the grace period; with no grace the old key is revoked now.
+// The answer is the successor with its plaintext.
+func (s *Service) Rotate(ctx context.Context, actor Actor, id uuid.UUID, in RotateInput) (Key, error) {
+	grace := s.cfg.DefaultGrace
+	if in.GraceSeconds != nil {
+		grace = time.Duration(*in.GraceSeconds) * time.Second
+		if *in.GraceSeconds < 0 || grace > maxGrace {
+			return Key{}, validation.One("grace_seconds", "must be 0 to 7776000 (90 days)")
+		}
+	}
+	var out Key
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		old, err := s.changeKey(ctx, tx, actor, id)
+		if err != nil {
+			return err
+		}
+		out, err = s.rotate(ctx, tx, actor, old, grace, nil)
+		return err
+	})
+	return out, err
+}
+
+// rotate rotates a locked key; seal, when set, seals the successor's
+// plaintext for a later reveal instead of returning it.
+func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor Actor, old Key, grace time.Duration, seal *sealer) (Key, error) {
+	if old.State != keys.StateActive {
+		return Key{}, &keys.TransitionError{From: old.State, To: keys.StateRevoked}
+	}
+	if old.GraceUntil != nil {
+		return Key{}, fmt.Errorf("%w: it stops working at %s; rotate its successor", ErrAlreadyRotated, old.GraceUntil.Format(time.RFC3339))
+	}
+	sub, err := s.lockSub(ctx, tx, old.SubscriptionID)
+	if err != nil {
+		return Key{}, err
+	}
+	in := old.settings()
+	if in.ExpiresAt != nil && !in.ExpiresAt.After(s.now()) {
+		in.ExpiresAt = nil
+	}
+	next, err := s.issue(ctx, tx, actor, sub, in, &old.ID, seal)
+	if err != nil {
+		return Key{}, err
+	}
+	after := old
+	if grace <= 0 {
+		if after, err = s.transition(ctx, tx, actor, old, keys.StateRevoked, "rotated"); err != nil {
+			return Key{}, err
+		}
+	} else {
+		until := s.now().UTC().Add(grace).Truncate(time.Second)
+		if _, err := tx.Exec(ctx, `UPDATE api_keys SET grace_until = $2, auto_rotate = false, sync_version = sync_version + 1,
+				updated_at = now() WHERE id = $1`, old.ID, until); err != nil {
+			return Key{}, fmt.Errorf("set grace: %w", err)
+		}
+		if err := s.enqueueKeySync(ctx, tx, old.ID); err != nil {
+			return Key{}, err
+		}
+		if after, err = s.lockKey(ctx, tx, old.ID); err != nil {
+			return Key{}, err
+		}
+	}
+	return next, s.record(ctx, tx, actor, old.org, "key.rotate", "key", old.ID, old.audited(),
+		map[string]any{"grace_until": after.GraceUntil, "state": after.State, "successor": next.ID},
+		"key.rotated", map[string]any{"key": after.audited(), "successor": next.audited()})
+}
+
+// Reveal returns, once, the plaintext of a successor that automatic
+// rotation sealed, and erases the sealed copy.
+func (s *Service) Reveal(ctx context.Context, actor Actor, id uuid.UUID) (Key, error) {
+	var out Key
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		k, err := s.changeKey(ctx, tx, actor, id)
+		if err != nil {
+			return err
+		}
+		if len(k.sealed) == 0 || s.seal == nil {
+			return ErrNothingToReveal
+		}
+		plain, err := s.seal.open(k.ID, k.sealed)
+		if err != nil {
+			return fmt.Errorf("open sealed key %s: %w", k.ID, err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE api_keys SET sealed_key = NULL, updated_at = now() WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("erase sealed key: %w", err)
+		}
+		if out, err = s.lockKey(ctx, tx, id); err != nil {
+			return err
+		}
+		out.Plaintext = plain
+		return s.record(ctx, tx, actor, k.org, "key.reveal", "key", id, nil, nil, "", nil)
+	})
+	return out, err
+}
+
+// SubscriptionOf returns the subscription id of a key the actor may see
+// (for usage reads).
+func (s *Service) SubscriptionOf(ctx context.Context, actor Actor, id uuid.UUID) (uuid.UUID, error) {
+	k, err := s.GetKey(ctx, actor, id)
+	return k.SubscriptionID, err
+}
+
+// enqueueKeySync queues the outbox job that writes the key's record.
+func (s *Service) enqueueKeySync(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
+	if _, err := s.cfg.Jobs.InsertTx(ctx, tx, SyncKeyArgs{KeyID: id}, &river.InsertOpts{MaxAttempts: syncAttempts}); err != nil {
+		return fmt.Errorf("enqueue key sync: %w", err)
+	}
+	return nil
+}
+
+// trimReason bounds a caller's reason.
+func trimReason(r string) string {
+	r = strings.TrimSpace(r)
+	if utf8.RuneCountInString(r) > 500 {
+		r = string([]rune(r)[:500])
+	}
+	return r
+}

@@ -1,0 +1,346 @@
+package subscriptions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/riverqueue/river"
+
+	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/internal/keyset"
+)
+
+// Status is a subscription's status.
+type Status string
+
+// Subscription statuses.
+const (
+	StatusTrialing  Status = "trialing"
+	StatusActive    Status = "active"
+	StatusPastDue   Status = "past_due"
+	StatusSuspended Status = "suspended"
+	StatusCanceled  Status = "canceled"
+)
+
+// live reports whether the subscription still runs (may be billed and hold keys).
+func (st Status) live() bool { return st != StatusCanceled }
+
+// Subscription is an organization's subscription to an API's plan.
+type Subscription struct {
+	ID                 uuid.UUID  `json:"id"`
+	OrganizationID     uuid.UUID  `json:"organization_id"`
+	Subscriber         string     `json:"subscriber"`
+	APIID              uuid.UUID  `json:"api_id"`
+	PlanID             uuid.UUID  `json:"plan_id"`
+	PlanVersionID      uuid.UUID  `json:"plan_version_id"`
+	PlanVersion        int        `json:"plan_version"`
+	Status             Status     `json:"status"`
+	TrialEndsAt        *time.Time `json:"trial_ends_at"`
+	CurrentPeriodStart time.Time  `json:"current_period_start"`
+	CurrentPeriodEnd   time.Time  `json:"current_period_end"`
+	CancelAtPeriodEnd  bool       `json:"cancel_at_period_end"`
+	CanceledAt         *time.Time `json:"canceled_at"`
+	MaxActiveKeys      int        `json:"max_active_keys"`
+	// Synced reports whether the gateway holds the latest change.
+	Synced    bool      `json:"synced"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+
+	apiOrg      uuid.UUID
+	terms       Terms
+	syncVersion int64
+}
+
+// SubscribeInput subscribes the caller's organization to a plan.
+type SubscribeInput struct {
+	PlanID uuid.UUID `json:"plan_id"`
+}
+
+// CancelInput cancels a subscription now or at the end of its period.
+type CancelInput struct {
+	AtPeriodEnd bool `json:"at_period_end"`
+}
+
+const subColumns = `s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_version_id, v.version, s.status,
+	s.trial_ends_at, s.current_period_start, s.current_period_end, s.cancel_at_period_end, s.canceled_at, s.max_active_keys,
+	s.synced_version >= s.sync_version, s.created_at, s.updated_at, a.organization_id, s.sync_version,
+	v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard, v.rate_per_second,
+	v.rate_per_minute, v.included_units`
+
+const subFrom = ` FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id`
+
+func scanSub(row pgx.Row) (Subscription, error) {
+	var s Subscription
+	t := &s.terms
+	err := row.Scan(&s.ID, &s.OrganizationID, &s.Subscriber, &s.APIID, &s.PlanID, &s.PlanVersionID, &s.PlanVersion, &s.Status,
+		&s.TrialEndsAt, &s.CurrentPeriodStart, &s.CurrentPeriodEnd, &s.CancelAtPeriodEnd, &s.CanceledAt, &s.MaxActiveKeys,
+		&s.Synced, &s.CreatedAt, &s.UpdatedAt, &s.apiOrg, &s.syncVersion,
+		&t.Type, &t.Currency, &t.Interval, &t.BaseFee, &t.TrialDays, &t.QuotaRequests, &t.QuotaHard, &t.RatePerSecond,
+		&t.RatePerMinute, &t.IncludedUnits)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Subscription{}, ErrSubscriptionNotFound
+	}
+	if err != nil {
+		return Subscription{}, fmt.Errorf("scan subscription: %w", err)
+	}
+	return s, nil
+}
+
+// canSee: the subscriber's organization, the API's provider and admins.
+func (sub Subscription) canSee(a Actor) bool {
+	return isAdmin(a) || a.OrgID == sub.OrganizationID || a.OrgID == sub.apiOrg
+}
+
+// canChange: the subscriber's organization (consumers and providers alike,
+// as providers consume other APIs too) and admins.
+func (sub Subscription) canChange(a Actor) bool {
+	return isAdmin(a) || a.OrgID == sub.OrganizationID
+}
+
+// addPeriod is the end of a billing period that starts at t.
+func addPeriod(t time.Time, interval string) time.Time {
+	if interval == "year" {
+		return t.AddDate(1, 0, 0)
+	}
+	return t.AddDate(0, 1, 0)
+}
+
+// Subscribe subscribes the actor's organization to the latest version of
+// an active plan of an active API. A plan with trial days starts trialing.
+func (s *Service) Subscribe(ctx context.Context, actor Actor, in SubscribeInput) (Subscription, error) {
+	if actor.Role == catalog.RoleSystem || actor.OrgID == uuid.Nil {
+		return Subscription{}, ErrForbidden
+	}
+	var out Subscription
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		p, err := s.loadPlan(ctx, tx, actor, in.PlanID, false, false)
+		if errors.Is(err, ErrPlanNotFound) {
+			return fmt.Errorf("%w: plan_id: no plan %s you can see", ErrPlanNotFound, in.PlanID)
+		}
+		if err != nil {
+			return err
+		}
+		var apiState catalog.State
+		if err := tx.QueryRow(ctx, `SELECT state FROM apis WHERE id = $1 FOR SHARE`, p.APIID).Scan(&apiState); err != nil {
+			return fmt.Errorf("load api: %w", err)
+		}
+		if p.Status != PlanActive || apiState != catalog.StateActive {
+			return fmt.Errorf("%w: plan is %s, api is %s", ErrPlanUnavailable, p.Status, apiState)
+		}
+		now := s.now().UTC().Truncate(time.Second)
+		status, trialEnds := StatusActive, (*time.Time)(nil)
+		if days := p.Current.Terms.TrialDays; days > 0 {
+			end := now.AddDate(0, 0, days)
+			status, trialEnds = StatusTrialing, &end
+		}
+		var id uuid.UUID
+		err = tx.QueryRow(ctx, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status,
+				trial_ends_at, current_period_start, current_period_end, max_active_keys)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+			actor.OrgID, actor.Subject, p.APIID, p.Current.ID, status, trialEnds, now,
+			addPeriod(now, p.Current.Terms.Interval), s.cfg.MaxActiveKeys).Scan(&id)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+			return ErrAlreadySubscribed
+		}
+		if err != nil {
+			return fmt.Errorf("insert subscription: %w", err)
+		}
+		if err := s.history(ctx, tx, id, p.Current.ID, status, now, actor, "subscribed"); err != nil {
+			return err
+		}
+		if out, err = s.lockSub(ctx, tx, id); err != nil {
+			return err
+		}
+		if err := s.enqueueSubSync(ctx, tx, id); err != nil {
+			return err
+		}
+		return s.record(ctx, tx, actor, out.OrganizationID, "subscription.create", "subscription", id, nil, out,
+			"subscription.created", map[string]any{"subscription": out})
+	})
+	return out, err
+}
+
+func (s *Service) history(ctx context.Context, tx pgx.Tx, id, version uuid.UUID, st Status, at time.Time, actor Actor, reason string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor, reason)
+		VALUES ($1, $2, $3, $4, $5, $6)`, id, version, st, at, actor.Subject, reason)
+	if err != nil {
+		return fmt.Errorf("record subscription history: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) lockSub(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Subscription, error) {
+	return scanSub(tx.QueryRow(ctx, `SELECT `+subColumns+subFrom+` WHERE s.id = $1 FOR UPDATE OF s`, id))
+}
+
+// GetSubscription returns a subscription the actor may see.
+func (s *Service) GetSubscription(ctx context.Context, actor Actor, id uuid.UUID) (Subscription, error) {
+	sub, err := scanSub(s.pool.QueryRow(ctx, `SELECT `+subColumns+subFrom+` WHERE s.id = $1`, id))
+	if err != nil {
+		return Subscription{}, err
+	}
+	if !sub.canSee(actor) {
+		return Subscription{}, ErrSubscriptionNotFound
+	}
+	return sub, nil
+}
+
+// SubscriptionFilter selects subscriptions.
+type SubscriptionFilter struct {
+	APIID  uuid.UUID // uuid.Nil: any
+	Status Status
+	After  string
+	Limit  int
+}
+
+// ListSubscriptions lists the subscriptions the actor may see: its
+// organization's and those to its APIs; admins all.
+func (s *Service) ListSubscriptions(ctx context.Context, actor Actor, f SubscriptionFilter) ([]Subscription, string, error) {
+	after, err := keyset.Decode(f.After)
+	if err != nil {
+		return nil, "", err
+	}
+	limit := keyset.Limit(f.Limit)
+	rows, err := s.pool.Query(ctx, `SELECT `+subColumns+subFrom+`
+		WHERE ($1 OR s.organization_id = $2 OR a.organization_id = $2)
+		  AND ($3::uuid IS NULL OR s.api_id = $3) AND ($4 = '' OR s.status = $4::subscription_status)
+		  AND ($5::timestamptz IS NULL OR (s.created_at, s.id) > ($5, $6))
+		ORDER BY s.created_at, s.id LIMIT $7`,
+		isAdmin(actor), actor.OrgID, nullUUID(f.APIID), string(f.Status), after.Time(), after.ID, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list subscriptions: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Subscription, error) { return scanSub(r) })
+	if err != nil {
+		return nil, "", err
+	}
+	out, next := keyset.Page(out, limit, func(x Subscription) keyset.Cursor { return keyset.Cursor{At: x.CreatedAt, ID: x.ID} })
+	return out, next, nil
+}
+
+func nullUUID(id uuid.UUID) *uuid.UUID {
+	if id == uuid.Nil {
+		return nil
+	}
+	return &id
+}
+
+// Cancel cancels a subscription now, revoking its keys, or marks it to
+// end with its current period.
+func (s *Service) Cancel(ctx context.Context, actor Actor, id uuid.UUID, in CancelInput) (Subscription, error) {
+	var out Subscription
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		before, err := s.changeSub(ctx, tx, actor, id)
+		if err != nil {
+			return err
+		}
+		if !before.Status.live() {
+			return fmt.Errorf("%w: subscription is already canceled", ErrSubscriptionTransition)
+		}
+		if in.AtPeriodEnd {
+			if _, err := tx.Exec(ctx, `UPDATE subscriptions SET cancel_at_period_end = true, updated_at = now() WHERE id = $1`, id); err != nil {
+				return fmt.Errorf("cancel subscription: %w", err)
+			}
+			if out, err = s.lockSub(ctx, tx, id); err != nil {
+				return err
+			}
+			return s.record(ctx, tx, actor, out.OrganizationID, "subscription.cancel_at_period_end", "subscription", id,
+				before, out, "subscription.updated", map[string]any{"subscription": out})
+		}
+		out, err = s.setStatus(ctx, tx, actor, before, StatusCanceled, "canceled")
+		return err
+	})
+	return out, err
+}
+
+// changeSub locks a subscription the actor may change.
+func (s *Service) changeSub(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UUID) (Subscription, error) {
+	sub, err := s.lockSub(ctx, tx, id)
+	if err != nil {
+		return Subscription{}, err
+	}
+	if !sub.canChange(actor) {
+		if sub.canSee(actor) {
+			return Subscription{}, ErrForbidden
+		}
+		return Subscription{}, ErrSubscriptionNotFound
+	}
+	return sub, nil
+}
+
+// subTransitions is the subscription state machine.
+var subTransitions = map[Status][]Status{
+	StatusTrialing:  {StatusActive, StatusPastDue, StatusSuspended, StatusCanceled},
+	StatusActive:    {StatusPastDue, StatusSuspended, StatusCanceled},
+	StatusPastDue:   {StatusActive, StatusSuspended, StatusCanceled},
+	StatusSuspended: {StatusActive, StatusCanceled},
+	StatusCanceled:  nil,
+}
+
+// setStatus moves a locked subscription to status to. Canceling revokes
+// its live keys.
+func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor Actor, before Subscription, to Status, reason string) (Subscription, error) {
+	allowed := false
+	for _, st := range subTransitions[before.Status] {
+		allowed = allowed || st == to
+	}
+	if !allowed {
+		return Subscription{}, fmt.Errorf("%w: %s → %s", ErrSubscriptionTransition, before.Status, to)
+	}
+	now := s.now().UTC()
+	if _, err := tx.Exec(ctx, `UPDATE subscriptions SET status = $2, canceled_at = CASE WHEN $2 = 'canceled' THEN $3::timestamptz END,
+			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, before.ID, to, now); err != nil {
+		return Subscription{}, fmt.Errorf("set subscription status: %w", err)
+	}
+	if err := s.history(ctx, tx, before.ID, before.PlanVersionID, to, now, actor, reason); err != nil {
+		return Subscription{}, err
+	}
+	if to == StatusCanceled {
+		if err := s.revokeAll(ctx, tx, actor, before.ID, "subscription canceled"); err != nil {
+			return Subscription{}, err
+		}
+	}
+	if err := s.enqueueSubSync(ctx, tx, before.ID); err != nil {
+		return Subscription{}, err
+	}
+	after, err := s.lockSub(ctx, tx, before.ID)
+	if err != nil {
+		return Subscription{}, err
+	}
+	return after, s.record(ctx, tx, actor, after.OrganizationID, "subscription.transition."+string(to), "subscription", before.ID,
+		map[string]Status{"status": before.Status}, map[string]any{"status": to, "reason": reason},
+		"subscription."+string(to), map[string]any{"subscription": after, "from": before.Status, "to": to, "reason": reason})
+}
+
+// SetStatus is the admins' suspend and resume of a subscription (the
+// gateway refuses the keys of a suspended subscription).
+func (s *Service) SetStatus(ctx context.Context, actor Actor, id uuid.UUID, to Status, reason string) (Subscription, error) {
+	if !isAdmin(actor) {
+		return Subscription{}, ErrForbidden
+	}
+	var out Subscription
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		before, err := s.lockSub(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		out, err = s.setStatus(ctx, tx, actor, before, to, reason)
+		return err
+	})
+	return out, err
+}
+
+// enqueueSubSync queues the outbox job that writes the subscription's
+// record to Redis.
+func (s *Service) enqueueSubSync(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
+	if _, err := s.cfg.Jobs.InsertTx(ctx, tx, SyncSubscriptionArgs{SubscriptionID: id}, &river.InsertOpts{MaxAttempts: syncAttempts}); err != nil {
+		return fmt.Errorf("enqueue subscription sync: %w", err)
+	}
+	return nil
+}
