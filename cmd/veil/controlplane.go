@@ -47,6 +47,7 @@ const (
 type controlPlaneFlags struct {
 	addr             string
 	redisAddr        string
+	redisDB          int
 	jwtSecret        string
 	jwksURL          string
 	jwtIssuer        string
@@ -89,6 +90,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	if withRedis {
 		f.String(&c.redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address (rate limits, idempotency keys)")
 	}
+	f.Int(&c.redisDB, "redis-db", "VEIL_REDIS_DB", 0, "Redis logical database of the control plane's records (the gateway and processors must read the same one)")
 	f.String(&c.jwtSecret, "jwt-secret", "VEIL_JWT_SECRET", "", "HS256 secret that signs bearer tokens")
 	f.String(&c.jwksURL, "jwt-jwks-url", "VEIL_JWT_JWKS_URL", "", "JWKS URL of an identity provider signing RS256/ES256 tokens")
 	f.String(&c.jwtIssuer, "jwt-issuer", "VEIL_JWT_ISSUER", "veil", "required token issuer")
@@ -192,6 +194,9 @@ type controlPlane struct {
 }
 
 func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL string, logger *slog.Logger, set *metrics.Set) (_ *controlPlane, err error) {
+	if cp.keyReconcileEvery <= 0 || cp.maintenanceEvery <= 0 {
+		return nil, errors.New("--key-reconcile-interval and --key-maintenance-interval must be positive")
+	}
 	if cp.rescueAfter <= 30*time.Second {
 		return nil, errors.New("--job-rescue-after must exceed the 30s job timeout")
 	}
@@ -238,7 +243,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err := pool.Ping(pctx); err != nil {
 		return nil, fmt.Errorf("ping postgres (make services starts it): %w", err)
 	}
-	plane.redis, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{cp.redisAddr}, DisableCache: true})
+	plane.redis, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{cp.redisAddr}, SelectDB: cp.redisDB, DisableCache: true})
 	if err != nil {
 		return nil, fmt.Errorf("connect to redis at %s (make services starts it): %w", cp.redisAddr, err)
 	}

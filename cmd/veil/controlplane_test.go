@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -313,7 +314,10 @@ type apiView struct {
 // cpEnv is a migrated database, a real gateway behind a fault proxy and an
 // upstream.
 type cpEnv struct {
-	pgURL    string
+	pgURL string
+	// redisDB is the test's own Redis database: the control plane's key
+	// reconciliation scans every key record in it.
+	redisDB  int
 	gw       *gatewayProc
 	admin    *faultyAdmin
 	upstream *upstream
@@ -331,18 +335,20 @@ func newCPEnv(t *testing.T) *cpEnv {
 			dumpJobs(t, pgURL)
 		}
 	})
-	return &cpEnv{pgURL: pgURL, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
+	_, db := testenv.RedisDB(t)
+	return &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
 }
 
 func (e *cpEnv) flags(t *testing.T, attempts int) controlPlaneFlags {
 	return controlPlaneFlags{
-		addr: "127.0.0.1:0", redisAddr: testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379"),
+		addr: "127.0.0.1:0", redisAddr: testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379"), redisDB: e.redisDB,
 		jwtSecret: testJWTSecret, jwtIssuer: "veil", jwtAudience: "veil-control-plane",
 		gatewayAdminURL: e.admin.srv.URL, gatewayURL: e.gw.URL,
 		registerAttempts: attempts, retryBase: 20 * time.Millisecond, retryMax: 200 * time.Millisecond,
 		reconcileEvery: time.Hour, sweepEvery: time.Hour, rescueAfter: 31 * time.Second,
 		ipRate: "100000/1m", tokenRate: "100000/1m", webhookPrivate: true, webhookAttempts: 5,
 		webhookRetryBase: 20 * time.Millisecond, workers: 4,
+		keyReconcileEvery: time.Hour, maintenanceEvery: time.Hour, keyEnv: "test", keySealSecret: "control-plane-test-seal",
 	}
 }
 
@@ -579,7 +585,7 @@ func (e *cpEnv) controlPlaneProcess(t *testing.T, addr string) *exec.Cmd {
 	}
 	cmd := exec.Command(self, "control-plane",
 		"--control-plane-addr", addr, "--postgres-url", e.pgURL,
-		"--redis-addr", testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379"),
+		"--redis-addr", testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379"), "--redis-db", strconv.Itoa(e.redisDB),
 		"--jwt-secret", testJWTSecret, "--gateway-admin-url", e.admin.srv.URL, "--gateway-url", e.gw.URL,
 		"--register-attempts", "20", "--register-retry-base", "50ms", "--register-retry-max", "500ms",
 		"--job-rescue-after", "31s", "--rate-limit-ip=", "--rate-limit-token=", "--log-level", "warn")

@@ -97,8 +97,10 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Key records in a database of their own: the reconcile route scans them all.
+	records, _ := testenv.RedisDB(t)
 	subs, err := subscriptions.New(subscriptions.Config{
-		Pool: pool, Jobs: jobs, Records: gatewayrecord.New(redis), Publisher: hooks, Logger: logger,
+		Pool: pool, Jobs: jobs, Records: gatewayrecord.New(records), Publisher: hooks, Logger: logger,
 		SealSecret: []byte("httpapi-test-seal"),
 	})
 	if err != nil {

@@ -438,8 +438,8 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor Actor, k Key,
 	if err := keys.Check(k.State, to); err != nil {
 		return Key{}, err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE api_keys SET state = $2, revoked_at = CASE WHEN $2 = 'revoked' THEN $3::timestamptz END,
-			sealed_key = CASE WHEN $2 IN ('revoked', 'expired') THEN NULL ELSE sealed_key END,
+	if _, err := tx.Exec(ctx, `UPDATE api_keys SET state = $2::key_state, revoked_at = CASE WHEN $2::key_state = 'revoked' THEN $3::timestamptz END,
+			sealed_key = CASE WHEN $2::key_state IN ('revoked', 'expired') THEN NULL ELSE sealed_key END,
 			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, k.ID, to, s.now().UTC()); err != nil {
 		return Key{}, fmt.Errorf("set key state: %w", err)
 	}

@@ -294,7 +294,7 @@ func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor Actor, before 
 		return Subscription{}, fmt.Errorf("%w: %s → %s", ErrSubscriptionTransition, before.Status, to)
 	}
 	now := s.now().UTC()
-	if _, err := tx.Exec(ctx, `UPDATE subscriptions SET status = $2, canceled_at = CASE WHEN $2 = 'canceled' THEN $3::timestamptz END,
+	if _, err := tx.Exec(ctx, `UPDATE subscriptions SET status = $2::subscription_status, canceled_at = CASE WHEN $2::subscription_status = 'canceled' THEN $3::timestamptz END,
 			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, before.ID, to, now); err != nil {
 		return Subscription{}, fmt.Errorf("set subscription status: %w", err)
 	}

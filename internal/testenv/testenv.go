@@ -274,6 +274,31 @@ func Redis(t testing.TB) rueidis.Client {
 	return c
 }
 
+// RedisDB returns a client for a logical database of the test Redis that
+// no other running test uses, emptied, and its number. Tests that scan
+// every record of a kind (key reconciliation) need one: on the shared
+// database 0 they would see, and remove, other tests' records. Databases
+// 1–15 are handed out in turn across all test processes.
+func RedisDB(t testing.TB) (rueidis.Client, int) {
+	t.Helper()
+	shared := Redis(t)
+	n, err := shared.Do(t.Context(), shared.B().Incr().Key("veil:test:next-db").Build()).AsInt64()
+	if err != nil {
+		t.Fatalf("allocate a Redis test database: %v", err)
+	}
+	db := int(1 + n%15)
+	addr := Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379")
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, SelectDB: db})
+	if err != nil {
+		t.Fatalf("Redis at %s database %d: %v", addr, db, err)
+	}
+	t.Cleanup(c.Close)
+	if err := c.Do(t.Context(), c.B().Flushdb().Build()).Error(); err != nil {
+		t.Fatalf("empty Redis test database %d: %v", db, err)
+	}
+	return c, db
+}
+
 // GroupLag returns how many records of topic the group has not committed.
 func (k *Kafka) GroupLag(t testing.TB, group, topic string) (int64, error) {
 	t.Helper()
