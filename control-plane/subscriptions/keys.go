@@ -559,10 +559,8 @@ func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor Actor, old Key, g
 	if in.ExpiresAt != nil && !in.ExpiresAt.After(s.now()) {
 		in.ExpiresAt = nil
 	}
-	next, err := s.issue(ctx, tx, actor, sub, in, &old.ID, seal)
-	if err != nil {
-		return Key{}, err
-	}
+	// The old key leaves the count of live keys first, so that a
+	// subscription at its limit can still rotate.
 	after := old
 	if grace <= 0 {
 		if after, err = s.transition(ctx, tx, actor, old, keys.StateRevoked, "rotated"); err != nil {
@@ -580,6 +578,10 @@ func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor Actor, old Key, g
 		if after, err = s.lockKey(ctx, tx, old.ID); err != nil {
 			return Key{}, err
 		}
+	}
+	next, err := s.issue(ctx, tx, actor, sub, in, &old.ID, seal)
+	if err != nil {
+		return Key{}, err
 	}
 	return next, s.record(ctx, tx, actor, old.org, "key.rotate", "key", old.ID, old.audited(),
 		map[string]any{"grace_until": after.GraceUntil, "state": after.State, "successor": next.ID},
