@@ -589,13 +589,19 @@ func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor Actor, old Key, g
 }
 
 // Reveal returns, once, the plaintext of a successor that automatic
-// rotation sealed, and erases the sealed copy.
+// rotation sealed, and erases the sealed copy. Only members of the
+// subscribing organization may reveal it.
 func (s *Service) Reveal(ctx context.Context, actor Actor, id uuid.UUID) (Key, error) {
 	var out Key
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		k, err := s.changeKey(ctx, tx, actor, id)
 		if err != nil {
 			return err
+		}
+		// A secret for the subscriber's eyes only: not even platform admins
+		// of other organizations reveal it.
+		if actor.OrgID != k.org {
+			return ErrForbidden
 		}
 		if len(k.sealed) == 0 || s.seal == nil {
 			return ErrNothingToReveal

@@ -320,10 +320,12 @@ func (s *Service) UpdatePlan(ctx context.Context, actor Actor, id uuid.UUID, p P
 		set(&name, p.Name)
 		set(&desc, p.Description)
 		set(&status, p.Status)
-		in := PlanInput{Name: name, Slug: before.Slug, Description: desc, Status: status, Terms: before.Current.Terms}
 		var v validation.Error
-		if err := in.Validate(); err != nil {
-			v = *err.(*validation.Error)
+		if n := utf8.RuneCountInString(strings.TrimSpace(name)); n == 0 || n > 200 {
+			v.Add("name", "must be 1 to 200 characters")
+		}
+		if utf8.RuneCountInString(desc) > 5000 {
+			v.Add("description", "must be at most 5000 characters")
 		}
 		if status != PlanDraft && status != PlanActive && status != PlanArchived {
 			v.Add("status", "must be draft, active or archived")

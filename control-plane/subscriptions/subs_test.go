@@ -118,6 +118,18 @@ func TestSubscribeRules(t *testing.T) {
 		t.Fatalf("CreatePlan by a consumer = %v; want ErrForbidden", err)
 	}
 
+	// An archived plan keeps its subscriptions and takes no new ones.
+	archived := subscriptions.PlanArchived
+	if p, err := f.svc.UpdatePlan(f.ctx, f.provider, trial.ID, subscriptions.PlanPatch{Status: &archived}); err != nil || p.Status != archived {
+		t.Fatalf("archiving a plan = %+v, %v", p.Status, err)
+	}
+	if got, _ := f.svc.GetSubscription(f.ctx, other, sub.ID); got.Status != subscriptions.StatusActive {
+		t.Fatalf("subscription of an archived plan = %s; want still active", got.Status)
+	}
+	if _, err := f.svc.Subscribe(f.ctx, f.provider, subscriptions.SubscribeInput{PlanID: trial.ID}); !errors.Is(err, subscriptions.ErrPlanUnavailable) {
+		t.Fatalf("Subscribe to an archived plan (as its provider, who sees it) = %v; want ErrPlanUnavailable", err)
+	}
+
 	// A new version leaves existing subscriptions on theirs.
 	quota := int64(5000)
 	v2, err := f.svc.CreateVersion(f.ctx, f.provider, f.plan.ID, subscriptions.VersionInput{Terms: subscriptions.Terms{Currency: "USD", QuotaRequests: &quota}})
