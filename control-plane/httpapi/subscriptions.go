@@ -40,7 +40,7 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 		return id, "", err
 	})))
 	r.Get(idPath("/v1/subscriptions/{id}/keys"), a.handle(read(listOf(s.ListKeys))))
-	r.Post(idPath("/v1/subscriptions/{id}/keys"), a.handle(write(http.StatusCreated, s.CreateKey)))
+	r.Post(idPath("/v1/subscriptions/{id}/keys"), a.handle(a.createKey))
 
 	r.Get(idPath("/v1/keys/{id}"), a.handle(read(s.GetKey)))
 	r.Patch(idPath("/v1/keys/{id}"), a.handle(write(http.StatusOK, s.UpdateKey)))
@@ -149,6 +149,27 @@ func (a *api) subscriptionStatus(to subscriptions.Status) func(http.ResponseWrit
 	}
 }
 
+// createKey answers the new key with its plaintext, marked no-store so
+// that neither caches nor the idempotency store keep it.
+func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var in subscriptions.KeySettings
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	out, err := a.cfg.Subscriptions.CreateKey(r.Context(), actorFrom(r), id, in)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/keys/"+out.ID.String())
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
 func (a *api) keyAction(act subscriptions.KeyAction) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r, "id")
@@ -196,6 +217,7 @@ func (a *api) rotate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", "/v1/keys/"+out.ID.String())
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, out)
 	return nil
 }

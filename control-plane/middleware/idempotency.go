@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -135,6 +136,9 @@ type entry struct {
 	Status     int                 `json:"status,omitempty"`
 	Header     map[string][]string `json:"header,omitempty"`
 	Body       []byte              `json:"body,omitempty"`
+	// Withheld: the response carried Cache-Control: no-store (it shows a
+	// secret once), so only its status and headers were kept.
+	Withheld bool `json:"withheld,omitempty"`
 }
 
 func (e entry) done() bool { return e.Token == "" }
@@ -176,7 +180,11 @@ return redis.call('DEL', KEYS[1])
 //     500 or more are not stored (the lock is released), so the client can
 //     retry after a failure.
 //   - repeat with the same request body: the stored response is replayed
-//     with Idempotent-Replayed: true; the handler does not run.
+//     with Idempotent-Replayed: true; the handler does not run. A response
+//     marked Cache-Control: no-store (one that shows a secret once, such as
+//     a new API key) is never stored: its repeat gets a 409 problem (type
+//     idempotency-response-withheld) with the first answer's status and
+//     Location, and the handler does not run either.
 //   - repeat with another body: 422 problem (type idempotency-key-reused),
 //     also while the first request is still running.
 //   - repeat while the first is still running: 409 problem (type
@@ -258,6 +266,16 @@ func (i *Idempotency) answerRepeat(w http.ResponseWriter, r *http.Request, prev,
 		w.Header().Set("Retry-After", "1")
 		writeProblem(w, r, problem.New(http.StatusConflict, "idempotency-key-in-flight", "Request In Flight",
 			"a request with this Idempotency-Key is still being processed; retry shortly"))
+	case e.Withheld:
+		i.replayed.Inc()
+		h := w.Header()
+		if loc := e.Header["Location"]; len(loc) > 0 {
+			h["Location"] = loc
+		}
+		h.Set(HeaderIdempotentReplayed, "true")
+		writeProblem(w, r, problem.New(http.StatusConflict, "idempotency-response-withheld", "Response Withheld",
+			fmt.Sprintf("a request with this Idempotency-Key already succeeded (status %d); its answer showed a secret once and was not kept, so it cannot be replayed", e.Status)).
+			With("original_status", e.Status))
 	default:
 		i.replayed.Inc()
 		h := w.Header()
@@ -291,7 +309,11 @@ func (i *Idempotency) runAndStore(w http.ResponseWriter, r *http.Request, next h
 			}
 			return
 		}
-		val, err := json.Marshal(entry{BodySHA256: bodyHash, Status: status, Header: rec.header, Body: rec.body.Bytes()})
+		e := entry{BodySHA256: bodyHash, Status: status, Header: rec.header, Body: rec.body.Bytes()}
+		if noStore(rec.header) {
+			e.Body, e.Withheld = nil, true
+		}
+		val, err := json.Marshal(e)
 		if err == nil {
 			err = storeScript.Exec(ctx, i.cfg.Client, []string{key},
 				[]string{lock, string(val), strconv.FormatInt(i.cfg.TTL.Milliseconds(), 10)}).Error()
@@ -340,6 +362,18 @@ func (i *Idempotency) redisKey(scope, method, path, key string) string {
 		_, _ = h.Write([]byte(part))
 	}
 	return i.cfg.Prefix + hex.EncodeToString(h.Sum(nil))
+}
+
+// noStore reports whether captured headers say Cache-Control: no-store.
+func noStore(h map[string][]string) bool {
+	for _, v := range h["Cache-Control"] {
+		for _, d := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(d), "no-store") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func validIdempotencyKey(k string) bool {
