@@ -257,6 +257,12 @@ func token(t *testing.T, org, user string, role identity.Role) string {
 
 func (c cpClient) do(method, path, tok string, body any, out any) int {
 	c.t.Helper()
+	return c.doWith(method, path, tok, body, out)
+}
+
+// doWith is do with extra request headers, as name, value pairs.
+func (c cpClient) doWith(method, path, tok string, body any, out any, header ...string) int {
+	c.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -272,6 +278,9 @@ func (c cpClient) do(method, path, tok string, body any, out any) int {
 	req.Header.Set("Authorization", "Bearer "+tok)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -29,6 +29,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		batch     int
 		mig       migrateFlags
 		redisAddr string
+		redisDB   int
 		cpURL     string
 		gwURL     string
 		jwtSecret string
@@ -41,6 +42,7 @@ every accepted event is in Kafka.`, stdout)
 	f.String(&brokers, "kafka-brokers", "VEIL_DEMO_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers to read the topic back from")
 	mig.register(f)
 	f.String(&redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address")
+	f.Int(&redisDB, "redis-db", "VEIL_REDIS_DB", 0, "Redis logical database of the control plane's key and subscription records")
 	f.String(&cpURL, "control-plane-url", "VEIL_DEMO_CONTROL_PLANE_URL", "http://127.0.0.1:8080", "base URL of the control plane")
 	f.String(&gwURL, "gateway-url", "VEIL_GATEWAY_URL", defaultGatewayURL, "base URL of the gateway")
 	f.String(&jwtSecret, "jwt-secret", "VEIL_JWT_SECRET", identity.DevJWTSecret, "HS256 secret veil dev verifies tokens with")
@@ -140,7 +142,11 @@ every accepted event is in Kafka.`, stdout)
 		return err
 	}
 
-	if err := demoCatalog(ctx, stdout, step, cpURL, gwURL, jwtSecret); err != nil {
+	apiID, err := demoCatalog(ctx, stdout, step, cpURL, gwURL, jwtSecret)
+	if err != nil {
+		return err
+	}
+	if err := demoKeys(ctx, stdout, step, cpURL, jwtSecret, apiID, redisAddr, redisDB); err != nil {
 		return err
 	}
 

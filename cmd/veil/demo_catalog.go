@@ -8,27 +8,34 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/internal/gatewayrecord"
 )
 
 // demoCatalog walks the provider → admin → gateway loop: it starts a small
 // upstream, registers it as an API, submits it, approves it as a platform
-// admin, waits until the gateway serves it and calls it there.
-func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any), cpURL, gatewayURL, jwtSecret string) error {
+// admin, waits until the gateway serves it and calls it there. It returns
+// the API's id.
+func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any), cpURL, gatewayURL, jwtSecret string) (string, error) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	step("waiting for the control plane at %s and the gateway at %s", cpURL, gatewayURL)
 	if err := waitReady(ctx, client, cpURL+"/readyz", 90*time.Second); err != nil {
-		return err
+		return "", err
 	}
 	if err := waitReady(ctx, client, gatewayURL+"/healthz", 90*time.Second); err != nil {
-		return err
+		return "", err
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return fmt.Errorf("demo upstream: %w", err)
+		return "", fmt.Errorf("demo upstream: %w", err)
 	}
 	upstream := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -51,40 +58,16 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 	provider, err := identity.Mint([]byte(jwtSecret), "veil", "veil-control-plane",
 		identity.Principal{Subject: "dana", Org: "demo-weather", Role: identity.RoleProvider, Name: "Dana (provider)"}, time.Hour, now)
 	if err != nil {
-		return err
+		return "", err
 	}
 	admin, err := identity.Mint([]byte(jwtSecret), "veil", "veil-control-plane",
 		identity.Principal{Subject: "ops", Org: "veil-platform", Role: identity.RoleAdmin, Name: "Platform operator"}, time.Hour, now)
 	if err != nil {
-		return err
+		return "", err
 	}
-	call := func(method, path, tok string, body any, out any) (int, error) {
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, err := http.NewRequestWithContext(ctx, method, cpURL+path, rd)
-		if err != nil {
-			return 0, err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode >= 300 {
-			return resp.StatusCode, fmt.Errorf("%s %s: %s\n%s", method, path, resp.Status, indentJSON(b))
-		}
-		if out != nil {
-			return resp.StatusCode, json.Unmarshal(b, out)
-		}
-		return resp.StatusCode, nil
+	cp := demoCaller{client: client, base: cpURL}
+	call := func(method, path, tok string, body, out any) (int, error) {
+		return cp.call(ctx, method, path, tok, body, out)
 	}
 
 	slug := fmt.Sprintf("weather-%d", now.Unix()%100000)
@@ -98,7 +81,7 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 		"routes":            []map[string]any{{"methods": []string{"GET"}, "path": "/forecast"}},
 		"health_check_path": "/health", "visibility": "public",
 	}, &raw); err != nil {
-		return err
+		return "", err
 	}
 	api.ID = fmt.Sprint(raw["id"])
 	fmt.Fprintf(stdout, "  api %s is %v\n", api.ID, raw["state"])
@@ -106,13 +89,13 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 	step("the provider submits it for review: POST /v1/apis/%s/submit", api.ID)
 	var approval map[string]any
 	if _, err := call("POST", "/v1/apis/"+api.ID+"/submit", provider, map[string]any{"priority": "high", "note": "first release"}, &approval); err != nil {
-		return err
+		return "", err
 	}
 	fmt.Fprintf(stdout, "  approval request %v is %v, priority %v, due %v\n", approval["id"], approval["status"], approval["priority"], approval["due_at"])
 
 	step("a platform admin approves it: POST /v1/admin/approvals/%v/approve", approval["id"])
 	if _, err := call("POST", fmt.Sprintf("/v1/admin/approvals/%v/approve", approval["id"]), admin, map[string]any{"reason": "reviewed"}, nil); err != nil {
-		return err
+		return "", err
 	}
 
 	step("the registration job checks the upstream, adds the route to the gateway, verifies it, then marks the API active")
@@ -120,7 +103,7 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 	for {
 		var cur map[string]any
 		if _, err := call("GET", "/v1/apis/"+api.ID, provider, nil, &cur); err != nil {
-			return err
+			return "", err
 		}
 		state := fmt.Sprint(cur["state"])
 		if state == "active" {
@@ -128,11 +111,11 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 			break
 		}
 		if state == "failed" || time.Now().After(deadline) {
-			return fmt.Errorf("api %s is %s (%v); want active", api.ID, state, cur["state_reason"])
+			return "", fmt.Errorf("api %s is %s (%v); want active", api.ID, state, cur["state_reason"])
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return "", ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -141,12 +124,12 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gatewayURL+"/"+slug+"/forecast?city=Lisbon", nil)
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("call through the gateway: %w", err)
+		return "", fmt.Errorf("call through the gateway: %w", err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("call through the gateway: %s %s", resp.Status, body)
+		return "", fmt.Errorf("call through the gateway: %s %s", resp.Status, body)
 	}
 	fmt.Fprintf(stdout, "  %s %s", resp.Status, body)
 
@@ -154,11 +137,257 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 		Data []struct{ From, To, Actor string } `json:"data"`
 	}
 	if _, err := call("GET", "/v1/apis/"+api.ID+"/transitions", provider, nil, &tr); err != nil {
-		return err
+		return "", err
 	}
 	fmt.Fprintln(stdout, "  its recorded life so far:")
 	for _, x := range tr.Data {
 		fmt.Fprintf(stdout, "    %-16s → %-16s by %s\n", x.From, x.To, x.Actor)
 	}
+	return api.ID, nil
+}
+
+// demoCaller calls the control plane's REST API with a bearer token.
+type demoCaller struct {
+	client *http.Client
+	base   string
+}
+
+// call sends body as JSON and decodes the answer into out; an answer of 300
+// or more is an error carrying its problem details.
+func (c demoCaller) call(ctx context.Context, method, path, tok string, body, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return resp.StatusCode, fmt.Errorf("%s %s: %s\n%s", method, path, resp.Status, indentJSON(b))
+	}
+	if out != nil {
+		return resp.StatusCode, json.Unmarshal(b, out)
+	}
+	return resp.StatusCode, nil
+}
+
+// demoKeys walks the consumer's side of the API apiID: the provider adds a
+// plan, a consumer organization subscribes and issues an API key, the sync
+// job writes the key's record to Redis, which makes it active, and the
+// records are read back the way the gateway will read them.
+func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), cpURL, jwtSecret, apiID, redisAddr string, redisDB int) error {
+	cp := demoCaller{client: &http.Client{Timeout: 30 * time.Second}, base: cpURL}
+	call := func(method, path, tok string, body, out any) (int, error) {
+		return cp.call(ctx, method, path, tok, body, out)
+	}
+	now := time.Now()
+	provider, err := identity.Mint([]byte(jwtSecret), "veil", "veil-control-plane",
+		identity.Principal{Subject: "dana", Org: "demo-weather", Role: identity.RoleProvider, Name: "Dana (provider)"}, time.Hour, now)
+	if err != nil {
+		return err
+	}
+	consumer, err := identity.Mint([]byte(jwtSecret), "veil", "veil-control-plane",
+		identity.Principal{Subject: "sam", Org: "demo-travel", Role: identity.RoleConsumer, Name: "Sam (consumer)"}, time.Hour, now)
+	if err != nil {
+		return err
+	}
+
+	step("the provider offers a plan: POST /v1/apis/%s/plans", apiID)
+	var plan struct {
+		ID      string `json:"id"`
+		Name    string `json:"name"`
+		Status  string `json:"status"`
+		Current struct {
+			Version int                 `json:"version"`
+			Terms   subscriptions.Terms `json:"terms"`
+		} `json:"current_version"`
+	}
+	if _, err := call("POST", "/v1/apis/"+apiID+"/plans", provider, map[string]any{
+		"name": "Starter", "slug": "starter", "description": "10,000 requests a month, 10 a second",
+		"terms": map[string]any{"type": "subscription", "currency": "USD", "interval": "month", "base_fee": "0",
+			"quota_requests": 10000, "quota_hard": true, "rate_per_second": 10},
+	}, &plan); err != nil {
+		return err
+	}
+	terms := plan.Current.Terms
+	quota := "soft"
+	if terms.QuotaHard {
+		quota = "hard"
+	}
+	fmt.Fprintf(stdout, "  plan %s %q (%s), version %d: %s %s a %s, %s requests a %s (%s quota), %s requests/s\n",
+		plan.ID, plan.Name, plan.Status, plan.Current.Version, terms.BaseFee, terms.Currency, terms.Interval,
+		orUnlimited(terms.QuotaRequests), terms.Interval, quota, orUnlimited(terms.RatePerSecond))
+
+	step("another organization (demo-travel, role consumer) subscribes: POST /v1/subscriptions")
+	var sub struct {
+		ID                 string    `json:"id"`
+		Status             string    `json:"status"`
+		PlanVersion        int       `json:"plan_version"`
+		CurrentPeriodStart time.Time `json:"current_period_start"`
+		CurrentPeriodEnd   time.Time `json:"current_period_end"`
+		MaxActiveKeys      int       `json:"max_active_keys"`
+	}
+	if _, err := call("POST", "/v1/subscriptions", consumer, map[string]any{"plan_id": plan.ID}, &sub); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "  subscription %s is %s on plan version %d, period %s → %s, up to %d live keys\n",
+		sub.ID, sub.Status, sub.PlanVersion, sub.CurrentPeriodStart.Format(time.RFC3339), sub.CurrentPeriodEnd.Format(time.RFC3339), sub.MaxActiveKeys)
+
+	step("the consumer issues an API key: POST /v1/subscriptions/%s/keys", sub.ID)
+	type keyView struct {
+		ID     string `json:"id"`
+		Masked string `json:"masked"`
+		State  string `json:"state"`
+		Key    string `json:"key"`
+	}
+	var key keyView
+	issued := time.Now()
+	if _, err := call("POST", "/v1/subscriptions/"+sub.ID+"/keys", consumer, map[string]any{"name": "travel-app production"}, &key); err != nil {
+		return err
+	}
+	if key.Key == "" {
+		return fmt.Errorf("POST /v1/subscriptions/%s/keys answered no key", sub.ID)
+	}
+	fmt.Fprintf(stdout, "  key %s  %s  %s (the gateway does not hold it yet)\n", key.ID, key.Masked, key.State)
+	fmt.Fprintf(stdout, "  the key itself, SHOWN ONCE: Postgres and Redis keep only its SHA-256, no later answer carries it\n    %s\n", key.Key)
+
+	step("the sync job writes the key's record to Redis; only then is the key active: GET /v1/keys/%s", key.ID)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var cur keyView
+		if _, err := call("GET", "/v1/keys/"+key.ID, consumer, nil, &cur); err != nil {
+			return err
+		}
+		if cur.Key != "" {
+			return fmt.Errorf("GET /v1/keys/%s answered the plaintext key", key.ID)
+		}
+		if cur.State == "active" {
+			fmt.Fprintf(stdout, "  key %s is active, %s after it was issued\n", cur.ID, time.Since(issued).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("key %s is %s after %s; want active", key.ID, cur.State, time.Since(issued).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, SelectDB: redisDB, DisableCache: true})
+	if err != nil {
+		return fmt.Errorf("connect to Redis at %s: %w", redisAddr, err)
+	}
+	defer rc.Close()
+	records := gatewayrecord.New(rc)
+	hash := gatewayrecord.Hash(key.Key)
+	step("the records as the gateway reads them from Redis (database %d)", redisDB)
+	kr, err := records.GetKey(ctx, hash)
+	if err != nil {
+		return fmt.Errorf("read the key record: %w", err)
+	}
+	// The subscription's record has its own sync job: wait for it too.
+	var sr gatewayrecord.SubscriptionRecord
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if sr, err = records.GetSubscription(ctx, sub.ID); err == nil || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("read the subscription record: %w", err)
+	}
+	if kr.Status != gatewayrecord.KeyActive || kr.KeyID != key.ID || kr.SubscriptionID != sub.ID || kr.APIID != apiID {
+		return fmt.Errorf("key record = %+v; want key %s of subscription %s, api %s, active", kr, key.ID, sub.ID, apiID)
+	}
+	fmt.Fprintf(stdout, "  %s   (named by the key's hex SHA-256, not the key)\n", gatewayrecord.KeyName(hash))
+	fmt.Fprintf(stdout, "    %-16s %s\n", "status", kr.Status)
+	fmt.Fprintf(stdout, "    %-16s %s\n", "key_id", kr.KeyID)
+	fmt.Fprintf(stdout, "    %-16s %s\n", "subscription_id", kr.SubscriptionID)
+	fmt.Fprintf(stdout, "    %-16s %s\n", "api_id", kr.APIID)
+	fmt.Fprintf(stdout, "    %-16s %s, %s\n", "methods, routes", orAll(kr.Methods), orAll(kr.Routes))
+	fmt.Fprintf(stdout, "    %-16s %s\n", "rate limits", rates(kr.RatePerSecond, kr.RatePerMinute, "none of its own: the subscription's apply"))
+	fmt.Fprintf(stdout, "    %-16s %s\n", "expires_at", orNever(kr.ExpiresAt))
+	fmt.Fprintf(stdout, "    %-16s %s\n", "grace_until", orNone(kr.GraceUntil))
+	fmt.Fprintf(stdout, "    %-16s %d\n", "version", kr.Version)
+	hard := "soft: overage is billed"
+	if sr.QuotaHard {
+		hard = "hard: blocked over quota"
+	}
+	quota = "unlimited"
+	if sr.QuotaRequests >= 0 {
+		quota = fmt.Sprintf("%d requests (%s)", sr.QuotaRequests, hard)
+	}
+	fmt.Fprintf(stdout, "  %s\n", gatewayrecord.SubscriptionName(sr.ID))
+	fmt.Fprintf(stdout, "    %-16s %s\n", "status", sr.Status)
+	fmt.Fprintf(stdout, "    %-16s %s\n", "api_id", sr.APIID)
+	fmt.Fprintf(stdout, "    %-16s %s\n", "plan_id", sr.PlanID)
+	fmt.Fprintf(stdout, "    %-16s %s → %s\n", "period", sr.PeriodStart.Format(time.RFC3339), sr.PeriodEnd.Format(time.RFC3339))
+	fmt.Fprintf(stdout, "    %-16s %s\n", "quota", quota)
+	fmt.Fprintf(stdout, "    %-16s %s\n", "rate limits", rates(sr.RatePerSecond, sr.RatePerMinute, "none"))
+	fmt.Fprintf(stdout, "    %-16s %d\n", "version", sr.Version)
+	fmt.Fprintln(stdout, "  (the gateway does not check keys yet: the module that enforces these records comes next,")
+	fmt.Fprintln(stdout, "   so the call through the gateway above went through without a key)")
 	return nil
+}
+
+func orUnlimited[T int | int64](v *T) string {
+	if v == nil {
+		return "unlimited"
+	}
+	return fmt.Sprint(*v)
+}
+
+func orAll(l []string) string {
+	if len(l) == 0 {
+		return "all"
+	}
+	return strings.Join(l, " ")
+}
+
+// rates shows a record's rate limits, where 0 is not set; none is what
+// shows when neither is.
+func rates(perSecond, perMinute int, none string) string {
+	var l []string
+	if perSecond > 0 {
+		l = append(l, strconv.Itoa(perSecond)+"/s")
+	}
+	if perMinute > 0 {
+		l = append(l, strconv.Itoa(perMinute)+"/min")
+	}
+	if len(l) == 0 {
+		return none
+	}
+	return strings.Join(l, ", ")
+}
+
+func orNever(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.Format(time.RFC3339)
+}
+
+func orNone(t time.Time) string {
+	if t.IsZero() {
+		return "none"
+	}
+	return t.Format(time.RFC3339)
 }
