@@ -98,6 +98,17 @@ func ValidRoute(p string) error {
 	}
 }
 
+// MatchRoute reports whether path matches the route pattern p (the syntax
+// of [KeyRecord.Allows]); a pattern that is not valid, or a path with dot
+// segments, matches nothing. The gateway uses it to name the route
+// template of a request.
+func MatchRoute(p, path string) bool {
+	if !strings.HasPrefix(path, "/") || hasDotSegment(path) || ValidRoute(p) != nil {
+		return false
+	}
+	return matchRoute(p, path)
+}
+
 // matchRoute matches a valid pattern against a path; both start with "/".
 // It walks both without allocating: the gateway runs it on every request.
 func matchRoute(pattern, path string) bool {

@@ -33,6 +33,10 @@
 //	  rate_per_minute   0 = no limit
 //	  version           as for keys
 //
+//	veil:block:{<subscription id>}   a string: Unix seconds until which the gateway refuses the
+//	                                 subscription's calls (429, hard quota used up); the key
+//	                                 expires then, so a new period needs no write
+//
 // # Versions
 //
 // Every write carries the writer's version and lands only when the stored
@@ -154,6 +158,9 @@ func KeyName(hash string) string { return keyPrefix + hash }
 // SubscriptionName is the Redis key of the subscription record with that
 // id. It is the same key the processors read periods from.
 func SubscriptionName(id string) string { return "veil:sub:{" + id + "}" }
+
+// BlockName is the Redis key of a subscription's quota block.
+func BlockName(id string) string { return "veil:block:{" + id + "}" }
 
 const keyPrefix = "veil:key:"
 

@@ -268,6 +268,59 @@ func (s *Store) PutSubscription(ctx context.Context, r SubscriptionRecord) (appl
 // errors of GetKey.
 func (s *Store) GetSubscription(ctx context.Context, id string) (SubscriptionRecord, error) {
 	fields, err := s.client.Do(ctx, s.client.B().Hgetall().Key(SubscriptionName(id)).Build()).AsStrMap()
+	return subscriptionResult(id, fields, err)
+}
+
+// GetSubscriptionCached is GetSubscription through client-side caching,
+// as GetKeyCached: the gateway's per-request read.
+func (s *Store) GetSubscriptionCached(ctx context.Context, id string, ttl time.Duration) (SubscriptionRecord, error) {
+	fields, err := s.client.DoCache(ctx, s.client.B().Hgetall().Key(SubscriptionName(id)).Cache(), ttl).AsStrMap()
+	return subscriptionResult(id, fields, err)
+}
+
+// PutBlock blocks a subscription at the gateway until until (the end of
+// the period whose hard quota it used up). The record expires then by
+// itself, so a new period unblocks without a write.
+func (s *Store) PutBlock(ctx context.Context, id string, until time.Time) error {
+	if until.Unix() <= 0 {
+		return fmt.Errorf("put block %s: %w: until %s", id, ErrInvalidRecord, until)
+	}
+	cmd := s.client.B().Set().Key(BlockName(id)).Value(strconv.FormatInt(until.Unix(), 10)).Exat(until).Build()
+	if err := s.client.Do(ctx, cmd).Error(); err != nil {
+		return fmt.Errorf("put block %s: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteBlock lifts a subscription's block (a plan change, a reset, a credit).
+func (s *Store) DeleteBlock(ctx context.Context, id string) error {
+	if err := s.client.Do(ctx, s.client.B().Del().Key(BlockName(id)).Build()).Error(); err != nil {
+		return fmt.Errorf("delete block %s: %w", id, err)
+	}
+	return nil
+}
+
+// BlockedUntilCached returns until when the subscription is blocked, the
+// zero time when it is not, through client-side caching (the absence of a
+// block is cached too, so an unblocked subscription costs no round trip;
+// a new block reaches the gateway by Redis's invalidation). A garbled
+// record blocks nothing and is an ErrCorruptRecord.
+func (s *Store) BlockedUntilCached(ctx context.Context, id string, ttl time.Duration) (time.Time, error) {
+	v, err := s.client.DoCache(ctx, s.client.B().Get().Key(BlockName(id)).Cache(), ttl).ToString()
+	if rueidis.IsRedisNil(err) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("get block %s: %w", id, err)
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}, fmt.Errorf("get block %s: %w: %q", id, ErrCorruptRecord, v)
+	}
+	return time.Unix(n, 0).UTC(), nil
+}
+
+func subscriptionResult(id string, fields map[string]string, err error) (SubscriptionRecord, error) {
 	if err != nil {
 		return SubscriptionRecord{}, fmt.Errorf("get subscription record %s: %w", id, err)
 	}

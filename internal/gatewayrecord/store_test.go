@@ -579,3 +579,77 @@ func BenchmarkGetKey(b *testing.B) {
 		})
 	})
 }
+
+// TestBlocks: a block written by one client reaches a cached reader
+// through invalidation, expires at its end by itself, and can be lifted.
+func TestBlocks(t *testing.T) {
+	f := setup(t)
+	ctx := t.Context()
+	id := "sub_block_" + f.suffix
+	t.Cleanup(func() { f.client.Do(context.Background(), f.client.B().Del().Key(gatewayrecord.BlockName(id)).Build()) })
+	if until, err := f.store.BlockedUntilCached(ctx, id, time.Minute); err != nil || !until.IsZero() {
+		t.Fatalf("BlockedUntilCached before any block = %v, %v; want zero", until, err)
+	}
+	writer := gatewayrecord.New(testenv.Redis(t))
+	end := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
+	if err := writer.PutBlock(ctx, id, end); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Deadline(t, time.Second, func() error {
+		until, err := f.store.BlockedUntilCached(ctx, id, time.Minute)
+		if err != nil || !until.Equal(end) {
+			return fmt.Errorf("BlockedUntilCached = %v, %v; want %s", until, err, end)
+		}
+		return nil
+	})
+	// The block ends by itself at its end: Redis expires the key.
+	testenv.Deadline(t, 5*time.Second, func() error {
+		until, err := f.store.BlockedUntilCached(ctx, id, time.Minute)
+		if err != nil || !until.IsZero() {
+			return fmt.Errorf("BlockedUntilCached after the end = %v, %v; want zero", until, err)
+		}
+		return nil
+	})
+	if err := writer.PutBlock(ctx, id, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Deadline(t, time.Second, func() error {
+		until, err := f.store.BlockedUntilCached(ctx, id, time.Minute)
+		if err != nil || until.IsZero() {
+			return fmt.Errorf("BlockedUntilCached = %v, %v; want blocked", until, err)
+		}
+		return nil
+	})
+	if err := writer.DeleteBlock(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Deadline(t, time.Second, func() error {
+		until, err := f.store.BlockedUntilCached(ctx, id, time.Minute)
+		if err != nil || !until.IsZero() {
+			return fmt.Errorf("BlockedUntilCached after DeleteBlock = %v, %v; want zero", until, err)
+		}
+		return nil
+	})
+	f.client.Do(ctx, f.client.B().Set().Key(gatewayrecord.BlockName(id)).Value("soon").Build())
+	if _, err := f.store.BlockedUntilCached(ctx, id, time.Minute); !errors.Is(err, gatewayrecord.ErrCorruptRecord) {
+		t.Fatalf("BlockedUntilCached of garbage = %v; want ErrCorruptRecord", err)
+	}
+}
+
+func TestMatchRoute(t *testing.T) {
+	for _, c := range []struct {
+		pattern, path string
+		want          bool
+	}{
+		{"/forecast/{city}", "/forecast/lisbon", true},
+		{"/forecast/{city}", "/forecast/", false},
+		{"/v1/*", "/v1/a/b", true},
+		{"/v1/*", "/v1/../admin", false},
+		{"not a pattern", "/x", false},
+		{"/x", "x", false},
+	} {
+		if got := gatewayrecord.MatchRoute(c.pattern, c.path); got != c.want {
+			t.Errorf("MatchRoute(%q, %q) = %v; want %v", c.pattern, c.path, got, c.want)
+		}
+	}
+}
