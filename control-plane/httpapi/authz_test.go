@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/gateway"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/problem"
 )
 
@@ -84,9 +86,14 @@ type authzCase struct {
 	owner  authzMember // a provider of the organization the target belongs to
 	slug   string      // slug of the fixture's API
 	// The targets the fixture made: id fills {id} in the route, delivery
-	// {delivery}; apiID is the API behind an approval request; secret is
-	// an endpoint's signing secret.
+	// {delivery}; apiID is the API behind an approval request, a plan or a
+	// subscription; secret is an endpoint's signing secret; planID, subID
+	// and keyID are the plan, subscription and key a fixture made.
 	id, delivery, apiID, secret string
+	planID, subID, keyID        string
+	// seller is a provider of the organization whose API the owner's
+	// organization subscribes to.
+	seller authzMember
 }
 
 func (c *authzCase) admin() bool { return c.role == authzAdmin }
@@ -185,7 +192,7 @@ func (c *authzCase) run(t *testing.T, row authzRow, want int) {
 // provider and admin callers, {own organization, foreign organization}.
 func authzRows() []authzRow {
 	draft := authzAPI(catalog.StateDraft, catalog.VisibilityPrivate)
-	return []authzRow{
+	return append([]authzRow{
 		{
 			route: "GET /openapi.json",
 			want:  authzWant{{200, 200}, {200, 200}, {200, 200}, {200, 200}},
@@ -579,6 +586,377 @@ func authzRows() []authzRow {
 				}
 			},
 		},
+	}, authzSubscriptionRows()...)
+}
+
+// authzSubscriptionRows are the rows of plans, subscriptions and keys.
+//
+// Plans follow their API: its organization's members see every plan,
+// everyone else the active plans of the public catalog; a provider of the
+// API's organization (or an admin) changes them, and others who can see
+// the API are forbidden. A subscription and its keys are seen by members
+// of the subscribing organization, of the API's organization and by
+// admins, and changed by members of the subscribing organization (any
+// role) and admins. In these rows the owner's organization subscribes to
+// a third organization's API, so a foreign caller is a stranger to both;
+// TestAuthorizationSubscriptionParties covers the API's organization.
+func authzSubscriptionRows() []authzRow {
+	activePlan := authzPlan(catalog.StateActive, catalog.VisibilityPublic, "active")
+	draftPlan := authzPlan(catalog.StateActive, catalog.VisibilityPublic, "draft")
+	own := authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}}
+	return []authzRow{
+		{
+			route: "GET /v1/apis/{id}/plans",
+			fixture: func(t *testing.T, c *authzCase) {
+				draftPlan(t, c)
+				c.id = c.apiID
+			},
+			want: authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if got, want := authzListed(t, b, "id", c.planID), c.own || c.admin(); authzOK(status) && got != want {
+					t.Errorf("GET /v1/apis/{id}/plans lists the %s draft plan: %t; want %t", authzSide(c), got, want)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/apis/{id}/plans",
+			fixture: authzAPI(catalog.StateDraft, catalog.VisibilityPrivate),
+			body:    func(*authzCase) any { return authzPlanBody("extra", "active") },
+			want:    authzWant{{401, 401}, {403, 404}, {201, 404}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				got := c.count(t, `SELECT count(*) FROM plans WHERE api_id = $1`, c.id)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
+					t.Errorf("POST /v1/apis/{id}/plans = %d; plans = %d; want %d", status, got, want)
+				}
+			},
+		},
+		{
+			// A draft plan is its organization's: not found for others.
+			route:   "GET /v1/plans/{id}",
+			fixture: draftPlan,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
+			check:   authzSameID,
+		},
+		{
+			route:   "PATCH /v1/plans/{id}",
+			fixture: activePlan,
+			body:    func(*authzCase) any { return map[string]any{"name": "Renamed"} },
+			want:    authzWant{{401, 401}, {403, 403}, {200, 403}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				renamed := c.count(t, `SELECT count(*) FROM plans WHERE id = $1 AND name = 'Renamed'`, c.id) == 1
+				if renamed != authzOK(status) {
+					t.Errorf("PATCH /v1/plans/{id} = %d; plan renamed: %t", status, renamed)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/plans/{id}/versions",
+			fixture: activePlan,
+			body: func(*authzCase) any {
+				return map[string]any{"terms": map[string]any{"currency": "EUR", "base_fee": "5"}}
+			},
+			want: authzWant{{401, 401}, {403, 403}, {201, 403}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				got := c.count(t, `SELECT count(*) FROM plan_versions WHERE plan_id = $1`, c.id)
+				if want := map[bool]int{true: 2, false: 1}[authzOK(status)]; got != want {
+					t.Errorf("POST /v1/plans/{id}/versions = %d; versions = %d; want %d", status, got, want)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/subscriptions",
+			fixture: authzSubscription,
+			query:   func(c *authzCase) string { return "api_id=" + c.apiID },
+			want:    authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if got, want := authzListed(t, b, "id", c.subID), c.own || c.admin(); authzOK(status) && got != want {
+					t.Errorf("GET /v1/subscriptions lists the %s subscription: %t; want %t", authzSide(c), got, want)
+				}
+			},
+		},
+		{
+			// The plan is of a private API of the owner's organization:
+			// its members (any role) may subscribe, others do not see it.
+			route:   "POST /v1/subscriptions",
+			fixture: authzPlan(catalog.StateActive, catalog.VisibilityPrivate, "active"),
+			body:    func(c *authzCase) any { return map[string]any{"plan_id": c.id} },
+			want:    authzWant{{401, 401}, {201, 404}, {201, 404}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				got := c.count(t, `SELECT count(*) FROM subscriptions WHERE api_id = $1`, c.apiID)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
+					t.Errorf("POST /v1/subscriptions = %d; subscriptions = %d; want %d", status, got, want)
+				}
+				if org := authzJSON(t, b)["organization_id"]; authzOK(status) && org != c.caller.orgID {
+					t.Errorf("POST /v1/subscriptions subscribed organization %v; want the caller's %s", org, c.caller.orgID)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/subscriptions/{id}",
+			fixture: authzSubscription,
+			want:    own,
+			check:   authzSameID,
+		},
+		{
+			route:   "POST /v1/subscriptions/{id}/cancel",
+			fixture: authzSubscription,
+			want:    own,
+			check:   authzSubStatusCheck("canceled", "active"),
+		},
+		{
+			route:   "GET /v1/subscriptions/{id}/usage",
+			fixture: authzSubscription,
+			want:    own,
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if got := authzJSON(t, b)["subject"]; authzOK(status) && got != c.subID {
+					t.Errorf("GET /v1/subscriptions/{id}/usage = %s; want the usage of %s", b, c.subID)
+				}
+			},
+		},
+		{
+			route: "GET /v1/subscriptions/{id}/keys",
+			fixture: func(t *testing.T, c *authzCase) {
+				authzKey("pending")(t, c)
+				c.id = c.subID
+			},
+			want: own,
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if authzOK(status) && !authzListed(t, b, "id", c.keyID) {
+					t.Errorf("GET /v1/subscriptions/{id}/keys = %s; want key %s", b, c.keyID)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/subscriptions/{id}/keys",
+			fixture: authzSubscription,
+			body:    func(*authzCase) any { return map[string]any{"name": "matrix"} },
+			want:    authzWant{{401, 401}, {201, 404}, {201, 404}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				got := c.count(t, `SELECT count(*) FROM api_keys WHERE subscription_id = $1`, c.subID)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
+					t.Errorf("POST /v1/subscriptions/{id}/keys = %d; keys = %d; want %d", status, got, want)
+				}
+				if _, shown := authzJSON(t, b)["key"]; shown != authzOK(status) {
+					t.Errorf("POST /v1/subscriptions/{id}/keys = %d %s; want the plaintext exactly when issued", status, b)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/keys/{id}",
+			fixture: authzKey("active"),
+			want:    own,
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				authzSameID(t, c, status, b)
+				if _, shown := authzJSON(t, b)["key"]; shown {
+					t.Errorf("GET /v1/keys/{id} = %s; want no plaintext", b)
+				}
+			},
+		},
+		{
+			route:   "PATCH /v1/keys/{id}",
+			fixture: authzKey("pending"),
+			body:    func(*authzCase) any { return map[string]any{"name": "Renamed"} },
+			want:    own,
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				renamed := c.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND name = 'Renamed'`, c.id) == 1
+				if renamed != authzOK(status) {
+					t.Errorf("PATCH /v1/keys/{id} = %d; key renamed: %t", status, renamed)
+				}
+			},
+		},
+		{
+			route:   "DELETE /v1/keys/{id}",
+			fixture: authzKey("active"),
+			want:    authzWant{{401, 401}, {204, 404}, {204, 404}, {204, 204}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				if exists := c.count(t, `SELECT count(*) FROM api_keys WHERE id = $1`, c.id) == 1; exists == authzOK(status) {
+					t.Errorf("DELETE /v1/keys/{id} = %d; key still there: %t", status, exists)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/keys/{id}/suspend",
+			fixture: authzKey("active"),
+			want:    own,
+			check:   authzKeyStateCheck("suspended", "active"),
+		},
+		{
+			route:   "POST /v1/keys/{id}/resume",
+			fixture: authzKey("suspended"),
+			want:    own,
+			check:   authzKeyStateCheck("active", "suspended"),
+		},
+		{
+			route:   "POST /v1/keys/{id}/revoke",
+			fixture: authzKey("active"),
+			body:    authzReason,
+			want:    own,
+			check:   authzKeyStateCheck("revoked", "active"),
+		},
+		{
+			route:   "POST /v1/keys/{id}/rotate",
+			fixture: authzKey("active"),
+			want:    authzWant{{401, 401}, {201, 404}, {201, 404}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				got := c.count(t, `SELECT count(*) FROM api_keys WHERE rotated_from = $1`, c.id)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
+					t.Errorf("POST /v1/keys/{id}/rotate = %d; successors = %d; want %d", status, got, want)
+				}
+			},
+		},
+		{
+			// The sealed plaintext is for the subscribing organization
+			// only: an admin of another organization, who may change the
+			// key, is still forbidden to reveal it.
+			route:   "POST /v1/keys/{id}/reveal",
+			fixture: authzSealedKey,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 403}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				sealed := c.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND sealed_key IS NOT NULL`, c.id) == 1
+				if sealed == authzOK(status) {
+					t.Errorf("POST /v1/keys/{id}/reveal = %d; sealed copy still there: %t", status, sealed)
+				}
+				if _, shown := authzJSON(t, b)["key"]; shown != authzOK(status) {
+					t.Errorf("POST /v1/keys/{id}/reveal = %d %s; want the plaintext exactly when revealed", status, b)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/keys/{id}/events",
+			fixture: authzKey("pending"),
+			want:    own,
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if authzOK(status) && !authzListed(t, b, "action", "key.create") {
+					t.Errorf("GET /v1/keys/{id}/events = %s; want key.create", b)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/keys/{id}/usage",
+			fixture: authzKey("pending"),
+			want:    own,
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if got := authzJSON(t, b)["key_id"]; authzOK(status) && got != c.keyID {
+					t.Errorf("GET /v1/keys/{id}/usage = %s; want the usage of key %s", b, c.keyID)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/admin/subscriptions/{id}/suspend",
+			fixture: authzSubscription,
+			body:    authzReason,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check:   authzSubStatusCheck("suspended", "active"),
+		},
+		{
+			route: "POST /v1/admin/subscriptions/{id}/resume",
+			fixture: func(t *testing.T, c *authzCase) {
+				authzSubscription(t, c)
+				if _, err := c.e.Subs.SetStatus(t.Context(), catalog.System, uuid.MustParse(c.subID), subscriptions.StatusSuspended, "fixture"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:  authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: authzSubStatusCheck("active", "suspended"),
+		},
+		{
+			// Like the APIs' reconciliation, it heals the gateway's records
+			// from the database and changes no audited record.
+			route:     "POST /v1/admin/reconcile/keys",
+			fixture:   authzKey("pending"),
+			unaudited: true,
+			want:      authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: func(t *testing.T, _ *authzCase, status int, b []byte) {
+				if _, found := authzJSON(t, b)["keys_checked"]; authzOK(status) && !found {
+					t.Errorf("POST /v1/admin/reconcile/keys = %s; want a reconcile report", b)
+				}
+			},
+		},
+	}
+}
+
+// TestAuthorizationSubscriptionParties checks, for one subscription and
+// its key, what each party may do: the API's organization (provider and
+// consumer alike) sees the subscription, its keys and their usage but may
+// change none of them (403), a stranger sees nothing (404). Plans follow
+// their API: visible to all when the API is public and active, writable
+// only by the API's providers.
+func TestAuthorizationSubscriptionParties(t *testing.T) {
+	e := newAuthzEnv(t)
+	c := &authzCase{e: e, n: 1 << 20, slug: "parties"}
+	c.owner = authzNewMember(t, e, "parties-buyer", "parties-buyer", identity.RoleProvider)
+	authzKey("active")(t, c)
+	buyerConsumer := authzNewMember(t, e, c.owner.org, "parties-buyer-consumer", identity.RoleConsumer)
+	sellerConsumer := authzNewMember(t, e, c.seller.org, "parties-seller-consumer", identity.RoleConsumer)
+	stranger := authzNewMember(t, e, "parties-stranger", "parties-stranger", identity.RoleProvider)
+	// A plan of a private API of the seller's: nobody else sees it.
+	var private, privatePlan struct{ ID string }
+	authzMust(t, e, http.StatusCreated, "POST", "/v1/apis", c.seller.token, authzAPIBody("parties-private", catalog.VisibilityPrivate), &private)
+	if _, err := e.Pool.Exec(t.Context(), `UPDATE apis SET state = 'active' WHERE id = $1`, private.ID); err != nil {
+		t.Fatal(err)
+	}
+	authzMust(t, e, http.StatusCreated, "POST", "/v1/apis/"+private.ID+"/plans", c.seller.token, authzPlanBody("basic", "active"), &privatePlan)
+
+	type call struct {
+		method, path string
+		body         any
+	}
+	sub, key := "/v1/subscriptions/"+c.subID, "/v1/keys/"+c.keyID
+	reads := []call{{"GET", sub, nil}, {"GET", sub + "/usage", nil}, {"GET", sub + "/keys", nil}, {"GET", key, nil},
+		{"GET", key + "/events", nil}, {"GET", key + "/usage", nil}}
+	writes := []call{{"POST", sub + "/cancel", nil}, {"POST", sub + "/keys", map[string]any{}}, {"PATCH", key, map[string]any{"name": "theirs"}},
+		{"DELETE", key, nil}, {"POST", key + "/suspend", nil}, {"POST", key + "/resume", nil}, {"POST", key + "/revoke", nil},
+		{"POST", key + "/rotate", nil}, {"POST", key + "/reveal", nil}}
+	planReads := func(api, plan string) []call {
+		return []call{{"GET", "/v1/apis/" + api + "/plans", nil}, {"GET", "/v1/plans/" + plan, nil}}
+	}
+	planWrites := func(api, plan string) []call {
+		return []call{{"POST", "/v1/apis/" + api + "/plans", authzPlanBody("theirs", "active")}, {"PATCH", "/v1/plans/" + plan, map[string]any{"name": "Theirs"}},
+			{"POST", "/v1/plans/" + plan + "/versions", map[string]any{"terms": map[string]any{"currency": "USD"}}}}
+	}
+	// Only what the parties do below counts: the fixture was audited.
+	var since int64
+	if err := e.Pool.QueryRow(t.Context(), `SELECT coalesce(max(id), 0) FROM audit_log`).Scan(&since); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []struct {
+		name            string
+		m               authzMember
+		read, write     int // 0: not tried
+		public, private int // plan reads; plan writes are forbidden or not found likewise
+	}{
+		{"a consumer of the subscribing organization", buyerConsumer, 200, 0, 200, 404},
+		{"the API's provider", c.seller, 200, 403, 200, 200},
+		{"a consumer of the API's organization", sellerConsumer, 200, 403, 200, 200},
+		{"a provider of another organization", stranger, 404, 404, 200, 404},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			try := func(calls []call, want int) {
+				t.Helper()
+				for _, x := range calls {
+					if status, b, _ := authzDo(t, e, x.method, x.path, p.m.token, x.body); status != want {
+						t.Errorf("%s %s as %s = %d %s; want %d", x.method, x.path, p.name, status, b, want)
+					}
+				}
+			}
+			try(reads, p.read)
+			if p.write != 0 {
+				try(writes, p.write)
+			}
+			try(planReads(c.apiID, c.planID), p.public)
+			try(planReads(private.ID, privatePlan.ID), p.private)
+			if p.m.subject != c.seller.subject && p.m.subject != buyerConsumer.subject {
+				try(planWrites(c.apiID, c.planID), 403)
+				try(planWrites(private.ID, privatePlan.ID), map[int]int{200: 403, 404: 404}[p.private])
+			}
+			if n := c.count(t, `SELECT count(*) FROM audit_log WHERE actor = $1 AND id > $2`, p.m.subject, since); n != 0 {
+				t.Errorf("%s changed nothing, yet the audit log holds %d entries by them", p.name, n)
+			}
+		})
+	}
+	if n := c.count(t, `SELECT count(*) FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id
+		WHERE k.id = $1 AND k.state = 'active' AND k.name = 'fixture' AND s.status = 'active'`, c.keyID); n != 1 {
+		t.Errorf("after the refused changes the key or its subscription changed")
 	}
 }
 
@@ -951,5 +1329,93 @@ func authzDelivery(t *testing.T, c *authzCase) {
 	c.id = endpoint
 	if err := c.e.Pool.QueryRow(t.Context(), `SELECT id::text FROM webhook_deliveries WHERE endpoint_id = $1`, endpoint).Scan(&c.delivery); err != nil {
 		t.Fatalf("find the delivery of api.created: %v", err)
+	}
+}
+
+func authzPlanBody(slug, status string) map[string]any {
+	return map[string]any{"name": "Basic", "slug": slug, "status": status, "terms": map[string]any{"currency": "USD", "base_fee": "10"}}
+}
+
+// authzPlan makes an API of the owner's organization in state, with a plan
+// in status; c.id and c.planID are the plan, c.apiID the API.
+func authzPlan(state catalog.State, vis catalog.Visibility, status string) func(*testing.T, *authzCase) {
+	return func(t *testing.T, c *authzCase) {
+		t.Helper()
+		authzAPI(state, vis)(t, c)
+		c.apiID = c.id
+		var p struct{ ID string }
+		authzMust(t, c.e, http.StatusCreated, "POST", "/v1/apis/"+c.apiID+"/plans", c.owner.token, authzPlanBody("basic", status), &p)
+		c.id, c.planID = p.ID, p.ID
+	}
+}
+
+// authzSubscription makes the owner's organization subscribe to an active
+// public API of a third organization (c.seller's); c.id and c.subID are
+// the subscription, c.apiID and c.planID the API and its plan.
+func authzSubscription(t *testing.T, c *authzCase) {
+	t.Helper()
+	c.seller = authzNewMember(t, c.e, fmt.Sprintf("org-%d-seller", c.n), fmt.Sprintf("seller-%d", c.n), identity.RoleProvider)
+	var api, plan, sub struct{ ID string }
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/apis", c.seller.token, authzAPIBody(c.slug+"-sold", catalog.VisibilityPublic), &api)
+	if _, err := c.e.Pool.Exec(t.Context(), `UPDATE apis SET state = 'active' WHERE id = $1`, api.ID); err != nil {
+		t.Fatal(err)
+	}
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/apis/"+api.ID+"/plans", c.seller.token, authzPlanBody("basic", "active"), &plan)
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/subscriptions", c.owner.token, map[string]any{"plan_id": plan.ID}, &sub)
+	c.apiID, c.planID, c.subID, c.id = api.ID, plan.ID, sub.ID, sub.ID
+}
+
+// authzKey makes a key of the owner's subscription in state (pending,
+// active as its sync job would make it, or suspended); c.id and c.keyID
+// are the key.
+func authzKey(state string) func(*testing.T, *authzCase) {
+	return func(t *testing.T, c *authzCase) {
+		t.Helper()
+		authzSubscription(t, c)
+		var k struct{ ID string }
+		authzMust(t, c.e, http.StatusCreated, "POST", "/v1/subscriptions/"+c.subID+"/keys", c.owner.token, map[string]any{"name": "fixture"}, &k)
+		c.id, c.keyID = k.ID, k.ID
+		if state == "pending" {
+			return
+		}
+		if err := c.e.Subs.SyncKey(t.Context(), uuid.MustParse(k.ID)); err != nil {
+			t.Fatal(err)
+		}
+		if state == "suspended" {
+			authzMust(t, c.e, http.StatusOK, "POST", "/v1/keys/"+k.ID+"/suspend", c.owner.token, nil, nil)
+		}
+	}
+}
+
+// authzSealedKey makes a key of the owner's subscription that rotates
+// automatically, and runs the rotation; c.id and c.keyID are the sealed
+// successor.
+func authzSealedKey(t *testing.T, c *authzCase) {
+	t.Helper()
+	authzSubscription(t, c)
+	var k struct{ ID string }
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/subscriptions/"+c.subID+"/keys", c.owner.token,
+		map[string]any{"auto_rotate": true, "rotate_every_days": 1}, &k)
+	c.id = sealedSuccessor(t, c.e, k.ID)
+	c.keyID = c.id
+}
+
+func authzKeyStateCheck(done, before string) func(*testing.T, *authzCase, int, []byte) {
+	return func(t *testing.T, c *authzCase, status int, _ []byte) {
+		t.Helper()
+		want := map[bool]string{true: done, false: before}[authzOK(status)]
+		if got := c.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND state = $2::key_state`, c.keyID, want); got != 1 {
+			t.Errorf("after %d the key is not %s", status, want)
+		}
+	}
+}
+
+func authzSubStatusCheck(done, before string) func(*testing.T, *authzCase, int, []byte) {
+	return func(t *testing.T, c *authzCase, status int, _ []byte) {
+		t.Helper()
+		want := map[bool]string{true: done, false: before}[authzOK(status)]
+		if got := c.count(t, `SELECT count(*) FROM subscriptions WHERE id = $1 AND status = $2::subscription_status`, c.subID, want); got != 1 {
+			t.Errorf("after %d the subscription is not %s", status, want)
+		}
 	}
 }

@@ -287,9 +287,10 @@ func newContract(t *testing.T, base string) *contract {
 		t.Fatalf("parse schemas/openapi.json: %v", err)
 	}
 	strict, errs := validator.NewValidator(doc, config.WithFormatAssertions(), config.WithStrictMode(),
-		// Free-form JSON: audit snapshots and webhook event data.
+		// Free-form JSON: audit snapshots, webhook event data and keys'
+		// metadata.
 		config.WithStrictIgnorePaths("$.body.data[*].before", "$.body.data[*].after",
-			"$.body.payload.data", "$.body.data[*].payload.data"))
+			"$.body.payload.data", "$.body.data[*].payload.data", "$.body.metadata", "$.body.data[*].metadata"))
 	if len(errs) > 0 {
 		t.Fatalf("build a validator of schemas/openapi.json: %v", errors.Join(errs...))
 	}
@@ -712,6 +713,8 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.refused(http.StatusBadRequest, "GET", "/v1/audit?cursor=latest", prov, nil)
 	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/audit?organization_id=acme", admin, nil)
 
+	exerciseSubscriptions(t, e, c, prov, cons, other, admin)
+
 	// Deleting.
 	c.call(http.StatusNotFound, "DELETE", "/v1/apis/"+api.ID, other, nil)
 	c.call(http.StatusForbidden, "DELETE", "/v1/apis/"+api.ID, cons, nil)
@@ -753,5 +756,350 @@ func TestOpenAPIMatchesRateLimits(t *testing.T) {
 	}
 	if got := c.call(http.StatusTooManyRequests, "POST", "/v1/webhooks", tok, map[string]any{"url": "https://hooks.example.com", "event_types": []string{"*"}}).problem(); got != "rate-limited" {
 		t.Errorf("third request = %s; want rate-limited", got)
+	}
+}
+
+// exerciseSubscriptions drives plans, subscriptions, keys and usage through
+// the contract: acme's provider (prov) offers plans of an active API,
+// initech's consumer subscribes and holds keys, globex's provider (other)
+// subscribes too and is a stranger to initech's subscription.
+func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, other, admin string) {
+	t.Helper()
+	ctx := t.Context()
+	buyer := e.token("initech", "bob", identity.RoleConsumer)
+	missing := uuid.NewString()
+
+	// An API takes subscriptions once active, which only the gateway
+	// registration job makes it.
+	var fc struct{ ID string }
+	c.call(http.StatusCreated, "POST", "/v1/apis", prov, weather("forecasts")).decode(&fc)
+	forceState(t, e, fc.ID, "active")
+	plans := "/v1/apis/" + fc.ID + "/plans"
+
+	// Plans.
+	var basic, trial struct {
+		ID      string
+		Current struct{ Version int } `json:"current_version"`
+	}
+	c.call(http.StatusCreated, "POST", plans, prov, map[string]any{
+		"name": "Basic", "slug": "basic", "description": "Hourly forecasts.", "status": "active",
+		"terms": map[string]any{"type": "hybrid", "currency": "USD", "interval": "month", "base_fee": "9.99", "trial_days": 0,
+			"quota_requests": 1000, "quota_hard": true, "rate_per_second": 10, "rate_per_minute": nil, "included_units": "100.5"},
+	}).decode(&basic)
+	c.call(http.StatusCreated, "POST", plans, prov, map[string]any{
+		"name": "Trial", "slug": "trial", "status": "draft", "terms": map[string]any{"currency": "EUR", "trial_days": 14, "base_fee": 0},
+	}, "Idempotency-Key", "plan-trial").decode(&trial)
+	for _, p := range []struct {
+		reply reply
+		typ   string
+	}{
+		{c.call(http.StatusConflict, "POST", plans, prov, map[string]any{"name": "Again", "slug": "basic", "terms": map[string]any{"currency": "USD"}}), "slug-taken"},
+		{c.call(http.StatusForbidden, "POST", plans, cons, map[string]any{"name": "Mine", "slug": "mine", "terms": map[string]any{"currency": "USD"}}), "forbidden"},
+		{c.call(http.StatusForbidden, "POST", plans, other, map[string]any{"name": "Mine", "slug": "mine", "terms": map[string]any{"currency": "USD"}}), "forbidden"},
+		{c.call(http.StatusNotFound, "POST", "/v1/apis/"+missing+"/plans", prov, map[string]any{"name": "X", "slug": "x", "terms": map[string]any{"currency": "USD"}}), "not-found"},
+		{c.refused(http.StatusUnprocessableEntity, "POST", plans, prov, map[string]any{"name": "X", "slug": "Bad Slug", "terms": map[string]any{"currency": "usd"}}), "validation"},
+		{c.refused(http.StatusBadRequest, "POST", plans, prov, map[string]any{"name": "X", "slug": "x", "terms": map[string]any{"currency": "USD", "tiers": 3}}), "malformed-json"},
+	} {
+		if got := p.reply.problem(); got != p.typ {
+			t.Errorf("%s = %s; want %s", p.reply.what, got, p.typ)
+		}
+	}
+	var planList struct{ Data []struct{ ID string } }
+	c.call(http.StatusOK, "GET", plans, prov, nil).decode(&planList)
+	if len(planList.Data) != 2 {
+		t.Errorf("listPlans as the API's provider = %d plans; want the active and the draft one", len(planList.Data))
+	}
+	c.call(http.StatusOK, "GET", plans, other, nil).decode(&planList)
+	if len(planList.Data) != 1 || planList.Data[0].ID != basic.ID {
+		t.Errorf("listPlans as another organization = %+v; want the active plan only", planList.Data)
+	}
+	c.call(http.StatusNotFound, "GET", "/v1/apis/"+missing+"/plans", prov, nil)
+	c.call(http.StatusOK, "GET", "/v1/plans/"+basic.ID, other, nil)
+	c.call(http.StatusOK, "GET", "/v1/plans/"+trial.ID, admin, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/plans/"+trial.ID, other, nil)
+	c.call(http.StatusOK, "PATCH", "/v1/plans/"+basic.ID, prov, map[string]any{"description": "Hourly and daily forecasts.", "name": nil})
+	c.call(http.StatusOK, "PATCH", "/v1/plans/"+trial.ID, prov, map[string]any{"name": "Trial (14 days)", "status": "draft"})
+	c.call(http.StatusForbidden, "PATCH", "/v1/plans/"+basic.ID, other, map[string]any{"name": "Mine"})
+	c.call(http.StatusNotFound, "PATCH", "/v1/plans/"+missing, prov, map[string]any{"name": "Mine"})
+	c.refused(http.StatusUnprocessableEntity, "PATCH", "/v1/plans/"+basic.ID, prov, map[string]any{"name": ""})
+	c.call(http.StatusCreated, "POST", "/v1/plans/"+basic.ID+"/versions", prov, map[string]any{
+		"terms": map[string]any{"type": "hybrid", "currency": "USD", "base_fee": "12.50", "quota_requests": 2000, "quota_hard": true, "rate_per_minute": 600},
+	}).decode(&basic)
+	if basic.Current.Version != 2 {
+		t.Errorf("createPlanVersion = version %d; want 2", basic.Current.Version)
+	}
+	c.call(http.StatusForbidden, "POST", "/v1/plans/"+basic.ID+"/versions", other, map[string]any{"terms": map[string]any{"currency": "USD"}})
+	c.call(http.StatusNotFound, "POST", "/v1/plans/"+missing+"/versions", prov, map[string]any{"terms": map[string]any{"currency": "USD"}})
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/plans/"+basic.ID+"/versions", prov, map[string]any{"terms": map[string]any{"currency": "USD", "trial_days": 400}})
+
+	// Subscribing.
+	var sub, otherSub struct {
+		ID, Status  string
+		PlanVersion int `json:"plan_version"`
+	}
+	r := c.call(http.StatusCreated, "POST", "/v1/subscriptions", buyer, map[string]any{"plan_id": basic.ID})
+	r.decode(&sub)
+	if r.Header.Get("Location") != "/v1/subscriptions/"+sub.ID || sub.Status != "active" || sub.PlanVersion != 2 {
+		t.Errorf("subscribe = Location %q, %+v; want an active subscription on version 2", r.Header.Get("Location"), sub)
+	}
+	c.call(http.StatusCreated, "POST", "/v1/subscriptions", other, map[string]any{"plan_id": basic.ID}).decode(&otherSub)
+	for _, p := range []struct {
+		reply reply
+		typ   string
+	}{
+		{c.call(http.StatusConflict, "POST", "/v1/subscriptions", buyer, map[string]any{"plan_id": basic.ID}), "already-subscribed"},
+		{c.call(http.StatusConflict, "POST", "/v1/subscriptions", cons, map[string]any{"plan_id": trial.ID}), "plan-unavailable"},
+		{c.call(http.StatusNotFound, "POST", "/v1/subscriptions", buyer, map[string]any{"plan_id": trial.ID}), "not-found"},
+		{c.call(http.StatusNotFound, "POST", "/v1/subscriptions", buyer, map[string]any{"plan_id": missing}), "not-found"},
+		{c.refused(http.StatusUnprocessableEntity, "POST", "/v1/subscriptions", buyer, map[string]any{}), "validation"},
+		{c.refused(http.StatusBadRequest, "POST", "/v1/subscriptions", buyer, map[string]any{"plan_id": "basic"}), "malformed-json"},
+	} {
+		if got := p.reply.problem(); got != p.typ {
+			t.Errorf("%s = %s; want %s", p.reply.what, got, p.typ)
+		}
+	}
+	var subs struct {
+		Data       []struct{ ID string }
+		NextCursor string `json:"next_cursor"`
+	}
+	c.call(http.StatusOK, "GET", "/v1/subscriptions", buyer, nil).decode(&subs)
+	if len(subs.Data) != 1 || subs.Data[0].ID != sub.ID {
+		t.Errorf("listSubscriptions as the subscriber = %+v; want its own subscription only", subs.Data)
+	}
+	c.call(http.StatusOK, "GET", "/v1/subscriptions?api_id="+fc.ID+"&status=active&limit=1", prov, nil).decode(&subs)
+	if len(subs.Data) != 1 || subs.NextCursor == "" {
+		t.Fatalf("listSubscriptions?limit=1 as the API's provider = %d, next %q; want one of two and a cursor", len(subs.Data), subs.NextCursor)
+	}
+	c.call(http.StatusOK, "GET", "/v1/subscriptions?api_id="+fc.ID+"&cursor="+subs.NextCursor, prov, nil)
+	c.call(http.StatusOK, "GET", "/v1/subscriptions?status=canceled", admin, nil)
+	c.call(http.StatusBadRequest, "GET", "/v1/subscriptions?cursor=nope", buyer, nil)
+	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/subscriptions?status=paused", buyer, nil)
+	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/subscriptions?api_id=forecasts", buyer, nil)
+	subPath := "/v1/subscriptions/" + sub.ID
+	c.call(http.StatusOK, "GET", subPath, buyer, nil)
+	c.call(http.StatusOK, "GET", subPath, prov, nil)
+	c.call(http.StatusOK, "GET", subPath, admin, nil)
+	c.call(http.StatusNotFound, "GET", subPath, other, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/subscriptions/"+missing, buyer, nil)
+
+	// Keys: the plaintext is in the answer that issues a key, and no other.
+	var key struct {
+		ID, State, Key string
+	}
+	r = c.call(http.StatusCreated, "POST", subPath+"/keys", buyer, map[string]any{
+		"name": "ci", "expires_at": time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339),
+		"methods": []string{"GET", "HEAD"}, "routes": []string{"/forecast/{city}", "/v1/*"}, "rate_per_second": 5, "rate_per_minute": 100,
+		"metadata": map[string]any{"team": "data", "tags": []string{"nightly"}}, "auto_rotate": false, "rotate_every_days": 30,
+		"auto_renew": true, "renew_days": 30,
+	}, "Idempotency-Key", "key-ci")
+	r.decode(&key)
+	if !strings.HasPrefix(key.Key, "veil_live_") || key.State != "pending" || r.Header.Get("Location") != "/v1/keys/"+key.ID ||
+		r.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("createKey = %s, Location %q, Cache-Control %q; want a pending key with its plaintext, no-store", r.Body, r.Header.Get("Location"), r.Header.Get("Cache-Control"))
+	}
+	if p := c.call(http.StatusConflict, "POST", subPath+"/keys", buyer, map[string]any{
+		"name": "ci", "expires_at": time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339),
+		"methods": []string{"GET", "HEAD"}, "routes": []string{"/forecast/{city}", "/v1/*"}, "rate_per_second": 5, "rate_per_minute": 100,
+		"metadata": map[string]any{"team": "data", "tags": []string{"nightly"}}, "auto_rotate": false, "rotate_every_days": 30,
+		"auto_renew": true, "renew_days": 30,
+	}, "Idempotency-Key", "key-ci"); !strings.Contains(p.problem(), "withheld") || bytes.Contains(p.Body, []byte(key.Key)) {
+		t.Errorf("createKey repeated with its Idempotency-Key = %s; want idempotency-response-withheld without the key", p.Body)
+	}
+	var bare struct{ ID string }
+	c.call(http.StatusCreated, "POST", subPath+"/keys", buyer, map[string]any{}).decode(&bare)
+	c.call(http.StatusForbidden, "POST", subPath+"/keys", prov, map[string]any{})
+	c.call(http.StatusNotFound, "POST", subPath+"/keys", other, map[string]any{})
+	c.call(http.StatusNotFound, "POST", "/v1/subscriptions/"+missing+"/keys", buyer, map[string]any{})
+	if r := c.call(http.StatusUnprocessableEntity, "POST", subPath+"/keys", buyer, map[string]any{
+		"routes": []string{"/forecast/{city"}, "expires_at": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339),
+	}); r.problem() != "validation" {
+		t.Errorf("createKey with a bad route and a past expiry = %s; want validation", r.Body)
+	}
+	c.refused(http.StatusUnprocessableEntity, "POST", subPath+"/keys", buyer, map[string]any{"methods": []string{"FETCH"}})
+	for _, tok := range []string{buyer, prov} {
+		if r := c.call(http.StatusOK, "GET", subPath+"/keys", tok, nil); bytes.Contains(r.Body, []byte(key.Key)) {
+			t.Errorf("listKeys shows a plaintext key: %s", r.Body)
+		}
+	}
+	c.call(http.StatusNotFound, "GET", subPath+"/keys", other, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/subscriptions/"+missing+"/keys", buyer, nil)
+
+	// The gateway's sync job makes a key active; it does not run here.
+	if err := e.Subs.SyncKey(ctx, uuid.MustParse(key.ID)); err != nil {
+		t.Fatal(err)
+	}
+	keyPath := "/v1/keys/" + key.ID
+	if r := c.call(http.StatusOK, "GET", keyPath, buyer, nil); bytes.Contains(r.Body, []byte(key.Key)) {
+		t.Errorf("getKey shows the plaintext key: %s", r.Body)
+	}
+	c.call(http.StatusOK, "GET", keyPath, prov, nil)
+	c.call(http.StatusNotFound, "GET", keyPath, other, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/keys/"+missing, buyer, nil)
+	c.call(http.StatusOK, "PATCH", keyPath, buyer, map[string]any{
+		"name": "ci-2", "expires_at": nil, "auto_renew": false, "renew_days": nil, "rate_per_second": nil, "metadata": map[string]any{"team": "platform"},
+	})
+	c.call(http.StatusForbidden, "PATCH", keyPath, prov, map[string]any{"name": "theirs"})
+	c.call(http.StatusNotFound, "PATCH", keyPath, other, map[string]any{"name": "theirs"})
+	c.refused(http.StatusUnprocessableEntity, "PATCH", keyPath, buyer, map[string]any{"rate_per_second": 0})
+	c.call(http.StatusUnprocessableEntity, "PATCH", keyPath, buyer, map[string]any{"auto_renew": true})
+	c.refused(http.StatusBadRequest, "PATCH", keyPath, buyer, map[string]any{"key": "veil_live_x"})
+
+	// Suspending, resuming, rotating, revoking.
+	if r := c.call(http.StatusConflict, "POST", keyPath+"/resume", buyer, nil); r.problem() != "invalid-transition" || !strings.Contains(string(r.Body), "active → active") {
+		t.Errorf("resumeKey of an active key = %s; want invalid-transition naming active → active", r.Body)
+	}
+	c.call(http.StatusOK, "POST", keyPath+"/suspend", buyer, map[string]any{"reason": "Rotating credentials."})
+	c.call(http.StatusConflict, "POST", keyPath+"/suspend", buyer, nil)
+	c.call(http.StatusForbidden, "POST", keyPath+"/resume", prov, nil)
+	c.call(http.StatusNotFound, "POST", keyPath+"/suspend", other, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/keys/"+missing+"/resume", buyer, nil)
+	c.call(http.StatusOK, "POST", keyPath+"/resume", buyer, nil)
+	c.refused(http.StatusUnprocessableEntity, "POST", keyPath+"/rotate", buyer, map[string]any{"grace_seconds": -1})
+	c.call(http.StatusForbidden, "POST", keyPath+"/rotate", prov, nil)
+	var successor struct {
+		ID, Key     string
+		RotatedFrom string `json:"rotated_from"`
+	}
+	r = c.call(http.StatusCreated, "POST", keyPath+"/rotate", buyer, map[string]any{"grace_seconds": 3600})
+	r.decode(&successor)
+	if successor.RotatedFrom != key.ID || !strings.HasPrefix(successor.Key, "veil_live_") || successor.Key == key.Key ||
+		r.Header.Get("Location") != "/v1/keys/"+successor.ID || r.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("rotateKey = %s, Location %q; want the successor of %s with a new plaintext, no-store", r.Body, r.Header.Get("Location"), key.ID)
+	}
+	if got := c.call(http.StatusConflict, "POST", keyPath+"/rotate", buyer, nil).problem(); got != "already-rotated" {
+		t.Errorf("rotateKey of a rotated key = %s; want already-rotated", got)
+	}
+	if got := c.call(http.StatusConflict, "POST", "/v1/keys/"+successor.ID+"/rotate", buyer, map[string]any{"grace_seconds": nil}).problem(); got != "invalid-transition" {
+		t.Errorf("rotateKey of a pending key = %s; want invalid-transition", got)
+	}
+	c.call(http.StatusNotFound, "POST", "/v1/keys/"+missing+"/rotate", buyer, nil)
+	c.call(http.StatusForbidden, "POST", "/v1/keys/"+bare.ID+"/revoke", prov, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/keys/"+bare.ID+"/revoke", other, nil)
+	c.call(http.StatusOK, "POST", "/v1/keys/"+bare.ID+"/revoke", buyer, map[string]any{"reason": "Unused."})
+	c.call(http.StatusConflict, "POST", "/v1/keys/"+bare.ID+"/revoke", buyer, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/keys/"+missing+"/revoke", buyer, nil)
+	if got := c.call(http.StatusConflict, "PATCH", "/v1/keys/"+bare.ID, buyer, map[string]any{"name": "back"}).problem(); got != "invalid-transition" {
+		t.Errorf("updateKey of a revoked key = %s; want invalid-transition", got)
+	}
+
+	// Automatic rotation seals the successor until its one reveal.
+	if got := c.call(http.StatusConflict, "POST", keyPath+"/reveal", buyer, nil).problem(); got != "nothing-to-reveal" {
+		t.Errorf("revealKey of a key issued in an answer = %s; want nothing-to-reveal", got)
+	}
+	var rotating struct{ ID string }
+	c.call(http.StatusCreated, "POST", subPath+"/keys", buyer, map[string]any{"name": "rotating", "auto_rotate": true, "rotate_every_days": 1}).decode(&rotating)
+	sealed := sealedSuccessor(t, e, rotating.ID)
+	var revealable struct{ Revealable bool }
+	c.call(http.StatusOK, "GET", "/v1/keys/"+sealed, buyer, nil).decode(&revealable)
+	if !revealable.Revealable {
+		t.Errorf("the successor of an automatic rotation is not revealable")
+	}
+	c.call(http.StatusForbidden, "POST", "/v1/keys/"+sealed+"/reveal", prov, nil)
+	c.call(http.StatusForbidden, "POST", "/v1/keys/"+sealed+"/reveal", admin, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/keys/"+sealed+"/reveal", other, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/keys/"+missing+"/reveal", buyer, nil)
+	r = c.call(http.StatusOK, "POST", "/v1/keys/"+sealed+"/reveal", buyer, nil)
+	var revealed struct{ Key string }
+	r.decode(&revealed)
+	if !strings.HasPrefix(revealed.Key, "veil_live_") || r.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("revealKey = %s, Cache-Control %q; want the plaintext, no-store", r.Body, r.Header.Get("Cache-Control"))
+	}
+	c.call(http.StatusConflict, "POST", "/v1/keys/"+sealed+"/reveal", buyer, nil)
+
+	// The audit trail.
+	var events struct {
+		Data       []struct{ Action string }
+		NextCursor string `json:"next_cursor"`
+	}
+	c.call(http.StatusOK, "GET", keyPath+"/events?limit=2", buyer, nil).decode(&events)
+	if len(events.Data) != 2 || events.NextCursor == "" {
+		t.Fatalf("listKeyEvents?limit=2 = %d entries, next %q; want 2 and a cursor", len(events.Data), events.NextCursor)
+	}
+	c.call(http.StatusOK, "GET", keyPath+"/events?cursor="+events.NextCursor, buyer, nil).decode(&events)
+	if last := events.Data[len(events.Data)-1].Action; last != "key.create" {
+		t.Errorf("the oldest entry of the key's audit trail = %s; want key.create", last)
+	}
+	c.call(http.StatusOK, "GET", keyPath+"/events", prov, nil)
+	c.call(http.StatusNotFound, "GET", keyPath+"/events", other, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/keys/"+missing+"/events", buyer, nil)
+	c.refused(http.StatusBadRequest, "GET", keyPath+"/events?cursor=latest", buyer, nil)
+	c.refused(http.StatusUnprocessableEntity, "GET", keyPath+"/events?limit=0", buyer, nil)
+
+	// Usage, from the ClickHouse roll-ups.
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
+	insertUsage(t, e,
+		usageRow{sub.ID, key.ID, fc.ID, hour.Add(5 * time.Minute), 200, 12, "1"},
+		usageRow{sub.ID, key.ID, fc.ID, hour.Add(65 * time.Minute), 429, 1, "0"},
+		usageRow{sub.ID, successor.ID, fc.ID, hour.Add(70 * time.Minute), 200, 20, "0.5"},
+	)
+	span := "from=" + hour.Format(time.RFC3339) + "&to=" + hour.Add(2*time.Hour).Format(time.RFC3339)
+	var rep usageReport
+	c.call(http.StatusOK, "GET", subPath+"/usage?"+span+"&granularity=hour", buyer, nil).decode(&rep)
+	if len(rep.Buckets) != 2 || rep.Total.Requests != 3 || rep.Total.Units != "1.5" {
+		t.Errorf("getSubscriptionUsage = %d buckets, %d requests, %s units; want 2, 3, 1.5", len(rep.Buckets), rep.Total.Requests, rep.Total.Units)
+	}
+	c.call(http.StatusOK, "GET", subPath+"/usage", prov, nil)
+	c.call(http.StatusOK, "GET", keyPath+"/usage?"+span+"&granularity=minute", buyer, nil).decode(&rep)
+	if rep.KeyID != key.ID || rep.Total.Requests != 2 {
+		t.Errorf("getKeyUsage = key %q, %d requests; want %s's 2", rep.KeyID, rep.Total.Requests, key.ID)
+	}
+	c.call(http.StatusOK, "GET", keyPath+"/usage?granularity=day", admin, nil)
+	for _, r := range []reply{
+		c.call(http.StatusBadRequest, "GET", subPath+"/usage?from="+hour.Format(time.RFC3339)+"&to="+hour.Format(time.RFC3339), buyer, nil),
+		c.call(http.StatusBadRequest, "GET", keyPath+"/usage?granularity=minute&from="+hour.Add(-48*time.Hour).Format(time.RFC3339), buyer, nil),
+	} {
+		if got := r.problem(); got != "bad-usage-query" {
+			t.Errorf("%s = %s; want bad-usage-query", r.what, got)
+		}
+	}
+	c.refused(http.StatusUnprocessableEntity, "GET", subPath+"/usage?granularity=week", buyer, nil)
+	c.refused(http.StatusUnprocessableEntity, "GET", keyPath+"/usage?from=yesterday", buyer, nil)
+	c.call(http.StatusNotFound, "GET", subPath+"/usage", other, nil)
+	c.call(http.StatusNotFound, "GET", keyPath+"/usage", other, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/subscriptions/"+missing+"/usage", buyer, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/keys/"+missing+"/usage", buyer, nil)
+
+	// Admins suspend and resume subscriptions and reconcile the gateway's
+	// key records.
+	admSub := "/v1/admin/subscriptions/" + sub.ID
+	c.call(http.StatusForbidden, "POST", admSub+"/suspend", prov, nil)
+	c.call(http.StatusOK, "POST", admSub+"/suspend", admin, map[string]any{"reason": "Payment dispute."})
+	if got := c.call(http.StatusConflict, "POST", admSub+"/suspend", admin, nil).problem(); got != "invalid-transition" {
+		t.Errorf("suspendSubscription of a suspended one = %s; want invalid-transition", got)
+	}
+	if got := c.call(http.StatusConflict, "POST", subPath+"/keys", buyer, map[string]any{}).problem(); got != "subscription-inactive" {
+		t.Errorf("createKey on a suspended subscription = %s; want subscription-inactive", got)
+	}
+	c.call(http.StatusNotFound, "POST", "/v1/admin/subscriptions/"+missing+"/suspend", admin, nil)
+	c.call(http.StatusForbidden, "POST", admSub+"/resume", buyer, nil)
+	c.call(http.StatusOK, "POST", admSub+"/resume", admin, nil)
+	c.call(http.StatusConflict, "POST", admSub+"/resume", admin, map[string]any{"reason": "again"})
+	c.call(http.StatusNotFound, "POST", "/v1/admin/subscriptions/"+missing+"/resume", admin, nil)
+	var heal struct {
+		KeysChecked int `json:"keys_checked"`
+	}
+	c.call(http.StatusOK, "POST", "/v1/admin/reconcile/keys", admin, nil).decode(&heal)
+	if heal.KeysChecked < 5 {
+		t.Errorf("reconcileKeys checked %d keys; want every key (at least 5)", heal.KeysChecked)
+	}
+	c.call(http.StatusForbidden, "POST", "/v1/admin/reconcile/keys", prov, nil)
+
+	// Deleting a key, canceling subscriptions.
+	c.call(http.StatusForbidden, "DELETE", "/v1/keys/"+bare.ID, prov, nil)
+	c.call(http.StatusNotFound, "DELETE", "/v1/keys/"+bare.ID, other, nil)
+	c.call(http.StatusNoContent, "DELETE", "/v1/keys/"+bare.ID, buyer, nil)
+	c.call(http.StatusNotFound, "DELETE", "/v1/keys/"+bare.ID, buyer, nil)
+	c.call(http.StatusOK, "POST", "/v1/subscriptions/"+otherSub.ID+"/cancel", other, map[string]any{"at_period_end": true})
+	c.call(http.StatusForbidden, "POST", subPath+"/cancel", prov, nil)
+	c.call(http.StatusNotFound, "POST", subPath+"/cancel", other, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/subscriptions/"+missing+"/cancel", buyer, nil)
+	c.call(http.StatusOK, "POST", subPath+"/cancel", buyer, nil)
+	if got := c.call(http.StatusConflict, "POST", subPath+"/cancel", buyer, map[string]any{}).problem(); got != "invalid-transition" {
+		t.Errorf("cancelSubscription of a canceled one = %s; want invalid-transition", got)
+	}
+	var after struct{ State string }
+	c.call(http.StatusOK, "GET", keyPath, buyer, nil).decode(&after)
+	if after.State != "revoked" {
+		t.Errorf("a key of a canceled subscription is %s; want revoked", after.State)
 	}
 }
