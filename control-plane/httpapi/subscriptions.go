@@ -269,6 +269,13 @@ func (a *api) reconcileKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	act := actorFrom(r)
+	if err := audit.RecordNow(r.Context(), a.cfg.Pool, audit.Change{
+		Actor: act.Subject, ActorRole: string(act.Role), Action: "gateway.reconcile",
+		TargetType: "gateway", TargetID: "keys", After: rep,
+	}); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, rep)
 	return nil
 }

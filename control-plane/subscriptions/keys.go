@@ -525,10 +525,10 @@ const maxGrace = 90 * 24 * time.Hour
 func (s *Service) Rotate(ctx context.Context, actor Actor, id uuid.UUID, in RotateInput) (Key, error) {
 	grace := s.cfg.DefaultGrace
 	if in.GraceSeconds != nil {
-		grace = time.Duration(*in.GraceSeconds) * time.Second
-		if *in.GraceSeconds < 0 || grace > maxGrace {
+		if *in.GraceSeconds < 0 || *in.GraceSeconds > int64(maxGrace/time.Second) {
 			return Key{}, validation.One("grace_seconds", "must be 0 to 7776000 (90 days)")
 		}
+		grace = time.Duration(*in.GraceSeconds) * time.Second
 	}
 	var out Key
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -554,6 +554,9 @@ func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor Actor, old Key, g
 	sub, err := s.lockSub(ctx, tx, old.SubscriptionID)
 	if err != nil {
 		return Key{}, err
+	}
+	if sub.Status == StatusCanceled || sub.Status == StatusSuspended {
+		return Key{}, fmt.Errorf("%w: it is %s", ErrSubscriptionInactive, sub.Status)
 	}
 	in := old.settings()
 	if in.ExpiresAt != nil && !in.ExpiresAt.After(s.now()) {

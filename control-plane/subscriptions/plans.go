@@ -48,6 +48,9 @@ type Terms struct {
 	IncludedUnits decimal.Decimal `json:"included_units"`
 }
 
+// maxAmount bounds amounts and units: the columns are numeric(20, 6).
+var maxAmount = decimal.New(1, 14)
+
 var (
 	planSlugRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	currencyRe = regexp.MustCompile(`^[A-Z]{3}$`)
@@ -70,8 +73,8 @@ func (t *Terms) validate(v *validation.Error) {
 	if t.Interval != "month" && t.Interval != "year" {
 		v.Add("terms.interval", "must be month or year")
 	}
-	if t.BaseFee.IsNegative() || t.BaseFee.Exponent() < -6 {
-		v.Add("terms.base_fee", "must be zero or more, with at most 6 decimals")
+	if t.BaseFee.IsNegative() || t.BaseFee.Exponent() < -6 || t.BaseFee.GreaterThanOrEqual(maxAmount) {
+		v.Add("terms.base_fee", "must be zero or more and below 10^14, with at most 6 decimals")
 	}
 	if t.TrialDays < 0 || t.TrialDays > 365 {
 		v.Add("terms.trial_days", "must be 0 to 365")
@@ -87,8 +90,8 @@ func (t *Terms) validate(v *validation.Error) {
 			v.Add(r.field, "must be 1 to 1000000, or null for no limit")
 		}
 	}
-	if t.IncludedUnits.IsNegative() || t.IncludedUnits.Exponent() < -6 {
-		v.Add("terms.included_units", "must be zero or more, with at most 6 decimals")
+	if t.IncludedUnits.IsNegative() || t.IncludedUnits.Exponent() < -6 || t.IncludedUnits.GreaterThanOrEqual(maxAmount) {
+		v.Add("terms.included_units", "must be zero or more and below 10^14, with at most 6 decimals")
 	}
 }
 
@@ -126,6 +129,7 @@ type PlanInput struct {
 // Validate checks in, filling defaults.
 func (in *PlanInput) Validate() error {
 	var v validation.Error
+	in.Name = strings.TrimSpace(in.Name)
 	if n := utf8.RuneCountInString(strings.TrimSpace(in.Name)); n == 0 || n > 200 {
 		v.Add("name", "must be 1 to 200 characters")
 	}
@@ -295,15 +299,22 @@ func (s *Service) loadPlan(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.
 	if err != nil {
 		return Plan{}, err
 	}
-	org, _, err := s.apiFor(ctx, tx, actor, p.APIID, change)
+	// Visibility first: a plan the actor may not see is not found, whether
+	// it asks to read or to change it.
+	org, _, err := s.apiFor(ctx, tx, actor, p.APIID, false)
 	if errors.Is(err, catalog.ErrAPINotFound) {
 		return Plan{}, ErrPlanNotFound
 	}
 	if err != nil {
 		return Plan{}, err
 	}
-	if !change && p.Status != PlanActive && !(isAdmin(actor) || actor.OrgID == org) {
+	if p.Status != PlanActive && !(isAdmin(actor) || actor.OrgID == org) {
 		return Plan{}, ErrPlanNotFound
+	}
+	if change {
+		if _, _, err := s.apiFor(ctx, tx, actor, p.APIID, true); err != nil {
+			return Plan{}, err
+		}
 	}
 	return p, nil
 }
@@ -318,6 +329,7 @@ func (s *Service) UpdatePlan(ctx context.Context, actor Actor, id uuid.UUID, p P
 		}
 		name, desc, status := before.Name, before.Description, before.Status
 		set(&name, p.Name)
+		name = strings.TrimSpace(name)
 		set(&desc, p.Description)
 		set(&status, p.Status)
 		var v validation.Error
