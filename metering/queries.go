@@ -28,7 +28,12 @@ package metering
 //     samples (exact up to 8,192 requests per group, approximate above).
 //     18.16 returns them as UInt32 (truncated to whole milliseconds), newer
 //     releases as Float64; the queries convert them to Float64.
-//   - 4xx includes the gateway's own refusals (401, 403, 429).
+//   - 4xx includes the gateway's own refusals (401, 403, 429), and 5xx its
+//     503 when it cannot check keys. Only usage_events tells them apart
+//     (refusal <> ''); the roll-ups do not, so their request counts include
+//     refusals. Their unit sums stay billable
+//     because the gateway sends refusals with units 0; billing itself should
+//     still read usage_events WHERE refusal = '' rather than rely on that.
 
 // DailyUsageBySubscription answers "how much did this subscription use each
 // day?": requests and billable units per day for one subscription, from

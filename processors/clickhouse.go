@@ -40,7 +40,7 @@ type chSink struct {
 // clickhouse-go.
 const (
 	insertEvents = `INSERT INTO usage_events (id, source, type, subject, time, api_id, key_id, method, route, path,
-status, latency_ms, request_bytes, response_bytes, units, ingested_at, kafka_partition, kafka_offset)`
+status, latency_ms, request_bytes, response_bytes, units, refusal, ingested_at, kafka_partition, kafka_offset)`
 	insertRejects = `INSERT INTO usage_rejects (received_at, reason, detail, source_topic, source_partition, source_offset, raw)`
 )
 
@@ -56,7 +56,7 @@ func (s *chSink) insertEvents(ctx context.Context, rows []row, now time.Time) er
 	for _, r := range rows {
 		e, d := r.event, r.event.Data
 		if err := batch.Append(e.ID, e.Source, e.Type, e.Subject, e.Time, d.APIID, d.KeyID, d.Method, d.Route, d.Path,
-			d.Status, d.LatencyMS, d.RequestBytes, d.ResponseBytes, d.Units, now, r.partition, r.offset); err != nil {
+			d.Status, d.LatencyMS, d.RequestBytes, d.ResponseBytes, d.Units, d.Refusal, now, r.partition, r.offset); err != nil {
 			_ = batch.Abort()
 			return fmt.Errorf("append to usage_events batch: %w", err)
 		}

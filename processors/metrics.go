@@ -20,6 +20,9 @@ type processorMetrics struct {
 	// Where a batch's time goes, besides the sinks.
 	pollSeconds     *metrics.PrometheusHistogram
 	classifySeconds *metrics.PrometheusHistogram
+	// Of the written events, those the gateway refused itself: stored,
+	// never counted towards quotas.
+	gatewayRefusals *metrics.Counter
 }
 
 func newProcessorMetrics(set *metrics.Set, p *Processor) processorMetrics {
@@ -33,6 +36,7 @@ func newProcessorMetrics(set *metrics.Set, p *Processor) processorMetrics {
 			[]float64{1, 10, 100, 1000, 5000, 10000, 25000, 50000, 100000}),
 		pollSeconds:     set.NewPrometheusHistogram("veil_processor_poll_duration_seconds"),
 		classifySeconds: set.NewPrometheusHistogram("veil_processor_classify_duration_seconds"),
+		gatewayRefusals: set.NewCounter("veil_processor_gateway_refusals_total"),
 		// From the event's time to the moment every sink holds it.
 		eventLag: set.NewPrometheusHistogramExt("veil_processor_event_lag_seconds",
 			[]float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400}),

@@ -3,7 +3,8 @@
 // record, drops duplicates by (source, id), and writes every unique event
 // exactly once to ClickHouse (usage_events, whose materialized views keep the
 // roll-ups) and to the Redis counters, sending refused records to the
-// dead-letter topic and usage_rejects.
+// dead-letter topic and usage_rejects. Requests the gateway refused itself
+// (data.refusal) are written to ClickHouse but count in no Redis counter.
 //
 // Exactly once, whatever crashes or rebalances happen, rests on three things:
 //   - offsets are committed only after every sink holds the batch;
@@ -372,6 +373,11 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 	}
 	p.mu.Unlock()
 	p.m.written.Add(len(b.rows))
+	for _, r := range b.rows {
+		if r.event.Data.Refusal != "" {
+			p.m.gatewayRefusals.Inc()
+		}
+	}
 	p.m.duplicates.Add(b.dupes)
 	written := p.cfg.Now()
 	for _, r := range b.rows {
@@ -440,7 +446,7 @@ func (p *Processor) classify(ctx context.Context, records []*kgo.Record) (*batch
 		fresh[k] = seenEntry{offset: r.Offset, hour: uint32(e.Time.Unix() / 3600)}
 		b.items = append(b.items, item{
 			subject: e.Subject, keyID: e.Data.KeyID, partition: r.Partition, offset: r.Offset,
-			time: e.Time, unitsMicro: e.Data.Units.Shift(6).IntPart(),
+			time: e.Time, unitsMicro: e.Data.Units.Shift(6).IntPart(), gatewayRefused: e.Data.Refusal != "",
 		})
 	}
 	return b, nil

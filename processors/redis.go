@@ -3,6 +3,7 @@ package processors
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -16,6 +17,9 @@ import (
 //	veil:wm:{S}                      field <partition> = last Kafka offset applied for S from that partition
 //	veil:usage:{S}:p:<period_start>  period counter: requests, units_micro, period_end
 //	veil:usage:{S}:k:<key>:<YYYYMMDD> per key per day counter: requests, units_micro
+//
+// The counters hold admitted requests only: quotas are enforced from them,
+// and a request the gateway refused itself (data.refusal) is never billed.
 const (
 	keySubscription = "veil:sub:{%s}"
 	keyWatermark    = "veil:wm:{%s}"
@@ -87,6 +91,10 @@ type item struct {
 	offset     int64
 	time       time.Time
 	unitsMicro int64
+	// gatewayRefused marks a request the gateway refused itself: it
+	// advances the watermark but counts nowhere, since quotas are enforced
+	// from these counters and a refusal is never billed.
+	gatewayRefused bool
 }
 
 // Period returns the billing period that holds t for the subject: the one in
@@ -218,7 +226,8 @@ func (s *redisSink) setWatermark(k subjectPartition, wm int64) {
 }
 
 // counterArgs builds the script call for the items after watermark wm, or
-// nil keys when there are none.
+// nil keys when there are none. Items the gateway refused only move the
+// watermark: a call may carry no counter at all.
 func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys, args []string, last int64) {
 	type sums struct {
 		requests, units int64
@@ -243,13 +252,16 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 			continue
 		}
 		last = it.offset
+		if it.gatewayRefused {
+			continue
+		}
 		p := periodFor(sub, it.time)
 		add(fmt.Sprintf(keyPeriod, k.subject, p.start.Unix()), it, periodTTL, strconv.FormatInt(p.end.Unix(), 10))
 		if it.keyID != "" {
 			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "")
 		}
 	}
-	if len(keyOrder) == 0 {
+	if last == wm {
 		return nil, nil, wm
 	}
 	keys = append(make([]string, 0, 1+len(keyOrder)), fmt.Sprintf(keyWatermark, k.subject))
@@ -264,8 +276,10 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 	return keys, args, last
 }
 
-// compensate removes items that apply counted but ClickHouse refused for good.
+// compensate removes items that apply counted but ClickHouse refused for
+// good. Items the gateway refused were never counted and are skipped.
 func (s *redisSink) compensate(ctx context.Context, items []item, topic string) error {
+	items = slices.DeleteFunc(slices.Clone(items), func(it item) bool { return it.gatewayRefused })
 	if len(items) == 0 {
 		return nil
 	}

@@ -78,7 +78,7 @@ billing period by default) and its Redis counter for the current period, so the 
 		}
 		*r.dst = t.UTC()
 	}
-	if err := st.ch.QueryRow(ctx, "SELECT count(), sum(units) FROM usage_events WHERE subject = ? AND time >= ? AND time < ?",
+	if err := st.ch.QueryRow(ctx, "SELECT count(), sum(units) FROM usage_events WHERE subject = ? AND time >= ? AND time < ? AND refusal = ''",
 		sub, rep.From, rep.To).Scan(&rep.ClickHouse.Events, &rep.ClickHouse.Units); err != nil {
 		return fmt.Errorf("read clickhouse totals: %w", err)
 	}

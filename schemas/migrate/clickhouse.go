@@ -112,8 +112,9 @@ func SplitStatements(sql string) []string {
 }
 
 // ClickHouse applies the pending ClickHouse migrations, creating the
-// database first. Every statement is idempotent (IF NOT EXISTS), and
-// versions are recorded in schema_migrations, a ReplacingMergeTree that
+// database first. Every statement is idempotent (IF NOT EXISTS; see
+// execStatement for ADD COLUMN IF NOT EXISTS, which ClickHouse 18.16 lacks),
+// and versions are recorded in schema_migrations, a ReplacingMergeTree that
 // collapses the duplicate rows concurrent runs may write: running it again,
 // or twice at once, is safe.
 func ClickHouse(ctx context.Context, cfg ClickHouseConfig, logger *slog.Logger) (Applied, error) {
@@ -158,7 +159,7 @@ ORDER BY version`); err != nil {
 		}
 		start := time.Now()
 		for i, stmt := range m.Statements {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if err := execStatement(ctx, conn, stmt); err != nil {
 				return out, fmt.Errorf("clickhouse migration %s, statement %d: %w", m.Name, i+1, err)
 			}
 		}
@@ -169,6 +170,45 @@ ORDER BY version`); err != nil {
 		logger.InfoContext(ctx, "clickhouse migration applied", "version", m.Version, "file", m.Name, "duration", time.Since(start))
 	}
 	return out, nil
+}
+
+// addColumnIfNotExists matches ALTER TABLE t ADD COLUMN IF NOT EXISTS c ...
+// with plain identifiers: group 1 is the table, group 2 the IF NOT EXISTS
+// to cut out, group 3 the column.
+var addColumnIfNotExists = regexp.MustCompile(`(?is)^ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+ADD\s+COLUMN\s+(IF\s+NOT\s+EXISTS\s+)([A-Za-z_][A-Za-z0-9_]*)\s`)
+
+// execStatement runs one migration statement. ClickHouse 18.16 cannot parse
+// ADD COLUMN IF NOT EXISTS, which current releases need for the same
+// statement to be idempotent; so for an ALTER TABLE adding one column that
+// way, it looks the column up in system.columns and, when it is missing,
+// adds it without IF NOT EXISTS. A concurrent run may add it in between:
+// an ADD COLUMN that fails while the column exists has nothing left to do.
+func execStatement(ctx context.Context, conn driver.Conn, stmt string) error {
+	m := addColumnIfNotExists.FindStringSubmatchIndex(stmt)
+	if m == nil {
+		return conn.Exec(ctx, stmt)
+	}
+	table, column := stmt[m[2]:m[3]], stmt[m[6]:m[7]]
+	exists := func() (bool, error) {
+		var n uint64
+		if err := conn.QueryRow(ctx,
+			"SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?",
+			table, column).Scan(&n); err != nil {
+			return false, fmt.Errorf("look up column %s.%s: %w", table, column, err)
+		}
+		return n > 0, nil
+	}
+	if ok, err := exists(); err != nil || ok {
+		return err
+	}
+	err := conn.Exec(ctx, stmt[:m[4]]+stmt[m[5]:])
+	if err == nil {
+		return nil
+	}
+	if ok, qerr := exists(); qerr == nil && ok {
+		return nil
+	}
+	return err
 }
 
 // recordClickHouseVersion inserts the migration's row through a native

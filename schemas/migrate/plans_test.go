@@ -304,6 +304,8 @@ func TestPlansSchemaRefusesBadRows(t *testing.T) {
 			[]any{f.promotion, f.subscription, f.consumerOrg}, "23505", ""},
 		{"plan version of another api", `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, current_period_start, current_period_end)
 			VALUES ($1, 'x', $2, $3, now(), now() + interval '1 month')`, []any{f.consumerOrg, f.otherAPI, f.usedVersion}, "23514", "subscriptions_plan_api"},
+		{"second live subscription to one api", `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, current_period_start, current_period_end)
+			VALUES ($1, 'x', $2, $3, now(), now() + interval '1 month')`, []any{f.consumerOrg, f.api, f.usedVersion}, "23505", "subscriptions_one_live_key"},
 		{"canceled without canceled_at", `UPDATE subscriptions SET status = 'canceled' WHERE id = $1`, []any{f.subscription}, "23514", ""},
 		{"unknown subscription status", `UPDATE subscriptions SET status = 'paused' WHERE id = $1`, []any{f.subscription}, "22P02", ""},
 		{"period ending before it starts", `UPDATE subscriptions SET current_period_end = current_period_start WHERE id = $1`, []any{f.subscription}, "23514", ""},
@@ -363,6 +365,8 @@ func TestPlanVersionChangeWaitsForFirstSubscription(t *testing.T) {
 		return c
 	}
 	subscriber, changer := connect(), connect()
+	// Another organization: the consumer already holds its one live subscription.
+	lateOrg := insertID(t, conn, "INSERT INTO organizations (slug, name) VALUES ('initech', 'Initech')")
 
 	tx, err := subscriber.Begin(ctx)
 	if err != nil {
@@ -370,7 +374,7 @@ func TestPlanVersionChangeWaitsForFirstSubscription(t *testing.T) {
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck // committed below
 	if _, err := tx.Exec(ctx, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, current_period_start, current_period_end)
-		VALUES ($1, 'sub-late', $2, $3, now(), now() + interval '1 month')`, f.consumerOrg, f.api, f.freeVersion); err != nil {
+		VALUES ($1, 'sub-late', $2, $3, now(), now() + interval '1 month')`, lateOrg, f.api, f.freeVersion); err != nil {
 		t.Fatal(err)
 	}
 

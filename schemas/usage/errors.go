@@ -17,6 +17,7 @@ const (
 	ReasonUnknownType            Reason = "unknown_type"
 	ReasonInvalidTime            Reason = "invalid_time"
 	ReasonInvalidUnits           Reason = "invalid_units"
+	ReasonInvalidRefusal         Reason = "invalid_refusal"
 	ReasonTimeInFuture           Reason = "time_in_future"
 	ReasonTimeTooOld             Reason = "time_too_old"
 )

@@ -68,6 +68,11 @@ type Data struct {
 	RequestBytes  uint64          `json:"request_bytes"`
 	ResponseBytes uint64          `json:"response_bytes"`
 	Units         decimal.Decimal `json:"units"`
+	// Refusal is set when the gateway refused the request itself, so it
+	// never reached the upstream: a reason such as invalid_key or
+	// rate_limited. Empty means admitted. Refused requests are stored like
+	// any other but are never billed and never count towards quotas.
+	Refusal string `json:"refusal,omitempty"`
 }
 
 // MarshalJSON encodes the event in CloudEvents structured mode, units as an
@@ -116,6 +121,10 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	b.WriteString(strconv.FormatUint(d.ResponseBytes, 10))
 	b.WriteString(`,"units":`)
 	b.WriteString(d.Units.String())
+	if d.Refusal != "" {
+		b.WriteString(`,"refusal":`)
+		writeString(&b, d.Refusal)
+	}
 	b.WriteString(`}}`)
 	return b.Bytes(), nil
 }
@@ -316,6 +325,8 @@ func decodeData(v *fastjson.Value, apiRequest bool) (Data, *Error) {
 			d.ResponseBytes = uint64(n)
 		case "units":
 			d.Units, failure = unitsField("data.units", v)
+		case "refusal":
+			d.Refusal, failure = refusalField("data.refusal", v)
 		default:
 			failure = newError(ReasonUnknownField, "data."+string(key), "data field %q is not part of the usage event", key)
 		}
@@ -421,6 +432,35 @@ func unitsField(field string, v *fastjson.Value) (decimal.Decimal, *Error) {
 		return d, newError(ReasonInvalidUnits, field, "units must be below 10^12")
 	}
 	return d.Truncate(unitsScale), nil
+}
+
+// refusalField returns a refusal reason: empty (admitted), or a lower-case
+// letter followed by at most 31 lower-case letters and underscores: short,
+// stable codes that analysts group by, not free text.
+func refusalField(field string, v *fastjson.Value) (string, *Error) {
+	b, err := v.StringBytes()
+	if err != nil {
+		return "", newError(ReasonInvalidRefusal, field, "refusal must be a string")
+	}
+	if !validRefusal(b) {
+		return "", newError(ReasonInvalidRefusal, field, "refusal %q must be empty or a lower-case letter followed by at most 31 lower-case letters and underscores", b)
+	}
+	return string(b), nil
+}
+
+func validRefusal(b []byte) bool {
+	if len(b) == 0 {
+		return true
+	}
+	if len(b) > 32 || b[0] < 'a' || b[0] > 'z' {
+		return false
+	}
+	for _, c := range b[1:] {
+		if (c < 'a' || c > 'z') && c != '_' {
+			return false
+		}
+	}
+	return true
 }
 
 func validMethod(s string) bool {

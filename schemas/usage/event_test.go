@@ -79,6 +79,14 @@ var cases = []validationCase{
 	{"valid empty key_id", with(func(e map[string]any) { data(e)["key_id"] = "" }), ""},
 	{"valid 256-char id", with(func(e map[string]any) { e["id"] = strings.Repeat("x", 256) }), ""},
 	{"valid multibyte id at limit", with(func(e map[string]any) { e["id"] = strings.Repeat("é", 256) }), ""},
+	{"valid refusal", with(func(e map[string]any) { data(e)["status"] = 429; data(e)["refusal"] = "rate_limited" }), ""},
+	{"valid one-letter refusal", with(func(e map[string]any) { data(e)["refusal"] = "x" }), ""},
+	{"valid 32-char refusal", with(func(e map[string]any) { data(e)["refusal"] = "q" + strings.Repeat("_", 31) }), ""},
+	{"valid empty refusal means admitted", with(func(e map[string]any) { data(e)["refusal"] = "" }), ""},
+	{"valid refusal on a usage record", with(func(e map[string]any) {
+		e["type"] = "veil.usage.record"
+		e["data"] = map[string]any{"api_id": "api_1", "refusal": "quota_exhausted"}
+	}), ""},
 
 	{"not JSON", `{"id":`, usage.ReasonMalformedJSON},
 	{"JSON array", `[1,2]`, usage.ReasonMalformedJSON},
@@ -146,6 +154,17 @@ var cases = []validationCase{
 	{"units at 10^12", with(func(e map[string]any) { data(e)["units"] = json.Number("1000000000000") }), usage.ReasonInvalidUnits},
 	{"units as string", with(func(e map[string]any) { data(e)["units"] = "1.5" }), usage.ReasonInvalidUnits},
 	{"units null", with(func(e map[string]any) { data(e)["units"] = nil }), usage.ReasonInvalidUnits},
+	{"refusal too long", with(func(e map[string]any) { data(e)["refusal"] = "q" + strings.Repeat("_", 32) }), usage.ReasonInvalidRefusal},
+	{"upper-case refusal", with(func(e map[string]any) { data(e)["refusal"] = "Invalid_key" }), usage.ReasonInvalidRefusal},
+	{"refusal starting with underscore", with(func(e map[string]any) { data(e)["refusal"] = "_invalid_key" }), usage.ReasonInvalidRefusal},
+	{"refusal with a digit", with(func(e map[string]any) { data(e)["refusal"] = "error429" }), usage.ReasonInvalidRefusal},
+	{"refusal with a hyphen", with(func(e map[string]any) { data(e)["refusal"] = "rate-limited" }), usage.ReasonInvalidRefusal},
+	{"refusal with a space", with(func(e map[string]any) { data(e)["refusal"] = "rate limited" }), usage.ReasonInvalidRefusal},
+	{"refusal with a trailing newline", with(func(e map[string]any) { data(e)["refusal"] = "rate_limited\n" }), usage.ReasonInvalidRefusal},
+	{"non-ASCII refusal", with(func(e map[string]any) { data(e)["refusal"] = "refusé" }), usage.ReasonInvalidRefusal},
+	{"refusal as number", with(func(e map[string]any) { data(e)["refusal"] = 429 }), usage.ReasonInvalidRefusal},
+	{"refusal as boolean", with(func(e map[string]any) { data(e)["refusal"] = true }), usage.ReasonInvalidRefusal},
+	{"refusal null", with(func(e map[string]any) { data(e)["refusal"] = nil }), usage.ReasonInvalidRefusal},
 	{"unknown data field", with(func(e map[string]any) { data(e)["customer"] = "acme" }), usage.ReasonUnknownField},
 	{"upper-case extension name", with(func(e map[string]any) { e["TraceParent"] = "x" }), usage.ReasonUnknownField},
 	{"extension name too long", with(func(e map[string]any) { e[strings.Repeat("a", 21)] = "x" }), usage.ReasonUnknownField},
@@ -268,27 +287,70 @@ func TestUnitsDefaultToOne(t *testing.T) {
 	}
 }
 
+func TestRefusal(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(d map[string]any)
+		want string
+	}{
+		{"absent means admitted", func(map[string]any) {}, ""},
+		{"empty means admitted", func(d map[string]any) { d["refusal"] = "" }, ""},
+		{"invalid key", func(d map[string]any) { d["status"] = 401; d["refusal"] = "invalid_key" }, "invalid_key"},
+		{"quota exhausted", func(d map[string]any) { d["status"] = 429; d["refusal"] = "quota_exhausted" }, "quota_exhausted"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := with(func(e map[string]any) { tc.set(data(e)) })
+			e, err := usage.Decode([]byte(raw))
+			if err != nil {
+				t.Fatalf("Decode(%s) = %v", raw, err)
+			}
+			if e.Data.Refusal != tc.want {
+				t.Fatalf("Decode(%s).Data.Refusal = %q; want %q", raw, e.Data.Refusal, tc.want)
+			}
+		})
+	}
+}
+
+func TestInvalidRefusalNamesTheField(t *testing.T) {
+	raw := with(func(e map[string]any) { data(e)["refusal"] = "Rate-Limited" })
+	_, err := usage.Decode([]byte(raw))
+	var ve *usage.Error
+	if !errors.As(err, &ve) || ve.Reason != usage.ReasonInvalidRefusal || ve.Field != "data.refusal" || ve.ID != "evt-1" {
+		t.Fatalf("Decode(%s) = %#v; want an *Error invalid_refusal on data.refusal naming evt-1", raw, err)
+	}
+}
+
 func TestMarshalRoundTrip(t *testing.T) {
 	s := compileSchema(t)
-	in := usage.Event{
-		ID: "a\"b", Source: "/src", Type: usage.TypeAPIRequest, Subject: "sub",
-		Time: time.Date(2026, 1, 2, 3, 4, 5, 600000000, time.UTC),
-		Data: usage.Data{APIID: "api", Method: "POST", Route: "/r", Path: "/r?x=1", Status: 429,
-			LatencyMS: 3, RequestBytes: 10, ResponseBytes: 20, Units: decimal.RequireFromString("0.125")},
-	}
-	b, err := json.Marshal(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !schemaAccepts(s, string(b)) {
-		t.Fatalf("schema rejects marshalled event %s", b)
-	}
-	out, err := usage.Decode(b)
-	if err != nil {
-		t.Fatalf("Decode(Marshal(e)) = %v", err)
-	}
-	if !out.Data.Units.Equal(in.Data.Units) || out.ID != in.ID || !out.Time.Equal(in.Time) || out.Data.Status != 429 {
-		t.Fatalf("round trip = %+v; want %+v", out, in)
+	for _, refusal := range []string{"", "rate_limited"} {
+		in := usage.Event{
+			ID: "a\"b", Source: "/src", Type: usage.TypeAPIRequest, Subject: "sub",
+			Time: time.Date(2026, 1, 2, 3, 4, 5, 600000000, time.UTC),
+			Data: usage.Data{APIID: "api", Method: "POST", Route: "/r", Path: "/r?x=1", Status: 429,
+				LatencyMS: 3, RequestBytes: 10, ResponseBytes: 20, Units: decimal.RequireFromString("0.125"), Refusal: refusal},
+		}
+		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !schemaAccepts(s, string(b)) {
+			t.Fatalf("schema rejects marshalled event %s", b)
+		}
+		if got := bytes.Contains(b, []byte(`"refusal"`)); got != (refusal != "") {
+			t.Fatalf("Marshal(refusal %q) = %s; want the refusal attribute only when set", refusal, b)
+		}
+		out, err := usage.Decode(b)
+		if err != nil {
+			t.Fatalf("Decode(Marshal(e)) = %v", err)
+		}
+		if !out.Data.Units.Equal(in.Data.Units) || !out.Time.Equal(in.Time) {
+			t.Fatalf("round trip = %+v; want %+v", out, in)
+		}
+		out.Data.Units, out.Time = in.Data.Units, in.Time
+		if out != in {
+			t.Fatalf("round trip = %+v; want %+v", out, in)
+		}
 	}
 }
 

@@ -1,0 +1,71 @@
+package processors
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
+	at := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	k := subjectPartition{subject: "sub", partition: 3}
+	period := fmt.Sprintf(keyPeriod, "sub", calendarMonth(at).start.Unix())
+	keyDay := fmt.Sprintf(keyKeyDay, "sub", "key_1", "20261126")
+	admitted := func(offset int64) item {
+		return item{subject: "sub", keyID: "key_1", partition: 3, offset: offset, time: at, unitsMicro: 1_500_000}
+	}
+	refused := func(offset int64) item {
+		it := admitted(offset)
+		it.gatewayRefused = true
+		return it
+	}
+	tests := []struct {
+		name     string
+		items    []item
+		wm       int64
+		keys     []string
+		requests []string // per counter key, in order
+		last     int64
+	}{
+		{"admitted only", []item{admitted(5), admitted(6)}, 4, []string{WatermarkKey("sub"), period, keyDay}, []string{"2", "2"}, 6},
+		{"mixed counts only the admitted", []item{refused(5), admitted(6), refused(7)}, 4, []string{WatermarkKey("sub"), period, keyDay}, []string{"1", "1"}, 7},
+		{"refused only moves the watermark", []item{refused(5), refused(6)}, 4, []string{WatermarkKey("sub")}, nil, 6},
+		{"refused at or below the watermark", []item{refused(3), refused(4)}, 4, nil, nil, 4},
+		{"nothing new", []item{admitted(2)}, 4, nil, nil, 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			keys, args, last := counterArgs(k, tc.items, tc.wm, nil)
+			if !slices.Equal(keys, tc.keys) || last != tc.last {
+				t.Fatalf("counterArgs keys, last = %q, %d; want %q, %d", keys, last, tc.keys, tc.last)
+			}
+			if keys == nil {
+				return
+			}
+			if want := []string{"3", fmt.Sprint(tc.wm), fmt.Sprint(tc.last)}; !slices.Equal(args[:3], want) {
+				t.Fatalf("counterArgs watermark args = %q; want %q", args[:3], want)
+			}
+			var requests []string
+			for i := 3; i < len(args); i += 4 {
+				requests = append(requests, args[i])
+			}
+			if !slices.Equal(requests, tc.requests) {
+				t.Fatalf("counterArgs requests = %q; want %q", requests, tc.requests)
+			}
+		})
+	}
+}
+
+// TestCompensateSkipsGatewayRefusals: refusals were never counted, so there
+// is nothing to take back; the sink has no client here, and must not need one.
+func TestCompensateSkipsGatewayRefusals(t *testing.T) {
+	s := &redisSink{}
+	items := []item{{subject: "sub", offset: 1, gatewayRefused: true}}
+	if err := s.compensate(t.Context(), items, "topic"); err != nil {
+		t.Fatalf("compensate(refused only) = %v; want nil", err)
+	}
+	if !items[0].gatewayRefused {
+		t.Fatal("compensate changed its caller's items")
+	}
+}

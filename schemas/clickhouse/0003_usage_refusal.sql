@@ -1,0 +1,18 @@
+-- Gateway refusals: why the gateway refused a request itself (data.refusal of
+-- the usage event: invalid_key, rate_limited, quota_exhausted, ...), empty
+-- for requests it admitted. Rows written before this column read as admitted.
+-- Refused requests are recorded but never billed: billing must read
+-- usage_events WHERE refusal = ''.
+--
+-- The roll-ups do not keep refusal: usage reports need only the status
+-- class (refusals are 401, 403 and 429, or 503 when the gateway cannot check
+-- keys), and the gateway sends refusals with units 0, so unit sums stay
+-- billable. Adding refusal there would mean new sorting keys and re-created
+-- materialized views, which 18.16 cannot do without a window in which
+-- inserts skip the roll-ups.
+--
+-- ClickHouse 18.16 cannot parse ADD COLUMN IF NOT EXISTS; the migrator
+-- (schemas/migrate) checks system.columns for such a statement and runs it
+-- without IF NOT EXISTS when the column is missing, so the file stays
+-- idempotent on every version. One column per statement.
+ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS refusal String DEFAULT '' AFTER units;
