@@ -54,6 +54,7 @@ type controlPlaneFlags struct {
 	jwtAudience      string
 	gatewayAdminURL  string
 	gatewayURL       string
+	gatewayKeyAuth   bool
 	registerAttempts int
 	retryBase        time.Duration
 	retryMax         time.Duration
@@ -97,6 +98,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.String(&c.jwtAudience, "jwt-audience", "VEIL_JWT_AUDIENCE", "veil-control-plane", "required token audience")
 	f.String(&c.gatewayAdminURL, "gateway-admin-url", "VEIL_GATEWAY_ADMIN_URL", defaultGatewayAdminURL, "the gateway's Caddy admin API")
 	f.String(&c.gatewayURL, "gateway-url", "VEIL_GATEWAY_URL", defaultGatewayURL, "where the gateway serves traffic (registration verifies routes there)")
+	f.Bool(&c.gatewayKeyAuth, "gateway-key-auth", "VEIL_GATEWAY_KEY_AUTH", true, "put the gateway's veil handler (API keys, limits, usage events) in front of every API")
 	f.Int(&c.registerAttempts, "register-attempts", "VEIL_REGISTER_ATTEMPTS", 8, "attempts of one gateway registration before the API is marked failed")
 	f.Duration(&c.retryBase, "register-retry-base", "VEIL_REGISTER_RETRY_BASE", 2*time.Second, "first registration retry delay; later ones double, with jitter")
 	f.Duration(&c.retryMax, "register-retry-max", "VEIL_REGISTER_RETRY_MAX", 5*time.Minute, "longest registration retry delay")
@@ -287,7 +289,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	}
 	cat, err := catalog.New(catalog.Config{
 		Pool: pool, Jobs: riverClient, Gateway: gw, Publisher: hooks, Logger: logger, Metrics: set,
-		GatewayURL: cp.gatewayURL, RegisterAttempts: cp.registerAttempts, RetryBase: cp.retryBase, RetryMax: cp.retryMax,
+		GatewayURL: cp.gatewayURL, KeyAuth: cp.gatewayKeyAuth, RegisterAttempts: cp.registerAttempts, RetryBase: cp.retryBase, RetryMax: cp.retryMax,
 	})
 	if err != nil {
 		return nil, err

@@ -595,6 +595,8 @@ func (e *cpEnv) controlPlaneProcess(t *testing.T, addr string) *exec.Cmd {
 	cmd := exec.Command(self, "control-plane",
 		"--control-plane-addr", addr, "--postgres-url", e.pgURL,
 		"--redis-addr", testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379"), "--redis-db", strconv.Itoa(e.redisDB),
+		// Calls through the gateway reach the upstream without a key: this test is about crash recovery.
+		"--gateway-key-auth=false",
 		"--jwt-secret", testJWTSecret, "--gateway-admin-url", e.admin.srv.URL, "--gateway-url", e.gw.URL,
 		"--register-attempts", "20", "--register-retry-base", "50ms", "--register-retry-max", "500ms",
 		"--job-rescue-after", "31s", "--rate-limit-ip=", "--rate-limit-token=", "--log-level", "warn")

@@ -142,11 +142,11 @@ every accepted event is in Kafka.`, stdout)
 		return err
 	}
 
-	apiID, err := demoCatalog(ctx, stdout, step, cpURL, gwURL, jwtSecret)
+	apiID, slug, err := demoCatalog(ctx, stdout, step, cpURL, gwURL, jwtSecret)
 	if err != nil {
 		return err
 	}
-	if err := demoKeys(ctx, stdout, step, cpURL, jwtSecret, apiID, redisAddr, redisDB); err != nil {
+	if err := demoKeys(ctx, stdout, step, cpURL, gwURL, slug, jwtSecret, apiID, redisAddr, redisDB); err != nil {
 		return err
 	}
 

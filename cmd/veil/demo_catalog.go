@@ -23,19 +23,19 @@ import (
 // upstream, registers it as an API, submits it, approves it as a platform
 // admin, waits until the gateway serves it and calls it there. It returns
 // the API's id.
-func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any), cpURL, gatewayURL, jwtSecret string) (string, error) {
+func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any), cpURL, gatewayURL, jwtSecret string) (apiID, slug string, err error) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	step("waiting for the control plane at %s and the gateway at %s", cpURL, gatewayURL)
 	if err := waitReady(ctx, client, cpURL+"/readyz", 90*time.Second); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := waitReady(ctx, client, gatewayURL+"/healthz", 90*time.Second); err != nil {
-		return "", err
+		return "", "", err
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", fmt.Errorf("demo upstream: %w", err)
+		return "", "", fmt.Errorf("demo upstream: %w", err)
 	}
 	upstream := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -50,7 +50,8 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 		}
 	})}
 	go func() { _ = upstream.Serve(ln) }()
-	defer upstream.Close()
+	// It serves the rest of the demo (the calls with a key come later).
+	context.AfterFunc(ctx, func() { _ = upstream.Close() })
 	upstreamURL := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "  a demo weather upstream listens on %s\n", upstreamURL)
 
@@ -58,19 +59,19 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 	provider, err := identity.Mint([]byte(jwtSecret), "veil", "veil-control-plane",
 		identity.Principal{Subject: "dana", Org: "demo-weather", Role: identity.RoleProvider, Name: "Dana (provider)"}, time.Hour, now)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	admin, err := identity.Mint([]byte(jwtSecret), "veil", "veil-control-plane",
 		identity.Principal{Subject: "ops", Org: "veil-platform", Role: identity.RoleAdmin, Name: "Platform operator"}, time.Hour, now)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	cp := demoCaller{client: client, base: cpURL}
 	call := func(method, path, tok string, body, out any) (int, error) {
 		return cp.call(ctx, method, path, tok, body, out)
 	}
 
-	slug := fmt.Sprintf("weather-%d", now.Unix()%100000)
+	slug = fmt.Sprintf("weather-%d", now.Unix()%100000)
 	step("a provider registers the API: POST %s/v1/apis (slug %s)", cpURL, slug)
 	var api struct {
 		ID, State, StateReason, GatewayPath string
@@ -81,7 +82,7 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 		"routes":            []map[string]any{{"methods": []string{"GET"}, "path": "/forecast"}},
 		"health_check_path": "/health", "visibility": "public",
 	}, &raw); err != nil {
-		return "", err
+		return "", "", err
 	}
 	api.ID = fmt.Sprint(raw["id"])
 	fmt.Fprintf(stdout, "  api %s is %v\n", api.ID, raw["state"])
@@ -89,13 +90,13 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 	step("the provider submits it for review: POST /v1/apis/%s/submit", api.ID)
 	var approval map[string]any
 	if _, err := call("POST", "/v1/apis/"+api.ID+"/submit", provider, map[string]any{"priority": "high", "note": "first release"}, &approval); err != nil {
-		return "", err
+		return "", "", err
 	}
 	fmt.Fprintf(stdout, "  approval request %v is %v, priority %v, due %v\n", approval["id"], approval["status"], approval["priority"], approval["due_at"])
 
 	step("a platform admin approves it: POST /v1/admin/approvals/%v/approve", approval["id"])
 	if _, err := call("POST", fmt.Sprintf("/v1/admin/approvals/%v/approve", approval["id"]), admin, map[string]any{"reason": "reviewed"}, nil); err != nil {
-		return "", err
+		return "", "", err
 	}
 
 	step("the registration job checks the upstream, adds the route to the gateway, verifies it, then marks the API active")
@@ -103,7 +104,7 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 	for {
 		var cur map[string]any
 		if _, err := call("GET", "/v1/apis/"+api.ID, provider, nil, &cur); err != nil {
-			return "", err
+			return "", "", err
 		}
 		state := fmt.Sprint(cur["state"])
 		if state == "active" {
@@ -111,39 +112,55 @@ func demoCatalog(ctx context.Context, stdout io.Writer, step func(string, ...any
 			break
 		}
 		if state == "failed" || time.Now().After(deadline) {
-			return "", fmt.Errorf("api %s is %s (%v); want active", api.ID, state, cur["state_reason"])
+			return "", "", fmt.Errorf("api %s is %s (%v); want active", api.ID, state, cur["state_reason"])
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", "", ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 
-	step("a call through the gateway: GET %s/%s/forecast?city=Lisbon", gatewayURL, slug)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gatewayURL+"/"+slug+"/forecast?city=Lisbon", nil)
-	resp, err := client.Do(req)
+	step("a call through the gateway without an API key: GET %s/%s/forecast?city=Lisbon", gatewayURL, slug)
+	status, body, err := gatewayCall(ctx, client, gatewayURL+"/"+slug+"/forecast?city=Lisbon", "")
 	if err != nil {
-		return "", fmt.Errorf("call through the gateway: %w", err)
+		return "", "", err
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("call through the gateway: %s %s", resp.Status, body)
+	if status != http.StatusUnauthorized {
+		return "", "", fmt.Errorf("call without a key through the gateway: %d %s; want 401", status, body)
 	}
-	fmt.Fprintf(stdout, "  %s %s", resp.Status, body)
+	fmt.Fprintf(stdout, "  %d %s", status, body)
 
 	var tr struct {
 		Data []struct{ From, To, Actor string } `json:"data"`
 	}
 	if _, err := call("GET", "/v1/apis/"+api.ID+"/transitions", provider, nil, &tr); err != nil {
-		return "", err
+		return "", "", err
 	}
 	fmt.Fprintln(stdout, "  its recorded life so far:")
 	for _, x := range tr.Data {
 		fmt.Fprintf(stdout, "    %-16s → %-16s by %s\n", x.From, x.To, x.Actor)
 	}
-	return api.ID, nil
+	return api.ID, slug, nil
+}
+
+// gatewayCall GETs url through the gateway, with key as a bearer token
+// when set, and returns the status and body.
+func gatewayCall(ctx context.Context, client *http.Client, url, key string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", fmt.Errorf("call through the gateway: %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
 }
 
 // demoCaller calls the control plane's REST API with a bearer token.
@@ -187,7 +204,7 @@ func (c demoCaller) call(ctx context.Context, method, path, tok string, body, ou
 // plan, a consumer organization subscribes and issues an API key, the sync
 // job writes the key's record to Redis, which makes it active, and the
 // records are read back the way the gateway will read them.
-func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), cpURL, jwtSecret, apiID, redisAddr string, redisDB int) error {
+func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), cpURL, gatewayURL, slug, jwtSecret, apiID, redisAddr string, redisDB int) error {
 	cp := demoCaller{client: &http.Client{Timeout: 30 * time.Second}, base: cpURL}
 	call := func(method, path, tok string, body, out any) (int, error) {
 		return cp.call(ctx, method, path, tok, body, out)
@@ -343,8 +360,32 @@ func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), 
 	fmt.Fprintf(stdout, "    %-16s %s\n", "quota", quota)
 	fmt.Fprintf(stdout, "    %-16s %s\n", "rate limits", rates(sr.RatePerSecond, sr.RatePerMinute, "none"))
 	fmt.Fprintf(stdout, "    %-16s %d\n", "version", sr.Version)
-	fmt.Fprintln(stdout, "  (the gateway does not check keys yet: the module that enforces these records comes next,")
-	fmt.Fprintln(stdout, "   so the call through the gateway above went through without a key)")
+
+	client := &http.Client{Timeout: 30 * time.Second}
+	url := gatewayURL + "/" + slug + "/forecast?city=Lisbon"
+	step("the same call with the key: GET %s (Authorization: Bearer %s)", url, key.Masked)
+	status, body, err := gatewayCall(ctx, client, url, key.Key)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("call with the key through the gateway: %d %s; want 200", status, body)
+	}
+	fmt.Fprintf(stdout, "  %d %s", status, body)
+
+	step("a burst of 30 calls with the key: the plan allows 10 per second")
+	counts := map[int]int{}
+	for range 30 {
+		status, _, err := gatewayCall(ctx, client, url, key.Key)
+		if err != nil {
+			return err
+		}
+		counts[status]++
+	}
+	fmt.Fprintf(stdout, "  200: %d, 429 rate-limited: %d\n", counts[http.StatusOK], counts[http.StatusTooManyRequests])
+	if counts[http.StatusTooManyRequests] == 0 {
+		return fmt.Errorf("a burst of 30 calls at 10 per second was never limited: %v", counts)
+	}
 	return nil
 }
 

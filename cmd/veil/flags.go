@@ -75,6 +75,17 @@ func (f *flags) Int(p *int, name, env string, def int, usage string) {
 	f.fs.IntVar(p, name, def, help(usage, env))
 }
 
+func (f *flags) Int64(p *int64, name, env string, def int64, usage string) {
+	if v, ok := os.LookupEnv(env); ok && env != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: want an integer", env, v))
+		}
+		def = n
+	}
+	f.fs.Int64Var(p, name, def, help(usage, env))
+}
+
 func (f *flags) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
 	if v, ok := os.LookupEnv(env); ok && env != "" {
 		d, err := time.ParseDuration(v)

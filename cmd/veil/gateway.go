@@ -14,6 +14,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/veil-platform/veil/control-plane/gateway"
+	_ "github.com/veil-platform/veil/ingest/caddyveil" // the veil app and handler
+	"github.com/veil-platform/veil/internal/broker"
 )
 
 const (
@@ -39,6 +41,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		addr, adminAddr string
 		grace           time.Duration
 		log             logFlags
+		veil            veilAppFlags
 	)
 	f := newFlags("gateway", `Runs the Caddy gateway: one HTTP server on the gateway address whose routes the control plane
 manages through Caddy's admin API. Unknown paths answer 404 with a problem; /healthz and /readyz
@@ -51,6 +54,7 @@ With a Caddy subcommand instead of flags, runs Caddy's own command line:
 	f.String(&addr, "addr", "VEIL_GATEWAY_ADDR", defaultGatewayAddr, "listen address of the gateway")
 	f.String(&adminAddr, "admin-addr", "VEIL_GATEWAY_ADMIN_ADDR", defaultGatewayAdminAddr, "listen address of Caddy's admin API; keep it on loopback or a private network")
 	f.Duration(&grace, "grace-period", "VEIL_GATEWAY_GRACE_PERIOD", 30*time.Second, "how long a stop or a route change waits for requests in flight (0: as long as they take)")
+	veil.register(f)
 	log.register(f)
 	if err := f.Parse(args); err != nil {
 		return err
@@ -64,6 +68,7 @@ With a Caddy subcommand instead of flags, runs Caddy's own command line:
 		AdminAddr:   adminAddr,
 		LogLevel:    caddyLevel(log.level),
 		GracePeriod: grace,
+		Veil:        veil.app(),
 	}.JSON()
 	if err != nil {
 		return err
@@ -105,4 +110,45 @@ func runCaddy(args []string) error {
 	os.Args = append([]string{os.Args[0]}, args...)
 	caddycmd.Main()
 	return nil
+}
+
+// veilAppFlags configure the veil Caddy app: where key records, limits and
+// blocks are read and where usage events go.
+type veilAppFlags struct {
+	redisAddr    string
+	redisDB      int
+	brokers      string
+	topic        string
+	spoolDir     string
+	spoolMax     int64
+	spoolFsync   string
+	source       string
+	onRedisError string
+}
+
+func (v *veilAppFlags) register(f *flags) {
+	f.String(&v.redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis holding key and subscription records, limits and blocks")
+	f.Int(&v.redisDB, "redis-db", "VEIL_REDIS_DB", 0, "its logical database (the control plane's)")
+	f.String(&v.brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka seed brokers for usage events")
+	f.String(&v.topic, "topic", "VEIL_GATEWAY_TOPIC", broker.TopicUsageRaw, "topic of usage events")
+	f.String(&v.spoolDir, "spool-dir", "VEIL_GATEWAY_SPOOL_DIR", "", "where events wait while Kafka is unreachable (default: veil-spool in Caddy's data directory)")
+	f.Int64(&v.spoolMax, "spool-max-bytes", "VEIL_GATEWAY_SPOOL_MAX_BYTES", 1<<30, "spool size bound; past it events are dropped and counted")
+	f.String(&v.spoolFsync, "spool-fsync", "VEIL_GATEWAY_SPOOL_FSYNC", "interval", "spool fsync policy: always, interval (1s) or never")
+	f.String(&v.source, "event-source", "VEIL_GATEWAY_EVENT_SOURCE", "", "CloudEvents source of this gateway's events, unique per instance (default /gateway/<hostname>)")
+	f.String(&v.onRedisError, "on-redis-error", "VEIL_GATEWAY_ON_REDIS_ERROR", "local", "rate limits while Redis is down: local (in-process limits), allow or deny")
+}
+
+// app is the veil app's Caddy JSON.
+func (v veilAppFlags) app() map[string]any {
+	app := map[string]any{
+		"redis_address": v.redisAddr, "redis_db": v.redisDB, "brokers": broker.ParseBrokers(v.brokers), "topic": v.topic,
+		"spool_max_bytes": v.spoolMax, "spool_fsync": v.spoolFsync, "on_redis_error": v.onRedisError,
+	}
+	if v.spoolDir != "" {
+		app["spool_dir"] = v.spoolDir
+	}
+	if v.source != "" {
+		app["source"] = v.source
+	}
+	return app
 }

@@ -121,6 +121,10 @@ type Config struct {
 	// MaxEscalations is how many times an overdue request escalates before
 	// it expires (default 2).
 	MaxEscalations int
+	// KeyAuth puts the gateway's veil handler in front of every API: calls
+	// need an API key, are limited and metered. Registration then verifies
+	// a route by the handler's refusal of a call without a key.
+	KeyAuth bool
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/uuid"
@@ -78,7 +79,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	}
 	for id, a := range want {
 		r, ok := have[id]
-		wantRoute := gatewayRoute(a)
+		wantRoute := s.gatewayRoute(a)
 		switch {
 		case !ok:
 			rep.Missing++
@@ -140,7 +141,7 @@ func (s *Service) healRoute(ctx context.Context, id uuid.UUID) (bool, error) {
 			return nil // changed meanwhile; its own job handles it
 		}
 		healed = true
-		return s.cfg.Gateway.Put(ctx, gatewayRoute(a))
+		return s.cfg.Gateway.Put(ctx, s.gatewayRoute(a))
 	})
 	return healed, err
 }
@@ -190,6 +191,10 @@ func (s *Service) requeue(ctx context.Context, id uuid.UUID) (bool, error) {
 
 func sameRoute(a, b gateway.Route) bool {
 	if a.PathPrefix != b.PathPrefix || strings.TrimSuffix(a.Upstream, "/") != strings.TrimSuffix(b.Upstream, "/") {
+		return false
+	}
+	if (a.Veil == nil) != (b.Veil == nil) || a.Veil != nil && (a.Veil.APIID != b.Veil.APIID ||
+		!slices.Equal(a.Veil.RouteTemplates, b.Veil.RouteTemplates)) {
 		return false
 	}
 	for k, v := range b.Headers {

@@ -95,13 +95,21 @@ func loadAPI(ctx context.Context, c conn, id uuid.UUID) (API, error) {
 func RouteID(id uuid.UUID) string { return RoutePrefix + id.String() }
 
 // gatewayRoute is the gateway route serving a.
-func gatewayRoute(a API) gateway.Route {
-	return gateway.Route{
+func (s *Service) gatewayRoute(a API) gateway.Route {
+	r := gateway.Route{
 		ID:         RouteID(a.ID),
 		PathPrefix: "/" + a.Slug,
 		Upstream:   a.UpstreamURL,
 		Headers:    map[string]string{"X-Veil-Api-Id": a.ID.String()},
 	}
+	if s.cfg.KeyAuth {
+		v := &gateway.Veil{APIID: a.ID.String()}
+		for _, rt := range a.Routes {
+			v.RouteTemplates = append(v.RouteTemplates, rt.Path)
+		}
+		r.Veil = v
+	}
+	return r
 }
 
 // backoff is the delay before retry attempt n (1-based): exponential from
@@ -206,7 +214,7 @@ func (s *Service) register(ctx context.Context, a API) error {
 			return fmt.Errorf("upstream health check: %w", err)
 		}
 	}
-	if err := s.cfg.Gateway.Put(ctx, gatewayRoute(a)); err != nil {
+	if err := s.cfg.Gateway.Put(ctx, s.gatewayRoute(a)); err != nil {
 		return fmt.Errorf("put gateway route: %w", err)
 	}
 	probe := strings.TrimSuffix(s.cfg.GatewayURL, "/") + "/" + a.Slug + a.HealthCheckPath
@@ -230,7 +238,11 @@ func (s *Service) check(ctx context.Context, url, apiID string) error {
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	// Behind key authentication a call without a key is refused by the
+	// API's own veil handler, which tags the refusal: that proves the
+	// route is live (the upstream's health was checked directly).
+	keyRefusal := s.cfg.KeyAuth && apiID != "" && resp.StatusCode == http.StatusUnauthorized
+	if (resp.StatusCode < 200 || resp.StatusCode > 299) && !keyRefusal {
 		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
 	}
 	if apiID != "" && resp.Header.Get(gateway.APIHeader) != apiID {

@@ -33,6 +33,10 @@ type Bootstrap struct {
 	// change is one) waits for requests in flight on the old config; zero
 	// waits for as long as they take.
 	GracePeriod time.Duration
+	// Veil is the veil app's config (Redis, Kafka, spool): when set, the
+	// app is loaded at start and the gateway serves its veil_gateway_*
+	// metrics at /metrics.
+	Veil any
 }
 
 // JSON returns the Caddy config.
@@ -111,6 +115,17 @@ func (b Bootstrap) JSON() ([]byte, error) {
 			"level":   b.LogLevel,
 		}}},
 		"apps": map[string]any{"http": httpApp},
+	}
+	if b.Veil != nil {
+		cfg["apps"].(map[string]any)["veil"] = b.Veil
+		routes := server["routes"].([]any)
+		metricsRoute := map[string]any{
+			"@id":      MetricsRouteID,
+			"match":    []any{map[string]any{"path": []string{"/metrics"}, "method": []string{"GET", "HEAD"}}},
+			"handle":   []any{map[string]any{"handler": "veil_metrics"}},
+			"terminal": true,
+		}
+		server["routes"] = append([]any{routes[0], metricsRoute}, routes[1:]...)
 	}
 	return json.Marshal(cfg)
 }

@@ -182,7 +182,7 @@ func (c *Client) List(ctx context.Context, idPrefix string) ([]Route, error) {
 	var errs []error
 	for _, raw := range routes {
 		id := routeID(raw)
-		if id == "" || id == HealthRouteID || id == NotFoundRouteID || !strings.HasPrefix(id, idPrefix) {
+		if id == "" || id == HealthRouteID || id == NotFoundRouteID || id == MetricsRouteID || !strings.HasPrefix(id, idPrefix) {
 			continue
 		}
 		r, err := parseRoute(raw)

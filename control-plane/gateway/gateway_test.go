@@ -317,6 +317,8 @@ func TestGetAndList(t *testing.T) {
 		{ID: "veil-api-a-2", PathPrefix: "/a/two", Upstream: "https://api.example.com", Methods: []string{"GET", "POST"}},
 		{ID: "veil-api-b-1", PathPrefix: "/b1", Upstream: "https://api.example.com:8443/base/path", Headers: map[string]string{"X-One": "1", "X-Two": "a}b{"}},
 		{ID: "other-1", PathPrefix: "/o1", Upstream: "http://[::1]:9/"},
+		{ID: "veil-api-k-1", PathPrefix: "/k1", Upstream: "http://127.0.0.1:9",
+			Veil: &gateway.Veil{APIID: "k-1", RouteTemplates: []string{"/forecast/{city}", "/alerts"}}},
 	}
 	for _, r := range routes {
 		if err := e.c.Put(t.Context(), r); err != nil {
@@ -338,8 +340,8 @@ func TestGetAndList(t *testing.T) {
 		want   []string // newest first
 	}{
 		{"veil-api-a-", []string{"veil-api-a-2", "veil-api-a-1"}},
-		{"veil-api-", []string{"veil-api-b-1", "veil-api-a-2", "veil-api-a-1"}},
-		{"", []string{"other-1", "veil-api-b-1", "veil-api-a-2", "veil-api-a-1"}},
+		{"veil-api-", []string{"veil-api-k-1", "veil-api-b-1", "veil-api-a-2", "veil-api-a-1"}},
+		{"", []string{"veil-api-k-1", "other-1", "veil-api-b-1", "veil-api-a-2", "veil-api-a-1"}},
 		{"veil-api-c", []string{}},
 	}
 	for _, tt := range tests {

@@ -17,7 +17,7 @@ func (c *Client) IDs(ctx context.Context, idPrefix string) ([]string, error) {
 	out := []string{}
 	for _, raw := range routes {
 		id := routeID(raw)
-		if id == "" || id == HealthRouteID || id == NotFoundRouteID || !strings.HasPrefix(id, idPrefix) {
+		if id == "" || id == HealthRouteID || id == NotFoundRouteID || id == MetricsRouteID || !strings.HasPrefix(id, idPrefix) {
 			continue
 		}
 		out = append(out, id)

@@ -40,6 +40,18 @@ type Route struct {
 	// Headers are set on every request toward the upstream (replacing what
 	// the client sent). Host is not allowed here: it is the upstream's.
 	Headers map[string]string
+	// Veil, when set, puts the veil handler in front of the upstream: API
+	// keys, limits and usage events for this API.
+	Veil *Veil
+}
+
+// Veil is the veil handler's part of a route.
+type Veil struct {
+	// APIID is the API whose keys the route admits.
+	APIID string
+	// RouteTemplates are the API's routes (e.g. /forecast/{city}), relative
+	// to the API, naming each call's route in its usage event.
+	RouteTemplates []string
 }
 
 // Route ids the gateway's own configuration uses; Put refuses them and
@@ -47,10 +59,14 @@ type Route struct {
 const (
 	HealthRouteID   = "veil-healthz"
 	NotFoundRouteID = "veil-not-found"
+	MetricsRouteID  = "veil-metrics"
 )
 
 // reservedPaths are served by the gateway itself, ahead of any API.
 var reservedPaths = []string{"/healthz", "/readyz"}
+
+// metricsPath is served by the gateway too, when it runs the veil app.
+const metricsPath = "/metrics"
 
 var (
 	prefixPattern = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)+$`)
@@ -74,7 +90,7 @@ func (r Route) spec() (proxySpec, error) {
 	switch {
 	case r.ID == "":
 		return s, fmt.Errorf("%w: empty id", ErrInvalidRoute)
-	case r.ID == HealthRouteID || r.ID == NotFoundRouteID:
+	case r.ID == HealthRouteID || r.ID == NotFoundRouteID || r.ID == MetricsRouteID:
 		return s, fmt.Errorf("%w: id %q belongs to the gateway", ErrInvalidRoute, r.ID)
 	case !prefixPattern.MatchString(r.PathPrefix):
 		return s, fmt.Errorf("%w: path prefix %q: want path segments of letters, digits and -._~ without a trailing slash", ErrInvalidRoute, r.PathPrefix)
@@ -84,7 +100,7 @@ func (r Route) spec() (proxySpec, error) {
 			return s, fmt.Errorf("%w: path prefix %q has a dot segment", ErrInvalidRoute, r.PathPrefix)
 		}
 	}
-	for _, p := range reservedPaths {
+	for _, p := range append(reservedPaths, metricsPath) {
 		if strings.EqualFold(r.PathPrefix, p) {
 			return s, fmt.Errorf("%w: path prefix %s belongs to the gateway", ErrInvalidRoute, p)
 		}
@@ -104,6 +120,19 @@ func (r Route) spec() (proxySpec, error) {
 	s.base = strings.TrimRight(u.EscapedPath(), "/")
 
 	out := Route{ID: r.ID, PathPrefix: r.PathPrefix, Upstream: s.scheme + "://" + s.host + s.base}
+	if r.Veil != nil {
+		if r.Veil.APIID == "" || strings.ContainsAny(r.Veil.APIID, "{}") {
+			return s, fmt.Errorf("%w: veil api id %q", ErrInvalidRoute, r.Veil.APIID)
+		}
+		v := &Veil{APIID: r.Veil.APIID}
+		for _, t := range r.Veil.RouteTemplates {
+			if !strings.HasPrefix(t, "/") || strings.ContainsAny(t, "\r\n\x00") {
+				return s, fmt.Errorf("%w: route template %q", ErrInvalidRoute, t)
+			}
+			v.RouteTemplates = append(v.RouteTemplates, t)
+		}
+		out.Veil = v
+	}
 	for _, m := range r.Methods {
 		m = strings.ToUpper(m)
 		if !methodPattern.MatchString(m) {
@@ -157,6 +186,10 @@ type (
 		// rewrite
 		URI             string `json:"uri,omitempty"`
 		StripPathPrefix string `json:"strip_path_prefix,omitempty"`
+		// veil
+		APIID          string   `json:"api_id,omitempty"`
+		PathPrefix     string   `json:"path_prefix,omitempty"`
+		RouteTemplates []string `json:"route_templates,omitempty"`
 		// reverse_proxy
 		Upstreams []caddyUpstream `json:"upstreams,omitempty"`
 		Headers   *caddyHeaders   `json:"headers,omitempty"`
@@ -222,7 +255,15 @@ func (s proxySpec) caddy() caddyRoute {
 	if s.scheme == "https" {
 		proxy.Transport = &caddyTransport{Protocol: "http", TLS: &struct{}{}}
 	}
-	return caddyRoute{ID: r.ID, Match: []caddyMatch{match}, Handle: []caddyHandler{sub, proxy}, Terminal: true}
+	handle := []caddyHandler{sub, proxy}
+	if r.Veil != nil {
+		// Before the rewrites: the handler matches key routes and
+		// templates against the API-relative path, which it takes from
+		// the original one by the prefix.
+		veil := caddyHandler{Handler: "veil", APIID: r.Veil.APIID, PathPrefix: r.PathPrefix, RouteTemplates: r.Veil.RouteTemplates}
+		handle = append([]caddyHandler{veil}, handle...)
+	}
+	return caddyRoute{ID: r.ID, Match: []caddyMatch{match}, Handle: handle, Terminal: true}
 }
 
 // parseRoute reads back a route Put wrote; anything else is
@@ -257,6 +298,11 @@ func fromCaddy(c caddyRoute) (Route, error) {
 	if len(c.Match) != 1 || len(c.Match[0].Path) != 2 {
 		return Route{}, errors.New("want one matcher with two paths")
 	}
+	var veil *Veil
+	if len(c.Handle) == 3 && c.Handle[0].Handler == "veil" {
+		veil = &Veil{APIID: c.Handle[0].APIID, RouteTemplates: c.Handle[0].RouteTemplates}
+		c.Handle = c.Handle[1:]
+	}
 	if len(c.Handle) != 2 || c.Handle[0].Handler != "subroute" || c.Handle[1].Handler != "reverse_proxy" {
 		return Route{}, errors.New("want a subroute and a reverse_proxy handler")
 	}
@@ -280,6 +326,7 @@ func fromCaddy(c caddyRoute) (Route, error) {
 		PathPrefix: c.Match[0].Path[0],
 		Upstream:   scheme + "://" + proxy.Headers.Request.Set["Host"][0] + base,
 		Methods:    c.Match[0].Method,
+		Veil:       veil,
 	}
 	for k, v := range proxy.Headers.Request.Set {
 		if k == "Host" {
