@@ -545,4 +545,3 @@ func (MetricsHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request, _ caddyh
 	metrics.WritePrometheus(w, false)
 	return nil
 }
-
