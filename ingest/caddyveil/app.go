@@ -53,6 +53,11 @@ type App struct {
 	// NegativeCacheTTL is how long a key found nowhere is refused without
 	// asking Redis again (against floods of made-up keys). Default 5s.
 	NegativeCacheTTL caddy.Duration `json:"negative_cache_ttl,omitempty"`
+	// RedisOutageGrace is how long, while Redis is unreachable, a key seen
+	// valid keeps working on its last known records (under local rate
+	// limits, counted in veil_gateway_degraded_admissions_total); after
+	// that, and for keys not seen, calls get 503. Default 30s.
+	RedisOutageGrace caddy.Duration `json:"redis_outage_grace,omitempty"`
 	// OnRedisError is what the rate limiter does while Redis does not
 	// answer: local (default: admit under in-process limits), allow or
 	// deny. Keys cannot be checked without Redis: those requests get 503.
@@ -110,6 +115,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.NegativeCacheTTL <= 0 {
 		a.NegativeCacheTTL = caddy.Duration(5 * time.Second)
 	}
+	if a.RedisOutageGrace <= 0 {
+		a.RedisOutageGrace = caddy.Duration(30 * time.Second)
+	}
 	if a.OnRedisError == "" {
 		a.OnRedisError = ratelimit.OnRedisErrorLocal
 	}
@@ -161,7 +169,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	er := val.(*eventResources)
 	a.res = &resources{
-		redis: rr.redis, store: rr.store, limiter: rr.limiter, neg: rr.neg,
+		redis: rr.redis, store: rr.store, limiter: rr.limiter, neg: rr.neg, known: rr.known,
 		emitter: er.emitter, m: rr.m, log: logger,
 	}
 	return nil
@@ -209,6 +217,7 @@ type resources struct {
 	limiter *ratelimit.Limiter
 	emitter *emitter.Emitter
 	neg     *negativeCache
+	known   *knownCache
 	m       handlerMetrics
 	log     *slog.Logger
 }
@@ -220,13 +229,14 @@ type redisResources struct {
 	store   *gatewayrecord.Store
 	limiter *ratelimit.Limiter
 	neg     *negativeCache
+	known   *knownCache
 	metrics *metrics.Set
 	m       handlerMetrics
 }
 
 func newRedisResources(a App, logger *slog.Logger) (_ *redisResources, err error) {
 	set := metrics.NewSet()
-	r := &redisResources{metrics: set, neg: newNegativeCache(65536, time.Duration(a.NegativeCacheTTL))}
+	r := &redisResources{metrics: set, neg: newNegativeCache(65536, time.Duration(a.NegativeCacheTTL)), known: newKnownCache(100_000)}
 	r.redis, err = rueidis.NewClient(rueidis.ClientOption{
 		InitAddress: []string{a.RedisAddress}, SelectDB: a.RedisDB,
 		// Client-side caching of key and subscription records; Redis

@@ -33,6 +33,7 @@ var (
 //			redis_db           <n>
 //			cache_ttl          <duration>
 //			negative_cache_ttl <duration>
+//			redis_outage_grace <duration>
 //			on_redis_error     local|allow|deny
 //			local_rate_fraction <0..1>
 //			brokers            <host:port>...
@@ -85,6 +86,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.CacheTTL, err = duration(v)
 		case "negative_cache_ttl":
 			a.NegativeCacheTTL, err = duration(v)
+		case "redis_outage_grace":
+			a.RedisOutageGrace, err = duration(v)
 		case "on_redis_error":
 			a.OnRedisError = v
 		case "local_rate_fraction":

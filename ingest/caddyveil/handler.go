@@ -193,6 +193,8 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 	ctx := r.Context()
 	ttl := time.Duration(h.app.CacheTTL)
 	rec, err := h.res.store.GetKeyCached(ctx, hash, ttl)
+	var sub gatewayrecord.SubscriptionRecord
+	degraded := false
 	switch {
 	case errors.Is(err, gatewayrecord.ErrNotFound):
 		h.res.neg.add(hash, now)
@@ -202,8 +204,15 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 		return refInvalidKey, 0, false
 	case err != nil:
 		h.res.m.redisErrors.Inc()
-		h.res.log.WarnContext(ctx, "key lookup failed", "error", err)
-		return refUnavailable, time.Second, false
+		// Redis is unreachable: a key seen valid a moment ago keeps
+		// working for a short grace, under the limiter's local limits.
+		k, ok := h.res.known.get(hash, now, time.Duration(h.app.RedisOutageGrace))
+		if !ok {
+			h.res.log.WarnContext(ctx, "key lookup failed", "error", err)
+			return refUnavailable, time.Second, false
+		}
+		h.res.m.degraded.Inc()
+		rec, sub, degraded = k.key, k.sub, true
 	}
 	c.keyID, c.subject = rec.KeyID, rec.SubscriptionID
 	if rec.APIID != h.APIID {
@@ -223,13 +232,16 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 			return refRevoked, 0, false
 		}
 	}
-	sub, err := h.res.store.GetSubscriptionCached(ctx, rec.SubscriptionID, ttl)
-	switch {
-	case errors.Is(err, gatewayrecord.ErrNotFound), errors.Is(err, gatewayrecord.ErrCorruptRecord):
-		return refSubscription, 0, false
-	case err != nil:
-		h.res.m.redisErrors.Inc()
-		return refUnavailable, time.Second, false
+	if !degraded {
+		sub, err = h.res.store.GetSubscriptionCached(ctx, rec.SubscriptionID, ttl)
+		switch {
+		case errors.Is(err, gatewayrecord.ErrNotFound), errors.Is(err, gatewayrecord.ErrCorruptRecord):
+			return refSubscription, 0, false
+		case err != nil:
+			h.res.m.redisErrors.Inc()
+			return refUnavailable, time.Second, false
+		}
+		h.res.known.put(hash, rec, sub, now)
 	}
 	switch sub.Status {
 	case gatewayrecord.SubscriptionActive, gatewayrecord.SubscriptionTrialing, gatewayrecord.SubscriptionPastDue:
@@ -239,7 +251,10 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 	if sub.APIID != h.APIID {
 		return refWrongAPI, 0, false
 	}
-	until, err := h.res.store.BlockedUntilCached(ctx, rec.SubscriptionID, ttl)
+	var until time.Time
+	if !degraded {
+		until, err = h.res.store.BlockedUntilCached(ctx, rec.SubscriptionID, ttl)
+	}
 	if err != nil {
 		// The block cannot be read: the quota is the processors' estimate
 		// anyway, the rate limits below still hold.
@@ -261,7 +276,9 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 	}
 	d.SetHeaders(hdr)
 	if !d.Allowed {
-		if d.Degraded {
+		// Under on_redis_error deny an outage refuses everything: that is
+		// the gateway's failure, not the caller's rate.
+		if d.Degraded && h.app.OnRedisError == ratelimit.OnRedisErrorDeny {
 			return refUnavailable, d.RetryAfter, false
 		}
 		return refRateLimited, d.RetryAfter, false
@@ -514,6 +531,7 @@ type handlerMetrics struct {
 	set         *metrics.Set
 	requests    *metrics.Counter
 	redisErrors *metrics.Counter
+	degraded    *metrics.Counter
 	latency     *metrics.Histogram
 }
 
@@ -522,6 +540,7 @@ func newHandlerMetrics(set *metrics.Set) handlerMetrics {
 		set:         set,
 		requests:    set.NewCounter("veil_gateway_requests_total"),
 		redisErrors: set.NewCounter("veil_gateway_redis_errors_total"),
+		degraded:    set.NewCounter("veil_gateway_degraded_admissions_total"),
 		latency:     set.NewHistogram("veil_gateway_request_duration_seconds"),
 	}
 }
