@@ -124,6 +124,7 @@ type veilAppFlags struct {
 	spoolFsync   string
 	source       string
 	onRedisError string
+	outageGrace  time.Duration
 }
 
 func (v *veilAppFlags) register(f *flags) {
@@ -135,6 +136,7 @@ func (v *veilAppFlags) register(f *flags) {
 	f.Int64(&v.spoolMax, "spool-max-bytes", "VEIL_GATEWAY_SPOOL_MAX_BYTES", 1<<30, "spool size bound; past it events are dropped and counted")
 	f.String(&v.spoolFsync, "spool-fsync", "VEIL_GATEWAY_SPOOL_FSYNC", "interval", "spool fsync policy: always, interval (1s) or never")
 	f.String(&v.source, "event-source", "VEIL_GATEWAY_EVENT_SOURCE", "", "CloudEvents source of this gateway's events, unique per instance (default /gateway/<hostname>)")
+	f.Duration(&v.outageGrace, "redis-outage-grace", "VEIL_GATEWAY_REDIS_OUTAGE_GRACE", 30*time.Second, "while Redis is unreachable, keys seen valid keep working this long on their last known records")
 	f.String(&v.onRedisError, "on-redis-error", "VEIL_GATEWAY_ON_REDIS_ERROR", "local", "rate limits while Redis is down: local (in-process limits), allow or deny")
 }
 
@@ -143,6 +145,7 @@ func (v veilAppFlags) app() map[string]any {
 	app := map[string]any{
 		"redis_address": v.redisAddr, "redis_db": v.redisDB, "brokers": broker.ParseBrokers(v.brokers), "topic": v.topic,
 		"spool_max_bytes": v.spoolMax, "spool_fsync": v.spoolFsync, "on_redis_error": v.onRedisError,
+		"redis_outage_grace": v.outageGrace.String(),
 	}
 	if v.spoolDir != "" {
 		app["spool_dir"] = v.spoolDir
