@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -48,7 +50,9 @@ type Handler struct {
 	// matched, which are relative to the API.
 	PathPrefix string `json:"path_prefix,omitempty"`
 	// Routes are the API's route templates (e.g. /forecast/{city}); an
-	// event names the first one matching the request, else the prefix.
+	// event names the first one matching the request, else "/*".
+	// Parameter names are letters, digits and _ (in a Caddyfile, {host},
+	// {path} and the like would be taken for placeholders).
 	Routes []string `json:"route_templates,omitempty"`
 	// KeyQueryParam, when set, is a query parameter that may carry the key.
 	KeyQueryParam string `json:"key_query_param,omitempty"`
@@ -97,9 +101,16 @@ func (h *Handler) Validate() error {
 		if err := gatewayrecord.ValidRoute(r); err != nil {
 			return fmt.Errorf("veil handler: route %q: %w", r, err)
 		}
+		for _, seg := range strings.Split(r, "/") {
+			if strings.HasPrefix(seg, "{") && !paramName.MatchString(seg[1:len(seg)-1]) {
+				return fmt.Errorf("veil handler: route %q: parameter %s: want letters, digits and _ (a Caddyfile expands {host}, {path} and the like as placeholders)", r, seg)
+			}
+		}
 	}
 	return nil
 }
+
+var paramName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 
 // refusal is one way a request is turned away.
 type refusal struct {
@@ -349,10 +360,19 @@ func (h *Handler) stripKey(r *http.Request) {
 	}
 	r.Header.Del("X-API-Key")
 	if h.KeyQueryParam != "" && r.URL.RawQuery != "" {
-		q := r.URL.Query()
-		if q.Has(h.KeyQueryParam) {
-			q.Del(h.KeyQueryParam)
-			r.URL.RawQuery = q.Encode()
+		// Only the key's pairs go; the rest of the query stays byte for byte.
+		kept := make([]string, 0, 4)
+		removed := false
+		for _, pair := range strings.Split(r.URL.RawQuery, "&") {
+			name, _, _ := strings.Cut(pair, "=")
+			if n, err := url.QueryUnescape(name); err == nil && n == h.KeyQueryParam {
+				removed = true
+				continue
+			}
+			kept = append(kept, pair)
+		}
+		if removed {
+			r.URL.RawQuery = strings.Join(kept, "&")
 			r.RequestURI = r.URL.RequestURI()
 		}
 	}
@@ -360,8 +380,9 @@ func (h *Handler) stripKey(r *http.Request) {
 
 // relPath is the request's path relative to the API.
 func (h *Handler) relPath(p string) string {
-	if h.PathPrefix != "" && len(p) >= len(h.PathPrefix) && strings.EqualFold(p[:len(h.PathPrefix)], h.PathPrefix) {
-		p = p[len(h.PathPrefix):]
+	n := len(h.PathPrefix)
+	if n > 0 && len(p) >= n && strings.EqualFold(p[:n], h.PathPrefix) && (len(p) == n || p[n] == '/') {
+		p = p[n:]
 	}
 	if p == "" || p[0] != '/' {
 		p = "/" + p
