@@ -44,11 +44,13 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-## bench: ingest throughput against the real broker (make kafka) and the embedded one, then the pipeline.
+## bench: ingest throughput against the real broker (make kafka) and the embedded one, then the pipeline,
+## then the gateway's veil handler against plain Caddy.
 bench: build services kafka
 	bin/veil bench ingest --kafka-brokers 127.0.0.1:9092
 	bin/veil bench ingest
 	bin/veil bench pipeline --kafka-brokers 127.0.0.1:9092 --events 1000000
+	bin/veil bench gateway --kafka-brokers 127.0.0.1:9092
 
 ## fuzz-api: schemathesis fuzzes the control plane's REST API from its OpenAPI document.
 fuzz-api: build services

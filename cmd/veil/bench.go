@@ -32,17 +32,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return benchIngest(ctx, args[1:], stdout, stderr)
 		case "pipeline":
 			return benchPipeline(ctx, args[1:], stdout, stderr)
+		case "gateway":
+			return benchGateway(ctx, args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintln(stdout, `Usage: veil bench ingest|pipeline [flags]
+	fmt.Fprintln(stdout, `Usage: veil bench ingest|pipeline|gateway [flags]
 
 Benchmarks:
   ingest    POST /v1/events throughput and latency against franz-go's raw produce rate
-  pipeline  events/s through a processor into ClickHouse and Redis, against raw produce and raw insert rates`)
+  pipeline  events/s through a processor into ClickHouse and Redis, against raw produce and raw insert rates
+  gateway   requests/s and latency through the veil Caddy handler against plain Caddy reverse_proxy`)
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 		return nil
 	}
-	return errors.New("bench: name a benchmark: ingest or pipeline")
+	return errors.New("bench: name a benchmark: ingest, pipeline or gateway")
 }
 
 // benchBroker returns the named brokers, or starts an in-process kfake

@@ -13,6 +13,7 @@ package caddyveil_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,7 +34,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -70,22 +70,16 @@ func TestGatewaysShareRateLimit(t *testing.T) {
 	key := e2eNewKey(t, store, sub)
 
 	gws := make([]*e2eGateway, gateways)
-	var wg sync.WaitGroup
 	for i := range gws {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			gws[i] = startE2EGateway(t, e2eGatewayConfig{
-				redisDB: db, brokers: k.Brokers, topic: topic, upstream: up,
-				// A decision Redis could not make must not pass for a
-				// shared one: refuse rather than admit locally.
-				onRedisError: "deny",
-			})
-		}()
+		gws[i] = spawnE2EGateway(t, e2eGatewayConfig{
+			redisDB: db, brokers: k.Brokers, topic: topic, upstream: up,
+			// A decision Redis could not make must not pass for a
+			// shared one: refuse rather than admit locally.
+			onRedisError: "deny",
+		})
 	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
+	for _, gw := range gws {
+		gw.waitServing(t)
 	}
 
 	// Warm each gateway up (connections, client-side caches) with one
@@ -109,7 +103,9 @@ func TestGatewaysShareRateLimit(t *testing.T) {
 	})
 
 	var (
+		wg                sync.WaitGroup
 		admitted, refused atomic.Int64
+		degraded          atomic.Int64 // 503: Redis did not answer in time
 		mu                sync.Mutex
 		bad               []string // answers other than 200 or a proper 429
 	)
@@ -137,6 +133,12 @@ func TestGatewaysShareRateLimit(t *testing.T) {
 						if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 {
 							report(fmt.Sprintf("429 with Retry-After %q; want whole seconds, at least 1", h.Get("Retry-After")))
 						}
+					case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "":
+						// Redis did not answer within the limiter's
+						// timeout (a starved machine): deny mode refuses
+						// without spending budget, and the next request
+						// takes the slot, so the count is unaffected.
+						degraded.Add(1)
 					default:
 						report(fmt.Sprintf("gateway %d answered %d; want 200 or 429", i, status))
 					}
@@ -153,13 +155,16 @@ func TestGatewaysShareRateLimit(t *testing.T) {
 	// GCRA admits the burst at once, then one request every 1/rate.
 	want := rate + elapsed.Seconds()*rate
 	got := admitted.Load()
-	t.Logf("%d gateways, %d clients: %d admitted, %d refused in %s; theoretical %.1f (burst %d + %.3fs × %d/s)",
-		gateways, gateways*workers, got, refused.Load(), elapsed.Round(time.Millisecond), want, rate, elapsed.Seconds(), rate)
+	t.Logf("%d gateways, %d clients: %d admitted, %d refused (429), %d degraded (503) in %s; theoretical %.1f (burst %d + %.3fs × %d/s)",
+		gateways, gateways*workers, got, refused.Load(), degraded.Load(), elapsed.Round(time.Millisecond), want, rate, elapsed.Seconds(), rate)
 	if math.Abs(float64(got)-want) > 0.01*want {
 		t.Errorf("admitted = %d; want %.1f ± 1%% (burst %d + %s × %d/s)", got, want, rate, elapsed.Round(time.Millisecond), rate)
 	}
 	if refused.Load() == 0 {
 		t.Errorf("refused = 0; want the hammering to run into the limit")
+	}
+	if total := got + refused.Load() + degraded.Load(); degraded.Load()*100 > total {
+		t.Errorf("degraded = %d of %d requests; want at most 1%%: Redis rarely answered in time, the limit was not what decided", degraded.Load(), total)
 	}
 }
 
@@ -194,9 +199,11 @@ func TestGatewayBrokerDownUnderLoad(t *testing.T) {
 		return c
 	}
 	cluster := startKafka()
-	var closeOnce sync.Once
-	closeKafka := func() { closeOnce.Do(cluster.Close) }
-	t.Cleanup(func() { closeKafka() })
+	t.Cleanup(func() {
+		if cluster != nil {
+			cluster.Close()
+		}
+	})
 	brokers := cluster.ListenAddrs()
 
 	rdb, db := testenv.RedisDB(t)
@@ -204,7 +211,8 @@ func TestGatewayBrokerDownUnderLoad(t *testing.T) {
 	sub := "sub_" + testenv.Suffix()
 	e2ePutSubscription(t, store, sub, 0, 0) // no limits: every request passes
 	key := e2eNewKey(t, store, sub)
-	gw := startE2EGateway(t, e2eGatewayConfig{redisDB: db, brokers: brokers, topic: topic, upstream: e2eUpstream(t)})
+	gw := spawnE2EGateway(t, e2eGatewayConfig{redisDB: db, brokers: brokers, topic: topic, upstream: e2eUpstream(t)})
+	gw.waitServing(t)
 
 	// The load: perSecond requests a second, each on its own, whatever
 	// the previous ones do, so a slow answer cannot hide by slowing the
@@ -272,7 +280,8 @@ func TestGatewayBrokerDownUnderLoad(t *testing.T) {
 
 	// The outage.
 	outageFrom := time.Now()
-	closeKafka()
+	cluster.Close()
+	cluster = nil
 	testenv.Deadline(t, 30*time.Second, func() error {
 		m := gw.metrics(t)
 		if m["veil_gateway_broker_available"] != 0 || m["veil_gateway_events_spooled_total"] == 0 {
@@ -283,8 +292,6 @@ func TestGatewayBrokerDownUnderLoad(t *testing.T) {
 	time.Sleep(time.Until(outageFrom.Add(outage))) // the outage lasts a minute under load
 	outageTo := time.Now()
 	cluster = startKafka()
-	closeOnce = sync.Once{}
-	t.Cleanup(func() { closeKafka() })
 
 	// After: the broker is back, the load goes on.
 	time.Sleep(after)
@@ -357,7 +364,7 @@ func TestGatewayBrokerDownUnderLoad(t *testing.T) {
 			t.Fatalf("%d of %d events arrived within %s of the load's end; %d missing (gateway metrics %v)",
 				seen, len(want), deliver, missing, m)
 		}
-		ctx, cancel := contextWithTimeout(t, time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		fs := reader.PollFetches(ctx)
 		cancel()
 		fs.EachRecord(func(r *kgo.Record) {
@@ -429,11 +436,12 @@ type e2eGateway struct {
 	stop   sync.Once
 }
 
-// startE2EGateway starts a gateway serving /healthz, /metrics and, under
-// /api, the veil handler in front of the upstream; it waits until the
-// gateway serves and stops it when the test ends. Each has its own spool
-// and event source. Safe to call from several goroutines.
-func startE2EGateway(t *testing.T, c e2eGatewayConfig) *e2eGateway {
+// spawnE2EGateway starts a gateway serving /healthz, /metrics and, under
+// /api, the veil handler in front of the upstream, with a spool and an
+// event source of its own; it stops the gateway when the test ends. Wait
+// for it with waitServing: gateways spawned first and waited for after
+// start in parallel.
+func spawnE2EGateway(t *testing.T, c e2eGatewayConfig) *e2eGateway {
 	t.Helper()
 	dir := t.TempDir()
 	addr, admin := e2eFreeAddr(t), e2eFreeAddr(t)
@@ -477,13 +485,11 @@ func startE2EGateway(t *testing.T, c e2eGatewayConfig) *e2eGateway {
 	}
 	b, err := json.MarshalIndent(cfg, "", "\t")
 	if err != nil {
-		t.Error(err)
-		return nil
+		t.Fatal(err)
 	}
 	file := filepath.Join(dir, "caddy.json")
 	if err := os.WriteFile(file, b, 0o644); err != nil {
-		t.Error(err)
-		return nil
+		t.Fatal(err)
 	}
 	g := &e2eGateway{url: "http://" + addr, out: &e2eBuffer{}, exited: make(chan struct{})}
 	g.cmd = exec.Command(testenv.VeilBinary(t), "gateway", "run", "--config", file)
@@ -493,8 +499,7 @@ func startE2EGateway(t *testing.T, c e2eGatewayConfig) *e2eGateway {
 	)
 	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
 	if err := g.cmd.Start(); err != nil {
-		t.Errorf("start veil gateway run: %v", err)
-		return nil
+		t.Fatalf("start veil gateway run: %v", err)
 	}
 	go func() {
 		g.err = g.cmd.Wait()
@@ -507,32 +512,30 @@ func startE2EGateway(t *testing.T, c e2eGatewayConfig) *e2eGateway {
 			t.Logf("veil gateway %s output:\n%s", g.url, g.out.String())
 		}
 	})
+	return g
+}
+
+// waitServing waits until the gateway answers /healthz.
+func (g *e2eGateway) waitServing(t *testing.T) {
+	t.Helper()
 	client := &http.Client{Timeout: 2 * time.Second}
 	defer client.CloseIdleConnections()
-	// Not testenv.Deadline: its t.Fatalf must not run off the test's
-	// goroutine.
-	end := time.Now().Add(e2eWait)
-	for {
+	testenv.Deadline(t, e2eWait, func() error {
 		select {
 		case <-g.exited:
-			t.Errorf("veil gateway run exited before it served: %v\n%s", g.err, g.out.String())
-			return nil
+			t.Fatalf("veil gateway run exited before it served: %v\n%s", g.err, g.out.String())
 		default:
 		}
 		resp, err := client.Get(g.url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return g
-			}
-			err = fmt.Errorf("GET /healthz = %d; want 200", resp.StatusCode)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(end) {
-			t.Errorf("veil gateway run does not serve within %s: %v\n%s", e2eWait, err, g.out.String())
-			return nil
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s/healthz = %d; want 200", g.url, resp.StatusCode)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // Stop sends SIGTERM, which makes Caddy stop its apps (the veil app
@@ -677,5 +680,3 @@ func (s *e2eBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
-
-var _ rueidis.Client // the Redis client testenv.RedisDB returns
