@@ -29,7 +29,7 @@ func commands() []command {
 		{"usage", "print a subscription's ClickHouse totals and Redis counter as JSON", runUsage},
 		{"control-plane", "serve the control-plane REST API and run its background jobs", runControlPlane},
 		{"gateway", "run the Caddy gateway whose API routes the control plane manages (or a Caddy subcommand)", runGateway},
-		{"bench", "measure throughput and latency: veil bench ingest", runBench},
+		{"bench", "measure throughput and latency: veil bench ingest | pipeline | gateway", runBench},
 		{"demo", "send a scenario through a running veil dev and show the result", runDemo},
 		{"healthcheck", "exit 0 when a URL answers 200 (for container health checks)", runHealthcheck},
 		{"token", "print a control-plane bearer token signed with VEIL_JWT_SECRET", runToken},
