@@ -249,6 +249,9 @@ func newRedisResources(a App, logger *slog.Logger) (_ *redisResources, err error
 	r.store = gatewayrecord.New(r.redis)
 	r.limiter, err = ratelimit.New(ratelimit.Config{
 		Client: r.redis, OnRedisError: a.OnRedisError, LocalFraction: a.LocalRateFraction, Logger: logger, Metrics: set,
+		// A busy Redis answers in well under this; past it the limiter
+		// decides by on_redis_error rather than hold the call.
+		Timeout: 250 * time.Millisecond,
 	})
 	if err != nil {
 		r.redis.Close()

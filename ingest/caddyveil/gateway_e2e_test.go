@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -135,9 +134,9 @@ func TestGatewaysShareRateLimit(t *testing.T) {
 						}
 					case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "":
 						// Redis did not answer within the limiter's
-						// timeout (a starved machine): deny mode refuses
-						// without spending budget, and the next request
-						// takes the slot, so the count is unaffected.
+						// timeout (a starved machine): deny mode refuses,
+						// but the script may still have run and spent
+						// the slot, so such a call may count either way.
 						degraded.Add(1)
 					default:
 						report(fmt.Sprintf("gateway %d answered %d; want 200 or 429", i, status))
@@ -157,8 +156,11 @@ func TestGatewaysShareRateLimit(t *testing.T) {
 	got := admitted.Load()
 	t.Logf("%d gateways, %d clients: %d admitted, %d refused (429), %d degraded (503) in %s; theoretical %.1f (burst %d + %.3fs × %d/s)",
 		gateways, gateways*workers, got, refused.Load(), degraded.Load(), elapsed.Round(time.Millisecond), want, rate, elapsed.Seconds(), rate)
-	if math.Abs(float64(got)-want) > 0.01*want {
-		t.Errorf("admitted = %d; want %.1f ± 1%% (burst %d + %s × %d/s)", got, want, rate, elapsed.Round(time.Millisecond), rate)
+	// Never more than the limit; and short of it by no more than 1% once
+	// the timed-out calls (each of which may have spent a slot) are
+	// counted as spent.
+	if float64(got) > 1.01*want || float64(got+degraded.Load()) < 0.99*want {
+		t.Errorf("admitted = %d (+%d timed out); want %.1f ± 1%% (burst %d + %s × %d/s)", got, degraded.Load(), want, rate, elapsed.Round(time.Millisecond), rate)
 	}
 	if refused.Load() == 0 {
 		t.Errorf("refused = 0; want the hammering to run into the limit")
