@@ -298,10 +298,11 @@ func pathID(r *http.Request, name string) (uuid.UUID, error) {
 }
 
 func queryLimit(r *http.Request) (int, error) {
-	s := r.URL.Query().Get("limit")
-	if s == "" {
+	q := r.URL.Query()
+	if !q.Has("limit") {
 		return 0, nil
 	}
+	s := q.Get("limit")
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 || n > 200 {
 		return 0, &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "limit", Detail: "must be an integer from 1 to 200"}}}

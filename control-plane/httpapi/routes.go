@@ -183,6 +183,12 @@ func (a *api) listApprovals(w http.ResponseWriter, r *http.Request) error {
 		After: q.Get("cursor"), Limit: limit, Overdue: queryBool(r, "overdue", &v),
 		OrganizationID: queryUUID(r, "organization_id", &v), APIID: queryUUID(r, "api_id", &v),
 	}
+	if q.Has("status") && f.Status == "" {
+		v.Add("status", "must not be empty")
+	}
+	if q.Has("priority") && f.Priority == "" {
+		v.Add("priority", "must not be empty")
+	}
 	switch f.Status {
 	case "", catalog.ApprovalPending, catalog.ApprovalEscalated, catalog.ApprovalApproved, catalog.ApprovalRejected,
 		catalog.ApprovalChangesRequested, catalog.ApprovalExpired:

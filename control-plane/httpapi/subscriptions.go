@@ -92,9 +92,10 @@ func (a *api) listSubscriptions(w http.ResponseWriter, r *http.Request) error {
 	apiID := queryUUID(r, "api_id", &v)
 	q := r.URL.Query()
 	st := subscriptions.Status(q.Get("status"))
-	switch st {
-	case "", subscriptions.StatusTrialing, subscriptions.StatusActive, subscriptions.StatusPastDue,
-		subscriptions.StatusSuspended, subscriptions.StatusCanceled:
+	switch {
+	case !q.Has("status"):
+	case st == subscriptions.StatusTrialing, st == subscriptions.StatusActive, st == subscriptions.StatusPastDue,
+		st == subscriptions.StatusSuspended, st == subscriptions.StatusCanceled:
 	default:
 		v.Add("status", "must be trialing, active, past_due, suspended or canceled")
 	}
