@@ -141,6 +141,19 @@ func optionalReason(r *http.Request) (string, error) {
 }
 
 func (a *api) act(action catalog.Action) func(http.ResponseWriter, *http.Request) error {
+	return reasoned(func(ctx context.Context, act catalog.Actor, id uuid.UUID, reason string) (catalog.API, error) {
+		return a.cfg.Catalog.Act(ctx, act, id, action, reason)
+	}, func(out catalog.API) int {
+		if out.State == catalog.StateApproved {
+			return http.StatusAccepted // registration runs in the background
+		}
+		return http.StatusOK
+	})
+}
+
+// reasoned answers what do returns for the path's id and the body's
+// optional {"reason"}, with the status status gives (nil: 200).
+func reasoned[T any](do func(ctx context.Context, act catalog.Actor, id uuid.UUID, reason string) (T, error), status func(T) int) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r, "id")
 		if err != nil {
@@ -150,15 +163,15 @@ func (a *api) act(action catalog.Action) func(http.ResponseWriter, *http.Request
 		if err != nil {
 			return err
 		}
-		out, err := a.cfg.Catalog.Act(r.Context(), actorFrom(r), id, action, reason)
+		out, err := do(r.Context(), actorFrom(r), id, reason)
 		if err != nil {
 			return err
 		}
-		status := http.StatusOK
-		if out.State == catalog.StateApproved {
-			status = http.StatusAccepted // registration runs in the background
+		code := http.StatusOK
+		if status != nil {
+			code = status(out)
 		}
-		writeJSON(w, status, out)
+		writeJSON(w, code, out)
 		return nil
 	}
 }

@@ -132,22 +132,9 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) subscriptionStatus(to subscriptions.Status) func(http.ResponseWriter, *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id")
-		if err != nil {
-			return err
-		}
-		reason, err := optionalReason(r)
-		if err != nil {
-			return err
-		}
-		out, err := a.cfg.Subscriptions.SetStatus(r.Context(), actorFrom(r), id, to, reason)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, out)
-		return nil
-	}
+	return reasoned(func(ctx context.Context, act catalog.Actor, id uuid.UUID, reason string) (subscriptions.Subscription, error) {
+		return a.cfg.Subscriptions.SetStatus(ctx, act, id, to, reason)
+	}, nil)
 }
 
 // createKey answers the new key with its plaintext, marked no-store so
@@ -171,23 +158,10 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) keyAction(act subscriptions.KeyAction) func(http.ResponseWriter, *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id")
-		if err != nil {
-			return err
-		}
-		reason, err := optionalReason(r)
-		if err != nil {
-			return err
-		}
-		out, err := a.cfg.Subscriptions.Act(r.Context(), actorFrom(r), id, act, reason)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, out)
-		return nil
-	}
+func (a *api) keyAction(action subscriptions.KeyAction) func(http.ResponseWriter, *http.Request) error {
+	return reasoned(func(ctx context.Context, act catalog.Actor, id uuid.UUID, reason string) (subscriptions.Key, error) {
+		return a.cfg.Subscriptions.Act(ctx, act, id, action, reason)
+	}, nil)
 }
 
 func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) error {
