@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -47,7 +46,7 @@ type keyView struct {
 // Postgres table, not in any Redis value, not in the control plane's logs.
 func TestControlPlaneKeyLifecycle(t *testing.T) {
 	e := newCPEnv(t)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	logger := slog.New(slog.NewMultiHandler(testenv.Logger(t).Handler(),
 		slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	c, stop := e.startLoggedControlPlane(t, logger)
@@ -336,24 +335,6 @@ func redisClient(t *testing.T, addr string, db int) rueidis.Client {
 	}
 	t.Cleanup(c.Close)
 	return c
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // secretForms are the ways a plaintext key could be written down: as is, in

@@ -12,24 +12,18 @@ package caddyveil_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,7 +35,7 @@ import (
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
-// e2eWait bounds a gateway's start and similar polls: generous for a
+// e2eWait bounds the wait for a gateway's first events: generous for a
 // loaded CI machine.
 const e2eWait = 60 * time.Second
 
@@ -78,7 +72,7 @@ func TestGatewaysShareRateLimit(t *testing.T) {
 		})
 	}
 	for _, gw := range gws {
-		gw.waitServing(t)
+		gw.WaitReady(t)
 	}
 
 	// Warm each gateway up (connections, client-side caches) with one
@@ -191,7 +185,12 @@ func TestGatewayBrokerDownUnderLoad(t *testing.T) {
 		after     = 5 * time.Second
 		deliver   = 90 * time.Second // for every event, once the load stopped
 	)
-	data, port := t.TempDir(), e2eFreePort(t)
+	data := t.TempDir()
+	_, p, _ := net.SplitHostPort(testenv.FreeLoopbackAddr(t))
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	topic := "veil.test." + testenv.Suffix()
 	startKafka := func() *kfake.Cluster {
 		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(data), kfake.SeedTopics(3, topic))
@@ -214,7 +213,7 @@ func TestGatewayBrokerDownUnderLoad(t *testing.T) {
 	e2ePutSubscription(t, store, sub, 0, 0) // no limits: every request passes
 	key := e2eNewKey(t, store, sub)
 	gw := spawnE2EGateway(t, e2eGatewayConfig{redisDB: db, brokers: brokers, topic: topic, upstream: e2eUpstream(t)})
-	gw.waitServing(t)
+	gw.WaitReady(t)
 
 	// The load: perSecond requests a second, each on its own, whatever
 	// the previous ones do, so a slow answer cannot hide by slowing the
@@ -430,29 +429,24 @@ type e2eGatewayConfig struct {
 
 // e2eGateway is `veil gateway run --config <file>`, a child of the test.
 type e2eGateway struct {
-	url    string
-	cmd    *exec.Cmd
-	out    *e2eBuffer
-	exited chan struct{}
-	err    error // set before exited closes
-	stop   sync.Once
+	*testenv.GatewayProcess
+	url string // where it serves traffic
 }
 
 // spawnE2EGateway starts a gateway serving /healthz, /metrics and, under
 // /api, the veil handler in front of the upstream, with a spool and an
 // event source of its own; it stops the gateway when the test ends. Wait
-// for it with waitServing: gateways spawned first and waited for after
+// for it with WaitReady: gateways spawned first and waited for after
 // start in parallel.
 func spawnE2EGateway(t *testing.T, c e2eGatewayConfig) *e2eGateway {
 	t.Helper()
-	dir := t.TempDir()
-	addr, admin := e2eFreeAddr(t), e2eFreeAddr(t)
+	addr, admin := testenv.FreeLoopbackAddr(t), testenv.FreeLoopbackAddr(t)
 	app := map[string]any{
 		"redis_address": testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379"),
 		"redis_db":      c.redisDB,
 		"brokers":       c.brokers,
 		"topic":         c.topic,
-		"spool_dir":     filepath.Join(dir, "spool"),
+		"spool_dir":     t.TempDir(),
 		"source":        "/gateway/e2e-" + testenv.Suffix(),
 	}
 	if c.onRedisError != "" {
@@ -489,74 +483,12 @@ func spawnE2EGateway(t *testing.T, c e2eGatewayConfig) *e2eGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(dir, "caddy.json")
-	if err := os.WriteFile(file, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	g := &e2eGateway{url: "http://" + addr, out: &e2eBuffer{}, exited: make(chan struct{})}
-	g.cmd = exec.Command(testenv.VeilBinary(t), "gateway", "run", "--config", file)
-	g.cmd.Env = append(os.Environ(),
-		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
-	)
-	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
-	if err := g.cmd.Start(); err != nil {
-		t.Fatalf("start veil gateway run: %v", err)
-	}
-	go func() {
-		g.err = g.cmd.Wait()
-		close(g.exited)
-	}()
-	t.Cleanup(func() {
-		if err := g.Stop(); err != nil {
-			t.Errorf("stop veil gateway: %v\n%s", err, g.out.String())
-		} else if t.Failed() {
-			t.Logf("veil gateway %s output:\n%s", g.url, g.out.String())
-		}
-	})
-	return g
-}
-
-// waitServing waits until the gateway answers /healthz.
-func (g *e2eGateway) waitServing(t *testing.T) {
-	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
-	defer client.CloseIdleConnections()
-	testenv.Deadline(t, e2eWait, func() error {
-		select {
-		case <-g.exited:
-			t.Fatalf("veil gateway run exited before it served: %v\n%s", g.err, g.out.String())
-		default:
-		}
-		resp, err := client.Get(g.url + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s/healthz = %d; want 200", g.url, resp.StatusCode)
-		}
-		return nil
-	})
-}
-
-// Stop sends SIGTERM, which makes Caddy stop its apps (the veil app
-// flushes its events or spools them) and exit; it kills the process after
-// 30 s.
-func (g *e2eGateway) Stop() error {
-	var err error
-	g.stop.Do(func() {
-		_ = g.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-g.exited:
-			err = g.err
-		case <-time.After(30 * time.Second):
-			_ = g.cmd.Process.Kill()
-			<-g.exited
-			err = errors.New("did not exit within 30s of SIGTERM; killed")
-		}
-	})
-	return err
+	url := "http://" + addr
+	gw := testenv.GatewayRun(t, b, url+"/healthz", testenv.GatewayNoWait(),
+		// Stopping flushes the events or spools them: allow for a broker
+		// that has just come back.
+		testenv.GatewayStopTimeout(30*time.Second))
+	return &e2eGateway{GatewayProcess: gw, url: url}
 }
 
 // metrics returns the gateway's veil_gateway_* metrics without labels;
@@ -647,38 +579,4 @@ func e2eNewKey(t *testing.T, s *gatewayrecord.Store, sub string) string {
 		t.Fatal(err)
 	}
 	return k.Plaintext
-}
-
-// e2eFreeAddr returns a loopback address with a port free a moment ago.
-func e2eFreeAddr(t *testing.T) string {
-	t.Helper()
-	return "127.0.0.1:" + strconv.Itoa(e2eFreePort(t))
-}
-
-func e2eFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// e2eBuffer takes a process's output while the test reads it.
-type e2eBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *e2eBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *e2eBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,23 +1,17 @@
 package caddyveil
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,8 +22,8 @@ import (
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
-// wait bounds every poll: generous for a loaded CI machine; the gateway
-// normally starts in about a second and events arrive in milliseconds.
+// wait bounds the polls for events and metrics: generous for a loaded CI
+// machine, where they normally arrive in milliseconds.
 const wait = 30 * time.Second
 
 // testAPI is the API the gateway's /weather route serves.
@@ -42,7 +36,7 @@ var testRoutes = []string{"/forecast/{city}", "/alerts"}
 // handler in front of an echoing upstream, the Redis database it reads
 // records from and the topic it sends events to.
 type fixture struct {
-	gw     *caddyProcess
+	gw     *testenv.GatewayProcess
 	url    string // the gateway's HTTP server
 	store  *gatewayrecord.Store
 	kafka  *testenv.Kafka
@@ -92,7 +86,7 @@ func setup(t *testing.T) *fixture {
 		UnitsHeader:   "X-Units",
 	})
 	veil["handler"] = "veil"
-	addr, admin := freeLoopbackAddr(t), freeLoopbackAddr(t)
+	addr, admin := testenv.FreeLoopbackAddr(t), testenv.FreeLoopbackAddr(t)
 	f.url = "http://" + addr
 	cfg := map[string]any{
 		"admin": map[string]any{"listen": admin},
@@ -121,11 +115,7 @@ func setup(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(t.TempDir(), "caddy.json")
-	if err := os.WriteFile(file, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f.gw = startCaddy(t, file, f.url+"/healthz")
+	f.gw = testenv.GatewayRun(t, b, f.url+"/healthz")
 	return f
 }
 
@@ -149,112 +139,6 @@ func jsonObject(t *testing.T, v any) map[string]any {
 		t.Fatal(err)
 	}
 	return m
-}
-
-// caddyProcess is `veil gateway run --config <file>`, a child of the test.
-type caddyProcess struct {
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	exited chan struct{}
-	err    error // set before exited closes
-	stop   sync.Once
-}
-
-// startCaddy starts the gateway on the config file and polls ready until it
-// answers 200. The process is stopped when the test ends; its output is
-// shown when the test failed.
-func startCaddy(t *testing.T, config, ready string) *caddyProcess {
-	t.Helper()
-	bin := testenv.VeilBinary(t)
-	data := t.TempDir()
-	p := &caddyProcess{out: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "gateway", "run", "--config", config)
-	p.cmd.Env = append(os.Environ(),
-		// Caddy keeps its storage and autosaved config under these.
-		"XDG_DATA_HOME="+filepath.Join(data, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(data, "config"),
-	)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start veil gateway run: %v", err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		if err := p.Stop(); err != nil {
-			t.Errorf("stop veil gateway: %v\n%s", err, p.out.String())
-		} else if t.Failed() {
-			t.Logf("veil gateway output:\n%s", p.out.String())
-		}
-	})
-	client := &http.Client{Timeout: 2 * time.Second}
-	defer client.CloseIdleConnections()
-	testenv.Deadline(t, wait, func() error {
-		select {
-		case <-p.exited:
-			t.Fatalf("veil gateway run exited before it served: %v\n%s", p.err, p.out.String())
-		default:
-		}
-		resp, err := client.Get(ready)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s = %d; want 200", ready, resp.StatusCode)
-		}
-		return nil
-	})
-	return p
-}
-
-// Stop sends SIGTERM, which makes Caddy stop its apps (the veil app
-// flushes its events) and exit; it kills the process after 15 s.
-func (p *caddyProcess) Stop() error {
-	var err error
-	p.stop.Do(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-			err = p.err
-		case <-time.After(15 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-			err = errors.New("did not exit within 15s of SIGTERM; killed")
-		}
-	})
-	return err
-}
-
-// freeLoopbackAddr returns a loopback address with a port free a moment ago.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// syncBuffer takes the process's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // upstream is the API behind the gateway: it answers every request with
@@ -702,7 +586,7 @@ func TestGatewayChecksEveryRequest(t *testing.T) {
 		})
 		// ... and stopping it, which flushes the emitter, adds none.
 		if err := f.gw.Stop(); err != nil {
-			t.Fatalf("stop veil gateway: %v\n%s", err, f.gw.out.String())
+			t.Fatalf("stop veil gateway: %v\n%s", err, f.gw.Stderr())
 		}
 		f.checkEvents(t, want)
 	})

@@ -2,9 +2,9 @@ package testenv
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,48 +17,113 @@ import (
 	"time"
 )
 
-// GatewayProcess is a `veil gateway` running as a child process of the
+// Defaults of the gateway helpers: generous for a loaded CI machine, where
+// a gateway normally starts in about a second and stops in less.
+const (
+	gatewayReadyTimeout = 60 * time.Second
+	gatewayStopTimeout  = 15 * time.Second
+)
+
+// GatewayProcess is a veil gateway running as a child process of the
 // test, on loopback ports of its own.
 type GatewayProcess struct {
-	// AdminURL is its Caddy admin API, e.g. http://127.0.0.1:41234.
+	// AdminURL is its Caddy admin API, e.g. http://127.0.0.1:41234. Set by
+	// Gateway; the config given to GatewayRun names its own addresses.
 	AdminURL string
-	// URL is where it serves traffic, e.g. http://127.0.0.1:41235.
+	// URL is where it serves traffic, e.g. http://127.0.0.1:41235. Set by
+	// Gateway, like AdminURL.
 	URL string
 
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	exited chan struct{} // closed when the process has been waited for
-	err    error         // its exit error, set before exited closes
-	stop   sync.Once
+	name        string   // the command, for messages: "veil gateway run"
+	ready       []string // URLs that answer 200 once it serves
+	stopTimeout time.Duration
+	cmd         *exec.Cmd
+	out         *SyncBuffer
+	exited      chan struct{} // closed when the process has been waited for
+	err         error         // its exit error, set before exited closes
+	stop        sync.Once
+}
+
+// GatewayOption changes how Gateway and GatewayRun start and stop a
+// gateway.
+type GatewayOption func(*gatewayOptions)
+
+type gatewayOptions struct {
+	stopTimeout time.Duration
+	noWait      bool
+}
+
+// GatewayStopTimeout sets how long Stop waits after SIGTERM before it
+// kills the gateway (default 15 s). The veil app flushes its events on
+// the way out, which may take longer against a slow broker.
+func GatewayStopTimeout(d time.Duration) GatewayOption {
+	return func(o *gatewayOptions) { o.stopTimeout = d }
+}
+
+// GatewayNoWait makes Gateway and GatewayRun return as soon as the process
+// started, before it serves: call WaitReady before using it. A test that
+// starts several gateways first and waits for them after has them start
+// in parallel.
+func GatewayNoWait() GatewayOption {
+	return func(o *gatewayOptions) { o.noWait = true }
 }
 
 // Gateway builds the veil binary (once per test process), starts
-// `veil gateway` and waits until its admin API and /healthz answer. The
-// test fails, showing the gateway's stderr, if it does not start; the
-// process is stopped when the test ends.
-func Gateway(t testing.TB) *GatewayProcess {
+// `veil gateway` with its bootstrap config and waits until its admin API
+// and /healthz answer. The test fails, showing the gateway's output, if it
+// does not start; the process is stopped when the test ends.
+func Gateway(t testing.TB, opts ...GatewayOption) *GatewayProcess {
 	t.Helper()
+	addr, admin := FreeLoopbackAddr(t), FreeLoopbackAddr(t)
+	g := &GatewayProcess{AdminURL: "http://" + admin, URL: "http://" + addr}
+	g.start(t, []string{"gateway"},
+		[]string{"VEIL_GATEWAY_ADDR=" + addr, "VEIL_GATEWAY_ADMIN_ADDR=" + admin},
+		[]string{g.AdminURL + "/config/", g.URL + "/healthz"}, opts)
+	return g
+}
+
+// GatewayRun starts `veil gateway run --config <file>` on config, a Caddy
+// JSON config written to a file of the test's, and waits until ready (a
+// URL the config serves, e.g. its /healthz) answers 200. The test fails,
+// showing the gateway's output, if the process exits first or ready does
+// not answer within a minute. The process is stopped when the test ends
+// and its output logged if the test failed.
+func GatewayRun(t testing.TB, config []byte, ready string, opts ...GatewayOption) *GatewayProcess {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "caddy.json")
+	if err := os.WriteFile(file, config, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := &GatewayProcess{}
+	g.start(t, []string{"gateway", "run", "--config", file}, nil, []string{ready}, opts)
+	return g
+}
+
+// start runs veil with args and env, stops it when the test ends and,
+// unless told not to, waits until every ready URL answers.
+func (g *GatewayProcess) start(t testing.TB, args, env, ready []string, opts []GatewayOption) {
+	t.Helper()
+	o := gatewayOptions{stopTimeout: gatewayStopTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	bin := VeilBinary(t)
 	data := t.TempDir()
-	addr, admin := freeLoopbackAddr(t), freeLoopbackAddr(t)
-	g := &GatewayProcess{
-		AdminURL: "http://" + admin,
-		URL:      "http://" + addr,
-		stderr:   &syncBuffer{},
-		exited:   make(chan struct{}),
-	}
-	g.cmd = exec.Command(bin, "gateway")
-	g.cmd.Env = append(os.Environ(),
-		"VEIL_GATEWAY_ADDR="+addr,
-		"VEIL_GATEWAY_ADMIN_ADDR="+admin,
-		// Caddy keeps its storage (certificates, locks) under these.
+	g.name = "veil " + strings.Join(args[:min(len(args), 2)], " ")
+	g.ready, g.stopTimeout = ready, o.stopTimeout
+	g.out = &SyncBuffer{}
+	g.exited = make(chan struct{})
+	g.cmd = exec.Command(bin, args...)
+	g.cmd.Env = append(os.Environ(), env...)
+	g.cmd.Env = append(g.cmd.Env,
+		// Caddy keeps its storage (certificates, locks, autosaved config)
+		// and the veil app its default spool under these.
 		"XDG_DATA_HOME="+filepath.Join(data, "data"),
 		"XDG_CONFIG_HOME="+filepath.Join(data, "config"),
 	)
-	g.cmd.Stdout = g.stderr
-	g.cmd.Stderr = g.stderr
+	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
 	if err := g.cmd.Start(); err != nil {
-		t.Fatalf("start veil gateway: %v", err)
+		t.Fatalf("start %s: %v", g.name, err)
 	}
 	go func() {
 		g.err = g.cmd.Wait()
@@ -66,19 +131,30 @@ func Gateway(t testing.TB) *GatewayProcess {
 	}()
 	t.Cleanup(func() {
 		if err := g.Stop(); err != nil {
-			t.Errorf("stop veil gateway: %v\n%s", err, g.Stderr())
+			t.Errorf("stop %s: %v\n%s", g.name, err, g.Stderr())
 		} else if t.Failed() {
-			t.Logf("veil gateway stderr:\n%s", g.Stderr())
+			t.Logf("%s (ready at %s) output:\n%s", g.name, strings.Join(g.ready, ", "), g.Stderr())
 		}
 	})
+	if !o.noWait {
+		g.WaitReady(t)
+	}
+}
+
+// WaitReady waits until the gateway serves: every URL it is ready at
+// answers 200. The test fails, showing the gateway's output, if the
+// process exits first or does not serve within a minute.
+func (g *GatewayProcess) WaitReady(t testing.TB) {
+	t.Helper()
 	client := &http.Client{Timeout: 2 * time.Second}
-	Deadline(t, 60*time.Second, func() error {
+	defer client.CloseIdleConnections()
+	Deadline(t, gatewayReadyTimeout, func() error {
 		select {
 		case <-g.exited:
-			t.Fatalf("veil gateway exited before it was ready: %v\n%s", g.err, g.Stderr())
+			t.Fatalf("%s exited before it was ready: %v\n%s", g.name, g.err, g.Stderr())
 		default:
 		}
-		for _, u := range []string{g.AdminURL + "/config/", g.URL + "/healthz"} {
+		for _, u := range g.ready {
 			resp, err := client.Get(u)
 			if err != nil {
 				return err
@@ -90,12 +166,12 @@ func Gateway(t testing.TB) *GatewayProcess {
 		}
 		return nil
 	})
-	return g
 }
 
-// Stop sends SIGTERM, waits up to 10 s for the gateway to exit and kills it
-// after that. It reports an unclean exit; stopping a stopped gateway is
-// fine.
+// Stop sends SIGTERM, which makes Caddy stop its apps (the veil app
+// flushes its events) and exit, and kills the gateway if it has not
+// exited within the stop timeout. It reports an unclean exit; stopping a
+// stopped gateway is fine.
 func (g *GatewayProcess) Stop() error {
 	var err error
 	g.stop.Do(func() {
@@ -103,10 +179,10 @@ func (g *GatewayProcess) Stop() error {
 		select {
 		case <-g.exited:
 			err = g.err
-		case <-time.After(10 * time.Second):
+		case <-time.After(g.stopTimeout):
 			_ = g.cmd.Process.Kill()
 			<-g.exited
-			err = errors.New("did not exit within 10s of SIGTERM; killed")
+			err = fmt.Errorf("did not exit within %s of SIGTERM; killed", g.stopTimeout)
 		}
 	})
 	return err
@@ -120,8 +196,9 @@ func (g *GatewayProcess) Kill() {
 	})
 }
 
-// Stderr returns what the gateway wrote so far (Caddy's JSON logs).
-func (g *GatewayProcess) Stderr() string { return g.stderr.String() }
+// Stderr returns what the gateway wrote so far to stdout and stderr
+// (Caddy's JSON logs).
+func (g *GatewayProcess) Stderr() string { return g.out.String() }
 
 var veilBin struct {
 	once sync.Once
@@ -176,8 +253,9 @@ func buildVeil() (string, error) {
 	return bin, nil
 }
 
-// freeLoopbackAddr returns a loopback address with a port free a moment ago.
-func freeLoopbackAddr(t testing.TB) string {
+// FreeLoopbackAddr returns a loopback address, host:port, whose port was
+// free a moment ago: for a child process or a server to listen on.
+func FreeLoopbackAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -187,20 +265,25 @@ func freeLoopbackAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writes and the
-// test's reads at once.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: a
+// child process's output or a logger's, read by the test while written.
+// The zero value is ready to use.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+var _ io.Writer = (*SyncBuffer)(nil)
+
+// Write appends p to the buffer.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
