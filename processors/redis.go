@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -15,8 +16,9 @@ import (
 //
 //	veil:sub:{S}                     subscription record (control plane): period_start, period_end (Unix seconds)
 //	veil:wm:{S}                      field <partition> = last Kafka offset applied for S from that partition
-//	veil:usage:{S}:p:<period_start>  period counter: requests, units_micro, period_end
+//	veil:usage:{S}:p:<period_start>  period counter: requests, units_micro, period_end, crossed_80|90|100
 //	veil:usage:{S}:k:<key>:<YYYYMMDD> per key per day counter: requests, units_micro
+//	veil:block:{S}                   quota block for the gateway: Unix seconds of the period's end, expiring then
 //
 // The counters hold admitted requests only: quotas are enforced from them,
 // and a request the gateway refused itself (data.refusal) is never billed.
@@ -25,6 +27,8 @@ const (
 	keyWatermark    = "veil:wm:{%s}"
 	keyPeriod       = "veil:usage:{%s}:p:%d"
 	keyKeyDay       = "veil:usage:{%s}:k:%s:%s"
+	// keyBlock is the gateway's quota block (internal/gatewayrecord.BlockName).
+	keyBlock = "veil:block:{%s}"
 )
 
 // PeriodKey is the Redis key of a subject's counter for the period starting at start.
@@ -44,22 +48,43 @@ func WatermarkKey(subject string) string { return fmt.Sprintf(keyWatermark, subj
 // increments were computed against (compare-and-set). It returns "ok", or
 // the current watermark when it moved, so the caller recomputes.
 //
-// KEYS[1] watermark hash; KEYS[2..] counter hashes.
-// ARGV[1] partition, ARGV[2] expected watermark ("-1" for none), ARGV[3] new
-// watermark, then per counter: requests, units_micro, ttl seconds, period_end
-// ("" for none).
+// In the same step it compares a period counter that carries a quota with
+// it: crossing 80, 90 and 100% is recorded once per period (a crossed_<pct>
+// field on the counter, set only if absent), and at 100% of a hard quota the
+// subscription's block is set to expire with the period, for the gateway to
+// read. The crossings are returned as "ok:80,90,…".
+//
+// KEYS[1] watermark hash; KEYS[2] the subject's block; KEYS[3..] counter
+// hashes. ARGV[1] partition, ARGV[2] expected watermark ("-1" for none),
+// ARGV[3] new watermark, then per counter: requests, units_micro, ttl
+// seconds, period_end ("" for none), quota ("" for none), hard ("1" or "0").
 var applyScript = rueidis.NewLuaScript(`
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return cur end
-for i = 2, #KEYS do
-  local b = 4 + (i - 2) * 4
-  redis.call('HINCRBY', KEYS[i], 'requests', ARGV[b])
+local crossed = {}
+for i = 3, #KEYS do
+  local b = 4 + (i - 3) * 6
+  local n = redis.call('HINCRBY', KEYS[i], 'requests', ARGV[b])
   redis.call('HINCRBY', KEYS[i], 'units_micro', ARGV[b + 1])
   if ARGV[b + 3] ~= '' then redis.call('HSET', KEYS[i], 'period_end', ARGV[b + 3]) end
   redis.call('EXPIRE', KEYS[i], ARGV[b + 2])
+  local quota = tonumber(ARGV[b + 4])
+  if quota and quota > 0 then
+    local before = n - tonumber(ARGV[b])
+    for _, pct in ipairs({80, 90, 100}) do
+      local at = math.ceil(quota * pct / 100)
+      if before < at and n >= at and redis.call('HSETNX', KEYS[i], 'crossed_' .. pct, '1') == 1 then
+        table.insert(crossed, pct)
+        if pct == 100 and ARGV[b + 5] == '1' then
+          redis.call('SET', KEYS[2], ARGV[b + 3], 'EXAT', ARGV[b + 3])
+        end
+      end
+    end
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 'ok'
+if #crossed == 0 then return 'ok' end
+return 'ok:' .. table.concat(crossed, ',')
 `)
 
 // compensateScript takes one event back out of its counters, once: the
@@ -118,13 +143,18 @@ func periodFor(sub *period, t time.Time) period {
 	return calendarMonth(t)
 }
 
-// period is a billing period [start, end).
-type period struct{ start, end time.Time }
+// period is a billing period [start, end), with the subscription's
+// request quota when its record names one (quota 0: none or unlimited).
+type period struct {
+	start, end time.Time
+	quota      int64
+	hard       bool
+}
 
 func calendarMonth(t time.Time) period {
 	t = t.UTC()
 	start := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
-	return period{start, start.AddDate(0, 1, 0)}
+	return period{start: start, end: start.AddDate(0, 1, 0)}
 }
 
 // redisSink keeps the per-subject counters exactly once.
@@ -133,6 +163,24 @@ type redisSink struct {
 	// watermarks caches, per partition, the watermark of each subject seen;
 	// the script's compare-and-set makes a stale entry harmless.
 	watermarks map[int32]map[string]int64
+	// crossings are the quota thresholds the applied batches crossed, for
+	// the caller to announce (see takeCrossings).
+	crossings []Crossing
+}
+
+// Crossing is a subscription's period counter reaching a share of its
+// request quota for the first time in the period.
+type Crossing struct {
+	Subject string
+	// Percent is "80", "90" or "100".
+	Percent string
+}
+
+// takeCrossings returns and forgets the crossings recorded so far.
+func (s *redisSink) takeCrossings() []Crossing {
+	out := s.crossings
+	s.crossings = nil
+	return out
 }
 
 func newRedisSink(client rueidis.Client) *redisSink {
@@ -201,8 +249,13 @@ func (s *redisSink) apply(ctx context.Context, items []item) error {
 			if err != nil {
 				return fmt.Errorf("redis counters for %s: %w", k.subject, err)
 			}
-			if got == "ok" {
+			if rest, ok := strings.CutPrefix(got, "ok"); ok {
 				s.setWatermark(k, newWM[i])
+				if crossed, ok := strings.CutPrefix(rest, ":"); ok {
+					for _, pct := range strings.Split(crossed, ",") {
+						s.crossings = append(s.crossings, Crossing{Subject: k.subject, Percent: pct})
+					}
+				}
 				continue
 			}
 			cur, perr := strconv.ParseInt(got, 10, 64)
@@ -233,13 +286,20 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 		requests, units int64
 		periodEnd       string
 		ttl             time.Duration
+		quota, hard     string
 	}
 	byKey := map[string]*sums{}
 	var keyOrder []string
-	add := func(key string, it item, ttl time.Duration, periodEnd string) {
+	add := func(key string, it item, ttl time.Duration, periodEnd string, p period) {
 		c, ok := byKey[key]
 		if !ok {
-			c = &sums{ttl: ttl, periodEnd: periodEnd}
+			c = &sums{ttl: ttl, periodEnd: periodEnd, hard: "0"}
+			if p.quota > 0 {
+				c.quota = strconv.FormatInt(p.quota, 10)
+				if p.hard {
+					c.hard = "1"
+				}
+			}
 			byKey[key] = c
 			keyOrder = append(keyOrder, key)
 		}
@@ -256,22 +316,22 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 			continue
 		}
 		p := periodFor(sub, it.time)
-		add(fmt.Sprintf(keyPeriod, k.subject, p.start.Unix()), it, periodTTL, strconv.FormatInt(p.end.Unix(), 10))
+		add(fmt.Sprintf(keyPeriod, k.subject, p.start.Unix()), it, periodTTL, strconv.FormatInt(p.end.Unix(), 10), p)
 		if it.keyID != "" {
-			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "")
+			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "", period{})
 		}
 	}
 	if last == wm {
 		return nil, nil, wm
 	}
-	keys = append(make([]string, 0, 1+len(keyOrder)), fmt.Sprintf(keyWatermark, k.subject))
-	args = append(make([]string, 0, 3+4*len(keyOrder)),
+	keys = append(make([]string, 0, 2+len(keyOrder)), fmt.Sprintf(keyWatermark, k.subject), fmt.Sprintf(keyBlock, k.subject))
+	args = append(make([]string, 0, 3+6*len(keyOrder)),
 		strconv.Itoa(int(k.partition)), strconv.FormatInt(wm, 10), strconv.FormatInt(last, 10))
 	for _, key := range keyOrder {
 		c := byKey[key]
 		keys = append(keys, key)
 		args = append(args, strconv.FormatInt(c.requests, 10), strconv.FormatInt(c.units, 10),
-			strconv.Itoa(int(c.ttl/time.Second)), c.periodEnd)
+			strconv.Itoa(int(c.ttl/time.Second)), c.periodEnd, c.quota, c.hard)
 	}
 	return keys, args, last
 }
@@ -356,7 +416,8 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		}
 		out[k.subject] = nil
 		subjects = append(subjects, k.subject)
-		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(fmt.Sprintf(keySubscription, k.subject)).Field("period_start", "period_end").Cache(), time.Minute))
+		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(fmt.Sprintf(keySubscription, k.subject)).
+			Field("period_start", "period_end", "quota_requests", "quota_hard").Cache(), time.Minute))
 	}
 	if len(cmds) == 0 {
 		return out, nil
@@ -366,7 +427,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		if err != nil {
 			return nil, fmt.Errorf("read subscription %s: %w", subjects[i], err)
 		}
-		if len(vals) != 2 {
+		if len(vals) != 4 {
 			continue
 		}
 		start, err1 := vals[0].AsInt64()
@@ -374,7 +435,13 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		if err1 != nil || err2 != nil || end <= start {
 			continue // no record, or an unusable one: the calendar month applies
 		}
-		out[subjects[i]] = &period{time.Unix(start, 0).UTC(), time.Unix(end, 0).UTC()}
+		p := &period{start: time.Unix(start, 0).UTC(), end: time.Unix(end, 0).UTC()}
+		if q, err := vals[2].AsInt64(); err == nil && q > 0 {
+			p.quota = q
+			hard, _ := vals[3].ToString()
+			p.hard = hard == "1"
+		}
+		out[subjects[i]] = p
 	}
 	return out, nil
 }
