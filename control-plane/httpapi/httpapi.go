@@ -276,6 +276,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// writeSecret answers a body that shows a secret once: marked no-store,
+// so that neither caches nor the idempotency store keep it.
+func writeSecret(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, status, v)
+}
+
 // list is the envelope of every paginated answer.
 type list[T any] struct {
 	Data       []T    `json:"data"`

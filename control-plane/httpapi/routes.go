@@ -114,10 +114,8 @@ func (a *api) submit(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var in catalog.SubmitInput
-	if r.ContentLength != 0 {
-		if err := decode(r, &in); err != nil {
-			return err
-		}
+	if err := decodeOptional(r, &in); err != nil {
+		return err
 	}
 	out, err := a.cfg.Catalog.Submit(r.Context(), actorFrom(r), id, in)
 	if err != nil {
@@ -133,11 +131,16 @@ type reasonBody struct {
 
 func optionalReason(r *http.Request) (string, error) {
 	var b reasonBody
-	if r.ContentLength == 0 {
-		return "", nil
-	}
-	err := decode(r, &b)
+	err := decodeOptional(r, &b)
 	return b.Reason, err
+}
+
+// decodeOptional is decode for a body that may be left out.
+func decodeOptional(r *http.Request, dst any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return decode(r, dst)
 }
 
 func (a *api) act(action catalog.Action) func(http.ResponseWriter, *http.Request) error {

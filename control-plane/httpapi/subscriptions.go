@@ -118,10 +118,8 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var in subscriptions.CancelInput
-	if r.ContentLength != 0 {
-		if err := decode(r, &in); err != nil {
-			return err
-		}
+	if err := decodeOptional(r, &in); err != nil {
+		return err
 	}
 	out, err := a.cfg.Subscriptions.Cancel(r.Context(), actorFrom(r), id, in)
 	if err != nil {
@@ -137,8 +135,7 @@ func (a *api) subscriptionStatus(to subscriptions.Status) func(http.ResponseWrit
 	}, nil)
 }
 
-// createKey answers the new key with its plaintext, marked no-store so
-// that neither caches nor the idempotency store keep it.
+// createKey answers the new key with its plaintext, shown this once.
 func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id")
 	if err != nil {
@@ -153,8 +150,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", "/v1/keys/"+out.ID.String())
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, out)
+	writeSecret(w, http.StatusCreated, out)
 	return nil
 }
 
@@ -182,18 +178,15 @@ func (a *api) rotate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var in subscriptions.RotateInput
-	if r.ContentLength != 0 {
-		if err := decode(r, &in); err != nil {
-			return err
-		}
+	if err := decodeOptional(r, &in); err != nil {
+		return err
 	}
 	out, err := a.cfg.Subscriptions.Rotate(r.Context(), actorFrom(r), id, in)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Location", "/v1/keys/"+out.ID.String())
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, out)
+	writeSecret(w, http.StatusCreated, out)
 	return nil
 }
 
@@ -206,8 +199,7 @@ func (a *api) reveal(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, out)
+	writeSecret(w, http.StatusOK, out)
 	return nil
 }
 

@@ -71,8 +71,7 @@ func (a *api) createEndpoint(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", "/v1/webhooks/"+ep.ID.String())
-	w.Header().Set("Cache-Control", "no-store") // the secret is shown once, never replayed
-	writeJSON(w, http.StatusCreated, endpointWithSecret{Endpoint: ep, Secret: secret})
+	writeSecret(w, http.StatusCreated, endpointWithSecret{Endpoint: ep, Secret: secret})
 	return nil
 }
 
@@ -137,8 +136,7 @@ func (a *api) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	if err := a.auditWebhook(r, "webhook.rotate_secret", id.String(), nil, map[string]string{"secret": "rotated"}); err != nil {
 		return err
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]string{"secret": secret})
+	writeSecret(w, http.StatusOK, map[string]string{"secret": secret})
 	return nil
 }
 
