@@ -168,10 +168,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("veil app: %w", err)
 	}
 	er := val.(*eventResources)
-	a.res = &resources{
-		redis: rr.redis, store: rr.store, limiter: rr.limiter, neg: rr.neg, known: rr.known,
-		emitter: er.emitter, m: rr.m, log: logger,
-	}
+	a.res = &resources{redisResources: rr, eventResources: er, log: logger}
 	return nil
 }
 
@@ -212,14 +209,9 @@ func (a *App) Cleanup() error {
 
 // resources are what a handler uses.
 type resources struct {
-	redis   rueidis.Client
-	store   *gatewayrecord.Store
-	limiter *ratelimit.Limiter
-	emitter *emitter.Emitter
-	neg     *negativeCache
-	known   *knownCache
-	m       handlerMetrics
-	log     *slog.Logger
+	*redisResources
+	*eventResources
+	log *slog.Logger
 }
 
 // redisResources: the Redis client with client-side caching, the rate
