@@ -79,7 +79,7 @@ func (m *migrateFlags) apply(ctx context.Context, targets, brokers []string, log
 			if err := ensureTopics(ctx, brokers, int32(m.partitions), logger); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "kafka: topics %s and %s present\n", broker.TopicUsageRaw, broker.TopicUsageDLQ)
+			fmt.Fprintf(out, "kafka: topics %s, %s and %s present\n", broker.TopicUsageRaw, broker.TopicUsageDLQ, broker.TopicQuotaEvents)
 		}
 	}
 	return nil

@@ -23,6 +23,9 @@ const (
 	TopicUsageRaw = "veil.usage.raw"
 	// TopicUsageDLQ carries records the processors refused, with the reason in headers.
 	TopicUsageDLQ = "veil.usage.dlq"
+	// TopicQuotaEvents carries the processors' quota threshold crossings,
+	// keyed by subscription, to the control plane's notices.
+	TopicQuotaEvents = "veil.quota.events"
 )
 
 // DefaultPartitions is the partition count of veil.usage.raw when Veil
@@ -92,6 +95,7 @@ func Topics(partitions int32) []TopicSpec {
 	return []TopicSpec{
 		{Name: TopicUsageRaw, Partitions: partitions, Configs: map[string]*string{"retention.ms": &week}},
 		{Name: TopicUsageDLQ, Partitions: 1, Configs: map[string]*string{"retention.ms": &month}},
+		{Name: TopicQuotaEvents, Partitions: 1, Configs: map[string]*string{"retention.ms": &month}},
 	}
 }
 

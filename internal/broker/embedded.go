@@ -35,6 +35,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		kfake.Ports(cfg.Port),
 		kfake.SeedTopics(cfg.Partitions, TopicUsageRaw),
 		kfake.SeedTopics(1, TopicUsageDLQ),
+		kfake.SeedTopics(1, TopicQuotaEvents),
 	}
 	if cfg.DataDir != "" {
 		opts = append(opts, kfake.DataDir(cfg.DataDir))

@@ -60,6 +60,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -161,6 +162,25 @@ func SubscriptionName(id string) string { return "veil:sub:{" + id + "}" }
 
 // BlockName is the Redis key of a subscription's quota block.
 func BlockName(id string) string { return "veil:block:{" + id + "}" }
+
+// PeriodCounterName is the Redis hash of a subscription's request counter
+// for the period starting at start (kept by the processors): requests,
+// units_micro, period_end, crossed_<pct>.
+func PeriodCounterName(id string, start time.Time) string {
+	return "veil:usage:{" + id + "}:p:" + strconv.FormatInt(start.Unix(), 10)
+}
+
+// WatermarkName is the Redis hash of a subscription's per-partition Kafka
+// offset watermarks (kept by the processors).
+func WatermarkName(id string) string { return "veil:wm:{" + id + "}" }
+
+// QuotaOutboxName is the Redis list of a subscription's quota threshold
+// crossings waiting to be produced to veil.quota.events (see
+// internal/quotaevent).
+func QuotaOutboxName(id string) string { return "veil:quota:outbox:{" + id + "}" }
+
+// QuotaOutboxPattern matches every QuotaOutboxName, for a SCAN.
+const QuotaOutboxPattern = "veil:quota:outbox:{*}"
 
 const keyPrefix = "veil:key:"
 

@@ -1,0 +1,124 @@
+// Package quotaevent is the record of a subscription's period counter
+// crossing a share of its request quota: written by the processors' counting
+// script into a Redis outbox (atomically with the count that crossed it),
+// produced from there to veil.quota.events, and consumed by the control
+// plane, which turns each into notices once.
+//
+// An outbox entry is a compact line the Lua script can build:
+//
+//	v1|<period_start>|<period_end>|<threshold>|<quota>|<used>|<hard>
+//
+// with Unix seconds for the period bounds, threshold 80, 90 or 100, the
+// quota in force when it was crossed, the counter right after, and hard "1"
+// or "0". The Kafka record is the JSON of Event, keyed by subscription.
+package quotaevent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Thresholds are the shares of a quota, in percent, that are announced.
+var Thresholds = []int{80, 90, 100}
+
+// Event is one crossing.
+type Event struct {
+	SubscriptionID string    `json:"subscription_id"`
+	PeriodStart    time.Time `json:"period_start"`
+	PeriodEnd      time.Time `json:"period_end"`
+	// Threshold is 80, 90 or 100.
+	Threshold int `json:"threshold"`
+	// Quota is the period's request quota when it was crossed (a credit
+	// raises it, and the thresholds of the new quota are crossed anew).
+	Quota int64 `json:"quota"`
+	// Used is the period counter right after the batch that crossed it.
+	Used int64 `json:"used"`
+	// Hard reports whether the quota blocks at 100%.
+	Hard bool `json:"hard"`
+	// At is when the crossing was produced.
+	At time.Time `json:"at"`
+}
+
+// ID identifies the crossing: one notice per subscription, period,
+// threshold and quota.
+func (e Event) ID() string {
+	return fmt.Sprintf("%s:%d:%d:%d", e.SubscriptionID, e.PeriodStart.Unix(), e.Threshold, e.Quota)
+}
+
+// Blocked reports whether the crossing blocked the subscription.
+func (e Event) Blocked() bool { return e.Hard && e.Threshold == 100 }
+
+// ErrInvalid wraps every decoding and validation failure.
+var ErrInvalid = errors.New("invalid quota event")
+
+// Validate reports whether e is well formed.
+func (e Event) Validate() error {
+	switch {
+	case e.SubscriptionID == "":
+		return fmt.Errorf("%w: no subscription_id", ErrInvalid)
+	case !validThreshold(e.Threshold):
+		return fmt.Errorf("%w: threshold %d is not 80, 90 or 100", ErrInvalid, e.Threshold)
+	case e.Quota <= 0:
+		return fmt.Errorf("%w: quota %d is not positive", ErrInvalid, e.Quota)
+	case e.Used < 0:
+		return fmt.Errorf("%w: used %d is negative", ErrInvalid, e.Used)
+	case e.PeriodStart.IsZero() || !e.PeriodEnd.After(e.PeriodStart):
+		return fmt.Errorf("%w: period [%s, %s) is empty", ErrInvalid, e.PeriodStart, e.PeriodEnd)
+	}
+	return nil
+}
+
+func validThreshold(t int) bool { return t == 80 || t == 90 || t == 100 }
+
+// Marshal returns the Kafka record value of e.
+func (e Event) Marshal() ([]byte, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(e)
+}
+
+// Unmarshal decodes and validates a Kafka record value.
+func Unmarshal(b []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Event{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	e.PeriodStart, e.PeriodEnd, e.At = e.PeriodStart.UTC(), e.PeriodEnd.UTC(), e.At.UTC()
+	return e, e.Validate()
+}
+
+// OutboxEntry is the outbox line of e (see the package comment).
+func OutboxEntry(e Event) string {
+	hard := "0"
+	if e.Hard {
+		hard = "1"
+	}
+	return fmt.Sprintf("v1|%d|%d|%d|%d|%d|%s", e.PeriodStart.Unix(), e.PeriodEnd.Unix(), e.Threshold, e.Quota, e.Used, hard)
+}
+
+// ParseOutbox reads an outbox line of the subscription's outbox.
+func ParseOutbox(subscriptionID, entry string) (Event, error) {
+	f := strings.Split(entry, "|")
+	if len(f) != 7 || f[0] != "v1" || (f[6] != "0" && f[6] != "1") {
+		return Event{}, fmt.Errorf("%w: outbox entry %q", ErrInvalid, entry)
+	}
+	var n [5]int64
+	for i := range n {
+		v, err := strconv.ParseInt(f[i+1], 10, 64)
+		if err != nil {
+			return Event{}, fmt.Errorf("%w: outbox entry %q", ErrInvalid, entry)
+		}
+		n[i] = v
+	}
+	e := Event{
+		SubscriptionID: subscriptionID,
+		PeriodStart:    time.Unix(n[0], 0).UTC(), PeriodEnd: time.Unix(n[1], 0).UTC(),
+		Threshold: int(n[2]), Quota: n[3], Used: n[4], Hard: f[6] == "1",
+	}
+	return e, e.Validate()
+}
