@@ -59,6 +59,8 @@ var EventTypes = []string{
 	"subscription.past_due", "subscription.suspended", "subscription.canceled",
 	"key.created", "key.updated", "key.deleted", "key.activated", "key.sync_failed", "key.suspended",
 	"key.revoked", "key.expired", "key.renewed", "key.rotated", "key.expiring", "key.rotation_due",
+	// The quota loop.
+	"subscription.plan_changed", "quota.threshold_crossed", "quota.adjusted",
 }
 
 // Errors.

@@ -1,0 +1,96 @@
+// Package quota is the control plane's side of the quota loop: it consumes
+// the processors' threshold crossings from veil.quota.events and turns each
+// into a webhook and an email to the consumer, once; it answers what a
+// subscription has used of its quota this period; and it checks the Redis
+// period counters the gateway is enforced from against ClickHouse, healing
+// them (and the block they imply) when they drifted.
+package quota
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/internal/broker"
+)
+
+// Publisher announces events to webhook endpoints inside the caller's
+// transaction (a *webhooks.Service).
+type Publisher interface {
+	Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, eventType string, data any) error
+}
+
+// Mailer sends email.
+type Mailer interface {
+	Send(ctx context.Context, m notify.Message) error
+}
+
+// Defaults for Config.
+const (
+	DefaultGroup = "veil-control-plane-quota"
+)
+
+// Config configures the Service.
+type Config struct {
+	Pool *pgxpool.Pool
+	// Redis holds the gateway's records and the processors' counters.
+	Redis rueidis.Client
+	// ClickHouse is a connection with the Veil database selected; nil turns
+	// the drift check off.
+	ClickHouse driver.Conn
+	// Publisher sends the webhook notices.
+	Publisher Publisher
+	// Mailer sends the email notices; nil sends none.
+	Mailer Mailer
+	// Brokers, Topic (default veil.quota.events) and Group (default
+	// veil-control-plane-quota) are where crossings are consumed from.
+	Brokers   []string
+	Topic     string
+	Group     string
+	KafkaOpts []kgo.Opt
+	Logger    *slog.Logger
+	Metrics   *metrics.Set
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Service is the quota service.
+type Service struct {
+	cfg  Config
+	pool *pgxpool.Pool
+	log  *slog.Logger
+	now  func() time.Time
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Pool == nil || cfg.Redis == nil || cfg.Publisher == nil {
+		return nil, errors.New("new quota service: pool, redis and publisher are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = broker.TopicQuotaEvents
+	}
+	if cfg.Group == "" {
+		cfg.Group = DefaultGroup
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now}, nil
+}
