@@ -29,7 +29,11 @@ func New(client rueidis.Client) *Store { return &Store{client: client} }
 // KEYS[1] record. ARGV[1] version; ARGV[2] expiry: "" leaves it alone, "0"
 // removes it, else PEXPIREAT milliseconds; ARGV[3..] field, value pairs.
 // Returns 1 when written, 0 when a newer or equal version is stored.
-var putScript = rueidis.NewLuaScript(`
+var putScript = rueidis.NewLuaScript(putBody + `
+return 1
+`)
+
+const putBody = `
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'hash' then
   local cur = redis.call('HGET', KEYS[1], 'version')
@@ -45,6 +49,30 @@ if ARGV[2] == '0' then
   redis.call('PERSIST', KEYS[1])
 elseif ARGV[2] ~= '' then
   redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+`
+
+// putSubscriptionScript is putScript for a subscription record, which then
+// recomputes the subscription's quota block from the period counter the
+// processors keep: a hard quota that the counter reaches blocks until the
+// period's end, anything else (a soft or larger quota after a plan change
+// or a credit, a new period whose counter is empty) lifts the block. The
+// block is rewritten only when it changes, so the gateway's cached copy is
+// invalidated only then. All keys carry the subscription's hash tag.
+//
+// KEYS[1] record, KEYS[2] block, KEYS[3] the period counter. ARGV as
+// putScript's; the record's fields include quota_requests, quota_hard and
+// period_end.
+var putSubscriptionScript = rueidis.NewLuaScript(putBody + `
+local rec = redis.call('HMGET', KEYS[1], 'quota_requests', 'quota_hard', 'period_end')
+local quota, pend = tonumber(rec[1]), rec[3]
+local used = tonumber(redis.call('HGET', KEYS[3], 'requests') or '0')
+if quota and quota >= 0 and rec[2] == '1' and used >= quota then
+  if redis.call('GET', KEYS[2]) ~= pend then
+    redis.call('SET', KEYS[2], pend, 'EXAT', pend)
+  end
+else
+  redis.call('DEL', KEYS[2])
 end
 return 1
 `)
@@ -251,13 +279,17 @@ func (s *Store) primaries(ctx context.Context) ([]rueidis.Client, error) {
 
 // PutSubscription writes r unless the stored record has the same or a
 // newer version; applied reports whether it was written. Fields it does
-// not own on that key are left alone, and so is any Redis expiry.
+// not own on that key are left alone, and so is any Redis expiry. A write
+// recomputes the quota block from the period's counter in the same step
+// (see putSubscriptionScript): a plan change, a credit or a new period
+// takes effect at the gateway with the record.
 func (s *Store) PutSubscription(ctx context.Context, r SubscriptionRecord) (applied bool, err error) {
 	if err := r.Validate(); err != nil {
 		return false, fmt.Errorf("put subscription record: %w", err)
 	}
 	args := append([]string{strconv.FormatInt(r.Version, 10), ""}, encodeSubscription(r)...)
-	n, err := putScript.Exec(ctx, s.client, []string{SubscriptionName(r.ID)}, args).AsInt64()
+	keys := []string{SubscriptionName(r.ID), BlockName(r.ID), PeriodCounterName(r.ID, r.PeriodStart)}
+	n, err := putSubscriptionScript.Exec(ctx, s.client, keys, args).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("put subscription record %s: %w", r.ID, err)
 	}

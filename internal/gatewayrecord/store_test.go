@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -654,6 +655,77 @@ func TestMatchRoute(t *testing.T) {
 	} {
 		if got := gatewayrecord.MatchRoute(c.pattern, c.path); got != c.want {
 			t.Errorf("MatchRoute(%q, %q) = %v; want %v", c.pattern, c.path, got, c.want)
+		}
+	}
+}
+
+// TestPutSubscriptionRecomputesBlock: writing a subscription's record
+// compares its quota with the period counter and sets or lifts the block
+// in the same step, so a plan change, a credit or a new period takes
+// effect at the gateway with the record.
+func TestPutSubscriptionRecomputesBlock(t *testing.T) {
+	f := setup(t)
+	ctx := t.Context()
+	id := "sub_reblock_" + f.suffix
+	start := time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+	end := start.Add(30 * 24 * time.Hour)
+	counter := gatewayrecord.PeriodCounterName(id, start)
+	t.Cleanup(func() {
+		f.client.Do(context.Background(), f.client.B().Del().
+			Key(gatewayrecord.SubscriptionName(id), gatewayrecord.BlockName(id), counter).Build())
+	})
+	f.hset(t, counter, "requests", "10")
+	version := int64(0)
+	put := func(quota int64, hard bool, ps, pe time.Time) {
+		t.Helper()
+		version++
+		if _, err := f.store.PutSubscription(ctx, gatewayrecord.SubscriptionRecord{
+			ID: id, APIID: "api_1", PlanID: "plan_1", Status: gatewayrecord.SubscriptionActive,
+			PeriodStart: ps, PeriodEnd: pe, QuotaRequests: quota, QuotaHard: hard, Version: version,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	block := func() (string, time.Duration) {
+		t.Helper()
+		v, err := f.client.Do(ctx, f.client.B().Get().Key(gatewayrecord.BlockName(id)).Build()).ToString()
+		if rueidis.IsRedisNil(err) {
+			return "", 0
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ttl, err := f.client.Do(ctx, f.client.B().Ttl().Key(gatewayrecord.BlockName(id)).Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, time.Duration(ttl) * time.Second
+	}
+	endStr := strconv.FormatInt(end.Unix(), 10)
+	cases := []struct {
+		name        string
+		quota       int64
+		hard        bool
+		ps, pe      time.Time
+		wantBlocked bool
+	}{
+		{"hard quota used up", 10, true, start, end, true},
+		{"credit raises the quota", 15, true, start, end, false},
+		{"plan change lowers it again", 8, true, start, end, true},
+		{"soft quota never blocks", 8, false, start, end, false},
+		{"hard again", 10, true, start, end, true},
+		{"unlimited", -1, true, start, end, false},
+		{"hard again before the period ends", 10, true, start, end, true},
+		{"the new period's counter is empty", 10, true, end, end.Add(30 * 24 * time.Hour), false},
+	}
+	for _, c := range cases {
+		put(c.quota, c.hard, c.ps, c.pe)
+		v, ttl := block()
+		switch {
+		case c.wantBlocked && (v != endStr || ttl < time.Until(end)-time.Minute || ttl > time.Until(end)+time.Minute):
+			t.Errorf("%s: block = %q with ttl %s; want %s expiring at the period's end (in %s)", c.name, v, ttl, endStr, time.Until(end).Round(time.Second))
+		case !c.wantBlocked && v != "":
+			t.Errorf("%s: block = %q; want none", c.name, v)
 		}
 	}
 }
