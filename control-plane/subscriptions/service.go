@@ -51,6 +51,10 @@ var (
 	ErrNothingToReveal = errors.New("no sealed key to reveal")
 	// ErrInvalidTransition is the key state machine's refusal.
 	ErrInvalidTransition = keys.ErrInvalidTransition
+	// ErrNoQuota: the subscription's plan has no request quota to adjust.
+	ErrNoQuota = errors.New("subscription has no request quota")
+	// ErrSamePlan: a plan change to the version the subscription is on.
+	ErrSamePlan = errors.New("subscription is on that plan version already")
 	// ErrSubscriptionTransition: the subscription's status does not allow the change.
 	ErrSubscriptionTransition = errors.New("invalid subscription status transition")
 	ErrForbidden              = catalog.ErrForbidden
@@ -82,6 +86,7 @@ type Records interface {
 	ScanKeys(ctx context.Context, fn func(gatewayrecord.KeyRecord) error) error
 	PutSubscription(ctx context.Context, r gatewayrecord.SubscriptionRecord) (bool, error)
 	GetSubscription(ctx context.Context, id string) (gatewayrecord.SubscriptionRecord, error)
+	PeriodRequests(ctx context.Context, id string, start time.Time) (int64, error)
 }
 
 // Config configures the Service.

@@ -54,6 +54,18 @@ type Subscription struct {
 	apiOrg      uuid.UUID
 	terms       Terms
 	syncVersion int64
+	// quotaAdjustments are the requests credits and resets added to this
+	// period's quota (quota_adjustments).
+	quotaAdjustments int64
+}
+
+// QuotaLimit is the request quota enforced this period: the plan's plus
+// the period's adjustments, or -1 for unlimited.
+func (sub Subscription) QuotaLimit() int64 {
+	if sub.terms.QuotaRequests == nil {
+		return -1
+	}
+	return *sub.terms.QuotaRequests + sub.quotaAdjustments
 }
 
 // SubscribeInput subscribes the caller's organization to a plan.
@@ -70,7 +82,9 @@ const subColumns = `s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, 
 	s.trial_ends_at, s.current_period_start, s.current_period_end, s.cancel_at_period_end, s.canceled_at, s.max_active_keys,
 	s.synced_version >= s.sync_version, s.created_at, s.updated_at, a.organization_id, s.sync_version,
 	v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard, v.rate_per_second,
-	v.rate_per_minute, v.included_units`
+	v.rate_per_minute, v.included_units,
+	COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
+		WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint`
 
 const subFrom = ` FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id`
 
@@ -81,7 +95,7 @@ func scanSub(row pgx.Row) (Subscription, error) {
 		&s.TrialEndsAt, &s.CurrentPeriodStart, &s.CurrentPeriodEnd, &s.CancelAtPeriodEnd, &s.CanceledAt, &s.MaxActiveKeys,
 		&s.Synced, &s.CreatedAt, &s.UpdatedAt, &s.apiOrg, &s.syncVersion,
 		&t.Type, &t.Currency, &t.Interval, &t.BaseFee, &t.TrialDays, &t.QuotaRequests, &t.QuotaHard, &t.RatePerSecond,
-		&t.RatePerMinute, &t.IncludedUnits)
+		&t.RatePerMinute, &t.IncludedUnits, &s.quotaAdjustments)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Subscription{}, ErrSubscriptionNotFound
 	}

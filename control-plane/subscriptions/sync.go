@@ -91,11 +91,8 @@ func keyRecord(k Key) gatewayrecord.KeyRecord {
 func subscriptionRecord(sub Subscription) gatewayrecord.SubscriptionRecord {
 	r := gatewayrecord.SubscriptionRecord{
 		ID: sub.ID.String(), APIID: sub.APIID.String(), PlanID: sub.PlanID.String(), Status: string(sub.Status),
-		PeriodStart: sub.CurrentPeriodStart.UTC(), PeriodEnd: sub.CurrentPeriodEnd.UTC(), QuotaRequests: -1,
+		PeriodStart: sub.CurrentPeriodStart.UTC(), PeriodEnd: sub.CurrentPeriodEnd.UTC(), QuotaRequests: sub.QuotaLimit(),
 		QuotaHard: sub.terms.QuotaHard, Version: sub.syncVersion,
-	}
-	if q := sub.terms.QuotaRequests; q != nil {
-		r.QuotaRequests = *q
 	}
 	if v := sub.terms.RatePerSecond; v != nil {
 		r.RatePerSecond = *v

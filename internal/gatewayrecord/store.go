@@ -372,3 +372,16 @@ func later(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// PeriodRequests returns the requests the processors counted for the
+// subscription in the period starting at start (0 when none were).
+func (s *Store) PeriodRequests(ctx context.Context, id string, start time.Time) (int64, error) {
+	n, err := s.client.Do(ctx, s.client.B().Hget().Key(PeriodCounterName(id, start)).Field("requests").Build()).AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read period counter of %s: %w", id, err)
+	}
+	return n, nil
+}

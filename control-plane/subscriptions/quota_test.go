@@ -1,0 +1,116 @@
+package subscriptions_test
+
+import (
+	"errors"
+	"strconv"
+	"testing"
+
+	"github.com/redis/rueidis"
+
+	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/validation"
+)
+
+// TestQuotaChangesTakeEffectNow: a credit, a reset and a plan change each
+// rewrite the gateway's record with the new quota, and the write
+// recomputes the block from the period's counter at once.
+func TestQuotaChangesTakeEffectNow(t *testing.T) {
+	f := setup(t)
+	id := f.sub.ID.String()
+	counter := gatewayrecord.PeriodCounterName(id, f.sub.CurrentPeriodStart)
+	setUsed := func(n int64) {
+		t.Helper()
+		if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(counter).FieldValue().FieldValue("requests", strconv.FormatInt(n, 10)).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// state syncs the subscription as its outbox job does and reads what
+	// the gateway sees.
+	state := func() (quota int64, hard, blocked bool) {
+		t.Helper()
+		if err := f.svc.SyncSubscription(f.ctx, f.sub.ID); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := f.store.GetSubscription(f.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = f.redis.Do(f.ctx, f.redis.B().Get().Key(gatewayrecord.BlockName(id)).Build()).Error()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			t.Fatal(err)
+		}
+		return rec.QuotaRequests, rec.QuotaHard, err == nil
+	}
+
+	setUsed(1000)
+	if q, hard, blocked := state(); q != 1000 || !hard || !blocked {
+		t.Fatalf("at 1000 of a hard 1000: quota %d hard %v blocked %v; want 1000 true true", q, hard, blocked)
+	}
+
+	// The subscriber may not credit itself; the provider may.
+	in := subscriptions.QuotaAdjustmentInput{Requests: 500, Reason: "goodwill after an outage"}
+	if _, err := f.svc.AdjustQuota(f.ctx, f.consumer, f.sub.ID, subscriptions.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
+		t.Fatalf("AdjustQuota by the subscriber = %v; want ErrForbidden", err)
+	}
+	var verr *validation.Error
+	if _, err := f.svc.AdjustQuota(f.ctx, f.provider, f.sub.ID, subscriptions.AdjustCredit, subscriptions.QuotaAdjustmentInput{Requests: 0, Reason: " "}); !errors.As(err, &verr) || len(verr.Fields) != 2 {
+		t.Fatalf("AdjustQuota(0 requests, blank reason) = %v; want two field errors", err)
+	}
+	adj, err := f.svc.AdjustQuota(f.ctx, f.provider, f.sub.ID, subscriptions.AdjustCredit, in)
+	if err != nil || adj.Requests != 500 || adj.Limit != 1500 || adj.UsedAtChange != 1000 {
+		t.Fatalf("AdjustQuota(credit 500) = %+v, %v; want 500 added, limit 1500, used 1000", adj, err)
+	}
+	if q, _, blocked := state(); q != 1500 || blocked {
+		t.Fatalf("after a credit of 500: quota %d blocked %v; want 1500 and unblocked", q, blocked)
+	}
+
+	// A reset makes the remaining quota the plan's whole quota again.
+	// The processors count on and block at 1500, as their script does.
+	setUsed(1600)
+	if err := f.store.PutBlock(f.ctx, id, f.sub.CurrentPeriodEnd); err != nil {
+		t.Fatal(err)
+	}
+	adj, err = f.svc.AdjustQuota(f.ctx, f.provider, f.sub.ID, subscriptions.AdjustReset, subscriptions.QuotaAdjustmentInput{Reason: "support ticket 42"})
+	if err != nil || adj.Requests != 1100 || adj.Limit != 2600 {
+		t.Fatalf("AdjustQuota(reset at 1600 of 1500) = %+v, %v; want 1100 added, limit 2600", adj, err)
+	}
+	if q, _, blocked := state(); q != 2600 || blocked {
+		t.Fatalf("after the reset: quota %d blocked %v; want 2600 and unblocked", q, blocked)
+	}
+
+	// A plan change to a soft quota: over quota, yet not blocked.
+	soft := int64(100)
+	p2, err := f.svc.CreatePlan(f.ctx, f.provider, f.apiID, subscriptions.PlanInput{
+		Name: "Metered", Slug: "metered", Terms: subscriptions.Terms{Currency: "USD", QuotaRequests: &soft, QuotaHard: false},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.ChangePlan(f.ctx, f.consumer, f.sub.ID, subscriptions.ChangePlanInput{PlanID: p2.ID}); err != nil {
+		t.Fatalf("ChangePlan = %v", err)
+	}
+	if q, hard, blocked := state(); q != 100+1600 || hard || blocked {
+		t.Fatalf("on a soft plan: quota %d hard %v blocked %v; want 1700 (the period's adjustments stay), soft, unblocked", q, hard, blocked)
+	}
+	if _, err := f.svc.ChangePlan(f.ctx, f.consumer, f.sub.ID, subscriptions.ChangePlanInput{PlanID: p2.ID}); !errors.Is(err, subscriptions.ErrSamePlan) {
+		t.Fatalf("ChangePlan to the same version = %v; want ErrSamePlan", err)
+	}
+	// And back to the hard plan: blocked again at once.
+	if _, err := f.svc.ChangePlan(f.ctx, f.consumer, f.sub.ID, subscriptions.ChangePlanInput{PlanID: f.plan.ID}); err != nil {
+		t.Fatal(err)
+	}
+	setUsed(2600)
+	if _, err := f.svc.AdjustQuota(f.ctx, f.provider, f.sub.ID, subscriptions.AdjustCredit, subscriptions.QuotaAdjustmentInput{Requests: 1, Reason: "one more"}); err != nil {
+		t.Fatal(err)
+	}
+	setUsed(2601)
+	if q, _, blocked := state(); q != 2601 || !blocked {
+		t.Fatalf("back on the hard plan, credited 1 and at 2601: quota %d blocked %v; want 2601 and blocked", q, blocked)
+	}
+	var audited int
+	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM audit_log WHERE target_id = $1
+		AND action IN ('subscription.quota.credit', 'subscription.quota.reset', 'subscription.plan_change')`, id).Scan(&audited); err != nil || audited != 5 {
+		t.Fatalf("audited quota and plan changes = %d, %v; want 5", audited, err)
+	}
+}
