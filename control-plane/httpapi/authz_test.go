@@ -91,6 +91,8 @@ type authzCase struct {
 	// and keyID are the plan, subscription and key a fixture made.
 	id, delivery, apiID, secret string
 	planID, subID, keyID        string
+	// otherPlanID is a second active plan of the subscription's API.
+	otherPlanID string
 	// seller is a provider of the organization whose API the owner's
 	// organization subscribes to.
 	seller authzMember
@@ -714,6 +716,50 @@ func authzSubscriptionRows() []authzRow {
 			},
 		},
 		{
+			route: "POST /v1/subscriptions/{id}/plan",
+			fixture: func(t *testing.T, c *authzCase) {
+				authzSubscription(t, c)
+				var p struct{ ID string }
+				authzMust(t, c.e, http.StatusCreated, "POST", "/v1/apis/"+c.apiID+"/plans", c.seller.token, authzPlanBody("pro", "active"), &p)
+				c.otherPlanID = p.ID
+			},
+			body: func(c *authzCase) any { return map[string]any{"plan_id": c.otherPlanID} },
+			want: own,
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				moved := c.count(t, `SELECT count(*) FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
+					WHERE s.id = $1 AND v.plan_id = $2`, c.subID, c.otherPlanID) == 1
+				if moved != authzOK(status) {
+					t.Errorf("POST /v1/subscriptions/{id}/plan = %d; moved to the other plan: %t", status, moved)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/subscriptions/{id}/quota",
+			fixture: authzSubscription,
+			want:    own,
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if got := authzJSON(t, b)["subscription_id"]; authzOK(status) && got != c.subID {
+					t.Errorf("GET /v1/subscriptions/{id}/quota = %s; want the quota of %s", b, c.subID)
+				}
+			},
+		},
+		{
+			// Quota adjustments are the provider's (and admins'): the
+			// subscriber sees its subscription but may not credit itself.
+			route:   "POST /v1/subscriptions/{id}/quota/credits",
+			fixture: authzSubscription,
+			body:    func(*authzCase) any { return map[string]any{"requests": 100, "reason": "goodwill"} },
+			want:    authzWant{{401, 401}, {403, 404}, {403, 404}, {201, 201}},
+			check:   authzAdjusted("credit"),
+		},
+		{
+			route:   "POST /v1/subscriptions/{id}/quota/reset",
+			fixture: authzSubscription,
+			body:    func(*authzCase) any { return map[string]any{"reason": "support ticket"} },
+			want:    authzWant{{401, 401}, {403, 404}, {403, 404}, {201, 201}},
+			check:   authzAdjusted("reset"),
+		},
+		{
 			route: "GET /v1/subscriptions/{id}/keys",
 			fixture: func(t *testing.T, c *authzCase) {
 				authzKey("pending")(t, c)
@@ -858,6 +904,30 @@ func authzSubscriptionRows() []authzRow {
 			},
 			want:  authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
 			check: authzSubStatusCheck("active", "suspended"),
+		},
+		{
+			route: "GET /v1/admin/reconcile/usage",
+			fixture: func(t *testing.T, c *authzCase) {
+				if _, err := c.e.Quota.ReconcileUsage(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: func(t *testing.T, _ *authzCase, status int, b []byte) {
+				if _, found := authzJSON(t, b)["checked"]; authzOK(status) && !found {
+					t.Errorf("GET /v1/admin/reconcile/usage = %s; want a usage reconcile report", b)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/admin/reconcile/usage",
+			fixture: authzSubscription,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: func(t *testing.T, _ *authzCase, status int, b []byte) {
+				if _, found := authzJSON(t, b)["checked"]; authzOK(status) && !found {
+					t.Errorf("POST /v1/admin/reconcile/usage = %s; want a usage reconcile report", b)
+				}
+			},
 		},
 		{
 			// Like the APIs' reconciliation, it heals the gateway's records
@@ -1360,9 +1430,22 @@ func authzSubscription(t *testing.T, c *authzCase) {
 	if _, err := c.e.Pool.Exec(t.Context(), `UPDATE apis SET state = 'active' WHERE id = $1`, api.ID); err != nil {
 		t.Fatal(err)
 	}
-	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/apis/"+api.ID+"/plans", c.seller.token, authzPlanBody("basic", "active"), &plan)
+	body := authzPlanBody("basic", "active")
+	body["terms"].(map[string]any)["quota_requests"] = 1000
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/apis/"+api.ID+"/plans", c.seller.token, body, &plan)
 	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/subscriptions", c.owner.token, map[string]any{"plan_id": plan.ID}, &sub)
 	c.apiID, c.planID, c.subID, c.id = api.ID, plan.ID, sub.ID, sub.ID
+}
+
+// authzAdjusted checks that a quota adjustment of kind was recorded
+// exactly when the call succeeded.
+func authzAdjusted(kind string) func(t *testing.T, c *authzCase, status int, _ []byte) {
+	return func(t *testing.T, c *authzCase, status int, _ []byte) {
+		got := c.count(t, `SELECT count(*) FROM quota_adjustments WHERE subscription_id = $1 AND kind = $2`, c.subID, kind)
+		if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
+			t.Errorf("quota %s = %d; adjustments = %d; want %d", kind, status, got, want)
+		}
+	}
 }
 
 // authzKey makes a key of the owner's subscription in state (pending,

@@ -50,7 +50,9 @@ type Config struct {
 	Catalog       *catalog.Service
 	Subscriptions *subscriptions.Service
 	// Usage reads usage for the usage endpoints; nil answers them 503.
-	Usage         UsageReader
+	Usage UsageReader
+	// Quota answers quota status and usage drift; nil answers them 503.
+	Quota         QuotaService
 	Webhooks      *webhooks.Service
 	Directory     *accounts.Directory
 	Authenticator Authenticator
@@ -354,6 +356,15 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusConflict, "already-rotated", "Already Rotated", err.Error())
 	case errors.Is(err, subscriptions.ErrNothingToReveal):
 		d = problem.New(http.StatusConflict, "nothing-to-reveal", "Nothing To Reveal", "this key holds no sealed successor to reveal; it was revealed already or was issued in a response")
+	case errors.Is(err, subscriptions.ErrNoQuota):
+		d = problem.New(http.StatusConflict, "no-quota", "No Quota", "the subscription's plan has no request quota to adjust")
+	case errors.Is(err, subscriptions.ErrSamePlan):
+		d = problem.New(http.StatusConflict, "same-plan", "Same Plan", "the subscription is on that plan's latest version already")
+	case errors.Is(err, errQuotaUnavailable):
+		w.Header().Set("Retry-After", "30")
+		d = problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", err.Error())
+	case errors.Is(err, errNoUsageReconcile):
+		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
 	case errors.Is(err, subscriptions.ErrSlugTaken):
 		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
 	case errors.Is(err, usage.ErrBadQuery):

@@ -1062,6 +1062,59 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	c.call(http.StatusNotFound, "GET", "/v1/subscriptions/"+missing+"/usage", buyer, nil)
 	c.call(http.StatusNotFound, "GET", "/v1/keys/"+missing+"/usage", buyer, nil)
 
+	// Quota: its status, the provider's credit and reset, a plan change.
+	var qs struct {
+		Limit     *int64 `json:"limit"`
+		Remaining *int64 `json:"remaining"`
+		Used      int64  `json:"used"`
+	}
+	c.call(http.StatusOK, "GET", subPath+"/quota", buyer, nil).decode(&qs)
+	if qs.Limit == nil || *qs.Limit <= 0 || qs.Used != 0 || qs.Remaining == nil || *qs.Remaining != *qs.Limit {
+		t.Fatalf("getSubscriptionQuota = %+v; want a limit, nothing used, all of it remaining", qs)
+	}
+	c.call(http.StatusOK, "GET", subPath+"/quota", prov, nil)
+	c.call(http.StatusNotFound, "GET", subPath+"/quota", other, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/subscriptions/"+missing+"/quota", buyer, nil)
+	var credit struct{ Limit int64 }
+	c.call(http.StatusCreated, "POST", subPath+"/quota/credits", prov, map[string]any{"requests": 250, "reason": "Goodwill after an outage."}).decode(&credit)
+	if credit.Limit != *qs.Limit+250 {
+		t.Errorf("creditQuota of 250 on %d = limit %d; want %d", *qs.Limit, credit.Limit, *qs.Limit+250)
+	}
+	c.call(http.StatusForbidden, "POST", subPath+"/quota/credits", buyer, map[string]any{"requests": 1, "reason": "mine"})
+	if got := c.refused(http.StatusUnprocessableEntity, "POST", subPath+"/quota/credits", prov, map[string]any{"requests": 0, "reason": ""}).problem(); got != "validation" {
+		t.Errorf("creditQuota of 0 without a reason = %s; want validation", got)
+	}
+	c.call(http.StatusCreated, "POST", subPath+"/quota/reset", admin, map[string]any{"reason": "Support ticket 7."})
+	c.call(http.StatusNotFound, "POST", subPath+"/quota/reset", other, map[string]any{"reason": "x"})
+	var pro struct{ ID string }
+	c.call(http.StatusCreated, "POST", plans, prov, map[string]any{
+		"name": "Pro", "slug": "pro", "status": "active", "terms": map[string]any{"currency": "USD", "quota_requests": 5000, "quota_hard": false},
+	}).decode(&pro)
+	var moved struct {
+		PlanID string `json:"plan_id"`
+	}
+	c.call(http.StatusOK, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": pro.ID}).decode(&moved)
+	if moved.PlanID != pro.ID {
+		t.Errorf("changeSubscriptionPlan = plan %s; want %s", moved.PlanID, pro.ID)
+	}
+	if got := c.call(http.StatusConflict, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": pro.ID}).problem(); got != "same-plan" {
+		t.Errorf("changeSubscriptionPlan to the same plan = %s; want same-plan", got)
+	}
+	c.call(http.StatusForbidden, "POST", subPath+"/plan", prov, map[string]any{"plan_id": basic.ID})
+	c.call(http.StatusNotFound, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": missing})
+	c.call(http.StatusUnprocessableEntity, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": "00000000-0000-0000-0000-000000000000"})
+
+	// The usage drift check.
+	c.call(http.StatusForbidden, "GET", "/v1/admin/reconcile/usage", prov, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/admin/reconcile/usage", admin, nil)
+	var drift struct{ Checked int }
+	c.call(http.StatusOK, "POST", "/v1/admin/reconcile/usage", admin, nil).decode(&drift)
+	if drift.Checked < 1 {
+		t.Errorf("reconcileUsage checked %d subscriptions; want at least 1", drift.Checked)
+	}
+	c.call(http.StatusOK, "GET", "/v1/admin/reconcile/usage", admin, nil)
+	c.call(http.StatusForbidden, "POST", "/v1/admin/reconcile/usage", cons, nil)
+
 	// Admins suspend and resume subscriptions and reconcile the gateway's
 	// key records.
 	admSub := "/v1/admin/subscriptions/" + sub.ID

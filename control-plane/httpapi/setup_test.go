@@ -20,6 +20,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/usage"
 	"github.com/veil-platform/veil/control-plane/webhooks"
@@ -42,6 +43,7 @@ type testEnv struct {
 	Pool    *pgxpool.Pool
 	Catalog *catalog.Service
 	Subs    *subscriptions.Service
+	Quota   *quota.Service
 	// ClickHouse is the test database the usage endpoints read.
 	ClickHouse driver.Conn
 }
@@ -107,8 +109,12 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 		t.Fatal(err)
 	}
 	ch, _, _ := testenv.ClickHouseDB(t)
+	quotas, err := quota.New(quota.Config{Pool: pool, Redis: records, ClickHouse: ch, Publisher: hooks, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := httpapi.Config{
-		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usage.NewReader(ch), Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usage.NewReader(ch), Quota: quotas, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger,
 	}
 	if adjust != nil {
@@ -117,7 +123,7 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	h := httpapi.New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat, Subs: subs, ClickHouse: ch}
+	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat, Subs: subs, Quota: quotas, ClickHouse: ch}
 }
 
 // token mints a bearer token for user in org with role.

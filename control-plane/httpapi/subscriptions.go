@@ -39,6 +39,10 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 		_, err := s.GetSubscription(ctx, act, id)
 		return id, "", err
 	})))
+	r.Post(idPath("/v1/subscriptions/{id}/plan"), a.handle(write(http.StatusOK, s.ChangePlan)))
+	r.Get(idPath("/v1/subscriptions/{id}/quota"), a.handle(a.quotaStatus))
+	r.Post(idPath("/v1/subscriptions/{id}/quota/credits"), a.handle(a.adjustQuota(subscriptions.AdjustCredit)))
+	r.Post(idPath("/v1/subscriptions/{id}/quota/reset"), a.handle(a.adjustQuota(subscriptions.AdjustReset)))
 	r.Get(idPath("/v1/subscriptions/{id}/keys"), a.handle(read(listOf(s.ListKeys))))
 	r.Post(idPath("/v1/subscriptions/{id}/keys"), a.handle(a.createKey))
 
@@ -64,6 +68,8 @@ func (a *api) adminSubscriptionRoutes(r chi.Router) {
 		r.Post(idPath("/subscriptions/{id}/"+path), a.handle(a.subscriptionStatus(st)))
 	}
 	r.Post("/reconcile/keys", a.handle(a.reconcileKeys))
+	r.Get("/reconcile/usage", a.handle(a.lastUsageReconcile))
+	r.Post("/reconcile/usage", a.handle(a.reconcileUsage))
 }
 
 func (a *api) subscribe(w http.ResponseWriter, r *http.Request) error {

@@ -130,6 +130,9 @@ type ChangePlanInput struct {
 // billing, which prices each event by the version in force at its time
 // (subscription_history).
 func (s *Service) ChangePlan(ctx context.Context, actor Actor, id uuid.UUID, in ChangePlanInput) (Subscription, error) {
+	if in.PlanID == uuid.Nil {
+		return Subscription{}, validation.One("plan_id", "is required")
+	}
 	var out Subscription
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		before, err := s.changeSub(ctx, tx, actor, id)

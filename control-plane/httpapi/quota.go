@@ -1,0 +1,92 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/google/uuid"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/quota"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
+)
+
+// QuotaService answers quota status and checks usage drift (a
+// *quota.Service).
+type QuotaService interface {
+	Status(ctx context.Context, subscriptionID uuid.UUID) (quota.Status, error)
+	ReconcileUsage(ctx context.Context) (quota.UsageReport, error)
+	LastUsageReport(ctx context.Context) (quota.UsageReport, bool, error)
+}
+
+var (
+	errQuotaUnavailable = errors.New("quota service unavailable")
+	errNoUsageReconcile = errors.New("no usage reconciliation has run yet")
+)
+
+// quotaStatus answers what the subscription used of its quota this
+// period, for whoever may see the subscription.
+func (a *api) quotaStatus(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	if _, err := a.cfg.Subscriptions.GetSubscription(r.Context(), actorFrom(r), id); err != nil {
+		return err
+	}
+	if a.cfg.Quota == nil {
+		return errQuotaUnavailable
+	}
+	st, err := a.cfg.Quota.Status(r.Context(), id)
+	if errors.Is(err, quota.ErrNotFound) {
+		return subscriptions.ErrSubscriptionNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", errQuotaUnavailable, err)
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// adjustQuota credits or resets the period's quota.
+func (a *api) adjustQuota(kind string) func(http.ResponseWriter, *http.Request) error {
+	return write(http.StatusCreated, func(ctx context.Context, act subscriptions.Actor, id uuid.UUID, in subscriptions.QuotaAdjustmentInput) (subscriptions.QuotaAdjustment, error) {
+		return a.cfg.Subscriptions.AdjustQuota(ctx, act, id, kind, in)
+	})
+}
+
+func (a *api) lastUsageReconcile(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Quota == nil {
+		return errQuotaUnavailable
+	}
+	rep, ok, err := a.cfg.Quota.LastUsageReport(r.Context())
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errNoUsageReconcile
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
+}
+
+func (a *api) reconcileUsage(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Quota == nil {
+		return errQuotaUnavailable
+	}
+	rep, err := a.cfg.Quota.ReconcileUsage(r.Context())
+	if err != nil {
+		return fmt.Errorf("%w: %w", errQuotaUnavailable, err)
+	}
+	act := actorFrom(r)
+	if err := audit.RecordNow(r.Context(), a.cfg.Pool, audit.Change{
+		Actor: act.Subject, ActorRole: string(act.Role), Action: "usage.reconcile",
+		TargetType: "usage", TargetID: "counters", After: rep,
+	}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
+}

@@ -1,0 +1,532 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/rueidis"
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/schemas/migrate"
+)
+
+// driftPublisher publishes nothing: the drift check sends no notices.
+type driftPublisher struct{}
+
+func (driftPublisher) Publish(context.Context, pgx.Tx, uuid.UUID, string, any) error { return nil }
+
+type driftFixture struct {
+	t       *testing.T
+	ctx     context.Context
+	pool    *pgxpool.Pool
+	redis   rueidis.Client
+	ch      driver.Conn
+	metrics *metrics.Set
+	svc     *Service
+	// sub is the subscription: quota 10, hard, in its current period.
+	sub driftSub
+}
+
+// newDriftFixture is a service over a fresh Postgres database, a private
+// Redis database and a fresh ClickHouse database, with one active
+// subscription whose plan has a hard quota of 10 requests.
+func newDriftFixture(t *testing.T) *driftFixture {
+	t.Helper()
+	ctx := t.Context()
+	url := testenv.PostgresURL(t)
+	if _, err := migrate.Postgres(ctx, url, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	redis, _ := testenv.RedisDB(t)
+	ch, _, _ := testenv.ClickHouseDB(t)
+	f := &driftFixture{t: t, ctx: ctx, pool: pool, redis: redis, ch: ch, metrics: metrics.NewSet()}
+	f.svc, err = New(Config{Pool: pool, Redis: redis, ClickHouse: ch, Publisher: driftPublisher{},
+		Logger: testenv.Logger(t), Metrics: f.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().UTC().Truncate(time.Hour).Add(-48 * time.Hour)
+	f.sub = driftSub{start: start, end: start.AddDate(0, 0, 30), quota: 10, hard: true}
+	var orgID, apiID, planID, versionID uuid.UUID
+	f.exec(`INSERT INTO organizations (slug, name) VALUES ('consumer', 'Consumer') RETURNING id`, &orgID)
+	f.exec(`INSERT INTO apis (organization_id, name, slug, upstream_url, version, state, created_by)
+		VALUES ($1, 'Weather', 'weather', 'http://127.0.0.1:1', '1', 'active', 'provider-user') RETURNING id`, &apiID, orgID)
+	f.exec(`INSERT INTO plans (api_id, name, slug, status) VALUES ($1, 'Starter', 'starter', 'active') RETURNING id`, &planID, apiID)
+	f.exec(`INSERT INTO plan_versions (plan_id, version, type, currency, quota_requests, quota_hard, created_by)
+		VALUES ($1, 1, 'subscription', 'USD', 10, true, 'provider-user') RETURNING id`, &versionID, planID)
+	f.exec(`INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status, current_period_start, current_period_end)
+		VALUES ($1, 'consumer-user', $2, $3, 'active', $4, $5) RETURNING id`, &f.sub.id, orgID, apiID, versionID, f.sub.start, f.sub.end)
+	return f
+}
+
+// exec runs a statement returning one value into dst.
+func (f *driftFixture) exec(sql string, dst any, args ...any) {
+	f.t.Helper()
+	if err := f.pool.QueryRow(f.ctx, sql, args...).Scan(dst); err != nil {
+		f.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// driftEvent is a usage_events row.
+type driftEvent struct {
+	partition int32
+	offset    int64
+	at        time.Time
+	units     string
+	refusal   string
+}
+
+func (f *driftFixture) insertEvents(events ...driftEvent) {
+	f.t.Helper()
+	batch, err := f.ch.PrepareBatch(f.ctx,
+		`INSERT INTO usage_events (id, source, type, subject, time, units, refusal, kafka_partition, kafka_offset)`)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, e := range events {
+		id := fmt.Sprintf("evt-%d-%d", e.partition, e.offset)
+		if err := batch.Append(id, "test", "veil.api.request", f.sub.id.String(), e.at, decimal.RequireFromString(e.units),
+			e.refusal, e.partition, e.offset); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// Figures of driftEvents.
+const (
+	driftRequests   = 12
+	driftUnitsMicro = 10_250_001
+)
+
+// driftEvents are 12 admitted rows of the period (10.250001 units) and 2
+// refusals on two partitions, plus an admitted row of the previous period:
+// ClickHouse's highest offsets are 16 on partition 0 and 10 on partition 1.
+func (f *driftFixture) driftEvents() {
+	f.t.Helper()
+	var evs []driftEvent
+	at := func(i int) time.Time { return f.sub.start.Add(time.Duration(i) * time.Minute) }
+	for off := int64(10); off <= 15; off++ {
+		evs = append(evs, driftEvent{partition: 0, offset: off, at: at(int(off)), units: "1.5"})
+	}
+	evs = append(evs, driftEvent{partition: 0, offset: 16, at: at(16), units: "0", refusal: "quota_exhausted"})
+	evs = append(evs, driftEvent{partition: 1, offset: 3, at: f.sub.start.Add(-time.Hour), units: "7"})
+	for off := int64(4); off <= 8; off++ {
+		evs = append(evs, driftEvent{partition: 1, offset: off, at: at(int(off)), units: "0.25"})
+	}
+	evs = append(evs, driftEvent{partition: 1, offset: 9, at: at(9), units: "0.000001"})
+	evs = append(evs, driftEvent{partition: 1, offset: 10, at: at(10), units: "0", refusal: "rate_limited"})
+	f.insertEvents(evs...)
+}
+
+func (f *driftFixture) do(cmd rueidis.Completed) {
+	f.t.Helper()
+	if err := f.redis.Do(f.ctx, cmd).Error(); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// setRedis writes the watermarks and the period counter as the processors
+// would have.
+func (f *driftFixture) setRedis(watermarks map[string]string, requests, unitsMicro int64, extra ...string) {
+	f.t.Helper()
+	id := f.sub.id.String()
+	if len(watermarks) > 0 {
+		fv := f.redis.B().Hset().Key(gatewayrecord.WatermarkName(id)).FieldValue()
+		for k, v := range watermarks {
+			fv = fv.FieldValue(k, v)
+		}
+		f.do(fv.Build())
+	}
+	fv := f.redis.B().Hset().Key(gatewayrecord.PeriodCounterName(id, f.sub.start)).FieldValue().
+		FieldValue("requests", strconv.FormatInt(requests, 10)).
+		FieldValue("units_micro", strconv.FormatInt(unitsMicro, 10)).
+		FieldValue("period_end", strconv.FormatInt(f.sub.end.Unix(), 10))
+	for i := 0; i+1 < len(extra); i += 2 {
+		fv = fv.FieldValue(extra[i], extra[i+1])
+	}
+	f.do(fv.Build())
+}
+
+func (f *driftFixture) block() {
+	f.t.Helper()
+	end := f.sub.end
+	f.do(f.redis.B().Set().Key(gatewayrecord.BlockName(f.sub.id.String())).Value(strconv.FormatInt(end.Unix(), 10)).Exat(end).Build())
+}
+
+// snapshot is every key of the Redis database with its content.
+func (f *driftFixture) snapshot() map[string]string {
+	f.t.Helper()
+	out := map[string]string{}
+	keys, err := f.redis.Do(f.ctx, f.redis.B().Keys().Pattern("*").Build()).AsStrSlice()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, k := range keys {
+		typ, err := f.redis.Do(f.ctx, f.redis.B().Type().Key(k).Build()).ToString()
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		switch typ {
+		case "hash":
+			m, err := f.redis.Do(f.ctx, f.redis.B().Hgetall().Key(k).Build()).AsStrMap()
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			out[k] = fmt.Sprint(m) // fmt sorts map keys
+		case "string":
+			out[k], err = f.redis.Do(f.ctx, f.redis.B().Get().Key(k).Build()).ToString()
+		case "list":
+			var l []string
+			l, err = f.redis.Do(f.ctx, f.redis.B().Lrange().Key(k).Start(0).Stop(-1).Build()).AsStrSlice()
+			out[k] = strings.Join(l, "\n")
+		default:
+			out[k] = typ
+		}
+		if err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func (f *driftFixture) hash(key string) map[string]string {
+	f.t.Helper()
+	m, err := f.redis.Do(f.ctx, f.redis.B().Hgetall().Key(key).Build()).AsStrMap()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return m
+}
+
+func (f *driftFixture) ttl(key string) time.Duration {
+	f.t.Helper()
+	ms, err := f.redis.Do(f.ctx, f.redis.B().Pttl().Key(key).Build()).AsInt64()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+func (f *driftFixture) outbox() []string {
+	f.t.Helper()
+	l, err := f.redis.Do(f.ctx, f.redis.B().Lrange().Key(gatewayrecord.QuotaOutboxName(f.sub.id.String())).Start(0).Stop(-1).Build()).AsStrSlice()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return l
+}
+
+func (f *driftFixture) run() UsageReport {
+	f.t.Helper()
+	rep, err := f.svc.ReconcileUsage(f.ctx)
+	if err != nil {
+		f.t.Fatalf("ReconcileUsage() = %v", err)
+	}
+	return rep
+}
+
+// driftCounts are the report's tallies, to compare in one go.
+type driftCounts struct{ checked, inFlight, drifted, healed, unhealed int }
+
+func driftCountsOf(rep UsageReport) driftCounts {
+	return driftCounts{rep.Checked, rep.InFlight, rep.Drifted, rep.Healed, len(rep.Unhealed)}
+}
+
+func (f *driftFixture) gauge(name string) string {
+	f.t.Helper()
+	var b strings.Builder
+	f.metrics.WritePrometheus(&b)
+	for line := range strings.Lines(b.String()) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestReconcileUsageNoWrite covers the states the check leaves alone:
+// Redis agrees with ClickHouse, or Redis applied offsets ClickHouse does
+// not hold yet.
+func TestReconcileUsageNoWrite(t *testing.T) {
+	f := newDriftFixture(t)
+	f.driftEvents()
+	for _, tc := range []struct {
+		name       string
+		watermarks map[string]string
+		requests   int64
+		want       driftCounts
+	}{
+		{"in sync", map[string]string{"0": "16", "1": "10"}, driftRequests, driftCounts{checked: 1}},
+		{"ahead on a partition", map[string]string{"0": "18", "1": "10"}, driftRequests + 1, driftCounts{checked: 1, inFlight: 1}},
+		{"on a partition clickhouse lacks", map[string]string{"0": "16", "1": "10", "2": "0"}, driftRequests + 1, driftCounts{checked: 1, inFlight: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.do(f.redis.B().Flushdb().Build())
+			f.setRedis(tc.watermarks, tc.requests, driftUnitsMicro)
+			before := f.snapshot()
+			rep := f.run()
+			if got := driftCountsOf(rep); got != tc.want || len(rep.Drift) != 0 {
+				t.Errorf("ReconcileUsage() = %+v, drift %+v; want %+v, no drift", got, rep.Drift, tc.want)
+			}
+			if after := f.snapshot(); !maps.Equal(after, before) {
+				t.Errorf("Redis after ReconcileUsage() = %v; want unchanged %v", after, before)
+			}
+		})
+	}
+}
+
+// TestReconcileUsageHealsFlush: after a FLUSHDB that took the counter,
+// the watermarks, the record and the block, the check restores them all
+// from ClickHouse and Postgres and queues the crossings again.
+func TestReconcileUsageHealsFlush(t *testing.T) {
+	f := newDriftFixture(t)
+	f.driftEvents()
+	id := f.sub.id.String()
+	f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests, driftUnitsMicro, "crossed_80", "10", "crossed_90", "10", "crossed_100", "10")
+	f.do(f.redis.B().Hset().Key(gatewayrecord.SubscriptionName(id)).FieldValue().
+		FieldValue("period_start", strconv.FormatInt(f.sub.start.Unix(), 10)).
+		FieldValue("period_end", strconv.FormatInt(f.sub.end.Unix(), 10)).Build())
+	f.block()
+	f.do(f.redis.B().Flushdb().Build())
+
+	rep := f.run()
+	if got, want := driftCountsOf(rep), (driftCounts{checked: 1, drifted: 1, healed: 1}); got != want {
+		t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
+	}
+	wantDrift := UsageDrift{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 0, ClickHouseRequests: driftRequests,
+		RedisUnits: "0", ClickHouseUnits: "10.250001", WatermarksBehind: true, Blocked: true, Healed: true}
+	if got := rep.Drift[0]; got != wantDrift {
+		t.Errorf("ReconcileUsage().Drift[0] = %+v; want %+v", got, wantDrift)
+	}
+
+	counter := gatewayrecord.PeriodCounterName(id, f.sub.start)
+	wantCounter := map[string]string{
+		"requests": "12", "units_micro": strconv.Itoa(driftUnitsMicro), "period_end": strconv.FormatInt(f.sub.end.Unix(), 10),
+		"crossed_80": "10", "crossed_90": "10", "crossed_100": "10",
+	}
+	if got := f.hash(counter); !maps.Equal(got, wantCounter) {
+		t.Errorf("counter = %v; want %v", got, wantCounter)
+	}
+	if got := f.ttl(counter); got < driftCounterTTL-time.Minute || got > driftCounterTTL {
+		t.Errorf("counter TTL = %s; want %s", got, driftCounterTTL)
+	}
+	if got, want := f.hash(gatewayrecord.WatermarkName(id)), map[string]string{"0": "16", "1": "10"}; !maps.Equal(got, want) {
+		t.Errorf("watermarks = %v; want %v", got, want)
+	}
+	block, err := f.redis.Do(f.ctx, f.redis.B().Get().Key(gatewayrecord.BlockName(id)).Build()).ToString()
+	if want := strconv.FormatInt(f.sub.end.Unix(), 10); err != nil || block != want {
+		t.Errorf("block = %q, %v; want %q", block, err, want)
+	}
+	if got, want := f.ttl(gatewayrecord.BlockName(id)), time.Until(f.sub.end); got < want-5*time.Second || got > want+time.Second {
+		t.Errorf("block TTL = %s; want about %s (until the period's end)", got, want)
+	}
+	wantOutbox := []string{}
+	for _, pct := range []int{80, 90, 100} {
+		wantOutbox = append(wantOutbox, fmt.Sprintf("v1|%d|%d|%d|10|12|1", f.sub.start.Unix(), f.sub.end.Unix(), pct))
+	}
+	if got := f.outbox(); !slices.Equal(got, wantOutbox) {
+		t.Errorf("outbox = %q; want %q", got, wantOutbox)
+	}
+	if got := f.gauge("veil_controlplane_usage_drift_subscriptions"); got != "1" {
+		t.Errorf("veil_controlplane_usage_drift_subscriptions = %q; want 1", got)
+	}
+	if got := f.gauge(`veil_controlplane_reconcile_healed_total{kind="usage"}`); got != "1" {
+		t.Errorf(`veil_controlplane_reconcile_healed_total{kind="usage"} = %q; want 1`, got)
+	}
+
+	before := f.snapshot()
+	rep = f.run()
+	if got, want := driftCountsOf(rep), (driftCounts{checked: 1}); got != want || len(rep.Drift) != 0 {
+		t.Errorf("second ReconcileUsage() = %+v, drift %+v; want %+v", got, rep.Drift, want)
+	}
+	if after := f.snapshot(); !maps.Equal(after, before) {
+		t.Errorf("Redis after the second run = %v; want unchanged %v", after, before)
+	}
+	if got := f.gauge("veil_controlplane_usage_drift_subscriptions"); got != "0" {
+		t.Errorf("veil_controlplane_usage_drift_subscriptions after the second run = %q; want 0", got)
+	}
+}
+
+// TestReconcileUsageHealsTamperedCounter: a counter that is wrong while
+// the watermarks are right is set to ClickHouse's figure, and a block it
+// caused is lifted when the true count is under the hard quota.
+func TestReconcileUsageHealsTamperedCounter(t *testing.T) {
+	f := newDriftFixture(t)
+	id := f.sub.id.String()
+	var evs []driftEvent
+	for off := int64(0); off < 5; off++ {
+		evs = append(evs, driftEvent{partition: 0, offset: off, at: f.sub.start.Add(time.Minute), units: "1"})
+	}
+	f.insertEvents(evs...)
+	f.setRedis(map[string]string{"0": "4"}, 11, 5_000_000, "crossed_80", "10", "crossed_90", "10", "crossed_100", "10")
+	f.block()
+
+	rep := f.run()
+	if got, want := driftCountsOf(rep), (driftCounts{checked: 1, drifted: 1, healed: 1}); got != want {
+		t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
+	}
+	wantDrift := UsageDrift{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 11, ClickHouseRequests: 5,
+		RedisUnits: "5", ClickHouseUnits: "5", Healed: true}
+	if got := rep.Drift[0]; got != wantDrift {
+		t.Errorf("ReconcileUsage().Drift[0] = %+v; want %+v", got, wantDrift)
+	}
+	wantCounter := map[string]string{"requests": "5", "units_micro": "5000000", "period_end": strconv.FormatInt(f.sub.end.Unix(), 10)}
+	if got := f.hash(gatewayrecord.PeriodCounterName(id, f.sub.start)); !maps.Equal(got, wantCounter) {
+		t.Errorf("counter = %v; want %v (no thresholds reached)", got, wantCounter)
+	}
+	n, err := f.redis.Do(f.ctx, f.redis.B().Exists().Key(gatewayrecord.BlockName(id)).Build()).AsInt64()
+	if err != nil || n != 0 {
+		t.Errorf("EXISTS block = %d, %v; want 0 (lifted)", n, err)
+	}
+	if got := f.outbox(); len(got) != 0 {
+		t.Errorf("outbox = %q; want empty", got)
+	}
+}
+
+// TestReconcileUsageAdjustedQuota: thresholds and the block follow the
+// plan's quota plus the period's credits.
+func TestReconcileUsageAdjustedQuota(t *testing.T) {
+	f := newDriftFixture(t)
+	f.driftEvents()
+	if _, err := f.pool.Exec(f.ctx, `INSERT INTO quota_adjustments (subscription_id, period_start, kind, requests, used_at_change, reason, actor)
+		VALUES ($1, $2, 'credit', 5, 10, 'goodwill', 'provider-user')`, f.sub.id, f.sub.start); err != nil {
+		t.Fatal(err)
+	}
+	rep := f.run()
+	if len(rep.Drift) != 1 || rep.Drift[0].Blocked || !rep.Drift[0].Healed {
+		t.Fatalf("ReconcileUsage().Drift = %+v; want one healed, not blocked (12 of 15)", rep.Drift)
+	}
+	want := []string{fmt.Sprintf("v1|%d|%d|80|15|12|1", f.sub.start.Unix(), f.sub.end.Unix())}
+	if got := f.outbox(); !slices.Equal(got, want) {
+		t.Errorf("outbox = %q; want %q", got, want)
+	}
+}
+
+// TestReconcileUsageCompareAndSet: when the processors move between the
+// read and the heal, nothing is written and the subscription is in flight.
+func TestReconcileUsageCompareAndSet(t *testing.T) {
+	f := newDriftFixture(t)
+	f.driftEvents()
+	// What the check read: a flushed Redis. What Redis holds by the heal:
+	// the processors applied a batch meanwhile.
+	stale := driftRedis{watermarks: map[string]string{}}
+	f.setRedis(map[string]string{"0": "16"}, 6, 9_000_000)
+	before := f.snapshot()
+
+	rep := UsageReport{Unhealed: []UsageUnhealed{}, Drift: []UsageDrift{}}
+	if err := f.svc.driftCheck(f.ctx, f.sub, stale, map[int32]int64{0: 16, 1: 10}, &rep); err != nil {
+		t.Fatalf("driftCheck() = %v", err)
+	}
+	if got, want := driftCountsOf(rep), (driftCounts{checked: 1, inFlight: 1}); got != want || len(rep.Drift) != 0 {
+		t.Errorf("driftCheck() with a stale read = %+v, drift %+v; want %+v", got, rep.Drift, want)
+	}
+	if after := f.snapshot(); !maps.Equal(after, before) {
+		t.Errorf("Redis after a stale heal = %v; want unchanged %v", after, before)
+	}
+
+	// Same watermarks, but the counter moved (a compensation).
+	read := driftRedis{watermarks: map[string]string{"0": "16"}, requests: "7", units: "9000000"}
+	applied, _, err := f.svc.driftHeal(f.ctx, f.sub, read, map[int32]int64{0: 16, 1: 10}, driftRequests, driftUnitsMicro)
+	if err != nil || applied {
+		t.Errorf("driftHeal() with a stale counter = applied %t, %v; want not applied", applied, err)
+	}
+	if after := f.snapshot(); !maps.Equal(after, before) {
+		t.Errorf("Redis after a stale heal = %v; want unchanged %v", after, before)
+	}
+}
+
+// TestLastUsageReport: the newest run is returned, and only the newest
+// 100 are kept.
+func TestLastUsageReport(t *testing.T) {
+	f := newDriftFixture(t)
+	if _, ok, err := f.svc.LastUsageReport(f.ctx); err != nil || ok {
+		t.Fatalf("LastUsageReport() before any run = %t, %v; want false, nil", ok, err)
+	}
+	old := time.Now().UTC().Add(-24 * time.Hour)
+	if _, err := f.pool.Exec(f.ctx, `INSERT INTO usage_reconcile_runs (started_at, finished_at, report)
+		SELECT $1::timestamptz + n * interval '1 second', $1::timestamptz + n * interval '1 second', '{"checked": 0}'
+		FROM generate_series(1, 105) n`, old); err != nil {
+		t.Fatal(err)
+	}
+	f.driftEvents()
+	first := f.run()
+	second := f.run()
+	if first.Drifted != 1 || second.Drifted != 0 {
+		t.Fatalf("runs drifted %d, %d; want 1, 0", first.Drifted, second.Drifted)
+	}
+	got, ok, err := f.svc.LastUsageReport(f.ctx)
+	if err != nil || !ok {
+		t.Fatalf("LastUsageReport() = %t, %v; want a report", ok, err)
+	}
+	if !got.StartedAt.Equal(second.StartedAt) || !got.FinishedAt.Equal(second.FinishedAt) || driftCountsOf(got) != driftCountsOf(second) ||
+		got.Drift == nil || got.Unhealed == nil {
+		t.Errorf("LastUsageReport() = %+v; want the second run %+v, with empty lists", got, second)
+	}
+	var n int
+	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM usage_reconcile_runs`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != driftRunsKept {
+		t.Errorf("usage_reconcile_runs holds %d runs; want %d", n, driftRunsKept)
+	}
+}
+
+func TestReconcileUsageNeedsClickHouse(t *testing.T) {
+	f := newDriftFixture(t)
+	svc, err := New(Config{Pool: f.pool, Redis: f.redis, Publisher: driftPublisher{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.ReconcileUsage(f.ctx); !errors.Is(err, ErrNoClickHouse) {
+		t.Errorf("ReconcileUsage() without ClickHouse = %v; want %v", err, ErrNoClickHouse)
+	}
+}
+
+func TestDriftCountQuery(t *testing.T) {
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	sub := driftSub{id: uuid.MustParse("7a4c2a4e-1111-4222-8333-944455556666"), start: start, end: start.AddDate(0, 1, 0)}
+	const head = "SELECT count(), sum(units) FROM usage_events WHERE subject = ? AND time >= ? AND time < ? AND refusal = '' AND ("
+	for _, tc := range []struct {
+		name       string
+		watermarks map[int32]int64
+		wantSQL    string
+		wantArgs   []any
+	}{
+		{"one partition", map[int32]int64{3: 41}, head + "(kafka_partition = ? AND kafka_offset <= ?))",
+			[]any{sub.id.String(), sub.start, sub.end, int32(3), int64(41)}},
+		{"partitions in order", map[int32]int64{2: 7, 0: 16}, head + "(kafka_partition = ? AND kafka_offset <= ?) OR (kafka_partition = ? AND kafka_offset <= ?))",
+			[]any{sub.id.String(), sub.start, sub.end, int32(0), int64(16), int32(2), int64(7)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sql, args := driftCountQuery(sub, tc.watermarks)
+			if sql != tc.wantSQL {
+				t.Errorf("driftCountQuery() SQL = %q; want %q", sql, tc.wantSQL)
+			}
+			if fmt.Sprint(args) != fmt.Sprint(tc.wantArgs) {
+				t.Errorf("driftCountQuery() args = %v; want %v", args, tc.wantArgs)
+			}
+		})
+	}
+}

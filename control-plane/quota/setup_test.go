@@ -1,0 +1,214 @@
+package quota_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/rueidis"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/control-plane/quota"
+	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/schemas/migrate"
+)
+
+// quotaFixture is a quota service over a fresh database, a Redis database
+// of its own, the real webhooks service (deliveries are rows to count) and
+// Mailpit, with a provider's API that test subscriptions subscribe to.
+type quotaFixture struct {
+	t       *testing.T
+	ctx     context.Context
+	pool    *pgxpool.Pool
+	redis   rueidis.Client
+	hooks   *webhooks.Service
+	mail    *testenv.MailpitServer
+	metrics *metrics.Set
+	svc     *quota.Service
+	apiID   uuid.UUID
+	// periodStart and periodEnd bound every test subscription's current
+	// period.
+	periodStart, periodEnd time.Time
+}
+
+// testSub is a consumer organization's subscription to the fixture's API.
+type testSub struct {
+	id, orgID, planID uuid.UUID
+	email             string
+}
+
+// newFixture builds the fixture; configure, when given, adjusts the
+// service's Config before New.
+func newFixture(t *testing.T, configure func(*quota.Config)) *quotaFixture {
+	t.Helper()
+	ctx := t.Context()
+	url := testenv.PostgresURL(t)
+	logger := testenv.Logger(t)
+	if _, err := migrate.Postgres(ctx, url, logger); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, err := webhooks.New(webhooks.Config{Pool: pool, Jobs: jobs, Logger: logger, AllowPrivateNetworks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mail := testenv.Mailpit(t)
+	mailer, err := notify.NewSMTP(notify.SMTPConfig{Addr: mail.SMTPAddr(), From: "Veil <noreply@veil.test>", TLS: notify.TLSNone, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	redis, _ := testenv.RedisDB(t)
+	start := time.Unix(time.Now().Unix()-3*24*3600, 0).UTC()
+	f := &quotaFixture{
+		t: t, ctx: ctx, pool: pool, redis: redis, hooks: hooks, mail: mail, metrics: metrics.NewSet(),
+		periodStart: start, periodEnd: start.AddDate(0, 1, 0),
+	}
+	cfg := quota.Config{Pool: pool, Redis: redis, Publisher: hooks, Mailer: mailer, Logger: logger, Metrics: f.metrics}
+	if configure != nil {
+		configure(&cfg)
+	}
+	if f.svc, err = quota.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	provider := f.org("provider-"+testenv.Suffix(), "provider-"+testenv.Suffix(), "provider-"+testenv.Suffix()+"@example.test")
+	if err := pool.QueryRow(ctx, `INSERT INTO apis (organization_id, name, slug, upstream_url, version, state, created_by)
+		VALUES ($1, 'Weather', $2, 'http://127.0.0.1:1', '1', 'active', 'provider-user') RETURNING id`,
+		provider, "weather-"+testenv.Suffix()).Scan(&f.apiID); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// org inserts an organization and a user with that subject and email.
+func (f *quotaFixture) org(slug, subject, email string) uuid.UUID {
+	f.t.Helper()
+	var id uuid.UUID
+	if err := f.pool.QueryRow(f.ctx, `INSERT INTO organizations (slug, name) VALUES ($1, $1) RETURNING id`, slug).Scan(&id); err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(f.ctx, `INSERT INTO users (email, subject) VALUES ($1, $2)`, email, subject); err != nil {
+		f.t.Fatal(err)
+	}
+	return id
+}
+
+// subscribe creates a consumer organization whose user has email (a fresh
+// address when ""), a plan version with that quota (nil: unlimited), a
+// subscription to it in the fixture's period, and a webhook endpoint of
+// the organization that takes quota notices.
+func (f *quotaFixture) subscribe(planQuota *int64, hard bool, email string) testSub {
+	f.t.Helper()
+	sfx := testenv.Suffix()
+	if email == "" {
+		email = "consumer-" + sfx + "@example.test"
+	}
+	s := testSub{email: email}
+	subject := "consumer-" + sfx
+	s.orgID = f.org("consumer-"+sfx, subject, email)
+	if err := f.pool.QueryRow(f.ctx, `INSERT INTO plans (api_id, name, slug, status) VALUES ($1, 'Starter', $2, 'active') RETURNING id`,
+		f.apiID, "starter-"+sfx).Scan(&s.planID); err != nil {
+		f.t.Fatal(err)
+	}
+	var version uuid.UUID
+	if err := f.pool.QueryRow(f.ctx, `INSERT INTO plan_versions (plan_id, version, type, currency, quota_requests, quota_hard, created_by)
+		VALUES ($1, 1, 'subscription', 'USD', $2, $3, 'provider-user') RETURNING id`, s.planID, planQuota, hard).Scan(&version); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.pool.QueryRow(f.ctx, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id,
+			current_period_start, current_period_end) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+		s.orgID, subject, f.apiID, version, f.periodStart, f.periodEnd).Scan(&s.id); err != nil {
+		f.t.Fatal(err)
+	}
+	if _, _, err := f.hooks.CreateEndpoint(f.ctx, s.orgID, webhooks.EndpointInput{
+		URL: "http://127.0.0.1:1/hooks", EventTypes: []string{quota.EventThresholdCrossed},
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+// crossing is the event of s crossing threshold percent of q requests.
+func (f *quotaFixture) crossing(s testSub, threshold int, q int64, hard bool) quotaevent.Event {
+	return quotaevent.Event{
+		SubscriptionID: s.id.String(), PeriodStart: f.periodStart, PeriodEnd: f.periodEnd,
+		Threshold: threshold, Quota: q, Used: q * int64(threshold) / 100, Hard: hard, At: time.Now().UTC(),
+	}
+}
+
+// crossingData is the data of a quota.threshold_crossed webhook.
+type crossingData struct {
+	Subscription struct {
+		ID     uuid.UUID `json:"id"`
+		APIID  uuid.UUID `json:"api_id"`
+		PlanID uuid.UUID `json:"plan_id"`
+		Status string    `json:"status"`
+	} `json:"subscription"`
+	Threshold   int       `json:"threshold"`
+	Quota       int64     `json:"quota"`
+	Used        int64     `json:"used"`
+	Hard        bool      `json:"hard"`
+	Blocked     bool      `json:"blocked"`
+	PeriodStart time.Time `json:"period_start"`
+	PeriodEnd   time.Time `json:"period_end"`
+	ResetsAt    time.Time `json:"resets_at"`
+}
+
+// deliveries returns the quota notices published to s's organization, in
+// the order they were published.
+func (f *quotaFixture) deliveries(s testSub) []crossingData {
+	f.t.Helper()
+	rows, err := f.pool.Query(f.ctx, `SELECT d.payload FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+		WHERE e.organization_id = $1 AND d.event_type = $2 ORDER BY d.created_at, d.id`, s.orgID, quota.EventThresholdCrossed)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []crossingData
+	for rows.Next() {
+		var env struct {
+			Type string       `json:"type"`
+			Data crossingData `json:"data"`
+		}
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			f.t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &env); err != nil {
+			f.t.Fatalf("delivery payload %s: %v", raw, err)
+		}
+		out = append(out, env.Data)
+	}
+	if err := rows.Err(); err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// notices counts s's quota_notices rows.
+func (f *quotaFixture) notices(s testSub) int {
+	f.t.Helper()
+	var n int
+	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM quota_notices WHERE subscription_id = $1`, s.id).Scan(&n); err != nil {
+		f.t.Fatal(err)
+	}
+	return n
+}
+
+// requests is a plan quota of n requests.
+func requests(n int64) *int64 { return &n }

@@ -1,0 +1,129 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/rueidis"
+
+	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/quotaevent"
+)
+
+// ErrNotFound: no subscription with that id.
+var ErrNotFound = errors.New("subscription not found")
+
+// Status is what a subscription has used of its request quota in the
+// current period, as the gateway enforces it.
+type Status struct {
+	SubscriptionID uuid.UUID `json:"subscription_id"`
+	PeriodStart    time.Time `json:"period_start"`
+	PeriodEnd      time.Time `json:"period_end"`
+	// ResetsAt is when the counter starts over: PeriodEnd.
+	ResetsAt  time.Time `json:"resets_at"`
+	Unlimited bool      `json:"unlimited"`
+	// Limit is the plan's quota plus this period's adjustments; nil when
+	// unlimited.
+	Limit *int64 `json:"limit"`
+	// PlanQuota is the plan version's quota; nil when unlimited.
+	PlanQuota *int64 `json:"plan_quota"`
+	// Adjustments is the sum of this period's credits and resets.
+	Adjustments int64 `json:"adjustments"`
+	// Used is the period counter's requests, 0 before the first.
+	Used int64 `json:"used"`
+	// Remaining is max(0, Limit-Used); nil when unlimited.
+	Remaining *int64 `json:"remaining"`
+	// Hard reports whether the gateway refuses requests over the limit;
+	// otherwise overage is billed.
+	Hard bool `json:"hard"`
+	// ThresholdsCrossed are the shares of Limit (of 80, 90, 100) that Used
+	// has reached, ascending; empty when unlimited.
+	ThresholdsCrossed []int `json:"thresholds_crossed"`
+	// Blocked reports whether the gateway refuses the subscription's
+	// requests now, until BlockedUntil.
+	Blocked      bool       `json:"blocked"`
+	BlockedUntil *time.Time `json:"blocked_until"`
+}
+
+// Limit is the request quota the gateway enforces: the plan version's
+// quota plus the period's adjustments, -1 when the plan is unlimited
+// (planQuota nil).
+func Limit(planQuota *int64, adjustments int64) int64 {
+	if planQuota == nil {
+		return -1
+	}
+	return *planQuota + adjustments
+}
+
+// statusThresholdAt is the counter value at which pct percent of limit is
+// crossed, ceil(limit*pct/100), computed without overflowing: the
+// processors' counting script uses the same rule.
+func statusThresholdAt(limit int64, pct int) int64 {
+	p := int64(pct)
+	return limit/100*p + (limit%100*p+99)/100
+}
+
+// Status reads the subscription's period and plan terms from Postgres and
+// its counter and block from Redis. An unknown id is ErrNotFound. Redis is
+// read directly, never through the client-side cache, so the answer is
+// current.
+func (s *Service) Status(ctx context.Context, subscriptionID uuid.UUID) (Status, error) {
+	st := Status{SubscriptionID: subscriptionID, ThresholdsCrossed: []int{}}
+	err := s.pool.QueryRow(ctx, `SELECT s.current_period_start, s.current_period_end, v.quota_requests, v.quota_hard,
+			coalesce((SELECT sum(a.requests) FROM quota_adjustments a
+				WHERE a.subscription_id = s.id AND a.period_start = s.current_period_start), 0)::bigint
+		FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
+		WHERE s.id = $1`, subscriptionID).Scan(&st.PeriodStart, &st.PeriodEnd, &st.PlanQuota, &st.Hard, &st.Adjustments)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Status{}, fmt.Errorf("quota status of %s: %w", subscriptionID, ErrNotFound)
+	}
+	if err != nil {
+		return Status{}, fmt.Errorf("quota status of %s: read subscription: %w", subscriptionID, err)
+	}
+	st.PeriodStart, st.PeriodEnd = st.PeriodStart.UTC(), st.PeriodEnd.UTC()
+	st.ResetsAt = st.PeriodEnd
+
+	id := subscriptionID.String()
+	res := s.cfg.Redis.DoMulti(ctx,
+		s.cfg.Redis.B().Hget().Key(gatewayrecord.PeriodCounterName(id, st.PeriodStart)).Field("requests").Build(),
+		s.cfg.Redis.B().Get().Key(gatewayrecord.BlockName(id)).Build())
+	if st.Used, err = res[0].AsInt64(); rueidis.IsRedisNil(err) {
+		st.Used = 0
+	} else if err != nil {
+		return Status{}, fmt.Errorf("quota status of %s: read period counter: %w", subscriptionID, err)
+	}
+	block, err := res[1].ToString()
+	switch {
+	case rueidis.IsRedisNil(err):
+	case err != nil:
+		return Status{}, fmt.Errorf("quota status of %s: read block: %w", subscriptionID, err)
+	default:
+		// A garbled block blocks nothing at the gateway (it fails open on
+		// it), so it is reported as no block.
+		if n, perr := strconv.ParseInt(block, 10, 64); perr == nil && n > 0 {
+			until := time.Unix(n, 0).UTC()
+			st.Blocked, st.BlockedUntil = true, &until
+		} else {
+			s.log.WarnContext(ctx, "garbled quota block in Redis", "subscription_id", id, "value", block)
+		}
+	}
+
+	limit := Limit(st.PlanQuota, st.Adjustments)
+	if limit < 0 {
+		st.Unlimited = true
+		return st, nil
+	}
+	remaining := max(0, limit-st.Used)
+	st.Limit, st.Remaining = &limit, &remaining
+	for _, pct := range quotaevent.Thresholds {
+		if st.Used >= statusThresholdAt(limit, pct) {
+			st.ThresholdsCrossed = append(st.ThresholdsCrossed, pct)
+		}
+	}
+	return st, nil
+}
