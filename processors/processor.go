@@ -13,6 +13,16 @@
 //     ClickHouse holds and recognises rows a crashed owner already wrote;
 //   - every Redis counter update checks and advances a per-subject,
 //     per-partition offset watermark in the same Lua script.
+//
+// The same script holds each subscription's period counter against its
+// request quota: it sets the gateway's block when a hard quota is used up,
+// and pushes each crossing of 80, 90 and 100% onto the subscription's quota
+// outbox in Redis (internal/quotaevent). After a batch, the processor
+// produces the outbox lines it caused to veil.quota.events and removes them;
+// a sweep produces whatever else waits in any outbox (a crash between the
+// script and the produce, a broker outage, lines the control plane pushes).
+// Delivery is at least once: the control plane dedupes by
+// quotaevent.Event.ID.
 package processors
 
 import (
@@ -54,6 +64,8 @@ const (
 	DefaultBatchRecords = 50_000
 	DefaultBatchWait    = 500 * time.Millisecond
 	DefaultDataAttempts = 5
+	// DefaultQuotaSweepInterval is how often every quota outbox is drained.
+	DefaultQuotaSweepInterval = 10 * time.Second
 )
 
 // Config configures a processor.
@@ -66,6 +78,13 @@ type Config struct {
 	// Topic and DLQTopic default to veil.usage.raw and veil.usage.dlq.
 	Topic    string
 	DLQTopic string
+	// QuotaTopic receives the quota threshold crossings, keyed by
+	// subscription. Default veil.quota.events.
+	QuotaTopic string
+	// QuotaSweepInterval is how often every quota outbox in Redis is drained
+	// to QuotaTopic, besides the drain after each batch: it bounds how late
+	// a crossing is announced after a crash or a failed produce. Default 10s.
+	QuotaSweepInterval time.Duration
 	// ClickHouse is a connection with the Veil database selected.
 	ClickHouse driver.Conn
 	Redis      rueidis.Client
@@ -106,6 +125,12 @@ func (c *Config) validate() error {
 	}
 	if c.DLQTopic == "" {
 		c.DLQTopic = broker.TopicUsageDLQ
+	}
+	if c.QuotaTopic == "" {
+		c.QuotaTopic = broker.TopicQuotaEvents
+	}
+	if c.QuotaSweepInterval <= 0 {
+		c.QuotaSweepInterval = DefaultQuotaSweepInterval
 	}
 	if c.BatchRecords <= 0 {
 		c.BatchRecords = DefaultBatchRecords
@@ -193,6 +218,14 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
+
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	var sweeping sync.WaitGroup
+	sweeping.Go(func() { p.sweepQuotaOutboxes(sweepCtx, cl) })
+	defer func() {
+		stopSweep()
+		sweeping.Wait()
+	}()
 
 	for ctx.Err() == nil {
 		pollStart := time.Now()
@@ -346,12 +379,27 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 		return p.retry(gctx, "clickhouse", func() error { return p.ch.insertRejects(gctx, b.rejectsForCH, now) })
 	})
 	g.Go(func() error { return p.retry(gctx, "dlq", func() error { return p.produceDLQ(gctx, cl, b.rejects) }) })
-	g.Go(func() error { return p.retry(gctx, "redis", func() error { return p.redis.apply(gctx, b.items) }) })
+	var outboxed []string
+	g.Go(func() error {
+		return p.retry(gctx, "redis", func() error {
+			subjects, err := p.redis.apply(gctx, b.items)
+			outboxed = append(outboxed, subjects...)
+			return err
+		})
+	})
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	if err := p.settleSinkFailed(ctx, cl, b, now); err != nil {
 		return err
+	}
+	// Announce the crossings this batch recorded. A failure leaves the lines
+	// in Redis for the sweep and must not hold up the batch: its counts are
+	// safe.
+	if len(outboxed) > 0 {
+		if _, err := p.drainQuotaOutboxes(ctx, cl, outboxed); err != nil && ctx.Err() == nil {
+			p.cfg.Logger.WarnContext(ctx, "drain quota outboxes", "subjects", len(outboxed), "err", err)
+		}
 	}
 
 	p.mu.Lock()

@@ -41,12 +41,22 @@ func setup(t *testing.T) *env {
 // start runs a processor until the returned stop is called.
 func (e *env) start(t *testing.T, group string) (stop func()) {
 	t.Helper()
-	p, err := processors.New(processors.Config{
+	return e.startWith(t, group, nil)
+}
+
+// startWith is start with the config adjusted by tune.
+func (e *env) startWith(t *testing.T, group string, tune func(*processors.Config)) (stop func()) {
+	t.Helper()
+	cfg := processors.Config{
 		Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Brokers: e.kafka.Brokers,
 		Group: group, Topic: e.raw, DLQTopic: e.dlq, ClickHouse: e.ch, Redis: e.redis,
 		BatchRecords: 2000, BatchWait: 100 * time.Millisecond,
 		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)},
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	p, err := processors.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,16 +9,19 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/veil-platform/veil/internal/gatewayrecord"
 )
 
 // Redis key layout. Every key of one subject carries the subject as its hash
 // tag, so one script touches one slot and the layout works on Redis Cluster.
 //
-//	veil:sub:{S}                     subscription record (control plane): period_start, period_end (Unix seconds)
+//	veil:sub:{S}                     subscription record (control plane): period_start, period_end (Unix seconds), quota_requests, quota_hard
 //	veil:wm:{S}                      field <partition> = last Kafka offset applied for S from that partition
-//	veil:usage:{S}:p:<period_start>  period counter: requests, units_micro, period_end, crossed_80|90|100
+//	veil:usage:{S}:p:<period_start>  period counter: requests, units_micro, period_end, crossed_80|90|100 (the quota crossed)
 //	veil:usage:{S}:k:<key>:<YYYYMMDD> per key per day counter: requests, units_micro
 //	veil:block:{S}                   quota block for the gateway: Unix seconds of the period's end, expiring then
+//	veil:quota:outbox:{S}            list of quota crossings waiting for veil.quota.events (internal/quotaevent)
 //
 // The counters hold admitted requests only: quotas are enforced from them,
 // and a request the gateway refused itself (data.refusal) is never billed.
@@ -48,43 +51,61 @@ func WatermarkKey(subject string) string { return fmt.Sprintf(keyWatermark, subj
 // increments were computed against (compare-and-set). It returns "ok", or
 // the current watermark when it moved, so the caller recomputes.
 //
-// In the same step it compares a period counter that carries a quota with
-// it: crossing 80, 90 and 100% is recorded once per period (a crossed_<pct>
-// field on the counter, set only if absent), and at 100% of a hard quota the
-// subscription's block is set to expire with the period, for the gateway to
-// read. The crossings are returned as "ok:80,90,…".
+// In the same step it holds the period counter against the subscription's
+// quota. The quota is read here, from the record, not passed in: the
+// processor's cached copy may predate a credit or a plan change. Only the
+// counter of the record's own period has a quota. Reaching 80, 90 and 100%
+// of it pushes a line onto the subject's quota outbox (the format of
+// quotaevent.OutboxEntry), once per threshold and quota: crossed_<pct> on
+// the counter remembers the quota it fired for, so a replay fires nothing
+// and a credit that raises the quota lets the new thresholds fire. Because
+// the outbox line is written by the same script as the count, a crash
+// before the line reaches Kafka loses nothing: the line waits in Redis until
+// a drain produces it. While a hard quota is used up the block is set to
+// expire with the period, NX so that a busy subscription does not rewrite it
+// (and invalidate the gateway's cached copy) on every batch, yet a block
+// that went missing is restored by the next request counted. It returns
+// "ok:<lines pushed>" when it pushed any.
 //
-// KEYS[1] watermark hash; KEYS[2] the subject's block; KEYS[3..] counter
-// hashes. ARGV[1] partition, ARGV[2] expected watermark ("-1" for none),
-// ARGV[3] new watermark, then per counter: requests, units_micro, ttl
-// seconds, period_end ("" for none), quota ("" for none), hard ("1" or "0").
+// KEYS[1] watermark hash; KEYS[2] the subject's block; KEYS[3] its
+// subscription record; KEYS[4] its quota outbox; KEYS[5..] counter hashes.
+// ARGV[1] partition, ARGV[2] expected watermark ("-1" for none), ARGV[3] new
+// watermark, then per counter: requests, units_micro, ttl seconds,
+// period_end and period_start ("" for a counter that is not a period's).
 var applyScript = rueidis.NewLuaScript(`
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return cur end
-local crossed = {}
-for i = 3, #KEYS do
-  local b = 4 + (i - 3) * 6
-  local n = redis.call('HINCRBY', KEYS[i], 'requests', ARGV[b])
+local rec = redis.call('HMGET', KEYS[3], 'period_start', 'quota_requests', 'quota_hard')
+local recStart, quota = tonumber(rec[1]), math.floor(tonumber(rec[2]) or 0)
+local hard = rec[3] == '1'
+local pushed = 0
+for i = 5, #KEYS do
+  local b = 4 + (i - 5) * 5
+  local inc = tonumber(ARGV[b])
+  local n = redis.call('HINCRBY', KEYS[i], 'requests', inc)
   redis.call('HINCRBY', KEYS[i], 'units_micro', ARGV[b + 1])
-  if ARGV[b + 3] ~= '' then redis.call('HSET', KEYS[i], 'period_end', ARGV[b + 3]) end
   redis.call('EXPIRE', KEYS[i], ARGV[b + 2])
-  local quota = tonumber(ARGV[b + 4])
-  if quota and quota > 0 then
-    local before = n - tonumber(ARGV[b])
+  local pend, pstart = ARGV[b + 3], ARGV[b + 4]
+  if pend ~= '' then redis.call('HSET', KEYS[i], 'period_end', pend) end
+  if pstart ~= '' and quota > 0 and recStart == tonumber(pstart) then
+    local q, before = string.format('%d', quota), n - inc
     for _, pct in ipairs({80, 90, 100}) do
       local at = math.ceil(quota * pct / 100)
-      if before < at and n >= at and redis.call('HSETNX', KEYS[i], 'crossed_' .. pct, '1') == 1 then
-        table.insert(crossed, pct)
-        if pct == 100 and ARGV[b + 5] == '1' then
-          redis.call('SET', KEYS[2], ARGV[b + 3], 'EXAT', ARGV[b + 3])
-        end
+      local field = 'crossed_' .. pct
+      if before < at and at <= n and redis.call('HGET', KEYS[i], field) ~= q then
+        redis.call('HSET', KEYS[i], field, q)
+        redis.call('RPUSH', KEYS[4], table.concat({'v1', pstart, pend, pct, q, string.format('%d', n), hard and '1' or '0'}, '|'))
+        pushed = pushed + 1
       end
+    end
+    if hard and n >= quota then
+      redis.call('SET', KEYS[2], pend, 'NX', 'EXAT', pend)
     end
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-if #crossed == 0 then return 'ok' end
-return 'ok:' .. table.concat(crossed, ',')
+if pushed == 0 then return 'ok' end
+return 'ok:' .. pushed
 `)
 
 // compensateScript takes one event back out of its counters, once: the
@@ -143,12 +164,9 @@ func periodFor(sub *period, t time.Time) period {
 	return calendarMonth(t)
 }
 
-// period is a billing period [start, end), with the subscription's
-// request quota when its record names one (quota 0: none or unlimited).
+// period is a billing period [start, end).
 type period struct {
 	start, end time.Time
-	quota      int64
-	hard       bool
 }
 
 func calendarMonth(t time.Time) period {
@@ -163,24 +181,6 @@ type redisSink struct {
 	// watermarks caches, per partition, the watermark of each subject seen;
 	// the script's compare-and-set makes a stale entry harmless.
 	watermarks map[int32]map[string]int64
-	// crossings are the quota thresholds the applied batches crossed, for
-	// the caller to announce (see takeCrossings).
-	crossings []Crossing
-}
-
-// Crossing is a subscription's period counter reaching a share of its
-// request quota for the first time in the period.
-type Crossing struct {
-	Subject string
-	// Percent is "80", "90" or "100".
-	Percent string
-}
-
-// takeCrossings returns and forgets the crossings recorded so far.
-func (s *redisSink) takeCrossings() []Crossing {
-	out := s.crossings
-	s.crossings = nil
-	return out
 }
 
 func newRedisSink(client rueidis.Client) *redisSink {
@@ -201,8 +201,10 @@ type subjectPartition struct {
 
 // apply adds the items to the counters. Items of one subject and partition
 // must be in offset order. It returns after every group is applied or on the
-// first error; calling it again with the same items is safe.
-func (s *redisSink) apply(ctx context.Context, items []item) error {
+// first error; calling it again with the same items is safe. outboxed names
+// the subjects whose quota outbox got lines, for the caller to drain (even
+// when err is not nil: the groups applied before the error count).
+func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string, err error) {
 	groups := map[subjectPartition][]item{}
 	var order []subjectPartition
 	for _, it := range items {
@@ -213,16 +215,16 @@ func (s *redisSink) apply(ctx context.Context, items []item) error {
 		groups[k] = append(groups[k], it)
 	}
 	if err := s.loadWatermarks(ctx, order); err != nil {
-		return err
+		return nil, err
 	}
 	periods, err := s.periods(ctx, order)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pending := order
 	for attempt := 0; len(pending) > 0; attempt++ {
 		if attempt == 5 {
-			return fmt.Errorf("redis counters: watermarks of %d subjects keep moving", len(pending))
+			return outboxed, fmt.Errorf("redis counters: watermarks of %d subjects keep moving", len(pending))
 		}
 		var (
 			execs []rueidis.LuaExec
@@ -239,7 +241,7 @@ func (s *redisSink) apply(ctx context.Context, items []item) error {
 			newWM = append(newWM, last)
 		}
 		if len(sent) == 0 {
-			return nil
+			return outboxed, nil
 		}
 		results := applyScript.ExecMulti(ctx, s.client, execs...)
 		pending = pending[:0]
@@ -247,26 +249,24 @@ func (s *redisSink) apply(ctx context.Context, items []item) error {
 			k := sent[i]
 			got, err := r.ToString()
 			if err != nil {
-				return fmt.Errorf("redis counters for %s: %w", k.subject, err)
+				return outboxed, fmt.Errorf("redis counters for %s: %w", k.subject, err)
 			}
 			if rest, ok := strings.CutPrefix(got, "ok"); ok {
 				s.setWatermark(k, newWM[i])
-				if crossed, ok := strings.CutPrefix(rest, ":"); ok {
-					for _, pct := range strings.Split(crossed, ",") {
-						s.crossings = append(s.crossings, Crossing{Subject: k.subject, Percent: pct})
-					}
+				if rest != "" && !slices.Contains(outboxed, k.subject) {
+					outboxed = append(outboxed, k.subject)
 				}
 				continue
 			}
 			cur, perr := strconv.ParseInt(got, 10, 64)
 			if perr != nil {
-				return fmt.Errorf("redis counters for %s: unexpected reply %q", k.subject, got)
+				return outboxed, fmt.Errorf("redis counters for %s: unexpected reply %q", k.subject, got)
 			}
 			s.setWatermark(k, cur)
 			pending = append(pending, k)
 		}
 	}
-	return nil
+	return outboxed, nil
 }
 
 func (s *redisSink) setWatermark(k subjectPartition, wm int64) {
@@ -283,23 +283,16 @@ func (s *redisSink) setWatermark(k subjectPartition, wm int64) {
 // watermark: a call may carry no counter at all.
 func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys, args []string, last int64) {
 	type sums struct {
-		requests, units int64
-		periodEnd       string
-		ttl             time.Duration
-		quota, hard     string
+		requests, units        int64
+		periodStart, periodEnd string
+		ttl                    time.Duration
 	}
 	byKey := map[string]*sums{}
 	var keyOrder []string
-	add := func(key string, it item, ttl time.Duration, periodEnd string, p period) {
+	add := func(key string, it item, ttl time.Duration, periodStart, periodEnd string) {
 		c, ok := byKey[key]
 		if !ok {
-			c = &sums{ttl: ttl, periodEnd: periodEnd, hard: "0"}
-			if p.quota > 0 {
-				c.quota = strconv.FormatInt(p.quota, 10)
-				if p.hard {
-					c.hard = "1"
-				}
-			}
+			c = &sums{ttl: ttl, periodStart: periodStart, periodEnd: periodEnd}
 			byKey[key] = c
 			keyOrder = append(keyOrder, key)
 		}
@@ -316,22 +309,24 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 			continue
 		}
 		p := periodFor(sub, it.time)
-		add(fmt.Sprintf(keyPeriod, k.subject, p.start.Unix()), it, periodTTL, strconv.FormatInt(p.end.Unix(), 10), p)
+		start := strconv.FormatInt(p.start.Unix(), 10)
+		add(fmt.Sprintf(keyPeriod, k.subject, p.start.Unix()), it, periodTTL, start, strconv.FormatInt(p.end.Unix(), 10))
 		if it.keyID != "" {
-			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "", period{})
+			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "", "")
 		}
 	}
 	if last == wm {
 		return nil, nil, wm
 	}
-	keys = append(make([]string, 0, 2+len(keyOrder)), fmt.Sprintf(keyWatermark, k.subject), fmt.Sprintf(keyBlock, k.subject))
-	args = append(make([]string, 0, 3+6*len(keyOrder)),
+	keys = append(make([]string, 0, 4+len(keyOrder)), fmt.Sprintf(keyWatermark, k.subject), fmt.Sprintf(keyBlock, k.subject),
+		fmt.Sprintf(keySubscription, k.subject), gatewayrecord.QuotaOutboxName(k.subject))
+	args = append(make([]string, 0, 3+5*len(keyOrder)),
 		strconv.Itoa(int(k.partition)), strconv.FormatInt(wm, 10), strconv.FormatInt(last, 10))
 	for _, key := range keyOrder {
 		c := byKey[key]
 		keys = append(keys, key)
 		args = append(args, strconv.FormatInt(c.requests, 10), strconv.FormatInt(c.units, 10),
-			strconv.Itoa(int(c.ttl/time.Second)), c.periodEnd, c.quota, c.hard)
+			strconv.Itoa(int(c.ttl/time.Second)), c.periodEnd, c.periodStart)
 	}
 	return keys, args, last
 }
@@ -401,9 +396,10 @@ func (s *redisSink) loadWatermarks(ctx context.Context, order []subjectPartition
 	return nil
 }
 
-// periods reads the subscription records of the subjects through the
+// periods reads the subscription records' period bounds through the
 // client-side cache: no round trip while a record is unchanged, and Redis
-// invalidates the cache when the control plane rewrites it.
+// invalidates the cache when the control plane rewrites it. (The quota is
+// read by applyScript itself, never from this cache.)
 func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[string]*period, error) {
 	out := map[string]*period{}
 	var (
@@ -417,7 +413,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		out[k.subject] = nil
 		subjects = append(subjects, k.subject)
 		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(fmt.Sprintf(keySubscription, k.subject)).
-			Field("period_start", "period_end", "quota_requests", "quota_hard").Cache(), time.Minute))
+			Field("period_start", "period_end").Cache(), time.Minute))
 	}
 	if len(cmds) == 0 {
 		return out, nil
@@ -427,7 +423,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		if err != nil {
 			return nil, fmt.Errorf("read subscription %s: %w", subjects[i], err)
 		}
-		if len(vals) != 4 {
+		if len(vals) != 2 {
 			continue
 		}
 		start, err1 := vals[0].AsInt64()
@@ -435,13 +431,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		if err1 != nil || err2 != nil || end <= start {
 			continue // no record, or an unusable one: the calendar month applies
 		}
-		p := &period{start: time.Unix(start, 0).UTC(), end: time.Unix(end, 0).UTC()}
-		if q, err := vals[2].AsInt64(); err == nil && q > 0 {
-			p.quota = q
-			hard, _ := vals[3].ToString()
-			p.hard = hard == "1"
-		}
-		out[subjects[i]] = p
+		out[subjects[i]] = &period{start: time.Unix(start, 0).UTC(), end: time.Unix(end, 0).UTC()}
 	}
 	return out, nil
 }

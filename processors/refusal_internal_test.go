@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/veil-platform/veil/internal/gatewayrecord"
 )
 
 func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
@@ -12,7 +14,7 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 	k := subjectPartition{subject: "sub", partition: 3}
 	period := fmt.Sprintf(keyPeriod, "sub", calendarMonth(at).start.Unix())
 	keyDay := fmt.Sprintf(keyKeyDay, "sub", "key_1", "20261126")
-	block := fmt.Sprintf(keyBlock, "sub")
+	fixed := []string{WatermarkKey("sub"), fmt.Sprintf(keyBlock, "sub"), SubscriptionKey("sub"), gatewayrecord.QuotaOutboxName("sub")}
 	admitted := func(offset int64) item {
 		return item{subject: "sub", keyID: "key_1", partition: 3, offset: offset, time: at, unitsMicro: 1_500_000}
 	}
@@ -29,9 +31,9 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 		requests []string // per counter key, in order
 		last     int64
 	}{
-		{"admitted only", []item{admitted(5), admitted(6)}, 4, []string{WatermarkKey("sub"), block, period, keyDay}, []string{"2", "2"}, 6},
-		{"mixed counts only the admitted", []item{refused(5), admitted(6), refused(7)}, 4, []string{WatermarkKey("sub"), block, period, keyDay}, []string{"1", "1"}, 7},
-		{"refused only moves the watermark", []item{refused(5), refused(6)}, 4, []string{WatermarkKey("sub"), block}, nil, 6},
+		{"admitted only", []item{admitted(5), admitted(6)}, 4, append(slices.Clone(fixed), period, keyDay), []string{"2", "2"}, 6},
+		{"mixed counts only the admitted", []item{refused(5), admitted(6), refused(7)}, 4, append(slices.Clone(fixed), period, keyDay), []string{"1", "1"}, 7},
+		{"refused only moves the watermark", []item{refused(5), refused(6)}, 4, fixed, nil, 6},
 		{"refused at or below the watermark", []item{refused(3), refused(4)}, 4, nil, nil, 4},
 		{"nothing new", []item{admitted(2)}, 4, nil, nil, 4},
 	}
@@ -48,7 +50,7 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 				t.Fatalf("counterArgs watermark args = %q; want %q", args[:3], want)
 			}
 			var requests []string
-			for i := 3; i < len(args); i += 6 {
+			for i := 3; i < len(args); i += 5 {
 				requests = append(requests, args[i])
 			}
 			if !slices.Equal(requests, tc.requests) {

@@ -34,18 +34,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return benchPipeline(ctx, args[1:], stdout, stderr)
 		case "gateway":
 			return benchGateway(ctx, args[1:], stdout, stderr)
+		case "enforcement":
+			return benchEnforcement(ctx, args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintln(stdout, `Usage: veil bench ingest|pipeline|gateway [flags]
+	fmt.Fprintln(stdout, `Usage: veil bench ingest|pipeline|gateway|enforcement [flags]
 
 Benchmarks:
-  ingest    POST /v1/events throughput and latency against franz-go's raw produce rate
-  pipeline  events/s through a processor into ClickHouse and Redis, against raw produce and raw insert rates
-  gateway   requests/s and latency through the veil Caddy handler against plain Caddy reverse_proxy`)
+  ingest       POST /v1/events throughput and latency against franz-go's raw produce rate
+  pipeline     events/s through a processor into ClickHouse and Redis, against raw produce and raw insert rates
+  gateway      requests/s and latency through the veil Caddy handler against plain Caddy reverse_proxy
+  enforcement  time from the event that uses a hard quota up to the gateway's first 429, and the overshoot`)
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 		return nil
 	}
-	return errors.New("bench: name a benchmark: ingest, pipeline or gateway")
+	return errors.New("bench: name a benchmark: ingest, pipeline, gateway or enforcement")
 }
 
 // benchBroker returns the named brokers, or starts an in-process kfake

@@ -310,6 +310,8 @@ type benchGatewayConfig struct {
 	redisDB   int
 	brokers   []string
 	source    string
+	// topic receives the events; default benchGatewayTopic.
+	topic string
 }
 
 // benchGatewayProcess is the `veil gateway run` child of the bench.
@@ -354,11 +356,14 @@ func startBenchGateway(ctx context.Context, c benchGatewayConfig) (*benchGateway
 			},
 		}
 	}
+	if c.topic == "" {
+		c.topic = benchGatewayTopic
+	}
 	cfg := map[string]any{
 		"admin": map[string]any{"listen": adminAddr, "config": map[string]any{"persist": false}},
 		"apps": map[string]any{
 			"veil": map[string]any{
-				"redis_address": c.redisAddr, "redis_db": c.redisDB, "brokers": c.brokers, "topic": benchGatewayTopic,
+				"redis_address": c.redisAddr, "redis_db": c.redisDB, "brokers": c.brokers, "topic": c.topic,
 				"spool_dir": filepath.Join(c.dir, "spool"), "source": c.source,
 			},
 			"http": map[string]any{"servers": map[string]any{

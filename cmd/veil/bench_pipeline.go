@@ -104,7 +104,7 @@ prints the ratios and a final JSON line. Uses a scratch ClickHouse database and 
 	if _, err := migrate.ClickHouse(ctx, migrate.ClickHouseConfig{Addr: mig.clickhouseAddr, Database: db}, logger); err != nil {
 		return err
 	}
-	st, err := openStores(ctx, mig, redisAddr)
+	st, err := openStores(ctx, mig, redisAddr, 0)
 	if err != nil {
 		return err
 	}

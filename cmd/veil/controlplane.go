@@ -29,9 +29,11 @@ import (
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/usage"
 	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/gatewayrecord"
 	"github.com/veil-platform/veil/internal/service"
 	"github.com/veil-platform/veil/schemas"
@@ -80,17 +82,27 @@ type controlPlaneFlags struct {
 	maintenanceEvery  time.Duration
 	smtp              notify.SMTPConfig
 
+	usageReconcileEvery time.Duration
+	// kafkaBrokers is where quota crossings are consumed from (veil dev
+	// sets it from its own flag).
+	kafkaBrokers string
+	quotaTopic   string
+
 	// Set by the command from its ClickHouse flags: where usage is read.
 	clickhouseAddr, clickhouseDB string
 }
 
 // register adds the control plane's flags; withRedis false leaves out
-// --redis-addr for commands that already define it (veil dev).
+// --redis-addr, --kafka-brokers and --quota-topic for commands that
+// already define them (veil dev).
 func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.String(&c.addr, "control-plane-addr", "VEIL_CONTROL_PLANE_ADDR", defaultControlPlaneAddr, "listen address of the control plane's REST API")
 	if withRedis {
 		f.String(&c.redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address (rate limits, idempotency keys)")
+		f.String(&c.quotaTopic, "quota-topic", "VEIL_QUOTA_TOPIC", broker.TopicQuotaEvents, "topic of the processors' quota threshold crossings")
+		f.String(&c.kafkaBrokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers, where quota threshold crossings are consumed from (empty: no quota notices)")
 	}
+	f.Duration(&c.usageReconcileEvery, "usage-reconcile-interval", "VEIL_USAGE_RECONCILE_INTERVAL", 5*time.Minute, "how often the Redis usage counters are checked against ClickHouse and healed")
 	f.Int(&c.redisDB, "redis-db", "VEIL_REDIS_DB", 0, "Redis logical database of the control plane's records (the gateway and processors must read the same one)")
 	f.String(&c.jwtSecret, "jwt-secret", "VEIL_JWT_SECRET", "", "HS256 secret that signs bearer tokens")
 	f.String(&c.jwksURL, "jwt-jwks-url", "VEIL_JWT_JWKS_URL", "", "JWKS URL of an identity provider signing RS256/ES256 tokens")
@@ -192,12 +204,17 @@ type controlPlane struct {
 	redis  rueidis.Client
 	// clickhouse serves usage reads; nil when none is configured.
 	clickhouse driver.Conn
-	log        *slog.Logger
+	quota      *quota.Service
+	subs       *subscriptions.Service
+	// consumeQuota reports whether quota crossings are consumed (Kafka
+	// brokers are configured).
+	consumeQuota bool
+	log          *slog.Logger
 }
 
 func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL string, logger *slog.Logger, set *metrics.Set) (_ *controlPlane, err error) {
-	if cp.keyReconcileEvery <= 0 || cp.maintenanceEvery <= 0 {
-		return nil, errors.New("--key-reconcile-interval and --key-maintenance-interval must be positive")
+	if cp.keyReconcileEvery <= 0 || cp.maintenanceEvery <= 0 || cp.usageReconcileEvery <= 0 {
+		return nil, errors.New("--key-reconcile-interval, --key-maintenance-interval and --usage-reconcile-interval must be positive")
 	}
 	if cp.rescueAfter <= 30*time.Second {
 		return nil, errors.New("--job-rescue-after must exceed the 30s job timeout")
@@ -255,13 +272,19 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	}
 
 	workers := river.NewWorkers()
+	var usageChecks []*river.PeriodicJob
+	if cp.clickhouseAddr != "" {
+		usageChecks = append(usageChecks, river.NewPeriodicJob(river.PeriodicInterval(cp.usageReconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
+			return quota.ReconcileUsageArgs{}, nil
+		}, &river.PeriodicJobOpts{RunOnStart: true}))
+	}
 	riverClient, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cp.workers}},
 		Workers:              workers,
 		JobTimeout:           30 * time.Second,
 		RescueStuckJobsAfter: cp.rescueAfter,
 		Logger:               logger.With("component", "jobs"),
-		PeriodicJobs: []*river.PeriodicJob{
+		PeriodicJobs: append([]*river.PeriodicJob{
 			river.NewPeriodicJob(river.PeriodicInterval(cp.reconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
 				return catalog.ReconcileArgs{}, nil
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
@@ -274,7 +297,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 			river.NewPeriodicJob(river.PeriodicInterval(cp.maintenanceEvery), func() (river.JobArgs, *river.InsertOpts) {
 				return subscriptions.MaintenanceArgs{}, nil
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
-		},
+		}, usageChecks...),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new job client: %w", err)
@@ -316,6 +339,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err != nil {
 		return nil, err
 	}
+	plane.subs = subs
 	if cp.keySealSecret == "" {
 		logger.Warn("no key-seal secret (VEIL_KEY_SEAL_SECRET): keys with automatic rotation get notices but are not rotated")
 	}
@@ -333,6 +357,15 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		plane.clickhouse = ch
 		usageReader = usage.NewReader(ch)
 	}
+	plane.quota, err = quota.New(quota.Config{
+		Pool: pool, Redis: plane.redis, ClickHouse: plane.clickhouse, Publisher: hooks, Mailer: mailer,
+		Brokers: broker.ParseBrokers(cp.kafkaBrokers), Topic: cp.quotaTopic, Logger: logger, Metrics: set,
+	})
+	if err != nil {
+		return nil, err
+	}
+	river.AddWorker(workers, plane.quota.ReconcileUsageWorker())
+	plane.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
 
 	limiter, err := middleware.NewRateLimiter(middleware.RateLimitConfig{Client: plane.redis, Logger: logger, Metrics: set, FailOpen: true})
 	if err != nil {
@@ -352,7 +385,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		return nil, err
 	}
 	handler := httpapi.New(httpapi.Config{
-		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usageReader, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usageReader, Quota: plane.quota, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		RateLimiter: limiter, IPRate: ipRate, TokenRate: tokenRate, Idempotency: idem,
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: proxies,
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set,
@@ -394,6 +427,11 @@ func (p *controlPlane) run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return p.server.Serve(ctx) })
+	if p.consumeQuota {
+		g.Go(func() error { return p.quota.RunConsumer(ctx) })
+	} else {
+		p.log.WarnContext(ctx, "no Kafka brokers configured: quota threshold notices are not sent")
+	}
 	p.log.InfoContext(ctx, "control plane listening", "addr", p.addr().String())
 	return g.Wait()
 }

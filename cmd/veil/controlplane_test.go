@@ -40,7 +40,7 @@ type gatewayProc struct {
 	AdminURL string
 }
 
-func startGateway(t *testing.T) *gatewayProc {
+func startGateway(t *testing.T, env ...string) *gatewayProc {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -48,7 +48,7 @@ func startGateway(t *testing.T) *gatewayProc {
 	}
 	addr, admin := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(self, "gateway")
-	cmd.Env = append(os.Environ(), "VEIL_TEST_EXEC=1", "VEIL_GATEWAY_ADDR="+addr, "VEIL_GATEWAY_ADMIN_ADDR="+admin)
+	cmd.Env = append(append(os.Environ(), "VEIL_TEST_EXEC=1", "VEIL_GATEWAY_ADDR="+addr, "VEIL_GATEWAY_ADMIN_ADDR="+admin), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -358,6 +358,7 @@ func (e *cpEnv) flags(t *testing.T, attempts int) controlPlaneFlags {
 		ipRate: "100000/1m", tokenRate: "100000/1m", webhookPrivate: true, webhookAttempts: 5,
 		webhookRetryBase: 20 * time.Millisecond, workers: 4,
 		keyReconcileEvery: time.Hour, maintenanceEvery: time.Hour, keyEnv: "test", keySealSecret: "control-plane-test-seal",
+		usageReconcileEvery: time.Hour,
 	}
 }
 

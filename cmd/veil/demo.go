@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -138,7 +139,7 @@ every accepted event is in Kafka.`, stdout)
 		return fmt.Errorf("the topic holds %d of this run's events; want %d", found, accepted)
 	}
 
-	if err := demoProcessed(ctx, stdout, step, mig, redisAddr, source, found); err != nil {
+	if err := demoProcessed(ctx, stdout, step, mig, redisAddr, redisDB, source, found); err != nil {
 		return err
 	}
 
@@ -168,8 +169,8 @@ Try: bin/veil usage --subscription sub_demo_0
 
 // demoProcessed waits until the processor has written this run's events to
 // ClickHouse, then shows a roll-up query and one subscription's counters.
-func demoProcessed(ctx context.Context, stdout io.Writer, step func(string, ...any), mig migrateFlags, redisAddr, source string, want int) error {
-	st, err := openStores(ctx, mig, redisAddr)
+func demoProcessed(ctx context.Context, stdout io.Writer, step func(string, ...any), mig migrateFlags, redisAddr string, redisDB int, source string, want int) error {
+	st, err := openStores(ctx, mig, redisAddr, redisDB)
 	if err != nil {
 		return err
 	}
@@ -227,7 +228,7 @@ GROUP BY subject ORDER BY subject`
 	step("the same usage in Redis, where the gateway will read it: veil usage --subscription sub_demo_0")
 	var out bytes.Buffer
 	if err := runUsage(ctx, []string{"--subscription", "sub_demo_0", "--clickhouse-addr", mig.clickhouseAddr,
-		"--clickhouse-database", mig.clickhouseDB, "--redis-addr", redisAddr}, &out, io.Discard); err != nil {
+		"--clickhouse-database", mig.clickhouseDB, "--redis-addr", redisAddr, "--redis-db", strconv.Itoa(redisDB)}, &out, io.Discard); err != nil {
 		return err
 	}
 	fmt.Fprint(stdout, out.String())

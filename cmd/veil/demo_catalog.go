@@ -386,7 +386,122 @@ func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), 
 	if counts[http.StatusTooManyRequests] == 0 {
 		return fmt.Errorf("a burst of 30 calls at 10 per second was never limited: %v", counts)
 	}
-	return nil
+	return demoQuota(ctx, stdout, step, call, client, url, key.Key, apiID, sub.ID, provider, consumer)
+}
+
+// demoQuota moves the demo's subscription to a small hard quota, runs it
+// into the quota until the gateway refuses, shows the quota as the control
+// plane reports it, and lifts the block with the provider's credit.
+func demoQuota(ctx context.Context, stdout io.Writer, step func(string, ...any),
+	call func(method, path, tok string, body, out any) (int, error), client *http.Client, url, key, apiID, subID, provider, consumer string) error {
+	const sandboxQuota = 50
+	step("the provider adds a Sandbox plan (%d requests a month, hard quota) and the consumer moves to it: POST /v1/subscriptions/%s/plan", sandboxQuota, subID)
+	var plan struct {
+		ID string `json:"id"`
+	}
+	if _, err := call("POST", "/v1/apis/"+apiID+"/plans", provider, map[string]any{
+		"name": "Sandbox", "slug": "sandbox", "status": "active", "description": "50 requests a month, to try the API",
+		"terms": map[string]any{"currency": "USD", "base_fee": "0", "quota_requests": sandboxQuota, "quota_hard": true, "rate_per_second": 100},
+	}, &plan); err != nil {
+		return err
+	}
+	if _, err := call("POST", "/v1/subscriptions/"+subID+"/plan", consumer, map[string]any{"plan_id": plan.ID}, nil); err != nil {
+		return err
+	}
+	type quotaView struct {
+		Used              int64      `json:"used"`
+		Limit             *int64     `json:"limit"`
+		Remaining         *int64     `json:"remaining"`
+		ThresholdsCrossed []int      `json:"thresholds_crossed"`
+		Blocked           bool       `json:"blocked"`
+		BlockedUntil      *time.Time `json:"blocked_until"`
+		ResetsAt          time.Time  `json:"resets_at"`
+	}
+	// The plan change reaches the gateway through the outbox job.
+	var q quotaView
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := call("GET", "/v1/subscriptions/"+subID+"/quota", consumer, nil, &q); err != nil {
+			return err
+		}
+		if q.Limit != nil && *q.Limit == sandboxQuota {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the quota did not become %d after the plan change: %+v", sandboxQuota, q)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintf(stdout, "  quota: used %d of %d so far this period (the earlier calls the gateway admitted; refusals never count)\n", q.Used, *q.Limit)
+
+	step("the consumer keeps calling, one call every 20 ms, until the gateway refuses")
+	var (
+		admitted    int
+		usedUpAt    time.Time
+		refusal     string
+		tick        = time.NewTicker(20 * time.Millisecond)
+		giveUpAfter = time.Now().Add(time.Minute)
+	)
+	defer tick.Stop()
+	for refusal == "" {
+		<-tick.C
+		if time.Now().After(giveUpAfter) {
+			return fmt.Errorf("the gateway still admits calls after %d more: the quota is not enforced", admitted)
+		}
+		status, body, err := gatewayCall(ctx, client, url, key)
+		if err != nil {
+			return err
+		}
+		switch status {
+		case http.StatusOK:
+			admitted++
+			if usedUpAt.IsZero() && q.Used+int64(admitted) >= sandboxQuota {
+				usedUpAt = time.Now()
+			}
+		case http.StatusTooManyRequests:
+			if strings.Contains(body, "quota-exhausted") {
+				refusal = body
+			}
+		default:
+			return fmt.Errorf("call through the gateway: %d %s", status, body)
+		}
+	}
+	fmt.Fprintf(stdout, "  %d more calls admitted, then: 429 %s", admitted, refusal)
+	if !usedUpAt.IsZero() {
+		fmt.Fprintf(stdout, "  the block reached the gateway %s after the call that used the quota up\n", time.Since(usedUpAt).Round(time.Millisecond))
+	}
+
+	step("the quota as the control plane reports it: GET /v1/subscriptions/%s/quota", subID)
+	if _, err := call("GET", "/v1/subscriptions/"+subID+"/quota", consumer, nil, &q); err != nil {
+		return err
+	}
+	until := "-"
+	if q.BlockedUntil != nil {
+		until = q.BlockedUntil.Format(time.RFC3339)
+	}
+	fmt.Fprintf(stdout, "  used %d of %d, remaining %d, thresholds crossed %v, blocked %t until %s (the period's end, when it resets)\n",
+		q.Used, *q.Limit, *q.Remaining, q.ThresholdsCrossed, q.Blocked, until)
+	fmt.Fprintln(stdout, "  the consumer's webhooks and email got one notice each at 80%, 90% and 100%")
+
+	step("the provider credits 25 requests: POST /v1/subscriptions/%s/quota/credits; the block lifts at once", subID)
+	if _, err := call("POST", "/v1/subscriptions/"+subID+"/quota/credits", provider, map[string]any{"requests": 25, "reason": "demo goodwill"}, nil); err != nil {
+		return err
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		status, body, err := gatewayCall(ctx, client, url, key)
+		if err != nil {
+			return err
+		}
+		if status == http.StatusOK {
+			fmt.Fprintf(stdout, "  %d %s", status, body)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the gateway still refuses after the credit: %d %s", status, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func orUnlimited[T int | int64](v *T) string {

@@ -94,7 +94,7 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 	defer closeProducer(ctx, cl, logger)
 
 	proc.lateWindow = ing.lateWindow
-	st, err := openStores(ctx, mig, proc.redisAddr)
+	st, err := openStores(ctx, mig, proc.redisAddr, cp.redisDB)
 	if err != nil {
 		return err
 	}
@@ -107,6 +107,7 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 	defer closeAdmin()
 
 	cp.clickhouseAddr, cp.clickhouseDB = mig.clickhouseAddr, mig.clickhouseDB
+	cp.kafkaBrokers, cp.quotaTopic = strings.Join(seeds, ","), proc.quotaTopic
 	plane, err := newControlPlane(ctx, cp, mig.postgresURL, logger, metrics.NewSet())
 	if err != nil {
 		return err

@@ -25,11 +25,15 @@ const (
 )
 
 type processorFlags struct {
-	addr         string
-	redisAddr    string
+	addr      string
+	redisAddr string
+	// redisDB is registered by the command, not register: veil dev shares
+	// the control plane's.
+	redisDB      int
 	group        string
 	topic        string
 	dlqTopic     string
+	quotaTopic   string
 	batchRecords int
 	batchWait    time.Duration
 	instanceID   string
@@ -43,6 +47,7 @@ func (c *processorFlags) register(f *flags) {
 	f.String(&c.group, "processor-group", "VEIL_PROCESSOR_GROUP", processors.DefaultGroup, "Kafka consumer group the processors share")
 	f.String(&c.topic, "processor-topic", "VEIL_PROCESSOR_TOPIC", broker.TopicUsageRaw, "topic of raw usage events")
 	f.String(&c.dlqTopic, "processor-dlq-topic", "VEIL_PROCESSOR_DLQ_TOPIC", broker.TopicUsageDLQ, "dead-letter topic")
+	f.String(&c.quotaTopic, "processor-quota-topic", "VEIL_PROCESSOR_QUOTA_TOPIC", broker.TopicQuotaEvents, "topic of quota threshold crossings, read by the control plane")
 	f.String(&c.instanceID, "processor-instance-id", "VEIL_PROCESSOR_INSTANCE_ID", "", "static group membership id (e.g. the pod name): a restarted processor with the same id takes its partitions back at once instead of after the session timeout; empty means dynamic membership")
 	f.Duration(&c.session, "processor-session-timeout", "VEIL_PROCESSOR_SESSION_TIMEOUT", 10*time.Second, "how long the group waits for a silent processor before moving its partitions")
 	f.Int(&c.batchRecords, "processor-batch-records", "VEIL_PROCESSOR_BATCH_RECORDS", processors.DefaultBatchRecords, "most records in one batch")
@@ -64,7 +69,7 @@ func (s stores) close() {
 	}
 }
 
-func openStores(ctx context.Context, mig migrateFlags, redisAddr string) (stores, error) {
+func openStores(ctx context.Context, mig migrateFlags, redisAddr string, redisDB int) (stores, error) {
 	var s stores
 	ch, err := migrate.OpenClickHouse(migrate.ClickHouseConfig{Addr: mig.clickhouseAddr, Database: mig.clickhouseDB}, mig.clickhouseDB)
 	if err != nil {
@@ -77,7 +82,7 @@ func openStores(ctx context.Context, mig migrateFlags, redisAddr string) (stores
 		s.close()
 		return s, fmt.Errorf("ping ClickHouse at %s (make services starts it): %w", mig.clickhouseAddr, err)
 	}
-	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}})
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, SelectDB: redisDB})
 	if err != nil {
 		s.close()
 		return s, fmt.Errorf("connect to Redis at %s (make services starts it): %w", redisAddr, err)
@@ -101,6 +106,7 @@ veil.usage.dlq and usage_rejects. Run several to share the partitions.`, stdout)
 	log.register(f)
 	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "comma-separated Kafka seed brokers")
 	f.Duration(&cfg.lateWindow, "late-window", "VEIL_LATE_WINDOW", usage.DefaultLateWindow, "oldest event time accepted")
+	f.Int(&cfg.redisDB, "redis-db", "VEIL_REDIS_DB", 0, "Redis logical database of the records, counters and blocks (the control plane's and the gateway's)")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -108,7 +114,7 @@ veil.usage.dlq and usage_rejects. Run several to share the partitions.`, stdout)
 	if err != nil {
 		return err
 	}
-	st, err := openStores(ctx, mig, cfg.redisAddr)
+	st, err := openStores(ctx, mig, cfg.redisAddr, cfg.redisDB)
 	if err != nil {
 		return err
 	}
@@ -129,7 +135,7 @@ veil.usage.dlq and usage_rejects. Run several to share the partitions.`, stdout)
 // function releases the client behind /readyz.
 func newProcessorService(cfg processorFlags, brokers []string, st stores, logger *slog.Logger, set *metrics.Set) (*service.Server, *processors.Processor, func(), error) {
 	p, err := processors.New(processors.Config{
-		Logger: logger, Metrics: set, Brokers: brokers, Group: cfg.group, Topic: cfg.topic, DLQTopic: cfg.dlqTopic,
+		Logger: logger, Metrics: set, Brokers: brokers, Group: cfg.group, Topic: cfg.topic, DLQTopic: cfg.dlqTopic, QuotaTopic: cfg.quotaTopic,
 		ClickHouse: st.ch, Redis: st.redis,
 		BatchRecords: cfg.batchRecords, BatchWait: cfg.batchWait, LateWindow: cfg.lateWindow,
 		KafkaOpts: groupOpts(cfg),

@@ -38,6 +38,7 @@ func runUsage(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	var (
 		mig        migrateFlags
 		redisAddr  string
+		redisDB    int
 		sub        string
 		fromS, toS string
 	)
@@ -45,6 +46,7 @@ func runUsage(ctx context.Context, args []string, stdout, _ io.Writer) error {
 billing period by default) and its Redis counter for the current period, so the two can be compared.`, stdout)
 	mig.register(f)
 	f.String(&redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address")
+	f.Int(&redisDB, "redis-db", "VEIL_REDIS_DB", 0, "Redis logical database of the counters")
 	f.String(&sub, "subscription", "", "", "subscription id (the events' subject); required")
 	f.String(&fromS, "from", "", "", "start of the range, RFC 3339 (default: start of the current period)")
 	f.String(&toS, "to", "", "", "end of the range, exclusive, RFC 3339 (default: end of the current period)")
@@ -54,7 +56,7 @@ billing period by default) and its Redis counter for the current period, so the 
 	if sub == "" {
 		return errors.New("--subscription is required")
 	}
-	st, err := openStores(ctx, mig, redisAddr)
+	st, err := openStores(ctx, mig, redisAddr, redisDB)
 	if err != nil {
 		return err
 	}
