@@ -34,6 +34,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cpURL     string
 		gwURL     string
 		jwtSecret string
+		mailpit   string
 	)
 	f := newFlags("demo", `Walks the demo scenario against a running veil dev: waits until ingest is ready, posts events in
 batches with a progress bar, shows how a bad event is refused, then reads the topic back and checks that
@@ -47,6 +48,7 @@ every accepted event is in Kafka.`, stdout)
 	f.String(&cpURL, "control-plane-url", "VEIL_DEMO_CONTROL_PLANE_URL", "http://127.0.0.1:8080", "base URL of the control plane")
 	f.String(&gwURL, "gateway-url", "VEIL_GATEWAY_URL", defaultGatewayURL, "base URL of the gateway")
 	f.String(&jwtSecret, "jwt-secret", "VEIL_JWT_SECRET", identity.DevJWTSecret, "HS256 secret veil dev verifies tokens with")
+	f.String(&mailpit, "mailpit-url", "VEIL_DEMO_MAILPIT_URL", "", "mailpit's HTTP API, to show the emails veil dev sent (empty: show none)")
 	f.Int(&events, "events", "", 5000, "events to send")
 	f.Int(&batch, "batch", "", 100, "events per request")
 	if err := f.Parse(args); err != nil {
@@ -147,14 +149,14 @@ every accepted event is in Kafka.`, stdout)
 	if err != nil {
 		return err
 	}
-	if err := demoKeys(ctx, stdout, step, cpURL, gwURL, slug, jwtSecret, apiID, redisAddr, redisDB); err != nil {
+	if err := demoKeys(ctx, stdout, step, cpURL, gwURL, slug, jwtSecret, apiID, redisAddr, redisDB, mailpit); err != nil {
 		return err
 	}
 
 	step("what runs where")
 	fmt.Fprintf(stdout, `  ingest       %s   POST /v1/events, /metrics, /healthz, /readyz
   processor    http://127.0.0.1:8082   /metrics (veil_processor_*)
-  kafka        %s   topics %s (events), %s (dead letters)
+  kafka        %s   topics %s (events), %s (dead letters), %s (quota crossings)
   clickhouse   %s   database %s (usage_events, usage_rejects, usage_rollup_minute|hour|day)
   redis        %s   usage counters veil:usage:{subscription}:…
   postgres     127.0.0.1:5432   database veil
@@ -162,8 +164,8 @@ every accepted event is in Kafka.`, stdout)
   gateway      %s   Caddy; admin API on 127.0.0.1:2019
 Try: bin/veil usage --subscription sub_demo_0
      clickhouse-client --database %s --query 'SELECT subject, count() FROM usage_events GROUP BY subject'
-`, ingestURL, brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, mig.clickhouseAddr, mig.clickhouseDB, redisAddr, cpURL, gwURL, mig.clickhouseDB)
-	fmt.Fprintln(stdout, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway")
+`, ingestURL, brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, broker.TopicQuotaEvents, mig.clickhouseAddr, mig.clickhouseDB, redisAddr, cpURL, gwURL, mig.clickhouseDB)
+	fmt.Fprintln(stdout, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway, which enforced the consumer's rate limit and quota")
 	return nil
 }
 

@@ -8,14 +8,19 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	neturl "net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/gatewayrecord"
 )
 
@@ -204,7 +209,7 @@ func (c demoCaller) call(ctx context.Context, method, path, tok string, body, ou
 // plan, a consumer organization subscribes and issues an API key, the sync
 // job writes the key's record to Redis, which makes it active, and the
 // records are read back the way the gateway will read them.
-func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), cpURL, gatewayURL, slug, jwtSecret, apiID, redisAddr string, redisDB int) error {
+func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), cpURL, gatewayURL, slug, jwtSecret, apiID, redisAddr string, redisDB int, mailpitURL string) error {
 	cp := demoCaller{client: &http.Client{Timeout: 30 * time.Second}, base: cpURL}
 	call := func(method, path, tok string, body, out any) (int, error) {
 		return cp.call(ctx, method, path, tok, body, out)
@@ -215,8 +220,12 @@ func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), 
 	if err != nil {
 		return err
 	}
+	// A user of its own each run: the address of a user is the one it was
+	// first seen with.
+	sam := fmt.Sprintf("sam-%d", now.UnixNano())
+	consumerEmail := sam + "@demo-travel.example"
 	consumer, err := identity.Mint([]byte(jwtSecret), "veil", "veil-control-plane",
-		identity.Principal{Subject: "sam", Org: "demo-travel", Role: identity.RoleConsumer, Name: "Sam (consumer)"}, time.Hour, now)
+		identity.Principal{Subject: sam, Org: "demo-travel", Role: identity.RoleConsumer, Name: "Sam (consumer)", Email: consumerEmail}, time.Hour, now)
 	if err != nil {
 		return err
 	}
@@ -386,15 +395,23 @@ func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), 
 	if counts[http.StatusTooManyRequests] == 0 {
 		return fmt.Errorf("a burst of 30 calls at 10 per second was never limited: %v", counts)
 	}
-	return demoQuota(ctx, stdout, step, call, client, url, key.Key, apiID, sub.ID, provider, consumer)
+	return demoQuota(ctx, stdout, step, call, client, url, key.Key, apiID, sub.ID, provider, consumer, consumerEmail, mailpitURL,
+		int64(1+counts[http.StatusOK]))
 }
 
 // demoQuota moves the demo's subscription to a small hard quota, runs it
 // into the quota until the gateway refuses, shows the quota as the control
 // plane reports it, and lifts the block with the provider's credit.
 func demoQuota(ctx context.Context, stdout io.Writer, step func(string, ...any),
-	call func(method, path, tok string, body, out any) (int, error), client *http.Client, url, key, apiID, subID, provider, consumer string) error {
+	call func(method, path, tok string, body, out any) (int, error), client *http.Client, url, key, apiID, subID, provider, consumer, consumerEmail, mailpitURL string, admittedBefore int64) error {
 	const sandboxQuota = 50
+	// The consumer listens for its quota webhooks.
+	hooks := &demoWebhooks{}
+	hookSrv := httptest.NewServer(hooks)
+	defer hookSrv.Close()
+	if _, err := call("POST", "/v1/webhooks", consumer, map[string]any{"url": hookSrv.URL, "event_types": []string{"quota.threshold_crossed"}}, nil); err != nil {
+		return err
+	}
 	step("the provider adds a Sandbox plan (%d requests a month, hard quota) and the consumer moves to it: POST /v1/subscriptions/%s/plan", sandboxQuota, subID)
 	var plan struct {
 		ID string `json:"id"`
@@ -417,22 +434,23 @@ func demoQuota(ctx context.Context, stdout io.Writer, step func(string, ...any),
 		BlockedUntil      *time.Time `json:"blocked_until"`
 		ResetsAt          time.Time  `json:"resets_at"`
 	}
-	// The plan change reaches the gateway through the outbox job.
+	// The processor counts the calls the gateway admitted so far within a
+	// batch (refusals never count).
 	var q quotaView
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := call("GET", "/v1/subscriptions/"+subID+"/quota", consumer, nil, &q); err != nil {
 			return err
 		}
-		if q.Limit != nil && *q.Limit == sandboxQuota {
+		if q.Limit != nil && *q.Limit == sandboxQuota && q.Used == admittedBefore {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the quota did not become %d after the plan change: %+v", sandboxQuota, q)
+			return fmt.Errorf("quota after the plan change = %+v; want a limit of %d and the %d calls admitted so far counted", q, sandboxQuota, admittedBefore)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	fmt.Fprintf(stdout, "  quota: used %d of %d so far this period (the earlier calls the gateway admitted; refusals never count)\n", q.Used, *q.Limit)
+	fmt.Fprintf(stdout, "  quota: used %d of %d this period (the calls the gateway admitted so far; its refusals never count)\n", q.Used, *q.Limit)
 
 	step("the consumer keeps calling, one call every 20 ms, until the gateway refuses")
 	var (
@@ -481,7 +499,11 @@ func demoQuota(ctx context.Context, stdout io.Writer, step func(string, ...any),
 	}
 	fmt.Fprintf(stdout, "  used %d of %d, remaining %d, thresholds crossed %v, blocked %t until %s (the period's end, when it resets)\n",
 		q.Used, *q.Limit, *q.Remaining, q.ThresholdsCrossed, q.Blocked, until)
-	fmt.Fprintln(stdout, "  the consumer's webhooks and email got one notice each at 80%, 90% and 100%")
+
+	step("the processor produced each crossing to %s; the control plane sent one webhook and one email per threshold", broker.TopicQuotaEvents)
+	if err := demoNotices(ctx, stdout, hooks, consumerEmail, mailpitURL); err != nil {
+		return err
+	}
 
 	step("the provider credits 25 requests: POST /v1/subscriptions/%s/quota/credits; the block lifts at once", subID)
 	if _, err := call("POST", "/v1/subscriptions/"+subID+"/quota/credits", provider, map[string]any{"requests": 25, "reason": "demo goodwill"}, nil); err != nil {
@@ -546,4 +568,79 @@ func orNone(t time.Time) string {
 		return "none"
 	}
 	return t.Format(time.RFC3339)
+}
+
+// demoWebhooks records the quota webhooks the consumer receives.
+type demoWebhooks struct {
+	mu         sync.Mutex
+	thresholds []int
+}
+
+func (d *demoWebhooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var ev struct {
+		Type string `json:"type"`
+		Data struct {
+			Threshold int `json:"threshold"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&ev); err == nil && ev.Type == "quota.threshold_crossed" {
+		d.mu.Lock()
+		d.thresholds = append(d.thresholds, ev.Data.Threshold)
+		d.mu.Unlock()
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (d *demoWebhooks) received() []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Sorted(slices.Values(d.thresholds))
+}
+
+// demoNotices waits for the three quota webhooks and, when mailpit is
+// there, the three emails, and shows them.
+func demoNotices(ctx context.Context, stdout io.Writer, hooks *demoWebhooks, email, mailpitURL string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.Equal(hooks.received(), []int{80, 90, 100}) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("quota webhooks received for thresholds %v; want 80, 90 and 100 once each", hooks.received())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintf(stdout, "  webhooks quota.threshold_crossed received for thresholds %v\n", hooks.received())
+	if mailpitURL == "" {
+		return nil
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	for {
+		var page struct {
+			Messages []struct{ Subject string } `json:"messages"`
+		}
+		u := mailpitURL + "/api/v1/search?query=" + neturl.QueryEscape(`to:"`+email+`"`)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Fprintf(stdout, "  (no mailpit at %s, so no email to show: %v)\n", mailpitURL, err)
+			return nil
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("read mailpit's inbox: %w", err)
+		}
+		if len(page.Messages) >= 3 {
+			for i := len(page.Messages) - 1; i >= 0; i-- {
+				fmt.Fprintf(stdout, "  email to %s: %q\n", email, page.Messages[i].Subject)
+			}
+			fmt.Fprintf(stdout, "  (the inbox: %s)\n", mailpitURL)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("mailpit holds %d quota emails to %s; want 3", len(page.Messages), email)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

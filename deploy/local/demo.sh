@@ -23,6 +23,13 @@ for port in 8081 8080 8000 2019; do
   fi
 done
 
+# Notices by email go to mailpit when it runs (make services starts it).
+mailpit_url=
+if port_open 1025 && port_open 8025; then
+  export VEIL_SMTP_ADDR=${VEIL_SMTP_ADDR:-127.0.0.1:1025} VEIL_SMTP_TLS=${VEIL_SMTP_TLS:-none}
+  mailpit_url=http://127.0.0.1:8025
+fi
+
 devlog=$VEIL_LOG/dev.log
 log "starting veil dev (log: $devlog)"
 VEIL_DATA_DIR=$VEIL_DATA bin/veil dev >"$devlog" 2>&1 &
@@ -45,4 +52,4 @@ for _ in $(seq 1 50); do
 done
 kill -0 "$dev" 2>/dev/null || die "veil dev exited early" "$devlog"
 
-bin/veil demo --kafka-brokers 127.0.0.1:9092 || die "the demo failed" "$devlog"
+bin/veil demo --kafka-brokers 127.0.0.1:9092 --mailpit-url "$mailpit_url" || die "the demo failed" "$devlog"
