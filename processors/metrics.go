@@ -58,7 +58,7 @@ func newProcessorMetrics(set *metrics.Set, p *Processor) processorMetrics {
 			[]float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400}),
 	}
 	for _, pct := range quotaevent.Thresholds {
-		m.quotaCrossings[pct] = set.NewCounter(fmt.Sprintf(`veil_processor_quota_crossings_total{threshold="%d"}`, pct))
+		m.quotaCrossings[pct] = set.NewCounter(fmt.Sprintf(`veil_processor_quota_produced_by_threshold_total{threshold="%d"}`, pct))
 	}
 	// Consumer lag per owned partition: records behind the high watermark
 	// as of the last fetch.
@@ -83,7 +83,7 @@ func (m processorMetrics) quotaCrossing(pct int) *metrics.Counter {
 	if c, ok := m.quotaCrossings[pct]; ok {
 		return c
 	}
-	return m.set.GetOrCreateCounter(fmt.Sprintf(`veil_processor_quota_crossings_total{threshold="%d"}`, pct))
+	return m.set.GetOrCreateCounter(fmt.Sprintf(`veil_processor_quota_produced_by_threshold_total{threshold="%d"}`, pct))
 }
 
 func (m processorMetrics) sinkSeconds(sink string) *metrics.PrometheusHistogram {

@@ -65,7 +65,10 @@ const (
 	DefaultBatchWait    = 500 * time.Millisecond
 	DefaultDataAttempts = 5
 	// DefaultQuotaSweepInterval is how often every quota outbox is drained.
-	DefaultQuotaSweepInterval = 10 * time.Second
+	// The sweep SCANs the whole keyspace, so it runs rarely: the drain after
+	// each batch is the usual path, the sweep recovers crashes and lines
+	// other writers push (a downgrade, a drift heal).
+	DefaultQuotaSweepInterval = time.Minute
 )
 
 // Config configures a processor.
@@ -83,7 +86,7 @@ type Config struct {
 	QuotaTopic string
 	// QuotaSweepInterval is how often every quota outbox in Redis is drained
 	// to QuotaTopic, besides the drain after each batch: it bounds how late
-	// a crossing is announced after a crash or a failed produce. Default 10s.
+	// a crossing is announced after a crash or a failed produce. Default 1m.
 	QuotaSweepInterval time.Duration
 	// ClickHouse is a connection with the Veil database selected.
 	ClickHouse driver.Conn

@@ -182,7 +182,7 @@ func TestQuotaCreditFiresAgain(t *testing.T) {
 }
 
 // TestQuotaOnlyForTheRecordsPeriod: a counter of another period than the
-// record's (an event outside it counts into its calendar month) has no
+// record's (an event outside it counts into a neighbouring period) has no
 // quota: nothing fires, nothing blocks. Nor does an unlimited one.
 func TestQuotaOnlyForTheRecordsPeriod(t *testing.T) {
 	for _, tc := range []struct {
@@ -237,5 +237,33 @@ func TestQuotaBlockRestoredNotRewritten(t *testing.T) {
 	f.send(1, at)
 	if v, _ := f.block(); v != "marker" {
 		t.Fatalf("block after one more request = %q; want it left alone (%q)", v, "marker")
+	}
+}
+
+// TestPeriodForNeighbours: an event past the record's period counts into
+// the next period of the same interval (the counter the control plane's
+// roll will name), an earlier one into the one before; without a record,
+// the calendar month.
+func TestPeriodForNeighbours(t *testing.T) {
+	start := time.Date(2026, 3, 15, 10, 0, 0, 0, time.UTC)
+	month := &period{start: start, end: start.AddDate(0, 1, 0)}
+	year := &period{start: start, end: start.AddDate(1, 0, 0)}
+	for _, c := range []struct {
+		name       string
+		sub        *period
+		at         time.Time
+		start, end time.Time
+	}{
+		{"inside", month, start.Add(time.Hour), start, start.AddDate(0, 1, 0)},
+		{"just after", month, start.AddDate(0, 1, 0), start.AddDate(0, 1, 0), start.AddDate(0, 2, 0)},
+		{"two periods on", month, start.AddDate(0, 2, 3), start.AddDate(0, 2, 0), start.AddDate(0, 3, 0)},
+		{"late, the one before", month, start.Add(-time.Hour), start.AddDate(0, -1, 0), start},
+		{"yearly, after", year, start.AddDate(1, 0, 1), start.AddDate(1, 0, 0), start.AddDate(2, 0, 0)},
+		{"no record", nil, start, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		got := periodFor(c.sub, c.at)
+		if !got.start.Equal(c.start) || !got.end.Equal(c.end) {
+			t.Errorf("%s: periodFor(%s) = [%s, %s); want [%s, %s)", c.name, c.at, got.start, got.end, c.start, c.end)
+		}
 	}
 }

@@ -190,7 +190,7 @@ func TestQuotaSweepAfterCrash(t *testing.T) {
 			"veil_processor_quota_outbox_errors_total 1\n",
 			"veil_processor_quota_events_produced_total 3\n",
 			"veil_processor_quota_sweep_produced_total 3\n",
-			`veil_processor_quota_crossings_total{threshold="100"} 1` + "\n",
+			`veil_processor_quota_produced_by_threshold_total{threshold="100"} 1` + "\n",
 		} {
 			if !strings.Contains(buf.String(), want) {
 				return fmt.Errorf("metrics lack %q:\n%s", strings.TrimSpace(want), buf.String())

@@ -145,8 +145,9 @@ type item struct {
 
 // Period returns the billing period that holds t for the subject: the one in
 // its subscription record when the control plane wrote one and it holds t,
-// the calendar month (UTC) otherwise. The processors count into the same
-// period.
+// a neighbouring one stepped by the record's interval when it does not,
+// and the calendar month (UTC) when there is no record. The processors
+// count into the same period.
 func Period(ctx context.Context, client rueidis.Client, subject string, t time.Time) (start, end time.Time, err error) {
 	s := redisSink{client: client}
 	ps, err := s.periods(ctx, []subjectPartition{{subject: subject}})
@@ -158,8 +159,35 @@ func Period(ctx context.Context, client rueidis.Client, subject string, t time.T
 }
 
 func periodFor(sub *period, t time.Time) period {
-	if sub != nil && !t.Before(sub.start) && t.Before(sub.end) {
+	if sub == nil {
+		return calendarMonth(t)
+	}
+	if !t.Before(sub.start) && t.Before(sub.end) {
 		return *sub
+	}
+	// An event of a neighbouring period (the record not rolled yet at the
+	// period's end, or a late event of the one before): step by the
+	// record's own interval, so the counter is the one the control plane
+	// will name when it rolls the record.
+	step := func(at time.Time, n int) time.Time {
+		switch {
+		case sub.start.AddDate(0, 1, 0).Equal(sub.end):
+			return at.AddDate(0, n, 0)
+		case sub.start.AddDate(1, 0, 0).Equal(sub.end):
+			return at.AddDate(n, 0, 0)
+		}
+		return at.Add(time.Duration(n) * sub.end.Sub(sub.start))
+	}
+	start, end := sub.start, sub.end
+	for range 36 {
+		switch {
+		case !t.Before(end):
+			start, end = end, step(end, 1)
+		case t.Before(start):
+			start, end = step(start, -1), start
+		default:
+			return period{start: start, end: end}
+		}
 	}
 	return calendarMonth(t)
 }

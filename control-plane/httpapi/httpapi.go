@@ -362,6 +362,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusConflict, "same-plan", "Same Plan", "the subscription is on that plan's latest version already")
 	case errors.Is(err, errQuotaUnavailable):
 		w.Header().Set("Retry-After", "30")
+		d = problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", err.Error()+"; retry later")
+	case errors.Is(err, errNoUsageCheck):
 		d = problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", err.Error())
 	case errors.Is(err, errNoUsageReconcile):
 		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -22,9 +21,25 @@ type QuotaService interface {
 }
 
 var (
-	errQuotaUnavailable = errors.New("quota service unavailable")
+	// errQuotaUnavailable: Redis, ClickHouse or Postgres did not answer; the
+	// cause is logged, not shown.
+	errQuotaUnavailable = errors.New("quota state cannot be read now")
+	// errNoUsageCheck: this control plane has no ClickHouse to check with.
+	errNoUsageCheck     = errors.New("this control plane has no ClickHouse configured, so it cannot check usage")
 	errNoUsageReconcile = errors.New("no usage reconciliation has run yet")
 )
+
+// quotaFailed logs why a quota read failed and answers the generic error.
+func (a *api) quotaFailed(r *http.Request, what string, err error) error {
+	if errors.Is(err, quota.ErrNoClickHouse) {
+		return errNoUsageCheck
+	}
+	if r.Context().Err() != nil {
+		return r.Context().Err()
+	}
+	a.log.ErrorContext(r.Context(), what+" failed", "error", err)
+	return errQuotaUnavailable
+}
 
 // quotaStatus answers what the subscription used of its quota this
 // period, for whoever may see the subscription.
@@ -44,7 +59,7 @@ func (a *api) quotaStatus(w http.ResponseWriter, r *http.Request) error {
 		return subscriptions.ErrSubscriptionNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %w", errQuotaUnavailable, err)
+		return a.quotaFailed(r, "quota status", err)
 	}
 	writeJSON(w, http.StatusOK, st)
 	return nil
@@ -78,7 +93,7 @@ func (a *api) reconcileUsage(w http.ResponseWriter, r *http.Request) error {
 	}
 	rep, err := a.cfg.Quota.ReconcileUsage(r.Context())
 	if err != nil {
-		return fmt.Errorf("%w: %w", errQuotaUnavailable, err)
+		return a.quotaFailed(r, "usage reconciliation", err)
 	}
 	act := actorFrom(r)
 	if err := audit.RecordNow(r.Context(), a.cfg.Pool, audit.Change{

@@ -79,8 +79,10 @@ func (t *Terms) validate(v *validation.Error) {
 	if t.TrialDays < 0 || t.TrialDays > 365 {
 		v.Add("terms.trial_days", "must be 0 to 365")
 	}
-	if t.QuotaRequests != nil && *t.QuotaRequests < 0 {
-		v.Add("terms.quota_requests", "must be zero or more, or null for unlimited")
+	// A quota of 0 would block a subscription before its first call: a
+	// plan that sells nothing is a draft or archived plan instead.
+	if t.QuotaRequests != nil && *t.QuotaRequests < 1 {
+		v.Add("terms.quota_requests", "must be 1 or more, or null for unlimited")
 	}
 	for _, r := range []struct {
 		field string

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -76,7 +77,9 @@ func (s *Service) AdjustQuota(ctx context.Context, actor Actor, id uuid.UUID, ki
 		if !sub.canSee(actor) {
 			return ErrSubscriptionNotFound
 		}
-		if !isAdmin(actor) && actor.OrgID != sub.apiOrg {
+		// The provider's members who may change its terms (providers),
+		// and admins; the subscriber may not credit itself.
+		if !isAdmin(actor) && !(actor.Role == catalog.RoleProvider && actor.OrgID == sub.apiOrg) {
 			return ErrForbidden
 		}
 		if !sub.Status.live() {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/gatewayrecord"
 	"github.com/veil-platform/veil/internal/validation"
@@ -52,6 +53,10 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 	in := subscriptions.QuotaAdjustmentInput{Requests: 500, Reason: "goodwill after an outage"}
 	if _, err := f.svc.AdjustQuota(f.ctx, f.consumer, f.sub.ID, subscriptions.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
 		t.Fatalf("AdjustQuota by the subscriber = %v; want ErrForbidden", err)
+	}
+	member := subscriptions.Actor{Subject: "provider-consumer", Role: catalog.RoleConsumer, OrgID: f.provider.OrgID}
+	if _, err := f.svc.AdjustQuota(f.ctx, member, f.sub.ID, subscriptions.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
+		t.Fatalf("AdjustQuota by a consumer-role member of the provider = %v; want ErrForbidden", err)
 	}
 	var verr *validation.Error
 	if _, err := f.svc.AdjustQuota(f.ctx, f.provider, f.sub.ID, subscriptions.AdjustCredit, subscriptions.QuotaAdjustmentInput{Requests: 0, Reason: " "}); !errors.As(err, &verr) || len(verr.Fields) != 2 {

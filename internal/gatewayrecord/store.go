@@ -58,21 +58,39 @@ end
 // period's end, anything else (a soft or larger quota after a plan change
 // or a credit, a new period whose counter is empty) lifts the block. The
 // block is rewritten only when it changes, so the gateway's cached copy is
-// invalidated only then. All keys carry the subscription's hash tag.
+// invalidated only then. A quota that is lowered (a downgrade) or newly
+// set has the thresholds it is already past announced here, as the
+// processors' script announces crossings (a raised quota is not: its
+// thresholds are announced as the count crosses them): crossed_<pct> on the counter holds the quota each
+// fired for, and the line goes to the subscription's outbox (see
+// internal/quotaevent). All keys carry the subscription's hash tag.
 //
-// KEYS[1] record, KEYS[2] block, KEYS[3] the period counter. ARGV as
-// putScript's; the record's fields include quota_requests, quota_hard and
-// period_end.
-var putSubscriptionScript = rueidis.NewLuaScript(putBody + `
-local rec = redis.call('HMGET', KEYS[1], 'quota_requests', 'quota_hard', 'period_end')
-local quota, pend = tonumber(rec[1]), rec[3]
+// KEYS[1] record, KEYS[2] block, KEYS[3] the period counter, KEYS[4] the
+// quota outbox. ARGV as putScript's; the record's fields include
+// quota_requests, quota_hard, period_start and period_end.
+var putSubscriptionScript = rueidis.NewLuaScript(`
+local before
+if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
+  before = tonumber(redis.call('HGET', KEYS[1], 'quota_requests'))
+end
+` + putBody + `
+local rec = redis.call('HMGET', KEYS[1], 'quota_requests', 'quota_hard', 'period_end', 'period_start')
+local quota, hard, pend = tonumber(rec[1]), rec[2] == '1', rec[3]
 local used = tonumber(redis.call('HGET', KEYS[3], 'requests') or '0')
-if quota and quota >= 0 and rec[2] == '1' and used >= quota then
+if quota and quota >= 0 and hard and used >= quota then
   if redis.call('GET', KEYS[2]) ~= pend then
     redis.call('SET', KEYS[2], pend, 'EXAT', pend)
   end
 else
   redis.call('DEL', KEYS[2])
+end
+if quota and quota > 0 and used > 0 and (not before or before < 0 or quota < before) then
+  for _, pct in ipairs({80, 90, 100}) do
+    if used >= math.ceil(quota * pct / 100) and redis.call('HGET', KEYS[3], 'crossed_' .. pct) ~= rec[1] then
+      redis.call('HSET', KEYS[3], 'crossed_' .. pct, rec[1])
+      redis.call('RPUSH', KEYS[4], 'v1|' .. rec[4] .. '|' .. pend .. '|' .. pct .. '|' .. rec[1] .. '|' .. used .. '|' .. (hard and '1' or '0'))
+    end
+  end
 end
 return 1
 `)
@@ -288,7 +306,7 @@ func (s *Store) PutSubscription(ctx context.Context, r SubscriptionRecord) (appl
 		return false, fmt.Errorf("put subscription record: %w", err)
 	}
 	args := append([]string{strconv.FormatInt(r.Version, 10), ""}, encodeSubscription(r)...)
-	keys := []string{SubscriptionName(r.ID), BlockName(r.ID), PeriodCounterName(r.ID, r.PeriodStart)}
+	keys := []string{SubscriptionName(r.ID), BlockName(r.ID), PeriodCounterName(r.ID, r.PeriodStart), QuotaOutboxName(r.ID)}
 	n, err := putSubscriptionScript.Exec(ctx, s.client, keys, args).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("put subscription record %s: %w", r.ID, err)

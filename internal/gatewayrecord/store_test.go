@@ -729,3 +729,53 @@ func TestPutSubscriptionRecomputesBlock(t *testing.T) {
 		}
 	}
 }
+
+// TestPutSubscriptionAnnouncesLoweredQuota: a quota lowered below what was
+// used announces the thresholds it is past, once per quota; a raised one
+// announces nothing (the count will cross its thresholds).
+func TestPutSubscriptionAnnouncesLoweredQuota(t *testing.T) {
+	f := setup(t)
+	ctx := t.Context()
+	id := "sub_lowered_" + f.suffix
+	start := time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+	end := start.Add(30 * 24 * time.Hour)
+	counter, outbox := gatewayrecord.PeriodCounterName(id, start), gatewayrecord.QuotaOutboxName(id)
+	t.Cleanup(func() {
+		f.client.Do(context.Background(), f.client.B().Del().
+			Key(gatewayrecord.SubscriptionName(id), gatewayrecord.BlockName(id), counter, outbox).Build())
+	})
+	f.hset(t, counter, "requests", "95", "crossed_80", "1000")
+	version := int64(0)
+	put := func(quota int64) []string {
+		t.Helper()
+		version++
+		if _, err := f.store.PutSubscription(ctx, gatewayrecord.SubscriptionRecord{
+			ID: id, APIID: "api_1", PlanID: "plan_1", Status: gatewayrecord.SubscriptionActive,
+			PeriodStart: start, PeriodEnd: end, QuotaRequests: quota, QuotaHard: true, Version: version,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		lines, err := f.client.Do(ctx, f.client.B().Lpop().Key(outbox).Count(10).Build()).AsStrSlice()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			t.Fatal(err)
+		}
+		return lines
+	}
+	ps, pe := strconv.FormatInt(start.Unix(), 10), strconv.FormatInt(end.Unix(), 10)
+	if got := put(1000); len(got) != 0 {
+		t.Errorf("a first quota of 1000 at 95 used announced %q; want nothing", got)
+	}
+	want := []string{"v1|" + ps + "|" + pe + "|80|100|95|1", "v1|" + ps + "|" + pe + "|90|100|95|1"}
+	if got := put(100); !slices.Equal(got, want) {
+		t.Errorf("lowered to 100 at 95 used announced %q; want %q", got, want)
+	}
+	if got := put(100); len(got) != 0 {
+		t.Errorf("the same quota again announced %q; want nothing", got)
+	}
+	if got := put(150); len(got) != 0 {
+		t.Errorf("raised to 150 announced %q; want nothing", got)
+	}
+	if got := put(90); len(got) != 3 {
+		t.Errorf("lowered to 90 at 95 used announced %q; want 80, 90 and 100", got)
+	}
+}
