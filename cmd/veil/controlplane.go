@@ -83,6 +83,7 @@ type controlPlaneFlags struct {
 	smtp              notify.SMTPConfig
 
 	usageReconcileEvery time.Duration
+	periodRollEvery     time.Duration
 	// kafkaBrokers is where quota crossings are consumed from (veil dev
 	// sets it from its own flag).
 	kafkaBrokers string
@@ -102,6 +103,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 		f.String(&c.quotaTopic, "quota-topic", "VEIL_QUOTA_TOPIC", broker.TopicQuotaEvents, "topic of the processors' quota threshold crossings")
 		f.String(&c.kafkaBrokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers, where quota threshold crossings are consumed from (empty: no quota notices)")
 	}
+	f.Duration(&c.periodRollEvery, "period-roll-interval", "VEIL_PERIOD_ROLL_INTERVAL", time.Minute, "how often ended billing periods are rolled (a new period's quota is enforced from its roll)")
 	f.Duration(&c.usageReconcileEvery, "usage-reconcile-interval", "VEIL_USAGE_RECONCILE_INTERVAL", 5*time.Minute, "how often the Redis usage counters are checked against ClickHouse and healed")
 	f.Int(&c.redisDB, "redis-db", "VEIL_REDIS_DB", 0, "Redis logical database of the control plane's records (the gateway and processors must read the same one)")
 	f.String(&c.jwtSecret, "jwt-secret", "VEIL_JWT_SECRET", "", "HS256 secret that signs bearer tokens")
@@ -213,8 +215,8 @@ type controlPlane struct {
 }
 
 func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL string, logger *slog.Logger, set *metrics.Set) (_ *controlPlane, err error) {
-	if cp.keyReconcileEvery <= 0 || cp.maintenanceEvery <= 0 || cp.usageReconcileEvery <= 0 {
-		return nil, errors.New("--key-reconcile-interval, --key-maintenance-interval and --usage-reconcile-interval must be positive")
+	if cp.keyReconcileEvery <= 0 || cp.maintenanceEvery <= 0 || cp.usageReconcileEvery <= 0 || cp.periodRollEvery <= 0 {
+		return nil, errors.New("--key-reconcile-interval, --key-maintenance-interval, --usage-reconcile-interval and --period-roll-interval must be positive")
 	}
 	if cp.rescueAfter <= 30*time.Second {
 		return nil, errors.New("--job-rescue-after must exceed the 30s job timeout")
@@ -275,7 +277,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	var usageChecks []*river.PeriodicJob
 	if cp.clickhouseAddr != "" {
 		usageChecks = append(usageChecks, river.NewPeriodicJob(river.PeriodicInterval(cp.usageReconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
-			return quota.ReconcileUsageArgs{}, nil
+			return quota.ReconcileUsageArgs{}, &river.InsertOpts{MaxAttempts: 1}
 		}, &river.PeriodicJobOpts{RunOnStart: true}))
 	}
 	riverClient, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
@@ -296,6 +298,9 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
 			river.NewPeriodicJob(river.PeriodicInterval(cp.maintenanceEvery), func() (river.JobArgs, *river.InsertOpts) {
 				return subscriptions.MaintenanceArgs{}, nil
+			}, &river.PeriodicJobOpts{RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(cp.periodRollEvery), func() (river.JobArgs, *river.InsertOpts) {
+				return subscriptions.PeriodRollArgs{}, &river.InsertOpts{MaxAttempts: 1}
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
 		}, usageChecks...),
 	})
@@ -348,6 +353,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	river.AddWorker(workers, subs.DeleteRecordWorker())
 	river.AddWorker(workers, subs.ReconcileKeysWorker())
 	river.AddWorker(workers, subs.MaintenanceWorker())
+	river.AddWorker(workers, subs.PeriodRollWorker())
 	var usageReader httpapi.UsageReader
 	if cp.clickhouseAddr != "" {
 		ch, err := migrate.OpenClickHouse(migrate.ClickHouseConfig{Addr: cp.clickhouseAddr}, cp.clickhouseDB)

@@ -358,7 +358,7 @@ func (e *cpEnv) flags(t *testing.T, attempts int) controlPlaneFlags {
 		ipRate: "100000/1m", tokenRate: "100000/1m", webhookPrivate: true, webhookAttempts: 5,
 		webhookRetryBase: 20 * time.Millisecond, workers: 4,
 		keyReconcileEvery: time.Hour, maintenanceEvery: time.Hour, keyEnv: "test", keySealSecret: "control-plane-test-seal",
-		usageReconcileEvery: time.Hour,
+		usageReconcileEvery: time.Hour, periodRollEvery: time.Hour,
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/redis/rueidis"
+	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
@@ -117,5 +119,45 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM audit_log WHERE target_id = $1
 		AND action IN ('subscription.quota.credit', 'subscription.quota.reset', 'subscription.plan_change')`, id).Scan(&audited); err != nil || audited != 5 {
 		t.Fatalf("audited quota and plan changes = %d, %v; want 5", audited, err)
+	}
+}
+
+// TestPeriodRollLiftsTheBlock: the frequent period roll moves an ended
+// period on, and the new record, written against the new period's empty
+// counter, lifts the block.
+func TestPeriodRollLiftsTheBlock(t *testing.T) {
+	f := setup(t)
+	id := f.sub.ID.String()
+	counter := gatewayrecord.PeriodCounterName(id, f.sub.CurrentPeriodStart)
+	if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(counter).FieldValue().FieldValue("requests", "1000").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.SyncSubscription(f.ctx, f.sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	blocked := func() bool {
+		t.Helper()
+		err := f.redis.Do(f.ctx, f.redis.B().Get().Key(gatewayrecord.BlockName(id)).Build()).Error()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	if !blocked() {
+		t.Fatal("at 1000 of a hard 1000: not blocked")
+	}
+	f.clock.Set(f.sub.CurrentPeriodEnd.Add(time.Second))
+	if err := f.svc.PeriodRollWorker().Work(f.ctx, &river.Job[subscriptions.PeriodRollArgs]{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.SyncSubscription(f.ctx, f.sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := f.store.GetSubscription(f.ctx, id)
+	if err != nil || !rec.PeriodStart.Equal(f.sub.CurrentPeriodEnd) {
+		t.Fatalf("record after the roll = %+v, %v; want the period starting %s", rec, err, f.sub.CurrentPeriodEnd)
+	}
+	if blocked() {
+		t.Error("still blocked in the new period")
 	}
 }
