@@ -364,13 +364,14 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		usageReader = usage.NewReader(ch)
 	}
 	plane.quota, err = quota.New(quota.Config{
-		Pool: pool, Redis: plane.redis, ClickHouse: plane.clickhouse, Publisher: hooks, Mailer: mailer,
+		Pool: pool, Redis: plane.redis, ClickHouse: plane.clickhouse, Publisher: hooks, Mailer: mailer, Jobs: riverClient,
 		Brokers: broker.ParseBrokers(cp.kafkaBrokers), Topic: cp.quotaTopic, Logger: logger, Metrics: set,
 	})
 	if err != nil {
 		return nil, err
 	}
 	river.AddWorker(workers, plane.quota.ReconcileUsageWorker())
+	river.AddWorker(workers, plane.quota.QuotaEmailWorker())
 	plane.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
 
 	limiter, err := middleware.NewRateLimiter(middleware.RateLimitConfig{Client: plane.redis, Logger: logger, Metrics: set, FailOpen: true})

@@ -18,8 +18,8 @@ const (
 	// consumerBatch bounds the records handled between two commits.
 	consumerBatch = 500
 	// consumerRetryMin and consumerRetryMax bound the wait before handling
-	// a record again after a failure (Postgres or the mail server down);
-	// the wait doubles from the one to the other.
+	// a record again after a failure (Postgres down: handling touches
+	// nothing else); the wait doubles from the one to the other.
 	consumerRetryMin = 100 * time.Millisecond
 	consumerRetryMax = 30 * time.Second
 )
@@ -38,11 +38,13 @@ const (
 //
 // A record that is not a valid quota event is logged, counted and skipped:
 // it never holds up the partition. Offsets are committed only once every
-// record of a poll was handled; a record whose handling fails is tried
-// again in place, with a backoff doubling up to 30 s, for as long as it
-// takes. Since HandleCrossing claims each notice once, a record handled
-// again after a crash or a rebalance sends nothing twice (an email may go
-// out twice if the crash falls between its send and its claim's commit).
+// record of a poll was handled. HandleCrossing only writes Postgres (the
+// email is a job, sent and retried by QuotaEmailWorker), so the one
+// failure left is Postgres's, which no record can skip past: a record
+// whose handling fails is tried again in place, with a backoff doubling
+// up to 30 s, for as long as it takes. Since HandleCrossing claims each
+// notice once, a record handled again after a crash or a rebalance
+// queues nothing twice.
 //
 // Without cfg.Brokers it fails at once.
 func (s *Service) RunConsumer(ctx context.Context) error {

@@ -4,16 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/quotaevent"
@@ -23,6 +28,7 @@ import (
 func TestHandleCrossingSendsEachNoticeOnce(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
+	f.start()
 	s := f.subscribe(requests(1000), true, "")
 
 	events := []quotaevent.Event{f.crossing(s, 80, 1000, true), f.crossing(s, 90, 1000, true), f.crossing(s, 100, 1000, true)}
@@ -106,13 +112,31 @@ func TestHandleCrossingSendsEachNoticeOnce(t *testing.T) {
 	if got := f.notices(s); got != 8 {
 		t.Errorf("quota_notices rows = %d; want 8 (4 crossings × 2 channels)", got)
 	}
+	// Mailpit has the message before Send returns: wait for the worker to
+	// count it and River to complete the job.
+	testenv.Deadline(t, 10*time.Second, func() error {
+		if got := f.noticeCount("email", "sent"); got != 4 {
+			return fmt.Errorf("emails sent = %d; want 4", got)
+		}
+		for _, j := range f.emailJobs(s) {
+			if j.row.State != rivertype.JobStateCompleted {
+				return fmt.Errorf("email job %d state = %s; want completed", j.row.ID, j.row.State)
+			}
+		}
+		return nil
+	})
+	if jobs := f.emailJobs(s); len(jobs) != 4 || jobs[0].row.MaxAttempts != 10 || jobs[0].row.Attempt != 1 {
+		t.Errorf("email jobs = %d, first on attempt %d of %d; want 4, on attempt 1 of 10", len(jobs), jobs[0].row.Attempt, jobs[0].row.MaxAttempts)
+	}
 	for _, c := range []struct {
 		channel, result string
 		want            uint64
-	}{{"webhook", "sent", 4}, {"webhook", "duplicate", 7}, {"email", "sent", 4}, {"email", "duplicate", 7}} {
-		name := fmt.Sprintf(`veil_controlplane_quota_notices_total{channel=%q,result=%q}`, c.channel, c.result)
-		if got := f.metrics.GetOrCreateCounter(name).Get(); got != c.want {
-			t.Errorf("%s = %d; want %d", name, got, c.want)
+	}{
+		{"webhook", "sent", 4}, {"webhook", "duplicate", 7},
+		{"email", "queued", 4}, {"email", "duplicate", 7}, {"email", "sent", 4}, {"email", "failed", 0}, {"email", "refused", 0},
+	} {
+		if got := f.noticeCount(c.channel, c.result); got != c.want {
+			t.Errorf("veil_controlplane_quota_notices_total{channel=%q,result=%q} = %d; want %d", c.channel, c.result, got, c.want)
 		}
 	}
 }
@@ -180,6 +204,15 @@ func TestHandleCrossingCases(t *testing.T) {
 			if sent != tt.wantSent || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("HandleCrossing(%s) = %d, %v; want %d, %v", e.ID(), sent, err, tt.wantSent, tt.wantErr)
 			}
+			jobs := f.emailJobs(s)
+			if want := btoi(tt.wantSubject != ""); len(jobs) != want {
+				t.Fatalf("email jobs = %d; want %d", len(jobs), want)
+			}
+			for _, j := range jobs {
+				if err := f.work(j); err != nil {
+					t.Errorf("QuotaEmailWorker.Work(%s) = %v; want nil", j.row.EncodedArgs, err)
+				}
+			}
 			hooks := f.deliveries(s)
 			if !tt.wantHook {
 				if len(hooks) != 0 {
@@ -202,6 +235,150 @@ func TestHandleCrossingCases(t *testing.T) {
 	}
 }
 
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// fakeMailer fails every send with err.
+type fakeMailer struct {
+	mu    sync.Mutex
+	err   error
+	calls int
+}
+
+func (m *fakeMailer) Send(context.Context, notify.Message) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls++
+	return m.err
+}
+
+// set makes the next sends fail with err and starts counting anew.
+func (m *fakeMailer) set(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.err, m.calls = err, 0
+}
+
+func (m *fakeMailer) sends() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.calls
+}
+
+func TestQuotaEmailWorkerErrors(t *testing.T) {
+	t.Parallel()
+	mailer := &fakeMailer{}
+	f := newFixture(t, func(c *quota.Config) { c.Mailer = mailer })
+	tests := []struct {
+		name string
+		err  error
+		// wantCancel: the refusal is for good and cancels the job;
+		// otherwise Work returns the error for River to retry.
+		wantCancel bool
+		wantResult string
+	}{
+		{name: "mailbox unavailable", err: &textproto.Error{Code: 550, Msg: "5.1.1 mailbox unavailable"}, wantCancel: true, wantResult: "refused"},
+		{name: "refused wrapped by the mailer", err: fmt.Errorf("send email via smtp:25: %w", &textproto.Error{Code: 554, Msg: "rejected"}), wantCancel: true, wantResult: "refused"},
+		{name: "invalid address", err: fmt.Errorf("send email: %w", notify.ErrInvalidAddress), wantCancel: true, wantResult: "refused"},
+		{name: "greylisted", err: &textproto.Error{Code: 451, Msg: "4.7.1 try again later"}, wantResult: "failed"},
+		{name: "server down", err: errors.New("send email via smtp:25: dial tcp: connection refused"), wantResult: "failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := f.subscribe(requests(10), true, "")
+			if sent, err := f.svc.HandleCrossing(f.ctx, f.crossing(s, 80, 10, true)); sent != 2 || err != nil {
+				t.Fatalf("HandleCrossing() = %d, %v; want 2, nil", sent, err)
+			}
+			jobs := f.emailJobs(s)
+			if len(jobs) != 1 {
+				t.Fatalf("email jobs = %d; want 1", len(jobs))
+			}
+			before := f.noticeCount("email", tt.wantResult)
+			mailer.set(tt.err)
+			err := f.work(jobs[0])
+			var cancel *river.JobCancelError
+			if got := errors.As(err, &cancel); got != tt.wantCancel || !errors.Is(err, tt.err) {
+				t.Errorf("QuotaEmailWorker.Work() = %v; want %v, cancelling the job %t", err, tt.err, tt.wantCancel)
+			}
+			if got := mailer.sends(); got != 1 {
+				t.Errorf("sends = %d; want 1", got)
+			}
+			if got := f.noticeCount("email", tt.wantResult) - before; got != 1 {
+				t.Errorf("emails %s = %d more; want 1 more", tt.wantResult, got)
+			}
+		})
+	}
+
+	t.Run("subscription deleted", func(t *testing.T) {
+		mailer.set(nil)
+		before := f.noticeCount("email", "skipped")
+		job := &river.Job[quota.QuotaEmailArgs]{
+			JobRow: &rivertype.JobRow{Attempt: 1, MaxAttempts: 10, Kind: quota.QuotaEmailArgs{}.Kind()},
+			Args:   quota.QuotaEmailArgs{SubscriptionID: uuid.New(), PeriodStart: f.periodStart, PeriodEnd: f.periodEnd, Threshold: 80, Quota: 10, Used: 8},
+		}
+		if err := f.svc.QuotaEmailWorker().Work(f.ctx, job); err != nil {
+			t.Errorf("QuotaEmailWorker.Work(deleted subscription) = %v; want nil", err)
+		}
+		if got := mailer.sends(); got != 0 {
+			t.Errorf("sends = %d; want 0", got)
+		}
+		if got := f.noticeCount("email", "skipped") - before; got != 1 {
+			t.Errorf("emails skipped = %d more; want 1 more", got)
+		}
+	})
+
+	t.Run("a mailer needs jobs", func(t *testing.T) {
+		_, err := quota.New(quota.Config{Pool: f.pool, Redis: f.redis, Publisher: f.hooks, Mailer: mailer})
+		if err == nil {
+			t.Error("New(Config with a Mailer and no Jobs) = nil error; want an error")
+		}
+	})
+}
+
+func TestQuotaEmailWorkerSMTPReplies(t *testing.T) {
+	t.Parallel()
+	srv := newSMTPServer(t)
+	f := newFixture(t, func(c *quota.Config) {
+		mailer, err := notify.NewSMTP(notify.SMTPConfig{Addr: srv.addr(), From: "Veil <noreply@veil.test>", TLS: notify.TLSNone})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Mailer = mailer
+	})
+	tests := []struct {
+		reply      string
+		wantErr    bool
+		wantCancel bool
+	}{
+		{reply: "250 2.1.5 ok"},
+		{reply: "550 5.1.1 no such user", wantErr: true, wantCancel: true},
+		{reply: "553 5.1.3 bad recipient address syntax", wantErr: true, wantCancel: true},
+		{reply: "451 4.3.0 try again later", wantErr: true},
+		{reply: "452 4.2.2 mailbox full", wantErr: true},
+	}
+	for _, tt := range tests {
+		s := f.subscribe(requests(10), true, "")
+		if sent, err := f.svc.HandleCrossing(f.ctx, f.crossing(s, 90, 10, true)); sent != 2 || err != nil {
+			t.Fatalf("HandleCrossing() = %d, %v; want 2, nil", sent, err)
+		}
+		jobs := f.emailJobs(s)
+		if len(jobs) != 1 {
+			t.Fatalf("email jobs = %d; want 1", len(jobs))
+		}
+		srv.setRecipientReply(tt.reply)
+		err := f.work(jobs[0])
+		var cancel *river.JobCancelError
+		if (err != nil) != tt.wantErr || errors.As(err, &cancel) != tt.wantCancel {
+			t.Errorf("QuotaEmailWorker.Work() with RCPT TO answered %q = %v; want an error %t, cancelling the job %t",
+				tt.reply, err, tt.wantErr, tt.wantCancel)
+		}
+	}
+}
+
 // flakyPublisher fails its first calls, as Publish does while Postgres is
 // unreachable.
 type flakyPublisher struct {
@@ -216,6 +393,20 @@ func (p *flakyPublisher) Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID
 	return p.next.Publish(ctx, tx, orgID, eventType, data)
 }
 
+// routeMailer fails the sends to the addresses in fail with their error
+// and hands the others to next.
+type routeMailer struct {
+	next quota.Mailer
+	fail map[string]error
+}
+
+func (m *routeMailer) Send(ctx context.Context, msg notify.Message) error {
+	if err, ok := m.fail[msg.To[0]]; ok {
+		return err
+	}
+	return m.next.Send(ctx, msg)
+}
+
 func TestRunConsumer(t *testing.T) {
 	t.Parallel()
 	kafka := testenv.NewKafka(t)
@@ -223,14 +414,25 @@ func TestRunConsumer(t *testing.T) {
 	group := "veil-test-quota-" + testenv.Suffix()
 	flaky := &flakyPublisher{}
 	flaky.fails.Store(2)
+	// The hard subscription's mailbox refuses every email for good; the
+	// mail server of the third subscription's address is down throughout.
+	refusedEmail, downEmail := "refused-"+testenv.Suffix()+"@example.test", "down-"+testenv.Suffix()+"@example.test"
+	mailer := &routeMailer{fail: map[string]error{
+		refusedEmail: fmt.Errorf("send email: %w", &textproto.Error{Code: 550, Msg: "5.1.1 mailbox unavailable"}),
+		downEmail:    errors.New("send email: dial tcp: connection refused"),
+	}}
 	f := newFixture(t, func(c *quota.Config) {
 		flaky.next = c.Publisher
 		c.Publisher = flaky
+		mailer.next = c.Mailer
+		c.Mailer = mailer
 		c.Brokers, c.Topic, c.Group = kafka.Brokers, topic, group
 		c.KafkaOpts = []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond)}
 	})
-	hard := f.subscribe(requests(1000), true, "")
+	f.start()
+	hard := f.subscribe(requests(1000), true, refusedEmail)
 	soft := f.subscribe(requests(10), false, "")
+	down := f.subscribe(requests(100), true, downEmail)
 
 	record := func(key string, e quotaevent.Event) *kgo.Record {
 		t.Helper()
@@ -246,19 +448,23 @@ func TestRunConsumer(t *testing.T) {
 	notUUID.SubscriptionID = "not-a-uuid"
 	badThreshold := fmt.Appendf(nil, `{"subscription_id":%q,"period_start":%q,"period_end":%q,"threshold":50,"quota":10,"used":5}`,
 		hard.id, f.periodStart.Format(time.RFC3339), f.periodEnd.Format(time.RFC3339))
+	// Every record goes to the same partition, so a record stuck on a
+	// failing email would hold up all that follow it.
+	key := hard.id.String()
 	records := []*kgo.Record{
-		// The garbage comes first in the hard subscription's partition:
-		// what follows it must still be handled.
-		{Topic: topic, Key: []byte(hard.id.String()), Value: []byte("not json")},
-		record(hard.id.String(), h80),
-		record(hard.id.String(), h80),
-		{Topic: topic, Key: []byte(hard.id.String()), Value: badThreshold},
-		record(hard.id.String(), h90),
-		record("not-a-uuid", notUUID),
-		record(soft.id.String(), s100),
-		record(hard.id.String(), h100),
-		record(hard.id.String(), h90),
-		record(soft.id.String(), s100),
+		// The garbage comes first: what follows it must still be handled.
+		{Topic: topic, Key: []byte(key), Value: []byte("not json")},
+		record(key, h80),
+		record(key, f.crossing(down, 80, 100, true)),
+		record(key, h80),
+		{Topic: topic, Key: []byte(key), Value: badThreshold},
+		record(key, h90),
+		record(key, notUUID),
+		record(key, f.crossing(down, 100, 100, true)),
+		record(key, s100),
+		record(key, h100),
+		record(key, h90),
+		record(key, s100),
 	}
 	if err := kafka.Client(t).ProduceSync(f.ctx, records...).FirstErr(); err != nil {
 		t.Fatal(err)
@@ -273,14 +479,14 @@ func TestRunConsumer(t *testing.T) {
 		return f.metrics.GetOrCreateCounter(fmt.Sprintf(`veil_controlplane_quota_events_total{result=%q}`, result)).Get()
 	}
 	testenv.Deadline(t, 30*time.Second, func() error {
-		if h, s := f.notices(hard), f.notices(soft); h != 6 || s != 2 {
-			return fmt.Errorf("quota_notices rows = %d and %d; want 6 and 2", h, s)
+		if h, s, d := f.notices(hard), f.notices(soft), f.notices(down); h != 6 || s != 2 || d != 4 {
+			return fmt.Errorf("quota_notices rows = %d, %d and %d; want 6, 2 and 4", h, s, d)
 		}
 		if got := counter("invalid"); got != 3 {
 			return fmt.Errorf("invalid events = %d; want 3", got)
 		}
-		if got := counter("handled"); got != 7 {
-			return fmt.Errorf("handled events = %d; want 7", got)
+		if got := counter("handled"); got != 9 {
+			return fmt.Errorf("handled events = %d; want 9", got)
 		}
 		lag, err := kafka.GroupLag(t, group, topic)
 		if err != nil {
@@ -300,11 +506,40 @@ func TestRunConsumer(t *testing.T) {
 	if got := f.deliveries(soft); len(got) != 1 || got[0].Blocked || got[0].Hard {
 		t.Errorf("webhook deliveries to the soft subscription = %+v; want one, not hard, not blocked", got)
 	}
-	if got := len(f.mail.WaitMessages(t, hard.email, 3, 10*time.Second)); got != 3 {
-		t.Errorf("emails to the hard subscription = %d; want 3", got)
+	if got := len(f.deliveries(down)); got != 2 {
+		t.Errorf("webhook deliveries to the subscription whose mail server is down = %d; want 2", got)
 	}
 	if got := len(f.mail.WaitMessages(t, soft.email, 1, 10*time.Second)); got != 1 {
 		t.Errorf("emails to the soft subscription = %d; want 1", got)
+	}
+	// The refused emails are cancelled after one attempt; those to the
+	// server that is down wait for their retry.
+	testenv.Deadline(t, 10*time.Second, func() error {
+		for _, j := range f.emailJobs(hard) {
+			if j.row.State != rivertype.JobStateCancelled || j.row.Attempt != 1 || j.errors != 1 {
+				return fmt.Errorf("refused email job %d = %s on attempt %d with %d errors; want cancelled on attempt 1 with 1",
+					j.row.ID, j.row.State, j.row.Attempt, j.errors)
+			}
+		}
+		for _, j := range f.emailJobs(down) {
+			if j.row.Attempt < 1 || j.errors < 1 || j.row.State == rivertype.JobStateCompleted || j.row.State == rivertype.JobStateCancelled {
+				return fmt.Errorf("email job %d to the server that is down = %s on attempt %d with %d errors; want failed at least once and to be retried",
+					j.row.ID, j.row.State, j.row.Attempt, j.errors)
+			}
+		}
+		return nil
+	})
+	if got := len(f.emailJobs(hard)); got != 3 {
+		t.Errorf("email jobs of the hard subscription = %d; want 3", got)
+	}
+	if got := len(f.emailJobs(down)); got != 2 {
+		t.Errorf("email jobs of the subscription whose mail server is down = %d; want 2", got)
+	}
+	if got := f.noticeCount("email", "refused"); got != 3 {
+		t.Errorf("emails refused = %d; want 3", got)
+	}
+	if msgs := f.mail.Messages(t, hard.email); len(msgs) != 0 {
+		t.Errorf("emails to the refusing mailbox = %d; want none", len(msgs))
 	}
 
 	cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/internal/quotaevent"
@@ -26,12 +28,27 @@ const (
 )
 
 // Results of a notice, the result label of
-// veil_controlplane_quota_notices_total.
+// veil_controlplane_quota_notices_total. An email is queued by the
+// consumer, then sent, failed (an attempt River retries), refused (for
+// good: no retry) or skipped (nobody to write to) by its job.
 const (
 	noticeSent      = "sent"
+	noticeQueued    = "queued"
 	noticeDuplicate = "duplicate"
 	noticeSkipped   = "skipped"
 	noticeFailed    = "failed"
+	noticeRefused   = "refused"
+)
+
+// Email jobs.
+const (
+	// emailMaxAttempts bounds the sends of one email: with River's default
+	// backoff (attempt⁴ seconds) the last falls some four hours after the
+	// first, long enough to ride out a mail server's outage.
+	emailMaxAttempts = 10
+	// emailTimeout bounds one attempt: reading the recipient and the SMTP
+	// dialog.
+	emailTimeout = 30 * time.Second
 )
 
 // crossingSubscription is what a notice tells of the subscription.
@@ -66,19 +83,29 @@ type crossingTarget struct {
 	email string
 }
 
+// mailable reports whether the target has an address to write to. Users
+// whose token carried no email are provisioned with an address under
+// .invalid (RFC 2606): nobody reads it.
+func (t crossingTarget) mailable() bool {
+	return t.email != "" && !strings.HasSuffix(t.email, ".invalid")
+}
+
 // HandleCrossing turns one threshold crossing into its notices: a
 // quota.threshold_crossed webhook to the subscribing organization and an
 // email to the subscriber. Each goes out once per (subscription, period,
-// threshold, quota, channel), claimed by a quota_notices row: the webhook
-// exactly once (the claim commits with the outbox delivery Publish writes),
-// the email at least once (claimed in a transaction around the send, so a
-// crash between sending and committing sends it again on the next try, as
-// key notices do). Replays and duplicates of e send nothing more.
+// threshold, quota, channel), claimed by a quota_notices row. Both claims,
+// the webhook's outbox delivery (Publish) and the email's job
+// (QuotaEmailArgs) commit in one transaction: a crossing is handled
+// whole or not at all, and handling it touches only Postgres, so neither
+// a mail server that is down nor an address it refuses holds up the
+// crossings behind it. Replays and duplicates of e send nothing more.
 //
-// sent counts the notices that went out. A subscription that no longer
-// exists gets none and is not an error. An event whose subscription id is
+// sent counts the notices this call claimed: the webhook published and
+// the email queued. No email is queued without a Mailer, or for a
+// subscriber without an address. A subscription that no longer exists
+// gets no notices and is not an error. An event whose subscription id is
 // not a UUID fails with an error matching quotaevent.ErrInvalid: retrying
-// it cannot help.
+// it cannot help. Any other error is Postgres's: retrying later can.
 func (s *Service) HandleCrossing(ctx context.Context, e quotaevent.Event) (sent int, err error) {
 	if err := e.Validate(); err != nil {
 		return 0, fmt.Errorf("handle quota crossing: %w", err)
@@ -96,8 +123,38 @@ func (s *Service) HandleCrossing(ctx context.Context, e quotaevent.Event) (sent 
 	if err != nil {
 		return 0, fmt.Errorf("handle quota crossing %s: %w", e.ID(), err)
 	}
+	mail := s.cfg.Mailer != nil && target.mailable()
 
-	ok, err := s.crossingWebhook(ctx, id, target, e)
+	var hook, email bool
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		hook, email = false, false
+		ok, err := claimCrossing(ctx, tx, id, e, channelWebhook)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := s.cfg.Publisher.Publish(ctx, tx, target.orgID, EventThresholdCrossed, crossingNotice{
+				Subscription: target.sub, Threshold: e.Threshold, Quota: e.Quota, Used: e.Used, Hard: e.Hard, Blocked: e.Blocked(),
+				PeriodStart: e.PeriodStart.UTC(), PeriodEnd: e.PeriodEnd.UTC(), ResetsAt: e.PeriodEnd.UTC(),
+			}); err != nil {
+				return fmt.Errorf("publish webhook notice: %w", err)
+			}
+		}
+		hook = ok
+		if !mail {
+			return nil
+		}
+		if ok, err = claimCrossing(ctx, tx, id, e, channelEmail); err != nil {
+			return err
+		}
+		if ok {
+			if _, err := s.cfg.Jobs.InsertTx(ctx, tx, emailArgs(id, e), &river.InsertOpts{MaxAttempts: emailMaxAttempts}); err != nil {
+				return fmt.Errorf("enqueue email notice: %w", err)
+			}
+		}
+		email = ok
+		return nil
+	})
 	switch {
 	case crossingSubscriptionGone(err):
 		// Deleted between the read and the claim.
@@ -105,39 +162,23 @@ func (s *Service) HandleCrossing(ctx context.Context, e quotaevent.Event) (sent 
 		return 0, nil
 	case err != nil:
 		s.noticeCounter(channelWebhook, noticeFailed).Inc()
-		return 0, fmt.Errorf("webhook notice %s: %w", e.ID(), err)
-	case ok:
-		sent++
-		s.noticeCounter(channelWebhook, noticeSent).Inc()
-	default:
-		s.noticeCounter(channelWebhook, noticeDuplicate).Inc()
+		return 0, fmt.Errorf("handle quota crossing %s: %w", e.ID(), err)
 	}
 
-	if s.cfg.Mailer == nil {
-		return sent, nil
+	if hook {
+		sent++
+		s.noticeCounter(channelWebhook, noticeSent).Inc()
+	} else {
+		s.noticeCounter(channelWebhook, noticeDuplicate).Inc()
 	}
-	// Users whose token carried no email are provisioned with an address
-	// under .invalid (RFC 2606): nobody to write to.
-	if target.email == "" || strings.HasSuffix(target.email, ".invalid") {
+	switch {
+	case s.cfg.Mailer == nil:
+	case !mail:
 		log.WarnContext(ctx, "no email address for a quota notice")
 		s.noticeCounter(channelEmail, noticeSkipped).Inc()
-		return sent, nil
-	}
-	ok, err = s.crossingEmail(ctx, id, target, e)
-	switch {
-	case errors.Is(err, notify.ErrInvalidMessage):
-		// The address on file cannot take mail: retrying would hold up
-		// every crossing behind this one for nothing.
-		log.ErrorContext(ctx, "quota notice email refused by the mailer", "error", err)
-		s.noticeCounter(channelEmail, noticeSkipped).Inc()
-	case crossingSubscriptionGone(err):
-		log.InfoContext(ctx, "quota crossing of a subscription deleted meanwhile: no email")
-	case err != nil:
-		s.noticeCounter(channelEmail, noticeFailed).Inc()
-		return sent, fmt.Errorf("email notice %s: %w", e.ID(), err)
-	case ok:
+	case email:
 		sent++
-		s.noticeCounter(channelEmail, noticeSent).Inc()
+		s.noticeCounter(channelEmail, noticeQueued).Inc()
 	default:
 		s.noticeCounter(channelEmail, noticeDuplicate).Inc()
 	}
@@ -169,7 +210,7 @@ func (s *Service) crossingTarget(ctx context.Context, id uuid.UUID) (crossingTar
 
 // claimCrossing inserts the quota_notices row of the crossing on channel
 // inside tx; it reports false when the row was there already, that is the
-// notice went out before.
+// notice was claimed before.
 func claimCrossing(ctx context.Context, tx pgx.Tx, id uuid.UUID, e quotaevent.Event, channel string) (bool, error) {
 	tag, err := tx.Exec(ctx, `INSERT INTO quota_notices (subscription_id, period_start, threshold, quota, channel, used)
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
@@ -180,50 +221,141 @@ func claimCrossing(ctx context.Context, tx pgx.Tx, id uuid.UUID, e quotaevent.Ev
 	return tag.RowsAffected() == 1, nil
 }
 
-// crossingWebhook claims and publishes the webhook in one transaction.
-func (s *Service) crossingWebhook(ctx context.Context, id uuid.UUID, t crossingTarget, e quotaevent.Event) (bool, error) {
-	claimed := false
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		ok, err := claimCrossing(ctx, tx, id, e, channelWebhook)
-		if err != nil || !ok {
-			return err
-		}
-		claimed = true
-		return s.cfg.Publisher.Publish(ctx, tx, t.orgID, EventThresholdCrossed, crossingNotice{
-			Subscription: t.sub, Threshold: e.Threshold, Quota: e.Quota, Used: e.Used, Hard: e.Hard, Blocked: e.Blocked(),
-			PeriodStart: e.PeriodStart.UTC(), PeriodEnd: e.PeriodEnd.UTC(), ResetsAt: e.PeriodEnd.UTC(),
-		})
-	})
-	return claimed && err == nil, err
+// QuotaEmailArgs is the email notice of one threshold crossing, enqueued
+// by HandleCrossing with the notice's claim. It carries the crossing, not
+// the message: the recipient and the API's name are read when it is sent.
+type QuotaEmailArgs struct {
+	SubscriptionID uuid.UUID `json:"subscription_id"`
+	PeriodStart    time.Time `json:"period_start"`
+	PeriodEnd      time.Time `json:"period_end"`
+	Threshold      int       `json:"threshold"`
+	Quota          int64     `json:"quota"`
+	Used           int64     `json:"used"`
+	Hard           bool      `json:"hard"`
 }
 
-// crossingEmail claims the email and sends it inside one transaction: the
-// claim commits only once the mail server took the message.
-func (s *Service) crossingEmail(ctx context.Context, id uuid.UUID, t crossingTarget, e quotaevent.Event) (bool, error) {
-	subject, text := crossingMail(t, e)
-	claimed := false
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		ok, err := claimCrossing(ctx, tx, id, e, channelEmail)
-		if err != nil || !ok {
-			return err
+// Kind implements river.JobArgs.
+func (QuotaEmailArgs) Kind() string { return "quota_email" }
+
+// emailArgs is the email job of crossing e of subscription id.
+func emailArgs(id uuid.UUID, e quotaevent.Event) QuotaEmailArgs {
+	return QuotaEmailArgs{
+		SubscriptionID: id, PeriodStart: e.PeriodStart.UTC(), PeriodEnd: e.PeriodEnd.UTC(),
+		Threshold: e.Threshold, Quota: e.Quota, Used: e.Used, Hard: e.Hard,
+	}
+}
+
+// QuotaEmailWorker sends the email notices of threshold crossings: one
+// SMTP attempt per job run.
+type QuotaEmailWorker struct {
+	river.WorkerDefaults[QuotaEmailArgs]
+	s *Service
+}
+
+var _ river.Worker[QuotaEmailArgs] = (*QuotaEmailWorker)(nil)
+
+// QuotaEmailWorker returns the worker of QuotaEmailArgs jobs, to register
+// with the River client whose Inserter is Config.Jobs.
+func (s *Service) QuotaEmailWorker() *QuotaEmailWorker { return &QuotaEmailWorker{s: s} }
+
+// Timeout bounds one attempt.
+func (w *QuotaEmailWorker) Timeout(*river.Job[QuotaEmailArgs]) time.Duration { return emailTimeout }
+
+// Work sends the email of one crossing to the subscriber's current
+// address. The email goes out at least once, not exactly once: a crash or
+// a lost connection to Postgres after the mail server took the message but
+// before River recorded the job complete sends it again on the job's next
+// run. Its Message-ID is stable per notice, so mail clients drop the copy.
+//
+// A refusal for good (an SMTP 5xx reply, or an address the mailer cannot
+// take) is logged and counted, and cancels the job: retrying would only
+// be refused again. Any other failure (the mail server unreachable, a 4xx
+// reply, Postgres) returns the error, and River retries with its backoff
+// up to emailMaxAttempts runs. A subscription deleted meanwhile, or whose
+// subscriber has no address any more, gets no email.
+func (w *QuotaEmailWorker) Work(ctx context.Context, job *river.Job[QuotaEmailArgs]) error {
+	s, a := w.s, job.Args
+	log := s.log.With("subscription_id", a.SubscriptionID, "threshold", a.Threshold, "quota", a.Quota,
+		"job_id", job.ID, "attempt", job.Attempt)
+	if s.cfg.Mailer == nil {
+		// Queued by a control plane configured with a mailer, worked by
+		// one without.
+		log.WarnContext(ctx, "no mailer for a queued quota notice email: not sent")
+		s.noticeCounter(channelEmail, noticeSkipped).Inc()
+		return nil
+	}
+	t, err := s.crossingTarget(ctx, a.SubscriptionID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		log.InfoContext(ctx, "quota notice email of a deleted subscription: not sent")
+		s.noticeCounter(channelEmail, noticeSkipped).Inc()
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("send quota notice email: %w", err)
+	}
+	if !t.mailable() {
+		log.WarnContext(ctx, "no email address for a quota notice")
+		s.noticeCounter(channelEmail, noticeSkipped).Inc()
+		return nil
+	}
+
+	err = s.cfg.Mailer.Send(ctx, crossingMessage(t, a))
+	switch {
+	case err == nil:
+		s.noticeCounter(channelEmail, noticeSent).Inc()
+		log.InfoContext(ctx, "quota notice email sent")
+		return nil
+	case mailRefused(err):
+		// Logged here with the subscription, since the job's cancellation
+		// keeps the error but not who it was for.
+		log.ErrorContext(ctx, "quota notice email refused: not retried", "error", err)
+		s.noticeCounter(channelEmail, noticeRefused).Inc()
+		return river.JobCancel(fmt.Errorf("send quota notice email: %w", err))
+	default:
+		s.noticeCounter(channelEmail, noticeFailed).Inc()
+		if job.Attempt >= job.MaxAttempts {
+			log.ErrorContext(ctx, "quota notice email failed on its last attempt: not sent", "error", err)
 		}
-		claimed = true
-		return s.cfg.Mailer.Send(ctx, notify.Message{
-			To: []string{t.email}, Subject: subject, Text: text,
-			Headers: map[string]string{
-				"X-Veil-Notice":          fmt.Sprintf("quota_%d", e.Threshold),
-				"X-Veil-Subscription-Id": id.String(),
-				// Stable per notice, so a mail client drops the copy a
-				// retried send delivers.
-				"Message-ID": fmt.Sprintf("<quota-%s-%d-%d-%d@notice.veil>", id, e.PeriodStart.Unix(), e.Threshold, e.Quota),
-			},
-		})
-	})
-	return claimed && err == nil, err
+		return fmt.Errorf("send quota notice email: %w", err)
+	}
+}
+
+// mailRefused reports whether err refuses a message for good: retrying
+// the same message cannot succeed.
+func mailRefused(err error) bool {
+	if errors.Is(err, notify.ErrInvalidMessage) {
+		return true
+	}
+	var reply *textproto.Error
+	if errors.As(err, &reply) {
+		return reply.Code >= 500 && reply.Code < 600
+	}
+	// notify.SMTP's client (go-mail) reports the server's reply as an error
+	// with the reply's code, 0 when the server did not answer.
+	var coded interface{ ErrorCode() int }
+	if errors.As(err, &coded) {
+		return coded.ErrorCode() >= 500 && coded.ErrorCode() < 600
+	}
+	return false
+}
+
+// crossingMessage is the email of crossing a to target t.
+func crossingMessage(t crossingTarget, a QuotaEmailArgs) notify.Message {
+	subject, text := crossingMail(t, a)
+	return notify.Message{
+		To: []string{t.email}, Subject: subject, Text: text,
+		Headers: map[string]string{
+			"X-Veil-Notice":          fmt.Sprintf("quota_%d", a.Threshold),
+			"X-Veil-Subscription-Id": a.SubscriptionID.String(),
+			// Stable per notice, so a mail client drops the copy a
+			// retried send delivers.
+			"Message-ID": fmt.Sprintf("<quota-%s-%d-%d-%d@notice.veil>", a.SubscriptionID, a.PeriodStart.Unix(), a.Threshold, a.Quota),
+		},
+	}
 }
 
 // crossingMail is the subject and body of a crossing's email.
-func crossingMail(t crossingTarget, e quotaevent.Event) (subject, text string) {
+func crossingMail(t crossingTarget, e QuotaEmailArgs) (subject, text string) {
 	const day = "2 Jan 2006 15:04 MST"
 	resets := e.PeriodEnd.UTC().Format(day)
 	var what, next string

@@ -1,8 +1,10 @@
 // Package quota is the control plane's side of the quota loop: it consumes
 // the processors' threshold crossings from veil.quota.events and turns each
-// into a webhook and an email to the consumer, once; it answers what a
+// into a webhook (exactly once, through the webhook outbox) and an email
+// (a River job, at least once) to the consumer; it answers what a
 // subscription has used of its quota this period; and it checks the Redis
-// period counters the gateway is enforced from against ClickHouse, healing
+// period counters the gateway is enforced from against the admitted rows
+// ClickHouse holds up to the Kafka offsets Redis says it applied, healing
 // them (and the block they imply) when they drifted.
 package quota
 
@@ -18,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/control-plane/notify"
@@ -33,6 +37,11 @@ type Publisher interface {
 // Mailer sends email.
 type Mailer interface {
 	Send(ctx context.Context, m notify.Message) error
+}
+
+// Inserter enqueues jobs inside a transaction (a *river.Client[pgx.Tx]).
+type Inserter interface {
+	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
 }
 
 // Defaults for Config.
@@ -52,6 +61,10 @@ type Config struct {
 	Publisher Publisher
 	// Mailer sends the email notices; nil sends none.
 	Mailer Mailer
+	// Jobs enqueues the email notices (QuotaEmailArgs, worked by
+	// QuotaEmailWorker) in the transaction that claims them, so the
+	// consumer never waits on a mail server. Required when Mailer is set.
+	Jobs Inserter
 	// Brokers, Topic (default veil.quota.events) and Group (default
 	// veil-control-plane-quota) are where crossings are consumed from.
 	Brokers   []string
@@ -62,6 +75,12 @@ type Config struct {
 	Metrics   *metrics.Set
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// DriftSettle is how long the usage drift check waits between finding
+	// a subscription drifted and looking at its Redis state again before
+	// it heals (default DefaultDriftSettle, 2 s): a subscription whose
+	// state moved meanwhile is in flight, not healed. Each chunk of
+	// checked subscriptions with drift waits once.
+	DriftSettle time.Duration
 }
 
 // Service is the quota service.
@@ -76,6 +95,9 @@ type Service struct {
 func New(cfg Config) (*Service, error) {
 	if cfg.Pool == nil || cfg.Redis == nil || cfg.Publisher == nil {
 		return nil, errors.New("new quota service: pool, redis and publisher are required")
+	}
+	if cfg.Mailer != nil && cfg.Jobs == nil {
+		return nil, errors.New("new quota service: jobs are required to send email notices")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -1,17 +1,26 @@
 package quota_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/quota"
@@ -22,14 +31,18 @@ import (
 )
 
 // quotaFixture is a quota service over a fresh database, a Redis database
-// of its own, the real webhooks service (deliveries are rows to count) and
-// Mailpit, with a provider's API that test subscriptions subscribe to.
+// of its own, the real webhooks service (deliveries are rows to count, sent
+// to a receiver that takes them all) and Mailpit, with a provider's API
+// that test subscriptions subscribe to. Its River client works the email
+// and webhook jobs once started.
 type quotaFixture struct {
 	t       *testing.T
 	ctx     context.Context
 	pool    *pgxpool.Pool
 	redis   rueidis.Client
+	jobs    *river.Client[pgx.Tx]
 	hooks   *webhooks.Service
+	hookURL string
 	mail    *testenv.MailpitServer
 	metrics *metrics.Set
 	svc     *quota.Service
@@ -60,7 +73,15 @@ func newFixture(t *testing.T, configure func(*quota.Config)) *quotaFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	workers := river.NewWorkers()
+	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}},
+		Workers:           workers,
+		FetchCooldown:     5 * time.Millisecond,
+		FetchPollInterval: 20 * time.Millisecond,
+		Logger:            logger,
+		TestOnly:          true,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +89,10 @@ func newFixture(t *testing.T, configure func(*quota.Config)) *quotaFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(receiver.Close)
 	mail := testenv.Mailpit(t)
 	mailer, err := notify.NewSMTP(notify.SMTPConfig{Addr: mail.SMTPAddr(), From: "Veil <noreply@veil.test>", TLS: notify.TLSNone, Logger: logger})
 	if err != nil {
@@ -76,16 +101,18 @@ func newFixture(t *testing.T, configure func(*quota.Config)) *quotaFixture {
 	redis, _ := testenv.RedisDB(t)
 	start := time.Unix(time.Now().Unix()-3*24*3600, 0).UTC()
 	f := &quotaFixture{
-		t: t, ctx: ctx, pool: pool, redis: redis, hooks: hooks, mail: mail, metrics: metrics.NewSet(),
-		periodStart: start, periodEnd: start.AddDate(0, 1, 0),
+		t: t, ctx: ctx, pool: pool, redis: redis, jobs: jobs, hooks: hooks, hookURL: receiver.URL + "/hooks",
+		mail: mail, metrics: metrics.NewSet(), periodStart: start, periodEnd: start.AddDate(0, 1, 0),
 	}
-	cfg := quota.Config{Pool: pool, Redis: redis, Publisher: hooks, Mailer: mailer, Logger: logger, Metrics: f.metrics}
+	cfg := quota.Config{Pool: pool, Redis: redis, Publisher: hooks, Mailer: mailer, Jobs: jobs, Logger: logger, Metrics: f.metrics}
 	if configure != nil {
 		configure(&cfg)
 	}
 	if f.svc, err = quota.New(cfg); err != nil {
 		t.Fatal(err)
 	}
+	river.AddWorker(workers, hooks.Worker())
+	river.AddWorker(workers, f.svc.QuotaEmailWorker())
 	provider := f.org("provider-"+testenv.Suffix(), "provider-"+testenv.Suffix(), "provider-"+testenv.Suffix()+"@example.test")
 	if err := pool.QueryRow(ctx, `INSERT INTO apis (organization_id, name, slug, upstream_url, version, state, created_by)
 		VALUES ($1, 'Weather', $2, 'http://127.0.0.1:1', '1', 'active', 'provider-user') RETURNING id`,
@@ -136,7 +163,7 @@ func (f *quotaFixture) subscribe(planQuota *int64, hard bool, email string) test
 		f.t.Fatal(err)
 	}
 	if _, _, err := f.hooks.CreateEndpoint(f.ctx, s.orgID, webhooks.EndpointInput{
-		URL: "http://127.0.0.1:1/hooks", EventTypes: []string{quota.EventThresholdCrossed},
+		URL: f.hookURL, EventTypes: []string{quota.EventThresholdCrossed},
 	}); err != nil {
 		f.t.Fatal(err)
 	}
@@ -210,5 +237,155 @@ func (f *quotaFixture) notices(s testSub) int {
 	return n
 }
 
+// start runs the River client, which sends the queued emails and
+// webhooks, until the test ends.
+func (f *quotaFixture) start() {
+	f.t.Helper()
+	if err := f.jobs.Start(f.ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = f.jobs.Stop(ctx)
+	})
+}
+
+// emailJob is a quota_email job as River stored it.
+type emailJob struct {
+	row  *rivertype.JobRow
+	args quota.QuotaEmailArgs
+	// errors counts the failed attempts River recorded.
+	errors int
+}
+
+// emailJobs returns the quota_email jobs of s, oldest first.
+func (f *quotaFixture) emailJobs(s testSub) []emailJob {
+	f.t.Helper()
+	rows, err := f.pool.Query(f.ctx, `SELECT id, state::text, attempt, max_attempts, args, coalesce(array_length(errors, 1), 0)
+		FROM river_job WHERE kind = $1 AND args->>'subscription_id' = $2 ORDER BY id`, quota.QuotaEmailArgs{}.Kind(), s.id.String())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []emailJob
+	for rows.Next() {
+		j := emailJob{row: &rivertype.JobRow{Kind: quota.QuotaEmailArgs{}.Kind()}}
+		var state string
+		if err := rows.Scan(&j.row.ID, &state, &j.row.Attempt, &j.row.MaxAttempts, &j.row.EncodedArgs, &j.errors); err != nil {
+			f.t.Fatal(err)
+		}
+		j.row.State = rivertype.JobState(state)
+		if err := json.Unmarshal(j.row.EncodedArgs, &j.args); err != nil {
+			f.t.Fatalf("quota_email args %s: %v", j.row.EncodedArgs, err)
+		}
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// work runs the email worker once on j, as River would on its next
+// attempt, without recording the outcome.
+func (f *quotaFixture) work(j emailJob) error {
+	f.t.Helper()
+	row := *j.row
+	row.Attempt++
+	return f.svc.QuotaEmailWorker().Work(f.ctx, &river.Job[quota.QuotaEmailArgs]{JobRow: &row, Args: j.args})
+}
+
+// noticeCount is veil_controlplane_quota_notices_total of a channel and
+// result.
+func (f *quotaFixture) noticeCount(channel, result string) uint64 {
+	return f.metrics.GetOrCreateCounter(fmt.Sprintf(`veil_controlplane_quota_notices_total{channel=%q,result=%q}`, channel, result)).Get()
+}
+
 // requests is a plan quota of n requests.
 func requests(n int64) *int64 { return &n }
+
+// smtpServer is an SMTP server that answers RCPT TO with the reply its
+// test sets, and every other command with success.
+type smtpServer struct {
+	ln    net.Listener
+	reply atomic.Value // string
+}
+
+// newSMTPServer starts a server until the test ends; RCPT TO is accepted
+// until setRecipientReply says otherwise.
+func newSMTPServer(t *testing.T) *smtpServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &smtpServer{ln: ln}
+	srv.reply.Store("250 2.1.5 ok")
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go srv.serve(c)
+		}
+	}()
+	return srv
+}
+
+func (s *smtpServer) addr() string { return s.ln.Addr().String() }
+
+// setRecipientReply sets the answer to RCPT TO, such as "550 5.1.1 no
+// such user".
+func (s *smtpServer) setRecipientReply(reply string) { s.reply.Store(reply) }
+
+func (s *smtpServer) serve(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(c)
+	say := func(line string) bool {
+		_, err := fmt.Fprintf(c, "%s\r\n", line)
+		return err == nil
+	}
+	if !say("220 smtp.test ESMTP") {
+		return
+	}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		verb := strings.ToUpper(strings.Fields(line + " x")[0])
+		var ok bool
+		switch verb {
+		case "EHLO", "HELO":
+			ok = say("250 smtp.test")
+		case "RCPT":
+			ok = say(s.reply.Load().(string))
+		case "DATA":
+			if !say("354 end with .") {
+				return
+			}
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+			}
+			ok = say("250 2.0.0 queued")
+		case "QUIT":
+			say("221 bye")
+			return
+		default:
+			ok = say("250 ok")
+		}
+		if !ok {
+			return
+		}
+	}
+}
