@@ -118,7 +118,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.Duration(&c.retryMax, "register-retry-max", "VEIL_REGISTER_RETRY_MAX", 5*time.Minute, "longest registration retry delay")
 	f.Duration(&c.reconcileEvery, "reconcile-interval", "VEIL_RECONCILE_INTERVAL", 5*time.Minute, "how often APIs and gateway routes are reconciled")
 	f.Duration(&c.sweepEvery, "approval-sweep-interval", "VEIL_APPROVAL_SWEEP_INTERVAL", time.Minute, "how often overdue approval requests escalate or expire")
-	f.Duration(&c.rescueAfter, "job-rescue-after", "VEIL_JOB_RESCUE_AFTER", time.Minute, "a job still running this long after its start (its worker died) is retried; must exceed the 30s job timeout")
+	f.Duration(&c.rescueAfter, "job-rescue-after", "VEIL_JOB_RESCUE_AFTER", time.Minute, "a job still running this long after its start (its worker died) is retried; must exceed the longest job timeout, 50s (scheduled maintenance, period rolls and usage checks)")
 	f.String(&c.ipRate, "rate-limit-ip", "VEIL_RATE_LIMIT_IP", "600/1m", "requests per client address, as N/period (empty: off)")
 	f.String(&c.tokenRate, "rate-limit-token", "VEIL_RATE_LIMIT_TOKEN", "1200/1m", "requests per authenticated subject, as N/period (empty: off)")
 	f.String(&c.corsOrigins, "cors-origins", "VEIL_CORS_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off)")
@@ -218,8 +218,8 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if cp.keyReconcileEvery <= 0 || cp.maintenanceEvery <= 0 || cp.usageReconcileEvery <= 0 || cp.periodRollEvery <= 0 {
 		return nil, errors.New("--key-reconcile-interval, --key-maintenance-interval, --usage-reconcile-interval and --period-roll-interval must be positive")
 	}
-	if cp.rescueAfter <= 30*time.Second {
-		return nil, errors.New("--job-rescue-after must exceed the 30s job timeout")
+	if cp.rescueAfter <= 50*time.Second {
+		return nil, errors.New("--job-rescue-after must exceed the longest job timeout, 50s")
 	}
 	ipRate, err := parseRate(cp.ipRate)
 	if err != nil {

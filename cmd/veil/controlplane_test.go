@@ -354,7 +354,7 @@ func (e *cpEnv) flags(t *testing.T, attempts int) controlPlaneFlags {
 		jwtSecret: testJWTSecret, jwtIssuer: "veil", jwtAudience: "veil-control-plane",
 		gatewayAdminURL: e.admin.srv.URL, gatewayURL: e.gw.URL,
 		registerAttempts: attempts, retryBase: 20 * time.Millisecond, retryMax: 200 * time.Millisecond,
-		reconcileEvery: time.Hour, sweepEvery: time.Hour, rescueAfter: 31 * time.Second,
+		reconcileEvery: time.Hour, sweepEvery: time.Hour, rescueAfter: 51 * time.Second,
 		ipRate: "100000/1m", tokenRate: "100000/1m", webhookPrivate: true, webhookAttempts: 5,
 		webhookRetryBase: 20 * time.Millisecond, workers: 4,
 		keyReconcileEvery: time.Hour, maintenanceEvery: time.Hour, keyEnv: "test", keySealSecret: "control-plane-test-seal",
@@ -600,7 +600,7 @@ func (e *cpEnv) controlPlaneProcess(t *testing.T, addr string) *exec.Cmd {
 		"--gateway-key-auth=false",
 		"--jwt-secret", testJWTSecret, "--gateway-admin-url", e.admin.srv.URL, "--gateway-url", e.gw.URL,
 		"--register-attempts", "20", "--register-retry-base", "50ms", "--register-retry-max", "500ms",
-		"--job-rescue-after", "31s", "--rate-limit-ip=", "--rate-limit-token=", "--log-level", "warn")
+		"--job-rescue-after", "51s", "--rate-limit-ip=", "--rate-limit-token=", "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "VEIL_TEST_EXEC=1")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

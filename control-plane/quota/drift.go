@@ -20,10 +20,18 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // ErrNoClickHouse: the drift check needs Config.ClickHouse, and it is nil.
 var ErrNoClickHouse = errors.New("no ClickHouse connection (Config.ClickHouse)")
+
+// DefaultDriftSettle is Config.DriftSettle's default: how long the drift
+// check waits, once it found a subscription drifted, before it looks at
+// Redis again and heals. It outlasts a processor batch (500 ms at most by
+// default), so a batch ClickHouse already holds and Redis is applying
+// shows up as a change rather than as drift.
+const DefaultDriftSettle = 2 * time.Second
 
 // UsageReport is what one usage drift check found and did.
 type UsageReport struct {
@@ -60,8 +68,9 @@ type UsageDrift struct {
 	ClickHouseRequests int64     `json:"clickhouse_requests"`
 	RedisUnits         string    `json:"redis_units"`
 	ClickHouseUnits    string    `json:"clickhouse_units"`
-	// WatermarksBehind: Redis's offset watermarks were missing or behind
-	// what ClickHouse holds (after a flush, say), whatever the counter said.
+	// WatermarksBehind: Redis had no readable watermark for a partition
+	// ClickHouse holds rows of (after a flush, say), whatever the counter
+	// said.
 	WatermarksBehind bool `json:"watermarks_behind"`
 	// Blocked reports whether the subscription is blocked after the heal.
 	Blocked bool `json:"blocked"`
@@ -78,22 +87,50 @@ const driftChunk = 500
 // driftRunsKept is how many runs usage_reconcile_runs keeps.
 const driftRunsKept = 100
 
+// driftLookback is how far before a period's start the offset query
+// looks. The processors refuse events older than the late window or
+// further ahead than the future allowance, judged when they process
+// them, and process a partition in offset order. So every row from a
+// partition at or after a row of the period (time ≥ start, processed no
+// earlier than start minus the allowance) is younger than start minus
+// both: for every partition with rows of the period, the bounded maximum
+// is the true one. Older rows are only scanned, not needed.
+const driftLookback = usage.DefaultLateWindow + usage.DefaultMaxFuture
+
 // ReconcileUsage checks, for every live subscription (trialing, active,
 // past_due, suspended), that its Redis counter for the current period
 // holds exactly what ClickHouse says the processors applied, and heals the
 // counter, the offset watermarks, the threshold crossings and the quota
 // block when not. The run is stored (see LastUsageReport).
 //
-// Exactness rests on the per-partition watermarks the processors advance
-// in the same script as the counters: the counter must equal the admitted
-// rows of the period in ClickHouse up to the watermark of each partition.
-// When Redis has applied offsets ClickHouse does not hold yet (the sinks
-// are written in parallel), or the processors move while a subscription
-// is checked, the subscription is in flight and left for the next run.
+// What is compared: the counter's requests and units against ClickHouse's
+// admitted rows (no refusal) of the period [start, end) from each
+// partition up to the offset Redis's watermark for that partition says
+// was applied. The processors write ClickHouse and Redis in parallel, so
+// rows beyond a watermark are a batch Redis has not applied yet: they are
+// ignored, and the watermark is never moved forward over them. A
+// partition ClickHouse holds rows of and Redis has no watermark for at
+// all means Redis lost it (a flush): it counts up to ClickHouse's highest
+// offset there, and the heal writes that watermark. A watermark beyond
+// what ClickHouse holds means ClickHouse is behind: when the figures then
+// disagree the subscription is in flight and left for the next run.
+//
+// A subscription found drifted is not healed at once: after a settle
+// (Config.DriftSettle) its Redis state is read again, and only when the
+// watermarks and the counter did not move and the figures, recomputed,
+// still differ is it healed, by a compare-and-set against that state.
+// One that moved is in flight.
 //
 // Period bounds and quotas come from Postgres, so a flushed Redis, the
-// subscription record included, is healed too.
+// subscription record included, is healed too; where the record is there
+// and names the same period, its quota wins (see driftHealScript).
 func (s *Service) ReconcileUsage(ctx context.Context) (UsageReport, error) {
+	return s.reconcileUsage(ctx, s.driftSettle)
+}
+
+// reconcileUsage is ReconcileUsage with the settle between the finding and
+// the heal as a function, which tests use to act during it.
+func (s *Service) reconcileUsage(ctx context.Context, settle func(context.Context) error) (UsageReport, error) {
 	rep := UsageReport{StartedAt: s.now().UTC(), Unhealed: []UsageUnhealed{}, Drift: []UsageDrift{}}
 	if s.cfg.ClickHouse == nil {
 		return rep, fmt.Errorf("reconcile usage: %w", ErrNoClickHouse)
@@ -107,7 +144,7 @@ func (s *Service) ReconcileUsage(ctx context.Context) (UsageReport, error) {
 		if len(subs) == 0 {
 			break
 		}
-		if err := s.driftCheckChunk(ctx, subs, &rep); err != nil {
+		if err := s.driftCheckChunk(ctx, subs, settle, &rep); err != nil {
 			return rep, err
 		}
 		after = subs[len(subs)-1].id
@@ -122,6 +159,22 @@ func (s *Service) ReconcileUsage(ctx context.Context) (UsageReport, error) {
 		return rep, err
 	}
 	return rep, nil
+}
+
+// driftSettle waits Config.DriftSettle (DefaultDriftSettle when zero).
+func (s *Service) driftSettle(ctx context.Context) error {
+	d := s.cfg.DriftSettle
+	if d <= 0 {
+		d = DefaultDriftSettle
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("settle usage drift: %w", ctx.Err())
+	case <-t.C:
+		return nil
+	}
 }
 
 // LastUsageReport returns the newest stored drift check; false when no
@@ -216,9 +269,111 @@ type driftRedis struct {
 	requests, units string
 }
 
-// driftCheckChunk reads a chunk's Redis state in one round trip and its
-// ClickHouse offsets in one query, then checks each subscription.
-func (s *Service) driftCheckChunk(ctx context.Context, subs []driftSub, rep *UsageReport) error {
+func (r driftRedis) equal(o driftRedis) bool {
+	return r.requests == o.requests && r.units == o.units && maps.Equal(r.watermarks, o.watermarks)
+}
+
+// driftVerdict is what comparing one subscription concluded.
+type driftVerdict int
+
+const (
+	// driftInSync: Redis holds what ClickHouse says; nothing to do.
+	driftInSync driftVerdict = iota
+	// driftInFlight: they disagree while ClickHouse is behind Redis.
+	driftInFlight
+	// driftDiffers: they disagree and ClickHouse is not behind.
+	driftDiffers
+)
+
+// driftFinding is the comparison of one subscription's Redis state with
+// ClickHouse.
+type driftFinding struct {
+	verdict driftVerdict
+	// target is the watermark hash a heal writes: Redis's readable
+	// watermarks, plus ClickHouse's highest offset for each partition
+	// Redis has none for.
+	target map[int32]int64
+	// want* are ClickHouse's figures up to target, got* Redis's.
+	wantRequests, wantUnits int64
+	gotRequests, gotUnits   int64
+	// behind: target adds or rewrites watermarks.
+	behind bool
+}
+
+// driftCheckChunk compares a chunk of subscriptions with ClickHouse and
+// heals the drifted ones after the settle. Only a failure that concerns
+// the whole run is returned; a failed heal is reported.
+func (s *Service) driftCheckChunk(ctx context.Context, subs []driftSub, settle func(context.Context) error, rep *UsageReport) error {
+	states, err := s.driftReadRedis(ctx, subs)
+	if err != nil {
+		return err
+	}
+	offsets, err := s.driftMaxOffsets(ctx, subs)
+	if err != nil {
+		return err
+	}
+	var (
+		drifted  []driftSub
+		read     []driftRedis
+		findings []driftFinding
+	)
+	for i, sub := range subs {
+		rep.Checked++
+		f, err := s.driftCompare(ctx, sub, states[i], offsets[sub.id.String()])
+		if err != nil {
+			return err
+		}
+		switch f.verdict {
+		case driftInFlight:
+			rep.InFlight++
+		case driftDiffers:
+			drifted, read, findings = append(drifted, sub), append(read, states[i]), append(findings, f)
+		}
+	}
+	if len(drifted) == 0 {
+		return nil
+	}
+
+	// Give a batch Redis is applying time to land, then look again: the
+	// first look may have caught ClickHouse holding a batch whose Redis
+	// script had not run yet.
+	if err := settle(ctx); err != nil {
+		return err
+	}
+	states, err = s.driftReadRedis(ctx, drifted)
+	if err != nil {
+		return err
+	}
+	offsets, err = s.driftMaxOffsets(ctx, drifted)
+	if err != nil {
+		return err
+	}
+	for i, sub := range drifted {
+		if !states[i].equal(read[i]) {
+			rep.InFlight++ // the processors moved: what was compared is stale
+			continue
+		}
+		f, err := s.driftCompare(ctx, sub, states[i], offsets[sub.id.String()])
+		if err != nil {
+			return err
+		}
+		switch {
+		case f.verdict == driftInSync:
+			continue
+		case f.verdict == driftInFlight, !maps.Equal(f.target, findings[i].target):
+			// ClickHouse moved on a partition Redis has no watermark for:
+			// a batch Redis has yet to apply.
+			rep.InFlight++
+			continue
+		}
+		s.driftHealOne(ctx, sub, states[i], f, rep)
+	}
+	return nil
+}
+
+// driftReadRedis reads the watermarks and period counters of the
+// subscriptions in one round trip.
+func (s *Service) driftReadRedis(ctx context.Context, subs []driftSub) ([]driftRedis, error) {
 	cmds := make(rueidis.Commands, 0, 2*len(subs))
 	for _, sub := range subs {
 		id := sub.id.String()
@@ -231,47 +386,35 @@ func (s *Service) driftCheckChunk(ctx context.Context, subs []driftSub, rep *Usa
 	for i, sub := range subs {
 		wm, err := results[2*i].AsStrMap()
 		if err != nil {
-			return fmt.Errorf("read watermarks of %s: %w", sub.id, err)
+			return nil, fmt.Errorf("read watermarks of %s: %w", sub.id, err)
 		}
 		counter, err := results[2*i+1].ToArray()
 		if err != nil {
-			return fmt.Errorf("read period counter of %s: %w", sub.id, err)
+			return nil, fmt.Errorf("read period counter of %s: %w", sub.id, err)
 		}
 		if len(counter) != 2 {
-			return fmt.Errorf("read period counter of %s: %d fields, want 2", sub.id, len(counter))
+			return nil, fmt.Errorf("read period counter of %s: %d fields, want 2", sub.id, len(counter))
 		}
 		st := driftRedis{watermarks: wm}
 		for j, dst := range []*string{&st.requests, &st.units} {
 			v, err := counter[j].ToString()
 			if err != nil && !rueidis.IsRedisNil(err) {
-				return fmt.Errorf("read period counter of %s: %w", sub.id, err)
+				return nil, fmt.Errorf("read period counter of %s: %w", sub.id, err)
 			}
 			*dst = v
 		}
 		states[i] = st
 	}
-	offsets, err := s.driftMaxOffsets(ctx, subs)
-	if err != nil {
-		return err
-	}
-	for i, sub := range subs {
-		if err := s.driftCheck(ctx, sub, states[i], offsets[sub.id.String()], rep); err != nil {
-			return err
-		}
-	}
-	return nil
+	return states, nil
 }
 
 // driftMaxOffsets returns, per subject of the chunk, the highest Kafka
-// offset ClickHouse holds from each partition, over all of its rows
-// (any time, refused or not): the watermarks count every row.
+// offset ClickHouse holds from each partition (refused rows too: the
+// watermarks count every row), over the rows since the earliest period
+// start of the chunk less driftLookback.
 func (s *Service) driftMaxOffsets(ctx context.Context, subs []driftSub) (map[string]map[int32]int64, error) {
-	ids := make([]any, len(subs))
-	for i, sub := range subs {
-		ids[i] = sub.id.String()
-	}
-	rows, err := s.cfg.ClickHouse.Query(ctx, `SELECT subject, kafka_partition, max(kafka_offset) FROM usage_events
-		WHERE subject IN ? GROUP BY subject, kafka_partition`, clickhouse.GroupSet{Value: ids})
+	query, args := driftMaxOffsetsQuery(subs)
+	rows, err := s.cfg.ClickHouse.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read clickhouse offsets: %w", err)
 	}
@@ -297,75 +440,108 @@ func (s *Service) driftMaxOffsets(ctx context.Context, subs []driftSub) (map[str
 	return out, nil
 }
 
-// driftCheck compares one subscription's Redis state, as read, with
-// ClickHouse and heals it when they disagree. chMax is ClickHouse's
-// highest offset per partition for the subject. Only a failure that
-// concerns the whole run is returned; a failed heal is reported.
-func (s *Service) driftCheck(ctx context.Context, sub driftSub, red driftRedis, chMax map[int32]int64, rep *UsageReport) error {
-	rep.Checked++
+// driftMaxOffsetsQuery bounds the scan by time so that a run reads the
+// recent part of each subject, not its whole history: the table is
+// ordered by (subject, time). One bound serves the chunk (the earliest
+// start's); a later subscription is scanned a little further back than
+// it needs, which changes none of its figures that matter (see
+// driftLookback).
+func driftMaxOffsetsQuery(subs []driftSub) (string, []any) {
+	ids := make([]any, len(subs))
+	since := subs[0].start
+	for i, sub := range subs {
+		ids[i] = sub.id.String()
+		if sub.start.Before(since) {
+			since = sub.start
+		}
+	}
+	return `SELECT subject, kafka_partition, max(kafka_offset) FROM usage_events
+		WHERE subject IN ? AND time >= ? GROUP BY subject, kafka_partition`,
+		[]any{clickhouse.GroupSet{Value: ids}, since.Add(-driftLookback)}
+}
+
+// driftCompare compares one subscription's Redis state, as read, with
+// ClickHouse. chMax is ClickHouse's highest offset per partition for the
+// subject (see driftMaxOffsets).
+func (s *Service) driftCompare(ctx context.Context, sub driftSub, red driftRedis, chMax map[int32]int64) (driftFinding, error) {
+	f := driftFinding{target: map[int32]int64{}}
 	if len(chMax) == 0 && len(red.watermarks) == 0 && red.requests == "" && red.units == "" {
-		return nil // never used: nothing to compare
+		return f, nil // never used: nothing to compare
 	}
-	// The target watermarks: ClickHouse's, or Redis's where it is ahead.
-	// A watermark ahead of ClickHouse means rows the processors counted
-	// are still on their way to ClickHouse.
-	target := maps.Clone(chMax)
-	if target == nil {
-		target = map[int32]int64{}
-	}
-	garbled := false
+	ahead := false
 	for field, v := range red.watermarks {
 		p, err1 := strconv.ParseInt(field, 10, 32)
 		off, err2 := strconv.ParseInt(v, 10, 64)
-		if err1 != nil || err2 != nil {
-			garbled = true // rewritten by the heal
+		if err1 != nil || err2 != nil || off < 0 || strconv.FormatInt(p, 10) != field || strconv.FormatInt(off, 10) != v {
+			f.behind = true // unreadable: as if lost, and rewritten by the heal
 			continue
 		}
-		ch, ok := chMax[int32(p)]
-		if !ok || off > ch {
-			rep.InFlight++
-			return nil
+		f.target[int32(p)] = off
+		if ch, ok := chMax[int32(p)]; !ok || off > ch {
+			ahead = true
 		}
-		target[int32(p)] = max(ch, off)
 	}
-	wantRequests, wantUnits, err := s.driftCount(ctx, sub, target)
-	if err != nil {
-		return err
+	for p, ch := range chMax {
+		if _, ok := f.target[p]; !ok {
+			f.target[p] = ch // Redis lost this partition's watermark
+			f.behind = true
+		}
 	}
-	gotRequests, err1 := driftParse(red.requests)
-	gotUnits, err2 := driftParse(red.units)
-	behind := garbled || !maps.Equal(driftFormat(target), red.watermarks)
-	if err1 == nil && err2 == nil && gotRequests == wantRequests && gotUnits == wantUnits && !behind {
-		return nil
+	var err error
+	if len(chMax) > 0 {
+		// Without rows since the lookback ClickHouse has none of the
+		// period either.
+		if f.wantRequests, f.wantUnits, err = s.driftCount(ctx, sub, f.target); err != nil {
+			return f, err
+		}
 	}
-	applied, blocked, err := s.driftHeal(ctx, sub, red, target, wantRequests, wantUnits)
+	var err1, err2 error
+	f.gotRequests, err1 = driftParse(red.requests)
+	f.gotUnits, err2 = driftParse(red.units)
+	switch {
+	case err1 == nil && err2 == nil && f.gotRequests == f.wantRequests && f.gotUnits == f.wantUnits && !f.behind:
+		// Also when ahead: Redis applied rows ClickHouse does not hold
+		// (yet, or not since the lookback: a partition idle for long), and
+		// the figures agree all the same.
+		f.verdict = driftInSync
+	case ahead:
+		f.verdict = driftInFlight
+	default:
+		f.verdict = driftDiffers
+	}
+	return f, nil
+}
+
+// driftHealOne heals one drifted subscription from its finding, against
+// the Redis state red, and reports it.
+func (s *Service) driftHealOne(ctx context.Context, sub driftSub, red driftRedis, f driftFinding, rep *UsageReport) {
+	applied, blocked, err := s.driftHeal(ctx, sub, red, f.target, f.wantRequests, f.wantUnits)
 	if err == nil && !applied {
 		// The processors moved (or Redis changed) since the read: what
 		// was compared is stale.
 		rep.InFlight++
-		return nil
+		return
 	}
 	rep.Drifted++
 	d := UsageDrift{
 		SubscriptionID: sub.id, PeriodStart: sub.start,
-		RedisRequests: gotRequests, ClickHouseRequests: wantRequests,
-		RedisUnits: decimal.New(gotUnits, -6).String(), ClickHouseUnits: decimal.New(wantUnits, -6).String(),
-		WatermarksBehind: behind, Blocked: blocked, Healed: err == nil,
+		RedisRequests: f.gotRequests, ClickHouseRequests: f.wantRequests,
+		RedisUnits: decimal.New(f.gotUnits, -6).String(), ClickHouseUnits: decimal.New(f.wantUnits, -6).String(),
+		WatermarksBehind: f.behind, Blocked: blocked, Healed: err == nil,
 	}
 	rep.Drift = append(rep.Drift, d)
 	attrs := []any{"subscription_id", sub.id, "period_start", sub.start, "redis_requests", d.RedisRequests,
 		"clickhouse_requests", d.ClickHouseRequests, "redis_units", d.RedisUnits, "clickhouse_units", d.ClickHouseUnits,
-		"watermarks_behind", behind, "blocked", blocked}
+		"watermarks_behind", f.behind, "blocked", blocked}
 	if err != nil {
 		rep.Unhealed = append(rep.Unhealed, UsageUnhealed{SubscriptionID: sub.id, Reason: err.Error()})
 		s.cfg.Metrics.GetOrCreateCounter(`veil_controlplane_reconcile_unhealed_total{kind="usage"}`).Inc()
 		s.log.ErrorContext(ctx, "usage drift not healed", append(attrs, "err", err)...)
-		return nil
+		return
 	}
 	rep.Healed++
 	s.cfg.Metrics.GetOrCreateCounter(`veil_controlplane_reconcile_healed_total{kind="usage"}`).Inc()
 	s.log.WarnContext(ctx, "usage drift healed", attrs...)
-	return nil
 }
 
 // driftParse reads a counter field; absent is zero.
@@ -404,9 +580,8 @@ func (s *Service) driftCount(ctx context.Context, sub driftSub, watermarks map[i
 }
 
 // driftCountQuery counts the admitted rows of the period up to each
-// partition's watermark. The offset bounds matter even though the
-// watermarks are at least ClickHouse's highest offsets: rows inserted
-// after those were read must not be counted.
+// partition's watermark: rows beyond it are a batch Redis has not applied
+// yet, and partitions without one hold nothing Redis counted.
 func driftCountQuery(sub driftSub, watermarks map[int32]int64) (string, []any) {
 	var b strings.Builder
 	b.WriteString("SELECT count(), sum(units) FROM usage_events WHERE subject = ? AND time >= ? AND time < ? AND refusal = '' AND (")
@@ -426,22 +601,31 @@ func driftCountQuery(sub driftSub, watermarks map[int32]int64) (string, []any) {
 // watermarks from ClickHouse's figures, if the watermark hash and the
 // counter still hold what the check read (compare-and-set: when the
 // processors moved in between, it gives up and the next run looks again).
-// Writing the watermarks matters: a processor whose cached watermark is
-// older finds it moved, reloads it and skips rows ClickHouse already has.
+// The watermarks written are the ones read plus those Redis had lost:
+// a watermark is never moved forward over a batch Redis has yet to apply.
+// Writing lost ones matters: a processor whose cached watermark is older
+// finds it moved, reloads it and skips rows ClickHouse already has.
 //
-// It then recomputes what the counter implies from the effective quota:
-// every threshold (80, 90, 100%) reached and not yet recorded for this
-// quota is recorded (crossed_<pct> = quota) and its line pushed to the
-// quota outbox, for the processors' sweep to produce, so a crossing lost
-// with a flushed Redis is still announced (the control plane dedupes);
-// a threshold no longer reached is forgotten; a hard quota used up blocks
-// until the period's end, anything else lifts the block. The block is
+// It then recomputes what the counter implies from the effective quota.
+// That is the subscription record's quota and hardness when the record is
+// there and names the same period: a credit or a plan change written
+// since the check read Postgres is in it, and must not be undone (a heal
+// that blocked again right after a credit lifted the block). Only without
+// such a record (after a flush) does the quota from ARGV, read from
+// Postgres, apply. Every threshold (80, 90, 100%) of a positive quota
+// reached and not yet recorded for this quota is recorded
+// (crossed_<pct> = quota) and its line pushed to the quota outbox, for the
+// processors' sweep to produce, so a crossing lost with a flushed Redis
+// is still announced (the control plane dedupes); a threshold no longer
+// reached is forgotten. A hard quota (0 included) used up blocks until
+// the period's end, anything else lifts the block, as the record's own
+// write decides (gatewayrecord's putSubscriptionScript). The block is
 // rewritten only when it changes, so the gateway's cached copy is
 // invalidated only then.
 //
 // KEYS[1] watermark hash, KEYS[2] period counter, KEYS[3] block, KEYS[4]
-// the subscription record, never read (after a flush it is gone; bounds
-// and quota come in ARGV), KEYS[5] quota outbox.
+// the subscription record (period_start, quota_requests, quota_hard),
+// KEYS[5] quota outbox; all carry the subscription's hash tag.
 // ARGV[1], ARGV[2] the counter's requests and units_micro as read ("" for
 // absent), ARGV[3], ARGV[4] the new ones, ARGV[5], ARGV[6] period start and
 // end (Unix seconds), ARGV[7] counter ttl seconds, ARGV[8] quota (-1
@@ -467,15 +651,25 @@ end
 redis.call('HSET', KEYS[2], 'requests', ARGV[3], 'units_micro', ARGV[4], 'period_end', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 
-local used, quota = tonumber(ARGV[3]), tonumber(ARGV[8])
+local quota, hard = tonumber(ARGV[8]), ARGV[9]
+if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then
+  local rec = redis.call('HMGET', KEYS[4], 'period_start', 'quota_requests', 'quota_hard')
+  local q = tonumber(rec[2])
+  if tonumber(rec[1]) == tonumber(ARGV[5]) and q then
+    quota = math.floor(q)
+    hard = rec[3] == '1' and '1' or '0'
+  end
+end
+local qs = string.format('%d', quota)
+local used = tonumber(ARGV[3])
 local crossed = 0
 if quota > 0 then
   for _, pct in ipairs({80, 90, 100}) do
     local field = 'crossed_' .. pct
     if used >= math.ceil(quota * pct / 100) then
-      if redis.call('HGET', KEYS[2], field) ~= ARGV[8] then
-        redis.call('HSET', KEYS[2], field, ARGV[8])
-        redis.call('RPUSH', KEYS[5], 'v1|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. pct .. '|' .. ARGV[8] .. '|' .. ARGV[3] .. '|' .. ARGV[9])
+      if redis.call('HGET', KEYS[2], field) ~= qs then
+        redis.call('HSET', KEYS[2], field, qs)
+        redis.call('RPUSH', KEYS[5], 'v1|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. pct .. '|' .. qs .. '|' .. ARGV[3] .. '|' .. hard)
         crossed = crossed + 1
       end
     else
@@ -484,7 +678,7 @@ if quota > 0 then
   end
 end
 local blocked = 0
-if quota >= 0 and ARGV[9] == '1' and used >= quota then
+if quota >= 0 and hard == '1' and used >= quota then
   if redis.call('GET', KEYS[3]) ~= ARGV[6] then
     redis.call('SET', KEYS[3], ARGV[6], 'EXAT', ARGV[6])
   end
@@ -546,9 +740,16 @@ type ReconcileUsageWorker struct {
 // ReconcileUsageWorker returns the worker of scheduled drift checks.
 func (s *Service) ReconcileUsageWorker() *ReconcileUsageWorker { return &ReconcileUsageWorker{s: s} }
 
-// Timeout bounds one run.
+// reconcileUsageTimeout bounds one scheduled run. River rescues a job
+// still running after the control plane's --job-rescue-after (1 minute by
+// default) and runs it again, so a longer run would be checked, and
+// healed, twice at once. A run cut short loses nothing: its heals are
+// compare-and-set, and the next scheduled run starts over.
+const reconcileUsageTimeout = 50 * time.Second
+
+// Timeout bounds one run (see reconcileUsageTimeout).
 func (w *ReconcileUsageWorker) Timeout(*river.Job[ReconcileUsageArgs]) time.Duration {
-	return 5 * time.Minute
+	return reconcileUsageTimeout
 }
 
 // Work checks and logs the report.

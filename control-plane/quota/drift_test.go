@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
@@ -22,6 +23,7 @@ import (
 	"github.com/veil-platform/veil/internal/gatewayrecord"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/migrate"
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // driftPublisher publishes nothing: the drift check sends no notices.
@@ -60,7 +62,7 @@ func newDriftFixture(t *testing.T) *driftFixture {
 	ch, _, _ := testenv.ClickHouseDB(t)
 	f := &driftFixture{t: t, ctx: ctx, pool: pool, redis: redis, ch: ch, metrics: metrics.NewSet()}
 	f.svc, err = New(Config{Pool: pool, Redis: redis, ClickHouse: ch, Publisher: driftPublisher{},
-		Logger: testenv.Logger(t), Metrics: f.metrics})
+		Logger: testenv.Logger(t), Metrics: f.metrics, DriftSettle: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,6 +249,41 @@ func (f *driftFixture) run() UsageReport {
 	return rep
 }
 
+// runSettling runs the check with settle in place of the wait between
+// finding drift and healing it.
+func (f *driftFixture) runSettling(settle func()) UsageReport {
+	f.t.Helper()
+	rep, err := f.svc.reconcileUsage(f.ctx, func(context.Context) error { settle(); return nil })
+	if err != nil {
+		f.t.Fatalf("ReconcileUsage() = %v", err)
+	}
+	return rep
+}
+
+// record writes the subscription record's period and quota fields.
+func (f *driftFixture) record(periodStart time.Time, quota int64, hard bool) {
+	f.t.Helper()
+	h := "0"
+	if hard {
+		h = "1"
+	}
+	f.do(f.redis.B().Hset().Key(gatewayrecord.SubscriptionName(f.sub.id.String())).FieldValue().
+		FieldValue("period_start", strconv.FormatInt(periodStart.Unix(), 10)).
+		FieldValue("period_end", strconv.FormatInt(periodStart.AddDate(0, 0, 30).Unix(), 10)).
+		FieldValue("quota_requests", strconv.FormatInt(quota, 10)).
+		FieldValue("quota_hard", h).Build())
+}
+
+// blocked reports whether the subscription's block is set.
+func (f *driftFixture) blocked() bool {
+	f.t.Helper()
+	n, err := f.redis.Do(f.ctx, f.redis.B().Exists().Key(gatewayrecord.BlockName(f.sub.id.String())).Build()).AsInt64()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return n == 1
+}
+
 // driftCounts are the report's tallies, to compare in one go.
 type driftCounts struct{ checked, inFlight, drifted, healed, unhealed int }
 
@@ -267,8 +304,10 @@ func (f *driftFixture) gauge(name string) string {
 }
 
 // TestReconcileUsageNoWrite covers the states the check leaves alone:
-// Redis agrees with ClickHouse, or Redis applied offsets ClickHouse does
-// not hold yet.
+// Redis agrees with ClickHouse up to its own watermarks, whether
+// ClickHouse holds rows beyond them (a batch Redis is still applying) or
+// Redis applied offsets ClickHouse does not hold; and when ClickHouse is
+// behind and the figures disagree, the subscription is in flight.
 func TestReconcileUsageNoWrite(t *testing.T) {
 	f := newDriftFixture(t)
 	f.driftEvents()
@@ -276,15 +315,23 @@ func TestReconcileUsageNoWrite(t *testing.T) {
 		name       string
 		watermarks map[string]string
 		requests   int64
+		unitsMicro int64
 		want       driftCounts
 	}{
-		{"in sync", map[string]string{"0": "16", "1": "10"}, driftRequests, driftCounts{checked: 1}},
-		{"ahead on a partition", map[string]string{"0": "18", "1": "10"}, driftRequests + 1, driftCounts{checked: 1, inFlight: 1}},
-		{"on a partition clickhouse lacks", map[string]string{"0": "16", "1": "10", "2": "0"}, driftRequests + 1, driftCounts{checked: 1, inFlight: 1}},
+		{"in sync", map[string]string{"0": "16", "1": "10"}, driftRequests, driftUnitsMicro, driftCounts{checked: 1}},
+		// Rows 10–13 of partition 0 (4 × 1.5) and 4–9 of partition 1
+		// (5 × 0.25 + 0.000001): ClickHouse's offsets 14–16 are ignored.
+		{"redis behind clickhouse", map[string]string{"0": "13", "1": "10"}, 10, 7_250_001, driftCounts{checked: 1}},
+		{"redis behind clickhouse on both", map[string]string{"0": "11", "1": "5"}, 4, 3_500_000, driftCounts{checked: 1}},
+		{"ahead on a partition, figures agree", map[string]string{"0": "18", "1": "10"}, driftRequests, driftUnitsMicro, driftCounts{checked: 1}},
+		{"on an idle partition", map[string]string{"0": "16", "1": "10", "2": "4"}, driftRequests, driftUnitsMicro, driftCounts{checked: 1}},
+		{"ahead on a partition", map[string]string{"0": "18", "1": "10"}, driftRequests + 1, driftUnitsMicro, driftCounts{checked: 1, inFlight: 1}},
+		{"on a partition clickhouse lacks", map[string]string{"0": "16", "1": "10", "2": "0"}, driftRequests + 1, driftUnitsMicro, driftCounts{checked: 1, inFlight: 1}},
+		{"ahead on one, lost another", map[string]string{"0": "18"}, 7, 9_000_000, driftCounts{checked: 1, inFlight: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.do(f.redis.B().Flushdb().Build())
-			f.setRedis(tc.watermarks, tc.requests, driftUnitsMicro)
+			f.setRedis(tc.watermarks, tc.requests, tc.unitsMicro)
 			before := f.snapshot()
 			rep := f.run()
 			if got := driftCountsOf(rep); got != tc.want || len(rep.Drift) != 0 {
@@ -297,12 +344,55 @@ func TestReconcileUsageNoWrite(t *testing.T) {
 	}
 }
 
+// TestReconcileUsageHealsBehindCounter: a wrong counter whose watermarks
+// are behind ClickHouse is healed to the rows up to those watermarks, and
+// the watermarks stay where they are, so the processors still apply the
+// batch they have in hand.
+func TestReconcileUsageHealsBehindCounter(t *testing.T) {
+	f := newDriftFixture(t)
+	f.driftEvents()
+	id := f.sub.id.String()
+	watermarks := map[string]string{"0": "12", "1": "10"}
+	f.setRedis(watermarks, 3, 1_000_000)
+
+	rep := f.run()
+	if got, want := driftCountsOf(rep), (driftCounts{checked: 1, drifted: 1, healed: 1}); got != want {
+		t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
+	}
+	// Rows 10–12 of partition 0 (3 × 1.5) and 4–9 of partition 1.
+	wantDrift := UsageDrift{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 3, ClickHouseRequests: 9,
+		RedisUnits: "1", ClickHouseUnits: "5.750001", Healed: true}
+	if got := rep.Drift[0]; got != wantDrift {
+		t.Errorf("ReconcileUsage().Drift[0] = %+v; want %+v", got, wantDrift)
+	}
+	if got := f.hash(gatewayrecord.WatermarkName(id)); !maps.Equal(got, watermarks) {
+		t.Errorf("watermarks = %v; want unchanged %v", got, watermarks)
+	}
+	wantCounter := map[string]string{
+		"requests": "9", "units_micro": "5750001", "period_end": strconv.FormatInt(f.sub.end.Unix(), 10),
+		"crossed_80": "10", "crossed_90": "10",
+	}
+	if got := f.hash(gatewayrecord.PeriodCounterName(id, f.sub.start)); !maps.Equal(got, wantCounter) {
+		t.Errorf("counter = %v; want %v", got, wantCounter)
+	}
+	if f.blocked() {
+		t.Errorf("blocked after the heal; want not (9 of 10)")
+	}
+}
+
 // TestReconcileUsageHealsFlush: after a FLUSHDB that took the counter,
 // the watermarks, the record and the block, the check restores them all
-// from ClickHouse and Postgres and queues the crossings again.
+// from ClickHouse and Postgres and queues the crossings again. The
+// offsets come from the rows since the period's start less the late
+// window: partition 3's row of the previous period counts, partition 2's
+// row from before that is not read.
 func TestReconcileUsageHealsFlush(t *testing.T) {
 	f := newDriftFixture(t)
 	f.driftEvents()
+	f.insertEvents(
+		driftEvent{partition: 2, offset: 3, at: f.sub.start.Add(-usage.DefaultLateWindow - time.Hour), units: "1"},
+		driftEvent{partition: 3, offset: 7, at: f.sub.start.Add(-usage.DefaultLateWindow + time.Hour), units: "1"},
+	)
 	id := f.sub.id.String()
 	f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests, driftUnitsMicro, "crossed_80", "10", "crossed_90", "10", "crossed_100", "10")
 	f.do(f.redis.B().Hset().Key(gatewayrecord.SubscriptionName(id)).FieldValue().
@@ -332,7 +422,7 @@ func TestReconcileUsageHealsFlush(t *testing.T) {
 	if got := f.ttl(counter); got < driftCounterTTL-time.Minute || got > driftCounterTTL {
 		t.Errorf("counter TTL = %s; want %s", got, driftCounterTTL)
 	}
-	if got, want := f.hash(gatewayrecord.WatermarkName(id)), map[string]string{"0": "16", "1": "10"}; !maps.Equal(got, want) {
+	if got, want := f.hash(gatewayrecord.WatermarkName(id)), map[string]string{"0": "16", "1": "10", "3": "7"}; !maps.Equal(got, want) {
 		t.Errorf("watermarks = %v; want %v", got, want)
 	}
 	block, err := f.redis.Do(f.ctx, f.redis.B().Get().Key(gatewayrecord.BlockName(id)).Build()).ToString()
@@ -424,36 +514,158 @@ func TestReconcileUsageAdjustedQuota(t *testing.T) {
 	}
 }
 
+// TestReconcileUsageSettle: drift found on the first look is healed only
+// when nothing moved during the settle; when the processors moved Redis,
+// or ClickHouse moved on a partition Redis has no watermark for, the
+// subscription is in flight and nothing is written.
+func TestReconcileUsageSettle(t *testing.T) {
+	f := newDriftFixture(t)
+	f.driftEvents()
+	counter := gatewayrecord.PeriodCounterName(f.sub.id.String(), f.sub.start)
+	for _, tc := range []struct {
+		name string
+		// redis sets Redis up before the run; settle acts during the settle.
+		redis, settle func()
+		want          driftCounts
+	}{
+		{
+			name:   "nothing moves",
+			redis:  func() {},
+			settle: func() {},
+			want:   driftCounts{checked: 1, drifted: 1, healed: 1},
+		},
+		{
+			// After the flush, a batch ClickHouse already holds reaches Redis.
+			name:   "processors apply a batch",
+			redis:  func() {},
+			settle: func() { f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests, driftUnitsMicro) },
+			want:   driftCounts{checked: 1, inFlight: 1},
+		},
+		{
+			name:   "a compensation moves the counter",
+			redis:  func() { f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests+2, driftUnitsMicro) },
+			settle: func() { f.do(f.redis.B().Hincrby().Key(counter).Field("requests").Increment(-1).Build()) },
+			want:   driftCounts{checked: 1, inFlight: 1},
+		},
+		{
+			// Redis has partition 0 only; partition 1's next batch reaches
+			// ClickHouse first.
+			name:  "clickhouse moves on a partition redis lacks",
+			redis: func() { f.setRedis(map[string]string{"0": "16"}, 6, 9_000_000) },
+			settle: func() {
+				f.insertEvents(driftEvent{partition: 1, offset: 11, at: f.sub.start.Add(time.Hour), units: "1"})
+			},
+			want: driftCounts{checked: 1, inFlight: 1},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.do(f.redis.B().Flushdb().Build())
+			tc.redis()
+			var settled map[string]string
+			rep := f.runSettling(func() {
+				tc.settle()
+				settled = f.snapshot()
+			})
+			if got := driftCountsOf(rep); got != tc.want {
+				t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, tc.want)
+			}
+			if tc.want.inFlight == 0 {
+				return
+			}
+			if after := f.snapshot(); len(rep.Drift) != 0 || !maps.Equal(after, settled) {
+				t.Errorf("Redis after ReconcileUsage() = %v, drift %+v; want unchanged %v, no drift", after, rep.Drift, settled)
+			}
+		})
+	}
+}
+
+// TestReconcileUsageRecordQuota: the heal takes the quota from the
+// subscription record when it names the period healed (a credit or a plan
+// change written after the check read Postgres), and from Postgres
+// otherwise. Postgres says a hard quota of 10; ClickHouse 12 requests.
+func TestReconcileUsageRecordQuota(t *testing.T) {
+	f := newDriftFixture(t)
+	f.driftEvents()
+	line := func(pct int, quota int64, hard string) string {
+		return fmt.Sprintf("v1|%d|%d|%d|%d|12|%s", f.sub.start.Unix(), f.sub.end.Unix(), pct, quota, hard)
+	}
+	for _, tc := range []struct {
+		name        string
+		record      func()
+		wantBlocked bool
+		wantOutbox  []string
+	}{
+		{"no record", func() {}, true, []string{line(80, 10, "1"), line(90, 10, "1"), line(100, 10, "1")}},
+		{"credit to 15", func() { f.record(f.sub.start, 15, true) }, false, []string{line(80, 15, "1")}},
+		{"record of the period before", func() { f.record(f.sub.start.AddDate(0, 0, -30), 15, true) },
+			true, []string{line(80, 10, "1"), line(90, 10, "1"), line(100, 10, "1")}},
+		{"soft", func() { f.record(f.sub.start, 10, false) }, false, []string{line(80, 10, "0"), line(90, 10, "0"), line(100, 10, "0")}},
+		{"unlimited", func() { f.record(f.sub.start, -1, true) }, false, []string{}},
+		// A hard quota of 0 blocks from the first request and has no
+		// thresholds to announce.
+		{"zero", func() { f.record(f.sub.start, 0, true) }, true, []string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.do(f.redis.B().Flushdb().Build())
+			// The record is written after the check loaded the quota from
+			// Postgres, while it settles.
+			rep := f.runSettling(tc.record)
+			if len(rep.Drift) != 1 || !rep.Drift[0].Healed || rep.Drift[0].Blocked != tc.wantBlocked {
+				t.Fatalf("ReconcileUsage().Drift = %+v; want one healed, blocked %t", rep.Drift, tc.wantBlocked)
+			}
+			if got := f.blocked(); got != tc.wantBlocked {
+				t.Errorf("blocked = %t; want %t", got, tc.wantBlocked)
+			}
+			if got := f.outbox(); !slices.Equal(got, tc.wantOutbox) {
+				t.Errorf("outbox = %q; want %q", got, tc.wantOutbox)
+			}
+		})
+	}
+}
+
 // TestReconcileUsageCompareAndSet: when the processors move between the
-// read and the heal, nothing is written and the subscription is in flight.
+// read and the heal, nothing is written.
 func TestReconcileUsageCompareAndSet(t *testing.T) {
 	f := newDriftFixture(t)
 	f.driftEvents()
-	// What the check read: a flushed Redis. What Redis holds by the heal:
-	// the processors applied a batch meanwhile.
-	stale := driftRedis{watermarks: map[string]string{}}
 	f.setRedis(map[string]string{"0": "16"}, 6, 9_000_000)
 	before := f.snapshot()
+	for _, tc := range []struct {
+		name string
+		read driftRedis
+	}{
+		{"read before a batch", driftRedis{watermarks: map[string]string{}}},
+		{"watermark moved", driftRedis{watermarks: map[string]string{"0": "15"}, requests: "6", units: "9000000"}},
+		{"counter moved", driftRedis{watermarks: map[string]string{"0": "16"}, requests: "7", units: "9000000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			applied, _, err := f.svc.driftHeal(f.ctx, f.sub, tc.read, map[int32]int64{0: 16, 1: 10}, driftRequests, driftUnitsMicro)
+			if err != nil || applied {
+				t.Errorf("driftHeal() = applied %t, %v; want not applied", applied, err)
+			}
+			if after := f.snapshot(); !maps.Equal(after, before) {
+				t.Errorf("Redis after a stale heal = %v; want unchanged %v", after, before)
+			}
+		})
+	}
+}
 
-	rep := UsageReport{Unhealed: []UsageUnhealed{}, Drift: []UsageDrift{}}
-	if err := f.svc.driftCheck(f.ctx, f.sub, stale, map[int32]int64{0: 16, 1: 10}, &rep); err != nil {
-		t.Fatalf("driftCheck() = %v", err)
+// TestDriftSettle: the settle ends with its context.
+func TestDriftSettle(t *testing.T) {
+	svc := &Service{cfg: Config{DriftSettle: time.Hour}}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := svc.driftSettle(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("driftSettle() with a canceled context = %v; want %v", err, context.Canceled)
 	}
-	if got, want := driftCountsOf(rep), (driftCounts{checked: 1, inFlight: 1}); got != want || len(rep.Drift) != 0 {
-		t.Errorf("driftCheck() with a stale read = %+v, drift %+v; want %+v", got, rep.Drift, want)
-	}
-	if after := f.snapshot(); !maps.Equal(after, before) {
-		t.Errorf("Redis after a stale heal = %v; want unchanged %v", after, before)
-	}
+}
 
-	// Same watermarks, but the counter moved (a compensation).
-	read := driftRedis{watermarks: map[string]string{"0": "16"}, requests: "7", units: "9000000"}
-	applied, _, err := f.svc.driftHeal(f.ctx, f.sub, read, map[int32]int64{0: 16, 1: 10}, driftRequests, driftUnitsMicro)
-	if err != nil || applied {
-		t.Errorf("driftHeal() with a stale counter = applied %t, %v; want not applied", applied, err)
-	}
-	if after := f.snapshot(); !maps.Equal(after, before) {
-		t.Errorf("Redis after a stale heal = %v; want unchanged %v", after, before)
+// TestReconcileUsageWorkerTimeout: a run ends before River would rescue
+// it (and run it a second time) at the default --job-rescue-after.
+func TestReconcileUsageWorkerTimeout(t *testing.T) {
+	const defaultRescueAfter = time.Minute
+	if got := (&ReconcileUsageWorker{}).Timeout(nil); got <= 0 || got >= defaultRescueAfter {
+		t.Errorf("Timeout() = %s; want positive and under %s", got, defaultRescueAfter)
 	}
 }
 
@@ -528,5 +740,22 @@ func TestDriftCountQuery(t *testing.T) {
 				t.Errorf("driftCountQuery() args = %v; want %v", args, tc.wantArgs)
 			}
 		})
+	}
+}
+
+func TestDriftMaxOffsetsQuery(t *testing.T) {
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	a := driftSub{id: uuid.MustParse("7a4c2a4e-1111-4222-8333-944455556666"), start: start, end: start.AddDate(0, 1, 0)}
+	b := driftSub{id: uuid.MustParse("0b1c2a4e-1111-4222-8333-944455556666"), start: start.AddDate(0, 0, -10), end: start.AddDate(0, 0, 20)}
+	const wantSQL = `SELECT subject, kafka_partition, max(kafka_offset) FROM usage_events
+		WHERE subject IN ? AND time >= ? GROUP BY subject, kafka_partition`
+	sql, args := driftMaxOffsetsQuery([]driftSub{a, b})
+	if sql != wantSQL {
+		t.Errorf("driftMaxOffsetsQuery() SQL = %q; want %q", sql, wantSQL)
+	}
+	// The earliest start less the late window and the future allowance.
+	wantArgs := []any{clickhouse.GroupSet{Value: []any{a.id.String(), b.id.String()}}, time.Date(2026, 1, 14, 23, 55, 0, 0, time.UTC)}
+	if fmt.Sprint(args) != fmt.Sprint(wantArgs) {
+		t.Errorf("driftMaxOffsetsQuery() args = %v; want %v", args, wantArgs)
 	}
 }
