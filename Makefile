@@ -51,6 +51,7 @@ bench: build services kafka
 	bin/veil bench ingest
 	bin/veil bench pipeline --kafka-brokers 127.0.0.1:9092 --events 1000000
 	bin/veil bench gateway --kafka-brokers 127.0.0.1:9092
+	bin/veil bench enforcement --kafka-brokers 127.0.0.1:9092
 
 ## fuzz-api: schemathesis fuzzes the control plane's REST API from its OpenAPI document.
 fuzz-api: build services
