@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -128,28 +127,13 @@ and topics, dropped after, and empties the Redis database it is given.`, stdout)
 		return err
 	}
 
-	up, err := startBenchUpstream()
+	gw, stopGateway, err := startBenchStack(ctx, "enforcement", benchGatewayConfig{
+		redisAddr: redisAddr, redisDB: redisDB, brokers: seeds, source: "/bench/enforcement-" + stamp, topic: topic,
+	}, stderr)
 	if err != nil {
 		return err
 	}
-	defer up.Close()
-	tmp, err := os.MkdirTemp("", "veil-bench-enforcement-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	gw, err := startBenchGateway(ctx, benchGatewayConfig{
-		dir: tmp, upstream: up.Listener.Addr().String(), redisAddr: redisAddr, redisDB: redisDB,
-		brokers: seeds, source: "/bench/enforcement-" + stamp, topic: topic,
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := gw.stop(); err != nil {
-			fmt.Fprintf(stderr, "veil bench enforcement: stop the gateway: %v\n%s", err, gw.out.String())
-		}
-	}()
+	defer stopGateway()
 
 	p, err := processors.New(processors.Config{Logger: logger, Metrics: metrics.NewSet(), Brokers: seeds,
 		Group: "veil-bench-" + stamp, Topic: topic, DLQTopic: dlq, QuotaTopic: quotaTopic, ClickHouse: ch, Redis: rc, BatchWait: batchWait})

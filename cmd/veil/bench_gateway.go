@@ -145,29 +145,13 @@ veil.bench.gateway (which it creates). It empties the Redis database it is given
 		return err
 	}
 
-	up, err := startBenchUpstream()
+	gw, stopGateway, err := startBenchStack(ctx, "gateway", benchGatewayConfig{
+		redisAddr: redisAddr, redisDB: redisDB, brokers: seeds, source: source,
+	}, stderr)
 	if err != nil {
 		return err
 	}
-	defer up.Close()
-
-	tmp, err := os.MkdirTemp("", "veil-bench-gateway-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	gw, err := startBenchGateway(ctx, benchGatewayConfig{
-		dir: tmp, upstream: up.Listener.Addr().String(), redisAddr: redisAddr, redisDB: redisDB,
-		brokers: seeds, source: source,
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := gw.stop(); err != nil {
-			fmt.Fprintf(stderr, "veil bench gateway: stop the gateway: %v\n%s", err, gw.out.String())
-		}
-	}()
+	defer stopGateway()
 
 	fmt.Fprintf(stdout, "veil bench gateway: %s, %d cores, %s/%s, %s, %d clients, %s warm-up + %s per phase\n",
 		brokerName, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), concurrency, warmup, duration)
@@ -300,6 +284,35 @@ func startBenchUpstream() (*benchServer, error) {
 type benchServer struct {
 	*http.Server
 	Listener net.Listener
+}
+
+// startBenchStack starts a small upstream and a veil gateway run child in
+// front of it with c (dir and upstream are filled in); stop ends both and
+// reports a gateway that did not stop cleanly on stderr.
+func startBenchStack(ctx context.Context, bench string, c benchGatewayConfig, stderr io.Writer) (*benchGatewayProcess, func(), error) {
+	up, err := startBenchUpstream()
+	if err != nil {
+		return nil, nil, err
+	}
+	tmp, err := os.MkdirTemp("", "veil-bench-"+bench+"-")
+	if err != nil {
+		up.Close()
+		return nil, nil, err
+	}
+	c.dir, c.upstream = tmp, up.Listener.Addr().String()
+	gw, err := startBenchGateway(ctx, c)
+	if err != nil {
+		up.Close()
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	return gw, func() {
+		if err := gw.stop(); err != nil {
+			fmt.Fprintf(stderr, "veil bench %s: stop the gateway: %v\n%s", bench, err, gw.out.String())
+		}
+		up.Close()
+		os.RemoveAll(tmp)
+	}, nil
 }
 
 // benchGatewayConfig is what the gateway's Caddy config is made of.
