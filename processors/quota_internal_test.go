@@ -259,6 +259,10 @@ func TestPeriodForNeighbours(t *testing.T) {
 		{"two periods on", month, start.AddDate(0, 2, 3), start.AddDate(0, 2, 0), start.AddDate(0, 3, 0)},
 		{"late, the one before", month, start.Add(-time.Hour), start.AddDate(0, -1, 0), start},
 		{"yearly, after", year, start.AddDate(1, 0, 1), start.AddDate(1, 0, 0), start.AddDate(2, 0, 0)},
+		{"late, the rolled record's previous period", &period{
+			start: time.Date(2025, 3, 3, 0, 0, 0, 0, time.UTC), end: time.Date(2025, 4, 3, 0, 0, 0, 0, time.UTC),
+			prevStart: time.Date(2025, 1, 31, 0, 0, 0, 0, time.UTC),
+		}, time.Date(2025, 2, 20, 0, 0, 0, 0, time.UTC), time.Date(2025, 1, 31, 0, 0, 0, 0, time.UTC), time.Date(2025, 3, 3, 0, 0, 0, 0, time.UTC)},
 		{"no record", nil, start, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		got := periodFor(c.sub, c.at)

@@ -163,7 +163,10 @@ func periodFor(sub *period, t time.Time) period {
 		return calendarMonth(t)
 	}
 	if !t.Before(sub.start) && t.Before(sub.end) {
-		return *sub
+		return period{start: sub.start, end: sub.end}
+	}
+	if !sub.prevStart.IsZero() && !t.Before(sub.prevStart) && t.Before(sub.start) {
+		return period{start: sub.prevStart, end: sub.start}
 	}
 	// An event of a neighbouring period (the record not rolled yet at the
 	// period's end, or a late event of the one before): step by the
@@ -195,6 +198,9 @@ func periodFor(sub *period, t time.Time) period {
 // period is a billing period [start, end).
 type period struct {
 	start, end time.Time
+	// prevStart is where the period before began, when the record was
+	// rolled (its counter is [prevStart, start)); zero when unknown.
+	prevStart time.Time
 }
 
 func calendarMonth(t time.Time) period {
@@ -441,7 +447,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		out[k.subject] = nil
 		subjects = append(subjects, k.subject)
 		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(fmt.Sprintf(keySubscription, k.subject)).
-			Field("period_start", "period_end").Cache(), time.Minute))
+			Field("period_start", "period_end", "prev_period_start").Cache(), time.Minute))
 	}
 	if len(cmds) == 0 {
 		return out, nil
@@ -451,7 +457,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		if err != nil {
 			return nil, fmt.Errorf("read subscription %s: %w", subjects[i], err)
 		}
-		if len(vals) != 2 {
+		if len(vals) != 3 {
 			continue
 		}
 		start, err1 := vals[0].AsInt64()
@@ -459,7 +465,11 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		if err1 != nil || err2 != nil || end <= start {
 			continue // no record, or an unusable one: the calendar month applies
 		}
-		out[subjects[i]] = &period{start: time.Unix(start, 0).UTC(), end: time.Unix(end, 0).UTC()}
+		p := &period{start: time.Unix(start, 0).UTC(), end: time.Unix(end, 0).UTC()}
+		if prev, err := vals[2].AsInt64(); err == nil && prev < start {
+			p.prevStart = time.Unix(prev, 0).UTC()
+		}
+		out[subjects[i]] = p
 	}
 	return out, nil
 }

@@ -294,10 +294,10 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 				return catalog.SweepArgs{}, nil
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
 			river.NewPeriodicJob(river.PeriodicInterval(cp.keyReconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
-				return subscriptions.ReconcileKeysArgs{}, nil
+				return subscriptions.ReconcileKeysArgs{}, &river.InsertOpts{MaxAttempts: 1}
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
 			river.NewPeriodicJob(river.PeriodicInterval(cp.maintenanceEvery), func() (river.JobArgs, *river.InsertOpts) {
-				return subscriptions.MaintenanceArgs{}, nil
+				return subscriptions.MaintenanceArgs{}, &river.InsertOpts{MaxAttempts: 1}
 			}, &river.PeriodicJobOpts{RunOnStart: true}),
 			river.NewPeriodicJob(river.PeriodicInterval(cp.periodRollEvery), func() (river.JobArgs, *river.InsertOpts) {
 				return subscriptions.PeriodRollArgs{}, &river.InsertOpts{MaxAttempts: 1}

@@ -237,3 +237,24 @@ func (s *SMTP) dial(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 var _ Mailer = (*SMTP)(nil)
+
+// Refused reports whether err refuses a message for good, so retrying the
+// same message cannot succeed: an invalid message, or the server's 5xx
+// reply to a recipient or to the message itself. A 5xx to the greeting,
+// to AUTH or to the sender is the sending side's configuration (a rotated
+// password, a relay not set up yet) and is worth retrying once it is
+// fixed, so it is not a refusal; nor is any 4xx or an unreachable server.
+func Refused(err error) bool {
+	if errors.Is(err, ErrInvalidMessage) {
+		return true
+	}
+	var send *gomail.SendError
+	if errors.As(err, &send) {
+		switch send.Reason {
+		case gomail.ErrSMTPRcptTo, gomail.ErrSMTPData, gomail.ErrSMTPDataClose:
+			return send.ErrorCode() >= 500 && send.ErrorCode() < 600
+		}
+		return false
+	}
+	return false
+}

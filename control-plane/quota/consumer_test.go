@@ -1,6 +1,7 @@
 package quota_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -350,11 +351,13 @@ func TestQuotaEmailWorkerSMTPReplies(t *testing.T) {
 		c.Mailer = mailer
 	})
 	tests := []struct {
-		reply      string
-		wantErr    bool
-		wantCancel bool
+		reply, sender string
+		wantErr       bool
+		wantCancel    bool
 	}{
 		{reply: "250 2.1.5 ok"},
+		// A refused sender is the sending side's configuration: retried.
+		{reply: "250 2.1.5 ok", sender: "550 5.7.1 sender not allowed to relay", wantErr: true},
 		{reply: "550 5.1.1 no such user", wantErr: true, wantCancel: true},
 		{reply: "553 5.1.3 bad recipient address syntax", wantErr: true, wantCancel: true},
 		{reply: "451 4.3.0 try again later", wantErr: true},
@@ -370,6 +373,7 @@ func TestQuotaEmailWorkerSMTPReplies(t *testing.T) {
 			t.Fatalf("email jobs = %d; want 1", len(jobs))
 		}
 		srv.setRecipientReply(tt.reply)
+		srv.setSenderReply(cmp.Or(tt.sender, "250 2.1.0 ok"))
 		err := f.work(jobs[0])
 		var cancel *river.JobCancelError
 		if (err != nil) != tt.wantErr || errors.As(err, &cancel) != tt.wantCancel {

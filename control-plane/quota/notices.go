@@ -321,22 +321,15 @@ func (w *QuotaEmailWorker) Work(ctx context.Context, job *river.Job[QuotaEmailAr
 }
 
 // mailRefused reports whether err refuses a message for good: retrying
-// the same message cannot succeed.
+// the same message cannot succeed. notify.Refused decides for the SMTP
+// mailer (a 5xx to a recipient or the message, not to AUTH or the
+// greeting); a mailer that reports a bare SMTP reply is refused by a 5xx.
 func mailRefused(err error) bool {
-	if errors.Is(err, notify.ErrInvalidMessage) {
+	if notify.Refused(err) {
 		return true
 	}
 	var reply *textproto.Error
-	if errors.As(err, &reply) {
-		return reply.Code >= 500 && reply.Code < 600
-	}
-	// notify.SMTP's client (go-mail) reports the server's reply as an error
-	// with the reply's code, 0 when the server did not answer.
-	var coded interface{ ErrorCode() int }
-	if errors.As(err, &coded) {
-		return coded.ErrorCode() >= 500 && coded.ErrorCode() < 600
-	}
-	return false
+	return errors.As(err, &reply) && reply.Code >= 500 && reply.Code < 600
 }
 
 // crossingMessage is the email of crossing a to target t.

@@ -308,8 +308,9 @@ func requests(n int64) *int64 { return &n }
 // smtpServer is an SMTP server that answers RCPT TO with the reply its
 // test sets, and every other command with success.
 type smtpServer struct {
-	ln    net.Listener
-	reply atomic.Value // string
+	ln     net.Listener
+	reply  atomic.Value // string: the answer to RCPT TO
+	sender atomic.Value // string: the answer to MAIL FROM
 }
 
 // newSMTPServer starts a server until the test ends; RCPT TO is accepted
@@ -322,6 +323,7 @@ func newSMTPServer(t *testing.T) *smtpServer {
 	}
 	srv := &smtpServer{ln: ln}
 	srv.reply.Store("250 2.1.5 ok")
+	srv.sender.Store("250 2.1.0 ok")
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -340,6 +342,9 @@ func (s *smtpServer) addr() string { return s.ln.Addr().String() }
 // setRecipientReply sets the answer to RCPT TO, such as "550 5.1.1 no
 // such user".
 func (s *smtpServer) setRecipientReply(reply string) { s.reply.Store(reply) }
+
+// setSenderReply sets the answer to MAIL FROM.
+func (s *smtpServer) setSenderReply(reply string) { s.sender.Store(reply) }
 
 func (s *smtpServer) serve(c net.Conn) {
 	defer c.Close()
@@ -362,6 +367,8 @@ func (s *smtpServer) serve(c net.Conn) {
 		switch verb {
 		case "EHLO", "HELO":
 			ok = say("250 smtp.test")
+		case "MAIL":
+			ok = say(s.sender.Load().(string))
 		case "RCPT":
 			ok = say(s.reply.Load().(string))
 		case "DATA":

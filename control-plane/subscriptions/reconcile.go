@@ -214,9 +214,10 @@ type ReconcileKeysWorker struct {
 // ReconcileKeysWorker returns the worker of scheduled reconciliations.
 func (s *Service) ReconcileKeysWorker() *ReconcileKeysWorker { return &ReconcileKeysWorker{s: s} }
 
-// Timeout bounds one run.
+// Timeout bounds one run below the control plane's rescue of stuck jobs,
+// as MaintenanceWorker's does; a run cut short is taken up by the next.
 func (w *ReconcileKeysWorker) Timeout(*river.Job[ReconcileKeysArgs]) time.Duration {
-	return 10 * time.Minute
+	return 50 * time.Second
 }
 
 // Work reconciles and logs the report.

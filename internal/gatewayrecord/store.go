@@ -58,24 +58,32 @@ end
 // period's end, anything else (a soft or larger quota after a plan change
 // or a credit, a new period whose counter is empty) lifts the block. The
 // block is rewritten only when it changes, so the gateway's cached copy is
-// invalidated only then. A quota that is lowered (a downgrade) or newly
-// set has the thresholds it is already past announced here, as the
-// processors' script announces crossings (a raised quota is not: its
-// thresholds are announced as the count crosses them): crossed_<pct> on the counter holds the quota each
+// invalidated only then. A quota that is lowered (a downgrade), newly set,
+// or put on a new period (whose counter the processors filled before the
+// roll, with no quota to compare with) has the thresholds it is already
+// past announced here, as the processors' script announces crossings (a
+// raised quota is not: its thresholds are announced as the count crosses
+// them): crossed_<pct> on the counter holds the quota each
 // fired for, and the line goes to the subscription's outbox (see
 // internal/quotaevent). All keys carry the subscription's hash tag.
+//
+// A roll also keeps the previous period's start (prev_period_start), so
+// the processors count a late event of that period into its counter.
 //
 // KEYS[1] record, KEYS[2] block, KEYS[3] the period counter, KEYS[4] the
 // quota outbox. ARGV as putScript's; the record's fields include
 // quota_requests, quota_hard, period_start and period_end.
 var putSubscriptionScript = rueidis.NewLuaScript(`
-local before
+local before, beforeStart
 if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
-  before = tonumber(redis.call('HGET', KEYS[1], 'quota_requests'))
+  local b = redis.call('HMGET', KEYS[1], 'quota_requests', 'period_start')
+  before, beforeStart = tonumber(b[1]), b[2]
 end
 ` + putBody + `
 local rec = redis.call('HMGET', KEYS[1], 'quota_requests', 'quota_hard', 'period_end', 'period_start')
 local quota, hard, pend = tonumber(rec[1]), rec[2] == '1', rec[3]
+local rolled = beforeStart and beforeStart ~= rec[4]
+if rolled then redis.call('HSET', KEYS[1], 'prev_period_start', beforeStart) end
 local used = tonumber(redis.call('HGET', KEYS[3], 'requests') or '0')
 if quota and quota >= 0 and hard and used >= quota then
   if redis.call('GET', KEYS[2]) ~= pend then
@@ -84,7 +92,7 @@ if quota and quota >= 0 and hard and used >= quota then
 else
   redis.call('DEL', KEYS[2])
 end
-if quota and quota > 0 and used > 0 and (not before or before < 0 or quota < before) then
+if quota and quota > 0 and used > 0 and (not before or before < 0 or quota < before or rolled) then
   for _, pct in ipairs({80, 90, 100}) do
     if used >= math.ceil(quota * pct / 100) and redis.call('HGET', KEYS[3], 'crossed_' .. pct) ~= rec[1] then
       redis.call('HSET', KEYS[3], 'crossed_' .. pct, rec[1])

@@ -779,3 +779,44 @@ func TestPutSubscriptionAnnouncesLoweredQuota(t *testing.T) {
 		t.Errorf("lowered to 90 at 95 used announced %q; want 80, 90 and 100", got)
 	}
 }
+
+// TestPutSubscriptionRollAnnouncesAndKeepsThePreviousStart: events after a
+// period's end fill the next period's counter before the record is rolled,
+// with no quota to compare with; the roll announces what they reached and
+// keeps the previous period's start for late events.
+func TestPutSubscriptionRollAnnouncesAndKeepsThePreviousStart(t *testing.T) {
+	f := setup(t)
+	ctx := t.Context()
+	id := "sub_rolled_" + f.suffix
+	start := time.Now().UTC().Truncate(time.Hour).Add(-30 * 24 * time.Hour)
+	next := start.Add(30 * 24 * time.Hour)
+	end := next.Add(30 * 24 * time.Hour)
+	counter, outbox := gatewayrecord.PeriodCounterName(id, next), gatewayrecord.QuotaOutboxName(id)
+	t.Cleanup(func() {
+		f.client.Do(context.Background(), f.client.B().Del().
+			Key(gatewayrecord.SubscriptionName(id), gatewayrecord.BlockName(id), counter, outbox).Build())
+	})
+	r := gatewayrecord.SubscriptionRecord{
+		ID: id, APIID: "api_1", PlanID: "plan_1", Status: gatewayrecord.SubscriptionActive,
+		PeriodStart: start, PeriodEnd: next, QuotaRequests: 10, QuotaHard: true, Version: 1,
+	}
+	if _, err := f.store.PutSubscription(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	f.hset(t, counter, "requests", "10")
+	r.PeriodStart, r.PeriodEnd, r.Version = next, end, 2
+	if _, err := f.store.PutSubscription(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := f.client.Do(ctx, f.client.B().Lrange().Key(outbox).Start(0).Stop(-1).Build()).AsStrSlice()
+	if err != nil || len(lines) != 3 {
+		t.Errorf("outbox after the roll = %q, %v; want the 80, 90 and 100%% the new period reached before it", lines, err)
+	}
+	prev, err := f.client.Do(ctx, f.client.B().Hget().Key(gatewayrecord.SubscriptionName(id)).Field("prev_period_start").Build()).ToString()
+	if err != nil || prev != strconv.FormatInt(start.Unix(), 10) {
+		t.Errorf("prev_period_start = %q, %v; want %d", prev, err, start.Unix())
+	}
+	if n, err := f.client.Do(ctx, f.client.B().Exists().Key(gatewayrecord.BlockName(id)).Build()).AsInt64(); err != nil || n != 1 {
+		t.Errorf("block after rolling into a used-up period = %d, %v; want set", n, err)
+	}
+}
