@@ -1,6 +1,7 @@
 package quota
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +43,8 @@ type driftFixture struct {
 	svc     *Service
 	// sub is the subscription: quota 10, hard, in its current period.
 	sub driftSub
+	// apiID and versionID are its API and plan version, for addSub.
+	apiID, versionID uuid.UUID
 }
 
 // newDriftFixture is a service over a fresh Postgres database, a private
@@ -68,16 +72,32 @@ func newDriftFixture(t *testing.T) *driftFixture {
 	}
 	start := time.Now().UTC().Truncate(time.Hour).Add(-48 * time.Hour)
 	f.sub = driftSub{start: start, end: start.AddDate(0, 0, 30), quota: 10, hard: true}
-	var orgID, apiID, planID, versionID uuid.UUID
+	var orgID, planID uuid.UUID
 	f.exec(`INSERT INTO organizations (slug, name) VALUES ('consumer', 'Consumer') RETURNING id`, &orgID)
 	f.exec(`INSERT INTO apis (organization_id, name, slug, upstream_url, version, state, created_by)
-		VALUES ($1, 'Weather', 'weather', 'http://127.0.0.1:1', '1', 'active', 'provider-user') RETURNING id`, &apiID, orgID)
-	f.exec(`INSERT INTO plans (api_id, name, slug, status) VALUES ($1, 'Starter', 'starter', 'active') RETURNING id`, &planID, apiID)
+		VALUES ($1, 'Weather', 'weather', 'http://127.0.0.1:1', '1', 'active', 'provider-user') RETURNING id`, &f.apiID, orgID)
+	f.exec(`INSERT INTO plans (api_id, name, slug, status) VALUES ($1, 'Starter', 'starter', 'active') RETURNING id`, &planID, f.apiID)
 	f.exec(`INSERT INTO plan_versions (plan_id, version, type, currency, quota_requests, quota_hard, created_by)
-		VALUES ($1, 1, 'subscription', 'USD', 10, true, 'provider-user') RETURNING id`, &versionID, planID)
+		VALUES ($1, 1, 'subscription', 'USD', 10, true, 'provider-user') RETURNING id`, &f.versionID, planID)
 	f.exec(`INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status, current_period_start, current_period_end)
-		VALUES ($1, 'consumer-user', $2, $3, 'active', $4, $5) RETURNING id`, &f.sub.id, orgID, apiID, versionID, f.sub.start, f.sub.end)
+		VALUES ($1, 'consumer-user', $2, $3, 'active', $4, $5) RETURNING id`, &f.sub.id, orgID, f.apiID, f.versionID, f.sub.start, f.sub.end)
 	return f
+}
+
+// addSub adds an active subscription with that id (a fresh one when
+// uuid.Nil) of another organization to the same plan, in a period that
+// starts at start.
+func (f *driftFixture) addSub(id uuid.UUID, start time.Time) driftSub {
+	f.t.Helper()
+	if id == uuid.Nil {
+		id = uuid.New()
+	}
+	sub := driftSub{id: id, start: start, end: start.AddDate(0, 0, 30), quota: 10, hard: true}
+	var orgID uuid.UUID
+	f.exec(`INSERT INTO organizations (slug, name) VALUES ($1, $1) RETURNING id`, &orgID, "consumer-"+id.String())
+	f.exec(`INSERT INTO subscriptions (id, organization_id, subscriber, api_id, plan_version_id, status, current_period_start, current_period_end)
+		VALUES ($1, $2, 'consumer-user', $3, $4, 'active', $5, $6) RETURNING id`, &sub.id, id, orgID, f.apiID, f.versionID, sub.start, sub.end)
+	return sub
 }
 
 // exec runs a statement returning one value into dst.
@@ -95,19 +115,30 @@ type driftEvent struct {
 	at        time.Time
 	units     string
 	refusal   string
+	// subject is the fixture's subscription when "".
+	subject string
+	// ingested is ingested_at; at when zero, which the fixture's events
+	// put well over a minute ago.
+	ingested time.Time
 }
 
 func (f *driftFixture) insertEvents(events ...driftEvent) {
 	f.t.Helper()
 	batch, err := f.ch.PrepareBatch(f.ctx,
-		`INSERT INTO usage_events (id, source, type, subject, time, units, refusal, kafka_partition, kafka_offset)`)
+		`INSERT INTO usage_events (id, source, type, subject, time, units, refusal, ingested_at, kafka_partition, kafka_offset)`)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	for _, e := range events {
-		id := fmt.Sprintf("evt-%d-%d", e.partition, e.offset)
-		if err := batch.Append(id, "test", "veil.api.request", f.sub.id.String(), e.at, decimal.RequireFromString(e.units),
-			e.refusal, e.partition, e.offset); err != nil {
+		if e.subject == "" {
+			e.subject = f.sub.id.String()
+		}
+		if e.ingested.IsZero() {
+			e.ingested = e.at
+		}
+		id := fmt.Sprintf("evt-%s-%d-%d", e.subject, e.partition, e.offset)
+		if err := batch.Append(id, "test", "veil.api.request", e.subject, e.at, decimal.RequireFromString(e.units),
+			e.refusal, e.ingested, e.partition, e.offset); err != nil {
 			f.t.Fatal(err)
 		}
 	}
@@ -253,7 +284,24 @@ func (f *driftFixture) run() UsageReport {
 // finding drift and healing it.
 func (f *driftFixture) runSettling(settle func()) UsageReport {
 	f.t.Helper()
-	rep, err := f.svc.reconcileUsage(f.ctx, func(context.Context) error { settle(); return nil })
+	rep, _, err := f.svc.reconcileUsage(f.ctx, driftRun{chunk: driftChunk, settle: func(context.Context) error { settle(); return nil }})
+	if err != nil {
+		f.t.Fatalf("ReconcileUsage() = %v", err)
+	}
+	return rep
+}
+
+// runWith runs the check as run says; chunk and settle default to the
+// scheduled run's.
+func (f *driftFixture) runWith(run driftRun) UsageReport {
+	f.t.Helper()
+	if run.chunk == 0 {
+		run.chunk = driftChunk
+	}
+	if run.settle == nil {
+		run.settle = f.svc.driftSettle
+	}
+	rep, _, err := f.svc.reconcileUsage(f.ctx, run)
 	if err != nil {
 		f.t.Fatalf("ReconcileUsage() = %v", err)
 	}
@@ -514,10 +562,10 @@ func TestReconcileUsageAdjustedQuota(t *testing.T) {
 	}
 }
 
-// TestReconcileUsageSettle: drift found on the first look is healed only
-// when nothing moved during the settle; when the processors moved Redis,
-// or ClickHouse moved on a partition Redis has no watermark for, the
-// subscription is in flight and nothing is written.
+// TestReconcileUsageSettle: drift found with a watermark lost is healed
+// only when nothing moved during the settle; when the processors moved
+// Redis, or ClickHouse moved on a partition Redis has no watermark for,
+// the subscription is in flight and nothing is written.
 func TestReconcileUsageSettle(t *testing.T) {
 	f := newDriftFixture(t)
 	f.driftEvents()
@@ -542,8 +590,9 @@ func TestReconcileUsageSettle(t *testing.T) {
 			want:   driftCounts{checked: 1, inFlight: 1},
 		},
 		{
+			// Redis has partition 0 only.
 			name:   "a compensation moves the counter",
-			redis:  func() { f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests+2, driftUnitsMicro) },
+			redis:  func() { f.setRedis(map[string]string{"0": "16"}, 8, 9_000_000) },
 			settle: func() { f.do(f.redis.B().Hincrby().Key(counter).Field("requests").Increment(-1).Build()) },
 			want:   driftCounts{checked: 1, inFlight: 1},
 		},
@@ -639,9 +688,10 @@ func TestReconcileUsageCompareAndSet(t *testing.T) {
 		{"counter moved", driftRedis{watermarks: map[string]string{"0": "16"}, requests: "7", units: "9000000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			applied, _, err := f.svc.driftHeal(f.ctx, f.sub, tc.read, map[int32]int64{0: 16, 1: 10}, driftRequests, driftUnitsMicro)
-			if err != nil || applied {
-				t.Errorf("driftHeal() = applied %t, %v; want not applied", applied, err)
+			found := driftFinding{target: map[int32]int64{0: 16, 1: 10}, wantRequests: driftRequests, wantUnits: driftUnitsMicro}
+			res := f.svc.driftHeal(f.ctx, []driftCase{{sub: f.sub, red: tc.read, f: found}})
+			if want := (driftHealResult{outcome: driftMoved}); len(res) != 1 || res[0] != want {
+				t.Errorf("driftHeal() = %+v; want [%+v]", res, want)
 			}
 			if after := f.snapshot(); !maps.Equal(after, before) {
 				t.Errorf("Redis after a stale heal = %v; want unchanged %v", after, before)
@@ -716,46 +766,353 @@ func TestReconcileUsageNeedsClickHouse(t *testing.T) {
 	}
 }
 
-func TestDriftCountQuery(t *testing.T) {
-	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	sub := driftSub{id: uuid.MustParse("7a4c2a4e-1111-4222-8333-944455556666"), start: start, end: start.AddDate(0, 1, 0)}
-	const head = "SELECT count(), sum(units) FROM usage_events WHERE subject = ? AND time >= ? AND time < ? AND refusal = '' AND ("
+// TestReconcileUsageBusy: drift with every watermark readable is healed
+// without the settle, while the processors keep applying batches: a heal
+// whose compare-and-set finds Redis moved reads Redis and ClickHouse
+// again and retries, up to three attempts in all; after that the
+// subscription is in flight and the processors' writes stand.
+func TestReconcileUsageBusy(t *testing.T) {
 	for _, tc := range []struct {
-		name       string
-		watermarks map[int32]int64
-		wantSQL    string
-		wantArgs   []any
+		name string
+		// batches is how many heal attempts a batch lands before.
+		batches int
+		want    driftCounts
+		// wantRequests is the counter after the run.
+		wantRequests string
 	}{
-		{"one partition", map[int32]int64{3: 41}, head + "(kafka_partition = ? AND kafka_offset <= ?))",
-			[]any{sub.id.String(), sub.start, sub.end, int32(3), int64(41)}},
-		{"partitions in order", map[int32]int64{2: 7, 0: 16}, head + "(kafka_partition = ? AND kafka_offset <= ?) OR (kafka_partition = ? AND kafka_offset <= ?))",
-			[]any{sub.id.String(), sub.start, sub.end, int32(0), int64(16), int32(2), int64(7)}},
+		{"quiet", 0, driftCounts{checked: 1, drifted: 1, healed: 1}, "12"},
+		{"moves once", 1, driftCounts{checked: 1, drifted: 1, healed: 1}, "13"},
+		{"moves twice", 2, driftCounts{checked: 1, drifted: 1, healed: 1}, "14"},
+		// The tampered 14, plus a request for each of the three batches.
+		{"keeps moving", 3, driftCounts{checked: 1, inFlight: 1}, "17"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sql, args := driftCountQuery(sub, tc.watermarks)
-			if sql != tc.wantSQL {
-				t.Errorf("driftCountQuery() SQL = %q; want %q", sql, tc.wantSQL)
+			f := newDriftFixture(t)
+			f.driftEvents()
+			id := f.sub.id.String()
+			counter := gatewayrecord.PeriodCounterName(id, f.sub.start)
+			f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests+2, driftUnitsMicro)
+			// A batch of one admitted request on partition 0, applied as
+			// the processors would: ClickHouse, then Redis.
+			next, batches := int64(17), 0
+			rep := f.runWith(driftRun{
+				settle: func(context.Context) error {
+					t.Errorf("settled; want drift with every watermark readable healed at once")
+					return nil
+				},
+				beforeHeal: func() {
+					if batches == tc.batches {
+						return
+					}
+					batches++
+					f.insertEvents(driftEvent{partition: 0, offset: next, at: f.sub.start.Add(time.Hour), units: "1"})
+					f.do(f.redis.B().Hset().Key(gatewayrecord.WatermarkName(id)).FieldValue().FieldValue("0", strconv.FormatInt(next, 10)).Build())
+					f.do(f.redis.B().Hincrby().Key(counter).Field("requests").Increment(1).Build())
+					f.do(f.redis.B().Hincrby().Key(counter).Field("units_micro").Increment(1_000_000).Build())
+					next++
+				},
+			})
+			if got := driftCountsOf(rep); got != tc.want {
+				t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, tc.want)
 			}
-			if fmt.Sprint(args) != fmt.Sprint(tc.wantArgs) {
-				t.Errorf("driftCountQuery() args = %v; want %v", args, tc.wantArgs)
+			if got := f.hash(counter)["requests"]; got != tc.wantRequests {
+				t.Errorf("counter requests = %s; want %s", got, tc.wantRequests)
+			}
+			if got, want := f.hash(gatewayrecord.WatermarkName(id))["0"], strconv.FormatInt(next-1, 10); got != want {
+				t.Errorf("watermark of partition 0 = %s; want %s (the last batch's)", got, want)
 			}
 		})
 	}
 }
 
-func TestDriftMaxOffsetsQuery(t *testing.T) {
+// countingConn counts the queries sent to ClickHouse.
+type countingConn struct {
+	driver.Conn
+	queries atomic.Int64
+}
+
+func (c *countingConn) Query(ctx context.Context, query string, args ...any) (driver.Rows, error) {
+	c.queries.Add(1)
+	return c.Conn.Query(ctx, query, args...)
+}
+
+func (c *countingConn) QueryRow(ctx context.Context, query string, args ...any) driver.Row {
+	c.queries.Add(1)
+	return c.Conn.QueryRow(ctx, query, args...)
+}
+
+// TestReconcileUsageOneQueryPerChunk: a chunk's figures come from one
+// ClickHouse query, each subscription's counted over its own period and
+// up to its own watermarks, though two subjects share a partition.
+func TestReconcileUsageOneQueryPerChunk(t *testing.T) {
+	f := newDriftFixture(t)
+	ch := &countingConn{Conn: f.ch}
+	svc, err := New(Config{Pool: f.pool, Redis: f.redis, ClickHouse: ch, Publisher: driftPublisher{}, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.driftEvents()
+	b := f.addSub(uuid.Nil, f.sub.start.Add(-24*time.Hour))
+	bid := b.id.String()
+	f.insertEvents(
+		driftEvent{subject: bid, partition: 0, offset: 20, at: b.start.Add(time.Minute), units: "2"},
+		driftEvent{subject: bid, partition: 0, offset: 21, at: b.start.Add(time.Minute), units: "2"},
+		driftEvent{subject: bid, partition: 5, offset: 0, at: b.start.Add(-time.Minute), units: "0.5"},
+		driftEvent{subject: bid, partition: 5, offset: 1, at: b.start, units: "0.5"},
+		driftEvent{subject: bid, partition: 5, offset: 2, at: b.end.Add(-time.Second), units: "0.5"},
+		driftEvent{subject: bid, partition: 5, offset: 3, at: b.start.Add(time.Minute), units: "0.5"},
+	)
+	f.setRedis(map[string]string{"0": "13", "1": "10"}, 1, 0)
+	f.do(f.redis.B().Hset().Key(gatewayrecord.WatermarkName(bid)).FieldValue().FieldValue("0", "20").FieldValue("5", "2").Build())
+
+	rep, _, err := svc.reconcileUsage(f.ctx, driftRun{chunk: driftChunk, settle: svc.driftSettle})
+	if err != nil {
+		t.Fatalf("ReconcileUsage() = %v", err)
+	}
+	if got, want := driftCountsOf(rep), (driftCounts{checked: 2, drifted: 2, healed: 2}); got != want {
+		t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
+	}
+	got := map[uuid.UUID]string{}
+	for _, d := range rep.Drift {
+		got[d.SubscriptionID] = d.ClickHouseUnits + " in " + strconv.FormatInt(d.ClickHouseRequests, 10)
+	}
+	// The fixture's rows up to offsets 13 and 10; b's offset 20 of
+	// partition 0 and 1 and 2 of partition 5 (0 is before its period, 3
+	// beyond its watermark).
+	want := map[uuid.UUID]string{f.sub.id: "7.250001 in 10", b.id: "3 in 3"}
+	if !maps.Equal(got, want) {
+		t.Errorf("ReconcileUsage() ClickHouse figures = %v; want %v", got, want)
+	}
+	if got := ch.queries.Load(); got != 1 {
+		t.Errorf("ClickHouse queries = %d; want 1", got)
+	}
+}
+
+// TestReconcileUsageWorkerResumes: a run near its deadline stops after a
+// chunk and stores what it checked; the worker's next run starts after
+// the last subscription checked and wraps around, and a run that went all
+// the way round lets the next start from the first.
+func TestReconcileUsageWorkerResumes(t *testing.T) {
+	f := newDriftFixture(t)
+	subs := []driftSub{f.sub, f.addSub(uuid.Nil, f.sub.start), f.addSub(uuid.Nil, f.sub.start)}
+	slices.SortFunc(subs, func(a, b driftSub) int { return bytes.Compare(a.id[:], b.id[:]) })
+	ids := make([]uuid.UUID, len(subs))
+	for i, s := range subs {
+		ids[i] = s.id
+	}
+	// The clock moves a minute a run, an hour ahead so that a deadline a
+	// second after it is still far off for the queries.
+	clock := time.Now().Add(time.Hour)
+	f.svc.now = func() time.Time { return clock }
+	w := f.svc.ReconcileUsageWorker()
+	w.chunk = 1
+	for i, tc := range []struct {
+		near bool
+		want []uuid.UUID
+	}{
+		{true, ids[:1]},
+		{true, ids[1:2]},
+		{true, ids[2:]},
+		{true, ids[:1]}, // wrapped around
+		{false, []uuid.UUID{ids[1], ids[2], ids[0]}},
+		{false, ids},
+	} {
+		// Each subscription's counter says 3 requests ClickHouse lacks.
+		for _, s := range subs {
+			f.do(f.redis.B().Hset().Key(gatewayrecord.PeriodCounterName(s.id.String(), s.start)).FieldValue().
+				FieldValue("requests", "3").FieldValue("units_micro", "0").Build())
+		}
+		clock = clock.Add(time.Minute)
+		ctx, cancel := f.ctx, context.CancelFunc(func() {})
+		if tc.near {
+			ctx, cancel = context.WithDeadline(f.ctx, clock.Add(time.Second))
+		}
+		err := w.Work(ctx, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("run %d: Work() = %v", i+1, err)
+		}
+		rep, ok, err := f.svc.LastUsageReport(f.ctx)
+		if err != nil || !ok {
+			t.Fatalf("run %d: LastUsageReport() = %t, %v; want a report", i+1, ok, err)
+		}
+		var got []uuid.UUID
+		for _, d := range rep.Drift {
+			got = append(got, d.SubscriptionID)
+		}
+		if !slices.Equal(got, tc.want) || rep.Checked != len(tc.want) {
+			t.Errorf("run %d (near the deadline %t) checked %d, healed %v; want %v", i+1, tc.near, rep.Checked, got, tc.want)
+		}
+	}
+}
+
+// TestReconcileUsageFreshPartition: rows of a partition Redis has no
+// watermark for, ingested within the last minute, are a batch Redis is
+// still applying, not a lost watermark; older ones are lost and healed.
+func TestReconcileUsageFreshPartition(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ingested time.Duration
+		want     driftCounts
+	}{
+		{"fresh", 0, driftCounts{checked: 1, inFlight: 1}},
+		{"lost", -2 * time.Minute, driftCounts{checked: 1, drifted: 1, healed: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newDriftFixture(t)
+			at := f.sub.start.Add(time.Minute)
+			ingested := time.Now().Add(tc.ingested)
+			f.insertEvents(
+				driftEvent{partition: 0, offset: 0, at: at, units: "1"},
+				driftEvent{partition: 0, offset: 1, at: at, units: "1"},
+				driftEvent{partition: 1, offset: 0, at: at, units: "1", ingested: ingested},
+				driftEvent{partition: 1, offset: 1, at: at, units: "1", ingested: ingested},
+			)
+			f.setRedis(map[string]string{"0": "1"}, 2, 2_000_000)
+			before := f.snapshot()
+			rep := f.run()
+			if got := driftCountsOf(rep); got != tc.want {
+				t.Fatalf("ReconcileUsage() = %+v, drift %+v; want %+v", got, rep.Drift, tc.want)
+			}
+			id := f.sub.id.String()
+			if tc.want.inFlight > 0 {
+				if after := f.snapshot(); !maps.Equal(after, before) {
+					t.Errorf("Redis after ReconcileUsage() = %v; want unchanged %v", after, before)
+				}
+				return
+			}
+			if got, want := f.hash(gatewayrecord.WatermarkName(id)), map[string]string{"0": "1", "1": "1"}; !maps.Equal(got, want) {
+				t.Errorf("watermarks = %v; want %v", got, want)
+			}
+			if got := f.hash(gatewayrecord.PeriodCounterName(id, f.sub.start))["requests"]; got != "4" {
+				t.Errorf("counter requests = %s; want 4", got)
+			}
+		})
+	}
+}
+
+// TestReconcileUsageIdlePartition: a watermark of a partition ClickHouse
+// has no rows of since the lookback does not hold a drifted subscription
+// in flight when ClickHouse's older rows reach it; it does when they stop
+// short of it (Redis applied a batch ClickHouse has yet to get).
+func TestReconcileUsageIdlePartition(t *testing.T) {
+	f := newDriftFixture(t)
+	f.driftEvents()
+	f.insertEvents(driftEvent{partition: 2, offset: 4, at: f.sub.start.Add(-driftLookback - time.Hour), units: "1"})
+	id := f.sub.id.String()
+	for _, tc := range []struct {
+		name      string
+		watermark string
+		want      driftCounts
+	}{
+		{"idle", "4", driftCounts{checked: 1, drifted: 1, healed: 1}},
+		{"ahead", "5", driftCounts{checked: 1, inFlight: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.do(f.redis.B().Flushdb().Build())
+			watermarks := map[string]string{"0": "16", "1": "10", "2": tc.watermark}
+			f.setRedis(watermarks, driftRequests+1, driftUnitsMicro)
+			rep := f.run()
+			if got := driftCountsOf(rep); got != tc.want {
+				t.Fatalf("ReconcileUsage() = %+v, drift %+v; want %+v", got, rep.Drift, tc.want)
+			}
+			wantRequests := strconv.Itoa(driftRequests + 1)
+			if tc.want.healed > 0 {
+				wantRequests = strconv.Itoa(driftRequests)
+			}
+			if got := f.hash(gatewayrecord.PeriodCounterName(id, f.sub.start))["requests"]; got != wantRequests {
+				t.Errorf("counter requests = %s; want %s", got, wantRequests)
+			}
+			if got := f.hash(gatewayrecord.WatermarkName(id)); !maps.Equal(got, watermarks) {
+				t.Errorf("watermarks = %v; want unchanged %v", got, watermarks)
+			}
+		})
+	}
+}
+
+// TestReconcileUsageLaterPeriod: when the subscription record names a
+// later period than the one Postgres gave the check, the heal writes
+// nothing (it would clear the new period's block) and the subscription is
+// in flight.
+func TestReconcileUsageLaterPeriod(t *testing.T) {
+	f := newDriftFixture(t)
+	f.driftEvents()
+	for _, tc := range []struct {
+		name       string
+		watermarks map[string]string
+	}{
+		// 4 requests up to these; the counter says 11.
+		{"watermarks readable", map[string]string{"0": "11", "1": "5"}},
+		{"watermarks lost", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.do(f.redis.B().Flushdb().Build())
+			f.setRedis(tc.watermarks, 11, 3_500_000)
+			f.record(f.sub.end, 10, true)
+			f.block()
+			before := f.snapshot()
+			rep := f.run()
+			if got, want := driftCountsOf(rep), (driftCounts{checked: 1, inFlight: 1}); got != want || len(rep.Drift) != 0 {
+				t.Errorf("ReconcileUsage() = %+v, drift %+v; want %+v, no drift", got, rep.Drift, want)
+			}
+			if after := f.snapshot(); !maps.Equal(after, before) {
+				t.Errorf("Redis after ReconcileUsage() = %v; want unchanged %v", after, before)
+			}
+		})
+	}
+}
+
+func TestDriftUsageQuery(t *testing.T) {
 	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	a := driftSub{id: uuid.MustParse("7a4c2a4e-1111-4222-8333-944455556666"), start: start, end: start.AddDate(0, 1, 0)}
 	b := driftSub{id: uuid.MustParse("0b1c2a4e-1111-4222-8333-944455556666"), start: start.AddDate(0, 0, -10), end: start.AddDate(0, 0, 20)}
-	const wantSQL = `SELECT subject, kafka_partition, max(kafka_offset) FROM usage_events
-		WHERE subject IN ? AND time >= ? GROUP BY subject, kafka_partition`
-	sql, args := driftMaxOffsetsQuery([]driftSub{a, b})
-	if sql != wantSQL {
-		t.Errorf("driftMaxOffsetsQuery() SQL = %q; want %q", sql, wantSQL)
-	}
+	const (
+		head = `SELECT subject, kafka_partition, max(kafka_offset), max(ingested_at),
+		countIf(refusal = '' AND toUInt32(time) >= transform(subject, ?, ?, toUInt32(0))
+			AND toUInt32(time) < transform(subject, ?, ?, toUInt32(0))`
+		bound = `
+			AND kafka_offset <= transform(concat(subject, '/', toString(kafka_partition)), ?, ?, toInt64(9223372036854775807))`
+		tail = ` AS admitted),
+		sumIf(units, admitted)
+		FROM usage_events WHERE subject IN ? AND time >= ? GROUP BY subject, kafka_partition`
+	)
+	ids := []string{a.id.String(), b.id.String()}
+	starts := []uint32{uint32(a.start.Unix()), uint32(b.start.Unix())}
+	ends := []uint32{uint32(a.end.Unix()), uint32(b.end.Unix())}
+	set := clickhouse.GroupSet{Value: []any{ids[0], ids[1]}}
 	// The earliest start less the late window and the future allowance.
-	wantArgs := []any{clickhouse.GroupSet{Value: []any{a.id.String(), b.id.String()}}, time.Date(2026, 1, 14, 23, 55, 0, 0, time.UTC)}
+	since := time.Date(2026, 1, 14, 23, 55, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		bounds   []map[int32]int64
+		wantSQL  string
+		wantArgs []any
+	}{
+		{"no watermarks", []map[int32]int64{{}, {}}, head + tail, []any{ids, starts, ids, ends, set, since}},
+		{"watermarks in order", []map[int32]int64{{2: 7, 0: 16}, {0: 3}}, head + bound + tail, []any{ids, starts, ids, ends,
+			[]string{ids[0] + "/0", ids[0] + "/2", ids[1] + "/0"}, []int64{16, 7, 3}, set, since}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sql, args := driftUsageQuery([]driftSub{a, b}, tc.bounds)
+			if sql != tc.wantSQL {
+				t.Errorf("driftUsageQuery() SQL = %q; want %q", sql, tc.wantSQL)
+			}
+			if fmt.Sprint(args) != fmt.Sprint(tc.wantArgs) {
+				t.Errorf("driftUsageQuery() args = %v; want %v", args, tc.wantArgs)
+			}
+		})
+	}
+}
+
+func TestDriftHistoryQuery(t *testing.T) {
+	const wantSQL = `SELECT subject, kafka_partition, max(kafka_offset) FROM usage_events
+		WHERE subject IN ? AND concat(subject, '/', toString(kafka_partition)) IN ? GROUP BY subject, kafka_partition`
+	sql, args := driftHistoryQuery([]any{"a", "b"}, []any{"a/2", "b/0", "b/3"})
+	if sql != wantSQL {
+		t.Errorf("driftHistoryQuery() SQL = %q; want %q", sql, wantSQL)
+	}
+	wantArgs := []any{clickhouse.GroupSet{Value: []any{"a", "b"}}, clickhouse.GroupSet{Value: []any{"a/2", "b/0", "b/3"}}}
 	if fmt.Sprint(args) != fmt.Sprint(wantArgs) {
-		t.Errorf("driftMaxOffsetsQuery() args = %v; want %v", args, wantArgs)
+		t.Errorf("driftHistoryQuery() args = %v; want %v", args, wantArgs)
 	}
 }

@@ -75,11 +75,12 @@ type Config struct {
 	Metrics   *metrics.Set
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// DriftSettle is how long the usage drift check waits between finding
-	// a subscription drifted and looking at its Redis state again before
-	// it heals (default DefaultDriftSettle, 2 s): a subscription whose
-	// state moved meanwhile is in flight, not healed. Each chunk of
-	// checked subscriptions with drift waits once.
+	// DriftSettle is how long the usage drift check waits before healing a
+	// subscription that lost a watermark (a Redis flush) and looking at
+	// its Redis state again (default DefaultDriftSettle, 2 s): one whose
+	// state moved meanwhile is in flight, not healed. Drift with every
+	// watermark readable is healed at once, by compare-and-set. Each chunk
+	// with such subscriptions waits once.
 	DriftSettle time.Duration
 }
 
