@@ -353,6 +353,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	river.AddWorker(workers, subs.DeleteRecordWorker())
 	river.AddWorker(workers, subs.ReconcileKeysWorker())
 	river.AddWorker(workers, subs.MaintenanceWorker())
+	river.AddWorker(workers, subs.KeyNoticeEmailWorker())
 	river.AddWorker(workers, subs.PeriodRollWorker())
 	var usageReader httpapi.UsageReader
 	if cp.clickhouseAddr != "" {

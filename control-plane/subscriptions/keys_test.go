@@ -233,6 +233,13 @@ func TestExpiryNoticesOnceEach(t *testing.T) {
 		for range 2 {
 			f.maintain()
 		}
+		want := 0
+		if st.kind != "" {
+			want = 1
+		}
+		if n := f.sendQueuedEmails(); n != want {
+			t.Fatalf("emails queued %s before expiry = %d; want %d", st.before, n, want)
+		}
 	}
 	msgs := f.mail.WaitMessages(t, f.email, 3, 10*time.Second)
 	if len(msgs) != 3 {
@@ -278,6 +285,9 @@ func TestExpiryNoticesOnceEach(t *testing.T) {
 	if r := f.record(k.Plaintext); r.Status != gatewayrecord.KeyExpired {
 		t.Fatalf("expired key's record status = %s; want expired", r.Status)
 	}
+	if n := f.sendQueuedEmails(); n != 0 {
+		t.Fatalf("emails queued at expiry = %d; want 0", n)
+	}
 	if n := len(f.mail.Messages(t, f.email)); n != 3 {
 		t.Fatalf("mailpit holds %d messages after expiry; want still 3", n)
 	}
@@ -307,6 +317,9 @@ func TestAutomaticRotation(t *testing.T) {
 	}
 	if rep := f.maintain(); rep.Rotated != 0 {
 		t.Fatalf("second maintenance when due rotated %d keys", rep.Rotated)
+	}
+	if n := f.sendQueuedEmails(); n != 2 {
+		t.Fatalf("emails queued by automatic rotation = %d; want 2", n)
 	}
 	listed, err := f.svc.ListKeys(f.ctx, f.consumer, f.sub.ID)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/control-plane/notify"
 )
 
 // MaintenanceReport counts what one maintenance run did.
@@ -48,7 +47,8 @@ const (
 //   - rotated-out keys whose grace has passed are revoked;
 //   - keys past their expiry expire, or are renewed if they auto-renew;
 //   - expiry notices go out 7, 3 and 1 days before (the nearest window
-//     only, each once per expiry, by email and webhook);
+//     only, each once per expiry, by webhook and by email, the email
+//     queued as a job: see notice);
 //   - keys with automatic rotation are announced RotationNotice before
 //     they are due and rotated when due.
 //
@@ -330,11 +330,17 @@ func (s *Service) autoRotate(ctx context.Context, rep *MaintenanceReport) error 
 	return errors.Join(errs...)
 }
 
-// notice sends one notice about a key, once per (key, kind, event time)
-// and channel: a webhook (event, when set) delivered exactly once through
-// the outbox, and an email to the subscriber, at least once (a crash
-// between sending and committing sends it again on the next run). It
-// returns how many went out.
+// notice gives notice about a key, once per (key, kind, event time) and
+// channel, each claimed by a key_notices row: a webhook (event, when set)
+// delivered exactly once through the outbox, and an email to the
+// subscriber, queued as a KeyNoticeEmailArgs job in the claim's
+// transaction. Maintenance never waits on the mail server: a slow or
+// unreachable one holds up the job, not the run, and the job sends the
+// email at least once (see KeyNoticeEmailWorker.Work).
+//
+// It returns how many notices it claimed: the webhook published and the
+// email queued, whether or not the email has gone out yet. No email is
+// queued without a Mailer, or for a subscriber without an address.
 func (s *Service) notice(ctx context.Context, k Key, kind string, eventAt time.Time, event, subject, text string) (int, error) {
 	sent := 0
 	claim := func(tx pgx.Tx, channel string) (bool, error) {
@@ -360,43 +366,47 @@ func (s *Service) notice(ctx context.Context, k Key, kind string, eventAt time.T
 			s.metrics.noticeErrors.Inc()
 			return 0, fmt.Errorf("webhook notice %s for key %s: %w", kind, k.ID, err)
 		}
+		s.metrics.noticesSent.Add(sent)
 	}
 	if s.cfg.Mailer == nil {
-		s.metrics.noticesSent.Add(sent)
 		return sent, nil
 	}
-	var to string
-	err := s.pool.QueryRow(ctx, `SELECT u.email FROM subscriptions s JOIN users u ON u.subject = s.subscriber
-		WHERE s.id = $1`, k.SubscriptionID).Scan(&to)
-	// Users whose token carried no email are provisioned with an address
-	// under .invalid (RFC 2606): nobody to write to.
-	if errors.Is(err, pgx.ErrNoRows) || err == nil && (to == "" || strings.HasSuffix(to, ".invalid")) {
+	// Checked here as well as when sending, so that a subscriber without
+	// an address has nothing claimed: the notice can still go out should
+	// they get one before the event.
+	_, err := s.noticeRecipient(ctx, k.ID)
+	switch {
+	case errors.Is(err, errNoRecipient):
 		s.log.WarnContext(ctx, "no email address for a key notice", "key_id", k.ID, "notice", kind)
-		s.metrics.noticesSent.Add(sent)
 		return sent, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		// Deleted meanwhile.
+		return sent, nil
+	case err != nil:
+		s.metrics.noticeErrors.Inc()
+		return sent, fmt.Errorf("email notice %s for key %s: %w", kind, k.ID, err)
 	}
-	if err != nil {
-		return sent, fmt.Errorf("find notice recipient: %w", err)
-	}
+	queued := false
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		queued = false
 		ok, err := claim(tx, "email")
 		if err != nil || !ok {
 			return err
 		}
-		if err := s.cfg.Mailer.Send(ctx, notify.Message{
-			To: []string{to}, Subject: subject, Text: text,
-			Headers: map[string]string{"X-Veil-Notice": kind, "X-Veil-Key-Id": k.ID.String()},
-		}); err != nil {
-			return err
+		args := KeyNoticeEmailArgs{KeyID: k.ID, Notice: kind, EventAt: eventAt.UTC(), Subject: subject, Text: text}
+		if _, err := s.cfg.Jobs.InsertTx(ctx, tx, args, &river.InsertOpts{MaxAttempts: keyEmailMaxAttempts}); err != nil {
+			return fmt.Errorf("enqueue email: %w", err)
 		}
-		sent++
+		queued = true
 		return nil
 	})
 	if err != nil {
 		s.metrics.noticeErrors.Inc()
 		return sent, fmt.Errorf("email notice %s for key %s: %w", kind, k.ID, err)
 	}
-	s.metrics.noticesSent.Add(sent)
+	if queued {
+		sent++
+	}
 	return sent, nil
 }
 

@@ -2,17 +2,21 @@ package subscriptions_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/keys"
@@ -62,11 +66,13 @@ type fixture struct {
 	t        *testing.T
 	ctx      context.Context
 	pool     *pgxpool.Pool
+	jobs     *river.Client[pgx.Tx]
 	svc      *subscriptions.Service
 	store    *gatewayrecord.Store
 	redis    rueidis.Client
 	records  *faultyRecords
 	clock    *clock
+	metrics  *metrics.Set
 	mail     *testenv.MailpitServer
 	email    string
 	provider subscriptions.Actor
@@ -78,8 +84,9 @@ type fixture struct {
 
 // setup is a service over a fresh database, its own Redis database and
 // mailpit, with a provider's active API, a plan and a consumer's
-// subscription to it.
-func setup(t *testing.T) *fixture {
+// subscription to it. Each opt changes the service's Config before it is
+// built.
+func setup(t *testing.T, opts ...func(*subscriptions.Config)) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	url := testenv.PostgresURL(t)
@@ -108,15 +115,19 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{
-		t: t, ctx: ctx, pool: pool, store: store, redis: redis, records: &faultyRecords{Store: store},
-		clock: &clock{now: time.Now().UTC().Truncate(time.Second)}, mail: mail,
+		t: t, ctx: ctx, pool: pool, jobs: jobs, store: store, redis: redis, records: &faultyRecords{Store: store},
+		clock: &clock{now: time.Now().UTC().Truncate(time.Second)}, metrics: metrics.NewSet(), mail: mail,
 		email: "consumer-" + testenv.Suffix() + "@example.test",
 	}
-	f.svc, err = subscriptions.New(subscriptions.Config{
-		Pool: pool, Jobs: jobs, Records: f.records, Publisher: hooks, Mailer: mailer, Logger: logger,
+	cfg := subscriptions.Config{
+		Pool: pool, Jobs: jobs, Records: f.records, Publisher: hooks, Mailer: mailer, Logger: logger, Metrics: f.metrics,
 		Env: keys.EnvTest, SealSecret: []byte("subscriptions-test-seal"), Now: f.clock.Now,
 		RetryBase: time.Millisecond, RetryMax: time.Millisecond,
-	})
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	f.svc, err = subscriptions.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,4 +227,97 @@ func (f *fixture) auditCount(id uuid.UUID, action string) int {
 		f.t.Fatal(err)
 	}
 	return n
+}
+
+// emailJob is a key_notice_email job as River stored it.
+type emailJob struct {
+	row  *rivertype.JobRow
+	args subscriptions.KeyNoticeEmailArgs
+}
+
+// emailJobs returns the key_notice_email jobs in state, oldest first.
+func (f *fixture) emailJobs(state rivertype.JobState) []emailJob {
+	f.t.Helper()
+	return f.queryEmailJobs(`state = $2::river_job_state`, string(state))
+}
+
+// job returns the key_notice_email job id.
+func (f *fixture) job(id int64) emailJob {
+	f.t.Helper()
+	jobs := f.queryEmailJobs(`id = $2`, id)
+	if len(jobs) != 1 {
+		f.t.Fatalf("key_notice_email job %d not found", id)
+	}
+	return jobs[0]
+}
+
+func (f *fixture) queryEmailJobs(where string, arg any) []emailJob {
+	f.t.Helper()
+	kind := subscriptions.KeyNoticeEmailArgs{}.Kind()
+	rows, err := f.pool.Query(f.ctx, `SELECT id, state::text, attempt, max_attempts, args FROM river_job
+		WHERE kind = $1 AND `+where+` ORDER BY id`, kind, arg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []emailJob
+	for rows.Next() {
+		j := emailJob{row: &rivertype.JobRow{Kind: kind}}
+		var state string
+		if err := rows.Scan(&j.row.ID, &state, &j.row.Attempt, &j.row.MaxAttempts, &j.row.EncodedArgs); err != nil {
+			f.t.Fatal(err)
+		}
+		j.row.State = rivertype.JobState(state)
+		if err := json.Unmarshal(j.row.EncodedArgs, &j.args); err != nil {
+			f.t.Fatalf("%s args %s: %v", kind, j.row.EncodedArgs, err)
+		}
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// work runs the email worker on j as River's next attempt would, with
+// ctx, and records the outcome as River does: completed, cancelled on
+// river.JobCancel, retryable otherwise.
+func (f *fixture) work(ctx context.Context, j emailJob) error {
+	f.t.Helper()
+	row := *j.row
+	row.Attempt++
+	err := f.svc.KeyNoticeEmailWorker().Work(ctx, &river.Job[subscriptions.KeyNoticeEmailArgs]{JobRow: &row, Args: j.args})
+	var cancel *river.JobCancelError
+	state := rivertype.JobStateRetryable
+	switch {
+	case err == nil:
+		state = rivertype.JobStateCompleted
+	case errors.As(err, &cancel):
+		state = rivertype.JobStateCancelled
+	}
+	if _, err := f.pool.Exec(f.ctx, `UPDATE river_job SET state = $2::river_job_state, attempt = $3, attempted_at = now(),
+			finalized_at = CASE WHEN $2::river_job_state IN ('completed', 'cancelled') THEN now() END WHERE id = $1`,
+		row.ID, string(state), row.Attempt); err != nil {
+		f.t.Fatal(err)
+	}
+	return err
+}
+
+// sendQueuedEmails runs every available key_notice_email job, oldest
+// first, as the control plane's River client would, and fails the test if
+// one does not complete. It returns how many it ran.
+func (f *fixture) sendQueuedEmails() int {
+	f.t.Helper()
+	jobs := f.emailJobs(rivertype.JobStateAvailable)
+	for _, j := range jobs {
+		if err := f.work(f.ctx, j); err != nil {
+			f.t.Fatalf("KeyNoticeEmailWorker.Work(%s) = %v; want nil", j.row.EncodedArgs, err)
+		}
+	}
+	return len(jobs)
+}
+
+// noticeCount is veil_controlplane_key_notices_total of result.
+func (f *fixture) noticeCount(result string) uint64 {
+	return f.metrics.GetOrCreateCounter(`veil_controlplane_key_notices_total{result="` + result + `"}`).Get()
 }
