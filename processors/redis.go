@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/quotaevent"
 )
 
 // Redis key layout. Every key of one subject carries the subject as its hash
@@ -72,7 +73,7 @@ func WatermarkKey(subject string) string { return fmt.Sprintf(keyWatermark, subj
 // ARGV[1] partition, ARGV[2] expected watermark ("-1" for none), ARGV[3] new
 // watermark, then per counter: requests, units_micro, ttl seconds,
 // period_end and period_start ("" for a counter that is not a period's).
-var applyScript = rueidis.NewLuaScript(`
+var applyScript = rueidis.NewLuaScript(quotaevent.Lua + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return cur end
 local rec = redis.call('HMGET', KEYS[3], 'period_start', 'quota_requests', 'quota_hard')
@@ -88,16 +89,7 @@ for i = 5, #KEYS do
   local pend, pstart = ARGV[b + 3], ARGV[b + 4]
   if pend ~= '' then redis.call('HSET', KEYS[i], 'period_end', pend) end
   if pstart ~= '' and quota > 0 and recStart == tonumber(pstart) then
-    local q, before = string.format('%d', quota), n - inc
-    for _, pct in ipairs({80, 90, 100}) do
-      local at = math.ceil(quota * pct / 100)
-      local field = 'crossed_' .. pct
-      if before < at and at <= n and redis.call('HGET', KEYS[i], field) ~= q then
-        redis.call('HSET', KEYS[i], field, q)
-        redis.call('RPUSH', KEYS[4], table.concat({'v1', pstart, pend, pct, q, string.format('%d', n), hard and '1' or '0'}, '|'))
-        pushed = pushed + 1
-      end
-    end
+    pushed = pushed + announce(KEYS[i], KEYS[4], pstart, pend, quota, n, hard, n - inc)
     if hard and n >= quota then
       redis.call('SET', KEYS[2], pend, 'NX', 'EXAT', pend)
     end

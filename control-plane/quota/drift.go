@@ -20,6 +20,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/quotaevent"
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
@@ -897,7 +898,7 @@ func driftFormat(wm map[int32]int64) map[string]string {
 // offset pairs as read, then the pairs to write.
 // Returns {0} when something moved, {2} when the record names a later
 // period, {1, blocked, crossings} once healed.
-var driftHealScript = rueidis.NewLuaScript(`
+var driftHealScript = rueidis.NewLuaScript(quotaevent.Lua + `
 local n = tonumber(ARGV[10])
 local cur = redis.call('HGETALL', KEYS[1])
 if #cur ~= 2 * n then return {0} end
@@ -927,33 +928,17 @@ end
 redis.call('HSET', KEYS[2], 'requests', ARGV[3], 'units_micro', ARGV[4], 'period_end', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 
-local qs = string.format('%d', quota)
 local used = tonumber(ARGV[3])
 local crossed = 0
 if quota > 0 then
+  -- A threshold the true count has not reached is forgotten, so that
+  -- the count crossing it later is announced.
   for _, pct in ipairs({80, 90, 100}) do
-    local field = 'crossed_' .. pct
-    if used >= math.ceil(quota * pct / 100) then
-      if redis.call('HGET', KEYS[2], field) ~= qs then
-        redis.call('HSET', KEYS[2], field, qs)
-        redis.call('RPUSH', KEYS[5], 'v1|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. pct .. '|' .. qs .. '|' .. ARGV[3] .. '|' .. hard)
-        crossed = crossed + 1
-      end
-    else
-      redis.call('HDEL', KEYS[2], field)
-    end
+    if used < math.ceil(quota * pct / 100) then redis.call('HDEL', KEYS[2], 'crossed_' .. pct) end
   end
+  crossed = announce(KEYS[2], KEYS[5], ARGV[5], ARGV[6], quota, used, hard == '1', -1)
 end
-local blocked = 0
-if quota >= 0 and hard == '1' and used >= quota then
-  if redis.call('GET', KEYS[3]) ~= ARGV[6] then
-    redis.call('SET', KEYS[3], ARGV[6], 'EXAT', ARGV[6])
-  end
-  blocked = 1
-else
-  redis.call('DEL', KEYS[3])
-end
-return {1, blocked, crossed}
+return {1, reblock(KEYS[3], ARGV[6], quota, hard == '1', used), crossed}
 `)
 
 // driftOutcome is how one heal ended.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/veil-platform/veil/internal/quotaevent"
 )
 
 // Store reads and writes records in Redis. It is safe for concurrent use.
@@ -73,7 +75,7 @@ end
 // KEYS[1] record, KEYS[2] block, KEYS[3] the period counter, KEYS[4] the
 // quota outbox. ARGV as putScript's; the record's fields include
 // quota_requests, quota_hard, period_start and period_end.
-var putSubscriptionScript = rueidis.NewLuaScript(`
+var putSubscriptionScript = rueidis.NewLuaScript(quotaevent.Lua + `
 local before, beforeStart
 if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
   local b = redis.call('HMGET', KEYS[1], 'quota_requests', 'period_start')
@@ -85,20 +87,9 @@ local quota, hard, pend = tonumber(rec[1]), rec[2] == '1', rec[3]
 local rolled = beforeStart and beforeStart ~= rec[4]
 if rolled then redis.call('HSET', KEYS[1], 'prev_period_start', beforeStart) end
 local used = tonumber(redis.call('HGET', KEYS[3], 'requests') or '0')
-if quota and quota >= 0 and hard and used >= quota then
-  if redis.call('GET', KEYS[2]) ~= pend then
-    redis.call('SET', KEYS[2], pend, 'EXAT', pend)
-  end
-else
-  redis.call('DEL', KEYS[2])
-end
+reblock(KEYS[2], pend, quota or -1, hard, used)
 if quota and quota > 0 and used > 0 and (not before or before < 0 or quota < before or rolled) then
-  for _, pct in ipairs({80, 90, 100}) do
-    if used >= math.ceil(quota * pct / 100) and redis.call('HGET', KEYS[3], 'crossed_' .. pct) ~= rec[1] then
-      redis.call('HSET', KEYS[3], 'crossed_' .. pct, rec[1])
-      redis.call('RPUSH', KEYS[4], 'v1|' .. rec[4] .. '|' .. pend .. '|' .. pct .. '|' .. rec[1] .. '|' .. used .. '|' .. (hard and '1' or '0'))
-    end
-  end
+  announce(KEYS[3], KEYS[4], rec[4], pend, quota, used, hard, -1)
 end
 return 1
 `)

@@ -122,3 +122,45 @@ func ParseOutbox(subscriptionID, entry string) (Event, error) {
 	}
 	return e, e.Validate()
 }
+
+// Lua defines the functions the Redis scripts that change a period counter
+// or its quota share (the processors' count, the record's write, the drift
+// heal), so a threshold is recorded and its outbox line written one way.
+// Prepend it to a script.
+//
+//	announce(counter, outbox, pstart, pend, quota, used, hard, from)
+//
+// records every threshold with from < at <= used (at = ceil(quota*pct/100))
+// not yet recorded for this quota (crossed_<pct> = quota on the counter)
+// and pushes its OutboxEntry line; from = -1 takes every threshold reached.
+// pstart and pend are the period's Unix seconds as strings, quota and used
+// numbers, hard a boolean. It returns how many lines it pushed.
+//
+//	reblock(block, pend, quota, hard, used)
+//
+// sets the block until pend when a hard quota is used up (rewriting it
+// only when it changes, so the gateway's cached copy is invalidated only
+// then) and removes it otherwise; it returns 1 when blocked.
+const Lua = `
+local function announce(counter, outbox, pstart, pend, quota, used, hard, from)
+  local q, u, pushed = string.format('%d', quota), string.format('%d', used), 0
+  for _, pct in ipairs({80, 90, 100}) do
+    local at = math.ceil(quota * pct / 100)
+    local field = 'crossed_' .. pct
+    if from < at and at <= used and redis.call('HGET', counter, field) ~= q then
+      redis.call('HSET', counter, field, q)
+      redis.call('RPUSH', outbox, table.concat({'v1', pstart, pend, pct, q, u, hard and '1' or '0'}, '|'))
+      pushed = pushed + 1
+    end
+  end
+  return pushed
+end
+local function reblock(block, pend, quota, hard, used)
+  if quota >= 0 and hard and used >= quota then
+    if redis.call('GET', block) ~= pend then redis.call('SET', block, pend, 'EXAT', pend) end
+    return 1
+  end
+  redis.call('DEL', block)
+  return 0
+end
+`
