@@ -244,9 +244,15 @@ var _ Mailer = (*SMTP)(nil)
 // to AUTH or to the sender is the sending side's configuration (a rotated
 // password, a relay not set up yet) and is worth retrying once it is
 // fixed, so it is not a refusal; nor is any 4xx or an unreachable server.
+// A Mailer that reports a bare SMTP reply (*textproto.Error) is refused by
+// a 5xx.
 func Refused(err error) bool {
 	if errors.Is(err, ErrInvalidMessage) {
 		return true
+	}
+	var reply *textproto.Error
+	if errors.As(err, &reply) {
+		return reply.Code >= 500 && reply.Code < 600
 	}
 	var send *gomail.SendError
 	if errors.As(err, &send) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/textproto"
 	"strings"
 	"time"
 
@@ -305,7 +304,7 @@ func (w *QuotaEmailWorker) Work(ctx context.Context, job *river.Job[QuotaEmailAr
 		s.noticeCounter(channelEmail, noticeSent).Inc()
 		log.InfoContext(ctx, "quota notice email sent")
 		return nil
-	case mailRefused(err):
+	case notify.Refused(err):
 		// Logged here with the subscription, since the job's cancellation
 		// keeps the error but not who it was for.
 		log.ErrorContext(ctx, "quota notice email refused: not retried", "error", err)
@@ -318,18 +317,6 @@ func (w *QuotaEmailWorker) Work(ctx context.Context, job *river.Job[QuotaEmailAr
 		}
 		return fmt.Errorf("send quota notice email: %w", err)
 	}
-}
-
-// mailRefused reports whether err refuses a message for good: retrying
-// the same message cannot succeed. notify.Refused decides for the SMTP
-// mailer (a 5xx to a recipient or the message, not to AUTH or the
-// greeting); a mailer that reports a bare SMTP reply is refused by a 5xx.
-func mailRefused(err error) bool {
-	if notify.Refused(err) {
-		return true
-	}
-	var reply *textproto.Error
-	return errors.As(err, &reply) && reply.Code >= 500 && reply.Code < 600
 }
 
 // crossingMessage is the email of crossing a to target t.

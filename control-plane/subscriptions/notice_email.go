@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/textproto"
 	"strings"
 	"time"
 
@@ -116,7 +115,7 @@ func (w *KeyNoticeEmailWorker) Work(ctx context.Context, job *river.Job[KeyNotic
 		s.metrics.noticesSent.Inc()
 		log.InfoContext(ctx, "key notice email sent")
 		return nil
-	case mailRefused(err):
+	case notify.Refused(err):
 		// Logged here with the key, since the job's cancellation keeps the
 		// error but not who it was for.
 		log.ErrorContext(ctx, "key notice email refused: not retried", "error", err)
@@ -168,14 +167,3 @@ func keyNoticeMessage(to string, a KeyNoticeEmailArgs) notify.Message {
 	}
 }
 
-// mailRefused reports whether err refuses a message for good: retrying
-// the same message cannot succeed. notify.Refused decides for the SMTP
-// mailer (a 5xx to a recipient or the message, not to AUTH or the
-// greeting); a mailer that reports a bare SMTP reply is refused by a 5xx.
-func mailRefused(err error) bool {
-	if notify.Refused(err) {
-		return true
-	}
-	var reply *textproto.Error
-	return errors.As(err, &reply) && reply.Code >= 500 && reply.Code < 600
-}
