@@ -26,26 +26,23 @@ import (
 //
 // The counters hold admitted requests only: quotas are enforced from them,
 // and a request the gateway refused itself (data.refusal) is never billed.
+// The names the control plane and the gateway share are
+// internal/gatewayrecord's; the per key per day counter is the processors'.
 const (
-	keySubscription = "veil:sub:{%s}"
-	keyWatermark    = "veil:wm:{%s}"
-	keyPeriod       = "veil:usage:{%s}:p:%d"
-	keyKeyDay       = "veil:usage:{%s}:k:%s:%s"
-	// keyBlock is the gateway's quota block (internal/gatewayrecord.BlockName).
-	keyBlock = "veil:block:{%s}"
+	keyKeyDay = "veil:usage:{%s}:k:%s:%s"
 )
 
 // PeriodKey is the Redis key of a subject's counter for the period starting at start.
 func PeriodKey(subject string, start time.Time) string {
-	return fmt.Sprintf(keyPeriod, subject, start.Unix())
+	return gatewayrecord.PeriodCounterName(subject, start)
 }
 
 // SubscriptionKey is the Redis key of the subscription record the control
 // plane writes (period_start and period_end as Unix seconds).
-func SubscriptionKey(subject string) string { return fmt.Sprintf(keySubscription, subject) }
+func SubscriptionKey(subject string) string { return gatewayrecord.SubscriptionName(subject) }
 
 // WatermarkKey is the Redis hash of a subject's per-partition offset watermarks.
-func WatermarkKey(subject string) string { return fmt.Sprintf(keyWatermark, subject) }
+func WatermarkKey(subject string) string { return gatewayrecord.WatermarkName(subject) }
 
 // applyScript adds one subject's increments and advances its watermark for
 // one partition, atomically, only if the watermark is still the one the
@@ -336,7 +333,7 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 		}
 		p := periodFor(sub, it.time)
 		start := strconv.FormatInt(p.start.Unix(), 10)
-		add(fmt.Sprintf(keyPeriod, k.subject, p.start.Unix()), it, periodTTL, start, strconv.FormatInt(p.end.Unix(), 10))
+		add(gatewayrecord.PeriodCounterName(k.subject, p.start), it, periodTTL, start, strconv.FormatInt(p.end.Unix(), 10))
 		if it.keyID != "" {
 			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "", "")
 		}
@@ -344,8 +341,8 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 	if last == wm {
 		return nil, nil, wm
 	}
-	keys = append(make([]string, 0, 4+len(keyOrder)), fmt.Sprintf(keyWatermark, k.subject), fmt.Sprintf(keyBlock, k.subject),
-		fmt.Sprintf(keySubscription, k.subject), gatewayrecord.QuotaOutboxName(k.subject))
+	keys = append(make([]string, 0, 4+len(keyOrder)), gatewayrecord.WatermarkName(k.subject), gatewayrecord.BlockName(k.subject),
+		gatewayrecord.SubscriptionName(k.subject), gatewayrecord.QuotaOutboxName(k.subject))
 	args = append(make([]string, 0, 3+5*len(keyOrder)),
 		strconv.Itoa(int(k.partition)), strconv.FormatInt(wm, 10), strconv.FormatInt(last, 10))
 	for _, key := range keyOrder {
@@ -376,7 +373,7 @@ func (s *redisSink) compensate(ctx context.Context, items []item, topic string) 
 	for _, it := range items {
 		p := periodFor(periods[it.subject], it.time)
 		marker := fmt.Sprintf("veil:comp:{%s}:%s:%d:%d", it.subject, topic, it.partition, it.offset)
-		keys := []string{marker, fmt.Sprintf(keyPeriod, it.subject, p.start.Unix())}
+		keys := []string{marker, gatewayrecord.PeriodCounterName(it.subject, p.start)}
 		args := []string{strconv.Itoa(int(periodTTL / time.Second)), strconv.FormatInt(it.unitsMicro, 10)}
 		if it.keyID != "" {
 			keys = append(keys, fmt.Sprintf(keyKeyDay, it.subject, it.keyID, it.time.UTC().Format("20060102")))
@@ -404,7 +401,7 @@ func (s *redisSink) loadWatermarks(ctx context.Context, order []subjectPartition
 			continue
 		}
 		missing = append(missing, k)
-		cmds = append(cmds, s.client.B().Hget().Key(fmt.Sprintf(keyWatermark, k.subject)).Field(strconv.Itoa(int(k.partition))).Build())
+		cmds = append(cmds, s.client.B().Hget().Key(gatewayrecord.WatermarkName(k.subject)).Field(strconv.Itoa(int(k.partition))).Build())
 	}
 	if len(cmds) == 0 {
 		return nil
@@ -438,7 +435,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		}
 		out[k.subject] = nil
 		subjects = append(subjects, k.subject)
-		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(fmt.Sprintf(keySubscription, k.subject)).
+		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(gatewayrecord.SubscriptionName(k.subject)).
 			Field("period_start", "period_end", "prev_period_start").Cache(), time.Minute))
 	}
 	if len(cmds) == 0 {

@@ -12,9 +12,9 @@ import (
 func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 	at := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	k := subjectPartition{subject: "sub", partition: 3}
-	period := fmt.Sprintf(keyPeriod, "sub", calendarMonth(at).start.Unix())
+	period := PeriodKey("sub", calendarMonth(at).start)
 	keyDay := fmt.Sprintf(keyKeyDay, "sub", "key_1", "20261126")
-	fixed := []string{WatermarkKey("sub"), fmt.Sprintf(keyBlock, "sub"), SubscriptionKey("sub"), gatewayrecord.QuotaOutboxName("sub")}
+	fixed := []string{WatermarkKey("sub"), gatewayrecord.BlockName("sub"), SubscriptionKey("sub"), gatewayrecord.QuotaOutboxName("sub")}
 	admitted := func(offset int64) item {
 		return item{subject: "sub", keyID: "key_1", partition: 3, offset: offset, time: at, unitsMicro: 1_500_000}
 	}
