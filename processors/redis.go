@@ -28,9 +28,7 @@ import (
 // and a request the gateway refused itself (data.refusal) is never billed.
 // The names the control plane and the gateway share are
 // internal/gatewayrecord's; the per key per day counter is the processors'.
-const (
-	keyKeyDay = "veil:usage:{%s}:k:%s:%s"
-)
+const keyKeyDay = "veil:usage:{%s}:k:%s:%s"
 
 // PeriodKey is the Redis key of a subject's counter for the period starting at start.
 func PeriodKey(subject string, start time.Time) string {

@@ -166,4 +166,3 @@ func keyNoticeMessage(to string, a KeyNoticeEmailArgs) notify.Message {
 		},
 	}
 }
-
