@@ -38,9 +38,41 @@ const (
 	DefaultLateWindow = 35 * 24 * time.Hour
 )
 
+// The units cap. One event carries at most MaxUnits units; the Redis
+// counters hold micro-units (units × 10^6) in a signed 64-bit integer, whose
+// largest value is 9,223,372,036,854,775,807, so a counter takes 9,223
+// events at the cap (9,223 × 10^15 micro) before it could overflow, and
+// 9.2 × 10^12 units in all. Every addition to a counter is checked against
+// MaxCounterMicro (CheckedAdd here, the same rule in the processors' Lua):
+// what would pass it is refused, never wrapped. The JSON Schema's maximum
+// is the same number (a test holds the two together).
+const (
+	// MaxUnits is the most units one event may carry, inclusive: 10^9.
+	MaxUnits = 1_000_000_000
+	// MaxUnitsMicro is MaxUnits in micro-units: 10^15.
+	MaxUnitsMicro int64 = MaxUnits * 1_000_000
+	// MaxCounterMicro is the most a counter of micro-units may hold
+	// (math.MaxInt64).
+	MaxCounterMicro int64 = 1<<63 - 1
+)
+
+// ErrCounterOverflow is returned by CheckedAdd when a sum would pass
+// MaxCounterMicro.
+var ErrCounterOverflow = errors.New("counter would overflow")
+
+// CheckedAdd returns a+b for non-negative a and b, or ErrCounterOverflow
+// when the sum would pass MaxCounterMicro. It is the one rule every Go sum of
+// micro-units follows before it is written anywhere.
+func CheckedAdd(a, b int64) (int64, error) {
+	if a < 0 || b < 0 || a > MaxCounterMicro-b {
+		return 0, fmt.Errorf("add %d and %d micro-units: %w", a, b, ErrCounterOverflow)
+	}
+	return a + b, nil
+}
+
 // Limits of the stored columns, shared with the JSON Schema.
 var (
-	maxUnits   = decimal.New(1, 12) // exclusive
+	maxUnits   = decimal.NewFromInt(MaxUnits) // inclusive
 	unitsScale = int32(6)
 )
 
@@ -428,8 +460,8 @@ func unitsField(field string, v *fastjson.Value) (decimal.Decimal, *Error) {
 		return d, newError(ReasonInvalidUnits, field, "units must not be negative")
 	case !d.Shift(unitsScale).IsInteger():
 		return d, newError(ReasonInvalidUnits, field, "units may have at most %d decimal places", unitsScale)
-	case d.GreaterThanOrEqual(maxUnits):
-		return d, newError(ReasonInvalidUnits, field, "units must be below 10^12")
+	case d.GreaterThan(maxUnits):
+		return d, newError(ReasonInvalidUnits, field, "units must be at most %d (10^9) per event", int64(MaxUnits))
 	}
 	return d.Truncate(unitsScale), nil
 }

@@ -71,7 +71,7 @@ var cases = []validationCase{
 	{"valid datacontenttype", with(func(e map[string]any) { e["datacontenttype"] = "application/json" }), ""},
 	{"valid fractional units", with(func(e map[string]any) { data(e)["units"] = json.Number("0.000001") }), ""},
 	{"valid zero units", with(func(e map[string]any) { data(e)["units"] = 0 }), ""},
-	{"valid max units", with(func(e map[string]any) { data(e)["units"] = json.Number("999999999999.999999") }), ""},
+	{"valid max units", with(func(e map[string]any) { data(e)["units"] = json.Number("1000000000") }), ""},
 	{"valid units in exponent form", with(func(e map[string]any) { data(e)["units"] = json.Number("1.5e3") }), ""},
 	{"valid integer written as 200.0", with(func(e map[string]any) { data(e)["status"] = json.Number("200.0") }), ""},
 	{"valid time with offset and fraction", with(func(e map[string]any) { e["time"] = "2026-11-26T11:00:00.123456+01:00" }), ""},
@@ -151,6 +151,8 @@ var cases = []validationCase{
 	{"empty route", with(func(e map[string]any) { data(e)["route"] = "" }), usage.ReasonInvalidField},
 	{"negative units", with(func(e map[string]any) { data(e)["units"] = -1 }), usage.ReasonInvalidUnits},
 	{"units with 7 decimals", with(func(e map[string]any) { data(e)["units"] = json.Number("0.0000001") }), usage.ReasonInvalidUnits},
+	{"units just over the cap", with(func(e map[string]any) { data(e)["units"] = json.Number("1000000000.000001") }), usage.ReasonInvalidUnits},
+	{"units of the overflow report", with(func(e map[string]any) { data(e)["units"] = json.Number("999999999999.999999") }), usage.ReasonInvalidUnits},
 	{"units at 10^12", with(func(e map[string]any) { data(e)["units"] = json.Number("1000000000000") }), usage.ReasonInvalidUnits},
 	{"units as string", with(func(e map[string]any) { data(e)["units"] = "1.5" }), usage.ReasonInvalidUnits},
 	{"units null", with(func(e map[string]any) { data(e)["units"] = nil }), usage.ReasonInvalidUnits},
@@ -378,5 +380,37 @@ func TestCheckTime(t *testing.T) {
 				t.Fatalf("CheckTime(%s) = %v; want %s", tc.at, err, tc.reason)
 			}
 		})
+	}
+}
+
+func TestCheckedAdd(t *testing.T) {
+	for _, tc := range []struct {
+		a, b    int64
+		want    int64
+		overflo bool
+	}{
+		{0, 0, 0, false},
+		{usage.MaxUnitsMicro, usage.MaxUnitsMicro, 2 * usage.MaxUnitsMicro, false},
+		{usage.MaxCounterMicro - 1, 1, usage.MaxCounterMicro, false},
+		{usage.MaxCounterMicro, 1, 0, true},
+		// The report: ten events of 999,999,999,999.999999 units.
+		{9 * 999_999_999_999_999_999, 999_999_999_999_999_999, 0, true},
+		{-1, 1, 0, true},
+	} {
+		got, err := usage.CheckedAdd(tc.a, tc.b)
+		if tc.overflo != errors.Is(err, usage.ErrCounterOverflow) || got != tc.want {
+			t.Errorf("CheckedAdd(%d, %d) = %d, %v; want %d, overflow %v", tc.a, tc.b, got, err, tc.want, tc.overflo)
+		}
+	}
+	// The cap leaves room for 9,223 events at it in one counter, not 9,224.
+	var sum int64
+	for i := 0; i < 9223; i++ {
+		var err error
+		if sum, err = usage.CheckedAdd(sum, usage.MaxUnitsMicro); err != nil {
+			t.Fatalf("event %d at the cap: %v", i+1, err)
+		}
+	}
+	if _, err := usage.CheckedAdd(sum, usage.MaxUnitsMicro); !errors.Is(err, usage.ErrCounterOverflow) {
+		t.Fatalf("event 9,224 at the cap: err = %v; want ErrCounterOverflow", err)
 	}
 }
