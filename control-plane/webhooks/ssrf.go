@@ -9,56 +9,17 @@ import (
 	"net/url"
 	"syscall"
 	"time"
+
+	"github.com/veil-platform/veil/internal/egress"
 )
 
 // ErrPrivateAddress reports a dial to an address webhooks may not reach.
 var ErrPrivateAddress = errors.New("address is not public")
 
-// reserved are special-purpose ranges netip has no predicate for.
-var reserved = []struct {
-	prefix netip.Prefix
-	kind   string
-}{
-	{netip.MustParsePrefix("0.0.0.0/8"), "this-network"},
-	{netip.MustParsePrefix("100.64.0.0/10"), "shared (carrier-grade NAT)"},
-	{netip.MustParsePrefix("192.0.0.0/24"), "IETF protocol"},
-	{netip.MustParsePrefix("198.18.0.0/15"), "benchmarking"},
-	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"},
-}
-
-// nat64 is the well-known NAT64 prefix: its addresses reach the IPv4
-// address in their last 32 bits, which is checked instead.
-var nat64 = netip.MustParsePrefix("64:ff9b::/96")
-
 // nonPublic names the kind of a that webhooks must not reach, or returns ""
-// for a public address.
-func nonPublic(a netip.Addr) string {
-	a = a.Unmap().WithZone("")
-	if nat64.Contains(a) {
-		b := a.As16()
-		a = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
-	}
-	switch {
-	case !a.IsValid():
-		return "invalid"
-	case a.IsLoopback():
-		return "loopback"
-	case a.IsPrivate():
-		return "private"
-	case a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast():
-		return "link-local"
-	case a.IsUnspecified():
-		return "unspecified"
-	case a.IsMulticast(), a.IsInterfaceLocalMulticast():
-		return "multicast"
-	}
-	for _, r := range reserved {
-		if r.prefix.Contains(a) {
-			return r.kind
-		}
-	}
-	return ""
-}
+// for a public address. The classification is the egress package's, the
+// one rule for every address Veil connects to on a customer's behalf.
+func nonPublic(a netip.Addr) string { return egress.Classify(a) }
 
 // publicOnly is a net.Dialer Control function. It runs on the address
 // actually dialed, after name resolution, so a host that resolved to a
