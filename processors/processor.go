@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -48,6 +49,12 @@ import (
 // ReasonSinkFailed sends to the dead-letter queue a record ClickHouse keeps
 // refusing, so that no partition is stuck behind it.
 const ReasonSinkFailed usage.Reason = "sink_failed"
+
+// ReasonCounterOverflow sends to the dead-letter queue an event whose units
+// would take one of its subject's Redis counters past
+// usage.MaxCounterMicro: it is counted nowhere, ClickHouse included, and the
+// rest of its batch goes on.
+const ReasonCounterOverflow usage.Reason = "counter_overflow"
 
 // Dead-letter headers (DESIGN.md).
 const (
@@ -363,7 +370,27 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 	p.m.classifySeconds.UpdateDuration(t0)
 	now := p.cfg.Now()
 
-	// The sinks are independent and each idempotent: write them at once.
+	// Redis first: it decides which events its counters cannot take (a sum
+	// that would overflow), and those must reach neither ClickHouse nor the
+	// counters, only the dead-letter queue. Its refusals are recorded in
+	// Redis with the watermark, so a replay of the batch decides the same.
+	var outboxed []string
+	if err := p.retry(ctx, "redis", func() error {
+		subjects, overflowed, err := p.redis.apply(ctx, b.items)
+		for _, s := range subjects {
+			if !slices.Contains(outboxed, s) {
+				outboxed = append(outboxed, s)
+			}
+		}
+		if err == nil {
+			p.divertOverflowed(b, overflowed)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+
+	// The other sinks are independent and each idempotent: write them at once.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		dataErrors := 0
@@ -382,14 +409,6 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 		return p.retry(gctx, "clickhouse", func() error { return p.ch.insertRejects(gctx, b.rejectsForCH, now) })
 	})
 	g.Go(func() error { return p.retry(gctx, "dlq", func() error { return p.produceDLQ(gctx, cl, b.rejects) }) })
-	var outboxed []string
-	g.Go(func() error {
-		return p.retry(gctx, "redis", func() error {
-			subjects, err := p.redis.apply(gctx, b.items)
-			outboxed = append(outboxed, subjects...)
-			return err
-		})
-	})
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -501,6 +520,39 @@ func (p *Processor) classify(ctx context.Context, records []*kgo.Record) (*batch
 		})
 	}
 	return b, nil
+}
+
+// divertOverflowed takes the events the Redis counters refused out of the
+// batch's rows and sends them to the dead-letter queue and usage_rejects
+// instead, with reason counter_overflow.
+func (p *Processor) divertOverflowed(b *batch, overflowed []item) {
+	if len(overflowed) == 0 {
+		return
+	}
+	refused := map[[2]int64]bool{}
+	for _, it := range overflowed {
+		refused[[2]int64{int64(it.partition), it.offset}] = true
+	}
+	kept := b.rows[:0]
+	for _, r := range b.rows {
+		if !refused[[2]int64{int64(r.partition), r.offset}] {
+			kept = append(kept, r)
+			continue
+		}
+		// Not written: a resend of the same event is not a duplicate.
+		delete(b.fresh[r.partition], keyOf(r.event.Source, r.event.ID))
+		rej := reject{reason: ReasonCounterOverflow, topic: p.cfg.Topic, partition: r.partition, offset: r.offset, raw: r.raw,
+			detail: fmt.Sprintf("event %s of subject %s (%s units): adding its units to the subject's counters would pass %d micro-units",
+				r.event.ID, r.event.Subject, r.event.Data.Units, usage.MaxCounterMicro)}
+		b.rejects = append(b.rejects, rej)
+		p.mu.Lock()
+		st := p.parts[r.partition]
+		p.mu.Unlock()
+		if st == nil || !st.rejected[r.offset] {
+			b.rejectsForCH = append(b.rejectsForCH, rej)
+		}
+	}
+	b.rows = kept
 }
 
 // writeEvents inserts the batch's rows. After a failure it asks ClickHouse

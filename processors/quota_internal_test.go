@@ -65,11 +65,11 @@ func (f *quotaFixture) send(n int, at time.Time) []string {
 		f.offset++
 		items = append(items, item{subject: "sub", keyID: "key_1", partition: 0, offset: f.offset, time: at, unitsMicro: 1})
 	}
-	outboxed, err := f.sink.apply(f.t.Context(), items)
+	outboxed, _, err := f.sink.apply(f.t.Context(), items)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if replayed, err := newRedisSink(f.client).apply(f.t.Context(), items); err != nil || len(replayed) > 0 {
+	if replayed, _, err := newRedisSink(f.client).apply(f.t.Context(), items); err != nil || len(replayed) > 0 {
 		f.t.Fatalf("apply(replay) = %q, %v; want no outbox lines, nil", replayed, err)
 	}
 	lines := f.outbox()

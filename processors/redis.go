@@ -2,6 +2,7 @@ package processors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/veil-platform/veil/internal/gatewayrecord"
 	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // Redis key layout. Every key of one subject carries the subject as its hash
@@ -68,9 +70,18 @@ func WatermarkKey(subject string) string { return gatewayrecord.WatermarkName(su
 // ARGV[1] partition, ARGV[2] expected watermark ("-1" for none), ARGV[3] new
 // watermark, then per counter: requests, units_micro, ttl seconds,
 // period_end and period_start ("" for a counter that is not a period's).
+//
+// Every counter's units_micro is checked first (quotaevent's fits): when an
+// addition would pass usage.MaxCounterMicro the script writes nothing,
+// watermark included, and returns "overflow"; the caller then applies the
+// events one by one and dead-letters the ones that do not fit
+// (skipScript).
 var applyScript = rueidis.NewLuaScript(quotaevent.Lua + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return cur end
+for i = 5, #KEYS do
+  if not fits(redis.call('HGET', KEYS[i], 'units_micro'), ARGV[4 + (i - 5) * 5 + 1]) then return 'overflow' end
+end
 local rec = redis.call('HMGET', KEYS[3], 'period_start', 'quota_requests', 'quota_hard')
 local recStart, quota = tonumber(rec[1]), math.floor(tonumber(rec[2]) or 0)
 local hard = rec[3] == '1'
@@ -94,6 +105,31 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 if pushed == 0 then return 'ok' end
 return 'ok:' .. pushed
 `)
+
+// skipScript advances a subject's watermark over one event the counters
+// cannot take (it would overflow one), compare-and-set like applyScript, and
+// records the event's offset in the subject's overflow hash, so that a
+// replay knows the event was dead-lettered rather than counted. It returns
+// "ok", or the current watermark when it moved.
+//
+// KEYS[1] watermark hash; KEYS[2] overflow hash. ARGV[1] partition, ARGV[2]
+// expected watermark, ARGV[3] the event's offset, ARGV[4] the overflow
+// hash's ttl seconds.
+var skipScript = rueidis.NewLuaScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
+if cur ~= ARGV[2] then return cur end
+redis.call('HSET', KEYS[2], ARGV[1] .. ':' .. ARGV[3], '1')
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 'ok'
+`)
+
+// keyOverflow is a subject's hash of the events its counters refused
+// (field <partition>:<offset>); only the processors read it.
+const keyOverflow = "veil:overflow:{%s}"
+
+// errOverflow is how a script call's refusal reaches the caller.
+var errOverflow = errors.New("counter would overflow")
 
 // compensateScript takes one event back out of its counters, once: the
 // marker key (NX) makes a replay of the same compensation a no-op.
@@ -225,7 +261,14 @@ type subjectPartition struct {
 // first error; calling it again with the same items is safe. outboxed names
 // the subjects whose quota outbox got lines, for the caller to drain (even
 // when err is not nil: the groups applied before the error count).
-func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string, err error) {
+//
+// overflowed are the items the counters refused because an addition would
+// pass usage.MaxCounterMicro: the caller dead-letters them. A group whose
+// sum does not fit is applied again one event at a time, so only the events
+// that do not fit are refused and every other one counts. Refusals made by
+// an earlier call (a replay after a crash, or another processor) are read
+// back from the overflow hash, so every call reports the same ones.
+func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string, overflowed []item, err error) {
 	groups := map[subjectPartition][]item{}
 	var order []subjectPartition
 	for _, it := range items {
@@ -236,16 +279,20 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 		groups[k] = append(groups[k], it)
 	}
 	if err := s.loadWatermarks(ctx, order); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	periods, err := s.periods(ctx, order)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	// decided holds, per group, the watermark below which its items were
+	// settled before this call: counted or refused, the overflow hash tells.
+	decided := map[subjectPartition]int64{}
+	var poisoned []subjectPartition
 	pending := order
 	for attempt := 0; len(pending) > 0; attempt++ {
 		if attempt == 5 {
-			return outboxed, fmt.Errorf("redis counters: watermarks of %d subjects keep moving", len(pending))
+			return outboxed, nil, fmt.Errorf("redis counters: watermarks of %d subjects keep moving", len(pending))
 		}
 		var (
 			execs []rueidis.LuaExec
@@ -253,8 +300,14 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 			newWM []int64
 		)
 		for _, k := range pending {
-			keys, args, last := counterArgs(k, groups[k], s.watermarks[k.partition][k.subject], periods[k.subject])
-			if keys == nil {
+			wm := s.watermarks[k.partition][k.subject]
+			decided[k] = wm
+			keys, args, last, serr := counterArgs(k, groups[k], wm, periods[k.subject])
+			switch {
+			case errors.Is(serr, errOverflow):
+				poisoned = append(poisoned, k) // the batch's own sum does not fit
+				continue
+			case keys == nil:
 				continue // everything already applied
 			}
 			execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
@@ -262,7 +315,7 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 			newWM = append(newWM, last)
 		}
 		if len(sent) == 0 {
-			return outboxed, nil
+			break
 		}
 		results := applyScript.ExecMulti(ctx, s.client, execs...)
 		pending = pending[:0]
@@ -270,7 +323,11 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 			k := sent[i]
 			got, err := r.ToString()
 			if err != nil {
-				return outboxed, fmt.Errorf("redis counters for %s: %w", k.subject, err)
+				return outboxed, nil, fmt.Errorf("redis counters for %s: %w", k.subject, err)
+			}
+			if got == "overflow" {
+				poisoned = append(poisoned, k)
+				continue
 			}
 			if rest, ok := strings.CutPrefix(got, "ok"); ok {
 				s.setWatermark(k, newWM[i])
@@ -281,13 +338,109 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 			}
 			cur, perr := strconv.ParseInt(got, 10, 64)
 			if perr != nil {
-				return outboxed, fmt.Errorf("redis counters for %s: unexpected reply %q", k.subject, got)
+				return outboxed, nil, fmt.Errorf("redis counters for %s: unexpected reply %q", k.subject, got)
 			}
 			s.setWatermark(k, cur)
 			pending = append(pending, k)
 		}
 	}
-	return outboxed, nil
+	for _, k := range poisoned {
+		refused, pushed, err := s.applyEach(ctx, k, groups[k], periods[k.subject])
+		if pushed && !slices.Contains(outboxed, k.subject) {
+			outboxed = append(outboxed, k.subject)
+		}
+		if err != nil {
+			return outboxed, nil, err
+		}
+		overflowed = append(overflowed, refused...)
+	}
+	earlier, err := s.refusedEarlier(ctx, groups, decided)
+	if err != nil {
+		return outboxed, nil, err
+	}
+	return outboxed, append(overflowed, earlier...), nil
+}
+
+// applyEach applies a group's items one at a time, after its sum was
+// refused: an item that does not fit is skipped (skipScript) and returned,
+// every other one counts. A moved watermark is an error: the caller's retry
+// starts again from the new one.
+func (s *redisSink) applyEach(ctx context.Context, k subjectPartition, items []item, sub *period) (refused []item, pushed bool, err error) {
+	for _, it := range items {
+		wm := s.watermarks[k.partition][k.subject]
+		if it.offset <= wm {
+			continue
+		}
+		keys, args, last, serr := counterArgs(k, []item{it}, wm, sub)
+		got := "overflow" // one event never passes the cap, but a counter near it may not take even one
+		if serr == nil {
+			got, err = applyScript.Exec(ctx, s.client, keys, args).ToString()
+			if err != nil {
+				return refused, pushed, fmt.Errorf("redis counters for %s: %w", k.subject, err)
+			}
+		}
+		if got == "overflow" {
+			got, err = skipScript.Exec(ctx, s.client,
+				[]string{gatewayrecord.WatermarkName(k.subject), fmt.Sprintf(keyOverflow, k.subject)},
+				[]string{strconv.Itoa(int(k.partition)), strconv.FormatInt(wm, 10), strconv.FormatInt(it.offset, 10),
+					strconv.Itoa(int(periodTTL / time.Second))}).ToString()
+			if err != nil {
+				return refused, pushed, fmt.Errorf("skip event of %s: %w", k.subject, err)
+			}
+			if got == "ok" {
+				s.setWatermark(k, it.offset)
+				refused = append(refused, it)
+				continue
+			}
+		}
+		rest, ok := strings.CutPrefix(got, "ok")
+		if !ok {
+			if cur, perr := strconv.ParseInt(got, 10, 64); perr == nil {
+				s.setWatermark(k, cur)
+			}
+			return refused, pushed, fmt.Errorf("redis counters for %s: watermark moved to %s", k.subject, got)
+		}
+		s.setWatermark(k, last)
+		pushed = pushed || rest != ""
+	}
+	return refused, pushed, nil
+}
+
+// refusedEarlier returns the items at or below their group's decided
+// watermark that the overflow hash names: refused by an earlier call.
+// Outside replays no item is at or below it, and no round trip is made.
+func (s *redisSink) refusedEarlier(ctx context.Context, groups map[subjectPartition][]item, decided map[subjectPartition]int64) ([]item, error) {
+	var (
+		cmds  rueidis.Commands
+		asked [][]item
+	)
+	for k, wm := range decided {
+		var old []item
+		var fields []string
+		for _, it := range groups[k] {
+			if it.offset <= wm && !it.gatewayRefused {
+				old = append(old, it)
+				fields = append(fields, strconv.Itoa(int(it.partition))+":"+strconv.FormatInt(it.offset, 10))
+			}
+		}
+		if len(old) > 0 {
+			cmds = append(cmds, s.client.B().Hmget().Key(fmt.Sprintf(keyOverflow, k.subject)).Field(fields...).Build())
+			asked = append(asked, old)
+		}
+	}
+	var out []item
+	for i, r := range s.client.DoMulti(ctx, cmds...) {
+		vals, err := r.ToArray()
+		if err != nil {
+			return nil, fmt.Errorf("read overflow hash: %w", err)
+		}
+		for j, v := range vals {
+			if !v.IsNil() && j < len(asked[i]) {
+				out = append(out, asked[i][j])
+			}
+		}
+	}
+	return out, nil
 }
 
 func (s *redisSink) setWatermark(k subjectPartition, wm int64) {
@@ -302,7 +455,10 @@ func (s *redisSink) setWatermark(k subjectPartition, wm int64) {
 // counterArgs builds the script call for the items after watermark wm, or
 // nil keys when there are none. Items the gateway refused only move the
 // watermark: a call may carry no counter at all.
-func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys, args []string, last int64) {
+//
+// The sums are checked (usage.CheckedAdd): errOverflow when one of them
+// would pass usage.MaxCounterMicro, before anything is sent.
+func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys, args []string, last int64, err error) {
 	type sums struct {
 		requests, units        int64
 		periodStart, periodEnd string
@@ -310,6 +466,7 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 	}
 	byKey := map[string]*sums{}
 	var keyOrder []string
+	overflow := false
 	add := func(key string, it item, ttl time.Duration, periodStart, periodEnd string) {
 		c, ok := byKey[key]
 		if !ok {
@@ -318,7 +475,11 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 			keyOrder = append(keyOrder, key)
 		}
 		c.requests++
-		c.units += it.unitsMicro
+		units, err := usage.CheckedAdd(c.units, it.unitsMicro)
+		if err != nil {
+			overflow = true
+		}
+		c.units = units
 	}
 	last = wm
 	for _, it := range items {
@@ -336,8 +497,11 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "", "")
 		}
 	}
+	if overflow {
+		return nil, nil, wm, errOverflow
+	}
 	if last == wm {
-		return nil, nil, wm
+		return nil, nil, wm, nil
 	}
 	keys = append(make([]string, 0, 4+len(keyOrder)), gatewayrecord.WatermarkName(k.subject), gatewayrecord.BlockName(k.subject),
 		gatewayrecord.SubscriptionName(k.subject), gatewayrecord.QuotaOutboxName(k.subject))
@@ -349,7 +513,7 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 		args = append(args, strconv.FormatInt(c.requests, 10), strconv.FormatInt(c.units, 10),
 			strconv.Itoa(int(c.ttl/time.Second)), c.periodEnd, c.periodStart)
 	}
-	return keys, args, last
+	return keys, args, last, nil
 }
 
 // compensate removes items that apply counted but ClickHouse refused for

@@ -39,8 +39,8 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			keys, args, last := counterArgs(k, tc.items, tc.wm, nil)
-			if !slices.Equal(keys, tc.keys) || last != tc.last {
+			keys, args, last, err := counterArgs(k, tc.items, tc.wm, nil)
+			if err != nil || !slices.Equal(keys, tc.keys) || last != tc.last {
 				t.Fatalf("counterArgs keys, last = %q, %d; want %q, %d", keys, last, tc.keys, tc.last)
 			}
 			if keys == nil {

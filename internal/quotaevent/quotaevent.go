@@ -141,6 +141,17 @@ func ParseOutbox(subscriptionID, entry string) (Event, error) {
 // sets the block until pend when a hard quota is used up (rewriting it
 // only when it changes, so the gateway's cached copy is invalidated only
 // then) and removes it otherwise; it returns 1 when blocked.
+//
+//	fits(cur, inc)
+//
+// reports whether cur + inc stays at or below usage.MaxCounterMicro (2^63-1,
+// where HINCRBY would fail), cur and inc being integers as decimal strings
+// (cur as HGET returns it: false for a missing field counts as 0), inc not
+// negative. Lua's numbers are doubles, exact only below 2^53, so the check
+// adds the two in halves of nine digits, each exact. A cur that is not an
+// integer does not fit: HINCRBY would fail on it. A script checks every
+// addition with fits before it writes anything, so that a refusal leaves
+// nothing half done.
 const Lua = `
 local function announce(counter, outbox, pstart, pend, quota, used, hard, from)
   local q, u, pushed = string.format('%d', quota), string.format('%d', used), 0
@@ -154,6 +165,21 @@ local function announce(counter, outbox, pstart, pend, quota, used, hard, from)
     end
   end
   return pushed
+end
+local function fits(cur, inc)
+  cur = cur or '0'
+  if not string.match(cur, '^-?%d+$') or not string.match(inc, '^%d+$') then return false end
+  if string.sub(cur, 1, 1) == '-' then return #inc <= 19 end
+  cur, inc = string.gsub(cur, '^0+', ''), string.gsub(inc, '^0+', '')
+  if #cur > 19 or #inc > 19 then return false end
+  local function halves(s)
+    return tonumber(string.sub(s, 1, -10)) or 0, tonumber(string.sub(s, -9)) or 0
+  end
+  local ch, cl = halves(cur)
+  local ih, il = halves(inc)
+  local hi, lo = ch + ih, cl + il
+  if lo >= 1000000000 then hi, lo = hi + 1, lo - 1000000000 end
+  return hi < 9223372036 or (hi == 9223372036 and lo <= 854775807)
 end
 local function reblock(block, pend, quota, hard, used)
   if quota >= 0 and hard and used >= quota then

@@ -2,10 +2,16 @@ package quotaevent_test
 
 import (
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 func TestOutboxLineRoundTrip(t *testing.T) {
@@ -49,6 +55,49 @@ func TestInvalidQuotaEvents(t *testing.T) {
 	for _, body := range []string{`{`, `{"subscription_id":""}`, `{"subscription_id":"s","threshold":80,"quota":5,"used":4}`} {
 		if _, err := quotaevent.Unmarshal([]byte(body)); !errors.Is(err, quotaevent.ErrInvalid) {
 			t.Errorf("Unmarshal(%s) = %v; want ErrInvalid", body, err)
+		}
+	}
+}
+
+// TestLuaFits holds the Lua check of a counter addition to the Go rule,
+// usage.CheckedAdd, on Redis itself, around 2^53 (where Lua's doubles stop
+// being exact) and around 2^63 (where HINCRBY fails).
+func TestLuaFits(t *testing.T) {
+	client := testenv.Redis(t)
+	fits := rueidis.NewLuaScript(quotaevent.Lua + `
+if ARGV[1] == 'nil' then return fits(false, ARGV[2]) and 1 or 0 end
+return fits(ARGV[1], ARGV[2]) and 1 or 0`)
+	max := usage.MaxCounterMicro
+	cases := []struct {
+		cur, inc string
+	}{
+		{"nil", "0"}, {"nil", strconv.FormatInt(max, 10)}, {"0", "0"}, {"1", "1"},
+		{strconv.FormatInt(1<<53, 10), "1"}, {strconv.FormatInt(1<<53+1, 10), "1"},
+		{strconv.FormatInt(max-1, 10), "1"}, {strconv.FormatInt(max, 10), "1"}, {strconv.FormatInt(max, 10), "0"},
+		{strconv.FormatInt(max-999_999_999, 10), "999999999"}, {strconv.FormatInt(max-999_999_999, 10), "1000000000"},
+		{strconv.FormatInt(max-1_000_000_000, 10), "1000000000"}, {strconv.FormatInt(max-1_000_000_000, 10), "1000000001"},
+		{"9000000000000000000", "223372036854775807"}, {"9000000000000000000", "223372036854775808"},
+		{"8999999999999999999", "223372036854775808"}, {"9223372035999999999", "854775808"},
+		{"9223372035999999999", "854775809"},
+		{"-8446744073709551626", "1000000000000000"}, {"0009", "1"},
+		{"12abc", "1"}, {"1.5", "1"}, {"", "1"},
+	}
+	for _, tc := range cases {
+		got, err := fits.Exec(t.Context(), client, nil, []string{tc.cur, tc.inc}).AsInt64()
+		if err != nil {
+			t.Fatalf("fits(%s, %s): %v", tc.cur, tc.inc, err)
+		}
+		want := int64(0)
+		if c, err := strconv.ParseInt(strings.TrimPrefix(tc.cur, "nil"), 10, 64); err == nil || tc.cur == "nil" {
+			inc, _ := strconv.ParseInt(tc.inc, 10, 64)
+			if c < 0 {
+				want = 1
+			} else if _, err := usage.CheckedAdd(c, inc); err == nil {
+				want = 1
+			}
+		}
+		if got != want {
+			t.Errorf("fits(%s, %s) = %d; want %d", tc.cur, tc.inc, got, want)
 		}
 	}
 }

@@ -1,0 +1,155 @@
+package processors_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/veil-platform/veil/ingest"
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/processors"
+	"github.com/veil-platform/veil/schemas/usage"
+)
+
+// TestCounterOverflowDeadLettered reproduces the overflow report through
+// ingest, the processors and Redis: a subject whose period counter is
+// 1.5 × 10^15 micro-units short of int64's maximum receives events at the
+// units cap. The ones that would take the counter past it go to the
+// dead-letter queue and usage_rejects with reason counter_overflow and are
+// counted nowhere (not in ClickHouse, not in requests); every other event
+// of the batch, another subject's included, counts once; the processor
+// commits and goes on with the next batch instead of retrying for ever;
+// and a second group replaying the topic from the start changes nothing.
+func TestCounterOverflowDeadLettered(t *testing.T) {
+	e := setup(t)
+	h, err := ingest.New(ingest.Config{Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Producer: e.kafka.Client(t),
+		Topic: e.raw, Tokens: []string{"overflow-test-token-0123456789"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h.Routes())
+	defer srv.Close()
+	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
+	poisoned, other := e.prefix+"-full", e.prefix+"-other"
+	post := func(events ...[3]string) {
+		t.Helper()
+		var b []string
+		for _, ev := range events {
+			b = append(b, fmt.Sprintf(`{"specversion":"1.0","id":"%s-%s","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1","units":%s}}`,
+				e.prefix, ev[0], at.Format(time.RFC3339), ev[1], ev[2]))
+		}
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/events", strings.NewReader("["+strings.Join(b, ",")+"]"))
+		req.Header.Set("Authorization", "Bearer overflow-test-token-0123456789")
+		req.Header.Set("Content-Type", ingest.MediaTypeBatch)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST /v1/events = %d; want 202", resp.StatusCode)
+		}
+	}
+
+	period := processors.PeriodKey(poisoned, monthStart(at))
+	base := usage.MaxCounterMicro - 1_500_000_000_000_000
+	if err := e.redis.Do(t.Context(), e.redis.B().Hset().Key(period).FieldValue().
+		FieldValue("requests", "7").FieldValue("units_micro", strconv.FormatInt(base, 10)).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	const atCap = "1000000000"
+	post([3]string{"a1", poisoned, atCap}, [3]string{"a2", poisoned, atCap}, [3]string{"a3", poisoned, "1"},
+		[3]string{"a4", poisoned, atCap}, [3]string{"q1", other, "1"}, [3]string{"q2", other, "2"}, [3]string{"q3", other, "3"})
+
+	type want struct {
+		rows                []string
+		requests, micros    int64
+		otherReq, otherMicr int64
+	}
+	check := func(w want) error {
+		rows, err := e.ch.Query(t.Context(), "SELECT id FROM usage_events ORDER BY id")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, strings.TrimPrefix(id, e.prefix+"-"))
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(w.rows) {
+			return fmt.Errorf("usage_events ids = %v; want %v", ids, w.rows)
+		}
+		var rejects uint64
+		if err := e.ch.QueryRow(t.Context(), "SELECT count() FROM usage_rejects WHERE reason = ?", string(processors.ReasonCounterOverflow)).Scan(&rejects); err != nil {
+			return err
+		}
+		if rejects != 2 {
+			return fmt.Errorf("usage_rejects holds %d counter_overflow rows; want 2", rejects)
+		}
+		for _, c := range []struct {
+			key              string
+			requests, micros int64
+		}{{period, w.requests, w.micros}, {processors.PeriodKey(other, monthStart(at)), w.otherReq, w.otherMicr}} {
+			requests, micros, err := counter(t, e.redis, c.key)
+			if err != nil {
+				return err
+			}
+			if requests != c.requests || micros != c.micros {
+				return fmt.Errorf("redis %s = %d requests, %d units_micro; want %d, %d", c.key, requests, micros, c.requests, c.micros)
+			}
+		}
+		return nil
+	}
+	lagZero := func(group string) func() error {
+		return func() error {
+			lag, err := e.kafka.GroupLag(t, group, e.raw)
+			if err == nil && lag != 0 {
+				err = fmt.Errorf("group %s lag %d", group, lag)
+			}
+			return err
+		}
+	}
+
+	stop := e.start(t, "g1-"+e.prefix)
+	first := want{rows: []string{"a1", "a3", "q1", "q2", "q3"}, requests: 9, micros: base + 1_000_000_000_000_000 + 1_000_000, otherReq: 3, otherMicr: 6_000_000}
+	testenv.Deadline(t, 60*time.Second, func() error { return check(first) })
+	testenv.Deadline(t, 30*time.Second, lagZero("g1-"+e.prefix))
+
+	// The processor went on: the next batch of the same subject counts.
+	post([3]string{"a5", poisoned, "2"})
+	second := first
+	second.rows = []string{"a1", "a3", "a5", "q1", "q2", "q3"}
+	second.requests, second.micros = 10, first.micros+2_000_000
+	testenv.Deadline(t, 60*time.Second, func() error { return check(second) })
+	testenv.Deadline(t, 30*time.Second, lagZero("g1-"+e.prefix))
+	stop()
+
+	dead := map[string]string{}
+	for _, r := range e.kafka.ReadAll(t, e.dlq) {
+		for _, hd := range r.Headers {
+			if hd.Key == processors.HeaderError {
+				dead[string(r.Value)[strings.Index(string(r.Value), e.prefix):][len(e.prefix)+1:][:2]] = string(hd.Value)
+			}
+		}
+	}
+	if len(dead) != 2 || dead["a2"] != string(processors.ReasonCounterOverflow) || dead["a4"] != string(processors.ReasonCounterOverflow) {
+		t.Fatalf("dead letters = %v; want a2 and a4 with %s", dead, processors.ReasonCounterOverflow)
+	}
+
+	stop = e.start(t, "g2-"+e.prefix)
+	defer stop()
+	testenv.Deadline(t, 60*time.Second, lagZero("g2-"+e.prefix))
+	if err := check(second); err != nil {
+		t.Fatalf("after a replay from the start: %v", err)
+	}
+}
