@@ -43,7 +43,28 @@ type Route struct {
 	// Veil, when set, puts the veil handler in front of the upstream: API
 	// keys, limits and usage events for this API.
 	Veil *Veil
+	// Signing, when set, signs every request toward the upstream with the
+	// API's secret (the Veil-Signature header, see internal/originsig),
+	// replacing any the client sent, after the rewrites so that the signed
+	// path is the one the upstream receives.
+	Signing *Signing
 }
+
+// Signing is the origin proof's part of a route. Its secrets live in the
+// route's veil_sign handler config, which only the admin API can read.
+type Signing struct {
+	// APIID is the API's id, part of what is signed.
+	APIID string
+	// Secret is the API's signing secret.
+	Secret string
+	// PreviousSecret, after a rotation, is also signed with until
+	// PreviousUntil (Unix seconds), so the upstream can roll over.
+	PreviousSecret string
+	PreviousUntil  int64
+}
+
+// String keeps the secrets out of logs and error messages.
+func (s Signing) String() string { return "Signing{APIID:" + s.APIID + ", secrets redacted}" }
 
 // Veil is the veil handler's part of a route.
 type Veil struct {
@@ -133,6 +154,21 @@ func (r Route) spec() (proxySpec, error) {
 		}
 		out.Veil = v
 	}
+	if g := r.Signing; g != nil {
+		switch {
+		case g.APIID == "" || strings.ContainsAny(g.APIID, "{}"):
+			return s, fmt.Errorf("%w: signing api id %q", ErrInvalidRoute, g.APIID)
+		case len(g.Secret) < 32 || strings.ContainsAny(g.Secret, "{}\r\n\x00"):
+			return s, fmt.Errorf("%w: signing secret: want at least 32 characters without braces or control characters", ErrInvalidRoute)
+		case g.PreviousSecret != "" && (len(g.PreviousSecret) < 32 || strings.ContainsAny(g.PreviousSecret, "{}\r\n\x00") || g.PreviousUntil <= 0):
+			return s, fmt.Errorf("%w: previous signing secret: want at least 32 characters and an end", ErrInvalidRoute)
+		}
+		sg := *g
+		if sg.PreviousSecret == "" {
+			sg.PreviousUntil = 0
+		}
+		out.Signing = &sg
+	}
 	for _, m := range r.Methods {
 		m = strings.ToUpper(m)
 		if !methodPattern.MatchString(m) {
@@ -190,6 +226,10 @@ type (
 		APIID          string   `json:"api_id,omitempty"`
 		PathPrefix     string   `json:"path_prefix,omitempty"`
 		RouteTemplates []string `json:"route_templates,omitempty"`
+		// veil_sign (api_id as above)
+		Secret         string `json:"secret,omitempty"`
+		PreviousSecret string `json:"previous_secret,omitempty"`
+		PreviousUntil  int64  `json:"previous_until,omitempty"`
 		// reverse_proxy
 		Upstreams []caddyUpstream `json:"upstreams,omitempty"`
 		Headers   *caddyHeaders   `json:"headers,omitempty"`
@@ -256,6 +296,12 @@ func (s proxySpec) caddy() caddyRoute {
 		proxy.Transport = &caddyTransport{Protocol: "http", TLS: &struct{}{}}
 	}
 	handle := []caddyHandler{sub, proxy}
+	if g := r.Signing; g != nil {
+		// Between the rewrites and the proxy: the signed path is the one
+		// the upstream receives.
+		sign := caddyHandler{Handler: "veil_sign", APIID: g.APIID, Secret: g.Secret, PreviousSecret: g.PreviousSecret, PreviousUntil: g.PreviousUntil}
+		handle = []caddyHandler{sub, sign, proxy}
+	}
 	if r.Veil != nil {
 		// Before the rewrites: the handler matches key routes and
 		// templates against the API-relative path, which it takes from
@@ -299,9 +345,15 @@ func fromCaddy(c caddyRoute) (Route, error) {
 		return Route{}, errors.New("want one matcher with two paths")
 	}
 	var veil *Veil
-	if len(c.Handle) == 3 && c.Handle[0].Handler == "veil" {
+	if len(c.Handle) >= 3 && c.Handle[0].Handler == "veil" {
 		veil = &Veil{APIID: c.Handle[0].APIID, RouteTemplates: c.Handle[0].RouteTemplates}
 		c.Handle = c.Handle[1:]
+	}
+	var signing *Signing
+	if len(c.Handle) == 3 && c.Handle[1].Handler == "veil_sign" {
+		h := c.Handle[1]
+		signing = &Signing{APIID: h.APIID, Secret: h.Secret, PreviousSecret: h.PreviousSecret, PreviousUntil: h.PreviousUntil}
+		c.Handle = []caddyHandler{c.Handle[0], c.Handle[2]}
 	}
 	if len(c.Handle) != 2 || c.Handle[0].Handler != "subroute" || c.Handle[1].Handler != "reverse_proxy" {
 		return Route{}, errors.New("want a subroute and a reverse_proxy handler")
@@ -327,6 +379,7 @@ func fromCaddy(c caddyRoute) (Route, error) {
 		Upstream:   scheme + "://" + proxy.Headers.Request.Set["Host"][0] + base,
 		Methods:    c.Match[0].Method,
 		Veil:       veil,
+		Signing:    signing,
 	}
 	for k, v := range proxy.Headers.Request.Set {
 		if k == "Host" {

@@ -1,0 +1,92 @@
+package originsig_test
+
+import (
+	"errors"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veil-platform/veil/internal/originsig"
+)
+
+func TestSignVerify(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	secret, other := originsig.NewSecret(), originsig.NewSecret()
+	if !strings.HasPrefix(secret, originsig.SecretPrefix) || len(secret) != len(originsig.SecretPrefix)+64 || secret == other {
+		t.Fatalf("NewSecret() = %q, %q; want two different vsk_ and 64 hex digits", secret, other)
+	}
+	const method, path, api = "GET", "/v1/items/a%2Fb", "0b7a0d8e-3f5e-4f53-9a0e-1d1c2b3a4f5e"
+	good := originsig.Sign(now, method, path, api, secret)
+	if !regexp.MustCompile(`^t=1900000000,v1=[0-9a-f]{64}$`).MatchString(good) {
+		t.Fatalf("Sign() = %q; want t=<unix>,v1=<64 hex>", good)
+	}
+	flip := []byte(good)
+	if flip[len(flip)-1] == '0' {
+		flip[len(flip)-1] = '1'
+	} else {
+		flip[len(flip)-1] = '0'
+	}
+	tests := []struct {
+		name                         string
+		header, secret, method, path string
+		api                          string
+		at                           time.Time
+		want                         error
+	}{
+		{"valid", good, secret, method, path, api, now, nil},
+		{"valid at the window's end", good, secret, method, path, api, now.Add(originsig.Tolerance), nil},
+		{"valid from a clock slightly ahead", good, secret, method, path, api, now.Add(-originsig.Tolerance), nil},
+		{"rotation overlap, new secret", originsig.Sign(now, method, path, api, other, secret), secret, method, path, api, now, nil},
+		{"rotation overlap, previous secret", originsig.Sign(now, method, path, api, other, secret), other, method, path, api, now, nil},
+		{"stale (replayed)", good, secret, method, path, api, now.Add(originsig.Tolerance + time.Second), originsig.ErrStale},
+		{"from the future", good, secret, method, path, api, now.Add(-originsig.Tolerance - time.Second), originsig.ErrStale},
+		{"other secret", good, other, method, path, api, now, originsig.ErrMismatch},
+		{"other method", good, secret, "POST", path, api, now, originsig.ErrMismatch},
+		{"other path", good, secret, method, "/v1/items/a/b", api, now, originsig.ErrMismatch},
+		{"other api", good, secret, method, path, "another-api", now, originsig.ErrMismatch},
+		{"flipped bit", string(flip), secret, method, path, api, now, originsig.ErrMismatch},
+		{"forged timestamp", strings.Replace(good, "t=1900000000", "t=1900000100", 1), secret, method, path, api, now, originsig.ErrMismatch},
+		{"empty", "", secret, method, path, api, now, originsig.ErrMalformed},
+		{"no signature", "t=1900000000", secret, method, path, api, now, originsig.ErrMalformed},
+		{"no time", "v1=" + strings.Repeat("0", 64), secret, method, path, api, now, originsig.ErrMalformed},
+		{"short signature", "t=1900000000,v1=abcd", secret, method, path, api, now, originsig.ErrMalformed},
+		{"not hex", "t=1900000000,v1=" + strings.Repeat("z", 64), secret, method, path, api, now, originsig.ErrMalformed},
+	}
+	for _, tt := range tests {
+		if err := originsig.Verify(tt.header, tt.secret, tt.method, tt.path, tt.api, tt.at); !errors.Is(err, tt.want) {
+			t.Errorf("Verify(%s) = %v; want %v", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestReadmeSnippetIsVerify: the README's Go verification snippet is the
+// text of verify.go from its marker on, so the code providers copy is the
+// code tested above and through the real gateway.
+func TestReadmeSnippetIsVerify(t *testing.T) {
+	src, err := os.ReadFile("verify.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const marker = "// README's Go\n// verification snippet; TestReadmeSnippetIsVerify keeps the two equal.\n\n"
+	_, body, ok := strings.Cut(string(src), marker)
+	if !ok {
+		t.Fatal("verify.go lost the marker of the README snippet")
+	}
+	_, section, ok := strings.Cut(string(readme), "### Upstream secrecy and origin proof")
+	if !ok {
+		t.Fatal("README has no section Upstream secrecy and origin proof")
+	}
+	m := regexp.MustCompile("(?s)```go\n(.*?)```").FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("README's origin proof section has no Go snippet")
+	}
+	if !strings.Contains(m[1], body) {
+		t.Errorf("README's Go snippet does not contain verify.go's code; copy verify.go from its marker on into the README:\n%s", body)
+	}
+}
