@@ -84,9 +84,21 @@ type App struct {
 	// Source is the CloudEvents source of the events, unique per gateway
 	// instance so that ids never collide. Default /gateway/<hostname>.
 	Source string `json:"source,omitempty"`
+	// AnonymousSampleRate: of the refusals of requests without a usable
+	// key, one in this many becomes a usage event (subject anonymous,
+	// Kafka key spread over the partitions); all are counted in
+	// veil_gateway_anonymous_refusals_total. 1 emits every one. Default
+	// 100.
+	AnonymousSampleRate int `json:"anonymous_sample_rate,omitempty"`
+	// AnonymousEventsPerIPMinute bounds the sampled anonymous refusal
+	// events of one client IP per minute; past it they are counted in
+	// veil_gateway_anonymous_refusals_ip_limited_total only. The caller
+	// gets its 401 either way. Default 60.
+	AnonymousEventsPerIPMinute int `json:"anonymous_events_per_ip_minute,omitempty"`
 
 	redisKey, eventsKey string
 	res                 *resources
+	anon                *anonymousGate
 }
 
 // CaddyModule returns the Caddy module information.
@@ -133,6 +145,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.SpoolDir == "" {
 		a.SpoolDir = filepath.Join(caddy.AppDataDir(), "veil-spool")
 	}
+	if a.AnonymousSampleRate <= 0 {
+		a.AnonymousSampleRate = DefaultAnonymousSampleRate
+	}
+	if a.AnonymousEventsPerIPMinute <= 0 {
+		a.AnonymousEventsPerIPMinute = DefaultAnonymousEventsPerIPMinute
+	}
+	a.anon = newAnonymousGate(a.AnonymousSampleRate, a.AnonymousEventsPerIPMinute)
 	if a.Source == "" {
 		host, err := os.Hostname()
 		if err != nil || host == "" {

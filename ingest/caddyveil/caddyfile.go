@@ -43,6 +43,8 @@ var (
 //			spool_fsync        always|interval|never
 //			memory_events      <n>
 //			source             <uri-reference>
+//			anonymous_sample_rate <n>
+//			anonymous_events_per_ip_minute <n>
 //		}
 //	}
 func parseGlobal(d *caddyfile.Dispenser, _ any) (any, error) {
@@ -104,6 +106,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.MemoryEvents, err = strconv.Atoi(v)
 		case "source":
 			a.Source = v
+		case "anonymous_sample_rate":
+			a.AnonymousSampleRate, err = strconv.Atoi(v)
+		case "anonymous_events_per_ip_minute":
+			a.AnonymousEventsPerIPMinute, err = strconv.Atoi(v)
 		default:
 			return d.Errf("unknown veil option %q", name)
 		}

@@ -319,9 +319,6 @@ func (h *Handler) limits(k gatewayrecord.KeyRecord, s gatewayrecord.Subscription
 // control plane's routes do.
 const apiHeader = "X-Veil-Api-Id"
 
-// anonymousSubject is the subject of events of requests with no usable key.
-const anonymousSubject = "anonymous"
-
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, c *call, ref refusal, retry time.Duration) {
 	h.res.m.refused(ref.reason).Inc()
 	if retry > 0 {
@@ -334,6 +331,10 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, c *call, ref re
 	c.status, c.refusal, c.units = ref.status, ref.reason, decimal.Zero
 	if r.ContentLength > 0 {
 		c.reqBytes = r.ContentLength
+	}
+	if c.subject == anonymousSubject && !h.app.anon.emit(clientIP(r), time.Now(), h.res.m) {
+		h.res.m.requests.Inc() // counted, not sampled into an event
+		return
 	}
 	h.emit(r, c)
 }
@@ -443,7 +444,11 @@ func (h *Handler) emit(r *http.Request, c *call) {
 		b = append(b, '"')
 	}
 	b = append(b, "}}"...)
-	h.res.emitter.Emit(emitter.Record{Key: []byte(c.subject), Value: b})
+	key := []byte(c.subject)
+	if c.subject == anonymousSubject {
+		key = anonymousKey()
+	}
+	h.res.emitter.Emit(emitter.Record{Key: key, Value: b})
 	h.res.m.requests.Inc()
 	h.res.m.latency.Update(time.Since(c.start).Seconds())
 }
@@ -554,6 +559,11 @@ type handlerMetrics struct {
 	redisErrors *metrics.Counter
 	degraded    *metrics.Counter
 	latency     *metrics.Histogram
+	// anonymousRefusals counts every refusal without a usable key, sampled
+	// into an event or not; anonymousIPLimited the sampled ones a client
+	// IP's budget kept out of the events.
+	anonymousRefusals  *metrics.Counter
+	anonymousIPLimited *metrics.Counter
 }
 
 func newHandlerMetrics(set *metrics.Set) handlerMetrics {
@@ -563,6 +573,9 @@ func newHandlerMetrics(set *metrics.Set) handlerMetrics {
 		redisErrors: set.NewCounter("veil_gateway_redis_errors_total"),
 		degraded:    set.NewCounter("veil_gateway_degraded_admissions_total"),
 		latency:     set.NewHistogram("veil_gateway_request_duration_seconds"),
+
+		anonymousRefusals:  set.NewCounter("veil_gateway_anonymous_refusals_total"),
+		anonymousIPLimited: set.NewCounter("veil_gateway_anonymous_refusals_ip_limited_total"),
 	}
 }
 

@@ -72,6 +72,8 @@ func setup(t *testing.T) *fixture {
 		Topic:        f.topic,
 		SpoolDir:     t.TempDir(),
 		Source:       f.source,
+		// Every refusal is checked for its event, anonymous ones too.
+		AnonymousSampleRate: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
