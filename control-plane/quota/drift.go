@@ -80,6 +80,12 @@ type UsageDrift struct {
 	Healed  bool `json:"healed"`
 }
 
+// ErrUnitsPastCounter: ClickHouse's units for a subscription's period pass
+// what a Redis counter of micro-units holds (usage.MaxCounterMicro), which
+// only rows written before the units cap can do. The drift is reported,
+// never written: the rows need an operator.
+var ErrUnitsPastCounter = errors.New("units past what a counter holds")
+
 // Lifetime of a healed period counter: the processors' (periodTTL there).
 const driftCounterTTL = 400 * 24 * time.Hour
 
@@ -389,6 +395,12 @@ type driftFinding struct {
 	// want* are ClickHouse's figures up to target, got* Redis's.
 	wantRequests, wantUnits int64
 	gotRequests, gotUnits   int64
+	// chUnits is ClickHouse's units, exact; unitsTooLarge reports that
+	// they pass what a counter holds (usage.MaxCounterMicro), rows
+	// written before the units cap: wantUnits is then meaningless and the
+	// heal refuses (ErrUnitsPastCounter) rather than write a wrapped sum.
+	chUnits       decimal.Decimal
+	unitsTooLarge bool
 	// behind: target adds or rewrites watermarks.
 	behind bool
 	// idle are the watermarks of partitions ClickHouse has no rows of
@@ -590,9 +602,12 @@ type driftPart struct {
 	// count every row), newest the latest ingested_at.
 	maxOffset int64
 	newest    time.Time
-	// requests and unitsMicro sum the admitted rows of the subject's
-	// period up to the partition's watermark (all of them without one).
-	requests, unitsMicro int64
+	// requests and units sum the admitted rows of the subject's period up
+	// to the partition's watermark (all of them without one). units stays
+	// a decimal: rows written before the units cap may sum past what a
+	// counter of micro-units holds.
+	requests int64
+	units    decimal.Decimal
 }
 
 // driftUsage asks ClickHouse, in one query, for each subject of the chunk
@@ -617,7 +632,7 @@ func (s *Service) driftUsage(ctx context.Context, subs []driftSub, bounds []map[
 		if err := rows.Scan(&subject, &partition, &p.maxOffset, &p.newest, &n, &units); err != nil {
 			return nil, fmt.Errorf("read clickhouse usage: %w", err)
 		}
-		p.requests, p.unitsMicro = int64(n), units.Shift(6).IntPart()
+		p.requests, p.units = int64(n), units
 		if out[subject] == nil {
 			out[subject] = map[int32]driftPart{}
 		}
@@ -706,7 +721,7 @@ func driftCompare(red driftRedis, parts map[int32]driftPart, now time.Time) drif
 	}
 	for p, ch := range parts {
 		f.wantRequests += ch.requests
-		f.wantUnits += ch.unitsMicro
+		f.chUnits = f.chUnits.Add(ch.units)
 		if _, ok := wm[p]; ok {
 			continue
 		}
@@ -716,10 +731,18 @@ func driftCompare(red driftRedis, parts map[int32]driftPart, now time.Time) drif
 			fresh = true
 		}
 	}
+	if micro := f.chUnits.Shift(6); micro.IsInteger() && !micro.IsNegative() &&
+		micro.LessThanOrEqual(decimal.NewFromInt(usage.MaxCounterMicro)) {
+		f.wantUnits = micro.IntPart()
+	} else {
+		f.unitsTooLarge = true
+	}
 	var err1, err2 error
 	f.gotRequests, err1 = driftParse(red.requests)
 	f.gotUnits, err2 = driftParse(red.units)
 	switch {
+	case f.unitsTooLarge && !ahead && !fresh:
+		f.verdict = driftDiffers // reported, never written
 	case err1 == nil && err2 == nil && f.gotRequests == f.wantRequests && f.gotUnits == f.wantUnits && !f.behind:
 		// Also when ahead: Redis applied rows ClickHouse does not hold
 		// (yet), and the figures agree all the same.
@@ -820,7 +843,7 @@ func (s *Service) driftHealReport(ctx context.Context, cases []driftCase, rep *U
 		d := UsageDrift{
 			SubscriptionID: c.sub.id, PeriodStart: c.sub.start,
 			RedisRequests: f.gotRequests, ClickHouseRequests: f.wantRequests,
-			RedisUnits: decimal.New(f.gotUnits, -6).String(), ClickHouseUnits: decimal.New(f.wantUnits, -6).String(),
+			RedisUnits: decimal.New(f.gotUnits, -6).String(), ClickHouseUnits: f.chUnits.String(),
 			WatermarksBehind: f.behind, Blocked: res.blocked, Healed: res.err == nil,
 		}
 		rep.Drift = append(rep.Drift, d)
@@ -969,8 +992,15 @@ func (s *Service) driftHeal(ctx context.Context, cases []driftCase) []driftHealR
 	if len(cases) == 0 {
 		return out
 	}
-	execs := make([]rueidis.LuaExec, len(cases))
+	execs := make([]rueidis.LuaExec, 0, len(cases))
+	var sent []int
 	for i, c := range cases {
+		if c.f.unitsTooLarge {
+			out[i].err = fmt.Errorf("heal usage counter: ClickHouse holds %s units, more than a counter of micro-units takes: %w",
+				c.f.chUnits, ErrUnitsPastCounter)
+			continue
+		}
+		sent = append(sent, i)
 		id := c.sub.id.String()
 		hard := "0"
 		if c.sub.hard {
@@ -987,12 +1017,16 @@ func (s *Service) driftHeal(ctx context.Context, cases []driftCase) []driftHealR
 		for p, off := range driftFormat(c.f.target) {
 			args = append(args, p, off)
 		}
-		execs[i] = rueidis.LuaExec{Keys: []string{
+		execs = append(execs, rueidis.LuaExec{Keys: []string{
 			gatewayrecord.WatermarkName(id), gatewayrecord.PeriodCounterName(id, c.sub.start), gatewayrecord.BlockName(id),
 			gatewayrecord.SubscriptionName(id), gatewayrecord.QuotaOutboxName(id),
-		}, Args: args}
+		}, Args: args})
 	}
-	for i, r := range driftHealScript.ExecMulti(ctx, s.cfg.Redis, execs...) {
+	if len(execs) == 0 {
+		return out
+	}
+	for j, r := range driftHealScript.ExecMulti(ctx, s.cfg.Redis, execs...) {
+		i := sent[j]
 		res, err := r.AsIntSlice()
 		switch {
 		case err != nil:
