@@ -125,6 +125,8 @@ type veilAppFlags struct {
 	source       string
 	onRedisError string
 	outageGrace  time.Duration
+	anonSample   int
+	anonPerIP    int
 }
 
 func (v *veilAppFlags) register(f *flags) {
@@ -138,6 +140,8 @@ func (v *veilAppFlags) register(f *flags) {
 	f.String(&v.source, "event-source", "VEIL_GATEWAY_EVENT_SOURCE", "", "CloudEvents source of this gateway's events, unique per instance (default /gateway/<hostname>)")
 	f.Duration(&v.outageGrace, "redis-outage-grace", "VEIL_GATEWAY_REDIS_OUTAGE_GRACE", 30*time.Second, "while Redis is unreachable, keys seen valid keep working this long on their last known records")
 	f.String(&v.onRedisError, "on-redis-error", "VEIL_GATEWAY_ON_REDIS_ERROR", "local", "rate limits while Redis is down: local (in-process limits), allow or deny")
+	f.Int(&v.anonSample, "anonymous-sample-rate", "VEIL_GATEWAY_ANONYMOUS_SAMPLE_RATE", 100, "one refusal in this many of requests without a usable key becomes a usage event (all are counted in metrics); 1 emits all")
+	f.Int(&v.anonPerIP, "anonymous-events-per-ip-minute", "VEIL_GATEWAY_ANONYMOUS_EVENTS_PER_IP_MINUTE", 60, "at most this many sampled anonymous refusal events per client IP and minute")
 }
 
 // app is the veil app's Caddy JSON.
@@ -145,7 +149,8 @@ func (v veilAppFlags) app() map[string]any {
 	app := map[string]any{
 		"redis_address": v.redisAddr, "redis_db": v.redisDB, "brokers": broker.ParseBrokers(v.brokers), "topic": v.topic,
 		"spool_max_bytes": v.spoolMax, "spool_fsync": v.spoolFsync, "on_redis_error": v.onRedisError,
-		"redis_outage_grace": v.outageGrace.String(),
+		"redis_outage_grace":    v.outageGrace.String(),
+		"anonymous_sample_rate": v.anonSample, "anonymous_events_per_ip_minute": v.anonPerIP,
 	}
 	if v.spoolDir != "" {
 		app["spool_dir"] = v.spoolDir
