@@ -132,10 +132,10 @@ const driftDeadlineMargin = 5 * time.Second
 // admitted rows (no refusal) of the period [start, end) from each
 // partition up to the offset Redis's watermark for that partition says
 // was applied. The watermark hash and the counter are read together, by
-// one script, so they always belong to the same batch. The processors
-// write ClickHouse and Redis in parallel, so rows beyond a watermark are
-// a batch Redis has not applied yet: they are ignored, and the watermark
-// is never moved forward over them. A watermark beyond what ClickHouse
+// one script, so they always belong to the same batch. Rows beyond a
+// watermark are a batch Redis has not applied yet (processors before the
+// units cap wrote both sinks at once; today's write Redis first): they
+// are ignored, and the watermark is never moved forward over them. A watermark beyond what ClickHouse
 // holds means ClickHouse is behind: when the figures then disagree the
 // subscription is in flight and left for the next run. A watermark for a
 // partition ClickHouse has no rows of since driftLookback is beyond it
