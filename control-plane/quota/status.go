@@ -52,12 +52,14 @@ type Status struct {
 
 // Limit is the request quota the gateway enforces: the plan version's
 // quota plus the period's adjustments, -1 when the plan is unlimited
-// (planQuota nil).
+// (planQuota nil). It is never below 0 (a carried adjustment and a move
+// to a smaller plan leave the quota used up), as subscriptions'
+// QuotaLimit.
 func Limit(planQuota *int64, adjustments int64) int64 {
 	if planQuota == nil {
 		return -1
 	}
-	return *planQuota + adjustments
+	return max(0, *planQuota+adjustments)
 }
 
 // statusThresholdAt is the counter value at which pct percent of limit is

@@ -60,13 +60,16 @@ type Key struct {
 	syncVersion int64
 	subStatus   Status
 	sealed      []byte
+	// suspendedByAdmin: an admin suspended the key, and only an admin
+	// resumes it.
+	suspendedByAdmin bool
 }
 
 const keyColumns = `k.id, k.subscription_id, s.api_id, k.name, k.env, k.prefix, k.last4, k.state, k.expires_at, k.grace_until,
 	k.methods, k.routes, k.rate_per_second, k.rate_per_minute, k.metadata, k.rotated_from, k.auto_rotate, k.rotate_every_days,
 	k.last_rotated_at, k.auto_renew, k.renew_days, k.synced_version >= k.sync_version, k.sync_attempts, k.sync_error,
 	k.created_by, k.created_at, k.updated_at, k.revoked_at, s.organization_id, a.organization_id, k.hash, k.sync_version,
-	s.status, k.sealed_key`
+	s.status, k.sealed_key, k.suspended_by_admin`
 
 const keyFrom = ` FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id JOIN apis a ON a.id = s.api_id`
 
@@ -78,7 +81,7 @@ func scanKey(row pgx.Row) (Key, error) {
 		&k.Methods, &k.Routes, &k.RatePerSecond, &k.RatePerMinute, &meta, &k.RotatedFrom, &k.AutoRotate, &k.RotateEvery,
 		&k.LastRotatedAt, &k.AutoRenew, &k.RenewDays, &k.Synced, &k.SyncAttempts, &k.SyncError,
 		&k.CreatedBy, &k.CreatedAt, &k.UpdatedAt, &k.RevokedAt, &k.org, &k.apiOrg, &k.hash, &k.syncVersion,
-		&k.subStatus, &k.sealed)
+		&k.subStatus, &k.sealed, &k.suspendedByAdmin)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Key{}, ErrKeyNotFound
 	}
@@ -228,6 +231,12 @@ func (k Key) canSee(a Actor) bool { return isAdmin(a) || a.OrgID == k.org || a.O
 // canChange: the subscriber's organization and admins.
 func (k Key) canChange(a Actor) bool { return isAdmin(a) || a.OrgID == k.org }
 
+// ShowsClients reports whether a may see where the key's calls to the
+// control plane came from (the source IPs and user agents of its audit
+// trail): the subscriber's organization and admins, never the API's
+// provider, to whom its consumers are strangers.
+func (k Key) ShowsClients(a Actor) bool { return isAdmin(a) || a.OrgID == k.org }
+
 // audited is what the audit log and webhooks get of a key: never its hash.
 func (k Key) audited() map[string]any {
 	return map[string]any{
@@ -250,6 +259,11 @@ func (s *Service) CreateKey(ctx context.Context, actor Actor, subID uuid.UUID, i
 		sub, err := s.changeSub(ctx, tx, actor, subID)
 		if err != nil {
 			return err
+		}
+		// The answer carries the plaintext: the key's own organization
+		// only, never an admin of another (the reveal rule).
+		if actor.OrgID != sub.OrganizationID {
+			return ErrAdminPlaintext
 		}
 		if sub.Status == StatusCanceled || sub.Status == StatusSuspended {
 			return fmt.Errorf("%w: it is %s", ErrSubscriptionInactive, sub.Status)
@@ -426,6 +440,10 @@ func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action Key
 		if action == ActionResume && before.State != keys.StateSuspended {
 			return &keys.TransitionError{From: before.State, To: to}
 		}
+		// An admin's suspension is a sanction: the consumer cannot lift it.
+		if action == ActionResume && before.suspendedByAdmin && !isAdmin(actor) {
+			return ErrAdminSuspended
+		}
 		out, err = s.transition(ctx, tx, actor, before, to, reason)
 		return err
 	})
@@ -440,7 +458,8 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor Actor, k Key,
 	}
 	if _, err := tx.Exec(ctx, `UPDATE api_keys SET state = $2::key_state, revoked_at = CASE WHEN $2::key_state = 'revoked' THEN $3::timestamptz END,
 			sealed_key = CASE WHEN $2::key_state IN ('revoked', 'expired') THEN NULL ELSE sealed_key END,
-			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, k.ID, to, s.now().UTC()); err != nil {
+			suspended_by_admin = $2::key_state = 'suspended' AND $4,
+			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, k.ID, to, s.now().UTC(), isAdmin(actor)); err != nil {
 		return Key{}, fmt.Errorf("set key state: %w", err)
 	}
 	if err := s.enqueueKeySync(ctx, tx, k.ID); err != nil {
@@ -535,6 +554,10 @@ func (s *Service) Rotate(ctx context.Context, actor Actor, id uuid.UUID, in Rota
 		old, err := s.changeKey(ctx, tx, actor, id)
 		if err != nil {
 			return err
+		}
+		// The successor's plaintext is in the answer: see CreateKey.
+		if actor.OrgID != old.org {
+			return ErrAdminPlaintext
 		}
 		out, err = s.rotate(ctx, tx, actor, old, grace, nil)
 		return err

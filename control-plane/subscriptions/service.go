@@ -57,7 +57,16 @@ var (
 	ErrSamePlan = errors.New("subscription is on that plan version already")
 	// ErrSubscriptionTransition: the subscription's status does not allow the change.
 	ErrSubscriptionTransition = errors.New("invalid subscription status transition")
-	ErrForbidden              = catalog.ErrForbidden
+	// ErrSubscriptionHeld: the organization canceled a subscription to the
+	// API while it was suspended or past_due, and no admin has released the
+	// hold; it may not subscribe to that API again until one does.
+	ErrSubscriptionHeld = errors.New("a suspended or past-due subscription to this api was canceled; an admin must release it first")
+	// ErrAdminPlaintext: an admin asked for a new key of another
+	// organization; plaintexts are shown to the key's organization only.
+	ErrAdminPlaintext = errors.New("a new key's plaintext is shown only to its own organization")
+	// ErrAdminSuspended: a key an admin suspended is resumed by an admin only.
+	ErrAdminSuspended = errors.New("an admin suspended this key; only an admin may resume it")
+	ErrForbidden      = catalog.ErrForbidden
 )
 
 // Actor is who asks for a change, as the catalog knows it.

@@ -57,15 +57,28 @@ type Subscription struct {
 	// quotaAdjustments are the requests credits and resets added to this
 	// period's quota (quota_adjustments).
 	quotaAdjustments int64
+	// canceledFrom and holdReleased are read by pastOf only.
+	canceledFrom Status
+	holdReleased bool
+}
+
+// heldBy reports whether the canceled subscription holds its organization
+// and API: it was canceled while an admin's suspension or a missed payment
+// stood, and no admin has released it since.
+func (sub Subscription) heldBy() bool {
+	return (sub.canceledFrom == StatusSuspended || sub.canceledFrom == StatusPastDue) && !sub.holdReleased
 }
 
 // QuotaLimit is the request quota enforced this period: the plan's plus
-// the period's adjustments, or -1 for unlimited.
+// the period's adjustments, or -1 for unlimited. It is never below 0: a
+// carried adjustment (what a canceled predecessor used) followed by a
+// move to a smaller plan must leave the quota used up, not turn it into
+// -1, "unlimited", or below.
 func (sub Subscription) QuotaLimit() int64 {
 	if sub.terms.QuotaRequests == nil {
 		return -1
 	}
-	return *sub.terms.QuotaRequests + sub.quotaAdjustments
+	return max(0, *sub.terms.QuotaRequests+sub.quotaAdjustments)
 }
 
 // SubscribeInput subscribes the caller's organization to a plan.
@@ -88,14 +101,16 @@ const subColumns = `s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, 
 
 const subFrom = ` FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id`
 
-func scanSub(row pgx.Row) (Subscription, error) {
+// scanSub scans subColumns, then into extra the columns a query adds.
+func scanSub(row pgx.Row, extra ...any) (Subscription, error) {
 	var s Subscription
 	t := &s.terms
-	err := row.Scan(&s.ID, &s.OrganizationID, &s.Subscriber, &s.APIID, &s.PlanID, &s.PlanVersionID, &s.PlanVersion, &s.Status,
+	dest := []any{&s.ID, &s.OrganizationID, &s.Subscriber, &s.APIID, &s.PlanID, &s.PlanVersionID, &s.PlanVersion, &s.Status,
 		&s.TrialEndsAt, &s.CurrentPeriodStart, &s.CurrentPeriodEnd, &s.CancelAtPeriodEnd, &s.CanceledAt, &s.MaxActiveKeys,
 		&s.Synced, &s.CreatedAt, &s.UpdatedAt, &s.apiOrg, &s.syncVersion,
 		&t.Type, &t.Currency, &t.Interval, &t.BaseFee, &t.TrialDays, &t.QuotaRequests, &t.QuotaHard, &t.RatePerSecond,
-		&t.RatePerMinute, &t.IncludedUnits, &s.quotaAdjustments)
+		&t.RatePerMinute, &t.IncludedUnits, &s.quotaAdjustments}
+	err := row.Scan(append(dest, extra...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Subscription{}, ErrSubscriptionNotFound
 	}
@@ -147,17 +162,29 @@ func (s *Service) Subscribe(ctx context.Context, actor Actor, in SubscribeInput)
 			return fmt.Errorf("%w: plan is %s, api is %s", ErrPlanUnavailable, p.Status, apiState)
 		}
 		now := s.now().UTC().Truncate(time.Second)
+		past, err := s.pastOf(ctx, tx, actor.OrgID, p.APIID, now)
+		if err != nil {
+			return err
+		}
+		if past.held != nil {
+			return fmt.Errorf("%w: subscription %s was canceled while %s", ErrSubscriptionHeld, past.held.ID, past.held.canceledFrom)
+		}
 		status, trialEnds := StatusActive, (*time.Time)(nil)
-		if days := p.Current.Terms.TrialDays; days > 0 {
+		if days := p.Current.Terms.TrialDays; days > 0 && !past.hadTrial {
 			end := now.AddDate(0, 0, days)
 			status, trialEnds = StatusTrialing, &end
 		}
+		start, end := now, addPeriod(now, p.Current.Terms.Interval)
+		var carriedFrom *uuid.UUID
+		if prev := past.carry; prev != nil {
+			start, end, carriedFrom = prev.CurrentPeriodStart, prev.CurrentPeriodEnd, &prev.ID
+		}
 		var id uuid.UUID
 		err = tx.QueryRow(ctx, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status,
-				trial_ends_at, current_period_start, current_period_end, max_active_keys)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
-			actor.OrgID, actor.Subject, p.APIID, p.Current.ID, status, trialEnds, now,
-			addPeriod(now, p.Current.Terms.Interval), s.cfg.MaxActiveKeys).Scan(&id)
+				trial_ends_at, current_period_start, current_period_end, max_active_keys, carried_from)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
+			actor.OrgID, actor.Subject, p.APIID, p.Current.ID, status, trialEnds, start, end,
+			s.cfg.MaxActiveKeys, carriedFrom).Scan(&id)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 			return ErrAlreadySubscribed
@@ -168,6 +195,11 @@ func (s *Service) Subscribe(ctx context.Context, actor Actor, in SubscribeInput)
 		if err := s.history(ctx, tx, id, p.Current.ID, status, now, actor, "subscribed"); err != nil {
 			return err
 		}
+		if past.carry != nil {
+			if err := s.carryQuota(ctx, tx, actor, *past.carry, id, p.Current.Terms.QuotaRequests); err != nil {
+				return err
+			}
+		}
 		if out, err = s.lockSub(ctx, tx, id); err != nil {
 			return err
 		}
@@ -176,6 +208,121 @@ func (s *Service) Subscribe(ctx context.Context, actor Actor, in SubscribeInput)
 		}
 		return s.record(ctx, tx, actor, out.OrganizationID, "subscription.create", "subscription", id, nil, out,
 			"subscription.created", map[string]any{"subscription": out})
+	})
+	return out, err
+}
+
+// past is what an organization's earlier subscriptions to an API bind a
+// new one to.
+type past struct {
+	// held is a subscription canceled while suspended or past_due whose
+	// hold no admin has released: no new subscription.
+	held *Subscription
+	// carry is the latest canceled subscription whose billing period is
+	// still running: the new one takes over its period and what it used.
+	carry *Subscription
+	// hadTrial: a trial was had already; trials are once per
+	// organization and API.
+	hadTrial bool
+}
+
+// pastOf reads the organization's earlier subscriptions to the API. It
+// locks them, so that a concurrent cancel and subscribe cannot pass each
+// other unseen.
+func (s *Service) pastOf(ctx context.Context, tx pgx.Tx, org, api uuid.UUID, now time.Time) (past, error) {
+	rows, err := tx.Query(ctx, `SELECT `+subColumns+`, s.canceled_from, s.hold_released_at IS NOT NULL`+subFrom+`
+		WHERE s.organization_id = $1 AND s.api_id = $2 ORDER BY s.created_at DESC, s.id DESC FOR UPDATE OF s`, org, api)
+	if err != nil {
+		return past{}, fmt.Errorf("read past subscriptions: %w", err)
+	}
+	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Subscription, error) {
+		var from *Status
+		var released bool
+		sub, err := scanSub(r, &from, &released)
+		if from != nil {
+			sub.canceledFrom = *from
+		}
+		sub.holdReleased = released
+		return sub, err
+	})
+	if err != nil {
+		return past{}, fmt.Errorf("read past subscriptions: %w", err)
+	}
+	var out past
+	for i := range subs {
+		sub := &subs[i]
+		out.hadTrial = out.hadTrial || sub.TrialEndsAt != nil
+		if sub.Status != StatusCanceled {
+			continue
+		}
+		if sub.heldBy() && out.held == nil {
+			out.held = sub
+		}
+		if out.carry == nil && sub.CurrentPeriodEnd.After(now) {
+			out.carry = sub
+		}
+	}
+	return out, nil
+}
+
+// carryQuota records, on the new subscription id, what prev left of the
+// billing period's request quota the new one takes over: prev's own
+// adjustments (a provider's credit goes with it) minus what the processors
+// counted for it. A quota that prev used up stays used up, so the
+// gateway blocks the new subscription from its first record on. The
+// adjustment never takes more than the new plan's whole quota, so that a
+// reset by the provider still restores it. Events of prev still in the
+// pipeline when this runs (seconds of lag) are not carried.
+func (s *Service) carryQuota(ctx context.Context, tx pgx.Tx, actor Actor, prev Subscription, id uuid.UUID, planQuota *int64) error {
+	used, err := s.cfg.Records.PeriodRequests(ctx, prev.ID.String(), prev.CurrentPeriodStart)
+	if err != nil {
+		return fmt.Errorf("carry quota of %s: %w", prev.ID, err)
+	}
+	requests := prev.quotaAdjustments - used
+	if planQuota != nil {
+		requests = max(requests, -*planQuota)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO quota_adjustments (subscription_id, period_start, kind, requests, used_at_change, reason, actor)
+		VALUES ($1, $2, 'carried', $3, $4, $5, $6)`, id, prev.CurrentPeriodStart, requests, used,
+		"carried from canceled subscription "+prev.ID.String(), actor.Subject); err != nil {
+		return fmt.Errorf("carry quota of %s: %w", prev.ID, err)
+	}
+	return nil
+}
+
+// ReleaseHold is the admins' release of the hold that a subscription
+// canceled while suspended or past_due keeps on its organization and API,
+// once the sanction or the debt is settled: the organization may then
+// subscribe again.
+func (s *Service) ReleaseHold(ctx context.Context, actor Actor, id uuid.UUID, reason string) (Subscription, error) {
+	if !isAdmin(actor) {
+		return Subscription{}, ErrForbidden
+	}
+	var out Subscription
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var from *Status
+		var released bool
+		before, err := scanSub(tx.QueryRow(ctx, `SELECT `+subColumns+`, s.canceled_from, s.hold_released_at IS NOT NULL`+subFrom+`
+			WHERE s.id = $1 FOR UPDATE OF s`, id), &from, &released)
+		if err != nil {
+			return err
+		}
+		if from != nil {
+			before.canceledFrom = *from
+		}
+		before.holdReleased = released
+		if before.Status != StatusCanceled || !before.heldBy() {
+			return fmt.Errorf("%w: subscription %s holds nothing (it is %s)", ErrSubscriptionTransition, id, before.Status)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE subscriptions SET hold_released_at = $2, hold_released_by = $3, updated_at = now()
+			WHERE id = $1`, id, s.now().UTC(), actor.Subject); err != nil {
+			return fmt.Errorf("release subscription hold: %w", err)
+		}
+		if out, err = s.lockSub(ctx, tx, id); err != nil {
+			return err
+		}
+		return s.record(ctx, tx, actor, out.OrganizationID, "subscription.hold_released", "subscription", id,
+			map[string]any{"canceled_from": before.canceledFrom}, map[string]any{"reason": trimReason(reason)}, "", nil)
 	})
 	return out, err
 }
@@ -309,7 +456,8 @@ func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor Actor, before 
 	}
 	now := s.now().UTC()
 	if _, err := tx.Exec(ctx, `UPDATE subscriptions SET status = $2::subscription_status, canceled_at = CASE WHEN $2::subscription_status = 'canceled' THEN $3::timestamptz END,
-			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, before.ID, to, now); err != nil {
+			canceled_from = CASE WHEN $2::subscription_status = 'canceled' THEN $4::subscription_status END,
+			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, before.ID, to, now, before.Status); err != nil {
 		return Subscription{}, fmt.Errorf("set subscription status: %w", err)
 	}
 	if err := s.history(ctx, tx, before.ID, before.PlanVersionID, to, now, actor, reason); err != nil {
