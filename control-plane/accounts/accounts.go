@@ -59,9 +59,18 @@ func (d *Directory) Resolve(ctx context.Context, id Identity) (Account, error) {
 		if email == "" {
 			email = id.Subject + "@users.invalid"
 		}
+		// The identity provider is the authority on a user's email: a
+		// token that carries one replaces the stored one, so notices go
+		// where the user reads them now. A token without one keeps it. An
+		// address another user still holds is not taken over (the index is
+		// unique); the next token after that user changes theirs moves it.
 		if err := tx.QueryRow(ctx, `INSERT INTO users (subject, email, name) VALUES ($1, $2, $3)
-			ON CONFLICT (subject) DO UPDATE SET name = CASE WHEN EXCLUDED.name = '' THEN users.name ELSE EXCLUDED.name END
-			RETURNING id`, id.Subject, email, id.Name).Scan(&a.UserID); err != nil {
+			ON CONFLICT (subject) DO UPDATE SET
+				name = CASE WHEN EXCLUDED.name = '' THEN users.name ELSE EXCLUDED.name END,
+				email = CASE WHEN $4 AND NOT EXISTS (SELECT 1 FROM users o
+						WHERE lower(o.email) = lower(EXCLUDED.email) AND o.subject <> EXCLUDED.subject)
+					THEN EXCLUDED.email ELSE users.email END
+			RETURNING id`, id.Subject, email, id.Name, id.Email != "").Scan(&a.UserID); err != nil {
 			return fmt.Errorf("upsert user %q: %w", id.Subject, err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, $3::member_role)

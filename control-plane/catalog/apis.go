@@ -106,6 +106,10 @@ func translate(err error) error {
 
 // GetAPI returns the API with id if actor may see it.
 func (s *Service) GetAPI(ctx context.Context, actor Actor, id uuid.UUID) (API, error) {
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" && pgErr.TableName == "apis" {
+		// A row that refuses the API's deletion (ON DELETE RESTRICT).
+		return ErrAPIInUse
+	}
 	a, err := scanAPI(s.pool.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1`, id))
 	if err != nil {
 		return API{}, err
@@ -207,7 +211,7 @@ func (s *Service) DeleteAPI(ctx context.Context, actor Actor, id uuid.UUID) erro
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM apis WHERE id = $1`, id); err != nil {
-			return fmt.Errorf("delete api: %w", err)
+			return fmt.Errorf("delete api: %w", translate(err))
 		}
 		return nil
 	})
@@ -236,6 +240,17 @@ func (s *Service) CreateVersion(ctx context.Context, actor Actor, id uuid.UUID, 
 			return translate(err)
 		}
 		after, err := scanAPI(tx.QueryRow(ctx, `UPDATE apis SET version = $2, upstream_url = $3, routes = $4, updated_at = now()
+		// Subscriptions refuse the deletion of their API (ON DELETE
+		// RESTRICT: invoices cite them), so say so before the foreign key
+		// does. The API row is locked, so no subscription can appear
+		// between this check and the delete.
+		var subscribed bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM subscriptions WHERE api_id = $1)`, id).Scan(&subscribed); err != nil {
+			return fmt.Errorf("count subscriptions of api: %w", err)
+		}
+		if subscribed {
+			return fmt.Errorf("%w: it has subscriptions; a retired API with subscriptions stays retired", ErrAPIInUse)
+		}
 			WHERE id = $1 RETURNING `+apiColumns, id, in.Version, in.UpstreamURL, routes))
 		if err != nil {
 			return err

@@ -43,6 +43,9 @@ var (
 	ErrConflict          = errors.New("concurrent change")
 	// ErrGatewayUnavailable: the gateway's admin API did not answer.
 	ErrGatewayUnavailable = errors.New("gateway unavailable")
+	// ErrAPIInUse: the API has subscriptions, which keep it from being
+	// deleted (invoices cite them); it stays retired instead.
+	ErrAPIInUse = errors.New("api has subscriptions")
 	// ErrBadCursor reports a list cursor this service did not issue.
 	ErrBadCursor = keyset.ErrBadCursor
 )

@@ -395,6 +395,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusServiceUnavailable, "gateway-unavailable", "Gateway Unavailable", err.Error())
 	case errors.Is(err, context.Canceled):
 		return
+	case errors.Is(err, catalog.ErrAPIInUse):
+		d = problem.New(http.StatusConflict, "api-in-use", "API In Use", err.Error())
 	default:
 		a.log.ErrorContext(r.Context(), "request failed", "request_id", middleware.RequestIDFrom(r.Context()),
 			"method", r.Method, "path", r.URL.Path, "error", err)

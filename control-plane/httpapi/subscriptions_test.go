@@ -639,3 +639,20 @@ func sealedSuccessor(t *testing.T, e *testEnv, key string) string {
 	}
 	return id
 }
+
+// TestDeleteAPIWithSubscriptions: a retired API that has subscriptions
+// cannot be deleted (invoices cite them); the answer is a 409 problem, not
+// the foreign key's 500, and the API is still there.
+func TestDeleteAPIWithSubscriptions(t *testing.T) {
+	e := newTestEnv(t)
+	w := newSubsWorld(t, e)
+	forceState(t, e, w.apiID, "retired")
+	e.problem(http.StatusConflict, "api-in-use", "DELETE", "/v1/apis/"+w.apiID, w.provider, nil)
+	admin := e.token("veil", "root", identity.RoleAdmin)
+	e.problem(http.StatusConflict, "api-in-use", "DELETE", "/v1/apis/"+w.apiID, admin, nil)
+	var api struct{ ID, State string }
+	e.must(http.StatusOK, "GET", "/v1/apis/"+w.apiID, w.provider, nil, &api)
+	if api.State != "retired" {
+		t.Errorf("API after refused delete is %s; want retired", api.State)
+	}
+}
