@@ -642,7 +642,12 @@ func (f *fixture) checkEvents(t *testing.T, want []eventSummary) {
 			t.Errorf("event %s: type, source, api_id = %s, %s, %s; want %s, %s, %s",
 				r.Value, e.Type, e.Source, e.Data.APIID, usage.TypeAPIRequest, f.source, testAPI)
 		}
-		if string(r.Key) != e.Subject {
+		if e.Subject == anonymousSubject {
+			// Spread over the partitions, not keyed by the subject.
+			if !strings.HasPrefix(string(r.Key), anonymousSubject+"/") {
+				t.Errorf("event %s: Kafka key %q; want anonymous/<random>", r.Value, r.Key)
+			}
+		} else if string(r.Key) != e.Subject {
 			t.Errorf("event %s: Kafka key %q; want the subject %q", r.Value, r.Key, e.Subject)
 		}
 		if ids[e.ID] {
