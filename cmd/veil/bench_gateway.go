@@ -343,13 +343,13 @@ func startBenchGateway(ctx context.Context, c benchGatewayConfig) (*benchGateway
 	if err != nil {
 		return nil, fmt.Errorf("find the veil binary: %w", err)
 	}
-	var addrs [3]string
+	var addrs [2]string
 	for i := range addrs {
 		if addrs[i], err = freeLoopbackAddr(); err != nil {
 			return nil, err
 		}
 	}
-	plainAddr, veilAddr, adminAddr := addrs[0], addrs[1], addrs[2]
+	plainAddr, veilAddr := addrs[0], addrs[1]
 	proxy := map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": c.upstream}}}
 	veil := map[string]any{"handler": "veil", "api_id": benchAPI, "path_prefix": "/bench"}
 	server := func(addr string, handlers ...map[string]any) map[string]any {
@@ -373,7 +373,8 @@ func startBenchGateway(ctx context.Context, c benchGatewayConfig) (*benchGateway
 		c.topic = benchGatewayTopic
 	}
 	cfg := map[string]any{
-		"admin": map[string]any{"listen": adminAddr, "config": map[string]any{"persist": false}},
+		// Nothing changes this config: no admin API at all.
+		"admin": map[string]any{"disabled": true},
 		"apps": map[string]any{
 			"veil": map[string]any{
 				"redis_address": c.redisAddr, "redis_db": c.redisDB, "brokers": c.brokers, "topic": c.topic,

@@ -41,9 +41,9 @@ import (
 )
 
 const (
-	defaultControlPlaneAddr = ":8080"
-	defaultGatewayAdminURL  = "http://127.0.0.1:2019"
-	defaultGatewayURL       = "http://127.0.0.1:8000"
+	defaultControlPlaneAddr        = ":8080"
+	defaultControlPlaneMetricsAddr = "127.0.0.1:9180"
+	defaultGatewayURL              = "http://127.0.0.1:8000"
 )
 
 type controlPlaneFlags struct {
@@ -91,6 +91,11 @@ type controlPlaneFlags struct {
 
 	// Set by the command from its ClickHouse flags: where usage is read.
 	clickhouseAddr, clickhouseDB string
+
+	// The remote admin endpoint's CA and this client's certificate.
+	gatewayAdminCA, gatewayAdminCert, gatewayAdminKey string
+	// metricsAddr is where /metrics is served (empty: not served).
+	metricsAddr string
 }
 
 // register adds the control plane's flags; withRedis false leaves out
@@ -110,7 +115,11 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.String(&c.jwksURL, "jwt-jwks-url", "VEIL_JWT_JWKS_URL", "", "JWKS URL of an identity provider signing RS256/ES256 tokens")
 	f.String(&c.jwtIssuer, "jwt-issuer", "VEIL_JWT_ISSUER", "veil", "required token issuer")
 	f.String(&c.jwtAudience, "jwt-audience", "VEIL_JWT_AUDIENCE", "veil-control-plane", "required token audience")
-	f.String(&c.gatewayAdminURL, "gateway-admin-url", "VEIL_GATEWAY_ADMIN_URL", defaultGatewayAdminURL, "the gateway's Caddy admin API")
+	f.String(&c.gatewayAdminURL, "gateway-admin-url", "VEIL_GATEWAY_ADMIN_URL", defaultGatewayAdminURL(),
+		"the gateway's Caddy admin API: unix:///path (its socket; default: in VEIL_DATA_DIR, else Caddy's data directory), https://host:2021 (remote admin: needs the CA, certificate and key below) or http://host:port")
+	f.String(&c.gatewayAdminCA, "gateway-admin-ca", "VEIL_GATEWAY_ADMIN_CA", "", "PEM file of the CA that issued the gateway's remote admin certificate (https admin URL)")
+	f.String(&c.gatewayAdminCert, "gateway-admin-cert", "VEIL_GATEWAY_ADMIN_CERT", "", "PEM client certificate for the gateway's remote admin endpoint (https admin URL)")
+	f.String(&c.gatewayAdminKey, "gateway-admin-key", "VEIL_GATEWAY_ADMIN_KEY", "", "PEM private key of that certificate")
 	f.String(&c.gatewayURL, "gateway-url", "VEIL_GATEWAY_URL", defaultGatewayURL, "where the gateway serves traffic (registration verifies routes there)")
 	f.Bool(&c.gatewayKeyAuth, "gateway-key-auth", "VEIL_GATEWAY_KEY_AUTH", true, "put the gateway's veil handler (API keys, limits, usage events) in front of every API")
 	f.Int(&c.registerAttempts, "register-attempts", "VEIL_REGISTER_ATTEMPTS", 8, "attempts of one gateway registration before the API is marked failed")
@@ -179,6 +188,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 and runs its background jobs: gateway registration, reconciliation, overdue approvals,
 webhook delivery. Run 'veil migrate' first.`, stdout)
 	cp.register(f, true)
+	f.String(&cp.metricsAddr, "metrics-addr", "VEIL_METRICS_ADDR", defaultControlPlaneMetricsAddr, "listen address of the control plane's /metrics, kept off the API port (empty: not served)")
 	mig.register(f)
 	log.register(f)
 	if err := f.Parse(args); err != nil {
@@ -268,7 +278,10 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err != nil {
 		return nil, fmt.Errorf("connect to redis at %s (make services starts it): %w", cp.redisAddr, err)
 	}
-	gw, err := gateway.New(gateway.Config{AdminURL: cp.gatewayAdminURL, Logger: logger})
+	gw, err := gateway.New(gateway.Config{
+		AdminURL: cp.gatewayAdminURL, CAFile: cp.gatewayAdminCA, CertFile: cp.gatewayAdminCert, KeyFile: cp.gatewayAdminKey,
+		Logger: logger,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +412,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set,
 	})
 	plane.server, err = service.Listen(service.Config{
-		Name: "control-plane", Addr: cp.addr, Handler: handler, Logger: logger, Metrics: set,
+		Name: "control-plane", Addr: cp.addr, Handler: handler, Logger: logger, Metrics: set, MetricsAddr: cp.metricsAddr,
 		Ready: func(ctx context.Context) error {
 			if err := pool.Ping(ctx); err != nil {
 				return fmt.Errorf("postgres: %w", err)

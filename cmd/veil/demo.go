@@ -154,14 +154,14 @@ every accepted event is in Kafka.`, stdout)
 	}
 
 	step("what runs where")
-	fmt.Fprintf(stdout, `  ingest       %s   POST /v1/events, /metrics, /healthz, /readyz
+	fmt.Fprintf(stdout, `  ingest       %s   POST /v1/events, /healthz, /readyz; /metrics on 127.0.0.1:9181
   processor    http://127.0.0.1:8082   /metrics (veil_processor_*)
   kafka        %s   topics %s (events), %s (dead letters), %s (quota crossings)
   clickhouse   %s   database %s (usage_events, usage_rejects, usage_rollup_minute|hour|day)
   redis        %s   usage counters veil:usage:{subscription}:…
   postgres     127.0.0.1:5432   database veil
-  control      %s   REST API (/v1/apis, /v1/admin/approvals, /v1/webhooks, /v1/audit), /openapi.json
-  gateway      %s   Caddy; admin API on 127.0.0.1:2019
+  control      %s   REST API (/v1/apis, /v1/admin/approvals, /v1/webhooks, /v1/audit), /openapi.json; /metrics on 127.0.0.1:9180
+  gateway      %s   Caddy; admin API on a unix socket in the data directory, /metrics on 127.0.0.1:9183
 Try: bin/veil usage --subscription sub_demo_0
      clickhouse-client --database %s --query 'SELECT subject, count() FROM usage_events GROUP BY subject'
 `, ingestURL, brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, broker.TopicQuotaEvents, mig.clickhouseAddr, mig.clickhouseDB, redisAddr, cpURL, gwURL, mig.clickhouseDB)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -66,6 +67,23 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 		cp.keySealSecret = identity.DevJWTSecret + "/key-seal"
 	}
 	cp.redisAddr = proc.redisAddr
+	// One process, so one metrics listener each on fixed loopback ports
+	// (VEIL_METRICS_ADDR names one address and would collide).
+	ing.metricsAddr, cp.metricsAddr = defaultIngestMetricsAddr, defaultControlPlaneMetricsAddr
+	// The gateway's admin socket lives in the data directory, where the
+	// control plane finds it, unless either was configured.
+	_, adminURLSet := os.LookupEnv("VEIL_GATEWAY_ADMIN_URL")
+	_, adminAddrSet := os.LookupEnv("VEIL_GATEWAY_ADMIN_ADDR")
+	gatewayArgs := []string{"--metrics-addr", defaultGatewayMetricsAddr}
+	if !adminURLSet && !adminAddrSet {
+		abs, err := filepath.Abs(dataDir)
+		if err != nil {
+			return err
+		}
+		sock := filepath.Join(abs, gatewayAdminSocket)
+		cp.gatewayAdminURL = "unix://" + sock
+		gatewayArgs = append(gatewayArgs, "--admin-addr", "unix/"+sock+"|0600")
+	}
 
 	seeds := broker.ParseBrokers(brokers)
 	kafkaWhere := "Kafka " + strings.Join(seeds, ",")
@@ -124,16 +142,18 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
   processor      http://%s  /metrics  (consumer group %s)
   control plane  http://%s  /v1/..., /openapi.json  (tokens: veil token --dev --org ORG --user USER --role ROLE)
   gateway        %s
+  metrics        http://%s/metrics (ingest), http://%s/metrics (control plane), http://%s/metrics (gateway)
   redis          %s
   postgres       %s
   clickhouse     %s  database %s
 Stop with Ctrl-C.
 `, kafkaWhere, srv.Addr(), maskToken(ing.tokens), procSrv.Addr(), proc.group, plane.addr(), gatewayWhere,
+		ing.metricsAddr, cp.metricsAddr, defaultGatewayMetricsAddr,
 		proc.redisAddr, redactURL(mig.postgresURL), mig.clickhouseAddr, mig.clickhouseDB)
 
 	g, ctx := errgroup.WithContext(ctx)
 	if !noGateway {
-		g.Go(func() error { return runGateway(ctx, nil, io.Discard, stderr) })
+		g.Go(func() error { return runGateway(ctx, gatewayArgs, io.Discard, stderr) })
 	}
 	g.Go(func() error { return plane.run(ctx) })
 	g.Go(func() error { return srv.Serve(ctx) })

@@ -21,6 +21,10 @@ const (
 	defaultKafkaBrokers   = "127.0.0.1:9092"
 )
 
+// Metrics listeners, on loopback: scrapers run beside the service, and
+// nothing on the public ports tells an outsider about the traffic.
+const defaultIngestMetricsAddr = "127.0.0.1:9181"
+
 // flags is a flag set whose flags default to environment variables, so
 // every setting can come from either; the environment's parse errors are
 // reported by Parse with the variable's name.

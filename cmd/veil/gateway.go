@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,9 +21,47 @@ import (
 )
 
 const (
-	defaultGatewayAddr      = ":8000"
-	defaultGatewayAdminAddr = "127.0.0.1:2019"
+	defaultGatewayAddr = ":8000"
+	// gatewayAdminSocket is the file name of Caddy's admin socket in the
+	// data directory.
+	gatewayAdminSocket        = "gateway-admin.sock"
+	defaultGatewayMetricsAddr = "127.0.0.1:9183"
 )
+
+// dataDir is where the gateway keeps its admin socket, and where the
+// control plane looks for it on the same host: VEIL_DATA_DIR, or Caddy's
+// data directory (the one its storage and the event spool use).
+func dataDir() string {
+	if d := os.Getenv("VEIL_DATA_DIR"); d != "" {
+		if abs, err := filepath.Abs(d); err == nil {
+			return abs
+		}
+		return d
+	}
+	return caddy.AppDataDir()
+}
+
+// defaultGatewayAdminAddr is the admin socket in Caddy's address form,
+// readable and writable by the gateway's user only.
+func defaultGatewayAdminAddr() string {
+	return "unix/" + filepath.Join(dataDir(), gatewayAdminSocket) + "|0600"
+}
+
+// defaultGatewayAdminURL is the same socket as the control plane names it.
+func defaultGatewayAdminURL() string {
+	return "unix://" + filepath.Join(dataDir(), gatewayAdminSocket)
+}
+
+// adminSocketPath returns the file of a unix admin address
+// ("unix//path|mode"), "" for any other address.
+func adminSocketPath(addr string) string {
+	p, ok := strings.CutPrefix(addr, "unix/")
+	if !ok {
+		return ""
+	}
+	p, _, _ = strings.Cut(p, "|")
+	return p
+}
 
 // caddyRefused are Caddy subcommands that make no sense inside veil: start
 // re-executes os.Args[0] as if it were caddy, and the package commands
@@ -38,21 +78,27 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return runCaddy(args)
 	}
 	var (
-		addr, adminAddr string
-		grace           time.Duration
-		log             logFlags
-		veil            veilAppFlags
+		addr, adminAddr, metricsAddr string
+		grace                        time.Duration
+		log                          logFlags
+		veil                         veilAppFlags
+		remote                       remoteAdminFlags
 	)
 	f := newFlags("gateway", `Runs the Caddy gateway: one HTTP server on the gateway address whose routes the control plane
-manages through Caddy's admin API. Unknown paths answer 404 with a problem; /healthz and /readyz
-answer 200. Caddy logs JSON to stderr.
+manages through Caddy's admin API, which listens on a unix socket (and, with --admin-remote-addr,
+over TLS with client certificates). Unknown paths answer 404 with a problem; /healthz and /readyz
+answer 200; /metrics is served on the metrics address only. Caddy logs JSON to stderr.
 
 With a Caddy subcommand instead of flags, runs Caddy's own command line:
   veil gateway run --config caddy.json
   veil gateway adapt --config Caddyfile
   veil gateway version | list-modules | validate | reload | stop | fmt | ...`, stdout)
 	f.String(&addr, "addr", "VEIL_GATEWAY_ADDR", defaultGatewayAddr, "listen address of the gateway")
-	f.String(&adminAddr, "admin-addr", "VEIL_GATEWAY_ADMIN_ADDR", defaultGatewayAdminAddr, "listen address of Caddy's admin API; keep it on loopback or a private network")
+	f.String(&adminAddr, "admin-addr", "VEIL_GATEWAY_ADMIN_ADDR", defaultGatewayAdminAddr(),
+		"Caddy's admin API: a unix socket, unix//path[|mode] (default: in VEIL_DATA_DIR, else Caddy's data directory), or host:port; "+
+			"a TCP address is reachable by any upstream the gateway proxies to on that host: avoid it")
+	f.String(&metricsAddr, "metrics-addr", "VEIL_METRICS_ADDR", defaultGatewayMetricsAddr, "listen address of the gateway's /metrics (empty: not served)")
+	remote.register(f)
 	f.Duration(&grace, "grace-period", "VEIL_GATEWAY_GRACE_PERIOD", 30*time.Second, "how long a stop or a route change waits for requests in flight (0: as long as they take)")
 	veil.register(f)
 	log.register(f)
@@ -63,9 +109,23 @@ With a Caddy subcommand instead of flags, runs Caddy's own command line:
 	if err != nil {
 		return err
 	}
+	rem, err := remote.admin()
+	if err != nil {
+		return err
+	}
+	if sock := adminSocketPath(adminAddr); sock != "" {
+		// Caddy creates the socket, not its directory.
+		if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+			return fmt.Errorf("create the admin socket's directory: %w", err)
+		}
+	} else {
+		logger.WarnContext(ctx, "Caddy's admin API listens on TCP: any upstream the gateway proxies to on that host reaches it; prefer a unix socket", "admin_addr", adminAddr)
+	}
 	cfg, err := gateway.Bootstrap{
 		Addr:        addr,
 		AdminAddr:   adminAddr,
+		MetricsAddr: metricsAddr,
+		Remote:      rem,
 		LogLevel:    caddyLevel(log.level),
 		GracePeriod: grace,
 		Veil:        veil.app(),
@@ -76,13 +136,42 @@ With a Caddy subcommand instead of flags, runs Caddy's own command line:
 	if err := caddy.Load(cfg, true); err != nil {
 		return fmt.Errorf("start gateway: %w", err)
 	}
-	logger.InfoContext(ctx, "gateway serving", "addr", addr, "admin_addr", adminAddr)
+	logger.InfoContext(ctx, "gateway serving", "addr", addr, "admin_addr", adminAddr, "metrics_addr", metricsAddr, "admin_remote_addr", remote.addr)
 	<-ctx.Done()
 	logger.InfoContext(context.WithoutCancel(ctx), "gateway stopping")
 	if err := caddy.Stop(); err != nil {
 		return fmt.Errorf("stop gateway: %w", err)
 	}
 	return nil
+}
+
+// remoteAdminFlags configure Caddy's remote admin endpoint, for a control
+// plane on another host.
+type remoteAdminFlags struct {
+	addr, names, caCert, caKey, clientCerts string
+}
+
+func (r *remoteAdminFlags) register(f *flags) {
+	f.String(&r.addr, "admin-remote-addr", "VEIL_GATEWAY_ADMIN_REMOTE_ADDR", "", "listen address of the admin API over TLS with client certificates, e.g. :2021 (empty: off)")
+	f.String(&r.names, "admin-remote-names", "VEIL_GATEWAY_ADMIN_REMOTE_NAMES", "", "comma-separated DNS names and IPs the control plane dials the remote admin endpoint by (its certificate's names)")
+	f.String(&r.caCert, "admin-remote-ca-cert", "VEIL_GATEWAY_ADMIN_REMOTE_CA_CERT", "", "PEM file of the CA that issues the remote admin endpoint's certificate (the control plane's VEIL_GATEWAY_ADMIN_CA)")
+	f.String(&r.caKey, "admin-remote-ca-key", "VEIL_GATEWAY_ADMIN_REMOTE_CA_KEY", "", "PEM file of that CA's private key")
+	f.String(&r.clientCerts, "admin-remote-client-certs", "VEIL_GATEWAY_ADMIN_REMOTE_CLIENT_CERTS", "", "PEM file of the client certificates allowed in (the control plane's VEIL_GATEWAY_ADMIN_CERT); they may change the gateway's routes and nothing else")
+}
+
+// admin returns the remote admin settings, nil when it is off.
+func (r remoteAdminFlags) admin() (*gateway.RemoteAdmin, error) {
+	if r.addr == "" {
+		return nil, nil
+	}
+	if r.names == "" || r.caCert == "" || r.caKey == "" || r.clientCerts == "" {
+		return nil, errors.New("--admin-remote-addr needs --admin-remote-names, --admin-remote-ca-cert, --admin-remote-ca-key and --admin-remote-client-certs")
+	}
+	certs, err := os.ReadFile(r.clientCerts)
+	if err != nil {
+		return nil, fmt.Errorf("read the remote admin's client certificates: %w", err)
+	}
+	return &gateway.RemoteAdmin{Listen: r.addr, Names: splitList(r.names), CACertFile: r.caCert, CAKeyFile: r.caKey, ClientCerts: certs}, nil
 }
 
 // caddyLevel maps a log level the logFlags accepted to Caddy's names.

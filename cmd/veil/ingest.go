@@ -25,6 +25,8 @@ type ingestFlags struct {
 	maxEvents  int
 	ackTimeout time.Duration
 	lateWindow time.Duration
+	// metricsAddr is where /metrics is served (empty: not served).
+	metricsAddr string
 }
 
 func (c *ingestFlags) register(f *flags) {
@@ -44,6 +46,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	)
 	f := newFlags("ingest", "Serves POST /v1/events on the ingest address and produces every accepted event to veil.usage.raw,\nanswering only after Kafka acknowledged it. Run veil migrate first to create the topics.", stdout)
 	cfg.register(f)
+	f.String(&cfg.metricsAddr, "metrics-addr", "VEIL_METRICS_ADDR", defaultIngestMetricsAddr, "listen address of the ingest service's /metrics, kept off the ingest port (empty: not served)")
 	log.register(f)
 	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "comma-separated Kafka seed brokers")
 	if err := f.Parse(args); err != nil {
@@ -95,7 +98,9 @@ func newIngestService(cfg ingestFlags, brokers []string, logger *slog.Logger, se
 		Handler: h.Routes(),
 		Logger:  logger,
 		Metrics: set,
-		Ready:   topicReady(cl, broker.TopicUsageRaw),
+		// Off the ingest port, which every gateway and provider reaches.
+		MetricsAddr: cfg.metricsAddr,
+		Ready:       topicReady(cl, broker.TopicUsageRaw),
 	})
 	if err != nil {
 		cl.Close()

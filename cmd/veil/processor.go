@@ -159,7 +159,9 @@ func newProcessorService(cfg processorFlags, brokers []string, st stores, logger
 		}
 		return nil
 	}
-	srv, err := service.Listen(service.Config{Name: "processor", Addr: cfg.addr, Logger: logger, Metrics: set, Ready: ready})
+	// The processor has no public routes: its port is internal, and
+	// /metrics is served there.
+	srv, err := service.Listen(service.Config{Name: "processor", Addr: cfg.addr, Logger: logger, Metrics: set, MetricsAddr: cfg.addr, Ready: ready})
 	if err != nil {
 		admin.Close()
 		return nil, nil, nil, err

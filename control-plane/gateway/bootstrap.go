@@ -1,9 +1,14 @@
 package gateway
 
 import (
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/veil-platform/veil/internal/problem"
@@ -20,10 +25,21 @@ const DefaultServer = "veil"
 type Bootstrap struct {
 	// Addr is where the gateway serves traffic, e.g. ":8000".
 	Addr string
-	// AdminAddr is where Caddy's admin API listens, e.g. "127.0.0.1:2019".
-	// On a loopback address Caddy accepts only requests whose Host header
-	// names it (localhost, 127.0.0.1 or ::1 with that port).
+	// AdminAddr is where Caddy's admin API listens, in Caddy's network
+	// address form: a unix socket such as
+	// "unix//var/lib/veil/gateway-admin.sock|0600" (what veil gateway
+	// uses), whose file permissions decide who may change the gateway, or
+	// a TCP address such as "127.0.0.1:2019". A TCP admin API answers
+	// anything that can connect to it, a provider's upstream proxied
+	// through this very gateway included: keep it off TCP.
 	AdminAddr string
+	// MetricsAddr, with Veil set, is a listener of its own serving the
+	// veil_gateway_* metrics at /metrics, e.g. "127.0.0.1:9183": metrics
+	// stay off the public port. Empty: not served.
+	MetricsAddr string
+	// Remote, when set, also serves the admin API over TLS with client
+	// certificates, for a control plane on another host.
+	Remote *RemoteAdmin
 	// Server names the HTTP server (default DefaultServer).
 	Server string
 	// LogLevel is Caddy's log level: DEBUG, INFO (the default), WARN or
@@ -34,15 +50,108 @@ type Bootstrap struct {
 	// waits for as long as they take.
 	GracePeriod time.Duration
 	// Veil is the veil app's config (Redis, Kafka, spool): when set, the
-	// app is loaded at start and the gateway serves its veil_gateway_*
-	// metrics at /metrics.
+	// app is loaded at start.
 	Veil any
+}
+
+// MetricsServer names the HTTP server that serves the gateway's metrics
+// (apps.http.servers.veil-metrics).
+const MetricsServer = "veil-metrics"
+
+// RemoteAdmin is Caddy's remote admin endpoint: the admin API over TLS
+// that requires a client certificate, for a control plane that cannot
+// reach the gateway's unix socket. Each client may change the routes of
+// the gateway's server and nothing else: not /load, /stop or the rest of
+// the config.
+type RemoteAdmin struct {
+	// Listen is its address, e.g. ":2021".
+	Listen string
+	// Names are the DNS names and IP addresses the control plane dials
+	// the gateway by; the endpoint's certificate is issued for them.
+	Names []string
+	// CACertFile and CAKeyFile are PEM files of the CA that issues the
+	// endpoint's certificate (through Caddy's pki app and its internal
+	// issuer, so nothing leaves the host); the control plane trusts this
+	// CA and no other for the gateway.
+	CACertFile, CAKeyFile string
+	// ClientCerts are the certificates of the clients allowed in, PEM;
+	// Caddy matches a client by its certificate's public key.
+	ClientCerts []byte
+}
+
+// adminCA names the pki app's CA that issues the remote admin endpoint's
+// certificate.
+const adminCA = "veil-admin"
+
+// remoteJSON returns the admin config's identity and remote parts and the
+// pki app.
+func (r RemoteAdmin) remoteJSON(server string) (identity, remote, pki map[string]any, err error) {
+	if r.Listen == "" || len(r.Names) == 0 || r.CACertFile == "" || r.CAKeyFile == "" {
+		return nil, nil, nil, errors.New("remote admin: the listen address, the names, and the CA certificate and key are required")
+	}
+	var keys []string
+	for rest := r.ClientCerts; ; {
+		var der []byte
+		der, rest, err = nextCert(rest)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("remote admin: client certificates: %w", err)
+		}
+		if der == nil {
+			break
+		}
+		keys = append(keys, base64.StdEncoding.EncodeToString(der))
+	}
+	if len(keys) == 0 {
+		return nil, nil, nil, errors.New("remote admin: no client certificate")
+	}
+	identity = map[string]any{
+		"identifiers": r.Names,
+		"issuers":     []any{map[string]any{"module": "internal", "ca": adminCA}},
+	}
+	remote = map[string]any{
+		"listen": r.Listen,
+		"access_control": []any{map[string]any{
+			"public_keys": keys,
+			"permissions": []any{map[string]any{
+				"paths":   []string{"/config/apps/http/servers/" + server + "/routes"},
+				"methods": []string{http.MethodGet, http.MethodPut, http.MethodPatch, http.MethodDelete},
+			}},
+		}},
+	}
+	pki = map[string]any{"certificate_authorities": map[string]any{adminCA: map[string]any{
+		"name":          "Veil gateway admin",
+		"install_trust": false,
+		"root":          map[string]any{"certificate": r.CACertFile, "private_key": r.CAKeyFile, "format": "pem_file"},
+	}}}
+	return identity, remote, pki, nil
+}
+
+// nextCert returns the DER of the first CERTIFICATE block of b and what
+// follows it; nil when there is none.
+func nextCert(b []byte) (der, rest []byte, err error) {
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return nil, nil, nil
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return nil, nil, err
+		}
+		return block.Bytes, b, nil
+	}
 }
 
 // JSON returns the Caddy config.
 func (b Bootstrap) JSON() ([]byte, error) {
 	if b.Addr == "" || b.AdminAddr == "" {
 		return nil, fmt.Errorf("gateway config: the listen and admin addresses are required")
+	}
+	if strings.HasPrefix(b.AdminAddr, "unix/") && !strings.HasPrefix(b.AdminAddr, "unix//") {
+		return nil, fmt.Errorf("gateway config: admin address %q: a unix socket needs an absolute path, unix//path", b.AdminAddr)
 	}
 	if b.Server == "" {
 		b.Server = DefaultServer
@@ -102,30 +211,52 @@ func (b Bootstrap) JSON() ([]byte, error) {
 	if b.GracePeriod > 0 {
 		httpApp["grace_period"] = b.GracePeriod.String()
 	}
+	admin := map[string]any{
+		"listen": b.AdminAddr,
+		// The control plane is the source of truth for routes and
+		// puts them again after a restart; nothing is saved to disk.
+		"config": map[string]any{"persist": false},
+	}
+	apps := map[string]any{"http": httpApp}
+	if b.Remote != nil {
+		identity, remote, pki, err := b.Remote.remoteJSON(b.Server)
+		if err != nil {
+			return nil, fmt.Errorf("gateway config: %w", err)
+		}
+		admin["identity"], admin["remote"], apps["pki"] = identity, remote, pki
+	}
 	cfg := map[string]any{
-		"admin": map[string]any{
-			"listen": b.AdminAddr,
-			// The control plane is the source of truth for routes and
-			// puts them again after a restart; nothing is saved to disk.
-			"config": map[string]any{"persist": false},
-		},
+		"admin": admin,
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{
 			"writer":  map[string]any{"output": "stderr"},
 			"encoder": map[string]any{"format": "json"},
 			"level":   b.LogLevel,
 		}}},
-		"apps": map[string]any{"http": httpApp},
+		"apps": apps,
 	}
 	if b.Veil != nil {
-		cfg["apps"].(map[string]any)["veil"] = b.Veil
-		routes := server["routes"].([]any)
-		metricsRoute := map[string]any{
-			"@id":      MetricsRouteID,
-			"match":    []any{map[string]any{"path": []string{"/metrics"}, "method": []string{"GET", "HEAD"}}},
-			"handle":   []any{map[string]any{"handler": "veil_metrics"}},
-			"terminal": true,
+		apps["veil"] = b.Veil
+		if b.MetricsAddr != "" {
+			if b.Server == MetricsServer {
+				return nil, fmt.Errorf("gateway config: server name %q is the metrics server's", b.Server)
+			}
+			// A server of its own: /metrics is not reachable through the
+			// public port, where anyone could read traffic by API.
+			httpApp["servers"].(map[string]any)[MetricsServer] = map[string]any{
+				"listen":          []string{b.MetricsAddr},
+				"automatic_https": map[string]any{"disable": true},
+				"protocols":       []string{"h1"},
+				"routes": []any{
+					map[string]any{
+						"@id":      MetricsRouteID,
+						"match":    []any{map[string]any{"path": []string{metricsPath}, "method": []string{"GET", "HEAD"}}},
+						"handle":   []any{map[string]any{"handler": "veil_metrics"}},
+						"terminal": true,
+					},
+					map[string]any{"handle": []any{map[string]any{"handler": "static_response", "status_code": http.StatusNotFound}}},
+				},
+			}
 		}
-		server["routes"] = append([]any{routes[0], metricsRoute}, routes[1:]...)
 	}
 	return json.Marshal(cfg)
 }

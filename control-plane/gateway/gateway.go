@@ -8,14 +8,18 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -47,15 +51,26 @@ func (e *AdminError) Error() string {
 
 // Config configures a Client.
 type Config struct {
-	// AdminURL is the base URL of Caddy's admin API, e.g.
-	// http://127.0.0.1:2019. Its host must be one Caddy accepts: on a
-	// loopback listener that is localhost, 127.0.0.1 or ::1 with the port.
+	// AdminURL is where Caddy's admin API is:
+	//   - unix:///var/lib/veil/gateway-admin.sock, its unix socket (what
+	//     veil gateway listens on by default);
+	//   - https://gateway:2021, Caddy's remote admin endpoint, which needs
+	//     CAFile, CertFile and KeyFile;
+	//   - http://127.0.0.1:2019, a TCP admin API. Its host must be one
+	//     Caddy accepts: on a loopback listener that is localhost,
+	//     127.0.0.1 or ::1 with the port.
 	AdminURL string
+	// CAFile is a PEM file of the CA that issued the remote admin
+	// endpoint's certificate; the only one trusted for it.
+	CAFile string
+	// CertFile and KeyFile are the client certificate and its key (PEM)
+	// that the remote admin endpoint lets in.
+	CertFile, KeyFile string
 	// Server is the HTTP server whose routes the client manages (default
 	// DefaultServer).
 	Server string
-	// HTTPClient calls the admin API (default: a client with a 10 s
-	// timeout).
+	// HTTPClient calls an http:// admin API (default: a client with a 10 s
+	// timeout). Unix and https URLs get a client of their own.
 	HTTPClient *http.Client
 	// Logger receives a debug line per change (default: discard).
 	Logger *slog.Logger
@@ -81,8 +96,47 @@ const maxAttempts = 50
 // New returns a Client.
 func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(cfg.AdminURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("new gateway client: admin url %q: want http://host:port", cfg.AdminURL)
+	switch {
+	case err != nil:
+	case u.Scheme == "unix" && u.Host == "" && strings.HasPrefix(u.Path, "/"):
+	case (u.Scheme == "http" || u.Scheme == "https") && u.Host != "":
+	default:
+		err = errors.New("unsupported form")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("new gateway client: admin url %q: want unix:///path/to/socket, https://host:port or http://host:port", cfg.AdminURL)
+	}
+	base := strings.TrimSuffix(cfg.AdminURL, "/")
+	switch u.Scheme {
+	case "unix":
+		if cfg.HTTPClient != nil {
+			return nil, errors.New("new gateway client: a unix admin url brings its own HTTP client")
+		}
+		socket := u.Path
+		dialer := &net.Dialer{Timeout: 5 * time.Second}
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return dialer.DialContext(ctx, "unix", socket)
+			},
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     time.Minute,
+		}}
+		// Caddy does not check the Host of requests on a unix socket.
+		base = "http://localhost"
+	case "https":
+		if cfg.HTTPClient != nil {
+			return nil, errors.New("new gateway client: an https admin url brings its own HTTP client")
+		}
+		tc, err := clientTLS(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("new gateway client: %w", err)
+		}
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig:     tc,
+			TLSHandshakeTimeout: 5 * time.Second,
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     time.Minute,
+		}}
 	}
 	if cfg.Server == "" {
 		cfg.Server = DefaultServer
@@ -97,11 +151,32 @@ func New(cfg Config) (*Client, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Client{
-		base:       strings.TrimSuffix(cfg.AdminURL, "/"),
+		base:       base,
 		routesPath: "/config/apps/http/servers/" + cfg.Server + "/routes",
 		http:       cfg.HTTPClient,
 		log:        cfg.Logger,
 	}, nil
+}
+
+// clientTLS is the TLS config toward the remote admin endpoint: its CA
+// only, and the client certificate.
+func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" || certFile == "" || keyFile == "" {
+		return nil, errors.New("remote admin: the CA, the client certificate and its key are required")
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("remote admin: read CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("remote admin: %s has no PEM certificate", caFile)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("remote admin: load client certificate: %w", err)
+	}
+	return &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Put creates the route or replaces the one with the same ID in place.

@@ -369,12 +369,12 @@ func TestUnrecognizedRoute(t *testing.T) {
 	e := setup(t)
 	// A route put by hand through the admin API.
 	body := `{"@id":"veil-api-hand","match":[{"path":["/hand"]}],"handle":[{"handler":"static_response","body":"hi"}]}`
-	req, err := http.NewRequestWithContext(t.Context(), "PUT", e.gw.AdminURL+"/config/apps/http/servers/veil/routes/0", strings.NewReader(body))
+	req, err := http.NewRequestWithContext(t.Context(), "PUT", e.gw.Admin("/config/apps/http/servers/veil/routes/0"), strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.gw.AdminClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("put a route by hand = %v, %v", resp, err)
 	}

@@ -86,7 +86,9 @@ const (
 // reservedPaths are served by the gateway itself, ahead of any API.
 var reservedPaths = []string{"/healthz", "/readyz"}
 
-// metricsPath is served by the gateway too, when it runs the veil app.
+// metricsPath is where the gateway's metrics listener serves them. It is
+// not on the public port, but stays reserved there so that a scraper
+// pointed at the wrong port never reads a provider's API instead.
 const metricsPath = "/metrics"
 
 var (

@@ -17,7 +17,7 @@ if port_open 9092; then
 else
   export VEIL_KAFKA_BROKERS=
 fi
-for port in 8081 8080 8000 2019; do
+for port in 8081 8080 8000 8082 9180 9181 9183; do
   if port_open "$port"; then
     die "something already listens on 127.0.0.1:$port (a veil dev left running?); stop it first"
   fi

@@ -1,5 +1,6 @@
-// Package service runs one Veil HTTP service: its routes plus /metrics,
-// /healthz and /readyz, with graceful shutdown when the context ends.
+// Package service runs one Veil HTTP service: its routes plus /healthz and
+// /readyz, and /metrics on a listener of its own, with graceful shutdown
+// when the context ends.
 package service
 
 import (
@@ -29,15 +30,22 @@ type Config struct {
 	Ready   ReadyFunc    // nil means always ready
 	Logger  *slog.Logger
 	Metrics *metrics.Set // served at /metrics with the process metrics
+	// MetricsAddr is where /metrics is served: a listener of its own, kept
+	// off the public port (e.g. "127.0.0.1:9180"), or the main listener
+	// when it equals Addr (a service whose only port is internal). Empty:
+	// /metrics is not served.
+	MetricsAddr string
 	// ShutdownTimeout bounds the graceful shutdown. Default 15s.
 	ShutdownTimeout time.Duration
 }
 
 // Server is a listening service.
 type Server struct {
-	cfg Config
-	ln  net.Listener
-	srv *http.Server
+	cfg       Config
+	ln        net.Listener
+	srv       *http.Server
+	metricsLn net.Listener // nil: no listener of its own
+	metrics   *http.Server
 }
 
 // Listen binds the address so that callers know the port before Serve runs.
@@ -48,6 +56,34 @@ func Listen(cfg Config) (*Server, error) {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s on %s: %w", cfg.Name, cfg.Addr, err)
+	}
+	serveMetrics := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		if cfg.Metrics != nil {
+			cfg.Metrics.WritePrometheus(w)
+		}
+		metrics.WriteProcessMetrics(w)
+	}
+	notFound := func(w http.ResponseWriter, req *http.Request) {
+		problem.Write(w, problem.New(http.StatusNotFound, "not-found", "Not found", "no route for "+req.URL.Path))
+	}
+	s := &Server{cfg: cfg, ln: ln}
+	if cfg.MetricsAddr != "" && cfg.MetricsAddr != cfg.Addr {
+		s.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listen %s metrics on %s: %w", cfg.Name, cfg.MetricsAddr, err)
+		}
+		mr := chi.NewRouter()
+		mr.Get("/metrics", serveMetrics)
+		mr.NotFound(notFound)
+		mr.MethodNotAllowed(MethodNotAllowed(mr))
+		s.metrics = &http.Server{
+			Handler:           mr,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		}
 	}
 	r := chi.NewRouter()
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -66,45 +102,70 @@ func Listen(cfg Config) (*Server, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	r.Get("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		if cfg.Metrics != nil {
-			cfg.Metrics.WritePrometheus(w)
-		}
-		metrics.WriteProcessMetrics(w)
-	})
-	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
-		problem.Write(w, problem.New(http.StatusNotFound, "not-found", "Not found", "no route for "+req.URL.Path))
-	})
+	if cfg.MetricsAddr == cfg.Addr {
+		r.Get("/metrics", serveMetrics)
+	}
+	r.NotFound(notFound)
 	r.MethodNotAllowed(MethodNotAllowed(r))
 	if cfg.Handler != nil {
 		r.Mount("/", cfg.Handler)
 	}
-	srv := &http.Server{
+	s.srv = &http.Server{
 		Handler:           r,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	return &Server{cfg: cfg, ln: ln, srv: srv}, nil
+	return s, nil
 }
 
 // Addr is the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// MetricsAddr is the bound address of the metrics listener: Addr when
+// /metrics is served there, nil when it is not served.
+func (s *Server) MetricsAddr() net.Addr {
+	switch {
+	case s.metricsLn != nil:
+		return s.metricsLn.Addr()
+	case s.cfg.MetricsAddr != "":
+		return s.ln.Addr()
+	default:
+		return nil
+	}
+}
 
 // Serve answers requests until ctx ends, then shuts down gracefully:
 // in-flight requests finish (up to ShutdownTimeout) before Serve returns.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
-	s.cfg.Logger.InfoContext(ctx, "service listening", "service", s.cfg.Name, "addr", s.ln.Addr().String())
+	merrc := make(chan error, 1)
+	if s.metrics != nil {
+		go func() { merrc <- s.metrics.Serve(s.metricsLn) }()
+	}
+	args := []any{"service", s.cfg.Name, "addr", s.ln.Addr().String()}
+	if a := s.MetricsAddr(); a != nil {
+		args = append(args, "metrics_addr", a.String())
+	}
+	s.cfg.Logger.InfoContext(ctx, "service listening", args...)
 	select {
 	case err := <-errc:
+		if s.metrics != nil {
+			_ = s.metrics.Close()
+		}
 		return fmt.Errorf("serve %s: %w", s.cfg.Name, err)
+	case err := <-merrc:
+		_ = s.srv.Close()
+		return fmt.Errorf("serve %s metrics: %w", s.cfg.Name, err)
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
+	if s.metrics != nil {
+		// Nothing waits on a scrape: close at once.
+		_ = s.metrics.Close()
+	}
 	if err := s.srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shut down %s: %w", s.cfg.Name, err)
 	}

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"bytes"
+	"context"
+	"encoding/hex"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,12 +30,19 @@ const (
 // GatewayProcess is a veil gateway running as a child process of the
 // test, on loopback ports of its own.
 type GatewayProcess struct {
-	// AdminURL is its Caddy admin API, e.g. http://127.0.0.1:41234. Set by
+	// AdminURL is its Caddy admin API as the control plane names it: its
+	// unix socket, e.g. unix:///tmp/veil-gw-123/admin.sock. Set by
 	// Gateway; the config given to GatewayRun names its own addresses.
 	AdminURL string
+	// AdminClient sends requests to the admin socket whatever their URL's
+	// host: build them with Admin. Set by Gateway, like AdminURL.
+	AdminClient *http.Client
 	// URL is where it serves traffic, e.g. http://127.0.0.1:41235. Set by
 	// Gateway, like AdminURL.
 	URL string
+	// MetricsURL is where it serves /metrics, e.g. http://127.0.0.1:41236.
+	// Set by Gateway, like AdminURL.
+	MetricsURL string
 
 	name        string   // the command, for messages: "veil gateway run"
 	ready       []string // URLs that answer 200 once it serves
@@ -51,6 +61,13 @@ type GatewayOption func(*gatewayOptions)
 type gatewayOptions struct {
 	stopTimeout time.Duration
 	noWait      bool
+	env         []string
+}
+
+// GatewayEnv adds variables to the gateway's environment, after (and so
+// over) the ones Gateway sets.
+func GatewayEnv(env ...string) GatewayOption {
+	return func(o *gatewayOptions) { o.env = append(o.env, env...) }
 }
 
 // GatewayStopTimeout sets how long Stop waits after SIGTERM before it
@@ -69,17 +86,47 @@ func GatewayNoWait() GatewayOption {
 }
 
 // Gateway builds the veil binary (once per test process), starts
-// `veil gateway` with its bootstrap config and waits until its admin API
-// and /healthz answer. The test fails, showing the gateway's output, if it
-// does not start; the process is stopped when the test ends.
+// `veil gateway` with its bootstrap config, its admin API on a unix socket
+// of its own, and waits until the admin API, /healthz and /metrics answer.
+// The test fails, showing the gateway's output, if it does not start; the
+// process is stopped when the test ends.
 func Gateway(t testing.TB, opts ...GatewayOption) *GatewayProcess {
 	t.Helper()
-	addr, admin := FreeLoopbackAddr(t), FreeLoopbackAddr(t)
-	g := &GatewayProcess{AdminURL: "http://" + admin, URL: "http://" + addr}
+	addr, metrics := FreeLoopbackAddr(t), FreeLoopbackAddr(t)
+	sock := SocketPath(t, "admin.sock")
+	g := &GatewayProcess{AdminURL: "unix://" + sock, AdminClient: UnixClient(sock), URL: "http://" + addr, MetricsURL: "http://" + metrics}
 	g.start(t, []string{"gateway"},
-		[]string{"VEIL_GATEWAY_ADDR=" + addr, "VEIL_GATEWAY_ADMIN_ADDR=" + admin},
-		[]string{g.AdminURL + "/config/", g.URL + "/healthz"}, opts)
+		[]string{"VEIL_GATEWAY_ADDR=" + addr, "VEIL_GATEWAY_ADMIN_ADDR=unix/" + sock + "|0600", "VEIL_METRICS_ADDR=" + metrics},
+		[]string{g.URL + "/healthz", g.MetricsURL + "/metrics"}, opts)
 	return g
+}
+
+// Admin returns the URL of path on the admin API, for AdminClient.
+func (g *GatewayProcess) Admin(path string) string { return "http://localhost" + path }
+
+// SocketPath returns a path for a unix socket named name in a directory of
+// the test's own, removed when the test ends. The directory is made under
+// the system's temporary directory rather than t.TempDir: a socket path
+// has room for about 100 bytes, which a long test name exceeds.
+func SocketPath(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "veil-sock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return filepath.Join(dir, name)
+}
+
+// UnixClient is an HTTP client whose every connection goes to the unix
+// socket, whatever the request's host.
+func UnixClient(socket string) *http.Client {
+	var d net.Dialer
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}
 }
 
 // GatewayRun starts `veil gateway run --config <file>` on config, a Caddy
@@ -114,7 +161,7 @@ func (g *GatewayProcess) start(t testing.TB, args, env, ready []string, opts []G
 	g.out = &SyncBuffer{}
 	g.exited = make(chan struct{})
 	g.cmd = exec.Command(bin, args...)
-	g.cmd.Env = append(os.Environ(), env...)
+	g.cmd.Env = append(append(os.Environ(), env...), o.env...)
 	g.cmd.Env = append(g.cmd.Env,
 		// Caddy keeps its storage (certificates, locks, autosaved config)
 		// and the veil app its default spool under these.
@@ -162,6 +209,16 @@ func (g *GatewayProcess) WaitReady(t testing.TB) {
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("GET %s = %d; want 200", u, resp.StatusCode)
+			}
+		}
+		if g.AdminClient != nil {
+			resp, err := g.AdminClient.Get(g.Admin("/config/"))
+			if err != nil {
+				return fmt.Errorf("admin API on %s: %w", g.AdminURL, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("admin API on %s: GET /config/ = %d; want 200", g.AdminURL, resp.StatusCode)
 			}
 		}
 		return nil
@@ -287,4 +344,74 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TCPListeners returns the addresses, ip:port, on which the gateway
+// process listens for TCP connections, read from /proc: what anything on
+// the host can connect to, whatever the configuration says.
+func (g *GatewayProcess) TCPListeners(t testing.TB) []string {
+	t.Helper()
+	addrs, err := tcpListeners(g.cmd.Process.Pid)
+	if err != nil {
+		t.Fatalf("list the TCP listeners of %s: %v", g.name, err)
+	}
+	return addrs
+}
+
+// tcpListeners matches the socket inodes among pid's file descriptors
+// with the listening sockets of /proc/net/tcp and tcp6.
+func tcpListeners(pid int) ([]string, error) {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return nil, err
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if ino, ok := strings.CutPrefix(link, "socket:["); ok {
+			inodes[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	var out []string
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] {
+				continue
+			}
+			addr, err := procAddr(f[1])
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", table, err)
+			}
+			out = append(out, addr)
+		}
+	}
+	return out, nil
+}
+
+// procAddr decodes /proc/net/tcp's HEXIP:HEXPORT: the address in 32-bit
+// words of host byte order (little-endian here), the port big-endian.
+func procAddr(s string) (string, error) {
+	h, p, ok := strings.Cut(s, ":")
+	port, err := strconv.ParseUint(p, 16, 16)
+	if !ok || err != nil || (len(h) != 8 && len(h) != 32) {
+		return "", fmt.Errorf("address %q", s)
+	}
+	raw, err := hex.DecodeString(h)
+	if err != nil {
+		return "", fmt.Errorf("address %q: %w", s, err)
+	}
+	ip := make(net.IP, len(raw))
+	for i := 0; i < len(raw); i += 4 {
+		ip[i], ip[i+1], ip[i+2], ip[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(int(port))), nil
 }
