@@ -65,9 +65,12 @@ func newAnonymousGate(sampleRate, perIPMinute int) *anonymousGate {
 }
 
 // emit counts one anonymous refusal from ip and reports whether its event
-// is sent.
+// is sent. A nil gate (an app not provisioned) sends every one.
 func (g *anonymousGate) emit(ip string, now time.Time, m handlerMetrics) bool {
 	m.anonymousRefusals.Inc()
+	if g == nil {
+		return true
+	}
 	if (g.seen.Add(1)-1)%g.sampleRate != 0 {
 		return false
 	}
