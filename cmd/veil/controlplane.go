@@ -96,6 +96,8 @@ type controlPlaneFlags struct {
 	gatewayAdminCA, gatewayAdminCert, gatewayAdminKey string
 	// metricsAddr is where /metrics is served (empty: not served).
 	metricsAddr string
+	// egress is the policy of provider upstreams.
+	egress egressFlags
 }
 
 // register adds the control plane's flags; withRedis false leaves out
@@ -144,6 +146,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.String(&c.keySealSecret, "key-seal-secret", "VEIL_KEY_SEAL_SECRET", "", "secret that seals automatically rotated keys until revealed (empty: automatic rotation only notifies)")
 	f.Duration(&c.keyReconcileEvery, "key-reconcile-interval", "VEIL_KEY_RECONCILE_INTERVAL", 5*time.Minute, "how often keys and subscriptions are reconciled with the gateway's Redis records")
 	f.Duration(&c.maintenanceEvery, "key-maintenance-interval", "VEIL_KEY_MAINTENANCE_INTERVAL", time.Hour, "how often key expiry, notices, rotation grace, automatic rotation and billing periods are processed")
+	c.egress.register(f)
 	f.String(&c.smtp.Addr, "smtp-addr", "VEIL_SMTP_ADDR", "", "SMTP server (host:port) for notices to people (empty: no email)")
 	f.String(&c.smtp.From, "smtp-from", "VEIL_SMTP_FROM", "Veil <noreply@veil.localhost>", "sender of notices")
 	f.String(&c.smtp.Username, "smtp-username", "VEIL_SMTP_USERNAME", "", "SMTP login")
@@ -328,9 +331,16 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err != nil {
 		return nil, err
 	}
+	// Upstreams never reach what this control plane is configured with,
+	// on top of Veil's default ports on loopback.
+	upstreams, err := cp.egress.policy(ctx, cp.addr, cp.metricsAddr, cp.redisAddr, cp.kafkaBrokers, cp.clickhouseAddr,
+		fmt.Sprintf("%s:%d", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port), cp.gatewayURL, cp.gatewayAdminURL, cp.smtp.Addr)
+	if err != nil {
+		return nil, err
+	}
 	cat, err := catalog.New(catalog.Config{
 		Pool: pool, Jobs: riverClient, Gateway: gw, Publisher: hooks, Logger: logger, Metrics: set,
-		GatewayURL: cp.gatewayURL, KeyAuth: cp.gatewayKeyAuth, RegisterAttempts: cp.registerAttempts, RetryBase: cp.retryBase, RetryMax: cp.retryMax,
+		GatewayURL: cp.gatewayURL, KeyAuth: cp.gatewayKeyAuth, Egress: upstreams, RegisterAttempts: cp.registerAttempts, RetryBase: cp.retryBase, RetryMax: cp.retryMax,
 	})
 	if err != nil {
 		return nil, err

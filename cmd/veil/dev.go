@@ -75,6 +75,13 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 	_, adminURLSet := os.LookupEnv("VEIL_GATEWAY_ADMIN_URL")
 	_, adminAddrSet := os.LookupEnv("VEIL_GATEWAY_ADMIN_ADDR")
 	gatewayArgs := []string{"--metrics-addr", defaultGatewayMetricsAddr}
+	// The demo upstream listens on loopback: allow loopback, for the
+	// control plane and the gateway alike. Veil's own ports stay refused
+	// (the egress policy denies them whatever the allow list says).
+	if cp.egress.allow == "" {
+		cp.egress.allow = devUpstreamAllow
+	}
+	gatewayArgs = append(gatewayArgs, "--upstream-allow-cidrs", cp.egress.allow)
 	if !adminURLSet && !adminAddrSet {
 		abs, err := filepath.Abs(dataDir)
 		if err != nil {

@@ -83,6 +83,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		log                          logFlags
 		veil                         veilAppFlags
 		remote                       remoteAdminFlags
+		upstreams                    egressFlags
 	)
 	f := newFlags("gateway", `Runs the Caddy gateway: one HTTP server on the gateway address whose routes the control plane
 manages through Caddy's admin API, which listens on a unix socket (and, with --admin-remote-addr,
@@ -101,11 +102,18 @@ With a Caddy subcommand instead of flags, runs Caddy's own command line:
 	remote.register(f)
 	f.Duration(&grace, "grace-period", "VEIL_GATEWAY_GRACE_PERIOD", 30*time.Second, "how long a stop or a route change waits for requests in flight (0: as long as they take)")
 	veil.register(f)
+	upstreams.register(f)
 	log.register(f)
 	if err := f.Parse(args); err != nil {
 		return err
 	}
 	logger, err := log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	// Upstreams never reach the gateway's own listeners and stores, on top
+	// of Veil's default ports on loopback.
+	egressApp, err := upstreams.app(ctx, addr, adminAddr, metricsAddr, remote.addr, veil.redisAddr, veil.brokers)
 	if err != nil {
 		return err
 	}
@@ -128,7 +136,7 @@ With a Caddy subcommand instead of flags, runs Caddy's own command line:
 		Remote:      rem,
 		LogLevel:    caddyLevel(log.level),
 		GracePeriod: grace,
-		Veil:        veil.app(),
+		Veil:        veil.app(egressApp),
 	}.JSON()
 	if err != nil {
 		return err
@@ -234,7 +242,7 @@ func (v *veilAppFlags) register(f *flags) {
 }
 
 // app is the veil app's Caddy JSON.
-func (v veilAppFlags) app() map[string]any {
+func (v veilAppFlags) app(egress map[string]any) map[string]any {
 	app := map[string]any{
 		"redis_address": v.redisAddr, "redis_db": v.redisDB, "brokers": broker.ParseBrokers(v.brokers), "topic": v.topic,
 		"spool_max_bytes": v.spoolMax, "spool_fsync": v.spoolFsync, "on_redis_error": v.onRedisError,
@@ -246,6 +254,9 @@ func (v veilAppFlags) app() map[string]any {
 	}
 	if v.source != "" {
 		app["source"] = v.source
+	}
+	if egress != nil {
+		app["egress"] = egress
 	}
 	return app
 }

@@ -62,6 +62,9 @@ func (s *Service) CreateAPI(ctx context.Context, actor Actor, in APIInput) (API,
 	if err := in.Validate(); err != nil {
 		return API{}, err
 	}
+	if err := s.checkUpstream(ctx, in.UpstreamURL); err != nil {
+		return API{}, err
+	}
 	routes, _ := json.Marshal(nonNil(in.Routes))
 	var out API
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -93,6 +96,10 @@ func nonNil(r []Route) []Route {
 // translate maps constraint violations to domain errors.
 func translate(err error) error {
 	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" && pgErr.TableName == "apis" {
+		// A row that refuses the API's deletion (ON DELETE RESTRICT).
+		return ErrAPIInUse
+	}
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		switch {
 		case strings.Contains(pgErr.ConstraintName, "slug"):
@@ -106,10 +113,6 @@ func translate(err error) error {
 
 // GetAPI returns the API with id if actor may see it.
 func (s *Service) GetAPI(ctx context.Context, actor Actor, id uuid.UUID) (API, error) {
-	if errors.As(err, &pgErr) && pgErr.Code == "23503" && pgErr.TableName == "apis" {
-		// A row that refuses the API's deletion (ON DELETE RESTRICT).
-		return ErrAPIInUse
-	}
 	a, err := scanAPI(s.pool.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1`, id))
 	if err != nil {
 		return API{}, err
@@ -171,6 +174,12 @@ func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API
 // health path) changes only while the API is not approved; descriptive
 // fields change any time before retirement.
 func (s *Service) UpdateAPI(ctx context.Context, actor Actor, id uuid.UUID, p APIPatch) (API, error) {
+	// Resolved before the row is locked: a slow resolver holds no lock.
+	if p.UpstreamURL != nil {
+		if err := s.checkUpstream(ctx, *p.UpstreamURL); err != nil {
+			return API{}, err
+		}
+	}
 	var out API
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		before, err := s.lockAPI(ctx, tx, actor, id)
@@ -207,6 +216,17 @@ func (s *Service) DeleteAPI(ctx context.Context, actor Actor, id uuid.UUID) erro
 		if !before.State.deletable() {
 			return fmt.Errorf("%w: cannot delete in state %s; retire it first", ErrNotEditable, before.State)
 		}
+		// Subscriptions refuse the deletion of their API (ON DELETE
+		// RESTRICT: invoices cite them), so say so before the foreign key
+		// does. The API row is locked, so no subscription can appear
+		// between this check and the delete.
+		var subscribed bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM subscriptions WHERE api_id = $1)`, id).Scan(&subscribed); err != nil {
+			return fmt.Errorf("count subscriptions of api: %w", err)
+		}
+		if subscribed {
+			return fmt.Errorf("%w: it has subscriptions; a retired API with subscriptions stays retired", ErrAPIInUse)
+		}
 		if err := s.record(ctx, tx, actor, "api.delete", before, before, nil, "api.deleted"); err != nil {
 			return err
 		}
@@ -222,6 +242,9 @@ func (s *Service) DeleteAPI(ctx context.Context, actor Actor, id uuid.UUID) erro
 // serves changes only through a new review.
 func (s *Service) CreateVersion(ctx context.Context, actor Actor, id uuid.UUID, in VersionInput) (Version, error) {
 	if err := in.Validate(); err != nil {
+		return Version{}, err
+	}
+	if err := s.checkUpstream(ctx, in.UpstreamURL); err != nil {
 		return Version{}, err
 	}
 	var out Version
@@ -240,17 +263,6 @@ func (s *Service) CreateVersion(ctx context.Context, actor Actor, id uuid.UUID, 
 			return translate(err)
 		}
 		after, err := scanAPI(tx.QueryRow(ctx, `UPDATE apis SET version = $2, upstream_url = $3, routes = $4, updated_at = now()
-		// Subscriptions refuse the deletion of their API (ON DELETE
-		// RESTRICT: invoices cite them), so say so before the foreign key
-		// does. The API row is locked, so no subscription can appear
-		// between this check and the delete.
-		var subscribed bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM subscriptions WHERE api_id = $1)`, id).Scan(&subscribed); err != nil {
-			return fmt.Errorf("count subscriptions of api: %w", err)
-		}
-		if subscribed {
-			return fmt.Errorf("%w: it has subscriptions; a retired API with subscriptions stays retired", ErrAPIInUse)
-		}
 			WHERE id = $1 RETURNING `+apiColumns, id, in.Version, in.UpstreamURL, routes))
 		if err != nil {
 			return err

@@ -25,6 +25,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/keyset"
 	"github.com/veil-platform/veil/internal/validation"
 )
@@ -109,9 +110,14 @@ type Config struct {
 	// GatewayURL is where the gateway serves traffic; registration checks
 	// the new route answers there before the API becomes active.
 	GatewayURL string
-	// HTTPClient makes the upstream health checks and the verification
-	// through the gateway. Default: 5 s timeout, no redirects followed.
+	// HTTPClient makes the verification through the gateway. Default: 5 s
+	// timeout, no redirects followed. Upstream health checks have their
+	// own client, bound to Egress.
 	HTTPClient *http.Client
+	// Egress decides which upstreams an API may have: checked when an
+	// upstream is saved, before registration, at every reconciliation
+	// and by the health check's dialer. Required.
+	Egress *egress.Policy
 	// RegisterAttempts is the retry budget of one registration (default 8).
 	// When it is spent the API becomes failed and its route is removed.
 	RegisterAttempts int
@@ -134,12 +140,14 @@ type Config struct {
 
 // Service is the catalog.
 type Service struct {
-	cfg     Config
-	pool    *pgxpool.Pool
-	log     *slog.Logger
-	now     func() time.Time
-	client  *http.Client
-	metrics serviceMetrics
+	cfg    Config
+	pool   *pgxpool.Pool
+	log    *slog.Logger
+	now    func() time.Time
+	client *http.Client
+	// upstream makes the health checks, through the egress policy.
+	upstream *http.Client
+	metrics  serviceMetrics
 }
 
 type serviceMetrics struct {
@@ -160,6 +168,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.GatewayURL == "" {
 		return nil, errors.New("new catalog: gateway url is required")
+	}
+	if cfg.Egress == nil {
+		return nil, errors.New("new catalog: an egress policy is required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -199,7 +210,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	m := cfg.Metrics
 	return &Service{
-		cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now, client: client,
+		cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now, client: client, upstream: upstreamClient(cfg.Egress),
 		metrics: serviceMetrics{
 			registrations:  m.NewCounter(`veil_controlplane_gateway_registrations_total{result="active"}`),
 			registerFailed: m.NewCounter(`veil_controlplane_gateway_registrations_total{result="failed"}`),

@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/internal/egress"
 )
 
 // ReconcileReport says what one comparison of the database with the
@@ -22,6 +23,7 @@ type ReconcileReport struct {
 	Mismatched int      `json:"mismatched"` // routes that differ from their API
 	Orphans    int      `json:"orphans"`    // veil routes without a routed API
 	Requeued   int      `json:"requeued"`   // approved APIs with no registration job, queued again
+	Refused    int      `json:"refused"`    // routed APIs whose upstream the egress policy refuses now, suspended
 	Healed     int      `json:"healed"`     // drift fixed in this run
 	Unhealed   []string `json:"unhealed"`   // what could not be fixed, and why
 }
@@ -78,6 +80,23 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		approvedSet[RouteID(id)] = true
 	}
 	for id, a := range want {
+		// The policy or the upstream's DNS may have changed since the API
+		// was approved: an upstream refused now is taken off the gateway,
+		// whatever its route looks like. A name that does not resolve at
+		// the moment is not a refusal (the gateway's dialer refuses to
+		// connect meanwhile).
+		if err := s.cfg.Egress.CheckURL(ctx, a.UpstreamURL); errors.Is(err, egress.ErrRefused) {
+			rep.Refused++
+			done, serr := s.suspendRefused(ctx, a.ID, err)
+			if serr != nil {
+				rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: take refused upstream off the gateway: %v", a.ID, serr))
+				continue
+			}
+			if done {
+				rep.Healed++
+			}
+			continue
+		}
 		r, ok := have[id]
 		wantRoute := s.gatewayRoute(a)
 		switch {
@@ -144,6 +163,33 @@ func (s *Service) healRoute(ctx context.Context, id uuid.UUID) (bool, error) {
 		return s.cfg.Gateway.Put(ctx, s.gatewayRoute(a))
 	})
 	return healed, err
+}
+
+// suspendRefused suspends a routed API whose upstream the egress policy
+// refuses and deletes its route, under the API's lock. An admin resumes it
+// once the upstream is fixed or allowed; its registration checks again.
+func (s *Service) suspendRefused(ctx context.Context, id uuid.UUID, refused error) (bool, error) {
+	done := false
+	err := s.withAPILock(ctx, id, func(c conn) error {
+		if err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			a, err := s.lockAPI(ctx, tx, System, id)
+			if err != nil || !a.State.Routed() {
+				return nil // changed meanwhile; its own job handles it
+			}
+			done = true
+			_, err = s.transition(ctx, tx, System, a, StateSuspended, refusedReason(refused))
+			return err
+		}); err != nil {
+			return err
+		}
+		// Deleted even if the API left routed meanwhile: a route to a
+		// refused upstream has no reason to stay.
+		return s.cfg.Gateway.Delete(ctx, RouteID(id))
+	})
+	if done {
+		s.log.WarnContext(ctx, "api suspended: upstream refused by the egress policy", "api_id", id, "kind", egress.Kind(refused))
+	}
+	return done, err
 }
 
 // removeOrphan deletes a route whose API is not routed, under the API's

@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/internal/egress"
 )
 
 // RegisterArgs is the job that puts an approved API on the gateway.
@@ -165,6 +166,12 @@ func (w *RegisterWorker) work(ctx context.Context, c conn, job *river.Job[Regist
 		}
 		return nil
 	}
+	if err := s.cfg.Egress.CheckURL(ctx, a.UpstreamURL); errors.Is(err, egress.ErrRefused) {
+		// Refused is final (a retry would resolve to the same kind of
+		// address, or the policy refuses the name itself): nothing is put
+		// on the gateway, and the API fails now.
+		return s.failRegistration(ctx, c, a, refusedReason(err))
+	}
 	regErr := s.register(ctx, a)
 	if regErr == nil {
 		activated, err := s.finishRegistration(ctx, c, a.ID)
@@ -182,14 +189,24 @@ func (w *RegisterWorker) work(ctx context.Context, c conn, job *river.Job[Regist
 	}
 	s.metrics.registerErrors.Inc()
 	s.log.WarnContext(ctx, "api registration attempt failed", "api_id", a.ID, "attempt", job.Attempt, "max_attempts", job.MaxAttempts, "error", regErr)
+	if errors.Is(regErr, egress.ErrRefused) {
+		// The health check's dialer refused what the name resolves to
+		// now: as final as a refusal before.
+		return s.failRegistration(ctx, c, a, regErr.Error())
+	}
 	if job.Attempt < job.MaxAttempts {
 		return regErr
 	}
 	// The budget is spent: leave the gateway clean, then record the failure.
+	return s.failRegistration(ctx, c, a, fmt.Sprintf("gateway registration failed after %d attempts: %v", job.Attempt, regErr))
+}
+
+// failRegistration marks an approved API failed with reason, after taking
+// its route off the gateway.
+func (s *Service) failRegistration(ctx context.Context, c conn, a API, reason string) error {
 	if err := s.cfg.Gateway.Delete(ctx, RouteID(a.ID)); err != nil {
 		s.log.ErrorContext(ctx, "remove half-registered route; reconciliation will retry", "api_id", a.ID, "error", err)
 	}
-	reason := fmt.Sprintf("gateway registration failed after %d attempts: %v", job.Attempt, regErr)
 	if err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		cur, err := s.lockAPI(ctx, tx, System, a.ID)
 		if err != nil {
@@ -210,8 +227,8 @@ func (w *RegisterWorker) work(ctx context.Context, c conn, job *river.Job[Regist
 // register does the gateway side of a registration.
 func (s *Service) register(ctx context.Context, a API) error {
 	if a.HealthCheckPath != "" {
-		if err := s.check(ctx, strings.TrimSuffix(a.UpstreamURL, "/")+a.HealthCheckPath, ""); err != nil {
-			return fmt.Errorf("upstream health check: %w", err)
+		if err := s.checkHealth(ctx, a); err != nil {
+			return err
 		}
 	}
 	if err := s.cfg.Gateway.Put(ctx, s.gatewayRoute(a)); err != nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/migrate"
 )
@@ -98,6 +99,8 @@ func setup(t *testing.T, mod ...func(*catalog.Config)) *env {
 	cfg := catalog.Config{
 		Pool: pool, Jobs: jobs, Gateway: e.gw, Publisher: e.rec, Logger: testenv.Logger(t),
 		GatewayURL: e.gw.url, RegisterAttempts: 3, Now: e.clock.Now,
+		// The test upstreams listen on loopback.
+		Egress: egressPolicy(t, egress.Config{Allow: []string{"127.0.0.0/8"}}),
 	}
 	for _, m := range mod {
 		m(&cfg)

@@ -27,7 +27,8 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	t.Parallel()
-	gw := testenv.Gateway(t)
+	// The test upstreams listen on loopback.
+	gw := testenv.Gateway(t, testenv.GatewayEnv("VEIL_UPSTREAM_ALLOW_CIDRS=127.0.0.0/8"))
 	c, err := gateway.New(gateway.Config{AdminURL: gw.AdminURL, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,10 @@ type Route struct {
 	// A request for PathPrefix+"/rest" goes to the upstream's path +
 	// "/rest", and one for PathPrefix itself to the path alone; the Host
 	// header is the upstream's, and https upstreams are dialled with TLS.
-	// A trailing slash is dropped: Get returns the URL without it.
+	// The gateway connects through its egress policy: an upstream that is
+	// or resolves to a non-public address (unless allowed) or to Veil's
+	// own services answers 502. A trailing slash is dropped: Get returns
+	// the URL without it.
 	Upstream string
 	// Methods, when set, limits the route to these methods; other methods
 	// fall through to the gateway's 404.
@@ -253,6 +256,11 @@ type (
 	}
 )
 
+// TransportModule is the reverse_proxy transport of every route: the
+// gateway's http.reverse_proxy.transport.veil, Caddy's HTTP transport
+// behind the egress policy of upstreams.
+const TransportModule = "veil"
+
 // rewriteGroup makes the two rewrites of a route exclusive: Caddy runs
 // only the first matching route of a group.
 const rewriteGroup = "veil-rewrite"
@@ -293,9 +301,12 @@ func (s proxySpec) caddy() caddyRoute {
 	if v, ok := r.Headers[APIHeader]; ok {
 		hdr.Response = &caddyHeaderOps{Set: map[string][]string{APIHeader: {escapeBraces(v)}}}
 	}
-	proxy := caddyHandler{Handler: "reverse_proxy", Upstreams: []caddyUpstream{{Dial: s.dial}}, Headers: hdr}
+	// The veil transport dials only what the egress policy allows,
+	// resolving the upstream's name itself at every connection.
+	proxy := caddyHandler{Handler: "reverse_proxy", Upstreams: []caddyUpstream{{Dial: s.dial}}, Headers: hdr,
+		Transport: &caddyTransport{Protocol: TransportModule}}
 	if s.scheme == "https" {
-		proxy.Transport = &caddyTransport{Protocol: "http", TLS: &struct{}{}}
+		proxy.Transport.TLS = &struct{}{}
 	}
 	handle := []caddyHandler{sub, proxy}
 	if g := r.Signing; g != nil {

@@ -1106,7 +1106,7 @@ func newAuthzEnv(t *testing.T) *testEnv {
 		}
 		cat, err := catalog.New(catalog.Config{
 			Pool: cfg.Pool, Jobs: jobs, Gateway: &authzGateway{routes: map[string]gateway.Route{}},
-			Publisher: cfg.Webhooks, Logger: cfg.Logger, GatewayURL: "http://127.0.0.1:1",
+			Publisher: cfg.Webhooks, Logger: cfg.Logger, GatewayURL: "http://127.0.0.1:1", Egress: loopbackEgress(t),
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -80,7 +80,8 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat, err := catalog.New(catalog.Config{Pool: pool, Jobs: jobs, Gateway: gw, Publisher: hooks, Logger: logger, GatewayURL: "http://127.0.0.1:1"})
+	cat, err := catalog.New(catalog.Config{Pool: pool, Jobs: jobs, Gateway: gw, Publisher: hooks, Logger: logger, GatewayURL: "http://127.0.0.1:1",
+		Egress: loopbackEgress(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,7 @@ func init() {
 	caddy.RegisterModule(App{})
 	caddy.RegisterModule(Handler{})
 	caddy.RegisterModule(MetricsHandler{})
+	caddy.RegisterModule(Transport{})
 }
 
 // App is the "veil" Caddy app: the gateway's connections to Redis and
@@ -84,6 +85,10 @@ type App struct {
 	// Source is the CloudEvents source of the events, unique per gateway
 	// instance so that ids never collide. Default /gateway/<hostname>.
 	Source string `json:"source,omitempty"`
+	// Egress is the policy of upstream connections, used by every
+	// http.reverse_proxy.transport.veil without a policy of its own.
+	// Default: only public addresses.
+	Egress *EgressConfig `json:"egress,omitempty"`
 	// AnonymousSampleRate: of the refusals of requests without a usable
 	// key, one in this many becomes a usage event (subject anonymous,
 	// Kafka key spread over the partitions); all are counted in

@@ -82,8 +82,9 @@ type Resolver interface {
 // whatever the allow list says: Postgres 5432, Redis 6379, ClickHouse
 // native 9000 and HTTP 8123, Kafka 9092, the gateway 8000 and its Caddy
 // admin API 2019, the control plane 8080, ingest 8081, the processor's
-// metrics 8082, mailpit's SMTP 1025 and HTTP 8025.
-var VeilPorts = []uint16{5432, 6379, 9000, 8123, 9092, 8000, 2019, 8080, 8081, 8082, 1025, 8025}
+// metrics 8082, the metrics listeners of the control plane 9180, ingest
+// 9181 and the gateway 9183, mailpit's SMTP 1025 and HTTP 8025.
+var VeilPorts = []uint16{5432, 6379, 9000, 8123, 9092, 8000, 2019, 8080, 8081, 8082, 9180, 9181, 9182, 9183, 1025, 8025}
 
 // Config builds a Policy.
 type Config struct {
@@ -94,7 +95,8 @@ type Config struct {
 	Allow []string
 	// Deny lists endpoints refused whatever Allow says, in addition to
 	// VeilPorts on loopback: host:port (a name is resolved when the
-	// policy is built and is refused by name too), addr:port, or :port
+	// policy is built, and is refused by name too, even when it does not
+	// resolve then), addr:port, or :port
 	// for a port on every address of this host (a wildcard listener).
 	// The services pass the addresses they are configured with.
 	Deny []string
@@ -127,8 +129,7 @@ type Policy struct {
 // loopbacks are the prefixes VeilPorts are refused on.
 var loopbacks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
-// New builds a Policy. A Deny entry naming a host that does not resolve is
-// an error: an operator who names it wants it refused.
+// New builds a Policy. ctx bounds the look-ups of Deny's names.
 func New(ctx context.Context, cfg Config) (*Policy, error) {
 	p := &Policy{denyNames: map[string]bool{}, resolver: cfg.Resolver, timeout: cfg.ResolveTimeout}
 	if p.resolver == nil {
@@ -237,10 +238,9 @@ func (p *Policy) addDeny(ctx context.Context, s string, own []netip.Addr) error 
 		}
 		lctx, cancel := context.WithTimeout(ctx, p.timeout)
 		defer cancel()
-		addrs, err = p.resolver.LookupNetIP(lctx, "ip", host)
-		if err != nil {
-			return fmt.Errorf("resolve: %w", err)
-		}
+		// A name that does not resolve now stays refused by name; a
+		// service must not fail to start because a peer's DNS is late.
+		addrs, _ = p.resolver.LookupNetIP(lctx, "ip", host)
 	}
 	for _, a := range addrs {
 		a = canonical(a)
