@@ -21,6 +21,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/gateway"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/problem"
 )
@@ -629,9 +630,49 @@ func authzSubscriptionRows() []authzRow {
 				got := c.count(t, `SELECT count(*) FROM plans WHERE api_id = $1`, c.id)
 				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
 					t.Errorf("POST /v1/apis/{id}/plans = %d; plans = %d; want %d", status, got, want)
+		// Ingest tokens are platform-wide: admins only, whatever the
+		// organization.
+		{
+			route: "GET /v1/admin/ingest-tokens",
+			want:  authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+		},
+		{
+			route: "POST /v1/admin/ingest-tokens",
+			body: func(c *authzCase) any {
+				return map[string]any{"name": c.slug, "sources": []string{"/billing/" + c.slug}}
+			},
+			want: authzWant{{401, 401}, {403, 403}, {403, 403}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				n := c.count(t, `SELECT count(*) FROM ingest_tokens WHERE name = $1`, c.slug)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; n != want {
+					t.Errorf("POST /v1/admin/ingest-tokens = %d; %d tokens named %s exist, want %d", status, n, c.slug, want)
 				}
 			},
 		},
+		{
+			route:   "DELETE /v1/admin/ingest-tokens/{id}",
+			fixture: authzIngestToken,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				n := c.count(t, `SELECT count(*) FROM ingest_tokens WHERE id = $1 AND revoked_at IS NOT NULL`, c.id)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; n != want {
+					t.Errorf("DELETE /v1/admin/ingest-tokens/%s = %d; revoked %d, want %d", c.id, status, n, want)
+				}
+			},
+		},
+				}
+			},
+		},
+// authzIngestToken issues an ingest token as the platform would.
+func authzIngestToken(t *testing.T, c *authzCase) {
+	tok, err := ingesttokens.New(c.e.Pool).Create(t.Context(), ingesttokens.Actor{Subject: "fixture", Role: "admin"},
+		ingesttokens.CreateInput{Name: c.slug, Sources: []string{"/billing/" + c.slug}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.id = tok.ID.String()
+}
+
 		{
 			// A draft plan is its organization's: not found for others.
 			route:   "GET /v1/plans/{id}",

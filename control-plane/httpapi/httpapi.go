@@ -27,6 +27,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
@@ -66,6 +67,9 @@ type Config struct {
 	OpenAPI           []byte
 	Logger            *slog.Logger
 	Metrics           *metrics.Set
+
+	// IngestTokens issues and revokes ingest tokens; nil uses one on Pool.
+	IngestTokens *ingesttokens.Service
 }
 
 type api struct {
@@ -395,6 +399,10 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusServiceUnavailable, "gateway-unavailable", "Gateway Unavailable", err.Error())
 	case errors.Is(err, context.Canceled):
 		return
+	case errors.Is(err, ingesttokens.ErrNotFound):
+		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
+	case errors.Is(err, catalog.ErrAPIInUse):
+		d = problem.New(http.StatusConflict, "api-in-use", "API In Use", err.Error())
 	case errors.Is(err, catalog.ErrAPIInUse):
 		d = problem.New(http.StatusConflict, "api-in-use", "API In Use", err.Error())
 	default:

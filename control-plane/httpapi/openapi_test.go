@@ -724,6 +724,16 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.call(http.StatusNoContent, "DELETE", "/v1/apis/"+api.ID, prov, nil)
 	c.call(http.StatusNotFound, "GET", "/v1/apis/"+api.ID, prov, nil)
 	c.call(http.StatusNoContent, "DELETE", "/v1/webhooks/"+hook2.ID, cons, nil)
+	// Ingest tokens.
+	var ingestToken struct{ ID string }
+	c.call(http.StatusCreated, "POST", "/v1/admin/ingest-tokens", admin,
+		map[string]any{"name": "billing", "sources": []string{"/billing/*"}, "api_ids": []string{api.ID}}).decode(&ingestToken)
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/admin/ingest-tokens", admin, map[string]any{"name": "none", "sources": []string{}})
+	c.call(http.StatusForbidden, "POST", "/v1/admin/ingest-tokens", prov, map[string]any{"name": "x", "sources": []string{"/x"}})
+	c.call(http.StatusOK, "GET", "/v1/admin/ingest-tokens", admin, nil)
+	c.call(http.StatusOK, "DELETE", "/v1/admin/ingest-tokens/"+ingestToken.ID, admin, nil)
+	c.call(http.StatusNotFound, "DELETE", "/v1/admin/ingest-tokens/"+uuid.NewString(), admin, nil)
+
 	c.call(http.StatusNotFound, "DELETE", "/v1/webhooks/"+hook2.ID, cons, nil)
 
 	if left := c.unexercised(); len(left) > 0 {

@@ -53,6 +53,7 @@ func (a *api) routes(r chi.Router) {
 		r.Post("/reconcile/apis", a.handle(a.reconcileAPIs))
 		a.adminSubscriptionRoutes(r)
 	})
+		a.adminIngestTokenRoutes(r)
 }
 
 func (a *api) me(w http.ResponseWriter, r *http.Request) error {

@@ -1,0 +1,64 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/veil-platform/veil/control-plane/ingesttokens"
+)
+
+// adminIngestTokenRoutes are the ingest-token routes under /v1/admin (admins
+// only): issue (the plaintext is in that answer only), list, revoke.
+func (a *api) adminIngestTokenRoutes(r chi.Router) {
+	r.Get("/ingest-tokens", a.handle(a.listIngestTokens))
+	r.Post("/ingest-tokens", a.handle(a.createIngestToken))
+	r.Delete(idPath("/ingest-tokens/{id}"), a.handle(a.revokeIngestToken))
+}
+
+func (a *api) ingestTokens() *ingesttokens.Service {
+	if a.cfg.IngestTokens != nil {
+		return a.cfg.IngestTokens
+	}
+	return ingesttokens.New(a.cfg.Pool)
+}
+
+func ingestActor(r *http.Request) ingesttokens.Actor {
+	act := actorFrom(r)
+	return ingesttokens.Actor{Subject: act.Subject, Role: string(act.Role)}
+}
+
+func (a *api) createIngestToken(w http.ResponseWriter, r *http.Request) error {
+	var in ingesttokens.CreateInput
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	out, err := a.ingestTokens().Create(r.Context(), ingestActor(r), in)
+	if err != nil {
+		return err
+	}
+	writeSecret(w, http.StatusCreated, out)
+	return nil
+}
+
+func (a *api) listIngestTokens(w http.ResponseWriter, r *http.Request) error {
+	out, err := a.ingestTokens().List(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(out, ""))
+	return nil
+}
+
+func (a *api) revokeIngestToken(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	out, err := a.ingestTokens().Revoke(r.Context(), ingestActor(r), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

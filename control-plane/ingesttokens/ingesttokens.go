@@ -1,0 +1,190 @@
+// Package ingesttokens issues, lists and revokes the bearer tokens that
+// producers other than the gateway post usage events to ingest with. Only
+// platform admins reach it (the HTTP layer checks the role). A token's
+// plaintext is returned once, by Create; the database keeps its SHA-256.
+// Every change is audited in the same transaction.
+package ingesttokens
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/internal/ingesttoken"
+	"github.com/veil-platform/veil/internal/validation"
+)
+
+// ErrNotFound reports a token id that does not exist.
+var ErrNotFound = errors.New("ingest token not found")
+
+// Actor is who makes a change, for the audit log.
+type Actor struct {
+	Subject string
+	Role    string
+}
+
+// Token is an issued token without its secret.
+type Token struct {
+	ID        uuid.UUID  `json:"id"`
+	Name      string     `json:"name"`
+	Prefix    string     `json:"prefix"`
+	Sources   []string   `json:"sources"`
+	APIIDs    []string   `json:"api_ids"`
+	CreatedBy string     `json:"created_by"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy string     `json:"revoked_by,omitempty"`
+}
+
+// Issued is a new token with its plaintext, shown once.
+type Issued struct {
+	Token
+	Secret string `json:"token"`
+}
+
+// CreateInput describes a token to issue.
+type CreateInput struct {
+	Name string `json:"name"`
+	// Sources the token may write: exact CloudEvents sources, or prefixes
+	// ending in *. A gateway's source (/gateway/...) is matched only by an
+	// entry that names it.
+	Sources []string `json:"sources"`
+	// APIIDs restricts the token to these APIs; empty means any.
+	APIIDs []string `json:"api_ids"`
+}
+
+// Validate reports every wrong field.
+func (in CreateInput) Validate() error {
+	var v validation.Error
+	if n := len([]rune(in.Name)); n < 1 || n > 200 {
+		v.Add("name", "must be 1 to 200 characters")
+	}
+	if len(in.Sources) < 1 || len(in.Sources) > 100 {
+		v.Add("sources", "must list 1 to 100 sources")
+	}
+	for i, s := range in.Sources {
+		if d := ingesttoken.CheckSource(s); d != "" {
+			v.Add(fmt.Sprintf("sources[%d]", i), "%s", d)
+		}
+	}
+	if len(in.APIIDs) > 100 {
+		v.Add("api_ids", "must list at most 100 APIs")
+	}
+	for i, id := range in.APIIDs {
+		if _, err := uuid.Parse(id); err != nil {
+			v.Add(fmt.Sprintf("api_ids[%d]", i), "must be a UUID")
+		}
+	}
+	return v.Err()
+}
+
+// Service manages ingest tokens.
+type Service struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a Service on pool.
+func New(pool *pgxpool.Pool) *Service { return &Service{pool: pool} }
+
+const columns = `id, name, prefix, sources, api_ids, created_by, created_at, revoked_at, coalesce(revoked_by, '')`
+
+func scan(row pgx.Row) (Token, error) {
+	var t Token
+	err := row.Scan(&t.ID, &t.Name, &t.Prefix, &t.Sources, &t.APIIDs, &t.CreatedBy, &t.CreatedAt, &t.RevokedAt, &t.RevokedBy)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Token{}, ErrNotFound
+	}
+	if err != nil {
+		return Token{}, fmt.Errorf("read ingest token: %w", err)
+	}
+	return t, nil
+}
+
+// Create issues a token. Its plaintext is in the answer only.
+func (s *Service) Create(ctx context.Context, actor Actor, in CreateInput) (Issued, error) {
+	if err := in.Validate(); err != nil {
+		return Issued{}, err
+	}
+	if in.APIIDs == nil {
+		in.APIIDs = []string{}
+	}
+	secret, err := ingesttoken.Generate()
+	if err != nil {
+		return Issued{}, err
+	}
+	hash := ingesttoken.Hash(secret)
+	var out Token
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		out, err = scan(tx.QueryRow(ctx, `INSERT INTO ingest_tokens (name, prefix, token_hash, sources, api_ids, created_by)
+			VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+columns,
+			in.Name, secret[:ingesttoken.ShownPrefixLen], hash[:], in.Sources, in.APIIDs, actor.Subject))
+		if err != nil {
+			return err
+		}
+		return record(ctx, tx, actor, "ingest_token.create", out.ID, nil, out)
+	})
+	if err != nil {
+		return Issued{}, err
+	}
+	return Issued{Token: out, Secret: secret}, nil
+}
+
+// List returns every token, revoked ones included, oldest first.
+func (s *Service) List(ctx context.Context) ([]Token, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM ingest_tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list ingest tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []Token{}
+	for rows.Next() {
+		t, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list ingest tokens: %w", err)
+	}
+	return out, nil
+}
+
+// Revoke revokes a token; ingest refuses it once its cache entry expires.
+// Revoking a revoked token changes nothing.
+func (s *Service) Revoke(ctx context.Context, actor Actor, id uuid.UUID) (Token, error) {
+	var out Token
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		before, err := scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM ingest_tokens WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		if before.RevokedAt != nil {
+			out = before
+			return nil
+		}
+		out, err = scan(tx.QueryRow(ctx, `UPDATE ingest_tokens SET revoked_at = now(), revoked_by = $2
+			WHERE id = $1 RETURNING `+columns, id, actor.Subject))
+		if err != nil {
+			return err
+		}
+		return record(ctx, tx, actor, "ingest_token.revoke", id, before, out)
+	})
+	return out, err
+}
+
+func record(ctx context.Context, tx pgx.Tx, actor Actor, action string, id uuid.UUID, before, after any) error {
+	if err := audit.Record(ctx, tx, audit.Change{
+		Actor: actor.Subject, ActorRole: actor.Role, Action: action,
+		TargetType: "ingest_token", TargetID: id.String(), Before: before, After: after,
+	}); err != nil {
+		return fmt.Errorf("audit %s: %w", action, err)
+	}
+	return nil
+}
