@@ -81,6 +81,11 @@ func (s *Service) CreateAPI(ctx context.Context, actor Actor, in APIInput) (API,
 			VALUES ($1, $2, $3, $4, $5)`, out.ID, out.Version, out.UpstreamURL, routes, actor.Subject); err != nil {
 			return fmt.Errorf("insert api version: %w", err)
 		}
+		// The gateway signs from the first registration on; the provider
+		// reveals the secret by rotating it (RotateSigningSecret).
+		if err := createSigningSecret(ctx, tx, out.ID); err != nil {
+			return err
+		}
 		return s.record(ctx, tx, actor, "api.create", out, nil, out, "api.created")
 	})
 	return out, err
@@ -119,6 +124,20 @@ func (s *Service) GetAPI(ctx context.Context, actor Actor, id uuid.UUID) (API, e
 	}
 	if !a.canSee(actor) {
 		return API{}, ErrAPINotFound
+	}
+	return a.viewFor(actor), nil
+}
+
+// getOwnAPI returns the API with id if actor owns it (its organization, or
+// an admin): ErrForbidden if actor sees it only in the public catalog,
+// ErrAPINotFound if not at all.
+func (s *Service) getOwnAPI(ctx context.Context, actor Actor, id uuid.UUID) (API, error) {
+	a, err := s.GetAPI(ctx, actor, id)
+	if err != nil {
+		return API{}, err
+	}
+	if !a.ownedBy(actor) {
+		return API{}, ErrForbidden
 	}
 	return a, nil
 }
@@ -161,7 +180,7 @@ func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API
 		if err != nil {
 			return nil, "", err
 		}
-		out = append(out, a)
+		out = append(out, a.viewFor(actor))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list apis: %w", err)
@@ -272,9 +291,10 @@ func (s *Service) CreateVersion(ctx context.Context, actor Actor, id uuid.UUID, 
 	return out, err
 }
 
-// ListVersions returns the versions of an API, newest first.
+// ListVersions returns the versions of an API, newest first, to its own
+// organization and admins: each names an upstream.
 func (s *Service) ListVersions(ctx context.Context, actor Actor, id uuid.UUID) ([]Version, error) {
-	if _, err := s.GetAPI(ctx, actor, id); err != nil {
+	if _, err := s.getOwnAPI(ctx, actor, id); err != nil {
 		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, `SELECT api_id, version, upstream_url, routes, changelog, created_by, created_at
@@ -292,9 +312,11 @@ func (s *Service) ListVersions(ctx context.Context, actor Actor, id uuid.UUID) (
 	})
 }
 
-// Transitions returns an API's recorded state changes, oldest first.
+// Transitions returns an API's recorded state changes, oldest first, to
+// its own organization and admins: a failed registration's reason names
+// the upstream.
 func (s *Service) Transitions(ctx context.Context, actor Actor, id uuid.UUID) ([]Transition, error) {
-	if _, err := s.GetAPI(ctx, actor, id); err != nil {
+	if _, err := s.getOwnAPI(ctx, actor, id); err != nil {
 		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, `SELECT from_state, to_state, actor, reason, created_at
@@ -326,7 +348,12 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor Actor, a API,
 	if err := checkTransition(a.State, to); err != nil {
 		return API{}, err
 	}
-	after, err := scanAPI(tx.QueryRow(ctx, `UPDATE apis SET state = $2, state_reason = $3, updated_at = now()
+	// A review's approval records what it approved: registration,
+	// retries, resumptions and reconciliation serve that snapshot, never
+	// the live columns (see servedColumns).
+	after, err := scanAPI(tx.QueryRow(ctx, `UPDATE apis SET state = $2, state_reason = $3, updated_at = now(),
+			approved_snapshot = CASE WHEN $4::api_state = 'pending_approval' AND $2::api_state = 'approved'
+				THEN `+snapshotSQL+` ELSE approved_snapshot END
 		WHERE id = $1 AND state = $4 RETURNING `+apiColumns, a.ID, to, reason, a.State))
 	if errors.Is(err, ErrAPINotFound) {
 		return API{}, ErrConflict

@@ -56,7 +56,9 @@ func TestCreateAPI(t *testing.T) {
 func TestUpdateAPIByState(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
-	editable := map[catalog.State]bool{catalog.StateDraft: true, catalog.StateRejected: true, catalog.StateFailed: true}
+	// Failed is not editable: an admin's retry registers what was approved,
+	// so a change goes through revise → draft → submit.
+	editable := map[catalog.State]bool{catalog.StateDraft: true, catalog.StateRejected: true}
 	newURL := "http://127.0.0.1:1/v2"
 	newRoutes := []catalog.Route{{Methods: []string{"POST"}, Path: "/orders"}}
 	newHealth := "/ping"

@@ -7,6 +7,7 @@ package catalog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,11 +43,11 @@ var (
 	ErrVersionExists     = errors.New("version already exists")
 	ErrApprovalClosed    = errors.New("approval request already decided")
 	ErrConflict          = errors.New("concurrent change")
-	// ErrGatewayUnavailable: the gateway's admin API did not answer.
-	ErrGatewayUnavailable = errors.New("gateway unavailable")
 	// ErrAPIInUse: the API has subscriptions, which keep it from being
 	// deleted (invoices cite them); it stays retired instead.
 	ErrAPIInUse = errors.New("api has subscriptions")
+	// ErrGatewayUnavailable: the gateway's admin API did not answer.
+	ErrGatewayUnavailable = errors.New("gateway unavailable")
 	// ErrBadCursor reports a list cursor this service did not issue.
 	ErrBadCursor = keyset.ErrBadCursor
 )
@@ -236,7 +237,10 @@ type Route struct {
 	Path    string   `json:"path"`
 }
 
-// API is a registered API.
+// API is a registered API. Its upstream URL and health path are the
+// owning organization's and the admins' to see: GetAPI and ListAPIs leave
+// them out for everyone else, who would otherwise call the upstream
+// directly, past keys, metering and quotas.
 type API struct {
 	ID              uuid.UUID  `json:"id"`
 	OrganizationID  uuid.UUID  `json:"organization_id"`
@@ -255,6 +259,37 @@ type API struct {
 	CreatedBy       string     `json:"created_by"`
 	CreatedAt       time.Time  `json:"created_at"`
 	UpdatedAt       time.Time  `json:"updated_at"`
+
+	redacted bool     // upstream_url and health_check_path are left out
+	signing  *signing // the gateway's secrets; only loadServed sets them
+}
+
+// MarshalJSON leaves out what a redacted API's reader may not see.
+func (a API) MarshalJSON() ([]byte, error) {
+	type plain API // without this method
+	if !a.redacted {
+		return json.Marshal(plain(a))
+	}
+	// The outer fields hide the embedded ones of the same names.
+	return json.Marshal(struct {
+		plain
+		UpstreamURL     string `json:"upstream_url,omitempty"`
+		HealthCheckPath string `json:"health_check_path,omitempty"`
+	}{plain: plain(a)})
+}
+
+// ownedBy reports whether actor may see a's internals (upstream, health
+// path, versions, state history): its own organization and admins.
+func (a API) ownedBy(actor Actor) bool {
+	return actor.isAdmin() || actor.OrgID == a.OrganizationID
+}
+
+// viewFor is a as actor may read it.
+func (a API) viewFor(actor Actor) API {
+	if !a.ownedBy(actor) {
+		a.UpstreamURL, a.HealthCheckPath, a.redacted = "", "", true
+	}
+	return a
 }
 
 // APIInput registers an API.

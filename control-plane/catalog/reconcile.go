@@ -34,15 +34,24 @@ type ReconcileReport struct {
 // Approved APIs whose registration job was lost are queued again.
 func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	rep := ReconcileReport{Unhealed: []string{}}
-	rows, err := s.pool.Query(ctx, `SELECT `+apiColumns+` FROM apis WHERE state IN ('active', 'deprecated', 'approved')`)
+	// Routes are built from what was approved (servedColumns); an API
+	// without a record of it counts as approved, so its registration job
+	// fails it.
+	rows, err := s.pool.Query(ctx, `SELECT `+servedColumns+` WHERE a.state IN ('active', 'deprecated', 'approved')`)
 	if err != nil {
 		return rep, fmt.Errorf("list routed apis: %w", err)
 	}
 	want := map[string]API{}
 	var approved []uuid.UUID
 	for rows.Next() {
-		a, err := scanAPI(rows)
-		if err != nil {
+		a, err := scanServed(rows)
+		if errors.Is(err, ErrNotApproved) && a.State != StateApproved {
+			// Routed without a record of its approval (put in its state by
+			// hand): nothing approved to serve, so it is left alone.
+			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: %s without an approved snapshot", a.ID, a.State))
+			continue
+		}
+		if err != nil && !errors.Is(err, ErrNotApproved) {
 			rows.Close()
 			return rep, err
 		}
@@ -155,7 +164,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 func (s *Service) healRoute(ctx context.Context, id uuid.UUID) (bool, error) {
 	healed := false
 	err := s.withAPILock(ctx, id, func(c conn) error {
-		a, err := loadAPI(ctx, c, id)
+		a, err := loadServed(ctx, c, id)
 		if err != nil || !a.State.Routed() {
 			return nil // changed meanwhile; its own job handles it
 		}
@@ -241,6 +250,10 @@ func sameRoute(a, b gateway.Route) bool {
 	}
 	if (a.Veil == nil) != (b.Veil == nil) || a.Veil != nil && (a.Veil.APIID != b.Veil.APIID ||
 		!slices.Equal(a.Veil.RouteTemplates, b.Veil.RouteTemplates)) {
+		return false
+	}
+	// A rotation, or the end of its overlap, changes the route.
+	if (a.Signing == nil) != (b.Signing == nil) || a.Signing != nil && *a.Signing != *b.Signing {
 		return false
 	}
 	for k, v := range b.Headers {

@@ -102,6 +102,7 @@ func (s *Service) gatewayRoute(a API) gateway.Route {
 		PathPrefix: "/" + a.Slug,
 		Upstream:   a.UpstreamURL,
 		Headers:    map[string]string{"X-Veil-Api-Id": a.ID.String()},
+		Signing:    a.gatewaySigning(s.now()),
 	}
 	if s.cfg.KeyAuth {
 		v := &gateway.Veil{APIID: a.ID.String()}
@@ -165,6 +166,15 @@ func (w *RegisterWorker) work(ctx context.Context, c conn, job *river.Job[Regist
 			return s.cfg.Gateway.Delete(ctx, RouteID(a.ID))
 		}
 		return nil
+	}
+	// From here on a is what the review approved (slug, upstream, routes,
+	// health path), not the live columns, and carries its signing secret.
+	a, err = loadServed(ctx, c, a.ID)
+	if errors.Is(err, ErrNotApproved) {
+		return s.failRegistration(ctx, c, a, ErrNotApproved.Error())
+	}
+	if err != nil {
+		return err
 	}
 	if err := s.cfg.Egress.CheckURL(ctx, a.UpstreamURL); errors.Is(err, egress.ErrRefused) {
 		// Refused is final (a retry would resolve to the same kind of
@@ -361,6 +371,15 @@ func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action Act
 			// Both register again; each from its own state only.
 			if from := map[Action]State{ActionResume: StateSuspended, ActionRetry: StateFailed}[action]; a.State != from {
 				return fmt.Errorf("%w: %s needs %s, not %s", ErrInvalidTransition, action, from, a.State)
+			}
+			// They register what a review approved; without a record of
+			// it the API goes back through review.
+			var approved bool
+			if err := tx.QueryRow(ctx, `SELECT approved_snapshot IS NOT NULL FROM apis WHERE id = $1`, id).Scan(&approved); err != nil {
+				return fmt.Errorf("read approved snapshot: %w", err)
+			}
+			if !approved {
+				return fmt.Errorf("%w: %w", ErrInvalidTransition, ErrNotApproved)
 			}
 			if out, err = s.transition(ctx, tx, actor, a, StateApproved, reason); err == nil {
 				err = s.enqueueRegister(ctx, tx, id)

@@ -53,6 +53,7 @@ func TestAct(t *testing.T) {
 	for i, tt := range tests {
 		a := e.createAPI(e.provider, "act-"+string(rune('a'+i)))
 		e.setState(a.ID, tt.from)
+		e.markApproved(a.ID)
 		reason := "because: " + tt.name
 		got, err := e.svc.Act(ctx, tt.actor, a.ID, tt.action, reason)
 		if !errors.Is(err, tt.err) {

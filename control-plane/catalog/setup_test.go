@@ -475,6 +475,16 @@ func (e *env) setState(id uuid.UUID, s catalog.State) {
 	}
 }
 
+// markApproved records the API's live gateway-facing columns as what a
+// review approved, as Decide does, for an API put in its state by hand.
+func (e *env) markApproved(id uuid.UUID) {
+	e.t.Helper()
+	if _, err := e.pool.Exec(e.t.Context(), `UPDATE apis SET approved_snapshot = jsonb_build_object('slug', slug,
+		'upstream_url', upstream_url, 'routes', routes, 'health_check_path', health_check_path) WHERE id = $1`, id); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // register runs the registration worker once, as River would run attempt
 // of max.
 func (e *env) register(id uuid.UUID, attempt, max int) error {

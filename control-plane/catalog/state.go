@@ -61,9 +61,10 @@ func (s State) Routed() bool { return s == StateActive || s == StateDeprecated }
 
 // editable reports whether an API's upstream, routes and slug may change in
 // state s. Once approved, a change of what the gateway serves needs a new
-// review.
+// review, and failed is approved too: an admin's retry registers what was
+// approved, so a failed API is revised to draft before it changes.
 func (s State) editable() bool {
-	return s == StateDraft || s == StateRejected || s == StateFailed
+	return s == StateDraft || s == StateRejected
 }
 
 // deletable reports whether an API may be deleted in state s: never while

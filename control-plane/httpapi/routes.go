@@ -25,6 +25,7 @@ func (a *api) routes(r chi.Router) {
 	r.Get(idPath("/v1/apis/{id}/versions"), a.handle(read(listOf(a.cfg.Catalog.ListVersions))))
 	r.Post(idPath("/v1/apis/{id}/versions"), a.handle(write(http.StatusCreated, a.cfg.Catalog.CreateVersion)))
 	r.Get(idPath("/v1/apis/{id}/transitions"), a.handle(read(listOf(a.cfg.Catalog.Transitions))))
+	r.Post(idPath("/v1/apis/{id}/signing-secret/rotate"), a.handle(a.rotateSigningSecret))
 	r.Post(idPath("/v1/apis/{id}/submit"), a.handle(a.submit))
 	for _, act := range []catalog.Action{catalog.ActionDeprecate, catalog.ActionRetire, catalog.ActionRevise} {
 		r.Post(idPath("/v1/apis/{id}/"+string(act)), a.handle(a.act(act)))
@@ -52,8 +53,8 @@ func (a *api) routes(r chi.Router) {
 		r.Post(idPath("/approvals/{id}/comments"), a.handle(write(http.StatusCreated, a.comment)))
 		r.Post("/reconcile/apis", a.handle(a.reconcileAPIs))
 		a.adminSubscriptionRoutes(r)
-	})
 		a.adminIngestTokenRoutes(r)
+	})
 }
 
 func (a *api) me(w http.ResponseWriter, r *http.Request) error {
@@ -94,6 +95,21 @@ func (a *api) createAPI(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Location", "/v1/apis/"+out.ID.String())
 	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+// rotateSigningSecret answers the API's new signing secret, the only time
+// it is shown.
+func (a *api) rotateSigningSecret(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	out, err := a.cfg.Catalog.RotateSigningSecret(r.Context(), actorFrom(r), id)
+	if err != nil {
+		return err
+	}
+	writeSecret(w, http.StatusOK, out)
 	return nil
 }
 
