@@ -245,10 +245,49 @@ func authzRows() []authzRow {
 			},
 		},
 		{
+			// A public API: everyone reads it, only its organization and
+			// admins with its upstream and health path.
 			route:   "GET /v1/apis/{id}",
-			fixture: draft,
-			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
-			check:   authzSameID,
+			fixture: authzAPI(catalog.StateActive, catalog.VisibilityPublic),
+			want:    authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				authzSameID(t, c, status, b)
+				if !authzOK(status) {
+					return
+				}
+				m := authzJSON(t, b)
+				_, hasUpstream := m["upstream_url"]
+				_, hasHealth := m["health_check_path"]
+				if want := c.own || c.admin(); hasUpstream != want || hasHealth != want {
+					t.Errorf("GET /v1/apis/{id} (%s) = %s; want upstream_url and health_check_path: %t", authzSide(c), b, want)
+				}
+				if _, ok := m["signing_secret"]; ok {
+					t.Errorf("GET /v1/apis/{id} = %s; want no signing_secret", b)
+				}
+			},
+		},
+		{
+			route:   "POST /v1/apis/{id}/signing-secret/rotate",
+			fixture: authzAPI(catalog.StateActive, catalog.VisibilityPublic),
+			// Only the owning organization's providers and admins: an
+			// admin of another organization would see the new secret.
+			want: authzWant{{401, 401}, {403, 403}, {200, 403}, {200, 403}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				var secret string
+				if err := c.e.Pool.QueryRow(t.Context(), `SELECT secret FROM api_signing_secrets WHERE api_id = $1`, c.id).Scan(&secret); err != nil {
+					t.Fatal(err)
+				}
+				if !authzOK(status) {
+					if strings.Contains(string(b), secret) {
+						t.Errorf("refused rotation answered the secret: %s", b)
+					}
+					return
+				}
+				// The fixture's secret was never shown, so it needs no overlap.
+				if m := authzJSON(t, b); m["signing_secret"] != secret || m["api_id"] != c.id || m["previous_valid_until"] != nil {
+					t.Errorf("POST /v1/apis/{id}/signing-secret/rotate = %s; want the stored new secret, no overlap", b)
+				}
+			},
 		},
 		{
 			route:   "PATCH /v1/apis/{id}",
@@ -273,9 +312,11 @@ func authzRows() []authzRow {
 			},
 		},
 		{
+			// A public API's versions name its upstreams: its own
+			// organization's and the admins' only.
 			route:   "GET /v1/apis/{id}/versions",
-			fixture: draft,
-			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
+			fixture: authzAPI(catalog.StateActive, catalog.VisibilityPublic),
+			want:    authzWant{{401, 401}, {200, 403}, {200, 403}, {200, 200}},
 			check: func(t *testing.T, c *authzCase, status int, b []byte) {
 				if authzOK(status) && !authzListed(t, b, "api_id", c.id) {
 					t.Errorf("GET /v1/apis/{id}/versions = %s; want the API's first version", b)
@@ -589,7 +630,47 @@ func authzRows() []authzRow {
 				}
 			},
 		},
+		// Ingest tokens are platform-wide: admins only, whatever the
+		// organization.
+		{
+			route: "GET /v1/admin/ingest-tokens",
+			want:  authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+		},
+		{
+			route: "POST /v1/admin/ingest-tokens",
+			body: func(c *authzCase) any {
+				return map[string]any{"name": c.slug, "sources": []string{"/billing/" + c.slug}}
+			},
+			want: authzWant{{401, 401}, {403, 403}, {403, 403}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				n := c.count(t, `SELECT count(*) FROM ingest_tokens WHERE name = $1`, c.slug)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; n != want {
+					t.Errorf("POST /v1/admin/ingest-tokens = %d; %d tokens named %s exist, want %d", status, n, c.slug, want)
+				}
+			},
+		},
+		{
+			route:   "DELETE /v1/admin/ingest-tokens/{id}",
+			fixture: authzIngestToken,
+			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				n := c.count(t, `SELECT count(*) FROM ingest_tokens WHERE id = $1 AND revoked_at IS NOT NULL`, c.id)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; n != want {
+					t.Errorf("DELETE /v1/admin/ingest-tokens/%s = %d; revoked %d, want %d", c.id, status, n, want)
+				}
+			},
+		},
 	}, authzSubscriptionRows()...)
+}
+
+// authzIngestToken issues an ingest token as the platform would.
+func authzIngestToken(t *testing.T, c *authzCase) {
+	tok, err := ingesttokens.New(c.e.Pool).Create(t.Context(), ingesttokens.Actor{Subject: "fixture", Role: "admin"},
+		ingesttokens.CreateInput{Name: c.slug, Sources: []string{"/billing/" + c.slug}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.id = tok.ID.String()
 }
 
 // authzSubscriptionRows are the rows of plans, subscriptions and keys.
@@ -630,49 +711,9 @@ func authzSubscriptionRows() []authzRow {
 				got := c.count(t, `SELECT count(*) FROM plans WHERE api_id = $1`, c.id)
 				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
 					t.Errorf("POST /v1/apis/{id}/plans = %d; plans = %d; want %d", status, got, want)
-		// Ingest tokens are platform-wide: admins only, whatever the
-		// organization.
-		{
-			route: "GET /v1/admin/ingest-tokens",
-			want:  authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
-		},
-		{
-			route: "POST /v1/admin/ingest-tokens",
-			body: func(c *authzCase) any {
-				return map[string]any{"name": c.slug, "sources": []string{"/billing/" + c.slug}}
-			},
-			want: authzWant{{401, 401}, {403, 403}, {403, 403}, {201, 201}},
-			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
-				n := c.count(t, `SELECT count(*) FROM ingest_tokens WHERE name = $1`, c.slug)
-				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; n != want {
-					t.Errorf("POST /v1/admin/ingest-tokens = %d; %d tokens named %s exist, want %d", status, n, c.slug, want)
 				}
 			},
 		},
-		{
-			route:   "DELETE /v1/admin/ingest-tokens/{id}",
-			fixture: authzIngestToken,
-			want:    authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
-			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
-				n := c.count(t, `SELECT count(*) FROM ingest_tokens WHERE id = $1 AND revoked_at IS NOT NULL`, c.id)
-				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; n != want {
-					t.Errorf("DELETE /v1/admin/ingest-tokens/%s = %d; revoked %d, want %d", c.id, status, n, want)
-				}
-			},
-		},
-				}
-			},
-		},
-// authzIngestToken issues an ingest token as the platform would.
-func authzIngestToken(t *testing.T, c *authzCase) {
-	tok, err := ingesttokens.New(c.e.Pool).Create(t.Context(), ingesttokens.Actor{Subject: "fixture", Role: "admin"},
-		ingesttokens.CreateInput{Name: c.slug, Sources: []string{"/billing/" + c.slug}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.id = tok.ID.String()
-}
-
 		{
 			// A draft plan is its organization's: not found for others.
 			route:   "GET /v1/plans/{id}",
@@ -814,10 +855,12 @@ func authzIngestToken(t *testing.T, c *authzCase) {
 			},
 		},
 		{
+			// A new key's plaintext is shown to its own organization only:
+			// an admin of another organization is refused.
 			route:   "POST /v1/subscriptions/{id}/keys",
 			fixture: authzSubscription,
 			body:    func(*authzCase) any { return map[string]any{"name": "matrix"} },
-			want:    authzWant{{401, 401}, {201, 404}, {201, 404}, {201, 201}},
+			want:    authzWant{{401, 401}, {201, 404}, {201, 404}, {201, 403}},
 			check: func(t *testing.T, c *authzCase, status int, b []byte) {
 				got := c.count(t, `SELECT count(*) FROM api_keys WHERE subscription_id = $1`, c.subID)
 				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
@@ -881,9 +924,11 @@ func authzIngestToken(t *testing.T, c *authzCase) {
 			check:   authzKeyStateCheck("revoked", "active"),
 		},
 		{
+			// As for issuing: no admin gets another organization's new
+			// plaintext.
 			route:   "POST /v1/keys/{id}/rotate",
 			fixture: authzKey("active"),
-			want:    authzWant{{401, 401}, {201, 404}, {201, 404}, {201, 201}},
+			want:    authzWant{{401, 401}, {201, 404}, {201, 404}, {201, 403}},
 			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
 				got := c.count(t, `SELECT count(*) FROM api_keys WHERE rotated_from = $1`, c.id)
 				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; got != want {
@@ -945,6 +990,29 @@ func authzIngestToken(t *testing.T, c *authzCase) {
 			},
 			want:  authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
 			check: authzSubStatusCheck("active", "suspended"),
+		},
+		{
+			// The subscription was canceled while suspended, which holds
+			// its organization and API until an admin releases it.
+			route: "POST /v1/admin/subscriptions/{id}/release",
+			fixture: func(t *testing.T, c *authzCase) {
+				authzSubscription(t, c)
+				id := uuid.MustParse(c.subID)
+				if _, err := c.e.Subs.SetStatus(t.Context(), catalog.System, id, subscriptions.StatusSuspended, "fixture"); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.e.Subs.SetStatus(t.Context(), catalog.System, id, subscriptions.StatusCanceled, "fixture"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			body: authzReason,
+			want: authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				released := c.count(t, `SELECT count(*) FROM subscriptions WHERE id = $1 AND hold_released_at IS NOT NULL`, c.subID) == 1
+				if released != authzOK(status) {
+					t.Errorf("POST /v1/admin/subscriptions/{id}/release = %d; hold released: %t", status, released)
+				}
+			},
 		},
 		{
 			route: "GET /v1/admin/reconcile/usage",
@@ -1404,7 +1472,10 @@ func authzAPI(state catalog.State, vis catalog.Visibility) func(*testing.T, *aut
 		if state == catalog.StateDraft {
 			return
 		}
-		if _, err := c.e.Pool.Exec(t.Context(), `UPDATE apis SET state = $2 WHERE id = $1`, a.ID, state); err != nil {
+		// With the record of an approval, as a reviewed API has: retry and
+		// resume register from it.
+		if _, err := c.e.Pool.Exec(t.Context(), `UPDATE apis SET state = $2, approved_snapshot = jsonb_build_object('slug', slug,
+			'upstream_url', upstream_url, 'routes', routes, 'health_check_path', health_check_path) WHERE id = $1`, a.ID, state); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -586,6 +586,12 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/apis/"+api.ID+"/versions", prov, map[string]any{"version": "", "upstream_url": "x"})
 	c.call(http.StatusOK, "GET", "/v1/apis/"+api.ID+"/transitions", prov, nil)
 	c.call(http.StatusNotFound, "GET", "/v1/apis/"+missing+"/transitions", prov, nil)
+	// The first rotation reveals a secret; the second keeps it for the
+	// overlap.
+	c.call(http.StatusOK, "POST", "/v1/apis/"+api.ID+"/signing-secret/rotate", prov, nil)
+	c.call(http.StatusOK, "POST", "/v1/apis/"+api.ID+"/signing-secret/rotate", prov, nil)
+	c.call(http.StatusForbidden, "POST", "/v1/apis/"+api.ID+"/signing-secret/rotate", cons, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/apis/"+missing+"/signing-secret/rotate", prov, nil)
 	c.call(http.StatusConflict, "POST", "/v1/apis/"+api.ID+"/deprecate", prov, map[string]any{"reason": "too early"})
 	c.call(http.StatusForbidden, "POST", "/v1/apis/"+api.ID+"/retire", cons, nil)
 
@@ -718,12 +724,6 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 
 	exerciseSubscriptions(t, e, c, prov, cons, other, admin)
 
-	// Deleting.
-	c.call(http.StatusNotFound, "DELETE", "/v1/apis/"+api.ID, other, nil)
-	c.call(http.StatusForbidden, "DELETE", "/v1/apis/"+api.ID, cons, nil)
-	c.call(http.StatusNoContent, "DELETE", "/v1/apis/"+api.ID, prov, nil)
-	c.call(http.StatusNotFound, "GET", "/v1/apis/"+api.ID, prov, nil)
-	c.call(http.StatusNoContent, "DELETE", "/v1/webhooks/"+hook2.ID, cons, nil)
 	// Ingest tokens.
 	var ingestToken struct{ ID string }
 	c.call(http.StatusCreated, "POST", "/v1/admin/ingest-tokens", admin,
@@ -734,6 +734,12 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.call(http.StatusOK, "DELETE", "/v1/admin/ingest-tokens/"+ingestToken.ID, admin, nil)
 	c.call(http.StatusNotFound, "DELETE", "/v1/admin/ingest-tokens/"+uuid.NewString(), admin, nil)
 
+	// Deleting.
+	c.call(http.StatusNotFound, "DELETE", "/v1/apis/"+api.ID, other, nil)
+	c.call(http.StatusForbidden, "DELETE", "/v1/apis/"+api.ID, cons, nil)
+	c.call(http.StatusNoContent, "DELETE", "/v1/apis/"+api.ID, prov, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/apis/"+api.ID, prov, nil)
+	c.call(http.StatusNoContent, "DELETE", "/v1/webhooks/"+hook2.ID, cons, nil)
 	c.call(http.StatusNotFound, "DELETE", "/v1/webhooks/"+hook2.ID, cons, nil)
 
 	if left := c.unexercised(); len(left) > 0 {
@@ -921,6 +927,9 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	var bare struct{ ID string }
 	c.call(http.StatusCreated, "POST", subPath+"/keys", buyer, map[string]any{}).decode(&bare)
 	c.call(http.StatusForbidden, "POST", subPath+"/keys", prov, map[string]any{})
+	if got := c.call(http.StatusForbidden, "POST", subPath+"/keys", admin, map[string]any{}).problem(); got != "plaintext-refused" {
+		t.Errorf("createKey by an admin of another organization = %s; want plaintext-refused", got)
+	}
 	c.call(http.StatusNotFound, "POST", subPath+"/keys", other, map[string]any{})
 	c.call(http.StatusNotFound, "POST", "/v1/subscriptions/"+missing+"/keys", buyer, map[string]any{})
 	if r := c.call(http.StatusUnprocessableEntity, "POST", subPath+"/keys", buyer, map[string]any{
@@ -967,8 +976,16 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	c.call(http.StatusNotFound, "POST", keyPath+"/suspend", other, nil)
 	c.call(http.StatusNotFound, "POST", "/v1/keys/"+missing+"/resume", buyer, nil)
 	c.call(http.StatusOK, "POST", keyPath+"/resume", buyer, nil)
+	c.call(http.StatusOK, "POST", keyPath+"/suspend", admin, map[string]any{"reason": "Abuse report."})
+	if got := c.call(http.StatusForbidden, "POST", keyPath+"/resume", buyer, nil).problem(); got != "admin-suspended" {
+		t.Errorf("resumeKey by the consumer of an admin's suspension = %s; want admin-suspended", got)
+	}
+	c.call(http.StatusOK, "POST", keyPath+"/resume", admin, nil)
 	c.refused(http.StatusUnprocessableEntity, "POST", keyPath+"/rotate", buyer, map[string]any{"grace_seconds": -1})
 	c.call(http.StatusForbidden, "POST", keyPath+"/rotate", prov, nil)
+	if got := c.call(http.StatusForbidden, "POST", keyPath+"/rotate", admin, nil).problem(); got != "plaintext-refused" {
+		t.Errorf("rotateKey by an admin of another organization = %s; want plaintext-refused", got)
+	}
 	var successor struct {
 		ID, Key     string
 		RotatedFrom string `json:"rotated_from"`
@@ -1032,7 +1049,21 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	if last := events.Data[len(events.Data)-1].Action; last != "key.create" {
 		t.Errorf("the oldest entry of the key's audit trail = %s; want key.create", last)
 	}
-	c.call(http.StatusOK, "GET", keyPath+"/events", prov, nil)
+	// The API's provider sees its consumer's key trail without where the
+	// consumer called from.
+	for tok, shown := range map[string]bool{buyer: true, admin: true, prov: false} {
+		var trail struct {
+			Data []map[string]any `json:"data"`
+		}
+		c.call(http.StatusOK, "GET", keyPath+"/events", tok, nil).decode(&trail)
+		for _, entry := range trail.Data {
+			_, ip := entry["source_ip"]
+			_, ua := entry["user_agent"]
+			if ip != shown || ua != shown {
+				t.Errorf("listKeyEvents entry %v: source_ip %t, user_agent %t; want both %t", entry["action"], ip, ua, shown)
+			}
+		}
+	}
 	c.call(http.StatusNotFound, "GET", keyPath+"/events", other, nil)
 	c.call(http.StatusNotFound, "GET", "/v1/keys/"+missing+"/events", buyer, nil)
 	c.refused(http.StatusBadRequest, "GET", keyPath+"/events?cursor=latest", buyer, nil)
@@ -1159,9 +1190,21 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	c.call(http.StatusForbidden, "POST", subPath+"/cancel", prov, nil)
 	c.call(http.StatusNotFound, "POST", subPath+"/cancel", other, nil)
 	c.call(http.StatusNotFound, "POST", "/v1/subscriptions/"+missing+"/cancel", buyer, nil)
+	// Canceled while suspended: no new subscription until an admin
+	// releases it.
+	c.call(http.StatusOK, "POST", admSub+"/suspend", admin, nil)
 	c.call(http.StatusOK, "POST", subPath+"/cancel", buyer, nil)
 	if got := c.call(http.StatusConflict, "POST", subPath+"/cancel", buyer, map[string]any{}).problem(); got != "invalid-transition" {
 		t.Errorf("cancelSubscription of a canceled one = %s; want invalid-transition", got)
+	}
+	if got := c.call(http.StatusConflict, "POST", "/v1/subscriptions", buyer, map[string]any{"plan_id": basic.ID}).problem(); got != "subscription-held" {
+		t.Errorf("createSubscription after cancelling a suspended one = %s; want subscription-held", got)
+	}
+	c.call(http.StatusForbidden, "POST", admSub+"/release", buyer, nil)
+	c.call(http.StatusNotFound, "POST", "/v1/admin/subscriptions/"+missing+"/release", admin, nil)
+	c.call(http.StatusOK, "POST", admSub+"/release", admin, map[string]any{"reason": "Dispute settled."})
+	if got := c.call(http.StatusConflict, "POST", admSub+"/release", admin, nil).problem(); got != "invalid-transition" {
+		t.Errorf("releaseSubscriptionHold twice = %s; want invalid-transition", got)
 	}
 	var after struct{ State string }
 	c.call(http.StatusOK, "GET", keyPath, buyer, nil).decode(&after)
