@@ -352,6 +352,13 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusConflict, "key-limit", "Key Limit Reached", err.Error()+"; revoke or delete a key first")
 	case errors.Is(err, subscriptions.ErrAlreadySubscribed):
 		d = problem.New(http.StatusConflict, "already-subscribed", "Already Subscribed", err.Error())
+	case errors.Is(err, subscriptions.ErrSubscriptionHeld):
+		d = problem.New(http.StatusConflict, "subscription-held", "Subscription Held", err.Error())
+	case errors.Is(err, subscriptions.ErrAdminPlaintext):
+		d = problem.New(http.StatusForbidden, "plaintext-refused", "Plaintext Refused",
+			err.Error()+"; suspend or revoke the key instead, and let its organization issue or rotate it")
+	case errors.Is(err, subscriptions.ErrAdminSuspended):
+		d = problem.New(http.StatusForbidden, "admin-suspended", "Suspended By An Admin", err.Error())
 	case errors.Is(err, subscriptions.ErrPlanUnavailable):
 		d = problem.New(http.StatusConflict, "plan-unavailable", "Plan Unavailable", err.Error())
 	case errors.Is(err, subscriptions.ErrSubscriptionInactive):

@@ -67,6 +67,7 @@ func (a *api) adminSubscriptionRoutes(r chi.Router) {
 		path := map[subscriptions.Status]string{subscriptions.StatusSuspended: "suspend", subscriptions.StatusActive: "resume"}[st]
 		r.Post(idPath("/subscriptions/{id}/"+path), a.handle(a.subscriptionStatus(st)))
 	}
+	r.Post(idPath("/subscriptions/{id}/release"), a.handle(reasoned(a.cfg.Subscriptions.ReleaseHold, nil)))
 	r.Post("/reconcile/keys", a.handle(a.reconcileKeys))
 	r.Get("/reconcile/usage", a.handle(a.lastUsageReconcile))
 	r.Post("/reconcile/usage", a.handle(a.reconcileUsage))
@@ -222,7 +223,8 @@ func (a *api) keyEvents(w http.ResponseWriter, r *http.Request) error {
 	if limit == 0 {
 		limit = 50
 	}
-	if _, err := a.cfg.Subscriptions.GetKey(r.Context(), actorFrom(r), id); err != nil {
+	k, err := a.cfg.Subscriptions.GetKey(r.Context(), actorFrom(r), id)
+	if err != nil {
 		return err
 	}
 	f := audit.Filter{TargetType: "key", TargetID: id.String(), Limit: limit + 1}
@@ -233,8 +235,28 @@ func (a *api) keyEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, auditPage(items, limit))
+	page := auditPage(items, limit)
+	if k.ShowsClients(actorFrom(r)) {
+		writeJSON(w, http.StatusOK, page)
+		return nil
+	}
+	// The API's provider sees what happened to its consumer's key, not
+	// where the consumer's people called from.
+	view := make([]providerKeyEvent, len(page.Data))
+	for i, e := range page.Data {
+		view[i] = providerKeyEvent{Entry: e}
+	}
+	writeJSON(w, http.StatusOK, newList(view, page.NextCursor))
 	return nil
+}
+
+// providerKeyEvent is an audit entry without the caller's source IP and
+// user agent: the fields at this depth hide the embedded ones, and being
+// empty they are left out.
+type providerKeyEvent struct {
+	audit.Entry
+	SourceIP  string `json:"source_ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
 }
 
 func (a *api) reconcileKeys(w http.ResponseWriter, r *http.Request) error {
