@@ -136,9 +136,13 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 
 	dead := map[string]string{}
 	for _, r := range e.kafka.ReadAll(t, e.dlq) {
+		ev, err := usage.Decode(r.Value)
+		if err != nil {
+			t.Fatalf("dead letter %s: %v", r.Value, err)
+		}
 		for _, hd := range r.Headers {
 			if hd.Key == processors.HeaderError {
-				dead[string(r.Value)[strings.Index(string(r.Value), e.prefix):][len(e.prefix)+1:][:2]] = string(hd.Value)
+				dead[strings.TrimPrefix(ev.ID, e.prefix+"-")] = string(hd.Value)
 			}
 		}
 	}
