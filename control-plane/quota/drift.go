@@ -325,10 +325,7 @@ func (s *Service) driftLoadSubs(ctx context.Context, after, upTo uuid.UUID, limi
 		}
 		// The processors and the gateway keep periods in Unix seconds.
 		d.start, d.end = time.Unix(d.start.Unix(), 0).UTC(), time.Unix(d.end.Unix(), 0).UTC()
-		d.quota = -1
-		if plan != nil {
-			d.quota = *plan + adjustments
-		}
+		d.quota = Limit(plan, adjustments)
 		return d, nil
 	})
 	if err != nil {
