@@ -98,7 +98,8 @@ func denyEndpoint(s string) string {
 		}
 		return net.JoinHostPort(host, fmt.Sprint(port))
 	}
-	if _, _, err := net.SplitHostPort(s); err != nil {
+	// Port 0 is a listener's "any free port": nothing to name.
+	if _, port, err := net.SplitHostPort(s); err != nil || port == "0" {
 		return ""
 	}
 	return s
