@@ -1,8 +1,11 @@
 package originsig_test
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -73,7 +76,7 @@ func TestReadmeSnippetIsVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const marker = "// README's Go\n// verification snippet; TestReadmeSnippetIsVerify keeps the two equal.\n\n"
+	const marker = "the README's Go\n// verification snippet; TestReadmeSnippetIsVerify keeps the two equal.\n\n"
 	_, body, ok := strings.Cut(string(src), marker)
 	if !ok {
 		t.Fatal("verify.go lost the marker of the README snippet")
@@ -88,5 +91,73 @@ func TestReadmeSnippetIsVerify(t *testing.T) {
 	}
 	if !strings.Contains(m[1], body) {
 		t.Errorf("README's Go snippet does not contain verify.go's code; copy verify.go from its marker on into the README:\n%s", body)
+	}
+}
+
+// TestReadmeNodeSnippet runs the README's Node verification snippet with
+// node on signatures Sign makes, good and bad, and wants Verify's answers.
+func TestReadmeNodeSnippet(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is needed to test the README's Node snippet: %v", err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "### Upstream secrecy and origin proof")
+	m := regexp.MustCompile("(?s)```js\n(.*?)```").FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("README's origin proof section has no Node snippet")
+	}
+	now := time.Now()
+	secret, other := originsig.NewSecret(), originsig.NewSecret()
+	const api = "6a1f7f0e-5a8c-4c1e-9c39-1f0f5b2b8a11"
+	type check struct {
+		Name, Header, Secret, Method, Path, API string
+		Now                                     int64
+		want                                    bool
+	}
+	good := originsig.Sign(now, "GET", "/v1/items/a%20b", api, secret)
+	checks := []check{
+		{"valid", good, secret, "GET", "/v1/items/a%20b", api, now.Unix(), true},
+		{"overlap, previous secret", originsig.Sign(now, "POST", "/v1", api, other, secret), secret, "POST", "/v1", api, now.Unix(), true},
+		{"stale", good, secret, "GET", "/v1/items/a%20b", api, now.Add(originsig.Tolerance + 2*time.Second).Unix(), false},
+		{"other secret", good, other, "GET", "/v1/items/a%20b", api, now.Unix(), false},
+		{"other path", good, secret, "GET", "/v1/items/a b", api, now.Unix(), false},
+		{"other method", good, secret, "HEAD", "/v1/items/a%20b", api, now.Unix(), false},
+		{"other api", good, secret, "GET", "/v1/items/a%20b", "x", now.Unix(), false},
+		{"malformed", "t=1,v1=zz", secret, "GET", "/", api, now.Unix(), false},
+		{"empty", "", secret, "GET", "/", api, now.Unix(), false},
+	}
+	for _, c := range checks {
+		verr := originsig.Verify(c.Header, c.Secret, c.Method, c.Path, c.API, time.Unix(c.Now, 0))
+		if (verr == nil) != c.want {
+			t.Fatalf("Verify(%s) = %v; the case is wrong", c.Name, verr)
+		}
+	}
+	in, _ := json.Marshal(checks)
+	script := m[1] + `
+const checks = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
+process.stdout.write(JSON.stringify(checks.map((c) => verifyVeilSignature(c.Header, c.Secret, c.Method, c.Path, c.API, c.Now))));
+`
+	file := filepath.Join(t.TempDir(), "verify.js")
+	if err := os.WriteFile(file, []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), node, file)
+	cmd.Stdin = strings.NewReader(string(in))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node README snippet: %v", err)
+	}
+	var got []bool
+	if err := json.Unmarshal(out, &got); err != nil || len(got) != len(checks) {
+		t.Fatalf("node README snippet printed %q; want %d booleans", out, len(checks))
+	}
+	for i, c := range checks {
+		if got[i] != c.want {
+			t.Errorf("verifyVeilSignature(%s) = %t; want %t", c.Name, got[i], c.want)
+		}
 	}
 }
