@@ -9,7 +9,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/schemas/usage"
 )
@@ -42,6 +41,14 @@ const (
 // ReasonEventTooLarge refuses a single event larger than MaxEventBytes: Kafka
 // would refuse the record, so ingest says so up front.
 const ReasonEventTooLarge usage.Reason = "event_too_large"
+
+// Reasons for events outside the bearer token's scope.
+const (
+	// ReasonSourceNotAllowed: the token may not write the event's source.
+	ReasonSourceNotAllowed usage.Reason = "source_not_allowed"
+	// ReasonAPINotAllowed: the token may not write for the event's API.
+	ReasonAPINotAllowed usage.Reason = "api_not_allowed"
+)
 
 // Defaults for Config.
 const (
@@ -67,8 +74,18 @@ type Config struct {
 	Producer Producer
 	// Topic receives accepted events. Default veil.usage.raw.
 	Topic string
-	// Tokens are the bearer tokens allowed to post. At least one is required.
+	// Tokens are the bootstrap bearer tokens (VEIL_INGEST_TOKENS), each at
+	// least 16 characters: "secret" may write every source but a
+	// gateway's (/gateway/...), "secret=src1|src2" only those sources (an
+	// entry ending in * is a prefix). Real producers get scoped tokens
+	// issued through the control plane, found through Lookup.
 	Tokens []string
+	// Lookup finds issued tokens (the ingest_tokens table). Nil accepts
+	// the bootstrap tokens only. Tokens or Lookup is required.
+	Lookup TokenLookup
+	// TokenCacheTTL is how long a lookup's answer, found or not, is
+	// reused: a revoked token stops working within it. Default 5s.
+	TokenCacheTTL time.Duration
 	// MaxBodyBytes bounds a request body; larger bodies get 413. Default 5 MiB.
 	MaxBodyBytes int64
 	// MaxEvents bounds the events in one request; more get 413. Default 10,000.
@@ -94,14 +111,14 @@ func (c Config) Validate() error {
 		return errors.New("ingest config: metrics set is required")
 	case c.Producer == nil:
 		return errors.New("ingest config: producer is required")
-	case len(c.Tokens) == 0:
-		return errors.New("ingest config: at least one bearer token is required (VEIL_INGEST_TOKENS)")
-	case c.MaxBodyBytes < 0, c.MaxEvents < 0, c.AckTimeout < 0, c.MaxFuture < 0, c.LateWindow < 0:
+	case len(c.Tokens) == 0 && c.Lookup == nil:
+		return errors.New("ingest config: at least one bearer token (VEIL_INGEST_TOKENS) or a token lookup (VEIL_POSTGRES_URL) is required")
+	case c.MaxBodyBytes < 0, c.MaxEvents < 0, c.AckTimeout < 0, c.MaxFuture < 0, c.LateWindow < 0, c.TokenCacheTTL < 0:
 		return errors.New("ingest config: limits must not be negative")
 	}
 	for _, t := range c.Tokens {
-		if len(t) < 16 {
-			return errors.New("ingest config: bearer tokens must be at least 16 characters")
+		if _, err := parseStaticToken(t); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -129,12 +146,16 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.TokenCacheTTL == 0 {
+		c.TokenCacheTTL = DefaultTokenCacheTTL
+	}
 }
 
 // Handler serves POST /v1/events.
 type Handler struct {
 	cfg    Config
-	tokens [][]byte
+	tokens []staticToken
+	cache  *tokenCache
 
 	accepted        *metrics.Counter
 	produceFailures *metrics.Counter
@@ -158,8 +179,10 @@ func New(cfg Config) (*Handler, error) {
 		eventsPerReq: cfg.Metrics.NewPrometheusHistogramExt("veil_ingest_request_events",
 			[]float64{1, 10, 100, 1000, 5000, 10000}),
 	}
+	h.cache = &tokenCache{ttl: cfg.TokenCacheTTL, entries: make(map[[32]byte]cachedToken)}
 	for _, t := range cfg.Tokens {
-		h.tokens = append(h.tokens, []byte(t))
+		st, _ := parseStaticToken(t) // Validate parsed it
+		h.tokens = append(h.tokens, st)
 	}
 	return h, nil
 }
@@ -195,10 +218,18 @@ func (h *Handler) postEvents(w http.ResponseWriter, r *http.Request) {
 
 // serveEvents answers the request and returns the status it sent.
 func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) int {
-	if !h.authorized(r) {
+	scope, err := h.authorize(r.Context(), r.Header.Get("Authorization"))
+	switch {
+	case errors.Is(err, errUnauthorized):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="veil-ingest"`)
 		return writeProblem(w, problem.New(http.StatusUnauthorized, "unauthorized", "Unauthorized",
 			"a valid bearer token is required in the Authorization header"))
+	case err != nil:
+		h.cfg.Logger.WarnContext(r.Context(), "ingest token lookup failed",
+			"request_id", middleware.GetReqID(r.Context()), "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(int(DefaultRetryAfter/time.Second)))
+		return writeProblem(w, problem.New(http.StatusServiceUnavailable, "token-lookup-unavailable", "Token cannot be checked",
+			"the bearer token could not be checked; retry the request"))
 	}
 	kind, err := mediaKind(r.Header.Get("Content-Type"))
 	if err != nil {
@@ -221,15 +252,25 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) int {
 
 	now := h.cfg.Now()
 	records := make([]*kgo.Record, 0, len(raws))
-	var rejected []Rejection
+	var (
+		rejected   []Rejection
+		outOfScope int
+	)
 	for i, raw := range raws {
-		rej, rec := h.check(i, raw, now)
+		rej, rec := h.check(i, raw, now, scope)
 		if rej != nil {
 			rejected = append(rejected, *rej)
+			if rej.Reason == ReasonSourceNotAllowed || rej.Reason == ReasonAPINotAllowed {
+				outOfScope++
+			}
 			h.cfg.Metrics.GetOrCreateCounter(`veil_ingest_events_rejected_total{reason="` + string(rej.Reason) + `"}`).Inc()
 			continue
 		}
 		records = append(records, rec)
+	}
+	if len(records) == 0 && outOfScope == len(rejected) {
+		return writeProblem(w, rejectionProblem(http.StatusForbidden, "events-out-of-scope", "Events outside the token's scope",
+			fmt.Sprintf("all %d events are outside what this token may write", len(rejected)), 0, rejected))
 	}
 	if len(records) == 0 {
 		return writeProblem(w, rejectionProblem(http.StatusBadRequest, "invalid-events", "Invalid events",
@@ -256,8 +297,9 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) int {
 	return http.StatusAccepted
 }
 
-// check validates one raw event and returns either its rejection or its record.
-func (h *Handler) check(i int, raw []byte, now time.Time) (*Rejection, *kgo.Record) {
+// check validates one raw event, and that the token may write it, and
+// returns either its rejection or its record.
+func (h *Handler) check(i int, raw []byte, now time.Time, scope ingesttoken.Scope) (*Rejection, *kgo.Record) {
 	if len(raw) > MaxEventBytes {
 		return &Rejection{Index: i, Reason: ReasonEventTooLarge,
 			Detail: fmt.Sprintf("the event is %d bytes; at most %d are allowed", len(raw), MaxEventBytes)}, nil
@@ -276,6 +318,14 @@ func (h *Handler) check(i int, raw []byte, now time.Time) (*Rejection, *kgo.Reco
 			}
 		}
 		return rej, nil
+	}
+	if !scope.AllowsSource(e.Source) {
+		return &Rejection{Index: i, ID: e.ID, Reason: ReasonSourceNotAllowed, Field: "source",
+			Detail: fmt.Sprintf("this token may not write events of source %q", e.Source)}, nil
+	}
+	if !scope.AllowsAPI(e.Data.APIID) {
+		return &Rejection{Index: i, ID: e.ID, Reason: ReasonAPINotAllowed, Field: "data.api_id",
+			Detail: fmt.Sprintf("this token may not write events of API %q", e.Data.APIID)}, nil
 	}
 	return nil, &kgo.Record{
 		Topic:   h.cfg.Topic,
@@ -325,20 +375,6 @@ func (h *Handler) produce(ctx context.Context, records []*kgo.Record) error {
 		return fmt.Errorf("produce %d records: %w", len(records), firstErr)
 	}
 	return nil
-}
-
-func (h *Handler) authorized(r *http.Request) bool {
-	auth := r.Header.Get("Authorization")
-	scheme, token, ok := strings.Cut(auth, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
-	}
-	got := []byte(strings.TrimSpace(token))
-	match := 0
-	for _, t := range h.tokens {
-		match |= subtle.ConstantTimeCompare(got, t)
-	}
-	return match == 1
 }
 
 type bodyKind int

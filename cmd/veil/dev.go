@@ -10,10 +10,12 @@ import (
 	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/ingesttoken"
 )
 
 // DevIngestToken is the ingest bearer token veil dev uses when
@@ -111,8 +113,15 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 		}
 	}
 
+	// Ingest checks the tokens admins issue through the control plane in
+	// the same database.
+	tokenPool, err := pgxpool.New(ctx, mig.postgresURL)
+	if err != nil {
+		return fmt.Errorf("connect to postgres: %w", err)
+	}
+	defer tokenPool.Close()
 	set := metrics.NewSet()
-	srv, cl, err := newIngestService(ing, seeds, logger, set)
+	srv, cl, err := newIngestService(ing, seeds, ingesttoken.NewStore(tokenPool), logger, set)
 	if err != nil {
 		return err
 	}

@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/service"
 	"github.com/veil-platform/veil/schemas/usage"
 )
@@ -27,11 +29,14 @@ type ingestFlags struct {
 	lateWindow time.Duration
 	// metricsAddr is where /metrics is served (empty: not served).
 	metricsAddr string
+	// tokenCacheTTL bounds how long a revoked issued token keeps working.
+	tokenCacheTTL time.Duration
 }
 
 func (c *ingestFlags) register(f *flags) {
 	f.String(&c.addr, "ingest-addr", "VEIL_INGEST_ADDR", defaultIngestAddr, "listen address of the ingest service")
-	f.String(&c.tokens, "ingest-tokens", "VEIL_INGEST_TOKENS", "", "comma-separated bearer tokens allowed to post events (each at least 16 characters)")
+	f.String(&c.tokens, "ingest-tokens", "VEIL_INGEST_TOKENS", "", "comma-separated bootstrap bearer tokens (each at least 16 characters): token writes any source but a gateway's, token=src1|src2 only those (src* is a prefix)")
+	f.Duration(&c.tokenCacheTTL, "ingest-token-cache-ttl", "VEIL_INGEST_TOKEN_CACHE_TTL", ingest.DefaultTokenCacheTTL, "how long an issued token's lookup is reused: a revoked token stops working within it")
 	f.Int(&c.maxBody, "ingest-max-body-bytes", "VEIL_INGEST_MAX_BODY_BYTES", ingest.DefaultMaxBodyBytes, "largest request body; larger ones get 413")
 	f.Int(&c.maxEvents, "ingest-max-events", "VEIL_INGEST_MAX_EVENTS", ingest.DefaultMaxEvents, "most events in one request; more get 413")
 	f.Duration(&c.ackTimeout, "ingest-ack-timeout", "VEIL_INGEST_ACK_TIMEOUT", ingest.DefaultAckTimeout, "longest wait for Kafka's acknowledgement before answering 503")
@@ -43,12 +48,14 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		cfg     ingestFlags
 		log     logFlags
 		brokers string
+		pgURL   string
 	)
 	f := newFlags("ingest", "Serves POST /v1/events on the ingest address and produces every accepted event to veil.usage.raw,\nanswering only after Kafka acknowledged it. Run veil migrate first to create the topics.", stdout)
 	cfg.register(f)
 	f.String(&cfg.metricsAddr, "metrics-addr", "VEIL_METRICS_ADDR", defaultIngestMetricsAddr, "listen address of the ingest service's /metrics, kept off the ingest port (empty: not served)")
 	log.register(f)
 	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "comma-separated Kafka seed brokers")
+	f.String(&pgURL, "postgres-url", "VEIL_POSTGRES_URL", defaultPostgresURL, "Postgres connection URL, where the tokens issued through the control plane are (empty: bootstrap tokens only)")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -56,8 +63,17 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	var lookup ingest.TokenLookup
+	if pgURL != "" {
+		pool, err := pgxpool.New(ctx, pgURL)
+		if err != nil {
+			return fmt.Errorf("connect to postgres: %w", err)
+		}
+		defer pool.Close()
+		lookup = ingesttoken.NewStore(pool)
+	}
 	set := metrics.NewSet()
-	srv, cl, err := newIngestService(cfg, broker.ParseBrokers(brokers), logger, set)
+	srv, cl, err := newIngestService(cfg, broker.ParseBrokers(brokers), lookup, logger, set)
 	if err != nil {
 		return err
 	}
@@ -66,8 +82,10 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // newIngestService builds the ingest service and its producer; the caller
-// serves it and then closes the producer with closeProducer.
-func newIngestService(cfg ingestFlags, brokers []string, logger *slog.Logger, set *metrics.Set) (*service.Server, *kgo.Client, error) {
+// serves it and then closes the producer with closeProducer. lookup finds
+// the tokens issued through the control plane; nil accepts the bootstrap
+// tokens only.
+func newIngestService(cfg ingestFlags, brokers []string, lookup ingest.TokenLookup, logger *slog.Logger, set *metrics.Set) (*service.Server, *kgo.Client, error) {
 	cl, err := broker.NewClient(broker.ClientConfig{
 		Brokers:  brokers,
 		ClientID: "veil-ingest",
@@ -79,14 +97,16 @@ func newIngestService(cfg ingestFlags, brokers []string, logger *slog.Logger, se
 		return nil, nil, err
 	}
 	h, err := ingest.New(ingest.Config{
-		Logger:       logger,
-		Metrics:      set,
-		Producer:     cl,
-		Tokens:       strings.FieldsFunc(cfg.tokens, func(r rune) bool { return r == ',' || r == ' ' }),
-		MaxBodyBytes: int64(cfg.maxBody),
-		MaxEvents:    cfg.maxEvents,
-		AckTimeout:   cfg.ackTimeout,
-		LateWindow:   cfg.lateWindow,
+		Logger:        logger,
+		Metrics:       set,
+		Producer:      cl,
+		Tokens:        strings.FieldsFunc(cfg.tokens, func(r rune) bool { return r == ',' || r == ' ' }),
+		Lookup:        lookup,
+		TokenCacheTTL: cfg.tokenCacheTTL,
+		MaxBodyBytes:  int64(cfg.maxBody),
+		MaxEvents:     cfg.maxEvents,
+		AckTimeout:    cfg.ackTimeout,
+		LateWindow:    cfg.lateWindow,
 	})
 	if err != nil {
 		cl.Close()

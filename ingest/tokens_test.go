@@ -1,0 +1,168 @@
+package ingest_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/veil-platform/veil/control-plane/ingesttokens"
+	"github.com/veil-platform/veil/ingest"
+	"github.com/veil-platform/veil/internal/ingesttoken"
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/schemas/migrate"
+)
+
+var admin = ingesttokens.Actor{Subject: "ops", Role: "admin"}
+
+// tokenStore migrates the test database and returns the control plane's
+// token service and ingest's lookup on it.
+func tokenStore(t *testing.T) (*ingesttokens.Service, *ingesttoken.Store) {
+	t.Helper()
+	url := testenv.PostgresURL(t)
+	if _, err := migrate.Postgres(t.Context(), url, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return ingesttokens.New(pool), ingesttoken.NewStore(pool)
+}
+
+func scopedEvent(id, source, apiID string) string {
+	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":%q,"type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":%q,"units":1}}`,
+		id, source, now.Format(time.RFC3339), uuid.NewString(), apiID)
+}
+
+func reasons(a answer) map[string]string {
+	out := map[string]string{}
+	errs, _ := a.Body["errors"].([]any)
+	for _, e := range errs {
+		m := e.(map[string]any)
+		out[m["id"].(string)] = m["reason"].(string) + " " + fmt.Sprint(m["field"])
+	}
+	return out
+}
+
+// TestScopedTokenRefusesOtherSourcesAndAPIs: a token issued for one source
+// and one API writes exactly those; every other event of its batch is
+// named with its reason, and a batch of nothing but such events is 403.
+// Only the allowed events reach the topic.
+func TestScopedTokenRefusesOtherSourcesAndAPIs(t *testing.T) {
+	svc, store := tokenStore(t)
+	apiA, apiB := uuid.NewString(), uuid.NewString()
+	tok, err := svc.Create(t.Context(), admin, ingesttokens.CreateInput{Name: "billing-eu", Sources: []string{"/billing/eu", "/crm/*"}, APIIDs: []string{apiA}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := setup(t, false, func(c *ingest.Config) { c.Tokens, c.Lookup = nil, store })
+	auth := "Bearer " + tok.Secret
+
+	body := "[" + strings.Join([]string{
+		scopedEvent("ok", "/billing/eu", apiA),
+		scopedEvent("ok-prefix", "/crm/acme", apiA),
+		scopedEvent("other-source", "/billing/us", apiA),
+		scopedEvent("other-api", "/billing/eu", apiB),
+		scopedEvent("gateway", "/gateway/eu-1", apiA),
+	}, ",") + "]"
+	a := f.post(t, ingest.MediaTypeBatch, body, auth)
+	if a.Status != http.StatusMultiStatus || a.Body["accepted"] != float64(2) {
+		t.Fatalf("POST mixed batch = %d %v; want 207 with 2 accepted", a.Status, a.Body)
+	}
+	want := map[string]string{
+		"other-source": "source_not_allowed source",
+		"other-api":    "api_not_allowed data.api_id",
+		"gateway":      "source_not_allowed source",
+	}
+	if got := reasons(a); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rejections = %v; want %v", got, want)
+	}
+
+	a = f.post(t, ingest.MediaTypeBatch, "["+scopedEvent("only-bad", "/billing/us", apiA)+"]", auth)
+	if a.Status != http.StatusForbidden || a.Body["type"] != "https://veil.dev/problems/events-out-of-scope" {
+		t.Errorf("POST out-of-scope batch = %d %v; want 403 events-out-of-scope", a.Status, a.Body)
+	}
+
+	got := ids(f.kafka.ReadAll(t, f.topic))
+	if len(got) != 2 || got["ok"] == nil || got["ok-prefix"] == nil {
+		t.Errorf("topic holds %v; want exactly ok and ok-prefix", keysOf(got))
+	}
+}
+
+// TestBootstrapTokenScope: a bootstrap token without a scope writes any
+// source but a gateway's; one with a scope only its sources.
+func TestBootstrapTokenScope(t *testing.T) {
+	const gw = "gateway-token-0123456789"
+	f := setup(t, true, func(c *ingest.Config) { c.Tokens = append(c.Tokens, gw+"=/gateway/eu-1") })
+	tests := []struct {
+		token, source string
+		want          int
+	}{
+		{token, "/billing/eu", http.StatusAccepted},
+		{token, "/gateway/eu-1", http.StatusForbidden},
+		{gw, "/gateway/eu-1", http.StatusAccepted},
+		{gw, "/gateway/eu-2", http.StatusForbidden},
+		{gw, "/billing/eu", http.StatusForbidden},
+	}
+	for i, tc := range tests {
+		a := f.post(t, ingest.MediaTypeEvent, scopedEvent(fmt.Sprint("e", i), tc.source, "api_1"), "Bearer "+tc.token)
+		if a.Status != tc.want {
+			t.Errorf("POST source %s with token %s… = %d %v; want %d", tc.source, tc.token[:4], a.Status, a.Body, tc.want)
+		}
+	}
+}
+
+// TestRevokedTokenStopsWorking: once revoked through the control plane, an
+// issued token is refused within the cache TTL; a token never issued is
+// refused at once, and the database holds no plaintext.
+func TestRevokedTokenStopsWorking(t *testing.T) {
+	svc, store := tokenStore(t)
+	tok, err := svc.Create(t.Context(), admin, ingesttokens.CreateInput{Name: "crm", Sources: []string{"/crm"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := setup(t, false, func(c *ingest.Config) { c.Lookup, c.TokenCacheTTL = store, 200*time.Millisecond })
+	auth := "Bearer " + tok.Secret
+	if a := f.post(t, ingest.MediaTypeEvent, scopedEvent("before", "/crm", "api_1"), auth); a.Status != http.StatusAccepted {
+		t.Fatalf("POST with a live token = %d %v; want 202", a.Status, a.Body)
+	}
+	if a := f.post(t, ingest.MediaTypeEvent, scopedEvent("forged", "/crm", "api_1"), "Bearer "+ingesttoken.Prefix+strings.Repeat("A", 43)); a.Status != http.StatusUnauthorized {
+		t.Errorf("POST with a token never issued = %d %v; want 401", a.Status, a.Body)
+	}
+	list, err := svc.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range list {
+		if strings.Contains(fmt.Sprintf("%+v", l), tok.Secret) {
+			t.Fatalf("listed token %+v holds the plaintext", l)
+		}
+	}
+
+	if _, err := svc.Revoke(t.Context(), admin, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	testenv.Deadline(t, 10*time.Second, func() error {
+		n++
+		a := f.post(t, ingest.MediaTypeEvent, scopedEvent(fmt.Sprint("after-", n), "/crm", "api_1"), auth)
+		if a.Status != http.StatusUnauthorized {
+			return fmt.Errorf("POST with a revoked token = %d; want 401", a.Status)
+		}
+		return nil
+	})
+}
+
+func keysOf[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
