@@ -210,7 +210,9 @@ func checkProject(p *types.Project) []string {
 		{"ingest", 8081, ""},
 		{"processor", 8082, ""},
 		{"gateway", 8000, ""},
-		{"gateway", 2019, "127.0.0.1"},
+		{"control-plane", 9180, "127.0.0.1"},
+		{"ingest", 9181, "127.0.0.1"},
+		{"gateway", 9183, "127.0.0.1"},
 		{"clickhouse", 9000, ""},
 		{"clickhouse", 8123, ""},
 	} {
@@ -222,6 +224,22 @@ func checkProject(p *types.Project) []string {
 			fail("service %s port %d: got not published (ports %v); want published", pt.service, pt.port, portList(s))
 		} else if pt.hostIP != "" && got.HostIP != pt.hostIP {
 			fail("service %s port %d host_ip: got %q; want %q", pt.service, pt.port, got.HostIP, pt.hostIP)
+		}
+	}
+	// Caddy's admin API is a unix socket in the gateway's data volume,
+	// which the control plane mounts; no admin port is published.
+	for _, name := range []string{"gateway", "control-plane"} {
+		s, ok := p.Services[name]
+		if !ok {
+			continue
+		}
+		if published(s, 2019) != nil {
+			fail("service %s publishes 2019: Caddy's admin API must stay off TCP", name)
+		}
+		if !slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
+			return v.Source == "gateway-data" && v.Target == "/var/lib/veil"
+		}) {
+			fail("service %s: got no gateway-data volume at /var/lib/veil (volumes %v); want it, for the admin socket", name, volumeSources(s))
 		}
 	}
 	return problems
@@ -336,7 +354,9 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 		{"redis healthcheck removed", "test: [\"CMD\", \"redis-cli\", \"ping\"]", "disable: true", "service redis healthcheck: got disabled"},
 		{"kafka address", "VEIL_KAFKA_BROKERS: kafka:9092", "VEIL_KAFKA_BROKERS: localhost:9092", "env VEIL_KAFKA_BROKERS: got \"localhost:9092\""},
 		{"ingest port", "\"127.0.0.1:8081:8081\"", "\"127.0.0.1:18081:8081\"", "service ingest port 8081: got not published"},
-		{"admin on all interfaces", "\"127.0.0.1:2019:2019\"", "\"2019:2019\"", "port 2019 host_ip: got \"\"; want \"127.0.0.1\""},
+		{"metrics on all interfaces", "\"127.0.0.1:9183:9183\"", "\"9183:9183\"", "port 9183 host_ip: got \"\"; want \"127.0.0.1\""},
+		{"admin port published", "\"127.0.0.1:9183:9183\"", "\"127.0.0.1:9183:9183\"\n      - \"127.0.0.1:2019:2019\"", "service gateway publishes 2019"},
+		{"control plane without the admin socket", "admin API is on no TCP port\n      - gateway-data:/var/lib/veil", "admin API is on no TCP port\n      - gateway-data:/srv/elsewhere", "service control-plane: got no gateway-data volume at /var/lib/veil"},
 		{"gateway healthcheck url", "http://127.0.0.1:8000/readyz", "http://127.0.0.1:8080/readyz", "service gateway healthcheck"},
 		{"service renamed", "\n  processor:\n", "\n  processors:\n", "service processor: got missing"},
 	} {

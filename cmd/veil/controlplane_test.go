@@ -35,9 +35,24 @@ const testJWTSecret = "control-plane-test-secret-0123456789"
 // gatewayProc is a real Caddy gateway process (this test binary running
 // `veil gateway`).
 type gatewayProc struct {
-	cmd      *exec.Cmd
-	URL      string
+	cmd *exec.Cmd
+	URL string
+	// AdminURL is its admin socket, unix:///…; admin sends requests there.
 	AdminURL string
+	admin    *http.Client
+}
+
+// adminDo sends a request to the gateway's admin API, read from Caddy
+// directly (not through any fault proxy).
+func (g *gatewayProc) adminDo(method, path, body string) (*http.Response, error) {
+	req, err := http.NewRequest(method, "http://localhost"+path, strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return g.admin.Do(req)
 }
 
 func startGateway(t *testing.T, env ...string) *gatewayProc {
@@ -46,16 +61,17 @@ func startGateway(t *testing.T, env ...string) *gatewayProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, admin := freeAddr(t), freeAddr(t)
+	addr, metricsAddr, sock := freeAddr(t), freeAddr(t), testenv.SocketPath(t, "admin.sock")
 	cmd := exec.Command(self, "gateway")
-	cmd.Env = append(append(os.Environ(), "VEIL_TEST_EXEC=1", "VEIL_GATEWAY_ADDR="+addr, "VEIL_GATEWAY_ADMIN_ADDR="+admin), env...)
+	cmd.Env = append(append(os.Environ(), "VEIL_TEST_EXEC=1", "VEIL_GATEWAY_ADDR="+addr,
+		"VEIL_GATEWAY_ADMIN_ADDR=unix/"+sock+"|0600", "VEIL_METRICS_ADDR="+metricsAddr), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	g := &gatewayProc{cmd: cmd, URL: "http://" + addr, AdminURL: "http://" + admin}
+	g := &gatewayProc{cmd: cmd, URL: "http://" + addr, AdminURL: "unix://" + sock, admin: testenv.UnixClient(sock)}
 	testenv.Deadline(t, 60*time.Second, func() error {
 		if cmd.ProcessState != nil {
 			t.Fatalf("gateway exited: %s", stderr.String())
@@ -76,12 +92,17 @@ func startGateway(t *testing.T, env ...string) *gatewayProc {
 // read from Caddy directly (not through any fault proxy).
 func (g *gatewayProc) routeIDs(t *testing.T) []string {
 	t.Helper()
-	status, body, err := get(g.AdminURL + "/config/apps/http/servers/veil/routes")
-	if err != nil || status != http.StatusOK {
-		t.Fatalf("read gateway routes = %d, %v: %s", status, err, body)
+	resp, err := g.adminDo(http.MethodGet, "/config/apps/http/servers/veil/routes", "")
+	if err != nil {
+		t.Fatalf("read gateway routes: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("read gateway routes = %d, %v: %s", resp.StatusCode, err, body)
 	}
 	var routes []map[string]any
-	if err := json.Unmarshal([]byte(body), &routes); err != nil {
+	if err := json.Unmarshal(body, &routes); err != nil {
 		t.Fatalf("decode gateway routes: %v", err)
 	}
 	var ids []string
@@ -113,6 +134,11 @@ func newFaultyAdmin(t *testing.T, target string) *faultyAdmin {
 	f := &faultyAdmin{}
 	// SetURL also rewrites Host: Caddy's admin API refuses foreign hosts.
 	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) }}
+	if u.Scheme == "unix" {
+		// The admin API's socket: every connection goes there.
+		proxy.Transport = testenv.UnixClient(u.Path).Transport
+		u = &url.URL{Scheme: "http", Host: "localhost"}
+	}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodDelete {
 			if f.lie.Load() {
@@ -496,12 +522,11 @@ func TestApprovalFlowEndToEnd(t *testing.T) {
 
 		// Reconciliation heals a route removed behind the control plane's
 		// back and removes a route no API owns.
-		req, _ := http.NewRequest(http.MethodDelete, e.gw.AdminURL+"/id/veil-api-"+apiID, nil)
-		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		if resp, err := e.gw.adminDo(http.MethodDelete, "/id/veil-api-"+apiID, ""); err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("delete route in caddy: %v %v", resp, err)
 		}
 		orphan := `{"@id":"veil-api-00000000-0000-4000-8000-000000000001","match":[{"path":["/orphan","/orphan/*"]}],"handle":[{"handler":"static_response","body":"orphan"}]}`
-		resp, err := http.Post(e.gw.AdminURL+"/config/apps/http/servers/veil/routes/0", "application/json", strings.NewReader(orphan))
+		resp, err := e.gw.adminDo(http.MethodPost, "/config/apps/http/servers/veil/routes/0", orphan)
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("add orphan route: %v %v", resp, err)
 		}
@@ -600,7 +625,9 @@ func (e *cpEnv) controlPlaneProcess(t *testing.T, addr string) *exec.Cmd {
 		"--gateway-key-auth=false",
 		"--jwt-secret", testJWTSecret, "--gateway-admin-url", e.admin.srv.URL, "--gateway-url", e.gw.URL,
 		"--register-attempts", "20", "--register-retry-base", "50ms", "--register-retry-max", "500ms",
-		"--job-rescue-after", "51s", "--rate-limit-ip=", "--rate-limit-token=", "--log-level", "warn")
+		"--job-rescue-after", "51s", "--rate-limit-ip=", "--rate-limit-token=", "--log-level", "warn",
+		// Not the default port: tests run side by side.
+		"--metrics-addr", freeAddr(t))
 	cmd.Env = append(os.Environ(), "VEIL_TEST_EXEC=1")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

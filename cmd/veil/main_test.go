@@ -80,17 +80,18 @@ func get(url string) (int, string, error) {
 
 // TestIngestCommand runs veil ingest against a broker without topics: it is
 // alive but not ready until veil migrate creates them, then accepts events,
-// counts them in /metrics and shuts down cleanly.
+// counts them in /metrics (on its metrics address, not the ingest port)
+// and shuts down cleanly.
 func TestIngestCommand(t *testing.T) {
 	k := testenv.NewFakeKafka(t)
 	brokers := strings.Join(k.Brokers, ",")
-	addr := freeAddr(t)
+	addr, metricsAddr := freeAddr(t), freeAddr(t)
 	const token = "command-test-token-0123"
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"ingest", "--ingest-addr", addr, "--kafka-brokers", brokers, "--ingest-tokens", token, "--log-level", "error"}, io.Discard, io.Discard)
+		done <- run(ctx, []string{"ingest", "--ingest-addr", addr, "--metrics-addr", metricsAddr, "--kafka-brokers", brokers, "--ingest-tokens", token, "--log-level", "error"}, io.Discard, io.Discard)
 	}()
 	base := "http://" + addr
 	testenv.Deadline(t, 10*time.Second, func() error {
@@ -129,7 +130,7 @@ func TestIngestCommand(t *testing.T) {
 	}
 	// The producer's batch hook may run just after the acknowledgement.
 	testenv.Deadline(t, 10*time.Second, func() error {
-		_, metricsText, err := get(base + "/metrics")
+		_, metricsText, err := get("http://" + metricsAddr + "/metrics")
 		if err != nil {
 			return err
 		}
@@ -140,6 +141,9 @@ func TestIngestCommand(t *testing.T) {
 		}
 		return nil
 	})
+	if code, _, err := get(base + "/metrics"); err != nil || code != http.StatusNotFound {
+		t.Errorf("GET /metrics on the ingest port = %d, %v; want 404", code, err)
+	}
 
 	cancel()
 	select {

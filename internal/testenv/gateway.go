@@ -351,9 +351,16 @@ func (s *SyncBuffer) String() string {
 // the host can connect to, whatever the configuration says.
 func (g *GatewayProcess) TCPListeners(t testing.TB) []string {
 	t.Helper()
-	addrs, err := tcpListeners(g.cmd.Process.Pid)
+	return TCPListeners(t, g.cmd.Process.Pid)
+}
+
+// TCPListeners returns the addresses, ip:port, on which process pid
+// listens for TCP connections.
+func TCPListeners(t testing.TB, pid int) []string {
+	t.Helper()
+	addrs, err := tcpListeners(pid)
 	if err != nil {
-		t.Fatalf("list the TCP listeners of %s: %v", g.name, err)
+		t.Fatalf("list the TCP listeners of process %d: %v", pid, err)
 	}
 	return addrs
 }
