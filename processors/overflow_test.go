@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/testenv"
@@ -155,5 +156,56 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 	testenv.Deadline(t, 60*time.Second, lagZero("g2-"+e.prefix))
 	if err := check(second); err != nil {
 		t.Fatalf("after a replay from the start: %v", err)
+	}
+}
+
+// TestUnitsOverTheCapDeadLettered: a record over the units cap that reaches
+// the topic without ingest (another producer, an older gateway) goes to
+// the dead-letter queue and usage_rejects with reason invalid_units; the
+// event of the same subject beside it counts.
+func TestUnitsOverTheCapDeadLettered(t *testing.T) {
+	e := setup(t)
+	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
+	subject := e.prefix + "-big"
+	value := func(id, units string) []byte {
+		return fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%s","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1","units":%s}}`,
+			e.prefix, id, at.Format(time.RFC3339), subject, units)
+	}
+	recs := []*kgo.Record{
+		{Topic: e.raw, Key: []byte(subject), Value: value("over", "999999999999.999999")},
+		{Topic: e.raw, Key: []byte(subject), Value: value("fine", "2")},
+	}
+	if err := e.kafka.Client(t).ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	stop := e.start(t, "g-"+e.prefix)
+	defer stop()
+	testenv.Deadline(t, 60*time.Second, func() error {
+		var reason, detail string
+		if err := e.ch.QueryRow(t.Context(), "SELECT reason, detail FROM usage_rejects").Scan(&reason, &detail); err != nil {
+			return err
+		}
+		if reason != string(usage.ReasonInvalidUnits) {
+			return fmt.Errorf("usage_rejects reason = %q (%s); want %s", reason, detail, usage.ReasonInvalidUnits)
+		}
+		requests, micros, err := counter(t, e.redis, processors.PeriodKey(subject, monthStart(at)))
+		if err != nil {
+			return err
+		}
+		if requests != 1 || micros != 2_000_000 {
+			return fmt.Errorf("redis counter = %d requests, %d units_micro; want 1, 2000000", requests, micros)
+		}
+		return nil
+	})
+	var reasons []string
+	for _, r := range e.kafka.ReadAll(t, e.dlq) {
+		for _, hd := range r.Headers {
+			if hd.Key == processors.HeaderError {
+				reasons = append(reasons, string(hd.Value))
+			}
+		}
+	}
+	if len(reasons) != 1 || reasons[0] != string(usage.ReasonInvalidUnits) {
+		t.Fatalf("dead letters' reasons = %q; want one %s", reasons, usage.ReasonInvalidUnits)
 	}
 }
