@@ -175,6 +175,8 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 		"VEIL_GATEWAY_ADMIN_REMOTE_CA_CERT="+p.caCert,
 		"VEIL_GATEWAY_ADMIN_REMOTE_CA_KEY="+p.caKey,
 		"VEIL_GATEWAY_ADMIN_REMOTE_CLIENT_CERTS="+p.clientCert,
+		// The test upstream listens on loopback.
+		"VEIL_UPSTREAM_ALLOW_CIDRS=127.0.0.0/8",
 	))
 	adminURL := "https://" + remote
 	c, err := gateway.New(gateway.Config{AdminURL: adminURL, CAFile: p.caCert, CertFile: p.clientCert, KeyFile: p.clientKey, Logger: testenv.Logger(t)})
