@@ -2,9 +2,12 @@ package gateway_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,4 +167,48 @@ func TestSignedThroughTheGateway(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSigningRoutes: a route's signing reads back as it was put, with and
+// without the veil handler in front; invalid signing is refused before
+// the admin API is asked.
+func TestSigningRoutes(t *testing.T) {
+	e := setup(t)
+	secret, previous := originsig.NewSecret(), originsig.NewSecret()
+	routes := []gateway.Route{
+		{ID: routeID(t) + "-a", PathPrefix: "/sa", Upstream: "http://127.0.0.1:9/v1",
+			Signing: &gateway.Signing{APIID: "a", Secret: secret}},
+		{ID: routeID(t) + "-b", PathPrefix: "/sb", Upstream: "https://api.example.com/base",
+			Headers: map[string]string{gateway.APIHeader: "b"},
+			Veil:    &gateway.Veil{APIID: "b", RouteTemplates: []string{"/items/{id}"}},
+			Signing: &gateway.Signing{APIID: "b", Secret: secret, PreviousSecret: previous, PreviousUntil: time.Now().Add(time.Hour).Unix()}},
+	}
+	for _, r := range routes {
+		if err := e.c.Put(t.Context(), r); err != nil {
+			t.Fatalf("Put(%s) = %v", r.ID, err)
+		}
+		got, err := e.c.Get(t.Context(), r.ID)
+		if err != nil || !reflect.DeepEqual(got, r) {
+			t.Errorf("Get(%s) = %+v (signing %v), %v; want %+v (signing %v)", r.ID, got, got.Signing, err, r, r.Signing)
+		}
+	}
+	bad := []struct {
+		name    string
+		signing gateway.Signing
+	}{
+		{"no api id", gateway.Signing{Secret: secret}},
+		{"short secret", gateway.Signing{APIID: "a", Secret: "short"}},
+		{"placeholder in the secret", gateway.Signing{APIID: "a", Secret: secret + "{env.HOME}"}},
+		{"previous without its end", gateway.Signing{APIID: "a", Secret: secret, PreviousSecret: previous}},
+	}
+	for _, tt := range bad {
+		r := gateway.Route{ID: routeID(t) + "-bad", PathPrefix: "/bad", Upstream: "http://127.0.0.1:9", Signing: &tt.signing}
+		if err := e.c.Put(t.Context(), r); !errors.Is(err, gateway.ErrInvalidRoute) {
+			t.Errorf("Put(%s) = %v; want ErrInvalidRoute", tt.name, err)
+		}
+	}
+	// The secret never shows in how a route prints.
+	if s := fmt.Sprintf("%v %+v", routes[1], routes[1]); strings.Contains(s, secret) || strings.Contains(s, previous) {
+		t.Errorf("a route prints its secrets: %s", s)
+	}
 }
