@@ -64,7 +64,9 @@ func startGateway(t *testing.T, env ...string) *gatewayProc {
 	addr, metricsAddr, sock := freeAddr(t), freeAddr(t), testenv.SocketPath(t, "admin.sock")
 	cmd := exec.Command(self, "gateway")
 	cmd.Env = append(append(os.Environ(), "VEIL_TEST_EXEC=1", "VEIL_GATEWAY_ADDR="+addr,
-		"VEIL_GATEWAY_ADMIN_ADDR=unix/"+sock+"|0600", "VEIL_METRICS_ADDR="+metricsAddr), env...)
+		"VEIL_GATEWAY_ADMIN_ADDR=unix/"+sock+"|0600", "VEIL_METRICS_ADDR="+metricsAddr,
+		// The test upstreams listen on loopback; Veil's ports stay refused.
+		"VEIL_UPSTREAM_ALLOW_CIDRS=127.0.0.0/8"), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -385,6 +387,7 @@ func (e *cpEnv) flags(t *testing.T, attempts int) controlPlaneFlags {
 		webhookRetryBase: 20 * time.Millisecond, workers: 4,
 		keyReconcileEvery: time.Hour, maintenanceEvery: time.Hour, keyEnv: "test", keySealSecret: "control-plane-test-seal",
 		usageReconcileEvery: time.Hour, periodRollEvery: time.Hour,
+		egress: egressFlags{allow: "127.0.0.0/8"},
 	}
 }
 
@@ -627,7 +630,7 @@ func (e *cpEnv) controlPlaneProcess(t *testing.T, addr string) *exec.Cmd {
 		"--register-attempts", "20", "--register-retry-base", "50ms", "--register-retry-max", "500ms",
 		"--job-rescue-after", "51s", "--rate-limit-ip=", "--rate-limit-token=", "--log-level", "warn",
 		// Not the default port: tests run side by side.
-		"--metrics-addr", freeAddr(t))
+		"--metrics-addr", freeAddr(t), "--upstream-allow-cidrs", "127.0.0.0/8")
 	cmd.Env = append(os.Environ(), "VEIL_TEST_EXEC=1")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
