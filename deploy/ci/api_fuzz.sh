@@ -56,14 +56,18 @@ fi
 free_port() { "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 gw_port=$(free_port)
-gw_admin=$(free_port)
+gw_metrics=$(free_port)
+cp_metrics=$(free_port)
+gw_admin=$(mktemp -d)/admin.sock
 secret="api-fuzz-$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
 log="$data_dir/log/api-fuzz-control-plane.log"
 mkdir -p "$(dirname "$log")"
-VEIL_GATEWAY_ADDR=127.0.0.1:$gw_port VEIL_GATEWAY_ADMIN_ADDR=127.0.0.1:$gw_admin "$veil" gateway --log-level warn >"$log.gateway" 2>&1 &
+# Caddy's admin API on a unix socket, as in production; metrics off the default ports.
+VEIL_GATEWAY_ADDR=127.0.0.1:$gw_port VEIL_GATEWAY_ADMIN_ADDR="unix/$gw_admin|0600" VEIL_METRICS_ADDR=127.0.0.1:$gw_metrics \
+	"$veil" gateway --log-level warn >"$log.gateway" 2>&1 &
 gw_pid=$!
 VEIL_JWT_SECRET=$secret "$veil" control-plane --postgres-url "$pg" --control-plane-addr "127.0.0.1:$port" \
-	--gateway-admin-url "http://127.0.0.1:$gw_admin" --gateway-url "http://127.0.0.1:$gw_port" \
+	--gateway-admin-url "unix://$gw_admin" --gateway-url "http://127.0.0.1:$gw_port" --metrics-addr "127.0.0.1:$cp_metrics" \
 	--rate-limit-ip= --rate-limit-token= --log-level warn >"$log" 2>&1 &
 cp_pid=$!
 trap 'kill $cp_pid $gw_pid 2>/dev/null || true; wait $cp_pid $gw_pid 2>/dev/null || true' EXIT
