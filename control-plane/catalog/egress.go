@@ -83,6 +83,7 @@ func (s *Service) checkHealth(ctx context.Context, a API) error {
 		return fmt.Errorf("upstream health check: %w", err)
 	}
 	req.Header.Set("User-Agent", "Veil-Registration/1")
+	a.sign(req, s.now())
 	resp, err := s.upstream.Do(req)
 	if err != nil {
 		if errors.Is(err, egress.ErrRefused) {

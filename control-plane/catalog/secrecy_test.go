@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,5 +241,48 @@ func TestRetryNeedsApproval(t *testing.T) {
 	}
 	if _, err := e.svc.Act(t.Context(), e.provider, a.ID, catalog.ActionRevise, "fix it"); err != nil {
 		t.Errorf("Act(revise) = %v; want nil", err)
+	}
+}
+
+// TestHealthCheckSigned: the control plane's direct health check of an
+// upstream is signed like the gateway's calls, so an upstream that refuses
+// unsigned requests can still be registered.
+func TestHealthCheckSigned(t *testing.T) {
+	e := setup(t)
+	var (
+		mu   sync.Mutex
+		seen []http.Header
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+		if r.URL.EscapedPath() != "/base/health" {
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	in := e.input("signed")
+	in.UpstreamURL = srv.URL + "/base"
+	a, err := e.svc.CreateAPI(t.Context(), e.provider, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, err := e.svc.RotateSigningSecret(t.Context(), e.provider, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.decide(e.submit(e.provider, a.ID, catalog.PriorityNormal).ID, catalog.DecisionApprove, "ok")
+	if err := e.register(a.ID, 1, 3); err != nil {
+		t.Fatalf("register = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 {
+		t.Fatalf("upstream got %d health checks; want 1", len(seen))
+	}
+	h := seen[0]
+	if err := originsig.Verify(h.Get(originsig.Header), rot.Secret, "GET", "/base/health", a.ID.String(), e.clock.Now()); err != nil || h.Get("X-Veil-Api-Id") != a.ID.String() {
+		t.Errorf("health check signature %q, api %q: Verify = %v; want a valid signature of the API", h.Get(originsig.Header), h.Get("X-Veil-Api-Id"), err)
 	}
 }
