@@ -161,7 +161,7 @@ func newProcessorService(cfg processorFlags, brokers []string, st stores, logger
 	}
 	// The processor has no public routes: its port is internal, and
 	// /metrics is served there.
-	srv, err := service.Listen(service.Config{Name: "processor", Addr: cfg.addr, Logger: logger, Metrics: set, MetricsAddr: cfg.addr, Ready: ready})
+	srv, err := service.Listen(service.Config{Name: "processor", Addr: cfg.addr, Logger: logger, Metrics: set, MetricsOnAddr: true, Ready: ready})
 	if err != nil {
 		admin.Close()
 		return nil, nil, nil, err

@@ -30,11 +30,12 @@ type Config struct {
 	Ready   ReadyFunc    // nil means always ready
 	Logger  *slog.Logger
 	Metrics *metrics.Set // served at /metrics with the process metrics
-	// MetricsAddr is where /metrics is served: a listener of its own, kept
-	// off the public port (e.g. "127.0.0.1:9180"), or the main listener
-	// when it equals Addr (a service whose only port is internal). Empty:
-	// /metrics is not served.
+	// MetricsAddr is a listener of its own for /metrics, kept off the
+	// public port, e.g. "127.0.0.1:9180". Empty: no such listener.
 	MetricsAddr string
+	// MetricsOnAddr serves /metrics on the main listener instead, for a
+	// service whose only port is internal (the processor's).
+	MetricsOnAddr bool
 	// ShutdownTimeout bounds the graceful shutdown. Default 15s.
 	ShutdownTimeout time.Duration
 }
@@ -68,7 +69,11 @@ func Listen(cfg Config) (*Server, error) {
 		problem.Write(w, problem.New(http.StatusNotFound, "not-found", "Not found", "no route for "+req.URL.Path))
 	}
 	s := &Server{cfg: cfg, ln: ln}
-	if cfg.MetricsAddr != "" && cfg.MetricsAddr != cfg.Addr {
+	if cfg.MetricsAddr != "" && cfg.MetricsOnAddr {
+		ln.Close()
+		return nil, fmt.Errorf("listen %s: metrics on a listener of their own or on the main one, not both", cfg.Name)
+	}
+	if cfg.MetricsAddr != "" {
 		s.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			ln.Close()
@@ -102,7 +107,7 @@ func Listen(cfg Config) (*Server, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	if cfg.MetricsAddr == cfg.Addr {
+	if cfg.MetricsOnAddr {
 		r.Get("/metrics", serveMetrics)
 	}
 	r.NotFound(notFound)
@@ -128,7 +133,7 @@ func (s *Server) MetricsAddr() net.Addr {
 	switch {
 	case s.metricsLn != nil:
 		return s.metricsLn.Addr()
-	case s.cfg.MetricsAddr != "":
+	case s.cfg.MetricsOnAddr:
 		return s.ln.Addr()
 	default:
 		return nil
