@@ -45,6 +45,9 @@ var (
 //			source             <uri-reference>
 //			anonymous_sample_rate <n>
 //			anonymous_events_per_ip_minute <n>
+//			upstream_allow     <cidr|address|address:port>...
+//			upstream_deny      <host:port>...
+//			upstream_resolver  <host:port>
 //		}
 //	}
 func parseGlobal(d *caddyfile.Dispenser, _ any) (any, error) {
@@ -68,6 +71,20 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.Brokers = d.RemainingArgs()
 			if len(a.Brokers) == 0 {
 				return d.ArgErr()
+			}
+			continue
+		case "upstream_allow", "upstream_deny":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if a.Egress == nil {
+				a.Egress = new(EgressConfig)
+			}
+			if name == "upstream_allow" {
+				a.Egress.Allow = append(a.Egress.Allow, args...)
+			} else {
+				a.Egress.Deny = append(a.Egress.Deny, args...)
 			}
 			continue
 		}
@@ -110,6 +127,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.AnonymousSampleRate, err = strconv.Atoi(v)
 		case "anonymous_events_per_ip_minute":
 			a.AnonymousEventsPerIPMinute, err = strconv.Atoi(v)
+		case "upstream_resolver":
+			if a.Egress == nil {
+				a.Egress = new(EgressConfig)
+			}
+			a.Egress.Resolver = v
 		default:
 			return d.Errf("unknown veil option %q", name)
 		}

@@ -134,6 +134,9 @@ func TestCaddyfileAdaptSettings(t *testing.T) {
 		{"spool_fsync", app.SpoolFsync, "always"},
 		{"memory_events", app.MemoryEvents, 5000},
 		{"source", app.Source, "/gateway/test-1"},
+		{"egress.allow", strings.Join(app.Egress.Allow, ","), "10.20.0.0/16,192.168.4.10:8443"},
+		{"egress.deny", strings.Join(app.Egress.Deny, ","), "10.0.0.5:6380"},
+		{"egress.resolver", app.Egress.Resolver, "10.0.0.53:53"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
