@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -63,9 +64,15 @@ func setup(t *testing.T, fake bool, mod func(*ingest.Config)) *fixture {
 	return &fixture{kafka: k, topic: topic, srv: srv}
 }
 
-func event(id, subject string, at time.Time) string {
+// event is a usage record of the subscription that name stands for.
+func event(id, name string, at time.Time) string {
 	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1","units":2.5}}`,
-		id, at.Format(time.RFC3339), subject)
+		id, at.Format(time.RFC3339), subscriptionID(name))
+}
+
+// subscriptionID is a stable subscription id for a name.
+func subscriptionID(name string) string {
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String()
 }
 
 type answer struct {

@@ -166,3 +166,35 @@ func keysOf[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// TestSubjectMustBeASubscriptionID: a subject that is not a subscription id,
+// braces of a Redis Cluster hash tag above all, is refused with its reason
+// and never reaches the topic.
+func TestSubjectMustBeASubscriptionID(t *testing.T) {
+	f := setup(t, false, nil)
+	good := uuid.NewString()
+	bad := map[string]string{
+		"hash-tag":   "{" + good + "}",
+		"braces":     "sub_{a}",
+		"name":       "sub_demo_0",
+		"upper-case": strings.ToUpper(good),
+		"anonymous":  "anonymous",
+	}
+	events := []string{fmt.Sprintf(`{"specversion":"1.0","id":"good","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1"}}`, now.Format(time.RFC3339), good)}
+	for id, subject := range bad {
+		events = append(events, fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1"}}`, id, now.Format(time.RFC3339), subject))
+	}
+	a := f.post(t, ingest.MediaTypeBatch, "["+strings.Join(events, ",")+"]", "Bearer "+token)
+	if a.Status != http.StatusMultiStatus || a.Body["accepted"] != float64(1) {
+		t.Fatalf("POST = %d %v; want 207 with 1 accepted", a.Status, a.Body)
+	}
+	got := reasons(a)
+	for id := range bad {
+		if got[id] != "invalid_subject subject" {
+			t.Errorf("event %s (subject %q) rejected as %q; want invalid_subject on subject", id, bad[id], got[id])
+		}
+	}
+	if recs := ids(f.kafka.ReadAll(t, f.topic)); len(recs) != 1 || recs["good"] == nil {
+		t.Errorf("topic holds %v; want only good", keysOf(recs))
+	}
+}

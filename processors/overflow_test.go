@@ -37,7 +37,7 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 	srv := httptest.NewServer(h.Routes())
 	defer srv.Close()
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
-	poisoned, other := e.prefix+"-full", e.prefix+"-other"
+	poisoned, other := e.sub("full"), e.sub("other")
 	post := func(events ...[3]string) {
 		t.Helper()
 		var b []string
@@ -166,7 +166,7 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 func TestUnitsOverTheCapDeadLettered(t *testing.T) {
 	e := setup(t)
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
-	subject := e.prefix + "-big"
+	subject := e.sub("big")
 	value := func(id, units string) []byte {
 		return fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%s","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1","units":%s}}`,
 			e.prefix, id, at.Format(time.RFC3339), subject, units)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/google/uuid"
 	"github.com/redis/rueidis"
 	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,6 +37,12 @@ func setup(t *testing.T) *env {
 	k := testenv.NewKafka(t)
 	conn, _, _ := testenv.ClickHouseDB(t)
 	return &env{kafka: k, raw: k.Topic(t, 4), dlq: k.Topic(t, 1), ch: conn, redis: testenv.Redis(t), prefix: "t" + testenv.Suffix()}
+}
+
+// sub returns the test's subscription id called name: a UUID, as usage
+// events require, unique to the test.
+func (e *env) sub(name string) string {
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(e.prefix+"-"+name)).String()
 }
 
 // start runs a processor until the returned stop is called.
@@ -178,7 +185,7 @@ func TestCountsIntoTheSubscriptionsPeriod(t *testing.T) {
 	e := setup(t)
 	now := time.Now().UTC()
 	start, end := now.Add(-10*24*time.Hour).Truncate(time.Second), now.Add(20*24*time.Hour).Truncate(time.Second)
-	subject := e.prefix + "-sub-0" // the generator's subject names
+	subject := pipelinetest.Subject(e.prefix, 0) // the generator's subjects
 	if err := e.redis.Do(t.Context(), e.redis.B().Hset().Key(processors.SubscriptionKey(subject)).FieldValue().
 		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
 		FieldValue("period_end", strconv.FormatInt(end.Unix(), 10)).Build()).Error(); err != nil {
@@ -207,7 +214,7 @@ func TestCountsIntoTheSubscriptionsPeriod(t *testing.T) {
 		return nil
 	})
 	// Other subjects have no record: the calendar month.
-	other := e.prefix + "-sub-1"
+	other := pipelinetest.Subject(e.prefix, 1)
 	if s, _, err := processors.Period(t.Context(), e.redis, other, now); err != nil || !s.Equal(monthStart(now)) {
 		t.Fatalf("Period(%s) start = %s, %v; want the calendar month %s", other, s, err, monthStart(now))
 	}

@@ -78,7 +78,7 @@ func setupQuota(t *testing.T) *env {
 func TestQuotaEventsProduced(t *testing.T) {
 	e := setupQuota(t)
 	quotaTopic := e.kafka.Topic(t, 1)
-	subject := e.prefix + "-quota"
+	subject := e.sub("quota")
 	now := time.Now().UTC().Truncate(time.Second)
 	start, end := now.Add(-time.Hour), now.Add(30*24*time.Hour)
 	putQuotaRecord(t, e.redis, subject, start, end, 10, true)

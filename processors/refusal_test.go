@@ -21,7 +21,7 @@ import (
 func TestGatewayRefusalsStoredNotCounted(t *testing.T) {
 	e := setup(t)
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
-	mixed, refusedOnly := e.prefix+"-mixed", e.prefix+"-refused"
+	mixed, refusedOnly := e.sub("mixed"), e.sub("refused")
 	type event struct {
 		id, subject, refusal string
 		status               int

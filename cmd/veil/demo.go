@@ -21,6 +21,13 @@ import (
 	"github.com/veil-platform/veil/internal/broker"
 )
 
+// The demo's events belong to five made-up subscriptions. Subjects are
+// subscription ids, UUIDs: demoSubjectPrefix followed by 12 digits.
+const (
+	demoSubjectPrefix = "00000000-0000-4000-8000-"
+	demoSubject0      = demoSubjectPrefix + "000000000000"
+)
+
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		ingestURL string
@@ -100,7 +107,7 @@ every accepted event is in Kafka.`, stdout)
 				body.WriteByte(',')
 			}
 			id := sent + i
-			fmt.Fprintf(&body, `{"specversion":"1.0","id":"%s-%d","source":%q,"type":"veil.api.request","time":%q,"subject":"sub_demo_%d","data":{"api_id":"api_weather","key_id":"key_demo_%d","method":"GET","route":"/v1/forecast/{city}","path":"/v1/forecast/city-%d","status":200,"latency_ms":%d,"request_bytes":0,"response_bytes":%d,"units":1}}`,
+			fmt.Fprintf(&body, `{"specversion":"1.0","id":"%s-%d","source":%q,"type":"veil.api.request","time":%q,"subject":"`+demoSubjectPrefix+`%012d","data":{"api_id":"api_weather","key_id":"key_demo_%d","method":"GET","route":"/v1/forecast/{city}","path":"/v1/forecast/city-%d","status":200,"latency_ms":%d,"request_bytes":0,"response_bytes":%d,"units":1}}`,
 				run, id, source, now.Add(-time.Duration(events-id)*time.Millisecond).Format(time.RFC3339Nano), id%5, id%10, id%40, 5+id%90, 1000+id%3000)
 		}
 		body.WriteByte(']')
@@ -117,8 +124,8 @@ every accepted event is in Kafka.`, stdout)
 	}
 
 	step("a batch with one bad event: the good ones are accepted, the bad one is named with its reason")
-	bad := fmt.Sprintf(`[{"specversion":"1.0","id":"%s-good","source":%q,"type":"veil.usage.record","time":%q,"subject":"sub_demo_0","data":{"api_id":"api_weather","units":3}},`+
-		`{"specversion":"1.0","id":"%s-bad","source":%q,"type":"veil.usage.record","time":%q,"subject":"sub_demo_0","data":{"api_id":"api_weather","units":-2}}]`,
+	bad := fmt.Sprintf(`[{"specversion":"1.0","id":"%s-good","source":%q,"type":"veil.usage.record","time":%q,"subject":"`+demoSubject0+`","data":{"api_id":"api_weather","units":3}},`+
+		`{"specversion":"1.0","id":"%s-bad","source":%q,"type":"veil.usage.record","time":%q,"subject":"`+demoSubject0+`","data":{"api_id":"api_weather","units":-2}}]`,
 		run, source, now.Format(time.RFC3339), run, source, now.Format(time.RFC3339))
 	status, answer, err := post(ctx, client, ingestURL+"/v1/events", token, ingest.MediaTypeBatch, []byte(bad))
 	if err != nil {
@@ -162,7 +169,7 @@ every accepted event is in Kafka.`, stdout)
   postgres     127.0.0.1:5432   database veil
   control      %s   REST API (/v1/apis, /v1/admin/approvals, /v1/webhooks, /v1/audit), /openapi.json; /metrics on 127.0.0.1:9180
   gateway      %s   Caddy; admin API on a unix socket in the data directory, /metrics on 127.0.0.1:9183
-Try: bin/veil usage --subscription sub_demo_0
+Try: bin/veil usage --subscription `+demoSubject0+`
      clickhouse-client --database %s --query 'SELECT subject, count() FROM usage_events GROUP BY subject'
 `, ingestURL, brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, broker.TopicQuotaEvents, mig.clickhouseAddr, mig.clickhouseDB, redisAddr, cpURL, gwURL, mig.clickhouseDB)
 	fmt.Fprintln(stdout, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway, which enforced the consumer's rate limit and quota")
@@ -227,9 +234,9 @@ GROUP BY subject ORDER BY subject`
 		return err
 	}
 
-	step("the same usage in Redis, where the gateway will read it: veil usage --subscription sub_demo_0")
+	step("the same usage in Redis, where the gateway will read it: veil usage --subscription " + demoSubject0)
 	var out bytes.Buffer
-	if err := runUsage(ctx, []string{"--subscription", "sub_demo_0", "--clickhouse-addr", mig.clickhouseAddr,
+	if err := runUsage(ctx, []string{"--subscription", demoSubject0, "--clickhouse-addr", mig.clickhouseAddr,
 		"--clickhouse-database", mig.clickhouseDB, "--redis-addr", redisAddr, "--redis-db", strconv.Itoa(redisDB)}, &out, io.Discard); err != nil {
 		return err
 	}
@@ -239,7 +246,7 @@ GROUP BY subject ORDER BY subject`
 		return err
 	}
 	if rep.ClickHouse.Events != uint64(rep.Redis.Requests) {
-		return fmt.Errorf("ClickHouse holds %d events of sub_demo_0 this period, Redis %d", rep.ClickHouse.Events, rep.Redis.Requests)
+		return fmt.Errorf("ClickHouse holds %d events of %s this period, Redis %d", rep.ClickHouse.Events, demoSubject0, rep.Redis.Requests)
 	}
 	return nil
 }

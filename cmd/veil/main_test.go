@@ -115,7 +115,7 @@ func TestIngestCommand(t *testing.T) {
 		return nil
 	})
 
-	ev := fmt.Sprintf(`{"specversion":"1.0","id":"cmd-1","source":"/cmd-test","type":"veil.usage.record","time":%q,"subject":"sub_cmd","data":{"api_id":"api_1"}}`,
+	ev := fmt.Sprintf(`{"specversion":"1.0","id":"cmd-1","source":"/cmd-test","type":"veil.usage.record","time":%q,"subject":"5f0c2a52-0d0e-4c6b-9a61-3c1f1d9c0c01","data":{"api_id":"api_1"}}`,
 		time.Now().UTC().Format(time.RFC3339))
 	req, _ := http.NewRequest(http.MethodPost, base+"/v1/events", strings.NewReader(ev))
 	req.Header.Set("Content-Type", "application/cloudevents+json")
@@ -155,7 +155,7 @@ func TestIngestCommand(t *testing.T) {
 		t.Fatal("veil ingest did not stop within 20s of its context ending")
 	}
 	recs := k.ReadAll(t, broker.TopicUsageRaw)
-	if len(recs) != 1 || string(recs[0].Key) != "sub_cmd" {
-		t.Fatalf("topic holds %d records; want the one event keyed sub_cmd", len(recs))
+	if len(recs) != 1 || string(recs[0].Key) != "5f0c2a52-0d0e-4c6b-9a61-3c1f1d9c0c01" {
+		t.Fatalf("topic holds %d records; want the one event keyed by its subscription", len(recs))
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -58,7 +59,7 @@ func TestGatewaysShareRateLimit(t *testing.T) {
 	topic := k.Topic(t, 3)
 	up := e2eUpstream(t)
 	store := gatewayrecord.New(rdb)
-	sub := "sub_" + testenv.Suffix()
+	sub := uuid.NewString()
 	e2ePutSubscription(t, store, sub, rate, 0)
 	key := e2eNewKey(t, store, sub)
 
@@ -209,7 +210,7 @@ func TestGatewayBrokerDownUnderLoad(t *testing.T) {
 
 	rdb, db := testenv.RedisDB(t)
 	store := gatewayrecord.New(rdb)
-	sub := "sub_" + testenv.Suffix()
+	sub := uuid.NewString()
 	e2ePutSubscription(t, store, sub, 0, 0) // no limits: every request passes
 	key := e2eNewKey(t, store, sub)
 	gw := spawnE2EGateway(t, e2eGatewayConfig{redisDB: db, brokers: brokers, topic: topic, upstream: e2eUpstream(t)})

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/internal/gatewayrecord"
 	"github.com/veil-platform/veil/internal/problem"
@@ -387,11 +389,10 @@ func badChecksum(t *testing.T, key string) string {
 func TestGatewayChecksEveryRequest(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sfx := testenv.Suffix()
 	subs := subscriptionIDs{
-		main: "sub_main_" + sfx, other: "sub_other_" + sfx, suspended: "sub_suspended_" + sfx,
-		canceled: "sub_canceled_" + sfx, blocked: "sub_blocked_" + sfx, limited: "sub_limited_" + sfx,
-		pastDue: "sub_past_due_" + sfx,
+		main: uuid.NewString(), other: uuid.NewString(), suspended: uuid.NewString(),
+		canceled: uuid.NewString(), blocked: uuid.NewString(), limited: uuid.NewString(),
+		pastDue: uuid.NewString(),
 	}
 	putSubscription(t, f.store, subs.main, testAPI, gatewayrecord.SubscriptionActive, 0)
 	putSubscription(t, f.store, subs.other, "api_other", gatewayrecord.SubscriptionActive, 0)
@@ -689,7 +690,7 @@ func (f *fixture) checkEvents(t *testing.T, want []eventSummary) {
 func TestGatewaySeesChangesWithinOneSecond(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sub := "sub_" + testenv.Suffix()
+	sub := uuid.NewString()
 	putSubscription(t, f.store, sub, testAPI, gatewayrecord.SubscriptionActive, 0)
 	key, rec := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: sub})
 	// Twice: the second call is answered from the cache the first filled.
@@ -747,7 +748,7 @@ func TestGatewaySeesChangesWithinOneSecond(t *testing.T) {
 func TestGatewayMetrics(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sub := "sub_" + testenv.Suffix()
+	sub := uuid.NewString()
 	putSubscription(t, f.store, sub, testAPI, gatewayrecord.SubscriptionActive, 0)
 	key, _ := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: sub})
 	f.checkRefused(t, f.do(t, "GET", "/weather/alerts", "", viaNone), 401, "missing-key")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
 	"github.com/redis/rueidis"
 	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -54,6 +55,12 @@ type Workload struct {
 	Seed        uint64
 }
 
+// Subject is the subscription id of a workload's n-th subject: a UUID, as
+// the usage event requires, stable for a prefix and n.
+func Subject(prefix string, n int) string {
+	return uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "%s-sub-%d", prefix, n)).String()
+}
+
 // Generate returns the records and what the sinks must hold once every one
 // is processed. Duplicates repeat an earlier record of the same call.
 func Generate(w Workload) ([]*kgo.Record, Expectation) {
@@ -63,11 +70,19 @@ func Generate(w Workload) ([]*kgo.Record, Expectation) {
 	var valid []*kgo.Record
 	now := time.Now().UTC()
 	for i := 0; i < w.Events; i++ {
-		subject := fmt.Sprintf("%s-sub-%d", w.Prefix, rng.IntN(max(w.Subjects, 1)))
+		subject := Subject(w.Prefix, rng.IntN(max(w.Subjects, 1)))
 		switch r := rng.Float64(); {
-		case r < w.InvalidRate:
+		case r < w.InvalidRate && i%2 == 0:
 			recs = append(recs, &kgo.Record{Topic: w.Topic, Key: []byte(subject),
 				Value: []byte(`{"specversion":"1.0","id":"bad-` + strconv.Itoa(i) + `"}`)})
+			exp.Invalid++
+		case r < w.InvalidRate:
+			// Complete, but its subject is no subscription id: a Redis
+			// Cluster hash tag, which must never reach a key name.
+			bad := "{" + w.Prefix + "}"
+			recs = append(recs, &kgo.Record{Topic: w.Topic, Key: []byte(bad),
+				Value: fmt.Appendf(nil, `{"specversion":"1.0","id":"bad-%d","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1"}}`,
+					i, now.Format(time.RFC3339), bad)})
 			exp.Invalid++
 		case r < w.InvalidRate+w.DupRate && len(valid) > 0:
 			d := valid[rng.IntN(len(valid))]

@@ -18,6 +18,7 @@ const (
 	ReasonInvalidTime            Reason = "invalid_time"
 	ReasonInvalidUnits           Reason = "invalid_units"
 	ReasonInvalidRefusal         Reason = "invalid_refusal"
+	ReasonInvalidSubject         Reason = "invalid_subject"
 	ReasonTimeInFuture           Reason = "time_in_future"
 	ReasonTimeTooOld             Reason = "time_too_old"
 )

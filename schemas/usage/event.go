@@ -27,6 +27,11 @@ const (
 	TypeUsageRecord = "veil.usage.record"
 )
 
+// AnonymousSubject is the subject of the gateway's events of requests it
+// refused without a usable key: no subscription to bill. Only a
+// veil.api.request event with a refusal may carry it.
+const AnonymousSubject = "anonymous"
+
 // SpecVersion is the only CloudEvents version accepted.
 const SpecVersion = "1.0"
 
@@ -297,7 +302,40 @@ func Decode(raw []byte) (Event, error) {
 		return Event{}, derr
 	}
 	e.Data = d
+	if !validSubject(e.Subject, e.Type, d.Refusal) {
+		err := newError(ReasonInvalidSubject, "subject", "subject %q must be a subscription id (a lower-case UUID)", e.Subject)
+		err.ID = e.ID
+		return Event{}, err
+	}
 	return e, nil
+}
+
+// validSubject holds the subject to what it keys: a subscription id, the
+// Kafka key and the Redis counters' names. A subscription id is a UUID in
+// Postgres's lower-case text form, so one subscription has one spelling
+// (one counter) and no subject can hold the braces of a Redis Cluster hash
+// tag. The gateway's anonymous refusals are the one exception.
+func validSubject(s, typ, refusal string) bool {
+	if s == AnonymousSubject {
+		return typ == TypeAPIRequest && refusal != ""
+	}
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func decodeData(v *fastjson.Value, apiRequest bool) (Data, *Error) {

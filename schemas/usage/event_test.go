@@ -15,6 +15,9 @@ import (
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
+// testSubject is a subscription id.
+const testSubject = "0b5e0f8e-6a4c-4d52-9d0e-2f4b8f3a9c11"
+
 // base returns a valid veil.api.request event as a generic map, for cases to
 // change one thing in.
 func base() map[string]any {
@@ -24,7 +27,7 @@ func base() map[string]any {
 		"source":      "/gateway/test",
 		"type":        "veil.api.request",
 		"time":        "2026-11-26T10:00:00Z",
-		"subject":     "sub_123",
+		"subject":     testSubject,
 		"data": map[string]any{
 			"api_id":         "api_1",
 			"key_id":         "key_1",
@@ -62,6 +65,10 @@ type validationCase struct {
 // constraint on both sides.
 var cases = []validationCase{
 	{"valid api request", with(func(map[string]any) {}), ""},
+	{"valid anonymous refusal", with(func(e map[string]any) {
+		e["subject"] = "anonymous"
+		data(e)["refusal"] = "missing_key"
+	}), ""},
 	{"valid usage record with only api_id", with(func(e map[string]any) {
 		e["type"] = "veil.usage.record"
 		e["data"] = map[string]any{"api_id": "api_1"}
@@ -114,6 +121,16 @@ var cases = []validationCase{
 	{"empty source", with(func(e map[string]any) { e["source"] = "" }), usage.ReasonInvalidField},
 	{"empty subject", with(func(e map[string]any) { e["subject"] = "" }), usage.ReasonInvalidField},
 	{"subject too long", with(func(e map[string]any) { e["subject"] = strings.Repeat("s", 129) }), usage.ReasonInvalidField},
+	{"subject not a subscription id", with(func(e map[string]any) { e["subject"] = "sub_123" }), usage.ReasonInvalidSubject},
+	{"subject with a hash tag", with(func(e map[string]any) { e["subject"] = "{0b5e0f8e}-6a4c-4d52-9d0e-2f4b8f3a9c" }), usage.ReasonInvalidSubject},
+	{"subject a braced UUID", with(func(e map[string]any) { e["subject"] = "{" + testSubject + "}" }), usage.ReasonInvalidSubject},
+	{"subject in upper case", with(func(e map[string]any) { e["subject"] = strings.ToUpper(testSubject) }), usage.ReasonInvalidSubject},
+	{"subject a UUID without hyphens", with(func(e map[string]any) { e["subject"] = strings.ReplaceAll(testSubject, "-", "") }), usage.ReasonInvalidSubject},
+	{"anonymous admitted", with(func(e map[string]any) { e["subject"] = "anonymous" }), usage.ReasonInvalidSubject},
+	{"anonymous usage record", with(func(e map[string]any) {
+		e["subject"], e["type"] = "anonymous", "veil.usage.record"
+		data(e)["refusal"] = "invalid_key"
+	}), usage.ReasonInvalidSubject},
 	{"time not RFC 3339", with(func(e map[string]any) { e["time"] = "26/11/2026 10:00" }), usage.ReasonInvalidTime},
 	{"time without zone", with(func(e map[string]any) { e["time"] = "2026-11-26T10:00:00" }), usage.ReasonInvalidTime},
 	{"time with one-digit hour", with(func(e map[string]any) { e["time"] = "2026-11-26T1:00:00Z" }), usage.ReasonInvalidTime},
@@ -249,7 +266,7 @@ func TestDecodeFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := usage.Event{
-		ID: "evt-1", Source: "/gateway/test", Type: usage.TypeAPIRequest, Subject: "sub_123",
+		ID: "evt-1", Source: "/gateway/test", Type: usage.TypeAPIRequest, Subject: testSubject,
 		Time: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC),
 		Data: usage.Data{
 			APIID: "api_1", KeyID: "key_1", Method: "GET", Route: "/v1/things/{id}", Path: "/v1/things/42",
@@ -327,7 +344,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	s := compileSchema(t)
 	for _, refusal := range []string{"", "rate_limited"} {
 		in := usage.Event{
-			ID: "a\"b", Source: "/src", Type: usage.TypeAPIRequest, Subject: "sub",
+			ID: "a\"b", Source: "/src", Type: usage.TypeAPIRequest, Subject: testSubject,
 			Time: time.Date(2026, 1, 2, 3, 4, 5, 600000000, time.UTC),
 			Data: usage.Data{APIID: "api", Method: "POST", Route: "/r", Path: "/r?x=1", Status: 429,
 				LatencyMS: 3, RequestBytes: 10, ResponseBytes: 20, Units: decimal.RequireFromString("0.125"), Refusal: refusal},
