@@ -175,7 +175,7 @@ func benchEvents(n int, prefix string) [][]byte {
 	now := time.Now().UTC().Format(time.RFC3339)
 	out := make([][]byte, n)
 	for i := range out {
-		out[i] = fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%d","source":"/bench","type":"veil.api.request","time":%q,"subject":"sub_%d","data":{"api_id":"api_bench","key_id":"key_%d","method":"GET","route":"/v1/items/{id}","path":"/v1/items/%d","status":200,"latency_ms":7,"request_bytes":120,"response_bytes":2048,"units":1}}`,
+		out[i] = fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%d","source":"/bench","type":"veil.api.request","time":%q,"subject":"00000000-0000-4000-8000-%012d","data":{"api_id":"api_bench","key_id":"key_%d","method":"GET","route":"/v1/items/{id}","path":"/v1/items/%d","status":200,"latency_ms":7,"request_bytes":120,"response_bytes":2048,"units":1}}`,
 			prefix, i, now, i%500, i%2000, i)
 	}
 	return out

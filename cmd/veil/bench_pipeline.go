@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -127,7 +128,8 @@ prints the ratios and a final JSON line. Uses a scratch ClickHouse database and 
 	fig := pipelineFigures{Broker: brokerName, Events: n, Cores: runtime.NumCPU()}
 	subjects := make([]string, 1000)
 	for i := range subjects {
-		subjects[i] = fmt.Sprintf("bench-%s-%d", stamp, i)
+		// Subjects are subscription ids, UUIDs; stamped so runs do not share counters.
+		subjects[i] = uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "bench-%s-%d", stamp, i)).String()
 	}
 	for i := 0; i < n; i++ {
 		switch r := rng.Float64(); {
