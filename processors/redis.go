@@ -71,8 +71,9 @@ func WatermarkKey(subject string) string { return gatewayrecord.WatermarkName(su
 // watermark, then per counter: requests, units_micro, ttl seconds,
 // period_end and period_start ("" for a counter that is not a period's).
 //
-// Every counter's units_micro is checked first (quotaevent's fits): when an
-// addition would pass usage.MaxCounterMicro the script writes nothing,
+// Every counter's requests and units_micro are checked first (quotaevent's
+// fits; a field that is not an integer fails it too, as HINCRBY would):
+// when an addition would pass usage.MaxCounterMicro the script writes nothing,
 // watermark included, and returns "overflow"; the caller then applies the
 // events one by one and dead-letters the ones that do not fit
 // (skipScript).
@@ -80,7 +81,9 @@ var applyScript = rueidis.NewLuaScript(quotaevent.Lua + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return cur end
 for i = 5, #KEYS do
-  if not fits(redis.call('HGET', KEYS[i], 'units_micro'), ARGV[4 + (i - 5) * 5 + 1]) then return 'overflow' end
+  local b = 4 + (i - 5) * 5
+  local c = redis.call('HMGET', KEYS[i], 'requests', 'units_micro')
+  if not fits(c[1], ARGV[b]) or not fits(c[2], ARGV[b + 1]) then return 'overflow' end
 end
 local rec = redis.call('HMGET', KEYS[3], 'period_start', 'quota_requests', 'quota_hard')
 local recStart, quota = tonumber(rec[1]), math.floor(tonumber(rec[2]) or 0)
