@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -90,8 +91,11 @@ var VeilPorts = []uint16{5432, 6379, 9000, 8123, 9092, 8000, 2019, 8080, 8081, 8
 type Config struct {
 	// Allow lists what is allowed although not public: CIDRs
 	// (10.20.0.0/16), single addresses (10.20.0.5) or single endpoints
-	// (10.20.0.5:8443, [fd00::5]:443). Default: nothing. Unspecified,
-	// multicast and this-network (0.0.0.0/8) addresses are never allowed.
+	// (10.20.0.5:8443, [fd00::5]:443). Default: nothing. A CIDR or an
+	// address opens every port but VeilPorts; only an endpoint opens one
+	// of those. Unspecified, multicast and this-network (0.0.0.0/8)
+	// addresses are never allowed, nor the Deny list and VeilPorts on
+	// loopback and this host's addresses.
 	Allow []string
 	// Deny lists endpoints refused whatever Allow says, in addition to
 	// VeilPorts on loopback: host:port (a name is resolved when the
@@ -285,12 +289,21 @@ func (p *Policy) Check(host string, ap netip.AddrPort) error {
 	if kind == "" {
 		return nil
 	}
-	if !never[kind] {
-		for _, e := range p.allow {
-			if e.matches(a, port) {
-				return nil
-			}
+	if never[kind] {
+		return &RefusedError{Host: host, Addr: ap, Kind: kind}
+	}
+	// A CIDR opens a network but not Veil's default ports in it, where
+	// the platform's own stores may listen (a ClickHouse on 10.0.0.7:8123
+	// is not the gateway's to reach); only an address:port entry opens
+	// one of those.
+	veilPort := slices.Contains(VeilPorts, port)
+	for _, e := range p.allow {
+		if e.matches(a, port) && (!veilPort || e.port == port) {
+			return nil
 		}
+	}
+	if veilPort {
+		kind = KindVeil
 	}
 	return &RefusedError{Host: host, Addr: ap, Kind: kind}
 }

@@ -115,7 +115,7 @@ func TestCheckURLRefusesInternalForms(t *testing.T) {
 func TestAllowList(t *testing.T) {
 	dns := egresstest.NewDNS(t)
 	dns.Set("svc.veil.test", "10.20.0.5")
-	p := newPolicy(t, dns, "10.20.0.0/16", "127.0.0.1:18443", "::ffff:192.168.7.0/120", "127.0.0.0/8")
+	p := newPolicy(t, dns, "10.20.0.0/16", "127.0.0.1:18443", "::ffff:192.168.7.0/120", "127.0.0.0/8", "10.20.0.9:8080")
 	for _, tt := range []struct {
 		url  string
 		kind string
@@ -127,6 +127,13 @@ func TestAllowList(t *testing.T) {
 		{"http://127.0.0.1:18443/", ""},
 		{"http://127.0.0.1:18444/", ""},
 		{"http://10.21.0.1/", "private"},
+		// A CIDR does not open Veil's ports in it; an endpoint does,
+		// except on loopback and this host's addresses.
+		{"http://10.20.3.4:8123/", "veil-service"},
+		{"http://10.20.3.4:5432/", "veil-service"},
+		{"http://10.20.0.9:8080/", ""},
+		{"http://10.20.0.9:8081/", "veil-service"},
+		{"http://10.21.0.1:8123/", "veil-service"},
 		// No allow list opens Veil's own ports, unspecified addresses or
 		// odd host spellings.
 		{"http://127.0.0.1:2019/", "veil-service"},
