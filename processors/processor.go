@@ -5,6 +5,10 @@
 // roll-ups) and to the Redis counters, sending refused records to the
 // dead-letter topic and usage_rejects. Requests the gateway refused itself
 // (data.refusal) are written to ClickHouse but count in no Redis counter.
+// An event whose units its subject's counters cannot take (a sum past
+// usage.MaxCounterMicro) goes to the dead-letter queue as counter_overflow
+// and is written nowhere else: Redis is written before ClickHouse so that
+// this is decided first, and the rest of the batch goes on.
 //
 // Exactly once, whatever crashes or rebalances happen, rests on three things:
 //   - offsets are committed only after every sink holds the batch;
