@@ -276,17 +276,41 @@ func Redis(t testing.TB) rueidis.Client {
 
 // RedisDB returns a client for a logical database of the test Redis that
 // no other running test uses, emptied, and its number. Tests that scan
-// every record of a kind (key reconciliation) need one: on the shared
-// database 0 they would see, and remove, other tests' records. Databases
-// 1–15 are handed out in turn across all test processes.
+// every record of a kind (key reconciliation) or empty their database need
+// one: on the shared database 0 they would see, and remove, other tests'
+// records. Databases 1–15 are leased across all test processes through a
+// key in database 0 (SET NX with an expiry, so a killed test process
+// frees its lease in time); the lease ends with the test. When all are
+// leased, RedisDB waits for one.
 func RedisDB(t testing.TB) (rueidis.Client, int) {
 	t.Helper()
 	shared := Redis(t)
-	n, err := shared.Do(t.Context(), shared.B().Incr().Key("veil:test:next-db").Build()).AsInt64()
-	if err != nil {
-		t.Fatalf("allocate a Redis test database: %v", err)
-	}
-	db := int(1 + n%15)
+	token := Suffix()
+	var db int
+	Deadline(t, 5*time.Minute, func() error {
+		start, err := shared.Do(t.Context(), shared.B().Incr().Key("veil:test:next-db").Build()).AsInt64()
+		if err != nil {
+			return fmt.Errorf("allocate a Redis test database: %w", err)
+		}
+		for i := range int64(redisTestDBs) {
+			n := int(1 + (start+i)%redisTestDBs)
+			err := shared.Do(t.Context(), shared.B().Set().Key(redisLeaseKey(n)).Value(token).Nx().Px(redisLeaseTTL).Build()).Error()
+			if err == nil {
+				db = n
+				return nil
+			}
+			if !rueidis.IsRedisNil(err) {
+				return fmt.Errorf("lease Redis test database %d: %w", n, err)
+			}
+		}
+		return fmt.Errorf("all %d Redis test databases are leased by running tests", redisTestDBs)
+	})
+	t.Cleanup(func() {
+		// Release only our own lease: after an expiry another test may hold it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = releaseLease.Exec(ctx, shared, []string{redisLeaseKey(db)}, []string{token}).Error()
+	})
 	addr := Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379")
 	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, SelectDB: db})
 	if err != nil {
@@ -298,6 +322,17 @@ func RedisDB(t testing.TB) (rueidis.Client, int) {
 	}
 	return c, db
 }
+
+// redisTestDBs is how many databases (1 to 15) RedisDB leases; database 0
+// is shared.
+const redisTestDBs = 15
+
+// redisLeaseTTL outlives the longest test run (make test's -timeout).
+const redisLeaseTTL = 20 * time.Minute
+
+func redisLeaseKey(db int) string { return fmt.Sprintf("veil:test:db-lease:%d", db) }
+
+var releaseLease = rueidis.NewLuaScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
 
 // GroupLag returns how many records of topic the group has not committed.
 func (k *Kafka) GroupLag(t testing.TB, group, topic string) (int64, error) {
