@@ -399,6 +399,10 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusConflict, "version-exists", "Version Exists", "this API already has that version")
 	case errors.Is(err, catalog.ErrApprovalClosed):
 		d = problem.New(http.StatusConflict, "approval-closed", "Approval Closed", err.Error())
+	case errors.Is(err, ingesttokens.ErrNotFound):
+		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
+	case errors.Is(err, catalog.ErrAPIInUse):
+		d = problem.New(http.StatusConflict, "api-in-use", "API In Use", err.Error())
 	case errors.Is(err, catalog.ErrConflict):
 		d = problem.New(http.StatusConflict, "conflict", "Conflict", "the resource changed concurrently; retry")
 	case errors.Is(err, catalog.ErrGatewayUnavailable):
@@ -406,12 +410,6 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusServiceUnavailable, "gateway-unavailable", "Gateway Unavailable", err.Error())
 	case errors.Is(err, context.Canceled):
 		return
-	case errors.Is(err, ingesttokens.ErrNotFound):
-		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
-	case errors.Is(err, catalog.ErrAPIInUse):
-		d = problem.New(http.StatusConflict, "api-in-use", "API In Use", err.Error())
-	case errors.Is(err, catalog.ErrAPIInUse):
-		d = problem.New(http.StatusConflict, "api-in-use", "API In Use", err.Error())
 	default:
 		a.log.ErrorContext(r.Context(), "request failed", "request_id", middleware.RequestIDFrom(r.Context()),
 			"method", r.Method, "path", r.URL.Path, "error", err)
