@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,6 +63,9 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	logger, err := log.logger(stderr)
 	if err != nil {
 		return err
+	}
+	if strings.TrimSpace(cfg.tokens) == "" && pgURL == "" {
+		return errors.New("ingest accepts no token: set VEIL_INGEST_TOKENS (bootstrap tokens) or VEIL_POSTGRES_URL (tokens issued through the control plane)")
 	}
 	var lookup ingest.TokenLookup
 	if pgURL != "" {

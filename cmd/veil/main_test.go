@@ -52,9 +52,10 @@ func TestBadEnvironmentNamesTheVariable(t *testing.T) {
 
 func TestIngestRequiresTokens(t *testing.T) {
 	t.Setenv("VEIL_INGEST_TOKENS", "")
+	t.Setenv("VEIL_POSTGRES_URL", "")
 	err := run(t.Context(), []string{"ingest", "--kafka-brokers", "127.0.0.1:1"}, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "VEIL_INGEST_TOKENS") {
-		t.Fatalf("run(ingest) without tokens = %v; want an error naming VEIL_INGEST_TOKENS", err)
+	if err == nil || !strings.Contains(err.Error(), "VEIL_INGEST_TOKENS") || !strings.Contains(err.Error(), "VEIL_POSTGRES_URL") {
+		t.Fatalf("run(ingest) without bootstrap tokens or Postgres = %v; want an error naming VEIL_INGEST_TOKENS and VEIL_POSTGRES_URL", err)
 	}
 }
 
