@@ -9,6 +9,8 @@
 // usage.MaxCounterMicro) goes to the dead-letter queue as counter_overflow
 // and is written nowhere else: Redis is written before ClickHouse so that
 // this is decided first, and the rest of the batch goes on.
+// So does, as subject_api_mismatch, an event whose data.api_id is not the
+// API its subject's subscription record names.
 //
 // Exactly once, whatever crashes or rebalances happen, rests on three things:
 //   - offsets are committed only after every sink holds the batch;
@@ -59,6 +61,13 @@ const ReasonSinkFailed usage.Reason = "sink_failed"
 // usage.MaxCounterMicro: it is counted nowhere, ClickHouse included, and the
 // rest of its batch goes on.
 const ReasonCounterOverflow usage.Reason = "counter_overflow"
+
+// ReasonSubjectAPIMismatch sends to the dead-letter queue an event whose
+// data.api_id is not the API of its subject's subscription (the record in
+// Redis): it is counted nowhere, ClickHouse included, so that a producer
+// allowed to write for one API cannot spend or bill another API's
+// subscription. Subjects without a record are not checked.
+const ReasonSubjectAPIMismatch usage.Reason = "subject_api_mismatch"
 
 // Dead-letter headers (DESIGN.md).
 const (
@@ -387,7 +396,7 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 			}
 		}
 		if err == nil {
-			p.divertOverflowed(b, overflowed)
+			p.divertRefused(b, overflowed)
 		}
 		return err
 	}); err != nil {
@@ -520,26 +529,27 @@ func (p *Processor) classify(ctx context.Context, records []*kgo.Record) (*batch
 		fresh[k] = seenEntry{offset: r.Offset, hour: uint32(e.Time.Unix() / 3600)}
 		b.items = append(b.items, item{
 			subject: e.Subject, keyID: e.Data.KeyID, partition: r.Partition, offset: r.Offset,
-			time: e.Time, unitsMicro: e.Data.Units.Shift(6).IntPart(), gatewayRefused: e.Data.Refusal != "",
+			time: e.Time, unitsMicro: e.Data.Units.Shift(6).IntPart(), apiID: e.Data.APIID, gatewayRefused: e.Data.Refusal != "",
 		})
 	}
 	return b, nil
 }
 
-// divertOverflowed takes the events the Redis counters refused out of the
+// divertRefused takes the events the Redis counters refused out of the
 // batch's rows and sends them to the dead-letter queue and usage_rejects
-// instead, with reason counter_overflow.
-func (p *Processor) divertOverflowed(b *batch, overflowed []item) {
-	if len(overflowed) == 0 {
+// instead, with reason counter_overflow or subject_api_mismatch.
+func (p *Processor) divertRefused(b *batch, refusedItems []item) {
+	if len(refusedItems) == 0 {
 		return
 	}
-	refused := map[[2]int64]bool{}
-	for _, it := range overflowed {
-		refused[[2]int64{int64(it.partition), it.offset}] = true
+	refused := map[[2]int64]*item{}
+	for i, it := range refusedItems {
+		refused[[2]int64{int64(it.partition), it.offset}] = &refusedItems[i]
 	}
 	kept := b.rows[:0]
 	for _, r := range b.rows {
-		if !refused[[2]int64{int64(r.partition), r.offset}] {
+		it := refused[[2]int64{int64(r.partition), r.offset}]
+		if it == nil {
 			kept = append(kept, r)
 			continue
 		}
@@ -548,6 +558,11 @@ func (p *Processor) divertOverflowed(b *batch, overflowed []item) {
 		rej := reject{reason: ReasonCounterOverflow, topic: p.cfg.Topic, partition: r.partition, offset: r.offset, raw: r.raw,
 			detail: fmt.Sprintf("event %s of subject %s (%s units): adding its units to the subject's counters would pass %d micro-units",
 				r.event.ID, r.event.Subject, r.event.Data.Units, usage.MaxCounterMicro)}
+		if it.apiMismatch {
+			rej.reason = ReasonSubjectAPIMismatch
+			rej.detail = fmt.Sprintf("event %s: subject %s is a subscription of another API than %q",
+				r.event.ID, r.event.Subject, r.event.Data.APIID)
+		}
 		b.rejects = append(b.rejects, rej)
 		p.mu.Lock()
 		st := p.parts[r.partition]

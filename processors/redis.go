@@ -19,7 +19,7 @@ import (
 // Redis key layout. Every key of one subject carries the subject as its hash
 // tag, so one script touches one slot and the layout works on Redis Cluster.
 //
-//	veil:sub:{S}                     subscription record (control plane): period_start, period_end (Unix seconds), quota_requests, quota_hard
+//	veil:sub:{S}                     subscription record (control plane): api_id, period_start, period_end (Unix seconds), quota_requests, quota_hard
 //	veil:wm:{S}                      field <partition> = last Kafka offset applied for S from that partition
 //	veil:usage:{S}:p:<period_start>  period counter: requests, units_micro, period_end, crossed_80|90|100 (the quota crossed)
 //	veil:usage:{S}:k:<key>:<YYYYMMDD> per key per day counter: requests, units_micro
@@ -163,6 +163,13 @@ type item struct {
 	offset     int64
 	time       time.Time
 	unitsMicro int64
+	// apiID is the event's data.api_id, held against the subscription
+	// record's api_id.
+	apiID string
+	// apiMismatch marks an event whose api_id is not its subscription's:
+	// apply sets it, the event advances the watermark but counts nowhere,
+	// and the caller dead-letters it (ReasonSubjectAPIMismatch).
+	apiMismatch bool
 	// gatewayRefused marks a request the gateway refused itself: it
 	// advances the watermark but counts nowhere, since quotas are enforced
 	// from these counters and a refusal is never billed.
@@ -227,6 +234,8 @@ type period struct {
 	// prevStart is where the period before began, when the record was
 	// rolled (its counter is [prevStart, start)); zero when unknown.
 	prevStart time.Time
+	// apiID is the subscription record's api_id; "" when the record has none.
+	apiID string
 }
 
 func calendarMonth(t time.Time) period {
@@ -265,8 +274,12 @@ type subjectPartition struct {
 // the subjects whose quota outbox got lines, for the caller to drain (even
 // when err is not nil: the groups applied before the error count).
 //
-// overflowed are the items the counters refused because an addition would
-// pass usage.MaxCounterMicro: the caller dead-letters them. A group whose
+// refused are the items the counters refused: because an addition would
+// pass usage.MaxCounterMicro, or, marked apiMismatch, because the
+// subscription record names another API than the event (a producer allowed
+// to write for one API may not spend another API's subscription); the caller
+// dead-letters them. An event of a subject without a record is not checked:
+// a canceled subscription's late events still count. A group whose
 // sum does not fit is applied again one event at a time, so only the events
 // that do not fit are refused and every other one counts. Refusals made by
 // an earlier call (a replay after a crash, or another processor) are read
@@ -287,6 +300,21 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 	periods, err := s.periods(ctx, order)
 	if err != nil {
 		return nil, nil, err
+	}
+	// The record's api_id never changes, so a replay marks the same events.
+	var mismatched []item
+	for _, k := range order {
+		rec := periods[k.subject]
+		if rec == nil || rec.apiID == "" {
+			continue
+		}
+		g := groups[k]
+		for i := range g {
+			if g[i].apiID != rec.apiID {
+				g[i].apiMismatch = true
+				mismatched = append(mismatched, g[i])
+			}
+		}
 	}
 	// decided holds, per group, the watermark below which its items were
 	// settled before this call: counted or refused, the overflow hash tells.
@@ -361,7 +389,7 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 	if err != nil {
 		return outboxed, nil, err
 	}
-	return outboxed, append(overflowed, earlier...), nil
+	return outboxed, append(append(overflowed, earlier...), mismatched...), nil
 }
 
 // applyEach applies a group's items one at a time, after its sum was
@@ -421,7 +449,7 @@ func (s *redisSink) refusedEarlier(ctx context.Context, groups map[subjectPartit
 		var old []item
 		var fields []string
 		for _, it := range groups[k] {
-			if it.offset <= wm && !it.gatewayRefused {
+			if it.offset <= wm && !it.gatewayRefused && !it.apiMismatch {
 				old = append(old, it)
 				fields = append(fields, strconv.Itoa(int(it.partition))+":"+strconv.FormatInt(it.offset, 10))
 			}
@@ -456,8 +484,9 @@ func (s *redisSink) setWatermark(k subjectPartition, wm int64) {
 }
 
 // counterArgs builds the script call for the items after watermark wm, or
-// nil keys when there are none. Items the gateway refused only move the
-// watermark: a call may carry no counter at all.
+// nil keys when there are none. Items the gateway refused, and items whose
+// API is not their subscription's, only move the watermark: a call may
+// carry no counter at all.
 //
 // The sums are checked (usage.CheckedAdd): errOverflow when one of them
 // would pass usage.MaxCounterMicro, before anything is sent.
@@ -490,7 +519,7 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 			continue
 		}
 		last = it.offset
-		if it.gatewayRefused {
+		if it.gatewayRefused || it.apiMismatch {
 			continue
 		}
 		p := periodFor(sub, it.time)
@@ -584,7 +613,7 @@ func (s *redisSink) loadWatermarks(ctx context.Context, order []subjectPartition
 	return nil
 }
 
-// periods reads the subscription records' period bounds through the
+// periods reads the subscription records' period bounds and api_id through the
 // client-side cache: no round trip while a record is unchanged, and Redis
 // invalidates the cache when the control plane rewrites it. (The quota is
 // read by applyScript itself, never from this cache.)
@@ -601,7 +630,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		out[k.subject] = nil
 		subjects = append(subjects, k.subject)
 		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(gatewayrecord.SubscriptionName(k.subject)).
-			Field("period_start", "period_end", "prev_period_start").Cache(), time.Minute))
+			Field("period_start", "period_end", "prev_period_start", "api_id").Cache(), time.Minute))
 	}
 	if len(cmds) == 0 {
 		return out, nil
@@ -611,7 +640,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		if err != nil {
 			return nil, fmt.Errorf("read subscription %s: %w", subjects[i], err)
 		}
-		if len(vals) != 3 {
+		if len(vals) != 4 {
 			continue
 		}
 		start, err1 := vals[0].AsInt64()
@@ -623,6 +652,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		if prev, err := vals[2].AsInt64(); err == nil && prev < start {
 			p.prevStart = time.Unix(prev, 0).UTC()
 		}
+		p.apiID, _ = vals[3].ToString() // nil: a record without api_id, not checked
 		out[subjects[i]] = p
 	}
 	return out, nil
