@@ -71,6 +71,7 @@ func TestAdminKeyLimitsOverHTTP(t *testing.T) {
 	refused(http.StatusForbidden, "plaintext-refused", "POST", "/v1/keys/"+id+"/rotate", admin)
 	e.must(http.StatusOK, "POST", "/v1/keys/"+id+"/suspend", admin, map[string]any{"reason": "abuse report"}, nil)
 	refused(http.StatusForbidden, "admin-suspended", "POST", "/v1/keys/"+id+"/resume", w.buyer)
+	refused(http.StatusForbidden, "admin-suspended", "POST", "/v1/subscriptions/"+w.subID+"/keys", w.buyer)
 	e.must(http.StatusOK, "POST", "/v1/keys/"+id+"/resume", admin, nil, nil)
 	e.must(http.StatusCreated, "POST", "/v1/keys/"+id+"/rotate", w.buyer, nil, nil)
 }

@@ -240,3 +240,64 @@ func TestAdminKeySanctions(t *testing.T) {
 		t.Fatalf("admin revokes = %v", err)
 	}
 }
+
+// TestNewKeyCannotEscapeAdminSuspension: while a key an admin suspended
+// stands, its organization issues no other key on the subscription;
+// rotating a key that works still works, and once the organization gives
+// the suspended key up (revokes it) it may issue again.
+func TestNewKeyCannotEscapeAdminSuspension(t *testing.T) {
+	f := setup(t)
+	admin := subscriptions.Actor{Subject: "admin-user", Role: catalog.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
+	suspended := f.key(subscriptions.KeySettings{Name: "leaked"}, true)
+	working := f.key(subscriptions.KeySettings{Name: "other"}, true)
+	if _, err := f.svc.Act(f.ctx, admin, suspended.ID, subscriptions.ActionSuspend, "abuse report"); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, subscriptions.KeySettings{}); !errors.Is(err, subscriptions.ErrAdminSuspended) {
+		t.Fatalf("CreateKey beside an admin's suspension = %v; want ErrAdminSuspended", err)
+	}
+	if _, err := f.svc.Rotate(f.ctx, f.consumer, working.ID, subscriptions.RotateInput{}); err != nil {
+		t.Fatalf("Rotate of a working key beside an admin's suspension = %v; want the successor", err)
+	}
+
+	if _, err := f.svc.Act(f.ctx, f.consumer, suspended.ID, subscriptions.ActionRevoke, "giving it up"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, subscriptions.KeySettings{}); err != nil {
+		t.Fatalf("CreateKey once the suspended key is revoked = %v; want a key", err)
+	}
+}
+
+// TestAdminSanctionsConsumerSuspension: an admin suspending a key its
+// organization suspended already succeeds and makes the suspension the
+// admin's, audited; the organization can then no longer resume it.
+func TestAdminSanctionsConsumerSuspension(t *testing.T) {
+	f := setup(t)
+	admin := subscriptions.Actor{Subject: "admin-user", Role: catalog.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
+	k := f.key(subscriptions.KeySettings{}, true)
+	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, subscriptions.ActionSuspend, ""); err != nil {
+		t.Fatal(err)
+	}
+	audited := f.auditCount(k.ID, "key.transition.suspended")
+
+	got, err := f.svc.Act(f.ctx, admin, k.ID, subscriptions.ActionSuspend, "abuse report")
+	if err != nil {
+		t.Fatalf("admin suspends a suspended key = %v; want the key", err)
+	}
+	if got.State != keys.StateSuspended {
+		t.Fatalf("admin suspends a suspended key = state %s; want suspended", got.State)
+	}
+	if n := f.auditCount(k.ID, "key.transition.suspended"); n != audited+1 {
+		t.Fatalf("suspension audit entries = %d; want %d", n, audited+1)
+	}
+	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, subscriptions.ActionResume, ""); !errors.Is(err, subscriptions.ErrAdminSuspended) {
+		t.Fatalf("consumer resumes after the admin's suspension = %v; want ErrAdminSuspended", err)
+	}
+	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, subscriptions.KeySettings{}); !errors.Is(err, subscriptions.ErrAdminSuspended) {
+		t.Fatalf("CreateKey after the admin's suspension = %v; want ErrAdminSuspended", err)
+	}
+	if _, err := f.svc.Act(f.ctx, admin, k.ID, subscriptions.ActionResume, "cleared"); err != nil {
+		t.Fatalf("admin resumes = %v", err)
+	}
+}

@@ -268,6 +268,11 @@ func (s *Service) CreateKey(ctx context.Context, actor Actor, subID uuid.UUID, i
 		if sub.Status == StatusCanceled || sub.Status == StatusSuspended {
 			return fmt.Errorf("%w: it is %s", ErrSubscriptionInactive, sub.Status)
 		}
+		if !isAdmin(actor) {
+			if err := s.checkNoAdminSuspension(ctx, tx, sub.ID); err != nil {
+				return err
+			}
+		}
 		out, err = s.issue(ctx, tx, actor, sub, in, nil, nil)
 		if err != nil {
 			return err
@@ -276,6 +281,27 @@ func (s *Service) CreateKey(ctx context.Context, actor Actor, subID uuid.UUID, i
 			"key.created", map[string]any{"key": out.audited()})
 	})
 	return out, err
+}
+
+// checkNoAdminSuspension refuses a new key while an admin's suspension of
+// another key of the subscription stands: otherwise the consumer would
+// lift the sanction by issuing a replacement. The subscription must be
+// locked, so that the check and the insert see the same keys. Revoking the
+// suspended key lifts the refusal: the consumer has then given up the key
+// the admin stopped for good, which is what the suspension asks of it.
+// Rotation needs no such check: it only rotates an active key, so its
+// successor replaces a key that works already.
+func (s *Service) checkNoAdminSuspension(ctx context.Context, tx pgx.Tx, subID uuid.UUID) error {
+	var id uuid.UUID
+	err := tx.QueryRow(ctx, `SELECT id FROM api_keys WHERE subscription_id = $1 AND state = 'suspended' AND suspended_by_admin
+		ORDER BY id LIMIT 1`, subID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find admin suspensions: %w", err)
+	}
+	return fmt.Errorf("%w: key %s; no new key is issued while it stands (revoke that key, or ask an admin to resume it)", ErrAdminSuspended, id)
 }
 
 // issue inserts a new pending key and queues its sync. The subscription
@@ -444,6 +470,13 @@ func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action Key
 		if action == ActionResume && before.suspendedByAdmin && !isAdmin(actor) {
 			return ErrAdminSuspended
 		}
+		// An admin suspending a key its organization suspended already
+		// makes the suspension the admin's: the state stays, but the
+		// organization can no longer resume it.
+		if action == ActionSuspend && before.State == keys.StateSuspended && !before.suspendedByAdmin && isAdmin(actor) {
+			out, err = s.sanction(ctx, tx, actor, before, reason)
+			return err
+		}
 		out, err = s.transition(ctx, tx, actor, before, to, reason)
 		return err
 	})
@@ -472,6 +505,23 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor Actor, k Key,
 	return after, s.record(ctx, tx, actor, after.org, "key.transition."+string(to), "key", k.ID,
 		map[string]keys.State{"state": k.State}, map[string]any{"state": to, "reason": reason},
 		"key."+keyEvent[to], map[string]any{"key": after.audited(), "from": k.State, "to": to, "reason": reason})
+}
+
+// sanction marks a locked key its organization suspended as suspended by
+// an admin, and audits it as a suspension. Nothing reaches the gateway,
+// which refuses the key already, so no sync is queued and no event is
+// published: the key's state did not change.
+func (s *Service) sanction(ctx context.Context, tx pgx.Tx, actor Actor, k Key, reason string) (Key, error) {
+	if _, err := tx.Exec(ctx, `UPDATE api_keys SET suspended_by_admin = true, updated_at = now() WHERE id = $1`, k.ID); err != nil {
+		return Key{}, fmt.Errorf("mark admin suspension: %w", err)
+	}
+	after, err := s.lockKey(ctx, tx, k.ID)
+	if err != nil {
+		return Key{}, err
+	}
+	return after, s.record(ctx, tx, actor, after.org, "key.transition."+string(keys.StateSuspended), "key", k.ID,
+		map[string]any{"state": k.State, "suspended_by_admin": false},
+		map[string]any{"state": keys.StateSuspended, "suspended_by_admin": true, "reason": reason}, "", nil)
 }
 
 var keyEvent = map[keys.State]string{
