@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/ingesttoken"
@@ -116,8 +118,8 @@ func (c Config) Validate() error {
 	case c.MaxBodyBytes < 0, c.MaxEvents < 0, c.AckTimeout < 0, c.MaxFuture < 0, c.LateWindow < 0, c.TokenCacheTTL < 0:
 		return errors.New("ingest config: limits must not be negative")
 	}
-	for _, t := range c.Tokens {
-		if _, err := parseStaticToken(t); err != nil {
+	for i, t := range c.Tokens {
+		if _, err := parseStaticToken(i+1, t); err != nil {
 			return err
 		}
 	}
@@ -155,7 +157,17 @@ func (c *Config) setDefaults() {
 type Handler struct {
 	cfg    Config
 	tokens []staticToken
-	cache  *tokenCache
+	// tokenCache holds live issued tokens' scopes, unknownTokens the
+	// hashes the lookup did not find: apart, so that unknown tokens never
+	// displace live ones.
+	tokenCache    *ttlCache[[32]byte, ingesttoken.Scope]
+	unknownTokens *ttlCache[[32]byte, struct{}]
+	lookups       singleflight.Group
+	// subscriptions maps subscription ids to their API ids, and
+	// unknownSubscriptions holds ids that are no subscription, for tokens
+	// scoped to APIs.
+	subscriptions        *ttlCache[string, string]
+	unknownSubscriptions *ttlCache[string, struct{}]
 
 	accepted        *metrics.Counter
 	produceFailures *metrics.Counter
@@ -179,9 +191,12 @@ func New(cfg Config) (*Handler, error) {
 		eventsPerReq: cfg.Metrics.NewPrometheusHistogramExt("veil_ingest_request_events",
 			[]float64{1, 10, 100, 1000, 5000, 10000}),
 	}
-	h.cache = &tokenCache{ttl: cfg.TokenCacheTTL, entries: make(map[[32]byte]cachedToken)}
-	for _, t := range cfg.Tokens {
-		st, _ := parseStaticToken(t) // Validate parsed it
+	h.tokenCache = newTTLCache[[32]byte, ingesttoken.Scope](cfg.TokenCacheTTL, maxCachedTokens)
+	h.unknownTokens = newTTLCache[[32]byte, struct{}](cfg.TokenCacheTTL, maxCachedUnknown)
+	h.subscriptions = newTTLCache[string, string](subscriptionCacheTTL, maxCachedSubscriptions)
+	h.unknownSubscriptions = newTTLCache[string, struct{}](cfg.TokenCacheTTL, maxCachedSubscriptions)
+	for i, t := range cfg.Tokens {
+		st, _ := parseStaticToken(i+1, t) // Validate parsed it
 		h.tokens = append(h.tokens, st)
 	}
 	return h, nil
@@ -252,21 +267,47 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) int {
 
 	now := h.cfg.Now()
 	records := make([]*kgo.Record, 0, len(raws))
-	var (
-		rejected   []Rejection
-		outOfScope int
-	)
+	passed := make([]checked, 0, len(raws))
+	var rejected []Rejection
 	for i, raw := range raws {
-		rej, rec := h.check(i, raw, now, scope)
+		rej, rec, c := h.check(i, raw, now, scope)
 		if rej != nil {
 			rejected = append(rejected, *rej)
-			if rej.Reason == ReasonSourceNotAllowed || rej.Reason == ReasonAPINotAllowed {
-				outOfScope++
-			}
-			h.cfg.Metrics.GetOrCreateCounter(`veil_ingest_events_rejected_total{reason="` + string(rej.Reason) + `"}`).Inc()
 			continue
 		}
 		records = append(records, rec)
+		passed = append(passed, c)
+	}
+	foreign, err := h.refuseForeignSubjects(r.Context(), scope, passed)
+	if err != nil {
+		h.cfg.Logger.WarnContext(r.Context(), "subscription lookup failed",
+			"request_id", middleware.GetReqID(r.Context()), "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(int(DefaultRetryAfter/time.Second)))
+		return writeProblem(w, problem.New(http.StatusServiceUnavailable, "token-lookup-unavailable", "Token cannot be checked",
+			"the subscriptions this token's events name could not be checked; retry the request"))
+	}
+	if len(foreign) > 0 {
+		refused := map[int]bool{}
+		for _, rej := range foreign {
+			refused[rej.Index] = true
+		}
+		kept := records[:0]
+		for i, rec := range records {
+			if !refused[passed[i].index] {
+				kept = append(kept, rec)
+			}
+		}
+		records = kept
+		rejected = append(rejected, foreign...)
+		slices.SortFunc(rejected, func(a, b Rejection) int { return a.Index - b.Index })
+	}
+	outOfScope := 0
+	for _, rej := range rejected {
+		switch rej.Reason {
+		case ReasonSourceNotAllowed, ReasonAPINotAllowed, ReasonSubjectNotAllowed:
+			outOfScope++
+		}
+		h.cfg.Metrics.GetOrCreateCounter(`veil_ingest_events_rejected_total{reason="` + string(rej.Reason) + `"}`).Inc()
 	}
 	if len(records) == 0 && outOfScope == len(rejected) {
 		return writeProblem(w, rejectionProblem(http.StatusForbidden, "events-out-of-scope", "Events outside the token's scope",
@@ -297,12 +338,13 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) int {
 	return http.StatusAccepted
 }
 
-// check validates one raw event, and that the token may write it, and
-// returns either its rejection or its record.
-func (h *Handler) check(i int, raw []byte, now time.Time, scope ingesttoken.Scope) (*Rejection, *kgo.Record) {
+// check validates one raw event, and that the token may write its source
+// and API, and returns either its rejection or its record and what the
+// subject check needs of it.
+func (h *Handler) check(i int, raw []byte, now time.Time, scope ingesttoken.Scope) (*Rejection, *kgo.Record, checked) {
 	if len(raw) > MaxEventBytes {
 		return &Rejection{Index: i, Reason: ReasonEventTooLarge,
-			Detail: fmt.Sprintf("the event is %d bytes; at most %d are allowed", len(raw), MaxEventBytes)}, nil
+			Detail: fmt.Sprintf("the event is %d bytes; at most %d are allowed", len(raw), MaxEventBytes)}, nil, checked{}
 	}
 	e, err := usage.Decode(raw)
 	if err == nil {
@@ -317,22 +359,22 @@ func (h *Handler) check(i int, raw []byte, now time.Time, scope ingesttoken.Scop
 				rej.ID = ve.ID
 			}
 		}
-		return rej, nil
+		return rej, nil, checked{}
 	}
 	if !scope.AllowsSource(e.Source) {
 		return &Rejection{Index: i, ID: e.ID, Reason: ReasonSourceNotAllowed, Field: "source",
-			Detail: fmt.Sprintf("this token may not write events of source %q", e.Source)}, nil
+			Detail: fmt.Sprintf("this token may not write events of source %q", e.Source)}, nil, checked{}
 	}
 	if !scope.AllowsAPI(e.Data.APIID) {
 		return &Rejection{Index: i, ID: e.ID, Reason: ReasonAPINotAllowed, Field: "data.api_id",
-			Detail: fmt.Sprintf("this token may not write events of API %q", e.Data.APIID)}, nil
+			Detail: fmt.Sprintf("this token may not write events of API %q", e.Data.APIID)}, nil, checked{}
 	}
 	return nil, &kgo.Record{
 		Topic:   h.cfg.Topic,
 		Key:     []byte(e.Subject),
 		Value:   raw,
 		Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte(contentTypeCloudEvent)}},
-	}
+	}, checked{index: i, id: e.ID, subject: e.Subject, apiID: e.Data.APIID}
 }
 
 // produce sends the records and waits for Kafka's acknowledgement of all of

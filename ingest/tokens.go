@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/veil-platform/veil/internal/ingesttoken"
@@ -15,14 +14,24 @@ import (
 // DefaultTokenCacheTTL is how long ingest reuses a token lookup's answer.
 const DefaultTokenCacheTTL = 5 * time.Second
 
-// maxCachedTokens bounds the token cache; a full cache is emptied, which
-// costs one lookup per token in use.
-const maxCachedTokens = 10_000
+// Bounds of the token caches. Live tokens and unknown ones are cached
+// apart, so that a flood of made-up tokens only displaces other made-up
+// ones; a full cache makes room one random entry at a time.
+const (
+	maxCachedTokens  = 10_000
+	maxCachedUnknown = 10_000
+)
+
+// lookupTimeout bounds one Postgres lookup (of a token or of subscriptions):
+// past it the request gets 503 instead of holding a connection.
+const lookupTimeout = 2 * time.Second
 
 // TokenLookup finds the scope of an issued token by its SHA-256, or
-// returns ingesttoken.ErrUnknown. *ingesttoken.Store satisfies it.
+// returns ingesttoken.ErrUnknown, and the API of the subscriptions that a
+// token scoped to APIs names as subjects. *ingesttoken.Store satisfies it.
 type TokenLookup interface {
 	Lookup(ctx context.Context, hash [32]byte) (ingesttoken.Scope, error)
+	SubscriptionAPIs(ctx context.Context, ids []string) (map[string]string, error)
 }
 
 var _ TokenLookup = (*ingesttoken.Store)(nil)
@@ -41,7 +50,9 @@ type staticToken struct {
 // every source but a gateway's (bootstrap only: issue scoped tokens through
 // the control plane for real producers); "secret=src1|src2" only those
 // sources (an entry ending in * is a prefix).
-func parseStaticToken(s string) (staticToken, error) {
+// The error names the entry by its position (from 1), never by a piece of
+// its secret.
+func parseStaticToken(pos int, s string) (staticToken, error) {
 	secret, sources, scoped := strings.Cut(s, "=")
 	if len(secret) < 16 {
 		return staticToken{}, errors.New("ingest config: bearer tokens must be at least 16 characters")
@@ -51,46 +62,11 @@ func parseStaticToken(s string) (staticToken, error) {
 		t.scope.Sources = strings.Split(sources, "|")
 		for _, src := range t.scope.Sources {
 			if d := ingesttoken.CheckSource(src); d != "" {
-				return staticToken{}, fmt.Errorf("ingest config: a source of token %s…: %s", secret[:4], d)
+				return staticToken{}, fmt.Errorf("ingest config: a source of bearer token %d: %s", pos, d)
 			}
 		}
 	}
 	return t, nil
-}
-
-// tokenCache remembers lookups, found or not, for a TTL: revocation takes
-// effect within it, and a flood of wrong tokens costs one query per token
-// and TTL, not per request.
-type tokenCache struct {
-	mu      sync.Mutex
-	ttl     time.Duration
-	entries map[[32]byte]cachedToken
-}
-
-type cachedToken struct {
-	scope ingesttoken.Scope
-	found bool
-	until time.Time
-}
-
-func (c *tokenCache) get(hash [32]byte, now time.Time) (cachedToken, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[hash]
-	if !ok || now.After(e.until) {
-		return cachedToken{}, false
-	}
-	return e, true
-}
-
-func (c *tokenCache) put(hash [32]byte, e cachedToken, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= maxCachedTokens {
-		clear(c.entries)
-	}
-	e.until = now.Add(c.ttl)
-	c.entries[hash] = e
 }
 
 // authorize returns the scope of the request's bearer token: a bootstrap
@@ -114,25 +90,33 @@ func (h *Handler) authorize(ctx context.Context, auth string) (ingesttoken.Scope
 	if match == 1 {
 		return scope, nil
 	}
-	if h.cfg.Lookup == nil || !strings.HasPrefix(token, ingesttoken.Prefix) {
+	// Only what could be an issued token costs a lookup.
+	if h.cfg.Lookup == nil || !ingesttoken.WellFormed(token) {
 		return ingesttoken.Scope{}, errUnauthorized
 	}
 	hash := ingesttoken.Hash(token)
 	now := time.Now() // wall time, not the event clock: the TTL bounds revocation
-	if e, ok := h.cache.get(hash, now); ok {
-		if !e.found {
-			return ingesttoken.Scope{}, errUnauthorized
-		}
-		return e.scope, nil
+	if scope, ok := h.tokenCache.get(hash, now); ok {
+		return scope, nil
 	}
-	scope, err := h.cfg.Lookup.Lookup(ctx, hash)
+	if _, ok := h.unknownTokens.get(hash, now); ok {
+		return ingesttoken.Scope{}, errUnauthorized
+	}
+	// Concurrent requests with one token share one lookup, which no
+	// single request's cancellation ends.
+	v, err, _ := h.lookups.Do(string(hash[:]), func() (any, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+		defer cancel()
+		return h.cfg.Lookup.Lookup(lctx, hash)
+	})
 	switch {
 	case errors.Is(err, ingesttoken.ErrUnknown):
-		h.cache.put(hash, cachedToken{}, now)
+		h.unknownTokens.put(hash, struct{}{}, now)
 		return ingesttoken.Scope{}, errUnauthorized
 	case err != nil:
 		return ingesttoken.Scope{}, err
 	}
-	h.cache.put(hash, cachedToken{scope: scope, found: true}, now)
+	scope = v.(ingesttoken.Scope)
+	h.tokenCache.put(hash, scope, now)
 	return scope, nil
 }

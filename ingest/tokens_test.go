@@ -22,6 +22,13 @@ var admin = ingesttokens.Actor{Subject: "ops", Role: "admin"}
 // tokenStore migrates the test database and returns the control plane's
 // token service and ingest's lookup on it.
 func tokenStore(t *testing.T) (*ingesttokens.Service, *ingesttoken.Store) {
+	svc, store, _ := tokenDB(t)
+	return svc, store
+}
+
+// tokenDB is tokenStore with the pool, for tests that need APIs and
+// subscriptions in the database.
+func tokenDB(t *testing.T) (*ingesttokens.Service, *ingesttoken.Store, *pgxpool.Pool) {
 	t.Helper()
 	url := testenv.PostgresURL(t)
 	if _, err := migrate.Postgres(t.Context(), url, testenv.Logger(t)); err != nil {
@@ -32,12 +39,62 @@ func tokenStore(t *testing.T) (*ingesttokens.Service, *ingesttoken.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	return ingesttokens.New(pool), ingesttoken.NewStore(pool)
+	return ingesttokens.New(pool), ingesttoken.NewStore(pool), pool
+}
+
+// catalog inserts a provider organization with n APIs and returns their ids.
+func catalog(t *testing.T, pool *pgxpool.Pool, n int) []string {
+	t.Helper()
+	sfx := testenv.Suffix()
+	var org string
+	if err := pool.QueryRow(t.Context(), `INSERT INTO organizations (slug, name) VALUES ($1, $1) RETURNING id::text`, "provider-"+sfx).Scan(&org); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range n {
+		var id string
+		if err := pool.QueryRow(t.Context(), `INSERT INTO apis (organization_id, name, slug, upstream_url, version, state, created_by)
+			VALUES ($1, 'API', $2, 'http://127.0.0.1:1', '1', 'active', 'provider-user') RETURNING id::text`,
+			org, fmt.Sprintf("api-%s-%d", sfx, i)).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// subscribe inserts a consumer organization's subscription to apiID and
+// returns its id.
+func subscribe(t *testing.T, pool *pgxpool.Pool, apiID string) string {
+	t.Helper()
+	sfx := testenv.Suffix()
+	var org, plan, version, id string
+	if err := pool.QueryRow(t.Context(), `INSERT INTO organizations (slug, name) VALUES ($1, $1) RETURNING id::text`, "consumer-"+sfx).Scan(&org); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(t.Context(), `INSERT INTO plans (api_id, name, slug, status) VALUES ($1, 'Starter', $2, 'active') RETURNING id::text`,
+		apiID, "starter-"+sfx).Scan(&plan); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(t.Context(), `INSERT INTO plan_versions (plan_id, version, type, currency, created_by)
+		VALUES ($1, 1, 'subscription', 'USD', 'provider-user') RETURNING id::text`, plan).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(t.Context(), `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id,
+			current_period_start, current_period_end) VALUES ($1, 'consumer', $2, $3, now(), now() + interval '30 days') RETURNING id::text`,
+		org, apiID, version).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 func scopedEvent(id, source, apiID string) string {
+	return subjectEvent(id, source, apiID, uuid.NewString())
+}
+
+func subjectEvent(id, source, apiID, subject string) string {
 	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":%q,"type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":%q,"units":1}}`,
-		id, source, now.Format(time.RFC3339), uuid.NewString(), apiID)
+		id, source, now.Format(time.RFC3339), subject, apiID)
 }
 
 func reasons(a answer) map[string]string {
@@ -55,8 +112,10 @@ func reasons(a answer) map[string]string {
 // named with its reason, and a batch of nothing but such events is 403.
 // Only the allowed events reach the topic.
 func TestScopedTokenRefusesOtherSourcesAndAPIs(t *testing.T) {
-	svc, store := tokenStore(t)
-	apiA, apiB := uuid.NewString(), uuid.NewString()
+	svc, store, pool := tokenDB(t)
+	apis := catalog(t, pool, 2)
+	apiA, apiB := apis[0], apis[1]
+	subA, subB := subscribe(t, pool, apiA), subscribe(t, pool, apiB)
 	tok, err := svc.Create(t.Context(), admin, ingesttokens.CreateInput{Name: "billing-eu", Sources: []string{"/billing/eu", "/crm/*"}, APIIDs: []string{apiA}})
 	if err != nil {
 		t.Fatal(err)
@@ -65,11 +124,11 @@ func TestScopedTokenRefusesOtherSourcesAndAPIs(t *testing.T) {
 	auth := "Bearer " + tok.Secret
 
 	body := "[" + strings.Join([]string{
-		scopedEvent("ok", "/billing/eu", apiA),
-		scopedEvent("ok-prefix", "/crm/acme", apiA),
-		scopedEvent("other-source", "/billing/us", apiA),
-		scopedEvent("other-api", "/billing/eu", apiB),
-		scopedEvent("gateway", "/gateway/eu-1", apiA),
+		subjectEvent("ok", "/billing/eu", apiA, subA),
+		subjectEvent("ok-prefix", "/crm/acme", apiA, subA),
+		subjectEvent("other-source", "/billing/us", apiA, subA),
+		subjectEvent("other-api", "/billing/eu", apiB, subB),
+		subjectEvent("gateway", "/gateway/eu-1", apiA, subA),
 	}, ",") + "]"
 	a := f.post(t, ingest.MediaTypeBatch, body, auth)
 	if a.Status != http.StatusMultiStatus || a.Body["accepted"] != float64(2) {
@@ -84,7 +143,7 @@ func TestScopedTokenRefusesOtherSourcesAndAPIs(t *testing.T) {
 		t.Errorf("rejections = %v; want %v", got, want)
 	}
 
-	a = f.post(t, ingest.MediaTypeBatch, "["+scopedEvent("only-bad", "/billing/us", apiA)+"]", auth)
+	a = f.post(t, ingest.MediaTypeBatch, "["+subjectEvent("only-bad", "/billing/us", apiA, subA)+"]", auth)
 	if a.Status != http.StatusForbidden || a.Body["type"] != "https://veil.dev/problems/events-out-of-scope" {
 		t.Errorf("POST out-of-scope batch = %d %v; want 403 events-out-of-scope", a.Status, a.Body)
 	}
@@ -92,6 +151,58 @@ func TestScopedTokenRefusesOtherSourcesAndAPIs(t *testing.T) {
 	got := ids(f.kafka.ReadAll(t, f.topic))
 	if len(got) != 2 || got["ok"] == nil || got["ok-prefix"] == nil {
 		t.Errorf("topic holds %v; want exactly ok and ok-prefix", keysOf(got))
+	}
+}
+
+// TestAPIScopedTokenHoldsSubjectsToItsAPIs: a token scoped to API A may
+// name as subject only subscriptions of the event's API: a subscription of
+// API B, even with data.api_id A, and an id that is no subscription are
+// refused with subject_not_allowed, and a batch of nothing else is 403.
+// A token without an API list writes any subject.
+func TestAPIScopedTokenHoldsSubjectsToItsAPIs(t *testing.T) {
+	svc, store, pool := tokenDB(t)
+	apis := catalog(t, pool, 3)
+	apiA, apiB, apiC := apis[0], apis[1], apis[2]
+	subA, subB, subC := subscribe(t, pool, apiA), subscribe(t, pool, apiB), subscribe(t, pool, apiC)
+	scoped, err := svc.Create(t.Context(), admin, ingesttokens.CreateInput{Name: "billing", Sources: []string{"/billing"}, APIIDs: []string{apiA, apiC}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anyAPI, err := svc.Create(t.Context(), admin, ingesttokens.CreateInput{Name: "crm", Sources: []string{"/crm"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := setup(t, false, func(c *ingest.Config) { c.Tokens, c.Lookup = nil, store })
+
+	body := "[" + strings.Join([]string{
+		subjectEvent("own", "/billing", apiA, subA),
+		subjectEvent("other-api-sub", "/billing", apiA, subB),
+		subjectEvent("no-sub", "/billing", apiA, uuid.NewString()),
+		subjectEvent("crossed", "/billing", apiA, subC),
+		subjectEvent("own-c", "/billing", apiC, subC),
+	}, ",") + "]"
+	a := f.post(t, ingest.MediaTypeBatch, body, "Bearer "+scoped.Secret)
+	if a.Status != http.StatusMultiStatus || a.Body["accepted"] != float64(2) {
+		t.Fatalf("POST mixed batch = %d %v; want 207 with 2 accepted", a.Status, a.Body)
+	}
+	want := map[string]string{
+		"other-api-sub": "subject_not_allowed subject",
+		"no-sub":        "subject_not_allowed subject",
+		"crossed":       "subject_not_allowed subject",
+	}
+	if got := reasons(a); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rejections = %v; want %v", got, want)
+	}
+	a = f.post(t, ingest.MediaTypeBatch, "["+subjectEvent("only-foreign", "/billing", apiA, subB)+"]", "Bearer "+scoped.Secret)
+	if a.Status != http.StatusForbidden || a.Body["type"] != "https://veil.dev/problems/events-out-of-scope" {
+		t.Errorf("POST batch of foreign subjects = %d %v; want 403 events-out-of-scope", a.Status, a.Body)
+	}
+	if a := f.post(t, ingest.MediaTypeEvent, subjectEvent("any", "/crm", apiA, uuid.NewString()), "Bearer "+anyAPI.Secret); a.Status != http.StatusAccepted {
+		t.Errorf("POST with a token for any API = %d %v; want 202", a.Status, a.Body)
+	}
+	got := ids(f.kafka.ReadAll(t, f.topic))
+	if len(got) != 3 || got["own"] == nil || got["own-c"] == nil || got["any"] == nil {
+		t.Errorf("topic holds %v; want exactly own, own-c and any", keysOf(got))
 	}
 }
 

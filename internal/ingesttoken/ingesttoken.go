@@ -50,6 +50,26 @@ func Generate() (string, error) {
 	return Prefix + base64.RawURLEncoding.EncodeToString(b), nil
 }
 
+// tokenLen is the length of every token Generate returns: the prefix and
+// 32 bytes in unpadded base64url.
+var tokenLen = len(Prefix) + base64.RawURLEncoding.EncodedLen(32)
+
+// WellFormed reports whether token has the exact shape of one Generate
+// returns, so that ingest asks Postgres about nothing else.
+func WellFormed(token string) bool {
+	rest, ok := strings.CutPrefix(token, Prefix)
+	if !ok || len(token) != tokenLen {
+		return false
+	}
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // Hash is what is stored of a token.
 func Hash(token string) [32]byte { return sha256.Sum256([]byte(token)) }
 
@@ -128,4 +148,20 @@ func (s *Store) Lookup(ctx context.Context, hash [32]byte) (Scope, error) {
 		return Scope{}, fmt.Errorf("look up ingest token: %w", err)
 	}
 	return sc, nil
+}
+
+// SubscriptionAPIs returns the API id of each of the subscriptions ids
+// (lower-case UUIDs) names; an id that is no subscription is absent. Ingest
+// holds a token scoped to APIs to the subscriptions of those APIs.
+func (s *Store) SubscriptionAPIs(ctx context.Context, ids []string) (map[string]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id::text, api_id::text FROM subscriptions WHERE id = ANY($1::uuid[])`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up subscriptions: %w", err)
+	}
+	out := make(map[string]string, len(ids))
+	var id, api string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &api}, func() error { out[id] = api; return nil }); err != nil {
+		return nil, fmt.Errorf("look up subscriptions: %w", err)
+	}
+	return out, nil
 }

@@ -54,3 +54,26 @@ func TestGenerate(t *testing.T) {
 		t.Errorf("Hash of two tokens is equal")
 	}
 }
+
+func TestWellFormed(t *testing.T) {
+	good, _ := ingesttoken.Generate()
+	tests := []struct {
+		token string
+		want  bool
+	}{
+		{good, true},
+		{ingesttoken.Prefix + strings.Repeat("aZ0-_", 8) + "abc", true},
+		{ingesttoken.Prefix + strings.Repeat("A", 42), false},
+		{ingesttoken.Prefix + strings.Repeat("A", 44), false},
+		{ingesttoken.Prefix + strings.Repeat("A", 42) + "+", false},
+		{ingesttoken.Prefix + strings.Repeat("A", 42) + "=", false},
+		{"xeil_ingest_" + strings.Repeat("A", 43), false},
+		{strings.Repeat("A", 55), false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := ingesttoken.WellFormed(tt.token); got != tt.want {
+			t.Errorf("WellFormed(%q) = %v; want %v", tt.token, got, tt.want)
+		}
+	}
+}
