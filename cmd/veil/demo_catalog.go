@@ -225,7 +225,7 @@ func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), 
 	sam := fmt.Sprintf("sam-%d", now.UnixNano())
 	consumerEmail := sam + "@demo-travel.example"
 	consumer, err := identity.Mint([]byte(jwtSecret), "veil", "veil-control-plane",
-		identity.Principal{Subject: sam, Org: "demo-travel", Role: identity.RoleConsumer, Name: "Sam (consumer)", Email: consumerEmail}, time.Hour, now)
+		identity.Principal{Subject: sam, Org: "demo-travel", Role: identity.RoleConsumer, Name: "Sam (consumer)", Email: consumerEmail, EmailVerified: true}, time.Hour, now)
 	if err != nil {
 		return err
 	}

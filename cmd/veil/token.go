@@ -18,7 +18,7 @@ func runToken(_ context.Context, args []string, stdout, _ io.Writer) error {
 		org, user, role, name, email string
 		secret, issuer, audience     string
 		ttl                          time.Duration
-		dev                          bool
+		dev, emailVerified           bool
 	)
 	f := newFlags("token", `Prints an HS256 bearer token for the control plane, signed with the secret the
 control plane verifies with (VEIL_JWT_SECRET):
@@ -30,6 +30,9 @@ control plane verifies with (VEIL_JWT_SECRET):
 	f.String(&role, "role", "", "", "role in the organization: admin, provider or consumer (required)")
 	f.String(&name, "name", "", "", "display name (optional)")
 	f.String(&email, "email", "", "", "email address (optional)")
+	// The signer vouches for the address the way an identity provider does
+	// with email_verified: the control plane stores no unverified email.
+	f.Bool(&emailVerified, "email-verified", "", true, "mark --email as verified (email_verified), so the control plane adopts it as the user's address; false mints an address it ignores")
 	f.Duration(&ttl, "ttl", "", 24*time.Hour, "how long the token stays valid")
 	f.String(&secret, "jwt-secret", "VEIL_JWT_SECRET", "", "HS256 secret that signs the token")
 	f.String(&issuer, "jwt-issuer", "VEIL_JWT_ISSUER", identity.DefaultIssuer, "token issuer")
@@ -66,7 +69,7 @@ control plane verifies with (VEIL_JWT_SECRET):
 		secret = identity.DevJWTSecret
 	}
 	tok, err := identity.Mint([]byte(secret), issuer, audience,
-		identity.Principal{Subject: user, Org: org, Role: r, Name: name, Email: email}, ttl, time.Now())
+		identity.Principal{Subject: user, Org: org, Role: r, Name: name, Email: email, EmailVerified: email != "" && emailVerified}, ttl, time.Now())
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,13 @@ func TestTokenCommand(t *testing.T) {
 			name:   "secret from flag",
 			args:   []string{"--jwt-secret", secret, "--org", "acme", "--user", "alice", "--role", "provider", "--name", "Alice", "--email", "alice@example.com"},
 			secret: secret,
-			want:   identity.Principal{Subject: "alice", Org: "acme", Role: identity.RoleProvider, Name: "Alice", Email: "alice@example.com"},
+			want:   identity.Principal{Subject: "alice", Org: "acme", Role: identity.RoleProvider, Name: "Alice", Email: "alice@example.com", EmailVerified: true},
+		},
+		{
+			name:   "unverified email",
+			args:   []string{"--jwt-secret", secret, "--org", "acme", "--user", "alice", "--role", "consumer", "--email", "alice@example.com", "--email-verified=false"},
+			secret: secret,
+			want:   identity.Principal{Subject: "alice", Org: "acme", Role: identity.RoleConsumer, Email: "alice@example.com"},
 		},
 		{
 			name:   "secret from environment",

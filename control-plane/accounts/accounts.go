@@ -6,11 +6,13 @@ package accounts
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -27,6 +29,9 @@ type Identity struct {
 	Role    string
 	Name    string
 	Email   string
+	// EmailVerified: the identity provider vouches that the user controls
+	// Email. An unverified email is never stored.
+	EmailVerified bool
 }
 
 // Directory resolves identities. It is safe for concurrent use.
@@ -50,27 +55,50 @@ func (d *Directory) Resolve(ctx context.Context, id Identity) (Account, error) {
 	if ok {
 		return a, nil
 	}
+	// Two first sign-ins racing for one address both find it free; the
+	// loser's insert hits the unique index, and a second attempt that does
+	// not adopt the address is what its user gets instead of an error.
+	adopt := id.EmailVerified && id.Email != ""
+	a, err := d.resolve(ctx, id, adopt)
+	if adopt && isEmailConflict(err) {
+		a, err = d.resolve(ctx, id, false)
+	}
+	if err != nil {
+		return Account{}, err
+	}
+	d.mu.Lock()
+	d.cache[id] = a
+	d.mu.Unlock()
+	return a, nil
+}
+
+// resolve upserts the organization, the user and the membership of id in
+// one transaction. adopt says whether the user may take id.Email.
+func (d *Directory) resolve(ctx context.Context, id Identity, adopt bool) (Account, error) {
+	var a Account
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `INSERT INTO organizations (slug, name) VALUES ($1, $1)
 			ON CONFLICT (slug) DO UPDATE SET slug = EXCLUDED.slug RETURNING id`, id.Org).Scan(&a.OrgID); err != nil {
 			return fmt.Errorf("upsert organization %q: %w", id.Org, err)
 		}
-		email := id.Email
-		if email == "" {
-			email = id.Subject + "@users.invalid"
-		}
-		// The identity provider is the authority on a user's email: a
-		// token that carries one replaces the stored one, so notices go
-		// where the user reads them now. A token without one keeps it. An
-		// address another user still holds is not taken over (the index is
-		// unique); the next token after that user changes theirs moves it.
-		if err := tx.QueryRow(ctx, `INSERT INTO users (subject, email, name) VALUES ($1, $2, $3)
+		// The identity provider is the authority on a user's email, but
+		// only where it says it checked it (email_verified): anyone can put
+		// any address in an unverified claim, and the address is where
+		// notices go and how operators tell users apart. A verified email
+		// that nobody else holds replaces the stored one, so notices go
+		// where the user reads them now; anything else keeps the stored
+		// one, and a new user without an address of their own gets a
+		// placeholder that never receives mail. An address another user
+		// holds is never taken over, and never fails a sign-in.
+		if err := tx.QueryRow(ctx, `WITH free AS (
+				SELECT $4::boolean AND NOT EXISTS (SELECT 1 FROM users o
+					WHERE lower(o.email) = lower($2) AND o.subject <> $1) AS ok)
+			INSERT INTO users (subject, email, name)
+				SELECT $1, CASE WHEN free.ok THEN $2 ELSE $1 || '@users.invalid' END, $3 FROM free
 			ON CONFLICT (subject) DO UPDATE SET
 				name = CASE WHEN EXCLUDED.name = '' THEN users.name ELSE EXCLUDED.name END,
-				email = CASE WHEN $4 AND NOT EXISTS (SELECT 1 FROM users o
-						WHERE lower(o.email) = lower(EXCLUDED.email) AND o.subject <> EXCLUDED.subject)
-					THEN EXCLUDED.email ELSE users.email END
-			RETURNING id`, id.Subject, email, id.Name, id.Email != "").Scan(&a.UserID); err != nil {
+				email = CASE WHEN (SELECT ok FROM free) THEN $2 ELSE users.email END
+			RETURNING id`, id.Subject, id.Email, id.Name, adopt).Scan(&a.UserID); err != nil {
 			return fmt.Errorf("upsert user %q: %w", id.Subject, err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, $3::member_role)
@@ -79,13 +107,14 @@ func (d *Directory) Resolve(ctx context.Context, id Identity) (Account, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return Account{}, err
-	}
-	d.mu.Lock()
-	d.cache[id] = a
-	d.mu.Unlock()
-	return a, nil
+	return a, err
+}
+
+// isEmailConflict reports whether err is the unique index on users' emails
+// refusing an address another user took meanwhile.
+func isEmailConflict(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "23505" && pg.ConstraintName == "users_email_key"
 }
 
 // OrgID returns the id of the organization with slug, or false.

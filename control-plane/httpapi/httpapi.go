@@ -180,7 +180,7 @@ func (a *api) resolveActor(next http.Handler) http.Handler {
 			problem.Write(w, problem.New(http.StatusUnauthorized, "unauthorized", "Unauthorized", "authentication required"))
 			return
 		}
-		acct, err := a.cfg.Directory.Resolve(r.Context(), accounts.Identity{Org: p.Org, Subject: p.Subject, Role: string(p.Role), Name: p.Name, Email: p.Email})
+		acct, err := a.cfg.Directory.Resolve(r.Context(), accounts.Identity{Org: p.Org, Subject: p.Subject, Role: string(p.Role), Name: p.Name, Email: p.Email, EmailVerified: p.EmailVerified})
 		if err != nil {
 			a.fail(w, r, err)
 			return

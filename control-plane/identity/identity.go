@@ -69,7 +69,11 @@ type Principal struct {
 	Role    Role
 	Name    string // optional display name
 	Email   string // optional
-	TokenID string // the token's jti, for audit; may be empty for external tokens
+	// EmailVerified: the token's email_verified claim, the identity
+	// provider's word that the user controls Email. Only a verified email
+	// becomes the user's address for notices (see accounts.Resolve).
+	EmailVerified bool
+	TokenID       string // the token's jti, for audit; may be empty for external tokens
 }
 
 // Validate reports whether p names a user, a valid organization slug and a

@@ -63,7 +63,7 @@ func TestPrincipalValidate(t *testing.T) {
 
 func TestMintVerifyRoundTrip(t *testing.T) {
 	v, _ := newVerifier(t, identity.Config{Secret: []byte(testSecret), Issuer: "veil-test", Audience: "tests"})
-	in := identity.Principal{Subject: "u-123", Org: "acme", Role: identity.RoleAdmin, Name: "Ada", Email: "ada@example.com", TokenID: "ignored"}
+	in := identity.Principal{Subject: "u-123", Org: "acme", Role: identity.RoleAdmin, Name: "Ada", Email: "ada@example.com", EmailVerified: true, TokenID: "ignored"}
 	seen := map[string]bool{}
 	for range 3 {
 		raw, err := identity.Mint([]byte(testSecret), "veil-test", "tests", in, time.Minute, time.Now())

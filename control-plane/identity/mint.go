@@ -28,7 +28,7 @@ func Mint(secret []byte, issuer, audience string, p Principal, ttl time.Duration
 		return "", fmt.Errorf("mint token: %w", err)
 	}
 	c := claims{
-		Org: p.Org, Role: string(p.Role), Name: p.Name, Email: p.Email,
+		Org: p.Org, Role: string(p.Role), Name: p.Name, Email: p.Email, EmailVerified: claimBool(p.EmailVerified),
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    issuer,
 			Subject:   p.Subject,

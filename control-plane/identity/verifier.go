@@ -210,7 +210,26 @@ type claims struct {
 	Role  string `json:"role"`
 	Name  string `json:"name,omitempty"`
 	Email string `json:"email,omitempty"`
+	// EmailVerified is OpenID Connect's email_verified: whether the
+	// identity provider checked that the user controls Email.
+	EmailVerified claimBool `json:"email_verified,omitempty"`
 	jwt.RegisteredClaims
+}
+
+// claimBool is a boolean claim that also reads the strings "true" and
+// "false", as some identity providers send email_verified. Anything else is
+// false: a claim that cannot be read vouches for nothing, and refusing the
+// whole token for it would lock out users of such a provider.
+type claimBool bool
+
+func (b *claimBool) UnmarshalJSON(data []byte) error {
+	switch string(data) {
+	case `true`, `"true"`:
+		*b = true
+	default:
+		*b = false
+	}
+	return nil
 }
 
 // Verify checks raw's signature, algorithm, issuer, audience, expiry (which
@@ -241,7 +260,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	}
 	p := Principal{
 		Subject: c.Subject, Org: c.Org, Role: Role(c.Role),
-		Name: c.Name, Email: c.Email, TokenID: c.ID,
+		Name: c.Name, Email: c.Email, EmailVerified: bool(c.EmailVerified), TokenID: c.ID,
 	}
 	if err := p.Validate(); err != nil {
 		return Principal{}, v.fail(reasonClaims, fmt.Errorf("verify token: %w: %w", ErrInvalidToken, err))

@@ -365,3 +365,37 @@ func TestNewVerifierStartsWhileJWKSIsDown(t *testing.T) {
 		t.Fatalf("Verify after the JWKS came up = %v; want accepted", err)
 	}
 }
+
+// TestEmailVerifiedClaim: email_verified reads as OpenID Connect's boolean
+// and as the strings some providers send; anything else, or no claim,
+// vouches for nothing, without refusing the token.
+func TestEmailVerifiedClaim(t *testing.T) {
+	v, _ := newVerifier(t, identity.Config{Secret: []byte(testSecret)})
+	tests := []struct {
+		name  string
+		claim any // nil: no claim
+		want  bool
+	}{
+		{"true", true, true},
+		{"string true", "true", true},
+		{"false", false, false},
+		{"string false", "false", false},
+		{"other string", "yes", false},
+		{"number", 1, false},
+		{"absent", nil, false},
+	}
+	for _, tc := range tests {
+		raw := hs256(t, []byte(testSecret), claims(func(c jwt.MapClaims) {
+			if tc.claim != nil {
+				c["email_verified"] = tc.claim
+			}
+		}))
+		p, err := v.Verify(t.Context(), raw)
+		if err != nil {
+			t.Fatalf("%s: Verify = %v; want accepted", tc.name, err)
+		}
+		if p.EmailVerified != tc.want {
+			t.Errorf("%s: Verify(email_verified %v).EmailVerified = %v; want %v", tc.name, tc.claim, p.EmailVerified, tc.want)
+		}
+	}
+}
