@@ -111,9 +111,14 @@ func (s *Service) Create(ctx context.Context, actor Actor, in CreateInput) (Issu
 	if err := in.Validate(); err != nil {
 		return Issued{}, err
 	}
-	if in.APIIDs == nil {
-		in.APIIDs = []string{}
+	// Stored as Postgres writes UUIDs (lower case, no braces or urn:uuid:),
+	// the form events and subscriptions carry: scopes compare as strings.
+	apiIDs := make([]string, 0, len(in.APIIDs))
+	for _, id := range in.APIIDs {
+		u, _ := uuid.Parse(id) // Validate parsed it
+		apiIDs = append(apiIDs, u.String())
 	}
+	in.APIIDs = apiIDs
 	secret, err := ingesttoken.Generate()
 	if err != nil {
 		return Issued{}, err
