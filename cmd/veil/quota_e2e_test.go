@@ -103,7 +103,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	prov := token(t, "acme", "alice", identity.RoleProvider)
 	admin := token(t, "platform", "operator", identity.RoleAdmin)
 	consumer, err := identity.Mint([]byte(testJWTSecret), "veil", "veil-control-plane",
-		identity.Principal{Subject: "bob", Org: "globex", Role: identity.RoleConsumer, Email: email}, time.Hour, time.Now())
+		identity.Principal{Subject: "bob", Org: "globex", Role: identity.RoleConsumer, Email: email, EmailVerified: true}, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
