@@ -98,11 +98,16 @@ func nonNil(r []Route) []Route {
 	return r
 }
 
+// subscriptionsAPIFK is the foreign key that refuses the deletion of a
+// subscribed API (ON DELETE RESTRICT, checked before any cascade). Postgres
+// reports the referencing table and constraint, never apis; apis' own
+// foreign key (its organization) must not read as "in use".
+const subscriptionsAPIFK = "subscriptions_api_id_fkey"
+
 // translate maps constraint violations to domain errors.
 func translate(err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23503" && pgErr.TableName == "apis" {
-		// A row that refuses the API's deletion (ON DELETE RESTRICT).
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" && pgErr.ConstraintName == subscriptionsAPIFK {
 		return ErrAPIInUse
 	}
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
