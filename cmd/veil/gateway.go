@@ -164,7 +164,7 @@ func (r *remoteAdminFlags) register(f *flags) {
 	f.String(&r.names, "admin-remote-names", "VEIL_GATEWAY_ADMIN_REMOTE_NAMES", "", "comma-separated DNS names and IPs the control plane dials the remote admin endpoint by (its certificate's names)")
 	f.String(&r.caCert, "admin-remote-ca-cert", "VEIL_GATEWAY_ADMIN_REMOTE_CA_CERT", "", "PEM file of the CA that issues the remote admin endpoint's certificate (the control plane's VEIL_GATEWAY_ADMIN_CA)")
 	f.String(&r.caKey, "admin-remote-ca-key", "VEIL_GATEWAY_ADMIN_REMOTE_CA_KEY", "", "PEM file of that CA's private key")
-	f.String(&r.clientCerts, "admin-remote-client-certs", "VEIL_GATEWAY_ADMIN_REMOTE_CLIENT_CERTS", "", "PEM file of the client certificates allowed in (the control plane's VEIL_GATEWAY_ADMIN_CERT); they may change the gateway's routes and nothing else")
+	f.String(&r.clientCerts, "admin-remote-client-certs", "VEIL_GATEWAY_ADMIN_REMOTE_CLIENT_CERTS", "", "PEM file of the client certificates allowed in (the control plane's VEIL_GATEWAY_ADMIN_CERT); they may change the gateway's API routes, only in the shape the control plane writes, through /veil/routes/, and nothing else")
 }
 
 // admin returns the remote admin settings, nil when it is off.

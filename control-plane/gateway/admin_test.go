@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -162,9 +163,10 @@ func (p *pki) write(t *testing.T, name string, der []byte, key *ecdsa.PrivateKey
 
 // TestRemoteAdminMutualTLS: with remote admin on, a control plane on
 // another host reaches the admin API over TLS with its client
-// certificate and may change the routes, and only the routes; a client
-// without a certificate, or with one the gateway does not list, is
-// refused in the TLS handshake.
+// certificate and may change the routes through the routes endpoint, and
+// only API routes of the shape Put writes; a client without a
+// certificate, or with one the gateway does not list, is refused in the
+// TLS handshake.
 func TestRemoteAdminMutualTLS(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
@@ -187,7 +189,8 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 	testenv.Deadline(t, 30*time.Second, func() error { return c.Ping(t.Context()) })
 
 	up, _ := upstream(t, "remote")
-	if err := c.Put(t.Context(), gateway.Route{ID: routeID(t), PathPrefix: "/remote", Upstream: up.URL}); err != nil {
+	id := routeID(t)
+	if err := c.Put(t.Context(), gateway.Route{ID: id, PathPrefix: "/remote", Upstream: up.URL}); err != nil {
 		t.Fatalf("Put over remote admin: %v", err)
 	}
 	if a := call(t, "GET", gw.URL+"/remote/x"); a.status != http.StatusOK || a.body != "remote" {
@@ -196,12 +199,16 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 
 	roots := x509.NewCertPool()
 	roots.AddCert(p.ca)
-	try := func(certs []tls.Certificate, method, path string) (int, error) {
+	try := func(certs []tls.Certificate, method, path string, body ...string) (int, error) {
 		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs, MinVersion: tls.VersionTLS12},
 		}}
 		defer client.CloseIdleConnections()
-		req, err := http.NewRequestWithContext(t.Context(), method, adminURL+path, strings.NewReader("{}"))
+		b := "{}"
+		if len(body) > 0 {
+			b = body[0]
+		}
+		req, err := http.NewRequestWithContext(t.Context(), method, adminURL+path, strings.NewReader(b))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,19 +229,57 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 			t.Errorf("%s: GET routes = %d, %v; want refused in the TLS handshake", name, status, err)
 		}
 	}
-	// The listed client may touch the routes and nothing else.
-	for _, tt := range []struct{ method, path string }{
-		{"GET", "/config/"},
-		{"POST", "/load"},
-		{"POST", "/stop"},
-		{"GET", "/config/apps/veil"},
+	// The listed client may use the routes endpoint and nothing else.
+	fileServer := `{"@id":"veil-api-evil","match":[{"path":["/evil","/evil/*"]}],"handle":[{"handler":"file_server","root":"/"}],"terminal":true}`
+	for _, tt := range []struct{ method, path, body string }{
+		{"GET", "/config/", ""},
+		{"POST", "/load", ""},
+		{"POST", "/stop", ""},
+		{"GET", "/config/apps/veil", ""},
+		{"GET", "/config/apps/http/servers/veil/routes", ""},
+		{"PUT", "/config/apps/http/servers/veil/routes/0", fileServer},
+		{"POST", "/config/apps/http/servers/veil/routes", fileServer},
+		{"PATCH", "/config/apps/http/servers/veil/routes/0", fileServer},
+		{"PUT", "/id/veil-healthz", fileServer},
 	} {
-		if status, err := try([]tls.Certificate{p.clientPair}, tt.method, tt.path); err != nil || status != http.StatusForbidden {
+		if status, err := try([]tls.Certificate{p.clientPair}, tt.method, tt.path, tt.body); err != nil || status != http.StatusForbidden {
 			t.Errorf("%s %s with the control plane's certificate = %d, %v; want 403", tt.method, tt.path, status, err)
 		}
 	}
-	if status, err := try([]tls.Certificate{p.clientPair}, "GET", "/config/apps/http/servers/veil/routes"); err != nil || status != http.StatusOK {
-		t.Errorf("GET routes with the control plane's certificate = %d, %v; want 200", status, err)
+	if status, err := try([]tls.Certificate{p.clientPair}, "GET", gateway.RoutesPath); err != nil || status != http.StatusOK {
+		t.Errorf("GET %s with the control plane's certificate = %d, %v; want 200", gateway.RoutesPath, status, err)
+	}
+	// Through the routes endpoint, only routes of Put's shape: not a file
+	// server (it would read the CA key), not a proxy over Caddy's plain
+	// http transport (it would reach the admin socket), not an extra
+	// handler in a route Put wrote.
+	_, good, err := gatewayroute.Encode(gateway.Route{ID: "veil-api-evil", PathPrefix: "/evil", Upstream: up.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainHTTP := strings.Replace(string(good), `"protocol":"veil"`, `"protocol":"http"`, 1)
+	extra := strings.Replace(string(good), `"handle":[`, `"handle":[{"handler":"file_server","root":"/"},`, 1)
+	for name, body := range map[string]string{"file_server": fileServer, "plain http transport": plainHTTP, "an extra handler": extra} {
+		if body == string(good) {
+			t.Fatalf("%s: the test's edit did not change the route", name)
+		}
+		status, err := try([]tls.Certificate{p.clientPair}, "PUT", gateway.RoutesPath+"veil-api-evil", body)
+		if err != nil || status != http.StatusBadRequest {
+			t.Errorf("PUT a route with %s = %d, %v; want 400", name, status, err)
+		}
+	}
+	if _, err := c.Get(t.Context(), "veil-api-evil"); !errors.Is(err, gateway.ErrRouteNotFound) {
+		t.Errorf("Get(veil-api-evil) after the refused puts = %v; want ErrRouteNotFound", err)
+	}
+	if a := call(t, "GET", gw.URL+"/evil/etc/passwd"); a.status != http.StatusNotFound {
+		t.Errorf("GET /evil/etc/passwd = %d; want 404", a.status)
+	}
+	// The route Put wrote can be removed again.
+	if err := c.Delete(t.Context(), id); err != nil {
+		t.Fatalf("Delete over remote admin: %v", err)
+	}
+	if a := call(t, "GET", gw.URL+"/remote/x"); a.status != http.StatusNotFound {
+		t.Errorf("GET /remote/x after Delete = %d; want 404", a.status)
 	}
 	// The gateway is still up: /stop was refused.
 	if a := call(t, "GET", gw.URL+"/healthz"); a.status != http.StatusOK {
@@ -299,7 +344,7 @@ func TestBootstrapAdmin(t *testing.T) {
 		t.Errorf("admin listen = %q, remote %q", cfg.Admin.Listen, cfg.Admin.Remote.Listen)
 	}
 	if ac := cfg.Admin.Remote.AccessControl; len(ac) != 1 || len(ac[0].PublicKeys) != 1 || len(ac[0].Permissions) != 1 ||
-		!slices.Equal(ac[0].Permissions[0].Paths, []string{"/config/apps/http/servers/veil/routes"}) {
+		!slices.Equal(ac[0].Permissions[0].Paths, []string{gateway.RoutesPath}) {
 		t.Errorf("remote access control = %+v; want the one client, on the routes only", ac)
 	}
 	if got := cfg.Apps.HTTP.Servers[gateway.MetricsServer].Listen; !slices.Equal(got, []string{"127.0.0.1:9183"}) {

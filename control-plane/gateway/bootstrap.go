@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/problem"
 )
 
@@ -60,9 +61,14 @@ const MetricsServer = "veil-metrics"
 
 // RemoteAdmin is Caddy's remote admin endpoint: the admin API over TLS
 // that requires a client certificate, for a control plane that cannot
-// reach the gateway's unix socket. Each client may change the routes of
-// the gateway's server and nothing else: not /load, /stop or the rest of
-// the config.
+// reach the gateway's unix socket. Each client may use the gateway's
+// routes endpoint (RoutesPath) and nothing else: not /config/, /load or
+// /stop. That endpoint admits only API routes of the shape the control
+// plane writes (the veil handler, veil_sign, the rewrites, reverse_proxy
+// through the veil transport), so a client certificate cannot add a file
+// server or a proxy to the admin socket. It can still send the gateway's
+// API traffic to any upstream the egress policy allows, and read the
+// routes' signing secrets: guard it like the control plane's secrets.
 type RemoteAdmin struct {
 	// Listen is its address, e.g. ":2021".
 	Listen string
@@ -85,7 +91,7 @@ const adminCA = "veil-admin"
 
 // remoteJSON returns the admin config's identity and remote parts and the
 // pki app.
-func (r RemoteAdmin) remoteJSON(server string) (identity, remote, pki map[string]any, err error) {
+func (r RemoteAdmin) remoteJSON() (identity, remote, pki map[string]any, err error) {
 	if r.Listen == "" || len(r.Names) == 0 || r.CACertFile == "" || r.CAKeyFile == "" {
 		return nil, nil, nil, errors.New("remote admin: the listen address, the names, and the CA certificate and key are required")
 	}
@@ -113,8 +119,8 @@ func (r RemoteAdmin) remoteJSON(server string) (identity, remote, pki map[string
 		"access_control": []any{map[string]any{
 			"public_keys": keys,
 			"permissions": []any{map[string]any{
-				"paths":   []string{"/config/apps/http/servers/" + server + "/routes"},
-				"methods": []string{http.MethodGet, http.MethodPut, http.MethodPatch, http.MethodDelete},
+				"paths":   []string{RoutesPath},
+				"methods": []string{http.MethodGet, http.MethodPut, http.MethodDelete},
 			}},
 		}},
 	}
@@ -183,7 +189,7 @@ func (b Bootstrap) JSON() ([]byte, error) {
 		"routes": []any{
 			map[string]any{
 				"@id":      HealthRouteID,
-				"match":    []any{map[string]any{"path": reservedPaths, "method": []string{"GET", "HEAD"}}},
+				"match":    []any{map[string]any{"path": gatewayroute.ReservedPaths, "method": []string{"GET", "HEAD"}}},
 				"handle":   []any{map[string]any{"handler": "static_response", "status_code": 200, "body": "ok"}},
 				"terminal": true,
 			},
@@ -191,7 +197,7 @@ func (b Bootstrap) JSON() ([]byte, error) {
 				"@id": NotFoundRouteID,
 				"handle": []any{map[string]any{
 					"handler": "static_response", "status_code": http.StatusNotFound,
-					"headers": problemHeaders, "body": escapeBraces(string(notFound)),
+					"headers": problemHeaders, "body": gatewayroute.EscapeBraces(string(notFound)),
 				}},
 				"terminal": true,
 			},
@@ -217,9 +223,11 @@ func (b Bootstrap) JSON() ([]byte, error) {
 		// puts them again after a restart; nothing is saved to disk.
 		"config": map[string]any{"persist": false},
 	}
-	apps := map[string]any{"http": httpApp}
+	// The routes endpoint (ingest/caddyveil's admin.api.veil_routes)
+	// applies the changes it admits through the local admin API.
+	apps := map[string]any{"http": httpApp, "veil_routes": map[string]any{"admin": b.AdminAddr, "server": b.Server}}
 	if b.Remote != nil {
-		identity, remote, pki, err := b.Remote.remoteJSON(b.Server)
+		identity, remote, pki, err := b.Remote.remoteJSON()
 		if err != nil {
 			return nil, fmt.Errorf("gateway config: %w", err)
 		}
@@ -249,7 +257,7 @@ func (b Bootstrap) JSON() ([]byte, error) {
 				"routes": []any{
 					map[string]any{
 						"@id":      MetricsRouteID,
-						"match":    []any{map[string]any{"path": []string{metricsPath}, "method": []string{"GET", "HEAD"}}},
+						"match":    []any{map[string]any{"path": []string{gatewayroute.MetricsPath}, "method": []string{"GET", "HEAD"}}},
 						"handle":   []any{map[string]any{"handler": "veil_metrics"}},
 						"terminal": true,
 					},

@@ -1,5 +1,7 @@
-// Package gateway manages the routes of the Caddy gateway through Caddy's
-// admin API: the control plane puts, removes and lists the routes that send
+// Package gateway manages the routes of the Caddy gateway through the
+// gateway's routes endpoint on Caddy's admin API (RoutesPath), which
+// admits only routes of the shape internal/gatewayroute writes: the
+// control plane puts, removes and lists the routes that send
 // an API's traffic to its provider. It also holds the configuration the
 // gateway starts with, since the client relies on its shape (one server,
 // a catch-all route last).
@@ -15,15 +17,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/veil-platform/veil/internal/gatewayroute"
 )
 
 var (
@@ -31,10 +33,10 @@ var (
 	ErrRouteNotFound = errors.New("route not found")
 	// ErrInvalidRoute: Put refused the route before calling the gateway;
 	// trying again will not help.
-	ErrInvalidRoute = errors.New("invalid route")
+	ErrInvalidRoute = gatewayroute.ErrInvalidRoute
 	// ErrUnrecognizedRoute: a route has the id but is not one Put wrote
 	// (it was edited by hand, or by another tool).
-	ErrUnrecognizedRoute = errors.New("unrecognized route")
+	ErrUnrecognizedRoute = gatewayroute.ErrUnrecognizedRoute
 )
 
 // AdminError is an error answer of Caddy's admin API.
@@ -67,31 +69,30 @@ type Config struct {
 	// that the remote admin endpoint lets in.
 	CertFile, KeyFile string
 	// Server is the HTTP server whose routes the client manages (default
-	// DefaultServer).
+	// DefaultServer); the gateway refuses any but the one it was started
+	// with.
 	Server string
 	// HTTPClient calls an http:// admin API (default: a client with a 10 s
-	// timeout). Unix and https URLs get a client of their own.
+	// timeout that ignores HTTP_PROXY: the routes it puts carry signing
+	// secrets). Unix and https URLs get a client of their own.
 	HTTPClient *http.Client
 	// Logger receives a debug line per change (default: discard).
 	Logger *slog.Logger
 }
 
-// Client manages a gateway's routes. It is safe for concurrent use, also
-// by several processes at once: every change is conditional on the routes
-// it read (Caddy's ETag and If-Match), and starts again when another
-// change came first.
+// Client manages a gateway's routes through the gateway's own routes
+// endpoint (RoutesPath), never Caddy's /config/. It is safe for concurrent
+// use, also by several processes at once: the gateway makes every change
+// conditional on the routes it read (Caddy's ETag and If-Match), and
+// starts again when another change came first.
 type Client struct {
-	base       string
-	routesPath string
-	http       *http.Client
-	log        *slog.Logger
+	base   string
+	server string
+	http   *http.Client
+	log    *slog.Logger
 }
 
 var serverPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-// maxAttempts bounds how often a change starts again because another one
-// came first.
-const maxAttempts = 50
 
 // New returns a Client.
 func New(cfg Config) (*Client, error) {
@@ -132,6 +133,7 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("new gateway client: %w", err)
 		}
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			Proxy:               nil,
 			TLSClientConfig:     tc,
 			TLSHandshakeTimeout: 5 * time.Second,
 			MaxIdleConnsPerHost: 4,
@@ -145,17 +147,18 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("new gateway client: server name %q: want letters, digits, - and _", cfg.Server)
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		// Proxy nil: an HTTP_PROXY in the environment would see the
+		// signing secrets in the routes put.
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			Proxy:               nil,
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     time.Minute,
+		}}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Client{
-		base:       base,
-		routesPath: "/config/apps/http/servers/" + cfg.Server + "/routes",
-		http:       cfg.HTTPClient,
-		log:        cfg.Logger,
-	}, nil
+	return &Client{base: base, server: cfg.Server, http: cfg.HTTPClient, log: cfg.Logger}, nil
 }
 
 // clientTLS is the TLS config toward the remote admin endpoint: its CA
@@ -187,42 +190,30 @@ func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 // connection kept alive from before may be served by the old ones until
 // Caddy closes it, which it does as soon as the connection is idle.
 func (c *Client) Put(ctx context.Context, r Route) error {
-	s, err := r.spec()
+	route, body, err := gatewayroute.Encode(r)
 	if err != nil {
 		return fmt.Errorf("put route %q: %w", r.ID, err)
 	}
-	body, err := json.Marshal(s.caddy())
-	if err != nil {
+	if _, _, err := c.do(ctx, http.MethodPut, c.routePath(r.ID), body); err != nil {
 		return fmt.Errorf("put route %q: %w", r.ID, err)
 	}
-	err = c.edit(ctx, func(ids []string) (string, string, []byte) {
-		if i := indexOf(ids, r.ID); i >= 0 {
-			return http.MethodPatch, c.routesPath + "/" + strconv.Itoa(i), body
-		}
-		// PUT on an array index inserts there.
-		return http.MethodPut, c.routesPath + "/0", body
-	})
-	if err != nil {
-		return fmt.Errorf("put route %q: %w", r.ID, err)
-	}
-	c.log.DebugContext(ctx, "gateway route put", "route_id", r.ID, "path_prefix", s.route.PathPrefix, "upstream", s.route.Upstream)
+	c.log.DebugContext(ctx, "gateway route put", "route_id", r.ID, "path_prefix", route.PathPrefix, "upstream", route.Upstream)
 	return nil
 }
 
 // Delete removes the route; removing one that is not there is not an
 // error.
 func (c *Client) Delete(ctx context.Context, id string) error {
-	err := c.edit(ctx, func(ids []string) (string, string, []byte) {
-		if i := indexOf(ids, id); i >= 0 {
-			return http.MethodDelete, c.routesPath + "/" + strconv.Itoa(i), nil
-		}
-		return "", "", nil
-	})
-	if err != nil {
+	if _, _, err := c.do(ctx, http.MethodDelete, c.routePath(id), nil); err != nil {
 		return fmt.Errorf("delete route %q: %w", id, err)
 	}
 	c.log.DebugContext(ctx, "gateway route deleted", "route_id", id)
 	return nil
+}
+
+// routePath is the routes endpoint's path of one route.
+func (c *Client) routePath(id string) string {
+	return RoutesPath + url.PathEscape(id) + "?server=" + url.QueryEscape(c.server)
 }
 
 // Get returns the route with the id: ErrRouteNotFound when there is none,
@@ -234,7 +225,7 @@ func (c *Client) Get(ctx context.Context, id string) (Route, error) {
 	}
 	for _, raw := range routes {
 		if routeID(raw) == id {
-			r, err := parseRoute(raw)
+			r, err := gatewayroute.Decode(raw)
 			if err != nil {
 				return Route{}, fmt.Errorf("get route %q: %w", id, err)
 			}
@@ -260,7 +251,7 @@ func (c *Client) List(ctx context.Context, idPrefix string) ([]Route, error) {
 		if id == "" || id == HealthRouteID || id == NotFoundRouteID || id == MetricsRouteID || !strings.HasPrefix(id, idPrefix) {
 			continue
 		}
-		r, err := parseRoute(raw)
+		r, err := gatewayroute.Decode(raw)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("route %q: %w", id, err))
 			continue
@@ -281,39 +272,6 @@ func (c *Client) Ping(ctx context.Context) error {
 	return nil
 }
 
-// edit reads the routes and applies the change plan picks from their ids,
-// on condition that the routes are still what was read: Caddy addresses
-// array elements by index, and a concurrent insert or delete shifts them
-// (which is why this does not use /id/<id>: Caddy resolves the id to an
-// index before it takes its config lock). An empty method means nothing to
-// do.
-func (c *Client) edit(ctx context.Context, plan func(ids []string) (method, path string, body []byte)) error {
-	for attempt := 1; ; attempt++ {
-		routes, etag, err := c.routes(ctx)
-		if err != nil {
-			return err
-		}
-		ids := make([]string, len(routes))
-		for i, raw := range routes {
-			ids[i] = routeID(raw)
-		}
-		method, path, body := plan(ids)
-		if method == "" {
-			return nil
-		}
-		_, _, err = c.do(ctx, method, path, etag, body)
-		var ae *AdminError
-		if !errors.As(err, &ae) || ae.Status != http.StatusPreconditionFailed || attempt == maxAttempts {
-			return err
-		}
-		c.log.DebugContext(ctx, "gateway routes changed meanwhile; reading them again", "attempt", attempt)
-		// Jittered so that writers that collided do not collide again.
-		if err := sleep(ctx, rand.N(time.Duration(min(attempt, 10))*5*time.Millisecond)); err != nil {
-			return err
-		}
-	}
-}
-
 // sleep waits for d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -328,16 +286,13 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // routes returns the server's routes and their ETag.
 func (c *Client) routes(ctx context.Context) ([]json.RawMessage, string, error) {
-	body, etag, err := c.do(ctx, http.MethodGet, c.routesPath, "", nil)
+	body, etag, err := c.do(ctx, http.MethodGet, RoutesPath+"?server="+url.QueryEscape(c.server), nil)
 	if err != nil {
 		return nil, "", err
 	}
 	var routes []json.RawMessage
 	if err := json.Unmarshal(body, &routes); err != nil {
 		return nil, "", fmt.Errorf("decode routes: %w", err)
-	}
-	if etag == "" {
-		return nil, "", errors.New("read routes: the admin API sent no ETag")
 	}
 	return routes, etag, nil
 }
@@ -354,15 +309,6 @@ func routeID(raw json.RawMessage) string {
 	return id
 }
 
-func indexOf(ids []string, id string) int {
-	for i, x := range ids {
-		if x == id {
-			return i
-		}
-	}
-	return -1
-}
-
 // maxResponse bounds what is read from the admin API.
 const maxResponse = 64 << 20
 
@@ -374,11 +320,11 @@ const maxSends = 5
 // Every config change restarts Caddy's admin server, which closes the
 // connections of the old one: a request that meets that moment fails with
 // EOF or a reset. do sends it again, which is safe for every request this
-// package makes: reads, and changes conditional on an ETag (a change that
-// did apply the first time gets 412 the second, and edit starts over).
-func (c *Client) do(ctx context.Context, method, path, ifMatch string, body []byte) ([]byte, string, error) {
+// package makes: reads, and puts and deletes of one route by its id, which
+// the gateway applies again to the same end.
+func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]byte, string, error) {
 	for send := 1; ; send++ {
-		b, etag, err := c.send(ctx, method, path, ifMatch, body)
+		b, etag, err := c.send(ctx, method, path, body)
 		var ae *AdminError
 		if err == nil || errors.As(err, &ae) || ctx.Err() != nil || send == maxSends {
 			return b, etag, err
@@ -391,7 +337,7 @@ func (c *Client) do(ctx context.Context, method, path, ifMatch string, body []by
 }
 
 // send makes one request.
-func (c *Client) send(ctx context.Context, method, path, ifMatch string, body []byte) ([]byte, string, error) {
+func (c *Client) send(ctx context.Context, method, path string, body []byte) ([]byte, string, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -402,9 +348,6 @@ func (c *Client) send(ctx context.Context, method, path, ifMatch string, body []
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
-	}
-	if ifMatch != "" {
-		req.Header.Set("If-Match", ifMatch)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
