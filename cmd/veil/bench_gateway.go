@@ -28,6 +28,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/ingesttoken"
 )
 
 // benchGatewayTopic receives the events of the veil phase. It is the
@@ -107,7 +108,7 @@ veil.bench.gateway (which it creates). It empties the Redis database it is given
 		return err
 	}
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
-	source := "/bench/gateway-" + stamp
+	source := ingesttoken.GatewaySourcePrefix + "bench-" + stamp // the gateway refuses a source outside /gateway/
 
 	// Kafka: the topic, and where this run's records will start.
 	seeds, brokerName, closeBroker, err := benchBroker(brokers, logger)

@@ -16,7 +16,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/veil-platform/veil/control-plane/gateway"
-	_ "github.com/veil-platform/veil/ingest/caddyveil" // the veil app and handler
+	"github.com/veil-platform/veil/ingest/caddyveil" // the veil app and handler
 	"github.com/veil-platform/veil/internal/broker"
 )
 
@@ -105,6 +105,9 @@ With a Caddy subcommand instead of flags, runs Caddy's own command line:
 	upstreams.register(f)
 	log.register(f)
 	if err := f.Parse(args); err != nil {
+		return err
+	}
+	if err := veil.check(); err != nil {
 		return err
 	}
 	logger, err := log.logger(stderr)
@@ -224,6 +227,7 @@ type veilAppFlags struct {
 	outageGrace  time.Duration
 	anonSample   int
 	anonPerIP    int
+	anonPerMin   int
 }
 
 func (v *veilAppFlags) register(f *flags) {
@@ -239,6 +243,18 @@ func (v *veilAppFlags) register(f *flags) {
 	f.String(&v.onRedisError, "on-redis-error", "VEIL_GATEWAY_ON_REDIS_ERROR", "local", "rate limits while Redis is down: local (in-process limits), allow or deny")
 	f.Int(&v.anonSample, "anonymous-sample-rate", "VEIL_GATEWAY_ANONYMOUS_SAMPLE_RATE", 100, "one refusal in this many of requests without a usable key becomes a usage event (all are counted in metrics); 1 emits all")
 	f.Int(&v.anonPerIP, "anonymous-events-per-ip-minute", "VEIL_GATEWAY_ANONYMOUS_EVENTS_PER_IP_MINUTE", 60, "at most this many sampled anonymous refusal events per client IP and minute")
+	f.Int(&v.anonPerMin, "anonymous-events-per-minute", "VEIL_GATEWAY_ANONYMOUS_EVENTS_PER_MINUTE", caddyveil.DefaultAnonymousEventsPerMinute,
+		"at most this many sampled anonymous refusal events per minute from all client IPs together (client IPs from X-Forwarded-For can be forged)")
+}
+
+// check refuses settings the veil app would refuse, naming the variable.
+func (v veilAppFlags) check() error {
+	if v.source != "" {
+		if err := caddyveil.CheckSource(v.source); err != nil {
+			return fmt.Errorf("VEIL_GATEWAY_EVENT_SOURCE: %w", err)
+		}
+	}
+	return nil
 }
 
 // app is the veil app's Caddy JSON.
@@ -248,6 +264,7 @@ func (v veilAppFlags) app(egress map[string]any) map[string]any {
 		"spool_max_bytes": v.spoolMax, "spool_fsync": v.spoolFsync, "on_redis_error": v.onRedisError,
 		"redis_outage_grace":    v.outageGrace.String(),
 		"anonymous_sample_rate": v.anonSample, "anonymous_events_per_ip_minute": v.anonPerIP,
+		"anonymous_events_per_minute": v.anonPerMin,
 	}
 	if v.spoolDir != "" {
 		app["spool_dir"] = v.spoolDir

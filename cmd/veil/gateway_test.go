@@ -58,6 +58,7 @@ func TestGatewayBadSettings(t *testing.T) {
 		{"grace period", "VEIL_GATEWAY_GRACE_PERIOD=soon", nil, "VEIL_GATEWAY_GRACE_PERIOD"},
 		{"log level", "", []string{"--log-level", "loud"}, "log level"},
 		{"stray argument", "", []string{"--addr", ":0", "extra"}, "unexpected arguments"},
+		{"event source outside /gateway/", "VEIL_GATEWAY_EVENT_SOURCE=/billing/eu", nil, "VEIL_GATEWAY_EVENT_SOURCE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,6 +20,9 @@ const (
 	// DefaultAnonymousEventsPerIPMinute: at most 60 anonymous refusal
 	// events per client IP and minute.
 	DefaultAnonymousEventsPerIPMinute = 60
+	// DefaultAnonymousEventsPerMinute: at most 6000 anonymous refusal
+	// events per minute from all client IPs together.
+	DefaultAnonymousEventsPerMinute = 6000
 	// anonymousMaxIPs bounds the limiter's memory: past this many client
 	// IPs in one minute, the rest share one budget.
 	anonymousMaxIPs = 100_000
@@ -47,21 +50,26 @@ func anonymousKey() []byte {
 // anonymousGate decides which anonymous refusals become usage events. Every
 // one is counted in veil_gateway_anonymous_refusals_total; one in
 // sampleRate is emitted (the first, then every sampleRate-th), and of
-// those at most perIPMinute per client IP in each minute, so that neither a
-// flood from many addresses nor one from a single address writes a row per
-// request. What the caller receives does not change: 401 either way.
+// those at most perIPMinute per client IP and perMinute in all in each
+// minute, so that neither a flood from many addresses nor one from a
+// single address writes a row per request. The overall bound holds even
+// when client IPs come from a header a caller can forge (X-Forwarded-For
+// through trusted proxies). What the caller receives does not change: 401
+// either way.
 type anonymousGate struct {
 	sampleRate  uint64
 	perIPMinute int
+	perMinute   int
 	seen        atomic.Uint64
 
 	mu     sync.Mutex
 	window time.Time
 	perIP  map[string]int
+	total  int
 }
 
-func newAnonymousGate(sampleRate, perIPMinute int) *anonymousGate {
-	return &anonymousGate{sampleRate: uint64(max(sampleRate, 1)), perIPMinute: max(perIPMinute, 1), perIP: map[string]int{}}
+func newAnonymousGate(sampleRate, perIPMinute, perMinute int) *anonymousGate {
+	return &anonymousGate{sampleRate: uint64(max(sampleRate, 1)), perIPMinute: max(perIPMinute, 1), perMinute: max(perMinute, 1), perIP: map[string]int{}}
 }
 
 // emit counts one anonymous refusal from ip and reports whether its event
@@ -79,6 +87,7 @@ func (g *anonymousGate) emit(ip string, now time.Time, m handlerMetrics) bool {
 	if w := now.Truncate(time.Minute); !w.Equal(g.window) {
 		g.window = w
 		clear(g.perIP)
+		g.total = 0
 	}
 	if _, ok := g.perIP[ip]; !ok && len(g.perIP) >= anonymousMaxIPs {
 		ip = "" // the shared budget of the addresses past the bound
@@ -87,6 +96,11 @@ func (g *anonymousGate) emit(ip string, now time.Time, m handlerMetrics) bool {
 		m.anonymousIPLimited.Inc()
 		return false
 	}
+	if g.total >= g.perMinute {
+		m.anonymousLimited.Inc()
+		return false
+	}
+	g.total++
 	g.perIP[ip]++
 	return true
 }

@@ -24,6 +24,12 @@ type anonymousFixture struct {
 }
 
 func newAnonymousFixture(t *testing.T, partitions int32, sampleRate, perIP int) *anonymousFixture {
+	return newAnonymousFixtureLimited(t, partitions, sampleRate, perIP, DefaultAnonymousEventsPerMinute)
+}
+
+// newAnonymousFixtureLimited is newAnonymousFixture with an overall bound
+// of perMinute events.
+func newAnonymousFixtureLimited(t *testing.T, partitions int32, sampleRate, perIP, perMinute int) *anonymousFixture {
 	t.Helper()
 	k := testenv.NewKafka(t)
 	topic := k.Topic(t, partitions)
@@ -32,7 +38,7 @@ func newAnonymousFixture(t *testing.T, partitions int32, sampleRate, perIP int) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	app.anon = newAnonymousGate(sampleRate, perIP)
+	app.anon = newAnonymousGate(sampleRate, perIP, perMinute)
 	h := &Handler{APIID: testAPI, PathPrefix: "/weather", app: &app, res: &resources{
 		redisResources: &redisResources{m: newHandlerMetrics(metrics.NewSet())}, eventResources: er, log: testenv.Logger(t)}}
 	return &anonymousFixture{h: h, kafka: k, topic: topic, er: er}
@@ -115,5 +121,21 @@ func TestAnonymousEventsLimitedPerIP(t *testing.T) {
 	}
 	if total, _ := f.events(t); total != 8 {
 		t.Fatalf("the topic holds %d anonymous events; want 8 (5 from the flooding address, 3 from the other)", total)
+	}
+}
+
+// TestAnonymousEventsLimitedOverall: a flood whose client IPs are all
+// different (forged X-Forwarded-For through a trusted proxy) passes every
+// per-IP budget, yet at most the overall bound of events a minute is
+// written; every request is still answered 401 and counted.
+func TestAnonymousEventsLimitedOverall(t *testing.T) {
+	f := newAnonymousFixtureLimited(t, 3, 1, 5, 20)
+	f.flood(t, 200, func(i int) string { return fmt.Sprintf("198.51.100.%d", i) })
+	m := f.h.res.m
+	if got, limited, ipLimited := m.anonymousRefusals.Get(), m.anonymousLimited.Get(), m.anonymousIPLimited.Get(); got != 200 || limited != 180 || ipLimited != 0 {
+		t.Fatalf("anonymous refusals counted %d, limited overall %d, IP-limited %d; want 200, 180, 0", got, limited, ipLimited)
+	}
+	if total, _ := f.events(t); total > 20 {
+		t.Fatalf("the topic holds %d anonymous events; want at most 20", total)
 	}
 }

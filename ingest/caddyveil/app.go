@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -29,6 +30,7 @@ import (
 	"github.com/veil-platform/veil/ingest/emitter"
 	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/ratelimit"
 )
 
@@ -83,7 +85,10 @@ type App struct {
 	// 100,000.
 	MemoryEvents int `json:"memory_events,omitempty"`
 	// Source is the CloudEvents source of the events, unique per gateway
-	// instance so that ids never collide. Default /gateway/<hostname>.
+	// instance so that ids never collide. Default /gateway/<hostname>. It
+	// must start with /gateway/: only tokens scoped to such sources may
+	// write them at ingest, so no producer passes its usage off as the
+	// gateway's.
 	Source string `json:"source,omitempty"`
 	// Egress is the policy of upstream connections, used by every
 	// http.reverse_proxy.transport.veil without a policy of its own.
@@ -100,6 +105,11 @@ type App struct {
 	// veil_gateway_anonymous_refusals_ip_limited_total only. The caller
 	// gets its 401 either way. Default 60.
 	AnonymousEventsPerIPMinute int `json:"anonymous_events_per_ip_minute,omitempty"`
+	// AnonymousEventsPerMinute bounds the sampled anonymous refusal
+	// events of all client IPs together per minute, since client IPs
+	// taken from X-Forwarded-For can be made up; past it they are counted
+	// in veil_gateway_anonymous_refusals_limited_total only. Default 6000.
+	AnonymousEventsPerMinute int `json:"anonymous_events_per_minute,omitempty"`
 
 	redisKey, eventsKey string
 	res                 *resources
@@ -156,13 +166,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.AnonymousEventsPerIPMinute <= 0 {
 		a.AnonymousEventsPerIPMinute = DefaultAnonymousEventsPerIPMinute
 	}
-	a.anon = newAnonymousGate(a.AnonymousSampleRate, a.AnonymousEventsPerIPMinute)
+	if a.AnonymousEventsPerMinute <= 0 {
+		a.AnonymousEventsPerMinute = DefaultAnonymousEventsPerMinute
+	}
+	a.anon = newAnonymousGate(a.AnonymousSampleRate, a.AnonymousEventsPerIPMinute, a.AnonymousEventsPerMinute)
 	if a.Source == "" {
 		host, err := os.Hostname()
 		if err != nil || host == "" {
 			host = "unknown"
 		}
-		a.Source = "/gateway/" + host
+		a.Source = ingesttoken.GatewaySourcePrefix + host
+	}
+	if err := CheckSource(a.Source); err != nil {
+		return err
 	}
 	// The resources depend on these settings only; another config with
 	// the same ones shares them. Events are keyed by their spool alone:
@@ -193,6 +209,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	er := val.(*eventResources)
 	a.res = &resources{redisResources: rr, eventResources: er, log: logger}
+	return nil
+}
+
+// ErrSource reports a configured event source outside /gateway/.
+var ErrSource = errors.New("the gateway's event source must start with " + ingesttoken.GatewaySourcePrefix)
+
+// CheckSource returns ErrSource for an event source that does not start
+// with ingesttoken.GatewaySourcePrefix: ingest lets only tokens scoped to
+// such sources write them, and a gateway elsewhere would share its source
+// space with every producer's wildcard.
+func CheckSource(source string) error {
+	if !strings.HasPrefix(source, ingesttoken.GatewaySourcePrefix) || len(source) == len(ingesttoken.GatewaySourcePrefix) {
+		return fmt.Errorf("veil app: source %q: %w", source, ErrSource)
+	}
 	return nil
 }
 

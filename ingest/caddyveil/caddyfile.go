@@ -45,6 +45,7 @@ var (
 //			source             <uri-reference>
 //			anonymous_sample_rate <n>
 //			anonymous_events_per_ip_minute <n>
+//			anonymous_events_per_minute <n>
 //			upstream_allow     <cidr|address|address:port>...
 //			upstream_deny      <host:port>...
 //			upstream_resolver  <host:port>
@@ -127,6 +128,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.AnonymousSampleRate, err = strconv.Atoi(v)
 		case "anonymous_events_per_ip_minute":
 			a.AnonymousEventsPerIPMinute, err = strconv.Atoi(v)
+		case "anonymous_events_per_minute":
+			a.AnonymousEventsPerMinute, err = strconv.Atoi(v)
 		case "upstream_resolver":
 			if a.Egress == nil {
 				a.Egress = new(EgressConfig)

@@ -24,6 +24,7 @@ import (
 	"github.com/veil-platform/veil/internal/gatewayrecord"
 	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/internal/ratelimit"
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // Handler is http.handlers.veil: it stands in front of one API's upstream.
@@ -59,7 +60,9 @@ type Handler struct {
 	// UnitsHeader, when set, is a response header with the billable units
 	// of the call (a non-negative decimal, at most 6 decimals); it is
 	// removed from the response. Without it, or when it is missing or
-	// invalid, a call is 1 unit.
+	// invalid, a call is 1 unit. More than usage.MaxUnits (10^9) counts as
+	// usage.MaxUnits, so that the call is still counted: an event over the
+	// cap would be refused whole (veil_gateway_units_clamped_total).
 	UnitsHeader string `json:"units_header,omitempty"`
 
 	app *App
@@ -180,6 +183,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if cw.units != nil {
 		c.units = *cw.units
+	}
+	if cw.clamped {
+		h.res.m.unitsClamped.Inc()
+		h.res.log.WarnContext(r.Context(), "upstream reported more units than one event may carry; counted at the cap",
+			"header", h.UnitsHeader, "max_units", usage.MaxUnits, "route", c.route, "subject", c.subject)
 	}
 	c.reqBytes, c.resBytes = body.n, cw.n
 	h.emit(r, &c)
@@ -514,6 +522,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// maxUnits is usage.MaxUnits, the most units one event may carry.
+var maxUnits = decimal.NewFromInt(usage.MaxUnits)
+
 // countingWriter records the status and counts the body bytes, and takes
 // the units header off the response.
 type countingWriter struct {
@@ -522,6 +533,8 @@ type countingWriter struct {
 	status      int
 	n           int64
 	units       *decimal.Decimal
+	// clamped: the header said more than usage.MaxUnits, units holds the cap.
+	clamped bool
 }
 
 func (c *countingWriter) WriteHeader(code int) {
@@ -529,7 +542,10 @@ func (c *countingWriter) WriteHeader(code int) {
 		c.status = code
 		if c.unitsHeader != "" {
 			if v := c.Header().Get(c.unitsHeader); v != "" {
-				if d, err := decimal.NewFromString(v); err == nil && !d.IsNegative() && d.Exponent() >= -6 && d.LessThan(decimal.New(1, 12)) {
+				if d, err := decimal.NewFromString(v); err == nil && !d.IsNegative() && d.Exponent() >= -6 {
+					if d.GreaterThan(maxUnits) {
+						d, c.clamped = maxUnits, true
+					}
 					c.units = &d
 				}
 				c.Header().Del(c.unitsHeader)
@@ -564,6 +580,11 @@ type handlerMetrics struct {
 	// IP's budget kept out of the events.
 	anonymousRefusals  *metrics.Counter
 	anonymousIPLimited *metrics.Counter
+	// anonymousLimited counts the sampled ones the overall per-minute
+	// bound kept out.
+	anonymousLimited *metrics.Counter
+	// unitsClamped counts calls whose units header passed usage.MaxUnits.
+	unitsClamped *metrics.Counter
 }
 
 func newHandlerMetrics(set *metrics.Set) handlerMetrics {
@@ -576,6 +597,8 @@ func newHandlerMetrics(set *metrics.Set) handlerMetrics {
 
 		anonymousRefusals:  set.NewCounter("veil_gateway_anonymous_refusals_total"),
 		anonymousIPLimited: set.NewCounter("veil_gateway_anonymous_refusals_ip_limited_total"),
+		anonymousLimited:   set.NewCounter("veil_gateway_anonymous_refusals_limited_total"),
+		unitsClamped:       set.NewCounter("veil_gateway_units_clamped_total"),
 	}
 }
 

@@ -29,11 +29,10 @@ var (
 )
 
 // Verify checks a Veil-Signature header value for a request with method,
-// path (the request target's path as received, percent-encoded:
-// r.URL.EscapedPath() in Go), rawQuery (the query as received, without
-// the "?": r.URL.RawQuery) and apiID (the API's id, from X-Veil-Api-Id or
-// your own configuration), at now, against secret.
-func Verify(header, secret, method, path, rawQuery, apiID string, now time.Time) error {
+// path (the request target's path as received, percent-encoded, without
+// the query: r.URL.EscapedPath() in Go) and apiID (the API's id, from
+// X-Veil-Api-Id or your own configuration), at now, against secret.
+func Verify(header, secret, method, path, apiID string, now time.Time) error {
 	var ts string
 	var sigs [][]byte
 	for _, part := range strings.Split(header, ",") {
@@ -58,7 +57,7 @@ func Verify(header, secret, method, path, rawQuery, apiID string, now time.Time)
 	if d := now.Sub(time.Unix(sec, 0)); d > Tolerance || d < -Tolerance {
 		return ErrStale
 	}
-	want := mac(secret, ts, method, path, rawQuery, apiID)
+	want := mac(secret, ts, method, path, apiID)
 	for _, sig := range sigs {
 		if hmac.Equal(sig, want) { // constant time
 			return nil
@@ -67,16 +66,10 @@ func Verify(header, secret, method, path, rawQuery, apiID string, now time.Time)
 	return ErrMismatch
 }
 
-// mac is HMAC-SHA256(secret, "<t>.<METHOD>.<path>.<api id>"), with
-// "?<query>" after the path when the query is not empty, so a signature
-// is good for one query only.
-func mac(secret, ts, method, path, rawQuery, apiID string) []byte {
-	target := path
-	if rawQuery != "" {
-		target += "?" + rawQuery
-	}
+// mac is HMAC-SHA256(secret, "<t>.<METHOD>.<path>.<api id>").
+func mac(secret, ts, method, path, apiID string) []byte {
 	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts + "." + method + "." + target + "." + apiID))
+	m.Write([]byte(ts + "." + method + "." + path + "." + apiID))
 	return m.Sum(nil)
 }
 
