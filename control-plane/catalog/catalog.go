@@ -204,10 +204,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	client := cfg.HTTPClient
 	if client == nil {
-		client = &http.Client{
-			Timeout:       5 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+		client = routeCheckClient()
 	}
 	m := cfg.Metrics
 	return &Service{
@@ -220,6 +217,23 @@ func New(cfg Config) (*Service, error) {
 			reconcileLeft:  m.NewCounter(`veil_controlplane_reconcile_unhealed_total{kind="apis"}`),
 		},
 	}, nil
+}
+
+// routeCheckClient is the default client that verifies routes through the
+// gateway: it follows no redirect, and ignores HTTP_PROXY and HTTPS_PROXY,
+// so the check reaches the gateway itself and no proxy the environment
+// names sees the calls.
+func routeCheckClient() *http.Client {
+	return &http.Client{
+		Timeout:       5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport: &http.Transport{
+			Proxy:               nil,
+			MaxIdleConns:        16,
+			IdleConnTimeout:     30 * time.Second,
+			TLSHandshakeTimeout: 5 * time.Second,
+		},
+	}
 }
 
 // Visibility says who sees an API in the catalog.

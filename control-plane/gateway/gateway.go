@@ -147,18 +147,23 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("new gateway client: server name %q: want letters, digits, - and _", cfg.Server)
 	}
 	if cfg.HTTPClient == nil {
-		// Proxy nil: an HTTP_PROXY in the environment would see the
-		// signing secrets in the routes put.
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			Proxy:               nil,
-			MaxIdleConnsPerHost: 4,
-			IdleConnTimeout:     time.Minute,
-		}}
+		cfg.HTTPClient = plainAdminClient()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Client{base: base, server: cfg.Server, http: cfg.HTTPClient, log: cfg.Logger}, nil
+}
+
+// plainAdminClient is the default client of an http:// admin URL. It
+// ignores HTTP_PROXY: a proxy the environment names would see the signing
+// secrets in the routes put.
+func plainAdminClient() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		Proxy:               nil,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     time.Minute,
+	}}
 }
 
 // clientTLS is the TLS config toward the remote admin endpoint: its CA
