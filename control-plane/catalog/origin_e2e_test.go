@@ -29,8 +29,8 @@ func TestOriginProofThroughTheGateway(t *testing.T) {
 	e := setup(t, func(c *catalog.Config) { c.Gateway, c.GatewayURL, c.Now = client, gw.URL, time.Now })
 
 	type call struct {
-		method, path, apiID, signature string
-		at                             time.Time
+		method, path, query, apiID, signature string
+		at                                    time.Time
 	}
 	var (
 		mu    sync.Mutex
@@ -38,7 +38,7 @@ func TestOriginProofThroughTheGateway(t *testing.T) {
 	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		calls = append(calls, call{r.Method, r.URL.EscapedPath(), r.Header.Get(gateway.APIHeader), r.Header.Get(originsig.Header), time.Now()})
+		calls = append(calls, call{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get(gateway.APIHeader), r.Header.Get(originsig.Header), time.Now()})
 		mu.Unlock()
 		io.WriteString(w, "ok")
 	}))
@@ -64,7 +64,7 @@ func TestOriginProofThroughTheGateway(t *testing.T) {
 		t.Fatalf("register on the real gateway = %v", err)
 	}
 	// What a client might send to pass for the gateway.
-	forged := originsig.Sign(time.Now(), "GET", "/v1/items", a.ID.String(), originsig.NewSecret())
+	forged := originsig.Sign(time.Now(), "GET", "/v1/items", "", a.ID.String(), originsig.NewSecret())
 	get := func(path string) call {
 		t.Helper()
 		testenv.Deadline(t, 10*time.Second, func() error {
@@ -82,20 +82,20 @@ func TestOriginProofThroughTheGateway(t *testing.T) {
 		})
 		return last()
 	}
-	c := get("/proof/items")
+	c := get("/proof/items?page=2&q=a%20b")
 	if c.signature == forged {
 		t.Error("the client's Veil-Signature reached the upstream")
 	}
-	if err := originsig.Verify(c.signature, shown.Secret, c.method, c.path, c.apiID, c.at); err != nil || c.apiID != a.ID.String() || c.path != "/v1/items" {
-		t.Errorf("upstream got %s %s (api %q, signature %q): Verify = %v; want a valid signature of the API", c.method, c.path, c.apiID, c.signature, err)
+	if err := originsig.Verify(c.signature, shown.Secret, c.method, c.path, c.query, c.apiID, c.at); err != nil || c.apiID != a.ID.String() || c.path != "/v1/items" || c.query != "page=2&q=a%20b" {
+		t.Errorf("upstream got %s %s?%s (api %q, signature %q): Verify = %v; want a valid signature of the API", c.method, c.path, c.query, c.apiID, c.signature, err)
 	}
 
 	// A consumer calling the upstream directly, with a signature it made
 	// up or one it captured earlier, is refused by the same check.
-	if err := originsig.Verify(forged, shown.Secret, "GET", "/v1/items", a.ID.String(), time.Now()); err == nil {
+	if err := originsig.Verify(forged, shown.Secret, "GET", "/v1/items", "", a.ID.String(), time.Now()); err == nil {
 		t.Error("Verify(made up by a client) = nil; want an error")
 	}
-	if err := originsig.Verify(c.signature, shown.Secret, c.method, c.path, c.apiID, c.at.Add(originsig.Tolerance+time.Minute)); err == nil {
+	if err := originsig.Verify(c.signature, shown.Secret, c.method, c.path, c.query, c.apiID, c.at.Add(originsig.Tolerance+time.Minute)); err == nil {
 		t.Error("Verify(replayed later) = nil; want an error")
 	}
 
@@ -106,9 +106,9 @@ func TestOriginProofThroughTheGateway(t *testing.T) {
 	}
 	testenv.Deadline(t, 10*time.Second, func() error {
 		c = get("/proof/items")
-		return originsig.Verify(c.signature, rotated.Secret, c.method, c.path, c.apiID, c.at)
+		return originsig.Verify(c.signature, rotated.Secret, c.method, c.path, c.query, c.apiID, c.at)
 	})
-	if err := originsig.Verify(c.signature, shown.Secret, c.method, c.path, c.apiID, c.at); err != nil {
+	if err := originsig.Verify(c.signature, shown.Secret, c.method, c.path, c.query, c.apiID, c.at); err != nil {
 		t.Errorf("during the overlap, Verify(previous secret) = %v; want nil", err)
 	}
 }

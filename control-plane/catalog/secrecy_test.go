@@ -282,7 +282,7 @@ func TestHealthCheckSigned(t *testing.T) {
 		t.Fatalf("upstream got %d health checks; want 1", len(seen))
 	}
 	h := seen[0]
-	if err := originsig.Verify(h.Get(originsig.Header), rot.Secret, "GET", "/base/health", a.ID.String(), e.clock.Now()); err != nil || h.Get("X-Veil-Api-Id") != a.ID.String() {
+	if err := originsig.Verify(h.Get(originsig.Header), rot.Secret, "GET", "/base/health", "", a.ID.String(), e.clock.Now()); err != nil || h.Get("X-Veil-Api-Id") != a.ID.String() {
 		t.Errorf("health check signature %q, api %q: Verify = %v; want a valid signature of the API", h.Get(originsig.Header), h.Get("X-Veil-Api-Id"), err)
 	}
 }

@@ -116,7 +116,7 @@ func (a API) sign(req *http.Request, now time.Time) {
 	if g.PreviousSecret != "" {
 		secrets = append(secrets, g.PreviousSecret)
 	}
-	req.Header.Set(originsig.Header, originsig.Sign(now, req.Method, req.URL.EscapedPath(), g.APIID, secrets...))
+	req.Header.Set(originsig.Header, originsig.Sign(now, req.Method, req.URL.EscapedPath(), req.URL.RawQuery, g.APIID, secrets...))
 	req.Header.Set(gateway.APIHeader, g.APIID)
 }
 

@@ -19,8 +19,8 @@ import (
 
 // signedRequest is what a verifying upstream saw of one request.
 type signedRequest struct {
-	method, path, apiID, signature string
-	at                             time.Time
+	method, path, query, apiID, signature string
+	at                                    time.Time
 }
 
 // verifyingUpstream records each request's signature, the path as it came
@@ -33,7 +33,7 @@ func verifyingUpstream(t *testing.T) (*httptest.Server, func() []signedRequest) 
 	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		got = append(got, signedRequest{method: r.Method, path: r.URL.EscapedPath(), apiID: r.Header.Get(gateway.APIHeader),
+		got = append(got, signedRequest{method: r.Method, path: r.URL.EscapedPath(), query: r.URL.RawQuery, apiID: r.Header.Get(gateway.APIHeader),
 			signature: r.Header.Get(originsig.Header), at: time.Now()})
 		mu.Unlock()
 		io.WriteString(w, "ok")
@@ -91,9 +91,10 @@ func TestSignedThroughTheGateway(t *testing.T) {
 	if err != nil || got.Signing == nil || *got.Signing != *r.Signing {
 		t.Fatalf("Get(signed route) = %v, %v; want the signing it was put with", got.Signing, err)
 	}
-	forged := originsig.Sign(time.Now(), "GET", "/v1/items", apiID, originsig.NewSecret())
+	forged := originsig.Sign(time.Now(), "GET", "/v1/items", "", apiID, originsig.NewSecret())
 	tests := []struct{ method, path, upstreamPath string }{
 		{"GET", "/signed/items?page=2", "/v1/items"},
+		{"GET", "/signed/items?q=a%20b&q=%3F", "/v1/items"},
 		{"GET", "/signed", "/v1"},
 		{"POST", "/signed/items/a%20b", "/v1/items/a%20b"},
 		{"DELETE", "/signed/items/a%2Fb", ""}, // whatever the rewrite makes of it, it is what is signed
@@ -112,23 +113,26 @@ func TestSignedThroughTheGateway(t *testing.T) {
 		if s.signature == forged {
 			t.Errorf("%s %s: the client's Veil-Signature reached the upstream", tt.method, tt.path)
 		}
-		if err := originsig.Verify(s.signature, secret, s.method, s.path, s.apiID, s.at); err != nil {
+		if err := originsig.Verify(s.signature, secret, s.method, s.path, s.query, s.apiID, s.at); err != nil {
 			t.Errorf("%s %s: upstream Verify(%q) = %v; want nil", tt.method, tt.path, s.signature, err)
 		}
 		// The same header replayed after the window, or checked with
 		// another secret, another method or path, fails.
-		if err := originsig.Verify(s.signature, secret, s.method, s.path, s.apiID, s.at.Add(originsig.Tolerance+2*time.Second)); !errors.Is(err, originsig.ErrStale) {
+		if err := originsig.Verify(s.signature, secret, s.method, s.path, s.query, s.apiID, s.at.Add(originsig.Tolerance+2*time.Second)); !errors.Is(err, originsig.ErrStale) {
 			t.Errorf("%s %s: Verify(replayed later) = %v; want ErrStale", tt.method, tt.path, err)
 		}
-		if err := originsig.Verify(s.signature, originsig.NewSecret(), s.method, s.path, s.apiID, s.at); !errors.Is(err, originsig.ErrMismatch) {
+		if err := originsig.Verify(s.signature, originsig.NewSecret(), s.method, s.path, s.query, s.apiID, s.at); !errors.Is(err, originsig.ErrMismatch) {
 			t.Errorf("%s %s: Verify(other secret) = %v; want ErrMismatch", tt.method, tt.path, err)
 		}
-		if err := originsig.Verify(s.signature, secret, s.method, s.path+"x", s.apiID, s.at); !errors.Is(err, originsig.ErrMismatch) {
+		if err := originsig.Verify(s.signature, secret, s.method, s.path+"x", s.query, s.apiID, s.at); !errors.Is(err, originsig.ErrMismatch) {
 			t.Errorf("%s %s: Verify(other path) = %v; want ErrMismatch", tt.method, tt.path, err)
+		}
+		if err := originsig.Verify(s.signature, secret, s.method, s.path, s.query+"&admin=1", s.apiID, s.at); !errors.Is(err, originsig.ErrMismatch) {
+			t.Errorf("%s %s: Verify(other query) = %v; want ErrMismatch", tt.method, tt.path, err)
 		}
 	}
 	// A direct call with the forged header fails where the upstream checks.
-	if err := originsig.Verify(forged, secret, "GET", "/v1/items", apiID, time.Now()); !errors.Is(err, originsig.ErrMismatch) {
+	if err := originsig.Verify(forged, secret, "GET", "/v1/items", "", apiID, time.Now()); !errors.Is(err, originsig.ErrMismatch) {
 		t.Errorf("Verify(forged by a client) = %v; want ErrMismatch", err)
 	}
 
@@ -148,12 +152,12 @@ func TestSignedThroughTheGateway(t *testing.T) {
 			send(t, "GET", e.gw.URL+"/signed/items", "")
 			seen := requests()
 			s = seen[len(seen)-1]
-			return originsig.Verify(s.signature, rotated, s.method, s.path, s.apiID, s.at)
+			return originsig.Verify(s.signature, rotated, s.method, s.path, s.query, s.apiID, s.at)
 		})
 		return s
 	}
 	s := lastSigned()
-	if err := originsig.Verify(s.signature, secret, s.method, s.path, s.apiID, s.at); err != nil {
+	if err := originsig.Verify(s.signature, secret, s.method, s.path, s.query, s.apiID, s.at); err != nil {
 		t.Errorf("during the overlap, Verify(previous secret) = %v; want nil", err)
 	}
 	r.Signing = &gateway.Signing{APIID: apiID, Secret: rotated}
@@ -162,7 +166,7 @@ func TestSignedThroughTheGateway(t *testing.T) {
 	}
 	testenv.Deadline(t, 10*time.Second, func() error {
 		s = lastSigned()
-		if err := originsig.Verify(s.signature, secret, s.method, s.path, s.apiID, s.at); !errors.Is(err, originsig.ErrMismatch) {
+		if err := originsig.Verify(s.signature, secret, s.method, s.path, s.query, s.apiID, s.at); !errors.Is(err, originsig.ErrMismatch) {
 			return errors.New("the previous secret still verifies")
 		}
 		return nil

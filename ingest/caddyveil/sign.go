@@ -19,9 +19,10 @@ func init() {
 // Signer is http.handlers.veil_sign: it proves to an API's upstream that a
 // request came through the gateway. It replaces any Veil-Signature the
 // client sent with the gateway's own, an HMAC-SHA256 with the API's
-// signing secret over the time, the method, the path and the API id (see
-// internal/originsig). It runs after the route's rewrites, right before
-// reverse_proxy, so the path it signs is the one the upstream receives.
+// signing secret over the time, the method, the path, the query and the
+// API id (see internal/originsig). It runs after the route's rewrites,
+// right before reverse_proxy, so the path and query it signs are the ones
+// the upstream receives.
 //
 // It needs no veil app: every API route has one, with or without key
 // authentication in front of it.
@@ -75,7 +76,7 @@ func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	}
 	// Set replaces every value a client sent under any spelling of the
 	// name (header names are canonicalised on the way in).
-	r.Header.Set(originsig.Header, originsig.Sign(now, r.Method, r.URL.EscapedPath(), s.APIID, secrets...))
+	r.Header.Set(originsig.Header, originsig.Sign(now, r.Method, r.URL.EscapedPath(), r.URL.RawQuery, s.APIID, secrets...))
 	// The error is returned as is: Caddy reads the status of a
 	// caddyhttp.HandlerError from it.
 	return next.ServeHTTP(w, r)

@@ -29,10 +29,11 @@ var (
 )
 
 // Verify checks a Veil-Signature header value for a request with method,
-// path (the request target's path as received, percent-encoded, without
-// the query: r.URL.EscapedPath() in Go) and apiID (the API's id, from
-// X-Veil-Api-Id or your own configuration), at now, against secret.
-func Verify(header, secret, method, path, apiID string, now time.Time) error {
+// path (the request target's path as received, percent-encoded:
+// r.URL.EscapedPath() in Go), rawQuery (the query as received, without
+// the "?": r.URL.RawQuery) and apiID (the API's id, from X-Veil-Api-Id or
+// your own configuration), at now, against secret.
+func Verify(header, secret, method, path, rawQuery, apiID string, now time.Time) error {
 	var ts string
 	var sigs [][]byte
 	for _, part := range strings.Split(header, ",") {
@@ -57,7 +58,7 @@ func Verify(header, secret, method, path, apiID string, now time.Time) error {
 	if d := now.Sub(time.Unix(sec, 0)); d > Tolerance || d < -Tolerance {
 		return ErrStale
 	}
-	want := mac(secret, ts, method, path, apiID)
+	want := mac(secret, ts, method, path, rawQuery, apiID)
 	for _, sig := range sigs {
 		if hmac.Equal(sig, want) { // constant time
 			return nil
@@ -66,10 +67,16 @@ func Verify(header, secret, method, path, apiID string, now time.Time) error {
 	return ErrMismatch
 }
 
-// mac is HMAC-SHA256(secret, "<t>.<METHOD>.<path>.<api id>").
-func mac(secret, ts, method, path, apiID string) []byte {
+// mac is HMAC-SHA256(secret, "<t>.<METHOD>.<path>.<api id>"), with
+// "?<query>" after the path when the query is not empty, so a signature
+// is good for one query only.
+func mac(secret, ts, method, path, rawQuery, apiID string) []byte {
+	target := path
+	if rawQuery != "" {
+		target += "?" + rawQuery
+	}
 	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts + "." + method + "." + path + "." + apiID))
+	m.Write([]byte(ts + "." + method + "." + target + "." + apiID))
 	return m.Sum(nil)
 }
 
