@@ -82,11 +82,14 @@ type Config struct {
 	// entry ending in * is a prefix). Real producers get scoped tokens
 	// issued through the control plane, found through Lookup.
 	Tokens []string
-	// Lookup finds issued tokens (the ingest_tokens table). Nil accepts
-	// the bootstrap tokens only. Tokens or Lookup is required.
+	// Lookup finds issued tokens (the ingest_tokens table) and, for tokens
+	// scoped to APIs, the API of the subscriptions their events name (the
+	// subscriptions table). Nil accepts the bootstrap tokens only. Tokens
+	// or Lookup is required.
 	Lookup TokenLookup
 	// TokenCacheTTL is how long a lookup's answer, found or not, is
-	// reused: a revoked token stops working within it. Default 5s.
+	// reused: a revoked token stops working within it, and a new
+	// subscription is refused as a subject at most that long. Default 5s.
 	TokenCacheTTL time.Duration
 	// MaxBodyBytes bounds a request body; larger bodies get 413. Default 5 MiB.
 	MaxBodyBytes int64
