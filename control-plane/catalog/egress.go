@@ -75,6 +75,10 @@ func upstreamClient(p *egress.Policy) *http.Client {
 // whatever answered is not the provider's business beyond that.
 var errUpstreamUnhealthy = errors.New("upstream health check did not answer 2xx")
 
+// errUpstreamNoAnswer is a health check that got no answer; the dial
+// error, which may name addresses, goes to the log.
+var errUpstreamNoAnswer = errors.New("upstream health check: no answer")
+
 // checkHealth GETs the upstream's health path through the egress policy.
 func (s *Service) checkHealth(ctx context.Context, a API) error {
 	u := strings.TrimSuffix(a.UpstreamURL, "/") + a.HealthCheckPath
@@ -90,7 +94,7 @@ func (s *Service) checkHealth(ctx context.Context, a API) error {
 			return refusal{err}
 		}
 		s.log.WarnContext(ctx, "upstream health check failed", "api_id", a.ID, "error", err)
-		return fmt.Errorf("upstream health check: no answer")
+		return errUpstreamNoAnswer
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

@@ -202,13 +202,41 @@ func (w *RegisterWorker) work(ctx context.Context, c conn, job *river.Job[Regist
 	if errors.Is(regErr, egress.ErrRefused) {
 		// The health check's dialer refused what the name resolves to
 		// now: as final as a refusal before.
-		return s.failRegistration(ctx, c, a, regErr.Error())
+		return s.failRegistration(ctx, c, a, registrationReason(regErr))
 	}
 	if job.Attempt < job.MaxAttempts {
 		return regErr
 	}
-	// The budget is spent: leave the gateway clean, then record the failure.
-	return s.failRegistration(ctx, c, a, fmt.Sprintf("gateway registration failed after %d attempts: %v", job.Attempt, regErr))
+	// The budget is spent: leave the gateway clean, then record the
+	// failure. The provider reads the step that failed; the detail (the
+	// gateway's address, its admin socket, a dial error) is in the log
+	// line above, with the API id.
+	return s.failRegistration(ctx, c, a, fmt.Sprintf("gateway registration failed after %d attempts: %s", job.Attempt, registrationReason(regErr)))
+}
+
+// Errors of register's steps, whose text is what a provider reads in
+// state_reason.
+var (
+	errGatewayUpdate = errors.New("the gateway could not be updated")
+	errRouteVerify   = errors.New("route could not be verified through the gateway")
+)
+
+// registrationReason is the state_reason of a registration that failed
+// with err: a fixed text per step, so that no address, socket path, dial
+// error or status of the platform's side reaches the provider.
+func registrationReason(err error) string {
+	switch {
+	case errors.Is(err, egress.ErrRefused):
+		return refusedReason(err)
+	case errors.Is(err, errUpstreamUnhealthy), errors.Is(err, errUpstreamNoAnswer):
+		// Their text is fixed already (the status class at most).
+		return err.Error()
+	case errors.Is(err, errGatewayUpdate):
+		return errGatewayUpdate.Error()
+	case errors.Is(err, errRouteVerify):
+		return errRouteVerify.Error()
+	}
+	return "the registration could not be completed"
 }
 
 // failRegistration marks an approved API failed with reason, after taking
@@ -242,11 +270,11 @@ func (s *Service) register(ctx context.Context, a API) error {
 		}
 	}
 	if err := s.cfg.Gateway.Put(ctx, s.gatewayRoute(a)); err != nil {
-		return fmt.Errorf("put gateway route: %w", err)
+		return fmt.Errorf("%w: put gateway route: %w", errGatewayUpdate, err)
 	}
 	probe := strings.TrimSuffix(s.cfg.GatewayURL, "/") + "/" + a.Slug + a.HealthCheckPath
 	if err := s.check(ctx, probe, a.ID.String()); err != nil {
-		return fmt.Errorf("verify route through the gateway: %w", err)
+		return fmt.Errorf("%w: verify route through the gateway: %w", errRouteVerify, err)
 	}
 	return nil
 }

@@ -162,15 +162,21 @@ func TestRegisterWorkerActivates(t *testing.T) {
 // removed and the API fails, naming the attempts and the cause).
 func TestRegisterWorkerFailures(t *testing.T) {
 	e := setup(t)
+	// cause is in the job's error (and the log); reason is all the
+	// provider reads in state_reason, without the gateway's details.
 	failures := []struct {
-		name   string
-		inject func()
-		cause  string
-		puts   int
+		name          string
+		inject        func()
+		cause, reason string
+		puts          int
 	}{
-		{"unhealthy upstream", func() { e.upstream.status.Store(http.StatusServiceUnavailable) }, "upstream health check", 0},
-		{"put refused", func() { e.gw.set(func(g *fakeGateway) { g.putErr = errors.New("admin api down") }) }, "put gateway route: admin api down", 1},
-		{"answer not from the route", func() { e.gw.set(func(g *fakeGateway) { g.untagged = true }) }, "verify route through the gateway", 1},
+		{"unhealthy upstream", func() { e.upstream.status.Store(http.StatusServiceUnavailable) }, "upstream health check", "upstream health check did not answer 2xx (5xx)", 0},
+		{"put refused", func() {
+			e.gw.set(func(g *fakeGateway) {
+				g.putErr = errors.New("dial unix /var/lib/veil/gateway-admin.sock: admin api down")
+			})
+		}, "put gateway route: dial unix /var/lib/veil/gateway-admin.sock: admin api down", "the gateway could not be updated", 1},
+		{"answer not from the route", func() { e.gw.set(func(g *fakeGateway) { g.untagged = true }) }, "verify route through the gateway", "route could not be verified through the gateway", 1},
 	}
 	for i, f := range failures {
 		for _, attempt := range []int{1, 3} {
@@ -204,8 +210,13 @@ func TestRegisterWorkerFailures(t *testing.T) {
 			if _, ok := e.gw.route(a.ID); ok {
 				t.Errorf("%s: route still on the gateway", name)
 			}
-			if got.State != catalog.StateFailed || !strings.Contains(got.StateReason, "after 3 attempts") || !strings.Contains(got.StateReason, f.cause) {
-				t.Errorf("after %s: %s (%q); want failed, naming 3 attempts and %s", name, got.State, got.StateReason, f.cause)
+			if want := "gateway registration failed after 3 attempts: " + f.reason; got.State != catalog.StateFailed || got.StateReason != want {
+				t.Errorf("after %s: %s (%q); want failed (%q)", name, got.State, got.StateReason, want)
+			}
+			for _, leak := range []string{"gateway-admin.sock", "admin api down", "GET ", "http://", "503"} {
+				if strings.Contains(got.StateReason, leak) {
+					t.Errorf("after %s: state_reason %q shows %q", name, got.StateReason, leak)
+				}
 			}
 			trs := e.transitions(a.ID)
 			if last := trs[len(trs)-1]; last.From != "approved" || last.To != "failed" || last.Actor != "system" {
