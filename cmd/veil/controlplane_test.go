@@ -394,8 +394,16 @@ func (e *cpEnv) flags(t *testing.T, attempts int) controlPlaneFlags {
 // startControlPlane runs a control plane in this process until the test ends.
 func (e *cpEnv) startControlPlane(t *testing.T, attempts int) cpClient {
 	t.Helper()
+	_, c := e.runControlPlane(t, e.flags(t, attempts))
+	return c
+}
+
+// runControlPlane runs a control plane with flags in this process until the
+// test ends, and returns it with a client of its API.
+func (e *cpEnv) runControlPlane(t *testing.T, flags controlPlaneFlags) (*controlPlane, cpClient) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	plane, err := newControlPlane(ctx, e.flags(t, attempts), e.pgURL, testenv.Logger(t), metrics.NewSet())
+	plane, err := newControlPlane(ctx, flags, e.pgURL, testenv.Logger(t), metrics.NewSet())
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -409,7 +417,7 @@ func (e *cpEnv) startControlPlane(t *testing.T, attempts int) cpClient {
 		}
 		plane.close()
 	})
-	return cpClient{t: t, base: "http://" + plane.addr().String()}
+	return plane, cpClient{t: t, base: "http://" + plane.addr().String()}
 }
 
 // register creates an API on the upstream and submits it; it returns the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -9,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress/egresstest"
@@ -47,22 +44,7 @@ func TestUpstreamEgressEndToEnd(t *testing.T) {
 	e := &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
 	flags := e.flags(t, 3)
 	flags.egress = egressFlags{allow: allow, resolver: dns.Addr()}
-	pctx, cancel := context.WithCancel(context.Background())
-	plane, err := newControlPlane(pctx, flags, pgURL, testenv.Logger(t), metrics.NewSet())
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- plane.run(pctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-		plane.close()
-	})
-	c := cpClient{t: t, base: "http://" + plane.addr().String()}
+	_, c := e.runControlPlane(t, flags)
 	prov := token(t, "acme", "alice", identity.RoleProvider)
 	admin := token(t, "platform", "operator", identity.RoleAdmin)
 

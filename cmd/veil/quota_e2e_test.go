@@ -61,40 +61,13 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	flags.gatewayKeyAuth, flags.kafkaBrokers, flags.quotaTopic = true, brokers, quotaTopic
 	flags.clickhouseAddr, flags.clickhouseDB = chAddr, chDB
 	flags.smtp = notify.SMTPConfig{Addr: mail.SMTPAddr(), From: "Veil <noreply@veil.test>", TLS: notify.TLSNone}
-	pctx, cancel := context.WithCancel(context.Background())
-	plane, err := newControlPlane(pctx, flags, pgURL, testenv.Logger(t), metrics.NewSet())
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	planeDone := make(chan error, 1)
-	go func() { planeDone <- plane.run(pctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-planeDone; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-		plane.close()
-	})
-	c := cpClient{t: t, base: "http://" + plane.addr().String()}
+	plane, c := e.runControlPlane(t, flags)
 
-	proc, err := processors.New(processors.Config{
+	startProcessor(t, processors.Config{
 		Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Brokers: kafka.Brokers, Group: "quota-e2e-" + testenv.Suffix(),
 		Topic: raw, DLQTopic: dlq, QuotaTopic: quotaTopic, ClickHouse: ch, Redis: rc,
 		BatchRecords: 5000, BatchWait: 50 * time.Millisecond, QuotaSweepInterval: 200 * time.Millisecond,
 		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	procCtx, stopProc := context.WithCancel(context.Background())
-	procDone := make(chan error, 1)
-	go func() { procDone <- proc.Run(procCtx) }()
-	t.Cleanup(func() {
-		stopProc()
-		if err := <-procDone; err != nil {
-			t.Errorf("processor: %v", err)
-		}
 	})
 
 	// A provider's API, a hard quota of 1,000 requests, a consumer with a
@@ -341,4 +314,22 @@ func periodStart(t *testing.T, c cpClient, tok, id string) time.Time {
 	}
 	c.must(http.StatusOK, "GET", "/v1/subscriptions/"+id, tok, nil, &s)
 	return s.Start
+}
+
+// startProcessor runs a processor with cfg in this process until the test ends.
+func startProcessor(t *testing.T, cfg processors.Config) {
+	t.Helper()
+	proc, err := processors.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- proc.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("processor: %v", err)
+		}
+	})
 }

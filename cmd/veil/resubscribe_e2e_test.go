@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -44,40 +43,13 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 	flags := e.flags(t, 4)
 	flags.gatewayKeyAuth, flags.kafkaBrokers, flags.quotaTopic = true, brokers, quotaTopic
 	flags.clickhouseAddr, flags.clickhouseDB = chAddr, chDB
-	pctx, cancel := context.WithCancel(context.Background())
-	plane, err := newControlPlane(pctx, flags, pgURL, testenv.Logger(t), metrics.NewSet())
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	planeDone := make(chan error, 1)
-	go func() { planeDone <- plane.run(pctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-planeDone; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-		plane.close()
-	})
-	c := cpClient{t: t, base: "http://" + plane.addr().String()}
+	_, c := e.runControlPlane(t, flags)
 
-	proc, err := processors.New(processors.Config{
+	startProcessor(t, processors.Config{
 		Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Brokers: kafka.Brokers, Group: "resubscribe-e2e-" + testenv.Suffix(),
 		Topic: raw, DLQTopic: dlq, QuotaTopic: quotaTopic, ClickHouse: ch, Redis: rc,
 		BatchRecords: 1000, BatchWait: 50 * time.Millisecond, QuotaSweepInterval: 200 * time.Millisecond,
 		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	procCtx, stopProc := context.WithCancel(context.Background())
-	procDone := make(chan error, 1)
-	go func() { procDone <- proc.Run(procCtx) }()
-	t.Cleanup(func() {
-		stopProc()
-		if err := <-procDone; err != nil {
-			t.Errorf("processor: %v", err)
-		}
 	})
 
 	prov := token(t, "acme", "alice", identity.RoleProvider)
