@@ -324,17 +324,23 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		return nil, fmt.Errorf("new job client: %w", err)
 	}
 	plane.river = riverClient
+	// Neither webhooks nor upstreams ever reach what this control plane is
+	// configured with, on top of Veil's default ports on loopback; not
+	// even webhooks with private networks allowed for development.
+	own := []string{cp.addr, cp.metricsAddr, cp.redisAddr, cp.kafkaBrokers, cp.clickhouseAddr,
+		fmt.Sprintf("%s:%d", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port), cp.gatewayURL, cp.gatewayAdminURL, cp.smtp.Addr}
+	hookEgress, err := webhooks.EgressPolicy(ctx, cp.webhookPrivate, denyList(own))
+	if err != nil {
+		return nil, err
+	}
 	hooks, err := webhooks.New(webhooks.Config{
-		Pool: pool, Jobs: riverClient, Logger: logger, Metrics: set,
+		Pool: pool, Jobs: riverClient, Logger: logger, Metrics: set, Egress: hookEgress,
 		MaxAttempts: cp.webhookAttempts, RetryBase: cp.webhookRetryBase, AllowPrivateNetworks: cp.webhookPrivate,
 	})
 	if err != nil {
 		return nil, err
 	}
-	// Upstreams never reach what this control plane is configured with,
-	// on top of Veil's default ports on loopback.
-	upstreams, err := cp.egress.policy(ctx, cp.addr, cp.metricsAddr, cp.redisAddr, cp.kafkaBrokers, cp.clickhouseAddr,
-		fmt.Sprintf("%s:%d", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port), cp.gatewayURL, cp.gatewayAdminURL, cp.smtp.Addr)
+	upstreams, err := cp.egress.policy(ctx, own...)
 	if err != nil {
 		return nil, err
 	}

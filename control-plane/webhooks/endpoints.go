@@ -135,7 +135,7 @@ func (s *Service) CreateEndpoint(ctx context.Context, orgID uuid.UUID, in Endpoi
 	if err := in.Validate(); err != nil {
 		return Endpoint{}, "", err
 	}
-	if err := s.checkPublic(ctx, "url", in.URL); err != nil {
+	if err := s.checkURL(ctx, "url", in.URL); err != nil {
 		return Endpoint{}, "", err
 	}
 	enabled := in.Enabled == nil || *in.Enabled
@@ -199,7 +199,7 @@ func (s *Service) UpdateEndpoint(ctx context.Context, orgID, id uuid.UUID, p End
 			return err
 		}
 		if in.URL != before.URL {
-			if err := s.checkPublic(ctx, "url", in.URL); err != nil {
+			if err := s.checkURL(ctx, "url", in.URL); err != nil {
 				return err
 			}
 		}

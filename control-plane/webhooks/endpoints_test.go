@@ -2,11 +2,14 @@ package webhooks
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
+
+	"github.com/veil-platform/veil/internal/egress"
 )
 
 func TestEndpointLifecycle(t *testing.T) {
@@ -213,5 +216,65 @@ func TestPrivateNetworksRefused(t *testing.T) {
 	}
 	if n := len(r.received()) + len(r.rejected()); n != 0 {
 		t.Errorf("receiver on loopback got %d requests; want 0", n)
+	}
+}
+
+// TestVeilServicesRefusedWithPrivateNetworks: opening private networks for
+// development opens no Veil service. A URL naming the test's own Postgres
+// on 127.0.0.1 (a Veil default port) or an endpoint on the policy's deny
+// list (as the control plane denies the addresses it is configured with)
+// is refused when saved and when a delivery dials, while another loopback
+// receiver is accepted.
+func TestVeilServicesRefusedWithPrivateNetworks(t *testing.T) {
+	denied, allowed := newReceiver(t), newReceiver(t)
+	deniedAddr := strings.TrimPrefix(denied.srv.URL, "http://")
+	e := setup(t, func(c *Config) {
+		p, err := EgressPolicy(t.Context(), true, []string{deniedAddr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Egress, c.MaxAttempts = p, 1
+	})
+	ctx := t.Context()
+	postgres := fmt.Sprintf("http://127.0.0.1:%d/hook", e.pool.Config().ConnConfig.Port)
+
+	for _, url := range []string{postgres, denied.srv.URL + "/hook"} {
+		_, _, err := e.svc.CreateEndpoint(ctx, e.org, EndpointInput{URL: url, EventTypes: []string{"*"}})
+		var v *ValidationError
+		if !errors.As(err, &v) || v.Fields[0].Field != "url" || !strings.Contains(v.Fields[0].Detail, egress.KindVeil) {
+			t.Errorf("CreateEndpoint(%s) = %v; want a validation error on url naming %s", url, err, egress.KindVeil)
+		}
+	}
+	ep, _ := e.createEndpoint(e.org, allowed.srv.URL+"/hook", "*")
+	var v *ValidationError
+	if _, err := e.svc.UpdateEndpoint(ctx, e.org, ep.ID, EndpointPatch{URL: &postgres}); !errors.As(err, &v) || v.Fields[0].Field != "url" {
+		t.Errorf("UpdateEndpoint(url %s) = %v; want a validation error on url", postgres, err)
+	}
+
+	// Rows written directly, as if saved before the policy denied them:
+	// the delivery's dialer refuses them on its own.
+	for _, url := range []string{postgres, denied.srv.URL + "/hook"} {
+		var id uuid.UUID
+		if err := e.pool.QueryRow(ctx, `INSERT INTO webhook_endpoints (organization_id, url, event_types, secret)
+			VALUES ($1, $2, '{*}', $3) RETURNING id`, e.otherOrg, url, newSecret()).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		e.publish(e.otherOrg, EventAPIUpdated)
+		ds := e.deliveries(id)
+		d := ds[len(ds)-1]
+		if err := e.work(d.ID, 1, 1); err != nil {
+			t.Fatalf("Work(last attempt) = %v; want nil", err)
+		}
+		got, err := e.svc.GetDelivery(ctx, e.otherOrg, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != StatusFailed || len(got.History) != 1 || got.History[0].StatusCode != nil ||
+			!strings.Contains(got.History[0].Error, egress.KindVeil) {
+			t.Errorf("delivery to %s = %+v; want failed after one attempt refused as %s", url, got, egress.KindVeil)
+		}
+	}
+	if n := len(denied.received()) + len(denied.rejected()); n != 0 {
+		t.Errorf("denied receiver got %d requests; want 0", n)
 	}
 }

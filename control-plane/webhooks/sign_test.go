@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/veil-platform/veil/internal/egress"
 )
 
 func TestSign(t *testing.T) {
@@ -130,7 +132,14 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestNonPublic(t *testing.T) {
+// TestPublicOnlyPolicy: without private networks, the webhook policy
+// refuses every non-public address, naming its kind, and admits public
+// ones.
+func TestPublicOnlyPolicy(t *testing.T) {
+	p, err := EgressPolicy(t.Context(), false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		addr string
 		want string
@@ -158,8 +167,9 @@ func TestNonPublic(t *testing.T) {
 		{"64:ff9b::101:101", ""},
 	}
 	for _, tt := range tests {
-		if got := nonPublic(netip.MustParseAddr(tt.addr)); got != tt.want {
-			t.Errorf("nonPublic(%s) = %q; want %q", tt.addr, got, tt.want)
+		err := p.Check("", netip.AddrPortFrom(netip.MustParseAddr(tt.addr), 443))
+		if got := egress.Kind(err); got != tt.want {
+			t.Errorf("Check(%s:443) = %v (kind %q); want kind %q", tt.addr, err, got, tt.want)
 		}
 	}
 }

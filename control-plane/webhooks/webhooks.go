@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/keyset"
 	"github.com/veil-platform/veil/internal/validation"
 )
@@ -93,10 +93,9 @@ type Config struct {
 	Jobs Inserter
 	// HTTPClient sends the deliveries. Default: 10 s timeout. Redirects are
 	// never followed, whatever the client says: a 3xx is a failed attempt.
-	// Unless AllowPrivateNetworks is set, its Transport must be nil or an
-	// *http.Transport; its dialer is replaced by one that refuses
-	// non-public addresses. The default transport then ignores
-	// HTTP_PROXY: a proxy's address is what would be dialed and checked.
+	// Its Transport must be nil or an *http.Transport; its dialer is
+	// replaced by Egress's, and the default transport ignores HTTP_PROXY:
+	// a proxy's address is what would be dialed and checked.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
 	Metrics    *metrics.Set
@@ -106,11 +105,20 @@ type Config struct {
 	// RetryBase is the delay before the second attempt (default 5 s); each
 	// later one doubles, capped at one hour, with full jitter.
 	RetryBase time.Duration
+	// Egress decides every address an endpoint's URL may name when it is
+	// saved and every connection a delivery makes, so that customers
+	// cannot make the control plane call its own network or services
+	// (SSRF). Default: EgressPolicy(AllowPrivateNetworks, no deny list),
+	// which refuses Veil's default ports on loopback and this host's
+	// addresses; `veil control-plane` passes one that also refuses the
+	// endpoints it is configured with. Build it with EgressPolicy.
+	Egress *egress.Policy
 	// AllowPrivateNetworks lets endpoints resolve to loopback, private and
-	// link-local addresses. Off by default: such URLs are refused when an
-	// endpoint is saved and again when a delivery dials, so customers
-	// cannot make the control plane call its own network (SSRF). Only
-	// `veil dev` and tests turn it on.
+	// link-local addresses (Egress must allow them too, as EgressPolicy
+	// does), and lets a URL whose name does not resolve be saved. Off by
+	// default: such URLs are refused when an endpoint is saved and again
+	// when a delivery dials. Veil's own services stay refused either way.
+	// Only `veil dev` and tests turn it on.
 	AllowPrivateNetworks bool
 	// Now is the clock of event and attempt timestamps (default time.Now).
 	Now func() time.Time
@@ -118,13 +126,13 @@ type Config struct {
 
 // Service manages endpoints and deliveries.
 type Service struct {
-	cfg      Config
-	pool     *pgxpool.Pool
-	log      *slog.Logger
-	now      func() time.Time
-	client   *http.Client
-	resolver *net.Resolver
-	metrics  serviceMetrics
+	cfg     Config
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	now     func() time.Time
+	client  *http.Client
+	egress  *egress.Policy
+	metrics serviceMetrics
 }
 
 type serviceMetrics struct {
@@ -164,13 +172,22 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	client, err := deliveryClient(cfg.HTTPClient, cfg.AllowPrivateNetworks)
+	if cfg.Egress == nil {
+		// Without a deny list there is no name to look up, so the
+		// context is never used.
+		p, err := EgressPolicy(context.Background(), cfg.AllowPrivateNetworks, nil)
+		if err != nil {
+			return nil, fmt.Errorf("new webhooks: %w", err)
+		}
+		cfg.Egress = p
+	}
+	client, err := deliveryClient(cfg.HTTPClient, cfg.Egress)
 	if err != nil {
 		return nil, fmt.Errorf("new webhooks: %w", err)
 	}
 	m := cfg.Metrics
 	return &Service{
-		cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now, client: client, resolver: net.DefaultResolver,
+		cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now, client: client, egress: cfg.Egress,
 		metrics: serviceMetrics{
 			published:      m.GetOrCreateCounter(`veil_controlplane_webhook_deliveries_created_total`),
 			attemptsOK:     m.GetOrCreateCounter(`veil_controlplane_webhook_attempts_total{result="success"}`),
@@ -183,9 +200,10 @@ func New(cfg Config) (*Service, error) {
 }
 
 // deliveryClient returns a copy of c (or the default client) that never
-// follows redirects and, unless private networks are allowed, dials only
-// public addresses.
-func deliveryClient(c *http.Client, allowPrivate bool) (*http.Client, error) {
+// follows redirects and dials only where p allows: p's dialer resolves the
+// host itself, refuses it if any answer is refused and dials the checked
+// address, with a Control hook checking the socket's address once more.
+func deliveryClient(c *http.Client, p *egress.Policy) (*http.Client, error) {
 	var out http.Client
 	if c != nil {
 		out = *c
@@ -193,9 +211,6 @@ func deliveryClient(c *http.Client, allowPrivate bool) (*http.Client, error) {
 		out.Timeout = defaultTimeout
 	}
 	out.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	if allowPrivate {
-		return &out, nil
-	}
 	var tr *http.Transport
 	switch t := out.Transport.(type) {
 	case nil:
@@ -205,9 +220,9 @@ func deliveryClient(c *http.Client, allowPrivate bool) (*http.Client, error) {
 	case *http.Transport:
 		tr = t.Clone()
 	default:
-		return nil, fmt.Errorf("http client transport %T cannot be guarded against private addresses", t)
+		return nil, fmt.Errorf("http client transport %T cannot be put under the egress policy", t)
 	}
-	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: publicOnly}
+	dialer := &egress.Dialer{Policy: p, Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	tr.DialContext = dialer.DialContext
 	tr.DialTLSContext = nil
 	out.Transport = tr
