@@ -195,8 +195,9 @@ func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API
 }
 
 // UpdateAPI applies p. What the gateway serves (slug, upstream, routes,
-// health path) changes only while the API is not approved; descriptive
-// fields change any time before retirement.
+// health path) and what the catalog shows (name, description, docs_url,
+// visibility other than going private) change only while the API is
+// editable (draft or rejected): both were reviewed.
 func (s *Service) UpdateAPI(ctx context.Context, actor Actor, id uuid.UUID, p APIPatch) (API, error) {
 	// Resolved before the row is locked: a slow resolver holds no lock.
 	if p.UpstreamURL != nil {
@@ -210,7 +211,7 @@ func (s *Service) UpdateAPI(ctx context.Context, actor Actor, id uuid.UUID, p AP
 		if err != nil {
 			return err
 		}
-		if before.State == StateRetired || (p.touchesGateway() && !before.State.editable()) {
+		if before.State == StateRetired || ((p.touchesGateway() || p.changesPresentation(before)) && !before.State.editable()) {
 			return fmt.Errorf("%w: %s (add a version and resubmit, or revise it first)", ErrNotEditable, before.State)
 		}
 		in := p.apply(before)

@@ -52,7 +52,8 @@ func TestCreateAPI(t *testing.T) {
 }
 
 // TestUpdateAPIByState checks which fields change in which state: what the
-// gateway serves only while editable, descriptive fields until retirement.
+// gateway serves and what the catalog shows, both reviewed, only while
+// editable; going private and unchanged values in any state but retired.
 func TestUpdateAPIByState(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
@@ -81,17 +82,43 @@ func TestUpdateAPIByState(t *testing.T) {
 				wantErr(t, "UpdateAPI("+field+" in "+string(state)+")", err, catalog.ErrNotEditable)
 			}
 		}
-		desc := "now with more weather"
-		got, err := e.svc.UpdateAPI(ctx, e.provider, a.ID, catalog.APIPatch{Description: &desc, Name: ptr("Renamed")})
-		if state == catalog.StateRetired {
-			wantErr(t, "UpdateAPI(description in retired)", err, catalog.ErrNotEditable)
+		// What the catalog shows was reviewed too: an approved private
+		// API must not turn public with a new docs_url unreviewed.
+		// Going private only narrows who sees it: allowed in every state
+		// but retired.
+		public, private := catalog.VisibilityPublic, catalog.VisibilityPrivate
+		if state != catalog.StateRetired {
+			if got, err := e.svc.UpdateAPI(ctx, e.provider, a.ID, catalog.APIPatch{Visibility: &private}); err != nil || got.Visibility != private {
+				t.Errorf("UpdateAPI(private in %s) = %s, %v; want private, nil", state, got.Visibility, err)
+			}
+		}
+		shownPatches := map[string]catalog.APIPatch{
+			"name":        {Name: ptr("Renamed")},
+			"description": {Description: ptr("now with more weather")},
+			"docs_url":    {DocsURL: ptr("https://phish.example/docs")},
+			"visibility":  {Visibility: &public},
+		}
+		for field, p := range shownPatches {
+			cur := e.api(a.ID)
+			got, err := e.svc.UpdateAPI(ctx, e.provider, a.ID, p)
+			if editable[state] {
+				if err != nil || got.State != state {
+					t.Errorf("UpdateAPI(%s in %s) = %s, %v; want nil, state unchanged", field, state, got.State, err)
+				}
+				continue
+			}
+			wantErr(t, "UpdateAPI("+field+" in "+string(state)+")", err, catalog.ErrNotEditable)
+			if after := e.api(a.ID); after.Name != cur.Name || after.Description != cur.Description || after.DocsURL != cur.DocsURL || after.Visibility != cur.Visibility {
+				t.Errorf("API after the refused %s in %s = %+v; want unchanged", field, state, after)
+			}
+		}
+		if state == catalog.StateRetired || editable[state] {
 			continue
 		}
-		if err != nil || got.Description != desc || got.Name != "Renamed" {
-			t.Errorf("UpdateAPI(description in %s) = %q, %q, %v; want %q, Renamed, nil", state, got.Description, got.Name, err, desc)
-		}
-		if got.State != state {
-			t.Errorf("UpdateAPI(description in %s) state = %s; want unchanged", state, got.State)
+		// The same values again change nothing and pass.
+		cur := e.api(a.ID)
+		if _, err := e.svc.UpdateAPI(ctx, e.provider, a.ID, catalog.APIPatch{Name: &cur.Name, Description: &cur.Description, DocsURL: &cur.DocsURL, Visibility: &cur.Visibility}); err != nil {
+			t.Errorf("UpdateAPI(unchanged values in %s) = %v; want nil", state, err)
 		}
 	}
 }

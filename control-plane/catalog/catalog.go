@@ -407,6 +407,18 @@ func (p APIPatch) touchesGateway() bool {
 	return p.Slug != nil || p.UpstreamURL != nil || p.Routes != nil || p.HealthCheckPath != nil
 }
 
+// changesPresentation reports whether p changes what the review approved
+// about how a showing API looks and who sees it: its name, description,
+// docs_url and visibility. After approval a private API turned public with
+// a new docs_url would reach every consumer unreviewed. Setting a field to
+// the value it has is no change, and neither is going private, which only
+// narrows who sees the API.
+func (p APIPatch) changesPresentation(a API) bool {
+	differs := func(v *string, cur string) bool { return v != nil && *v != cur }
+	return differs(p.Name, a.Name) || differs(p.Description, a.Description) || differs(p.DocsURL, a.DocsURL) ||
+		(p.Visibility != nil && *p.Visibility != a.Visibility && *p.Visibility != VisibilityPrivate)
+}
+
 // apply returns the input a patched API would have.
 func (p APIPatch) apply(a API) APIInput {
 	in := APIInput{
