@@ -268,6 +268,15 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 			t.Errorf("PUT a route with %s = %d, %v; want 400", name, status, err)
 		}
 	}
+	// Nor can it take the gateway's own routes away.
+	for _, own := range []string{gateway.HealthRouteID, gateway.NotFoundRouteID} {
+		if status, err := try([]tls.Certificate{p.clientPair}, "DELETE", gateway.RoutesPath+own); err != nil || status != http.StatusBadRequest {
+			t.Errorf("DELETE %s%s = %d, %v; want 400", gateway.RoutesPath, own, status, err)
+		}
+	}
+	if a := call(t, "GET", gw.URL+"/healthz"); a.status != http.StatusOK {
+		t.Errorf("GET /healthz after the refused deletes = %d; want 200", a.status)
+	}
 	if _, err := c.Get(t.Context(), "veil-api-evil"); !errors.Is(err, gateway.ErrRouteNotFound) {
 		t.Errorf("Get(veil-api-evil) after the refused puts = %v; want ErrRouteNotFound", err)
 	}

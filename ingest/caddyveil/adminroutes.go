@@ -155,6 +155,9 @@ func serveRoutes(w http.ResponseWriter, r *http.Request) error {
 		}
 		return app.edit(r.Context(), id, body)
 	case r.Method == http.MethodDelete && id != "":
+		if id == gatewayroute.HealthRouteID || id == gatewayroute.NotFoundRouteID || id == gatewayroute.MetricsRouteID {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("route %q belongs to the gateway", id)}
+		}
 		return app.edit(r.Context(), id, nil)
 	}
 	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed on %s", r.Method, r.URL.Path)}
