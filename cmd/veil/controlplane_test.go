@@ -592,7 +592,7 @@ func TestApprovalFlowEndToEnd(t *testing.T) {
 		defer e.admin.lie.Store(false)
 		c.must(http.StatusOK, "POST", "/v1/admin/approvals/"+approvalID+"/approve", admin, nil, nil)
 		api := waitState(t, c, prov, apiID, "failed", 30*time.Second, "active")
-		if !strings.Contains(api.StateReason, "verify route") {
+		if !strings.Contains(api.StateReason, "route could not be verified through the gateway") {
 			t.Errorf("failed reason = %q; want the verification named", api.StateReason)
 		}
 		if ids := e.gw.routeIDs(t); len(ids) != 0 {
