@@ -46,6 +46,12 @@ func (h *Handler) refuseForeignSubjects(ctx context.Context, scope ingesttoken.S
 		if _, ok := apis[e.subject]; ok {
 			continue
 		}
+		if !usage.IsSubscriptionID(e.subject) {
+			// The gateway's anonymous refusals: no subscription of any
+			// API, and nothing for the lookup (it takes UUIDs only).
+			apis[e.subject] = ""
+			continue
+		}
 		api, ok := h.subscriptions.get(e.subject, now)
 		if !ok {
 			if _, ok = h.unknownSubscriptions.get(e.subject, now); !ok {

@@ -180,6 +180,10 @@ func TestAPIScopedTokenHoldsSubjectsToItsAPIs(t *testing.T) {
 		subjectEvent("no-sub", "/billing", apiA, uuid.NewString()),
 		subjectEvent("crossed", "/billing", apiA, subC),
 		subjectEvent("own-c", "/billing", apiC, subC),
+		// An anonymous refusal names no subscription: refused, and never
+		// sent to the lookup (which takes subscription ids only).
+		fmt.Sprintf(`{"specversion":"1.0","id":"anon","source":"/billing","type":"veil.api.request","time":%q,"subject":"anonymous","data":{"api_id":%q,"method":"GET","route":"/r","path":"/r","status":401,"latency_ms":1,"request_bytes":1,"response_bytes":1,"refusal":"key_missing"}}`,
+			now.Format(time.RFC3339), apiA),
 	}, ",") + "]"
 	a := f.post(t, ingest.MediaTypeBatch, body, "Bearer "+scoped.Secret)
 	if a.Status != http.StatusMultiStatus || a.Body["accepted"] != float64(2) {
@@ -189,6 +193,7 @@ func TestAPIScopedTokenHoldsSubjectsToItsAPIs(t *testing.T) {
 		"other-api-sub": "subject_not_allowed subject",
 		"no-sub":        "subject_not_allowed subject",
 		"crossed":       "subject_not_allowed subject",
+		"anon":          "subject_not_allowed subject",
 	}
 	if got := reasons(a); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("rejections = %v; want %v", got, want)

@@ -319,6 +319,12 @@ func validSubject(s, typ, refusal string) bool {
 	if s == AnonymousSubject {
 		return typ == TypeAPIRequest && refusal != ""
 	}
+	return IsSubscriptionID(s)
+}
+
+// IsSubscriptionID reports whether s is a subscription id in its one
+// spelling: a UUID in Postgres's lower-case text form.
+func IsSubscriptionID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
