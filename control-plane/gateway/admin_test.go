@@ -277,6 +277,35 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 	if a := call(t, "GET", gw.URL+"/healthz"); a.status != http.StatusOK {
 		t.Errorf("GET /healthz after the refused deletes = %d; want 200", a.status)
 	}
+	// Nor an operator's own route that carries an id: it is not an API
+	// route, so the endpoint neither replaces nor removes it.
+	const wallID = "operator-wall"
+	wall := `{"@id":"` + wallID + `","match":[{"path":["/wall"]}],"handle":[{"handler":"static_response","status_code":418}],"terminal":true}`
+	req, err := http.NewRequestWithContext(t.Context(), "PUT", gw.Admin("/config/apps/http/servers/veil/routes/0"), strings.NewReader(wall))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := gw.AdminClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("add the operator's route over the socket = %d; want 200", resp.StatusCode)
+	}
+	_, over, err := gatewayroute.Encode(gateway.Route{ID: wallID, PathPrefix: "/wall", Upstream: up.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ method, body string }{{"PUT", string(over)}, {"DELETE", ""}} {
+		if status, err := try([]tls.Certificate{p.clientPair}, tt.method, gateway.RoutesPath+wallID, tt.body); err != nil || status != http.StatusConflict {
+			t.Errorf("%s %s%s = %d, %v; want 409", tt.method, gateway.RoutesPath, wallID, status, err)
+		}
+	}
+	if a := call(t, "GET", gw.URL+"/wall"); a.status != http.StatusTeapot {
+		t.Errorf("GET /wall after the refused put and delete = %d; want 418 from the operator's route", a.status)
+	}
 	if _, err := c.Get(t.Context(), "veil-api-evil"); !errors.Is(err, gateway.ErrRouteNotFound) {
 		t.Errorf("Get(veil-api-evil) after the refused puts = %v; want ErrRouteNotFound", err)
 	}

@@ -192,17 +192,28 @@ func (a *RoutesApp) edit(ctx context.Context, id string, body []byte) error {
 		if err != nil {
 			return err
 		}
-		var routes []struct {
-			ID any `json:"@id"`
-		}
+		var routes []json.RawMessage
 		if err := json.Unmarshal(raw, &routes); err != nil {
 			return caddy.APIError{HTTPStatus: http.StatusBadGateway, Err: fmt.Errorf("decode routes: %w", err)}
 		}
 		i := -1
 		for j, r := range routes {
-			if s, _ := r.ID.(string); s == id {
-				i = j
-				break
+			var head struct {
+				ID any `json:"@id"`
+			}
+			if json.Unmarshal(r, &head) == nil {
+				if s, _ := head.ID.(string); s == id {
+					i = j
+					break
+				}
+			}
+		}
+		// Only a route of the shape this endpoint writes is its to replace
+		// or remove: an operator's own route that happens to carry the id
+		// is not.
+		if i >= 0 {
+			if _, err := gatewayroute.Decode(routes[i]); err != nil {
+				return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("route %q is not an API route of this endpoint", id)}
 			}
 		}
 		var method, path string
