@@ -65,10 +65,17 @@ func WatermarkKey(subject string) string { return gatewayrecord.WatermarkName(su
 // that went missing is restored by the next request counted. It returns
 // "ok:<lines pushed>" when it pushed any.
 //
+// The events of the call whose API is not their subscription's are recorded
+// in the subject's refusal hash (keyOverflow, value refusedMismatch) in the
+// same step as the watermark, so that a replay reads the decision back
+// instead of making it again from a record that may have changed since.
+//
 // KEYS[1] watermark hash; KEYS[2] the subject's block; KEYS[3] its
-// subscription record; KEYS[4] its quota outbox; KEYS[5..] counter hashes.
-// ARGV[1] partition, ARGV[2] expected watermark ("-1" for none), ARGV[3] new
-// watermark, then per counter: requests, units_micro, ttl seconds,
+// subscription record; KEYS[4] its quota outbox; KEYS[5] its refusal hash;
+// KEYS[6..] counter hashes. ARGV[1] partition, ARGV[2] expected watermark
+// ("-1" for none), ARGV[3] new watermark, ARGV[4] the offsets of the
+// mismatched events, space separated ("" for none), ARGV[5] the refusal
+// hash's ttl seconds, then per counter: requests, units_micro, ttl seconds,
 // period_end and period_start ("" for a counter that is not a period's).
 //
 // Every counter's requests and units_micro are checked first (quotaevent's
@@ -80,8 +87,8 @@ func WatermarkKey(subject string) string { return gatewayrecord.WatermarkName(su
 var applyScript = rueidis.NewLuaScript(quotaevent.Lua + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return cur end
-for i = 5, #KEYS do
-  local b = 4 + (i - 5) * 5
+for i = 6, #KEYS do
+  local b = 6 + (i - 6) * 5
   local c = redis.call('HMGET', KEYS[i], 'requests', 'units_micro')
   if not fits(c[1], ARGV[b]) or not fits(c[2], ARGV[b + 1]) then return 'overflow' end
 end
@@ -89,8 +96,8 @@ local rec = redis.call('HMGET', KEYS[3], 'period_start', 'quota_requests', 'quot
 local recStart, quota = tonumber(rec[1]), math.floor(tonumber(rec[2]) or 0)
 local hard = rec[3] == '1'
 local pushed = 0
-for i = 5, #KEYS do
-  local b = 4 + (i - 5) * 5
+for i = 6, #KEYS do
+  local b = 6 + (i - 6) * 5
   local inc = tonumber(ARGV[b])
   local n = redis.call('HINCRBY', KEYS[i], 'requests', inc)
   redis.call('HINCRBY', KEYS[i], 'units_micro', ARGV[b + 1])
@@ -104,6 +111,12 @@ for i = 5, #KEYS do
     end
   end
 end
+local mismatched = false
+for off in string.gmatch(ARGV[4], '%d+') do
+  redis.call('HSET', KEYS[5], ARGV[1] .. ':' .. off, '` + refusedMismatch + `')
+  mismatched = true
+end
+if mismatched then redis.call('EXPIRE', KEYS[5], ARGV[5]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 if pushed == 0 then return 'ok' end
 return 'ok:' .. pushed
@@ -128,8 +141,15 @@ return 'ok'
 `)
 
 // keyOverflow is a subject's hash of the events its counters refused
-// (field <partition>:<offset>); only the processors read it.
+// (field <partition>:<offset>); only the processors read it. The value says
+// why: refusedMismatch for an event of another API than its subscription's
+// (applyScript), anything else for one that would overflow a counter
+// (skipScript writes "1").
 const keyOverflow = "veil:overflow:{%s}"
+
+// refusedMismatch is the refusal hash's value for an event refused as
+// ReasonSubjectAPIMismatch.
+const refusedMismatch = "mismatch"
 
 // errOverflow is how a script call's refusal reaches the caller.
 var errOverflow = errors.New("counter would overflow")
@@ -168,7 +188,8 @@ type item struct {
 	apiID string
 	// apiMismatch marks an event whose api_id is not its subscription's:
 	// apply sets it, the event advances the watermark but counts nowhere,
-	// and the caller dead-letters it (ReasonSubjectAPIMismatch).
+	// and the caller dead-letters it (ReasonSubjectAPIMismatch). The
+	// decision is stored with the watermark and a replay reads it back.
 	apiMismatch bool
 	// gatewayRefused marks a request the gateway refused itself: it
 	// advances the watermark but counts nowhere, since quotas are enforced
@@ -281,9 +302,12 @@ type subjectPartition struct {
 // dead-letters them. An event of a subject without a record is not checked:
 // a canceled subscription's late events still count. A group whose
 // sum does not fit is applied again one event at a time, so only the events
-// that do not fit are refused and every other one counts. Refusals made by
-// an earlier call (a replay after a crash, or another processor) are read
-// back from the overflow hash, so every call reports the same ones.
+// that do not fit are refused and every other one counts. An item at or
+// below its watermark was settled by an earlier call (a replay after a
+// crash, or another processor): its decision is read back from the refusal
+// hash, where both kinds of refusal are stored with the watermark, never
+// made again, so every call reports the same ones whatever became of the
+// record since; an item settled without a stored refusal was counted.
 func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string, overflowed []item, err error) {
 	groups := map[subjectPartition][]item{}
 	var order []subjectPartition
@@ -301,19 +325,13 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 	if err != nil {
 		return nil, nil, err
 	}
-	// The record's api_id never changes, so a replay marks the same events.
-	var mismatched []item
+	// Only the items after the watermark are decided from the record here
+	// (counterArgs skips the others); applyScript stores the decision.
 	for _, k := range order {
 		rec := periods[k.subject]
-		if rec == nil || rec.apiID == "" {
-			continue
-		}
 		g := groups[k]
 		for i := range g {
-			if g[i].apiID != rec.apiID {
-				g[i].apiMismatch = true
-				mismatched = append(mismatched, g[i])
-			}
+			g[i].apiMismatch = rec != nil && rec.apiID != "" && g[i].apiID != rec.apiID
 		}
 	}
 	// decided holds, per group, the watermark below which its items were
@@ -385,6 +403,16 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 		}
 		overflowed = append(overflowed, refused...)
 	}
+	// Every item after its group's decided watermark was applied by this
+	// call (or the call failed above), its mismatch stored with it.
+	var mismatched []item
+	for _, k := range order {
+		for _, it := range groups[k] {
+			if it.apiMismatch && it.offset > decided[k] {
+				mismatched = append(mismatched, it)
+			}
+		}
+	}
 	earlier, err := s.refusedEarlier(ctx, groups, decided)
 	if err != nil {
 		return outboxed, nil, err
@@ -438,8 +466,9 @@ func (s *redisSink) applyEach(ctx context.Context, k subjectPartition, items []i
 }
 
 // refusedEarlier returns the items at or below their group's decided
-// watermark that the overflow hash names: refused by an earlier call.
-// Outside replays no item is at or below it, and no round trip is made.
+// watermark that the refusal hash names: refused by an earlier call, with
+// apiMismatch as stored, not as the record reads now. Outside replays no
+// item is at or below it, and no round trip is made.
 func (s *redisSink) refusedEarlier(ctx context.Context, groups map[subjectPartition][]item, decided map[subjectPartition]int64) ([]item, error) {
 	var (
 		cmds  rueidis.Commands
@@ -449,7 +478,7 @@ func (s *redisSink) refusedEarlier(ctx context.Context, groups map[subjectPartit
 		var old []item
 		var fields []string
 		for _, it := range groups[k] {
-			if it.offset <= wm && !it.gatewayRefused && !it.apiMismatch {
+			if it.offset <= wm {
 				old = append(old, it)
 				fields = append(fields, strconv.Itoa(int(it.partition))+":"+strconv.FormatInt(it.offset, 10))
 			}
@@ -466,9 +495,13 @@ func (s *redisSink) refusedEarlier(ctx context.Context, groups map[subjectPartit
 			return nil, fmt.Errorf("read overflow hash: %w", err)
 		}
 		for j, v := range vals {
-			if !v.IsNil() && j < len(asked[i]) {
-				out = append(out, asked[i][j])
+			if v.IsNil() || j >= len(asked[i]) {
+				continue
 			}
+			it := asked[i][j]
+			reason, _ := v.ToString()
+			it.apiMismatch = reason == refusedMismatch
+			out = append(out, it)
 		}
 	}
 	return out, nil
@@ -485,8 +518,9 @@ func (s *redisSink) setWatermark(k subjectPartition, wm int64) {
 
 // counterArgs builds the script call for the items after watermark wm, or
 // nil keys when there are none. Items the gateway refused, and items whose
-// API is not their subscription's, only move the watermark: a call may
-// carry no counter at all.
+// API is not their subscription's, only move the watermark (the latter are
+// also named, for the script to store the refusal): a call may carry no
+// counter at all.
 //
 // The sums are checked (usage.CheckedAdd): errOverflow when one of them
 // would pass usage.MaxCounterMicro, before anything is sent.
@@ -497,7 +531,7 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 		ttl                    time.Duration
 	}
 	byKey := map[string]*sums{}
-	var keyOrder []string
+	var keyOrder, mismatched []string
 	overflow := false
 	add := func(key string, it item, ttl time.Duration, periodStart, periodEnd string) {
 		c, ok := byKey[key]
@@ -519,7 +553,11 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 			continue
 		}
 		last = it.offset
-		if it.gatewayRefused || it.apiMismatch {
+		if it.apiMismatch {
+			mismatched = append(mismatched, strconv.FormatInt(it.offset, 10))
+			continue
+		}
+		if it.gatewayRefused {
 			continue
 		}
 		p := periodFor(sub, it.time)
@@ -535,10 +573,11 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 	if last == wm {
 		return nil, nil, wm, nil
 	}
-	keys = append(make([]string, 0, 4+len(keyOrder)), gatewayrecord.WatermarkName(k.subject), gatewayrecord.BlockName(k.subject),
-		gatewayrecord.SubscriptionName(k.subject), gatewayrecord.QuotaOutboxName(k.subject))
-	args = append(make([]string, 0, 3+5*len(keyOrder)),
-		strconv.Itoa(int(k.partition)), strconv.FormatInt(wm, 10), strconv.FormatInt(last, 10))
+	keys = append(make([]string, 0, 5+len(keyOrder)), gatewayrecord.WatermarkName(k.subject), gatewayrecord.BlockName(k.subject),
+		gatewayrecord.SubscriptionName(k.subject), gatewayrecord.QuotaOutboxName(k.subject), fmt.Sprintf(keyOverflow, k.subject))
+	args = append(make([]string, 0, 5+5*len(keyOrder)),
+		strconv.Itoa(int(k.partition)), strconv.FormatInt(wm, 10), strconv.FormatInt(last, 10),
+		strings.Join(mismatched, " "), strconv.Itoa(int(periodTTL/time.Second)))
 	for _, key := range keyOrder {
 		c := byKey[key]
 		keys = append(keys, key)

@@ -14,7 +14,8 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 	k := subjectPartition{subject: "sub", partition: 3}
 	period := PeriodKey("sub", calendarMonth(at).start)
 	keyDay := fmt.Sprintf(keyKeyDay, "sub", "key_1", "20261126")
-	fixed := []string{WatermarkKey("sub"), gatewayrecord.BlockName("sub"), SubscriptionKey("sub"), gatewayrecord.QuotaOutboxName("sub")}
+	fixed := []string{WatermarkKey("sub"), gatewayrecord.BlockName("sub"), SubscriptionKey("sub"), gatewayrecord.QuotaOutboxName("sub"),
+		fmt.Sprintf(keyOverflow, "sub")}
 	admitted := func(offset int64) item {
 		return item{subject: "sub", keyID: "key_1", partition: 3, offset: offset, time: at, unitsMicro: 1_500_000}
 	}
@@ -46,11 +47,11 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 			if keys == nil {
 				return
 			}
-			if want := []string{"3", fmt.Sprint(tc.wm), fmt.Sprint(tc.last)}; !slices.Equal(args[:3], want) {
-				t.Fatalf("counterArgs watermark args = %q; want %q", args[:3], want)
+			if want := []string{"3", fmt.Sprint(tc.wm), fmt.Sprint(tc.last), ""}; !slices.Equal(args[:4], want) {
+				t.Fatalf("counterArgs watermark and mismatch args = %q; want %q", args[:4], want)
 			}
 			var requests []string
-			for i := 3; i < len(args); i += 5 {
+			for i := 5; i < len(args); i += 5 {
 				requests = append(requests, args[i])
 			}
 			if !slices.Equal(requests, tc.requests) {
