@@ -27,6 +27,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/gateway"
 	"github.com/veil-platform/veil/internal/egress"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/keyset"
 	"github.com/veil-platform/veil/internal/validation"
 )
@@ -160,7 +161,7 @@ type serviceMetrics struct {
 }
 
 // RoutePrefix prefixes the @id of every gateway route the catalog owns.
-const RoutePrefix = "veil-api-"
+const RoutePrefix = gatewayroute.APIRoutePrefix
 
 // New returns a Service.
 func New(cfg Config) (*Service, error) {

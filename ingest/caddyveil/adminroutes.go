@@ -208,10 +208,12 @@ func (a *RoutesApp) edit(ctx context.Context, id string, body []byte) error {
 				}
 			}
 		}
-		// Only a route of the shape this endpoint writes is its to replace
-		// or remove: an operator's own route that happens to carry the id
-		// is not.
-		if i >= 0 {
+		// Only the control plane's API routes and routes of the shape this
+		// endpoint writes are its to replace or remove; an operator's own
+		// route that happens to carry the id is not. An API route of
+		// another shape is one tampered with or left by an older version,
+		// which the control plane's reconciliation heals by writing it.
+		if i >= 0 && !strings.HasPrefix(id, gatewayroute.APIRoutePrefix) {
 			if _, err := gatewayroute.Decode(routes[i]); err != nil {
 				return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("route %q is not an API route of this endpoint", id)}
 			}

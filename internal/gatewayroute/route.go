@@ -100,6 +100,13 @@ const (
 	MetricsRouteID  = "veil-metrics"
 )
 
+// APIRoutePrefix prefixes the @id of every route the control plane's
+// catalog puts for an API. The gateway's routes endpoint replaces and
+// removes a route under it whatever its shape (the control plane heals a
+// tampered route by writing it again), and other routes only when they
+// have the shape Encode writes.
+const APIRoutePrefix = "veil-api-"
+
 // ReservedPaths are served by the gateway itself, ahead of any API.
 var ReservedPaths = []string{"/healthz", "/readyz"}
 
