@@ -34,96 +34,19 @@ type ReconcileReport struct {
 // Approved APIs whose registration job was lost are queued again.
 func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	rep := ReconcileReport{Unhealed: []string{}}
-	// Routes are built from what was approved (servedColumns); an API
-	// without a record of it counts as approved, so its registration job
-	// fails it.
-	rows, err := s.pool.Query(ctx, `SELECT `+servedColumns+` WHERE a.state IN ('active', 'deprecated', 'approved')`)
+	want, approved, err := s.servedAPIs(ctx, &rep)
 	if err != nil {
-		return rep, fmt.Errorf("list routed apis: %w", err)
-	}
-	want := map[string]API{}
-	var approved []uuid.UUID
-	for rows.Next() {
-		a, err := scanServed(rows)
-		if errors.Is(err, ErrNotApproved) && a.State != StateApproved {
-			// Routed without a record of its approval (put in its state by
-			// hand): nothing approved to serve, so it is left alone.
-			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: %s without an approved snapshot", a.ID, a.State))
-			continue
-		}
-		if err != nil && !errors.Is(err, ErrNotApproved) {
-			rows.Close()
-			return rep, err
-		}
-		if a.State == StateApproved {
-			approved = append(approved, a.ID)
-			continue
-		}
-		want[RouteID(a.ID)] = a
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return rep, fmt.Errorf("list routed apis: %w", err)
+		return rep, err
 	}
 	rep.Checked = len(want)
-	// Routes under our prefix that List cannot parse were not written by
-	// the catalog: they count as different from any API (put again) or as
-	// orphans (removed).
-	routes, err := s.cfg.Gateway.List(ctx, RoutePrefix)
-	if err != nil && !errors.Is(err, gateway.ErrUnrecognizedRoute) {
-		return rep, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
-	}
-	ids, err := s.cfg.Gateway.IDs(ctx, RoutePrefix)
+	have, err := s.gatewayRoutes(ctx)
 	if err != nil {
-		return rep, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
+		return rep, err
 	}
-	have := map[string]gateway.Route{}
-	for _, id := range ids {
-		have[id] = gateway.Route{ID: id}
-	}
-	for _, r := range routes {
-		have[r.ID] = r
-	}
+	s.healWanted(ctx, &rep, want, have)
 	approvedSet := map[string]bool{}
 	for _, id := range approved {
 		approvedSet[RouteID(id)] = true
-	}
-	for id, a := range want {
-		// The policy or the upstream's DNS may have changed since the API
-		// was approved: an upstream refused now is taken off the gateway,
-		// whatever its route looks like. A name that does not resolve at
-		// the moment is not a refusal (the gateway's dialer refuses to
-		// connect meanwhile).
-		if err := s.cfg.Egress.CheckURL(ctx, a.UpstreamURL); errors.Is(err, egress.ErrRefused) {
-			rep.Refused++
-			done, serr := s.suspendRefused(ctx, a.ID, err)
-			if serr != nil {
-				rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: take refused upstream off the gateway: %v", a.ID, serr))
-				continue
-			}
-			if done {
-				rep.Healed++
-			}
-			continue
-		}
-		r, ok := have[id]
-		wantRoute := s.gatewayRoute(a)
-		switch {
-		case !ok:
-			rep.Missing++
-		case !sameRoute(r, wantRoute):
-			rep.Mismatched++
-		default:
-			continue
-		}
-		healed, err := s.healRoute(ctx, a.ID)
-		if err != nil {
-			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: put route: %v", a.ID, err))
-			continue
-		}
-		if healed {
-			rep.Healed++
-		}
 	}
 	for id := range have {
 		if _, ok := want[id]; ok || approvedSet[id] {
@@ -157,6 +80,107 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			"orphans", rep.Orphans, "requeued", rep.Requeued, "healed", rep.Healed, "unhealed", len(rep.Unhealed))
 	}
 	return rep, nil
+}
+
+// servedAPIs returns the APIs the gateway should serve (active,
+// deprecated) by route id, and the approved ones still registering.
+// Routes are built from what was approved (servedColumns); an approved API
+// without a record of it is returned all the same, so its registration
+// job fails it, while a routed one is left alone and reported.
+func (s *Service) servedAPIs(ctx context.Context, rep *ReconcileReport) (map[string]API, []uuid.UUID, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+servedColumns+` WHERE a.state IN ('active', 'deprecated', 'approved')`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list routed apis: %w", err)
+	}
+	defer rows.Close()
+	want := map[string]API{}
+	var approved []uuid.UUID
+	for rows.Next() {
+		a, err := scanServed(rows)
+		if errors.Is(err, ErrNotApproved) && a.State != StateApproved {
+			// Routed without a record of its approval (put in its state by
+			// hand): nothing approved to serve, so it is left alone.
+			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: %s without an approved snapshot", a.ID, a.State))
+			continue
+		}
+		if err != nil && !errors.Is(err, ErrNotApproved) {
+			return nil, nil, err
+		}
+		if a.State == StateApproved {
+			approved = append(approved, a.ID)
+			continue
+		}
+		want[RouteID(a.ID)] = a
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("list routed apis: %w", err)
+	}
+	return want, approved, nil
+}
+
+// gatewayRoutes returns the gateway's routes under the catalog's prefix by
+// id. Routes that List cannot parse were not written by the catalog: they
+// are returned with their id alone, so they count as different from any
+// API (put again) or as orphans (removed).
+func (s *Service) gatewayRoutes(ctx context.Context) (map[string]gateway.Route, error) {
+	routes, err := s.cfg.Gateway.List(ctx, RoutePrefix)
+	if err != nil && !errors.Is(err, gateway.ErrUnrecognizedRoute) {
+		return nil, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
+	}
+	ids, err := s.cfg.Gateway.IDs(ctx, RoutePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
+	}
+	have := map[string]gateway.Route{}
+	for _, id := range ids {
+		have[id] = gateway.Route{ID: id}
+	}
+	for _, r := range routes {
+		have[r.ID] = r
+	}
+	return have, nil
+}
+
+// healWanted puts again the route of each API in want that is missing or
+// different in have, and takes off the gateway each one whose upstream the
+// egress policy refuses now.
+func (s *Service) healWanted(ctx context.Context, rep *ReconcileReport, want map[string]API, have map[string]gateway.Route) {
+	for id, a := range want {
+		// The policy or the upstream's DNS may have changed since the API
+		// was approved: an upstream refused now is taken off the gateway,
+		// whatever its route looks like. A name that does not resolve at
+		// the moment is not a refusal (the gateway's dialer refuses to
+		// connect meanwhile).
+		if err := s.cfg.Egress.CheckURL(ctx, a.UpstreamURL); errors.Is(err, egress.ErrRefused) {
+			rep.Refused++
+			done, serr := s.suspendRefused(ctx, a.ID, err)
+			if serr != nil {
+				rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: take refused upstream off the gateway: %v", a.ID, serr))
+				continue
+			}
+			if done {
+				rep.Healed++
+			}
+			continue
+		}
+		r, ok := have[id]
+		switch {
+		case !ok:
+			rep.Missing++
+		case !sameRoute(r, s.gatewayRoute(a)):
+			rep.Mismatched++
+		default:
+			continue
+		}
+		healed, err := s.healRoute(ctx, a.ID)
+		if err != nil {
+			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: put route: %v", a.ID, err))
+			continue
+		}
+		if healed {
+			rep.Healed++
+		}
+	}
 }
 
 // healRoute puts an API's route again, under the API's lock and only if
