@@ -153,65 +153,13 @@ func nextCert(b []byte) (der, rest []byte, err error) {
 
 // JSON returns the Caddy config.
 func (b Bootstrap) JSON() ([]byte, error) {
-	if b.Addr == "" || b.AdminAddr == "" {
-		return nil, fmt.Errorf("gateway config: the listen and admin addresses are required")
-	}
-	if strings.HasPrefix(b.AdminAddr, "unix/") && !strings.HasPrefix(b.AdminAddr, "unix//") {
-		return nil, fmt.Errorf("gateway config: admin address %q: a unix socket needs an absolute path, unix//path", b.AdminAddr)
-	}
-	if b.Server == "" {
-		b.Server = DefaultServer
-	}
-	if !serverPattern.MatchString(b.Server) {
-		return nil, fmt.Errorf("gateway config: server name %q: want letters, digits, - and _", b.Server)
-	}
-	switch b.LogLevel {
-	case "":
-		b.LogLevel = "INFO"
-	case "DEBUG", "INFO", "WARN", "ERROR":
-	default:
-		return nil, fmt.Errorf("gateway config: log level %q: want DEBUG, INFO, WARN or ERROR", b.LogLevel)
-	}
-	notFound, err := json.Marshal(problem.New(http.StatusNotFound, "route-not-found", "Route not found", "No API is published at this path."))
+	b, err := b.normalized()
 	if err != nil {
-		return nil, fmt.Errorf("gateway config: %w", err)
+		return nil, err
 	}
-	problemHeaders := map[string][]string{
-		"Content-Type":           {"application/problem+json"},
-		"X-Content-Type-Options": {"nosniff"},
-	}
-	server := map[string]any{
-		"listen":          []string{b.Addr},
-		"automatic_https": map[string]any{"disable": true},
-		// Plain HTTP/1.1: TLS ends in front of the gateway, and Caddy
-		// would otherwise warn at every reload that h2 and h3 need it.
-		"protocols": []string{"h1"},
-		"routes": []any{
-			map[string]any{
-				"@id":      HealthRouteID,
-				"match":    []any{map[string]any{"path": gatewayroute.ReservedPaths, "method": []string{"GET", "HEAD"}}},
-				"handle":   []any{map[string]any{"handler": "static_response", "status_code": 200, "body": "ok"}},
-				"terminal": true,
-			},
-			map[string]any{
-				"@id": NotFoundRouteID,
-				"handle": []any{map[string]any{
-					"handler": "static_response", "status_code": http.StatusNotFound,
-					"headers": problemHeaders, "body": gatewayroute.EscapeBraces(string(notFound)),
-				}},
-				"terminal": true,
-			},
-		},
-		// Errors inside Caddy (an upstream that does not answer: 502) are
-		// problems too, instead of an empty body.
-		"errors": map[string]any{"routes": []any{map[string]any{
-			"handle": []any{map[string]any{
-				"handler": "static_response", "status_code": "{http.error.status_code}",
-				"headers": problemHeaders,
-				"body": `\{"type":"` + problem.TypeBase + `gateway-error","title":"{http.error.status_text}",` +
-					`"status":{http.error.status_code},"detail":"The gateway could not complete the request."\}`,
-			}},
-		}}},
+	server, err := trafficServer(b.Addr)
+	if err != nil {
+		return nil, err
 	}
 	httpApp := map[string]any{"servers": map[string]any{b.Server: server}}
 	if b.GracePeriod > 0 {
@@ -250,21 +198,96 @@ func (b Bootstrap) JSON() ([]byte, error) {
 			}
 			// A server of its own: /metrics is not reachable through the
 			// public port, where anyone could read traffic by API.
-			httpApp["servers"].(map[string]any)[MetricsServer] = map[string]any{
-				"listen":          []string{b.MetricsAddr},
-				"automatic_https": map[string]any{"disable": true},
-				"protocols":       []string{"h1"},
-				"routes": []any{
-					map[string]any{
-						"@id":      MetricsRouteID,
-						"match":    []any{map[string]any{"path": []string{gatewayroute.MetricsPath}, "method": []string{"GET", "HEAD"}}},
-						"handle":   []any{map[string]any{"handler": "veil_metrics"}},
-						"terminal": true,
-					},
-					map[string]any{"handle": []any{map[string]any{"handler": "static_response", "status_code": http.StatusNotFound}}},
-				},
-			}
+			httpApp["servers"].(map[string]any)[MetricsServer] = metricsServer(b.MetricsAddr)
 		}
 	}
 	return json.Marshal(cfg)
+}
+
+// normalized checks b and fills in the defaults of its optional fields.
+func (b Bootstrap) normalized() (Bootstrap, error) {
+	if b.Addr == "" || b.AdminAddr == "" {
+		return b, fmt.Errorf("gateway config: the listen and admin addresses are required")
+	}
+	if strings.HasPrefix(b.AdminAddr, "unix/") && !strings.HasPrefix(b.AdminAddr, "unix//") {
+		return b, fmt.Errorf("gateway config: admin address %q: a unix socket needs an absolute path, unix//path", b.AdminAddr)
+	}
+	if b.Server == "" {
+		b.Server = DefaultServer
+	}
+	if !serverPattern.MatchString(b.Server) {
+		return b, fmt.Errorf("gateway config: server name %q: want letters, digits, - and _", b.Server)
+	}
+	switch b.LogLevel {
+	case "":
+		b.LogLevel = "INFO"
+	case "DEBUG", "INFO", "WARN", "ERROR":
+	default:
+		return b, fmt.Errorf("gateway config: log level %q: want DEBUG, INFO, WARN or ERROR", b.LogLevel)
+	}
+	return b, nil
+}
+
+// trafficServer is the server API routes are added to: the gateway's own
+// health and not-found routes, and errors as problems.
+func trafficServer(addr string) (map[string]any, error) {
+	notFound, err := json.Marshal(problem.New(http.StatusNotFound, "route-not-found", "Route not found", "No API is published at this path."))
+	if err != nil {
+		return nil, fmt.Errorf("gateway config: %w", err)
+	}
+	problemHeaders := map[string][]string{
+		"Content-Type":           {"application/problem+json"},
+		"X-Content-Type-Options": {"nosniff"},
+	}
+	return map[string]any{
+		"listen":          []string{addr},
+		"automatic_https": map[string]any{"disable": true},
+		// Plain HTTP/1.1: TLS ends in front of the gateway, and Caddy
+		// would otherwise warn at every reload that h2 and h3 need it.
+		"protocols": []string{"h1"},
+		"routes": []any{
+			map[string]any{
+				"@id":      HealthRouteID,
+				"match":    []any{map[string]any{"path": gatewayroute.ReservedPaths, "method": []string{"GET", "HEAD"}}},
+				"handle":   []any{map[string]any{"handler": "static_response", "status_code": 200, "body": "ok"}},
+				"terminal": true,
+			},
+			map[string]any{
+				"@id": NotFoundRouteID,
+				"handle": []any{map[string]any{
+					"handler": "static_response", "status_code": http.StatusNotFound,
+					"headers": problemHeaders, "body": gatewayroute.EscapeBraces(string(notFound)),
+				}},
+				"terminal": true,
+			},
+		},
+		// Errors inside Caddy (an upstream that does not answer: 502) are
+		// problems too, instead of an empty body.
+		"errors": map[string]any{"routes": []any{map[string]any{
+			"handle": []any{map[string]any{
+				"handler": "static_response", "status_code": "{http.error.status_code}",
+				"headers": problemHeaders,
+				"body": `\{"type":"` + problem.TypeBase + `gateway-error","title":"{http.error.status_text}",` +
+					`"status":{http.error.status_code},"detail":"The gateway could not complete the request."\}`,
+			}},
+		}}},
+	}, nil
+}
+
+// metricsServer serves the veil app's /metrics on addr, and nothing else.
+func metricsServer(addr string) map[string]any {
+	return map[string]any{
+		"listen":          []string{addr},
+		"automatic_https": map[string]any{"disable": true},
+		"protocols":       []string{"h1"},
+		"routes": []any{
+			map[string]any{
+				"@id":      MetricsRouteID,
+				"match":    []any{map[string]any{"path": []string{gatewayroute.MetricsPath}, "method": []string{"GET", "HEAD"}}},
+				"handle":   []any{map[string]any{"handler": "veil_metrics"}},
+				"terminal": true,
+			},
+			map[string]any{"handle": []any{map[string]any{"handler": "static_response", "status_code": http.StatusNotFound}}},
+		},
+	}
 }
