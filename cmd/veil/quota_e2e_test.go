@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/redis/rueidis"
 	"io"
 	"net/http"
 	"slices"
@@ -43,32 +45,13 @@ type quotaView struct {
 func TestQuotaLoopEndToEnd(t *testing.T) {
 	const quota, sent = 1000, 1200
 	ctx := t.Context()
-	kafka := testenv.NewKafka(t)
-	raw, dlq, quotaTopic := kafka.Topic(t, 4), kafka.Topic(t, 1), kafka.Topic(t, 1)
-	ch, chAddr, chDB := testenv.ClickHouseDB(t)
+	m := newMeteredPlane(t, 4, "/gateway/quota-e2e")
+	kafka, quotaTopic, ch, rc := m.kafka, m.quotaTopic, m.ch, m.rc
+	e, flags := m.e, m.flags
 	mail := testenv.Mailpit(t)
-	rc, db := testenv.RedisDB(t)
-	pgURL := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(ctx, pgURL, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	brokers := strings.Join(kafka.Brokers, ",")
-	gw := startGateway(t, "VEIL_REDIS_DB="+strconv.Itoa(db), "VEIL_KAFKA_BROKERS="+brokers, "VEIL_GATEWAY_TOPIC="+raw,
-		"VEIL_GATEWAY_SPOOL_DIR="+t.TempDir(), "VEIL_GATEWAY_EVENT_SOURCE=/gateway/quota-e2e")
-	e := &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
-
-	flags := e.flags(t, 4)
-	flags.gatewayKeyAuth, flags.kafkaBrokers, flags.quotaTopic = true, brokers, quotaTopic
-	flags.clickhouseAddr, flags.clickhouseDB = chAddr, chDB
 	flags.smtp = notify.SMTPConfig{Addr: mail.SMTPAddr(), From: "Veil <noreply@veil.test>", TLS: notify.TLSNone}
 	plane, c := e.runControlPlane(t, flags)
-
-	startProcessor(t, processors.Config{
-		Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Brokers: kafka.Brokers, Group: "quota-e2e-" + testenv.Suffix(),
-		Topic: raw, DLQTopic: dlq, QuotaTopic: quotaTopic, ClickHouse: ch, Redis: rc,
-		BatchRecords: 5000, BatchWait: 50 * time.Millisecond, QuotaSweepInterval: 200 * time.Millisecond,
-		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)},
-	})
+	startProcessor(t, m.processorConfig(t, "quota-e2e", 5000))
 
 	// A provider's API, a hard quota of 1,000 requests, a consumer with a
 	// key and an email address, and a webhook endpoint for its notices.
@@ -102,7 +85,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	waitKey(t, c, consumer, key.ID, "active")
 
 	call := func() (int, string) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gw.URL+"/metered/hello", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.gw.URL+"/metered/hello", nil)
 		req.Header.Set("Authorization", "Bearer "+key.Plaintext)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -332,4 +315,51 @@ func startProcessor(t *testing.T, cfg processors.Config) {
 			t.Errorf("processor: %v", err)
 		}
 	})
+}
+
+// meteredPlane is what the end-to-end tests of the metered loop run on:
+// Kafka topics, ClickHouse and Redis databases of their own, a gateway
+// producing to the raw topic, and the control plane's flags wired to them.
+type meteredPlane struct {
+	kafka                *testenv.Kafka
+	raw, dlq, quotaTopic string
+	ch                   driver.Conn
+	rc                   rueidis.Client
+	e                    *cpEnv
+	flags                controlPlaneFlags
+}
+
+// newMeteredPlane migrates a fresh Postgres and starts the gateway with
+// events from source into a raw topic of partitions partitions; the test
+// adjusts m.flags, then starts the control plane and startProcessor.
+func newMeteredPlane(t *testing.T, partitions int32, source string) *meteredPlane {
+	t.Helper()
+	m := &meteredPlane{kafka: testenv.NewKafka(t)}
+	m.raw, m.dlq, m.quotaTopic = m.kafka.Topic(t, partitions), m.kafka.Topic(t, 1), m.kafka.Topic(t, 1)
+	ch, chAddr, chDB := testenv.ClickHouseDB(t)
+	rc, db := testenv.RedisDB(t)
+	m.ch, m.rc = ch, rc
+	pgURL := testenv.PostgresURL(t)
+	if _, err := migrate.Postgres(t.Context(), pgURL, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	brokers := strings.Join(m.kafka.Brokers, ",")
+	gw := startGateway(t, "VEIL_REDIS_DB="+strconv.Itoa(db), "VEIL_KAFKA_BROKERS="+brokers, "VEIL_GATEWAY_TOPIC="+m.raw,
+		"VEIL_GATEWAY_SPOOL_DIR="+t.TempDir(), "VEIL_GATEWAY_EVENT_SOURCE="+source)
+	m.e = &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
+	m.flags = m.e.flags(t, 4)
+	m.flags.gatewayKeyAuth, m.flags.kafkaBrokers, m.flags.quotaTopic = true, brokers, m.quotaTopic
+	m.flags.clickhouseAddr, m.flags.clickhouseDB = chAddr, chDB
+	return m
+}
+
+// processorConfig is a processor of the plane's topics and stores in
+// consumer group group, quick to batch and to rebalance.
+func (m *meteredPlane) processorConfig(t *testing.T, group string, batchRecords int) processors.Config {
+	return processors.Config{
+		Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Brokers: m.kafka.Brokers, Group: group + "-" + testenv.Suffix(),
+		Topic: m.raw, DLQTopic: m.dlq, QuotaTopic: m.quotaTopic, ClickHouse: m.ch, Redis: m.rc,
+		BatchRecords: batchRecords, BatchWait: 50 * time.Millisecond, QuotaSweepInterval: 200 * time.Millisecond,
+		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)},
+	}
 }

@@ -5,18 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/processors"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // TestResubscribeStaysBlockedEndToEnd: a consumer whose hard quota the
@@ -27,30 +21,10 @@ import (
 func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 	const quota = 5
 	ctx := t.Context()
-	kafka := testenv.NewKafka(t)
-	raw, dlq, quotaTopic := kafka.Topic(t, 2), kafka.Topic(t, 1), kafka.Topic(t, 1)
-	ch, chAddr, chDB := testenv.ClickHouseDB(t)
-	rc, db := testenv.RedisDB(t)
-	pgURL := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(ctx, pgURL, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	brokers := strings.Join(kafka.Brokers, ",")
-	gw := startGateway(t, "VEIL_REDIS_DB="+strconv.Itoa(db), "VEIL_KAFKA_BROKERS="+brokers, "VEIL_GATEWAY_TOPIC="+raw,
-		"VEIL_GATEWAY_SPOOL_DIR="+t.TempDir(), "VEIL_GATEWAY_EVENT_SOURCE=/gateway/resubscribe-e2e")
-	e := &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
-
-	flags := e.flags(t, 4)
-	flags.gatewayKeyAuth, flags.kafkaBrokers, flags.quotaTopic = true, brokers, quotaTopic
-	flags.clickhouseAddr, flags.clickhouseDB = chAddr, chDB
-	_, c := e.runControlPlane(t, flags)
-
-	startProcessor(t, processors.Config{
-		Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Brokers: kafka.Brokers, Group: "resubscribe-e2e-" + testenv.Suffix(),
-		Topic: raw, DLQTopic: dlq, QuotaTopic: quotaTopic, ClickHouse: ch, Redis: rc,
-		BatchRecords: 1000, BatchWait: 50 * time.Millisecond, QuotaSweepInterval: 200 * time.Millisecond,
-		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)},
-	})
+	m := newMeteredPlane(t, 2, "/gateway/resubscribe-e2e")
+	e := m.e
+	_, c := e.runControlPlane(t, m.flags)
+	startProcessor(t, m.processorConfig(t, "resubscribe-e2e", 1000))
 
 	prov := token(t, "acme", "alice", identity.RoleProvider)
 	admin := token(t, "platform", "operator", identity.RoleAdmin)
@@ -83,7 +57,7 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 		return sub, key
 	}
 	call := func(key string) (int, string) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gw.URL+"/capped/hello", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.gw.URL+"/capped/hello", nil)
 		req.Header.Set("Authorization", "Bearer "+key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
