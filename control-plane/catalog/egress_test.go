@@ -107,14 +107,7 @@ func TestUpstreamRefusedWhenSaved(t *testing.T) {
 // is put, the reason says why.
 func TestRegistrationRefusesRebound(t *testing.T) {
 	e := setupEgress(t)
-	in := e.input("rebound")
-	in.UpstreamURL = e.upstream()
-	a, err := e.svc.CreateAPI(t.Context(), e.provider, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
-	e.decide(r.ID, catalog.DecisionApprove, "looks good")
+	a := e.approved(t, "rebound", "")
 	e.dns.Set(upstreamName, "127.0.0.2")
 	if err := e.register(a.ID, 1, 3); err != nil {
 		t.Fatalf("register = %v; want nil (failed for good, no retry)", err)
@@ -137,15 +130,7 @@ func TestRegistrationRefusesRebound(t *testing.T) {
 // the reason shows neither the address nor the status.
 func TestHealthCheckDoesNotFollowRedirects(t *testing.T) {
 	e := setupEgress(t)
-	in := e.input("redirecting")
-	in.UpstreamURL = e.upstream()
-	in.HealthCheckPath = "/redirect/health"
-	a, err := e.svc.CreateAPI(t.Context(), e.provider, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
-	e.decide(r.ID, catalog.DecisionApprove, "looks good")
+	a := e.approved(t, "redirecting", "/redirect/health")
 	for _, target := range []string{e.redirect, "http://127.0.0.1:2019/config/", "http://169.254.169.254/latest/meta-data/"} {
 		e.redirect = target
 		if err := e.register(a.ID, 1, 3); err == nil {
@@ -174,14 +159,7 @@ func TestHealthCheckDoesNotFollowRedirects(t *testing.T) {
 // refused (its name resolves to an internal address now).
 func TestReconcileSuspendsRefusedUpstream(t *testing.T) {
 	e := setupEgress(t)
-	in := e.input("live")
-	in.UpstreamURL = e.upstream()
-	a, err := e.svc.CreateAPI(t.Context(), e.provider, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
-	e.decide(r.ID, catalog.DecisionApprove, "looks good")
+	a := e.approved(t, "live", "")
 	if err := e.register(a.ID, 1, 3); err != nil {
 		t.Fatal(err)
 	}
@@ -208,4 +186,22 @@ func TestReconcileSuspendsRefusedUpstream(t *testing.T) {
 		t.Error("route still on the gateway; want removed")
 	}
 	e.noInternalConnections()
+}
+
+// approved creates an API of slug on the test's allowed upstream, with
+// healthPath when not empty, and approves it.
+func (e *egressEnv) approved(t *testing.T, slug, healthPath string) catalog.API {
+	t.Helper()
+	in := e.input(slug)
+	in.UpstreamURL = e.upstream()
+	if healthPath != "" {
+		in.HealthCheckPath = healthPath
+	}
+	a, err := e.svc.CreateAPI(t.Context(), e.provider, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
+	e.decide(r.ID, catalog.DecisionApprove, "looks good")
+	return a
 }
