@@ -60,18 +60,9 @@ func TestSubjectOfAnotherAPIDeadLettered(t *testing.T) {
 		if rejects != 2 {
 			return fmt.Errorf("usage_rejects holds %d %s rows; want 2", rejects, processors.ReasonSubjectAPIMismatch)
 		}
-		rows, err := e.ch.Query(t.Context(), "SELECT id FROM usage_events ORDER BY id")
+		ids, err := e.eventIDs(t)
 		if err != nil {
 			return err
-		}
-		defer rows.Close()
-		var ids []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			ids = append(ids, strings.TrimPrefix(id, e.prefix+"-"))
 		}
 		if fmt.Sprint(ids) != "[late own]" {
 			return fmt.Errorf("usage_events ids = %v; want [late own]", ids)

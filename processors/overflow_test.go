@@ -74,18 +74,9 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 		otherReq, otherMicr int64
 	}
 	check := func(w want) error {
-		rows, err := e.ch.Query(t.Context(), "SELECT id FROM usage_events ORDER BY id")
+		ids, err := e.eventIDs(t)
 		if err != nil {
 			return err
-		}
-		defer rows.Close()
-		var ids []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			ids = append(ids, strings.TrimPrefix(id, e.prefix+"-"))
 		}
 		if fmt.Sprint(ids) != fmt.Sprint(w.rows) {
 			return fmt.Errorf("usage_events ids = %v; want %v", ids, w.rows)

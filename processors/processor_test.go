@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,4 +224,23 @@ func TestCountsIntoTheSubscriptionsPeriod(t *testing.T) {
 func monthStart(t time.Time) time.Time {
 	t = t.UTC()
 	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// eventIDs returns the ids of the rows in usage_events, in order, without
+// the test's prefix.
+func (e *env) eventIDs(t *testing.T) ([]string, error) {
+	rows, err := e.ch.Query(t.Context(), "SELECT id FROM usage_events ORDER BY id")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, strings.TrimPrefix(id, e.prefix+"-"))
+	}
+	return ids, rows.Err()
 }
