@@ -14,7 +14,6 @@ import (
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 var admin = ingesttokens.Actor{Subject: "ops", Role: "admin"}
@@ -30,15 +29,7 @@ func tokenStore(t *testing.T) (*ingesttokens.Service, *ingesttoken.Store) {
 // subscriptions in the database.
 func tokenDB(t *testing.T) (*ingesttokens.Service, *ingesttoken.Store, *pgxpool.Pool) {
 	t.Helper()
-	url := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), url, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Postgres(t)
 	return ingesttokens.New(pool), ingesttoken.NewStore(pool), pool
 }
 

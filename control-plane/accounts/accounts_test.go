@@ -9,20 +9,11 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/accounts"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 func setup(t *testing.T) (*pgxpool.Pool, *accounts.Directory) {
 	t.Helper()
-	url := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), url, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Postgres(t)
 	return pool, accounts.New(pool)
 }
 

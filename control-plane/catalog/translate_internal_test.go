@@ -5,25 +5,15 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // TestTranslateForeignKeys: the foreign key of a subscription that refuses
 // its API's deletion is ErrAPIInUse; an API row naming no organization is
 // not "in use".
 func TestTranslateForeignKeys(t *testing.T) {
-	url := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), url, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Postgres(t)
 	ctx := t.Context()
 	var org, api, plan, version string
 	must := func(err error) {
@@ -38,7 +28,7 @@ func TestTranslateForeignKeys(t *testing.T) {
 	must(pool.QueryRow(ctx, `INSERT INTO plans (api_id, name, slug) VALUES ($1, 'P', 'p') RETURNING id::text`, api).Scan(&plan))
 	must(pool.QueryRow(ctx, `INSERT INTO plan_versions (plan_id, version, type, currency, created_by)
 		VALUES ($1, 1, 'subscription', 'USD', 'p') RETURNING id::text`, plan).Scan(&version))
-	_, err = pool.Exec(ctx, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, current_period_start, current_period_end)
+	_, err := pool.Exec(ctx, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, current_period_start, current_period_end)
 		VALUES ($1, 'c', $2, $3, now(), now() + interval '1 month')`, org, api, version)
 	must(err)
 

@@ -6,27 +6,17 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // TestCreateStoresCanonicalAPIIDs: API ids typed in upper case, in braces
 // or as a URN are stored as Postgres writes them, so that the token allows
 // the events of those APIs, whose api_id is in that form.
 func TestCreateStoresCanonicalAPIIDs(t *testing.T) {
-	url := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), url, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Postgres(t)
 	a, b, c := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	tok, err := ingesttokens.New(pool).Create(t.Context(), ingesttokens.Actor{Subject: "ops", Role: "admin"}, ingesttokens.CreateInput{
 		Name: "billing", Sources: []string{"/billing"},

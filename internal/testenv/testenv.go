@@ -17,6 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -201,6 +202,22 @@ func Deadline(t testing.TB, d time.Duration, cond func() error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Postgres returns a pool on a new database of the test server with the
+// migrations applied, closed and dropped when the test ends.
+func Postgres(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	url := PostgresURL(t)
+	if _, err := migrate.Postgres(t.Context(), url, Logger(t)); err != nil {
+		t.Fatalf("migrate %s: %v", url, err)
+	}
+	pool, err := pgxpool.New(t.Context(), url)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", url, err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 // PostgresURL returns the URL of a new, empty database on the test server
