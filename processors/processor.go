@@ -37,7 +37,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -387,11 +386,15 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 	// that would overflow), and those must reach neither ClickHouse nor the
 	// counters, only the dead-letter queue. Its refusals are recorded in
 	// Redis with the watermark, so a replay of the batch decides the same.
+	// A failed attempt may have written outbox lines for some subjects
+	// before a retry writes the rest: drain what any attempt named, once.
 	var outboxed []string
+	named := map[string]bool{}
 	if err := p.retry(ctx, "redis", func() error {
 		subjects, overflowed, err := p.redis.apply(ctx, b.items)
 		for _, s := range subjects {
-			if !slices.Contains(outboxed, s) {
+			if !named[s] {
+				named[s] = true
 				outboxed = append(outboxed, s)
 			}
 		}
