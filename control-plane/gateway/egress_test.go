@@ -69,7 +69,15 @@ func TestGatewayRefusesInternalUpstreams(t *testing.T) {
 			refused++
 			continue
 		}
-		a := call(t, "GET", gw.URL+prefix+"/")
+		// A connection accepted while Caddy swaps configurations may
+		// still meet the previous one: wait for the route to be served.
+		var a answer
+		testenv.Deadline(t, 5*time.Second, func() error {
+			if a = call(t, "GET", gw.URL+prefix+"/"); isProblem(a, http.StatusNotFound, "route-not-found") {
+				return fmt.Errorf("%s: route %s not served yet", f.Name, prefix)
+			}
+			return nil
+		})
 		typ := "egress-refused"
 		if f.Kind == "" {
 			typ = "gateway-error" // no address to refuse
