@@ -8,7 +8,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 type processorMetrics struct {
@@ -57,7 +57,7 @@ func newProcessorMetrics(set *metrics.Set, p *Processor) processorMetrics {
 		eventLag: set.NewPrometheusHistogramExt("veil_processor_event_lag_seconds",
 			[]float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400}),
 	}
-	for _, pct := range quotaevent.Thresholds {
+	for _, pct := range enforcement.Thresholds {
 		m.quotaCrossings[pct] = set.NewCounter(fmt.Sprintf(`veil_processor_quota_produced_by_threshold_total{threshold="%d"}`, pct))
 	}
 	// Consumer lag per owned partition: records behind the high watermark
@@ -78,7 +78,7 @@ func newProcessorMetrics(set *metrics.Set, p *Processor) processorMetrics {
 }
 
 // quotaCrossing is the crossings counter of a threshold; ParseOutbox admits
-// no other thresholds than quotaevent.Thresholds.
+// no other thresholds than enforcement.Thresholds.
 func (m processorMetrics) quotaCrossing(pct int) *metrics.Counter {
 	if c, ok := m.quotaCrossings[pct]; ok {
 		return c

@@ -7,7 +7,7 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -32,7 +32,7 @@ func TestMismatchReplayKeepsTheStoredDecision(t *testing.T) {
 	}
 	putRecord := func(t *testing.T, subject, api string) {
 		t.Helper()
-		do(t, client.B().Hset().Key(gatewayrecord.SubscriptionName(subject)).FieldValue().
+		do(t, client.B().Hset().Key(enforcement.SubscriptionName(subject)).FieldValue().
 			FieldValue("api_id", api).
 			FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
 			FieldValue("period_end", strconv.FormatInt(end.Unix(), 10)).Build())
@@ -82,24 +82,24 @@ func TestMismatchReplayKeepsTheStoredDecision(t *testing.T) {
 		// Counted without a record, then a record of another API appears.
 		counted := []item{ev("counted", 0, "api_x"), ev("counted", 1, "api_x")}
 		wantRefused(t, "no record", apply(t, counted))
-		month := gatewayrecord.PeriodCounterName("counted", calendarMonth(at).start)
+		month := enforcement.PeriodCounterName("counted", calendarMonth(at).start)
 		wantCounter(t, "no record", month, 2, 10_000_000)
 		putRecord(t, "counted", "api_y")
 		wantRefused(t, "replay under a record of another API", apply(t, counted))
 		wantCounter(t, "replay under a record of another API", month, 2, 10_000_000)
-		wantCounter(t, "replay under a record of another API", gatewayrecord.PeriodCounterName("counted", start), 0, 0)
+		wantCounter(t, "replay under a record of another API", enforcement.PeriodCounterName("counted", start), 0, 0)
 	})
 	t.Run("refused under a record of another API", func(t *testing.T) {
 		// Refused under a record of another API, then the record goes.
 		refused := []item{ev("refused", 0, "api_x"), ev("refused", 1, "api_y"), ev("refused", 2, "api_x")}
 		putRecord(t, "refused", "api_y")
 		wantRefused(t, "record of another API", apply(t, refused), 0, 2)
-		own := gatewayrecord.PeriodCounterName("refused", start)
+		own := enforcement.PeriodCounterName("refused", start)
 		wantCounter(t, "record of another API", own, 1, 5_000_000)
-		do(t, client.B().Del().Key(gatewayrecord.SubscriptionName("refused")).Build())
+		do(t, client.B().Del().Key(enforcement.SubscriptionName("refused")).Build())
 		wantRefused(t, "replay without a record", apply(t, refused), 0, 2)
 		wantCounter(t, "replay without a record", own, 1, 5_000_000)
-		wantCounter(t, "replay without a record", gatewayrecord.PeriodCounterName("refused", calendarMonth(at).start), 0, 0)
+		wantCounter(t, "replay without a record", enforcement.PeriodCounterName("refused", calendarMonth(at).start), 0, 0)
 
 		// A replay that reaches past the watermark decides only the new
 		// offsets, from the record as it is now.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
 	"github.com/veil-platform/veil/schemas/usage"
@@ -27,7 +27,7 @@ func TestSubjectOfAnotherAPIDeadLettered(t *testing.T) {
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
 	victim, norecord := e.sub("victim"), e.sub("norecord")
 	start, end := at.Add(-24*time.Hour), at.Add(24*time.Hour)
-	if err := e.redis.Do(t.Context(), e.redis.B().Hset().Key(gatewayrecord.SubscriptionName(victim)).FieldValue().
+	if err := e.redis.Do(t.Context(), e.redis.B().Hset().Key(enforcement.SubscriptionName(victim)).FieldValue().
 		FieldValue("api_id", "api_y").
 		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
 		FieldValue("period_end", strconv.FormatInt(end.Unix(), 10)).
@@ -35,7 +35,7 @@ func TestSubjectOfAnotherAPIDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		e.redis.Do(context.Background(), e.redis.B().Del().Key(gatewayrecord.SubscriptionName(victim)).Build())
+		e.redis.Do(context.Background(), e.redis.B().Del().Key(enforcement.SubscriptionName(victim)).Build())
 	})
 	value := func(id, subject, api string) []byte {
 		return fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%s","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":%q,"units":5}}`,

@@ -11,8 +11,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
-	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 const (
@@ -29,7 +28,7 @@ const (
 )
 
 // outboxPrefix is what QuotaOutboxName puts before the subject.
-var outboxPrefix = strings.TrimSuffix(gatewayrecord.QuotaOutboxName(""), "}")
+var outboxPrefix = strings.TrimSuffix(enforcement.QuotaOutboxName(""), "}")
 
 // outboxLine is one line read from a subject's outbox.
 type outboxLine struct {
@@ -55,7 +54,7 @@ func (p *Processor) drainQuotaOutboxes(ctx context.Context, cl *kgo.Client, subj
 	rc := p.cfg.Redis
 	cmds := make(rueidis.Commands, len(subjects))
 	for i, s := range subjects {
-		cmds[i] = rc.B().Lrange().Key(gatewayrecord.QuotaOutboxName(s)).Start(0).Stop(outboxReadLines - 1).Build()
+		cmds[i] = rc.B().Lrange().Key(enforcement.QuotaOutboxName(s)).Start(0).Stop(outboxReadLines - 1).Build()
 	}
 	var (
 		lines   = map[*kgo.Record]outboxLine{}
@@ -72,7 +71,7 @@ func (p *Processor) drainQuotaOutboxes(ctx context.Context, cl *kgo.Client, subj
 		}
 		for _, line := range got {
 			l := outboxLine{subject: subjects[i], line: line}
-			e, err := quotaevent.ParseOutbox(l.subject, line)
+			e, err := enforcement.ParseOutbox(l.subject, line)
 			var value []byte
 			if err == nil {
 				e.At = now
@@ -125,7 +124,7 @@ func (p *Processor) drainQuotaOutboxes(ctx context.Context, cl *kgo.Client, subj
 	if len(done) > 0 {
 		rem := make(rueidis.Commands, len(done))
 		for i, l := range done {
-			rem[i] = rc.B().Lrem().Key(gatewayrecord.QuotaOutboxName(l.subject)).Count(1).Element(l.line).Build()
+			rem[i] = rc.B().Lrem().Key(enforcement.QuotaOutboxName(l.subject)).Count(1).Element(l.line).Build()
 		}
 		for i, r := range rc.DoMulti(ctx, rem...) {
 			if err := r.Error(); err != nil {
@@ -173,7 +172,7 @@ func (p *Processor) sweepOnce(ctx context.Context, cl *kgo.Client) (int, error) 
 	for _, node := range nodes {
 		var cursor uint64
 		for {
-			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(gatewayrecord.QuotaOutboxPattern).
+			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(enforcement.QuotaOutboxPattern).
 				Count(outboxScanCount).Type("list").Build()).AsScanEntry()
 			if err != nil {
 				return produced, errors.Join(append(errs, fmt.Errorf("scan quota outboxes: %w", err))...)

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/usage"
 )
@@ -35,9 +35,9 @@ func TestApplyRefusesOnlyWhatOverflows(t *testing.T) {
 			key  string
 			want []string
 		}{
-			{gatewayrecord.PeriodCounterName("full", start), []string{"9223", strconv.FormatInt(9223*usage.MaxUnitsMicro, 10)}},
+			{enforcement.PeriodCounterName("full", start), []string{"9223", strconv.FormatInt(9223*usage.MaxUnitsMicro, 10)}},
 			{"veil:usage:{full}:k:key_1:" + at.Format("20060102"), []string{"9223", strconv.FormatInt(9223*usage.MaxUnitsMicro, 10)}},
-			{gatewayrecord.PeriodCounterName("beside", start), []string{"1", "3"}},
+			{enforcement.PeriodCounterName("beside", start), []string{"1", "3"}},
 		} {
 			got, err := client.Do(t.Context(), client.B().Hmget().Key(c.key).Field("requests", "units_micro").Build()).AsStrSlice()
 			if err != nil || len(got) != 2 || got[0] != c.want[0] || got[1] != c.want[1] {

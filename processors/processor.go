@@ -23,12 +23,12 @@
 // The same script holds each subscription's period counter against its
 // request quota: it sets the gateway's block when a hard quota is used up,
 // and pushes each crossing of 80, 90 and 100% onto the subscription's quota
-// outbox in Redis (internal/quotaevent). After a batch, the processor
+// outbox in Redis (internal/enforcement). After a batch, the processor
 // produces the outbox lines it caused to veil.quota.events and removes them;
 // a sweep produces whatever else waits in any outbox (a crash between the
 // script and the produce, a broker outage, lines the control plane pushes).
 // Delivery is at least once: the control plane dedupes by
-// quotaevent.Event.ID.
+// enforcement.Event.ID.
 package processors
 
 import (

@@ -9,8 +9,7 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
-	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -39,7 +38,7 @@ func (f *quotaFixture) record(quota int64, hard bool) {
 	if hard {
 		h = "1"
 	}
-	f.do(f.client.B().Hset().Key(gatewayrecord.SubscriptionName("sub")).FieldValue().
+	f.do(f.client.B().Hset().Key(enforcement.SubscriptionName("sub")).FieldValue().
 		FieldValue("period_start", strconv.FormatInt(f.start.Unix(), 10)).
 		FieldValue("period_end", strconv.FormatInt(f.end.Unix(), 10)).
 		FieldValue("quota_requests", strconv.FormatInt(quota, 10)).
@@ -86,7 +85,7 @@ func (f *quotaFixture) send(n int, at time.Time) []string {
 
 func (f *quotaFixture) outbox() []string {
 	f.t.Helper()
-	lines, err := f.do(f.client.B().Lrange().Key(gatewayrecord.QuotaOutboxName("sub")).Start(0).Stop(-1).Build()).AsStrSlice()
+	lines, err := f.do(f.client.B().Lrange().Key(enforcement.QuotaOutboxName("sub")).Start(0).Stop(-1).Build()).AsStrSlice()
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -95,7 +94,7 @@ func (f *quotaFixture) outbox() []string {
 
 // line is the outbox line the script must push.
 func (f *quotaFixture) line(pct int, quota, used int64, hard bool) string {
-	return quotaevent.OutboxEntry(quotaevent.Event{SubscriptionID: "sub", PeriodStart: f.start, PeriodEnd: f.end,
+	return enforcement.OutboxEntry(enforcement.Event{SubscriptionID: "sub", PeriodStart: f.start, PeriodEnd: f.end,
 		Threshold: pct, Quota: quota, Used: used, Hard: hard})
 }
 
@@ -103,11 +102,11 @@ func (f *quotaFixture) line(pct int, quota, used int64, hard bool) string {
 // when there is none.
 func (f *quotaFixture) block() (string, int64) {
 	f.t.Helper()
-	v, err := f.do(f.client.B().Get().Key(gatewayrecord.BlockName("sub")).Build()).ToString()
+	v, err := f.do(f.client.B().Get().Key(enforcement.BlockName("sub")).Build()).ToString()
 	if rueidis.IsRedisNil(err) {
 		v = ""
 	}
-	exp, err := f.do(f.client.B().Expiretime().Key(gatewayrecord.BlockName("sub")).Build()).AsInt64()
+	exp, err := f.do(f.client.B().Expiretime().Key(enforcement.BlockName("sub")).Build()).AsInt64()
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -225,7 +224,7 @@ func TestQuotaBlockRestoredNotRewritten(t *testing.T) {
 		t.Fatalf("block at 100%% = %q expiring at %d; want %q expiring at %d", v, exp, want, f.end.Unix())
 	}
 
-	f.do(f.client.B().Del().Key(gatewayrecord.BlockName("sub")).Build()) // a flush, say
+	f.do(f.client.B().Del().Key(enforcement.BlockName("sub")).Build()) // a flush, say
 	if got := f.send(1, at); got != nil {
 		t.Fatalf("outbox lines past 100%% = %q; want none", got)
 	}
@@ -233,7 +232,7 @@ func TestQuotaBlockRestoredNotRewritten(t *testing.T) {
 		t.Fatalf("block after it was deleted and one more request = %q expiring at %d; want %q expiring at %d", v, exp, want, f.end.Unix())
 	}
 
-	f.do(f.client.B().Set().Key(gatewayrecord.BlockName("sub")).Value("marker").Keepttl().Build())
+	f.do(f.client.B().Set().Key(enforcement.BlockName("sub")).Value("marker").Keepttl().Build())
 	f.send(1, at)
 	if v, _ := f.block(); v != "marker" {
 		t.Fatalf("block after one more request = %q; want it left alone (%q)", v, "marker")

@@ -13,8 +13,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
-	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
 )
@@ -26,7 +25,7 @@ func putQuotaRecord(t *testing.T, rc rueidis.Client, subject string, start, end 
 	if hard {
 		h = "1"
 	}
-	if err := rc.Do(t.Context(), rc.B().Hset().Key(gatewayrecord.SubscriptionName(subject)).FieldValue().
+	if err := rc.Do(t.Context(), rc.B().Hset().Key(enforcement.SubscriptionName(subject)).FieldValue().
 		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
 		FieldValue("period_end", strconv.FormatInt(end.Unix(), 10)).
 		FieldValue("quota_requests", strconv.FormatInt(quota, 10)).
@@ -37,7 +36,7 @@ func putQuotaRecord(t *testing.T, rc rueidis.Client, subject string, start, end 
 
 func outboxLen(t *testing.T, rc rueidis.Client, subject string) int64 {
 	t.Helper()
-	n, err := rc.Do(t.Context(), rc.B().Llen().Key(gatewayrecord.QuotaOutboxName(subject)).Build()).AsInt64()
+	n, err := rc.Do(t.Context(), rc.B().Llen().Key(enforcement.QuotaOutboxName(subject)).Build()).AsInt64()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,20 +44,20 @@ func outboxLen(t *testing.T, rc rueidis.Client, subject string) int64 {
 }
 
 // quotaEvents decodes every record of the quota topic.
-func quotaEvents(t *testing.T, k *testenv.Kafka, topic string) []quotaevent.Event {
+func quotaEvents(t *testing.T, k *testenv.Kafka, topic string) []enforcement.Event {
 	t.Helper()
-	var out []quotaevent.Event
+	var out []enforcement.Event
 	for _, r := range k.ReadAll(t, topic) {
-		e, err := quotaevent.Unmarshal(r.Value)
+		e, err := enforcement.Unmarshal(r.Value)
 		if err != nil {
-			t.Fatalf("quotaevent.Unmarshal(%s) = %v", r.Value, err)
+			t.Fatalf("enforcement.Unmarshal(%s) = %v", r.Value, err)
 		}
 		if string(r.Key) != e.SubscriptionID {
 			t.Fatalf("quota event keyed %q; want its subscription %q", r.Key, e.SubscriptionID)
 		}
 		out = append(out, e)
 	}
-	slices.SortFunc(out, func(a, b quotaevent.Event) int { return a.Threshold - b.Threshold })
+	slices.SortFunc(out, func(a, b enforcement.Event) int { return a.Threshold - b.Threshold })
 	return out
 }
 
@@ -115,7 +114,7 @@ func TestQuotaEventsProduced(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("quota events = %+v; want one per threshold", got)
 	}
-	for i, pct := range quotaevent.Thresholds {
+	for i, pct := range enforcement.Thresholds {
 		ev := got[i]
 		at := int64((10*pct + 99) / 100)
 		if ev.Threshold != pct || ev.SubscriptionID != subject || ev.Quota != 10 || !ev.Hard ||
@@ -124,7 +123,7 @@ func TestQuotaEventsProduced(t *testing.T) {
 				i, ev, pct, subject, start, end, at, requests)
 		}
 	}
-	until, err := gatewayrecord.New(e.redis).BlockedUntilCached(t.Context(), subject, time.Second)
+	until, err := enforcement.New(e.redis).BlockedUntilCached(t.Context(), subject, time.Second)
 	if err != nil || !until.Equal(end) {
 		t.Fatalf("BlockedUntilCached(%s) = %v, %v; want %v", subject, until, err, end)
 	}
@@ -140,16 +139,16 @@ func TestQuotaSweepAfterCrash(t *testing.T) {
 	subject := e.prefix + "-crashed"
 	start := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
 	end := start.AddDate(0, 1, 0)
-	event := func(pct int, used int64) quotaevent.Event {
-		return quotaevent.Event{SubscriptionID: subject, PeriodStart: start, PeriodEnd: end, Threshold: pct, Quota: 10, Used: used, Hard: true}
+	event := func(pct int, used int64) enforcement.Event {
+		return enforcement.Event{SubscriptionID: subject, PeriodStart: start, PeriodEnd: end, Threshold: pct, Quota: 10, Used: used, Hard: true}
 	}
 	push := func(lines ...string) {
 		t.Helper()
-		if err := e.redis.Do(t.Context(), e.redis.B().Rpush().Key(gatewayrecord.QuotaOutboxName(subject)).Element(lines...).Build()).Error(); err != nil {
+		if err := e.redis.Do(t.Context(), e.redis.B().Rpush().Key(enforcement.QuotaOutboxName(subject)).Element(lines...).Build()).Error(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	push(quotaevent.OutboxEntry(event(80, 8)), "v1|garbage", quotaevent.OutboxEntry(event(90, 9)))
+	push(enforcement.OutboxEntry(event(80, 8)), "v1|garbage", enforcement.OutboxEntry(event(90, 9)))
 
 	set := metrics.NewSet()
 	stop := e.startWith(t, "g-"+e.prefix, func(c *processors.Config) {
@@ -159,7 +158,7 @@ func TestQuotaSweepAfterCrash(t *testing.T) {
 	})
 	defer stop()
 
-	waitDrained := func(want []quotaevent.Event) {
+	waitDrained := func(want []enforcement.Event) {
 		t.Helper()
 		testenv.Deadline(t, 30*time.Second, func() error {
 			if l := outboxLen(t, e.redis, subject); l != 0 {
@@ -177,10 +176,10 @@ func TestQuotaSweepAfterCrash(t *testing.T) {
 			}
 		}
 	}
-	waitDrained([]quotaevent.Event{event(80, 8), event(90, 9)})
+	waitDrained([]enforcement.Event{event(80, 8), event(90, 9)})
 
-	push(quotaevent.OutboxEntry(event(100, 10)))
-	waitDrained([]quotaevent.Event{event(80, 8), event(90, 9), event(100, 10)})
+	push(enforcement.OutboxEntry(event(100, 10)))
+	waitDrained([]enforcement.Event{event(80, 8), event(90, 9), event(100, 10)})
 
 	// The sweep adds up what it produced once its pass ends.
 	testenv.Deadline(t, 10*time.Second, func() error {

@@ -11,8 +11,7 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
-	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
@@ -24,25 +23,25 @@ import (
 //	veil:usage:{S}:p:<period_start>  period counter: requests, units_micro, period_end, crossed_80|90|100 (the quota crossed)
 //	veil:usage:{S}:k:<key>:<YYYYMMDD> per key per day counter: requests, units_micro
 //	veil:block:{S}                   quota block for the gateway: Unix seconds of the period's end, expiring then
-//	veil:quota:outbox:{S}            list of quota crossings waiting for veil.quota.events (internal/quotaevent)
+//	veil:quota:outbox:{S}            list of quota crossings waiting for veil.quota.events (internal/enforcement)
 //
 // The counters hold admitted requests only: quotas are enforced from them,
 // and a request the gateway refused itself (data.refusal) is never billed.
 // The names the control plane and the gateway share are
-// internal/gatewayrecord's; the per key per day counter is the processors'.
+// internal/enforcement's; the per key per day counter is the processors'.
 const keyKeyDay = "veil:usage:{%s}:k:%s:%s"
 
 // PeriodKey is the Redis key of a subject's counter for the period starting at start.
 func PeriodKey(subject string, start time.Time) string {
-	return gatewayrecord.PeriodCounterName(subject, start)
+	return enforcement.PeriodCounterName(subject, start)
 }
 
 // SubscriptionKey is the Redis key of the subscription record the control
 // plane writes (period_start and period_end as Unix seconds).
-func SubscriptionKey(subject string) string { return gatewayrecord.SubscriptionName(subject) }
+func SubscriptionKey(subject string) string { return enforcement.SubscriptionName(subject) }
 
 // WatermarkKey is the Redis hash of a subject's per-partition offset watermarks.
-func WatermarkKey(subject string) string { return gatewayrecord.WatermarkName(subject) }
+func WatermarkKey(subject string) string { return enforcement.WatermarkName(subject) }
 
 // applyScript adds one subject's increments and advances its watermark for
 // one partition, atomically, only if the watermark is still the one the
@@ -54,7 +53,7 @@ func WatermarkKey(subject string) string { return gatewayrecord.WatermarkName(su
 // processor's cached copy may predate a credit or a plan change. Only the
 // counter of the record's own period has a quota. Reaching 80, 90 and 100%
 // of it pushes a line onto the subject's quota outbox (the format of
-// quotaevent.OutboxEntry), once per threshold and quota: crossed_<pct> on
+// enforcement.OutboxEntry), once per threshold and quota: crossed_<pct> on
 // the counter remembers the quota it fired for, so a replay fires nothing
 // and a credit that raises the quota lets the new thresholds fire. Because
 // the outbox line is written by the same script as the count, a crash
@@ -78,13 +77,13 @@ func WatermarkKey(subject string) string { return gatewayrecord.WatermarkName(su
 // hash's ttl seconds, then per counter: requests, units_micro, ttl seconds,
 // period_end and period_start ("" for a counter that is not a period's).
 //
-// Every counter's requests and units_micro are checked first (quotaevent's
+// Every counter's requests and units_micro are checked first (enforcement.s
 // fits; a field that is not an integer fails it too, as HINCRBY would):
 // when an addition would pass usage.MaxCounterMicro the script writes nothing,
 // watermark included, and returns "overflow"; the caller then applies the
 // events one by one and dead-letters the ones that do not fit
 // (skipScript).
-var applyScript = rueidis.NewLuaScript(quotaevent.Lua + `
+var applyScript = rueidis.NewLuaScript(enforcement.Lua + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return cur end
 for i = 6, #KEYS do
@@ -440,7 +439,7 @@ func (s *redisSink) applyEach(ctx context.Context, k subjectPartition, items []i
 		}
 		if got == "overflow" {
 			got, err = skipScript.Exec(ctx, s.client,
-				[]string{gatewayrecord.WatermarkName(k.subject), fmt.Sprintf(keyOverflow, k.subject)},
+				[]string{enforcement.WatermarkName(k.subject), fmt.Sprintf(keyOverflow, k.subject)},
 				[]string{strconv.Itoa(int(k.partition)), strconv.FormatInt(wm, 10), strconv.FormatInt(it.offset, 10),
 					strconv.Itoa(int(periodTTL / time.Second))}).ToString()
 			if err != nil {
@@ -562,7 +561,7 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 		}
 		p := periodFor(sub, it.time)
 		start := strconv.FormatInt(p.start.Unix(), 10)
-		add(gatewayrecord.PeriodCounterName(k.subject, p.start), it, periodTTL, start, strconv.FormatInt(p.end.Unix(), 10))
+		add(enforcement.PeriodCounterName(k.subject, p.start), it, periodTTL, start, strconv.FormatInt(p.end.Unix(), 10))
 		if it.keyID != "" {
 			add(fmt.Sprintf(keyKeyDay, k.subject, it.keyID, it.time.UTC().Format("20060102")), it, keyDayTTL, "", "")
 		}
@@ -573,8 +572,8 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *period) (keys,
 	if last == wm {
 		return nil, nil, wm, nil
 	}
-	keys = append(make([]string, 0, 5+len(keyOrder)), gatewayrecord.WatermarkName(k.subject), gatewayrecord.BlockName(k.subject),
-		gatewayrecord.SubscriptionName(k.subject), gatewayrecord.QuotaOutboxName(k.subject), fmt.Sprintf(keyOverflow, k.subject))
+	keys = append(make([]string, 0, 5+len(keyOrder)), enforcement.WatermarkName(k.subject), enforcement.BlockName(k.subject),
+		enforcement.SubscriptionName(k.subject), enforcement.QuotaOutboxName(k.subject), fmt.Sprintf(keyOverflow, k.subject))
 	args = append(make([]string, 0, 5+5*len(keyOrder)),
 		strconv.Itoa(int(k.partition)), strconv.FormatInt(wm, 10), strconv.FormatInt(last, 10),
 		strings.Join(mismatched, " "), strconv.Itoa(int(periodTTL/time.Second)))
@@ -606,7 +605,7 @@ func (s *redisSink) compensate(ctx context.Context, items []item, topic string) 
 	for _, it := range items {
 		p := periodFor(periods[it.subject], it.time)
 		marker := fmt.Sprintf("veil:comp:{%s}:%s:%d:%d", it.subject, topic, it.partition, it.offset)
-		keys := []string{marker, gatewayrecord.PeriodCounterName(it.subject, p.start)}
+		keys := []string{marker, enforcement.PeriodCounterName(it.subject, p.start)}
 		args := []string{strconv.Itoa(int(periodTTL / time.Second)), strconv.FormatInt(it.unitsMicro, 10)}
 		if it.keyID != "" {
 			keys = append(keys, fmt.Sprintf(keyKeyDay, it.subject, it.keyID, it.time.UTC().Format("20060102")))
@@ -634,7 +633,7 @@ func (s *redisSink) loadWatermarks(ctx context.Context, order []subjectPartition
 			continue
 		}
 		missing = append(missing, k)
-		cmds = append(cmds, s.client.B().Hget().Key(gatewayrecord.WatermarkName(k.subject)).Field(strconv.Itoa(int(k.partition))).Build())
+		cmds = append(cmds, s.client.B().Hget().Key(enforcement.WatermarkName(k.subject)).Field(strconv.Itoa(int(k.partition))).Build())
 	}
 	if len(cmds) == 0 {
 		return nil
@@ -668,7 +667,7 @@ func (s *redisSink) periods(ctx context.Context, order []subjectPartition) (map[
 		}
 		out[k.subject] = nil
 		subjects = append(subjects, k.subject)
-		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(gatewayrecord.SubscriptionName(k.subject)).
+		cmds = append(cmds, rueidis.CT(s.client.B().Hmget().Key(enforcement.SubscriptionName(k.subject)).
 			Field("period_start", "period_end", "prev_period_start", "api_id").Cache(), time.Minute))
 	}
 	if len(cmds) == 0 {

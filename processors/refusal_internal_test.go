@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
@@ -14,7 +14,7 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 	k := subjectPartition{subject: "sub", partition: 3}
 	period := PeriodKey("sub", calendarMonth(at).start)
 	keyDay := fmt.Sprintf(keyKeyDay, "sub", "key_1", "20261126")
-	fixed := []string{WatermarkKey("sub"), gatewayrecord.BlockName("sub"), SubscriptionKey("sub"), gatewayrecord.QuotaOutboxName("sub"),
+	fixed := []string{WatermarkKey("sub"), enforcement.BlockName("sub"), SubscriptionKey("sub"), enforcement.QuotaOutboxName("sub"),
 		fmt.Sprintf(keyOverflow, "sub")}
 	admitted := func(offset int64) item {
 		return item{subject: "sub", keyID: "key_1", partition: 3, offset: offset, time: at, unitsMicro: 1_500_000}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/migrate"
@@ -91,13 +91,13 @@ func TestGatewayDefaultAdminIsUnixSocket(t *testing.T) {
 	if cp.gatewayAdminURL != "unix://"+sock {
 		t.Fatalf("control plane's default admin URL = %q; want unix://%s", cp.gatewayAdminURL, sock)
 	}
-	c, err := gateway.New(gateway.Config{AdminURL: cp.gatewayAdminURL, Logger: testenv.Logger(t)})
+	c, err := gatewayadmin.New(gatewayadmin.Config{AdminURL: cp.gatewayAdminURL, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "up") }))
 	t.Cleanup(up.Close)
-	if err := c.Put(t.Context(), gateway.Route{ID: "veil-api-default-socket", PathPrefix: "/sock", Upstream: up.URL}); err != nil {
+	if err := c.Put(t.Context(), gatewayadmin.Route{ID: "veil-api-default-socket", PathPrefix: "/sock", Upstream: up.URL}); err != nil {
 		t.Fatalf("Put through the default admin socket: %v", err)
 	}
 	// Whether the egress policy lets this loopback upstream through is

@@ -22,7 +22,7 @@ import (
 
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/broker"
-	"github.com/veil-platform/veil/internal/service"
+	"github.com/veil-platform/veil/internal/httpserver"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -194,7 +194,7 @@ func benchHTTP(ctx context.Context, seeds []string, topic string, batch, concurr
 	if err != nil {
 		return benchResult{}, err
 	}
-	srv, err := service.Listen(service.Config{Name: "bench-ingest", Addr: "127.0.0.1:0", Handler: h.Routes(), Logger: logger, Metrics: set})
+	srv, err := httpserver.Listen(httpserver.Config{Name: "bench-ingest", Addr: "127.0.0.1:0", Handler: h.Routes(), Logger: logger, Metrics: set})
 	if err != nil {
 		return benchResult{}, err
 	}

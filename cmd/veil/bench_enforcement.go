@@ -16,9 +16,9 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/broker"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/processors"
 	"github.com/veil-platform/veil/schemas/migrate"
 )
@@ -194,23 +194,23 @@ func enforcementRecords(ctx context.Context, rc rueidis.Client, db, n, quota int
 	if err := rc.Do(ctx, rc.B().Flushdb().Build()).Error(); err != nil {
 		return nil, fmt.Errorf("empty redis database %d: %w", db, err)
 	}
-	store := gatewayrecord.New(rc)
+	store := enforcement.New(rc)
 	now := time.Now().Truncate(time.Second)
 	out := make([]string, n)
 	for i := range n {
 		sub := fmt.Sprintf("sub_enforce_%d", i)
-		if _, err := store.PutSubscription(ctx, gatewayrecord.SubscriptionRecord{
-			ID: sub, APIID: benchAPI, PlanID: "plan_bench", Status: gatewayrecord.SubscriptionActive,
+		if _, err := store.PutSubscription(ctx, enforcement.SubscriptionRecord{
+			ID: sub, APIID: benchAPI, PlanID: "plan_bench", Status: enforcement.SubscriptionActive,
 			PeriodStart: now.Add(-time.Hour), PeriodEnd: now.Add(30 * 24 * time.Hour), QuotaRequests: int64(quota), QuotaHard: true, Version: 1,
 		}); err != nil {
 			return nil, err
 		}
-		k, err := keys.Generate(keys.EnvTest)
+		k, err := apikey.Generate(apikey.EnvTest)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := store.PutKey(ctx, gatewayrecord.KeyRecord{
-			Hash: k.Hash, KeyID: fmt.Sprintf("key_enforce_%d", i), SubscriptionID: sub, APIID: benchAPI, Status: gatewayrecord.KeyActive, Version: 1,
+		if _, err := store.PutKey(ctx, enforcement.KeyRecord{
+			Hash: k.Hash, KeyID: fmt.Sprintf("key_enforce_%d", i), SubscriptionID: sub, APIID: benchAPI, Status: enforcement.KeyActive, Version: 1,
 		}); err != nil {
 			return nil, err
 		}

@@ -25,9 +25,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/broker"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 )
 
@@ -214,21 +214,21 @@ func benchGatewayRecords(ctx context.Context, rc rueidis.Client, db int) (string
 	if err := rc.Do(ctx, rc.B().Flushdb().Build()).Error(); err != nil {
 		return "", fmt.Errorf("empty redis database %d: %w", db, err)
 	}
-	store := gatewayrecord.New(rc)
+	store := enforcement.New(rc)
 	now := time.Now()
-	if _, err := store.PutSubscription(ctx, gatewayrecord.SubscriptionRecord{
-		ID: benchSubscription, APIID: benchAPI, PlanID: "plan_bench", Status: gatewayrecord.SubscriptionActive,
+	if _, err := store.PutSubscription(ctx, enforcement.SubscriptionRecord{
+		ID: benchSubscription, APIID: benchAPI, PlanID: "plan_bench", Status: enforcement.SubscriptionActive,
 		PeriodStart: now.Add(-time.Hour), PeriodEnd: now.Add(30 * 24 * time.Hour), QuotaRequests: -1,
 		RatePerSecond: benchRatePerSecond, RatePerMinute: benchRatePerMinute, Version: 1,
 	}); err != nil {
 		return "", err
 	}
-	k, err := keys.Generate(keys.EnvTest)
+	k, err := apikey.Generate(apikey.EnvTest)
 	if err != nil {
 		return "", err
 	}
-	if _, err := store.PutKey(ctx, gatewayrecord.KeyRecord{
-		Hash: k.Hash, KeyID: "key_bench", SubscriptionID: benchSubscription, APIID: benchAPI, Status: gatewayrecord.KeyActive, Version: 1,
+	if _, err := store.PutKey(ctx, enforcement.KeyRecord{
+		Hash: k.Hash, KeyID: "key_bench", SubscriptionID: benchSubscription, APIID: benchAPI, Status: enforcement.KeyActive, Version: 1,
 	}); err != nil {
 		return "", err
 	}

@@ -23,19 +23,19 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/accounts"
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/control-plane/usage"
 	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/broker"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
-	"github.com/veil-platform/veil/internal/service"
+	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/internal/httpserver"
+	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/schemas"
 	"github.com/veil-platform/veil/schemas/migrate"
 )
@@ -213,7 +213,7 @@ webhook delivery. Run 'veil migrate' first.`, stdout)
 
 // controlPlane is a wired control plane, ready to run.
 type controlPlane struct {
-	server *service.Server
+	server *httpserver.Server
 	river  *river.Client[pgx.Tx]
 	pool   *pgxpool.Pool
 	redis  rueidis.Client
@@ -281,7 +281,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err != nil {
 		return nil, fmt.Errorf("connect to redis at %s (make services starts it): %w", cp.redisAddr, err)
 	}
-	gw, err := gateway.New(gateway.Config{
+	gw, err := gatewayadmin.New(gatewayadmin.Config{
 		AdminURL: cp.gatewayAdminURL, CAFile: cp.gatewayAdminCA, CertFile: cp.gatewayAdminCert, KeyFile: cp.gatewayAdminKey,
 		Logger: logger,
 	})
@@ -365,8 +365,8 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		}
 	}
 	subs, err := subscriptions.New(subscriptions.Config{
-		Pool: pool, Jobs: riverClient, Records: gatewayrecord.New(plane.redis), Publisher: hooks, Mailer: mailer,
-		Logger: logger, Metrics: set, Env: keys.Env(cp.keyEnv), MaxActiveKeys: cp.maxActiveKeys,
+		Pool: pool, Jobs: riverClient, Records: enforcement.New(plane.redis), Publisher: hooks, Mailer: mailer,
+		Logger: logger, Metrics: set, Env: apikey.Env(cp.keyEnv), MaxActiveKeys: cp.maxActiveKeys,
 		SyncFailAfter: cp.keySyncFailAfter, DefaultGrace: cp.keyGrace, AutoRotateGrace: cp.keyAutoGrace,
 		SealSecret: []byte(cp.keySealSecret),
 	})
@@ -391,7 +391,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 			return nil, err
 		}
 		plane.clickhouse = ch
-		usageReader = usage.NewReader(ch)
+		usageReader = metering.NewReader(ch)
 	}
 	plane.quota, err = quota.New(quota.Config{
 		Pool: pool, Redis: plane.redis, ClickHouse: plane.clickhouse, Publisher: hooks, Mailer: mailer, Jobs: riverClient,
@@ -427,7 +427,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: proxies,
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set,
 	})
-	plane.server, err = service.Listen(service.Config{
+	plane.server, err = httpserver.Listen(httpserver.Config{
 		Name: "control-plane", Addr: cp.addr, Handler: handler, Logger: logger, Metrics: set, MetricsAddr: cp.metricsAddr,
 		Ready: func(ctx context.Context) error {
 			if err := pool.Ping(ctx); err != nil {

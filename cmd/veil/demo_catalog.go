@@ -21,7 +21,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/broker"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // demoCatalog walks the provider → admin → gateway loop: it starts a small
@@ -318,15 +318,15 @@ func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), 
 		return fmt.Errorf("connect to Redis at %s: %w", redisAddr, err)
 	}
 	defer rc.Close()
-	records := gatewayrecord.New(rc)
-	hash := gatewayrecord.Hash(key.Key)
+	records := enforcement.New(rc)
+	hash := enforcement.Hash(key.Key)
 	step("the records as the gateway reads them from Redis (database %d)", redisDB)
 	kr, err := records.GetKey(ctx, hash)
 	if err != nil {
 		return fmt.Errorf("read the key record: %w", err)
 	}
 	// The subscription's record has its own sync job: wait for it too.
-	var sr gatewayrecord.SubscriptionRecord
+	var sr enforcement.SubscriptionRecord
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if sr, err = records.GetSubscription(ctx, sub.ID); err == nil || time.Now().After(deadline) {
 			break
@@ -340,10 +340,10 @@ func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), 
 	if err != nil {
 		return fmt.Errorf("read the subscription record: %w", err)
 	}
-	if kr.Status != gatewayrecord.KeyActive || kr.KeyID != key.ID || kr.SubscriptionID != sub.ID || kr.APIID != apiID {
+	if kr.Status != enforcement.KeyActive || kr.KeyID != key.ID || kr.SubscriptionID != sub.ID || kr.APIID != apiID {
 		return fmt.Errorf("key record = %+v; want key %s of subscription %s, api %s, active", kr, key.ID, sub.ID, apiID)
 	}
-	fmt.Fprintf(stdout, "  %s   (named by the key's hex SHA-256, not the key)\n", gatewayrecord.KeyName(hash))
+	fmt.Fprintf(stdout, "  %s   (named by the key's hex SHA-256, not the key)\n", enforcement.KeyName(hash))
 	fmt.Fprintf(stdout, "    %-16s %s\n", "status", kr.Status)
 	fmt.Fprintf(stdout, "    %-16s %s\n", "key_id", kr.KeyID)
 	fmt.Fprintf(stdout, "    %-16s %s\n", "subscription_id", kr.SubscriptionID)
@@ -361,7 +361,7 @@ func demoKeys(ctx context.Context, stdout io.Writer, step func(string, ...any), 
 	if sr.QuotaRequests >= 0 {
 		quota = fmt.Sprintf("%d requests (%s)", sr.QuotaRequests, hard)
 	}
-	fmt.Fprintf(stdout, "  %s\n", gatewayrecord.SubscriptionName(sr.ID))
+	fmt.Fprintf(stdout, "  %s\n", enforcement.SubscriptionName(sr.ID))
 	fmt.Fprintf(stdout, "    %-16s %s\n", "status", sr.Status)
 	fmt.Fprintf(stdout, "    %-16s %s\n", "api_id", sr.APIID)
 	fmt.Fprintf(stdout, "    %-16s %s\n", "plan_id", sr.PlanID)

@@ -15,7 +15,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/ingest/caddyveil" // the veil app and handler
 	"github.com/veil-platform/veil/internal/broker"
 )
@@ -132,7 +132,7 @@ With a Caddy subcommand instead of flags, runs Caddy's own command line:
 	} else {
 		logger.WarnContext(ctx, "Caddy's admin API listens on TCP: any upstream the gateway proxies to on that host reaches it; prefer a unix socket", "admin_addr", adminAddr)
 	}
-	cfg, err := gateway.Bootstrap{
+	cfg, err := gatewayadmin.Bootstrap{
 		Addr:        addr,
 		AdminAddr:   adminAddr,
 		MetricsAddr: metricsAddr,
@@ -171,7 +171,7 @@ func (r *remoteAdminFlags) register(f *flags) {
 }
 
 // admin returns the remote admin settings, nil when it is off.
-func (r remoteAdminFlags) admin() (*gateway.RemoteAdmin, error) {
+func (r remoteAdminFlags) admin() (*gatewayadmin.RemoteAdmin, error) {
 	if r.addr == "" {
 		return nil, nil
 	}
@@ -182,7 +182,7 @@ func (r remoteAdminFlags) admin() (*gateway.RemoteAdmin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the remote admin's client certificates: %w", err)
 	}
-	return &gateway.RemoteAdmin{Listen: r.addr, Names: splitList(r.names), CACertFile: r.caCert, CAKeyFile: r.caKey, ClientCerts: certs}, nil
+	return &gatewayadmin.RemoteAdmin{Listen: r.addr, Names: splitList(r.names), CACertFile: r.caCert, CAKeyFile: r.caKey, ClientCerts: certs}, nil
 }
 
 // caddyLevel maps a log level the logFlags accepted to Caddy's names.

@@ -16,8 +16,8 @@ import (
 
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/httpserver"
 	"github.com/veil-platform/veil/internal/ingesttoken"
-	"github.com/veil-platform/veil/internal/service"
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
@@ -89,7 +89,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // serves it and then closes the producer with closeProducer. lookup finds
 // the tokens issued through the control plane; nil accepts the bootstrap
 // tokens only.
-func newIngestService(cfg ingestFlags, brokers []string, lookup ingest.TokenLookup, logger *slog.Logger, set *metrics.Set) (*service.Server, *kgo.Client, error) {
+func newIngestService(cfg ingestFlags, brokers []string, lookup ingest.TokenLookup, logger *slog.Logger, set *metrics.Set) (*httpserver.Server, *kgo.Client, error) {
 	cl, err := broker.NewClient(broker.ClientConfig{
 		Brokers:  brokers,
 		ClientID: "veil-ingest",
@@ -116,7 +116,7 @@ func newIngestService(cfg ingestFlags, brokers []string, lookup ingest.TokenLook
 		cl.Close()
 		return nil, nil, err
 	}
-	srv, err := service.Listen(service.Config{
+	srv, err := httpserver.Listen(httpserver.Config{
 		Name:    "ingest",
 		Addr:    cfg.addr,
 		Handler: h.Routes(),
@@ -146,7 +146,7 @@ func ingestProducerOpts() []kgo.Opt {
 }
 
 // topicReady is ready when a broker answers and the topic exists.
-func topicReady(cl *kgo.Client, topic string) service.ReadyFunc {
+func topicReady(cl *kgo.Client, topic string) httpserver.ReadyFunc {
 	adm := kadm.NewClient(cl)
 	return func(ctx context.Context) error {
 		md, err := adm.Metadata(ctx, topic)

@@ -21,7 +21,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -52,7 +52,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 	c, stop := e.startLoggedControlPlane(t, logger)
 	redisAddr := testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379")
 	rc := redisClient(t, redisAddr, e.redisDB)
-	records := gatewayrecord.New(rc)
+	records := enforcement.New(rc)
 	ctx := t.Context()
 
 	prov := token(t, "acme", "alice", identity.RoleProvider)
@@ -102,20 +102,20 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 		return k
 	}
 	// record polls the gateway's record of a key until check passes.
-	record := func(t *testing.T, plaintext string, check func(gatewayrecord.KeyRecord) error) gatewayrecord.KeyRecord {
+	record := func(t *testing.T, plaintext string, check func(enforcement.KeyRecord) error) enforcement.KeyRecord {
 		t.Helper()
-		var r gatewayrecord.KeyRecord
+		var r enforcement.KeyRecord
 		testenv.Deadline(t, 20*time.Second, func() error {
 			var err error
-			if r, err = records.GetKey(ctx, gatewayrecord.Hash(plaintext)); err != nil {
+			if r, err = records.GetKey(ctx, enforcement.Hash(plaintext)); err != nil {
 				return err
 			}
 			return check(r)
 		})
 		return r
 	}
-	status := func(want string) func(gatewayrecord.KeyRecord) error {
-		return func(r gatewayrecord.KeyRecord) error {
+	status := func(want string) func(enforcement.KeyRecord) error {
+		return func(r enforcement.KeyRecord) error {
 			if r.Status != want {
 				return fmt.Errorf("record status %s; want %s", r.Status, want)
 			}
@@ -128,7 +128,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 		t.Errorf("new key state = %s; want pending until the gateway holds it", k1.State)
 	}
 	waitKey(t, c, consumer, k1.ID, "active")
-	r1 := record(t, k1.Plaintext, status(gatewayrecord.KeyActive))
+	r1 := record(t, k1.Plaintext, status(enforcement.KeyActive))
 	if r1.KeyID != k1.ID || r1.SubscriptionID != sub.ID || r1.APIID != apiID {
 		t.Errorf("GetKey(hash of key 1) = key %s, subscription %s, api %s; want %s, %s, %s",
 			r1.KeyID, r1.SubscriptionID, r1.APIID, k1.ID, sub.ID, apiID)
@@ -143,7 +143,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if s.Status != gatewayrecord.SubscriptionActive || s.PlanID != plan.ID || s.APIID != apiID ||
+		if s.Status != enforcement.SubscriptionActive || s.PlanID != plan.ID || s.APIID != apiID ||
 			s.QuotaRequests != 10000 || !s.QuotaHard || s.RatePerSecond != 10 || s.RatePerMinute != 0 {
 			return fmt.Errorf("subscription record = %+v; want active, plan %s, 10000 hard, 10/s", s, plan.ID)
 		}
@@ -157,12 +157,12 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 		if k.State != "suspended" {
 			t.Errorf("suspend answered state %s; want suspended", k.State)
 		}
-		record(t, k1.Plaintext, status(gatewayrecord.KeySuspended))
+		record(t, k1.Plaintext, status(enforcement.KeySuspended))
 	})
 
 	k2 := issue("rotating")
 	waitKey(t, c, consumer, k2.ID, "active")
-	record(t, k2.Plaintext, status(gatewayrecord.KeyActive))
+	record(t, k2.Plaintext, status(enforcement.KeyActive))
 	var k3 keyView
 	t.Run("rotate with an hour of grace", func(t *testing.T) {
 		c := c.with(t)
@@ -180,14 +180,14 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 			}
 			return nil
 		}
-		old := record(t, k2.Plaintext, func(r gatewayrecord.KeyRecord) error {
-			if r.Status != gatewayrecord.KeyActive {
+		old := record(t, k2.Plaintext, func(r enforcement.KeyRecord) error {
+			if r.Status != enforcement.KeyActive {
 				return fmt.Errorf("rotated-out record status %s; want active during its grace", r.Status)
 			}
 			return inHour(r.GraceUntil)
 		})
 		// Redis drops the record a day after its grace ends.
-		ttl, err := rc.Do(ctx, rc.B().Pttl().Key(gatewayrecord.KeyName(gatewayrecord.Hash(k2.Plaintext))).Build()).AsInt64()
+		ttl, err := rc.Do(ctx, rc.B().Pttl().Key(enforcement.KeyName(enforcement.Hash(k2.Plaintext))).Build()).AsInt64()
 		if want := time.Until(old.GraceUntil.Add(24 * time.Hour)); err != nil || (time.Duration(ttl)*time.Millisecond-want).Abs() > time.Minute {
 			t.Errorf("PTTL of the rotated-out record = %dms, %v; want about %s", ttl, err, want)
 		}
@@ -196,7 +196,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 			t.Errorf("GET rotated-out key grace_until = %v; want an hour from the rotation", got.GraceUntil)
 		}
 		waitKey(t, c, consumer, k3.ID, "active")
-		r3 := record(t, k3.Plaintext, status(gatewayrecord.KeyActive))
+		r3 := record(t, k3.Plaintext, status(enforcement.KeyActive))
 		if r3.KeyID != k3.ID || !r3.GraceUntil.IsZero() {
 			t.Errorf("successor record = key %s, grace %s; want key %s without grace", r3.KeyID, r3.GraceUntil, k3.ID)
 		}
@@ -209,7 +209,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 		if k.State != "revoked" || k.RevokedAt == nil {
 			t.Fatalf("revoke answered state %s, revoked_at %v; want revoked with a time", k.State, k.RevokedAt)
 		}
-		r := record(t, k1.Plaintext, status(gatewayrecord.KeyRevoked))
+		r := record(t, k1.Plaintext, status(enforcement.KeyRevoked))
 		if !r.GraceUntil.Equal(k.RevokedAt.Truncate(time.Second)) {
 			t.Errorf("revoked record grace_until = %s; want the revocation, %s", r.GraceUntil, k.RevokedAt.Truncate(time.Second))
 		}
@@ -220,8 +220,8 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 		c.must(http.StatusNoContent, "DELETE", "/v1/keys/"+k3.ID, consumer, nil, nil)
 		c.must(http.StatusNotFound, "GET", "/v1/keys/"+k3.ID, consumer, nil, nil)
 		testenv.Deadline(t, 20*time.Second, func() error {
-			r, err := records.GetKey(ctx, gatewayrecord.Hash(k3.Plaintext))
-			if !errors.Is(err, gatewayrecord.ErrNotFound) {
+			r, err := records.GetKey(ctx, enforcement.Hash(k3.Plaintext))
+			if !errors.Is(err, enforcement.ErrNotFound) {
 				return fmt.Errorf("GetKey(hash of deleted key) = %+v, %v; want ErrNotFound", r, err)
 			}
 			return nil
@@ -263,7 +263,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 			}
 		}
 		// The hashes are stored, so a scan that finds nothing is not blind.
-		h := gatewayrecord.Hash(p)
+		h := enforcement.Hash(p)
 		if !anyContains(pg, h) {
 			t.Errorf("key %d: its hash %s is nowhere in Postgres; the scan cannot be trusted", i+1, h)
 		}

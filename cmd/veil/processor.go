@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/internal/broker"
-	"github.com/veil-platform/veil/internal/service"
+	"github.com/veil-platform/veil/internal/httpserver"
 	"github.com/veil-platform/veil/processors"
 	"github.com/veil-platform/veil/schemas/migrate"
 	"github.com/veil-platform/veil/schemas/usage"
@@ -133,7 +133,7 @@ veil.usage.dlq and usage_rejects. Run several to share the partitions.`, stdout)
 
 // newProcessorService builds a processor and its HTTP service; the returned
 // function releases the client behind /readyz.
-func newProcessorService(cfg processorFlags, brokers []string, st stores, logger *slog.Logger, set *metrics.Set) (*service.Server, *processors.Processor, func(), error) {
+func newProcessorService(cfg processorFlags, brokers []string, st stores, logger *slog.Logger, set *metrics.Set) (*httpserver.Server, *processors.Processor, func(), error) {
 	p, err := processors.New(processors.Config{
 		Logger: logger, Metrics: set, Brokers: brokers, Group: cfg.group, Topic: cfg.topic, DLQTopic: cfg.dlqTopic, QuotaTopic: cfg.quotaTopic,
 		ClickHouse: st.ch, Redis: st.redis,
@@ -161,7 +161,7 @@ func newProcessorService(cfg processorFlags, brokers []string, st stores, logger
 	}
 	// The processor has no public routes: its port is internal, and
 	// /metrics is served there.
-	srv, err := service.Listen(service.Config{Name: "processor", Addr: cfg.addr, Logger: logger, Metrics: set, MetricsOnAddr: true, Ready: ready})
+	srv, err := httpserver.Listen(httpserver.Config{Name: "processor", Addr: cfg.addr, Logger: logger, Metrics: set, MetricsOnAddr: true, Ready: ready})
 	if err != nil {
 		admin.Close()
 		return nil, nil, nil, err

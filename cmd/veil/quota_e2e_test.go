@@ -19,7 +19,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/notify"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
 	"github.com/veil-platform/veil/schemas/migrate"
@@ -132,9 +132,9 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	}
 	tick.Stop()
 	if refused == 0 {
-		rec, _ := rc.Do(ctx, rc.B().Hgetall().Key(gatewayrecord.SubscriptionName(sub.ID)).Build()).AsStrMap()
-		cnt, _ := rc.Do(ctx, rc.B().Hgetall().Key(gatewayrecord.PeriodCounterName(sub.ID, periodStart(t, c, consumer, sub.ID))).Build()).AsStrMap()
-		blk, _ := rc.Do(ctx, rc.B().Get().Key(gatewayrecord.BlockName(sub.ID)).Build()).ToString()
+		rec, _ := rc.Do(ctx, rc.B().Hgetall().Key(enforcement.SubscriptionName(sub.ID)).Build()).AsStrMap()
+		cnt, _ := rc.Do(ctx, rc.B().Hgetall().Key(enforcement.PeriodCounterName(sub.ID, periodStart(t, c, consumer, sub.ID))).Build()).AsStrMap()
+		blk, _ := rc.Do(ctx, rc.B().Get().Key(enforcement.BlockName(sub.ID)).Build()).ToString()
 		t.Fatalf("all %d requests admitted; want the gateway to refuse once the quota of %d was used (record %v, counter %v, block %q)",
 			sent, quota, rec, cnt, blk)
 	}
@@ -143,7 +143,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 
 	// Every request is in ClickHouse, the refusals marked; the Redis
 	// counter holds the admitted ones only.
-	counter := gatewayrecord.PeriodCounterName(sub.ID, periodStart(t, c, consumer, sub.ID))
+	counter := enforcement.PeriodCounterName(sub.ID, periodStart(t, c, consumer, sub.ID))
 	testenv.Deadline(t, 30*time.Second, func() error {
 		var all, ok uint64
 		if err := ch.QueryRow(ctx, `SELECT count(), countIf(refusal = '') FROM usage_events WHERE subject = ?`, sub.ID).Scan(&all, &ok); err != nil {
@@ -192,7 +192,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	settled := func() {
 		t.Helper()
 		testenv.Deadline(t, 30*time.Second, func() error {
-			outboxes, err := rc.Do(ctx, rc.B().Exists().Key(gatewayrecord.QuotaOutboxName(sub.ID)).Build()).AsInt64()
+			outboxes, err := rc.Do(ctx, rc.B().Exists().Key(enforcement.QuotaOutboxName(sub.ID)).Build()).AsInt64()
 			if err != nil || outboxes != 0 {
 				return fmt.Errorf("quota outbox still holds crossings (%v)", err)
 			}
@@ -234,7 +234,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	})
 	admitted++
 	testenv.Deadline(t, 30*time.Second, func() error {
-		n, err := rc.Do(ctx, rc.B().Hlen().Key(gatewayrecord.WatermarkName(sub.ID)).Build()).AsInt64()
+		n, err := rc.Do(ctx, rc.B().Hlen().Key(enforcement.WatermarkName(sub.ID)).Build()).AsInt64()
 		if err != nil || n == 0 {
 			return fmt.Errorf("no offset watermark after the call (%v)", err)
 		}

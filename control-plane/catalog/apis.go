@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/veil-platform/veil/control-plane/audit"
-	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/pagination"
 )
 
 const apiColumns = `id, organization_id, name, slug, description, upstream_url, version, routes, health_check_path,
@@ -158,11 +158,11 @@ type APIFilter struct {
 // ListAPIs lists the APIs actor may see: admins all, everyone else their
 // own organization's and the public active or deprecated ones.
 func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API, string, error) {
-	after, err := keyset.Decode(f.After)
+	after, err := pagination.Decode(f.After)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := keyset.Limit(f.Limit)
+	limit := pagination.Limit(f.Limit)
 	// Admins see everything ($1 is still typed, so the query plans alike);
 	// everyone else their organization's APIs and the public catalog.
 	scope := "(organization_id = $1::uuid OR (visibility = 'public' AND state IN ('active', 'deprecated')))"
@@ -190,7 +190,7 @@ func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list apis: %w", err)
 	}
-	out, next := keyset.Page(out, limit, func(a API) keyset.Cursor { return keyset.Cursor{At: a.CreatedAt, ID: a.ID} })
+	out, next := pagination.Page(out, limit, func(a API) pagination.Cursor { return pagination.Cursor{At: a.CreatedAt, ID: a.ID} })
 	return out, next, nil
 }
 

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/audit"
-	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/pagination"
 )
 
 // Priority orders approval requests; it sets the SLA.
@@ -228,11 +228,11 @@ func (s *Service) ListApprovals(ctx context.Context, actor Actor, f ApprovalFilt
 	if !actor.isAdmin() {
 		return nil, "", ErrForbidden
 	}
-	after, err := keyset.Decode(f.After)
+	after, err := pagination.Decode(f.After)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := keyset.Limit(f.Limit)
+	limit := pagination.Limit(f.Limit)
 	var org, api *uuid.UUID
 	if f.OrganizationID != uuid.Nil {
 		org = &f.OrganizationID
@@ -264,7 +264,7 @@ func (s *Service) ListApprovals(ctx context.Context, actor Actor, f ApprovalFilt
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list approvals: %w", err)
 	}
-	out, next := keyset.Page(out, limit, func(r Approval) keyset.Cursor { return keyset.Cursor{At: r.CreatedAt, ID: r.ID} })
+	out, next := pagination.Page(out, limit, func(r Approval) pagination.Cursor { return pagination.Cursor{At: r.CreatedAt, ID: r.ID} })
 	return out, next, nil
 }
 

@@ -25,10 +25,10 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/gatewayroute"
-	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/pagination"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -50,7 +50,7 @@ var (
 	// ErrGatewayUnavailable: the gateway's admin API did not answer.
 	ErrGatewayUnavailable = errors.New("gateway unavailable")
 	// ErrBadCursor reports a list cursor this service did not issue.
-	ErrBadCursor = keyset.ErrBadCursor
+	ErrBadCursor = pagination.ErrBadCursor
 )
 
 // ValidationError lists input fields that are wrong.
@@ -84,9 +84,9 @@ func (a Actor) isAdmin() bool { return a.Role == RoleAdmin || a.Role == RoleSyst
 
 // Gateway is what the catalog needs from the gateway's admin API.
 type Gateway interface {
-	Put(ctx context.Context, r gateway.Route) error
+	Put(ctx context.Context, r gatewayadmin.Route) error
 	Delete(ctx context.Context, id string) error
-	List(ctx context.Context, idPrefix string) ([]gateway.Route, error)
+	List(ctx context.Context, idPrefix string) ([]gatewayadmin.Route, error)
 	IDs(ctx context.Context, idPrefix string) ([]string, error)
 }
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/internal/originsig"
 	"github.com/veil-platform/veil/internal/testenv"
 )
@@ -21,7 +21,7 @@ import (
 // previous one still does during the overlap.
 func TestOriginProofThroughTheGateway(t *testing.T) {
 	gw := testenv.Gateway(t, testenv.GatewayEnv("VEIL_UPSTREAM_ALLOW_CIDRS=127.0.0.0/8"))
-	client, err := gateway.New(gateway.Config{AdminURL: gw.AdminURL, Logger: testenv.Logger(t)})
+	client, err := gatewayadmin.New(gatewayadmin.Config{AdminURL: gw.AdminURL, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestOriginProofThroughTheGateway(t *testing.T) {
 	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		calls = append(calls, call{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get(gateway.APIHeader), r.Header.Get(originsig.Header), time.Now()})
+		calls = append(calls, call{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get(gatewayadmin.APIHeader), r.Header.Get(originsig.Header), time.Now()})
 		mu.Unlock()
 		io.WriteString(w, "ok")
 	}))

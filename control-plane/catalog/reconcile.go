@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/internal/egress"
 )
 
@@ -122,18 +122,18 @@ func (s *Service) servedAPIs(ctx context.Context, rep *ReconcileReport) (map[str
 // id. Routes that List cannot parse were not written by the catalog: they
 // are returned with their id alone, so they count as different from any
 // API (put again) or as orphans (removed).
-func (s *Service) gatewayRoutes(ctx context.Context) (map[string]gateway.Route, error) {
+func (s *Service) gatewayRoutes(ctx context.Context) (map[string]gatewayadmin.Route, error) {
 	routes, err := s.cfg.Gateway.List(ctx, RoutePrefix)
-	if err != nil && !errors.Is(err, gateway.ErrUnrecognizedRoute) {
+	if err != nil && !errors.Is(err, gatewayadmin.ErrUnrecognizedRoute) {
 		return nil, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
 	}
 	ids, err := s.cfg.Gateway.IDs(ctx, RoutePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
 	}
-	have := map[string]gateway.Route{}
+	have := map[string]gatewayadmin.Route{}
 	for _, id := range ids {
-		have[id] = gateway.Route{ID: id}
+		have[id] = gatewayadmin.Route{ID: id}
 	}
 	for _, r := range routes {
 		have[r.ID] = r
@@ -144,7 +144,7 @@ func (s *Service) gatewayRoutes(ctx context.Context) (map[string]gateway.Route, 
 // healWanted puts again the route of each API in want that is missing or
 // different in have, and takes off the gateway each one whose upstream the
 // egress policy refuses now.
-func (s *Service) healWanted(ctx context.Context, rep *ReconcileReport, want map[string]API, have map[string]gateway.Route) {
+func (s *Service) healWanted(ctx context.Context, rep *ReconcileReport, want map[string]API, have map[string]gatewayadmin.Route) {
 	for id, a := range want {
 		// The policy or the upstream's DNS may have changed since the API
 		// was approved: an upstream refused now is taken off the gateway,
@@ -268,7 +268,7 @@ func (s *Service) requeue(ctx context.Context, id uuid.UUID) (bool, error) {
 	return inserted, err
 }
 
-func sameRoute(a, b gateway.Route) bool {
+func sameRoute(a, b gatewayadmin.Route) bool {
 	if a.PathPrefix != b.PathPrefix || strings.TrimSuffix(a.Upstream, "/") != strings.TrimSuffix(b.Upstream, "/") {
 		return false
 	}

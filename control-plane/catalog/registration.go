@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/internal/egress"
 )
 
@@ -96,8 +96,8 @@ func loadAPI(ctx context.Context, c conn, id uuid.UUID) (API, error) {
 func RouteID(id uuid.UUID) string { return RoutePrefix + id.String() }
 
 // gatewayRoute is the gateway route serving a.
-func (s *Service) gatewayRoute(a API) gateway.Route {
-	r := gateway.Route{
+func (s *Service) gatewayRoute(a API) gatewayadmin.Route {
+	r := gatewayadmin.Route{
 		ID:         RouteID(a.ID),
 		PathPrefix: "/" + a.Slug,
 		Upstream:   a.UpstreamURL,
@@ -105,7 +105,7 @@ func (s *Service) gatewayRoute(a API) gateway.Route {
 		Signing:    a.gatewaySigning(s.now()),
 	}
 	if s.cfg.KeyAuth {
-		v := &gateway.Veil{APIID: a.ID.String()}
+		v := &gatewayadmin.Veil{APIID: a.ID.String()}
 		for _, rt := range a.Routes {
 			v.RouteTemplates = append(v.RouteTemplates, rt.Path)
 		}
@@ -300,7 +300,7 @@ func (s *Service) check(ctx context.Context, url, apiID string) error {
 	if (resp.StatusCode < 200 || resp.StatusCode > 299) && !keyRefusal {
 		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
 	}
-	if apiID != "" && resp.Header.Get(gateway.APIHeader) != apiID {
+	if apiID != "" && resp.Header.Get(gatewayadmin.APIHeader) != apiID {
 		return fmt.Errorf("GET %s: answered, but not by the route of api %s", url, apiID)
 	}
 	return nil

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 )
 
 func TestAct(t *testing.T) {
@@ -109,8 +109,8 @@ func TestRegisterWorkerActivates(t *testing.T) {
 		t.Errorf("state after registration = %s (%q); want active", got.State, got.StateReason)
 	}
 	r, ok := e.gw.route(a.ID)
-	want := gateway.Route{ID: catalog.RouteID(a.ID), PathPrefix: "/weather", Upstream: e.upstream.url, Headers: map[string]string{gateway.APIHeader: a.ID.String()}}
-	if !ok || r.ID != want.ID || r.PathPrefix != want.PathPrefix || r.Upstream != want.Upstream || len(r.Headers) != 1 || r.Headers[gateway.APIHeader] != a.ID.String() {
+	want := gatewayadmin.Route{ID: catalog.RouteID(a.ID), PathPrefix: "/weather", Upstream: e.upstream.url, Headers: map[string]string{gatewayadmin.APIHeader: a.ID.String()}}
+	if !ok || r.ID != want.ID || r.PathPrefix != want.PathPrefix || r.Upstream != want.Upstream || len(r.Headers) != 1 || r.Headers[gatewayadmin.APIHeader] != a.ID.String() {
 		t.Errorf("gateway route = %+v (present %v); want %+v", r, ok, want)
 	}
 	if n := e.upstream.checks.Load(); n != 1 {
@@ -260,7 +260,7 @@ func TestRegisterWorkerLeftApproved(t *testing.T) {
 
 	during := e.approved("suspended-during")
 	e.gw.set(func(g *fakeGateway) {
-		g.onPut = func(gateway.Route) {
+		g.onPut = func(gatewayadmin.Route) {
 			if _, err := e.svc.Act(ctx, e.admin, during.ID, catalog.ActionSuspend, "abuse"); err != nil {
 				t.Errorf("Act(suspend) during registration = %v", err)
 			}
@@ -314,7 +314,7 @@ func TestDeregisterWorker(t *testing.T) {
 	}
 	for i, tt := range tests {
 		a := e.createAPI(e.provider, "dereg-"+string(rune('a'+i)))
-		if err := e.gw.Put(t.Context(), gateway.Route{ID: catalog.RouteID(a.ID), PathPrefix: "/" + a.Slug, Upstream: a.UpstreamURL}); err != nil {
+		if err := e.gw.Put(t.Context(), gatewayadmin.Route{ID: catalog.RouteID(a.ID), PathPrefix: "/" + a.Slug, Upstream: a.UpstreamURL}); err != nil {
 			t.Fatal(err)
 		}
 		if tt.state == "" {
@@ -369,8 +369,8 @@ func TestReconcile(t *testing.T) {
 	gone := catalog.RouteID(uuid.New()) // a route whose API no longer exists
 	set(func(g *fakeGateway) {
 		g.foreign[catalog.RoutePrefix+"hand-made"] = true
-		g.routes[gone] = gateway.Route{ID: gone, PathPrefix: "/gone", Upstream: "http://127.0.0.1:1"}
-		g.routes["other-route"] = gateway.Route{ID: "other-route", PathPrefix: "/other", Upstream: "http://127.0.0.1:1"}
+		g.routes[gone] = gatewayadmin.Route{ID: gone, PathPrefix: "/gone", Upstream: "http://127.0.0.1:1"}
+		g.routes["other-route"] = gatewayadmin.Route{ID: "other-route", PathPrefix: "/other", Upstream: "http://127.0.0.1:1"}
 	})
 	lost := e.approved("lost") // its registration job was lost
 	if _, err := e.pool.Exec(ctx, `DELETE FROM river_job WHERE args->>'api_id' = $1`, lost.ID.String()); err != nil {
@@ -378,7 +378,7 @@ func TestReconcile(t *testing.T) {
 	}
 	queued := e.approved("queued") // its job waits, and an attempt already put the route
 	set(func(g *fakeGateway) {
-		g.routes[catalog.RouteID(queued.ID)] = gateway.Route{ID: catalog.RouteID(queued.ID), PathPrefix: "/queued", Upstream: e.upstream.url}
+		g.routes[catalog.RouteID(queued.ID)] = gatewayadmin.Route{ID: catalog.RouteID(queued.ID), PathPrefix: "/queued", Upstream: e.upstream.url}
 	})
 	e.gw.set(func(g *fakeGateway) { g.puts, g.deletes = nil, nil })
 
@@ -392,7 +392,7 @@ func TestReconcile(t *testing.T) {
 	}
 	for _, a := range []catalog.API{intact, missing, changed, handEdited} {
 		r, ok := e.gw.route(a.ID)
-		if !ok || r.PathPrefix != "/"+a.Slug || r.Upstream != e.upstream.url || r.Headers[gateway.APIHeader] != a.ID.String() {
+		if !ok || r.PathPrefix != "/"+a.Slug || r.Upstream != e.upstream.url || r.Headers[gatewayadmin.APIHeader] != a.ID.String() {
 			t.Errorf("route of %s after Reconcile() = %+v (present %v); want the API's route", a.Slug, r, ok)
 		}
 	}

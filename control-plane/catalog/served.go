@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/internal/originsig"
 )
 
@@ -93,11 +93,11 @@ func loadServed(ctx context.Context, c interface {
 
 // gatewaySigning is the route's signing part for a, nil if a has no
 // secret. The previous secret goes along until its overlap ends.
-func (a API) gatewaySigning(now time.Time) *gateway.Signing {
+func (a API) gatewaySigning(now time.Time) *gatewayadmin.Signing {
 	if a.signing == nil {
 		return nil
 	}
-	g := &gateway.Signing{APIID: a.ID.String(), Secret: a.signing.secret}
+	g := &gatewayadmin.Signing{APIID: a.ID.String(), Secret: a.signing.secret}
 	if a.signing.previous != "" && a.signing.previousUntil != nil && a.signing.previousUntil.After(now) {
 		g.PreviousSecret, g.PreviousUntil = a.signing.previous, a.signing.previousUntil.Unix()
 	}
@@ -117,7 +117,7 @@ func (a API) sign(req *http.Request, now time.Time) {
 		secrets = append(secrets, g.PreviousSecret)
 	}
 	req.Header.Set(originsig.Header, originsig.Sign(now, req.Method, req.URL.EscapedPath(), req.URL.RawQuery, g.APIID, secrets...))
-	req.Header.Set(gateway.APIHeader, g.APIID)
+	req.Header.Set(gatewayadmin.APIHeader, g.APIID)
 }
 
 // SigningSecret is an API's signing secret as its provider sees it, once:

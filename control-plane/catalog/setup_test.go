@@ -24,7 +24,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/migrate"
@@ -231,19 +231,19 @@ type fakeGateway struct {
 	url string
 
 	mu        sync.Mutex
-	routes    map[string]gateway.Route
+	routes    map[string]gatewayadmin.Route
 	foreign   map[string]bool // ids under our prefix that Put did not write
 	putErr    error
 	deleteErr error
-	untagged  bool                   // traffic answers 200 without the route's headers
-	onPut     func(gateway.Route)    // called after a successful Put, outside the lock
-	puts      []string               // ids, in call order
-	deletes   []string               // ids, in call order
-	seen      map[string]http.Header // traffic request path → headers
+	untagged  bool                     // traffic answers 200 without the route's headers
+	onPut     func(gatewayadmin.Route) // called after a successful Put, outside the lock
+	puts      []string                 // ids, in call order
+	deletes   []string                 // ids, in call order
+	seen      map[string]http.Header   // traffic request path → headers
 }
 
 func newFakeGateway(t *testing.T) *fakeGateway {
-	g := &fakeGateway{routes: map[string]gateway.Route{}, foreign: map[string]bool{}, seen: map[string]http.Header{}}
+	g := &fakeGateway{routes: map[string]gatewayadmin.Route{}, foreign: map[string]bool{}, seen: map[string]http.Header{}}
 	srv := httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(srv.Close)
 	g.url = srv.URL
@@ -253,7 +253,7 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	g.seen[r.URL.Path] = r.Header.Clone()
-	var match *gateway.Route
+	var match *gatewayadmin.Route
 	for _, rt := range g.routes {
 		if r.URL.Path == rt.PathPrefix || strings.HasPrefix(r.URL.Path, rt.PathPrefix+"/") {
 			match = &rt
@@ -274,7 +274,7 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (g *fakeGateway) Put(_ context.Context, r gateway.Route) error {
+func (g *fakeGateway) Put(_ context.Context, r gatewayadmin.Route) error {
 	g.mu.Lock()
 	g.puts = append(g.puts, r.ID)
 	if g.putErr != nil {
@@ -305,10 +305,10 @@ func (g *fakeGateway) Delete(_ context.Context, id string) error {
 
 // List returns the routes Put wrote under idPrefix and, like the real
 // client, an error wrapping ErrUnrecognizedRoute naming the others.
-func (g *fakeGateway) List(_ context.Context, idPrefix string) ([]gateway.Route, error) {
+func (g *fakeGateway) List(_ context.Context, idPrefix string) ([]gatewayadmin.Route, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := []gateway.Route{}
+	out := []gatewayadmin.Route{}
 	for id, r := range g.routes {
 		if strings.HasPrefix(id, idPrefix) {
 			out = append(out, r)
@@ -317,7 +317,7 @@ func (g *fakeGateway) List(_ context.Context, idPrefix string) ([]gateway.Route,
 	var errs []error
 	for id := range g.foreign {
 		if strings.HasPrefix(id, idPrefix) {
-			errs = append(errs, fmt.Errorf("route %q: %w", id, gateway.ErrUnrecognizedRoute))
+			errs = append(errs, fmt.Errorf("route %q: %w", id, gatewayadmin.ErrUnrecognizedRoute))
 		}
 	}
 	if len(errs) > 0 {
@@ -344,7 +344,7 @@ func (g *fakeGateway) IDs(_ context.Context, idPrefix string) ([]string, error) 
 	return out, nil
 }
 
-func (g *fakeGateway) route(id uuid.UUID) (gateway.Route, bool) {
+func (g *fakeGateway) route(id uuid.UUID) (gatewayadmin.Route, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r, ok := g.routes[catalog.RouteID(id)]

@@ -18,7 +18,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
@@ -1217,7 +1217,7 @@ func newAuthzEnv(t *testing.T) *testEnv {
 			t.Fatal(err)
 		}
 		cat, err := catalog.New(catalog.Config{
-			Pool: cfg.Pool, Jobs: jobs, Gateway: &authzGateway{routes: map[string]gateway.Route{}},
+			Pool: cfg.Pool, Jobs: jobs, Gateway: &authzGateway{routes: map[string]gatewayadmin.Route{}},
 			Publisher: cfg.Webhooks, Logger: cfg.Logger, GatewayURL: "http://127.0.0.1:1", Egress: loopbackEgress(t),
 		})
 		if err != nil {
@@ -1230,10 +1230,10 @@ func newAuthzEnv(t *testing.T) *testEnv {
 // authzGateway keeps routes in memory.
 type authzGateway struct {
 	mu     sync.Mutex
-	routes map[string]gateway.Route
+	routes map[string]gatewayadmin.Route
 }
 
-func (g *authzGateway) Put(_ context.Context, r gateway.Route) error {
+func (g *authzGateway) Put(_ context.Context, r gatewayadmin.Route) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.routes[r.ID] = r
@@ -1247,10 +1247,10 @@ func (g *authzGateway) Delete(_ context.Context, id string) error {
 	return nil
 }
 
-func (g *authzGateway) List(_ context.Context, prefix string) ([]gateway.Route, error) {
+func (g *authzGateway) List(_ context.Context, prefix string) ([]gatewayadmin.Route, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := []gateway.Route{}
+	out := []gatewayadmin.Route{}
 	for id, r := range g.routes {
 		if strings.HasPrefix(id, prefix) {
 			out = append(out, r)

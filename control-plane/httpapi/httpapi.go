@@ -31,12 +31,12 @@ import (
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/control-plane/usage"
 	"github.com/veil-platform/veil/control-plane/webhooks"
-	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/httpserver"
+	"github.com/veil-platform/veil/internal/pagination"
 	"github.com/veil-platform/veil/internal/problem"
-	"github.com/veil-platform/veil/internal/service"
 	"github.com/veil-platform/veil/internal/validation"
+	"github.com/veil-platform/veil/metering"
 )
 
 // Authenticator verifies the bearer token and puts the principal in the
@@ -97,7 +97,7 @@ func New(cfg Config) http.Handler {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, problem.New(http.StatusNotFound, "not-found", "Not Found", "no route for "+r.Method+" "+r.URL.Path))
 	})
-	r.MethodNotAllowed(service.MethodNotAllowed(r))
+	r.MethodNotAllowed(httpserver.MethodNotAllowed(r))
 	r.Get("/openapi.json", a.openAPI)
 	r.Group(func(r chi.Router) {
 		r.Use(cfg.Authenticator.Middleware, a.resolveActor)
@@ -338,7 +338,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusRequestEntityTooLarge, "request-too-large", "Request Too Large", "the body is larger than 1 MiB")
 	case errors.Is(err, errUnsupportedMedia):
 		d = problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported Media Type", "send application/json")
-	case errors.Is(err, keyset.ErrBadCursor):
+	case errors.Is(err, pagination.ErrBadCursor):
 		d = problem.New(http.StatusBadRequest, "bad-cursor", "Bad Cursor", "the cursor was not issued by this API")
 	case errors.Is(err, catalog.ErrAPINotFound), errors.Is(err, catalog.ErrApprovalNotFound),
 		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound):
@@ -380,7 +380,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
 	case errors.Is(err, subscriptions.ErrSlugTaken):
 		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
-	case errors.Is(err, usage.ErrBadQuery):
+	case errors.Is(err, metering.ErrBadQuery):
 		d = problem.New(http.StatusBadRequest, "bad-usage-query", "Bad Usage Query", err.Error())
 	case errors.Is(err, errUsageUnavailable):
 		w.Header().Set("Retry-After", "30")

@@ -25,12 +25,12 @@ import (
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/middleware"
-	"github.com/veil-platform/veil/internal/service"
+	"github.com/veil-platform/veil/internal/httpserver"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas"
 )
 
-// serviceRoutes are served by internal/service on the control plane's port,
+// serviceRoutes are served by internal/httpserver on the control plane's port,
 // next to the API's own routes; Routes does not see them. /metrics is on
 // a listener of its own, not this port.
 var serviceRoutes = []string{"GET /healthz", "GET /readyz"}
@@ -425,9 +425,9 @@ func (c *contract) unexercised() []string {
 
 // serveWrapped runs h behind the service wrapper, as `veil control-plane` does,
 // and returns its base URL.
-func serveWrapped(t *testing.T, h http.Handler, ready service.ReadyFunc) string {
+func serveWrapped(t *testing.T, h http.Handler, ready httpserver.ReadyFunc) string {
 	t.Helper()
-	srv, err := service.Listen(service.Config{Name: "control-plane", Addr: "127.0.0.1:0", Handler: h, Ready: ready, Logger: testenv.Logger(t)})
+	srv, err := httpserver.Listen(httpserver.Config{Name: "control-plane", Addr: "127.0.0.1:0", Handler: h, Ready: ready, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

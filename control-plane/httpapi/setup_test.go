@@ -16,16 +16,16 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/accounts"
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gateway"
+	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/control-plane/usage"
 	"github.com/veil-platform/veil/control-plane/webhooks"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/schemas"
 	"github.com/veil-platform/veil/schemas/migrate"
 )
@@ -76,7 +76,7 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{AdminURL: "http://127.0.0.1:1", Logger: logger})
+	gw, err := gatewayadmin.New(gatewayadmin.Config{AdminURL: "http://127.0.0.1:1", Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	// Key records in a database of their own: the reconcile route scans them all.
 	records, _ := testenv.RedisDB(t)
 	subs, err := subscriptions.New(subscriptions.Config{
-		Pool: pool, Jobs: jobs, Records: gatewayrecord.New(records), Publisher: hooks, Logger: logger,
+		Pool: pool, Jobs: jobs, Records: enforcement.New(records), Publisher: hooks, Logger: logger,
 		SealSecret: []byte("httpapi-test-seal"),
 	})
 	if err != nil {
@@ -115,7 +115,7 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 		t.Fatal(err)
 	}
 	cfg := httpapi.Config{
-		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usage.NewReader(ch), Quota: quotas, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: metering.NewReader(ch), Quota: quotas, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger,
 	}
 	if adjust != nil {

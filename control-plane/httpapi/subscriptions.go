@@ -13,13 +13,13 @@ import (
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/control-plane/usage"
 	"github.com/veil-platform/veil/internal/validation"
+	"github.com/veil-platform/veil/metering"
 )
 
-// UsageReader reads metered usage (a *usage.Reader).
+// UsageReader reads metered usage (a *metering.Reader).
 type UsageReader interface {
-	Usage(ctx context.Context, q usage.Query) (usage.Report, error)
+	Usage(ctx context.Context, q metering.Query) (metering.Report, error)
 }
 
 // subscriptionRoutes: plans of an API, subscriptions and their keys.
@@ -302,9 +302,9 @@ func (a *api) usage(scope func(ctx context.Context, act catalog.Actor, id uuid.U
 			}
 			*p.dst = t
 		}
-		g := usage.Hour
+		g := metering.Hour
 		if q.Has("granularity") {
-			g = usage.Granularity(q.Get("granularity"))
+			g = metering.Granularity(q.Get("granularity"))
 			if !g.Valid() {
 				v.Add("granularity", "must be minute, hour or day")
 			}
@@ -319,8 +319,8 @@ func (a *api) usage(scope func(ctx context.Context, act catalog.Actor, id uuid.U
 		if a.cfg.Usage == nil {
 			return errUsageUnavailable
 		}
-		rep, err := a.cfg.Usage.Usage(r.Context(), usage.Query{Subject: sub.String(), KeyID: key, From: from, To: to, Granularity: g})
-		if err != nil && !errors.Is(err, usage.ErrBadQuery) && r.Context().Err() == nil {
+		rep, err := a.cfg.Usage.Usage(r.Context(), metering.Query{Subject: sub.String(), KeyID: key, From: from, To: to, Granularity: g})
+		if err != nil && !errors.Is(err, metering.ErrBadQuery) && r.Context().Err() == nil {
 			a.log.ErrorContext(r.Context(), "usage read failed", "error", err)
 			return fmt.Errorf("%w: %w", errUsageUnavailable, err)
 		}

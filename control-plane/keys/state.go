@@ -1,3 +1,5 @@
+// Package keys is the life of an API key: the state machine every key moves
+// through. The key format is internal/apikey.
 package keys
 
 import (

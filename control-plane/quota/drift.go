@@ -19,8 +19,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/shopspring/decimal"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
-	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
@@ -556,7 +555,7 @@ func (s *Service) driftReadRedis(ctx context.Context, subs []driftSub) ([]driftR
 	execs := make([]rueidis.LuaExec, len(subs))
 	for i, sub := range subs {
 		id := sub.id.String()
-		execs[i] = rueidis.LuaExec{Keys: []string{gatewayrecord.WatermarkName(id), gatewayrecord.PeriodCounterName(id, sub.start)}}
+		execs[i] = rueidis.LuaExec{Keys: []string{enforcement.WatermarkName(id), enforcement.PeriodCounterName(id, sub.start)}}
 	}
 	results := driftReadScript.ExecMulti(ctx, s.cfg.Redis, execs...)
 	states := make([]driftRedis, len(subs))
@@ -904,7 +903,7 @@ func driftFormat(wm map[int32]int64) map[string]string {
 // is still announced (the control plane dedupes); a threshold no longer
 // reached is forgotten. A hard quota (0 included) used up blocks until
 // the period's end, anything else lifts the block, as the record's own
-// write decides (gatewayrecord's putSubscriptionScript). The block is
+// write decides (enforcement.s putSubscriptionScript). The block is
 // rewritten only when it changes, so the gateway's cached copy is
 // invalidated only then.
 //
@@ -918,7 +917,7 @@ func driftFormat(wm map[int32]int64) map[string]string {
 // offset pairs as read, then the pairs to write.
 // Returns {0} when something moved, {2} when the record names a later
 // period, {1, blocked, crossings} once healed.
-var driftHealScript = rueidis.NewLuaScript(quotaevent.Lua + `
+var driftHealScript = rueidis.NewLuaScript(enforcement.Lua + `
 local n = tonumber(ARGV[10])
 local cur = redis.call('HGETALL', KEYS[1])
 if #cur ~= 2 * n then return {0} end
@@ -1015,8 +1014,8 @@ func (s *Service) driftHeal(ctx context.Context, cases []driftCase) []driftHealR
 			args = append(args, p, off)
 		}
 		execs = append(execs, rueidis.LuaExec{Keys: []string{
-			gatewayrecord.WatermarkName(id), gatewayrecord.PeriodCounterName(id, c.sub.start), gatewayrecord.BlockName(id),
-			gatewayrecord.SubscriptionName(id), gatewayrecord.QuotaOutboxName(id),
+			enforcement.WatermarkName(id), enforcement.PeriodCounterName(id, c.sub.start), enforcement.BlockName(id),
+			enforcement.SubscriptionName(id), enforcement.QuotaOutboxName(id),
 		}, Args: args})
 	}
 	if len(execs) == 0 {

@@ -22,7 +22,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/shopspring/decimal"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/migrate"
 	"github.com/veil-platform/veil/schemas/usage"
@@ -186,13 +186,13 @@ func (f *driftFixture) setRedis(watermarks map[string]string, requests, unitsMic
 	f.t.Helper()
 	id := f.sub.id.String()
 	if len(watermarks) > 0 {
-		fv := f.redis.B().Hset().Key(gatewayrecord.WatermarkName(id)).FieldValue()
+		fv := f.redis.B().Hset().Key(enforcement.WatermarkName(id)).FieldValue()
 		for k, v := range watermarks {
 			fv = fv.FieldValue(k, v)
 		}
 		f.do(fv.Build())
 	}
-	fv := f.redis.B().Hset().Key(gatewayrecord.PeriodCounterName(id, f.sub.start)).FieldValue().
+	fv := f.redis.B().Hset().Key(enforcement.PeriodCounterName(id, f.sub.start)).FieldValue().
 		FieldValue("requests", strconv.FormatInt(requests, 10)).
 		FieldValue("units_micro", strconv.FormatInt(unitsMicro, 10)).
 		FieldValue("period_end", strconv.FormatInt(f.sub.end.Unix(), 10))
@@ -205,7 +205,7 @@ func (f *driftFixture) setRedis(watermarks map[string]string, requests, unitsMic
 func (f *driftFixture) block() {
 	f.t.Helper()
 	end := f.sub.end
-	f.do(f.redis.B().Set().Key(gatewayrecord.BlockName(f.sub.id.String())).Value(strconv.FormatInt(end.Unix(), 10)).Exat(end).Build())
+	f.do(f.redis.B().Set().Key(enforcement.BlockName(f.sub.id.String())).Value(strconv.FormatInt(end.Unix(), 10)).Exat(end).Build())
 }
 
 // snapshot is every key of the Redis database with its content.
@@ -264,7 +264,7 @@ func (f *driftFixture) ttl(key string) time.Duration {
 
 func (f *driftFixture) outbox() []string {
 	f.t.Helper()
-	l, err := f.redis.Do(f.ctx, f.redis.B().Lrange().Key(gatewayrecord.QuotaOutboxName(f.sub.id.String())).Start(0).Stop(-1).Build()).AsStrSlice()
+	l, err := f.redis.Do(f.ctx, f.redis.B().Lrange().Key(enforcement.QuotaOutboxName(f.sub.id.String())).Start(0).Stop(-1).Build()).AsStrSlice()
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func (f *driftFixture) record(periodStart time.Time, quota int64, hard bool) {
 	if hard {
 		h = "1"
 	}
-	f.do(f.redis.B().Hset().Key(gatewayrecord.SubscriptionName(f.sub.id.String())).FieldValue().
+	f.do(f.redis.B().Hset().Key(enforcement.SubscriptionName(f.sub.id.String())).FieldValue().
 		FieldValue("period_start", strconv.FormatInt(periodStart.Unix(), 10)).
 		FieldValue("period_end", strconv.FormatInt(periodStart.AddDate(0, 0, 30).Unix(), 10)).
 		FieldValue("quota_requests", strconv.FormatInt(quota, 10)).
@@ -325,7 +325,7 @@ func (f *driftFixture) record(periodStart time.Time, quota int64, hard bool) {
 // blocked reports whether the subscription's block is set.
 func (f *driftFixture) blocked() bool {
 	f.t.Helper()
-	n, err := f.redis.Do(f.ctx, f.redis.B().Exists().Key(gatewayrecord.BlockName(f.sub.id.String())).Build()).AsInt64()
+	n, err := f.redis.Do(f.ctx, f.redis.B().Exists().Key(enforcement.BlockName(f.sub.id.String())).Build()).AsInt64()
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -413,14 +413,14 @@ func TestReconcileUsageHealsBehindCounter(t *testing.T) {
 	if got := rep.Drift[0]; got != wantDrift {
 		t.Errorf("ReconcileUsage().Drift[0] = %+v; want %+v", got, wantDrift)
 	}
-	if got := f.hash(gatewayrecord.WatermarkName(id)); !maps.Equal(got, watermarks) {
+	if got := f.hash(enforcement.WatermarkName(id)); !maps.Equal(got, watermarks) {
 		t.Errorf("watermarks = %v; want unchanged %v", got, watermarks)
 	}
 	wantCounter := map[string]string{
 		"requests": "9", "units_micro": "5750001", "period_end": strconv.FormatInt(f.sub.end.Unix(), 10),
 		"crossed_80": "10", "crossed_90": "10",
 	}
-	if got := f.hash(gatewayrecord.PeriodCounterName(id, f.sub.start)); !maps.Equal(got, wantCounter) {
+	if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start)); !maps.Equal(got, wantCounter) {
 		t.Errorf("counter = %v; want %v", got, wantCounter)
 	}
 	if f.blocked() {
@@ -443,7 +443,7 @@ func TestReconcileUsageHealsFlush(t *testing.T) {
 	)
 	id := f.sub.id.String()
 	f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests, driftUnitsMicro, "crossed_80", "10", "crossed_90", "10", "crossed_100", "10")
-	f.do(f.redis.B().Hset().Key(gatewayrecord.SubscriptionName(id)).FieldValue().
+	f.do(f.redis.B().Hset().Key(enforcement.SubscriptionName(id)).FieldValue().
 		FieldValue("period_start", strconv.FormatInt(f.sub.start.Unix(), 10)).
 		FieldValue("period_end", strconv.FormatInt(f.sub.end.Unix(), 10)).Build())
 	f.block()
@@ -459,7 +459,7 @@ func TestReconcileUsageHealsFlush(t *testing.T) {
 		t.Errorf("ReconcileUsage().Drift[0] = %+v; want %+v", got, wantDrift)
 	}
 
-	counter := gatewayrecord.PeriodCounterName(id, f.sub.start)
+	counter := enforcement.PeriodCounterName(id, f.sub.start)
 	wantCounter := map[string]string{
 		"requests": "12", "units_micro": strconv.Itoa(driftUnitsMicro), "period_end": strconv.FormatInt(f.sub.end.Unix(), 10),
 		"crossed_80": "10", "crossed_90": "10", "crossed_100": "10",
@@ -470,14 +470,14 @@ func TestReconcileUsageHealsFlush(t *testing.T) {
 	if got := f.ttl(counter); got < driftCounterTTL-time.Minute || got > driftCounterTTL {
 		t.Errorf("counter TTL = %s; want %s", got, driftCounterTTL)
 	}
-	if got, want := f.hash(gatewayrecord.WatermarkName(id)), map[string]string{"0": "16", "1": "10", "3": "7"}; !maps.Equal(got, want) {
+	if got, want := f.hash(enforcement.WatermarkName(id)), map[string]string{"0": "16", "1": "10", "3": "7"}; !maps.Equal(got, want) {
 		t.Errorf("watermarks = %v; want %v", got, want)
 	}
-	block, err := f.redis.Do(f.ctx, f.redis.B().Get().Key(gatewayrecord.BlockName(id)).Build()).ToString()
+	block, err := f.redis.Do(f.ctx, f.redis.B().Get().Key(enforcement.BlockName(id)).Build()).ToString()
 	if want := strconv.FormatInt(f.sub.end.Unix(), 10); err != nil || block != want {
 		t.Errorf("block = %q, %v; want %q", block, err, want)
 	}
-	if got, want := f.ttl(gatewayrecord.BlockName(id)), time.Until(f.sub.end); got < want-5*time.Second || got > want+time.Second {
+	if got, want := f.ttl(enforcement.BlockName(id)), time.Until(f.sub.end); got < want-5*time.Second || got > want+time.Second {
 		t.Errorf("block TTL = %s; want about %s (until the period's end)", got, want)
 	}
 	wantOutbox := []string{}
@@ -531,10 +531,10 @@ func TestReconcileUsageHealsTamperedCounter(t *testing.T) {
 		t.Errorf("ReconcileUsage().Drift[0] = %+v; want %+v", got, wantDrift)
 	}
 	wantCounter := map[string]string{"requests": "5", "units_micro": "5000000", "period_end": strconv.FormatInt(f.sub.end.Unix(), 10)}
-	if got := f.hash(gatewayrecord.PeriodCounterName(id, f.sub.start)); !maps.Equal(got, wantCounter) {
+	if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start)); !maps.Equal(got, wantCounter) {
 		t.Errorf("counter = %v; want %v (no thresholds reached)", got, wantCounter)
 	}
-	n, err := f.redis.Do(f.ctx, f.redis.B().Exists().Key(gatewayrecord.BlockName(id)).Build()).AsInt64()
+	n, err := f.redis.Do(f.ctx, f.redis.B().Exists().Key(enforcement.BlockName(id)).Build()).AsInt64()
 	if err != nil || n != 0 {
 		t.Errorf("EXISTS block = %d, %v; want 0 (lifted)", n, err)
 	}
@@ -569,7 +569,7 @@ func TestReconcileUsageAdjustedQuota(t *testing.T) {
 func TestReconcileUsageSettle(t *testing.T) {
 	f := newDriftFixture(t)
 	f.driftEvents()
-	counter := gatewayrecord.PeriodCounterName(f.sub.id.String(), f.sub.start)
+	counter := enforcement.PeriodCounterName(f.sub.id.String(), f.sub.start)
 	for _, tc := range []struct {
 		name string
 		// redis sets Redis up before the run; settle acts during the settle.
@@ -790,7 +790,7 @@ func TestReconcileUsageBusy(t *testing.T) {
 			f := newDriftFixture(t)
 			f.driftEvents()
 			id := f.sub.id.String()
-			counter := gatewayrecord.PeriodCounterName(id, f.sub.start)
+			counter := enforcement.PeriodCounterName(id, f.sub.start)
 			f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests+2, driftUnitsMicro)
 			// A batch of one admitted request on partition 0, applied as
 			// the processors would: ClickHouse, then Redis.
@@ -806,7 +806,7 @@ func TestReconcileUsageBusy(t *testing.T) {
 					}
 					batches++
 					f.insertEvents(driftEvent{partition: 0, offset: next, at: f.sub.start.Add(time.Hour), units: "1"})
-					f.do(f.redis.B().Hset().Key(gatewayrecord.WatermarkName(id)).FieldValue().FieldValue("0", strconv.FormatInt(next, 10)).Build())
+					f.do(f.redis.B().Hset().Key(enforcement.WatermarkName(id)).FieldValue().FieldValue("0", strconv.FormatInt(next, 10)).Build())
 					f.do(f.redis.B().Hincrby().Key(counter).Field("requests").Increment(1).Build())
 					f.do(f.redis.B().Hincrby().Key(counter).Field("units_micro").Increment(1_000_000).Build())
 					next++
@@ -818,7 +818,7 @@ func TestReconcileUsageBusy(t *testing.T) {
 			if got := f.hash(counter)["requests"]; got != tc.wantRequests {
 				t.Errorf("counter requests = %s; want %s", got, tc.wantRequests)
 			}
-			if got, want := f.hash(gatewayrecord.WatermarkName(id))["0"], strconv.FormatInt(next-1, 10); got != want {
+			if got, want := f.hash(enforcement.WatermarkName(id))["0"], strconv.FormatInt(next-1, 10); got != want {
 				t.Errorf("watermark of partition 0 = %s; want %s (the last batch's)", got, want)
 			}
 		})
@@ -863,7 +863,7 @@ func TestReconcileUsageOneQueryPerChunk(t *testing.T) {
 		driftEvent{subject: bid, partition: 5, offset: 3, at: b.start.Add(time.Minute), units: "0.5"},
 	)
 	f.setRedis(map[string]string{"0": "13", "1": "10"}, 1, 0)
-	f.do(f.redis.B().Hset().Key(gatewayrecord.WatermarkName(bid)).FieldValue().FieldValue("0", "20").FieldValue("5", "2").Build())
+	f.do(f.redis.B().Hset().Key(enforcement.WatermarkName(bid)).FieldValue().FieldValue("0", "20").FieldValue("5", "2").Build())
 
 	rep, _, err := svc.reconcileUsage(f.ctx, driftRun{chunk: driftChunk, settle: svc.driftSettle})
 	if err != nil {
@@ -919,7 +919,7 @@ func TestReconcileUsageWorkerResumes(t *testing.T) {
 	} {
 		// Each subscription's counter says 3 requests ClickHouse lacks.
 		for _, s := range subs {
-			f.do(f.redis.B().Hset().Key(gatewayrecord.PeriodCounterName(s.id.String(), s.start)).FieldValue().
+			f.do(f.redis.B().Hset().Key(enforcement.PeriodCounterName(s.id.String(), s.start)).FieldValue().
 				FieldValue("requests", "3").FieldValue("units_micro", "0").Build())
 		}
 		clock = clock.Add(time.Minute)
@@ -981,10 +981,10 @@ func TestReconcileUsageFreshPartition(t *testing.T) {
 				}
 				return
 			}
-			if got, want := f.hash(gatewayrecord.WatermarkName(id)), map[string]string{"0": "1", "1": "1"}; !maps.Equal(got, want) {
+			if got, want := f.hash(enforcement.WatermarkName(id)), map[string]string{"0": "1", "1": "1"}; !maps.Equal(got, want) {
 				t.Errorf("watermarks = %v; want %v", got, want)
 			}
-			if got := f.hash(gatewayrecord.PeriodCounterName(id, f.sub.start))["requests"]; got != "4" {
+			if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start))["requests"]; got != "4" {
 				t.Errorf("counter requests = %s; want 4", got)
 			}
 		})
@@ -1020,10 +1020,10 @@ func TestReconcileUsageIdlePartition(t *testing.T) {
 			if tc.want.healed > 0 {
 				wantRequests = strconv.Itoa(driftRequests)
 			}
-			if got := f.hash(gatewayrecord.PeriodCounterName(id, f.sub.start))["requests"]; got != wantRequests {
+			if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start))["requests"]; got != wantRequests {
 				t.Errorf("counter requests = %s; want %s", got, wantRequests)
 			}
-			if got := f.hash(gatewayrecord.WatermarkName(id)); !maps.Equal(got, watermarks) {
+			if got := f.hash(enforcement.WatermarkName(id)); !maps.Equal(got, watermarks) {
 				t.Errorf("watermarks = %v; want unchanged %v", got, watermarks)
 			}
 		})

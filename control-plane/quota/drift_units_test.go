@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // TestReconcileUsageHealsUnitsAlone: the counter's requests and
@@ -26,7 +26,7 @@ func TestReconcileUsageHealsUnitsAlone(t *testing.T) {
 	if d := rep.Drift[0]; d.RedisRequests != d.ClickHouseRequests || d.RedisUnits != "10.250002" || d.ClickHouseUnits != "10.250001" || !d.Healed {
 		t.Errorf("ReconcileUsage().Drift[0] = %+v; want equal requests, units 10.250002 in Redis and 10.250001 in ClickHouse, healed", d)
 	}
-	got := f.hash(gatewayrecord.PeriodCounterName(id, f.sub.start))
+	got := f.hash(enforcement.PeriodCounterName(id, f.sub.start))
 	if got["units_micro"] != strconv.Itoa(driftUnitsMicro) || got["requests"] != strconv.Itoa(driftRequests) {
 		t.Errorf("counter after the heal = %v; want requests %d, units_micro %d", got, driftRequests, driftUnitsMicro)
 	}

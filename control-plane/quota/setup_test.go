@@ -25,7 +25,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/webhooks"
-	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/migrate"
 )
@@ -171,8 +171,8 @@ func (f *quotaFixture) subscribe(planQuota *int64, hard bool, email string) test
 }
 
 // crossing is the event of s crossing threshold percent of q requests.
-func (f *quotaFixture) crossing(s testSub, threshold int, q int64, hard bool) quotaevent.Event {
-	return quotaevent.Event{
+func (f *quotaFixture) crossing(s testSub, threshold int, q int64, hard bool) enforcement.Event {
+	return enforcement.Event{
 		SubscriptionID: s.id.String(), PeriodStart: f.periodStart, PeriodEnd: f.periodEnd,
 		Threshold: threshold, Quota: q, Used: q * int64(threshold) / 100, Hard: hard, At: time.Now().UTC(),
 	}

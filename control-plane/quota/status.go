@@ -11,8 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
-	"github.com/veil-platform/veil/internal/quotaevent"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // ErrNotFound: no subscription with that id.
@@ -92,8 +91,8 @@ func (s *Service) Status(ctx context.Context, subscriptionID uuid.UUID) (Status,
 
 	id := subscriptionID.String()
 	res := s.cfg.Redis.DoMulti(ctx,
-		s.cfg.Redis.B().Hget().Key(gatewayrecord.PeriodCounterName(id, st.PeriodStart)).Field("requests").Build(),
-		s.cfg.Redis.B().Get().Key(gatewayrecord.BlockName(id)).Build())
+		s.cfg.Redis.B().Hget().Key(enforcement.PeriodCounterName(id, st.PeriodStart)).Field("requests").Build(),
+		s.cfg.Redis.B().Get().Key(enforcement.BlockName(id)).Build())
 	if st.Used, err = res[0].AsInt64(); rueidis.IsRedisNil(err) {
 		st.Used = 0
 	} else if err != nil {
@@ -122,7 +121,7 @@ func (s *Service) Status(ctx context.Context, subscriptionID uuid.UUID) (Status,
 	}
 	remaining := max(0, limit-st.Used)
 	st.Limit, st.Remaining = &limit, &remaining
-	for _, pct := range quotaevent.Thresholds {
+	for _, pct := range enforcement.Thresholds {
 		if st.Used >= statusThresholdAt(limit, pct) {
 			st.ThresholdsCrossed = append(st.ThresholdsCrossed, pct)
 		}

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/quota"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 func TestLimit(t *testing.T) {
@@ -118,19 +118,19 @@ func TestStatus(t *testing.T) {
 			}
 			id := s.id.String()
 			if tt.used >= 0 {
-				counter := gatewayrecord.PeriodCounterName(id, f.periodStart)
+				counter := enforcement.PeriodCounterName(id, f.periodStart)
 				if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(counter).FieldValue().
 					FieldValue("requests", strconv.FormatInt(tt.used, 10)).FieldValue("units_micro", "0").Build()).Error(); err != nil {
 					t.Fatal(err)
 				}
 			}
 			if tt.block {
-				if err := gatewayrecord.New(f.redis).PutBlock(f.ctx, id, blockUntil); err != nil {
+				if err := enforcement.New(f.redis).PutBlock(f.ctx, id, blockUntil); err != nil {
 					t.Fatal(err)
 				}
 			}
 			// Another period's counter is not this period's usage.
-			if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(gatewayrecord.PeriodCounterName(id, f.periodStart.AddDate(0, -1, 0))).
+			if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(enforcement.PeriodCounterName(id, f.periodStart.AddDate(0, -1, 0))).
 				FieldValue().FieldValue("requests", "999999").Build()).Error(); err != nil {
 				t.Fatal(err)
 			}

@@ -12,12 +12,12 @@ import (
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // gateway syncs the subscription as its outbox job does and reads what the
 // gateway then sees of it: the record and whether it is blocked.
-func (f *fixture) gateway(id uuid.UUID) (gatewayrecord.SubscriptionRecord, bool) {
+func (f *fixture) gateway(id uuid.UUID) (enforcement.SubscriptionRecord, bool) {
 	f.t.Helper()
 	if err := f.svc.SyncSubscription(f.ctx, id); err != nil {
 		f.t.Fatal(err)
@@ -26,7 +26,7 @@ func (f *fixture) gateway(id uuid.UUID) (gatewayrecord.SubscriptionRecord, bool)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	err = f.redis.Do(f.ctx, f.redis.B().Get().Key(gatewayrecord.BlockName(id.String())).Build()).Error()
+	err = f.redis.Do(f.ctx, f.redis.B().Get().Key(enforcement.BlockName(id.String())).Build()).Error()
 	if err != nil && !rueidis.IsRedisNil(err) {
 		f.t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func (f *fixture) gateway(id uuid.UUID) (gatewayrecord.SubscriptionRecord, bool)
 // counting script leaves it after n requests.
 func (f *fixture) count(sub subscriptions.Subscription, n int64) {
 	f.t.Helper()
-	counter := gatewayrecord.PeriodCounterName(sub.ID.String(), sub.CurrentPeriodStart)
+	counter := enforcement.PeriodCounterName(sub.ID.String(), sub.CurrentPeriodStart)
 	if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(counter).FieldValue().FieldValue("requests", strconv.FormatInt(n, 10)).Build()).Error(); err != nil {
 		f.t.Fatal(err)
 	}

@@ -14,7 +14,8 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/apikey"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -25,7 +26,7 @@ type Key struct {
 	SubscriptionID uuid.UUID      `json:"subscription_id"`
 	APIID          uuid.UUID      `json:"api_id"`
 	Name           string         `json:"name"`
-	Env            keys.Env       `json:"env"`
+	Env            apikey.Env     `json:"env"`
 	Prefix         string         `json:"prefix"`
 	Masked         string         `json:"masked"`
 	State          keys.State     `json:"state"`
@@ -91,7 +92,7 @@ func scanKey(row pgx.Row) (Key, error) {
 	if err := json.Unmarshal(meta, &k.Metadata); err != nil {
 		return Key{}, fmt.Errorf("decode key metadata: %w", err)
 	}
-	k.Masked = keys.Mask(k.Prefix, last4)
+	k.Masked = apikey.Mask(k.Prefix, last4)
 	k.Revealable = len(k.sealed) > 0
 	return k, nil
 }
@@ -135,7 +136,7 @@ func (in *KeySettings) validate(now time.Time) error {
 		v.Add("routes", "at most 100 route patterns")
 	}
 	for i, r := range in.Routes {
-		if err := gatewayrecord.ValidRoute(r); err != nil || len(r) > 500 {
+		if err := enforcement.ValidRoute(r); err != nil || len(r) > 500 {
 			v.Add(fmt.Sprintf("routes[%d]", i), "must be a route pattern such as /forecast/{city} or /v1/*, at most 500 characters")
 		}
 	}
@@ -316,7 +317,7 @@ func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor Actor, sub Subscri
 	if live >= sub.MaxActiveKeys {
 		return Key{}, fmt.Errorf("%w (%d)", ErrKeyLimit, sub.MaxActiveKeys)
 	}
-	raw, err := keys.Generate(s.cfg.Env)
+	raw, err := apikey.Generate(s.cfg.Env)
 	if err != nil {
 		return Key{}, err
 	}

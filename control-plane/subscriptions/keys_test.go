@@ -13,7 +13,8 @@ import (
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/apikey"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // forceState puts a key in a state directly, to start a transition from it.
@@ -163,8 +164,8 @@ func TestRotationGrace(t *testing.T) {
 		{t0, nil},
 		{t0.Add(59 * time.Minute), nil},
 		{t0.Add(time.Hour - time.Second), nil},
-		{t0.Add(time.Hour), gatewayrecord.ErrKeyExpired},
-		{t0.Add(2 * time.Hour), gatewayrecord.ErrKeyExpired},
+		{t0.Add(time.Hour), enforcement.ErrKeyExpired},
+		{t0.Add(2 * time.Hour), enforcement.ErrKeyExpired},
 	} {
 		if err := rec.Allows("GET", "/forecast/lisbon", c.at); !errors.Is(err, c.want) {
 			t.Errorf("old key at %s = %v; want %v", c.at.Sub(t0), err, c.want)
@@ -182,7 +183,7 @@ func TestRotationGrace(t *testing.T) {
 		t.Fatalf("old key after its grace = %s; want revoked", got.State)
 	}
 	f.sync(old.ID)
-	if r := f.record(old.Plaintext); r.Status != gatewayrecord.KeyRevoked || r.Allows("GET", "/forecast/x", f.clock.Now()) == nil {
+	if r := f.record(old.Plaintext); r.Status != enforcement.KeyRevoked || r.Allows("GET", "/forecast/x", f.clock.Now()) == nil {
 		t.Fatalf("old key's record after revocation = %+v; want revoked and refused", r)
 	}
 
@@ -282,7 +283,7 @@ func TestExpiryNoticesOnceEach(t *testing.T) {
 		t.Fatalf("auto-renewing key = %s until %v; want active until %s", got.State, got.ExpiresAt, expires.AddDate(0, 0, 30))
 	}
 	f.sync(k.ID)
-	if r := f.record(k.Plaintext); r.Status != gatewayrecord.KeyExpired {
+	if r := f.record(k.Plaintext); r.Status != enforcement.KeyExpired {
 		t.Fatalf("expired key's record status = %s; want expired", r.Status)
 	}
 	if n := f.sendQueuedEmails(); n != 0 {
@@ -336,7 +337,7 @@ func TestAutomaticRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := keys.Parse(revealed.Plaintext); err != nil || keys.Hash(revealed.Plaintext) != gatewayrecord.Hash(revealed.Plaintext) {
+	if _, err := apikey.Parse(revealed.Plaintext); err != nil || apikey.Hash(revealed.Plaintext) != enforcement.Hash(revealed.Plaintext) {
 		t.Fatalf("revealed plaintext %q does not parse: %v", revealed.Plaintext, err)
 	}
 	f.sync(successor.ID)
@@ -382,7 +383,7 @@ func TestSyncFailureThenHealed(t *testing.T) {
 	if n := f.auditCount(k.ID, "key.transition.failed_sync"); n != 1 {
 		t.Fatalf("failed_sync audit entries = %d; want 1", n)
 	}
-	if _, err := f.store.GetKey(f.ctx, gatewayrecord.Hash(k.Plaintext)); !errors.Is(err, gatewayrecord.ErrNotFound) {
+	if _, err := f.store.GetKey(f.ctx, enforcement.Hash(k.Plaintext)); !errors.Is(err, enforcement.ErrNotFound) {
 		t.Fatalf("record of an unsynced key = %v; want none", err)
 	}
 	f.records.failing.Store(false)
@@ -391,7 +392,7 @@ func TestSyncFailureThenHealed(t *testing.T) {
 	if got.State != keys.StateActive || !got.Synced || got.SyncAttempts != 0 || got.SyncError != "" {
 		t.Fatalf("after the retry got through: %+v; want active and synced", got)
 	}
-	if r := f.record(k.Plaintext); r.Status != gatewayrecord.KeyActive || r.KeyID != k.ID.String() || r.SubscriptionID != f.sub.ID.String() {
+	if r := f.record(k.Plaintext); r.Status != enforcement.KeyActive || r.KeyID != k.ID.String() || r.SubscriptionID != f.sub.ID.String() {
 		t.Fatalf("record after healing = %+v", r)
 	}
 }
@@ -420,30 +421,30 @@ func TestReconcileHealsDrift(t *testing.T) {
 	}
 	b := f.redis.B()
 	// Missing: the record is gone.
-	do(b.Del().Key(gatewayrecord.KeyName(gatewayrecord.Hash(missing.Plaintext))).Build())
+	do(b.Del().Key(enforcement.KeyName(enforcement.Hash(missing.Plaintext))).Build())
 	// Different: someone widened the key's methods and re-activated the suspended one.
-	do(b.Hset().Key(gatewayrecord.KeyName(gatewayrecord.Hash(different.Plaintext))).FieldValue().FieldValue("methods", `["GET","DELETE"]`).Build())
-	do(b.Hset().Key(gatewayrecord.KeyName(gatewayrecord.Hash(suspended.Plaintext))).FieldValue().FieldValue("status", "active").Build())
+	do(b.Hset().Key(enforcement.KeyName(enforcement.Hash(different.Plaintext))).FieldValue().FieldValue("methods", `["GET","DELETE"]`).Build())
+	do(b.Hset().Key(enforcement.KeyName(enforcement.Hash(suspended.Plaintext))).FieldValue().FieldValue("status", "active").Build())
 	// Orphan: a valid record with no key behind it.
-	orphan, err := keys.Generate(keys.EnvTest)
+	orphan, err := apikey.Generate(apikey.EnvTest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.PutKey(f.ctx, gatewayrecord.KeyRecord{
+	if _, err := f.store.PutKey(f.ctx, enforcement.KeyRecord{
 		Hash: orphan.Hash, KeyID: uuid.NewString(), SubscriptionID: f.sub.ID.String(), APIID: f.apiID.String(),
-		Status: gatewayrecord.KeyActive, Version: 1,
+		Status: enforcement.KeyActive, Version: 1,
 	}); err != nil {
 		t.Fatal(err)
 	}
 	// Corrupt: garbage under a key record's name.
 	garbage := strings.Repeat("ab", 32)
-	do(b.Hset().Key(gatewayrecord.KeyName(garbage)).FieldValue().FieldValue("status", "sideways").Build())
+	do(b.Hset().Key(enforcement.KeyName(garbage)).FieldValue().FieldValue("status", "sideways").Build())
 	// Unheard: the record was written but the key was never told (its job died).
-	if _, err := f.store.PutKey(f.ctx, gatewayrecordFor(t, f, unheard)); err != nil {
+	if _, err := f.store.PutKey(f.ctx, recordFor(t, f, unheard)); err != nil {
 		t.Fatal(err)
 	}
 	// Subscription record gone.
-	do(b.Del().Key(gatewayrecord.SubscriptionName(f.sub.ID.String())).Build())
+	do(b.Del().Key(enforcement.SubscriptionName(f.sub.ID.String())).Build())
 
 	rep, err := f.svc.ReconcileKeys(f.ctx)
 	if err != nil {
@@ -456,17 +457,17 @@ func TestReconcileHealsDrift(t *testing.T) {
 	if fmt.Sprint(rep) != fmt.Sprint(want) {
 		t.Fatalf("ReconcileKeys = %+v; want %+v", rep, want)
 	}
-	if r := f.record(missing.Plaintext); r.Status != gatewayrecord.KeyActive {
+	if r := f.record(missing.Plaintext); r.Status != enforcement.KeyActive {
 		t.Errorf("missing record after healing: %+v", r)
 	}
 	if r := f.record(different.Plaintext); !slicesEqual(r.Methods, []string{"GET"}) {
 		t.Errorf("different record's methods after healing = %v; want [GET]", r.Methods)
 	}
-	if r := f.record(suspended.Plaintext); r.Status != gatewayrecord.KeySuspended {
+	if r := f.record(suspended.Plaintext); r.Status != enforcement.KeySuspended {
 		t.Errorf("suspended key's record after healing = %s; want suspended", r.Status)
 	}
 	for _, h := range []string{orphan.Hash, garbage} {
-		if n, err := f.redis.Do(f.ctx, b.Exists().Key(gatewayrecord.KeyName(h)).Build()).AsInt64(); err != nil || n != 0 {
+		if n, err := f.redis.Do(f.ctx, b.Exists().Key(enforcement.KeyName(h)).Build()).AsInt64(); err != nil || n != 0 {
 			t.Errorf("record %s still exists after healing (%v)", h, err)
 		}
 	}
@@ -486,15 +487,15 @@ func TestReconcileHealsDrift(t *testing.T) {
 	}
 }
 
-// gatewayrecordFor is the record the service would write for k now.
-func gatewayrecordFor(t *testing.T, f *fixture, k subscriptions.Key) gatewayrecord.KeyRecord {
+// recordFor is the record the service would write for k now.
+func recordFor(t *testing.T, f *fixture, k subscriptions.Key) enforcement.KeyRecord {
 	t.Helper()
 	var version int64
 	if err := f.pool.QueryRow(f.ctx, `SELECT sync_version FROM api_keys WHERE id = $1`, k.ID).Scan(&version); err != nil {
 		t.Fatal(err)
 	}
-	return gatewayrecord.KeyRecord{
-		Hash: gatewayrecord.Hash(k.Plaintext), KeyID: k.ID.String(), SubscriptionID: k.SubscriptionID.String(),
-		APIID: k.APIID.String(), Status: gatewayrecord.KeyActive, Methods: []string{}, Routes: []string{}, Version: version,
+	return enforcement.KeyRecord{
+		Hash: enforcement.Hash(k.Plaintext), KeyID: k.ID.String(), SubscriptionID: k.SubscriptionID.String(),
+		APIID: k.APIID.String(), Status: enforcement.KeyActive, Methods: []string{}, Routes: []string{}, Version: version,
 	}
 }

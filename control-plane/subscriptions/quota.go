@@ -52,7 +52,7 @@ type QuotaAdjustment struct {
 // it (kind AdjustReset: the credit that makes the remaining quota the
 // plan's whole quota again). The API's provider and admins may; the
 // subscriber may not. The change rewrites the gateway's record, whose
-// write recomputes the block at once (gatewayrecord.PutSubscription).
+// write recomputes the block at once (enforcement.PutSubscription).
 func (s *Service) AdjustQuota(ctx context.Context, actor Actor, id uuid.UUID, kind string, in QuotaAdjustmentInput) (QuotaAdjustment, error) {
 	if kind != AdjustCredit && kind != AdjustReset {
 		return QuotaAdjustment{}, fmt.Errorf("adjust quota: unknown kind %q", kind)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -21,7 +21,7 @@ import (
 func TestQuotaChangesTakeEffectNow(t *testing.T) {
 	f := setup(t)
 	id := f.sub.ID.String()
-	counter := gatewayrecord.PeriodCounterName(id, f.sub.CurrentPeriodStart)
+	counter := enforcement.PeriodCounterName(id, f.sub.CurrentPeriodStart)
 	setUsed := func(n int64) {
 		t.Helper()
 		if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(counter).FieldValue().FieldValue("requests", strconv.FormatInt(n, 10)).Build()).Error(); err != nil {
@@ -39,7 +39,7 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = f.redis.Do(f.ctx, f.redis.B().Get().Key(gatewayrecord.BlockName(id)).Build()).Error()
+		err = f.redis.Do(f.ctx, f.redis.B().Get().Key(enforcement.BlockName(id)).Build()).Error()
 		if err != nil && !rueidis.IsRedisNil(err) {
 			t.Fatal(err)
 		}
@@ -128,7 +128,7 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 func TestPeriodRollLiftsTheBlock(t *testing.T) {
 	f := setup(t)
 	id := f.sub.ID.String()
-	counter := gatewayrecord.PeriodCounterName(id, f.sub.CurrentPeriodStart)
+	counter := enforcement.PeriodCounterName(id, f.sub.CurrentPeriodStart)
 	if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(counter).FieldValue().FieldValue("requests", "1000").Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestPeriodRollLiftsTheBlock(t *testing.T) {
 	}
 	blocked := func() bool {
 		t.Helper()
-		err := f.redis.Do(f.ctx, f.redis.B().Get().Key(gatewayrecord.BlockName(id)).Build()).Error()
+		err := f.redis.Do(f.ctx, f.redis.B().Get().Key(enforcement.BlockName(id)).Build()).Error()
 		if err != nil && !rueidis.IsRedisNil(err) {
 			t.Fatal(err)
 		}

@@ -13,7 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // ReconcileReport is what a key reconciliation found and did.
@@ -66,12 +66,12 @@ func (s *Service) ReconcileKeys(ctx context.Context) (ReconcileReport, error) {
 	for _, k := range all {
 		byHash[k.hash] = k
 	}
-	stored := map[string]gatewayrecord.KeyRecord{}
-	err = s.cfg.Records.ScanKeys(ctx, func(r gatewayrecord.KeyRecord) error {
+	stored := map[string]enforcement.KeyRecord{}
+	err = s.cfg.Records.ScanKeys(ctx, func(r enforcement.KeyRecord) error {
 		stored[r.Hash] = r
 		return nil
 	})
-	var bad *gatewayrecord.ScanError
+	var bad *enforcement.ScanError
 	if err != nil && !errors.As(err, &bad) {
 		return rep, fmt.Errorf("scan gateway records: %w", err)
 	}
@@ -143,7 +143,7 @@ func (s *Service) rewriteKey(ctx context.Context, id uuid.UUID) error {
 }
 
 // sameKeyRecord compares what the gateway decides on; versions aside.
-func sameKeyRecord(a, b gatewayrecord.KeyRecord) bool {
+func sameKeyRecord(a, b enforcement.KeyRecord) bool {
 	return a.Status == b.Status && a.KeyID == b.KeyID && a.SubscriptionID == b.SubscriptionID && a.APIID == b.APIID &&
 		slices.Equal(nonEmpty(a.Methods), nonEmpty(b.Methods)) && slices.Equal(nonEmpty(a.Routes), nonEmpty(b.Routes)) &&
 		a.RatePerSecond == b.RatePerSecond && a.RatePerMinute == b.RatePerMinute &&
@@ -173,9 +173,9 @@ func (s *Service) reconcileSubscriptions(ctx context.Context, rep *ReconcileRepo
 		want := subscriptionRecord(sub)
 		got, err := s.cfg.Records.GetSubscription(ctx, sub.ID.String())
 		switch {
-		case errors.Is(err, gatewayrecord.ErrNotFound):
+		case errors.Is(err, enforcement.ErrNotFound):
 			rep.SubscriptionsMissing++
-		case err != nil && !errors.Is(err, gatewayrecord.ErrCorruptRecord):
+		case err != nil && !errors.Is(err, enforcement.ErrCorruptRecord):
 			heal("subscription", sub.ID.String(), err)
 			continue
 		case err == nil && sameSubscriptionRecord(got, want):
@@ -192,7 +192,7 @@ func (s *Service) reconcileSubscriptions(ctx context.Context, rep *ReconcileRepo
 	return nil
 }
 
-func sameSubscriptionRecord(a, b gatewayrecord.SubscriptionRecord) bool {
+func sameSubscriptionRecord(a, b enforcement.SubscriptionRecord) bool {
 	a.Version, b.Version = 0, 0
 	return a.APIID == b.APIID && a.PlanID == b.PlanID && a.Status == b.Status && a.PeriodStart.Unix() == b.PeriodStart.Unix() &&
 		a.PeriodEnd.Unix() == b.PeriodEnd.Unix() && a.QuotaRequests == b.QuotaRequests && a.QuotaHard == b.QuotaHard &&

@@ -1,7 +1,7 @@
 // Package subscriptions holds what consumers buy and hold: an API's plans
 // and their versioned terms, subscriptions to a plan, and the API keys of a
 // subscription with their one state machine. It keeps the gateway's Redis
-// records (internal/gatewayrecord) in step with Postgres through outbox
+// records (internal/enforcement) in step with Postgres through outbox
 // jobs and a reconciliation, and runs the maintenance that expires keys,
 // ends rotation grace periods, rotates keys on a schedule, rolls billing
 // periods and sends the notices that go with them.
@@ -28,7 +28,8 @@ import (
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/notify"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/apikey"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // Sentinel errors; the HTTP layer maps each to one problem type.
@@ -88,13 +89,13 @@ type Mailer interface {
 	Send(ctx context.Context, m notify.Message) error
 }
 
-// Records is the gateway's Redis records (a *gatewayrecord.Store).
+// Records is the gateway's Redis records (a *enforcement.Store).
 type Records interface {
-	PutKey(ctx context.Context, r gatewayrecord.KeyRecord) (bool, error)
+	PutKey(ctx context.Context, r enforcement.KeyRecord) (bool, error)
 	DeleteKey(ctx context.Context, hash string, version int64) (bool, error)
-	ScanKeys(ctx context.Context, fn func(gatewayrecord.KeyRecord) error) error
-	PutSubscription(ctx context.Context, r gatewayrecord.SubscriptionRecord) (bool, error)
-	GetSubscription(ctx context.Context, id string) (gatewayrecord.SubscriptionRecord, error)
+	ScanKeys(ctx context.Context, fn func(enforcement.KeyRecord) error) error
+	PutSubscription(ctx context.Context, r enforcement.SubscriptionRecord) (bool, error)
+	GetSubscription(ctx context.Context, id string) (enforcement.SubscriptionRecord, error)
 	PeriodRequests(ctx context.Context, id string, start time.Time) (int64, error)
 }
 
@@ -109,7 +110,7 @@ type Config struct {
 	Logger  *slog.Logger
 	Metrics *metrics.Set
 	// Env is the environment keys are issued for: live (default) or test.
-	Env keys.Env
+	Env apikey.Env
 	// MaxActiveKeys is each new subscription's limit of live keys (default 5).
 	MaxActiveKeys int
 	// SyncFailAfter is how many failed attempts to write a new key to the
@@ -162,7 +163,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Metrics = metrics.NewSet()
 	}
 	if cfg.Env == "" {
-		cfg.Env = keys.EnvLive
+		cfg.Env = apikey.EnvLive
 	}
 	if !cfg.Env.Valid() {
 		return nil, fmt.Errorf("new subscriptions: unknown key environment %q", cfg.Env)

@@ -23,7 +23,8 @@ import (
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/apikey"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/migrate"
 )
@@ -49,13 +50,13 @@ func (c *clock) Set(t time.Time) {
 // faultyRecords is the real Redis store with writes that fail on demand,
 // the way they do when Redis is unreachable.
 type faultyRecords struct {
-	*gatewayrecord.Store
+	*enforcement.Store
 	failing atomic.Bool
 }
 
 var errRedisDown = errors.New("dial tcp 127.0.0.1:6379: connection refused")
 
-func (f *faultyRecords) PutKey(ctx context.Context, r gatewayrecord.KeyRecord) (bool, error) {
+func (f *faultyRecords) PutKey(ctx context.Context, r enforcement.KeyRecord) (bool, error) {
 	if f.failing.Load() {
 		return false, errRedisDown
 	}
@@ -68,7 +69,7 @@ type fixture struct {
 	pool     *pgxpool.Pool
 	jobs     *river.Client[pgx.Tx]
 	svc      *subscriptions.Service
-	store    *gatewayrecord.Store
+	store    *enforcement.Store
 	redis    rueidis.Client
 	records  *faultyRecords
 	clock    *clock
@@ -108,7 +109,7 @@ func setup(t *testing.T, opts ...func(*subscriptions.Config)) *fixture {
 		t.Fatal(err)
 	}
 	redis, _ := testenv.RedisDB(t)
-	store := gatewayrecord.New(redis)
+	store := enforcement.New(redis)
 	mail := testenv.Mailpit(t)
 	mailer, err := notify.NewSMTP(notify.SMTPConfig{Addr: mail.SMTPAddr(), From: "Veil <noreply@veil.test>", TLS: notify.TLSNone, Logger: logger})
 	if err != nil {
@@ -121,7 +122,7 @@ func setup(t *testing.T, opts ...func(*subscriptions.Config)) *fixture {
 	}
 	cfg := subscriptions.Config{
 		Pool: pool, Jobs: jobs, Records: f.records, Publisher: hooks, Mailer: mailer, Logger: logger, Metrics: f.metrics,
-		Env: keys.EnvTest, SealSecret: []byte("subscriptions-test-seal"), Now: f.clock.Now,
+		Env: apikey.EnvTest, SealSecret: []byte("subscriptions-test-seal"), Now: f.clock.Now,
 		RetryBase: time.Millisecond, RetryMax: time.Millisecond,
 	}
 	for _, opt := range opts {
@@ -200,9 +201,9 @@ func (f *fixture) get(id uuid.UUID) subscriptions.Key {
 }
 
 // record is the gateway's record of a plaintext key.
-func (f *fixture) record(plaintext string) gatewayrecord.KeyRecord {
+func (f *fixture) record(plaintext string) enforcement.KeyRecord {
 	f.t.Helper()
-	r, err := f.store.GetKey(f.ctx, gatewayrecord.Hash(plaintext))
+	r, err := f.store.GetKey(f.ctx, enforcement.Hash(plaintext))
 	if err != nil {
 		f.t.Fatalf("gateway record: %v", err)
 	}

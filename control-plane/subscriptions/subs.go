@@ -12,7 +12,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/pagination"
 )
 
 // Status is a subscription's status.
@@ -363,11 +363,11 @@ type SubscriptionFilter struct {
 // ListSubscriptions lists the subscriptions the actor may see: its
 // organization's and those to its APIs; admins all.
 func (s *Service) ListSubscriptions(ctx context.Context, actor Actor, f SubscriptionFilter) ([]Subscription, string, error) {
-	after, err := keyset.Decode(f.After)
+	after, err := pagination.Decode(f.After)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := keyset.Limit(f.Limit)
+	limit := pagination.Limit(f.Limit)
 	rows, err := s.pool.Query(ctx, `SELECT `+subColumns+subFrom+`
 		WHERE ($1 OR s.organization_id = $2 OR a.organization_id = $2)
 		  AND ($3::uuid IS NULL OR s.api_id = $3) AND ($4 = '' OR s.status = $4::subscription_status)
@@ -381,7 +381,7 @@ func (s *Service) ListSubscriptions(ctx context.Context, actor Actor, f Subscrip
 	if err != nil {
 		return nil, "", err
 	}
-	out, next := keyset.Page(out, limit, func(x Subscription) keyset.Cursor { return keyset.Cursor{At: x.CreatedAt, ID: x.ID} })
+	out, next := pagination.Page(out, limit, func(x Subscription) pagination.Cursor { return pagination.Cursor{At: x.CreatedAt, ID: x.ID} })
 	return out, next, nil
 }
 

@@ -10,7 +10,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // TestSubscriptionRecordAndPeriods: the subscription's limits and period
@@ -172,7 +172,7 @@ func TestKeyLimit(t *testing.T) {
 	if _, err := f.svc.GetKey(f.ctx, f.consumer, issued[2].ID); !errors.Is(err, subscriptions.ErrKeyNotFound) {
 		t.Fatalf("deleted key = %v; want not found", err)
 	}
-	if _, err := f.store.GetKey(f.ctx, gatewayrecord.Hash(issued[2].Plaintext)); err != nil {
+	if _, err := f.store.GetKey(f.ctx, enforcement.Hash(issued[2].Plaintext)); err != nil {
 		t.Fatalf("record of a deleted key before its deletion job: %v (the job removes it)", err)
 	}
 }

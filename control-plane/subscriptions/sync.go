@@ -12,7 +12,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // syncAttempts is the retry budget of one sync job: with the backoff
@@ -51,20 +51,20 @@ func (DeleteRecordArgs) Kind() string { return "key_record_delete" }
 // hold yet is written as active: writing it is what activates it. A
 // revoked key's grace ends at its revocation (or its rotation grace, if
 // earlier), which also lets Redis drop the record a day later.
-func keyRecord(k Key) gatewayrecord.KeyRecord {
-	r := gatewayrecord.KeyRecord{
+func keyRecord(k Key) enforcement.KeyRecord {
+	r := enforcement.KeyRecord{
 		Hash: k.hash, KeyID: k.ID.String(), SubscriptionID: k.SubscriptionID.String(), APIID: k.APIID.String(),
 		Methods: k.Methods, Routes: k.Routes, Version: k.syncVersion,
 	}
 	switch k.State {
 	case keys.StateSuspended:
-		r.Status = gatewayrecord.KeySuspended
+		r.Status = enforcement.KeySuspended
 	case keys.StateRevoked:
-		r.Status = gatewayrecord.KeyRevoked
+		r.Status = enforcement.KeyRevoked
 	case keys.StateExpired:
-		r.Status = gatewayrecord.KeyExpired
+		r.Status = enforcement.KeyExpired
 	default:
-		r.Status = gatewayrecord.KeyActive
+		r.Status = enforcement.KeyActive
 	}
 	if k.RatePerSecond != nil {
 		r.RatePerSecond = *k.RatePerSecond
@@ -88,8 +88,8 @@ func keyRecord(k Key) gatewayrecord.KeyRecord {
 }
 
 // subscriptionRecord is what the gateway and processors are told of sub.
-func subscriptionRecord(sub Subscription) gatewayrecord.SubscriptionRecord {
-	r := gatewayrecord.SubscriptionRecord{
+func subscriptionRecord(sub Subscription) enforcement.SubscriptionRecord {
+	r := enforcement.SubscriptionRecord{
 		ID: sub.ID.String(), APIID: sub.APIID.String(), PlanID: sub.PlanID.String(), Status: string(sub.Status),
 		PeriodStart: sub.CurrentPeriodStart.UTC(), PeriodEnd: sub.CurrentPeriodEnd.UTC(), QuotaRequests: sub.QuotaLimit(),
 		QuotaHard: sub.terms.QuotaHard, Version: sub.syncVersion,

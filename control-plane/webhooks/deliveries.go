@@ -13,7 +13,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/pagination"
 )
 
 // DeliveryStatus is where a delivery stands.
@@ -174,14 +174,14 @@ func compactJSON(b []byte) json.RawMessage {
 // organization, newest first, at most limit (default 50, at most 200) after
 // the cursor, and the cursor of the next page ("" on the last).
 func (s *Service) ListDeliveries(ctx context.Context, orgID, endpointID uuid.UUID, after string, limit int) ([]Delivery, string, error) {
-	c, err := keyset.Decode(after)
+	c, err := pagination.Decode(after)
 	if err != nil {
 		return nil, "", err
 	}
 	if _, err := s.GetEndpoint(ctx, orgID, endpointID); err != nil {
 		return nil, "", err
 	}
-	limit = keyset.Limit(limit)
+	limit = pagination.Limit(limit)
 	rows, err := s.pool.Query(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
 		WHERE d.endpoint_id = $1 AND ($2::timestamptz IS NULL OR (d.created_at, d.id) < ($2, $3))
 		ORDER BY d.created_at DESC, d.id DESC LIMIT $4`, endpointID, c.Time(), c.ID, limit+1)
@@ -192,7 +192,7 @@ func (s *Service) ListDeliveries(ctx context.Context, orgID, endpointID uuid.UUI
 	if err != nil {
 		return nil, "", fmt.Errorf("query webhook deliveries: %w", err)
 	}
-	out, next := keyset.Page(out, limit, func(d Delivery) keyset.Cursor { return keyset.Cursor{At: d.CreatedAt, ID: d.ID} })
+	out, next := pagination.Page(out, limit, func(d Delivery) pagination.Cursor { return pagination.Cursor{At: d.CreatedAt, ID: d.ID} })
 	return out, next, nil
 }
 

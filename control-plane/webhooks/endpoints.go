@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/pagination"
 )
 
 // Endpoint is a URL an organization receives events at. The signing secret
@@ -156,11 +156,11 @@ func (s *Service) CreateEndpoint(ctx context.Context, orgID uuid.UUID, in Endpoi
 // limit (default 50, at most 200) after the cursor, and the cursor of the
 // next page ("" on the last).
 func (s *Service) ListEndpoints(ctx context.Context, orgID uuid.UUID, after string, limit int) ([]Endpoint, string, error) {
-	c, err := keyset.Decode(after)
+	c, err := pagination.Decode(after)
 	if err != nil {
 		return nil, "", err
 	}
-	limit = keyset.Limit(limit)
+	limit = pagination.Limit(limit)
 	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
 		WHERE organization_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
 		ORDER BY created_at, id LIMIT $4`, orgID, c.Time(), c.ID, limit+1)
@@ -171,7 +171,7 @@ func (s *Service) ListEndpoints(ctx context.Context, orgID uuid.UUID, after stri
 	if err != nil {
 		return nil, "", fmt.Errorf("query webhook endpoints: %w", err)
 	}
-	out, next := keyset.Page(out, limit, func(e Endpoint) keyset.Cursor { return keyset.Cursor{At: e.CreatedAt, ID: e.ID} })
+	out, next := pagination.Page(out, limit, func(e Endpoint) pagination.Cursor { return pagination.Cursor{At: e.CreatedAt, ID: e.ID} })
 	return out, next, nil
 }
 

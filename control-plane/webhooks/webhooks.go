@@ -26,7 +26,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/internal/egress"
-	"github.com/veil-platform/veil/internal/keyset"
+	"github.com/veil-platform/veil/internal/pagination"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -71,7 +71,7 @@ var (
 	// ErrDeliveryNotFound: no such delivery to the caller's endpoints.
 	ErrDeliveryNotFound = errors.New("webhook delivery not found")
 	// ErrBadCursor: a list cursor this service did not issue.
-	ErrBadCursor = keyset.ErrBadCursor
+	ErrBadCursor = pagination.ErrBadCursor
 	// ErrUnknownEventType: Publish was given a type outside EventTypes.
 	ErrUnknownEventType = errors.New("unknown event type")
 )

@@ -29,7 +29,7 @@ import (
 
 	"github.com/veil-platform/veil/ingest/emitter"
 	"github.com/veil-platform/veil/internal/broker"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/ratelimit"
 )
@@ -272,7 +272,7 @@ type resources struct {
 // limiter and the handler's metrics.
 type redisResources struct {
 	redis   rueidis.Client
-	store   *gatewayrecord.Store
+	store   *enforcement.Store
 	limiter *ratelimit.Limiter
 	neg     *negativeCache
 	known   *knownCache
@@ -292,7 +292,7 @@ func newRedisResources(a App, logger *slog.Logger) (_ *redisResources, err error
 	if err != nil {
 		return nil, fmt.Errorf("connect to redis at %s: %w", a.RedisAddress, err)
 	}
-	r.store = gatewayrecord.New(r.redis)
+	r.store = enforcement.New(r.redis)
 	r.limiter, err = ratelimit.New(ratelimit.Config{
 		Client: r.redis, OnRedisError: a.OnRedisError, LocalFraction: a.LocalRateFraction, Logger: logger, Metrics: set,
 		// A busy Redis answers in well under this; past it the limiter

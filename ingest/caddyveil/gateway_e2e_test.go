@@ -31,8 +31,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/apikey"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -58,7 +58,7 @@ func TestGatewaysShareRateLimit(t *testing.T) {
 	k := testenv.NewKafka(t)
 	topic := k.Topic(t, 3)
 	up := e2eUpstream(t)
-	store := gatewayrecord.New(rdb)
+	store := enforcement.New(rdb)
 	sub := uuid.NewString()
 	e2ePutSubscription(t, store, sub, rate, 0)
 	key := e2eNewKey(t, store, sub)
@@ -209,7 +209,7 @@ func TestGatewayBrokerDownUnderLoad(t *testing.T) {
 	brokers := cluster.ListenAddrs()
 
 	rdb, db := testenv.RedisDB(t)
-	store := gatewayrecord.New(rdb)
+	store := enforcement.New(rdb)
 	sub := uuid.NewString()
 	e2ePutSubscription(t, store, sub, 0, 0) // no limits: every request passes
 	key := e2eNewKey(t, store, sub)
@@ -553,11 +553,11 @@ func e2eUpstream(t *testing.T) string {
 
 // e2ePutSubscription writes an active subscription to e2eAPI with the
 // given limits (0 = none) and no quota.
-func e2ePutSubscription(t *testing.T, s *gatewayrecord.Store, id string, perSecond, perMinute int) {
+func e2ePutSubscription(t *testing.T, s *enforcement.Store, id string, perSecond, perMinute int) {
 	t.Helper()
 	now := time.Now()
-	if _, err := s.PutSubscription(t.Context(), gatewayrecord.SubscriptionRecord{
-		ID: id, APIID: e2eAPI, PlanID: "plan_e2e", Status: gatewayrecord.SubscriptionActive,
+	if _, err := s.PutSubscription(t.Context(), enforcement.SubscriptionRecord{
+		ID: id, APIID: e2eAPI, PlanID: "plan_e2e", Status: enforcement.SubscriptionActive,
 		PeriodStart: now.Add(-time.Hour), PeriodEnd: now.Add(30 * 24 * time.Hour), QuotaRequests: -1,
 		RatePerSecond: perSecond, RatePerMinute: perMinute, Version: 1,
 	}); err != nil {
@@ -567,15 +567,15 @@ func e2ePutSubscription(t *testing.T, s *gatewayrecord.Store, id string, perSeco
 
 // e2eNewKey writes an active key of the subscription without limits of
 // its own and returns it.
-func e2eNewKey(t *testing.T, s *gatewayrecord.Store, sub string) string {
+func e2eNewKey(t *testing.T, s *enforcement.Store, sub string) string {
 	t.Helper()
-	k, err := keys.Generate(keys.EnvTest)
+	k, err := apikey.Generate(apikey.EnvTest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutKey(t.Context(), gatewayrecord.KeyRecord{
+	if _, err := s.PutKey(t.Context(), enforcement.KeyRecord{
 		Hash: k.Hash, KeyID: "key_" + testenv.Suffix(), SubscriptionID: sub, APIID: e2eAPI,
-		Status: gatewayrecord.KeyActive, Version: 1,
+		Status: enforcement.KeyActive, Version: 1,
 	}); err != nil {
 		t.Fatal(err)
 	}

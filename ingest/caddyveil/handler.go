@@ -19,9 +19,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/shopspring/decimal"
 
-	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/ingest/emitter"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/apikey"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/internal/ratelimit"
 	"github.com/veil-platform/veil/schemas/usage"
@@ -101,7 +101,7 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("veil handler: path_prefix %q must start with /", h.PathPrefix)
 	}
 	for _, r := range h.Routes {
-		if err := gatewayrecord.ValidRoute(r); err != nil {
+		if err := enforcement.ValidRoute(r); err != nil {
 			return fmt.Errorf("veil handler: route %q: %w", r, err)
 		}
 		for _, seg := range strings.Split(r, "/") {
@@ -201,10 +201,10 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 	if raw == "" {
 		return refMissingKey, 0, false
 	}
-	if _, err := keys.Parse(raw); err != nil {
+	if _, err := apikey.Parse(raw); err != nil {
 		return refInvalidKey, 0, false
 	}
-	hash := keys.Hash(raw)
+	hash := apikey.Hash(raw)
 	now := time.Now()
 	if h.res.neg.has(hash, now) {
 		return refInvalidKey, 0, false
@@ -212,13 +212,13 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 	ctx := r.Context()
 	ttl := time.Duration(h.app.CacheTTL)
 	rec, err := h.res.store.GetKeyCached(ctx, hash, ttl)
-	var sub gatewayrecord.SubscriptionRecord
+	var sub enforcement.SubscriptionRecord
 	degraded := false
 	switch {
-	case errors.Is(err, gatewayrecord.ErrNotFound):
+	case errors.Is(err, enforcement.ErrNotFound):
 		h.res.neg.add(hash, now)
 		return refInvalidKey, 0, false
-	case errors.Is(err, gatewayrecord.ErrCorruptRecord):
+	case errors.Is(err, enforcement.ErrCorruptRecord):
 		h.res.log.ErrorContext(ctx, "corrupt key record; refusing the key", "error", err)
 		return refInvalidKey, 0, false
 	case err != nil:
@@ -239,13 +239,13 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 	}
 	if err := rec.Allows(r.Method, c.rel, now); err != nil {
 		switch {
-		case errors.Is(err, gatewayrecord.ErrKeyExpired):
+		case errors.Is(err, enforcement.ErrKeyExpired):
 			return refExpired, 0, false
-		case errors.Is(err, gatewayrecord.ErrMethodNotAllowed):
+		case errors.Is(err, enforcement.ErrMethodNotAllowed):
 			return refMethod, 0, false
-		case errors.Is(err, gatewayrecord.ErrRouteNotAllowed):
+		case errors.Is(err, enforcement.ErrRouteNotAllowed):
 			return refRoute, 0, false
-		case rec.Status == gatewayrecord.KeySuspended:
+		case rec.Status == enforcement.KeySuspended:
 			return refSuspended, 0, false
 		default:
 			return refRevoked, 0, false
@@ -254,7 +254,7 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 	if !degraded {
 		sub, err = h.res.store.GetSubscriptionCached(ctx, rec.SubscriptionID, ttl)
 		switch {
-		case errors.Is(err, gatewayrecord.ErrNotFound), errors.Is(err, gatewayrecord.ErrCorruptRecord):
+		case errors.Is(err, enforcement.ErrNotFound), errors.Is(err, enforcement.ErrCorruptRecord):
 			return refSubscription, 0, false
 		case err != nil:
 			h.res.m.redisErrors.Inc()
@@ -263,7 +263,7 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 		h.res.known.put(hash, rec, sub, now)
 	}
 	switch sub.Status {
-	case gatewayrecord.SubscriptionActive, gatewayrecord.SubscriptionTrialing, gatewayrecord.SubscriptionPastDue:
+	case enforcement.SubscriptionActive, enforcement.SubscriptionTrialing, enforcement.SubscriptionPastDue:
 	default:
 		return refSubscription, 0, false
 	}
@@ -308,7 +308,7 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 // limits are the rate limits a request falls under: the key's own (when
 // it overrides the plan) and the subscription's, all under the
 // subscription's hash tag so one script decides them together.
-func (h *Handler) limits(k gatewayrecord.KeyRecord, s gatewayrecord.SubscriptionRecord) []ratelimit.Limit {
+func (h *Handler) limits(k enforcement.KeyRecord, s enforcement.SubscriptionRecord) []ratelimit.Limit {
 	var out []ratelimit.Limit
 	tag := "veil:rl:{" + s.ID + "}:"
 	add := func(key, name string, rate int, period time.Duration) {
@@ -402,7 +402,7 @@ func (h *Handler) relPath(p string) string {
 // template names the request's route for the event.
 func (h *Handler) template(rel string) string {
 	for _, t := range h.Routes {
-		if gatewayrecord.MatchRoute(t, rel) {
+		if enforcement.MatchRoute(t, rel) {
 			return t
 		}
 	}

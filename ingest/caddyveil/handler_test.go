@@ -17,8 +17,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/apikey"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/usage"
@@ -40,7 +40,7 @@ var testRoutes = []string{"/forecast/{city}", "/alerts"}
 type fixture struct {
 	gw     *testenv.GatewayProcess
 	url    string // the gateway's HTTP server
-	store  *gatewayrecord.Store
+	store  *enforcement.Store
 	kafka  *testenv.Kafka
 	topic  string
 	source string
@@ -59,7 +59,7 @@ func setup(t *testing.T) *fixture {
 	rdb, db := testenv.RedisDB(t)
 	k := testenv.NewKafka(t)
 	f := &fixture{
-		store:  gatewayrecord.New(rdb),
+		store:  enforcement.New(rdb),
 		kafka:  k,
 		topic:  k.Topic(t, 3),
 		source: "/gateway/test-" + testenv.Suffix(),
@@ -329,10 +329,10 @@ type subscriptionIDs struct {
 	main, other, suspended, canceled, blocked, limited, pastDue string
 }
 
-func putSubscription(t *testing.T, s *gatewayrecord.Store, id, api, status string, perSecond int) {
+func putSubscription(t *testing.T, s *enforcement.Store, id, api, status string, perSecond int) {
 	t.Helper()
 	now := time.Now()
-	_, err := s.PutSubscription(t.Context(), gatewayrecord.SubscriptionRecord{
+	_, err := s.PutSubscription(t.Context(), enforcement.SubscriptionRecord{
 		ID: id, APIID: api, PlanID: "plan_test", Status: status,
 		PeriodStart: now.Add(-24 * time.Hour), PeriodEnd: now.Add(30 * 24 * time.Hour),
 		QuotaRequests: -1, RatePerSecond: perSecond, Version: 1,
@@ -344,9 +344,9 @@ func putSubscription(t *testing.T, s *gatewayrecord.Store, id, api, status strin
 
 // newKey generates a key and puts its record, made from rec (Hash and,
 // when empty, KeyID, APIID, Status and Version filled in).
-func newKey(t *testing.T, s *gatewayrecord.Store, rec gatewayrecord.KeyRecord) (plaintext string, r gatewayrecord.KeyRecord) {
+func newKey(t *testing.T, s *enforcement.Store, rec enforcement.KeyRecord) (plaintext string, r enforcement.KeyRecord) {
 	t.Helper()
-	k, err := keys.Generate(keys.EnvTest)
+	k, err := apikey.Generate(apikey.EnvTest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +358,7 @@ func newKey(t *testing.T, s *gatewayrecord.Store, rec gatewayrecord.KeyRecord) (
 		rec.APIID = testAPI
 	}
 	if rec.Status == "" {
-		rec.Status = gatewayrecord.KeyActive
+		rec.Status = enforcement.KeyActive
 	}
 	if rec.Version == 0 {
 		rec.Version = 1
@@ -372,14 +372,14 @@ func newKey(t *testing.T, s *gatewayrecord.Store, rec gatewayrecord.KeyRecord) (
 // badChecksum changes one character of a key's body: the checksum fails.
 func badChecksum(t *testing.T, key string) string {
 	t.Helper()
-	i := len(key) - keys.BodyLen + 5
+	i := len(key) - apikey.BodyLen + 5
 	c := byte('a')
 	if key[i] == c {
 		c = 'b'
 	}
 	bad := key[:i] + string(c) + key[i+1:]
-	if _, err := keys.Parse(bad); err == nil {
-		t.Fatalf("keys.Parse(%q) = nil; want a checksum error", bad)
+	if _, err := apikey.Parse(bad); err == nil {
+		t.Fatalf("apikey.Parse(%q) = nil; want a checksum error", bad)
 	}
 	return bad
 }
@@ -394,45 +394,45 @@ func TestGatewayChecksEveryRequest(t *testing.T) {
 		canceled: uuid.NewString(), blocked: uuid.NewString(), limited: uuid.NewString(),
 		pastDue: uuid.NewString(),
 	}
-	putSubscription(t, f.store, subs.main, testAPI, gatewayrecord.SubscriptionActive, 0)
-	putSubscription(t, f.store, subs.other, "api_other", gatewayrecord.SubscriptionActive, 0)
-	putSubscription(t, f.store, subs.suspended, testAPI, gatewayrecord.SubscriptionSuspended, 0)
-	putSubscription(t, f.store, subs.canceled, testAPI, gatewayrecord.SubscriptionCanceled, 0)
-	putSubscription(t, f.store, subs.blocked, testAPI, gatewayrecord.SubscriptionActive, 0)
-	putSubscription(t, f.store, subs.limited, testAPI, gatewayrecord.SubscriptionActive, 5)
-	putSubscription(t, f.store, subs.pastDue, testAPI, gatewayrecord.SubscriptionPastDue, 0)
+	putSubscription(t, f.store, subs.main, testAPI, enforcement.SubscriptionActive, 0)
+	putSubscription(t, f.store, subs.other, "api_other", enforcement.SubscriptionActive, 0)
+	putSubscription(t, f.store, subs.suspended, testAPI, enforcement.SubscriptionSuspended, 0)
+	putSubscription(t, f.store, subs.canceled, testAPI, enforcement.SubscriptionCanceled, 0)
+	putSubscription(t, f.store, subs.blocked, testAPI, enforcement.SubscriptionActive, 0)
+	putSubscription(t, f.store, subs.limited, testAPI, enforcement.SubscriptionActive, 5)
+	putSubscription(t, f.store, subs.pastDue, testAPI, enforcement.SubscriptionPastDue, 0)
 	if err := f.store.PutBlock(t.Context(), subs.blocked, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 
 	now := time.Now()
-	onMain := func(mod func(*gatewayrecord.KeyRecord)) (string, gatewayrecord.KeyRecord) {
-		rec := gatewayrecord.KeyRecord{SubscriptionID: subs.main}
+	onMain := func(mod func(*enforcement.KeyRecord)) (string, enforcement.KeyRecord) {
+		rec := enforcement.KeyRecord{SubscriptionID: subs.main}
 		if mod != nil {
 			mod(&rec)
 		}
 		return newKey(t, f.store, rec)
 	}
 	active, activeRec := onMain(nil)
-	revoked, revokedRec := onMain(func(r *gatewayrecord.KeyRecord) { r.Status = gatewayrecord.KeyRevoked })
-	expired, expiredRec := onMain(func(r *gatewayrecord.KeyRecord) { r.Status = gatewayrecord.KeyExpired })
-	pastExpiry, pastExpiryRec := onMain(func(r *gatewayrecord.KeyRecord) { r.ExpiresAt = now.Add(-time.Minute) })
-	inGrace, inGraceRec := onMain(func(r *gatewayrecord.KeyRecord) {
-		r.Status, r.GraceUntil = gatewayrecord.KeyRevoked, now.Add(time.Hour)
+	revoked, revokedRec := onMain(func(r *enforcement.KeyRecord) { r.Status = enforcement.KeyRevoked })
+	expired, expiredRec := onMain(func(r *enforcement.KeyRecord) { r.Status = enforcement.KeyExpired })
+	pastExpiry, pastExpiryRec := onMain(func(r *enforcement.KeyRecord) { r.ExpiresAt = now.Add(-time.Minute) })
+	inGrace, inGraceRec := onMain(func(r *enforcement.KeyRecord) {
+		r.Status, r.GraceUntil = enforcement.KeyRevoked, now.Add(time.Hour)
 	})
-	pastGrace, pastGraceRec := onMain(func(r *gatewayrecord.KeyRecord) {
-		r.Status, r.GraceUntil = gatewayrecord.KeyRevoked, now.Add(-time.Minute)
+	pastGrace, pastGraceRec := onMain(func(r *enforcement.KeyRecord) {
+		r.Status, r.GraceUntil = enforcement.KeyRevoked, now.Add(-time.Minute)
 	})
-	suspended, suspendedRec := onMain(func(r *gatewayrecord.KeyRecord) { r.Status = gatewayrecord.KeySuspended })
-	getOnly, getOnlyRec := onMain(func(r *gatewayrecord.KeyRecord) { r.Methods = []string{"GET"} })
-	alertsOnly, alertsOnlyRec := onMain(func(r *gatewayrecord.KeyRecord) { r.Routes = []string{"/alerts"} })
-	otherAPI, otherAPIRec := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: subs.other, APIID: "api_other"})
-	subSuspended, subSuspendedRec := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: subs.suspended})
-	subCanceled, subCanceledRec := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: subs.canceled})
-	blocked, blockedRec := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: subs.blocked})
-	limited, limitedRec := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: subs.limited})
-	pastDue, pastDueRec := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: subs.pastDue})
-	unknown, err := keys.Generate(keys.EnvTest)
+	suspended, suspendedRec := onMain(func(r *enforcement.KeyRecord) { r.Status = enforcement.KeySuspended })
+	getOnly, getOnlyRec := onMain(func(r *enforcement.KeyRecord) { r.Methods = []string{"GET"} })
+	alertsOnly, alertsOnlyRec := onMain(func(r *enforcement.KeyRecord) { r.Routes = []string{"/alerts"} })
+	otherAPI, otherAPIRec := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: subs.other, APIID: "api_other"})
+	subSuspended, subSuspendedRec := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: subs.suspended})
+	subCanceled, subCanceledRec := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: subs.canceled})
+	blocked, blockedRec := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: subs.blocked})
+	limited, limitedRec := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: subs.limited})
+	pastDue, pastDueRec := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: subs.pastDue})
+	unknown, err := apikey.Generate(apikey.EnvTest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +444,7 @@ func TestGatewayChecksEveryRequest(t *testing.T) {
 			path    string // under /weather
 			key     string
 			via     string
-			rec     *gatewayrecord.KeyRecord // the key's record; nil for unknown keys
+			rec     *enforcement.KeyRecord // the key's record; nil for unknown keys
 			status  int
 			problem string
 			refusal string
@@ -499,7 +499,7 @@ func TestGatewayChecksEveryRequest(t *testing.T) {
 			path   string // under /weather, with its query
 			key    string
 			via    string
-			rec    gatewayrecord.KeyRecord
+			rec    enforcement.KeyRecord
 		}{
 			{"bearer", "GET", "/forecast/paris", active, viaBearer, activeRec},
 			{"x-api-key", "GET", "/forecast/lyon", active, viaHeader, activeRec},
@@ -691,8 +691,8 @@ func TestGatewaySeesChangesWithinOneSecond(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	sub := uuid.NewString()
-	putSubscription(t, f.store, sub, testAPI, gatewayrecord.SubscriptionActive, 0)
-	key, rec := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: sub})
+	putSubscription(t, f.store, sub, testAPI, enforcement.SubscriptionActive, 0)
+	key, rec := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: sub})
 	// Twice: the second call is answered from the cache the first filled.
 	for range 2 {
 		f.checkAdmitted(t, f.do(t, "GET", "/weather/alerts", key, viaBearer))
@@ -708,7 +708,7 @@ func TestGatewaySeesChangesWithinOneSecond(t *testing.T) {
 		{"block lifted", func() error { return f.store.DeleteBlock(t.Context(), sub) }, 200, ""},
 		{"key revoked", func() error {
 			r := rec
-			r.Status, r.Version = gatewayrecord.KeyRevoked, rec.Version+1
+			r.Status, r.Version = enforcement.KeyRevoked, rec.Version+1
 			applied, err := f.store.PutKey(t.Context(), r)
 			if err == nil && !applied {
 				err = errors.New("PutKey did not apply version 2")
@@ -749,8 +749,8 @@ func TestGatewayMetrics(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	sub := uuid.NewString()
-	putSubscription(t, f.store, sub, testAPI, gatewayrecord.SubscriptionActive, 0)
-	key, _ := newKey(t, f.store, gatewayrecord.KeyRecord{SubscriptionID: sub})
+	putSubscription(t, f.store, sub, testAPI, enforcement.SubscriptionActive, 0)
+	key, _ := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: sub})
 	f.checkRefused(t, f.do(t, "GET", "/weather/alerts", "", viaNone), 401, "missing-key")
 	for range 2 {
 		f.checkRefused(t, f.do(t, "GET", "/weather/alerts", "hunter2", viaHeader), 401, "invalid-key")

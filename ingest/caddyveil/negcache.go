@@ -4,7 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/veil-platform/veil/internal/gatewayrecord"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // negativeCache remembers key hashes that Redis does not know, for a short
@@ -44,8 +44,8 @@ func (c *negativeCache) add(hash string, now time.Time) {
 
 // knownKey is a key and its subscription as last read from Redis.
 type knownKey struct {
-	key gatewayrecord.KeyRecord
-	sub gatewayrecord.SubscriptionRecord
+	key enforcement.KeyRecord
+	sub enforcement.SubscriptionRecord
 	at  time.Time
 }
 
@@ -63,7 +63,7 @@ func newKnownCache(max int) *knownCache {
 	return &knownCache{max: max, keys: make(map[string]knownKey)}
 }
 
-func (c *knownCache) put(hash string, k gatewayrecord.KeyRecord, s gatewayrecord.SubscriptionRecord, now time.Time) {
+func (c *knownCache) put(hash string, k enforcement.KeyRecord, s enforcement.SubscriptionRecord, now time.Time) {
 	c.mu.RLock()
 	e, ok := c.keys[hash]
 	c.mu.RUnlock()
