@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -65,7 +66,19 @@ func (f *anonymousFixture) flood(t *testing.T, n int, ip func(int) string) {
 // events flushes the emitter and returns what reached the topic, by partition.
 func (f *anonymousFixture) events(t *testing.T) (total int, byPartition map[int32]int) {
 	t.Helper()
-	if err := f.er.Destruct(); err != nil { // flushes to Kafka
+	// Under load the emitter may spool instead of producing, and Close does
+	// not replay the spool: wait until everything emitted is acknowledged.
+	testenv.Deadline(t, 30*time.Second, func() error {
+		s := f.er.emitter.Stats()
+		if s.DroppedTotal() > 0 {
+			t.Fatalf("emitter dropped events: %+v", s)
+		}
+		if s.Spooling || s.Queued > 0 || s.InFlight > 0 || s.SpoolSegments > 0 || s.Produced < s.Emitted {
+			return fmt.Errorf("emitter not drained: %+v", s)
+		}
+		return nil
+	})
+	if err := f.er.Destruct(); err != nil {
 		t.Fatal(err)
 	}
 	byPartition = map[int32]int{}
