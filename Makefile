@@ -7,7 +7,7 @@ STATICCHECK_VERSION ?= v0.8.2
 KAFKA_PKGS := ./ingest/... ./internal/broker/... ./processors/... ./cmd/...
 FUZZTIME ?= 15s
 
-.PHONY: build test test-unit test-kfake fuzz fuzz-api demo services kafka services-down lint bench check-clickhouse-current clean
+.PHONY: build test test-unit test-kfake fuzz fuzz-api demo services kafka services-down lint bench check-clickhouse-current clean sqlc sqlc-check
 
 build:
 	$(GO) build -o bin/veil ./cmd/veil
@@ -60,6 +60,14 @@ fuzz-api: build services
 ## check-clickhouse-current: run the ClickHouse migrations on a current ClickHouse engine (chdb).
 check-clickhouse-current:
 	deploy/ci/clickhouse_current.sh
+
+## sqlc: regenerate the Go code of the Postgres queries (sqlc.yaml, docs/sql.md).
+sqlc:
+	sqlc generate
+
+## sqlc-check: fail when the committed generated code differs from what sqlc would write.
+sqlc-check:
+	sqlc diff
 
 clean:
 	rm -rf bin

@@ -13,6 +13,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/veil-platform/veil/control-plane/audit/internal/db"
 )
 
 // Meta describes the request behind a change. The HTTP layer puts it in the
@@ -80,10 +82,11 @@ func Record(ctx context.Context, tx pgx.Tx, c Change) error {
 		org = &c.OrganizationID
 	}
 	m := MetaFrom(ctx)
-	_, err = tx.Exec(ctx, `INSERT INTO audit_log
-		(actor, actor_role, organization_id, action, target_type, target_id, before, after, source_ip, user_agent, request_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		c.Actor, c.ActorRole, org, c.Action, c.TargetType, c.TargetID, before, after, m.SourceIP, m.UserAgent, m.RequestID)
+	err = db.New(tx).AuditInsert(ctx, db.AuditInsertParams{
+		Actor: c.Actor, ActorRole: c.ActorRole, OrganizationID: org, Action: c.Action,
+		TargetType: c.TargetType, TargetID: c.TargetID, Before: before, After: after,
+		SourceIP: m.SourceIP, UserAgent: m.UserAgent, RequestID: m.RequestID,
+	})
 	if err != nil {
 		return fmt.Errorf("insert audit entry: %w", err)
 	}
