@@ -18,6 +18,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/schemas/migrate"
@@ -206,7 +207,7 @@ func TestQueriesOnKnownData(t *testing.T) {
 	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	conn, err := migrate.OpenClickHouse(cfg, db)
+	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: cfg.Addr, Database: db})
 	if err != nil {
 		t.Fatal(err)
 	}

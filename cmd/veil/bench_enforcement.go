@@ -18,6 +18,7 @@ import (
 
 	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/processors"
 	"github.com/veil-platform/veil/schemas/migrate"
@@ -105,7 +106,7 @@ and topics, dropped after, and empties the Redis database it is given.`, stdout)
 	if _, err := migrate.ClickHouse(ctx, migrate.ClickHouseConfig{Addr: mig.clickhouseAddr, Database: db}, logger); err != nil {
 		return err
 	}
-	ch, err := migrate.OpenClickHouse(migrate.ClickHouseConfig{Addr: mig.clickhouseAddr, Database: db}, db)
+	ch, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: mig.clickhouseAddr, Database: db})
 	if err != nil {
 		return err
 	}

@@ -33,11 +33,11 @@ import (
 	"github.com/veil-platform/veil/control-plane/webhooks"
 	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/httpserver"
 	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/schemas"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 const (
@@ -253,18 +253,11 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err != nil {
 		return nil, fmt.Errorf("token verification: %w", err)
 	}
-	pcfg, err := pgxpool.ParseConfig(postgresURL)
+	// Room for the job workers, their per-API lock connections, River's
+	// listener and the API at once.
+	pool, err := datastore.OpenPostgres(ctx, datastore.Postgres{URL: postgresURL, MinMaxConns: int32(cp.workers + 10)})
 	if err != nil {
-		return nil, fmt.Errorf("parse postgres url: %w", err)
-	}
-	// pgxpool's default (max(4, CPUs)) is too small for the job workers,
-	// their per-API lock connections, River's listener and the API at once.
-	if !strings.Contains(postgresURL, "pool_max_conns") && pcfg.MaxConns < int32(cp.workers+10) {
-		pcfg.MaxConns = int32(cp.workers + 10)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to postgres: %w", err)
+		return nil, err
 	}
 	plane := &controlPlane{pool: pool, log: logger}
 	defer func() {
@@ -277,9 +270,9 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err := pool.Ping(pctx); err != nil {
 		return nil, fmt.Errorf("ping postgres (make services starts it): %w", err)
 	}
-	plane.redis, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{cp.redisAddr}, SelectDB: cp.redisDB, DisableCache: true})
+	plane.redis, err = datastore.OpenRedis(datastore.Redis{Addr: cp.redisAddr, DB: cp.redisDB, DisableCache: true})
 	if err != nil {
-		return nil, fmt.Errorf("connect to redis at %s (make services starts it): %w", cp.redisAddr, err)
+		return nil, err
 	}
 	gw, err := gatewayadmin.New(gatewayadmin.Config{
 		AdminURL: cp.gatewayAdminURL, CAFile: cp.gatewayAdminCA, CertFile: cp.gatewayAdminCert, KeyFile: cp.gatewayAdminKey,
@@ -328,7 +321,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	// configured with, on top of Veil's default ports on loopback; not
 	// even webhooks with private networks allowed for development.
 	own := []string{cp.addr, cp.metricsAddr, cp.redisAddr, cp.kafkaBrokers, cp.clickhouseAddr,
-		fmt.Sprintf("%s:%d", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port), cp.gatewayURL, cp.gatewayAdminURL, cp.smtp.Addr}
+		fmt.Sprintf("%s:%d", pool.Config().ConnConfig.Host, pool.Config().ConnConfig.Port), cp.gatewayURL, cp.gatewayAdminURL, cp.smtp.Addr}
 	hookEgress, err := webhooks.EgressPolicy(ctx, cp.webhookPrivate, denyList(own))
 	if err != nil {
 		return nil, err
@@ -386,7 +379,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	river.AddWorker(workers, subs.PeriodRollWorker())
 	var usageReader httpapi.UsageReader
 	if cp.clickhouseAddr != "" {
-		ch, err := migrate.OpenClickHouse(migrate.ClickHouseConfig{Addr: cp.clickhouseAddr}, cp.clickhouseDB)
+		ch, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: cp.clickhouseAddr, Database: cp.clickhouseDB})
 		if err != nil {
 			return nil, err
 		}

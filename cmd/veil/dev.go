@@ -10,11 +10,11 @@ import (
 	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 )
 
@@ -115,9 +115,9 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 
 	// Ingest checks the tokens admins issue through the control plane in
 	// the same database.
-	tokenPool, err := pgxpool.New(ctx, mig.postgresURL)
+	tokenPool, err := datastore.OpenPostgres(ctx, datastore.Postgres{URL: mig.postgresURL})
 	if err != nil {
-		return fmt.Errorf("connect to postgres: %w", err)
+		return err
 	}
 	defer tokenPool.Close()
 	set := metrics.NewSet()

@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/internal/httpserver"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/schemas/usage"
@@ -69,9 +69,9 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	var lookup ingest.TokenLookup
 	if pgURL != "" {
-		pool, err := pgxpool.New(ctx, pgURL)
+		pool, err := datastore.OpenPostgres(ctx, datastore.Postgres{URL: pgURL})
 		if err != nil {
-			return fmt.Errorf("connect to postgres: %w", err)
+			return err
 		}
 		defer pool.Close()
 		lookup = ingesttoken.NewStore(pool)

@@ -14,9 +14,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/internal/httpserver"
 	"github.com/veil-platform/veil/processors"
-	"github.com/veil-platform/veil/schemas/migrate"
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
@@ -71,7 +71,7 @@ func (s stores) close() {
 
 func openStores(ctx context.Context, mig migrateFlags, redisAddr string, redisDB int) (stores, error) {
 	var s stores
-	ch, err := migrate.OpenClickHouse(migrate.ClickHouseConfig{Addr: mig.clickhouseAddr, Database: mig.clickhouseDB}, mig.clickhouseDB)
+	ch, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: mig.clickhouseAddr, Database: mig.clickhouseDB})
 	if err != nil {
 		return s, err
 	}
@@ -82,10 +82,10 @@ func openStores(ctx context.Context, mig migrateFlags, redisAddr string, redisDB
 		s.close()
 		return s, fmt.Errorf("ping ClickHouse at %s (make services starts it): %w", mig.clickhouseAddr, err)
 	}
-	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, SelectDB: redisDB})
+	rc, err := datastore.OpenRedis(datastore.Redis{Addr: redisAddr, DB: redisDB})
 	if err != nil {
 		s.close()
-		return s, fmt.Errorf("connect to Redis at %s (make services starts it): %w", redisAddr, err)
+		return s, err
 	}
 	s.redis = rc
 	return s, nil

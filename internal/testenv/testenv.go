@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/schemas/migrate"
 )
 
@@ -388,7 +389,7 @@ func ClickHouseDB(t testing.TB) (conn driver.Conn, addr, database string) {
 	if _, err := migrate.ClickHouse(context.Background(), cfg, Logger(t)); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := migrate.OpenClickHouse(cfg, database)
+	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: cfg.Addr, Database: database})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/schemas"
 )
 
@@ -26,21 +26,9 @@ type ClickHouseConfig struct {
 	Password string
 }
 
-// OpenClickHouse connects to the server, optionally with a database selected.
-func OpenClickHouse(cfg ClickHouseConfig, database string) (driver.Conn, error) {
-	user := cfg.Username
-	if user == "" {
-		user = "default"
-	}
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{cfg.Addr},
-		Auth:        clickhouse.Auth{Database: database, Username: user, Password: cfg.Password},
-		DialTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open clickhouse %s: %w", cfg.Addr, err)
-	}
-	return conn, nil
+// open connects to the server with database selected (empty: none).
+func open(cfg ClickHouseConfig, database string) (driver.Conn, error) {
+	return datastore.OpenClickHouse(datastore.ClickHouse{Addr: cfg.Addr, Database: database, Username: cfg.Username, Password: cfg.Password})
 }
 
 var validDatabase = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
@@ -125,7 +113,7 @@ func ClickHouse(ctx context.Context, cfg ClickHouseConfig, logger *slog.Logger) 
 	if err != nil {
 		return Applied{}, err
 	}
-	admin, err := OpenClickHouse(cfg, "")
+	admin, err := open(cfg, "")
 	if err != nil {
 		return Applied{}, err
 	}
@@ -133,7 +121,7 @@ func ClickHouse(ctx context.Context, cfg ClickHouseConfig, logger *slog.Logger) 
 	if err := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+cfg.Database); err != nil {
 		return Applied{}, fmt.Errorf("create clickhouse database %s: %w", cfg.Database, err)
 	}
-	conn, err := OpenClickHouse(cfg, cfg.Database)
+	conn, err := open(cfg, cfg.Database)
 	if err != nil {
 		return Applied{}, err
 	}
@@ -229,7 +217,7 @@ func recordClickHouseVersion(ctx context.Context, conn driver.Conn, m Migration)
 
 // ClickHouseVersions returns the applied ClickHouse migration versions.
 func ClickHouseVersions(ctx context.Context, cfg ClickHouseConfig) (map[uint32]bool, error) {
-	conn, err := OpenClickHouse(cfg, cfg.Database)
+	conn, err := open(cfg, cfg.Database)
 	if err != nil {
 		return nil, err
 	}

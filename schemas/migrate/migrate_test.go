@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas"
 	"github.com/veil-platform/veil/schemas/migrate"
@@ -161,7 +162,7 @@ func TestClickHouseAppliesOnceAndTablesWork(t *testing.T) {
 		}
 	}
 
-	conn, err := migrate.OpenClickHouse(cfg, db)
+	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: cfg.Addr, Database: db})
 	if err != nil {
 		t.Fatal(err)
 	}

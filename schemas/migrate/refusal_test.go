@@ -7,6 +7,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas"
 	"github.com/veil-platform/veil/schemas/migrate"
@@ -72,7 +73,7 @@ func TestClickHouseAddColumnWhenPresent(t *testing.T) {
 	ctx := t.Context()
 	addr, db := testenv.ClickHouseAddr(t)
 	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db}
-	admin, err := migrate.OpenClickHouse(cfg, "")
+	admin, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: cfg.Addr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestClickHouseAddColumnWhenPresent(t *testing.T) {
 	if err := admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := migrate.OpenClickHouse(cfg, db)
+	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: cfg.Addr, Database: db})
 	if err != nil {
 		t.Fatal(err)
 	}
