@@ -10,13 +10,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
-var admin = ingesttokens.Actor{Subject: "ops", Role: "admin"}
+var admin = identity.Actor{Subject: "ops", Role: identity.RoleAdmin}
 
 // tokenStore migrates the test database and returns the control plane's
 // token service and ingest's lookup on it.

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/pagination"
 )
 
@@ -40,8 +41,8 @@ func scanAPI(row pgx.Row) (API, error) {
 }
 
 // canSee reports whether actor may read a.
-func (a API) canSee(actor Actor) bool {
-	if actor.isAdmin() || actor.OrgID == a.OrganizationID {
+func (a API) canSee(actor identity.Actor) bool {
+	if actor.IsAdmin() || actor.OrgID == a.OrganizationID {
 		return true
 	}
 	// The public catalog: what the gateway serves, for every member of any
@@ -50,13 +51,13 @@ func (a API) canSee(actor Actor) bool {
 }
 
 // canChange reports whether actor may change a as its provider.
-func (a API) canChange(actor Actor) bool {
-	return actor.isAdmin() || (actor.Role == RoleProvider && actor.OrgID == a.OrganizationID)
+func (a API) canChange(actor identity.Actor) bool {
+	return actor.IsAdmin() || (actor.Role == identity.RoleProvider && actor.OrgID == a.OrganizationID)
 }
 
 // CreateAPI registers an API in state draft for the actor's organization.
-func (s *Service) CreateAPI(ctx context.Context, actor Actor, in APIInput) (API, error) {
-	if actor.Role != RoleProvider && actor.Role != RoleAdmin {
+func (s *Service) CreateAPI(ctx context.Context, actor identity.Actor, in APIInput) (API, error) {
+	if actor.Role != identity.RoleProvider && actor.Role != identity.RoleAdmin {
 		return API{}, ErrForbidden
 	}
 	if err := in.Validate(); err != nil {
@@ -122,7 +123,7 @@ func translate(err error) error {
 }
 
 // GetAPI returns the API with id if actor may see it.
-func (s *Service) GetAPI(ctx context.Context, actor Actor, id uuid.UUID) (API, error) {
+func (s *Service) GetAPI(ctx context.Context, actor identity.Actor, id uuid.UUID) (API, error) {
 	a, err := scanAPI(s.pool.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1`, id))
 	if err != nil {
 		return API{}, err
@@ -136,7 +137,7 @@ func (s *Service) GetAPI(ctx context.Context, actor Actor, id uuid.UUID) (API, e
 // getOwnAPI returns the API with id if actor owns it (its organization, or
 // an admin): ErrForbidden if actor sees it only in the public catalog,
 // ErrAPINotFound if not at all.
-func (s *Service) getOwnAPI(ctx context.Context, actor Actor, id uuid.UUID) (API, error) {
+func (s *Service) getOwnAPI(ctx context.Context, actor identity.Actor, id uuid.UUID) (API, error) {
 	a, err := s.GetAPI(ctx, actor, id)
 	if err != nil {
 		return API{}, err
@@ -157,7 +158,7 @@ type APIFilter struct {
 
 // ListAPIs lists the APIs actor may see: admins all, everyone else their
 // own organization's and the public active or deprecated ones.
-func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API, string, error) {
+func (s *Service) ListAPIs(ctx context.Context, actor identity.Actor, f APIFilter) ([]API, string, error) {
 	after, err := pagination.Decode(f.After)
 	if err != nil {
 		return nil, "", err
@@ -166,7 +167,7 @@ func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API
 	// Admins see everything ($1 is still typed, so the query plans alike);
 	// everyone else their organization's APIs and the public catalog.
 	scope := "(organization_id = $1::uuid OR (visibility = 'public' AND state IN ('active', 'deprecated')))"
-	if actor.isAdmin() {
+	if actor.IsAdmin() {
 		scope = "($1::uuid IS NULL OR true)"
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+apiColumns+` FROM apis
@@ -198,7 +199,7 @@ func (s *Service) ListAPIs(ctx context.Context, actor Actor, f APIFilter) ([]API
 // health path) and what the catalog shows (name, description, docs_url,
 // visibility other than going private) change only while the API is
 // editable (draft or rejected): both were reviewed.
-func (s *Service) UpdateAPI(ctx context.Context, actor Actor, id uuid.UUID, p APIPatch) (API, error) {
+func (s *Service) UpdateAPI(ctx context.Context, actor identity.Actor, id uuid.UUID, p APIPatch) (API, error) {
 	// Resolved before the row is locked: a slow resolver holds no lock.
 	if p.UpstreamURL != nil {
 		if err := s.checkUpstream(ctx, *p.UpstreamURL); err != nil {
@@ -232,7 +233,7 @@ func (s *Service) UpdateAPI(ctx context.Context, actor Actor, id uuid.UUID, p AP
 }
 
 // DeleteAPI removes an API that the gateway cannot be routing to.
-func (s *Service) DeleteAPI(ctx context.Context, actor Actor, id uuid.UUID) error {
+func (s *Service) DeleteAPI(ctx context.Context, actor identity.Actor, id uuid.UUID) error {
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		before, err := s.lockAPI(ctx, tx, actor, id)
 		if err != nil {
@@ -265,7 +266,7 @@ func (s *Service) DeleteAPI(ctx context.Context, actor Actor, id uuid.UUID) erro
 // CreateVersion records a new version. While the API is editable the new
 // version becomes current; afterwards it is refused, since what the gateway
 // serves changes only through a new review.
-func (s *Service) CreateVersion(ctx context.Context, actor Actor, id uuid.UUID, in VersionInput) (Version, error) {
+func (s *Service) CreateVersion(ctx context.Context, actor identity.Actor, id uuid.UUID, in VersionInput) (Version, error) {
 	if err := in.Validate(); err != nil {
 		return Version{}, err
 	}
@@ -299,7 +300,7 @@ func (s *Service) CreateVersion(ctx context.Context, actor Actor, id uuid.UUID, 
 
 // ListVersions returns the versions of an API, newest first, to its own
 // organization and admins: each names an upstream.
-func (s *Service) ListVersions(ctx context.Context, actor Actor, id uuid.UUID) ([]Version, error) {
+func (s *Service) ListVersions(ctx context.Context, actor identity.Actor, id uuid.UUID) ([]Version, error) {
 	if _, err := s.getOwnAPI(ctx, actor, id); err != nil {
 		return nil, err
 	}
@@ -321,7 +322,7 @@ func (s *Service) ListVersions(ctx context.Context, actor Actor, id uuid.UUID) (
 // Transitions returns an API's recorded state changes, oldest first, to
 // its own organization and admins: a failed registration's reason names
 // the upstream.
-func (s *Service) Transitions(ctx context.Context, actor Actor, id uuid.UUID) ([]Transition, error) {
+func (s *Service) Transitions(ctx context.Context, actor identity.Actor, id uuid.UUID) ([]Transition, error) {
 	if _, err := s.getOwnAPI(ctx, actor, id); err != nil {
 		return nil, err
 	}
@@ -334,7 +335,7 @@ func (s *Service) Transitions(ctx context.Context, actor Actor, id uuid.UUID) ([
 }
 
 // lockAPI loads an API for change, holding its row lock until tx ends.
-func (s *Service) lockAPI(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UUID) (API, error) {
+func (s *Service) lockAPI(ctx context.Context, tx pgx.Tx, actor identity.Actor, id uuid.UUID) (API, error) {
 	a, err := scanAPI(tx.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1 FOR UPDATE`, id))
 	if err != nil {
 		return API{}, err
@@ -350,7 +351,7 @@ func (s *Service) lockAPI(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.U
 
 // transition moves a locked API to state to, recording the change, auditing
 // it and announcing it.
-func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor Actor, a API, to State, reason string) (API, error) {
+func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor identity.Actor, a API, to State, reason string) (API, error) {
 	if err := checkTransition(a.State, to); err != nil {
 		return API{}, err
 	}
@@ -398,7 +399,7 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor Actor, a API,
 }
 
 // record audits a change to an API and announces it.
-func (s *Service) record(ctx context.Context, tx pgx.Tx, actor Actor, action string, a API, before, after any, event string) error {
+func (s *Service) record(ctx context.Context, tx pgx.Tx, actor identity.Actor, action string, a API, before, after any, event string) error {
 	if err := audit.Record(ctx, tx, audit.Change{
 		Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: a.OrganizationID,
 		Action: action, TargetType: "api", TargetID: a.ID.String(), Before: before, After: after,

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 )
 
 func TestCreateAPI(t *testing.T) {
@@ -244,10 +245,10 @@ func TestAPIVisibility(t *testing.T) {
 	if _, err := e.svc.UpdateAPI(ctx, e.provider, hidden.ID, catalog.APIPatch{Visibility: &private}); err != nil {
 		t.Fatal(err)
 	}
-	stranger := catalog.Actor{Subject: "consumer-2", Role: catalog.RoleConsumer, OrgID: e.otherOrg}
+	stranger := identity.Actor{Subject: "consumer-2", Role: identity.RoleConsumer, OrgID: e.otherOrg}
 
 	tests := []struct {
-		actor catalog.Actor
+		actor identity.Actor
 		id    uuid.UUID
 		want  error
 	}{
@@ -268,7 +269,7 @@ func TestAPIVisibility(t *testing.T) {
 		}
 	}
 	for _, tt := range []struct {
-		actor catalog.Actor
+		actor identity.Actor
 		f     catalog.APIFilter
 		want  []uuid.UUID
 	}{

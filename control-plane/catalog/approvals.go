@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/pagination"
 )
 
@@ -116,7 +117,7 @@ type SubmitInput struct {
 // Submit sends a draft (or rejected) API for review: the API moves through
 // submitted to pending_approval and an approval request opens with an SLA
 // due time, in one transaction.
-func (s *Service) Submit(ctx context.Context, actor Actor, apiID uuid.UUID, in SubmitInput) (Approval, error) {
+func (s *Service) Submit(ctx context.Context, actor identity.Actor, apiID uuid.UUID, in SubmitInput) (Approval, error) {
 	if in.Priority == "" {
 		in.Priority = PriorityNormal
 	}
@@ -157,7 +158,7 @@ func (s *Service) Submit(ctx context.Context, actor Actor, apiID uuid.UUID, in S
 	return out, err
 }
 
-func (s *Service) approvalEvent(ctx context.Context, tx pgx.Tx, id uuid.UUID, action string, actor Actor, comment string) error {
+func (s *Service) approvalEvent(ctx context.Context, tx pgx.Tx, id uuid.UUID, action string, actor identity.Actor, comment string) error {
 	_, err := tx.Exec(ctx, `INSERT INTO approval_events (approval_id, action, actor, comment) VALUES ($1, $2, $3, $4)`,
 		id, action, actor.Subject, comment)
 	if err != nil {
@@ -174,7 +175,7 @@ func (s *Service) loadApproval(ctx context.Context, q pgx.Tx, id uuid.UUID, lock
 	return s.scanApproval(q.QueryRow(ctx, sql, id))
 }
 
-func (s *Service) recordApproval(ctx context.Context, tx pgx.Tx, actor Actor, action string, after Approval, before any, event string) error {
+func (s *Service) recordApproval(ctx context.Context, tx pgx.Tx, actor identity.Actor, action string, after Approval, before any, event string) error {
 	if err := audit.Record(ctx, tx, audit.Change{
 		Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: after.OrganizationID,
 		Action: action, TargetType: "approval", TargetID: after.ID.String(), Before: before, After: after,
@@ -192,13 +193,13 @@ func (s *Service) recordApproval(ctx context.Context, tx pgx.Tx, actor Actor, ac
 
 // GetApproval returns a request with its history. Admins see every request,
 // an organization its own.
-func (s *Service) GetApproval(ctx context.Context, actor Actor, id uuid.UUID) (Approval, error) {
+func (s *Service) GetApproval(ctx context.Context, actor identity.Actor, id uuid.UUID) (Approval, error) {
 	r, err := s.scanApproval(s.pool.QueryRow(ctx, `SELECT `+approvalColumns+`
 		FROM approval_requests r JOIN apis a ON a.id = r.api_id WHERE r.id = $1`, id))
 	if err != nil {
 		return Approval{}, err
 	}
-	if !actor.isAdmin() && actor.OrgID != r.OrganizationID {
+	if !actor.IsAdmin() && actor.OrgID != r.OrganizationID {
 		return Approval{}, ErrApprovalNotFound
 	}
 	rows, err := s.pool.Query(ctx, `SELECT action, actor, comment, created_at FROM approval_events WHERE approval_id = $1 ORDER BY id`, id)
@@ -224,8 +225,8 @@ type ApprovalFilter struct {
 }
 
 // ListApprovals lists requests oldest first (admins only).
-func (s *Service) ListApprovals(ctx context.Context, actor Actor, f ApprovalFilter) ([]Approval, string, error) {
-	if !actor.isAdmin() {
+func (s *Service) ListApprovals(ctx context.Context, actor identity.Actor, f ApprovalFilter) ([]Approval, string, error) {
+	if !actor.IsAdmin() {
 		return nil, "", ErrForbidden
 	}
 	after, err := pagination.Decode(f.After)
@@ -284,8 +285,8 @@ const (
 // reason; request changes sends the API back to draft; escalate raises the
 // priority and the escalation level. Nobody decides on their own
 // organization's API.
-func (s *Service) Decide(ctx context.Context, actor Actor, id uuid.UUID, d Decision, reason string) (Approval, error) {
-	if !actor.isAdmin() {
+func (s *Service) Decide(ctx context.Context, actor identity.Actor, id uuid.UUID, d Decision, reason string) (Approval, error) {
+	if !actor.IsAdmin() {
 		return Approval{}, ErrForbidden
 	}
 	reason = strings.TrimSpace(reason)
@@ -301,7 +302,7 @@ func (s *Service) Decide(ctx context.Context, actor Actor, id uuid.UUID, d Decis
 		if err != nil {
 			return err
 		}
-		if actor.Role != RoleSystem && actor.OrgID == r.OrganizationID {
+		if actor.Role != identity.RoleSystem && actor.OrgID == r.OrganizationID {
 			return ErrSelfApproval
 		}
 		if !r.Status.open() {
@@ -353,7 +354,7 @@ func (s *Service) Decide(ctx context.Context, actor Actor, id uuid.UUID, d Decis
 	return out, err
 }
 
-func (s *Service) closeApproval(ctx context.Context, tx pgx.Tx, id uuid.UUID, status ApprovalStatus, actor Actor, reason string) error {
+func (s *Service) closeApproval(ctx context.Context, tx pgx.Tx, id uuid.UUID, status ApprovalStatus, actor identity.Actor, reason string) error {
 	_, err := tx.Exec(ctx, `UPDATE approval_requests SET status = $2, decided_by = $3, decided_at = $4, decision_reason = $5, updated_at = now()
 		WHERE id = $1`, id, status, actor.Subject, s.now(), reason)
 	if err != nil {
@@ -362,7 +363,7 @@ func (s *Service) closeApproval(ctx context.Context, tx pgx.Tx, id uuid.UUID, st
 	return nil
 }
 
-func (s *Service) escalate(ctx context.Context, tx pgx.Tx, r Approval, actor Actor, reason string) error {
+func (s *Service) escalate(ctx context.Context, tx pgx.Tx, r Approval, actor identity.Actor, reason string) error {
 	p := r.Priority.raised()
 	_, err := tx.Exec(ctx, `UPDATE approval_requests SET status = 'escalated', priority = $2, escalation_level = escalation_level + 1,
 		due_at = $3, updated_at = now() WHERE id = $1`, r.ID, p, s.now().Add(s.cfg.SLA[p]))
@@ -374,7 +375,7 @@ func (s *Service) escalate(ctx context.Context, tx pgx.Tx, r Approval, actor Act
 
 // Comment adds a comment to a request. Admins comment on any request, the
 // submitting organization on its own.
-func (s *Service) Comment(ctx context.Context, actor Actor, id uuid.UUID, text string) (ApprovalEvent, error) {
+func (s *Service) Comment(ctx context.Context, actor identity.Actor, id uuid.UUID, text string) (ApprovalEvent, error) {
 	text = strings.TrimSpace(text)
 	if text == "" || utf8.RuneCountInString(text) > 5000 {
 		return ApprovalEvent{}, &ValidationError{Fields: []FieldError{{Field: "comment", Detail: "must be 1 to 5000 characters"}}}
@@ -386,10 +387,10 @@ func (s *Service) Comment(ctx context.Context, actor Actor, id uuid.UUID, text s
 			return err
 		}
 		switch {
-		case actor.isAdmin():
+		case actor.IsAdmin():
 		case actor.OrgID != r.OrganizationID:
 			return ErrApprovalNotFound
-		case actor.Role != RoleProvider:
+		case actor.Role != identity.RoleProvider:
 			return ErrForbidden // a consumer of the organization reads it, but does not take part
 		}
 		if err := tx.QueryRow(ctx, `INSERT INTO approval_events (approval_id, action, actor, comment) VALUES ($1, 'comment', $2, $3)
@@ -416,8 +417,8 @@ type BulkResult struct {
 
 // DecideBulk applies one decision to many requests, each in its own
 // transaction, so one refusal does not undo the others.
-func (s *Service) DecideBulk(ctx context.Context, actor Actor, ids []uuid.UUID, d Decision, reason string) ([]BulkResult, error) {
-	if !actor.isAdmin() {
+func (s *Service) DecideBulk(ctx context.Context, actor identity.Actor, ids []uuid.UUID, d Decision, reason string) ([]BulkResult, error) {
+	if !actor.IsAdmin() {
 		return nil, ErrForbidden
 	}
 	if len(ids) == 0 || len(ids) > 100 {
@@ -445,8 +446,8 @@ type Stats struct {
 }
 
 // ApprovalStats computes the queue statistics (admins only).
-func (s *Service) ApprovalStats(ctx context.Context, actor Actor) (Stats, error) {
-	if !actor.isAdmin() {
+func (s *Service) ApprovalStats(ctx context.Context, actor identity.Actor) (Stats, error) {
+	if !actor.IsAdmin() {
 		return Stats{}, ErrForbidden
 	}
 	st := Stats{OpenByPriority: map[Priority]int{}, ByStatus: map[ApprovalStatus]int{}}
@@ -516,10 +517,10 @@ func (s *Service) SweepOverdue(ctx context.Context) (SweepReport, error) {
 			}
 			before := r
 			if r.EscalationLevel < s.cfg.MaxEscalations {
-				if err := s.escalate(ctx, tx, r, System, "overdue"); err != nil {
+				if err := s.escalate(ctx, tx, r, identity.System, "overdue"); err != nil {
 					return err
 				}
-				if err := s.approvalEvent(ctx, tx, id, "escalated", System, "overdue: no decision by the due time"); err != nil {
+				if err := s.approvalEvent(ctx, tx, id, "escalated", identity.System, "overdue: no decision by the due time"); err != nil {
 					return err
 				}
 				rep.Escalated++
@@ -527,21 +528,21 @@ func (s *Service) SweepOverdue(ctx context.Context) (SweepReport, error) {
 				if err != nil {
 					return err
 				}
-				return s.recordApproval(ctx, tx, System, "approval.escalate", r, before, "approval.escalated")
+				return s.recordApproval(ctx, tx, identity.System, "approval.escalate", r, before, "approval.escalated")
 			}
-			a, err := s.lockAPI(ctx, tx, System, r.APIID)
+			a, err := s.lockAPI(ctx, tx, identity.System, r.APIID)
 			if err != nil {
 				return err
 			}
 			reason := "approval request expired without a decision"
-			if _, err := s.transition(ctx, tx, System, a, StateRejected, reason); err != nil {
+			if _, err := s.transition(ctx, tx, identity.System, a, StateRejected, reason); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, `UPDATE approval_requests SET status = 'expired', decided_at = $2, decision_reason = $3, updated_at = now() WHERE id = $1`,
 				id, s.now(), reason); err != nil {
 				return fmt.Errorf("expire approval request: %w", err)
 			}
-			if err := s.approvalEvent(ctx, tx, id, "expired", System, reason); err != nil {
+			if err := s.approvalEvent(ctx, tx, id, "expired", identity.System, reason); err != nil {
 				return err
 			}
 			rep.Expired++
@@ -549,7 +550,7 @@ func (s *Service) SweepOverdue(ctx context.Context) (SweepReport, error) {
 			if err != nil {
 				return err
 			}
-			return s.recordApproval(ctx, tx, System, "approval.expire", r, before, "approval.expired")
+			return s.recordApproval(ctx, tx, identity.System, "approval.expire", r, before, "approval.expired")
 		})
 		if err != nil {
 			return rep, fmt.Errorf("sweep approval %s: %w", id, err)

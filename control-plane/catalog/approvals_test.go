@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 )
 
 // defaultSLA is the documented time allowed per priority.
@@ -276,11 +277,11 @@ func TestDecidePermissions(t *testing.T) {
 	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
 	own := e.createAPI(e.admin, "platform-api") // an API of the admins' own organization
 	ownReq := e.submit(e.admin, own.ID, catalog.PriorityNormal)
-	orgAdmin := catalog.Actor{Subject: "acme-admin", Role: catalog.RoleAdmin, OrgID: e.org}
+	orgAdmin := identity.Actor{Subject: "acme-admin", Role: identity.RoleAdmin, OrgID: e.org}
 
 	tests := []struct {
 		name  string
-		actor catalog.Actor
+		actor identity.Actor
 		id    uuid.UUID
 		d     catalog.Decision
 		want  error
@@ -322,7 +323,7 @@ func TestComment(t *testing.T) {
 	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
 
 	tests := []struct {
-		actor catalog.Actor
+		actor identity.Actor
 		text  string
 		want  error
 	}{
@@ -330,7 +331,7 @@ func TestComment(t *testing.T) {
 		{e.provider, "  all of them  ", nil},
 		{e.consumer, "me too", catalog.ErrForbidden}, // reads the request, takes no part
 		{e.otherProvider, "mine?", catalog.ErrApprovalNotFound},
-		{catalog.Actor{Subject: "globex-admin", Role: catalog.RoleAdmin, OrgID: e.otherOrg}, "ok", nil},
+		{identity.Actor{Subject: "globex-admin", Role: identity.RoleAdmin, OrgID: e.otherOrg}, "ok", nil},
 	}
 	var want []catalog.ApprovalEvent
 	for _, tt := range tests {
@@ -392,7 +393,7 @@ func TestGetApproval(t *testing.T) {
 		{"comment", "admin-2", "reviewed"},
 		{"approved", "admin-1", "fine"},
 	}
-	for _, actor := range []catalog.Actor{e.admin, e.provider, e.consumer} {
+	for _, actor := range []identity.Actor{e.admin, e.provider, e.consumer} {
 		got, err := e.svc.GetApproval(ctx, actor, r.ID)
 		if err != nil {
 			t.Fatalf("GetApproval(%s) = %v; want nil", actor.Subject, err)

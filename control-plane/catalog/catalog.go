@@ -26,6 +26,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/pagination"
@@ -58,29 +59,6 @@ type ValidationError = validation.Error
 
 // FieldError is one wrong field.
 type FieldError = validation.Field
-
-// Role is the caller's role, as the identity layer verified it.
-type Role string
-
-// Roles.
-const (
-	RoleAdmin    Role = "admin"
-	RoleProvider Role = "provider"
-	RoleConsumer Role = "consumer"
-	RoleSystem   Role = "system" // jobs
-)
-
-// Actor is who asks for a change.
-type Actor struct {
-	Subject string
-	Role    Role
-	OrgID   uuid.UUID
-}
-
-// System is the actor of jobs.
-var System = Actor{Subject: "system", Role: RoleSystem}
-
-func (a Actor) isAdmin() bool { return a.Role == RoleAdmin || a.Role == RoleSystem }
 
 // Gateway is what the catalog needs from the gateway's admin API.
 type Gateway interface {
@@ -295,12 +273,12 @@ func (a API) MarshalJSON() ([]byte, error) {
 
 // ownedBy reports whether actor may see a's internals (upstream, health
 // path, versions, state history): its own organization and admins.
-func (a API) ownedBy(actor Actor) bool {
-	return actor.isAdmin() || actor.OrgID == a.OrganizationID
+func (a API) ownedBy(actor identity.Actor) bool {
+	return actor.IsAdmin() || actor.OrgID == a.OrganizationID
 }
 
 // viewFor is a as actor may read it.
-func (a API) viewFor(actor Actor) API {
+func (a API) viewFor(actor identity.Actor) API {
 	if !a.ownedBy(actor) {
 		a.UpstreamURL, a.HealthCheckPath, a.redacted = "", "", true
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
 )
 
@@ -205,12 +206,12 @@ func (s *Service) suspendRefused(ctx context.Context, id uuid.UUID, refused erro
 	done := false
 	err := s.withAPILock(ctx, id, func(c conn) error {
 		if err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			a, err := s.lockAPI(ctx, tx, System, id)
+			a, err := s.lockAPI(ctx, tx, identity.System, id)
 			if err != nil || !a.State.Routed() {
 				return nil // changed meanwhile; its own job handles it
 			}
 			done = true
-			_, err = s.transition(ctx, tx, System, a, StateSuspended, refusedReason(refused))
+			_, err = s.transition(ctx, tx, identity.System, a, StateSuspended, refusedReason(refused))
 			return err
 		}); err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
 )
 
@@ -246,14 +247,14 @@ func (s *Service) failRegistration(ctx context.Context, c conn, a API, reason st
 		s.log.ErrorContext(ctx, "remove half-registered route; reconciliation will retry", "api_id", a.ID, "error", err)
 	}
 	if err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-		cur, err := s.lockAPI(ctx, tx, System, a.ID)
+		cur, err := s.lockAPI(ctx, tx, identity.System, a.ID)
 		if err != nil {
 			return err
 		}
 		if cur.State != StateApproved {
 			return nil
 		}
-		_, err = s.transition(ctx, tx, System, cur, StateFailed, reason)
+		_, err = s.transition(ctx, tx, identity.System, cur, StateFailed, reason)
 		return err
 	}); err != nil {
 		return err
@@ -311,7 +312,7 @@ func (s *Service) check(ctx context.Context, url, apiID string) error {
 func (s *Service) finishRegistration(ctx context.Context, c conn, id uuid.UUID) (bool, error) {
 	activated := false
 	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-		a, err := s.lockAPI(ctx, tx, System, id)
+		a, err := s.lockAPI(ctx, tx, identity.System, id)
 		if err != nil {
 			return err
 		}
@@ -319,7 +320,7 @@ func (s *Service) finishRegistration(ctx context.Context, c conn, id uuid.UUID) 
 			return nil
 		}
 		activated = true
-		_, err = s.transition(ctx, tx, System, a, StateActive, "route verified through the gateway")
+		_, err = s.transition(ctx, tx, identity.System, a, StateActive, "route verified through the gateway")
 		return err
 	})
 	return activated, err
@@ -370,9 +371,9 @@ const (
 )
 
 // Act applies a lifecycle action.
-func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action Action, reason string) (API, error) {
+func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, action Action, reason string) (API, error) {
 	adminOnly := action == ActionSuspend || action == ActionResume || action == ActionRetry
-	if adminOnly && !actor.isAdmin() {
+	if adminOnly && !actor.IsAdmin() {
 		if a, err := s.GetAPI(ctx, actor, id); err != nil {
 			return API{}, err
 		} else if !a.canChange(actor) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/control-plane/identity"
 )
 
 func TestAct(t *testing.T) {
@@ -20,7 +21,7 @@ func TestAct(t *testing.T) {
 	tests := []struct {
 		name   string
 		from   catalog.State
-		actor  catalog.Actor
+		actor  identity.Actor
 		action catalog.Action
 		to     catalog.State // the state it ends in
 		job    string        // the job it enqueues

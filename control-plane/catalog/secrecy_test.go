@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/originsig"
 )
 
@@ -21,9 +22,9 @@ func TestUpstreamSecrecy(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
 	a := e.active("weather")
-	outsiderConsumer := catalog.Actor{Subject: "consumer-2", Role: catalog.RoleConsumer, OrgID: e.otherOrg}
+	outsiderConsumer := identity.Actor{Subject: "consumer-2", Role: identity.RoleConsumer, OrgID: e.otherOrg}
 
-	for _, actor := range []catalog.Actor{e.otherProvider, outsiderConsumer} {
+	for _, actor := range []identity.Actor{e.otherProvider, outsiderConsumer} {
 		got, err := e.svc.GetAPI(ctx, actor, a.ID)
 		if err != nil {
 			t.Fatalf("GetAPI(%s) = %v; want the public API", actor.Subject, err)
@@ -50,7 +51,7 @@ func TestUpstreamSecrecy(t *testing.T) {
 		t.Errorf("ListVersions(other provider, draft) = %v; want ErrAPINotFound", err)
 	}
 
-	for _, actor := range []catalog.Actor{e.provider, e.consumer, e.admin} {
+	for _, actor := range []identity.Actor{e.provider, e.consumer, e.admin} {
 		got, err := e.svc.GetAPI(ctx, actor, a.ID)
 		if err != nil || got.UpstreamURL != e.upstream.url || got.HealthCheckPath != "/health" {
 			t.Errorf("GetAPI(%s) = %q, %q, %v; want the upstream and health path", actor.Subject, got.UpstreamURL, got.HealthCheckPath, err)
@@ -129,7 +130,7 @@ func TestSigningSecret(t *testing.T) {
 
 	// Only the owning organization's providers and admins rotate; anyone
 	// else who can see the API is refused, and the secret stays.
-	for _, actor := range []catalog.Actor{e.otherProvider, e.admin, e.consumer} {
+	for _, actor := range []identity.Actor{e.otherProvider, e.admin, e.consumer} {
 		if _, err := e.svc.RotateSigningSecret(ctx, actor, created.ID); !errors.Is(err, catalog.ErrForbidden) {
 			t.Errorf("RotateSigningSecret(%s) = %v; want ErrForbidden", actor.Subject, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/originsig"
 )
 
@@ -140,14 +141,14 @@ type SigningSecret struct {
 // providers and admins may rotate: a platform admin of another
 // organization would see the new secret, so is refused like any outsider
 // who can see the API.
-func (s *Service) RotateSigningSecret(ctx context.Context, actor Actor, id uuid.UUID) (SigningSecret, error) {
+func (s *Service) RotateSigningSecret(ctx context.Context, actor identity.Actor, id uuid.UUID) (SigningSecret, error) {
 	var out SigningSecret
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		a, err := s.lockAPI(ctx, tx, actor, id)
 		if err != nil {
 			return err
 		}
-		if actor.OrgID != a.OrganizationID || (actor.Role != RoleProvider && actor.Role != RoleAdmin) {
+		if actor.OrgID != a.OrganizationID || (actor.Role != identity.RoleProvider && actor.Role != identity.RoleAdmin) {
 			return ErrForbidden
 		}
 		if a.State == StateRetired {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/migrate"
@@ -55,7 +56,7 @@ type env struct {
 	gw       *fakeGateway
 	upstream *upstream
 
-	admin, otherAdmin, provider, otherProvider, consumer catalog.Actor
+	admin, otherAdmin, provider, otherProvider, consumer identity.Actor
 	platformOrg, org, otherOrg                           uuid.UUID
 }
 
@@ -111,11 +112,11 @@ func setup(t *testing.T, mod ...func(*catalog.Config)) *env {
 	e.platformOrg = e.newOrg("veil-ops")
 	e.org = e.newOrg("acme")
 	e.otherOrg = e.newOrg("globex")
-	e.admin = catalog.Actor{Subject: "admin-1", Role: catalog.RoleAdmin, OrgID: e.platformOrg}
-	e.otherAdmin = catalog.Actor{Subject: "admin-2", Role: catalog.RoleAdmin, OrgID: e.platformOrg}
-	e.provider = catalog.Actor{Subject: "provider-1", Role: catalog.RoleProvider, OrgID: e.org}
-	e.otherProvider = catalog.Actor{Subject: "provider-2", Role: catalog.RoleProvider, OrgID: e.otherOrg}
-	e.consumer = catalog.Actor{Subject: "consumer-1", Role: catalog.RoleConsumer, OrgID: e.org}
+	e.admin = identity.Actor{Subject: "admin-1", Role: identity.RoleAdmin, OrgID: e.platformOrg}
+	e.otherAdmin = identity.Actor{Subject: "admin-2", Role: identity.RoleAdmin, OrgID: e.platformOrg}
+	e.provider = identity.Actor{Subject: "provider-1", Role: identity.RoleProvider, OrgID: e.org}
+	e.otherProvider = identity.Actor{Subject: "provider-2", Role: identity.RoleProvider, OrgID: e.otherOrg}
+	e.consumer = identity.Actor{Subject: "consumer-1", Role: identity.RoleConsumer, OrgID: e.org}
 	return e
 }
 
@@ -403,7 +404,7 @@ func (e *env) input(slug string) catalog.APIInput {
 }
 
 // createAPI registers a draft API for actor's organization.
-func (e *env) createAPI(actor catalog.Actor, slug string) catalog.API {
+func (e *env) createAPI(actor identity.Actor, slug string) catalog.API {
 	e.t.Helper()
 	a, err := e.svc.CreateAPI(e.t.Context(), actor, e.input(slug))
 	if err != nil {
@@ -413,7 +414,7 @@ func (e *env) createAPI(actor catalog.Actor, slug string) catalog.API {
 }
 
 // submit sends an API for review.
-func (e *env) submit(actor catalog.Actor, id uuid.UUID, p catalog.Priority) catalog.Approval {
+func (e *env) submit(actor identity.Actor, id uuid.UUID, p catalog.Priority) catalog.Approval {
 	e.t.Helper()
 	r, err := e.svc.Submit(e.t.Context(), actor, id, catalog.SubmitInput{Priority: p, Note: "please review"})
 	if err != nil {

@@ -665,7 +665,7 @@ func authzRows() []authzRow {
 
 // authzIngestToken issues an ingest token as the platform would.
 func authzIngestToken(t *testing.T, c *authzCase) {
-	tok, err := ingesttokens.New(c.e.Pool).Create(t.Context(), ingesttokens.Actor{Subject: "fixture", Role: "admin"},
+	tok, err := ingesttokens.New(c.e.Pool).Create(t.Context(), identity.Actor{Subject: "fixture", Role: identity.RoleAdmin},
 		ingesttokens.CreateInput{Name: c.slug, Sources: []string{"/billing/" + c.slug}})
 	if err != nil {
 		t.Fatal(err)
@@ -984,7 +984,7 @@ func authzSubscriptionRows() []authzRow {
 			route: "POST /v1/admin/subscriptions/{id}/resume",
 			fixture: func(t *testing.T, c *authzCase) {
 				authzSubscription(t, c)
-				if _, err := c.e.Subs.SetStatus(t.Context(), catalog.System, uuid.MustParse(c.subID), subscriptions.StatusSuspended, "fixture"); err != nil {
+				if _, err := c.e.Subs.SetStatus(t.Context(), identity.System, uuid.MustParse(c.subID), subscriptions.StatusSuspended, "fixture"); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -998,10 +998,10 @@ func authzSubscriptionRows() []authzRow {
 			fixture: func(t *testing.T, c *authzCase) {
 				authzSubscription(t, c)
 				id := uuid.MustParse(c.subID)
-				if _, err := c.e.Subs.SetStatus(t.Context(), catalog.System, id, subscriptions.StatusSuspended, "fixture"); err != nil {
+				if _, err := c.e.Subs.SetStatus(t.Context(), identity.System, id, subscriptions.StatusSuspended, "fixture"); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := c.e.Subs.SetStatus(t.Context(), catalog.System, id, subscriptions.StatusCanceled, "fixture"); err != nil {
+				if _, err := c.e.Subs.SetStatus(t.Context(), identity.System, id, subscriptions.StatusCanceled, "fixture"); err != nil {
 					t.Fatal(err)
 				}
 			},

@@ -185,7 +185,7 @@ func (a *api) resolveActor(next http.Handler) http.Handler {
 			a.fail(w, r, err)
 			return
 		}
-		actor := catalog.Actor{Subject: p.Subject, Role: catalog.Role(p.Role), OrgID: acct.OrgID}
+		actor := identity.Actor{Subject: p.Subject, Role: p.Role, OrgID: acct.OrgID}
 		ctx := context.WithValue(r.Context(), actorKey{}, actor)
 		ctx = audit.WithMeta(ctx, audit.Meta{
 			SourceIP:  middleware.ClientIP(r, a.cfg.TrustedProxies),
@@ -196,15 +196,15 @@ func (a *api) resolveActor(next http.Handler) http.Handler {
 	})
 }
 
-func actorFrom(r *http.Request) catalog.Actor {
-	act, _ := r.Context().Value(actorKey{}).(catalog.Actor)
+func actorFrom(r *http.Request) identity.Actor {
+	act, _ := r.Context().Value(actorKey{}).(identity.Actor)
 	return act
 }
 
 // adminOnly refuses every role but admin.
 func adminOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if actorFrom(r).Role != catalog.RoleAdmin {
+		if actorFrom(r).Role != identity.RoleAdmin {
 			problem.Write(w, problem.New(http.StatusForbidden, "forbidden", "Forbidden", "this route is for platform admins"))
 			return
 		}
@@ -463,7 +463,7 @@ func queryBool(r *http.Request, name string, v *validation.Error) bool {
 }
 
 // byID is a service call on the resource named by the path's {id}.
-type byID[T any] func(ctx context.Context, act catalog.Actor, id uuid.UUID) (T, error)
+type byID[T any] func(ctx context.Context, act identity.Actor, id uuid.UUID) (T, error)
 
 // read answers 200 with what get returns for the path's id.
 func read[T any](get byID[T]) func(http.ResponseWriter, *http.Request) error {
@@ -484,7 +484,7 @@ func read[T any](get byID[T]) func(http.ResponseWriter, *http.Request) error {
 // listOf turns a call returning a whole (unpaginated) slice into one
 // answering the list envelope.
 func listOf[T any](get byID[[]T]) byID[list[T]] {
-	return func(ctx context.Context, act catalog.Actor, id uuid.UUID) (list[T], error) {
+	return func(ctx context.Context, act identity.Actor, id uuid.UUID) (list[T], error) {
 		items, err := get(ctx, act, id)
 		return newList(items, ""), err
 	}
@@ -492,7 +492,7 @@ func listOf[T any](get byID[[]T]) byID[list[T]] {
 
 // write decodes a body of type In and answers status with what change
 // returns for the path's id.
-func write[In, T any](status int, change func(ctx context.Context, act catalog.Actor, id uuid.UUID, in In) (T, error)) func(http.ResponseWriter, *http.Request) error {
+func write[In, T any](status int, change func(ctx context.Context, act identity.Actor, id uuid.UUID, in In) (T, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r, "id")
 		if err != nil {

@@ -23,17 +23,12 @@ func (a *api) ingestTokens() *ingesttokens.Service {
 	return ingesttokens.New(a.cfg.Pool)
 }
 
-func ingestActor(r *http.Request) ingesttokens.Actor {
-	act := actorFrom(r)
-	return ingesttokens.Actor{Subject: act.Subject, Role: string(act.Role)}
-}
-
 func (a *api) createIngestToken(w http.ResponseWriter, r *http.Request) error {
 	var in ingesttokens.CreateInput
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	out, err := a.ingestTokens().Create(r.Context(), ingestActor(r), in)
+	out, err := a.ingestTokens().Create(r.Context(), actorFrom(r), in)
 	if err != nil {
 		return err
 	}
@@ -55,7 +50,7 @@ func (a *api) revokeIngestToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out, err := a.ingestTokens().Revoke(r.Context(), ingestActor(r), id)
+	out, err := a.ingestTokens().Revoke(r.Context(), actorFrom(r), id)
 	if err != nil {
 		return err
 	}

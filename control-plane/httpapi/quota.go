@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 )
@@ -67,7 +68,7 @@ func (a *api) quotaStatus(w http.ResponseWriter, r *http.Request) error {
 
 // adjustQuota credits or resets the period's quota.
 func (a *api) adjustQuota(kind string) func(http.ResponseWriter, *http.Request) error {
-	return write(http.StatusCreated, func(ctx context.Context, act subscriptions.Actor, id uuid.UUID, in subscriptions.QuotaAdjustmentInput) (subscriptions.QuotaAdjustment, error) {
+	return write(http.StatusCreated, func(ctx context.Context, act identity.Actor, id uuid.UUID, in subscriptions.QuotaAdjustmentInput) (subscriptions.QuotaAdjustment, error) {
 		return a.cfg.Subscriptions.AdjustQuota(ctx, act, id, kind, in)
 	})
 }

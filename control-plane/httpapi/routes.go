@@ -161,7 +161,7 @@ func decodeOptional(r *http.Request, dst any) error {
 }
 
 func (a *api) act(action catalog.Action) func(http.ResponseWriter, *http.Request) error {
-	return reasoned(func(ctx context.Context, act catalog.Actor, id uuid.UUID, reason string) (catalog.API, error) {
+	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (catalog.API, error) {
 		return a.cfg.Catalog.Act(ctx, act, id, action, reason)
 	}, func(out catalog.API) int {
 		if out.State == catalog.StateApproved {
@@ -173,7 +173,7 @@ func (a *api) act(action catalog.Action) func(http.ResponseWriter, *http.Request
 
 // reasoned answers what do returns for the path's id and the body's
 // optional {"reason"}, with the status status gives (nil: 200).
-func reasoned[T any](do func(ctx context.Context, act catalog.Actor, id uuid.UUID, reason string) (T, error), status func(T) int) func(http.ResponseWriter, *http.Request) error {
+func reasoned[T any](do func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (T, error), status func(T) int) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r, "id")
 		if err != nil {
@@ -200,7 +200,7 @@ type commentBody struct {
 	Comment string `json:"comment"`
 }
 
-func (a *api) comment(ctx context.Context, act catalog.Actor, id uuid.UUID, b commentBody) (catalog.ApprovalEvent, error) {
+func (a *api) comment(ctx context.Context, act identity.Actor, id uuid.UUID, b commentBody) (catalog.ApprovalEvent, error) {
 	return a.cfg.Catalog.Comment(ctx, act, id, b.Comment)
 }
 
@@ -348,7 +348,7 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	switch {
-	case act.Role != catalog.RoleAdmin:
+	case act.Role != identity.RoleAdmin:
 		f.OrganizationID = &act.OrgID
 	case org != uuid.Nil:
 		f.OrganizationID = &org

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/audit"
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/validation"
 	"github.com/veil-platform/veil/metering"
@@ -35,7 +35,7 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 	r.Post("/v1/subscriptions", a.handle(a.subscribe))
 	r.Get(idPath("/v1/subscriptions/{id}"), a.handle(read(s.GetSubscription)))
 	r.Post(idPath("/v1/subscriptions/{id}/cancel"), a.handle(a.cancel))
-	r.Get(idPath("/v1/subscriptions/{id}/usage"), a.handle(a.usage(func(ctx context.Context, act catalog.Actor, id uuid.UUID) (uuid.UUID, string, error) {
+	r.Get(idPath("/v1/subscriptions/{id}/usage"), a.handle(a.usage(func(ctx context.Context, act identity.Actor, id uuid.UUID) (uuid.UUID, string, error) {
 		_, err := s.GetSubscription(ctx, act, id)
 		return id, "", err
 	})))
@@ -55,7 +55,7 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 	r.Post(idPath("/v1/keys/{id}/rotate"), a.handle(a.rotate))
 	r.Post(idPath("/v1/keys/{id}/reveal"), a.handle(a.reveal))
 	r.Get(idPath("/v1/keys/{id}/events"), a.handle(a.keyEvents))
-	r.Get(idPath("/v1/keys/{id}/usage"), a.handle(a.usage(func(ctx context.Context, act catalog.Actor, id uuid.UUID) (uuid.UUID, string, error) {
+	r.Get(idPath("/v1/keys/{id}/usage"), a.handle(a.usage(func(ctx context.Context, act identity.Actor, id uuid.UUID) (uuid.UUID, string, error) {
 		sub, err := s.SubscriptionOf(ctx, act, id)
 		return sub, id.String(), err
 	})))
@@ -137,7 +137,7 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) subscriptionStatus(to subscriptions.Status) func(http.ResponseWriter, *http.Request) error {
-	return reasoned(func(ctx context.Context, act catalog.Actor, id uuid.UUID, reason string) (subscriptions.Subscription, error) {
+	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (subscriptions.Subscription, error) {
 		return a.cfg.Subscriptions.SetStatus(ctx, act, id, to, reason)
 	}, nil)
 }
@@ -162,7 +162,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) keyAction(action subscriptions.KeyAction) func(http.ResponseWriter, *http.Request) error {
-	return reasoned(func(ctx context.Context, act catalog.Actor, id uuid.UUID, reason string) (subscriptions.Key, error) {
+	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (subscriptions.Key, error) {
 		return a.cfg.Subscriptions.Act(ctx, act, id, action, reason)
 	}, nil)
 }
@@ -279,7 +279,7 @@ func (a *api) reconcileKeys(w http.ResponseWriter, r *http.Request) error {
 // resolves the path's id to, after checking the caller may see it.
 // Query: from, to (RFC 3339; default the last 24 hours) and granularity
 // (minute, hour (default), day).
-func (a *api) usage(scope func(ctx context.Context, act catalog.Actor, id uuid.UUID) (uuid.UUID, string, error)) func(http.ResponseWriter, *http.Request) error {
+func (a *api) usage(scope func(ctx context.Context, act identity.Actor, id uuid.UUID) (uuid.UUID, string, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r, "id")
 		if err != nil {

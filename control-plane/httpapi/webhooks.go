@@ -8,7 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/audit"
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/webhooks"
 )
 
@@ -75,7 +75,7 @@ func (a *api) createEndpoint(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) getEndpoint(ctx context.Context, act catalog.Actor, id uuid.UUID) (webhooks.Endpoint, error) {
+func (a *api) getEndpoint(ctx context.Context, act identity.Actor, id uuid.UUID) (webhooks.Endpoint, error) {
 	return a.cfg.Webhooks.GetEndpoint(ctx, act.OrgID, id)
 }
 

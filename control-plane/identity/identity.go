@@ -4,7 +4,9 @@
 // with an HS256 shared secret (Mint, `veil token`); an external identity
 // provider signs RS256 or ES256 tokens whose keys the Verifier reads from the
 // provider's JWKS. Which algorithm a token may use follows from which key
-// source is configured, never from the token itself.
+// source is configured, never from the token itself. It also owns the
+// roles and the Actor every domain service is asked by, including System,
+// the actor of the control plane's own jobs.
 package identity
 
 import (

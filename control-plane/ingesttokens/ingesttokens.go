@@ -16,18 +16,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
 // ErrNotFound reports a token id that does not exist.
 var ErrNotFound = errors.New("ingest token not found")
-
-// Actor is who makes a change, for the audit log.
-type Actor struct {
-	Subject string
-	Role    string
-}
 
 // Token is an issued token without its secret.
 type Token struct {
@@ -107,7 +102,7 @@ func scan(row pgx.Row) (Token, error) {
 }
 
 // Create issues a token. Its plaintext is in the answer only.
-func (s *Service) Create(ctx context.Context, actor Actor, in CreateInput) (Issued, error) {
+func (s *Service) Create(ctx context.Context, actor identity.Actor, in CreateInput) (Issued, error) {
 	if err := in.Validate(); err != nil {
 		return Issued{}, err
 	}
@@ -163,7 +158,7 @@ func (s *Service) List(ctx context.Context) ([]Token, error) {
 
 // Revoke revokes a token; ingest refuses it once its cache entry expires.
 // Revoking a revoked token changes nothing.
-func (s *Service) Revoke(ctx context.Context, actor Actor, id uuid.UUID) (Token, error) {
+func (s *Service) Revoke(ctx context.Context, actor identity.Actor, id uuid.UUID) (Token, error) {
 	var out Token
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		before, err := scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM ingest_tokens WHERE id = $1 FOR UPDATE`, id))
@@ -184,9 +179,9 @@ func (s *Service) Revoke(ctx context.Context, actor Actor, id uuid.UUID) (Token,
 	return out, err
 }
 
-func record(ctx context.Context, tx pgx.Tx, actor Actor, action string, id uuid.UUID, before, after any) error {
+func record(ctx context.Context, tx pgx.Tx, actor identity.Actor, action string, id uuid.UUID, before, after any) error {
 	if err := audit.Record(ctx, tx, audit.Change{
-		Actor: actor.Subject, ActorRole: actor.Role, Action: action,
+		Actor: actor.Subject, ActorRole: string(actor.Role), Action: action,
 		TargetType: "ingest_token", TargetID: id.String(), Before: before, After: after,
 	}); err != nil {
 		return fmt.Errorf("audit %s: %w", action, err)

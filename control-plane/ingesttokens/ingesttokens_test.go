@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/testenv"
@@ -18,7 +19,7 @@ import (
 func TestCreateStoresCanonicalAPIIDs(t *testing.T) {
 	pool := testenv.Postgres(t)
 	a, b, c := uuid.NewString(), uuid.NewString(), uuid.NewString()
-	tok, err := ingesttokens.New(pool).Create(t.Context(), ingesttokens.Actor{Subject: "ops", Role: "admin"}, ingesttokens.CreateInput{
+	tok, err := ingesttokens.New(pool).Create(t.Context(), identity.Actor{Subject: "ops", Role: identity.RoleAdmin}, ingesttokens.CreateInput{
 		Name: "billing", Sources: []string{"/billing"},
 		APIIDs: []string{strings.ToUpper(a), "{" + b + "}", "urn:uuid:" + c},
 	})

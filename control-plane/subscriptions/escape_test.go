@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/rueidis"
 
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/enforcement"
@@ -43,7 +43,7 @@ func (f *fixture) count(sub subscriptions.Subscription, n int64) {
 	}
 }
 
-func (f *fixture) resubscribe(actor subscriptions.Actor, old uuid.UUID, plan uuid.UUID) subscriptions.Subscription {
+func (f *fixture) resubscribe(actor identity.Actor, old uuid.UUID, plan uuid.UUID) subscriptions.Subscription {
 	f.t.Helper()
 	if _, err := f.svc.Cancel(f.ctx, actor, old, subscriptions.CancelInput{}); err != nil {
 		f.t.Fatalf("Cancel(%s) = %v", old, err)
@@ -141,7 +141,7 @@ func TestTrialOncePerOrganizationAndAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	buyer := subscriptions.Actor{Subject: "buyer-user", Role: catalog.RoleConsumer, OrgID: f.org("buyer", "buyer-user", "buyer@example.test")}
+	buyer := identity.Actor{Subject: "buyer-user", Role: identity.RoleConsumer, OrgID: f.org("buyer", "buyer-user", "buyer@example.test")}
 	first, err := f.svc.Subscribe(f.ctx, buyer, subscriptions.SubscribeInput{PlanID: trial.ID})
 	if err != nil || first.Status != subscriptions.StatusTrialing {
 		t.Fatalf("first Subscribe = %s, %v; want trialing", first.Status, err)
@@ -160,7 +160,7 @@ func TestTrialOncePerOrganizationAndAPI(t *testing.T) {
 // API until an admin releases it.
 func TestSanctionCannotBeCanceledAway(t *testing.T) {
 	f := setup(t)
-	admin := subscriptions.Actor{Subject: "admin-user", Role: catalog.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
+	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
 	sub := f.sub
 	for _, st := range []subscriptions.Status{subscriptions.StatusSuspended, subscriptions.StatusPastDue} {
 		if _, err := f.svc.SetStatus(f.ctx, admin, sub.ID, st, "sanction"); err != nil {
@@ -204,7 +204,7 @@ func TestSanctionCannotBeCanceledAway(t *testing.T) {
 // plaintext of it.
 func TestAdminKeySanctions(t *testing.T) {
 	f := setup(t)
-	admin := subscriptions.Actor{Subject: "admin-user", Role: catalog.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
+	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
 	k := f.key(subscriptions.KeySettings{}, true)
 
 	if _, err := f.svc.Act(f.ctx, admin, k.ID, subscriptions.ActionSuspend, "abuse report"); err != nil {
@@ -247,7 +247,7 @@ func TestAdminKeySanctions(t *testing.T) {
 // the suspended key up (revokes it) it may issue again.
 func TestNewKeyCannotEscapeAdminSuspension(t *testing.T) {
 	f := setup(t)
-	admin := subscriptions.Actor{Subject: "admin-user", Role: catalog.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
+	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
 	suspended := f.key(subscriptions.KeySettings{Name: "leaked"}, true)
 	working := f.key(subscriptions.KeySettings{Name: "other"}, true)
 	if _, err := f.svc.Act(f.ctx, admin, suspended.ID, subscriptions.ActionSuspend, "abuse report"); err != nil {
@@ -274,7 +274,7 @@ func TestNewKeyCannotEscapeAdminSuspension(t *testing.T) {
 // admin's, audited; the organization can then no longer resume it.
 func TestAdminSanctionsConsumerSuspension(t *testing.T) {
 	f := setup(t)
-	admin := subscriptions.Actor{Subject: "admin-user", Role: catalog.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
+	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
 	k := f.key(subscriptions.KeySettings{}, true)
 	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, subscriptions.ActionSuspend, ""); err != nil {
 		t.Fatal(err)

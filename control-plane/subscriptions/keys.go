@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
@@ -227,16 +228,18 @@ func (k Key) settings() KeySettings {
 }
 
 // canSee: the subscriber's organization, the API's provider and admins.
-func (k Key) canSee(a Actor) bool { return isAdmin(a) || a.OrgID == k.org || a.OrgID == k.apiOrg }
+func (k Key) canSee(a identity.Actor) bool {
+	return a.IsAdmin() || a.OrgID == k.org || a.OrgID == k.apiOrg
+}
 
 // canChange: the subscriber's organization and admins.
-func (k Key) canChange(a Actor) bool { return isAdmin(a) || a.OrgID == k.org }
+func (k Key) canChange(a identity.Actor) bool { return a.IsAdmin() || a.OrgID == k.org }
 
 // ShowsClients reports whether a may see where the key's calls to the
 // control plane came from (the source IPs and user agents of its audit
 // trail): the subscriber's organization and admins, never the API's
 // provider, to whom its consumers are strangers.
-func (k Key) ShowsClients(a Actor) bool { return isAdmin(a) || a.OrgID == k.org }
+func (k Key) ShowsClients(a identity.Actor) bool { return a.IsAdmin() || a.OrgID == k.org }
 
 // audited is what the audit log and webhooks get of a key: never its hash.
 func (k Key) audited() map[string]any {
@@ -251,7 +254,7 @@ func (k Key) audited() map[string]any {
 // CreateKey issues a key for a live subscription the actor's organization
 // holds. The answer carries the plaintext; nothing else ever will. The key
 // is pending until the gateway holds it.
-func (s *Service) CreateKey(ctx context.Context, actor Actor, subID uuid.UUID, in KeySettings) (Key, error) {
+func (s *Service) CreateKey(ctx context.Context, actor identity.Actor, subID uuid.UUID, in KeySettings) (Key, error) {
 	if err := in.validate(s.now()); err != nil {
 		return Key{}, err
 	}
@@ -269,7 +272,7 @@ func (s *Service) CreateKey(ctx context.Context, actor Actor, subID uuid.UUID, i
 		if sub.Status == StatusCanceled || sub.Status == StatusSuspended {
 			return fmt.Errorf("%w: it is %s", ErrSubscriptionInactive, sub.Status)
 		}
-		if !isAdmin(actor) {
+		if !actor.IsAdmin() {
 			if err := s.checkNoAdminSuspension(ctx, tx, sub.ID); err != nil {
 				return err
 			}
@@ -308,7 +311,7 @@ func (s *Service) checkNoAdminSuspension(ctx context.Context, tx pgx.Tx, subID u
 // issue inserts a new pending key and queues its sync. The subscription
 // must be locked. A key in its rotation grace does not count toward the
 // subscription's limit: its successor takes its place.
-func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor Actor, sub Subscription, in KeySettings, rotatedFrom *uuid.UUID, seal *sealer) (Key, error) {
+func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, sub Subscription, in KeySettings, rotatedFrom *uuid.UUID, seal *sealer) (Key, error) {
 	var live int
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM api_keys WHERE subscription_id = $1
 			AND state IN ('pending', 'active', 'suspended', 'failed_sync') AND grace_until IS NULL`, sub.ID).Scan(&live); err != nil {
@@ -362,7 +365,7 @@ func (s *Service) lockKey(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Key, er
 }
 
 // changeKey locks a key the actor may change.
-func (s *Service) changeKey(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UUID) (Key, error) {
+func (s *Service) changeKey(ctx context.Context, tx pgx.Tx, actor identity.Actor, id uuid.UUID) (Key, error) {
 	k, err := s.lockKey(ctx, tx, id)
 	if err != nil {
 		return Key{}, err
@@ -377,7 +380,7 @@ func (s *Service) changeKey(ctx context.Context, tx pgx.Tx, actor Actor, id uuid
 }
 
 // GetKey returns a key the actor may see.
-func (s *Service) GetKey(ctx context.Context, actor Actor, id uuid.UUID) (Key, error) {
+func (s *Service) GetKey(ctx context.Context, actor identity.Actor, id uuid.UUID) (Key, error) {
 	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.id = $1`, id))
 	if err != nil {
 		return Key{}, err
@@ -390,7 +393,7 @@ func (s *Service) GetKey(ctx context.Context, actor Actor, id uuid.UUID) (Key, e
 
 // ListKeys lists a subscription's keys, oldest first, rotated-out ones
 // with their grace.
-func (s *Service) ListKeys(ctx context.Context, actor Actor, subID uuid.UUID) ([]Key, error) {
+func (s *Service) ListKeys(ctx context.Context, actor identity.Actor, subID uuid.UUID) ([]Key, error) {
 	if _, err := s.GetSubscription(ctx, actor, subID); err != nil {
 		return nil, err
 	}
@@ -402,7 +405,7 @@ func (s *Service) ListKeys(ctx context.Context, actor Actor, subID uuid.UUID) ([
 }
 
 // UpdateKey changes a key's settings. Terminal keys do not change.
-func (s *Service) UpdateKey(ctx context.Context, actor Actor, id uuid.UUID, p KeyPatch) (Key, error) {
+func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.UUID, p KeyPatch) (Key, error) {
 	var out Key
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		before, err := s.changeKey(ctx, tx, actor, id)
@@ -453,7 +456,7 @@ var actionTarget = map[KeyAction]keys.State{
 // Act suspends, resumes or revokes a key, as the state machine allows.
 // Resuming a key the gateway never held is refused like any illegal
 // transition: the sync job activates it.
-func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action KeyAction, reason string) (Key, error) {
+func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, action KeyAction, reason string) (Key, error) {
 	to, ok := actionTarget[action]
 	if !ok {
 		return Key{}, fmt.Errorf("unknown key action %q", action)
@@ -468,13 +471,13 @@ func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action Key
 			return &keys.TransitionError{From: before.State, To: to}
 		}
 		// An admin's suspension is a sanction: the consumer cannot lift it.
-		if action == ActionResume && before.suspendedByAdmin && !isAdmin(actor) {
+		if action == ActionResume && before.suspendedByAdmin && !actor.IsAdmin() {
 			return ErrAdminSuspended
 		}
 		// An admin suspending a key its organization suspended already
 		// makes the suspension the admin's: the state stays, but the
 		// organization can no longer resume it.
-		if action == ActionSuspend && before.State == keys.StateSuspended && !before.suspendedByAdmin && isAdmin(actor) {
+		if action == ActionSuspend && before.State == keys.StateSuspended && !before.suspendedByAdmin && actor.IsAdmin() {
 			out, err = s.sanction(ctx, tx, actor, before, reason)
 			return err
 		}
@@ -486,14 +489,14 @@ func (s *Service) Act(ctx context.Context, actor Actor, id uuid.UUID, action Key
 
 // transition moves a locked key to state to, bumping its sync version and
 // queueing the sync, auditing and announcing the change.
-func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor Actor, k Key, to keys.State, reason string) (Key, error) {
+func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor identity.Actor, k Key, to keys.State, reason string) (Key, error) {
 	if err := keys.Check(k.State, to); err != nil {
 		return Key{}, err
 	}
 	if _, err := tx.Exec(ctx, `UPDATE api_keys SET state = $2::key_state, revoked_at = CASE WHEN $2::key_state = 'revoked' THEN $3::timestamptz END,
 			sealed_key = CASE WHEN $2::key_state IN ('revoked', 'expired') THEN NULL ELSE sealed_key END,
 			suspended_by_admin = $2::key_state = 'suspended' AND $4,
-			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, k.ID, to, s.now().UTC(), isAdmin(actor)); err != nil {
+			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, k.ID, to, s.now().UTC(), actor.IsAdmin()); err != nil {
 		return Key{}, fmt.Errorf("set key state: %w", err)
 	}
 	if err := s.enqueueKeySync(ctx, tx, k.ID); err != nil {
@@ -512,7 +515,7 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor Actor, k Key,
 // an admin, and audits it as a suspension. Nothing reaches the gateway,
 // which refuses the key already, so no sync is queued and no event is
 // published: the key's state did not change.
-func (s *Service) sanction(ctx context.Context, tx pgx.Tx, actor Actor, k Key, reason string) (Key, error) {
+func (s *Service) sanction(ctx context.Context, tx pgx.Tx, actor identity.Actor, k Key, reason string) (Key, error) {
 	if _, err := tx.Exec(ctx, `UPDATE api_keys SET suspended_by_admin = true, updated_at = now() WHERE id = $1`, k.ID); err != nil {
 		return Key{}, fmt.Errorf("mark admin suspension: %w", err)
 	}
@@ -531,7 +534,7 @@ var keyEvent = map[keys.State]string{
 }
 
 // revokeAll revokes a subscription's live keys (on cancellation).
-func (s *Service) revokeAll(ctx context.Context, tx pgx.Tx, actor Actor, subID uuid.UUID, reason string) error {
+func (s *Service) revokeAll(ctx context.Context, tx pgx.Tx, actor identity.Actor, subID uuid.UUID, reason string) error {
 	rows, err := tx.Query(ctx, `SELECT id FROM api_keys WHERE subscription_id = $1 AND state NOT IN ('revoked', 'expired')
 		ORDER BY id FOR UPDATE`, subID)
 	if err != nil {
@@ -555,7 +558,7 @@ func (s *Service) revokeAll(ctx context.Context, tx pgx.Tx, actor Actor, subID u
 
 // DeleteKey removes a key: it is revoked first if it is not terminal, its
 // row goes, and a job removes its gateway record. Its audit entries stay.
-func (s *Service) DeleteKey(ctx context.Context, actor Actor, id uuid.UUID) error {
+func (s *Service) DeleteKey(ctx context.Context, actor identity.Actor, id uuid.UUID) error {
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		k, err := s.changeKey(ctx, tx, actor, id)
 		if err != nil {
@@ -592,7 +595,7 @@ const maxGrace = 90 * 24 * time.Hour
 // Rotate issues a successor with the same settings and keeps the old key
 // working for the grace period; with no grace the old key is revoked now.
 // The answer is the successor with its plaintext.
-func (s *Service) Rotate(ctx context.Context, actor Actor, id uuid.UUID, in RotateInput) (Key, error) {
+func (s *Service) Rotate(ctx context.Context, actor identity.Actor, id uuid.UUID, in RotateInput) (Key, error) {
 	grace := s.cfg.DefaultGrace
 	if in.GraceSeconds != nil {
 		if *in.GraceSeconds < 0 || *in.GraceSeconds > int64(maxGrace/time.Second) {
@@ -618,7 +621,7 @@ func (s *Service) Rotate(ctx context.Context, actor Actor, id uuid.UUID, in Rota
 
 // rotate rotates a locked key; seal, when set, seals the successor's
 // plaintext for a later reveal instead of returning it.
-func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor Actor, old Key, grace time.Duration, seal *sealer) (Key, error) {
+func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor identity.Actor, old Key, grace time.Duration, seal *sealer) (Key, error) {
 	if old.State != keys.StateActive {
 		return Key{}, &keys.TransitionError{From: old.State, To: keys.StateRevoked}
 	}
@@ -668,7 +671,7 @@ func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor Actor, old Key, g
 // Reveal returns, once, the plaintext of a successor that automatic
 // rotation sealed, and erases the sealed copy. Only members of the
 // subscribing organization may reveal it.
-func (s *Service) Reveal(ctx context.Context, actor Actor, id uuid.UUID) (Key, error) {
+func (s *Service) Reveal(ctx context.Context, actor identity.Actor, id uuid.UUID) (Key, error) {
 	var out Key
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		k, err := s.changeKey(ctx, tx, actor, id)
@@ -701,7 +704,7 @@ func (s *Service) Reveal(ctx context.Context, actor Actor, id uuid.UUID) (Key, e
 
 // SubscriptionOf returns the subscription id of a key the actor may see
 // (for usage reads).
-func (s *Service) SubscriptionOf(ctx context.Context, actor Actor, id uuid.UUID) (uuid.UUID, error) {
+func (s *Service) SubscriptionOf(ctx context.Context, actor identity.Actor, id uuid.UUID) (uuid.UUID, error) {
 	k, err := s.GetKey(ctx, actor, id)
 	return k.SubscriptionID, err
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/rueidis"
 
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/apikey"
@@ -347,7 +347,7 @@ func TestAutomaticRotation(t *testing.T) {
 	if _, err := f.svc.Reveal(f.ctx, f.consumer, successor.ID); !errors.Is(err, subscriptions.ErrNothingToReveal) {
 		t.Fatalf("second Reveal = %v; want ErrNothingToReveal", err)
 	}
-	other := subscriptions.Actor{Subject: "x", Role: catalog.RoleConsumer, OrgID: uuid.New()}
+	other := identity.Actor{Subject: "x", Role: identity.RoleConsumer, OrgID: uuid.New()}
 	if _, err := f.svc.Reveal(f.ctx, other, successor.ID); !errors.Is(err, subscriptions.ErrKeyNotFound) {
 		t.Fatalf("Reveal by another organization = %v; want not found", err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 )
 
@@ -110,7 +110,7 @@ func (s *Service) rollPeriods(ctx context.Context, rep *MaintenanceReport) error
 			return err
 		}
 		if sub.Status == StatusTrialing && sub.TrialEndsAt != nil && !sub.TrialEndsAt.After(now) {
-			if sub, err = s.setStatus(ctx, tx, catalog.System, sub, StatusActive, "trial ended"); err != nil {
+			if sub, err = s.setStatus(ctx, tx, identity.System, sub, StatusActive, "trial ended"); err != nil {
 				return err
 			}
 			rep.TrialsEnded++
@@ -120,7 +120,7 @@ func (s *Service) rollPeriods(ctx context.Context, rep *MaintenanceReport) error
 		}
 		if sub.CancelAtPeriodEnd {
 			rep.Canceled++
-			_, err := s.setStatus(ctx, tx, catalog.System, sub, StatusCanceled, "canceled at period end")
+			_, err := s.setStatus(ctx, tx, identity.System, sub, StatusCanceled, "canceled at period end")
 			return err
 		}
 		start, end := sub.CurrentPeriodStart, sub.CurrentPeriodEnd
@@ -135,7 +135,7 @@ func (s *Service) rollPeriods(ctx context.Context, rep *MaintenanceReport) error
 			return err
 		}
 		rep.PeriodsRolled++
-		return s.record(ctx, tx, catalog.System, sub.OrganizationID, "subscription.period_renewed", "subscription", id,
+		return s.record(ctx, tx, identity.System, sub.OrganizationID, "subscription.period_renewed", "subscription", id,
 			map[string]time.Time{"period_start": sub.CurrentPeriodStart, "period_end": sub.CurrentPeriodEnd},
 			map[string]time.Time{"period_start": start, "period_end": end},
 			"subscription.renewed", map[string]any{"subscription_id": id, "period_start": start, "period_end": end})
@@ -153,7 +153,7 @@ func (s *Service) endGrace(ctx context.Context, rep *MaintenanceReport) error {
 		if err != nil || k.State.Terminal() {
 			return err
 		}
-		if _, err := s.transition(ctx, tx, catalog.System, k, keys.StateRevoked, "rotation grace ended"); err != nil {
+		if _, err := s.transition(ctx, tx, identity.System, k, keys.StateRevoked, "rotation grace ended"); err != nil {
 			return err
 		}
 		rep.GraceEnded++
@@ -174,7 +174,7 @@ func (s *Service) expireKeys(ctx context.Context, rep *MaintenanceReport) error 
 			return err
 		}
 		if !k.AutoRenew || k.RenewDays == nil || k.GraceUntil != nil {
-			if _, err := s.transition(ctx, tx, catalog.System, k, keys.StateExpired, "expired"); err != nil {
+			if _, err := s.transition(ctx, tx, identity.System, k, keys.StateExpired, "expired"); err != nil {
 				return err
 			}
 			rep.Expired++
@@ -198,7 +198,7 @@ func (s *Service) expireKeys(ctx context.Context, rep *MaintenanceReport) error 
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, tx, catalog.System, k.org, "key.renew", "key", id,
+		return s.record(ctx, tx, identity.System, k.org, "key.renew", "key", id,
 			map[string]any{"expires_at": k.ExpiresAt}, map[string]any{"expires_at": next},
 			"key.renewed", map[string]any{"key": after.audited()})
 	})
@@ -300,7 +300,7 @@ func (s *Service) autoRotate(ctx context.Context, rep *MaintenanceReport) error 
 			if old.State != keys.StateActive || old.GraceUntil != nil || !old.AutoRotate {
 				return nil
 			}
-			next, err = s.rotate(ctx, tx, catalog.System, old, s.cfg.AutoRotateGrace, s.seal)
+			next, err = s.rotate(ctx, tx, identity.System, old, s.cfg.AutoRotateGrace, s.seal)
 			return err
 		})
 		if err != nil {
@@ -312,7 +312,7 @@ func (s *Service) autoRotate(ctx context.Context, rep *MaintenanceReport) error 
 		}
 		rep.Rotated++
 		s.metrics.rotated.Inc()
-		old, err := s.GetKey(ctx, catalog.System, k.ID)
+		old, err := s.GetKey(ctx, identity.System, k.ID)
 		if err != nil {
 			errs = append(errs, err)
 			continue

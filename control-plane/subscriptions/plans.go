@@ -15,6 +15,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -189,7 +190,7 @@ func scanPlan(row pgx.Row) (Plan, error) {
 
 // apiFor loads the API of a plan operation: the caller must see it, and
 // change it when change is set (its provider or an admin).
-func (s *Service) apiFor(ctx context.Context, q pgx.Tx, actor Actor, apiID uuid.UUID, change bool) (org uuid.UUID, state catalog.State, err error) {
+func (s *Service) apiFor(ctx context.Context, q pgx.Tx, actor identity.Actor, apiID uuid.UUID, change bool) (org uuid.UUID, state catalog.State, err error) {
 	var vis string
 	err = q.QueryRow(ctx, `SELECT organization_id, state, visibility FROM apis WHERE id = $1`, apiID).Scan(&org, &state, &vis)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -198,11 +199,11 @@ func (s *Service) apiFor(ctx context.Context, q pgx.Tx, actor Actor, apiID uuid.
 	if err != nil {
 		return uuid.Nil, "", fmt.Errorf("load api: %w", err)
 	}
-	own := isAdmin(actor) || actor.OrgID == org
+	own := actor.IsAdmin() || actor.OrgID == org
 	if !own && !(vis == string(catalog.VisibilityPublic) && state.Routed()) {
 		return uuid.Nil, "", catalog.ErrAPINotFound
 	}
-	if change && !(isAdmin(actor) || actor.Role == catalog.RoleProvider && actor.OrgID == org) {
+	if change && !(actor.IsAdmin() || actor.Role == identity.RoleProvider && actor.OrgID == org) {
 		return uuid.Nil, "", ErrForbidden
 	}
 	return org, state, nil
@@ -210,7 +211,7 @@ func (s *Service) apiFor(ctx context.Context, q pgx.Tx, actor Actor, apiID uuid.
 
 // CreatePlan adds a plan, with version 1 of its terms, to an API the
 // actor provides.
-func (s *Service) CreatePlan(ctx context.Context, actor Actor, apiID uuid.UUID, in PlanInput) (Plan, error) {
+func (s *Service) CreatePlan(ctx context.Context, actor identity.Actor, apiID uuid.UUID, in PlanInput) (Plan, error) {
 	if err := in.Validate(); err != nil {
 		return Plan{}, err
 	}
@@ -262,14 +263,14 @@ func translatePlan(err error) error {
 
 // ListPlans lists an API's plans: its provider and admins see all, everyone
 // else the active ones.
-func (s *Service) ListPlans(ctx context.Context, actor Actor, apiID uuid.UUID) ([]Plan, error) {
+func (s *Service) ListPlans(ctx context.Context, actor identity.Actor, apiID uuid.UUID) ([]Plan, error) {
 	var out []Plan
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		org, _, err := s.apiFor(ctx, tx, actor, apiID, false)
 		if err != nil {
 			return err
 		}
-		all := isAdmin(actor) || actor.OrgID == org
+		all := actor.IsAdmin() || actor.OrgID == org
 		rows, err := tx.Query(ctx, `SELECT `+planColumns+planFrom+` WHERE p.api_id = $1 AND ($2 OR p.status = 'active')
 			ORDER BY p.created_at, p.id`, apiID, all)
 		if err != nil {
@@ -282,7 +283,7 @@ func (s *Service) ListPlans(ctx context.Context, actor Actor, apiID uuid.UUID) (
 }
 
 // GetPlan returns a plan the actor may see.
-func (s *Service) GetPlan(ctx context.Context, actor Actor, id uuid.UUID) (Plan, error) {
+func (s *Service) GetPlan(ctx context.Context, actor identity.Actor, id uuid.UUID) (Plan, error) {
 	var out Plan
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
@@ -292,7 +293,7 @@ func (s *Service) GetPlan(ctx context.Context, actor Actor, id uuid.UUID) (Plan,
 	return out, err
 }
 
-func (s *Service) loadPlan(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UUID, change, lock bool) (Plan, error) {
+func (s *Service) loadPlan(ctx context.Context, tx pgx.Tx, actor identity.Actor, id uuid.UUID, change, lock bool) (Plan, error) {
 	q := `SELECT ` + planColumns + planFrom + ` WHERE p.id = $1`
 	if lock {
 		q += ` FOR UPDATE OF p`
@@ -310,7 +311,7 @@ func (s *Service) loadPlan(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.
 	if err != nil {
 		return Plan{}, err
 	}
-	if p.Status != PlanActive && !(isAdmin(actor) || actor.OrgID == org) {
+	if p.Status != PlanActive && !(actor.IsAdmin() || actor.OrgID == org) {
 		return Plan{}, ErrPlanNotFound
 	}
 	if change {
@@ -322,7 +323,7 @@ func (s *Service) loadPlan(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.
 }
 
 // UpdatePlan changes a plan's name, description or status.
-func (s *Service) UpdatePlan(ctx context.Context, actor Actor, id uuid.UUID, p PlanPatch) (Plan, error) {
+func (s *Service) UpdatePlan(ctx context.Context, actor identity.Actor, id uuid.UUID, p PlanPatch) (Plan, error) {
 	var out Plan
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		before, err := s.loadPlan(ctx, tx, actor, id, true, true)
@@ -362,7 +363,7 @@ func (s *Service) UpdatePlan(ctx context.Context, actor Actor, id uuid.UUID, p P
 
 // CreateVersion adds the next version of a plan's terms. Subscriptions keep
 // the version they pinned; new subscriptions get the latest.
-func (s *Service) CreateVersion(ctx context.Context, actor Actor, id uuid.UUID, in VersionInput) (Plan, error) {
+func (s *Service) CreateVersion(ctx context.Context, actor identity.Actor, id uuid.UUID, in VersionInput) (Plan, error) {
 	var v validation.Error
 	in.Terms.validate(&v)
 	if err := v.Err(); err != nil {

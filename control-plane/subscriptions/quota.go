@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -53,7 +53,7 @@ type QuotaAdjustment struct {
 // plan's whole quota again). The API's provider and admins may; the
 // subscriber may not. The change rewrites the gateway's record, whose
 // write recomputes the block at once (enforcement.PutSubscription).
-func (s *Service) AdjustQuota(ctx context.Context, actor Actor, id uuid.UUID, kind string, in QuotaAdjustmentInput) (QuotaAdjustment, error) {
+func (s *Service) AdjustQuota(ctx context.Context, actor identity.Actor, id uuid.UUID, kind string, in QuotaAdjustmentInput) (QuotaAdjustment, error) {
 	if kind != AdjustCredit && kind != AdjustReset {
 		return QuotaAdjustment{}, fmt.Errorf("adjust quota: unknown kind %q", kind)
 	}
@@ -79,7 +79,7 @@ func (s *Service) AdjustQuota(ctx context.Context, actor Actor, id uuid.UUID, ki
 		}
 		// The provider's members who may change its terms (providers),
 		// and admins; the subscriber may not credit itself.
-		if !isAdmin(actor) && !(actor.Role == catalog.RoleProvider && actor.OrgID == sub.apiOrg) {
+		if !actor.IsAdmin() && !(actor.Role == identity.RoleProvider && actor.OrgID == sub.apiOrg) {
 			return ErrForbidden
 		}
 		if !sub.Status.live() {
@@ -132,7 +132,7 @@ type ChangePlanInput struct {
 // follow through the outbox. Proration of the base fee belongs to
 // billing, which prices each event by the version in force at its time
 // (subscription_history).
-func (s *Service) ChangePlan(ctx context.Context, actor Actor, id uuid.UUID, in ChangePlanInput) (Subscription, error) {
+func (s *Service) ChangePlan(ctx context.Context, actor identity.Actor, id uuid.UUID, in ChangePlanInput) (Subscription, error) {
 	if in.PlanID == uuid.Nil {
 		return Subscription{}, validation.One("plan_id", "is required")
 	}

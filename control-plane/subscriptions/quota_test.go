@@ -9,7 +9,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/riverqueue/river"
 
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/validation"
@@ -56,7 +56,7 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 	if _, err := f.svc.AdjustQuota(f.ctx, f.consumer, f.sub.ID, subscriptions.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
 		t.Fatalf("AdjustQuota by the subscriber = %v; want ErrForbidden", err)
 	}
-	member := subscriptions.Actor{Subject: "provider-consumer", Role: catalog.RoleConsumer, OrgID: f.provider.OrgID}
+	member := identity.Actor{Subject: "provider-consumer", Role: identity.RoleConsumer, OrgID: f.provider.OrgID}
 	if _, err := f.svc.AdjustQuota(f.ctx, member, f.sub.ID, subscriptions.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
 		t.Fatalf("AdjustQuota by a consumer-role member of the provider = %v; want ErrForbidden", err)
 	}

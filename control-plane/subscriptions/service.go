@@ -26,6 +26,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/internal/apikey"
@@ -69,9 +70,6 @@ var (
 	ErrAdminSuspended = errors.New("an admin suspended this key; only an admin may resume it")
 	ErrForbidden      = catalog.ErrForbidden
 )
-
-// Actor is who asks for a change, as the catalog knows it.
-type Actor = catalog.Actor
 
 // Inserter enqueues jobs inside a transaction (a *river.Client[pgx.Tx]).
 type Inserter interface {
@@ -214,15 +212,13 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-func isAdmin(a Actor) bool { return a.Role == catalog.RoleAdmin || a.Role == catalog.RoleSystem }
-
 func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, fn)
 }
 
 // record audits a change and, when event is set, announces it to the
 // organization's webhooks, both inside tx.
-func (s *Service) record(ctx context.Context, tx pgx.Tx, actor Actor, org uuid.UUID, action, targetType string, id uuid.UUID,
+func (s *Service) record(ctx context.Context, tx pgx.Tx, actor identity.Actor, org uuid.UUID, action, targetType string, id uuid.UUID,
 	before, after any, event string, data any) error {
 	if err := audit.Record(ctx, tx, audit.Change{
 		Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: org,

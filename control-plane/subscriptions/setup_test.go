@@ -18,7 +18,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
@@ -76,8 +76,8 @@ type fixture struct {
 	metrics  *metrics.Set
 	mail     *testenv.MailpitServer
 	email    string
-	provider subscriptions.Actor
-	consumer subscriptions.Actor
+	provider identity.Actor
+	consumer identity.Actor
 	apiID    uuid.UUID
 	plan     subscriptions.Plan
 	sub      subscriptions.Subscription
@@ -132,8 +132,8 @@ func setup(t *testing.T, opts ...func(*subscriptions.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.provider = subscriptions.Actor{Subject: "provider-user", Role: catalog.RoleProvider, OrgID: f.org("provider", "provider-user", "provider@example.test")}
-	f.consumer = subscriptions.Actor{Subject: "consumer-user", Role: catalog.RoleConsumer, OrgID: f.org("consumer", "consumer-user", f.email)}
+	f.provider = identity.Actor{Subject: "provider-user", Role: identity.RoleProvider, OrgID: f.org("provider", "provider-user", "provider@example.test")}
+	f.consumer = identity.Actor{Subject: "consumer-user", Role: identity.RoleConsumer, OrgID: f.org("consumer", "consumer-user", f.email)}
 	if err := pool.QueryRow(ctx, `INSERT INTO apis (organization_id, name, slug, upstream_url, version, state, created_by)
 		VALUES ($1, 'Weather', 'weather', 'http://127.0.0.1:1', '1', 'active', 'provider-user') RETURNING id`,
 		f.provider.OrgID).Scan(&f.apiID); err != nil {

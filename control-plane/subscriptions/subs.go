@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/pagination"
 )
 
@@ -121,14 +122,14 @@ func scanSub(row pgx.Row, extra ...any) (Subscription, error) {
 }
 
 // canSee: the subscriber's organization, the API's provider and admins.
-func (sub Subscription) canSee(a Actor) bool {
-	return isAdmin(a) || a.OrgID == sub.OrganizationID || a.OrgID == sub.apiOrg
+func (sub Subscription) canSee(a identity.Actor) bool {
+	return a.IsAdmin() || a.OrgID == sub.OrganizationID || a.OrgID == sub.apiOrg
 }
 
 // canChange: the subscriber's organization (consumers and providers alike,
 // as providers consume other APIs too) and admins.
-func (sub Subscription) canChange(a Actor) bool {
-	return isAdmin(a) || a.OrgID == sub.OrganizationID
+func (sub Subscription) canChange(a identity.Actor) bool {
+	return a.IsAdmin() || a.OrgID == sub.OrganizationID
 }
 
 // addPeriod is the end of a billing period that starts at t.
@@ -141,8 +142,8 @@ func addPeriod(t time.Time, interval string) time.Time {
 
 // Subscribe subscribes the actor's organization to the latest version of
 // an active plan of an active API. A plan with trial days starts trialing.
-func (s *Service) Subscribe(ctx context.Context, actor Actor, in SubscribeInput) (Subscription, error) {
-	if actor.Role == catalog.RoleSystem || actor.OrgID == uuid.Nil {
+func (s *Service) Subscribe(ctx context.Context, actor identity.Actor, in SubscribeInput) (Subscription, error) {
+	if actor.Role == identity.RoleSystem || actor.OrgID == uuid.Nil {
 		return Subscription{}, ErrForbidden
 	}
 	var out Subscription
@@ -273,7 +274,7 @@ func (s *Service) pastOf(ctx context.Context, tx pgx.Tx, org, api uuid.UUID, now
 // adjustment never takes more than the new plan's whole quota, so that a
 // reset by the provider still restores it. Events of prev still in the
 // pipeline when this runs (seconds of lag) are not carried.
-func (s *Service) carryQuota(ctx context.Context, tx pgx.Tx, actor Actor, prev Subscription, id uuid.UUID, planQuota *int64) error {
+func (s *Service) carryQuota(ctx context.Context, tx pgx.Tx, actor identity.Actor, prev Subscription, id uuid.UUID, planQuota *int64) error {
 	used, err := s.cfg.Records.PeriodRequests(ctx, prev.ID.String(), prev.CurrentPeriodStart)
 	if err != nil {
 		return fmt.Errorf("carry quota of %s: %w", prev.ID, err)
@@ -294,8 +295,8 @@ func (s *Service) carryQuota(ctx context.Context, tx pgx.Tx, actor Actor, prev S
 // canceled while suspended or past_due keeps on its organization and API,
 // once the sanction or the debt is settled: the organization may then
 // subscribe again.
-func (s *Service) ReleaseHold(ctx context.Context, actor Actor, id uuid.UUID, reason string) (Subscription, error) {
-	if !isAdmin(actor) {
+func (s *Service) ReleaseHold(ctx context.Context, actor identity.Actor, id uuid.UUID, reason string) (Subscription, error) {
+	if !actor.IsAdmin() {
 		return Subscription{}, ErrForbidden
 	}
 	var out Subscription
@@ -327,7 +328,7 @@ func (s *Service) ReleaseHold(ctx context.Context, actor Actor, id uuid.UUID, re
 	return out, err
 }
 
-func (s *Service) history(ctx context.Context, tx pgx.Tx, id, version uuid.UUID, st Status, at time.Time, actor Actor, reason string) error {
+func (s *Service) history(ctx context.Context, tx pgx.Tx, id, version uuid.UUID, st Status, at time.Time, actor identity.Actor, reason string) error {
 	_, err := tx.Exec(ctx, `INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor, reason)
 		VALUES ($1, $2, $3, $4, $5, $6)`, id, version, st, at, actor.Subject, reason)
 	if err != nil {
@@ -341,7 +342,7 @@ func (s *Service) lockSub(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Subscri
 }
 
 // GetSubscription returns a subscription the actor may see.
-func (s *Service) GetSubscription(ctx context.Context, actor Actor, id uuid.UUID) (Subscription, error) {
+func (s *Service) GetSubscription(ctx context.Context, actor identity.Actor, id uuid.UUID) (Subscription, error) {
 	sub, err := scanSub(s.pool.QueryRow(ctx, `SELECT `+subColumns+subFrom+` WHERE s.id = $1`, id))
 	if err != nil {
 		return Subscription{}, err
@@ -362,7 +363,7 @@ type SubscriptionFilter struct {
 
 // ListSubscriptions lists the subscriptions the actor may see: its
 // organization's and those to its APIs; admins all.
-func (s *Service) ListSubscriptions(ctx context.Context, actor Actor, f SubscriptionFilter) ([]Subscription, string, error) {
+func (s *Service) ListSubscriptions(ctx context.Context, actor identity.Actor, f SubscriptionFilter) ([]Subscription, string, error) {
 	after, err := pagination.Decode(f.After)
 	if err != nil {
 		return nil, "", err
@@ -373,7 +374,7 @@ func (s *Service) ListSubscriptions(ctx context.Context, actor Actor, f Subscrip
 		  AND ($3::uuid IS NULL OR s.api_id = $3) AND ($4 = '' OR s.status = $4::subscription_status)
 		  AND ($5::timestamptz IS NULL OR (s.created_at, s.id) > ($5, $6))
 		ORDER BY s.created_at, s.id LIMIT $7`,
-		isAdmin(actor), actor.OrgID, nullUUID(f.APIID), string(f.Status), after.Time(), after.ID, limit+1)
+		actor.IsAdmin(), actor.OrgID, nullUUID(f.APIID), string(f.Status), after.Time(), after.ID, limit+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("list subscriptions: %w", err)
 	}
@@ -394,7 +395,7 @@ func nullUUID(id uuid.UUID) *uuid.UUID {
 
 // Cancel cancels a subscription now, revoking its keys, or marks it to
 // end with its current period.
-func (s *Service) Cancel(ctx context.Context, actor Actor, id uuid.UUID, in CancelInput) (Subscription, error) {
+func (s *Service) Cancel(ctx context.Context, actor identity.Actor, id uuid.UUID, in CancelInput) (Subscription, error) {
 	var out Subscription
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		before, err := s.changeSub(ctx, tx, actor, id)
@@ -421,7 +422,7 @@ func (s *Service) Cancel(ctx context.Context, actor Actor, id uuid.UUID, in Canc
 }
 
 // changeSub locks a subscription the actor may change.
-func (s *Service) changeSub(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UUID) (Subscription, error) {
+func (s *Service) changeSub(ctx context.Context, tx pgx.Tx, actor identity.Actor, id uuid.UUID) (Subscription, error) {
 	sub, err := s.lockSub(ctx, tx, id)
 	if err != nil {
 		return Subscription{}, err
@@ -446,7 +447,7 @@ var subTransitions = map[Status][]Status{
 
 // setStatus moves a locked subscription to status to. Canceling revokes
 // its live keys.
-func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor Actor, before Subscription, to Status, reason string) (Subscription, error) {
+func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor identity.Actor, before Subscription, to Status, reason string) (Subscription, error) {
 	allowed := false
 	for _, st := range subTransitions[before.Status] {
 		allowed = allowed || st == to
@@ -482,8 +483,8 @@ func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor Actor, before 
 
 // SetStatus is the admins' suspend and resume of a subscription (the
 // gateway refuses the keys of a suspended subscription).
-func (s *Service) SetStatus(ctx context.Context, actor Actor, id uuid.UUID, to Status, reason string) (Subscription, error) {
-	if !isAdmin(actor) {
+func (s *Service) SetStatus(ctx context.Context, actor identity.Actor, id uuid.UUID, to Status, reason string) (Subscription, error) {
+	if !actor.IsAdmin() {
 		return Subscription{}, ErrForbidden
 	}
 	var out Subscription

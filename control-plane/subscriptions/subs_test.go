@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/enforcement"
@@ -88,7 +88,7 @@ func TestSubscribeRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := subscriptions.Actor{Subject: "other-user", Role: catalog.RoleConsumer, OrgID: f.org("other", "other-user", "other@example.test")}
+	other := identity.Actor{Subject: "other-user", Role: identity.RoleConsumer, OrgID: f.org("other", "other-user", "other@example.test")}
 	sub, err := f.svc.Subscribe(f.ctx, other, subscriptions.SubscribeInput{PlanID: trial.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func TestSubscribeRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	third := subscriptions.Actor{Subject: "third-user", Role: catalog.RoleConsumer, OrgID: f.org("third", "third-user", "third@example.test")}
+	third := identity.Actor{Subject: "third-user", Role: identity.RoleConsumer, OrgID: f.org("third", "third-user", "third@example.test")}
 	if _, err := f.svc.Subscribe(f.ctx, third, subscriptions.SubscribeInput{PlanID: draft.ID}); !errors.Is(err, subscriptions.ErrPlanNotFound) {
 		t.Fatalf("Subscribe to another provider's draft plan = %v; want not found (consumers do not see drafts)", err)
 	}

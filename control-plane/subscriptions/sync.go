@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
-	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
@@ -152,7 +152,7 @@ func (s *Service) synced(ctx context.Context, id uuid.UUID, v int64) error {
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, tx, catalog.System, k.org, "key.transition.active", "key", id,
+		return s.record(ctx, tx, identity.System, k.org, "key.transition.active", "key", id,
 			map[string]keys.State{"state": k.State}, map[string]any{"state": keys.StateActive, "reason": "written to the gateway"},
 			"key.activated", map[string]any{"key": after.audited(), "from": k.State, "to": keys.StateActive})
 	})
@@ -187,7 +187,7 @@ func (s *Service) syncFailed(ctx context.Context, id uuid.UUID, cause error) err
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, tx, catalog.System, k.org, "key.transition.failed_sync", "key", id,
+		return s.record(ctx, tx, identity.System, k.org, "key.transition.failed_sync", "key", id,
 			map[string]keys.State{"state": k.State}, map[string]any{"state": to, "reason": cause.Error()},
 			"key.sync_failed", map[string]any{"key": after.audited(), "from": k.State, "to": to, "reason": cause.Error()})
 	})

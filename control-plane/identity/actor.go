@@ -1,0 +1,24 @@
+package identity
+
+import "github.com/google/uuid"
+
+// RoleSystem is the role of the control plane's own jobs (expiry, period
+// rolls, reconciliation). No token carries it: ParseRole refuses it, so a
+// caller can never claim what only jobs do.
+const RoleSystem Role = "system"
+
+// Actor is who asks for a change: an authenticated caller resolved to an
+// organization, or System. Every domain service takes one and decides what
+// it may do.
+type Actor struct {
+	Subject string
+	Role    Role
+	OrgID   uuid.UUID
+}
+
+// System is the actor of jobs.
+var System = Actor{Subject: "system", Role: RoleSystem}
+
+// IsAdmin reports whether a sees and decides everything: platform admins
+// and the control plane's own jobs.
+func (a Actor) IsAdmin() bool { return a.Role == RoleAdmin || a.Role == RoleSystem }
