@@ -175,16 +175,6 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// partitionState is what a processor knows about a partition it owns. It is
-// built on the first batch after the partition is assigned and dropped when
-// the partition is revoked or lost.
-type partitionState struct {
-	seen *seenSet
-	// rejected holds offsets usage_rejects already has, at or after the
-	// first offset processed since assignment.
-	rejected map[int64]bool
-}
-
 // Processor consumes usage events. Several processors in one group share the
 // partitions.
 type Processor struct {
@@ -215,160 +205,6 @@ func New(cfg Config) (*Processor, error) {
 	return p, nil
 }
 
-// Run consumes until ctx ends or a fatal error occurs.
-func (p *Processor) Run(ctx context.Context) error {
-	opts := []kgo.Opt{
-		kgo.ConsumerGroup(p.cfg.Group),
-		kgo.ConsumeTopics(p.cfg.Topic),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(200 * time.Millisecond),
-		kgo.OnPartitionsAssigned(p.assigned),
-		kgo.OnPartitionsRevoked(p.dropPartitions("revoked")),
-		kgo.OnPartitionsLost(p.dropPartitions("lost")),
-		kgo.ProducerLinger(0),
-	}
-	cl, err := broker.NewClient(broker.ClientConfig{
-		Brokers:  p.cfg.Brokers,
-		ClientID: "veil-processor",
-		Logger:   p.cfg.Logger,
-		Metrics:  p.cfg.Metrics,
-		Opts:     append(opts, p.cfg.KafkaOpts...),
-	})
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-
-	sweepCtx, stopSweep := context.WithCancel(ctx)
-	var sweeping sync.WaitGroup
-	sweeping.Go(func() { p.sweepQuotaOutboxes(sweepCtx, cl) })
-	defer func() {
-		stopSweep()
-		sweeping.Wait()
-	}()
-
-	for ctx.Err() == nil {
-		pollStart := time.Now()
-		records := p.pollBatch(ctx, cl)
-		p.m.pollSeconds.UpdateDuration(pollStart)
-		if len(records) == 0 {
-			cl.AllowRebalance()
-			continue
-		}
-		if err := p.process(ctx, cl, records); err != nil {
-			cl.AllowRebalance()
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
-			// The sinks hold the batch; whoever owns the partitions next
-			// recognises it, so a failed commit costs only a re-read.
-			p.cfg.Logger.WarnContext(ctx, "commit offsets", "err", err)
-			p.m.commitErrors.Inc()
-		}
-		cl.AllowRebalance()
-	}
-	return nil
-}
-
-// pollBatch gathers records until the batch is full or BatchWait passes.
-func (p *Processor) pollBatch(ctx context.Context, cl *kgo.Client) []*kgo.Record {
-	var records []*kgo.Record
-	deadline := time.Now().Add(p.cfg.BatchWait)
-	for len(records) < p.cfg.BatchRecords {
-		pctx, cancel := context.WithDeadline(ctx, deadline)
-		fs := cl.PollRecords(pctx, p.cfg.BatchRecords-len(records))
-		cancel()
-		fs.EachError(func(topic string, partition int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				p.cfg.Logger.WarnContext(ctx, "fetch", "topic", topic, "partition", partition, "err", err)
-			}
-		})
-		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if n := len(fp.Records); n > 0 {
-				p.setLag(fp.Partition, fp.HighWatermark-fp.Records[n-1].Offset-1)
-			}
-			records = append(records, fp.Records...)
-		})
-		if ctx.Err() != nil || !time.Now().Before(deadline) {
-			break
-		}
-	}
-	return records
-}
-
-func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
-	p.cfg.Logger.InfoContext(ctx, "partitions assigned", "partitions", assigned[p.cfg.Topic])
-}
-
-func (p *Processor) dropPartitions(why string) func(context.Context, *kgo.Client, map[string][]int32) {
-	return func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
-		parts := m[p.cfg.Topic]
-		p.mu.Lock()
-		for _, part := range parts {
-			delete(p.parts, part)
-			delete(p.lag, part)
-		}
-		p.mu.Unlock()
-		p.redis.forget(parts)
-		p.cfg.Logger.InfoContext(ctx, "partitions "+why, "partitions", parts)
-	}
-}
-
-func (p *Processor) setLag(partition int32, lag int64) {
-	p.mu.Lock()
-	p.lag[partition] = lag
-	p.mu.Unlock()
-}
-
-// state returns the partition's state, building it from ClickHouse on the
-// first batch after assignment.
-func (p *Processor) state(ctx context.Context, partition int32, firstOffset int64) (*partitionState, error) {
-	p.mu.Lock()
-	st := p.parts[partition]
-	p.mu.Unlock()
-	if st != nil {
-		return st, nil
-	}
-	start := time.Now()
-	st = &partitionState{seen: newSeenSet()}
-	since := p.cfg.Now().Add(-p.cfg.LateWindow)
-	if err := p.ch.loadSeen(ctx, partition, since, st.seen); err != nil {
-		return nil, err
-	}
-	rejected, err := p.ch.rejectedOffsets(ctx, p.cfg.Topic, partition, firstOffset)
-	if err != nil {
-		return nil, err
-	}
-	st.rejected = rejected
-	p.mu.Lock()
-	p.parts[partition] = st
-	p.mu.Unlock()
-	p.cfg.Logger.InfoContext(ctx, "partition state rebuilt from clickhouse", "partition", partition,
-		"events", st.seen.len(), "first_offset", firstOffset, "duration", time.Since(start))
-	return st, nil
-}
-
-// batch is one poll's records sorted into what each sink must do.
-type batch struct {
-	rows    []row
-	items   []item
-	rejects []reject
-	// rejectsForCH are the rejects usage_rejects does not hold yet.
-	rejectsForCH []reject
-	// sinkFailed are rows ClickHouse refused DataAttempts times and then
-	// alone: they go to the dead-letter queue instead.
-	sinkFailed []reject
-	// fresh are the keys this batch writes, merged into the seen sets once
-	// the sinks hold it.
-	fresh map[int32]map[eventKey]seenEntry
-	dupes int
-}
-
 // process classifies the records and writes them to every sink, retrying
 // until each holds them or ctx ends.
 func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.Record) error {
@@ -388,6 +224,34 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 	// Redis with the watermark, so a replay of the batch decides the same.
 	// A failed attempt may have written outbox lines for some subjects
 	// before a retry writes the rest: drain what any attempt named, once.
+	outboxed, err := p.applyCounters(ctx, b)
+	if err != nil {
+		return err
+	}
+	if err := p.writeSinks(ctx, cl, b, now); err != nil {
+		return err
+	}
+	if err := p.settleSinkFailed(ctx, cl, b, now); err != nil {
+		return err
+	}
+	// Announce the crossings this batch recorded. A failure leaves the lines
+	// in Redis for the sweep and must not hold up the batch: its counts are
+	// safe.
+	if len(outboxed) > 0 {
+		if _, err := p.drainQuotaOutboxes(ctx, cl, outboxed); err != nil && ctx.Err() == nil {
+			p.cfg.Logger.WarnContext(ctx, "drain quota outboxes", "subjects", len(outboxed), "err", err)
+		}
+	}
+
+	p.remember(b)
+	p.observe(b)
+	return nil
+}
+
+// applyCounters adds the batch to the Redis counters and diverts the events
+// they refuse. It returns the subjects whose quota outboxes the attempts
+// wrote to.
+func (p *Processor) applyCounters(ctx context.Context, b *batch) ([]string, error) {
 	var outboxed []string
 	named := map[string]bool{}
 	if err := p.retry(ctx, "redis", func() error {
@@ -403,10 +267,16 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 		}
 		return err
 	}); err != nil {
-		return err
+		return nil, err
 	}
+	return outboxed, nil
+}
 
-	// The other sinks are independent and each idempotent: write them at once.
+// writeSinks writes the batch to ClickHouse (events, then rejects) and
+// produces its dead letters.
+func (p *Processor) writeSinks(ctx context.Context, cl *kgo.Client, b *batch, now time.Time) error {
+	// After Redis, ClickHouse and the dead-letter queue are independent and
+	// each idempotent: write them at once.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		dataErrors := 0
@@ -425,39 +295,11 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 		return p.retry(gctx, "clickhouse", func() error { return p.ch.insertRejects(gctx, b.rejectsForCH, now) })
 	})
 	g.Go(func() error { return p.retry(gctx, "dlq", func() error { return p.produceDLQ(gctx, cl, b.rejects) }) })
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	if err := p.settleSinkFailed(ctx, cl, b, now); err != nil {
-		return err
-	}
-	// Announce the crossings this batch recorded. A failure leaves the lines
-	// in Redis for the sweep and must not hold up the batch: its counts are
-	// safe.
-	if len(outboxed) > 0 {
-		if _, err := p.drainQuotaOutboxes(ctx, cl, outboxed); err != nil && ctx.Err() == nil {
-			p.cfg.Logger.WarnContext(ctx, "drain quota outboxes", "subjects", len(outboxed), "err", err)
-		}
-	}
+	return g.Wait()
+}
 
-	p.mu.Lock()
-	for part, keys := range b.fresh {
-		if st := p.parts[part]; st != nil {
-			for k, e := range keys {
-				st.seen.add(k, e.offset, e.hour)
-			}
-		}
-	}
-	// Forget events older than the late-event window now and then: they are
-	// refused before dedupe, so remembering them serves nothing.
-	if time.Since(p.lastPrune) > 10*time.Minute {
-		minHour := uint32(p.cfg.Now().Add(-p.cfg.LateWindow).Unix() / 3600)
-		for _, st := range p.parts {
-			st.seen.prune(minHour)
-		}
-		p.lastPrune = time.Now()
-	}
-	p.mu.Unlock()
+// observe updates the metrics of a batch every sink holds.
+func (p *Processor) observe(b *batch) {
 	p.m.written.Add(len(b.rows))
 	for _, r := range b.rows {
 		if r.event.Data.Refusal != "" {
@@ -472,109 +314,6 @@ func (p *Processor) process(ctx context.Context, cl *kgo.Client, records []*kgo.
 	for _, r := range append(b.rejects, b.sinkFailed...) {
 		p.cfg.Metrics.GetOrCreateCounter(`veil_processor_events_rejected_total{reason="` + string(r.reason) + `"}`).Inc()
 	}
-	return nil
-}
-
-// classify decodes, validates and dedupes the records.
-func (p *Processor) classify(ctx context.Context, records []*kgo.Record) (*batch, error) {
-	b := &batch{fresh: map[int32]map[eventKey]seenEntry{}}
-	now := p.cfg.Now()
-	states := map[int32]*partitionState{}
-	for _, r := range records {
-		st, ok := states[r.Partition]
-		if !ok {
-			var err error
-			if err = p.retry(ctx, "clickhouse", func() error {
-				st, err = p.state(ctx, r.Partition, r.Offset)
-				return err
-			}); err != nil {
-				return nil, err
-			}
-			states[r.Partition] = st
-		}
-		e, err := usage.Decode(r.Value)
-		if err == nil {
-			err = e.CheckTime(now, p.cfg.MaxFuture, p.cfg.LateWindow)
-		}
-		if err != nil {
-			rej := reject{reason: usage.ReasonMalformedJSON, detail: err.Error(), topic: r.Topic, partition: r.Partition, offset: r.Offset, raw: r.Value}
-			var ve *usage.Error
-			if errors.As(err, &ve) {
-				rej.reason, rej.detail = ve.Reason, ve.Detail
-			}
-			b.rejects = append(b.rejects, rej)
-			if !st.rejected[r.Offset] {
-				b.rejectsForCH = append(b.rejectsForCH, rej)
-			}
-			continue
-		}
-		k := keyOf(e.Source, e.ID)
-		fresh := b.fresh[r.Partition]
-		if fresh == nil {
-			fresh = map[eventKey]seenEntry{}
-			b.fresh[r.Partition] = fresh
-		}
-		if _, dup := fresh[k]; dup {
-			b.dupes++
-			continue
-		}
-		writtenAt, seen := st.seen.lookup(k)
-		if seen && writtenAt != r.Offset {
-			b.dupes++
-			continue
-		}
-		// Not a duplicate. When ClickHouse already holds it from this very
-		// offset (a crashed owner wrote it), only Redis may still need it;
-		// the watermark tells.
-		if !seen {
-			b.rows = append(b.rows, row{event: e, partition: r.Partition, offset: r.Offset, raw: r.Value})
-		}
-		fresh[k] = seenEntry{offset: r.Offset, hour: uint32(e.Time.Unix() / 3600)}
-		b.items = append(b.items, item{
-			subject: e.Subject, keyID: e.Data.KeyID, partition: r.Partition, offset: r.Offset,
-			time: e.Time, unitsMicro: e.Data.Units.Shift(6).IntPart(), apiID: e.Data.APIID, gatewayRefused: e.Data.Refusal != "",
-		})
-	}
-	return b, nil
-}
-
-// divertRefused takes the events the Redis counters refused out of the
-// batch's rows and sends them to the dead-letter queue and usage_rejects
-// instead, with reason counter_overflow or subject_api_mismatch.
-func (p *Processor) divertRefused(b *batch, refusedItems []item) {
-	if len(refusedItems) == 0 {
-		return
-	}
-	refused := map[[2]int64]*item{}
-	for i, it := range refusedItems {
-		refused[[2]int64{int64(it.partition), it.offset}] = &refusedItems[i]
-	}
-	kept := b.rows[:0]
-	for _, r := range b.rows {
-		it := refused[[2]int64{int64(r.partition), r.offset}]
-		if it == nil {
-			kept = append(kept, r)
-			continue
-		}
-		// Not written: a resend of the same event is not a duplicate.
-		delete(b.fresh[r.partition], keyOf(r.event.Source, r.event.ID))
-		rej := reject{reason: ReasonCounterOverflow, topic: p.cfg.Topic, partition: r.partition, offset: r.offset, raw: r.raw,
-			detail: fmt.Sprintf("event %s of subject %s (%s units): adding its units to the subject's counters would pass %d micro-units",
-				r.event.ID, r.event.Subject, r.event.Data.Units, usage.MaxCounterMicro)}
-		if it.apiMismatch {
-			rej.reason = ReasonSubjectAPIMismatch
-			rej.detail = fmt.Sprintf("event %s: subject %s is a subscription of another API than %q",
-				r.event.ID, r.event.Subject, r.event.Data.APIID)
-		}
-		b.rejects = append(b.rejects, rej)
-		p.mu.Lock()
-		st := p.parts[r.partition]
-		p.mu.Unlock()
-		if st == nil || !st.rejected[r.offset] {
-			b.rejectsForCH = append(b.rejectsForCH, rej)
-		}
-	}
-	b.rows = kept
 }
 
 // writeEvents inserts the batch's rows. After a failure it asks ClickHouse
