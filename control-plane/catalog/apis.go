@@ -12,33 +12,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/pagination"
 )
-
-const apiColumns = `id, organization_id, name, slug, description, upstream_url, version, routes, health_check_path,
-	docs_url, visibility, state, state_reason, created_by, created_at, updated_at`
-
-func scanAPI(row pgx.Row) (API, error) {
-	var a API
-	var routes []byte
-	err := row.Scan(&a.ID, &a.OrganizationID, &a.Name, &a.Slug, &a.Description, &a.UpstreamURL, &a.Version, &routes,
-		&a.HealthCheckPath, &a.DocsURL, &a.Visibility, &a.State, &a.StateReason, &a.CreatedBy, &a.CreatedAt, &a.UpdatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return API{}, ErrAPINotFound
-	}
-	if err != nil {
-		return API{}, fmt.Errorf("scan api: %w", err)
-	}
-	if err := json.Unmarshal(routes, &a.Routes); err != nil {
-		return API{}, fmt.Errorf("decode api routes: %w", err)
-	}
-	if a.Routes == nil {
-		a.Routes = []Route{}
-	}
-	a.GatewayPath = "/" + a.Slug
-	return a, nil
-}
 
 // canSee reports whether actor may read a.
 func (a API) canSee(actor identity.Actor) bool {
@@ -70,16 +47,18 @@ func (s *Service) CreateAPI(ctx context.Context, actor identity.Actor, in APIInp
 	var out API
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		out, err = scanAPI(tx.QueryRow(ctx, `INSERT INTO apis (organization_id, name, slug, description, upstream_url, version, routes,
-				health_check_path, docs_url, visibility, created_by)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+apiColumns,
-			actor.OrgID, in.Name, in.Slug, in.Description, in.UpstreamURL, in.Version, routes, in.HealthCheckPath,
-			in.DocsURL, in.Visibility, actor.Subject))
+		q := db.New(tx)
+		out, err = toAPI(q.APIInsert(ctx, db.APIInsertParams{
+			OrganizationID: actor.OrgID, Name: in.Name, Slug: in.Slug, Description: in.Description, UpstreamUrl: in.UpstreamURL,
+			Version: in.Version, Routes: routes, HealthCheckPath: in.HealthCheckPath, DocsUrl: in.DocsURL,
+			Visibility: db.ApiVisibility(in.Visibility), CreatedBy: actor.Subject,
+		}))
 		if err != nil {
 			return translate(err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO api_versions (api_id, version, upstream_url, routes, created_by)
-			VALUES ($1, $2, $3, $4, $5)`, out.ID, out.Version, out.UpstreamURL, routes, actor.Subject); err != nil {
+		if err := q.APIVersionInsertInitial(ctx, db.APIVersionInsertInitialParams{
+			ApiID: out.ID, Version: out.Version, UpstreamUrl: out.UpstreamURL, Routes: routes, CreatedBy: actor.Subject,
+		}); err != nil {
 			return fmt.Errorf("insert api version: %w", err)
 		}
 		// The gateway signs from the first registration on; the provider
@@ -124,7 +103,7 @@ func translate(err error) error {
 
 // GetAPI returns the API with id if actor may see it.
 func (s *Service) GetAPI(ctx context.Context, actor identity.Actor, id uuid.UUID) (API, error) {
-	a, err := scanAPI(s.pool.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1`, id))
+	a, err := toAPI(db.New(s.pool).APIGetByID(ctx, id))
 	if err != nil {
 		return API{}, err
 	}
@@ -164,32 +143,12 @@ func (s *Service) ListAPIs(ctx context.Context, actor identity.Actor, f APIFilte
 		return nil, "", err
 	}
 	limit := pagination.Limit(f.Limit)
-	// Admins see everything ($1 is still typed, so the query plans alike);
-	// everyone else their organization's APIs and the public catalog.
-	scope := "(organization_id = $1::uuid OR (visibility = 'public' AND state IN ('active', 'deprecated')))"
-	if actor.IsAdmin() {
-		scope = "($1::uuid IS NULL OR true)"
-	}
-	rows, err := s.pool.Query(ctx, `SELECT `+apiColumns+` FROM apis
-		WHERE `+scope+` AND ($2 = '' OR state = $2::api_state)
-		  AND ($3 = '' OR name ILIKE '%' || $3 || '%' OR slug ILIKE '%' || $3 || '%')
-		  AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
-		ORDER BY created_at, id LIMIT $6`,
-		actor.OrgID, string(f.State), f.Search, after.Time(), after.ID, limit+1)
+	out, err := apiList(ctx, s.pool, actor.IsAdmin(), actor.OrgID, f.State, f.Search, after, limit+1)
 	if err != nil {
-		return nil, "", fmt.Errorf("list apis: %w", err)
+		return nil, "", err
 	}
-	defer rows.Close()
-	var out []API
-	for rows.Next() {
-		a, err := scanAPI(rows)
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, a.viewFor(actor))
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("list apis: %w", err)
+	for i := range out {
+		out[i] = out[i].viewFor(actor)
 	}
 	out, next := pagination.Page(out, limit, func(a API) pagination.Cursor { return pagination.Cursor{At: a.CreatedAt, ID: a.ID} })
 	return out, next, nil
@@ -220,10 +179,10 @@ func (s *Service) UpdateAPI(ctx context.Context, actor identity.Actor, id uuid.U
 			return err
 		}
 		routes, _ := json.Marshal(nonNil(in.Routes))
-		out, err = scanAPI(tx.QueryRow(ctx, `UPDATE apis SET name = $2, slug = $3, description = $4, upstream_url = $5, routes = $6,
-				health_check_path = $7, docs_url = $8, visibility = $9, updated_at = now()
-			WHERE id = $1 RETURNING `+apiColumns,
-			id, in.Name, in.Slug, in.Description, in.UpstreamURL, routes, in.HealthCheckPath, in.DocsURL, in.Visibility))
+		out, err = toAPI(db.New(tx).APIUpdate(ctx, db.APIUpdateParams{
+			ID: id, Name: in.Name, Slug: in.Slug, Description: in.Description, UpstreamUrl: in.UpstreamURL, Routes: routes,
+			HealthCheckPath: in.HealthCheckPath, DocsUrl: in.DocsURL, Visibility: db.ApiVisibility(in.Visibility),
+		}))
 		if err != nil {
 			return translate(err)
 		}
@@ -246,8 +205,9 @@ func (s *Service) DeleteAPI(ctx context.Context, actor identity.Actor, id uuid.U
 		// RESTRICT: invoices cite them), so say so before the foreign key
 		// does. The API row is locked, so no subscription can appear
 		// between this check and the delete.
-		var subscribed bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM subscriptions WHERE api_id = $1)`, id).Scan(&subscribed); err != nil {
+		q := db.New(tx)
+		subscribed, err := q.APIHasSubscriptions(ctx, id)
+		if err != nil {
 			return fmt.Errorf("count subscriptions of api: %w", err)
 		}
 		if subscribed {
@@ -256,7 +216,7 @@ func (s *Service) DeleteAPI(ctx context.Context, actor identity.Actor, id uuid.U
 		if err := s.record(ctx, tx, actor, "api.delete", before, before, nil, "api.deleted"); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM apis WHERE id = $1`, id); err != nil {
+		if err := q.APIDelete(ctx, id); err != nil {
 			return fmt.Errorf("delete api: %w", translate(err))
 		}
 		return nil
@@ -284,12 +244,13 @@ func (s *Service) CreateVersion(ctx context.Context, actor identity.Actor, id uu
 		}
 		routes, _ := json.Marshal(nonNil(in.Routes))
 		out = Version{APIID: id, Version: in.Version, UpstreamURL: in.UpstreamURL, Routes: nonNil(in.Routes), Changelog: in.Changelog, CreatedBy: actor.Subject}
-		if err := tx.QueryRow(ctx, `INSERT INTO api_versions (api_id, version, upstream_url, routes, changelog, created_by)
-			VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at`, id, in.Version, in.UpstreamURL, routes, in.Changelog, actor.Subject).Scan(&out.CreatedAt); err != nil {
+		q := db.New(tx)
+		if out.CreatedAt, err = q.APIVersionInsert(ctx, db.APIVersionInsertParams{
+			ApiID: id, Version: in.Version, UpstreamUrl: in.UpstreamURL, Routes: routes, Changelog: in.Changelog, CreatedBy: actor.Subject,
+		}); err != nil {
 			return translate(err)
 		}
-		after, err := scanAPI(tx.QueryRow(ctx, `UPDATE apis SET version = $2, upstream_url = $3, routes = $4, updated_at = now()
-			WHERE id = $1 RETURNING `+apiColumns, id, in.Version, in.UpstreamURL, routes))
+		after, err := toAPI(q.APIUpdateVersion(ctx, db.APIUpdateVersionParams{ID: id, Version: in.Version, UpstreamUrl: in.UpstreamURL, Routes: routes}))
 		if err != nil {
 			return err
 		}
@@ -304,19 +265,19 @@ func (s *Service) ListVersions(ctx context.Context, actor identity.Actor, id uui
 	if _, err := s.getOwnAPI(ctx, actor, id); err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT api_id, version, upstream_url, routes, changelog, created_by, created_at
-		FROM api_versions WHERE api_id = $1 ORDER BY created_at DESC, version DESC`, id)
+	rows, err := db.New(s.pool).APIVersionList(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("list versions: %w", err)
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Version, error) {
-		var v Version
-		var routes []byte
-		if err := row.Scan(&v.APIID, &v.Version, &v.UpstreamURL, &routes, &v.Changelog, &v.CreatedBy, &v.CreatedAt); err != nil {
-			return v, err
+	out := make([]Version, 0, len(rows))
+	for _, r := range rows {
+		v := Version{APIID: r.ApiID, Version: r.Version, UpstreamURL: r.UpstreamUrl, Changelog: r.Changelog, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt}
+		if err := json.Unmarshal(r.Routes, &v.Routes); err != nil {
+			return nil, err
 		}
-		return v, json.Unmarshal(routes, &v.Routes)
-	})
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // Transitions returns an API's recorded state changes, oldest first, to
@@ -326,17 +287,20 @@ func (s *Service) Transitions(ctx context.Context, actor identity.Actor, id uuid
 	if _, err := s.getOwnAPI(ctx, actor, id); err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT from_state, to_state, actor, reason, created_at
-		FROM api_transitions WHERE api_id = $1 ORDER BY id`, id)
+	rows, err := db.New(s.pool).APITransitionList(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("list transitions: %w", err)
 	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[Transition])
+	out := make([]Transition, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, Transition{From: State(r.FromState), To: State(r.ToState), Actor: r.Actor, Reason: r.Reason, CreatedAt: r.CreatedAt})
+	}
+	return out, nil
 }
 
 // lockAPI loads an API for change, holding its row lock until tx ends.
 func (s *Service) lockAPI(ctx context.Context, tx pgx.Tx, actor identity.Actor, id uuid.UUID) (API, error) {
-	a, err := scanAPI(tx.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1 FOR UPDATE`, id))
+	a, err := toAPI(db.New(tx).APIGetByIDForUpdate(ctx, id))
 	if err != nil {
 		return API{}, err
 	}
@@ -357,19 +321,18 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor identity.Acto
 	}
 	// A review's approval records what it approved: registration,
 	// retries, resumptions and reconciliation serve that snapshot, never
-	// the live columns (see servedColumns).
-	after, err := scanAPI(tx.QueryRow(ctx, `UPDATE apis SET state = $2, state_reason = $3, updated_at = now(),
-			approved_snapshot = CASE WHEN $4::api_state = 'pending_approval' AND $2::api_state = 'approved'
-				THEN `+snapshotSQL+` ELSE approved_snapshot END
-		WHERE id = $1 AND state = $4 RETURNING `+apiColumns, a.ID, to, reason, a.State))
+	// the live columns (see APIServedGetByID).
+	q := db.New(tx)
+	after, err := toAPI(q.APIUpdateState(ctx, db.APIUpdateStateParams{ID: a.ID, ToState: db.ApiState(to), Reason: reason, FromState: db.ApiState(a.State)}))
 	if errors.Is(err, ErrAPINotFound) {
 		return API{}, ErrConflict
 	}
 	if err != nil {
 		return API{}, err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO api_transitions (api_id, from_state, to_state, actor, reason)
-		VALUES ($1, $2, $3, $4, $5)`, a.ID, a.State, to, actor.Subject, reason); err != nil {
+	if err := q.APITransitionInsert(ctx, db.APITransitionInsertParams{
+		ApiID: a.ID, FromState: db.ApiState(a.State), ToState: db.ApiState(to), Actor: actor.Subject, Reason: reason,
+	}); err != nil {
 		return API{}, fmt.Errorf("record transition: %w", err)
 	}
 	event := "api.state_changed"

@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/pagination"
 )
@@ -91,23 +91,6 @@ type ApprovalEvent struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-const approvalColumns = `r.id, r.api_id, a.name, r.organization_id, r.status, r.priority, r.escalation_level, r.submitted_by,
-	r.due_at, r.decided_by, r.decided_at, r.decision_reason, r.created_at, r.updated_at`
-
-func (s *Service) scanApproval(row pgx.Row) (Approval, error) {
-	var r Approval
-	err := row.Scan(&r.ID, &r.APIID, &r.APIName, &r.OrganizationID, &r.Status, &r.Priority, &r.EscalationLevel, &r.SubmittedBy,
-		&r.DueAt, &r.DecidedBy, &r.DecidedAt, &r.DecisionReason, &r.CreatedAt, &r.UpdatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Approval{}, ErrApprovalNotFound
-	}
-	if err != nil {
-		return Approval{}, fmt.Errorf("scan approval: %w", err)
-	}
-	r.Overdue = r.Status.open() && s.now().After(r.DueAt)
-	return r, nil
-}
-
 // SubmitInput submits an API for review.
 type SubmitInput struct {
 	Priority Priority `json:"priority"`
@@ -141,9 +124,10 @@ func (s *Service) Submit(ctx context.Context, actor identity.Actor, apiID uuid.U
 		// like.
 		now := s.now()
 		due := now.Add(s.cfg.SLA[in.Priority])
-		var id uuid.UUID
-		if err := tx.QueryRow(ctx, `INSERT INTO approval_requests (api_id, organization_id, priority, submitted_by, due_at, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id`, a.ID, a.OrganizationID, in.Priority, actor.Subject, due, now).Scan(&id); err != nil {
+		id, err := db.New(tx).ApprovalInsert(ctx, db.ApprovalInsertParams{
+			ApiID: a.ID, OrganizationID: a.OrganizationID, Priority: db.ApprovalPriority(in.Priority), SubmittedBy: actor.Subject, DueAt: due, Now: now,
+		})
+		if err != nil {
 			return fmt.Errorf("insert approval request: %w", err)
 		}
 		if err := s.approvalEvent(ctx, tx, id, "submitted", actor, in.Note); err != nil {
@@ -159,8 +143,7 @@ func (s *Service) Submit(ctx context.Context, actor identity.Actor, apiID uuid.U
 }
 
 func (s *Service) approvalEvent(ctx context.Context, tx pgx.Tx, id uuid.UUID, action string, actor identity.Actor, comment string) error {
-	_, err := tx.Exec(ctx, `INSERT INTO approval_events (approval_id, action, actor, comment) VALUES ($1, $2, $3, $4)`,
-		id, action, actor.Subject, comment)
+	err := db.New(tx).ApprovalEventInsert(ctx, db.ApprovalEventInsertParams{ApprovalID: id, Action: action, Actor: actor.Subject, Comment: comment})
 	if err != nil {
 		return fmt.Errorf("record approval event: %w", err)
 	}
@@ -168,11 +151,10 @@ func (s *Service) approvalEvent(ctx context.Context, tx pgx.Tx, id uuid.UUID, ac
 }
 
 func (s *Service) loadApproval(ctx context.Context, q pgx.Tx, id uuid.UUID, lock bool) (Approval, error) {
-	sql := `SELECT ` + approvalColumns + ` FROM approval_requests r JOIN apis a ON a.id = r.api_id WHERE r.id = $1`
 	if lock {
-		sql += ` FOR UPDATE OF r`
+		return s.withOverdue(toApproval(db.New(q).ApprovalGetByIDForUpdate(ctx, id)))
 	}
-	return s.scanApproval(q.QueryRow(ctx, sql, id))
+	return s.withOverdue(toApproval(db.New(q).ApprovalGetByID(ctx, id)))
 }
 
 func (s *Service) recordApproval(ctx context.Context, tx pgx.Tx, actor identity.Actor, action string, after Approval, before any, event string) error {
@@ -194,21 +176,21 @@ func (s *Service) recordApproval(ctx context.Context, tx pgx.Tx, actor identity.
 // GetApproval returns a request with its history. Admins see every request,
 // an organization its own.
 func (s *Service) GetApproval(ctx context.Context, actor identity.Actor, id uuid.UUID) (Approval, error) {
-	r, err := s.scanApproval(s.pool.QueryRow(ctx, `SELECT `+approvalColumns+`
-		FROM approval_requests r JOIN apis a ON a.id = r.api_id WHERE r.id = $1`, id))
+	q := db.New(s.pool)
+	r, err := s.withOverdue(toApproval(q.ApprovalGetByID(ctx, id)))
 	if err != nil {
 		return Approval{}, err
 	}
 	if !actor.IsAdmin() && actor.OrgID != r.OrganizationID {
 		return Approval{}, ErrApprovalNotFound
 	}
-	rows, err := s.pool.Query(ctx, `SELECT action, actor, comment, created_at FROM approval_events WHERE approval_id = $1 ORDER BY id`, id)
+	events, err := q.ApprovalEventList(ctx, id)
 	if err != nil {
 		return Approval{}, fmt.Errorf("load approval history: %w", err)
 	}
-	r.History, err = pgx.CollectRows(rows, pgx.RowToStructByPos[ApprovalEvent])
-	if err != nil {
-		return Approval{}, fmt.Errorf("load approval history: %w", err)
+	r.History = make([]ApprovalEvent, 0, len(events))
+	for _, e := range events {
+		r.History = append(r.History, ApprovalEvent(e))
 	}
 	return r, nil
 }
@@ -241,29 +223,20 @@ func (s *Service) ListApprovals(ctx context.Context, actor identity.Actor, f App
 	if f.APIID != uuid.Nil {
 		api = &f.APIID
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+approvalColumns+` FROM approval_requests r JOIN apis a ON a.id = r.api_id
-		WHERE ($1 = '' OR r.status = $1::approval_status)
-		  AND ($2 = '' OR r.priority = $2::approval_priority)
-		  AND ($3::uuid IS NULL OR r.organization_id = $3)
-		  AND ($4::uuid IS NULL OR r.api_id = $4)
-		  AND (NOT $5 OR (r.status IN ('pending', 'escalated') AND r.due_at < $6))
-		  AND ($7::timestamptz IS NULL OR (r.created_at, r.id) > ($7, $8))
-		ORDER BY r.created_at, r.id LIMIT $9`,
-		string(f.Status), string(f.Priority), org, api, f.Overdue, s.now(), after.Time(), after.ID, limit+1)
+	rows, err := db.New(s.pool).ApprovalList(ctx, db.ApprovalListParams{
+		Status: string(f.Status), Priority: string(f.Priority), OrganizationID: org, ApiID: api, Overdue: f.Overdue,
+		Now: s.now(), AfterAt: after.Time(), AfterID: after.ID, RowLimit: int32(limit + 1),
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("list approvals: %w", err)
 	}
-	defer rows.Close()
 	var out []Approval
-	for rows.Next() {
-		r, err := s.scanApproval(rows)
+	for _, row := range rows {
+		r, err := s.withOverdue(toApproval(row, nil))
 		if err != nil {
 			return nil, "", err
 		}
 		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("list approvals: %w", err)
 	}
 	out, next := pagination.Page(out, limit, func(r Approval) pagination.Cursor { return pagination.Cursor{At: r.CreatedAt, ID: r.ID} })
 	return out, next, nil
@@ -355,8 +328,10 @@ func (s *Service) Decide(ctx context.Context, actor identity.Actor, id uuid.UUID
 }
 
 func (s *Service) closeApproval(ctx context.Context, tx pgx.Tx, id uuid.UUID, status ApprovalStatus, actor identity.Actor, reason string) error {
-	_, err := tx.Exec(ctx, `UPDATE approval_requests SET status = $2, decided_by = $3, decided_at = $4, decision_reason = $5, updated_at = now()
-		WHERE id = $1`, id, status, actor.Subject, s.now(), reason)
+	now := s.now()
+	err := db.New(tx).ApprovalClose(ctx, db.ApprovalCloseParams{
+		ID: id, Status: db.ApprovalStatus(status), DecidedBy: &actor.Subject, DecidedAt: &now, DecisionReason: reason,
+	})
 	if err != nil {
 		return fmt.Errorf("close approval request: %w", err)
 	}
@@ -365,8 +340,7 @@ func (s *Service) closeApproval(ctx context.Context, tx pgx.Tx, id uuid.UUID, st
 
 func (s *Service) escalate(ctx context.Context, tx pgx.Tx, r Approval, actor identity.Actor, reason string) error {
 	p := r.Priority.raised()
-	_, err := tx.Exec(ctx, `UPDATE approval_requests SET status = 'escalated', priority = $2, escalation_level = escalation_level + 1,
-		due_at = $3, updated_at = now() WHERE id = $1`, r.ID, p, s.now().Add(s.cfg.SLA[p]))
+	err := db.New(tx).ApprovalEscalate(ctx, db.ApprovalEscalateParams{ID: r.ID, Priority: db.ApprovalPriority(p), DueAt: s.now().Add(s.cfg.SLA[p])})
 	if err != nil {
 		return fmt.Errorf("escalate approval request: %w", err)
 	}
@@ -393,10 +367,11 @@ func (s *Service) Comment(ctx context.Context, actor identity.Actor, id uuid.UUI
 		case actor.Role != identity.RoleProvider:
 			return ErrForbidden // a consumer of the organization reads it, but does not take part
 		}
-		if err := tx.QueryRow(ctx, `INSERT INTO approval_events (approval_id, action, actor, comment) VALUES ($1, 'comment', $2, $3)
-			RETURNING action, actor, comment, created_at`, id, actor.Subject, text).Scan(&ev.Action, &ev.Actor, &ev.Comment, &ev.CreatedAt); err != nil {
+		row, err := db.New(tx).ApprovalCommentInsert(ctx, db.ApprovalCommentInsertParams{ApprovalID: id, Actor: actor.Subject, Comment: text})
+		if err != nil {
 			return fmt.Errorf("insert comment: %w", err)
 		}
+		ev = ApprovalEvent(row)
 		if err := audit.Record(ctx, tx, audit.Change{
 			Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: r.OrganizationID,
 			Action: "approval.comment", TargetType: "approval", TargetID: id.String(), After: ev,
@@ -454,33 +429,18 @@ func (s *Service) ApprovalStats(ctx context.Context, actor identity.Actor) (Stat
 	for _, p := range priorities {
 		st.OpenByPriority[p] = 0
 	}
-	rows, err := s.pool.Query(ctx, `SELECT status, priority, count(*) FROM approval_requests GROUP BY status, priority`)
+	counts, err := db.New(s.pool).ApprovalCountByStatusPriority(ctx)
 	if err != nil {
 		return Stats{}, fmt.Errorf("approval stats: %w", err)
 	}
-	for rows.Next() {
-		var status ApprovalStatus
-		var p Priority
-		var n int
-		if err := rows.Scan(&status, &p, &n); err != nil {
-			rows.Close()
-			return Stats{}, fmt.Errorf("approval stats: %w", err)
-		}
+	for _, c := range counts {
+		status, n := ApprovalStatus(c.Status), int(c.Count)
 		st.ByStatus[status] += n
 		if status.open() {
-			st.OpenByPriority[p] += n
+			st.OpenByPriority[Priority(c.Priority)] += n
 		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return Stats{}, fmt.Errorf("approval stats: %w", err)
-	}
-	err = s.pool.QueryRow(ctx, `SELECT
-			count(*) FILTER (WHERE status IN ('pending', 'escalated') AND due_at < $1),
-			percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM decided_at - created_at)) FILTER (WHERE decided_at IS NOT NULL),
-			count(*) FILTER (WHERE decided_at > due_at)
-		FROM approval_requests`, s.now()).Scan(&st.Overdue, &st.MedianDecisionSeconds, &st.DecidedAfterDue)
-	if err != nil {
+	if err := approvalStatsAt(ctx, s.pool, s.now(), &st); err != nil {
 		return Stats{}, fmt.Errorf("approval stats: %w", err)
 	}
 	st.SLABreaches = st.Overdue + st.DecidedAfterDue
@@ -498,11 +458,7 @@ type SweepReport struct {
 // its API. The scheduled approval job runs it.
 func (s *Service) SweepOverdue(ctx context.Context) (SweepReport, error) {
 	var rep SweepReport
-	rows, err := s.pool.Query(ctx, `SELECT id FROM approval_requests WHERE status IN ('pending', 'escalated') AND due_at < $1 ORDER BY due_at LIMIT 500`, s.now())
-	if err != nil {
-		return rep, fmt.Errorf("find overdue approvals: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	ids, err := db.New(s.pool).ApprovalListOverdueIDs(ctx, s.now())
 	if err != nil {
 		return rep, fmt.Errorf("find overdue approvals: %w", err)
 	}
@@ -538,8 +494,8 @@ func (s *Service) SweepOverdue(ctx context.Context) (SweepReport, error) {
 			if _, err := s.transition(ctx, tx, identity.System, a, StateRejected, reason); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `UPDATE approval_requests SET status = 'expired', decided_at = $2, decision_reason = $3, updated_at = now() WHERE id = $1`,
-				id, s.now(), reason); err != nil {
+			now := s.now()
+			if err := db.New(tx).ApprovalExpire(ctx, db.ApprovalExpireParams{ID: id, DecidedAt: &now, DecisionReason: reason}); err != nil {
 				return fmt.Errorf("expire approval request: %w", err)
 			}
 			if err := s.approvalEvent(ctx, tx, id, "expired", identity.System, reason); err != nil {

@@ -254,7 +254,7 @@ type API struct {
 	UpdatedAt       time.Time  `json:"updated_at"`
 
 	redacted bool     // upstream_url and health_check_path are left out
-	signing  *signing // the gateway's secrets; only loadServed sets them
+	signing  *signing // the gateway's secrets; only toServed sets them
 }
 
 // MarshalJSON leaves out what a redacted API's reader may not see.

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
@@ -85,19 +86,18 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 
 // servedAPIs returns the APIs the gateway should serve (active,
 // deprecated) by route id, and the approved ones still registering.
-// Routes are built from what was approved (servedColumns); an approved API
+// Routes are built from what was approved (loadServed); an approved API
 // without a record of it is returned all the same, so its registration
 // job fails it, while a routed one is left alone and reported.
 func (s *Service) servedAPIs(ctx context.Context, rep *ReconcileReport) (map[string]API, []uuid.UUID, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+servedColumns+` WHERE a.state IN ('active', 'deprecated', 'approved')`)
+	rows, err := db.New(s.pool).APIServedListRouting(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list routed apis: %w", err)
 	}
-	defer rows.Close()
 	want := map[string]API{}
 	var approved []uuid.UUID
-	for rows.Next() {
-		a, err := scanServed(rows)
+	for _, row := range rows {
+		a, err := toServed(row, nil)
 		if errors.Is(err, ErrNotApproved) && a.State != StateApproved {
 			// Routed without a record of its approval (put in its state by
 			// hand): nothing approved to serve, so it is left alone.
@@ -112,9 +112,6 @@ func (s *Service) servedAPIs(ctx context.Context, rep *ReconcileReport) (map[str
 			continue
 		}
 		want[RouteID(a.ID)] = a
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("list routed apis: %w", err)
 	}
 	return want, approved, nil
 }
@@ -255,9 +252,8 @@ func (s *Service) removeOrphan(ctx context.Context, routeID string) (bool, error
 func (s *Service) requeue(ctx context.Context, id uuid.UUID) (bool, error) {
 	inserted := false
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var open bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1 AND args->>'api_id' = $2
-			AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled'))`, RegisterArgs{}.Kind(), id.String()).Scan(&open); err != nil {
+		open, err := registrationJobOpen(ctx, tx, id)
+		if err != nil {
 			return fmt.Errorf("look for registration job: %w", err)
 		}
 		if open {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
@@ -61,7 +62,7 @@ func (s *Service) enqueueDeregister(ctx context.Context, tx pgx.Tx, id uuid.UUID
 // another one from the pool (with many sections at once, that wait could
 // exhaust the pool).
 type conn interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	db.DBTX
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
@@ -77,11 +78,11 @@ func (s *Service) withAPILock(ctx context.Context, id uuid.UUID, fn func(c conn)
 	}
 	defer c.Release()
 	key := "veil-api:" + id.String()
-	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
+	if err := db.New(c).APIAdvisoryLock(ctx, key); err != nil {
 		return fmt.Errorf("lock api %s: %w", id, err)
 	}
 	defer func() {
-		if _, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
+		if err := db.New(c).APIAdvisoryUnlock(context.WithoutCancel(ctx), key); err != nil {
 			// Closing the connection ends the session and so the lock.
 			_ = c.Conn().Close(context.WithoutCancel(ctx))
 		}
@@ -90,7 +91,7 @@ func (s *Service) withAPILock(ctx context.Context, id uuid.UUID, fn func(c conn)
 }
 
 func loadAPI(ctx context.Context, c conn, id uuid.UUID) (API, error) {
-	return scanAPI(c.QueryRow(ctx, `SELECT `+apiColumns+` FROM apis WHERE id = $1`, id))
+	return toAPI(db.New(c).APIGetByID(ctx, id))
 }
 
 // RouteID is the gateway route @id of an API.
@@ -404,7 +405,7 @@ func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, a
 			// They register what a review approved; without a record of
 			// it the API goes back through review.
 			var approved bool
-			if err := tx.QueryRow(ctx, `SELECT approved_snapshot IS NOT NULL FROM apis WHERE id = $1`, id).Scan(&approved); err != nil {
+			if approved, err = db.New(tx).APIHasApprovedSnapshot(ctx, id); err != nil {
 				return fmt.Errorf("read approved snapshot: %w", err)
 			}
 			if !approved {

@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/originsig"
@@ -33,63 +33,12 @@ type signing struct {
 	previousUntil    *time.Time
 }
 
-// servedColumns read an API as the gateway serves it: the slug, upstream,
-// routes and health path its review approved (approved_snapshot), never
-// the live columns a provider may have changed since, and its signing
-// secrets. The order is apiColumns', so scanAPI reads the first part.
-const servedColumns = `a.id, a.organization_id, a.name, a.approved_snapshot->>'slug', a.description,
-	a.approved_snapshot->>'upstream_url', a.version, a.approved_snapshot->'routes', a.approved_snapshot->>'health_check_path',
-	a.docs_url, a.visibility, a.state, a.state_reason, a.created_by, a.created_at, a.updated_at,
-	s.secret, s.previous_secret, s.previous_until, a.approved_snapshot IS NOT NULL
-	FROM apis a LEFT JOIN api_signing_secrets s ON s.api_id = a.id`
-
-// snapshotSQL is what an approval records: the gateway-facing columns as
-// the reviewer saw them.
-const snapshotSQL = `jsonb_build_object('slug', slug, 'upstream_url', upstream_url, 'routes', routes,
-	'health_check_path', health_check_path)`
-
-// scanServed reads a row of servedColumns. An API without a snapshot is
-// ErrNotApproved.
-func scanServed(row pgx.Row) (API, error) {
-	var (
-		a                      API
-		slug, upstream, health *string
-		routes                 []byte
-		secret, previous       *string
-		previousUntil          *time.Time
-		approved               bool
-	)
-	err := row.Scan(&a.ID, &a.OrganizationID, &a.Name, &slug, &a.Description, &upstream, &a.Version, &routes,
-		&health, &a.DocsURL, &a.Visibility, &a.State, &a.StateReason, &a.CreatedBy, &a.CreatedAt, &a.UpdatedAt,
-		&secret, &previous, &previousUntil, &approved)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return API{}, ErrAPINotFound
-	}
-	if err != nil {
-		return API{}, fmt.Errorf("scan served api: %w", err)
-	}
-	if !approved || slug == nil || upstream == nil || health == nil {
-		return a, fmt.Errorf("api %s: %w", a.ID, ErrNotApproved)
-	}
-	a.Slug, a.UpstreamURL, a.HealthCheckPath = *slug, *upstream, *health
-	if err := json.Unmarshal(routes, &a.Routes); err != nil {
-		return API{}, fmt.Errorf("decode approved routes: %w", err)
-	}
-	a.GatewayPath = "/" + a.Slug
-	if secret != nil {
-		a.signing = &signing{secret: *secret, previousUntil: previousUntil}
-		if previous != nil {
-			a.signing.previous = *previous
-		}
-	}
-	return a, nil
-}
-
-// loadServed reads the API id as the gateway serves it.
-func loadServed(ctx context.Context, c interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}, id uuid.UUID) (API, error) {
-	return scanServed(c.QueryRow(ctx, `SELECT `+servedColumns+` WHERE a.id = $1`, id))
+// loadServed reads the API id as the gateway serves it: the slug,
+// upstream, routes and health path its review approved (approved_snapshot),
+// never the live columns a provider may have changed since, and its
+// signing secrets. An API without a snapshot is ErrNotApproved.
+func loadServed(ctx context.Context, c db.DBTX, id uuid.UUID) (API, error) {
+	return toServed(db.New(c).APIServedGetByID(ctx, id))
 }
 
 // gatewaySigning is the route's signing part for a, nil if a has no
@@ -158,22 +107,19 @@ func (s *Service) RotateSigningSecret(ctx context.Context, actor identity.Actor,
 		until := now.Add(SigningOverlap)
 		secret := originsig.NewSecret()
 		// A secret nobody was shown needs no overlap: no upstream has it.
-		var previous *string
-		var revealed bool
-		if err := tx.QueryRow(ctx, `SELECT secret, revealed FROM api_signing_secrets WHERE api_id = $1 FOR UPDATE`, id).Scan(&previous, &revealed); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		q := db.New(tx)
+		cur, err := q.SigningSecretGetForUpdate(ctx, id)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("read signing secret: %w", err)
 		}
+		var previous *string
 		var prevUntil *time.Time
-		if !revealed {
-			previous = nil
-		} else {
-			prevUntil = &until
+		if cur.Revealed {
+			previous, prevUntil = &cur.Secret, &until
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO api_signing_secrets (api_id, secret, previous_secret, previous_until, rotated_at, revealed)
-			VALUES ($1, $2, $3, $4, $5, true)
-			ON CONFLICT (api_id) DO UPDATE SET secret = EXCLUDED.secret, previous_secret = EXCLUDED.previous_secret,
-				previous_until = EXCLUDED.previous_until, rotated_at = EXCLUDED.rotated_at, revealed = true`,
-			id, secret, previous, prevUntil, now); err != nil {
+		if err := q.SigningSecretUpsert(ctx, db.SigningSecretUpsertParams{
+			ApiID: id, Secret: secret, PreviousSecret: previous, PreviousUntil: prevUntil, RotatedAt: now,
+		}); err != nil {
 			return fmt.Errorf("store signing secret: %w", err)
 		}
 		out = SigningSecret{APIID: id, Secret: secret, PreviousValidUntil: prevUntil, RotatedAt: now}
@@ -194,7 +140,7 @@ func (s *Service) RotateSigningSecret(ctx context.Context, actor identity.Actor,
 
 // createSigningSecret stores a new API's first secret, not revealed.
 func createSigningSecret(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
-	if _, err := tx.Exec(ctx, `INSERT INTO api_signing_secrets (api_id, secret) VALUES ($1, $2)`, id, originsig.NewSecret()); err != nil {
+	if err := db.New(tx).SigningSecretInsert(ctx, db.SigningSecretInsertParams{ApiID: id, Secret: originsig.NewSecret()}); err != nil {
 		return fmt.Errorf("store signing secret: %w", err)
 	}
 	return nil
