@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
@@ -33,19 +34,81 @@ type ReconcileReport struct {
 // Reconcile compares the APIs that should be served (active, deprecated)
 // with the veil routes on the gateway and heals both directions: missing or
 // different routes are put again, routes without a routed API are removed.
-// Approved APIs whose registration job was lost are queued again.
+// Approved APIs whose registration job was lost are queued again. The
+// scheduled job runs it; a run an admin asks for is ReconcileRequested.
 func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	return s.reconcile(ctx, nil)
+}
+
+// ReconcileRequested is Reconcile run because actor asked for it, audited
+// as "gateway.reconcile" with the drift found. What a run changes is
+// mostly the gateway's routes, through its admin API, which no transaction
+// of ours can hold; so the entry is the request's, and it commits after
+// the drift is found and before the first call that heals it. If it cannot
+// be written, nothing is changed; once it is, every change the run makes
+// has an entry that asked for it. The run's database changes (suspensions
+// of refused upstreams) carry their own entries, in their transactions.
+// Recording after the run, as the HTTP layer did, could leave the gateway
+// changed with no entry.
+func (s *Service) ReconcileRequested(ctx context.Context, actor identity.Actor) (ReconcileReport, error) {
+	return s.reconcile(ctx, func(found ReconcileReport) error {
+		return audit.RecordNow(ctx, s.pool, audit.Change{
+			Actor: actor.Subject, ActorRole: string(actor.Role), Action: "gateway.reconcile",
+			TargetType: "gateway", TargetID: "apis", After: found,
+		})
+	})
+}
+
+// reconcile finds the drift, calls record (when not nil) with what was
+// found and, unless it fails, heals.
+func (s *Service) reconcile(ctx context.Context, record func(found ReconcileReport) error) (ReconcileReport, error) {
 	rep := ReconcileReport{Unhealed: []string{}}
-	want, approved, err := s.servedAPIs(ctx, &rep)
+	d, err := s.findDrift(ctx, &rep)
 	if err != nil {
 		return rep, err
+	}
+	if record != nil {
+		if err := record(rep); err != nil {
+			return rep, fmt.Errorf("record reconciliation: %w", err)
+		}
+	}
+	s.healDrift(ctx, &rep, d)
+	s.metrics.reconcileFixed.Add(rep.Healed)
+	s.metrics.reconcileLeft.Add(len(rep.Unhealed))
+	if rep.Healed > 0 || len(rep.Unhealed) > 0 {
+		s.log.WarnContext(ctx, "gateway drift found", "missing", rep.Missing, "mismatched", rep.Mismatched,
+			"orphans", rep.Orphans, "requeued", rep.Requeued, "healed", rep.Healed, "unhealed", len(rep.Unhealed))
+	}
+	return rep, nil
+}
+
+// drift is what a reconciliation found, before it heals anything.
+type drift struct {
+	refused  []refusedUpstream // routed APIs whose upstream the egress policy refuses now
+	routes   []uuid.UUID       // routed APIs whose route is missing or different
+	orphans  []string          // veil routes without a routed API
+	approved []uuid.UUID       // approved APIs, whose registration job may be lost
+}
+
+type refusedUpstream struct {
+	id  uuid.UUID
+	err error
+}
+
+// findDrift compares the database with the gateway, counting in rep what
+// differs; it changes nothing.
+func (s *Service) findDrift(ctx context.Context, rep *ReconcileReport) (drift, error) {
+	want, approved, err := s.servedAPIs(ctx, rep)
+	if err != nil {
+		return drift{}, err
 	}
 	rep.Checked = len(want)
 	have, err := s.gatewayRoutes(ctx)
 	if err != nil {
-		return rep, err
+		return drift{}, err
 	}
-	s.healWanted(ctx, &rep, want, have)
+	d := drift{approved: approved}
+	s.findWanted(ctx, rep, &d, want, have)
 	approvedSet := map[string]bool{}
 	for _, id := range approved {
 		approvedSet[RouteID(id)] = true
@@ -55,6 +118,35 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			continue // approved ones belong to their registration job
 		}
 		rep.Orphans++
+		d.orphans = append(d.orphans, id)
+	}
+	return d, nil
+}
+
+// healDrift heals what findDrift found, counting in rep what it healed and
+// what it could not.
+func (s *Service) healDrift(ctx context.Context, rep *ReconcileReport, d drift) {
+	for _, r := range d.refused {
+		done, err := s.suspendRefused(ctx, r.id, r.err)
+		if err != nil {
+			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: take refused upstream off the gateway: %v", r.id, err))
+			continue
+		}
+		if done {
+			rep.Healed++
+		}
+	}
+	for _, id := range d.routes {
+		healed, err := s.healRoute(ctx, id)
+		if err != nil {
+			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: put route: %v", id, err))
+			continue
+		}
+		if healed {
+			rep.Healed++
+		}
+	}
+	for _, id := range d.orphans {
 		removed, err := s.removeOrphan(ctx, id)
 		if err != nil {
 			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("route %s: delete: %v", id, err))
@@ -64,7 +156,7 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			rep.Healed++
 		}
 	}
-	for _, id := range approved {
+	for _, id := range d.approved {
 		requeued, err := s.requeue(ctx, id)
 		if err != nil {
 			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: requeue registration: %v", id, err))
@@ -75,13 +167,6 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			rep.Healed++
 		}
 	}
-	s.metrics.reconcileFixed.Add(rep.Healed)
-	s.metrics.reconcileLeft.Add(len(rep.Unhealed))
-	if rep.Healed > 0 || len(rep.Unhealed) > 0 {
-		s.log.WarnContext(ctx, "gateway drift found", "missing", rep.Missing, "mismatched", rep.Mismatched,
-			"orphans", rep.Orphans, "requeued", rep.Requeued, "healed", rep.Healed, "unhealed", len(rep.Unhealed))
-	}
-	return rep, nil
 }
 
 // servedAPIs returns the APIs the gateway should serve (active,
@@ -139,10 +224,10 @@ func (s *Service) gatewayRoutes(ctx context.Context) (map[string]gatewayadmin.Ro
 	return have, nil
 }
 
-// healWanted puts again the route of each API in want that is missing or
-// different in have, and takes off the gateway each one whose upstream the
-// egress policy refuses now.
-func (s *Service) healWanted(ctx context.Context, rep *ReconcileReport, want map[string]API, have map[string]gatewayadmin.Route) {
+// findWanted adds to d each API of want whose route is missing or
+// different in have, and each one whose upstream the egress policy
+// refuses now.
+func (s *Service) findWanted(ctx context.Context, rep *ReconcileReport, d *drift, want map[string]API, have map[string]gatewayadmin.Route) {
 	for id, a := range want {
 		// The policy or the upstream's DNS may have changed since the API
 		// was approved: an upstream refused now is taken off the gateway,
@@ -151,14 +236,7 @@ func (s *Service) healWanted(ctx context.Context, rep *ReconcileReport, want map
 		// connect meanwhile).
 		if err := s.cfg.Egress.CheckURL(ctx, a.UpstreamURL); errors.Is(err, egress.ErrRefused) {
 			rep.Refused++
-			done, serr := s.suspendRefused(ctx, a.ID, err)
-			if serr != nil {
-				rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: take refused upstream off the gateway: %v", a.ID, serr))
-				continue
-			}
-			if done {
-				rep.Healed++
-			}
+			d.refused = append(d.refused, refusedUpstream{id: a.ID, err: err})
 			continue
 		}
 		r, ok := have[id]
@@ -170,14 +248,7 @@ func (s *Service) healWanted(ctx context.Context, rep *ReconcileReport, want map
 		default:
 			continue
 		}
-		healed, err := s.healRoute(ctx, a.ID)
-		if err != nil {
-			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: put route: %v", a.ID, err))
-			continue
-		}
-		if healed {
-			rep.Healed++
-		}
+		d.routes = append(d.routes, a.ID)
 	}
 }
 

@@ -312,15 +312,9 @@ func (a *api) bulk(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) reconcileAPIs(w http.ResponseWriter, r *http.Request) error {
-	rep, err := a.cfg.Catalog.Reconcile(r.Context())
+	// The catalog audits the request before it changes the gateway.
+	rep, err := a.cfg.Catalog.ReconcileRequested(r.Context(), actorFrom(r))
 	if err != nil {
-		return err
-	}
-	act := actorFrom(r)
-	if err := audit.RecordNow(r.Context(), a.cfg.Pool, audit.Change{
-		Actor: act.Subject, ActorRole: string(act.Role), Action: "gateway.reconcile",
-		TargetType: "gateway", TargetID: "apis", After: rep,
-	}); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, rep)
