@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -112,63 +111,9 @@ type Data struct {
 	Refusal string `json:"refusal,omitempty"`
 }
 
-// MarshalJSON encodes the event in CloudEvents structured mode, units as an
-// exact JSON number.
+// MarshalJSON encodes the event with AppendEvent.
 func (e Event) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.Grow(384)
-	b.WriteString(`{"specversion":"1.0","id":`)
-	writeString(&b, e.ID)
-	b.WriteString(`,"source":`)
-	writeString(&b, e.Source)
-	b.WriteString(`,"type":`)
-	writeString(&b, e.Type)
-	b.WriteString(`,"time":"`)
-	b.WriteString(e.Time.UTC().Format(time.RFC3339Nano))
-	b.WriteString(`","subject":`)
-	writeString(&b, e.Subject)
-	b.WriteString(`,"datacontenttype":"application/json","data":{"api_id":`)
-	writeString(&b, e.Data.APIID)
-	d := e.Data
-	if d.KeyID != "" {
-		b.WriteString(`,"key_id":`)
-		writeString(&b, d.KeyID)
-	}
-	if d.Method != "" {
-		b.WriteString(`,"method":`)
-		writeString(&b, d.Method)
-	}
-	if d.Route != "" {
-		b.WriteString(`,"route":`)
-		writeString(&b, d.Route)
-	}
-	if d.Path != "" || e.Type == TypeAPIRequest {
-		b.WriteString(`,"path":`)
-		writeString(&b, d.Path)
-	}
-	if d.Status != 0 {
-		b.WriteString(`,"status":`)
-		b.WriteString(strconv.FormatUint(uint64(d.Status), 10))
-	}
-	b.WriteString(`,"latency_ms":`)
-	b.WriteString(strconv.FormatUint(uint64(d.LatencyMS), 10))
-	b.WriteString(`,"request_bytes":`)
-	b.WriteString(strconv.FormatUint(d.RequestBytes, 10))
-	b.WriteString(`,"response_bytes":`)
-	b.WriteString(strconv.FormatUint(d.ResponseBytes, 10))
-	b.WriteString(`,"units":`)
-	b.WriteString(d.Units.String())
-	if d.Refusal != "" {
-		b.WriteString(`,"refusal":`)
-		writeString(&b, d.Refusal)
-	}
-	b.WriteString(`}}`)
-	return b.Bytes(), nil
-}
-
-func writeString(b *bytes.Buffer, s string) {
-	q, _ := json.Marshal(s) // a string always marshals
-	b.Write(q)
+	return AppendEvent(make([]byte, 0, 384), &e), nil
 }
 
 var parsers fastjson.ParserPool
@@ -199,104 +144,22 @@ func Decode(raw []byte) (Event, error) {
 	if err != nil {
 		return Event{}, newError(ReasonMalformedJSON, "", "event must be a JSON object")
 	}
-	var (
-		e       Event
-		data    *fastjson.Value
-		seen    uint8
-		failure *Error
-	)
-	const (
-		seenSpec = 1 << iota
-		seenID
-		seenSource
-		seenType
-		seenTime
-		seenSubject
-		seenData
-	)
+	var a attributes
 	// Later duplicates win, as in the JSON Schema validator's decoding.
-	top.Visit(func(key []byte, v *fastjson.Value) {
-		if failure != nil {
-			return
-		}
-		switch name := string(key); name {
-		case "specversion":
-			seen |= seenSpec
-			s, err := stringField(name, v, 0, -1)
-			if err != nil {
-				failure = err
-			} else if s != SpecVersion {
-				failure = newError(ReasonUnsupportedSpecVersion, name, "specversion %q is not supported; use %q", s, SpecVersion)
-			}
-		case "id":
-			seen |= seenID
-			e.ID, failure = stringField(name, v, 1, 256)
-		case "source":
-			seen |= seenSource
-			e.Source, failure = stringField(name, v, 1, 256)
-		case "type":
-			seen |= seenType
-			s, err := stringField(name, v, 0, -1)
-			switch {
-			case err != nil:
-				failure = err
-			case s != TypeAPIRequest && s != TypeUsageRecord:
-				failure = newError(ReasonUnknownType, name, "type %q is not one of %s, %s", s, TypeAPIRequest, TypeUsageRecord)
-			default:
-				e.Type = s
-			}
-		case "time":
-			seen |= seenTime
-			s, err := stringField(name, v, 0, -1)
-			if err != nil {
-				failure = err
-				return
-			}
-			t, perr := parseTime(s)
-			if perr != nil {
-				failure = newError(ReasonInvalidTime, name, "time %q is not RFC 3339", s)
-				return
-			}
-			e.Time = t
-		case "subject":
-			seen |= seenSubject
-			e.Subject, failure = stringField(name, v, 1, 128)
-		case "datacontenttype":
-			s, err := stringField(name, v, 0, -1)
-			if err != nil {
-				failure = err
-			} else if s != "application/json" {
-				failure = newError(ReasonInvalidField, name, "datacontenttype must be application/json")
-			}
-		case "dataschema":
-			_, failure = stringField(name, v, 0, 512)
-		case "data":
-			seen |= seenData
-			data = v // decoded below, once the type is known
-		default:
-			if !validExtensionName(name) {
-				failure = newError(ReasonUnknownField, name, "attribute %q is not a CloudEvents attribute or a valid extension name (lower-case letters and digits, at most 20)", name)
-				return
-			}
-			switch v.Type() {
-			case fastjson.TypeString, fastjson.TypeNumber, fastjson.TypeTrue, fastjson.TypeFalse:
-			default:
-				failure = newError(ReasonInvalidField, name, "extension %q must be a string, number or boolean", name)
-			}
-		}
-	})
-	if failure != nil {
-		failure.ID = string(top.Get("id").GetStringBytes())
-		return Event{}, failure
+	top.Visit(a.visit)
+	if a.failure != nil {
+		a.failure.ID = string(top.Get("id").GetStringBytes())
+		return Event{}, a.failure
 	}
+	e := a.e
 	for i, name := range [...]string{"specversion", "id", "source", "type", "time", "subject", "data"} {
-		if seen&(1<<i) == 0 {
+		if a.seen&(1<<i) == 0 {
 			err := newError(ReasonMissingField, name, "%s is required", name)
 			err.ID = e.ID
 			return Event{}, err
 		}
 	}
-	d, derr := decodeData(data, e.Type == TypeAPIRequest)
+	d, derr := decodeData(a.data, e.Type == TypeAPIRequest)
 	if derr != nil {
 		derr.ID = e.ID
 		return Event{}, derr
@@ -308,6 +171,111 @@ func Decode(raw []byte) (Event, error) {
 		return Event{}, err
 	}
 	return e, nil
+}
+
+// attributes collects an event's top-level attributes as Decode visits
+// them: the event so far, the data object (decoded once the type is known),
+// which required attributes were seen, and the first failure.
+type attributes struct {
+	e       Event
+	data    *fastjson.Value
+	seen    uint8
+	failure *Error
+}
+
+// The bits of attributes.seen, in the order Decode names missing ones.
+const (
+	seenSpec = 1 << iota
+	seenID
+	seenSource
+	seenType
+	seenTime
+	seenSubject
+	seenData
+)
+
+// visit checks one top-level attribute.
+func (a *attributes) visit(key []byte, v *fastjson.Value) {
+	if a.failure != nil {
+		return
+	}
+	switch name := string(key); name {
+	case "specversion":
+		a.seen |= seenSpec
+		s, err := stringField(name, v, 0, -1)
+		if err != nil {
+			a.failure = err
+		} else if s != SpecVersion {
+			a.failure = newError(ReasonUnsupportedSpecVersion, name, "specversion %q is not supported; use %q", s, SpecVersion)
+		}
+	case "id":
+		a.seen |= seenID
+		a.e.ID, a.failure = stringField(name, v, 1, 256)
+	case "source":
+		a.seen |= seenSource
+		a.e.Source, a.failure = stringField(name, v, 1, 256)
+	case "type":
+		a.seen |= seenType
+		a.e.Type, a.failure = typeField(name, v)
+	case "time":
+		a.seen |= seenTime
+		a.e.Time, a.failure = timeField(name, v)
+	case "subject":
+		a.seen |= seenSubject
+		a.e.Subject, a.failure = stringField(name, v, 1, 128)
+	case "datacontenttype":
+		s, err := stringField(name, v, 0, -1)
+		if err != nil {
+			a.failure = err
+		} else if s != "application/json" {
+			a.failure = newError(ReasonInvalidField, name, "datacontenttype must be application/json")
+		}
+	case "dataschema":
+		_, a.failure = stringField(name, v, 0, 512)
+	case "data":
+		a.seen |= seenData
+		a.data = v
+	default:
+		a.failure = extensionField(name, v)
+	}
+}
+
+// typeField returns the event type, one of the types Veil knows.
+func typeField(name string, v *fastjson.Value) (string, *Error) {
+	s, err := stringField(name, v, 0, -1)
+	switch {
+	case err != nil:
+		return "", err
+	case s != TypeAPIRequest && s != TypeUsageRecord:
+		return "", newError(ReasonUnknownType, name, "type %q is not one of %s, %s", s, TypeAPIRequest, TypeUsageRecord)
+	}
+	return s, nil
+}
+
+// timeField returns the event time, an RFC 3339 date-time.
+func timeField(name string, v *fastjson.Value) (time.Time, *Error) {
+	s, err := stringField(name, v, 0, -1)
+	if err != nil {
+		return time.Time{}, err
+	}
+	t, perr := parseTime(s)
+	if perr != nil {
+		return time.Time{}, newError(ReasonInvalidTime, name, "time %q is not RFC 3339", s)
+	}
+	return t, nil
+}
+
+// extensionField checks a CloudEvents extension attribute: a valid name and
+// a string, number or boolean value.
+func extensionField(name string, v *fastjson.Value) *Error {
+	if !validExtensionName(name) {
+		return newError(ReasonUnknownField, name, "attribute %q is not a CloudEvents attribute or a valid extension name (lower-case letters and digits, at most 20)", name)
+	}
+	switch v.Type() {
+	case fastjson.TypeString, fastjson.TypeNumber, fastjson.TypeTrue, fastjson.TypeFalse:
+		return nil
+	}
+	return newError(ReasonInvalidField, name, "extension %q must be a string, number or boolean", name)
 }
 
 // validSubject holds the subject to what it keys: a subscription id, the
