@@ -248,10 +248,12 @@ type (
 		// rewrite
 		URI             string `json:"uri,omitempty"`
 		StripPathPrefix string `json:"strip_path_prefix,omitempty"`
-		// veil
+		// veil (see VeilHandler)
 		APIID          string   `json:"api_id,omitempty"`
 		PathPrefix     string   `json:"path_prefix,omitempty"`
 		RouteTemplates []string `json:"route_templates,omitempty"`
+		KeyQueryParam  string   `json:"key_query_param,omitempty"`
+		UnitsHeader    string   `json:"units_header,omitempty"`
 		// veil_sign (api_id as above)
 		Secret         string `json:"secret,omitempty"`
 		PreviousSecret string `json:"previous_secret,omitempty"`
@@ -340,8 +342,8 @@ func (s proxySpec) caddy() caddyRoute {
 		// Before the rewrites: the handler matches key routes and
 		// templates against the API-relative path, which it takes from
 		// the original one by the prefix.
-		veil := caddyHandler{Handler: "veil", APIID: r.Veil.APIID, PathPrefix: r.PathPrefix, RouteTemplates: r.Veil.RouteTemplates}
-		handle = append([]caddyHandler{veil}, handle...)
+		veil := VeilHandler{APIID: r.Veil.APIID, PathPrefix: r.PathPrefix, RouteTemplates: r.Veil.RouteTemplates}
+		handle = append([]caddyHandler{veil.caddy()}, handle...)
 	}
 	return caddyRoute{ID: r.ID, Match: []caddyMatch{match}, Handle: handle, Terminal: true}
 }
@@ -394,7 +396,7 @@ func fromCaddy(c caddyRoute) (Route, error) {
 		return Route{}, errors.New("want one matcher with two paths")
 	}
 	var veil *Veil
-	if len(c.Handle) >= 3 && c.Handle[0].Handler == "veil" {
+	if len(c.Handle) >= 3 && c.Handle[0].Handler == VeilHandlerName {
 		veil = &Veil{APIID: c.Handle[0].APIID, RouteTemplates: c.Handle[0].RouteTemplates}
 		c.Handle = c.Handle[1:]
 	}
