@@ -30,6 +30,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
 	"github.com/veil-platform/veil/internal/httpserver"
@@ -367,7 +368,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusConflict, "already-rotated", "Already Rotated", err.Error())
 	case errors.Is(err, subscriptions.ErrNothingToReveal):
 		d = problem.New(http.StatusConflict, "nothing-to-reveal", "Nothing To Reveal", "this key holds no sealed successor to reveal; it was revealed already or was issued in a response")
-	case errors.Is(err, subscriptions.ErrNoQuota):
+	case errors.Is(err, quota.ErrNoQuota):
 		d = problem.New(http.StatusConflict, "no-quota", "No Quota", "the subscription's plan has no request quota to adjust")
 	case errors.Is(err, subscriptions.ErrSamePlan):
 		d = problem.New(http.StatusConflict, "same-plan", "Same Plan", "the subscription is on that plan's latest version already")

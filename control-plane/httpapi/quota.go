@@ -68,8 +68,8 @@ func (a *api) quotaStatus(w http.ResponseWriter, r *http.Request) error {
 
 // adjustQuota credits or resets the period's quota.
 func (a *api) adjustQuota(kind string) func(http.ResponseWriter, *http.Request) error {
-	return write(http.StatusCreated, func(ctx context.Context, act identity.Actor, id uuid.UUID, in subscriptions.QuotaAdjustmentInput) (subscriptions.QuotaAdjustment, error) {
-		return a.cfg.Subscriptions.AdjustQuota(ctx, act, id, kind, in)
+	return write(http.StatusCreated, func(ctx context.Context, act identity.Actor, id uuid.UUID, in quota.AdjustmentInput) (quota.Adjustment, error) {
+		return quota.NewAdjuster(a.cfg.Pool, a.cfg.Subscriptions).Adjust(ctx, act, id, kind, in)
 	})
 }
 

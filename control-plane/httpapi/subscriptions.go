@@ -12,6 +12,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/validation"
 	"github.com/veil-platform/veil/metering"
@@ -41,8 +42,8 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 	})))
 	r.Post(idPath("/v1/subscriptions/{id}/plan"), a.handle(write(http.StatusOK, s.ChangePlan)))
 	r.Get(idPath("/v1/subscriptions/{id}/quota"), a.handle(a.quotaStatus))
-	r.Post(idPath("/v1/subscriptions/{id}/quota/credits"), a.handle(a.adjustQuota(subscriptions.AdjustCredit)))
-	r.Post(idPath("/v1/subscriptions/{id}/quota/reset"), a.handle(a.adjustQuota(subscriptions.AdjustReset)))
+	r.Post(idPath("/v1/subscriptions/{id}/quota/credits"), a.handle(a.adjustQuota(quota.AdjustCredit)))
+	r.Post(idPath("/v1/subscriptions/{id}/quota/reset"), a.handle(a.adjustQuota(quota.AdjustReset)))
 	r.Get(idPath("/v1/subscriptions/{id}/keys"), a.handle(read(listOf(s.ListKeys))))
 	r.Post(idPath("/v1/subscriptions/{id}/keys"), a.handle(a.createKey))
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
@@ -87,7 +88,7 @@ func TestResubscribeKeepsUsedQuota(t *testing.T) {
 		t.Fatalf("third subscription: limit %d blocked %v; want 0 and blocked", third.QuotaLimit(), blocked)
 	}
 	// A provider's reset still gives the whole quota back.
-	if _, err := f.svc.AdjustQuota(f.ctx, f.provider, third.ID, subscriptions.AdjustReset, subscriptions.QuotaAdjustmentInput{Reason: "ticket 7"}); err != nil {
+	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, third.ID, quota.AdjustReset, quota.AdjustmentInput{Reason: "ticket 7"}); err != nil {
 		t.Fatal(err)
 	}
 	if rec, blocked := f.gateway(third.ID); rec.QuotaRequests != 1000 || blocked {
@@ -96,7 +97,7 @@ func TestResubscribeKeepsUsedQuota(t *testing.T) {
 
 	// Partly used: what is left carries, and a provider's credit with it.
 	f.count(third, 300)
-	if _, err := f.svc.AdjustQuota(f.ctx, f.provider, third.ID, subscriptions.AdjustCredit, subscriptions.QuotaAdjustmentInput{Requests: 50, Reason: "goodwill"}); err != nil {
+	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, third.ID, quota.AdjustCredit, quota.AdjustmentInput{Requests: 50, Reason: "goodwill"}); err != nil {
 		t.Fatal(err)
 	}
 	fourth := f.resubscribe(f.consumer, third.ID, f.plan.ID)

@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/validation"
@@ -52,21 +53,21 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 	}
 
 	// The subscriber may not credit itself; the provider may.
-	in := subscriptions.QuotaAdjustmentInput{Requests: 500, Reason: "goodwill after an outage"}
-	if _, err := f.svc.AdjustQuota(f.ctx, f.consumer, f.sub.ID, subscriptions.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
-		t.Fatalf("AdjustQuota by the subscriber = %v; want ErrForbidden", err)
+	in := quota.AdjustmentInput{Requests: 500, Reason: "goodwill after an outage"}
+	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.consumer, f.sub.ID, quota.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
+		t.Fatalf("Adjust by the subscriber = %v; want ErrForbidden", err)
 	}
 	member := identity.Actor{Subject: "provider-consumer", Role: identity.RoleConsumer, OrgID: f.provider.OrgID}
-	if _, err := f.svc.AdjustQuota(f.ctx, member, f.sub.ID, subscriptions.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
-		t.Fatalf("AdjustQuota by a consumer-role member of the provider = %v; want ErrForbidden", err)
+	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, member, f.sub.ID, quota.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
+		t.Fatalf("Adjust by a consumer-role member of the provider = %v; want ErrForbidden", err)
 	}
 	var verr *validation.Error
-	if _, err := f.svc.AdjustQuota(f.ctx, f.provider, f.sub.ID, subscriptions.AdjustCredit, subscriptions.QuotaAdjustmentInput{Requests: 0, Reason: " "}); !errors.As(err, &verr) || len(verr.Fields) != 2 {
-		t.Fatalf("AdjustQuota(0 requests, blank reason) = %v; want two field errors", err)
+	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, f.sub.ID, quota.AdjustCredit, quota.AdjustmentInput{Requests: 0, Reason: " "}); !errors.As(err, &verr) || len(verr.Fields) != 2 {
+		t.Fatalf("Adjust(0 requests, blank reason) = %v; want two field errors", err)
 	}
-	adj, err := f.svc.AdjustQuota(f.ctx, f.provider, f.sub.ID, subscriptions.AdjustCredit, in)
+	adj, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, f.sub.ID, quota.AdjustCredit, in)
 	if err != nil || adj.Requests != 500 || adj.Limit != 1500 || adj.UsedAtChange != 1000 {
-		t.Fatalf("AdjustQuota(credit 500) = %+v, %v; want 500 added, limit 1500, used 1000", adj, err)
+		t.Fatalf("Adjust(credit 500) = %+v, %v; want 500 added, limit 1500, used 1000", adj, err)
 	}
 	if q, _, blocked := state(); q != 1500 || blocked {
 		t.Fatalf("after a credit of 500: quota %d blocked %v; want 1500 and unblocked", q, blocked)
@@ -78,9 +79,9 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 	if err := f.store.PutBlock(f.ctx, id, f.sub.CurrentPeriodEnd); err != nil {
 		t.Fatal(err)
 	}
-	adj, err = f.svc.AdjustQuota(f.ctx, f.provider, f.sub.ID, subscriptions.AdjustReset, subscriptions.QuotaAdjustmentInput{Reason: "support ticket 42"})
+	adj, err = quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, f.sub.ID, quota.AdjustReset, quota.AdjustmentInput{Reason: "support ticket 42"})
 	if err != nil || adj.Requests != 1100 || adj.Limit != 2600 {
-		t.Fatalf("AdjustQuota(reset at 1600 of 1500) = %+v, %v; want 1100 added, limit 2600", adj, err)
+		t.Fatalf("Adjust(reset at 1600 of 1500) = %+v, %v; want 1100 added, limit 2600", adj, err)
 	}
 	if q, _, blocked := state(); q != 2600 || blocked {
 		t.Fatalf("after the reset: quota %d blocked %v; want 2600 and unblocked", q, blocked)
@@ -108,7 +109,7 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 		t.Fatal(err)
 	}
 	setUsed(2600)
-	if _, err := f.svc.AdjustQuota(f.ctx, f.provider, f.sub.ID, subscriptions.AdjustCredit, subscriptions.QuotaAdjustmentInput{Requests: 1, Reason: "one more"}); err != nil {
+	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, f.sub.ID, quota.AdjustCredit, quota.AdjustmentInput{Requests: 1, Reason: "one more"}); err != nil {
 		t.Fatal(err)
 	}
 	setUsed(2601)

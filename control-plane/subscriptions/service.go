@@ -53,8 +53,6 @@ var (
 	ErrNothingToReveal = errors.New("no sealed key to reveal")
 	// ErrInvalidTransition is the key state machine's refusal.
 	ErrInvalidTransition = keys.ErrInvalidTransition
-	// ErrNoQuota: the subscription's plan has no request quota to adjust.
-	ErrNoQuota = errors.New("subscription has no request quota")
 	// ErrSamePlan: a plan change to the version the subscription is on.
 	ErrSamePlan = errors.New("subscription is on that plan version already")
 	// ErrSubscriptionTransition: the subscription's status does not allow the change.

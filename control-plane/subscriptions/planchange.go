@@ -1,0 +1,76 @@
+package subscriptions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/validation"
+)
+
+// ChangePlanInput moves a subscription to another plan of the same API.
+type ChangePlanInput struct {
+	PlanID uuid.UUID `json:"plan_id"`
+}
+
+// ChangePlan moves a live subscription to the latest version of an active
+// plan of the same API (the same plan moves it to that plan's latest
+// version), from now on: the billing period stays, the new terms (quota,
+// hardness, rate limits) apply at once and the gateway's record and block
+// follow through the outbox. Proration of the base fee belongs to
+// billing, which prices each event by the version in force at its time
+// (subscription_history).
+func (s *Service) ChangePlan(ctx context.Context, actor identity.Actor, id uuid.UUID, in ChangePlanInput) (Subscription, error) {
+	if in.PlanID == uuid.Nil {
+		return Subscription{}, validation.One("plan_id", "is required")
+	}
+	var out Subscription
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		before, err := s.changeSub(ctx, tx, actor, id)
+		if err != nil {
+			return err
+		}
+		if !before.Status.live() {
+			return fmt.Errorf("%w: subscription is canceled", ErrSubscriptionInactive)
+		}
+		p, err := s.loadPlan(ctx, tx, actor, in.PlanID, false, false)
+		if errors.Is(err, ErrPlanNotFound) {
+			return fmt.Errorf("%w: plan_id: no plan %s you can see", ErrPlanNotFound, in.PlanID)
+		}
+		if err != nil {
+			return err
+		}
+		if p.APIID != before.APIID {
+			return validation.One("plan_id", "the plan belongs to another api")
+		}
+		if p.Status != PlanActive {
+			return fmt.Errorf("%w: plan is %s", ErrPlanUnavailable, p.Status)
+		}
+		if p.Current.ID == before.PlanVersionID {
+			return ErrSamePlan
+		}
+		now := s.now().UTC()
+		if _, err := tx.Exec(ctx, `UPDATE subscriptions SET plan_version_id = $2, sync_version = sync_version + 1, updated_at = now()
+			WHERE id = $1`, id, p.Current.ID); err != nil {
+			return fmt.Errorf("change plan: %w", err)
+		}
+		if err := s.history(ctx, tx, id, p.Current.ID, before.Status, now, actor, "plan changed"); err != nil {
+			return err
+		}
+		if err := s.enqueueSubSync(ctx, tx, id); err != nil {
+			return err
+		}
+		if out, err = s.lockSub(ctx, tx, id); err != nil {
+			return err
+		}
+		return s.record(ctx, tx, actor, out.OrganizationID, "subscription.plan_change", "subscription", id,
+			map[string]any{"plan_id": before.PlanID, "plan_version_id": before.PlanVersionID},
+			map[string]any{"plan_id": out.PlanID, "plan_version_id": out.PlanVersionID},
+			"subscription.plan_changed", map[string]any{"subscription": out, "from_plan_version_id": before.PlanVersionID})
+	})
+	return out, err
+}
