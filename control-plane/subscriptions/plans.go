@@ -16,6 +16,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -166,33 +167,11 @@ type VersionInput struct {
 	Terms Terms `json:"terms"`
 }
 
-const planColumns = `p.id, p.api_id, p.name, p.slug, p.description, p.status, p.created_at, p.updated_at,
-	v.id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
-	v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at`
-
-// planFrom joins each plan to its latest version.
-const planFrom = ` FROM plans p JOIN LATERAL (SELECT * FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true`
-
-func scanPlan(row pgx.Row) (Plan, error) {
-	var p Plan
-	t := &p.Current.Terms
-	err := row.Scan(&p.ID, &p.APIID, &p.Name, &p.Slug, &p.Description, &p.Status, &p.CreatedAt, &p.UpdatedAt,
-		&p.Current.ID, &p.Current.Version, &t.Type, &t.Currency, &t.Interval, &t.BaseFee, &t.TrialDays, &t.QuotaRequests,
-		&t.QuotaHard, &t.RatePerSecond, &t.RatePerMinute, &t.IncludedUnits, &p.Current.CreatedBy, &p.Current.CreatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Plan{}, ErrPlanNotFound
-	}
-	if err != nil {
-		return Plan{}, fmt.Errorf("scan plan: %w", err)
-	}
-	return p, nil
-}
-
 // apiFor loads the API of a plan operation: the caller must see it, and
 // change it when change is set (its provider or an admin).
 func (s *Service) apiFor(ctx context.Context, q pgx.Tx, actor identity.Actor, apiID uuid.UUID, change bool) (org uuid.UUID, state catalog.State, err error) {
-	var vis string
-	err = q.QueryRow(ctx, `SELECT organization_id, state, visibility FROM apis WHERE id = $1`, apiID).Scan(&org, &state, &vis)
+	a, err := db.New(q).APIAccessGet(ctx, apiID)
+	org, state, vis := a.OrganizationID, catalog.State(a.State), string(a.Visibility)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return uuid.Nil, "", catalog.ErrAPINotFound
 	}
@@ -221,16 +200,15 @@ func (s *Service) CreatePlan(ctx context.Context, actor identity.Actor, apiID uu
 		if err != nil {
 			return err
 		}
-		var id uuid.UUID
-		err = tx.QueryRow(ctx, `INSERT INTO plans (api_id, name, slug, description, status) VALUES ($1, $2, $3, $4, $5) RETURNING id`,
-			apiID, in.Name, in.Slug, in.Description, in.Status).Scan(&id)
+		q := db.New(tx)
+		id, err := q.PlanInsert(ctx, db.PlanInsertParams{ApiID: apiID, Name: in.Name, Slug: in.Slug, Description: in.Description, Status: db.PlanStatus(in.Status)})
 		if err != nil {
 			return translatePlan(err)
 		}
 		if err := insertVersion(ctx, tx, id, 1, in.Terms, actor.Subject); err != nil {
 			return err
 		}
-		if out, err = scanPlan(tx.QueryRow(ctx, `SELECT `+planColumns+planFrom+` WHERE p.id = $1`, id)); err != nil {
+		if out, err = toPlan(q.PlanGetByID(ctx, id)); err != nil {
 			return err
 		}
 		return s.record(ctx, tx, actor, org, "plan.create", "plan", id, nil, out, "plan.created", map[string]any{"plan": out})
@@ -239,11 +217,11 @@ func (s *Service) CreatePlan(ctx context.Context, actor identity.Actor, apiID uu
 }
 
 func insertVersion(ctx context.Context, tx pgx.Tx, planID uuid.UUID, version int, t Terms, by string) error {
-	_, err := tx.Exec(ctx, `INSERT INTO plan_versions (plan_id, version, type, currency, interval, base_fee, trial_days,
-			quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, created_by)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		planID, version, t.Type, t.Currency, t.Interval, t.BaseFee, t.TrialDays, t.QuotaRequests, t.QuotaHard,
-		t.RatePerSecond, t.RatePerMinute, t.IncludedUnits, by)
+	err := db.New(tx).PlanVersionInsert(ctx, db.PlanVersionInsertParams{
+		PlanID: planID, Version: int32(version), Type: db.PlanType(t.Type), Currency: t.Currency, Interval: db.BillingInterval(t.Interval),
+		BaseFee: t.BaseFee, TrialDays: int32(t.TrialDays), QuotaRequests: t.QuotaRequests, QuotaHard: t.QuotaHard,
+		RatePerSecond: int32Ptr(t.RatePerSecond), RatePerMinute: int32Ptr(t.RatePerMinute), IncludedUnits: t.IncludedUnits, CreatedBy: by,
+	})
 	if err != nil {
 		return fmt.Errorf("insert plan version: %w", err)
 	}
@@ -271,13 +249,19 @@ func (s *Service) ListPlans(ctx context.Context, actor identity.Actor, apiID uui
 			return err
 		}
 		all := actor.IsAdmin() || actor.OrgID == org
-		rows, err := tx.Query(ctx, `SELECT `+planColumns+planFrom+` WHERE p.api_id = $1 AND ($2 OR p.status = 'active')
-			ORDER BY p.created_at, p.id`, apiID, all)
+		rows, err := db.New(tx).PlanListByAPI(ctx, db.PlanListByAPIParams{ApiID: apiID, Every: all})
 		if err != nil {
 			return fmt.Errorf("list plans: %w", err)
 		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Plan, error) { return scanPlan(r) })
-		return err
+		out = make([]Plan, 0, len(rows))
+		for _, r := range rows {
+			p, err := toPlan(r, nil)
+			if err != nil {
+				return err
+			}
+			out = append(out, p)
+		}
+		return nil
 	})
 	return out, err
 }
@@ -294,11 +278,13 @@ func (s *Service) GetPlan(ctx context.Context, actor identity.Actor, id uuid.UUI
 }
 
 func (s *Service) loadPlan(ctx context.Context, tx pgx.Tx, actor identity.Actor, id uuid.UUID, change, lock bool) (Plan, error) {
-	q := `SELECT ` + planColumns + planFrom + ` WHERE p.id = $1`
+	var p Plan
+	var err error
 	if lock {
-		q += ` FOR UPDATE OF p`
+		p, err = toPlan(db.New(tx).PlanGetByIDForUpdate(ctx, id))
+	} else {
+		p, err = toPlan(db.New(tx).PlanGetByID(ctx, id))
 	}
-	p, err := scanPlan(tx.QueryRow(ctx, q, id))
 	if err != nil {
 		return Plan{}, err
 	}
@@ -348,11 +334,11 @@ func (s *Service) UpdatePlan(ctx context.Context, actor identity.Actor, id uuid.
 		if err := v.Err(); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE plans SET name = $2, description = $3, status = $4, updated_at = now() WHERE id = $1`,
-			id, name, desc, status); err != nil {
+		q := db.New(tx)
+		if err := q.PlanUpdate(ctx, db.PlanUpdateParams{ID: id, Name: name, Description: desc, Status: db.PlanStatus(status)}); err != nil {
 			return fmt.Errorf("update plan: %w", err)
 		}
-		if out, err = scanPlan(tx.QueryRow(ctx, `SELECT `+planColumns+planFrom+` WHERE p.id = $1`, id)); err != nil {
+		if out, err = toPlan(q.PlanGetByID(ctx, id)); err != nil {
 			return err
 		}
 		org, _, _ := s.apiFor(ctx, tx, actor, out.APIID, false)
@@ -378,7 +364,7 @@ func (s *Service) CreateVersion(ctx context.Context, actor identity.Actor, id uu
 		if err := insertVersion(ctx, tx, id, before.Current.Version+1, in.Terms, actor.Subject); err != nil {
 			return err
 		}
-		if out, err = scanPlan(tx.QueryRow(ctx, `SELECT `+planColumns+planFrom+` WHERE p.id = $1`, id)); err != nil {
+		if out, err = toPlan(db.New(tx).PlanGetByID(ctx, id)); err != nil {
 			return err
 		}
 		org, _, _ := s.apiFor(ctx, tx, actor, out.APIID, false)

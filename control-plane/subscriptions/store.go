@@ -1,0 +1,58 @@
+package subscriptions
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
+)
+
+// planRow is a generated row holding a plan with its latest version; sqlc
+// gives each query a type of its own, all with the fields of
+// db.PlanGetByIDRow.
+type planRow interface {
+	db.PlanGetByIDRow | db.PlanGetByIDForUpdateRow | db.PlanListByAPIRow
+}
+
+// toPlan converts the row of a query that reads a plan; no row is
+// ErrPlanNotFound.
+func toPlan[R planRow](r R, err error) (Plan, error) {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Plan{}, ErrPlanNotFound
+	}
+	if err != nil {
+		return Plan{}, fmt.Errorf("scan plan: %w", err)
+	}
+	row := db.PlanGetByIDRow(r)
+	return Plan{
+		ID: row.ID, APIID: row.ApiID, Name: row.Name, Slug: row.Slug, Description: row.Description,
+		Status: PlanStatus(row.Status), CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt,
+		Current: PlanVersion{
+			ID: row.ID_2, Version: int(row.Version), CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt_2,
+			Terms: Terms{
+				Type: string(row.Type), Currency: row.Currency, Interval: string(row.Interval), BaseFee: row.BaseFee,
+				TrialDays: int(row.TrialDays), QuotaRequests: row.QuotaRequests, QuotaHard: row.QuotaHard,
+				RatePerSecond: intPtr(row.RatePerSecond), RatePerMinute: intPtr(row.RatePerMinute), IncludedUnits: row.IncludedUnits,
+			},
+		},
+	}, nil
+}
+
+// intPtr and int32Ptr convert the nullable integer columns.
+func intPtr(v *int32) *int {
+	if v == nil {
+		return nil
+	}
+	n := int(*v)
+	return &n
+}
+
+func int32Ptr(v *int) *int32 {
+	if v == nil {
+		return nil
+	}
+	n := int32(*v)
+	return &n
+}
