@@ -1,7 +1,6 @@
 package middleware
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/veil-platform/veil/internal/problem"
+	"github.com/veil-platform/veil/internal/ratelimit"
 )
 
 // Rate is a limit of Limit requests per Period, of which up to Burst may
@@ -44,15 +44,14 @@ type RateLimitConfig struct {
 	Metrics *metrics.Set
 }
 
-// RateLimiter limits requests per key with GCRA (the generic cell rate
-// algorithm) in Redis: one key per limited caller holds its theoretical
-// arrival time, updated by one Lua script. The script reads the clock of
-// Redis (TIME), not of the replica, so replicas with skewed clocks share one
-// budget exactly.
+// RateLimiter is the HTTP face of internal/ratelimit for the control
+// plane: one GCRA limit per limited caller, decided in Redis on Redis's
+// clock (so replicas with skewed clocks share one budget exactly), with
+// the RateLimit headers and the problems of the control plane's API.
 type RateLimiter struct {
-	cfg    RateLimitConfig
-	log    *slog.Logger
-	errors *metrics.Counter
+	cfg     RateLimitConfig
+	log     *slog.Logger
+	limiter *ratelimit.Limiter
 }
 
 // NewRateLimiter returns a RateLimiter; cfg.Client is required.
@@ -72,68 +71,18 @@ func NewRateLimiter(cfg RateLimitConfig) (*RateLimiter, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
 	}
-	return &RateLimiter{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		errors: cfg.Metrics.GetOrCreateCounter("veil_controlplane_ratelimit_errors_total"),
-	}, nil
-}
-
-// gcraScript admits one request if the key's budget allows it.
-//
-// KEYS[1] the key's theoretical arrival time (TAT) in microseconds of
-// Redis time. ARGV[1] emission interval (Period/Limit) in microseconds,
-// ARGV[2] burst.
-//
-// Returns {allowed (0/1), remaining, retry after µs, reset after µs}: reset
-// after is when the budget is full again.
-//
-// Microseconds since the epoch (~1.8e15) fit a Lua double exactly; the TAT
-// is written with %.0f because Lua's default formatting keeps 14 digits.
-// replicate_commands is needed before writing after TIME on Redis < 5 and
-// is a no-op later.
-var gcraScript = rueidis.NewLuaScript(`
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local diff = now - (new_tat - burst * interval)
-if diff < 0 then
-  return {0, 0, -diff, tat - now}
-end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {1, math.floor(diff / interval), 0, new_tat - now}
-`)
-
-// decision is one answer of gcraScript.
-type decision struct {
-	allowed    bool
-	remaining  int64
-	retryAfter time.Duration
-	resetAfter time.Duration
-}
-
-func (l *RateLimiter) allow(ctx context.Context, key string, interval time.Duration, burst int) (decision, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
-	defer cancel()
-	v, err := gcraScript.Exec(ctx, l.cfg.Client, []string{key},
-		[]string{strconv.FormatInt(interval.Microseconds(), 10), strconv.Itoa(burst)}).AsIntSlice()
+	onError := ratelimit.OnRedisErrorDeny
+	if cfg.FailOpen {
+		onError = ratelimit.OnRedisErrorAllow
+	}
+	l, err := ratelimit.New(ratelimit.Config{
+		Client: cfg.Client, Timeout: cfg.Timeout, OnRedisError: onError,
+		ErrorsMetric: "veil_controlplane_ratelimit_errors_total", Logger: cfg.Logger, Metrics: cfg.Metrics,
+	})
 	if err != nil {
-		return decision{}, fmt.Errorf("run rate limit script: %w", err)
+		return nil, fmt.Errorf("new rate limiter: %w", err)
 	}
-	if len(v) != 4 {
-		return decision{}, fmt.Errorf("run rate limit script: got %d values; want 4", len(v))
-	}
-	return decision{
-		allowed:    v[0] == 1,
-		remaining:  v[1],
-		retryAfter: time.Duration(v[2]) * time.Microsecond,
-		resetAfter: time.Duration(v[3]) * time.Microsecond,
-	}, nil
+	return &RateLimiter{cfg: cfg, log: cfg.Logger, limiter: l}, nil
 }
 
 // Middleware limits the requests that share key(r) to rate; name tells the
@@ -154,10 +103,8 @@ func (l *RateLimiter) Middleware(name string, rate Rate, key func(*http.Request)
 	if burst <= 0 {
 		burst = rate.Limit
 	}
-	interval := rate.Period / time.Duration(rate.Limit)
-	if interval < time.Microsecond {
-		interval = time.Microsecond
-	}
+	// A request costs at least a microsecond, the script's unit.
+	period := max(rate.Period, time.Duration(rate.Limit)*time.Microsecond)
 	rejected := l.cfg.Metrics.GetOrCreateCounter(`veil_controlplane_ratelimit_rejected_total{limiter="` + labelValue(name) + `"}`)
 	prefix := l.cfg.Prefix + name + ":"
 	limit := strconv.Itoa(burst)
@@ -169,30 +116,22 @@ func (l *RateLimiter) Middleware(name string, rate Rate, key func(*http.Request)
 				next.ServeHTTP(w, r)
 				return
 			}
-			d, err := l.allow(r.Context(), prefix+k, interval, burst)
-			if err != nil {
-				if r.Context().Err() != nil {
-					return // the client left; nobody reads an answer
-				}
-				l.errors.Inc()
-				l.log.WarnContext(r.Context(), "rate limit unavailable", "limiter", name,
-					"request_id", RequestIDFrom(r.Context()), "fail_open", l.cfg.FailOpen, "error", err)
-				if l.cfg.FailOpen {
-					next.ServeHTTP(w, r)
-					return
-				}
-				w.Header().Set("Retry-After", "1")
-				writeProblem(w, r, problem.New(http.StatusServiceUnavailable, "rate-limit-unavailable",
-					"Service Unavailable", "the rate limiter cannot be reached; retry shortly"))
+			lim := ratelimit.Limit{Key: prefix + k, Name: name, Rate: rate.Limit, Period: period, Burst: burst}
+			d, err := l.limiter.Allow(r.Context(), time.Now(), lim)
+			if err != nil && r.Context().Err() != nil {
+				return // the client left; nobody reads an answer
+			}
+			if err != nil || d.Degraded {
+				l.unavailable(w, r, next, name, err)
 				return
 			}
 			h := w.Header()
 			h.Set("RateLimit-Limit", limit)
-			h.Set("RateLimit-Remaining", strconv.FormatInt(d.remaining, 10))
-			h.Set("RateLimit-Reset", retryAfterSeconds(d.resetAfter))
-			if !d.allowed {
+			h.Set("RateLimit-Remaining", strconv.Itoa(d.Remaining))
+			h.Set("RateLimit-Reset", retryAfterSeconds(d.Reset))
+			if !d.Allowed {
 				rejected.Inc()
-				secs := retryAfterSeconds(d.retryAfter)
+				secs := retryAfterSeconds(d.RetryAfter)
 				h.Set("Retry-After", secs)
 				writeProblem(w, r, problem.New(http.StatusTooManyRequests, "rate-limited", "Too Many Requests",
 					"rate limit "+name+" exceeded; retry after "+secs+" s").With("limiter", name))
@@ -201,4 +140,22 @@ func (l *RateLimiter) Middleware(name string, rate Rate, key func(*http.Request)
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// unavailable answers a request the limiter could not decide because Redis
+// does not answer (counted by the limiter): passed on when FailOpen, else
+// 503.
+func (l *RateLimiter) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, name string, err error) {
+	attrs := []any{"limiter", name, "request_id", RequestIDFrom(r.Context()), "fail_open", l.cfg.FailOpen}
+	if err != nil {
+		attrs = append(attrs, "error", err)
+	}
+	l.log.WarnContext(r.Context(), "rate limit unavailable", attrs...)
+	if l.cfg.FailOpen {
+		next.ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Retry-After", "1")
+	writeProblem(w, r, problem.New(http.StatusServiceUnavailable, "rate-limit-unavailable",
+		"Service Unavailable", "the rate limiter cannot be reached; retry shortly"))
 }

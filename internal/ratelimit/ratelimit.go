@@ -1,6 +1,7 @@
-// Package ratelimit is the gateway's rate limiter: GCRA (the generic cell
-// rate algorithm) over several limits at once, decided in Redis by one Lua
-// script per request.
+// Package ratelimit is Veil's one rate limiter, the gateway's and (through
+// the HTTP adapter in control-plane/middleware) the control plane's: GCRA
+// (the generic cell rate algorithm) over several limits at once, decided in
+// Redis by one Lua script per request.
 //
 // Every limit keeps one Redis key holding its theoretical arrival time (TAT)
 // in microseconds of Redis time. The script reads the clock of Redis (TIME),
@@ -167,7 +168,7 @@ type Config struct {
 	//     Redis is then an outage of the API.
 	//
 	// In every mode such decisions have Degraded set, count in
-	// veil_gateway_ratelimit_redis_errors_total, and the limiter logs once
+	// ErrorsMetric, and the limiter logs once
 	// when Redis stops answering and once when it answers again.
 	OnRedisError string
 	// LocalFraction is the share of each limit's rate and burst one
@@ -175,8 +176,12 @@ type Config struct {
 	// limit per instance; set 1/instances to hold the overall rate during
 	// an outage. The local burst never drops below one request.
 	LocalFraction float64
-	Logger        *slog.Logger
-	Metrics       *metrics.Set
+	// ErrorsMetric names the counter of the calls Redis did not answer.
+	// Default veil_gateway_ratelimit_redis_errors_total, the gateway's;
+	// the control plane's HTTP limiter counts in its own.
+	ErrorsMetric string
+	Logger       *slog.Logger
+	Metrics      *metrics.Set
 }
 
 // Limiter decides requests against limits stored in Redis. It is safe for
@@ -220,12 +225,15 @@ func New(cfg Config) (*Limiter, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
 	}
+	if cfg.ErrorsMetric == "" {
+		cfg.ErrorsMetric = "veil_gateway_ratelimit_redis_errors_total"
+	}
 	return &Limiter{
 		client:      cfg.Client,
 		timeout:     cfg.Timeout,
 		mode:        cfg.OnRedisError,
 		log:         cfg.Logger,
-		redisErrors: cfg.Metrics.GetOrCreateCounter("veil_gateway_ratelimit_redis_errors_total"),
+		redisErrors: cfg.Metrics.GetOrCreateCounter(cfg.ErrorsMetric),
 		local:       newLocalLimiter(cfg.LocalFraction),
 		args:        argCache{m: make(map[argKey][2]string)},
 	}, nil
