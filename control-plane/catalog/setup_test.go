@@ -20,7 +20,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
@@ -28,7 +27,6 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // TestMain runs more tests at once than there are CPUs unless -parallel
@@ -71,20 +69,7 @@ func setup(t *testing.T, mod ...func(*catalog.Config)) *env {
 	t.Helper()
 	t.Parallel()
 	ctx := t.Context()
-	url := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(ctx, url, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	pcfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcfg.MaxConns = 8
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Postgres(t, func(c *pgxpool.Config) { c.MaxConns = 8 })
 	// The recording publisher writes here inside the caller's transaction,
 	// so the table holds exactly the announcements that were committed.
 	if _, err := pool.Exec(ctx, `CREATE TABLE test_published (
@@ -92,10 +77,7 @@ func setup(t *testing.T, mod ...func(*catalog.Config)) *env {
 		event_type text NOT NULL, data jsonb NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
-	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	jobs := testenv.River(t, pool, nil)
 	e := &env{t: t, pool: pool, clock: &clock{now: start}, rec: &recorder{}, gw: newFakeGateway(t), upstream: newUpstream(t)}
 	cfg := catalog.Config{
 		Pool: pool, Jobs: jobs, Gateway: e.gw, Publisher: e.rec, Logger: testenv.Logger(t),
@@ -106,9 +88,11 @@ func setup(t *testing.T, mod ...func(*catalog.Config)) *env {
 	for _, m := range mod {
 		m(&cfg)
 	}
-	if e.svc, err = catalog.New(cfg); err != nil {
+	svc, err := catalog.New(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
+	e.svc = svc
 	e.platformOrg = e.newOrg("veil-ops")
 	e.org = e.newOrg("acme")
 	e.otherOrg = e.newOrg("globex")

@@ -11,23 +11,21 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/veil-platform/veil/control-plane/accounts"
 	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/drift"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/control-plane/webhooks/webhookstest"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/schemas"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 const testSecret = "httpapi-test-secret-0123456789abcdef"
@@ -44,6 +42,7 @@ type testEnv struct {
 	Catalog *catalog.Service
 	Subs    *subscriptions.Service
 	Quota   *quota.Service
+	Drift   *drift.Checker
 	// ClickHouse is the test database the usage endpoints read.
 	ClickHouse driver.Conn
 }
@@ -58,24 +57,10 @@ func newTestEnv(t *testing.T) *testEnv {
 func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	t.Helper()
 	ctx := t.Context()
-	url := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(ctx, url, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Postgres(t)
 	logger := testenv.Logger(t)
-	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hooks, err := webhooks.New(webhooks.Config{Pool: pool, Jobs: jobs, Logger: logger, AllowPrivateNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	jobs := testenv.River(t, pool, nil)
+	hooks := webhookstest.New(t, pool, jobs)
 	gw, err := gatewayadmin.New(gatewayadmin.Config{AdminURL: "http://127.0.0.1:1", Logger: logger})
 	if err != nil {
 		t.Fatal(err)
@@ -110,12 +95,16 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 		t.Fatal(err)
 	}
 	ch, _, _ := testenv.ClickHouseDB(t)
-	quotas, err := quota.New(quota.Config{Pool: pool, Redis: records, ClickHouse: ch, Publisher: hooks, Logger: logger})
+	quotas, err := quota.New(quota.Config{Pool: pool, Redis: records, Publisher: hooks, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checker, err := drift.New(drift.Config{Pool: pool, Redis: records, ClickHouse: ch, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := httpapi.Config{
-		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: metering.NewReader(ch), Quota: quotas, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: metering.NewReader(ch), Quota: quotas, Drift: checker, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger,
 	}
 	if adjust != nil {
@@ -124,7 +113,7 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	h := httpapi.New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat, Subs: subs, Quota: quotas, ClickHouse: ch}
+	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat, Subs: subs, Quota: quotas, Drift: checker, ClickHouse: ch}
 }
 
 // token mints a bearer token for user in org with role.

@@ -7,7 +7,6 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
-	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/webhooks"
 )
@@ -25,14 +24,6 @@ func (a *api) webhookRoutes(r chi.Router) {
 	r.Get(idPath("/v1/webhooks/{id}/deliveries"), a.handle(a.listDeliveries))
 	r.Get(idPath("/v1/webhooks/{id}/deliveries/{delivery}"), a.handle(a.getDelivery))
 	r.Post(idPath("/v1/webhooks/{id}/deliveries/{delivery}/redeliver"), a.handle(a.redeliver))
-}
-
-func (a *api) auditWebhook(r *http.Request, action, id string, before, after any) error {
-	act := actorFrom(r)
-	return audit.RecordNow(r.Context(), a.cfg.Pool, audit.Change{
-		Actor: act.Subject, ActorRole: string(act.Role), OrganizationID: act.OrgID,
-		Action: action, TargetType: "webhook_endpoint", TargetID: id, Before: before, After: after,
-	})
 }
 
 func (a *api) eventTypes(w http.ResponseWriter, _ *http.Request) error {
@@ -63,11 +54,8 @@ func (a *api) createEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	ep, secret, err := a.cfg.Webhooks.CreateEndpoint(r.Context(), actorFrom(r).OrgID, in)
+	ep, secret, err := a.cfg.Webhooks.CreateEndpoint(r.Context(), actorFrom(r), in)
 	if err != nil {
-		return err
-	}
-	if err := a.auditWebhook(r, "webhook.create", ep.ID.String(), nil, ep); err != nil {
 		return err
 	}
 	w.Header().Set("Location", "/v1/webhooks/"+ep.ID.String())
@@ -88,16 +76,8 @@ func (a *api) updateEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &p); err != nil {
 		return err
 	}
-	org := actorFrom(r).OrgID
-	before, err := a.cfg.Webhooks.GetEndpoint(r.Context(), org, id)
+	ep, err := a.cfg.Webhooks.UpdateEndpoint(r.Context(), actorFrom(r), id, p)
 	if err != nil {
-		return err
-	}
-	ep, err := a.cfg.Webhooks.UpdateEndpoint(r.Context(), org, id, p)
-	if err != nil {
-		return err
-	}
-	if err := a.auditWebhook(r, "webhook.update", id.String(), before, ep); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, ep)
@@ -109,15 +89,7 @@ func (a *api) deleteEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	org := actorFrom(r).OrgID
-	before, err := a.cfg.Webhooks.GetEndpoint(r.Context(), org, id)
-	if err != nil {
-		return err
-	}
-	if err := a.cfg.Webhooks.DeleteEndpoint(r.Context(), org, id); err != nil {
-		return err
-	}
-	if err := a.auditWebhook(r, "webhook.delete", id.String(), before, nil); err != nil {
+	if err := a.cfg.Webhooks.DeleteEndpoint(r.Context(), actorFrom(r), id); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -129,11 +101,8 @@ func (a *api) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	secret, err := a.cfg.Webhooks.RotateSecret(r.Context(), actorFrom(r).OrgID, id)
+	secret, err := a.cfg.Webhooks.RotateSecret(r.Context(), actorFrom(r), id)
 	if err != nil {
-		return err
-	}
-	if err := a.auditWebhook(r, "webhook.rotate_secret", id.String(), nil, map[string]string{"secret": "rotated"}); err != nil {
 		return err
 	}
 	writeSecret(w, http.StatusOK, map[string]string{"secret": secret})
@@ -192,12 +161,8 @@ func (a *api) redeliver(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, org := d.ID, actorFrom(r).OrgID
-	d, err = a.cfg.Webhooks.Redeliver(r.Context(), org, id)
+	d, err = a.cfg.Webhooks.Redeliver(r.Context(), actorFrom(r), d.ID)
 	if err != nil {
-		return err
-	}
-	if err := a.auditWebhook(r, "webhook.redeliver", d.EndpointID.String(), nil, map[string]string{"delivery_id": id.String()}); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, d)

@@ -19,15 +19,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/control-plane/webhooks/webhookstest"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // quotaFixture is a quota service over a fresh database, a Redis database
@@ -63,32 +63,13 @@ type testSub struct {
 func newFixture(t *testing.T, configure func(*quota.Config)) *quotaFixture {
 	t.Helper()
 	ctx := t.Context()
-	url := testenv.PostgresURL(t)
 	logger := testenv.Logger(t)
-	if _, err := migrate.Postgres(ctx, url, logger); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Postgres(t)
 	workers := river.NewWorkers()
-	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}},
-		Workers:           workers,
-		FetchCooldown:     5 * time.Millisecond,
-		FetchPollInterval: 20 * time.Millisecond,
-		Logger:            logger,
-		TestOnly:          true,
+	jobs := testenv.River(t, pool, workers, func(c *river.Config) {
+		c.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hooks, err := webhooks.New(webhooks.Config{Pool: pool, Jobs: jobs, Logger: logger, AllowPrivateNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hooks := webhookstest.New(t, pool, jobs)
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
@@ -162,7 +143,8 @@ func (f *quotaFixture) subscribe(planQuota *int64, hard bool, email string) test
 		s.orgID, subject, f.apiID, version, f.periodStart, f.periodEnd).Scan(&s.id); err != nil {
 		f.t.Fatal(err)
 	}
-	if _, _, err := f.hooks.CreateEndpoint(f.ctx, s.orgID, webhooks.EndpointInput{
+	member := identity.Actor{Subject: subject, Role: identity.RoleConsumer, OrgID: s.orgID}
+	if _, _, err := f.hooks.CreateEndpoint(f.ctx, member, webhooks.EndpointInput{
 		URL: f.hookURL, EventTypes: []string{quota.EventThresholdCrossed},
 	}); err != nil {
 		f.t.Fatal(err)
@@ -241,14 +223,7 @@ func (f *quotaFixture) notices(s testSub) int {
 // webhooks, until the test ends.
 func (f *quotaFixture) start() {
 	f.t.Helper()
-	if err := f.jobs.Start(f.ctx); err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = f.jobs.Stop(ctx)
-	})
+	testenv.StartRiver(f.t, f.jobs)
 }
 
 // emailJob is a quota_email job as River stored it.

@@ -15,18 +15,16 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
-	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/control-plane/webhooks/webhookstest"
 	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // clock is the service's controllable clock.
@@ -90,24 +88,10 @@ type fixture struct {
 func setup(t *testing.T, opts ...func(*subscriptions.Config)) *fixture {
 	t.Helper()
 	ctx := t.Context()
-	url := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(ctx, url, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Postgres(t)
 	logger := testenv.Logger(t)
-	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hooks, err := webhooks.New(webhooks.Config{Pool: pool, Jobs: jobs, Logger: logger, AllowPrivateNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	jobs := testenv.River(t, pool, nil)
+	hooks := webhookstest.New(t, pool, jobs)
 	redis, _ := testenv.RedisDB(t)
 	store := enforcement.New(redis)
 	mail := testenv.Mailpit(t)

@@ -13,6 +13,8 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/webhooks/internal/db"
 	"github.com/veil-platform/veil/internal/pagination"
 )
 
@@ -111,13 +113,8 @@ func (s *Service) Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, event
 	if !bytes.HasPrefix(raw, []byte("{")) {
 		return fmt.Errorf("encode %s event: data must encode to a JSON object, not %.20s", eventType, raw)
 	}
-	rows, err := tx.Query(ctx, `SELECT id FROM webhook_endpoints
-		WHERE organization_id = $1 AND enabled AND event_types && ARRAY[$2, '*']::text[]
-		ORDER BY created_at, id`, orgID, eventType)
-	if err != nil {
-		return fmt.Errorf("query webhook subscribers: %w", err)
-	}
-	endpoints, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	q := db.New(tx)
+	endpoints, err := q.EndpointSubscribers(ctx, db.EndpointSubscribersParams{OrganizationID: orgID, EventType: eventType})
 	if err != nil {
 		return fmt.Errorf("query webhook subscribers: %w", err)
 	}
@@ -130,9 +127,7 @@ func (s *Service) Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, event
 	}
 	msgID := newMessageID()
 	for _, ep := range endpoints {
-		var id uuid.UUID
-		err := tx.QueryRow(ctx, `INSERT INTO webhook_deliveries (endpoint_id, message_id, event_type, payload)
-			VALUES ($1, $2, $3, $4) RETURNING id`, ep, msgID, eventType, body).Scan(&id)
+		id, err := q.DeliveryInsert(ctx, db.DeliveryInsertParams{EndpointID: ep, MessageID: msgID, EventType: eventType, Payload: body})
 		if err != nil {
 			return fmt.Errorf("insert webhook delivery: %w", err)
 		}
@@ -146,19 +141,39 @@ func (s *Service) Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, event
 	return nil
 }
 
-const deliveryColumns = `d.id, d.endpoint_id, d.message_id, d.event_type, d.payload, d.status, d.attempts,
-	d.last_status_code, d.last_error, d.created_at, d.delivered_at`
-
-func scanDelivery(row pgx.Row) (Delivery, error) {
-	var d Delivery
-	var payload []byte
-	err := row.Scan(&d.ID, &d.EndpointID, &d.MessageID, &d.EventType, &payload, &d.Status, &d.Attempts,
-		&d.LastStatusCode, &d.LastError, &d.CreatedAt, &d.DeliveredAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Delivery{}, ErrDeliveryNotFound
+// deliveryFrom returns the delivery of a row, its payload compacted.
+func deliveryFrom(r db.WebhookDelivery) Delivery {
+	return Delivery{
+		ID: r.ID, EndpointID: r.EndpointID, MessageID: r.MessageID, EventType: r.EventType,
+		Payload: compactJSON(r.Payload), Status: DeliveryStatus(r.Status), Attempts: int(r.Attempts),
+		LastStatusCode: intPtr(r.LastStatusCode), LastError: r.LastError, CreatedAt: r.CreatedAt, DeliveredAt: r.DeliveredAt,
 	}
-	d.Payload = compactJSON(payload)
-	return d, err
+}
+
+// intPtr and int32Ptr convert an optional status code between the API's
+// int and the column's integer.
+func intPtr(v *int32) *int {
+	if v == nil {
+		return nil
+	}
+	n := int(*v)
+	return &n
+}
+
+func int32Ptr(v *int) *int32 {
+	if v == nil {
+		return nil
+	}
+	n := int32(*v)
+	return &n
+}
+
+// deliveryNotFound turns "no row" into ErrDeliveryNotFound.
+func deliveryNotFound(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrDeliveryNotFound
+	}
+	return err
 }
 
 // compactJSON returns b without the spaces Postgres adds to jsonb text.
@@ -182,15 +197,15 @@ func (s *Service) ListDeliveries(ctx context.Context, orgID, endpointID uuid.UUI
 		return nil, "", err
 	}
 	limit = pagination.Limit(limit)
-	rows, err := s.pool.Query(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
-		WHERE d.endpoint_id = $1 AND ($2::timestamptz IS NULL OR (d.created_at, d.id) < ($2, $3))
-		ORDER BY d.created_at DESC, d.id DESC LIMIT $4`, endpointID, c.Time(), c.ID, limit+1)
+	rows, err := db.New(s.pool).DeliveryList(ctx, db.DeliveryListParams{
+		EndpointID: endpointID, BeforeCreatedAt: c.Time(), BeforeID: c.ID, MaxRows: int32(limit + 1),
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("query webhook deliveries: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Delivery, error) { return scanDelivery(row) })
-	if err != nil {
-		return nil, "", fmt.Errorf("query webhook deliveries: %w", err)
+	out := make([]Delivery, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, deliveryFrom(r))
 	}
 	out, next := pagination.Page(out, limit, func(d Delivery) pagination.Cursor { return pagination.Cursor{At: d.CreatedAt, ID: d.ID} })
 	return out, next, nil
@@ -199,46 +214,48 @@ func (s *Service) ListDeliveries(ctx context.Context, orgID, endpointID uuid.UUI
 // GetDelivery returns one delivery to an endpoint of the organization, with
 // its attempts.
 func (s *Service) GetDelivery(ctx context.Context, orgID, id uuid.UUID) (Delivery, error) {
-	d, err := scanDelivery(s.pool.QueryRow(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
-		JOIN webhook_endpoints e ON e.id = d.endpoint_id
-		WHERE d.id = $1 AND e.organization_id = $2`, id, orgID))
+	q := db.New(s.pool)
+	row, err := q.DeliveryGetByID(ctx, db.DeliveryGetByIDParams{ID: id, OrganizationID: orgID})
 	if err != nil {
-		return Delivery{}, wrapNotFound("get webhook delivery", err)
+		return Delivery{}, wrapNotFound("get webhook delivery", deliveryNotFound(err))
 	}
-	rows, err := s.pool.Query(ctx, `SELECT id, status_code, error, duration_ms, created_at
-		FROM webhook_attempts WHERE delivery_id = $1 ORDER BY id`, id)
+	d := deliveryFrom(row)
+	attempts, err := q.AttemptList(ctx, id)
 	if err != nil {
 		return Delivery{}, fmt.Errorf("query webhook attempts: %w", err)
 	}
-	d.History, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Attempt])
-	if err != nil {
-		return Delivery{}, fmt.Errorf("query webhook attempts: %w", err)
+	d.History = make([]Attempt, 0, len(attempts))
+	for _, a := range attempts {
+		d.History = append(d.History, Attempt{
+			ID: a.ID, StatusCode: intPtr(a.StatusCode), Error: a.Error, DurationMS: int(a.DurationMS), CreatedAt: a.CreatedAt,
+		})
 	}
 	return d, nil
 }
 
-// Redeliver sends a delivery to an endpoint of the organization again,
+// Redeliver sends a delivery to an endpoint of by's organization again,
 // with the same message id, so receivers that saw it can recognise it: it
 // returns to pending and gets a new job with a fresh attempt budget. A
-// delivery still pending keeps the job it has.
-func (s *Service) Redeliver(ctx context.Context, orgID, id uuid.UUID) (Delivery, error) {
+// delivery still pending keeps the job it has. The request is audited as
+// by's change to the endpoint in the same transaction.
+func (s *Service) Redeliver(ctx context.Context, by identity.Actor, id uuid.UUID) (Delivery, error) {
 	var out Delivery
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		out, err = scanDelivery(tx.QueryRow(ctx, `UPDATE webhook_deliveries d SET status = 'pending', delivered_at = NULL
-			FROM webhook_endpoints e
-			WHERE d.id = $1 AND e.id = d.endpoint_id AND e.organization_id = $2
-			RETURNING `+deliveryColumns, id, orgID))
+		row, err := db.New(tx).DeliveryRequeue(ctx, db.DeliveryRequeueParams{ID: id, OrganizationID: by.OrgID})
 		if err != nil {
-			return err
+			return deliveryNotFound(err)
 		}
+		out = deliveryFrom(row)
 		// The worker completes a delivery's job in the transaction that
 		// settles it, so a settled delivery has no open job to block this.
-		return s.enqueue(ctx, tx, id)
+		if err := s.enqueue(ctx, tx, id); err != nil {
+			return err
+		}
+		return s.recordChange(ctx, tx, by, "webhook.redeliver", out.EndpointID, nil, map[string]string{"delivery_id": id.String()})
 	})
 	if err != nil {
 		return Delivery{}, wrapNotFound("redeliver webhook", err)
 	}
-	s.log.InfoContext(ctx, "webhook redelivery queued", "organization_id", orgID, "delivery_id", id, "message_id", out.MessageID)
+	s.log.InfoContext(ctx, "webhook redelivery queued", "organization_id", by.OrgID, "delivery_id", id, "message_id", out.MessageID)
 	return out, nil
 }

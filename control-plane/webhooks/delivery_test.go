@@ -69,7 +69,7 @@ func TestPublishFiltersByType(t *testing.T) {
 	all, _ := e.createEndpoint(e.org, "https://hooks.example.com/all", EventAll)
 	approvals, _ := e.createEndpoint(e.org, "https://hooks.example.com/approvals", EventApprovalDecided, EventAPIDeleted)
 	off := false
-	disabled, _, err := e.svc.CreateEndpoint(t.Context(), e.org, EndpointInput{URL: "https://hooks.example.com/off", EventTypes: []string{"*"}, Enabled: &off})
+	disabled, _, err := e.svc.CreateEndpoint(t.Context(), member(e.org), EndpointInput{URL: "https://hooks.example.com/off", EventTypes: []string{"*"}, Enabled: &off})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestFailsAfterMaxAttemptsThenRedelivers(t *testing.T) {
 	}
 
 	// The receiver is fixed: a manual redelivery sends the same message.
-	re, err := e.svc.Redeliver(t.Context(), e.org, id)
+	re, err := e.svc.Redeliver(t.Context(), member(e.org), id)
 	if err != nil || re.Status != StatusPending {
 		t.Fatalf("Redeliver() = %+v, %v; want it pending", re, err)
 	}
@@ -217,10 +217,10 @@ func TestWorkerEndsOnDisabledOrDeletedEndpoint(t *testing.T) {
 	kept, deleted := e.deliveries(keep.ID)[0], e.deliveries(gone.ID)[0]
 
 	off := false
-	if _, err := e.svc.UpdateEndpoint(t.Context(), e.org, keep.ID, EndpointPatch{Enabled: &off}); err != nil {
+	if _, err := e.svc.UpdateEndpoint(t.Context(), member(e.org), keep.ID, EndpointPatch{Enabled: &off}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.svc.DeleteEndpoint(t.Context(), e.org, gone.ID); err != nil {
+	if err := e.svc.DeleteEndpoint(t.Context(), member(e.org), gone.ID); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.work(kept.ID, 1, 5); err != nil {
@@ -300,7 +300,7 @@ func TestWorkerAnswers(t *testing.T) {
 				}))
 				t.Cleanup(srv.Close)
 				u := srv.URL
-				if _, err := e.svc.UpdateEndpoint(t.Context(), e.org, ep.ID, EndpointPatch{URL: &u}); err != nil {
+				if _, err := e.svc.UpdateEndpoint(t.Context(), member(e.org), ep.ID, EndpointPatch{URL: &u}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -335,7 +335,7 @@ func TestRedeliverPendingKeepsItsJob(t *testing.T) {
 	e.publish(e.org, EventApprovalSubmitted)
 	d := e.deliveries(ep.ID)[0]
 	for range 2 {
-		if got, err := e.svc.Redeliver(t.Context(), e.org, d.ID); err != nil || got.Status != StatusPending || got.MessageID != d.MessageID {
+		if got, err := e.svc.Redeliver(t.Context(), member(e.org), d.ID); err != nil || got.Status != StatusPending || got.MessageID != d.MessageID {
 			t.Fatalf("Redeliver(pending) = %+v, %v; want it pending with message id %s", got, err, d.MessageID)
 		}
 	}

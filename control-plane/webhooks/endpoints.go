@@ -12,6 +12,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/webhooks/internal/db"
 	"github.com/veil-platform/veil/internal/pagination"
 )
 
@@ -118,20 +121,18 @@ func (p EndpointPatch) apply(e Endpoint) EndpointInput {
 	return in
 }
 
-const endpointColumns = `id, organization_id, url, description, event_types, enabled, created_at, updated_at`
-
-func scanEndpoint(row pgx.Row) (Endpoint, error) {
-	var e Endpoint
-	err := row.Scan(&e.ID, &e.OrganizationID, &e.URL, &e.Description, &e.EventTypes, &e.Enabled, &e.CreatedAt, &e.UpdatedAt)
+// notFound turns "no row" into ErrEndpointNotFound.
+func notFound(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Endpoint{}, ErrEndpointNotFound
+		return ErrEndpointNotFound
 	}
-	return e, err
+	return err
 }
 
-// CreateEndpoint registers an endpoint of the organization and returns it
-// with its signing secret, which is not shown again.
-func (s *Service) CreateEndpoint(ctx context.Context, orgID uuid.UUID, in EndpointInput) (Endpoint, string, error) {
+// CreateEndpoint registers an endpoint of by's organization, audited as by's
+// change in the same transaction, and returns it with its signing secret,
+// which is not shown again.
+func (s *Service) CreateEndpoint(ctx context.Context, by identity.Actor, in EndpointInput) (Endpoint, string, error) {
 	if err := in.Validate(); err != nil {
 		return Endpoint{}, "", err
 	}
@@ -140,15 +141,22 @@ func (s *Service) CreateEndpoint(ctx context.Context, orgID uuid.UUID, in Endpoi
 	}
 	enabled := in.Enabled == nil || *in.Enabled
 	secret := newSecret()
-	e, err := scanEndpoint(s.pool.QueryRow(ctx, `INSERT INTO webhook_endpoints
-			(organization_id, url, description, event_types, secret, enabled)
-		VALUES ($1, $2, $3, $4, $5, $6)
-		RETURNING `+endpointColumns,
-		orgID, in.URL, in.Description, in.EventTypes, secret, enabled))
+	var e Endpoint
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		row, err := db.New(tx).EndpointInsert(ctx, db.EndpointInsertParams{
+			OrganizationID: by.OrgID, URL: in.URL, Description: in.Description,
+			EventTypes: in.EventTypes, Secret: secret, Enabled: enabled,
+		})
+		if err != nil {
+			return fmt.Errorf("insert webhook endpoint: %w", err)
+		}
+		e = Endpoint(row)
+		return s.recordChange(ctx, tx, by, "webhook.create", e.ID, nil, e)
+	})
 	if err != nil {
-		return Endpoint{}, "", fmt.Errorf("insert webhook endpoint: %w", err)
+		return Endpoint{}, "", err
 	}
-	s.log.InfoContext(ctx, "webhook endpoint created", "organization_id", orgID, "endpoint_id", e.ID, "event_types", e.EventTypes)
+	s.log.InfoContext(ctx, "webhook endpoint created", "organization_id", by.OrgID, "endpoint_id", e.ID, "event_types", e.EventTypes)
 	return e, secret, nil
 }
 
@@ -161,15 +169,15 @@ func (s *Service) ListEndpoints(ctx context.Context, orgID uuid.UUID, after stri
 		return nil, "", err
 	}
 	limit = pagination.Limit(limit)
-	rows, err := s.pool.Query(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
-		WHERE organization_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
-		ORDER BY created_at, id LIMIT $4`, orgID, c.Time(), c.ID, limit+1)
+	rows, err := db.New(s.pool).EndpointList(ctx, db.EndpointListParams{
+		OrganizationID: orgID, AfterCreatedAt: c.Time(), AfterID: c.ID, MaxRows: int32(limit + 1),
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("query webhook endpoints: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Endpoint, error) { return scanEndpoint(row) })
-	if err != nil {
-		return nil, "", fmt.Errorf("query webhook endpoints: %w", err)
+	out := make([]Endpoint, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, Endpoint(r))
 	}
 	out, next := pagination.Page(out, limit, func(e Endpoint) pagination.Cursor { return pagination.Cursor{At: e.CreatedAt, ID: e.ID} })
 	return out, next, nil
@@ -177,23 +185,27 @@ func (s *Service) ListEndpoints(ctx context.Context, orgID uuid.UUID, after stri
 
 // GetEndpoint returns one endpoint of the organization.
 func (s *Service) GetEndpoint(ctx context.Context, orgID, id uuid.UUID) (Endpoint, error) {
-	e, err := scanEndpoint(s.pool.QueryRow(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
-		WHERE id = $1 AND organization_id = $2`, id, orgID))
-	if err != nil && !errors.Is(err, ErrEndpointNotFound) {
+	row, err := db.New(s.pool).EndpointGetByID(ctx, db.EndpointGetByIDParams{ID: id, OrganizationID: orgID})
+	if err != nil {
+		if err = notFound(err); errors.Is(err, ErrEndpointNotFound) {
+			return Endpoint{}, err
+		}
 		return Endpoint{}, fmt.Errorf("get webhook endpoint: %w", err)
 	}
-	return e, err
+	return Endpoint(row), nil
 }
 
-// UpdateEndpoint applies p to one endpoint of the organization.
-func (s *Service) UpdateEndpoint(ctx context.Context, orgID, id uuid.UUID, p EndpointPatch) (Endpoint, error) {
+// UpdateEndpoint applies p to one endpoint of by's organization, audited as
+// by's change in the same transaction.
+func (s *Service) UpdateEndpoint(ctx context.Context, by identity.Actor, id uuid.UUID, p EndpointPatch) (Endpoint, error) {
 	var out Endpoint
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		before, err := scanEndpoint(tx.QueryRow(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints
-			WHERE id = $1 AND organization_id = $2 FOR UPDATE`, id, orgID))
+		q := db.New(tx)
+		row, err := q.EndpointGetByIDForUpdate(ctx, db.EndpointGetByIDForUpdateParams{ID: id, OrganizationID: by.OrgID})
 		if err != nil {
-			return err
+			return notFound(err)
 		}
+		before := Endpoint(row)
 		in := p.apply(before)
 		if err := in.Validate(); err != nil {
 			return err
@@ -203,11 +215,14 @@ func (s *Service) UpdateEndpoint(ctx context.Context, orgID, id uuid.UUID, p End
 				return err
 			}
 		}
-		out, err = scanEndpoint(tx.QueryRow(ctx, `UPDATE webhook_endpoints
-			SET url = $2, description = $3, event_types = $4, enabled = $5, updated_at = now()
-			WHERE id = $1 RETURNING `+endpointColumns,
-			id, in.URL, in.Description, in.EventTypes, *in.Enabled))
-		return err
+		updated, err := q.EndpointUpdate(ctx, db.EndpointUpdateParams{
+			ID: id, URL: in.URL, Description: in.Description, EventTypes: in.EventTypes, Enabled: *in.Enabled,
+		})
+		if err != nil {
+			return notFound(err)
+		}
+		out = Endpoint(updated)
+		return s.recordChange(ctx, tx, by, "webhook.update", id, before, out)
 	})
 	if err != nil {
 		return Endpoint{}, wrapNotFound("update webhook endpoint", err)
@@ -215,34 +230,57 @@ func (s *Service) UpdateEndpoint(ctx context.Context, orgID, id uuid.UUID, p End
 	return out, nil
 }
 
-// DeleteEndpoint removes one endpoint of the organization with its
-// deliveries; their pending jobs end without sending.
-func (s *Service) DeleteEndpoint(ctx context.Context, orgID, id uuid.UUID) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM webhook_endpoints WHERE id = $1 AND organization_id = $2`, id, orgID)
+// DeleteEndpoint removes one endpoint of by's organization with its
+// deliveries, audited as by's change in the same transaction; their pending
+// jobs end without sending.
+func (s *Service) DeleteEndpoint(ctx context.Context, by identity.Actor, id uuid.UUID) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		row, err := db.New(tx).EndpointDelete(ctx, db.EndpointDeleteParams{ID: id, OrganizationID: by.OrgID})
+		if err != nil {
+			return notFound(err)
+		}
+		return s.recordChange(ctx, tx, by, "webhook.delete", id, Endpoint(row), nil)
+	})
 	if err != nil {
-		return fmt.Errorf("delete webhook endpoint: %w", err)
+		return wrapNotFound("delete webhook endpoint", err)
 	}
-	if tag.RowsAffected() == 0 {
-		return ErrEndpointNotFound
-	}
-	s.log.InfoContext(ctx, "webhook endpoint deleted", "organization_id", orgID, "endpoint_id", id)
+	s.log.InfoContext(ctx, "webhook endpoint deleted", "organization_id", by.OrgID, "endpoint_id", id)
 	return nil
 }
 
-// RotateSecret gives one endpoint of the organization a new signing secret
-// and returns it. Attempts from now on are signed with the new secret only.
-func (s *Service) RotateSecret(ctx context.Context, orgID, id uuid.UUID) (string, error) {
+// RotateSecret gives one endpoint of by's organization a new signing secret,
+// audited as by's change in the same transaction, and returns it. Attempts
+// from now on are signed with the new secret only.
+func (s *Service) RotateSecret(ctx context.Context, by identity.Actor, id uuid.UUID) (string, error) {
 	secret := newSecret()
-	tag, err := s.pool.Exec(ctx, `UPDATE webhook_endpoints SET secret = $3, updated_at = now()
-		WHERE id = $1 AND organization_id = $2`, id, orgID, secret)
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		n, err := db.New(tx).EndpointSetSecret(ctx, db.EndpointSetSecretParams{ID: id, OrganizationID: by.OrgID, Secret: secret})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrEndpointNotFound
+		}
+		// The entry says that the secret changed, never what it is.
+		return s.recordChange(ctx, tx, by, "webhook.rotate_secret", id, nil, map[string]string{"secret": "rotated"})
+	})
 	if err != nil {
-		return "", fmt.Errorf("rotate webhook secret: %w", err)
+		return "", wrapNotFound("rotate webhook secret", err)
 	}
-	if tag.RowsAffected() == 0 {
-		return "", ErrEndpointNotFound
-	}
-	s.log.InfoContext(ctx, "webhook secret rotated", "organization_id", orgID, "endpoint_id", id)
+	s.log.InfoContext(ctx, "webhook secret rotated", "organization_id", by.OrgID, "endpoint_id", id)
 	return secret, nil
+}
+
+// recordChange records by's change to endpoint id in tx, the transaction
+// that makes it: the entry exists exactly when the change does.
+func (s *Service) recordChange(ctx context.Context, tx pgx.Tx, by identity.Actor, action string, id uuid.UUID, before, after any) error {
+	if err := audit.Record(ctx, tx, audit.Change{
+		Actor: by.Subject, ActorRole: string(by.Role), OrganizationID: by.OrgID,
+		Action: action, TargetType: "webhook_endpoint", TargetID: id.String(), Before: before, After: after,
+	}); err != nil {
+		return fmt.Errorf("audit %s: %w", action, err)
+	}
+	return nil
 }
 
 // wrapNotFound passes sentinel and validation errors through unchanged and

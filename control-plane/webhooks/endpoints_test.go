@@ -17,7 +17,7 @@ func TestEndpointLifecycle(t *testing.T) {
 	ctx := t.Context()
 
 	disabled := false
-	ep, secret, err := e.svc.CreateEndpoint(ctx, e.org, EndpointInput{
+	ep, secret, err := e.svc.CreateEndpoint(ctx, member(e.org), EndpointInput{
 		URL: "https://hooks.example.com/a", Description: "billing", EventTypes: []string{EventAPICreated}, Enabled: &disabled,
 	})
 	if err != nil {
@@ -36,7 +36,7 @@ func TestEndpointLifecycle(t *testing.T) {
 	}
 
 	url, on, types := "https://hooks.example.com/b", true, []string{"*"}
-	upd, err := e.svc.UpdateEndpoint(ctx, e.org, ep.ID, EndpointPatch{URL: &url, Enabled: &on, EventTypes: &types})
+	upd, err := e.svc.UpdateEndpoint(ctx, member(e.org), ep.ID, EndpointPatch{URL: &url, Enabled: &on, EventTypes: &types})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,11 +45,11 @@ func TestEndpointLifecycle(t *testing.T) {
 	}
 	bad := []string{"nope"}
 	var v *ValidationError
-	if _, err := e.svc.UpdateEndpoint(ctx, e.org, ep.ID, EndpointPatch{EventTypes: &bad}); !errors.As(err, &v) || v.Fields[0].Field != "event_types[0]" {
+	if _, err := e.svc.UpdateEndpoint(ctx, member(e.org), ep.ID, EndpointPatch{EventTypes: &bad}); !errors.As(err, &v) || v.Fields[0].Field != "event_types[0]" {
 		t.Errorf("UpdateEndpoint(event_types [nope]) = %v; want a validation error on event_types[0]", err)
 	}
 
-	rotated, err := e.svc.RotateSecret(ctx, e.org, ep.ID)
+	rotated, err := e.svc.RotateSecret(ctx, member(e.org), ep.ID)
 	if err != nil || rotated == secret || !strings.HasPrefix(rotated, "whsec_") {
 		t.Errorf("RotateSecret() = %q, %v; want a new whsec_ secret", rotated, err)
 	}
@@ -58,13 +58,13 @@ func TestEndpointLifecycle(t *testing.T) {
 		t.Errorf("stored secret = %q, %v; want the rotated one", stored, err)
 	}
 
-	if err := e.svc.DeleteEndpoint(ctx, e.org, ep.ID); err != nil {
+	if err := e.svc.DeleteEndpoint(ctx, member(e.org), ep.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.GetEndpoint(ctx, e.org, ep.ID); !errors.Is(err, ErrEndpointNotFound) {
 		t.Errorf("GetEndpoint(deleted) = %v; want ErrEndpointNotFound", err)
 	}
-	if err := e.svc.DeleteEndpoint(ctx, e.org, ep.ID); !errors.Is(err, ErrEndpointNotFound) {
+	if err := e.svc.DeleteEndpoint(ctx, member(e.org), ep.ID); !errors.Is(err, ErrEndpointNotFound) {
 		t.Errorf("DeleteEndpoint(deleted) = %v; want ErrEndpointNotFound", err)
 	}
 }
@@ -105,7 +105,7 @@ func TestListEndpointsPages(t *testing.T) {
 
 func TestCreateEndpointValidation(t *testing.T) {
 	e := setup(t, nil)
-	_, _, err := e.svc.CreateEndpoint(t.Context(), e.org, EndpointInput{URL: "https://hooks.example.com/", EventTypes: []string{"api.created", "api.renamed"}})
+	_, _, err := e.svc.CreateEndpoint(t.Context(), member(e.org), EndpointInput{URL: "https://hooks.example.com/", EventTypes: []string{"api.created", "api.renamed"}})
 	var v *ValidationError
 	if !errors.As(err, &v) || len(v.Fields) != 1 || v.Fields[0].Field != "event_types[1]" || !strings.Contains(v.Fields[0].Detail, `"api.renamed"`) {
 		t.Fatalf("CreateEndpoint(unknown type) = %v; want a validation error naming event_types[1] and the type", err)
@@ -132,12 +132,12 @@ func TestOtherOrganizationCannotReachEndpoint(t *testing.T) {
 		want error
 	}{
 		{"GetEndpoint", second(e.svc.GetEndpoint(ctx, other, ep.ID)), ErrEndpointNotFound},
-		{"UpdateEndpoint", second(e.svc.UpdateEndpoint(ctx, other, ep.ID, EndpointPatch{Description: &desc})), ErrEndpointNotFound},
-		{"RotateSecret", second(e.svc.RotateSecret(ctx, other, ep.ID)), ErrEndpointNotFound},
-		{"DeleteEndpoint", e.svc.DeleteEndpoint(ctx, other, ep.ID), ErrEndpointNotFound},
+		{"UpdateEndpoint", second(e.svc.UpdateEndpoint(ctx, member(other), ep.ID, EndpointPatch{Description: &desc})), ErrEndpointNotFound},
+		{"RotateSecret", second(e.svc.RotateSecret(ctx, member(other), ep.ID)), ErrEndpointNotFound},
+		{"DeleteEndpoint", e.svc.DeleteEndpoint(ctx, member(other), ep.ID), ErrEndpointNotFound},
 		{"ListDeliveries", third(e.svc.ListDeliveries(ctx, other, ep.ID, "", 10)), ErrEndpointNotFound},
 		{"GetDelivery", second(e.svc.GetDelivery(ctx, other, d.ID)), ErrDeliveryNotFound},
-		{"Redeliver", second(e.svc.Redeliver(ctx, other, d.ID)), ErrDeliveryNotFound},
+		{"Redeliver", second(e.svc.Redeliver(ctx, member(other), d.ID)), ErrDeliveryNotFound},
 	}
 	for _, c := range checks {
 		if !errors.Is(c.err, c.want) {
@@ -178,7 +178,7 @@ func TestPrivateNetworksRefused(t *testing.T) {
 		"https://10.0.0.7/hook",
 		"http://0.0.0.0/",
 	} {
-		_, _, err := e.svc.CreateEndpoint(ctx, e.org, EndpointInput{URL: url, EventTypes: []string{"*"}})
+		_, _, err := e.svc.CreateEndpoint(ctx, member(e.org), EndpointInput{URL: url, EventTypes: []string{"*"}})
 		var v *ValidationError
 		if !errors.As(err, &v) || v.Fields[0].Field != "url" {
 			t.Errorf("CreateEndpoint(%s) = %v; want a validation error on url", url, err)
@@ -188,7 +188,7 @@ func TestPrivateNetworksRefused(t *testing.T) {
 	ep, _ := e.createEndpoint(e.org, "https://93.184.215.14/hook", "*")
 	private := "http://192.168.0.10/hook"
 	var v *ValidationError
-	if _, err := e.svc.UpdateEndpoint(ctx, e.org, ep.ID, EndpointPatch{URL: &private}); !errors.As(err, &v) || v.Fields[0].Field != "url" {
+	if _, err := e.svc.UpdateEndpoint(ctx, member(e.org), ep.ID, EndpointPatch{URL: &private}); !errors.As(err, &v) || v.Fields[0].Field != "url" {
 		t.Errorf("UpdateEndpoint(url %s) = %v; want a validation error on url", private, err)
 	}
 
@@ -239,7 +239,7 @@ func TestVeilServicesRefusedWithPrivateNetworks(t *testing.T) {
 	postgres := fmt.Sprintf("http://127.0.0.1:%d/hook", e.pool.Config().ConnConfig.Port)
 
 	for _, url := range []string{postgres, denied.srv.URL + "/hook"} {
-		_, _, err := e.svc.CreateEndpoint(ctx, e.org, EndpointInput{URL: url, EventTypes: []string{"*"}})
+		_, _, err := e.svc.CreateEndpoint(ctx, member(e.org), EndpointInput{URL: url, EventTypes: []string{"*"}})
 		var v *ValidationError
 		if !errors.As(err, &v) || v.Fields[0].Field != "url" || !strings.Contains(v.Fields[0].Detail, egress.KindVeil) {
 			t.Errorf("CreateEndpoint(%s) = %v; want a validation error on url naming %s", url, err, egress.KindVeil)
@@ -247,7 +247,7 @@ func TestVeilServicesRefusedWithPrivateNetworks(t *testing.T) {
 	}
 	ep, _ := e.createEndpoint(e.org, allowed.srv.URL+"/hook", "*")
 	var v *ValidationError
-	if _, err := e.svc.UpdateEndpoint(ctx, e.org, ep.ID, EndpointPatch{URL: &postgres}); !errors.As(err, &v) || v.Fields[0].Field != "url" {
+	if _, err := e.svc.UpdateEndpoint(ctx, member(e.org), ep.ID, EndpointPatch{URL: &postgres}); !errors.As(err, &v) || v.Fields[0].Field != "url" {
 		t.Errorf("UpdateEndpoint(url %s) = %v; want a validation error on url", postgres, err)
 	}
 

@@ -1,7 +1,6 @@
 package webhooks
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -21,11 +20,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/webhooks/internal/db"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // env is one test's database, job client and service.
@@ -45,28 +44,9 @@ type env struct {
 // others drive the worker by hand.
 func setup(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
-	ctx := t.Context()
-	url := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(ctx, url, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Postgres(t)
 	workers := river.NewWorkers()
-	jobs, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 20}},
-		Workers:           workers,
-		FetchCooldown:     5 * time.Millisecond,
-		FetchPollInterval: 20 * time.Millisecond,
-		Logger:            testenv.Logger(t),
-		TestOnly:          true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	jobs := testenv.River(t, pool, workers)
 	set := metrics.NewSet()
 	cfg := Config{
 		Pool: pool, Jobs: jobs, Logger: testenv.Logger(t), Metrics: set,
@@ -89,14 +69,12 @@ func setup(t *testing.T, mod func(*Config)) *env {
 // start runs the job client until the test ends.
 func (e *env) start() {
 	e.t.Helper()
-	if err := e.jobs.Start(e.t.Context()); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.jobs.Stop(ctx)
-	})
+	testenv.StartRiver(e.t, e.jobs)
+}
+
+// member is a member of org, the actor of the changes tests make.
+func member(org uuid.UUID) identity.Actor {
+	return identity.Actor{Subject: "member-1", Role: identity.RoleProvider, OrgID: org}
 }
 
 func (e *env) newOrg(slug string) uuid.UUID {
@@ -111,7 +89,7 @@ func (e *env) newOrg(slug string) uuid.UUID {
 // createEndpoint registers an endpoint of org for types at url.
 func (e *env) createEndpoint(org uuid.UUID, url string, types ...string) (Endpoint, string) {
 	e.t.Helper()
-	ep, secret, err := e.svc.CreateEndpoint(e.t.Context(), org, EndpointInput{URL: url, EventTypes: types})
+	ep, secret, err := e.svc.CreateEndpoint(e.t.Context(), member(org), EndpointInput{URL: url, EventTypes: types})
 	if err != nil {
 		e.t.Fatalf("CreateEndpoint(%s, %v) = %v", url, types, err)
 	}
@@ -137,12 +115,16 @@ func (e *env) publish(org uuid.UUID, types ...string) {
 // deliveries returns every delivery of an endpoint, oldest first.
 func (e *env) deliveries(endpointID uuid.UUID) []Delivery {
 	e.t.Helper()
-	rows, err := e.pool.Query(e.t.Context(), `SELECT `+deliveryColumns+` FROM webhook_deliveries d
-		WHERE endpoint_id = $1 ORDER BY created_at, id`, endpointID)
+	rows, err := e.pool.Query(e.t.Context(), `SELECT id, endpoint_id, message_id, event_type, payload, status, attempts,
+			last_status_code, last_error, created_at, delivered_at
+		FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at, id`, endpointID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Delivery, error) { return scanDelivery(row) })
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Delivery, error) {
+		d, err := pgx.RowToStructByPos[db.WebhookDelivery](row)
+		return deliveryFrom(d), err
+	})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -5,7 +5,9 @@
 // Publish writes one delivery per subscribed endpoint, and the River job that
 // sends it, inside the caller's transaction: an event goes out if and only if
 // the change that caused it commits. The DeliveryWorker then POSTs it,
-// retrying with exponential backoff, and records every attempt.
+// retrying with exponential backoff, and records every attempt. Every change
+// an actor makes to an endpoint is audited in the transaction that makes it.
+// The queries are in internal/db (sqlc).
 package webhooks
 
 import (

@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/veil-platform/veil/control-plane/webhooks/internal/db"
 )
 
 // DeliveryWorker sends deliveries: one HTTP attempt per job run.
@@ -85,10 +87,7 @@ func (r result) ok() bool { return r.code != nil && *r.code >= 200 && *r.code < 
 func (w *DeliveryWorker) Work(ctx context.Context, job *river.Job[DeliveryArgs]) error {
 	s := w.s
 	id := job.Args.DeliveryID
-	var t target
-	err := s.pool.QueryRow(ctx, `SELECT d.message_id, d.payload, d.status, e.id, e.url, e.secret, e.enabled
-		FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-		WHERE d.id = $1`, id).Scan(&t.msgID, &t.payload, &t.status, &t.endpointID, &t.url, &t.secret, &t.enabled)
+	row, err := db.New(s.pool).DeliveryTarget(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Deleting an endpoint deletes its deliveries: nothing is left to
 		// send or to mark.
@@ -97,6 +96,10 @@ func (w *DeliveryWorker) Work(ctx context.Context, job *river.Job[DeliveryArgs])
 	}
 	if err != nil {
 		return fmt.Errorf("load webhook delivery %s: %w", id, err)
+	}
+	t := target{
+		msgID: row.MessageID, payload: row.Payload, status: DeliveryStatus(row.Status),
+		endpointID: row.EndpointID, url: row.URL, secret: row.Secret, enabled: row.Enabled,
 	}
 	if t.status != StatusPending {
 		return nil
@@ -190,24 +193,25 @@ func (s *Service) send(ctx context.Context, t target) result {
 func (s *Service) record(ctx context.Context, job *river.Job[DeliveryArgs], endpointID uuid.UUID, res result, status DeliveryStatus) (gone bool, err error) {
 	id := job.Args.DeliveryID
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE webhook_deliveries
-			SET attempts = attempts + 1, last_status_code = $2, last_error = $3, status = $4,
-				delivered_at = CASE WHEN $4 = 'succeeded' THEN now() ELSE delivered_at END
-			WHERE id = $1`, id, res.code, res.err, status)
+		q := db.New(tx)
+		n, err := q.DeliveryRecordAttempt(ctx, db.DeliveryRecordAttemptParams{
+			ID: id, LastStatusCode: int32Ptr(res.code), LastError: res.err, Status: string(status),
+		})
 		if err != nil {
 			return fmt.Errorf("update webhook delivery: %w", err)
 		}
-		if tag.RowsAffected() == 0 {
+		if n == 0 {
 			gone = true
 			return nil
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO webhook_attempts (delivery_id, status_code, error, duration_ms)
-			VALUES ($1, $2, $3, $4)`, id, res.code, res.err, res.duration.Milliseconds())
+		err = q.AttemptInsert(ctx, db.AttemptInsertParams{
+			DeliveryID: id, StatusCode: int32Ptr(res.code), Error: res.err, DurationMS: int32(res.duration.Milliseconds()),
+		})
 		if err != nil {
 			return fmt.Errorf("insert webhook attempt: %w", err)
 		}
 		if res.code != nil && *res.code == http.StatusGone {
-			if _, err := tx.Exec(ctx, `UPDATE webhook_endpoints SET enabled = false, updated_at = now() WHERE id = $1`, endpointID); err != nil {
+			if err := q.EndpointDisable(ctx, endpointID); err != nil {
 				return fmt.Errorf("disable webhook endpoint: %w", err)
 			}
 		}
@@ -239,8 +243,7 @@ func completeJob(ctx context.Context, tx pgx.Tx, job *river.Job[DeliveryArgs]) e
 func (s *Service) fail(ctx context.Context, job *river.Job[DeliveryArgs], t target, reason string) error {
 	id := job.Args.DeliveryID
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET status = 'failed', last_error = $2
-			WHERE id = $1 AND status = 'pending'`, id, reason)
+		err := db.New(tx).DeliveryFail(ctx, db.DeliveryFailParams{ID: id, LastError: reason})
 		if err != nil {
 			return fmt.Errorf("fail webhook delivery: %w", err)
 		}

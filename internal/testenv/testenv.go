@@ -206,14 +206,22 @@ func Deadline(t testing.TB, d time.Duration, cond func() error) {
 }
 
 // Postgres returns a pool on a new database of the test server with the
-// migrations applied, closed and dropped when the test ends.
-func Postgres(t testing.TB) *pgxpool.Pool {
+// migrations applied, closed and dropped when the test ends. mod, when
+// given, changes the pool's config (its size, say) before it connects.
+func Postgres(t testing.TB, mod ...func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Helper()
 	url := PostgresURL(t)
 	if _, err := migrate.Postgres(t.Context(), url, Logger(t)); err != nil {
 		t.Fatalf("migrate %s: %v", url, err)
 	}
-	pool, err := pgxpool.New(t.Context(), url)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("parse %s: %v", url, err)
+	}
+	for _, m := range mod {
+		m(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("connect to %s: %v", url, err)
 	}
