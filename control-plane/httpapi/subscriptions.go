@@ -12,6 +12,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/validation"
@@ -50,7 +51,7 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 	r.Get(idPath("/v1/keys/{id}"), a.handle(read(s.GetKey)))
 	r.Patch(idPath("/v1/keys/{id}"), a.handle(write(http.StatusOK, s.UpdateKey)))
 	r.Delete(idPath("/v1/keys/{id}"), a.handle(a.deleteKey))
-	for _, act := range []subscriptions.KeyAction{subscriptions.ActionSuspend, subscriptions.ActionResume, subscriptions.ActionRevoke} {
+	for _, act := range []keys.Action{keys.ActionSuspend, keys.ActionResume, keys.ActionRevoke} {
 		r.Post(idPath("/v1/keys/{id}/"+string(act)), a.handle(a.keyAction(act)))
 	}
 	r.Post(idPath("/v1/keys/{id}/rotate"), a.handle(a.rotate))
@@ -149,7 +150,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var in subscriptions.KeySettings
+	var in keys.Settings
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -162,7 +163,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) keyAction(action subscriptions.KeyAction) func(http.ResponseWriter, *http.Request) error {
+func (a *api) keyAction(action keys.Action) func(http.ResponseWriter, *http.Request) error {
 	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (subscriptions.Key, error) {
 		return a.cfg.Subscriptions.Act(ctx, act, id, action, reason)
 	}, nil)
@@ -185,7 +186,7 @@ func (a *api) rotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var in subscriptions.RotateInput
+	var in keys.RotateInput
 	if err := decodeOptional(r, &in); err != nil {
 		return err
 	}

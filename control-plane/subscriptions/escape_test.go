@@ -206,38 +206,38 @@ func TestSanctionCannotBeCanceledAway(t *testing.T) {
 func TestAdminKeySanctions(t *testing.T) {
 	f := setup(t)
 	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
-	k := f.key(subscriptions.KeySettings{}, true)
+	k := f.key(keys.Settings{}, true)
 
-	if _, err := f.svc.Act(f.ctx, admin, k.ID, subscriptions.ActionSuspend, "abuse report"); err != nil {
+	if _, err := f.svc.Act(f.ctx, admin, k.ID, keys.ActionSuspend, "abuse report"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, subscriptions.ActionResume, ""); !errors.Is(err, subscriptions.ErrAdminSuspended) {
+	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, keys.ActionResume, ""); !errors.Is(err, subscriptions.ErrAdminSuspended) {
 		t.Fatalf("consumer resumes an admin's suspension = %v; want ErrAdminSuspended", err)
 	}
 	if got := f.get(k.ID); got.State != keys.StateSuspended {
 		t.Fatalf("key after the refused resume = %s; want suspended", got.State)
 	}
-	if _, err := f.svc.Act(f.ctx, admin, k.ID, subscriptions.ActionResume, "cleared"); err != nil {
+	if _, err := f.svc.Act(f.ctx, admin, k.ID, keys.ActionResume, "cleared"); err != nil {
 		t.Fatalf("admin resumes = %v", err)
 	}
-	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, subscriptions.ActionSuspend, ""); err != nil {
+	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, keys.ActionSuspend, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, subscriptions.ActionResume, ""); err != nil {
+	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, keys.ActionResume, ""); err != nil {
 		t.Fatalf("consumer resumes its own suspension = %v", err)
 	}
 
-	if _, err := f.svc.CreateKey(f.ctx, admin, f.sub.ID, subscriptions.KeySettings{}); !errors.Is(err, subscriptions.ErrAdminPlaintext) {
+	if _, err := f.svc.CreateKey(f.ctx, admin, f.sub.ID, keys.Settings{}); !errors.Is(err, subscriptions.ErrAdminPlaintext) {
 		t.Fatalf("admin issues a key of another organization = %v; want ErrAdminPlaintext", err)
 	}
-	if _, err := f.svc.Rotate(f.ctx, admin, k.ID, subscriptions.RotateInput{}); !errors.Is(err, subscriptions.ErrAdminPlaintext) {
+	if _, err := f.svc.Rotate(f.ctx, admin, k.ID, keys.RotateInput{}); !errors.Is(err, subscriptions.ErrAdminPlaintext) {
 		t.Fatalf("admin rotates a key of another organization = %v; want ErrAdminPlaintext", err)
 	}
 	var successors int
 	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM api_keys WHERE subscription_id = $1`, f.sub.ID).Scan(&successors); err != nil || successors != 1 {
 		t.Fatalf("keys of the subscription = %d, %v; want 1 (nothing issued)", successors, err)
 	}
-	if _, err := f.svc.Act(f.ctx, admin, k.ID, subscriptions.ActionRevoke, "leaked"); err != nil {
+	if _, err := f.svc.Act(f.ctx, admin, k.ID, keys.ActionRevoke, "leaked"); err != nil {
 		t.Fatalf("admin revokes = %v", err)
 	}
 }
@@ -249,23 +249,23 @@ func TestAdminKeySanctions(t *testing.T) {
 func TestNewKeyCannotEscapeAdminSuspension(t *testing.T) {
 	f := setup(t)
 	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
-	suspended := f.key(subscriptions.KeySettings{Name: "leaked"}, true)
-	working := f.key(subscriptions.KeySettings{Name: "other"}, true)
-	if _, err := f.svc.Act(f.ctx, admin, suspended.ID, subscriptions.ActionSuspend, "abuse report"); err != nil {
+	suspended := f.key(keys.Settings{Name: "leaked"}, true)
+	working := f.key(keys.Settings{Name: "other"}, true)
+	if _, err := f.svc.Act(f.ctx, admin, suspended.ID, keys.ActionSuspend, "abuse report"); err != nil {
 		t.Fatal(err)
 	}
 
-	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, subscriptions.KeySettings{}); !errors.Is(err, subscriptions.ErrAdminSuspended) {
+	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, keys.Settings{}); !errors.Is(err, subscriptions.ErrAdminSuspended) {
 		t.Fatalf("CreateKey beside an admin's suspension = %v; want ErrAdminSuspended", err)
 	}
-	if _, err := f.svc.Rotate(f.ctx, f.consumer, working.ID, subscriptions.RotateInput{}); err != nil {
+	if _, err := f.svc.Rotate(f.ctx, f.consumer, working.ID, keys.RotateInput{}); err != nil {
 		t.Fatalf("Rotate of a working key beside an admin's suspension = %v; want the successor", err)
 	}
 
-	if _, err := f.svc.Act(f.ctx, f.consumer, suspended.ID, subscriptions.ActionRevoke, "giving it up"); err != nil {
+	if _, err := f.svc.Act(f.ctx, f.consumer, suspended.ID, keys.ActionRevoke, "giving it up"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, subscriptions.KeySettings{}); err != nil {
+	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, keys.Settings{}); err != nil {
 		t.Fatalf("CreateKey once the suspended key is revoked = %v; want a key", err)
 	}
 }
@@ -276,13 +276,13 @@ func TestNewKeyCannotEscapeAdminSuspension(t *testing.T) {
 func TestAdminSanctionsConsumerSuspension(t *testing.T) {
 	f := setup(t)
 	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.org("platform", "admin-user", "admin@example.test")}
-	k := f.key(subscriptions.KeySettings{}, true)
-	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, subscriptions.ActionSuspend, ""); err != nil {
+	k := f.key(keys.Settings{}, true)
+	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, keys.ActionSuspend, ""); err != nil {
 		t.Fatal(err)
 	}
 	audited := f.auditCount(k.ID, "key.transition.suspended")
 
-	got, err := f.svc.Act(f.ctx, admin, k.ID, subscriptions.ActionSuspend, "abuse report")
+	got, err := f.svc.Act(f.ctx, admin, k.ID, keys.ActionSuspend, "abuse report")
 	if err != nil {
 		t.Fatalf("admin suspends a suspended key = %v; want the key", err)
 	}
@@ -292,13 +292,13 @@ func TestAdminSanctionsConsumerSuspension(t *testing.T) {
 	if n := f.auditCount(k.ID, "key.transition.suspended"); n != audited+1 {
 		t.Fatalf("suspension audit entries = %d; want %d", n, audited+1)
 	}
-	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, subscriptions.ActionResume, ""); !errors.Is(err, subscriptions.ErrAdminSuspended) {
+	if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, keys.ActionResume, ""); !errors.Is(err, subscriptions.ErrAdminSuspended) {
 		t.Fatalf("consumer resumes after the admin's suspension = %v; want ErrAdminSuspended", err)
 	}
-	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, subscriptions.KeySettings{}); !errors.Is(err, subscriptions.ErrAdminSuspended) {
+	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, keys.Settings{}); !errors.Is(err, subscriptions.ErrAdminSuspended) {
 		t.Fatalf("CreateKey after the admin's suspension = %v; want ErrAdminSuspended", err)
 	}
-	if _, err := f.svc.Act(f.ctx, admin, k.ID, subscriptions.ActionResume, "cleared"); err != nil {
+	if _, err := f.svc.Act(f.ctx, admin, k.ID, keys.ActionResume, "cleared"); err != nil {
 		t.Fatalf("admin resumes = %v", err)
 	}
 }

@@ -16,8 +16,6 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/internal/apikey"
-	"github.com/veil-platform/veil/internal/enforcement"
-	"github.com/veil-platform/veil/internal/validation"
 )
 
 // Key is an API key as the API shows it: never the plaintext, except in
@@ -98,129 +96,8 @@ func scanKey(row pgx.Row) (Key, error) {
 	return k, nil
 }
 
-// KeySettings are a key's settings, given when it is issued.
-type KeySettings struct {
-	Name          string         `json:"name"`
-	ExpiresAt     *time.Time     `json:"expires_at"`
-	Methods       []string       `json:"methods"`
-	Routes        []string       `json:"routes"`
-	RatePerSecond *int           `json:"rate_per_second"`
-	RatePerMinute *int           `json:"rate_per_minute"`
-	Metadata      map[string]any `json:"metadata"`
-	// AutoRotate opts in to rotation every RotateEveryDays (default 90).
-	AutoRotate      bool `json:"auto_rotate"`
-	RotateEveryDays int  `json:"rotate_every_days"`
-	// AutoRenew extends the expiry by RenewDays instead of expiring.
-	AutoRenew bool `json:"auto_renew"`
-	RenewDays *int `json:"renew_days"`
-}
-
-var keyMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true}
-
-func (in *KeySettings) validate(now time.Time) error {
-	var v validation.Error
-	if utf8.RuneCountInString(in.Name) > 200 {
-		v.Add("name", "must be at most 200 characters")
-	}
-	if in.ExpiresAt != nil && !in.ExpiresAt.After(now) {
-		v.Add("expires_at", "must be in the future")
-	}
-	if len(in.Methods) > len(keyMethods) {
-		v.Add("methods", "at most %d methods", len(keyMethods))
-	}
-	for i, m := range in.Methods {
-		if !keyMethods[m] {
-			v.Add(fmt.Sprintf("methods[%d]", i), "must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		}
-	}
-	if len(in.Routes) > 100 {
-		v.Add("routes", "at most 100 route patterns")
-	}
-	for i, r := range in.Routes {
-		if err := enforcement.ValidRoute(r); err != nil || len(r) > 500 {
-			v.Add(fmt.Sprintf("routes[%d]", i), "must be a route pattern such as /forecast/{city} or /v1/*, at most 500 characters")
-		}
-	}
-	for _, r := range []struct {
-		field string
-		v     *int
-	}{{"rate_per_second", in.RatePerSecond}, {"rate_per_minute", in.RatePerMinute}} {
-		if r.v != nil && (*r.v < 1 || *r.v > 1_000_000) {
-			v.Add(r.field, "must be 1 to 1000000, or null for the subscription's limit")
-		}
-	}
-	if b, _ := json.Marshal(in.Metadata); len(b) > 8192 {
-		v.Add("metadata", "must encode to at most 8 KiB")
-	}
-	if in.RotateEveryDays == 0 {
-		in.RotateEveryDays = 90
-	}
-	if in.RotateEveryDays < 1 || in.RotateEveryDays > 3650 {
-		v.Add("rotate_every_days", "must be 1 to 3650")
-	}
-	if in.AutoRenew && in.RenewDays == nil {
-		v.Add("renew_days", "is required with auto_renew")
-	}
-	if in.RenewDays != nil && (*in.RenewDays < 1 || *in.RenewDays > 3650) {
-		v.Add("renew_days", "must be 1 to 3650")
-	}
-	if in.AutoRenew && in.ExpiresAt == nil {
-		v.Add("auto_renew", "needs expires_at: a key without expiry never expires")
-	}
-	if in.Methods == nil {
-		in.Methods = []string{}
-	}
-	if in.Routes == nil {
-		in.Routes = []string{}
-	}
-	if in.Metadata == nil {
-		in.Metadata = map[string]any{}
-	}
-	return v.Err()
-}
-
-// KeyPatch changes a key's settings; absent fields stay as they are, and
-// null clears expires_at, the rate limits and renew_days.
-type KeyPatch struct {
-	Name            *string         `json:"name"`
-	ExpiresAt       Opt[time.Time]  `json:"expires_at"`
-	Methods         *[]string       `json:"methods"`
-	Routes          *[]string       `json:"routes"`
-	RatePerSecond   Opt[int]        `json:"rate_per_second"`
-	RatePerMinute   Opt[int]        `json:"rate_per_minute"`
-	Metadata        *map[string]any `json:"metadata"`
-	AutoRotate      *bool           `json:"auto_rotate"`
-	RotateEveryDays *int            `json:"rotate_every_days"`
-	AutoRenew       *bool           `json:"auto_renew"`
-	RenewDays       Opt[int]        `json:"renew_days"`
-}
-
-func (p KeyPatch) apply(k Key) KeySettings {
-	in := k.settings()
-	set(&in.Name, p.Name)
-	if p.ExpiresAt.Set {
-		in.ExpiresAt = p.ExpiresAt.Value
-	}
-	set(&in.Methods, p.Methods)
-	set(&in.Routes, p.Routes)
-	if p.RatePerSecond.Set {
-		in.RatePerSecond = p.RatePerSecond.Value
-	}
-	if p.RatePerMinute.Set {
-		in.RatePerMinute = p.RatePerMinute.Value
-	}
-	set(&in.Metadata, p.Metadata)
-	set(&in.AutoRotate, p.AutoRotate)
-	set(&in.RotateEveryDays, p.RotateEveryDays)
-	set(&in.AutoRenew, p.AutoRenew)
-	if p.RenewDays.Set {
-		in.RenewDays = p.RenewDays.Value
-	}
-	return in
-}
-
-func (k Key) settings() KeySettings {
-	return KeySettings{
+func (k Key) settings() keys.Settings {
+	return keys.Settings{
 		Name: k.Name, ExpiresAt: k.ExpiresAt, Methods: k.Methods, Routes: k.Routes, RatePerSecond: k.RatePerSecond,
 		RatePerMinute: k.RatePerMinute, Metadata: k.Metadata, AutoRotate: k.AutoRotate, RotateEveryDays: k.RotateEvery,
 		AutoRenew: k.AutoRenew, RenewDays: k.RenewDays,
@@ -254,8 +131,8 @@ func (k Key) audited() map[string]any {
 // CreateKey issues a key for a live subscription the actor's organization
 // holds. The answer carries the plaintext; nothing else ever will. The key
 // is pending until the gateway holds it.
-func (s *Service) CreateKey(ctx context.Context, actor identity.Actor, subID uuid.UUID, in KeySettings) (Key, error) {
-	if err := in.validate(s.now()); err != nil {
+func (s *Service) CreateKey(ctx context.Context, actor identity.Actor, subID uuid.UUID, in keys.Settings) (Key, error) {
+	if err := in.Validate(s.now()); err != nil {
 		return Key{}, err
 	}
 	var out Key
@@ -311,7 +188,7 @@ func (s *Service) checkNoAdminSuspension(ctx context.Context, tx pgx.Tx, subID u
 // issue inserts a new pending key and queues its sync. The subscription
 // must be locked. A key in its rotation grace does not count toward the
 // subscription's limit: its successor takes its place.
-func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, sub Subscription, in KeySettings, rotatedFrom *uuid.UUID, seal *sealer) (Key, error) {
+func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, sub Subscription, in keys.Settings, rotatedFrom *uuid.UUID, seal *keys.Sealer) (Key, error) {
 	var live int
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM api_keys WHERE subscription_id = $1
 			AND state IN ('pending', 'active', 'suspended', 'failed_sync') AND grace_until IS NULL`, sub.ID).Scan(&live); err != nil {
@@ -327,7 +204,7 @@ func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, su
 	id := uuid.New()
 	var sealed []byte
 	if seal != nil {
-		if sealed, err = seal.seal(id, raw.Plaintext); err != nil {
+		if sealed, err = seal.Seal(id, raw.Plaintext); err != nil {
 			return Key{}, err
 		}
 	}
@@ -405,7 +282,7 @@ func (s *Service) ListKeys(ctx context.Context, actor identity.Actor, subID uuid
 }
 
 // UpdateKey changes a key's settings. Terminal keys do not change.
-func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.UUID, p KeyPatch) (Key, error) {
+func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.UUID, p keys.Patch) (Key, error) {
 	var out Key
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		before, err := s.changeKey(ctx, tx, actor, id)
@@ -415,8 +292,8 @@ func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.U
 		if before.State.Terminal() {
 			return &keys.TransitionError{From: before.State, To: before.State}
 		}
-		in := p.apply(before)
-		if err := in.validate(s.now()); err != nil {
+		in := p.Apply(before.settings())
+		if err := in.Validate(s.now()); err != nil {
 			return err
 		}
 		meta, _ := json.Marshal(in.Metadata)
@@ -439,25 +316,11 @@ func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.U
 	return out, err
 }
 
-// KeyAction is a state change a caller asks for.
-type KeyAction string
-
-// Key actions.
-const (
-	ActionSuspend KeyAction = "suspend"
-	ActionResume  KeyAction = "resume"
-	ActionRevoke  KeyAction = "revoke"
-)
-
-var actionTarget = map[KeyAction]keys.State{
-	ActionSuspend: keys.StateSuspended, ActionResume: keys.StateActive, ActionRevoke: keys.StateRevoked,
-}
-
 // Act suspends, resumes or revokes a key, as the state machine allows.
 // Resuming a key the gateway never held is refused like any illegal
 // transition: the sync job activates it.
-func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, action KeyAction, reason string) (Key, error) {
-	to, ok := actionTarget[action]
+func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, action keys.Action, reason string) (Key, error) {
+	to, ok := action.Target()
 	if !ok {
 		return Key{}, fmt.Errorf("unknown key action %q", action)
 	}
@@ -467,17 +330,17 @@ func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, a
 		if err != nil {
 			return err
 		}
-		if action == ActionResume && before.State != keys.StateSuspended {
+		if action == keys.ActionResume && before.State != keys.StateSuspended {
 			return &keys.TransitionError{From: before.State, To: to}
 		}
 		// An admin's suspension is a sanction: the consumer cannot lift it.
-		if action == ActionResume && before.suspendedByAdmin && !actor.IsAdmin() {
+		if action == keys.ActionResume && before.suspendedByAdmin && !actor.IsAdmin() {
 			return ErrAdminSuspended
 		}
 		// An admin suspending a key its organization suspended already
 		// makes the suspension the admin's: the state stays, but the
 		// organization can no longer resume it.
-		if action == ActionSuspend && before.State == keys.StateSuspended && !before.suspendedByAdmin && actor.IsAdmin() {
+		if action == keys.ActionSuspend && before.State == keys.StateSuspended && !before.suspendedByAdmin && actor.IsAdmin() {
 			out, err = s.sanction(ctx, tx, actor, before, reason)
 			return err
 		}
@@ -508,7 +371,7 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor identity.Acto
 	}
 	return after, s.record(ctx, tx, actor, after.org, "key.transition."+string(to), "key", k.ID,
 		map[string]keys.State{"state": k.State}, map[string]any{"state": to, "reason": reason},
-		"key."+keyEvent[to], map[string]any{"key": after.audited(), "from": k.State, "to": to, "reason": reason})
+		"key."+keys.Event(to), map[string]any{"key": after.audited(), "from": k.State, "to": to, "reason": reason})
 }
 
 // sanction marks a locked key its organization suspended as suspended by
@@ -526,11 +389,6 @@ func (s *Service) sanction(ctx context.Context, tx pgx.Tx, actor identity.Actor,
 	return after, s.record(ctx, tx, actor, after.org, "key.transition."+string(keys.StateSuspended), "key", k.ID,
 		map[string]any{"state": k.State, "suspended_by_admin": false},
 		map[string]any{"state": keys.StateSuspended, "suspended_by_admin": true, "reason": reason}, "", nil)
-}
-
-var keyEvent = map[keys.State]string{
-	keys.StateActive: "activated", keys.StateSuspended: "suspended", keys.StateRevoked: "revoked",
-	keys.StateExpired: "expired", keys.StateFailedSync: "sync_failed", keys.StatePending: "pending",
 }
 
 // revokeAll revokes a subscription's live keys (on cancellation).
@@ -583,28 +441,16 @@ func (s *Service) DeleteKey(ctx context.Context, actor identity.Actor, id uuid.U
 	})
 }
 
-// RotateInput rotates a key. GraceSeconds nil takes the default grace; 0
-// ends the old key now.
-type RotateInput struct {
-	GraceSeconds *int64 `json:"grace_seconds"`
-}
-
-// maxGrace bounds a rotation's grace period.
-const maxGrace = 90 * 24 * time.Hour
-
 // Rotate issues a successor with the same settings and keeps the old key
 // working for the grace period; with no grace the old key is revoked now.
 // The answer is the successor with its plaintext.
-func (s *Service) Rotate(ctx context.Context, actor identity.Actor, id uuid.UUID, in RotateInput) (Key, error) {
-	grace := s.cfg.DefaultGrace
-	if in.GraceSeconds != nil {
-		if *in.GraceSeconds < 0 || *in.GraceSeconds > int64(maxGrace/time.Second) {
-			return Key{}, validation.One("grace_seconds", "must be 0 to 7776000 (90 days)")
-		}
-		grace = time.Duration(*in.GraceSeconds) * time.Second
+func (s *Service) Rotate(ctx context.Context, actor identity.Actor, id uuid.UUID, in keys.RotateInput) (Key, error) {
+	grace, err := in.Grace(s.cfg.DefaultGrace)
+	if err != nil {
+		return Key{}, err
 	}
 	var out Key
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		old, err := s.changeKey(ctx, tx, actor, id)
 		if err != nil {
 			return err
@@ -621,7 +467,7 @@ func (s *Service) Rotate(ctx context.Context, actor identity.Actor, id uuid.UUID
 
 // rotate rotates a locked key; seal, when set, seals the successor's
 // plaintext for a later reveal instead of returning it.
-func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor identity.Actor, old Key, grace time.Duration, seal *sealer) (Key, error) {
+func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor identity.Actor, old Key, grace time.Duration, seal *keys.Sealer) (Key, error) {
 	if old.State != keys.StateActive {
 		return Key{}, &keys.TransitionError{From: old.State, To: keys.StateRevoked}
 	}
@@ -686,7 +532,7 @@ func (s *Service) Reveal(ctx context.Context, actor identity.Actor, id uuid.UUID
 		if len(k.sealed) == 0 || s.seal == nil {
 			return ErrNothingToReveal
 		}
-		plain, err := s.seal.open(k.ID, k.sealed)
+		plain, err := s.seal.Open(k.ID, k.sealed)
 		if err != nil {
 			return fmt.Errorf("open sealed key %s: %w", k.ID, err)
 		}

@@ -31,10 +31,10 @@ func (f *fixture) forceState(id uuid.UUID, s keys.State) {
 // (resume only from suspended), and a refusal changes nothing.
 func TestKeyActionsFollowStateMachine(t *testing.T) {
 	f := setup(t)
-	targets := map[subscriptions.KeyAction]keys.State{
-		subscriptions.ActionSuspend: keys.StateSuspended,
-		subscriptions.ActionResume:  keys.StateActive,
-		subscriptions.ActionRevoke:  keys.StateRevoked,
+	targets := map[keys.Action]keys.State{
+		keys.ActionSuspend: keys.StateSuspended,
+		keys.ActionResume:  keys.StateActive,
+		keys.ActionRevoke:  keys.StateRevoked,
 	}
 	for _, from := range keys.States {
 		for action, to := range targets {
@@ -42,11 +42,11 @@ func TestKeyActionsFollowStateMachine(t *testing.T) {
 				if _, err := f.pool.Exec(f.ctx, `DELETE FROM api_keys`); err != nil {
 					t.Fatal(err)
 				}
-				k := f.key(subscriptions.KeySettings{}, false)
+				k := f.key(keys.Settings{}, false)
 				f.forceState(k.ID, from)
 				before := f.get(k.ID)
 				got, err := f.svc.Act(f.ctx, f.consumer, k.ID, action, "test")
-				want := keys.CanTransition(from, to) && (action != subscriptions.ActionResume || from == keys.StateSuspended)
+				want := keys.CanTransition(from, to) && (action != keys.ActionResume || from == keys.StateSuspended)
 				after := f.get(k.ID)
 				if !want {
 					var te *keys.TransitionError
@@ -88,7 +88,7 @@ func TestSystemTransitions(t *testing.T) {
 	f := setup(t)
 	for _, from := range keys.States {
 		t.Run("sync/"+string(from), func(t *testing.T) {
-			k := f.key(subscriptions.KeySettings{}, false)
+			k := f.key(keys.Settings{}, false)
 			f.forceState(k.ID, from)
 			f.sync(k.ID)
 			want := from
@@ -98,7 +98,7 @@ func TestSystemTransitions(t *testing.T) {
 			if got := f.get(k.ID); got.State != want || !got.Synced {
 				t.Fatalf("sync from %s = %s (synced %v); want %s, synced", from, got.State, got.Synced, want)
 			}
-			if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, subscriptions.ActionRevoke, ""); err != nil && !errors.Is(err, keys.ErrInvalidTransition) {
+			if _, err := f.svc.Act(f.ctx, f.consumer, k.ID, keys.ActionRevoke, ""); err != nil && !errors.Is(err, keys.ErrInvalidTransition) {
 				t.Fatal(err)
 			}
 		})
@@ -106,7 +106,7 @@ func TestSystemTransitions(t *testing.T) {
 	for _, from := range keys.States {
 		t.Run("expiry/"+string(from), func(t *testing.T) {
 			at := f.clock.Now().Add(time.Hour)
-			k := f.key(subscriptions.KeySettings{ExpiresAt: &at}, false)
+			k := f.key(keys.Settings{ExpiresAt: &at}, false)
 			f.forceState(k.ID, from)
 			f.clock.Set(at.Add(time.Second))
 			defer f.clock.Set(at.Add(-time.Hour))
@@ -130,10 +130,10 @@ func TestSystemTransitions(t *testing.T) {
 // then revokes it. With no grace the old key is revoked at once.
 func TestRotationGrace(t *testing.T) {
 	f := setup(t)
-	old := f.key(subscriptions.KeySettings{Name: "prod", Methods: []string{"GET"}, Routes: []string{"/forecast/*"}}, true)
+	old := f.key(keys.Settings{Name: "prod", Methods: []string{"GET"}, Routes: []string{"/forecast/*"}}, true)
 	t0 := f.clock.Now()
 	grace := int64(3600)
-	next, err := f.svc.Rotate(f.ctx, f.consumer, old.ID, subscriptions.RotateInput{GraceSeconds: &grace})
+	next, err := f.svc.Rotate(f.ctx, f.consumer, old.ID, keys.RotateInput{GraceSeconds: &grace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestRotationGrace(t *testing.T) {
 	if next.Name != "prod" || !slicesEqual(next.Methods, []string{"GET"}) || !slicesEqual(next.Routes, []string{"/forecast/*"}) {
 		t.Fatalf("successor settings = %q %v %v; want the old key's", next.Name, next.Methods, next.Routes)
 	}
-	if _, err := f.svc.Rotate(f.ctx, f.consumer, old.ID, subscriptions.RotateInput{}); !errors.Is(err, subscriptions.ErrAlreadyRotated) {
+	if _, err := f.svc.Rotate(f.ctx, f.consumer, old.ID, keys.RotateInput{}); !errors.Is(err, subscriptions.ErrAlreadyRotated) {
 		t.Fatalf("second Rotate of the old key = %v; want ErrAlreadyRotated", err)
 	}
 	f.sync(old.ID)
@@ -189,7 +189,7 @@ func TestRotationGrace(t *testing.T) {
 
 	// No grace: the old key goes at once.
 	zero := int64(0)
-	third, err := f.svc.Rotate(f.ctx, f.consumer, next.ID, subscriptions.RotateInput{GraceSeconds: &zero})
+	third, err := f.svc.Rotate(f.ctx, f.consumer, next.ID, keys.RotateInput{GraceSeconds: &zero})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,9 +213,9 @@ func TestExpiryNoticesOnceEach(t *testing.T) {
 	f := setup(t)
 	t0 := f.clock.Now()
 	expires := t0.Add(10 * 24 * time.Hour)
-	k := f.key(subscriptions.KeySettings{Name: "billing", ExpiresAt: &expires}, true)
+	k := f.key(keys.Settings{Name: "billing", ExpiresAt: &expires}, true)
 	renewDays := 30
-	renewing := f.key(subscriptions.KeySettings{ExpiresAt: &expires, AutoRenew: true, RenewDays: &renewDays}, true)
+	renewing := f.key(keys.Settings{ExpiresAt: &expires, AutoRenew: true, RenewDays: &renewDays}, true)
 
 	steps := []struct {
 		before time.Duration
@@ -299,7 +299,7 @@ func TestExpiryNoticesOnceEach(t *testing.T) {
 // and the consumer is told after.
 func TestAutomaticRotation(t *testing.T) {
 	f := setup(t)
-	k := f.key(subscriptions.KeySettings{AutoRotate: true, RotateEveryDays: 30}, true)
+	k := f.key(keys.Settings{AutoRotate: true, RotateEveryDays: 30}, true)
 	created := f.get(k.ID).CreatedAt
 	due := created.AddDate(0, 0, 30)
 
@@ -365,7 +365,7 @@ func TestAutomaticRotation(t *testing.T) {
 // active once a retry gets through.
 func TestSyncFailureThenHealed(t *testing.T) {
 	f := setup(t)
-	k := f.key(subscriptions.KeySettings{}, false)
+	k := f.key(keys.Settings{}, false)
 	f.records.failing.Store(true)
 	for i := 1; i <= 4; i++ {
 		if err := f.svc.SyncKey(f.ctx, k.ID); !errors.Is(err, errRedisDown) {
@@ -401,14 +401,14 @@ func TestSyncFailureThenHealed(t *testing.T) {
 // checks one reconciliation heals all of it and a second finds nothing.
 func TestReconcileHealsDrift(t *testing.T) {
 	f := setup(t)
-	missing := f.key(subscriptions.KeySettings{Name: "missing"}, true)
-	different := f.key(subscriptions.KeySettings{Name: "different", Methods: []string{"GET"}}, true)
-	suspended := f.key(subscriptions.KeySettings{Name: "suspended"}, true)
-	if _, err := f.svc.Act(f.ctx, f.consumer, suspended.ID, subscriptions.ActionSuspend, ""); err != nil {
+	missing := f.key(keys.Settings{Name: "missing"}, true)
+	different := f.key(keys.Settings{Name: "different", Methods: []string{"GET"}}, true)
+	suspended := f.key(keys.Settings{Name: "suspended"}, true)
+	if _, err := f.svc.Act(f.ctx, f.consumer, suspended.ID, keys.ActionSuspend, ""); err != nil {
 		t.Fatal(err)
 	}
 	f.sync(suspended.ID)
-	unheard := f.key(subscriptions.KeySettings{Name: "written, never marked"}, false)
+	unheard := f.key(keys.Settings{Name: "written, never marked"}, false)
 	if err := f.svc.SyncSubscription(f.ctx, f.sub.ID); err != nil {
 		t.Fatal(err)
 	}

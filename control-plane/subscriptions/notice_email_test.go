@@ -14,6 +14,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 )
@@ -73,7 +74,7 @@ func (m *fakeMailer) attempts() int {
 func TestBlackHoledMailerDoesNotHoldUpMaintenance(t *testing.T) {
 	mailer := blockingMailer(t)
 	f := setup(t, func(c *subscriptions.Config) { c.Mailer = mailer })
-	k := f.key(subscriptions.KeySettings{AutoRotate: true, RotateEveryDays: 30}, true)
+	k := f.key(keys.Settings{AutoRotate: true, RotateEveryDays: 30}, true)
 	due := f.get(k.ID).CreatedAt.AddDate(0, 0, 30)
 
 	// A maintenance run that waited on the mailer would fail with its
@@ -136,7 +137,7 @@ func TestBlackHoledMailerDoesNotHoldUpMaintenance(t *testing.T) {
 func TestKeyNoticeEmailWorkerOutcomes(t *testing.T) {
 	mailer := &fakeMailer{}
 	f := setup(t, func(c *subscriptions.Config) { c.Mailer = mailer })
-	k := f.key(subscriptions.KeySettings{Name: "billing"}, true)
+	k := f.key(keys.Settings{Name: "billing"}, true)
 	invalidAddress := func() {
 		if _, err := f.pool.Exec(f.ctx, `UPDATE users SET email = 'nobody@consumer-user.invalid' WHERE subject = $1`,
 			f.consumer.Subject); err != nil {
@@ -247,7 +248,7 @@ func TestNoticeWithoutAddressQueuesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	expires := f.clock.Now().Add(5 * 24 * time.Hour)
-	k := f.key(subscriptions.KeySettings{ExpiresAt: &expires}, true)
+	k := f.key(keys.Settings{ExpiresAt: &expires}, true)
 	if rep := f.maintain(); rep.Notices != 1 {
 		t.Fatalf("maintenance = %+v; want 1 notice (the webhook)", rep)
 	}

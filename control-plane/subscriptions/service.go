@@ -10,7 +10,6 @@ package subscriptions
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -136,7 +135,7 @@ type Service struct {
 	pool    *pgxpool.Pool
 	log     *slog.Logger
 	now     func() time.Time
-	seal    *sealer
+	seal    *keys.Sealer
 	metrics serviceMetrics
 }
 
@@ -189,7 +188,7 @@ func New(cfg Config) (*Service, error) {
 	if len(cfg.SealSecret) > 0 {
 		sum := sha256.Sum256(cfg.SealSecret)
 		var err error
-		if s.seal, err = newSealer(sum[:]); err != nil {
+		if s.seal, err = keys.NewSealer(sum[:]); err != nil {
 			return nil, fmt.Errorf("new subscriptions: %w", err)
 		}
 	}
@@ -241,28 +240,6 @@ func (s *Service) backoff(attempt int) time.Duration {
 		d = s.cfg.RetryMax
 	}
 	return d/2 + rand.N(d/2+1)
-}
-
-// Opt is an optional, nullable JSON field of a patch: Set when the field
-// was present, Value nil when it was null.
-type Opt[T any] struct {
-	Set   bool
-	Value *T
-}
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (o *Opt[T]) UnmarshalJSON(b []byte) error {
-	o.Set = true
-	if string(b) == "null" {
-		o.Value = nil
-		return nil
-	}
-	var v T
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	o.Value = &v
-	return nil
 }
 
 func set[T any](dst *T, src *T) {

@@ -150,7 +150,7 @@ func (f *fixture) org(slug, subject, email string) uuid.UUID {
 }
 
 // key issues a key with in and, when active, syncs it so it is active.
-func (f *fixture) key(in subscriptions.KeySettings, active bool) subscriptions.Key {
+func (f *fixture) key(in keys.Settings, active bool) subscriptions.Key {
 	f.t.Helper()
 	k, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, in)
 	if err != nil {

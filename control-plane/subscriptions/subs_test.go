@@ -30,7 +30,7 @@ func TestSubscriptionRecordAndPeriods(t *testing.T) {
 		!rec.PeriodStart.Equal(start) || !rec.PeriodEnd.Equal(start.AddDate(0, 1, 0)) || rec.PlanID != f.plan.ID.String() {
 		t.Fatalf("subscription record = %+v; want the plan's limits and [%s, %s)", rec, start, start.AddDate(0, 1, 0))
 	}
-	k := f.key(subscriptions.KeySettings{}, true)
+	k := f.key(keys.Settings{}, true)
 
 	f.clock.Set(start.AddDate(0, 2, 1))
 	if rep := f.maintain(); rep.PeriodsRolled != 1 {
@@ -62,7 +62,7 @@ func TestSubscriptionRecordAndPeriods(t *testing.T) {
 	if kk := f.get(k.ID); kk.State != keys.StateRevoked {
 		t.Fatalf("key of a canceled subscription = %s; want revoked", kk.State)
 	}
-	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, subscriptions.KeySettings{}); !errors.Is(err, subscriptions.ErrSubscriptionInactive) {
+	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, keys.Settings{}); !errors.Is(err, subscriptions.ErrSubscriptionInactive) {
 		t.Fatalf("CreateKey on a canceled subscription = %v; want ErrSubscriptionInactive", err)
 	}
 	if _, err := f.svc.Cancel(f.ctx, f.consumer, f.sub.ID, subscriptions.CancelInput{}); !errors.Is(err, subscriptions.ErrSubscriptionTransition) {
@@ -152,18 +152,18 @@ func TestKeyLimit(t *testing.T) {
 	f := setup(t)
 	var issued []subscriptions.Key
 	for range 5 {
-		issued = append(issued, f.key(subscriptions.KeySettings{}, true))
+		issued = append(issued, f.key(keys.Settings{}, true))
 	}
-	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, subscriptions.KeySettings{}); !errors.Is(err, subscriptions.ErrKeyLimit) {
+	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, keys.Settings{}); !errors.Is(err, subscriptions.ErrKeyLimit) {
 		t.Fatalf("sixth key = %v; want ErrKeyLimit", err)
 	}
-	if _, err := f.svc.Rotate(f.ctx, f.consumer, issued[0].ID, subscriptions.RotateInput{}); err != nil {
+	if _, err := f.svc.Rotate(f.ctx, f.consumer, issued[0].ID, keys.RotateInput{}); err != nil {
 		t.Fatalf("rotating at the limit = %v; want allowed (the old key is in grace)", err)
 	}
-	if _, err := f.svc.Act(f.ctx, f.consumer, issued[1].ID, subscriptions.ActionRevoke, ""); err != nil {
+	if _, err := f.svc.Act(f.ctx, f.consumer, issued[1].ID, keys.ActionRevoke, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, subscriptions.KeySettings{}); err != nil {
+	if _, err := f.svc.CreateKey(f.ctx, f.consumer, f.sub.ID, keys.Settings{}); err != nil {
 		t.Fatalf("key after a revoke = %v; want allowed", err)
 	}
 	if err := f.svc.DeleteKey(f.ctx, f.consumer, issued[2].ID); err != nil {

@@ -1,4 +1,4 @@
-package subscriptions
+package keys
 
 import (
 	"crypto/aes"
@@ -10,13 +10,14 @@ import (
 	"github.com/google/uuid"
 )
 
-// sealer seals the plaintext of a successor key issued by automatic
+// Sealer seals the plaintext of a successor key issued by automatic
 // rotation until its consumer reveals it: AES-256-GCM with a random nonce,
 // the key id as associated data so a sealed copy cannot be moved to
 // another key.
-type sealer struct{ aead cipher.AEAD }
+type Sealer struct{ aead cipher.AEAD }
 
-func newSealer(key []byte) (*sealer, error) {
+// NewSealer returns a Sealer under key, 32 bytes (AES-256).
+func NewSealer(key []byte) (*Sealer, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, fmt.Errorf("key seal: %w", err)
@@ -25,10 +26,11 @@ func newSealer(key []byte) (*sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key seal: %w", err)
 	}
-	return &sealer{aead: aead}, nil
+	return &Sealer{aead: aead}, nil
 }
 
-func (s *sealer) seal(id uuid.UUID, plaintext string) ([]byte, error) {
+// Seal seals the plaintext of key id.
+func (s *Sealer) Seal(id uuid.UUID, plaintext string) ([]byte, error) {
 	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("seal key: %w", err)
@@ -36,7 +38,8 @@ func (s *sealer) seal(id uuid.UUID, plaintext string) ([]byte, error) {
 	return s.aead.Seal(nonce, nonce, []byte(plaintext), id[:]), nil
 }
 
-func (s *sealer) open(id uuid.UUID, sealed []byte) (string, error) {
+// Open returns the plaintext Seal sealed for key id.
+func (s *Sealer) Open(id uuid.UUID, sealed []byte) (string, error) {
 	n := s.aead.NonceSize()
 	if len(sealed) < n {
 		return "", errors.New("sealed key too short")
