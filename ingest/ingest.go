@@ -289,29 +289,8 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) int {
 		return writeProblem(w, problem.New(http.StatusServiceUnavailable, "token-lookup-unavailable", "Token cannot be checked",
 			"the subscriptions this token's events name could not be checked; retry the request"))
 	}
-	if len(foreign) > 0 {
-		refused := map[int]bool{}
-		for _, rej := range foreign {
-			refused[rej.Index] = true
-		}
-		kept := records[:0]
-		for i, rec := range records {
-			if !refused[passed[i].index] {
-				kept = append(kept, rec)
-			}
-		}
-		records = kept
-		rejected = append(rejected, foreign...)
-		slices.SortFunc(rejected, func(a, b Rejection) int { return a.Index - b.Index })
-	}
-	outOfScope := 0
-	for _, rej := range rejected {
-		switch rej.Reason {
-		case ReasonSourceNotAllowed, ReasonAPINotAllowed, ReasonSubjectNotAllowed:
-			outOfScope++
-		}
-		h.cfg.Metrics.GetOrCreateCounter(`veil_ingest_events_rejected_total{reason="` + string(rej.Reason) + `"}`).Inc()
-	}
+	records, rejected = withoutForeign(records, passed, rejected, foreign)
+	outOfScope := h.countRejections(rejected)
 	if len(records) == 0 && outOfScope == len(rejected) {
 		return writeProblem(w, rejectionProblem(http.StatusForbidden, "events-out-of-scope", "Events outside the token's scope",
 			fmt.Sprintf("all %d events are outside what this token may write", len(rejected)), 0, rejected))
@@ -339,6 +318,41 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) int {
 	w.WriteHeader(http.StatusAccepted)
 	_ = json.NewEncoder(w).Encode(Accepted{Accepted: len(records)})
 	return http.StatusAccepted
+}
+
+// withoutForeign drops the records of the events refused for their
+// subjects and adds those refusals to rejected, in event order.
+func withoutForeign(records []*kgo.Record, passed []checked, rejected, foreign []Rejection) ([]*kgo.Record, []Rejection) {
+	if len(foreign) == 0 {
+		return records, rejected
+	}
+	refused := map[int]bool{}
+	for _, rej := range foreign {
+		refused[rej.Index] = true
+	}
+	kept := records[:0]
+	for i, rec := range records {
+		if !refused[passed[i].index] {
+			kept = append(kept, rec)
+		}
+	}
+	rejected = append(rejected, foreign...)
+	slices.SortFunc(rejected, func(a, b Rejection) int { return a.Index - b.Index })
+	return kept, rejected
+}
+
+// countRejections counts the rejections by reason and returns how many
+// are outside the token's scope.
+func (h *Handler) countRejections(rejected []Rejection) int {
+	outOfScope := 0
+	for _, rej := range rejected {
+		switch rej.Reason {
+		case ReasonSourceNotAllowed, ReasonAPINotAllowed, ReasonSubjectNotAllowed:
+			outOfScope++
+		}
+		h.cfg.Metrics.GetOrCreateCounter(`veil_ingest_events_rejected_total{reason="` + string(rej.Reason) + `"}`).Inc()
+	}
+	return outOfScope
 }
 
 // check validates one raw event, and that the token may write its source
