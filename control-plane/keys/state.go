@@ -1,5 +1,10 @@
-// Package keys is the life of an API key: the state machine every key moves
-// through. The key format is internal/apikey.
+// Package keys holds the rules of an API key's life that need no
+// transaction: the state machine every key moves through, the actions a
+// caller may ask for and the webhook event of each state, a key's settings
+// and their validation, rotation's grace, and the sealing of successors
+// issued by automatic rotation. The key format is internal/apikey; the
+// transactional lifecycle (issue, rotate, revoke, …), which locks the
+// subscription in the same transaction, is in control-plane/subscriptions.
 package keys
 
 import (
