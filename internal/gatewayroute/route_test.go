@@ -39,6 +39,7 @@ func TestDecodeAdmitsOnlyEncodedShape(t *testing.T) {
 		{"plain http transport", strings.Replace(good, `"protocol":"veil"`, `"protocol":"http"`, 1)},
 		{"a handler in front", strings.Replace(good, `"handle":[`, `"handle":[{"handler":"file_server"},`, 1)},
 		{"a field more", strings.Replace(good, `"terminal":true`, `"terminal":true,"group":"x"`, 1)},
+		{"a veil handler field Encode never writes", strings.Replace(good, `"handler":"veil",`, `"handler":"veil","key_query_param":"api_key",`, 1)},
 		{"an unknown handler field", strings.Replace(good, `"handler":"reverse_proxy"`, `"handler":"reverse_proxy","flush_interval":-1`, 1)},
 		{"another dial than the Host", strings.Replace(good, `"dial":"weather.example:443"`, `"dial":"127.0.0.1:2019"`, 1)},
 		{"the gateway's own id", strings.Replace(good, `"@id":"veil-api-1"`, `"@id":"`+gatewayroute.HealthRouteID+`"`, 1)},
