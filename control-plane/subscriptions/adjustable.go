@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 )
 
 // What follows lets a package that decides a change to a subscription
@@ -49,7 +50,7 @@ func (s *Service) PeriodRequests(ctx context.Context, sub Subscription) (int64, 
 // and, when event is set, announced, all in tx.
 func (s *Service) Changed(ctx context.Context, tx pgx.Tx, actor identity.Actor, sub Subscription, action string,
 	before, after any, event string, data any) error {
-	if _, err := tx.Exec(ctx, `UPDATE subscriptions SET sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, sub.ID); err != nil {
+	if err := db.New(tx).SubscriptionMarkChanged(ctx, sub.ID); err != nil {
 		return fmt.Errorf("bump subscription version: %w", err)
 	}
 	if err := s.enqueueSubSync(ctx, tx, sub.ID); err != nil {

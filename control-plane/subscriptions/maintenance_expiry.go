@@ -9,13 +9,14 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 )
 
 // expireKeys expires the keys past their expiry, or renews those that
 // auto-renew by whole RenewDays steps until the expiry is in the future.
 func (s *Service) expireKeys(ctx context.Context, rep *MaintenanceReport) error {
 	now := s.now().UTC()
-	ids, err := s.ids(ctx, `SELECT id FROM api_keys WHERE expires_at <= $1 AND state IN ('active', 'suspended') ORDER BY id`, now)
+	ids, err := db.New(s.pool).KeyListExpiredIDs(ctx, &now)
 	if err != nil {
 		return err
 	}

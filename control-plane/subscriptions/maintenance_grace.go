@@ -8,12 +8,13 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 )
 
 // endGrace revokes the rotated-out keys whose grace period has passed.
 func (s *Service) endGrace(ctx context.Context, rep *MaintenanceReport) error {
-	ids, err := s.ids(ctx, `SELECT id FROM api_keys WHERE grace_until IS NOT NULL AND grace_until <= $1
-		AND state IN ('active', 'suspended') ORDER BY id`, s.now().UTC())
+	now := s.now().UTC()
+	ids, err := db.New(s.pool).KeyListGraceEndedIDs(ctx, &now)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 )
 
 // Key notice email jobs.
@@ -134,11 +135,7 @@ func (w *KeyNoticeEmailWorker) Work(ctx context.Context, job *river.Job[KeyNotic
 // subscription: pgx.ErrNoRows when the key is gone, errNoRecipient when
 // there is nobody to write to.
 func (s *Service) noticeRecipient(ctx context.Context, id uuid.UUID) (string, error) {
-	var to *string
-	err := s.pool.QueryRow(ctx, `SELECT u.email FROM api_keys k
-		JOIN subscriptions s ON s.id = k.subscription_id
-		LEFT JOIN users u ON u.subject = s.subscriber
-		WHERE k.id = $1`, id).Scan(&to)
+	to, err := db.New(s.pool).KeyNoticeRecipient(ctx, id)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return "", err

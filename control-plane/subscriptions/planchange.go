@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -54,8 +55,7 @@ func (s *Service) ChangePlan(ctx context.Context, actor identity.Actor, id uuid.
 			return ErrSamePlan
 		}
 		now := s.now().UTC()
-		if _, err := tx.Exec(ctx, `UPDATE subscriptions SET plan_version_id = $2, sync_version = sync_version + 1, updated_at = now()
-			WHERE id = $1`, id, p.Current.ID); err != nil {
+		if err := db.New(tx).SubscriptionChangePlan(ctx, db.SubscriptionChangePlanParams{ID: id, PlanVersionID: p.Current.ID}); err != nil {
 			return fmt.Errorf("change plan: %w", err)
 		}
 		if err := s.history(ctx, tx, id, p.Current.ID, before.Status, now, actor, "plan changed"); err != nil {

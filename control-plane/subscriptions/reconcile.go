@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -160,14 +161,11 @@ func nonEmpty(l []string) []string {
 func sameSecond(a, b time.Time) bool { return a.Unix() == b.Unix() || a.IsZero() && b.IsZero() }
 
 func (s *Service) reconcileSubscriptions(ctx context.Context, rep *ReconcileReport, heal func(kind, id string, err error)) error {
-	rows, err := s.pool.Query(ctx, `SELECT `+subColumns+subFrom)
+	rows, err := db.New(s.pool).SubscriptionListAll(ctx)
 	if err != nil {
 		return fmt.Errorf("load subscriptions: %w", err)
 	}
-	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Subscription, error) { return scanSub(r) })
-	if err != nil {
-		return fmt.Errorf("load subscriptions: %w", err)
-	}
+	subs := toSubs(rows)
 	for _, sub := range subs {
 		rep.SubscriptionsChecked++
 		want := subscriptionRecord(sub)
@@ -183,7 +181,7 @@ func (s *Service) reconcileSubscriptions(ctx context.Context, rep *ReconcileRepo
 		default:
 			rep.SubscriptionsDifferent++
 		}
-		if _, err := s.pool.Exec(ctx, `UPDATE subscriptions SET sync_version = sync_version + 1 WHERE id = $1`, sub.ID); err != nil {
+		if err := db.New(s.pool).SubscriptionBumpSyncVersion(ctx, sub.ID); err != nil {
 			heal("subscription", sub.ID.String(), err)
 			continue
 		}

@@ -56,3 +56,50 @@ func int32Ptr(v *int) *int32 {
 	n := int32(*v)
 	return &n
 }
+
+// subRow is a generated row holding a subscription (every read selects the
+// same columns).
+type subRow interface {
+	db.SubscriptionGetByIDRow | db.SubscriptionGetByIDForUpdateRow | db.SubscriptionListPastRow |
+		db.SubscriptionListRow | db.SubscriptionListAllRow
+}
+
+// toSub converts the row of a query that reads a subscription; no row is
+// ErrSubscriptionNotFound.
+func toSub[R subRow](r R, err error) (Subscription, error) {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Subscription{}, ErrSubscriptionNotFound
+	}
+	if err != nil {
+		return Subscription{}, fmt.Errorf("scan subscription: %w", err)
+	}
+	row := db.SubscriptionGetByIDRow(r)
+	sub := Subscription{
+		ID: row.ID, OrganizationID: row.OrganizationID, Subscriber: row.Subscriber, APIID: row.ApiID, PlanID: row.PlanID,
+		PlanVersionID: row.PlanVersionID, PlanVersion: int(row.Version), Status: Status(row.Status), TrialEndsAt: row.TrialEndsAt,
+		CurrentPeriodStart: row.CurrentPeriodStart, CurrentPeriodEnd: row.CurrentPeriodEnd, CancelAtPeriodEnd: row.CancelAtPeriodEnd,
+		CanceledAt: row.CanceledAt, MaxActiveKeys: int(row.MaxActiveKeys), Synced: row.Synced, CreatedAt: row.CreatedAt,
+		UpdatedAt: row.UpdatedAt, apiOrg: row.ApiOrganizationID, syncVersion: row.SyncVersion,
+		terms: Terms{
+			Type: string(row.Type), Currency: row.Currency, Interval: string(row.Interval), BaseFee: row.BaseFee,
+			TrialDays: int(row.TrialDays), QuotaRequests: row.QuotaRequests, QuotaHard: row.QuotaHard,
+			RatePerSecond: intPtr(row.RatePerSecond), RatePerMinute: intPtr(row.RatePerMinute), IncludedUnits: row.IncludedUnits,
+		},
+		quotaAdjustments: row.QuotaAdjustments,
+		holdReleased:     row.HoldReleased,
+	}
+	if row.CanceledFrom != nil {
+		sub.canceledFrom = Status(*row.CanceledFrom)
+	}
+	return sub, nil
+}
+
+// toSubs converts the rows of a query that lists subscriptions.
+func toSubs[R subRow](rows []R) []Subscription {
+	out := make([]Subscription, 0, len(rows))
+	for _, r := range rows {
+		sub, _ := toSub(r, nil) // toSub fails only when it is given an error
+		out = append(out, sub)
+	}
+	return out
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -195,7 +196,8 @@ func (s *Service) syncFailed(ctx context.Context, id uuid.UUID, cause error) err
 
 // SyncSubscription writes the subscription's current record.
 func (s *Service) SyncSubscription(ctx context.Context, id uuid.UUID) error {
-	sub, err := scanSub(s.pool.QueryRow(ctx, `SELECT `+subColumns+subFrom+` WHERE s.id = $1`, id))
+	q := db.New(s.pool)
+	sub, err := toSub(q.SubscriptionGetByID(ctx, id))
 	if errors.Is(err, ErrSubscriptionNotFound) {
 		return nil
 	}
@@ -206,8 +208,7 @@ func (s *Service) SyncSubscription(ctx context.Context, id uuid.UUID) error {
 		s.metrics.syncErrors.Inc()
 		return err
 	}
-	if _, err := s.pool.Exec(ctx, `UPDATE subscriptions SET synced_version = GREATEST(synced_version, $2) WHERE id = $1`,
-		id, sub.syncVersion); err != nil {
+	if err := q.SubscriptionMarkSynced(ctx, db.SubscriptionMarkSyncedParams{ID: id, SyncedVersion: sub.syncVersion}); err != nil {
 		return fmt.Errorf("record subscription sync: %w", err)
 	}
 	return nil
