@@ -1,10 +1,15 @@
 // Package subscriptions holds what consumers buy and hold: an API's plans
 // and their versioned terms, subscriptions to a plan, and the API keys of a
-// subscription with their one state machine. It keeps the gateway's Redis
-// records (internal/enforcement) in step with Postgres through outbox
-// jobs and a reconciliation, and runs the maintenance that expires keys,
-// ends rotation grace periods, rotates keys on a schedule, rolls billing
-// periods and sends the notices that go with them.
+// subscription through their life (issue, rotate, suspend, revoke, reveal),
+// each change in one transaction with its subscription locked. The rules of
+// a key that need no transaction (its state machine, settings, actions and
+// sealing) are control-plane/keys; quota credits and resets are
+// control-plane/quota. It keeps the gateway's Redis records
+// (internal/enforcement) in step with Postgres through outbox jobs and a
+// reconciliation, and runs the maintenance that expires keys, ends
+// rotation grace periods, rotates keys on a schedule, rolls billing periods
+// and sends the notices that go with them, one job per maintenance_*.go
+// file.
 package subscriptions
 
 import (
