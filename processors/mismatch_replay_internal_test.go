@@ -82,7 +82,7 @@ func TestMismatchReplayKeepsTheStoredDecision(t *testing.T) {
 		// Counted without a record, then a record of another API appears.
 		counted := []item{ev("counted", 0, "api_x"), ev("counted", 1, "api_x")}
 		wantRefused(t, "no record", apply(t, counted))
-		month := enforcement.PeriodCounterName("counted", calendarMonth(at).start)
+		month := enforcement.PeriodCounterName("counted", enforcement.CalendarMonth(at).Start)
 		wantCounter(t, "no record", month, 2, 10_000_000)
 		putRecord(t, "counted", "api_y")
 		wantRefused(t, "replay under a record of another API", apply(t, counted))
@@ -99,7 +99,7 @@ func TestMismatchReplayKeepsTheStoredDecision(t *testing.T) {
 		do(t, client.B().Del().Key(enforcement.SubscriptionName("refused")).Build())
 		wantRefused(t, "replay without a record", apply(t, refused), 0, 2)
 		wantCounter(t, "replay without a record", own, 1, 5_000_000)
-		wantCounter(t, "replay without a record", enforcement.PeriodCounterName("refused", calendarMonth(at).start), 0, 0)
+		wantCounter(t, "replay without a record", enforcement.PeriodCounterName("refused", enforcement.CalendarMonth(at).Start), 0, 0)
 
 		// A replay that reaches past the watermark decides only the new
 		// offsets, from the record as it is now.

@@ -3,12 +3,9 @@ package processors
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/internal/enforcement"
@@ -27,9 +24,6 @@ const (
 	quotaProduceTimeout = 10 * time.Second
 )
 
-// outboxPrefix is what QuotaOutboxName puts before the subject.
-var outboxPrefix = strings.TrimSuffix(enforcement.QuotaOutboxName(""), "}")
-
 // outboxLine is one line read from a subject's outbox.
 type outboxLine struct {
 	subject, line string
@@ -41,7 +35,7 @@ type outboxLine struct {
 // once the broker acknowledged it. Lines are removed by value (LREM), never
 // by position: another drainer running at once, or a writer pushing more,
 // must not lose a line that was not produced. A line read by two drainers is
-// produced twice, which the consumer's dedupe by Event.ID absorbs.
+// produced twice, which the consumer's dedupe by Crossing.ID absorbs.
 //
 // A malformed line is logged, counted and removed: no later attempt can
 // produce it. A line the broker refused is counted and stays. It returns how
@@ -51,27 +45,22 @@ func (p *Processor) drainQuotaOutboxes(ctx context.Context, cl *kgo.Client, subj
 	if len(subjects) == 0 {
 		return 0, nil
 	}
-	rc := p.cfg.Redis
-	cmds := make(rueidis.Commands, len(subjects))
-	for i, s := range subjects {
-		cmds[i] = rc.B().Lrange().Key(enforcement.QuotaOutboxName(s)).Start(0).Stop(outboxReadLines - 1).Build()
-	}
+	read, readErrs := enforcement.ReadOutboxes(ctx, p.cfg.Redis, subjects, outboxReadLines)
 	var (
 		lines   = map[*kgo.Record]outboxLine{}
 		records []*kgo.Record
-		done    []outboxLine
+		done    []enforcement.OutboxEntry
 		errs    []error
 	)
 	now := p.cfg.Now().UTC()
-	for i, r := range rc.DoMulti(ctx, cmds...) {
-		got, err := r.AsStrSlice()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read quota outbox of %s: %w", subjects[i], err))
+	for i, got := range read {
+		if readErrs[i] != nil {
+			errs = append(errs, readErrs[i])
 			continue
 		}
 		for _, line := range got {
 			l := outboxLine{subject: subjects[i], line: line}
-			e, err := enforcement.ParseOutbox(l.subject, line)
+			e, err := enforcement.ParseOutboxLine(l.subject, line)
 			var value []byte
 			if err == nil {
 				e.At = now
@@ -82,7 +71,7 @@ func (p *Processor) drainQuotaOutboxes(ctx context.Context, cl *kgo.Client, subj
 				p.cfg.Logger.ErrorContext(ctx, "malformed quota outbox line; dropping it",
 					"subscription_id", l.subject, "line", line, "err", err)
 				p.m.quotaOutboxErrors.Inc()
-				done = append(done, l)
+				done = append(done, enforcement.OutboxEntry{Subject: l.subject, Line: l.line})
 				continue
 			}
 			rec := &kgo.Record{Topic: p.cfg.QuotaTopic, Key: []byte(l.subject), Value: value}
@@ -108,7 +97,7 @@ func (p *Processor) drainQuotaOutboxes(ctx context.Context, cl *kgo.Client, subj
 				continue
 			}
 			l := lines[res.Record]
-			done = append(done, l)
+			done = append(done, enforcement.OutboxEntry{Subject: l.subject, Line: l.line})
 			produced++
 			p.m.quotaProduced.Inc()
 			p.m.quotaCrossing(l.threshold).Inc()
@@ -121,17 +110,7 @@ func (p *Processor) drainQuotaOutboxes(ctx context.Context, cl *kgo.Client, subj
 			}
 		}
 	}
-	if len(done) > 0 {
-		rem := make(rueidis.Commands, len(done))
-		for i, l := range done {
-			rem[i] = rc.B().Lrem().Key(enforcement.QuotaOutboxName(l.subject)).Count(1).Element(l.line).Build()
-		}
-		for i, r := range rc.DoMulti(ctx, rem...) {
-			if err := r.Error(); err != nil {
-				errs = append(errs, fmt.Errorf("remove quota outbox line of %s: %w", done[i].subject, err))
-			}
-		}
-	}
+	errs = append(errs, enforcement.RemoveOutboxEntries(ctx, p.cfg.Redis, done)...)
 	if len(errs) > 0 {
 		p.m.quotaOutboxErrors.Add(len(errs))
 	}
@@ -163,59 +142,17 @@ func (p *Processor) sweepQuotaOutboxes(ctx context.Context, cl *kgo.Client) {
 // sweepOnce scans for quota outboxes and drains the ones found, a SCAN page
 // at a time. It returns how many lines it produced.
 func (p *Processor) sweepOnce(ctx context.Context, cl *kgo.Client) (int, error) {
-	nodes, err := primaries(ctx, p.cfg.Redis)
-	if err != nil {
-		return 0, err
-	}
 	produced := 0
 	var errs []error
-	for _, node := range nodes {
-		var cursor uint64
-		for {
-			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(enforcement.QuotaOutboxPattern).
-				Count(outboxScanCount).Type("list").Build()).AsScanEntry()
-			if err != nil {
-				return produced, errors.Join(append(errs, fmt.Errorf("scan quota outboxes: %w", err))...)
-			}
-			subjects := make([]string, 0, len(e.Elements))
-			for _, name := range e.Elements {
-				if s, ok := strings.CutPrefix(name, outboxPrefix); ok {
-					if s, ok = strings.CutSuffix(s, "}"); ok {
-						subjects = append(subjects, s)
-					}
-				}
-			}
-			n, err := p.drainQuotaOutboxes(ctx, cl, subjects)
-			produced += n
-			if err != nil {
-				errs = append(errs, err)
-			}
-			if cursor = e.Cursor; cursor == 0 {
-				break
-			}
+	err := enforcement.ScanOutboxes(ctx, p.cfg.Redis, outboxScanCount, func(subjects []string) {
+		n, err := p.drainQuotaOutboxes(ctx, cl, subjects)
+		produced += n
+		if err != nil {
+			errs = append(errs, err)
 		}
+	})
+	if err != nil {
+		errs = append(errs, err)
 	}
 	return produced, errors.Join(errs...)
-}
-
-// primaries returns the clients to SCAN: the client itself, or on Redis
-// Cluster every primary (SCAN walks one node; replicas would repeat).
-func primaries(ctx context.Context, client rueidis.Client) ([]rueidis.Client, error) {
-	if client.Mode() != rueidis.ClientModeCluster {
-		return []rueidis.Client{client}, nil
-	}
-	var out []rueidis.Client
-	for addr, node := range client.Nodes() {
-		role, err := node.Do(ctx, node.B().Role().Build()).ToArray()
-		if err != nil {
-			return nil, fmt.Errorf("scan quota outboxes: role of %s: %w", addr, err)
-		}
-		if len(role) == 0 {
-			return nil, fmt.Errorf("scan quota outboxes: role of %s: empty reply", addr)
-		}
-		if r, _ := role[0].ToString(); r == "master" {
-			out = append(out, node)
-		}
-	}
-	return out, nil
 }

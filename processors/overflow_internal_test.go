@@ -30,7 +30,7 @@ func TestApplyRefusesOnlyWhatOverflows(t *testing.T) {
 		if len(overflowed) != 7 || overflowed[0].offset != 9223 || overflowed[6].offset != 9229 {
 			t.Fatalf("%s: apply overflowed %d items (first %v); want the 7 from offset 9223", name, len(overflowed), overflowed[:min(1, len(overflowed))])
 		}
-		start := calendarMonth(at).start
+		start := enforcement.CalendarMonth(at).Start
 		for _, c := range []struct {
 			key  string
 			want []string

@@ -94,7 +94,7 @@ func (f *quotaFixture) outbox() []string {
 
 // line is the outbox line the script must push.
 func (f *quotaFixture) line(pct int, quota, used int64, hard bool) string {
-	return enforcement.OutboxEntry(enforcement.Event{SubscriptionID: "sub", PeriodStart: f.start, PeriodEnd: f.end,
+	return enforcement.OutboxLine(enforcement.Crossing{SubscriptionID: "sub", PeriodStart: f.start, PeriodEnd: f.end,
 		Threshold: pct, Quota: quota, Used: used, Hard: hard})
 }
 
@@ -199,7 +199,7 @@ func TestQuotaOnlyForTheRecordsPeriod(t *testing.T) {
 			if got := f.send(20, at); got != nil {
 				t.Fatalf("outbox lines = %q; want none", got)
 			}
-			counter := PeriodKey("sub", periodFor(&period{start: f.start, end: f.end}, at).start)
+			counter := PeriodKey("sub", enforcement.PeriodAt(&enforcement.RecordedPeriod{Start: f.start, End: f.end}, at).Start)
 			n, err := f.do(f.client.B().Hget().Key(counter).Field("requests").Build()).AsInt64()
 			if err != nil || n != 20 {
 				t.Fatalf("requests of %s = %d, %v; want 20", counter, n, err)
@@ -236,37 +236,5 @@ func TestQuotaBlockRestoredNotRewritten(t *testing.T) {
 	f.send(1, at)
 	if v, _ := f.block(); v != "marker" {
 		t.Fatalf("block after one more request = %q; want it left alone (%q)", v, "marker")
-	}
-}
-
-// TestPeriodForNeighbours: an event past the record's period counts into
-// the next period of the same interval (the counter the control plane's
-// roll will name), an earlier one into the one before; without a record,
-// the calendar month.
-func TestPeriodForNeighbours(t *testing.T) {
-	start := time.Date(2026, 3, 15, 10, 0, 0, 0, time.UTC)
-	month := &period{start: start, end: start.AddDate(0, 1, 0)}
-	year := &period{start: start, end: start.AddDate(1, 0, 0)}
-	for _, c := range []struct {
-		name       string
-		sub        *period
-		at         time.Time
-		start, end time.Time
-	}{
-		{"inside", month, start.Add(time.Hour), start, start.AddDate(0, 1, 0)},
-		{"just after", month, start.AddDate(0, 1, 0), start.AddDate(0, 1, 0), start.AddDate(0, 2, 0)},
-		{"two periods on", month, start.AddDate(0, 2, 3), start.AddDate(0, 2, 0), start.AddDate(0, 3, 0)},
-		{"late, the one before", month, start.Add(-time.Hour), start.AddDate(0, -1, 0), start},
-		{"yearly, after", year, start.AddDate(1, 0, 1), start.AddDate(1, 0, 0), start.AddDate(2, 0, 0)},
-		{"late, the rolled record's previous period", &period{
-			start: time.Date(2025, 3, 3, 0, 0, 0, 0, time.UTC), end: time.Date(2025, 4, 3, 0, 0, 0, 0, time.UTC),
-			prevStart: time.Date(2025, 1, 31, 0, 0, 0, 0, time.UTC),
-		}, time.Date(2025, 2, 20, 0, 0, 0, 0, time.UTC), time.Date(2025, 1, 31, 0, 0, 0, 0, time.UTC), time.Date(2025, 3, 3, 0, 0, 0, 0, time.UTC)},
-		{"no record", nil, start, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)},
-	} {
-		got := periodFor(c.sub, c.at)
-		if !got.start.Equal(c.start) || !got.end.Equal(c.end) {
-			t.Errorf("%s: periodFor(%s) = [%s, %s); want [%s, %s)", c.name, c.at, got.start, got.end, c.start, c.end)
-		}
 	}
 }

@@ -44,20 +44,20 @@ func outboxLen(t *testing.T, rc rueidis.Client, subject string) int64 {
 }
 
 // quotaEvents decodes every record of the quota topic.
-func quotaEvents(t *testing.T, k *testenv.Kafka, topic string) []enforcement.Event {
+func quotaEvents(t *testing.T, k *testenv.Kafka, topic string) []enforcement.Crossing {
 	t.Helper()
-	var out []enforcement.Event
+	var out []enforcement.Crossing
 	for _, r := range k.ReadAll(t, topic) {
-		e, err := enforcement.Unmarshal(r.Value)
+		e, err := enforcement.UnmarshalCrossing(r.Value)
 		if err != nil {
-			t.Fatalf("enforcement.Unmarshal(%s) = %v", r.Value, err)
+			t.Fatalf("enforcement.UnmarshalCrossing(%s) = %v", r.Value, err)
 		}
 		if string(r.Key) != e.SubscriptionID {
 			t.Fatalf("quota event keyed %q; want its subscription %q", r.Key, e.SubscriptionID)
 		}
 		out = append(out, e)
 	}
-	slices.SortFunc(out, func(a, b enforcement.Event) int { return a.Threshold - b.Threshold })
+	slices.SortFunc(out, func(a, b enforcement.Crossing) int { return a.Threshold - b.Threshold })
 	return out
 }
 
@@ -139,8 +139,8 @@ func TestQuotaSweepAfterCrash(t *testing.T) {
 	subject := e.prefix + "-crashed"
 	start := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
 	end := start.AddDate(0, 1, 0)
-	event := func(pct int, used int64) enforcement.Event {
-		return enforcement.Event{SubscriptionID: subject, PeriodStart: start, PeriodEnd: end, Threshold: pct, Quota: 10, Used: used, Hard: true}
+	event := func(pct int, used int64) enforcement.Crossing {
+		return enforcement.Crossing{SubscriptionID: subject, PeriodStart: start, PeriodEnd: end, Threshold: pct, Quota: 10, Used: used, Hard: true}
 	}
 	push := func(lines ...string) {
 		t.Helper()
@@ -148,7 +148,7 @@ func TestQuotaSweepAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	push(enforcement.OutboxEntry(event(80, 8)), "v1|garbage", enforcement.OutboxEntry(event(90, 9)))
+	push(enforcement.OutboxLine(event(80, 8)), "v1|garbage", enforcement.OutboxLine(event(90, 9)))
 
 	set := metrics.NewSet()
 	stop := e.startWith(t, "g-"+e.prefix, func(c *processors.Config) {
@@ -158,7 +158,7 @@ func TestQuotaSweepAfterCrash(t *testing.T) {
 	})
 	defer stop()
 
-	waitDrained := func(want []enforcement.Event) {
+	waitDrained := func(want []enforcement.Crossing) {
 		t.Helper()
 		testenv.Deadline(t, 30*time.Second, func() error {
 			if l := outboxLen(t, e.redis, subject); l != 0 {
@@ -176,10 +176,10 @@ func TestQuotaSweepAfterCrash(t *testing.T) {
 			}
 		}
 	}
-	waitDrained([]enforcement.Event{event(80, 8), event(90, 9)})
+	waitDrained([]enforcement.Crossing{event(80, 8), event(90, 9)})
 
-	push(enforcement.OutboxEntry(event(100, 10)))
-	waitDrained([]enforcement.Event{event(80, 8), event(90, 9), event(100, 10)})
+	push(enforcement.OutboxLine(event(100, 10)))
+	waitDrained([]enforcement.Crossing{event(80, 8), event(90, 9), event(100, 10)})
 
 	// The sweep adds up what it produced once its pass ends.
 	testenv.Deadline(t, 10*time.Second, func() error {

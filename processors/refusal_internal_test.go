@@ -12,10 +12,10 @@ import (
 func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 	at := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	k := subjectPartition{subject: "sub", partition: 3}
-	period := PeriodKey("sub", calendarMonth(at).start)
-	keyDay := fmt.Sprintf(keyKeyDay, "sub", "key_1", "20261126")
+	period := PeriodKey("sub", enforcement.CalendarMonth(at).Start)
+	keyDay := enforcement.KeyDayCounterName("sub", "key_1", at)
 	fixed := []string{WatermarkKey("sub"), enforcement.BlockName("sub"), SubscriptionKey("sub"), enforcement.QuotaOutboxName("sub"),
-		fmt.Sprintf(keyOverflow, "sub")}
+		enforcement.RefusalName("sub")}
 	admitted := func(offset int64) item {
 		return item{subject: "sub", keyID: "key_1", partition: 3, offset: offset, time: at, unitsMicro: 1_500_000}
 	}
@@ -40,7 +40,12 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			keys, args, last, err := counterArgs(k, tc.items, tc.wm, nil)
+			c, last, err := counterArgs(k, tc.items, tc.wm, nil)
+			var keys, args []string
+			if c != nil {
+				ex := c.Exec()
+				keys, args = ex.Keys, ex.Args
+			}
 			if err != nil || !slices.Equal(keys, tc.keys) || last != tc.last {
 				t.Fatalf("counterArgs keys, last = %q, %d; want %q, %d", keys, last, tc.keys, tc.last)
 			}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/accounts"
 	"github.com/veil-platform/veil/control-plane/catalog"
+	"github.com/veil-platform/veil/control-plane/drift"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
@@ -286,7 +287,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	var usageChecks []*river.PeriodicJob
 	if cp.clickhouseAddr != "" {
 		usageChecks = append(usageChecks, river.NewPeriodicJob(river.PeriodicInterval(cp.usageReconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
-			return quota.ReconcileUsageArgs{}, &river.InsertOpts{MaxAttempts: 1}
+			return drift.Args{}, &river.InsertOpts{MaxAttempts: 1}
 		}, &river.PeriodicJobOpts{RunOnStart: true}))
 	}
 	riverClient, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
@@ -387,13 +388,17 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		usageReader = metering.NewReader(ch)
 	}
 	plane.quota, err = quota.New(quota.Config{
-		Pool: pool, Redis: plane.redis, ClickHouse: plane.clickhouse, Publisher: hooks, Mailer: mailer, Jobs: riverClient,
+		Pool: pool, Redis: plane.redis, Publisher: hooks, Mailer: mailer, Jobs: riverClient,
 		Brokers: broker.ParseBrokers(cp.kafkaBrokers), Topic: cp.quotaTopic, Logger: logger, Metrics: set,
 	})
 	if err != nil {
 		return nil, err
 	}
-	river.AddWorker(workers, plane.quota.ReconcileUsageWorker())
+	checker, err := drift.New(drift.Config{Pool: pool, Redis: plane.redis, ClickHouse: plane.clickhouse, Logger: logger, Metrics: set})
+	if err != nil {
+		return nil, err
+	}
+	river.AddWorker(workers, checker.Worker())
 	river.AddWorker(workers, plane.quota.QuotaEmailWorker())
 	plane.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
 
@@ -415,7 +420,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		return nil, err
 	}
 	handler := httpapi.New(httpapi.Config{
-		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usageReader, Quota: plane.quota, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usageReader, Quota: plane.quota, Drift: checker, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		RateLimiter: limiter, IPRate: ipRate, TokenRate: tokenRate, Idempotency: idem,
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: proxies,
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set,

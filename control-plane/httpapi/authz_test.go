@@ -1017,7 +1017,7 @@ func authzSubscriptionRows() []authzRow {
 		{
 			route: "GET /v1/admin/reconcile/usage",
 			fixture: func(t *testing.T, c *authzCase) {
-				if _, err := c.e.Quota.ReconcileUsage(t.Context()); err != nil {
+				if _, err := c.e.Drift.Check(t.Context()); err != nil {
 					t.Fatal(err)
 				}
 			},

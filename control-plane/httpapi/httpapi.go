@@ -53,8 +53,10 @@ type Config struct {
 	Subscriptions *subscriptions.Service
 	// Usage reads usage for the usage endpoints; nil answers them 503.
 	Usage UsageReader
-	// Quota answers quota status and usage drift; nil answers them 503.
-	Quota         QuotaService
+	// Quota answers quota status; nil answers it 503.
+	Quota QuotaService
+	// Drift checks usage drift; nil answers its endpoints 503.
+	Drift         DriftChecker
 	Webhooks      *webhooks.Service
 	Directory     *accounts.Directory
 	Authenticator Authenticator

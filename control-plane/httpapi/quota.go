@@ -8,17 +8,22 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/drift"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 )
 
-// QuotaService answers quota status and checks usage drift (a
-// *quota.Service).
+// QuotaService answers quota status (a *quota.Service).
 type QuotaService interface {
 	Status(ctx context.Context, subscriptionID uuid.UUID) (quota.Status, error)
-	ReconcileUsage(ctx context.Context) (quota.UsageReport, error)
-	LastUsageReport(ctx context.Context) (quota.UsageReport, bool, error)
+}
+
+// DriftChecker checks usage drift and keeps its reports (a
+// *drift.Checker).
+type DriftChecker interface {
+	Check(ctx context.Context) (drift.Report, error)
+	Last(ctx context.Context) (drift.Report, bool, error)
 }
 
 var (
@@ -32,7 +37,7 @@ var (
 
 // quotaFailed logs why a quota read failed and answers the generic error.
 func (a *api) quotaFailed(r *http.Request, what string, err error) error {
-	if errors.Is(err, quota.ErrNoClickHouse) {
+	if errors.Is(err, drift.ErrNoClickHouse) {
 		return errNoUsageCheck
 	}
 	if r.Context().Err() != nil {
@@ -74,10 +79,10 @@ func (a *api) adjustQuota(kind string) func(http.ResponseWriter, *http.Request) 
 }
 
 func (a *api) lastUsageReconcile(w http.ResponseWriter, r *http.Request) error {
-	if a.cfg.Quota == nil {
+	if a.cfg.Drift == nil {
 		return errQuotaUnavailable
 	}
-	rep, ok, err := a.cfg.Quota.LastUsageReport(r.Context())
+	rep, ok, err := a.cfg.Drift.Last(r.Context())
 	if err != nil {
 		return err
 	}
@@ -89,10 +94,10 @@ func (a *api) lastUsageReconcile(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) reconcileUsage(w http.ResponseWriter, r *http.Request) error {
-	if a.cfg.Quota == nil {
+	if a.cfg.Drift == nil {
 		return errQuotaUnavailable
 	}
-	rep, err := a.cfg.Quota.ReconcileUsage(r.Context())
+	rep, err := a.cfg.Drift.Check(r.Context())
 	if err != nil {
 		return a.quotaFailed(r, "usage reconciliation", err)
 	}

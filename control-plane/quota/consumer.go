@@ -108,7 +108,7 @@ func (s *Service) RunConsumer(ctx context.Context) error {
 // skipped; it reports false when ctx ended first.
 func (s *Service) consumeCrossing(ctx context.Context, r *kgo.Record) bool {
 	log := s.log.With("topic", r.Topic, "partition", r.Partition, "offset", r.Offset)
-	e, err := enforcement.Unmarshal(r.Value)
+	e, err := enforcement.UnmarshalCrossing(r.Value)
 	if err != nil {
 		log.WarnContext(ctx, "invalid quota event skipped", "error", err, "key", string(r.Key))
 		s.eventCounter(eventInvalid).Inc()
@@ -124,7 +124,7 @@ func (s *Service) consumeCrossing(ctx context.Context, r *kgo.Record) bool {
 				log.InfoContext(ctx, "quota notices sent", "event_id", e.ID(), "notices", sent)
 			}
 			return true
-		case errors.Is(err, enforcement.ErrInvalid):
+		case errors.Is(err, enforcement.ErrInvalidCrossing):
 			log.WarnContext(ctx, "invalid quota event skipped", "error", err)
 			s.eventCounter(eventInvalid).Inc()
 			return true

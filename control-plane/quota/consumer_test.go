@@ -32,7 +32,7 @@ func TestHandleCrossingSendsEachNoticeOnce(t *testing.T) {
 	f.start()
 	s := f.subscribe(requests(1000), true, "")
 
-	events := []enforcement.Event{f.crossing(s, 80, 1000, true), f.crossing(s, 90, 1000, true), f.crossing(s, 100, 1000, true)}
+	events := []enforcement.Crossing{f.crossing(s, 80, 1000, true), f.crossing(s, 90, 1000, true), f.crossing(s, 100, 1000, true)}
 	for _, e := range events {
 		for i, want := range []int{2, 0} {
 			if got, err := f.svc.HandleCrossing(f.ctx, e); err != nil || got != want {
@@ -186,11 +186,11 @@ func TestHandleCrossingCases(t *testing.T) {
 		},
 		{
 			name: "subscription id not a uuid", hard: true, threshold: 80, used: 40, subscriptionID: "sub-1",
-			wantSent: 0, wantErr: enforcement.ErrInvalid,
+			wantSent: 0, wantErr: enforcement.ErrInvalidCrossing,
 		},
 		{
 			name: "threshold out of range", hard: true, threshold: 50, used: 25,
-			wantSent: 0, wantErr: enforcement.ErrInvalid,
+			wantSent: 0, wantErr: enforcement.ErrInvalidCrossing,
 		},
 	}
 	for _, tt := range tests {
@@ -438,7 +438,7 @@ func TestRunConsumer(t *testing.T) {
 	soft := f.subscribe(requests(10), false, "")
 	down := f.subscribe(requests(100), true, downEmail)
 
-	record := func(key string, e enforcement.Event) *kgo.Record {
+	record := func(key string, e enforcement.Crossing) *kgo.Record {
 		t.Helper()
 		v, err := e.Marshal()
 		if err != nil {

@@ -103,15 +103,15 @@ func (t crossingTarget) mailable() bool {
 // the email queued. No email is queued without a Mailer, or for a
 // subscriber without an address. A subscription that no longer exists
 // gets no notices and is not an error. An event whose subscription id is
-// not a UUID fails with an error matching enforcement.ErrInvalid: retrying
+// not a UUID fails with an error matching enforcement.ErrInvalidCrossing: retrying
 // it cannot help. Any other error is Postgres's: retrying later can.
-func (s *Service) HandleCrossing(ctx context.Context, e enforcement.Event) (sent int, err error) {
+func (s *Service) HandleCrossing(ctx context.Context, e enforcement.Crossing) (sent int, err error) {
 	if err := e.Validate(); err != nil {
 		return 0, fmt.Errorf("handle quota crossing: %w", err)
 	}
 	id, err := uuid.Parse(e.SubscriptionID)
 	if err != nil {
-		return 0, fmt.Errorf("handle quota crossing: %w: subscription_id %q is not a UUID", enforcement.ErrInvalid, e.SubscriptionID)
+		return 0, fmt.Errorf("handle quota crossing: %w: subscription_id %q is not a UUID", enforcement.ErrInvalidCrossing, e.SubscriptionID)
 	}
 	log := s.log.With("subscription_id", id, "event_id", e.ID(), "threshold", e.Threshold, "quota", e.Quota)
 	target, err := s.crossingTarget(ctx, id)
@@ -210,7 +210,7 @@ func (s *Service) crossingTarget(ctx context.Context, id uuid.UUID) (crossingTar
 // claimCrossing inserts the quota_notices row of the crossing on channel
 // inside tx; it reports false when the row was there already, that is the
 // notice was claimed before.
-func claimCrossing(ctx context.Context, tx pgx.Tx, id uuid.UUID, e enforcement.Event, channel string) (bool, error) {
+func claimCrossing(ctx context.Context, tx pgx.Tx, id uuid.UUID, e enforcement.Crossing, channel string) (bool, error) {
 	tag, err := tx.Exec(ctx, `INSERT INTO quota_notices (subscription_id, period_start, threshold, quota, channel, used)
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
 		id, e.PeriodStart, e.Threshold, e.Quota, channel, e.Used)
@@ -237,7 +237,7 @@ type QuotaEmailArgs struct {
 func (QuotaEmailArgs) Kind() string { return "quota_email" }
 
 // emailArgs is the email job of crossing e of subscription id.
-func emailArgs(id uuid.UUID, e enforcement.Event) QuotaEmailArgs {
+func emailArgs(id uuid.UUID, e enforcement.Crossing) QuotaEmailArgs {
 	return QuotaEmailArgs{
 		SubscriptionID: id, PeriodStart: e.PeriodStart.UTC(), PeriodEnd: e.PeriodEnd.UTC(),
 		Threshold: e.Threshold, Quota: e.Quota, Used: e.Used, Hard: e.Hard,

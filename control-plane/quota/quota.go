@@ -1,11 +1,10 @@
 // Package quota is the control plane's side of the quota loop: it consumes
 // the processors' threshold crossings from veil.quota.events and turns each
 // into a webhook (exactly once, through the webhook outbox) and an email
-// (a River job, at least once) to the consumer; it answers what a
-// subscription has used of its quota this period; and it checks the Redis
-// period counters the gateway is enforced from against the admitted rows
-// ClickHouse holds up to the Kafka offsets Redis says it applied, healing
-// them (and the block they imply) when they drifted.
+// (a River job, at least once) to the consumer, and it answers what a
+// subscription has used of its quota this period. The quota rule itself
+// (limit, thresholds, block) is internal/enforcement's; the check of the
+// counters against ClickHouse is control-plane/drift.
 package quota
 
 import (
@@ -14,7 +13,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -54,9 +52,6 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// Redis holds the gateway's records and the processors' counters.
 	Redis rueidis.Client
-	// ClickHouse is a connection with the Veil database selected; nil turns
-	// the drift check off.
-	ClickHouse driver.Conn
 	// Publisher sends the webhook notices.
 	Publisher Publisher
 	// Mailer sends the email notices; nil sends none.
@@ -75,13 +70,6 @@ type Config struct {
 	Metrics   *metrics.Set
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// DriftSettle is how long the usage drift check waits before healing a
-	// subscription that lost a watermark (a Redis flush) and looking at
-	// its Redis state again (default DefaultDriftSettle, 2 s): one whose
-	// state moved meanwhile is in flight, not healed. Drift with every
-	// watermark readable is healed at once, by compare-and-set. Each chunk
-	// with such subscriptions waits once.
-	DriftSettle time.Duration
 }
 
 // Service is the quota service.

@@ -153,8 +153,8 @@ func (f *quotaFixture) subscribe(planQuota *int64, hard bool, email string) test
 }
 
 // crossing is the event of s crossing threshold percent of q requests.
-func (f *quotaFixture) crossing(s testSub, threshold int, q int64, hard bool) enforcement.Event {
-	return enforcement.Event{
+func (f *quotaFixture) crossing(s testSub, threshold int, q int64, hard bool) enforcement.Crossing {
+	return enforcement.Crossing{
 		SubscriptionID: s.id.String(), PeriodStart: f.periodStart, PeriodEnd: f.periodEnd,
 		Threshold: threshold, Quota: q, Used: q * int64(threshold) / 100, Hard: hard, At: time.Now().UTC(),
 	}

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/rueidis"
 
 	"github.com/veil-platform/veil/internal/enforcement"
 )
@@ -49,26 +47,6 @@ type Status struct {
 	BlockedUntil *time.Time `json:"blocked_until"`
 }
 
-// Limit is the request quota the gateway enforces: the plan version's
-// quota plus the period's adjustments, -1 when the plan is unlimited
-// (planQuota nil). It is never below 0 (a carried adjustment and a move
-// to a smaller plan leave the quota used up), as subscriptions'
-// QuotaLimit.
-func Limit(planQuota *int64, adjustments int64) int64 {
-	if planQuota == nil {
-		return -1
-	}
-	return max(0, *planQuota+adjustments)
-}
-
-// statusThresholdAt is the counter value at which pct percent of limit is
-// crossed, ceil(limit*pct/100), computed without overflowing: the
-// processors' counting script uses the same rule.
-func statusThresholdAt(limit int64, pct int) int64 {
-	p := int64(pct)
-	return limit/100*p + (limit%100*p+99)/100
-}
-
 // Status reads the subscription's period and plan terms from Postgres and
 // its counter and block from Redis. An unknown id is ErrNotFound. Redis is
 // read directly, never through the client-side cache, so the answer is
@@ -90,41 +68,27 @@ func (s *Service) Status(ctx context.Context, subscriptionID uuid.UUID) (Status,
 	st.ResetsAt = st.PeriodEnd
 
 	id := subscriptionID.String()
-	res := s.cfg.Redis.DoMulti(ctx,
-		s.cfg.Redis.B().Hget().Key(enforcement.PeriodCounterName(id, st.PeriodStart)).Field("requests").Build(),
-		s.cfg.Redis.B().Get().Key(enforcement.BlockName(id)).Build())
-	if st.Used, err = res[0].AsInt64(); rueidis.IsRedisNil(err) {
-		st.Used = 0
-	} else if err != nil {
-		return Status{}, fmt.Errorf("quota status of %s: read period counter: %w", subscriptionID, err)
+	u, err := enforcement.New(s.cfg.Redis).QuotaUsage(ctx, id, st.PeriodStart)
+	if err != nil {
+		return Status{}, fmt.Errorf("quota status of %s: %w", subscriptionID, err)
 	}
-	block, err := res[1].ToString()
-	switch {
-	case rueidis.IsRedisNil(err):
-	case err != nil:
-		return Status{}, fmt.Errorf("quota status of %s: read block: %w", subscriptionID, err)
-	default:
+	st.Used = u.Used
+	if !u.BlockedUntil.IsZero() {
+		st.Blocked, st.BlockedUntil = true, &u.BlockedUntil
+	}
+	if u.CorruptBlock != "" {
 		// A garbled block blocks nothing at the gateway (it fails open on
 		// it), so it is reported as no block.
-		if n, perr := strconv.ParseInt(block, 10, 64); perr == nil && n > 0 {
-			until := time.Unix(n, 0).UTC()
-			st.Blocked, st.BlockedUntil = true, &until
-		} else {
-			s.log.WarnContext(ctx, "garbled quota block in Redis", "subscription_id", id, "value", block)
-		}
+		s.log.WarnContext(ctx, "garbled quota block in Redis", "subscription_id", id, "value", u.CorruptBlock)
 	}
 
-	limit := Limit(st.PlanQuota, st.Adjustments)
+	limit := enforcement.Limit(st.PlanQuota, st.Adjustments)
 	if limit < 0 {
 		st.Unlimited = true
 		return st, nil
 	}
 	remaining := max(0, limit-st.Used)
 	st.Limit, st.Remaining = &limit, &remaining
-	for _, pct := range enforcement.Thresholds {
-		if st.Used >= statusThresholdAt(limit, pct) {
-			st.ThresholdsCrossed = append(st.ThresholdsCrossed, pct)
-		}
-	}
+	st.ThresholdsCrossed = enforcement.Crossed(limit, st.Used)
 	return st, nil
 }

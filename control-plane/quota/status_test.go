@@ -13,33 +13,6 @@ import (
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
-func TestLimit(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		planQuota   *int64
-		adjustments int64
-		want        int64
-	}{
-		{nil, 0, -1},
-		{nil, 500, -1},
-		{requests(0), 0, 0},
-		{requests(1000), 0, 1000},
-		{requests(1000), 250, 1250},
-	}
-	for _, tt := range tests {
-		if got := quota.Limit(tt.planQuota, tt.adjustments); got != tt.want {
-			t.Errorf("Limit(%v, %d) = %d; want %d", fmtQuota(tt.planQuota), tt.adjustments, got, tt.want)
-		}
-	}
-}
-
-func fmtQuota(q *int64) string {
-	if q == nil {
-		return "nil"
-	}
-	return strconv.FormatInt(*q, 10)
-}
-
 func TestStatus(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // rollPeriods ends due trials, and rolls every billing period that has
@@ -42,7 +43,7 @@ func (s *Service) rollPeriods(ctx context.Context, rep *MaintenanceReport) error
 		}
 		start, end := sub.CurrentPeriodStart, sub.CurrentPeriodEnd
 		for !end.After(now) {
-			start, end = end, addPeriod(end, sub.terms.Interval)
+			start, end = end, enforcement.PeriodEnd(end, sub.terms.Interval)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE subscriptions SET current_period_start = $2, current_period_end = $3,
 				sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, id, start, end); err != nil {

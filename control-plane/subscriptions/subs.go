@@ -13,6 +13,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/pagination"
 )
 
@@ -71,15 +72,9 @@ func (sub Subscription) heldBy() bool {
 }
 
 // QuotaLimit is the request quota enforced this period: the plan's plus
-// the period's adjustments, or -1 for unlimited. It is never below 0: a
-// carried adjustment (what a canceled predecessor used) followed by a
-// move to a smaller plan must leave the quota used up, not turn it into
-// -1, "unlimited", or below.
+// the period's adjustments, or -1 for unlimited (enforcement.Limit).
 func (sub Subscription) QuotaLimit() int64 {
-	if sub.terms.QuotaRequests == nil {
-		return -1
-	}
-	return max(0, *sub.terms.QuotaRequests+sub.quotaAdjustments)
+	return enforcement.Limit(sub.terms.QuotaRequests, sub.quotaAdjustments)
 }
 
 // SubscribeInput subscribes the caller's organization to a plan.
@@ -132,14 +127,6 @@ func (sub Subscription) canChange(a identity.Actor) bool {
 	return a.IsAdmin() || a.OrgID == sub.OrganizationID
 }
 
-// addPeriod is the end of a billing period that starts at t.
-func addPeriod(t time.Time, interval string) time.Time {
-	if interval == "year" {
-		return t.AddDate(1, 0, 0)
-	}
-	return t.AddDate(0, 1, 0)
-}
-
 // Subscribe subscribes the actor's organization to the latest version of
 // an active plan of an active API. A plan with trial days starts trialing.
 func (s *Service) Subscribe(ctx context.Context, actor identity.Actor, in SubscribeInput) (Subscription, error) {
@@ -175,7 +162,7 @@ func (s *Service) Subscribe(ctx context.Context, actor identity.Actor, in Subscr
 			end := now.AddDate(0, 0, days)
 			status, trialEnds = StatusTrialing, &end
 		}
-		start, end := now, addPeriod(now, p.Current.Terms.Interval)
+		start, end := now, enforcement.PeriodEnd(now, p.Current.Terms.Interval)
 		var carriedFrom *uuid.UUID
 		if prev := past.carry; prev != nil {
 			start, end, carriedFrom = prev.CurrentPeriodStart, prev.CurrentPeriodEnd, &prev.ID

@@ -6,13 +6,13 @@ package apikey
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"math/bits"
 	"strings"
-
-	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // A key reads veil_<env>_<body>, for example
@@ -140,9 +140,11 @@ func (k Key) Masked() string { return Mask(k.Prefix, k.Last4) }
 func Mask(prefix, last4 string) string { return prefix + "…" + last4 }
 
 // Hash returns the hex SHA-256 of a raw key: what the database and the
-// gateway's records are keyed by.
+// gateway's records are keyed by (internal/enforcement names key records
+// by it).
 func Hash(raw string) string {
-	return enforcement.Hash(raw) // one definition: the gateway looks keys up by it
+	sum := sha256.Sum256([]byte(raw))
+	return hex.EncodeToString(sum[:])
 }
 
 // Generate returns a new key for env with 192 bits from crypto/rand.

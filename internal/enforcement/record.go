@@ -1,66 +1,9 @@
-// Package enforcement is the contract between the control plane, which
-// writes key and subscription records to Redis, and their readers: the
-// gateway's Caddy module and the processors. Redis is the gateway's source
-// of truth, so the layout below is a contract; change it only together with
-// every reader.
-//
-// # Layout
-//
-// One Redis hash per record. Field names are snake_case, times are Unix
-// seconds (0 = not set), lists are JSON arrays of strings, booleans are "0"
-// or "1". Readers ignore fields they do not know, so fields can be added.
-//
-//	veil:key:<hash>   key record; <hash> is the hex SHA-256 of the plaintext key (see [Hash])
-//	  key_id, subscription_id, api_id   ids
-//	  status            active | suspended | revoked | expired
-//	  methods           JSON array of allowed methods, [] = all
-//	  routes            JSON array of route patterns (see [KeyRecord.Allows]), [] = all
-//	  rate_per_second   per-key limit, 0 = the subscription's
-//	  rate_per_minute   per-key limit, 0 = the subscription's
-//	  expires_at        Unix seconds, 0 = never
-//	  grace_until       Unix seconds, 0 = none; a rotated-out key is valid until then
-//	  version           writer's monotonic version, a positive decimal
-//
-//	veil:sub:{<subscription id>}   subscription record; the id is a Redis Cluster hash tag,
-//	                               shared with the processors' counters of that subscription
-//	  api_id, plan_id   ids
-//	  status            trialing | active | past_due | suspended | canceled
-//	  period_start      Unix seconds, start of the current billing period (inclusive)
-//	  period_end        Unix seconds, end of the current billing period (exclusive)
-//	  quota_requests    requests per period, -1 = unlimited
-//	  quota_hard        "1": block over quota; "0": overage is billed
-//	  rate_per_second   0 = no limit
-//	  rate_per_minute   0 = no limit
-//	  version           as for keys
-//
-//	veil:block:{<subscription id>}   a string: Unix seconds until which the gateway refuses the
-//	                                 subscription's calls (429, hard quota used up); the key
-//	                                 expires then, so a new period needs no write
-//
-// # Versions
-//
-// Every write carries the writer's version and lands only when the stored
-// version is lower (compare-and-set in one Lua script), so a write that
-// arrives late never overwrites a newer one, whatever the order in which
-// outbox jobs and reconciliation run. A stored record without a readable
-// version counts as older than any write, so writes heal garbage.
-//
-// Key records of dead keys clean themselves up: a key with an expiry or a
-// grace period expires from Redis 24 hours after the later of the two.
-//
-// # Reading
-//
-// Decoding is strict: a record with a missing or garbled field is an error
-// naming the field ([ErrCorruptRecord]), never a record with zero values, so
-// the gateway fails closed.
 package enforcement
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -146,43 +89,6 @@ type SubscriptionRecord struct {
 	// Version is the writer's monotonic version; must be positive.
 	Version int64
 }
-
-// Hash returns the record hash of a plaintext key: its hex SHA-256.
-func Hash(plaintext string) string {
-	sum := sha256.Sum256([]byte(plaintext))
-	return hex.EncodeToString(sum[:])
-}
-
-// KeyName is the Redis key of the key record with that hash.
-func KeyName(hash string) string { return keyPrefix + hash }
-
-// SubscriptionName is the Redis key of the subscription record with that
-// id. It is the same key the processors read periods from.
-func SubscriptionName(id string) string { return "veil:sub:{" + id + "}" }
-
-// BlockName is the Redis key of a subscription's quota block.
-func BlockName(id string) string { return "veil:block:{" + id + "}" }
-
-// PeriodCounterName is the Redis hash of a subscription's request counter
-// for the period starting at start (kept by the processors): requests,
-// units_micro, period_end, crossed_<pct>.
-func PeriodCounterName(id string, start time.Time) string {
-	return "veil:usage:{" + id + "}:p:" + strconv.FormatInt(start.Unix(), 10)
-}
-
-// WatermarkName is the Redis hash of a subscription's per-partition Kafka
-// offset watermarks (kept by the processors).
-func WatermarkName(id string) string { return "veil:wm:{" + id + "}" }
-
-// QuotaOutboxName is the Redis list of a subscription's quota threshold
-// crossings waiting to be produced to veil.quota.events (see
-// internal/enforcement).
-func QuotaOutboxName(id string) string { return "veil:quota:outbox:{" + id + "}" }
-
-// QuotaOutboxPattern matches every QuotaOutboxName, for a SCAN.
-const QuotaOutboxPattern = "veil:quota:outbox:{*}"
-
-const keyPrefix = "veil:key:"
 
 // Validate reports whether r may be written.
 func (r KeyRecord) Validate() error {

@@ -65,7 +65,7 @@ end
 // raised quota is not: its thresholds are announced as the count crosses
 // them): crossed_<pct> on the counter holds the quota each
 // fired for, and the line goes to the subscription's outbox (see
-// internal/enforcement). All keys carry the subscription's hash tag.
+// [Crossing]). All keys carry the subscription's hash tag.
 //
 // A roll also keeps the previous period's start (prev_period_start), so
 // the processors count a late event of that period into its counter.
@@ -73,7 +73,7 @@ end
 // KEYS[1] record, KEYS[2] block, KEYS[3] the period counter, KEYS[4] the
 // quota outbox. ARGV as putScript's; the record's fields include
 // quota_requests, quota_hard, period_start and period_end.
-var putSubscriptionScript = rueidis.NewLuaScript(Lua + `
+var putSubscriptionScript = rueidis.NewLuaScript(lua + `
 local before, beforeStart
 if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
   local b = redis.call('HMGET', KEYS[1], 'quota_requests', 'period_start')
@@ -206,9 +206,9 @@ const scanCount = 1000
 // *ScanError returned at the end, so reconciliation can still remove the
 // garbage. An error from fn stops the scan and is returned as is.
 func (s *Store) ScanKeys(ctx context.Context, fn func(KeyRecord) error) error {
-	nodes, err := s.primaries(ctx)
+	nodes, err := Primaries(ctx, s.client)
 	if err != nil {
-		return err
+		return fmt.Errorf("scan key records: %w", err)
 	}
 	var bad ScanError
 	for _, node := range nodes {
@@ -273,25 +273,6 @@ func isWrongType(err error) bool {
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
 }
 
-// primaries returns the clients to SCAN: the client itself, or on Redis
-// Cluster every primary (SCAN walks one node; replicas would repeat).
-func (s *Store) primaries(ctx context.Context) ([]rueidis.Client, error) {
-	if s.client.Mode() != rueidis.ClientModeCluster {
-		return []rueidis.Client{s.client}, nil
-	}
-	var out []rueidis.Client
-	for addr, node := range s.client.Nodes() {
-		role, err := node.Do(ctx, node.B().Role().Build()).ToArray()
-		if err != nil || len(role) == 0 {
-			return nil, fmt.Errorf("scan key records: role of %s: %w", addr, err)
-		}
-		if r, _ := role[0].ToString(); r == "master" {
-			out = append(out, node)
-		}
-	}
-	return out, nil
-}
-
 // PutSubscription writes r unless the stored record has the same or a
 // newer version; applied reports whether it was written. Fields it does
 // not own on that key are left alone, and so is any Redis expiry. A write
@@ -325,48 +306,6 @@ func (s *Store) GetSubscriptionCached(ctx context.Context, id string, ttl time.D
 	return subscriptionResult(id, fields, err)
 }
 
-// PutBlock blocks a subscription at the gateway until until (the end of
-// the period whose hard quota it used up). The record expires then by
-// itself, so a new period unblocks without a write.
-func (s *Store) PutBlock(ctx context.Context, id string, until time.Time) error {
-	if until.Unix() <= 0 {
-		return fmt.Errorf("put block %s: %w: until %s", id, ErrInvalidRecord, until)
-	}
-	cmd := s.client.B().Set().Key(BlockName(id)).Value(strconv.FormatInt(until.Unix(), 10)).Exat(until).Build()
-	if err := s.client.Do(ctx, cmd).Error(); err != nil {
-		return fmt.Errorf("put block %s: %w", id, err)
-	}
-	return nil
-}
-
-// DeleteBlock lifts a subscription's block (a plan change, a reset, a credit).
-func (s *Store) DeleteBlock(ctx context.Context, id string) error {
-	if err := s.client.Do(ctx, s.client.B().Del().Key(BlockName(id)).Build()).Error(); err != nil {
-		return fmt.Errorf("delete block %s: %w", id, err)
-	}
-	return nil
-}
-
-// BlockedUntilCached returns until when the subscription is blocked, the
-// zero time when it is not, through client-side caching (the absence of a
-// block is cached too, so an unblocked subscription costs no round trip;
-// a new block reaches the gateway by Redis's invalidation). A garbled
-// record blocks nothing and is an ErrCorruptRecord.
-func (s *Store) BlockedUntilCached(ctx context.Context, id string, ttl time.Duration) (time.Time, error) {
-	v, err := s.client.DoCache(ctx, s.client.B().Get().Key(BlockName(id)).Cache(), ttl).ToString()
-	if rueidis.IsRedisNil(err) {
-		return time.Time{}, nil
-	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("get block %s: %w", id, err)
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n <= 0 {
-		return time.Time{}, fmt.Errorf("get block %s: %w: %q", id, ErrCorruptRecord, v)
-	}
-	return time.Unix(n, 0).UTC(), nil
-}
-
 func subscriptionResult(id string, fields map[string]string, err error) (SubscriptionRecord, error) {
 	if err != nil {
 		return SubscriptionRecord{}, fmt.Errorf("get subscription record %s: %w", id, err)
@@ -386,17 +325,4 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// PeriodRequests returns the requests the processors counted for the
-// subscription in the period starting at start (0 when none were).
-func (s *Store) PeriodRequests(ctx context.Context, id string, start time.Time) (int64, error) {
-	n, err := s.client.Do(ctx, s.client.B().Hget().Key(PeriodCounterName(id, start)).Field("requests").Build()).AsInt64()
-	if rueidis.IsRedisNil(err) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read period counter of %s: %w", id, err)
-	}
-	return n, nil
 }

@@ -1,4 +1,4 @@
-package quota
+package drift
 
 import (
 	"bytes"
@@ -17,7 +17,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 	"github.com/shopspring/decimal"
@@ -28,29 +27,24 @@ import (
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
-// driftPublisher publishes nothing: the drift check sends no notices.
-type driftPublisher struct{}
-
-func (driftPublisher) Publish(context.Context, pgx.Tx, uuid.UUID, string, any) error { return nil }
-
-type driftFixture struct {
+type fixture struct {
 	t       *testing.T
 	ctx     context.Context
 	pool    *pgxpool.Pool
 	redis   rueidis.Client
 	ch      driver.Conn
 	metrics *metrics.Set
-	svc     *Service
+	svc     *Checker
 	// sub is the subscription: quota 10, hard, in its current period.
-	sub driftSub
+	sub subscription
 	// apiID and versionID are its API and plan version, for addSub.
 	apiID, versionID uuid.UUID
 }
 
-// newDriftFixture is a service over a fresh Postgres database, a private
+// newFixture is a service over a fresh Postgres database, a private
 // Redis database and a fresh ClickHouse database, with one active
 // subscription whose plan has a hard quota of 10 requests.
-func newDriftFixture(t *testing.T) *driftFixture {
+func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	url := testenv.PostgresURL(t)
@@ -64,14 +58,14 @@ func newDriftFixture(t *testing.T) *driftFixture {
 	t.Cleanup(pool.Close)
 	redis, _ := testenv.RedisDB(t)
 	ch, _, _ := testenv.ClickHouseDB(t)
-	f := &driftFixture{t: t, ctx: ctx, pool: pool, redis: redis, ch: ch, metrics: metrics.NewSet()}
-	f.svc, err = New(Config{Pool: pool, Redis: redis, ClickHouse: ch, Publisher: driftPublisher{},
-		Logger: testenv.Logger(t), Metrics: f.metrics, DriftSettle: time.Millisecond})
+	f := &fixture{t: t, ctx: ctx, pool: pool, redis: redis, ch: ch, metrics: metrics.NewSet()}
+	f.svc, err = New(Config{Pool: pool, Redis: redis, ClickHouse: ch,
+		Logger: testenv.Logger(t), Metrics: f.metrics, Settle: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now().UTC().Truncate(time.Hour).Add(-48 * time.Hour)
-	f.sub = driftSub{start: start, end: start.AddDate(0, 0, 30), quota: 10, hard: true}
+	f.sub = subscription{start: start, end: start.AddDate(0, 0, 30), quota: 10, hard: true}
 	var orgID, planID uuid.UUID
 	f.exec(`INSERT INTO organizations (slug, name) VALUES ('consumer', 'Consumer') RETURNING id`, &orgID)
 	f.exec(`INSERT INTO apis (organization_id, name, slug, upstream_url, version, state, created_by)
@@ -87,12 +81,12 @@ func newDriftFixture(t *testing.T) *driftFixture {
 // addSub adds an active subscription with that id (a fresh one when
 // uuid.Nil) of another organization to the same plan, in a period that
 // starts at start.
-func (f *driftFixture) addSub(id uuid.UUID, start time.Time) driftSub {
+func (f *fixture) addSub(id uuid.UUID, start time.Time) subscription {
 	f.t.Helper()
 	if id == uuid.Nil {
 		id = uuid.New()
 	}
-	sub := driftSub{id: id, start: start, end: start.AddDate(0, 0, 30), quota: 10, hard: true}
+	sub := subscription{id: id, start: start, end: start.AddDate(0, 0, 30), quota: 10, hard: true}
 	var orgID uuid.UUID
 	f.exec(`INSERT INTO organizations (slug, name) VALUES ($1, $1) RETURNING id`, &orgID, "consumer-"+id.String())
 	f.exec(`INSERT INTO subscriptions (id, organization_id, subscriber, api_id, plan_version_id, status, current_period_start, current_period_end)
@@ -101,15 +95,15 @@ func (f *driftFixture) addSub(id uuid.UUID, start time.Time) driftSub {
 }
 
 // exec runs a statement returning one value into dst.
-func (f *driftFixture) exec(sql string, dst any, args ...any) {
+func (f *fixture) exec(sql string, dst any, args ...any) {
 	f.t.Helper()
 	if err := f.pool.QueryRow(f.ctx, sql, args...).Scan(dst); err != nil {
 		f.t.Fatalf("%s: %v", sql, err)
 	}
 }
 
-// driftEvent is a usage_events row.
-type driftEvent struct {
+// event is a usage_events row.
+type event struct {
 	partition int32
 	offset    int64
 	at        time.Time
@@ -122,7 +116,7 @@ type driftEvent struct {
 	ingested time.Time
 }
 
-func (f *driftFixture) insertEvents(events ...driftEvent) {
+func (f *fixture) insertEvents(events ...event) {
 	f.t.Helper()
 	batch, err := f.ch.PrepareBatch(f.ctx,
 		`INSERT INTO usage_events (id, source, type, subject, time, units, refusal, ingested_at, kafka_partition, kafka_offset)`)
@@ -147,33 +141,33 @@ func (f *driftFixture) insertEvents(events ...driftEvent) {
 	}
 }
 
-// Figures of driftEvents.
+// Figures of periodEvents.
 const (
-	driftRequests   = 12
-	driftUnitsMicro = 10_250_001
+	eventRequests   = 12
+	eventUnitsMicro = 10_250_001
 )
 
-// driftEvents are 12 admitted rows of the period (10.250001 units) and 2
+// periodEvents are 12 admitted rows of the period (10.250001 units) and 2
 // refusals on two partitions, plus an admitted row of the previous period:
 // ClickHouse's highest offsets are 16 on partition 0 and 10 on partition 1.
-func (f *driftFixture) driftEvents() {
+func (f *fixture) periodEvents() {
 	f.t.Helper()
-	var evs []driftEvent
+	var evs []event
 	at := func(i int) time.Time { return f.sub.start.Add(time.Duration(i) * time.Minute) }
 	for off := int64(10); off <= 15; off++ {
-		evs = append(evs, driftEvent{partition: 0, offset: off, at: at(int(off)), units: "1.5"})
+		evs = append(evs, event{partition: 0, offset: off, at: at(int(off)), units: "1.5"})
 	}
-	evs = append(evs, driftEvent{partition: 0, offset: 16, at: at(16), units: "0", refusal: "quota_exhausted"})
-	evs = append(evs, driftEvent{partition: 1, offset: 3, at: f.sub.start.Add(-time.Hour), units: "7"})
+	evs = append(evs, event{partition: 0, offset: 16, at: at(16), units: "0", refusal: "quota_exhausted"})
+	evs = append(evs, event{partition: 1, offset: 3, at: f.sub.start.Add(-time.Hour), units: "7"})
 	for off := int64(4); off <= 8; off++ {
-		evs = append(evs, driftEvent{partition: 1, offset: off, at: at(int(off)), units: "0.25"})
+		evs = append(evs, event{partition: 1, offset: off, at: at(int(off)), units: "0.25"})
 	}
-	evs = append(evs, driftEvent{partition: 1, offset: 9, at: at(9), units: "0.000001"})
-	evs = append(evs, driftEvent{partition: 1, offset: 10, at: at(10), units: "0", refusal: "rate_limited"})
+	evs = append(evs, event{partition: 1, offset: 9, at: at(9), units: "0.000001"})
+	evs = append(evs, event{partition: 1, offset: 10, at: at(10), units: "0", refusal: "rate_limited"})
 	f.insertEvents(evs...)
 }
 
-func (f *driftFixture) do(cmd rueidis.Completed) {
+func (f *fixture) do(cmd rueidis.Completed) {
 	f.t.Helper()
 	if err := f.redis.Do(f.ctx, cmd).Error(); err != nil {
 		f.t.Fatal(err)
@@ -182,7 +176,7 @@ func (f *driftFixture) do(cmd rueidis.Completed) {
 
 // setRedis writes the watermarks and the period counter as the processors
 // would have.
-func (f *driftFixture) setRedis(watermarks map[string]string, requests, unitsMicro int64, extra ...string) {
+func (f *fixture) setRedis(watermarks map[string]string, requests, unitsMicro int64, extra ...string) {
 	f.t.Helper()
 	id := f.sub.id.String()
 	if len(watermarks) > 0 {
@@ -202,14 +196,14 @@ func (f *driftFixture) setRedis(watermarks map[string]string, requests, unitsMic
 	f.do(fv.Build())
 }
 
-func (f *driftFixture) block() {
+func (f *fixture) block() {
 	f.t.Helper()
 	end := f.sub.end
 	f.do(f.redis.B().Set().Key(enforcement.BlockName(f.sub.id.String())).Value(strconv.FormatInt(end.Unix(), 10)).Exat(end).Build())
 }
 
 // snapshot is every key of the Redis database with its content.
-func (f *driftFixture) snapshot() map[string]string {
+func (f *fixture) snapshot() map[string]string {
 	f.t.Helper()
 	out := map[string]string{}
 	keys, err := f.redis.Do(f.ctx, f.redis.B().Keys().Pattern("*").Build()).AsStrSlice()
@@ -244,7 +238,7 @@ func (f *driftFixture) snapshot() map[string]string {
 	return out
 }
 
-func (f *driftFixture) hash(key string) map[string]string {
+func (f *fixture) hash(key string) map[string]string {
 	f.t.Helper()
 	m, err := f.redis.Do(f.ctx, f.redis.B().Hgetall().Key(key).Build()).AsStrMap()
 	if err != nil {
@@ -253,7 +247,7 @@ func (f *driftFixture) hash(key string) map[string]string {
 	return m
 }
 
-func (f *driftFixture) ttl(key string) time.Duration {
+func (f *fixture) ttl(key string) time.Duration {
 	f.t.Helper()
 	ms, err := f.redis.Do(f.ctx, f.redis.B().Pttl().Key(key).Build()).AsInt64()
 	if err != nil {
@@ -262,7 +256,7 @@ func (f *driftFixture) ttl(key string) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
-func (f *driftFixture) outbox() []string {
+func (f *fixture) outbox() []string {
 	f.t.Helper()
 	l, err := f.redis.Do(f.ctx, f.redis.B().Lrange().Key(enforcement.QuotaOutboxName(f.sub.id.String())).Start(0).Stop(-1).Build()).AsStrSlice()
 	if err != nil {
@@ -271,45 +265,45 @@ func (f *driftFixture) outbox() []string {
 	return l
 }
 
-func (f *driftFixture) run() UsageReport {
+func (f *fixture) run() Report {
 	f.t.Helper()
-	rep, err := f.svc.ReconcileUsage(f.ctx)
+	rep, err := f.svc.Check(f.ctx)
 	if err != nil {
-		f.t.Fatalf("ReconcileUsage() = %v", err)
+		f.t.Fatalf("Check() = %v", err)
 	}
 	return rep
 }
 
 // runSettling runs the check with settle in place of the wait between
 // finding drift and healing it.
-func (f *driftFixture) runSettling(settle func()) UsageReport {
+func (f *fixture) runSettling(settle func()) Report {
 	f.t.Helper()
-	rep, _, err := f.svc.reconcileUsage(f.ctx, driftRun{chunk: driftChunk, settle: func(context.Context) error { settle(); return nil }})
+	rep, _, err := f.svc.check(f.ctx, pass{chunk: chunkSize, settle: func(context.Context) error { settle(); return nil }})
 	if err != nil {
-		f.t.Fatalf("ReconcileUsage() = %v", err)
+		f.t.Fatalf("Check() = %v", err)
 	}
 	return rep
 }
 
 // runWith runs the check as run says; chunk and settle default to the
 // scheduled run's.
-func (f *driftFixture) runWith(run driftRun) UsageReport {
+func (f *fixture) runWith(run pass) Report {
 	f.t.Helper()
 	if run.chunk == 0 {
-		run.chunk = driftChunk
+		run.chunk = chunkSize
 	}
 	if run.settle == nil {
-		run.settle = f.svc.driftSettle
+		run.settle = f.svc.settle
 	}
-	rep, _, err := f.svc.reconcileUsage(f.ctx, run)
+	rep, _, err := f.svc.check(f.ctx, run)
 	if err != nil {
-		f.t.Fatalf("ReconcileUsage() = %v", err)
+		f.t.Fatalf("Check() = %v", err)
 	}
 	return rep
 }
 
 // record writes the subscription record's period and quota fields.
-func (f *driftFixture) record(periodStart time.Time, quota int64, hard bool) {
+func (f *fixture) record(periodStart time.Time, quota int64, hard bool) {
 	f.t.Helper()
 	h := "0"
 	if hard {
@@ -323,7 +317,7 @@ func (f *driftFixture) record(periodStart time.Time, quota int64, hard bool) {
 }
 
 // blocked reports whether the subscription's block is set.
-func (f *driftFixture) blocked() bool {
+func (f *fixture) blocked() bool {
 	f.t.Helper()
 	n, err := f.redis.Do(f.ctx, f.redis.B().Exists().Key(enforcement.BlockName(f.sub.id.String())).Build()).AsInt64()
 	if err != nil {
@@ -332,14 +326,14 @@ func (f *driftFixture) blocked() bool {
 	return n == 1
 }
 
-// driftCounts are the report's tallies, to compare in one go.
-type driftCounts struct{ checked, inFlight, drifted, healed, unhealed int }
+// counts are the report's tallies, to compare in one go.
+type counts struct{ checked, inFlight, drifted, healed, unhealed int }
 
-func driftCountsOf(rep UsageReport) driftCounts {
-	return driftCounts{rep.Checked, rep.InFlight, rep.Drifted, rep.Healed, len(rep.Unhealed)}
+func countsOf(rep Report) counts {
+	return counts{rep.Checked, rep.InFlight, rep.Drifted, rep.Healed, len(rep.Unhealed)}
 }
 
-func (f *driftFixture) gauge(name string) string {
+func (f *fixture) gauge(name string) string {
 	f.t.Helper()
 	var b strings.Builder
 	f.metrics.WritePrometheus(&b)
@@ -351,67 +345,67 @@ func (f *driftFixture) gauge(name string) string {
 	return ""
 }
 
-// TestReconcileUsageNoWrite covers the states the check leaves alone:
+// TestCheckNoWrite covers the states the check leaves alone:
 // Redis agrees with ClickHouse up to its own watermarks, whether
 // ClickHouse holds rows beyond them (a batch Redis is still applying) or
 // Redis applied offsets ClickHouse does not hold; and when ClickHouse is
 // behind and the figures disagree, the subscription is in flight.
-func TestReconcileUsageNoWrite(t *testing.T) {
-	f := newDriftFixture(t)
-	f.driftEvents()
+func TestCheckNoWrite(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
 	for _, tc := range []struct {
 		name       string
 		watermarks map[string]string
 		requests   int64
 		unitsMicro int64
-		want       driftCounts
+		want       counts
 	}{
-		{"in sync", map[string]string{"0": "16", "1": "10"}, driftRequests, driftUnitsMicro, driftCounts{checked: 1}},
+		{"in sync", map[string]string{"0": "16", "1": "10"}, eventRequests, eventUnitsMicro, counts{checked: 1}},
 		// Rows 10–13 of partition 0 (4 × 1.5) and 4–9 of partition 1
 		// (5 × 0.25 + 0.000001): ClickHouse's offsets 14–16 are ignored.
-		{"redis behind clickhouse", map[string]string{"0": "13", "1": "10"}, 10, 7_250_001, driftCounts{checked: 1}},
-		{"redis behind clickhouse on both", map[string]string{"0": "11", "1": "5"}, 4, 3_500_000, driftCounts{checked: 1}},
-		{"ahead on a partition, figures agree", map[string]string{"0": "18", "1": "10"}, driftRequests, driftUnitsMicro, driftCounts{checked: 1}},
-		{"on an idle partition", map[string]string{"0": "16", "1": "10", "2": "4"}, driftRequests, driftUnitsMicro, driftCounts{checked: 1}},
-		{"ahead on a partition", map[string]string{"0": "18", "1": "10"}, driftRequests + 1, driftUnitsMicro, driftCounts{checked: 1, inFlight: 1}},
-		{"on a partition clickhouse lacks", map[string]string{"0": "16", "1": "10", "2": "0"}, driftRequests + 1, driftUnitsMicro, driftCounts{checked: 1, inFlight: 1}},
-		{"ahead on one, lost another", map[string]string{"0": "18"}, 7, 9_000_000, driftCounts{checked: 1, inFlight: 1}},
+		{"redis behind clickhouse", map[string]string{"0": "13", "1": "10"}, 10, 7_250_001, counts{checked: 1}},
+		{"redis behind clickhouse on both", map[string]string{"0": "11", "1": "5"}, 4, 3_500_000, counts{checked: 1}},
+		{"ahead on a partition, figures agree", map[string]string{"0": "18", "1": "10"}, eventRequests, eventUnitsMicro, counts{checked: 1}},
+		{"on an idle partition", map[string]string{"0": "16", "1": "10", "2": "4"}, eventRequests, eventUnitsMicro, counts{checked: 1}},
+		{"ahead on a partition", map[string]string{"0": "18", "1": "10"}, eventRequests + 1, eventUnitsMicro, counts{checked: 1, inFlight: 1}},
+		{"on a partition clickhouse lacks", map[string]string{"0": "16", "1": "10", "2": "0"}, eventRequests + 1, eventUnitsMicro, counts{checked: 1, inFlight: 1}},
+		{"ahead on one, lost another", map[string]string{"0": "18"}, 7, 9_000_000, counts{checked: 1, inFlight: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.do(f.redis.B().Flushdb().Build())
 			f.setRedis(tc.watermarks, tc.requests, tc.unitsMicro)
 			before := f.snapshot()
 			rep := f.run()
-			if got := driftCountsOf(rep); got != tc.want || len(rep.Drift) != 0 {
-				t.Errorf("ReconcileUsage() = %+v, drift %+v; want %+v, no drift", got, rep.Drift, tc.want)
+			if got := countsOf(rep); got != tc.want || len(rep.Drift) != 0 {
+				t.Errorf("Check() = %+v, drift %+v; want %+v, no drift", got, rep.Drift, tc.want)
 			}
 			if after := f.snapshot(); !maps.Equal(after, before) {
-				t.Errorf("Redis after ReconcileUsage() = %v; want unchanged %v", after, before)
+				t.Errorf("Redis after Check() = %v; want unchanged %v", after, before)
 			}
 		})
 	}
 }
 
-// TestReconcileUsageHealsBehindCounter: a wrong counter whose watermarks
+// TestCheckHealsBehindCounter: a wrong counter whose watermarks
 // are behind ClickHouse is healed to the rows up to those watermarks, and
 // the watermarks stay where they are, so the processors still apply the
 // batch they have in hand.
-func TestReconcileUsageHealsBehindCounter(t *testing.T) {
-	f := newDriftFixture(t)
-	f.driftEvents()
+func TestCheckHealsBehindCounter(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
 	id := f.sub.id.String()
 	watermarks := map[string]string{"0": "12", "1": "10"}
 	f.setRedis(watermarks, 3, 1_000_000)
 
 	rep := f.run()
-	if got, want := driftCountsOf(rep), (driftCounts{checked: 1, drifted: 1, healed: 1}); got != want {
-		t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
+	if got, want := countsOf(rep), (counts{checked: 1, drifted: 1, healed: 1}); got != want {
+		t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
 	}
 	// Rows 10–12 of partition 0 (3 × 1.5) and 4–9 of partition 1.
-	wantDrift := UsageDrift{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 3, ClickHouseRequests: 9,
+	wantDrift := Drifted{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 3, ClickHouseRequests: 9,
 		RedisUnits: "1", ClickHouseUnits: "5.750001", Healed: true}
 	if got := rep.Drift[0]; got != wantDrift {
-		t.Errorf("ReconcileUsage().Drift[0] = %+v; want %+v", got, wantDrift)
+		t.Errorf("Check().Drift[0] = %+v; want %+v", got, wantDrift)
 	}
 	if got := f.hash(enforcement.WatermarkName(id)); !maps.Equal(got, watermarks) {
 		t.Errorf("watermarks = %v; want unchanged %v", got, watermarks)
@@ -428,21 +422,21 @@ func TestReconcileUsageHealsBehindCounter(t *testing.T) {
 	}
 }
 
-// TestReconcileUsageHealsFlush: after a FLUSHDB that took the counter,
+// TestCheckHealsFlush: after a FLUSHDB that took the counter,
 // the watermarks, the record and the block, the check restores them all
 // from ClickHouse and Postgres and queues the crossings again. The
 // offsets come from the rows since the period's start less the late
 // window: partition 3's row of the previous period counts, partition 2's
 // row from before that is not read.
-func TestReconcileUsageHealsFlush(t *testing.T) {
-	f := newDriftFixture(t)
-	f.driftEvents()
+func TestCheckHealsFlush(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
 	f.insertEvents(
-		driftEvent{partition: 2, offset: 3, at: f.sub.start.Add(-usage.DefaultLateWindow - time.Hour), units: "1"},
-		driftEvent{partition: 3, offset: 7, at: f.sub.start.Add(-usage.DefaultLateWindow + time.Hour), units: "1"},
+		event{partition: 2, offset: 3, at: f.sub.start.Add(-usage.DefaultLateWindow - time.Hour), units: "1"},
+		event{partition: 3, offset: 7, at: f.sub.start.Add(-usage.DefaultLateWindow + time.Hour), units: "1"},
 	)
 	id := f.sub.id.String()
-	f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests, driftUnitsMicro, "crossed_80", "10", "crossed_90", "10", "crossed_100", "10")
+	f.setRedis(map[string]string{"0": "16", "1": "10"}, eventRequests, eventUnitsMicro, "crossed_80", "10", "crossed_90", "10", "crossed_100", "10")
 	f.do(f.redis.B().Hset().Key(enforcement.SubscriptionName(id)).FieldValue().
 		FieldValue("period_start", strconv.FormatInt(f.sub.start.Unix(), 10)).
 		FieldValue("period_end", strconv.FormatInt(f.sub.end.Unix(), 10)).Build())
@@ -450,25 +444,25 @@ func TestReconcileUsageHealsFlush(t *testing.T) {
 	f.do(f.redis.B().Flushdb().Build())
 
 	rep := f.run()
-	if got, want := driftCountsOf(rep), (driftCounts{checked: 1, drifted: 1, healed: 1}); got != want {
-		t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
+	if got, want := countsOf(rep), (counts{checked: 1, drifted: 1, healed: 1}); got != want {
+		t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
 	}
-	wantDrift := UsageDrift{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 0, ClickHouseRequests: driftRequests,
+	wantDrift := Drifted{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 0, ClickHouseRequests: eventRequests,
 		RedisUnits: "0", ClickHouseUnits: "10.250001", WatermarksBehind: true, Blocked: true, Healed: true}
 	if got := rep.Drift[0]; got != wantDrift {
-		t.Errorf("ReconcileUsage().Drift[0] = %+v; want %+v", got, wantDrift)
+		t.Errorf("Check().Drift[0] = %+v; want %+v", got, wantDrift)
 	}
 
 	counter := enforcement.PeriodCounterName(id, f.sub.start)
 	wantCounter := map[string]string{
-		"requests": "12", "units_micro": strconv.Itoa(driftUnitsMicro), "period_end": strconv.FormatInt(f.sub.end.Unix(), 10),
+		"requests": "12", "units_micro": strconv.Itoa(eventUnitsMicro), "period_end": strconv.FormatInt(f.sub.end.Unix(), 10),
 		"crossed_80": "10", "crossed_90": "10", "crossed_100": "10",
 	}
 	if got := f.hash(counter); !maps.Equal(got, wantCounter) {
 		t.Errorf("counter = %v; want %v", got, wantCounter)
 	}
-	if got := f.ttl(counter); got < driftCounterTTL-time.Minute || got > driftCounterTTL {
-		t.Errorf("counter TTL = %s; want %s", got, driftCounterTTL)
+	if got := f.ttl(counter); got < enforcement.PeriodCounterTTL-time.Minute || got > enforcement.PeriodCounterTTL {
+		t.Errorf("counter TTL = %s; want %s", got, enforcement.PeriodCounterTTL)
 	}
 	if got, want := f.hash(enforcement.WatermarkName(id)), map[string]string{"0": "16", "1": "10", "3": "7"}; !maps.Equal(got, want) {
 		t.Errorf("watermarks = %v; want %v", got, want)
@@ -496,8 +490,8 @@ func TestReconcileUsageHealsFlush(t *testing.T) {
 
 	before := f.snapshot()
 	rep = f.run()
-	if got, want := driftCountsOf(rep), (driftCounts{checked: 1}); got != want || len(rep.Drift) != 0 {
-		t.Errorf("second ReconcileUsage() = %+v, drift %+v; want %+v", got, rep.Drift, want)
+	if got, want := countsOf(rep), (counts{checked: 1}); got != want || len(rep.Drift) != 0 {
+		t.Errorf("second Check() = %+v, drift %+v; want %+v", got, rep.Drift, want)
 	}
 	if after := f.snapshot(); !maps.Equal(after, before) {
 		t.Errorf("Redis after the second run = %v; want unchanged %v", after, before)
@@ -507,28 +501,28 @@ func TestReconcileUsageHealsFlush(t *testing.T) {
 	}
 }
 
-// TestReconcileUsageHealsTamperedCounter: a counter that is wrong while
+// TestCheckHealsTamperedCounter: a counter that is wrong while
 // the watermarks are right is set to ClickHouse's figure, and a block it
 // caused is lifted when the true count is under the hard quota.
-func TestReconcileUsageHealsTamperedCounter(t *testing.T) {
-	f := newDriftFixture(t)
+func TestCheckHealsTamperedCounter(t *testing.T) {
+	f := newFixture(t)
 	id := f.sub.id.String()
-	var evs []driftEvent
+	var evs []event
 	for off := int64(0); off < 5; off++ {
-		evs = append(evs, driftEvent{partition: 0, offset: off, at: f.sub.start.Add(time.Minute), units: "1"})
+		evs = append(evs, event{partition: 0, offset: off, at: f.sub.start.Add(time.Minute), units: "1"})
 	}
 	f.insertEvents(evs...)
 	f.setRedis(map[string]string{"0": "4"}, 11, 5_000_000, "crossed_80", "10", "crossed_90", "10", "crossed_100", "10")
 	f.block()
 
 	rep := f.run()
-	if got, want := driftCountsOf(rep), (driftCounts{checked: 1, drifted: 1, healed: 1}); got != want {
-		t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
+	if got, want := countsOf(rep), (counts{checked: 1, drifted: 1, healed: 1}); got != want {
+		t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
 	}
-	wantDrift := UsageDrift{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 11, ClickHouseRequests: 5,
+	wantDrift := Drifted{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 11, ClickHouseRequests: 5,
 		RedisUnits: "5", ClickHouseUnits: "5", Healed: true}
 	if got := rep.Drift[0]; got != wantDrift {
-		t.Errorf("ReconcileUsage().Drift[0] = %+v; want %+v", got, wantDrift)
+		t.Errorf("Check().Drift[0] = %+v; want %+v", got, wantDrift)
 	}
 	wantCounter := map[string]string{"requests": "5", "units_micro": "5000000", "period_end": strconv.FormatInt(f.sub.end.Unix(), 10)}
 	if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start)); !maps.Equal(got, wantCounter) {
@@ -543,18 +537,18 @@ func TestReconcileUsageHealsTamperedCounter(t *testing.T) {
 	}
 }
 
-// TestReconcileUsageAdjustedQuota: thresholds and the block follow the
+// TestCheckAdjustedQuota: thresholds and the block follow the
 // plan's quota plus the period's credits.
-func TestReconcileUsageAdjustedQuota(t *testing.T) {
-	f := newDriftFixture(t)
-	f.driftEvents()
+func TestCheckAdjustedQuota(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
 	if _, err := f.pool.Exec(f.ctx, `INSERT INTO quota_adjustments (subscription_id, period_start, kind, requests, used_at_change, reason, actor)
 		VALUES ($1, $2, 'credit', 5, 10, 'goodwill', 'provider-user')`, f.sub.id, f.sub.start); err != nil {
 		t.Fatal(err)
 	}
 	rep := f.run()
 	if len(rep.Drift) != 1 || rep.Drift[0].Blocked || !rep.Drift[0].Healed {
-		t.Fatalf("ReconcileUsage().Drift = %+v; want one healed, not blocked (12 of 15)", rep.Drift)
+		t.Fatalf("Check().Drift = %+v; want one healed, not blocked (12 of 15)", rep.Drift)
 	}
 	want := []string{fmt.Sprintf("v1|%d|%d|80|15|12|1", f.sub.start.Unix(), f.sub.end.Unix())}
 	if got := f.outbox(); !slices.Equal(got, want) {
@@ -562,39 +556,39 @@ func TestReconcileUsageAdjustedQuota(t *testing.T) {
 	}
 }
 
-// TestReconcileUsageSettle: drift found with a watermark lost is healed
+// TestCheckSettle: drift found with a watermark lost is healed
 // only when nothing moved during the settle; when the processors moved
 // Redis, or ClickHouse moved on a partition Redis has no watermark for,
 // the subscription is in flight and nothing is written.
-func TestReconcileUsageSettle(t *testing.T) {
-	f := newDriftFixture(t)
-	f.driftEvents()
+func TestCheckSettle(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
 	counter := enforcement.PeriodCounterName(f.sub.id.String(), f.sub.start)
 	for _, tc := range []struct {
 		name string
 		// redis sets Redis up before the run; settle acts during the settle.
 		redis, settle func()
-		want          driftCounts
+		want          counts
 	}{
 		{
 			name:   "nothing moves",
 			redis:  func() {},
 			settle: func() {},
-			want:   driftCounts{checked: 1, drifted: 1, healed: 1},
+			want:   counts{checked: 1, drifted: 1, healed: 1},
 		},
 		{
 			// After the flush, a batch ClickHouse already holds reaches Redis.
 			name:   "processors apply a batch",
 			redis:  func() {},
-			settle: func() { f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests, driftUnitsMicro) },
-			want:   driftCounts{checked: 1, inFlight: 1},
+			settle: func() { f.setRedis(map[string]string{"0": "16", "1": "10"}, eventRequests, eventUnitsMicro) },
+			want:   counts{checked: 1, inFlight: 1},
 		},
 		{
 			// Redis has partition 0 only.
 			name:   "a compensation moves the counter",
 			redis:  func() { f.setRedis(map[string]string{"0": "16"}, 8, 9_000_000) },
 			settle: func() { f.do(f.redis.B().Hincrby().Key(counter).Field("requests").Increment(-1).Build()) },
-			want:   driftCounts{checked: 1, inFlight: 1},
+			want:   counts{checked: 1, inFlight: 1},
 		},
 		{
 			// Redis has partition 0 only; partition 1's next batch reaches
@@ -602,9 +596,9 @@ func TestReconcileUsageSettle(t *testing.T) {
 			name:  "clickhouse moves on a partition redis lacks",
 			redis: func() { f.setRedis(map[string]string{"0": "16"}, 6, 9_000_000) },
 			settle: func() {
-				f.insertEvents(driftEvent{partition: 1, offset: 11, at: f.sub.start.Add(time.Hour), units: "1"})
+				f.insertEvents(event{partition: 1, offset: 11, at: f.sub.start.Add(time.Hour), units: "1"})
 			},
-			want: driftCounts{checked: 1, inFlight: 1},
+			want: counts{checked: 1, inFlight: 1},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -615,26 +609,26 @@ func TestReconcileUsageSettle(t *testing.T) {
 				tc.settle()
 				settled = f.snapshot()
 			})
-			if got := driftCountsOf(rep); got != tc.want {
-				t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, tc.want)
+			if got := countsOf(rep); got != tc.want {
+				t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, tc.want)
 			}
 			if tc.want.inFlight == 0 {
 				return
 			}
 			if after := f.snapshot(); len(rep.Drift) != 0 || !maps.Equal(after, settled) {
-				t.Errorf("Redis after ReconcileUsage() = %v, drift %+v; want unchanged %v, no drift", after, rep.Drift, settled)
+				t.Errorf("Redis after Check() = %v, drift %+v; want unchanged %v, no drift", after, rep.Drift, settled)
 			}
 		})
 	}
 }
 
-// TestReconcileUsageRecordQuota: the heal takes the quota from the
+// TestCheckRecordQuota: the heal takes the quota from the
 // subscription record when it names the period healed (a credit or a plan
 // change written after the check read Postgres), and from Postgres
 // otherwise. Postgres says a hard quota of 10; ClickHouse 12 requests.
-func TestReconcileUsageRecordQuota(t *testing.T) {
-	f := newDriftFixture(t)
-	f.driftEvents()
+func TestCheckRecordQuota(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
 	line := func(pct int, quota int64, hard string) string {
 		return fmt.Sprintf("v1|%d|%d|%d|%d|12|%s", f.sub.start.Unix(), f.sub.end.Unix(), pct, quota, hard)
 	}
@@ -660,7 +654,7 @@ func TestReconcileUsageRecordQuota(t *testing.T) {
 			// Postgres, while it settles.
 			rep := f.runSettling(tc.record)
 			if len(rep.Drift) != 1 || !rep.Drift[0].Healed || rep.Drift[0].Blocked != tc.wantBlocked {
-				t.Fatalf("ReconcileUsage().Drift = %+v; want one healed, blocked %t", rep.Drift, tc.wantBlocked)
+				t.Fatalf("Check().Drift = %+v; want one healed, blocked %t", rep.Drift, tc.wantBlocked)
 			}
 			if got := f.blocked(); got != tc.wantBlocked {
 				t.Errorf("blocked = %t; want %t", got, tc.wantBlocked)
@@ -672,26 +666,26 @@ func TestReconcileUsageRecordQuota(t *testing.T) {
 	}
 }
 
-// TestReconcileUsageCompareAndSet: when the processors move between the
+// TestCheckCompareAndSet: when the processors move between the
 // read and the heal, nothing is written.
-func TestReconcileUsageCompareAndSet(t *testing.T) {
-	f := newDriftFixture(t)
-	f.driftEvents()
+func TestCheckCompareAndSet(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
 	f.setRedis(map[string]string{"0": "16"}, 6, 9_000_000)
 	before := f.snapshot()
 	for _, tc := range []struct {
 		name string
-		read driftRedis
+		read enforcement.UsageState
 	}{
-		{"read before a batch", driftRedis{watermarks: map[string]string{}}},
-		{"watermark moved", driftRedis{watermarks: map[string]string{"0": "15"}, requests: "6", units: "9000000"}},
-		{"counter moved", driftRedis{watermarks: map[string]string{"0": "16"}, requests: "7", units: "9000000"}},
+		{"read before a batch", enforcement.UsageState{Watermarks: map[string]string{}}},
+		{"watermark moved", enforcement.UsageState{Watermarks: map[string]string{"0": "15"}, Requests: "6", UnitsMicro: "9000000"}},
+		{"counter moved", enforcement.UsageState{Watermarks: map[string]string{"0": "16"}, Requests: "7", UnitsMicro: "9000000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			found := driftFinding{target: map[int32]int64{0: 16, 1: 10}, wantRequests: driftRequests, wantUnits: driftUnitsMicro}
-			res := f.svc.driftHeal(f.ctx, []driftCase{{sub: f.sub, red: tc.read, f: found}})
-			if want := (driftHealResult{outcome: driftMoved}); len(res) != 1 || res[0] != want {
-				t.Errorf("driftHeal() = %+v; want [%+v]", res, want)
+			found := finding{target: map[int32]int64{0: 16, 1: 10}, wantRequests: eventRequests, wantUnits: eventUnitsMicro}
+			res := f.svc.heal(f.ctx, []assessment{{sub: f.sub, red: tc.read, f: found}})
+			if want := (healResult{outcome: enforcement.Moved}); len(res) != 1 || res[0] != want {
+				t.Errorf("heal() = %+v; want [%+v]", res, want)
 			}
 			if after := f.snapshot(); !maps.Equal(after, before) {
 				t.Errorf("Redis after a stale heal = %v; want unchanged %v", after, before)
@@ -700,31 +694,31 @@ func TestReconcileUsageCompareAndSet(t *testing.T) {
 	}
 }
 
-// TestDriftSettle: the settle ends with its context.
-func TestDriftSettle(t *testing.T) {
-	svc := &Service{cfg: Config{DriftSettle: time.Hour}}
+// TestSettle: the settle ends with its context.
+func TestSettle(t *testing.T) {
+	svc := &Checker{cfg: Config{Settle: time.Hour}}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if err := svc.driftSettle(ctx); !errors.Is(err, context.Canceled) {
-		t.Errorf("driftSettle() with a canceled context = %v; want %v", err, context.Canceled)
+	if err := svc.settle(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("settle() with a canceled context = %v; want %v", err, context.Canceled)
 	}
 }
 
-// TestReconcileUsageWorkerTimeout: a run ends before River would rescue
+// TestWorkerTimeout: a run ends before River would rescue
 // it (and run it a second time) at the default --job-rescue-after.
-func TestReconcileUsageWorkerTimeout(t *testing.T) {
+func TestWorkerTimeout(t *testing.T) {
 	const defaultRescueAfter = time.Minute
-	if got := (&ReconcileUsageWorker{}).Timeout(nil); got <= 0 || got >= defaultRescueAfter {
+	if got := (&Worker{}).Timeout(nil); got <= 0 || got >= defaultRescueAfter {
 		t.Errorf("Timeout() = %s; want positive and under %s", got, defaultRescueAfter)
 	}
 }
 
-// TestLastUsageReport: the newest run is returned, and only the newest
+// TestLast: the newest run is returned, and only the newest
 // 100 are kept.
-func TestLastUsageReport(t *testing.T) {
-	f := newDriftFixture(t)
-	if _, ok, err := f.svc.LastUsageReport(f.ctx); err != nil || ok {
-		t.Fatalf("LastUsageReport() before any run = %t, %v; want false, nil", ok, err)
+func TestLast(t *testing.T) {
+	f := newFixture(t)
+	if _, ok, err := f.svc.Last(f.ctx); err != nil || ok {
+		t.Fatalf("Last() before any run = %t, %v; want false, nil", ok, err)
 	}
 	old := time.Now().UTC().Add(-24 * time.Hour)
 	if _, err := f.pool.Exec(f.ctx, `INSERT INTO usage_reconcile_runs (started_at, finished_at, report)
@@ -732,70 +726,70 @@ func TestLastUsageReport(t *testing.T) {
 		FROM generate_series(1, 105) n`, old); err != nil {
 		t.Fatal(err)
 	}
-	f.driftEvents()
+	f.periodEvents()
 	first := f.run()
 	second := f.run()
 	if first.Drifted != 1 || second.Drifted != 0 {
 		t.Fatalf("runs drifted %d, %d; want 1, 0", first.Drifted, second.Drifted)
 	}
-	got, ok, err := f.svc.LastUsageReport(f.ctx)
+	got, ok, err := f.svc.Last(f.ctx)
 	if err != nil || !ok {
-		t.Fatalf("LastUsageReport() = %t, %v; want a report", ok, err)
+		t.Fatalf("Last() = %t, %v; want a report", ok, err)
 	}
-	if !got.StartedAt.Equal(second.StartedAt) || !got.FinishedAt.Equal(second.FinishedAt) || driftCountsOf(got) != driftCountsOf(second) ||
+	if !got.StartedAt.Equal(second.StartedAt) || !got.FinishedAt.Equal(second.FinishedAt) || countsOf(got) != countsOf(second) ||
 		got.Drift == nil || got.Unhealed == nil {
-		t.Errorf("LastUsageReport() = %+v; want the second run %+v, with empty lists", got, second)
+		t.Errorf("Last() = %+v; want the second run %+v, with empty lists", got, second)
 	}
 	var n int
 	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM usage_reconcile_runs`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if n != driftRunsKept {
-		t.Errorf("usage_reconcile_runs holds %d runs; want %d", n, driftRunsKept)
+	if n != runsKept {
+		t.Errorf("usage_reconcile_runs holds %d runs; want %d", n, runsKept)
 	}
 }
 
-func TestReconcileUsageNeedsClickHouse(t *testing.T) {
-	f := newDriftFixture(t)
-	svc, err := New(Config{Pool: f.pool, Redis: f.redis, Publisher: driftPublisher{}})
+func TestCheckNeedsClickHouse(t *testing.T) {
+	f := newFixture(t)
+	svc, err := New(Config{Pool: f.pool, Redis: f.redis})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.ReconcileUsage(f.ctx); !errors.Is(err, ErrNoClickHouse) {
-		t.Errorf("ReconcileUsage() without ClickHouse = %v; want %v", err, ErrNoClickHouse)
+	if _, err := svc.Check(f.ctx); !errors.Is(err, ErrNoClickHouse) {
+		t.Errorf("Check() without ClickHouse = %v; want %v", err, ErrNoClickHouse)
 	}
 }
 
-// TestReconcileUsageBusy: drift with every watermark readable is healed
+// TestCheckBusy: drift with every watermark readable is healed
 // without the settle, while the processors keep applying batches: a heal
 // whose compare-and-set finds Redis moved reads Redis and ClickHouse
 // again and retries, up to three attempts in all; after that the
 // subscription is in flight and the processors' writes stand.
-func TestReconcileUsageBusy(t *testing.T) {
+func TestCheckBusy(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// batches is how many heal attempts a batch lands before.
 		batches int
-		want    driftCounts
+		want    counts
 		// wantRequests is the counter after the run.
 		wantRequests string
 	}{
-		{"quiet", 0, driftCounts{checked: 1, drifted: 1, healed: 1}, "12"},
-		{"moves once", 1, driftCounts{checked: 1, drifted: 1, healed: 1}, "13"},
-		{"moves twice", 2, driftCounts{checked: 1, drifted: 1, healed: 1}, "14"},
+		{"quiet", 0, counts{checked: 1, drifted: 1, healed: 1}, "12"},
+		{"moves once", 1, counts{checked: 1, drifted: 1, healed: 1}, "13"},
+		{"moves twice", 2, counts{checked: 1, drifted: 1, healed: 1}, "14"},
 		// The tampered 14, plus a request for each of the three batches.
-		{"keeps moving", 3, driftCounts{checked: 1, inFlight: 1}, "17"},
+		{"keeps moving", 3, counts{checked: 1, inFlight: 1}, "17"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newDriftFixture(t)
-			f.driftEvents()
+			f := newFixture(t)
+			f.periodEvents()
 			id := f.sub.id.String()
 			counter := enforcement.PeriodCounterName(id, f.sub.start)
-			f.setRedis(map[string]string{"0": "16", "1": "10"}, driftRequests+2, driftUnitsMicro)
+			f.setRedis(map[string]string{"0": "16", "1": "10"}, eventRequests+2, eventUnitsMicro)
 			// A batch of one admitted request on partition 0, applied as
 			// the processors would: ClickHouse, then Redis.
 			next, batches := int64(17), 0
-			rep := f.runWith(driftRun{
+			rep := f.runWith(pass{
 				settle: func(context.Context) error {
 					t.Errorf("settled; want drift with every watermark readable healed at once")
 					return nil
@@ -805,15 +799,15 @@ func TestReconcileUsageBusy(t *testing.T) {
 						return
 					}
 					batches++
-					f.insertEvents(driftEvent{partition: 0, offset: next, at: f.sub.start.Add(time.Hour), units: "1"})
+					f.insertEvents(event{partition: 0, offset: next, at: f.sub.start.Add(time.Hour), units: "1"})
 					f.do(f.redis.B().Hset().Key(enforcement.WatermarkName(id)).FieldValue().FieldValue("0", strconv.FormatInt(next, 10)).Build())
 					f.do(f.redis.B().Hincrby().Key(counter).Field("requests").Increment(1).Build())
 					f.do(f.redis.B().Hincrby().Key(counter).Field("units_micro").Increment(1_000_000).Build())
 					next++
 				},
 			})
-			if got := driftCountsOf(rep); got != tc.want {
-				t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, tc.want)
+			if got := countsOf(rep); got != tc.want {
+				t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, tc.want)
 			}
 			if got := f.hash(counter)["requests"]; got != tc.wantRequests {
 				t.Errorf("counter requests = %s; want %s", got, tc.wantRequests)
@@ -841,36 +835,36 @@ func (c *countingConn) QueryRow(ctx context.Context, query string, args ...any) 
 	return c.Conn.QueryRow(ctx, query, args...)
 }
 
-// TestReconcileUsageOneQueryPerChunk: a chunk's figures come from one
+// TestCheckOneQueryPerChunk: a chunk's figures come from one
 // ClickHouse query, each subscription's counted over its own period and
 // up to its own watermarks, though two subjects share a partition.
-func TestReconcileUsageOneQueryPerChunk(t *testing.T) {
-	f := newDriftFixture(t)
+func TestCheckOneQueryPerChunk(t *testing.T) {
+	f := newFixture(t)
 	ch := &countingConn{Conn: f.ch}
-	svc, err := New(Config{Pool: f.pool, Redis: f.redis, ClickHouse: ch, Publisher: driftPublisher{}, Logger: testenv.Logger(t)})
+	svc, err := New(Config{Pool: f.pool, Redis: f.redis, ClickHouse: ch, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.driftEvents()
+	f.periodEvents()
 	b := f.addSub(uuid.Nil, f.sub.start.Add(-24*time.Hour))
 	bid := b.id.String()
 	f.insertEvents(
-		driftEvent{subject: bid, partition: 0, offset: 20, at: b.start.Add(time.Minute), units: "2"},
-		driftEvent{subject: bid, partition: 0, offset: 21, at: b.start.Add(time.Minute), units: "2"},
-		driftEvent{subject: bid, partition: 5, offset: 0, at: b.start.Add(-time.Minute), units: "0.5"},
-		driftEvent{subject: bid, partition: 5, offset: 1, at: b.start, units: "0.5"},
-		driftEvent{subject: bid, partition: 5, offset: 2, at: b.end.Add(-time.Second), units: "0.5"},
-		driftEvent{subject: bid, partition: 5, offset: 3, at: b.start.Add(time.Minute), units: "0.5"},
+		event{subject: bid, partition: 0, offset: 20, at: b.start.Add(time.Minute), units: "2"},
+		event{subject: bid, partition: 0, offset: 21, at: b.start.Add(time.Minute), units: "2"},
+		event{subject: bid, partition: 5, offset: 0, at: b.start.Add(-time.Minute), units: "0.5"},
+		event{subject: bid, partition: 5, offset: 1, at: b.start, units: "0.5"},
+		event{subject: bid, partition: 5, offset: 2, at: b.end.Add(-time.Second), units: "0.5"},
+		event{subject: bid, partition: 5, offset: 3, at: b.start.Add(time.Minute), units: "0.5"},
 	)
 	f.setRedis(map[string]string{"0": "13", "1": "10"}, 1, 0)
 	f.do(f.redis.B().Hset().Key(enforcement.WatermarkName(bid)).FieldValue().FieldValue("0", "20").FieldValue("5", "2").Build())
 
-	rep, _, err := svc.reconcileUsage(f.ctx, driftRun{chunk: driftChunk, settle: svc.driftSettle})
+	rep, _, err := svc.check(f.ctx, pass{chunk: chunkSize, settle: svc.settle})
 	if err != nil {
-		t.Fatalf("ReconcileUsage() = %v", err)
+		t.Fatalf("Check() = %v", err)
 	}
-	if got, want := driftCountsOf(rep), (driftCounts{checked: 2, drifted: 2, healed: 2}); got != want {
-		t.Fatalf("ReconcileUsage() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
+	if got, want := countsOf(rep), (counts{checked: 2, drifted: 2, healed: 2}); got != want {
+		t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
 	}
 	got := map[uuid.UUID]string{}
 	for _, d := range rep.Drift {
@@ -881,21 +875,21 @@ func TestReconcileUsageOneQueryPerChunk(t *testing.T) {
 	// beyond its watermark).
 	want := map[uuid.UUID]string{f.sub.id: "7.250001 in 10", b.id: "3 in 3"}
 	if !maps.Equal(got, want) {
-		t.Errorf("ReconcileUsage() ClickHouse figures = %v; want %v", got, want)
+		t.Errorf("Check() ClickHouse figures = %v; want %v", got, want)
 	}
 	if got := ch.queries.Load(); got != 1 {
 		t.Errorf("ClickHouse queries = %d; want 1", got)
 	}
 }
 
-// TestReconcileUsageWorkerResumes: a run near its deadline stops after a
+// TestWorkerResumes: a run near its deadline stops after a
 // chunk and stores what it checked; the worker's next run starts after
 // the last subscription checked and wraps around, and a run that went all
 // the way round lets the next start from the first.
-func TestReconcileUsageWorkerResumes(t *testing.T) {
-	f := newDriftFixture(t)
-	subs := []driftSub{f.sub, f.addSub(uuid.Nil, f.sub.start), f.addSub(uuid.Nil, f.sub.start)}
-	slices.SortFunc(subs, func(a, b driftSub) int { return bytes.Compare(a.id[:], b.id[:]) })
+func TestWorkerResumes(t *testing.T) {
+	f := newFixture(t)
+	subs := []subscription{f.sub, f.addSub(uuid.Nil, f.sub.start), f.addSub(uuid.Nil, f.sub.start)}
+	slices.SortFunc(subs, func(a, b subscription) int { return bytes.Compare(a.id[:], b.id[:]) })
 	ids := make([]uuid.UUID, len(subs))
 	for i, s := range subs {
 		ids[i] = s.id
@@ -904,7 +898,7 @@ func TestReconcileUsageWorkerResumes(t *testing.T) {
 	// second after it is still far off for the queries.
 	clock := time.Now().Add(time.Hour)
 	f.svc.now = func() time.Time { return clock }
-	w := f.svc.ReconcileUsageWorker()
+	w := f.svc.Worker()
 	w.chunk = 1
 	for i, tc := range []struct {
 		near bool
@@ -932,9 +926,9 @@ func TestReconcileUsageWorkerResumes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run %d: Work() = %v", i+1, err)
 		}
-		rep, ok, err := f.svc.LastUsageReport(f.ctx)
+		rep, ok, err := f.svc.Last(f.ctx)
 		if err != nil || !ok {
-			t.Fatalf("run %d: LastUsageReport() = %t, %v; want a report", i+1, ok, err)
+			t.Fatalf("run %d: Last() = %t, %v; want a report", i+1, ok, err)
 		}
 		var got []uuid.UUID
 		for _, d := range rep.Drift {
@@ -946,38 +940,38 @@ func TestReconcileUsageWorkerResumes(t *testing.T) {
 	}
 }
 
-// TestReconcileUsageFreshPartition: rows of a partition Redis has no
+// TestCheckFreshPartition: rows of a partition Redis has no
 // watermark for, ingested within the last minute, are a batch Redis is
 // still applying, not a lost watermark; older ones are lost and healed.
-func TestReconcileUsageFreshPartition(t *testing.T) {
+func TestCheckFreshPartition(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		ingested time.Duration
-		want     driftCounts
+		want     counts
 	}{
-		{"fresh", 0, driftCounts{checked: 1, inFlight: 1}},
-		{"lost", -2 * time.Minute, driftCounts{checked: 1, drifted: 1, healed: 1}},
+		{"fresh", 0, counts{checked: 1, inFlight: 1}},
+		{"lost", -2 * time.Minute, counts{checked: 1, drifted: 1, healed: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newDriftFixture(t)
+			f := newFixture(t)
 			at := f.sub.start.Add(time.Minute)
 			ingested := time.Now().Add(tc.ingested)
 			f.insertEvents(
-				driftEvent{partition: 0, offset: 0, at: at, units: "1"},
-				driftEvent{partition: 0, offset: 1, at: at, units: "1"},
-				driftEvent{partition: 1, offset: 0, at: at, units: "1", ingested: ingested},
-				driftEvent{partition: 1, offset: 1, at: at, units: "1", ingested: ingested},
+				event{partition: 0, offset: 0, at: at, units: "1"},
+				event{partition: 0, offset: 1, at: at, units: "1"},
+				event{partition: 1, offset: 0, at: at, units: "1", ingested: ingested},
+				event{partition: 1, offset: 1, at: at, units: "1", ingested: ingested},
 			)
 			f.setRedis(map[string]string{"0": "1"}, 2, 2_000_000)
 			before := f.snapshot()
 			rep := f.run()
-			if got := driftCountsOf(rep); got != tc.want {
-				t.Fatalf("ReconcileUsage() = %+v, drift %+v; want %+v", got, rep.Drift, tc.want)
+			if got := countsOf(rep); got != tc.want {
+				t.Fatalf("Check() = %+v, drift %+v; want %+v", got, rep.Drift, tc.want)
 			}
 			id := f.sub.id.String()
 			if tc.want.inFlight > 0 {
 				if after := f.snapshot(); !maps.Equal(after, before) {
-					t.Errorf("Redis after ReconcileUsage() = %v; want unchanged %v", after, before)
+					t.Errorf("Redis after Check() = %v; want unchanged %v", after, before)
 				}
 				return
 			}
@@ -991,34 +985,34 @@ func TestReconcileUsageFreshPartition(t *testing.T) {
 	}
 }
 
-// TestReconcileUsageIdlePartition: a watermark of a partition ClickHouse
+// TestCheckIdlePartition: a watermark of a partition ClickHouse
 // has no rows of since the lookback does not hold a drifted subscription
 // in flight when ClickHouse's older rows reach it; it does when they stop
 // short of it (Redis applied a batch ClickHouse has yet to get).
-func TestReconcileUsageIdlePartition(t *testing.T) {
-	f := newDriftFixture(t)
-	f.driftEvents()
-	f.insertEvents(driftEvent{partition: 2, offset: 4, at: f.sub.start.Add(-driftLookback - time.Hour), units: "1"})
+func TestCheckIdlePartition(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
+	f.insertEvents(event{partition: 2, offset: 4, at: f.sub.start.Add(-lookback - time.Hour), units: "1"})
 	id := f.sub.id.String()
 	for _, tc := range []struct {
 		name      string
 		watermark string
-		want      driftCounts
+		want      counts
 	}{
-		{"idle", "4", driftCounts{checked: 1, drifted: 1, healed: 1}},
-		{"ahead", "5", driftCounts{checked: 1, inFlight: 1}},
+		{"idle", "4", counts{checked: 1, drifted: 1, healed: 1}},
+		{"ahead", "5", counts{checked: 1, inFlight: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.do(f.redis.B().Flushdb().Build())
 			watermarks := map[string]string{"0": "16", "1": "10", "2": tc.watermark}
-			f.setRedis(watermarks, driftRequests+1, driftUnitsMicro)
+			f.setRedis(watermarks, eventRequests+1, eventUnitsMicro)
 			rep := f.run()
-			if got := driftCountsOf(rep); got != tc.want {
-				t.Fatalf("ReconcileUsage() = %+v, drift %+v; want %+v", got, rep.Drift, tc.want)
+			if got := countsOf(rep); got != tc.want {
+				t.Fatalf("Check() = %+v, drift %+v; want %+v", got, rep.Drift, tc.want)
 			}
-			wantRequests := strconv.Itoa(driftRequests + 1)
+			wantRequests := strconv.Itoa(eventRequests + 1)
 			if tc.want.healed > 0 {
-				wantRequests = strconv.Itoa(driftRequests)
+				wantRequests = strconv.Itoa(eventRequests)
 			}
 			if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start))["requests"]; got != wantRequests {
 				t.Errorf("counter requests = %s; want %s", got, wantRequests)
@@ -1030,13 +1024,13 @@ func TestReconcileUsageIdlePartition(t *testing.T) {
 	}
 }
 
-// TestReconcileUsageLaterPeriod: when the subscription record names a
+// TestCheckLaterPeriod: when the subscription record names a
 // later period than the one Postgres gave the check, the heal writes
 // nothing (it would clear the new period's block) and the subscription is
 // in flight.
-func TestReconcileUsageLaterPeriod(t *testing.T) {
-	f := newDriftFixture(t)
-	f.driftEvents()
+func TestCheckLaterPeriod(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
 	for _, tc := range []struct {
 		name       string
 		watermarks map[string]string
@@ -1052,20 +1046,20 @@ func TestReconcileUsageLaterPeriod(t *testing.T) {
 			f.block()
 			before := f.snapshot()
 			rep := f.run()
-			if got, want := driftCountsOf(rep), (driftCounts{checked: 1, inFlight: 1}); got != want || len(rep.Drift) != 0 {
-				t.Errorf("ReconcileUsage() = %+v, drift %+v; want %+v, no drift", got, rep.Drift, want)
+			if got, want := countsOf(rep), (counts{checked: 1, inFlight: 1}); got != want || len(rep.Drift) != 0 {
+				t.Errorf("Check() = %+v, drift %+v; want %+v, no drift", got, rep.Drift, want)
 			}
 			if after := f.snapshot(); !maps.Equal(after, before) {
-				t.Errorf("Redis after ReconcileUsage() = %v; want unchanged %v", after, before)
+				t.Errorf("Redis after Check() = %v; want unchanged %v", after, before)
 			}
 		})
 	}
 }
 
-func TestDriftUsageQuery(t *testing.T) {
+func TestUsageQuery(t *testing.T) {
 	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	a := driftSub{id: uuid.MustParse("7a4c2a4e-1111-4222-8333-944455556666"), start: start, end: start.AddDate(0, 1, 0)}
-	b := driftSub{id: uuid.MustParse("0b1c2a4e-1111-4222-8333-944455556666"), start: start.AddDate(0, 0, -10), end: start.AddDate(0, 0, 20)}
+	a := subscription{id: uuid.MustParse("7a4c2a4e-1111-4222-8333-944455556666"), start: start, end: start.AddDate(0, 1, 0)}
+	b := subscription{id: uuid.MustParse("0b1c2a4e-1111-4222-8333-944455556666"), start: start.AddDate(0, 0, -10), end: start.AddDate(0, 0, 20)}
 	const (
 		head = `SELECT subject, kafka_partition, max(kafka_offset), max(ingested_at),
 		countIf(refusal = '' AND toUInt32(time) >= transform(subject, ?, ?, toUInt32(0))
@@ -1093,26 +1087,26 @@ func TestDriftUsageQuery(t *testing.T) {
 			[]string{ids[0] + "/0", ids[0] + "/2", ids[1] + "/0"}, []int64{16, 7, 3}, set, since}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sql, args := driftUsageQuery([]driftSub{a, b}, tc.bounds)
+			sql, args := usageQuery([]subscription{a, b}, tc.bounds)
 			if sql != tc.wantSQL {
-				t.Errorf("driftUsageQuery() SQL = %q; want %q", sql, tc.wantSQL)
+				t.Errorf("usageQuery() SQL = %q; want %q", sql, tc.wantSQL)
 			}
 			if fmt.Sprint(args) != fmt.Sprint(tc.wantArgs) {
-				t.Errorf("driftUsageQuery() args = %v; want %v", args, tc.wantArgs)
+				t.Errorf("usageQuery() args = %v; want %v", args, tc.wantArgs)
 			}
 		})
 	}
 }
 
-func TestDriftHistoryQuery(t *testing.T) {
+func TestHistoryQuery(t *testing.T) {
 	const wantSQL = `SELECT subject, kafka_partition, max(kafka_offset) FROM usage_events
 		WHERE subject IN ? AND concat(subject, '/', toString(kafka_partition)) IN ? GROUP BY subject, kafka_partition`
-	sql, args := driftHistoryQuery([]any{"a", "b"}, []any{"a/2", "b/0", "b/3"})
+	sql, args := historyQuery([]any{"a", "b"}, []any{"a/2", "b/0", "b/3"})
 	if sql != wantSQL {
-		t.Errorf("driftHistoryQuery() SQL = %q; want %q", sql, wantSQL)
+		t.Errorf("historyQuery() SQL = %q; want %q", sql, wantSQL)
 	}
 	wantArgs := []any{clickhouse.GroupSet{Value: []any{"a", "b"}}, clickhouse.GroupSet{Value: []any{"a/2", "b/0", "b/3"}}}
 	if fmt.Sprint(args) != fmt.Sprint(wantArgs) {
-		t.Errorf("driftHistoryQuery() args = %v; want %v", args, wantArgs)
+		t.Errorf("historyQuery() args = %v; want %v", args, wantArgs)
 	}
 }

@@ -1,0 +1,101 @@
+package enforcement
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/veil-platform/veil/internal/apikey"
+)
+
+// The Redis names of enforcement, all in this file (the layout is in the
+// package comment). Every name of one subscription carries its id as a
+// Redis Cluster hash tag, so that one script touches one slot.
+
+const (
+	keyPrefix    = "veil:key:"
+	outboxPrefix = "veil:quota:outbox:{"
+)
+
+// Hash returns the record hash of a plaintext key: its hex SHA-256, as
+// defined by [apikey.Hash], which owns the key format.
+func Hash(plaintext string) string { return apikey.Hash(plaintext) }
+
+// KeyName is the Redis key of the key record with that hash.
+func KeyName(hash string) string { return keyPrefix + hash }
+
+// SubscriptionName is the Redis key of the subscription record with that
+// id. It is the same key the processors read periods from.
+func SubscriptionName(id string) string { return "veil:sub:{" + id + "}" }
+
+// BlockName is the Redis key of a subscription's quota block.
+func BlockName(id string) string { return "veil:block:{" + id + "}" }
+
+// PeriodCounterName is the Redis hash of a subscription's request counter
+// for the period starting at start (kept by the processors): requests,
+// units_micro, period_end, crossed_<pct>.
+func PeriodCounterName(id string, start time.Time) string {
+	return "veil:usage:{" + id + "}:p:" + strconv.FormatInt(start.Unix(), 10)
+}
+
+// KeyDayCounterName is the Redis hash of one key's counter for the UTC day
+// of day (kept by the processors): requests, units_micro.
+func KeyDayCounterName(id, keyID string, day time.Time) string {
+	return "veil:usage:{" + id + "}:k:" + keyID + ":" + day.UTC().Format("20060102")
+}
+
+// WatermarkName is the Redis hash of a subscription's per-partition Kafka
+// offset watermarks (kept by the processors).
+func WatermarkName(id string) string { return "veil:wm:{" + id + "}" }
+
+// RefusalName is the Redis hash of the events a subscription's counters
+// refused (field <partition>:<offset>); see [Refusal].
+func RefusalName(id string) string { return "veil:overflow:{" + id + "}" }
+
+// CompensationName is the marker that makes taking one event back out of
+// its counters happen once (see [Compensate]).
+func CompensationName(id, topic string, partition int32, offset int64) string {
+	return fmt.Sprintf("veil:comp:{%s}:%s:%d:%d", id, topic, partition, offset)
+}
+
+// QuotaOutboxName is the Redis list of a subscription's quota threshold
+// crossings waiting to be produced to veil.quota.events.
+func QuotaOutboxName(id string) string { return outboxPrefix + id + "}" }
+
+// QuotaOutboxPattern matches every QuotaOutboxName, for a SCAN.
+const QuotaOutboxPattern = "veil:quota:outbox:{*}"
+
+// outboxSubject is the subscription id of a QuotaOutboxName.
+func outboxSubject(name string) (string, bool) {
+	s, ok := strings.CutPrefix(name, outboxPrefix)
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(s, "}")
+}
+
+// Primaries returns the clients to SCAN: the client itself, or on Redis
+// Cluster every primary (SCAN walks one node; replicas would repeat).
+func Primaries(ctx context.Context, client rueidis.Client) ([]rueidis.Client, error) {
+	if client.Mode() != rueidis.ClientModeCluster {
+		return []rueidis.Client{client}, nil
+	}
+	var out []rueidis.Client
+	for addr, node := range client.Nodes() {
+		role, err := node.Do(ctx, node.B().Role().Build()).ToArray()
+		if err != nil {
+			return nil, fmt.Errorf("read role of %s: %w", addr, err)
+		}
+		if len(role) == 0 {
+			return nil, fmt.Errorf("read role of %s: empty reply", addr)
+		}
+		if r, _ := role[0].ToString(); r == "master" {
+			out = append(out, node)
+		}
+	}
+	return out, nil
+}
