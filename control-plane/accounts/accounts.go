@@ -1,7 +1,8 @@
 // Package accounts maps authenticated identities to organization and user
 // rows. The identity provider is the authority on who belongs where: the
 // first request of a new organization, user or membership creates its rows
-// (just-in-time provisioning), later ones hit an in-memory cache.
+// (just-in-time provisioning), later ones hit an in-memory cache. The
+// queries are in internal/db (sqlc).
 package accounts
 
 import (
@@ -14,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/veil-platform/veil/control-plane/accounts/internal/db"
 )
 
 // Account is the resolved identity of a caller.
@@ -77,8 +80,9 @@ func (d *Directory) Resolve(ctx context.Context, id Identity) (Account, error) {
 func (d *Directory) resolve(ctx context.Context, id Identity, adopt bool) (Account, error) {
 	var a Account
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `INSERT INTO organizations (slug, name) VALUES ($1, $1)
-			ON CONFLICT (slug) DO UPDATE SET slug = EXCLUDED.slug RETURNING id`, id.Org).Scan(&a.OrgID); err != nil {
+		q := db.New(tx)
+		var err error
+		if a.OrgID, err = q.OrganizationUpsert(ctx, id.Org); err != nil {
 			return fmt.Errorf("upsert organization %q: %w", id.Org, err)
 		}
 		// The identity provider is the authority on a user's email, but
@@ -90,19 +94,12 @@ func (d *Directory) resolve(ctx context.Context, id Identity, adopt bool) (Accou
 		// one, and a new user without an address of their own gets a
 		// placeholder that never receives mail. An address another user
 		// holds is never taken over, and never fails a sign-in.
-		if err := tx.QueryRow(ctx, `WITH free AS (
-				SELECT $4::boolean AND NOT EXISTS (SELECT 1 FROM users o
-					WHERE lower(o.email) = lower($2) AND o.subject <> $1) AS ok)
-			INSERT INTO users (subject, email, name)
-				SELECT $1, CASE WHEN free.ok THEN $2 ELSE $1 || '@users.invalid' END, $3 FROM free
-			ON CONFLICT (subject) DO UPDATE SET
-				name = CASE WHEN EXCLUDED.name = '' THEN users.name ELSE EXCLUDED.name END,
-				email = CASE WHEN (SELECT ok FROM free) THEN $2 ELSE users.email END
-			RETURNING id`, id.Subject, id.Email, id.Name, adopt).Scan(&a.UserID); err != nil {
+		a.UserID, err = q.UserUpsert(ctx, db.UserUpsertParams{Subject: id.Subject, Email: id.Email, Name: id.Name, Adopt: adopt})
+		if err != nil {
 			return fmt.Errorf("upsert user %q: %w", id.Subject, err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, $3::member_role)
-			ON CONFLICT DO NOTHING`, a.OrgID, a.UserID, id.Role); err != nil {
+		err = q.MembershipInsert(ctx, db.MembershipInsertParams{OrganizationID: a.OrgID, UserID: a.UserID, Role: db.MemberRole(id.Role)})
+		if err != nil {
 			return fmt.Errorf("upsert membership: %w", err)
 		}
 		return nil
@@ -119,8 +116,7 @@ func isEmailConflict(err error) bool {
 
 // OrgID returns the id of the organization with slug, or false.
 func (d *Directory) OrgID(ctx context.Context, slug string) (uuid.UUID, bool, error) {
-	var id uuid.UUID
-	err := d.pool.QueryRow(ctx, `SELECT id FROM organizations WHERE slug = $1`, slug).Scan(&id)
+	id, err := db.New(d.pool).OrganizationIDBySlug(ctx, slug)
 	if err == pgx.ErrNoRows {
 		return uuid.Nil, false, nil
 	}

@@ -1,6 +1,7 @@
 // Package audit records who changed what in the control plane. Every
 // mutation writes one entry in the same transaction as the change, so the log
-// holds exactly the changes that happened.
+// holds exactly the changes that happened. The queries are in internal/db
+// (sqlc).
 package audit
 
 import (
@@ -119,29 +120,29 @@ func List(ctx context.Context, pool *pgxpool.Pool, f Filter) ([]Entry, error) {
 	if f.Limit <= 0 || f.Limit > 501 {
 		return nil, fmt.Errorf("%w: limit %d outside 1..500", ErrBadFilter, f.Limit)
 	}
-	rows, err := pool.Query(ctx, `SELECT id, created_at, actor, actor_role, organization_id, action, target_type, target_id,
-			before, after, source_ip, user_agent, request_id
-		FROM audit_log
-		WHERE ($1::uuid IS NULL OR organization_id = $1)
-		  AND ($2 = '' OR target_type = $2)
-		  AND ($3 = '' OR target_id = $3)
-		  AND ($4 = '' OR action = $4)
-		  AND ($5::bigint = 0 OR id < $5::bigint)
-		ORDER BY id DESC LIMIT $6::integer`,
-		f.OrganizationID, f.TargetType, f.TargetID, f.Action, f.BeforeID, f.Limit)
+	rows, err := db.New(pool).AuditList(ctx, db.AuditListParams{
+		OrganizationID: f.OrganizationID, TargetType: f.TargetType, TargetID: f.TargetID, Action: f.Action,
+		BeforeID: f.BeforeID, MaxRows: int32(f.Limit),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("query audit log: %w", err)
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Entry, error) {
-		var e Entry
-		err := row.Scan(&e.ID, &e.CreatedAt, &e.Actor, &e.ActorRole, &e.OrganizationID, &e.Action, &e.TargetType,
-			&e.TargetID, &e.Before, &e.After, &e.SourceIP, &e.UserAgent, &e.RequestID)
-		return e, err
-	})
+	out := make([]Entry, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, Entry{
+			ID: r.ID, CreatedAt: r.CreatedAt, Actor: r.Actor, ActorRole: r.ActorRole, OrganizationID: r.OrganizationID,
+			Action: r.Action, TargetType: r.TargetType, TargetID: r.TargetID, Before: r.Before, After: r.After,
+			SourceIP: r.SourceIP, UserAgent: r.UserAgent, RequestID: r.RequestID,
+		})
+	}
+	return out, nil
 }
 
-// RecordNow writes c in a transaction of its own, for changes made by a
-// service that does not expose its transaction.
+// RecordNow writes c in a transaction of its own. It is for operations whose
+// effect lies outside Postgres (the gateway's routes, Redis), which no
+// transaction of ours can hold: record the request before the first change,
+// so that a failure to record changes nothing. A change to Postgres is
+// recorded with Record, in the transaction that makes it.
 func RecordNow(ctx context.Context, pool *pgxpool.Pool, c Change) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return Record(ctx, tx, c) })
 }

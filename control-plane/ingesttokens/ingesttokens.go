@@ -2,7 +2,8 @@
 // producers other than the gateway post usage events to ingest with. Only
 // platform admins reach it (the HTTP layer checks the role). A token's
 // plaintext is returned once, by Create; the database keeps its SHA-256.
-// Every change is audited in the same transaction.
+// Every change is audited in the same transaction. The queries are in
+// internal/db (sqlc).
 package ingesttokens
 
 import (
@@ -17,6 +18,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/ingesttokens/internal/db"
 	"github.com/veil-platform/veil/internal/ingesttoken"
 	"github.com/veil-platform/veil/internal/validation"
 )
@@ -87,18 +89,12 @@ type Service struct {
 // New returns a Service on pool.
 func New(pool *pgxpool.Pool) *Service { return &Service{pool: pool} }
 
-const columns = `id, name, prefix, sources, api_ids, created_by, created_at, revoked_at, coalesce(revoked_by, '')`
-
-func scan(row pgx.Row) (Token, error) {
-	var t Token
-	err := row.Scan(&t.ID, &t.Name, &t.Prefix, &t.Sources, &t.APIIDs, &t.CreatedBy, &t.CreatedAt, &t.RevokedAt, &t.RevokedBy)
+// readErr translates the error of reading a token: no row is ErrNotFound.
+func readErr(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Token{}, ErrNotFound
+		return ErrNotFound
 	}
-	if err != nil {
-		return Token{}, fmt.Errorf("read ingest token: %w", err)
-	}
-	return t, nil
+	return fmt.Errorf("read ingest token: %w", err)
 }
 
 // Create issues a token. Its plaintext is in the answer only.
@@ -121,12 +117,14 @@ func (s *Service) Create(ctx context.Context, actor identity.Actor, in CreateInp
 	hash := ingesttoken.Hash(secret)
 	var out Token
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		out, err = scan(tx.QueryRow(ctx, `INSERT INTO ingest_tokens (name, prefix, token_hash, sources, api_ids, created_by)
-			VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+columns,
-			in.Name, secret[:ingesttoken.ShownPrefixLen], hash[:], in.Sources, in.APIIDs, actor.Subject))
+		row, err := db.New(tx).TokenInsert(ctx, db.TokenInsertParams{
+			Name: in.Name, Prefix: secret[:ingesttoken.ShownPrefixLen], TokenHash: hash[:],
+			Sources: in.Sources, APIIDs: in.APIIDs, CreatedBy: actor.Subject,
+		})
 		if err != nil {
-			return err
+			return readErr(err)
 		}
+		out = Token(row)
 		return record(ctx, tx, actor, "ingest_token.create", out.ID, nil, out)
 	})
 	if err != nil {
@@ -137,21 +135,13 @@ func (s *Service) Create(ctx context.Context, actor identity.Actor, in CreateInp
 
 // List returns every token, revoked ones included, oldest first.
 func (s *Service) List(ctx context.Context) ([]Token, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM ingest_tokens ORDER BY created_at, id`)
+	rows, err := db.New(s.pool).TokenList(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list ingest tokens: %w", err)
 	}
-	defer rows.Close()
-	out := []Token{}
-	for rows.Next() {
-		t, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list ingest tokens: %w", err)
+	out := make([]Token, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, Token(r))
 	}
 	return out, nil
 }
@@ -161,19 +151,21 @@ func (s *Service) List(ctx context.Context) ([]Token, error) {
 func (s *Service) Revoke(ctx context.Context, actor identity.Actor, id uuid.UUID) (Token, error) {
 	var out Token
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		before, err := scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM ingest_tokens WHERE id = $1 FOR UPDATE`, id))
+		q := db.New(tx)
+		row, err := q.TokenGetByIDForUpdate(ctx, id)
 		if err != nil {
-			return err
+			return readErr(err)
 		}
+		before := Token(row)
 		if before.RevokedAt != nil {
 			out = before
 			return nil
 		}
-		out, err = scan(tx.QueryRow(ctx, `UPDATE ingest_tokens SET revoked_at = now(), revoked_by = $2
-			WHERE id = $1 RETURNING `+columns, id, actor.Subject))
+		revoked, err := q.TokenRevoke(ctx, db.TokenRevokeParams{ID: id, RevokedBy: actor.Subject})
 		if err != nil {
-			return err
+			return readErr(err)
 		}
+		out = Token(revoked)
 		return record(ctx, tx, actor, "ingest_token.revoke", id, before, out)
 	})
 	return out, err

@@ -39,3 +39,36 @@ func TestCreateStoresCanonicalAPIIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenAndAuditEntryCommitTogether: a token whose audit entry cannot be
+// written is neither issued nor revoked. A trigger in the test's own
+// database refuses audit entries once the first token exists.
+func TestTokenAndAuditEntryCommitTogether(t *testing.T) {
+	pool := testenv.Postgres(t)
+	svc := ingesttokens.New(pool)
+	ops := identity.Actor{Subject: "ops", Role: identity.RoleAdmin}
+	tok, err := svc.Create(t.Context(), ops, ingesttokens.CreateInput{Name: "billing", Sources: []string{"/billing"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), `
+		CREATE FUNCTION test_refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'audit log closed'; END $$;
+		CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_log
+			FOR EACH ROW EXECUTE FUNCTION test_refuse_audit()`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Create(t.Context(), ops, ingesttokens.CreateInput{Name: "other", Sources: []string{"/other"}}); err == nil {
+		t.Error("Create() with the audit log refusing = nil; want an error")
+	}
+	if _, err := svc.Revoke(t.Context(), ops, tok.ID); err == nil {
+		t.Error("Revoke() with the audit log refusing = nil; want an error")
+	}
+	got, err := svc.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != tok.ID || got[0].RevokedAt != nil {
+		t.Errorf("List() = %+v; want only %s, not revoked", got, tok.ID)
+	}
+}

@@ -3,3 +3,25 @@
 //   sqlc v1.31.1
 
 package db
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+type AuditLog struct {
+	ID             int64
+	CreatedAt      time.Time
+	Actor          string
+	ActorRole      string
+	OrganizationID *uuid.UUID
+	Action         string
+	TargetType     string
+	TargetID       string
+	Before         []byte
+	After          []byte
+	SourceIP       string
+	UserAgent      string
+	RequestID      string
+}

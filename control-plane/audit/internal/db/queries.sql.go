@@ -47,3 +47,69 @@ func (q *Queries) AuditInsert(ctx context.Context, arg AuditInsertParams) error 
 	)
 	return err
 }
+
+const auditList = `-- name: AuditList :many
+SELECT id, created_at, actor, actor_role, organization_id, action, target_type, target_id,
+       before, after, source_ip, user_agent, request_id
+FROM audit_log
+WHERE ($1::uuid IS NULL OR organization_id = $1)
+  AND ($2::text = '' OR target_type = $2)
+  AND ($3::text = '' OR target_id = $3)
+  AND ($4::text = '' OR action = $4)
+  AND ($5::bigint = 0 OR id < $5::bigint)
+ORDER BY id DESC
+LIMIT $6::integer
+`
+
+type AuditListParams struct {
+	OrganizationID *uuid.UUID
+	TargetType     string
+	TargetID       string
+	Action         string
+	BeforeID       int64
+	MaxRows        int32
+}
+
+// AuditList returns entries newest first. A nil organization_id means every
+// organization; an empty target_type, target_id or action and a zero
+// before_id leave that filter out.
+func (q *Queries) AuditList(ctx context.Context, arg AuditListParams) ([]AuditLog, error) {
+	rows, err := q.db.Query(ctx, auditList,
+		arg.OrganizationID,
+		arg.TargetType,
+		arg.TargetID,
+		arg.Action,
+		arg.BeforeID,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AuditLog
+	for rows.Next() {
+		var i AuditLog
+		if err := rows.Scan(
+			&i.ID,
+			&i.CreatedAt,
+			&i.Actor,
+			&i.ActorRole,
+			&i.OrganizationID,
+			&i.Action,
+			&i.TargetType,
+			&i.TargetID,
+			&i.Before,
+			&i.After,
+			&i.SourceIP,
+			&i.UserAgent,
+			&i.RequestID,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
