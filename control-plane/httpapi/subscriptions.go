@@ -262,15 +262,10 @@ type providerKeyEvent struct {
 }
 
 func (a *api) reconcileKeys(w http.ResponseWriter, r *http.Request) error {
-	rep, err := a.cfg.Subscriptions.ReconcileKeys(r.Context())
+	// The subscriptions service audits the request before it changes the
+	// gateway's records.
+	rep, err := a.cfg.Subscriptions.ReconcileKeysRequested(r.Context(), actorFrom(r))
 	if err != nil {
-		return err
-	}
-	act := actorFrom(r)
-	if err := audit.RecordNow(r.Context(), a.cfg.Pool, audit.Change{
-		Actor: act.Subject, ActorRole: string(act.Role), Action: "gateway.reconcile",
-		TargetType: "gateway", TargetID: "keys", After: rep,
-	}); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, rep)

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
@@ -52,16 +54,77 @@ type Unhealed struct {
 // records are written again (with a new version, so the write wins over
 // whatever is stored), records with no key behind them and undecodable
 // ones are removed. Keys still pending or failed_sync whose record is
-// right are marked active.
+// right are marked active. The scheduled job runs it; a run an admin asks
+// for is ReconcileKeysRequested.
 func (s *Service) ReconcileKeys(ctx context.Context) (ReconcileReport, error) {
+	return s.reconcileKeys(ctx, nil)
+}
+
+// ReconcileKeysRequested is ReconcileKeys run because actor asked for it,
+// audited as "gateway.reconcile" (target keys) with the drift found. The
+// records a run heals are the gateway's, in Redis, which no transaction of
+// ours can hold; so the entry is the request's, and it commits after the
+// drift is found and before the first write that heals it. If it cannot be
+// written, nothing is changed; once it is, every change the run makes has
+// an entry that asked for it. Recording after the run, as the HTTP layer
+// did, could leave records rewritten with no entry.
+func (s *Service) ReconcileKeysRequested(ctx context.Context, actor identity.Actor) (ReconcileReport, error) {
+	return s.reconcileKeys(ctx, func(found ReconcileReport) error {
+		return audit.RecordNow(ctx, s.pool, audit.Change{
+			Actor: actor.Subject, ActorRole: string(actor.Role), Action: "gateway.reconcile",
+			TargetType: "gateway", TargetID: "keys", After: found,
+		})
+	})
+}
+
+// reconcileKeys finds the drift, calls record (when not nil) with what was
+// found and, unless it fails, heals.
+func (s *Service) reconcileKeys(ctx context.Context, record func(found ReconcileReport) error) (ReconcileReport, error) {
 	rep := ReconcileReport{Unhealed: []Unhealed{}}
+	d, err := s.findKeyDrift(ctx, &rep)
+	if err != nil {
+		return rep, err
+	}
+	if record != nil {
+		if err := record(rep); err != nil {
+			return rep, fmt.Errorf("record reconciliation: %w", err)
+		}
+	}
+	s.healKeyDrift(ctx, &rep, d)
+	return rep, nil
+}
+
+// keyDrift is what a key reconciliation found, before it heals anything.
+type keyDrift struct {
+	corrupt []string                // hashes of records that could not be decoded
+	orphans []enforcement.KeyRecord // records with no key behind them
+	rewrite []uuid.UUID             // keys whose record is missing or different
+	synced  []Key                   // pending or failed_sync keys whose record is right
+	subs    []uuid.UUID             // subscriptions whose record is missing or different
+}
+
+// healed counts the outcome of one repair in rep.
+func (s *Service) healed(rep *ReconcileReport, kind, id string, err error) {
+	if err != nil {
+		rep.Unhealed = append(rep.Unhealed, Unhealed{Kind: kind, ID: id, Error: err.Error()})
+		s.metrics.reconcileLeft.Inc()
+		return
+	}
+	rep.Healed++
+	s.metrics.reconcileFixed.Inc()
+}
+
+// findKeyDrift compares the keys and subscriptions with their records,
+// counting in rep what differs; it changes nothing.
+func (s *Service) findKeyDrift(ctx context.Context, rep *ReconcileReport) (keyDrift, error) {
+	var d keyDrift
 	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+keyFrom)
 	if err != nil {
-		return rep, fmt.Errorf("load keys: %w", err)
+		return d, fmt.Errorf("load keys: %w", err)
 	}
 	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) { return scanKey(r) })
 	if err != nil {
-		return rep, fmt.Errorf("load keys: %w", err)
+		return d, fmt.Errorf("load keys: %w", err)
 	}
 	byHash := make(map[string]Key, len(all))
 	for _, k := range all {
@@ -74,23 +137,13 @@ func (s *Service) ReconcileKeys(ctx context.Context) (ReconcileReport, error) {
 	})
 	var bad *enforcement.ScanError
 	if err != nil && !errors.As(err, &bad) {
-		return rep, fmt.Errorf("scan gateway records: %w", err)
-	}
-	heal := func(kind, id string, err error) {
-		if err != nil {
-			rep.Unhealed = append(rep.Unhealed, Unhealed{Kind: kind, ID: id, Error: err.Error()})
-			s.metrics.reconcileLeft.Inc()
-			return
-		}
-		rep.Healed++
-		s.metrics.reconcileFixed.Inc()
+		return d, fmt.Errorf("scan gateway records: %w", err)
 	}
 	if bad != nil {
 		for _, h := range bad.Hashes {
 			rep.Corrupt++
 			delete(stored, h)
-			_, err := s.cfg.Records.DeleteKey(ctx, h, math.MaxInt64)
-			heal("record", h, err)
+			d.corrupt = append(d.corrupt, h)
 		}
 	}
 	for h, r := range stored {
@@ -99,17 +152,16 @@ func (s *Service) ReconcileKeys(ctx context.Context) (ReconcileReport, error) {
 		}
 		// A key created after the load above may have been written since:
 		// look again before calling its record an orphan.
-		var exists bool
-		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_keys WHERE hash = $1)`, h).Scan(&exists); err != nil {
-			heal("record", h, err)
+		exists, err := db.New(s.pool).KeyExistsByHash(ctx, h)
+		if err != nil {
+			s.healed(rep, "record", h, err)
 			continue
 		}
 		if exists {
 			continue
 		}
 		rep.Orphaned++
-		_, err := s.cfg.Records.DeleteKey(ctx, h, max(r.Version, math.MaxInt64))
-		heal("record", h, err)
+		d.orphans = append(d.orphans, r)
 	}
 	for _, k := range all {
 		rep.KeysChecked++
@@ -118,26 +170,49 @@ func (s *Service) ReconcileKeys(ctx context.Context) (ReconcileReport, error) {
 		switch {
 		case !ok && live:
 			rep.Missing++
-			heal("key", k.ID.String(), s.rewriteKey(ctx, k.ID))
+			d.rewrite = append(d.rewrite, k.ID)
 		case ok && !sameKeyRecord(r, keyRecord(k)):
 			rep.Different++
-			heal("key", k.ID.String(), s.rewriteKey(ctx, k.ID))
+			d.rewrite = append(d.rewrite, k.ID)
 		case ok && (k.State == keys.StatePending || k.State == keys.StateFailedSync):
 			// The record is right but the key never heard: its job died.
-			if err := s.synced(ctx, k.ID, k.syncVersion); err != nil {
-				heal("key", k.ID.String(), err)
-			}
+			d.synced = append(d.synced, k)
 		}
 	}
-	if err := s.reconcileSubscriptions(ctx, &rep, heal); err != nil {
-		return rep, err
+	return d, s.findSubscriptionDrift(ctx, rep, &d)
+}
+
+// healKeyDrift heals what findKeyDrift found, counting in rep what it
+// healed and what it could not.
+func (s *Service) healKeyDrift(ctx context.Context, rep *ReconcileReport, d keyDrift) {
+	for _, h := range d.corrupt {
+		_, err := s.cfg.Records.DeleteKey(ctx, h, math.MaxInt64)
+		s.healed(rep, "record", h, err)
 	}
-	return rep, nil
+	for _, r := range d.orphans {
+		_, err := s.cfg.Records.DeleteKey(ctx, r.Hash, max(r.Version, math.MaxInt64))
+		s.healed(rep, "record", r.Hash, err)
+	}
+	for _, id := range d.rewrite {
+		s.healed(rep, "key", id.String(), s.rewriteKey(ctx, id))
+	}
+	for _, k := range d.synced {
+		if err := s.synced(ctx, k.ID, k.syncVersion); err != nil {
+			s.healed(rep, "key", k.ID.String(), err)
+		}
+	}
+	for _, id := range d.subs {
+		if err := db.New(s.pool).SubscriptionBumpSyncVersion(ctx, id); err != nil {
+			s.healed(rep, "subscription", id.String(), err)
+			continue
+		}
+		s.healed(rep, "subscription", id.String(), s.SyncSubscription(ctx, id))
+	}
 }
 
 // rewriteKey bumps the key's version and writes its record now.
 func (s *Service) rewriteKey(ctx context.Context, id uuid.UUID) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE api_keys SET sync_version = sync_version + 1 WHERE id = $1`, id); err != nil {
+	if err := db.New(s.pool).KeyBumpSyncVersion(ctx, id); err != nil {
 		return fmt.Errorf("bump key version: %w", err)
 	}
 	return s.SyncKey(ctx, id)
@@ -160,13 +235,14 @@ func nonEmpty(l []string) []string {
 
 func sameSecond(a, b time.Time) bool { return a.Unix() == b.Unix() || a.IsZero() && b.IsZero() }
 
-func (s *Service) reconcileSubscriptions(ctx context.Context, rep *ReconcileReport, heal func(kind, id string, err error)) error {
+// findSubscriptionDrift adds to d each subscription whose record is
+// missing or different.
+func (s *Service) findSubscriptionDrift(ctx context.Context, rep *ReconcileReport, d *keyDrift) error {
 	rows, err := db.New(s.pool).SubscriptionListAll(ctx)
 	if err != nil {
 		return fmt.Errorf("load subscriptions: %w", err)
 	}
-	subs := toSubs(rows)
-	for _, sub := range subs {
+	for _, sub := range toSubs(rows) {
 		rep.SubscriptionsChecked++
 		want := subscriptionRecord(sub)
 		got, err := s.cfg.Records.GetSubscription(ctx, sub.ID.String())
@@ -174,18 +250,14 @@ func (s *Service) reconcileSubscriptions(ctx context.Context, rep *ReconcileRepo
 		case errors.Is(err, enforcement.ErrNotFound):
 			rep.SubscriptionsMissing++
 		case err != nil && !errors.Is(err, enforcement.ErrCorruptRecord):
-			heal("subscription", sub.ID.String(), err)
+			s.healed(rep, "subscription", sub.ID.String(), err)
 			continue
 		case err == nil && sameSubscriptionRecord(got, want):
 			continue
 		default:
 			rep.SubscriptionsDifferent++
 		}
-		if err := db.New(s.pool).SubscriptionBumpSyncVersion(ctx, sub.ID); err != nil {
-			heal("subscription", sub.ID.String(), err)
-			continue
-		}
-		heal("subscription", sub.ID.String(), s.SyncSubscription(ctx, sub.ID))
+		d.subs = append(d.subs, sub.ID)
 	}
 	return nil
 }

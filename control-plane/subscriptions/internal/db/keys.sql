@@ -14,3 +14,11 @@ SELECT u.email FROM api_keys k
     JOIN subscriptions s ON s.id = k.subscription_id
     LEFT JOIN users u ON u.subject = s.subscriber
     WHERE k.id = $1;
+
+-- name: KeyExistsByHash :one
+SELECT EXISTS (SELECT 1 FROM api_keys WHERE hash = $1);
+
+-- KeyBumpSyncVersion makes the gateway's record of a key stale, so that
+-- the next sync writes it again.
+-- name: KeyBumpSyncVersion :exec
+UPDATE api_keys SET sync_version = sync_version + 1 WHERE id = $1;

@@ -12,6 +12,28 @@ import (
 	"github.com/google/uuid"
 )
 
+const keyBumpSyncVersion = `-- name: KeyBumpSyncVersion :exec
+UPDATE api_keys SET sync_version = sync_version + 1 WHERE id = $1
+`
+
+// KeyBumpSyncVersion makes the gateway's record of a key stale, so that
+// the next sync writes it again.
+func (q *Queries) KeyBumpSyncVersion(ctx context.Context, id uuid.UUID) error {
+	_, err := q.db.Exec(ctx, keyBumpSyncVersion, id)
+	return err
+}
+
+const keyExistsByHash = `-- name: KeyExistsByHash :one
+SELECT EXISTS (SELECT 1 FROM api_keys WHERE hash = $1)
+`
+
+func (q *Queries) KeyExistsByHash(ctx context.Context, hash string) (bool, error) {
+	row := q.db.QueryRow(ctx, keyExistsByHash, hash)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const keyListExpiredIDs = `-- name: KeyListExpiredIDs :many
 
 SELECT id FROM api_keys WHERE expires_at <= $1 AND state IN ('active', 'suspended') ORDER BY id

@@ -1,0 +1,67 @@
+package subscriptions_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/enforcement"
+)
+
+// TestReconcileKeysRequestedAuditsBeforeTheRecords: the entry of a
+// requested key reconciliation is committed before the run rewrites a
+// record, and a run whose entry cannot be written changes nothing, so the
+// gateway's records are never changed by a request the audit log does not
+// hold.
+func TestReconcileKeysRequestedAuditsBeforeTheRecords(t *testing.T) {
+	f := setup(t)
+	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin}
+	if err := f.svc.SyncSubscription(f.ctx, f.sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.redis.Do(f.ctx, f.redis.B().Del().Key(enforcement.SubscriptionName(f.sub.ID.String())).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	entries := func() int {
+		var n int
+		if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM audit_log WHERE action = 'gateway.reconcile' AND target_id = 'keys'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// The audit insert fails: the missing record stays missing.
+	if _, err := f.pool.Exec(f.ctx, `CREATE FUNCTION refuse_reconcile_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.action = 'gateway.reconcile' THEN RAISE EXCEPTION 'audit refused'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER refuse_reconcile_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_reconcile_audit()`); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := f.svc.ReconcileKeysRequested(f.ctx, admin); err == nil {
+		t.Fatalf("ReconcileKeysRequested() with the audit insert failing = %+v, nil; want an error", rep)
+	}
+	if _, err := f.store.GetSubscription(f.ctx, f.sub.ID.String()); !errors.Is(err, enforcement.ErrNotFound) {
+		t.Errorf("subscription record after a run whose audit failed: %v; want %v (not rewritten)", err, enforcement.ErrNotFound)
+	}
+	if _, err := f.pool.Exec(f.ctx, `DROP TRIGGER refuse_reconcile_audit ON audit_log`); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := f.svc.ReconcileKeysRequested(f.ctx, admin)
+	if err != nil || rep.SubscriptionsMissing != 1 || rep.Healed != 1 {
+		t.Fatalf("ReconcileKeysRequested() = %+v, %v; want the missing subscription record healed", rep, err)
+	}
+	if _, err := f.store.GetSubscription(f.ctx, f.sub.ID.String()); err != nil {
+		t.Errorf("subscription record after healing: %v", err)
+	}
+	if n := entries(); n != 1 {
+		t.Errorf("audit entries of requested runs = %d; want 1", n)
+	}
+
+	// The scheduled run is not a request: no entry.
+	if _, err := f.svc.ReconcileKeys(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := entries(); n != 1 {
+		t.Errorf("audit entries after a scheduled run = %d; want 1 (the request's)", n)
+	}
+}
