@@ -14,6 +14,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/control-plane/quota/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -188,21 +189,16 @@ func (s *Service) HandleCrossing(ctx context.Context, e enforcement.Crossing) (s
 // missing subscription is pgx.ErrNoRows.
 func (s *Service) crossingTarget(ctx context.Context, id uuid.UUID) (crossingTarget, error) {
 	t := crossingTarget{sub: crossingSubscription{ID: id}}
-	var email *string
-	err := s.pool.QueryRow(ctx, `SELECT s.organization_id, s.api_id, v.plan_id, s.status::text, a.name, u.email
-		FROM subscriptions s
-		JOIN plan_versions v ON v.id = s.plan_version_id
-		JOIN apis a ON a.id = s.api_id
-		LEFT JOIN users u ON u.subject = s.subscriber
-		WHERE s.id = $1`, id).Scan(&t.orgID, &t.sub.APIID, &t.sub.PlanID, &t.sub.Status, &t.apiName, &email)
+	row, err := db.New(s.pool).SubscriptionNoticeTarget(ctx, id)
 	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return t, err
 		}
 		return t, fmt.Errorf("read subscription: %w", err)
 	}
-	if email != nil {
-		t.email = *email
+	t.orgID, t.sub.APIID, t.sub.PlanID, t.sub.Status, t.apiName = row.OrganizationID, row.ApiID, row.PlanID, row.Status, row.Name
+	if row.Email != nil {
+		t.email = *row.Email
 	}
 	return t, nil
 }
@@ -211,13 +207,13 @@ func (s *Service) crossingTarget(ctx context.Context, id uuid.UUID) (crossingTar
 // inside tx; it reports false when the row was there already, that is the
 // notice was claimed before.
 func claimCrossing(ctx context.Context, tx pgx.Tx, id uuid.UUID, e enforcement.Crossing, channel string) (bool, error) {
-	tag, err := tx.Exec(ctx, `INSERT INTO quota_notices (subscription_id, period_start, threshold, quota, channel, used)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-		id, e.PeriodStart, e.Threshold, e.Quota, channel, e.Used)
+	n, err := db.New(tx).NoticeClaim(ctx, db.NoticeClaimParams{
+		SubscriptionID: id, PeriodStart: e.PeriodStart, Threshold: int16(e.Threshold), Quota: e.Quota, Channel: channel, Used: e.Used,
+	})
 	if err != nil {
 		return false, fmt.Errorf("claim %s notice: %w", channel, err)
 	}
-	return tag.RowsAffected() == 1, nil
+	return n == 1, nil
 }
 
 // QuotaEmailArgs is the email notice of one threshold crossing, enqueued

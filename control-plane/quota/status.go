@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/veil-platform/veil/control-plane/quota/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -53,18 +54,15 @@ type Status struct {
 // current.
 func (s *Service) Status(ctx context.Context, subscriptionID uuid.UUID) (Status, error) {
 	st := Status{SubscriptionID: subscriptionID, ThresholdsCrossed: []int{}}
-	err := s.pool.QueryRow(ctx, `SELECT s.current_period_start, s.current_period_end, v.quota_requests, v.quota_hard,
-			coalesce((SELECT sum(a.requests) FROM quota_adjustments a
-				WHERE a.subscription_id = s.id AND a.period_start = s.current_period_start), 0)::bigint
-		FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
-		WHERE s.id = $1`, subscriptionID).Scan(&st.PeriodStart, &st.PeriodEnd, &st.PlanQuota, &st.Hard, &st.Adjustments)
+	row, err := db.New(s.pool).SubscriptionQuotaStatus(ctx, subscriptionID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Status{}, fmt.Errorf("quota status of %s: %w", subscriptionID, ErrNotFound)
 	}
 	if err != nil {
 		return Status{}, fmt.Errorf("quota status of %s: read subscription: %w", subscriptionID, err)
 	}
-	st.PeriodStart, st.PeriodEnd = st.PeriodStart.UTC(), st.PeriodEnd.UTC()
+	st.PeriodStart, st.PeriodEnd = row.CurrentPeriodStart.UTC(), row.CurrentPeriodEnd.UTC()
+	st.PlanQuota, st.Hard, st.Adjustments = row.QuotaRequests, row.QuotaHard, row.Adjustments
 	st.ResetsAt = st.PeriodEnd
 
 	id := subscriptionID.String()

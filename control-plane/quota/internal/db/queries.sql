@@ -1,0 +1,25 @@
+-- SubscriptionNoticeTarget reads who the notices of a subscription go to:
+-- its organization, API and plan, and the subscriber's email when the
+-- subscriber has a user row.
+-- name: SubscriptionNoticeTarget :one
+SELECT s.organization_id, s.api_id, v.plan_id, s.status::text AS status, a.name, u.email
+FROM subscriptions s
+JOIN plan_versions v ON v.id = s.plan_version_id
+JOIN apis a ON a.id = s.api_id
+LEFT JOIN users u ON u.subject = s.subscriber
+WHERE s.id = $1;
+
+-- NoticeClaim inserts the row of a crossing's notice on one channel; no
+-- row is inserted when the notice was claimed before.
+-- name: NoticeClaim :execrows
+INSERT INTO quota_notices (subscription_id, period_start, threshold, quota, channel, used)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING;
+
+-- SubscriptionQuotaStatus reads a subscription's period, its plan's quota
+-- terms and the sum of the period's adjustments.
+-- name: SubscriptionQuotaStatus :one
+SELECT s.current_period_start, s.current_period_end, v.quota_requests, v.quota_hard,
+    coalesce((SELECT sum(a.requests) FROM quota_adjustments a
+        WHERE a.subscription_id = s.id AND a.period_start = s.current_period_start), 0)::bigint AS adjustments
+FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE s.id = $1;
