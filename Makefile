@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 # Packages whose tests talk to Kafka; make test runs them against both brokers.
-KAFKA_PKGS := ./ingest/... ./internal/broker/... ./processors/... ./cmd/...
+KAFKA_PKGS := ./ingest/... ./internal/broker/... ./processors/... ./cmd/... ./e2e/...
 FUZZTIME ?= 15s
 
 .PHONY: build test test-unit test-kfake fuzz fuzz-api demo services kafka services-down lint bench check-clickhouse-current clean sqlc sqlc-check
@@ -19,7 +19,7 @@ build:
 test: build services kafka
 	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m ./...
 	VEIL_TEST_BROKER=kfake $(GO) test -count=1 -timeout 5m -skip 'SIGKILL|WithKills|ControlPlane|ApprovalFlow|Gateway' $(KAFKA_PKGS)
-	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 10m -tags disrupt -run 'RestartMidRun' ./cmd/veil
+	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 10m -tags disrupt -run 'RestartMidRun' ./e2e
 	$(MAKE) fuzz
 
 fuzz:

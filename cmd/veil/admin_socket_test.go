@@ -14,9 +14,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
-	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // TestGatewayDefaultAdminIsUnixSocket runs veil gateway without an admin
@@ -104,67 +102,5 @@ func TestGatewayDefaultAdminIsUnixSocket(t *testing.T) {
 	// not this test's business: the route is live either way.
 	if _, err := c.Get(t.Context(), "veil-api-default-socket"); err != nil {
 		t.Fatalf("Get through the default admin socket: %v", err)
-	}
-}
-
-// TestControlPlaneOverAdminSocket: the control plane registers an API
-// through the gateway's admin socket itself (no proxy in between), and
-// serves /metrics on its metrics address, not on the API port.
-func TestControlPlaneOverAdminSocket(t *testing.T) {
-	t.Parallel()
-	pgURL := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), pgURL, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	_, db := testenv.RedisDB(t)
-	// The test's upstream is on loopback.
-	const allowLoopback = "VEIL_UPSTREAM_ALLOW_CIDRS=127.0.0.1/32"
-	e := &cpEnv{pgURL: pgURL, redisDB: db, gw: startGateway(t, allowLoopback), upstream: newUpstream(t)}
-	addr, metricsAddr := freeAddr(t), freeAddr(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self, "control-plane",
-		"--control-plane-addr", addr, "--metrics-addr", metricsAddr, "--postgres-url", e.pgURL,
-		"--redis-addr", testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379"), "--redis-db", fmt.Sprint(e.redisDB),
-		"--gateway-key-auth=false",
-		"--jwt-secret", testJWTSecret, "--gateway-admin-url", e.gw.AdminURL, "--gateway-url", e.gw.URL,
-		"--register-attempts", "20", "--register-retry-base", "50ms", "--register-retry-max", "500ms",
-		"--job-rescue-after", "51s", "--rate-limit-ip=", "--rate-limit-token=", "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "VEIL_TEST_EXEC=1", allowLoopback)
-	out := &testenv.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_, _ = cmd.Process.Wait()
-		if t.Failed() {
-			t.Logf("control plane output:\n%s", out.String())
-		}
-	})
-	testenv.Deadline(t, 30*time.Second, func() error {
-		if code, _, err := get("http://" + addr + "/readyz"); err != nil || code != http.StatusOK {
-			return fmt.Errorf("/readyz = %d, %v", code, err)
-		}
-		return nil
-	})
-	if code, _, err := get("http://" + addr + "/metrics"); err != nil || code != http.StatusNotFound {
-		t.Errorf("GET /metrics on the API port = %d, %v; want 404", code, err)
-	}
-	if code, body, err := get("http://" + metricsAddr + "/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "go_goroutines") {
-		t.Errorf("GET /metrics on the metrics address = %d, %v; want 200 with the process metrics", code, err)
-	}
-
-	c := cpClient{t: t, base: "http://" + addr}
-	prov := token(t, "acme", "alice", identity.RoleProvider)
-	admin := token(t, "platform", "operator", identity.RoleAdmin)
-	apiID, approvalID := e.register(c, prov, "socket")
-	c.must(http.StatusOK, "POST", "/v1/admin/approvals/"+approvalID+"/approve", admin, nil, nil)
-	waitState(t, c, prov, apiID, "active", 60*time.Second, "failed")
-	if ids := e.gw.routeIDs(t); !slices.Contains(ids, "veil-api-"+apiID) {
-		t.Errorf("gateway routes = %v; want veil-api-%s, put over the socket", ids, apiID)
 	}
 }

@@ -9,13 +9,34 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/testenv"
 )
+
+// TestMain lets the test binary stand in for the veil binary: with
+// VEIL_TEST_EXEC=1 it runs the command in its arguments, so tests can start
+// it as a process (a gateway with the flags' defaults, Caddy's
+// subcommands).
+func TestMain(m *testing.M) {
+	if os.Getenv("VEIL_TEST_EXEC") == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "veil:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 func TestEveryCommandHasHelp(t *testing.T) {
 	for _, c := range commands() {

@@ -1,6 +1,7 @@
-package main
+package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/veil-platform/veil/client"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress/egresstest"
 	"github.com/veil-platform/veil/internal/testenv"
@@ -42,43 +44,46 @@ func TestUpstreamEgressEndToEnd(t *testing.T) {
 	gw := startGateway(t, "VEIL_UPSTREAM_ALLOW_CIDRS="+allow, "VEIL_UPSTREAM_RESOLVER="+dns.Addr(), "VEIL_REDIS_DB="+strconv.Itoa(db),
 		"VEIL_GATEWAY_SPOOL_DIR="+t.TempDir())
 	e := &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
-	flags := e.flags(t, 3)
-	flags.egress = egressFlags{allow: allow, resolver: dns.Addr()}
-	_, c := e.runControlPlane(t, flags)
+	o := e.options(3)
+	o.egressAllow, o.egressResolver = allow, dns.Addr()
+	c := e.startControlPlane(t, o)
 	prov := token(t, "acme", "alice", identity.RoleProvider)
 	admin := token(t, "platform", "operator", identity.RoleAdmin)
 
-	create := func(slug, upstream string) (int, map[string]any) {
-		var out map[string]any
-		status := c.do("POST", "/v1/apis", prov, map[string]any{
-			"name": "API " + slug, "slug": slug, "upstream_url": upstream, "version": "1.0",
-			"routes": []map[string]any{{"methods": []string{"GET"}, "path": "/x"}}, "health_check_path": "/health",
-		}, &out)
-		return status, out
+	create := func(slug, upstream string) *client.CreateAPIResponse {
+		resp, err := c.CreateAPIWithResponse(ctx, nil, client.APIInput{
+			Name: "API " + slug, Slug: slug, UpstreamUrl: upstream, Version: client.Ptr("1.0"),
+			Routes:          &[]client.Route{{Methods: []client.RouteMethods{client.RouteMethodsGET}, Path: "/x"}},
+			HealthCheckPath: client.Ptr("/health"),
+		}, client.Bearer(prov))
+		if err != nil {
+			t.Fatalf("POST /v1/apis: %v", err)
+		}
+		return resp
 	}
 	forms := egresstest.Forms(dns, loop.Port())
 	for i, f := range forms {
-		status, p := create(fmt.Sprintf("refused-%d", i), f.URL)
+		resp := create(fmt.Sprintf("refused-%d", i), f.URL)
+		var p map[string]any
+		_ = json.Unmarshal(resp.Body, &p)
 		errs, _ := p["errors"].([]any)
 		var field any
 		if len(errs) == 1 {
 			field = errs[0].(map[string]any)["field"]
 		}
-		if status != http.StatusUnprocessableEntity || field != "upstream_url" {
-			t.Errorf("%s: POST /v1/apis with upstream %s = %d %v; want 422 naming upstream_url", f.Name, f.URL, status, p)
+		if resp.StatusCode() != http.StatusUnprocessableEntity || field != "upstream_url" {
+			t.Errorf("%s: POST /v1/apis with upstream %s = %d %v; want 422 naming upstream_url", f.Name, f.URL, resp.StatusCode(), p)
 		}
 	}
 
-	status, api := create("allowed", fmt.Sprintf("http://provider.veil.test:%d/v1", port))
-	if status != http.StatusCreated {
-		t.Fatalf("POST /v1/apis with the allowed upstream = %d %v; want 201", status, api)
+	created := create("allowed", fmt.Sprintf("http://provider.veil.test:%d/v1", port))
+	if created.StatusCode() != http.StatusCreated {
+		t.Fatalf("POST /v1/apis with the allowed upstream = %d %s; want 201", created.StatusCode(), created.Body)
 	}
-	id := api["id"].(string)
-	var approval struct {
-		ID string `json:"id"`
-	}
-	c.must(http.StatusCreated, "POST", "/v1/apis/"+id+"/submit", prov, map[string]any{"priority": "high"}, &approval)
-	c.must(http.StatusOK, "POST", "/v1/admin/approvals/"+approval.ID+"/approve", admin, map[string]string{"reason": "ok"}, nil)
+	id := created.JSON201.Id
+	submitted, err := c.SubmitAPIWithResponse(ctx, id, nil, client.SubmitInput{Priority: client.Ptr(client.High)}, client.Bearer(prov))
+	expect(t, http.StatusCreated, submitted, err)
+	approve(t, c, admin, submitted.JSON201.Id, client.DecisionInput{Reason: client.Ptr("ok")})
 	waitState(t, c, prov, id, "active", 30*time.Second, "failed")
 	if status, body := throughGateway(gw, "/allowed/x"); status != http.StatusOK || body != "public" {
 		t.Fatalf("GET /allowed/x = %d %q; want 200 from the allowed upstream", status, body)
@@ -90,19 +95,17 @@ func TestUpstreamEgressEndToEnd(t *testing.T) {
 	if status, body := throughGateway(gw, "/allowed/x"); status != http.StatusBadGateway || !strings.Contains(body, "egress-refused") {
 		t.Errorf("GET /allowed/x after rebinding = %d %q; want 502 egress-refused", status, body)
 	}
-	var rep struct {
-		Refused int `json:"refused"`
-	}
-	c.must(http.StatusOK, "POST", "/v1/admin/reconcile/apis", admin, nil, &rep)
-	if rep.Refused != 1 {
-		t.Errorf("reconcile report refused = %d; want 1", rep.Refused)
+	rep, err := c.ReconcileAPIsWithResponse(ctx, nil, client.Bearer(admin))
+	expect(t, http.StatusOK, rep, err)
+	if rep.JSON200.Refused != 1 {
+		t.Errorf("reconcile report refused = %d; want 1", rep.JSON200.Refused)
 	}
 	got := waitState(t, c, prov, id, "suspended", 10*time.Second)
 	if !strings.Contains(got.StateReason, "egress policy") || strings.Contains(got.StateReason, "127.0.0.2") {
 		t.Errorf("state_reason = %q; want the egress policy named, not the address", got.StateReason)
 	}
 	testenv.Deadline(t, 10*time.Second, func() error {
-		if ids := gw.routeIDs(t); len(ids) != 0 {
+		if ids := routeIDs(t, gw); len(ids) != 0 {
 			return fmt.Errorf("routes after the refusal: %v", ids)
 		}
 		return nil

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/json"
@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/veil-platform/veil/client"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
 // TestResubscribeStaysBlockedEndToEnd: a consumer whose hard quota the
 // processors found used up cancels and subscribes again to the same API,
-// through the wired control plane; the real gateway refuses the new
+// through the control plane; the real gateway refuses the new
 // subscription's key with 429 quota-exhausted from its first call, and
 // never admits one.
 func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
@@ -23,38 +24,30 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 	ctx := t.Context()
 	m := newMeteredPlane(t, 2, "/gateway/resubscribe-e2e")
 	e := m.e
-	_, c := e.runControlPlane(t, m.flags)
+	c := e.startControlPlane(t, m.opts)
 	startProcessor(t, m.processorConfig(t, "resubscribe-e2e", 1000))
 
 	prov := token(t, "acme", "alice", identity.RoleProvider)
 	admin := token(t, "platform", "operator", identity.RoleAdmin)
 	consumer := token(t, "globex", "bob", identity.RoleConsumer)
-	apiID, approvalID := e.register(c, prov, "capped")
-	c.must(http.StatusOK, "POST", "/v1/admin/approvals/"+approvalID+"/approve", admin, nil, nil)
+	apiID, approvalID := e.register(t, c, prov, "capped")
+	approve(t, c, admin, approvalID, client.DecisionInput{})
 	waitState(t, c, prov, apiID, "active", 30*time.Second, "failed")
-	var plan struct {
-		ID string `json:"id"`
-	}
-	c.must(http.StatusCreated, "POST", "/v1/apis/"+apiID+"/plans", prov, map[string]any{
-		"name": "Capped", "slug": "capped", "status": "active",
-		"terms": map[string]any{"currency": "USD", "quota_requests": quota, "quota_hard": true, "trial_days": 14},
-	}, &plan)
+	planResp, err := c.CreatePlanWithResponse(ctx, apiID, nil, client.PlanInput{
+		Name: "Capped", Slug: "capped", Status: client.Ptr(client.PlanInputStatusActive),
+		Terms: client.TermsInput{Currency: "USD", QuotaRequests: client.Ptr[int64](quota), QuotaHard: client.Ptr(true), TrialDays: client.Ptr(14)},
+	}, client.Bearer(prov))
+	expect(t, http.StatusCreated, planResp, err)
+	plan := planResp.JSON201
 
-	type subView struct {
-		ID          string     `json:"id"`
-		Status      string     `json:"status"`
-		TrialEndsAt *time.Time `json:"trial_ends_at"`
-		Start       time.Time  `json:"current_period_start"`
-		End         time.Time  `json:"current_period_end"`
-	}
-	subscribe := func() (subView, keyView) {
+	subscribe := func() (client.Subscription, client.KeyWithPlaintext) {
 		t.Helper()
-		var sub subView
-		c.must(http.StatusCreated, "POST", "/v1/subscriptions", consumer, map[string]any{"plan_id": plan.ID}, &sub)
-		var key keyView
-		c.must(http.StatusCreated, "POST", "/v1/subscriptions/"+sub.ID+"/keys", consumer, map[string]any{"name": "load"}, &key)
-		waitKey(t, c, consumer, key.ID, "active")
-		return sub, key
+		subResp, err := c.SubscribeWithResponse(ctx, nil, client.SubscribeInput{PlanId: plan.Id}, client.Bearer(consumer))
+		expect(t, http.StatusCreated, subResp, err)
+		keyResp, err := c.CreateKeyWithResponse(ctx, subResp.JSON201.Id, nil, client.KeySettings{Name: client.Ptr("load")}, client.Bearer(consumer))
+		expect(t, http.StatusCreated, keyResp, err)
+		waitKey(t, c, consumer, keyResp.JSON201.Id, "active")
+		return *subResp.JSON201, *keyResp.JSON201
 	}
 	call := func(key string) (int, string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.gw.URL+"/capped/hello", nil)
@@ -76,7 +69,7 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 		t.Fatalf("first subscription = %s; want trialing", first.Status)
 	}
 	testenv.Deadline(t, 30*time.Second, func() error {
-		status, typ := call(key.Plaintext)
+		status, typ := call(key.Key)
 		if status == http.StatusTooManyRequests && strings.HasSuffix(typ, "/quota-exhausted") {
 			return nil
 		}
@@ -87,10 +80,11 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 	})
 
 	// Cancel and subscribe again: same period, no trial, still used up.
-	c.must(http.StatusOK, "POST", "/v1/subscriptions/"+first.ID+"/cancel", consumer, nil, nil)
+	canceled, err := c.CancelSubscriptionWithResponse(ctx, first.Id, nil, client.CancelInput{}, client.Bearer(consumer))
+	expect(t, http.StatusOK, canceled, err)
 	second, key2 := subscribe()
-	if !second.Start.Equal(first.Start) || !second.End.Equal(first.End) {
-		t.Errorf("resubscribed period = [%s, %s); want the canceled one's [%s, %s)", second.Start, second.End, first.Start, first.End)
+	if !second.CurrentPeriodStart.Equal(first.CurrentPeriodStart) || !second.CurrentPeriodEnd.Equal(first.CurrentPeriodEnd) {
+		t.Errorf("resubscribed period = [%s, %s); want the canceled one's [%s, %s)", second.CurrentPeriodStart, second.CurrentPeriodEnd, first.CurrentPeriodStart, first.CurrentPeriodEnd)
 	}
 	if second.Status != "active" || second.TrialEndsAt != nil {
 		t.Errorf("resubscribed = %s, trial until %v; want active, no second trial", second.Status, second.TrialEndsAt)
@@ -98,7 +92,7 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 	// The key may reach the gateway before the subscription's record:
 	// then the gateway refuses it otherwise, never admits it.
 	testenv.Deadline(t, 20*time.Second, func() error {
-		status, typ := call(key2.Plaintext)
+		status, typ := call(key2.Key)
 		if status == http.StatusOK {
 			t.Fatalf("the new subscription's key was admitted; want it blocked by the carried quota")
 		}
@@ -108,12 +102,11 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 		return nil
 	})
 	for range 3 {
-		if status, typ := call(key2.Plaintext); status != http.StatusTooManyRequests {
+		if status, typ := call(key2.Key); status != http.StatusTooManyRequests {
 			t.Fatalf("call after the block = %d %s; want 429 quota-exhausted", status, typ)
 		}
 	}
-	var q quotaView
-	c.must(http.StatusOK, "GET", "/v1/subscriptions/"+second.ID+"/quota", consumer, nil, &q)
+	q := getQuota(t, c, consumer, second.Id)
 	if q.Limit == nil || *q.Limit != 0 || !q.Blocked {
 		t.Errorf("quota of the new subscription = %+v; want limit 0 and blocked", q)
 	}

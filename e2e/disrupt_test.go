@@ -3,7 +3,7 @@
 // The tests in this file stop and restart the shared ClickHouse and Redis,
 // so they run alone: make test runs them after the rest with -tags disrupt.
 
-package main
+package e2e
 
 import (
 	"os/exec"
@@ -15,7 +15,7 @@ import (
 // down for d, and starts it again.
 func restartService(t *testing.T, name string, d time.Duration) {
 	t.Helper()
-	script := "../../deploy/local/" + name + ".sh"
+	script := "../deploy/local/" + name + ".sh"
 	if out, err := exec.Command(script, "stop").CombinedOutput(); err != nil {
 		t.Fatalf("%s stop: %v\n%s", name, err, out)
 	}
@@ -33,7 +33,7 @@ func testSinkOutage(t *testing.T, service string) {
 	restartService(t, service, 5*time.Second)
 	produced()
 	e.sinks.Check(t, exp, 5*time.Minute)
-	kill(t, p)
+	p.kill()
 }
 
 // TestClickHouseRestartMidRun stops ClickHouse while the processor writes:

@@ -1,39 +1,22 @@
-package main
+package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/redis/rueidis"
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/veil-platform/veil/client"
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/processors"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
-
-// quotaView is GET /v1/subscriptions/{id}/quota.
-type quotaView struct {
-	Used              int64     `json:"used"`
-	Limit             *int64    `json:"limit"`
-	Remaining         *int64    `json:"remaining"`
-	ThresholdsCrossed []int     `json:"thresholds_crossed"`
-	Blocked           bool      `json:"blocked"`
-	ResetsAt          time.Time `json:"resets_at"`
-}
 
 // TestQuotaLoopEndToEnd closes the quota loop with every real part: a
 // Caddy gateway process sends usage events to Kafka, a processor counts
@@ -47,10 +30,13 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	ctx := t.Context()
 	m := newMeteredPlane(t, 4, "/gateway/quota-e2e")
 	kafka, quotaTopic, ch, rc := m.kafka, m.quotaTopic, m.ch, m.rc
-	e, flags := m.e, m.flags
+	e := m.e
 	mail := testenv.Mailpit(t)
-	flags.smtp = notify.SMTPConfig{Addr: mail.SMTPAddr(), From: "Veil <noreply@veil.test>", TLS: notify.TLSNone}
-	plane, c := e.runControlPlane(t, flags)
+	m.opts.smtpAddr = mail.SMTPAddr()
+	// The control plane rolls ended periods every second: the test ends a
+	// period below and waits for the roll.
+	m.opts.periodRollEvery = time.Second
+	c := e.startControlPlane(t, m.opts)
 	startProcessor(t, m.processorConfig(t, "quota-e2e", 5000))
 
 	// A provider's API, a hard quota of 1,000 requests, a consumer with a
@@ -63,30 +49,27 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiID, approvalID := e.register(c, prov, "metered")
-	c.must(http.StatusOK, "POST", "/v1/admin/approvals/"+approvalID+"/approve", admin, nil, nil)
+	apiID, approvalID := e.register(t, c, prov, "metered")
+	approve(t, c, admin, approvalID, client.DecisionInput{})
 	waitState(t, c, prov, apiID, "active", 30*time.Second, "failed")
-	var plan, sub struct {
-		ID string `json:"id"`
-	}
-	c.must(http.StatusCreated, "POST", "/v1/apis/"+apiID+"/plans", prov, map[string]any{
-		"name": "Metered", "slug": "metered", "status": "active",
-		"terms": map[string]any{"currency": "USD", "quota_requests": quota, "quota_hard": true},
-	}, &plan)
+	planResp, err := c.CreatePlanWithResponse(ctx, apiID, nil, client.PlanInput{
+		Name: "Metered", Slug: "metered", Status: client.Ptr(client.PlanInputStatusActive),
+		Terms: client.TermsInput{Currency: "USD", QuotaRequests: client.Ptr[int64](quota), QuotaHard: client.Ptr(true)},
+	}, client.Bearer(prov))
+	expect(t, http.StatusCreated, planResp, err)
 	sink := newWebhookSink(t)
-	var hook struct{ Secret string }
-	c.must(http.StatusCreated, "POST", "/v1/webhooks", consumer, map[string]any{"url": sink.srv.URL, "event_types": []string{"quota.threshold_crossed"}}, &hook)
-	sink.mu.Lock()
-	sink.secret = hook.Secret
-	sink.mu.Unlock()
-	c.must(http.StatusCreated, "POST", "/v1/subscriptions", consumer, map[string]any{"plan_id": plan.ID}, &sub)
-	var key keyView
-	c.must(http.StatusCreated, "POST", "/v1/subscriptions/"+sub.ID+"/keys", consumer, map[string]any{"name": "load"}, &key)
-	waitKey(t, c, consumer, key.ID, "active")
+	sink.subscribe(t, c, consumer, client.WebhookEndpointInputEventTypesQuotaThresholdCrossed)
+	subResp, err := c.SubscribeWithResponse(ctx, nil, client.SubscribeInput{PlanId: planResp.JSON201.Id}, client.Bearer(consumer))
+	expect(t, http.StatusCreated, subResp, err)
+	sub := subResp.JSON201
+	keyResp, err := c.CreateKeyWithResponse(ctx, sub.Id, nil, client.KeySettings{Name: client.Ptr("load")}, client.Bearer(consumer))
+	expect(t, http.StatusCreated, keyResp, err)
+	key := keyResp.JSON201
+	waitKey(t, c, consumer, key.Id, "active")
 
 	call := func() (int, string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.gw.URL+"/metered/hello", nil)
-		req.Header.Set("Authorization", "Bearer "+key.Plaintext)
+		req.Header.Set("Authorization", "Bearer "+key.Key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatalf("call through the gateway: %v", err)
@@ -131,10 +114,11 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 		}
 	}
 	tick.Stop()
+	subID := sub.Id.String()
 	if refused == 0 {
-		rec, _ := rc.Do(ctx, rc.B().Hgetall().Key(enforcement.SubscriptionName(sub.ID)).Build()).AsStrMap()
-		cnt, _ := rc.Do(ctx, rc.B().Hgetall().Key(enforcement.PeriodCounterName(sub.ID, periodStart(t, c, consumer, sub.ID))).Build()).AsStrMap()
-		blk, _ := rc.Do(ctx, rc.B().Get().Key(enforcement.BlockName(sub.ID)).Build()).ToString()
+		rec, _ := rc.Do(ctx, rc.B().Hgetall().Key(enforcement.SubscriptionName(subID)).Build()).AsStrMap()
+		cnt, _ := rc.Do(ctx, rc.B().Hgetall().Key(enforcement.PeriodCounterName(subID, getSubscription(t, c, consumer, sub.Id).CurrentPeriodStart)).Build()).AsStrMap()
+		blk, _ := rc.Do(ctx, rc.B().Get().Key(enforcement.BlockName(subID)).Build()).ToString()
 		t.Fatalf("all %d requests admitted; want the gateway to refuse once the quota of %d was used (record %v, counter %v, block %q)",
 			sent, quota, rec, cnt, blk)
 	}
@@ -143,10 +127,10 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 
 	// Every request is in ClickHouse, the refusals marked; the Redis
 	// counter holds the admitted ones only.
-	counter := enforcement.PeriodCounterName(sub.ID, periodStart(t, c, consumer, sub.ID))
+	counter := enforcement.PeriodCounterName(subID, getSubscription(t, c, consumer, sub.Id).CurrentPeriodStart)
 	testenv.Deadline(t, 30*time.Second, func() error {
 		var all, ok uint64
-		if err := ch.QueryRow(ctx, `SELECT count(), countIf(refusal = '') FROM usage_events WHERE subject = ?`, sub.ID).Scan(&all, &ok); err != nil {
+		if err := ch.QueryRow(ctx, `SELECT count(), countIf(refusal = '') FROM usage_events WHERE subject = ?`, subID).Scan(&all, &ok); err != nil {
 			return err
 		}
 		n, err := rc.Do(ctx, rc.B().Hget().Key(counter).Field("requests").Build()).AsInt64()
@@ -192,7 +176,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	settled := func() {
 		t.Helper()
 		testenv.Deadline(t, 30*time.Second, func() error {
-			outboxes, err := rc.Do(ctx, rc.B().Exists().Key(enforcement.QuotaOutboxName(sub.ID)).Build()).AsInt64()
+			outboxes, err := rc.Do(ctx, rc.B().Exists().Key(enforcement.QuotaOutboxName(subID)).Build()).AsInt64()
 			if err != nil || outboxes != 0 {
 				return fmt.Errorf("quota outbox still holds crossings (%v)", err)
 			}
@@ -206,10 +190,9 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	settled()
 	wantNotices(t)
 
-	var q quotaView
-	c.must(http.StatusOK, "GET", "/v1/subscriptions/"+sub.ID+"/quota", consumer, nil, &q)
+	q := getQuota(t, c, consumer, sub.Id)
 	if q.Used != int64(admitted) || q.Limit == nil || *q.Limit != quota || q.Remaining == nil || *q.Remaining != 0 ||
-		!slices.Equal(q.ThresholdsCrossed, []int{80, 90, 100}) || !q.Blocked {
+		!slices.Equal(thresholds(q), []int{80, 90, 100}) || !q.Blocked {
 		t.Errorf("quota = %+v; want used %d of %d, none remaining, 80/90/100 crossed, blocked", q, admitted, quota)
 	}
 
@@ -225,7 +208,8 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	if err := rc.Do(ctx, rc.B().Flushdb().Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
-	c.must(http.StatusOK, "POST", "/v1/admin/reconcile/keys", admin, nil, nil)
+	rk, err := c.ReconcileKeysWithResponse(ctx, nil, client.Bearer(admin))
+	expect(t, http.StatusOK, rk, err)
 	testenv.Deadline(t, 10*time.Second, func() error {
 		if status, typ := call(); status != http.StatusOK {
 			return fmt.Errorf("call after the flush = %d %s; want 200 (the block is gone until the heal)", status, typ)
@@ -234,7 +218,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	})
 	admitted++
 	testenv.Deadline(t, 30*time.Second, func() error {
-		n, err := rc.Do(ctx, rc.B().Hlen().Key(enforcement.WatermarkName(sub.ID)).Build()).AsInt64()
+		n, err := rc.Do(ctx, rc.B().Hlen().Key(enforcement.WatermarkName(subID)).Build()).AsInt64()
 		if err != nil || n == 0 {
 			return fmt.Errorf("no offset watermark after the call (%v)", err)
 		}
@@ -244,17 +228,14 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	// is behind the watermark the subscription is in flight, and the check
 	// leaves it for the next run.
 	testenv.Deadline(t, 30*time.Second, func() error {
-		var rep struct {
-			Drifted, Healed int
-			InFlight        int `json:"in_flight"`
-		}
-		c.must(http.StatusOK, "POST", "/v1/admin/reconcile/usage", admin, nil, &rep)
-		if rep.Drifted < 1 || rep.Healed < 1 {
-			return fmt.Errorf("usage reconcile after a flush = %+v; want the subscription drifted and healed", rep)
+		resp, err := c.ReconcileUsageWithResponse(ctx, nil, client.Bearer(admin))
+		expect(t, http.StatusOK, resp, err)
+		if rep := resp.JSON200; rep.Drifted < 1 || rep.Healed < 1 {
+			return fmt.Errorf("usage reconcile after a flush = %+v; want the subscription drifted and healed", *rep)
 		}
 		return nil
 	})
-	c.must(http.StatusOK, "GET", "/v1/subscriptions/"+sub.ID+"/quota", consumer, nil, &q)
+	q = getQuota(t, c, consumer, sub.Id)
 	if q.Used != int64(admitted) || !q.Blocked {
 		t.Errorf("quota after the heal = %+v; want used %d (ClickHouse's count), blocked", q, admitted)
 	}
@@ -268,98 +249,34 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	settled()
 	wantNotices(t)
 
-	// The next period unblocks: the period ends, maintenance rolls it and
-	// the new record lifts the block with it.
-	if _, err := plane.pool.Exec(ctx, `UPDATE subscriptions SET current_period_start = now() - interval '31 days',
-		current_period_end = now() - interval '1 second' WHERE id = $1`, sub.ID); err != nil {
+	// The next period unblocks: the period ends, the control plane's period
+	// roll (every second here) rolls it once, and the new record lifts the
+	// block with it.
+	conn, err := pgx.Connect(ctx, e.pgURL)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := plane.subs.RunMaintenance(ctx); err != nil || rep.PeriodsRolled != 1 {
-		t.Fatalf("RunMaintenance = %+v, %v; want one period rolled", rep, err)
+	defer conn.Close(ctx)
+	var ended time.Time
+	if err := conn.QueryRow(ctx, `UPDATE subscriptions SET current_period_start = now() - interval '31 days',
+		current_period_end = now() - interval '1 second' WHERE id = $1 RETURNING current_period_end`, sub.Id).Scan(&ended); err != nil {
+		t.Fatal(err)
 	}
+	testenv.Deadline(t, 30*time.Second, func() error {
+		s := getSubscription(t, c, consumer, sub.Id)
+		if !s.CurrentPeriodStart.Equal(ended) || !s.CurrentPeriodEnd.After(time.Now()) {
+			return fmt.Errorf("period after the end = [%s, %s); want one period rolled, from %s", s.CurrentPeriodStart, s.CurrentPeriodEnd, ended)
+		}
+		return nil
+	})
 	testenv.Deadline(t, 10*time.Second, func() error {
 		if status, typ := call(); status != http.StatusOK {
 			return fmt.Errorf("call in the next period = %d %s; want 200", status, typ)
 		}
 		return nil
 	})
-	c.must(http.StatusOK, "GET", "/v1/subscriptions/"+sub.ID+"/quota", consumer, nil, &q)
+	q = getQuota(t, c, consumer, sub.Id)
 	if q.Blocked || q.Remaining == nil || *q.Remaining < quota-1 || len(q.ThresholdsCrossed) != 0 {
 		t.Errorf("quota in the next period = %+v; want unblocked, the whole quota left", q)
-	}
-}
-
-// periodStart reads the subscription's current period start.
-func periodStart(t *testing.T, c cpClient, tok, id string) time.Time {
-	t.Helper()
-	var s struct {
-		Start time.Time `json:"current_period_start"`
-	}
-	c.must(http.StatusOK, "GET", "/v1/subscriptions/"+id, tok, nil, &s)
-	return s.Start
-}
-
-// startProcessor runs a processor with cfg in this process until the test ends.
-func startProcessor(t *testing.T, cfg processors.Config) {
-	t.Helper()
-	proc, err := processors.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- proc.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("processor: %v", err)
-		}
-	})
-}
-
-// meteredPlane is what the end-to-end tests of the metered loop run on:
-// Kafka topics, ClickHouse and Redis databases of their own, a gateway
-// producing to the raw topic, and the control plane's flags wired to them.
-type meteredPlane struct {
-	kafka                *testenv.Kafka
-	raw, dlq, quotaTopic string
-	ch                   driver.Conn
-	rc                   rueidis.Client
-	e                    *cpEnv
-	flags                controlPlaneFlags
-}
-
-// newMeteredPlane migrates a fresh Postgres and starts the gateway with
-// events from source into a raw topic of partitions partitions; the test
-// adjusts m.flags, then starts the control plane and startProcessor.
-func newMeteredPlane(t *testing.T, partitions int32, source string) *meteredPlane {
-	t.Helper()
-	m := &meteredPlane{kafka: testenv.NewKafka(t)}
-	m.raw, m.dlq, m.quotaTopic = m.kafka.Topic(t, partitions), m.kafka.Topic(t, 1), m.kafka.Topic(t, 1)
-	ch, chAddr, chDB := testenv.ClickHouseDB(t)
-	rc, db := testenv.RedisDB(t)
-	m.ch, m.rc = ch, rc
-	pgURL := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), pgURL, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	brokers := strings.Join(m.kafka.Brokers, ",")
-	gw := startGateway(t, "VEIL_REDIS_DB="+strconv.Itoa(db), "VEIL_KAFKA_BROKERS="+brokers, "VEIL_GATEWAY_TOPIC="+m.raw,
-		"VEIL_GATEWAY_SPOOL_DIR="+t.TempDir(), "VEIL_GATEWAY_EVENT_SOURCE="+source)
-	m.e = &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
-	m.flags = m.e.flags(t, 4)
-	m.flags.gatewayKeyAuth, m.flags.kafkaBrokers, m.flags.quotaTopic = true, brokers, m.quotaTopic
-	m.flags.clickhouseAddr, m.flags.clickhouseDB = chAddr, chDB
-	return m
-}
-
-// processorConfig is a processor of the plane's topics and stores in
-// consumer group group, quick to batch and to rebalance.
-func (m *meteredPlane) processorConfig(t *testing.T, group string, batchRecords int) processors.Config {
-	return processors.Config{
-		Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Brokers: m.kafka.Brokers, Group: group + "-" + testenv.Suffix(),
-		Topic: m.raw, DLQTopic: m.dlq, QuotaTopic: m.quotaTopic, ClickHouse: m.ch, Redis: m.rc,
-		BatchRecords: batchRecords, BatchWait: 50 * time.Millisecond, QuotaSweepInterval: 200 * time.Millisecond,
-		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)},
 	}
 }

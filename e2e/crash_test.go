@@ -1,38 +1,15 @@
-package main
+package e2e
 
 import (
-	"context"
-	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"os/signal"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/veil-platform/veil/internal/pipelinetest"
 	"github.com/veil-platform/veil/internal/testenv"
 )
-
-// TestMain lets the test binary stand in for the veil binary: with
-// VEIL_TEST_EXEC=1 it runs the command in its arguments, so tests can start
-// real processes and kill them with SIGKILL.
-func TestMain(m *testing.M) {
-	if os.Getenv("VEIL_TEST_EXEC") == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "veil:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
 
 // crashEnv is a pipeline whose processors run as separate processes.
 type crashEnv struct {
@@ -57,33 +34,14 @@ func newCrashEnv(t *testing.T) *crashEnv {
 }
 
 // processor starts a veil processor process.
-func (e *crashEnv) processor(t *testing.T, instanceID string) *exec.Cmd {
+func (e *crashEnv) processor(t *testing.T, instanceID string) *proc {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self, "processor",
+	return startVeil(t, nil, "processor",
 		"--kafka-brokers", e.kafka.Brokers[0], "--processor-topic", e.raw, "--processor-dlq-topic", e.dlq,
 		"--processor-group", e.group, "--clickhouse-addr", e.chAddr, "--clickhouse-database", e.db,
 		"--redis-addr", testenv.Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379"),
 		"--processor-addr", "127.0.0.1:0", "--processor-batch-records", "20000", "--log-level", "error",
 		"--processor-instance-id", instanceID, "--processor-session-timeout", "6s")
-	cmd.Env = append(os.Environ(), "VEIL_TEST_EXEC=1")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	return cmd
-}
-
-func kill(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatalf("kill processor: %v", err)
-	}
-	_, _ = cmd.Process.Wait()
 }
 
 // produceInBackground sends the workload in chunks while the test disturbs
@@ -128,12 +86,12 @@ func TestProcessorSurvivesSIGKILL(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		p := e.processor(t, "crash-1")
 		time.Sleep(time.Duration(500+rng.IntN(2500)) * time.Millisecond) // the random moment of the crash
-		kill(t, p)
+		p.kill()
 	}
 	produced()
 	final := e.processor(t, "crash-1")
 	e.sinks.Check(t, exp, 5*time.Minute)
-	kill(t, final)
+	final.kill()
 }
 
 // TestTwoProcessesRebalancingWithKills runs two processor processes in one
@@ -149,9 +107,9 @@ func TestTwoProcessesRebalancingWithKills(t *testing.T) {
 		// rebalances both when it joins and when its death is noticed.
 		p := e.processor(t, "")
 		time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
-		kill(t, p)
+		p.kill()
 	}
 	produced()
 	e.sinks.Check(t, exp, 5*time.Minute)
-	kill(t, steady)
+	steady.kill()
 }

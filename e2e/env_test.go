@@ -1,0 +1,395 @@
+package e2e
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/client"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/schemas/migrate"
+)
+
+const testJWTSecret = "control-plane-test-secret-0123456789"
+
+func token(t *testing.T, org, user string, role identity.Role) string {
+	t.Helper()
+	tok, err := identity.Mint([]byte(testJWTSecret), "veil", "veil-control-plane",
+		identity.Principal{Subject: user, Org: org, Role: role}, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func get(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// startGateway starts `veil gateway` with its admin API on a unix socket;
+// the test upstreams listen on loopback, so it lets upstreams there
+// through (Veil's own ports stay refused). env comes after, and over, that.
+func startGateway(t *testing.T, env ...string) *testenv.GatewayProcess {
+	t.Helper()
+	return testenv.Gateway(t, testenv.GatewayEnv(append([]string{"VEIL_UPSTREAM_ALLOW_CIDRS=127.0.0.0/8"}, env...)...),
+		testenv.GatewayStopTimeout(30*time.Second))
+}
+
+// adminDo sends a request to the gateway's admin API, read from Caddy
+// directly (not through any fault proxy).
+func adminDo(g *testenv.GatewayProcess, method, path, body string) (*http.Response, error) {
+	req, err := http.NewRequest(method, g.Admin(path), strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return g.AdminClient.Do(req)
+}
+
+// routeIDs lists the veil-api-* route ids in the gateway's live config,
+// read from Caddy directly (not through any fault proxy).
+func routeIDs(t *testing.T, g *testenv.GatewayProcess) []string {
+	t.Helper()
+	resp, err := adminDo(g, http.MethodGet, "/config/apps/http/servers/veil/routes", "")
+	if err != nil {
+		t.Fatalf("read gateway routes: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("read gateway routes = %d, %v: %s", resp.StatusCode, err, body)
+	}
+	var routes []map[string]any
+	if err := json.Unmarshal(body, &routes); err != nil {
+		t.Fatalf("decode gateway routes: %v", err)
+	}
+	var ids []string
+	for _, r := range routes {
+		if id, _ := r["@id"].(string); strings.HasPrefix(id, "veil-api-") {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func throughGateway(g *testenv.GatewayProcess, path string) (int, string) {
+	status, body, err := get(g.URL + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	return status, body
+}
+
+// faultyAdmin sits in front of Caddy's admin API and breaks configuration
+// changes on cue: the next failNext ones answer 500, or all of them while
+// failAlways is set, or (lie) they answer 200 without reaching Caddy.
+type faultyAdmin struct {
+	srv        *httptest.Server
+	failNext   atomic.Int32
+	failAlways atomic.Bool
+	lie        atomic.Bool
+	failed     atomic.Int32
+}
+
+func newFaultyAdmin(t *testing.T, target string) *faultyAdmin {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &faultyAdmin{}
+	// SetURL also rewrites Host: Caddy's admin API refuses foreign hosts.
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) }}
+	if u.Scheme == "unix" {
+		// The admin API's socket: every connection goes there.
+		proxy.Transport = testenv.UnixClient(u.Path).Transport
+		u = &url.URL{Scheme: "http", Host: "localhost"}
+	}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodDelete {
+			if f.lie.Load() {
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+			if f.failAlways.Load() || f.failNext.Add(-1) >= 0 {
+				f.failed.Add(1)
+				http.Error(w, `{"error":"injected fault"}`, http.StatusInternalServerError)
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// upstream is a provider's API: /health and /hello, with a health check
+// that can be held.
+type upstream struct {
+	srv         *httptest.Server
+	hold        chan struct{} // when non-nil, /health waits for it to close
+	healthCalls chan struct{}
+	mu          sync.Mutex
+}
+
+func newUpstream(t *testing.T) *upstream {
+	t.Helper()
+	u := &upstream{healthCalls: make(chan struct{}, 100)}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/health":
+			select {
+			case u.healthCalls <- struct{}{}:
+			default:
+			}
+			u.mu.Lock()
+			hold := u.hold
+			u.mu.Unlock()
+			if hold != nil {
+				<-hold
+			}
+			_, _ = io.WriteString(w, "ok")
+		case "/v1/hello":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"hello":"world","api":%q}`, r.Header.Get("X-Veil-Api-Id"))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+// webhookSink receives webhooks and verifies each signature with its own
+// implementation of the Standard Webhooks scheme.
+type webhookSink struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	secret string
+	events []map[string]any
+	bad    []string
+}
+
+func newWebhookSink(t *testing.T) *webhookSink {
+	t.Helper()
+	s := &webhookSink{}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err := verifyStandardWebhook(s.secret, r.Header, body, time.Now()); err != nil {
+			s.bad = append(s.bad, err.Error())
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var ev map[string]any
+		_ = json.Unmarshal(body, &ev)
+		s.events = append(s.events, ev)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// subscribe registers the sink as a webhook endpoint of tok's organization
+// for eventTypes and keeps the endpoint's secret to verify with.
+func (s *webhookSink) subscribe(t *testing.T, c *controlPlane, tok string, eventTypes ...client.WebhookEndpointInputEventTypes) {
+	t.Helper()
+	resp, err := c.CreateWebhookEndpointWithResponse(t.Context(), nil, client.WebhookEndpointInput{Url: s.srv.URL, EventTypes: eventTypes}, client.Bearer(tok))
+	expect(t, http.StatusCreated, resp, err)
+	s.mu.Lock()
+	s.secret = resp.JSON201.Secret
+	s.mu.Unlock()
+}
+
+// verifyStandardWebhook checks webhook-id, webhook-timestamp (within five
+// minutes) and a v1 HMAC-SHA256 signature over "id.timestamp.body".
+func verifyStandardWebhook(secret string, h http.Header, body []byte, now time.Time) error {
+	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
+	if id == "" || ts == "" || sigs == "" {
+		return fmt.Errorf("missing webhook headers")
+	}
+	var unix int64
+	if _, err := fmt.Sscan(ts, &unix); err != nil {
+		return fmt.Errorf("bad timestamp %q", ts)
+	}
+	if d := now.Sub(time.Unix(unix, 0)); d > 5*time.Minute || d < -5*time.Minute {
+		return fmt.Errorf("timestamp %s too far from now", ts)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		return fmt.Errorf("bad secret: %v", err)
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(id + "." + ts + "."))
+	mac.Write(body)
+	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	for _, s := range strings.Fields(sigs) {
+		if hmac.Equal([]byte(s), []byte(want)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no valid signature in %q", sigs)
+}
+
+func (s *webhookSink) types() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, e := range s.events {
+		out = append(out, fmt.Sprint(e["type"]))
+	}
+	return out
+}
+
+// expect fails the test unless the call answered status want.
+func expect(t *testing.T, want int, resp client.Response, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", callName(resp), err)
+	}
+	if got := resp.StatusCode(); got != want {
+		t.Fatalf("%s = %d %s; want %d", callName(resp), got, resp.Bytes(), want)
+	}
+}
+
+// callName is "METHOD /path" of a generated response, for messages.
+func callName(resp client.Response) string {
+	v := reflect.ValueOf(resp)
+	if !v.IsValid() || v.IsNil() {
+		return "call"
+	}
+	hr, _ := v.Elem().FieldByName("HTTPResponse").Interface().(*http.Response)
+	if hr == nil || hr.Request == nil {
+		return "call"
+	}
+	return hr.Request.Method + " " + hr.Request.URL.Path
+}
+
+// cpEnv is a migrated database, a real gateway behind a fault proxy and an
+// upstream.
+type cpEnv struct {
+	pgURL string
+	// redisDB is the test's own Redis database: the control plane's key
+	// reconciliation scans every key record in it.
+	redisDB  int
+	gw       *testenv.GatewayProcess
+	admin    *faultyAdmin
+	upstream *upstream
+}
+
+func newCPEnv(t *testing.T) *cpEnv {
+	t.Helper()
+	pgURL := testenv.PostgresURL(t)
+	if _, err := migrate.Postgres(t.Context(), pgURL, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	gw := startGateway(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpJobs(t, pgURL)
+		}
+	})
+	_, db := testenv.RedisDB(t)
+	return &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
+}
+
+// register creates an API on the upstream and submits it; it returns the
+// API id and the approval id.
+func (e *cpEnv) register(t *testing.T, c *controlPlane, prov, slug string) (apiID, approvalID uuid.UUID) {
+	t.Helper()
+	ctx := t.Context()
+	created, err := c.CreateAPIWithResponse(ctx, nil, client.APIInput{
+		Name: "Hello " + slug, Slug: slug, UpstreamUrl: e.upstream.srv.URL + "/v1", Version: client.Ptr("1.0"),
+		Routes:          &[]client.Route{{Methods: []client.RouteMethods{client.RouteMethodsGET}, Path: "/hello"}},
+		HealthCheckPath: client.Ptr("/health"), DocsUrl: client.Ptr("https://docs.example.com/hello"),
+	}, client.Bearer(prov))
+	expect(t, http.StatusCreated, created, err)
+	api := created.JSON201
+	if api.State != "draft" {
+		t.Fatalf("new api state = %s; want draft", api.State)
+	}
+	submitted, err := c.SubmitAPIWithResponse(ctx, api.Id, nil, client.SubmitInput{Priority: client.Ptr(client.High)}, client.Bearer(prov))
+	expect(t, http.StatusCreated, submitted, err)
+	if submitted.JSON201.Status != "pending" {
+		t.Fatalf("approval status = %s; want pending", submitted.JSON201.Status)
+	}
+	return api.Id, submitted.JSON201.Id
+}
+
+// approve approves the approval request id as admin.
+func approve(t *testing.T, c *controlPlane, admin string, id uuid.UUID, body client.DecisionInput) {
+	t.Helper()
+	resp, err := c.ApproveApprovalWithResponse(t.Context(), id, nil, body, client.Bearer(admin))
+	expect(t, http.StatusOK, resp, err)
+}
+
+// waitState polls the API until it reaches want, failing if it ever shows
+// one of never.
+func waitState(t *testing.T, c *controlPlane, tok string, id uuid.UUID, want string, d time.Duration, never ...string) client.API {
+	t.Helper()
+	var api client.API
+	testenv.Deadline(t, d, func() error {
+		resp, err := c.GetAPIWithResponse(t.Context(), id, nil, client.Bearer(tok))
+		expect(t, http.StatusOK, resp, err)
+		api = *resp.JSON200
+		for _, n := range never {
+			if string(api.State) == n {
+				t.Fatalf("api %s reached state %s (%s); it must never", id, n, api.StateReason)
+			}
+		}
+		if string(api.State) != want {
+			return fmt.Errorf("api state %s (%s); want %s", api.State, api.StateReason, want)
+		}
+		return nil
+	})
+	return api
+}
+
+// dumpJobs logs the job table, to explain a failed test.
+func dumpJobs(t *testing.T, pgURL string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT id, kind, state, attempt, args::text, coalesce(errors::text, '') FROM river_job ORDER BY id`)
+	if err != nil {
+		return
+	}
+	for rows.Next() {
+		var id int64
+		var kind, state, args, errs string
+		var attempt int
+		_ = rows.Scan(&id, &kind, &state, &attempt, &args, &errs)
+		t.Logf("job %d %s %s attempt %d %s %.300s", id, kind, state, attempt, args, errs)
+	}
+}
