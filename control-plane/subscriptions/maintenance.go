@@ -61,15 +61,6 @@ func (s *Service) RunMaintenance(ctx context.Context) (MaintenanceReport, error)
 	return rep, nil
 }
 
-// ids runs a query returning ids.
-func (s *Service) ids(ctx context.Context, q string, args ...any) ([]uuid.UUID, error) {
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-}
-
 // each runs fn for every id in its own transaction, collecting errors.
 func (s *Service) each(ctx context.Context, ids []uuid.UUID, fn func(tx pgx.Tx, id uuid.UUID) error) error {
 	var errs []error

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -17,8 +18,7 @@ import (
 // end), so that the gateway's record names the period being counted.
 func (s *Service) rollPeriods(ctx context.Context, rep *MaintenanceReport) error {
 	now := s.now().UTC()
-	ids, err := s.ids(ctx, `SELECT id FROM subscriptions WHERE status <> 'canceled'
-		AND (current_period_end <= $1 OR (status = 'trialing' AND trial_ends_at <= $1)) ORDER BY id`, now)
+	ids, err := db.New(s.pool).SubscriptionListDueIDs(ctx, now)
 	if err != nil {
 		return err
 	}
@@ -45,8 +45,7 @@ func (s *Service) rollPeriods(ctx context.Context, rep *MaintenanceReport) error
 		for !end.After(now) {
 			start, end = end, enforcement.PeriodEnd(end, sub.terms.Interval)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE subscriptions SET current_period_start = $2, current_period_end = $3,
-				sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, id, start, end); err != nil {
+		if err := db.New(tx).SubscriptionRollPeriod(ctx, db.SubscriptionRollPeriodParams{ID: id, CurrentPeriodStart: start, CurrentPeriodEnd: end}); err != nil {
 			return fmt.Errorf("roll period: %w", err)
 		}
 		if err := s.enqueueSubSync(ctx, tx, id); err != nil {

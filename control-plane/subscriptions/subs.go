@@ -13,6 +13,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/pagination"
 )
@@ -59,7 +60,8 @@ type Subscription struct {
 	// quotaAdjustments are the requests credits and resets added to this
 	// period's quota (quota_adjustments).
 	quotaAdjustments int64
-	// canceledFrom and holdReleased are read by pastOf only.
+	// canceledFrom and holdReleased decide whether a canceled
+	// subscription holds its organization and API (heldBy).
 	canceledFrom Status
 	holdReleased bool
 }
@@ -85,35 +87,6 @@ type SubscribeInput struct {
 // CancelInput cancels a subscription now or at the end of its period.
 type CancelInput struct {
 	AtPeriodEnd bool `json:"at_period_end"`
-}
-
-const subColumns = `s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_version_id, v.version, s.status,
-	s.trial_ends_at, s.current_period_start, s.current_period_end, s.cancel_at_period_end, s.canceled_at, s.max_active_keys,
-	s.synced_version >= s.sync_version, s.created_at, s.updated_at, a.organization_id, s.sync_version,
-	v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard, v.rate_per_second,
-	v.rate_per_minute, v.included_units,
-	COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
-		WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint`
-
-const subFrom = ` FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id`
-
-// scanSub scans subColumns, then into extra the columns a query adds.
-func scanSub(row pgx.Row, extra ...any) (Subscription, error) {
-	var s Subscription
-	t := &s.terms
-	dest := []any{&s.ID, &s.OrganizationID, &s.Subscriber, &s.APIID, &s.PlanID, &s.PlanVersionID, &s.PlanVersion, &s.Status,
-		&s.TrialEndsAt, &s.CurrentPeriodStart, &s.CurrentPeriodEnd, &s.CancelAtPeriodEnd, &s.CanceledAt, &s.MaxActiveKeys,
-		&s.Synced, &s.CreatedAt, &s.UpdatedAt, &s.apiOrg, &s.syncVersion,
-		&t.Type, &t.Currency, &t.Interval, &t.BaseFee, &t.TrialDays, &t.QuotaRequests, &t.QuotaHard, &t.RatePerSecond,
-		&t.RatePerMinute, &t.IncludedUnits, &s.quotaAdjustments}
-	err := row.Scan(append(dest, extra...)...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Subscription{}, ErrSubscriptionNotFound
-	}
-	if err != nil {
-		return Subscription{}, fmt.Errorf("scan subscription: %w", err)
-	}
-	return s, nil
 }
 
 // canSee: the subscriber's organization, the API's provider and admins.
@@ -142,10 +115,12 @@ func (s *Service) Subscribe(ctx context.Context, actor identity.Actor, in Subscr
 		if err != nil {
 			return err
 		}
-		var apiState catalog.State
-		if err := tx.QueryRow(ctx, `SELECT state FROM apis WHERE id = $1 FOR SHARE`, p.APIID).Scan(&apiState); err != nil {
+		q := db.New(tx)
+		state, err := q.APIStateGetForShare(ctx, p.APIID)
+		if err != nil {
 			return fmt.Errorf("load api: %w", err)
 		}
+		apiState := catalog.State(state)
 		if p.Status != PlanActive || apiState != catalog.StateActive {
 			return fmt.Errorf("%w: plan is %s, api is %s", ErrPlanUnavailable, p.Status, apiState)
 		}
@@ -167,12 +142,11 @@ func (s *Service) Subscribe(ctx context.Context, actor identity.Actor, in Subscr
 		if prev := past.carry; prev != nil {
 			start, end, carriedFrom = prev.CurrentPeriodStart, prev.CurrentPeriodEnd, &prev.ID
 		}
-		var id uuid.UUID
-		err = tx.QueryRow(ctx, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status,
-				trial_ends_at, current_period_start, current_period_end, max_active_keys, carried_from)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
-			actor.OrgID, actor.Subject, p.APIID, p.Current.ID, status, trialEnds, start, end,
-			s.cfg.MaxActiveKeys, carriedFrom).Scan(&id)
+		id, err := q.SubscriptionInsert(ctx, db.SubscriptionInsertParams{
+			OrganizationID: actor.OrgID, Subscriber: actor.Subject, ApiID: p.APIID, PlanVersionID: p.Current.ID,
+			Status: db.SubscriptionStatus(status), TrialEndsAt: trialEnds, CurrentPeriodStart: start, CurrentPeriodEnd: end,
+			MaxActiveKeys: int32(s.cfg.MaxActiveKeys), CarriedFrom: carriedFrom,
+		})
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 			return ErrAlreadySubscribed
@@ -218,24 +192,11 @@ type past struct {
 // locks them, so that a concurrent cancel and subscribe cannot pass each
 // other unseen.
 func (s *Service) pastOf(ctx context.Context, tx pgx.Tx, org, api uuid.UUID, now time.Time) (past, error) {
-	rows, err := tx.Query(ctx, `SELECT `+subColumns+`, s.canceled_from, s.hold_released_at IS NOT NULL`+subFrom+`
-		WHERE s.organization_id = $1 AND s.api_id = $2 ORDER BY s.created_at DESC, s.id DESC FOR UPDATE OF s`, org, api)
+	rows, err := db.New(tx).SubscriptionListPast(ctx, db.SubscriptionListPastParams{OrganizationID: org, ApiID: api})
 	if err != nil {
 		return past{}, fmt.Errorf("read past subscriptions: %w", err)
 	}
-	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Subscription, error) {
-		var from *Status
-		var released bool
-		sub, err := scanSub(r, &from, &released)
-		if from != nil {
-			sub.canceledFrom = *from
-		}
-		sub.holdReleased = released
-		return sub, err
-	})
-	if err != nil {
-		return past{}, fmt.Errorf("read past subscriptions: %w", err)
-	}
+	subs := toSubs(rows)
 	var out past
 	for i := range subs {
 		sub := &subs[i]
@@ -270,9 +231,10 @@ func (s *Service) carryQuota(ctx context.Context, tx pgx.Tx, actor identity.Acto
 	if planQuota != nil {
 		requests = max(requests, -*planQuota)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO quota_adjustments (subscription_id, period_start, kind, requests, used_at_change, reason, actor)
-		VALUES ($1, $2, 'carried', $3, $4, $5, $6)`, id, prev.CurrentPeriodStart, requests, used,
-		"carried from canceled subscription "+prev.ID.String(), actor.Subject); err != nil {
+	if err := db.New(tx).QuotaAdjustmentInsertCarried(ctx, db.QuotaAdjustmentInsertCarriedParams{
+		SubscriptionID: id, PeriodStart: prev.CurrentPeriodStart, Requests: requests, UsedAtChange: used,
+		Reason: "carried from canceled subscription " + prev.ID.String(), Actor: actor.Subject,
+	}); err != nil {
 		return fmt.Errorf("carry quota of %s: %w", prev.ID, err)
 	}
 	return nil
@@ -288,22 +250,15 @@ func (s *Service) ReleaseHold(ctx context.Context, actor identity.Actor, id uuid
 	}
 	var out Subscription
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var from *Status
-		var released bool
-		before, err := scanSub(tx.QueryRow(ctx, `SELECT `+subColumns+`, s.canceled_from, s.hold_released_at IS NOT NULL`+subFrom+`
-			WHERE s.id = $1 FOR UPDATE OF s`, id), &from, &released)
+		before, err := s.lockSub(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		if from != nil {
-			before.canceledFrom = *from
-		}
-		before.holdReleased = released
 		if before.Status != StatusCanceled || !before.heldBy() {
 			return fmt.Errorf("%w: subscription %s holds nothing (it is %s)", ErrSubscriptionTransition, id, before.Status)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE subscriptions SET hold_released_at = $2, hold_released_by = $3, updated_at = now()
-			WHERE id = $1`, id, s.now().UTC(), actor.Subject); err != nil {
+		now := s.now().UTC()
+		if err := db.New(tx).SubscriptionReleaseHold(ctx, db.SubscriptionReleaseHoldParams{ID: id, HoldReleasedAt: &now, HoldReleasedBy: &actor.Subject}); err != nil {
 			return fmt.Errorf("release subscription hold: %w", err)
 		}
 		if out, err = s.lockSub(ctx, tx, id); err != nil {
@@ -316,8 +271,9 @@ func (s *Service) ReleaseHold(ctx context.Context, actor identity.Actor, id uuid
 }
 
 func (s *Service) history(ctx context.Context, tx pgx.Tx, id, version uuid.UUID, st Status, at time.Time, actor identity.Actor, reason string) error {
-	_, err := tx.Exec(ctx, `INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor, reason)
-		VALUES ($1, $2, $3, $4, $5, $6)`, id, version, st, at, actor.Subject, reason)
+	err := db.New(tx).SubscriptionHistoryInsert(ctx, db.SubscriptionHistoryInsertParams{
+		SubscriptionID: id, PlanVersionID: version, Status: db.SubscriptionStatus(st), EffectiveAt: at, Actor: actor.Subject, Reason: reason,
+	})
 	if err != nil {
 		return fmt.Errorf("record subscription history: %w", err)
 	}
@@ -325,12 +281,12 @@ func (s *Service) history(ctx context.Context, tx pgx.Tx, id, version uuid.UUID,
 }
 
 func (s *Service) lockSub(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Subscription, error) {
-	return scanSub(tx.QueryRow(ctx, `SELECT `+subColumns+subFrom+` WHERE s.id = $1 FOR UPDATE OF s`, id))
+	return toSub(db.New(tx).SubscriptionGetByIDForUpdate(ctx, id))
 }
 
 // GetSubscription returns a subscription the actor may see.
 func (s *Service) GetSubscription(ctx context.Context, actor identity.Actor, id uuid.UUID) (Subscription, error) {
-	sub, err := scanSub(s.pool.QueryRow(ctx, `SELECT `+subColumns+subFrom+` WHERE s.id = $1`, id))
+	sub, err := toSub(db.New(s.pool).SubscriptionGetByID(ctx, id))
 	if err != nil {
 		return Subscription{}, err
 	}
@@ -356,20 +312,14 @@ func (s *Service) ListSubscriptions(ctx context.Context, actor identity.Actor, f
 		return nil, "", err
 	}
 	limit := pagination.Limit(f.Limit)
-	rows, err := s.pool.Query(ctx, `SELECT `+subColumns+subFrom+`
-		WHERE ($1 OR s.organization_id = $2 OR a.organization_id = $2)
-		  AND ($3::uuid IS NULL OR s.api_id = $3) AND ($4 = '' OR s.status = $4::subscription_status)
-		  AND ($5::timestamptz IS NULL OR (s.created_at, s.id) > ($5, $6))
-		ORDER BY s.created_at, s.id LIMIT $7`,
-		actor.IsAdmin(), actor.OrgID, nullUUID(f.APIID), string(f.Status), after.Time(), after.ID, limit+1)
+	rows, err := db.New(s.pool).SubscriptionList(ctx, db.SubscriptionListParams{
+		Every: actor.IsAdmin(), OrgID: actor.OrgID, ApiID: nullUUID(f.APIID), Status: string(f.Status),
+		AfterAt: after.Time(), AfterID: after.ID, RowLimit: int32(limit + 1),
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("list subscriptions: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Subscription, error) { return scanSub(r) })
-	if err != nil {
-		return nil, "", err
-	}
-	out, next := pagination.Page(out, limit, func(x Subscription) pagination.Cursor { return pagination.Cursor{At: x.CreatedAt, ID: x.ID} })
+	out, next := pagination.Page(toSubs(rows), limit, func(x Subscription) pagination.Cursor { return pagination.Cursor{At: x.CreatedAt, ID: x.ID} })
 	return out, next, nil
 }
 
@@ -393,7 +343,7 @@ func (s *Service) Cancel(ctx context.Context, actor identity.Actor, id uuid.UUID
 			return fmt.Errorf("%w: subscription is already canceled", ErrSubscriptionTransition)
 		}
 		if in.AtPeriodEnd {
-			if _, err := tx.Exec(ctx, `UPDATE subscriptions SET cancel_at_period_end = true, updated_at = now() WHERE id = $1`, id); err != nil {
+			if err := db.New(tx).SubscriptionCancelAtPeriodEnd(ctx, id); err != nil {
 				return fmt.Errorf("cancel subscription: %w", err)
 			}
 			if out, err = s.lockSub(ctx, tx, id); err != nil {
@@ -443,9 +393,9 @@ func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor identity.Actor
 		return Subscription{}, fmt.Errorf("%w: %s → %s", ErrSubscriptionTransition, before.Status, to)
 	}
 	now := s.now().UTC()
-	if _, err := tx.Exec(ctx, `UPDATE subscriptions SET status = $2::subscription_status, canceled_at = CASE WHEN $2::subscription_status = 'canceled' THEN $3::timestamptz END,
-			canceled_from = CASE WHEN $2::subscription_status = 'canceled' THEN $4::subscription_status END,
-			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, before.ID, to, now, before.Status); err != nil {
+	if err := db.New(tx).SubscriptionUpdateStatus(ctx, db.SubscriptionUpdateStatusParams{
+		ID: before.ID, ToStatus: db.SubscriptionStatus(to), Now: now, FromStatus: db.SubscriptionStatus(before.Status),
+	}); err != nil {
 		return Subscription{}, fmt.Errorf("set subscription status: %w", err)
 	}
 	if err := s.history(ctx, tx, before.ID, before.PlanVersionID, to, now, actor, reason); err != nil {
