@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/schemas/usage"
 )

@@ -19,12 +19,11 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
-	"github.com/google/uuid"
-
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
+
 	"github.com/veil-platform/veil/schemas/usage"
 )
 

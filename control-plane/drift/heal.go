@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/shopspring/decimal"
+
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/veil-platform/veil/internal/enforcement"
-
 	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // subscription is a live subscription as Postgres has it.
