@@ -26,7 +26,9 @@ import (
 // ErrNotFound reports a token id that does not exist.
 var ErrNotFound = errors.New("ingest token not found")
 
-// Token is an issued token without its secret.
+// Token is an issued token without its secret. Its fields are the columns
+// of the token queries (internal/db), in their order, so that a row
+// converts to it.
 type Token struct {
 	ID        uuid.UUID  `json:"id"`
 	Name      string     `json:"name"`

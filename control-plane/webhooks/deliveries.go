@@ -51,7 +51,8 @@ type Delivery struct {
 	History []Attempt `json:"history,omitempty"`
 }
 
-// Attempt is one HTTP request of a delivery.
+// Attempt is one HTTP request of a delivery. Its fields are the columns of
+// AttemptList (internal/db), in their order, so that a row converts to it.
 type Attempt struct {
 	ID int64 `json:"id"`
 	// StatusCode is nil when no response came back; Error says why.
@@ -145,27 +146,9 @@ func (s *Service) Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, event
 func deliveryFrom(r db.WebhookDelivery) Delivery {
 	return Delivery{
 		ID: r.ID, EndpointID: r.EndpointID, MessageID: r.MessageID, EventType: r.EventType,
-		Payload: compactJSON(r.Payload), Status: DeliveryStatus(r.Status), Attempts: int(r.Attempts),
-		LastStatusCode: intPtr(r.LastStatusCode), LastError: r.LastError, CreatedAt: r.CreatedAt, DeliveredAt: r.DeliveredAt,
+		Payload: compactJSON(r.Payload), Status: DeliveryStatus(r.Status), Attempts: r.Attempts,
+		LastStatusCode: r.LastStatusCode, LastError: r.LastError, CreatedAt: r.CreatedAt, DeliveredAt: r.DeliveredAt,
 	}
-}
-
-// intPtr and int32Ptr convert an optional status code between the API's
-// int and the column's integer.
-func intPtr(v *int32) *int {
-	if v == nil {
-		return nil
-	}
-	n := int(*v)
-	return &n
-}
-
-func int32Ptr(v *int) *int32 {
-	if v == nil {
-		return nil
-	}
-	n := int32(*v)
-	return &n
 }
 
 // deliveryNotFound turns "no row" into ErrDeliveryNotFound.
@@ -226,9 +209,7 @@ func (s *Service) GetDelivery(ctx context.Context, orgID, id uuid.UUID) (Deliver
 	}
 	d.History = make([]Attempt, 0, len(attempts))
 	for _, a := range attempts {
-		d.History = append(d.History, Attempt{
-			ID: a.ID, StatusCode: intPtr(a.StatusCode), Error: a.Error, DurationMS: int(a.DurationMS), CreatedAt: a.CreatedAt,
-		})
+		d.History = append(d.History, Attempt(a))
 	}
 	return d, nil
 }

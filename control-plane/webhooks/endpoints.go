@@ -19,7 +19,9 @@ import (
 )
 
 // Endpoint is a URL an organization receives events at. The signing secret
-// is not part of it: only CreateEndpoint and RotateSecret return it.
+// is not part of it: only CreateEndpoint and RotateSecret return it. Its
+// fields are the columns of the endpoint queries (internal/db), in their
+// order, so that a row converts to it.
 type Endpoint struct {
 	ID             uuid.UUID `json:"id"`
 	OrganizationID uuid.UUID `json:"organization_id"`

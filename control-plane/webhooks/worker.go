@@ -195,7 +195,7 @@ func (s *Service) record(ctx context.Context, job *river.Job[DeliveryArgs], endp
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		n, err := q.DeliveryRecordAttempt(ctx, db.DeliveryRecordAttemptParams{
-			ID: id, LastStatusCode: int32Ptr(res.code), LastError: res.err, Status: string(status),
+			ID: id, LastStatusCode: res.code, LastError: res.err, Status: string(status),
 		})
 		if err != nil {
 			return fmt.Errorf("update webhook delivery: %w", err)
@@ -205,7 +205,7 @@ func (s *Service) record(ctx context.Context, job *river.Job[DeliveryArgs], endp
 			return nil
 		}
 		err = q.AttemptInsert(ctx, db.AttemptInsertParams{
-			DeliveryID: id, StatusCode: int32Ptr(res.code), Error: res.err, DurationMS: int32(res.duration.Milliseconds()),
+			DeliveryID: id, StatusCode: res.code, Error: res.err, DurationMS: int(res.duration.Milliseconds()),
 		})
 		if err != nil {
 			return fmt.Errorf("insert webhook attempt: %w", err)

@@ -19,9 +19,9 @@ VALUES ($1, $2, $3, $4)
 
 type AttemptInsertParams struct {
 	DeliveryID uuid.UUID
-	StatusCode *int32
+	StatusCode *int
 	Error      string
-	DurationMS int32
+	DurationMS int
 }
 
 func (q *Queries) AttemptInsert(ctx context.Context, arg AttemptInsertParams) error {
@@ -41,9 +41,9 @@ FROM webhook_attempts WHERE delivery_id = $1 ORDER BY id
 
 type AttemptListRow struct {
 	ID         int64
-	StatusCode *int32
+	StatusCode *int
 	Error      string
-	DurationMS int32
+	DurationMS int
 	CreatedAt  time.Time
 }
 
@@ -211,7 +211,7 @@ WHERE id = $1
 
 type DeliveryRecordAttemptParams struct {
 	ID             uuid.UUID
-	LastStatusCode *int32
+	LastStatusCode *int
 	LastError      string
 	Status         string
 }

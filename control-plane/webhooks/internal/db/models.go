@@ -17,8 +17,8 @@ type WebhookDelivery struct {
 	EventType      string
 	Payload        []byte
 	Status         string
-	Attempts       int32
-	LastStatusCode *int32
+	Attempts       int
+	LastStatusCode *int
 	LastError      string
 	CreatedAt      time.Time
 	DeliveredAt    *time.Time
