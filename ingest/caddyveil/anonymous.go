@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // Defaults for the anonymous refusals' settings (App).
@@ -33,7 +35,7 @@ const (
 // an event's Kafka key is not its subject but anonymousKey's: an
 // unauthenticated flood would otherwise fill one partition, behind which
 // every subscription that shares it would wait.
-const anonymousSubject = "anonymous"
+const anonymousSubject = usage.AnonymousSubject
 
 // anonymousKey returns a Kafka key that spreads anonymous events over every
 // partition: anonymous/ and 16 random hex digits. Nothing downstream groups

@@ -9,6 +9,14 @@
 // control plane makes is one): they live in a caddy.UsagePool keyed by the
 // settings that shape them, so a reload with the same settings reuses the
 // connections, the client-side cache and the emitter's spool.
+//
+// Each Caddy module has a file of its own: app.go (veil), handler.go
+// (http.handlers.veil, whose checks are in admit.go and whose event is in
+// event.go), sign.go (http.handlers.veil_sign), metrics.go
+// (http.handlers.veil_metrics), transport.go
+// (http.reverse_proxy.transport.veil), routesapp.go (veil_routes) and
+// adminroutes.go (admin.api.veil_routes). The usage event's JSON is
+// written by schemas/usage, the key format is internal/apikey's.
 package caddyveil
 
 import (
@@ -36,9 +44,6 @@ import (
 
 func init() {
 	caddy.RegisterModule(App{})
-	caddy.RegisterModule(Handler{})
-	caddy.RegisterModule(MetricsHandler{})
-	caddy.RegisterModule(Transport{})
 }
 
 // App is the "veil" Caddy app: the gateway's connections to Redis and
@@ -120,13 +125,6 @@ type App struct {
 func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "veil", New: func() caddy.Module { return new(App) }}
 }
-
-var (
-	_ caddy.App          = (*App)(nil)
-	_ caddy.Provisioner  = (*App)(nil)
-	_ caddy.Validator    = (*App)(nil)
-	_ caddy.CleanerUpper = (*App)(nil)
-)
 
 // pool holds the resources of every live configuration.
 var pool = caddy.NewUsagePool()
@@ -357,3 +355,10 @@ func (r *eventResources) Destruct() error {
 	r.kafka.Close()
 	return err
 }
+
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

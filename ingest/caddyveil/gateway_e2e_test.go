@@ -33,6 +33,7 @@ import (
 
 	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -473,7 +474,7 @@ func spawnE2EGateway(t *testing.T, c e2eGatewayConfig) *e2eGateway {
 						route("/healthz", map[string]any{"handler": "static_response", "status_code": 200}),
 						route("/metrics", map[string]any{"handler": "veil_metrics"}),
 						route("/api/*",
-							map[string]any{"handler": "veil", "api_id": e2eAPI, "path_prefix": "/api"},
+							gatewayroute.VeilHandler{APIID: e2eAPI, PathPrefix: "/api"}.Handle(),
 							map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": c.upstream}}}),
 					},
 				}},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/usage"
@@ -80,16 +81,15 @@ func setup(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The handler's JSON comes from the type itself, so the test follows
-	// its field names.
-	veil := jsonObject(t, &Handler{
-		APIID:         testAPI,
-		PathPrefix:    "/weather",
-		Routes:        testRoutes,
-		KeyQueryParam: "api_key",
-		UnitsHeader:   "X-Units",
-	})
-	veil["handler"] = "veil"
+	// The handler's JSON comes from the one builder of it, which
+	// TestVeilHandlerMatchesModule holds to the module's fields.
+	veil := gatewayroute.VeilHandler{
+		APIID:          testAPI,
+		PathPrefix:     "/weather",
+		RouteTemplates: testRoutes,
+		KeyQueryParam:  "api_key",
+		UnitsHeader:    "X-Units",
+	}.Handle()
 	addr, admin := testenv.FreeLoopbackAddr(t), testenv.FreeLoopbackAddr(t)
 	f.url = "http://" + addr
 	cfg := map[string]any{
@@ -130,19 +130,6 @@ func route(prefix string, handlers ...map[string]any) map[string]any {
 		"handle":   handlers,
 		"terminal": true,
 	}
-}
-
-func jsonObject(t *testing.T, v any) map[string]any {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // upstream is the API behind the gateway: it answers every request with

@@ -21,6 +21,10 @@ import (
 	"github.com/veil-platform/veil/internal/problem"
 )
 
+func init() {
+	caddy.RegisterModule(Transport{})
+}
+
 // EgressConfig is the egress policy of upstreams: which addresses the
 // gateway may connect to on a provider's behalf.
 type EgressConfig struct {
@@ -64,15 +68,6 @@ type Transport struct {
 func (Transport) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.reverse_proxy.transport.veil", New: func() caddy.Module { return new(Transport) }}
 }
-
-var (
-	_ caddy.Provisioner                      = (*Transport)(nil)
-	_ caddy.CleanerUpper                     = (*Transport)(nil)
-	_ http.RoundTripper                      = (*Transport)(nil)
-	_ reverseproxy.TLSTransport              = (*Transport)(nil)
-	_ reverseproxy.H2CTransport              = (*Transport)(nil)
-	_ reverseproxy.RequestHeaderOpsTransport = (*Transport)(nil)
-)
 
 // policies holds the built policies, shared by every transport with the
 // same settings: building one lists this host's addresses and resolves the
@@ -195,3 +190,12 @@ func refusedResponse(req *http.Request) *http.Response {
 func upstreamRefused(kind string) *metrics.Counter {
 	return metrics.GetOrCreateCounter(`veil_gateway_upstream_refused_total{reason="` + kind + `"}`)
 }
+
+var (
+	_ caddy.Provisioner                      = (*Transport)(nil)
+	_ caddy.CleanerUpper                     = (*Transport)(nil)
+	_ http.RoundTripper                      = (*Transport)(nil)
+	_ reverseproxy.TLSTransport              = (*Transport)(nil)
+	_ reverseproxy.H2CTransport              = (*Transport)(nil)
+	_ reverseproxy.RequestHeaderOpsTransport = (*Transport)(nil)
+)
