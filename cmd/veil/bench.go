@@ -1,28 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net/http"
-	"runtime"
-	"slices"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/veil-platform/veil/ingest"
+	"github.com/veil-platform/veil/internal/bench"
 	"github.com/veil-platform/veil/internal/broker"
-	"github.com/veil-platform/veil/internal/httpserver"
+	"github.com/veil-platform/veil/processors"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -51,265 +40,151 @@ Benchmarks:
 	return errors.New("bench: name a benchmark: ingest, pipeline, gateway or enforcement")
 }
 
-// benchBroker returns the named brokers, or starts an in-process kfake
-// broker when none is named; the caller calls closeBroker when done.
-func benchBroker(brokers string, logger *slog.Logger) (seeds []string, name string, closeBroker func(), err error) {
-	seeds = broker.ParseBrokers(brokers)
-	if len(seeds) > 0 {
-		return seeds, "Apache Kafka at " + strings.Join(seeds, ","), func() {}, nil
-	}
-	emb, err := broker.StartEmbedded(broker.EmbeddedConfig{Logger: logger})
-	if err != nil {
-		return nil, "", nil, err
-	}
-	return emb.Addrs(), "kfake (in-process) at " + strings.Join(emb.Addrs(), ","), emb.Close, nil
-}
-
-type benchResult struct {
-	name      string
-	events    int64
-	requests  int64
-	failures  int64
-	elapsed   time.Duration
-	latencies []time.Duration
-}
-
-func (r benchResult) eventsPerSec() float64 { return float64(r.events) / r.elapsed.Seconds() }
-
-func (r benchResult) quantile(q float64) time.Duration {
-	if len(r.latencies) == 0 {
-		return 0
-	}
-	return r.latencies[int(q*float64(len(r.latencies)-1))]
-}
-
 func benchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		brokers     string
-		duration    time.Duration
-		concurrency int
-		batches     string
-		log         logFlags
+		cfg             bench.IngestConfig
+		brokers, sizesS string
+		log             logFlags
 	)
 	f := newFlags("bench ingest", `Loads POST /v1/events of an in-process ingest service over loopback, once per batch size, then
 measures franz-go's raw produce rate to the same broker with the same events, and prints both and their ratio.
 With no brokers it runs against an in-process kfake broker; name the real one with --kafka-brokers.`, stdout)
 	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", "", "Kafka seed brokers; empty runs an in-process kfake broker")
-	f.Duration(&duration, "duration", "", 10*time.Second, "how long each phase runs")
-	f.Int(&concurrency, "concurrency", "", 16, "concurrent HTTP clients")
-	f.String(&batches, "batch-sizes", "", "100,1", "comma-separated events per request")
-	log.level = "warn"
+	f.Duration(&cfg.Duration, "duration", "", 10*time.Second, "how long each phase runs")
+	f.Int(&cfg.Concurrency, "concurrency", "", 16, "concurrent HTTP clients")
+	f.String(&sizesS, "batch-sizes", "", "100,1", "comma-separated events per request")
 	f.String(&log.level, "log-level", "VEIL_LOG_LEVEL", "warn", "log level")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
-	logger, err := log.logger(stderr)
-	if err != nil {
+	var err error
+	if cfg.Logger, err = log.logger(stderr); err != nil {
 		return err
 	}
-	var sizes []int
-	for _, s := range broker.ParseBrokers(batches) {
+	for _, s := range splitList(sizesS) {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > ingest.DefaultMaxEvents {
 			return fmt.Errorf("--batch-sizes: %q is not a batch size between 1 and %d", s, ingest.DefaultMaxEvents)
 		}
-		sizes = append(sizes, n)
+		cfg.BatchSizes = append(cfg.BatchSizes, n)
 	}
-
-	seeds, brokerName, closeBroker, err := benchBroker(brokers, logger)
-	if err != nil {
-		return err
-	}
-	defer closeBroker()
-
-	admin, err := broker.NewClient(broker.ClientConfig{Brokers: seeds, ClientID: "veil-bench-admin", Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-	topic := fmt.Sprintf("veil.bench.%d", time.Now().UnixNano())
-	if err := broker.EnsureTopics(ctx, admin, []broker.TopicSpec{{Name: topic, Partitions: broker.DefaultPartitions}}); err != nil {
-		return err
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_, _ = kadm.NewClient(admin).DeleteTopics(dctx, topic)
-	}()
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = broker.WaitForTopic(wctx, admin, topic)
-	cancel()
-	if err != nil {
-		return err
-	}
-
-	fmt.Fprintf(stdout, "veil bench ingest: %s, %d cores, %s/%s, %s, %s per phase, %d clients\n\n",
-		brokerName, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), duration, concurrency)
-
-	var results []benchResult
-	for _, size := range sizes {
-		r, err := benchHTTP(ctx, seeds, topic, size, concurrency, duration, logger)
-		if err != nil {
-			return err
-		}
-		results = append(results, r)
-	}
-	raw, err := benchRawProduce(ctx, seeds, topic, duration, logger)
-	if err != nil {
-		return err
-	}
-	results = append(results, raw)
-
-	fmt.Fprintf(stdout, "%-22s %12s %12s %10s %10s %9s %s\n", "phase", "events/s", "requests/s", "p50", "p99", "failures", "vs raw")
-	for _, r := range results {
-		fmt.Fprintf(stdout, "%-22s %12.0f %12.0f %10s %10s %9d %6.1f%%\n", r.name, r.eventsPerSec(),
-			float64(r.requests)/r.elapsed.Seconds(), r.quantile(0.5).Round(time.Microsecond), r.quantile(0.99).Round(time.Microsecond),
-			r.failures, 100*r.eventsPerSec()/raw.eventsPerSec())
-	}
-	fmt.Fprintln(stdout, "\np50/p99: request latency for HTTP phases (until Kafka acknowledged), produce-to-ack latency for raw produce.")
-	return nil
+	cfg.Brokers, cfg.ProducerOpts = broker.ParseBrokers(brokers), ingestProducerOpts()
+	return bench.Ingest(ctx, cfg, stdout)
 }
 
-// benchEvents returns n distinct encoded events.
-func benchEvents(n int, prefix string) [][]byte {
-	now := time.Now().UTC().Format(time.RFC3339)
-	out := make([][]byte, n)
-	for i := range out {
-		out[i] = fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%d","source":"/bench","type":"veil.api.request","time":%q,"subject":"00000000-0000-4000-8000-%012d","data":{"api_id":"api_bench","key_id":"key_%d","method":"GET","route":"/v1/items/{id}","path":"/v1/items/%d","status":200,"latency_ms":7,"request_bytes":120,"response_bytes":2048,"units":1}}`,
-			prefix, i, now, i%500, i%2000, i)
-	}
-	return out
-}
-
-func benchHTTP(ctx context.Context, seeds []string, topic string, batch, concurrency int, d time.Duration, logger *slog.Logger) (benchResult, error) {
-	set := metrics.NewSet()
-	cl, err := broker.NewClient(broker.ClientConfig{Brokers: seeds, ClientID: "veil-bench-ingest", Logger: logger,
-		Opts: ingestProducerOpts()})
-	if err != nil {
-		return benchResult{}, err
-	}
-	defer cl.Close()
-	const token = "bench-token-0123456789"
-	h, err := ingest.New(ingest.Config{Logger: logger, Metrics: set, Producer: cl, Topic: topic, Tokens: []string{token}})
-	if err != nil {
-		return benchResult{}, err
-	}
-	srv, err := httpserver.Listen(httpserver.Config{Name: "bench-ingest", Addr: "127.0.0.1:0", Handler: h.Routes(), Logger: logger, Metrics: set})
-	if err != nil {
-		return benchResult{}, err
-	}
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() { _ = srv.Serve(sctx) }()
-
-	// A pool of distinct request bodies, cycled.
-	events := benchEvents(64*batch, fmt.Sprintf("b%d", batch))
-	var bodies [][]byte
-	for i := 0; i+batch <= len(events); i += batch {
-		if batch == 1 {
-			bodies = append(bodies, events[i])
-			continue
-		}
-		bodies = append(bodies, append(append([]byte("["), bytes.Join(events[i:i+batch], []byte(","))...), ']'))
-	}
-	ctype := ingest.MediaTypeBatch
-	if batch == 1 {
-		ctype = ingest.MediaTypeEvent
-	}
-	url := "http://" + srv.Addr().String() + "/v1/events"
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency, MaxConnsPerHost: concurrency}}
-
+func benchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		mu       sync.Mutex
-		res      = benchResult{name: fmt.Sprintf("POST batch=%d", batch)}
-		requests atomic.Int64
-		failures atomic.Int64
-		wg       sync.WaitGroup
+		cfg        bench.PipelineConfig
+		mig        migrateFlags
+		brokers    string
+		dupS, invS string
+		log        logFlags
 	)
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	for w := 0; w < concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lat []time.Duration
-			for i := w; time.Now().Before(deadline) && ctx.Err() == nil; i += concurrency {
-				t0 := time.Now()
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
-				req.Header.Set("Content-Type", ctype)
-				req.Header.Set("Authorization", "Bearer "+token)
-				resp, err := client.Do(req)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				if err != nil || resp.StatusCode != http.StatusAccepted {
-					failures.Add(1)
-					continue
-				}
-				lat = append(lat, time.Since(t0))
-				requests.Add(1)
-			}
-			mu.Lock()
-			res.latencies = append(res.latencies, lat...)
-			mu.Unlock()
-		}()
+	f := newFlags("bench pipeline", `Produces N events (with duplicates and invalid ones) to a fresh topic, then runs a processor in
+this process and measures until every unique event is in ClickHouse and Redis. In the same run it
+measures the raw produce rate to the broker and the raw ClickHouse insert rate of the same rows, and
+prints the ratios and a final JSON line. Uses a scratch ClickHouse database and topic, dropped after.`, stdout)
+	mig.register(f)
+	f.String(&cfg.RedisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address")
+	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers; empty runs an in-process kfake broker")
+	f.Int(&cfg.Events, "events", "", 1_000_000, "events to produce")
+	f.String(&dupS, "dup-rate", "", "0.1", "share of events that repeat an earlier one")
+	f.String(&invS, "invalid-rate", "", "0.01", "share of events that are invalid")
+	f.Int(&cfg.BatchRecords, "batch-records", "", processors.DefaultBatchRecords, "processor batch size")
+	f.String(&cfg.CPUProfile, "cpuprofile", "", "", "write a CPU profile of the processing phase to this file")
+	f.String(&log.level, "log-level", "VEIL_LOG_LEVEL", "warn", "log level")
+	if err := f.Parse(args); err != nil {
+		return err
 	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	res.requests = requests.Load()
-	res.failures = failures.Load()
-	res.events = res.requests * int64(batch)
-	slices.Sort(res.latencies)
-	return res, nil
+	var err error
+	if cfg.DupRate, err = strconv.ParseFloat(dupS, 64); err != nil || cfg.DupRate < 0 || cfg.DupRate >= 1 {
+		return fmt.Errorf("--dup-rate %q: want a share in [0, 1)", dupS)
+	}
+	if cfg.InvalidRate, err = strconv.ParseFloat(invS, 64); err != nil || cfg.InvalidRate < 0 || cfg.InvalidRate >= 1 {
+		return fmt.Errorf("--invalid-rate %q: want a share in [0, 1)", invS)
+	}
+	if cfg.Logger, err = log.logger(stderr); err != nil {
+		return err
+	}
+	cfg.Brokers, cfg.ClickHouseAddr = broker.ParseBrokers(brokers), mig.clickhouseAddr
+	return bench.Pipeline(ctx, cfg, stdout)
 }
 
-// benchRawProduce produces the same kind of events straight from a franz-go
-// client, asynchronously with a bounded number in flight, for d.
-func benchRawProduce(ctx context.Context, seeds []string, topic string, d time.Duration, logger *slog.Logger) (benchResult, error) {
-	cl, err := broker.NewClient(broker.ClientConfig{Brokers: seeds, ClientID: "veil-bench-raw", Logger: logger,
-		Opts: ingestProducerOpts()})
-	if err != nil {
-		return benchResult{}, err
-	}
-	defer cl.Close()
-	events := benchEvents(10_000, "raw")
-	keys := make([][]byte, len(events))
-	for i := range keys {
-		keys[i] = []byte("sub_" + strconv.Itoa(i%500))
-	}
-	const sampleEvery = 64
+func benchGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		mu       sync.Mutex
-		res      = benchResult{name: "raw franz-go produce"}
-		acked    atomic.Int64
-		failures atomic.Int64
+		cfg     bench.GatewayConfig
+		brokers string
+		log     logFlags
 	)
-	start := time.Now()
-	deadline := start.Add(d)
-	for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
-		t0 := time.Now()
-		sample := i%sampleEvery == 0
-		cl.Produce(ctx, &kgo.Record{Topic: topic, Key: keys[i%len(keys)], Value: events[i%len(events)]}, func(_ *kgo.Record, err error) {
-			if err != nil {
-				failures.Add(1)
-				return
-			}
-			acked.Add(1)
-			if sample {
-				mu.Lock()
-				res.latencies = append(res.latencies, time.Since(t0))
-				mu.Unlock()
-			}
-		})
+	f := newFlags("bench gateway", `Runs veil gateway run with two servers on loopback in front of the same local upstream: plain
+Caddy reverse_proxy, and the veil handler (key auth, a per-second and a per-minute rate limit,
+one usage event per request to Kafka) before the same reverse_proxy. Loads each with the same
+keep-alive clients, after a warm-up, and prints throughput, p50/p99 latency, the veil handler's
+cost against plain Caddy, and how many of the veil phase's events reached the topic
+veil.bench.gateway (which it creates). It empties the Redis database it is given.`, stdout)
+	f.String(&cfg.RedisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address")
+	f.Int(&cfg.RedisDB, "redis-db", "", 15, "Redis logical database for the bench's key and subscription; emptied first")
+	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers; empty runs an in-process kfake broker")
+	f.Int(&cfg.Concurrency, "requests-concurrency", "", 32, "concurrent keep-alive HTTP clients")
+	f.Duration(&cfg.Duration, "duration", "", 10*time.Second, "how long each phase is measured")
+	f.Duration(&cfg.Warmup, "warmup", "", 2*time.Second, "unmeasured load before each phase")
+	f.String(&log.level, "log-level", "VEIL_LOG_LEVEL", "warn", "log level")
+	if err := f.Parse(args); err != nil {
+		return err
 	}
-	if err := cl.Flush(ctx); err != nil {
-		return benchResult{}, fmt.Errorf("flush raw producer: %w", err)
+	switch {
+	case cfg.Concurrency < 1:
+		return fmt.Errorf("--requests-concurrency %d: want 1 or more", cfg.Concurrency)
+	case cfg.Duration <= 0 || cfg.Warmup < 0:
+		return fmt.Errorf("--duration %s, --warmup %s: want a positive duration and no negative warm-up", cfg.Duration, cfg.Warmup)
+	case cfg.RedisDB < 0:
+		return fmt.Errorf("--redis-db %d: want 0 or more", cfg.RedisDB)
 	}
-	res.elapsed = time.Since(start)
-	res.events = acked.Load()
-	res.requests = res.events
-	res.failures = failures.Load()
-	slices.Sort(res.latencies)
-	return res, nil
+	var err error
+	if cfg.Logger, err = log.logger(stderr); err != nil {
+		return err
+	}
+	cfg.Brokers = broker.ParseBrokers(brokers)
+	return bench.Gateway(ctx, cfg, stdout, stderr)
+}
+
+func benchEnforcement(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cfg     bench.EnforcementConfig
+		mig     migrateFlags
+		brokers string
+		log     logFlags
+	)
+	f := newFlags("bench enforcement", `Measures how long a used-up quota takes to stop traffic at the gateway: a veil gateway run
+child (the veil handler before a local upstream) sends usage events to Kafka, a processor in this
+process counts them into Redis, and its counting script sets the block the gateway reads through
+client-side caching. Each trial is a fresh subscription with a hard quota, called at a steady rate
+until the first 429 quota-exhausted; the figure is the time from the answer to the request that used
+the quota up (its event is the one that crosses it) to that first 429, and the overshoot is what was
+admitted in between. Prints p50/p99/max and a final JSON line. Uses a scratch ClickHouse database
+and topics, dropped after, and empties the Redis database it is given.`, stdout)
+	mig.register(f)
+	f.String(&cfg.RedisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address")
+	f.Int(&cfg.RedisDB, "redis-db", "", 14, "Redis logical database for the bench's records and counters; emptied first")
+	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers; empty runs an in-process kfake broker")
+	f.Int(&cfg.Trials, "trials", "", 30, "subscriptions run into their quota, one after the other")
+	f.Int(&cfg.Quota, "quota", "", 200, "each subscription's hard request quota")
+	f.Int(&cfg.Rate, "rate", "", 500, "requests per second each trial sends")
+	f.Duration(&cfg.BatchWait, "processor-batch-wait", "VEIL_PROCESSOR_BATCH_WAIT", processors.DefaultBatchWait, "the processor's longest wait to fill a batch")
+	f.String(&log.level, "log-level", "VEIL_LOG_LEVEL", "warn", "log level")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case cfg.Trials < 1 || cfg.Quota < 1 || cfg.Rate < 1:
+		return fmt.Errorf("--trials %d, --quota %d, --rate %d: want each 1 or more", cfg.Trials, cfg.Quota, cfg.Rate)
+	case cfg.RedisDB < 0:
+		return fmt.Errorf("--redis-db %d: want 0 or more", cfg.RedisDB)
+	}
+	var err error
+	if cfg.Logger, err = log.logger(stderr); err != nil {
+		return err
+	}
+	cfg.Brokers, cfg.ClickHouseAddr = broker.ParseBrokers(brokers), mig.clickhouseAddr
+	return bench.Enforcement(ctx, cfg, stdout, stderr)
 }

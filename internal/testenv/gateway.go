@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,9 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/veil-platform/veil/internal/gatewayproc"
 )
 
 // Defaults of the gateway helpers: generous for a loaded CI machine, where
@@ -44,14 +44,7 @@ type GatewayProcess struct {
 	// Set by Gateway, like AdminURL.
 	MetricsURL string
 
-	name        string   // the command, for messages: "veil gateway run"
-	ready       []string // URLs that answer 200 once it serves
-	stopTimeout time.Duration
-	cmd         *exec.Cmd
-	out         *SyncBuffer
-	exited      chan struct{} // closed when the process has been waited for
-	err         error         // its exit error, set before exited closes
-	stop        sync.Once
+	proc *gatewayproc.Process
 }
 
 // GatewayOption changes how Gateway and GatewayRun start and stop a
@@ -154,33 +147,19 @@ func (g *GatewayProcess) start(t testing.TB, args, env, ready []string, opts []G
 	for _, opt := range opts {
 		opt(&o)
 	}
-	bin := VeilBinary(t)
-	data := t.TempDir()
-	g.name = "veil " + strings.Join(args[:min(len(args), 2)], " ")
-	g.ready, g.stopTimeout = ready, o.stopTimeout
-	g.out = &SyncBuffer{}
-	g.exited = make(chan struct{})
-	g.cmd = exec.Command(bin, args...)
-	g.cmd.Env = append(append(os.Environ(), env...), o.env...)
-	g.cmd.Env = append(g.cmd.Env,
-		// Caddy keeps its storage (certificates, locks, autosaved config)
-		// and the veil app its default spool under these.
-		"XDG_DATA_HOME="+filepath.Join(data, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(data, "config"),
-	)
-	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
-	if err := g.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", g.name, err)
+	proc, err := gatewayproc.Start(gatewayproc.Config{
+		Binary: VeilBinary(t), Args: args, Env: append(env, o.env...), DataDir: t.TempDir(),
+		Ready: ready, StopTimeout: o.stopTimeout,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	go func() {
-		g.err = g.cmd.Wait()
-		close(g.exited)
-	}()
+	g.proc = proc
 	t.Cleanup(func() {
 		if err := g.Stop(); err != nil {
-			t.Errorf("stop %s: %v\n%s", g.name, err, g.Stderr())
+			t.Errorf("stop %s: %v\n%s", proc.Name, err, g.Stderr())
 		} else if t.Failed() {
-			t.Logf("%s (ready at %s) output:\n%s", g.name, strings.Join(g.ready, ", "), g.Stderr())
+			t.Logf("%s (ready at %s) output:\n%s", proc.Name, strings.Join(proc.ReadyURLs(), ", "), g.Stderr())
 		}
 	})
 	if !o.noWait {
@@ -193,25 +172,9 @@ func (g *GatewayProcess) start(t testing.TB, args, env, ready []string, opts []G
 // process exits first or does not serve within a minute.
 func (g *GatewayProcess) WaitReady(t testing.TB) {
 	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second}
-	defer client.CloseIdleConnections()
-	Deadline(t, gatewayReadyTimeout, func() error {
-		select {
-		case <-g.exited:
-			t.Fatalf("%s exited before it was ready: %v\n%s", g.name, g.err, g.Stderr())
-		default:
-		}
-		for _, u := range g.ready {
-			resp, err := client.Get(u)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("GET %s = %d; want 200", u, resp.StatusCode)
-			}
-		}
-		if g.AdminClient != nil {
+	var adminReady func() error
+	if g.AdminClient != nil {
+		adminReady = func() error {
 			resp, err := g.AdminClient.Get(g.Admin("/config/"))
 			if err != nil {
 				return fmt.Errorf("admin API on %s: %w", g.AdminURL, err)
@@ -220,42 +183,26 @@ func (g *GatewayProcess) WaitReady(t testing.TB) {
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("admin API on %s: GET /config/ = %d; want 200", g.AdminURL, resp.StatusCode)
 			}
+			return nil
 		}
-		return nil
-	})
+	}
+	if err := g.proc.WaitReady(context.Background(), gatewayReadyTimeout, adminReady); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Stop sends SIGTERM, which makes Caddy stop its apps (the veil app
 // flushes its events) and exit, and kills the gateway if it has not
 // exited within the stop timeout. It reports an unclean exit; stopping a
 // stopped gateway is fine.
-func (g *GatewayProcess) Stop() error {
-	var err error
-	g.stop.Do(func() {
-		_ = g.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-g.exited:
-			err = g.err
-		case <-time.After(g.stopTimeout):
-			_ = g.cmd.Process.Kill()
-			<-g.exited
-			err = fmt.Errorf("did not exit within %s of SIGTERM; killed", g.stopTimeout)
-		}
-	})
-	return err
-}
+func (g *GatewayProcess) Stop() error { return g.proc.Stop() }
 
 // Kill ends the gateway at once with SIGKILL, as a crash would.
-func (g *GatewayProcess) Kill() {
-	g.stop.Do(func() {
-		_ = g.cmd.Process.Kill()
-		<-g.exited
-	})
-}
+func (g *GatewayProcess) Kill() { g.proc.Kill() }
 
 // Stderr returns what the gateway wrote so far to stdout and stderr
 // (Caddy's JSON logs).
-func (g *GatewayProcess) Stderr() string { return g.out.String() }
+func (g *GatewayProcess) Stderr() string { return g.proc.Output() }
 
 var veilBin struct {
 	once sync.Once
@@ -314,44 +261,24 @@ func buildVeil() (string, error) {
 // free a moment ago: for a child process or a server to listen on.
 func FreeLoopbackAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := gatewayproc.FreeLoopbackAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: a
 // child process's output or a logger's, read by the test while written.
 // The zero value is ready to use.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-var _ io.Writer = (*SyncBuffer)(nil)
-
-// Write appends p to the buffer.
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns what was written so far.
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type SyncBuffer = gatewayproc.SyncBuffer
 
 // TCPListeners returns the addresses, ip:port, on which the gateway
 // process listens for TCP connections, read from /proc: what anything on
 // the host can connect to, whatever the configuration says.
 func (g *GatewayProcess) TCPListeners(t testing.TB) []string {
 	t.Helper()
-	return TCPListeners(t, g.cmd.Process.Pid)
+	return TCPListeners(t, g.proc.Pid())
 }
 
 // TCPListeners returns the addresses, ip:port, on which process pid
