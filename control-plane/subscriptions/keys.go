@@ -15,6 +15,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/apikey"
 )
 
@@ -63,37 +64,6 @@ type Key struct {
 	// suspendedByAdmin: an admin suspended the key, and only an admin
 	// resumes it.
 	suspendedByAdmin bool
-}
-
-const keyColumns = `k.id, k.subscription_id, s.api_id, k.name, k.env, k.prefix, k.last4, k.state, k.expires_at, k.grace_until,
-	k.methods, k.routes, k.rate_per_second, k.rate_per_minute, k.metadata, k.rotated_from, k.auto_rotate, k.rotate_every_days,
-	k.last_rotated_at, k.auto_renew, k.renew_days, k.synced_version >= k.sync_version, k.sync_attempts, k.sync_error,
-	k.created_by, k.created_at, k.updated_at, k.revoked_at, s.organization_id, a.organization_id, k.hash, k.sync_version,
-	s.status, k.sealed_key, k.suspended_by_admin`
-
-const keyFrom = ` FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id JOIN apis a ON a.id = s.api_id`
-
-func scanKey(row pgx.Row) (Key, error) {
-	var k Key
-	var last4 string
-	var meta []byte
-	err := row.Scan(&k.ID, &k.SubscriptionID, &k.APIID, &k.Name, &k.Env, &k.Prefix, &last4, &k.State, &k.ExpiresAt, &k.GraceUntil,
-		&k.Methods, &k.Routes, &k.RatePerSecond, &k.RatePerMinute, &meta, &k.RotatedFrom, &k.AutoRotate, &k.RotateEvery,
-		&k.LastRotatedAt, &k.AutoRenew, &k.RenewDays, &k.Synced, &k.SyncAttempts, &k.SyncError,
-		&k.CreatedBy, &k.CreatedAt, &k.UpdatedAt, &k.RevokedAt, &k.org, &k.apiOrg, &k.hash, &k.syncVersion,
-		&k.subStatus, &k.sealed, &k.suspendedByAdmin)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Key{}, ErrKeyNotFound
-	}
-	if err != nil {
-		return Key{}, fmt.Errorf("scan key: %w", err)
-	}
-	if err := json.Unmarshal(meta, &k.Metadata); err != nil {
-		return Key{}, fmt.Errorf("decode key metadata: %w", err)
-	}
-	k.Masked = apikey.Mask(k.Prefix, last4)
-	k.Revealable = len(k.sealed) > 0
-	return k, nil
 }
 
 func (k Key) settings() keys.Settings {
@@ -173,9 +143,7 @@ func (s *Service) CreateKey(ctx context.Context, actor identity.Actor, subID uui
 // Rotation needs no such check: it only rotates an active key, so its
 // successor replaces a key that works already.
 func (s *Service) checkNoAdminSuspension(ctx context.Context, tx pgx.Tx, subID uuid.UUID) error {
-	var id uuid.UUID
-	err := tx.QueryRow(ctx, `SELECT id FROM api_keys WHERE subscription_id = $1 AND state = 'suspended' AND suspended_by_admin
-		ORDER BY id LIMIT 1`, subID).Scan(&id)
+	id, err := db.New(tx).KeyFindAdminSuspended(ctx, subID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}
@@ -189,12 +157,12 @@ func (s *Service) checkNoAdminSuspension(ctx context.Context, tx pgx.Tx, subID u
 // must be locked. A key in its rotation grace does not count toward the
 // subscription's limit: its successor takes its place.
 func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, sub Subscription, in keys.Settings, rotatedFrom *uuid.UUID, seal *keys.Sealer) (Key, error) {
-	var live int
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM api_keys WHERE subscription_id = $1
-			AND state IN ('pending', 'active', 'suspended', 'failed_sync') AND grace_until IS NULL`, sub.ID).Scan(&live); err != nil {
+	q := db.New(tx)
+	live, err := q.KeyCountLive(ctx, sub.ID)
+	if err != nil {
 		return Key{}, fmt.Errorf("count keys: %w", err)
 	}
-	if live >= sub.MaxActiveKeys {
+	if live >= int64(sub.MaxActiveKeys) {
 		return Key{}, fmt.Errorf("%w (%d)", ErrKeyLimit, sub.MaxActiveKeys)
 	}
 	raw, err := apikey.Generate(s.cfg.Env)
@@ -214,13 +182,13 @@ func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, su
 		now := s.now().UTC()
 		lastRotated = &now
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO api_keys (id, subscription_id, name, env, hash, prefix, last4, expires_at, methods, routes,
-			rate_per_second, rate_per_minute, metadata, rotated_from, auto_rotate, rotate_every_days, last_rotated_at,
-			auto_renew, renew_days, created_by, sealed_key)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
-		id, sub.ID, in.Name, s.cfg.Env, raw.Hash, raw.Prefix, raw.Last4, in.ExpiresAt, in.Methods, in.Routes,
-		in.RatePerSecond, in.RatePerMinute, meta, rotatedFrom, in.AutoRotate, in.RotateEveryDays, lastRotated,
-		in.AutoRenew, in.RenewDays, actor.Subject, sealed)
+	err = q.KeyInsert(ctx, db.KeyInsertParams{
+		ID: id, SubscriptionID: sub.ID, Name: in.Name, Env: string(s.cfg.Env), Hash: raw.Hash, Prefix: raw.Prefix, Last4: raw.Last4,
+		ExpiresAt: in.ExpiresAt, Methods: in.Methods, Routes: in.Routes, RatePerSecond: int32Ptr(in.RatePerSecond),
+		RatePerMinute: int32Ptr(in.RatePerMinute), Metadata: meta, RotatedFrom: rotatedFrom, AutoRotate: in.AutoRotate,
+		RotateEveryDays: int32(in.RotateEveryDays), LastRotatedAt: lastRotated, AutoRenew: in.AutoRenew,
+		RenewDays: int32Ptr(in.RenewDays), CreatedBy: actor.Subject, SealedKey: sealed,
+	})
 	if err != nil {
 		return Key{}, fmt.Errorf("insert key: %w", err)
 	}
@@ -238,7 +206,7 @@ func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, su
 }
 
 func (s *Service) lockKey(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Key, error) {
-	return scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.id = $1 FOR UPDATE OF k`, id))
+	return toKey(db.New(tx).KeyGetByIDForUpdate(ctx, id))
 }
 
 // changeKey locks a key the actor may change.
@@ -258,7 +226,7 @@ func (s *Service) changeKey(ctx context.Context, tx pgx.Tx, actor identity.Actor
 
 // GetKey returns a key the actor may see.
 func (s *Service) GetKey(ctx context.Context, actor identity.Actor, id uuid.UUID) (Key, error) {
-	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.id = $1`, id))
+	k, err := toKey(db.New(s.pool).KeyGetByID(ctx, id))
 	if err != nil {
 		return Key{}, err
 	}
@@ -274,11 +242,11 @@ func (s *Service) ListKeys(ctx context.Context, actor identity.Actor, subID uuid
 	if _, err := s.GetSubscription(ctx, actor, subID); err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.subscription_id = $1 ORDER BY k.created_at, k.id`, subID)
+	rows, err := db.New(s.pool).KeyListBySubscription(ctx, subID)
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) { return scanKey(r) })
+	return toKeys(rows)
 }
 
 // UpdateKey changes a key's settings. Terminal keys do not change.
@@ -297,11 +265,11 @@ func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.U
 			return err
 		}
 		meta, _ := json.Marshal(in.Metadata)
-		if _, err := tx.Exec(ctx, `UPDATE api_keys SET name = $2, expires_at = $3, methods = $4, routes = $5, rate_per_second = $6,
-				rate_per_minute = $7, metadata = $8, auto_rotate = $9, rotate_every_days = $10, auto_renew = $11, renew_days = $12,
-				sync_version = sync_version + 1, updated_at = now()
-			WHERE id = $1`, id, in.Name, in.ExpiresAt, in.Methods, in.Routes, in.RatePerSecond, in.RatePerMinute, meta,
-			in.AutoRotate, in.RotateEveryDays, in.AutoRenew, in.RenewDays); err != nil {
+		if err := db.New(tx).KeyUpdateSettings(ctx, db.KeyUpdateSettingsParams{
+			ID: id, Name: in.Name, ExpiresAt: in.ExpiresAt, Methods: in.Methods, Routes: in.Routes,
+			RatePerSecond: int32Ptr(in.RatePerSecond), RatePerMinute: int32Ptr(in.RatePerMinute), Metadata: meta,
+			AutoRotate: in.AutoRotate, RotateEveryDays: int32(in.RotateEveryDays), AutoRenew: in.AutoRenew, RenewDays: int32Ptr(in.RenewDays),
+		}); err != nil {
 			return fmt.Errorf("update key: %w", err)
 		}
 		if err := s.enqueueKeySync(ctx, tx, id); err != nil {
@@ -356,10 +324,9 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor identity.Acto
 	if err := keys.Check(k.State, to); err != nil {
 		return Key{}, err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE api_keys SET state = $2::key_state, revoked_at = CASE WHEN $2::key_state = 'revoked' THEN $3::timestamptz END,
-			sealed_key = CASE WHEN $2::key_state IN ('revoked', 'expired') THEN NULL ELSE sealed_key END,
-			suspended_by_admin = $2::key_state = 'suspended' AND $4,
-			sync_version = sync_version + 1, updated_at = now() WHERE id = $1`, k.ID, to, s.now().UTC(), actor.IsAdmin()); err != nil {
+	if err := db.New(tx).KeyUpdateState(ctx, db.KeyUpdateStateParams{
+		ID: k.ID, ToState: db.KeyState(to), Now: s.now().UTC(), ByAdmin: actor.IsAdmin(),
+	}); err != nil {
 		return Key{}, fmt.Errorf("set key state: %w", err)
 	}
 	if err := s.enqueueKeySync(ctx, tx, k.ID); err != nil {
@@ -379,7 +346,7 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor identity.Acto
 // which refuses the key already, so no sync is queued and no event is
 // published: the key's state did not change.
 func (s *Service) sanction(ctx context.Context, tx pgx.Tx, actor identity.Actor, k Key, reason string) (Key, error) {
-	if _, err := tx.Exec(ctx, `UPDATE api_keys SET suspended_by_admin = true, updated_at = now() WHERE id = $1`, k.ID); err != nil {
+	if err := db.New(tx).KeyMarkAdminSuspended(ctx, k.ID); err != nil {
 		return Key{}, fmt.Errorf("mark admin suspension: %w", err)
 	}
 	after, err := s.lockKey(ctx, tx, k.ID)
@@ -393,12 +360,7 @@ func (s *Service) sanction(ctx context.Context, tx pgx.Tx, actor identity.Actor,
 
 // revokeAll revokes a subscription's live keys (on cancellation).
 func (s *Service) revokeAll(ctx context.Context, tx pgx.Tx, actor identity.Actor, subID uuid.UUID, reason string) error {
-	rows, err := tx.Query(ctx, `SELECT id FROM api_keys WHERE subscription_id = $1 AND state NOT IN ('revoked', 'expired')
-		ORDER BY id FOR UPDATE`, subID)
-	if err != nil {
-		return fmt.Errorf("list keys to revoke: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	ids, err := db.New(tx).KeyListLiveIDsForUpdate(ctx, subID)
 	if err != nil {
 		return fmt.Errorf("list keys to revoke: %w", err)
 	}
@@ -427,7 +389,7 @@ func (s *Service) DeleteKey(ctx context.Context, actor identity.Actor, id uuid.U
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM api_keys WHERE id = $1`, id); err != nil {
+		if err := db.New(tx).KeyDelete(ctx, id); err != nil {
 			return fmt.Errorf("delete key: %w", err)
 		}
 		// The record goes with any version: nothing newer can be written
@@ -494,8 +456,7 @@ func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor identity.Actor, o
 		}
 	} else {
 		until := s.now().UTC().Add(grace).Truncate(time.Second)
-		if _, err := tx.Exec(ctx, `UPDATE api_keys SET grace_until = $2, auto_rotate = false, sync_version = sync_version + 1,
-				updated_at = now() WHERE id = $1`, old.ID, until); err != nil {
+		if err := db.New(tx).KeySetGrace(ctx, db.KeySetGraceParams{ID: old.ID, GraceUntil: &until}); err != nil {
 			return Key{}, fmt.Errorf("set grace: %w", err)
 		}
 		if err := s.enqueueKeySync(ctx, tx, old.ID); err != nil {
@@ -536,7 +497,7 @@ func (s *Service) Reveal(ctx context.Context, actor identity.Actor, id uuid.UUID
 		if err != nil {
 			return fmt.Errorf("open sealed key %s: %w", k.ID, err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE api_keys SET sealed_key = NULL, updated_at = now() WHERE id = $1`, id); err != nil {
+		if err := db.New(tx).KeyEraseSealed(ctx, id); err != nil {
 			return fmt.Errorf("erase sealed key: %w", err)
 		}
 		if out, err = s.lockKey(ctx, tx, id); err != nil {

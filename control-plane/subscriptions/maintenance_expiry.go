@@ -37,8 +37,7 @@ func (s *Service) expireKeys(ctx context.Context, rep *MaintenanceReport) error 
 		for !next.After(now) {
 			next = next.AddDate(0, 0, *k.RenewDays)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE api_keys SET expires_at = $2, sync_version = sync_version + 1, updated_at = now()
-			WHERE id = $1`, id, next); err != nil {
+		if err := db.New(tx).KeyRenew(ctx, db.KeyRenewParams{ID: id, ExpiresAt: &next}); err != nil {
 			return fmt.Errorf("renew key: %w", err)
 		}
 		if err := s.enqueueKeySync(ctx, tx, id); err != nil {

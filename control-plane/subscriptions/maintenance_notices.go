@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 )
 
 // Notice kinds (key_notices.kind).
@@ -23,12 +25,12 @@ const (
 // expiryNotices gives notice of the keys that expire within 7 days.
 func (s *Service) expiryNotices(ctx context.Context, rep *MaintenanceReport) error {
 	now := s.now().UTC()
-	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.state IN ('active', 'suspended') AND NOT k.auto_renew
-		AND k.grace_until IS NULL AND k.expires_at > $1 AND k.expires_at <= $2 ORDER BY k.id`, now, now.Add(7*24*time.Hour))
+	until := now.Add(7 * 24 * time.Hour)
+	rows, err := db.New(s.pool).KeyListExpiring(ctx, db.KeyListExpiringParams{After: &now, Until: &until})
 	if err != nil {
 		return err
 	}
-	due, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) { return scanKey(r) })
+	due, err := toKeys(rows)
 	if err != nil {
 		return err
 	}
@@ -85,12 +87,11 @@ func displayName(k Key) string {
 func (s *Service) notice(ctx context.Context, k Key, kind string, eventAt time.Time, event, subject, text string) (int, error) {
 	sent := 0
 	claim := func(tx pgx.Tx, channel string) (bool, error) {
-		tag, err := tx.Exec(ctx, `INSERT INTO key_notices (key_id, kind, channel, event_at) VALUES ($1, $2, $3, $4)
-			ON CONFLICT DO NOTHING`, k.ID, kind, channel, eventAt)
+		n, err := db.New(tx).KeyNoticeClaim(ctx, db.KeyNoticeClaimParams{KeyID: k.ID, Kind: db.KeyNoticeKind(kind), Channel: channel, EventAt: eventAt})
 		if err != nil {
 			return false, fmt.Errorf("claim notice: %w", err)
 		}
-		return tag.RowsAffected() == 1, nil
+		return n == 1, nil
 	}
 	if event != "" {
 		err := s.inTx(ctx, func(tx pgx.Tx) error {

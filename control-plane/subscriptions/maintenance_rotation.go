@@ -11,6 +11,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 )
 
 // autoRotate announces the automatic rotations due within RotationNotice,
@@ -18,13 +19,12 @@ import (
 // reveal.
 func (s *Service) autoRotate(ctx context.Context, rep *MaintenanceReport) error {
 	now := s.now().UTC()
-	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.auto_rotate AND k.state = 'active' AND k.grace_until IS NULL
-		AND coalesce(k.last_rotated_at, k.created_at) + make_interval(days => k.rotate_every_days) <= $1 ORDER BY k.id`,
-		now.Add(s.cfg.RotationNotice))
+	dueBy := now.Add(s.cfg.RotationNotice)
+	rows, err := db.New(s.pool).KeyListRotationDue(ctx, &dueBy)
 	if err != nil {
 		return err
 	}
-	candidates, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) { return scanKey(r) })
+	candidates, err := toKeys(rows)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/audit"
@@ -118,11 +117,11 @@ func (s *Service) healed(rep *ReconcileReport, kind, id string, err error) {
 // counting in rep what differs; it changes nothing.
 func (s *Service) findKeyDrift(ctx context.Context, rep *ReconcileReport) (keyDrift, error) {
 	var d keyDrift
-	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+keyFrom)
+	rows, err := db.New(s.pool).KeyListAll(ctx)
 	if err != nil {
 		return d, fmt.Errorf("load keys: %w", err)
 	}
-	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) { return scanKey(r) })
+	all, err := toKeys(rows)
 	if err != nil {
 		return d, fmt.Errorf("load keys: %w", err)
 	}

@@ -109,7 +109,7 @@ func subscriptionRecord(sub Subscription) enforcement.SubscriptionRecord {
 // is waiting); on failure the attempt is counted, and a pending key whose
 // attempts reach SyncFailAfter becomes failed_sync. A deleted key is a no-op.
 func (s *Service) SyncKey(ctx context.Context, id uuid.UUID) error {
-	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.id = $1`, id))
+	k, err := toKey(db.New(s.pool).KeyGetByID(ctx, id))
 	if errors.Is(err, ErrKeyNotFound) {
 		return nil
 	}
@@ -142,8 +142,7 @@ func (s *Service) synced(ctx context.Context, id uuid.UUID, v int64) error {
 		if activate {
 			to = keys.StateActive
 		}
-		if _, err := tx.Exec(ctx, `UPDATE api_keys SET synced_version = GREATEST(synced_version, $2), sync_attempts = 0,
-				sync_error = '', state = $3 WHERE id = $1`, id, v, to); err != nil {
+		if err := db.New(tx).KeyMarkSynced(ctx, db.KeyMarkSyncedParams{ID: id, SyncedVersion: v, State: db.KeyState(to)}); err != nil {
 			return fmt.Errorf("record key sync: %w", err)
 		}
 		if !activate {
@@ -175,8 +174,9 @@ func (s *Service) syncFailed(ctx context.Context, id uuid.UUID, cause error) err
 		if fail {
 			to = keys.StateFailedSync
 		}
-		if _, err := tx.Exec(ctx, `UPDATE api_keys SET sync_attempts = $2, sync_error = $3, state = $4 WHERE id = $1`,
-			id, attempts, trimReason(cause.Error()), to); err != nil {
+		if err := db.New(tx).KeySyncFailed(ctx, db.KeySyncFailedParams{
+			ID: id, SyncAttempts: int32(attempts), SyncError: trimReason(cause.Error()), State: db.KeyState(to),
+		}); err != nil {
 			return fmt.Errorf("record failed key sync: %w", err)
 		}
 		if !fail {

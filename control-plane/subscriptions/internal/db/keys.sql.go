@@ -23,6 +23,38 @@ func (q *Queries) KeyBumpSyncVersion(ctx context.Context, id uuid.UUID) error {
 	return err
 }
 
+const keyCountLive = `-- name: KeyCountLive :one
+SELECT count(*) FROM api_keys WHERE subscription_id = $1
+    AND state IN ('pending', 'active', 'suspended', 'failed_sync') AND grace_until IS NULL
+`
+
+// KeyCountLive counts the keys that hold one of a subscription's
+// max_active_keys slots.
+func (q *Queries) KeyCountLive(ctx context.Context, subscriptionID uuid.UUID) (int64, error) {
+	row := q.db.QueryRow(ctx, keyCountLive, subscriptionID)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
+const keyDelete = `-- name: KeyDelete :exec
+DELETE FROM api_keys WHERE id = $1
+`
+
+func (q *Queries) KeyDelete(ctx context.Context, id uuid.UUID) error {
+	_, err := q.db.Exec(ctx, keyDelete, id)
+	return err
+}
+
+const keyEraseSealed = `-- name: KeyEraseSealed :exec
+UPDATE api_keys SET sealed_key = NULL, updated_at = now() WHERE id = $1
+`
+
+func (q *Queries) KeyEraseSealed(ctx context.Context, id uuid.UUID) error {
+	_, err := q.db.Exec(ctx, keyEraseSealed, id)
+	return err
+}
+
 const keyExistsByHash = `-- name: KeyExistsByHash :one
 SELECT EXISTS (SELECT 1 FROM api_keys WHERE hash = $1)
 `
@@ -32,6 +64,471 @@ func (q *Queries) KeyExistsByHash(ctx context.Context, hash string) (bool, error
 	var exists bool
 	err := row.Scan(&exists)
 	return exists, err
+}
+
+const keyFindAdminSuspended = `-- name: KeyFindAdminSuspended :one
+SELECT id FROM api_keys WHERE subscription_id = $1 AND state = 'suspended' AND suspended_by_admin
+    ORDER BY id LIMIT 1
+`
+
+// KeyFindAdminSuspended finds a key of the subscription that an admin
+// suspended.
+func (q *Queries) KeyFindAdminSuspended(ctx context.Context, subscriptionID uuid.UUID) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, keyFindAdminSuspended, subscriptionID)
+	var id uuid.UUID
+	err := row.Scan(&id)
+	return id, err
+}
+
+const keyGetByID = `-- name: KeyGetByID :one
+
+SELECT k.id, k.subscription_id, s.api_id, k.name, k.env, k.prefix, k.last4, k.state, k.expires_at, k.grace_until,
+    k.methods, k.routes, k.rate_per_second, k.rate_per_minute, k.metadata, k.rotated_from, k.auto_rotate, k.rotate_every_days,
+    k.last_rotated_at, k.auto_renew, k.renew_days, (k.synced_version >= k.sync_version)::boolean AS synced, k.sync_attempts, k.sync_error,
+    k.created_by, k.created_at, k.updated_at, k.revoked_at, s.organization_id, a.organization_id AS api_organization_id, k.hash, k.sync_version,
+    s.status AS subscription_status, k.sealed_key, k.suspended_by_admin
+FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id JOIN apis a ON a.id = s.api_id
+WHERE k.id = $1
+`
+
+type KeyGetByIDRow struct {
+	ID                 uuid.UUID
+	SubscriptionID     uuid.UUID
+	ApiID              uuid.UUID
+	Name               string
+	Env                string
+	Prefix             string
+	Last4              string
+	State              KeyState
+	ExpiresAt          *time.Time
+	GraceUntil         *time.Time
+	Methods            []string
+	Routes             []string
+	RatePerSecond      *int32
+	RatePerMinute      *int32
+	Metadata           []byte
+	RotatedFrom        *uuid.UUID
+	AutoRotate         bool
+	RotateEveryDays    int32
+	LastRotatedAt      *time.Time
+	AutoRenew          bool
+	RenewDays          *int32
+	Synced             bool
+	SyncAttempts       int32
+	SyncError          string
+	CreatedBy          string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	RevokedAt          *time.Time
+	OrganizationID     uuid.UUID
+	ApiOrganizationID  uuid.UUID
+	Hash               string
+	SyncVersion        int64
+	SubscriptionStatus SubscriptionStatus
+	SealedKey          []byte
+	SuspendedByAdmin   bool
+}
+
+// Every read of a key selects the same columns: the key, its
+// subscription's organization and status, its API's organization, and
+// whether the gateway holds its latest change (synced).
+func (q *Queries) KeyGetByID(ctx context.Context, id uuid.UUID) (KeyGetByIDRow, error) {
+	row := q.db.QueryRow(ctx, keyGetByID, id)
+	var i KeyGetByIDRow
+	err := row.Scan(
+		&i.ID,
+		&i.SubscriptionID,
+		&i.ApiID,
+		&i.Name,
+		&i.Env,
+		&i.Prefix,
+		&i.Last4,
+		&i.State,
+		&i.ExpiresAt,
+		&i.GraceUntil,
+		&i.Methods,
+		&i.Routes,
+		&i.RatePerSecond,
+		&i.RatePerMinute,
+		&i.Metadata,
+		&i.RotatedFrom,
+		&i.AutoRotate,
+		&i.RotateEveryDays,
+		&i.LastRotatedAt,
+		&i.AutoRenew,
+		&i.RenewDays,
+		&i.Synced,
+		&i.SyncAttempts,
+		&i.SyncError,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.RevokedAt,
+		&i.OrganizationID,
+		&i.ApiOrganizationID,
+		&i.Hash,
+		&i.SyncVersion,
+		&i.SubscriptionStatus,
+		&i.SealedKey,
+		&i.SuspendedByAdmin,
+	)
+	return i, err
+}
+
+const keyGetByIDForUpdate = `-- name: KeyGetByIDForUpdate :one
+SELECT k.id, k.subscription_id, s.api_id, k.name, k.env, k.prefix, k.last4, k.state, k.expires_at, k.grace_until,
+    k.methods, k.routes, k.rate_per_second, k.rate_per_minute, k.metadata, k.rotated_from, k.auto_rotate, k.rotate_every_days,
+    k.last_rotated_at, k.auto_renew, k.renew_days, (k.synced_version >= k.sync_version)::boolean AS synced, k.sync_attempts, k.sync_error,
+    k.created_by, k.created_at, k.updated_at, k.revoked_at, s.organization_id, a.organization_id AS api_organization_id, k.hash, k.sync_version,
+    s.status AS subscription_status, k.sealed_key, k.suspended_by_admin
+FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id JOIN apis a ON a.id = s.api_id
+WHERE k.id = $1 FOR UPDATE OF k
+`
+
+type KeyGetByIDForUpdateRow struct {
+	ID                 uuid.UUID
+	SubscriptionID     uuid.UUID
+	ApiID              uuid.UUID
+	Name               string
+	Env                string
+	Prefix             string
+	Last4              string
+	State              KeyState
+	ExpiresAt          *time.Time
+	GraceUntil         *time.Time
+	Methods            []string
+	Routes             []string
+	RatePerSecond      *int32
+	RatePerMinute      *int32
+	Metadata           []byte
+	RotatedFrom        *uuid.UUID
+	AutoRotate         bool
+	RotateEveryDays    int32
+	LastRotatedAt      *time.Time
+	AutoRenew          bool
+	RenewDays          *int32
+	Synced             bool
+	SyncAttempts       int32
+	SyncError          string
+	CreatedBy          string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	RevokedAt          *time.Time
+	OrganizationID     uuid.UUID
+	ApiOrganizationID  uuid.UUID
+	Hash               string
+	SyncVersion        int64
+	SubscriptionStatus SubscriptionStatus
+	SealedKey          []byte
+	SuspendedByAdmin   bool
+}
+
+func (q *Queries) KeyGetByIDForUpdate(ctx context.Context, id uuid.UUID) (KeyGetByIDForUpdateRow, error) {
+	row := q.db.QueryRow(ctx, keyGetByIDForUpdate, id)
+	var i KeyGetByIDForUpdateRow
+	err := row.Scan(
+		&i.ID,
+		&i.SubscriptionID,
+		&i.ApiID,
+		&i.Name,
+		&i.Env,
+		&i.Prefix,
+		&i.Last4,
+		&i.State,
+		&i.ExpiresAt,
+		&i.GraceUntil,
+		&i.Methods,
+		&i.Routes,
+		&i.RatePerSecond,
+		&i.RatePerMinute,
+		&i.Metadata,
+		&i.RotatedFrom,
+		&i.AutoRotate,
+		&i.RotateEveryDays,
+		&i.LastRotatedAt,
+		&i.AutoRenew,
+		&i.RenewDays,
+		&i.Synced,
+		&i.SyncAttempts,
+		&i.SyncError,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.RevokedAt,
+		&i.OrganizationID,
+		&i.ApiOrganizationID,
+		&i.Hash,
+		&i.SyncVersion,
+		&i.SubscriptionStatus,
+		&i.SealedKey,
+		&i.SuspendedByAdmin,
+	)
+	return i, err
+}
+
+const keyInsert = `-- name: KeyInsert :exec
+INSERT INTO api_keys (id, subscription_id, name, env, hash, prefix, last4, expires_at, methods, routes,
+        rate_per_second, rate_per_minute, metadata, rotated_from, auto_rotate, rotate_every_days, last_rotated_at,
+        auto_renew, renew_days, created_by, sealed_key)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+`
+
+type KeyInsertParams struct {
+	ID              uuid.UUID
+	SubscriptionID  uuid.UUID
+	Name            string
+	Env             string
+	Hash            string
+	Prefix          string
+	Last4           string
+	ExpiresAt       *time.Time
+	Methods         []string
+	Routes          []string
+	RatePerSecond   *int32
+	RatePerMinute   *int32
+	Metadata        []byte
+	RotatedFrom     *uuid.UUID
+	AutoRotate      bool
+	RotateEveryDays int32
+	LastRotatedAt   *time.Time
+	AutoRenew       bool
+	RenewDays       *int32
+	CreatedBy       string
+	SealedKey       []byte
+}
+
+func (q *Queries) KeyInsert(ctx context.Context, arg KeyInsertParams) error {
+	_, err := q.db.Exec(ctx, keyInsert,
+		arg.ID,
+		arg.SubscriptionID,
+		arg.Name,
+		arg.Env,
+		arg.Hash,
+		arg.Prefix,
+		arg.Last4,
+		arg.ExpiresAt,
+		arg.Methods,
+		arg.Routes,
+		arg.RatePerSecond,
+		arg.RatePerMinute,
+		arg.Metadata,
+		arg.RotatedFrom,
+		arg.AutoRotate,
+		arg.RotateEveryDays,
+		arg.LastRotatedAt,
+		arg.AutoRenew,
+		arg.RenewDays,
+		arg.CreatedBy,
+		arg.SealedKey,
+	)
+	return err
+}
+
+const keyListAll = `-- name: KeyListAll :many
+SELECT k.id, k.subscription_id, s.api_id, k.name, k.env, k.prefix, k.last4, k.state, k.expires_at, k.grace_until,
+    k.methods, k.routes, k.rate_per_second, k.rate_per_minute, k.metadata, k.rotated_from, k.auto_rotate, k.rotate_every_days,
+    k.last_rotated_at, k.auto_renew, k.renew_days, (k.synced_version >= k.sync_version)::boolean AS synced, k.sync_attempts, k.sync_error,
+    k.created_by, k.created_at, k.updated_at, k.revoked_at, s.organization_id, a.organization_id AS api_organization_id, k.hash, k.sync_version,
+    s.status AS subscription_status, k.sealed_key, k.suspended_by_admin
+FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id JOIN apis a ON a.id = s.api_id
+`
+
+type KeyListAllRow struct {
+	ID                 uuid.UUID
+	SubscriptionID     uuid.UUID
+	ApiID              uuid.UUID
+	Name               string
+	Env                string
+	Prefix             string
+	Last4              string
+	State              KeyState
+	ExpiresAt          *time.Time
+	GraceUntil         *time.Time
+	Methods            []string
+	Routes             []string
+	RatePerSecond      *int32
+	RatePerMinute      *int32
+	Metadata           []byte
+	RotatedFrom        *uuid.UUID
+	AutoRotate         bool
+	RotateEveryDays    int32
+	LastRotatedAt      *time.Time
+	AutoRenew          bool
+	RenewDays          *int32
+	Synced             bool
+	SyncAttempts       int32
+	SyncError          string
+	CreatedBy          string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	RevokedAt          *time.Time
+	OrganizationID     uuid.UUID
+	ApiOrganizationID  uuid.UUID
+	Hash               string
+	SyncVersion        int64
+	SubscriptionStatus SubscriptionStatus
+	SealedKey          []byte
+	SuspendedByAdmin   bool
+}
+
+func (q *Queries) KeyListAll(ctx context.Context) ([]KeyListAllRow, error) {
+	rows, err := q.db.Query(ctx, keyListAll)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyListAllRow
+	for rows.Next() {
+		var i KeyListAllRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.SubscriptionID,
+			&i.ApiID,
+			&i.Name,
+			&i.Env,
+			&i.Prefix,
+			&i.Last4,
+			&i.State,
+			&i.ExpiresAt,
+			&i.GraceUntil,
+			&i.Methods,
+			&i.Routes,
+			&i.RatePerSecond,
+			&i.RatePerMinute,
+			&i.Metadata,
+			&i.RotatedFrom,
+			&i.AutoRotate,
+			&i.RotateEveryDays,
+			&i.LastRotatedAt,
+			&i.AutoRenew,
+			&i.RenewDays,
+			&i.Synced,
+			&i.SyncAttempts,
+			&i.SyncError,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.RevokedAt,
+			&i.OrganizationID,
+			&i.ApiOrganizationID,
+			&i.Hash,
+			&i.SyncVersion,
+			&i.SubscriptionStatus,
+			&i.SealedKey,
+			&i.SuspendedByAdmin,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const keyListBySubscription = `-- name: KeyListBySubscription :many
+SELECT k.id, k.subscription_id, s.api_id, k.name, k.env, k.prefix, k.last4, k.state, k.expires_at, k.grace_until,
+    k.methods, k.routes, k.rate_per_second, k.rate_per_minute, k.metadata, k.rotated_from, k.auto_rotate, k.rotate_every_days,
+    k.last_rotated_at, k.auto_renew, k.renew_days, (k.synced_version >= k.sync_version)::boolean AS synced, k.sync_attempts, k.sync_error,
+    k.created_by, k.created_at, k.updated_at, k.revoked_at, s.organization_id, a.organization_id AS api_organization_id, k.hash, k.sync_version,
+    s.status AS subscription_status, k.sealed_key, k.suspended_by_admin
+FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id JOIN apis a ON a.id = s.api_id
+WHERE k.subscription_id = $1 ORDER BY k.created_at, k.id
+`
+
+type KeyListBySubscriptionRow struct {
+	ID                 uuid.UUID
+	SubscriptionID     uuid.UUID
+	ApiID              uuid.UUID
+	Name               string
+	Env                string
+	Prefix             string
+	Last4              string
+	State              KeyState
+	ExpiresAt          *time.Time
+	GraceUntil         *time.Time
+	Methods            []string
+	Routes             []string
+	RatePerSecond      *int32
+	RatePerMinute      *int32
+	Metadata           []byte
+	RotatedFrom        *uuid.UUID
+	AutoRotate         bool
+	RotateEveryDays    int32
+	LastRotatedAt      *time.Time
+	AutoRenew          bool
+	RenewDays          *int32
+	Synced             bool
+	SyncAttempts       int32
+	SyncError          string
+	CreatedBy          string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	RevokedAt          *time.Time
+	OrganizationID     uuid.UUID
+	ApiOrganizationID  uuid.UUID
+	Hash               string
+	SyncVersion        int64
+	SubscriptionStatus SubscriptionStatus
+	SealedKey          []byte
+	SuspendedByAdmin   bool
+}
+
+func (q *Queries) KeyListBySubscription(ctx context.Context, subscriptionID uuid.UUID) ([]KeyListBySubscriptionRow, error) {
+	rows, err := q.db.Query(ctx, keyListBySubscription, subscriptionID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyListBySubscriptionRow
+	for rows.Next() {
+		var i KeyListBySubscriptionRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.SubscriptionID,
+			&i.ApiID,
+			&i.Name,
+			&i.Env,
+			&i.Prefix,
+			&i.Last4,
+			&i.State,
+			&i.ExpiresAt,
+			&i.GraceUntil,
+			&i.Methods,
+			&i.Routes,
+			&i.RatePerSecond,
+			&i.RatePerMinute,
+			&i.Metadata,
+			&i.RotatedFrom,
+			&i.AutoRotate,
+			&i.RotateEveryDays,
+			&i.LastRotatedAt,
+			&i.AutoRenew,
+			&i.RenewDays,
+			&i.Synced,
+			&i.SyncAttempts,
+			&i.SyncError,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.RevokedAt,
+			&i.OrganizationID,
+			&i.ApiOrganizationID,
+			&i.Hash,
+			&i.SyncVersion,
+			&i.SubscriptionStatus,
+			&i.SealedKey,
+			&i.SuspendedByAdmin,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const keyListExpiredIDs = `-- name: KeyListExpiredIDs :many
@@ -53,6 +550,118 @@ func (q *Queries) KeyListExpiredIDs(ctx context.Context, expiresAt *time.Time) (
 			return nil, err
 		}
 		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const keyListExpiring = `-- name: KeyListExpiring :many
+SELECT k.id, k.subscription_id, s.api_id, k.name, k.env, k.prefix, k.last4, k.state, k.expires_at, k.grace_until,
+    k.methods, k.routes, k.rate_per_second, k.rate_per_minute, k.metadata, k.rotated_from, k.auto_rotate, k.rotate_every_days,
+    k.last_rotated_at, k.auto_renew, k.renew_days, (k.synced_version >= k.sync_version)::boolean AS synced, k.sync_attempts, k.sync_error,
+    k.created_by, k.created_at, k.updated_at, k.revoked_at, s.organization_id, a.organization_id AS api_organization_id, k.hash, k.sync_version,
+    s.status AS subscription_status, k.sealed_key, k.suspended_by_admin
+FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id JOIN apis a ON a.id = s.api_id
+WHERE k.state IN ('active', 'suspended') AND NOT k.auto_renew
+    AND k.grace_until IS NULL AND k.expires_at > $1 AND k.expires_at <= $2 ORDER BY k.id
+`
+
+type KeyListExpiringParams struct {
+	After *time.Time
+	Until *time.Time
+}
+
+type KeyListExpiringRow struct {
+	ID                 uuid.UUID
+	SubscriptionID     uuid.UUID
+	ApiID              uuid.UUID
+	Name               string
+	Env                string
+	Prefix             string
+	Last4              string
+	State              KeyState
+	ExpiresAt          *time.Time
+	GraceUntil         *time.Time
+	Methods            []string
+	Routes             []string
+	RatePerSecond      *int32
+	RatePerMinute      *int32
+	Metadata           []byte
+	RotatedFrom        *uuid.UUID
+	AutoRotate         bool
+	RotateEveryDays    int32
+	LastRotatedAt      *time.Time
+	AutoRenew          bool
+	RenewDays          *int32
+	Synced             bool
+	SyncAttempts       int32
+	SyncError          string
+	CreatedBy          string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	RevokedAt          *time.Time
+	OrganizationID     uuid.UUID
+	ApiOrganizationID  uuid.UUID
+	Hash               string
+	SyncVersion        int64
+	SubscriptionStatus SubscriptionStatus
+	SealedKey          []byte
+	SuspendedByAdmin   bool
+}
+
+// KeyListExpiring lists the live keys that expire in (after, until] and
+// do not renew: they get an expiry notice.
+func (q *Queries) KeyListExpiring(ctx context.Context, arg KeyListExpiringParams) ([]KeyListExpiringRow, error) {
+	rows, err := q.db.Query(ctx, keyListExpiring, arg.After, arg.Until)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyListExpiringRow
+	for rows.Next() {
+		var i KeyListExpiringRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.SubscriptionID,
+			&i.ApiID,
+			&i.Name,
+			&i.Env,
+			&i.Prefix,
+			&i.Last4,
+			&i.State,
+			&i.ExpiresAt,
+			&i.GraceUntil,
+			&i.Methods,
+			&i.Routes,
+			&i.RatePerSecond,
+			&i.RatePerMinute,
+			&i.Metadata,
+			&i.RotatedFrom,
+			&i.AutoRotate,
+			&i.RotateEveryDays,
+			&i.LastRotatedAt,
+			&i.AutoRenew,
+			&i.RenewDays,
+			&i.Synced,
+			&i.SyncAttempts,
+			&i.SyncError,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.RevokedAt,
+			&i.OrganizationID,
+			&i.ApiOrganizationID,
+			&i.Hash,
+			&i.SyncVersion,
+			&i.SubscriptionStatus,
+			&i.SealedKey,
+			&i.SuspendedByAdmin,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -85,6 +694,194 @@ func (q *Queries) KeyListGraceEndedIDs(ctx context.Context, graceUntil *time.Tim
 	return items, nil
 }
 
+const keyListLiveIDsForUpdate = `-- name: KeyListLiveIDsForUpdate :many
+SELECT id FROM api_keys WHERE subscription_id = $1 AND state NOT IN ('revoked', 'expired')
+    ORDER BY id FOR UPDATE
+`
+
+// KeyListLiveIDsForUpdate lists and locks a subscription's keys that are
+// neither revoked nor expired.
+func (q *Queries) KeyListLiveIDsForUpdate(ctx context.Context, subscriptionID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, keyListLiveIDsForUpdate, subscriptionID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const keyListRotationDue = `-- name: KeyListRotationDue :many
+SELECT k.id, k.subscription_id, s.api_id, k.name, k.env, k.prefix, k.last4, k.state, k.expires_at, k.grace_until,
+    k.methods, k.routes, k.rate_per_second, k.rate_per_minute, k.metadata, k.rotated_from, k.auto_rotate, k.rotate_every_days,
+    k.last_rotated_at, k.auto_renew, k.renew_days, (k.synced_version >= k.sync_version)::boolean AS synced, k.sync_attempts, k.sync_error,
+    k.created_by, k.created_at, k.updated_at, k.revoked_at, s.organization_id, a.organization_id AS api_organization_id, k.hash, k.sync_version,
+    s.status AS subscription_status, k.sealed_key, k.suspended_by_admin
+FROM api_keys k JOIN subscriptions s ON s.id = k.subscription_id JOIN apis a ON a.id = s.api_id
+WHERE k.auto_rotate AND k.state = 'active' AND k.grace_until IS NULL
+    AND coalesce(k.last_rotated_at, k.created_at) + make_interval(days => k.rotate_every_days) <= $1 ORDER BY k.id
+`
+
+type KeyListRotationDueRow struct {
+	ID                 uuid.UUID
+	SubscriptionID     uuid.UUID
+	ApiID              uuid.UUID
+	Name               string
+	Env                string
+	Prefix             string
+	Last4              string
+	State              KeyState
+	ExpiresAt          *time.Time
+	GraceUntil         *time.Time
+	Methods            []string
+	Routes             []string
+	RatePerSecond      *int32
+	RatePerMinute      *int32
+	Metadata           []byte
+	RotatedFrom        *uuid.UUID
+	AutoRotate         bool
+	RotateEveryDays    int32
+	LastRotatedAt      *time.Time
+	AutoRenew          bool
+	RenewDays          *int32
+	Synced             bool
+	SyncAttempts       int32
+	SyncError          string
+	CreatedBy          string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	RevokedAt          *time.Time
+	OrganizationID     uuid.UUID
+	ApiOrganizationID  uuid.UUID
+	Hash               string
+	SyncVersion        int64
+	SubscriptionStatus SubscriptionStatus
+	SealedKey          []byte
+	SuspendedByAdmin   bool
+}
+
+// KeyListRotationDue lists the keys whose automatic rotation falls due by
+// due_by.
+func (q *Queries) KeyListRotationDue(ctx context.Context, dueBy *time.Time) ([]KeyListRotationDueRow, error) {
+	rows, err := q.db.Query(ctx, keyListRotationDue, dueBy)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyListRotationDueRow
+	for rows.Next() {
+		var i KeyListRotationDueRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.SubscriptionID,
+			&i.ApiID,
+			&i.Name,
+			&i.Env,
+			&i.Prefix,
+			&i.Last4,
+			&i.State,
+			&i.ExpiresAt,
+			&i.GraceUntil,
+			&i.Methods,
+			&i.Routes,
+			&i.RatePerSecond,
+			&i.RatePerMinute,
+			&i.Metadata,
+			&i.RotatedFrom,
+			&i.AutoRotate,
+			&i.RotateEveryDays,
+			&i.LastRotatedAt,
+			&i.AutoRenew,
+			&i.RenewDays,
+			&i.Synced,
+			&i.SyncAttempts,
+			&i.SyncError,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.RevokedAt,
+			&i.OrganizationID,
+			&i.ApiOrganizationID,
+			&i.Hash,
+			&i.SyncVersion,
+			&i.SubscriptionStatus,
+			&i.SealedKey,
+			&i.SuspendedByAdmin,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const keyMarkAdminSuspended = `-- name: KeyMarkAdminSuspended :exec
+UPDATE api_keys SET suspended_by_admin = true, updated_at = now() WHERE id = $1
+`
+
+func (q *Queries) KeyMarkAdminSuspended(ctx context.Context, id uuid.UUID) error {
+	_, err := q.db.Exec(ctx, keyMarkAdminSuspended, id)
+	return err
+}
+
+const keyMarkSynced = `-- name: KeyMarkSynced :exec
+UPDATE api_keys SET synced_version = GREATEST(synced_version, $2), sync_attempts = 0,
+        sync_error = '', state = $3 WHERE id = $1
+`
+
+type KeyMarkSyncedParams struct {
+	ID            uuid.UUID
+	SyncedVersion int64
+	State         KeyState
+}
+
+// KeyMarkSynced records that the gateway holds version synced_version of
+// a key, and moves the key to state.
+func (q *Queries) KeyMarkSynced(ctx context.Context, arg KeyMarkSyncedParams) error {
+	_, err := q.db.Exec(ctx, keyMarkSynced, arg.ID, arg.SyncedVersion, arg.State)
+	return err
+}
+
+const keyNoticeClaim = `-- name: KeyNoticeClaim :execrows
+INSERT INTO key_notices (key_id, kind, channel, event_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT DO NOTHING
+`
+
+type KeyNoticeClaimParams struct {
+	KeyID   uuid.UUID
+	Kind    KeyNoticeKind
+	Channel string
+	EventAt time.Time
+}
+
+// KeyNoticeClaim inserts the row of a key notice on one channel; no row
+// is inserted when the notice was claimed before.
+func (q *Queries) KeyNoticeClaim(ctx context.Context, arg KeyNoticeClaimParams) (int64, error) {
+	result, err := q.db.Exec(ctx, keyNoticeClaim,
+		arg.KeyID,
+		arg.Kind,
+		arg.Channel,
+		arg.EventAt,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const keyNoticeRecipient = `-- name: KeyNoticeRecipient :one
 SELECT u.email FROM api_keys k
     JOIN subscriptions s ON s.id = k.subscription_id
@@ -99,4 +896,122 @@ func (q *Queries) KeyNoticeRecipient(ctx context.Context, id uuid.UUID) (*string
 	var email *string
 	err := row.Scan(&email)
 	return email, err
+}
+
+const keyRenew = `-- name: KeyRenew :exec
+UPDATE api_keys SET expires_at = $2, sync_version = sync_version + 1, updated_at = now()
+    WHERE id = $1
+`
+
+type KeyRenewParams struct {
+	ID        uuid.UUID
+	ExpiresAt *time.Time
+}
+
+func (q *Queries) KeyRenew(ctx context.Context, arg KeyRenewParams) error {
+	_, err := q.db.Exec(ctx, keyRenew, arg.ID, arg.ExpiresAt)
+	return err
+}
+
+const keySetGrace = `-- name: KeySetGrace :exec
+UPDATE api_keys SET grace_until = $2, auto_rotate = false, sync_version = sync_version + 1,
+        updated_at = now() WHERE id = $1
+`
+
+type KeySetGraceParams struct {
+	ID         uuid.UUID
+	GraceUntil *time.Time
+}
+
+func (q *Queries) KeySetGrace(ctx context.Context, arg KeySetGraceParams) error {
+	_, err := q.db.Exec(ctx, keySetGrace, arg.ID, arg.GraceUntil)
+	return err
+}
+
+const keySyncFailed = `-- name: KeySyncFailed :exec
+UPDATE api_keys SET sync_attempts = $2, sync_error = $3, state = $4 WHERE id = $1
+`
+
+type KeySyncFailedParams struct {
+	ID           uuid.UUID
+	SyncAttempts int32
+	SyncError    string
+	State        KeyState
+}
+
+func (q *Queries) KeySyncFailed(ctx context.Context, arg KeySyncFailedParams) error {
+	_, err := q.db.Exec(ctx, keySyncFailed,
+		arg.ID,
+		arg.SyncAttempts,
+		arg.SyncError,
+		arg.State,
+	)
+	return err
+}
+
+const keyUpdateSettings = `-- name: KeyUpdateSettings :exec
+UPDATE api_keys SET name = $2, expires_at = $3, methods = $4, routes = $5, rate_per_second = $6,
+        rate_per_minute = $7, metadata = $8, auto_rotate = $9, rotate_every_days = $10, auto_renew = $11, renew_days = $12,
+        sync_version = sync_version + 1, updated_at = now()
+    WHERE id = $1
+`
+
+type KeyUpdateSettingsParams struct {
+	ID              uuid.UUID
+	Name            string
+	ExpiresAt       *time.Time
+	Methods         []string
+	Routes          []string
+	RatePerSecond   *int32
+	RatePerMinute   *int32
+	Metadata        []byte
+	AutoRotate      bool
+	RotateEveryDays int32
+	AutoRenew       bool
+	RenewDays       *int32
+}
+
+func (q *Queries) KeyUpdateSettings(ctx context.Context, arg KeyUpdateSettingsParams) error {
+	_, err := q.db.Exec(ctx, keyUpdateSettings,
+		arg.ID,
+		arg.Name,
+		arg.ExpiresAt,
+		arg.Methods,
+		arg.Routes,
+		arg.RatePerSecond,
+		arg.RatePerMinute,
+		arg.Metadata,
+		arg.AutoRotate,
+		arg.RotateEveryDays,
+		arg.AutoRenew,
+		arg.RenewDays,
+	)
+	return err
+}
+
+const keyUpdateState = `-- name: KeyUpdateState :exec
+UPDATE api_keys SET state = $1::key_state, revoked_at = CASE WHEN $1::key_state = 'revoked' THEN $2::timestamptz END,
+        sealed_key = CASE WHEN $1::key_state IN ('revoked', 'expired') THEN NULL ELSE sealed_key END,
+        suspended_by_admin = $1::key_state = 'suspended' AND $3::boolean,
+        sync_version = sync_version + 1, updated_at = now() WHERE id = $4
+`
+
+type KeyUpdateStateParams struct {
+	ToState KeyState
+	Now     time.Time
+	ByAdmin bool
+	ID      uuid.UUID
+}
+
+// KeyUpdateState moves a key to state to_state: a revocation records when,
+// a revoked or expired key loses its sealed successor plaintext, and a
+// suspension records whether an admin made it.
+func (q *Queries) KeyUpdateState(ctx context.Context, arg KeyUpdateStateParams) error {
+	_, err := q.db.Exec(ctx, keyUpdateState,
+		arg.ToState,
+		arg.Now,
+		arg.ByAdmin,
+		arg.ID,
+	)
+	return err
 }

@@ -143,6 +143,98 @@ func (ns NullBillingInterval) Value() (driver.Value, error) {
 	return string(ns.BillingInterval), nil
 }
 
+type KeyNoticeKind string
+
+const (
+	KeyNoticeKindExpiry7d       KeyNoticeKind = "expiry_7d"
+	KeyNoticeKindExpiry3d       KeyNoticeKind = "expiry_3d"
+	KeyNoticeKindExpiry1d       KeyNoticeKind = "expiry_1d"
+	KeyNoticeKindRotationBefore KeyNoticeKind = "rotation_before"
+	KeyNoticeKindRotationAfter  KeyNoticeKind = "rotation_after"
+	KeyNoticeKindExpired        KeyNoticeKind = "expired"
+)
+
+func (e *KeyNoticeKind) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = KeyNoticeKind(s)
+	case string:
+		*e = KeyNoticeKind(s)
+	default:
+		return fmt.Errorf("unsupported scan type for KeyNoticeKind: %T", src)
+	}
+	return nil
+}
+
+type NullKeyNoticeKind struct {
+	KeyNoticeKind KeyNoticeKind
+	Valid         bool // Valid is true if KeyNoticeKind is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullKeyNoticeKind) Scan(value interface{}) error {
+	if value == nil {
+		ns.KeyNoticeKind, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.KeyNoticeKind.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullKeyNoticeKind) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.KeyNoticeKind), nil
+}
+
+type KeyState string
+
+const (
+	KeyStatePending    KeyState = "pending"
+	KeyStateActive     KeyState = "active"
+	KeyStateSuspended  KeyState = "suspended"
+	KeyStateExpired    KeyState = "expired"
+	KeyStateRevoked    KeyState = "revoked"
+	KeyStateFailedSync KeyState = "failed_sync"
+)
+
+func (e *KeyState) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = KeyState(s)
+	case string:
+		*e = KeyState(s)
+	default:
+		return fmt.Errorf("unsupported scan type for KeyState: %T", src)
+	}
+	return nil
+}
+
+type NullKeyState struct {
+	KeyState KeyState
+	Valid    bool // Valid is true if KeyState is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullKeyState) Scan(value interface{}) error {
+	if value == nil {
+		ns.KeyState, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.KeyState.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullKeyState) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.KeyState), nil
+}
+
 type PlanStatus string
 
 const (
