@@ -1,0 +1,21 @@
+-- SubscriptionListLive lists the live subscriptions in (after, up_to], in id
+-- order, with their period, plan quota terms and the sum of the period's
+-- quota adjustments.
+-- name: SubscriptionListLive :many
+SELECT s.id, s.current_period_start, s.current_period_end, v.quota_requests, v.quota_hard,
+    COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
+        WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS adjustments
+FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE s.status IN ('trialing', 'active', 'past_due', 'suspended') AND s.id > @after AND s.id <= @up_to
+ORDER BY s.id LIMIT @row_limit;
+
+-- name: RunGetLastReport :one
+SELECT report FROM usage_reconcile_runs ORDER BY started_at DESC, id DESC LIMIT 1;
+
+-- name: RunInsert :exec
+INSERT INTO usage_reconcile_runs (started_at, finished_at, report) VALUES ($1, $2, $3);
+
+-- RunDeleteOld drops all but the newest kept runs.
+-- name: RunDeleteOld :exec
+DELETE FROM usage_reconcile_runs WHERE id IN (
+    SELECT id FROM usage_reconcile_runs ORDER BY started_at DESC, id DESC OFFSET @kept);
