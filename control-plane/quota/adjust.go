@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/quota/internal/db"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/validation"
 )
@@ -126,15 +127,16 @@ func (a *Adjuster) Adjust(ctx context.Context, actor identity.Actor, id uuid.UUI
 			// The remaining quota becomes the plan's: limit' = used + plan.
 			requests = max(0, used+*plan-sub.QuotaLimit())
 		}
-		err = tx.QueryRow(ctx, `INSERT INTO quota_adjustments (subscription_id, period_start, kind, requests, used_at_change, reason, actor)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at`,
-			sub.ID, sub.CurrentPeriodStart, kind, requests, used, in.Reason, actor.Subject).Scan(&out.ID, &out.CreatedAt)
+		row, err := db.New(tx).AdjustmentInsert(ctx, db.AdjustmentInsertParams{
+			SubscriptionID: sub.ID, PeriodStart: sub.CurrentPeriodStart, Kind: kind, Requests: requests, UsedAtChange: used,
+			Reason: in.Reason, Actor: actor.Subject,
+		})
 		if err != nil {
 			return fmt.Errorf("record quota adjustment: %w", err)
 		}
 		out = Adjustment{
-			ID: out.ID, SubscriptionID: sub.ID, PeriodStart: sub.CurrentPeriodStart.UTC(), Kind: kind, Requests: requests,
-			UsedAtChange: used, Limit: sub.QuotaLimit() + requests, Reason: in.Reason, Actor: actor.Subject, CreatedAt: out.CreatedAt.UTC(),
+			ID: row.ID, SubscriptionID: sub.ID, PeriodStart: sub.CurrentPeriodStart.UTC(), Kind: kind, Requests: requests,
+			UsedAtChange: used, Limit: sub.QuotaLimit() + requests, Reason: in.Reason, Actor: actor.Subject, CreatedAt: row.CreatedAt.UTC(),
 		}
 		return a.subs.Changed(ctx, tx, actor, sub, "subscription.quota."+kind,
 			map[string]int64{"limit": sub.QuotaLimit()}, out,

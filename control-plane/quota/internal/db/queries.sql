@@ -23,3 +23,7 @@ SELECT s.current_period_start, s.current_period_end, v.quota_requests, v.quota_h
         WHERE a.subscription_id = s.id AND a.period_start = s.current_period_start), 0)::bigint AS adjustments
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
 WHERE s.id = $1;
+
+-- name: AdjustmentInsert :one
+INSERT INTO quota_adjustments (subscription_id, period_start, kind, requests, used_at_change, reason, actor)
+    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at;

@@ -12,6 +12,41 @@ import (
 	"github.com/google/uuid"
 )
 
+const adjustmentInsert = `-- name: AdjustmentInsert :one
+INSERT INTO quota_adjustments (subscription_id, period_start, kind, requests, used_at_change, reason, actor)
+    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at
+`
+
+type AdjustmentInsertParams struct {
+	SubscriptionID uuid.UUID
+	PeriodStart    time.Time
+	Kind           string
+	Requests       int64
+	UsedAtChange   int64
+	Reason         string
+	Actor          string
+}
+
+type AdjustmentInsertRow struct {
+	ID        uuid.UUID
+	CreatedAt time.Time
+}
+
+func (q *Queries) AdjustmentInsert(ctx context.Context, arg AdjustmentInsertParams) (AdjustmentInsertRow, error) {
+	row := q.db.QueryRow(ctx, adjustmentInsert,
+		arg.SubscriptionID,
+		arg.PeriodStart,
+		arg.Kind,
+		arg.Requests,
+		arg.UsedAtChange,
+		arg.Reason,
+		arg.Actor,
+	)
+	var i AdjustmentInsertRow
+	err := row.Scan(&i.ID, &i.CreatedAt)
+	return i, err
+}
+
 const noticeClaim = `-- name: NoticeClaim :execrows
 INSERT INTO quota_notices (subscription_id, period_start, threshold, quota, channel, used)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
