@@ -28,7 +28,7 @@
 // a sweep produces whatever else waits in any outbox (a crash between the
 // script and the produce, a broker outage, lines the control plane pushes).
 // Delivery is at least once: the control plane dedupes by
-// enforcement.Event.ID.
+// enforcement.Crossing.ID.
 package processors
 
 import (
