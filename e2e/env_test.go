@@ -350,6 +350,33 @@ func approve(t *testing.T, c *controlPlane, admin string, id uuid.UUID, body cli
 	expect(t, http.StatusOK, resp, err)
 }
 
+// activeAPI registers an API on the upstream as prov, has admin approve
+// it and waits until it is active; it returns the API's id.
+func (e *cpEnv) activeAPI(t *testing.T, c *controlPlane, prov, admin, slug string) uuid.UUID {
+	t.Helper()
+	apiID, approvalID := e.register(t, c, prov, slug)
+	approve(t, c, admin, approvalID, client.DecisionInput{})
+	waitState(t, c, prov, apiID, "active", 30*time.Second, "failed")
+	return apiID
+}
+
+// callGateway GETs url through the gateway with key as the bearer token
+// and returns the status and the problem type of the answer, if any.
+func callGateway(t *testing.T, url, key string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("call through the gateway: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var p struct{ Type string }
+	_ = json.Unmarshal(body, &p)
+	return resp.StatusCode, p.Type
+}
+
 // waitState polls the API until it reaches want, failing if it ever shows
 // one of never.
 func waitState(t *testing.T, c *controlPlane, tok string, id uuid.UUID, want string, d time.Duration, never ...string) client.API {

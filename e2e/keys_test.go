@@ -39,9 +39,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 	admin := token(t, "platform", "operator", identity.RoleAdmin)
 	consumer := token(t, "globex", "bob", identity.RoleConsumer)
 
-	apiID, approvalID := e.register(t, c, prov, "keyed")
-	approve(t, c, admin, approvalID, client.DecisionInput{})
-	waitState(t, c, prov, apiID, "active", 30*time.Second, "failed")
+	apiID := e.activeAPI(t, c, prov, admin, "keyed")
 
 	planResp, err := c.CreatePlanWithResponse(ctx, apiID, nil, client.PlanInput{
 		Name: "Starter", Slug: "starter",

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -49,9 +47,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiID, approvalID := e.register(t, c, prov, "metered")
-	approve(t, c, admin, approvalID, client.DecisionInput{})
-	waitState(t, c, prov, apiID, "active", 30*time.Second, "failed")
+	apiID := e.activeAPI(t, c, prov, admin, "metered")
 	planResp, err := c.CreatePlanWithResponse(ctx, apiID, nil, client.PlanInput{
 		Name: "Metered", Slug: "metered", Status: client.Ptr(client.PlanInputStatusActive),
 		Terms: client.TermsInput{Currency: "USD", QuotaRequests: client.Ptr[int64](quota), QuotaHard: client.Ptr(true)},
@@ -67,19 +63,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	key := keyResp.JSON201
 	waitKey(t, c, consumer, key.Id, "active")
 
-	call := func() (int, string) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.gw.URL+"/metered/hello", nil)
-		req.Header.Set("Authorization", "Bearer "+key.Key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("call through the gateway: %v", err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		var p struct{ Type string }
-		_ = json.Unmarshal(body, &p)
-		return resp.StatusCode, p.Type
-	}
+	call := func() (int, string) { return callGateway(t, e.gw.URL+"/metered/hello", key.Key) }
 
 	// 1,200 requests at 200 a second: the quota runs out at the 1,000th
 	// admitted one and the gateway refuses once the block reaches it.

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -30,9 +28,7 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 	prov := token(t, "acme", "alice", identity.RoleProvider)
 	admin := token(t, "platform", "operator", identity.RoleAdmin)
 	consumer := token(t, "globex", "bob", identity.RoleConsumer)
-	apiID, approvalID := e.register(t, c, prov, "capped")
-	approve(t, c, admin, approvalID, client.DecisionInput{})
-	waitState(t, c, prov, apiID, "active", 30*time.Second, "failed")
+	apiID := e.activeAPI(t, c, prov, admin, "capped")
 	planResp, err := c.CreatePlanWithResponse(ctx, apiID, nil, client.PlanInput{
 		Name: "Capped", Slug: "capped", Status: client.Ptr(client.PlanInputStatusActive),
 		Terms: client.TermsInput{Currency: "USD", QuotaRequests: client.Ptr[int64](quota), QuotaHard: client.Ptr(true), TrialDays: client.Ptr(14)},
@@ -49,19 +45,7 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 		waitKey(t, c, consumer, keyResp.JSON201.Id, "active")
 		return *subResp.JSON201, *keyResp.JSON201
 	}
-	call := func(key string) (int, string) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.gw.URL+"/capped/hello", nil)
-		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("call through the gateway: %v", err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		var p struct{ Type string }
-		_ = json.Unmarshal(body, &p)
-		return resp.StatusCode, p.Type
-	}
+	call := func(key string) (int, string) { return callGateway(t, e.gw.URL+"/capped/hello", key) }
 
 	// Use the quota up: the processors count the calls and block.
 	first, key := subscribe()
