@@ -199,7 +199,7 @@ func (h *Handler) rateLimit(ctx context.Context, hdr http.Header, now time.Time,
 // subscription's hash tag so one script decides them together.
 func (h *Handler) limits(k enforcement.KeyRecord, s enforcement.SubscriptionRecord) []ratelimit.Limit {
 	var out []ratelimit.Limit
-	tag := "veil:rl:{" + s.ID + "}:"
+	tag := enforcement.RateLimitPrefix(s.ID)
 	add := func(key, name string, rate int, period time.Duration) {
 		if rate > 0 {
 			out = append(out, ratelimit.Limit{Key: tag + key, Name: name, Rate: rate, Period: period})

@@ -53,6 +53,9 @@
 //	                  subscription's calls (429, hard quota used up); the key
 //	                  expires then, so a new period needs no write
 //
+//	veil:rl:{S}:<limit>   the gateway's rate limit state (internal/ratelimit), one key per
+//	                      limit: k:<key id>:s, k:<key id>:m, s:s, s:m
+//
 // The processors' state (the counters hold admitted requests only):
 //
 //	veil:wm:{S}                        field <partition> = last Kafka offset applied for S from that partition

@@ -62,6 +62,12 @@ func CompensationName(id, topic string, partition int32, offset int64) string {
 	return fmt.Sprintf("veil:comp:{%s}:%s:%d:%d", id, topic, partition, offset)
 }
 
+// RateLimitPrefix starts the Redis keys of a subscription's rate limits
+// (internal/ratelimit's GCRA state): the gateway appends
+// k:<key id>:s, k:<key id>:m (a key's own limits), s:s and s:m (the
+// subscription's), so one script decides them together.
+func RateLimitPrefix(id string) string { return "veil:rl:{" + id + "}:" }
+
 // QuotaOutboxName is the Redis list of a subscription's quota threshold
 // crossings waiting to be produced to veil.quota.events.
 func QuotaOutboxName(id string) string { return outboxPrefix + id + "}" }
