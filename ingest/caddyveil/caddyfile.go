@@ -20,11 +20,6 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("veil_metrics", httpcaddyfile.Before, "respond")
 }
 
-var (
-	_ caddyfile.Unmarshaler = (*App)(nil)
-	_ caddyfile.Unmarshaler = (*Handler)(nil)
-)
-
 // parseGlobal reads the veil global option into the veil app:
 //
 //	{
@@ -205,3 +200,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	return nil
 }
+
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+)
