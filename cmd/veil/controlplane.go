@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -221,6 +222,7 @@ type controlPlane struct {
 	// clickhouse serves usage reads; nil when none is configured.
 	clickhouse driver.Conn
 	quota      *quota.Service
+	drift      *drift.Checker
 	subs       *subscriptions.Service
 	// consumeQuota reports whether quota crossings are consumed (Kafka
 	// brokers are configured).
@@ -229,21 +231,10 @@ type controlPlane struct {
 }
 
 func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL string, logger *slog.Logger, set *metrics.Set) (_ *controlPlane, err error) {
-	if cp.keyReconcileEvery <= 0 || cp.maintenanceEvery <= 0 || cp.usageReconcileEvery <= 0 || cp.periodRollEvery <= 0 {
-		return nil, errors.New("--key-reconcile-interval, --key-maintenance-interval, --usage-reconcile-interval and --period-roll-interval must be positive")
-	}
-	if cp.rescueAfter <= 50*time.Second {
-		return nil, errors.New("--job-rescue-after must exceed the longest job timeout, 50s")
-	}
-	ipRate, err := parseRate(cp.ipRate)
-	if err != nil {
+	if err := cp.validate(); err != nil {
 		return nil, err
 	}
-	tokenRate, err := parseRate(cp.tokenRate)
-	if err != nil {
-		return nil, err
-	}
-	proxies, err := middleware.ParseTrustedProxies(splitList(cp.trustedProxies))
+	limits, err := cp.limits()
 	if err != nil {
 		return nil, err
 	}
@@ -254,193 +245,241 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err != nil {
 		return nil, fmt.Errorf("token verification: %w", err)
 	}
-	// Room for the job workers, their per-API lock connections, River's
-	// listener and the API at once.
-	pool, err := datastore.OpenPostgres(ctx, datastore.Postgres{URL: postgresURL, MinMaxConns: int32(cp.workers + 10)})
-	if err != nil {
-		return nil, err
-	}
-	plane := &controlPlane{pool: pool, log: logger}
+	plane := &controlPlane{log: logger}
 	defer func() {
 		if err != nil {
 			plane.close()
 		}
 	}()
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pctx); err != nil {
-		return nil, fmt.Errorf("ping postgres (make services starts it): %w", err)
-	}
-	plane.redis, err = datastore.OpenRedis(datastore.Redis{Addr: cp.redisAddr, DB: cp.redisDB, DisableCache: true})
-	if err != nil {
+	if err := plane.connect(ctx, cp, postgresURL); err != nil {
 		return nil, err
 	}
-	gw, err := gatewayadmin.New(gatewayadmin.Config{
-		AdminURL: cp.gatewayAdminURL, CAFile: cp.gatewayAdminCA, CertFile: cp.gatewayAdminCert, KeyFile: cp.gatewayAdminKey,
-		Logger: logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-
+	// The job client comes first, as the services queue jobs through it;
+	// they register their workers and periodic jobs before it starts.
 	workers := river.NewWorkers()
-	var usageChecks []*river.PeriodicJob
-	if cp.clickhouseAddr != "" {
-		usageChecks = append(usageChecks, river.NewPeriodicJob(river.PeriodicInterval(cp.usageReconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
-			return drift.Args{}, &river.InsertOpts{MaxAttempts: 1}
-		}, &river.PeriodicJobOpts{RunOnStart: true}))
-	}
-	riverClient, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+	plane.river, err = river.NewClient(riverpgxv5.New(plane.pool), &river.Config{
 		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cp.workers}},
 		Workers:              workers,
 		JobTimeout:           30 * time.Second,
 		RescueStuckJobsAfter: cp.rescueAfter,
 		Logger:               logger.With("component", "jobs"),
-		PeriodicJobs: append([]*river.PeriodicJob{
-			river.NewPeriodicJob(river.PeriodicInterval(cp.reconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
-				return catalog.ReconcileArgs{}, nil
-			}, &river.PeriodicJobOpts{RunOnStart: true}),
-			river.NewPeriodicJob(river.PeriodicInterval(cp.sweepEvery), func() (river.JobArgs, *river.InsertOpts) {
-				return catalog.SweepArgs{}, nil
-			}, &river.PeriodicJobOpts{RunOnStart: true}),
-			river.NewPeriodicJob(river.PeriodicInterval(cp.keyReconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
-				return subscriptions.ReconcileKeysArgs{}, &river.InsertOpts{MaxAttempts: 1}
-			}, &river.PeriodicJobOpts{RunOnStart: true}),
-			river.NewPeriodicJob(river.PeriodicInterval(cp.maintenanceEvery), func() (river.JobArgs, *river.InsertOpts) {
-				return subscriptions.MaintenanceArgs{}, &river.InsertOpts{MaxAttempts: 1}
-			}, &river.PeriodicJobOpts{RunOnStart: true}),
-			river.NewPeriodicJob(river.PeriodicInterval(cp.periodRollEvery), func() (river.JobArgs, *river.InsertOpts) {
-				return subscriptions.PeriodRollArgs{}, &river.InsertOpts{MaxAttempts: 1}
-			}, &river.PeriodicJobOpts{RunOnStart: true}),
-		}, usageChecks...),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new job client: %w", err)
 	}
-	plane.river = riverClient
-	// Neither webhooks nor upstreams ever reach what this control plane is
-	// configured with, on top of Veil's default ports on loopback; not
-	// even webhooks with private networks allowed for development.
-	own := []string{cp.addr, cp.metricsAddr, cp.redisAddr, cp.kafkaBrokers, cp.clickhouseAddr,
-		fmt.Sprintf("%s:%d", pool.Config().ConnConfig.Host, pool.Config().ConnConfig.Port), cp.gatewayURL, cp.gatewayAdminURL, cp.smtp.Addr}
-	hookEgress, err := webhooks.EgressPolicy(ctx, cp.webhookPrivate, denyList(own))
+	svc, err := plane.newServices(ctx, cp, logger, set)
 	if err != nil {
 		return nil, err
 	}
-	hooks, err := webhooks.New(webhooks.Config{
-		Pool: pool, Jobs: riverClient, Logger: logger, Metrics: set, Egress: hookEgress,
-		MaxAttempts: cp.webhookAttempts, RetryBase: cp.webhookRetryBase, AllowPrivateNetworks: cp.webhookPrivate,
-	})
+	periodic := slices.Concat(
+		svc.hooks.RegisterJobs(workers, webhooks.JobSchedule{}),
+		svc.catalog.RegisterJobs(workers, catalog.JobSchedule{Reconcile: cp.reconcileEvery, Sweep: cp.sweepEvery}),
+		svc.subs.RegisterJobs(workers, subscriptions.JobSchedule{
+			ReconcileKeys: cp.keyReconcileEvery, Maintenance: cp.maintenanceEvery, PeriodRoll: cp.periodRollEvery,
+		}),
+		plane.quota.RegisterJobs(workers, quota.JobSchedule{}),
+	)
+	if plane.clickhouse != nil {
+		periodic = append(periodic, plane.drift.RegisterJobs(workers, drift.JobSchedule{Check: cp.usageReconcileEvery})...)
+	}
+	if _, err := plane.river.PeriodicJobs().AddManySafely(periodic); err != nil {
+		return nil, fmt.Errorf("add periodic jobs: %w", err)
+	}
+	handler, err := plane.apiHandler(cp, limits, svc, verifier, logger, set)
 	if err != nil {
 		return nil, err
 	}
-	upstreams, err := cp.egress.policy(ctx, own...)
-	if err != nil {
-		return nil, err
-	}
-	cat, err := catalog.New(catalog.Config{
-		Pool: pool, Jobs: riverClient, Gateway: gw, Publisher: hooks, Logger: logger, Metrics: set,
-		GatewayURL: cp.gatewayURL, KeyAuth: cp.gatewayKeyAuth, Egress: upstreams, RegisterAttempts: cp.registerAttempts, RetryBase: cp.retryBase, RetryMax: cp.retryMax,
-	})
-	if err != nil {
-		return nil, err
-	}
-	river.AddWorker(workers, hooks.Worker())
-	river.AddWorker(workers, cat.RegisterWorker())
-	river.AddWorker(workers, cat.DeregisterWorker())
-	river.AddWorker(workers, cat.ReconcileWorker())
-	river.AddWorker(workers, cat.SweepWorker())
-
-	var mailer subscriptions.Mailer = notify.Discard{Logger: logger}
-	if cp.smtp.Addr != "" {
-		cp.smtp.Logger, cp.smtp.Metrics = logger, set
-		if mailer, err = notify.NewSMTP(cp.smtp); err != nil {
-			return nil, err
-		}
-	}
-	subs, err := subscriptions.New(subscriptions.Config{
-		Pool: pool, Jobs: riverClient, Records: enforcement.New(plane.redis), Publisher: hooks, Mailer: mailer,
-		Logger: logger, Metrics: set, Env: apikey.Env(cp.keyEnv), MaxActiveKeys: cp.maxActiveKeys,
-		SyncFailAfter: cp.keySyncFailAfter, DefaultGrace: cp.keyGrace, AutoRotateGrace: cp.keyAutoGrace,
-		SealSecret: []byte(cp.keySealSecret),
-	})
-	if err != nil {
-		return nil, err
-	}
-	plane.subs = subs
-	if cp.keySealSecret == "" {
-		logger.Warn("no key-seal secret (VEIL_KEY_SEAL_SECRET): keys with automatic rotation get notices but are not rotated")
-	}
-	river.AddWorker(workers, subs.SyncKeyWorker())
-	river.AddWorker(workers, subs.SyncSubscriptionWorker())
-	river.AddWorker(workers, subs.DeleteRecordWorker())
-	river.AddWorker(workers, subs.ReconcileKeysWorker())
-	river.AddWorker(workers, subs.MaintenanceWorker())
-	river.AddWorker(workers, subs.KeyNoticeEmailWorker())
-	river.AddWorker(workers, subs.PeriodRollWorker())
-	var usageReader httpapi.UsageReader
-	if cp.clickhouseAddr != "" {
-		ch, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: cp.clickhouseAddr, Database: cp.clickhouseDB})
-		if err != nil {
-			return nil, err
-		}
-		plane.clickhouse = ch
-		usageReader = metering.NewReader(ch)
-	}
-	plane.quota, err = quota.New(quota.Config{
-		Pool: pool, Redis: plane.redis, Publisher: hooks, Mailer: mailer, Jobs: riverClient,
-		Brokers: broker.ParseBrokers(cp.kafkaBrokers), Topic: cp.quotaTopic, Logger: logger, Metrics: set,
-	})
-	if err != nil {
-		return nil, err
-	}
-	checker, err := drift.New(drift.Config{Pool: pool, Redis: plane.redis, ClickHouse: plane.clickhouse, Logger: logger, Metrics: set})
-	if err != nil {
-		return nil, err
-	}
-	river.AddWorker(workers, checker.Worker())
-	river.AddWorker(workers, plane.quota.QuotaEmailWorker())
-	plane.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
-
-	limiter, err := middleware.NewRateLimiter(middleware.RateLimitConfig{Client: plane.redis, Logger: logger, Metrics: set, FailOpen: true})
-	if err != nil {
-		return nil, err
-	}
-	idem, err := middleware.NewIdempotency(middleware.IdempotencyConfig{
-		Client: plane.redis, Logger: logger, Metrics: set,
-		Scope: func(r *http.Request) string {
-			p, ok := identity.FromContext(r.Context())
-			if !ok {
-				return ""
-			}
-			return p.Org + "/" + p.Subject
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	handler := httpapi.New(httpapi.Config{
-		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: usageReader, Quota: plane.quota, Drift: checker, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
-		RateLimiter: limiter, IPRate: ipRate, TokenRate: tokenRate, Idempotency: idem,
-		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: proxies,
-		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set,
-	})
 	plane.server, err = httpserver.Listen(httpserver.Config{
 		Name: "control-plane", Addr: cp.addr, Handler: handler, Logger: logger, Metrics: set, MetricsAddr: cp.metricsAddr,
-		Ready: func(ctx context.Context) error {
-			if err := pool.Ping(ctx); err != nil {
-				return fmt.Errorf("postgres: %w", err)
-			}
-			if err := plane.redis.Do(ctx, plane.redis.B().Ping().Build()).Error(); err != nil {
-				return fmt.Errorf("redis: %w", err)
-			}
-			return nil
-		},
+		Ready: plane.ready,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return plane, nil
+}
+
+// validate checks what the flags' parsers cannot.
+func (cp controlPlaneFlags) validate() error {
+	if cp.keyReconcileEvery <= 0 || cp.maintenanceEvery <= 0 || cp.usageReconcileEvery <= 0 || cp.periodRollEvery <= 0 {
+		return errors.New("--key-reconcile-interval, --key-maintenance-interval, --usage-reconcile-interval and --period-roll-interval must be positive")
+	}
+	if cp.rescueAfter <= 50*time.Second {
+		return errors.New("--job-rescue-after must exceed the longest job timeout, 50s")
+	}
+	return nil
+}
+
+// connect opens the control plane's Postgres pool and Redis client, and its
+// ClickHouse connection when one is configured (usage reads and checks).
+func (p *controlPlane) connect(ctx context.Context, cp controlPlaneFlags, postgresURL string) error {
+	// Room for the job workers, their per-API lock connections, River's
+	// listener and the API at once.
+	pool, err := datastore.OpenPostgres(ctx, datastore.Postgres{URL: postgresURL, MinMaxConns: int32(cp.workers + 10)})
+	if err != nil {
+		return err
+	}
+	p.pool = pool
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		return fmt.Errorf("ping postgres (make services starts it): %w", err)
+	}
+	if p.redis, err = datastore.OpenRedis(datastore.Redis{Addr: cp.redisAddr, DB: cp.redisDB, DisableCache: true}); err != nil {
+		return err
+	}
+	if cp.clickhouseAddr != "" {
+		if p.clickhouse, err = datastore.OpenClickHouse(datastore.ClickHouse{Addr: cp.clickhouseAddr, Database: cp.clickhouseDB}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// services are the control plane's domain services, wired together.
+type services struct {
+	hooks   *webhooks.Service
+	catalog *catalog.Service
+	subs    *subscriptions.Service
+}
+
+// newServices builds the domain services on the plane's connections and job
+// client; the quota service is kept on the plane, which runs its consumer.
+func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, logger *slog.Logger, set *metrics.Set) (services, error) {
+	var svc services
+	gw, err := gatewayadmin.New(gatewayadmin.Config{
+		AdminURL: cp.gatewayAdminURL, CAFile: cp.gatewayAdminCA, CertFile: cp.gatewayAdminCert, KeyFile: cp.gatewayAdminKey,
+		Logger: logger,
+	})
+	if err != nil {
+		return svc, err
+	}
+	// Neither webhooks nor upstreams ever reach what this control plane is
+	// configured with, on top of Veil's default ports on loopback; not
+	// even webhooks with private networks allowed for development.
+	pg := p.pool.Config().ConnConfig
+	own := []string{cp.addr, cp.metricsAddr, cp.redisAddr, cp.kafkaBrokers, cp.clickhouseAddr,
+		fmt.Sprintf("%s:%d", pg.Host, pg.Port), cp.gatewayURL, cp.gatewayAdminURL, cp.smtp.Addr}
+	hookEgress, err := webhooks.EgressPolicy(ctx, cp.webhookPrivate, denyList(own))
+	if err != nil {
+		return svc, err
+	}
+	if svc.hooks, err = webhooks.New(webhooks.Config{
+		Pool: p.pool, Jobs: p.river, Logger: logger, Metrics: set, Egress: hookEgress,
+		MaxAttempts: cp.webhookAttempts, RetryBase: cp.webhookRetryBase, AllowPrivateNetworks: cp.webhookPrivate,
+	}); err != nil {
+		return svc, err
+	}
+	upstreams, err := cp.egress.policy(ctx, own...)
+	if err != nil {
+		return svc, err
+	}
+	if svc.catalog, err = catalog.New(catalog.Config{
+		Pool: p.pool, Jobs: p.river, Gateway: gw, Publisher: svc.hooks, Logger: logger, Metrics: set,
+		GatewayURL: cp.gatewayURL, KeyAuth: cp.gatewayKeyAuth, Egress: upstreams, RegisterAttempts: cp.registerAttempts, RetryBase: cp.retryBase, RetryMax: cp.retryMax,
+	}); err != nil {
+		return svc, err
+	}
+	mailer, err := newMailer(cp.smtp, logger, set)
+	if err != nil {
+		return svc, err
+	}
+	if svc.subs, err = subscriptions.New(subscriptions.Config{
+		Pool: p.pool, Jobs: p.river, Records: enforcement.New(p.redis), Publisher: svc.hooks, Mailer: mailer,
+		Logger: logger, Metrics: set, Env: apikey.Env(cp.keyEnv), MaxActiveKeys: cp.maxActiveKeys,
+		SyncFailAfter: cp.keySyncFailAfter, DefaultGrace: cp.keyGrace, AutoRotateGrace: cp.keyAutoGrace,
+		SealSecret: []byte(cp.keySealSecret),
+	}); err != nil {
+		return svc, err
+	}
+	p.subs = svc.subs
+	if cp.keySealSecret == "" {
+		logger.Warn("no key-seal secret (VEIL_KEY_SEAL_SECRET): keys with automatic rotation get notices but are not rotated")
+	}
+	if p.quota, err = quota.New(quota.Config{
+		Pool: p.pool, Redis: p.redis, Publisher: svc.hooks, Mailer: mailer, Jobs: p.river,
+		Brokers: broker.ParseBrokers(cp.kafkaBrokers), Topic: cp.quotaTopic, Logger: logger, Metrics: set,
+	}); err != nil {
+		return svc, err
+	}
+	if p.drift, err = drift.New(drift.Config{Pool: p.pool, Redis: p.redis, ClickHouse: p.clickhouse, Logger: logger, Metrics: set}); err != nil {
+		return svc, err
+	}
+	p.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
+	return svc, nil
+}
+
+// newMailer sends notices to people through SMTP, or only logs them when no
+// server is configured.
+func newMailer(smtp notify.SMTPConfig, logger *slog.Logger, set *metrics.Set) (subscriptions.Mailer, error) {
+	if smtp.Addr == "" {
+		return notify.Discard{Logger: logger}, nil
+	}
+	smtp.Logger, smtp.Metrics = logger, set
+	return notify.NewSMTP(smtp)
+}
+
+// apiLimits are the REST API's rate limits and the proxies it believes.
+type apiLimits struct {
+	ipRate, tokenRate middleware.Rate
+	proxies           middleware.TrustedProxies
+}
+
+// limits parses the rate limit and trusted proxy flags.
+func (cp controlPlaneFlags) limits() (apiLimits, error) {
+	var l apiLimits
+	var err error
+	if l.ipRate, err = parseRate(cp.ipRate); err != nil {
+		return l, err
+	}
+	if l.tokenRate, err = parseRate(cp.tokenRate); err != nil {
+		return l, err
+	}
+	l.proxies, err = middleware.ParseTrustedProxies(splitList(cp.trustedProxies))
+	return l, err
+}
+
+// apiHandler builds the REST API with its rate limits and idempotency keys
+// on Redis.
+func (p *controlPlane) apiHandler(cp controlPlaneFlags, limits apiLimits, svc services, verifier *identity.Verifier, logger *slog.Logger, set *metrics.Set) (http.Handler, error) {
+	limiter, err := middleware.NewRateLimiter(middleware.RateLimitConfig{Client: p.redis, Logger: logger, Metrics: set, FailOpen: true})
+	if err != nil {
+		return nil, err
+	}
+	idem, err := middleware.NewIdempotency(middleware.IdempotencyConfig{
+		Client: p.redis, Logger: logger, Metrics: set,
+		Scope: func(r *http.Request) string {
+			pr, ok := identity.FromContext(r.Context())
+			if !ok {
+				return ""
+			}
+			return pr.Org + "/" + pr.Subject
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	var usageReader httpapi.UsageReader
+	if p.clickhouse != nil {
+		usageReader = metering.NewReader(p.clickhouse)
+	}
+	return httpapi.New(httpapi.Config{
+		Pool: p.pool, Catalog: svc.catalog, Subscriptions: svc.subs, Usage: usageReader, Quota: p.quota, Drift: p.drift, Webhooks: svc.hooks, Directory: accounts.New(p.pool), Authenticator: verifier,
+		RateLimiter: limiter, IPRate: limits.ipRate, TokenRate: limits.tokenRate, Idempotency: idem,
+		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: limits.proxies,
+		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set,
+	}), nil
+}
+
+// ready reports whether Postgres and Redis answer.
+func (p *controlPlane) ready(ctx context.Context) error {
+	if err := p.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	if err := p.redis.Do(ctx, p.redis.B().Ping().Build()).Error(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
 }
 
 // addr is where the REST API listens.

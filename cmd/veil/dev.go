@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -22,41 +23,37 @@ import (
 // VEIL_INGEST_TOKENS is empty. It is for local use only.
 const DevIngestToken = "veil-dev-ingest-token"
 
-func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		ing       ingestFlags
-		proc      processorFlags
-		cp        controlPlaneFlags
-		noGateway bool
-		mig       migrateFlags
-		log       logFlags
-		brokers   string
-		dataDir   string
-		kafkaPort int
-		noMigrate bool
-	)
-	f := newFlags("dev", `Runs the platform in one process for local work: an embedded Kafka-protocol broker on
-127.0.0.1:9092 (persisted under the data directory) unless VEIL_KAFKA_BROKERS names a real one,
-the migrations, the ingest service, a processor, the control plane and the Caddy gateway. Postgres,
-Redis and ClickHouse must be running (make services). Tokens for the control plane:
-veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
-	ing.register(f)
-	proc.register(f)
-	cp.register(f, false)
-	f.Bool(&noGateway, "no-gateway", "", false, "do not start the gateway in this process (one runs elsewhere)")
-	mig.register(f)
-	log.register(f)
-	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", "", "Kafka seed brokers; empty starts the embedded broker")
-	f.String(&dataDir, "data-dir", "VEIL_DATA_DIR", ".veil", "directory for local state")
-	f.Int(&kafkaPort, "embedded-kafka-port", "VEIL_EMBEDDED_KAFKA_PORT", 9092, "port of the embedded broker on 127.0.0.1")
-	f.Bool(&noMigrate, "no-migrate", "", false, "skip the migrations")
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	logger, err := log.logger(stderr)
-	if err != nil {
-		return err
-	}
+// devFlags are veil dev's flags: those of the services it runs, and its own.
+type devFlags struct {
+	ing       ingestFlags
+	proc      processorFlags
+	cp        controlPlaneFlags
+	mig       migrateFlags
+	log       logFlags
+	noGateway bool
+	brokers   string
+	dataDir   string
+	kafkaPort int
+	noMigrate bool
+}
+
+func (d *devFlags) register(f *flags) {
+	d.ing.register(f)
+	d.proc.register(f)
+	d.cp.register(f, false)
+	f.Bool(&d.noGateway, "no-gateway", "", false, "do not start the gateway in this process (one runs elsewhere)")
+	d.mig.register(f)
+	d.log.register(f)
+	f.String(&d.brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", "", "Kafka seed brokers; empty starts the embedded broker")
+	f.String(&d.dataDir, "data-dir", "VEIL_DATA_DIR", ".veil", "directory for local state")
+	f.Int(&d.kafkaPort, "embedded-kafka-port", "VEIL_EMBEDDED_KAFKA_PORT", 9092, "port of the embedded broker on 127.0.0.1")
+	f.Bool(&d.noMigrate, "no-migrate", "", false, "skip the migrations")
+}
+
+// applyDefaults fills in what a local setup needs and the flags left
+// empty, and returns the arguments of the gateway run in this process.
+func (d *devFlags) applyDefaults() ([]string, error) {
+	ing, proc, cp := &d.ing, &d.proc, &d.cp
 	if ing.tokens == "" {
 		ing.tokens = DevIngestToken
 	}
@@ -85,29 +82,60 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 	}
 	gatewayArgs = append(gatewayArgs, "--upstream-allow-cidrs", cp.egress.allow)
 	if !adminURLSet && !adminAddrSet {
-		abs, err := filepath.Abs(dataDir)
+		abs, err := filepath.Abs(d.dataDir)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		sock := filepath.Join(abs, gatewayAdminSocket)
 		cp.gatewayAdminURL = "unix://" + sock
 		gatewayArgs = append(gatewayArgs, "--admin-addr", "unix/"+sock+"|0600")
 	}
+	return gatewayArgs, nil
+}
 
-	seeds := broker.ParseBrokers(brokers)
-	kafkaWhere := "Kafka " + strings.Join(seeds, ",")
-	if len(seeds) == 0 {
-		dir := filepath.Join(dataDir, "dev", "kafka")
-		emb, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: kafkaPort, DataDir: dir, Partitions: int32(mig.partitions), Logger: logger})
-		if err != nil {
-			return fmt.Errorf("%w (is something else on 127.0.0.1:%d? make services-down stops a real broker)", err, kafkaPort)
-		}
-		defer emb.Close()
-		seeds = emb.Addrs()
-		kafkaWhere = fmt.Sprintf("embedded Kafka-protocol broker %s (data in %s)", strings.Join(seeds, ","), dir)
+// startKafka returns the seed brokers and a line saying where they are: the
+// configured ones, or those of an embedded broker that close stops.
+func (d *devFlags) startKafka(logger *slog.Logger) (seeds []string, where string, close func(), err error) {
+	seeds = broker.ParseBrokers(d.brokers)
+	if len(seeds) > 0 {
+		return seeds, "Kafka " + strings.Join(seeds, ","), func() {}, nil
 	}
+	dir := filepath.Join(d.dataDir, "dev", "kafka")
+	emb, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: d.kafkaPort, DataDir: dir, Partitions: int32(d.mig.partitions), Logger: logger})
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("%w (is something else on 127.0.0.1:%d? make services-down stops a real broker)", err, d.kafkaPort)
+	}
+	seeds = emb.Addrs()
+	return seeds, fmt.Sprintf("embedded Kafka-protocol broker %s (data in %s)", strings.Join(seeds, ","), dir), emb.Close, nil
+}
 
-	if !noMigrate {
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var d devFlags
+	f := newFlags("dev", `Runs the platform in one process for local work: an embedded Kafka-protocol broker on
+127.0.0.1:9092 (persisted under the data directory) unless VEIL_KAFKA_BROKERS names a real one,
+the migrations, the ingest service, a processor, the control plane and the Caddy gateway. Postgres,
+Redis and ClickHouse must be running (make services). Tokens for the control plane:
+veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
+	d.register(f)
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	logger, err := d.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	gatewayArgs, err := d.applyDefaults()
+	if err != nil {
+		return err
+	}
+	ing, proc, cp, mig := d.ing, d.proc, d.cp, d.mig
+	seeds, kafkaWhere, closeKafka, err := d.startKafka(logger)
+	if err != nil {
+		return err
+	}
+	defer closeKafka()
+
+	if !d.noMigrate {
 		if err := mig.apply(ctx, migrateTargets, seeds, logger, io.Discard); err != nil {
 			return err
 		}
@@ -133,8 +161,7 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 		return err
 	}
 	defer st.close()
-	procSet := metrics.NewSet()
-	procSrv, p, closeAdmin, err := newProcessorService(proc, seeds, st, logger, procSet)
+	procSrv, p, closeAdmin, err := newProcessorService(proc, seeds, st, logger, metrics.NewSet())
 	if err != nil {
 		return err
 	}
@@ -148,11 +175,26 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 	}
 	defer plane.close()
 
-	gatewayWhere := cp.gatewayURL + " (admin " + cp.gatewayAdminURL + ")"
-	if noGateway {
+	d.printBanner(stdout, kafkaWhere, srv.Addr().String(), procSrv.Addr().String(), plane.addr().String())
+
+	g, ctx := errgroup.WithContext(ctx)
+	if !d.noGateway {
+		g.Go(func() error { return runGateway(ctx, gatewayArgs, io.Discard, stderr) })
+	}
+	g.Go(func() error { return plane.run(ctx) })
+	g.Go(func() error { return srv.Serve(ctx) })
+	g.Go(func() error { return procSrv.Serve(ctx) })
+	g.Go(func() error { return p.Run(ctx) })
+	return g.Wait()
+}
+
+// printBanner says where each part of the platform listens.
+func (d *devFlags) printBanner(w io.Writer, kafkaWhere, ingestAddr, processorAddr, planeAddr string) {
+	gatewayWhere := d.cp.gatewayURL + " (admin " + d.cp.gatewayAdminURL + ")"
+	if d.noGateway {
 		gatewayWhere += ", not started here"
 	}
-	fmt.Fprintf(stdout, `veil dev is running
+	fmt.Fprintf(w, `veil dev is running
   kafka          %s
   ingest         http://%s  POST /v1/events  (bearer token: %s)
   processor      http://%s  /metrics  (consumer group %s)
@@ -163,19 +205,9 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
   postgres       %s
   clickhouse     %s  database %s
 Stop with Ctrl-C.
-`, kafkaWhere, srv.Addr(), maskToken(ing.tokens), procSrv.Addr(), proc.group, plane.addr(), gatewayWhere,
-		ing.metricsAddr, cp.metricsAddr, defaultGatewayMetricsAddr,
-		proc.redisAddr, redactURL(mig.postgresURL), mig.clickhouseAddr, mig.clickhouseDB)
-
-	g, ctx := errgroup.WithContext(ctx)
-	if !noGateway {
-		g.Go(func() error { return runGateway(ctx, gatewayArgs, io.Discard, stderr) })
-	}
-	g.Go(func() error { return plane.run(ctx) })
-	g.Go(func() error { return srv.Serve(ctx) })
-	g.Go(func() error { return procSrv.Serve(ctx) })
-	g.Go(func() error { return p.Run(ctx) })
-	return g.Wait()
+`, kafkaWhere, ingestAddr, maskToken(d.ing.tokens), processorAddr, d.proc.group, planeAddr, gatewayWhere,
+		d.ing.metricsAddr, d.cp.metricsAddr, defaultGatewayMetricsAddr,
+		d.proc.redisAddr, redactURL(d.mig.postgresURL), d.mig.clickhouseAddr, d.mig.clickhouseDB)
 }
 
 // maskToken shows the dev token in full (it is public) and only the start

@@ -1,0 +1,48 @@
+package subscriptions
+
+import (
+	"time"
+
+	"github.com/riverqueue/river"
+)
+
+// JobSchedule says how often the subscriptions' periodic jobs run; each
+// runs once when the job client starts, too.
+type JobSchedule struct {
+	// ReconcileKeys is the interval of the reconciliation of keys and
+	// subscriptions with the gateway's Redis records.
+	ReconcileKeys time.Duration
+	// Maintenance is the interval of key expiry, notices, rotation grace,
+	// automatic rotation and billing periods.
+	Maintenance time.Duration
+	// PeriodRoll is the interval of the roll of ended billing periods, more
+	// frequent than maintenance: a new period's quota is enforced from its
+	// roll.
+	PeriodRoll time.Duration
+}
+
+// RegisterJobs adds the subscriptions' workers (record syncs and deletes,
+// key reconciliation, maintenance, key notice emails, period rolls) to w,
+// and returns its periodic jobs for the River client whose Inserter is
+// Config.Jobs. A periodic run is attempted once: the next run takes up
+// what it left.
+func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.PeriodicJob {
+	river.AddWorker(w, s.SyncKeyWorker())
+	river.AddWorker(w, s.SyncSubscriptionWorker())
+	river.AddWorker(w, s.DeleteRecordWorker())
+	river.AddWorker(w, s.ReconcileKeysWorker())
+	river.AddWorker(w, s.MaintenanceWorker())
+	river.AddWorker(w, s.KeyNoticeEmailWorker())
+	river.AddWorker(w, s.PeriodRollWorker())
+	return []*river.PeriodicJob{
+		river.NewPeriodicJob(river.PeriodicInterval(every.ReconcileKeys), func() (river.JobArgs, *river.InsertOpts) {
+			return ReconcileKeysArgs{}, &river.InsertOpts{MaxAttempts: 1}
+		}, &river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(every.Maintenance), func() (river.JobArgs, *river.InsertOpts) {
+			return MaintenanceArgs{}, &river.InsertOpts{MaxAttempts: 1}
+		}, &river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(every.PeriodRoll), func() (river.JobArgs, *river.InsertOpts) {
+			return PeriodRollArgs{}, &river.InsertOpts{MaxAttempts: 1}
+		}, &river.PeriodicJobOpts{RunOnStart: true}),
+	}
+}
