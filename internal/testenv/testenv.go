@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -269,9 +268,9 @@ func ClickHouseAddr(t testing.TB) (addr, database string) {
 	t.Helper()
 	addr = Env("VEIL_TEST_CLICKHOUSE_ADDR", "127.0.0.1:9000")
 	database = "veil_test_" + Suffix()
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, DialTimeout: 5 * time.Second})
+	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: addr})
 	if err != nil {
-		t.Fatalf("open clickhouse: %v", err)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -292,9 +291,9 @@ func ClickHouseAddr(t testing.TB) (addr, database string) {
 func Redis(t testing.TB) rueidis.Client {
 	t.Helper()
 	addr := Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379")
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}})
+	c, err := datastore.OpenRedis(datastore.Redis{Addr: addr})
 	if err != nil {
-		t.Fatalf("Redis at %s does not answer (start it with make services): %v", addr, err)
+		t.Fatalf("Redis at %s does not answer: %v", addr, err)
 	}
 	t.Cleanup(c.Close)
 	return c
@@ -338,7 +337,7 @@ func RedisDB(t testing.TB) (rueidis.Client, int) {
 		_ = releaseLease.Exec(ctx, shared, []string{redisLeaseKey(db)}, []string{token}).Error()
 	})
 	addr := Env("VEIL_TEST_REDIS_ADDR", "127.0.0.1:6379")
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, SelectDB: db})
+	c, err := datastore.OpenRedis(datastore.Redis{Addr: addr, DB: db})
 	if err != nil {
 		t.Fatalf("Redis at %s database %d: %v", addr, db, err)
 	}
