@@ -24,6 +24,7 @@ import (
 
 	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/datastore"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/processors"
 	"github.com/veil-platform/veil/schemas/usage"
 )
@@ -273,7 +274,8 @@ func rawInsert(ctx context.Context, ch driver.Conn, unique []usage.Event, ingest
 func waitRedisTotals(ctx context.Context, rc rueidis.Client, unique []usage.Event) error {
 	want := map[string]int64{}
 	for _, e := range unique {
-		want[processors.PeriodKey(e.Subject, monthStartOf(e.Time))]++
+		// The subjects have no subscription record: the calendar month.
+		want[processors.PeriodKey(e.Subject, enforcement.CalendarMonth(e.Time).Start)]++
 	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for key, n := range want {
@@ -292,13 +294,6 @@ func waitRedisTotals(ctx context.Context, rc rueidis.Client, unique []usage.Even
 		}
 	}
 	return nil
-}
-
-// monthStartOf is the start of the calendar month (UTC) of t: the period
-// the processors count a subscription without a record into.
-func monthStartOf(t time.Time) time.Time {
-	t = t.UTC()
-	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 }
 
 // printTimeSplit shows where the processor's wall time went, from its

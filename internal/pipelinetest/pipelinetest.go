@@ -17,6 +17,7 @@ import (
 	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
 )
@@ -141,8 +142,7 @@ func (s Sinks) Diff(ctx context.Context, exp Expectation) error {
 	if rejects != uint64(exp.Invalid) {
 		return fmt.Errorf("usage_rejects holds %d rows; want %d", rejects, exp.Invalid)
 	}
-	month := time.Now().UTC()
-	month = time.Date(month.Year(), month.Month(), 1, 0, 0, 0, 0, time.UTC)
+	month := enforcement.CalendarMonth(time.Now()).Start
 	for subject, want := range exp.Units {
 		key := processors.PeriodKey(subject, month)
 		vals, err := s.Redis.Do(ctx, s.Redis.B().Hmget().Key(key).Field("requests", "units_micro").Build()).ToArray()
