@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/veil-platform/veil/control-plane/identity"
 )
 
 // Check checks, for every live subscription (trialing, active,
@@ -59,6 +61,18 @@ func (s *Checker) Check(ctx context.Context) (Report, error) {
 	return rep, err
 }
 
+// CheckRequested is Check run because actor asked for it, audited as
+// "usage.reconcile" with the run's report. The counters a run heals are in
+// Redis, which no transaction of ours can hold; what it changes in
+// Postgres is its stored report (usage_reconcile_runs, which Last reads),
+// so the entry is written in the transaction that stores it: a requested
+// run is in the audit log exactly when it is stored. Recording after that
+// commit, as the HTTP layer did, could leave a stored run with no entry.
+func (s *Checker) CheckRequested(ctx context.Context, actor identity.Actor) (Report, error) {
+	rep, _, err := s.check(ctx, pass{chunk: chunkSize, settle: s.settle, requestedBy: &actor})
+	return rep, err
+}
+
 // pass is how one run goes.
 type pass struct {
 	// after: the run checks the subscriptions after this id, then wraps
@@ -73,6 +87,9 @@ type pass struct {
 	// beforeHeal, when set, runs before each round of compare-and-set
 	// heals; tests move Redis there as the processors would.
 	beforeHeal func()
+	// requestedBy, when set, is who asked for the run: its audit entry is
+	// stored with the report.
+	requestedBy *identity.Actor
 }
 
 // check is one run. It returns, besides the report, the id to
@@ -112,7 +129,7 @@ func (s *Checker) check(ctx context.Context, run pass) (Report, uuid.UUID, error
 	rep.FinishedAt = s.now().UTC()
 	s.cfg.Metrics.GetOrCreateGauge(`veil_controlplane_usage_drift_subscriptions`, nil).Set(float64(rep.Drifted))
 	s.cfg.Metrics.GetOrCreateGauge(`veil_controlplane_usage_in_flight_subscriptions`, nil).Set(float64(rep.InFlight))
-	if err := s.storeReport(ctx, rep); err != nil {
+	if err := s.storeReport(ctx, rep, run.requestedBy); err != nil {
 		return rep, run.after, err
 	}
 	return rep, resume, nil

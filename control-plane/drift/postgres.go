@@ -10,7 +10,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/drift/internal/db"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -59,8 +61,10 @@ func (s *Checker) Last(ctx context.Context) (Report, bool, error) {
 	return rep, true, nil
 }
 
-// storeReport records the run and drops all but the newest runs.
-func (s *Checker) storeReport(ctx context.Context, rep Report) error {
+// storeReport records the run and drops all but the newest runs; the
+// audit entry of a run someone asked for (by) goes in the same
+// transaction.
+func (s *Checker) storeReport(ctx context.Context, rep Report, by *identity.Actor) error {
 	raw, err := json.Marshal(rep)
 	if err != nil {
 		return fmt.Errorf("encode usage report: %w", err)
@@ -70,7 +74,16 @@ func (s *Checker) storeReport(ctx context.Context, rep Report) error {
 		if err := q.RunInsert(ctx, db.RunInsertParams{StartedAt: rep.StartedAt, FinishedAt: rep.FinishedAt, Report: raw}); err != nil {
 			return err
 		}
-		return q.RunDeleteOld(ctx, runsKept)
+		if err := q.RunDeleteOld(ctx, runsKept); err != nil {
+			return err
+		}
+		if by == nil {
+			return nil
+		}
+		return audit.Record(ctx, tx, audit.Change{
+			Actor: by.Subject, ActorRole: string(by.Role), Action: "usage.reconcile",
+			TargetType: "usage", TargetID: "counters", After: rep,
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("store usage report: %w", err)

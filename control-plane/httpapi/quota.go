@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/drift"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/quota"
@@ -22,7 +21,7 @@ type QuotaService interface {
 // DriftChecker checks usage drift and keeps its reports (a
 // *drift.Checker).
 type DriftChecker interface {
-	Check(ctx context.Context) (drift.Report, error)
+	CheckRequested(ctx context.Context, actor identity.Actor) (drift.Report, error)
 	Last(ctx context.Context) (drift.Report, bool, error)
 }
 
@@ -97,16 +96,10 @@ func (a *api) reconcileUsage(w http.ResponseWriter, r *http.Request) error {
 	if a.cfg.Drift == nil {
 		return errQuotaUnavailable
 	}
-	rep, err := a.cfg.Drift.Check(r.Context())
+	// The drift check audits the request with the report it stores.
+	rep, err := a.cfg.Drift.CheckRequested(r.Context(), actorFrom(r))
 	if err != nil {
 		return a.quotaFailed(r, "usage reconciliation", err)
-	}
-	act := actorFrom(r)
-	if err := audit.RecordNow(r.Context(), a.cfg.Pool, audit.Change{
-		Actor: act.Subject, ActorRole: string(act.Role), Action: "usage.reconcile",
-		TargetType: "usage", TargetID: "counters", After: rep,
-	}); err != nil {
-		return err
 	}
 	writeJSON(w, http.StatusOK, rep)
 	return nil

@@ -1,0 +1,69 @@
+package drift
+
+import (
+	"testing"
+
+	"github.com/veil-platform/veil/control-plane/identity"
+)
+
+// TestCheckRequestedAuditsWithTheStoredRun: a requested run's audit entry
+// and its stored report commit together; when either insert fails, neither
+// is kept, so the audit log and the stored runs cannot disagree.
+func TestCheckRequestedAuditsWithTheStoredRun(t *testing.T) {
+	f := newFixture(t)
+	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin}
+	count := func(sql string) int {
+		t.Helper()
+		var n int
+		if err := f.pool.QueryRow(f.ctx, sql).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	entries := func() int { return count(`SELECT count(*) FROM audit_log WHERE action = 'usage.reconcile'`) }
+	runs := func() int { return count(`SELECT count(*) FROM usage_reconcile_runs`) }
+	refuse := func(table, when string) {
+		t.Helper()
+		if _, err := f.pool.Exec(f.ctx, `CREATE OR REPLACE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN RAISE EXCEPTION 'insert refused'; END $$;
+			CREATE TRIGGER refuse_insert BEFORE INSERT ON `+table+` FOR EACH ROW `+when+` EXECUTE FUNCTION refuse_insert()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allow := func(table string) {
+		t.Helper()
+		if _, err := f.pool.Exec(f.ctx, `DROP TRIGGER refuse_insert ON `+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	refuse("audit_log", "WHEN (NEW.action = 'usage.reconcile')")
+	if _, err := f.svc.CheckRequested(f.ctx, admin); err == nil {
+		t.Error("CheckRequested() with the audit insert failing = nil; want an error")
+	}
+	if n := runs(); n != 0 {
+		t.Errorf("stored runs after the audit insert failed = %d; want 0", n)
+	}
+	allow("audit_log")
+
+	refuse("usage_reconcile_runs", "")
+	if _, err := f.svc.CheckRequested(f.ctx, admin); err == nil {
+		t.Error("CheckRequested() with the run insert failing = nil; want an error")
+	}
+	if n := entries(); n != 0 {
+		t.Errorf("audit entries after the run insert failed = %d; want 0", n)
+	}
+	allow("usage_reconcile_runs")
+
+	if _, err := f.svc.CheckRequested(f.ctx, admin); err != nil {
+		t.Fatalf("CheckRequested() = %v", err)
+	}
+	if e, r := entries(), runs(); e != 1 || r != 1 {
+		t.Errorf("after a requested run: %d audit entries, %d stored runs; want 1 and 1", e, r)
+	}
+	// The scheduled run is not a request: a stored run, no entry.
+	f.run()
+	if e, r := entries(), runs(); e != 1 || r != 2 {
+		t.Errorf("after a scheduled run: %d audit entries, %d stored runs; want 1 and 2", e, r)
+	}
+}
