@@ -63,11 +63,11 @@ check-clickhouse-current:
 
 ## sqlc: regenerate the Go code of the Postgres queries (sqlc.yaml, docs/sql.md).
 sqlc:
-	sqlc generate
+	$(GO) tool sqlc generate
 
 ## sqlc-check: fail when the committed generated code differs from what sqlc would write.
 sqlc-check:
-	sqlc diff
+	$(GO) tool sqlc diff
 
 clean:
 	rm -rf bin

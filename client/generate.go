@@ -67,7 +67,9 @@ func generate(specPath, out string) error {
 	if err != nil {
 		return fmt.Errorf("resolve out: %w", err)
 	}
-	cmd := exec.Command("oapi-codegen", "-config", "oapi-codegen.yaml", convertedPath)
+	// oapi-codegen is a tool of the module (go.mod), so its version is
+	// pinned and nothing needs installing.
+	cmd := exec.Command("go", "tool", "oapi-codegen", "-config", "oapi-codegen.yaml", convertedPath)
 	cmd.Stderr = os.Stderr
 	code, err := cmd.Output()
 	if err != nil {
