@@ -10,6 +10,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/processors"
 )
 
@@ -18,13 +19,8 @@ type usageReport struct {
 	Subscription string          `json:"subscription"`
 	From         time.Time       `json:"from"`
 	To           time.Time       `json:"to"`
-	ClickHouse   usageTotals     `json:"clickhouse"`
+	ClickHouse   metering.Totals `json:"clickhouse"`
 	Redis        redisPeriodView `json:"redis_current_period"`
-}
-
-type usageTotals struct {
-	Events uint64          `json:"events"`
-	Units  decimal.Decimal `json:"units"`
 }
 
 type redisPeriodView struct {
@@ -80,9 +76,8 @@ billing period by default) and its Redis counter for the current period, so the 
 		}
 		*r.dst = t.UTC()
 	}
-	if err := st.ch.QueryRow(ctx, "SELECT count(), sum(units) FROM usage_events WHERE subject = ? AND time >= ? AND time < ? AND refusal = ''",
-		sub, rep.From, rep.To).Scan(&rep.ClickHouse.Events, &rep.ClickHouse.Units); err != nil {
-		return fmt.Errorf("read clickhouse totals: %w", err)
+	if rep.ClickHouse, err = metering.NewReader(st.ch).SubjectTotals(ctx, sub, rep.From, rep.To); err != nil {
+		return err
 	}
 	vals, err := st.redis.Do(ctx, st.redis.B().Hmget().Key(processors.PeriodKey(sub, start)).Field("requests", "units_micro").Build()).ToArray()
 	if err != nil {
