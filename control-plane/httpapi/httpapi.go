@@ -254,6 +254,14 @@ func decode(r *http.Request, dst any) error {
 	return nil
 }
 
+// decodeOptional is decode for a body that may be left out.
+func decodeOptional(r *http.Request, dst any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return decode(r, dst)
+}
+
 // hasNUL reports whether a string or key of the JSON body holds NUL.
 func hasNUL(body []byte) bool {
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -347,28 +355,28 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound):
 		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
 	case errors.Is(err, subscriptions.ErrPlanNotFound), errors.Is(err, subscriptions.ErrSubscriptionNotFound),
-		errors.Is(err, subscriptions.ErrKeyNotFound):
+		errors.Is(err, keys.ErrKeyNotFound):
 		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
 	case errors.Is(err, keys.ErrInvalidTransition), errors.Is(err, subscriptions.ErrSubscriptionTransition):
 		d = problem.New(http.StatusConflict, "invalid-transition", "Invalid State Transition", err.Error())
-	case errors.Is(err, subscriptions.ErrKeyLimit):
+	case errors.Is(err, keys.ErrKeyLimit):
 		d = problem.New(http.StatusConflict, "key-limit", "Key Limit Reached", err.Error()+"; revoke or delete a key first")
 	case errors.Is(err, subscriptions.ErrAlreadySubscribed):
 		d = problem.New(http.StatusConflict, "already-subscribed", "Already Subscribed", err.Error())
 	case errors.Is(err, subscriptions.ErrSubscriptionHeld):
 		d = problem.New(http.StatusConflict, "subscription-held", "Subscription Held", err.Error())
-	case errors.Is(err, subscriptions.ErrAdminPlaintext):
+	case errors.Is(err, keys.ErrAdminPlaintext):
 		d = problem.New(http.StatusForbidden, "plaintext-refused", "Plaintext Refused",
 			err.Error()+"; suspend or revoke the key instead, and let its organization issue or rotate it")
-	case errors.Is(err, subscriptions.ErrAdminSuspended):
+	case errors.Is(err, keys.ErrAdminSuspended):
 		d = problem.New(http.StatusForbidden, "admin-suspended", "Suspended By An Admin", err.Error())
 	case errors.Is(err, subscriptions.ErrPlanUnavailable):
 		d = problem.New(http.StatusConflict, "plan-unavailable", "Plan Unavailable", err.Error())
 	case errors.Is(err, subscriptions.ErrSubscriptionInactive):
 		d = problem.New(http.StatusConflict, "subscription-inactive", "Subscription Not Active", err.Error())
-	case errors.Is(err, subscriptions.ErrAlreadyRotated):
+	case errors.Is(err, keys.ErrAlreadyRotated):
 		d = problem.New(http.StatusConflict, "already-rotated", "Already Rotated", err.Error())
-	case errors.Is(err, subscriptions.ErrNothingToReveal):
+	case errors.Is(err, keys.ErrNothingToReveal):
 		d = problem.New(http.StatusConflict, "nothing-to-reveal", "Nothing To Reveal", "this key holds no sealed successor to reveal; it was revealed already or was issued in a response")
 	case errors.Is(err, quota.ErrNoQuota):
 		d = problem.New(http.StatusConflict, "no-quota", "No Quota", "the subscription's plan has no request quota to adjust")
@@ -468,14 +476,53 @@ func queryBool(r *http.Request, name string, v *validation.Error) bool {
 // byID is a service call on the resource named by the path's {id}.
 type byID[T any] func(ctx context.Context, act identity.Actor, id uuid.UUID) (T, error)
 
+// handler is a route's handler; handle answers its error as a problem.
+type handler = func(http.ResponseWriter, *http.Request) error
+
 // read answers 200 with what get returns for the path's id.
-func read[T any](get byID[T]) func(http.ResponseWriter, *http.Request) error {
+func read[T any](get byID[T]) handler { return answer(http.StatusOK, writeJSON, get) }
+
+// secret answers 200 with what call returns for the path's id: a secret
+// shown this once, so marked no-store (writeSecret).
+func secret[T any](call byID[T]) handler { return answer(http.StatusOK, writeSecret, call) }
+
+// answer answers status with what do returns for the path's id, written
+// by out (writeJSON or writeSecret).
+func answer[T any](status int, out func(http.ResponseWriter, int, any), do byID[T]) handler {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r, "id")
 		if err != nil {
 			return err
 		}
-		out, err := get(r.Context(), actorFrom(r), id)
+		v, err := do(r.Context(), actorFrom(r), id)
+		if err != nil {
+			return err
+		}
+		out(w, status, v)
+		return nil
+	}
+}
+
+// remove answers 204 once del has removed the path's id.
+func remove(del func(ctx context.Context, act identity.Actor, id uuid.UUID) error) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		if err := del(r.Context(), actorFrom(r), id); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+}
+
+// call answers 200 with what do returns for the caller, for the routes
+// without an id.
+func call[T any](do func(ctx context.Context, act identity.Actor) (T, error)) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		out, err := do(r.Context(), actorFrom(r))
 		if err != nil {
 			return err
 		}
@@ -493,23 +540,70 @@ func listOf[T any](get byID[[]T]) byID[list[T]] {
 	}
 }
 
-// write decodes a body of type In and answers status with what change
+// change is a service call that changes the resource named by the path's
+// {id} with a body of type In.
+type change[In, T any] func(ctx context.Context, act identity.Actor, id uuid.UUID, in In) (T, error)
+
+// write decodes a body of type In and answers status with what do
 // returns for the path's id.
-func write[In, T any](status int, change func(ctx context.Context, act identity.Actor, id uuid.UUID, in In) (T, error)) func(http.ResponseWriter, *http.Request) error {
+func write[In, T any](status int, do change[In, T]) handler { return writeWith(decode, status, do) }
+
+// writeOptional is write for a body that may be left out: do then gets
+// In's zero value.
+func writeOptional[In, T any](status int, do change[In, T]) handler {
+	return writeWith(decodeOptional, status, do)
+}
+
+func writeWith[In, T any](dec func(*http.Request, any) error, status int, do change[In, T]) handler {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r, "id")
 		if err != nil {
 			return err
 		}
 		var in In
-		if err := decode(r, &in); err != nil {
+		if err := dec(r, &in); err != nil {
 			return err
 		}
-		out, err := change(r.Context(), actorFrom(r), id, in)
+		out, err := do(r.Context(), actorFrom(r), id, in)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, status, out)
 		return nil
 	}
+}
+
+// reasoned answers what do returns for the path's id and the body's
+// optional {"reason"}, with the status status gives (nil: 200).
+func reasoned[T any](do func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (T, error), status func(T) int) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		reason, err := optionalReason(r)
+		if err != nil {
+			return err
+		}
+		out, err := do(r.Context(), actorFrom(r), id, reason)
+		if err != nil {
+			return err
+		}
+		code := http.StatusOK
+		if status != nil {
+			code = status(out)
+		}
+		writeJSON(w, code, out)
+		return nil
+	}
+}
+
+type reasonBody struct {
+	Reason string `json:"reason"`
+}
+
+func optionalReason(r *http.Request) (string, error) {
+	var b reasonBody
+	err := decodeOptional(r, &b)
+	return b.Reason, err
 }

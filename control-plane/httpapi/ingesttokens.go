@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 )
 
@@ -13,7 +16,7 @@ import (
 func (a *api) adminIngestTokenRoutes(r chi.Router) {
 	r.Get("/ingest-tokens", a.handle(a.listIngestTokens))
 	r.Post("/ingest-tokens", a.handle(a.createIngestToken))
-	r.Delete(idPath("/ingest-tokens/{id}"), a.handle(a.revokeIngestToken))
+	r.Delete(idPath("/ingest-tokens/{id}"), a.handle(answer(http.StatusOK, writeJSON, a.revokeIngestToken)))
 }
 
 func (a *api) ingestTokens() *ingesttokens.Service {
@@ -45,15 +48,7 @@ func (a *api) listIngestTokens(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) revokeIngestToken(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	out, err := a.ingestTokens().Revoke(r.Context(), actorFrom(r), id)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+// revokeIngestToken answers the token revoked.
+func (a *api) revokeIngestToken(ctx context.Context, act identity.Actor, id uuid.UUID) (ingesttokens.Token, error) {
+	return a.ingestTokens().Revoke(ctx, act, id)
 }

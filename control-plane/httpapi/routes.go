@@ -21,12 +21,12 @@ func (a *api) routes(r chi.Router) {
 	r.Post("/v1/apis", a.handle(a.createAPI))
 	r.Get(idPath("/v1/apis/{id}"), a.handle(read(a.cfg.Catalog.GetAPI)))
 	r.Patch(idPath("/v1/apis/{id}"), a.handle(write(http.StatusOK, a.cfg.Catalog.UpdateAPI)))
-	r.Delete(idPath("/v1/apis/{id}"), a.handle(a.deleteAPI))
+	r.Delete(idPath("/v1/apis/{id}"), a.handle(remove(a.cfg.Catalog.DeleteAPI)))
 	r.Get(idPath("/v1/apis/{id}/versions"), a.handle(read(listOf(a.cfg.Catalog.ListVersions))))
 	r.Post(idPath("/v1/apis/{id}/versions"), a.handle(write(http.StatusCreated, a.cfg.Catalog.CreateVersion)))
 	r.Get(idPath("/v1/apis/{id}/transitions"), a.handle(read(listOf(a.cfg.Catalog.Transitions))))
-	r.Post(idPath("/v1/apis/{id}/signing-secret/rotate"), a.handle(a.rotateSigningSecret))
-	r.Post(idPath("/v1/apis/{id}/submit"), a.handle(a.submit))
+	r.Post(idPath("/v1/apis/{id}/signing-secret/rotate"), a.handle(secret(a.cfg.Catalog.RotateSigningSecret)))
+	r.Post(idPath("/v1/apis/{id}/submit"), a.handle(writeOptional(http.StatusCreated, a.cfg.Catalog.Submit)))
 	for _, act := range []catalog.Action{catalog.ActionDeprecate, catalog.ActionRetire, catalog.ActionRevise} {
 		r.Post(idPath("/v1/apis/{id}/"+string(act)), a.handle(a.act(act)))
 	}
@@ -43,7 +43,7 @@ func (a *api) routes(r chi.Router) {
 			r.Post(idPath("/apis/{id}/"+string(act)), a.handle(a.act(act)))
 		}
 		r.Get("/approvals", a.handle(a.listApprovals))
-		r.Get("/approvals/stats", a.handle(a.approvalStats))
+		r.Get("/approvals/stats", a.handle(call(a.cfg.Catalog.ApprovalStats)))
 		r.Post("/approvals/bulk", a.handle(a.bulk))
 		r.Get(idPath("/approvals/{id}"), a.handle(read(a.cfg.Catalog.GetApproval)))
 		r.Post(idPath("/approvals/{id}/approve"), a.handle(a.decide(catalog.DecisionApprove)))
@@ -51,7 +51,8 @@ func (a *api) routes(r chi.Router) {
 		r.Post(idPath("/approvals/{id}/escalate"), a.handle(a.decide(catalog.DecisionEscalate)))
 		r.Post(idPath("/approvals/{id}/request-changes"), a.handle(a.decide(catalog.DecisionRequestChanges)))
 		r.Post(idPath("/approvals/{id}/comments"), a.handle(write(http.StatusCreated, a.comment)))
-		r.Post("/reconcile/apis", a.handle(a.reconcileAPIs))
+		// The catalog audits the request before it changes the gateway.
+		r.Post("/reconcile/apis", a.handle(call(a.cfg.Catalog.ReconcileRequested)))
 		a.adminSubscriptionRoutes(r)
 		a.adminIngestTokenRoutes(r)
 	})
@@ -98,69 +99,7 @@ func (a *api) createAPI(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// rotateSigningSecret answers the API's new signing secret, the only time
-// it is shown.
-func (a *api) rotateSigningSecret(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	out, err := a.cfg.Catalog.RotateSigningSecret(r.Context(), actorFrom(r), id)
-	if err != nil {
-		return err
-	}
-	writeSecret(w, http.StatusOK, out)
-	return nil
-}
-
-func (a *api) deleteAPI(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	if err := a.cfg.Catalog.DeleteAPI(r.Context(), actorFrom(r), id); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (a *api) submit(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	var in catalog.SubmitInput
-	if err := decodeOptional(r, &in); err != nil {
-		return err
-	}
-	out, err := a.cfg.Catalog.Submit(r.Context(), actorFrom(r), id, in)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, out)
-	return nil
-}
-
-type reasonBody struct {
-	Reason string `json:"reason"`
-}
-
-func optionalReason(r *http.Request) (string, error) {
-	var b reasonBody
-	err := decodeOptional(r, &b)
-	return b.Reason, err
-}
-
-// decodeOptional is decode for a body that may be left out.
-func decodeOptional(r *http.Request, dst any) error {
-	if r.ContentLength == 0 {
-		return nil
-	}
-	return decode(r, dst)
-}
-
-func (a *api) act(action catalog.Action) func(http.ResponseWriter, *http.Request) error {
+func (a *api) act(action catalog.Action) handler {
 	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (catalog.API, error) {
 		return a.cfg.Catalog.Act(ctx, act, id, action, reason)
 	}, func(out catalog.API) int {
@@ -169,31 +108,6 @@ func (a *api) act(action catalog.Action) func(http.ResponseWriter, *http.Request
 		}
 		return http.StatusOK
 	})
-}
-
-// reasoned answers what do returns for the path's id and the body's
-// optional {"reason"}, with the status status gives (nil: 200).
-func reasoned[T any](do func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (T, error), status func(T) int) func(http.ResponseWriter, *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id")
-		if err != nil {
-			return err
-		}
-		reason, err := optionalReason(r)
-		if err != nil {
-			return err
-		}
-		out, err := do(r.Context(), actorFrom(r), id, reason)
-		if err != nil {
-			return err
-		}
-		code := http.StatusOK
-		if status != nil {
-			code = status(out)
-		}
-		writeJSON(w, code, out)
-		return nil
-	}
 }
 
 type commentBody struct {
@@ -244,32 +158,10 @@ func (a *api) listApprovals(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) approvalStats(w http.ResponseWriter, r *http.Request) error {
-	out, err := a.cfg.Catalog.ApprovalStats(r.Context(), actorFrom(r))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func (a *api) decide(d catalog.Decision) func(http.ResponseWriter, *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id")
-		if err != nil {
-			return err
-		}
-		reason, err := optionalReason(r)
-		if err != nil {
-			return err
-		}
-		out, err := a.cfg.Catalog.Decide(r.Context(), actorFrom(r), id, d, reason)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, out)
-		return nil
-	}
+func (a *api) decide(d catalog.Decision) handler {
+	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (catalog.Approval, error) {
+		return a.cfg.Catalog.Decide(ctx, act, id, d, reason)
+	}, nil)
 }
 
 type bulkResult struct {
@@ -308,16 +200,6 @@ func (a *api) bulk(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	writeJSON(w, http.StatusMultiStatus, map[string]any{"results": out})
-	return nil
-}
-
-func (a *api) reconcileAPIs(w http.ResponseWriter, r *http.Request) error {
-	// The catalog audits the request before it changes the gateway.
-	rep, err := a.cfg.Catalog.ReconcileRequested(r.Context(), actorFrom(r))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, rep)
 	return nil
 }
 

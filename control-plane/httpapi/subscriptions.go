@@ -36,7 +36,7 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 	r.Get("/v1/subscriptions", a.handle(a.listSubscriptions))
 	r.Post("/v1/subscriptions", a.handle(a.subscribe))
 	r.Get(idPath("/v1/subscriptions/{id}"), a.handle(read(s.GetSubscription)))
-	r.Post(idPath("/v1/subscriptions/{id}/cancel"), a.handle(a.cancel))
+	r.Post(idPath("/v1/subscriptions/{id}/cancel"), a.handle(writeOptional(http.StatusOK, s.Cancel)))
 	r.Get(idPath("/v1/subscriptions/{id}/usage"), a.handle(a.usage(func(ctx context.Context, act identity.Actor, id uuid.UUID) (uuid.UUID, string, error) {
 		_, err := s.GetSubscription(ctx, act, id)
 		return id, "", err
@@ -45,20 +45,21 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 	r.Get(idPath("/v1/subscriptions/{id}/quota"), a.handle(a.quotaStatus))
 	r.Post(idPath("/v1/subscriptions/{id}/quota/credits"), a.handle(a.adjustQuota(quota.AdjustCredit)))
 	r.Post(idPath("/v1/subscriptions/{id}/quota/reset"), a.handle(a.adjustQuota(quota.AdjustReset)))
-	r.Get(idPath("/v1/subscriptions/{id}/keys"), a.handle(read(listOf(s.ListKeys))))
+	k := s.Keys()
+	r.Get(idPath("/v1/subscriptions/{id}/keys"), a.handle(read(listOf(k.ListKeys))))
 	r.Post(idPath("/v1/subscriptions/{id}/keys"), a.handle(a.createKey))
 
-	r.Get(idPath("/v1/keys/{id}"), a.handle(read(s.GetKey)))
-	r.Patch(idPath("/v1/keys/{id}"), a.handle(write(http.StatusOK, s.UpdateKey)))
-	r.Delete(idPath("/v1/keys/{id}"), a.handle(a.deleteKey))
+	r.Get(idPath("/v1/keys/{id}"), a.handle(read(k.GetKey)))
+	r.Patch(idPath("/v1/keys/{id}"), a.handle(write(http.StatusOK, k.UpdateKey)))
+	r.Delete(idPath("/v1/keys/{id}"), a.handle(remove(k.DeleteKey)))
 	for _, act := range []keys.Action{keys.ActionSuspend, keys.ActionResume, keys.ActionRevoke} {
 		r.Post(idPath("/v1/keys/{id}/"+string(act)), a.handle(a.keyAction(act)))
 	}
 	r.Post(idPath("/v1/keys/{id}/rotate"), a.handle(a.rotate))
-	r.Post(idPath("/v1/keys/{id}/reveal"), a.handle(a.reveal))
+	r.Post(idPath("/v1/keys/{id}/reveal"), a.handle(secret(k.Reveal)))
 	r.Get(idPath("/v1/keys/{id}/events"), a.handle(a.keyEvents))
 	r.Get(idPath("/v1/keys/{id}/usage"), a.handle(a.usage(func(ctx context.Context, act identity.Actor, id uuid.UUID) (uuid.UUID, string, error) {
-		sub, err := s.SubscriptionOf(ctx, act, id)
+		sub, err := k.SubscriptionOf(ctx, act, id)
 		return sub, id.String(), err
 	})))
 }
@@ -70,7 +71,9 @@ func (a *api) adminSubscriptionRoutes(r chi.Router) {
 		r.Post(idPath("/subscriptions/{id}/"+path), a.handle(a.subscriptionStatus(st)))
 	}
 	r.Post(idPath("/subscriptions/{id}/release"), a.handle(reasoned(a.cfg.Subscriptions.ReleaseHold, nil)))
-	r.Post("/reconcile/keys", a.handle(a.reconcileKeys))
+	// The subscriptions service audits the request before it changes the
+	// gateway's records.
+	r.Post("/reconcile/keys", a.handle(call(a.cfg.Subscriptions.ReconcileKeysRequested)))
 	r.Get("/reconcile/usage", a.handle(a.lastUsageReconcile))
 	r.Post("/reconcile/usage", a.handle(a.reconcileUsage))
 }
@@ -121,24 +124,7 @@ func (a *api) listSubscriptions(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) cancel(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	var in subscriptions.CancelInput
-	if err := decodeOptional(r, &in); err != nil {
-		return err
-	}
-	out, err := a.cfg.Subscriptions.Cancel(r.Context(), actorFrom(r), id, in)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func (a *api) subscriptionStatus(to subscriptions.Status) func(http.ResponseWriter, *http.Request) error {
+func (a *api) subscriptionStatus(to subscriptions.Status) handler {
 	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (subscriptions.Subscription, error) {
 		return a.cfg.Subscriptions.SetStatus(ctx, act, id, to, reason)
 	}, nil)
@@ -154,7 +140,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	out, err := a.cfg.Subscriptions.CreateKey(r.Context(), actorFrom(r), id, in)
+	out, err := a.cfg.Subscriptions.Keys().CreateKey(r.Context(), actorFrom(r), id, in)
 	if err != nil {
 		return err
 	}
@@ -163,22 +149,10 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) keyAction(action keys.Action) func(http.ResponseWriter, *http.Request) error {
-	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (subscriptions.Key, error) {
-		return a.cfg.Subscriptions.Act(ctx, act, id, action, reason)
+func (a *api) keyAction(action keys.Action) handler {
+	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (keys.Key, error) {
+		return a.cfg.Subscriptions.Keys().Act(ctx, act, id, action, reason)
 	}, nil)
-}
-
-func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	if err := a.cfg.Subscriptions.DeleteKey(r.Context(), actorFrom(r), id); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 func (a *api) rotate(w http.ResponseWriter, r *http.Request) error {
@@ -190,25 +164,12 @@ func (a *api) rotate(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptional(r, &in); err != nil {
 		return err
 	}
-	out, err := a.cfg.Subscriptions.Rotate(r.Context(), actorFrom(r), id, in)
+	out, err := a.cfg.Subscriptions.Keys().Rotate(r.Context(), actorFrom(r), id, in)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Location", "/v1/keys/"+out.ID.String())
 	writeSecret(w, http.StatusCreated, out)
-	return nil
-}
-
-func (a *api) reveal(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	out, err := a.cfg.Subscriptions.Reveal(r.Context(), actorFrom(r), id)
-	if err != nil {
-		return err
-	}
-	writeSecret(w, http.StatusOK, out)
 	return nil
 }
 
@@ -225,7 +186,7 @@ func (a *api) keyEvents(w http.ResponseWriter, r *http.Request) error {
 	if limit == 0 {
 		limit = 50
 	}
-	k, err := a.cfg.Subscriptions.GetKey(r.Context(), actorFrom(r), id)
+	k, err := a.cfg.Subscriptions.Keys().GetKey(r.Context(), actorFrom(r), id)
 	if err != nil {
 		return err
 	}
@@ -261,22 +222,11 @@ type providerKeyEvent struct {
 	UserAgent string `json:"user_agent,omitempty"`
 }
 
-func (a *api) reconcileKeys(w http.ResponseWriter, r *http.Request) error {
-	// The subscriptions service audits the request before it changes the
-	// gateway's records.
-	rep, err := a.cfg.Subscriptions.ReconcileKeysRequested(r.Context(), actorFrom(r))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, rep)
-	return nil
-}
-
 // usage answers a usage report for the subscription (and key) that scope
 // resolves the path's id to, after checking the caller may see it.
 // Query: from, to (RFC 3339; default the last 24 hours) and granularity
 // (minute, hour (default), day).
-func (a *api) usage(scope func(ctx context.Context, act identity.Actor, id uuid.UUID) (uuid.UUID, string, error)) func(http.ResponseWriter, *http.Request) error {
+func (a *api) usage(scope func(ctx context.Context, act identity.Actor, id uuid.UUID) (uuid.UUID, string, error)) handler {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r, "id")
 		if err != nil {

@@ -18,9 +18,9 @@ func (a *api) webhookRoutes(r chi.Router) {
 	r.Get("/v1/webhooks", a.handle(a.listEndpoints))
 	r.Post("/v1/webhooks", a.handle(a.createEndpoint))
 	r.Get(idPath("/v1/webhooks/{id}"), a.handle(read(a.getEndpoint)))
-	r.Patch(idPath("/v1/webhooks/{id}"), a.handle(a.updateEndpoint))
-	r.Delete(idPath("/v1/webhooks/{id}"), a.handle(a.deleteEndpoint))
-	r.Post(idPath("/v1/webhooks/{id}/rotate-secret"), a.handle(a.rotateSecret))
+	r.Patch(idPath("/v1/webhooks/{id}"), a.handle(write(http.StatusOK, a.cfg.Webhooks.UpdateEndpoint)))
+	r.Delete(idPath("/v1/webhooks/{id}"), a.handle(remove(a.cfg.Webhooks.DeleteEndpoint)))
+	r.Post(idPath("/v1/webhooks/{id}/rotate-secret"), a.handle(secret(a.rotateSecret)))
 	r.Get(idPath("/v1/webhooks/{id}/deliveries"), a.handle(a.listDeliveries))
 	r.Get(idPath("/v1/webhooks/{id}/deliveries/{delivery}"), a.handle(a.getDelivery))
 	r.Post(idPath("/v1/webhooks/{id}/deliveries/{delivery}/redeliver"), a.handle(a.redeliver))
@@ -67,46 +67,13 @@ func (a *api) getEndpoint(ctx context.Context, act identity.Actor, id uuid.UUID)
 	return a.cfg.Webhooks.GetEndpoint(ctx, act.OrgID, id)
 }
 
-func (a *api) updateEndpoint(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
+// rotateSecret gives the endpoint a new signing secret, answered this once.
+func (a *api) rotateSecret(ctx context.Context, act identity.Actor, id uuid.UUID) (map[string]string, error) {
+	secret, err := a.cfg.Webhooks.RotateSecret(ctx, act, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var p webhooks.EndpointPatch
-	if err := decode(r, &p); err != nil {
-		return err
-	}
-	ep, err := a.cfg.Webhooks.UpdateEndpoint(r.Context(), actorFrom(r), id, p)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, ep)
-	return nil
-}
-
-func (a *api) deleteEndpoint(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	if err := a.cfg.Webhooks.DeleteEndpoint(r.Context(), actorFrom(r), id); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (a *api) rotateSecret(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	secret, err := a.cfg.Webhooks.RotateSecret(r.Context(), actorFrom(r), id)
-	if err != nil {
-		return err
-	}
-	writeSecret(w, http.StatusOK, map[string]string{"secret": secret})
-	return nil
+	return map[string]string{"secret": secret}, nil
 }
 
 func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request) error {
