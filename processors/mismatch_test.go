@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
-	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // TestSubjectOfAnotherAPIDeadLettered: a producer allowed to write for one
@@ -38,8 +36,7 @@ func TestSubjectOfAnotherAPIDeadLettered(t *testing.T) {
 		e.redis.Do(context.Background(), e.redis.B().Del().Key(enforcement.SubscriptionName(victim)).Build())
 	})
 	value := func(id, subject, api string) []byte {
-		return fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%s","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":%q,"units":5}}`,
-			e.prefix, id, at.Format(time.RFC3339), subject, api)
+		return recordEvent(e.prefix+"-"+id, subject, api, at, "5")
 	}
 	recs := []*kgo.Record{
 		{Topic: e.raw, Key: []byte(victim), Value: value("spoof1", victim, "api_x")},
@@ -47,14 +44,12 @@ func TestSubjectOfAnotherAPIDeadLettered(t *testing.T) {
 		{Topic: e.raw, Key: []byte(victim), Value: value("spoof2", victim, "api_x")},
 		{Topic: e.raw, Key: []byte(norecord), Value: value("late", norecord, "api_x")},
 	}
-	if err := e.kafka.Client(t).ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	e.send(t, recs...)
 	stop := e.start(t, "g-"+e.prefix)
 	defer stop()
 	testenv.Deadline(t, 60*time.Second, func() error {
-		var rejects uint64
-		if err := e.ch.QueryRow(t.Context(), "SELECT count() FROM usage_rejects WHERE reason = ?", string(processors.ReasonSubjectAPIMismatch)).Scan(&rejects); err != nil {
+		rejects, err := e.rejects(t, string(processors.ReasonSubjectAPIMismatch))
+		if err != nil {
 			return err
 		}
 		if rejects != 2 {
@@ -67,32 +62,14 @@ func TestSubjectOfAnotherAPIDeadLettered(t *testing.T) {
 		if fmt.Sprint(ids) != "[late own]" {
 			return fmt.Errorf("usage_events ids = %v; want [late own]", ids)
 		}
-		for _, c := range []struct {
-			key    string
-			micros int64
-		}{{processors.PeriodKey(victim, start), 5_000_000}, {processors.PeriodKey(norecord, monthStart(at)), 5_000_000}} {
-			requests, micros, err := counter(t, e.redis, c.key)
-			if err != nil {
-				return err
-			}
-			if requests != 1 || micros != c.micros {
-				return fmt.Errorf("redis %s = %d requests, %d units_micro; want 1, %d", c.key, requests, micros, c.micros)
-			}
-		}
-		return nil
+		return e.checkCounters(t,
+			counterWant{processors.PeriodKey(victim, start), 1, 5_000_000},
+			counterWant{processors.PeriodKey(norecord, monthStart(at)), 1, 5_000_000})
 	})
 	testenv.Deadline(t, 30*time.Second, func() error {
-		dead := map[string]string{}
-		for _, r := range e.kafka.ReadAll(t, e.dlq) {
-			ev, err := usage.Decode(r.Value)
-			if err != nil {
-				return fmt.Errorf("dead letter %s: %w", r.Value, err)
-			}
-			for _, hd := range r.Headers {
-				if hd.Key == processors.HeaderError {
-					dead[strings.TrimPrefix(ev.ID, e.prefix+"-")] = string(hd.Value)
-				}
-			}
+		dead, err := e.deadLetters(t)
+		if err != nil {
+			return err
 		}
 		want := string(processors.ReasonSubjectAPIMismatch)
 		if len(dead) != 2 || dead["spoof1"] != want || dead["spoof2"] != want {

@@ -42,8 +42,7 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 		t.Helper()
 		var b []string
 		for _, ev := range events {
-			b = append(b, fmt.Sprintf(`{"specversion":"1.0","id":"%s-%s","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1","units":%s}}`,
-				e.prefix, ev[0], at.Format(time.RFC3339), ev[1], ev[2]))
+			b = append(b, string(recordEvent(e.prefix+"-"+ev[0], ev[1], "api_1", at, ev[2])))
 		}
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/events", strings.NewReader("["+strings.Join(b, ",")+"]"))
 		req.Header.Set("Authorization", "Bearer overflow-test-token-0123456789")
@@ -81,41 +80,22 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 		if fmt.Sprint(ids) != fmt.Sprint(w.rows) {
 			return fmt.Errorf("usage_events ids = %v; want %v", ids, w.rows)
 		}
-		var rejects uint64
-		if err := e.ch.QueryRow(t.Context(), "SELECT count() FROM usage_rejects WHERE reason = ?", string(processors.ReasonCounterOverflow)).Scan(&rejects); err != nil {
+		rejects, err := e.rejects(t, string(processors.ReasonCounterOverflow))
+		if err != nil {
 			return err
 		}
 		if rejects != 2 {
 			return fmt.Errorf("usage_rejects holds %d counter_overflow rows; want 2", rejects)
 		}
-		for _, c := range []struct {
-			key              string
-			requests, micros int64
-		}{{period, w.requests, w.micros}, {processors.PeriodKey(other, monthStart(at)), w.otherReq, w.otherMicr}} {
-			requests, micros, err := counter(t, e.redis, c.key)
-			if err != nil {
-				return err
-			}
-			if requests != c.requests || micros != c.micros {
-				return fmt.Errorf("redis %s = %d requests, %d units_micro; want %d, %d", c.key, requests, micros, c.requests, c.micros)
-			}
-		}
-		return nil
-	}
-	lagZero := func(group string) func() error {
-		return func() error {
-			lag, err := e.kafka.GroupLag(t, group, e.raw)
-			if err == nil && lag != 0 {
-				err = fmt.Errorf("group %s lag %d", group, lag)
-			}
-			return err
-		}
+		return e.checkCounters(t,
+			counterWant{period, w.requests, w.micros},
+			counterWant{processors.PeriodKey(other, monthStart(at)), w.otherReq, w.otherMicr})
 	}
 
 	stop := e.start(t, "g1-"+e.prefix)
 	first := want{rows: []string{"a1", "a3", "q1", "q2", "q3"}, requests: 9, micros: base + 1_000_000_000_000_000 + 1_000_000, otherReq: 3, otherMicr: 6_000_000}
 	testenv.Deadline(t, 60*time.Second, func() error { return check(first) })
-	testenv.Deadline(t, 30*time.Second, lagZero("g1-"+e.prefix))
+	testenv.Deadline(t, 30*time.Second, e.caughtUp(t, "g1-"+e.prefix))
 
 	// The processor went on: the next batch of the same subject counts.
 	post([3]string{"a5", poisoned, "2"})
@@ -123,20 +103,12 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 	second.rows = []string{"a1", "a3", "a5", "q1", "q2", "q3"}
 	second.requests, second.micros = 10, first.micros+2_000_000
 	testenv.Deadline(t, 60*time.Second, func() error { return check(second) })
-	testenv.Deadline(t, 30*time.Second, lagZero("g1-"+e.prefix))
+	testenv.Deadline(t, 30*time.Second, e.caughtUp(t, "g1-"+e.prefix))
 	stop()
 
-	dead := map[string]string{}
-	for _, r := range e.kafka.ReadAll(t, e.dlq) {
-		ev, err := usage.Decode(r.Value)
-		if err != nil {
-			t.Fatalf("dead letter %s: %v", r.Value, err)
-		}
-		for _, hd := range r.Headers {
-			if hd.Key == processors.HeaderError {
-				dead[strings.TrimPrefix(ev.ID, e.prefix+"-")] = string(hd.Value)
-			}
-		}
+	dead, err := e.deadLetters(t)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(dead) != 2 || dead["a2"] != string(processors.ReasonCounterOverflow) || dead["a4"] != string(processors.ReasonCounterOverflow) {
 		t.Fatalf("dead letters = %v; want a2 and a4 with %s", dead, processors.ReasonCounterOverflow)
@@ -144,7 +116,7 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 
 	stop = e.start(t, "g2-"+e.prefix)
 	defer stop()
-	testenv.Deadline(t, 60*time.Second, lagZero("g2-"+e.prefix))
+	testenv.Deadline(t, 60*time.Second, e.caughtUp(t, "g2-"+e.prefix))
 	if err := check(second); err != nil {
 		t.Fatalf("after a replay from the start: %v", err)
 	}
@@ -159,16 +131,13 @@ func TestUnitsOverTheCapDeadLettered(t *testing.T) {
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
 	subject := e.sub("big")
 	value := func(id, units string) []byte {
-		return fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%s","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1","units":%s}}`,
-			e.prefix, id, at.Format(time.RFC3339), subject, units)
+		return recordEvent(e.prefix+"-"+id, subject, "api_1", at, units)
 	}
 	recs := []*kgo.Record{
 		{Topic: e.raw, Key: []byte(subject), Value: value("over", "999999999999.999999")},
 		{Topic: e.raw, Key: []byte(subject), Value: value("fine", "2")},
 	}
-	if err := e.kafka.Client(t).ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	e.send(t, recs...)
 	stop := e.start(t, "g-"+e.prefix)
 	defer stop()
 	testenv.Deadline(t, 60*time.Second, func() error {
@@ -191,14 +160,7 @@ func TestUnitsOverTheCapDeadLettered(t *testing.T) {
 	// The dead letter and the rejects row are written by separate sinks:
 	// the row being there does not mean the record is.
 	testenv.Deadline(t, 30*time.Second, func() error {
-		var reasons []string
-		for _, r := range e.kafka.ReadAll(t, e.dlq) {
-			for _, hd := range r.Headers {
-				if hd.Key == processors.HeaderError {
-					reasons = append(reasons, string(hd.Value))
-				}
-			}
-		}
+		reasons := e.deadReasons(t)
 		if len(reasons) != 1 || reasons[0] != string(usage.ReasonInvalidUnits) {
 			return fmt.Errorf("dead letters' reasons = %q; want one %s", reasons, usage.ReasonInvalidUnits)
 		}

@@ -32,6 +32,7 @@
 package processors
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -139,40 +140,29 @@ func (c *Config) validate() error {
 	case c.Redis == nil:
 		return errors.New("processor config: a Redis client is required")
 	}
-	if c.Group == "" {
-		c.Group = DefaultGroup
-	}
-	if c.Topic == "" {
-		c.Topic = broker.TopicUsageRaw
-	}
-	if c.DLQTopic == "" {
-		c.DLQTopic = broker.TopicUsageDLQ
-	}
-	if c.QuotaTopic == "" {
-		c.QuotaTopic = broker.TopicQuotaEvents
-	}
-	if c.QuotaSweepInterval <= 0 {
-		c.QuotaSweepInterval = DefaultQuotaSweepInterval
-	}
-	if c.BatchRecords <= 0 {
-		c.BatchRecords = DefaultBatchRecords
-	}
-	if c.BatchWait <= 0 {
-		c.BatchWait = DefaultBatchWait
-	}
-	if c.MaxFuture <= 0 {
-		c.MaxFuture = usage.DefaultMaxFuture
-	}
-	if c.LateWindow <= 0 {
-		c.LateWindow = usage.DefaultLateWindow
-	}
-	if c.DataAttempts <= 0 {
-		c.DataAttempts = DefaultDataAttempts
-	}
+	c.Group = cmp.Or(c.Group, DefaultGroup)
+	c.Topic = cmp.Or(c.Topic, broker.TopicUsageRaw)
+	c.DLQTopic = cmp.Or(c.DLQTopic, broker.TopicUsageDLQ)
+	c.QuotaTopic = cmp.Or(c.QuotaTopic, broker.TopicQuotaEvents)
+	c.QuotaSweepInterval = positiveOr(c.QuotaSweepInterval, DefaultQuotaSweepInterval)
+	c.BatchRecords = positiveOr(c.BatchRecords, DefaultBatchRecords)
+	c.BatchWait = positiveOr(c.BatchWait, DefaultBatchWait)
+	c.MaxFuture = positiveOr(c.MaxFuture, usage.DefaultMaxFuture)
+	c.LateWindow = positiveOr(c.LateWindow, usage.DefaultLateWindow)
+	c.DataAttempts = positiveOr(c.DataAttempts, DefaultDataAttempts)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 	return nil
+}
+
+// positiveOr returns v, or def where v is zero or negative: a negative
+// size, count or interval takes the default, as an unset one does.
+func positiveOr[T ~int | ~int64](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // Processor consumes usage events. Several processors in one group share the

@@ -85,13 +85,10 @@ func TestQuotaEventsProduced(t *testing.T) {
 	const requests = 12
 	var recs []*kgo.Record
 	for i := range requests {
-		value := fmt.Sprintf(`{"specversion":"1.0","id":"%s-%d","source":"/gateway/test","type":"veil.api.request","time":%q,"subject":%q,"data":{"api_id":"api_1","key_id":"key_1","method":"GET","route":"/r","path":"/r","status":200,"latency_ms":1,"request_bytes":1,"response_bytes":2,"units":1}}`,
-			e.prefix, i, now.Add(-time.Minute).Format(time.RFC3339), subject)
-		recs = append(recs, &kgo.Record{Topic: e.raw, Key: []byte(subject), Value: []byte(value)})
+		value := requestEvent(fmt.Sprintf("%s-%d", e.prefix, i), subject, now.Add(-time.Minute), 200, "1", "")
+		recs = append(recs, &kgo.Record{Topic: e.raw, Key: []byte(subject), Value: value})
 	}
-	if err := e.kafka.Client(t).ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatalf("produce: %v", err)
-	}
+	e.send(t, recs...)
 	stop := e.startWith(t, "g-"+e.prefix, func(c *processors.Config) {
 		c.QuotaTopic = quotaTopic
 		c.QuotaSweepInterval = time.Hour // only the drain after the batch produces here

@@ -1,12 +1,10 @@
 package processors_test
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/internal/testenv"
@@ -41,17 +39,10 @@ func TestGatewayRefusalsStoredNotCounted(t *testing.T) {
 	}
 	var recs []*kgo.Record
 	for _, ev := range events {
-		refusal := ""
-		if ev.refusal != "" {
-			refusal = fmt.Sprintf(`,"refusal":%q`, ev.refusal)
-		}
-		value := fmt.Sprintf(`{"specversion":"1.0","id":"%s-%s","source":"/gateway/test","type":"veil.api.request","time":%q,"subject":%q,"data":{"api_id":"api_1","key_id":"key_1","method":"GET","route":"/r","path":"/r","status":%d,"latency_ms":1,"request_bytes":1,"response_bytes":2,"units":%s%s}}`,
-			e.prefix, ev.id, at.Format(time.RFC3339), ev.subject, ev.status, ev.units, refusal)
-		recs = append(recs, &kgo.Record{Topic: e.raw, Key: []byte(ev.subject), Value: []byte(value)})
+		value := requestEvent(e.prefix+"-"+ev.id, ev.subject, at, ev.status, ev.units, ev.refusal)
+		recs = append(recs, &kgo.Record{Topic: e.raw, Key: []byte(ev.subject), Value: value})
 	}
-	if err := e.kafka.Client(t).ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatalf("produce: %v", err)
-	}
+	e.send(t, recs...)
 	// Each subject's records share a partition; its watermark ends at its
 	// last unique event.
 	type position struct {
@@ -99,22 +90,13 @@ func TestGatewayRefusalsStoredNotCounted(t *testing.T) {
 				return fmt.Errorf("usage_events refusal of %s = %q (present %v); want %q", id, r, ok, want)
 			}
 		}
-		for _, c := range []struct {
-			key              string
-			requests, micros int64
-		}{
-			{processors.PeriodKey(mixed, monthStart(at)), 2, 1_750_000},
-			{"veil:usage:{" + mixed + "}:k:key_1:" + day, 2, 1_750_000},
-			{processors.PeriodKey(refusedOnly, monthStart(at)), 0, 0},
-			{"veil:usage:{" + refusedOnly + "}:k:key_1:" + day, 0, 0},
-		} {
-			requests, micros, err := counter(t, e.redis, c.key)
-			if err != nil {
-				return err
-			}
-			if requests != c.requests || micros != c.micros {
-				return fmt.Errorf("redis %s = %d requests, %d units_micro; want %d, %d", c.key, requests, micros, c.requests, c.micros)
-			}
+		if err := e.checkCounters(t,
+			counterWant{processors.PeriodKey(mixed, monthStart(at)), 2, 1_750_000},
+			counterWant{"veil:usage:{" + mixed + "}:k:key_1:" + day, 2, 1_750_000},
+			counterWant{processors.PeriodKey(refusedOnly, monthStart(at)), 0, 0},
+			counterWant{"veil:usage:{" + refusedOnly + "}:k:key_1:" + day, 0, 0},
+		); err != nil {
+			return err
 		}
 		for subject, pos := range lastUnique {
 			wm, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(processors.WatermarkKey(subject)).
@@ -132,39 +114,8 @@ func TestGatewayRefusalsStoredNotCounted(t *testing.T) {
 
 	stop = e.start(t, "g2-"+e.prefix)
 	defer stop()
-	testenv.Deadline(t, 60*time.Second, func() error {
-		lag, err := e.kafka.GroupLag(t, "g2-"+e.prefix, e.raw)
-		if err != nil {
-			return err
-		}
-		if lag != 0 {
-			return fmt.Errorf("group lag %d", lag)
-		}
-		return nil
-	})
+	testenv.Deadline(t, 60*time.Second, e.caughtUp(t, "g2-"+e.prefix))
 	if err := check(); err != nil {
 		t.Fatalf("after a replay from the start: %v", err)
 	}
-}
-
-// counter reads a Redis counter hash; a missing hash reads as zeros.
-func counter(t *testing.T, client rueidis.Client, key string) (requests, micros int64, err error) {
-	vals, err := client.Do(t.Context(), client.B().Hmget().Key(key).Field("requests", "units_micro").Build()).ToArray()
-	if err != nil {
-		return 0, 0, err
-	}
-	read := func(v rueidis.RedisMessage) (int64, error) {
-		n, err := v.AsInt64()
-		if rueidis.IsRedisNil(err) {
-			return 0, nil
-		}
-		return n, err
-	}
-	if requests, err = read(vals[0]); err != nil {
-		return 0, 0, errors.Join(fmt.Errorf("read %s requests", key), err)
-	}
-	if micros, err = read(vals[1]); err != nil {
-		return 0, 0, errors.Join(fmt.Errorf("read %s units_micro", key), err)
-	}
-	return requests, micros, nil
 }

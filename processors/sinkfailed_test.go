@@ -71,9 +71,7 @@ func TestRecordClickHouseKeepsRefusingGoesToDLQ(t *testing.T) {
 	if err := jsonDecode(recs[0].Value, &first); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.kafka.Client(t).ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	e.send(t, recs...)
 	exp.Unique--
 	exp.Invalid++ // the poisoned row lands in usage_rejects
 	exp.Count[first.Subject]--

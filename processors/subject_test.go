@@ -24,32 +24,27 @@ func TestInvalidSubjectDeadLettered(t *testing.T) {
 	good := e.sub("good")
 	bad := []string{"{" + e.prefix + "}", e.prefix + "-sub-{0}", e.prefix + "-name", strings.ToUpper(e.sub("upper")), usage.AnonymousSubject}
 	value := func(id, subject string) []byte {
-		return fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%s","source":"/gateway/test","type":"veil.api.request","time":%q,"subject":%q,"data":{"api_id":"api_1","key_id":"key_1","method":"GET","route":"/r","path":"/r","status":200,"latency_ms":1,"request_bytes":1,"response_bytes":2,"units":1}}`,
-			e.prefix, id, at.Format(time.RFC3339), subject)
+		return requestEvent(e.prefix+"-"+id, subject, at, 200, "1", "")
 	}
 	recs := []*kgo.Record{{Topic: e.raw, Key: []byte(good), Value: value("good", good)}}
 	for i, s := range bad {
 		recs = append(recs, &kgo.Record{Topic: e.raw, Key: []byte(s), Value: value(fmt.Sprint("bad", i), s)})
 	}
-	if err := e.kafka.Client(t).ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	e.send(t, recs...)
 	defer e.start(t, "g-"+e.prefix)()
 
 	testenv.Deadline(t, 60*time.Second, func() error {
-		var rejects uint64
-		if err := e.ch.QueryRow(t.Context(), "SELECT count() FROM usage_rejects WHERE reason = ?", string(usage.ReasonInvalidSubject)).Scan(&rejects); err != nil {
+		rejects, err := e.rejects(t, string(usage.ReasonInvalidSubject))
+		if err != nil {
 			return err
 		}
 		if rejects != uint64(len(bad)) {
 			return fmt.Errorf("usage_rejects holds %d invalid_subject rows; want %d", rejects, len(bad))
 		}
 		dead := 0
-		for _, r := range e.kafka.ReadAll(t, e.dlq) {
-			for _, h := range r.Headers {
-				if h.Key == processors.HeaderError && string(h.Value) == string(usage.ReasonInvalidSubject) {
-					dead++
-				}
+		for _, reason := range e.deadReasons(t) {
+			if reason == string(usage.ReasonInvalidSubject) {
+				dead++
 			}
 		}
 		if dead != len(bad) {
