@@ -239,55 +239,56 @@ func trafficServer(addr string) (map[string]any, error) {
 		"Content-Type":           {"application/problem+json"},
 		"X-Content-Type-Options": {"nosniff"},
 	}
-	return map[string]any{
-		"listen":          []string{addr},
-		"automatic_https": map[string]any{"disable": true},
-		// Plain HTTP/1.1: TLS ends in front of the gateway, and Caddy
-		// would otherwise warn at every reload that h2 and h3 need it.
-		"protocols": []string{"h1"},
-		"routes": []any{
-			map[string]any{
-				"@id":      HealthRouteID,
-				"match":    []any{map[string]any{"path": gatewayroute.ReservedPaths, "method": []string{"GET", "HEAD"}}},
-				"handle":   []any{map[string]any{"handler": "static_response", "status_code": 200, "body": "ok"}},
-				"terminal": true,
-			},
-			map[string]any{
-				"@id": NotFoundRouteID,
-				"handle": []any{map[string]any{
-					"handler": "static_response", "status_code": http.StatusNotFound,
-					"headers": problemHeaders, "body": gatewayroute.EscapeBraces(string(notFound)),
-				}},
-				"terminal": true,
-			},
+	srv := plainServer(addr,
+		map[string]any{
+			"@id":      HealthRouteID,
+			"match":    []any{map[string]any{"path": gatewayroute.ReservedPaths, "method": []string{"GET", "HEAD"}}},
+			"handle":   []any{map[string]any{"handler": "static_response", "status_code": 200, "body": "ok"}},
+			"terminal": true,
 		},
-		// Errors inside Caddy (an upstream that does not answer: 502) are
-		// problems too, instead of an empty body.
-		"errors": map[string]any{"routes": []any{map[string]any{
+		map[string]any{
+			"@id": NotFoundRouteID,
 			"handle": []any{map[string]any{
-				"handler": "static_response", "status_code": "{http.error.status_code}",
-				"headers": problemHeaders,
-				"body": `\{"type":"` + problem.TypeBase + `gateway-error","title":"{http.error.status_text}",` +
-					`"status":{http.error.status_code},"detail":"The gateway could not complete the request."\}`,
+				"handler": "static_response", "status_code": http.StatusNotFound,
+				"headers": problemHeaders, "body": gatewayroute.EscapeBraces(string(notFound)),
 			}},
-		}}},
-	}, nil
+			"terminal": true,
+		},
+	)
+	// Errors inside Caddy (an upstream that does not answer: 502) are
+	// problems too, instead of an empty body.
+	srv["errors"] = map[string]any{"routes": []any{map[string]any{
+		"handle": []any{map[string]any{
+			"handler": "static_response", "status_code": "{http.error.status_code}",
+			"headers": problemHeaders,
+			"body": `\{"type":"` + problem.TypeBase + `gateway-error","title":"{http.error.status_text}",` +
+				`"status":{http.error.status_code},"detail":"The gateway could not complete the request."\}`,
+		}},
+	}}}
+	return srv, nil
 }
 
 // metricsServer serves the veil app's /metrics on addr, and nothing else.
 func metricsServer(addr string) map[string]any {
+	return plainServer(addr,
+		map[string]any{
+			"@id":      MetricsRouteID,
+			"match":    []any{map[string]any{"path": []string{gatewayroute.MetricsPath}, "method": []string{"GET", "HEAD"}}},
+			"handle":   []any{map[string]any{"handler": "veil_metrics"}},
+			"terminal": true,
+		},
+		map[string]any{"handle": []any{map[string]any{"handler": "static_response", "status_code": http.StatusNotFound}}},
+	)
+}
+
+// plainServer is a Caddy server on addr that answers plain HTTP/1.1 with
+// routes: TLS ends in front of the gateway, and Caddy would otherwise warn
+// at every reload that h2 and h3 need it.
+func plainServer(addr string, routes ...any) map[string]any {
 	return map[string]any{
 		"listen":          []string{addr},
 		"automatic_https": map[string]any{"disable": true},
 		"protocols":       []string{"h1"},
-		"routes": []any{
-			map[string]any{
-				"@id":      MetricsRouteID,
-				"match":    []any{map[string]any{"path": []string{gatewayroute.MetricsPath}, "method": []string{"GET", "HEAD"}}},
-				"handle":   []any{map[string]any{"handler": "veil_metrics"}},
-				"terminal": true,
-			},
-			map[string]any{"handle": []any{map[string]any{"handler": "static_response", "status_code": http.StatusNotFound}}},
-		},
+		"routes":          routes,
 	}
 }

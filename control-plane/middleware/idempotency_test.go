@@ -55,6 +55,19 @@ func setupIdempotency(t *testing.T, client rueidis.Client) *idemSetup {
 	return s
 }
 
+// failFirst makes the handler's first call run fail instead of
+// responding; later calls respond as before.
+func (s *idemSetup) failFirst(fail func(w http.ResponseWriter)) {
+	respond := s.respond
+	s.respond = func(w http.ResponseWriter, r *http.Request, n int64) {
+		if n == 1 {
+			fail(w)
+			return
+		}
+		respond(w, r, n)
+	}
+}
+
 func post(h http.Handler, subject, key, body string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(http.MethodPost, "/apis", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -181,14 +194,7 @@ func TestIdempotencyInFlight(t *testing.T) {
 
 func TestIdempotencyServerErrorNotStored(t *testing.T) {
 	s := setupIdempotency(t, testenv.Redis(t))
-	respond := s.respond
-	s.respond = func(w http.ResponseWriter, r *http.Request, n int64) {
-		if n == 1 {
-			http.Error(w, "upstream down", http.StatusServiceUnavailable)
-			return
-		}
-		respond(w, r, n)
-	}
+	s.failFirst(func(w http.ResponseWriter) { http.Error(w, "upstream down", http.StatusServiceUnavailable) })
 	if code := post(s.handler, "alice", "key-1", `{}`).Code; code != http.StatusServiceUnavailable {
 		t.Fatalf("first: status = %d; want 503", code)
 	}
@@ -203,13 +209,7 @@ func TestIdempotencyServerErrorNotStored(t *testing.T) {
 
 func TestIdempotencyPanicReleasesLock(t *testing.T) {
 	s := setupIdempotency(t, testenv.Redis(t))
-	respond := s.respond
-	s.respond = func(w http.ResponseWriter, r *http.Request, n int64) {
-		if n == 1 {
-			panic("boom")
-		}
-		respond(w, r, n)
-	}
+	s.failFirst(func(http.ResponseWriter) { panic("boom") })
 	if p := catchPanic(func() { post(s.handler, "alice", "key-1", `{}`) }); p != "boom" {
 		t.Fatalf("panic = %v; want boom passed on", p)
 	}
