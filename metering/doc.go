@@ -1,6 +1,9 @@
-// Package metering will hold meters, usage queries over ClickHouse, the
-// rating engine, invoices and billing periods. So far it holds the analyst
-// queries over the usage tables (queries.go, documented with measured
-// latencies in docs/analyst-sql.md); the rest of DESIGN.md's metering is
-// still to come.
+// Package metering answers what was used, from ClickHouse: a Reader reads
+// a subscription's or a key's usage from the roll-up tables (reader.go and
+// usage.go, behind the control plane's usage endpoints) and a
+// subscription's billable totals from usage_events (totals.go, what veil
+// usage prints); queries.go holds the analyst queries, documented with
+// measured latencies in docs/analyst-sql.md. It is pure queries over a
+// connection the caller opens, with no HTTP. Meters, rating, billing
+// periods and invoices will join it.
 package metering

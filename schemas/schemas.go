@@ -1,5 +1,7 @@
-// Package schemas holds Veil's contracts as data: the usage-event JSON Schema
-// and the Postgres and ClickHouse migrations, embedded into the binary.
+// Package schemas holds Veil's contracts as data, embedded into the binary:
+// the usage-event JSON Schema, the Postgres and ClickHouse migrations and the
+// OpenAPI document of the control plane's REST API. Package usage (the event
+// in Go) and package migrate (which applies the migrations) are below it.
 package schemas
 
 import "embed"
