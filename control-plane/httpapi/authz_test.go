@@ -1576,7 +1576,7 @@ func authzKey(state string) func(*testing.T, *authzCase) {
 		if state == "pending" {
 			return
 		}
-		if err := c.e.Subs.SyncKey(t.Context(), uuid.MustParse(k.ID)); err != nil {
+		if err := c.e.Subs.Keys().SyncKey(t.Context(), uuid.MustParse(k.ID)); err != nil {
 			t.Fatal(err)
 		}
 		if state == "suspended" {

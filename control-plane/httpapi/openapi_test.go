@@ -947,7 +947,7 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	c.call(http.StatusNotFound, "GET", "/v1/subscriptions/"+missing+"/keys", buyer, nil)
 
 	// The gateway's sync job makes a key active; it does not run here.
-	if err := e.Subs.SyncKey(ctx, uuid.MustParse(key.ID)); err != nil {
+	if err := e.Subs.Keys().SyncKey(ctx, uuid.MustParse(key.ID)); err != nil {
 		t.Fatal(err)
 	}
 	keyPath := "/v1/keys/" + key.ID

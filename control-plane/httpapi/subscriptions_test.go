@@ -82,7 +82,7 @@ func (w *subsWorld) key(t *testing.T, settings map[string]any) map[string]any {
 // which makes it active.
 func (w *subsWorld) activate(t *testing.T, id string) {
 	t.Helper()
-	if err := w.e.Subs.SyncKey(t.Context(), uuid.MustParse(id)); err != nil {
+	if err := w.e.Subs.Keys().SyncKey(t.Context(), uuid.MustParse(id)); err != nil {
 		t.Fatalf("SyncKey(%s) = %v; want nil", id, err)
 	}
 }
@@ -623,7 +623,7 @@ func TestRevealSealedSuccessor(t *testing.T) {
 func sealedSuccessor(t *testing.T, e *testEnv, key string) string {
 	t.Helper()
 	ctx := t.Context()
-	if err := e.Subs.SyncKey(ctx, uuid.MustParse(key)); err != nil {
+	if err := e.Subs.Keys().SyncKey(ctx, uuid.MustParse(key)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.Pool.Exec(ctx, `UPDATE api_keys SET created_at = now() - interval '2 days' WHERE id = $1`, key); err != nil {

@@ -21,18 +21,16 @@ type JobSchedule struct {
 	PeriodRoll time.Duration
 }
 
-// RegisterJobs adds the subscriptions' workers (record syncs and deletes,
-// key reconciliation, maintenance, key notice emails, period rolls) to w,
+// RegisterJobs adds the subscriptions' workers (subscription syncs,
+// reconciliation, maintenance, period rolls) and the keys' to w,
 // and returns its periodic jobs for the River client whose Inserter is
 // Config.Jobs. A periodic run is attempted once: the next run takes up
 // what it left.
 func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.PeriodicJob {
-	river.AddWorker(w, s.SyncKeyWorker())
+	s.keys.RegisterJobs(w)
 	river.AddWorker(w, s.SyncSubscriptionWorker())
-	river.AddWorker(w, s.DeleteRecordWorker())
 	river.AddWorker(w, s.ReconcileKeysWorker())
 	river.AddWorker(w, s.MaintenanceWorker())
-	river.AddWorker(w, s.KeyNoticeEmailWorker())
 	river.AddWorker(w, s.PeriodRollWorker())
 	return []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(every.ReconcileKeys), func() (river.JobArgs, *river.InsertOpts) {

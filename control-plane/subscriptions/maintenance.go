@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/control-plane/keys"
 )
 
 // MaintenanceReport counts what one maintenance run did.
@@ -14,11 +16,8 @@ type MaintenanceReport struct {
 	PeriodsRolled int `json:"periods_rolled"`
 	TrialsEnded   int `json:"trials_ended"`
 	Canceled      int `json:"canceled"`
-	GraceEnded    int `json:"grace_ended"`
-	Expired       int `json:"expired"`
-	Renewed       int `json:"renewed"`
-	Rotated       int `json:"rotated"`
-	Notices       int `json:"notices"`
+	// The key steps' counts, after the subscriptions' in JSON.
+	keys.MaintenanceReport
 	// Errors lists the steps that failed; the next run tries them again.
 	Errors []string `json:"errors"`
 }
@@ -28,6 +27,7 @@ type MaintenanceReport struct {
 //
 //   - subscriptions: trials end, periods roll over (or the subscription
 //     cancels, if asked to at period end);
+//   - then the key steps of keys.Service:
 //   - rotated-out keys whose grace has passed are revoked;
 //   - keys past their expiry expire, or are renewed if they auto-renew;
 //   - expiry notices go out 7, 3 and 1 days before (the nearest window
@@ -44,10 +44,10 @@ func (s *Service) RunMaintenance(ctx context.Context) (MaintenanceReport, error)
 		fn   func(context.Context, *MaintenanceReport) error
 	}{
 		{"subscription periods", s.rollPeriods},
-		{"rotation grace", s.endGrace},
-		{"key expiry", s.expireKeys},
-		{"expiry notices", s.expiryNotices},
-		{"automatic rotation", s.autoRotate},
+		{"rotation grace", s.keyStep(s.keys.EndGrace)},
+		{"key expiry", s.keyStep(s.keys.ExpireKeys)},
+		{"expiry notices", s.keyStep(s.keys.ExpiryNotices)},
+		{"automatic rotation", s.keyStep(s.keys.AutoRotate)},
 	}
 	for _, st := range steps {
 		if err := st.fn(ctx, &rep); err != nil {
@@ -59,6 +59,12 @@ func (s *Service) RunMaintenance(ctx context.Context) (MaintenanceReport, error)
 		}
 	}
 	return rep, nil
+}
+
+// keyStep is a key step of maintenance (a keys.Service method) as a step
+// of the whole run.
+func (s *Service) keyStep(fn func(context.Context, *keys.MaintenanceReport) error) func(context.Context, *MaintenanceReport) error {
+	return func(ctx context.Context, rep *MaintenanceReport) error { return fn(ctx, &rep.MaintenanceReport) }
 }
 
 // each runs fn for every id in its own transaction, collecting errors.

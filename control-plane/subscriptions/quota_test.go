@@ -21,11 +21,11 @@ import (
 // recomputes the block from the period's counter at once.
 func TestQuotaChangesTakeEffectNow(t *testing.T) {
 	f := setup(t)
-	id := f.sub.ID.String()
-	counter := enforcement.PeriodCounterName(id, f.sub.CurrentPeriodStart)
+	id := f.Sub.ID.String()
+	counter := enforcement.PeriodCounterName(id, f.Sub.CurrentPeriodStart)
 	setUsed := func(n int64) {
 		t.Helper()
-		if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(counter).FieldValue().FieldValue("requests", strconv.FormatInt(n, 10)).Build()).Error(); err != nil {
+		if err := f.Redis.Do(f.Ctx, f.Redis.B().Hset().Key(counter).FieldValue().FieldValue("requests", strconv.FormatInt(n, 10)).Build()).Error(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -33,14 +33,14 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 	// the gateway sees.
 	state := func() (quota int64, hard, blocked bool) {
 		t.Helper()
-		if err := f.svc.SyncSubscription(f.ctx, f.sub.ID); err != nil {
+		if err := f.Svc.SyncSubscription(f.Ctx, f.Sub.ID); err != nil {
 			t.Fatal(err)
 		}
-		rec, err := f.store.GetSubscription(f.ctx, id)
+		rec, err := f.Store.GetSubscription(f.Ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = f.redis.Do(f.ctx, f.redis.B().Get().Key(enforcement.BlockName(id)).Build()).Error()
+		err = f.Redis.Do(f.Ctx, f.Redis.B().Get().Key(enforcement.BlockName(id)).Build()).Error()
 		if err != nil && !rueidis.IsRedisNil(err) {
 			t.Fatal(err)
 		}
@@ -54,18 +54,18 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 
 	// The subscriber may not credit itself; the provider may.
 	in := quota.AdjustmentInput{Requests: 500, Reason: "goodwill after an outage"}
-	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.consumer, f.sub.ID, quota.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
+	if _, err := quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, f.Consumer, f.Sub.ID, quota.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
 		t.Fatalf("Adjust by the subscriber = %v; want ErrForbidden", err)
 	}
-	member := identity.Actor{Subject: "provider-consumer", Role: identity.RoleConsumer, OrgID: f.provider.OrgID}
-	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, member, f.sub.ID, quota.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
+	member := identity.Actor{Subject: "provider-consumer", Role: identity.RoleConsumer, OrgID: f.Provider.OrgID}
+	if _, err := quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, member, f.Sub.ID, quota.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
 		t.Fatalf("Adjust by a consumer-role member of the provider = %v; want ErrForbidden", err)
 	}
 	var verr *validation.Error
-	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, f.sub.ID, quota.AdjustCredit, quota.AdjustmentInput{Requests: 0, Reason: " "}); !errors.As(err, &verr) || len(verr.Fields) != 2 {
+	if _, err := quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, f.Provider, f.Sub.ID, quota.AdjustCredit, quota.AdjustmentInput{Requests: 0, Reason: " "}); !errors.As(err, &verr) || len(verr.Fields) != 2 {
 		t.Fatalf("Adjust(0 requests, blank reason) = %v; want two field errors", err)
 	}
-	adj, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, f.sub.ID, quota.AdjustCredit, in)
+	adj, err := quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, f.Provider, f.Sub.ID, quota.AdjustCredit, in)
 	if err != nil || adj.Requests != 500 || adj.Limit != 1500 || adj.UsedAtChange != 1000 {
 		t.Fatalf("Adjust(credit 500) = %+v, %v; want 500 added, limit 1500, used 1000", adj, err)
 	}
@@ -76,10 +76,10 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 	// A reset makes the remaining quota the plan's whole quota again.
 	// The processors count on and block at 1500, as their script does.
 	setUsed(1600)
-	if err := f.store.PutBlock(f.ctx, id, f.sub.CurrentPeriodEnd); err != nil {
+	if err := f.Store.PutBlock(f.Ctx, id, f.Sub.CurrentPeriodEnd); err != nil {
 		t.Fatal(err)
 	}
-	adj, err = quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, f.sub.ID, quota.AdjustReset, quota.AdjustmentInput{Reason: "support ticket 42"})
+	adj, err = quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, f.Provider, f.Sub.ID, quota.AdjustReset, quota.AdjustmentInput{Reason: "support ticket 42"})
 	if err != nil || adj.Requests != 1100 || adj.Limit != 2600 {
 		t.Fatalf("Adjust(reset at 1600 of 1500) = %+v, %v; want 1100 added, limit 2600", adj, err)
 	}
@@ -89,27 +89,27 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 
 	// A plan change to a soft quota: over quota, yet not blocked.
 	soft := int64(100)
-	p2, err := f.svc.CreatePlan(f.ctx, f.provider, f.apiID, subscriptions.PlanInput{
+	p2, err := f.Svc.CreatePlan(f.Ctx, f.Provider, f.APIID, subscriptions.PlanInput{
 		Name: "Metered", Slug: "metered", Terms: subscriptions.Terms{Currency: "USD", QuotaRequests: &soft, QuotaHard: false},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.ChangePlan(f.ctx, f.consumer, f.sub.ID, subscriptions.ChangePlanInput{PlanID: p2.ID}); err != nil {
+	if _, err := f.Svc.ChangePlan(f.Ctx, f.Consumer, f.Sub.ID, subscriptions.ChangePlanInput{PlanID: p2.ID}); err != nil {
 		t.Fatalf("ChangePlan = %v", err)
 	}
 	if q, hard, blocked := state(); q != 100+1600 || hard || blocked {
 		t.Fatalf("on a soft plan: quota %d hard %v blocked %v; want 1700 (the period's adjustments stay), soft, unblocked", q, hard, blocked)
 	}
-	if _, err := f.svc.ChangePlan(f.ctx, f.consumer, f.sub.ID, subscriptions.ChangePlanInput{PlanID: p2.ID}); !errors.Is(err, subscriptions.ErrSamePlan) {
+	if _, err := f.Svc.ChangePlan(f.Ctx, f.Consumer, f.Sub.ID, subscriptions.ChangePlanInput{PlanID: p2.ID}); !errors.Is(err, subscriptions.ErrSamePlan) {
 		t.Fatalf("ChangePlan to the same version = %v; want ErrSamePlan", err)
 	}
 	// And back to the hard plan: blocked again at once.
-	if _, err := f.svc.ChangePlan(f.ctx, f.consumer, f.sub.ID, subscriptions.ChangePlanInput{PlanID: f.plan.ID}); err != nil {
+	if _, err := f.Svc.ChangePlan(f.Ctx, f.Consumer, f.Sub.ID, subscriptions.ChangePlanInput{PlanID: f.Plan.ID}); err != nil {
 		t.Fatal(err)
 	}
 	setUsed(2600)
-	if _, err := quota.NewAdjuster(f.pool, f.svc).Adjust(f.ctx, f.provider, f.sub.ID, quota.AdjustCredit, quota.AdjustmentInput{Requests: 1, Reason: "one more"}); err != nil {
+	if _, err := quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, f.Provider, f.Sub.ID, quota.AdjustCredit, quota.AdjustmentInput{Requests: 1, Reason: "one more"}); err != nil {
 		t.Fatal(err)
 	}
 	setUsed(2601)
@@ -117,7 +117,7 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 		t.Fatalf("back on the hard plan, credited 1 and at 2601: quota %d blocked %v; want 2601 and blocked", q, blocked)
 	}
 	var audited int
-	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM audit_log WHERE target_id = $1
+	if err := f.Pool.QueryRow(f.Ctx, `SELECT count(*) FROM audit_log WHERE target_id = $1
 		AND action IN ('subscription.quota.credit', 'subscription.quota.reset', 'subscription.plan_change')`, id).Scan(&audited); err != nil || audited != 5 {
 		t.Fatalf("audited quota and plan changes = %d, %v; want 5", audited, err)
 	}
@@ -128,17 +128,17 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 // counter, lifts the block.
 func TestPeriodRollLiftsTheBlock(t *testing.T) {
 	f := setup(t)
-	id := f.sub.ID.String()
-	counter := enforcement.PeriodCounterName(id, f.sub.CurrentPeriodStart)
-	if err := f.redis.Do(f.ctx, f.redis.B().Hset().Key(counter).FieldValue().FieldValue("requests", "1000").Build()).Error(); err != nil {
+	id := f.Sub.ID.String()
+	counter := enforcement.PeriodCounterName(id, f.Sub.CurrentPeriodStart)
+	if err := f.Redis.Do(f.Ctx, f.Redis.B().Hset().Key(counter).FieldValue().FieldValue("requests", "1000").Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.svc.SyncSubscription(f.ctx, f.sub.ID); err != nil {
+	if err := f.Svc.SyncSubscription(f.Ctx, f.Sub.ID); err != nil {
 		t.Fatal(err)
 	}
 	blocked := func() bool {
 		t.Helper()
-		err := f.redis.Do(f.ctx, f.redis.B().Get().Key(enforcement.BlockName(id)).Build()).Error()
+		err := f.Redis.Do(f.Ctx, f.Redis.B().Get().Key(enforcement.BlockName(id)).Build()).Error()
 		if err != nil && !rueidis.IsRedisNil(err) {
 			t.Fatal(err)
 		}
@@ -147,16 +147,16 @@ func TestPeriodRollLiftsTheBlock(t *testing.T) {
 	if !blocked() {
 		t.Fatal("at 1000 of a hard 1000: not blocked")
 	}
-	f.clock.Set(f.sub.CurrentPeriodEnd.Add(time.Second))
-	if err := f.svc.PeriodRollWorker().Work(f.ctx, &river.Job[subscriptions.PeriodRollArgs]{}); err != nil {
+	f.Clock.Set(f.Sub.CurrentPeriodEnd.Add(time.Second))
+	if err := f.Svc.PeriodRollWorker().Work(f.Ctx, &river.Job[subscriptions.PeriodRollArgs]{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.svc.SyncSubscription(f.ctx, f.sub.ID); err != nil {
+	if err := f.Svc.SyncSubscription(f.Ctx, f.Sub.ID); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := f.store.GetSubscription(f.ctx, id)
-	if err != nil || !rec.PeriodStart.Equal(f.sub.CurrentPeriodEnd) {
-		t.Fatalf("record after the roll = %+v, %v; want the period starting %s", rec, err, f.sub.CurrentPeriodEnd)
+	rec, err := f.Store.GetSubscription(f.Ctx, id)
+	if err != nil || !rec.PeriodStart.Equal(f.Sub.CurrentPeriodEnd) {
+		t.Fatalf("record after the roll = %+v, %v; want the period starting %s", rec, err, f.Sub.CurrentPeriodEnd)
 	}
 	if blocked() {
 		t.Error("still blocked in the new period")

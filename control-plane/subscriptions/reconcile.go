@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
@@ -53,7 +50,8 @@ type Unhealed struct {
 // records are written again (with a new version, so the write wins over
 // whatever is stored), records with no key behind them and undecodable
 // ones are removed. Keys still pending or failed_sync whose record is
-// right are marked active. The scheduled job runs it; a run an admin asks
+// right are marked active. The keys' part is keys.Service's FindDrift and
+// HealDrift. The scheduled job runs it; a run an admin asks
 // for is ReconcileKeysRequested.
 func (s *Service) ReconcileKeys(ctx context.Context) (ReconcileReport, error) {
 	return s.reconcileKeys(ctx, nil)
@@ -80,7 +78,13 @@ func (s *Service) ReconcileKeysRequested(ctx context.Context, actor identity.Act
 // found and, unless it fails, heals.
 func (s *Service) reconcileKeys(ctx context.Context, record func(found ReconcileReport) error) (ReconcileReport, error) {
 	rep := ReconcileReport{Unhealed: []Unhealed{}}
-	d, err := s.findKeyDrift(ctx, &rep)
+	healed := func(kind, id string, err error) { s.healed(&rep, kind, id, err) }
+	d, err := s.keys.FindDrift(ctx, healed)
+	if err != nil {
+		return rep, err
+	}
+	rep.KeysChecked, rep.Missing, rep.Different, rep.Orphaned, rep.Corrupt = d.Checked, d.Missing, d.Different, d.Orphaned, d.Corrupt
+	subs, err := s.findSubscriptionDrift(ctx, &rep)
 	if err != nil {
 		return rep, err
 	}
@@ -89,17 +93,15 @@ func (s *Service) reconcileKeys(ctx context.Context, record func(found Reconcile
 			return rep, fmt.Errorf("record reconciliation: %w", err)
 		}
 	}
-	s.healKeyDrift(ctx, &rep, d)
+	s.keys.HealDrift(ctx, d, healed)
+	for _, id := range subs {
+		if err := db.New(s.pool).SubscriptionBumpSyncVersion(ctx, id); err != nil {
+			s.healed(&rep, "subscription", id.String(), err)
+			continue
+		}
+		s.healed(&rep, "subscription", id.String(), s.SyncSubscription(ctx, id))
+	}
 	return rep, nil
-}
-
-// keyDrift is what a key reconciliation found, before it heals anything.
-type keyDrift struct {
-	corrupt []string                // hashes of records that could not be decoded
-	orphans []enforcement.KeyRecord // records with no key behind them
-	rewrite []uuid.UUID             // keys whose record is missing or different
-	synced  []Key                   // pending or failed_sync keys whose record is right
-	subs    []uuid.UUID             // subscriptions whose record is missing or different
 }
 
 // healed counts the outcome of one repair in rep.
@@ -113,134 +115,14 @@ func (s *Service) healed(rep *ReconcileReport, kind, id string, err error) {
 	s.metrics.reconcileFixed.Inc()
 }
 
-// findKeyDrift compares the keys and subscriptions with their records,
-// counting in rep what differs; it changes nothing.
-func (s *Service) findKeyDrift(ctx context.Context, rep *ReconcileReport) (keyDrift, error) {
-	var d keyDrift
-	rows, err := db.New(s.pool).KeyListAll(ctx)
-	if err != nil {
-		return d, fmt.Errorf("load keys: %w", err)
-	}
-	all, err := toKeys(rows)
-	if err != nil {
-		return d, fmt.Errorf("load keys: %w", err)
-	}
-	byHash := make(map[string]Key, len(all))
-	for _, k := range all {
-		byHash[k.hash] = k
-	}
-	stored := map[string]enforcement.KeyRecord{}
-	err = s.cfg.Records.ScanKeys(ctx, func(r enforcement.KeyRecord) error {
-		stored[r.Hash] = r
-		return nil
-	})
-	var bad *enforcement.ScanError
-	if err != nil && !errors.As(err, &bad) {
-		return d, fmt.Errorf("scan gateway records: %w", err)
-	}
-	if bad != nil {
-		for _, h := range bad.Hashes {
-			rep.Corrupt++
-			delete(stored, h)
-			d.corrupt = append(d.corrupt, h)
-		}
-	}
-	for h, r := range stored {
-		if _, ok := byHash[h]; ok {
-			continue
-		}
-		// A key created after the load above may have been written since:
-		// look again before calling its record an orphan.
-		exists, err := db.New(s.pool).KeyExistsByHash(ctx, h)
-		if err != nil {
-			s.healed(rep, "record", h, err)
-			continue
-		}
-		if exists {
-			continue
-		}
-		rep.Orphaned++
-		d.orphans = append(d.orphans, r)
-	}
-	for _, k := range all {
-		rep.KeysChecked++
-		r, ok := stored[k.hash]
-		live := !k.State.Terminal()
-		switch {
-		case !ok && live:
-			rep.Missing++
-			d.rewrite = append(d.rewrite, k.ID)
-		case ok && !sameKeyRecord(r, keyRecord(k)):
-			rep.Different++
-			d.rewrite = append(d.rewrite, k.ID)
-		case ok && (k.State == keys.StatePending || k.State == keys.StateFailedSync):
-			// The record is right but the key never heard: its job died.
-			d.synced = append(d.synced, k)
-		}
-	}
-	return d, s.findSubscriptionDrift(ctx, rep, &d)
-}
-
-// healKeyDrift heals what findKeyDrift found, counting in rep what it
-// healed and what it could not.
-func (s *Service) healKeyDrift(ctx context.Context, rep *ReconcileReport, d keyDrift) {
-	for _, h := range d.corrupt {
-		_, err := s.cfg.Records.DeleteKey(ctx, h, math.MaxInt64)
-		s.healed(rep, "record", h, err)
-	}
-	for _, r := range d.orphans {
-		_, err := s.cfg.Records.DeleteKey(ctx, r.Hash, max(r.Version, math.MaxInt64))
-		s.healed(rep, "record", r.Hash, err)
-	}
-	for _, id := range d.rewrite {
-		s.healed(rep, "key", id.String(), s.rewriteKey(ctx, id))
-	}
-	for _, k := range d.synced {
-		if err := s.synced(ctx, k.ID, k.syncVersion); err != nil {
-			s.healed(rep, "key", k.ID.String(), err)
-		}
-	}
-	for _, id := range d.subs {
-		if err := db.New(s.pool).SubscriptionBumpSyncVersion(ctx, id); err != nil {
-			s.healed(rep, "subscription", id.String(), err)
-			continue
-		}
-		s.healed(rep, "subscription", id.String(), s.SyncSubscription(ctx, id))
-	}
-}
-
-// rewriteKey bumps the key's version and writes its record now.
-func (s *Service) rewriteKey(ctx context.Context, id uuid.UUID) error {
-	if err := db.New(s.pool).KeyBumpSyncVersion(ctx, id); err != nil {
-		return fmt.Errorf("bump key version: %w", err)
-	}
-	return s.SyncKey(ctx, id)
-}
-
-// sameKeyRecord compares what the gateway decides on; versions aside.
-func sameKeyRecord(a, b enforcement.KeyRecord) bool {
-	return a.Status == b.Status && a.KeyID == b.KeyID && a.SubscriptionID == b.SubscriptionID && a.APIID == b.APIID &&
-		slices.Equal(nonEmpty(a.Methods), nonEmpty(b.Methods)) && slices.Equal(nonEmpty(a.Routes), nonEmpty(b.Routes)) &&
-		a.RatePerSecond == b.RatePerSecond && a.RatePerMinute == b.RatePerMinute &&
-		sameSecond(a.ExpiresAt, b.ExpiresAt) && sameSecond(a.GraceUntil, b.GraceUntil)
-}
-
-func nonEmpty(l []string) []string {
-	if l == nil {
-		return []string{}
-	}
-	return l
-}
-
-func sameSecond(a, b time.Time) bool { return a.Unix() == b.Unix() || a.IsZero() && b.IsZero() }
-
-// findSubscriptionDrift adds to d each subscription whose record is
-// missing or different.
-func (s *Service) findSubscriptionDrift(ctx context.Context, rep *ReconcileReport, d *keyDrift) error {
+// findSubscriptionDrift lists the subscriptions whose record is missing
+// or different, counting them in rep; it changes nothing.
+func (s *Service) findSubscriptionDrift(ctx context.Context, rep *ReconcileReport) ([]uuid.UUID, error) {
 	rows, err := db.New(s.pool).SubscriptionListAll(ctx)
 	if err != nil {
-		return fmt.Errorf("load subscriptions: %w", err)
+		return nil, fmt.Errorf("load subscriptions: %w", err)
 	}
+	var drifted []uuid.UUID
 	for _, sub := range toSubs(rows) {
 		rep.SubscriptionsChecked++
 		want := subscriptionRecord(sub)
@@ -256,9 +138,9 @@ func (s *Service) findSubscriptionDrift(ctx context.Context, rep *ReconcileRepor
 		default:
 			rep.SubscriptionsDifferent++
 		}
-		d.subs = append(d.subs, sub.ID)
+		drifted = append(drifted, sub.ID)
 	}
-	return nil
+	return drifted, nil
 }
 
 func sameSubscriptionRecord(a, b enforcement.SubscriptionRecord) bool {

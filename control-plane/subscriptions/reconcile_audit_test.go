@@ -16,41 +16,41 @@ import (
 func TestReconcileKeysRequestedAuditsBeforeTheRecords(t *testing.T) {
 	f := setup(t)
 	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin}
-	if err := f.svc.SyncSubscription(f.ctx, f.sub.ID); err != nil {
+	if err := f.Svc.SyncSubscription(f.Ctx, f.Sub.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.redis.Do(f.ctx, f.redis.B().Del().Key(enforcement.SubscriptionName(f.sub.ID.String())).Build()).Error(); err != nil {
+	if err := f.Redis.Do(f.Ctx, f.Redis.B().Del().Key(enforcement.SubscriptionName(f.Sub.ID.String())).Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
 	entries := func() int {
 		var n int
-		if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM audit_log WHERE action = 'gateway.reconcile' AND target_id = 'keys'`).Scan(&n); err != nil {
+		if err := f.Pool.QueryRow(f.Ctx, `SELECT count(*) FROM audit_log WHERE action = 'gateway.reconcile' AND target_id = 'keys'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
 
 	// The audit insert fails: the missing record stays missing.
-	if _, err := f.pool.Exec(f.ctx, `CREATE FUNCTION refuse_reconcile_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+	if _, err := f.Pool.Exec(f.Ctx, `CREATE FUNCTION refuse_reconcile_audit() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN IF NEW.action = 'gateway.reconcile' THEN RAISE EXCEPTION 'audit refused'; END IF; RETURN NEW; END $$;
 		CREATE TRIGGER refuse_reconcile_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_reconcile_audit()`); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := f.svc.ReconcileKeysRequested(f.ctx, admin); err == nil {
+	if rep, err := f.Svc.ReconcileKeysRequested(f.Ctx, admin); err == nil {
 		t.Fatalf("ReconcileKeysRequested() with the audit insert failing = %+v, nil; want an error", rep)
 	}
-	if _, err := f.store.GetSubscription(f.ctx, f.sub.ID.String()); !errors.Is(err, enforcement.ErrNotFound) {
+	if _, err := f.Store.GetSubscription(f.Ctx, f.Sub.ID.String()); !errors.Is(err, enforcement.ErrNotFound) {
 		t.Errorf("subscription record after a run whose audit failed: %v; want %v (not rewritten)", err, enforcement.ErrNotFound)
 	}
-	if _, err := f.pool.Exec(f.ctx, `DROP TRIGGER refuse_reconcile_audit ON audit_log`); err != nil {
+	if _, err := f.Pool.Exec(f.Ctx, `DROP TRIGGER refuse_reconcile_audit ON audit_log`); err != nil {
 		t.Fatal(err)
 	}
 
-	rep, err := f.svc.ReconcileKeysRequested(f.ctx, admin)
+	rep, err := f.Svc.ReconcileKeysRequested(f.Ctx, admin)
 	if err != nil || rep.SubscriptionsMissing != 1 || rep.Healed != 1 {
 		t.Fatalf("ReconcileKeysRequested() = %+v, %v; want the missing subscription record healed", rep, err)
 	}
-	if _, err := f.store.GetSubscription(f.ctx, f.sub.ID.String()); err != nil {
+	if _, err := f.Store.GetSubscription(f.Ctx, f.Sub.ID.String()); err != nil {
 		t.Errorf("subscription record after healing: %v", err)
 	}
 	if n := entries(); n != 1 {
@@ -58,7 +58,7 @@ func TestReconcileKeysRequestedAuditsBeforeTheRecords(t *testing.T) {
 	}
 
 	// The scheduled run is not a request: no entry.
-	if _, err := f.svc.ReconcileKeys(f.ctx); err != nil {
+	if _, err := f.Svc.ReconcileKeys(f.Ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := entries(); n != 1 {

@@ -1,62 +1,49 @@
 // Package subscriptions holds what consumers buy and hold: an API's plans
-// and their versioned terms, subscriptions to a plan, and the API keys of a
-// subscription through their life (issue, rotate, suspend, revoke, reveal),
-// each change in one transaction with its subscription locked. The rules of
-// a key that need no transaction (its state machine, settings, actions and
-// sealing) are control-plane/keys; quota credits and resets are
-// control-plane/quota. It keeps the gateway's Redis records
-// (internal/enforcement) in step with Postgres through outbox jobs and a
-// reconciliation, and runs the maintenance that expires keys, ends
-// rotation grace periods, rotates keys on a schedule, rolls billing periods
-// and sends the notices that go with them, one job per maintenance_*.go
-// file.
+// and their versioned terms, and subscriptions to a plan, each change in
+// one transaction with its subscription locked. The API keys of a
+// subscription live in control-plane/keys, whose service this one builds:
+// a key change locks its subscription through LockSubscription, and a
+// cancellation revokes the subscription's keys in its own transaction;
+// quota credits and resets are control-plane/quota. It keeps the gateway's
+// subscription records (internal/enforcement) in step with Postgres
+// through outbox jobs and a reconciliation that reports on keys and
+// subscriptions together, and runs the maintenance that rolls billing
+// periods and calls the key steps (expiry, rotation grace, automatic
+// rotation, notices).
 package subscriptions
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
-// Sentinel errors; the HTTP layer maps each to one problem type.
+// Sentinel errors; the HTTP layer maps each to one problem type. The key
+// lifecycle's are control-plane/keys'.
 var (
 	ErrPlanNotFound         = errors.New("plan not found")
 	ErrSubscriptionNotFound = errors.New("subscription not found")
-	ErrKeyNotFound          = errors.New("key not found")
 	// ErrPlanUnavailable: the plan, or its API, takes no new subscriptions.
 	ErrPlanUnavailable = errors.New("plan takes no new subscriptions")
 	// ErrAlreadySubscribed: the organization has a live subscription to the API.
 	ErrAlreadySubscribed = errors.New("organization already has a live subscription to this api")
-	// ErrKeyLimit: the subscription holds its maximum of live keys.
-	ErrKeyLimit = errors.New("subscription has its maximum number of live keys")
-	// ErrSubscriptionInactive: the subscription is canceled or suspended.
-	ErrSubscriptionInactive = errors.New("subscription is not active")
-	// ErrAlreadyRotated: the key was rotated already and is in its grace period.
-	ErrAlreadyRotated = errors.New("key already rotated")
-	// ErrNothingToReveal: the key holds no sealed plaintext (it was never
-	// sealed, or was revealed already).
-	ErrNothingToReveal = errors.New("no sealed key to reveal")
-	// ErrInvalidTransition is the key state machine's refusal.
-	ErrInvalidTransition = keys.ErrInvalidTransition
+	// ErrSubscriptionInactive: the subscription is canceled or suspended
+	// (keys.ErrSubscriptionInactive, which refuses a key for it).
+	ErrSubscriptionInactive = keys.ErrSubscriptionInactive
 	// ErrSamePlan: a plan change to the version the subscription is on.
 	ErrSamePlan = errors.New("subscription is on that plan version already")
 	// ErrSubscriptionTransition: the subscription's status does not allow the change.
@@ -65,41 +52,30 @@ var (
 	// API while it was suspended or past_due, and no admin has released the
 	// hold; it may not subscribe to that API again until one does.
 	ErrSubscriptionHeld = errors.New("a suspended or past-due subscription to this api was canceled; an admin must release it first")
-	// ErrAdminPlaintext: an admin asked for a new key of another
-	// organization; plaintexts are shown to the key's organization only.
-	ErrAdminPlaintext = errors.New("a new key's plaintext is shown only to its own organization")
-	// ErrAdminSuspended: a key an admin suspended is resumed by an admin only.
-	ErrAdminSuspended = errors.New("an admin suspended this key; only an admin may resume it")
-	ErrForbidden      = catalog.ErrForbidden
+	ErrForbidden        = catalog.ErrForbidden
 )
 
 // Inserter enqueues jobs inside a transaction (a *river.Client[pgx.Tx]).
-type Inserter interface {
-	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
-}
+type Inserter = keys.Inserter
 
 // Publisher announces changes to webhook endpoints inside the caller's
 // transaction.
-type Publisher interface {
-	Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, eventType string, data any) error
-}
+type Publisher = keys.Publisher
 
 // Mailer sends email.
-type Mailer interface {
-	Send(ctx context.Context, m notify.Message) error
-}
+type Mailer = keys.Mailer
 
-// Records is the gateway's Redis records (a *enforcement.Store).
+// Records is the gateway's Redis records (a *enforcement.Store): the keys'
+// (keys.Records) and the subscriptions'.
 type Records interface {
-	PutKey(ctx context.Context, r enforcement.KeyRecord) (bool, error)
-	DeleteKey(ctx context.Context, hash string, version int64) (bool, error)
-	ScanKeys(ctx context.Context, fn func(enforcement.KeyRecord) error) error
+	keys.Records
 	PutSubscription(ctx context.Context, r enforcement.SubscriptionRecord) (bool, error)
 	GetSubscription(ctx context.Context, id string) (enforcement.SubscriptionRecord, error)
 	PeriodRequests(ctx context.Context, id string, start time.Time) (int64, error)
 }
 
-// Config configures the Service.
+// Config configures the Service. The fields on keys are handed to the
+// keys.Service it builds (see keys.Config).
 type Config struct {
 	Pool      *pgxpool.Pool
 	Jobs      Inserter
@@ -134,21 +110,20 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Service is the subscriptions and keys service.
+// Service is the subscriptions service. It builds the key lifecycle's
+// service (Keys), whose key changes lock their subscription through it.
 type Service struct {
 	cfg     Config
 	pool    *pgxpool.Pool
 	log     *slog.Logger
 	now     func() time.Time
-	seal    *keys.Sealer
+	keys    *keys.Service
 	metrics serviceMetrics
 }
 
 type serviceMetrics struct {
-	synced, syncErrors, failedSync    *metrics.Counter
-	reconcileFixed, reconcileLeft     *metrics.Counter
-	expired, renewed, rotated, graced *metrics.Counter
-	noticesSent, noticeErrors         *metrics.Counter
+	syncErrors                    *metrics.Counter
+	reconcileFixed, reconcileLeft *metrics.Counter
 }
 
 // New returns a Service.
@@ -162,57 +137,34 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
 	}
-	if cfg.Env == "" {
-		cfg.Env = apikey.EnvLive
-	}
-	if !cfg.Env.Valid() {
-		return nil, fmt.Errorf("new subscriptions: unknown key environment %q", cfg.Env)
-	}
-	defaults := []struct {
-		d   *time.Duration
-		def time.Duration
-	}{
-		{&cfg.RetryBase, time.Second}, {&cfg.RetryMax, time.Minute}, {&cfg.DefaultGrace, 24 * time.Hour},
-		{&cfg.AutoRotateGrace, 7 * 24 * time.Hour}, {&cfg.RotationNotice, 7 * 24 * time.Hour},
-	}
-	for _, d := range defaults {
-		if *d.d <= 0 {
-			*d.d = d.def
-		}
-	}
 	if cfg.MaxActiveKeys <= 0 {
 		cfg.MaxActiveKeys = 5
-	}
-	if cfg.SyncFailAfter <= 0 {
-		cfg.SyncFailAfter = 3
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	s := &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now}
-	if len(cfg.SealSecret) > 0 {
-		sum := sha256.Sum256(cfg.SealSecret)
-		var err error
-		if s.seal, err = keys.NewSealer(sum[:]); err != nil {
-			return nil, fmt.Errorf("new subscriptions: %w", err)
-		}
+	var err error
+	s.keys, err = keys.New(keys.Config{
+		Pool: cfg.Pool, Jobs: cfg.Jobs, Records: cfg.Records, Publisher: cfg.Publisher, Subscriptions: s, Mailer: cfg.Mailer,
+		Logger: cfg.Logger, Metrics: cfg.Metrics, Env: cfg.Env, SyncFailAfter: cfg.SyncFailAfter, RetryBase: cfg.RetryBase,
+		RetryMax: cfg.RetryMax, DefaultGrace: cfg.DefaultGrace, AutoRotateGrace: cfg.AutoRotateGrace,
+		RotationNotice: cfg.RotationNotice, SealSecret: cfg.SealSecret, Now: cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("new subscriptions: %w", err)
 	}
 	m := cfg.Metrics
 	s.metrics = serviceMetrics{
-		synced:         m.NewCounter(`veil_controlplane_key_syncs_total{result="written"}`),
-		syncErrors:     m.NewCounter(`veil_controlplane_key_syncs_total{result="error"}`),
-		failedSync:     m.NewCounter(`veil_controlplane_keys_failed_sync_total`),
+		syncErrors:     m.GetOrCreateCounter(`veil_controlplane_key_syncs_total{result="error"}`),
 		reconcileFixed: m.NewCounter(`veil_controlplane_reconcile_healed_total{kind="keys"}`),
 		reconcileLeft:  m.NewCounter(`veil_controlplane_reconcile_unhealed_total{kind="keys"}`),
-		expired:        m.NewCounter(`veil_controlplane_keys_expired_total`),
-		renewed:        m.NewCounter(`veil_controlplane_keys_renewed_total`),
-		rotated:        m.NewCounter(`veil_controlplane_keys_auto_rotated_total`),
-		graced:         m.NewCounter(`veil_controlplane_keys_grace_ended_total`),
-		noticesSent:    m.NewCounter(`veil_controlplane_key_notices_total{result="sent"}`),
-		noticeErrors:   m.NewCounter(`veil_controlplane_key_notices_total{result="error"}`),
 	}
 	return s, nil
 }
+
+// Keys is the key lifecycle of the subscriptions' keys.
+func (s *Service) Keys() *keys.Service { return s.keys }
 
 func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, fn)
@@ -235,16 +187,6 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, actor identity.Actor, o
 		return fmt.Errorf("publish %s: %w", event, err)
 	}
 	return nil
-}
-
-// backoff is the delay before retry attempt n (1-based): exponential from
-// RetryBase, capped at RetryMax, with full jitter.
-func (s *Service) backoff(attempt int) time.Duration {
-	d := s.cfg.RetryBase << min(attempt-1, 30)
-	if d <= 0 || d > s.cfg.RetryMax {
-		d = s.cfg.RetryMax
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 func set[T any](dst *T, src *T) {

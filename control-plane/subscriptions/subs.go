@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/pagination"
@@ -358,6 +361,28 @@ func (s *Service) Cancel(ctx context.Context, actor identity.Actor, id uuid.UUID
 	return out, err
 }
 
+// LockSubscription locks a subscription the actor may change, for a
+// change to one of its keys (keys.Subscriptions).
+func (s *Service) LockSubscription(ctx context.Context, tx pgx.Tx, actor identity.Actor, id uuid.UUID) (keys.Holder, error) {
+	sub, err := s.changeSub(ctx, tx, actor, id)
+	if err != nil {
+		return keys.Holder{}, err
+	}
+	return keys.Holder{
+		ID: sub.ID, OrganizationID: sub.OrganizationID, Status: string(sub.Status),
+		Usable: sub.Status != StatusCanceled && sub.Status != StatusSuspended, MaxActiveKeys: sub.MaxActiveKeys,
+	}, nil
+}
+
+// CheckSubscription returns nil when the actor may see the subscription
+// (keys.Subscriptions).
+func (s *Service) CheckSubscription(ctx context.Context, actor identity.Actor, id uuid.UUID) error {
+	_, err := s.GetSubscription(ctx, actor, id)
+	return err
+}
+
+var _ keys.Subscriptions = (*Service)(nil)
+
 // changeSub locks a subscription the actor may change.
 func (s *Service) changeSub(ctx context.Context, tx pgx.Tx, actor identity.Actor, id uuid.UUID) (Subscription, error) {
 	sub, err := s.lockSub(ctx, tx, id)
@@ -402,7 +427,7 @@ func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor identity.Actor
 		return Subscription{}, err
 	}
 	if to == StatusCanceled {
-		if err := s.revokeAll(ctx, tx, actor, before.ID, "subscription canceled"); err != nil {
+		if err := s.keys.RevokeAll(ctx, tx, actor, before.ID, "subscription canceled"); err != nil {
 			return Subscription{}, err
 		}
 	}
@@ -439,8 +464,17 @@ func (s *Service) SetStatus(ctx context.Context, actor identity.Actor, id uuid.U
 // enqueueSubSync queues the outbox job that writes the subscription's
 // record to Redis.
 func (s *Service) enqueueSubSync(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
-	if _, err := s.cfg.Jobs.InsertTx(ctx, tx, SyncSubscriptionArgs{SubscriptionID: id}, &river.InsertOpts{MaxAttempts: syncAttempts}); err != nil {
+	if _, err := s.cfg.Jobs.InsertTx(ctx, tx, SyncSubscriptionArgs{SubscriptionID: id}, &river.InsertOpts{MaxAttempts: keys.SyncAttempts}); err != nil {
 		return fmt.Errorf("enqueue subscription sync: %w", err)
 	}
 	return nil
+}
+
+// trimReason bounds a caller's reason.
+func trimReason(r string) string {
+	r = strings.TrimSpace(r)
+	if utf8.RuneCountInString(r) > 500 {
+		r = string([]rune(r)[:500])
+	}
+	return r
 }

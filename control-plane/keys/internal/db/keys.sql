@@ -1,4 +1,5 @@
--- The key statements of the subscriptions' maintenance jobs.
+-- The statements of API keys: their reads, their lifecycle, their gateway
+-- syncs, the maintenance jobs and the notices.
 
 -- name: KeyListExpiredIDs :many
 SELECT id FROM api_keys WHERE expires_at <= $1 AND state IN ('active', 'suspended') ORDER BY id;

@@ -536,7 +536,8 @@ const keyListExpiredIDs = `-- name: KeyListExpiredIDs :many
 SELECT id FROM api_keys WHERE expires_at <= $1 AND state IN ('active', 'suspended') ORDER BY id
 `
 
-// The key statements of the subscriptions' maintenance jobs.
+// The statements of API keys: their reads, their lifecycle, their gateway
+// syncs, the maintenance jobs and the notices.
 func (q *Queries) KeyListExpiredIDs(ctx context.Context, expiresAt *time.Time) ([]uuid.UUID, error) {
 	rows, err := q.db.Query(ctx, keyListExpiredIDs, expiresAt)
 	if err != nil {

@@ -1,21 +1,18 @@
-package subscriptions
+package keys
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
+	"github.com/veil-platform/veil/control-plane/keys/internal/db"
 	"github.com/veil-platform/veil/internal/apikey"
 )
 
@@ -29,7 +26,7 @@ type Key struct {
 	Env            apikey.Env     `json:"env"`
 	Prefix         string         `json:"prefix"`
 	Masked         string         `json:"masked"`
-	State          keys.State     `json:"state"`
+	State          State          `json:"state"`
 	ExpiresAt      *time.Time     `json:"expires_at"`
 	GraceUntil     *time.Time     `json:"grace_until"`
 	Methods        []string       `json:"methods"`
@@ -59,15 +56,14 @@ type Key struct {
 	org, apiOrg uuid.UUID
 	hash        string
 	syncVersion int64
-	subStatus   Status
 	sealed      []byte
 	// suspendedByAdmin: an admin suspended the key, and only an admin
 	// resumes it.
 	suspendedByAdmin bool
 }
 
-func (k Key) settings() keys.Settings {
-	return keys.Settings{
+func (k Key) settings() Settings {
+	return Settings{
 		Name: k.Name, ExpiresAt: k.ExpiresAt, Methods: k.Methods, Routes: k.Routes, RatePerSecond: k.RatePerSecond,
 		RatePerMinute: k.RatePerMinute, Metadata: k.Metadata, AutoRotate: k.AutoRotate, RotateEveryDays: k.RotateEvery,
 		AutoRenew: k.AutoRenew, RenewDays: k.RenewDays,
@@ -101,13 +97,13 @@ func (k Key) audited() map[string]any {
 // CreateKey issues a key for a live subscription the actor's organization
 // holds. The answer carries the plaintext; nothing else ever will. The key
 // is pending until the gateway holds it.
-func (s *Service) CreateKey(ctx context.Context, actor identity.Actor, subID uuid.UUID, in keys.Settings) (Key, error) {
+func (s *Service) CreateKey(ctx context.Context, actor identity.Actor, subID uuid.UUID, in Settings) (Key, error) {
 	if err := in.Validate(s.now()); err != nil {
 		return Key{}, err
 	}
 	var out Key
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		sub, err := s.changeSub(ctx, tx, actor, subID)
+		sub, err := s.cfg.Subscriptions.LockSubscription(ctx, tx, actor, subID)
 		if err != nil {
 			return err
 		}
@@ -116,7 +112,7 @@ func (s *Service) CreateKey(ctx context.Context, actor identity.Actor, subID uui
 		if actor.OrgID != sub.OrganizationID {
 			return ErrAdminPlaintext
 		}
-		if sub.Status == StatusCanceled || sub.Status == StatusSuspended {
+		if !sub.Usable {
 			return fmt.Errorf("%w: it is %s", ErrSubscriptionInactive, sub.Status)
 		}
 		if !actor.IsAdmin() {
@@ -128,7 +124,7 @@ func (s *Service) CreateKey(ctx context.Context, actor identity.Actor, subID uui
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, tx, actor, out.org, "key.create", "key", out.ID, nil, out.audited(),
+		return s.record(ctx, tx, actor, out.org, "key.create", out.ID, nil, out.audited(),
 			"key.created", map[string]any{"key": out.audited()})
 	})
 	return out, err
@@ -137,7 +133,7 @@ func (s *Service) CreateKey(ctx context.Context, actor identity.Actor, subID uui
 // checkNoAdminSuspension refuses a new key while an admin's suspension of
 // another key of the subscription stands: otherwise the consumer would
 // lift the sanction by issuing a replacement. The subscription must be
-// locked, so that the check and the insert see the same keys. Revoking the
+// locked, so that the check and the insert see the same  Revoking the
 // suspended key lifts the refusal: the consumer has then given up the key
 // the admin stopped for good, which is what the suspension asks of it.
 // Rotation needs no such check: it only rotates an active key, so its
@@ -156,7 +152,7 @@ func (s *Service) checkNoAdminSuspension(ctx context.Context, tx pgx.Tx, subID u
 // issue inserts a new pending key and queues its sync. The subscription
 // must be locked. A key in its rotation grace does not count toward the
 // subscription's limit: its successor takes its place.
-func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, sub Subscription, in keys.Settings, rotatedFrom *uuid.UUID, seal *keys.Sealer) (Key, error) {
+func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, sub Holder, in Settings, rotatedFrom *uuid.UUID, seal *Sealer) (Key, error) {
 	q := db.New(tx)
 	live, err := q.KeyCountLive(ctx, sub.ID)
 	if err != nil {
@@ -239,7 +235,7 @@ func (s *Service) GetKey(ctx context.Context, actor identity.Actor, id uuid.UUID
 // ListKeys lists a subscription's keys, oldest first, rotated-out ones
 // with their grace.
 func (s *Service) ListKeys(ctx context.Context, actor identity.Actor, subID uuid.UUID) ([]Key, error) {
-	if _, err := s.GetSubscription(ctx, actor, subID); err != nil {
+	if err := s.cfg.Subscriptions.CheckSubscription(ctx, actor, subID); err != nil {
 		return nil, err
 	}
 	rows, err := db.New(s.pool).KeyListBySubscription(ctx, subID)
@@ -250,7 +246,7 @@ func (s *Service) ListKeys(ctx context.Context, actor identity.Actor, subID uuid
 }
 
 // UpdateKey changes a key's settings. Terminal keys do not change.
-func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.UUID, p keys.Patch) (Key, error) {
+func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.UUID, p Patch) (Key, error) {
 	var out Key
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		before, err := s.changeKey(ctx, tx, actor, id)
@@ -258,7 +254,7 @@ func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.U
 			return err
 		}
 		if before.State.Terminal() {
-			return &keys.TransitionError{From: before.State, To: before.State}
+			return &TransitionError{From: before.State, To: before.State}
 		}
 		in := p.Apply(before.settings())
 		if err := in.Validate(s.now()); err != nil {
@@ -278,7 +274,7 @@ func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.U
 		if out, err = s.lockKey(ctx, tx, id); err != nil {
 			return err
 		}
-		return s.record(ctx, tx, actor, out.org, "key.update", "key", id, before.audited(), out.audited(),
+		return s.record(ctx, tx, actor, out.org, "key.update", id, before.audited(), out.audited(),
 			"key.updated", map[string]any{"key": out.audited()})
 	})
 	return out, err
@@ -287,7 +283,7 @@ func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.U
 // Act suspends, resumes or revokes a key, as the state machine allows.
 // Resuming a key the gateway never held is refused like any illegal
 // transition: the sync job activates it.
-func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, action keys.Action, reason string) (Key, error) {
+func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, action Action, reason string) (Key, error) {
 	to, ok := action.Target()
 	if !ok {
 		return Key{}, fmt.Errorf("unknown key action %q", action)
@@ -298,17 +294,17 @@ func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, a
 		if err != nil {
 			return err
 		}
-		if action == keys.ActionResume && before.State != keys.StateSuspended {
-			return &keys.TransitionError{From: before.State, To: to}
+		if action == ActionResume && before.State != StateSuspended {
+			return &TransitionError{From: before.State, To: to}
 		}
 		// An admin's suspension is a sanction: the consumer cannot lift it.
-		if action == keys.ActionResume && before.suspendedByAdmin && !actor.IsAdmin() {
+		if action == ActionResume && before.suspendedByAdmin && !actor.IsAdmin() {
 			return ErrAdminSuspended
 		}
 		// An admin suspending a key its organization suspended already
 		// makes the suspension the admin's: the state stays, but the
 		// organization can no longer resume it.
-		if action == keys.ActionSuspend && before.State == keys.StateSuspended && !before.suspendedByAdmin && actor.IsAdmin() {
+		if action == ActionSuspend && before.State == StateSuspended && !before.suspendedByAdmin && actor.IsAdmin() {
 			out, err = s.sanction(ctx, tx, actor, before, reason)
 			return err
 		}
@@ -320,8 +316,8 @@ func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, a
 
 // transition moves a locked key to state to, bumping its sync version and
 // queueing the sync, auditing and announcing the change.
-func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor identity.Actor, k Key, to keys.State, reason string) (Key, error) {
-	if err := keys.Check(k.State, to); err != nil {
+func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor identity.Actor, k Key, to State, reason string) (Key, error) {
+	if err := Check(k.State, to); err != nil {
 		return Key{}, err
 	}
 	if err := db.New(tx).KeyUpdateState(ctx, db.KeyUpdateStateParams{
@@ -336,9 +332,9 @@ func (s *Service) transition(ctx context.Context, tx pgx.Tx, actor identity.Acto
 	if err != nil {
 		return Key{}, err
 	}
-	return after, s.record(ctx, tx, actor, after.org, "key.transition."+string(to), "key", k.ID,
-		map[string]keys.State{"state": k.State}, map[string]any{"state": to, "reason": reason},
-		"key."+keys.Event(to), map[string]any{"key": after.audited(), "from": k.State, "to": to, "reason": reason})
+	return after, s.record(ctx, tx, actor, after.org, "key.transition."+string(to), k.ID,
+		map[string]State{"state": k.State}, map[string]any{"state": to, "reason": reason},
+		"key."+Event(to), map[string]any{"key": after.audited(), "from": k.State, "to": to, "reason": reason})
 }
 
 // sanction marks a locked key its organization suspended as suspended by
@@ -353,13 +349,14 @@ func (s *Service) sanction(ctx context.Context, tx pgx.Tx, actor identity.Actor,
 	if err != nil {
 		return Key{}, err
 	}
-	return after, s.record(ctx, tx, actor, after.org, "key.transition."+string(keys.StateSuspended), "key", k.ID,
+	return after, s.record(ctx, tx, actor, after.org, "key.transition."+string(StateSuspended), k.ID,
 		map[string]any{"state": k.State, "suspended_by_admin": false},
-		map[string]any{"state": keys.StateSuspended, "suspended_by_admin": true, "reason": reason}, "", nil)
+		map[string]any{"state": StateSuspended, "suspended_by_admin": true, "reason": reason}, "", nil)
 }
 
-// revokeAll revokes a subscription's live keys (on cancellation).
-func (s *Service) revokeAll(ctx context.Context, tx pgx.Tx, actor identity.Actor, subID uuid.UUID, reason string) error {
+// RevokeAll revokes a subscription's live keys inside tx, the
+// transaction that cancels the subscription and holds its lock.
+func (s *Service) RevokeAll(ctx context.Context, tx pgx.Tx, actor identity.Actor, subID uuid.UUID, reason string) error {
 	ids, err := db.New(tx).KeyListLiveIDsForUpdate(ctx, subID)
 	if err != nil {
 		return fmt.Errorf("list keys to revoke: %w", err)
@@ -369,7 +366,7 @@ func (s *Service) revokeAll(ctx context.Context, tx pgx.Tx, actor identity.Actor
 		if err != nil {
 			return err
 		}
-		if _, err := s.transition(ctx, tx, actor, k, keys.StateRevoked, reason); err != nil {
+		if _, err := s.transition(ctx, tx, actor, k, StateRevoked, reason); err != nil {
 			return err
 		}
 	}
@@ -385,7 +382,7 @@ func (s *Service) DeleteKey(ctx context.Context, actor identity.Actor, id uuid.U
 			return err
 		}
 		if !k.State.Terminal() {
-			if k, err = s.transition(ctx, tx, actor, k, keys.StateRevoked, "deleted"); err != nil {
+			if k, err = s.transition(ctx, tx, actor, k, StateRevoked, "deleted"); err != nil {
 				return err
 			}
 		}
@@ -395,10 +392,10 @@ func (s *Service) DeleteKey(ctx context.Context, actor identity.Actor, id uuid.U
 		// The record goes with any version: nothing newer can be written
 		// for a key that no longer exists.
 		if _, err := s.cfg.Jobs.InsertTx(ctx, tx, DeleteRecordArgs{Hash: k.hash, Version: k.syncVersion + 1},
-			&river.InsertOpts{MaxAttempts: syncAttempts}); err != nil {
+			&river.InsertOpts{MaxAttempts: SyncAttempts}); err != nil {
 			return fmt.Errorf("enqueue record deletion: %w", err)
 		}
-		return s.record(ctx, tx, actor, k.org, "key.delete", "key", id, k.audited(), nil,
+		return s.record(ctx, tx, actor, k.org, "key.delete", id, k.audited(), nil,
 			"key.deleted", map[string]any{"key": k.audited()})
 	})
 }
@@ -406,7 +403,7 @@ func (s *Service) DeleteKey(ctx context.Context, actor identity.Actor, id uuid.U
 // Rotate issues a successor with the same settings and keeps the old key
 // working for the grace period; with no grace the old key is revoked now.
 // The answer is the successor with its plaintext.
-func (s *Service) Rotate(ctx context.Context, actor identity.Actor, id uuid.UUID, in keys.RotateInput) (Key, error) {
+func (s *Service) Rotate(ctx context.Context, actor identity.Actor, id uuid.UUID, in RotateInput) (Key, error) {
 	grace, err := in.Grace(s.cfg.DefaultGrace)
 	if err != nil {
 		return Key{}, err
@@ -429,18 +426,20 @@ func (s *Service) Rotate(ctx context.Context, actor identity.Actor, id uuid.UUID
 
 // rotate rotates a locked key; seal, when set, seals the successor's
 // plaintext for a later reveal instead of returning it.
-func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor identity.Actor, old Key, grace time.Duration, seal *keys.Sealer) (Key, error) {
-	if old.State != keys.StateActive {
-		return Key{}, &keys.TransitionError{From: old.State, To: keys.StateRevoked}
+func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor identity.Actor, old Key, grace time.Duration, seal *Sealer) (Key, error) {
+	if old.State != StateActive {
+		return Key{}, &TransitionError{From: old.State, To: StateRevoked}
 	}
 	if old.GraceUntil != nil {
 		return Key{}, fmt.Errorf("%w: it stops working at %s; rotate its successor", ErrAlreadyRotated, old.GraceUntil.Format(time.RFC3339))
 	}
-	sub, err := s.lockSub(ctx, tx, old.SubscriptionID)
+	// The key's own check passed: whoever may change the key may change
+	// its subscription.
+	sub, err := s.cfg.Subscriptions.LockSubscription(ctx, tx, actor, old.SubscriptionID)
 	if err != nil {
 		return Key{}, err
 	}
-	if sub.Status == StatusCanceled || sub.Status == StatusSuspended {
+	if !sub.Usable {
 		return Key{}, fmt.Errorf("%w: it is %s", ErrSubscriptionInactive, sub.Status)
 	}
 	in := old.settings()
@@ -451,7 +450,7 @@ func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor identity.Actor, o
 	// subscription at its limit can still rotate.
 	after := old
 	if grace <= 0 {
-		if after, err = s.transition(ctx, tx, actor, old, keys.StateRevoked, "rotated"); err != nil {
+		if after, err = s.transition(ctx, tx, actor, old, StateRevoked, "rotated"); err != nil {
 			return Key{}, err
 		}
 	} else {
@@ -470,7 +469,7 @@ func (s *Service) rotate(ctx context.Context, tx pgx.Tx, actor identity.Actor, o
 	if err != nil {
 		return Key{}, err
 	}
-	return next, s.record(ctx, tx, actor, old.org, "key.rotate", "key", old.ID, old.audited(),
+	return next, s.record(ctx, tx, actor, old.org, "key.rotate", old.ID, old.audited(),
 		map[string]any{"grace_until": after.GraceUntil, "state": after.State, "successor": next.ID},
 		"key.rotated", map[string]any{"key": after.audited(), "successor": next.audited()})
 }
@@ -504,7 +503,7 @@ func (s *Service) Reveal(ctx context.Context, actor identity.Actor, id uuid.UUID
 			return err
 		}
 		out.Plaintext = plain
-		return s.record(ctx, tx, actor, k.org, "key.reveal", "key", id, nil, nil, "", nil)
+		return s.record(ctx, tx, actor, k.org, "key.reveal", id, nil, nil, "", nil)
 	})
 	return out, err
 }
@@ -518,17 +517,8 @@ func (s *Service) SubscriptionOf(ctx context.Context, actor identity.Actor, id u
 
 // enqueueKeySync queues the outbox job that writes the key's record.
 func (s *Service) enqueueKeySync(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
-	if _, err := s.cfg.Jobs.InsertTx(ctx, tx, SyncKeyArgs{KeyID: id}, &river.InsertOpts{MaxAttempts: syncAttempts}); err != nil {
+	if _, err := s.cfg.Jobs.InsertTx(ctx, tx, SyncKeyArgs{KeyID: id}, &river.InsertOpts{MaxAttempts: SyncAttempts}); err != nil {
 		return fmt.Errorf("enqueue key sync: %w", err)
 	}
 	return nil
-}
-
-// trimReason bounds a caller's reason.
-func trimReason(r string) string {
-	r = strings.TrimSpace(r)
-	if utf8.RuneCountInString(r) > 500 {
-		r = string([]rune(r)[:500])
-	}
-	return r
 }

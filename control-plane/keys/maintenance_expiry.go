@@ -1,4 +1,4 @@
-package subscriptions
+package keys
 
 import (
 	"context"
@@ -8,13 +8,12 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
+	"github.com/veil-platform/veil/control-plane/keys/internal/db"
 )
 
-// expireKeys expires the keys past their expiry, or renews those that
+// ExpireKeys expires the keys past their expiry, or renews those that
 // auto-renew by whole RenewDays steps until the expiry is in the future.
-func (s *Service) expireKeys(ctx context.Context, rep *MaintenanceReport) error {
+func (s *Service) ExpireKeys(ctx context.Context, rep *MaintenanceReport) error {
 	now := s.now().UTC()
 	ids, err := db.New(s.pool).KeyListExpiredIDs(ctx, &now)
 	if err != nil {
@@ -26,7 +25,7 @@ func (s *Service) expireKeys(ctx context.Context, rep *MaintenanceReport) error 
 			return err
 		}
 		if !k.AutoRenew || k.RenewDays == nil || k.GraceUntil != nil {
-			if _, err := s.transition(ctx, tx, identity.System, k, keys.StateExpired, "expired"); err != nil {
+			if _, err := s.transition(ctx, tx, identity.System, k, StateExpired, "expired"); err != nil {
 				return err
 			}
 			rep.Expired++
@@ -49,7 +48,7 @@ func (s *Service) expireKeys(ctx context.Context, rep *MaintenanceReport) error 
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, tx, identity.System, k.org, "key.renew", "key", id,
+		return s.record(ctx, tx, identity.System, k.org, "key.renew", id,
 			map[string]any{"expires_at": k.ExpiresAt}, map[string]any{"expires_at": next},
 			"key.renewed", map[string]any{"key": after.audited()})
 	})

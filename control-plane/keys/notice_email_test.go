@@ -1,4 +1,4 @@
-package subscriptions_test
+package keys_test
 
 import (
 	"context"
@@ -74,26 +74,26 @@ func (m *fakeMailer) attempts() int {
 func TestBlackHoledMailerDoesNotHoldUpMaintenance(t *testing.T) {
 	mailer := blockingMailer(t)
 	f := setup(t, func(c *subscriptions.Config) { c.Mailer = mailer })
-	k := f.key(keys.Settings{AutoRotate: true, RotateEveryDays: 30}, true)
-	due := f.get(k.ID).CreatedAt.AddDate(0, 0, 30)
+	k := f.Key(keys.Settings{AutoRotate: true, RotateEveryDays: 30}, true)
+	due := f.Get(k.ID).CreatedAt.AddDate(0, 0, 30)
 
 	// A maintenance run that waited on the mailer would fail with its
 	// context rather than hang the test.
 	maintain := func() subscriptions.MaintenanceReport {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(f.ctx, 20*time.Second)
+		ctx, cancel := context.WithTimeout(f.Ctx, 20*time.Second)
 		defer cancel()
-		rep, err := f.svc.RunMaintenance(ctx)
+		rep, err := f.Svc.RunMaintenance(ctx)
 		if err != nil || len(rep.Errors) > 0 {
 			t.Fatalf("RunMaintenance = %+v, %v; want no errors", rep, err)
 		}
 		return rep
 	}
-	f.clock.Set(due.Add(-6 * 24 * time.Hour))
+	f.Clock.Set(due.Add(-6 * 24 * time.Hour))
 	if rep := maintain(); rep.Notices != 2 || rep.Rotated != 0 {
 		t.Fatalf("maintenance 6 days before = %+v; want 2 notices (webhook and email queued), none rotated", rep)
 	}
-	f.clock.Set(due.Add(time.Minute))
+	f.Clock.Set(due.Add(time.Minute))
 	if rep := maintain(); rep.Rotated != 1 || rep.Notices != 1 {
 		t.Fatalf("maintenance when due = %+v; want 1 rotated, 1 notice (the email queued)", rep)
 	}
@@ -101,31 +101,31 @@ func TestBlackHoledMailerDoesNotHoldUpMaintenance(t *testing.T) {
 		t.Fatalf("mailer sends during maintenance = %d; want 0", got)
 	}
 
-	jobs := f.emailJobs(rivertype.JobStateAvailable)
-	if len(jobs) != 2 || jobs[0].args.Notice != "rotation_before" || jobs[1].args.Notice != "rotation_after" {
+	jobs := f.EmailJobs(rivertype.JobStateAvailable)
+	if len(jobs) != 2 || jobs[0].Args.Notice != "rotation_before" || jobs[1].Args.Notice != "rotation_after" {
 		t.Fatalf("queued emails = %+v; want rotation_before then rotation_after", jobs)
 	}
 	for _, j := range jobs {
-		if j.row.MaxAttempts != 10 || j.args.KeyID != k.ID {
-			t.Errorf("email job %s = %d max attempts for key %s; want 10 for %s", j.args.Notice, j.row.MaxAttempts, j.args.KeyID, k.ID)
+		if j.Row.MaxAttempts != 10 || j.Args.KeyID != k.ID {
+			t.Errorf("email job %s = %d max attempts for key %s; want 10 for %s", j.Args.Notice, j.Row.MaxAttempts, j.Args.KeyID, k.ID)
 		}
-		if strings.Contains(string(j.row.EncodedArgs), k.Plaintext) {
-			t.Errorf("email job %s args hold the plaintext key", j.args.Notice)
+		if strings.Contains(string(j.Row.EncodedArgs), k.Plaintext) {
+			t.Errorf("email job %s args hold the plaintext key", j.Args.Notice)
 		}
 	}
 
-	errorsBefore := f.noticeCount("error")
-	ctx, cancel := context.WithTimeout(f.ctx, 50*time.Millisecond)
+	errorsBefore := f.NoticeCount("error")
+	ctx, cancel := context.WithTimeout(f.Ctx, 50*time.Millisecond)
 	defer cancel()
-	err := f.work(ctx, jobs[0])
+	err := f.Work(ctx, jobs[0])
 	var jobCancel *river.JobCancelError
 	if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &jobCancel) {
 		t.Fatalf("KeyNoticeEmailWorker.Work() with a black-holed mailer = %v; want the deadline, for River to retry", err)
 	}
-	if got := f.noticeCount("error") - errorsBefore; got != 1 {
+	if got := f.NoticeCount("error") - errorsBefore; got != 1 {
 		t.Errorf("key notice errors = %d more; want 1 more", got)
 	}
-	if got := len(f.emailJobs(rivertype.JobStateRetryable)); got != 1 {
+	if got := len(f.EmailJobs(rivertype.JobStateRetryable)); got != 1 {
 		t.Errorf("retryable email jobs = %d; want 1", got)
 	}
 }
@@ -137,10 +137,10 @@ func TestBlackHoledMailerDoesNotHoldUpMaintenance(t *testing.T) {
 func TestKeyNoticeEmailWorkerOutcomes(t *testing.T) {
 	mailer := &fakeMailer{}
 	f := setup(t, func(c *subscriptions.Config) { c.Mailer = mailer })
-	k := f.key(keys.Settings{Name: "billing"}, true)
+	k := f.Key(keys.Settings{Name: "billing"}, true)
 	invalidAddress := func() {
-		if _, err := f.pool.Exec(f.ctx, `UPDATE users SET email = 'nobody@consumer-user.invalid' WHERE subject = $1`,
-			f.consumer.Subject); err != nil {
+		if _, err := f.Pool.Exec(f.Ctx, `UPDATE users SET email = 'nobody@consumer-user.invalid' WHERE subject = $1`,
+			f.Consumer.Subject); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -178,26 +178,26 @@ func TestKeyNoticeEmailWorkerOutcomes(t *testing.T) {
 				tt.prepare()
 			}
 			mailer.set(tt.err)
-			eventAt := f.clock.Now().Add(time.Duration(i) * time.Hour).UTC()
-			args := subscriptions.KeyNoticeEmailArgs{KeyID: tt.keyID, Notice: "expiry_7d", EventAt: eventAt,
+			eventAt := f.Clock.Now().Add(time.Duration(i) * time.Hour).UTC()
+			args := keys.KeyNoticeEmailArgs{KeyID: tt.keyID, Notice: "expiry_7d", EventAt: eventAt,
 				Subject: "Your API key " + k.Masked + " expires in 7 day(s)", Text: "The API key " + k.Masked + " expires.\n"}
-			res, err := f.jobs.Insert(f.ctx, args, &river.InsertOpts{MaxAttempts: 10})
+			res, err := f.Jobs.Insert(f.Ctx, args, &river.InsertOpts{MaxAttempts: 10})
 			if err != nil {
 				t.Fatal(err)
 			}
 			before := map[string]uint64{}
 			for _, r := range []string{"sent", "refused", "error"} {
-				before[r] = f.noticeCount(r)
+				before[r] = f.NoticeCount(r)
 			}
 			attempts, sent := mailer.attempts(), len(mailer.sent)
 
-			err = f.work(f.ctx, f.job(res.Job.ID))
+			err = f.Work(f.Ctx, f.Job(res.Job.ID))
 			var jobCancel *river.JobCancelError
 			if tt.err != nil && !errors.Is(err, tt.err) || tt.err == nil && err != nil ||
 				errors.As(err, &jobCancel) != (tt.wantState == rivertype.JobStateCancelled) {
 				t.Errorf("KeyNoticeEmailWorker.Work() = %v; want %v, cancelling the job %t", err, tt.err, tt.wantState == rivertype.JobStateCancelled)
 			}
-			if got := f.job(res.Job.ID).row.State; got != tt.wantState {
+			if got := f.Job(res.Job.ID).Row.State; got != tt.wantState {
 				t.Errorf("job state = %s; want %s", got, tt.wantState)
 			}
 			for _, r := range []string{"sent", "refused", "error"} {
@@ -205,7 +205,7 @@ func TestKeyNoticeEmailWorkerOutcomes(t *testing.T) {
 				if r == tt.wantResult {
 					want = 1
 				}
-				if got := f.noticeCount(r) - before[r]; got != want {
+				if got := f.NoticeCount(r) - before[r]; got != want {
 					t.Errorf("key notices %s = %d more; want %d more", r, got, want)
 				}
 			}
@@ -227,8 +227,8 @@ func TestKeyNoticeEmailWorkerOutcomes(t *testing.T) {
 				"X-Veil-Notice": "expiry_7d", "X-Veil-Key-Id": k.ID.String(),
 				"Message-ID": fmt.Sprintf("<key-%s-expiry_7d-%d@notice.veil>", k.ID, eventAt.Unix()),
 			}
-			if len(m.To) != 1 || m.To[0] != f.email || m.Subject != args.Subject || m.Text != args.Text {
-				t.Errorf("message = to %v, %q / %q; want to %s, the job's subject and text", m.To, m.Subject, m.Text, f.email)
+			if len(m.To) != 1 || m.To[0] != f.Email || m.Subject != args.Subject || m.Text != args.Text {
+				t.Errorf("message = to %v, %q / %q; want to %s, the job's subject and text", m.To, m.Subject, m.Text, f.Email)
 			}
 			for h, want := range wantHeaders {
 				if got := m.Headers[h]; got != want {
@@ -243,20 +243,20 @@ func TestKeyNoticeEmailWorkerOutcomes(t *testing.T) {
 // has no email claimed or queued; the webhook still goes.
 func TestNoticeWithoutAddressQueuesNothing(t *testing.T) {
 	f := setup(t)
-	if _, err := f.pool.Exec(f.ctx, `UPDATE users SET email = 'nobody@consumer-user.invalid' WHERE subject = $1`,
-		f.consumer.Subject); err != nil {
+	if _, err := f.Pool.Exec(f.Ctx, `UPDATE users SET email = 'nobody@consumer-user.invalid' WHERE subject = $1`,
+		f.Consumer.Subject); err != nil {
 		t.Fatal(err)
 	}
-	expires := f.clock.Now().Add(5 * 24 * time.Hour)
-	k := f.key(keys.Settings{ExpiresAt: &expires}, true)
-	if rep := f.maintain(); rep.Notices != 1 {
+	expires := f.Clock.Now().Add(5 * 24 * time.Hour)
+	k := f.Key(keys.Settings{ExpiresAt: &expires}, true)
+	if rep := f.Maintain(); rep.Notices != 1 {
 		t.Fatalf("maintenance = %+v; want 1 notice (the webhook)", rep)
 	}
-	if got := len(f.emailJobs(rivertype.JobStateAvailable)); got != 0 {
+	if got := len(f.EmailJobs(rivertype.JobStateAvailable)); got != 0 {
 		t.Errorf("email jobs = %d; want 0", got)
 	}
 	var claimed int
-	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM key_notices WHERE key_id = $1 AND channel = 'email'`, k.ID).Scan(&claimed); err != nil {
+	if err := f.Pool.QueryRow(f.Ctx, `SELECT count(*) FROM key_notices WHERE key_id = $1 AND channel = 'email'`, k.ID).Scan(&claimed); err != nil {
 		t.Fatal(err)
 	}
 	if claimed != 0 {

@@ -1,4 +1,4 @@
-package subscriptions
+package keys
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
-	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
+	"github.com/veil-platform/veil/control-plane/keys/internal/db"
 )
 
 // Notice kinds (key_notices.kind).
@@ -22,8 +22,8 @@ const (
 	noticeRotationAfter  = "rotation_after"
 )
 
-// expiryNotices gives notice of the keys that expire within 7 days.
-func (s *Service) expiryNotices(ctx context.Context, rep *MaintenanceReport) error {
+// ExpiryNotices gives notice of the keys that expire within 7 days.
+func (s *Service) ExpiryNotices(ctx context.Context, rep *MaintenanceReport) error {
 	now := s.now().UTC()
 	until := now.Add(7 * 24 * time.Hour)
 	rows, err := db.New(s.pool).KeyListExpiring(ctx, db.KeyListExpiringParams{After: &now, Until: &until})

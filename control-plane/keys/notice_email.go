@@ -1,4 +1,4 @@
-package subscriptions
+package keys
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/veil-platform/veil/control-plane/keys/internal/db"
 	"github.com/veil-platform/veil/control-plane/notify"
-	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 )
 
 // Key notice email jobs.

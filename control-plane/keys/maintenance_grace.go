@@ -1,4 +1,4 @@
-package subscriptions
+package keys
 
 import (
 	"context"
@@ -7,12 +7,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
+	"github.com/veil-platform/veil/control-plane/keys/internal/db"
 )
 
-// endGrace revokes the rotated-out keys whose grace period has passed.
-func (s *Service) endGrace(ctx context.Context, rep *MaintenanceReport) error {
+// EndGrace revokes the rotated-out keys whose grace period has passed.
+func (s *Service) EndGrace(ctx context.Context, rep *MaintenanceReport) error {
 	now := s.now().UTC()
 	ids, err := db.New(s.pool).KeyListGraceEndedIDs(ctx, &now)
 	if err != nil {
@@ -23,7 +22,7 @@ func (s *Service) endGrace(ctx context.Context, rep *MaintenanceReport) error {
 		if err != nil || k.State.Terminal() {
 			return err
 		}
-		if _, err := s.transition(ctx, tx, identity.System, k, keys.StateRevoked, "rotation grace ended"); err != nil {
+		if _, err := s.transition(ctx, tx, identity.System, k, StateRevoked, "rotation grace ended"); err != nil {
 			return err
 		}
 		rep.GraceEnded++

@@ -1,4 +1,4 @@
-package subscriptions
+package keys
 
 import (
 	"context"
@@ -10,14 +10,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
+	"github.com/veil-platform/veil/control-plane/keys/internal/db"
 )
 
-// autoRotate announces the automatic rotations due within RotationNotice,
+// AutoRotate announces the automatic rotations due within RotationNotice,
 // and rotates the keys that are due, sealing each successor for a later
 // reveal.
-func (s *Service) autoRotate(ctx context.Context, rep *MaintenanceReport) error {
+func (s *Service) AutoRotate(ctx context.Context, rep *MaintenanceReport) error {
 	now := s.now().UTC()
 	dueBy := now.Add(s.cfg.RotationNotice)
 	rows, err := db.New(s.pool).KeyListRotationDue(ctx, &dueBy)
@@ -59,7 +58,7 @@ func (s *Service) autoRotate(ctx context.Context, rep *MaintenanceReport) error 
 			if err != nil {
 				return err
 			}
-			if old.State != keys.StateActive || old.GraceUntil != nil || !old.AutoRotate {
+			if old.State != StateActive || old.GraceUntil != nil || !old.AutoRotate {
 				return nil
 			}
 			next, err = s.rotate(ctx, tx, identity.System, old, s.cfg.AutoRotateGrace, s.seal)
