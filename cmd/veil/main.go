@@ -1,5 +1,9 @@
 // Command veil is the one binary of the Veil platform: each component is a
-// subcommand (veil dev, veil ingest, veil migrate, …).
+// subcommand (veil dev, veil ingest, veil migrate, …). It parses flags
+// and wires the services together: what runs lives in packages (the
+// services' own, internal/bench for veil bench, internal/demo for veil
+// demo), and each service registers its own River workers and periodic
+// jobs.
 package main
 
 import (
