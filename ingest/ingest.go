@@ -8,6 +8,7 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -130,29 +131,15 @@ func (c Config) Validate() error {
 }
 
 func (c *Config) setDefaults() {
-	if c.Topic == "" {
-		c.Topic = broker.TopicUsageRaw
-	}
-	if c.MaxBodyBytes == 0 {
-		c.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if c.MaxEvents == 0 {
-		c.MaxEvents = DefaultMaxEvents
-	}
-	if c.AckTimeout == 0 {
-		c.AckTimeout = DefaultAckTimeout
-	}
-	if c.MaxFuture == 0 {
-		c.MaxFuture = usage.DefaultMaxFuture
-	}
-	if c.LateWindow == 0 {
-		c.LateWindow = usage.DefaultLateWindow
-	}
+	c.Topic = cmp.Or(c.Topic, broker.TopicUsageRaw)
+	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, DefaultMaxBodyBytes)
+	c.MaxEvents = cmp.Or(c.MaxEvents, DefaultMaxEvents)
+	c.AckTimeout = cmp.Or(c.AckTimeout, DefaultAckTimeout)
+	c.MaxFuture = cmp.Or(c.MaxFuture, usage.DefaultMaxFuture)
+	c.LateWindow = cmp.Or(c.LateWindow, usage.DefaultLateWindow)
+	c.TokenCacheTTL = cmp.Or(c.TokenCacheTTL, DefaultTokenCacheTTL)
 	if c.Now == nil {
 		c.Now = time.Now
-	}
-	if c.TokenCacheTTL == 0 {
-		c.TokenCacheTTL = DefaultTokenCacheTTL
 	}
 }
 

@@ -99,6 +99,18 @@ func reasons(a answer) map[string]string {
 	return out
 }
 
+// checkPartial checks a 207 answer to a mixed batch: accepted events
+// written, the others named with their reason and field as in want.
+func checkPartial(t *testing.T, a answer, accepted int, want map[string]string) {
+	t.Helper()
+	if a.Status != http.StatusMultiStatus || a.Body["accepted"] != float64(accepted) {
+		t.Fatalf("POST mixed batch = %d %v; want 207 with %d accepted", a.Status, a.Body, accepted)
+	}
+	if got := reasons(a); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rejections = %v; want %v", got, want)
+	}
+}
+
 // TestScopedTokenRefusesOtherSourcesAndAPIs: a token issued for one source
 // and one API writes exactly those; every other event of its batch is
 // named with its reason, and a batch of nothing but such events is 403.
@@ -123,17 +135,11 @@ func TestScopedTokenRefusesOtherSourcesAndAPIs(t *testing.T) {
 		subjectEvent("gateway", "/gateway/eu-1", apiA, subA),
 	}, ",") + "]"
 	a := f.post(t, ingest.MediaTypeBatch, body, auth)
-	if a.Status != http.StatusMultiStatus || a.Body["accepted"] != float64(2) {
-		t.Fatalf("POST mixed batch = %d %v; want 207 with 2 accepted", a.Status, a.Body)
-	}
-	want := map[string]string{
+	checkPartial(t, a, 2, map[string]string{
 		"other-source": "source_not_allowed source",
 		"other-api":    "api_not_allowed data.api_id",
 		"gateway":      "source_not_allowed source",
-	}
-	if got := reasons(a); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("rejections = %v; want %v", got, want)
-	}
+	})
 
 	a = f.post(t, ingest.MediaTypeBatch, "["+subjectEvent("only-bad", "/billing/us", apiA, subA)+"]", auth)
 	if a.Status != http.StatusForbidden || a.Body["type"] != "https://veil.dev/problems/events-out-of-scope" {
@@ -178,18 +184,12 @@ func TestAPIScopedTokenHoldsSubjectsToItsAPIs(t *testing.T) {
 			now.Format(time.RFC3339), apiA),
 	}, ",") + "]"
 	a := f.post(t, ingest.MediaTypeBatch, body, "Bearer "+scoped.Secret)
-	if a.Status != http.StatusMultiStatus || a.Body["accepted"] != float64(2) {
-		t.Fatalf("POST mixed batch = %d %v; want 207 with 2 accepted", a.Status, a.Body)
-	}
-	want := map[string]string{
+	checkPartial(t, a, 2, map[string]string{
 		"other-api-sub": "subject_not_allowed subject",
 		"no-sub":        "subject_not_allowed subject",
 		"crossed":       "subject_not_allowed subject",
 		"anon":          "subject_not_allowed subject",
-	}
-	if got := reasons(a); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("rejections = %v; want %v", got, want)
-	}
+	})
 	a = f.post(t, ingest.MediaTypeBatch, "["+subjectEvent("only-foreign", "/billing", apiA, subB)+"]", "Bearer "+scoped.Secret)
 	if a.Status != http.StatusForbidden || a.Body["type"] != "https://veil.dev/problems/events-out-of-scope" {
 		t.Errorf("POST batch of foreign subjects = %d %v; want 403 events-out-of-scope", a.Status, a.Body)

@@ -84,14 +84,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			continue
 		}
-		var v string
-		if !d.Args(&v) {
-			return d.ArgErr()
+		v, err := oneArg(d)
+		if err != nil {
+			return err
 		}
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-		var err error
 		switch name {
 		case "redis_address":
 			a.RedisAddress = v
@@ -140,6 +136,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// oneArg reads the single argument of a subdirective: one, no more.
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	var v string
+	if !d.Args(&v) || d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
 func duration(v string) (caddy.Duration, error) {
 	dur, err := caddy.ParseDuration(v)
 	return caddy.Duration(dur), err
@@ -178,12 +183,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			continue
 		}
-		var v string
-		if !d.Args(&v) {
-			return d.ArgErr()
-		}
-		if d.NextArg() {
-			return d.ArgErr()
+		v, err := oneArg(d)
+		if err != nil {
+			return err
 		}
 		switch name {
 		case "api_id":

@@ -49,6 +49,7 @@
 package emitter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -186,27 +187,13 @@ func (c Config) Validate() error {
 }
 
 func (c *Config) setDefaults() {
-	if c.Topic == "" {
-		c.Topic = broker.TopicUsageRaw
-	}
-	if c.MemoryRecords == 0 {
-		c.MemoryRecords = DefaultMemoryRecords
-	}
-	if c.SegmentBytes == 0 {
-		c.SegmentBytes = DefaultSegmentBytes
-	}
-	if c.MaxSpoolBytes == 0 {
-		c.MaxSpoolBytes = DefaultMaxSpoolBytes
-	}
-	if c.FsyncInterval == 0 {
-		c.FsyncInterval = DefaultFsyncInterval
-	}
-	if c.StallTimeout == 0 {
-		c.StallTimeout = DefaultStallTimeout
-	}
-	if c.ProbeInterval == 0 {
-		c.ProbeInterval = DefaultProbeInterval
-	}
+	c.Topic = cmp.Or(c.Topic, broker.TopicUsageRaw)
+	c.MemoryRecords = cmp.Or(c.MemoryRecords, DefaultMemoryRecords)
+	c.SegmentBytes = cmp.Or(c.SegmentBytes, DefaultSegmentBytes)
+	c.MaxSpoolBytes = cmp.Or(c.MaxSpoolBytes, DefaultMaxSpoolBytes)
+	c.FsyncInterval = cmp.Or(c.FsyncInterval, DefaultFsyncInterval)
+	c.StallTimeout = cmp.Or(c.StallTimeout, DefaultStallTimeout)
+	c.ProbeInterval = cmp.Or(c.ProbeInterval, DefaultProbeInterval)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
