@@ -313,6 +313,16 @@ func newList[T any](items []T, next string) list[T] {
 	return list[T]{Data: items, NextCursor: next}
 }
 
+// writePage answers 200 with one page of a list, or returns err, the
+// list call's error.
+func writePage[T any](w http.ResponseWriter, items []T, next string, err error) error {
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(items, next))
+	return nil
+}
+
 func pathID(r *http.Request, name string) (uuid.UUID, error) {
 	id, err := uuid.Parse(chi.URLParam(r, name))
 	if err != nil {
@@ -546,15 +556,19 @@ type change[In, T any] func(ctx context.Context, act identity.Actor, id uuid.UUI
 
 // write decodes a body of type In and answers status with what do
 // returns for the path's id.
-func write[In, T any](status int, do change[In, T]) handler { return writeWith(decode, status, do) }
+func write[In, T any](status int, do change[In, T]) handler {
+	return writeWith(decode, do, func(w http.ResponseWriter, out T) { writeJSON(w, status, out) })
+}
 
 // writeOptional is write for a body that may be left out: do then gets
 // In's zero value.
 func writeOptional[In, T any](status int, do change[In, T]) handler {
-	return writeWith(decodeOptional, status, do)
+	return writeWith(decodeOptional, do, func(w http.ResponseWriter, out T) { writeJSON(w, status, out) })
 }
 
-func writeWith[In, T any](dec func(*http.Request, any) error, status int, do change[In, T]) handler {
+// writeWith reads a body of type In with dec (decode or decodeOptional),
+// calls do for the path's id and answers its result with respond.
+func writeWith[In, T any](dec func(*http.Request, any) error, do change[In, T], respond func(http.ResponseWriter, T)) handler {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r, "id")
 		if err != nil {
@@ -568,7 +582,7 @@ func writeWith[In, T any](dec func(*http.Request, any) error, status int, do cha
 		if err != nil {
 			return err
 		}
-		writeJSON(w, status, out)
+		respond(w, out)
 		return nil
 	}
 }
@@ -595,6 +609,14 @@ func reasoned[T any](do func(ctx context.Context, act identity.Actor, id uuid.UU
 		}
 		writeJSON(w, code, out)
 		return nil
+	}
+}
+
+// with fixes the argument a service call takes between the id and the
+// reason (an action, a decision, a status), for reasoned.
+func with[A, T any](do func(ctx context.Context, act identity.Actor, id uuid.UUID, arg A, reason string) (T, error), arg A) func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (T, error) {
+	return func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (T, error) {
+		return do(ctx, act, id, arg, reason)
 	}
 }
 

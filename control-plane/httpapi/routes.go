@@ -28,7 +28,7 @@ func (a *api) routes(r chi.Router) {
 	r.Post(idPath("/v1/apis/{id}/signing-secret/rotate"), a.handle(secret(a.cfg.Catalog.RotateSigningSecret)))
 	r.Post(idPath("/v1/apis/{id}/submit"), a.handle(writeOptional(http.StatusCreated, a.cfg.Catalog.Submit)))
 	for _, act := range []catalog.Action{catalog.ActionDeprecate, catalog.ActionRetire, catalog.ActionRevise} {
-		r.Post(idPath("/v1/apis/{id}/"+string(act)), a.handle(a.act(act)))
+		r.Post(idPath("/v1/apis/{id}/"+string(act)), a.handle(reasoned(with(a.cfg.Catalog.Act, act), acceptedWhenApproved)))
 	}
 	r.Get(idPath("/v1/approvals/{id}"), a.handle(read(a.cfg.Catalog.GetApproval)))
 	r.Post(idPath("/v1/approvals/{id}/comments"), a.handle(write(http.StatusCreated, a.comment)))
@@ -40,16 +40,16 @@ func (a *api) routes(r chi.Router) {
 	r.Route("/v1/admin", func(r chi.Router) {
 		r.Use(adminOnly)
 		for _, act := range []catalog.Action{catalog.ActionSuspend, catalog.ActionResume, catalog.ActionRetry} {
-			r.Post(idPath("/apis/{id}/"+string(act)), a.handle(a.act(act)))
+			r.Post(idPath("/apis/{id}/"+string(act)), a.handle(reasoned(with(a.cfg.Catalog.Act, act), acceptedWhenApproved)))
 		}
 		r.Get("/approvals", a.handle(a.listApprovals))
 		r.Get("/approvals/stats", a.handle(call(a.cfg.Catalog.ApprovalStats)))
 		r.Post("/approvals/bulk", a.handle(a.bulk))
 		r.Get(idPath("/approvals/{id}"), a.handle(read(a.cfg.Catalog.GetApproval)))
-		r.Post(idPath("/approvals/{id}/approve"), a.handle(a.decide(catalog.DecisionApprove)))
-		r.Post(idPath("/approvals/{id}/reject"), a.handle(a.decide(catalog.DecisionReject)))
-		r.Post(idPath("/approvals/{id}/escalate"), a.handle(a.decide(catalog.DecisionEscalate)))
-		r.Post(idPath("/approvals/{id}/request-changes"), a.handle(a.decide(catalog.DecisionRequestChanges)))
+		r.Post(idPath("/approvals/{id}/approve"), a.handle(reasoned(with(a.cfg.Catalog.Decide, catalog.DecisionApprove), nil)))
+		r.Post(idPath("/approvals/{id}/reject"), a.handle(reasoned(with(a.cfg.Catalog.Decide, catalog.DecisionReject), nil)))
+		r.Post(idPath("/approvals/{id}/escalate"), a.handle(reasoned(with(a.cfg.Catalog.Decide, catalog.DecisionEscalate), nil)))
+		r.Post(idPath("/approvals/{id}/request-changes"), a.handle(reasoned(with(a.cfg.Catalog.Decide, catalog.DecisionRequestChanges), nil)))
 		r.Post(idPath("/approvals/{id}/comments"), a.handle(write(http.StatusCreated, a.comment)))
 		// The catalog audits the request before it changes the gateway.
 		r.Post("/reconcile/apis", a.handle(call(a.cfg.Catalog.ReconcileRequested)))
@@ -78,11 +78,7 @@ func (a *api) listAPIs(w http.ResponseWriter, r *http.Request) error {
 		return &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "state", Detail: "unknown state"}}}
 	}
 	items, next, err := a.cfg.Catalog.ListAPIs(r.Context(), actorFrom(r), catalog.APIFilter{State: state, After: q.Get("cursor"), Limit: limit, Search: q.Get("q")})
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
+	return writePage(w, items, next, err)
 }
 
 func (a *api) createAPI(w http.ResponseWriter, r *http.Request) error {
@@ -99,15 +95,13 @@ func (a *api) createAPI(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) act(action catalog.Action) handler {
-	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (catalog.API, error) {
-		return a.cfg.Catalog.Act(ctx, act, id, action, reason)
-	}, func(out catalog.API) int {
-		if out.State == catalog.StateApproved {
-			return http.StatusAccepted // registration runs in the background
-		}
-		return http.StatusOK
-	})
+// acceptedWhenApproved is 202 for an API approved by the action, whose
+// registration runs in the background, and 200 otherwise.
+func acceptedWhenApproved(out catalog.API) int {
+	if out.State == catalog.StateApproved {
+		return http.StatusAccepted
+	}
+	return http.StatusOK
 }
 
 type commentBody struct {
@@ -151,17 +145,7 @@ func (a *api) listApprovals(w http.ResponseWriter, r *http.Request) error {
 		return &v
 	}
 	items, next, err := a.cfg.Catalog.ListApprovals(r.Context(), actorFrom(r), f)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
-}
-
-func (a *api) decide(d catalog.Decision) handler {
-	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (catalog.Approval, error) {
-		return a.cfg.Catalog.Decide(ctx, act, id, d, reason)
-	}, nil)
+	return writePage(w, items, next, err)
 }
 
 type bulkResult struct {

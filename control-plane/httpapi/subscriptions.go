@@ -47,15 +47,15 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 	r.Post(idPath("/v1/subscriptions/{id}/quota/reset"), a.handle(a.adjustQuota(quota.AdjustReset)))
 	k := s.Keys()
 	r.Get(idPath("/v1/subscriptions/{id}/keys"), a.handle(read(listOf(k.ListKeys))))
-	r.Post(idPath("/v1/subscriptions/{id}/keys"), a.handle(a.createKey))
+	r.Post(idPath("/v1/subscriptions/{id}/keys"), a.handle(issued(decode, k.CreateKey)))
 
 	r.Get(idPath("/v1/keys/{id}"), a.handle(read(k.GetKey)))
 	r.Patch(idPath("/v1/keys/{id}"), a.handle(write(http.StatusOK, k.UpdateKey)))
 	r.Delete(idPath("/v1/keys/{id}"), a.handle(remove(k.DeleteKey)))
 	for _, act := range []keys.Action{keys.ActionSuspend, keys.ActionResume, keys.ActionRevoke} {
-		r.Post(idPath("/v1/keys/{id}/"+string(act)), a.handle(a.keyAction(act)))
+		r.Post(idPath("/v1/keys/{id}/"+string(act)), a.handle(reasoned(with(k.Act, act), nil)))
 	}
-	r.Post(idPath("/v1/keys/{id}/rotate"), a.handle(a.rotate))
+	r.Post(idPath("/v1/keys/{id}/rotate"), a.handle(issued(decodeOptional, k.Rotate)))
 	r.Post(idPath("/v1/keys/{id}/reveal"), a.handle(secret(k.Reveal)))
 	r.Get(idPath("/v1/keys/{id}/events"), a.handle(a.keyEvents))
 	r.Get(idPath("/v1/keys/{id}/usage"), a.handle(a.usage(func(ctx context.Context, act identity.Actor, id uuid.UUID) (uuid.UUID, string, error) {
@@ -68,7 +68,7 @@ func (a *api) subscriptionRoutes(r chi.Router) {
 func (a *api) adminSubscriptionRoutes(r chi.Router) {
 	for _, st := range []subscriptions.Status{subscriptions.StatusSuspended, subscriptions.StatusActive} {
 		path := map[subscriptions.Status]string{subscriptions.StatusSuspended: "suspend", subscriptions.StatusActive: "resume"}[st]
-		r.Post(idPath("/subscriptions/{id}/"+path), a.handle(a.subscriptionStatus(st)))
+		r.Post(idPath("/subscriptions/{id}/"+path), a.handle(reasoned(with(a.cfg.Subscriptions.SetStatus, st), nil)))
 	}
 	r.Post(idPath("/subscriptions/{id}/release"), a.handle(reasoned(a.cfg.Subscriptions.ReleaseHold, nil)))
 	// The subscriptions service audits the request before it changes the
@@ -117,60 +117,16 @@ func (a *api) listSubscriptions(w http.ResponseWriter, r *http.Request) error {
 	items, next, err := a.cfg.Subscriptions.ListSubscriptions(r.Context(), actorFrom(r), subscriptions.SubscriptionFilter{
 		APIID: apiID, Status: st, After: q.Get("cursor"), Limit: limit,
 	})
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
+	return writePage(w, items, next, err)
 }
 
-func (a *api) subscriptionStatus(to subscriptions.Status) handler {
-	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (subscriptions.Subscription, error) {
-		return a.cfg.Subscriptions.SetStatus(ctx, act, id, to, reason)
-	}, nil)
-}
-
-// createKey answers the new key with its plaintext, shown this once.
-func (a *api) createKey(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	var in keys.Settings
-	if err := decode(r, &in); err != nil {
-		return err
-	}
-	out, err := a.cfg.Subscriptions.Keys().CreateKey(r.Context(), actorFrom(r), id, in)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Location", "/v1/keys/"+out.ID.String())
-	writeSecret(w, http.StatusCreated, out)
-	return nil
-}
-
-func (a *api) keyAction(action keys.Action) handler {
-	return reasoned(func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (keys.Key, error) {
-		return a.cfg.Subscriptions.Keys().Act(ctx, act, id, action, reason)
-	}, nil)
-}
-
-func (a *api) rotate(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	var in keys.RotateInput
-	if err := decodeOptional(r, &in); err != nil {
-		return err
-	}
-	out, err := a.cfg.Subscriptions.Keys().Rotate(r.Context(), actorFrom(r), id, in)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Location", "/v1/keys/"+out.ID.String())
-	writeSecret(w, http.StatusCreated, out)
-	return nil
+// issued answers 201 with the key do issues for the path's id and a body
+// read by dec: its plaintext is shown this once.
+func issued[In any](dec func(*http.Request, any) error, do change[In, keys.Key]) handler {
+	return writeWith(dec, do, func(w http.ResponseWriter, k keys.Key) {
+		w.Header().Set("Location", "/v1/keys/"+k.ID.String())
+		writeSecret(w, http.StatusCreated, k)
+	})
 }
 
 // keyEvents is a key's audit trail, newest first.

@@ -37,11 +37,7 @@ func (a *api) listEndpoints(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	items, next, err := a.cfg.Webhooks.ListEndpoints(r.Context(), actorFrom(r).OrgID, r.URL.Query().Get("cursor"), limit)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
+	return writePage(w, items, next, err)
 }
 
 type endpointWithSecret struct {
@@ -86,11 +82,7 @@ func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	items, next, err := a.cfg.Webhooks.ListDeliveries(r.Context(), actorFrom(r).OrgID, id, r.URL.Query().Get("cursor"), limit)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
+	return writePage(w, items, next, err)
 }
 
 // delivery loads the path's {delivery}, refusing one that is not of the
