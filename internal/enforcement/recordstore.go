@@ -168,15 +168,23 @@ func (s *Store) GetKeyCached(ctx context.Context, hash string, ttl time.Duration
 }
 
 func keyResult(hash string, fields map[string]string, err error) (KeyRecord, error) {
+	return recordResult("key", hash, fields, err, DecodeKey)
+}
+
+// recordResult decodes a record read with HGETALL: a failed read and
+// ErrNotFound are wrapped with the record's kind and name, a decode error
+// names the bad fields itself. The zero record comes with every error.
+func recordResult[R any](kind, name string, fields map[string]string, err error, decode func(string, map[string]string) (R, error)) (R, error) {
+	var zero R
 	if err != nil {
-		return KeyRecord{}, fmt.Errorf("get key record %s: %w", hash, err)
+		return zero, fmt.Errorf("get %s record %s: %w", kind, name, err)
 	}
-	r, err := DecodeKey(hash, fields)
+	r, err := decode(name, fields)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return KeyRecord{}, fmt.Errorf("get key record %s: %w", hash, err)
+		return zero, fmt.Errorf("get %s record %s: %w", kind, name, err)
 	case err != nil:
-		return KeyRecord{}, err
+		return zero, err
 	}
 	return r, nil
 }
@@ -307,17 +315,7 @@ func (s *Store) GetSubscriptionCached(ctx context.Context, id string, ttl time.D
 }
 
 func subscriptionResult(id string, fields map[string]string, err error) (SubscriptionRecord, error) {
-	if err != nil {
-		return SubscriptionRecord{}, fmt.Errorf("get subscription record %s: %w", id, err)
-	}
-	r, err := DecodeSubscription(id, fields)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return SubscriptionRecord{}, fmt.Errorf("get subscription record %s: %w", id, err)
-	case err != nil:
-		return SubscriptionRecord{}, err
-	}
-	return r, nil
+	return recordResult("subscription", id, fields, err, DecodeSubscription)
 }
 
 func later(a, b time.Time) time.Time {
