@@ -1,10 +1,13 @@
 // Package quota is the control plane's side of the quota loop: it consumes
 // the processors' threshold crossings from veil.quota.events and turns each
 // into a webhook (exactly once, through the webhook outbox) and an email
-// (a River job, at least once) to the consumer, and it answers what a
-// subscription has used of its quota this period. The quota rule itself
-// (limit, thresholds, block) is internal/enforcement's; the check of the
-// counters against ClickHouse is control-plane/drift.
+// (a River job, at least once) to the consumer (consumer.go, notices.go);
+// it answers what a subscription has used of its quota this period
+// (status.go); and it credits and resets a period's quota (adjust.go,
+// Adjuster), in the transaction that rewrites the subscription's gateway
+// record. The quota rule itself (limit, thresholds, block) is
+// internal/enforcement's; the check of the counters against ClickHouse is
+// control-plane/drift.
 package quota
 
 import (
