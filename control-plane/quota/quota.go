@@ -4,8 +4,8 @@
 // (a River job, at least once) to the consumer (consumer.go, notices.go);
 // it answers what a subscription has used of its quota this period
 // (status.go); and it credits and resets a period's quota (adjust.go,
-// Adjuster), in the transaction that rewrites the subscription's gateway
-// record. The quota rule itself (limit, thresholds, block) is
+// Adjuster), in one transaction that locks the subscription, queues the
+// sync of its gateway record and audits the change. The quota rule itself (limit, thresholds, block) is
 // internal/enforcement's; the check of the counters against ClickHouse is
 // control-plane/drift.
 package quota
