@@ -5,9 +5,9 @@
 // it answers what a subscription has used of its quota this period
 // (status.go); and it credits and resets a period's quota (adjust.go,
 // Adjuster), in one transaction that locks the subscription, queues the
-// sync of its gateway record and audits the change. The quota rule itself (limit, thresholds, block) is
-// internal/enforcement's; the check of the counters against ClickHouse is
-// control-plane/drift.
+// sync of its gateway record and audits the change. The quota rule itself
+// (limit, thresholds, block) is internal/enforcement's; the check of the
+// counters against ClickHouse is control-plane/drift.
 package quota
 
 import (
