@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/veil-platform/veil/internal/httpserver"
+	"github.com/veil-platform/veil/internal/testenv"
 )
 
 // serve starts a service with cfg until the test ends.
@@ -86,7 +86,7 @@ func TestMetricsOnTheirOwnListener(t *testing.T) {
 // listener (the processor, whose only port is internal); without it or a
 // metrics address, /metrics is served nowhere.
 func TestMetricsOnTheMainListener(t *testing.T) {
-	addr := freePort(t)
+	addr := testenv.FreeLoopbackAddr(t)
 	srv := serve(t, httpserver.Config{Addr: addr, MetricsOnAddr: true})
 	if got := srv.MetricsAddr().String(); got != srv.Addr().String() {
 		t.Errorf("MetricsAddr() = %s; want the main address %s", got, srv.Addr())
@@ -108,21 +108,10 @@ func TestMetricsOnTheMainListener(t *testing.T) {
 // Listen, and the main address is released.
 func TestMetricsAddrTaken(t *testing.T) {
 	busy := serve(t, httpserver.Config{Addr: "127.0.0.1:0"})
-	addr := freePort(t)
+	addr := testenv.FreeLoopbackAddr(t)
 	if _, err := httpserver.Listen(httpserver.Config{Name: "test", Addr: addr, MetricsAddr: busy.Addr().String(), Logger: slog.New(slog.DiscardHandler)}); err == nil {
 		t.Fatal("Listen with a taken metrics address = nil error; want one")
 	}
 	// The main address is free again.
 	serve(t, httpserver.Config{Addr: addr})
-}
-
-// freePort returns a loopback address whose port was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
