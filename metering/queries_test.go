@@ -18,10 +18,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
-	"github.com/veil-platform/veil/internal/datastore"
-	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/metering"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // analystQueries lists every exported query with the literal values
@@ -201,43 +198,14 @@ func utc(t *testing.T, s string) time.Time {
 }
 
 func TestQueriesOnKnownData(t *testing.T) {
-	ctx := t.Context()
-	addr, db := testenv.ClickHouseAddr(t)
-	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db}
-	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: cfg.Addr, Database: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-
-	// Day and hour buckets are in the server's time zone; the expectations
-	// below are UTC days and hours.
-	var tz string
-	if err := conn.QueryRow(ctx, "SELECT timezone()").Scan(&tz); err != nil {
-		t.Fatal(err)
-	}
-	if loc, err := time.LoadLocation(tz); err != nil || utc(t, "2026-03-02 10:00:00").In(loc).Format(time.DateTime) != "2026-03-02 10:00:00" {
-		t.Fatalf("ClickHouse runs in time zone %q (%v); these expectations need UTC", tz, err)
-	}
-
-	batch, err := conn.PrepareBatch(ctx, `INSERT INTO usage_events (id, source, type, subject, time, api_id, key_id, method, route, path,
-		status, latency_ms, request_bytes, response_bytes, units, ingested_at, kafka_partition, kafka_offset)`)
-	if err != nil {
-		t.Fatalf("prepare insert: %v", err)
-	}
+	conn := clickHouseUTC(t)
+	var rows [][]any
 	for i, e := range append(slices.Clone(dataset), latencyDay()...) {
 		at := utc(t, e.at)
-		if err := batch.Append(e.id, "/gateway", "veil.api.request", e.subject, at, e.api, e.key, e.method, e.route, e.path,
-			e.status, e.latency, uint64(100), uint64(200), decimal.RequireFromString(e.units), at.Add(time.Second), int32(0), int64(i)); err != nil {
-			t.Fatalf("append %s: %v", e.id, err)
-		}
+		rows = append(rows, []any{e.id, "/gateway", "veil.api.request", e.subject, at, e.api, e.key, e.method, e.route, e.path,
+			e.status, e.latency, uint64(100), uint64(200), decimal.RequireFromString(e.units), at.Add(time.Second), int32(0), int64(i)})
 	}
-	if err := batch.Send(); err != nil {
-		t.Fatalf("insert usage_events: %v", err)
-	}
+	insertEvents(t, conn, rows)
 
 	from, to := utc(t, "2026-03-02 00:00:00"), utc(t, "2026-03-04 00:00:00")
 	cases := []struct {

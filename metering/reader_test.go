@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/internal/testenv"
@@ -42,55 +43,62 @@ var rollupDataset = []rollupEvent{
 	{"sub_b", "2026-03-02 12:00:00", "key_b", 500, 999, "100", 9999, 9999},
 }
 
-func rollupUTC(t *testing.T, s string) time.Time {
-	t.Helper()
-	v, err := time.ParseInLocation(time.DateTime, s, time.UTC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 // setup returns a Reader over a fresh database holding rollupDataset. The
 // materialized views fill the roll-ups as the insert runs.
 func setup(t *testing.T) *metering.Reader {
 	t.Helper()
-	ctx := t.Context()
-	conn, _, _ := testenv.ClickHouseDB(t)
+	conn := clickHouseUTC(t)
+	var rows [][]any
+	for i, e := range rollupDataset {
+		ts := utc(t, e.at)
+		rows = append(rows, []any{fmt.Sprintf("e%02d", i), "/gateway", "veil.api.request", e.subject, ts, "api_x", e.key,
+			"GET", "/v1/items/{id}", "/v1/items/1", e.status, e.latency, e.reqBytes, e.respBytes,
+			decimal.RequireFromString(e.units), ts.Add(time.Second), int32(0), int64(i)})
+	}
+	insertEvents(t, conn, rows)
+	return metering.NewReader(conn)
+}
 
-	// The roll-ups bucket in the server's time zone; the expectations are
-	// UTC hours and days.
+// clickHouseUTC returns a connection to a new, migrated ClickHouse
+// database, once it has checked that the server runs in UTC: the roll-ups
+// bucket in the server's time zone, and the tests expect UTC hours and
+// days.
+func clickHouseUTC(t *testing.T) driver.Conn {
+	t.Helper()
+	conn, _, _ := testenv.ClickHouseDB(t)
 	var tz string
-	if err := conn.QueryRow(ctx, "SELECT timezone()").Scan(&tz); err != nil {
+	if err := conn.QueryRow(t.Context(), "SELECT timezone()").Scan(&tz); err != nil {
 		t.Fatal(err)
 	}
-	if loc, err := time.LoadLocation(tz); err != nil || rollupUTC(t, "2026-03-02 10:00:00").In(loc).Format(time.DateTime) != "2026-03-02 10:00:00" {
+	if loc, err := time.LoadLocation(tz); err != nil || utc(t, "2026-03-02 10:00:00").In(loc).Format(time.DateTime) != "2026-03-02 10:00:00" {
 		t.Fatalf("ClickHouse runs in time zone %q (%v); these expectations need UTC", tz, err)
 	}
+	return conn
+}
 
-	batch, err := conn.PrepareBatch(ctx, `INSERT INTO usage_events (id, source, type, subject, time, api_id, key_id, method, route, path,
+// insertEvents writes rows to usage_events, each with the values of
+// every column the gateway writes, in the order of the insert below.
+func insertEvents(t *testing.T, conn driver.Conn, rows [][]any) {
+	t.Helper()
+	batch, err := conn.PrepareBatch(t.Context(), `INSERT INTO usage_events (id, source, type, subject, time, api_id, key_id, method, route, path,
 		status, latency_ms, request_bytes, response_bytes, units, ingested_at, kafka_partition, kafka_offset)`)
 	if err != nil {
 		t.Fatalf("prepare insert: %v", err)
 	}
-	for i, e := range rollupDataset {
-		ts := rollupUTC(t, e.at)
-		if err := batch.Append(fmt.Sprintf("e%02d", i), "/gateway", "veil.api.request", e.subject, ts, "api_x", e.key,
-			"GET", "/v1/items/{id}", "/v1/items/1", e.status, e.latency, e.reqBytes, e.respBytes,
-			decimal.RequireFromString(e.units), ts.Add(time.Second), int32(0), int64(i)); err != nil {
-			t.Fatalf("append event %d: %v", i, err)
+	for _, r := range rows {
+		if err := batch.Append(r...); err != nil {
+			t.Fatalf("append event %v: %v", r[0], err)
 		}
 	}
 	if err := batch.Send(); err != nil {
 		t.Fatalf("insert usage_events: %v", err)
 	}
-	return metering.NewReader(conn)
 }
 
 // b builds an expected bucket; lat is p50, p90, p99 (nil for none).
 func b(t *testing.T, start string, requests, ok, c4xx, c5xx uint64, units string, reqBytes, respBytes uint64, lat ...float64) metering.Bucket {
 	t.Helper()
-	out := metering.Bucket{Start: rollupUTC(t, start), Requests: requests, Successful: ok, ClientErrors: c4xx, ServerErrors: c5xx,
+	out := metering.Bucket{Start: utc(t, start), Requests: requests, Successful: ok, ClientErrors: c4xx, ServerErrors: c5xx,
 		Units: decimal.RequireFromString(units), RequestBytes: reqBytes, ResponseBytes: respBytes}
 	if len(lat) == 3 {
 		out.LatencyP50, out.LatencyP90, out.LatencyP99 = lat[0], lat[1], lat[2]
@@ -110,7 +118,7 @@ func TestUsage(t *testing.T) {
 		{
 			name: "hours with a gap, range widened",
 			q: metering.Query{Subject: "sub_a", Granularity: metering.Hour,
-				From: rollupUTC(t, "2026-03-02 10:30:00"), To: rollupUTC(t, "2026-03-02 13:10:00")},
+				From: utc(t, "2026-03-02 10:30:00"), To: utc(t, "2026-03-02 13:10:00")},
 			wantFrom: "2026-03-02 10:00:00", wantTo: "2026-03-02 14:00:00",
 			want: []metering.Bucket{
 				b(t, "2026-03-02 10:00:00", 4, 3, 1, 0, "3.750001", 610, 6020, 10, 10, 10),
@@ -125,7 +133,7 @@ func TestUsage(t *testing.T) {
 		{
 			name: "one key",
 			q: metering.Query{Subject: "sub_a", KeyID: "key_1", Granularity: metering.Hour,
-				From: rollupUTC(t, "2026-03-02 10:00:00"), To: rollupUTC(t, "2026-03-02 13:00:00")},
+				From: utc(t, "2026-03-02 10:00:00"), To: utc(t, "2026-03-02 13:00:00")},
 			wantFrom: "2026-03-02 10:00:00", wantTo: "2026-03-02 13:00:00",
 			want: []metering.Bucket{
 				b(t, "2026-03-02 10:00:00", 2, 2, 0, 0, "3.75", 300, 3000, 10, 10, 10),
@@ -139,7 +147,7 @@ func TestUsage(t *testing.T) {
 		{
 			name: "days, half-open",
 			q: metering.Query{Subject: "sub_a", Granularity: metering.Day,
-				From: rollupUTC(t, "2026-03-02 10:30:00"), To: rollupUTC(t, "2026-03-04 00:00:00")},
+				From: utc(t, "2026-03-02 10:30:00"), To: utc(t, "2026-03-04 00:00:00")},
 			wantFrom: "2026-03-02 00:00:00", wantTo: "2026-03-04 00:00:00",
 			want: []metering.Bucket{
 				b(t, "2026-03-02 00:00:00", 8, 4, 2, 2, "12.750001", 1121, 6021, 10, 50, 50),
@@ -151,7 +159,7 @@ func TestUsage(t *testing.T) {
 		{
 			name: "days with an empty one at the end",
 			q: metering.Query{Subject: "sub_a", Granularity: metering.Day,
-				From: rollupUTC(t, "2026-03-02 00:00:00"), To: rollupUTC(t, "2026-03-05 01:00:00")},
+				From: utc(t, "2026-03-02 00:00:00"), To: utc(t, "2026-03-05 01:00:00")},
 			wantFrom: "2026-03-02 00:00:00", wantTo: "2026-03-06 00:00:00",
 			want: []metering.Bucket{
 				b(t, "2026-03-02 00:00:00", 8, 4, 2, 2, "12.750001", 1121, 6021, 10, 50, 50),
@@ -166,7 +174,7 @@ func TestUsage(t *testing.T) {
 		{
 			name: "minutes",
 			q: metering.Query{Subject: "sub_a", Granularity: metering.Minute,
-				From: rollupUTC(t, "2026-03-02 10:04:10"), To: rollupUTC(t, "2026-03-02 10:06:00")},
+				From: utc(t, "2026-03-02 10:04:10"), To: utc(t, "2026-03-02 10:06:00")},
 			wantFrom: "2026-03-02 10:04:00", wantTo: "2026-03-02 10:06:00",
 			want: []metering.Bucket{
 				b(t, "2026-03-02 10:04:00", 0, 0, 0, 0, "0", 0, 0),
@@ -177,7 +185,7 @@ func TestUsage(t *testing.T) {
 		{
 			name: "another subject",
 			q: metering.Query{Subject: "sub_b", Granularity: metering.Hour,
-				From: rollupUTC(t, "2026-03-02 10:00:00"), To: rollupUTC(t, "2026-03-02 13:00:00")},
+				From: utc(t, "2026-03-02 10:00:00"), To: utc(t, "2026-03-02 13:00:00")},
 			wantFrom: "2026-03-02 10:00:00", wantTo: "2026-03-02 13:00:00",
 			want: []metering.Bucket{
 				b(t, "2026-03-02 10:00:00", 1, 1, 0, 0, "100", 9999, 9999, 999, 999, 999),
@@ -189,7 +197,7 @@ func TestUsage(t *testing.T) {
 		{
 			name: "a key of another subject",
 			q: metering.Query{Subject: "sub_a", KeyID: "key_b", Granularity: metering.Hour,
-				From: rollupUTC(t, "2026-03-02 10:00:00"), To: rollupUTC(t, "2026-03-02 12:00:00")},
+				From: utc(t, "2026-03-02 10:00:00"), To: utc(t, "2026-03-02 12:00:00")},
 			wantFrom: "2026-03-02 10:00:00", wantTo: "2026-03-02 12:00:00",
 			want: []metering.Bucket{
 				b(t, "2026-03-02 10:00:00", 0, 0, 0, 0, "0", 0, 0),
@@ -200,7 +208,7 @@ func TestUsage(t *testing.T) {
 		{
 			name: "no usage at all",
 			q: metering.Query{Subject: "sub_none", Granularity: metering.Day,
-				From: rollupUTC(t, "2026-03-01 00:00:00"), To: rollupUTC(t, "2026-03-03 00:00:00")},
+				From: utc(t, "2026-03-01 00:00:00"), To: utc(t, "2026-03-03 00:00:00")},
 			wantFrom: "2026-03-01 00:00:00", wantTo: "2026-03-03 00:00:00",
 			want: []metering.Bucket{
 				b(t, "2026-03-01 00:00:00", 0, 0, 0, 0, "0", 0, 0),
@@ -218,7 +226,7 @@ func TestUsage(t *testing.T) {
 				t.Errorf("Usage() = subject %q, key %q, granularity %q; want %q, %q, %q",
 					rep.Subject, rep.KeyID, rep.Granularity, tc.q.Subject, tc.q.KeyID, tc.q.Granularity)
 			}
-			if !rep.From.Equal(rollupUTC(t, tc.wantFrom)) || !rep.To.Equal(rollupUTC(t, tc.wantTo)) {
+			if !rep.From.Equal(utc(t, tc.wantFrom)) || !rep.To.Equal(utc(t, tc.wantTo)) {
 				t.Errorf("Usage() range = [%s, %s); want [%s, %s)", rep.From, rep.To, tc.wantFrom, tc.wantTo)
 			}
 			if len(rep.Buckets) != len(tc.want) {
@@ -252,7 +260,7 @@ func checkBucket(t *testing.T, name string, got, want metering.Bucket) {
 
 func TestUsageRefuses(t *testing.T) {
 	r := setup(t)
-	from := rollupUTC(t, "2026-03-02 10:00:00")
+	from := utc(t, "2026-03-02 10:00:00")
 	for _, tc := range []struct {
 		name string
 		q    metering.Query
