@@ -49,7 +49,7 @@ type env struct {
 	t        *testing.T
 	pool     *pgxpool.Pool
 	svc      *catalog.Service
-	clock    *clock
+	clock    *testenv.Clock
 	rec      *recorder
 	gw       *fakeGateway
 	upstream *upstream
@@ -78,7 +78,7 @@ func setup(t *testing.T, mod ...func(*catalog.Config)) *env {
 		t.Fatal(err)
 	}
 	jobs := testenv.River(t, pool, nil)
-	e := &env{t: t, pool: pool, clock: &clock{now: start}, rec: &recorder{}, gw: newFakeGateway(t), upstream: newUpstream(t)}
+	e := &env{t: t, pool: pool, clock: testenv.NewClock(start), rec: &recorder{}, gw: newFakeGateway(t), upstream: newUpstream(t)}
 	cfg := catalog.Config{
 		Pool: pool, Jobs: jobs, Gateway: e.gw, Publisher: e.rec, Logger: testenv.Logger(t),
 		GatewayURL: e.gw.url, RegisterAttempts: 3, Now: e.clock.Now,
@@ -93,43 +93,15 @@ func setup(t *testing.T, mod ...func(*catalog.Config)) *env {
 		t.Fatal(err)
 	}
 	e.svc = svc
-	e.platformOrg = e.newOrg("veil-ops")
-	e.org = e.newOrg("acme")
-	e.otherOrg = e.newOrg("globex")
+	e.platformOrg = testenv.Org(t, pool, "veil-ops")
+	e.org = testenv.Org(t, pool, "acme")
+	e.otherOrg = testenv.Org(t, pool, "globex")
 	e.admin = identity.Actor{Subject: "admin-1", Role: identity.RoleAdmin, OrgID: e.platformOrg}
 	e.otherAdmin = identity.Actor{Subject: "admin-2", Role: identity.RoleAdmin, OrgID: e.platformOrg}
 	e.provider = identity.Actor{Subject: "provider-1", Role: identity.RoleProvider, OrgID: e.org}
 	e.otherProvider = identity.Actor{Subject: "provider-2", Role: identity.RoleProvider, OrgID: e.otherOrg}
 	e.consumer = identity.Actor{Subject: "consumer-1", Role: identity.RoleConsumer, OrgID: e.org}
 	return e
-}
-
-func (e *env) newOrg(slug string) uuid.UUID {
-	e.t.Helper()
-	var id uuid.UUID
-	if err := e.pool.QueryRow(e.t.Context(), `INSERT INTO organizations (id, slug, name) VALUES ($1, $2, $2) RETURNING id`,
-		uuid.New(), slug).Scan(&id); err != nil {
-		e.t.Fatal(err)
-	}
-	return id
-}
-
-// clock is the service's clock; tests move it.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 // recorder is the Publisher: it records each announcement in the caller's

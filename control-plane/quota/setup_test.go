@@ -106,14 +106,8 @@ func newFixture(t *testing.T, configure func(*quota.Config)) *quotaFixture {
 // org inserts an organization and a user with that subject and email.
 func (f *quotaFixture) org(slug, subject, email string) uuid.UUID {
 	f.t.Helper()
-	var id uuid.UUID
-	if err := f.pool.QueryRow(f.ctx, `INSERT INTO organizations (slug, name) VALUES ($1, $1) RETURNING id`, slug).Scan(&id); err != nil {
-		f.t.Fatal(err)
-	}
-	if _, err := f.pool.Exec(f.ctx, `INSERT INTO users (email, subject) VALUES ($1, $2)`, email, subject); err != nil {
-		f.t.Fatal(err)
-	}
-	return id
+	testenv.User(f.t, f.pool, email, subject)
+	return testenv.Org(f.t, f.pool, slug)
 }
 
 // subscribe creates a consumer organization whose user has email (a fresh

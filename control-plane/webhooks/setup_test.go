@@ -61,8 +61,8 @@ func setup(t *testing.T, mod func(*Config)) *env {
 	}
 	river.AddWorker(workers, svc.Worker())
 	e := &env{t: t, pool: pool, jobs: jobs, svc: svc, metrics: set}
-	e.org = e.newOrg("acme")
-	e.otherOrg = e.newOrg("globex")
+	e.org = testenv.Org(t, pool, "acme")
+	e.otherOrg = testenv.Org(t, pool, "globex")
 	return e
 }
 
@@ -75,15 +75,6 @@ func (e *env) start() {
 // member is a member of org, the actor of the changes tests make.
 func member(org uuid.UUID) identity.Actor {
 	return identity.Actor{Subject: "member-1", Role: identity.RoleProvider, OrgID: org}
-}
-
-func (e *env) newOrg(slug string) uuid.UUID {
-	e.t.Helper()
-	var id uuid.UUID
-	if err := e.pool.QueryRow(e.t.Context(), `INSERT INTO organizations (slug, name) VALUES ($1, $1) RETURNING id`, slug).Scan(&id); err != nil {
-		e.t.Fatal(err)
-	}
-	return id
 }
 
 // createEndpoint registers an endpoint of org for types at url.
