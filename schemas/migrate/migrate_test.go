@@ -26,25 +26,33 @@ func postgresMigrationCount(t *testing.T) int {
 	return len(files)
 }
 
-func TestPostgresAppliesOnceAndRecordsVersions(t *testing.T) {
-	ctx := t.Context()
-	url := testenv.PostgresURL(t)
-	logger := testenv.Logger(t)
-
-	first, err := migrate.Postgres(ctx, url, logger)
+// runTwice migrates twice: the first run must apply want migrations, the
+// second none. It returns the first run.
+func runTwice(t *testing.T, want int, run func() (migrate.Applied, error)) migrate.Applied {
+	t.Helper()
+	first, err := run()
 	if err != nil {
 		t.Fatalf("first run: %v", err)
 	}
-	if want := postgresMigrationCount(t); len(first.Versions) != want {
+	if len(first.Versions) != want {
 		t.Fatalf("first run applied %v; want %d migrations", first.Versions, want)
 	}
-	second, err := migrate.Postgres(ctx, url, logger)
+	second, err := run()
 	if err != nil {
 		t.Fatalf("second run: %v", err)
 	}
 	if len(second.Versions) != 0 {
 		t.Fatalf("second run applied %v; want nothing", second.Versions)
 	}
+	return first
+}
+
+func TestPostgresAppliesOnceAndRecordsVersions(t *testing.T) {
+	ctx := t.Context()
+	url := testenv.PostgresURL(t)
+	logger := testenv.Logger(t)
+
+	first := runTwice(t, postgresMigrationCount(t), func() (migrate.Applied, error) { return migrate.Postgres(ctx, url, logger) })
 	v, err := migrate.PostgresVersion(ctx, url)
 	if err != nil {
 		t.Fatal(err)
@@ -138,20 +146,7 @@ func TestClickHouseAppliesOnceAndTablesWork(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	first, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t))
-	if err != nil {
-		t.Fatalf("first run: %v", err)
-	}
-	if len(first.Versions) != len(all) {
-		t.Fatalf("first run applied %v; want %d migrations", first.Versions, len(all))
-	}
-	second, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t))
-	if err != nil {
-		t.Fatalf("second run: %v", err)
-	}
-	if len(second.Versions) != 0 {
-		t.Fatalf("second run applied %v; want nothing", second.Versions)
-	}
+	runTwice(t, len(all), func() (migrate.Applied, error) { return migrate.ClickHouse(ctx, cfg, testenv.Logger(t)) })
 	versions, err := migrate.ClickHouseVersions(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
