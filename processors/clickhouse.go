@@ -118,39 +118,33 @@ func (s *chSink) loadSeen(ctx context.Context, partition int32, since time.Time,
 // rejectedOffsets returns the offsets at or after from that usage_rejects
 // already holds for the partition.
 func (s *chSink) rejectedOffsets(ctx context.Context, topic string, partition int32, from int64) (map[int64]bool, error) {
-	rows, err := s.conn.Query(ctx,
+	return s.offsets(ctx, "rejected", partition,
 		"SELECT source_offset FROM usage_rejects WHERE source_topic = ? AND source_partition = ? AND source_offset >= ?",
 		topic, partition, from)
-	if err != nil {
-		return nil, fmt.Errorf("read rejected offsets of partition %d: %w", partition, err)
-	}
-	defer rows.Close()
-	out := map[int64]bool{}
-	for rows.Next() {
-		var o int64
-		if err := rows.Scan(&o); err != nil {
-			return nil, fmt.Errorf("scan rejected offset: %w", err)
-		}
-		out[o] = true
-	}
-	return out, rows.Err()
 }
 
 // writtenOffsets returns the offsets at or after from that usage_events
 // already holds for the partition; used after a failed insert, which may
 // have written some of its rows.
 func (s *chSink) writtenOffsets(ctx context.Context, partition int32, from int64) (map[int64]bool, error) {
-	rows, err := s.conn.Query(ctx,
+	return s.offsets(ctx, "written", partition,
 		"SELECT kafka_offset FROM usage_events WHERE kafka_partition = ? AND kafka_offset >= ?", partition, from)
+}
+
+// offsets runs query, which selects one column of offsets of partition,
+// and returns them as a set; what ("rejected", "written") names them in
+// errors.
+func (s *chSink) offsets(ctx context.Context, what string, partition int32, query string, args ...any) (map[int64]bool, error) {
+	rows, err := s.conn.Query(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read written offsets of partition %d: %w", partition, err)
+		return nil, fmt.Errorf("read %s offsets of partition %d: %w", what, partition, err)
 	}
 	defer rows.Close()
 	out := map[int64]bool{}
 	for rows.Next() {
 		var o int64
 		if err := rows.Scan(&o); err != nil {
-			return nil, fmt.Errorf("scan written offset: %w", err)
+			return nil, fmt.Errorf("scan %s offset: %w", what, err)
 		}
 		out[o] = true
 	}
