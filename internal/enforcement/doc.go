@@ -11,9 +11,9 @@
 // allow.go (a key's decision for one request), block.go (the quota rule
 // and the block), period.go (billing periods), counter.go (counting,
 // watermarks, refusals), crossing.go and outbox.go (threshold crossings
-// and their outboxes), usage.go (the drift check's read and heal). A Lua
-// script lives next to the Go that calls it, and a Lua twin of a Go rule
-// next to that rule.
+// and their outboxes), usage.go (the drift check's read and heal), scan.go
+// (the nodes a SCAN walks on Redis Cluster). A Lua script lives next to
+// the Go that calls it, and a Lua twin of a Go rule next to that rule.
 //
 // # Layout
 //
