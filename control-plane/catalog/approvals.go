@@ -130,16 +130,33 @@ func (s *Service) Submit(ctx context.Context, actor identity.Actor, apiID uuid.U
 		if err != nil {
 			return fmt.Errorf("insert approval request: %w", err)
 		}
-		if err := s.approvalEvent(ctx, tx, id, "submitted", actor, in.Note); err != nil {
-			return err
-		}
-		out, err = s.loadApproval(ctx, tx, id, false)
-		if err != nil {
-			return err
-		}
-		return s.recordApproval(ctx, tx, actor, "approval.submit", out, nil, "approval.submitted")
+		out, err = s.logApproval(ctx, tx, id, actor, nil, approvalStep{
+			event: "submitted", comment: in.Note, audit: "approval.submit", publish: "approval.submitted",
+		})
+		return err
 	})
 	return out, err
+}
+
+// approvalStep is what one step of a request writes: the event of its
+// history with its comment, the audit action and the webhook event ("":
+// none).
+type approvalStep struct {
+	event, comment, audit, publish string
+}
+
+// logApproval writes step's history event of request id, said by actor,
+// then audits and announces the request as it now stands (before is the
+// request before the step, nil for a new one), and returns it.
+func (s *Service) logApproval(ctx context.Context, tx pgx.Tx, id uuid.UUID, actor identity.Actor, before any, step approvalStep) (Approval, error) {
+	if err := s.approvalEvent(ctx, tx, id, step.event, actor, step.comment); err != nil {
+		return Approval{}, err
+	}
+	after, err := s.loadApproval(ctx, tx, id, false)
+	if err != nil {
+		return Approval{}, err
+	}
+	return after, s.recordApproval(ctx, tx, actor, step.audit, after, before, step.publish)
 }
 
 func (s *Service) approvalEvent(ctx context.Context, tx pgx.Tx, id uuid.UUID, action string, actor identity.Actor, comment string) error {
@@ -316,13 +333,10 @@ func (s *Service) Decide(ctx context.Context, actor identity.Actor, id uuid.UUID
 			return err
 		}
 		action := map[Decision]string{DecisionApprove: "approved", DecisionReject: "rejected", DecisionRequestChanges: "changes_requested", DecisionEscalate: "escalated"}[d]
-		if err := s.approvalEvent(ctx, tx, id, action, actor, reason); err != nil {
-			return err
-		}
-		if out, err = s.loadApproval(ctx, tx, id, false); err != nil {
-			return err
-		}
-		return s.recordApproval(ctx, tx, actor, "approval."+string(d), out, before, event)
+		out, err = s.logApproval(ctx, tx, id, actor, before, approvalStep{
+			event: action, comment: reason, audit: "approval." + string(d), publish: event,
+		})
+		return err
 	})
 	return out, err
 }
@@ -476,15 +490,13 @@ func (s *Service) SweepOverdue(ctx context.Context) (SweepReport, error) {
 				if err := s.escalate(ctx, tx, r, identity.System, "overdue"); err != nil {
 					return err
 				}
-				if err := s.approvalEvent(ctx, tx, id, "escalated", identity.System, "overdue: no decision by the due time"); err != nil {
+				if _, err := s.logApproval(ctx, tx, id, identity.System, before, approvalStep{
+					event: "escalated", comment: "overdue: no decision by the due time", audit: "approval.escalate", publish: "approval.escalated",
+				}); err != nil {
 					return err
 				}
 				rep.Escalated++
-				r, err = s.loadApproval(ctx, tx, id, false)
-				if err != nil {
-					return err
-				}
-				return s.recordApproval(ctx, tx, identity.System, "approval.escalate", r, before, "approval.escalated")
+				return nil
 			}
 			a, err := s.lockAPI(ctx, tx, identity.System, r.APIID)
 			if err != nil {
@@ -498,15 +510,13 @@ func (s *Service) SweepOverdue(ctx context.Context) (SweepReport, error) {
 			if err := db.New(tx).ApprovalExpire(ctx, db.ApprovalExpireParams{ID: id, DecidedAt: &now, DecisionReason: reason}); err != nil {
 				return fmt.Errorf("expire approval request: %w", err)
 			}
-			if err := s.approvalEvent(ctx, tx, id, "expired", identity.System, reason); err != nil {
+			if _, err := s.logApproval(ctx, tx, id, identity.System, before, approvalStep{
+				event: "expired", comment: reason, audit: "approval.expire", publish: "approval.expired",
+			}); err != nil {
 				return err
 			}
 			rep.Expired++
-			r, err = s.loadApproval(ctx, tx, id, false)
-			if err != nil {
-				return err
-			}
-			return s.recordApproval(ctx, tx, identity.System, "approval.expire", r, before, "approval.expired")
+			return nil
 		})
 		if err != nil {
 			return rep, fmt.Errorf("sweep approval %s: %w", id, err)

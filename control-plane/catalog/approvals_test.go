@@ -88,8 +88,7 @@ func TestSubmit(t *testing.T) {
 func TestDecideApprove(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
-	a := e.createAPI(e.provider, "weather")
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
+	a, r := e.pending("weather")
 	e.clock.Advance(90 * time.Minute)
 
 	got, err := e.svc.Decide(ctx, e.admin, r.ID, catalog.DecisionApprove, "  looks good  ")
@@ -156,8 +155,7 @@ func TestDecideRollsBack(t *testing.T) {
 
 	// The API left pending_approval behind the service's back: the
 	// transition fails and nothing is enqueued.
-	a := e.createAPI(e.provider, "changed")
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
+	a, r := e.pending("changed")
 	e.setState(a.ID, catalog.StateDraft)
 	_, err := e.svc.Decide(ctx, e.admin, r.ID, catalog.DecisionApprove, "")
 	wantErr(t, "Decide(approve) of a changed API", err, catalog.ErrInvalidTransition)
@@ -234,8 +232,7 @@ func TestDecideRejectAndRequestChanges(t *testing.T) {
 func TestDecideEscalate(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
-	a := e.createAPI(e.provider, "weather")
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
+	a, r := e.pending("weather")
 
 	steps := []struct {
 		advance  time.Duration
@@ -273,8 +270,7 @@ func TestDecideEscalate(t *testing.T) {
 func TestDecidePermissions(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
-	a := e.createAPI(e.provider, "weather")
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
+	a, r := e.pending("weather")
 	own := e.createAPI(e.admin, "platform-api") // an API of the admins' own organization
 	ownReq := e.submit(e.admin, own.ID, catalog.PriorityNormal)
 	orgAdmin := identity.Actor{Subject: "acme-admin", Role: identity.RoleAdmin, OrgID: e.org}
@@ -319,8 +315,7 @@ func TestDecidePermissions(t *testing.T) {
 func TestComment(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
-	a := e.createAPI(e.provider, "weather")
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
+	_, r := e.pending("weather")
 
 	tests := []struct {
 		actor identity.Actor
@@ -373,8 +368,7 @@ func TestComment(t *testing.T) {
 func TestGetApproval(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
-	a := e.createAPI(e.provider, "weather")
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal)
+	_, r := e.pending("weather")
 	if _, err := e.svc.Comment(ctx, e.provider, r.ID, "docs at /docs"); err != nil {
 		t.Fatal(err)
 	}
@@ -633,8 +627,7 @@ func TestApprovalStats(t *testing.T) {
 func TestSweepOverdue(t *testing.T) {
 	e := setup(t, func(c *catalog.Config) { c.MaxEscalations = 2 })
 	ctx := t.Context()
-	a := e.createAPI(e.provider, "slow")
-	r := e.submit(e.provider, a.ID, catalog.PriorityNormal) // due +72 h
+	a, r := e.pending("slow") // due +72 h
 	b := e.createAPI(e.provider, "patient")
 	calm := e.submit(e.provider, b.ID, catalog.PriorityLow) // due +7 days
 

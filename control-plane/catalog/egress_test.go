@@ -61,6 +61,16 @@ func setupEgress(t *testing.T) *egressEnv {
 // upstream is the allowed upstream by name.
 func (e *egressEnv) upstream() string { return fmt.Sprintf("http://%s:%d/v1", upstreamName, e.port) }
 
+// nothingReached checks that no route went to the gateway and no
+// connection to an internal service.
+func (e *egressEnv) nothingReached() {
+	e.t.Helper()
+	if puts, _ := e.gw.calls(); len(puts) != 0 {
+		e.t.Errorf("gateway puts = %v; want none", puts)
+	}
+	e.noInternalConnections()
+}
+
 func (e *egressEnv) noInternalConnections() {
 	e.t.Helper()
 	for _, l := range []*egresstest.Listener{e.internal, e.loop} {
@@ -119,10 +129,7 @@ func TestRegistrationRefusesRebound(t *testing.T) {
 	if strings.Contains(got.StateReason, "127.0.0.2") {
 		t.Errorf("state_reason %q names the internal address", got.StateReason)
 	}
-	if puts, _ := e.gw.calls(); len(puts) != 0 {
-		t.Errorf("gateway puts = %v; want none", puts)
-	}
-	e.noInternalConnections()
+	e.nothingReached()
 }
 
 // The health check follows no redirect: a 302 toward an internal address
@@ -149,10 +156,7 @@ func TestHealthCheckDoesNotFollowRedirects(t *testing.T) {
 			t.Errorf("state_reason %q shows %q", got.StateReason, leak)
 		}
 	}
-	if puts, _ := e.gw.calls(); len(puts) != 0 {
-		t.Errorf("gateway puts = %v; want none", puts)
-	}
-	e.noInternalConnections()
+	e.nothingReached()
 }
 
 // Reconciliation takes an active API off the gateway once its upstream is

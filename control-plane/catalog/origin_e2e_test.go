@@ -49,17 +49,7 @@ func TestOriginProofThroughTheGateway(t *testing.T) {
 		return calls[len(calls)-1]
 	}
 
-	in := e.input("proof")
-	in.UpstreamURL = srv.URL + "/v1"
-	a, err := e.svc.CreateAPI(t.Context(), e.provider, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	shown, err := e.svc.RotateSigningSecret(t.Context(), e.provider, a.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.decide(e.submit(e.provider, a.ID, catalog.PriorityNormal).ID, catalog.DecisionApprove, "ok")
+	a, shown := e.approvedSigned("proof", srv.URL+"/v1")
 	if err := e.register(a.ID, 1, 3); err != nil {
 		t.Fatalf("register on the real gateway = %v", err)
 	}

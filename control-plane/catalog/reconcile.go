@@ -95,6 +95,9 @@ type refusedUpstream struct {
 	err error
 }
 
+// String names the API, in what healDrift reports.
+func (r refusedUpstream) String() string { return r.id.String() }
+
 // findDrift compares the database with the gateway, counting in rep what
 // differs; it changes nothing.
 func (s *Service) findDrift(ctx context.Context, rep *ReconcileReport) (drift, error) {
@@ -126,47 +129,31 @@ func (s *Service) findDrift(ctx context.Context, rep *ReconcileReport) (drift, e
 // healDrift heals what findDrift found, counting in rep what it healed and
 // what it could not.
 func (s *Service) healDrift(ctx context.Context, rep *ReconcileReport, d drift) {
-	for _, r := range d.refused {
-		done, err := s.suspendRefused(ctx, r.id, r.err)
+	healEach(rep, "api %s: take refused upstream off the gateway", d.refused,
+		func(r refusedUpstream) (bool, error) { return s.suspendRefused(ctx, r.id, r.err) })
+	healEach(rep, "api %s: put route", d.routes, func(id uuid.UUID) (bool, error) { return s.healRoute(ctx, id) })
+	healEach(rep, "route %s: delete", d.orphans, func(id string) (bool, error) { return s.removeOrphan(ctx, id) })
+	rep.Requeued += healEach(rep, "api %s: requeue registration", d.approved,
+		func(id uuid.UUID) (bool, error) { return s.requeue(ctx, id) })
+}
+
+// healEach runs fix on each item, adding to rep.Healed those it fixed and
+// to rep.Unhealed the errors of those it could not, each after what, a
+// format of the item (its %s); it returns how many it fixed.
+func healEach[T any](rep *ReconcileReport, what string, items []T, fix func(T) (bool, error)) int {
+	n := 0
+	for _, it := range items {
+		fixed, err := fix(it)
 		if err != nil {
-			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: take refused upstream off the gateway: %v", r.id, err))
+			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf(what, it)+": "+err.Error())
 			continue
 		}
-		if done {
-			rep.Healed++
+		if fixed {
+			n++
 		}
 	}
-	for _, id := range d.routes {
-		healed, err := s.healRoute(ctx, id)
-		if err != nil {
-			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: put route: %v", id, err))
-			continue
-		}
-		if healed {
-			rep.Healed++
-		}
-	}
-	for _, id := range d.orphans {
-		removed, err := s.removeOrphan(ctx, id)
-		if err != nil {
-			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("route %s: delete: %v", id, err))
-			continue
-		}
-		if removed {
-			rep.Healed++
-		}
-	}
-	for _, id := range d.approved {
-		requeued, err := s.requeue(ctx, id)
-		if err != nil {
-			rep.Unhealed = append(rep.Unhealed, fmt.Sprintf("api %s: requeue registration: %v", id, err))
-			continue
-		}
-		if requeued {
-			rep.Requeued++
-			rep.Healed++
-		}
-	}
+	rep.Healed += n
+	return n
 }
 
 // servedAPIs returns the APIs the gateway should serve (active,

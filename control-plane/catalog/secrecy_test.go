@@ -263,17 +263,7 @@ func TestHealthCheckSigned(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	in := e.input("signed")
-	in.UpstreamURL = srv.URL + "/base"
-	a, err := e.svc.CreateAPI(t.Context(), e.provider, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rot, err := e.svc.RotateSigningSecret(t.Context(), e.provider, a.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.decide(e.submit(e.provider, a.ID, catalog.PriorityNormal).ID, catalog.DecisionApprove, "ok")
+	a, rot := e.approvedSigned("signed", srv.URL+"/base")
 	if err := e.register(a.ID, 1, 3); err != nil {
 		t.Fatalf("register = %v", err)
 	}

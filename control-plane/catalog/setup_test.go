@@ -379,6 +379,32 @@ func (e *env) submit(actor identity.Actor, id uuid.UUID, p catalog.Priority) cat
 	return r
 }
 
+// pending is a new API of the provider's, named by slug, and its request
+// for review at normal priority.
+func (e *env) pending(slug string) (catalog.API, catalog.Approval) {
+	e.t.Helper()
+	a := e.createAPI(e.provider, slug)
+	return a, e.submit(e.provider, a.ID, catalog.PriorityNormal)
+}
+
+// approvedSigned is a new API of the provider's at upstream, given a
+// signing secret (returned: it is shown this once) and then approved.
+func (e *env) approvedSigned(slug, upstream string) (catalog.API, catalog.SigningSecret) {
+	e.t.Helper()
+	in := e.input(slug)
+	in.UpstreamURL = upstream
+	a, err := e.svc.CreateAPI(e.t.Context(), e.provider, in)
+	if err != nil {
+		e.t.Fatalf("CreateAPI(%s) = %v; want nil", slug, err)
+	}
+	secret, err := e.svc.RotateSigningSecret(e.t.Context(), e.provider, a.ID)
+	if err != nil {
+		e.t.Fatalf("RotateSigningSecret(%s) = %v; want nil", slug, err)
+	}
+	e.decide(e.submit(e.provider, a.ID, catalog.PriorityNormal).ID, catalog.DecisionApprove, "ok")
+	return a, secret
+}
+
 // decide decides as the platform admin and fails the test on an error.
 func (e *env) decide(id uuid.UUID, d catalog.Decision, reason string) catalog.Approval {
 	e.t.Helper()
