@@ -210,6 +210,15 @@ func (s *Checker) assess(ctx context.Context, subs []subscription) ([]assessment
 	return cases, nil
 }
 
+// reassess reads and compares again the subscriptions of cases.
+func (s *Checker) reassess(ctx context.Context, cases []assessment) ([]assessment, error) {
+	subs := make([]subscription, len(cases))
+	for i, c := range cases {
+		subs[i] = c.sub
+	}
+	return s.assess(ctx, subs)
+}
+
 // healDirect heals drift found with every watermark readable, by
 // compare-and-set; those whose Redis state moved meanwhile are read and
 // compared again and retried, up to healAttempts in all.
@@ -226,11 +235,7 @@ func (s *Checker) healDirect(ctx context.Context, cases []assessment, beforeHeal
 			rep.InFlight += len(moved)
 			return nil
 		}
-		subs := make([]subscription, len(moved))
-		for i, c := range moved {
-			subs[i] = c.sub
-		}
-		again, err := s.assess(ctx, subs)
+		again, err := s.reassess(ctx, moved)
 		if err != nil {
 			return err
 		}
@@ -260,11 +265,7 @@ func (s *Checker) healLost(ctx context.Context, cases []assessment, settle func(
 	if err := settle(ctx); err != nil {
 		return err
 	}
-	subs := make([]subscription, len(cases))
-	for i, c := range cases {
-		subs[i] = c.sub
-	}
-	again, err := s.assess(ctx, subs)
+	again, err := s.reassess(ctx, cases)
 	if err != nil {
 		return err
 	}
