@@ -590,26 +590,16 @@ func writeWith[In, T any](dec func(*http.Request, any) error, do change[In, T], 
 // reasoned answers what do returns for the path's id and the body's
 // optional {"reason"}, with the status status gives (nil: 200).
 func reasoned[T any](do func(ctx context.Context, act identity.Actor, id uuid.UUID, reason string) (T, error), status func(T) int) handler {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id")
-		if err != nil {
-			return err
-		}
-		reason, err := optionalReason(r)
-		if err != nil {
-			return err
-		}
-		out, err := do(r.Context(), actorFrom(r), id, reason)
-		if err != nil {
-			return err
-		}
+	withReason := func(ctx context.Context, act identity.Actor, id uuid.UUID, b reasonBody) (T, error) {
+		return do(ctx, act, id, b.Reason)
+	}
+	return writeWith(decodeOptional, withReason, func(w http.ResponseWriter, out T) {
 		code := http.StatusOK
 		if status != nil {
 			code = status(out)
 		}
 		writeJSON(w, code, out)
-		return nil
-	}
+	})
 }
 
 // with fixes the argument a service call takes between the id and the
@@ -622,10 +612,4 @@ func with[A, T any](do func(ctx context.Context, act identity.Actor, id uuid.UUI
 
 type reasonBody struct {
 	Reason string `json:"reason"`
-}
-
-func optionalReason(r *http.Request) (string, error) {
-	var b reasonBody
-	err := decodeOptional(r, &b)
-	return b.Reason, err
 }
