@@ -183,22 +183,7 @@ func TestCaddyfileAdaptHandlerSettings(t *testing.T) {
 	if len(srv.Routes) != 1 || len(srv.Routes[0].Handle) != 1 || len(srv.Routes[0].Handle[0].Routes) != 1 || len(srv.Routes[0].Handle[0].Routes[0].Handle) != 2 {
 		t.Fatalf("adapted weather route has an unexpected shape:\n%s", out)
 	}
-	raw := srv.Routes[0].Handle[0].Routes[0].Handle[0]
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(fields["handler"]); got != `"veil"` {
-		t.Fatalf("first handler of the weather route = %s; want veil", got)
-	}
-	delete(fields, "handler")
-	rest, _ := json.Marshal(fields)
-	dec := json.NewDecoder(bytes.NewReader(rest))
-	dec.DisallowUnknownFields()
-	var h Handler
-	if err := dec.Decode(&h); err != nil {
-		t.Fatalf("decode veil handler %s: %v", raw, err)
-	}
+	h, _ := decodeVeilHandler(t, srv.Routes[0].Handle[0].Routes[0].Handle[0])
 	checks := []struct{ name, got, want string }{
 		{"api_id", h.APIID, "api_weather"},
 		{"path_prefix", h.PathPrefix, "/weather"},
