@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/client"
-	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // TestControlPlaneOverAdminSocket: the control plane registers an API
@@ -19,14 +17,9 @@ import (
 // serves /metrics on its metrics address, not on the API port.
 func TestControlPlaneOverAdminSocket(t *testing.T) {
 	t.Parallel()
-	pgURL := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), pgURL, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	_, db := testenv.RedisDB(t)
 	// The test's upstream is on loopback.
 	const allowLoopback = "VEIL_UPSTREAM_ALLOW_CIDRS=127.0.0.1/32"
-	e := &cpEnv{pgURL: pgURL, redisDB: db, gw: startGateway(t, allowLoopback), upstream: newUpstream(t)}
+	e := newCPEnvWith(t, func(int) []string { return []string{allowLoopback} })
 	addr, metricsAddr := testenv.FreeLoopbackAddr(t), testenv.FreeLoopbackAddr(t)
 	p := startVeil(t, []string{allowLoopback}, "control-plane",
 		"--control-plane-addr", addr, "--metrics-addr", metricsAddr, "--postgres-url", e.pgURL,
@@ -44,8 +37,8 @@ func TestControlPlaneOverAdminSocket(t *testing.T) {
 	}
 
 	c := &controlPlane{proc: p, ClientWithResponses: newClient(t, "http://"+addr), URL: "http://" + addr}
-	prov := token(t, "acme", "alice", identity.RoleProvider)
-	admin := token(t, "platform", "operator", identity.RoleAdmin)
+	prov := providerToken(t)
+	admin := adminToken(t)
 	apiID, approvalID := e.register(t, c, prov, "socket")
 	approve(t, c, admin, approvalID, client.DecisionInput{})
 	waitState(t, c, prov, apiID, "active", 60*time.Second, "failed")

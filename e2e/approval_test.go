@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/veil-platform/veil/client"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
@@ -15,9 +17,9 @@ import (
 func TestApprovalFlowEndToEnd(t *testing.T) {
 	e := newCPEnv(t)
 	c := e.startControlPlane(t, e.options(4))
-	prov := token(t, "acme", "alice", identity.RoleProvider)
+	prov := providerToken(t)
 	acmeAdmin := token(t, "acme", "root", identity.RoleAdmin)
-	admin := token(t, "platform", "operator", identity.RoleAdmin)
+	admin := adminToken(t)
 
 	sink := newWebhookSink(t)
 	sink.subscribe(t, c, prov, client.WebhookEndpointInputEventTypesAsterisk)
@@ -51,12 +53,7 @@ func TestApprovalFlowEndToEnd(t *testing.T) {
 		// Suspend removes the route, resume brings it back.
 		suspended, err := c.SuspendAPIWithResponse(ctx, apiID, nil, client.ReasonInput{Reason: client.Ptr("abuse report")}, client.Bearer(admin))
 		expect(t, http.StatusOK, suspended, err)
-		testenv.Deadline(t, 20*time.Second, func() error {
-			if ids := routeIDs(t, e.gw); len(ids) != 0 {
-				return fmt.Errorf("routes after suspend: %v", ids)
-			}
-			return nil
-		})
+		waitNoRoutes(t, e, "suspend")
 		if status, _ := throughGateway(e.gw, "/hello/hello"); status != http.StatusNotFound {
 			t.Errorf("suspended api through the gateway = %d; want 404", status)
 		}
@@ -71,40 +68,17 @@ func TestApprovalFlowEndToEnd(t *testing.T) {
 		// Retire removes it for good.
 		retired, err := c.RetireAPIWithResponse(ctx, apiID, nil, client.ReasonInput{}, client.Bearer(prov))
 		expect(t, http.StatusOK, retired, err)
-		testenv.Deadline(t, 20*time.Second, func() error {
-			if ids := routeIDs(t, e.gw); len(ids) != 0 {
-				return fmt.Errorf("routes after retire: %v", ids)
-			}
-			return nil
-		})
+		waitNoRoutes(t, e, "retire")
 	})
 
 	t.Run("a gateway that always fails leaves the api failed and the gateway clean", func(t *testing.T) {
-		apiID, approvalID := e.register(t, c, prov, "always-fails")
-		e.admin.failAlways.Store(true)
 		defer e.admin.failAlways.Store(false)
-		approve(t, c, admin, approvalID, client.DecisionInput{})
-		api := waitState(t, c, prov, apiID, "failed", 30*time.Second, "active")
-		if !strings.Contains(api.StateReason, "after 4 attempts") {
-			t.Errorf("failed reason = %q; want the attempts named", api.StateReason)
-		}
-		if ids := routeIDs(t, e.gw); len(ids) != 0 {
-			t.Errorf("gateway routes after failure = %v; want none", ids)
-		}
+		e.failedApproval(t, c, prov, admin, "always-fails", &e.admin.failAlways, "after 4 attempts")
 	})
 
 	t.Run("a gateway that acknowledges but does not serve never makes the api active", func(t *testing.T) {
-		apiID, approvalID := e.register(t, c, prov, "lying-gateway")
-		e.admin.lie.Store(true)
 		defer e.admin.lie.Store(false)
-		approve(t, c, admin, approvalID, client.DecisionInput{})
-		api := waitState(t, c, prov, apiID, "failed", 30*time.Second, "active")
-		if !strings.Contains(api.StateReason, "route could not be verified through the gateway") {
-			t.Errorf("failed reason = %q; want the verification named", api.StateReason)
-		}
-		if ids := routeIDs(t, e.gw); len(ids) != 0 {
-			t.Errorf("gateway routes after failure = %v; want none", ids)
-		}
+		apiID := e.failedApproval(t, c, prov, admin, "lying-gateway", &e.admin.lie, "route could not be verified through the gateway")
 		// An admin retries once the gateway is healthy again.
 		e.admin.lie.Store(false)
 		retried, err := c.RetryAPIWithResponse(t.Context(), apiID, nil, client.ReasonInput{}, client.Bearer(admin))
@@ -168,8 +142,8 @@ func TestControlPlaneKilledMidRegistrationRecovers(t *testing.T) {
 	addr := testenv.FreeLoopbackAddr(t)
 	first := e.controlPlaneProcess(t, addr)
 	c := &controlPlane{proc: first, ClientWithResponses: newClient(t, "http://"+addr), URL: "http://" + addr}
-	prov := token(t, "acme", "alice", identity.RoleProvider)
-	admin := token(t, "platform", "operator", identity.RoleAdmin)
+	prov := providerToken(t)
+	admin := adminToken(t)
 
 	apiID, approvalID := e.register(t, c, prov, "crashy")
 	hold := make(chan struct{})
@@ -212,4 +186,34 @@ func (e *cpEnv) controlPlaneProcess(t *testing.T, addr string) *proc {
 		"--metrics-addr", testenv.FreeLoopbackAddr(t), "--upstream-allow-cidrs", "127.0.0.0/8")
 	p.waitReady(t, "http://"+addr+"/readyz", 30*time.Second)
 	return p
+}
+
+// waitNoRoutes waits until the gateway serves no route, after the change
+// named what.
+func waitNoRoutes(t *testing.T, e *cpEnv, what string) {
+	t.Helper()
+	testenv.Deadline(t, 20*time.Second, func() error {
+		if ids := routeIDs(t, e.gw); len(ids) != 0 {
+			return fmt.Errorf("routes after %s: %v", what, ids)
+		}
+		return nil
+	})
+}
+
+// failedApproval registers the API slug and approves it while fault is
+// set: the API must end failed, for a reason that contains reason, and
+// leave no route on the gateway. The caller clears fault.
+func (e *cpEnv) failedApproval(t *testing.T, c *controlPlane, prov, admin, slug string, fault *atomic.Bool, reason string) uuid.UUID {
+	t.Helper()
+	apiID, approvalID := e.register(t, c, prov, slug)
+	fault.Store(true)
+	approve(t, c, admin, approvalID, client.DecisionInput{})
+	api := waitState(t, c, prov, apiID, "failed", 30*time.Second, "active")
+	if !strings.Contains(api.StateReason, reason) {
+		t.Errorf("failed reason = %q; want one containing %q", api.StateReason, reason)
+	}
+	if ids := routeIDs(t, e.gw); len(ids) != 0 {
+		t.Errorf("gateway routes after failure = %v; want none", ids)
+	}
+	return apiID
 }

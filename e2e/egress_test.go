@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/client"
-	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress/egresstest"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // The control plane and the gateway, configured as `veil control-plane`
@@ -36,19 +34,15 @@ func TestUpstreamEgressEndToEnd(t *testing.T) {
 	allow := fmt.Sprintf("127.0.0.1:%d", port)
 	dns.Set("provider.veil.test", "127.0.0.1")
 
-	pgURL := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(ctx, pgURL, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	_, db := testenv.RedisDB(t)
-	gw := startGateway(t, "VEIL_UPSTREAM_ALLOW_CIDRS="+allow, "VEIL_UPSTREAM_RESOLVER="+dns.Addr(), "VEIL_REDIS_DB="+strconv.Itoa(db),
-		"VEIL_GATEWAY_SPOOL_DIR="+t.TempDir())
-	e := &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
+	e := newCPEnvWith(t, func(db int) []string {
+		return []string{"VEIL_UPSTREAM_ALLOW_CIDRS=" + allow, "VEIL_UPSTREAM_RESOLVER=" + dns.Addr(), "VEIL_REDIS_DB=" + strconv.Itoa(db),
+			"VEIL_GATEWAY_SPOOL_DIR=" + t.TempDir()}
+	})
 	o := e.options(3)
 	o.egressAllow, o.egressResolver = allow, dns.Addr()
 	c := e.startControlPlane(t, o)
-	prov := token(t, "acme", "alice", identity.RoleProvider)
-	admin := token(t, "platform", "operator", identity.RoleAdmin)
+	prov := providerToken(t)
+	admin := adminToken(t)
 
 	create := func(slug, upstream string) *client.CreateAPIResponse {
 		resp, err := c.CreateAPIWithResponse(ctx, nil, client.APIInput{
@@ -85,14 +79,14 @@ func TestUpstreamEgressEndToEnd(t *testing.T) {
 	expect(t, http.StatusCreated, submitted, err)
 	approve(t, c, admin, submitted.JSON201.Id, client.DecisionInput{Reason: client.Ptr("ok")})
 	waitState(t, c, prov, id, "active", 30*time.Second, "failed")
-	if status, body := throughGateway(gw, "/allowed/x"); status != http.StatusOK || body != "public" {
+	if status, body := throughGateway(e.gw, "/allowed/x"); status != http.StatusOK || body != "public" {
 		t.Fatalf("GET /allowed/x = %d %q; want 200 from the allowed upstream", status, body)
 	}
 
 	// DNS rebinding after approval: the gateway refuses the next dial, and
 	// reconciliation takes the API off the gateway.
 	dns.Set("provider.veil.test", "127.0.0.2")
-	if status, body := throughGateway(gw, "/allowed/x"); status != http.StatusBadGateway || !strings.Contains(body, "egress-refused") {
+	if status, body := throughGateway(e.gw, "/allowed/x"); status != http.StatusBadGateway || !strings.Contains(body, "egress-refused") {
 		t.Errorf("GET /allowed/x after rebinding = %d %q; want 502 egress-refused", status, body)
 	}
 	rep, err := c.ReconcileAPIsWithResponse(ctx, nil, client.Bearer(admin))
@@ -105,7 +99,7 @@ func TestUpstreamEgressEndToEnd(t *testing.T) {
 		t.Errorf("state_reason = %q; want the egress policy named, not the address", got.StateReason)
 	}
 	testenv.Deadline(t, 10*time.Second, func() error {
-		if ids := routeIDs(t, gw); len(ids) != 0 {
+		if ids := routeIDs(t, e.gw); len(ids) != 0 {
 			return fmt.Errorf("routes after the refusal: %v", ids)
 		}
 		return nil

@@ -21,11 +21,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/rueidis"
 
 	"github.com/veil-platform/veil/client"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 const testJWTSecret = "control-plane-test-secret-0123456789"
@@ -39,6 +39,15 @@ func token(t *testing.T, org, user string, role identity.Role) string {
 	}
 	return tok
 }
+
+// The people of the end-to-end tests: acme's provider alice, the
+// platform's operator (an admin) and globex's consumer bob.
+
+func providerToken(t *testing.T) string { return token(t, "acme", "alice", identity.RoleProvider) }
+
+func adminToken(t *testing.T) string { return token(t, "platform", "operator", identity.RoleAdmin) }
+
+func consumerToken(t *testing.T) string { return token(t, "globex", "bob", identity.RoleConsumer) }
 
 func get(url string) (int, string, error) {
 	resp, err := http.Get(url)
@@ -299,6 +308,7 @@ type cpEnv struct {
 	// redisDB is the test's own Redis database: the control plane's key
 	// reconciliation scans every key record in it.
 	redisDB  int
+	redis    rueidis.Client // on redisDB
 	gw       *testenv.GatewayProcess
 	admin    *faultyAdmin
 	upstream *upstream
@@ -306,18 +316,26 @@ type cpEnv struct {
 
 func newCPEnv(t *testing.T) *cpEnv {
 	t.Helper()
-	pgURL := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), pgURL, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	gw := startGateway(t)
+	return newCPEnvWith(t, nil)
+}
+
+// newCPEnvWith is newCPEnv with the gateway started with the environment
+// gatewayEnv returns for the test's Redis database, when it is not nil.
+func newCPEnvWith(t *testing.T, gatewayEnv func(redisDB int) []string) *cpEnv {
+	t.Helper()
+	pgURL := testenv.MigratedPostgresURL(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			dumpJobs(t, pgURL)
 		}
 	})
-	_, db := testenv.RedisDB(t)
-	return &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
+	rc, db := testenv.RedisDB(t)
+	var env []string
+	if gatewayEnv != nil {
+		env = gatewayEnv(db)
+	}
+	gw := startGateway(t, env...)
+	return &cpEnv{pgURL: pgURL, redisDB: db, redis: rc, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
 }
 
 // register creates an API on the upstream and submits it; it returns the

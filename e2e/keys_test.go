@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/client"
-	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 )
@@ -35,9 +34,9 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 	records := enforcement.New(rc)
 	ctx := t.Context()
 
-	prov := token(t, "acme", "alice", identity.RoleProvider)
-	admin := token(t, "platform", "operator", identity.RoleAdmin)
-	consumer := token(t, "globex", "bob", identity.RoleConsumer)
+	prov := providerToken(t)
+	admin := adminToken(t)
+	consumer := consumerToken(t)
 
 	apiID := e.activeAPI(t, c, prov, admin, "keyed")
 

@@ -16,7 +16,6 @@ import (
 	"github.com/veil-platform/veil/client"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
-	"github.com/veil-platform/veil/schemas/migrate"
 )
 
 // startProcessor runs a processor with cfg in this process until the test ends.
@@ -57,16 +56,12 @@ func newMeteredPlane(t *testing.T, partitions int32, source string) *meteredPlan
 	m := &meteredPlane{kafka: testenv.NewKafka(t)}
 	m.raw, m.dlq, m.quotaTopic = m.kafka.Topic(t, partitions), m.kafka.Topic(t, 1), m.kafka.Topic(t, 1)
 	ch, chAddr, chDB := testenv.ClickHouseDB(t)
-	rc, db := testenv.RedisDB(t)
-	m.ch, m.rc = ch, rc
-	pgURL := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), pgURL, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
 	brokers := strings.Join(m.kafka.Brokers, ",")
-	gw := startGateway(t, "VEIL_REDIS_DB="+strconv.Itoa(db), "VEIL_KAFKA_BROKERS="+brokers, "VEIL_GATEWAY_TOPIC="+m.raw,
-		"VEIL_GATEWAY_SPOOL_DIR="+t.TempDir(), "VEIL_GATEWAY_EVENT_SOURCE="+source)
-	m.e = &cpEnv{pgURL: pgURL, redisDB: db, gw: gw, admin: newFaultyAdmin(t, gw.AdminURL), upstream: newUpstream(t)}
+	m.e = newCPEnvWith(t, func(db int) []string {
+		return []string{"VEIL_REDIS_DB=" + strconv.Itoa(db), "VEIL_KAFKA_BROKERS=" + brokers, "VEIL_GATEWAY_TOPIC=" + m.raw,
+			"VEIL_GATEWAY_SPOOL_DIR=" + t.TempDir(), "VEIL_GATEWAY_EVENT_SOURCE=" + source}
+	})
+	m.ch, m.rc = ch, m.e.redis
 	m.opts = m.e.options(4)
 	m.opts.keyAuth, m.opts.kafkaBrokers, m.opts.quotaTopic = true, brokers, m.quotaTopic
 	m.opts.clickhouseAddr, m.opts.clickhouseDB = chAddr, chDB

@@ -40,8 +40,8 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	// A provider's API, a hard quota of 1,000 requests, a consumer with a
 	// key and an email address, and a webhook endpoint for its notices.
 	email := "quota-" + testenv.Suffix() + "@example.test"
-	prov := token(t, "acme", "alice", identity.RoleProvider)
-	admin := token(t, "platform", "operator", identity.RoleAdmin)
+	prov := providerToken(t)
+	admin := adminToken(t)
 	consumer, err := identity.Mint([]byte(testJWTSecret), "veil", "veil-control-plane",
 		identity.Principal{Subject: "bob", Org: "globex", Role: identity.RoleConsumer, Email: email, EmailVerified: true}, time.Hour, time.Now())
 	if err != nil {

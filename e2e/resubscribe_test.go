@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/client"
-	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -25,9 +24,9 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 	c := e.startControlPlane(t, m.opts)
 	startProcessor(t, m.processorConfig(t, "resubscribe-e2e", 1000))
 
-	prov := token(t, "acme", "alice", identity.RoleProvider)
-	admin := token(t, "platform", "operator", identity.RoleAdmin)
-	consumer := token(t, "globex", "bob", identity.RoleConsumer)
+	prov := providerToken(t)
+	admin := adminToken(t)
+	consumer := consumerToken(t)
 	apiID := e.activeAPI(t, c, prov, admin, "capped")
 	planResp, err := c.CreatePlanWithResponse(ctx, apiID, nil, client.PlanInput{
 		Name: "Capped", Slug: "capped", Status: client.Ptr(client.PlanInputStatusActive),

@@ -23,7 +23,6 @@ import (
 
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/schemas/migrate"
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
@@ -47,10 +46,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := t.Context()
-	url := testenv.PostgresURL(t)
-	if _, err := migrate.Postgres(ctx, url, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
+	url := testenv.MigratedPostgresURL(t)
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		t.Fatal(err)

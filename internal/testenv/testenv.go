@@ -209,10 +209,7 @@ func Deadline(t testing.TB, d time.Duration, cond func() error) {
 // given, changes the pool's config (its size, say) before it connects.
 func Postgres(t testing.TB, mod ...func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Helper()
-	url := PostgresURL(t)
-	if _, err := migrate.Postgres(t.Context(), url, Logger(t)); err != nil {
-		t.Fatalf("migrate %s: %v", url, err)
-	}
+	url := MigratedPostgresURL(t)
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatalf("parse %s: %v", url, err)
@@ -226,6 +223,18 @@ func Postgres(t testing.TB, mod ...func(*pgxpool.Config)) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// MigratedPostgresURL returns the URL of a new database of the test server
+// with the migrations applied, dropped when the test ends: for tests that
+// hand the database to a process or open their own connections.
+func MigratedPostgresURL(t testing.TB) string {
+	t.Helper()
+	url := PostgresURL(t)
+	if _, err := migrate.Postgres(t.Context(), url, Logger(t)); err != nil {
+		t.Fatalf("migrate %s: %v", url, err)
+	}
+	return url
 }
 
 // PostgresURL returns the URL of a new, empty database on the test server
