@@ -196,20 +196,7 @@ func TestPrivateNetworksRefused(t *testing.T) {
 	// refuses too. The receiver listens on loopback; the row is written
 	// directly, as if its name had resolved to a public address earlier.
 	r := newReceiver(t)
-	var id uuid.UUID
-	if err := e.pool.QueryRow(ctx, `INSERT INTO webhook_endpoints (organization_id, url, event_types, secret)
-		VALUES ($1, $2, '{*}', $3) RETURNING id`, e.otherOrg, r.srv.URL, newSecret()).Scan(&id); err != nil {
-		t.Fatal(err)
-	}
-	e.publish(e.otherOrg, EventAPIUpdated)
-	d := e.deliveries(id)[0]
-	if err := e.work(d.ID, 1, 1); err != nil {
-		t.Fatalf("Work(last attempt) = %v; want nil", err)
-	}
-	got, err := e.svc.GetDelivery(ctx, e.otherOrg, d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := e.deliverUnchecked(r.srv.URL)
 	if got.Status != StatusFailed || len(got.History) != 1 || got.History[0].StatusCode != nil ||
 		!strings.Contains(got.History[0].Error, ErrPrivateAddress.Error()) {
 		t.Errorf("delivery to loopback = %+v; want failed after one attempt refused with %q", got, ErrPrivateAddress)
@@ -254,21 +241,7 @@ func TestVeilServicesRefusedWithPrivateNetworks(t *testing.T) {
 	// Rows written directly, as if saved before the policy denied them:
 	// the delivery's dialer refuses them on its own.
 	for _, url := range []string{postgres, denied.srv.URL + "/hook"} {
-		var id uuid.UUID
-		if err := e.pool.QueryRow(ctx, `INSERT INTO webhook_endpoints (organization_id, url, event_types, secret)
-			VALUES ($1, $2, '{*}', $3) RETURNING id`, e.otherOrg, url, newSecret()).Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		e.publish(e.otherOrg, EventAPIUpdated)
-		ds := e.deliveries(id)
-		d := ds[len(ds)-1]
-		if err := e.work(d.ID, 1, 1); err != nil {
-			t.Fatalf("Work(last attempt) = %v; want nil", err)
-		}
-		got, err := e.svc.GetDelivery(ctx, e.otherOrg, d.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := e.deliverUnchecked(url)
 		if got.Status != StatusFailed || len(got.History) != 1 || got.History[0].StatusCode != nil ||
 			!strings.Contains(got.History[0].Error, egress.KindVeil) {
 			t.Errorf("delivery to %s = %+v; want failed after one attempt refused as %s", url, got, egress.KindVeil)

@@ -77,6 +77,30 @@ func member(org uuid.UUID) identity.Actor {
 	return identity.Actor{Subject: "member-1", Role: identity.RoleProvider, OrgID: org}
 }
 
+// deliverUnchecked writes an endpoint of otherOrg at url straight into
+// its table, past the checks saving one makes (as if it was saved before
+// they refused it), publishes one event to it and works the delivery as
+// its last attempt; it returns the delivery as it then stands.
+func (e *env) deliverUnchecked(url string) Delivery {
+	e.t.Helper()
+	ctx := e.t.Context()
+	var id uuid.UUID
+	if err := e.pool.QueryRow(ctx, `INSERT INTO webhook_endpoints (organization_id, url, event_types, secret)
+		VALUES ($1, $2, '{*}', $3) RETURNING id`, e.otherOrg, url, newSecret()).Scan(&id); err != nil {
+		e.t.Fatal(err)
+	}
+	e.publish(e.otherOrg, EventAPIUpdated)
+	d := e.deliveries(id)[0]
+	if err := e.work(d.ID, 1, 1); err != nil {
+		e.t.Fatalf("Work(last attempt) = %v; want nil", err)
+	}
+	got, err := e.svc.GetDelivery(ctx, e.otherOrg, d.ID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return got
+}
+
 // createEndpoint registers an endpoint of org for types at url.
 func (e *env) createEndpoint(org uuid.UUID, url string, types ...string) (Endpoint, string) {
 	e.t.Helper()
