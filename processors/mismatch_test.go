@@ -1,15 +1,12 @@
 package processors_test
 
 import (
-	"context"
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
 )
@@ -25,16 +22,7 @@ func TestSubjectOfAnotherAPIDeadLettered(t *testing.T) {
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
 	victim, norecord := e.sub("victim"), e.sub("norecord")
 	start, end := at.Add(-24*time.Hour), at.Add(24*time.Hour)
-	if err := e.redis.Do(t.Context(), e.redis.B().Hset().Key(enforcement.SubscriptionName(victim)).FieldValue().
-		FieldValue("api_id", "api_y").
-		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
-		FieldValue("period_end", strconv.FormatInt(end.Unix(), 10)).
-		FieldValue("quota_requests", "1").FieldValue("quota_hard", "1").Build()).Error(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.redis.Do(context.Background(), e.redis.B().Del().Key(enforcement.SubscriptionName(victim)).Build())
-	})
+	e.putRecord(t, victim, start, end, "api_id", "api_y", "quota_requests", "1", "quota_hard", "1")
 	value := func(id, subject, api string) []byte {
 		return recordEvent(e.prefix+"-"+id, subject, api, at, "5")
 	}

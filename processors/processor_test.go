@@ -159,6 +159,27 @@ func (e *env) deadLetters(t *testing.T) (map[string]string, error) {
 	return dead, nil
 }
 
+// putRecord writes the fields of subject's subscription record that the
+// processors read, as the control plane would: the period from start to
+// end and fields, name and value pairs, beside it. The record is deleted
+// when the test ends.
+func (e *env) putRecord(t *testing.T, subject string, start, end time.Time, fields ...string) {
+	t.Helper()
+	name := processors.SubscriptionKey(subject)
+	cmd := e.redis.B().Hset().Key(name).FieldValue().
+		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
+		FieldValue("period_end", strconv.FormatInt(end.Unix(), 10))
+	for i := 0; i+1 < len(fields); i += 2 {
+		cmd = cmd.FieldValue(fields[i], fields[i+1])
+	}
+	if err := e.redis.Do(t.Context(), cmd.Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.redis.Do(context.Background(), e.redis.B().Del().Key(name).Build())
+	})
+}
+
 // counterWant is what a Redis counter hash must hold.
 type counterWant struct {
 	key              string
@@ -296,14 +317,7 @@ func TestCountsIntoTheSubscriptionsPeriod(t *testing.T) {
 	now := time.Now().UTC()
 	start, end := now.Add(-10*24*time.Hour).Truncate(time.Second), now.Add(20*24*time.Hour).Truncate(time.Second)
 	subject := pipelinetest.Subject(e.prefix, 0) // the generator's subjects
-	if err := e.redis.Do(t.Context(), e.redis.B().Hset().Key(processors.SubscriptionKey(subject)).FieldValue().
-		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
-		FieldValue("period_end", strconv.FormatInt(end.Unix(), 10)).Build()).Error(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.redis.Do(context.Background(), e.redis.B().Del().Key(processors.SubscriptionKey(subject)).Build())
-	})
+	e.putRecord(t, subject, start, end)
 
 	exp := e.produce(t, 300, 0, 0, 21)
 	if exp.Count[subject] == 0 {

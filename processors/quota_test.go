@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,22 +16,6 @@ import (
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
 )
-
-// putQuotaRecord writes the subscription record fields the processors read.
-func putQuotaRecord(t *testing.T, rc rueidis.Client, subject string, start, end time.Time, quota int64, hard bool) {
-	t.Helper()
-	h := "0"
-	if hard {
-		h = "1"
-	}
-	if err := rc.Do(t.Context(), rc.B().Hset().Key(enforcement.SubscriptionName(subject)).FieldValue().
-		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
-		FieldValue("period_end", strconv.FormatInt(end.Unix(), 10)).
-		FieldValue("quota_requests", strconv.FormatInt(quota, 10)).
-		FieldValue("quota_hard", h).Build()).Error(); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func outboxLen(t *testing.T, rc rueidis.Client, subject string) int64 {
 	t.Helper()
@@ -80,7 +63,7 @@ func TestQuotaEventsProduced(t *testing.T) {
 	subject := e.sub("quota")
 	now := time.Now().UTC().Truncate(time.Second)
 	start, end := now.Add(-time.Hour), now.Add(30*24*time.Hour)
-	putQuotaRecord(t, e.redis, subject, start, end, 10, true)
+	e.putRecord(t, subject, start, end, "quota_requests", "10", "quota_hard", "1")
 
 	const requests = 12
 	var recs []*kgo.Record
