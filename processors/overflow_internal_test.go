@@ -39,10 +39,7 @@ func TestApplyRefusesOnlyWhatOverflows(t *testing.T) {
 			{"veil:usage:{full}:k:key_1:" + at.Format("20060102"), []string{"9223", strconv.FormatInt(9223*usage.MaxUnitsMicro, 10)}},
 			{enforcement.PeriodCounterName("beside", start), []string{"1", "3"}},
 		} {
-			got, err := client.Do(t.Context(), client.B().Hmget().Key(c.key).Field("requests", "units_micro").Build()).AsStrSlice()
-			if err != nil || len(got) != 2 || got[0] != c.want[0] || got[1] != c.want[1] {
-				t.Fatalf("%s: %s requests, units_micro = %q, %v; want %q", name, c.key, got, err, c.want)
-			}
+			wantCounterFields(t, client, name, c.key, c.want[0], c.want[1])
 		}
 	}
 	_, overflowed, err := newRedisSink(client).apply(t.Context(), items)

@@ -38,11 +38,7 @@ func (f *quotaFixture) record(quota int64, hard bool) {
 	if hard {
 		h = "1"
 	}
-	f.do(f.client.B().Hset().Key(enforcement.SubscriptionName("sub")).FieldValue().
-		FieldValue("period_start", strconv.FormatInt(f.start.Unix(), 10)).
-		FieldValue("period_end", strconv.FormatInt(f.end.Unix(), 10)).
-		FieldValue("quota_requests", strconv.FormatInt(quota, 10)).
-		FieldValue("quota_hard", h).Build())
+	putRecord(f.t, f.client, "sub", f.start, f.end, "quota_requests", strconv.FormatInt(quota, 10), "quota_hard", h)
 }
 
 func (f *quotaFixture) do(cmd rueidis.Completed) rueidis.RedisResult {
