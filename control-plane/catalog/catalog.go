@@ -6,6 +6,7 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -152,12 +153,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Egress == nil {
 		return nil, errors.New("new catalog: an egress policy is required")
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = metrics.NewSet()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	cfg.Metrics = cmp.Or(cfg.Metrics, metrics.NewSet())
 	if cfg.RegisterAttempts <= 0 {
 		cfg.RegisterAttempts = 8
 	}

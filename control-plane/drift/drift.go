@@ -14,6 +14,7 @@
 package drift
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"time"
@@ -82,12 +83,8 @@ func New(cfg Config) (*Checker, error) {
 	if cfg.Pool == nil || cfg.Redis == nil {
 		return nil, errors.New("new drift checker: pool and redis are required")
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = metrics.NewSet()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	cfg.Metrics = cmp.Or(cfg.Metrics, metrics.NewSet())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -9,6 +9,7 @@ package gatewayadmin
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -140,18 +141,12 @@ func New(cfg Config) (*Client, error) {
 			IdleConnTimeout:     time.Minute,
 		}}
 	}
-	if cfg.Server == "" {
-		cfg.Server = DefaultServer
-	}
+	cfg.Server = cmp.Or(cfg.Server, DefaultServer)
 	if !serverPattern.MatchString(cfg.Server) {
 		return nil, fmt.Errorf("new gateway client: server name %q: want letters, digits, - and _", cfg.Server)
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = plainAdminClient()
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.HTTPClient = cmp.Or(cfg.HTTPClient, plainAdminClient())
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	return &Client{base: base, server: cfg.Server, http: cfg.HTTPClient, log: cfg.Logger}, nil
 }
 

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -114,21 +115,13 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Leeway < 0 {
 		return nil, fmt.Errorf("new verifier: negative leeway %s", cfg.Leeway)
 	}
-	if cfg.Issuer == "" {
-		cfg.Issuer = DefaultIssuer
-	}
-	if cfg.Audience == "" {
-		cfg.Audience = DefaultAudience
-	}
+	cfg.Issuer = cmp.Or(cfg.Issuer, DefaultIssuer)
+	cfg.Audience = cmp.Or(cfg.Audience, DefaultAudience)
 	if cfg.Leeway == 0 {
 		cfg.Leeway = DefaultLeeway
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = metrics.NewSet()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	cfg.Metrics = cmp.Or(cfg.Metrics, metrics.NewSet())
 	v := &Verifier{
 		log:      cfg.Logger,
 		failures: make(map[string]*metrics.Counter, len(reasons)),

@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -92,9 +93,7 @@ func NewIdempotency(cfg IdempotencyConfig) (*Idempotency, error) {
 	if cfg.Scope == nil {
 		return nil, errors.New("new idempotency: Scope is required")
 	}
-	if cfg.Prefix == "" {
-		cfg.Prefix = "veil:cp:idem:"
-	}
+	cfg.Prefix = cmp.Or(cfg.Prefix, "veil:cp:idem:")
 	if cfg.TTL <= 0 {
 		cfg.TTL = 24 * time.Hour
 	}
@@ -104,12 +103,8 @@ func NewIdempotency(cfg IdempotencyConfig) (*Idempotency, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = metrics.NewSet()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	cfg.Metrics = cmp.Or(cfg.Metrics, metrics.NewSet())
 	outcome := func(o string) *metrics.Counter {
 		return cfg.Metrics.NewCounter(`veil_controlplane_idempotency_requests_total{outcome="` + o + `"}`)
 	}

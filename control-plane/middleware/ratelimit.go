@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,18 +60,12 @@ func NewRateLimiter(cfg RateLimitConfig) (*RateLimiter, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("new rate limiter: Client is required")
 	}
-	if cfg.Prefix == "" {
-		cfg.Prefix = "veil:cp:rl:"
-	}
+	cfg.Prefix = cmp.Or(cfg.Prefix, "veil:cp:rl:")
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 500 * time.Millisecond
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = metrics.NewSet()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	cfg.Metrics = cmp.Or(cfg.Metrics, metrics.NewSet())
 	onError := ratelimit.OnRedisErrorDeny
 	if cfg.FailOpen {
 		onError = ratelimit.OnRedisErrorAllow

@@ -11,6 +11,7 @@
 package quota
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -91,18 +92,10 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Mailer != nil && cfg.Jobs == nil {
 		return nil, errors.New("new quota service: jobs are required to send email notices")
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = metrics.NewSet()
-	}
-	if cfg.Topic == "" {
-		cfg.Topic = broker.TopicQuotaEvents
-	}
-	if cfg.Group == "" {
-		cfg.Group = DefaultGroup
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	cfg.Metrics = cmp.Or(cfg.Metrics, metrics.NewSet())
+	cfg.Topic = cmp.Or(cfg.Topic, broker.TopicQuotaEvents)
+	cfg.Group = cmp.Or(cfg.Group, DefaultGroup)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
