@@ -15,9 +15,7 @@ func TestKeyEventsHideConsumersFromProvider(t *testing.T) {
 	e := newTestEnv(t)
 	w := newSubsWorld(t, e)
 	admin := e.token("veil-ops", "root", identity.RoleAdmin)
-	k := w.key(t, map[string]any{"name": "ci"})
-	id := k["id"].(string)
-	w.activate(t, id)
+	id := w.activeKey(t, map[string]any{"name": "ci"})
 	e.must(http.StatusOK, "POST", "/v1/keys/"+id+"/suspend", w.buyer, map[string]any{"reason": "rotating"}, nil)
 
 	for _, c := range []struct {
@@ -54,9 +52,7 @@ func TestAdminKeyLimitsOverHTTP(t *testing.T) {
 	e := newTestEnv(t)
 	w := newSubsWorld(t, e)
 	admin := e.token("veil-ops", "root", identity.RoleAdmin)
-	k := w.key(t, map[string]any{"name": "ci"})
-	id := k["id"].(string)
-	w.activate(t, id)
+	id := w.activeKey(t, map[string]any{"name": "ci"})
 
 	refused := func(want int, typ, method, path, tok string) {
 		t.Helper()

@@ -87,6 +87,15 @@ func (w *subsWorld) activate(t *testing.T, id string) {
 	}
 }
 
+// activeKey issues a key with settings, makes it active and returns its
+// id.
+func (w *subsWorld) activeKey(t *testing.T, settings map[string]any) string {
+	t.Helper()
+	id := w.key(t, settings)["id"].(string)
+	w.activate(t, id)
+	return id
+}
+
 // problemDoc is a problem answer.
 type problemDoc struct {
 	Type, Title, Detail string
@@ -313,10 +322,8 @@ func TestInvalidTransitions(t *testing.T) {
 	admin := e.token("veil-ops", "root", identity.RoleAdmin)
 
 	pending := w.key(t, map[string]any{"name": "pending"})["id"].(string)
-	active := w.key(t, map[string]any{"name": "active"})["id"].(string)
-	w.activate(t, active)
-	suspended := w.key(t, map[string]any{"name": "suspended"})["id"].(string)
-	w.activate(t, suspended)
+	active := w.activeKey(t, map[string]any{"name": "active"})
+	suspended := w.activeKey(t, map[string]any{"name": "suspended"})
 	e.must(http.StatusOK, "POST", "/v1/keys/"+suspended+"/suspend", w.buyer, nil, nil)
 	revoked := w.key(t, map[string]any{"name": "revoked"})["id"].(string)
 	e.must(http.StatusOK, "POST", "/v1/keys/"+revoked+"/revoke", w.buyer, nil, nil)
@@ -384,8 +391,7 @@ func TestInvalidTransitions(t *testing.T) {
 func TestSubscriptionValidation(t *testing.T) {
 	e := newTestEnv(t)
 	w := newSubsWorld(t, e)
-	active := w.key(t, map[string]any{})["id"].(string)
-	w.activate(t, active)
+	active := w.activeKey(t, map[string]any{})
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 	future := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
 	keys := "/v1/subscriptions/" + w.subID + "/keys"
