@@ -10,14 +10,22 @@ import (
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
-// writeSpool appends n records "k<i>"/"v<i>" to a fresh spool in dir and
-// closes it, returning the path of its only segment.
-func writeSpool(t *testing.T, dir string, n int) string {
+// openTestSpool opens the spool in dir with 1 MiB segments, a 1 GiB cap
+// and an fsync after every record.
+func openTestSpool(t *testing.T, dir string) *spool {
 	t.Helper()
 	sp, err := openSpool(dir, 1<<20, 1<<30, fsyncAlways, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sp
+}
+
+// writeSpool appends n records "k<i>"/"v<i>" to a fresh spool in dir and
+// closes it, returning the path of its only segment.
+func writeSpool(t *testing.T, dir string, n int) string {
+	t.Helper()
+	sp := openTestSpool(t, dir)
 	for i := range n {
 		if err := sp.append(fmt.Appendf(nil, "k%d", i), fmt.Appendf(nil, "v%d", i)); err != nil {
 			t.Fatal(err)
@@ -33,10 +41,7 @@ func writeSpool(t *testing.T, dir string, n int) string {
 // readSpool reopens dir and returns the values replay would send.
 func readSpool(t *testing.T, dir string) []string {
 	t.Helper()
-	sp, err := openSpool(dir, 1<<20, 1<<30, fsyncAlways, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := openTestSpool(t, dir)
 	defer sp.close()
 	var got []string
 	for {
@@ -146,10 +151,7 @@ func TestSpoolResumesAtProgress(t *testing.T) {
 	dir := t.TempDir()
 	path := writeSpool(t, dir, 10)
 
-	sp, err := openSpool(dir, 1<<20, 1<<30, fsyncAlways, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := openTestSpool(t, dir)
 	for range 4 {
 		_, _, seg, end, ok := sp.next()
 		if !ok {
@@ -177,10 +179,7 @@ func TestSpoolResumesAtProgress(t *testing.T) {
 func TestSpoolRemovesAcknowledgedSegments(t *testing.T) {
 	dir := t.TempDir()
 	path := writeSpool(t, dir, 3)
-	sp, err := openSpool(dir, 1<<20, 1<<30, fsyncAlways, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := openTestSpool(t, dir)
 	defer sp.close()
 	type read struct {
 		seg *segment
