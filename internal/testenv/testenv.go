@@ -1,6 +1,9 @@
-// Package testenv connects tests to the real services that make test starts.
-// A service that does not answer fails the test: tests never skip for lack
-// of a service.
+// Package testenv connects tests to the real services that `make test`
+// starts (Postgres, Redis, ClickHouse, Kafka or the in-process kfake broker,
+// mailpit), giving each test databases and topics of its own where sharing
+// would mix tests up, and starts what tests run beside them: River clients
+// and veil gateway processes. A service that does not answer fails the
+// test: tests never skip for lack of a service.
 package testenv
 
 import (
