@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,30 +10,12 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 	"github.com/redis/rueidis"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/client"
+	"github.com/veil-platform/veil/internal/pipelinetest"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
 )
-
-// startProcessor runs a processor with cfg in this process until the test ends.
-func startProcessor(t *testing.T, cfg processors.Config) {
-	t.Helper()
-	proc, err := processors.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- proc.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("processor: %v", err)
-		}
-	})
-}
 
 // meteredPlane is what the end-to-end tests of the metered loop run on:
 // Kafka topics, ClickHouse and Redis databases of their own, a gateway
@@ -75,7 +56,7 @@ func (m *meteredPlane) processorConfig(t *testing.T, group string, batchRecords 
 		Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Brokers: m.kafka.Brokers, Group: group + "-" + testenv.Suffix(),
 		Topic: m.raw, DLQTopic: m.dlq, QuotaTopic: m.quotaTopic, ClickHouse: m.ch, Redis: m.rc,
 		BatchRecords: batchRecords, BatchWait: 50 * time.Millisecond, QuotaSweepInterval: 200 * time.Millisecond,
-		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)},
+		KafkaOpts: pipelinetest.QuickRebalance(),
 	}
 }
 

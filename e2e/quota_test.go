@@ -13,6 +13,7 @@ import (
 	"github.com/veil-platform/veil/client"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/internal/pipelinetest"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -35,7 +36,7 @@ func TestQuotaLoopEndToEnd(t *testing.T) {
 	// period below and waits for the roll.
 	m.opts.periodRollEvery = time.Second
 	c := e.startControlPlane(t, m.opts)
-	startProcessor(t, m.processorConfig(t, "quota-e2e", 5000))
+	pipelinetest.StartProcessor(t, m.processorConfig(t, "quota-e2e", 5000))
 
 	// A provider's API, a hard quota of 1,000 requests, a consumer with a
 	// key and an email address, and a webhook endpoint for its notices.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/client"
+	"github.com/veil-platform/veil/internal/pipelinetest"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -22,7 +23,7 @@ func TestResubscribeStaysBlockedEndToEnd(t *testing.T) {
 	m := newMeteredPlane(t, 2, "/gateway/resubscribe-e2e")
 	e := m.e
 	c := e.startControlPlane(t, m.opts)
-	startProcessor(t, m.processorConfig(t, "resubscribe-e2e", 1000))
+	pipelinetest.StartProcessor(t, m.processorConfig(t, "resubscribe-e2e", 1000))
 
 	prov := providerToken(t)
 	admin := adminToken(t)

@@ -61,29 +61,12 @@ func (e *env) startWith(t *testing.T, group string, tune func(*processors.Config
 		Logger: testenv.Logger(t), Metrics: metrics.NewSet(), Brokers: e.kafka.Brokers,
 		Group: group, Topic: e.raw, DLQTopic: e.dlq, ClickHouse: e.ch, Redis: e.redis,
 		BatchRecords: 2000, BatchWait: 100 * time.Millisecond,
-		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)},
+		KafkaOpts: pipelinetest.QuickRebalance(),
 	}
 	if tune != nil {
 		tune(&cfg)
 	}
-	p, err := processors.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	return func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("processor Run = %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("processor did not stop within 30s")
-		}
-	}
+	return pipelinetest.StartProcessor(t, cfg)
 }
 
 // produce sends a generated workload and returns what the sinks must hold.

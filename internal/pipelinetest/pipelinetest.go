@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,4 +184,38 @@ func (s Sinks) Check(t *testing.T, exp Expectation, d time.Duration) {
 		}
 		return nil
 	})
+}
+
+// QuickRebalance returns the consumer options of a test processor whose
+// group sees members stop, crash or join: a member gone is noticed within
+// seconds, not after the default 45.
+func QuickRebalance() []kgo.Opt {
+	return []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(10 * time.Second), kgo.HeartbeatInterval(500 * time.Millisecond)}
+}
+
+// StartProcessor runs a processor with cfg in this process until stop is
+// called or the test ends. Stop waits for Run to return, 30s at the most,
+// and fails the test if it returned an error or did not return.
+func StartProcessor(t testing.TB, cfg processors.Config) (stop func()) {
+	t.Helper()
+	p, err := processors.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("processor Run = %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("processor did not stop within 30s")
+		}
+	})
+	t.Cleanup(stop)
+	return stop
 }
