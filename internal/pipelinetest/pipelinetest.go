@@ -1,6 +1,7 @@
-// Package pipelinetest generates usage-event workloads with known totals and
-// checks that the processors' sinks hold exactly those totals: what every
-// exactly-once test of the pipeline needs.
+// Package pipelinetest generates usage-event workloads with known totals,
+// runs processors in the test's process and checks that the processors'
+// sinks hold exactly those totals: what every exactly-once test of the
+// pipeline needs.
 package pipelinetest
 
 import (
