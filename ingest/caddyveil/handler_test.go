@@ -329,6 +329,17 @@ func putSubscription(t *testing.T, s *enforcement.Store, id, api, status string,
 	}
 }
 
+// activeKey puts an active subscription to testAPI, without a rate limit,
+// and an active key of it; it returns the subscription's id, the key and
+// its record.
+func activeKey(t *testing.T, s *enforcement.Store) (sub, key string, rec enforcement.KeyRecord) {
+	t.Helper()
+	sub = uuid.NewString()
+	putSubscription(t, s, sub, testAPI, enforcement.SubscriptionActive, 0)
+	key, rec = newKey(t, s, enforcement.KeyRecord{SubscriptionID: sub})
+	return sub, key, rec
+}
+
 // newKey generates a key and puts its record, made from rec (Hash and,
 // when empty, KeyID, APIID, Status and Version filled in).
 func newKey(t *testing.T, s *enforcement.Store, rec enforcement.KeyRecord) (plaintext string, r enforcement.KeyRecord) {
@@ -677,9 +688,7 @@ func (f *fixture) checkEvents(t *testing.T, want []eventSummary) {
 func TestGatewaySeesChangesWithinOneSecond(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sub := uuid.NewString()
-	putSubscription(t, f.store, sub, testAPI, enforcement.SubscriptionActive, 0)
-	key, rec := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: sub})
+	sub, key, rec := activeKey(t, f.store)
 	// Twice: the second call is answered from the cache the first filled.
 	for range 2 {
 		f.checkAdmitted(t, f.do(t, "GET", "/weather/alerts", key, viaBearer))
@@ -735,9 +744,7 @@ func TestGatewaySeesChangesWithinOneSecond(t *testing.T) {
 func TestGatewayMetrics(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sub := uuid.NewString()
-	putSubscription(t, f.store, sub, testAPI, enforcement.SubscriptionActive, 0)
-	key, _ := newKey(t, f.store, enforcement.KeyRecord{SubscriptionID: sub})
+	_, key, _ := activeKey(t, f.store)
 	f.checkRefused(t, f.do(t, "GET", "/weather/alerts", "", viaNone), 401, "missing-key")
 	for range 2 {
 		f.checkRefused(t, f.do(t, "GET", "/weather/alerts", "hunter2", viaHeader), 401, "invalid-key")
