@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+
+	"github.com/veil-platform/veil/internal/periodic"
 )
 
 // JobSchedule says how often the catalog's periodic jobs run; both run
@@ -26,11 +28,7 @@ func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.Per
 	river.AddWorker(w, s.ReconcileWorker())
 	river.AddWorker(w, s.SweepWorker())
 	return []*river.PeriodicJob{
-		river.NewPeriodicJob(river.PeriodicInterval(every.Reconcile), func() (river.JobArgs, *river.InsertOpts) {
-			return ReconcileArgs{}, nil
-		}, &river.PeriodicJobOpts{RunOnStart: true}),
-		river.NewPeriodicJob(river.PeriodicInterval(every.Sweep), func() (river.JobArgs, *river.InsertOpts) {
-			return SweepArgs{}, nil
-		}, &river.PeriodicJobOpts{RunOnStart: true}),
+		periodic.Job(every.Reconcile, ReconcileArgs{}, nil),
+		periodic.Job(every.Sweep, SweepArgs{}, nil),
 	}
 }

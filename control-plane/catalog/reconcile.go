@@ -9,13 +9,13 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
+	"github.com/veil-platform/veil/internal/periodic"
 )
 
 // ReconcileReport says what one comparison of the database with the
@@ -349,19 +349,13 @@ type ReconcileArgs struct{}
 // Kind implements river.JobArgs.
 func (ReconcileArgs) Kind() string { return "api_reconcile" }
 
-// ReconcileWorker runs ReconcileArgs jobs.
-type ReconcileWorker struct {
-	river.WorkerDefaults[ReconcileArgs]
-	s *Service
-}
-
-// ReconcileWorker returns the worker of the scheduled reconciliation.
-func (s *Service) ReconcileWorker() *ReconcileWorker { return &ReconcileWorker{s: s} }
-
-// Work reconciles once.
-func (w *ReconcileWorker) Work(ctx context.Context, _ *river.Job[ReconcileArgs]) error {
-	_, err := w.s.Reconcile(ctx)
-	return err
+// ReconcileWorker returns the worker of the scheduled reconciliation,
+// which reconciles once a job.
+func (s *Service) ReconcileWorker() *periodic.Worker[ReconcileArgs] {
+	return periodic.NewWorker[ReconcileArgs](func(ctx context.Context) error {
+		_, err := s.Reconcile(ctx)
+		return err
+	})
 }
 
 // SweepArgs is the scheduled overdue-approvals job.
@@ -370,17 +364,11 @@ type SweepArgs struct{}
 // Kind implements river.JobArgs.
 func (SweepArgs) Kind() string { return "approval_sweep" }
 
-// SweepWorker runs SweepArgs jobs.
-type SweepWorker struct {
-	river.WorkerDefaults[SweepArgs]
-	s *Service
-}
-
-// SweepWorker returns the worker of the overdue sweep.
-func (s *Service) SweepWorker() *SweepWorker { return &SweepWorker{s: s} }
-
-// Work sweeps once.
-func (w *SweepWorker) Work(ctx context.Context, _ *river.Job[SweepArgs]) error {
-	_, err := w.s.SweepOverdue(ctx)
-	return err
+// SweepWorker returns the worker of the overdue sweep, which sweeps once a
+// job.
+func (s *Service) SweepWorker() *periodic.Worker[SweepArgs] {
+	return periodic.NewWorker[SweepArgs](func(ctx context.Context) error {
+		_, err := s.SweepOverdue(ctx)
+		return err
+	})
 }

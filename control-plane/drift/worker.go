@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/riverqueue/river"
+
+	"github.com/veil-platform/veil/internal/periodic"
 )
 
 // Args is the scheduled usage drift check.
@@ -88,8 +90,6 @@ type JobSchedule struct {
 func (s *Checker) RegisterJobs(w *river.Workers, every JobSchedule) []*river.PeriodicJob {
 	river.AddWorker(w, s.Worker())
 	return []*river.PeriodicJob{
-		river.NewPeriodicJob(river.PeriodicInterval(every.Check), func() (river.JobArgs, *river.InsertOpts) {
-			return Args{}, &river.InsertOpts{MaxAttempts: 1}
-		}, &river.PeriodicJobOpts{RunOnStart: true}),
+		periodic.Job(every.Check, Args{}, &river.InsertOpts{MaxAttempts: 1}),
 	}
 }

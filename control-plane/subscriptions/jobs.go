@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+
+	"github.com/veil-platform/veil/internal/periodic"
 )
 
 // JobSchedule says how often the subscriptions' periodic jobs run; each
@@ -33,14 +35,8 @@ func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.Per
 	river.AddWorker(w, s.MaintenanceWorker())
 	river.AddWorker(w, s.PeriodRollWorker())
 	return []*river.PeriodicJob{
-		river.NewPeriodicJob(river.PeriodicInterval(every.ReconcileKeys), func() (river.JobArgs, *river.InsertOpts) {
-			return ReconcileKeysArgs{}, &river.InsertOpts{MaxAttempts: 1}
-		}, &river.PeriodicJobOpts{RunOnStart: true}),
-		river.NewPeriodicJob(river.PeriodicInterval(every.Maintenance), func() (river.JobArgs, *river.InsertOpts) {
-			return MaintenanceArgs{}, &river.InsertOpts{MaxAttempts: 1}
-		}, &river.PeriodicJobOpts{RunOnStart: true}),
-		river.NewPeriodicJob(river.PeriodicInterval(every.PeriodRoll), func() (river.JobArgs, *river.InsertOpts) {
-			return PeriodRollArgs{}, &river.InsertOpts{MaxAttempts: 1}
-		}, &river.PeriodicJobOpts{RunOnStart: true}),
+		periodic.Job(every.ReconcileKeys, ReconcileKeysArgs{}, &river.InsertOpts{MaxAttempts: 1}),
+		periodic.Job(every.Maintenance, MaintenanceArgs{}, &river.InsertOpts{MaxAttempts: 1}),
+		periodic.Job(every.PeriodRoll, PeriodRollArgs{}, &river.InsertOpts{MaxAttempts: 1}),
 	}
 }
