@@ -262,38 +262,39 @@ func (s *Service) CreateVersion(ctx context.Context, actor identity.Actor, id uu
 // ListVersions returns the versions of an API, newest first, to its own
 // organization and admins: each names an upstream.
 func (s *Service) ListVersions(ctx context.Context, actor identity.Actor, id uuid.UUID) ([]Version, error) {
-	if _, err := s.getOwnAPI(ctx, actor, id); err != nil {
-		return nil, err
-	}
-	rows, err := db.New(s.pool).APIVersionList(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("list versions: %w", err)
-	}
-	out := make([]Version, 0, len(rows))
-	for _, r := range rows {
+	return ownList(ctx, s, actor, id, "versions", db.New(s.pool).APIVersionList, func(r db.ApiVersion) (Version, error) {
 		v := Version{APIID: r.ApiID, Version: r.Version, UpstreamURL: r.UpstreamUrl, Changelog: r.Changelog, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt}
-		if err := json.Unmarshal(r.Routes, &v.Routes); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, nil
+		return v, json.Unmarshal(r.Routes, &v.Routes)
+	})
 }
 
 // Transitions returns an API's recorded state changes, oldest first, to
 // its own organization and admins: a failed registration's reason names
 // the upstream.
 func (s *Service) Transitions(ctx context.Context, actor identity.Actor, id uuid.UUID) ([]Transition, error) {
+	return ownList(ctx, s, actor, id, "transitions", db.New(s.pool).APITransitionList, func(r db.APITransitionListRow) (Transition, error) {
+		return Transition{From: State(r.FromState), To: State(r.ToState), Actor: r.Actor, Reason: r.Reason, CreatedAt: r.CreatedAt}, nil
+	})
+}
+
+// ownList returns what list reads of API id, each row converted by conv,
+// to the API's own organization and admins only.
+func ownList[R, T any](ctx context.Context, s *Service, actor identity.Actor, id uuid.UUID, what string,
+	list func(context.Context, uuid.UUID) ([]R, error), conv func(R) (T, error)) ([]T, error) {
 	if _, err := s.getOwnAPI(ctx, actor, id); err != nil {
 		return nil, err
 	}
-	rows, err := db.New(s.pool).APITransitionList(ctx, id)
+	rows, err := list(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("list transitions: %w", err)
+		return nil, fmt.Errorf("list %s: %w", what, err)
 	}
-	out := make([]Transition, 0, len(rows))
+	out := make([]T, 0, len(rows))
 	for _, r := range rows {
-		out = append(out, Transition{From: State(r.FromState), To: State(r.ToState), Actor: r.Actor, Reason: r.Reason, CreatedAt: r.CreatedAt})
+		v, err := conv(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
 	}
 	return out, nil
 }

@@ -232,23 +232,17 @@ type Route struct {
 // them out for everyone else, who would otherwise call the upstream
 // directly, past keys, metering and quotas.
 type API struct {
-	ID              uuid.UUID  `json:"id"`
-	OrganizationID  uuid.UUID  `json:"organization_id"`
-	Name            string     `json:"name"`
-	Slug            string     `json:"slug"`
-	Description     string     `json:"description"`
-	UpstreamURL     string     `json:"upstream_url"`
-	Version         string     `json:"version"`
-	Routes          []Route    `json:"routes"`
-	HealthCheckPath string     `json:"health_check_path"`
-	DocsURL         string     `json:"docs_url"`
-	Visibility      Visibility `json:"visibility"`
-	State           State      `json:"state"`
-	StateReason     string     `json:"state_reason"`
-	GatewayPath     string     `json:"gateway_path"`
-	CreatedBy       string     `json:"created_by"`
-	CreatedAt       time.Time  `json:"created_at"`
-	UpdatedAt       time.Time  `json:"updated_at"`
+	ID             uuid.UUID `json:"id"`
+	OrganizationID uuid.UUID `json:"organization_id"`
+	// APIInput is what its organization registered and has changed since;
+	// its fields are the API's own in JSON.
+	APIInput
+	State       State     `json:"state"`
+	StateReason string    `json:"state_reason"`
+	GatewayPath string    `json:"gateway_path"`
+	CreatedBy   string    `json:"created_by"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
 
 	redacted bool     // upstream_url and health_check_path are left out
 	signing  *signing // the gateway's secrets; only toServed sets them
@@ -397,10 +391,7 @@ func (p APIPatch) changesPresentation(a API) bool {
 
 // apply returns the input a patched API would have.
 func (p APIPatch) apply(a API) APIInput {
-	in := APIInput{
-		Name: a.Name, Slug: a.Slug, Description: a.Description, UpstreamURL: a.UpstreamURL, Version: a.Version,
-		Routes: a.Routes, HealthCheckPath: a.HealthCheckPath, DocsURL: a.DocsURL, Visibility: a.Visibility,
-	}
+	in := a.APIInput
 	set(&in.Name, p.Name)
 	set(&in.Slug, p.Slug)
 	set(&in.Description, p.Description)

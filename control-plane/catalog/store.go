@@ -28,10 +28,12 @@ func toAPI[R apiRow](r R, err error) (API, error) {
 	}
 	row := db.APIGetByIDRow(r)
 	a := API{
-		ID: row.ID, OrganizationID: row.OrganizationID, Name: row.Name, Slug: row.Slug, Description: row.Description,
-		UpstreamURL: row.UpstreamUrl, Version: row.Version, HealthCheckPath: row.HealthCheckPath, DocsURL: row.DocsUrl,
-		Visibility: Visibility(row.Visibility), State: State(row.State), StateReason: row.StateReason,
-		CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt,
+		ID: row.ID, OrganizationID: row.OrganizationID,
+		APIInput: APIInput{
+			Name: row.Name, Slug: row.Slug, Description: row.Description, UpstreamURL: row.UpstreamUrl, Version: row.Version,
+			HealthCheckPath: row.HealthCheckPath, DocsURL: row.DocsUrl, Visibility: Visibility(row.Visibility),
+		},
+		State: State(row.State), StateReason: row.StateReason, CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt,
 	}
 	if err := json.Unmarshal(row.Routes, &a.Routes); err != nil {
 		return API{}, fmt.Errorf("decode api routes: %w", err)
@@ -69,9 +71,11 @@ func toServed[R servedRow](r R, err error) (API, error) {
 	}
 	row := db.APIServedGetByIDRow(r)
 	a := API{
-		ID: row.ID, OrganizationID: row.OrganizationID, Name: row.Name, Description: row.Description,
-		Version: row.Version, DocsURL: row.DocsUrl, Visibility: Visibility(row.Visibility), State: State(row.State),
-		StateReason: row.StateReason, CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt,
+		ID: row.ID, OrganizationID: row.OrganizationID,
+		APIInput: APIInput{
+			Name: row.Name, Description: row.Description, Version: row.Version, DocsURL: row.DocsUrl, Visibility: Visibility(row.Visibility),
+		},
+		State: State(row.State), StateReason: row.StateReason, CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt,
 	}
 	var snap approvedSnapshot
 	if row.ApprovedSnapshot != nil {
