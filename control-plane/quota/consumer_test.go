@@ -290,17 +290,10 @@ func TestQuotaEmailWorkerErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := f.subscribe(requests(10), true, "")
-			if sent, err := f.svc.HandleCrossing(f.ctx, f.crossing(s, 80, 10, true)); sent != 2 || err != nil {
-				t.Fatalf("HandleCrossing() = %d, %v; want 2, nil", sent, err)
-			}
-			jobs := f.emailJobs(s)
-			if len(jobs) != 1 {
-				t.Fatalf("email jobs = %d; want 1", len(jobs))
-			}
+			job := f.crossingEmail(t, 80)
 			before := f.noticeCount("email", tt.wantResult)
 			mailer.set(tt.err)
-			err := f.work(jobs[0])
+			err := f.work(job)
 			var cancel *river.JobCancelError
 			if got := errors.As(err, &cancel); got != tt.wantCancel || !errors.Is(err, tt.err) {
 				t.Errorf("QuotaEmailWorker.Work() = %v; want %v, cancelling the job %t", err, tt.err, tt.wantCancel)
@@ -364,17 +357,10 @@ func TestQuotaEmailWorkerSMTPReplies(t *testing.T) {
 		{reply: "452 4.2.2 mailbox full", wantErr: true},
 	}
 	for _, tt := range tests {
-		s := f.subscribe(requests(10), true, "")
-		if sent, err := f.svc.HandleCrossing(f.ctx, f.crossing(s, 90, 10, true)); sent != 2 || err != nil {
-			t.Fatalf("HandleCrossing() = %d, %v; want 2, nil", sent, err)
-		}
-		jobs := f.emailJobs(s)
-		if len(jobs) != 1 {
-			t.Fatalf("email jobs = %d; want 1", len(jobs))
-		}
+		job := f.crossingEmail(t, 90)
 		srv.setRecipientReply(tt.reply)
 		srv.setSenderReply(cmp.Or(tt.sender, "250 2.1.0 ok"))
-		err := f.work(jobs[0])
+		err := f.work(job)
 		var cancel *river.JobCancelError
 		if (err != nil) != tt.wantErr || errors.As(err, &cancel) != tt.wantCancel {
 			t.Errorf("QuotaEmailWorker.Work() with RCPT TO answered %q = %v; want an error %t, cancelling the job %t",

@@ -256,6 +256,22 @@ func (f *quotaFixture) emailJobs(s testSub) []emailJob {
 	return out
 }
 
+// crossingEmail subscribes a consumer to a hard quota of 10 requests,
+// handles its crossing of threshold percent (a webhook and an email) and
+// returns the one email job that queued.
+func (f *quotaFixture) crossingEmail(t *testing.T, threshold int) emailJob {
+	t.Helper()
+	s := f.subscribe(requests(10), true, "")
+	if sent, err := f.svc.HandleCrossing(f.ctx, f.crossing(s, threshold, 10, true)); sent != 2 || err != nil {
+		t.Fatalf("HandleCrossing() = %d, %v; want 2, nil", sent, err)
+	}
+	jobs := f.emailJobs(s)
+	if len(jobs) != 1 {
+		t.Fatalf("email jobs = %d; want 1", len(jobs))
+	}
+	return jobs[0]
+}
+
 // work runs the email worker once on j, as River would on its next
 // attempt, without recording the outcome.
 func (f *quotaFixture) work(j emailJob) error {
