@@ -419,11 +419,11 @@ func TestGetApproval(t *testing.T) {
 func TestListApprovalsFilters(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
-	open := e.submit(e.provider, e.createAPI(e.provider, "acme-normal").ID, catalog.PriorityNormal)
-	late := e.submit(e.provider, e.createAPI(e.provider, "acme-urgent").ID, catalog.PriorityUrgent)
-	rejected := e.submit(e.otherProvider, e.createAPI(e.otherProvider, "globex-low").ID, catalog.PriorityLow)
+	open := e.request(e.provider, "acme-normal", catalog.PriorityNormal)
+	late := e.request(e.provider, "acme-urgent", catalog.PriorityUrgent)
+	rejected := e.request(e.otherProvider, "globex-low", catalog.PriorityLow)
 	e.decide(rejected.ID, catalog.DecisionReject, "no")
-	escalated := e.submit(e.otherProvider, e.createAPI(e.otherProvider, "globex-escalated").ID, catalog.PriorityLow)
+	escalated := e.request(e.otherProvider, "globex-escalated", catalog.PriorityLow)
 	e.decide(escalated.ID, catalog.DecisionEscalate, "") // low → normal, due in 72 h
 	e.clock.Advance(5 * time.Hour)                       // only the urgent one is past due
 
@@ -491,7 +491,7 @@ func TestListApprovalsPages(t *testing.T) {
 		if pages == 1 {
 			// Added while paging: it sorts last, so it appears on a later page.
 			e.clock.Advance(time.Second)
-			all = append(all, e.submit(e.provider, e.createAPI(e.provider, "page-late").ID, catalog.PriorityNormal))
+			all = append(all, e.request(e.provider, "page-late", catalog.PriorityNormal))
 		}
 		if next == "" {
 			break
@@ -519,11 +519,11 @@ func TestListApprovalsPages(t *testing.T) {
 func TestDecideBulk(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
-	first := e.submit(e.provider, e.createAPI(e.provider, "first").ID, catalog.PriorityNormal)
-	second := e.submit(e.otherProvider, e.createAPI(e.otherProvider, "second").ID, catalog.PriorityLow)
-	closed := e.submit(e.provider, e.createAPI(e.provider, "closed").ID, catalog.PriorityNormal)
+	first := e.request(e.provider, "first", catalog.PriorityNormal)
+	second := e.request(e.otherProvider, "second", catalog.PriorityLow)
+	closed := e.request(e.provider, "closed", catalog.PriorityNormal)
 	e.decide(closed.ID, catalog.DecisionReject, "no")
-	own := e.submit(e.admin, e.createAPI(e.admin, "own").ID, catalog.PriorityNormal)
+	own := e.request(e.admin, "own", catalog.PriorityNormal)
 	missing := uuid.New()
 
 	ids := []uuid.UUID{first.ID, closed.ID, missing, own.ID, second.ID}
@@ -581,7 +581,7 @@ func TestApprovalStats(t *testing.T) {
 	wantErr(t, "ApprovalStats by a provider", err, catalog.ErrForbidden)
 
 	req := func(slug string, p catalog.Priority) catalog.Approval {
-		return e.submit(e.provider, e.createAPI(e.provider, slug).ID, p)
+		return e.request(e.provider, slug, p)
 	}
 	// All submitted at start.
 	r1 := req("r1", catalog.PriorityNormal)

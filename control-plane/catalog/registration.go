@@ -127,18 +127,24 @@ func (s *Service) backoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// RegisterWorker runs RegisterArgs jobs.
-type RegisterWorker struct {
-	river.WorkerDefaults[RegisterArgs]
+// gatewayJob is what the workers of the jobs that change the gateway
+// share: River's defaults, with backoff between attempts.
+type gatewayJob[A river.JobArgs] struct {
+	river.WorkerDefaults[A]
 	s *Service
 }
 
-// RegisterWorker returns the worker that registers approved APIs.
-func (s *Service) RegisterWorker() *RegisterWorker { return &RegisterWorker{s: s} }
-
 // NextRetry implements the backoff.
-func (w *RegisterWorker) NextRetry(job *river.Job[RegisterArgs]) time.Time {
+func (w *gatewayJob[A]) NextRetry(job *river.Job[A]) time.Time {
 	return time.Now().Add(w.s.backoff(job.Attempt))
+}
+
+// RegisterWorker runs RegisterArgs jobs.
+type RegisterWorker struct{ gatewayJob[RegisterArgs] }
+
+// RegisterWorker returns the worker that registers approved APIs.
+func (s *Service) RegisterWorker() *RegisterWorker {
+	return &RegisterWorker{gatewayJob[RegisterArgs]{s: s}}
 }
 
 // Timeout bounds one attempt.
@@ -328,17 +334,11 @@ func (s *Service) finishRegistration(ctx context.Context, c conn, id uuid.UUID) 
 }
 
 // DeregisterWorker runs DeregisterArgs jobs.
-type DeregisterWorker struct {
-	river.WorkerDefaults[DeregisterArgs]
-	s *Service
-}
+type DeregisterWorker struct{ gatewayJob[DeregisterArgs] }
 
 // DeregisterWorker returns the worker that takes APIs off the gateway.
-func (s *Service) DeregisterWorker() *DeregisterWorker { return &DeregisterWorker{s: s} }
-
-// NextRetry implements the backoff.
-func (w *DeregisterWorker) NextRetry(job *river.Job[DeregisterArgs]) time.Time {
-	return time.Now().Add(w.s.backoff(job.Attempt))
+func (s *Service) DeregisterWorker() *DeregisterWorker {
+	return &DeregisterWorker{gatewayJob[DeregisterArgs]{s: s}}
 }
 
 // Work removes the route unless the API is routed again by now.

@@ -379,6 +379,13 @@ func (e *env) submit(actor identity.Actor, id uuid.UUID, p catalog.Priority) cat
 	return r
 }
 
+// request creates an API of actor's named by slug and submits it for
+// review at priority p: its request.
+func (e *env) request(actor identity.Actor, slug string, p catalog.Priority) catalog.Approval {
+	e.t.Helper()
+	return e.submit(actor, e.createAPI(actor, slug).ID, p)
+}
+
 // pending is a new API of the provider's, named by slug, and its request
 // for review at normal priority.
 func (e *env) pending(slug string) (catalog.API, catalog.Approval) {
