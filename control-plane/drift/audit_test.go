@@ -22,38 +22,30 @@ func TestCheckRequestedAuditsWithTheStoredRun(t *testing.T) {
 	}
 	entries := func() int { return count(`SELECT count(*) FROM audit_log WHERE action = 'usage.reconcile'`) }
 	runs := func() int { return count(`SELECT count(*) FROM usage_reconcile_runs`) }
-	refuse := func(table, when string) {
-		t.Helper()
+	// Either insert refused by a trigger: the other row is not kept.
+	for _, c := range []struct {
+		table, when, insert string
+		other               func() int
+		otherName           string
+	}{
+		{"audit_log", "WHEN (NEW.action = 'usage.reconcile')", "audit", runs, "stored runs"},
+		{"usage_reconcile_runs", "", "run", entries, "audit entries"},
+	} {
 		if _, err := f.pool.Exec(f.ctx, `CREATE OR REPLACE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 			BEGIN RAISE EXCEPTION 'insert refused'; END $$;
-			CREATE TRIGGER refuse_insert BEFORE INSERT ON `+table+` FOR EACH ROW `+when+` EXECUTE FUNCTION refuse_insert()`); err != nil {
+			CREATE TRIGGER refuse_insert BEFORE INSERT ON `+c.table+` FOR EACH ROW `+c.when+` EXECUTE FUNCTION refuse_insert()`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.svc.CheckRequested(f.ctx, admin); err == nil {
+			t.Errorf("CheckRequested() with the %s insert failing = nil; want an error", c.insert)
+		}
+		if n := c.other(); n != 0 {
+			t.Errorf("%s after the %s insert failed = %d; want 0", c.otherName, c.insert, n)
+		}
+		if _, err := f.pool.Exec(f.ctx, `DROP TRIGGER refuse_insert ON `+c.table); err != nil {
 			t.Fatal(err)
 		}
 	}
-	allow := func(table string) {
-		t.Helper()
-		if _, err := f.pool.Exec(f.ctx, `DROP TRIGGER refuse_insert ON `+table); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	refuse("audit_log", "WHEN (NEW.action = 'usage.reconcile')")
-	if _, err := f.svc.CheckRequested(f.ctx, admin); err == nil {
-		t.Error("CheckRequested() with the audit insert failing = nil; want an error")
-	}
-	if n := runs(); n != 0 {
-		t.Errorf("stored runs after the audit insert failed = %d; want 0", n)
-	}
-	allow("audit_log")
-
-	refuse("usage_reconcile_runs", "")
-	if _, err := f.svc.CheckRequested(f.ctx, admin); err == nil {
-		t.Error("CheckRequested() with the run insert failing = nil; want an error")
-	}
-	if n := entries(); n != 0 {
-		t.Errorf("audit entries after the run insert failed = %d; want 0", n)
-	}
-	allow("usage_reconcile_runs")
 
 	if _, err := f.svc.CheckRequested(f.ctx, admin); err != nil {
 		t.Fatalf("CheckRequested() = %v", err)
