@@ -270,6 +270,21 @@ func (f *fixture) run() Report {
 	return rep
 }
 
+// healsOne runs the check and fails unless it found the subscription's
+// drift as want (its subscription, period and Healed filled in here) and
+// healed it.
+func (f *fixture) healsOne(want Drifted) {
+	f.t.Helper()
+	rep := f.run()
+	if got, w := countsOf(rep), (counts{checked: 1, drifted: 1, healed: 1}); got != w {
+		f.t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, w)
+	}
+	want.SubscriptionID, want.PeriodStart, want.Healed = f.sub.id, f.sub.start, true
+	if got := rep.Drift[0]; got != want {
+		f.t.Errorf("Check().Drift[0] = %+v; want %+v", got, want)
+	}
+}
+
 // runSettling runs the check with settle in place of the wait between
 // finding drift and healing it.
 func (f *fixture) runSettling(settle func()) Report {
@@ -393,16 +408,9 @@ func TestCheckHealsBehindCounter(t *testing.T) {
 	watermarks := map[string]string{"0": "12", "1": "10"}
 	f.setRedis(watermarks, 3, 1_000_000)
 
-	rep := f.run()
-	if got, want := countsOf(rep), (counts{checked: 1, drifted: 1, healed: 1}); got != want {
-		t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
-	}
 	// Rows 10–12 of partition 0 (3 × 1.5) and 4–9 of partition 1.
-	wantDrift := Drifted{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 3, ClickHouseRequests: 9,
-		RedisUnits: "1", ClickHouseUnits: "5.750001", Healed: true}
-	if got := rep.Drift[0]; got != wantDrift {
-		t.Errorf("Check().Drift[0] = %+v; want %+v", got, wantDrift)
-	}
+	f.healsOne(Drifted{RedisRequests: 3, ClickHouseRequests: 9,
+		RedisUnits: "1", ClickHouseUnits: "5.750001"})
 	if got := f.hash(enforcement.WatermarkName(id)); !maps.Equal(got, watermarks) {
 		t.Errorf("watermarks = %v; want unchanged %v", got, watermarks)
 	}
@@ -439,15 +447,8 @@ func TestCheckHealsFlush(t *testing.T) {
 	f.block()
 	f.do(f.redis.B().Flushdb().Build())
 
-	rep := f.run()
-	if got, want := countsOf(rep), (counts{checked: 1, drifted: 1, healed: 1}); got != want {
-		t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
-	}
-	wantDrift := Drifted{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 0, ClickHouseRequests: eventRequests,
-		RedisUnits: "0", ClickHouseUnits: "10.250001", WatermarksBehind: true, Blocked: true, Healed: true}
-	if got := rep.Drift[0]; got != wantDrift {
-		t.Errorf("Check().Drift[0] = %+v; want %+v", got, wantDrift)
-	}
+	f.healsOne(Drifted{RedisRequests: 0, ClickHouseRequests: eventRequests,
+		RedisUnits: "0", ClickHouseUnits: "10.250001", WatermarksBehind: true, Blocked: true})
 
 	counter := enforcement.PeriodCounterName(id, f.sub.start)
 	wantCounter := map[string]string{
@@ -485,7 +486,7 @@ func TestCheckHealsFlush(t *testing.T) {
 	}
 
 	before := f.snapshot()
-	rep = f.run()
+	rep := f.run()
 	if got, want := countsOf(rep), (counts{checked: 1}); got != want || len(rep.Drift) != 0 {
 		t.Errorf("second Check() = %+v, drift %+v; want %+v", got, rep.Drift, want)
 	}
@@ -511,15 +512,8 @@ func TestCheckHealsTamperedCounter(t *testing.T) {
 	f.setRedis(map[string]string{"0": "4"}, 11, 5_000_000, "crossed_80", "10", "crossed_90", "10", "crossed_100", "10")
 	f.block()
 
-	rep := f.run()
-	if got, want := countsOf(rep), (counts{checked: 1, drifted: 1, healed: 1}); got != want {
-		t.Fatalf("Check() = %+v, unhealed %v; want %+v", got, rep.Unhealed, want)
-	}
-	wantDrift := Drifted{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, RedisRequests: 11, ClickHouseRequests: 5,
-		RedisUnits: "5", ClickHouseUnits: "5", Healed: true}
-	if got := rep.Drift[0]; got != wantDrift {
-		t.Errorf("Check().Drift[0] = %+v; want %+v", got, wantDrift)
-	}
+	f.healsOne(Drifted{RedisRequests: 11, ClickHouseRequests: 5,
+		RedisUnits: "5", ClickHouseUnits: "5"})
 	wantCounter := map[string]string{"requests": "5", "units_micro": "5000000", "period_end": strconv.FormatInt(f.sub.end.Unix(), 10)}
 	if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start)); !maps.Equal(got, wantCounter) {
 		t.Errorf("counter = %v; want %v (no thresholds reached)", got, wantCounter)
