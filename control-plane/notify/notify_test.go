@@ -41,6 +41,16 @@ func counter(set *metrics.Set, name string) uint64 { return set.GetOrCreateCount
 // recipient returns an address no other test sends to.
 func recipient(name string) string { return name + "-" + testenv.Suffix() + "@example.test" }
 
+// noMessages checks that Mailpit holds no message to to. A refused message
+// never reaches the server, so nothing can be on its way: there is no need
+// to wait before looking.
+func noMessages(t *testing.T, mp *testenv.MailpitServer, to string) {
+	t.Helper()
+	if got := mp.Messages(t, to); len(got) != 0 {
+		t.Errorf("messages to %s = %d; want 0", to, len(got))
+	}
+}
+
 func TestSMTPSend(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -163,11 +173,7 @@ func TestSMTPSendRefusesInvalid(t *testing.T) {
 	if n := counter(set, "veil_notify_email_sent_total"); n != 0 {
 		t.Errorf("veil_notify_email_sent_total = %d; want 0", n)
 	}
-	// Refused messages never reach the server, so nothing can be on its
-	// way: no need to wait before looking.
-	if got := mp.Messages(t, to); len(got) != 0 {
-		t.Errorf("messages to %s = %d; want 0", to, len(got))
-	}
+	noMessages(t, mp, to)
 }
 
 func TestSMTPMandatoryTLSRefusesPlainServer(t *testing.T) {
@@ -185,9 +191,7 @@ func TestSMTPMandatoryTLSRefusesPlainServer(t *testing.T) {
 	if n := counter(set, "veil_notify_email_failed_total"); n != 1 {
 		t.Errorf("veil_notify_email_failed_total = %d; want 1", n)
 	}
-	if got := mp.Messages(t, to); len(got) != 0 {
-		t.Errorf("messages to %s = %d; want 0", to, len(got))
-	}
+	noMessages(t, mp, to)
 }
 
 func TestSMTPSendEndsWithContext(t *testing.T) {
