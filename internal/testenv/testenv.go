@@ -2,7 +2,8 @@
 // starts (Postgres, Redis, ClickHouse, Kafka or the in-process kfake broker,
 // mailpit), giving each test databases and topics of its own where sharing
 // would mix tests up, and starts what tests run beside them: River clients
-// and veil gateway processes. A service that does not answer fails the
+// and veil gateway processes, and the rows and clock most service tests
+// set up (Org, User, Clock). A service that does not answer fails the
 // test: tests never skip for lack of a service.
 package testenv
 
