@@ -362,12 +362,12 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, pagination.ErrBadCursor):
 		d = problem.New(http.StatusBadRequest, "bad-cursor", "Bad Cursor", "the cursor was not issued by this API")
 	case errors.Is(err, catalog.ErrAPINotFound), errors.Is(err, catalog.ErrApprovalNotFound),
-		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound):
+		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound),
+		errors.Is(err, subscriptions.ErrPlanNotFound), errors.Is(err, subscriptions.ErrSubscriptionNotFound),
+		errors.Is(err, keys.ErrKeyNotFound), errors.Is(err, ingesttokens.ErrNotFound), errors.Is(err, errNoUsageReconcile):
 		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
-	case errors.Is(err, subscriptions.ErrPlanNotFound), errors.Is(err, subscriptions.ErrSubscriptionNotFound),
-		errors.Is(err, keys.ErrKeyNotFound):
-		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
-	case errors.Is(err, keys.ErrInvalidTransition), errors.Is(err, subscriptions.ErrSubscriptionTransition):
+	case errors.Is(err, keys.ErrInvalidTransition), errors.Is(err, subscriptions.ErrSubscriptionTransition),
+		errors.Is(err, catalog.ErrInvalidTransition):
 		d = problem.New(http.StatusConflict, "invalid-transition", "Invalid State Transition", err.Error())
 	case errors.Is(err, keys.ErrKeyLimit):
 		d = problem.New(http.StatusConflict, "key-limit", "Key Limit Reached", err.Error()+"; revoke or delete a key first")
@@ -397,8 +397,6 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", err.Error()+"; retry later")
 	case errors.Is(err, errNoUsageCheck):
 		d = problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", err.Error())
-	case errors.Is(err, errNoUsageReconcile):
-		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
 	case errors.Is(err, subscriptions.ErrSlugTaken):
 		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
 	case errors.Is(err, metering.ErrBadQuery):
@@ -410,8 +408,6 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusForbidden, "forbidden", "Forbidden", "your role may not do this")
 	case errors.Is(err, catalog.ErrSelfApproval):
 		d = problem.New(http.StatusForbidden, "self-approval", "Self-Approval Refused", err.Error())
-	case errors.Is(err, catalog.ErrInvalidTransition):
-		d = problem.New(http.StatusConflict, "invalid-transition", "Invalid State Transition", err.Error())
 	case errors.Is(err, catalog.ErrNotEditable):
 		d = problem.New(http.StatusConflict, "not-editable", "Not Editable", err.Error())
 	case errors.Is(err, catalog.ErrSlugTaken):
@@ -420,8 +416,6 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusConflict, "version-exists", "Version Exists", "this API already has that version")
 	case errors.Is(err, catalog.ErrApprovalClosed):
 		d = problem.New(http.StatusConflict, "approval-closed", "Approval Closed", err.Error())
-	case errors.Is(err, ingesttokens.ErrNotFound):
-		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
 	case errors.Is(err, catalog.ErrAPIInUse):
 		d = problem.New(http.StatusConflict, "api-in-use", "API In Use", err.Error())
 	case errors.Is(err, catalog.ErrConflict):
