@@ -28,6 +28,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/quota"
@@ -386,9 +387,10 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 	}
 	if svc.subs, err = subscriptions.New(subscriptions.Config{
 		Pool: p.pool, Jobs: p.river, Records: enforcement.New(p.redis), Publisher: svc.hooks, Mailer: mailer,
-		Logger: logger, Metrics: set, Env: apikey.Env(cp.keyEnv), MaxActiveKeys: cp.maxActiveKeys,
-		SyncFailAfter: cp.keySyncFailAfter, DefaultGrace: cp.keyGrace, AutoRotateGrace: cp.keyAutoGrace,
-		SealSecret: []byte(cp.keySealSecret),
+		Logger: logger, Metrics: set, MaxActiveKeys: cp.maxActiveKeys, Keys: keys.Options{
+			Env: apikey.Env(cp.keyEnv), SyncFailAfter: cp.keySyncFailAfter, DefaultGrace: cp.keyGrace,
+			AutoRotateGrace: cp.keyAutoGrace, SealSecret: []byte(cp.keySealSecret),
+		},
 	}); err != nil {
 		return svc, err
 	}

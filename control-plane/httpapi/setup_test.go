@@ -18,6 +18,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
@@ -89,7 +90,7 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	records, _ := testenv.RedisDB(t)
 	subs, err := subscriptions.New(subscriptions.Config{
 		Pool: pool, Jobs: jobs, Records: enforcement.New(records), Publisher: hooks, Logger: logger,
-		SealSecret: []byte("httpapi-test-seal"),
+		Keys: keys.Options{SealSecret: []byte("httpapi-test-seal")},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -180,10 +180,10 @@ func (s *Service) issue(ctx context.Context, tx pgx.Tx, actor identity.Actor, su
 	}
 	err = q.KeyInsert(ctx, db.KeyInsertParams{
 		ID: id, SubscriptionID: sub.ID, Name: in.Name, Env: string(s.cfg.Env), Hash: raw.Hash, Prefix: raw.Prefix, Last4: raw.Last4,
-		ExpiresAt: in.ExpiresAt, Methods: in.Methods, Routes: in.Routes, RatePerSecond: int32Ptr(in.RatePerSecond),
-		RatePerMinute: int32Ptr(in.RatePerMinute), Metadata: meta, RotatedFrom: rotatedFrom, AutoRotate: in.AutoRotate,
-		RotateEveryDays: int32(in.RotateEveryDays), LastRotatedAt: lastRotated, AutoRenew: in.AutoRenew,
-		RenewDays: int32Ptr(in.RenewDays), CreatedBy: actor.Subject, SealedKey: sealed,
+		ExpiresAt: in.ExpiresAt, Methods: in.Methods, Routes: in.Routes, RatePerSecond: in.RatePerSecond,
+		RatePerMinute: in.RatePerMinute, Metadata: meta, RotatedFrom: rotatedFrom, AutoRotate: in.AutoRotate,
+		RotateEveryDays: in.RotateEveryDays, LastRotatedAt: lastRotated, AutoRenew: in.AutoRenew,
+		RenewDays: in.RenewDays, CreatedBy: actor.Subject, SealedKey: sealed,
 	})
 	if err != nil {
 		return Key{}, fmt.Errorf("insert key: %w", err)
@@ -263,8 +263,8 @@ func (s *Service) UpdateKey(ctx context.Context, actor identity.Actor, id uuid.U
 		meta, _ := json.Marshal(in.Metadata)
 		if err := db.New(tx).KeyUpdateSettings(ctx, db.KeyUpdateSettingsParams{
 			ID: id, Name: in.Name, ExpiresAt: in.ExpiresAt, Methods: in.Methods, Routes: in.Routes,
-			RatePerSecond: int32Ptr(in.RatePerSecond), RatePerMinute: int32Ptr(in.RatePerMinute), Metadata: meta,
-			AutoRotate: in.AutoRotate, RotateEveryDays: int32(in.RotateEveryDays), AutoRenew: in.AutoRenew, RenewDays: int32Ptr(in.RenewDays),
+			RatePerSecond: in.RatePerSecond, RatePerMinute: in.RatePerMinute, Metadata: meta,
+			AutoRotate: in.AutoRotate, RotateEveryDays: in.RotateEveryDays, AutoRenew: in.AutoRenew, RenewDays: in.RenewDays,
 		}); err != nil {
 			return fmt.Errorf("update key: %w", err)
 		}

@@ -106,12 +106,22 @@ type Config struct {
 	Mailer  Mailer
 	Logger  *slog.Logger
 	Metrics *metrics.Set
+	// Now is the clock (default time.Now); tests move it.
+	Now func() time.Time
+	Options
+}
+
+// Options are the choices of the key lifecycle that the operator makes
+// (subscriptions.Config carries them to the Service it builds).
+type Options struct {
 	// Env is the environment keys are issued for: live (default) or test.
 	Env apikey.Env
 	// SyncFailAfter is how many failed attempts to write a new key to the
 	// gateway turn it failed_sync (default 3). Retries go on after that.
 	SyncFailAfter int
-	// RetryBase and RetryMax bound the sync retry backoff (defaults 1 s, 1 min).
+	// RetryBase and RetryMax bound the retry backoff of record syncs
+	// (defaults 1 s, 1 min): a failed sync is tried again after between
+	// half and all of RetryBase doubled per attempt, RetryMax at most.
 	RetryBase, RetryMax time.Duration
 	// DefaultGrace is how long a rotated-out key keeps working when the
 	// caller names no grace (default 24 h).
@@ -125,8 +135,6 @@ type Config struct {
 	// SealSecret seals the successor keys of automatic rotations until they
 	// are revealed. Without it automatic rotation is off (notices still go).
 	SealSecret []byte
-	// Now is the clock (default time.Now); tests move it.
-	Now func() time.Time
 }
 
 // Service is the key lifecycle: issue, change, suspend, resume, revoke,

@@ -31,10 +31,10 @@ func toKey[R keyRow](r R, err error) (Key, error) {
 	k := Key{
 		ID: row.ID, SubscriptionID: row.SubscriptionID, APIID: row.ApiID, Name: row.Name, Env: apikey.Env(row.Env),
 		Prefix: row.Prefix, State: State(row.State), ExpiresAt: row.ExpiresAt, GraceUntil: row.GraceUntil,
-		Methods: row.Methods, Routes: row.Routes, RatePerSecond: intPtr(row.RatePerSecond), RatePerMinute: intPtr(row.RatePerMinute),
-		RotatedFrom: row.RotatedFrom, AutoRotate: row.AutoRotate, RotateEvery: int(row.RotateEveryDays),
-		LastRotatedAt: row.LastRotatedAt, AutoRenew: row.AutoRenew, RenewDays: intPtr(row.RenewDays), Synced: row.Synced,
-		SyncAttempts: int(row.SyncAttempts), SyncError: row.SyncError, CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt,
+		Methods: row.Methods, Routes: row.Routes, RatePerSecond: row.RatePerSecond, RatePerMinute: row.RatePerMinute,
+		RotatedFrom: row.RotatedFrom, AutoRotate: row.AutoRotate, RotateEvery: row.RotateEveryDays,
+		LastRotatedAt: row.LastRotatedAt, AutoRenew: row.AutoRenew, RenewDays: row.RenewDays, Synced: row.Synced,
+		SyncAttempts: row.SyncAttempts, SyncError: row.SyncError, CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt,
 		UpdatedAt: row.UpdatedAt, RevokedAt: row.RevokedAt,
 		org: row.OrganizationID, apiOrg: row.ApiOrganizationID, hash: row.Hash, syncVersion: row.SyncVersion,
 		sealed: row.SealedKey, suspendedByAdmin: row.SuspendedByAdmin,
@@ -58,21 +58,4 @@ func toKeys[R keyRow](rows []R) ([]Key, error) {
 		out = append(out, k)
 	}
 	return out, nil
-}
-
-// intPtr and int32Ptr convert the nullable integer columns.
-func intPtr(v *int32) *int {
-	if v == nil {
-		return nil
-	}
-	n := int(*v)
-	return &n
-}
-
-func int32Ptr(v *int) *int32 {
-	if v == nil {
-		return nil
-	}
-	n := int32(*v)
-	return &n
 }

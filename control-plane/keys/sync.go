@@ -153,7 +153,7 @@ func (s *Service) syncFailed(ctx context.Context, id uuid.UUID, cause error) err
 			to = StateFailedSync
 		}
 		if err := db.New(tx).KeySyncFailed(ctx, db.KeySyncFailedParams{
-			ID: id, SyncAttempts: int32(attempts), SyncError: trimReason(cause.Error()), State: db.KeyState(to),
+			ID: id, SyncAttempts: attempts, SyncError: trimReason(cause.Error()), State: db.KeyState(to),
 		}); err != nil {
 			return fmt.Errorf("record failed key sync: %w", err)
 		}

@@ -28,7 +28,6 @@ import (
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
-	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -74,38 +73,22 @@ type Records interface {
 	PeriodRequests(ctx context.Context, id string, start time.Time) (int64, error)
 }
 
-// Config configures the Service. The fields on keys are handed to the
-// keys.Service it builds (see keys.Config).
+// Config configures the Service.
 type Config struct {
 	Pool      *pgxpool.Pool
 	Jobs      Inserter
 	Records   Records
 	Publisher Publisher
-	// Mailer sends the notices; nil sends none (webhooks still go).
+	// Mailer sends the key notices; nil sends none (webhooks still go).
 	Mailer  Mailer
 	Logger  *slog.Logger
 	Metrics *metrics.Set
-	// Env is the environment keys are issued for: live (default) or test.
-	Env apikey.Env
 	// MaxActiveKeys is each new subscription's limit of live keys (default 5).
 	MaxActiveKeys int
-	// SyncFailAfter is how many failed attempts to write a new key to the
-	// gateway turn it failed_sync (default 3). Retries go on after that.
-	SyncFailAfter int
-	// RetryBase and RetryMax bound the sync retry backoff (defaults 1 s, 1 min).
-	RetryBase, RetryMax time.Duration
-	// DefaultGrace is how long a rotated-out key keeps working when the
-	// caller names no grace (default 24 h).
-	DefaultGrace time.Duration
-	// AutoRotateGrace is the grace of keys rotated by the automatic policy
-	// (default 7 days: the consumer must reveal and deploy the successor).
-	AutoRotateGrace time.Duration
-	// RotationNotice is how long before an automatic rotation the consumer
-	// is told (default 7 days).
-	RotationNotice time.Duration
-	// SealSecret seals the successor keys of automatic rotations until they
-	// are revealed. Without it automatic rotation is off (notices still go).
-	SealSecret []byte
+	// Keys are the options of the subscriptions' keys, handed to the
+	// keys.Service that New builds; its RetryBase and RetryMax bound the
+	// retries of subscription syncs too.
+	Keys keys.Options
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
 }
@@ -147,9 +130,7 @@ func New(cfg Config) (*Service, error) {
 	var err error
 	s.keys, err = keys.New(keys.Config{
 		Pool: cfg.Pool, Jobs: cfg.Jobs, Records: cfg.Records, Publisher: cfg.Publisher, Subscriptions: s, Mailer: cfg.Mailer,
-		Logger: cfg.Logger, Metrics: cfg.Metrics, Env: cfg.Env, SyncFailAfter: cfg.SyncFailAfter, RetryBase: cfg.RetryBase,
-		RetryMax: cfg.RetryMax, DefaultGrace: cfg.DefaultGrace, AutoRotateGrace: cfg.AutoRotateGrace,
-		RotationNotice: cfg.RotationNotice, SealSecret: cfg.SealSecret, Now: cfg.Now,
+		Logger: cfg.Logger, Metrics: cfg.Metrics, Now: cfg.Now, Options: cfg.Keys,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new subscriptions: %w", err)

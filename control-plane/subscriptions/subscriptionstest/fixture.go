@@ -115,8 +115,9 @@ func Setup(t *testing.T, opts ...func(*subscriptions.Config)) *Fixture {
 	}
 	cfg := subscriptions.Config{
 		Pool: pool, Jobs: jobs, Records: f.Records, Publisher: hooks, Mailer: mailer, Logger: logger, Metrics: f.Metrics,
-		Env: apikey.EnvTest, SealSecret: []byte("subscriptions-test-seal"), Now: f.Clock.Now,
-		RetryBase: time.Millisecond, RetryMax: time.Millisecond,
+		Now: f.Clock.Now, Keys: keys.Options{
+			Env: apikey.EnvTest, SealSecret: []byte("subscriptions-test-seal"), RetryBase: time.Millisecond, RetryMax: time.Millisecond,
+		},
 	}
 	for _, opt := range opts {
 		opt(&cfg)

@@ -104,17 +104,17 @@ type KeyGetByIDRow struct {
 	GraceUntil         *time.Time
 	Methods            []string
 	Routes             []string
-	RatePerSecond      *int32
-	RatePerMinute      *int32
+	RatePerSecond      *int
+	RatePerMinute      *int
 	Metadata           []byte
 	RotatedFrom        *uuid.UUID
 	AutoRotate         bool
-	RotateEveryDays    int32
+	RotateEveryDays    int
 	LastRotatedAt      *time.Time
 	AutoRenew          bool
-	RenewDays          *int32
+	RenewDays          *int
 	Synced             bool
-	SyncAttempts       int32
+	SyncAttempts       int
 	SyncError          string
 	CreatedBy          string
 	CreatedAt          time.Time
@@ -198,17 +198,17 @@ type KeyGetByIDForUpdateRow struct {
 	GraceUntil         *time.Time
 	Methods            []string
 	Routes             []string
-	RatePerSecond      *int32
-	RatePerMinute      *int32
+	RatePerSecond      *int
+	RatePerMinute      *int
 	Metadata           []byte
 	RotatedFrom        *uuid.UUID
 	AutoRotate         bool
-	RotateEveryDays    int32
+	RotateEveryDays    int
 	LastRotatedAt      *time.Time
 	AutoRenew          bool
-	RenewDays          *int32
+	RenewDays          *int
 	Synced             bool
-	SyncAttempts       int32
+	SyncAttempts       int
 	SyncError          string
 	CreatedBy          string
 	CreatedAt          time.Time
@@ -284,15 +284,15 @@ type KeyInsertParams struct {
 	ExpiresAt       *time.Time
 	Methods         []string
 	Routes          []string
-	RatePerSecond   *int32
-	RatePerMinute   *int32
+	RatePerSecond   *int
+	RatePerMinute   *int
 	Metadata        []byte
 	RotatedFrom     *uuid.UUID
 	AutoRotate      bool
-	RotateEveryDays int32
+	RotateEveryDays int
 	LastRotatedAt   *time.Time
 	AutoRenew       bool
-	RenewDays       *int32
+	RenewDays       *int
 	CreatedBy       string
 	SealedKey       []byte
 }
@@ -346,17 +346,17 @@ type KeyListAllRow struct {
 	GraceUntil         *time.Time
 	Methods            []string
 	Routes             []string
-	RatePerSecond      *int32
-	RatePerMinute      *int32
+	RatePerSecond      *int
+	RatePerMinute      *int
 	Metadata           []byte
 	RotatedFrom        *uuid.UUID
 	AutoRotate         bool
-	RotateEveryDays    int32
+	RotateEveryDays    int
 	LastRotatedAt      *time.Time
 	AutoRenew          bool
-	RenewDays          *int32
+	RenewDays          *int
 	Synced             bool
-	SyncAttempts       int32
+	SyncAttempts       int
 	SyncError          string
 	CreatedBy          string
 	CreatedAt          time.Time
@@ -450,17 +450,17 @@ type KeyListBySubscriptionRow struct {
 	GraceUntil         *time.Time
 	Methods            []string
 	Routes             []string
-	RatePerSecond      *int32
-	RatePerMinute      *int32
+	RatePerSecond      *int
+	RatePerMinute      *int
 	Metadata           []byte
 	RotatedFrom        *uuid.UUID
 	AutoRotate         bool
-	RotateEveryDays    int32
+	RotateEveryDays    int
 	LastRotatedAt      *time.Time
 	AutoRenew          bool
-	RenewDays          *int32
+	RenewDays          *int
 	Synced             bool
-	SyncAttempts       int32
+	SyncAttempts       int
 	SyncError          string
 	CreatedBy          string
 	CreatedAt          time.Time
@@ -587,17 +587,17 @@ type KeyListExpiringRow struct {
 	GraceUntil         *time.Time
 	Methods            []string
 	Routes             []string
-	RatePerSecond      *int32
-	RatePerMinute      *int32
+	RatePerSecond      *int
+	RatePerMinute      *int
 	Metadata           []byte
 	RotatedFrom        *uuid.UUID
 	AutoRotate         bool
-	RotateEveryDays    int32
+	RotateEveryDays    int
 	LastRotatedAt      *time.Time
 	AutoRenew          bool
-	RenewDays          *int32
+	RenewDays          *int
 	Synced             bool
-	SyncAttempts       int32
+	SyncAttempts       int
 	SyncError          string
 	CreatedBy          string
 	CreatedAt          time.Time
@@ -746,17 +746,17 @@ type KeyListRotationDueRow struct {
 	GraceUntil         *time.Time
 	Methods            []string
 	Routes             []string
-	RatePerSecond      *int32
-	RatePerMinute      *int32
+	RatePerSecond      *int
+	RatePerMinute      *int
 	Metadata           []byte
 	RotatedFrom        *uuid.UUID
 	AutoRotate         bool
-	RotateEveryDays    int32
+	RotateEveryDays    int
 	LastRotatedAt      *time.Time
 	AutoRenew          bool
-	RenewDays          *int32
+	RenewDays          *int
 	Synced             bool
-	SyncAttempts       int32
+	SyncAttempts       int
 	SyncError          string
 	CreatedBy          string
 	CreatedAt          time.Time
@@ -935,7 +935,7 @@ UPDATE api_keys SET sync_attempts = $2, sync_error = $3, state = $4 WHERE id = $
 
 type KeySyncFailedParams struct {
 	ID           uuid.UUID
-	SyncAttempts int32
+	SyncAttempts int
 	SyncError    string
 	State        KeyState
 }
@@ -963,13 +963,13 @@ type KeyUpdateSettingsParams struct {
 	ExpiresAt       *time.Time
 	Methods         []string
 	Routes          []string
-	RatePerSecond   *int32
-	RatePerMinute   *int32
+	RatePerSecond   *int
+	RatePerMinute   *int
 	Metadata        []byte
 	AutoRotate      bool
-	RotateEveryDays int32
+	RotateEveryDays int
 	AutoRenew       bool
-	RenewDays       *int32
+	RenewDays       *int
 }
 
 func (q *Queries) KeyUpdateSettings(ctx context.Context, arg KeyUpdateSettingsParams) error {
