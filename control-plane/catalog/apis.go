@@ -166,11 +166,8 @@ func (s *Service) UpdateAPI(ctx context.Context, actor identity.Actor, id uuid.U
 		}
 	}
 	var out API
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		before, err := s.lockAPI(ctx, tx, actor, id)
-		if err != nil {
-			return err
-		}
+	err := s.changeAPI(ctx, actor, id, func(tx pgx.Tx, before API) error {
+		var err error
 		if before.State == StateRetired || ((p.touchesGateway() || p.changesPresentation(before)) && !before.State.editable()) {
 			return fmt.Errorf("%w: %s (add a version and resubmit, or revise it first)", ErrNotEditable, before.State)
 		}
@@ -193,11 +190,7 @@ func (s *Service) UpdateAPI(ctx context.Context, actor identity.Actor, id uuid.U
 
 // DeleteAPI removes an API that the gateway cannot be routing to.
 func (s *Service) DeleteAPI(ctx context.Context, actor identity.Actor, id uuid.UUID) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		before, err := s.lockAPI(ctx, tx, actor, id)
-		if err != nil {
-			return err
-		}
+	return s.changeAPI(ctx, actor, id, func(tx pgx.Tx, before API) error {
 		if !before.State.deletable() {
 			return fmt.Errorf("%w: cannot delete in state %s; retire it first", ErrNotEditable, before.State)
 		}
@@ -234,11 +227,8 @@ func (s *Service) CreateVersion(ctx context.Context, actor identity.Actor, id uu
 		return Version{}, err
 	}
 	var out Version
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		before, err := s.lockAPI(ctx, tx, actor, id)
-		if err != nil {
-			return err
-		}
+	err := s.changeAPI(ctx, actor, id, func(tx pgx.Tx, before API) error {
+		var err error
 		if !before.State.editable() {
 			return fmt.Errorf("%w: %s; revise the API to draft first", ErrNotEditable, before.State)
 		}
@@ -374,6 +364,18 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, actor identity.Actor, a
 		return fmt.Errorf("publish %s: %w", event, err)
 	}
 	return nil
+}
+
+// changeAPI runs change in a transaction, with API id locked for actor by
+// lockAPI, whose refusal (not found, forbidden) ends it first.
+func (s *Service) changeAPI(ctx context.Context, actor identity.Actor, id uuid.UUID, change func(tx pgx.Tx, a API) error) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		a, err := s.lockAPI(ctx, tx, actor, id)
+		if err != nil {
+			return err
+		}
+		return change(tx, a)
+	})
 }
 
 func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {

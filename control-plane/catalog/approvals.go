@@ -108,11 +108,8 @@ func (s *Service) Submit(ctx context.Context, actor identity.Actor, apiID uuid.U
 		return Approval{}, &ValidationError{Fields: []FieldError{{Field: "priority", Detail: "must be low, normal, high or urgent"}}}
 	}
 	var out Approval
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		a, err := s.lockAPI(ctx, tx, actor, apiID)
-		if err != nil {
-			return err
-		}
+	err := s.changeAPI(ctx, actor, apiID, func(tx pgx.Tx, a API) error {
+		var err error
 		if a, err = s.transition(ctx, tx, actor, a, StateSubmitted, in.Note); err != nil {
 			return err
 		}

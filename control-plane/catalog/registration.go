@@ -383,11 +383,8 @@ func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, a
 		return API{}, ErrForbidden
 	}
 	var out API
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		a, err := s.lockAPI(ctx, tx, actor, id)
-		if err != nil {
-			return err
-		}
+	err := s.changeAPI(ctx, actor, id, func(tx pgx.Tx, a API) error {
+		var err error
 		switch action {
 		case ActionSuspend:
 			if out, err = s.transition(ctx, tx, actor, a, StateSuspended, reason); err == nil {

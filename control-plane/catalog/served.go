@@ -92,11 +92,7 @@ type SigningSecret struct {
 // who can see the API.
 func (s *Service) RotateSigningSecret(ctx context.Context, actor identity.Actor, id uuid.UUID) (SigningSecret, error) {
 	var out SigningSecret
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		a, err := s.lockAPI(ctx, tx, actor, id)
-		if err != nil {
-			return err
-		}
+	err := s.changeAPI(ctx, actor, id, func(tx pgx.Tx, a API) error {
 		if actor.OrgID != a.OrganizationID || (actor.Role != identity.RoleProvider && actor.Role != identity.RoleAdmin) {
 			return ErrForbidden
 		}
