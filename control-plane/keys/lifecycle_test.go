@@ -19,7 +19,7 @@ import (
 )
 
 // forceState puts a key in a state directly, to start a transition from it.
-func (f *fixture) forceState(id uuid.UUID, s keys.State) {
+func forceState(f *subscriptionstest.Fixture, id uuid.UUID, s keys.State) {
 	f.T.Helper()
 	if _, err := f.Pool.Exec(f.Ctx, `UPDATE api_keys SET state = $2::key_state,
 			revoked_at = CASE WHEN $2::key_state = 'revoked' THEN now() END WHERE id = $1`, id, s); err != nil {
@@ -31,7 +31,7 @@ func (f *fixture) forceState(id uuid.UUID, s keys.State) {
 // every state: each is allowed exactly when the state machine allows it
 // (resume only from suspended), and a refusal changes nothing.
 func TestKeyActionsFollowStateMachine(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	targets := map[keys.Action]keys.State{
 		keys.ActionSuspend: keys.StateSuspended,
 		keys.ActionResume:  keys.StateActive,
@@ -44,7 +44,7 @@ func TestKeyActionsFollowStateMachine(t *testing.T) {
 					t.Fatal(err)
 				}
 				k := f.Key(keys.Settings{}, false)
-				f.forceState(k.ID, from)
+				forceState(f, k.ID, from)
 				before := f.Get(k.ID)
 				got, err := f.Keys.Act(f.Ctx, f.Consumer, k.ID, action, "test")
 				want := keys.CanTransition(from, to) && (action != keys.ActionResume || from == keys.StateSuspended)
@@ -86,11 +86,11 @@ func TestKeyActionsFollowStateMachine(t *testing.T) {
 // activating pending and failed_sync keys (and nothing else), expiry of
 // active and suspended keys (and nothing else).
 func TestSystemTransitions(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	for _, from := range keys.States {
 		t.Run("sync/"+string(from), func(t *testing.T) {
 			k := f.Key(keys.Settings{}, false)
-			f.forceState(k.ID, from)
+			forceState(f, k.ID, from)
 			f.Sync(k.ID)
 			want := from
 			if from == keys.StatePending || from == keys.StateFailedSync {
@@ -108,7 +108,7 @@ func TestSystemTransitions(t *testing.T) {
 		t.Run("expiry/"+string(from), func(t *testing.T) {
 			at := f.Clock.Now().Add(time.Hour)
 			k := f.Key(keys.Settings{ExpiresAt: &at}, false)
-			f.forceState(k.ID, from)
+			forceState(f, k.ID, from)
 			f.Clock.Set(at.Add(time.Second))
 			defer f.Clock.Set(at.Add(-time.Hour))
 			f.Maintain()
@@ -130,7 +130,7 @@ func TestSystemTransitions(t *testing.T) {
 // and refused after, by the gateway's own decision function; maintenance
 // then revokes it. With no grace the old key is revoked at once.
 func TestRotationGrace(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	old := f.Key(keys.Settings{Name: "prod", Methods: []string{"GET"}, Routes: []string{"/forecast/*"}}, true)
 	t0 := f.Clock.Now()
 	grace := int64(3600)
@@ -211,7 +211,7 @@ func slicesEqual(a, b []string) bool { return strings.Join(a, "\x00") == strings
 // TestExpiryNoticesOnceEach: the 7, 3 and 1 day notices reach mailpit
 // once each however often maintenance runs, then the key expires.
 func TestExpiryNoticesOnceEach(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	t0 := f.Clock.Now()
 	expires := t0.Add(10 * 24 * time.Hour)
 	k := f.Key(keys.Settings{Name: "billing", ExpiresAt: &expires}, true)
@@ -299,7 +299,7 @@ func TestExpiryNoticesOnceEach(t *testing.T) {
 // due, rotated when due with a sealed successor that can be revealed once,
 // and the consumer is told after.
 func TestAutomaticRotation(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	k := f.Key(keys.Settings{AutoRotate: true, RotateEveryDays: 30}, true)
 	created := f.Get(k.ID).CreatedAt
 	due := created.AddDate(0, 0, 30)
@@ -365,7 +365,7 @@ func TestAutomaticRotation(t *testing.T) {
 // pending, turns failed_sync after SyncFailAfter attempts, and becomes
 // active once a retry gets through.
 func TestSyncFailureThenHealed(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	k := f.Key(keys.Settings{}, false)
 	f.Records.Failing.Store(true)
 	for i := 1; i <= 4; i++ {
@@ -401,7 +401,7 @@ func TestSyncFailureThenHealed(t *testing.T) {
 // TestKeyLimit: at most MaxActiveKeys live keys; revoked ones and keys in
 // their rotation grace do not count.
 func TestKeyLimit(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	var issued []keys.Key
 	for range 5 {
 		issued = append(issued, f.Key(keys.Settings{}, true))
@@ -432,7 +432,7 @@ func TestKeyLimit(t *testing.T) {
 // TestReconcileHealsDrift injects each kind of drift into Redis and
 // checks one reconciliation heals all of it and a second finds nothing.
 func TestReconcileHealsDrift(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	missing := f.Key(keys.Settings{Name: "missing"}, true)
 	different := f.Key(keys.Settings{Name: "different", Methods: []string{"GET"}}, true)
 	suspended := f.Key(keys.Settings{Name: "suspended"}, true)
@@ -520,7 +520,7 @@ func TestReconcileHealsDrift(t *testing.T) {
 }
 
 // recordFor is the record the service would write for k now.
-func recordFor(t *testing.T, f *fixture, k keys.Key) enforcement.KeyRecord {
+func recordFor(t *testing.T, f *subscriptionstest.Fixture, k keys.Key) enforcement.KeyRecord {
 	t.Helper()
 	var version int64
 	if err := f.Pool.QueryRow(f.Ctx, `SELECT sync_version FROM api_keys WHERE id = $1`, k.ID).Scan(&version); err != nil {

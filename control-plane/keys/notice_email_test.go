@@ -17,6 +17,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/control-plane/subscriptions/subscriptionstest"
 )
 
 // fakeMailer answers every Send with err, or, when block is set, waits
@@ -73,7 +74,7 @@ func (m *fakeMailer) attempts() int {
 // left for River to retry.
 func TestBlackHoledMailerDoesNotHoldUpMaintenance(t *testing.T) {
 	mailer := blockingMailer(t)
-	f := setup(t, func(c *subscriptions.Config) { c.Mailer = mailer })
+	f := subscriptionstest.Setup(t, func(c *subscriptions.Config) { c.Mailer = mailer })
 	k := f.Key(keys.Settings{AutoRotate: true, RotateEveryDays: 30}, true)
 	due := f.Get(k.ID).CreatedAt.AddDate(0, 0, 30)
 
@@ -136,7 +137,7 @@ func TestBlackHoledMailerDoesNotHoldUpMaintenance(t *testing.T) {
 // gets nothing.
 func TestKeyNoticeEmailWorkerOutcomes(t *testing.T) {
 	mailer := &fakeMailer{}
-	f := setup(t, func(c *subscriptions.Config) { c.Mailer = mailer })
+	f := subscriptionstest.Setup(t, func(c *subscriptions.Config) { c.Mailer = mailer })
 	k := f.Key(keys.Settings{Name: "billing"}, true)
 	invalidAddress := func() {
 		if _, err := f.Pool.Exec(f.Ctx, `UPDATE users SET email = 'nobody@consumer-user.invalid' WHERE subject = $1`,
@@ -242,7 +243,7 @@ func TestKeyNoticeEmailWorkerOutcomes(t *testing.T) {
 // TestNoticeWithoutAddressQueuesNothing: a subscriber without an address
 // has no email claimed or queued; the webhook still goes.
 func TestNoticeWithoutAddressQueuesNothing(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	if _, err := f.Pool.Exec(f.Ctx, `UPDATE users SET email = 'nobody@consumer-user.invalid' WHERE subject = $1`,
 		f.Consumer.Subject); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
+	"github.com/veil-platform/veil/control-plane/subscriptions/subscriptionstest"
 )
 
 // TestAdminKeySanctions: a key an admin suspended is resumed by an admin
@@ -13,7 +14,7 @@ import (
 // suspend and revoke another organization's key but never gets a new
 // plaintext of it.
 func TestAdminKeySanctions(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.Org("platform", "admin-user", "admin@example.test")}
 	k := f.Key(keys.Settings{}, true)
 
@@ -56,7 +57,7 @@ func TestAdminKeySanctions(t *testing.T) {
 // rotating a key that works still works, and once the organization gives
 // the suspended key up (revokes it) it may issue again.
 func TestNewKeyCannotEscapeAdminSuspension(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.Org("platform", "admin-user", "admin@example.test")}
 	suspended := f.Key(keys.Settings{Name: "leaked"}, true)
 	working := f.Key(keys.Settings{Name: "other"}, true)
@@ -83,7 +84,7 @@ func TestNewKeyCannotEscapeAdminSuspension(t *testing.T) {
 // organization suspended already succeeds and makes the suspension the
 // admin's, audited; the organization can then no longer resume it.
 func TestAdminSanctionsConsumerSuspension(t *testing.T) {
-	f := setup(t)
+	f := subscriptionstest.Setup(t)
 	admin := identity.Actor{Subject: "admin-user", Role: identity.RoleAdmin, OrgID: f.Org("platform", "admin-user", "admin@example.test")}
 	k := f.Key(keys.Settings{}, true)
 	if _, err := f.Keys.Act(f.Ctx, f.Consumer, k.ID, keys.ActionSuspend, ""); err != nil {

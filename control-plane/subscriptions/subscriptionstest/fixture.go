@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,24 +30,6 @@ import (
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 )
-
-// Clock is the service's controllable clock.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *Clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
 
 // FaultyRecords is the real Redis store with writes that fail on demand,
 // the way they do when Redis is unreachable.
@@ -79,7 +60,7 @@ type Fixture struct {
 	Store    *enforcement.Store
 	Redis    rueidis.Client
 	Records  *FaultyRecords
-	Clock    *Clock
+	Clock    *testenv.Clock
 	Metrics  *metrics.Set
 	Mail     *testenv.MailpitServer
 	Email    string
@@ -110,7 +91,7 @@ func Setup(t *testing.T, opts ...func(*subscriptions.Config)) *Fixture {
 	}
 	f := &Fixture{
 		T: t, Ctx: ctx, Pool: pool, Jobs: jobs, Store: store, Redis: redis, Records: &FaultyRecords{Store: store},
-		Clock: &Clock{now: time.Now().UTC().Truncate(time.Second)}, Metrics: metrics.NewSet(), Mail: mail,
+		Clock: testenv.NewClock(time.Now().UTC().Truncate(time.Second)), Metrics: metrics.NewSet(), Mail: mail,
 		Email: "consumer-" + testenv.Suffix() + "@example.test",
 	}
 	cfg := subscriptions.Config{
@@ -151,13 +132,8 @@ func Setup(t *testing.T, opts ...func(*subscriptions.Config)) *Fixture {
 // Org inserts an organization with one user, and returns its id.
 func (f *Fixture) Org(slug, subject, email string) uuid.UUID {
 	f.T.Helper()
-	var id uuid.UUID
-	if err := f.Pool.QueryRow(f.Ctx, `INSERT INTO organizations (slug, name) VALUES ($1, $1) RETURNING id`, slug).Scan(&id); err != nil {
-		f.T.Fatal(err)
-	}
-	if _, err := f.Pool.Exec(f.Ctx, `INSERT INTO users (email, subject) VALUES ($1, $2)`, email, subject); err != nil {
-		f.T.Fatal(err)
-	}
+	id := testenv.Org(f.T, f.Pool, slug)
+	testenv.User(f.T, f.Pool, email, subject)
 	return id
 }
 
