@@ -17,14 +17,23 @@ type apiRow interface {
 		db.APIUpdateVersionRow | db.APIUpdateStateRow
 }
 
+// rowErr translates the error of a query that reads one row: no row is
+// notFound, another error says it failed to read what.
+func rowErr(err, notFound error, what string) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return notFound
+	}
+	if err != nil {
+		return fmt.Errorf("scan %s: %w", what, err)
+	}
+	return nil
+}
+
 // toAPI converts the row of a query that reads an API; no row is
 // ErrAPINotFound.
 func toAPI[R apiRow](r R, err error) (API, error) {
-	if errors.Is(err, pgx.ErrNoRows) {
-		return API{}, ErrAPINotFound
-	}
-	if err != nil {
-		return API{}, fmt.Errorf("scan api: %w", err)
+	if err := rowErr(err, ErrAPINotFound, "api"); err != nil {
+		return API{}, err
 	}
 	row := db.APIGetByIDRow(r)
 	a := API{
@@ -63,11 +72,8 @@ type approvedSnapshot struct {
 // upstream, routes and health path come from the approved snapshot. An API
 // without one is returned with ErrNotApproved, its id and state set.
 func toServed[R servedRow](r R, err error) (API, error) {
-	if errors.Is(err, pgx.ErrNoRows) {
-		return API{}, ErrAPINotFound
-	}
-	if err != nil {
-		return API{}, fmt.Errorf("scan served api: %w", err)
+	if err := rowErr(err, ErrAPINotFound, "served api"); err != nil {
+		return API{}, err
 	}
 	row := db.APIServedGetByIDRow(r)
 	a := API{
@@ -108,11 +114,8 @@ type approvalRow interface {
 // toApproval converts the row of a query that reads an approval request;
 // no row is ErrApprovalNotFound. Overdue is left to withOverdue.
 func toApproval[R approvalRow](r R, err error) (Approval, error) {
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Approval{}, ErrApprovalNotFound
-	}
-	if err != nil {
-		return Approval{}, fmt.Errorf("scan approval: %w", err)
+	if err := rowErr(err, ErrApprovalNotFound, "approval"); err != nil {
+		return Approval{}, err
 	}
 	row := db.ApprovalGetByIDRow(r)
 	return Approval{
