@@ -27,14 +27,17 @@ type MaintenanceReport struct {
 //
 //   - subscriptions: trials end, periods roll over (or the subscription
 //     cancels, if asked to at period end);
-//   - then the key steps of keys.Service:
-//   - rotated-out keys whose grace has passed are revoked;
-//   - keys past their expiry expire, or are renewed if they auto-renew;
+//
+// and then the key steps, keys.Service's:
+//
+//   - rotated-out keys whose grace has passed are revoked (EndGrace);
+//   - keys past their expiry expire, or are renewed if they auto-renew
+//     (ExpireKeys);
 //   - expiry notices go out 7, 3 and 1 days before (the nearest window
 //     only, each once per expiry, by webhook and by email, the email
-//     queued as a job: see notice);
+//     queued as a job: ExpiryNotices);
 //   - keys with automatic rotation are announced RotationNotice before
-//     they are due and rotated when due.
+//     they are due and rotated when due (AutoRotate).
 //
 // It is idempotent: running it twice at the same instant does nothing more.
 func (s *Service) RunMaintenance(ctx context.Context) (MaintenanceReport, error) {
