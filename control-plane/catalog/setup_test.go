@@ -148,11 +148,7 @@ type published struct {
 // published returns the committed announcements, oldest first.
 func (e *env) published() []published {
 	e.t.Helper()
-	rows, err := e.pool.Query(e.t.Context(), `SELECT organization_id, event_type, data FROM test_published ORDER BY id`)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (published, error) {
+	return rowsOf(e, `SELECT organization_id, event_type, data FROM test_published ORDER BY id`, func(row pgx.CollectableRow) (published, error) {
 		var p published
 		var raw []byte
 		if err := row.Scan(&p.Org, &p.Type, &raw); err != nil {
@@ -160,10 +156,6 @@ func (e *env) published() []published {
 		}
 		return p, json.Unmarshal(raw, &p.Data)
 	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
 }
 
 // publishedTypes returns the types of the committed announcements about
@@ -506,12 +498,19 @@ type job struct {
 // jobs returns the jobs queued for an API, oldest first.
 func (e *env) jobs(id uuid.UUID) []job {
 	e.t.Helper()
-	rows, err := e.pool.Query(e.t.Context(), `SELECT kind, state::text, max_attempts FROM river_job
-		WHERE args->>'api_id' = $1 ORDER BY id`, id.String())
+	return rowsOf(e, `SELECT kind, state::text, max_attempts FROM river_job
+		WHERE args->>'api_id' = $1 ORDER BY id`, pgx.RowToStructByPos[job], id.String())
+}
+
+// rowsOf runs the query sql with args and collects its rows with to,
+// failing the test on an error.
+func rowsOf[T any](e *env, sql string, to pgx.RowToFunc[T], args ...any) []T {
+	e.t.Helper()
+	rows, err := e.pool.Query(e.t.Context(), sql, args...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[job])
+	out, err := pgx.CollectRows(rows, to)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -535,16 +534,8 @@ type transition struct {
 
 func (e *env) transitions(id uuid.UUID) []transition {
 	e.t.Helper()
-	rows, err := e.pool.Query(e.t.Context(), `SELECT from_state::text, to_state::text, actor, reason FROM api_transitions
-		WHERE api_id = $1 ORDER BY id`, id)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[transition])
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
+	return rowsOf(e, `SELECT from_state::text, to_state::text, actor, reason FROM api_transitions
+		WHERE api_id = $1 ORDER BY id`, pgx.RowToStructByPos[transition], id)
 }
 
 // auditEntry is a row of audit_log.
@@ -557,33 +548,28 @@ type auditEntry struct {
 // audits returns the audit entries about a target, oldest first.
 func (e *env) audits(targetID uuid.UUID) []auditEntry {
 	e.t.Helper()
-	rows, err := e.pool.Query(e.t.Context(), `SELECT actor, actor_role, action, organization_id, before, after FROM audit_log
-		WHERE target_id = $1 ORDER BY id`, targetID.String())
-	if err != nil {
-		e.t.Fatal(err)
+	return rowsOf(e, `SELECT actor, actor_role, action, organization_id, before, after FROM audit_log
+		WHERE target_id = $1 ORDER BY id`, scanAuditEntry, targetID.String())
+}
+
+// scanAuditEntry reads an audit_log row, its snapshots decoded.
+func scanAuditEntry(row pgx.CollectableRow) (auditEntry, error) {
+	var a auditEntry
+	var before, after []byte
+	if err := row.Scan(&a.Actor, &a.Role, &a.Action, &a.Org, &before, &after); err != nil {
+		return a, err
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (auditEntry, error) {
-		var a auditEntry
-		var before, after []byte
-		if err := row.Scan(&a.Actor, &a.Role, &a.Action, &a.Org, &before, &after); err != nil {
+	if before != nil {
+		if err := json.Unmarshal(before, &a.Before); err != nil {
 			return a, err
 		}
-		if before != nil {
-			if err := json.Unmarshal(before, &a.Before); err != nil {
-				return a, err
-			}
-		}
-		if after != nil {
-			if err := json.Unmarshal(after, &a.After); err != nil {
-				return a, err
-			}
-		}
-		return a, nil
-	})
-	if err != nil {
-		e.t.Fatal(err)
 	}
-	return out
+	if after != nil {
+		if err := json.Unmarshal(after, &a.After); err != nil {
+			return a, err
+		}
+	}
+	return a, nil
 }
 
 // auditActions returns the actions audited about a target, oldest first.
