@@ -172,26 +172,18 @@ func compactJSON(b []byte) json.RawMessage {
 // organization, newest first, at most limit (default 50, at most 200) after
 // the cursor, and the cursor of the next page ("" on the last).
 func (s *Service) ListDeliveries(ctx context.Context, orgID, endpointID uuid.UUID, after string, limit int) ([]Delivery, string, error) {
-	c, err := pagination.Decode(after)
-	if err != nil {
-		return nil, "", err
-	}
-	if _, err := s.GetEndpoint(ctx, orgID, endpointID); err != nil {
-		return nil, "", err
-	}
-	limit = pagination.Limit(limit)
-	rows, err := db.New(s.pool).DeliveryList(ctx, db.DeliveryListParams{
-		EndpointID: endpointID, BeforeCreatedAt: c.Time(), BeforeID: c.ID, MaxRows: int32(limit + 1),
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("query webhook deliveries: %w", err)
-	}
-	out := make([]Delivery, 0, len(rows))
-	for _, r := range rows {
-		out = append(out, deliveryFrom(r))
-	}
-	out, next := pagination.Page(out, limit, func(d Delivery) pagination.Cursor { return pagination.Cursor{At: d.CreatedAt, ID: d.ID} })
-	return out, next, nil
+	return listPage(after, limit, func(c pagination.Cursor, rows int32) ([]db.WebhookDelivery, error) {
+		if _, err := s.GetEndpoint(ctx, orgID, endpointID); err != nil {
+			return nil, err
+		}
+		out, err := db.New(s.pool).DeliveryList(ctx, db.DeliveryListParams{
+			EndpointID: endpointID, BeforeCreatedAt: c.Time(), BeforeID: c.ID, MaxRows: rows,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("query webhook deliveries: %w", err)
+		}
+		return out, nil
+	}, deliveryFrom, func(d Delivery) pagination.Cursor { return pagination.Cursor{At: d.CreatedAt, ID: d.ID} })
 }
 
 // GetDelivery returns one delivery to an endpoint of the organization, with

@@ -166,22 +166,39 @@ func (s *Service) CreateEndpoint(ctx context.Context, by identity.Actor, in Endp
 // limit (default 50, at most 200) after the cursor, and the cursor of the
 // next page ("" on the last).
 func (s *Service) ListEndpoints(ctx context.Context, orgID uuid.UUID, after string, limit int) ([]Endpoint, string, error) {
+	return listPage(after, limit, func(c pagination.Cursor, rows int32) ([]db.EndpointListRow, error) {
+		out, err := db.New(s.pool).EndpointList(ctx, db.EndpointListParams{
+			OrganizationID: orgID, AfterCreatedAt: c.Time(), AfterID: c.ID, MaxRows: rows,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("query webhook endpoints: %w", err)
+		}
+		return out, nil
+	}, func(r db.EndpointListRow) Endpoint { return Endpoint(r) },
+		func(e Endpoint) pagination.Cursor { return pagination.Cursor{At: e.CreatedAt, ID: e.ID} })
+}
+
+// listPage reads one page of a list ordered by (created_at, id), at most
+// limit items (default 50, at most 200) after the cursor after, and the
+// cursor of the next page ("" on the last). read gets the decoded cursor
+// and how many rows to fetch: one more than the page, which tells whether
+// a next page exists.
+func listPage[R, T any](after string, limit int, read func(c pagination.Cursor, rows int32) ([]R, error),
+	conv func(R) T, at func(T) pagination.Cursor) ([]T, string, error) {
 	c, err := pagination.Decode(after)
 	if err != nil {
 		return nil, "", err
 	}
 	limit = pagination.Limit(limit)
-	rows, err := db.New(s.pool).EndpointList(ctx, db.EndpointListParams{
-		OrganizationID: orgID, AfterCreatedAt: c.Time(), AfterID: c.ID, MaxRows: int32(limit + 1),
-	})
+	rows, err := read(c, int32(limit+1))
 	if err != nil {
-		return nil, "", fmt.Errorf("query webhook endpoints: %w", err)
+		return nil, "", err
 	}
-	out := make([]Endpoint, 0, len(rows))
+	out := make([]T, 0, len(rows))
 	for _, r := range rows {
-		out = append(out, Endpoint(r))
+		out = append(out, conv(r))
 	}
-	out, next := pagination.Page(out, limit, func(e Endpoint) pagination.Cursor { return pagination.Cursor{At: e.CreatedAt, ID: e.ID} })
+	out, next := pagination.Page(out, limit, at)
 	return out, next, nil
 }
 
