@@ -335,6 +335,22 @@ func (c *contract) call(want int, method, path, tok string, body any, header ...
 	return c.exchange(true, want, method, path, tok, body, header...)
 }
 
+// pages checks that the list at path pages for tok: asked with query (one
+// item of two) it answers a next_cursor, which reads the next page, and a
+// cursor it did not issue is a 400.
+func (c *contract) pages(path, query, tok string) {
+	c.t.Helper()
+	var page struct {
+		NextCursor string `json:"next_cursor"`
+	}
+	c.call(http.StatusOK, "GET", path+"?"+query, tok, nil).decode(&page)
+	if page.NextCursor == "" {
+		c.t.Fatalf("GET %s?%s of 2 has no next_cursor", path, query)
+	}
+	c.call(http.StatusOK, "GET", path+"?cursor="+page.NextCursor, tok, nil)
+	c.call(http.StatusBadRequest, "GET", path+"?cursor=nope", tok, nil)
+}
+
 // refused sends a request that breaks the document on purpose (no token,
 // a malformed body, a bad parameter) and fails unless the status is want
 // and the response matches the document.
@@ -495,15 +511,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 		"url": "https://hooks.example.com/veil", "event_types": types.Data[:2], "enabled": false,
 	}).decode(&hook2)
 	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/webhooks", prov, map[string]any{"url": "ftp://x", "event_types": []string{}})
-	var endpoints struct {
-		NextCursor string `json:"next_cursor"`
-	}
-	c.call(http.StatusOK, "GET", "/v1/webhooks?limit=1", prov, nil).decode(&endpoints)
-	if endpoints.NextCursor == "" {
-		t.Fatalf("listWebhookEndpoints?limit=1 of 2 has no next_cursor")
-	}
-	c.call(http.StatusOK, "GET", "/v1/webhooks?cursor="+endpoints.NextCursor, prov, nil)
-	c.call(http.StatusBadRequest, "GET", "/v1/webhooks?cursor=nope", prov, nil)
+	c.pages("/v1/webhooks", "limit=1", prov)
 	c.call(http.StatusOK, "GET", "/v1/webhooks/"+hook.ID, prov, nil)
 	c.call(http.StatusNotFound, "GET", "/v1/webhooks/"+hook.ID, other, nil)
 	c.call(http.StatusOK, "PATCH", "/v1/webhooks/"+hook2.ID, cons, map[string]any{"description": "two types", "enabled": true, "url": nil})
@@ -552,17 +560,8 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	}
 
 	// Reading and changing them.
-	var page struct {
-		Data       []struct{ ID string }
-		NextCursor string `json:"next_cursor"`
-	}
-	c.call(http.StatusOK, "GET", "/v1/apis?state=draft&q=a&limit=1", prov, nil).decode(&page)
-	if page.NextCursor == "" {
-		t.Fatalf("listAPIs?limit=1 of 2 has no next_cursor")
-	}
-	c.call(http.StatusOK, "GET", "/v1/apis?cursor="+page.NextCursor, prov, nil)
+	c.pages("/v1/apis", "state=draft&q=a&limit=1", prov)
 	c.call(http.StatusOK, "GET", "/v1/apis", other, nil)
-	c.call(http.StatusBadRequest, "GET", "/v1/apis?cursor=nope", prov, nil)
 	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/apis?limit=0", prov, nil)
 	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/audit?limit=", prov, nil)
 	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/subscriptions?status=", prov, nil)
