@@ -357,19 +357,7 @@ func (s *smtpServer) serve(c net.Conn) {
 		case "RCPT":
 			ok = say(s.reply.Load().(string))
 		case "DATA":
-			if !say("354 end with .") {
-				return
-			}
-			for {
-				l, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if l == ".\r\n" {
-					break
-				}
-			}
-			ok = say("250 2.0.0 queued")
+			ok = say("354 end with .") && skipData(r) && say("250 2.0.0 queued")
 		case "QUIT":
 			say("221 bye")
 			return
@@ -378,6 +366,20 @@ func (s *smtpServer) serve(c net.Conn) {
 		}
 		if !ok {
 			return
+		}
+	}
+}
+
+// skipData reads a message's lines up to the lone "." that ends it, and
+// reports whether it got there.
+func skipData(r *bufio.Reader) bool {
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return false
+		}
+		if l == ".\r\n" {
+			return true
 		}
 	}
 }
