@@ -447,6 +447,17 @@ type jsonRaw []byte
 
 func (j jsonRaw) MarshalJSON() ([]byte, error) { return j, nil }
 
+// idAndLimit reads the path's id and the limit of a list under that
+// resource (0: the list's default).
+func idAndLimit(r *http.Request) (uuid.UUID, int, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return uuid.Nil, 0, err
+	}
+	limit, err := queryLimit(r)
+	return id, limit, err
+}
+
 // queryUUID reads an optional UUID query parameter: absent is uuid.Nil, but
 // present and not a UUID (empty included) is a field error.
 func queryUUID(r *http.Request, name string, v *validation.Error) uuid.UUID {

@@ -131,11 +131,7 @@ func issued[In any](dec func(*http.Request, any) error, do change[In, keys.Key])
 
 // keyEvents is a key's audit trail, newest first.
 func (a *api) keyEvents(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	limit, err := queryLimit(r)
+	id, limit, err := idAndLimit(r)
 	if err != nil {
 		return err
 	}

@@ -73,11 +73,7 @@ func (a *api) rotateSecret(ctx context.Context, act identity.Actor, id uuid.UUID
 }
 
 func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	limit, err := queryLimit(r)
+	id, limit, err := idAndLimit(r)
 	if err != nil {
 		return err
 	}
