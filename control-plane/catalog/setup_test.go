@@ -520,9 +520,14 @@ func rowsOf[T any](e *env, sql string, to pgx.RowToFunc[T], args ...any) []T {
 // jobKinds returns the kinds of the jobs queued for an API, oldest first.
 func (e *env) jobKinds(id uuid.UUID) []string {
 	e.t.Helper()
-	var out []string
-	for _, j := range e.jobs(id) {
-		out = append(out, j.Kind)
+	return each(e.jobs(id), func(j job) string { return j.Kind })
+}
+
+// each returns f of every item, in order; nil for none.
+func each[T, V any](items []T, f func(T) V) []V {
+	var out []V
+	for _, it := range items {
+		out = append(out, f(it))
 	}
 	return out
 }
@@ -575,11 +580,7 @@ func scanAuditEntry(row pgx.CollectableRow) (auditEntry, error) {
 // auditActions returns the actions audited about a target, oldest first.
 func (e *env) auditActions(targetID uuid.UUID) []string {
 	e.t.Helper()
-	var out []string
-	for _, a := range e.audits(targetID) {
-		out = append(out, a.Action)
-	}
-	return out
+	return each(e.audits(targetID), func(a auditEntry) string { return a.Action })
 }
 
 // count runs a count query.
