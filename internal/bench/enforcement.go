@@ -206,7 +206,7 @@ func enforcementTrial(ctx context.Context, client *http.Client, url, key string,
 		if time.Now().After(deadline) {
 			return 0, 0, fmt.Errorf("no quota refusal after %s and %d admitted requests (quota %d)", limit, admitted, quota)
 		}
-		status, body, err := getWithKey(ctx, client, url, key)
+		status, _, body, err := getWithKey(ctx, client, url, key)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -228,21 +228,4 @@ func enforcementTrial(ctx context.Context, client *http.Client, url, key string,
 			return 0, 0, fmt.Errorf("GET %s = %d %s; want 200 or 429", url, status, body)
 		}
 	}
-}
-
-// getWithKey sends GET url with the API key and returns the status and
-// body of the answer.
-func getWithKey(ctx context.Context, client *http.Client, url, key string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, body, nil
 }

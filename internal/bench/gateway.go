@@ -226,23 +226,16 @@ func gatewayRecords(ctx context.Context, rc rueidis.Client, db int) (string, err
 // per-second one. (Their state cannot be looked at afterwards: with a
 // budget this large it expires from Redis a millisecond later.)
 func checkVeilRoute(ctx context.Context, url, key string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
-	resp, err := client.Do(req)
+	status, header, body, err := getWithKey(ctx, client, url, key)
 	if err != nil {
 		return fmt.Errorf("check the veil server: %w", err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	want := `"second";q=` + strconv.Itoa(benchRatePerSecond) + ";w=1"
-	if got := resp.Header.Get("RateLimit-Policy"); resp.StatusCode != http.StatusOK || got != want {
+	if got := header.Get("RateLimit-Policy"); status != http.StatusOK || got != want {
 		return fmt.Errorf("check the veil server: GET %s = %d with RateLimit-Policy %q; want 200 with %q (%s)",
-			url, resp.StatusCode, got, want, body)
+			url, status, got, want, body)
 	}
 	return nil
 }

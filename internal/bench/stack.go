@@ -21,8 +21,8 @@ import (
 )
 
 // The gateway and enforcement benches share a stack: a small upstream and
-// a `veil gateway run` child of this binary in front of it, and the Redis
-// records of their subscriptions and keys.
+// a `veil gateway run` child of this binary in front of it, the Redis
+// records of their subscriptions and keys, and a call with a key.
 
 // emptyRedis empties the bench's Redis database.
 func emptyRedis(ctx context.Context, rc rueidis.Client, db int) error {
@@ -197,4 +197,21 @@ func gatewayConfig(c stackConfig, plainAddr, veilAddr string) map[string]any {
 			}},
 		},
 	}
+}
+
+// getWithKey sends GET url with the API key and returns the status,
+// header and body of the answer.
+func getWithKey(ctx context.Context, client *http.Client, url, key string) (int, http.Header, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header, body, nil
 }
