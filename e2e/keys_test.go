@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/client"
+	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 )
@@ -88,7 +89,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 		var r enforcement.KeyRecord
 		testenv.Deadline(t, 20*time.Second, func() error {
 			var err error
-			if r, err = records.GetKey(ctx, enforcement.Hash(plaintext)); err != nil {
+			if r, err = records.GetKey(ctx, apikey.Hash(plaintext)); err != nil {
 				return err
 			}
 			return check(r)
@@ -168,7 +169,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 			return inHour(r.GraceUntil)
 		})
 		// Redis drops the record a day after its grace ends.
-		ttl, err := rc.Do(ctx, rc.B().Pttl().Key(enforcement.KeyName(enforcement.Hash(k2.Key))).Build()).AsInt64()
+		ttl, err := rc.Do(ctx, rc.B().Pttl().Key(enforcement.KeyName(apikey.Hash(k2.Key))).Build()).AsInt64()
 		if want := time.Until(old.GraceUntil.Add(24 * time.Hour)); err != nil || (time.Duration(ttl)*time.Millisecond-want).Abs() > time.Minute {
 			t.Errorf("PTTL of the rotated-out record = %dms, %v; want about %s", ttl, err, want)
 		}
@@ -203,7 +204,7 @@ func TestControlPlaneKeyLifecycle(t *testing.T) {
 		got, err := c.GetKeyWithResponse(t.Context(), k3.Id, nil, client.Bearer(consumer))
 		expect(t, http.StatusNotFound, got, err)
 		testenv.Deadline(t, 20*time.Second, func() error {
-			r, err := records.GetKey(ctx, enforcement.Hash(k3.Key))
+			r, err := records.GetKey(ctx, apikey.Hash(k3.Key))
 			if !errors.Is(err, enforcement.ErrNotFound) {
 				return fmt.Errorf("GetKey(hash of deleted key) = %+v, %v; want ErrNotFound", r, err)
 			}
@@ -253,7 +254,7 @@ func scanForKeys(t *testing.T, e *cpEnv, log string, issued []string, deleted, r
 			}
 		}
 		// The hashes are stored, so a scan that finds nothing is not blind.
-		h := enforcement.Hash(p)
+		h := apikey.Hash(p)
 		if !anyContains(pg, h) {
 			t.Errorf("key %d: its hash %s is nowhere in Postgres; the scan cannot be trusted", i+1, h)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/pipelinetest"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
@@ -145,7 +146,7 @@ func (e *env) deadLetters(t *testing.T) (map[string]string, error) {
 // when the test ends.
 func (e *env) putRecord(t *testing.T, subject string, start, end time.Time, fields ...string) {
 	t.Helper()
-	name := processors.SubscriptionKey(subject)
+	name := enforcement.SubscriptionName(subject)
 	cmd := e.redis.B().Hset().Key(name).FieldValue().
 		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).
 		FieldValue("period_end", strconv.FormatInt(end.Unix(), 10))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
 )
@@ -51,8 +52,8 @@ func TestSubjectOfAnotherAPIDeadLettered(t *testing.T) {
 			return fmt.Errorf("usage_events ids = %v; want [late own]", ids)
 		}
 		return e.checkCounters(t,
-			counterWant{processors.PeriodKey(victim, start), 1, 5_000_000},
-			counterWant{processors.PeriodKey(norecord, monthStart(at)), 1, 5_000_000})
+			counterWant{enforcement.PeriodCounterName(victim, start), 1, 5_000_000},
+			counterWant{enforcement.PeriodCounterName(norecord, monthStart(at)), 1, 5_000_000})
 	})
 	testenv.Deadline(t, 30*time.Second, func() error {
 		dead, err := e.deadLetters(t)

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/ingest"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
 	"github.com/veil-platform/veil/schemas/usage"
@@ -57,7 +58,7 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 		}
 	}
 
-	period := processors.PeriodKey(poisoned, monthStart(at))
+	period := enforcement.PeriodCounterName(poisoned, monthStart(at))
 	base := usage.MaxCounterMicro - 1_500_000_000_000_000
 	if err := e.redis.Do(t.Context(), e.redis.B().Hset().Key(period).FieldValue().
 		FieldValue("requests", "7").FieldValue("units_micro", strconv.FormatInt(base, 10)).Build()).Error(); err != nil {
@@ -89,7 +90,7 @@ func TestCounterOverflowDeadLettered(t *testing.T) {
 		}
 		return e.checkCounters(t,
 			counterWant{period, w.requests, w.micros},
-			counterWant{processors.PeriodKey(other, monthStart(at)), w.otherReq, w.otherMicr})
+			counterWant{enforcement.PeriodCounterName(other, monthStart(at)), w.otherReq, w.otherMicr})
 	}
 
 	stop := e.start(t, "g1-"+e.prefix)
@@ -148,7 +149,7 @@ func TestUnitsOverTheCapDeadLettered(t *testing.T) {
 		if reason != string(usage.ReasonInvalidUnits) {
 			return fmt.Errorf("usage_rejects reason = %q (%s); want %s", reason, detail, usage.ReasonInvalidUnits)
 		}
-		requests, micros, err := counter(t, e.redis, processors.PeriodKey(subject, monthStart(at)))
+		requests, micros, err := counter(t, e.redis, enforcement.PeriodCounterName(subject, monthStart(at)))
 		if err != nil {
 			return err
 		}

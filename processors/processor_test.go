@@ -9,9 +9,9 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/pipelinetest"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/processors"
 )
 
 func TestExactlyOnceWithDuplicatesAndInvalid(t *testing.T) {
@@ -101,12 +101,12 @@ func TestCountsIntoTheSubscriptionsPeriod(t *testing.T) {
 	stop := e.start(t, "g-"+e.prefix)
 	defer stop()
 
-	gotStart, gotEnd, err := processors.Period(t.Context(), e.redis, subject, now)
-	if err != nil || !gotStart.Equal(start) || !gotEnd.Equal(end) {
-		t.Fatalf("Period = %s, %s, %v; want %s, %s", gotStart, gotEnd, err, start, end)
+	got, err := enforcement.CurrentPeriod(t.Context(), e.redis, subject, now)
+	if err != nil || !got.Start.Equal(start) || !got.End.Equal(end) {
+		t.Fatalf("CurrentPeriod = %s, %s, %v; want %s, %s", got.Start, got.End, err, start, end)
 	}
 	testenv.Deadline(t, 60*time.Second, func() error {
-		n, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(processors.PeriodKey(subject, start)).Field("requests").Build()).AsInt64()
+		n, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(enforcement.PeriodCounterName(subject, start)).Field("requests").Build()).AsInt64()
 		if err != nil || n != int64(exp.Count[subject]) {
 			return fmt.Errorf("counter of the subscription's period holds %d (%v); want %d", n, err, exp.Count[subject])
 		}
@@ -114,7 +114,7 @@ func TestCountsIntoTheSubscriptionsPeriod(t *testing.T) {
 	})
 	// Other subjects have no record: the calendar month.
 	other := pipelinetest.Subject(e.prefix, 1)
-	if s, _, err := processors.Period(t.Context(), e.redis, other, now); err != nil || !s.Equal(monthStart(now)) {
-		t.Fatalf("Period(%s) start = %s, %v; want the calendar month %s", other, s, err, monthStart(now))
+	if p, err := enforcement.CurrentPeriod(t.Context(), e.redis, other, now); err != nil || !p.Start.Equal(monthStart(now)) {
+		t.Fatalf("CurrentPeriod(%s) start = %s, %v; want the calendar month %s", other, p.Start, err, monthStart(now))
 	}
 }

@@ -170,7 +170,7 @@ func TestQuotaCreditFiresAgain(t *testing.T) {
 			t.Fatalf("after %d more requests: outbox lines %q; want %q", step.n, got, step.want)
 		}
 	}
-	crossed, err := f.do(f.client.B().Hmget().Key(PeriodKey("sub", f.start)).Field("crossed_80", "crossed_90", "crossed_100").Build()).AsStrSlice()
+	crossed, err := f.do(f.client.B().Hmget().Key(enforcement.PeriodCounterName("sub", f.start)).Field("crossed_80", "crossed_90", "crossed_100").Build()).AsStrSlice()
 	if err != nil || !slices.Equal(crossed, []string{"20", "20", "20"}) {
 		t.Fatalf("crossed_80, 90, 100 = %q, %v; want the quota they fired for, 20", crossed, err)
 	}
@@ -195,7 +195,7 @@ func TestQuotaOnlyForTheRecordsPeriod(t *testing.T) {
 			if got := f.send(20, at); got != nil {
 				t.Fatalf("outbox lines = %q; want none", got)
 			}
-			counter := PeriodKey("sub", enforcement.PeriodAt(&enforcement.RecordedPeriod{Start: f.start, End: f.end}, at).Start)
+			counter := enforcement.PeriodCounterName("sub", enforcement.PeriodAt(&enforcement.RecordedPeriod{Start: f.start, End: f.end}, at).Start)
 			n, err := f.do(f.client.B().Hget().Key(counter).Field("requests").Build()).AsInt64()
 			if err != nil || n != 20 {
 				t.Fatalf("requests of %s = %d, %v; want 20", counter, n, err)

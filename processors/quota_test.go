@@ -81,7 +81,7 @@ func TestQuotaEventsProduced(t *testing.T) {
 	// The drain removes the lines once the broker holds them: a full
 	// counter and an empty outbox mean the events are on the topic.
 	testenv.Deadline(t, 60*time.Second, func() error {
-		n, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(processors.PeriodKey(subject, start)).Field("requests").Build()).AsInt64()
+		n, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(enforcement.PeriodCounterName(subject, start)).Field("requests").Build()).AsInt64()
 		if err != nil || n != requests {
 			return fmt.Errorf("counter = %d (%v); want %d", n, err, requests)
 		}

@@ -12,9 +12,9 @@ import (
 func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 	at := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	k := subjectPartition{subject: "sub", partition: 3}
-	period := PeriodKey("sub", enforcement.CalendarMonth(at).Start)
+	period := enforcement.PeriodCounterName("sub", enforcement.CalendarMonth(at).Start)
 	keyDay := enforcement.KeyDayCounterName("sub", "key_1", at)
-	fixed := []string{WatermarkKey("sub"), enforcement.BlockName("sub"), SubscriptionKey("sub"), enforcement.QuotaOutboxName("sub"),
+	fixed := []string{enforcement.WatermarkName("sub"), enforcement.BlockName("sub"), enforcement.SubscriptionName("sub"), enforcement.QuotaOutboxName("sub"),
 		enforcement.RefusalName("sub")}
 	admitted := func(offset int64) item {
 		return item{subject: "sub", keyID: "key_1", partition: 3, offset: offset, time: at, unitsMicro: 1_500_000}

@@ -7,8 +7,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/processors"
 )
 
 // TestGatewayRefusalsStoredNotCounted sends a mix of admitted requests and
@@ -91,15 +91,15 @@ func TestGatewayRefusalsStoredNotCounted(t *testing.T) {
 			}
 		}
 		if err := e.checkCounters(t,
-			counterWant{processors.PeriodKey(mixed, monthStart(at)), 2, 1_750_000},
+			counterWant{enforcement.PeriodCounterName(mixed, monthStart(at)), 2, 1_750_000},
 			counterWant{"veil:usage:{" + mixed + "}:k:key_1:" + day, 2, 1_750_000},
-			counterWant{processors.PeriodKey(refusedOnly, monthStart(at)), 0, 0},
+			counterWant{enforcement.PeriodCounterName(refusedOnly, monthStart(at)), 0, 0},
 			counterWant{"veil:usage:{" + refusedOnly + "}:k:key_1:" + day, 0, 0},
 		); err != nil {
 			return err
 		}
 		for subject, pos := range lastUnique {
-			wm, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(processors.WatermarkKey(subject)).
+			wm, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(enforcement.WatermarkName(subject)).
 				Field(fmt.Sprint(pos.partition)).Build()).AsInt64()
 			if err != nil || wm != pos.offset {
 				return fmt.Errorf("watermark of %s on partition %d = %d (%v); want %d", subject, pos.partition, wm, err, pos.offset)

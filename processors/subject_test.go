@@ -8,8 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/processors"
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
@@ -50,7 +50,7 @@ func TestInvalidSubjectDeadLettered(t *testing.T) {
 		if dead != len(bad) {
 			return fmt.Errorf("DLQ holds %d invalid_subject records; want %d", dead, len(bad))
 		}
-		n, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(processors.PeriodKey(good, monthStart(at))).Field("requests").Build()).AsInt64()
+		n, err := e.redis.Do(t.Context(), e.redis.B().Hget().Key(enforcement.PeriodCounterName(good, monthStart(at))).Field("requests").Build()).AsInt64()
 		if err != nil || n != 1 {
 			return fmt.Errorf("requests of the valid subscription = %d (%v); want 1", n, err)
 		}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/metering"
-	"github.com/veil-platform/veil/processors"
 )
 
 // usageReport is what veil usage prints.
@@ -58,10 +58,11 @@ billing period by default) and its Redis counter for the current period, so the 
 	}
 	defer st.close()
 
-	start, end, err := processors.Period(ctx, st.redis, sub, time.Now())
+	period, err := enforcement.CurrentPeriod(ctx, st.redis, sub, time.Now())
 	if err != nil {
 		return err
 	}
+	start, end := period.Start, period.End
 	rep := usageReport{Subscription: sub, From: start, To: end}
 	for _, r := range []struct {
 		s   string
@@ -79,13 +80,12 @@ billing period by default) and its Redis counter for the current period, so the 
 	if rep.ClickHouse, err = metering.NewReader(st.ch).SubjectTotals(ctx, sub, rep.From, rep.To); err != nil {
 		return err
 	}
-	vals, err := st.redis.Do(ctx, st.redis.B().Hmget().Key(processors.PeriodKey(sub, start)).Field("requests", "units_micro").Build()).ToArray()
+	requests, micro, err := enforcement.PeriodCount(ctx, st.redis, sub, start)
 	if err != nil {
-		return fmt.Errorf("read redis counter: %w", err)
+		return err
 	}
 	rep.Redis.PeriodStart, rep.Redis.PeriodEnd = start, end
-	rep.Redis.Requests, _ = vals[0].AsInt64()
-	micro, _ := vals[1].AsInt64()
+	rep.Redis.Requests = requests
 	rep.Redis.Units = decimal.New(micro, -6)
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")

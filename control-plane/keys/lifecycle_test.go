@@ -338,7 +338,7 @@ func TestAutomaticRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := apikey.Parse(revealed.Plaintext); err != nil || apikey.Hash(revealed.Plaintext) != enforcement.Hash(revealed.Plaintext) {
+	if _, err := apikey.Parse(revealed.Plaintext); err != nil {
 		t.Fatalf("revealed plaintext %q does not parse: %v", revealed.Plaintext, err)
 	}
 	f.Sync(successor.ID)
@@ -384,7 +384,7 @@ func TestSyncFailureThenHealed(t *testing.T) {
 	if n := f.AuditCount(k.ID, "key.transition.failed_sync"); n != 1 {
 		t.Fatalf("failed_sync audit entries = %d; want 1", n)
 	}
-	if _, err := f.Store.GetKey(f.Ctx, enforcement.Hash(k.Plaintext)); !errors.Is(err, enforcement.ErrNotFound) {
+	if _, err := f.Store.GetKey(f.Ctx, apikey.Hash(k.Plaintext)); !errors.Is(err, enforcement.ErrNotFound) {
 		t.Fatalf("record of an unsynced key = %v; want none", err)
 	}
 	f.Records.Failing.Store(false)
@@ -424,7 +424,7 @@ func TestKeyLimit(t *testing.T) {
 	if _, err := f.Keys.GetKey(f.Ctx, f.Consumer, issued[2].ID); !errors.Is(err, keys.ErrKeyNotFound) {
 		t.Fatalf("deleted key = %v; want not found", err)
 	}
-	if _, err := f.Store.GetKey(f.Ctx, enforcement.Hash(issued[2].Plaintext)); err != nil {
+	if _, err := f.Store.GetKey(f.Ctx, apikey.Hash(issued[2].Plaintext)); err != nil {
 		t.Fatalf("record of a deleted key before its deletion job: %v (the job removes it)", err)
 	}
 }
@@ -453,10 +453,10 @@ func TestReconcileHealsDrift(t *testing.T) {
 	}
 	b := f.Redis.B()
 	// Missing: the record is gone.
-	do(b.Del().Key(enforcement.KeyName(enforcement.Hash(missing.Plaintext))).Build())
+	do(b.Del().Key(enforcement.KeyName(apikey.Hash(missing.Plaintext))).Build())
 	// Different: someone widened the key's methods and re-activated the suspended one.
-	do(b.Hset().Key(enforcement.KeyName(enforcement.Hash(different.Plaintext))).FieldValue().FieldValue("methods", `["GET","DELETE"]`).Build())
-	do(b.Hset().Key(enforcement.KeyName(enforcement.Hash(suspended.Plaintext))).FieldValue().FieldValue("status", "active").Build())
+	do(b.Hset().Key(enforcement.KeyName(apikey.Hash(different.Plaintext))).FieldValue().FieldValue("methods", `["GET","DELETE"]`).Build())
+	do(b.Hset().Key(enforcement.KeyName(apikey.Hash(suspended.Plaintext))).FieldValue().FieldValue("status", "active").Build())
 	// Orphan: a valid record with no key behind it.
 	orphan, err := apikey.Generate(apikey.EnvTest)
 	if err != nil {
@@ -527,7 +527,7 @@ func recordFor(t *testing.T, f *subscriptionstest.Fixture, k keys.Key) enforceme
 		t.Fatal(err)
 	}
 	return enforcement.KeyRecord{
-		Hash: enforcement.Hash(k.Plaintext), KeyID: k.ID.String(), SubscriptionID: k.SubscriptionID.String(),
+		Hash: apikey.Hash(k.Plaintext), KeyID: k.ID.String(), SubscriptionID: k.SubscriptionID.String(),
 		APIID: k.APIID.String(), Status: enforcement.KeyActive, Methods: []string{}, Routes: []string{}, Version: version,
 	}
 }

@@ -275,7 +275,7 @@ func waitRedisTotals(ctx context.Context, rc rueidis.Client, unique []usage.Even
 	want := map[string]int64{}
 	for _, e := range unique {
 		// The subjects have no subscription record: the calendar month.
-		want[processors.PeriodKey(e.Subject, enforcement.CalendarMonth(e.Time).Start)]++
+		want[enforcement.PeriodCounterName(e.Subject, enforcement.CalendarMonth(e.Time).Start)]++
 	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for key, n := range want {

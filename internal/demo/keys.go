@@ -10,6 +10,7 @@ import (
 
 	"github.com/veil-platform/veil/client"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -136,7 +137,7 @@ func (w *walk) issueKey(ctx context.Context, s *consumerSide) error {
 // the way the gateway reads them, and shows them.
 func (w *walk) showRecords(ctx context.Context, s *consumerSide) error {
 	records := enforcement.New(w.cfg.Redis)
-	hash := enforcement.Hash(s.key.Key)
+	hash := apikey.Hash(s.key.Key)
 	w.step("the records as the gateway reads them from Redis (database %d)", w.cfg.RedisDB)
 	kr, err := records.GetKey(ctx, hash)
 	if err != nil {

@@ -423,3 +423,17 @@ func (s *Store) PeriodRequests(ctx context.Context, id string, start time.Time) 
 	}
 	return n, nil
 }
+
+// PeriodCount returns what the processors counted for the subject in the
+// period starting at start: requests and units in millionths (0 when
+// nothing was).
+func PeriodCount(ctx context.Context, client rueidis.Client, subject string, start time.Time) (requests, unitsMicro int64, err error) {
+	vals, err := client.Do(ctx, client.B().Hmget().Key(PeriodCounterName(subject, start)).Field("requests", "units_micro").Build()).ToArray()
+	if err != nil {
+		return 0, 0, fmt.Errorf("read period counter of %s: %w", subject, err)
+	}
+	// A missing field reads as nil: nothing counted.
+	requests, _ = vals[0].AsInt64()
+	unitsMicro, _ = vals[1].AsInt64()
+	return requests, unitsMicro, nil
+}

@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/veil-platform/veil/internal/apikey"
 )
 
 // The Redis names of enforcement, all in this file (the layout is in the
@@ -17,10 +15,6 @@ const (
 	keyPrefix    = "veil:key:"
 	outboxPrefix = "veil:quota:outbox:{"
 )
-
-// Hash returns the record hash of a plaintext key: its hex SHA-256, as
-// defined by [apikey.Hash], which owns the key format.
-func Hash(plaintext string) string { return apikey.Hash(plaintext) }
 
 // KeyName is the Redis key of the key record with that hash.
 func KeyName(hash string) string { return keyPrefix + hash }

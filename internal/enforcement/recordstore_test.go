@@ -15,9 +15,9 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
-	"github.com/veil-platform/veil/processors"
 )
 
 type fixture struct {
@@ -36,7 +36,7 @@ func setup(t testing.TB) fixture {
 // the record when the test ends.
 func (f fixture) key(t testing.TB, n int) enforcement.KeyRecord {
 	t.Helper()
-	hash := enforcement.Hash(fmt.Sprintf("veil_test_%s_%d", f.suffix, n))
+	hash := apikey.Hash(fmt.Sprintf("veil_test_%s_%d", f.suffix, n))
 	t.Cleanup(func() { f.client.Do(context.Background(), f.client.B().Del().Key(enforcement.KeyName(hash)).Build()) })
 	return enforcement.KeyRecord{
 		Hash:           hash,
@@ -112,7 +112,7 @@ func TestKeyRoundTrip(t *testing.T) {
 		}
 	}
 
-	if _, err := f.store.GetKey(ctx, enforcement.Hash("no such key "+f.suffix)); !errors.Is(err, enforcement.ErrNotFound) {
+	if _, err := f.store.GetKey(ctx, apikey.Hash("no such key "+f.suffix)); !errors.Is(err, enforcement.ErrNotFound) {
 		t.Errorf("GetKey(unknown) = %v; want ErrNotFound", err)
 	}
 }
@@ -497,17 +497,18 @@ func TestSubscriptionRecord(t *testing.T) {
 	if !reflect.DeepEqual(got, r) {
 		t.Errorf("GetSubscription = %+v; want %+v", got, r)
 	}
-	if name := enforcement.SubscriptionName(id); name != processors.SubscriptionKey(id) {
-		t.Errorf("SubscriptionName(%q) = %q; want the processors' %q", id, name, processors.SubscriptionKey(id))
+	// The name is a contract with every reader of the layout.
+	if name, want := enforcement.SubscriptionName(id), "veil:sub:{"+id+"}"; name != want {
+		t.Errorf("SubscriptionName(%q) = %q; want %q", id, name, want)
 	}
 
 	// The processors count into the period the record names.
-	ps, pe, err := processors.Period(ctx, f.client, id, start.Add(20*24*time.Hour))
+	p, err := enforcement.CurrentPeriod(ctx, f.client, id, start.Add(20*24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ps.Equal(r.PeriodStart) || !pe.Equal(r.PeriodEnd) {
-		t.Errorf("processors.Period = [%s, %s); want [%s, %s)", ps, pe, r.PeriodStart, r.PeriodEnd)
+	if ps, pe := p.Start, p.End; !ps.Equal(r.PeriodStart) || !pe.Equal(r.PeriodEnd) {
+		t.Errorf("CurrentPeriod = [%s, %s); want [%s, %s)", ps, pe, r.PeriodStart, r.PeriodEnd)
 	}
 
 	// Older versions lose; the processors see the newer period at once.
@@ -522,12 +523,12 @@ func TestSubscriptionRecord(t *testing.T) {
 		t.Fatalf("PutSubscription(newer) = %v, %v; want true, nil", applied, err)
 	}
 	testenv.Deadline(t, time.Second, func() error {
-		ps, _, err := processors.Period(ctx, f.client, id, next.PeriodStart.Add(time.Hour))
+		p, err := enforcement.CurrentPeriod(ctx, f.client, id, next.PeriodStart.Add(time.Hour))
 		if err != nil {
 			return err
 		}
-		if !ps.Equal(next.PeriodStart) {
-			return fmt.Errorf("processors.Period start = %s; want %s", ps, next.PeriodStart)
+		if !p.Start.Equal(next.PeriodStart) {
+			return fmt.Errorf("CurrentPeriod start = %s; want %s", p.Start, next.PeriodStart)
 		}
 		return nil
 	})

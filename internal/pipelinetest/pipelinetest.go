@@ -146,7 +146,7 @@ func (s Sinks) Diff(ctx context.Context, exp Expectation) error {
 	}
 	month := enforcement.CalendarMonth(time.Now()).Start
 	for subject, want := range exp.Units {
-		key := processors.PeriodKey(subject, month)
+		key := enforcement.PeriodCounterName(subject, month)
 		vals, err := s.Redis.Do(ctx, s.Redis.B().Hmget().Key(key).Field("requests", "units_micro").Build()).ToArray()
 		if err != nil {
 			return err

@@ -177,7 +177,7 @@ func (f *Fixture) Get(id uuid.UUID) keys.Key {
 // Record is the gateway's record of a plaintext key.
 func (f *Fixture) Record(plaintext string) enforcement.KeyRecord {
 	f.T.Helper()
-	r, err := f.Store.GetKey(f.Ctx, enforcement.Hash(plaintext))
+	r, err := f.Store.GetKey(f.Ctx, apikey.Hash(plaintext))
 	if err != nil {
 		f.T.Fatalf("gateway record: %v", err)
 	}
