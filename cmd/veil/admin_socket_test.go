@@ -31,7 +31,7 @@ func TestGatewayDefaultAdminIsUnixSocket(t *testing.T) {
 	}
 	// A short home: a socket path has room for about 100 bytes.
 	data := filepath.Dir(testenv.SocketPath(t, "unused"))
-	addr, metricsAddr := freeAddr(t), freeAddr(t)
+	addr, metricsAddr := testenv.FreeLoopbackAddr(t), testenv.FreeLoopbackAddr(t)
 	env := []string{"VEIL_TEST_EXEC=1", "XDG_DATA_HOME=" + data, "XDG_CONFIG_HOME=" + filepath.Join(data, "config"),
 		"VEIL_GATEWAY_ADDR=" + addr, "VEIL_METRICS_ADDR=" + metricsAddr}
 	for _, kv := range os.Environ() {

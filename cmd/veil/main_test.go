@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -80,16 +79,6 @@ func TestIngestRequiresTokens(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func get(url string) (int, string, error) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -107,7 +96,7 @@ func get(url string) (int, string, error) {
 func TestIngestCommand(t *testing.T) {
 	k := testenv.NewFakeKafka(t)
 	brokers := strings.Join(k.Brokers, ",")
-	addr, metricsAddr := freeAddr(t), freeAddr(t)
+	addr, metricsAddr := testenv.FreeLoopbackAddr(t), testenv.FreeLoopbackAddr(t)
 	const token = "command-test-token-0123"
 
 	ctx, cancel := context.WithCancel(t.Context())
