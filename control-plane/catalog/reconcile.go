@@ -41,22 +41,31 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 }
 
 // ReconcileRequested is Reconcile run because actor asked for it, audited
-// as "gateway.reconcile" with the drift found. What a run changes is
-// mostly the gateway's routes, through its admin API, which no transaction
-// of ours can hold; so the entry is the request's, and it commits after
-// the drift is found and before the first call that heals it. If it cannot
-// be written, nothing is changed; once it is, every change the run makes
-// has an entry that asked for it. The run's database changes (suspensions
-// of refused upstreams) carry their own entries, in their transactions.
-// Recording after the run, as the HTTP layer did, could leave the gateway
-// changed with no entry.
+// twice: "gateway.reconcile" with the drift found, then
+// "gateway.reconcile.result" with what the run healed and what it could
+// not. What a run changes is mostly the gateway's routes, through its admin
+// API, which no transaction of ours can hold; so the first entry is the
+// request's, and it commits after the drift is found and before the first
+// call that heals it. If it cannot be written, nothing is changed; once it
+// is, every change the run makes has an entry that asked for it, and the
+// second says which changes were made. The run's database changes
+// (suspensions of refused upstreams) carry their own entries, in their
+// transactions.
 func (s *Service) ReconcileRequested(ctx context.Context, actor identity.Actor) (ReconcileReport, error) {
-	return s.reconcile(ctx, func(found ReconcileReport) error {
+	entry := func(action string, rep ReconcileReport) error {
 		return audit.RecordNow(ctx, s.pool, audit.Change{
-			Actor: actor.Subject, ActorRole: string(actor.Role), Action: "gateway.reconcile",
-			TargetType: "gateway", TargetID: "apis", After: found,
+			Actor: actor.Subject, ActorRole: string(actor.Role), Action: action,
+			TargetType: "gateway", TargetID: "apis", After: rep,
 		})
-	})
+	}
+	rep, err := s.reconcile(ctx, func(found ReconcileReport) error { return entry("gateway.reconcile", found) })
+	if err != nil {
+		return rep, err
+	}
+	if err := entry("gateway.reconcile.result", rep); err != nil {
+		return rep, fmt.Errorf("record reconciliation result: %w", err)
+	}
+	return rep, nil
 }
 
 // reconcile finds the drift, calls record (when not nil) with what was

@@ -61,6 +61,13 @@ func TestReconcileRequestedAuditsBeforeTheGateway(t *testing.T) {
 	if err := json.Unmarshal(after, &found); err != nil || found.Missing != 1 || found.Orphans != 1 || found.Healed != 0 {
 		t.Errorf("audited drift = %s (%v); want the drift found before healing: 1 missing, 1 orphan, none healed yet", after, err)
 	}
+	if err := e.pool.QueryRow(ctx, `SELECT after FROM audit_log WHERE action = 'gateway.reconcile.result' AND target_id = 'apis'`).Scan(&after); err != nil {
+		t.Fatalf("the result of the requested run is not audited: %v", err)
+	}
+	var result catalog.ReconcileReport
+	if err := json.Unmarshal(after, &result); err != nil || result.Healed != 2 || len(result.Unhealed) != 0 {
+		t.Errorf("audited result = %s (%v); want both heals", after, err)
+	}
 
 	// The scheduled run is not a request: no entry.
 	if _, err := e.svc.Reconcile(ctx); err != nil {

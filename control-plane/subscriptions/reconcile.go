@@ -58,20 +58,29 @@ func (s *Service) ReconcileKeys(ctx context.Context) (ReconcileReport, error) {
 }
 
 // ReconcileKeysRequested is ReconcileKeys run because actor asked for it,
-// audited as "gateway.reconcile" (target keys) with the drift found. The
-// records a run heals are the gateway's, in Redis, which no transaction of
-// ours can hold; so the entry is the request's, and it commits after the
-// drift is found and before the first write that heals it. If it cannot be
-// written, nothing is changed; once it is, every change the run makes has
-// an entry that asked for it. Recording after the run, as the HTTP layer
-// did, could leave records rewritten with no entry.
+// audited twice (target keys): "gateway.reconcile" with the drift found,
+// then "gateway.reconcile.result" with what the run healed and what it
+// could not. The records a run heals are the gateway's, in Redis, which no
+// transaction of ours can hold; so the first entry is the request's, and it
+// commits after the drift is found and before the first write that heals
+// it. If it cannot be written, nothing is changed; once it is, every change
+// the run makes has an entry that asked for it, and the second says which
+// changes were made.
 func (s *Service) ReconcileKeysRequested(ctx context.Context, actor identity.Actor) (ReconcileReport, error) {
-	return s.reconcileKeys(ctx, func(found ReconcileReport) error {
+	entry := func(action string, rep ReconcileReport) error {
 		return audit.RecordNow(ctx, s.pool, audit.Change{
-			Actor: actor.Subject, ActorRole: string(actor.Role), Action: "gateway.reconcile",
-			TargetType: "gateway", TargetID: "keys", After: found,
+			Actor: actor.Subject, ActorRole: string(actor.Role), Action: action,
+			TargetType: "gateway", TargetID: "keys", After: rep,
 		})
-	})
+	}
+	rep, err := s.reconcileKeys(ctx, func(found ReconcileReport) error { return entry("gateway.reconcile", found) })
+	if err != nil {
+		return rep, err
+	}
+	if err := entry("gateway.reconcile.result", rep); err != nil {
+		return rep, fmt.Errorf("record key reconciliation result: %w", err)
+	}
+	return rep, nil
 }
 
 // reconcileKeys finds the drift, calls record (when not nil) with what was

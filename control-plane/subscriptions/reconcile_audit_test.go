@@ -1,10 +1,12 @@
 package subscriptions_test
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -55,6 +57,14 @@ func TestReconcileKeysRequestedAuditsBeforeTheRecords(t *testing.T) {
 	}
 	if n := entries(); n != 1 {
 		t.Errorf("audit entries of requested runs = %d; want 1", n)
+	}
+	var after []byte
+	if err := f.Pool.QueryRow(f.Ctx, `SELECT after FROM audit_log WHERE action = 'gateway.reconcile.result' AND target_id = 'keys'`).Scan(&after); err != nil {
+		t.Fatalf("the result of the requested run is not audited: %v", err)
+	}
+	var result subscriptions.ReconcileReport
+	if err := json.Unmarshal(after, &result); err != nil || result.Healed != 1 || result.SubscriptionsMissing != 1 {
+		t.Errorf("audited result = %s (%v); want the missing subscription record healed", after, err)
 	}
 
 	// The scheduled run is not a request: no entry.
