@@ -26,7 +26,7 @@
 // seconds (0 = not set), lists are JSON arrays of strings, booleans are "0"
 // or "1". Readers ignore fields they do not know, so fields can be added.
 //
-//	veil:key:<hash>   key record; <hash> is the hex SHA-256 of the plaintext key (see [Hash])
+//	veil:key:<hash>   key record; <hash> is the hex SHA-256 of the plaintext key (apikey.Hash)
 //	  key_id, subscription_id, api_id   ids
 //	  status            active | suspended | revoked | expired
 //	  methods           JSON array of allowed methods, [] = all
