@@ -281,11 +281,40 @@ func (s *Service) register(ctx context.Context, a API) error {
 		return fmt.Errorf("%w: put gateway route: %w", errGatewayUpdate, err)
 	}
 	probe := strings.TrimSuffix(s.cfg.GatewayURL, "/") + "/" + a.Slug + a.HealthCheckPath
-	if err := s.check(ctx, probe, a.ID.String()); err != nil {
+	if err := s.probeRoute(ctx, probe, a.ID.String()); err != nil {
 		return fmt.Errorf("%w: verify route through the gateway: %w", errRouteVerify, err)
 	}
 	return nil
 }
+
+// routeProbes is how many times a new route is probed before it counts as
+// not working, 100 ms apart and then longer: Caddy swaps its configuration
+// after a put, and for a moment a connection may still meet the server it
+// replaces (closed under it, or answered by the previous routes).
+const routeProbes = 4
+
+// probeRoute checks the route through the gateway, again while it fails
+// within routeProbes tries; the last failure is the answer.
+func (s *Service) probeRoute(ctx context.Context, url, apiID string) error {
+	var err error
+	for i := range routeProbes {
+		if err = s.check(ctx, url, apiID); err == nil {
+			return nil
+		}
+		if i == routeProbes-1 {
+			break
+		}
+		t := time.NewTimer(time.Duration(i+1) * 100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+	return err
+}
+
 
 // check GETs url and wants a 2xx answer. With apiID set the answer must
 // also come through the API's own route, which tags it.
