@@ -191,8 +191,10 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		log logFlags
 	)
 	f := newFlags("control-plane", `Serves the control plane's REST API (identity, APIs and approvals, webhooks, audit)
-and runs its background jobs: gateway registration, reconciliation, overdue approvals,
-webhook delivery. Run 'veil migrate' first.`, stdout)
+and runs its background jobs: gateway registration and reconciliation of APIs, overdue
+approvals, webhook deliveries, key record syncs and notices, key reconciliation, key
+maintenance, billing period rolls, quota notices and the usage drift check (with
+ClickHouse). Run 'veil migrate' first.`, stdout)
 	cp.register(f, true)
 	f.String(&cp.metricsAddr, "metrics-addr", "VEIL_METRICS_ADDR", defaultControlPlaneMetricsAddr, "listen address of the control plane's /metrics, kept off the API port (empty: not served)")
 	mig.register(f)
@@ -302,8 +304,23 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 
 // validate checks what the flags' parsers cannot.
 func (cp controlPlaneFlags) validate() error {
-	if cp.keyReconcileEvery <= 0 || cp.maintenanceEvery <= 0 || cp.usageReconcileEvery <= 0 || cp.periodRollEvery <= 0 {
-		return errors.New("--key-reconcile-interval, --key-maintenance-interval, --usage-reconcile-interval and --period-roll-interval must be positive")
+	// River does not check a periodic interval: a non-positive one would
+	// make its job due again at once, on every tick. Each is refused here,
+	// by its flag, before anything starts.
+	for _, iv := range []struct {
+		flag  string
+		every time.Duration
+	}{
+		{"--reconcile-interval", cp.reconcileEvery},
+		{"--approval-sweep-interval", cp.sweepEvery},
+		{"--key-reconcile-interval", cp.keyReconcileEvery},
+		{"--key-maintenance-interval", cp.maintenanceEvery},
+		{"--period-roll-interval", cp.periodRollEvery},
+		{"--usage-reconcile-interval", cp.usageReconcileEvery},
+	} {
+		if iv.every <= 0 {
+			return fmt.Errorf("%s must be positive, not %s", iv.flag, iv.every)
+		}
 	}
 	if cp.rescueAfter <= 50*time.Second {
 		return errors.New("--job-rescue-after must exceed the longest job timeout, 50s")

@@ -698,7 +698,7 @@ func TestSettle(t *testing.T) {
 // it (and run it a second time) at the default --job-rescue-after.
 func TestWorkerTimeout(t *testing.T) {
 	const defaultRescueAfter = time.Minute
-	if got := (&Worker{}).Timeout(nil); got <= 0 || got >= defaultRescueAfter {
+	if got := (&Checker{}).Worker().Timeout(nil); got <= 0 || got >= defaultRescueAfter {
 		t.Errorf("Timeout() = %s; want positive and under %s", got, defaultRescueAfter)
 	}
 }
@@ -888,8 +888,7 @@ func TestWorkerResumes(t *testing.T) {
 	// second after it is still far off for the queries.
 	clock := time.Now().Add(time.Hour)
 	f.svc.now = func() time.Time { return clock }
-	w := f.svc.Worker()
-	w.chunk = 1
+	w := f.svc.worker(1)
 	for i, tc := range []struct {
 		near bool
 		want []uuid.UUID

@@ -5,12 +5,14 @@
 // flush, a lost batch, a tampered counter). It reads and writes Redis
 // through internal/enforcement, which owns the layout and the heal
 // script; a run is stored in Postgres (usage_reconcile_runs) and runs on a
-// schedule as a River job (Args, Worker) or on demand (Checker.Check).
+// schedule as a River job (Args, Checker.Worker) or on demand
+// (Checker.Check).
 //
 // Files: drift.go (configuration and report), check.go (a run, chunk by
 // chunk), postgres.go (the subscriptions and the stored runs), compare.go
 // (the verdict on one subscription), clickhouse.go (ClickHouse's figures),
-// heal.go (healing and reporting), worker.go (the scheduled job).
+// heal.go (healing and reporting), worker.go (the scheduled job's
+// worker), jobs.go (its registration and schedule).
 package drift
 
 import (

@@ -257,13 +257,3 @@ func (s *Service) each(ctx context.Context, ids []uuid.UUID, fn func(tx pgx.Tx, 
 	}
 	return errors.Join(errs...)
 }
-
-// RegisterJobs adds the keys' workers (record syncs and deletes, notice
-// emails) to w, to run in the River client whose Inserter is Config.Jobs.
-// The periodic runs that reach keys (maintenance, reconciliation) are the
-// subscriptions'.
-func (s *Service) RegisterJobs(w *river.Workers) {
-	river.AddWorker(w, s.SyncKeyWorker())
-	river.AddWorker(w, s.DeleteRecordWorker())
-	river.AddWorker(w, s.KeyNoticeEmailWorker())
-}

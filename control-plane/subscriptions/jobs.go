@@ -5,6 +5,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/internal/periodic"
 )
 
@@ -29,14 +30,14 @@ type JobSchedule struct {
 // Config.Jobs. A periodic run is attempted once: the next run takes up
 // what it left.
 func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.PeriodicJob {
-	s.keys.RegisterJobs(w)
+	keyJobs := s.keys.RegisterJobs(w, keys.JobSchedule{})
 	river.AddWorker(w, s.SyncSubscriptionWorker())
 	river.AddWorker(w, s.ReconcileKeysWorker())
 	river.AddWorker(w, s.MaintenanceWorker())
 	river.AddWorker(w, s.PeriodRollWorker())
-	return []*river.PeriodicJob{
+	return append(keyJobs,
 		periodic.Job(every.ReconcileKeys, ReconcileKeysArgs{}, &river.InsertOpts{MaxAttempts: 1}),
 		periodic.Job(every.Maintenance, MaintenanceArgs{}, &river.InsertOpts{MaxAttempts: 1}),
 		periodic.Job(every.PeriodRoll, PeriodRollArgs{}, &river.InsertOpts{MaxAttempts: 1}),
-	}
+	)
 }

@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
-	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/internal/periodic"
 )
 
 // ReconcileReport is what a key reconciliation found and did.
@@ -165,30 +164,19 @@ type ReconcileKeysArgs struct{}
 // Kind implements river.JobArgs.
 func (ReconcileKeysArgs) Kind() string { return "key_reconcile" }
 
-// ReconcileKeysWorker runs ReconcileKeysArgs jobs.
-type ReconcileKeysWorker struct {
-	river.WorkerDefaults[ReconcileKeysArgs]
-	s *Service
-}
-
-// ReconcileKeysWorker returns the worker of scheduled reconciliations.
-func (s *Service) ReconcileKeysWorker() *ReconcileKeysWorker { return &ReconcileKeysWorker{s: s} }
-
-// Timeout bounds one run below the control plane's rescue of stuck jobs,
-// as MaintenanceWorker's does; a run cut short is taken up by the next.
-func (w *ReconcileKeysWorker) Timeout(*river.Job[ReconcileKeysArgs]) time.Duration {
-	return 50 * time.Second
-}
-
-// Work reconciles and logs the report.
-func (w *ReconcileKeysWorker) Work(ctx context.Context, _ *river.Job[ReconcileKeysArgs]) error {
-	rep, err := w.s.ReconcileKeys(ctx)
-	if err != nil {
-		return err
-	}
-	lvl := slogLevel(len(rep.Unhealed) > 0 || rep.Missing+rep.Different+rep.Orphaned+rep.Corrupt > 0)
-	w.s.log.Log(ctx, lvl, "key reconciliation", "checked", rep.KeysChecked, "missing", rep.Missing,
-		"different", rep.Different, "orphaned", rep.Orphaned, "corrupt", rep.Corrupt, "healed", rep.Healed,
-		"unhealed", len(rep.Unhealed))
-	return nil
+// ReconcileKeysWorker returns the worker of scheduled reconciliations,
+// which reconciles and logs the report. A run is bounded as maintenance's
+// is; a run cut short is taken up by the next.
+func (s *Service) ReconcileKeysWorker() *periodic.Worker[ReconcileKeysArgs] {
+	return periodic.NewWorker[ReconcileKeysArgs](func(ctx context.Context) error {
+		rep, err := s.ReconcileKeys(ctx)
+		if err != nil {
+			return err
+		}
+		lvl := slogLevel(len(rep.Unhealed) > 0 || rep.Missing+rep.Different+rep.Orphaned+rep.Corrupt > 0)
+		s.log.Log(ctx, lvl, "key reconciliation", "checked", rep.KeysChecked, "missing", rep.Missing,
+			"different", rep.Different, "orphaned", rep.Orphaned, "corrupt", rep.Corrupt, "healed", rep.Healed,
+			"unhealed", len(rep.Unhealed))
+		return nil
+	}).WithTimeout(runTimeout)
 }

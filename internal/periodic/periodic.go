@@ -27,13 +27,27 @@ func Job(every time.Duration, args river.JobArgs, opts *river.InsertOpts) *river
 // metrics) says what a run did.
 type Worker[A river.JobArgs] struct {
 	river.WorkerDefaults[A]
-	run func(ctx context.Context) error
+	run     func(ctx context.Context) error
+	timeout time.Duration
 }
 
 // NewWorker returns a Worker that calls run for each job.
 func NewWorker[A river.JobArgs](run func(ctx context.Context) error) *Worker[A] {
 	return &Worker[A]{run: run}
 }
+
+// WithTimeout bounds each run to d and returns w. Without it a run has the
+// job client's JobTimeout. A job whose run may be long sets one, below the
+// client's RescueStuckJobsAfter, or River would take a slow run for a dead
+// one and start it again beside it.
+func (w *Worker[A]) WithTimeout(d time.Duration) *Worker[A] {
+	w.timeout = d
+	return w
+}
+
+// Timeout implements river.Worker: the bound set by WithTimeout, or 0 for
+// the job client's.
+func (w *Worker[A]) Timeout(*river.Job[A]) time.Duration { return w.timeout }
 
 // Work implements river.Worker.
 func (w *Worker[A]) Work(ctx context.Context, _ *river.Job[A]) error { return w.run(ctx) }
