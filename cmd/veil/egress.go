@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/veil-platform/veil/ingest/caddyveil"
 	"github.com/veil-platform/veil/internal/egress"
 )
 
@@ -105,22 +106,12 @@ func denyEndpoint(s string) string {
 	return s
 }
 
-// app is the veil app's egress config (caddyveil.EgressConfig), checked
-// by building the policy once here so that a bad allow list stops the
-// gateway at start rather than at its first route.
-func (e egressFlags) app(ctx context.Context, deny ...string) (map[string]any, error) {
+// app is the veil app's egress config, checked by building the policy
+// once here so that a bad allow list stops the gateway at start rather
+// than at its first route.
+func (e egressFlags) app(ctx context.Context, deny ...string) (*caddyveil.EgressConfig, error) {
 	if _, err := e.policy(ctx, deny...); err != nil {
 		return nil, err
 	}
-	out := map[string]any{}
-	if allow := egress.ParseList(e.allow); len(allow) > 0 {
-		out["allow"] = allow
-	}
-	if d := denyList(deny); len(d) > 0 {
-		out["deny"] = d
-	}
-	if e.resolver != "" {
-		out["resolver"] = e.resolver
-	}
-	return out, nil
+	return &caddyveil.EgressConfig{Allow: egress.ParseList(e.allow), Deny: denyList(deny), Resolver: e.resolver}, nil
 }

@@ -257,23 +257,13 @@ func (v veilAppFlags) check() error {
 	return nil
 }
 
-// app is the veil app's Caddy JSON.
-func (v veilAppFlags) app(egress map[string]any) map[string]any {
-	app := map[string]any{
-		"redis_address": v.redisAddr, "redis_db": v.redisDB, "brokers": broker.ParseBrokers(v.brokers), "topic": v.topic,
-		"spool_max_bytes": v.spoolMax, "spool_fsync": v.spoolFsync, "on_redis_error": v.onRedisError,
-		"redis_outage_grace":    v.outageGrace.String(),
-		"anonymous_sample_rate": v.anonSample, "anonymous_events_per_ip_minute": v.anonPerIP,
-		"anonymous_events_per_minute": v.anonPerMin,
+// app is the veil app's Caddy config; egress is nil for the app's default
+// policy.
+func (v veilAppFlags) app(egress *caddyveil.EgressConfig) *caddyveil.App {
+	return &caddyveil.App{
+		RedisAddress: v.redisAddr, RedisDB: v.redisDB, Brokers: broker.ParseBrokers(v.brokers), Topic: v.topic,
+		SpoolDir: v.spoolDir, SpoolMaxBytes: v.spoolMax, SpoolFsync: v.spoolFsync, OnRedisError: v.onRedisError,
+		RedisOutageGrace: caddy.Duration(v.outageGrace), Source: v.source, Egress: egress,
+		AnonymousSampleRate: v.anonSample, AnonymousEventsPerIPMinute: v.anonPerIP, AnonymousEventsPerMinute: v.anonPerMin,
 	}
-	if v.spoolDir != "" {
-		app["spool_dir"] = v.spoolDir
-	}
-	if v.source != "" {
-		app["source"] = v.source
-	}
-	if egress != nil {
-		app["egress"] = egress
-	}
-	return app
 }

@@ -2,8 +2,11 @@ package bench
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
+
+	"github.com/veil-platform/veil/ingest/caddyveil"
 )
 
 func TestResultQuantile(t *testing.T) {
@@ -62,5 +65,33 @@ func TestGatewayConfig(t *testing.T) {
 	}
 	if len(vh) != 2 || vh[0]["handler"] != "veil" || vh[0]["api_id"] != benchAPI || vh[0]["path_prefix"] != "/bench" || vh[1]["handler"] != "reverse_proxy" {
 		t.Errorf("veil handlers = %v; want veil (api %s, prefix /bench) then reverse_proxy", vh, benchAPI)
+	}
+}
+
+// TestGatewayConfigVeilApp: the veil app, marshalled from caddyveil.App,
+// reads as the JSON the bench wrote by hand before it.
+func TestGatewayConfigVeilApp(t *testing.T) {
+	cfg := gatewayConfig(stackConfig{dir: "/tmp/x", upstream: "127.0.0.1:9", redisAddr: "127.0.0.1:6379", redisDB: 15,
+		brokers: []string{"127.0.0.1:9092"}, source: "/gateway/bench"}, "127.0.0.1:1", "127.0.0.1:2")
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Apps struct {
+			Veil caddyveil.App `json:"veil"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	var want caddyveil.App
+	was := `{"redis_address": "127.0.0.1:6379", "redis_db": 15, "brokers": ["127.0.0.1:9092"], "topic": "` + gatewayTopic + `",
+		"spool_dir": "/tmp/x/spool", "source": "/gateway/bench"}`
+	if err := json.Unmarshal([]byte(was), &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Apps.Veil, want) {
+		t.Errorf("veil app = %+v; want %+v", got.Apps.Veil, want)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/veil-platform/veil/ingest/caddyveil"
 	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/gatewayproc"
@@ -187,9 +188,9 @@ func gatewayConfig(c stackConfig, plainAddr, veilAddr string) map[string]any {
 	return map[string]any{
 		"admin": map[string]any{"disabled": true},
 		"apps": map[string]any{
-			"veil": map[string]any{
-				"redis_address": c.redisAddr, "redis_db": c.redisDB, "brokers": c.brokers, "topic": c.topic,
-				"spool_dir": filepath.Join(c.dir, "spool"), "source": c.source,
+			"veil": &caddyveil.App{
+				RedisAddress: c.redisAddr, RedisDB: c.redisDB, Brokers: c.brokers, Topic: c.topic,
+				SpoolDir: filepath.Join(c.dir, "spool"), Source: c.source,
 			},
 			"http": map[string]any{"servers": map[string]any{
 				"plain": server(plainAddr, proxy),
