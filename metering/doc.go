@@ -4,6 +4,7 @@
 // subscription's billable totals from usage_events (totals.go, what veil
 // usage prints); queries.go holds the analyst queries, documented with
 // measured latencies in docs/analyst-sql.md. It is pure queries over a
-// connection the caller opens, with no HTTP. Meters, rating, billing
-// periods and invoices will join it.
+// connection the caller opens, with no HTTP. Meters, rating and invoices
+// will join it; a billing period's bounds stay internal/enforcement's, the
+// arithmetic the gateway counts quotas by, which billing will call.
 package metering

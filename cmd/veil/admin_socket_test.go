@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -95,7 +96,7 @@ func TestGatewayDefaultAdminIsUnixSocket(t *testing.T) {
 	}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "up") }))
 	t.Cleanup(up.Close)
-	if err := c.Put(t.Context(), gatewayadmin.Route{ID: "veil-api-default-socket", PathPrefix: "/sock", Upstream: up.URL}); err != nil {
+	if err := c.Put(t.Context(), gatewayroute.Route{ID: "veil-api-default-socket", PathPrefix: "/sock", Upstream: up.URL}); err != nil {
 		t.Fatalf("Put through the default admin socket: %v", err)
 	}
 	// Whether the egress policy lets this loopback upstream through is

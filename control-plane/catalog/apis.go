@@ -17,25 +17,27 @@ import (
 	"github.com/veil-platform/veil/internal/pagination"
 )
 
-// canSee reports whether actor may read a.
-func (a API) canSee(actor identity.Actor) bool {
-	if actor.IsAdmin() || actor.OrgID == a.OrganizationID {
+// VisibleTo reports whether actor may see an API of organization org with
+// visibility v in state s: its own organization and admins always; every
+// member of any organization when the API is in the public catalog, public
+// and served by the gateway (providers consume other providers' APIs too).
+// apiScope in store_dynamic.go is this rule in SQL.
+func VisibleTo(actor identity.Actor, org uuid.UUID, v Visibility, s State) bool {
+	if actor.IsAdmin() || actor.OrgID == org {
 		return true
 	}
-	// The public catalog: what the gateway serves, for every member of any
-	// organization (providers consume other providers' APIs too).
-	return a.Visibility == VisibilityPublic && a.State.Routed()
+	return v == VisibilityPublic && s.Routed()
 }
 
-// canChange reports whether actor may change a as its provider.
-func (a API) canChange(actor identity.Actor) bool {
-	return actor.IsAdmin() || (actor.Role == identity.RoleProvider && actor.OrgID == a.OrganizationID)
+// canSee reports whether actor may read a.
+func (a API) canSee(actor identity.Actor) bool {
+	return VisibleTo(actor, a.OrganizationID, a.Visibility, a.State)
 }
 
 // CreateAPI registers an API in state draft for the actor's organization.
 func (s *Service) CreateAPI(ctx context.Context, actor identity.Actor, in APIInput) (API, error) {
 	if actor.Role != identity.RoleProvider && actor.Role != identity.RoleAdmin {
-		return API{}, ErrForbidden
+		return API{}, identity.ErrForbidden
 	}
 	if err := in.Validate(); err != nil {
 		return API{}, err
@@ -114,7 +116,7 @@ func (s *Service) GetAPI(ctx context.Context, actor identity.Actor, id uuid.UUID
 }
 
 // getOwnAPI returns the API with id if actor owns it (its organization, or
-// an admin): ErrForbidden if actor sees it only in the public catalog,
+// an admin): identity.ErrForbidden if actor sees it only in the public catalog,
 // ErrAPINotFound if not at all.
 func (s *Service) getOwnAPI(ctx context.Context, actor identity.Actor, id uuid.UUID) (API, error) {
 	a, err := s.GetAPI(ctx, actor, id)
@@ -122,7 +124,7 @@ func (s *Service) getOwnAPI(ctx context.Context, actor identity.Actor, id uuid.U
 		return API{}, err
 	}
 	if !a.ownedBy(actor) {
-		return API{}, ErrForbidden
+		return API{}, identity.ErrForbidden
 	}
 	return a, nil
 }
@@ -295,9 +297,9 @@ func (s *Service) lockAPI(ctx context.Context, tx pgx.Tx, actor identity.Actor, 
 	if err != nil {
 		return API{}, err
 	}
-	if !a.canChange(actor) {
+	if !actor.CanProvide(a.OrganizationID) {
 		if a.canSee(actor) {
-			return API{}, ErrForbidden
+			return API{}, identity.ErrForbidden
 		}
 		return API{}, ErrAPINotFound
 	}

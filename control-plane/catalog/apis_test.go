@@ -40,7 +40,7 @@ func TestCreateAPI(t *testing.T) {
 	wantErr(t, "CreateAPI(weather) again by another organization", err, catalog.ErrSlugTaken)
 
 	_, err = e.svc.CreateAPI(ctx, e.consumer, e.input("consumed"))
-	wantErr(t, "CreateAPI by a consumer", err, catalog.ErrForbidden)
+	wantErr(t, "CreateAPI by a consumer", err, identity.ErrForbidden)
 
 	bad := e.input("Bad Slug")
 	bad.UpstreamURL = "ftp://example.com"
@@ -151,7 +151,7 @@ func TestUpdateAPI(t *testing.T) {
 	_, err = e.svc.UpdateAPI(ctx, e.otherProvider, a.ID, catalog.APIPatch{Name: ptr("mine")})
 	wantErr(t, "UpdateAPI by another organization", err, catalog.ErrAPINotFound)
 	_, err = e.svc.UpdateAPI(ctx, e.consumer, a.ID, catalog.APIPatch{Name: ptr("mine")})
-	wantErr(t, "UpdateAPI by a consumer of the organization", err, catalog.ErrForbidden)
+	wantErr(t, "UpdateAPI by a consumer of the organization", err, identity.ErrForbidden)
 	_, err = e.svc.UpdateAPI(ctx, e.provider, uuid.New(), catalog.APIPatch{Name: ptr("x")})
 	wantErr(t, "UpdateAPI(unknown id)", err, catalog.ErrAPINotFound)
 
@@ -189,7 +189,7 @@ func TestDeleteAPI(t *testing.T) {
 
 	a := e.createAPI(e.provider, "kept")
 	wantErr(t, "DeleteAPI by another organization", e.svc.DeleteAPI(ctx, e.otherProvider, a.ID), catalog.ErrAPINotFound)
-	wantErr(t, "DeleteAPI by a consumer", e.svc.DeleteAPI(ctx, e.consumer, a.ID), catalog.ErrForbidden)
+	wantErr(t, "DeleteAPI by a consumer", e.svc.DeleteAPI(ctx, e.consumer, a.ID), identity.ErrForbidden)
 	e.api(a.ID)
 }
 

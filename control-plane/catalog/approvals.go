@@ -14,6 +14,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/pagination"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 // Priority orders approval requests; it sets the SLA.
@@ -105,7 +106,7 @@ func (s *Service) Submit(ctx context.Context, actor identity.Actor, apiID uuid.U
 		in.Priority = PriorityNormal
 	}
 	if !in.Priority.valid() {
-		return Approval{}, &ValidationError{Fields: []FieldError{{Field: "priority", Detail: "must be low, normal, high or urgent"}}}
+		return Approval{}, &validation.Error{Fields: []validation.Field{{Field: "priority", Detail: "must be low, normal, high or urgent"}}}
 	}
 	var out Approval
 	err := s.changeAPI(ctx, actor, apiID, func(tx pgx.Tx, a API) error {
@@ -223,7 +224,7 @@ type ApprovalFilter struct {
 // ListApprovals lists requests oldest first (admins only).
 func (s *Service) ListApprovals(ctx context.Context, actor identity.Actor, f ApprovalFilter) ([]Approval, string, error) {
 	if !actor.IsAdmin() {
-		return nil, "", ErrForbidden
+		return nil, "", identity.ErrForbidden
 	}
 	after, err := pagination.Decode(f.After)
 	if err != nil {
@@ -274,14 +275,14 @@ const (
 // organization's API.
 func (s *Service) Decide(ctx context.Context, actor identity.Actor, id uuid.UUID, d Decision, reason string) (Approval, error) {
 	if !actor.IsAdmin() {
-		return Approval{}, ErrForbidden
+		return Approval{}, identity.ErrForbidden
 	}
 	reason = strings.TrimSpace(reason)
 	if (d == DecisionReject || d == DecisionRequestChanges) && reason == "" {
-		return Approval{}, &ValidationError{Fields: []FieldError{{Field: "reason", Detail: "is required to " + strings.ReplaceAll(string(d), "_", " ")}}}
+		return Approval{}, &validation.Error{Fields: []validation.Field{{Field: "reason", Detail: "is required to " + strings.ReplaceAll(string(d), "_", " ")}}}
 	}
 	if utf8.RuneCountInString(reason) > 5000 {
-		return Approval{}, &ValidationError{Fields: []FieldError{{Field: "reason", Detail: "must be at most 5000 characters"}}}
+		return Approval{}, &validation.Error{Fields: []validation.Field{{Field: "reason", Detail: "must be at most 5000 characters"}}}
 	}
 	var out Approval
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -324,7 +325,7 @@ func (s *Service) Decide(ctx context.Context, actor identity.Actor, id uuid.UUID
 			event = "approval.escalated"
 			err = s.escalate(ctx, tx, r, actor, reason)
 		default:
-			return &ValidationError{Fields: []FieldError{{Field: "action", Detail: "must be approve, reject, escalate or request_changes"}}}
+			return &validation.Error{Fields: []validation.Field{{Field: "action", Detail: "must be approve, reject, escalate or request_changes"}}}
 		}
 		if err != nil {
 			return err
@@ -363,7 +364,7 @@ func (s *Service) escalate(ctx context.Context, tx pgx.Tx, r Approval, actor ide
 func (s *Service) Comment(ctx context.Context, actor identity.Actor, id uuid.UUID, text string) (ApprovalEvent, error) {
 	text = strings.TrimSpace(text)
 	if text == "" || utf8.RuneCountInString(text) > 5000 {
-		return ApprovalEvent{}, &ValidationError{Fields: []FieldError{{Field: "comment", Detail: "must be 1 to 5000 characters"}}}
+		return ApprovalEvent{}, &validation.Error{Fields: []validation.Field{{Field: "comment", Detail: "must be 1 to 5000 characters"}}}
 	}
 	var ev ApprovalEvent
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -376,7 +377,7 @@ func (s *Service) Comment(ctx context.Context, actor identity.Actor, id uuid.UUI
 		case actor.OrgID != r.OrganizationID:
 			return ErrApprovalNotFound
 		case actor.Role != identity.RoleProvider:
-			return ErrForbidden // a consumer of the organization reads it, but does not take part
+			return identity.ErrForbidden // a consumer of the organization reads it, but does not take part
 		}
 		row, err := db.New(tx).ApprovalCommentInsert(ctx, db.ApprovalCommentInsertParams{ApprovalID: id, Actor: actor.Subject, Comment: text})
 		if err != nil {
@@ -405,10 +406,10 @@ type BulkResult struct {
 // transaction, so one refusal does not undo the others.
 func (s *Service) DecideBulk(ctx context.Context, actor identity.Actor, ids []uuid.UUID, d Decision, reason string) ([]BulkResult, error) {
 	if !actor.IsAdmin() {
-		return nil, ErrForbidden
+		return nil, identity.ErrForbidden
 	}
 	if len(ids) == 0 || len(ids) > 100 {
-		return nil, &ValidationError{Fields: []FieldError{{Field: "ids", Detail: "must hold 1 to 100 ids"}}}
+		return nil, &validation.Error{Fields: []validation.Field{{Field: "ids", Detail: "must hold 1 to 100 ids"}}}
 	}
 	out := make([]BulkResult, len(ids))
 	for i, id := range ids {
@@ -434,7 +435,7 @@ type Stats struct {
 // ApprovalStats computes the queue statistics (admins only).
 func (s *Service) ApprovalStats(ctx context.Context, actor identity.Actor) (Stats, error) {
 	if !actor.IsAdmin() {
-		return Stats{}, ErrForbidden
+		return Stats{}, identity.ErrForbidden
 	}
 	st := Stats{OpenByPriority: map[Priority]int{}, ByStatus: map[ApprovalStatus]int{}}
 	for _, p := range priorities {

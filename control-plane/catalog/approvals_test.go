@@ -12,6 +12,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/pagination"
 )
 
 // defaultSLA is the documented time allowed per priority.
@@ -79,7 +80,7 @@ func TestSubmit(t *testing.T) {
 	_, err = e.svc.Submit(ctx, e.otherProvider, b.ID, catalog.SubmitInput{})
 	wantErr(t, "Submit by another organization", err, catalog.ErrAPINotFound)
 	_, err = e.svc.Submit(ctx, e.consumer, b.ID, catalog.SubmitInput{})
-	wantErr(t, "Submit by a consumer of the organization", err, catalog.ErrForbidden)
+	wantErr(t, "Submit by a consumer of the organization", err, identity.ErrForbidden)
 	if got := e.api(b.ID).State; got != catalog.StateDraft {
 		t.Errorf("state after refused submissions = %s; want draft", got)
 	}
@@ -282,9 +283,9 @@ func TestDecidePermissions(t *testing.T) {
 		d     catalog.Decision
 		want  error
 	}{
-		{"provider approves own", e.provider, r.ID, catalog.DecisionApprove, catalog.ErrForbidden},
-		{"other provider approves", e.otherProvider, r.ID, catalog.DecisionApprove, catalog.ErrForbidden},
-		{"consumer escalates", e.consumer, r.ID, catalog.DecisionEscalate, catalog.ErrForbidden},
+		{"provider approves own", e.provider, r.ID, catalog.DecisionApprove, identity.ErrForbidden},
+		{"other provider approves", e.otherProvider, r.ID, catalog.DecisionApprove, identity.ErrForbidden},
+		{"consumer escalates", e.consumer, r.ID, catalog.DecisionEscalate, identity.ErrForbidden},
 		{"admin of the organization approves", orgAdmin, r.ID, catalog.DecisionApprove, catalog.ErrSelfApproval},
 		{"admin of the organization escalates", orgAdmin, r.ID, catalog.DecisionEscalate, catalog.ErrSelfApproval},
 		{"admin approves the platform's own", e.admin, ownReq.ID, catalog.DecisionApprove, catalog.ErrSelfApproval},
@@ -324,7 +325,7 @@ func TestComment(t *testing.T) {
 	}{
 		{e.admin, "which regions?", nil},
 		{e.provider, "  all of them  ", nil},
-		{e.consumer, "me too", catalog.ErrForbidden}, // reads the request, takes no part
+		{e.consumer, "me too", identity.ErrForbidden}, // reads the request, takes no part
 		{e.otherProvider, "mine?", catalog.ErrApprovalNotFound},
 		{identity.Actor{Subject: "globex-admin", Role: identity.RoleAdmin, OrgID: e.otherOrg}, "ok", nil},
 	}
@@ -460,9 +461,9 @@ func TestListApprovalsFilters(t *testing.T) {
 		}
 	}
 	_, _, err := e.svc.ListApprovals(ctx, e.provider, catalog.ApprovalFilter{})
-	wantErr(t, "ListApprovals by a provider", err, catalog.ErrForbidden)
+	wantErr(t, "ListApprovals by a provider", err, identity.ErrForbidden)
 	_, _, err = e.svc.ListApprovals(ctx, e.admin, catalog.ApprovalFilter{After: "not-a-cursor"})
-	wantErr(t, "ListApprovals(bad cursor)", err, catalog.ErrBadCursor)
+	wantErr(t, "ListApprovals(bad cursor)", err, pagination.ErrBadCursor)
 }
 
 // TestListApprovalsPages walks more than one page, with requests created
@@ -554,7 +555,7 @@ func TestDecideBulk(t *testing.T) {
 	}
 
 	_, err = e.svc.DecideBulk(ctx, e.provider, ids, catalog.DecisionApprove, "")
-	wantErr(t, "DecideBulk by a provider", err, catalog.ErrForbidden)
+	wantErr(t, "DecideBulk by a provider", err, identity.ErrForbidden)
 	_, err = e.svc.DecideBulk(ctx, e.admin, nil, catalog.DecisionApprove, "")
 	wantFields(t, "DecideBulk(no ids)", err, "ids")
 	_, err = e.svc.DecideBulk(ctx, e.admin, make([]uuid.UUID, 101), catalog.DecisionApprove, "")
@@ -578,7 +579,7 @@ func TestApprovalStats(t *testing.T) {
 		t.Errorf("ApprovalStats(empty) = %+v; want zeros for the 4 priorities and no median", st)
 	}
 	_, err = e.svc.ApprovalStats(ctx, e.provider)
-	wantErr(t, "ApprovalStats by a provider", err, catalog.ErrForbidden)
+	wantErr(t, "ApprovalStats by a provider", err, identity.ErrForbidden)
 
 	req := func(slug string, p catalog.Priority) catalog.Approval {
 		return e.request(e.provider, slug, p)

@@ -26,11 +26,9 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/gatewayroute"
-	"github.com/veil-platform/veil/internal/pagination"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -38,7 +36,6 @@ import (
 var (
 	ErrAPINotFound       = errors.New("api not found")
 	ErrApprovalNotFound  = errors.New("approval request not found")
-	ErrForbidden         = errors.New("forbidden")
 	ErrSelfApproval      = errors.New("an organization cannot decide on its own api")
 	ErrInvalidTransition = errors.New("invalid state transition")
 	ErrNotEditable       = errors.New("api is not editable in its state")
@@ -51,21 +48,13 @@ var (
 	ErrAPIInUse = errors.New("api has subscriptions")
 	// ErrGatewayUnavailable: the gateway's admin API did not answer.
 	ErrGatewayUnavailable = errors.New("gateway unavailable")
-	// ErrBadCursor reports a list cursor this service did not issue.
-	ErrBadCursor = pagination.ErrBadCursor
 )
-
-// ValidationError lists input fields that are wrong.
-type ValidationError = validation.Error
-
-// FieldError is one wrong field.
-type FieldError = validation.Field
 
 // Gateway is what the catalog needs from the gateway's admin API.
 type Gateway interface {
-	Put(ctx context.Context, r gatewayadmin.Route) error
+	Put(ctx context.Context, r gatewayroute.Route) error
 	Delete(ctx context.Context, id string) error
-	List(ctx context.Context, idPrefix string) ([]gatewayadmin.Route, error)
+	List(ctx context.Context, idPrefix string) ([]gatewayroute.Route, error)
 	IDs(ctx context.Context, idPrefix string) ([]string, error)
 }
 
@@ -297,7 +286,7 @@ var (
 
 // Validate checks in, filling defaults.
 func (in *APIInput) Validate() error {
-	var v ValidationError
+	var v validation.Error
 	if n := utf8.RuneCountInString(strings.TrimSpace(in.Name)); n == 0 || n > 200 {
 		v.Add("name", "must be 1 to 200 characters")
 	}
@@ -333,14 +322,14 @@ func (in *APIInput) Validate() error {
 	return v.Err()
 }
 
-func validateUpstream(v *ValidationError, field, raw string) {
+func validateUpstream(v *validation.Error, field, raw string) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		v.Add(field, "must be an absolute http or https URL without query, fragment or credentials")
 	}
 }
 
-func validateRoutes(v *ValidationError, routes []Route) {
+func validateRoutes(v *validation.Error, routes []Route) {
 	if len(routes) > 200 {
 		v.Add("routes", "at most 200 routes")
 	}
@@ -430,7 +419,7 @@ type VersionInput struct {
 
 // Validate checks in.
 func (in *VersionInput) Validate() error {
-	var v ValidationError
+	var v validation.Error
 	if !versionRe.MatchString(in.Version) {
 		v.Add("version", "must match %s", versionRe)
 	}

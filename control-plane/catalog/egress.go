@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/internal/egress"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 // upstreamRefusal is the detail of a refused upstream_url. It names the
@@ -34,7 +35,7 @@ func upstreamRefusal(err error) string {
 // loopback, private or other special address, or to the platform's own
 // services. A URL that is not even well formed is left to Validate.
 func (s *Service) checkUpstream(ctx context.Context, raw string) error {
-	var v ValidationError
+	var v validation.Error
 	if validateUpstream(&v, "upstream_url", raw); v.Err() != nil {
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/originsig"
 	"github.com/veil-platform/veil/internal/testenv"
 )
@@ -38,7 +39,7 @@ func TestOriginProofThroughTheGateway(t *testing.T) {
 	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		calls = append(calls, call{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get(gatewayadmin.APIHeader), r.Header.Get(originsig.Header), time.Now()})
+		calls = append(calls, call{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get(gatewayroute.APIHeader), r.Header.Get(originsig.Header), time.Now()})
 		mu.Unlock()
 		io.WriteString(w, "ok")
 	}))

@@ -12,9 +12,9 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
-	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/periodic"
 )
 
@@ -91,8 +91,9 @@ func (s *Service) reconcile(ctx context.Context, record func(found ReconcileRepo
 	return rep, nil
 }
 
-// drift is what a reconciliation found, before it heals anything.
-type drift struct {
+// routeDrift is what a reconciliation found between the database and the
+// gateway's routes, before it heals anything.
+type routeDrift struct {
 	refused  []refusedUpstream // routed APIs whose upstream the egress policy refuses now
 	routes   []uuid.UUID       // routed APIs whose route is missing or different
 	orphans  []string          // veil routes without a routed API
@@ -109,17 +110,17 @@ func (r refusedUpstream) String() string { return r.id.String() }
 
 // findDrift compares the database with the gateway, counting in rep what
 // differs; it changes nothing.
-func (s *Service) findDrift(ctx context.Context, rep *ReconcileReport) (drift, error) {
+func (s *Service) findDrift(ctx context.Context, rep *ReconcileReport) (routeDrift, error) {
 	want, approved, err := s.servedAPIs(ctx, rep)
 	if err != nil {
-		return drift{}, err
+		return routeDrift{}, err
 	}
 	rep.Checked = len(want)
 	have, err := s.gatewayRoutes(ctx)
 	if err != nil {
-		return drift{}, err
+		return routeDrift{}, err
 	}
-	d := drift{approved: approved}
+	d := routeDrift{approved: approved}
 	s.findWanted(ctx, rep, &d, want, have)
 	approvedSet := map[string]bool{}
 	for _, id := range approved {
@@ -137,7 +138,7 @@ func (s *Service) findDrift(ctx context.Context, rep *ReconcileReport) (drift, e
 
 // healDrift heals what findDrift found, counting in rep what it healed and
 // what it could not.
-func (s *Service) healDrift(ctx context.Context, rep *ReconcileReport, d drift) {
+func (s *Service) healDrift(ctx context.Context, rep *ReconcileReport, d routeDrift) {
 	healEach(rep, "api %s: take refused upstream off the gateway", d.refused,
 		func(r refusedUpstream) (bool, error) { return s.suspendRefused(ctx, r.id, r.err) })
 	healEach(rep, "api %s: put route", d.routes, func(id uuid.UUID) (bool, error) { return s.healRoute(ctx, id) })
@@ -201,18 +202,18 @@ func (s *Service) servedAPIs(ctx context.Context, rep *ReconcileReport) (map[str
 // id. Routes that List cannot parse were not written by the catalog: they
 // are returned with their id alone, so they count as different from any
 // API (put again) or as orphans (removed).
-func (s *Service) gatewayRoutes(ctx context.Context) (map[string]gatewayadmin.Route, error) {
+func (s *Service) gatewayRoutes(ctx context.Context) (map[string]gatewayroute.Route, error) {
 	routes, err := s.cfg.Gateway.List(ctx, RoutePrefix)
-	if err != nil && !errors.Is(err, gatewayadmin.ErrUnrecognizedRoute) {
+	if err != nil && !errors.Is(err, gatewayroute.ErrUnrecognizedRoute) {
 		return nil, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
 	}
 	ids, err := s.cfg.Gateway.IDs(ctx, RoutePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrGatewayUnavailable, err)
 	}
-	have := map[string]gatewayadmin.Route{}
+	have := map[string]gatewayroute.Route{}
 	for _, id := range ids {
-		have[id] = gatewayadmin.Route{ID: id}
+		have[id] = gatewayroute.Route{ID: id}
 	}
 	for _, r := range routes {
 		have[r.ID] = r
@@ -223,7 +224,7 @@ func (s *Service) gatewayRoutes(ctx context.Context) (map[string]gatewayadmin.Ro
 // findWanted adds to d each API of want whose route is missing or
 // different in have, and each one whose upstream the egress policy
 // refuses now.
-func (s *Service) findWanted(ctx context.Context, rep *ReconcileReport, d *drift, want map[string]API, have map[string]gatewayadmin.Route) {
+func (s *Service) findWanted(ctx context.Context, rep *ReconcileReport, d *routeDrift, want map[string]API, have map[string]gatewayroute.Route) {
 	for id, a := range want {
 		// The policy or the upstream's DNS may have changed since the API
 		// was approved: an upstream refused now is taken off the gateway,
@@ -332,7 +333,7 @@ func (s *Service) requeue(ctx context.Context, id uuid.UUID) (bool, error) {
 	return inserted, err
 }
 
-func sameRoute(a, b gatewayadmin.Route) bool {
+func sameRoute(a, b gatewayroute.Route) bool {
 	if a.PathPrefix != b.PathPrefix || strings.TrimSuffix(a.Upstream, "/") != strings.TrimSuffix(b.Upstream, "/") {
 		return false
 	}

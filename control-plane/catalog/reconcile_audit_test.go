@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 )
 
 // TestReconcileRequestedAuditsBeforeTheGateway: the entry of a requested
@@ -44,7 +44,7 @@ func TestReconcileRequestedAuditsBeforeTheGateway(t *testing.T) {
 	// The entry is visible to every gateway call the run makes.
 	seenAtPut := -1
 	e.gw.set(func(g *fakeGateway) {
-		g.onPut = func(gatewayadmin.Route) { seenAtPut = entries() }
+		g.onPut = func(gatewayroute.Route) { seenAtPut = entries() }
 	})
 	rep, err := e.svc.ReconcileRequested(ctx, e.admin)
 	if err != nil || rep.Missing != 1 || rep.Orphans != 1 || rep.Healed != 2 {

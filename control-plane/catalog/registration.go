@@ -15,9 +15,10 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
-	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
+	"github.com/veil-platform/veil/internal/gatewayroute"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 // RegisterArgs is the job that puts an approved API on the gateway.
@@ -98,8 +99,8 @@ func loadAPI(ctx context.Context, c conn, id uuid.UUID) (API, error) {
 func RouteID(id uuid.UUID) string { return RoutePrefix + id.String() }
 
 // gatewayRoute is the gateway route serving a.
-func (s *Service) gatewayRoute(a API) gatewayadmin.Route {
-	r := gatewayadmin.Route{
+func (s *Service) gatewayRoute(a API) gatewayroute.Route {
+	r := gatewayroute.Route{
 		ID:         RouteID(a.ID),
 		PathPrefix: "/" + a.Slug,
 		Upstream:   a.UpstreamURL,
@@ -107,7 +108,7 @@ func (s *Service) gatewayRoute(a API) gatewayadmin.Route {
 		Signing:    a.gatewaySigning(s.now()),
 	}
 	if s.cfg.KeyAuth {
-		v := &gatewayadmin.Veil{APIID: a.ID.String()}
+		v := &gatewayroute.Veil{APIID: a.ID.String()}
 		for _, rt := range a.Routes {
 			v.RouteTemplates = append(v.RouteTemplates, rt.Path)
 		}
@@ -315,7 +316,6 @@ func (s *Service) probeRoute(ctx context.Context, url, apiID string) error {
 	return err
 }
 
-
 // check GETs url and wants a 2xx answer. With apiID set the answer must
 // also come through the API's own route, which tags it.
 func (s *Service) check(ctx context.Context, url, apiID string) error {
@@ -337,7 +337,7 @@ func (s *Service) check(ctx context.Context, url, apiID string) error {
 	if (resp.StatusCode < 200 || resp.StatusCode > 299) && !keyRefusal {
 		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
 	}
-	if apiID != "" && resp.Header.Get(gatewayadmin.APIHeader) != apiID {
+	if apiID != "" && resp.Header.Get(gatewayroute.APIHeader) != apiID {
 		return fmt.Errorf("GET %s: answered, but not by the route of api %s", url, apiID)
 	}
 	return nil
@@ -406,10 +406,10 @@ func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, a
 	if adminOnly && !actor.IsAdmin() {
 		if a, err := s.GetAPI(ctx, actor, id); err != nil {
 			return API{}, err
-		} else if !a.canChange(actor) {
+		} else if !actor.CanProvide(a.OrganizationID) {
 			return API{}, ErrAPINotFound
 		}
-		return API{}, ErrForbidden
+		return API{}, identity.ErrForbidden
 	}
 	var out API
 	err := s.changeAPI(ctx, actor, id, func(tx pgx.Tx, a API) error {
@@ -451,7 +451,7 @@ func (s *Service) Act(ctx context.Context, actor identity.Actor, id uuid.UUID, a
 			}
 			out, err = s.transition(ctx, tx, actor, a, StateDraft, reason)
 		default:
-			err = &ValidationError{Fields: []FieldError{{Field: "action", Detail: "unknown action"}}}
+			err = &validation.Error{Fields: []validation.Field{{Field: "action", Detail: "unknown action"}}}
 		}
 		return err
 	})

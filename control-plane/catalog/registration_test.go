@@ -11,8 +11,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 )
 
 func TestAct(t *testing.T) {
@@ -42,14 +42,14 @@ func TestAct(t *testing.T) {
 		{"provider deprecates draft", catalog.StateDraft, e.provider, catalog.ActionDeprecate, catalog.StateDraft, "", catalog.ErrInvalidTransition},
 		{"admin resumes active", catalog.StateActive, e.admin, catalog.ActionResume, catalog.StateActive, "", catalog.ErrInvalidTransition},
 		{"admin retires retired", catalog.StateRetired, e.admin, catalog.ActionRetire, catalog.StateRetired, "", catalog.ErrInvalidTransition},
-		{"provider suspends own", catalog.StateActive, e.provider, catalog.ActionSuspend, catalog.StateActive, "", catalog.ErrForbidden},
-		{"provider resumes own", catalog.StateSuspended, e.provider, catalog.ActionResume, catalog.StateSuspended, "", catalog.ErrForbidden},
-		{"provider retries own", catalog.StateFailed, e.provider, catalog.ActionRetry, catalog.StateFailed, "", catalog.ErrForbidden},
+		{"provider suspends own", catalog.StateActive, e.provider, catalog.ActionSuspend, catalog.StateActive, "", identity.ErrForbidden},
+		{"provider resumes own", catalog.StateSuspended, e.provider, catalog.ActionResume, catalog.StateSuspended, "", identity.ErrForbidden},
+		{"provider retries own", catalog.StateFailed, e.provider, catalog.ActionRetry, catalog.StateFailed, "", identity.ErrForbidden},
 		{"other provider suspends", catalog.StateActive, e.otherProvider, catalog.ActionSuspend, catalog.StateActive, "", catalog.ErrAPINotFound},
 		{"other provider retries", catalog.StateFailed, e.otherProvider, catalog.ActionRetry, catalog.StateFailed, "", catalog.ErrAPINotFound},
 		{"other provider retires unlisted", catalog.StateSuspended, e.otherProvider, catalog.ActionRetire, catalog.StateSuspended, "", catalog.ErrAPINotFound},
-		{"other provider retires listed", catalog.StateActive, e.otherProvider, catalog.ActionRetire, catalog.StateActive, "", catalog.ErrForbidden},
-		{"consumer deprecates", catalog.StateActive, e.consumer, catalog.ActionDeprecate, catalog.StateActive, "", catalog.ErrForbidden},
+		{"other provider retires listed", catalog.StateActive, e.otherProvider, catalog.ActionRetire, catalog.StateActive, "", identity.ErrForbidden},
+		{"consumer deprecates", catalog.StateActive, e.consumer, catalog.ActionDeprecate, catalog.StateActive, "", identity.ErrForbidden},
 	}
 	for i, tt := range tests {
 		a := e.createAPI(e.provider, "act-"+string(rune('a'+i)))
@@ -110,8 +110,8 @@ func TestRegisterWorkerActivates(t *testing.T) {
 		t.Errorf("state after registration = %s (%q); want active", got.State, got.StateReason)
 	}
 	r, ok := e.gw.route(a.ID)
-	want := gatewayadmin.Route{ID: catalog.RouteID(a.ID), PathPrefix: "/weather", Upstream: e.upstream.url, Headers: map[string]string{gatewayadmin.APIHeader: a.ID.String()}}
-	if !ok || r.ID != want.ID || r.PathPrefix != want.PathPrefix || r.Upstream != want.Upstream || len(r.Headers) != 1 || r.Headers[gatewayadmin.APIHeader] != a.ID.String() {
+	want := gatewayroute.Route{ID: catalog.RouteID(a.ID), PathPrefix: "/weather", Upstream: e.upstream.url, Headers: map[string]string{gatewayroute.APIHeader: a.ID.String()}}
+	if !ok || r.ID != want.ID || r.PathPrefix != want.PathPrefix || r.Upstream != want.Upstream || len(r.Headers) != 1 || r.Headers[gatewayroute.APIHeader] != a.ID.String() {
 		t.Errorf("gateway route = %+v (present %v); want %+v", r, ok, want)
 	}
 	if n := e.upstream.checks.Load(); n != 1 {
@@ -261,7 +261,7 @@ func TestRegisterWorkerLeftApproved(t *testing.T) {
 
 	during := e.approved("suspended-during")
 	e.gw.set(func(g *fakeGateway) {
-		g.onPut = func(gatewayadmin.Route) {
+		g.onPut = func(gatewayroute.Route) {
 			if _, err := e.svc.Act(ctx, e.admin, during.ID, catalog.ActionSuspend, "abuse"); err != nil {
 				t.Errorf("Act(suspend) during registration = %v", err)
 			}
@@ -315,7 +315,7 @@ func TestDeregisterWorker(t *testing.T) {
 	}
 	for i, tt := range tests {
 		a := e.createAPI(e.provider, "dereg-"+string(rune('a'+i)))
-		if err := e.gw.Put(t.Context(), gatewayadmin.Route{ID: catalog.RouteID(a.ID), PathPrefix: "/" + a.Slug, Upstream: a.UpstreamURL}); err != nil {
+		if err := e.gw.Put(t.Context(), gatewayroute.Route{ID: catalog.RouteID(a.ID), PathPrefix: "/" + a.Slug, Upstream: a.UpstreamURL}); err != nil {
 			t.Fatal(err)
 		}
 		if tt.state == "" {
@@ -370,8 +370,8 @@ func TestReconcile(t *testing.T) {
 	gone := catalog.RouteID(uuid.New()) // a route whose API no longer exists
 	set(func(g *fakeGateway) {
 		g.foreign[catalog.RoutePrefix+"hand-made"] = true
-		g.routes[gone] = gatewayadmin.Route{ID: gone, PathPrefix: "/gone", Upstream: "http://127.0.0.1:1"}
-		g.routes["other-route"] = gatewayadmin.Route{ID: "other-route", PathPrefix: "/other", Upstream: "http://127.0.0.1:1"}
+		g.routes[gone] = gatewayroute.Route{ID: gone, PathPrefix: "/gone", Upstream: "http://127.0.0.1:1"}
+		g.routes["other-route"] = gatewayroute.Route{ID: "other-route", PathPrefix: "/other", Upstream: "http://127.0.0.1:1"}
 	})
 	lost := e.approved("lost") // its registration job was lost
 	if _, err := e.pool.Exec(ctx, `DELETE FROM river_job WHERE args->>'api_id' = $1`, lost.ID.String()); err != nil {
@@ -379,7 +379,7 @@ func TestReconcile(t *testing.T) {
 	}
 	queued := e.approved("queued") // its job waits, and an attempt already put the route
 	set(func(g *fakeGateway) {
-		g.routes[catalog.RouteID(queued.ID)] = gatewayadmin.Route{ID: catalog.RouteID(queued.ID), PathPrefix: "/queued", Upstream: e.upstream.url}
+		g.routes[catalog.RouteID(queued.ID)] = gatewayroute.Route{ID: catalog.RouteID(queued.ID), PathPrefix: "/queued", Upstream: e.upstream.url}
 	})
 	e.gw.set(func(g *fakeGateway) { g.puts, g.deletes = nil, nil })
 
@@ -393,7 +393,7 @@ func TestReconcile(t *testing.T) {
 	}
 	for _, a := range []catalog.API{intact, missing, changed, handEdited} {
 		r, ok := e.gw.route(a.ID)
-		if !ok || r.PathPrefix != "/"+a.Slug || r.Upstream != e.upstream.url || r.Headers[gatewayadmin.APIHeader] != a.ID.String() {
+		if !ok || r.PathPrefix != "/"+a.Slug || r.Upstream != e.upstream.url || r.Headers[gatewayroute.APIHeader] != a.ID.String() {
 			t.Errorf("route of %s after Reconcile() = %+v (present %v); want the API's route", a.Slug, r, ok)
 		}
 	}

@@ -38,10 +38,10 @@ func TestUpstreamSecrecy(t *testing.T) {
 			t.Fatalf("ListAPIs(%s) = %v, %v; want the public API", actor.Subject, list, err)
 		}
 		wantNoKeys(t, "ListAPIs("+actor.Subject+")", list[0], "upstream_url", "health_check_path", "signing_secret")
-		if _, err := e.svc.ListVersions(ctx, actor, a.ID); !errors.Is(err, catalog.ErrForbidden) {
+		if _, err := e.svc.ListVersions(ctx, actor, a.ID); !errors.Is(err, identity.ErrForbidden) {
 			t.Errorf("ListVersions(%s) = %v; want ErrForbidden", actor.Subject, err)
 		}
-		if _, err := e.svc.Transitions(ctx, actor, a.ID); !errors.Is(err, catalog.ErrForbidden) {
+		if _, err := e.svc.Transitions(ctx, actor, a.ID); !errors.Is(err, identity.ErrForbidden) {
 			t.Errorf("Transitions(%s) = %v; want ErrForbidden", actor.Subject, err)
 		}
 	}
@@ -131,7 +131,7 @@ func TestSigningSecret(t *testing.T) {
 	// Only the owning organization's providers and admins rotate; anyone
 	// else who can see the API is refused, and the secret stays.
 	for _, actor := range []identity.Actor{e.otherProvider, e.admin, e.consumer} {
-		if _, err := e.svc.RotateSigningSecret(ctx, actor, created.ID); !errors.Is(err, catalog.ErrForbidden) {
+		if _, err := e.svc.RotateSigningSecret(ctx, actor, created.ID); !errors.Is(err, identity.ErrForbidden) {
 			t.Errorf("RotateSigningSecret(%s) = %v; want ErrForbidden", actor.Subject, err)
 		}
 	}

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/veil-platform/veil/control-plane/catalog/internal/db"
-	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/originsig"
 )
 
@@ -43,11 +43,11 @@ func loadServed(ctx context.Context, c db.DBTX, id uuid.UUID) (API, error) {
 
 // gatewaySigning is the route's signing part for a, nil if a has no
 // secret. The previous secret goes along until its overlap ends.
-func (a API) gatewaySigning(now time.Time) *gatewayadmin.Signing {
+func (a API) gatewaySigning(now time.Time) *gatewayroute.Signing {
 	if a.signing == nil {
 		return nil
 	}
-	g := &gatewayadmin.Signing{APIID: a.ID.String(), Secret: a.signing.secret}
+	g := &gatewayroute.Signing{APIID: a.ID.String(), Secret: a.signing.secret}
 	if a.signing.previous != "" && a.signing.previousUntil != nil && a.signing.previousUntil.After(now) {
 		g.PreviousSecret, g.PreviousUntil = a.signing.previous, a.signing.previousUntil.Unix()
 	}
@@ -67,7 +67,7 @@ func (a API) sign(req *http.Request, now time.Time) {
 		secrets = append(secrets, g.PreviousSecret)
 	}
 	req.Header.Set(originsig.Header, originsig.Sign(now, req.Method, req.URL.EscapedPath(), req.URL.RawQuery, g.APIID, secrets...))
-	req.Header.Set(gatewayadmin.APIHeader, g.APIID)
+	req.Header.Set(gatewayroute.APIHeader, g.APIID)
 }
 
 // SigningSecret is an API's signing secret as its provider sees it, once:
@@ -94,7 +94,7 @@ func (s *Service) RotateSigningSecret(ctx context.Context, actor identity.Actor,
 	var out SigningSecret
 	err := s.changeAPI(ctx, actor, id, func(tx pgx.Tx, a API) error {
 		if actor.OrgID != a.OrganizationID || (actor.Role != identity.RoleProvider && actor.Role != identity.RoleAdmin) {
-			return ErrForbidden
+			return identity.ErrForbidden
 		}
 		if a.State == StateRetired {
 			return fmt.Errorf("%w: %s", ErrNotEditable, a.State)

@@ -23,10 +23,11 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/egress"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 // TestMain runs more tests at once than there are CPUs unless -parallel
@@ -180,19 +181,19 @@ type fakeGateway struct {
 	url string
 
 	mu        sync.Mutex
-	routes    map[string]gatewayadmin.Route
+	routes    map[string]gatewayroute.Route
 	foreign   map[string]bool // ids under our prefix that Put did not write
 	putErr    error
 	deleteErr error
 	untagged  bool                     // traffic answers 200 without the route's headers
-	onPut     func(gatewayadmin.Route) // called after a successful Put, outside the lock
+	onPut     func(gatewayroute.Route) // called after a successful Put, outside the lock
 	puts      []string                 // ids, in call order
 	deletes   []string                 // ids, in call order
 	seen      map[string]http.Header   // traffic request path → headers
 }
 
 func newFakeGateway(t *testing.T) *fakeGateway {
-	g := &fakeGateway{routes: map[string]gatewayadmin.Route{}, foreign: map[string]bool{}, seen: map[string]http.Header{}}
+	g := &fakeGateway{routes: map[string]gatewayroute.Route{}, foreign: map[string]bool{}, seen: map[string]http.Header{}}
 	srv := httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(srv.Close)
 	g.url = srv.URL
@@ -202,7 +203,7 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	g.seen[r.URL.Path] = r.Header.Clone()
-	var match *gatewayadmin.Route
+	var match *gatewayroute.Route
 	for _, rt := range g.routes {
 		if r.URL.Path == rt.PathPrefix || strings.HasPrefix(r.URL.Path, rt.PathPrefix+"/") {
 			match = &rt
@@ -223,7 +224,7 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (g *fakeGateway) Put(_ context.Context, r gatewayadmin.Route) error {
+func (g *fakeGateway) Put(_ context.Context, r gatewayroute.Route) error {
 	g.mu.Lock()
 	g.puts = append(g.puts, r.ID)
 	if g.putErr != nil {
@@ -254,10 +255,10 @@ func (g *fakeGateway) Delete(_ context.Context, id string) error {
 
 // List returns the routes Put wrote under idPrefix and, like the real
 // client, an error wrapping ErrUnrecognizedRoute naming the others.
-func (g *fakeGateway) List(_ context.Context, idPrefix string) ([]gatewayadmin.Route, error) {
+func (g *fakeGateway) List(_ context.Context, idPrefix string) ([]gatewayroute.Route, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := []gatewayadmin.Route{}
+	out := []gatewayroute.Route{}
 	for id, r := range g.routes {
 		if strings.HasPrefix(id, idPrefix) {
 			out = append(out, r)
@@ -266,7 +267,7 @@ func (g *fakeGateway) List(_ context.Context, idPrefix string) ([]gatewayadmin.R
 	var errs []error
 	for id := range g.foreign {
 		if strings.HasPrefix(id, idPrefix) {
-			errs = append(errs, fmt.Errorf("route %q: %w", id, gatewayadmin.ErrUnrecognizedRoute))
+			errs = append(errs, fmt.Errorf("route %q: %w", id, gatewayroute.ErrUnrecognizedRoute))
 		}
 	}
 	if len(errs) > 0 {
@@ -293,7 +294,7 @@ func (g *fakeGateway) IDs(_ context.Context, idPrefix string) ([]string, error) 
 	return out, nil
 }
 
-func (g *fakeGateway) route(id uuid.UUID) (gatewayadmin.Route, bool) {
+func (g *fakeGateway) route(id uuid.UUID) (gatewayroute.Route, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r, ok := g.routes[catalog.RouteID(id)]
@@ -605,7 +606,7 @@ func wantErr(t *testing.T, what string, err, target error) {
 // exactly fields.
 func wantFields(t *testing.T, what string, err error, fields ...string) {
 	t.Helper()
-	var v *catalog.ValidationError
+	var v *validation.Error
 	if !errors.As(err, &v) {
 		t.Errorf("%s = %v; want a validation error on %v", what, err, fields)
 		return

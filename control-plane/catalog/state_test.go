@@ -1,6 +1,10 @@
 package catalog
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/veil-platform/veil/internal/validation"
+)
 
 // TestStateMachine checks every ordered pair of states: the allowed ones are
 // listed here independently of the table in state.go, every other pair must
@@ -93,9 +97,9 @@ func TestAPIInputValidate(t *testing.T) {
 				}
 				return
 			}
-			v, ok := err.(*ValidationError)
+			v, ok := err.(*validation.Error)
 			if !ok {
-				t.Fatalf("Validate() = %v; want a *ValidationError", err)
+				t.Fatalf("Validate() = %v; want a *validation.Error", err)
 			}
 			if len(v.Fields) != 1 || v.Fields[0].Field != tt.field {
 				t.Errorf("Validate() fields = %+v; want exactly %s", v.Fields, tt.field)

@@ -27,7 +27,8 @@ const listAPIsSQL = `SELECT id, organization_id, name, slug, description, upstre
 		ORDER BY created_at, id LIMIT $6`
 
 // Admins see everything ($1 is still typed, so the query plans alike);
-// everyone else their organization's APIs and the public catalog.
+// everyone else their organization's APIs and the public catalog: VisibleTo's
+// rule, in SQL, which must change with it.
 const (
 	apiScope   = "(organization_id = $1::uuid OR (visibility = 'public' AND state IN ('active', 'deprecated')))"
 	adminScope = "($1::uuid IS NULL OR true)"

@@ -55,7 +55,7 @@ func TestAdminAPIIsNotOnTCP(t *testing.T) {
 	// answers with the gateway's config.
 	for i, addr := range listeners {
 		prefix := fmt.Sprintf("/self%d", i)
-		if err := e.c.Put(t.Context(), gatewayadmin.Route{ID: routeID(t), PathPrefix: prefix, Upstream: "http://" + addr}); err != nil {
+		if err := e.c.Put(t.Context(), gatewayroute.Route{ID: routeID(t), PathPrefix: prefix, Upstream: "http://" + addr}); err != nil {
 			t.Fatalf("Put over the admin socket: %v", err)
 		}
 		for _, p := range []string{"/config/", "/config/apps/http/servers", "/id/veil-healthz"} {
@@ -80,8 +80,8 @@ func TestMetricsOnItsOwnListener(t *testing.T) {
 		t.Errorf("GET %s/config/ = %d; want 404", e.gw.MetricsURL, a.status)
 	}
 	// An API may not take the path back.
-	if err := e.c.Put(t.Context(), gatewayadmin.Route{ID: routeID(t), PathPrefix: "/metrics", Upstream: "http://127.0.0.1:9"}); !errors.Is(err, gatewayadmin.ErrInvalidRoute) {
-		t.Errorf("Put(/metrics) = %v; want ErrInvalidRoute", err)
+	if err := e.c.Put(t.Context(), gatewayroute.Route{ID: routeID(t), PathPrefix: "/metrics", Upstream: "http://127.0.0.1:9"}); !errors.Is(err, gatewayroute.ErrInvalidRoute) {
+		t.Errorf("Put(/metrics) = %v; want gatewayroute.ErrInvalidRoute", err)
 	}
 }
 
@@ -190,7 +190,7 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 
 	up, _ := upstream(t, "remote")
 	id := routeID(t)
-	if err := c.Put(t.Context(), gatewayadmin.Route{ID: id, PathPrefix: "/remote", Upstream: up.URL}); err != nil {
+	if err := c.Put(t.Context(), gatewayroute.Route{ID: id, PathPrefix: "/remote", Upstream: up.URL}); err != nil {
 		t.Fatalf("Put over remote admin: %v", err)
 	}
 	if a := call(t, "GET", gw.URL+"/remote/x"); a.status != http.StatusOK || a.body != "remote" {
@@ -253,7 +253,7 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 	// server (it would read the CA key), not a proxy over Caddy's plain
 	// http transport (it would reach the admin socket), not an extra
 	// handler in a route Put wrote.
-	_, good, err := gatewayroute.Encode(gatewayadmin.Route{ID: "veil-api-evil", PathPrefix: "/evil", Upstream: up.URL})
+	_, good, err := gatewayroute.Encode(gatewayroute.Route{ID: "veil-api-evil", PathPrefix: "/evil", Upstream: up.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 		}
 	}
 	// Nor can it take the gateway's own routes away.
-	for _, own := range []string{gatewayadmin.HealthRouteID, gatewayadmin.NotFoundRouteID} {
+	for _, own := range []string{gatewayroute.HealthRouteID, gatewayroute.NotFoundRouteID} {
 		if status, err := try([]tls.Certificate{p.clientPair}, "DELETE", gatewayadmin.RoutesPath+own); err != nil || status != http.StatusBadRequest {
 			t.Errorf("DELETE %s%s = %d, %v; want 400", gatewayadmin.RoutesPath, own, status, err)
 		}
@@ -294,7 +294,7 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("add the operator's route over the socket = %d; want 200", resp.StatusCode)
 	}
-	_, over, err := gatewayroute.Encode(gatewayadmin.Route{ID: wallID, PathPrefix: "/wall", Upstream: up.URL})
+	_, over, err := gatewayroute.Encode(gatewayroute.Route{ID: wallID, PathPrefix: "/wall", Upstream: up.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

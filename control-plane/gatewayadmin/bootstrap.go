@@ -241,13 +241,13 @@ func trafficServer(addr string) (map[string]any, error) {
 	}
 	srv := plainServer(addr,
 		map[string]any{
-			"@id":      HealthRouteID,
+			"@id":      gatewayroute.HealthRouteID,
 			"match":    []any{map[string]any{"path": gatewayroute.ReservedPaths, "method": []string{"GET", "HEAD"}}},
 			"handle":   []any{map[string]any{"handler": "static_response", "status_code": 200, "body": "ok"}},
 			"terminal": true,
 		},
 		map[string]any{
-			"@id": NotFoundRouteID,
+			"@id": gatewayroute.NotFoundRouteID,
 			"handle": []any{map[string]any{
 				"handler": "static_response", "status_code": http.StatusNotFound,
 				"headers": problemHeaders, "body": gatewayroute.EscapeBraces(string(notFound)),
@@ -272,7 +272,7 @@ func trafficServer(addr string) (map[string]any, error) {
 func metricsServer(addr string) map[string]any {
 	return plainServer(addr,
 		map[string]any{
-			"@id":      MetricsRouteID,
+			"@id":      gatewayroute.MetricsRouteID,
 			"match":    []any{map[string]any{"path": []string{gatewayroute.MetricsPath}, "method": []string{"GET", "HEAD"}}},
 			"handle":   []any{map[string]any{"handler": "veil_metrics"}},
 			"terminal": true,

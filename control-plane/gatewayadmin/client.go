@@ -29,16 +29,16 @@ import (
 	"github.com/veil-platform/veil/internal/gatewayroute"
 )
 
-var (
-	// ErrRouteNotFound: no route has the id.
-	ErrRouteNotFound = errors.New("route not found")
-	// ErrInvalidRoute: Put refused the route before calling the gateway;
-	// trying again will not help.
-	ErrInvalidRoute = gatewayroute.ErrInvalidRoute
-	// ErrUnrecognizedRoute: a route has the id but is not one Put wrote
-	// (it was edited by hand, or by another tool).
-	ErrUnrecognizedRoute = gatewayroute.ErrUnrecognizedRoute
-)
+// ErrRouteNotFound: no route has the id. Put's refusals are gatewayroute's
+// gatewayroute.ErrInvalidRoute and gatewayroute.ErrUnrecognizedRoute.
+var ErrRouteNotFound = errors.New("route not found")
+
+// RoutesPath is the gateway's own admin endpoint for API routes
+// (admin.api.veil_routes): GET lists the server's routes, PUT …/<id>
+// creates or replaces one, DELETE …/<id> removes one. It admits only
+// routes of the shape gatewayroute writes, which is why it, and not
+// Caddy's /config/, is what a remote admin client may use.
+const RoutesPath = "/veil/routes/"
 
 // AdminError is an error answer of Caddy's admin API.
 type AdminError struct {
@@ -189,7 +189,7 @@ func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 // When Put returns, new connections to the gateway get the new routes; a
 // connection kept alive from before may be served by the old ones until
 // Caddy closes it, which it does as soon as the connection is idle.
-func (c *Client) Put(ctx context.Context, r Route) error {
+func (c *Client) Put(ctx context.Context, r gatewayroute.Route) error {
 	route, body, err := gatewayroute.Encode(r)
 	if err != nil {
 		return fmt.Errorf("put route %q: %w", r.ID, err)
@@ -217,38 +217,38 @@ func (c *Client) routePath(id string) string {
 }
 
 // Get returns the route with the id: ErrRouteNotFound when there is none,
-// ErrUnrecognizedRoute when it was not written by Put.
-func (c *Client) Get(ctx context.Context, id string) (Route, error) {
+// gatewayroute.ErrUnrecognizedRoute when it was not written by Put.
+func (c *Client) Get(ctx context.Context, id string) (gatewayroute.Route, error) {
 	routes, _, err := c.routes(ctx)
 	if err != nil {
-		return Route{}, fmt.Errorf("get route %q: %w", id, err)
+		return gatewayroute.Route{}, fmt.Errorf("get route %q: %w", id, err)
 	}
 	for _, raw := range routes {
 		if routeID(raw) == id {
 			r, err := gatewayroute.Decode(raw)
 			if err != nil {
-				return Route{}, fmt.Errorf("get route %q: %w", id, err)
+				return gatewayroute.Route{}, fmt.Errorf("get route %q: %w", id, err)
 			}
 			return r, nil
 		}
 	}
-	return Route{}, fmt.Errorf("get route %q: %w", id, ErrRouteNotFound)
+	return gatewayroute.Route{}, fmt.Errorf("get route %q: %w", id, ErrRouteNotFound)
 }
 
 // List returns every route whose id starts with idPrefix, in the order the
 // gateway tries them; the gateway's own routes are left out. When some
 // routes with the prefix were not written by Put, List returns the others
-// together with an error wrapping ErrUnrecognizedRoute that names them.
-func (c *Client) List(ctx context.Context, idPrefix string) ([]Route, error) {
+// together with an error wrapping gatewayroute.ErrUnrecognizedRoute that names them.
+func (c *Client) List(ctx context.Context, idPrefix string) ([]gatewayroute.Route, error) {
 	routes, _, err := c.routes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
-	out := []Route{}
+	out := []gatewayroute.Route{}
 	var errs []error
 	for _, raw := range routes {
 		id := routeID(raw)
-		if id == "" || id == HealthRouteID || id == NotFoundRouteID || id == MetricsRouteID || !strings.HasPrefix(id, idPrefix) {
+		if id == "" || id == gatewayroute.HealthRouteID || id == gatewayroute.NotFoundRouteID || id == gatewayroute.MetricsRouteID || !strings.HasPrefix(id, idPrefix) {
 			continue
 		}
 		r, err := gatewayroute.Decode(raw)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/internal/testenv"
 )
@@ -121,7 +122,7 @@ func TestPutRoutesThroughTheGateway(t *testing.T) {
 	e := setup(t)
 	up, requests := upstream(t, "weather")
 	id := routeID(t)
-	r := gatewayadmin.Route{ID: id, PathPrefix: "/weather", Upstream: up.URL + "/v1", Headers: map[string]string{gatewayadmin.APIHeader: "api-1", "X-Extra": "{not.a.placeholder}"}}
+	r := gatewayroute.Route{ID: id, PathPrefix: "/weather", Upstream: up.URL + "/v1", Headers: map[string]string{gatewayroute.APIHeader: "api-1", "X-Extra": "{not.a.placeholder}"}}
 	if err := e.c.Put(t.Context(), r); err != nil {
 		t.Fatalf("Put(%+v) = %v", r, err)
 	}
@@ -142,8 +143,8 @@ func TestPutRoutesThroughTheGateway(t *testing.T) {
 		if a.status != http.StatusOK || a.body != "weather" {
 			t.Fatalf("%s %s = %d %q; want 200 from the upstream", tt.method, tt.path, a.status, a.body)
 		}
-		if got := a.header.Get(gatewayadmin.APIHeader); got != "api-1" {
-			t.Errorf("%s %s: response %s = %q; want api-1", tt.method, tt.path, gatewayadmin.APIHeader, got)
+		if got := a.header.Get(gatewayroute.APIHeader); got != "api-1" {
+			t.Errorf("%s %s: response %s = %q; want api-1", tt.method, tt.path, gatewayroute.APIHeader, got)
 		}
 		got := requests()
 		if len(got) != i+1 {
@@ -156,8 +157,8 @@ func TestPutRoutesThroughTheGateway(t *testing.T) {
 		if s.Host != upHost {
 			t.Errorf("%s %s: upstream Host = %q; want %q", tt.method, tt.path, s.Host, upHost)
 		}
-		if got := s.Header.Get(gatewayadmin.APIHeader); got != "api-1" {
-			t.Errorf("%s %s: upstream %s = %q; want api-1", tt.method, tt.path, gatewayadmin.APIHeader, got)
+		if got := s.Header.Get(gatewayroute.APIHeader); got != "api-1" {
+			t.Errorf("%s %s: upstream %s = %q; want api-1", tt.method, tt.path, gatewayroute.APIHeader, got)
 		}
 		if got := s.Header.Get("X-Extra"); got != "{not.a.placeholder}" {
 			t.Errorf("%s %s: upstream X-Extra = %q; want {not.a.placeholder}", tt.method, tt.path, got)
@@ -172,7 +173,7 @@ func TestPutRoutesThroughTheGateway(t *testing.T) {
 func TestUpstreamAtItsRoot(t *testing.T) {
 	e := setup(t)
 	up, requests := upstream(t, "root")
-	if err := e.c.Put(t.Context(), gatewayadmin.Route{ID: routeID(t), PathPrefix: "/tools/maps", Upstream: up.URL + "/"}); err != nil {
+	if err := e.c.Put(t.Context(), gatewayroute.Route{ID: routeID(t), PathPrefix: "/tools/maps", Upstream: up.URL + "/"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct{ path, want string }{{"/tools/maps", "/"}, {"/tools/maps/tile/1", "/tile/1"}} {
@@ -204,7 +205,7 @@ func TestUpstreamDownIsProblem(t *testing.T) {
 	e := setup(t)
 	up, _ := upstream(t, "gone")
 	up.Close()
-	if err := e.c.Put(t.Context(), gatewayadmin.Route{ID: routeID(t), PathPrefix: "/gone", Upstream: up.URL}); err != nil {
+	if err := e.c.Put(t.Context(), gatewayroute.Route{ID: routeID(t), PathPrefix: "/gone", Upstream: up.URL}); err != nil {
 		t.Fatal(err)
 	}
 	wantProblem(t, "GET /gone/x", call(t, "GET", e.gw.URL+"/gone/x"), http.StatusBadGateway, "gateway-error")
@@ -215,15 +216,15 @@ func TestPutReplacesInPlace(t *testing.T) {
 	a, _ := upstream(t, "a")
 	b, _ := upstream(t, "b")
 	id := routeID(t)
-	first := gatewayadmin.Route{ID: id, PathPrefix: "/svc", Upstream: a.URL, Headers: map[string]string{gatewayadmin.APIHeader: "x"}}
+	first := gatewayroute.Route{ID: id, PathPrefix: "/svc", Upstream: a.URL, Headers: map[string]string{gatewayroute.APIHeader: "x"}}
 	if err := e.c.Put(t.Context(), first); err != nil {
 		t.Fatal(err)
 	}
-	other := gatewayadmin.Route{ID: routeID(t), PathPrefix: "/other", Upstream: a.URL}
+	other := gatewayroute.Route{ID: routeID(t), PathPrefix: "/other", Upstream: a.URL}
 	if err := e.c.Put(t.Context(), other); err != nil {
 		t.Fatal(err)
 	}
-	second := gatewayadmin.Route{ID: id, PathPrefix: "/svc2", Upstream: b.URL + "/api", Methods: []string{"get"}}
+	second := gatewayroute.Route{ID: id, PathPrefix: "/svc2", Upstream: b.URL + "/api", Methods: []string{"get"}}
 	if err := e.c.Put(t.Context(), second); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +240,7 @@ func TestPutReplacesInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []gatewayadmin.Route{
+	want := []gatewayroute.Route{
 		{ID: other.ID, PathPrefix: "/other", Upstream: a.URL},
 		{ID: id, PathPrefix: "/svc2", Upstream: b.URL + "/api", Methods: []string{"GET"}},
 	}
@@ -257,10 +258,10 @@ func TestConcurrentPuts(t *testing.T) {
 	errs := make(chan error, 2*n)
 	for i := range n {
 		wg.Go(func() {
-			errs <- e.c.Put(t.Context(), gatewayadmin.Route{ID: same, PathPrefix: "/same", Upstream: fmt.Sprintf("%s/v%d", up.URL, i)})
+			errs <- e.c.Put(t.Context(), gatewayroute.Route{ID: same, PathPrefix: "/same", Upstream: fmt.Sprintf("%s/v%d", up.URL, i)})
 		})
 		wg.Go(func() {
-			errs <- e.c.Put(t.Context(), gatewayadmin.Route{ID: fmt.Sprintf("%s-%d", same, i), PathPrefix: fmt.Sprintf("/each%d", i), Upstream: up.URL})
+			errs <- e.c.Put(t.Context(), gatewayroute.Route{ID: fmt.Sprintf("%s-%d", same, i), PathPrefix: fmt.Sprintf("/each%d", i), Upstream: up.URL})
 		})
 	}
 	wg.Wait()
@@ -295,7 +296,7 @@ func TestDelete(t *testing.T) {
 	e := setup(t)
 	up, _ := upstream(t, "up")
 	id := routeID(t)
-	if err := e.c.Put(t.Context(), gatewayadmin.Route{ID: id, PathPrefix: "/bye", Upstream: up.URL}); err != nil {
+	if err := e.c.Put(t.Context(), gatewayroute.Route{ID: id, PathPrefix: "/bye", Upstream: up.URL}); err != nil {
 		t.Fatal(err)
 	}
 	if a := call(t, "GET", e.gw.URL+"/bye"); a.status != http.StatusOK {
@@ -319,13 +320,13 @@ func TestDelete(t *testing.T) {
 
 func TestGetAndList(t *testing.T) {
 	e := setup(t)
-	routes := []gatewayadmin.Route{
-		{ID: "veil-api-a-1", PathPrefix: "/a1", Upstream: "http://127.0.0.1:9/v1", Headers: map[string]string{gatewayadmin.APIHeader: "a-1"}},
+	routes := []gatewayroute.Route{
+		{ID: "veil-api-a-1", PathPrefix: "/a1", Upstream: "http://127.0.0.1:9/v1", Headers: map[string]string{gatewayroute.APIHeader: "a-1"}},
 		{ID: "veil-api-a-2", PathPrefix: "/a/two", Upstream: "https://api.example.com", Methods: []string{"GET", "POST"}},
 		{ID: "veil-api-b-1", PathPrefix: "/b1", Upstream: "https://api.example.com:8443/base/path", Headers: map[string]string{"X-One": "1", "X-Two": "a}b{"}},
 		{ID: "other-1", PathPrefix: "/o1", Upstream: "http://[::1]:9/"},
 		{ID: "veil-api-k-1", PathPrefix: "/k1", Upstream: "http://127.0.0.1:9",
-			Veil: &gatewayadmin.Veil{APIID: "k-1", RouteTemplates: []string{"/forecast/{city}", "/alerts"}}},
+			Veil: &gatewayroute.Veil{APIID: "k-1", RouteTemplates: []string{"/forecast/{city}", "/alerts"}}},
 	}
 	for _, r := range routes {
 		if err := e.c.Put(t.Context(), r); err != nil {
@@ -380,21 +381,21 @@ func TestUnrecognizedRoute(t *testing.T) {
 		t.Fatalf("put a route by hand = %v, %v", resp, err)
 	}
 	resp.Body.Close()
-	if err := e.c.Put(t.Context(), gatewayadmin.Route{ID: "veil-api-ours", PathPrefix: "/ours", Upstream: "http://127.0.0.1:9"}); err != nil {
+	if err := e.c.Put(t.Context(), gatewayroute.Route{ID: "veil-api-ours", PathPrefix: "/ours", Upstream: "http://127.0.0.1:9"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.c.Get(t.Context(), "veil-api-hand"); !errors.Is(err, gatewayadmin.ErrUnrecognizedRoute) {
-		t.Errorf("Get(veil-api-hand) = %v; want ErrUnrecognizedRoute", err)
+	if _, err := e.c.Get(t.Context(), "veil-api-hand"); !errors.Is(err, gatewayroute.ErrUnrecognizedRoute) {
+		t.Errorf("Get(veil-api-hand) = %v; want gatewayroute.ErrUnrecognizedRoute", err)
 	}
 	routes, err := e.c.List(t.Context(), "veil-api-")
-	if !errors.Is(err, gatewayadmin.ErrUnrecognizedRoute) || !strings.Contains(err.Error(), "veil-api-hand") {
-		t.Errorf("List() error = %v; want ErrUnrecognizedRoute naming veil-api-hand", err)
+	if !errors.Is(err, gatewayroute.ErrUnrecognizedRoute) || !strings.Contains(err.Error(), "veil-api-hand") {
+		t.Errorf("List() error = %v; want gatewayroute.ErrUnrecognizedRoute naming veil-api-hand", err)
 	}
 	if len(routes) != 1 || routes[0].ID != "veil-api-ours" {
 		t.Errorf("List() = %+v; want the one route Put wrote", routes)
 	}
 	// Put takes it over; Delete removes it.
-	if err := e.c.Put(t.Context(), gatewayadmin.Route{ID: "veil-api-hand", PathPrefix: "/hand", Upstream: "http://127.0.0.1:9"}); err != nil {
+	if err := e.c.Put(t.Context(), gatewayroute.Route{ID: "veil-api-hand", PathPrefix: "/hand", Upstream: "http://127.0.0.1:9"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.c.Get(t.Context(), "veil-api-hand"); err != nil {
@@ -405,7 +406,7 @@ func TestUnrecognizedRoute(t *testing.T) {
 func TestMethods(t *testing.T) {
 	e := setup(t)
 	up, _ := upstream(t, "read-only")
-	if err := e.c.Put(t.Context(), gatewayadmin.Route{ID: routeID(t), PathPrefix: "/ro", Upstream: up.URL, Methods: []string{"GET", "HEAD"}}); err != nil {
+	if err := e.c.Put(t.Context(), gatewayroute.Route{ID: routeID(t), PathPrefix: "/ro", Upstream: up.URL, Methods: []string{"GET", "HEAD"}}); err != nil {
 		t.Fatal(err)
 	}
 	if a := call(t, "GET", e.gw.URL+"/ro/x"); a.status != http.StatusOK || a.body != "read-only" {
@@ -423,7 +424,7 @@ func TestAdminErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ae *gatewayadmin.AdminError
-	if err := c.Put(t.Context(), gatewayadmin.Route{ID: "veil-api-x", PathPrefix: "/x", Upstream: "http://127.0.0.1:9"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Message == "" {
+	if err := c.Put(t.Context(), gatewayroute.Route{ID: "veil-api-x", PathPrefix: "/x", Upstream: "http://127.0.0.1:9"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Message == "" {
 		t.Fatalf("Put on a missing server = %v; want an AdminError with status 400 and Caddy's message", err)
 	}
 	if err := c.Ping(t.Context()); !errors.As(err, &ae) {
@@ -437,35 +438,35 @@ func TestPutRefusesInvalidRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok := gatewayadmin.Route{ID: "veil-api-1", PathPrefix: "/ok", Upstream: "http://127.0.0.1:9"}
+	ok := gatewayroute.Route{ID: "veil-api-1", PathPrefix: "/ok", Upstream: "http://127.0.0.1:9"}
 	tests := []struct {
 		name   string
-		change func(r *gatewayadmin.Route)
+		change func(r *gatewayroute.Route)
 	}{
-		{"empty id", func(r *gatewayadmin.Route) { r.ID = "" }},
-		{"gateway's id", func(r *gatewayadmin.Route) { r.ID = gatewayadmin.NotFoundRouteID }},
-		{"root prefix", func(r *gatewayadmin.Route) { r.PathPrefix = "/" }},
-		{"prefix without slash", func(r *gatewayadmin.Route) { r.PathPrefix = "ok" }},
-		{"prefix with trailing slash", func(r *gatewayadmin.Route) { r.PathPrefix = "/ok/" }},
-		{"prefix with wildcard", func(r *gatewayadmin.Route) { r.PathPrefix = "/ok*" }},
-		{"prefix with placeholder", func(r *gatewayadmin.Route) { r.PathPrefix = "/{env.HOME}" }},
-		{"prefix with dot segment", func(r *gatewayadmin.Route) { r.PathPrefix = "/a/../b" }},
-		{"health path", func(r *gatewayadmin.Route) { r.PathPrefix = "/Healthz" }},
-		{"relative upstream", func(r *gatewayadmin.Route) { r.Upstream = "/v1" }},
-		{"ftp upstream", func(r *gatewayadmin.Route) { r.Upstream = "ftp://example.com" }},
-		{"upstream with credentials", func(r *gatewayadmin.Route) { r.Upstream = "http://u:p@example.com" }},
-		{"upstream with query", func(r *gatewayadmin.Route) { r.Upstream = "http://example.com/?a=b" }},
-		{"bad method", func(r *gatewayadmin.Route) { r.Methods = []string{"GE T"} }},
-		{"host header", func(r *gatewayadmin.Route) { r.Headers = map[string]string{"host": "x"} }},
-		{"bad header name", func(r *gatewayadmin.Route) { r.Headers = map[string]string{"X Y": "x"} }},
-		{"header with newline", func(r *gatewayadmin.Route) { r.Headers = map[string]string{"X-Y": "a\r\nb"} }},
+		{"empty id", func(r *gatewayroute.Route) { r.ID = "" }},
+		{"gateway's id", func(r *gatewayroute.Route) { r.ID = gatewayroute.NotFoundRouteID }},
+		{"root prefix", func(r *gatewayroute.Route) { r.PathPrefix = "/" }},
+		{"prefix without slash", func(r *gatewayroute.Route) { r.PathPrefix = "ok" }},
+		{"prefix with trailing slash", func(r *gatewayroute.Route) { r.PathPrefix = "/ok/" }},
+		{"prefix with wildcard", func(r *gatewayroute.Route) { r.PathPrefix = "/ok*" }},
+		{"prefix with placeholder", func(r *gatewayroute.Route) { r.PathPrefix = "/{env.HOME}" }},
+		{"prefix with dot segment", func(r *gatewayroute.Route) { r.PathPrefix = "/a/../b" }},
+		{"health path", func(r *gatewayroute.Route) { r.PathPrefix = "/Healthz" }},
+		{"relative upstream", func(r *gatewayroute.Route) { r.Upstream = "/v1" }},
+		{"ftp upstream", func(r *gatewayroute.Route) { r.Upstream = "ftp://example.com" }},
+		{"upstream with credentials", func(r *gatewayroute.Route) { r.Upstream = "http://u:p@example.com" }},
+		{"upstream with query", func(r *gatewayroute.Route) { r.Upstream = "http://example.com/?a=b" }},
+		{"bad method", func(r *gatewayroute.Route) { r.Methods = []string{"GE T"} }},
+		{"host header", func(r *gatewayroute.Route) { r.Headers = map[string]string{"host": "x"} }},
+		{"bad header name", func(r *gatewayroute.Route) { r.Headers = map[string]string{"X Y": "x"} }},
+		{"header with newline", func(r *gatewayroute.Route) { r.Headers = map[string]string{"X-Y": "a\r\nb"} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := ok
 			tt.change(&r)
-			if err := c.Put(t.Context(), r); !errors.Is(err, gatewayadmin.ErrInvalidRoute) {
-				t.Fatalf("Put(%+v) = %v; want ErrInvalidRoute", r, err)
+			if err := c.Put(t.Context(), r); !errors.Is(err, gatewayroute.ErrInvalidRoute) {
+				t.Fatalf("Put(%+v) = %v; want gatewayroute.ErrInvalidRoute", r, err)
 			}
 		})
 	}

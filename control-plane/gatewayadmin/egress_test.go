@@ -11,6 +11,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/internal/egress/egresstest"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/internal/testenv"
 )
@@ -48,7 +49,7 @@ func TestGatewayRefusesInternalUpstreams(t *testing.T) {
 	}
 	ctx := t.Context()
 	put := func(prefix, upstream string) error {
-		return c.Put(ctx, gatewayadmin.Route{ID: "veil-api-egress" + strings.ReplaceAll(prefix, "/", "-"), PathPrefix: prefix, Upstream: upstream})
+		return c.Put(ctx, gatewayroute.Route{ID: "veil-api-egress" + strings.ReplaceAll(prefix, "/", "-"), PathPrefix: prefix, Upstream: upstream})
 	}
 
 	dns.Set("public.veil.test", "127.0.0.1")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/veil-platform/veil/internal/gatewayroute"
 )
 
 // IDs returns the @id of every route whose id starts with idPrefix,
@@ -17,7 +19,7 @@ func (c *Client) IDs(ctx context.Context, idPrefix string) ([]string, error) {
 	out := []string{}
 	for _, raw := range routes {
 		id := routeID(raw)
-		if id == "" || id == HealthRouteID || id == NotFoundRouteID || id == MetricsRouteID || !strings.HasPrefix(id, idPrefix) {
+		if id == "" || id == gatewayroute.HealthRouteID || id == gatewayroute.NotFoundRouteID || id == gatewayroute.MetricsRouteID || !strings.HasPrefix(id, idPrefix) {
 			continue
 		}
 		out = append(out, id)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/veil-platform/veil/control-plane/gatewayadmin"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/originsig"
 	"github.com/veil-platform/veil/internal/testenv"
 )
@@ -33,7 +33,7 @@ func verifyingUpstream(t *testing.T) (*httptest.Server, func() []signedRequest) 
 	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		got = append(got, signedRequest{method: r.Method, path: r.URL.EscapedPath(), query: r.URL.RawQuery, apiID: r.Header.Get(gatewayadmin.APIHeader),
+		got = append(got, signedRequest{method: r.Method, path: r.URL.EscapedPath(), query: r.URL.RawQuery, apiID: r.Header.Get(gatewayroute.APIHeader),
 			signature: r.Header.Get(originsig.Header), at: time.Now()})
 		mu.Unlock()
 		io.WriteString(w, "ok")
@@ -79,10 +79,10 @@ func TestSignedThroughTheGateway(t *testing.T) {
 	up, requests := verifyingUpstream(t)
 	const apiID = "6a1f7f0e-5a8c-4c1e-9c39-1f0f5b2b8a11"
 	secret := originsig.NewSecret()
-	r := gatewayadmin.Route{
+	r := gatewayroute.Route{
 		ID: routeID(t), PathPrefix: "/signed", Upstream: up.URL + "/v1",
-		Headers: map[string]string{gatewayadmin.APIHeader: apiID},
-		Signing: &gatewayadmin.Signing{APIID: apiID, Secret: secret},
+		Headers: map[string]string{gatewayroute.APIHeader: apiID},
+		Signing: &gatewayroute.Signing{APIID: apiID, Secret: secret},
 	}
 	if err := e.c.Put(t.Context(), r); err != nil {
 		t.Fatalf("Put(signed route) = %v", err)
@@ -139,7 +139,7 @@ func TestSignedThroughTheGateway(t *testing.T) {
 	// Rotation: during the overlap both secrets verify; after it (a route
 	// put without the previous secret) only the new one does.
 	rotated := originsig.NewSecret()
-	r.Signing = &gatewayadmin.Signing{APIID: apiID, Secret: rotated, PreviousSecret: secret, PreviousUntil: time.Now().Add(time.Hour).Unix()}
+	r.Signing = &gatewayroute.Signing{APIID: apiID, Secret: rotated, PreviousSecret: secret, PreviousUntil: time.Now().Add(time.Hour).Unix()}
 	if err := e.c.Put(t.Context(), r); err != nil {
 		t.Fatalf("Put(rotated route) = %v", err)
 	}
@@ -160,7 +160,7 @@ func TestSignedThroughTheGateway(t *testing.T) {
 	if err := originsig.Verify(s.signature, secret, s.method, s.path, s.query, s.apiID, s.at); err != nil {
 		t.Errorf("during the overlap, Verify(previous secret) = %v; want nil", err)
 	}
-	r.Signing = &gatewayadmin.Signing{APIID: apiID, Secret: rotated}
+	r.Signing = &gatewayroute.Signing{APIID: apiID, Secret: rotated}
 	if err := e.c.Put(t.Context(), r); err != nil {
 		t.Fatalf("Put(route after the overlap) = %v", err)
 	}
@@ -179,13 +179,13 @@ func TestSignedThroughTheGateway(t *testing.T) {
 func TestSigningRoutes(t *testing.T) {
 	e := setup(t)
 	secret, previous := originsig.NewSecret(), originsig.NewSecret()
-	routes := []gatewayadmin.Route{
+	routes := []gatewayroute.Route{
 		{ID: routeID(t) + "-a", PathPrefix: "/sa", Upstream: "http://127.0.0.1:9/v1",
-			Signing: &gatewayadmin.Signing{APIID: "a", Secret: secret}},
+			Signing: &gatewayroute.Signing{APIID: "a", Secret: secret}},
 		{ID: routeID(t) + "-b", PathPrefix: "/sb", Upstream: "https://api.example.com/base",
-			Headers: map[string]string{gatewayadmin.APIHeader: "b"},
-			Veil:    &gatewayadmin.Veil{APIID: "b", RouteTemplates: []string{"/items/{id}"}},
-			Signing: &gatewayadmin.Signing{APIID: "b", Secret: secret, PreviousSecret: previous, PreviousUntil: time.Now().Add(time.Hour).Unix()}},
+			Headers: map[string]string{gatewayroute.APIHeader: "b"},
+			Veil:    &gatewayroute.Veil{APIID: "b", RouteTemplates: []string{"/items/{id}"}},
+			Signing: &gatewayroute.Signing{APIID: "b", Secret: secret, PreviousSecret: previous, PreviousUntil: time.Now().Add(time.Hour).Unix()}},
 	}
 	for _, r := range routes {
 		if err := e.c.Put(t.Context(), r); err != nil {
@@ -198,17 +198,17 @@ func TestSigningRoutes(t *testing.T) {
 	}
 	bad := []struct {
 		name    string
-		signing gatewayadmin.Signing
+		signing gatewayroute.Signing
 	}{
-		{"no api id", gatewayadmin.Signing{Secret: secret}},
-		{"short secret", gatewayadmin.Signing{APIID: "a", Secret: "short"}},
-		{"placeholder in the secret", gatewayadmin.Signing{APIID: "a", Secret: secret + "{env.HOME}"}},
-		{"previous without its end", gatewayadmin.Signing{APIID: "a", Secret: secret, PreviousSecret: previous}},
+		{"no api id", gatewayroute.Signing{Secret: secret}},
+		{"short secret", gatewayroute.Signing{APIID: "a", Secret: "short"}},
+		{"placeholder in the secret", gatewayroute.Signing{APIID: "a", Secret: secret + "{env.HOME}"}},
+		{"previous without its end", gatewayroute.Signing{APIID: "a", Secret: secret, PreviousSecret: previous}},
 	}
 	for _, tt := range bad {
-		r := gatewayadmin.Route{ID: routeID(t) + "-bad", PathPrefix: "/bad", Upstream: "http://127.0.0.1:9", Signing: &tt.signing}
-		if err := e.c.Put(t.Context(), r); !errors.Is(err, gatewayadmin.ErrInvalidRoute) {
-			t.Errorf("Put(%s) = %v; want ErrInvalidRoute", tt.name, err)
+		r := gatewayroute.Route{ID: routeID(t) + "-bad", PathPrefix: "/bad", Upstream: "http://127.0.0.1:9", Signing: &tt.signing}
+		if err := e.c.Put(t.Context(), r); !errors.Is(err, gatewayroute.ErrInvalidRoute) {
+			t.Errorf("Put(%s) = %v; want gatewayroute.ErrInvalidRoute", tt.name, err)
 		}
 	}
 	// The secret never shows in how a route prints.

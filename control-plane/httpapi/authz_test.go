@@ -18,11 +18,11 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/veil-platform/veil/control-plane/catalog"
-	"github.com/veil-platform/veil/control-plane/gatewayadmin"
 	"github.com/veil-platform/veil/control-plane/httpapi"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/internal/gatewayroute"
 	"github.com/veil-platform/veil/internal/problem"
 )
 
@@ -1217,7 +1217,7 @@ func newAuthzEnv(t *testing.T) *testEnv {
 			t.Fatal(err)
 		}
 		cat, err := catalog.New(catalog.Config{
-			Pool: cfg.Pool, Jobs: jobs, Gateway: &authzGateway{routes: map[string]gatewayadmin.Route{}},
+			Pool: cfg.Pool, Jobs: jobs, Gateway: &authzGateway{routes: map[string]gatewayroute.Route{}},
 			Publisher: cfg.Webhooks, Logger: cfg.Logger, GatewayURL: "http://127.0.0.1:1", Egress: loopbackEgress(t),
 		})
 		if err != nil {
@@ -1230,10 +1230,10 @@ func newAuthzEnv(t *testing.T) *testEnv {
 // authzGateway keeps routes in memory.
 type authzGateway struct {
 	mu     sync.Mutex
-	routes map[string]gatewayadmin.Route
+	routes map[string]gatewayroute.Route
 }
 
-func (g *authzGateway) Put(_ context.Context, r gatewayadmin.Route) error {
+func (g *authzGateway) Put(_ context.Context, r gatewayroute.Route) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.routes[r.ID] = r
@@ -1247,10 +1247,10 @@ func (g *authzGateway) Delete(_ context.Context, id string) error {
 	return nil
 }
 
-func (g *authzGateway) List(_ context.Context, prefix string) ([]gatewayadmin.Route, error) {
+func (g *authzGateway) List(_ context.Context, prefix string) ([]gatewayroute.Route, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := []gatewayadmin.Route{}
+	out := []gatewayroute.Route{}
 	for id, r := range g.routes {
 		if strings.HasPrefix(id, prefix) {
 			out = append(out, r)

@@ -326,7 +326,7 @@ func writePage[T any](w http.ResponseWriter, items []T, next string, err error) 
 func pathID(r *http.Request, name string) (uuid.UUID, error) {
 	id, err := uuid.Parse(chi.URLParam(r, name))
 	if err != nil {
-		return uuid.Nil, &catalog.ValidationError{Fields: []catalog.FieldError{{Field: name, Detail: "must be a UUID"}}}
+		return uuid.Nil, &validation.Error{Fields: []validation.Field{{Field: name, Detail: "must be a UUID"}}}
 	}
 	return id, nil
 }
@@ -339,7 +339,7 @@ func queryLimit(r *http.Request) (int, error) {
 	s := q.Get("limit")
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 || n > 200 {
-		return 0, &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "limit", Detail: "must be an integer from 1 to 200"}}}
+		return 0, &validation.Error{Fields: []validation.Field{{Field: "limit", Detail: "must be an integer from 1 to 200"}}}
 	}
 	return n, nil
 }
@@ -404,7 +404,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, errUsageUnavailable):
 		w.Header().Set("Retry-After", "30")
 		d = problem.New(http.StatusServiceUnavailable, "usage-unavailable", "Usage Unavailable", err.Error())
-	case errors.Is(err, catalog.ErrForbidden):
+	case errors.Is(err, identity.ErrForbidden):
 		d = problem.New(http.StatusForbidden, "forbidden", "Forbidden", "your role may not do this")
 	case errors.Is(err, catalog.ErrSelfApproval):
 		d = problem.New(http.StatusForbidden, "self-approval", "Self-Approval Refused", err.Error())

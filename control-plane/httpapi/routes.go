@@ -11,6 +11,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/pagination"
 	"github.com/veil-platform/veil/internal/validation"
 )
 
@@ -75,7 +76,7 @@ func (a *api) listAPIs(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	state := catalog.State(q.Get("state"))
 	if q.Has("state") && !state.Valid() {
-		return &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "state", Detail: "unknown state"}}}
+		return &validation.Error{Fields: []validation.Field{{Field: "state", Detail: "unknown state"}}}
 	}
 	items, next, err := a.cfg.Catalog.ListAPIs(r.Context(), actorFrom(r), catalog.APIFilter{State: state, After: q.Get("cursor"), Limit: limit, Search: q.Get("q")})
 	return writePage(w, items, next, err)
@@ -167,7 +168,7 @@ func (a *api) bulk(w http.ResponseWriter, r *http.Request) error {
 	switch in.Action {
 	case catalog.DecisionApprove, catalog.DecisionReject, catalog.DecisionEscalate, catalog.DecisionRequestChanges:
 	default:
-		return &catalog.ValidationError{Fields: []catalog.FieldError{{Field: "action", Detail: "must be approve, reject, escalate or request_changes"}}}
+		return &validation.Error{Fields: []validation.Field{{Field: "action", Detail: "must be approve, reject, escalate or request_changes"}}}
 	}
 	res, err := a.cfg.Catalog.DecideBulk(r.Context(), actorFrom(r), in.IDs, in.Action, in.Reason)
 	if err != nil {
@@ -229,7 +230,7 @@ func auditCursor(r *http.Request, f *audit.Filter) error {
 	}
 	n, err := strconv.ParseInt(q.Get("cursor"), 10, 64)
 	if err != nil || n <= 0 {
-		return catalog.ErrBadCursor
+		return pagination.ErrBadCursor
 	}
 	f.BeforeID = n
 	return nil

@@ -1,6 +1,15 @@
 package identity
 
-import "github.com/google/uuid"
+import (
+	"errors"
+
+	"github.com/google/uuid"
+)
+
+// ErrForbidden: the actor may see what it asked about but may not do what
+// it asked. Every domain service answers it, and the HTTP layer maps it to
+// one problem type.
+var ErrForbidden = errors.New("forbidden")
 
 // RoleSystem is the role of the control plane's own jobs (expiry, period
 // rolls, reconciliation). No token carries it: ParseRole refuses it, so a
@@ -22,3 +31,11 @@ var System = Actor{Subject: "system", Role: RoleSystem}
 // IsAdmin reports whether a sees and decides everything: platform admins
 // and the control plane's own jobs.
 func (a Actor) IsAdmin() bool { return a.Role == RoleAdmin || a.Role == RoleSystem }
+
+// CanProvide reports whether a may change what organization org provides
+// (its APIs, their plans, the quotas of their subscriptions): org's
+// providers, and admins. Org's consumers may not, and neither may the
+// subscriber of one of its APIs.
+func (a Actor) CanProvide(org uuid.UUID) bool {
+	return a.IsAdmin() || (a.Role == RoleProvider && a.OrgID == org)
+}

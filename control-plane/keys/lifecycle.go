@@ -213,7 +213,7 @@ func (s *Service) changeKey(ctx context.Context, tx pgx.Tx, actor identity.Actor
 	}
 	if !k.canChange(actor) {
 		if k.canSee(actor) {
-			return Key{}, ErrForbidden
+			return Key{}, identity.ErrForbidden
 		}
 		return Key{}, ErrKeyNotFound
 	}
@@ -487,7 +487,7 @@ func (s *Service) Reveal(ctx context.Context, actor identity.Actor, id uuid.UUID
 		// A secret for the subscriber's eyes only: not even platform admins
 		// of other organizations reveal it.
 		if actor.OrgID != k.org {
-			return ErrForbidden
+			return identity.ErrForbidden
 		}
 		if len(k.sealed) == 0 || s.seal == nil {
 			return ErrNothingToReveal

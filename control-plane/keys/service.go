@@ -17,7 +17,6 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/audit"
-	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/internal/apikey"
@@ -42,7 +41,6 @@ var (
 	ErrAdminPlaintext = errors.New("a new key's plaintext is shown only to its own organization")
 	// ErrAdminSuspended: a key an admin suspended is resumed by an admin only.
 	ErrAdminSuspended = errors.New("an admin suspended this key; only an admin may resume it")
-	ErrForbidden      = catalog.ErrForbidden
 )
 
 // Subscriptions is the subscription side of a key change (a
@@ -52,7 +50,7 @@ var (
 type Subscriptions interface {
 	// LockSubscription locks subscription id in tx for a key change actor
 	// asks for: the subscription's not-found error when actor may not see
-	// it, ErrForbidden when actor may see it but not change it.
+	// it, identity.ErrForbidden when actor may see it but not change it.
 	LockSubscription(ctx context.Context, tx pgx.Tx, actor identity.Actor, id uuid.UUID) (Holder, error)
 	// CheckSubscription returns nil when actor may see subscription id,
 	// and the subscription's not-found error otherwise.

@@ -108,8 +108,8 @@ func (a *Adjuster) Adjust(ctx context.Context, actor identity.Actor, id uuid.UUI
 		}
 		// The provider's members who may change its terms (providers),
 		// and admins; the subscriber may not credit itself.
-		if !actor.IsAdmin() && !(actor.Role == identity.RoleProvider && actor.OrgID == sub.ProviderOrg()) {
-			return subscriptions.ErrForbidden
+		if !actor.CanProvide(sub.ProviderOrg()) {
+			return identity.ErrForbidden
 		}
 		if !sub.Live() {
 			return fmt.Errorf("%w: subscription is canceled", subscriptions.ErrSubscriptionInactive)

@@ -172,7 +172,7 @@ func TestSanctionCannotBeCanceledAway(t *testing.T) {
 		if _, err := f.Svc.Subscribe(f.Ctx, f.Consumer, subscriptions.SubscribeInput{PlanID: f.Plan.ID}); !errors.Is(err, subscriptions.ErrSubscriptionHeld) {
 			t.Fatalf("Subscribe after cancelling while %s = %v; want ErrSubscriptionHeld", st, err)
 		}
-		if _, err := f.Svc.ReleaseHold(f.Ctx, f.Consumer, sub.ID, ""); !errors.Is(err, subscriptions.ErrForbidden) {
+		if _, err := f.Svc.ReleaseHold(f.Ctx, f.Consumer, sub.ID, ""); !errors.Is(err, identity.ErrForbidden) {
 			t.Fatalf("ReleaseHold by the consumer = %v; want ErrForbidden", err)
 		}
 		if _, err := f.Svc.ReleaseHold(f.Ctx, admin, sub.ID, "settled"); err != nil {

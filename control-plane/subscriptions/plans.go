@@ -171,19 +171,18 @@ type VersionInput struct {
 // change it when change is set (its provider or an admin).
 func (s *Service) apiFor(ctx context.Context, q pgx.Tx, actor identity.Actor, apiID uuid.UUID, change bool) (org uuid.UUID, state catalog.State, err error) {
 	a, err := db.New(q).APIAccessGet(ctx, apiID)
-	org, state, vis := a.OrganizationID, catalog.State(a.State), string(a.Visibility)
+	org, state, vis := a.OrganizationID, catalog.State(a.State), catalog.Visibility(a.Visibility)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return uuid.Nil, "", catalog.ErrAPINotFound
 	}
 	if err != nil {
 		return uuid.Nil, "", fmt.Errorf("load api: %w", err)
 	}
-	own := actor.IsAdmin() || actor.OrgID == org
-	if !own && !(vis == string(catalog.VisibilityPublic) && state.Routed()) {
+	if !catalog.VisibleTo(actor, org, vis, state) {
 		return uuid.Nil, "", catalog.ErrAPINotFound
 	}
-	if change && !(actor.IsAdmin() || actor.Role == identity.RoleProvider && actor.OrgID == org) {
-		return uuid.Nil, "", ErrForbidden
+	if change && !actor.CanProvide(org) {
+		return uuid.Nil, "", identity.ErrForbidden
 	}
 	return org, state, nil
 }

@@ -54,11 +54,11 @@ func TestQuotaChangesTakeEffectNow(t *testing.T) {
 
 	// The subscriber may not credit itself; the provider may.
 	in := quota.AdjustmentInput{Requests: 500, Reason: "goodwill after an outage"}
-	if _, err := quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, f.Consumer, f.Sub.ID, quota.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
+	if _, err := quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, f.Consumer, f.Sub.ID, quota.AdjustCredit, in); !errors.Is(err, identity.ErrForbidden) {
 		t.Fatalf("Adjust by the subscriber = %v; want ErrForbidden", err)
 	}
 	member := identity.Actor{Subject: "provider-consumer", Role: identity.RoleConsumer, OrgID: f.Provider.OrgID}
-	if _, err := quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, member, f.Sub.ID, quota.AdjustCredit, in); !errors.Is(err, subscriptions.ErrForbidden) {
+	if _, err := quota.NewAdjuster(f.Pool, f.Svc).Adjust(f.Ctx, member, f.Sub.ID, quota.AdjustCredit, in); !errors.Is(err, identity.ErrForbidden) {
 		t.Fatalf("Adjust by a consumer-role member of the provider = %v; want ErrForbidden", err)
 	}
 	var verr *validation.Error

@@ -1,15 +1,3 @@
-// Package subscriptions holds what consumers buy and hold: an API's plans
-// and their versioned terms, and subscriptions to a plan, each change in
-// one transaction with its subscription locked. The API keys of a
-// subscription live in control-plane/keys, whose service this one builds:
-// a key change locks its subscription through LockSubscription, and a
-// cancellation revokes the subscription's keys in its own transaction;
-// quota credits and resets are control-plane/quota. It keeps the gateway's
-// subscription records (internal/enforcement) in step with Postgres
-// through outbox jobs and a reconciliation that reports on keys and
-// subscriptions together, and runs the maintenance that rolls billing
-// periods and calls the key steps (expiry, rotation grace, automatic
-// rotation, notices).
 package subscriptions
 
 import (
@@ -25,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/veil-platform/veil/control-plane/audit"
-	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/internal/enforcement"
@@ -51,7 +38,6 @@ var (
 	// API while it was suspended or past_due, and no admin has released the
 	// hold; it may not subscribe to that API again until one does.
 	ErrSubscriptionHeld = errors.New("a suspended or past-due subscription to this api was canceled; an admin must release it first")
-	ErrForbidden        = catalog.ErrForbidden
 )
 
 // Inserter enqueues jobs inside a transaction (a *river.Client[pgx.Tx]).

@@ -107,7 +107,7 @@ func (sub Subscription) canChange(a identity.Actor) bool {
 // an active plan of an active API. A plan with trial days starts trialing.
 func (s *Service) Subscribe(ctx context.Context, actor identity.Actor, in SubscribeInput) (Subscription, error) {
 	if actor.Role == identity.RoleSystem || actor.OrgID == uuid.Nil {
-		return Subscription{}, ErrForbidden
+		return Subscription{}, identity.ErrForbidden
 	}
 	var out Subscription
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -249,7 +249,7 @@ func (s *Service) carryQuota(ctx context.Context, tx pgx.Tx, actor identity.Acto
 // subscribe again.
 func (s *Service) ReleaseHold(ctx context.Context, actor identity.Actor, id uuid.UUID, reason string) (Subscription, error) {
 	if !actor.IsAdmin() {
-		return Subscription{}, ErrForbidden
+		return Subscription{}, identity.ErrForbidden
 	}
 	var out Subscription
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -391,7 +391,7 @@ func (s *Service) changeSub(ctx context.Context, tx pgx.Tx, actor identity.Actor
 	}
 	if !sub.canChange(actor) {
 		if sub.canSee(actor) {
-			return Subscription{}, ErrForbidden
+			return Subscription{}, identity.ErrForbidden
 		}
 		return Subscription{}, ErrSubscriptionNotFound
 	}
@@ -447,7 +447,7 @@ func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor identity.Actor
 // gateway refuses the keys of a suspended subscription).
 func (s *Service) SetStatus(ctx context.Context, actor identity.Actor, id uuid.UUID, to Status, reason string) (Subscription, error) {
 	if !actor.IsAdmin() {
-		return Subscription{}, ErrForbidden
+		return Subscription{}, identity.ErrForbidden
 	}
 	var out Subscription
 	err := s.inTx(ctx, func(tx pgx.Tx) error {

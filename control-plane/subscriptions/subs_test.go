@@ -113,7 +113,7 @@ func TestSubscribeRules(t *testing.T) {
 	if _, err := f.Svc.Subscribe(f.Ctx, third, subscriptions.SubscribeInput{PlanID: draft.ID}); !errors.Is(err, subscriptions.ErrPlanNotFound) {
 		t.Fatalf("Subscribe to another provider's draft plan = %v; want not found (consumers do not see drafts)", err)
 	}
-	if _, err := f.Svc.CreatePlan(f.Ctx, f.Consumer, f.APIID, subscriptions.PlanInput{Name: "x", Slug: "x", Terms: subscriptions.Terms{Currency: "USD"}}); !errors.Is(err, subscriptions.ErrForbidden) {
+	if _, err := f.Svc.CreatePlan(f.Ctx, f.Consumer, f.APIID, subscriptions.PlanInput{Name: "x", Slug: "x", Terms: subscriptions.Terms{Currency: "USD"}}); !errors.Is(err, identity.ErrForbidden) {
 		t.Fatalf("CreatePlan by a consumer = %v; want ErrForbidden", err)
 	}
 
