@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/httpserver"
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // IngestConfig configures Ingest.
@@ -111,13 +113,19 @@ func ingestTopic(ctx context.Context, seeds []string, logger *slog.Logger) (topi
 	return topic, drop, nil
 }
 
-// ingestEvents returns n distinct encoded events.
+// ingestEvents returns n distinct encoded events, each encoded once here,
+// before the load, so that the load loop only sends bytes.
 func ingestEvents(n int, prefix string) [][]byte {
-	now := time.Now().UTC().Format(time.RFC3339)
+	now := time.Now().UTC().Truncate(time.Second)
 	out := make([][]byte, n)
 	for i := range out {
-		out[i] = fmt.Appendf(nil, `{"specversion":"1.0","id":"%s-%d","source":"/bench","type":"veil.api.request","time":%q,"subject":"00000000-0000-4000-8000-%012d","data":{"api_id":"api_bench","key_id":"key_%d","method":"GET","route":"/v1/items/{id}","path":"/v1/items/%d","status":200,"latency_ms":7,"request_bytes":120,"response_bytes":2048,"units":1}}`,
-			prefix, i, now, i%500, i%2000, i)
+		out[i] = usage.AppendEvent(make([]byte, 0, 384), &usage.Event{
+			ID: fmt.Sprintf("%s-%d", prefix, i), Source: "/bench", Type: usage.TypeAPIRequest, Time: now,
+			Subject: fmt.Sprintf("00000000-0000-4000-8000-%012d", i%500),
+			Data: usage.Data{APIID: "api_bench", KeyID: fmt.Sprintf("key_%d", i%2000), Method: "GET", Route: "/v1/items/{id}",
+				Path: fmt.Sprintf("/v1/items/%d", i), Status: 200, LatencyMS: 7, RequestBytes: 120, ResponseBytes: 2048,
+				Units: decimal.NewFromInt(1)},
+		})
 	}
 	return out
 }

@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/ingest"
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // events posts the run's events to ingest in batches, then a batch with
@@ -80,18 +82,22 @@ func (w *walk) sendBatches(ctx context.Context) (int, error) {
 	accepted := 0
 	for sent := 0; sent < c.Events; {
 		n := min(c.Batch, c.Events-sent)
-		var body bytes.Buffer
-		body.WriteByte('[')
+		body := []byte{'['}
 		for i := 0; i < n; i++ {
 			if i > 0 {
-				body.WriteByte(',')
+				body = append(body, ',')
 			}
 			id := sent + i
-			fmt.Fprintf(&body, `{"specversion":"1.0","id":"%s-%d","source":%q,"type":"veil.api.request","time":%q,"subject":"`+subjectPrefix+`%012d","data":{"api_id":"api_weather","key_id":"key_demo_%d","method":"GET","route":"/v1/forecast/{city}","path":"/v1/forecast/city-%d","status":200,"latency_ms":%d,"request_bytes":0,"response_bytes":%d,"units":1}}`,
-				w.run, id, w.source, w.now.Add(-time.Duration(c.Events-id)*time.Millisecond).Format(time.RFC3339Nano), id%5, id%10, id%40, 5+id%90, 1000+id%3000)
+			body = usage.AppendEvent(body, &usage.Event{
+				ID: fmt.Sprintf("%s-%d", w.run, id), Source: w.source, Type: usage.TypeAPIRequest,
+				Time: w.now.Add(-time.Duration(c.Events-id) * time.Millisecond), Subject: fmt.Sprintf(subjectPrefix+"%012d", id%5),
+				Data: usage.Data{APIID: "api_weather", KeyID: fmt.Sprintf("key_demo_%d", id%10), Method: "GET",
+					Route: "/v1/forecast/{city}", Path: fmt.Sprintf("/v1/forecast/city-%d", id%40), Status: 200,
+					LatencyMS: uint32(5 + id%90), ResponseBytes: uint64(1000 + id%3000), Units: decimal.NewFromInt(1)},
+			})
 		}
-		body.WriteByte(']')
-		status, answer, err := post(ctx, w.http, c.IngestURL+"/v1/events", c.IngestToken, ingest.MediaTypeBatch, body.Bytes())
+		body = append(body, ']')
+		status, answer, err := post(ctx, w.http, c.IngestURL+"/v1/events", c.IngestToken, ingest.MediaTypeBatch, body)
 		if err != nil {
 			return 0, err
 		}
@@ -109,10 +115,13 @@ func (w *walk) sendBatches(ctx context.Context) (int, error) {
 // the good one and names the bad one with its reason.
 func (w *walk) sendBadBatch(ctx context.Context) error {
 	w.step("a batch with one bad event: the good ones are accepted, the bad one is named with its reason")
-	bad := fmt.Sprintf(`[{"specversion":"1.0","id":"%s-good","source":%q,"type":"veil.usage.record","time":%q,"subject":"`+Subject0+`","data":{"api_id":"api_weather","units":3}},`+
-		`{"specversion":"1.0","id":"%s-bad","source":%q,"type":"veil.usage.record","time":%q,"subject":"`+Subject0+`","data":{"api_id":"api_weather","units":-2}}]`,
-		w.run, w.source, w.now.Format(time.RFC3339), w.run, w.source, w.now.Format(time.RFC3339))
-	status, answer, err := post(ctx, w.http, w.cfg.IngestURL+"/v1/events", w.cfg.IngestToken, ingest.MediaTypeBatch, []byte(bad))
+	record := func(id string, units int64) *usage.Event {
+		return &usage.Event{ID: w.run + "-" + id, Source: w.source, Type: usage.TypeUsageRecord, Time: w.now.Truncate(time.Second),
+			Subject: Subject0, Data: usage.Data{APIID: "api_weather", Units: decimal.NewFromInt(units)}}
+	}
+	bad := append(usage.AppendEvent([]byte{'['}, record("good", 3)), ',')
+	bad = append(usage.AppendEvent(bad, record("bad", -2)), ']') // negative units: refused
+	status, answer, err := post(ctx, w.http, w.cfg.IngestURL+"/v1/events", w.cfg.IngestToken, ingest.MediaTypeBatch, bad)
 	if err != nil {
 		return err
 	}

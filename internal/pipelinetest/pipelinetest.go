@@ -22,6 +22,7 @@ import (
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/processors"
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // Expectation is what the sinks must end up holding.
@@ -83,18 +84,25 @@ func Generate(w Workload) ([]*kgo.Record, Expectation) {
 			// Complete, but its subject is no subscription id: a Redis
 			// Cluster hash tag, which must never reach a key name.
 			bad := "{" + w.Prefix + "}"
-			recs = append(recs, &kgo.Record{Topic: w.Topic, Key: []byte(bad),
-				Value: fmt.Appendf(nil, `{"specversion":"1.0","id":"bad-%d","source":"/test","type":"veil.usage.record","time":%q,"subject":%q,"data":{"api_id":"api_1"}}`,
-					i, now.Format(time.RFC3339), bad)})
+			recs = append(recs, &kgo.Record{Topic: w.Topic, Key: []byte(bad), Value: usage.AppendEvent(nil, &usage.Event{
+				ID: "bad-" + strconv.Itoa(i), Source: "/test", Type: usage.TypeUsageRecord, Time: now.Truncate(time.Second),
+				Subject: bad, Data: usage.Data{APIID: "api_1"},
+			})})
 			exp.Invalid++
 		case r < w.InvalidRate+w.DupRate && len(valid) > 0:
 			d := valid[rng.IntN(len(valid))]
 			recs = append(recs, &kgo.Record{Topic: w.Topic, Key: d.Key, Value: d.Value})
 		default:
 			units := decimal.New(int64(1+rng.IntN(2500)), -3) // 0.001 .. 2.5
-			ev := fmt.Sprintf(`{"specversion":"1.0","id":"%s-%d-%d","source":"/test","type":"veil.api.request","time":%q,"subject":%q,"data":{"api_id":"api_1","key_id":"key_%d","method":"GET","route":"/r","path":"/r","status":200,"latency_ms":%d,"request_bytes":1,"response_bytes":2,"units":%s}}`,
-				w.Prefix, w.Seed, i, now.Add(-time.Duration(rng.IntN(3600))*time.Second).Format(time.RFC3339), subject, rng.IntN(3), rng.IntN(100), units)
-			rec := &kgo.Record{Topic: w.Topic, Key: []byte(subject), Value: []byte(ev)}
+			// The random draws in the order the event's fields take them.
+			at := now.Add(-time.Duration(rng.IntN(3600)) * time.Second).Truncate(time.Second)
+			key, latency := rng.IntN(3), rng.IntN(100)
+			ev := usage.AppendEvent(nil, &usage.Event{
+				ID: fmt.Sprintf("%s-%d-%d", w.Prefix, w.Seed, i), Source: "/test", Type: usage.TypeAPIRequest, Time: at, Subject: subject,
+				Data: usage.Data{APIID: "api_1", KeyID: "key_" + strconv.Itoa(key), Method: "GET", Route: "/r", Path: "/r", Status: 200,
+					LatencyMS: uint32(latency), RequestBytes: 1, ResponseBytes: 2, Units: units},
+			})
+			rec := &kgo.Record{Topic: w.Topic, Key: []byte(subject), Value: ev}
 			recs = append(recs, rec)
 			valid = append(valid, rec)
 			exp.Unique++
