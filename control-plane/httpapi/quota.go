@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/drift"
@@ -18,20 +19,12 @@ type QuotaService interface {
 	Status(ctx context.Context, subscriptionID uuid.UUID) (quota.Status, error)
 }
 
-// DriftChecker checks usage drift and keeps its reports (a
-// *drift.Checker).
-type DriftChecker interface {
-	CheckRequested(ctx context.Context, actor identity.Actor) (drift.Report, error)
-	Last(ctx context.Context) (drift.Report, bool, error)
-}
-
 var (
 	// errQuotaUnavailable: Redis, ClickHouse or Postgres did not answer; the
 	// cause is logged, not shown.
 	errQuotaUnavailable = errors.New("quota state cannot be read now")
 	// errNoUsageCheck: this control plane has no ClickHouse to check with.
-	errNoUsageCheck     = errors.New("this control plane has no ClickHouse configured, so it cannot check usage")
-	errNoUsageReconcile = errors.New("no usage reconciliation has run yet")
+	errNoUsageCheck = errors.New("this control plane has no ClickHouse configured, so it cannot check usage")
 )
 
 // quotaFailed logs why a quota read failed and answers the generic error.
@@ -44,6 +37,14 @@ func (a *api) quotaFailed(r *http.Request, what string, err error) error {
 	}
 	a.log.ErrorContext(r.Context(), what+" failed", "error", err)
 	return errQuotaUnavailable
+}
+
+// quotaRoutes: a subscription's quota, and its provider's credits and
+// resets.
+func (a *api) quotaRoutes(r chi.Router) {
+	r.Get(idPath("/v1/subscriptions/{id}/quota"), a.handle(a.quotaStatus))
+	r.Post(idPath("/v1/subscriptions/{id}/quota/credits"), a.handle(a.adjustQuota(quota.AdjustCredit)))
+	r.Post(idPath("/v1/subscriptions/{id}/quota/reset"), a.handle(a.adjustQuota(quota.AdjustReset)))
 }
 
 // quotaStatus answers what the subscription used of its quota this
@@ -75,32 +76,4 @@ func (a *api) adjustQuota(kind string) func(http.ResponseWriter, *http.Request) 
 	return write(http.StatusCreated, func(ctx context.Context, act identity.Actor, id uuid.UUID, in quota.AdjustmentInput) (quota.Adjustment, error) {
 		return quota.NewAdjuster(a.cfg.Pool, a.cfg.Subscriptions).Adjust(ctx, act, id, kind, in)
 	})
-}
-
-func (a *api) lastUsageReconcile(w http.ResponseWriter, r *http.Request) error {
-	if a.cfg.Drift == nil {
-		return errQuotaUnavailable
-	}
-	rep, ok, err := a.cfg.Drift.Last(r.Context())
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errNoUsageReconcile
-	}
-	writeJSON(w, http.StatusOK, rep)
-	return nil
-}
-
-func (a *api) reconcileUsage(w http.ResponseWriter, r *http.Request) error {
-	if a.cfg.Drift == nil {
-		return errQuotaUnavailable
-	}
-	// The drift check audits the request with the report it stores.
-	rep, err := a.cfg.Drift.CheckRequested(r.Context(), actorFrom(r))
-	if err != nil {
-		return a.quotaFailed(r, "usage reconciliation", err)
-	}
-	writeJSON(w, http.StatusOK, rep)
-	return nil
 }
