@@ -19,6 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/veil-platform/veil/internal/ingesttoken/internal/db"
 )
 
 // Prefix starts every issued token, so that a leaked one is recognisable
@@ -138,30 +140,27 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // Lookup returns the scope of the live token with hash, or ErrUnknown.
 func (s *Store) Lookup(ctx context.Context, hash [32]byte) (Scope, error) {
-	var sc Scope
-	err := s.pool.QueryRow(ctx, `SELECT sources, api_ids FROM ingest_tokens
-		WHERE token_hash = $1 AND revoked_at IS NULL`, hash[:]).Scan(&sc.Sources, &sc.APIIDs)
+	row, err := db.New(s.pool).IngestTokenScopeByHash(ctx, hash[:])
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Scope{}, ErrUnknown
 	}
 	if err != nil {
 		return Scope{}, fmt.Errorf("look up ingest token: %w", err)
 	}
-	return sc, nil
+	return Scope(row), nil
 }
 
 // SubscriptionAPIs returns the API id of each of the subscriptions ids
 // (lower-case UUIDs) names; an id that is no subscription is absent. Ingest
 // holds a token scoped to APIs to the subscriptions of those APIs.
 func (s *Store) SubscriptionAPIs(ctx context.Context, ids []string) (map[string]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id::text, api_id::text FROM subscriptions WHERE id = ANY($1::uuid[])`, ids)
+	rows, err := db.New(s.pool).SubscriptionAPIIDs(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("look up subscriptions: %w", err)
 	}
 	out := make(map[string]string, len(ids))
-	var id, api string
-	if _, err := pgx.ForEachRow(rows, []any{&id, &api}, func() error { out[id] = api; return nil }); err != nil {
-		return nil, fmt.Errorf("look up subscriptions: %w", err)
+	for _, r := range rows {
+		out[r.ID] = r.APIID
 	}
 	return out, nil
 }
