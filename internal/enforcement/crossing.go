@@ -60,7 +60,7 @@ func (e Crossing) Validate() error {
 	case e.SubscriptionID == "":
 		return fmt.Errorf("%w: no subscription_id", ErrInvalidCrossing)
 	case !validThreshold(e.Threshold):
-		return fmt.Errorf("%w: threshold %d is not 80, 90 or 100", ErrInvalidCrossing, e.Threshold)
+		return fmt.Errorf("%w: threshold %d is not one of %s", ErrInvalidCrossing, e.Threshold, thresholdList())
 	case e.Quota <= 0:
 		return fmt.Errorf("%w: quota %d is not positive", ErrInvalidCrossing, e.Quota)
 	case e.Used < 0:
