@@ -158,6 +158,25 @@ func TestRegisterWorkerActivates(t *testing.T) {
 	}
 }
 
+// TestRegisterProbesAgainWhileTheGatewaySwaps: right after the put, the
+// probe may meet the server Caddy is replacing, which closes the connection
+// unanswered; the route is probed again and the API goes active, with one
+// put. A route that keeps failing is TestRegisterWorkerFailures'.
+func TestRegisterProbesAgainWhileTheGatewaySwaps(t *testing.T) {
+	e := setup(t)
+	a := e.approved("swapping")
+	e.gw.set(func(g *fakeGateway) { g.dropped, g.puts = 2, nil })
+	if err := e.register(a.ID, 1, 3); err != nil {
+		t.Fatalf("register(swapping) with two probes dropped = %v; want nil", err)
+	}
+	if got := e.api(a.ID); got.State != catalog.StateActive {
+		t.Errorf("state after registration = %s (%q); want active", got.State, got.StateReason)
+	}
+	if puts, _ := e.gw.calls(); len(puts) != 1 {
+		t.Errorf("gateway puts = %v; want one", puts)
+	}
+}
+
 // TestRegisterWorkerFailures runs each failure on an early attempt (the job
 // retries, the API stays approved) and on the last one (the route is
 // removed and the API fails, naming the attempts and the cause).

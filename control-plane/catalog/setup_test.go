@@ -186,6 +186,7 @@ type fakeGateway struct {
 	putErr    error
 	deleteErr error
 	untagged  bool                     // traffic answers 200 without the route's headers
+	dropped   int                      // traffic connections still to close unanswered, as a server being replaced does
 	onPut     func(gatewayroute.Route) // called after a successful Put, outside the lock
 	puts      []string                 // ids, in call order
 	deletes   []string                 // ids, in call order
@@ -211,7 +212,19 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	untagged := g.untagged
+	drop := g.dropped > 0
+	if drop {
+		g.dropped--
+	}
 	g.mu.Unlock()
+	if drop {
+		// The client reads EOF, as it does from the server Caddy closes
+		// while it swaps configurations.
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
 	if match == nil {
 		http.NotFound(w, r)
 		return
