@@ -11,8 +11,8 @@ import (
 )
 
 // The quota rule, in one place: a plan's quota and the period's
-// adjustments make the limit; 80, 90 and 100% of the limit are the
-// thresholds announced; a hard limit used up blocks the subscription
+// adjustments make the limit; the Thresholds (80, 90 and 100%) of the
+// limit are announced; a hard limit used up blocks the subscription
 // until its period ends. Go answers questions about it (the control
 // plane's quota status); Redis applies it, in the scripts that change a
 // counter or a quota, through the Lua functions below (quotaLua).

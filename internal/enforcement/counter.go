@@ -67,8 +67,8 @@ var lua = quotaLua + fitsLua
 // In the same step it holds the period counter against the subscription's
 // quota. The quota is read here, from the record, not passed in: the
 // processor's cached copy may predate a credit or a plan change. Only the
-// counter of the record's own period has a quota. Reaching 80, 90 and 100%
-// of it pushes a line onto the subject's quota outbox (the format of
+// counter of the record's own period has a quota. Reaching each of the
+// Thresholds pushes a line onto the subject's quota outbox (the format of
 // [OutboxLine]), once per threshold and quota: crossed_<pct> on
 // the counter remembers the quota it fired for, so a replay fires nothing
 // and a credit that raises the quota lets the new thresholds fire. Because

@@ -21,14 +21,14 @@ import (
 //
 //	v1|<period_start>|<period_end>|<threshold>|<quota>|<used>|<hard>
 //
-// with Unix seconds for the period bounds, threshold 80, 90 or 100, the
+// with Unix seconds for the period bounds, threshold one of Thresholds, the
 // quota in force when it was crossed, the counter right after, and hard
 // "1" or "0".
 type Crossing struct {
 	SubscriptionID string    `json:"subscription_id"`
 	PeriodStart    time.Time `json:"period_start"`
 	PeriodEnd      time.Time `json:"period_end"`
-	// Threshold is 80, 90 or 100.
+	// Threshold is one of Thresholds.
 	Threshold int `json:"threshold"`
 	// Quota is the period's request quota when it was crossed (a credit
 	// raises it, and the thresholds of the new quota are crossed anew).

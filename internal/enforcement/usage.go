@@ -128,7 +128,7 @@ func usageState(r rueidis.RedisResult) (UsageState, error) {
 // since the check read Postgres is in it, and must not be undone (a heal
 // that blocked again right after a credit lifted the block). Only without
 // such a record (after a flush) does the quota from ARGV, read from
-// Postgres, apply. Every threshold (80, 90, 100%) of a positive quota
+// Postgres, apply. Every one of the Thresholds of a positive quota
 // reached and not yet recorded for this quota is recorded
 // (crossed_<pct> = quota) and its line pushed to the quota outbox, for the
 // processors' sweep to produce, so a crossing lost with a flushed Redis
