@@ -196,6 +196,10 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 	if a := call(t, "GET", gw.URL+"/remote/x"); a.status != http.StatusOK || a.body != "remote" {
 		t.Fatalf("GET /remote/x = %d %q; want 200 remote", a.status, a.body)
 	}
+	// Caddy starts its admin servers anew with every configuration it
+	// loads, the one the Put made included: wait until the remote endpoint
+	// answers again before asking it what it refuses.
+	testenv.Deadline(t, 30*time.Second, func() error { return c.Ping(t.Context()) })
 
 	roots := x509.NewCertPool()
 	roots.AddCert(p.ca)
