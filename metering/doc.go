@@ -4,7 +4,9 @@
 // subscription's billable totals from usage_events (totals.go, what veil
 // usage prints); queries.go holds the analyst queries, documented with
 // measured latencies in docs/analyst-sql.md. It is pure queries over a
-// connection the caller opens, with no HTTP. Meters, rating and invoices
-// will join it; a billing period's bounds stay internal/enforcement's, the
+// connection the caller opens, with no HTTP. rating.go is the rating
+// engine: what a charge of a plan (per_unit, graduated, volume, package)
+// costs for a metered quantity, exactly, rounded once per line to the
+// currency's minor unit (currency.go). Meters and invoices will join it; a billing period's bounds stay internal/enforcement's, the
 // arithmetic the gateway counts quotas by, which billing will call.
 package metering
