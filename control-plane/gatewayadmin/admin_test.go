@@ -298,6 +298,8 @@ func TestRemoteAdminMutualTLS(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("add the operator's route over the socket = %d; want 200", resp.StatusCode)
 	}
+	// A new configuration again: the remote endpoint restarts with it.
+	testenv.Deadline(t, 30*time.Second, func() error { return c.Ping(t.Context()) })
 	_, over, err := gatewayroute.Encode(gatewayroute.Route{ID: wallID, PathPrefix: "/wall", Upstream: up.URL})
 	if err != nil {
 		t.Fatal(err)
