@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -15,6 +13,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 // SyncAttempts is the retry budget of one job that writes a gateway
@@ -153,7 +152,7 @@ func (s *Service) syncFailed(ctx context.Context, id uuid.UUID, cause error) err
 			to = StateFailedSync
 		}
 		if err := db.New(tx).KeySyncFailed(ctx, db.KeySyncFailedParams{
-			ID: id, SyncAttempts: attempts, SyncError: trimReason(cause.Error()), State: db.KeyState(to),
+			ID: id, SyncAttempts: attempts, SyncError: validation.Reason(cause.Error()), State: db.KeyState(to),
 		}); err != nil {
 			return fmt.Errorf("record failed key sync: %w", err)
 		}
@@ -212,13 +211,4 @@ func (w *DeleteRecordWorker) NextRetry(job *river.Job[DeleteRecordArgs]) time.Ti
 func (w *DeleteRecordWorker) Work(ctx context.Context, job *river.Job[DeleteRecordArgs]) error {
 	_, err := w.s.cfg.Records.DeleteKey(ctx, job.Args.Hash, job.Args.Version)
 	return err
-}
-
-// trimReason bounds a reason before it is stored.
-func trimReason(r string) string {
-	r = strings.TrimSpace(r)
-	if utf8.RuneCountInString(r) > 500 {
-		r = string([]rune(r)[:500])
-	}
-	return r
 }

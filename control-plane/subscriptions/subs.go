@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -19,6 +17,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/pagination"
+	"github.com/veil-platform/veil/internal/validation"
 )
 
 // Status is a subscription's status.
@@ -268,7 +267,7 @@ func (s *Service) ReleaseHold(ctx context.Context, actor identity.Actor, id uuid
 			return err
 		}
 		return s.record(ctx, tx, actor, out.OrganizationID, "subscription.hold_released", "subscription", id,
-			map[string]any{"canceled_from": before.canceledFrom}, map[string]any{"reason": trimReason(reason)}, "", nil)
+			map[string]any{"canceled_from": before.canceledFrom}, map[string]any{"reason": validation.Reason(reason)}, "", nil)
 	})
 	return out, err
 }
@@ -468,13 +467,4 @@ func (s *Service) enqueueSubSync(ctx context.Context, tx pgx.Tx, id uuid.UUID) e
 		return fmt.Errorf("enqueue subscription sync: %w", err)
 	}
 	return nil
-}
-
-// trimReason bounds a caller's reason.
-func trimReason(r string) string {
-	r = strings.TrimSpace(r)
-	if utf8.RuneCountInString(r) > 500 {
-		r = string([]rune(r)[:500])
-	}
-	return r
 }

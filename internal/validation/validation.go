@@ -1,5 +1,6 @@
 // Package validation collects field-level input errors, which the HTTP
-// layer answers as 422 problems listing each field.
+// layer answers as 422 problems listing each field, and bounds the free
+// text (Reason) that is stored rather than refused.
 package validation
 
 import (
