@@ -155,14 +155,6 @@ func (p *Process) Stop() error {
 	return p.stopErr
 }
 
-// Kill ends the process at once with SIGKILL, as a crash would.
-func (p *Process) Kill() {
-	p.stop.Do(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	})
-}
-
 // Pid is the process's id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 

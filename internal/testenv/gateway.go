@@ -197,9 +197,6 @@ func (g *GatewayProcess) WaitReady(t testing.TB) {
 // stopped gateway is fine.
 func (g *GatewayProcess) Stop() error { return g.proc.Stop() }
 
-// Kill ends the gateway at once with SIGKILL, as a crash would.
-func (g *GatewayProcess) Kill() { g.proc.Kill() }
-
 // Stderr returns what the gateway wrote so far to stdout and stderr
 // (Caddy's JSON logs).
 func (g *GatewayProcess) Stderr() string { return g.proc.Output() }
