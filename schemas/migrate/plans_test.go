@@ -157,9 +157,9 @@ func setupPricing(t *testing.T) (*pgx.Conn, pricingFixture) {
 	f.freeVersion = insertID(t, conn, `INSERT INTO plan_versions (plan_id, version, type, currency, created_by)
 		VALUES ($1, 2, 'freemium', 'EUR', 'sub-provider')`, f.plan)
 
-	f.requestsMeter = insertID(t, conn, "INSERT INTO meters (api_id, name, aggregation) VALUES ($1, 'requests', 'count')", f.api)
-	f.bytesMeter = insertID(t, conn, `INSERT INTO meters (api_id, name, aggregation, field, filter_route, filter_method)
-		VALUES ($1, 'egress', 'sum', 'response_bytes', '/v1/tiles/*', 'GET')`, f.api)
+	f.requestsMeter = insertID(t, conn, "INSERT INTO meters (api_id, slug, aggregation) VALUES ($1, 'requests', 'count')", f.api)
+	f.bytesMeter = insertID(t, conn, `INSERT INTO meters (api_id, slug, name, aggregation, field, filter_routes, filter_methods)
+		VALUES ($1, 'egress', 'Egress', 'sum', 'response_bytes', '{/v1/tiles/*}', '{GET}')`, f.api)
 
 	f.graduated = insertID(t, conn, `INSERT INTO plan_version_charges (plan_version_id, meter_id, included_units, model)
 		VALUES ($1, $2, 1000, 'graduated')`, f.usedVersion, f.requestsMeter)
@@ -273,7 +273,12 @@ func TestPlansSchemaRefusesBadRows(t *testing.T) {
 		{"duplicate version number", `INSERT INTO plan_versions (plan_id, version, type, currency, created_by) VALUES ($1, 1, 'freemium', 'EUR', 'x')`,
 			[]any{f.plan}, "23505", ""},
 		{"duplicate plan slug", `INSERT INTO plans (api_id, name, slug) VALUES ($1, 'Pro 2', 'pro')`, []any{f.api}, "23505", ""},
-		{"sum meter without field", `INSERT INTO meters (api_id, name, aggregation) VALUES ($1, 'bytes', 'sum')`, []any{f.api}, "23514", ""},
+		{"sum meter without field", `INSERT INTO meters (api_id, slug, aggregation) VALUES ($1, 'bytes', 'sum')`, []any{f.api}, "23514", ""},
+		{"unique_count meter over units", `INSERT INTO meters (api_id, slug, aggregation, field) VALUES ($1, 'uniq', 'unique_count', 'units')`, []any{f.api}, "23514", "meters_field_check2"},
+		{"count meter with a field", `INSERT INTO meters (api_id, slug, aggregation, field) VALUES ($1, 'calls2', 'count', 'units')`, []any{f.api}, "23514", "meters_field_check2"},
+		{"meter filter on 5xx", `INSERT INTO meters (api_id, slug, aggregation, filter_status_classes) VALUES ($1, 'errs', 'count', '{5xx}')`, []any{f.api}, "23514", ""},
+		{"file version without a hash", `INSERT INTO plan_versions (plan_id, version, type, currency, created_by, source, source_file) VALUES ($1, 8, 'hybrid', 'EUR', 'x', 'file', 'pro.yaml')`,
+			[]any{f.plan}, "23514", "plan_versions_source_check2"},
 		{"per-unit charge without price", `INSERT INTO plan_version_charges (plan_version_id, meter_id, model) VALUES ($1, $2, 'per_unit')`,
 			[]any{f.freeVersion, f.requestsMeter}, "23514", ""},
 		{"package charge without size", `INSERT INTO plan_version_charges (plan_version_id, meter_id, model, unit_price) VALUES ($1, $2, 'package', 1)`,
@@ -298,7 +303,7 @@ func TestPlansSchemaRefusesBadRows(t *testing.T) {
 		{"repeating without periods", `INSERT INTO promotions (organization_id, code, kind, value, duration, created_by) VALUES ($1, 'REP', 'free_units', 10, 'repeating', 'x')`,
 			[]any{f.providerOrg}, "23514", ""},
 		{"promotion code differing in case", `INSERT INTO promotions (organization_id, code, kind, value, created_by) VALUES ($1, 'WELCOME10', 'percent_off', 5, 'x')`,
-			[]any{f.providerOrg}, "23505", "promotions_code_key"},
+			[]any{f.providerOrg}, "23505", "promotions_org_code_key"},
 		{"redemptions over the limit", `UPDATE promotions SET redemptions = 101 WHERE id = $1`, []any{f.promotion}, "23514", ""},
 		{"second redemption on a subscription", `INSERT INTO promotion_redemptions (promotion_id, subscription_id, organization_id, redeemed_by) VALUES ($1, $2, $3, 'x')`,
 			[]any{f.promotion, f.subscription, f.consumerOrg}, "23505", ""},
