@@ -312,16 +312,26 @@ func routeID(raw json.RawMessage) string {
 // maxResponse bounds what is read from the admin API.
 const maxResponse = 64 << 20
 
-// maxSends bounds how often one request is sent when the connection fails.
-const maxSends = 5
+// maxSends bounds how often one request is sent when the connection fails;
+// with sendBackoff the sends span about 0.7 s, longer than Caddy takes to
+// restart its remote admin server after a config change.
+const maxSends = 8
+
+// sendBackoff is the wait before send number n+1: 10 ms doubling, at most
+// 200 ms.
+func sendBackoff(n int) time.Duration {
+	return min(10*time.Millisecond<<(n-1), 200*time.Millisecond)
+}
 
 // do calls the admin API and returns the body and ETag of a 2xx answer.
 //
 // Every config change restarts Caddy's admin server, which closes the
 // connections of the old one: a request that meets that moment fails with
-// EOF or a reset. do sends it again, which is safe for every request this
-// package makes: reads, and puts and deletes of one route by its id, which
-// the gateway applies again to the same end.
+// EOF or a reset, and on the remote (mutual TLS) admin endpoint with a TLS
+// "internal error" alert while the new listener takes over. do sends it
+// again, which is safe for every request this package makes: reads, and
+// puts and deletes of one route by its id, which the gateway applies again
+// to the same end. An answer from Caddy (an AdminError) is final.
 func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]byte, string, error) {
 	for send := 1; ; send++ {
 		b, etag, err := c.send(ctx, method, path, body)
@@ -330,7 +340,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 			return b, etag, err
 		}
 		c.log.DebugContext(ctx, "caddy admin request failed; sending it again", "method", method, "path", path, "error", err)
-		if err := sleep(ctx, time.Duration(send)*10*time.Millisecond); err != nil {
+		if err := sleep(ctx, sendBackoff(send)); err != nil {
 			return nil, "", err
 		}
 	}
