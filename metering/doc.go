@@ -7,6 +7,10 @@
 // connection the caller opens, with no HTTP. rating.go is the rating
 // engine: what a charge of a plan (per_unit, graduated, volume, package)
 // costs for a metered quantity, exactly, rounded once per line to the
-// currency's minor unit (currency.go). Meters and invoices will join it; a billing period's bounds stay internal/enforcement's, the
+// currency's minor unit (currency.go); quote.go prices a plan's period and
+// promotion.go applies promotions to that quote, in the order of
+// application its comment fixes (exclusive or stackable; free units before
+// rating; amounts, then percentages; never below zero). Meters and
+// invoices will join it; a billing period's bounds stay internal/enforcement's, the
 // arithmetic the gateway counts quotas by, which billing will call.
 package metering

@@ -28,9 +28,12 @@ type PlanTerms struct {
 // QuoteLine is one line of a quote.
 type QuoteLine struct {
 	Kind string
-	// Meter and Tier name what a usage line prices (Tier 0: untiered).
-	Meter     string
-	Tier      int
+	// Meter and Tier name what a usage line prices (Tier 0: untiered);
+	// Meter also names the meter of a free_units discount.
+	Meter string
+	Tier  int
+	// Promotion is the code of the promotion a discount line applies.
+	Promotion string
 	Quantity  decimal.Decimal
 	UnitPrice decimal.Decimal
 	// Amount is rounded once to the currency's minor unit.
@@ -41,8 +44,9 @@ type QuoteLine struct {
 type Quote struct {
 	Currency string
 	Lines    []QuoteLine
-	// Subtotal is the sum of the lines, Discount what promotions take off
-	// (zero until promotions apply), Total the difference.
+	// Subtotal is the sum of the base fee and usage lines, Discount what
+	// the discount lines take off (a positive sum; zero without
+	// promotions, see QuoteWithPromotions), Total the difference.
 	Subtotal, Discount, Total decimal.Decimal
 }
 
