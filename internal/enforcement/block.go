@@ -77,44 +77,84 @@ func ParseBlock(v string) (time.Time, error) {
 // are [Thresholds] and the twin of [ThresholdAt] (in doubles: exact below
 // 2^53).
 //
-//	announce(counter, outbox, pstart, pend, quota, used, hard, from)
+//	announce(counter, outbox, pstart, pend, quota, used, hard, from, meter)
 //
 // records every threshold with from < at <= used (at = threshold_at(quota,
 // pct)) not yet recorded for this quota (crossed_<pct> = quota on the
-// counter) and pushes its [OutboxLine]; from = -1 takes every threshold
-// reached. pstart and pend are the period's Unix seconds as strings, quota
-// and used numbers, hard a boolean. It returns how many lines it pushed.
+// counter, crossed_<pct>:<meter> for a meter's quota) and pushes its
+// [OutboxLine]; from = -1 takes every threshold reached. pstart and pend
+// are the period's Unix seconds as strings, quota and used numbers, hard a
+// boolean, meter the meter's slug or nil for the request quota. It returns
+// how many lines it pushed.
 //
-//	reblock(block, pend, quota, hard, used)
+//	reblock(block, pend, quota, hard, used, meter_blocked)
 //
-// sets the block until pend when a hard quota is used up (rewriting it
-// only when it changes, so the gateway's cached copy is invalidated only
-// then) and removes it otherwise; it returns 1 when blocked.
+// sets the block until pend when a hard quota is used up, the request
+// quota's or (meter_blocked) a meter's, rewriting it only when it changes
+// (so the gateway's cached copy is invalidated only then), and removes it
+// otherwise; it returns 1 when blocked.
+//
+//	meter_quotas(raw)
+//
+// reads a subscription record's meters field (JSON, see [MeterSpec]) into
+// slug → {quota, hard, agg} for the meters that have a quota; a field that
+// does not decode holds no quota (the record's writer validated it).
+//
+//	meter_value(counter, slug, agg), meters_used_up(counter, quotas)
+//
+// are a meter's value in a period counter (the m:<slug> field, or the
+// SCARD of its set for unique_count) and whether any hard meter quota of
+// quotas is used up in it.
 var quotaLua = `
 local THRESHOLDS = {` + thresholdList() + `}
 local function threshold_at(quota, pct)
   return math.ceil(quota * pct / 100)
 end
-local function announce(counter, outbox, pstart, pend, quota, used, hard, from)
+local function announce(counter, outbox, pstart, pend, quota, used, hard, from, meter)
   local q, u, pushed = string.format('%d', quota), string.format('%d', used), 0
   for _, pct in ipairs(THRESHOLDS) do
     local at = threshold_at(quota, pct)
     local field = 'crossed_' .. pct
+    if meter then field = field .. ':' .. meter end
     if from < at and at <= used and redis.call('HGET', counter, field) ~= q then
       redis.call('HSET', counter, field, q)
-      redis.call('RPUSH', outbox, table.concat({'` + outboxVersion + `', pstart, pend, pct, q, u, hard and '1' or '0'}, '|'))
+      local line = {'` + outboxVersion + `', pstart, pend, pct, q, u, hard and '1' or '0'}
+      if meter then line[8] = meter end
+      redis.call('RPUSH', outbox, table.concat(line, '|'))
       pushed = pushed + 1
     end
   end
   return pushed
 end
-local function reblock(block, pend, quota, hard, used)
-  if quota >= 0 and hard and used >= quota then
+local function reblock(block, pend, quota, hard, used, meter_blocked)
+  if meter_blocked or (quota >= 0 and hard and used >= quota) then
     if redis.call('GET', block) ~= pend then redis.call('SET', block, pend, 'EXAT', pend) end
     return 1
   end
   redis.call('DEL', block)
   return 0
+end
+local function meter_quotas(raw)
+  local out = {}
+  if type(raw) ~= 'string' or raw == '' then return out end
+  local ok, ms = pcall(cjson.decode, raw)
+  if not ok or type(ms) ~= 'table' then return out end
+  for _, m in ipairs(ms) do
+    if type(m) == 'table' and type(m.slug) == 'string' and type(m.quota) == 'string' and tonumber(m.quota) then
+      out[m.slug] = {quota = tonumber(m.quota), hard = m.quota_hard == true, agg = m.aggregation}
+    end
+  end
+  return out
+end
+local function meter_value(counter, slug, agg)
+  if agg == '` + MeterUniqueCount + `' then return redis.call('SCARD', counter .. ':u:' .. slug) end
+  return tonumber(redis.call('HGET', counter, 'm:' .. slug) or '0') or 0
+end
+local function meters_used_up(counter, quotas)
+  for slug, m in pairs(quotas) do
+    if m.hard and meter_value(counter, slug, m.agg) >= m.quota then return true end
+  end
+  return false
 end
 `
 

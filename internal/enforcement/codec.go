@@ -41,6 +41,7 @@ func encodeSubscription(r SubscriptionRecord) []string {
 		"quota_hard", hard,
 		"rate_per_second", strconv.Itoa(r.RatePerSecond),
 		"rate_per_minute", strconv.Itoa(r.RatePerMinute),
+		"meters", encodeMeters(r.Meters),
 		"version", strconv.FormatInt(r.Version, 10),
 	}
 }
@@ -112,6 +113,13 @@ func DecodeSubscription(id string, fields map[string]string) (SubscriptionRecord
 	}
 	r.RatePerSecond = int(d.int("rate_per_second", 0, 1<<31-1))
 	r.RatePerMinute = int(d.int("rate_per_minute", 0, 1<<31-1))
+	if v, ok := d.fields["meters"]; !ok {
+		d.fail("meters", errors.New("missing"))
+	} else if ms, err := decodeMeters(v); err != nil {
+		d.fail("meters", err)
+	} else {
+		r.Meters = ms
+	}
 	r.Version = d.int("version", 1, 1<<63-1)
 	if len(d.bad) > 0 {
 		r.Status = ""

@@ -80,6 +80,17 @@ var lua = quotaLua + fitsLua
 // that went missing is restored by the next request counted. It returns
 // "ok:<lines pushed>" when it pushed any.
 //
+// A period counter also carries its meters ([MeterIncrement]): field
+// m:<slug> adds (count, sum) or keeps the largest value (max), and a
+// unique_count meter adds key ids to its set (MeterSetName, built here
+// from the counter's name, with the counter's ttl), whose SCARD is its
+// value. Each meter with a quota in the record's meters field (read here,
+// like the request quota) is held against it the same way: its thresholds
+// fire once per quota (crossed_<pct>:<slug>, an outbox line naming the
+// meter), and a hard meter quota used up sets the same block, which
+// refuses every call of the subscription, not only those the meter
+// selects.
+//
 // The events of the call whose API is not their subscription's are recorded
 // in the subject's refusal hash (RefusalName, value refusedMismatch) in the
 // same step as the watermark, so that a replay reads the decision back
@@ -91,37 +102,104 @@ var lua = quotaLua + fitsLua
 // ("-1" for none), ARGV[3] new watermark, ARGV[4] the offsets of the
 // mismatched events, space separated ("" for none), ARGV[5] the refusal
 // hash's ttl seconds, then per counter: requests, units_micro, ttl seconds,
-// period_end and period_start ("" for a counter that is not a period's).
+// period_end and period_start ("" for a counter that is not a period's),
+// the number of its meters, and per meter: "add" or "max", the slug and
+// the value; or "set", the slug, the number of key ids and the key ids.
 //
-// Every counter's requests and units_micro are checked first (fits; a field that is not an integer fails it too, as HINCRBY would):
-// when an addition would pass usage.MaxCounterMicro the script writes nothing,
-// watermark included, and returns "overflow"; the caller then applies the
-// events one by one and dead-letters the ones that do not fit
-// ([SkipEvent]).
+// Every counter's requests and units_micro, and every meter field that adds,
+// are checked first (fits; a field that is not an integer fails it too,
+// as HINCRBY would; a max field must hold an integer): when an addition
+// would pass usage.MaxCounterMicro the script writes nothing, watermark
+// included, and returns "overflow"; the caller then applies the events
+// one by one and dead-letters the ones that do not fit ([SkipEvent]).
 var countScript = rueidis.NewLuaScript(lua + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '-1'
 if cur ~= ARGV[2] then return cur end
+local counters, a = {}, 6
 for i = 6, #KEYS do
-  local b = 6 + (i - 6) * 5
-  local c = redis.call('HMGET', KEYS[i], 'requests', 'units_micro')
-  if not fits(c[1], ARGV[b]) or not fits(c[2], ARGV[b + 1]) then return 'overflow' end
+  local c = {key = KEYS[i], req = ARGV[a], units = ARGV[a + 1], ttl = ARGV[a + 2], pend = ARGV[a + 3], pstart = ARGV[a + 4], meters = {}}
+  local nm = tonumber(ARGV[a + 5])
+  a = a + 6
+  for j = 1, nm do
+    local m = {op = ARGV[a], slug = ARGV[a + 1]}
+    if m.op == 'set' then
+      m.from, m.to = a + 3, a + 2 + tonumber(ARGV[a + 2])
+      a = m.to + 1
+    else
+      m.value = ARGV[a + 2]
+      a = a + 3
+    end
+    c.meters[j] = m
+  end
+  counters[#counters + 1] = c
 end
-local rec = redis.call('HMGET', KEYS[3], 'period_start', 'quota_requests', 'quota_hard')
+for _, c in ipairs(counters) do
+  local v = redis.call('HMGET', c.key, 'requests', 'units_micro')
+  if not fits(v[1], c.req) or not fits(v[2], c.units) then return 'overflow' end
+  for _, m in ipairs(c.meters) do
+    local f = redis.call('HGET', c.key, 'm:' .. m.slug)
+    if m.op == 'add' and not fits(f, m.value) then return 'overflow' end
+    if m.op == 'max' and not (fits(f, '0') and fits('0', m.value)) then return 'overflow' end
+  end
+end
+-- larger reports whether v, canonical digits, passes cur as HGET returns it.
+local function larger(v, cur)
+  if not cur or string.sub(cur, 1, 1) == '-' then return true end
+  cur = (string.gsub(cur, '^0+', ''))
+  if #v ~= #cur then return #v > #cur end
+  return v > cur
+end
+-- count_meter applies one meter's increment and returns its value before and after.
+local function count_meter(c, m)
+  local field = 'm:' .. m.slug
+  if m.op == 'add' then
+    local after = redis.call('HINCRBY', c.key, field, m.value)
+    return after - tonumber(m.value), after
+  elseif m.op == 'max' then
+    local old = redis.call('HGET', c.key, field)
+    if larger(m.value, old) then
+      redis.call('HSET', c.key, field, m.value)
+      return tonumber(old) or 0, tonumber(m.value)
+    end
+    return tonumber(old), tonumber(old)
+  end
+  local set = c.key .. ':u:' .. m.slug
+  local before = redis.call('SCARD', set)
+  for i = m.from, m.to, 1000 do
+    redis.call('SADD', set, unpack(ARGV, i, math.min(i + 999, m.to)))
+  end
+  redis.call('EXPIRE', set, c.ttl)
+  return before, redis.call('SCARD', set)
+end
+local rec = redis.call('HMGET', KEYS[3], 'period_start', 'quota_requests', 'quota_hard', 'meters')
 local recStart, quota = tonumber(rec[1]), math.floor(tonumber(rec[2]) or 0)
 local hard = rec[3] == '1'
+local mq
 local pushed = 0
-for i = 6, #KEYS do
-  local b = 6 + (i - 6) * 5
-  local inc = tonumber(ARGV[b])
-  local n = redis.call('HINCRBY', KEYS[i], 'requests', inc)
-  redis.call('HINCRBY', KEYS[i], 'units_micro', ARGV[b + 1])
-  redis.call('EXPIRE', KEYS[i], ARGV[b + 2])
-  local pend, pstart = ARGV[b + 3], ARGV[b + 4]
-  if pend ~= '' then redis.call('HSET', KEYS[i], 'period_end', pend) end
-  if pstart ~= '' and quota > 0 and recStart == tonumber(pstart) then
-    pushed = pushed + announce(KEYS[i], KEYS[4], pstart, pend, quota, n, hard, n - inc)
+for _, c in ipairs(counters) do
+  local inc = tonumber(c.req)
+  local n = redis.call('HINCRBY', c.key, 'requests', inc)
+  redis.call('HINCRBY', c.key, 'units_micro', c.units)
+  redis.call('EXPIRE', c.key, c.ttl)
+  if c.pend ~= '' then redis.call('HSET', c.key, 'period_end', c.pend) end
+  local current = c.pstart ~= '' and recStart == tonumber(c.pstart)
+  if current and quota > 0 then
+    pushed = pushed + announce(c.key, KEYS[4], c.pstart, c.pend, quota, n, hard, n - inc)
     if hard and n >= quota then
-      redis.call('SET', KEYS[2], pend, 'NX', 'EXAT', pend)
+      redis.call('SET', KEYS[2], c.pend, 'NX', 'EXAT', c.pend)
+    end
+  end
+  if current and #c.meters > 0 and not mq then mq = meter_quotas(rec[4]) end
+  for _, m in ipairs(c.meters) do
+    local before, after = count_meter(c, m)
+    local q = current and mq[m.slug]
+    if q then
+      if q.quota > 0 then
+        pushed = pushed + announce(c.key, KEYS[4], c.pstart, c.pend, q.quota, after, q.hard, before, m.slug)
+      end
+      if q.hard and after >= q.quota then
+        redis.call('SET', KEYS[2], c.pend, 'NX', 'EXAT', c.pend)
+      end
     end
   end
 end
@@ -183,6 +261,20 @@ type Increment struct {
 	// counter. Its end is stored on the counter, and when it is the
 	// subscription record's period the record's quota is held against it.
 	Period *Period
+	// Meters are the period counter's meter increments, one per meter
+	// the batch's events touch; a key's day counter has none.
+	Meters []MeterIncrement
+}
+
+// MeterIncrement is what one meter of a period counter gets from a batch.
+type MeterIncrement struct {
+	Slug string
+	// Aggregation is one of the Meter* constants: count and sum add
+	// Value, max keeps the larger of Value and the counter's, unique_count
+	// adds Keys (distinct, non-empty key ids) to the meter's set.
+	Aggregation string
+	Value       int64
+	Keys        []string
 }
 
 // Count is one subscription's batch of events from one partition: the
@@ -218,7 +310,18 @@ func (c Count) Exec() rueidis.LuaExec {
 		}
 		keys = append(keys, in.Name)
 		args = append(args, strconv.FormatInt(in.Requests, 10), strconv.FormatInt(in.UnitsMicro, 10),
-			strconv.Itoa(int(in.TTL/time.Second)), pend, pstart)
+			strconv.Itoa(int(in.TTL/time.Second)), pend, pstart, strconv.Itoa(len(in.Meters)))
+		for _, m := range in.Meters {
+			switch m.Aggregation {
+			case MeterUniqueCount:
+				args = append(args, "set", m.Slug, strconv.Itoa(len(m.Keys)))
+				args = append(args, m.Keys...)
+			case MeterMax:
+				args = append(args, "max", m.Slug, strconv.FormatInt(m.Value, 10))
+			default:
+				args = append(args, "add", m.Slug, strconv.FormatInt(m.Value, 10))
+			}
+		}
 	}
 	return rueidis.LuaExec{Keys: keys, Args: args}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // Crossing is a subscription's period counter crossing a share of its
-// request quota (a threshold): written by the scripts that count or change
+// request quota, or of one meter's quota (a threshold): written by the scripts that count or change
 // a quota into the subscription's outbox, atomically with the change that
 // crossed it, produced from there to veil.quota.events (the JSON of
 // Crossing, keyed by subscription), and consumed by the control plane,
@@ -19,11 +19,13 @@ import (
 //
 // An outbox line is a compact form the Lua scripts can build:
 //
-//	v1|<period_start>|<period_end>|<threshold>|<quota>|<used>|<hard>
+//	v1|<period_start>|<period_end>|<threshold>|<quota>|<used>|<hard>[|<meter>]
 //
 // with Unix seconds for the period bounds, threshold one of Thresholds, the
-// quota in force when it was crossed, the counter right after, and hard
-// "1" or "0".
+// quota in force when it was crossed, the counter right after, hard "1" or
+// "0", and, for a meter's quota, the meter's slug (quota and used are then
+// integers at the meter's scale); a line without a meter is the request
+// quota's.
 type Crossing struct {
 	SubscriptionID string    `json:"subscription_id"`
 	PeriodStart    time.Time `json:"period_start"`
@@ -35,16 +37,25 @@ type Crossing struct {
 	Quota int64 `json:"quota"`
 	// Used is the period counter right after the batch that crossed it.
 	Used int64 `json:"used"`
-	// Hard reports whether the quota blocks at 100%.
+	// Hard reports whether the quota blocks at 100% (a meter's hard quota
+	// blocks the whole subscription too).
 	Hard bool `json:"hard"`
+	// Meter is the slug of the meter whose quota was crossed; "" for the
+	// request quota. Quota and Used are then the meter's, integers at its
+	// scale (micro-units for a meter of units).
+	Meter string `json:"meter,omitempty"`
 	// At is when the crossing was produced.
 	At time.Time `json:"at"`
 }
 
 // ID identifies the crossing: one notice per subscription, period,
-// threshold and quota.
+// threshold, quota and meter.
 func (e Crossing) ID() string {
-	return fmt.Sprintf("%s:%d:%d:%d", e.SubscriptionID, e.PeriodStart.Unix(), e.Threshold, e.Quota)
+	id := fmt.Sprintf("%s:%d:%d:%d", e.SubscriptionID, e.PeriodStart.Unix(), e.Threshold, e.Quota)
+	if e.Meter != "" {
+		id += ":" + e.Meter
+	}
+	return id
 }
 
 // Blocked reports whether the crossing blocked the subscription.
@@ -67,6 +78,8 @@ func (e Crossing) Validate() error {
 		return fmt.Errorf("%w: used %d is negative", ErrInvalidCrossing, e.Used)
 	case e.PeriodStart.IsZero() || !e.PeriodEnd.After(e.PeriodStart):
 		return fmt.Errorf("%w: period [%s, %s) is empty", ErrInvalidCrossing, e.PeriodStart, e.PeriodEnd)
+	case e.Meter != "" && !meterSlugRe.MatchString(e.Meter):
+		return fmt.Errorf("%w: meter %q is not a meter slug", ErrInvalidCrossing, e.Meter)
 	}
 	return nil
 }
@@ -100,13 +113,17 @@ func OutboxLine(e Crossing) string {
 	if e.Hard {
 		hard = "1"
 	}
-	return fmt.Sprintf("%s|%d|%d|%d|%d|%d|%s", outboxVersion, e.PeriodStart.Unix(), e.PeriodEnd.Unix(), e.Threshold, e.Quota, e.Used, hard)
+	line := fmt.Sprintf("%s|%d|%d|%d|%d|%d|%s", outboxVersion, e.PeriodStart.Unix(), e.PeriodEnd.Unix(), e.Threshold, e.Quota, e.Used, hard)
+	if e.Meter != "" {
+		line += "|" + e.Meter
+	}
+	return line
 }
 
 // ParseOutboxLine reads an outbox line of the subscription's outbox.
 func ParseOutboxLine(subscriptionID, entry string) (Crossing, error) {
 	f := strings.Split(entry, "|")
-	if len(f) != 7 || f[0] != outboxVersion || (f[6] != "0" && f[6] != "1") {
+	if len(f) != 7 && len(f) != 8 || f[0] != outboxVersion || (f[6] != "0" && f[6] != "1") {
 		return Crossing{}, fmt.Errorf("%w: outbox entry %q", ErrInvalidCrossing, entry)
 	}
 	var n [5]int64
@@ -121,6 +138,12 @@ func ParseOutboxLine(subscriptionID, entry string) (Crossing, error) {
 		SubscriptionID: subscriptionID,
 		PeriodStart:    time.Unix(n[0], 0).UTC(), PeriodEnd: time.Unix(n[1], 0).UTC(),
 		Threshold: int(n[2]), Quota: n[3], Used: n[4], Hard: f[6] == "1",
+	}
+	if len(f) == 8 {
+		if f[7] == "" {
+			return Crossing{}, fmt.Errorf("%w: outbox entry %q", ErrInvalidCrossing, entry)
+		}
+		e.Meter = f[7]
 	}
 	return e, e.Validate()
 }

@@ -10,8 +10,10 @@
 // records and their encoding), recordstore.go (writing and reading them),
 // allow.go (a key's decision for one request), block.go (the quota rule
 // and the block), period.go (billing periods), counter.go (counting,
-// watermarks, refusals), crossing.go and outbox.go (threshold crossings
-// and their outboxes), usage.go (the drift check's read and heal), scan.go
+// watermarks, refusals), meter.go (the meters a subscription record
+// carries), crossing.go and outbox.go (threshold crossings and their
+// outboxes), usage.go and meterusage.go (the drift check's reads and
+// heals, of the request counters and of the meters), scan.go
 // (the nodes a SCAN walks on Redis Cluster). A Lua script lives next to
 // the Go that calls it, and a Lua twin of a Go rule next to that rule.
 //
@@ -47,20 +49,36 @@
 //	  quota_hard        "1": block over quota; "0": overage is billed
 //	  rate_per_second   0 = no limit
 //	  rate_per_minute   0 = no limit
+//	  meters            JSON array of the meters the plan version prices ([MeterSpec]), [] = none:
+//	                    {"slug", "aggregation" (count|sum|max|unique_count), "field",
+//	                     "filter": {"methods": [], "routes": [], "status_classes": []},
+//	                     "quota": "<integer at the meter's scale>" (absent = unlimited),
+//	                     "quota_hard": bool}
 //	  version           as for keys
 //
 //	veil:block:{S}    a string: Unix seconds until which the gateway refuses the
 //	                  subscription's calls (429, hard quota used up); the key
-//	                  expires then, so a new period needs no write
+//	                  expires then, so a new period needs no write. A hard
+//	                  meter quota used up sets the same block: it refuses every
+//	                  call of the subscription, not only the calls the meter selects
 //
 //	veil:rl:{S}:<limit>   the gateway's rate limit state (internal/ratelimit), one key per
 //	                      limit: k:<key id>:s, k:<key id>:m, s:s, s:m
 //
-// The processors' state (the counters hold admitted requests only):
+// The processors' state (the counters hold admitted requests only; a
+// meter counts only billable events its filter selects: no refusal, no
+// 5xx). Every counter, meter and set of one batch changes in one script
+// call with the watermark (see countScript), so a replayed batch changes
+// nothing:
 //
 //	veil:wm:{S}                        field <partition> = last Kafka offset applied for S from that partition
 //	veil:usage:{S}:p:<period_start>    period counter: requests, units_micro, period_end,
-//	                                   crossed_80|90|100 (the quota each threshold fired for)
+//	                                   crossed_80|90|100 (the quota each threshold fired for);
+//	                                   per meter of the record, m:<slug> = its value, an integer at
+//	                                   the meter's scale (count and sum add, max keeps the largest),
+//	                                   and crossed_80|90|100:<slug> (the meter quota each fired for)
+//	veil:usage:{S}:p:<period_start>:u:<slug>  a unique_count meter's set of key ids (its value
+//	                                   is the SCARD), same ttl as the period counter
 //	veil:usage:{S}:k:<key id>:<YYYYMMDD> one key's counter of one UTC day: requests, units_micro
 //	veil:overflow:{S}                  refused events, field <partition>:<offset> = "mismatch" (another
 //	                                   API's event) or "1" (would overflow a counter)

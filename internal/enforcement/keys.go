@@ -33,6 +33,12 @@ func PeriodCounterName(id string, start time.Time) string {
 	return "veil:usage:{" + id + "}:p:" + strconv.FormatInt(start.Unix(), 10)
 }
 
+// MeterSetName is the Redis set of the key ids a unique_count meter has
+// seen in the period counter named counter (a PeriodCounterName): the
+// meter's value is its SCARD. The counting scripts build the same name
+// from the counter's (meterSetLua), so it shares its hash tag and slot.
+func MeterSetName(counter, slug string) string { return counter + ":u:" + slug }
+
 // KeyDayCounterName is the Redis hash of one key's counter for the UTC day
 // of day (kept by the processors): requests, units_micro.
 func KeyDayCounterName(id, keyID string, day time.Time) string {

@@ -86,6 +86,9 @@ type SubscriptionRecord struct {
 	// RatePerSecond and RatePerMinute limit the whole subscription; 0 = none.
 	RatePerSecond int
 	RatePerMinute int
+	// Meters are the meters the plan version prices, each counted per
+	// period and held against its own quota; none = nothing but requests.
+	Meters []MeterSpec
 	// Version is the writer's monotonic version; must be positive.
 	Version int64
 }
@@ -150,6 +153,9 @@ func (r SubscriptionRecord) Validate() error {
 	}
 	if r.RatePerSecond < 0 || r.RatePerMinute < 0 {
 		return fmt.Errorf("%w: rate limits: negative", ErrInvalidRecord)
+	}
+	if err := validMeters(r.Meters); err != nil {
+		return fmt.Errorf("%w: meters: %w", ErrInvalidRecord, err)
 	}
 	if r.Version <= 0 {
 		return fmt.Errorf("%w: version: %d, want positive", ErrInvalidRecord, r.Version)

@@ -70,6 +70,14 @@ end
 // A roll also keeps the previous period's start (prev_period_start), so
 // the processors count a late event of that period into its counter.
 //
+// The meters' quotas (the record's meters field) take part the same way: a
+// hard meter quota the counter's meter value reaches keeps the block (it
+// blocks the whole subscription), and every threshold of a meter quota
+// already reached and not yet recorded for that quota is announced, which
+// is idempotent (crossed_<pct>:<slug> holds the quota it fired for). A
+// unique_count meter's set is named from the counter's name (MeterSetName),
+// in the same slot.
+//
 // KEYS[1] record, KEYS[2] block, KEYS[3] the period counter, KEYS[4] the
 // quota outbox. ARGV as putScript's; the record's fields include
 // quota_requests, quota_hard, period_start and period_end.
@@ -80,14 +88,20 @@ if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
   before, beforeStart = tonumber(b[1]), b[2]
 end
 ` + putBody + `
-local rec = redis.call('HMGET', KEYS[1], 'quota_requests', 'quota_hard', 'period_end', 'period_start')
+local rec = redis.call('HMGET', KEYS[1], 'quota_requests', 'quota_hard', 'period_end', 'period_start', 'meters')
 local quota, hard, pend = tonumber(rec[1]), rec[2] == '1', rec[3]
 local rolled = beforeStart and beforeStart ~= rec[4]
 if rolled then redis.call('HSET', KEYS[1], 'prev_period_start', beforeStart) end
 local used = tonumber(redis.call('HGET', KEYS[3], 'requests') or '0')
-reblock(KEYS[2], pend, quota or -1, hard, used)
+local mq = meter_quotas(rec[5])
+reblock(KEYS[2], pend, quota or -1, hard, used, meters_used_up(KEYS[3], mq))
 if quota and quota > 0 and used > 0 and (not before or before < 0 or quota < before or rolled) then
   announce(KEYS[3], KEYS[4], rec[4], pend, quota, used, hard, -1)
+end
+for slug, m in pairs(mq) do
+  if m.quota > 0 then
+    announce(KEYS[3], KEYS[4], rec[4], pend, m.quota, meter_value(KEYS[3], slug, m.agg), m.hard, -1, slug)
+  end
 end
 return 1
 `)

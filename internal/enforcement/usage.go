@@ -137,7 +137,8 @@ func usageState(r rueidis.RedisResult) (UsageState, error) {
 // the period's end, anything else lifts the block, as the record's own
 // write decides (putSubscriptionScript). The block is
 // rewritten only when it changes, so the gateway's cached copy is
-// invalidated only then.
+// invalidated only then. A hard meter quota of the record's meters that
+// the counter's meter value reaches keeps the block too.
 //
 // KEYS[1] watermark hash, KEYS[2] period counter, KEYS[3] block, KEYS[4]
 // the subscription record (period_start, quota_requests, quota_hard),
@@ -161,14 +162,15 @@ end
 local c = redis.call('HMGET', KEYS[2], 'requests', 'units_micro')
 if (c[1] or '') ~= ARGV[1] or (c[2] or '') ~= ARGV[2] then return {0} end
 
-local quota, hard = tonumber(ARGV[8]), ARGV[9]
+local quota, hard, mq = tonumber(ARGV[8]), ARGV[9], {}
 if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then
-  local rec = redis.call('HMGET', KEYS[4], 'period_start', 'quota_requests', 'quota_hard')
+  local rec = redis.call('HMGET', KEYS[4], 'period_start', 'quota_requests', 'quota_hard', 'meters')
   local recStart, q = tonumber(rec[1]), tonumber(rec[2])
   if recStart and recStart > tonumber(ARGV[5]) then return {2} end
   if recStart == tonumber(ARGV[5]) and q then
     quota = math.floor(q)
     hard = rec[3] == '1' and '1' or '0'
+    mq = meter_quotas(rec[4])
   end
 end
 
@@ -189,7 +191,7 @@ if quota > 0 then
   end
   crossed = announce(KEYS[2], KEYS[5], ARGV[5], ARGV[6], quota, used, hard == '1', -1)
 end
-return {1, reblock(KEYS[3], ARGV[6], quota, hard == '1', used), crossed}
+return {1, reblock(KEYS[3], ARGV[6], quota, hard == '1', used, meters_used_up(KEYS[2], mq)), crossed}
 `)
 
 // UsageHeal rewrites one subscription's period counter and watermarks.

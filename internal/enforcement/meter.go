@@ -1,0 +1,203 @@
+package enforcement
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+)
+
+// The meters a subscription record carries: what its plan version prices,
+// as the processors count it and the counting script holds it against a
+// quota. metering.Meter is the definition with its behaviour (which event
+// a meter selects, what it adds); it imports this package, so the record
+// carries a plain copy of its fields, and the processors convert.
+
+// Meter aggregations, as metering names them.
+const (
+	MeterCount       = "count"
+	MeterSum         = "sum"
+	MeterMax         = "max"
+	MeterUniqueCount = "unique_count"
+)
+
+// MaxMeters bounds the meters of one subscription record, so that one
+// record cannot make every counting call of its subscription slow.
+const MaxMeters = 64
+
+// meterSlugRe is metering.MeterSlugRe: a slug names a counter field
+// (m:<slug>), a set (…:u:<slug>) and an outbox line, so it never holds a
+// separator of theirs.
+var meterSlugRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// meterStatusClasses are the status classes a meter's filter may name.
+var meterStatusClasses = []string{"1xx", "2xx", "3xx", "4xx"}
+
+// MeterFilter is metering.Filter: empty lists select all.
+type MeterFilter struct {
+	Methods       []string `json:"methods"`
+	Routes        []string `json:"routes"`
+	StatusClasses []string `json:"status_classes"`
+}
+
+// MeterSpec is one meter of a subscription record.
+type MeterSpec struct {
+	Slug string
+	// Aggregation is one of the Meter* constants.
+	Aggregation string
+	// Field is the event field aggregated; "" for count.
+	Field  string
+	Filter MeterFilter
+	// Quota is the meter's quota per period, an integer at the meter's
+	// scale (metering.Meter.Scale: micro-units for units, else whole
+	// numbers); nil = unlimited.
+	Quota *int64
+	// QuotaHard blocks the whole subscription (not only the calls the
+	// meter selects) once the quota is used up; otherwise overage is
+	// billed.
+	QuotaHard bool
+}
+
+// meterWire is the JSON of a MeterSpec in the record's meters field; the
+// quota is a string, since Lua and JavaScript readers lose integers past
+// 2^53.
+type meterWire struct {
+	Slug        string      `json:"slug"`
+	Aggregation string      `json:"aggregation"`
+	Field       string      `json:"field"`
+	Filter      MeterFilter `json:"filter"`
+	Quota       *string     `json:"quota,omitempty"`
+	QuotaHard   bool        `json:"quota_hard"`
+}
+
+// validate reports whether m is a meter the processors can count.
+func (m MeterSpec) validate() error {
+	if !meterSlugRe.MatchString(m.Slug) {
+		return fmt.Errorf("slug %q: want %s", m.Slug, meterSlugRe)
+	}
+	switch m.Aggregation {
+	case MeterCount:
+		if m.Field != "" {
+			return fmt.Errorf("meter %s: count reads no field", m.Slug)
+		}
+	case MeterSum, MeterMax:
+		switch m.Field {
+		case "units", "request_bytes", "response_bytes", "latency_ms":
+		default:
+			return fmt.Errorf("meter %s: field %q cannot be aggregated", m.Slug, m.Field)
+		}
+	case MeterUniqueCount:
+		if m.Field != "key_id" {
+			return fmt.Errorf("meter %s: unique_count counts key_id, not %q", m.Slug, m.Field)
+		}
+	default:
+		return fmt.Errorf("meter %s: unknown aggregation %q", m.Slug, m.Aggregation)
+	}
+	f := m.Filter
+	if len(f.Methods) > 32 || len(f.Routes) > 32 || len(f.StatusClasses) > 32 {
+		return fmt.Errorf("meter %s: a filter list holds at most 32 entries", m.Slug)
+	}
+	for _, s := range f.Methods {
+		if err := validMethod(s); err != nil {
+			return fmt.Errorf("meter %s: filter methods: %w", m.Slug, err)
+		}
+	}
+	for _, s := range f.Routes {
+		if err := ValidRoute(s); err != nil {
+			return fmt.Errorf("meter %s: filter routes: %w", m.Slug, err)
+		}
+	}
+	for _, s := range f.StatusClasses {
+		if !slices.Contains(meterStatusClasses, s) {
+			return fmt.Errorf("meter %s: filter status class %q: want 1xx, 2xx, 3xx or 4xx", m.Slug, s)
+		}
+	}
+	if m.Quota != nil && *m.Quota < 0 {
+		return fmt.Errorf("meter %s: quota %d is negative", m.Slug, *m.Quota)
+	}
+	return nil
+}
+
+// validMeters checks a record's meters: each valid, slugs unique, at most
+// MaxMeters.
+func validMeters(ms []MeterSpec) error {
+	if len(ms) > MaxMeters {
+		return fmt.Errorf("%d meters, at most %d", len(ms), MaxMeters)
+	}
+	for i, m := range ms {
+		if err := m.validate(); err != nil {
+			return err
+		}
+		if slices.IndexFunc(ms[:i], func(o MeterSpec) bool { return o.Slug == m.Slug }) >= 0 {
+			return fmt.Errorf("meter %s listed twice", m.Slug)
+		}
+	}
+	return nil
+}
+
+// encodeMeters is the meters field of a record: a JSON array, [] for none.
+func encodeMeters(ms []MeterSpec) string {
+	w := make([]meterWire, len(ms))
+	for i, m := range ms {
+		w[i] = meterWire{Slug: m.Slug, Aggregation: m.Aggregation, Field: m.Field, Filter: m.Filter, QuotaHard: m.QuotaHard}
+		for _, l := range []*[]string{&w[i].Filter.Methods, &w[i].Filter.Routes, &w[i].Filter.StatusClasses} {
+			if *l == nil {
+				*l = []string{} // [] rather than null: one spelling of "all"
+			}
+		}
+		if m.Quota != nil {
+			q := strconv.FormatInt(*m.Quota, 10)
+			w[i].Quota = &q
+		}
+	}
+	b, _ := json.Marshal(w) // strings, bools and lists always marshal
+	return string(b)
+}
+
+// decodeMeters reads a record's meters field strictly: a JSON array of
+// objects with no unknown member, each a valid meter, the quota a
+// canonical non-negative integer.
+func decodeMeters(v string) ([]MeterSpec, error) {
+	if !bytes.HasPrefix([]byte(v), []byte("[")) {
+		return nil, fmt.Errorf("%q, want a JSON array", v)
+	}
+	dec := json.NewDecoder(bytes.NewReader([]byte(v)))
+	dec.DisallowUnknownFields()
+	var w []meterWire
+	if err := dec.Decode(&w); err != nil {
+		return nil, fmt.Errorf("want a JSON array of meters: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the array")
+	}
+	if len(w) == 0 {
+		return nil, nil
+	}
+	out := make([]MeterSpec, len(w))
+	for i, m := range w {
+		out[i] = MeterSpec{Slug: m.Slug, Aggregation: m.Aggregation, Field: m.Field, Filter: m.Filter, QuotaHard: m.QuotaHard}
+		for _, l := range []*[]string{&out[i].Filter.Methods, &out[i].Filter.Routes, &out[i].Filter.StatusClasses} {
+			if len(*l) == 0 {
+				*l = nil
+			}
+		}
+		if m.Quota != nil {
+			q, err := strconv.ParseInt(*m.Quota, 10, 64)
+			if err != nil || q < 0 || strconv.FormatInt(q, 10) != *m.Quota {
+				return nil, fmt.Errorf("meter %s: quota %q, want a non-negative integer", m.Slug, *m.Quota)
+			}
+			out[i].Quota = &q
+		}
+	}
+	if err := validMeters(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MeterFieldName is the field of a period counter (PeriodCounterName) that
+// holds the meter's value, for every aggregation but unique_count.
+func MeterFieldName(slug string) string { return "m:" + slug }
