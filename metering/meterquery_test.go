@@ -1,0 +1,389 @@
+package metering_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/metering"
+	"github.com/veil-platform/veil/schemas/usage"
+)
+
+// pathSegments are the pieces random paths are made of: plain text, dot
+// segments and their near misses, empty segments (a//b, a trailing /),
+// every RE2 metacharacter, a backslash, non-ASCII text, control bytes and
+// text that looks like a pattern's {name} or *.
+var pathSegments = []string{
+	"a", "b", "A", "users", "42", "v1",
+	".", "..", "...", ".a", "a.", "..a", "a.b", "",
+	".+*?()[]{}|^$\\", "x+y", "(a)", "[b]", "{c}", "a|b", "^$", `\`, `\x2e`, "?", ".*", "*",
+	"é", "日本", "%2F", "a\x00b", "a\nb", "\t",
+}
+
+// randomPath builds a path from pathSegments, now and then without its
+// leading slash (which matches no pattern).
+func randomPath(r *rand.Rand) string {
+	segs := make([]string, r.IntN(5))
+	for i := range segs {
+		segs[i] = pathSegments[r.IntN(len(pathSegments))]
+	}
+	p := "/" + strings.Join(segs, "/")
+	if r.IntN(30) == 0 {
+		p = strings.TrimPrefix(p, "/")
+	}
+	return p
+}
+
+// randomRoute returns a valid route pattern: most often one derived from
+// path, so that it matches it or nearly does (each segment kept, or turned
+// into {name} or *, or the rest of the path into a trailing *), otherwise
+// one built from random segments.
+func randomRoute(r *rand.Rand, path string) string {
+	for {
+		var segs []string
+		if r.IntN(4) > 0 && strings.HasPrefix(path, "/") {
+		derive:
+			for _, s := range strings.Split(path[1:], "/") {
+				switch r.IntN(8) {
+				case 0:
+					s = "{id}"
+				case 1:
+					s = "*"
+				case 2:
+					segs = append(segs, "*")
+					break derive
+				}
+				segs = append(segs, s)
+			}
+		} else {
+			segs = make([]string, r.IntN(4))
+			for i := range segs {
+				switch r.IntN(4) {
+				case 0:
+					segs[i] = "{x}"
+				case 1:
+					segs[i] = "*"
+				default:
+					segs[i] = pathSegments[r.IntN(len(pathSegments))]
+				}
+			}
+		}
+		if p := joinRoute(segs); enforcement.ValidRoute(p) == nil {
+			return p
+		}
+	}
+}
+
+func joinRoute(segs []string) string { return "/" + strings.Join(segs, "/") }
+
+// TestRouteRegexpMatchesMatchRoute: over random patterns and paths, the
+// regexp RouteRegexp writes (compiled by Go's regexp, RE2 like ClickHouse's)
+// matches exactly the paths enforcement.MatchRoute matches. The paths are
+// valid UTF-8, as every event's path is.
+func TestRouteRegexpMatchesMatchRoute(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 15))
+	var matched int
+	for range 20000 {
+		path := randomPath(r)
+		route := randomRoute(r, path)
+		if r.IntN(3) == 0 {
+			path = randomPath(r)
+		}
+		want := enforcement.MatchRoute(route, path)
+		if got := routeMatches(t, route, path); got != want {
+			re, _ := metering.RouteRegexp(route)
+			t.Fatalf("route %q, path %q: regexp %q matches = %v, MatchRoute = %v", route, path, re, got, want)
+		}
+		if want {
+			matched++
+		}
+	}
+	// A generator that never matches would prove nothing.
+	if matched < 2000 {
+		t.Fatalf("only %d of 20000 random cases matched; the generator is off", matched)
+	}
+}
+
+// TestRouteRegexpCases: the documented cases of the route syntax, with
+// RE2's metacharacters and dot segments.
+func TestRouteRegexpCases(t *testing.T) {
+	for _, c := range []struct {
+		route string
+		yes   []string
+		no    []string
+	}{
+		{"/users/{id}", []string{"/users/42", "/users/.a", "/users/...", "/users/é"}, []string{"/users/", "/users/42/orders", "/users", "/users/.", "/users/..", "/Users/42", "users/42"}},
+		{"/forecast/*", []string{"/forecast/", "/forecast/a/b", "/forecast/a//b/", "/forecast/..a/"}, []string{"/forecast", "/forecast/./a", "/forecast/a/..", "/forecastx/a"}},
+		{"/", []string{"/"}, []string{"/a", "//"}},
+		{"/*", []string{"/", "/a", "/a/b/"}, []string{"/.", "/a/../b", "a"}},
+		{"/a/", []string{"/a/"}, []string{"/a", "/a/b", "/a//"}},
+		{"/a.b", []string{"/a.b"}, []string{"/axb", "/a.bb"}},
+		{`/.+?()[]|^$\/x`, []string{`/.+?()[]|^$\/x`}, []string{"/a/x", `/.+?()[]|^$/x`, "/./x"}},
+		{"/a\x00b/{id}", []string{"/a\x00b/1"}, []string{"/ab/1", "/a\x00b/"}},
+		{"/日本/*/z", []string{"/日本/x/z"}, []string{"/日本/x/y/z", "/日本//z"}},
+	} {
+		for _, p := range c.yes {
+			if !routeMatches(t, c.route, p) || !enforcement.MatchRoute(c.route, p) {
+				t.Errorf("route %q should match %q", c.route, p)
+			}
+		}
+		for _, p := range c.no {
+			if routeMatches(t, c.route, p) || enforcement.MatchRoute(c.route, p) {
+				t.Errorf("route %q should not match %q", c.route, p)
+			}
+		}
+	}
+}
+
+// TestRouteRegexpRefuses: a pattern MatchRoute would never match, or that
+// ClickHouse could not compile, is an error rather than a regexp.
+func TestRouteRegexpRefuses(t *testing.T) {
+	for _, p := range []string{"", "a", "/a//b", "/./a", "/a/{", "/a*", "/\xff"} {
+		if re, err := metering.RouteRegexp(p); err == nil {
+			t.Errorf("RouteRegexp(%q) = %q, want an error", p, re)
+		}
+	}
+}
+
+// FuzzRouteRegexp holds RouteRegexp to MatchRoute on any valid pattern
+// and any valid UTF-8 path.
+func FuzzRouteRegexp(f *testing.F) {
+	f.Add("/users/{id}", "/users/42")
+	f.Add("/forecast/*", "/forecast/a/./b")
+	f.Add(`/a.b/(c)/*`, `/a.b/(c)/`)
+	f.Add("/x", "/x/")
+	f.Fuzz(func(t *testing.T, route, path string) {
+		if enforcement.ValidRoute(route) != nil || !utf8.ValidString(route) || !utf8.ValidString(path) {
+			return
+		}
+		if got, want := routeMatches(t, route, path), enforcement.MatchRoute(route, path); got != want {
+			t.Fatalf("route %q, path %q: regexp matches = %v, MatchRoute = %v", route, path, got, want)
+		}
+	})
+}
+
+func routeMatches(t testing.TB, route, path string) bool {
+	t.Helper()
+	re, err := metering.RouteRegexp(route)
+	if err != nil {
+		t.Fatalf("RouteRegexp(%q): %v", route, err)
+	}
+	return regexp.MustCompile(re).MatchString(path)
+}
+
+// randomMeter is a valid meter of any aggregation and field, with a random
+// filter whose routes come from paths (so they match some events).
+func randomMeter(r *rand.Rand, slug string, paths []string) metering.Meter {
+	m := metering.Meter{Slug: slug}
+	switch r.IntN(4) {
+	case 0:
+		m.Aggregation = metering.AggCount
+	case 1, 2:
+		m.Aggregation = []metering.Aggregation{metering.AggSum, metering.AggMax}[r.IntN(2)]
+		m.Field = []string{metering.FieldUnits, metering.FieldRequestBytes, metering.FieldResponseBytes, metering.FieldLatencyMS}[r.IntN(4)]
+	default:
+		m.Aggregation, m.Field = metering.AggUniqueCount, metering.FieldKeyID
+	}
+	pick := func(from []string) []string {
+		var out []string
+		for _, s := range from {
+			if r.IntN(3) == 0 {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	if r.IntN(2) == 0 {
+		m.Filter.Methods = pick(metering.Methods)
+	}
+	if r.IntN(2) == 0 {
+		m.Filter.StatusClasses = pick(metering.StatusClasses)
+	}
+	if r.IntN(3) > 0 {
+		for range 1 + r.IntN(3) {
+			if route := randomRoute(r, paths[r.IntN(len(paths))]); !slices.Contains(m.Filter.Routes, route) {
+				m.Filter.Routes = append(m.Filter.Routes, route)
+			}
+		}
+	}
+	return m
+}
+
+// randomEvent is an event of subject at a random second of [start,
+// start+span): random method (with some no filter names), path, status (0,
+// every class, 5xx), a refusal now and then, units with up to 6 decimals,
+// byte counts up to the largest the decoder accepts, and a key from a few.
+func randomEvent(r *rand.Rand, i int, subject string, start time.Time, span time.Duration) usage.Event {
+	methods := append(slices.Clone(metering.Methods), "TRACE", "get")
+	statuses := []uint16{0, 100, 101, 199, 200, 201, 204, 299, 301, 304, 400, 404, 429, 499, 500, 502, 503, 599}
+	keys := []string{"", "key_1", "key_2", "key_3", "key_4", "KEY_1"}
+	e := usage.Event{
+		ID:      fmt.Sprintf("e%d", i),
+		Source:  "/test",
+		Type:    usage.TypeAPIRequest,
+		Subject: subject,
+		Time:    start.Add(time.Duration(r.Int64N(int64(span/time.Second))) * time.Second),
+		Data: usage.Data{
+			APIID:         "api_1",
+			KeyID:         keys[r.IntN(len(keys))],
+			Method:        methods[r.IntN(len(methods))],
+			Path:          randomPath(r),
+			Status:        statuses[r.IntN(len(statuses))],
+			LatencyMS:     r.Uint32(),
+			RequestBytes:  r.Uint64N(1 << 53),
+			ResponseBytes: r.Uint64N(1 << uint(r.IntN(54))),
+			Units:         decimal.New(r.Int64N(1_000_000_000_000_000), -6),
+		},
+	}
+	switch r.IntN(10) {
+	case 0:
+		e.Data.Refusal = "rate_limited"
+	case 1:
+		e.Data.Units = decimal.New(r.Int64N(1000), 0)
+	}
+	return e
+}
+
+// goMeterTotals folds events the way the processors do, through
+// Meter.Contribution and Meter.KeyValue: the reference MeterTotals must
+// agree with. Sums are exact decimals (a sum of byte counts passes int64).
+func goMeterTotals(meters []metering.Meter, events []usage.Event, subject string, from, to time.Time) map[string]decimal.Decimal {
+	from, to = from.Truncate(time.Second), to.Truncate(time.Second)
+	out := make(map[string]decimal.Decimal, len(meters))
+	for _, m := range meters {
+		sum, highest := decimal.Zero, int64(0)
+		keys := map[string]bool{}
+		for i := range events {
+			e := &events[i]
+			if e.Subject != subject || e.Time.Before(from) || !e.Time.Before(to) {
+				continue
+			}
+			if k := m.KeyValue(e); k != "" {
+				keys[k] = true
+			}
+			if v, ok := m.Contribution(e); ok {
+				sum = sum.Add(decimal.NewFromInt(v))
+				highest = max(highest, v)
+			}
+		}
+		switch m.Aggregation {
+		case metering.AggUniqueCount:
+			out[m.Slug] = decimal.NewFromInt(int64(len(keys)))
+		case metering.AggMax:
+			out[m.Slug] = m.Quantity(highest)
+		default:
+			out[m.Slug] = sum.Shift(-m.Scale())
+		}
+	}
+	return out
+}
+
+// TestMeterTotalsAgreesWithContribution: thousands of random events of
+// two subscriptions in ClickHouse, hundreds of random meters of every
+// aggregation, field and filter; for windows that take all the data, cut
+// it, or hold none, MeterTotals equals the fold over Meter.Contribution and
+// Meter.KeyValue exactly, for every meter.
+func TestMeterTotalsAgreesWithContribution(t *testing.T) {
+	ctx := t.Context()
+	conn, _, _ := testenv.ClickHouseDB(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 15))
+
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	span := 48 * time.Hour
+	events := make([]usage.Event, 4000)
+	for i := range events {
+		subject := "sub_a"
+		if i%5 == 0 {
+			subject = "sub_b"
+		}
+		events[i] = randomEvent(r, i, subject, start, span)
+	}
+	insertMeterEvents(t, conn, events)
+
+	paths := make([]string, len(events))
+	for i := range events {
+		paths[i] = events[i].Data.Path
+	}
+	meters := make([]metering.Meter, 300)
+	for i := range meters {
+		meters[i] = randomMeter(r, fmt.Sprintf("m%d", i), paths)
+		if err := meters[i].Validate(); err != nil {
+			t.Fatalf("generated meter %+v: %v", meters[i], err)
+		}
+	}
+
+	cut := func() time.Time { return start.Add(time.Duration(r.Int64N(int64(span)))) }
+	windows := [][2]time.Time{
+		{start, start.Add(span)},
+		{start.Add(-time.Hour), start.Add(span + time.Hour)},
+		{start.Add(12 * time.Hour), start.Add(36 * time.Hour)},
+		{start.Add(span), start.Add(2 * span)}, // no data
+		{start.Add(time.Hour + 500*time.Millisecond), start.Add(2*time.Hour + 999*time.Millisecond)},
+	}
+	for range 5 {
+		a, b := cut(), cut()
+		if b.Before(a) {
+			a, b = b, a
+		}
+		windows = append(windows, [2]time.Time{a, b})
+	}
+	nonzero := 0
+	for _, subject := range []string{"sub_a", "sub_b", "sub_none"} {
+		for _, w := range windows {
+			got, err := metering.MeterTotals(ctx, conn, subject, meters, w[0], w[1])
+			if err != nil {
+				t.Fatalf("MeterTotals(%s, %s, %s): %v", subject, w[0], w[1], err)
+			}
+			want := goMeterTotals(meters, events, subject, w[0], w[1])
+			if len(got) != len(want) {
+				t.Fatalf("MeterTotals(%s, %s, %s) has %d meters, want %d", subject, w[0], w[1], len(got), len(want))
+			}
+			for _, m := range meters {
+				if !got[m.Slug].Equal(want[m.Slug]) {
+					t.Errorf("subject %s, [%s, %s): meter %q = %s, want %s", subject, w[0], w[1], m, got[m.Slug], want[m.Slug])
+				}
+				if !want[m.Slug].IsZero() {
+					nonzero++
+				}
+			}
+		}
+	}
+	// Most meters select something; a run where they did not would prove
+	// little about the filters.
+	if nonzero < len(meters)*len(windows) {
+		t.Fatalf("only %d of %d meter values are non-zero; the generator is off", nonzero, 3*len(meters)*len(windows))
+	}
+}
+
+// insertMeterEvents writes events to usage_events in one batch.
+func insertMeterEvents(t testing.TB, conn driver.Conn, events []usage.Event) {
+	t.Helper()
+	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO usage_events (id, source, type, subject, time, api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units, refusal)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		d := &e.Data
+		if err := batch.Append(e.ID, e.Source, e.Type, e.Subject, e.Time, d.APIID, d.KeyID, d.Method, d.Route, d.Path, d.Status, d.LatencyMS, d.RequestBytes, d.ResponseBytes, d.Units, d.Refusal); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+}
