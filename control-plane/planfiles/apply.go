@@ -1,0 +1,229 @@
+package planfiles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/planfiles/internal/db"
+	"github.com/veil-platform/veil/metering"
+)
+
+// applier writes one plan file inside the reload's transaction. What only
+// the database can refuse (no such API, a plan managed elsewhere, a meter
+// in use) is collected in errs; a returned error is the database's.
+type applier struct {
+	tx   pgx.Tx
+	q    *db.Queries
+	plan *Plan
+	src  Source
+	errs Errors
+}
+
+func (a *applier) fail(field, format string, args ...any) {
+	a.errs = append(a.errs, Error{File: a.plan.File, Line: a.plan.Line(field), Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+// by is who a file's versions and audit entries name.
+func (a *applier) by() string { return "file:" + a.plan.File }
+
+func (a *applier) apply(ctx context.Context) (res Result, applied bool, err error) {
+	p := a.plan
+	res = Result{File: p.File, API: p.API, Plan: p.Slug}
+	api, err := a.q.APIGetBySlug(ctx, p.API)
+	if errors.Is(err, errNoRows) {
+		a.fail("api", "no API has the slug %q", p.API)
+		return res, false, nil
+	}
+	if err != nil {
+		return res, false, fmt.Errorf("load api %s: %w", p.API, err)
+	}
+	cur, err := a.q.PlanGetBySlug(ctx, db.PlanGetBySlugParams{APIID: api.ID, Slug: p.Slug})
+	exists := err == nil
+	if err != nil && !errors.Is(err, errNoRows) {
+		return res, false, fmt.Errorf("load plan %s: %w", p.Slug, err)
+	}
+	if exists {
+		res.PlanID, res.Version = cur.ID, int(cur.Version)
+		switch {
+		case cur.SourceFile == nil:
+			a.fail("plan", "plan %s of API %s is managed over the REST API, not by a file", p.Slug, p.API)
+			return res, false, nil
+		case *cur.SourceFile != p.File:
+			a.fail("plan", "plan %s of API %s is managed by the file %s", p.Slug, p.API, *cur.SourceFile)
+			return res, false, nil
+		case cur.ContentHash != nil && *cur.ContentHash == a.src.Hash:
+			return res, false, nil
+		}
+	}
+	meters, err := a.meters(ctx, api.ID)
+	if err != nil || len(a.errs) > 0 {
+		return res, false, err
+	}
+	if exists {
+		err = a.updatePlan(ctx, cur)
+		res.Version++
+	} else {
+		res.PlanID, err = a.insertPlan(ctx, api.ID)
+		res.Version = 1
+	}
+	if err != nil {
+		return res, false, err
+	}
+	if err := a.insertVersion(ctx, res.PlanID, res.Version, meters); err != nil {
+		return res, false, err
+	}
+	action := "plan.version.create"
+	if !exists {
+		action = "plan.create"
+	}
+	err = audit.Record(ctx, a.tx, audit.Change{
+		Actor: a.by(), ActorRole: string(identity.RoleSystem), OrganizationID: api.OrganizationID,
+		Action: action, TargetType: "plan", TargetID: res.PlanID.String(),
+		After: map[string]any{"file": p.File, "content_hash": a.src.Hash, "version": res.Version, "status": p.Status},
+	})
+	return res, err == nil, err
+}
+
+func (a *applier) insertPlan(ctx context.Context, apiID uuid.UUID) (uuid.UUID, error) {
+	p := a.plan
+	id, err := a.q.PlanInsert(ctx, db.PlanInsertParams{
+		APIID: apiID, Name: p.Name, Slug: p.Slug, Description: p.Description, Status: db.PlanStatus(p.Status), SourceFile: &p.File,
+	})
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("insert plan %s: %w", p.Slug, err)
+	}
+	return id, nil
+}
+
+// updatePlan applies the file's name, description and status to the plan
+// row: they are the plan's, not a version's.
+func (a *applier) updatePlan(ctx context.Context, cur db.PlanGetBySlugRow) error {
+	p := a.plan
+	if cur.Name == p.Name && cur.Description == p.Description && string(cur.Status) == p.Status {
+		return nil
+	}
+	err := a.q.PlanUpdate(ctx, db.PlanUpdateParams{ID: cur.ID, Name: p.Name, Description: p.Description, Status: db.PlanStatus(p.Status)})
+	if err != nil {
+		return fmt.Errorf("update plan %s: %w", p.Slug, err)
+	}
+	return nil
+}
+
+func (a *applier) insertVersion(ctx context.Context, planID uuid.UUID, version int, meters map[string]uuid.UUID) error {
+	p := a.plan
+	versionID, err := a.q.PlanVersionInsert(ctx, db.PlanVersionInsertParams{
+		PlanID: planID, Version: int32(version), Type: db.PlanType(p.Type), Currency: p.Currency,
+		Interval: db.BillingInterval(p.Interval), BaseFee: p.BaseFee, TrialDays: int32(p.TrialDays),
+		QuotaRequests: p.Limits.QuotaRequests, QuotaHard: p.Limits.QuotaHard,
+		RatePerSecond: int32Ptr(p.Limits.RatePerSecond), RatePerMinute: int32Ptr(p.Limits.RatePerMinute),
+		SourceFile: &p.File, ContentHash: &a.src.Hash, CreatedBy: a.by(),
+	})
+	if err != nil {
+		return fmt.Errorf("insert version %d of plan %s: %w", version, p.Slug, err)
+	}
+	for _, c := range p.Charges {
+		chargeID, err := a.q.ChargeInsert(ctx, db.ChargeInsertParams{
+			PlanVersionID: versionID, MeterID: meters[c.Meter], IncludedUnits: c.IncludedUnits, Model: db.ChargeModel(c.Model),
+			PackageSize: c.PackageSize, UnitPrice: c.UnitPrice, Quota: c.Quota, QuotaHard: c.QuotaHard,
+		})
+		if err != nil {
+			return fmt.Errorf("insert charge of meter %s: %w", c.Meter, err)
+		}
+		for i, t := range c.Tiers {
+			var upTo *decimal.Decimal
+			if !t.Unbounded {
+				upTo = &t.UpTo
+			}
+			err := a.q.TierInsert(ctx, db.TierInsertParams{ChargeID: chargeID, Position: int32(i + 1), UpTo: upTo, UnitPrice: t.UnitPrice, FlatFee: t.Flat})
+			if err != nil {
+				return fmt.Errorf("insert tier %d of meter %s: %w", i+1, c.Meter, err)
+			}
+		}
+	}
+	return nil
+}
+
+func int32Ptr(v *int) *int32 {
+	if v == nil {
+		return nil
+	}
+	i := int32(*v)
+	return &i
+}
+
+// meters upserts the file's meters into the API's and returns their ids
+// by slug. A meter whose definition changes while a version in use charges
+// it is refused: the prices of its subscribers would change under them.
+func (a *applier) meters(ctx context.Context, apiID uuid.UUID) (map[string]uuid.UUID, error) {
+	ids := make(map[string]uuid.UUID, len(a.plan.Meters))
+	for i, m := range a.plan.Meters {
+		row, err := a.q.MeterGetBySlug(ctx, db.MeterGetBySlugParams{APIID: apiID, Slug: m.Slug})
+		if errors.Is(err, errNoRows) {
+			id, err := a.q.MeterInsert(ctx, db.MeterInsertParams{
+				APIID: apiID, Slug: m.Slug, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
+				FilterMethods: list(m.Filter.Methods), FilterRoutes: list(m.Filter.Routes), FilterStatusClasses: list(m.Filter.StatusClasses),
+			})
+			if err != nil {
+				return nil, fmt.Errorf("insert meter %s: %w", m.Slug, err)
+			}
+			ids[m.Slug] = id
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("load meter %s: %w", m.Slug, err)
+		}
+		ids[m.Slug] = row.ID
+		stored := metering.Meter{Slug: m.Slug, Name: row.Name, Aggregation: metering.Aggregation(row.Aggregation), Field: row.Field,
+			Filter: metering.Filter{Methods: row.FilterMethods, Routes: row.FilterRoutes, StatusClasses: row.FilterStatusClasses}}
+		if sameMeter(stored, m) {
+			continue
+		}
+		if !sameDefinition(stored, m) {
+			used, err := a.q.MeterInUse(ctx, row.ID)
+			if err != nil {
+				return nil, fmt.Errorf("check meter %s: %w", m.Slug, err)
+			}
+			if used {
+				a.fail(fmt.Sprintf("meters[%d]", i), "meter %q is charged by a plan version in use and its definition differs from this one: give the new definition a new slug", m.Slug)
+				continue
+			}
+		}
+		err = a.q.MeterUpdate(ctx, db.MeterUpdateParams{
+			ID: row.ID, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
+			FilterMethods: list(m.Filter.Methods), FilterRoutes: list(m.Filter.Routes), FilterStatusClasses: list(m.Filter.StatusClasses),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("update meter %s: %w", m.Slug, err)
+		}
+	}
+	return ids, nil
+}
+
+// list is a filter list for a NOT NULL array column.
+func list(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// sameDefinition reports whether two meters count the same thing; the
+// name is for people and may change.
+func sameDefinition(x, y metering.Meter) bool {
+	return x.Aggregation == y.Aggregation && x.Field == y.Field &&
+		slices.Equal(list(x.Filter.Methods), list(y.Filter.Methods)) &&
+		slices.Equal(list(x.Filter.Routes), list(y.Filter.Routes)) &&
+		slices.Equal(list(x.Filter.StatusClasses), list(y.Filter.StatusClasses))
+}
+
+func sameMeter(x, y metering.Meter) bool {
+	return x.Name == y.Name && sameDefinition(x, y)
+}
