@@ -387,3 +387,57 @@ func insertMeterEvents(t testing.TB, conn driver.Conn, events []usage.Event) {
 		t.Fatal(err)
 	}
 }
+
+// TestMeterTotalsLargestFilters: meters at the limits of Validate, each
+// with 32 route patterns of 512 bytes (wildcards only, or literal text made
+// of RE2 metacharacters and backslashes), together far longer than
+// ClickHouse's default max_query_size once bound: MeterTotals still
+// answers, and agrees with the Go fold.
+func TestMeterTotalsLargestFilters(t *testing.T) {
+	ctx := t.Context()
+	conn, _, _ := testenv.ClickHouseDB(t)
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	metachars := `\.+?()[]|^$`
+	var meters []metering.Meter
+	var paths []string
+	for i := range 12 {
+		m := metering.Meter{Slug: fmt.Sprintf("big%d", i), Aggregation: metering.AggCount}
+		for j := range metering.MaxFilterEntries {
+			var route string
+			if i%2 == 0 {
+				route = strings.Repeat("/*", 254) + fmt.Sprintf("/x%02d", j)
+			} else {
+				b := []byte(fmt.Sprintf("/%02d", j))
+				for len(b) < 512 {
+					b = append(b, metachars[(i+len(b))%len(metachars)])
+				}
+				route = string(b)
+			}
+			m.Filter.Routes = append(m.Filter.Routes, route)
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatalf("meter %d: %v", i, err)
+		}
+		meters = append(meters, m)
+		paths = append(paths, m.Filter.Routes[i], strings.Repeat("/a", 254)+"/x03", strings.Repeat("/a", 256))
+	}
+	var events []usage.Event
+	for i, p := range paths {
+		events = append(events, usage.Event{
+			ID: fmt.Sprintf("e%d", i), Source: "/test", Type: usage.TypeAPIRequest, Subject: "sub_big",
+			Time: start.Add(time.Duration(i) * time.Second),
+			Data: usage.Data{APIID: "api_1", Method: "GET", Path: p, Status: 200},
+		})
+	}
+	insertMeterEvents(t, conn, events)
+	got, err := metering.MeterTotals(ctx, conn, "sub_big", meters, start, start.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := goMeterTotals(meters, events, "sub_big", start, start.Add(time.Hour))
+	for _, m := range meters {
+		if !got[m.Slug].Equal(want[m.Slug]) || want[m.Slug].IsZero() {
+			t.Errorf("meter %s = %s, want %s (non-zero)", m.Slug, got[m.Slug], want[m.Slug])
+		}
+	}
+}
