@@ -88,6 +88,8 @@ type Service struct {
 	now     func() time.Time
 	keys    *keys.Service
 	metrics serviceMetrics
+	// promotions redeems the codes given at subscribe time (SetPromotions).
+	promotions Promotions
 }
 
 type serviceMetrics struct {

@@ -84,6 +84,9 @@ func (sub Subscription) QuotaLimit() int64 {
 // SubscribeInput subscribes the caller's organization to a plan.
 type SubscribeInput struct {
 	PlanID uuid.UUID `json:"plan_id"`
+	// PromotionCodes are redeemed with the subscription, in its
+	// transaction: a code refused refuses the subscription.
+	PromotionCodes []string `json:"promotion_codes"`
 }
 
 // CancelInput cancels a subscription now or at the end of its period.
@@ -104,6 +107,9 @@ func (sub Subscription) canChange(a identity.Actor) bool {
 
 // Subscribe subscribes the actor's organization to the latest version of
 // an active plan of an active API. A plan with trial days starts trialing.
+// The promotion codes given are redeemed in the same transaction (a trial
+// extension among them lengthens or starts the trial); one refused refuses
+// the subscription.
 func (s *Service) Subscribe(ctx context.Context, actor identity.Actor, in SubscribeInput) (Subscription, error) {
 	if actor.Role == identity.RoleSystem || actor.OrgID == uuid.Nil {
 		return Subscription{}, identity.ErrForbidden
@@ -155,6 +161,9 @@ func (s *Service) Subscribe(ctx context.Context, actor identity.Actor, in Subscr
 		}
 		if err != nil {
 			return fmt.Errorf("insert subscription: %w", err)
+		}
+		if status, err = s.redeemAtSubscribe(ctx, tx, actor, id, in.PromotionCodes, status); err != nil {
+			return err
 		}
 		if err := s.history(ctx, tx, id, p.Current.ID, status, now, actor, "subscribed"); err != nil {
 			return err

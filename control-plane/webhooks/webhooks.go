@@ -64,6 +64,8 @@ var EventTypes = []string{
 	"key.revoked", "key.expired", "key.renewed", "key.rotated", "key.expiring", "key.rotation_due",
 	// The quota loop.
 	"subscription.plan_changed", "quota.threshold_crossed", "quota.adjusted",
+	// Promotions (the promotions service).
+	"promotion.created", "promotion.updated", "promotion.redeemed",
 }
 
 // Errors.
