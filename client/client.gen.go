@@ -65,6 +65,30 @@ func (e BillingInterval) Valid() bool {
 	}
 }
 
+// Defines values for ChargeModel.
+const (
+	Graduated ChargeModel = "graduated"
+	Package   ChargeModel = "package"
+	PerUnit   ChargeModel = "per_unit"
+	Volume    ChargeModel = "volume"
+)
+
+// Valid indicates whether the value is a known member of the ChargeModel enum.
+func (e ChargeModel) Valid() bool {
+	switch e {
+	case Graduated:
+		return true
+	case Package:
+		return true
+	case PerUnit:
+		return true
+	case Volume:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Decision.
 const (
 	Approve        Decision = "approve"
@@ -410,6 +434,147 @@ func (e KeyWithPlaintextMethods) Valid() bool {
 	}
 }
 
+// Defines values for MeterAggregation.
+const (
+	Count       MeterAggregation = "count"
+	Max         MeterAggregation = "max"
+	Sum         MeterAggregation = "sum"
+	UniqueCount MeterAggregation = "unique_count"
+)
+
+// Valid indicates whether the value is a known member of the MeterAggregation enum.
+func (e MeterAggregation) Valid() bool {
+	switch e {
+	case Count:
+		return true
+	case Max:
+		return true
+	case Sum:
+		return true
+	case UniqueCount:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for MeterFilterMethods.
+const (
+	MeterFilterMethodsDELETE  MeterFilterMethods = "DELETE"
+	MeterFilterMethodsGET     MeterFilterMethods = "GET"
+	MeterFilterMethodsHEAD    MeterFilterMethods = "HEAD"
+	MeterFilterMethodsOPTIONS MeterFilterMethods = "OPTIONS"
+	MeterFilterMethodsPATCH   MeterFilterMethods = "PATCH"
+	MeterFilterMethodsPOST    MeterFilterMethods = "POST"
+	MeterFilterMethodsPUT     MeterFilterMethods = "PUT"
+)
+
+// Valid indicates whether the value is a known member of the MeterFilterMethods enum.
+func (e MeterFilterMethods) Valid() bool {
+	switch e {
+	case MeterFilterMethodsDELETE:
+		return true
+	case MeterFilterMethodsGET:
+		return true
+	case MeterFilterMethodsHEAD:
+		return true
+	case MeterFilterMethodsOPTIONS:
+		return true
+	case MeterFilterMethodsPATCH:
+		return true
+	case MeterFilterMethodsPOST:
+		return true
+	case MeterFilterMethodsPUT:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for MeterFilterStatusClasses.
+const (
+	N1xx MeterFilterStatusClasses = "1xx"
+	N2xx MeterFilterStatusClasses = "2xx"
+	N3xx MeterFilterStatusClasses = "3xx"
+	N4xx MeterFilterStatusClasses = "4xx"
+)
+
+// Valid indicates whether the value is a known member of the MeterFilterStatusClasses enum.
+func (e MeterFilterStatusClasses) Valid() bool {
+	switch e {
+	case N1xx:
+		return true
+	case N2xx:
+		return true
+	case N3xx:
+		return true
+	case N4xx:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for MeterInputField.
+const (
+	MeterInputFieldEmpty         MeterInputField = ""
+	MeterInputFieldKeyId         MeterInputField = "key_id"
+	MeterInputFieldLatencyMs     MeterInputField = "latency_ms"
+	MeterInputFieldRequestBytes  MeterInputField = "request_bytes"
+	MeterInputFieldResponseBytes MeterInputField = "response_bytes"
+	MeterInputFieldUnits         MeterInputField = "units"
+)
+
+// Valid indicates whether the value is a known member of the MeterInputField enum.
+func (e MeterInputField) Valid() bool {
+	switch e {
+	case MeterInputFieldEmpty:
+		return true
+	case MeterInputFieldKeyId:
+		return true
+	case MeterInputFieldLatencyMs:
+		return true
+	case MeterInputFieldRequestBytes:
+		return true
+	case MeterInputFieldResponseBytes:
+		return true
+	case MeterInputFieldUnits:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for MeterPatchField.
+const (
+	MeterPatchFieldEmpty         MeterPatchField = ""
+	MeterPatchFieldKeyId         MeterPatchField = "key_id"
+	MeterPatchFieldLatencyMs     MeterPatchField = "latency_ms"
+	MeterPatchFieldRequestBytes  MeterPatchField = "request_bytes"
+	MeterPatchFieldResponseBytes MeterPatchField = "response_bytes"
+	MeterPatchFieldUnits         MeterPatchField = "units"
+)
+
+// Valid indicates whether the value is a known member of the MeterPatchField enum.
+func (e MeterPatchField) Valid() bool {
+	switch e {
+	case MeterPatchFieldEmpty:
+		return true
+	case MeterPatchFieldKeyId:
+		return true
+	case MeterPatchFieldLatencyMs:
+		return true
+	case MeterPatchFieldRequestBytes:
+		return true
+	case MeterPatchFieldResponseBytes:
+		return true
+	case MeterPatchFieldUnits:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PlanInputStatus.
 const (
 	PlanInputStatusActive PlanInputStatus = "active"
@@ -473,6 +638,24 @@ func (e PlanType) Valid() bool {
 	}
 }
 
+// Defines values for PlanVersionSource.
+const (
+	Api  PlanVersionSource = "api"
+	File PlanVersionSource = "file"
+)
+
+// Valid indicates whether the value is a known member of the PlanVersionSource enum.
+func (e PlanVersionSource) Valid() bool {
+	switch e {
+	case Api:
+		return true
+	case File:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Priority.
 const (
 	High   Priority = "high"
@@ -530,6 +713,27 @@ func (e QuotaStatusThresholdsCrossed) Valid() bool {
 	case N80:
 		return true
 	case N90:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for QuoteLineKind.
+const (
+	BaseFee  QuoteLineKind = "base_fee"
+	Discount QuoteLineKind = "discount"
+	Usage    QuoteLineKind = "usage"
+)
+
+// Valid indicates whether the value is a known member of the QuoteLineKind enum.
+func (e QuoteLineKind) Valid() bool {
+	switch e {
+	case BaseFee:
+		return true
+	case Discount:
+		return true
+	case Usage:
 		return true
 	default:
 		return false
@@ -1256,6 +1460,63 @@ type ChangePlanInput struct {
 	PlanId openapi_types.UUID `json:"plan_id"`
 }
 
+// Charge How a plan version prices one meter of its API. Decimals are JSON strings.
+type Charge struct {
+	// IncludedUnits Units free each period; only what lies above them is billed.
+	IncludedUnits string `json:"included_units"`
+
+	// Meter The slug of a meter of the plan's API.
+	Meter string `json:"meter"`
+
+	// Model How a charge turns the billable quantity (metered − included units, never below zero) into money. `per_unit`: billable × unit price. `package`: ceil(billable ÷ package size) packages × unit price (the price of a package). `graduated`: each unit at the price of its own tier, plus the flat amount of every tier reached, one line per tier. `volume`: every unit at the price of the tier holding the whole quantity, plus that tier's flat amount. Tier bounds are inclusive upper bounds on the billable quantity; each line is rounded once to the currency's minor unit, half away from zero.
+	Model ChargeModel `json:"model"`
+
+	// PackageSize Units in a package (`package` only); null otherwise.
+	PackageSize *string `json:"package_size"`
+
+	// Quota The meter's quantity allowed per period; null is unlimited.
+	Quota *string `json:"quota"`
+
+	// QuotaHard `true`: reaching the quota blocks the subscription until the period ends; `false`: what lies over it is billed.
+	QuotaHard bool `json:"quota_hard"`
+
+	// Tiers In rising order of bound (graduated and volume); empty otherwise.
+	Tiers []Tier `json:"tiers"`
+
+	// UnitPrice Price of a unit (`per_unit`) or of a package (`package`); null for the tiered models.
+	UnitPrice *string `json:"unit_price"`
+}
+
+// ChargeInput How the version prices one meter of the plan's API. Unknown members are refused.
+type ChargeInput struct {
+	// IncludedUnits Units free each period: zero or more, below 10^14, at most 6 decimals.
+	IncludedUnits interface{} `json:"included_units,omitempty"`
+
+	// Meter The slug of a meter of the plan's API; one charge per meter.
+	Meter string `json:"meter"`
+
+	// Model How a charge turns the billable quantity (metered − included units, never below zero) into money. `per_unit`: billable × unit price. `package`: ceil(billable ÷ package size) packages × unit price (the price of a package). `graduated`: each unit at the price of its own tier, plus the flat amount of every tier reached, one line per tier. `volume`: every unit at the price of the tier holding the whole quantity, plus that tier's flat amount. Tier bounds are inclusive upper bounds on the billable quantity; each line is rounded once to the currency's minor unit, half away from zero.
+	Model ChargeModel `json:"model"`
+
+	// PackageSize Units in a package: required by `package`, refused by the others; above zero, below 10^14, at most 6 decimals.
+	PackageSize interface{} `json:"package_size,omitempty"`
+
+	// Quota The meter's quantity allowed per period, above zero; null (or absent) is unlimited.
+	Quota interface{} `json:"quota,omitempty"`
+
+	// QuotaHard `true`: reaching the quota blocks the subscription until the period ends; needs a quota.
+	QuotaHard *bool `json:"quota_hard,omitempty"`
+
+	// Tiers 1 to 20 tiers in rising order of bound for graduated and volume; none for the others.
+	Tiers *[]TierInput `json:"tiers,omitempty"`
+
+	// UnitPrice Price of a unit (`per_unit`) or of a package (`package`), required by them and refused by the tiered models: zero or more, below 10^12, at most 12 decimals.
+	UnitPrice interface{} `json:"unit_price,omitempty"`
+}
+
+// ChargeModel How a charge turns the billable quantity (metered − included units, never below zero) into money. `per_unit`: billable × unit price. `package`: ceil(billable ÷ package size) packages × unit price (the price of a package). `graduated`: each unit at the price of its own tier, plus the flat amount of every tier reached, one line per tier. `volume`: every unit at the price of the tier holding the whole quantity, plus that tier's flat amount. Tier bounds are inclusive upper bounds on the billable quantity; each line is rounded once to the currency's minor unit, half away from zero.
+type ChargeModel string
+
 // CommentInput A comment on an approval request. Unknown members are refused.
 type CommentInput struct {
 	// Comment 1 to 5000 characters, surrounding spaces trimmed; not blank.
@@ -1618,6 +1879,92 @@ type Me struct {
 	Subject string `json:"subject"`
 }
 
+// Meter A meter of an API: what a plan's charges count.
+type Meter struct {
+	// Aggregation `count` counts the events the filter selects (no field); `sum` adds and `max` keeps the largest value of `units`, `request_bytes`, `response_bytes` or `latency_ms`; `unique_count` counts distinct `key_id` values.
+	Aggregation MeterAggregation   `json:"aggregation"`
+	ApiId       openapi_types.UUID `json:"api_id"`
+	CreatedAt   time.Time          `json:"created_at"`
+
+	// Field The event field aggregated; empty for `count`.
+	Field string `json:"field"`
+
+	// Filter The filter; empty lists select all billable events.
+	Filter struct {
+		Methods       []string `json:"methods"`
+		Routes        []string `json:"routes"`
+		StatusClasses []string `json:"status_classes"`
+	} `json:"filter"`
+	Id   openapi_types.UUID `json:"id"`
+	Name string             `json:"name"`
+
+	// Slug Names the meter in charges, quotes and plan files; unique among the API's meters.
+	Slug      string    `json:"slug"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// MeterAggregation `count` counts the events the filter selects (no field); `sum` adds and `max` keeps the largest value of `units`, `request_bytes`, `response_bytes` or `latency_ms`; `unique_count` counts distinct `key_id` values.
+type MeterAggregation string
+
+// MeterFilter Selects among billable events (calls that reached the upstream with a status below 500). An empty list selects all; the lists combine with AND, the entries of one list with OR.
+type MeterFilter struct {
+	Methods *[]MeterFilterMethods `json:"methods,omitempty"`
+
+	// Routes Path patterns in the syntax of key routes (`/forecast/{city}`, `/v1/*`), matched against the event's path.
+	Routes *[]string `json:"routes,omitempty"`
+
+	// StatusClasses 5xx is never billable.
+	StatusClasses *[]MeterFilterStatusClasses `json:"status_classes,omitempty"`
+}
+
+// MeterFilterMethods defines model for MeterFilter.Methods.
+type MeterFilterMethods string
+
+// MeterFilterStatusClasses defines model for MeterFilter.StatusClasses.
+type MeterFilterStatusClasses string
+
+// MeterInput Adds a meter to an API. Unknown members are refused.
+type MeterInput struct {
+	// Aggregation `count` counts the events the filter selects (no field); `sum` adds and `max` keeps the largest value of `units`, `request_bytes`, `response_bytes` or `latency_ms`; `unique_count` counts distinct `key_id` values.
+	Aggregation MeterAggregation `json:"aggregation"`
+
+	// Field Empty for `count`; `units`, `request_bytes`, `response_bytes` or `latency_ms` for `sum` and `max`; `key_id` for `unique_count`.
+	Field *MeterInputField `json:"field,omitempty"`
+
+	// Filter Selects among billable events (calls that reached the upstream with a status below 500). An empty list selects all; the lists combine with AND, the entries of one list with OR.
+	Filter *MeterFilter `json:"filter,omitempty"`
+
+	// Name Display name; empty is the slug.
+	Name *string `json:"name,omitempty"`
+
+	// Slug Lower-case letters, digits, `_` and `-`, 1 to 63 characters, unique among the API's meters; it cannot change.
+	Slug string `json:"slug"`
+}
+
+// MeterInputField Empty for `count`; `units`, `request_bytes`, `response_bytes` or `latency_ms` for `sum` and `max`; `key_id` for `unique_count`.
+type MeterInputField string
+
+// MeterList An API's meters, by slug.
+type MeterList struct {
+	Data []Meter `json:"data"`
+}
+
+// MeterPatch Changes a meter; absent members stay. The name may always change; the aggregation, field and filter only while no plan version a subscription has used charges the meter. Unknown members are refused.
+type MeterPatch struct {
+	// Aggregation `count` counts the events the filter selects (no field); `sum` adds and `max` keeps the largest value of `units`, `request_bytes`, `response_bytes` or `latency_ms`; `unique_count` counts distinct `key_id` values.
+	Aggregation *MeterAggregation `json:"aggregation,omitempty"`
+
+	// Field Empty for `count`; `units`, `request_bytes`, `response_bytes` or `latency_ms` for `sum` and `max`; `key_id` for `unique_count`.
+	Field *MeterPatchField `json:"field,omitempty"`
+
+	// Filter Selects among billable events (calls that reached the upstream with a status below 500). An empty list selects all; the lists combine with AND, the entries of one list with OR.
+	Filter *MeterFilter `json:"filter,omitempty"`
+	Name   *string      `json:"name,omitempty"`
+}
+
+// MeterPatchField Empty for `count`; `units`, `request_bytes`, `response_bytes` or `latency_ms` for `sum` and `max`; `key_id` for `unique_count`.
+type MeterPatchField string
+
 // Plan A plan of an API, with its latest version of terms (`current_version`): what new subscriptions get.
 type Plan struct {
 	ApiId     openapi_types.UUID `json:"api_id"`
@@ -1631,6 +1978,9 @@ type Plan struct {
 
 	// Slug Unique among the API's plans.
 	Slug string `json:"slug"`
+
+	// SourceFile The plan file that manages the plan (relative to `VEIL_PRICING_DIR`); such a plan is read-only over REST (`409 file-managed`). Null for plans made over REST.
+	SourceFile *string `json:"source_file"`
 
 	// Status Whether a plan takes subscriptions: only `active` plans take new ones; `archived` plans keep serving the subscriptions they have; `draft` plans are seen only by the API's organization and admins.
 	Status    PlanStatus `json:"status"`
@@ -1676,7 +2026,7 @@ type PlanPatch struct {
 // PlanStatus Whether a plan takes subscriptions: only `active` plans take new ones; `archived` plans keep serving the subscriptions they have; `draft` plans are seen only by the API's organization and admins.
 type PlanStatus string
 
-// PlanType How a plan charges: by usage, a recurring fee, free with limits, or a fee plus usage.
+// PlanType How a plan charges: by usage (`usage_based`), a recurring fee (`subscription`), free with a free allowance per meter (`freemium`), or a fee plus usage (`hybrid`). The type must agree with the price: `subscription` has no charges; `usage_based` no base fee and at least one charge; `hybrid` a base fee above zero and at least one charge; `freemium` no base fee, and each charge gives part of its meter free (included units above zero, or a first tier priced 0 with no flat amount).
 type PlanType string
 
 // PlanVersion One immutable set of a plan's terms. Subscriptions pin the version they subscribed to.
@@ -1686,18 +2036,33 @@ type PlanVersion struct {
 	// CreatedBy Subject of the user who added the version.
 	CreatedBy string             `json:"created_by"`
 	Id        openapi_types.UUID `json:"id"`
+	PlanId    openapi_types.UUID `json:"plan_id"`
 
-	// Terms A plan version's priced terms. Decimals are JSON strings. Per-meter charges, tiers and promotions are priced elsewhere.
+	// Source Where the version came from: the REST API or a plan file.
+	Source PlanVersionSource `json:"source"`
+
+	// SourceFile The plan file of a version that came from one (relative to `VEIL_PRICING_DIR`).
+	SourceFile *string `json:"source_file"`
+
+	// Terms A plan version's priced terms. Decimals are JSON strings.
 	Terms Terms `json:"terms"`
 
 	// Version 1 for the plan's first terms, then counting up.
 	Version int `json:"version"`
 }
 
+// PlanVersionSource Where the version came from: the REST API or a plan file.
+type PlanVersionSource string
+
 // PlanVersionInput Adds the next version of a plan's terms. Unknown members are refused.
 type PlanVersionInput struct {
 	// Terms A plan version's priced terms. Unknown members are refused.
 	Terms TermsInput `json:"terms"`
+}
+
+// PlanVersionList A plan's versions, newest first.
+type PlanVersionList struct {
+	Data []PlanVersion `json:"data"`
 }
 
 // Priority Sets the SLA of an approval request: urgent 4 h, high 24 h, normal 72 h, low 7 days (defaults).
@@ -1813,6 +2178,61 @@ type QuotaStatus struct {
 
 // QuotaStatusThresholdsCrossed defines model for QuotaStatus.ThresholdsCrossed.
 type QuotaStatusThresholdsCrossed int
+
+// Quote What one period costs under a plan version for the usage given. Amounts are decimal strings with exactly the currency's minor-unit decimals.
+type Quote struct {
+	Currency string `json:"currency"`
+
+	// Discount What promotions take off, zero or more.
+	Discount string `json:"discount"`
+
+	// Lines The base fee first, then each charge's lines in the order of the meters' slugs, then discounts.
+	Lines  []QuoteLine        `json:"lines"`
+	PlanId openapi_types.UUID `json:"plan_id"`
+
+	// Subtotal The sum of the base fee and usage lines.
+	Subtotal string `json:"subtotal"`
+
+	// Total subtotal − discount, never below zero.
+	Total string `json:"total"`
+
+	// Version The plan version quoted.
+	Version int `json:"version"`
+}
+
+// QuoteInput The usage of one period to price. Unknown members are refused.
+type QuoteInput struct {
+	// PromotionCodes Promotion codes to apply (not redeemed). A code that is unknown or not eligible for the plan is refused, naming it.
+	PromotionCodes *[]string `json:"promotion_codes,omitempty"`
+
+	// Usage Metered quantity per meter slug, as decimal strings: zero or more, below 10^14, at most 6 decimals. A meter the version prices and `usage` leaves out counts zero; a slug it does not price is refused.
+	Usage *map[string]string `json:"usage,omitempty"`
+
+	// Version The version of the plan to quote; 0 (or absent) is the current version.
+	Version *int `json:"version,omitempty"`
+}
+
+// QuoteLine One line of a quote.
+type QuoteLine struct {
+	// Amount quantity × unit price (plus the tier's flat amount), rounded once to the currency's minor unit, half away from zero; written with exactly that many decimals (JPY `"1200"`, USD `"12.30"`, KWD `"1.250"`). Negative for a discount.
+	Amount string        `json:"amount"`
+	Kind   QuoteLineKind `json:"kind"`
+
+	// Meter The meter a usage line prices; null for the base fee.
+	Meter *string `json:"meter"`
+
+	// Quantity Units (or packages, for `package`) the line prices; 1 for the base fee.
+	Quantity string `json:"quantity"`
+
+	// Tier The 1-based tier a graduated or volume line prices; null for untiered lines.
+	Tier *int `json:"tier"`
+
+	// UnitPrice The price of one of `quantity`.
+	UnitPrice string `json:"unit_price"`
+}
+
+// QuoteLineKind defines model for QuoteLine.Kind.
+type QuoteLineKind string
 
 // ReasonInput An optional reason for a lifecycle action or a decision. The whole body is optional. Unknown members are refused.
 type ReasonInput struct {
@@ -2018,10 +2438,13 @@ type SubscriptionList struct {
 // SubscriptionStatus Where a subscription is: `trialing` (a plan with trial days) → `active`; `past_due` (payment failed), `suspended` (the gateway refuses its keys), `canceled` (terminal; its keys are revoked).
 type SubscriptionStatus string
 
-// Terms A plan version's priced terms. Decimals are JSON strings. Per-meter charges, tiers and promotions are priced elsewhere.
+// Terms A plan version's priced terms. Decimals are JSON strings.
 type Terms struct {
 	// BaseFee The fee per billing period, in `currency`.
 	BaseFee string `json:"base_fee"`
+
+	// Charges What the version charges per meter, in the order of the meters' slugs.
+	Charges []Charge `json:"charges"`
 
 	// Currency ISO 4217 code.
 	//
@@ -2049,7 +2472,7 @@ type Terms struct {
 	// TrialDays Days a new subscription trials before its first billed period.
 	TrialDays int `json:"trial_days"`
 
-	// Type How a plan charges: by usage, a recurring fee, free with limits, or a fee plus usage.
+	// Type How a plan charges: by usage (`usage_based`), a recurring fee (`subscription`), free with a free allowance per meter (`freemium`), or a fee plus usage (`hybrid`). The type must agree with the price: `subscription` has no charges; `usage_based` no base fee and at least one charge; `hybrid` a base fee above zero and at least one charge; `freemium` no base fee, and each charge gives part of its meter free (included units above zero, or a first tier priced 0 with no flat amount).
 	Type PlanType `json:"type"`
 }
 
@@ -2058,7 +2481,10 @@ type TermsInput struct {
 	// BaseFee The fee per billing period, in `currency`. A decimal, zero or more, below 10^14, with at most 6 decimals; best sent as a string (`"9.99"`).
 	BaseFee interface{} `json:"base_fee,omitempty"`
 
-	// Currency ISO 4217 code.
+	// Charges At most 50 charges, one per meter of the plan's API, written with the version. The type must agree with the price: `subscription` has no charges; `usage_based` no base fee and at least one charge; `hybrid` a base fee above zero and at least one charge; `freemium` no base fee, and each charge gives part of its meter free (included units above zero, or a first tier priced 0 with no flat amount).
+	Charges *[]ChargeInput `json:"charges,omitempty"`
+
+	// Currency ISO 4217 code of a currency Veil prices in (amounts are rounded to its minor unit: JPY 0 decimals, USD 2, KWD 3).
 	//
 	// Example: USD
 	Currency string `json:"currency"`
@@ -2084,8 +2510,32 @@ type TermsInput struct {
 	// TrialDays Days a new subscription trials (status `trialing`) before its first billed period.
 	TrialDays *int `json:"trial_days,omitempty"`
 
-	// Type How a plan charges: by usage, a recurring fee, free with limits, or a fee plus usage.
+	// Type How a plan charges: by usage (`usage_based`), a recurring fee (`subscription`), free with a free allowance per meter (`freemium`), or a fee plus usage (`hybrid`). The type must agree with the price: `subscription` has no charges; `usage_based` no base fee and at least one charge; `hybrid` a base fee above zero and at least one charge; `freemium` no base fee, and each charge gives part of its meter free (included units above zero, or a first tier priced 0 with no flat amount).
 	Type *PlanType `json:"type,omitempty"`
+}
+
+// Tier One tier of a graduated or volume charge. Decimals are JSON strings.
+type Tier struct {
+	// FlatAmount Added once when the tier is reached (graduated) or holds the quantity (volume).
+	FlatAmount string `json:"flat_amount"`
+
+	// UnitPrice Price of one unit in this tier.
+	UnitPrice string `json:"unit_price"`
+
+	// UpTo Inclusive upper bound on the billable quantity; null is unbounded (the last tier only).
+	UpTo *string `json:"up_to"`
+}
+
+// TierInput One tier of a graduated or volume charge. Unknown members are refused.
+type TierInput struct {
+	// FlatAmount Added once when the tier is reached (graduated) or holds the quantity (volume): zero or more, below 10^14, at most 6 decimals.
+	FlatAmount interface{} `json:"flat_amount,omitempty"`
+
+	// UnitPrice Price of one unit in this tier: zero or more, below 10^12, at most 12 decimals.
+	UnitPrice interface{} `json:"unit_price,omitempty"`
+
+	// UpTo Inclusive upper bound on the billable quantity, above the previous tier's, below 10^14 with at most 6 decimals; null (or absent) is unbounded, allowed on the last tier only.
+	UpTo interface{} `json:"up_to,omitempty"`
 }
 
 // Transition One recorded state change of an API.
@@ -2629,6 +3079,21 @@ type DeprecateAPIParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListMetersParams defines parameters for ListMeters.
+type ListMetersParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// CreateMeterParams defines parameters for CreateMeter.
+type CreateMeterParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListPlansParams defines parameters for ListPlans.
 type ListPlansParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
@@ -2839,6 +3304,30 @@ type GetMeParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// DeleteMeterParams defines parameters for DeleteMeter.
+type DeleteMeterParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GetMeterParams defines parameters for GetMeter.
+type GetMeterParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// UpdateMeterParams defines parameters for UpdateMeter.
+type UpdateMeterParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GetPlanVersionParams defines parameters for GetPlanVersion.
+type GetPlanVersionParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
 // GetPlanParams defines parameters for GetPlan.
 type GetPlanParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
@@ -2847,6 +3336,21 @@ type GetPlanParams struct {
 
 // UpdatePlanParams defines parameters for UpdatePlan.
 type UpdatePlanParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// QuotePlanParams defines parameters for QuotePlan.
+type QuotePlanParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListPlanVersionsParams defines parameters for ListPlanVersions.
+type ListPlanVersionsParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
@@ -3097,6 +3601,9 @@ type UpdateAPIJSONRequestBody = APIPatch
 // DeprecateAPIJSONRequestBody defines body for DeprecateAPI for application/json ContentType.
 type DeprecateAPIJSONRequestBody = ReasonInput
 
+// CreateMeterJSONRequestBody defines body for CreateMeter for application/json ContentType.
+type CreateMeterJSONRequestBody = MeterInput
+
 // CreatePlanJSONRequestBody defines body for CreatePlan for application/json ContentType.
 type CreatePlanJSONRequestBody = PlanInput
 
@@ -3130,8 +3637,14 @@ type RotateKeyJSONRequestBody = RotateInput
 // SuspendKeyJSONRequestBody defines body for SuspendKey for application/json ContentType.
 type SuspendKeyJSONRequestBody = ReasonInput
 
+// UpdateMeterJSONRequestBody defines body for UpdateMeter for application/json ContentType.
+type UpdateMeterJSONRequestBody = MeterPatch
+
 // UpdatePlanJSONRequestBody defines body for UpdatePlan for application/json ContentType.
 type UpdatePlanJSONRequestBody = PlanPatch
+
+// QuotePlanJSONRequestBody defines body for QuotePlan for application/json ContentType.
+type QuotePlanJSONRequestBody = QuoteInput
 
 // CreatePlanVersionJSONRequestBody defines body for CreatePlanVersion for application/json ContentType.
 type CreatePlanVersionJSONRequestBody = PlanVersionInput
@@ -3719,6 +4232,37 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/apis/{id}/deprecate (the `DeprecateAPI` operationId).
 	DeprecateAPI(ctx context.Context, id openapi_types.UUID, params *DeprecateAPIParams, body DeprecateAPIJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListMeters List an API's meters
+	//
+	// Every meter of the API, by slug (not paginated; an API has at most 100).
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the API: its organization's members and admins, and everyone for an API of the public catalog (`public` and `active` or `deprecated`). Others get `404`.
+	//
+	// Corresponds with GET /v1/apis/{id}/meters (the `ListMeters` operationId).
+	ListMeters(ctx context.Context, id openapi_types.UUID, params *ListMetersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateMeterWithBody Add a meter to an API
+	//
+	// Adds a meter: what the API's plans can charge for. Billable events only count: calls that reached the upstream with a status below 500; gateway refusals never.
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/apis/{id}/meters (the `CreateMeter` operationId).
+	CreateMeterWithBody(ctx context.Context, id openapi_types.UUID, params *CreateMeterParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateMeter Add a meter to an API
+	//
+	// Adds a meter: what the API's plans can charge for. Billable events only count: calls that reached the upstream with a status below 500; gateway refusals never.
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/apis/{id}/meters (the `CreateMeter` operationId).
+	CreateMeter(ctx context.Context, id openapi_types.UUID, params *CreateMeterParams, body CreateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListPlans List an API's plans
 	//
 	// Every plan of the API the caller may see, oldest first, each with its latest version (not paginated).
@@ -4069,6 +4613,55 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMe(ctx context.Context, params *GetMeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DeleteMeter Delete a meter
+	//
+	// Deletes a meter that no plan version charges.
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Corresponds with DELETE /v1/meters/{id} (the `DeleteMeter` operationId).
+	DeleteMeter(ctx context.Context, id openapi_types.UUID, params *DeleteMeterParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetMeter Read a meter
+	//
+	// The meter.
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the API: its organization's members and admins, and everyone for an API of the public catalog (`public` and `active` or `deprecated`). Others get `404`.
+	//
+	// Corresponds with GET /v1/meters/{id} (the `GetMeter` operationId).
+	GetMeter(ctx context.Context, id openapi_types.UUID, params *GetMeterParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateMeterWithBody Change a meter
+	//
+	// Changes the meter's name, or its aggregation, field and filter while no plan version that a subscription has used charges it (its invoices must stay reproducible: add a new meter and a plan version instead).
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
+	UpdateMeterWithBody(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateMeter Change a meter
+	//
+	// Changes the meter's name, or its aggregation, field and filter while no plan version that a subscription has used charges it (its invoices must stay reproducible: add a new meter and a plan version instead).
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
+	UpdateMeter(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, body UpdateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetPlanVersion Read a plan version
+	//
+	// One version of a plan's terms, with its charges: what a subscription pinned to it pays.
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+	//
+	// Corresponds with GET /v1/plan-versions/{id} (the `GetPlanVersion` operationId).
+	GetPlanVersion(ctx context.Context, id openapi_types.UUID, params *GetPlanVersionParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetPlan Read a plan
 	//
 	// The plan with its latest version of terms.
@@ -4080,7 +4673,7 @@ type ClientInterface interface {
 
 	// UpdatePlanWithBody Change a plan
 	//
-	// Changes the plan's name, description or status. Terms change by adding a version.
+	// Changes the plan's name, description or status. Terms change by adding a version. A plan from a plan file is read-only here.
 	//
 	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 	//
@@ -4091,7 +4684,7 @@ type ClientInterface interface {
 
 	// UpdatePlan Change a plan
 	//
-	// Changes the plan's name, description or status. Terms change by adding a version.
+	// Changes the plan's name, description or status. Terms change by adding a version. A plan from a plan file is read-only here.
 	//
 	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 	//
@@ -4100,9 +4693,40 @@ type ClientInterface interface {
 	// Corresponds with PATCH /v1/plans/{id} (the `UpdatePlan` operationId).
 	UpdatePlan(ctx context.Context, id openapi_types.UUID, params *UpdatePlanParams, body UpdatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// QuotePlanWithBody Price a period of usage
+	//
+	// Prices one billing period of the plan's current version (or of `version`) for the usage given: the base fee, each charge's lines, the promotions' discounts, and their sums, in the plan's currency. Nothing is stored or redeemed.
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/plans/{id}/quote (the `QuotePlan` operationId).
+	QuotePlanWithBody(ctx context.Context, id openapi_types.UUID, params *QuotePlanParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// QuotePlan Price a period of usage
+	//
+	// Prices one billing period of the plan's current version (or of `version`) for the usage given: the base fee, each charge's lines, the promotions' discounts, and their sums, in the plan's currency. Nothing is stored or redeemed.
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/plans/{id}/quote (the `QuotePlan` operationId).
+	QuotePlan(ctx context.Context, id openapi_types.UUID, params *QuotePlanParams, body QuotePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListPlanVersions List a plan's versions
+	//
+	// Every version of the plan's terms, newest first, each with its charges (not paginated).
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+	//
+	// Corresponds with GET /v1/plans/{id}/versions (the `ListPlanVersions` operationId).
+	ListPlanVersions(ctx context.Context, id openapi_types.UUID, params *ListPlanVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// CreatePlanVersionWithBody Add a version of a plan's terms
 	//
-	// Adds the next version of the plan's terms and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest.
+	// Adds the next version of the plan's terms, with its charges, and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest. A plan from a plan file is read-only here.
 	//
 	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 	//
@@ -4113,7 +4737,7 @@ type ClientInterface interface {
 
 	// CreatePlanVersion Add a version of a plan's terms
 	//
-	// Adds the next version of the plan's terms and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest.
+	// Adds the next version of the plan's terms, with its charges, and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest. A plan from a plan file is read-only here.
 	//
 	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 	//
@@ -5367,6 +5991,67 @@ func (c *Client) DeprecateAPI(ctx context.Context, id openapi_types.UUID, params
 	return c.Client.Do(req)
 }
 
+// ListMeters List an API's meters
+//
+// Every meter of the API, by slug (not paginated; an API has at most 100).
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the API: its organization's members and admins, and everyone for an API of the public catalog (`public` and `active` or `deprecated`). Others get `404`.
+//
+// Corresponds with GET /v1/apis/{id}/meters (the `ListMeters` operationId).
+func (c *Client) ListMeters(ctx context.Context, id openapi_types.UUID, params *ListMetersParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListMetersRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateMeterWithBody Add a meter to an API
+//
+// Adds a meter: what the API's plans can charge for. Billable events only count: calls that reached the upstream with a status below 500; gateway refusals never.
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/apis/{id}/meters (the `CreateMeter` operationId).
+func (c *Client) CreateMeterWithBody(ctx context.Context, id openapi_types.UUID, params *CreateMeterParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateMeterRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateMeter Add a meter to an API
+//
+// Adds a meter: what the API's plans can charge for. Billable events only count: calls that reached the upstream with a status below 500; gateway refusals never.
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/apis/{id}/meters (the `CreateMeter` operationId).
+func (c *Client) CreateMeter(ctx context.Context, id openapi_types.UUID, params *CreateMeterParams, body CreateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateMeterRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListPlans List an API's plans
 //
 // Every plan of the API the caller may see, oldest first, each with its latest version (not paginated).
@@ -6057,6 +6742,105 @@ func (c *Client) GetMe(ctx context.Context, params *GetMeParams, reqEditors ...R
 	return c.Client.Do(req)
 }
 
+// DeleteMeter Delete a meter
+//
+// Deletes a meter that no plan version charges.
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Corresponds with DELETE /v1/meters/{id} (the `DeleteMeter` operationId).
+func (c *Client) DeleteMeter(ctx context.Context, id openapi_types.UUID, params *DeleteMeterParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteMeterRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetMeter Read a meter
+//
+// The meter.
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the API: its organization's members and admins, and everyone for an API of the public catalog (`public` and `active` or `deprecated`). Others get `404`.
+//
+// Corresponds with GET /v1/meters/{id} (the `GetMeter` operationId).
+func (c *Client) GetMeter(ctx context.Context, id openapi_types.UUID, params *GetMeterParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetMeterRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateMeterWithBody Change a meter
+//
+// Changes the meter's name, or its aggregation, field and filter while no plan version that a subscription has used charges it (its invoices must stay reproducible: add a new meter and a plan version instead).
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
+func (c *Client) UpdateMeterWithBody(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateMeterRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateMeter Change a meter
+//
+// Changes the meter's name, or its aggregation, field and filter while no plan version that a subscription has used charges it (its invoices must stay reproducible: add a new meter and a plan version instead).
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
+func (c *Client) UpdateMeter(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, body UpdateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateMeterRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetPlanVersion Read a plan version
+//
+// One version of a plan's terms, with its charges: what a subscription pinned to it pays.
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+//
+// Corresponds with GET /v1/plan-versions/{id} (the `GetPlanVersion` operationId).
+func (c *Client) GetPlanVersion(ctx context.Context, id openapi_types.UUID, params *GetPlanVersionParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetPlanVersionRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetPlan Read a plan
 //
 // The plan with its latest version of terms.
@@ -6078,7 +6862,7 @@ func (c *Client) GetPlan(ctx context.Context, id openapi_types.UUID, params *Get
 
 // UpdatePlanWithBody Change a plan
 //
-// Changes the plan's name, description or status. Terms change by adding a version.
+// Changes the plan's name, description or status. Terms change by adding a version. A plan from a plan file is read-only here.
 //
 // **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 //
@@ -6099,7 +6883,7 @@ func (c *Client) UpdatePlanWithBody(ctx context.Context, id openapi_types.UUID, 
 
 // UpdatePlan Change a plan
 //
-// Changes the plan's name, description or status. Terms change by adding a version.
+// Changes the plan's name, description or status. Terms change by adding a version. A plan from a plan file is read-only here.
 //
 // **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 //
@@ -6118,9 +6902,70 @@ func (c *Client) UpdatePlan(ctx context.Context, id openapi_types.UUID, params *
 	return c.Client.Do(req)
 }
 
+// QuotePlanWithBody Price a period of usage
+//
+// Prices one billing period of the plan's current version (or of `version`) for the usage given: the base fee, each charge's lines, the promotions' discounts, and their sums, in the plan's currency. Nothing is stored or redeemed.
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/plans/{id}/quote (the `QuotePlan` operationId).
+func (c *Client) QuotePlanWithBody(ctx context.Context, id openapi_types.UUID, params *QuotePlanParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewQuotePlanRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// QuotePlan Price a period of usage
+//
+// Prices one billing period of the plan's current version (or of `version`) for the usage given: the base fee, each charge's lines, the promotions' discounts, and their sums, in the plan's currency. Nothing is stored or redeemed.
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/plans/{id}/quote (the `QuotePlan` operationId).
+func (c *Client) QuotePlan(ctx context.Context, id openapi_types.UUID, params *QuotePlanParams, body QuotePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewQuotePlanRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListPlanVersions List a plan's versions
+//
+// Every version of the plan's terms, newest first, each with its charges (not paginated).
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+//
+// Corresponds with GET /v1/plans/{id}/versions (the `ListPlanVersions` operationId).
+func (c *Client) ListPlanVersions(ctx context.Context, id openapi_types.UUID, params *ListPlanVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListPlanVersionsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // CreatePlanVersionWithBody Add a version of a plan's terms
 //
-// Adds the next version of the plan's terms and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest.
+// Adds the next version of the plan's terms, with its charges, and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest. A plan from a plan file is read-only here.
 //
 // **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 //
@@ -6141,7 +6986,7 @@ func (c *Client) CreatePlanVersionWithBody(ctx context.Context, id openapi_types
 
 // CreatePlanVersion Add a version of a plan's terms
 //
-// Adds the next version of the plan's terms and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest.
+// Adds the next version of the plan's terms, with its charges, and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest. A plan from a plan file is read-only here.
 //
 // **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 //
@@ -8698,6 +9543,128 @@ func NewDeprecateAPIRequestWithBody(server string, id openapi_types.UUID, params
 	return req, nil
 }
 
+// NewListMetersRequest constructs an http.Request for the ListMeters method
+func NewListMetersRequest(server string, id openapi_types.UUID, params *ListMetersParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/apis/%s/meters", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateMeterRequest calls the generic CreateMeter builder with application/json body
+func NewCreateMeterRequest(server string, id openapi_types.UUID, params *CreateMeterParams, body CreateMeterJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateMeterRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewCreateMeterRequestWithBody constructs an http.Request for the CreateMeter method, with any body, and a specified content type
+func NewCreateMeterRequestWithBody(server string, id openapi_types.UUID, params *CreateMeterParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/apis/%s/meters", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewListPlansRequest constructs an http.Request for the ListPlans method
 func NewListPlansRequest(server string, id openapi_types.UUID, params *ListPlansParams) (*http.Request, error) {
 	var err error
@@ -10263,6 +11230,215 @@ func NewGetMeRequest(server string, params *GetMeParams) (*http.Request, error) 
 	return req, nil
 }
 
+// NewDeleteMeterRequest constructs an http.Request for the DeleteMeter method
+func NewDeleteMeterRequest(server string, id openapi_types.UUID, params *DeleteMeterParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/meters/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetMeterRequest constructs an http.Request for the GetMeter method
+func NewGetMeterRequest(server string, id openapi_types.UUID, params *GetMeterParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/meters/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewUpdateMeterRequest calls the generic UpdateMeter builder with application/json body
+func NewUpdateMeterRequest(server string, id openapi_types.UUID, params *UpdateMeterParams, body UpdateMeterJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateMeterRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewUpdateMeterRequestWithBody constructs an http.Request for the UpdateMeter method, with any body, and a specified content type
+func NewUpdateMeterRequestWithBody(server string, id openapi_types.UUID, params *UpdateMeterParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/meters/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetPlanVersionRequest constructs an http.Request for the GetPlanVersion method
+func NewGetPlanVersionRequest(server string, id openapi_types.UUID, params *GetPlanVersionParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/plan-versions/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetPlanRequest constructs an http.Request for the GetPlan method
 func NewGetPlanRequest(server string, id openapi_types.UUID, params *GetPlanParams) (*http.Request, error) {
 	var err error
@@ -10355,6 +11531,128 @@ func NewUpdatePlanRequestWithBody(server string, id openapi_types.UUID, params *
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewQuotePlanRequest calls the generic QuotePlan builder with application/json body
+func NewQuotePlanRequest(server string, id openapi_types.UUID, params *QuotePlanParams, body QuotePlanJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewQuotePlanRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewQuotePlanRequestWithBody constructs an http.Request for the QuotePlan method, with any body, and a specified content type
+func NewQuotePlanRequestWithBody(server string, id openapi_types.UUID, params *QuotePlanParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/plans/%s/quote", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListPlanVersionsRequest constructs an http.Request for the ListPlanVersions method
+func NewListPlanVersionsRequest(server string, id openapi_types.UUID, params *ListPlanVersionsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/plans/%s/versions", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	if params != nil {
 
@@ -12409,6 +13707,39 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/apis/{id}/deprecate (the `DeprecateAPI` operationId).
 	DeprecateAPIWithResponse(ctx context.Context, id openapi_types.UUID, params *DeprecateAPIParams, body DeprecateAPIJSONRequestBody, reqEditors ...RequestEditorFn) (*DeprecateAPIResponse, error)
 
+	// ListMetersWithResponse List an API's meters
+	//
+	// Every meter of the API, by slug (not paginated; an API has at most 100).
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the API: its organization's members and admins, and everyone for an API of the public catalog (`public` and `active` or `deprecated`). Others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/apis/{id}/meters (the `ListMeters` operationId).
+	ListMetersWithResponse(ctx context.Context, id openapi_types.UUID, params *ListMetersParams, reqEditors ...RequestEditorFn) (*ListMetersResponse, error)
+
+	// CreateMeterWithBodyWithResponse Add a meter to an API
+	//
+	// Adds a meter: what the API's plans can charge for. Billable events only count: calls that reached the upstream with a status below 500; gateway refusals never.
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/apis/{id}/meters (the `CreateMeter` operationId).
+	CreateMeterWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateMeterParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateMeterResponse, error)
+
+	// CreateMeterWithResponse Add a meter to an API
+	//
+	// Adds a meter: what the API's plans can charge for. Billable events only count: calls that reached the upstream with a status below 500; gateway refusals never.
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/apis/{id}/meters (the `CreateMeter` operationId).
+	CreateMeterWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateMeterParams, body CreateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateMeterResponse, error)
+
 	// ListPlansWithResponse List an API's plans
 	//
 	// Every plan of the API the caller may see, oldest first, each with its latest version (not paginated).
@@ -12783,6 +14114,61 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMeWithResponse(ctx context.Context, params *GetMeParams, reqEditors ...RequestEditorFn) (*GetMeResponse, error)
 
+	// DeleteMeterWithResponse Delete a meter
+	//
+	// Deletes a meter that no plan version charges.
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/meters/{id} (the `DeleteMeter` operationId).
+	DeleteMeterWithResponse(ctx context.Context, id openapi_types.UUID, params *DeleteMeterParams, reqEditors ...RequestEditorFn) (*DeleteMeterResponse, error)
+
+	// GetMeterWithResponse Read a meter
+	//
+	// The meter.
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the API: its organization's members and admins, and everyone for an API of the public catalog (`public` and `active` or `deprecated`). Others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/meters/{id} (the `GetMeter` operationId).
+	GetMeterWithResponse(ctx context.Context, id openapi_types.UUID, params *GetMeterParams, reqEditors ...RequestEditorFn) (*GetMeterResponse, error)
+
+	// UpdateMeterWithBodyWithResponse Change a meter
+	//
+	// Changes the meter's name, or its aggregation, field and filter while no plan version that a subscription has used charges it (its invoices must stay reproducible: add a new meter and a plan version instead).
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
+	UpdateMeterWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateMeterResponse, error)
+
+	// UpdateMeterWithResponse Change a meter
+	//
+	// Changes the meter's name, or its aggregation, field and filter while no plan version that a subscription has used charges it (its invoices must stay reproducible: add a new meter and a plan version instead).
+	//
+	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
+	UpdateMeterWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, body UpdateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateMeterResponse, error)
+
+	// GetPlanVersionWithResponse Read a plan version
+	//
+	// One version of a plan's terms, with its charges: what a subscription pinned to it pays.
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/plan-versions/{id} (the `GetPlanVersion` operationId).
+	GetPlanVersionWithResponse(ctx context.Context, id openapi_types.UUID, params *GetPlanVersionParams, reqEditors ...RequestEditorFn) (*GetPlanVersionResponse, error)
+
 	// GetPlanWithResponse Read a plan
 	//
 	// The plan with its latest version of terms.
@@ -12796,7 +14182,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdatePlanWithBodyWithResponse Change a plan
 	//
-	// Changes the plan's name, description or status. Terms change by adding a version.
+	// Changes the plan's name, description or status. Terms change by adding a version. A plan from a plan file is read-only here.
 	//
 	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 	//
@@ -12807,7 +14193,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdatePlanWithResponse Change a plan
 	//
-	// Changes the plan's name, description or status. Terms change by adding a version.
+	// Changes the plan's name, description or status. Terms change by adding a version. A plan from a plan file is read-only here.
 	//
 	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 	//
@@ -12816,9 +14202,42 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /v1/plans/{id} (the `UpdatePlan` operationId).
 	UpdatePlanWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdatePlanParams, body UpdatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdatePlanResponse, error)
 
+	// QuotePlanWithBodyWithResponse Price a period of usage
+	//
+	// Prices one billing period of the plan's current version (or of `version`) for the usage given: the base fee, each charge's lines, the promotions' discounts, and their sums, in the plan's currency. Nothing is stored or redeemed.
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/plans/{id}/quote (the `QuotePlan` operationId).
+	QuotePlanWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *QuotePlanParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*QuotePlanResponse, error)
+
+	// QuotePlanWithResponse Price a period of usage
+	//
+	// Prices one billing period of the plan's current version (or of `version`) for the usage given: the base fee, each charge's lines, the promotions' discounts, and their sums, in the plan's currency. Nothing is stored or redeemed.
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/plans/{id}/quote (the `QuotePlan` operationId).
+	QuotePlanWithResponse(ctx context.Context, id openapi_types.UUID, params *QuotePlanParams, body QuotePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*QuotePlanResponse, error)
+
+	// ListPlanVersionsWithResponse List a plan's versions
+	//
+	// Every version of the plan's terms, newest first, each with its charges (not paginated).
+	//
+	// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/plans/{id}/versions (the `ListPlanVersions` operationId).
+	ListPlanVersionsWithResponse(ctx context.Context, id openapi_types.UUID, params *ListPlanVersionsParams, reqEditors ...RequestEditorFn) (*ListPlanVersionsResponse, error)
+
 	// CreatePlanVersionWithBodyWithResponse Add a version of a plan's terms
 	//
-	// Adds the next version of the plan's terms and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest.
+	// Adds the next version of the plan's terms, with its charges, and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest. A plan from a plan file is read-only here.
 	//
 	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 	//
@@ -12829,7 +14248,7 @@ type ClientWithResponsesInterface interface {
 
 	// CreatePlanVersionWithResponse Add a version of a plan's terms
 	//
-	// Adds the next version of the plan's terms and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest.
+	// Adds the next version of the plan's terms, with its charges, and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest. A plan from a plan file is read-only here.
 	//
 	// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 	//
@@ -14769,6 +16188,112 @@ func (r DeprecateAPIResponse) ContentType() string {
 	return ""
 }
 
+type ListMetersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MeterList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListMetersResponse) GetJSON200() *MeterList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListMetersResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListMetersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListMetersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListMetersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListMetersResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListMetersResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreateMeterResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Meter
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateMeterResponse) GetJSON201() *Meter {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateMeterResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateMeterResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateMeterResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateMeterResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r CreateMeterResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateMeterResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListPlansResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -15981,6 +17506,211 @@ func (r GetMeResponse) ContentType() string {
 	return ""
 }
 
+type DeleteMeterResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteMeterResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteMeterResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteMeterResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteMeterResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r DeleteMeterResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteMeterResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetMeterResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Meter
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetMeterResponse) GetJSON200() *Meter {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetMeterResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetMeterResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetMeterResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetMeterResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetMeterResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetMeterResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type UpdateMeterResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Meter
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateMeterResponse) GetJSON200() *Meter {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r UpdateMeterResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateMeterResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateMeterResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateMeterResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r UpdateMeterResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateMeterResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetPlanVersionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PlanVersion
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetPlanVersionResponse) GetJSON200() *PlanVersion {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetPlanVersionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetPlanVersionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetPlanVersionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetPlanVersionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetPlanVersionResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetPlanVersionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetPlanResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -16081,6 +17811,112 @@ func (r UpdatePlanResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r UpdatePlanResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type QuotePlanResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Quote
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r QuotePlanResponse) GetJSON200() *Quote {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r QuotePlanResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r QuotePlanResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r QuotePlanResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r QuotePlanResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r QuotePlanResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r QuotePlanResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListPlanVersionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PlanVersionList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListPlanVersionsResponse) GetJSON200() *PlanVersionList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListPlanVersionsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListPlanVersionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListPlanVersionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListPlanVersionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListPlanVersionsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListPlanVersionsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -18043,6 +19879,57 @@ func (c *ClientWithResponses) DeprecateAPIWithResponse(ctx context.Context, id o
 	return ParseDeprecateAPIResponse(rsp)
 }
 
+// ListMetersWithResponse List an API's meters
+//
+// Every meter of the API, by slug (not paginated; an API has at most 100).
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the API: its organization's members and admins, and everyone for an API of the public catalog (`public` and `active` or `deprecated`). Others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/apis/{id}/meters (the `ListMeters` operationId).
+func (c *ClientWithResponses) ListMetersWithResponse(ctx context.Context, id openapi_types.UUID, params *ListMetersParams, reqEditors ...RequestEditorFn) (*ListMetersResponse, error) {
+	rsp, err := c.ListMeters(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListMetersResponse(rsp)
+}
+
+// CreateMeterWithBodyWithResponse Add a meter to an API
+//
+// Adds a meter: what the API's plans can charge for. Billable events only count: calls that reached the upstream with a status below 500; gateway refusals never.
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/apis/{id}/meters (the `CreateMeter` operationId).
+func (c *ClientWithResponses) CreateMeterWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateMeterParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateMeterResponse, error) {
+	rsp, err := c.CreateMeterWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateMeterResponse(rsp)
+}
+
+// CreateMeterWithResponse Add a meter to an API
+//
+// Adds a meter: what the API's plans can charge for. Billable events only count: calls that reached the upstream with a status below 500; gateway refusals never.
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/apis/{id}/meters (the `CreateMeter` operationId).
+func (c *ClientWithResponses) CreateMeterWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateMeterParams, body CreateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateMeterResponse, error) {
+	rsp, err := c.CreateMeter(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateMeterResponse(rsp)
+}
+
 // ListPlansWithResponse List an API's plans
 //
 // Every plan of the API the caller may see, oldest first, each with its latest version (not paginated).
@@ -18621,6 +20508,91 @@ func (c *ClientWithResponses) GetMeWithResponse(ctx context.Context, params *Get
 	return ParseGetMeResponse(rsp)
 }
 
+// DeleteMeterWithResponse Delete a meter
+//
+// Deletes a meter that no plan version charges.
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/meters/{id} (the `DeleteMeter` operationId).
+func (c *ClientWithResponses) DeleteMeterWithResponse(ctx context.Context, id openapi_types.UUID, params *DeleteMeterParams, reqEditors ...RequestEditorFn) (*DeleteMeterResponse, error) {
+	rsp, err := c.DeleteMeter(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteMeterResponse(rsp)
+}
+
+// GetMeterWithResponse Read a meter
+//
+// The meter.
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the API: its organization's members and admins, and everyone for an API of the public catalog (`public` and `active` or `deprecated`). Others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/meters/{id} (the `GetMeter` operationId).
+func (c *ClientWithResponses) GetMeterWithResponse(ctx context.Context, id openapi_types.UUID, params *GetMeterParams, reqEditors ...RequestEditorFn) (*GetMeterResponse, error) {
+	rsp, err := c.GetMeter(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetMeterResponse(rsp)
+}
+
+// UpdateMeterWithBodyWithResponse Change a meter
+//
+// Changes the meter's name, or its aggregation, field and filter while no plan version that a subscription has used charges it (its invoices must stay reproducible: add a new meter and a plan version instead).
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
+func (c *ClientWithResponses) UpdateMeterWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateMeterResponse, error) {
+	rsp, err := c.UpdateMeterWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateMeterResponse(rsp)
+}
+
+// UpdateMeterWithResponse Change a meter
+//
+// Changes the meter's name, or its aggregation, field and filter while no plan version that a subscription has used charges it (its invoices must stay reproducible: add a new meter and a plan version instead).
+//
+// **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
+func (c *ClientWithResponses) UpdateMeterWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, body UpdateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateMeterResponse, error) {
+	rsp, err := c.UpdateMeter(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateMeterResponse(rsp)
+}
+
+// GetPlanVersionWithResponse Read a plan version
+//
+// One version of a plan's terms, with its charges: what a subscription pinned to it pays.
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/plan-versions/{id} (the `GetPlanVersion` operationId).
+func (c *ClientWithResponses) GetPlanVersionWithResponse(ctx context.Context, id openapi_types.UUID, params *GetPlanVersionParams, reqEditors ...RequestEditorFn) (*GetPlanVersionResponse, error) {
+	rsp, err := c.GetPlanVersion(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetPlanVersionResponse(rsp)
+}
+
 // GetPlanWithResponse Read a plan
 //
 // The plan with its latest version of terms.
@@ -18640,7 +20612,7 @@ func (c *ClientWithResponses) GetPlanWithResponse(ctx context.Context, id openap
 
 // UpdatePlanWithBodyWithResponse Change a plan
 //
-// Changes the plan's name, description or status. Terms change by adding a version.
+// Changes the plan's name, description or status. Terms change by adding a version. A plan from a plan file is read-only here.
 //
 // **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 //
@@ -18657,7 +20629,7 @@ func (c *ClientWithResponses) UpdatePlanWithBodyWithResponse(ctx context.Context
 
 // UpdatePlanWithResponse Change a plan
 //
-// Changes the plan's name, description or status. Terms change by adding a version.
+// Changes the plan's name, description or status. Terms change by adding a version. A plan from a plan file is read-only here.
 //
 // **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 //
@@ -18672,9 +20644,60 @@ func (c *ClientWithResponses) UpdatePlanWithResponse(ctx context.Context, id ope
 	return ParseUpdatePlanResponse(rsp)
 }
 
+// QuotePlanWithBodyWithResponse Price a period of usage
+//
+// Prices one billing period of the plan's current version (or of `version`) for the usage given: the base fee, each charge's lines, the promotions' discounts, and their sums, in the plan's currency. Nothing is stored or redeemed.
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/plans/{id}/quote (the `QuotePlan` operationId).
+func (c *ClientWithResponses) QuotePlanWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *QuotePlanParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*QuotePlanResponse, error) {
+	rsp, err := c.QuotePlanWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseQuotePlanResponse(rsp)
+}
+
+// QuotePlanWithResponse Price a period of usage
+//
+// Prices one billing period of the plan's current version (or of `version`) for the usage given: the base fee, each charge's lines, the promotions' discounts, and their sums, in the plan's currency. Nothing is stored or redeemed.
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/plans/{id}/quote (the `QuotePlan` operationId).
+func (c *ClientWithResponses) QuotePlanWithResponse(ctx context.Context, id openapi_types.UUID, params *QuotePlanParams, body QuotePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*QuotePlanResponse, error) {
+	rsp, err := c.QuotePlan(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseQuotePlanResponse(rsp)
+}
+
+// ListPlanVersionsWithResponse List a plan's versions
+//
+// Every version of the plan's terms, newest first, each with its charges (not paginated).
+//
+// **Who may call:** any member of any organization (admin, provider or consumer) who may see the plan: the API's organization's members and admins see every plan, everyone else the `active` plans of the public catalog (`public` APIs that are `active` or `deprecated`). Others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/plans/{id}/versions (the `ListPlanVersions` operationId).
+func (c *ClientWithResponses) ListPlanVersionsWithResponse(ctx context.Context, id openapi_types.UUID, params *ListPlanVersionsParams, reqEditors ...RequestEditorFn) (*ListPlanVersionsResponse, error) {
+	rsp, err := c.ListPlanVersions(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListPlanVersionsResponse(rsp)
+}
+
 // CreatePlanVersionWithBodyWithResponse Add a version of a plan's terms
 //
-// Adds the next version of the plan's terms and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest.
+// Adds the next version of the plan's terms, with its charges, and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest. A plan from a plan file is read-only here.
 //
 // **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 //
@@ -18691,7 +20714,7 @@ func (c *ClientWithResponses) CreatePlanVersionWithBodyWithResponse(ctx context.
 
 // CreatePlanVersionWithResponse Add a version of a plan's terms
 //
-// Adds the next version of the plan's terms and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest.
+// Adds the next version of the plan's terms, with its charges, and makes it current. Subscriptions keep the version they pinned; new subscriptions get the latest. A plan from a plan file is read-only here.
 //
 // **Who may call:** a provider of the API's organization, or an admin. Others who can see the API get `403`, the rest `404`.
 //
@@ -20190,6 +22213,72 @@ func ParseDeprecateAPIResponse(rsp *http.Response) (*DeprecateAPIResponse, error
 	return response, nil
 }
 
+// ParseListMetersResponse parses an HTTP response from a ListMetersWithResponse call
+func ParseListMetersResponse(rsp *http.Response) (*ListMetersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListMetersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MeterList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateMeterResponse parses an HTTP response from a CreateMeterWithResponse call
+func ParseCreateMeterResponse(rsp *http.Response) (*CreateMeterResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateMeterResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Meter
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListPlansResponse parses an HTTP response from a ListPlansWithResponse call
 func ParseListPlansResponse(rsp *http.Response) (*ListPlansResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -20945,6 +23034,134 @@ func ParseGetMeResponse(rsp *http.Response) (*GetMeResponse, error) {
 	return response, nil
 }
 
+// ParseDeleteMeterResponse parses an HTTP response from a DeleteMeterWithResponse call
+func ParseDeleteMeterResponse(rsp *http.Response) (*DeleteMeterResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteMeterResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetMeterResponse parses an HTTP response from a GetMeterWithResponse call
+func ParseGetMeterResponse(rsp *http.Response) (*GetMeterResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetMeterResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Meter
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseUpdateMeterResponse parses an HTTP response from a UpdateMeterWithResponse call
+func ParseUpdateMeterResponse(rsp *http.Response) (*UpdateMeterResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateMeterResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Meter
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetPlanVersionResponse parses an HTTP response from a GetPlanVersionWithResponse call
+func ParseGetPlanVersionResponse(rsp *http.Response) (*GetPlanVersionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetPlanVersionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PlanVersion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetPlanResponse parses an HTTP response from a GetPlanWithResponse call
 func ParseGetPlanResponse(rsp *http.Response) (*GetPlanResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -20994,6 +23211,72 @@ func ParseUpdatePlanResponse(rsp *http.Response) (*UpdatePlanResponse, error) {
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Plan
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseQuotePlanResponse parses an HTTP response from a QuotePlanWithResponse call
+func ParseQuotePlanResponse(rsp *http.Response) (*QuotePlanResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &QuotePlanResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Quote
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListPlanVersionsResponse parses an HTTP response from a ListPlanVersionsWithResponse call
+func ParseListPlanVersionsResponse(rsp *http.Response) (*ListPlanVersionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListPlanVersionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PlanVersionList
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

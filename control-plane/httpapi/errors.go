@@ -10,6 +10,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
@@ -39,7 +40,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, catalog.ErrAPINotFound), errors.Is(err, catalog.ErrApprovalNotFound),
 		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound),
 		errors.Is(err, subscriptions.ErrPlanNotFound), errors.Is(err, subscriptions.ErrSubscriptionNotFound),
-		errors.Is(err, keys.ErrKeyNotFound), errors.Is(err, ingesttokens.ErrNotFound), errors.Is(err, errNoUsageReconcile):
+		errors.Is(err, keys.ErrKeyNotFound), errors.Is(err, ingesttokens.ErrNotFound), errors.Is(err, errNoUsageReconcile),
+		errors.Is(err, pricing.ErrMeterNotFound), errors.Is(err, pricing.ErrVersionNotFound):
 		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
 	case errors.Is(err, keys.ErrInvalidTransition), errors.Is(err, subscriptions.ErrSubscriptionTransition),
 		errors.Is(err, catalog.ErrInvalidTransition):
@@ -72,6 +74,14 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", err.Error()+"; retry later")
 	case errors.Is(err, errNoUsageCheck):
 		d = problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", err.Error())
+	case errors.Is(err, pricing.ErrFileManaged):
+		d = problem.New(http.StatusConflict, "file-managed", "Managed By A Plan File", err.Error())
+	case errors.Is(err, pricing.ErrMeterInUse):
+		d = problem.New(http.StatusConflict, "meter-in-use", "Meter In Use", err.Error())
+	case errors.Is(err, pricing.ErrMeterLimit):
+		d = problem.New(http.StatusConflict, "meter-limit", "Meter Limit Reached", err.Error())
+	case errors.Is(err, pricing.ErrMeterSlugTaken):
+		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
 	case errors.Is(err, subscriptions.ErrSlugTaken):
 		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
 	case errors.Is(err, metering.ErrBadQuery):

@@ -2,7 +2,8 @@
 // and authorization, request decoding and validation, and the one mapping
 // from domain errors to RFC 9457 problem details. httpapi.go wires the
 // router and mounts the routes; each domain's routes and handlers have a
-// file of their own (apis.go, approvals.go, subscriptions.go, keys.go,
+// file of their own (apis.go, approvals.go, plans.go (and pricing.go, the
+// quote), meters.go, subscriptions.go, keys.go,
 // quota.go, usage.go, webhooks.go, audit.go, ingesttokens.go, and
 // reconcile.go for the admins' reconcile calls); decode.go reads requests,
 // handlers.go adapts service calls to handlers, errors.go maps errors to
@@ -28,6 +29,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
 	"github.com/veil-platform/veil/internal/httpserver"
@@ -67,6 +69,11 @@ type Config struct {
 
 	// IngestTokens issues and revokes ingest tokens; nil uses one on Pool.
 	IngestTokens *ingesttokens.Service
+	// Pricing serves the meters; nil uses one on Pool.
+	Pricing *pricing.Service
+	// Promotions prices quotes that name promotion codes; nil refuses every
+	// code as unknown.
+	Promotions PromotionQuoter
 }
 
 type api struct {
@@ -119,6 +126,8 @@ func (a *api) routes(r chi.Router) {
 	a.apiRoutes(r)
 	a.approvalRoutes(r)
 	a.webhookRoutes(r)
+	a.planRoutes(r)
+	a.meterRoutes(r)
 	a.subscriptionRoutes(r)
 	a.quotaRoutes(r)
 	a.keyRoutes(r)

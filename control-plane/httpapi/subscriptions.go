@@ -12,15 +12,9 @@ import (
 	"github.com/veil-platform/veil/internal/validation"
 )
 
-// subscriptionRoutes: plans of an API and subscriptions to them.
+// subscriptionRoutes: subscriptions to plans (plans.go serves the plans).
 func (a *api) subscriptionRoutes(r chi.Router) {
 	s := a.cfg.Subscriptions
-	r.Get(idPath("/v1/apis/{id}/plans"), a.handle(read(listOf(s.ListPlans))))
-	r.Post(idPath("/v1/apis/{id}/plans"), a.handle(write(http.StatusCreated, s.CreatePlan)))
-	r.Get(idPath("/v1/plans/{id}"), a.handle(read(s.GetPlan)))
-	r.Patch(idPath("/v1/plans/{id}"), a.handle(write(http.StatusOK, s.UpdatePlan)))
-	r.Post(idPath("/v1/plans/{id}/versions"), a.handle(write(http.StatusCreated, s.CreateVersion)))
-
 	r.Get("/v1/subscriptions", a.handle(a.listSubscriptions))
 	r.Post("/v1/subscriptions", a.handle(a.subscribe))
 	r.Get(idPath("/v1/subscriptions/{id}"), a.handle(read(s.GetSubscription)))

@@ -16,8 +16,10 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/validation"
+	"github.com/veil-platform/veil/metering"
 )
 
 // PlanStatus says whether a plan takes subscriptions.
@@ -31,8 +33,9 @@ const (
 	PlanArchived PlanStatus = "archived"
 )
 
-// Terms are a plan version's priced terms. Per-meter charges, tiers and
-// promotions live in their own tables, filled by the pricing service.
+// Terms are a plan version's priced terms: the base fee and limits here,
+// and the per-meter charges, which control-plane/pricing validates, writes
+// and reads. Promotions are not terms: they are redeemed by subscriptions.
 type Terms struct {
 	// Type is usage_based, subscription, freemium or hybrid.
 	Type     string `json:"type"`
@@ -48,6 +51,10 @@ type Terms struct {
 	RatePerSecond *int            `json:"rate_per_second"`
 	RatePerMinute *int            `json:"rate_per_minute"`
 	IncludedUnits decimal.Decimal `json:"included_units"`
+	// Charges price the meters of the plan's API, in the order of their
+	// slugs once stored; the plan's type says which it may have
+	// (pricing.ValidateType).
+	Charges []pricing.Charge `json:"charges"`
 }
 
 // maxAmount bounds amounts and units: the columns are numeric(20, 6).
@@ -66,8 +73,8 @@ func (t *Terms) validate(v *validation.Error) {
 	if !planTypes[t.Type] {
 		v.Add("terms.type", "must be usage_based, subscription, freemium or hybrid")
 	}
-	if !currencyRe.MatchString(t.Currency) {
-		v.Add("terms.currency", "must be an ISO 4217 code such as USD")
+	if _, err := metering.CurrencyOf(t.Currency); !currencyRe.MatchString(t.Currency) || err != nil {
+		v.Add("terms.currency", "must be an ISO 4217 code Veil prices in, such as USD")
 	}
 	if t.Interval == "" {
 		t.Interval = "month"
@@ -97,15 +104,25 @@ func (t *Terms) validate(v *validation.Error) {
 	if t.IncludedUnits.IsNegative() || t.IncludedUnits.Exponent() < -6 || t.IncludedUnits.GreaterThanOrEqual(maxAmount) {
 		v.Add("terms.included_units", "must be zero or more and below 10^14, with at most 6 decimals")
 	}
+	if t.Charges == nil {
+		t.Charges = []pricing.Charge{}
+	}
+	pricing.ValidateCharges(v, "terms.charges", t.Charges)
+	pricing.ValidateType(v, "terms", t.Type, t.BaseFee, t.Charges)
 }
 
 // PlanVersion is one immutable set of terms.
 type PlanVersion struct {
-	ID        uuid.UUID `json:"id"`
-	Version   int       `json:"version"`
-	Terms     Terms     `json:"terms"`
-	CreatedBy string    `json:"created_by"`
-	CreatedAt time.Time `json:"created_at"`
+	ID      uuid.UUID `json:"id"`
+	PlanID  uuid.UUID `json:"plan_id"`
+	Version int       `json:"version"`
+	Terms   Terms     `json:"terms"`
+	// Source is api or file; SourceFile names the plan file of a version
+	// that came from one.
+	Source     string    `json:"source"`
+	SourceFile *string   `json:"source_file"`
+	CreatedBy  string    `json:"created_by"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // Plan is a plan of an API with its latest version.
@@ -117,8 +134,11 @@ type Plan struct {
 	Description string      `json:"description"`
 	Status      PlanStatus  `json:"status"`
 	Current     PlanVersion `json:"current_version"`
-	CreatedAt   time.Time   `json:"created_at"`
-	UpdatedAt   time.Time   `json:"updated_at"`
+	// SourceFile names the plan file that manages the plan; such a plan is
+	// read-only over REST.
+	SourceFile *string   `json:"source_file"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // PlanInput creates a plan with its first version.
@@ -204,10 +224,10 @@ func (s *Service) CreatePlan(ctx context.Context, actor identity.Actor, apiID uu
 		if err != nil {
 			return translatePlan(err)
 		}
-		if err := insertVersion(ctx, tx, id, 1, in.Terms, actor.Subject); err != nil {
+		if err := insertVersion(ctx, tx, apiID, id, 1, in.Terms, actor.Subject); err != nil {
 			return err
 		}
-		if out, err = toPlan(q.PlanGetByID(ctx, id)); err != nil {
+		if out, err = withCharges(ctx, tx)(toPlan(q.PlanGetByID(ctx, id))); err != nil {
 			return err
 		}
 		return s.record(ctx, tx, actor, org, "plan.create", "plan", id, nil, out, "plan.created", map[string]any{"plan": out})
@@ -215,8 +235,10 @@ func (s *Service) CreatePlan(ctx context.Context, actor identity.Actor, apiID uu
 	return out, err
 }
 
-func insertVersion(ctx context.Context, tx pgx.Tx, planID uuid.UUID, version int, t Terms, by string) error {
-	err := db.New(tx).PlanVersionInsert(ctx, db.PlanVersionInsertParams{
+// insertVersion adds a version of the terms t, with its charges, to the
+// plan planID of the API apiID.
+func insertVersion(ctx context.Context, tx pgx.Tx, apiID, planID uuid.UUID, version int, t Terms, by string) error {
+	id, err := db.New(tx).PlanVersionInsert(ctx, db.PlanVersionInsertParams{
 		PlanID: planID, Version: int32(version), Type: db.PlanType(t.Type), Currency: t.Currency, Interval: db.BillingInterval(t.Interval),
 		BaseFee: t.BaseFee, TrialDays: int32(t.TrialDays), QuotaRequests: t.QuotaRequests, QuotaHard: t.QuotaHard,
 		RatePerSecond: int32Ptr(t.RatePerSecond), RatePerMinute: int32Ptr(t.RatePerMinute), IncludedUnits: t.IncludedUnits, CreatedBy: by,
@@ -224,7 +246,7 @@ func insertVersion(ctx context.Context, tx pgx.Tx, planID uuid.UUID, version int
 	if err != nil {
 		return fmt.Errorf("insert plan version: %w", err)
 	}
-	return nil
+	return pricing.WriteCharges(ctx, tx, apiID, id, "terms.charges", t.Charges)
 }
 
 // ErrSlugTaken: the API has a plan with that slug.
@@ -260,7 +282,7 @@ func (s *Service) ListPlans(ctx context.Context, actor identity.Actor, apiID uui
 			}
 			out = append(out, p)
 		}
-		return nil
+		return attachCharges(ctx, tx, out)
 	})
 	return out, err
 }
@@ -280,9 +302,9 @@ func (s *Service) loadPlan(ctx context.Context, tx pgx.Tx, actor identity.Actor,
 	var p Plan
 	var err error
 	if lock {
-		p, err = toPlan(db.New(tx).PlanGetByIDForUpdate(ctx, id))
+		p, err = withCharges(ctx, tx)(toPlan(db.New(tx).PlanGetByIDForUpdate(ctx, id)))
 	} else {
-		p, err = toPlan(db.New(tx).PlanGetByID(ctx, id))
+		p, err = withCharges(ctx, tx)(toPlan(db.New(tx).PlanGetByID(ctx, id)))
 	}
 	if err != nil {
 		return Plan{}, err
@@ -315,6 +337,9 @@ func (s *Service) UpdatePlan(ctx context.Context, actor identity.Actor, id uuid.
 		if err != nil {
 			return err
 		}
+		if before.SourceFile != nil {
+			return pricing.FileManaged("plan "+before.Slug, *before.SourceFile)
+		}
 		name, desc, status := before.Name, before.Description, before.Status
 		set(&name, p.Name)
 		name = strings.TrimSpace(name)
@@ -337,7 +362,7 @@ func (s *Service) UpdatePlan(ctx context.Context, actor identity.Actor, id uuid.
 		if err := q.PlanUpdate(ctx, db.PlanUpdateParams{ID: id, Name: name, Description: desc, Status: db.PlanStatus(status)}); err != nil {
 			return fmt.Errorf("update plan: %w", err)
 		}
-		if out, err = toPlan(q.PlanGetByID(ctx, id)); err != nil {
+		if out, err = withCharges(ctx, tx)(toPlan(q.PlanGetByID(ctx, id))); err != nil {
 			return err
 		}
 		org, _, _ := s.apiFor(ctx, tx, actor, out.APIID, false)
@@ -360,10 +385,13 @@ func (s *Service) CreateVersion(ctx context.Context, actor identity.Actor, id uu
 		if err != nil {
 			return err
 		}
-		if err := insertVersion(ctx, tx, id, before.Current.Version+1, in.Terms, actor.Subject); err != nil {
+		if before.SourceFile != nil {
+			return pricing.FileManaged("plan "+before.Slug, *before.SourceFile)
+		}
+		if err := insertVersion(ctx, tx, before.APIID, id, before.Current.Version+1, in.Terms, actor.Subject); err != nil {
 			return err
 		}
-		if out, err = toPlan(db.New(tx).PlanGetByID(ctx, id)); err != nil {
+		if out, err = withCharges(ctx, tx)(toPlan(db.New(tx).PlanGetByID(ctx, id))); err != nil {
 			return err
 		}
 		org, _, _ := s.apiFor(ctx, tx, actor, out.APIID, false)
@@ -371,4 +399,147 @@ func (s *Service) CreateVersion(ctx context.Context, actor identity.Actor, id uu
 			"plan.version_created", map[string]any{"plan": out})
 	})
 	return out, err
+}
+
+// withCharges completes a plan read by toPlan with its current version's
+// charges.
+func withCharges(ctx context.Context, tx pgx.Tx) func(Plan, error) (Plan, error) {
+	return func(p Plan, err error) (Plan, error) {
+		if err != nil {
+			return Plan{}, err
+		}
+		plans := []Plan{p}
+		if err := attachCharges(ctx, tx, plans); err != nil {
+			return Plan{}, err
+		}
+		return plans[0], nil
+	}
+}
+
+// attachCharges reads the charges of the plans' current versions.
+func attachCharges(ctx context.Context, tx pgx.Tx, plans []Plan) error {
+	ids := make([]uuid.UUID, len(plans))
+	for i, p := range plans {
+		ids[i] = p.Current.ID
+	}
+	charges, err := pricing.ChargesForVersions(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+	for i := range plans {
+		plans[i].Current.Terms.Charges = charges[plans[i].Current.ID]
+	}
+	return nil
+}
+
+// versionRow is a generated row holding one plan version.
+type versionRow interface {
+	db.PlanVersionGetByIDRow | db.PlanVersionGetByNumberRow | db.PlanVersionListByPlanRow
+}
+
+func toVersion[R versionRow](r R) PlanVersion {
+	row := db.PlanVersionGetByIDRow(r)
+	return PlanVersion{
+		ID: row.ID, PlanID: row.PlanID, Version: int(row.Version), Source: row.Source, SourceFile: row.SourceFile,
+		CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt,
+		Terms: Terms{
+			Type: string(row.Type), Currency: row.Currency, Interval: string(row.Interval), BaseFee: row.BaseFee,
+			TrialDays: int(row.TrialDays), QuotaRequests: row.QuotaRequests, QuotaHard: row.QuotaHard,
+			RatePerSecond: intPtr(row.RatePerSecond), RatePerMinute: intPtr(row.RatePerMinute), IncludedUnits: row.IncludedUnits,
+		},
+	}
+}
+
+// versionsWithCharges reads the charges of versions.
+func versionsWithCharges(ctx context.Context, tx pgx.Tx, versions []PlanVersion) error {
+	ids := make([]uuid.UUID, len(versions))
+	for i, v := range versions {
+		ids[i] = v.ID
+	}
+	charges, err := pricing.ChargesForVersions(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+	for i := range versions {
+		versions[i].Terms.Charges = charges[versions[i].ID]
+	}
+	return nil
+}
+
+// ListVersions lists the versions of a plan the actor may see, newest
+// first, each with its charges.
+func (s *Service) ListVersions(ctx context.Context, actor identity.Actor, planID uuid.UUID) ([]PlanVersion, error) {
+	var out []PlanVersion
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := s.loadPlan(ctx, tx, actor, planID, false, false); err != nil {
+			return err
+		}
+		rows, err := db.New(tx).PlanVersionListByPlan(ctx, planID)
+		if err != nil {
+			return fmt.Errorf("list plan versions: %w", err)
+		}
+		out = make([]PlanVersion, len(rows))
+		for i, r := range rows {
+			out[i] = toVersion(r)
+		}
+		return versionsWithCharges(ctx, tx, out)
+	})
+	return out, err
+}
+
+// GetVersion returns a version of a plan the actor may see; any other is
+// pricing.ErrVersionNotFound.
+func (s *Service) GetVersion(ctx context.Context, actor identity.Actor, id uuid.UUID) (PlanVersion, error) {
+	var out PlanVersion
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		row, err := db.New(tx).PlanVersionGetByID(ctx, id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return pricing.ErrVersionNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read plan version: %w", err)
+		}
+		if _, err := s.loadPlan(ctx, tx, actor, row.PlanID, false, false); errors.Is(err, ErrPlanNotFound) {
+			return pricing.ErrVersionNotFound
+		} else if err != nil {
+			return err
+		}
+		versions := []PlanVersion{toVersion(row)}
+		if err := versionsWithCharges(ctx, tx, versions); err != nil {
+			return err
+		}
+		out = versions[0]
+		return nil
+	})
+	return out, err
+}
+
+// QuoteTerms returns what a version of a plan the actor may see charges,
+// as metering prices it (pricing.TermsForVersion), with the version's
+// number: the current version when version is 0. A version the plan does
+// not have is a validation error of the field version.
+func (s *Service) QuoteTerms(ctx context.Context, actor identity.Actor, planID uuid.UUID, version int) (metering.PlanTerms, int, error) {
+	var terms metering.PlanTerms
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		p, err := s.loadPlan(ctx, tx, actor, planID, false, false)
+		if err != nil {
+			return err
+		}
+		versionID := p.Current.ID
+		if version == 0 {
+			version = p.Current.Version
+		} else if version != p.Current.Version {
+			row, err := db.New(tx).PlanVersionGetByNumber(ctx, db.PlanVersionGetByNumberParams{PlanID: planID, Version: int32(min(version, 1<<31-1))})
+			if errors.Is(err, pgx.ErrNoRows) {
+				return validation.One("version", fmt.Sprintf("the plan has no version %d", version))
+			}
+			if err != nil {
+				return fmt.Errorf("read plan version: %w", err)
+			}
+			versionID = row.ID
+		}
+		terms, err = pricing.TermsForVersion(ctx, tx, versionID)
+		return err
+	})
+	return terms, version, err
 }

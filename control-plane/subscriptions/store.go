@@ -28,9 +28,10 @@ func toPlan[R planRow](r R, err error) (Plan, error) {
 	row := db.PlanGetByIDRow(r)
 	return Plan{
 		ID: row.ID, APIID: row.ApiID, Name: row.Name, Slug: row.Slug, Description: row.Description,
-		Status: PlanStatus(row.Status), CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt,
+		Status: PlanStatus(row.Status), CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt, SourceFile: row.SourceFile,
 		Current: PlanVersion{
-			ID: row.ID_2, Version: int(row.Version), CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt_2,
+			ID: row.ID_2, PlanID: row.ID, Version: int(row.Version), CreatedBy: row.CreatedBy, CreatedAt: row.CreatedAt_2,
+			Source: row.Source, SourceFile: row.SourceFile_2,
 			Terms: Terms{
 				Type: string(row.Type), Currency: row.Currency, Interval: string(row.Interval), BaseFee: row.BaseFee,
 				TrialDays: int(row.TrialDays), QuotaRequests: row.QuotaRequests, QuotaHard: row.QuotaHard,

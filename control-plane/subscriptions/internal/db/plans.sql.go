@@ -33,8 +33,9 @@ func (q *Queries) APIAccessGet(ctx context.Context, id uuid.UUID) (APIAccessGetR
 const planGetByID = `-- name: PlanGetByID :one
 SELECT p.id, p.api_id, p.name, p.slug, p.description, p.status, p.created_at, p.updated_at,
     v.id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
-    v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at
-FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
+    v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at,
+    p.source_file, v.source, v.source_file
+FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at, source_file, content_hash FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
 WHERE p.id = $1
 `
 
@@ -61,6 +62,9 @@ type PlanGetByIDRow struct {
 	IncludedUnits decimal.Decimal
 	CreatedBy     string
 	CreatedAt_2   time.Time
+	SourceFile    *string
+	Source        string
+	SourceFile_2  *string
 }
 
 // PlanGetByID reads a plan with its latest version.
@@ -90,6 +94,9 @@ func (q *Queries) PlanGetByID(ctx context.Context, id uuid.UUID) (PlanGetByIDRow
 		&i.IncludedUnits,
 		&i.CreatedBy,
 		&i.CreatedAt_2,
+		&i.SourceFile,
+		&i.Source,
+		&i.SourceFile_2,
 	)
 	return i, err
 }
@@ -97,8 +104,9 @@ func (q *Queries) PlanGetByID(ctx context.Context, id uuid.UUID) (PlanGetByIDRow
 const planGetByIDForUpdate = `-- name: PlanGetByIDForUpdate :one
 SELECT p.id, p.api_id, p.name, p.slug, p.description, p.status, p.created_at, p.updated_at,
     v.id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
-    v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at
-FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
+    v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at,
+    p.source_file, v.source, v.source_file
+FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at, source_file, content_hash FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
 WHERE p.id = $1 FOR UPDATE OF p
 `
 
@@ -125,6 +133,9 @@ type PlanGetByIDForUpdateRow struct {
 	IncludedUnits decimal.Decimal
 	CreatedBy     string
 	CreatedAt_2   time.Time
+	SourceFile    *string
+	Source        string
+	SourceFile_2  *string
 }
 
 func (q *Queries) PlanGetByIDForUpdate(ctx context.Context, id uuid.UUID) (PlanGetByIDForUpdateRow, error) {
@@ -153,6 +164,9 @@ func (q *Queries) PlanGetByIDForUpdate(ctx context.Context, id uuid.UUID) (PlanG
 		&i.IncludedUnits,
 		&i.CreatedBy,
 		&i.CreatedAt_2,
+		&i.SourceFile,
+		&i.Source,
+		&i.SourceFile_2,
 	)
 	return i, err
 }
@@ -185,8 +199,9 @@ func (q *Queries) PlanInsert(ctx context.Context, arg PlanInsertParams) (uuid.UU
 const planListByAPI = `-- name: PlanListByAPI :many
 SELECT p.id, p.api_id, p.name, p.slug, p.description, p.status, p.created_at, p.updated_at,
     v.id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
-    v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at
-FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
+    v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at,
+    p.source_file, v.source, v.source_file
+FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at, source_file, content_hash FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
 WHERE p.api_id = $1 AND ($2::boolean OR p.status = 'active')
 ORDER BY p.created_at, p.id
 `
@@ -219,6 +234,9 @@ type PlanListByAPIRow struct {
 	IncludedUnits decimal.Decimal
 	CreatedBy     string
 	CreatedAt_2   time.Time
+	SourceFile    *string
+	Source        string
+	SourceFile_2  *string
 }
 
 // PlanListByAPI lists an API's plans with their latest versions; only the
@@ -255,6 +273,9 @@ func (q *Queries) PlanListByAPI(ctx context.Context, arg PlanListByAPIParams) ([
 			&i.IncludedUnits,
 			&i.CreatedBy,
 			&i.CreatedAt_2,
+			&i.SourceFile,
+			&i.Source,
+			&i.SourceFile_2,
 		); err != nil {
 			return nil, err
 		}
@@ -287,10 +308,118 @@ func (q *Queries) PlanUpdate(ctx context.Context, arg PlanUpdateParams) error {
 	return err
 }
 
-const planVersionInsert = `-- name: PlanVersionInsert :exec
+const planVersionGetByID = `-- name: PlanVersionGetByID :one
+SELECT v.id, v.plan_id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
+    v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at, v.source, v.source_file
+FROM plan_versions v WHERE v.id = $1
+`
+
+type PlanVersionGetByIDRow struct {
+	ID            uuid.UUID
+	PlanID        uuid.UUID
+	Version       int32
+	Type          PlanType
+	Currency      string
+	Interval      BillingInterval
+	BaseFee       decimal.Decimal
+	TrialDays     int32
+	QuotaRequests *int64
+	QuotaHard     bool
+	RatePerSecond *int32
+	RatePerMinute *int32
+	IncludedUnits decimal.Decimal
+	CreatedBy     string
+	CreatedAt     time.Time
+	Source        string
+	SourceFile    *string
+}
+
+func (q *Queries) PlanVersionGetByID(ctx context.Context, id uuid.UUID) (PlanVersionGetByIDRow, error) {
+	row := q.db.QueryRow(ctx, planVersionGetByID, id)
+	var i PlanVersionGetByIDRow
+	err := row.Scan(
+		&i.ID,
+		&i.PlanID,
+		&i.Version,
+		&i.Type,
+		&i.Currency,
+		&i.Interval,
+		&i.BaseFee,
+		&i.TrialDays,
+		&i.QuotaRequests,
+		&i.QuotaHard,
+		&i.RatePerSecond,
+		&i.RatePerMinute,
+		&i.IncludedUnits,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.Source,
+		&i.SourceFile,
+	)
+	return i, err
+}
+
+const planVersionGetByNumber = `-- name: PlanVersionGetByNumber :one
+SELECT v.id, v.plan_id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
+    v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at, v.source, v.source_file
+FROM plan_versions v WHERE v.plan_id = $1 AND v.version = $2
+`
+
+type PlanVersionGetByNumberParams struct {
+	PlanID  uuid.UUID
+	Version int32
+}
+
+type PlanVersionGetByNumberRow struct {
+	ID            uuid.UUID
+	PlanID        uuid.UUID
+	Version       int32
+	Type          PlanType
+	Currency      string
+	Interval      BillingInterval
+	BaseFee       decimal.Decimal
+	TrialDays     int32
+	QuotaRequests *int64
+	QuotaHard     bool
+	RatePerSecond *int32
+	RatePerMinute *int32
+	IncludedUnits decimal.Decimal
+	CreatedBy     string
+	CreatedAt     time.Time
+	Source        string
+	SourceFile    *string
+}
+
+func (q *Queries) PlanVersionGetByNumber(ctx context.Context, arg PlanVersionGetByNumberParams) (PlanVersionGetByNumberRow, error) {
+	row := q.db.QueryRow(ctx, planVersionGetByNumber, arg.PlanID, arg.Version)
+	var i PlanVersionGetByNumberRow
+	err := row.Scan(
+		&i.ID,
+		&i.PlanID,
+		&i.Version,
+		&i.Type,
+		&i.Currency,
+		&i.Interval,
+		&i.BaseFee,
+		&i.TrialDays,
+		&i.QuotaRequests,
+		&i.QuotaHard,
+		&i.RatePerSecond,
+		&i.RatePerMinute,
+		&i.IncludedUnits,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.Source,
+		&i.SourceFile,
+	)
+	return i, err
+}
+
+const planVersionInsert = `-- name: PlanVersionInsert :one
 INSERT INTO plan_versions (plan_id, version, type, currency, interval, base_fee, trial_days,
         quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, created_by)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    RETURNING id
 `
 
 type PlanVersionInsertParams struct {
@@ -309,8 +438,8 @@ type PlanVersionInsertParams struct {
 	CreatedBy     string
 }
 
-func (q *Queries) PlanVersionInsert(ctx context.Context, arg PlanVersionInsertParams) error {
-	_, err := q.db.Exec(ctx, planVersionInsert,
+func (q *Queries) PlanVersionInsert(ctx context.Context, arg PlanVersionInsertParams) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, planVersionInsert,
 		arg.PlanID,
 		arg.Version,
 		arg.Type,
@@ -325,5 +454,73 @@ func (q *Queries) PlanVersionInsert(ctx context.Context, arg PlanVersionInsertPa
 		arg.IncludedUnits,
 		arg.CreatedBy,
 	)
-	return err
+	var id uuid.UUID
+	err := row.Scan(&id)
+	return id, err
+}
+
+const planVersionListByPlan = `-- name: PlanVersionListByPlan :many
+SELECT v.id, v.plan_id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
+    v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at, v.source, v.source_file
+FROM plan_versions v WHERE v.plan_id = $1
+ORDER BY v.version DESC
+`
+
+type PlanVersionListByPlanRow struct {
+	ID            uuid.UUID
+	PlanID        uuid.UUID
+	Version       int32
+	Type          PlanType
+	Currency      string
+	Interval      BillingInterval
+	BaseFee       decimal.Decimal
+	TrialDays     int32
+	QuotaRequests *int64
+	QuotaHard     bool
+	RatePerSecond *int32
+	RatePerMinute *int32
+	IncludedUnits decimal.Decimal
+	CreatedBy     string
+	CreatedAt     time.Time
+	Source        string
+	SourceFile    *string
+}
+
+// PlanVersionListByPlan lists a plan's versions, newest first.
+func (q *Queries) PlanVersionListByPlan(ctx context.Context, planID uuid.UUID) ([]PlanVersionListByPlanRow, error) {
+	rows, err := q.db.Query(ctx, planVersionListByPlan, planID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []PlanVersionListByPlanRow
+	for rows.Next() {
+		var i PlanVersionListByPlanRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.PlanID,
+			&i.Version,
+			&i.Type,
+			&i.Currency,
+			&i.Interval,
+			&i.BaseFee,
+			&i.TrialDays,
+			&i.QuotaRequests,
+			&i.QuotaHard,
+			&i.RatePerSecond,
+			&i.RatePerMinute,
+			&i.IncludedUnits,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.Source,
+			&i.SourceFile,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
