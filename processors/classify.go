@@ -123,6 +123,7 @@ func (p *Processor) classify(ctx context.Context, records []*kgo.Record) (*batch
 		b.items = append(b.items, item{
 			subject: e.Subject, keyID: e.Data.KeyID, partition: r.Partition, offset: r.Offset,
 			time: e.Time, unitsMicro: e.Data.Units.Shift(6).IntPart(), apiID: e.Data.APIID, gatewayRefused: e.Data.Refusal != "",
+			event: &e,
 		})
 	}
 	return b, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
@@ -44,6 +45,9 @@ type item struct {
 	// advances the watermark but counts nowhere, since quotas are enforced
 	// from these counters and a refusal is never billed.
 	gatewayRefused bool
+	// event is the decoded event, which the meters of the subscription
+	// record classify; nil adds to no meter.
+	event *usage.Event
 }
 
 // redisSink keeps the per-subject counters exactly once.
@@ -52,10 +56,12 @@ type redisSink struct {
 	// watermarks caches, per partition, the watermark of each subject seen;
 	// the script's compare-and-set makes a stale entry harmless.
 	watermarks map[int32]map[string]int64
+	// meters decodes the records' meters fields.
+	meters meterCache
 }
 
 func newRedisSink(client rueidis.Client) *redisSink {
-	return &redisSink{client: client, watermarks: map[int32]map[string]int64{}}
+	return &redisSink{client: client, watermarks: map[int32]map[string]int64{}, meters: meterCache{}}
 }
 
 // forget drops the cached state of partitions this processor no longer owns.
@@ -169,7 +175,8 @@ func (s *redisSink) countGroups(ctx context.Context, order []subjectPartition, g
 		for _, k := range pending {
 			wm := s.watermarks[k.partition][k.subject]
 			decided[k] = wm
-			c, _, serr := counterArgs(k, groups[k], wm, periods[k.subject])
+			rec := periods[k.subject]
+			c, _, serr := counterArgs(k, groups[k], wm, rec, s.meters.meters(rec))
 			switch {
 			case errors.Is(serr, errOverflow):
 				poisoned = append(poisoned, k) // the batch's own sum does not fit
@@ -215,7 +222,7 @@ func (s *redisSink) applyEach(ctx context.Context, k subjectPartition, items []i
 		if it.offset <= wm {
 			continue
 		}
-		c, last, serr := counterArgs(k, []item{it}, wm, sub)
+		c, last, serr := counterArgs(k, []item{it}, wm, sub, s.meters.meters(sub))
 		// One event never passes the cap, but a counter near it may not
 		// take even one.
 		r := enforcement.CountResult{Overflow: true}
@@ -300,14 +307,19 @@ func (s *redisSink) setWatermark(k subjectPartition, wm int64) {
 // when there are none. Items the gateway refused, and items whose API is
 // not their subscription's, only move the watermark (the latter are also
 // named, for the script to store the refusal): a count may carry no
-// counter at all. last is the watermark the count moves to.
+// counter at all. last is the watermark the count moves to. Each period
+// counter carries what its items add to meters, the record's meters.
 //
 // The sums are checked (usage.CheckedAdd): errOverflow when one of them
 // would pass usage.MaxCounterMicro, before anything is sent.
-func counterArgs(k subjectPartition, items []item, wm int64, sub *enforcement.RecordedPeriod) (c *enforcement.Count, last int64, err error) {
+func counterArgs(k subjectPartition, items []item, wm int64, sub *enforcement.RecordedPeriod, meters []metering.Meter) (c *enforcement.Count, last int64, err error) {
 	count := enforcement.Count{Subject: k.subject, Partition: k.partition, Watermark: wm}
 	byName := map[string]int{}
 	overflow := false
+	var ma *meterAdder
+	if len(meters) > 0 {
+		ma = &meterAdder{meters: meters, at: map[meterOf]int{}, seen: map[meterOf]map[string]bool{}}
+	}
 	add := func(name string, it item, ttl time.Duration, p *enforcement.Period) {
 		i, ok := byName[name]
 		if !ok {
@@ -322,6 +334,9 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *enforcement.Re
 			overflow = true
 		}
 		in.UnitsMicro = units
+		if p != nil && ma != nil {
+			ma.add(in, i, it.event)
+		}
 	}
 	last = wm
 	for _, it := range items {
@@ -342,7 +357,7 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *enforcement.Re
 			add(enforcement.KeyDayCounterName(k.subject, it.keyID, it.time), it, enforcement.KeyDayCounterTTL, nil)
 		}
 	}
-	if overflow {
+	if overflow || ma != nil && ma.overflow {
 		return nil, wm, errOverflow
 	}
 	if last == wm {
@@ -369,9 +384,13 @@ func (s *redisSink) compensate(ctx context.Context, items []item, topic string) 
 	}
 	cs := make([]enforcement.Compensation, 0, len(items))
 	for _, it := range items {
-		p := enforcement.PeriodAt(periods[it.subject], it.time)
+		rec := periods[it.subject]
+		p := enforcement.PeriodAt(rec, it.time)
 		c := enforcement.Compensation{Subject: it.subject, Topic: topic, Partition: it.partition, Offset: it.offset,
 			Counters: []string{enforcement.PeriodCounterName(it.subject, p.Start)}, UnitsMicro: it.unitsMicro}
+		if it.event != nil {
+			c.Meters = meterRefunds(s.meters.meters(rec), it.event)
+		}
 		if it.keyID != "" {
 			c.Counters = append(c.Counters, enforcement.KeyDayCounterName(it.subject, it.keyID, it.time))
 		}

@@ -40,7 +40,7 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c, last, err := counterArgs(k, tc.items, tc.wm, nil)
+			c, last, err := counterArgs(k, tc.items, tc.wm, nil, nil)
 			var keys, args []string
 			if c != nil {
 				ex := c.Exec()
@@ -56,7 +56,8 @@ func TestCounterArgsSkipsGatewayRefusals(t *testing.T) {
 				t.Fatalf("counterArgs watermark and mismatch args = %q; want %q", args[:4], want)
 			}
 			var requests []string
-			for i := 5; i < len(args); i += 5 {
+			// Six arguments per counter without meters (enforcement.Count.Exec).
+			for i := 5; i < len(args); i += 6 {
 				requests = append(requests, args[i])
 			}
 			if !slices.Equal(requests, tc.requests) {

@@ -239,13 +239,17 @@ const refusedMismatch = "mismatch"
 // compensateScript takes one event back out of its counters, once: the
 // marker key (NX) makes a replay of the same compensation a no-op.
 //
-// KEYS[1] marker; KEYS[2..] counter hashes. ARGV[1] marker ttl seconds, then
-// per counter: units_micro.
+// KEYS[1] marker; KEYS[2..] counter hashes, the period counter first. ARGV[1]
+// marker ttl seconds, then per counter: units_micro; then field, amount
+// pairs taken off the period counter (its meters that add).
 var compensateScript = rueidis.NewLuaScript(`
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 for i = 2, #KEYS do
   redis.call('HINCRBY', KEYS[i], 'requests', -1)
   redis.call('HINCRBY', KEYS[i], 'units_micro', -tonumber(ARGV[i]))
+end
+for i = #KEYS + 1, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[2], ARGV[i], '-' .. ARGV[i + 1])
 end
 return 1
 `)
@@ -488,9 +492,14 @@ type Compensation struct {
 	Subject, Topic string
 	Partition      int32
 	Offset         int64
-	// Counters are the counters the event was counted into.
+	// Counters are the counters the event was counted into, the period
+	// counter first.
 	Counters   []string
 	UnitsMicro int64
+	// Meters are what the event added to the period counter's meters that
+	// add (count and sum), by slug. A max or a unique_count cannot be
+	// taken back: the drift check reports what is left.
+	Meters map[string]int64
 }
 
 // Compensate takes the events back out of their counters, in one round
@@ -503,6 +512,13 @@ func Compensate(ctx context.Context, client rueidis.Client, cs ...Compensation) 
 		args := []string{strconv.Itoa(int(PeriodCounterTTL / time.Second))}
 		for range c.Counters {
 			args = append(args, strconv.FormatInt(c.UnitsMicro, 10))
+		}
+		if len(c.Counters) > 0 {
+			for slug, v := range c.Meters {
+				if v > 0 { // the script negates the digits: "-0" is no integer to Redis
+					args = append(args, MeterFieldName(slug), strconv.FormatInt(v, 10))
+				}
+			}
 		}
 		execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
 	}

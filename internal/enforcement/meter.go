@@ -198,6 +198,16 @@ func decodeMeters(v string) ([]MeterSpec, error) {
 	return out, nil
 }
 
+// DecodeMeters reads a subscription record's meters field as
+// [DecodeSubscription] does: an error for anything but a valid array.
+func DecodeMeters(raw string) ([]MeterSpec, error) {
+	ms, err := decodeMeters(raw)
+	if err != nil {
+		return nil, fmt.Errorf("decode meters: %w: %w", ErrCorruptRecord, err)
+	}
+	return ms, nil
+}
+
 // MeterFieldName is the field of a period counter (PeriodCounterName) that
 // holds the meter's value, for every aggregation but unique_count.
 func MeterFieldName(slug string) string { return "m:" + slug }

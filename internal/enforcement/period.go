@@ -44,6 +44,9 @@ type RecordedPeriod struct {
 	PrevStart time.Time
 	// APIID is the record's api_id; "" when the record has none.
 	APIID string
+	// Meters is the record's meters field as stored (see [DecodeMeters]);
+	// "" when the record has none.
+	Meters string
 }
 
 // PeriodAt returns the billing period that holds t for a subscription
@@ -88,8 +91,8 @@ func PeriodAt(rec *RecordedPeriod, t time.Time) Period {
 	return CalendarMonth(t)
 }
 
-// RecordedPeriods reads the period bounds and api_id of the subscription
-// records of ids through the client-side cache (no round trip while a
+// RecordedPeriods reads the period bounds, api_id and meters of the
+// subscription records of ids through the client-side cache (no round trip while a
 // record is unchanged; Redis invalidates the copy when the control plane
 // rewrites it; ttl bounds its life otherwise). A subscription without a
 // usable record maps to nil: the calendar month applies.
@@ -106,7 +109,7 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 		out[id] = nil
 		asked = append(asked, id)
 		cmds = append(cmds, rueidis.CT(client.B().Hmget().Key(SubscriptionName(id)).
-			Field("period_start", "period_end", "prev_period_start", "api_id").Cache(), ttl))
+			Field("period_start", "period_end", "prev_period_start", "api_id", "meters").Cache(), ttl))
 	}
 	if len(cmds) == 0 {
 		return out, nil
@@ -116,7 +119,7 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 		if err != nil {
 			return nil, fmt.Errorf("read subscription %s: %w", asked[i], err)
 		}
-		if len(vals) != 4 {
+		if len(vals) != 5 {
 			continue
 		}
 		start, err1 := vals[0].AsInt64()
@@ -129,6 +132,7 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 			p.PrevStart = time.Unix(prev, 0).UTC()
 		}
 		p.APIID, _ = vals[3].ToString() // nil: a record without api_id, not checked
+		p.Meters, _ = vals[4].ToString()
 		out[asked[i]] = p
 	}
 	return out, nil
