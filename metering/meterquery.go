@@ -7,6 +7,9 @@ package metering
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -19,17 +22,27 @@ import (
 )
 
 // meterTotalsSQL is the frame of the query MeterTotals runs: one
-// conditional aggregate per meter (the %s), over the billable events of one
-// subject in [@from, @to). The table's sorting key starts with (subject,
-// time), so it reads only that subscription's rows in the window. Billable
-// is Billable's rule: no gateway refusal and a status below 500.
+// conditional aggregate per meter (the first %s), over the billable events
+// of one subject in [@from, @to) (and, for MeterTotalsUpTo, the second %s:
+// watermarkSQL). The table's sorting key starts with (subject, time), so
+// it reads only that subscription's rows in the window. Billable is
+// Billable's rule: no gateway refusal and a status below 500.
 const meterTotalsSQL = `SELECT %s
 FROM usage_events
 WHERE subject = @subject
   AND time >= @from
   AND time < @to
   AND refusal = ''
-  AND status < 500`
+  AND status < 500%s`
+
+// watermarkSQL keeps the rows at or below their partition's watermark;
+// transform() looks the partition up in constant arrays (portable down to
+// 18.16, which has no maps) and lets the rows of an unlisted partition
+// through. The offsets travel as strings: an array literal of numbers
+// takes the smallest type that holds them, UInt64 from 2^32 on, and
+// ClickHouse finds no common type for UInt64 and Int64.
+const watermarkSQL = `
+  AND kafka_offset <= toInt64(transform(toString(kafka_partition), @wm_partitions, @wm_offsets, '9223372036854775807'))`
 
 // defaultMaxQuerySize is ClickHouse's default max_query_size. The client
 // binds parameters into the query text, so many meters with long route
@@ -53,6 +66,17 @@ const defaultMaxQuerySize = 256 << 10
 // before they are compared. Every meter must be valid and slugs distinct;
 // otherwise nothing is queried.
 func MeterTotals(ctx context.Context, conn driver.Conn, subject string, meters []Meter, from, to time.Time) (map[string]decimal.Decimal, error) {
+	return MeterTotalsUpTo(ctx, conn, subject, meters, from, to, nil)
+}
+
+// MeterTotalsUpTo is MeterTotals over the rows the processors had applied
+// when they left watermarks (Kafka partition → highest offset applied,
+// the watermarks of the subject's period counter): a row of a listed
+// partition counts when its kafka_offset is at most the partition's
+// watermark, the rows of other partitions all count. Compared with
+// counters read together with their watermarks, it leaves out the events
+// still in flight, so a difference is drift, not lag.
+func MeterTotalsUpTo(ctx context.Context, conn driver.Conn, subject string, meters []Meter, from, to time.Time, watermarks map[int32]int64) (map[string]decimal.Decimal, error) {
 	totals := make(map[string]decimal.Decimal, len(meters))
 	if len(meters) == 0 {
 		return totals, nil
@@ -64,6 +88,20 @@ func MeterTotals(ctx context.Context, conn driver.Conn, subject string, meters [
 		clickhouse.Named("to", to.Truncate(time.Second).UTC()),
 	}
 	size := len(meterTotalsSQL) + len(subject)*2
+	where := ""
+	if len(watermarks) > 0 {
+		// transform() refuses empty arrays, hence no condition without
+		// watermarks.
+		parts := make([]string, 0, len(watermarks))
+		offsets := make([]string, 0, len(watermarks))
+		for _, p := range slices.Sorted(maps.Keys(watermarks)) {
+			parts = append(parts, strconv.Itoa(int(p)))
+			offsets = append(offsets, strconv.FormatInt(watermarks[p], 10))
+		}
+		where = watermarkSQL
+		args = append(args, clickhouse.Named("wm_partitions", parts), clickhouse.Named("wm_offsets", offsets))
+		size += len(watermarkSQL) + 32*len(parts)
+	}
 	for i, m := range meters {
 		if err := m.Validate(); err != nil {
 			return nil, fmt.Errorf("query meter totals: meter %d: %w", i, err)
@@ -83,7 +121,7 @@ func MeterTotals(ctx context.Context, conn driver.Conn, subject string, meters [
 	if size > defaultMaxQuerySize/2 {
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * size}))
 	}
-	query := fmt.Sprintf(meterTotalsSQL, strings.Join(cols, ",\n    "))
+	query := fmt.Sprintf(meterTotalsSQL, strings.Join(cols, ",\n    "), where)
 	values := make([]decimal.Decimal, len(meters))
 	dest := make([]any, len(meters))
 	for i := range values {
