@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 
 	"github.com/google/uuid"
 
@@ -130,10 +132,21 @@ func (s *Service) findSubscriptionDrift(ctx context.Context, rep *ReconcileRepor
 	if err != nil {
 		return nil, fmt.Errorf("load subscriptions: %w", err)
 	}
+	subs := toSubs(rows)
+	var versions []uuid.UUID
+	for _, sub := range subs {
+		if !slices.Contains(versions, sub.PlanVersionID) {
+			versions = append(versions, sub.PlanVersionID)
+		}
+	}
+	meters, err := versionMeters(ctx, db.New(s.pool), versions...)
+	if err != nil {
+		return nil, err
+	}
 	var drifted []uuid.UUID
-	for _, sub := range toSubs(rows) {
+	for _, sub := range subs {
 		rep.SubscriptionsChecked++
-		want := subscriptionRecord(sub)
+		want := subscriptionRecord(sub, meters[sub.PlanVersionID])
 		got, err := s.cfg.Records.GetSubscription(ctx, sub.ID.String())
 		switch {
 		case errors.Is(err, enforcement.ErrNotFound):
@@ -155,7 +168,7 @@ func sameSubscriptionRecord(a, b enforcement.SubscriptionRecord) bool {
 	a.Version, b.Version = 0, 0
 	return a.APIID == b.APIID && a.PlanID == b.PlanID && a.Status == b.Status && a.PeriodStart.Unix() == b.PeriodStart.Unix() &&
 		a.PeriodEnd.Unix() == b.PeriodEnd.Unix() && a.QuotaRequests == b.QuotaRequests && a.QuotaHard == b.QuotaHard &&
-		a.RatePerSecond == b.RatePerSecond && a.RatePerMinute == b.RatePerMinute
+		a.RatePerSecond == b.RatePerSecond && a.RatePerMinute == b.RatePerMinute && reflect.DeepEqual(a.Meters, b.Meters)
 }
 
 // ReconcileKeysArgs is the scheduled key reconciliation.

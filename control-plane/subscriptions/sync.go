@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/riverqueue/river"
+	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/metering"
 )
 
 // SyncSubscriptionArgs writes a subscription's gateway record.
@@ -21,12 +24,13 @@ type SyncSubscriptionArgs struct {
 // Kind implements river.JobArgs.
 func (SyncSubscriptionArgs) Kind() string { return "subscription_sync" }
 
-// subscriptionRecord is what the gateway and processors are told of sub.
-func subscriptionRecord(sub Subscription) enforcement.SubscriptionRecord {
+// subscriptionRecord is what the gateway and processors are told of sub,
+// whose plan version prices meters.
+func subscriptionRecord(sub Subscription, meters []enforcement.MeterSpec) enforcement.SubscriptionRecord {
 	r := enforcement.SubscriptionRecord{
 		ID: sub.ID.String(), APIID: sub.APIID.String(), PlanID: sub.PlanID.String(), Status: string(sub.Status),
 		PeriodStart: sub.CurrentPeriodStart.UTC(), PeriodEnd: sub.CurrentPeriodEnd.UTC(), QuotaRequests: sub.QuotaLimit(),
-		QuotaHard: sub.terms.QuotaHard, Version: sub.syncVersion,
+		QuotaHard: sub.terms.QuotaHard, Meters: meters, Version: sub.syncVersion,
 	}
 	if v := sub.terms.RatePerSecond; v != nil {
 		r.RatePerSecond = *v
@@ -47,7 +51,11 @@ func (s *Service) SyncSubscription(ctx context.Context, id uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.cfg.Records.PutSubscription(ctx, subscriptionRecord(sub)); err != nil {
+	meters, err := versionMeters(ctx, q, sub.PlanVersionID)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cfg.Records.PutSubscription(ctx, subscriptionRecord(sub, meters[sub.PlanVersionID])); err != nil {
 		s.metrics.syncErrors.Inc()
 		return err
 	}
@@ -55,6 +63,45 @@ func (s *Service) SyncSubscription(ctx context.Context, id uuid.UUID) error {
 		return fmt.Errorf("record subscription sync: %w", err)
 	}
 	return nil
+}
+
+// versionMeters reads the meters the plan versions price, for their
+// subscriptions' records: each metered charge's meter, with the charge's
+// quota as an integer at the meter's scale (metering.Meter.Scale; a quota
+// with more decimals than the scale is rounded down, so the quota never
+// allows more than the plan says, and one past an int64 is unlimited in
+// practice and held at the largest).
+func versionMeters(ctx context.Context, q *db.Queries, versions ...uuid.UUID) (map[uuid.UUID][]enforcement.MeterSpec, error) {
+	rows, err := q.PlanVersionMeters(ctx, versions)
+	if err != nil {
+		return nil, fmt.Errorf("load plan version meters: %w", err)
+	}
+	out := make(map[uuid.UUID][]enforcement.MeterSpec, len(versions))
+	for _, r := range rows {
+		m := enforcement.MeterSpec{
+			Slug: r.Slug, Aggregation: r.Aggregation, Field: r.Field, QuotaHard: r.QuotaHard,
+			Filter: enforcement.MeterFilter{Methods: nilIfEmpty(r.FilterMethods), Routes: nilIfEmpty(r.FilterRoutes),
+				StatusClasses: nilIfEmpty(r.FilterStatusClasses)},
+		}
+		if r.Quota != nil {
+			scaled := r.Quota.Shift(metering.Meter{Field: r.Field}.Scale()).Floor()
+			limit := int64(math.MaxInt64)
+			if scaled.LessThan(decimal.NewFromInt(math.MaxInt64)) {
+				limit = scaled.IntPart()
+			}
+			m.Quota = &limit
+		}
+		out[r.PlanVersionID] = append(out[r.PlanVersionID], m)
+	}
+	return out, nil
+}
+
+// nilIfEmpty is l, nil when empty: a record decodes an empty list as nil.
+func nilIfEmpty(l []string) []string {
+	if len(l) == 0 {
+		return nil
+	}
+	return l
 }
 
 // SyncSubscriptionWorker runs SyncSubscriptionArgs jobs.
