@@ -10,7 +10,26 @@
 // currency's minor unit (currency.go); quote.go prices a plan's period and
 // promotion.go applies promotions to that quote, in the order of
 // application its comment fixes (exclusive or stackable; free units before
-// rating; amounts, then percentages; never below zero). Meters and
-// invoices will join it; a billing period's bounds stay internal/enforcement's, the
-// arithmetic the gateway counts quotas by, which billing will call.
+// rating; amounts, then percentages; never below zero). Invoices will join
+// it; a billing period's bounds stay internal/enforcement's, the arithmetic
+// the gateway counts quotas by, which billing will call.
+//
+// meter.go defines a meter: which billable events it selects and what each
+// adds (Meter.Contribution, Meter.KeyValue), the fold the processors keep
+// per period in Redis. meterquery.go computes the same values from
+// usage_events for any window (MeterTotals, MeterTotalsUpTo for the rows
+// below the processors' watermarks), in one query per subscription:
+//
+//	SELECT toDecimal128(countIf(has(@m0_methods, method)), 0),
+//	       sumIf(units, (match(path, @m1_r0) OR match(path, @m1_r1))),
+//	       toDecimal128(maxIf(latency_ms, has(@m2_classes, intDiv(status, 100))), 0),
+//	       sumIf(toDecimal128(response_bytes, 0), 1),
+//	       toDecimal128(uniqExactIf(key_id, key_id != '' AND 1), 0)
+//	FROM usage_events
+//	WHERE subject = @subject AND time >= @from AND time < @to
+//	  AND refusal = '' AND status < 500
+//
+// Every value is exact (decimals, uniqExact) and every filter value a
+// bound parameter; a route pattern becomes an anchored RE2 regexp
+// (RouteRegexp) that matches what enforcement.MatchRoute matches.
 package metering

@@ -4,7 +4,7 @@ package metering
 // billable events of a subscription into one quantity per window, by an
 // aggregation over one event field. The processors keep each meter's value
 // per billing period in Redis (see internal/enforcement), ClickHouse can
-// compute it for any window (MeterValueSQL), and the two must agree.
+// compute it for any window (MeterTotals), and the two must agree.
 
 import (
 	"errors"
