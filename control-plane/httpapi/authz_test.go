@@ -660,7 +660,7 @@ func authzRows() []authzRow {
 				}
 			},
 		},
-	}, authzSubscriptionRows()...)
+	}, append(authzSubscriptionRows(), authzPricingRows()...)...)
 }
 
 // authzIngestToken issues an ingest token as the platform would.
