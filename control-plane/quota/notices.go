@@ -12,10 +12,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
+	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/quota/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/metering"
 )
 
 // EventThresholdCrossed is the webhook event type of a quota notice.
@@ -71,6 +73,27 @@ type crossingNotice struct {
 	PeriodEnd    time.Time            `json:"period_end"`
 	// ResetsAt is when the counter starts over: the period's end.
 	ResetsAt time.Time `json:"resets_at"`
+	// Meter is the slug of the meter whose quota was crossed, absent for
+	// the request quota. Quota and Used are then the meter's counter, an
+	// integer at the meter's scale (micro-units for a meter of units), and
+	// MeterQuota and MeterUsed the same as decimal quantities.
+	Meter      string `json:"meter,omitempty"`
+	MeterQuota string `json:"meter_quota,omitempty"`
+	MeterUsed  string `json:"meter_used,omitempty"`
+}
+
+// crossingNoticeOf is the webhook data of crossing e to target t.
+func crossingNoticeOf(t crossingTarget, e enforcement.Crossing) crossingNotice {
+	n := crossingNotice{
+		Subscription: t.sub, Threshold: e.Threshold, Quota: e.Quota, Used: e.Used, Hard: e.Hard, Blocked: e.Blocked(),
+		PeriodStart: e.PeriodStart.UTC(), PeriodEnd: e.PeriodEnd.UTC(), ResetsAt: e.PeriodEnd.UTC(),
+	}
+	if e.Meter != "" {
+		n.Meter = e.Meter
+		n.MeterQuota = decimal.New(e.Quota, -t.meterScale).String()
+		n.MeterUsed = decimal.New(e.Used, -t.meterScale).String()
+	}
+	return n
 }
 
 // crossingTarget is who a crossing's notices go to.
@@ -81,6 +104,9 @@ type crossingTarget struct {
 	// email is the subscriber's address, "" when the subscriber has no
 	// user row.
 	email string
+	// meterScale is the scale of the crossed meter's integers
+	// (metering.Meter.Scale), 0 for the request quota.
+	meterScale int32
 }
 
 // mailable reports whether the target has an address to write to. Users
@@ -115,7 +141,10 @@ func (s *Service) HandleCrossing(ctx context.Context, e enforcement.Crossing) (s
 		return 0, fmt.Errorf("handle quota crossing: %w: subscription_id %q is not a UUID", enforcement.ErrInvalidCrossing, e.SubscriptionID)
 	}
 	log := s.log.With("subscription_id", id, "event_id", e.ID(), "threshold", e.Threshold, "quota", e.Quota)
-	target, err := s.crossingTarget(ctx, id)
+	if e.Meter != "" {
+		log = log.With("meter", e.Meter)
+	}
+	target, err := s.crossingTarget(ctx, id, e.Meter)
 	if errors.Is(err, pgx.ErrNoRows) {
 		log.InfoContext(ctx, "quota crossing of an unknown subscription: no notices")
 		return 0, nil
@@ -133,10 +162,7 @@ func (s *Service) HandleCrossing(ctx context.Context, e enforcement.Crossing) (s
 			return err
 		}
 		if ok {
-			if err := s.cfg.Publisher.Publish(ctx, tx, target.orgID, EventThresholdCrossed, crossingNotice{
-				Subscription: target.sub, Threshold: e.Threshold, Quota: e.Quota, Used: e.Used, Hard: e.Hard, Blocked: e.Blocked(),
-				PeriodStart: e.PeriodStart.UTC(), PeriodEnd: e.PeriodEnd.UTC(), ResetsAt: e.PeriodEnd.UTC(),
-			}); err != nil {
+			if err := s.cfg.Publisher.Publish(ctx, tx, target.orgID, EventThresholdCrossed, crossingNoticeOf(target, e)); err != nil {
 				return fmt.Errorf("publish webhook notice: %w", err)
 			}
 		}
@@ -185,11 +211,13 @@ func (s *Service) HandleCrossing(ctx context.Context, e enforcement.Crossing) (s
 	return sent, nil
 }
 
-// crossingTarget reads who the notices of subscription id go to; a
-// missing subscription is pgx.ErrNoRows.
-func (s *Service) crossingTarget(ctx context.Context, id uuid.UUID) (crossingTarget, error) {
+// crossingTarget reads who the notices of subscription id go to, and the
+// scale of meter's quota ("" for the request quota); a missing
+// subscription is pgx.ErrNoRows.
+func (s *Service) crossingTarget(ctx context.Context, id uuid.UUID, meter string) (crossingTarget, error) {
 	t := crossingTarget{sub: crossingSubscription{ID: id}}
-	row, err := db.New(s.pool).SubscriptionNoticeTarget(ctx, id)
+	q := db.New(s.pool)
+	row, err := q.SubscriptionNoticeTarget(ctx, id)
 	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return t, err
@@ -200,6 +228,15 @@ func (s *Service) crossingTarget(ctx context.Context, id uuid.UUID) (crossingTar
 	if row.Email != nil {
 		t.email = *row.Email
 	}
+	if meter != "" {
+		field, err := q.MeterFieldOfSubscription(ctx, db.MeterFieldOfSubscriptionParams{SubscriptionID: id, Slug: meter})
+		// A meter no longer defined under that slug still gets its
+		// notice, in the counter's integers.
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return t, fmt.Errorf("read meter %s: %w", meter, err)
+		}
+		t.meterScale = metering.Meter{Field: field}.Scale()
+	}
 	return t, nil
 }
 
@@ -209,6 +246,7 @@ func (s *Service) crossingTarget(ctx context.Context, id uuid.UUID) (crossingTar
 func claimCrossing(ctx context.Context, tx pgx.Tx, id uuid.UUID, e enforcement.Crossing, channel string) (bool, error) {
 	n, err := db.New(tx).NoticeClaim(ctx, db.NoticeClaimParams{
 		SubscriptionID: id, PeriodStart: e.PeriodStart, Threshold: int16(e.Threshold), Quota: e.Quota, Channel: channel, Used: e.Used,
+		Meter: e.Meter,
 	})
 	if err != nil {
 		return false, fmt.Errorf("claim %s notice: %w", channel, err)
@@ -227,6 +265,8 @@ type QuotaEmailArgs struct {
 	Quota          int64     `json:"quota"`
 	Used           int64     `json:"used"`
 	Hard           bool      `json:"hard"`
+	// Meter is the crossed meter's slug, "" for the request quota.
+	Meter string `json:"meter,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -236,7 +276,7 @@ func (QuotaEmailArgs) Kind() string { return "quota_email" }
 func emailArgs(id uuid.UUID, e enforcement.Crossing) QuotaEmailArgs {
 	return QuotaEmailArgs{
 		SubscriptionID: id, PeriodStart: e.PeriodStart.UTC(), PeriodEnd: e.PeriodEnd.UTC(),
-		Threshold: e.Threshold, Quota: e.Quota, Used: e.Used, Hard: e.Hard,
+		Threshold: e.Threshold, Quota: e.Quota, Used: e.Used, Hard: e.Hard, Meter: e.Meter,
 	}
 }
 
@@ -279,7 +319,7 @@ func (w *QuotaEmailWorker) Work(ctx context.Context, job *river.Job[QuotaEmailAr
 		s.noticeCounter(channelEmail, noticeSkipped).Inc()
 		return nil
 	}
-	t, err := s.crossingTarget(ctx, a.SubscriptionID)
+	t, err := s.crossingTarget(ctx, a.SubscriptionID, a.Meter)
 	if errors.Is(err, pgx.ErrNoRows) {
 		log.InfoContext(ctx, "quota notice email of a deleted subscription: not sent")
 		s.noticeCounter(channelEmail, noticeSkipped).Inc()
@@ -318,7 +358,7 @@ func (w *QuotaEmailWorker) Work(ctx context.Context, job *river.Job[QuotaEmailAr
 // crossingMessage is the email of crossing a to target t.
 func crossingMessage(t crossingTarget, a QuotaEmailArgs) notify.Message {
 	subject, text := crossingMail(t, a)
-	return notify.Message{
+	m := notify.Message{
 		To: []string{t.email}, Subject: subject, Text: text,
 		Headers: map[string]string{
 			"X-Veil-Notice":          fmt.Sprintf("quota_%d", a.Threshold),
@@ -328,10 +368,18 @@ func crossingMessage(t crossingTarget, a QuotaEmailArgs) notify.Message {
 			"Message-ID": fmt.Sprintf("<quota-%s-%d-%d-%d@notice.veil>", a.SubscriptionID, a.PeriodStart.Unix(), a.Threshold, a.Quota),
 		},
 	}
+	if a.Meter != "" {
+		m.Headers["X-Veil-Meter"] = a.Meter
+		m.Headers["Message-ID"] = fmt.Sprintf("<quota-%s-%d-%d-%d-%s@notice.veil>", a.SubscriptionID, a.PeriodStart.Unix(), a.Threshold, a.Quota, a.Meter)
+	}
+	return m
 }
 
 // crossingMail is the subject and body of a crossing's email.
 func crossingMail(t crossingTarget, e QuotaEmailArgs) (subject, text string) {
+	if e.Meter != "" {
+		return meterMail(t, e)
+	}
 	const day = "2 Jan 2006 15:04 MST"
 	resets := e.PeriodEnd.UTC().Format(day)
 	var what, next string
@@ -359,6 +407,34 @@ func crossingMail(t crossingTarget, e QuotaEmailArgs) (subject, text string) {
 		"See the current figures with GET /v1/subscriptions/%s/quota. "+
 		"To get more requests, change to a plan with a larger quota, or ask the API's provider for a credit.\n",
 		what, next, t.sub.ID, e.PeriodStart.UTC().Format(day), resets, e.Used, e.Quota, t.sub.ID)
+	return subject, text
+}
+
+// meterMail is the subject and body of the email of a meter's crossing: it
+// names the meter, and its quantities at the meter's scale.
+func meterMail(t crossingTarget, e QuotaEmailArgs) (subject, text string) {
+	const day = "2 Jan 2006 15:04 MST"
+	resets := e.PeriodEnd.UTC().Format(day)
+	quota, used := decimal.New(e.Quota, -t.meterScale).String(), decimal.New(e.Used, -t.meterScale).String()
+	var next string
+	switch {
+	case e.Threshold < 100:
+		subject = fmt.Sprintf("Your %s quota of %s is %d%% used", t.apiName, e.Meter, e.Threshold)
+		next = fmt.Sprintf("Once it is used up, usage beyond it is billed as overage. The quota resets at %s.", resets)
+		if e.Hard {
+			next = fmt.Sprintf("Once it is used up, every request of the subscription is refused with 429 until the quota resets at %s.", resets)
+		}
+	case e.Hard:
+		subject = fmt.Sprintf("Your %s quota of %s is used up: requests are refused until %s", t.apiName, e.Meter, resets)
+		next = fmt.Sprintf("Every request of the subscription, not only those metered as %s, is refused with 429 until the quota resets at %s.", e.Meter, resets)
+	default:
+		subject = fmt.Sprintf("Your %s subscription is over its %s quota: overage is billed", t.apiName, e.Meter)
+		next = fmt.Sprintf("Requests keep working; %s beyond the quota is billed as overage. The quota resets at %s.", e.Meter, resets)
+	}
+	text = fmt.Sprintf("Your subscription to %s has used %s of its quota of %s %s this period (%d%%).\n\n%s\n\n"+
+		"Subscription: %s\nMeter: %s\nPeriod: %s to %s\nUsed: %s of %s\n\n"+
+		"To get more, change to a plan with a larger quota of %s.\n",
+		t.apiName, used, quota, e.Meter, e.Threshold, next, t.sub.ID, e.Meter, e.PeriodStart.UTC().Format(day), resets, used, quota, e.Meter)
 	return subject, text
 }
 

@@ -170,6 +170,9 @@ type crossingData struct {
 	PeriodStart time.Time `json:"period_start"`
 	PeriodEnd   time.Time `json:"period_end"`
 	ResetsAt    time.Time `json:"resets_at"`
+	Meter       string    `json:"meter"`
+	MeterQuota  string    `json:"meter_quota"`
+	MeterUsed   string    `json:"meter_used"`
 }
 
 // deliveries returns the quota notices published to s's organization, in

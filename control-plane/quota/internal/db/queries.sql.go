@@ -47,9 +47,28 @@ func (q *Queries) AdjustmentInsert(ctx context.Context, arg AdjustmentInsertPara
 	return i, err
 }
 
+const meterFieldOfSubscription = `-- name: MeterFieldOfSubscription :one
+SELECT m.field FROM meters m JOIN subscriptions s ON s.api_id = m.api_id
+WHERE s.id = $1 AND m.slug = $2
+`
+
+type MeterFieldOfSubscriptionParams struct {
+	SubscriptionID uuid.UUID
+	Slug           string
+}
+
+// MeterFieldOfSubscription reads the field a meter of the subscription's
+// API aggregates, which sets the scale of its quota's integers.
+func (q *Queries) MeterFieldOfSubscription(ctx context.Context, arg MeterFieldOfSubscriptionParams) (string, error) {
+	row := q.db.QueryRow(ctx, meterFieldOfSubscription, arg.SubscriptionID, arg.Slug)
+	var field string
+	err := row.Scan(&field)
+	return field, err
+}
+
 const noticeClaim = `-- name: NoticeClaim :execrows
-INSERT INTO quota_notices (subscription_id, period_start, threshold, quota, channel, used)
-VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+INSERT INTO quota_notices (subscription_id, period_start, threshold, quota, channel, used, meter)
+VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
 `
 
 type NoticeClaimParams struct {
@@ -59,10 +78,12 @@ type NoticeClaimParams struct {
 	Quota          int64
 	Channel        string
 	Used           int64
+	Meter          string
 }
 
 // NoticeClaim inserts the row of a crossing's notice on one channel; no
-// row is inserted when the notice was claimed before.
+// row is inserted when the notice was claimed before. meter is the
+// meter's slug, ” for the request quota.
 func (q *Queries) NoticeClaim(ctx context.Context, arg NoticeClaimParams) (int64, error) {
 	result, err := q.db.Exec(ctx, noticeClaim,
 		arg.SubscriptionID,
@@ -71,6 +92,7 @@ func (q *Queries) NoticeClaim(ctx context.Context, arg NoticeClaimParams) (int64
 		arg.Quota,
 		arg.Channel,
 		arg.Used,
+		arg.Meter,
 	)
 	if err != nil {
 		return 0, err
