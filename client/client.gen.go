@@ -1987,6 +1987,55 @@ type Plan struct {
 	UpdatedAt time.Time  `json:"updated_at"`
 }
 
+// PlanFileError One error of a plan file.
+type PlanFileError struct {
+	// Field The field at fault, e.g. `charges[1].tiers[2].up_to`; empty for the file as a whole.
+	//
+	// Example: charges[1].tiers[2].up_to
+	Field string `json:"field"`
+
+	// File The file, relative to the plan directory.
+	//
+	// Example: pro.yaml
+	File string `json:"file"`
+
+	// Line The 1-based line; 0 when the error is about the file as a whole (unreadable, too large, a symbolic link out of the directory).
+	Line int `json:"line"`
+
+	// Message What is wrong with it.
+	//
+	// Example: must rise above 100000
+	Message string `json:"message"`
+}
+
+// PlanFileResult A plan file and the plan version it holds.
+type PlanFileResult struct {
+	// Api The slug of the plan's API.
+	Api string `json:"api"`
+
+	// File The file, relative to the plan directory.
+	File string `json:"file"`
+
+	// Plan The plan's slug.
+	Plan   string             `json:"plan"`
+	PlanId openapi_types.UUID `json:"plan_id"`
+
+	// Version The plan's latest version: the one the file created, or the one that already had its content.
+	Version int `json:"version"`
+}
+
+// PlanFilesReport What a reload of the plan directory did.
+type PlanFilesReport struct {
+	// Applied Files that became a new plan or a new version.
+	Applied []PlanFileResult `json:"applied"`
+
+	// Errors Empty: a reload with errors is a 422 problem.
+	Errors []PlanFileError `json:"errors"`
+
+	// Unchanged Files whose plan's latest version has their content already.
+	Unchanged []PlanFileResult `json:"unchanged"`
+}
+
 // PlanInput Adds a plan, with version 1 of its terms, to an API. Unknown members are refused.
 type PlanInput struct {
 	Description *string `json:"description,omitempty"`
@@ -2963,6 +3012,15 @@ type CreateIngestTokenParams struct {
 type RevokeIngestTokenParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// ReloadPlanFilesParams defines parameters for ReloadPlanFiles.
+type ReloadPlanFilesParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ReconcileAPIsParams defines parameters for ReconcileAPIs.
@@ -4038,6 +4096,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/admin/ingest-tokens/{id} (the `RevokeIngestToken` operationId).
 	RevokeIngestToken(ctx context.Context, id openapi_types.UUID, params *RevokeIngestTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ReloadPlanFiles Reload the plan files now
+	//
+	// Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
+	//
+	// **Who may call:** admins only; every other role gets `403 forbidden`.
+	//
+	// Corresponds with POST /v1/admin/pricing/reload (the `ReloadPlanFiles` operationId).
+	ReloadPlanFiles(ctx context.Context, params *ReloadPlanFilesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ReconcileAPIs Reconcile the gateway
 	//
@@ -5598,6 +5665,25 @@ func (c *Client) CreateIngestToken(ctx context.Context, params *CreateIngestToke
 // Corresponds with DELETE /v1/admin/ingest-tokens/{id} (the `RevokeIngestToken` operationId).
 func (c *Client) RevokeIngestToken(ctx context.Context, id openapi_types.UUID, params *RevokeIngestTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRevokeIngestTokenRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ReloadPlanFiles Reload the plan files now
+//
+// Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
+//
+// **Who may call:** admins only; every other role gets `403 forbidden`.
+//
+// Corresponds with POST /v1/admin/pricing/reload (the `ReloadPlanFiles` operationId).
+func (c *Client) ReloadPlanFiles(ctx context.Context, params *ReloadPlanFilesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReloadPlanFilesRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -8712,6 +8798,59 @@ func NewRevokeIngestTokenRequest(server string, id openapi_types.UUID, params *R
 			}
 
 			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewReloadPlanFilesRequest constructs an http.Request for the ReloadPlanFiles method
+func NewReloadPlanFilesRequest(server string, params *ReloadPlanFilesParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/pricing/reload")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
 		}
 
 	}
@@ -13500,6 +13639,17 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with DELETE /v1/admin/ingest-tokens/{id} (the `RevokeIngestToken` operationId).
 	RevokeIngestTokenWithResponse(ctx context.Context, id openapi_types.UUID, params *RevokeIngestTokenParams, reqEditors ...RequestEditorFn) (*RevokeIngestTokenResponse, error)
 
+	// ReloadPlanFilesWithResponse Reload the plan files now
+	//
+	// Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
+	//
+	// **Who may call:** admins only; every other role gets `403 forbidden`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/pricing/reload (the `ReloadPlanFiles` operationId).
+	ReloadPlanFilesWithResponse(ctx context.Context, params *ReloadPlanFilesParams, reqEditors ...RequestEditorFn) (*ReloadPlanFilesResponse, error)
+
 	// ReconcileAPIsWithResponse Reconcile the gateway
 	//
 	// Compares the `active` and `deprecated` APIs with the gateway's `veil-api-*` routes and heals both directions: puts missing or different routes again, removes routes without a routed API, and queues again approved APIs whose registration job was lost. The same runs on a schedule. No body.
@@ -15500,6 +15650,59 @@ func (r RevokeIngestTokenResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r RevokeIngestTokenResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ReloadPlanFilesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PlanFilesReport
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ReloadPlanFilesResponse) GetJSON200() *PlanFilesReport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ReloadPlanFilesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ReloadPlanFilesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ReloadPlanFilesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ReloadPlanFilesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ReloadPlanFilesResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ReloadPlanFilesResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -19558,6 +19761,23 @@ func (c *ClientWithResponses) RevokeIngestTokenWithResponse(ctx context.Context,
 	return ParseRevokeIngestTokenResponse(rsp)
 }
 
+// ReloadPlanFilesWithResponse Reload the plan files now
+//
+// Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
+//
+// **Who may call:** admins only; every other role gets `403 forbidden`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/pricing/reload (the `ReloadPlanFiles` operationId).
+func (c *ClientWithResponses) ReloadPlanFilesWithResponse(ctx context.Context, params *ReloadPlanFilesParams, reqEditors ...RequestEditorFn) (*ReloadPlanFilesResponse, error) {
+	rsp, err := c.ReloadPlanFiles(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReloadPlanFilesResponse(rsp)
+}
+
 // ReconcileAPIsWithResponse Reconcile the gateway
 //
 // Compares the `active` and `deprecated` APIs with the gateway's `veil-api-*` routes and heals both directions: puts missing or different routes again, removes routes without a routed API, and queues again approved APIs whose registration job was lost. The same runs on a schedule. No body.
@@ -21771,6 +21991,39 @@ func ParseRevokeIngestTokenResponse(rsp *http.Response) (*RevokeIngestTokenRespo
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest IngestToken
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseReloadPlanFilesResponse parses an HTTP response from a ReloadPlanFilesWithResponse call
+func ParseReloadPlanFilesResponse(rsp *http.Response) (*ReloadPlanFilesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ReloadPlanFilesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PlanFilesReport
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

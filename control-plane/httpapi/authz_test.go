@@ -1039,6 +1039,18 @@ func authzSubscriptionRows() []authzRow {
 			},
 		},
 		{
+			// The matrix's plan directory is empty: the reload applies
+			// nothing, so nothing is audited.
+			route:     "POST /v1/admin/pricing/reload",
+			unaudited: true,
+			want:      authzWant{{401, 401}, {403, 403}, {403, 403}, {200, 200}},
+			check: func(t *testing.T, _ *authzCase, status int, b []byte) {
+				if _, found := authzJSON(t, b)["applied"]; authzOK(status) && !found {
+					t.Errorf("POST /v1/admin/pricing/reload = %s; want a reload report", b)
+				}
+			},
+		},
+		{
 			// Like the APIs' reconciliation, it heals the gateway's records
 			// from the database and changes no audited record.
 			route:     "POST /v1/admin/reconcile/keys",

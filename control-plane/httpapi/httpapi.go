@@ -74,6 +74,9 @@ type Config struct {
 	// Promotions prices quotes that name promotion codes; nil refuses every
 	// code as unknown.
 	Promotions PromotionQuoter
+	// PlanFiles reloads the plan directory (VEIL_PRICING_DIR); nil answers
+	// POST /v1/admin/pricing/reload with 409: no directory is configured.
+	PlanFiles PlanFilesReloader
 }
 
 type api struct {
@@ -140,6 +143,7 @@ func (a *api) routes(r chi.Router) {
 		a.adminSubscriptionRoutes(r)
 		a.reconcileRoutes(r)
 		a.adminIngestTokenRoutes(r)
+		r.Post("/pricing/reload", a.handle(a.reloadPlanFiles))
 	})
 }
 

@@ -733,6 +733,16 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.call(http.StatusOK, "DELETE", "/v1/admin/ingest-tokens/"+ingestToken.ID, admin, nil)
 	c.call(http.StatusNotFound, "DELETE", "/v1/admin/ingest-tokens/"+uuid.NewString(), admin, nil)
 
+	// Plan files: a broken file is a 422 listing its errors; an empty
+	// directory reloads nothing.
+	c.call(http.StatusForbidden, "POST", "/v1/admin/pricing/reload", prov, nil)
+	removePlan := e.writePlanFile("broken.yaml", "api: weather\nplan: [\n")
+	if got := c.call(http.StatusUnprocessableEntity, "POST", "/v1/admin/pricing/reload", admin, nil).problem(); got != "invalid-plan-files" {
+		t.Errorf("reloadPlanFiles with a broken file = %s; want invalid-plan-files", got)
+	}
+	removePlan()
+	c.call(http.StatusOK, "POST", "/v1/admin/pricing/reload", admin, nil)
+
 	// Deleting.
 	c.call(http.StatusNotFound, "DELETE", "/v1/apis/"+api.ID, other, nil)
 	c.call(http.StatusForbidden, "DELETE", "/v1/apis/"+api.ID, cons, nil)

@@ -20,6 +20,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/planfiles"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks/webhookstest"
@@ -46,6 +47,8 @@ type testEnv struct {
 	Drift   *drift.Checker
 	// ClickHouse is the test database the usage endpoints read.
 	ClickHouse driver.Conn
+	// PlanDir is the plan directory POST /v1/admin/pricing/reload loads.
+	PlanDir string
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -104,9 +107,14 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	planDir := t.TempDir()
+	planFiles, err := planfiles.New(planfiles.Config{Dir: planDir, Pool: pool, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := httpapi.Config{
 		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: metering.NewReader(ch), Quota: quotas, Drift: checker, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
-		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger,
+		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger, PlanFiles: planFiles,
 	}
 	if adjust != nil {
 		adjust(&cfg)
@@ -114,7 +122,7 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	h := httpapi.New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat, Subs: subs, Quota: quotas, Drift: checker, ClickHouse: ch}
+	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat, Subs: subs, Quota: quotas, Drift: checker, ClickHouse: ch, PlanDir: planDir}
 }
 
 // token mints a bearer token for user in org with role.

@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/planfiles/internal/db"
 )
 
@@ -100,9 +102,16 @@ type Report struct {
 // Errors (errors.Is ErrInvalid) when a file is at fault, the report then
 // listing them; any other error is the database's.
 func (l *Loader) Reload(ctx context.Context) (Report, error) {
+	return l.ReloadRequested(ctx, nil)
+}
+
+// ReloadRequested is Reload asked for by actor (an admin, through the
+// API): a reload that changes plans records the request in the audit log,
+// in its transaction. A nil actor is the watcher.
+func (l *Loader) ReloadRequested(ctx context.Context, actor *identity.Actor) (Report, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	rep, err := l.reload(ctx)
+	rep, err := l.reload(ctx, actor)
 	var errs Errors
 	switch {
 	case err == nil:
@@ -124,7 +133,7 @@ func (l *Loader) Reload(ctx context.Context) (Report, error) {
 	return rep, err
 }
 
-func (l *Loader) reload(ctx context.Context) (Report, error) {
+func (l *Loader) reload(ctx context.Context, actor *identity.Actor) (Report, error) {
 	sources, errs := ReadDir(l.cfg.Dir)
 	plans, perrs := ParseAll(sources)
 	if errs = append(errs, perrs...); len(errs) > 0 {
@@ -162,11 +171,20 @@ func (l *Loader) reload(ctx context.Context) (Report, error) {
 		errs.sort()
 		return Report{}, errs
 	}
+	if actor != nil && len(rep.Applied) > 0 {
+		err := audit.Record(ctx, tx, audit.Change{
+			Actor: actor.Subject, ActorRole: string(actor.Role), Action: "pricing.reload",
+			TargetType: "plan_files", TargetID: l.cfg.Dir, After: rep,
+		})
+		if err != nil {
+			return Report{}, err
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return Report{}, fmt.Errorf("commit plan reload: %w", err)
 	}
 	return rep, nil
 }
 
-// ErrNoRows is pgx's, for the appliers' lookups.
+// errNoRows is pgx's, for the appliers' lookups.
 var errNoRows = pgx.ErrNoRows
