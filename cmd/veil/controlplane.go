@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/control-plane/planfiles"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
@@ -101,6 +103,8 @@ type controlPlaneFlags struct {
 	metricsAddr string
 	// egress is the policy of provider upstreams.
 	egress egressFlags
+	// pricingDir is the plan directory (empty: no plan files).
+	pricingDir string
 }
 
 // register adds the control plane's flags; withRedis false leaves out
@@ -150,6 +154,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.Duration(&c.keyReconcileEvery, "key-reconcile-interval", "VEIL_KEY_RECONCILE_INTERVAL", 5*time.Minute, "how often keys and subscriptions are reconciled with the gateway's Redis records")
 	f.Duration(&c.maintenanceEvery, "key-maintenance-interval", "VEIL_KEY_MAINTENANCE_INTERVAL", time.Hour, "how often key expiry, notices, rotation grace, automatic rotation and billing periods are processed")
 	c.egress.register(f)
+	f.String(&c.pricingDir, "pricing-dir", "VEIL_PRICING_DIR", "", "directory of YAML plan files, loaded at start, on every change and on POST /v1/admin/pricing/reload (empty: no plan files)")
 	f.String(&c.smtp.Addr, "smtp-addr", "VEIL_SMTP_ADDR", "", "SMTP server (host:port) for notices to people (empty: no email)")
 	f.String(&c.smtp.From, "smtp-from", "VEIL_SMTP_FROM", "Veil <noreply@veil.localhost>", "sender of notices")
 	f.String(&c.smtp.Username, "smtp-username", "VEIL_SMTP_USERNAME", "", "SMTP login")
@@ -227,6 +232,8 @@ type controlPlane struct {
 	quota      *quota.Service
 	drift      *drift.Checker
 	subs       *subscriptions.Service
+	// planFiles loads VEIL_PRICING_DIR; nil when none is set.
+	planFiles *planfiles.Loader
 	// consumeQuota reports whether quota crossings are consumed (Kafka
 	// brokers are configured).
 	consumeQuota bool
@@ -425,6 +432,14 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 		return svc, err
 	}
 	p.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
+	if cp.pricingDir != "" {
+		if st, err := os.Stat(cp.pricingDir); err != nil || !st.IsDir() {
+			return svc, fmt.Errorf("VEIL_PRICING_DIR %s: not a readable directory", cp.pricingDir)
+		}
+		if p.planFiles, err = planfiles.New(planfiles.Config{Dir: cp.pricingDir, Pool: p.pool, Logger: logger, Metrics: set}); err != nil {
+			return svc, err
+		}
+	}
 	return svc, nil
 }
 
@@ -486,8 +501,17 @@ func (p *controlPlane) apiHandler(cp controlPlaneFlags, limits apiLimits, svc se
 		Pool: p.pool, Catalog: svc.catalog, Subscriptions: svc.subs, Usage: usageReader, Quota: p.quota, Drift: p.drift, Webhooks: svc.hooks, Directory: accounts.New(p.pool), Authenticator: verifier,
 		RateLimiter: limiter, IPRate: limits.ipRate, TokenRate: limits.tokenRate, Idempotency: idem,
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: limits.proxies,
-		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set,
+		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set, PlanFiles: p.planFilesReloader(),
 	}), nil
+}
+
+// planFilesReloader is the plan loader for the API, or nil (not a nil
+// *planfiles.Loader in an interface) when there is none.
+func (p *controlPlane) planFilesReloader() httpapi.PlanFilesReloader {
+	if p.planFiles == nil {
+		return nil
+	}
+	return p.planFiles
 }
 
 // ready reports whether Postgres and Redis answer.
@@ -520,6 +544,11 @@ func (p *controlPlane) run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return p.server.Serve(ctx) })
+	if p.planFiles != nil {
+		// Every replica watches: the loader's advisory lock makes them
+		// take turns, and the later ones find each file loaded already.
+		g.Go(func() error { return p.planFiles.Watch(ctx) })
+	}
 	if p.consumeQuota {
 		g.Go(func() error { return p.quota.RunConsumer(ctx) })
 	} else {

@@ -37,6 +37,7 @@ func commands() []command {
 		{"demo", "send a scenario through a running veil dev and show the result", runDemo},
 		{"healthcheck", "exit 0 when a URL answers 200 (for container health checks)", runHealthcheck},
 		{"token", "print a control-plane bearer token signed with VEIL_JWT_SECRET", runToken},
+		{"pricing", "check plan files offline: veil pricing validate FILE…", runPricing},
 	}
 }
 
