@@ -289,9 +289,11 @@ func newContract(t *testing.T, base string) *contract {
 	}
 	strict, errs := validator.NewValidator(doc, config.WithFormatAssertions(), config.WithStrictMode(),
 		// Free-form JSON: audit snapshots, webhook event data and keys'
-		// metadata.
+		// metadata; and a quote's usage, a map by meter slug whose values
+		// the document's additionalProperties checks, which strict mode
+		// would refuse as undeclared members.
 		config.WithStrictIgnorePaths("$.body.data[*].before", "$.body.data[*].after",
-			"$.body.payload.data", "$.body.data[*].payload.data", "$.body.metadata", "$.body.data[*].metadata"))
+			"$.body.payload.data", "$.body.data[*].payload.data", "$.body.metadata", "$.body.data[*].metadata", "$.body.usage"))
 	if len(errs) > 0 {
 		t.Fatalf("build a validator of schemas/openapi.json: %v", errors.Join(errs...))
 	}
@@ -722,6 +724,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/audit?organization_id=acme", admin, nil)
 
 	exerciseSubscriptions(t, e, c, prov, cons, other, admin)
+	exercisePricing(t, e, c, prov, cons, other, admin)
 
 	// Ingest tokens.
 	var ingestToken struct{ ID string }
@@ -811,7 +814,7 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	}
 	c.call(http.StatusCreated, "POST", plans, prov, map[string]any{
 		"name": "Basic", "slug": "basic", "description": "Hourly forecasts.", "status": "active",
-		"terms": map[string]any{"type": "hybrid", "currency": "USD", "interval": "month", "base_fee": "9.99", "trial_days": 0,
+		"terms": map[string]any{"type": "subscription", "currency": "USD", "interval": "month", "base_fee": "9.99", "trial_days": 0,
 			"quota_requests": 1000, "quota_hard": true, "rate_per_second": 10, "rate_per_minute": nil, "included_units": "100.5"},
 	}).decode(&basic)
 	c.call(http.StatusCreated, "POST", plans, prov, map[string]any{
@@ -851,7 +854,7 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	c.call(http.StatusNotFound, "PATCH", "/v1/plans/"+missing, prov, map[string]any{"name": "Mine"})
 	c.refused(http.StatusUnprocessableEntity, "PATCH", "/v1/plans/"+basic.ID, prov, map[string]any{"name": ""})
 	c.call(http.StatusCreated, "POST", "/v1/plans/"+basic.ID+"/versions", prov, map[string]any{
-		"terms": map[string]any{"type": "hybrid", "currency": "USD", "base_fee": "12.50", "quota_requests": 2000, "quota_hard": true, "rate_per_minute": 600},
+		"terms": map[string]any{"type": "subscription", "currency": "USD", "base_fee": "12.50", "quota_requests": 2000, "quota_hard": true, "rate_per_minute": 600},
 	}).decode(&basic)
 	if basic.Current.Version != 2 {
 		t.Errorf("createPlanVersion = version %d; want 2", basic.Current.Version)
@@ -1153,6 +1156,58 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	c.call(http.StatusForbidden, "POST", subPath+"/plan", prov, map[string]any{"plan_id": basic.ID})
 	c.call(http.StatusNotFound, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": missing})
 	c.call(http.StatusUnprocessableEntity, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": "00000000-0000-0000-0000-000000000000"})
+
+	// Promotions: the provider's codes, redeemed by the subscriber, and
+	// applied to a quote.
+	var promo struct{ ID string }
+	r = c.call(http.StatusCreated, "POST", "/v1/promotions", prov, map[string]any{
+		"code": "LAUNCH", "description": "Launch week.", "kind": "percent_off", "value": "10", "duration": "repeating", "duration_periods": 3,
+		"max_redemptions": 100, "max_per_customer": 1, "priority": 5, "stackable": true, "valid_until": time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339),
+	})
+	r.decode(&promo)
+	if r.Header.Get("Location") != "/v1/promotions/"+promo.ID {
+		t.Errorf("createPromotion Location = %q; want /v1/promotions/%s", r.Header.Get("Location"), promo.ID)
+	}
+	c.call(http.StatusCreated, "POST", "/v1/promotions", prov, map[string]any{
+		"code": "FREECALLS", "kind": "free_units", "value": "1000", "meter": "calls", "plan_ids": []string{basic.ID}, "enabled": false,
+	})
+	if got := c.call(http.StatusConflict, "POST", "/v1/promotions", prov, map[string]any{"code": "launch", "kind": "percent_off", "value": "5"}).problem(); got != "code-taken" {
+		t.Errorf("createPromotion with a taken code = %s; want code-taken", got)
+	}
+	c.call(http.StatusForbidden, "POST", "/v1/promotions", cons, map[string]any{"code": "MINE", "kind": "percent_off", "value": "5"})
+	c.refused(http.StatusUnprocessableEntity, "POST", "/v1/promotions", prov, map[string]any{"code": "x", "kind": "percent_off", "value": "200"})
+	c.call(http.StatusUnprocessableEntity, "POST", "/v1/promotions", other, map[string]any{"code": "THEIRS", "kind": "percent_off", "value": "5", "plan_ids": []string{basic.ID}})
+	c.pages("/v1/promotions", "limit=1", prov)
+	c.call(http.StatusOK, "GET", "/v1/promotions/"+promo.ID, prov, nil)
+	c.call(http.StatusNotFound, "GET", "/v1/promotions/"+promo.ID, other, nil)
+	c.call(http.StatusOK, "PATCH", "/v1/promotions/"+promo.ID, prov, map[string]any{"description": "Launch fortnight.", "valid_until": nil, "max_redemptions": 200})
+	c.call(http.StatusNotFound, "PATCH", "/v1/promotions/"+promo.ID, other, map[string]any{"enabled": false})
+	c.call(http.StatusForbidden, "PATCH", "/v1/promotions/"+promo.ID, cons, map[string]any{"enabled": false})
+	promos := subPath + "/promotions"
+	c.call(http.StatusCreated, "POST", promos, buyer, map[string]any{"code": "launch"})
+	if got := c.call(http.StatusConflict, "POST", promos, buyer, map[string]any{"code": "LAUNCH"}).problem(); got != "already-redeemed" {
+		t.Errorf("redeemPromotion twice = %s; want already-redeemed", got)
+	}
+	c.call(http.StatusUnprocessableEntity, "POST", promos, buyer, map[string]any{"code": "NOPE"})
+	c.call(http.StatusForbidden, "POST", promos, prov, map[string]any{"code": "LAUNCH"})
+	c.call(http.StatusNotFound, "POST", promos, other, map[string]any{"code": "LAUNCH"})
+	var redeemed struct {
+		Data []struct {
+			Code   string
+			Active bool
+		}
+	}
+	c.call(http.StatusOK, "GET", promos, prov, nil).decode(&redeemed)
+	if len(redeemed.Data) != 1 || redeemed.Data[0].Code != "LAUNCH" || !redeemed.Data[0].Active {
+		t.Errorf("listSubscriptionPromotions = %+v; want LAUNCH, active", redeemed.Data)
+	}
+	c.call(http.StatusNotFound, "GET", promos, other, nil)
+	var quoted struct{ Discount, Total string }
+	c.call(http.StatusOK, "POST", "/v1/plans/"+basic.ID+"/quote", buyer, map[string]any{"promotion_codes": []string{"LAUNCH"}}).decode(&quoted)
+	if quoted.Discount != "1.25" || quoted.Total != "11.25" {
+		t.Errorf("quotePlan with LAUNCH = discount %s, total %s; want 1.25 off 12.50", quoted.Discount, quoted.Total)
+	}
+	c.call(http.StatusUnprocessableEntity, "POST", "/v1/plans/"+basic.ID+"/quote", buyer, map[string]any{"promotion_codes": []string{"FREECALLS"}})
 
 	// The usage drift check.
 	c.call(http.StatusForbidden, "GET", "/v1/admin/reconcile/usage", prov, nil)
