@@ -17,8 +17,9 @@
 // meter.go defines a meter: which billable events it selects and what each
 // adds (Meter.Contribution, Meter.KeyValue), the fold the processors keep
 // per period in Redis. meterquery.go computes the same values from
-// usage_events for any window (MeterTotals, MeterTotalsUpTo for the rows
-// below the processors' watermarks), in one query per subscription:
+// usage_events for any window (MeterTotals; MeterTotalsUpTo for the rows
+// below the processors' watermarks; MeterTotalsBatch for many
+// subscriptions, grouped by subject), in one query:
 //
 //	SELECT toDecimal128(countIf(has(@m0_methods, method)), 0),
 //	       sumIf(units, (match(path, @m1_r0) OR match(path, @m1_r1))),

@@ -21,33 +21,51 @@ import (
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
-// meterTotalsSQL is the frame of the query MeterTotals runs: one
-// conditional aggregate per meter (the first %s), over the billable events
-// of one subject in [@from, @to) (and, for MeterTotalsUpTo, the second %s:
-// watermarkSQL). The table's sorting key starts with (subject, time), so
-// it reads only that subscription's rows in the window. Billable is
-// Billable's rule: no gateway refusal and a status below 500.
-const meterTotalsSQL = `SELECT %s
+// meterTotalsSQL is the frame of the query MeterTotalsBatch runs: one
+// conditional aggregate per distinct meter (the first %s), over the
+// billable events of the subjects in their windows (the second %s:
+// meterWindowSQL or meterWindowsSQL), grouped by subject. The table's
+// sorting key starts with (subject, time), so it reads only those
+// subscriptions' rows in the windows. Billable is Billable's rule: no
+// gateway refusal and a status below 500.
+const meterTotalsSQL = `SELECT subject,
+    %s
 FROM usage_events
-WHERE subject = @subject
-  AND time >= @from
-  AND time < @to
+WHERE %s
   AND refusal = ''
-  AND status < 500%s`
+  AND status < 500
+GROUP BY subject`
 
-// watermarkSQL keeps the rows at or below their partition's watermark;
-// transform() looks the partition up in constant arrays (portable down to
-// 18.16, which has no maps) and lets the rows of an unlisted partition
-// through. The offsets travel as strings: an array literal of numbers
-// takes the smallest type that holds them, UInt64 from 2^32 on, and
-// ClickHouse finds no common type for UInt64 and Int64.
+// meterWindowSQL is the window of a single subject. Its bounds travel as
+// seconds since 1970, not as time.Time: ClickHouse 18.16 reads a DateTime
+// text past 2105 as a small number, so the year 3000 would end a window in
+// 1970.
+const meterWindowSQL = `subject = @subject
+  AND time >= toDateTime(@from)
+  AND time < toDateTime(@to)`
+
+// meterWindowsSQL is the windows of several subjects: the set and the
+// span of all windows for the index, then each row held to its subject's
+// own window, looked up with transform() in constant arrays (portable down
+// to 18.16, which has no maps).
+const meterWindowsSQL = `subject IN @subjects
+  AND time >= toDateTime(@from)
+  AND time < toDateTime(@to)
+  AND toUInt32(time) >= toUInt32(transform(subject, @w_subjects, @w_from, '0'))
+  AND toUInt32(time) < toUInt32(transform(subject, @w_subjects, @w_to, '0'))`
+
+// watermarkSQL keeps the rows at or below their partition's watermark (the
+// partition named by subject/partition) and lets the rows of an unlisted
+// partition through. Numbers travel as strings: an array literal of
+// numbers takes the smallest type that holds them, UInt64 from 2^32 on,
+// and ClickHouse finds no common type for UInt64 and Int64.
 const watermarkSQL = `
-  AND kafka_offset <= toInt64(transform(toString(kafka_partition), @wm_partitions, @wm_offsets, '9223372036854775807'))`
+  AND kafka_offset <= toInt64(transform(concat(subject, '/', toString(kafka_partition)), @wm_keys, @wm_offsets, '9223372036854775807'))`
 
 // defaultMaxQuerySize is ClickHouse's default max_query_size. The client
 // binds parameters into the query text, so many meters with long route
-// patterns can pass it; MeterTotals raises the setting for such a query
-// instead of splitting it.
+// patterns can pass it; MeterTotalsBatch raises the setting for such a
+// query instead of splitting it.
 const defaultMaxQuerySize = 256 << 10
 
 // MeterTotals returns each meter's value over the billable events of
@@ -63,8 +81,8 @@ const defaultMaxQuerySize = 256 << 10
 // bound arrays, each route pattern a bound RouteRegexp for match(path, …).
 //
 // usage_events keeps whole seconds, so from and to are cut to the second
-// before they are compared. Every meter must be valid and slugs distinct;
-// otherwise nothing is queried.
+// (and to DateTime's range, 1970 to 2106) before they are compared. Every
+// meter must be valid and slugs distinct; otherwise nothing is queried.
 func MeterTotals(ctx context.Context, conn driver.Conn, subject string, meters []Meter, from, to time.Time) (map[string]decimal.Decimal, error) {
 	return MeterTotalsUpTo(ctx, conn, subject, meters, from, to, nil)
 }
@@ -77,63 +95,171 @@ func MeterTotals(ctx context.Context, conn driver.Conn, subject string, meters [
 // counters read together with their watermarks, it leaves out the events
 // still in flight, so a difference is drift, not lag.
 func MeterTotalsUpTo(ctx context.Context, conn driver.Conn, subject string, meters []Meter, from, to time.Time, watermarks map[int32]int64) (map[string]decimal.Decimal, error) {
-	totals := make(map[string]decimal.Decimal, len(meters))
-	if len(meters) == 0 {
-		return totals, nil
+	out, err := MeterTotalsBatch(ctx, conn, []MeterWindow{{Subject: subject, Meters: meters, From: from, To: to, Watermarks: watermarks}})
+	if err != nil {
+		return nil, err
 	}
-	cols := make([]string, len(meters))
-	args := []any{
-		clickhouse.Named("subject", subject),
-		clickhouse.Named("from", from.Truncate(time.Second).UTC()),
-		clickhouse.Named("to", to.Truncate(time.Second).UTC()),
-	}
-	size := len(meterTotalsSQL) + len(subject)*2
-	where := ""
-	if len(watermarks) > 0 {
-		// transform() refuses empty arrays, hence no condition without
-		// watermarks.
-		parts := make([]string, 0, len(watermarks))
-		offsets := make([]string, 0, len(watermarks))
-		for _, p := range slices.Sorted(maps.Keys(watermarks)) {
-			parts = append(parts, strconv.Itoa(int(p)))
-			offsets = append(offsets, strconv.FormatInt(watermarks[p], 10))
+	return out[0], nil
+}
+
+// MeterWindow is one subscription's meters over one window.
+type MeterWindow struct {
+	Subject  string
+	Meters   []Meter
+	From, To time.Time
+	// Watermarks, when not empty, keep only the rows the processors had
+	// applied (see MeterTotalsUpTo).
+	Watermarks map[int32]int64
+}
+
+// MeterTotalsBatch is MeterTotalsUpTo for several subscriptions at once,
+// each with its own meters, window and watermarks, in one query: what a
+// drift check over many subscriptions needs. Meters with the same
+// definition (all but slug and name), as subscriptions of one plan have,
+// are computed once. The answer holds one map per window, in order. A
+// subject may appear once.
+func MeterTotalsBatch(ctx context.Context, conn driver.Conn, windows []MeterWindow) ([]map[string]decimal.Decimal, error) {
+	out := make([]map[string]decimal.Decimal, len(windows))
+	q := meterQuery{columns: map[string]int{}}
+	at := make(map[string]int, len(windows))
+	// cols[i][j] is the column of the j-th meter of window i.
+	cols := make([][]int, len(windows))
+	for i, w := range windows {
+		if _, dup := at[w.Subject]; dup {
+			return nil, fmt.Errorf("query meter totals: subject %q has two windows", w.Subject)
 		}
-		where = watermarkSQL
-		args = append(args, clickhouse.Named("wm_partitions", parts), clickhouse.Named("wm_offsets", offsets))
-		size += len(watermarkSQL) + 32*len(parts)
-	}
-	for i, m := range meters {
-		if err := m.Validate(); err != nil {
-			return nil, fmt.Errorf("query meter totals: meter %d: %w", i, err)
+		at[w.Subject] = i
+		out[i] = make(map[string]decimal.Decimal, len(w.Meters))
+		for _, m := range w.Meters {
+			if err := m.Validate(); err != nil {
+				return nil, fmt.Errorf("query meter totals: subject %q: %w", w.Subject, err)
+			}
+			if _, dup := out[i][m.Slug]; dup {
+				return nil, fmt.Errorf("query meter totals: subject %q: %w: slug: %q is listed twice", w.Subject, ErrInvalidMeter, m.Slug)
+			}
+			// A max over no events is 0, as is every other aggregate.
+			out[i][m.Slug] = decimal.Zero
+			c, err := q.column(m)
+			if err != nil {
+				return nil, fmt.Errorf("query meter totals: subject %q, meter %q: %w", w.Subject, m.Slug, err)
+			}
+			cols[i] = append(cols[i], c)
 		}
-		if _, dup := totals[m.Slug]; dup {
-			return nil, fmt.Errorf("query meter totals: %w: slug: %q is listed twice", ErrInvalidMeter, m.Slug)
-		}
-		totals[m.Slug] = decimal.Zero
-		col, colArgs, n, err := meterColumn(fmt.Sprintf("m%d", i), m)
-		if err != nil {
-			return nil, fmt.Errorf("query meter totals: meter %q: %w", m.Slug, err)
-		}
-		cols[i] = col
-		args = append(args, colArgs...)
-		size += n
 	}
-	if size > defaultMaxQuerySize/2 {
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * size}))
+	if len(q.cols) == 0 {
+		return out, nil
 	}
-	query := fmt.Sprintf(meterTotalsSQL, strings.Join(cols, ",\n    "), where)
-	values := make([]decimal.Decimal, len(meters))
-	dest := make([]any, len(meters))
-	for i := range values {
-		dest[i] = &values[i]
+	query := fmt.Sprintf(meterTotalsSQL, strings.Join(q.cols, ",\n    "), q.where(windows))
+	if q.size > defaultMaxQuerySize/2 {
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * q.size}))
 	}
-	if err := conn.QueryRow(ctx, query, args...).Scan(dest...); err != nil {
+	rows, err := conn.Query(ctx, query, q.args...)
+	if err != nil {
 		return nil, fmt.Errorf("query meter totals: %w", err)
 	}
-	for i, m := range meters {
-		totals[m.Slug] = values[i]
+	defer rows.Close()
+	var subject string
+	values := make([]decimal.Decimal, len(q.cols))
+	dest := append([]any{&subject}, make([]any, len(q.cols))...)
+	for i := range values {
+		dest[i+1] = &values[i]
 	}
-	return totals, nil
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("read meter totals: %w", err)
+		}
+		i := at[subject]
+		for j, m := range windows[i].Meters {
+			out[i][m.Slug] = values[cols[i][j]]
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read meter totals: %w", err)
+	}
+	return out, nil
+}
+
+// meterQuery collects the columns and parameters of a MeterTotalsBatch
+// query, and an upper bound of its size once the client binds them
+// (escaping at most doubles a string).
+type meterQuery struct {
+	cols []string
+	// columns maps a meter's definition to its column.
+	columns map[string]int
+	args    []any
+	size    int
+}
+
+// column returns the column of m's definition, adding it when new.
+func (q *meterQuery) column(m Meter) (int, error) {
+	key := fmt.Sprintf("%q", Meter{Aggregation: m.Aggregation, Field: m.Field, Filter: m.Filter})
+	if c, ok := q.columns[key]; ok {
+		return c, nil
+	}
+	col, args, n, err := meterColumn(fmt.Sprintf("m%d", len(q.cols)), m)
+	if err != nil {
+		return 0, err
+	}
+	q.columns[key] = len(q.cols)
+	q.cols = append(q.cols, col)
+	q.args = append(q.args, args...)
+	q.size += n
+	return len(q.cols) - 1, nil
+}
+
+// where returns the WHERE clause of the windows' rows, binding its
+// parameters.
+func (q *meterQuery) where(windows []MeterWindow) string {
+	var where string
+	if len(windows) == 1 {
+		w := windows[0]
+		where = meterWindowSQL
+		q.args = append(q.args, clickhouse.Named("subject", w.Subject), clickhouse.Named("from", unixSeconds(w.From)), clickhouse.Named("to", unixSeconds(w.To)))
+	} else {
+		set := make([]any, len(windows))
+		subjects, froms, tos := make([]string, len(windows)), make([]string, len(windows)), make([]string, len(windows))
+		from, to := windows[0].From, windows[0].To
+		for i, w := range windows {
+			set[i], subjects[i] = w.Subject, w.Subject
+			froms[i], tos[i] = strconv.FormatInt(unixSeconds(w.From), 10), strconv.FormatInt(unixSeconds(w.To), 10)
+			if w.From.Before(from) {
+				from = w.From
+			}
+			if w.To.After(to) {
+				to = w.To
+			}
+		}
+		where = meterWindowsSQL
+		q.args = append(q.args, clickhouse.Named("subjects", clickhouse.GroupSet{Value: set}),
+			clickhouse.Named("from", unixSeconds(from)), clickhouse.Named("to", unixSeconds(to)),
+			clickhouse.Named("w_subjects", subjects), clickhouse.Named("w_from", froms), clickhouse.Named("w_to", tos))
+	}
+	var keys, offsets []string
+	for _, w := range windows {
+		for _, p := range slices.Sorted(maps.Keys(w.Watermarks)) {
+			keys = append(keys, w.Subject+"/"+strconv.Itoa(int(p)))
+			offsets = append(offsets, strconv.FormatInt(w.Watermarks[p], 10))
+		}
+	}
+	// transform() refuses empty arrays, hence no condition without
+	// watermarks.
+	if len(keys) > 0 {
+		where += watermarkSQL
+		q.args = append(q.args, clickhouse.Named("wm_keys", keys), clickhouse.Named("wm_offsets", offsets))
+	}
+	for _, w := range windows {
+		q.size += 4*len(w.Subject) + 64 + 48*len(w.Watermarks)
+	}
+	q.size += len(meterTotalsSQL) + len(meterWindowsSQL) + len(watermarkSQL)
+	return where
+}
+
+// unixSeconds is t as a DateTime bound: whole seconds (usage_events keeps
+// no more), since 1970, within the type's range (to 2106), so that a
+// window's far bounds (the zero time, the year 3000) stay bounds instead of
+// wrapping.
+func unixSeconds(t time.Time) int64 {
+	return min(max(t.Unix(), 0), 1<<32-1)
 }
 
 // meterColumn is the aggregate of one meter, the parameters it binds (named

@@ -343,7 +343,8 @@ func TestMeterTotalsAgreesWithContribution(t *testing.T) {
 		{start, end, nil},
 		{start.Add(-time.Hour), end.Add(time.Hour), nil},
 		{start.Add(12 * time.Hour), start.Add(36 * time.Hour), nil},
-		{end, end.Add(span), nil}, // no data
+		{end, end.Add(span), nil},                                       // no data
+		{time.Time{}, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), nil}, // all time
 		{start.Add(time.Hour + 500*time.Millisecond), start.Add(2*time.Hour + 999*time.Millisecond), nil},
 		// Watermarks: every partition cut, one left out (all its rows
 		// count), all at or past the last offset (nothing left out).
@@ -389,11 +390,74 @@ func TestMeterTotalsAgreesWithContribution(t *testing.T) {
 			}
 		}
 	}
+	checkBatch(t, conn, meters, events, start, end, r.Int64N(last))
+
 	// Most meters select something; a run where they did not would prove
 	// little about the filters.
 	t.Logf("%d of sub_a's %d meter values are non-zero", nonzero, len(meters)*len(windows))
 	if nonzero < len(meters)*len(windows)/2 {
 		t.Fatalf("only %d of sub_a's %d meter values are non-zero; the generator is off", nonzero, len(meters)*len(windows))
+	}
+}
+
+// checkBatch: one MeterTotalsBatch over the subjects of
+// TestMeterTotalsAgreesWithContribution, each with its own meters (some
+// sharing a definition under other slugs), window and watermarks (on
+// different partitions, so each must apply to its own subject only),
+// agrees with the Go fold for each.
+func checkBatch(t *testing.T, conn driver.Conn, meters []metering.Meter, events []usage.Event, start, end time.Time, offset int64) {
+	t.Helper()
+	renamed := slices.Clone(meters[:50])
+	for i := range renamed {
+		renamed[i].Slug = "other-" + renamed[i].Slug
+	}
+	windows := []metering.MeterWindow{
+		{Subject: "sub_a", Meters: meters[:120], From: start.Add(6 * time.Hour), To: end.Add(-6 * time.Hour), Watermarks: map[int32]int64{0: offset}},
+		{Subject: "sub_b", Meters: append(slices.Clone(meters[100:]), renamed...), From: start, To: end, Watermarks: map[int32]int64{1: offset / 2}},
+		{Subject: "sub_none", Meters: meters[:3], From: start, To: end},
+		{Subject: "sub_without_meters", From: start, To: end},
+	}
+	got, err := metering.MeterTotalsBatch(t.Context(), conn, windows)
+	if err != nil {
+		t.Fatalf("MeterTotalsBatch: %v", err)
+	}
+	if len(got) != len(windows) {
+		t.Fatalf("MeterTotalsBatch answered %d windows, want %d", len(got), len(windows))
+	}
+	for i, w := range windows {
+		want := goMeterTotals(w.Meters, events, w.Subject, w.From, w.To, w.Watermarks)
+		if len(got[i]) != len(want) {
+			t.Errorf("batch, subject %s: %d meters, want %d", w.Subject, len(got[i]), len(want))
+		}
+		for _, m := range w.Meters {
+			if !got[i][m.Slug].Equal(want[m.Slug]) {
+				t.Errorf("batch, subject %s: meter %q = %s, want %s", w.Subject, m, got[i][m.Slug], want[m.Slug])
+			}
+		}
+	}
+}
+
+// TestMeterTotalsRefuses: a batch that cannot be answered meter by meter
+// is refused before any query (so no connection is needed).
+func TestMeterTotalsRefuses(t *testing.T) {
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	count := metering.Meter{Slug: "calls", Aggregation: metering.AggCount}
+	for _, c := range []struct {
+		name    string
+		windows []metering.MeterWindow
+	}{
+		{"invalid meter", []metering.MeterWindow{{Subject: "s", Meters: []metering.Meter{{Slug: "Calls", Aggregation: metering.AggCount}}}}},
+		{"invalid route", []metering.MeterWindow{{Subject: "s", Meters: []metering.Meter{{Slug: "c", Aggregation: metering.AggCount, Filter: metering.Filter{Routes: []string{"/a/../b"}}}}}}},
+		{"slug twice", []metering.MeterWindow{{Subject: "s", Meters: []metering.Meter{count, count}}}},
+		{"subject twice", []metering.MeterWindow{{Subject: "s", Meters: []metering.Meter{count}}, {Subject: "s", Meters: []metering.Meter{count}}}},
+	} {
+		if _, err := metering.MeterTotalsBatch(t.Context(), nil, c.windows); err == nil {
+			t.Errorf("%s: MeterTotalsBatch succeeded, want an error", c.name)
+		}
+	}
+	got, err := metering.MeterTotals(t.Context(), nil, "s", nil, at, at.Add(time.Hour))
+	if err != nil || len(got) != 0 {
+		t.Errorf("MeterTotals without meters = %v, %v; want an empty answer without a query", got, err)
 	}
 }
 
