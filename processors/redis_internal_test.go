@@ -25,7 +25,7 @@ func wantCounterFields(t *testing.T, client rueidis.Client, name, key, requests,
 // putRecord writes the fields of subject's subscription record that the
 // sink reads: the period from start to end and fields, name and value
 // pairs, beside it.
-func putRecord(t *testing.T, client rueidis.Client, subject string, start, end time.Time, fields ...string) {
+func putRecord(t testing.TB, client rueidis.Client, subject string, start, end time.Time, fields ...string) {
 	t.Helper()
 	cmd := client.B().Hset().Key(enforcement.SubscriptionName(subject)).FieldValue().
 		FieldValue("period_start", strconv.FormatInt(start.Unix(), 10)).

@@ -96,7 +96,7 @@ type pass struct {
 // resume after: the last subscription checked when the deadline cut the
 // run short, uuid.Nil when the run went all the way round.
 func (s *Checker) check(ctx context.Context, run pass) (Report, uuid.UUID, error) {
-	rep := Report{StartedAt: s.now().UTC(), Unhealed: []Unhealed{}, Drift: []Drifted{}}
+	rep := Report{StartedAt: s.now().UTC(), Unhealed: []Unhealed{}, Drift: []Drifted{}, MeterDrift: []MeterDrifted{}}
 	if s.cfg.ClickHouse == nil {
 		return rep, run.after, fmt.Errorf("reconcile usage: %w", ErrNoClickHouse)
 	}
@@ -129,6 +129,7 @@ func (s *Checker) check(ctx context.Context, run pass) (Report, uuid.UUID, error
 	rep.FinishedAt = s.now().UTC()
 	s.cfg.Metrics.GetOrCreateGauge(`veil_controlplane_usage_drift_subscriptions`, nil).Set(float64(rep.Drifted))
 	s.cfg.Metrics.GetOrCreateGauge(`veil_controlplane_usage_in_flight_subscriptions`, nil).Set(float64(rep.InFlight))
+	s.cfg.Metrics.GetOrCreateGauge(`veil_controlplane_usage_meter_drift_meters`, nil).Set(float64(len(rep.MeterDrift)))
 	if err := s.storeReport(ctx, rep, run.requestedBy); err != nil {
 		return rep, run.after, err
 	}
@@ -176,6 +177,9 @@ func (s *Checker) checkChunk(ctx context.Context, subs []subscription, run pass,
 		case verdictLost:
 			lost = append(lost, c)
 		}
+	}
+	if err := s.checkMeters(ctx, cases, rep); err != nil {
+		return err
 	}
 	if err := s.healDirect(ctx, direct, run.beforeHeal, rep); err != nil {
 		return err

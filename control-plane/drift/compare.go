@@ -46,6 +46,9 @@ type finding struct {
 	unitsTooLarge bool
 	// behind: target adds or rewrites watermarks.
 	behind bool
+	// ahead: a watermark passes the highest offset ClickHouse holds of its
+	// partition (ClickHouse is behind Redis).
+	ahead bool
 	// idle are the watermarks of partitions ClickHouse has no rows of
 	// since the lookback: partition → offset. Whether they are ahead of
 	// ClickHouse takes its whole history (resolveIdle).
@@ -93,6 +96,7 @@ func compare(red enforcement.UsageState, parts map[int32]part, now time.Time) fi
 			fresh = true
 		}
 	}
+	f.ahead = ahead
 	if micro := f.chUnits.Shift(6); micro.IsInteger() && !micro.IsNegative() &&
 		micro.LessThanOrEqual(decimal.NewFromInt(usage.MaxCounterMicro)) {
 		f.wantUnits = micro.IntPart()

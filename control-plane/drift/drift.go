@@ -111,6 +111,23 @@ type Report struct {
 	Unhealed []Unhealed `json:"unhealed"`
 	// Drift describes every drifted subscription.
 	Drift []Drifted `json:"drift"`
+	// MeterDrift describes every meter counter that disagreed with
+	// ClickHouse (see Checker.Check).
+	MeterDrift []MeterDrifted `json:"meter_drift"`
+}
+
+// MeterDrifted is one meter of a subscription's period counter that
+// disagreed with ClickHouse. Values are the meter's quantities as decimal
+// strings.
+type MeterDrifted struct {
+	SubscriptionID uuid.UUID `json:"subscription_id"`
+	PeriodStart    time.Time `json:"period_start"`
+	Meter          string    `json:"meter"`
+	Redis          string    `json:"redis"`
+	ClickHouse     string    `json:"clickhouse"`
+	// Healed: the counter was rewritten from ClickHouse. A unique_count
+	// meter is never (its set of key ids cannot be rebuilt from a count).
+	Healed bool `json:"healed"`
 }
 
 // Unhealed is drift the check could not repair.

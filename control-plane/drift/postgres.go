@@ -58,6 +58,9 @@ func (s *Checker) Last(ctx context.Context) (Report, bool, error) {
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		return Report{}, false, fmt.Errorf("decode usage report: %w", err)
 	}
+	if rep.MeterDrift == nil {
+		rep.MeterDrift = []MeterDrifted{} // a run stored before meters were checked
+	}
 	return rep, true, nil
 }
 

@@ -47,6 +47,12 @@ func (s MeterState) Value(slug string) (int64, error) {
 	return n, nil
 }
 
+// Readable returns the watermarks that parse as a partition and an
+// offset, and whether any did not (as [UsageState.Readable]).
+func (s MeterState) Readable() (map[int32]int64, bool) {
+	return UsageState{Watermarks: s.Watermarks}.Readable()
+}
+
 // Equal reports whether s and o hold the same.
 func (s MeterState) Equal(o MeterState) bool {
 	return maps.Equal(s.Raw, o.Raw) && maps.Equal(s.Watermarks, o.Watermarks)

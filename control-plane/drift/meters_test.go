@@ -1,0 +1,79 @@
+package drift
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/veil-platform/veil/internal/enforcement"
+)
+
+// TestCheckMeters: with the request counter in sync, a meter counter that
+// disagrees with ClickHouse over the same rows is reported; a sum is
+// healed from ClickHouse, and the heal applies the meter's hard quota (the
+// block and the thresholds), while a unique_count is reported unhealed; a
+// meter that agrees is not reported, and a second run finds only what
+// could not be healed.
+func TestCheckMeters(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
+	id := f.sub.id.String()
+	counter := enforcement.PeriodCounterName(id, f.sub.start)
+	f.setRedis(map[string]string{"0": "16", "1": "10"}, eventRequests, eventUnitsMicro, "m:calls", "12", "m:units", "9000000")
+	f.do(f.redis.B().Sadd().Key(enforcement.MeterSetName(counter, "keys")).Member("k-extra").Build())
+	f.record(f.sub.start, -1, false)
+	f.do(f.redis.B().Hset().Key(enforcement.SubscriptionName(id)).FieldValue().FieldValue("meters", `[`+
+		`{"slug":"calls","aggregation":"count","field":"","filter":{"methods":[],"routes":[],"status_classes":[]},"quota_hard":false},`+
+		`{"slug":"units","aggregation":"sum","field":"units","filter":{"methods":[],"routes":[],"status_classes":[]},"quota":"10000000","quota_hard":true},`+
+		`{"slug":"keys","aggregation":"unique_count","field":"key_id","filter":{"methods":[],"routes":[],"status_classes":[]},"quota_hard":false}]`).Build())
+
+	rep := f.run()
+	if got, want := countsOf(rep), (counts{checked: 1, unhealed: 1}); got != want {
+		t.Fatalf("Check() = %+v, unhealed %v; want %+v: requests in sync, the unique_count unhealed", got, rep.Unhealed, want)
+	}
+	want := []MeterDrifted{
+		{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, Meter: "keys", Redis: "1", ClickHouse: "0"},
+		{SubscriptionID: f.sub.id, PeriodStart: f.sub.start, Meter: "units", Redis: "9", ClickHouse: "10.250001", Healed: true},
+	}
+	if len(rep.MeterDrift) != 2 || rep.MeterDrift[0] != want[0] || rep.MeterDrift[1] != want[1] {
+		t.Fatalf("Check().MeterDrift = %+v\nwant %+v", rep.MeterDrift, want)
+	}
+	if !strings.Contains(rep.Unhealed[0].Reason, "keys") {
+		t.Errorf("unhealed = %+v; want the keys meter named", rep.Unhealed)
+	}
+	if got := f.hash(counter)["m:units"]; got != "10250001" {
+		t.Errorf("m:units after the heal = %q; want 10250001", got)
+	}
+	if !f.blocked() {
+		t.Error("not blocked: the healed units meter passes its hard quota of 10")
+	}
+	if lines := f.outbox(); len(lines) != 3 || !strings.HasSuffix(lines[2], "|100|10000000|10250001|1|units") {
+		t.Errorf("outbox = %q; want the units meter's 80, 90 and 100%%", lines)
+	}
+	if g := f.gauge("veil_controlplane_usage_meter_drift_meters"); g != "2" {
+		t.Errorf("veil_controlplane_usage_meter_drift_meters = %q; want 2", g)
+	}
+
+	rep = f.run()
+	if len(rep.MeterDrift) != 1 || rep.MeterDrift[0] != want[0] || rep.Drifted != 0 {
+		t.Fatalf("second Check().MeterDrift = %+v; want only the unique_count", rep.MeterDrift)
+	}
+}
+
+// TestCheckMetersWaitsForClickHouse: a meter counter is not compared
+// while a watermark is ahead of ClickHouse (rows Redis applied and
+// ClickHouse does not hold yet).
+func TestCheckMetersWaitsForClickHouse(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
+	id := f.sub.id.String()
+	f.setRedis(map[string]string{"0": "17", "1": "10"}, eventRequests, eventUnitsMicro, "m:calls", "13")
+	f.record(f.sub.start, -1, false)
+	f.do(f.redis.B().Hset().Key(enforcement.SubscriptionName(id)).FieldValue().FieldValue("meters",
+		`[{"slug":"calls","aggregation":"count","field":"","filter":{"methods":[],"routes":[],"status_classes":[]},"quota_hard":false}]`).Build())
+	if rep := f.run(); len(rep.MeterDrift) != 0 || len(rep.Unhealed) != 0 {
+		t.Fatalf("Check() = drift %+v, unhealed %+v; want nothing while ClickHouse is behind", rep.MeterDrift, rep.Unhealed)
+	}
+	if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start))["m:calls"]; got != "13" {
+		t.Fatalf("m:calls = %q; want 13 untouched", got)
+	}
+}

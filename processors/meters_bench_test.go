@@ -1,0 +1,57 @@
+package processors
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/schemas/usage"
+)
+
+// benchMeters are three meters, one of them a set: calls of GET with a
+// 2xx, units under /v1/, distinct keys.
+const benchMeters = `[` +
+	`{"slug":"calls","aggregation":"count","field":"","filter":{"methods":["GET"],"routes":[],"status_classes":["2xx"]},"quota":"1000000000","quota_hard":false},` +
+	`{"slug":"units","aggregation":"sum","field":"units","filter":{"methods":[],"routes":["/v1/*"],"status_classes":[]},"quota_hard":false},` +
+	`{"slug":"keys","aggregation":"unique_count","field":"key_id","filter":{"methods":[],"routes":[],"status_classes":[]},"quota_hard":false}]`
+
+// BenchmarkApplyMeters measures the Redis sink on the hot path: one batch
+// of 1,000 events for 10 subscriptions (10 keys each), counted with no
+// meter and with three. Each iteration is a new batch (later offsets), so
+// every one is counted.
+func BenchmarkApplyMeters(b *testing.B) {
+	for _, bc := range []struct{ name, meters string }{{"none", "[]"}, {"3-meters", benchMeters}} {
+		b.Run(bc.name, func(b *testing.B) {
+			client, _ := testenv.RedisDB(b)
+			at := time.Now().UTC()
+			start := at.Add(-time.Hour).Truncate(time.Second)
+			const subjects, perBatch = 10, 1000
+			for s := range subjects {
+				putRecord(b, client, "sub"+strconv.Itoa(s), start, start.AddDate(0, 1, 0), "meters", bc.meters)
+			}
+			events := make([]usage.Event, perBatch)
+			for i := range events {
+				events[i] = usage.Event{Time: at, Data: usage.Data{APIID: "api_1", KeyID: "key_" + strconv.Itoa(i%100), Method: "GET",
+					Path: "/v1/forecast", Status: 200, Units: decimal.New(int64(i%7+1), -1)}}
+			}
+			sink := newRedisSink(client)
+			items := make([]item, perBatch)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for n := range b.N {
+				for i := range items {
+					ev := &events[i]
+					items[i] = item{subject: "sub" + strconv.Itoa(i%subjects), keyID: ev.Data.KeyID, partition: 0,
+						offset: int64(n*perBatch + i), time: at, unitsMicro: ev.Data.Units.Shift(6).IntPart(), event: ev}
+				}
+				if _, _, err := sink.apply(b.Context(), items); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perBatch), "ns/event")
+		})
+	}
+}
