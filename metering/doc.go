@@ -21,14 +21,19 @@
 // below the processors' watermarks; MeterTotalsBatch for many
 // subscriptions, grouped by subject), in one query:
 //
-//	SELECT toDecimal128(countIf(has(@m0_methods, method)), 0),
-//	       sumIf(units, (match(path, @m1_r0) OR match(path, @m1_r1))),
-//	       toDecimal128(maxIf(latency_ms, has(@m2_classes, intDiv(status, 100))), 0),
-//	       sumIf(toDecimal128(response_bytes, 0), 1),
-//	       toDecimal128(uniqExactIf(key_id, key_id != '' AND 1), 0)
+//	SELECT subject,
+//	    toDecimal128(countIf(has(@m0_methods, method)), 0),
+//	    sumIf(units, (match(path, @m1_r0) OR match(path, @m1_r1))),
+//	    toDecimal128(maxIf(latency_ms, has(@m2_classes, intDiv(status, 100))), 0),
+//	    sumIf(toDecimal128(response_bytes, 0), 1),
+//	    toDecimal128(uniqExactIf(key_id, key_id != '' AND 1), 0)
 //	FROM usage_events
-//	WHERE subject = @subject AND time >= @from AND time < @to
-//	  AND refusal = '' AND status < 500
+//	WHERE subject = @subject
+//	  AND time >= toDateTime(@from)
+//	  AND time < toDateTime(@to)
+//	  AND refusal = ''
+//	  AND status < 500
+//	GROUP BY subject
 //
 // Every value is exact (decimals, uniqExact) and every filter value a
 // bound parameter; a route pattern becomes an anchored RE2 regexp
