@@ -29,6 +29,12 @@
 // script and the produce, a broker outage, lines the control plane pushes).
 // Delivery is at least once: the control plane dedupes by
 // enforcement.Crossing.ID.
+//
+// The same call also keeps the meters the subscription record names
+// (meters.go): each billable event adds to the meters whose filter selects
+// it, in its period counter, and each meter's quota is held like the
+// request quota, its crossings announced naming the meter and a hard one
+// blocking the whole subscription.
 package processors
 
 import (

@@ -2,16 +2,19 @@
 // quotas from against the admitted rows ClickHouse holds, up to the Kafka
 // offsets Redis says it applied, and heals the counters, their watermarks,
 // threshold crossings and the quota block when they drifted (a Redis
-// flush, a lost batch, a tampered counter). It reads and writes Redis
-// through internal/enforcement, which owns the layout and the heal
-// script; a run is stored in Postgres (usage_reconcile_runs) and runs on a
+// flush, a lost batch, a tampered counter). It compares the meter
+// counters of the current period too, healing those that add or keep a
+// maximum and reporting a unique_count's (meters.go). It reads and writes
+// Redis through internal/enforcement, which owns the layout and the heal
+// scripts; a run is stored in Postgres (usage_reconcile_runs) and runs on a
 // schedule as a River job (Args, Checker.Worker) or on demand
 // (Checker.Check).
 //
 // Files: drift.go (configuration and report), check.go (a run, chunk by
 // chunk), postgres.go (the subscriptions and the stored runs), compare.go
 // (the verdict on one subscription), clickhouse.go (ClickHouse's figures),
-// heal.go (healing and reporting), worker.go (the scheduled job's
+// heal.go (healing and reporting), meters.go (the meters' comparison and
+// heal), worker.go (the scheduled job's
 // worker), jobs.go (its registration and schedule).
 package drift
 
