@@ -162,6 +162,9 @@ const (
 	EventTypePlanCreated             EventType = "plan.created"
 	EventTypePlanUpdated             EventType = "plan.updated"
 	EventTypePlanVersionCreated      EventType = "plan.version_created"
+	EventTypePromotionCreated        EventType = "promotion.created"
+	EventTypePromotionRedeemed       EventType = "promotion.redeemed"
+	EventTypePromotionUpdated        EventType = "promotion.updated"
 	EventTypeQuotaAdjusted           EventType = "quota.adjusted"
 	EventTypeQuotaThresholdCrossed   EventType = "quota.threshold_crossed"
 	EventTypeSubscriptionActive      EventType = "subscription.active"
@@ -228,6 +231,12 @@ func (e EventType) Valid() bool {
 	case EventTypePlanUpdated:
 		return true
 	case EventTypePlanVersionCreated:
+		return true
+	case EventTypePromotionCreated:
+		return true
+	case EventTypePromotionRedeemed:
+		return true
+	case EventTypePromotionUpdated:
 		return true
 	case EventTypeQuotaAdjusted:
 		return true
@@ -680,6 +689,51 @@ func (e Priority) Valid() bool {
 	}
 }
 
+// Defines values for PromotionDuration.
+const (
+	Forever   PromotionDuration = "forever"
+	Once      PromotionDuration = "once"
+	Repeating PromotionDuration = "repeating"
+)
+
+// Valid indicates whether the value is a known member of the PromotionDuration enum.
+func (e PromotionDuration) Valid() bool {
+	switch e {
+	case Forever:
+		return true
+	case Once:
+		return true
+	case Repeating:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PromotionKind.
+const (
+	AmountOff      PromotionKind = "amount_off"
+	FreeUnits      PromotionKind = "free_units"
+	PercentOff     PromotionKind = "percent_off"
+	TrialExtension PromotionKind = "trial_extension"
+)
+
+// Valid indicates whether the value is a known member of the PromotionKind enum.
+func (e PromotionKind) Valid() bool {
+	switch e {
+	case AmountOff:
+		return true
+	case FreeUnits:
+		return true
+	case PercentOff:
+		return true
+	case TrialExtension:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for QuotaAdjustmentKind.
 const (
 	Credit QuotaAdjustmentKind = "credit"
@@ -952,6 +1006,9 @@ const (
 	WebhookEndpointInputEventTypesPlanCreated             WebhookEndpointInputEventTypes = "plan.created"
 	WebhookEndpointInputEventTypesPlanUpdated             WebhookEndpointInputEventTypes = "plan.updated"
 	WebhookEndpointInputEventTypesPlanVersionCreated      WebhookEndpointInputEventTypes = "plan.version_created"
+	WebhookEndpointInputEventTypesPromotionCreated        WebhookEndpointInputEventTypes = "promotion.created"
+	WebhookEndpointInputEventTypesPromotionRedeemed       WebhookEndpointInputEventTypes = "promotion.redeemed"
+	WebhookEndpointInputEventTypesPromotionUpdated        WebhookEndpointInputEventTypes = "promotion.updated"
 	WebhookEndpointInputEventTypesQuotaAdjusted           WebhookEndpointInputEventTypes = "quota.adjusted"
 	WebhookEndpointInputEventTypesQuotaThresholdCrossed   WebhookEndpointInputEventTypes = "quota.threshold_crossed"
 	WebhookEndpointInputEventTypesSubscriptionActive      WebhookEndpointInputEventTypes = "subscription.active"
@@ -1021,6 +1078,12 @@ func (e WebhookEndpointInputEventTypes) Valid() bool {
 		return true
 	case WebhookEndpointInputEventTypesPlanVersionCreated:
 		return true
+	case WebhookEndpointInputEventTypesPromotionCreated:
+		return true
+	case WebhookEndpointInputEventTypesPromotionRedeemed:
+		return true
+	case WebhookEndpointInputEventTypesPromotionUpdated:
+		return true
 	case WebhookEndpointInputEventTypesQuotaAdjusted:
 		return true
 	case WebhookEndpointInputEventTypesQuotaThresholdCrossed:
@@ -1075,6 +1138,9 @@ const (
 	WebhookEndpointPatchEventTypesPlanCreated             WebhookEndpointPatchEventTypes = "plan.created"
 	WebhookEndpointPatchEventTypesPlanUpdated             WebhookEndpointPatchEventTypes = "plan.updated"
 	WebhookEndpointPatchEventTypesPlanVersionCreated      WebhookEndpointPatchEventTypes = "plan.version_created"
+	WebhookEndpointPatchEventTypesPromotionCreated        WebhookEndpointPatchEventTypes = "promotion.created"
+	WebhookEndpointPatchEventTypesPromotionRedeemed       WebhookEndpointPatchEventTypes = "promotion.redeemed"
+	WebhookEndpointPatchEventTypesPromotionUpdated        WebhookEndpointPatchEventTypes = "promotion.updated"
 	WebhookEndpointPatchEventTypesQuotaAdjusted           WebhookEndpointPatchEventTypes = "quota.adjusted"
 	WebhookEndpointPatchEventTypesQuotaThresholdCrossed   WebhookEndpointPatchEventTypes = "quota.threshold_crossed"
 	WebhookEndpointPatchEventTypesSubscriptionActive      WebhookEndpointPatchEventTypes = "subscription.active"
@@ -1143,6 +1209,12 @@ func (e WebhookEndpointPatchEventTypes) Valid() bool {
 	case WebhookEndpointPatchEventTypesPlanUpdated:
 		return true
 	case WebhookEndpointPatchEventTypesPlanVersionCreated:
+		return true
+	case WebhookEndpointPatchEventTypesPromotionCreated:
+		return true
+	case WebhookEndpointPatchEventTypesPromotionRedeemed:
+		return true
+	case WebhookEndpointPatchEventTypesPromotionUpdated:
 		return true
 	case WebhookEndpointPatchEventTypesQuotaAdjusted:
 		return true
@@ -2149,6 +2221,148 @@ type Problem struct {
 	Type string `json:"type"`
 }
 
+// Promotion A provider's promotion code and its terms. In a quote, promotions apply in a fixed order: an exclusive one alone (the highest priority), else every stackable one; `free_units` before rating, then `amount_off`, then `percent_off` of what remains, each one `discount` line rounded once to the currency's minor unit, never taking the total below zero.
+type Promotion struct {
+	// Code Unique in the organization, compared case-insensitively.
+	Code      string    `json:"code"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
+
+	// Currency The amount's ISO 4217 currency: `amount_off` only, which applies only to plans in that currency.
+	Currency    *string `json:"currency"`
+	Description string  `json:"description"`
+
+	// Duration How many billing periods a redeemed promotion discounts: one, `duration_periods`, or all.
+	Duration PromotionDuration `json:"duration"`
+
+	// DurationPeriods The billing periods a `repeating` promotion discounts; null otherwise.
+	DurationPeriods *int `json:"duration_periods"`
+
+	// Enabled A disabled promotion is neither redeemed nor quoted.
+	Enabled bool               `json:"enabled"`
+	Id      openapi_types.UUID `json:"id"`
+
+	// Kind What a promotion gives.
+	Kind PromotionKind `json:"kind"`
+
+	// MaxPerCustomer Redemptions per customer organization; null: no limit.
+	MaxPerCustomer *int `json:"max_per_customer"`
+
+	// MaxRedemptions Redemptions in total; null: no limit.
+	MaxRedemptions *int `json:"max_redemptions"`
+
+	// Meter The slug of the meter whose units are free: `free_units` only. A plan that prices no meter of that slug gets nothing off.
+	Meter *string `json:"meter"`
+
+	// OrganizationId The provider's organization.
+	OrganizationId openapi_types.UUID `json:"organization_id"`
+
+	// PlanIds The plans it applies to, plans of the organization's own APIs; empty: all of them.
+	PlanIds []openapi_types.UUID `json:"plan_ids"`
+
+	// Priority Higher applies first; among exclusive promotions in a quote, the highest alone applies (a tie goes to the code first in order).
+	Priority int `json:"priority"`
+
+	// Redemptions Redemptions made.
+	Redemptions int `json:"redemptions"`
+
+	// Stackable Stackable promotions apply together; an exclusive one applies alone.
+	Stackable bool      `json:"stackable"`
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// ValidFrom Redeemable from then; default now.
+	ValidFrom time.Time `json:"valid_from"`
+
+	// ValidUntil Redeemable until then (excluded); null: no end.
+	ValidUntil *time.Time `json:"valid_until"`
+
+	// Value A percentage (above 0, at most 100) for `percent_off`, an amount in `currency` (at most its minor unit's decimals) for `amount_off`, units for `free_units`, whole days (at most 365) for `trial_extension`.
+	Value string `json:"value"`
+}
+
+// PromotionDuration How many billing periods a redeemed promotion discounts: one, `duration_periods`, or all.
+type PromotionDuration string
+
+// PromotionInput A new promotion. Unknown members are refused.
+type PromotionInput struct {
+	// Code Unique in the organization, compared case-insensitively.
+	Code string `json:"code"`
+
+	// Currency The amount's ISO 4217 currency: `amount_off` only, which applies only to plans in that currency.
+	Currency    *string `json:"currency,omitempty"`
+	Description *string `json:"description,omitempty"`
+
+	// Duration How many billing periods a redeemed promotion discounts: one, `duration_periods`, or all.
+	Duration *PromotionDuration `json:"duration,omitempty"`
+
+	// DurationPeriods The billing periods a `repeating` promotion discounts; null otherwise.
+	DurationPeriods *int `json:"duration_periods,omitempty"`
+
+	// Enabled Default true.
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Kind What a promotion gives.
+	Kind PromotionKind `json:"kind"`
+
+	// MaxPerCustomer Redemptions per customer organization; null: no limit.
+	MaxPerCustomer *int `json:"max_per_customer,omitempty"`
+
+	// MaxRedemptions Redemptions in total; null: no limit.
+	MaxRedemptions *int `json:"max_redemptions,omitempty"`
+
+	// Meter The slug of the meter whose units are free: `free_units` only. A plan that prices no meter of that slug gets nothing off.
+	Meter *string `json:"meter,omitempty"`
+
+	// PlanIds The plans it applies to, plans of the organization's own APIs; empty: all of them.
+	PlanIds *[]openapi_types.UUID `json:"plan_ids,omitempty"`
+
+	// Priority Higher applies first; among exclusive promotions in a quote, the highest alone applies (a tie goes to the code first in order).
+	Priority *int `json:"priority,omitempty"`
+
+	// Stackable Stackable promotions apply together; an exclusive one applies alone.
+	Stackable *bool `json:"stackable,omitempty"`
+
+	// ValidFrom Redeemable from then; default now.
+	ValidFrom *time.Time `json:"valid_from,omitempty"`
+
+	// ValidUntil Redeemable until then (excluded); null: no end.
+	ValidUntil *time.Time `json:"valid_until,omitempty"`
+
+	// Value A percentage (above 0, at most 100) for `percent_off`, an amount in `currency` (at most its minor unit's decimals) for `amount_off`, units for `free_units`, whole days (at most 365) for `trial_extension`.
+	Value string `json:"value"`
+}
+
+// PromotionKind What a promotion gives.
+type PromotionKind string
+
+// PromotionList One page of promotions, oldest first.
+type PromotionList struct {
+	Data []Promotion `json:"data"`
+
+	// NextCursor The cursor of the next page; absent on the last one.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// PromotionPatch What may change of a promotion; members left out stay. Unknown members are refused.
+type PromotionPatch struct {
+	Description *string `json:"description,omitempty"`
+
+	// Enabled A disabled promotion is neither redeemed nor quoted.
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// MaxPerCustomer Redemptions per customer organization; null: no limit.
+	MaxPerCustomer *int `json:"max_per_customer,omitempty"`
+
+	// MaxRedemptions Redemptions in total; null: no limit.
+	MaxRedemptions *int `json:"max_redemptions,omitempty"`
+
+	// PlanIds The plans it applies to, plans of the organization's own APIs; empty: all of them.
+	PlanIds *[]openapi_types.UUID `json:"plan_ids,omitempty"`
+
+	// ValidUntil Redeemable until then (excluded); null: no end.
+	ValidUntil *time.Time `json:"valid_until,omitempty"`
+}
+
 // QuotaAdjustment One change to a period's request quota.
 type QuotaAdjustment struct {
 	// Actor Who made it (token subject).
@@ -2356,6 +2570,48 @@ type ReconcileReport struct {
 	Unhealed []string `json:"unhealed"`
 }
 
+// RedeemInput A promotion code to redeem. Unknown members are refused.
+type RedeemInput struct {
+	// Code A code of the API's provider, in any case.
+	Code string `json:"code"`
+}
+
+// Redemption A promotion redeemed on a subscription, with the promotion's terms.
+type Redemption struct {
+	// Active Whether it still discounts coming periods: `once` until one period applied it, `repeating` until `duration_periods` did, `forever` always. A `trial_extension` is never active: it took effect when redeemed.
+	Active   bool    `json:"active"`
+	Code     string  `json:"code"`
+	Currency *string `json:"currency"`
+
+	// Duration How many billing periods a redeemed promotion discounts: one, `duration_periods`, or all.
+	Duration        PromotionDuration  `json:"duration"`
+	DurationPeriods *int               `json:"duration_periods"`
+	Id              openapi_types.UUID `json:"id"`
+
+	// Kind What a promotion gives.
+	Kind  PromotionKind `json:"kind"`
+	Meter *string       `json:"meter"`
+
+	// OrganizationId The customer's organization.
+	OrganizationId openapi_types.UUID `json:"organization_id"`
+
+	// PeriodsApplied Billing periods it discounted so far.
+	PeriodsApplied int                `json:"periods_applied"`
+	PromotionId    openapi_types.UUID `json:"promotion_id"`
+	RedeemedAt     time.Time          `json:"redeemed_at"`
+
+	// RedeemedBy Who redeemed it (token subject).
+	RedeemedBy     string             `json:"redeemed_by"`
+	Stackable      bool               `json:"stackable"`
+	SubscriptionId openapi_types.UUID `json:"subscription_id"`
+	Value          string             `json:"value"`
+}
+
+// RedemptionList A subscription's redemptions, oldest first.
+type RedemptionList struct {
+	Data []Redemption `json:"data"`
+}
+
 // Role `admin`: platform operator, sees and decides everything. `provider`: publishes and manages its organization's APIs. `consumer`: subscribes to and calls APIs.
 type Role string
 
@@ -2437,6 +2693,9 @@ type SubmitInput struct {
 type SubscribeInput struct {
 	// PlanId An `active` plan of an `active` API; the subscription pins its latest version.
 	PlanId openapi_types.UUID `json:"plan_id"`
+
+	// PromotionCodes Promotion codes of the API's provider to redeem with the subscription, in its transaction (as `redeemPromotion` does): a code refused refuses the subscription. A `trial_extension` lengthens the plan's trial, or starts one of its days.
+	PromotionCodes *[]string `json:"promotion_codes,omitempty"`
 }
 
 // Subscription An organization's subscription to an API's plan, pinned to one plan version.
@@ -3422,6 +3681,39 @@ type CreatePlanVersionParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// ListPromotionsParams defines parameters for ListPromotions.
+type ListPromotionsParams struct {
+	// Cursor The `next_cursor` of the previous page; leave out for the first page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Limit Page size, 1 to 200 (default 50).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// CreatePromotionParams defines parameters for CreatePromotion.
+type CreatePromotionParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// GetPromotionParams defines parameters for GetPromotion.
+type GetPromotionParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// UpdatePromotionParams defines parameters for UpdatePromotion.
+type UpdatePromotionParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
 // ListSubscriptionsParams defines parameters for ListSubscriptions.
 type ListSubscriptionsParams struct {
 	// ApiId Only subscriptions to this API.
@@ -3481,6 +3773,21 @@ type CreateKeyParams struct {
 
 // ChangeSubscriptionPlanParams defines parameters for ChangeSubscriptionPlan.
 type ChangeSubscriptionPlanParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListSubscriptionPromotionsParams defines parameters for ListSubscriptionPromotions.
+type ListSubscriptionPromotionsParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// RedeemPromotionParams defines parameters for RedeemPromotion.
+type RedeemPromotionParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 
@@ -3707,6 +4014,12 @@ type QuotePlanJSONRequestBody = QuoteInput
 // CreatePlanVersionJSONRequestBody defines body for CreatePlanVersion for application/json ContentType.
 type CreatePlanVersionJSONRequestBody = PlanVersionInput
 
+// CreatePromotionJSONRequestBody defines body for CreatePromotion for application/json ContentType.
+type CreatePromotionJSONRequestBody = PromotionInput
+
+// UpdatePromotionJSONRequestBody defines body for UpdatePromotion for application/json ContentType.
+type UpdatePromotionJSONRequestBody = PromotionPatch
+
 // SubscribeJSONRequestBody defines body for Subscribe for application/json ContentType.
 type SubscribeJSONRequestBody = SubscribeInput
 
@@ -3718,6 +4031,9 @@ type CreateKeyJSONRequestBody = KeySettings
 
 // ChangeSubscriptionPlanJSONRequestBody defines body for ChangeSubscriptionPlan for application/json ContentType.
 type ChangeSubscriptionPlanJSONRequestBody = ChangePlanInput
+
+// RedeemPromotionJSONRequestBody defines body for RedeemPromotion for application/json ContentType.
+type RedeemPromotionJSONRequestBody = RedeemInput
 
 // CreditQuotaJSONRequestBody defines body for CreditQuota for application/json ContentType.
 type CreditQuotaJSONRequestBody = QuotaCreditInput
@@ -4813,6 +5129,68 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/plans/{id}/versions (the `CreatePlanVersion` operationId).
 	CreatePlanVersion(ctx context.Context, id openapi_types.UUID, params *CreatePlanVersionParams, body CreatePlanVersionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListPromotions List promotions
+	//
+	// The promotions of the caller's organization (admins: of every organization), oldest first, with cursor pagination.
+	//
+	// **Who may call:** any member of an organization, and admins.
+	//
+	// Corresponds with GET /v1/promotions (the `ListPromotions` operationId).
+	ListPromotions(ctx context.Context, params *ListPromotionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreatePromotionWithBody Create a promotion
+	//
+	// Creates a promotion code of the caller's organization: `percent_off` (a percentage), `amount_off` (an amount in `currency`), `free_units` (units of the meter `meter`, taken off its metered quantity before rating) or `trial_extension` (days added to a trial); for `once`, `repeating` (`duration_periods`) or `forever`; inside a validity window; with limits in total and per customer organization; `stackable` or exclusive, ordered by `priority`. Codes are unique per organization, compared case-insensitively. `plan_ids` (plans of the organization's own APIs) restricts the plans it applies to; empty, it applies to all of them. Its terms are fixed once created (see `updatePromotion`). Announced as `promotion.created`.
+	//
+	// **Who may call:** providers of the organization, and admins; its consumers get `403`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/promotions (the `CreatePromotion` operationId).
+	CreatePromotionWithBody(ctx context.Context, params *CreatePromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreatePromotion Create a promotion
+	//
+	// Creates a promotion code of the caller's organization: `percent_off` (a percentage), `amount_off` (an amount in `currency`), `free_units` (units of the meter `meter`, taken off its metered quantity before rating) or `trial_extension` (days added to a trial); for `once`, `repeating` (`duration_periods`) or `forever`; inside a validity window; with limits in total and per customer organization; `stackable` or exclusive, ordered by `priority`. Codes are unique per organization, compared case-insensitively. `plan_ids` (plans of the organization's own APIs) restricts the plans it applies to; empty, it applies to all of them. Its terms are fixed once created (see `updatePromotion`). Announced as `promotion.created`.
+	//
+	// **Who may call:** providers of the organization, and admins; its consumers get `403`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/promotions (the `CreatePromotion` operationId).
+	CreatePromotion(ctx context.Context, params *CreatePromotionParams, body CreatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetPromotion Read a promotion
+	//
+	// The promotion with its count of redemptions.
+	//
+	// **Who may call:** any member of the promotion's organization, and admins; promotions of other organizations are `404`.
+	//
+	// Corresponds with GET /v1/promotions/{id} (the `GetPromotion` operationId).
+	GetPromotion(ctx context.Context, id openapi_types.UUID, params *GetPromotionParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdatePromotionWithBody Change a promotion
+	//
+	// Changes what may change of a promotion; members left out stay. Its terms (kind, value, currency, meter, duration, window start, priority, stacking) are fixed at creation, as a plan version's are: a change of terms is a new code. `description`, `enabled`, `valid_until` (`null`: no end) and `plan_ids` may change at any time and apply to later redemptions and quotes only. The limits may change freely until the first redemption, and afterwards only rise (a larger number, or `null` for none), never below the redemptions made. Announced as `promotion.updated`.
+	//
+	// **Who may call:** providers of the organization, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
+	UpdatePromotionWithBody(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdatePromotion Change a promotion
+	//
+	// Changes what may change of a promotion; members left out stay. Its terms (kind, value, currency, meter, duration, window start, priority, stacking) are fixed at creation, as a plan version's are: a change of terms is a new code. `description`, `enabled`, `valid_until` (`null`: no end) and `plan_ids` may change at any time and apply to later redemptions and quotes only. The limits may change freely until the first redemption, and afterwards only rise (a larger number, or `null` for none), never below the redemptions made. Announced as `promotion.updated`.
+	//
+	// **Who may call:** providers of the organization, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
+	UpdatePromotion(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListSubscriptions List subscriptions
 	//
 	// Lists subscriptions oldest first, with cursor pagination.
@@ -4925,6 +5303,37 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/subscriptions/{id}/plan (the `ChangeSubscriptionPlan` operationId).
 	ChangeSubscriptionPlan(ctx context.Context, id openapi_types.UUID, params *ChangeSubscriptionPlanParams, body ChangeSubscriptionPlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListSubscriptionPromotions List a subscription's promotions
+	//
+	// The promotions redeemed on the subscription, oldest first, with the billing periods each discounted (`periods_applied`) and whether it still discounts coming periods (`active`).
+	//
+	// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/promotions (the `ListSubscriptionPromotions` operationId).
+	ListSubscriptionPromotions(ctx context.Context, id openapi_types.UUID, params *ListSubscriptionPromotionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RedeemPromotionWithBody Redeem a promotion code
+	//
+	// Redeems a promotion code of the API's provider on the subscription. The code must be enabled, inside its validity window, eligible for the subscription's plan and, for `amount_off`, in the plan's currency; a `trial_extension` needs a `trialing` subscription. The limits in total and per customer organization hold under concurrent redemptions. An exclusive promotion is refused next to an active one, and a stackable one next to an active exclusive one. Audited and announced as `promotion.redeemed` to both organizations. Codes may also be given when subscribing (`promotion_codes` of `subscribe`).
+	//
+	// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
+	RedeemPromotionWithBody(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RedeemPromotion Redeem a promotion code
+	//
+	// Redeems a promotion code of the API's provider on the subscription. The code must be enabled, inside its validity window, eligible for the subscription's plan and, for `amount_off`, in the plan's currency; a `trial_extension` needs a `trialing` subscription. The limits in total and per customer organization hold under concurrent redemptions. An exclusive promotion is refused next to an active one, and a stackable one next to an active exclusive one. Audited and announced as `promotion.redeemed` to both organizations. Codes may also be given when subscribing (`promotion_codes` of `subscribe`).
+	//
+	// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
+	RedeemPromotion(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, body RedeemPromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetSubscriptionQuota Read a subscription's quota this period
 	//
@@ -7091,6 +7500,128 @@ func (c *Client) CreatePlanVersion(ctx context.Context, id openapi_types.UUID, p
 	return c.Client.Do(req)
 }
 
+// ListPromotions List promotions
+//
+// The promotions of the caller's organization (admins: of every organization), oldest first, with cursor pagination.
+//
+// **Who may call:** any member of an organization, and admins.
+//
+// Corresponds with GET /v1/promotions (the `ListPromotions` operationId).
+func (c *Client) ListPromotions(ctx context.Context, params *ListPromotionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListPromotionsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreatePromotionWithBody Create a promotion
+//
+// Creates a promotion code of the caller's organization: `percent_off` (a percentage), `amount_off` (an amount in `currency`), `free_units` (units of the meter `meter`, taken off its metered quantity before rating) or `trial_extension` (days added to a trial); for `once`, `repeating` (`duration_periods`) or `forever`; inside a validity window; with limits in total and per customer organization; `stackable` or exclusive, ordered by `priority`. Codes are unique per organization, compared case-insensitively. `plan_ids` (plans of the organization's own APIs) restricts the plans it applies to; empty, it applies to all of them. Its terms are fixed once created (see `updatePromotion`). Announced as `promotion.created`.
+//
+// **Who may call:** providers of the organization, and admins; its consumers get `403`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/promotions (the `CreatePromotion` operationId).
+func (c *Client) CreatePromotionWithBody(ctx context.Context, params *CreatePromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreatePromotionRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreatePromotion Create a promotion
+//
+// Creates a promotion code of the caller's organization: `percent_off` (a percentage), `amount_off` (an amount in `currency`), `free_units` (units of the meter `meter`, taken off its metered quantity before rating) or `trial_extension` (days added to a trial); for `once`, `repeating` (`duration_periods`) or `forever`; inside a validity window; with limits in total and per customer organization; `stackable` or exclusive, ordered by `priority`. Codes are unique per organization, compared case-insensitively. `plan_ids` (plans of the organization's own APIs) restricts the plans it applies to; empty, it applies to all of them. Its terms are fixed once created (see `updatePromotion`). Announced as `promotion.created`.
+//
+// **Who may call:** providers of the organization, and admins; its consumers get `403`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/promotions (the `CreatePromotion` operationId).
+func (c *Client) CreatePromotion(ctx context.Context, params *CreatePromotionParams, body CreatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreatePromotionRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetPromotion Read a promotion
+//
+// The promotion with its count of redemptions.
+//
+// **Who may call:** any member of the promotion's organization, and admins; promotions of other organizations are `404`.
+//
+// Corresponds with GET /v1/promotions/{id} (the `GetPromotion` operationId).
+func (c *Client) GetPromotion(ctx context.Context, id openapi_types.UUID, params *GetPromotionParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetPromotionRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdatePromotionWithBody Change a promotion
+//
+// Changes what may change of a promotion; members left out stay. Its terms (kind, value, currency, meter, duration, window start, priority, stacking) are fixed at creation, as a plan version's are: a change of terms is a new code. `description`, `enabled`, `valid_until` (`null`: no end) and `plan_ids` may change at any time and apply to later redemptions and quotes only. The limits may change freely until the first redemption, and afterwards only rise (a larger number, or `null` for none), never below the redemptions made. Announced as `promotion.updated`.
+//
+// **Who may call:** providers of the organization, and admins; its consumers get `403`, other organizations `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
+func (c *Client) UpdatePromotionWithBody(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdatePromotionRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdatePromotion Change a promotion
+//
+// Changes what may change of a promotion; members left out stay. Its terms (kind, value, currency, meter, duration, window start, priority, stacking) are fixed at creation, as a plan version's are: a change of terms is a new code. `description`, `enabled`, `valid_until` (`null`: no end) and `plan_ids` may change at any time and apply to later redemptions and quotes only. The limits may change freely until the first redemption, and afterwards only rise (a larger number, or `null` for none), never below the redemptions made. Announced as `promotion.updated`.
+//
+// **Who may call:** providers of the organization, and admins; its consumers get `403`, other organizations `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
+func (c *Client) UpdatePromotion(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdatePromotionRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListSubscriptions List subscriptions
 //
 // Lists subscriptions oldest first, with cursor pagination.
@@ -7304,6 +7835,67 @@ func (c *Client) ChangeSubscriptionPlanWithBody(ctx context.Context, id openapi_
 // Corresponds with POST /v1/subscriptions/{id}/plan (the `ChangeSubscriptionPlan` operationId).
 func (c *Client) ChangeSubscriptionPlan(ctx context.Context, id openapi_types.UUID, params *ChangeSubscriptionPlanParams, body ChangeSubscriptionPlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewChangeSubscriptionPlanRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListSubscriptionPromotions List a subscription's promotions
+//
+// The promotions redeemed on the subscription, oldest first, with the billing periods each discounted (`periods_applied`) and whether it still discounts coming periods (`active`).
+//
+// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+//
+// Corresponds with GET /v1/subscriptions/{id}/promotions (the `ListSubscriptionPromotions` operationId).
+func (c *Client) ListSubscriptionPromotions(ctx context.Context, id openapi_types.UUID, params *ListSubscriptionPromotionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListSubscriptionPromotionsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RedeemPromotionWithBody Redeem a promotion code
+//
+// Redeems a promotion code of the API's provider on the subscription. The code must be enabled, inside its validity window, eligible for the subscription's plan and, for `amount_off`, in the plan's currency; a `trial_extension` needs a `trialing` subscription. The limits in total and per customer organization hold under concurrent redemptions. An exclusive promotion is refused next to an active one, and a stackable one next to an active exclusive one. Audited and announced as `promotion.redeemed` to both organizations. Codes may also be given when subscribing (`promotion_codes` of `subscribe`).
+//
+// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
+func (c *Client) RedeemPromotionWithBody(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRedeemPromotionRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RedeemPromotion Redeem a promotion code
+//
+// Redeems a promotion code of the API's provider on the subscription. The code must be enabled, inside its validity window, eligible for the subscription's plan and, for `amount_off`, in the plan's currency; a `trial_extension` needs a `trialing` subscription. The limits in total and per customer organization hold under concurrent redemptions. An exclusive promotion is refused next to an active one, and a stackable one next to an active exclusive one. Audited and announced as `promotion.redeemed` to both organizations. Codes may also be given when subscribing (`promotion_codes` of `subscribe`).
+//
+// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
+func (c *Client) RedeemPromotion(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, body RedeemPromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRedeemPromotionRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -11884,6 +12476,264 @@ func NewCreatePlanVersionRequestWithBody(server string, id openapi_types.UUID, p
 	return req, nil
 }
 
+// NewListPromotionsRequest constructs an http.Request for the ListPromotions method
+func NewListPromotionsRequest(server string, params *ListPromotionsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/promotions")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreatePromotionRequest calls the generic CreatePromotion builder with application/json body
+func NewCreatePromotionRequest(server string, params *CreatePromotionParams, body CreatePromotionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreatePromotionRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreatePromotionRequestWithBody constructs an http.Request for the CreatePromotion method, with any body, and a specified content type
+func NewCreatePromotionRequestWithBody(server string, params *CreatePromotionParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/promotions")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetPromotionRequest constructs an http.Request for the GetPromotion method
+func NewGetPromotionRequest(server string, id openapi_types.UUID, params *GetPromotionParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/promotions/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewUpdatePromotionRequest calls the generic UpdatePromotion builder with application/json body
+func NewUpdatePromotionRequest(server string, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdatePromotionRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewUpdatePromotionRequestWithBody constructs an http.Request for the UpdatePromotion method, with any body, and a specified content type
+func NewUpdatePromotionRequestWithBody(server string, id openapi_types.UUID, params *UpdatePromotionParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/promotions/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewListSubscriptionsRequest constructs an http.Request for the ListSubscriptions method
 func NewListSubscriptionsRequest(server string, params *ListSubscriptionsParams) (*http.Request, error) {
 	var err error
@@ -12327,6 +13177,128 @@ func NewChangeSubscriptionPlanRequestWithBody(server string, id openapi_types.UU
 	}
 
 	operationPath := fmt.Sprintf("/v1/subscriptions/%s/plan", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListSubscriptionPromotionsRequest constructs an http.Request for the ListSubscriptionPromotions method
+func NewListSubscriptionPromotionsRequest(server string, id openapi_types.UUID, params *ListSubscriptionPromotionsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/subscriptions/%s/promotions", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewRedeemPromotionRequest calls the generic RedeemPromotion builder with application/json body
+func NewRedeemPromotionRequest(server string, id openapi_types.UUID, params *RedeemPromotionParams, body RedeemPromotionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRedeemPromotionRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewRedeemPromotionRequestWithBody constructs an http.Request for the RedeemPromotion method, with any body, and a specified content type
+func NewRedeemPromotionRequestWithBody(server string, id openapi_types.UUID, params *RedeemPromotionParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/subscriptions/%s/promotions", pathParam0)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -14407,6 +15379,72 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/plans/{id}/versions (the `CreatePlanVersion` operationId).
 	CreatePlanVersionWithResponse(ctx context.Context, id openapi_types.UUID, params *CreatePlanVersionParams, body CreatePlanVersionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePlanVersionResponse, error)
 
+	// ListPromotionsWithResponse List promotions
+	//
+	// The promotions of the caller's organization (admins: of every organization), oldest first, with cursor pagination.
+	//
+	// **Who may call:** any member of an organization, and admins.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/promotions (the `ListPromotions` operationId).
+	ListPromotionsWithResponse(ctx context.Context, params *ListPromotionsParams, reqEditors ...RequestEditorFn) (*ListPromotionsResponse, error)
+
+	// CreatePromotionWithBodyWithResponse Create a promotion
+	//
+	// Creates a promotion code of the caller's organization: `percent_off` (a percentage), `amount_off` (an amount in `currency`), `free_units` (units of the meter `meter`, taken off its metered quantity before rating) or `trial_extension` (days added to a trial); for `once`, `repeating` (`duration_periods`) or `forever`; inside a validity window; with limits in total and per customer organization; `stackable` or exclusive, ordered by `priority`. Codes are unique per organization, compared case-insensitively. `plan_ids` (plans of the organization's own APIs) restricts the plans it applies to; empty, it applies to all of them. Its terms are fixed once created (see `updatePromotion`). Announced as `promotion.created`.
+	//
+	// **Who may call:** providers of the organization, and admins; its consumers get `403`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/promotions (the `CreatePromotion` operationId).
+	CreatePromotionWithBodyWithResponse(ctx context.Context, params *CreatePromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreatePromotionResponse, error)
+
+	// CreatePromotionWithResponse Create a promotion
+	//
+	// Creates a promotion code of the caller's organization: `percent_off` (a percentage), `amount_off` (an amount in `currency`), `free_units` (units of the meter `meter`, taken off its metered quantity before rating) or `trial_extension` (days added to a trial); for `once`, `repeating` (`duration_periods`) or `forever`; inside a validity window; with limits in total and per customer organization; `stackable` or exclusive, ordered by `priority`. Codes are unique per organization, compared case-insensitively. `plan_ids` (plans of the organization's own APIs) restricts the plans it applies to; empty, it applies to all of them. Its terms are fixed once created (see `updatePromotion`). Announced as `promotion.created`.
+	//
+	// **Who may call:** providers of the organization, and admins; its consumers get `403`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/promotions (the `CreatePromotion` operationId).
+	CreatePromotionWithResponse(ctx context.Context, params *CreatePromotionParams, body CreatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePromotionResponse, error)
+
+	// GetPromotionWithResponse Read a promotion
+	//
+	// The promotion with its count of redemptions.
+	//
+	// **Who may call:** any member of the promotion's organization, and admins; promotions of other organizations are `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/promotions/{id} (the `GetPromotion` operationId).
+	GetPromotionWithResponse(ctx context.Context, id openapi_types.UUID, params *GetPromotionParams, reqEditors ...RequestEditorFn) (*GetPromotionResponse, error)
+
+	// UpdatePromotionWithBodyWithResponse Change a promotion
+	//
+	// Changes what may change of a promotion; members left out stay. Its terms (kind, value, currency, meter, duration, window start, priority, stacking) are fixed at creation, as a plan version's are: a change of terms is a new code. `description`, `enabled`, `valid_until` (`null`: no end) and `plan_ids` may change at any time and apply to later redemptions and quotes only. The limits may change freely until the first redemption, and afterwards only rise (a larger number, or `null` for none), never below the redemptions made. Announced as `promotion.updated`.
+	//
+	// **Who may call:** providers of the organization, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
+	UpdatePromotionWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdatePromotionResponse, error)
+
+	// UpdatePromotionWithResponse Change a promotion
+	//
+	// Changes what may change of a promotion; members left out stay. Its terms (kind, value, currency, meter, duration, window start, priority, stacking) are fixed at creation, as a plan version's are: a change of terms is a new code. `description`, `enabled`, `valid_until` (`null`: no end) and `plan_ids` may change at any time and apply to later redemptions and quotes only. The limits may change freely until the first redemption, and afterwards only rise (a larger number, or `null` for none), never below the redemptions made. Announced as `promotion.updated`.
+	//
+	// **Who may call:** providers of the organization, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
+	UpdatePromotionWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdatePromotionResponse, error)
+
 	// ListSubscriptionsWithResponse List subscriptions
 	//
 	// Lists subscriptions oldest first, with cursor pagination.
@@ -14525,6 +15563,39 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/subscriptions/{id}/plan (the `ChangeSubscriptionPlan` operationId).
 	ChangeSubscriptionPlanWithResponse(ctx context.Context, id openapi_types.UUID, params *ChangeSubscriptionPlanParams, body ChangeSubscriptionPlanJSONRequestBody, reqEditors ...RequestEditorFn) (*ChangeSubscriptionPlanResponse, error)
+
+	// ListSubscriptionPromotionsWithResponse List a subscription's promotions
+	//
+	// The promotions redeemed on the subscription, oldest first, with the billing periods each discounted (`periods_applied`) and whether it still discounts coming periods (`active`).
+	//
+	// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/promotions (the `ListSubscriptionPromotions` operationId).
+	ListSubscriptionPromotionsWithResponse(ctx context.Context, id openapi_types.UUID, params *ListSubscriptionPromotionsParams, reqEditors ...RequestEditorFn) (*ListSubscriptionPromotionsResponse, error)
+
+	// RedeemPromotionWithBodyWithResponse Redeem a promotion code
+	//
+	// Redeems a promotion code of the API's provider on the subscription. The code must be enabled, inside its validity window, eligible for the subscription's plan and, for `amount_off`, in the plan's currency; a `trial_extension` needs a `trialing` subscription. The limits in total and per customer organization hold under concurrent redemptions. An exclusive promotion is refused next to an active one, and a stackable one next to an active exclusive one. Audited and announced as `promotion.redeemed` to both organizations. Codes may also be given when subscribing (`promotion_codes` of `subscribe`).
+	//
+	// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
+	RedeemPromotionWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RedeemPromotionResponse, error)
+
+	// RedeemPromotionWithResponse Redeem a promotion code
+	//
+	// Redeems a promotion code of the API's provider on the subscription. The code must be enabled, inside its validity window, eligible for the subscription's plan and, for `amount_off`, in the plan's currency; a `trial_extension` needs a `trialing` subscription. The limits in total and per customer organization hold under concurrent redemptions. An exclusive promotion is refused next to an active one, and a stackable one next to an active exclusive one. Audited and announced as `promotion.redeemed` to both organizations. Codes may also be given when subscribing (`promotion_codes` of `subscribe`).
+	//
+	// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
+	RedeemPromotionWithResponse(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, body RedeemPromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*RedeemPromotionResponse, error)
 
 	// GetSubscriptionQuotaWithResponse Read a subscription's quota this period
 	//
@@ -18179,6 +19250,218 @@ func (r CreatePlanVersionResponse) ContentType() string {
 	return ""
 }
 
+type ListPromotionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PromotionList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListPromotionsResponse) GetJSON200() *PromotionList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListPromotionsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListPromotionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListPromotionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListPromotionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListPromotionsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListPromotionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreatePromotionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Promotion
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreatePromotionResponse) GetJSON201() *Promotion {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreatePromotionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreatePromotionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreatePromotionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreatePromotionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r CreatePromotionResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreatePromotionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetPromotionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Promotion
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetPromotionResponse) GetJSON200() *Promotion {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetPromotionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetPromotionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetPromotionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetPromotionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetPromotionResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetPromotionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type UpdatePromotionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Promotion
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdatePromotionResponse) GetJSON200() *Promotion {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r UpdatePromotionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdatePromotionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdatePromotionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdatePromotionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r UpdatePromotionResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdatePromotionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListSubscriptionsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -18544,6 +19827,112 @@ func (r ChangeSubscriptionPlanResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ChangeSubscriptionPlanResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListSubscriptionPromotionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *RedemptionList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListSubscriptionPromotionsResponse) GetJSON200() *RedemptionList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListSubscriptionPromotionsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListSubscriptionPromotionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListSubscriptionPromotionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListSubscriptionPromotionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListSubscriptionPromotionsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListSubscriptionPromotionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RedeemPromotionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Redemption
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r RedeemPromotionResponse) GetJSON201() *Redemption {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RedeemPromotionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RedeemPromotionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RedeemPromotionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RedeemPromotionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r RedeemPromotionResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RedeemPromotionResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -20949,6 +22338,108 @@ func (c *ClientWithResponses) CreatePlanVersionWithResponse(ctx context.Context,
 	return ParseCreatePlanVersionResponse(rsp)
 }
 
+// ListPromotionsWithResponse List promotions
+//
+// The promotions of the caller's organization (admins: of every organization), oldest first, with cursor pagination.
+//
+// **Who may call:** any member of an organization, and admins.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/promotions (the `ListPromotions` operationId).
+func (c *ClientWithResponses) ListPromotionsWithResponse(ctx context.Context, params *ListPromotionsParams, reqEditors ...RequestEditorFn) (*ListPromotionsResponse, error) {
+	rsp, err := c.ListPromotions(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListPromotionsResponse(rsp)
+}
+
+// CreatePromotionWithBodyWithResponse Create a promotion
+//
+// Creates a promotion code of the caller's organization: `percent_off` (a percentage), `amount_off` (an amount in `currency`), `free_units` (units of the meter `meter`, taken off its metered quantity before rating) or `trial_extension` (days added to a trial); for `once`, `repeating` (`duration_periods`) or `forever`; inside a validity window; with limits in total and per customer organization; `stackable` or exclusive, ordered by `priority`. Codes are unique per organization, compared case-insensitively. `plan_ids` (plans of the organization's own APIs) restricts the plans it applies to; empty, it applies to all of them. Its terms are fixed once created (see `updatePromotion`). Announced as `promotion.created`.
+//
+// **Who may call:** providers of the organization, and admins; its consumers get `403`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/promotions (the `CreatePromotion` operationId).
+func (c *ClientWithResponses) CreatePromotionWithBodyWithResponse(ctx context.Context, params *CreatePromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreatePromotionResponse, error) {
+	rsp, err := c.CreatePromotionWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreatePromotionResponse(rsp)
+}
+
+// CreatePromotionWithResponse Create a promotion
+//
+// Creates a promotion code of the caller's organization: `percent_off` (a percentage), `amount_off` (an amount in `currency`), `free_units` (units of the meter `meter`, taken off its metered quantity before rating) or `trial_extension` (days added to a trial); for `once`, `repeating` (`duration_periods`) or `forever`; inside a validity window; with limits in total and per customer organization; `stackable` or exclusive, ordered by `priority`. Codes are unique per organization, compared case-insensitively. `plan_ids` (plans of the organization's own APIs) restricts the plans it applies to; empty, it applies to all of them. Its terms are fixed once created (see `updatePromotion`). Announced as `promotion.created`.
+//
+// **Who may call:** providers of the organization, and admins; its consumers get `403`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/promotions (the `CreatePromotion` operationId).
+func (c *ClientWithResponses) CreatePromotionWithResponse(ctx context.Context, params *CreatePromotionParams, body CreatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePromotionResponse, error) {
+	rsp, err := c.CreatePromotion(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreatePromotionResponse(rsp)
+}
+
+// GetPromotionWithResponse Read a promotion
+//
+// The promotion with its count of redemptions.
+//
+// **Who may call:** any member of the promotion's organization, and admins; promotions of other organizations are `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/promotions/{id} (the `GetPromotion` operationId).
+func (c *ClientWithResponses) GetPromotionWithResponse(ctx context.Context, id openapi_types.UUID, params *GetPromotionParams, reqEditors ...RequestEditorFn) (*GetPromotionResponse, error) {
+	rsp, err := c.GetPromotion(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetPromotionResponse(rsp)
+}
+
+// UpdatePromotionWithBodyWithResponse Change a promotion
+//
+// Changes what may change of a promotion; members left out stay. Its terms (kind, value, currency, meter, duration, window start, priority, stacking) are fixed at creation, as a plan version's are: a change of terms is a new code. `description`, `enabled`, `valid_until` (`null`: no end) and `plan_ids` may change at any time and apply to later redemptions and quotes only. The limits may change freely until the first redemption, and afterwards only rise (a larger number, or `null` for none), never below the redemptions made. Announced as `promotion.updated`.
+//
+// **Who may call:** providers of the organization, and admins; its consumers get `403`, other organizations `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
+func (c *ClientWithResponses) UpdatePromotionWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdatePromotionResponse, error) {
+	rsp, err := c.UpdatePromotionWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdatePromotionResponse(rsp)
+}
+
+// UpdatePromotionWithResponse Change a promotion
+//
+// Changes what may change of a promotion; members left out stay. Its terms (kind, value, currency, meter, duration, window start, priority, stacking) are fixed at creation, as a plan version's are: a change of terms is a new code. `description`, `enabled`, `valid_until` (`null`: no end) and `plan_ids` may change at any time and apply to later redemptions and quotes only. The limits may change freely until the first redemption, and afterwards only rise (a larger number, or `null` for none), never below the redemptions made. Announced as `promotion.updated`.
+//
+// **Who may call:** providers of the organization, and admins; its consumers get `403`, other organizations `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
+func (c *ClientWithResponses) UpdatePromotionWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdatePromotionResponse, error) {
+	rsp, err := c.UpdatePromotion(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdatePromotionResponse(rsp)
+}
+
 // ListSubscriptionsWithResponse List subscriptions
 //
 // Lists subscriptions oldest first, with cursor pagination.
@@ -21132,6 +22623,57 @@ func (c *ClientWithResponses) ChangeSubscriptionPlanWithResponse(ctx context.Con
 		return nil, err
 	}
 	return ParseChangeSubscriptionPlanResponse(rsp)
+}
+
+// ListSubscriptionPromotionsWithResponse List a subscription's promotions
+//
+// The promotions redeemed on the subscription, oldest first, with the billing periods each discounted (`periods_applied`) and whether it still discounts coming periods (`active`).
+//
+// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/subscriptions/{id}/promotions (the `ListSubscriptionPromotions` operationId).
+func (c *ClientWithResponses) ListSubscriptionPromotionsWithResponse(ctx context.Context, id openapi_types.UUID, params *ListSubscriptionPromotionsParams, reqEditors ...RequestEditorFn) (*ListSubscriptionPromotionsResponse, error) {
+	rsp, err := c.ListSubscriptionPromotions(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListSubscriptionPromotionsResponse(rsp)
+}
+
+// RedeemPromotionWithBodyWithResponse Redeem a promotion code
+//
+// Redeems a promotion code of the API's provider on the subscription. The code must be enabled, inside its validity window, eligible for the subscription's plan and, for `amount_off`, in the plan's currency; a `trial_extension` needs a `trialing` subscription. The limits in total and per customer organization hold under concurrent redemptions. An exclusive promotion is refused next to an active one, and a stackable one next to an active exclusive one. Audited and announced as `promotion.redeemed` to both organizations. Codes may also be given when subscribing (`promotion_codes` of `subscribe`).
+//
+// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
+func (c *ClientWithResponses) RedeemPromotionWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RedeemPromotionResponse, error) {
+	rsp, err := c.RedeemPromotionWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRedeemPromotionResponse(rsp)
+}
+
+// RedeemPromotionWithResponse Redeem a promotion code
+//
+// Redeems a promotion code of the API's provider on the subscription. The code must be enabled, inside its validity window, eligible for the subscription's plan and, for `amount_off`, in the plan's currency; a `trial_extension` needs a `trialing` subscription. The limits in total and per customer organization hold under concurrent redemptions. An exclusive promotion is refused next to an active one, and a stackable one next to an active exclusive one. Audited and announced as `promotion.redeemed` to both organizations. Codes may also be given when subscribing (`promotion_codes` of `subscribe`).
+//
+// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
+func (c *ClientWithResponses) RedeemPromotionWithResponse(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, body RedeemPromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*RedeemPromotionResponse, error) {
+	rsp, err := c.RedeemPromotion(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRedeemPromotionResponse(rsp)
 }
 
 // GetSubscriptionQuotaWithResponse Read a subscription's quota this period
@@ -23580,6 +25122,138 @@ func ParseCreatePlanVersionResponse(rsp *http.Response) (*CreatePlanVersionRespo
 	return response, nil
 }
 
+// ParseListPromotionsResponse parses an HTTP response from a ListPromotionsWithResponse call
+func ParseListPromotionsResponse(rsp *http.Response) (*ListPromotionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListPromotionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PromotionList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreatePromotionResponse parses an HTTP response from a CreatePromotionWithResponse call
+func ParseCreatePromotionResponse(rsp *http.Response) (*CreatePromotionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreatePromotionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Promotion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetPromotionResponse parses an HTTP response from a GetPromotionWithResponse call
+func ParseGetPromotionResponse(rsp *http.Response) (*GetPromotionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetPromotionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Promotion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseUpdatePromotionResponse parses an HTTP response from a UpdatePromotionWithResponse call
+func ParseUpdatePromotionResponse(rsp *http.Response) (*UpdatePromotionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdatePromotionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Promotion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListSubscriptionsResponse parses an HTTP response from a ListSubscriptionsWithResponse call
 func ParseListSubscriptionsResponse(rsp *http.Response) (*ListSubscriptionsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -23798,6 +25472,72 @@ func ParseChangeSubscriptionPlanResponse(rsp *http.Response) (*ChangeSubscriptio
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListSubscriptionPromotionsResponse parses an HTTP response from a ListSubscriptionPromotionsWithResponse call
+func ParseListSubscriptionPromotionsResponse(rsp *http.Response) (*ListSubscriptionPromotionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListSubscriptionPromotionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest RedemptionList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRedeemPromotionResponse parses an HTTP response from a RedeemPromotionWithResponse call
+func ParseRedeemPromotionResponse(rsp *http.Response) (*RedeemPromotionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RedeemPromotionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Redemption
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem

@@ -826,6 +826,80 @@ func authzSubscriptionRows() []authzRow {
 			},
 		},
 		{
+			// A promotion is its organization's: its members list it, admins
+			// list every organization's.
+			route:   "GET /v1/promotions",
+			fixture: authzPromotion,
+			want:    authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if !authzOK(status) {
+					return
+				}
+				if got, want := authzListed(t, b, "id", c.id), c.own || c.admin(); got != want {
+					t.Errorf("GET /v1/promotions lists the %s promotion: %t; want %t", authzSide(c), got, want)
+				}
+			},
+		},
+		{
+			route: "POST /v1/promotions",
+			body: func(c *authzCase) any {
+				return map[string]any{"code": fmt.Sprintf("CODE-%d", c.n), "kind": "percent_off", "value": "10"}
+			},
+			want: authzWant{{401, 401}, {403, 403}, {201, 201}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				n := c.count(t, `SELECT count(*) FROM promotions p JOIN organizations o ON o.id = p.organization_id
+					WHERE p.code = $1 AND o.id::text = $2`, fmt.Sprintf("CODE-%d", c.n), c.caller.orgID)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; n != want {
+					t.Errorf("POST /v1/promotions = %d; promotions of the caller's organization = %d, want %d", status, n, want)
+				}
+			},
+		},
+		{
+			route:   "GET /v1/promotions/{id}",
+			fixture: authzPromotion,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
+			check:   authzSameID,
+		},
+		{
+			// Its organization's providers change it; its consumers see it
+			// but may not.
+			route:   "PATCH /v1/promotions/{id}",
+			fixture: authzPromotion,
+			body:    func(*authzCase) any { return map[string]any{"description": "changed"} },
+			want:    authzWant{{401, 401}, {403, 404}, {200, 404}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				changed := c.count(t, `SELECT count(*) FROM promotions WHERE id = $1 AND description = 'changed'`, c.id) == 1
+				if changed != authzOK(status) {
+					t.Errorf("PATCH /v1/promotions/{id} = %d; changed: %t", status, changed)
+				}
+			},
+		},
+		{
+			// The subscriber's organization (any role) and admins see the
+			// redemptions; others do not find the subscription.
+			route:   "GET /v1/subscriptions/{id}/promotions",
+			fixture: authzRedeemed,
+			want:    authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, b []byte) {
+				if authzOK(status) && !authzListed(t, b, "code", "SPRING") {
+					t.Errorf("GET /v1/subscriptions/{id}/promotions = %s; want the SPRING redemption", b)
+				}
+			},
+		},
+		{
+			// The subscriber's organization redeems, whatever the role.
+			route:   "POST /v1/subscriptions/{id}/promotions",
+			fixture: authzRedeemable,
+			body:    func(*authzCase) any { return map[string]any{"code": "spring"} },
+			want:    authzWant{{401, 401}, {201, 404}, {201, 404}, {201, 201}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				n := c.count(t, `SELECT count(*) FROM promotion_redemptions WHERE subscription_id = $1`, c.subID)
+				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; n != want {
+					t.Errorf("POST /v1/subscriptions/{id}/promotions = %d; redemptions = %d, want %d", status, n, want)
+				}
+			},
+		},
+		{
 			// Quota adjustments are the provider's (and admins'): the
 			// subscriber sees its subscription but may not credit itself.
 			route:   "POST /v1/subscriptions/{id}/quota/credits",
@@ -1562,6 +1636,32 @@ func authzSubscription(t *testing.T, c *authzCase) {
 	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/apis/"+api.ID+"/plans", c.seller.token, body, &plan)
 	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/subscriptions", c.owner.token, map[string]any{"plan_id": plan.ID}, &sub)
 	c.apiID, c.planID, c.subID, c.id = api.ID, plan.ID, sub.ID, sub.ID
+}
+
+// authzPromotion makes a promotion of the owner's organization; c.id is
+// the promotion.
+func authzPromotion(t *testing.T, c *authzCase) {
+	t.Helper()
+	var p struct{ ID string }
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/promotions", c.owner.token,
+		map[string]any{"code": "OWNED", "kind": "amount_off", "value": "5", "currency": "USD"}, &p)
+	c.id = p.ID
+}
+
+// authzRedeemable is authzSubscription with a stackable promotion SPRING
+// of the seller's organization.
+func authzRedeemable(t *testing.T, c *authzCase) {
+	t.Helper()
+	authzSubscription(t, c)
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/promotions", c.seller.token,
+		map[string]any{"code": "SPRING", "kind": "percent_off", "value": "15", "stackable": true}, nil)
+}
+
+// authzRedeemed is authzRedeemable with SPRING redeemed by the owner.
+func authzRedeemed(t *testing.T, c *authzCase) {
+	t.Helper()
+	authzRedeemable(t, c)
+	authzMust(t, c.e, http.StatusCreated, "POST", "/v1/subscriptions/"+c.subID+"/promotions", c.owner.token, map[string]any{"code": "SPRING"}, nil)
 }
 
 // authzAdjusted checks that a quota adjustment of kind was recorded

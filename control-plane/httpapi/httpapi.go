@@ -4,7 +4,8 @@
 // router and mounts the routes; each domain's routes and handlers have a
 // file of their own (apis.go, approvals.go, plans.go (and pricing.go, the
 // quote), meters.go, subscriptions.go, keys.go,
-// quota.go, usage.go, webhooks.go, audit.go, ingesttokens.go, and
+// quota.go, usage.go, webhooks.go, audit.go, ingesttokens.go,
+// promotions.go, and
 // reconcile.go for the admins' reconcile calls); decode.go reads requests,
 // handlers.go adapts service calls to handlers, errors.go maps errors to
 // problems.
@@ -30,6 +31,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/pricing"
+	"github.com/veil-platform/veil/control-plane/promotions"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
 	"github.com/veil-platform/veil/internal/httpserver"
@@ -69,10 +71,13 @@ type Config struct {
 
 	// IngestTokens issues and revokes ingest tokens; nil uses one on Pool.
 	IngestTokens *ingesttokens.Service
+	// PromotionCodes manages promotion codes and their redemptions; nil
+	// uses one on Pool, Subscriptions and Webhooks.
+	PromotionCodes *promotions.Service
 	// Pricing serves the meters; nil uses one on Pool.
 	Pricing *pricing.Service
-	// Promotions prices quotes that name promotion codes; nil refuses every
-	// code as unknown.
+	// Promotions prices quotes that name promotion codes; nil uses
+	// PromotionCodes.
 	Promotions PromotionQuoter
 	// PlanFiles reloads the plan directory (VEIL_PRICING_DIR); nil answers
 	// POST /v1/admin/pricing/reload with 409: no directory is configured.
@@ -91,6 +96,13 @@ func New(cfg Config) http.Handler {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
+	}
+	if cfg.PromotionCodes == nil && cfg.Subscriptions != nil && cfg.Webhooks != nil {
+		// New fails only without these.
+		cfg.PromotionCodes, _ = promotions.New(promotions.Config{Pool: cfg.Pool, Subscriptions: cfg.Subscriptions, Publisher: cfg.Webhooks, Logger: cfg.Logger})
+	}
+	if cfg.Promotions == nil && cfg.PromotionCodes != nil {
+		cfg.Promotions = cfg.PromotionCodes
 	}
 	a := &api{cfg: cfg, log: cfg.Logger}
 	r := chi.NewRouter()
@@ -133,6 +145,7 @@ func (a *api) routes(r chi.Router) {
 	a.meterRoutes(r)
 	a.subscriptionRoutes(r)
 	a.quotaRoutes(r)
+	a.promotionRoutes(r)
 	a.keyRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
 

@@ -9,10 +9,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/promotions/internal/db"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/internal/validation"
 	"github.com/veil-platform/veil/metering"
 )
 
@@ -46,4 +48,26 @@ func (s *Service) Resolve(ctx context.Context, actor identity.Actor, planID uuid
 		out = append(out, p.Metering())
 	}
 	return out, nil
+}
+
+// QuoteWithCodes prices a quote of terms, plan planID's, for usage with
+// the promotion codes given (httpapi.PromotionQuoter): Resolve, then
+// terms.QuoteWithPromotions. An amount_off code in another currency than
+// the plan's is a validation error naming it.
+func (s *Service) QuoteWithCodes(ctx context.Context, actor identity.Actor, planID uuid.UUID, terms metering.PlanTerms,
+	usage map[string]decimal.Decimal, codes []string) (metering.Quote, error) {
+	promos, err := s.Resolve(ctx, actor, planID, codes, s.now())
+	if err != nil {
+		return metering.Quote{}, err
+	}
+	var v validation.Error
+	for i, p := range promos {
+		if p.Kind == metering.PromotionAmountOff && p.Currency != terms.Currency.Code {
+			v.Add("promotion_codes["+strconv.Itoa(i)+"]", "promotion code %q is in %s, the plan in %s", p.Code, p.Currency, terms.Currency.Code)
+		}
+	}
+	if err := v.Err(); err != nil {
+		return metering.Quote{}, err
+	}
+	return terms.QuoteWithPromotions(usage, promos)
 }
