@@ -11,7 +11,6 @@ import (
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/pricing"
-	"github.com/veil-platform/veil/control-plane/promotions"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
@@ -42,7 +41,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound),
 		errors.Is(err, subscriptions.ErrPlanNotFound), errors.Is(err, subscriptions.ErrSubscriptionNotFound),
 		errors.Is(err, keys.ErrKeyNotFound), errors.Is(err, ingesttokens.ErrNotFound), errors.Is(err, errNoUsageReconcile),
-		errors.Is(err, pricing.ErrMeterNotFound), errors.Is(err, pricing.ErrVersionNotFound), errors.Is(err, promotions.ErrNotFound):
+		errors.Is(err, pricing.ErrMeterNotFound), errors.Is(err, pricing.ErrVersionNotFound):
 		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
 	case errors.Is(err, keys.ErrInvalidTransition), errors.Is(err, subscriptions.ErrSubscriptionTransition),
 		errors.Is(err, catalog.ErrInvalidTransition):
@@ -75,22 +74,9 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d = problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", err.Error()+"; retry later")
 	case errors.Is(err, errNoUsageCheck):
 		d = problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", err.Error())
-	case errors.Is(err, pricing.ErrFileManaged):
-		d = problem.New(http.StatusConflict, "file-managed", "Managed By A Plan File", err.Error())
-	case errors.Is(err, pricing.ErrMeterInUse):
-		d = problem.New(http.StatusConflict, "meter-in-use", "Meter In Use", err.Error())
-	case errors.Is(err, pricing.ErrMeterLimit):
-		d = problem.New(http.StatusConflict, "meter-limit", "Meter Limit Reached", err.Error())
-	case errors.Is(err, promotions.ErrCodeTaken):
-		d = problem.New(http.StatusConflict, "code-taken", "Code Taken", err.Error())
-	case errors.Is(err, promotions.ErrLimitReached), errors.Is(err, promotions.ErrCustomerLimit):
-		d = problem.New(http.StatusConflict, "promotion-limit", "Promotion Limit Reached", err.Error())
-	case errors.Is(err, promotions.ErrAlreadyRedeemed):
-		d = problem.New(http.StatusConflict, "already-redeemed", "Already Redeemed", err.Error())
-	case errors.Is(err, promotions.ErrNotStackable):
-		d = problem.New(http.StatusConflict, "not-stackable", "Promotion Does Not Stack", err.Error())
-	case errors.Is(err, pricing.ErrMeterSlugTaken):
-		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
+	case errors.Is(err, pricing.ErrFileManaged), errors.Is(err, pricing.ErrMeterInUse), errors.Is(err, pricing.ErrMeterLimit),
+		errors.Is(err, pricing.ErrMeterSlugTaken):
+		d = pricingConflict(err)
 	case errors.Is(err, subscriptions.ErrSlugTaken):
 		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
 	case errors.Is(err, metering.ErrBadQuery):
