@@ -119,41 +119,26 @@ type MeterWindow struct {
 // are computed once. The answer holds one map per window, in order. A
 // subject may appear once.
 func MeterTotalsBatch(ctx context.Context, conn driver.Conn, windows []MeterWindow) ([]map[string]decimal.Decimal, error) {
+	q, err := planMeterQuery(windows)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]map[string]decimal.Decimal, len(windows))
-	q := meterQuery{columns: map[string]int{}}
-	at := make(map[string]int, len(windows))
-	// cols[i][j] is the column of the j-th meter of window i.
-	cols := make([][]int, len(windows))
 	for i, w := range windows {
-		if _, dup := at[w.Subject]; dup {
-			return nil, fmt.Errorf("query meter totals: subject %q has two windows", w.Subject)
-		}
-		at[w.Subject] = i
 		out[i] = make(map[string]decimal.Decimal, len(w.Meters))
 		for _, m := range w.Meters {
-			if err := m.Validate(); err != nil {
-				return nil, fmt.Errorf("query meter totals: subject %q: %w", w.Subject, err)
-			}
-			if _, dup := out[i][m.Slug]; dup {
-				return nil, fmt.Errorf("query meter totals: subject %q: %w: slug: %q is listed twice", w.Subject, ErrInvalidMeter, m.Slug)
-			}
-			// A max over no events is 0, as is every other aggregate.
+			// A subject without rows has no row in the answer: every
+			// aggregate over no events, max included, is 0.
 			out[i][m.Slug] = decimal.Zero
-			c, err := q.column(m)
-			if err != nil {
-				return nil, fmt.Errorf("query meter totals: subject %q, meter %q: %w", w.Subject, m.Slug, err)
-			}
-			cols[i] = append(cols[i], c)
 		}
 	}
-	if len(q.cols) == 0 {
+	if q.text == "" {
 		return out, nil
 	}
-	query := fmt.Sprintf(meterTotalsSQL, strings.Join(q.cols, ",\n    "), q.where(windows))
 	if q.size > defaultMaxQuerySize/2 {
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * q.size}))
 	}
-	rows, err := conn.Query(ctx, query, q.args...)
+	rows, err := conn.Query(ctx, q.text, q.args...)
 	if err != nil {
 		return nil, fmt.Errorf("query meter totals: %w", err)
 	}
@@ -168,9 +153,9 @@ func MeterTotalsBatch(ctx context.Context, conn driver.Conn, windows []MeterWind
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("read meter totals: %w", err)
 		}
-		i := at[subject]
+		i := q.at[subject]
 		for j, m := range windows[i].Meters {
-			out[i][m.Slug] = values[cols[i][j]]
+			out[i][m.Slug] = values[q.windowCols[i][j]]
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -179,15 +164,50 @@ func MeterTotalsBatch(ctx context.Context, conn driver.Conn, windows []MeterWind
 	return out, nil
 }
 
-// meterQuery collects the columns and parameters of a MeterTotalsBatch
-// query, and an upper bound of its size once the client binds them
-// (escaping at most doubles a string).
+// meterQuery is the query of a MeterTotalsBatch: its text (empty when no
+// window has a meter), columns and parameters, and an upper bound of its
+// size once the client binds them (escaping at most doubles a string).
 type meterQuery struct {
+	text string
 	cols []string
 	// columns maps a meter's definition to its column.
 	columns map[string]int
-	args    []any
-	size    int
+	// windowCols[i][j] is the column of the j-th meter of window i; at is
+	// the window of each subject.
+	windowCols [][]int
+	at         map[string]int
+	args       []any
+	size       int
+}
+
+// planMeterQuery checks the windows and writes their query.
+func planMeterQuery(windows []MeterWindow) (*meterQuery, error) {
+	q := &meterQuery{columns: map[string]int{}, windowCols: make([][]int, len(windows)), at: make(map[string]int, len(windows))}
+	for i, w := range windows {
+		if _, dup := q.at[w.Subject]; dup {
+			return nil, fmt.Errorf("query meter totals: subject %q has two windows", w.Subject)
+		}
+		q.at[w.Subject] = i
+		slugs := make(map[string]bool, len(w.Meters))
+		for _, m := range w.Meters {
+			if err := m.Validate(); err != nil {
+				return nil, fmt.Errorf("query meter totals: subject %q: %w", w.Subject, err)
+			}
+			if slugs[m.Slug] {
+				return nil, fmt.Errorf("query meter totals: subject %q: %w: slug: %q is listed twice", w.Subject, ErrInvalidMeter, m.Slug)
+			}
+			slugs[m.Slug] = true
+			c, err := q.column(m)
+			if err != nil {
+				return nil, fmt.Errorf("query meter totals: subject %q, meter %q: %w", w.Subject, m.Slug, err)
+			}
+			q.windowCols[i] = append(q.windowCols[i], c)
+		}
+	}
+	if len(q.cols) > 0 {
+		q.text = fmt.Sprintf(meterTotalsSQL, strings.Join(q.cols, ",\n    "), q.where(windows))
+	}
+	return q, nil
 }
 
 // column returns the column of m's definition, adding it when new.
