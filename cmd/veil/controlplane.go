@@ -33,6 +33,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/planfiles"
+	"github.com/veil-platform/veil/control-plane/promotions"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
@@ -366,6 +367,7 @@ type services struct {
 	hooks   *webhooks.Service
 	catalog *catalog.Service
 	subs    *subscriptions.Service
+	promos  *promotions.Service
 }
 
 // newServices builds the domain services on the plane's connections and job
@@ -419,6 +421,12 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 		return svc, err
 	}
 	p.subs = svc.subs
+	// Subscribe redeems promotion codes in its transaction through the
+	// promotions service, which is built on the subscriptions service.
+	if svc.promos, err = promotions.New(promotions.Config{Pool: p.pool, Subscriptions: svc.subs, Publisher: svc.hooks, Logger: logger}); err != nil {
+		return svc, err
+	}
+	svc.subs.SetPromotions(svc.promos)
 	if cp.keySealSecret == "" {
 		logger.Warn("no key-seal secret (VEIL_KEY_SEAL_SECRET): keys with automatic rotation get notices but are not rotated")
 	}
@@ -498,7 +506,7 @@ func (p *controlPlane) apiHandler(cp controlPlaneFlags, limits apiLimits, svc se
 		usageReader = metering.NewReader(p.clickhouse)
 	}
 	return httpapi.New(httpapi.Config{
-		Pool: p.pool, Catalog: svc.catalog, Subscriptions: svc.subs, Usage: usageReader, Quota: p.quota, Drift: p.drift, Webhooks: svc.hooks, Directory: accounts.New(p.pool), Authenticator: verifier,
+		Pool: p.pool, Catalog: svc.catalog, Subscriptions: svc.subs, Usage: usageReader, Quota: p.quota, Drift: p.drift, Webhooks: svc.hooks, PromotionCodes: svc.promos, Directory: accounts.New(p.pool), Authenticator: verifier,
 		RateLimiter: limiter, IPRate: limits.ipRate, TokenRate: limits.tokenRate, Idempotency: idem,
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: limits.proxies,
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set, PlanFiles: p.planFilesReloader(),
