@@ -2926,7 +2926,22 @@ type UsageReconcileReport struct {
 	Healed int `json:"healed"`
 
 	// InFlight Subscriptions whose ClickHouse rows were still being written, or whose counters moved during the check; checked again next run.
-	InFlight  int       `json:"in_flight"`
+	InFlight int `json:"in_flight"`
+
+	// MeterDrift Each meter counter of a subscription's current period that differed from what ClickHouse computes for the meter over the same rows. Compared only for subscriptions whose request counter agrees with ClickHouse. A count, sum or max is healed from ClickHouse (its quota's block and thresholds with it); a unique_count is reported, never rewritten, and also listed in `unhealed`.
+	MeterDrift *[]struct {
+		// Clickhouse ClickHouse's quantity, a decimal.
+		Clickhouse string `json:"clickhouse"`
+		Healed     bool   `json:"healed"`
+
+		// Meter The meter's slug.
+		Meter       string    `json:"meter"`
+		PeriodStart time.Time `json:"period_start"`
+
+		// Redis The Redis counter's quantity, a decimal.
+		Redis          string             `json:"redis"`
+		SubscriptionId openapi_types.UUID `json:"subscription_id"`
+	} `json:"meter_drift,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 	Unhealed  []struct {
 		Reason         string             `json:"reason"`
