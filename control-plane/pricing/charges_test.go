@@ -68,6 +68,12 @@ func TestValidateCharges(t *testing.T) {
 		{"an unbounded first tier", tiered(metering.ModelVolume, pricing.Tier{}, pricing.Tier{UpTo: d("5")}), "terms.charges[0].tiers[0].up_to"},
 		{"a negative flat amount", tiered(metering.ModelVolume, pricing.Tier{FlatAmount: decimal.RequireFromString("-1")}), "terms.charges[0].tiers[0].flat_amount"},
 		{"a unit price on a tiered charge", []pricing.Charge{{Meter: "calls", Model: metering.ModelGraduated, UnitPrice: d("1"), Tiers: []pricing.Tier{{}}}}, "terms.charges[0].unit_price"},
+		// The largest exponents decoding accepts: refused before comparing.
+		{"a hostile exponent", perUnit(func(c *pricing.Charge) {
+			c.UnitPrice, c.IncludedUnits, c.Quota = d("1e10000"), decimal.New(0, 10000), d("5e10000")
+		}), "terms.charges[0].included_units,terms.charges[0].quota,terms.charges[0].unit_price"},
+		{"a hostile tier", tiered(metering.ModelGraduated, pricing.Tier{UpTo: d("1e10000"), FlatAmount: decimal.New(0, 10000)}),
+			"terms.charges[0].tiers[0].up_to,terms.charges[0].tiers[0].flat_amount"},
 		{"51 charges", many, "terms.charges"},
 		{"a meter twice", append(perUnit(nil), perUnit(nil)...), "terms.charges[1].meter"},
 	} {

@@ -82,7 +82,7 @@ func (t *Terms) validate(v *validation.Error) {
 	if t.Interval != "month" && t.Interval != "year" {
 		v.Add("terms.interval", "must be month or year")
 	}
-	if t.BaseFee.IsNegative() || t.BaseFee.Exponent() < -6 || t.BaseFee.GreaterThanOrEqual(maxAmount) {
+	if !pricing.Sane(t.BaseFee) || t.BaseFee.IsNegative() || t.BaseFee.Exponent() < -6 || t.BaseFee.GreaterThanOrEqual(maxAmount) {
 		v.Add("terms.base_fee", "must be zero or more and below 10^14, with at most 6 decimals")
 	}
 	if t.TrialDays < 0 || t.TrialDays > 365 {
@@ -101,7 +101,7 @@ func (t *Terms) validate(v *validation.Error) {
 			v.Add(r.field, "must be 1 to 1000000, or null for no limit")
 		}
 	}
-	if t.IncludedUnits.IsNegative() || t.IncludedUnits.Exponent() < -6 || t.IncludedUnits.GreaterThanOrEqual(maxAmount) {
+	if !pricing.Sane(t.IncludedUnits) || t.IncludedUnits.IsNegative() || t.IncludedUnits.Exponent() < -6 || t.IncludedUnits.GreaterThanOrEqual(maxAmount) {
 		v.Add("terms.included_units", "must be zero or more and below 10^14, with at most 6 decimals")
 	}
 	if t.Charges == nil {
