@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/veil-platform/veil/control-plane/planfiles"
 )
@@ -48,10 +49,10 @@ func validatePlanFiles(paths []string, stdout io.Writer) error {
 		if st.IsDir() {
 			srcs, es := planfiles.ReadDir(path)
 			for i := range srcs {
-				srcs[i].Rel = path + string(os.PathSeparator) + srcs[i].Rel
+				srcs[i].Rel = filepath.Join(path, srcs[i].Rel)
 			}
 			for i := range es {
-				es[i].File = path + string(os.PathSeparator) + es[i].File
+				es[i].File = filepath.Join(path, es[i].File)
 			}
 			sources, errs = append(sources, srcs...), append(errs, es...)
 			continue

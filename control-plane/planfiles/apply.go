@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/identity"
@@ -138,11 +137,7 @@ func (a *applier) insertVersion(ctx context.Context, planID uuid.UUID, version i
 			return fmt.Errorf("insert charge of meter %s: %w", c.Meter, err)
 		}
 		for i, t := range c.Tiers {
-			var upTo *decimal.Decimal
-			if !t.Unbounded {
-				upTo = &t.UpTo
-			}
-			err := a.q.TierInsert(ctx, db.TierInsertParams{ChargeID: chargeID, Position: int32(i + 1), UpTo: upTo, UnitPrice: t.UnitPrice, FlatFee: t.Flat})
+			err := a.q.TierInsert(ctx, db.TierInsertParams{ChargeID: chargeID, Position: int32(i + 1), UpTo: t.UpTo, UnitPrice: t.UnitPrice, FlatFee: t.FlatAmount})
 			if err != nil {
 				return fmt.Errorf("insert tier %d of meter %s: %w", i+1, c.Meter, err)
 			}

@@ -3,15 +3,13 @@ package planfiles
 import (
 	"gopkg.in/yaml.v3"
 
+	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/metering"
 )
 
-// The counts a file may hold.
-const (
-	MaxMeters  = 50
-	MaxCharges = 50
-	MaxTiers   = 20
-)
+// MaxMeters bounds the meters a file defines; charges and tiers are
+// bounded as over REST (pricing.MaxCharges, pricing.MaxTiers).
+const MaxMeters = 50
 
 // decodePlan decodes the plan's keys. Defaults are set first, so that an
 // absent key keeps its default.
@@ -51,7 +49,7 @@ func (d *decoder) decodePlan(root *yaml.Node) {
 			})
 		},
 		"charges": func(n *yaml.Node, path string) {
-			d.sequence(n, path, MaxCharges, func(item *yaml.Node, field string) {
+			d.sequence(n, path, pricing.MaxCharges, func(item *yaml.Node, field string) {
 				p.Charges = append(p.Charges, d.charge(item, field))
 			})
 		},
@@ -91,8 +89,8 @@ func (d *decoder) meter(n *yaml.Node, path string) metering.Meter {
 	return m
 }
 
-func (d *decoder) charge(n *yaml.Node, path string) Charge {
-	var c Charge
+func (d *decoder) charge(n *yaml.Node, path string) pricing.Charge {
+	var c pricing.Charge
 	var model string
 	d.mapping(n, path, map[string]func(*yaml.Node, string){
 		"meter":          d.str(&c.Meter),
@@ -103,8 +101,8 @@ func (d *decoder) charge(n *yaml.Node, path string) Charge {
 		"quota":          d.optDec(&c.Quota),
 		"quota_hard":     d.boolean(&c.QuotaHard),
 		"tiers": func(n *yaml.Node, path string) {
-			c.Tiers = []metering.Tier{}
-			d.sequence(n, path, MaxTiers, func(item *yaml.Node, field string) {
+			c.Tiers = []pricing.Tier{}
+			d.sequence(n, path, pricing.MaxTiers, func(item *yaml.Node, field string) {
 				c.Tiers = append(c.Tiers, d.tier(item, field))
 			})
 		},
@@ -114,23 +112,22 @@ func (d *decoder) charge(n *yaml.Node, path string) Charge {
 }
 
 // tier decodes one tier; up_to is required, a number, or null or
-// "unlimited" for an unbounded last tier.
-func (d *decoder) tier(n *yaml.Node, path string) metering.Tier {
-	var t metering.Tier
+// "unlimited" for an unbounded last tier (a nil UpTo).
+func (d *decoder) tier(n *yaml.Node, path string) pricing.Tier {
+	var t pricing.Tier
 	upTo := false
 	d.mapping(n, path, map[string]func(*yaml.Node, string){
 		"up_to": func(n *yaml.Node, path string) {
 			upTo = true
 			if isNull(n) || (n.Kind == yaml.ScalarNode && n.Value == "unlimited") {
-				t.Unbounded = true
 				return
 			}
 			if v, ok := d.decimalOf(n, path); ok {
-				t.UpTo = v
+				t.UpTo = &v
 			}
 		},
 		"unit_price":  d.dec(&t.UnitPrice),
-		"flat_amount": d.dec(&t.Flat),
+		"flat_amount": d.dec(&t.FlatAmount),
 	})
 	if !upTo && n.Kind == yaml.MappingNode {
 		d.fail(n, join(path, "up_to"), "is required: a bound, or unlimited on the last tier")

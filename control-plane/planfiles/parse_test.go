@@ -64,7 +64,7 @@ func TestParseValid(t *testing.T) {
 	if want := decimal.New(1, -12); !tiers[0].UnitPrice.Equal(want) || tiers[0].UnitPrice.String() != "0.000000000001" {
 		t.Fatalf("tier 1 unit price = %s; want %s exactly", tiers[0].UnitPrice, want)
 	}
-	if !tiers[1].Flat.Equal(decimal.NewFromInt(2)) || !tiers[2].Unbounded {
+	if !tiers[1].FlatAmount.Equal(decimal.NewFromInt(2)) || tiers[2].UpTo != nil {
 		t.Fatalf("tiers = %+v", tiers)
 	}
 	if p.BaseFee.String() != "19" || !p.Charges[1].PackageSize.Equal(decimal.NewFromInt(1000000)) {
@@ -112,9 +112,9 @@ func TestParseErrorsNameFileLineField(t *testing.T) {
 		{"meter validation", replace(t, "field: response_bytes", "field: key_id"), 16, "meters[1].field", "aggregates units"},
 		{"bad route", replace(t, "routes: [/forecast]", "routes: [forecast]"), 19, "meters[1].filter.routes[0]", ""},
 		{"bad method", replace(t, "methods: [GET]", "methods: [get]"), 18, "meters[1].filter.methods[0]", "not one of"},
-		{"package without size", replace(t, "    package_size: 1000000\n", ""), 32, "charges[1].package_size", "required"},
-		{"tiers on package", replace(t, `    unit_price: "0.10"`+"\n", `    unit_price: "0.10"`+"\n    tiers: []\n"), 36, "charges[1].tiers", "takes no tiers"},
-		{"type contradiction", replace(t, "type: hybrid", "type: subscription"), 4, "type", "charges no usage"},
+		{"package without size", replace(t, "    package_size: 1000000\n", ""), 32, "charges[1].package_size", "needs a package size"},
+		{"tiers on package", replace(t, `    unit_price: "0.10"`+"\n", `    unit_price: "0.10"`+"\n    tiers:\n      - up_to: 5\n"), 36, "charges[1].tiers", "takes no tiers"},
+		{"type contradiction", replace(t, "type: hybrid", "type: subscription"), 20, "charges", "charges its base fee only"},
 		{"quota zero", replace(t, "quota_requests: 1000", "quota_requests: 0"), 8, "limits.quota_requests", "must be 1"},
 		{"bool", replace(t, "  rate_per_second: 10\n", "  rate_per_second: 10\n  quota_hard: yes\n"), 10, "limits.quota_hard", "true or false"},
 		{"duplicate key", replace(t, "name: Pro\n", "name: Pro\nname: Other\n"), 4, "name", "given twice"},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/metering"
 )
 
@@ -32,8 +33,10 @@ type Plan struct {
 	TrialDays int
 	Limits    Limits
 	// Meters are the definitions of the API's meters the plan charges.
-	Meters  []metering.Meter
-	Charges []Charge
+	Meters []metering.Meter
+	// Charges are the plan's charges, as the REST API takes them: one
+	// owner, control-plane/pricing, validates both.
+	Charges []pricing.Charge
 
 	// lines maps each field path decoded to its line in the file.
 	lines map[string]int
@@ -47,33 +50,6 @@ type Limits struct {
 	QuotaHard     bool
 	RatePerSecond *int
 	RatePerMinute *int
-}
-
-// Charge is how the plan prices one meter.
-type Charge struct {
-	Meter         string
-	Model         metering.ChargeModel
-	IncludedUnits decimal.Decimal
-	// UnitPrice is set for per_unit and package only, PackageSize for
-	// package only.
-	UnitPrice   *decimal.Decimal
-	PackageSize *decimal.Decimal
-	Tiers       []metering.Tier
-	// Quota on the meter per period; nil is unlimited.
-	Quota     *decimal.Decimal
-	QuotaHard bool
-}
-
-// Rating is the charge as the rating engine prices it.
-func (c Charge) Rating() metering.Charge {
-	r := metering.Charge{Meter: c.Meter, Model: c.Model, Included: c.IncludedUnits, Tiers: c.Tiers}
-	if c.UnitPrice != nil {
-		r.UnitPrice = *c.UnitPrice
-	}
-	if c.PackageSize != nil {
-		r.PackageSize = *c.PackageSize
-	}
-	return r
 }
 
 // Terms are the plan's terms as the rating engine quotes them.

@@ -1,7 +1,6 @@
 package planfiles
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -9,6 +8,8 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/control-plane/pricing"
+	"github.com/veil-platform/veil/internal/validation"
 	"github.com/veil-platform/veil/metering"
 )
 
@@ -17,15 +18,13 @@ var (
 	planSlugRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	currencyRe = regexp.MustCompile(`^[A-Z]{3}$`)
 
-	// The columns' bounds: amounts and units are numeric(20, 6), unit
-	// prices numeric(24, 12).
-	maxAmount    = decimal.New(1, 14)
-	maxUnitPrice = decimal.New(1, 12)
+	// The base fee's column is numeric(20, 6).
+	maxAmount = decimal.New(1, 14)
 )
 
 // validate checks the decoded plan: the plan's own fields, its meters by
-// metering.Meter.Validate, its charges by the rules of the columns and by
-// metering.Charge.Validate, and that its type matches what it charges.
+// metering.Meter.Validate, its charges and its type by the REST API's rules
+// (control-plane/pricing), so a file and a request are held to the same.
 func (d *decoder) validate() {
 	p := d.plan
 	req := func(field, value string, re *regexp.Regexp) {
@@ -61,9 +60,7 @@ func (d *decoder) validate() {
 		d.failAt("currency", "%s is not a currency Veil prices in", p.Currency)
 	}
 	d.amount("base_fee", p.BaseFee, maxAmount, 6)
-	meters := d.validateMeters()
-	d.validateCharges(meters)
-	d.validateType()
+	d.validateCharges(d.validateMeters())
 }
 
 // amount checks a decimal against a column: zero or more, below max, at
@@ -107,147 +104,25 @@ func meterField(err error) (field, msg string) {
 	return field, msg
 }
 
+// validateCharges checks the charges by the rules of the REST API
+// (pricing.ValidateCharges, pricing.ValidateType), and that each charges a
+// meter the file defines.
 func (d *decoder) validateCharges(meters map[string]bool) {
-	seen := map[string]bool{}
-	for i, c := range d.plan.Charges {
-		path := fmt.Sprintf("charges[%d]", i)
-		before := len(d.errs)
-		switch {
-		case c.Meter == "":
-			d.failAt(path+".meter", "is required")
-		case !meters[c.Meter]:
-			d.failAt(path+".meter", "meter %q is not defined under meters", c.Meter)
-		case seen[c.Meter]:
-			d.failAt(path+".meter", "meter %q is charged twice", c.Meter)
-		}
-		seen[c.Meter] = true
-		d.amount(path+".included_units", c.IncludedUnits, maxAmount, 6)
-		if c.Quota != nil {
-			d.amount(path+".quota", *c.Quota, maxAmount, 6)
-		}
-		d.validateModel(path, c)
-		if len(d.errs) > before {
-			continue
-		}
-		// The engine's own check backs the rules above: a charge it could
-		// not rate never reaches the database.
-		if err := c.Rating().Validate(); err != nil {
-			d.failAt(path, "%s", strings.TrimPrefix(err.Error(), metering.ErrInvalidCharge.Error()+": "))
-		}
-	}
-}
-
-func (d *decoder) validateModel(path string, c Charge) {
-	untiered := c.Model == metering.ModelPerUnit || c.Model == metering.ModelPackage
-	switch c.Model {
-	case metering.ModelPerUnit, metering.ModelPackage, metering.ModelGraduated, metering.ModelVolume:
-	case "":
-		d.failAt(path+".model", "is required: per_unit, graduated, volume or package")
-		return
-	default:
-		d.failAt(path+".model", "must be per_unit, graduated, volume or package")
-		return
-	}
-	if untiered {
-		if c.UnitPrice == nil {
-			d.failAt(path+".unit_price", "is required for %s", c.Model)
-		} else {
-			d.amount(path+".unit_price", *c.UnitPrice, maxUnitPrice, 12)
-		}
-		if c.Tiers != nil {
-			d.failAt(path+".tiers", "%s takes no tiers", c.Model)
-		}
-	} else {
-		if c.UnitPrice != nil {
-			d.failAt(path+".unit_price", "%s prices by its tiers: put unit_price on each tier", c.Model)
-		}
-		d.validateTiers(path+".tiers", c.Tiers)
-	}
-	switch {
-	case c.Model == metering.ModelPackage && c.PackageSize == nil:
-		d.failAt(path+".package_size", "is required for package")
-	case c.Model == metering.ModelPackage:
-		if !c.PackageSize.IsPositive() {
-			d.failAt(path+".package_size", "must be above zero")
-		} else {
-			d.amount(path+".package_size", *c.PackageSize, maxAmount, 6)
-		}
-	case c.PackageSize != nil:
-		d.failAt(path+".package_size", "only package charges have a package size")
-	}
-}
-
-func (d *decoder) validateTiers(path string, tiers []metering.Tier) {
-	if len(tiers) == 0 {
-		d.failAt(path, "a tiered charge needs at least one tier")
-		return
-	}
-	prev := decimal.Zero
-	for i, t := range tiers {
-		field := fmt.Sprintf("%s[%d]", path, i)
-		d.amount(field+".unit_price", t.UnitPrice, maxUnitPrice, 12)
-		d.amount(field+".flat_amount", t.Flat, maxAmount, 6)
-		if t.Unbounded {
-			if i != len(tiers)-1 {
-				d.failAt(field+".up_to", "only the last tier may be unlimited")
-			}
-			continue
-		}
-		if !t.UpTo.GreaterThan(prev) {
-			d.failAt(field+".up_to", "must rise above %s", prev)
-			continue
-		}
-		d.amount(field+".up_to", t.UpTo, maxAmount, 6)
-		prev = t.UpTo
-	}
-}
-
-// errTypeMismatch is the reason of the type rules, for the message.
-var errTypeMismatch = errors.New("contradicts the plan's charges")
-
-// validateType holds the plan's type to what it charges: usage_based
-// charges usage and no base fee; subscription a base fee and no usage;
-// freemium charges usage above something free (included units, or a
-// first tier priced at zero) and no base fee; hybrid both a base fee and
-// usage.
-func (d *decoder) validateType() {
 	p := d.plan
-	charges, fee := len(p.Charges) > 0, p.BaseFee.IsPositive()
-	bad := func(field, msg string) { d.failAt(field, "%v: %s", errTypeMismatch, msg) }
-	switch p.Type {
-	case "usage_based":
-		if !charges {
-			bad("type", "a usage_based plan needs charges")
-		}
-		if fee {
-			bad("base_fee", "a usage_based plan has no base fee (make it hybrid)")
-		}
-	case "subscription":
-		if charges {
-			bad("type", "a subscription plan charges no usage (make it hybrid)")
-		}
-	case "freemium":
-		if fee {
-			bad("base_fee", "a freemium plan has no base fee")
-		}
-		if !charges || !p.hasFreeAllowance() {
-			bad("type", "a freemium plan charges usage above free units: give a charge included_units or a first tier at price 0")
-		}
-	case "hybrid":
-		if !fee || !charges {
-			bad("type", "a hybrid plan has both a base fee and charges")
+	for i, c := range p.Charges {
+		if c.Meter != "" && !meters[c.Meter] {
+			d.failAt(fmt.Sprintf("charges[%d].meter", i), "meter %q is not defined under meters", c.Meter)
 		}
 	}
-}
-
-func (p *Plan) hasFreeAllowance() bool {
-	for _, c := range p.Charges {
-		if c.IncludedUnits.IsPositive() {
-			return true
+	var v validation.Error
+	pricing.ValidateCharges(&v, "charges", p.Charges)
+	pricing.ValidateType(&v, "", p.Type, p.BaseFee, p.Charges)
+	for _, f := range v.Fields {
+		field := strings.TrimPrefix(f.Field, ".")
+		if field == "charges" && len(p.Charges) == 0 {
+			// No charges key to point at: the type is what is wrong.
+			field = "type"
 		}
-		if len(c.Tiers) > 0 && c.Tiers[0].UnitPrice.IsZero() && c.Tiers[0].Flat.IsZero() {
-			return true
-		}
+		d.failAt(field, "%s", f.Detail)
 	}
-	return false
 }
