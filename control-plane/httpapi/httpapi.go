@@ -5,8 +5,9 @@
 // file of their own (apis.go, approvals.go, plans.go (and pricing.go, the
 // quote), meters.go, subscriptions.go, keys.go,
 // quota.go, usage.go, webhooks.go, audit.go, ingesttokens.go,
-// promotions.go, and
-// reconcile.go for the admins' reconcile calls); decode.go reads requests,
+// promotions.go, reconcile.go for the admins' reconcile calls, and
+// pricing_reload.go for their reload of the plan files); decode.go reads
+// requests,
 // handlers.go adapts service calls to handlers, errors.go maps errors to
 // problems.
 package httpapi
