@@ -24,6 +24,7 @@ test: build services kafka
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./schemas/usage
+	$(GO) test -run '^$$' -fuzz FuzzRouteRegexp -fuzztime $(FUZZTIME) ./metering
 
 ## demo: start the services and veil dev, walk the scenario, print what runs where.
 demo: build services
