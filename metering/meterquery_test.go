@@ -587,3 +587,54 @@ func BenchmarkMeterTotals(b *testing.B) {
 	}
 	b.ReportMetric(float64(events)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestMeterTotalsHostileSubjects: subjects are bound, never spliced: ones
+// with quotes, backslashes, a NUL, a slash (which the watermark keys use as
+// a separator) or SQL of their own are answered like any other.
+func TestMeterTotalsHostileSubjects(t *testing.T) {
+	ctx := t.Context()
+	conn, _, _ := testenv.ClickHouseDB(t)
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	subjects := []string{`s'1`, `s\'2`, "s\x003", "s/4", `s'); DROP TABLE usage_events; --`, `@from`}
+	var events []usage.Event
+	for i, s := range subjects {
+		for j := range i + 1 {
+			events = append(events, usage.Event{
+				ID: fmt.Sprintf("e%d_%d", i, j), Source: "/test", Type: usage.TypeAPIRequest, Subject: s,
+				Time: start.Add(time.Duration(j) * time.Second),
+				Data: usage.Data{APIID: "api_1", Method: "GET", Path: "/a", Status: 200, Units: decimal.New(int64(j+1), 0)},
+			})
+		}
+	}
+	insertMeterEvents(t, conn, events)
+	meters := []metering.Meter{
+		{Slug: "calls", Aggregation: metering.AggCount},
+		{Slug: "units", Aggregation: metering.AggSum, Field: metering.FieldUnits},
+	}
+	var windows []metering.MeterWindow
+	for _, s := range subjects {
+		got, err := metering.MeterTotals(ctx, conn, s, meters, start, start.Add(time.Hour))
+		if err != nil {
+			t.Fatalf("MeterTotals(%q): %v", s, err)
+		}
+		want := goMeterTotals(meters, events, s, start, start.Add(time.Hour), nil)
+		for _, m := range meters {
+			if !got[m.Slug].Equal(want[m.Slug]) || want[m.Slug].IsZero() {
+				t.Errorf("MeterTotals(%q)[%s] = %s, want %s", s, m.Slug, got[m.Slug], want[m.Slug])
+			}
+		}
+		windows = append(windows, metering.MeterWindow{Subject: s, Meters: meters, From: start, To: start.Add(time.Hour), Watermarks: map[int32]int64{0: 1}})
+	}
+	got, err := metering.MeterTotalsBatch(ctx, conn, windows)
+	if err != nil {
+		t.Fatalf("MeterTotalsBatch: %v", err)
+	}
+	for i, w := range windows {
+		want := goMeterTotals(meters, events, w.Subject, w.From, w.To, w.Watermarks)
+		for _, m := range meters {
+			if !got[i][m.Slug].Equal(want[m.Slug]) {
+				t.Errorf("MeterTotalsBatch, subject %q: %s = %s, want %s", w.Subject, m.Slug, got[i][m.Slug], want[m.Slug])
+			}
+		}
+	}
+}
