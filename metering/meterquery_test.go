@@ -22,13 +22,14 @@ import (
 
 // pathSegments are the pieces random paths are made of: plain text, dot
 // segments and their near misses, empty segments (a//b, a trailing /),
-// every RE2 metacharacter, a backslash, non-ASCII text, control bytes and
+// every RE2 metacharacter, a backslash, non-ASCII text, control bytes (a
+// trailing newline, which $ must not match before) and
 // text that looks like a pattern's {name} or *.
 var pathSegments = []string{
 	"a", "b", "A", "users", "42", "v1",
 	".", "..", "...", ".a", "a.", "..a", "a.b", "",
 	".+*?()[]{}|^$\\", "x+y", "(a)", "[b]", "{c}", "a|b", "^$", `\`, `\x2e`, "?", ".*", "*",
-	"é", "日本", "%2F", "a\x00b", "a\nb", "\t",
+	"é", "日本", "%2F", "a\x00b", "a\nb", "a\n", "\n", "\t",
 }
 
 // randomPath builds a path from pathSegments, now and then without its
