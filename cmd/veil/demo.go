@@ -20,7 +20,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	)
 	f := newFlags("demo", `Walks the demo scenario against a running veil dev: waits until ingest is ready, posts events in
 batches with a progress bar, shows how a bad event is refused, then reads the topic back and checks that
-every accepted event is in Kafka.`, stdout)
+every accepted event is in Kafka; then the catalog, subscriptions, keys and quotas, and, with a plan directory,
+a hybrid plan from a YAML file, a promotion code and a quote of the metered usage.`, stdout)
 	f.String(&cfg.IngestURL, "ingest-url", "VEIL_DEMO_INGEST_URL", "http://127.0.0.1:8081", "base URL of the ingest service")
 	f.String(&cfg.IngestToken, "token", "VEIL_DEMO_TOKEN", DevIngestToken, "ingest bearer token")
 	f.String(&cfg.Brokers, "kafka-brokers", "VEIL_DEMO_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers to read the topic back from")
@@ -31,6 +32,8 @@ every accepted event is in Kafka.`, stdout)
 	f.String(&cfg.GatewayURL, "gateway-url", "VEIL_GATEWAY_URL", defaultGatewayURL, "base URL of the gateway")
 	f.String(&cfg.JWTSecret, "jwt-secret", "VEIL_JWT_SECRET", identity.DevJWTSecret, "HS256 secret veil dev verifies tokens with")
 	f.String(&cfg.MailpitURL, "mailpit-url", "VEIL_DEMO_MAILPIT_URL", "", "mailpit's HTTP API, to show the emails veil dev sent (empty: show none)")
+	f.String(&cfg.PricingDir, "pricing-dir", "VEIL_PRICING_DIR", "", "the plan directory veil dev watches, where the demo saves its hybrid plan (empty: no priced plan)")
+	f.String(&cfg.PlanFile, "plan-file", "", "deploy/pricing/hybrid.yaml", "the plan file the demo saves there, declared for the API weather")
 	f.Int(&cfg.Events, "events", "", 5000, "events to send")
 	f.Int(&cfg.Batch, "batch", "", 100, "events per request")
 	if err := f.Parse(args); err != nil {

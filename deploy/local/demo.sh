@@ -30,6 +30,12 @@ if port_open 1025 && port_open 8025; then
   mailpit_url=http://127.0.0.1:8025
 fi
 
+# Plan files: veil dev watches this directory and the demo saves its
+# hybrid plan there. Files of earlier runs name APIs that may be gone.
+export VEIL_PRICING_DIR=$VEIL_DATA/pricing
+mkdir -p "$VEIL_PRICING_DIR"
+rm -f "$VEIL_PRICING_DIR"/*.yaml
+
 devlog=$VEIL_LOG/dev.log
 log "starting veil dev (log: $devlog)"
 VEIL_DATA_DIR=$VEIL_DATA bin/veil dev >"$devlog" 2>&1 &

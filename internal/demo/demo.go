@@ -1,7 +1,9 @@
 // Package demo walks the demo scenario against a running veil dev: events
 // through ingest into Kafka, ClickHouse and the Redis counters; an API from
 // draft to active through an approval; a consumer's plan, subscription and
-// key; the gateway's rate limit and quota; and the notices they send. It
+// key; the gateway's rate limit and quota; the notices they send; and a
+// hybrid plan from a YAML file, a promotion code and a quote of the usage
+// metered so far. It
 // speaks to the control plane through the typed client of package client,
 // and prints each step as it goes (make demo shows that output).
 package demo
@@ -59,6 +61,11 @@ type Config struct {
 	// Usage writes veil usage's JSON report of a subscription to w: the
 	// demo shows it and compares its ClickHouse and Redis counts.
 	Usage func(ctx context.Context, subscription string, w io.Writer) error
+	// PricingDir is the plan directory veil dev watches (VEIL_PRICING_DIR),
+	// where the demo saves its hybrid plan; empty leaves the priced plan
+	// out. PlanFile is the plan it saves, declared for the API weather,
+	// whose slug the demo replaces with its API's.
+	PricingDir, PlanFile string
 }
 
 // walk is one run of the demo: its configuration, where it prints, and
@@ -96,6 +103,9 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if err := w.keys(ctx, api); err != nil {
 		return err
 	}
+	if err := w.pricing(ctx, api); err != nil {
+		return err
+	}
 	w.whatRunsWhere()
 	return nil
 }
@@ -117,5 +127,5 @@ func (w *walk) whatRunsWhere() {
 Try: bin/veil usage --subscription `+Subject0+`
      clickhouse-client --database %s --query 'SELECT subject, count() FROM usage_events GROUP BY subject'
 `, c.IngestURL, c.Brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, broker.TopicQuotaEvents, c.ClickHouseAddr, c.ClickHouseDB, c.RedisAddr, c.ControlPlaneURL, c.GatewayURL, c.ClickHouseDB)
-	fmt.Fprintln(w.out, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway, which enforced the consumer's rate limit and quota")
+	fmt.Fprintln(w.out, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway, which enforced the consumer's rate limit and quota; a plan file became a priced plan, whose quote of the metered usage the promotion code discounts")
 }
