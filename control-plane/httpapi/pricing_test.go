@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/veil-platform/veil/control-plane/identity"
 )
@@ -459,4 +460,66 @@ func countRows(t *testing.T, e *testEnv, sql string, args ...any) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestPricingMeterChangeWaitsForFirstSubscription: a change of a meter's
+// definition and the first subscription to a version charging it cannot
+// pass each other unseen. The change waits for the subscription's
+// transaction and, once it commits, is refused.
+func TestPricingMeterChangeWaitsForFirstSubscription(t *testing.T) {
+	f := newPricingFixture(t)
+	e := f.e
+	ctx := t.Context()
+	var plan struct {
+		ID      string
+		Current struct{ ID string } `json:"current_version"`
+	}
+	e.must(http.StatusCreated, "POST", "/v1/apis/"+f.apiID+"/plans", f.prov, map[string]any{"name": "Pro", "slug": "pro", "terms": hybridTerms()}, &plan)
+
+	tx, err := e.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, current_period_start, current_period_end)
+		SELECT organization_id, 'bob', id, $2, now(), now() + interval '1 month' FROM apis WHERE id = $1`, f.apiID, plan.Current.ID); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		status int
+		body   []byte
+	}
+	done := make(chan answer, 1)
+	go func() {
+		status, b := e.do("PATCH", "/v1/meters/"+f.meters["calls"], f.prov, map[string]any{"aggregation": "max", "field": "latency_ms"})
+		done <- answer{status, b}
+	}()
+	// The change must be waiting for the subscription's lock, not done.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := e.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE NOT l.granted AND a.datname = current_database()`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case a := <-done:
+			t.Fatalf("PATCH /v1/meters/{id} during a first subscription = %d %s; want it to wait for the subscription", a.status, a.body)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("PATCH /v1/meters/{id} neither waits for the subscription's lock nor answers")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := <-done
+	if a.status != http.StatusConflict || problemOf(t, a.body)["type"] != "https://veil.dev/problems/meter-in-use" {
+		t.Errorf("PATCH /v1/meters/{id} after the first subscription committed = %d %s; want 409 meter-in-use", a.status, a.body)
+	}
 }
