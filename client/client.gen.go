@@ -2481,8 +2481,11 @@ type QuoteLine struct {
 	Amount string        `json:"amount"`
 	Kind   QuoteLineKind `json:"kind"`
 
-	// Meter The meter a usage line prices; null for the base fee.
+	// Meter The meter a usage line prices, or whose units a `free_units` discount makes free; null for the base fee and the other discounts.
 	Meter *string `json:"meter"`
+
+	// Promotion The code of the promotion a `discount` line applies (one line per promotion, in the order they apply); null for the other lines.
+	Promotion *string `json:"promotion"`
 
 	// Quantity Units (or packages, for `package`) the line prices; 1 for the base fee.
 	Quantity string `json:"quantity"`

@@ -11,6 +11,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/pricing"
+	"github.com/veil-platform/veil/control-plane/promotions"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
@@ -41,7 +42,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		errors.Is(err, webhooks.ErrEndpointNotFound), errors.Is(err, webhooks.ErrDeliveryNotFound),
 		errors.Is(err, subscriptions.ErrPlanNotFound), errors.Is(err, subscriptions.ErrSubscriptionNotFound),
 		errors.Is(err, keys.ErrKeyNotFound), errors.Is(err, ingesttokens.ErrNotFound), errors.Is(err, errNoUsageReconcile),
-		errors.Is(err, pricing.ErrMeterNotFound), errors.Is(err, pricing.ErrVersionNotFound):
+		errors.Is(err, pricing.ErrMeterNotFound), errors.Is(err, pricing.ErrVersionNotFound), errors.Is(err, promotions.ErrNotFound):
 		d = problem.New(http.StatusNotFound, "not-found", "Not Found", err.Error())
 	case errors.Is(err, keys.ErrInvalidTransition), errors.Is(err, subscriptions.ErrSubscriptionTransition),
 		errors.Is(err, catalog.ErrInvalidTransition):
@@ -77,6 +78,9 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, pricing.ErrFileManaged), errors.Is(err, pricing.ErrMeterInUse), errors.Is(err, pricing.ErrMeterLimit),
 		errors.Is(err, pricing.ErrMeterSlugTaken):
 		d = pricingConflict(err)
+	case errors.Is(err, promotions.ErrCodeTaken), errors.Is(err, promotions.ErrLimitReached), errors.Is(err, promotions.ErrCustomerLimit),
+		errors.Is(err, promotions.ErrAlreadyRedeemed), errors.Is(err, promotions.ErrNotStackable):
+		d = promotionConflict(err)
 	case errors.Is(err, subscriptions.ErrSlugTaken):
 		d = problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
 	case errors.Is(err, metering.ErrBadQuery):

@@ -52,6 +52,8 @@ type quoteLine struct {
 	Quantity  string  `json:"quantity"`
 	UnitPrice string  `json:"unit_price"`
 	Amount    string  `json:"amount"`
+	// Promotion is the code a discount line applies.
+	Promotion *string `json:"promotion"`
 }
 
 type quoteAnswer struct {
@@ -166,6 +168,9 @@ func toQuoteAnswer(planID uuid.UUID, version int, cur metering.Currency, q meter
 		}
 		if l.Tier > 0 {
 			ql.Tier = &l.Tier
+		}
+		if l.Promotion != "" {
+			ql.Promotion = &l.Promotion
 		}
 		out.Lines = append(out.Lines, ql)
 	}

@@ -91,6 +91,7 @@ func TestQuoteWithPromotionCodes(t *testing.T) {
 	var q struct {
 		Lines []struct {
 			Kind, Amount string
+			Promotion    *string
 		}
 		Subtotal, Discount, Total string
 	}
@@ -98,9 +99,13 @@ func TestQuoteWithPromotionCodes(t *testing.T) {
 	// 20 − 5 = 15; a third of 15 is 4.99999995 → 5.00.
 	var lines []string
 	for _, l := range q.Lines {
-		lines = append(lines, l.Kind+" "+l.Amount)
+		line := l.Kind + " " + l.Amount
+		if l.Promotion != nil {
+			line += " " + *l.Promotion
+		}
+		lines = append(lines, line)
 	}
-	if !slices.Equal(lines, []string{"base_fee 20.00", "discount -5.00", "discount -5.00"}) || q.Subtotal != "20.00" || q.Discount != "10.00" || q.Total != "10.00" {
+	if !slices.Equal(lines, []string{"base_fee 20.00", "discount -5.00 FIVE", "discount -5.00 THIRD"}) || q.Subtotal != "20.00" || q.Discount != "10.00" || q.Total != "10.00" {
 		t.Errorf("quote = %v, subtotal %s, discount %s, total %s; want 20.00 − 5.00 − 5.00 = 10.00", lines, q.Subtotal, q.Discount, q.Total)
 	}
 	p := e.problem(http.StatusUnprocessableEntity, "validation", "POST", "/v1/plans/"+w.planID+"/quote", w.buyer, map[string]any{"promotion_codes": []string{"FIVE", "GONE"}})
