@@ -1,12 +1,15 @@
 package planfiles_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
@@ -279,4 +282,44 @@ func moveAside(t *testing.T, path string) {
 			t.Error(err)
 		}
 	})
+}
+
+// Watch loads the directory at start, and again after a file is saved the
+// way editors save (a new file renamed over the old one); it returns when
+// its context ends.
+func TestWatchReloadsOnChange(t *testing.T) {
+	f := setup(t)
+	f.write("pro.yaml", plan)
+	l, err := planfiles.New(planfiles.Config{Dir: f.dir, Pool: f.pool, Logger: testenv.Logger(t), Debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Watch(ctx) }()
+	waitVersions := func(n int) {
+		t.Helper()
+		testenv.Deadline(t, 10*time.Second, func() error {
+			if got := f.versions("pro"); len(got) != n {
+				return fmt.Errorf("versions %v; want %d", got, n)
+			}
+			return nil
+		})
+	}
+	waitVersions(1)
+	f.write(".pro.yaml.swp", "an editor's swap file")
+	f.write("pro.yaml.tmp", strings.Replace(plan, `unit_price: "0.001"`, `unit_price: "0.004"`, 1))
+	if err := os.Rename(filepath.Join(f.dir, "pro.yaml.tmp"), filepath.Join(f.dir, "pro.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	waitVersions(2)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Watch = %v; want nil when its context ends", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Watch did not return after its context ended")
+	}
 }
