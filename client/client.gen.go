@@ -752,21 +752,42 @@ func (e QuotaAdjustmentKind) Valid() bool {
 	}
 }
 
+// Defines values for QuotaStatusMetersThresholdsCrossed.
+const (
+	QuotaStatusMetersThresholdsCrossedN100 QuotaStatusMetersThresholdsCrossed = 100
+	QuotaStatusMetersThresholdsCrossedN80  QuotaStatusMetersThresholdsCrossed = 80
+	QuotaStatusMetersThresholdsCrossedN90  QuotaStatusMetersThresholdsCrossed = 90
+)
+
+// Valid indicates whether the value is a known member of the QuotaStatusMetersThresholdsCrossed enum.
+func (e QuotaStatusMetersThresholdsCrossed) Valid() bool {
+	switch e {
+	case QuotaStatusMetersThresholdsCrossedN100:
+		return true
+	case QuotaStatusMetersThresholdsCrossedN80:
+		return true
+	case QuotaStatusMetersThresholdsCrossedN90:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for QuotaStatusThresholdsCrossed.
 const (
-	N100 QuotaStatusThresholdsCrossed = 100
-	N80  QuotaStatusThresholdsCrossed = 80
-	N90  QuotaStatusThresholdsCrossed = 90
+	QuotaStatusThresholdsCrossedN100 QuotaStatusThresholdsCrossed = 100
+	QuotaStatusThresholdsCrossedN80  QuotaStatusThresholdsCrossed = 80
+	QuotaStatusThresholdsCrossedN90  QuotaStatusThresholdsCrossed = 90
 )
 
 // Valid indicates whether the value is a known member of the QuotaStatusThresholdsCrossed enum.
 func (e QuotaStatusThresholdsCrossed) Valid() bool {
 	switch e {
-	case N100:
+	case QuotaStatusThresholdsCrossedN100:
 		return true
-	case N80:
+	case QuotaStatusThresholdsCrossedN80:
 		return true
-	case N90:
+	case QuotaStatusThresholdsCrossedN90:
 		return true
 	default:
 		return false
@@ -2407,7 +2428,7 @@ type QuotaStatus struct {
 	// Adjustments Requests credits and resets added this period.
 	Adjustments int64 `json:"adjustments"`
 
-	// Blocked The gateway refuses the subscription's requests until `blocked_until`.
+	// Blocked The gateway refuses the subscription's requests until `blocked_until`: the request quota or a meter's, hard, is used up. A hard meter quota blocks every request of the subscription, not only those the meter counts.
 	Blocked      bool       `json:"blocked"`
 	BlockedUntil *time.Time `json:"blocked_until"`
 
@@ -2415,7 +2436,25 @@ type QuotaStatus struct {
 	Hard bool `json:"hard"`
 
 	// Limit The quota enforced: the plan's plus the period's adjustments; null when unlimited.
-	Limit       *int64    `json:"limit"`
+	Limit *int64 `json:"limit"`
+
+	// Meters The meters the subscription's plan version prices, with what the period used of each; empty when it prices none.
+	Meters []struct {
+		// Hard Whether using the quota up blocks the subscription; otherwise overage is billed.
+		Hard bool `json:"hard"`
+
+		// Meter The meter's slug.
+		Meter string `json:"meter"`
+
+		// Quota The meter's quota per period, a decimal; null when it has none.
+		Quota *string `json:"quota"`
+
+		// ThresholdsCrossed The shares of the meter's quota, in percent, that `used` reached.
+		ThresholdsCrossed []QuotaStatusMetersThresholdsCrossed `json:"thresholds_crossed"`
+
+		// Used The meter's value this period, a decimal.
+		Used string `json:"used"`
+	} `json:"meters"`
 	PeriodEnd   time.Time `json:"period_end"`
 	PeriodStart time.Time `json:"period_start"`
 
@@ -2438,6 +2477,9 @@ type QuotaStatus struct {
 	// Used Admitted requests counted this period.
 	Used int64 `json:"used"`
 }
+
+// QuotaStatusMetersThresholdsCrossed defines model for QuotaStatus.Meters.ThresholdsCrossed.
+type QuotaStatusMetersThresholdsCrossed int
 
 // QuotaStatusThresholdsCrossed defines model for QuotaStatus.ThresholdsCrossed.
 type QuotaStatusThresholdsCrossed int

@@ -1,10 +1,14 @@
 package quota_test
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
+	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -80,5 +84,39 @@ func TestMeterCrossingNotices(t *testing.T) {
 	}
 	if len(ids) != 3 {
 		t.Errorf("emails share a Message-ID: %v", ids)
+	}
+}
+
+// TestStatusMeters: the quota status lists the meters of the gateway's
+// record with what the period counter holds of each, as quantities, and
+// the thresholds of each meter's quota reached.
+func TestStatusMeters(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	s := f.subscribe(nil, false, "")
+	id := s.id.String()
+	counter := enforcement.PeriodCounterName(id, f.periodStart)
+	for _, cmd := range []rueidis.Completed{
+		f.redis.B().Hset().Key(enforcement.SubscriptionName(id)).FieldValue().FieldValue("meters", `[`+
+			`{"slug":"tokens","aggregation":"sum","field":"units","filter":{"methods":[],"routes":[],"status_classes":[]},"quota":"2500000","quota_hard":true},`+
+			`{"slug":"users","aggregation":"unique_count","field":"key_id","filter":{"methods":[],"routes":[],"status_classes":[]},"quota_hard":false}]`).Build(),
+		f.redis.B().Hset().Key(counter).FieldValue().FieldValue("m:tokens", "2250000").Build(),
+		f.redis.B().Sadd().Key(enforcement.MeterSetName(counter, "users")).Member("k1", "k2").Build(),
+	} {
+		if err := f.redis.Do(f.ctx, cmd).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := f.svc.Status(f.ctx, s.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := "2.5"
+	want := []quota.MeterStatus{
+		{Meter: "tokens", Used: "2.25", Quota: &limit, Hard: true, ThresholdsCrossed: []int{80, 90}},
+		{Meter: "users", Used: "2", ThresholdsCrossed: []int{}},
+	}
+	if !reflect.DeepEqual(st.Meters, want) || !st.Unlimited {
+		t.Fatalf("Status meters = %+v; want %+v", st.Meters, want)
 	}
 }
