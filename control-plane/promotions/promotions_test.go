@@ -457,3 +457,86 @@ func TestResolve(t *testing.T) {
 		t.Errorf("redemptions after Resolve = %d; want 0", n)
 	}
 }
+
+// TestResolveWindow: a quote at a time outside a code's window refuses
+// it, naming it; inside, the code applies.
+func TestResolveWindow(t *testing.T) {
+	f := setup(t)
+	now := f.Clock.Now()
+	in := percent("WEEK", 10)
+	in.ValidFrom, in.ValidUntil = ptr(now.Add(time.Hour)), ptr(now.Add(8*24*time.Hour))
+	f.create(in)
+	for _, tc := range []struct {
+		at   time.Time
+		want string
+	}{
+		{now, "not valid yet"},
+		{now.Add(time.Hour - time.Second), "not valid yet"},
+		{now.Add(time.Hour), ""},
+		{now.Add(8*24*time.Hour - time.Second), ""},
+		{now.Add(8 * 24 * time.Hour), "has expired"},
+	} {
+		got, err := f.svc.Resolve(f.Ctx, f.Consumer, f.Plan.ID, []string{"week"}, tc.at)
+		if tc.want == "" {
+			if err != nil || len(got) != 1 {
+				t.Errorf("Resolve at %v = %v, %v; want WEEK", tc.at, got, err)
+			}
+			continue
+		}
+		wantField(t, "Resolve at "+tc.at.String(), err, "promotion_codes[0]", tc.want)
+	}
+}
+
+// TestRedemptionActive: a redemption stays active for its duration, and
+// only an active one keeps an exclusive promotion out.
+func TestRedemptionActive(t *testing.T) {
+	f := setup(t)
+	f.create(promotions.PromotionInput{Code: "ONCE", Kind: metering.PromotionPercentOff, Value: decimal.NewFromInt(5), Stackable: true})
+	f.create(promotions.PromotionInput{Code: "THRICE", Kind: metering.PromotionPercentOff, Value: decimal.NewFromInt(5), Stackable: true,
+		Duration: promotions.DurationRepeating, DurationPeriods: ptr(3)})
+	f.create(promotions.PromotionInput{Code: "ALWAYS", Kind: metering.PromotionAmountOff, Value: decimal.NewFromInt(1), Currency: ptr("USD"), Stackable: true,
+		Duration: promotions.DurationForever})
+	f.create(promotions.PromotionInput{Code: "SOLO", Kind: metering.PromotionPercentOff, Value: decimal.NewFromInt(50)})
+	for _, code := range []string{"ONCE", "THRICE", "ALWAYS"} {
+		if _, err := f.svc.Redeem(f.Ctx, f.Consumer, f.Sub.ID, promotions.RedeemInput{Code: code}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	applied := func(periods int) map[string]bool {
+		t.Helper()
+		if _, err := f.Pool.Exec(f.Ctx, `UPDATE promotion_redemptions SET periods_applied = $2 WHERE subscription_id = $1`, f.Sub.ID, periods); err != nil {
+			t.Fatal(err)
+		}
+		rs, err := f.svc.Redemptions(f.Ctx, f.Consumer, f.Sub.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, r := range rs {
+			out[r.Code] = r.Active
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		periods int
+		want    map[string]bool
+	}{
+		{0, map[string]bool{"ONCE": true, "THRICE": true, "ALWAYS": true}},
+		{1, map[string]bool{"ONCE": false, "THRICE": true, "ALWAYS": true}},
+		{3, map[string]bool{"ONCE": false, "THRICE": false, "ALWAYS": true}},
+	} {
+		if got := applied(tc.periods); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("active after %d periods = %v; want %v", tc.periods, got, tc.want)
+		}
+	}
+	if _, err := f.svc.Redeem(f.Ctx, f.Consumer, f.Sub.ID, promotions.RedeemInput{Code: "SOLO"}); !errors.Is(err, promotions.ErrNotStackable) {
+		t.Errorf("Redeem(exclusive next to a forever promotion) = %v; want ErrNotStackable", err)
+	}
+	if _, err := f.Pool.Exec(f.Ctx, `DELETE FROM promotion_redemptions r USING promotions p
+		WHERE p.id = r.promotion_id AND p.code = 'ALWAYS'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Redeem(f.Ctx, f.Consumer, f.Sub.ID, promotions.RedeemInput{Code: "SOLO"}); err != nil {
+		t.Errorf("Redeem(exclusive once the others ran out) = %v; want nil", err)
+	}
+}
