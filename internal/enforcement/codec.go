@@ -113,12 +113,16 @@ func DecodeSubscription(id string, fields map[string]string) (SubscriptionRecord
 	}
 	r.RatePerSecond = int(d.int("rate_per_second", 0, 1<<31-1))
 	r.RatePerMinute = int(d.int("rate_per_minute", 0, 1<<31-1))
-	if v, ok := d.fields["meters"]; !ok {
-		d.fail("meters", errors.New("missing"))
-	} else if ms, err := decodeMeters(v); err != nil {
-		d.fail("meters", err)
-	} else {
-		r.Meters = ms
+	// The one field a record may lack: records written before meters
+	// existed price none, and failing them closed would refuse every
+	// subscription at the gateway until each was rewritten. What is there
+	// is decoded as strictly as any other field.
+	if v, ok := d.fields["meters"]; ok {
+		if ms, err := decodeMeters(v); err != nil {
+			d.fail("meters", err)
+		} else {
+			r.Meters = ms
+		}
 	}
 	r.Version = d.int("version", 1, 1<<63-1)
 	if len(d.bad) > 0 {

@@ -49,7 +49,8 @@
 //	  quota_hard        "1": block over quota; "0": overage is billed
 //	  rate_per_second   0 = no limit
 //	  rate_per_minute   0 = no limit
-//	  meters            JSON array of the meters the plan version prices ([MeterSpec]), [] = none:
+//	  meters            JSON array of the meters the plan version prices ([MeterSpec]), [] or absent
+//	                    (a record written before meters) = none:
 //	                    {"slug", "aggregation" (count|sum|max|unique_count), "field",
 //	                     "filter": {"methods": [], "routes": [], "status_classes": []},
 //	                     "quota": "<integer at the meter's scale>" (absent = unlimited),
@@ -100,5 +101,7 @@
 //
 // Decoding is strict: a record with a missing or garbled field is an error
 // naming the field ([ErrCorruptRecord]), never a record with zero values, so
-// the gateway fails closed.
+// the gateway fails closed. The one exception is a subscription record's
+// meters, absent from the records written before meters existed: absent
+// means none, garbled is an error.
 package enforcement

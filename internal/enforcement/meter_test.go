@@ -3,6 +3,7 @@ package enforcement_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -66,9 +67,9 @@ func TestSubscriptionMetersRoundTrip(t *testing.T) {
 	}
 }
 
-// TestSubscriptionMetersStrictDecode: a missing or garbled meters field is
-// a corrupt record naming the field, and a record with invalid meters is
-// never written.
+// TestSubscriptionMetersStrictDecode: a garbled meters field is a corrupt
+// record naming the field, a missing one is no meters (a record written
+// before them), and a record with invalid meters is never written.
 func TestSubscriptionMetersStrictDecode(t *testing.T) {
 	base := map[string]string{
 		"api_id": "api_1", "plan_id": "plan_1", "status": "active", "period_start": "100", "period_end": "200",
@@ -77,9 +78,15 @@ func TestSubscriptionMetersStrictDecode(t *testing.T) {
 	if _, err := enforcement.DecodeSubscription("s", base); err != nil {
 		t.Fatalf("DecodeSubscription(valid) = %v", err)
 	}
+	// A record written before meters existed has no field: it prices none.
+	old := maps.Clone(base)
+	delete(old, "meters")
+	if r, err := enforcement.DecodeSubscription("s", old); err != nil || r.Meters != nil || r.Status != "active" {
+		t.Fatalf("DecodeSubscription(no meters field) = %+v, %v; want a record without meters", r, err)
+	}
 	m := `{"slug":"calls","aggregation":"count","field":"","filter":{"methods":[],"routes":[],"status_classes":[]},"quota_hard":false`
 	for _, bad := range []string{
-		"<missing>", "", "null", "{}", "[", `[1]`, `[` + m + `,"extra":1}]`, `[` + m + `,"quota":"01"}]`,
+		"", "null", "{}", "[", `[1]`, `[` + m + `,"extra":1}]`, `[` + m + `,"quota":"01"}]`,
 		`[` + m + `,"quota":"-1"}]`, `[` + m + `,"quota":"1.5"}]`, `[` + m + `,"quota":5}]`, `[` + m + `}] []`,
 		`[` + m + `},` + m + `}]`, strings.Replace(`[`+m+`}]`, `"count"`, `"median"`, 1),
 		strings.Replace(`[`+m+`}]`, `"field":""`, `"field":"units"`, 1),
@@ -92,11 +99,7 @@ func TestSubscriptionMetersStrictDecode(t *testing.T) {
 		for k, v := range base {
 			fields[k] = v
 		}
-		if bad == "<missing>" {
-			delete(fields, "meters")
-		} else {
-			fields["meters"] = bad
-		}
+		fields["meters"] = bad
 		r, err := enforcement.DecodeSubscription("s", fields)
 		if !errors.Is(err, enforcement.ErrCorruptRecord) || !strings.Contains(err.Error(), "field meters") || r.Status != "" {
 			t.Errorf("DecodeSubscription(meters %s) = status %q, %v; want a corrupt record naming meters", bad, r.Status, err)
