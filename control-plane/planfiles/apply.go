@@ -23,7 +23,10 @@ type applier struct {
 	q    *db.Queries
 	plan *Plan
 	src  Source
-	errs Errors
+	// present are the directory's files: a plan whose file is gone may
+	// be taken over by the file that now declares it (a renamed file).
+	present map[string]bool
+	errs    Errors
 }
 
 func (a *applier) fail(field, format string, args ...any) {
@@ -55,10 +58,10 @@ func (a *applier) apply(ctx context.Context) (res Result, applied bool, err erro
 		case cur.SourceFile == nil:
 			a.fail("plan", "plan %s of API %s is managed over the REST API, not by a file", p.Slug, p.API)
 			return res, false, nil
-		case *cur.SourceFile != p.File:
+		case *cur.SourceFile != p.File && a.present[*cur.SourceFile]:
 			a.fail("plan", "plan %s of API %s is managed by the file %s", p.Slug, p.API, *cur.SourceFile)
 			return res, false, nil
-		case cur.ContentHash != nil && *cur.ContentHash == a.src.Hash:
+		case *cur.SourceFile == p.File && cur.ContentHash != nil && *cur.ContentHash == a.src.Hash:
 			return res, false, nil
 		}
 	}
@@ -103,13 +106,14 @@ func (a *applier) insertPlan(ctx context.Context, apiID uuid.UUID) (uuid.UUID, e
 }
 
 // updatePlan applies the file's name, description and status to the plan
-// row: they are the plan's, not a version's.
+// row: they are the plan's, not a version's; and the file's name, when the
+// plan's file was renamed.
 func (a *applier) updatePlan(ctx context.Context, cur db.PlanGetBySlugRow) error {
 	p := a.plan
-	if cur.Name == p.Name && cur.Description == p.Description && string(cur.Status) == p.Status {
+	if cur.Name == p.Name && cur.Description == p.Description && string(cur.Status) == p.Status && *cur.SourceFile == p.File {
 		return nil
 	}
-	err := a.q.PlanUpdate(ctx, db.PlanUpdateParams{ID: cur.ID, Name: p.Name, Description: p.Description, Status: db.PlanStatus(p.Status)})
+	err := a.q.PlanUpdate(ctx, db.PlanUpdateParams{ID: cur.ID, Name: p.Name, Description: p.Description, Status: db.PlanStatus(p.Status), SourceFile: &p.File})
 	if err != nil {
 		return fmt.Errorf("update plan %s: %w", p.Slug, err)
 	}

@@ -21,7 +21,8 @@
 // pricing stays as it was, and the errors are reported (the log, the
 // veil_pricing_reload_* metrics, the answer of POST
 // /v1/admin/pricing/reload). A file removed from the directory leaves its
-// plan as it is: archive a plan by setting its status in the file.
+// plan as it is: archive a plan by setting its status in the file. A plan
+// whose file is gone follows the file that now declares it (a rename).
 //
 // Watch reloads at start and whenever the directory changes (fsnotify on
 // the directory, so that editors' rename-into-place writes are seen),

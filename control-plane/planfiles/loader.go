@@ -141,8 +141,9 @@ func (l *Loader) reload(ctx context.Context, actor *identity.Actor) (Report, err
 		return Report{}, errs
 	}
 	bySource := make(map[string]Source, len(sources))
+	present := make(map[string]bool, len(sources))
 	for _, s := range sources {
-		bySource[s.Rel] = s
+		bySource[s.Rel], present[s.Rel] = s, true
 	}
 	rep := Report{Applied: []Result{}, Unchanged: []Result{}, Errors: Errors{}}
 	tx, err := l.cfg.Pool.Begin(ctx)
@@ -155,7 +156,7 @@ func (l *Loader) reload(ctx context.Context, actor *identity.Actor) (Report, err
 		return Report{}, fmt.Errorf("lock plan reload: %w", err)
 	}
 	for _, p := range plans {
-		a := applier{tx: tx, q: q, plan: p, src: bySource[p.File]}
+		a := applier{tx: tx, q: q, plan: p, src: bySource[p.File], present: present}
 		res, applied, err := a.apply(ctx)
 		if err != nil {
 			return Report{}, err

@@ -217,9 +217,11 @@ func TestReloadRefusesWhatTheDatabaseForbids(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			before, _ := os.ReadFile(filepath.Join(f.dir, "pro.yaml"))
 			if c.file == "copy.yaml" {
-				// The file that manages the plan is moved away: the copy is
-				// then the only file declaring it.
-				moveAside(t, filepath.Join(f.dir, "pro.yaml"))
+				// The file that manages the plan is still there, and now
+				// declares another plan: the copy is the only file
+				// declaring pro, but may not take it from pro.yaml.
+				f.write("pro.yaml", strings.Replace(plan, "plan: pro", "plan: basic", 1))
+				t.Cleanup(func() { f.write("pro.yaml", string(before)) })
 			}
 			f.write(c.file, c.content)
 			t.Cleanup(func() {
@@ -272,18 +274,6 @@ func TestConcurrentReloadsApplyOnce(t *testing.T) {
 	}
 }
 
-func moveAside(t *testing.T, path string) {
-	t.Helper()
-	if err := os.Rename(path, path+".bak"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.Rename(path+".bak", path); err != nil {
-			t.Error(err)
-		}
-	})
-}
-
 // Watch loads the directory at start, and again after a file is saved the
 // way editors save (a new file renamed over the old one); it returns when
 // its context ends.
@@ -321,5 +311,27 @@ func TestWatchReloadsOnChange(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Watch did not return after its context ended")
+	}
+}
+
+// A plan whose file is renamed follows its file: the renamed file takes the
+// plan over with a new version, and the plan records its new name.
+func TestReloadFollowsARenamedFile(t *testing.T) {
+	f := setup(t)
+	f.write("pro.yaml", plan)
+	f.reload()
+	if err := os.Rename(filepath.Join(f.dir, "pro.yaml"), filepath.Join(f.dir, "pro-2026.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	rep := f.reload()
+	if len(rep.Applied) != 1 || rep.Applied[0].File != "pro-2026.yaml" || rep.Applied[0].Version != 2 {
+		t.Fatalf("reload after a rename = %+v; want pro-2026.yaml applied as version 2", rep)
+	}
+	var source string
+	if err := f.pool.QueryRow(t.Context(), `SELECT source_file FROM plans WHERE slug = 'pro'`).Scan(&source); err != nil || source != "pro-2026.yaml" {
+		t.Fatalf("plans.source_file = %q, %v; want pro-2026.yaml", source, err)
+	}
+	if rep := f.reload(); len(rep.Unchanged) != 1 {
+		t.Fatalf("reload after that = %+v; want it unchanged", rep)
 	}
 }

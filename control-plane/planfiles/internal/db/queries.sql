@@ -19,7 +19,7 @@ INSERT INTO plans (api_id, name, slug, description, status, source_file)
 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id;
 
 -- name: PlanUpdate :exec
-UPDATE plans SET name = $2, description = $3, status = $4, updated_at = now() WHERE id = $1;
+UPDATE plans SET name = $2, description = $3, status = $4, source_file = $5, updated_at = now() WHERE id = $1;
 
 -- name: PlanVersionInsert :one
 INSERT INTO plan_versions (plan_id, version, type, currency, interval, base_fee, trial_days,

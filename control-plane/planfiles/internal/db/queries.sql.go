@@ -243,7 +243,7 @@ func (q *Queries) PlanInsert(ctx context.Context, arg PlanInsertParams) (uuid.UU
 }
 
 const planUpdate = `-- name: PlanUpdate :exec
-UPDATE plans SET name = $2, description = $3, status = $4, updated_at = now() WHERE id = $1
+UPDATE plans SET name = $2, description = $3, status = $4, source_file = $5, updated_at = now() WHERE id = $1
 `
 
 type PlanUpdateParams struct {
@@ -251,6 +251,7 @@ type PlanUpdateParams struct {
 	Name        string
 	Description string
 	Status      PlanStatus
+	SourceFile  *string
 }
 
 func (q *Queries) PlanUpdate(ctx context.Context, arg PlanUpdateParams) error {
@@ -259,6 +260,7 @@ func (q *Queries) PlanUpdate(ctx context.Context, arg PlanUpdateParams) error {
 		arg.Name,
 		arg.Description,
 		arg.Status,
+		arg.SourceFile,
 	)
 	return err
 }
