@@ -2804,7 +2804,7 @@ type Terms struct {
 	// Example: USD
 	Currency string `json:"currency"`
 
-	// IncludedUnits Billable units included in the base fee each period.
+	// IncludedUnits Units included in the base fee each period, for the plan as a whole. Quotes and billing do not read it: each charge has its own `included_units`.
 	IncludedUnits string `json:"included_units"`
 
 	// Interval The length of a billing period.
@@ -2842,7 +2842,7 @@ type TermsInput struct {
 	// Example: USD
 	Currency string `json:"currency"`
 
-	// IncludedUnits Billable units included in the base fee each period. A decimal, zero or more, below 10^14, with at most 6 decimals; best sent as a string (`"9.99"`).
+	// IncludedUnits Units included in the base fee each period, for the plan as a whole; a decimal, zero or more, below 10^14, with at most 6 decimals. Quotes and billing do not read it: give each charge its own `included_units`.
 	IncludedUnits interface{} `json:"included_units,omitempty"`
 
 	// Interval The length of a billing period.

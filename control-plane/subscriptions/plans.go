@@ -47,9 +47,11 @@ type Terms struct {
 	// QuotaRequests per period; null is unlimited.
 	QuotaRequests *int64 `json:"quota_requests"`
 	// QuotaHard blocks calls over the quota; false bills them as overage.
-	QuotaHard     bool            `json:"quota_hard"`
-	RatePerSecond *int            `json:"rate_per_second"`
-	RatePerMinute *int            `json:"rate_per_minute"`
+	QuotaHard     bool `json:"quota_hard"`
+	RatePerSecond *int `json:"rate_per_second"`
+	RatePerMinute *int `json:"rate_per_minute"`
+	// IncludedUnits is the plan's as a whole; nothing prices with it, since
+	// each charge has included units of its own.
 	IncludedUnits decimal.Decimal `json:"included_units"`
 	// Charges price the meters of the plan's API, in the order of their
 	// slugs once stored; the plan's type says which it may have
