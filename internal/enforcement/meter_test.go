@@ -378,6 +378,13 @@ func TestHealMeters(t *testing.T) {
 	if got := m.values()["units"]; got != 4_000_000 || m.blocked() {
 		t.Fatalf("after the heal: units %d, blocked %v; want 4000000 and no block", got, m.blocked())
 	}
+	// The thresholds the healed value is below are forgotten: counting
+	// up to them again announces them again.
+	before := len(m.outbox())
+	m.count(enforcement.MeterIncrement{Slug: "units", Aggregation: "sum", Value: 6_000_000})
+	if got := len(m.outbox()) - before; got != 3 || !m.blocked() {
+		t.Fatalf("counting past the quota after the heal pushed %d lines, blocked %v; want 3, blocked", got, m.blocked())
+	}
 }
 
 // TestMeterOutboxLine: a meter's crossing round-trips through its outbox

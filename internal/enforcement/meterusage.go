@@ -116,10 +116,11 @@ func ReadMeterCounters(ctx context.Context, client rueidis.Client, of []MetersOf
 // counter, if the watermark hash and those fields still hold what the
 // check read (compare-and-set: when the processors moved in between, it
 // gives up). It writes nothing when the subscription record names another
-// period. Then, as the request counter's heal does, it announces every
-// threshold of a meter quota reached and not yet recorded for it, and sets
-// the block when a hard quota, the request quota's or a meter's, is used
-// up, lifting it otherwise.
+// period. Then, as the request counter's heal does, it forgets the
+// thresholds of a meter quota no longer reached, announces every one
+// reached and not yet recorded for it, and sets the block when a hard
+// quota, the request quota's or a meter's, is used up, lifting it
+// otherwise.
 //
 // KEYS[1] watermark hash, KEYS[2] period counter, KEYS[3] block, KEYS[4]
 // the subscription record, KEYS[5] quota outbox. ARGV[1] period start,
@@ -148,7 +149,13 @@ end
 local mq = meter_quotas(rec[5])
 for slug, m in pairs(mq) do
   if m.quota > 0 then
-    announce(KEYS[2], KEYS[5], ARGV[1], ARGV[2], m.quota, meter_value(KEYS[2], slug, m.agg), m.hard, -1, slug)
+    local used = meter_value(KEYS[2], slug, m.agg)
+    -- A threshold the true value has not reached is forgotten, so that
+    -- the count crossing it later is announced.
+    for _, pct in ipairs(THRESHOLDS) do
+      if used < threshold_at(m.quota, pct) then redis.call('HDEL', KEYS[2], 'crossed_' .. pct .. ':' .. slug) end
+    end
+    announce(KEYS[2], KEYS[5], ARGV[1], ARGV[2], m.quota, used, m.hard, -1, slug)
   end
 end
 local used = tonumber(redis.call('HGET', KEYS[2], 'requests') or '0') or 0
