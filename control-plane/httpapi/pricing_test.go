@@ -119,6 +119,23 @@ func TestPricingHybridQuote(t *testing.T) {
 	if c := plan.Current.Terms.Charges[1]; len(c.Tiers) != 3 || c.Tiers[2].UpTo != nil || *c.Tiers[0].UpTo != "1000" {
 		t.Errorf("calls tiers = %+v; want 1000, 10000, unbounded", c.Tiers)
 	}
+	// Every member reads back as written, decimals without trailing zeros.
+	var stored struct {
+		Current struct {
+			Terms struct{ Charges []map[string]any }
+		} `json:"current_version"`
+	}
+	e.must(http.StatusOK, "GET", "/v1/plans/"+plan.ID, f.buyer, nil, &stored)
+	b, _ := json.Marshal(stored.Current.Terms.Charges)
+	wantCharges := `[{"included_units":"0","meter":"bytes","model":"package","package_size":"1000000","quota":null,"quota_hard":false,"tiers":[],"unit_price":"0.1"},` +
+		`{"included_units":"0","meter":"calls","model":"graduated","package_size":null,"quota":null,"quota_hard":false,"tiers":[` +
+		`{"flat_amount":"0","unit_price":"0","up_to":"1000"},{"flat_amount":"5","unit_price":"0.002","up_to":"10000"},{"flat_amount":"0","unit_price":"0.001","up_to":null}],"unit_price":null},` +
+		`{"included_units":"2","meter":"keys","model":"per_unit","package_size":null,"quota":null,"quota_hard":false,"tiers":[],"unit_price":"1.255"},` +
+		`{"included_units":"0","meter":"units","model":"volume","package_size":null,"quota":"5000","quota_hard":true,"tiers":[` +
+		`{"flat_amount":"0","unit_price":"0.5","up_to":"100"},{"flat_amount":"10","unit_price":"0.25","up_to":null}],"unit_price":null}]`
+	if string(b) != wantCharges {
+		t.Errorf("getPlan charges =\n%s\nwant\n%s", b, wantCharges)
+	}
 
 	// calls 25000: 1000 × 0 = 0.00; 9000 × 0.002 + 5 = 23.00; 15000 × 0.001 = 15.00.
 	// units 150.5, volume: 150.5 × 0.25 + 10 = 47.625 → 47.63 (half away from zero).
