@@ -178,8 +178,8 @@ func (m Meter) Matches(e *usage.Event) bool {
 		if e.Data.Status < 100 {
 			return false
 		}
-		class := fmt.Sprintf("%dxx", e.Data.Status/100)
-		if !slices.Contains(f.StatusClasses, class) {
+		// 5xx is not billable, so the class is one of StatusClasses.
+		if !slices.Contains(f.StatusClasses, StatusClasses[e.Data.Status/100-1]) {
 			return false
 		}
 	}
