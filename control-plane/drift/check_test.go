@@ -1054,7 +1054,7 @@ func TestUsageQuery(t *testing.T) {
 		countIf(refusal = '' AND toUInt32(time) >= transform(subject, ?, ?, toUInt32(0))
 			AND toUInt32(time) < transform(subject, ?, ?, toUInt32(0))`
 		bound = `
-			AND kafka_offset <= transform(concat(subject, '/', toString(kafka_partition)), ?, ?, toInt64(9223372036854775807))`
+			AND kafka_offset <= toInt64(transform(concat(subject, '/', toString(kafka_partition)), ?, ?, '9223372036854775807'))`
 		tail = ` AS admitted),
 		sumIf(units, admitted)
 		FROM usage_events WHERE subject IN ? AND time >= ? GROUP BY subject, kafka_partition`
@@ -1073,7 +1073,7 @@ func TestUsageQuery(t *testing.T) {
 	}{
 		{"no watermarks", []map[int32]int64{{}, {}}, head + tail, []any{ids, starts, ids, ends, set, since}},
 		{"watermarks in order", []map[int32]int64{{2: 7, 0: 16}, {0: 3}}, head + bound + tail, []any{ids, starts, ids, ends,
-			[]string{ids[0] + "/0", ids[0] + "/2", ids[1] + "/0"}, []int64{16, 7, 3}, set, since}},
+			[]string{ids[0] + "/0", ids[0] + "/2", ids[1] + "/0"}, []string{"16", "7", "3"}, set, since}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sql, args := usageQuery([]subscription{a, b}, tc.bounds)
@@ -1097,5 +1097,43 @@ func TestHistoryQuery(t *testing.T) {
 	wantArgs := []any{clickhouse.GroupSet{Value: []any{"a", "b"}}, clickhouse.GroupSet{Value: []any{"a/2", "b/0", "b/3"}}}
 	if fmt.Sprint(args) != fmt.Sprint(wantArgs) {
 		t.Errorf("historyQuery() args = %v; want %v", args, wantArgs)
+	}
+}
+
+// TestUsageQueryLargeOffsets: a watermark at or past 2^32 (a partition
+// that has carried four billion events) is read like any other; bound as
+// integers, the offsets array became UInt64 and ClickHouse refused the
+// query.
+func TestUsageQueryLargeOffsets(t *testing.T) {
+	f := newFixture(t)
+	const big = int64(1)<<32 + 5
+	at := f.sub.start.Add(time.Minute)
+	f.insertEvents(
+		event{partition: 0, offset: big - 1, at: at, units: "1"},
+		event{partition: 0, offset: big, at: at, units: "2"},
+		event{partition: 0, offset: big + 1, at: at, units: "4"},
+	)
+	query, args := usageQuery([]subscription{f.sub}, []map[int32]int64{{0: big}})
+	rows, err := f.ch.Query(f.ctx, query, args...)
+	if err != nil {
+		t.Fatalf("usageQuery() with offset %d: %v", big, err)
+	}
+	defer rows.Close()
+	var (
+		subject   string
+		partition int32
+		maxOffset int64
+		newest    time.Time
+		n         uint64
+		units     decimal.Decimal
+	)
+	if !rows.Next() {
+		t.Fatalf("usageQuery() = no rows: %v", rows.Err())
+	}
+	if err := rows.Scan(&subject, &partition, &maxOffset, &newest, &n, &units); err != nil {
+		t.Fatal(err)
+	}
+	if maxOffset != big+1 || n != 2 || !units.Equal(decimal.NewFromInt(3)) {
+		t.Errorf("usageQuery() = max offset %d, %d admitted, %s units; want %d, 2, 3", maxOffset, n, units, big+1)
 	}
 }

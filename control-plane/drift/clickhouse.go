@@ -83,8 +83,11 @@ func usageQuery(subs []subscription, bounds []map[int32]int64) (string, []any) {
 	set := make([]any, len(subs))
 	starts, ends := make([]uint32, len(subs)), make([]uint32, len(subs))
 	var (
-		keys    []string
-		offsets []int64
+		keys []string
+		// offsets travel as strings: bound as integers, an array holding
+		// one at or past 2^32 becomes UInt64, for which 18.16's
+		// transform() finds no common type with its Int64 default.
+		offsets []string
 	)
 	since := subs[0].start
 	for i, sub := range subs {
@@ -96,7 +99,7 @@ func usageQuery(subs []subscription, bounds []map[int32]int64) (string, []any) {
 		}
 		for _, p := range slices.Sorted(maps.Keys(bounds[i])) {
 			keys = append(keys, partitionKey(ids[i], p))
-			offsets = append(offsets, bounds[i][p])
+			offsets = append(offsets, strconv.FormatInt(bounds[i][p], 10))
 		}
 	}
 	query := `SELECT subject, kafka_partition, max(kafka_offset), max(ingested_at),
@@ -106,7 +109,7 @@ func usageQuery(subs []subscription, bounds []map[int32]int64) (string, []any) {
 	if len(keys) > 0 {
 		// transform() refuses empty arrays.
 		query += `
-			AND kafka_offset <= transform(concat(subject, '/', toString(kafka_partition)), ?, ?, toInt64(9223372036854775807))`
+			AND kafka_offset <= toInt64(transform(concat(subject, '/', toString(kafka_partition)), ?, ?, '9223372036854775807'))`
 		args = append(args, keys, offsets)
 	}
 	query += ` AS admitted),
