@@ -54,7 +54,7 @@ func TestPlanFilesHotReloadEndToEnd(t *testing.T) {
 	file := filepath.Join(dir, "metered.yaml")
 	writeFile(t, file, meteredPlanFile)
 	c, metricsURL := startPricingControlPlane(t, e, dir)
-	waitMetric(t, metricsURL, "veil_pricing_reload_errors 1")
+	waitMetric(t, metricsURL, "veil_controlplane_pricing_reload_errors 1")
 
 	prov, admin, consumer := providerToken(t), adminToken(t), consumerToken(t)
 	e.activeAPI(t, c, prov, admin, "forecast")
@@ -64,7 +64,7 @@ func TestPlanFilesHotReloadEndToEnd(t *testing.T) {
 		t.Fatalf("reload = %+v; want metered.yaml applied as version 1", r)
 	}
 	planID := reload.JSON200.Applied[0].PlanId
-	waitMetric(t, metricsURL, "veil_pricing_reload_errors 0")
+	waitMetric(t, metricsURL, "veil_controlplane_pricing_reload_errors 0")
 
 	sub, err := c.SubscribeWithResponse(ctx, nil, client.SubscribeInput{PlanId: planID}, client.Bearer(consumer))
 	expect(t, http.StatusCreated, sub, err)
@@ -104,7 +104,7 @@ func TestPlanFilesHotReloadEndToEnd(t *testing.T) {
 
 	// A broken edit, written in place: reported, nothing changes.
 	writeFile(t, file, strings.Replace(meteredPlanFile, "up_to: 100\n", "up_to: -100\n", 1))
-	waitMetric(t, metricsURL, "veil_pricing_reload_errors 1")
+	waitMetric(t, metricsURL, "veil_controlplane_pricing_reload_errors 1")
 	reload, err = c.ReloadPlanFilesWithResponse(ctx, nil, client.Bearer(admin))
 	if err != nil || reload.StatusCode() != http.StatusUnprocessableEntity {
 		t.Fatalf("reload of a broken file = %v, %d %s; want 422", err, reload.StatusCode(), reload.Body)

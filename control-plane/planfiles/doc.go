@@ -19,7 +19,7 @@
 // the plan or adds a new version with source 'file'. A version is never
 // edited. Any error, in any file, rolls the whole reload back: the running
 // pricing stays as it was, and the errors are reported (the log, the
-// veil_pricing_reload_* metrics, the answer of POST
+// veil_controlplane_pricing_reload* metrics, the answer of POST
 // /v1/admin/pricing/reload). A file removed from the directory leaves its
 // plan as it is: archive a plan by setting its status in the file. A plan
 // whose file is gone follows the file that now declares it (a rename).

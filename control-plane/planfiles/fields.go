@@ -15,7 +15,9 @@ const MaxMeters = 50
 // absent key keeps its default.
 func (d *decoder) decodePlan(root *yaml.Node) {
 	p := d.plan
-	p.Status, p.Interval, p.Limits.QuotaHard = "active", "month", true
+	// quota_hard defaults to false, as over REST: a plan that wants calls
+	// blocked at its quota says so.
+	p.Status, p.Interval = "active", "month"
 	var quota *int64
 	var perSecond, perMinute *int64
 	d.mapping(root, "", map[string]func(*yaml.Node, string){

@@ -27,7 +27,7 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// Logger logs each reload's outcome; nil discards.
 	Logger *slog.Logger
-	// Metrics receives veil_pricing_reload_total{result}, the errors of the
+	// Metrics receives veil_controlplane_pricing_reloads_total{result}, the errors of the
 	// last reload and the time of the last successful one; nil is a
 	// private set.
 	Metrics *metrics.Set
@@ -67,10 +67,10 @@ func New(cfg Config) (*Loader, error) {
 		cfg.Debounce = 200 * time.Millisecond
 	}
 	l := &Loader{cfg: cfg, log: cfg.Logger.With("component", "planfiles", "dir", cfg.Dir)}
-	l.ok = cfg.Metrics.NewCounter(`veil_pricing_reload_total{result="ok"}`)
-	l.failed = cfg.Metrics.NewCounter(`veil_pricing_reload_total{result="error"}`)
-	cfg.Metrics.NewGauge(`veil_pricing_reload_errors`, func() float64 { return float64(l.lastErrors.Load()) })
-	cfg.Metrics.NewGauge(`veil_pricing_reload_last_success_timestamp_seconds`, func() float64 {
+	l.ok = cfg.Metrics.NewCounter(`veil_controlplane_pricing_reloads_total{result="ok"}`)
+	l.failed = cfg.Metrics.NewCounter(`veil_controlplane_pricing_reloads_total{result="error"}`)
+	cfg.Metrics.NewGauge(`veil_controlplane_pricing_reload_errors`, func() float64 { return float64(l.lastErrors.Load()) })
+	cfg.Metrics.NewGauge(`veil_controlplane_pricing_reload_last_success_timestamp_seconds`, func() float64 {
 		if t := l.lastSuccess.Load(); t > 0 {
 			return float64(t) / 1e3
 		}

@@ -173,13 +173,13 @@ func TestReloadAppliesNothingWhenAFileIsBad(t *testing.T) {
 	if len(rep.Applied) != 0 || len(f.versions("pro")) != 1 || len(f.versions("basic")) != 0 {
 		t.Fatalf("a reload with a bad file changed plans: %+v, pro %v, basic %v", rep, f.versions("pro"), f.versions("basic"))
 	}
-	checkMetrics(t, f.metrics, `veil_pricing_reload_total{result="error"} 1`, `veil_pricing_reload_errors 1`, `veil_pricing_reload_total{result="ok"} 1`)
+	checkMetrics(t, f.metrics, `veil_controlplane_pricing_reloads_total{result="error"} 1`, `veil_controlplane_pricing_reload_errors 1`, `veil_controlplane_pricing_reloads_total{result="ok"} 1`)
 	// Fixing the file applies both.
 	f.write("basic.yaml", strings.Replace(plan, "plan: pro", "plan: basic", 1))
 	if rep := f.reload(); len(rep.Applied) != 2 {
 		t.Fatalf("Reload after the fix = %+v; want both applied", rep)
 	}
-	checkMetrics(t, f.metrics, `veil_pricing_reload_errors 0`, `veil_pricing_reload_total{result="ok"} 2`)
+	checkMetrics(t, f.metrics, `veil_controlplane_pricing_reload_errors 0`, `veil_controlplane_pricing_reloads_total{result="ok"} 2`)
 }
 
 func checkMetrics(t *testing.T, set *metrics.Set, want ...string) {

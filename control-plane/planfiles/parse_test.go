@@ -53,8 +53,8 @@ func TestParseValid(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("Parse = %v; want no error", errs)
 	}
-	if p.API != "weather" || p.Slug != "pro" || p.Status != "active" || p.Interval != "month" || !p.Limits.QuotaHard {
-		t.Fatalf("Parse = %+v; want the file's fields and the defaults (active, month, hard quota)", p)
+	if p.API != "weather" || p.Slug != "pro" || p.Status != "active" || p.Interval != "month" || p.Limits.QuotaHard {
+		t.Fatalf("Parse = %+v; want the file's fields and the defaults (active, month, soft quota as over REST)", p)
 	}
 	if *p.Limits.QuotaRequests != 1000 || *p.Limits.RatePerSecond != 10 || p.Limits.RatePerMinute != nil {
 		t.Fatalf("limits = %+v", p.Limits)

@@ -45,8 +45,8 @@ type Plan struct {
 // Limits are a plan's request quota and rate limits; nil is none.
 type Limits struct {
 	QuotaRequests *int64
-	// QuotaHard blocks calls over the quota (the default); false lets them
-	// through as overage.
+	// QuotaHard blocks calls over the quota; false (the default, as over
+	// REST) lets them through as overage.
 	QuotaHard     bool
 	RatePerSecond *int
 	RatePerMinute *int
