@@ -1,0 +1,12 @@
+// Package billing turns ended subscription periods into invoices: it
+// records billing periods and freezes each one's usage in a snapshot
+// (periods.go, snapshot.go), builds a draft invoice per closed period with
+// metering.BuildInvoice and recomputes it until it is finalized
+// (invoices.go), finalizes it under a gapless number per issuer and year
+// (finalize.go), keeps the consumers' credit balances and their ledger
+// (credits.go), takes corrections and late usage as adjustments billed on
+// the next invoice (adjustments.go), finds the tax treatment of a customer
+// (tax.go), renders and sends invoices (render.go, notify.go), and runs it
+// all as River jobs (jobs.go). explain.go rebuilds a stored invoice from
+// what it cites and lists any difference.
+package billing
