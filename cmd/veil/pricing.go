@@ -57,7 +57,7 @@ func validatePlanFiles(paths []string, stdout io.Writer) error {
 			sources, errs = append(sources, srcs...), append(errs, es...)
 			continue
 		}
-		src, err := readPlanFile(path)
+		src, err := planfiles.ReadFile(path)
 		if err != nil {
 			errs = append(errs, planfiles.Error{File: path, Message: err.Error()})
 			continue
@@ -77,20 +77,4 @@ func validatePlanFiles(paths []string, stdout io.Writer) error {
 			p.File, p.Slug, p.API, p.Type, p.Currency, len(p.Meters), len(p.Charges))
 	}
 	return nil
-}
-
-func readPlanFile(path string) (planfiles.Source, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return planfiles.Source{}, err
-	}
-	defer f.Close()
-	content, err := io.ReadAll(io.LimitReader(f, planfiles.MaxFileSize+1))
-	if err != nil {
-		return planfiles.Source{}, fmt.Errorf("read file: %w", err)
-	}
-	if len(content) > planfiles.MaxFileSize {
-		return planfiles.Source{}, fmt.Errorf("larger than %d bytes", planfiles.MaxFileSize)
-	}
-	return planfiles.NewSource(path, content), nil
 }

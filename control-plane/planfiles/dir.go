@@ -3,12 +3,14 @@ package planfiles
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // The bounds of a plan directory: a file is a plan, not a data dump, and a
@@ -74,38 +76,89 @@ func ReadDir(dir string) ([]Source, Errors) {
 	return out, errs
 }
 
+// readFile reads the plan file name of root. A symbolic link is resolved
+// first and must stay within root; what is opened is then the resolved
+// path, without following a link, so a link swapped after the check is
+// refused rather than followed.
 func readFile(root, name string) (Source, error) {
 	path := filepath.Join(root, name)
+	lst, err := os.Lstat(path)
+	if err != nil {
+		return Source{}, fmt.Errorf("stat file: %w", err)
+	}
+	if lst.Mode()&os.ModeSymlink != 0 {
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return Source{}, fmt.Errorf("resolve file: %w", err)
+		}
+		if rel, err := filepath.Rel(root, real); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return Source{}, fmt.Errorf("a symbolic link that leads out of the plan directory, to %s: refused", real)
+		}
+		path = real
+	}
+	content, err := readRegular(path)
+	if err != nil {
+		return Source{}, err
+	}
+	return NewSource(name, content), nil
+}
+
+// ReadFile reads one plan file named by the user (veil pricing validate):
+// a symbolic link is followed, the file must be regular and within
+// MaxFileSize, as in a plan directory. The source is named by path.
+func ReadFile(path string) (Source, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return Source{}, fmt.Errorf("resolve file: %w", err)
 	}
-	if rel, err := filepath.Rel(root, real); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return Source{}, fmt.Errorf("a symbolic link that leads out of the plan directory, to %s: refused", real)
-	}
-	f, err := os.Open(real)
+	content, err := readRegular(real)
 	if err != nil {
-		return Source{}, fmt.Errorf("open file: %w", err)
+		return Source{}, err
+	}
+	return NewSource(path, content), nil
+}
+
+// readRegular reads a regular file that is not a symbolic link. The mode is
+// checked before the open, since opening a FIFO for reading waits for a
+// writer; the open neither waits (O_NONBLOCK) nor follows a link
+// (O_NOFOLLOW), and the opened file must be the one checked, so a file
+// swapped in between is refused. The read is bounded.
+func readRegular(path string) ([]byte, error) {
+	lst, err := os.Lstat(path)
+	if err != nil {
+		return nil, fmt.Errorf("stat file: %w", err)
+	}
+	if !lst.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	beforeOpen(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open file: %w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return Source{}, fmt.Errorf("stat file: %w", err)
+		return nil, fmt.Errorf("stat file: %w", err)
 	}
-	if !st.Mode().IsRegular() {
-		return Source{}, fmt.Errorf("not a regular file")
+	if !st.Mode().IsRegular() || !os.SameFile(lst, st) {
+		return nil, errors.New("replaced while being read: not the regular file checked")
 	}
 	// Read one byte past the bound: the size of a file being written may
 	// change between Stat and Read.
 	content, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
-		return Source{}, fmt.Errorf("read file: %w", err)
+		return nil, fmt.Errorf("read file: %w", err)
 	}
 	if len(content) > MaxFileSize {
-		return Source{}, fmt.Errorf("larger than %d bytes", MaxFileSize)
+		return nil, fmt.Errorf("larger than %d bytes", MaxFileSize)
 	}
-	return NewSource(name, content), nil
+	return content, nil
 }
+
+// beforeOpen runs between readRegular's check and its open; tests swap the
+// file there.
+var beforeOpen = func(string) {}
 
 // NewSource is a plan file's content under its relative path.
 func NewSource(rel string, content []byte) Source {

@@ -52,19 +52,6 @@ type Limits struct {
 	RatePerMinute *int
 }
 
-// Terms are the plan's terms as the rating engine quotes them.
-func (p *Plan) Terms() (metering.PlanTerms, error) {
-	cur, err := metering.CurrencyOf(p.Currency)
-	if err != nil {
-		return metering.PlanTerms{}, err
-	}
-	t := metering.PlanTerms{Currency: cur, BaseFee: p.BaseFee}
-	for _, c := range p.Charges {
-		t.Charges = append(t.Charges, c.Rating())
-	}
-	return t, nil
-}
-
 // Line is the line of field in the file: the line of its key, or of the
 // closest enclosing field decoded; 1 when nothing is known.
 func (p *Plan) Line(field string) int {
