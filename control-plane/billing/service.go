@@ -1,13 +1,22 @@
 package billing
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// Publisher announces invoice events to webhook endpoints inside the
+// caller's transaction (a *webhooks.Service).
+type Publisher interface {
+	Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, eventType string, data any) error
+}
 
 // Config configures the Service.
 type Config struct {
@@ -21,6 +30,14 @@ type Config struct {
 	Grace time.Duration
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
+	// Publisher announces invoice.finalized, invoice.voided and
+	// invoice.overdue; nil announces nothing.
+	Publisher Publisher
+	// Review is how long a draft invoice waits after it is built before
+	// the finalize job finalizes it, for a provider to look at it (and
+	// add adjustments, which the draft picks up until then). Default 0:
+	// drafts are finalized by the first finalize run after the close.
+	Review time.Duration
 }
 
 // Service is the billing service, shared by periods, invoices, credits,
@@ -47,4 +64,9 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now}, nil
+}
+
+// inTx runs fn in a transaction on the pool, committed when fn returns nil.
+func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, fn)
 }
