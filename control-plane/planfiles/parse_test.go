@@ -108,7 +108,7 @@ func TestParseErrorsNameFileLineField(t *testing.T) {
 		{"quota zero", replace(t, "quota_requests: 1000", "quota_requests: 0"), 8, "limits.quota_requests", "must be 1"},
 		{"bool", replace(t, "  rate_per_second: 10\n", "  rate_per_second: 10\n  quota_hard: yes\n"), 10, "limits.quota_hard", "true or false"},
 		{"duplicate key", replace(t, "name: Pro\n", "name: Pro\nname: Other\n"), 4, "name", "given twice"},
-		{"unknown currency", replace(t, "currency: USD", "currency: XXX"), 5, "currency", "not a currency"},
+		{"unknown currency", replace(t, "currency: USD", "currency: XXX"), 5, "currency", "ISO 4217 code Veil prices in"},
 		{"missing api", replace(t, "api: weather\n", ""), 1, "api", "required"},
 		{"syntax", replace(t, "name: Pro\n", "name: [Pro\n"), 0, "", ""},
 		{"alias", replace(t, "plan: pro\n", "plan: &p pro\ndescription: *p\n"), 3, "description", "aliases"},

@@ -9,6 +9,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/pricing"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/metering"
 )
 
@@ -50,6 +51,16 @@ type Limits struct {
 	QuotaHard     bool
 	RatePerSecond *int
 	RatePerMinute *int
+}
+
+// terms are the plan's terms as the REST API takes them.
+func (p *Plan) terms() subscriptions.Terms {
+	return subscriptions.Terms{
+		Type: p.Type, Currency: p.Currency, Interval: p.Interval, BaseFee: p.BaseFee, TrialDays: p.TrialDays,
+		QuotaRequests: p.Limits.QuotaRequests, QuotaHard: p.Limits.QuotaHard,
+		RatePerSecond: p.Limits.RatePerSecond, RatePerMinute: p.Limits.RatePerMinute,
+		Charges: p.Charges,
+	}
 }
 
 // Line is the line of field in the file: the line of its key, or of the

@@ -6,9 +6,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/shopspring/decimal"
-
-	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/internal/validation"
 	"github.com/veil-platform/veil/metering"
 )
@@ -16,15 +13,12 @@ import (
 var (
 	apiSlugRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,62}$`)
 	planSlugRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	currencyRe = regexp.MustCompile(`^[A-Z]{3}$`)
-
-	// The base fee's column is numeric(20, 6).
-	maxAmount = decimal.New(1, 14)
 )
 
-// validate checks the decoded plan: the plan's own fields, its meters by
-// metering.Meter.Validate, its charges and its type by the REST API's rules
-// (control-plane/pricing), so a file and a request are held to the same.
+// validate checks the decoded plan: the plan's own fields here, its meters
+// by metering.Meter.Validate, and its terms by the REST API's one validator
+// (subscriptions.Terms.Validate), so a file and a request are held to the
+// same.
 func (d *decoder) validate() {
 	p := d.plan
 	req := func(field, value string, re *regexp.Regexp) {
@@ -43,36 +37,36 @@ func (d *decoder) validate() {
 	if utf8.RuneCountInString(p.Description) > 5000 {
 		d.failAt("description", "must be at most 5000 characters")
 	}
-	oneOf := func(field, value string, allowed ...string) {
-		for _, a := range allowed {
-			if value == a {
-				return
-			}
-		}
-		d.failAt(field, "must be %s", strings.Join(allowed, ", "))
+	switch p.Status {
+	case "draft", "active", "archived":
+	default:
+		d.failAt("status", "must be draft, active or archived")
 	}
-	oneOf("status", p.Status, "draft", "active", "archived")
-	oneOf("type", p.Type, "usage_based", "subscription", "freemium", "hybrid")
-	oneOf("interval", p.Interval, "month", "year")
-	if !currencyRe.MatchString(p.Currency) {
-		d.failAt("currency", "must be an ISO 4217 code such as USD")
-	} else if _, err := metering.CurrencyOf(p.Currency); err != nil {
-		d.failAt("currency", "%s is not a currency Veil prices in", p.Currency)
+	// REST defaults an absent type to subscription; a file names it.
+	if p.Type == "" {
+		d.failAt("type", "is required")
+		return
 	}
-	d.amount("base_fee", p.BaseFee, maxAmount, 6)
 	d.validateCharges(d.validateMeters())
+	d.validateTerms()
 }
 
-// amount checks a decimal against a column: zero or more, below max, at
-// most scale decimals.
-func (d *decoder) amount(field string, v decimal.Decimal, max decimal.Decimal, scale int32) {
-	switch {
-	case v.IsNegative():
-		d.failAt(field, "must be zero or more")
-	case v.GreaterThanOrEqual(max):
-		d.failAt(field, "must be below %s", max)
-	case v.Exponent() < -scale && !v.Equal(v.Truncate(scale)):
-		d.failAt(field, "at most %d decimals", scale)
+// validateTerms checks the plan's terms by subscriptions.Terms.Validate,
+// naming each field by its path in the file.
+func (d *decoder) validateTerms() {
+	t := d.plan.terms()
+	var v validation.Error
+	t.Validate(&v, "")
+	for _, f := range v.Fields {
+		field := strings.TrimPrefix(f.Field, ".")
+		switch {
+		case field == "quota_requests" || field == "rate_per_second" || field == "rate_per_minute":
+			field = "limits." + field
+		case field == "charges" && len(d.plan.Charges) == 0:
+			// No charges key to point at: the type is what is wrong.
+			field = "type"
+		}
+		d.failAt(field, "%s", f.Detail)
 	}
 }
 
@@ -104,25 +98,12 @@ func meterField(err error) (field, msg string) {
 	return field, msg
 }
 
-// validateCharges checks the charges by the rules of the REST API
-// (pricing.ValidateCharges, pricing.ValidateType), and that each charges a
-// meter the file defines.
+// validateCharges checks that each charge charges a meter the file
+// defines; the charges themselves are the terms' (validateTerms).
 func (d *decoder) validateCharges(meters map[string]bool) {
-	p := d.plan
-	for i, c := range p.Charges {
+	for i, c := range d.plan.Charges {
 		if c.Meter != "" && !meters[c.Meter] {
 			d.failAt(fmt.Sprintf("charges[%d].meter", i), "meter %q is not defined under meters", c.Meter)
 		}
-	}
-	var v validation.Error
-	pricing.ValidateCharges(&v, "charges", p.Charges)
-	pricing.ValidateType(&v, "", p.Type, p.BaseFee, p.Charges)
-	for _, f := range v.Fields {
-		field := strings.TrimPrefix(f.Field, ".")
-		if field == "charges" && len(p.Charges) == 0 {
-			// No charges key to point at: the type is what is wrong.
-			field = "type"
-		}
-		d.failAt(field, "%s", f.Detail)
 	}
 }

@@ -68,49 +68,58 @@ var (
 	planTypes  = map[string]bool{"usage_based": true, "subscription": true, "freemium": true, "hybrid": true}
 )
 
-func (t *Terms) validate(v *validation.Error) {
+// Validate checks the terms as every writer of plan versions holds them
+// (the REST API, plan files), filling defaults; each field is named under
+// prefix (terms over REST: terms.base_fee), or bare when prefix is empty.
+func (t *Terms) Validate(v *validation.Error, prefix string) {
+	at := func(field string) string {
+		if prefix == "" {
+			return field
+		}
+		return prefix + "." + field
+	}
 	if t.Type == "" {
 		t.Type = "subscription"
 	}
 	if !planTypes[t.Type] {
-		v.Add("terms.type", "must be usage_based, subscription, freemium or hybrid")
+		v.Add(at("type"), "must be usage_based, subscription, freemium or hybrid")
 	}
 	if _, err := metering.CurrencyOf(t.Currency); !currencyRe.MatchString(t.Currency) || err != nil {
-		v.Add("terms.currency", "must be an ISO 4217 code Veil prices in, such as USD")
+		v.Add(at("currency"), "must be an ISO 4217 code Veil prices in, such as USD")
 	}
 	if t.Interval == "" {
 		t.Interval = "month"
 	}
 	if t.Interval != "month" && t.Interval != "year" {
-		v.Add("terms.interval", "must be month or year")
+		v.Add(at("interval"), "must be month or year")
 	}
 	if !pricing.Sane(t.BaseFee) || t.BaseFee.IsNegative() || t.BaseFee.Exponent() < -6 || t.BaseFee.GreaterThanOrEqual(maxAmount) {
-		v.Add("terms.base_fee", "must be zero or more and below 10^14, with at most 6 decimals")
+		v.Add(at("base_fee"), "must be zero or more and below 10^14, with at most 6 decimals")
 	}
 	if t.TrialDays < 0 || t.TrialDays > 365 {
-		v.Add("terms.trial_days", "must be 0 to 365")
+		v.Add(at("trial_days"), "must be 0 to 365")
 	}
 	// A quota of 0 would block a subscription before its first call: a
 	// plan that sells nothing is a draft or archived plan instead.
 	if t.QuotaRequests != nil && *t.QuotaRequests < 1 {
-		v.Add("terms.quota_requests", "must be 1 or more, or null for unlimited")
+		v.Add(at("quota_requests"), "must be 1 or more, or null for unlimited")
 	}
 	for _, r := range []struct {
 		field string
 		v     *int
-	}{{"terms.rate_per_second", t.RatePerSecond}, {"terms.rate_per_minute", t.RatePerMinute}} {
+	}{{at("rate_per_second"), t.RatePerSecond}, {at("rate_per_minute"), t.RatePerMinute}} {
 		if r.v != nil && (*r.v < 1 || *r.v > 1_000_000) {
 			v.Add(r.field, "must be 1 to 1000000, or null for no limit")
 		}
 	}
 	if !pricing.Sane(t.IncludedUnits) || t.IncludedUnits.IsNegative() || t.IncludedUnits.Exponent() < -6 || t.IncludedUnits.GreaterThanOrEqual(maxAmount) {
-		v.Add("terms.included_units", "must be zero or more and below 10^14, with at most 6 decimals")
+		v.Add(at("included_units"), "must be zero or more and below 10^14, with at most 6 decimals")
 	}
 	if t.Charges == nil {
 		t.Charges = []pricing.Charge{}
 	}
-	pricing.ValidateCharges(v, "terms.charges", t.Charges)
-	pricing.ValidateType(v, "terms", t.Type, t.BaseFee, t.Charges)
+	pricing.ValidateCharges(v, at("charges"), t.Charges)
+	pricing.ValidateType(v, prefix, t.Type, t.BaseFee, t.Charges)
 }
 
 // PlanVersion is one immutable set of terms.
@@ -172,7 +181,7 @@ func (in *PlanInput) Validate() error {
 	default:
 		v.Add("status", "must be draft or active")
 	}
-	in.Terms.validate(&v)
+	in.Terms.Validate(&v, "terms")
 	return v.Err()
 }
 
@@ -377,7 +386,7 @@ func (s *Service) UpdatePlan(ctx context.Context, actor identity.Actor, id uuid.
 // the version they pinned; new subscriptions get the latest.
 func (s *Service) CreateVersion(ctx context.Context, actor identity.Actor, id uuid.UUID, in VersionInput) (Plan, error) {
 	var v validation.Error
-	in.Terms.validate(&v)
+	in.Terms.Validate(&v, "terms")
 	if err := v.Err(); err != nil {
 		return Plan{}, err
 	}
