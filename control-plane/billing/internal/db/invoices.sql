@@ -176,19 +176,22 @@ RETURNING id, created_at;
 -- AdjustmentsPending are a subscription's adjustments not yet billed,
 -- in the order they were made.
 -- name: AdjustmentsPending :many
-SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at
+SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at,
+    plan_version_id, segment_start
 FROM billing_adjustments
 WHERE subscription_id = $1 AND invoice_id IS NULL
 ORDER BY created_at, id;
 
 -- name: AdjustmentsBySubscription :many
-SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at
+SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at,
+    plan_version_id, segment_start
 FROM billing_adjustments
 WHERE subscription_id = $1
 ORDER BY created_at, id;
 
 -- name: AdjustmentsByIDs :many
-SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at
+SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at,
+    plan_version_id, segment_start
 FROM billing_adjustments
 WHERE id = ANY(@ids::uuid[]);
 
@@ -198,14 +201,16 @@ WHERE id = ANY(@ids::uuid[]);
 UPDATE billing_adjustments SET invoice_id = @invoice_id WHERE id = ANY(@ids::uuid[]) AND invoice_id IS NULL;
 
 -- AdjustmentBilledBefore is the quantity of a meter that earlier
--- adjustments of a period billed (on invoices not voided).
+-- adjustments of a period billed in one of its segments (on invoices not
+-- voided); an adjustment that names no segment concerns the last one,
+-- last_start.
 -- name: AdjustmentBilledBefore :one
 SELECT COALESCE(sum(a.quantity), 0)::numeric
 FROM billing_adjustments a JOIN invoices i ON i.id = a.invoice_id
-WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND i.status <> 'void';
+WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND i.status <> 'void'
+  AND COALESCE(a.segment_start, @last_start::timestamptz) = @segment_start::timestamptz;
 
--- SnapshotMeterQuantity is what a period's snapshot counted of a meter
--- in the segment of the given plan version that ended last.
+-- SnapshotLastSegment is the period's segment that started last.
 -- name: SnapshotLastSegment :one
 SELECT l.plan_version_id, l.segment_start
 FROM usage_snapshots s JOIN usage_snapshot_lines l ON l.snapshot_id = s.id
@@ -213,6 +218,8 @@ WHERE s.billing_period_id = $1
 ORDER BY l.segment_start DESC
 LIMIT 1;
 
+-- SnapshotMeterQuantity is what a period's snapshot counted of a meter
+-- in one segment.
 -- name: SnapshotMeterQuantity :one
 SELECT COALESCE(sum(l.quantity), 0)::numeric
 FROM usage_snapshots s JOIN usage_snapshot_lines l ON l.snapshot_id = s.id
@@ -252,3 +259,23 @@ SELECT EXISTS (
     SELECT 1 FROM subscriptions s JOIN apis a ON a.id = s.api_id
     WHERE s.organization_id = @customer_id AND a.organization_id = @issuer_id
 );
+
+-- AdjustableSubscription is what an adjustment of a subscription checks:
+-- who provides its API (who may adjust), who holds it, its currency.
+-- name: AdjustableSubscription :one
+SELECT s.organization_id AS customer_id, a.organization_id AS issuer_id, s.api_id, v.currency
+FROM subscriptions s JOIN apis a ON a.id = s.api_id JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE s.id = $1;
+
+-- name: MeterOfAPI :one
+SELECT EXISTS (SELECT 1 FROM meters WHERE api_id = @api_id AND slug = @slug);
+
+-- name: PeriodOfSubscription :one
+SELECT state FROM billing_periods WHERE id = @id AND subscription_id = @subscription_id;
+
+-- AdjustmentQuantityTotal is the quantity of a meter that the period's
+-- adjustments add, billed or pending (those on void invoices aside).
+-- name: AdjustmentQuantityTotal :one
+SELECT COALESCE(sum(a.quantity), 0)::numeric
+FROM billing_adjustments a LEFT JOIN invoices i ON i.id = a.invoice_id
+WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND (i.id IS NULL OR i.status <> 'void');

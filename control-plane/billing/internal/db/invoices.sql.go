@@ -13,21 +13,58 @@ import (
 	"github.com/shopspring/decimal"
 )
 
+const adjustableSubscription = `-- name: AdjustableSubscription :one
+SELECT s.organization_id AS customer_id, a.organization_id AS issuer_id, s.api_id, v.currency
+FROM subscriptions s JOIN apis a ON a.id = s.api_id JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE s.id = $1
+`
+
+type AdjustableSubscriptionRow struct {
+	CustomerID uuid.UUID
+	IssuerID   uuid.UUID
+	ApiID      uuid.UUID
+	Currency   string
+}
+
+// AdjustableSubscription is what an adjustment of a subscription checks:
+// who provides its API (who may adjust), who holds it, its currency.
+func (q *Queries) AdjustableSubscription(ctx context.Context, id uuid.UUID) (AdjustableSubscriptionRow, error) {
+	row := q.db.QueryRow(ctx, adjustableSubscription, id)
+	var i AdjustableSubscriptionRow
+	err := row.Scan(
+		&i.CustomerID,
+		&i.IssuerID,
+		&i.ApiID,
+		&i.Currency,
+	)
+	return i, err
+}
+
 const adjustmentBilledBefore = `-- name: AdjustmentBilledBefore :one
 SELECT COALESCE(sum(a.quantity), 0)::numeric
 FROM billing_adjustments a JOIN invoices i ON i.id = a.invoice_id
 WHERE a.billing_period_id = $1 AND a.meter_slug = $2 AND i.status <> 'void'
+  AND COALESCE(a.segment_start, $3::timestamptz) = $4::timestamptz
 `
 
 type AdjustmentBilledBeforeParams struct {
 	BillingPeriodID *uuid.UUID
 	MeterSlug       *string
+	LastStart       time.Time
+	SegmentStart    time.Time
 }
 
 // AdjustmentBilledBefore is the quantity of a meter that earlier
-// adjustments of a period billed (on invoices not voided).
+// adjustments of a period billed in one of its segments (on invoices not
+// voided); an adjustment that names no segment concerns the last one,
+// last_start.
 func (q *Queries) AdjustmentBilledBefore(ctx context.Context, arg AdjustmentBilledBeforeParams) (decimal.Decimal, error) {
-	row := q.db.QueryRow(ctx, adjustmentBilledBefore, arg.BillingPeriodID, arg.MeterSlug)
+	row := q.db.QueryRow(ctx, adjustmentBilledBefore,
+		arg.BillingPeriodID,
+		arg.MeterSlug,
+		arg.LastStart,
+		arg.SegmentStart,
+	)
 	var column_1 decimal.Decimal
 	err := row.Scan(&column_1)
 	return column_1, err
@@ -76,36 +113,42 @@ func (q *Queries) AdjustmentInsert(ctx context.Context, arg AdjustmentInsertPara
 	return i, err
 }
 
+const adjustmentQuantityTotal = `-- name: AdjustmentQuantityTotal :one
+SELECT COALESCE(sum(a.quantity), 0)::numeric
+FROM billing_adjustments a LEFT JOIN invoices i ON i.id = a.invoice_id
+WHERE a.billing_period_id = $1 AND a.meter_slug = $2 AND (i.id IS NULL OR i.status <> 'void')
+`
+
+type AdjustmentQuantityTotalParams struct {
+	BillingPeriodID *uuid.UUID
+	MeterSlug       *string
+}
+
+// AdjustmentQuantityTotal is the quantity of a meter that the period's
+// adjustments add, billed or pending (those on void invoices aside).
+func (q *Queries) AdjustmentQuantityTotal(ctx context.Context, arg AdjustmentQuantityTotalParams) (decimal.Decimal, error) {
+	row := q.db.QueryRow(ctx, adjustmentQuantityTotal, arg.BillingPeriodID, arg.MeterSlug)
+	var column_1 decimal.Decimal
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const adjustmentsByIDs = `-- name: AdjustmentsByIDs :many
-SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at
+SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at,
+    plan_version_id, segment_start
 FROM billing_adjustments
 WHERE id = ANY($1::uuid[])
 `
 
-type AdjustmentsByIDsRow struct {
-	ID              uuid.UUID
-	SubscriptionID  uuid.UUID
-	BillingPeriodID *uuid.UUID
-	Kind            AdjustmentKind
-	MeterSlug       *string
-	Quantity        *decimal.Decimal
-	Amount          *decimal.Decimal
-	Currency        *string
-	Reason          string
-	Actor           string
-	InvoiceID       *uuid.UUID
-	CreatedAt       time.Time
-}
-
-func (q *Queries) AdjustmentsByIDs(ctx context.Context, ids []uuid.UUID) ([]AdjustmentsByIDsRow, error) {
+func (q *Queries) AdjustmentsByIDs(ctx context.Context, ids []uuid.UUID) ([]BillingAdjustment, error) {
 	rows, err := q.db.Query(ctx, adjustmentsByIDs, ids)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []AdjustmentsByIDsRow
+	var items []BillingAdjustment
 	for rows.Next() {
-		var i AdjustmentsByIDsRow
+		var i BillingAdjustment
 		if err := rows.Scan(
 			&i.ID,
 			&i.SubscriptionID,
@@ -119,6 +162,8 @@ func (q *Queries) AdjustmentsByIDs(ctx context.Context, ids []uuid.UUID) ([]Adju
 			&i.Actor,
 			&i.InvoiceID,
 			&i.CreatedAt,
+			&i.PlanVersionID,
+			&i.SegmentStart,
 		); err != nil {
 			return nil, err
 		}
@@ -131,36 +176,22 @@ func (q *Queries) AdjustmentsByIDs(ctx context.Context, ids []uuid.UUID) ([]Adju
 }
 
 const adjustmentsBySubscription = `-- name: AdjustmentsBySubscription :many
-SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at
+SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at,
+    plan_version_id, segment_start
 FROM billing_adjustments
 WHERE subscription_id = $1
 ORDER BY created_at, id
 `
 
-type AdjustmentsBySubscriptionRow struct {
-	ID              uuid.UUID
-	SubscriptionID  uuid.UUID
-	BillingPeriodID *uuid.UUID
-	Kind            AdjustmentKind
-	MeterSlug       *string
-	Quantity        *decimal.Decimal
-	Amount          *decimal.Decimal
-	Currency        *string
-	Reason          string
-	Actor           string
-	InvoiceID       *uuid.UUID
-	CreatedAt       time.Time
-}
-
-func (q *Queries) AdjustmentsBySubscription(ctx context.Context, subscriptionID uuid.UUID) ([]AdjustmentsBySubscriptionRow, error) {
+func (q *Queries) AdjustmentsBySubscription(ctx context.Context, subscriptionID uuid.UUID) ([]BillingAdjustment, error) {
 	rows, err := q.db.Query(ctx, adjustmentsBySubscription, subscriptionID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []AdjustmentsBySubscriptionRow
+	var items []BillingAdjustment
 	for rows.Next() {
-		var i AdjustmentsBySubscriptionRow
+		var i BillingAdjustment
 		if err := rows.Scan(
 			&i.ID,
 			&i.SubscriptionID,
@@ -174,6 +205,8 @@ func (q *Queries) AdjustmentsBySubscription(ctx context.Context, subscriptionID 
 			&i.Actor,
 			&i.InvoiceID,
 			&i.CreatedAt,
+			&i.PlanVersionID,
+			&i.SegmentStart,
 		); err != nil {
 			return nil, err
 		}
@@ -205,38 +238,24 @@ func (q *Queries) AdjustmentsMarkBilled(ctx context.Context, arg AdjustmentsMark
 }
 
 const adjustmentsPending = `-- name: AdjustmentsPending :many
-SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at
+SELECT id, subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor, invoice_id, created_at,
+    plan_version_id, segment_start
 FROM billing_adjustments
 WHERE subscription_id = $1 AND invoice_id IS NULL
 ORDER BY created_at, id
 `
 
-type AdjustmentsPendingRow struct {
-	ID              uuid.UUID
-	SubscriptionID  uuid.UUID
-	BillingPeriodID *uuid.UUID
-	Kind            AdjustmentKind
-	MeterSlug       *string
-	Quantity        *decimal.Decimal
-	Amount          *decimal.Decimal
-	Currency        *string
-	Reason          string
-	Actor           string
-	InvoiceID       *uuid.UUID
-	CreatedAt       time.Time
-}
-
 // AdjustmentsPending are a subscription's adjustments not yet billed,
 // in the order they were made.
-func (q *Queries) AdjustmentsPending(ctx context.Context, subscriptionID uuid.UUID) ([]AdjustmentsPendingRow, error) {
+func (q *Queries) AdjustmentsPending(ctx context.Context, subscriptionID uuid.UUID) ([]BillingAdjustment, error) {
 	rows, err := q.db.Query(ctx, adjustmentsPending, subscriptionID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []AdjustmentsPendingRow
+	var items []BillingAdjustment
 	for rows.Next() {
-		var i AdjustmentsPendingRow
+		var i BillingAdjustment
 		if err := rows.Scan(
 			&i.ID,
 			&i.SubscriptionID,
@@ -250,6 +269,8 @@ func (q *Queries) AdjustmentsPending(ctx context.Context, subscriptionID uuid.UU
 			&i.Actor,
 			&i.InvoiceID,
 			&i.CreatedAt,
+			&i.PlanVersionID,
+			&i.SegmentStart,
 		); err != nil {
 			return nil, err
 		}
@@ -1005,6 +1026,38 @@ func (q *Queries) IssuerPrefix(ctx context.Context, organizationID uuid.UUID) (s
 	return column_1, err
 }
 
+const meterOfAPI = `-- name: MeterOfAPI :one
+SELECT EXISTS (SELECT 1 FROM meters WHERE api_id = $1 AND slug = $2)
+`
+
+type MeterOfAPIParams struct {
+	ApiID uuid.UUID
+	Slug  string
+}
+
+func (q *Queries) MeterOfAPI(ctx context.Context, arg MeterOfAPIParams) (bool, error) {
+	row := q.db.QueryRow(ctx, meterOfAPI, arg.ApiID, arg.Slug)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
+const periodOfSubscription = `-- name: PeriodOfSubscription :one
+SELECT state FROM billing_periods WHERE id = $1 AND subscription_id = $2
+`
+
+type PeriodOfSubscriptionParams struct {
+	ID             uuid.UUID
+	SubscriptionID uuid.UUID
+}
+
+func (q *Queries) PeriodOfSubscription(ctx context.Context, arg PeriodOfSubscriptionParams) (BillingPeriodState, error) {
+	row := q.db.QueryRow(ctx, periodOfSubscription, arg.ID, arg.SubscriptionID)
+	var state BillingPeriodState
+	err := row.Scan(&state)
+	return state, err
+}
+
 const periodsToInvoice = `-- name: PeriodsToInvoice :many
 SELECT p.id, p.subscription_id, p.period_start, p.period_end, p.trial
 FROM billing_periods p
@@ -1193,8 +1246,7 @@ type SnapshotLastSegmentRow struct {
 	SegmentStart  time.Time
 }
 
-// SnapshotMeterQuantity is what a period's snapshot counted of a meter
-// in the segment of the given plan version that ended last.
+// SnapshotLastSegment is the period's segment that started last.
 func (q *Queries) SnapshotLastSegment(ctx context.Context, billingPeriodID uuid.UUID) (SnapshotLastSegmentRow, error) {
 	row := q.db.QueryRow(ctx, snapshotLastSegment, billingPeriodID)
 	var i SnapshotLastSegmentRow
@@ -1214,6 +1266,8 @@ type SnapshotMeterQuantityParams struct {
 	MeterSlug       string
 }
 
+// SnapshotMeterQuantity is what a period's snapshot counted of a meter
+// in one segment.
 func (q *Queries) SnapshotMeterQuantity(ctx context.Context, arg SnapshotMeterQuantityParams) (decimal.Decimal, error) {
 	row := q.db.QueryRow(ctx, snapshotMeterQuantity, arg.BillingPeriodID, arg.SegmentStart, arg.MeterSlug)
 	var column_1 decimal.Decimal

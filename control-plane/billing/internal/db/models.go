@@ -235,6 +235,23 @@ func (ns NullInvoiceStatus) Value() (driver.Value, error) {
 	return string(ns.InvoiceStatus), nil
 }
 
+type BillingAdjustment struct {
+	ID              uuid.UUID
+	SubscriptionID  uuid.UUID
+	BillingPeriodID *uuid.UUID
+	Kind            AdjustmentKind
+	MeterSlug       *string
+	Quantity        *decimal.Decimal
+	Amount          *decimal.Decimal
+	Currency        *string
+	Reason          string
+	Actor           string
+	InvoiceID       *uuid.UUID
+	CreatedAt       time.Time
+	PlanVersionID   *uuid.UUID
+	SegmentStart    *time.Time
+}
+
 type BillingProfile struct {
 	OrganizationID uuid.UUID
 	LegalName      string
