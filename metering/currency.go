@@ -41,3 +41,10 @@ func CurrencyOf(code string) (Currency, error) {
 func (c Currency) Round(d decimal.Decimal) decimal.Decimal {
 	return d.Round(c.Exponent)
 }
+
+// Format writes an amount as the currency shows it, with exactly the minor
+// unit's decimals (JPY 1500, USD 12.50, KWD 1.250), rounded as Round does:
+// the one way quotes, and invoices when billing writes them, print money.
+func (c Currency) Format(d decimal.Decimal) string {
+	return d.StringFixed(c.Exponent)
+}

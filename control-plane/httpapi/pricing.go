@@ -11,7 +11,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
 
-	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/internal/validation"
@@ -20,10 +19,10 @@ import (
 
 // PromotionQuoter prices a quote with promotion codes: it resolves the
 // codes for the plan (without redeeming them) and applies them to terms.
-// A code it does not know, or that the plan may not use, is a validation
-// error naming it.
+// A code that cannot be applied is a validation error naming it, the same
+// whatever the reason.
 type PromotionQuoter interface {
-	QuoteWithCodes(ctx context.Context, actor identity.Actor, planID uuid.UUID, terms metering.PlanTerms,
+	QuoteWithCodes(ctx context.Context, planID uuid.UUID, terms metering.PlanTerms,
 		usage map[string]decimal.Decimal, codes []string) (metering.Quote, error)
 }
 
@@ -139,9 +138,9 @@ func (a *api) quote(w http.ResponseWriter, r *http.Request) error {
 	case len(in.PromotionCodes) == 0:
 		q, err = terms.Quote(usage)
 	case a.cfg.Promotions == nil:
-		return validation.One("promotion_codes[0]", fmt.Sprintf("unknown promotion code %.70q", in.PromotionCodes[0]))
+		return validation.One("promotion_codes[0]", fmt.Sprintf("promotion code %.70q cannot be applied to this plan", in.PromotionCodes[0]))
 	default:
-		q, err = a.cfg.Promotions.QuoteWithCodes(r.Context(), actor, id, terms, usage, in.PromotionCodes)
+		q, err = a.cfg.Promotions.QuoteWithCodes(r.Context(), id, terms, usage, in.PromotionCodes)
 	}
 	if errors.Is(err, metering.ErrBeyondTiers) {
 		return validation.One("usage", err.Error())
@@ -156,7 +155,7 @@ func (a *api) quote(w http.ResponseWriter, r *http.Request) error {
 // toQuoteAnswer writes amounts with exactly the currency's minor-unit
 // decimals (JPY 0, USD 2, KWD 3), quantities and unit prices as they are.
 func toQuoteAnswer(planID uuid.UUID, version int, cur metering.Currency, q metering.Quote) quoteAnswer {
-	money := func(d decimal.Decimal) string { return d.StringFixed(cur.Exponent) }
+	money := cur.Format
 	out := quoteAnswer{
 		PlanID: planID, Version: version, Currency: cur.Code, Lines: make([]quoteLine, 0, len(q.Lines)),
 		Subtotal: money(q.Subtotal), Discount: money(q.Discount), Total: money(q.Total),

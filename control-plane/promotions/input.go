@@ -239,6 +239,11 @@ func (p PromotionPatch) apply(before Promotion) (Promotion, error) {
 		v.Add("max_redemptions", "must be at least the %d redemptions made", before.Redemptions)
 	}
 	if p.PlanIDs != nil {
+		// An empty list would make the promotion apply to every plan of
+		// the provider; a patch narrows or moves it, never widens it so.
+		if len(*p.PlanIDs) == 0 {
+			v.Add("plan_ids", "must list at least one plan (leave it out or null to keep the plans)")
+		}
 		planIDs(&v, *p.PlanIDs)
 		after.PlanIDs = *p.PlanIDs
 	}

@@ -433,6 +433,11 @@ func TestUpdate(t *testing.T) {
 	if n := f.count(`SELECT count(*) FROM audit_log WHERE action = 'promotion.update' AND target_id = $1`, p.ID.String()); n != 1 {
 		t.Errorf("promotion.update audit entries = %d; want 1", n)
 	}
+	_, err = f.svc.Update(f.Ctx, f.Provider, p.ID, promotions.PromotionPatch{PlanIDs: &[]uuid.UUID{}})
+	wantField(t, "Update with no plans", err, "plan_ids", "at least one plan")
+	if got, err := f.svc.Update(f.Ctx, f.Provider, p.ID, promotions.PromotionPatch{PlanIDs: nil}); err != nil || len(got.PlanIDs) != 0 {
+		t.Errorf("Update leaving plan_ids out = %+v, %v; want the plans kept", got, err)
+	}
 	if _, err := f.svc.Update(f.Ctx, f.Consumer, p.ID, promotions.PromotionPatch{Enabled: ptr(true)}); !errors.Is(err, promotions.ErrNotFound) {
 		t.Errorf("Update by another organization = %v; want ErrNotFound", err)
 	}
@@ -443,19 +448,59 @@ func TestResolve(t *testing.T) {
 	f := setup(t)
 	f.create(percent("TEN", 10))
 	f.create(promotions.PromotionInput{Code: "FREECALLS", Kind: metering.PromotionFreeUnits, Value: decimal.NewFromInt(1000), Meter: ptr("calls"), Stackable: true})
-	got, err := f.svc.Resolve(f.Ctx, f.Consumer, f.Plan.ID, []string{"ten", "FreeCalls"}, f.Clock.Now())
+	got, err := f.svc.Resolve(f.Ctx, f.Plan.ID, []string{"ten", "FreeCalls"}, f.Clock.Now())
 	if err != nil || len(got) != 2 || got[0].Code != "TEN" || got[1].Kind != metering.PromotionFreeUnits || got[1].Meter != "calls" {
 		t.Errorf("Resolve = %+v, %v; want TEN and FREECALLS", got, err)
 	}
-	_, err = f.svc.Resolve(f.Ctx, f.Consumer, f.Plan.ID, []string{"TEN", "NOPE"}, f.Clock.Now())
-	wantField(t, "Resolve(NOPE)", err, "promotion_codes[1]", `"NOPE" is unknown`)
-	_, err = f.svc.Resolve(f.Ctx, f.Consumer, f.Plan.ID, []string{"TEN", "ten"}, f.Clock.Now())
+	_, err = f.svc.Resolve(f.Ctx, f.Plan.ID, []string{"TEN", "NOPE"}, f.Clock.Now())
+	wantField(t, "Resolve(NOPE)", err, "promotion_codes[1]", `"NOPE" cannot be applied to this plan`)
+	_, err = f.svc.Resolve(f.Ctx, f.Plan.ID, []string{"TEN", "ten"}, f.Clock.Now())
 	wantField(t, "Resolve(twice)", err, "promotion_codes[1]", "twice")
-	_, err = f.svc.Resolve(f.Ctx, f.Consumer, f.Plan.ID, strings.Split("A,B,C,D,E,F,G,H,I,J,K", ","), f.Clock.Now())
+	_, err = f.svc.Resolve(f.Ctx, f.Plan.ID, strings.Split("A,B,C,D,E,F,G,H,I,J,K", ","), f.Clock.Now())
 	wantField(t, "Resolve(11 codes)", err, "promotion_codes", "at most 10")
 	if n := f.count(`SELECT count(*) FROM promotion_redemptions`); n != 0 {
 		t.Errorf("redemptions after Resolve = %d; want 0", n)
 	}
+}
+
+// TestResolveSaysOneThing: a quote refuses an unknown, disabled, not yet
+// valid, other plan's, used up or other currency's code with the same
+// detail, so that quoting does not tell which codes exist; Redeem, by the
+// subscriber, still says why.
+func TestResolveSaysOneThing(t *testing.T) {
+	f := setup(t)
+	now := f.Clock.Now()
+	off := percent("OFF", 10)
+	off.Enabled = ptr(false)
+	f.create(off)
+	later := percent("LATER", 10)
+	later.ValidFrom = ptr(now.Add(time.Hour))
+	f.create(later)
+	plan, err := f.Svc.CreatePlan(f.Ctx, f.Provider, f.APIID, subscriptions.PlanInput{Name: "Other", Slug: "other", Terms: subscriptions.Terms{Currency: "USD"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := percent("OTHER", 10)
+	other.PlanIDs = []uuid.UUID{plan.ID}
+	f.create(other)
+	one := percent("ONE", 10)
+	one.MaxRedemptions = ptr(1)
+	f.create(one)
+	if _, err := f.svc.Redeem(f.Ctx, f.Consumer, f.Sub.ID, promotions.RedeemInput{Code: "ONE"}); err != nil {
+		t.Fatal(err)
+	}
+	f.create(promotions.PromotionInput{Code: "EUROS", Kind: metering.PromotionAmountOff, Value: decimal.NewFromInt(1), Currency: ptr("EUR"), Stackable: true})
+	terms := metering.PlanTerms{Currency: metering.Currency{Code: "USD", Exponent: 2}, BaseFee: decimal.NewFromInt(10)}
+	for _, code := range []string{"NOPE", "OFF", "LATER", "OTHER", "ONE", "EUROS"} {
+		_, err := f.svc.QuoteWithCodes(f.Ctx, f.Plan.ID, terms, nil, []string{code})
+		var v *validation.Error
+		want := fmt.Sprintf("promotion code %q cannot be applied to this plan", code)
+		if !errors.As(err, &v) || len(v.Fields) != 1 || v.Fields[0].Field != "promotion_codes[0]" || v.Fields[0].Detail != want {
+			t.Errorf("QuoteWithCodes(%s) = %v; want promotion_codes[0]: %s", code, err, want)
+		}
+	}
+	_, err = f.svc.Redeem(f.Ctx, f.Consumer, f.Sub.ID, promotions.RedeemInput{Code: "OFF"})
+	wantField(t, "Redeem(OFF)", err, "code", "is disabled")
 }
 
 // TestResolveWindow: a quote at a time outside a code's window refuses
@@ -470,13 +515,13 @@ func TestResolveWindow(t *testing.T) {
 		at   time.Time
 		want string
 	}{
-		{now, "not valid yet"},
-		{now.Add(time.Hour - time.Second), "not valid yet"},
+		{now, "cannot be applied to this plan"},
+		{now.Add(time.Hour - time.Second), "cannot be applied to this plan"},
 		{now.Add(time.Hour), ""},
 		{now.Add(8*24*time.Hour - time.Second), ""},
-		{now.Add(8 * 24 * time.Hour), "has expired"},
+		{now.Add(8 * 24 * time.Hour), "cannot be applied to this plan"},
 	} {
-		got, err := f.svc.Resolve(f.Ctx, f.Consumer, f.Plan.ID, []string{"week"}, tc.at)
+		got, err := f.svc.Resolve(f.Ctx, f.Plan.ID, []string{"week"}, tc.at)
 		if tc.want == "" {
 			if err != nil || len(got) != 1 {
 				t.Errorf("Resolve at %v = %v, %v; want WEEK", tc.at, got, err)

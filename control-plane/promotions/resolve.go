@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
 
-	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/promotions/internal/db"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/validation"
@@ -20,11 +19,14 @@ import (
 
 // Resolve reads codes for a quote of plan at at, without redeeming them:
 // each must be a promotion of the plan's provider, enabled, inside its
-// window and eligible for the plan; at most MaxCodes, none twice. A code
-// that is not is a validation error of promotion_codes[i] naming it. The
-// caller has checked that actor may see the plan; limits are not checked
-// (a quote reserves nothing), the currency is the quote's to check.
-func (s *Service) Resolve(ctx context.Context, actor identity.Actor, planID uuid.UUID, codes []string, at time.Time) ([]metering.Promotion, error) {
+// window, eligible for the plan and not used up; at most MaxCodes, none
+// twice. A code that is not is a validation error of promotion_codes[i]
+// saying only that it cannot be applied to this plan: anyone who may see
+// the plan may quote it, and a reason per refusal would tell them which
+// codes exist (Redeem, by the subscriber, says why). The caller has checked
+// that its actor may see the plan; a quote reserves nothing, the currency
+// is the quote's to check.
+func (s *Service) Resolve(ctx context.Context, planID uuid.UUID, codes []string, at time.Time) ([]metering.Promotion, error) {
 	if len(codes) == 0 {
 		return nil, nil
 	}
@@ -41,9 +43,19 @@ func (s *Service) Resolve(ctx context.Context, actor identity.Actor, planID uuid
 	}
 	out := make([]metering.Promotion, 0, len(codes))
 	for i, code := range codes {
-		p, err := s.usable(ctx, q, org, planID, code, "promotion_codes["+strconv.Itoa(i)+"]", at.UTC())
+		field := "promotion_codes[" + strconv.Itoa(i) + "]"
+		p, err := s.usable(ctx, q, org, planID, code, field, at.UTC())
+		var v *validation.Error
+		if errors.As(err, &v) {
+			return nil, cannotApply(field, code)
+		}
 		if err != nil {
 			return nil, err
+		}
+		if p.MaxRedemptions != nil && p.Redemptions >= *p.MaxRedemptions {
+			// Used up: Redeem would refuse it, so a quote must not
+			// promise its discount.
+			return nil, cannotApply(field, code)
 		}
 		out = append(out, p.Metering())
 	}
@@ -53,21 +65,22 @@ func (s *Service) Resolve(ctx context.Context, actor identity.Actor, planID uuid
 // QuoteWithCodes prices a quote of terms, plan planID's, for usage with
 // the promotion codes given (httpapi.PromotionQuoter): Resolve, then
 // terms.QuoteWithPromotions. An amount_off code in another currency than
-// the plan's is a validation error naming it.
-func (s *Service) QuoteWithCodes(ctx context.Context, actor identity.Actor, planID uuid.UUID, terms metering.PlanTerms,
+// the plan's cannot be applied either, said as Resolve says it.
+func (s *Service) QuoteWithCodes(ctx context.Context, planID uuid.UUID, terms metering.PlanTerms,
 	usage map[string]decimal.Decimal, codes []string) (metering.Quote, error) {
-	promos, err := s.Resolve(ctx, actor, planID, codes, s.now())
+	promos, err := s.Resolve(ctx, planID, codes, s.now())
 	if err != nil {
 		return metering.Quote{}, err
 	}
-	var v validation.Error
 	for i, p := range promos {
 		if p.Kind == metering.PromotionAmountOff && p.Currency != terms.Currency.Code {
-			v.Add("promotion_codes["+strconv.Itoa(i)+"]", "promotion code %q is in %s, the plan in %s", p.Code, p.Currency, terms.Currency.Code)
+			return metering.Quote{}, cannotApply("promotion_codes["+strconv.Itoa(i)+"]", codes[i])
 		}
 	}
-	if err := v.Err(); err != nil {
-		return metering.Quote{}, err
-	}
 	return terms.QuoteWithPromotions(usage, promos)
+}
+
+// cannotApply is a quote's one refusal of a code, whatever the reason.
+func cannotApply(field, code string) error {
+	return validation.One(field, fmt.Sprintf("promotion code %q cannot be applied to this plan", code))
 }
