@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -37,9 +38,8 @@ func decode(r *http.Request, dst any) error {
 	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] != '{' {
 		return &badJSON{msg: "the body must be a JSON object"}
 	}
-	if bytes.Contains(body, []byte(`\u0000`)) && hasNUL(body) {
-		// Postgres text cannot hold NUL; refuse it here rather than fail later.
-		return &badJSON{msg: "strings must not contain the NUL character"}
+	if err := checkTokens(body); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -63,18 +63,45 @@ func decodeOptional(r *http.Request, dst any) error {
 	return decode(r, dst)
 }
 
-// hasNUL reports whether a string or key of the JSON body holds NUL.
-func hasNUL(body []byte) bool {
+// maxNumber is the longest number, or decimal string, a body may hold:
+// the widest column (numeric(20, 6)) needs 21 characters and an exponent
+// form a few more.
+const maxNumber = 40
+
+// checkTokens refuses, before any value is decoded, what no request may
+// hold: NUL in a string or key, which Postgres text cannot store, and a
+// number or decimal-looking string longer than maxNumber. decimal.Decimal
+// parses its digits with big.Int.SetString, whose cost grows with the
+// square of their count: a 1 MiB literal costs seconds of CPU, before any
+// role or bound is checked. A malformed body is left to Decode to describe.
+func checkTokens(body []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
 	for {
 		tok, err := dec.Token()
 		if err != nil {
-			return false
+			return nil
 		}
-		if s, ok := tok.(string); ok && strings.ContainsRune(s, 0) {
-			return true
+		switch t := tok.(type) {
+		case json.Number:
+			if len(t) > maxNumber {
+				return &badJSON{msg: fmt.Sprintf("numbers must be at most %d characters long", maxNumber)}
+			}
+		case string:
+			if strings.ContainsRune(t, 0) {
+				return &badJSON{msg: "strings must not contain the NUL character"}
+			}
+			if len(t) > maxNumber && numeric(t) {
+				return &badJSON{msg: fmt.Sprintf("decimal strings must be at most %d characters long", maxNumber)}
+			}
 		}
 	}
+}
+
+// numeric reports whether s holds only what a decimal's text may: digits,
+// a point, signs and an exponent mark.
+func numeric(s string) bool {
+	return strings.Trim(s, "0123456789.+-eE") == ""
 }
 
 var (

@@ -23,11 +23,16 @@ func (a *api) promotionRoutes(r chi.Router) {
 }
 
 func (a *api) createPromotion(w http.ResponseWriter, r *http.Request) error {
+	// Refuse a caller who may not create before reading what it sent.
+	actor := actorFrom(r)
+	if err := promotions.MayCreate(actor); err != nil {
+		return err
+	}
 	var in promotions.PromotionInput
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	out, err := a.cfg.PromotionCodes.Create(r.Context(), actorFrom(r), in)
+	out, err := a.cfg.PromotionCodes.Create(r.Context(), actor, in)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,10 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/veil-platform/veil/control-plane/promotions"
@@ -115,5 +117,49 @@ func TestQuoteWithPromotionCodes(t *testing.T) {
 	var redemptions int
 	if err := e.Pool.QueryRow(t.Context(), `SELECT count(*) FROM promotion_redemptions`).Scan(&redemptions); err != nil || redemptions != 0 {
 		t.Errorf("redemptions after quotes = %d, %v; want 0", redemptions, err)
+	}
+}
+
+// TestLongDecimalsRefused: a decimal longer than 40 characters, as a
+// number or a string, is refused before it is parsed, and a caller who may
+// not create a promotion is refused before its body is read; 40 characters
+// still decode.
+func TestLongDecimalsRefused(t *testing.T) {
+	w := promotionsWorld(t)
+	e := w.e
+	digits := strings.Repeat("9", 100_000)
+	for _, value := range []any{digits, json.RawMessage(digits), strings.Repeat("1", 41)} {
+		e.problem(http.StatusBadRequest, "malformed-json", "POST", "/v1/promotions", w.provider,
+			map[string]any{"code": "HUGE", "kind": "percent_off", "value": value})
+	}
+	e.problem(http.StatusForbidden, "forbidden", "POST", "/v1/promotions", w.buyer,
+		map[string]any{"code": "HUGE", "kind": "percent_off", "value": json.RawMessage(digits)})
+	e.problem(http.StatusBadRequest, "malformed-json", "POST", "/v1/plans/"+w.planID+"/versions", w.provider,
+		map[string]any{"terms": map[string]any{"type": "subscription", "currency": "USD", "base_fee": digits}})
+	var p struct{ Value string }
+	e.must(http.StatusCreated, "POST", "/v1/promotions", w.provider,
+		map[string]any{"code": "FORTY", "kind": "percent_off", "value": strings.Repeat("0", 38) + "10"}, &p)
+	if p.Value != "10" {
+		t.Errorf("created value = %s; want 10", p.Value)
+	}
+}
+
+// TestPatchPromotionPlansEmpty: an empty plan_ids would widen the
+// promotion to every plan; it is refused naming the field.
+func TestPatchPromotionPlansEmpty(t *testing.T) {
+	w := promotionsWorld(t)
+	var p struct{ ID string }
+	w.e.must(http.StatusCreated, "POST", "/v1/promotions", w.provider,
+		map[string]any{"code": "BASIC", "kind": "percent_off", "value": "5", "plan_ids": []string{w.planID}}, &p)
+	d := w.e.problem(http.StatusUnprocessableEntity, "validation", "PATCH", "/v1/promotions/"+p.ID, w.provider, map[string]any{"plan_ids": []string{}})
+	if got := d.fields(); !slices.Equal(got, []string{"plan_ids"}) {
+		t.Errorf("patch with plan_ids []: fields %v; want plan_ids", got)
+	}
+	var after struct {
+		PlanIDs []string `json:"plan_ids"`
+	}
+	w.e.must(http.StatusOK, "PATCH", "/v1/promotions/"+p.ID, w.provider, map[string]any{"plan_ids": nil}, &after)
+	if !slices.Equal(after.PlanIDs, []string{w.planID}) {
+		t.Errorf("plan_ids after a null patch = %v; want %s", after.PlanIDs, w.planID)
 	}
 }

@@ -22,10 +22,20 @@ func (p Promotion) canSee(a identity.Actor) bool {
 	return a.IsAdmin() || (a.OrgID != uuid.Nil && a.OrgID == p.OrganizationID)
 }
 
+// MayCreate refuses an actor who may not create promotions: only a
+// provider organization's members do, for it. It needs no state, so a
+// caller may ask before it reads the request.
+func MayCreate(actor identity.Actor) error {
+	if actor.Role == identity.RoleSystem || actor.OrgID == uuid.Nil || !actor.CanProvide(actor.OrgID) {
+		return identity.ErrForbidden
+	}
+	return nil
+}
+
 // Create adds a promotion of the actor's organization, which must provide.
 func (s *Service) Create(ctx context.Context, actor identity.Actor, in PromotionInput) (Promotion, error) {
-	if actor.Role == identity.RoleSystem || actor.OrgID == uuid.Nil || !actor.CanProvide(actor.OrgID) {
-		return Promotion{}, identity.ErrForbidden
+	if err := MayCreate(actor); err != nil {
+		return Promotion{}, err
 	}
 	if err := in.Validate(s.now().UTC()); err != nil {
 		return Promotion{}, err
