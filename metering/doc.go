@@ -10,9 +10,25 @@
 // currency's minor unit (currency.go); quote.go prices a plan's period and
 // promotion.go applies promotions to that quote, in the order of
 // application its comment fixes (exclusive or stackable; free units before
-// rating; amounts, then percentages; never below zero). Invoices will join
-// it; a billing period's bounds stay internal/enforcement's, the arithmetic
-// the gateway counts quotas by, which billing will call.
+// rating; amounts, then percentages; never below zero).
+//
+// Billing: invoice.go computes a billing period's invoice from what it
+// cites alone (BuildInvoice), with no I/O, and Explain recomputes a stored
+// invoice line by line. The base fee of the period's first plan version in
+// full; at each change of version a proration credit of the old fee and a
+// charge of the new one for the time left, by the exact fraction of the
+// period (never rounded itself); each plan-version segment's usage rated
+// by its own version (included units and tiers per segment); promotions in
+// promotion.go's order on those lines (free units used up segment by
+// segment); adjustments priced on top of what their period billed; tax
+// exclusive, inclusive (stated, not added) or reverse-charged (the legal
+// mention); then the customer's credit applied up to the total, or a
+// negative total turned into credit issued, so that the amount due, the
+// sum of the lines, is never below zero. A trial period charges nothing.
+// Every line is rounded once to the currency's minor unit, half away from
+// zero. The file's comment gives each rule in full. A billing period's
+// bounds stay internal/enforcement's, the arithmetic the gateway counts
+// quotas by.
 //
 // meter.go defines a meter: which billable events it selects and what each
 // adds (Meter.Contribution, Meter.KeyValue), the fold the processors keep

@@ -1,7 +1,60 @@
 package metering
 
+// Invoices: what a billing period costs, from what the invoice cites (the
+// usage snapshot split by plan-version segment, the plan versions' terms,
+// the promotions, the adjustments, the credit balance and the tax
+// treatment), so that anyone holding those can recompute it to the last
+// digit (Explain). The order of the lines and their semantics:
+//
+//  1. Fees. The base fee of the first segment's version, in full. At each
+//     change of version, two lines on the time left from the change to the
+//     period's end: a proration_credit of −(old fee × left / period) and a
+//     proration_charge of +(new fee × left / period). left and period are
+//     exact durations (whole seconds as the history records them); the
+//     fraction is never rounded, only the line's amount is, once. Upgrades
+//     and downgrades alike; with several changes each has its pair. A
+//     version without a base fee has no line. Adjacent segments of one
+//     version are one segment.
+//  2. Usage. Each segment's usage is rated by its own version's charges
+//     (Charge.Rate): included units and tiers apply per segment. A meter a
+//     segment's version does not price must have no usage in it.
+//  3. Promotions, in promotion.go's order on the fees and usage: free_units
+//     reduce the meter's metered quantity segment by segment, in order,
+//     until the units are used up (one discount line per promotion: what
+//     the reductions save); then amounts, then percentages of what
+//     remains. A discount never takes more than what remains, and nothing
+//     when the fees and usage sum to zero or less (a downgrade's credit).
+//  4. Adjustments, in the given order: a quantity of a meter is priced
+//     under the terms of the period it concerns, on top of what that
+//     period billed: rate(billed + quantity) − rate(billed), so tiers go on
+//     where the period stopped (a negative quantity gives back); an amount
+//     is billed as it is, rounded. Adjustments are not discounted.
+//  5. Tax on the taxable amount, the sum of the lines so far (zero when
+//     that is negative). Exclusive: a tax line of taxable × rate / 100.
+//     Inclusive: a tax line of amount 0 stating the tax the prices include,
+//     taxable × rate / (100 + rate); Invoice.Tax is that amount. Reverse
+//     charge: a tax line of 0 carrying the legal mention. No line when
+//     the treatment is the zero value (no tax rule).
+//  6. Credit. Total is the sum of the lines so far. When it is positive,
+//     the customer's credit pays for it up to the total: a credit line of
+//     −CreditApplied. When it is negative, the excess goes to the
+//     customer's credit balance: a credit line of +CreditIssued, so that
+//     AmountDue is never below zero.
+//
+// AmountDue is the sum of all lines. Subtotal is the sum of the fee, usage
+// and adjustment lines, Discount the discount lines' as a positive amount,
+// Tax the tax charged or included, so that Total = Subtotal − Discount +
+// the tax line. A trial period has no fee, usage or discount lines: its
+// total is zero unless adjustments of earlier periods are billed on it.
+// Every line is rounded once to the currency's minor unit, half away from
+// zero; quantities and unit prices are exact, within what invoice_lines
+// holds (6 and 12 decimals), so that a stored invoice reproduces.
+
 import (
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -118,13 +171,506 @@ type LineDiff struct {
 	Stored, Recomputed string
 }
 
-// BuildInvoice computes the invoice of in.
+// The largest magnitudes invoice_lines holds (numeric(20, 6) amounts and
+// quantities, numeric(24, 12) unit prices): a line beyond them could not be
+// stored as computed, so it could not be reproduced either.
+var (
+	maxStoredAmount    = decimal.New(1, 14)
+	maxStoredUnitPrice = decimal.New(1, 12)
+)
+
+// maxPeriod bounds a billing period: plans bill by month or year, and a
+// longer span is a wrong input, not a period.
+const maxPeriod = 400 * 24 * time.Hour
+
+// BuildInvoice computes the invoice of in, as the file's comment says.
 func BuildInvoice(in InvoiceInput) (Invoice, error) {
-	return Invoice{}, errors.New("build invoice: not implemented yet")
+	if err := in.validate(); err != nil {
+		return Invoice{}, fmt.Errorf("build invoice: %w", err)
+	}
+	b := &invoiceBuilder{cur: in.Currency, inv: Invoice{
+		Currency: in.Currency.Code, Subtotal: decimal.Zero, Discount: decimal.Zero, Tax: decimal.Zero, Total: decimal.Zero,
+		CreditApplied: decimal.Zero, AmountDue: decimal.Zero, CreditIssued: decimal.Zero,
+	}}
+	if !in.Trial {
+		segs := mergeSegments(in.Segments)
+		b.fees(segs, in.PeriodStart, in.PeriodEnd)
+		full, err := b.usage(segs)
+		if err != nil {
+			return Invoice{}, fmt.Errorf("build invoice: %w", err)
+		}
+		if err := b.promotions(segs, full, in.Promotions); err != nil {
+			return Invoice{}, fmt.Errorf("build invoice: %w", err)
+		}
+	}
+	for i, a := range in.Adjustments {
+		if err := b.adjustment(a); err != nil {
+			return Invoice{}, fmt.Errorf("build invoice: adjustment %d (%s): %w", i+1, a.ID, err)
+		}
+	}
+	b.tax(in.Tax)
+	b.credit(in.CreditAvailable)
+	if err := b.inv.checkStorable(); err != nil {
+		return Invoice{}, fmt.Errorf("build invoice: %w", err)
+	}
+	return b.inv, nil
+}
+
+// validate checks what BuildInvoice relies on: a known currency, a period,
+// segments that cover it in order (unless a trial), terms in the invoice's
+// currency, a credit balance not below zero and a tax rate in [0, 100].
+func (in InvoiceInput) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidInvoice, fmt.Sprintf(format, a...))
+	}
+	if cur, err := CurrencyOf(in.Currency.Code); err != nil {
+		return err
+	} else if cur != in.Currency {
+		return bad("currency %s with %d decimals, not %d", cur.Code, in.Currency.Exponent, cur.Exponent)
+	}
+	period := in.PeriodEnd.Sub(in.PeriodStart)
+	if period <= 0 || period > maxPeriod {
+		return bad("period [%s, %s) empty or longer than %s", in.PeriodStart, in.PeriodEnd, maxPeriod)
+	}
+	if in.CreditAvailable.IsNegative() {
+		return bad("credit available %s below zero", in.CreditAvailable)
+	}
+	if r := in.Tax.RatePercent; r.IsNegative() || r.GreaterThan(decimal.NewFromInt(100)) {
+		return bad("tax rate %s%% outside [0, 100]", r)
+	}
+	if in.Trial {
+		return nil
+	}
+	if len(in.Segments) == 0 {
+		return bad("no segment covers the period")
+	}
+	at := in.PeriodStart
+	for i, s := range in.Segments {
+		if !s.From.Equal(at) || !s.To.After(s.From) {
+			return bad("segment %d [%s, %s) does not follow on at %s", i+1, s.From, s.To, at)
+		}
+		if err := s.Terms.validate(in.Currency); err != nil {
+			return fmt.Errorf("segment %d (%s): %w", i+1, s.PlanVersionID, err)
+		}
+		at = s.To
+	}
+	if !at.Equal(in.PeriodEnd) {
+		return bad("the segments end at %s, the period at %s", at, in.PeriodEnd)
+	}
+	return nil
+}
+
+// validate checks terms an invoice in cur can price: in cur, a base fee
+// not below zero, one charge per meter.
+func (p PlanTerms) validate(cur Currency) error {
+	if p.Currency != cur {
+		return fmt.Errorf("%w: terms in %s, the invoice in %s", ErrInvalidInvoice, p.Currency.Code, cur.Code)
+	}
+	if p.BaseFee.IsNegative() {
+		return fmt.Errorf("%w: base fee %s below zero", ErrInvalidCharge, p.BaseFee)
+	}
+	for i, c := range p.Charges {
+		if slices.ContainsFunc(p.Charges[:i], func(o Charge) bool { return o.Meter == c.Meter }) {
+			return fmt.Errorf("%w: meter %q charged twice", ErrInvalidCharge, c.Meter)
+		}
+	}
+	return nil
+}
+
+// mergeSegments joins adjacent segments of one plan version: one version's
+// included units and tiers apply once to its whole stretch of the period.
+func mergeSegments(segs []Segment) []Segment {
+	out := make([]Segment, 0, len(segs))
+	for _, s := range segs {
+		n := len(out)
+		if n == 0 || out[n-1].PlanVersionID != s.PlanVersionID {
+			out = append(out, s)
+			continue
+		}
+		usage := make(map[string]decimal.Decimal, len(s.Usage))
+		for _, u := range []map[string]decimal.Decimal{out[n-1].Usage, s.Usage} {
+			for m, q := range u {
+				usage[m] = usage[m].Add(q)
+			}
+		}
+		out[n-1].To, out[n-1].Usage = s.To, usage
+	}
+	return out
+}
+
+type invoiceBuilder struct {
+	cur Currency
+	inv Invoice
+}
+
+func (b *invoiceBuilder) add(l InvoiceLine) {
+	b.inv.Lines = append(b.inv.Lines, l)
+	switch l.Kind {
+	case LineDiscount:
+		b.inv.Discount = b.inv.Discount.Sub(l.Amount)
+	case LineTax, LineCredit:
+	default:
+		b.inv.Subtotal = b.inv.Subtotal.Add(l.Amount)
+	}
+}
+
+// fees adds the first version's base fee and the proration lines of each
+// change of version.
+func (b *invoiceBuilder) fees(segs []Segment, start, end time.Time) {
+	first := segs[0]
+	if first.Terms.BaseFee.IsPositive() {
+		fee := b.cur.Round(first.Terms.BaseFee)
+		b.add(InvoiceLine{Kind: LineBaseFee, Description: "Base fee", PlanVersionID: first.PlanVersionID,
+			Quantity: decimal.NewFromInt(1), UnitPrice: fee, Amount: fee})
+	}
+	period := decimal.NewFromInt(int64(end.Sub(start)))
+	for i := 1; i < len(segs); i++ {
+		prev, next := segs[i-1], segs[i]
+		left := decimal.NewFromInt(int64(end.Sub(next.From)))
+		share := fmt.Sprintf("%s of %s s from %s", left.Shift(-9), period.Shift(-9), next.From.UTC().Format(time.RFC3339))
+		if fee := prev.Terms.BaseFee; fee.IsPositive() {
+			amount := roundQuo(b.cur, fee.Mul(left).Neg(), period)
+			b.add(InvoiceLine{Kind: LineProrationCredit, Description: "Unused time of the previous plan version: " + share,
+				PlanVersionID: prev.PlanVersionID, Quantity: decimal.NewFromInt(1), UnitPrice: amount, Amount: amount})
+		}
+		if fee := next.Terms.BaseFee; fee.IsPositive() {
+			amount := roundQuo(b.cur, fee.Mul(left), period)
+			b.add(InvoiceLine{Kind: LineProrationCharge, Description: "Remaining time of the new plan version: " + share,
+				PlanVersionID: next.PlanVersionID, Quantity: decimal.NewFromInt(1), UnitPrice: amount, Amount: amount})
+		}
+	}
+}
+
+// roundQuo is num / den rounded once to cur's minor unit, half away from
+// zero, exactly: Div would first round the quotient to 16 places, and a
+// quotient such as x.xx4999999999999999… would then round up twice.
+func roundQuo(cur Currency, num, den decimal.Decimal) decimal.Decimal {
+	q, r := num.QuoRem(den, cur.Exponent)
+	// num = den × q + r with |r| < |den| × 10^−exp and r of num's sign:
+	// the quotient is half a minor unit or more past q when 2|r| ≥ that.
+	if r.Abs().Mul(decimal.NewFromInt(2)).GreaterThanOrEqual(den.Abs().Shift(-cur.Exponent)) {
+		step := decimal.New(1, -cur.Exponent)
+		if num.Sign()*den.Sign() < 0 {
+			step = step.Neg()
+		}
+		q = q.Add(step)
+	}
+	return q
+}
+
+// usage adds each segment's usage lines, rated by its own version, and
+// returns each segment's charge totals per meter (what free units save
+// from).
+func (b *invoiceBuilder) usage(segs []Segment) ([]map[string]decimal.Decimal, error) {
+	full := make([]map[string]decimal.Decimal, len(segs))
+	for i, s := range segs {
+		full[i] = make(map[string]decimal.Decimal, len(s.Terms.Charges))
+		for meter, q := range s.Usage {
+			if !q.IsZero() && !slices.ContainsFunc(s.Terms.Charges, func(c Charge) bool { return c.Meter == meter }) {
+				return nil, fmt.Errorf("segment %d (%s): %w: %q", i+1, s.PlanVersionID, ErrUnknownMeter, meter)
+			}
+		}
+		for _, c := range s.Terms.Charges {
+			lines, total, err := c.Rate(s.Usage[c.Meter], b.cur)
+			if err != nil {
+				return nil, fmt.Errorf("segment %d (%s): %w", i+1, s.PlanVersionID, err)
+			}
+			full[i][c.Meter] = total
+			for _, l := range lines {
+				b.add(InvoiceLine{Kind: LineUsage, Description: usageDescription(l), PlanVersionID: s.PlanVersionID,
+					Meter: l.Meter, Tier: l.Tier, Quantity: l.Quantity, UnitPrice: l.UnitPrice, Amount: l.Amount})
+			}
+		}
+	}
+	return full, nil
+}
+
+func usageDescription(l Line) string {
+	if l.Tier == 0 {
+		return l.Meter
+	}
+	return fmt.Sprintf("%s, tier %d", l.Meter, l.Tier)
+}
+
+// promotions adds the discount lines, in promotion.go's order of
+// application, on the fee and usage lines.
+func (b *invoiceBuilder) promotions(segs []Segment, full []map[string]decimal.Decimal, promos []Promotion) error {
+	if len(promos) == 0 {
+		return nil
+	}
+	if err := validatePromotions(promos, b.cur); err != nil {
+		return err
+	}
+	applying := ApplyingPromotions(promos)
+	left := make([]map[string]decimal.Decimal, len(segs))
+	for _, pr := range applying {
+		if pr.Kind != PromotionFreeUnits {
+			continue
+		}
+		saved, priced, err := b.freeUnits(segs, full, left, pr)
+		if err != nil {
+			return err
+		}
+		if priced {
+			b.discount(pr, pr.Meter, saved)
+		}
+	}
+	for _, kind := range []string{PromotionAmountOff, PromotionPercentOff} {
+		for _, pr := range applying {
+			switch {
+			case pr.Kind != kind:
+			case kind == PromotionAmountOff:
+				b.discount(pr, "", b.cur.Round(pr.Value))
+			default:
+				b.discount(pr, "", b.cur.Round(b.remaining().Mul(pr.Value).Shift(-2)))
+			}
+		}
+	}
+	return nil
+}
+
+// validatePromotions refuses what QuoteWithPromotions refuses: an invalid
+// promotion, a code given twice, an amount in another currency.
+func validatePromotions(promos []Promotion, cur Currency) error {
+	seen := make(map[string]bool, len(promos))
+	for _, pr := range promos {
+		if err := pr.Validate(); err != nil {
+			return err
+		}
+		code := strings.ToLower(pr.Code)
+		if seen[code] {
+			return fmt.Errorf("%w: %q given twice", ErrInvalidPromotion, pr.Code)
+		}
+		seen[code] = true
+		if pr.Kind == PromotionAmountOff && pr.Currency != cur.Code {
+			return fmt.Errorf("%w: %q is in %s, the invoice in %s", ErrPromotionCurrency, pr.Code, pr.Currency, cur.Code)
+		}
+	}
+	return nil
+}
+
+// freeUnits reduces pr's meter segment by segment, in order, by what is
+// left of pr's units, and returns what the reductions save; priced is
+// false when no segment's version prices the meter.
+func (b *invoiceBuilder) freeUnits(segs []Segment, full, left []map[string]decimal.Decimal, pr Promotion) (saved decimal.Decimal, priced bool, err error) {
+	units, saved := pr.Value, decimal.Zero
+	for i, s := range segs {
+		j := slices.IndexFunc(s.Terms.Charges, func(c Charge) bool { return c.Meter == pr.Meter })
+		if j < 0 {
+			continue
+		}
+		priced = true
+		if !units.IsPositive() {
+			continue
+		}
+		c := s.Terms.Charges[j]
+		metered, before := s.Usage[c.Meter], full[i][c.Meter]
+		if q, ok := left[i][c.Meter]; ok {
+			metered = q
+			if _, before, err = c.Rate(metered, b.cur); err != nil {
+				return decimal.Zero, false, err
+			}
+		}
+		reduced := decimal.Max(decimal.Zero, metered.Sub(units))
+		_, after, err := c.Rate(reduced, b.cur)
+		if err != nil {
+			return decimal.Zero, false, err
+		}
+		if left[i] == nil {
+			left[i] = make(map[string]decimal.Decimal)
+		}
+		left[i][c.Meter] = reduced
+		units = units.Sub(metered.Sub(reduced))
+		saved = saved.Add(before.Sub(after))
+	}
+	return saved, priced, nil
+}
+
+// remaining is what the discounts may still take off: the fees and usage
+// less the discounts so far, never below zero.
+func (b *invoiceBuilder) remaining() decimal.Decimal {
+	return decimal.Max(decimal.Zero, b.inv.Subtotal.Sub(b.inv.Discount))
+}
+
+// discount adds pr's line of off (in minor units), capped at what remains.
+func (b *invoiceBuilder) discount(pr Promotion, meter string, off decimal.Decimal) {
+	off = decimal.Min(off, b.remaining()).Neg()
+	b.add(InvoiceLine{Kind: LineDiscount, Description: "Promotion " + pr.Code, Meter: meter,
+		Quantity: decimal.NewFromInt(1), UnitPrice: off, Amount: off, Reference: pr.ID})
+}
+
+// adjustment adds a's line: a quantity priced on top of what its period
+// billed, or an amount.
+func (b *invoiceBuilder) adjustment(a Adjustment) error {
+	desc := a.Description
+	if desc == "" {
+		desc = "Adjustment"
+	}
+	if !a.HasQuantity {
+		if a.Meter != "" || !a.Quantity.IsZero() {
+			return fmt.Errorf("%w: an amount adjustment with a meter or quantity", ErrInvalidInvoice)
+		}
+		amount := b.cur.Round(a.Amount)
+		b.add(InvoiceLine{Kind: LineAdjustment, Description: desc, Quantity: decimal.NewFromInt(1), UnitPrice: amount, Amount: amount, Reference: a.ID})
+		return nil
+	}
+	if !a.Amount.IsZero() {
+		return fmt.Errorf("%w: a quantity adjustment with an amount", ErrInvalidInvoice)
+	}
+	if err := a.Terms.validate(b.cur); err != nil {
+		return err
+	}
+	i := slices.IndexFunc(a.Terms.Charges, func(c Charge) bool { return c.Meter == a.Meter })
+	if i < 0 {
+		return fmt.Errorf("%w: %q", ErrUnknownMeter, a.Meter)
+	}
+	c := a.Terms.Charges[i]
+	_, before, err := c.Rate(a.Billed, b.cur)
+	if err != nil {
+		return err
+	}
+	_, after, err := c.Rate(a.Billed.Add(a.Quantity), b.cur)
+	if err != nil {
+		return err
+	}
+	// Both totals are sums of rounded lines: their difference is in minor
+	// units already. The unit price is the average, for the reader only.
+	amount, price := after.Sub(before), decimal.Zero
+	if !a.Quantity.IsZero() {
+		price = amount.DivRound(a.Quantity, 12)
+	}
+	b.add(InvoiceLine{Kind: LineAdjustment, Description: desc, Meter: a.Meter, Quantity: a.Quantity, UnitPrice: price, Amount: amount, Reference: a.ID})
+	return nil
+}
+
+// tax adds the tax line of t on the lines so far.
+func (b *invoiceBuilder) tax(t TaxTreatment) {
+	if t.Name == "" && t.Mention == "" && !t.Inclusive && !t.ReverseCharge && t.RatePercent.IsZero() {
+		return
+	}
+	taxable := decimal.Max(decimal.Zero, b.inv.Subtotal.Sub(b.inv.Discount))
+	rate := t.RatePercent.String() + "%"
+	l := InvoiceLine{Kind: LineTax, Quantity: taxable, UnitPrice: decimal.Zero, Amount: decimal.Zero, Reference: t.Name}
+	switch {
+	case t.ReverseCharge:
+		l.Description = t.Mention
+		if l.Description == "" {
+			l.Description = "Reverse charge"
+		}
+	case t.Inclusive:
+		hundred := decimal.NewFromInt(100)
+		b.inv.Tax = roundQuo(b.cur, taxable.Mul(t.RatePercent), hundred.Add(t.RatePercent))
+		l.Description = fmt.Sprintf("%s %s included: %s", t.Name, rate, b.inv.Tax.StringFixed(b.cur.Exponent))
+	default:
+		l.UnitPrice = t.RatePercent.Shift(-2)
+		l.Amount = b.cur.Round(taxable.Mul(l.UnitPrice))
+		b.inv.Tax = l.Amount
+		l.Description = fmt.Sprintf("%s %s", t.Name, rate)
+	}
+	b.add(l)
+}
+
+// credit closes the invoice: Total, then the credit applied to it or
+// issued from it, and AmountDue.
+func (b *invoiceBuilder) credit(available decimal.Decimal) {
+	inv := &b.inv
+	for _, l := range inv.Lines {
+		inv.Total = inv.Total.Add(l.Amount)
+	}
+	if inv.Total.IsNegative() {
+		inv.CreditIssued = inv.Total.Neg()
+		b.add(InvoiceLine{Kind: LineCredit, Description: "Credit to the customer's balance",
+			Quantity: decimal.NewFromInt(1), UnitPrice: inv.CreditIssued, Amount: inv.CreditIssued, Reference: "issued"})
+	} else if applied := decimal.Min(available.Truncate(b.cur.Exponent), inv.Total); applied.IsPositive() {
+		inv.CreditApplied = applied
+		b.add(InvoiceLine{Kind: LineCredit, Description: "Credit applied from the customer's balance",
+			Quantity: decimal.NewFromInt(1), UnitPrice: applied.Neg(), Amount: applied.Neg(), Reference: "applied"})
+	}
+	inv.AmountDue = inv.Total.Sub(inv.CreditApplied).Add(inv.CreditIssued)
+}
+
+// checkStorable refuses an invoice invoice_lines could not hold exactly.
+func (inv Invoice) checkStorable() error {
+	for i, l := range inv.Lines {
+		switch {
+		case l.Quantity.Abs().GreaterThanOrEqual(maxStoredAmount) || !l.Quantity.Equal(l.Quantity.Truncate(6)),
+			l.UnitPrice.Abs().GreaterThanOrEqual(maxStoredUnitPrice) || !l.UnitPrice.Equal(l.UnitPrice.Truncate(12)),
+			l.Amount.Abs().GreaterThanOrEqual(maxStoredAmount):
+			return fmt.Errorf("%w: line %d (%s %s): quantity %s, unit price %s or amount %s beyond what an invoice line holds",
+				ErrInvalidInvoice, i+1, l.Kind, l.Meter, l.Quantity, l.UnitPrice, l.Amount)
+		}
+	}
+	for _, v := range []decimal.Decimal{inv.Subtotal, inv.Discount, inv.Total, inv.AmountDue} {
+		if v.Abs().GreaterThanOrEqual(maxStoredAmount) {
+			return fmt.Errorf("%w: total %s beyond what an invoice holds", ErrInvalidInvoice, v)
+		}
+	}
+	return nil
 }
 
 // Explain recomputes the invoice of in and lists how stored differs from
-// it: empty when stored reproduces.
+// it, line by line then in its totals: empty when stored reproduces.
+// Amounts compare as numbers (12.5 is 12.500000). Descriptions are
+// wording, not money, and are not compared.
 func Explain(stored Invoice, in InvoiceInput) []LineDiff {
-	return nil
+	want, err := BuildInvoice(in)
+	if err != nil {
+		return []LineDiff{{Field: "input", Recomputed: err.Error()}}
+	}
+	var diffs []LineDiff
+	for i := range max(len(stored.Lines), len(want.Lines)) {
+		switch {
+		case i >= len(stored.Lines):
+			diffs = append(diffs, LineDiff{Position: i + 1, Field: "line", Recomputed: want.Lines[i].String()})
+		case i >= len(want.Lines):
+			diffs = append(diffs, LineDiff{Position: i + 1, Field: "line", Stored: stored.Lines[i].String()})
+		default:
+			diffs = append(diffs, lineDiffs(i+1, stored.Lines[i], want.Lines[i])...)
+		}
+	}
+	if stored.Currency != want.Currency {
+		diffs = append(diffs, LineDiff{Field: "currency", Stored: stored.Currency, Recomputed: want.Currency})
+	}
+	for _, f := range []struct {
+		name      string
+		got, want decimal.Decimal
+	}{
+		{"subtotal", stored.Subtotal, want.Subtotal}, {"discount", stored.Discount, want.Discount},
+		{"tax", stored.Tax, want.Tax}, {"total", stored.Total, want.Total},
+		{"credit_applied", stored.CreditApplied, want.CreditApplied}, {"amount_due", stored.AmountDue, want.AmountDue},
+		{"credit_issued", stored.CreditIssued, want.CreditIssued},
+	} {
+		if !f.got.Equal(f.want) {
+			diffs = append(diffs, LineDiff{Field: f.name, Stored: f.got.String(), Recomputed: f.want.String()})
+		}
+	}
+	return diffs
+}
+
+func lineDiffs(pos int, got, want InvoiceLine) []LineDiff {
+	var diffs []LineDiff
+	text := func(field, g, w string) {
+		if g != w {
+			diffs = append(diffs, LineDiff{Position: pos, Field: field, Stored: g, Recomputed: w})
+		}
+	}
+	num := func(field string, g, w decimal.Decimal) {
+		if !g.Equal(w) {
+			diffs = append(diffs, LineDiff{Position: pos, Field: field, Stored: g.String(), Recomputed: w.String()})
+		}
+	}
+	text("kind", got.Kind, want.Kind)
+	text("plan_version_id", got.PlanVersionID, want.PlanVersionID)
+	text("meter", got.Meter, want.Meter)
+	text("tier", fmt.Sprint(got.Tier), fmt.Sprint(want.Tier))
+	num("quantity", got.Quantity, want.Quantity)
+	num("unit_price", got.UnitPrice, want.UnitPrice)
+	num("amount", got.Amount, want.Amount)
+	text("reference", got.Reference, want.Reference)
+	return diffs
+}
+
+// String shows a line as explain prints it.
+func (l InvoiceLine) String() string {
+	return fmt.Sprintf("%s %s %s tier %d: %s × %s = %s (%s)", l.Kind, l.PlanVersionID, l.Meter, l.Tier, l.Quantity, l.UnitPrice, l.Amount, l.Reference)
 }
