@@ -1594,7 +1594,7 @@ type ChargeInput struct {
 	// PackageSize Units in a package: required by `package`, refused by the others; above zero, below 10^14, at most 6 decimals.
 	PackageSize interface{} `json:"package_size,omitempty"`
 
-	// Quota The meter's quantity allowed per period, above zero; null (or absent) is unlimited.
+	// Quota The meter's quantity allowed per period, above zero and at most 9000000000 (at a units meter's micro-unit scale, below 2^53, which the gateway compares exactly); null (or absent) is unlimited.
 	Quota interface{} `json:"quota,omitempty"`
 
 	// QuotaHard `true`: reaching the quota blocks the subscription until the period ends; needs a quota.

@@ -9,6 +9,7 @@ package metering
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -240,6 +241,18 @@ func (m Meter) KeyValue(e *usage.Event) string {
 // Quantity turns a counter at the meter's Scale into the metered quantity.
 func (m Meter) Quantity(counter int64) decimal.Decimal {
 	return decimal.New(counter, -m.Scale())
+}
+
+// Counter turns a quantity into the meter's counter, an integer at its
+// Scale, the inverse of Quantity: decimals past the scale are rounded down
+// (a quota so converted never allows more than it says), and a negative
+// quantity or one past an int64 is refused.
+func (m Meter) Counter(q decimal.Decimal) (int64, error) {
+	scaled := q.Shift(m.Scale()).Floor()
+	if scaled.IsNegative() || scaled.GreaterThan(decimal.NewFromInt(math.MaxInt64)) {
+		return 0, fmt.Errorf("convert quantity %s of meter %s: outside a counter's range", q, m.Slug)
+	}
+	return scaled.IntPart(), nil
 }
 
 // clampInt64 keeps a byte count from wrapping negative; a value that large

@@ -242,3 +242,29 @@ func TestMeterScaleAndQuantity(t *testing.T) {
 		}
 	}
 }
+
+func TestMeterCounter(t *testing.T) {
+	units := metering.Meter{Slug: "tokens", Aggregation: metering.AggSum, Field: metering.FieldUnits}
+	calls := metering.Meter{Slug: "calls", Aggregation: metering.AggCount}
+	for _, c := range []struct {
+		m    metering.Meter
+		q    string
+		want int64
+		err  bool
+	}{
+		{units, "1.5", 1_500_000, false},
+		{units, "0.0000019", 1, false}, // rounded down
+		{units, "9223372036854.775807", 1<<63 - 1, false},
+		{units, "9223372036854.775808", 0, true},
+		{calls, "100.9", 100, false},
+		{calls, "9223372036854775807", 1<<63 - 1, false},
+		{calls, "9223372036854775808", 0, true},
+		{calls, "-1", 0, true},
+		{calls, "0", 0, false},
+	} {
+		got, err := c.m.Counter(decimal.RequireFromString(c.q))
+		if got != c.want || (err != nil) != c.err {
+			t.Errorf("%s.Counter(%s) = %d, %v; want %d, error %v", c.m.Slug, c.q, got, err, c.want, c.err)
+		}
+	}
+}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"math"
 
 	"github.com/redis/rueidis"
-	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/metering"
@@ -194,10 +192,9 @@ func (s *Checker) compareMeters(ctx context.Context, mc meterCase) ([]MeterDrift
 		}
 		drift = append(drift, MeterDrifted{SubscriptionID: mc.sub.id, PeriodStart: mc.sub.start, Meter: m.Slug,
 			Redis: redis, ClickHouse: want.String()})
-		scaled := want.Shift(m.Scale())
-		if m.Aggregation != metering.AggUniqueCount && scaled.IsInteger() && !scaled.IsNegative() &&
-			scaled.LessThanOrEqual(decimal.NewFromInt(math.MaxInt64)) {
-			heal.Values[m.Slug] = scaled.IntPart()
+		// Healed only when the counter holds ClickHouse's value exactly.
+		if v, err := m.Counter(want); err == nil && m.Aggregation != metering.AggUniqueCount && m.Quantity(v).Equal(want) {
+			heal.Values[m.Slug] = v
 		}
 	}
 	return drift, heal, nil

@@ -23,6 +23,10 @@ const (
 var (
 	maxUnits     = decimal.New(1, 14) // below 10^14: numeric(20, 6)
 	maxUnitPrice = decimal.New(1, 12) // below 10^12: numeric(24, 12)
+	// maxQuota bounds a charge's quota: at a units meter's scale (micro-
+	// units) it stays below enforcement.MaxMeterQuota, 2^53-1, up to which
+	// the gateway's counting script compares a quota exactly.
+	maxQuota = decimal.New(9, 9)
 )
 
 // Tier is one step of a graduated or volume charge, as the API shows and
@@ -111,8 +115,8 @@ func ValidateCharges(v *validation.Error, prefix string, charges []Charge) {
 		if !within(c.IncludedUnits, unitsScale, maxUnits) {
 			v.Add(at+".included_units", "must be zero or more and below 10^14, with at most 6 decimals")
 		}
-		if c.Quota != nil && (!c.Quota.IsPositive() || !within(*c.Quota, unitsScale, maxUnits)) {
-			v.Add(at+".quota", "must be above zero and below 10^14, with at most 6 decimals, or null for unlimited")
+		if c.Quota != nil && (!c.Quota.IsPositive() || !within(*c.Quota, unitsScale, maxUnits) || c.Quota.GreaterThan(maxQuota)) {
+			v.Add(at+".quota", "must be above zero and at most 9000000000, with at most 6 decimals, or null for unlimited")
 		}
 		if c.Quota == nil && c.QuotaHard {
 			v.Add(at+".quota_hard", "a hard quota needs a quota")

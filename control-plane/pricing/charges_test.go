@@ -54,6 +54,9 @@ func TestValidateCharges(t *testing.T) {
 		{"no unit price", perUnit(func(c *pricing.Charge) { c.UnitPrice = nil }), "terms.charges[0].unit_price"},
 		{"10^14 included", perUnit(func(c *pricing.Charge) { c.IncludedUnits = decimal.New(1, 14) }), "terms.charges[0].included_units"},
 		{"a zero quota", perUnit(func(c *pricing.Charge) { c.Quota = d("0") }), "terms.charges[0].quota"},
+		// 9·10^15 micro-units: below 2^53, compared exactly by the gateway.
+		{"the largest quota", perUnit(func(c *pricing.Charge) { c.Quota = d("9000000000") }), ""},
+		{"a quota past 9·10^9", perUnit(func(c *pricing.Charge) { c.Quota = d("9000000000.000001") }), "terms.charges[0].quota"},
 		{"an unknown model", perUnit(func(c *pricing.Charge) { c.Model = "tiered" }), "terms.charges[0].model"},
 		{"a bad meter slug", perUnit(func(c *pricing.Charge) { c.Meter = "Calls" }), "terms.charges[0].meter"},
 		{"a package size on per_unit", perUnit(func(c *pricing.Charge) { c.PackageSize = d("10") }), "terms.charges[0].package_size"},

@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
-	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/quota/internal/db"
@@ -90,8 +89,8 @@ func crossingNoticeOf(t crossingTarget, e enforcement.Crossing) crossingNotice {
 	}
 	if e.Meter != "" {
 		n.Meter = e.Meter
-		n.MeterQuota = decimal.New(e.Quota, -t.meterScale).String()
-		n.MeterUsed = decimal.New(e.Used, -t.meterScale).String()
+		n.MeterQuota = t.meter.Quantity(e.Quota).String()
+		n.MeterUsed = t.meter.Quantity(e.Used).String()
 	}
 	return n
 }
@@ -104,9 +103,10 @@ type crossingTarget struct {
 	// email is the subscriber's address, "" when the subscriber has no
 	// user row.
 	email string
-	// meterScale is the scale of the crossed meter's integers
-	// (metering.Meter.Scale), 0 for the request quota.
-	meterScale int32
+	// meter is the crossed meter (its slug and field, which give the
+	// scale of its integers: metering.Meter.Quantity); the zero Meter,
+	// whose integers are whole, for the request quota.
+	meter metering.Meter
 }
 
 // mailable reports whether the target has an address to write to. Users
@@ -235,7 +235,7 @@ func (s *Service) crossingTarget(ctx context.Context, id uuid.UUID, meter string
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return t, fmt.Errorf("read meter %s: %w", meter, err)
 		}
-		t.meterScale = metering.Meter{Field: field}.Scale()
+		t.meter = metering.Meter{Slug: meter, Field: field}
 	}
 	return t, nil
 }
@@ -415,7 +415,7 @@ func crossingMail(t crossingTarget, e QuotaEmailArgs) (subject, text string) {
 func meterMail(t crossingTarget, e QuotaEmailArgs) (subject, text string) {
 	const day = "2 Jan 2006 15:04 MST"
 	resets := e.PeriodEnd.UTC().Format(day)
-	quota, used := decimal.New(e.Quota, -t.meterScale).String(), decimal.New(e.Used, -t.meterScale).String()
+	quota, used := t.meter.Quantity(e.Quota).String(), t.meter.Quantity(e.Used).String()
 	var next string
 	switch {
 	case e.Threshold < 100:

@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
-	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/quota/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
@@ -145,10 +144,10 @@ func (s *Service) meterStatus(ctx context.Context, id string, start time.Time) (
 		if err != nil {
 			return nil, fmt.Errorf("read meters: %w", err)
 		}
-		scale := metering.Meter{Field: m.Field}.Scale()
-		ms := MeterStatus{Meter: m.Slug, Used: decimal.New(used, -scale).String(), Hard: m.QuotaHard, ThresholdsCrossed: []int{}}
+		meter := metering.Meter{Field: m.Field}
+		ms := MeterStatus{Meter: m.Slug, Used: meter.Quantity(used).String(), Hard: m.QuotaHard, ThresholdsCrossed: []int{}}
 		if m.Quota != nil {
-			q := decimal.New(*m.Quota, -scale).String()
+			q := meter.Quantity(*m.Quota).String()
 			ms.Quota = &q
 			ms.ThresholdsCrossed = enforcement.Crossed(*m.Quota, used)
 		}

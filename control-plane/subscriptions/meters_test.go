@@ -30,6 +30,7 @@ func TestSyncWritesPinnedVersionMeters(t *testing.T) {
 	tokens := meter("tokens", "sum", "units", []string{}, []string{"/v1/*"}, []string{})
 	calls := meter("calls", "count", "", []string{"GET", "POST"}, []string{}, []string{"2xx"})
 	users := meter("users", "unique_count", "key_id", []string{}, []string{}, []string{})
+	credits := meter("credits", "max", "units", []string{}, []string{}, []string{})
 	charge := func(version, meterID uuid.UUID, quota *string, hard bool) {
 		t.Helper()
 		if _, err := f.Pool.Exec(f.Ctx, `INSERT INTO plan_version_charges (plan_version_id, meter_id, model, unit_price, quota, quota_hard)
@@ -48,6 +49,9 @@ func TestSyncWritesPinnedVersionMeters(t *testing.T) {
 	charge(plan.Current.ID, tokens, str("1.234567"), true)
 	charge(plan.Current.ID, calls, str("100.9"), false)
 	charge(plan.Current.ID, users, nil, false)
+	// The column's largest, which pricing now refuses: 10^20 micro-units,
+	// held at the largest quota the counting script compares exactly.
+	charge(plan.Current.ID, credits, str("99999999999999.999999"), false)
 
 	other := identity.Actor{Subject: "metered-user", Role: identity.RoleConsumer, OrgID: f.Org("metered", "metered-user", "metered@example.test")}
 	sub, err := f.Svc.Subscribe(f.Ctx, other, subscriptions.SubscribeInput{PlanID: plan.ID})
@@ -57,6 +61,7 @@ func TestSyncWritesPinnedVersionMeters(t *testing.T) {
 	n := func(v int64) *int64 { return &v }
 	want := []enforcement.MeterSpec{
 		{Slug: "calls", Aggregation: "count", Filter: enforcement.MeterFilter{Methods: []string{"GET", "POST"}, StatusClasses: []string{"2xx"}}, Quota: n(100)},
+		{Slug: "credits", Aggregation: "max", Field: "units", Quota: n(enforcement.MaxMeterQuota)},
 		{Slug: "tokens", Aggregation: "sum", Field: "units", Filter: enforcement.MeterFilter{Routes: []string{"/v1/*"}}, Quota: n(1_234_567), QuotaHard: true},
 		{Slug: "users", Aggregation: "unique_count", Field: "key_id"},
 	}

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/riverqueue/river"
-	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
@@ -67,10 +65,13 @@ func (s *Service) SyncSubscription(ctx context.Context, id uuid.UUID) error {
 
 // versionMeters reads the meters the plan versions price, for their
 // subscriptions' records: each metered charge's meter, with the charge's
-// quota as an integer at the meter's scale (metering.Meter.Scale; a quota
-// with more decimals than the scale is rounded down, so the quota never
-// allows more than the plan says, and one past an int64 is unlimited in
-// practice and held at the largest).
+// quota as an integer at the meter's scale (metering.Meter.Counter: a
+// quota with more decimals than the scale is rounded down, so the quota
+// never allows more than the plan says). A quota past
+// enforcement.MaxMeterQuota, which pricing refuses but an older version
+// may hold, is held at it: the counting script compares quotas as Lua
+// numbers, exact only up to there, and so large a quota is unlimited in
+// practice.
 func versionMeters(ctx context.Context, q *db.Queries, versions ...uuid.UUID) (map[uuid.UUID][]enforcement.MeterSpec, error) {
 	rows, err := q.PlanVersionMeters(ctx, versions)
 	if err != nil {
@@ -84,10 +85,11 @@ func versionMeters(ctx context.Context, q *db.Queries, versions ...uuid.UUID) (m
 				StatusClasses: nilIfEmpty(r.FilterStatusClasses)},
 		}
 		if r.Quota != nil {
-			scaled := r.Quota.Shift(metering.Meter{Field: r.Field}.Scale()).Floor()
-			limit := int64(math.MaxInt64)
-			if scaled.LessThan(decimal.NewFromInt(math.MaxInt64)) {
-				limit = scaled.IntPart()
+			limit, err := metering.Meter{Slug: r.Slug, Field: r.Field}.Counter(*r.Quota)
+			if err != nil || limit > enforcement.MaxMeterQuota {
+				// Only a quota past an int64 fails to convert: the
+				// column refuses a negative one.
+				limit = enforcement.MaxMeterQuota
 			}
 			m.Quota = &limit
 		}

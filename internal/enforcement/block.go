@@ -147,7 +147,7 @@ local function meter_quotas(raw)
   return out
 end
 local function meter_value(counter, slug, agg)
-  if agg == '` + MeterUniqueCount + `' then return redis.call('SCARD', counter .. ':u:' .. slug) end
+  if agg == '` + MeterUniqueCount + `' then return redis.call('SCARD', counter .. '` + meterSetInfix + `' .. slug) end
   return tonumber(redis.call('HGET', counter, 'm:' .. slug) or '0') or 0
 end
 local function meters_used_up(counter, quotas)

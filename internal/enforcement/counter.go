@@ -163,7 +163,7 @@ local function count_meter(c, m)
     end
     return tonumber(old), tonumber(old)
   end
-  local set = c.key .. ':u:' .. m.slug
+  local set = c.key .. '` + meterSetInfix + `' .. m.slug
   local before = redis.call('SCARD', set)
   for i = m.from, m.to, 1000 do
     redis.call('SADD', set, unpack(ARGV, i, math.min(i + 999, m.to)))

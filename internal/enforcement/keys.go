@@ -35,9 +35,14 @@ func PeriodCounterName(id string, start time.Time) string {
 
 // MeterSetName is the Redis set of the key ids a unique_count meter has
 // seen in the period counter named counter (a PeriodCounterName): the
-// meter's value is its SCARD. The counting scripts build the same name
-// from the counter's (meterSetLua), so it shares its hash tag and slot.
-func MeterSetName(counter, slug string) string { return counter + ":u:" + slug }
+// meter's value is its SCARD. The scripts that count and read the meters
+// build the same name in Lua, counter .. meterSetInfix .. slug, so it
+// shares the counter's hash tag and slot.
+func MeterSetName(counter, slug string) string { return counter + meterSetInfix + slug }
+
+// meterSetInfix joins a period counter's name and a meter's slug into the
+// name of the meter's set (MeterSetName), in Go and in the scripts.
+const meterSetInfix = ":u:"
 
 // KeyDayCounterName is the Redis hash of one key's counter for the UTC day
 // of day (kept by the processors): requests, units_micro.

@@ -28,6 +28,11 @@ const (
 // record cannot make every counting call of its subscription slow.
 const MaxMeters = 64
 
+// MaxMeterQuota is the largest meter quota a record holds, 2^53-1: the
+// counting script compares a quota with the meter's value as Lua numbers
+// (doubles), exact up to there and no further.
+const MaxMeterQuota = 1<<53 - 1
+
 // meterSlugRe is metering.MeterSlugRe: a slug names a counter field
 // (m:<slug>), a set (…:u:<slug>) and an outbox line, so it never holds a
 // separator of theirs.
@@ -115,8 +120,8 @@ func (m MeterSpec) validate() error {
 			return fmt.Errorf("meter %s: filter status class %q: want 1xx, 2xx, 3xx or 4xx", m.Slug, s)
 		}
 	}
-	if m.Quota != nil && *m.Quota < 0 {
-		return fmt.Errorf("meter %s: quota %d is negative", m.Slug, *m.Quota)
+	if m.Quota != nil && (*m.Quota < 0 || *m.Quota > MaxMeterQuota) {
+		return fmt.Errorf("meter %s: quota %d, want 0 to %d", m.Slug, *m.Quota, int64(MaxMeterQuota))
 	}
 	return nil
 }

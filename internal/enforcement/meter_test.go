@@ -87,7 +87,7 @@ func TestSubscriptionMetersStrictDecode(t *testing.T) {
 	m := `{"slug":"calls","aggregation":"count","field":"","filter":{"methods":[],"routes":[],"status_classes":[]},"quota_hard":false`
 	for _, bad := range []string{
 		"", "null", "{}", "[", `[1]`, `[` + m + `,"extra":1}]`, `[` + m + `,"quota":"01"}]`,
-		`[` + m + `,"quota":"-1"}]`, `[` + m + `,"quota":"1.5"}]`, `[` + m + `,"quota":5}]`, `[` + m + `}] []`,
+		`[` + m + `,"quota":"-1"}]`, `[` + m + `,"quota":"9007199254740992"}]`, `[` + m + `,"quota":"1.5"}]`, `[` + m + `,"quota":5}]`, `[` + m + `}] []`,
 		`[` + m + `},` + m + `}]`, strings.Replace(`[`+m+`}]`, `"count"`, `"median"`, 1),
 		strings.Replace(`[`+m+`}]`, `"field":""`, `"field":"units"`, 1),
 		strings.Replace(`[`+m+`}]`, `"status_classes":[]`, `"status_classes":["5xx"]`, 1),
@@ -104,6 +104,12 @@ func TestSubscriptionMetersStrictDecode(t *testing.T) {
 		if !errors.Is(err, enforcement.ErrCorruptRecord) || !strings.Contains(err.Error(), "field meters") || r.Status != "" {
 			t.Errorf("DecodeSubscription(meters %s) = status %q, %v; want a corrupt record naming meters", bad, r.Status, err)
 		}
+	}
+	// The largest quota compared exactly as a Lua number, 2^53-1.
+	largest := maps.Clone(base)
+	largest["meters"] = `[` + m + `,"quota":"9007199254740991"}]`
+	if r, err := enforcement.DecodeSubscription("s", largest); err != nil || *r.Meters[0].Quota != enforcement.MaxMeterQuota {
+		t.Errorf("DecodeSubscription(quota 2^53-1) = %+v, %v; want it read", r.Meters, err)
 	}
 	r := meteredRecord("s", time.Unix(100, 0))
 	for name, change := range map[string]func(*enforcement.SubscriptionRecord){

@@ -67,7 +67,7 @@ var meterReadScript = rueidis.NewLuaScript(`
 local vals = {}
 for i = 1, #ARGV, 2 do
   if ARGV[i + 1] == '` + MeterUniqueCount + `' then
-    vals[#vals + 1] = tostring(redis.call('SCARD', KEYS[2] .. ':u:' .. ARGV[i]))
+    vals[#vals + 1] = tostring(redis.call('SCARD', KEYS[2] .. '` + meterSetInfix + `' .. ARGV[i]))
   else
     vals[#vals + 1] = redis.call('HGET', KEYS[2], 'm:' .. ARGV[i]) or ''
   end
