@@ -13,6 +13,8 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/billing/internal/db"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/pricing"
+	"github.com/veil-platform/veil/metering"
 )
 
 // Invoice statuses. Overdue is not one: an open invoice past its due date
@@ -163,4 +165,471 @@ func (s *Service) InvoiceByNumber(ctx context.Context, actor identity.Actor, num
 		return Invoice{}, fmt.Errorf("read invoice: %w", err)
 	}
 	return s.Invoice(ctx, actor, id)
+}
+
+// Cites is what an invoice is computed from, stored with it: explain
+// rebuilds the invoice from these alone (the snapshot's lines, the plan
+// versions' terms, the promotions' and adjustments' rows they name, the
+// tax treatment and the credit as they were) and compares.
+type Cites struct {
+	BillingPeriodID uuid.UUID `json:"billing_period_id"`
+	SnapshotID      uuid.UUID `json:"snapshot_id"`
+	Trial           bool      `json:"trial"`
+	// PlanVersions are the versions of the period's segments, in order.
+	PlanVersions []string          `json:"plan_versions"`
+	Promotions   []CitedPromotion  `json:"promotions"`
+	Adjustments  []CitedAdjustment `json:"adjustments"`
+	TaxRuleID    *uuid.UUID        `json:"tax_rule_id,omitempty"`
+	Tax          CitedTax          `json:"tax"`
+	Customer     *Profile          `json:"customer"`
+	// CreditAvailable is the customer's balance the invoice could use:
+	// read when a draft is computed, under the balance's lock when it is
+	// finalized.
+	CreditAvailable decimal.Decimal `json:"credit_available"`
+	// CreditIssued is the credit a negative total gave the customer.
+	CreditIssued decimal.Decimal `json:"credit_issued"`
+}
+
+// CitedPromotion is a redemption the invoice applied.
+type CitedPromotion struct {
+	RedemptionID uuid.UUID `json:"redemption_id"`
+	PromotionID  uuid.UUID `json:"promotion_id"`
+	Code         string    `json:"code"`
+}
+
+// CitedAdjustment is an adjustment the invoice billed: the segment of its
+// period whose version priced it and what that segment had billed of its
+// meter before it (snapshot and earlier adjustments).
+type CitedAdjustment struct {
+	ID            uuid.UUID       `json:"id"`
+	PlanVersionID *uuid.UUID      `json:"plan_version_id,omitempty"`
+	SegmentStart  *time.Time      `json:"segment_start,omitempty"`
+	Billed        decimal.Decimal `json:"billed"`
+}
+
+// CitedTax is the tax treatment as it applied.
+type CitedTax struct {
+	Name          string          `json:"name"`
+	RatePercent   decimal.Decimal `json:"rate_percent"`
+	Inclusive     bool            `json:"inclusive"`
+	ReverseCharge bool            `json:"reverse_charge"`
+	Mention       string          `json:"mention"`
+}
+
+func (t CitedTax) treatment() metering.TaxTreatment {
+	return metering.TaxTreatment{Name: t.Name, RatePercent: t.RatePercent, Inclusive: t.Inclusive, ReverseCharge: t.ReverseCharge, Mention: t.Mention}
+}
+
+// BuildDrafts builds the draft invoice of up to max closed periods that
+// have none, oldest first, each in its own transaction. A period billed
+// already (a run twice, or beside another) is skipped: billing_period_id
+// is unique. It returns how many drafts it built.
+func (s *Service) BuildDrafts(ctx context.Context, max int) (int, error) {
+	periods, err := db.New(s.pool).PeriodsToInvoice(ctx, int32(max))
+	if err != nil {
+		return 0, fmt.Errorf("list periods to invoice: %w", err)
+	}
+	n := 0
+	for _, p := range periods {
+		built := false
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			q := db.New(tx)
+			c, err := q.InvoiceBillingContext(ctx, p.SubscriptionID)
+			if err != nil {
+				return fmt.Errorf("read subscription: %w", err)
+			}
+			id, err := q.InvoiceDraftInsert(ctx, db.InvoiceDraftInsertParams{
+				IssuerID: c.IssuerID, CustomerID: c.CustomerID, SubscriptionID: p.SubscriptionID, BillingPeriodID: &p.ID,
+				// XXX (ISO 4217's "no currency") until the recomputation
+				// below, in this transaction, sets the period's.
+				Currency: "XXX", PeriodStart: p.PeriodStart, PeriodEnd: p.PeriodEnd, NetDays: c.NetDays,
+			})
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("insert draft invoice: %w", err)
+			}
+			inv, err := q.InvoiceLock(ctx, id)
+			if err != nil {
+				return fmt.Errorf("lock invoice: %w", err)
+			}
+			built = true
+			_, err = s.recompute(ctx, q, inv, nil)
+			return err
+		})
+		if err != nil {
+			return n, fmt.Errorf("build invoice of period %s: %w", p.ID, err)
+		}
+		if built {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// RecomputeDrafts recomputes up to max drafts, each in its own
+// transaction: a draft follows the adjustments, credit and tax rules
+// until it is finalized.
+func (s *Service) RecomputeDrafts(ctx context.Context, max int) (int, error) {
+	ids, err := db.New(s.pool).DraftsToRecompute(ctx, int32(max))
+	if err != nil {
+		return 0, fmt.Errorf("list drafts: %w", err)
+	}
+	n := 0
+	for _, id := range ids {
+		if err := s.RecomputeDraft(ctx, id); err != nil && !errors.Is(err, ErrInvoiceState) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// RecomputeDraft recomputes a draft invoice from what it would cite now.
+func (s *Service) RecomputeDraft(ctx context.Context, id uuid.UUID) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		inv, err := lockDraft(ctx, q, id)
+		if err != nil {
+			return err
+		}
+		_, err = s.recompute(ctx, q, inv, nil)
+		return err
+	})
+}
+
+// lockDraft locks an invoice that must be a draft.
+func lockDraft(ctx context.Context, q *db.Queries, id uuid.UUID) (db.Invoice, error) {
+	inv, err := q.InvoiceLock(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return inv, ErrInvoiceNotFound
+	}
+	if err != nil {
+		return inv, fmt.Errorf("lock invoice: %w", err)
+	}
+	if inv.Status != db.InvoiceStatusDraft {
+		return inv, ErrInvoiceState
+	}
+	return inv, nil
+}
+
+// recompute computes a locked draft again and stores its lines, amounts
+// and cites. credit is the customer's balance read under its lock when
+// finalizing; nil reads it without (a draft only shows what it would use).
+func (s *Service) recompute(ctx context.Context, q *db.Queries, inv db.Invoice, credit *decimal.Decimal) (computed, error) {
+	if inv.BillingPeriodID == nil {
+		return computed{}, fmt.Errorf("recompute invoice %s: it bills no period", inv.ID)
+	}
+	c, err := s.choose(ctx, q, inv, credit)
+	if err != nil {
+		return computed{}, err
+	}
+	in, err := s.inputFrom(ctx, q, inv, c.cites)
+	if err != nil {
+		return computed{}, err
+	}
+	out, err := metering.BuildInvoice(in)
+	if err != nil {
+		return computed{}, fmt.Errorf("build invoice %s: %w", inv.ID, err)
+	}
+	c.invoice = out
+	c.cites.CreditIssued = out.CreditIssued
+	return c, s.store(ctx, q, inv.ID, c)
+}
+
+// computed is an invoice as computed, with what it cites.
+type computed struct {
+	cites   Cites
+	netDays int32
+	invoice metering.Invoice
+}
+
+// store replaces a draft's lines and amounts with c's.
+func (s *Service) store(ctx context.Context, q *db.Queries, id uuid.UUID, c computed) error {
+	raw, err := json.Marshal(c.cites)
+	if err != nil {
+		return fmt.Errorf("encode invoice cites: %w", err)
+	}
+	if err := q.InvoiceLinesDelete(ctx, id); err != nil {
+		return fmt.Errorf("delete invoice lines: %w", err)
+	}
+	params := make([]db.InvoiceLineInsertParams, len(c.invoice.Lines))
+	for i, l := range c.invoice.Lines {
+		p := db.InvoiceLineInsertParams{
+			InvoiceID: id, Position: int32(i + 1), Kind: db.InvoiceLineKind(l.Kind), Description: l.Description, Tier: int32(l.Tier),
+			Quantity: l.Quantity, UnitPrice: l.UnitPrice, Amount: l.Amount, Reference: l.Reference,
+		}
+		if l.PlanVersionID != "" {
+			v, err := uuid.Parse(l.PlanVersionID)
+			if err != nil {
+				return fmt.Errorf("store invoice line %d: plan version %q: %w", i+1, l.PlanVersionID, err)
+			}
+			p.PlanVersionID = &v
+		}
+		if l.Meter != "" {
+			p.MeterSlug = &l.Meter
+		}
+		params[i] = p
+	}
+	var batchErr error
+	q.InvoiceLineInsert(ctx, params).Exec(func(i int, err error) {
+		if err != nil && batchErr == nil {
+			batchErr = fmt.Errorf("insert invoice line %d: %w", i+1, err)
+		}
+	})
+	if batchErr != nil {
+		return batchErr
+	}
+	o := c.invoice
+	err = q.InvoiceDraftUpdate(ctx, db.InvoiceDraftUpdateParams{
+		ID: id, Currency: o.Currency, Subtotal: o.Subtotal, Discount: o.Discount, Tax: o.Tax, CreditApplied: o.CreditApplied,
+		Total: o.Total, AmountDue: o.AmountDue, NetDays: c.netDays, Cites: raw,
+	})
+	if err != nil {
+		return fmt.Errorf("update draft invoice: %w", err)
+	}
+	return nil
+}
+
+// choose decides what a period's invoice cites now: its snapshot, the
+// subscription's promotions active for it, its pending adjustments, the
+// customer's tax treatment and credit. A trial period cites only its
+// snapshot: it is charged nothing, and what it would have used waits for
+// the first invoice charged.
+func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, credit *decimal.Decimal) (computed, error) {
+	period, err := q.BillingPeriodGet(ctx, *inv.BillingPeriodID)
+	if err != nil {
+		return computed{}, fmt.Errorf("read billing period: %w", err)
+	}
+	segs, snapID, err := s.SegmentsFor(ctx, period.ID)
+	if err != nil {
+		return computed{}, err
+	}
+	if len(segs) == 0 {
+		return computed{}, fmt.Errorf("invoice period %s: its snapshot has no segment", period.ID)
+	}
+	c := computed{cites: Cites{
+		BillingPeriodID: period.ID, SnapshotID: snapID, Trial: period.Trial, PlanVersions: make([]string, len(segs)),
+		Promotions: []CitedPromotion{}, Adjustments: []CitedAdjustment{}, CreditAvailable: decimal.Zero, CreditIssued: decimal.Zero,
+	}}
+	for i, g := range segs {
+		c.cites.PlanVersions[i] = g.PlanVersionID
+	}
+	last, err := uuid.Parse(segs[len(segs)-1].PlanVersionID)
+	if err != nil {
+		return computed{}, fmt.Errorf("invoice period %s: plan version %q: %w", period.ID, segs[len(segs)-1].PlanVersionID, err)
+	}
+	if c.netDays, err = q.PlanVersionNetDays(ctx, last); err != nil {
+		return computed{}, fmt.Errorf("read net days: %w", err)
+	}
+	if err := s.chooseTax(ctx, inv, &c.cites); err != nil {
+		return computed{}, err
+	}
+	if period.Trial {
+		return c, nil
+	}
+	currency := segs[0].Terms.Currency.Code
+	if c.cites.Promotions, err = activePromotions(ctx, q, inv.SubscriptionID, period.PeriodEnd); err != nil {
+		return computed{}, err
+	}
+	if c.cites.Adjustments, err = s.pendingAdjustments(ctx, q, inv.SubscriptionID, period.PeriodStart, currency); err != nil {
+		return computed{}, err
+	}
+	if credit != nil {
+		c.cites.CreditAvailable = *credit
+	} else if c.cites.CreditAvailable, err = q.CreditBalanceGet(ctx, db.CreditBalanceGetParams{
+		IssuerID: inv.IssuerID, CustomerID: inv.CustomerID, Currency: currency,
+	}); err != nil {
+		return computed{}, fmt.Errorf("read credit balance: %w", err)
+	}
+	return c, nil
+}
+
+// chooseTax cites the customer's billing profile as it is and the tax
+// treatment it gets from the issuer's rules at the period's end.
+func (s *Service) chooseTax(ctx context.Context, inv db.Invoice, c *Cites) error {
+	profile, ok, err := s.BillingProfile(ctx, inv.CustomerID)
+	if err != nil || !ok {
+		return err
+	}
+	c.Customer = &profile
+	t, rule, err := s.TaxRuleFor(ctx, inv.IssuerID, profile, inv.PeriodEnd)
+	if err != nil {
+		return err
+	}
+	if rule != nil {
+		c.TaxRuleID = &rule.ID
+	}
+	c.Tax = CitedTax{Name: t.Name, RatePercent: t.RatePercent, Inclusive: t.Inclusive, ReverseCharge: t.ReverseCharge, Mention: t.Mention}
+	return nil
+}
+
+// activePromotions are the subscription's redemptions, made before the
+// period ended, that still discount a period: once until one period
+// applied it, repeating until its periods did, forever always; a trial
+// extension never (it took effect when redeemed). The rule is the one
+// control-plane/promotions shows as a redemption's active flag.
+func activePromotions(ctx context.Context, q *db.Queries, sub uuid.UUID, periodEnd time.Time) ([]CitedPromotion, error) {
+	rows, err := q.RedemptionsForPeriod(ctx, db.RedemptionsForPeriodParams{SubscriptionID: sub, PeriodEnd: periodEnd})
+	if err != nil {
+		return nil, fmt.Errorf("list redemptions: %w", err)
+	}
+	out := []CitedPromotion{}
+	for _, r := range rows {
+		active := false
+		switch {
+		case r.Kind == metering.PromotionTrialExtension:
+		case r.Duration == "once":
+			active = r.PeriodsApplied < 1
+		case r.Duration == "repeating":
+			active = r.DurationPeriods != nil && r.PeriodsApplied < *r.DurationPeriods
+		case r.Duration == "forever":
+			active = true
+		}
+		if active {
+			out = append(out, CitedPromotion{RedemptionID: r.ID, PromotionID: r.PromotionID, Code: r.Code})
+		}
+	}
+	return out, nil
+}
+
+// pendingAdjustments are the subscription's unbilled adjustments an
+// invoice of the period starting at start bills: those of no period, of
+// it or of an earlier one, in the invoice's currency. A quantity is
+// priced by the segment it names or its period's last, on top of what
+// that segment billed of its meter: its snapshot, the adjustments billed
+// before, and those before it on this invoice.
+func (s *Service) pendingAdjustments(ctx context.Context, q *db.Queries, sub uuid.UUID, start time.Time, currency string) ([]CitedAdjustment, error) {
+	rows, err := q.AdjustmentsPendingFor(ctx, db.AdjustmentsPendingForParams{SubscriptionID: sub, PeriodStart: start})
+	if err != nil {
+		return nil, fmt.Errorf("list pending adjustments: %w", err)
+	}
+	out := []CitedAdjustment{}
+	onInvoice := map[string]decimal.Decimal{}
+	for _, a := range rows {
+		if a.Quantity == nil {
+			if deref(a.Currency) == currency {
+				out = append(out, CitedAdjustment{ID: a.ID, Billed: decimal.Zero})
+			}
+			continue
+		}
+		segs, _, err := s.SegmentsFor(ctx, *a.BillingPeriodID)
+		if err != nil {
+			return nil, fmt.Errorf("read segments of adjustment %s: %w", a.ID, err)
+		}
+		seg := segs[len(segs)-1]
+		for _, g := range segs {
+			if a.SegmentStart != nil && g.From.Equal(*a.SegmentStart) {
+				seg = g
+			}
+		}
+		if seg.Terms.Currency.Code != currency {
+			continue
+		}
+		version, err := uuid.Parse(seg.PlanVersionID)
+		if err != nil {
+			return nil, fmt.Errorf("read segments of adjustment %s: plan version %q: %w", a.ID, seg.PlanVersionID, err)
+		}
+		before, err := q.AdjustmentBilledBefore(ctx, db.AdjustmentBilledBeforeParams{
+			BillingPeriodID: a.BillingPeriodID, MeterSlug: a.MeterSlug, LastStart: segs[len(segs)-1].From, SegmentStart: seg.From,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sum billed adjustments: %w", err)
+		}
+		key := a.BillingPeriodID.String() + "/" + seg.From.String() + "/" + *a.MeterSlug
+		billed := seg.Usage[*a.MeterSlug].Add(before).Add(onInvoice[key])
+		onInvoice[key] = onInvoice[key].Add(*a.Quantity)
+		from := seg.From
+		out = append(out, CitedAdjustment{ID: a.ID, PlanVersionID: &version, SegmentStart: &from, Billed: billed})
+	}
+	return out, nil
+}
+
+// inputFrom is the invoice input of what c cites, read again from the
+// rows it names: the same for a draft, its finalization and explain.
+func (s *Service) inputFrom(ctx context.Context, q *db.Queries, inv db.Invoice, c Cites) (metering.InvoiceInput, error) {
+	segs, snapID, err := s.SegmentsFor(ctx, c.BillingPeriodID)
+	if err != nil {
+		return metering.InvoiceInput{}, err
+	}
+	if snapID != c.SnapshotID || len(segs) == 0 {
+		return metering.InvoiceInput{}, fmt.Errorf("invoice %s cites snapshot %s, the period's is %s", inv.ID, c.SnapshotID, snapID)
+	}
+	in := metering.InvoiceInput{
+		Currency: segs[0].Terms.Currency, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, Trial: c.Trial, Segments: segs,
+		CreditAvailable: c.CreditAvailable, Tax: c.Tax.treatment(),
+	}
+	if in.Promotions, err = citedPromotions(ctx, q, c.Promotions); err != nil {
+		return in, err
+	}
+	if in.Adjustments, err = s.citedAdjustments(ctx, q, c.Adjustments); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+func citedPromotions(ctx context.Context, q *db.Queries, cited []CitedPromotion) ([]metering.Promotion, error) {
+	ids := make([]uuid.UUID, len(cited))
+	for i, p := range cited {
+		ids[i] = p.RedemptionID
+	}
+	rows, err := q.RedemptionsByIDs(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read redemptions: %w", err)
+	}
+	if len(rows) != len(cited) {
+		return nil, fmt.Errorf("read redemptions: %d of the %d cited exist", len(rows), len(cited))
+	}
+	out := make([]metering.Promotion, len(rows))
+	for i, r := range rows {
+		out[i] = metering.Promotion{
+			ID: r.PromotionID.String(), Code: r.Code, Kind: r.Kind, Value: r.Value, Currency: deref(r.Currency), Meter: deref(r.Meter),
+			Priority: int(r.Priority), Stackable: r.Stackable,
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) citedAdjustments(ctx context.Context, q *db.Queries, cited []CitedAdjustment) ([]metering.Adjustment, error) {
+	ids := make([]uuid.UUID, len(cited))
+	for i, a := range cited {
+		ids[i] = a.ID
+	}
+	rows, err := q.AdjustmentsByIDs(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read adjustments: %w", err)
+	}
+	byID := make(map[uuid.UUID]db.BillingAdjustment, len(rows))
+	for _, r := range rows {
+		byID[r.ID] = r
+	}
+	out := make([]metering.Adjustment, len(cited))
+	for i, c := range cited {
+		r, ok := byID[c.ID]
+		if !ok {
+			return nil, fmt.Errorf("read adjustments: %s is cited but gone", c.ID)
+		}
+		a := metering.Adjustment{ID: r.ID.String(), Description: adjustmentDescription(r), Billed: c.Billed}
+		if r.Quantity == nil {
+			a.Amount = *r.Amount
+		} else {
+			a.Meter, a.Quantity, a.HasQuantity = *r.MeterSlug, *r.Quantity, true
+			if c.PlanVersionID == nil {
+				return nil, fmt.Errorf("read adjustments: %s cites no plan version to price it", c.ID)
+			}
+			if a.Terms, err = pricing.TermsForVersion(ctx, s.pool, *c.PlanVersionID); err != nil {
+				return nil, fmt.Errorf("load terms of plan version %s: %w", c.PlanVersionID, err)
+			}
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+func adjustmentDescription(r db.BillingAdjustment) string {
+	if r.Kind == db.AdjustmentKindLateUsage {
+		return "Late usage of " + deref(r.MeterSlug)
+	}
+	return "Correction: " + r.Reason
 }

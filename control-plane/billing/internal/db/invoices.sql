@@ -279,3 +279,19 @@ SELECT state FROM billing_periods WHERE id = @id AND subscription_id = @subscrip
 SELECT COALESCE(sum(a.quantity), 0)::numeric
 FROM billing_adjustments a LEFT JOIN invoices i ON i.id = a.invoice_id
 WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND (i.id IS NULL OR i.status <> 'void');
+
+-- name: PlanVersionNetDays :one
+SELECT net_days FROM plan_versions WHERE id = $1;
+
+-- AdjustmentsPendingFor are the subscription's adjustments not yet
+-- billed that an invoice of a period may bill: those of no period, of
+-- that period or of an earlier one, in the order they were made.
+-- name: AdjustmentsPendingFor :many
+SELECT a.id, a.subscription_id, a.billing_period_id, a.kind, a.meter_slug, a.quantity, a.amount, a.currency, a.reason, a.actor,
+    a.invoice_id, a.created_at, a.plan_version_id, a.segment_start
+FROM billing_adjustments a LEFT JOIN billing_periods p ON p.id = a.billing_period_id
+WHERE a.subscription_id = @subscription_id AND a.invoice_id IS NULL AND (p.id IS NULL OR p.period_start <= @period_start)
+ORDER BY a.created_at, a.id;
+
+-- name: BillingPeriodStart :one
+SELECT period_start FROM billing_periods WHERE id = $1;

@@ -282,6 +282,57 @@ func (q *Queries) AdjustmentsPending(ctx context.Context, subscriptionID uuid.UU
 	return items, nil
 }
 
+const adjustmentsPendingFor = `-- name: AdjustmentsPendingFor :many
+SELECT a.id, a.subscription_id, a.billing_period_id, a.kind, a.meter_slug, a.quantity, a.amount, a.currency, a.reason, a.actor,
+    a.invoice_id, a.created_at, a.plan_version_id, a.segment_start
+FROM billing_adjustments a LEFT JOIN billing_periods p ON p.id = a.billing_period_id
+WHERE a.subscription_id = $1 AND a.invoice_id IS NULL AND (p.id IS NULL OR p.period_start <= $2)
+ORDER BY a.created_at, a.id
+`
+
+type AdjustmentsPendingForParams struct {
+	SubscriptionID uuid.UUID
+	PeriodStart    time.Time
+}
+
+// AdjustmentsPendingFor are the subscription's adjustments not yet
+// billed that an invoice of a period may bill: those of no period, of
+// that period or of an earlier one, in the order they were made.
+func (q *Queries) AdjustmentsPendingFor(ctx context.Context, arg AdjustmentsPendingForParams) ([]BillingAdjustment, error) {
+	rows, err := q.db.Query(ctx, adjustmentsPendingFor, arg.SubscriptionID, arg.PeriodStart)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []BillingAdjustment
+	for rows.Next() {
+		var i BillingAdjustment
+		if err := rows.Scan(
+			&i.ID,
+			&i.SubscriptionID,
+			&i.BillingPeriodID,
+			&i.Kind,
+			&i.MeterSlug,
+			&i.Quantity,
+			&i.Amount,
+			&i.Currency,
+			&i.Reason,
+			&i.Actor,
+			&i.InvoiceID,
+			&i.CreatedAt,
+			&i.PlanVersionID,
+			&i.SegmentStart,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const billingPeriodGet = `-- name: BillingPeriodGet :one
 SELECT id, subscription_id, period_start, period_end, trial, state FROM billing_periods WHERE id = $1
 `
@@ -316,6 +367,17 @@ UPDATE billing_periods SET state = 'invoiced' WHERE id = $1 AND state = 'closed'
 func (q *Queries) BillingPeriodMarkInvoiced(ctx context.Context, id uuid.UUID) error {
 	_, err := q.db.Exec(ctx, billingPeriodMarkInvoiced, id)
 	return err
+}
+
+const billingPeriodStart = `-- name: BillingPeriodStart :one
+SELECT period_start FROM billing_periods WHERE id = $1
+`
+
+func (q *Queries) BillingPeriodStart(ctx context.Context, id uuid.UUID) (time.Time, error) {
+	row := q.db.QueryRow(ctx, billingPeriodStart, id)
+	var period_start time.Time
+	err := row.Scan(&period_start)
+	return period_start, err
 }
 
 const creditBalanceEnsure = `-- name: CreditBalanceEnsure :exec
@@ -1100,6 +1162,17 @@ func (q *Queries) PeriodsToInvoice(ctx context.Context, limit int32) ([]PeriodsT
 		return nil, err
 	}
 	return items, nil
+}
+
+const planVersionNetDays = `-- name: PlanVersionNetDays :one
+SELECT net_days FROM plan_versions WHERE id = $1
+`
+
+func (q *Queries) PlanVersionNetDays(ctx context.Context, id uuid.UUID) (int32, error) {
+	row := q.db.QueryRow(ctx, planVersionNetDays, id)
+	var net_days int32
+	err := row.Scan(&net_days)
+	return net_days, err
 }
 
 const redemptionsApplied = `-- name: RedemptionsApplied :exec

@@ -1,0 +1,332 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/billing/internal/db"
+	"github.com/veil-platform/veil/control-plane/identity"
+)
+
+// InvoiceNumber formats an issuer's n-th invoice of a year:
+// <PREFIX>-<YYYY>-<NNNNNN>.
+func InvoiceNumber(prefix string, year int, n int64) string {
+	return fmt.Sprintf("%s-%04d-%06d", prefix, year, n)
+}
+
+// Finalize finalizes a draft invoice: the issuer's providers, admins and
+// the control plane's jobs (identity.System) may. In one transaction it
+// locks the draft, recomputes it with the customer's credit balance read
+// under its lock (the last recomputation is what is frozen), takes the
+// issuer's next number of the year, sets it open with its due date (net
+// days of the period's last plan version), applies the credit and
+// records a negative total's credit in the ledger, marks the adjustments
+// billed and the promotions applied once more, marks the period
+// invoiced, announces invoice.finalized and audits. A subscription's
+// drafts are finalized in the order of their periods (ErrEarlierDraft).
+func (s *Service) Finalize(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
+	var out Invoice
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		inv, err := q.InvoiceLock(ctx, id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrInvoiceNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock invoice: %w", err)
+		}
+		if err := mayChange(actor, inv); err != nil {
+			return err
+		}
+		if inv.Status != db.InvoiceStatusDraft {
+			return ErrInvoiceState
+		}
+		earlier, err := q.InvoiceEarlierDraft(ctx, db.InvoiceEarlierDraftParams{SubscriptionID: inv.SubscriptionID, PeriodStart: inv.PeriodStart})
+		if err != nil {
+			return fmt.Errorf("read earlier drafts: %w", err)
+		}
+		if earlier {
+			return ErrEarlierDraft
+		}
+		if err := s.finalizeLocked(ctx, q, inv); err != nil {
+			return err
+		}
+		if out, err = loadInvoice(ctx, q, id, s.now()); err != nil {
+			return err
+		}
+		if err := s.publish(ctx, tx, out, EventInvoiceFinalized); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Change{
+			Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: inv.IssuerID, Action: "invoice.finalize",
+			TargetType: "invoice", TargetID: id.String(), After: summary(out),
+		})
+	})
+	return out, err
+}
+
+// finalizeLocked does the finalization of a locked draft.
+func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invoice) error {
+	credit, err := lockedCredit(ctx, q, inv)
+	if err != nil {
+		return err
+	}
+	c, err := s.recompute(ctx, q, inv, credit)
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	// The number is taken last, so that the sequence's row lock, which
+	// orders every finalization of the issuer, is held the least time.
+	settings, err := issuerSettings(ctx, q, inv.IssuerID)
+	if err != nil {
+		return err
+	}
+	n, err := q.InvoiceNumberNext(ctx, db.InvoiceNumberNextParams{IssuerID: inv.IssuerID, Year: int32(now.Year())})
+	if err != nil {
+		return fmt.Errorf("take invoice number: %w", err)
+	}
+	due := now.Add(time.Duration(c.netDays) * 24 * time.Hour)
+	err = q.InvoiceFinalize(ctx, db.InvoiceFinalizeParams{
+		ID: inv.ID, Number: ptr(InvoiceNumber(settings.InvoicePrefix, now.Year(), n)), FinalizedAt: &now, DueAt: &due,
+	})
+	if err != nil {
+		return fmt.Errorf("finalize invoice: %w", err)
+	}
+	return s.settle(ctx, q, inv, c)
+}
+
+// lockedCredit locks the customer's balance in the currency of the
+// invoice's period and returns it; a trial invoice uses none.
+func lockedCredit(ctx context.Context, q *db.Queries, inv db.Invoice) (*decimal.Decimal, error) {
+	k := creditKey{inv.IssuerID, inv.CustomerID, inv.Currency}
+	if err := q.CreditBalanceEnsure(ctx, db.CreditBalanceEnsureParams{IssuerID: k.issuer, CustomerID: k.customer, Currency: k.currency}); err != nil {
+		return nil, fmt.Errorf("create credit balance: %w", err)
+	}
+	b, err := q.CreditBalanceLock(ctx, db.CreditBalanceLockParams{IssuerID: k.issuer, CustomerID: k.customer, Currency: k.currency})
+	if err != nil {
+		return nil, fmt.Errorf("lock credit balance: %w", err)
+	}
+	return &b, nil
+}
+
+// settle records what a finalized invoice did beside its own row: the
+// credit it used and issued, its adjustments billed, its promotions
+// applied, its period invoiced.
+func (s *Service) settle(ctx context.Context, q *db.Queries, inv db.Invoice, c computed) error {
+	k := creditKey{inv.IssuerID, inv.CustomerID, c.invoice.Currency}
+	if c.invoice.CreditApplied.IsPositive() {
+		if _, err := moveCredit(ctx, q, k, CreditApplied, c.invoice.CreditApplied.Neg(), &inv.ID, "applied to the invoice", "system"); err != nil {
+			return err
+		}
+	}
+	if c.invoice.CreditIssued.IsPositive() {
+		if _, err := moveCredit(ctx, q, k, CreditProration, c.invoice.CreditIssued, &inv.ID, "credit of the invoice's negative total", "system"); err != nil {
+			return err
+		}
+	}
+	if len(c.cites.Adjustments) > 0 {
+		ids := make([]uuid.UUID, len(c.cites.Adjustments))
+		for i, a := range c.cites.Adjustments {
+			ids[i] = a.ID
+		}
+		n, err := q.AdjustmentsMarkBilled(ctx, db.AdjustmentsMarkBilledParams{InvoiceID: &inv.ID, Ids: ids})
+		if err != nil {
+			return fmt.Errorf("mark adjustments billed: %w", err)
+		}
+		if n != int64(len(ids)) {
+			return fmt.Errorf("mark adjustments billed: %d of %d were still pending", n, len(ids))
+		}
+	}
+	if len(c.cites.Promotions) > 0 {
+		ids := make([]uuid.UUID, len(c.cites.Promotions))
+		for i, p := range c.cites.Promotions {
+			ids[i] = p.RedemptionID
+		}
+		if err := q.RedemptionsApplied(ctx, ids); err != nil {
+			return fmt.Errorf("count promotion periods: %w", err)
+		}
+	}
+	if err := q.BillingPeriodMarkInvoiced(ctx, c.cites.BillingPeriodID); err != nil {
+		return fmt.Errorf("mark period invoiced: %w", err)
+	}
+	return nil
+}
+
+// mayChange reports whether actor may change inv's status: its issuer's
+// providers and admins; its customer may see it but not change it.
+func mayChange(actor identity.Actor, inv db.Invoice) error {
+	switch {
+	case actor.CanProvide(inv.IssuerID):
+		return nil
+	case actor.OrgID == inv.CustomerID:
+		return identity.ErrForbidden
+	default:
+		return ErrInvoiceNotFound
+	}
+}
+
+// transition locks an open invoice and changes its status with change.
+func (s *Service) transition(ctx context.Context, actor identity.Actor, id uuid.UUID, action string,
+	change func(q *db.Queries, tx pgx.Tx, inv db.Invoice) error) (Invoice, error) {
+	var out Invoice
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		inv, err := q.InvoiceLock(ctx, id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrInvoiceNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock invoice: %w", err)
+		}
+		if err := mayChange(actor, inv); err != nil {
+			return err
+		}
+		if inv.Status != db.InvoiceStatusOpen {
+			return ErrInvoiceState
+		}
+		before := toInvoice(inv, s.now())
+		if err := change(q, tx, inv); err != nil {
+			return err
+		}
+		if out, err = loadInvoice(ctx, q, id, s.now()); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Change{
+			Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: inv.IssuerID, Action: action,
+			TargetType: "invoice", TargetID: id.String(), Before: summary(before), After: summary(out),
+		})
+	})
+	return out, err
+}
+
+// MarkPaid marks an open invoice paid (payments will; an admin may now).
+func (s *Service) MarkPaid(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
+	if !actor.IsAdmin() {
+		return Invoice{}, identity.ErrForbidden
+	}
+	return s.transition(ctx, actor, id, "invoice.mark_paid", func(q *db.Queries, _ pgx.Tx, inv db.Invoice) error {
+		at := s.now()
+		if err := q.InvoiceMarkPaid(ctx, db.InvoiceMarkPaidParams{ID: inv.ID, At: &at}); err != nil {
+			return fmt.Errorf("mark invoice paid: %w", err)
+		}
+		return nil
+	})
+}
+
+// Void voids an open invoice: what it took from the customer's credit
+// balance goes back to it as a refund (payments, when they come, refund
+// what was paid the same way), and invoice.voided is announced. The
+// period stays billed: a corrected bill is an adjustment on the next
+// invoice.
+func (s *Service) Void(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
+	var voided Invoice
+	out, err := s.transition(ctx, actor, id, "invoice.void", func(q *db.Queries, tx pgx.Tx, inv db.Invoice) error {
+		at := s.now()
+		if err := q.InvoiceMarkVoid(ctx, db.InvoiceMarkVoidParams{ID: inv.ID, At: &at}); err != nil {
+			return fmt.Errorf("void invoice: %w", err)
+		}
+		if inv.CreditApplied.IsPositive() {
+			k := creditKey{inv.IssuerID, inv.CustomerID, inv.Currency}
+			if _, err := moveCredit(ctx, q, k, CreditRefund, inv.CreditApplied, &inv.ID, "refund of the voided invoice", actor.Subject); err != nil {
+				return err
+			}
+		}
+		v, err := loadInvoice(ctx, q, inv.ID, at)
+		if err != nil {
+			return err
+		}
+		voided = v
+		return s.publish(ctx, tx, voided, EventInvoiceVoided)
+	})
+	return out, err
+}
+
+// MarkUncollectible gives up on an open invoice.
+func (s *Service) MarkUncollectible(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
+	return s.transition(ctx, actor, id, "invoice.mark_uncollectible", func(q *db.Queries, _ pgx.Tx, inv db.Invoice) error {
+		if err := q.InvoiceMarkUncollectible(ctx, inv.ID); err != nil {
+			return fmt.Errorf("mark invoice uncollectible: %w", err)
+		}
+		return nil
+	})
+}
+
+// MarkOverdue marks up to max open invoices past their due date overdue,
+// each once, and announces invoice.overdue for each, in its own
+// transaction. It returns how many it marked.
+func (s *Service) MarkOverdue(ctx context.Context, max int) (int, error) {
+	now := s.now()
+	ids, err := db.New(s.pool).InvoicesOverdue(ctx, db.InvoicesOverdueParams{Now: &now, Max: int32(max)})
+	if err != nil {
+		return 0, fmt.Errorf("list overdue invoices: %w", err)
+	}
+	n := 0
+	for _, id := range ids {
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			q := db.New(tx)
+			rows, err := q.InvoiceMarkOverdue(ctx, db.InvoiceMarkOverdueParams{ID: id, At: &now})
+			if err != nil || rows == 0 {
+				return err
+			}
+			inv, err := loadInvoice(ctx, q, id, now)
+			if err != nil {
+				return err
+			}
+			n++
+			return s.publish(ctx, tx, inv, EventInvoiceOverdue)
+		})
+		if err != nil {
+			return n, fmt.Errorf("mark invoice %s overdue: %w", id, err)
+		}
+	}
+	return n, nil
+}
+
+// invoiceSummary is an invoice's event data and audit entry: the
+// invoice without its lines and cites.
+type invoiceSummary struct {
+	ID             uuid.UUID       `json:"id"`
+	Number         *string         `json:"number"`
+	Status         string          `json:"status"`
+	IssuerID       uuid.UUID       `json:"issuer_id"`
+	CustomerID     uuid.UUID       `json:"customer_id"`
+	SubscriptionID uuid.UUID       `json:"subscription_id"`
+	Currency       string          `json:"currency"`
+	PeriodStart    time.Time       `json:"period_start"`
+	PeriodEnd      time.Time       `json:"period_end"`
+	Total          decimal.Decimal `json:"total"`
+	AmountDue      decimal.Decimal `json:"amount_due"`
+	DueAt          *time.Time      `json:"due_at"`
+}
+
+func summary(inv Invoice) invoiceSummary {
+	return invoiceSummary{
+		ID: inv.ID, Number: inv.Number, Status: inv.Status, IssuerID: inv.IssuerID, CustomerID: inv.CustomerID,
+		SubscriptionID: inv.SubscriptionID, Currency: inv.Currency, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd,
+		Total: inv.Total, AmountDue: inv.AmountDue, DueAt: inv.DueAt,
+	}
+}
+
+// publish announces an invoice event to the issuer's and the customer's
+// endpoints, in tx.
+func (s *Service) publish(ctx context.Context, tx pgx.Tx, inv Invoice, event string) error {
+	if s.cfg.Publisher == nil {
+		return nil
+	}
+	for _, org := range []uuid.UUID{inv.IssuerID, inv.CustomerID} {
+		if err := s.cfg.Publisher.Publish(ctx, tx, org, event, summary(inv)); err != nil {
+			return fmt.Errorf("announce %s: %w", event, err)
+		}
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
