@@ -106,6 +106,8 @@ type controlPlaneFlags struct {
 	egress egressFlags
 	// pricingDir is the plan directory (empty: no plan files).
 	pricingDir string
+	// billingGrace is how long after its end a billing period closes.
+	billingGrace time.Duration
 }
 
 // register adds the control plane's flags; withRedis false leaves out
@@ -156,6 +158,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.Duration(&c.maintenanceEvery, "key-maintenance-interval", "VEIL_KEY_MAINTENANCE_INTERVAL", time.Hour, "how often key expiry, notices, rotation grace, automatic rotation and billing periods are processed")
 	c.egress.register(f)
 	f.String(&c.pricingDir, "pricing-dir", "VEIL_PRICING_DIR", "", "directory of YAML plan files, loaded at start, on every change and on POST /v1/admin/pricing/reload (empty: no plan files)")
+	f.Duration(&c.billingGrace, "billing-grace", "VEIL_BILLING_GRACE", time.Hour, "how long after its end a billing period closes and its usage is snapshotted, so that events still in flight count in it (later ones are billed as late usage on the next invoice)")
 	f.String(&c.smtp.Addr, "smtp-addr", "VEIL_SMTP_ADDR", "", "SMTP server (host:port) for notices to people (empty: no email)")
 	f.String(&c.smtp.From, "smtp-from", "VEIL_SMTP_FROM", "Veil <noreply@veil.localhost>", "sender of notices")
 	f.String(&c.smtp.Username, "smtp-username", "VEIL_SMTP_USERNAME", "", "SMTP login")
@@ -329,6 +332,9 @@ func (cp controlPlaneFlags) validate() error {
 		if iv.every <= 0 {
 			return fmt.Errorf("%s must be positive, not %s", iv.flag, iv.every)
 		}
+	}
+	if cp.billingGrace <= 0 {
+		return fmt.Errorf("--billing-grace must be positive, not %s", cp.billingGrace)
 	}
 	if cp.rescueAfter <= 50*time.Second {
 		return errors.New("--job-rescue-after must exceed the longest job timeout, 50s")
