@@ -1,0 +1,532 @@
+package metering_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/metering"
+)
+
+// pro is the hybrid plan's bigger version: a higher base fee, more
+// included calls, cheaper tiers.
+func pro(t testing.TB) metering.PlanTerms {
+	return metering.PlanTerms{
+		Currency: currency(t, "USD"),
+		BaseFee:  d("99"),
+		Charges: []metering.Charge{
+			{Meter: "calls", Model: metering.ModelGraduated, Included: d("5000"), Tiers: []metering.Tier{
+				{UpTo: d("50000"), UnitPrice: d("0.0015")},
+				{Unbounded: true, UnitPrice: d("0.0005")},
+			}},
+			{Meter: "gb", Model: metering.ModelPerUnit, UnitPrice: d("0.05")},
+		},
+	}
+}
+
+func at(s string) time.Time {
+	tm, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return tm
+}
+
+func metered(kv ...string) map[string]decimal.Decimal {
+	u := make(map[string]decimal.Decimal, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		u[kv[i]] = d(kv[i+1])
+	}
+	return u
+}
+
+// lineStrings renders lines as "kind version meter tier quantity price
+// amount reference".
+func lineStrings(inv metering.Invoice) []string {
+	out := make([]string, len(inv.Lines))
+	for i, l := range inv.Lines {
+		out[i] = strings.TrimSpace(fmt.Sprintf("%s %s %s %d %s %s %s %s", l.Kind, l.PlanVersionID, l.Meter, l.Tier, l.Quantity, l.UnitPrice, l.Amount, l.Reference))
+	}
+	return out
+}
+
+func build(t *testing.T, in metering.InvoiceInput) metering.Invoice {
+	t.Helper()
+	inv, err := metering.BuildInvoice(in)
+	if err != nil {
+		t.Fatalf("BuildInvoice = %v", err)
+	}
+	if diffs := metering.Explain(inv, in); len(diffs) > 0 {
+		t.Fatalf("Explain(BuildInvoice(in), in) = %+v; want none", diffs)
+	}
+	return inv
+}
+
+func wantLines(t *testing.T, inv metering.Invoice, want []string) {
+	t.Helper()
+	if got := lineStrings(inv); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("lines =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// wantTotals checks subtotal, discount, tax, total, credit applied,
+// amount due and credit issued, in that order.
+func wantTotals(t *testing.T, inv metering.Invoice, want ...string) {
+	t.Helper()
+	got := []decimal.Decimal{inv.Subtotal, inv.Discount, inv.Tax, inv.Total, inv.CreditApplied, inv.AmountDue, inv.CreditIssued}
+	names := []string{"subtotal", "discount", "tax", "total", "credit applied", "amount due", "credit issued"}
+	for i, w := range want {
+		if !got[i].Equal(d(w)) {
+			t.Errorf("%s = %s; want %s", names[i], got[i], w)
+		}
+	}
+}
+
+// upgradeInput is March 2026 (31 days, 2,678,400 s) on the hybrid plan,
+// upgraded to pro at 2026-03-20T12:34:56Z: 991,504 s left.
+func upgradeInput(t *testing.T) metering.InvoiceInput {
+	start, change, end := at("2026-03-01T00:00:00Z"), at("2026-03-20T12:34:56Z"), at("2026-04-01T00:00:00Z")
+	return metering.InvoiceInput{
+		Currency: currency(t, "USD"), PeriodStart: start, PeriodEnd: end,
+		Segments: []metering.Segment{
+			{PlanVersionID: "v1", From: start, To: change, Terms: hybrid(t), Usage: metered("calls", "15500", "gb", "12.345")},
+			{PlanVersionID: "v2", From: change, To: end, Terms: pro(t), Usage: metered("calls", "60000", "gb", "2.5")},
+		},
+	}
+}
+
+// TestInvoiceMidPeriodUpgrade: a change at a known second, worked out by
+// hand. The credit is 29 × 991,504 / 2,678,400 = 10.73537… → 10.74, the
+// charge 99 × 991,504 / 2,678,400 = 36.64833… → 36.65; each segment's
+// usage is rated by its own version, with its own included units: the
+// hybrid's 15,500 calls less 1,000 included, pro's 60,000 less 5,000.
+func TestInvoiceMidPeriodUpgrade(t *testing.T) {
+	inv := build(t, upgradeInput(t))
+	wantLines(t, inv, []string{
+		"base_fee v1  0 1 29 29",
+		"proration_credit v1  0 1 -10.74 -10.74",
+		"proration_charge v2  0 1 36.65 36.65",
+		"usage v1 calls 1 10000 0.002 20",
+		"usage v1 calls 2 4500 0.001 4.5",
+		"usage v1 gb 0 12.345 0.09 1.11",  // 1.11105
+		"usage v2 calls 1 50000 0.0015 75", // 55,000 billable
+		"usage v2 calls 2 5000 0.0005 2.5",
+		"usage v2 gb 0 2.5 0.05 0.13", // 0.125, half away from zero
+	})
+	wantTotals(t, inv, "158.15", "0", "0", "158.15", "0", "158.15", "0")
+	if inv.Currency != "USD" {
+		t.Errorf("currency = %q; want USD", inv.Currency)
+	}
+}
+
+// TestInvoiceUpgradeThenDowngrade: April 2026 (30 days), hybrid → pro on
+// the 11th (20 days left: 2/3) → hybrid on the 21st (10 days: 1/3). Each
+// change has its pair: −29 × 2/3 = −19.333… → −19.33, +99 × 2/3 = 66;
+// −99 / 3 = −33, +29 / 3 = 9.666… → 9.67.
+func TestInvoiceUpgradeThenDowngrade(t *testing.T) {
+	start, up, down, end := at("2026-04-01T00:00:00Z"), at("2026-04-11T00:00:00Z"), at("2026-04-21T00:00:00Z"), at("2026-05-01T00:00:00Z")
+	inv := build(t, metering.InvoiceInput{
+		Currency: currency(t, "USD"), PeriodStart: start, PeriodEnd: end,
+		Segments: []metering.Segment{
+			{PlanVersionID: "v1", From: start, To: up, Terms: hybrid(t)},
+			{PlanVersionID: "v2", From: up, To: down, Terms: pro(t)},
+			{PlanVersionID: "v1", From: down, To: end, Terms: hybrid(t), Usage: metered("calls", "1001")},
+		},
+	})
+	wantLines(t, inv, []string{
+		"base_fee v1  0 1 29 29",
+		"proration_credit v1  0 1 -19.33 -19.33",
+		"proration_charge v2  0 1 66 66",
+		"proration_credit v2  0 1 -33 -33",
+		"proration_charge v1  0 1 9.67 9.67",
+		"usage v1 calls 1 1 0.002 0", // the last segment's own 1,000 included: 1 billable
+	})
+	wantTotals(t, inv, "52.34", "0", "0", "52.34", "0", "52.34", "0")
+}
+
+// TestInvoiceAdjacentSegmentsOfOneVersion: two segments of one version
+// bill as one: included units and tiers once, no proration.
+func TestInvoiceAdjacentSegmentsOfOneVersion(t *testing.T) {
+	start, mid, end := at("2026-04-01T00:00:00Z"), at("2026-04-11T07:00:00Z"), at("2026-05-01T00:00:00Z")
+	in := metering.InvoiceInput{Currency: currency(t, "USD"), PeriodStart: start, PeriodEnd: end, Segments: []metering.Segment{
+		{PlanVersionID: "v1", From: start, To: mid, Terms: hybrid(t), Usage: metered("calls", "800")},
+		{PlanVersionID: "v1", From: mid, To: end, Terms: hybrid(t), Usage: metered("calls", "10700", "gb", "1")},
+	}}
+	wantLines(t, build(t, in), []string{
+		"base_fee v1  0 1 29 29",
+		"usage v1 calls 1 10000 0.002 20", // 11,500 − 1,000 included
+		"usage v1 calls 2 500 0.001 0.5",
+		"usage v1 gb 0 1 0.09 0.09",
+	})
+}
+
+// TestInvoiceCurrencies: halves of a minor unit round away from zero in
+// each currency's exponent, on the proration credit (negative) and charge
+// alike. A two-day period changed at its middle: half of each fee.
+func TestInvoiceCurrencies(t *testing.T) {
+	for _, tc := range []struct {
+		code, oldFee, newFee, price string
+		want                        []string
+		total                       string
+	}{
+		// 1001 / 2 = 500.5 → 501; 3001 / 2 = 1500.5 → 1501; 3 × 0.5 = 1.5 → 2.
+		{"JPY", "1001", "3001", "0.5", []string{
+			"base_fee a  0 1 1001 1001", "proration_credit a  0 1 -501 -501", "proration_charge b  0 1 1501 1501", "usage b u 0 3 0.5 2"}, "2003"},
+		// 10.001 / 2 = 5.0005 → 5.001; 0.0015 → 0.002.
+		{"KWD", "10.001", "20.003", "0.0005", []string{
+			"base_fee a  0 1 10.001 10.001", "proration_credit a  0 1 -5.001 -5.001", "proration_charge b  0 1 10.002 10.002", "usage b u 0 3 0.0005 0.002"}, "15.004"},
+		// 10.01 / 2 = 5.005 → 5.01; 0.015 → 0.02.
+		{"USD", "10.01", "20.03", "0.005", []string{
+			"base_fee a  0 1 10.01 10.01", "proration_credit a  0 1 -5.01 -5.01", "proration_charge b  0 1 10.02 10.02", "usage b u 0 3 0.005 0.02"}, "15.04"},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			cur := currency(t, tc.code)
+			terms := func(fee string) metering.PlanTerms {
+				return metering.PlanTerms{Currency: cur, BaseFee: d(fee), Charges: []metering.Charge{{Meter: "u", Model: metering.ModelPerUnit, UnitPrice: d(tc.price)}}}
+			}
+			start, mid, end := at("2026-06-01T00:00:00Z"), at("2026-06-02T00:00:00Z"), at("2026-06-03T00:00:00Z")
+			inv := build(t, metering.InvoiceInput{Currency: cur, PeriodStart: start, PeriodEnd: end, Segments: []metering.Segment{
+				{PlanVersionID: "a", From: start, To: mid, Terms: terms(tc.oldFee)},
+				{PlanVersionID: "b", From: mid, To: end, Terms: terms(tc.newFee), Usage: metered("u", "3")},
+			}})
+			wantLines(t, inv, tc.want)
+			wantTotals(t, inv, tc.total, "0", "0", tc.total, "0", tc.total, "0")
+		})
+	}
+}
+
+// TestInvoiceProrationQuotientIsExact: 0.01 × (P/2 − 1 ns) / P is
+// 0.005 − 3.3…×10⁻¹⁹: it rounds to 0.00. A quotient first rounded to 16
+// places (decimal's Div) would be 0.005 and round up to 0.01.
+func TestInvoiceProrationQuotientIsExact(t *testing.T) {
+	usd := currency(t, "USD")
+	period := 30_000_000 * time.Second // 3 × 10¹⁶ ns
+	start := at("2026-01-01T00:00:00Z")
+	end := start.Add(period)
+	change := start.Add(period/2 + time.Nanosecond)
+	inv := build(t, metering.InvoiceInput{Currency: usd, PeriodStart: start, PeriodEnd: end, Segments: []metering.Segment{
+		{PlanVersionID: "free", From: start, To: change, Terms: metering.PlanTerms{Currency: usd}},
+		{PlanVersionID: "paid", From: change, To: end, Terms: metering.PlanTerms{Currency: usd, BaseFee: d("0.01")}},
+	}})
+	wantLines(t, inv, []string{"proration_charge paid  0 1 0 0"})
+}
+
+// hybridInput is one month of the hybrid plan with 15,500 calls and
+// 12.345 GB: 54.61 USD (29 + 20 + 4.5 + 1.11).
+func hybridInput(t *testing.T) metering.InvoiceInput {
+	start, end := at("2026-03-01T00:00:00Z"), at("2026-04-01T00:00:00Z")
+	return metering.InvoiceInput{Currency: currency(t, "USD"), PeriodStart: start, PeriodEnd: end, Segments: []metering.Segment{
+		{PlanVersionID: "v1", From: start, To: end, Terms: hybrid(t), Usage: metered("calls", "15500", "gb", "12.345")},
+	}}
+}
+
+const hybridLines = "base_fee v1  0 1 29 29\nusage v1 calls 1 10000 0.002 20\nusage v1 calls 2 4500 0.001 4.5\nusage v1 gb 0 12.345 0.09 1.11"
+
+// TestInvoiceTax: exclusive tax is added as a line; inclusive tax is
+// stated on a line of 0 (54.61 × 20 / 120 = 9.1016… → 9.10); a reverse
+// charge is a line of 0 with the mention.
+func TestInvoiceTax(t *testing.T) {
+	mention := "Reverse charge: VAT to be accounted for by the recipient (Article 196, Directive 2006/112/EC)"
+	for _, tc := range []struct {
+		name   string
+		tax    metering.TaxTreatment
+		line   string
+		totals []string
+		desc   string
+	}{
+		{"none", metering.TaxTreatment{}, "", []string{"54.61", "0", "0", "54.61"}, ""},
+		// 54.61 × 0.2 = 10.922 → 10.92
+		{"exclusive", metering.TaxTreatment{Name: "VAT", RatePercent: d("20")},
+			"tax   0 54.61 0.2 10.92 VAT", []string{"54.61", "0", "10.92", "65.53"}, "VAT 20%"},
+		// 54.61 × 0.075 = 4.09575 → 4.10, half away from zero
+		{"exclusive with decimals", metering.TaxTreatment{Name: "GST", RatePercent: d("7.5")},
+			"tax   0 54.61 0.075 4.1 GST", []string{"54.61", "0", "4.1", "58.71"}, "GST 7.5%"},
+		{"inclusive", metering.TaxTreatment{Name: "VAT", RatePercent: d("20"), Inclusive: true},
+			"tax   0 54.61 0 0 VAT", []string{"54.61", "0", "9.1", "54.61"}, "VAT 20% included: 9.10"},
+		{"reverse charge", metering.TaxTreatment{Name: "VAT", ReverseCharge: true, Mention: mention},
+			"tax   0 54.61 0 0 VAT", []string{"54.61", "0", "0", "54.61"}, mention},
+		{"zero rate named", metering.TaxTreatment{Name: "Exempt"},
+			"tax   0 54.61 0 0 Exempt", []string{"54.61", "0", "0", "54.61"}, "Exempt 0%"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := hybridInput(t)
+			in.Tax = tc.tax
+			inv := build(t, in)
+			want := hybridLines
+			if tc.line != "" {
+				want += "\n" + tc.line
+			}
+			wantLines(t, inv, strings.Split(want, "\n"))
+			wantTotals(t, inv, tc.totals...)
+			if last := inv.Lines[len(inv.Lines)-1]; tc.desc != "" && last.Description != tc.desc {
+				t.Errorf("tax line description = %q; want %q", last.Description, tc.desc)
+			}
+		})
+	}
+}
+
+// TestInvoiceCredit: credit pays up to the total, after tax; a negative
+// total issues credit instead, and no tax is charged on it.
+func TestInvoiceCredit(t *testing.T) {
+	vat := metering.TaxTreatment{Name: "VAT", RatePercent: d("20")}
+	t.Run("partly", func(t *testing.T) {
+		in := hybridInput(t)
+		in.Tax, in.CreditAvailable = vat, d("10.009") // what a minor unit cannot hold stays on the balance
+		inv := build(t, in)
+		wantLines(t, inv, append(strings.Split(hybridLines, "\n"), "tax   0 54.61 0.2 10.92 VAT", "credit   0 1 -10 -10 applied"))
+		wantTotals(t, inv, "54.61", "0", "10.92", "65.53", "10", "55.53", "0")
+	})
+	t.Run("fully", func(t *testing.T) {
+		in := hybridInput(t)
+		in.Tax, in.CreditAvailable = vat, d("500")
+		inv := build(t, in)
+		wantLines(t, inv, append(strings.Split(hybridLines, "\n"), "tax   0 54.61 0.2 10.92 VAT", "credit   0 1 -65.53 -65.53 applied"))
+		wantTotals(t, inv, "54.61", "0", "10.92", "65.53", "65.53", "0", "0")
+	})
+	t.Run("negative total", func(t *testing.T) {
+		in := hybridInput(t)
+		in.Tax, in.CreditAvailable = vat, d("500")
+		in.Adjustments = []metering.Adjustment{{ID: "adj1", Description: "Refund of an outage", Amount: d("-80.004")}}
+		inv := build(t, in)
+		// 54.61 − 80.00 = −25.39: no tax on a negative amount, no credit
+		// applied, 25.39 issued to the balance.
+		wantLines(t, inv, append(strings.Split(hybridLines, "\n"),
+			"adjustment   0 1 -80 -80 adj1", "tax   0 0 0.2 0 VAT", "credit   0 1 25.39 25.39 issued"))
+		wantTotals(t, inv, "-25.39", "0", "0", "-25.39", "0", "0", "25.39")
+	})
+}
+
+// TestInvoicePromotions: free units used up segment by segment, then
+// percentages on what remains of fees and usage; adjustments are not
+// discounted. The upgrade's 16,000 free calls: all 15,500 of the first
+// segment (20 + 4.5 saved), the 500 left take pro's 60,000 calls to
+// 59,500: off the top, in tier 2 (0.25 saved: 500 × 0.0005).
+func TestInvoicePromotions(t *testing.T) {
+	in := upgradeInput(t)
+	in.Promotions = []metering.Promotion{
+		promo("TEN", metering.PromotionPercentOff, "10", 0, true),
+		freeUnits("FREE16K", "calls", "16000", 0, true),
+		freeUnits("FREEGB", "unpriced", "5", 0, true), // no segment prices it: no line
+	}
+	in.Adjustments = []metering.Adjustment{{ID: "adj1", Amount: d("5")}}
+	inv := build(t, in)
+	// 158.15 − 24.75 = 133.40; 10% = 13.34.
+	wantLines(t, inv, []string{
+		"base_fee v1  0 1 29 29",
+		"proration_credit v1  0 1 -10.74 -10.74",
+		"proration_charge v2  0 1 36.65 36.65",
+		"usage v1 calls 1 10000 0.002 20",
+		"usage v1 calls 2 4500 0.001 4.5",
+		"usage v1 gb 0 12.345 0.09 1.11",
+		"usage v2 calls 1 50000 0.0015 75",
+		"usage v2 calls 2 5000 0.0005 2.5",
+		"usage v2 gb 0 2.5 0.05 0.13",
+		"discount  calls 0 1 -24.75 -24.75 FREE16K",
+		"discount   0 1 -13.34 -13.34 TEN",
+		"adjustment   0 1 5 5 adj1",
+	})
+	wantTotals(t, inv, "163.15", "38.09", "0", "125.06", "0", "125.06", "0")
+}
+
+// TestInvoiceDiscountNeverCharges: when a downgrade's credit leaves fees
+// and usage at or below zero, a discount takes nothing.
+func TestInvoiceDiscountNeverCharges(t *testing.T) {
+	usd := currency(t, "USD")
+	start, change, end := at("2026-04-01T00:00:00Z"), at("2026-04-01T00:00:01Z"), at("2026-05-01T00:00:00Z")
+	// 99 − 99 × 2,591,999 / 2,592,000 = 99 − 98.99996… → 99 − 99 = 0.
+	inv := build(t, metering.InvoiceInput{Currency: usd, PeriodStart: start, PeriodEnd: end,
+		Segments: []metering.Segment{
+			{PlanVersionID: "v2", From: start, To: change, Terms: pro(t)},
+			{PlanVersionID: "free", From: change, To: end, Terms: metering.PlanTerms{Currency: usd}},
+		},
+		Promotions: []metering.Promotion{amountOff("FIVE", "5", "USD", 0, true)},
+	})
+	wantLines(t, inv, []string{"base_fee v2  0 1 99 99", "proration_credit v2  0 1 -99 -99", "discount   0 1 0 0 FIVE"})
+	wantTotals(t, inv, "0", "0", "0", "0", "0", "0", "0")
+}
+
+// TestInvoiceAdjustments: a quantity is priced on top of what its period
+// billed, under that period's terms; an amount is billed as it is.
+func TestInvoiceAdjustments(t *testing.T) {
+	in := hybridInput(t)
+	in.Adjustments = []metering.Adjustment{
+		// 10,500 billed (9,500 billable: 19) + 1,000 late = 11,500 (10,000
+		// at 0.002 + 500 at 0.001: 20.5): 1.50 more.
+		{ID: "late", Meter: "calls", Quantity: d("1000"), HasQuantity: true, Terms: hybrid(t), Billed: d("10500")},
+		// 11,000 billed (20) − 600 over-counted = 10,400 (18.8): 1.20 back.
+		{ID: "fix", Meter: "calls", Quantity: d("-600"), HasQuantity: true, Terms: hybrid(t), Billed: d("11000")},
+		// Under the included units: nothing.
+		{ID: "free", Meter: "calls", Quantity: d("10"), HasQuantity: true, Terms: hybrid(t), Billed: d("5")},
+		{ID: "goodwill", Amount: d("-5.555")}, // half away from zero
+	}
+	inv := build(t, in)
+	wantLines(t, inv, append(strings.Split(hybridLines, "\n"),
+		"adjustment  calls 0 1000 0.0015 1.5 late",
+		"adjustment  calls 0 -600 0.002 -1.2 fix",
+		"adjustment  calls 0 10 0 0 free",
+		"adjustment   0 1 -5.56 -5.56 goodwill"))
+	wantTotals(t, inv, "49.35", "0", "0", "49.35", "0", "49.35", "0")
+}
+
+// TestInvoiceTrial: a trial period charges nothing, whatever it metered;
+// an adjustment of an earlier period is still billed on it.
+func TestInvoiceTrial(t *testing.T) {
+	in := upgradeInput(t)
+	in.Trial, in.CreditAvailable = true, d("100")
+	in.Promotions = []metering.Promotion{amountOff("FIVE", "5", "USD", 0, true)}
+	in.Tax = metering.TaxTreatment{Name: "VAT", RatePercent: d("20")}
+	inv := build(t, in)
+	wantLines(t, inv, []string{"tax   0 0 0.2 0 VAT"})
+	wantTotals(t, inv, "0", "0", "0", "0", "0", "0", "0")
+
+	in.Adjustments = []metering.Adjustment{{ID: "late", Amount: d("10")}}
+	inv = build(t, in)
+	wantLines(t, inv, []string{"adjustment   0 1 10 10 late", "tax   0 10 0.2 2 VAT", "credit   0 1 -12 -12 applied"})
+	wantTotals(t, inv, "10", "0", "2", "12", "12", "0", "0")
+}
+
+// TestBuildInvoiceRefuses: hostile and inconsistent inputs are refused,
+// never priced.
+func TestBuildInvoiceRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(in *metering.InvoiceInput)
+		want   error
+	}{
+		{"unknown currency", func(in *metering.InvoiceInput) { in.Currency = metering.Currency{Code: "XXX", Exponent: 2} }, metering.ErrUnknownCurrency},
+		{"wrong exponent", func(in *metering.InvoiceInput) { in.Currency.Exponent = 0 }, metering.ErrInvalidInvoice},
+		{"empty period", func(in *metering.InvoiceInput) { in.PeriodEnd = in.PeriodStart }, metering.ErrInvalidInvoice},
+		{"period too long", func(in *metering.InvoiceInput) {
+			in.PeriodEnd = in.PeriodStart.AddDate(2, 0, 0)
+			in.Segments[1].To = in.PeriodEnd
+		}, metering.ErrInvalidInvoice},
+		{"no segment", func(in *metering.InvoiceInput) { in.Segments = nil }, metering.ErrInvalidInvoice},
+		{"gap", func(in *metering.InvoiceInput) { in.Segments[1].From = in.Segments[1].From.Add(time.Second) }, metering.ErrInvalidInvoice},
+		{"overlap", func(in *metering.InvoiceInput) { in.Segments[0].To = in.Segments[0].To.Add(time.Second) }, metering.ErrInvalidInvoice},
+		{"starts late", func(in *metering.InvoiceInput) { in.Segments[0].From = in.Segments[0].From.Add(time.Second) }, metering.ErrInvalidInvoice},
+		{"ends early", func(in *metering.InvoiceInput) { in.Segments[1].To = in.Segments[1].To.Add(-time.Second) }, metering.ErrInvalidInvoice},
+		{"reversed segment", func(in *metering.InvoiceInput) {
+			in.Segments[0].To = in.PeriodStart
+			in.Segments[1].From = in.PeriodStart
+		}, metering.ErrInvalidInvoice},
+		{"terms in another currency", func(in *metering.InvoiceInput) { in.Segments[1].Terms.Currency = currency(t, "EUR") }, metering.ErrInvalidInvoice},
+		{"negative base fee", func(in *metering.InvoiceInput) { in.Segments[0].Terms.BaseFee = d("-1") }, metering.ErrInvalidCharge},
+		{"meter charged twice", func(in *metering.InvoiceInput) {
+			in.Segments[0].Terms.Charges = append(in.Segments[0].Terms.Charges, in.Segments[0].Terms.Charges[0])
+		}, metering.ErrInvalidCharge},
+		{"usage of an unpriced meter", func(in *metering.InvoiceInput) { in.Segments[0].Usage["nope"] = d("1") }, metering.ErrUnknownMeter},
+		{"negative usage", func(in *metering.InvoiceInput) { in.Segments[0].Usage["calls"] = d("-1") }, metering.ErrNegativeQuantity},
+		{"negative credit", func(in *metering.InvoiceInput) { in.CreditAvailable = d("-0.01") }, metering.ErrInvalidInvoice},
+		{"tax above 100%", func(in *metering.InvoiceInput) { in.Tax = metering.TaxTreatment{Name: "X", RatePercent: d("100.0001")} }, metering.ErrInvalidInvoice},
+		{"negative tax", func(in *metering.InvoiceInput) { in.Tax = metering.TaxTreatment{Name: "X", RatePercent: d("-1")} }, metering.ErrInvalidInvoice},
+		{"promotion in another currency", func(in *metering.InvoiceInput) {
+			in.Promotions = []metering.Promotion{amountOff("EUR5", "5", "EUR", 0, true)}
+		}, metering.ErrPromotionCurrency},
+		{"promotion twice", func(in *metering.InvoiceInput) {
+			in.Promotions = []metering.Promotion{promo("A", metering.PromotionPercentOff, "5", 0, true), promo("a", metering.PromotionPercentOff, "5", 0, true)}
+		}, metering.ErrInvalidPromotion},
+		{"invalid promotion", func(in *metering.InvoiceInput) {
+			in.Promotions = []metering.Promotion{promo("A", metering.PromotionPercentOff, "101", 0, true)}
+		}, metering.ErrInvalidPromotion},
+		{"amount adjustment with a meter", func(in *metering.InvoiceInput) {
+			in.Adjustments = []metering.Adjustment{{ID: "a", Meter: "calls", Amount: d("1")}}
+		}, metering.ErrInvalidInvoice},
+		{"quantity adjustment with an amount", func(in *metering.InvoiceInput) {
+			in.Adjustments = []metering.Adjustment{{ID: "a", Meter: "calls", HasQuantity: true, Quantity: d("1"), Amount: d("1"), Terms: hybrid(t)}}
+		}, metering.ErrInvalidInvoice},
+		{"adjustment of an unpriced meter", func(in *metering.InvoiceInput) {
+			in.Adjustments = []metering.Adjustment{{ID: "a", Meter: "nope", HasQuantity: true, Quantity: d("1"), Terms: hybrid(t)}}
+		}, metering.ErrUnknownMeter},
+		{"adjustment in another currency", func(in *metering.InvoiceInput) {
+			eur := hybrid(t)
+			eur.Currency = currency(t, "EUR")
+			in.Adjustments = []metering.Adjustment{{ID: "a", Meter: "calls", HasQuantity: true, Quantity: d("1"), Terms: eur}}
+		}, metering.ErrInvalidInvoice},
+		{"adjustment below zero usage", func(in *metering.InvoiceInput) {
+			in.Adjustments = []metering.Adjustment{{ID: "a", Meter: "calls", HasQuantity: true, Quantity: d("-11"), Billed: d("10"), Terms: hybrid(t)}}
+		}, metering.ErrNegativeQuantity},
+		{"amount beyond a line", func(in *metering.InvoiceInput) {
+			in.Adjustments = []metering.Adjustment{{ID: "a", Amount: d("100000000000000")}}
+		}, metering.ErrInvalidInvoice},
+		{"usage beyond a line", func(in *metering.InvoiceInput) { in.Segments[0].Usage["gb"] = d("1e15") }, metering.ErrInvalidInvoice},
+		{"quantity finer than a line", func(in *metering.InvoiceInput) { in.Segments[0].Usage["gb"] = d("1.0000001") }, metering.ErrInvalidInvoice},
+		{"unit price finer than a line", func(in *metering.InvoiceInput) {
+			in.Segments[0].Terms.Charges[1].UnitPrice = d("0.0000000000001")
+		}, metering.ErrInvalidInvoice},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := upgradeInput(t)
+			in.Segments[0].Terms, in.Segments[1].Terms = hybrid(t), pro(t) // fresh slices: changes stay in this case
+			tc.change(&in)
+			if inv, err := metering.BuildInvoice(in); !errors.Is(err, tc.want) {
+				t.Errorf("BuildInvoice = %v, %v; want %v", lineStrings(inv), err, tc.want)
+			}
+		})
+	}
+}
+
+// TestExplainFindsEveryDifference: a stored invoice that differs from its
+// recomputation in a line's field, an amount, a missing or an extra line,
+// a total or the currency is reported at that place, and only there.
+func TestExplainFindsEveryDifference(t *testing.T) {
+	in := upgradeInput(t)
+	in.Tax, in.CreditAvailable = metering.TaxTreatment{Name: "VAT", RatePercent: d("20")}, d("10")
+	good := build(t, in)
+	n := len(good.Lines)
+	clone := func() metering.Invoice {
+		c := good
+		c.Lines = append([]metering.InvoiceLine(nil), good.Lines...)
+		return c
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(inv *metering.Invoice)
+		want   []string // "position field"
+	}{
+		{"amount", func(inv *metering.Invoice) { inv.Lines[3].Amount = inv.Lines[3].Amount.Add(d("0.01")) }, []string{"4 amount"}},
+		{"kind", func(inv *metering.Invoice) { inv.Lines[1].Kind = metering.LineProrationCharge }, []string{"2 kind"}},
+		{"plan version", func(inv *metering.Invoice) { inv.Lines[2].PlanVersionID = "v1" }, []string{"3 plan_version_id"}},
+		{"meter and tier", func(inv *metering.Invoice) { inv.Lines[4].Meter, inv.Lines[4].Tier = "gb", 1 }, []string{"5 meter", "5 tier"}},
+		{"quantity and unit price", func(inv *metering.Invoice) {
+			inv.Lines[5].Quantity, inv.Lines[5].UnitPrice = d("12.3"), d("0.1")
+		}, []string{"6 quantity", "6 unit_price"}},
+		{"reference", func(inv *metering.Invoice) { inv.Lines[n-1].Reference = "x" }, []string{fmt.Sprintf("%d reference", n)}},
+		{"missing line", func(inv *metering.Invoice) { inv.Lines = inv.Lines[:n-1] }, []string{fmt.Sprintf("%d line", n)}},
+		{"extra line", func(inv *metering.Invoice) {
+			inv.Lines = append(inv.Lines, metering.InvoiceLine{Kind: metering.LineAdjustment, Amount: d("1")})
+		}, []string{fmt.Sprintf("%d line", n+1)}},
+		{"total", func(inv *metering.Invoice) { inv.Total = inv.Total.Add(d("1")) }, []string{"0 total"}},
+		{"every total", func(inv *metering.Invoice) {
+			inv.Subtotal, inv.Discount, inv.Tax = d("1"), d("1"), d("1")
+			inv.CreditApplied, inv.AmountDue, inv.CreditIssued = d("1"), d("1"), d("1")
+		}, []string{"0 subtotal", "0 discount", "0 tax", "0 credit_applied", "0 amount_due", "0 credit_issued"}},
+		{"currency", func(inv *metering.Invoice) { inv.Currency = "EUR" }, []string{"0 currency"}},
+		// Stored amounts come back from numeric(20, 6) with trailing zeros.
+		{"same number, other scale", func(inv *metering.Invoice) {
+			inv.Lines[0].Amount = d("29.000000")
+			inv.Total = d(inv.Total.StringFixed(6))
+		}, nil},
+		{"description is wording", func(inv *metering.Invoice) { inv.Lines[0].Description = "Abonnement" }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inv := clone()
+			tc.change(&inv)
+			var got []string
+			for _, diff := range metering.Explain(inv, in) {
+				got = append(got, fmt.Sprintf("%d %s", diff.Position, diff.Field))
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("Explain = %q; want %q", got, tc.want)
+			}
+		})
+	}
+	bad := in
+	bad.Segments = nil
+	if diffs := metering.Explain(good, bad); len(diffs) != 1 || diffs[0].Field != "input" || diffs[0].Recomputed == "" {
+		t.Errorf("Explain of an input that does not compute = %+v; want one input difference", diffs)
+	}
+}
