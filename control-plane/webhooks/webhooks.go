@@ -66,8 +66,6 @@ var EventTypes = []string{
 	"subscription.plan_changed", "quota.threshold_crossed", "quota.adjusted",
 	// Promotions (the promotions service).
 	"promotion.created", "promotion.updated", "promotion.redeemed",
-	// Invoices (the billing service), to the issuer and the customer.
-	"invoice.finalized", "invoice.voided", "invoice.overdue", "invoice.paid",
 }
 
 // Errors.
