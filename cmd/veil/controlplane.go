@@ -450,7 +450,7 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 		if st, err := os.Stat(cp.pricingDir); err != nil || !st.IsDir() {
 			return svc, fmt.Errorf("VEIL_PRICING_DIR %s: not a readable directory", cp.pricingDir)
 		}
-		if p.planFiles, err = planfiles.New(planfiles.Config{Dir: cp.pricingDir, Pool: p.pool, Logger: logger, Metrics: set}); err != nil {
+		if p.planFiles, err = planfiles.New(planfiles.Config{Dir: cp.pricingDir, Pool: p.pool, Logger: logger, Metrics: set, Publisher: svc.hooks}); err != nil {
 			return svc, err
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/planfiles/internal/db"
+	"github.com/veil-platform/veil/control-plane/pricing"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/metering"
 )
 
@@ -26,7 +28,10 @@ type applier struct {
 	// present are the directory's files: a plan whose file is gone may
 	// be taken over by the file that now declares it (a renamed file).
 	present map[string]bool
-	errs    Errors
+	// pub announces plan changes to webhook endpoints; nil announces
+	// nothing.
+	pub  Publisher
+	errs Errors
 }
 
 func (a *applier) fail(field, format string, args ...any) {
@@ -35,6 +40,11 @@ func (a *applier) fail(field, format string, args ...any) {
 
 // by is who a file's versions and audit entries name.
 func (a *applier) by() string { return "file:" + a.plan.File }
+
+// actor is the file as the writer of its meters and plans.
+func (a *applier) actor() identity.Actor {
+	return identity.Actor{Subject: a.by(), Role: identity.RoleSystem}
+}
 
 func (a *applier) apply(ctx context.Context) (res Result, applied bool, err error) {
 	p := a.plan
@@ -65,12 +75,13 @@ func (a *applier) apply(ctx context.Context) (res Result, applied bool, err erro
 			return res, false, nil
 		}
 	}
-	meters, err := a.meters(ctx, api.ID)
+	meters, err := a.meters(ctx, api.ID, api.OrganizationID)
 	if err != nil || len(a.errs) > 0 {
 		return res, false, err
 	}
+	planChanged := false
 	if exists {
-		err = a.updatePlan(ctx, cur)
+		planChanged, err = a.updatePlan(ctx, cur)
 		res.Version++
 	} else {
 		res.PlanID, err = a.insertPlan(ctx, api.ID)
@@ -91,7 +102,36 @@ func (a *applier) apply(ctx context.Context) (res Result, applied bool, err erro
 		Action: action, TargetType: "plan", TargetID: res.PlanID.String(),
 		After: map[string]any{"file": p.File, "content_hash": a.src.Hash, "version": res.Version, "status": p.Status},
 	})
-	return res, err == nil, err
+	if err != nil {
+		return res, false, err
+	}
+	return res, true, a.publish(ctx, api.OrganizationID, res.PlanID, exists, planChanged)
+}
+
+// publish announces the plan's change to webhook endpoints as REST does:
+// plan.created for a new plan; plan.updated when its name, description,
+// status or file changed, and plan.version_created for its new version.
+func (a *applier) publish(ctx context.Context, org, planID uuid.UUID, existed, changed bool) error {
+	if a.pub == nil {
+		return nil
+	}
+	plan, err := subscriptions.ReadPlan(ctx, a.tx, planID)
+	if err != nil {
+		return fmt.Errorf("read plan %s: %w", a.plan.Slug, err)
+	}
+	events := []string{"plan.created"}
+	if existed {
+		events = []string{"plan.version_created"}
+		if changed {
+			events = []string{"plan.updated", "plan.version_created"}
+		}
+	}
+	for _, e := range events {
+		if err := a.pub.Publish(ctx, a.tx, org, e, map[string]any{"plan": plan}); err != nil {
+			return fmt.Errorf("publish %s: %w", e, err)
+		}
+	}
+	return nil
 }
 
 func (a *applier) insertPlan(ctx context.Context, apiID uuid.UUID) (uuid.UUID, error) {
@@ -108,16 +148,16 @@ func (a *applier) insertPlan(ctx context.Context, apiID uuid.UUID) (uuid.UUID, e
 // updatePlan applies the file's name, description and status to the plan
 // row: they are the plan's, not a version's; and the file's name, when the
 // plan's file was renamed.
-func (a *applier) updatePlan(ctx context.Context, cur db.PlanGetBySlugRow) error {
+func (a *applier) updatePlan(ctx context.Context, cur db.PlanGetBySlugRow) (changed bool, err error) {
 	p := a.plan
 	if cur.Name == p.Name && cur.Description == p.Description && string(cur.Status) == p.Status && *cur.SourceFile == p.File {
-		return nil
+		return false, nil
 	}
-	err := a.q.PlanUpdate(ctx, db.PlanUpdateParams{ID: cur.ID, Name: p.Name, Description: p.Description, Status: db.PlanStatus(p.Status), SourceFile: &p.File})
+	err = a.q.PlanUpdate(ctx, db.PlanUpdateParams{ID: cur.ID, Name: p.Name, Description: p.Description, Status: db.PlanStatus(p.Status), SourceFile: &p.File})
 	if err != nil {
-		return fmt.Errorf("update plan %s: %w", p.Slug, err)
+		return false, fmt.Errorf("update plan %s: %w", p.Slug, err)
 	}
-	return nil
+	return true, nil
 }
 
 func (a *applier) insertVersion(ctx context.Context, planID uuid.UUID, version int, meters map[string]uuid.UUID) error {
@@ -158,47 +198,43 @@ func int32Ptr(v *int) *int32 {
 	return &i
 }
 
-// meters upserts the file's meters into the API's and returns their ids
-// by slug. A meter whose definition changes while a version in use charges
-// it is refused: the prices of its subscribers would change under them.
-func (a *applier) meters(ctx context.Context, apiID uuid.UUID) (map[string]uuid.UUID, error) {
+// meters creates or changes the file's meters of the API through pricing's
+// writes, as REST does (defaults, the meter limit, the audit log, the
+// plan-version locks of a definition's change), and returns their ids by
+// slug. A meter whose definition changes while a version in use charges it
+// is refused: the prices of its subscribers would change under them.
+func (a *applier) meters(ctx context.Context, apiID, org uuid.UUID) (map[string]uuid.UUID, error) {
 	ids := make(map[string]uuid.UUID, len(a.plan.Meters))
 	for i, m := range a.plan.Meters {
-		row, err := a.q.MeterGetBySlug(ctx, db.MeterGetBySlugParams{APIID: apiID, Slug: m.Slug})
-		if errors.Is(err, errNoRows) {
-			id, err := a.q.MeterInsert(ctx, db.MeterInsertParams{
-				APIID: apiID, Slug: m.Slug, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
-				FilterMethods: list(m.Filter.Methods), FilterRoutes: list(m.Filter.Routes), FilterStatusClasses: list(m.Filter.StatusClasses),
-			})
+		field := fmt.Sprintf("meters[%d]", i)
+		if m.Name == "" {
+			m.Name = m.Slug
+		}
+		cur, err := pricing.MeterBySlugForUpdate(ctx, a.tx, apiID, m.Slug)
+		if errors.Is(err, pricing.ErrMeterNotFound) {
+			out, err := pricing.InsertMeter(ctx, a.tx, a.actor(), org, apiID, m)
+			if errors.Is(err, pricing.ErrMeterLimit) {
+				a.fail(field, "%v", err)
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("insert meter %s: %w", m.Slug, err)
 			}
-			ids[m.Slug] = id
+			ids[m.Slug] = out.ID
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("load meter %s: %w", m.Slug, err)
 		}
-		ids[m.Slug] = row.ID
-		stored := metering.Meter{Slug: m.Slug, Name: row.Name, Aggregation: metering.Aggregation(row.Aggregation), Field: row.Field,
-			Filter: metering.Filter{Methods: row.FilterMethods, Routes: row.FilterRoutes, StatusClasses: row.FilterStatusClasses}}
-		if sameMeter(stored, m) {
+		ids[m.Slug] = cur.ID
+		if sameMeter(cur.Meter, m) {
 			continue
 		}
-		if !sameDefinition(stored, m) {
-			used, err := a.q.MeterInUse(ctx, row.ID)
-			if err != nil {
-				return nil, fmt.Errorf("check meter %s: %w", m.Slug, err)
-			}
-			if used {
-				a.fail(fmt.Sprintf("meters[%d]", i), "meter %q is charged by a plan version in use and its definition differs from this one: give the new definition a new slug", m.Slug)
-				continue
-			}
+		_, err = pricing.ChangeMeter(ctx, a.tx, a.actor(), org, cur, m)
+		if errors.Is(err, pricing.ErrMeterInUse) {
+			a.fail(field, "meter %q is charged by a plan version in use and its definition differs from this one: give the new definition a new slug", m.Slug)
+			continue
 		}
-		err = a.q.MeterUpdate(ctx, db.MeterUpdateParams{
-			ID: row.ID, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
-			FilterMethods: list(m.Filter.Methods), FilterRoutes: list(m.Filter.Routes), FilterStatusClasses: list(m.Filter.StatusClasses),
-		})
 		if err != nil {
 			return nil, fmt.Errorf("update meter %s: %w", m.Slug, err)
 		}

@@ -31,10 +31,20 @@ type Config struct {
 	// last reload and the time of the last successful one; nil is a
 	// private set.
 	Metrics *metrics.Set
+	// Publisher announces the plans a reload creates or changes to webhook
+	// endpoints (plan.created, plan.updated, plan.version_created), in the
+	// reload's transaction, as the REST API does; nil announces nothing.
+	Publisher Publisher
 	// Debounce is how long Watch waits after a change before it reloads,
 	// so that a file written in several steps is read once; default
 	// 200ms.
 	Debounce time.Duration
+}
+
+// Publisher announces changes to webhook endpoints inside the caller's
+// transaction (control-plane/webhooks).
+type Publisher interface {
+	Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, eventType string, data any) error
 }
 
 // Loader loads a plan directory into Postgres.
@@ -156,7 +166,7 @@ func (l *Loader) reload(ctx context.Context, actor *identity.Actor) (Report, err
 		return Report{}, fmt.Errorf("lock plan reload: %w", err)
 	}
 	for _, p := range plans {
-		a := applier{tx: tx, q: q, plan: p, src: bySource[p.File], present: present}
+		a := applier{tx: tx, q: q, plan: p, src: bySource[p.File], present: present, pub: l.cfg.Publisher}
 		res, applied, err := a.apply(ctx)
 		if err != nil {
 			return Report{}, err

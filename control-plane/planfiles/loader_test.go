@@ -47,10 +47,11 @@ type fixture struct {
 	org     uuid.UUID
 	metrics *metrics.Set
 	loader  *planfiles.Loader
+	events  *events
 }
 
 func setup(t *testing.T) *fixture {
-	f := &fixture{t: t, pool: testenv.Postgres(t), dir: t.TempDir(), metrics: metrics.NewSet()}
+	f := &fixture{t: t, pool: testenv.Postgres(t), dir: t.TempDir(), metrics: metrics.NewSet(), events: &events{}}
 	f.org = testenv.Org(t, f.pool, "provider")
 	if err := f.pool.QueryRow(t.Context(), `INSERT INTO apis (organization_id, name, slug, upstream_url, version, state, created_by)
 		VALUES ($1, 'Weather', 'weather', 'http://127.0.0.1:1', '1', 'active', 'provider-user') RETURNING id`, f.org).Scan(&f.apiID); err != nil {
@@ -61,7 +62,7 @@ func setup(t *testing.T) *fixture {
 }
 
 func (f *fixture) newLoader(set *metrics.Set) *planfiles.Loader {
-	l, err := planfiles.New(planfiles.Config{Dir: f.dir, Pool: f.pool, Logger: testenv.Logger(f.t), Metrics: set})
+	l, err := planfiles.New(planfiles.Config{Dir: f.dir, Pool: f.pool, Logger: testenv.Logger(f.t), Metrics: set, Publisher: f.events})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -95,30 +95,65 @@ func (s *Service) CreateMeter(ctx context.Context, actor identity.Actor, apiID u
 		if err != nil {
 			return err
 		}
-		q := db.New(tx)
-		// Counting before the insert does not stop two concurrent creates
-		// from passing 100 by one each; the bound is against abuse, not
-		// an exact limit.
-		if n, err := q.MeterCountByAPI(ctx, apiID); err != nil {
-			return fmt.Errorf("count meters: %w", err)
-		} else if n >= MaxMetersPerAPI {
-			return fmt.Errorf("%w: an API has at most %d meters", ErrMeterLimit, MaxMetersPerAPI)
-		}
-		row, err := q.MeterInsert(ctx, db.MeterInsertParams{
-			ApiID: apiID, Slug: m.Slug, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
-			FilterMethods: m.Filter.Methods, FilterRoutes: m.Filter.Routes, FilterStatusClasses: m.Filter.StatusClasses,
-		})
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-			return fmt.Errorf("%w: the API has a meter %q", ErrMeterSlugTaken, m.Slug)
-		}
-		if err != nil {
-			return fmt.Errorf("insert meter: %w", err)
-		}
-		out = toMeter(row)
-		return record(ctx, tx, actor, org, "meter.create", out.ID, nil, out)
+		out, err = InsertMeter(ctx, tx, actor, org, apiID, m)
+		return err
 	})
 	return out, err
+}
+
+// InsertMeter adds the meter m to the API apiID of the organization org in
+// tx, recording it in the audit log as actor's: the one write of a new
+// meter, over REST and from plan files. An empty name is the slug; an API
+// has at most MaxMetersPerAPI meters (ErrMeterLimit).
+func InsertMeter(ctx context.Context, tx pgx.Tx, actor identity.Actor, org, apiID uuid.UUID, m metering.Meter) (Meter, error) {
+	if err := validateMeter(&m); err != nil {
+		return Meter{}, err
+	}
+	q := db.New(tx)
+	// Counting before the insert does not stop two concurrent creates
+	// from passing 100 by one each; the bound is against abuse, not
+	// an exact limit.
+	if n, err := q.MeterCountByAPI(ctx, apiID); err != nil {
+		return Meter{}, fmt.Errorf("count meters: %w", err)
+	} else if n >= MaxMetersPerAPI {
+		return Meter{}, fmt.Errorf("%w: an API has at most %d meters", ErrMeterLimit, MaxMetersPerAPI)
+	}
+	row, err := q.MeterInsert(ctx, db.MeterInsertParams{
+		ApiID: apiID, Slug: m.Slug, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
+		FilterMethods: m.Filter.Methods, FilterRoutes: m.Filter.Routes, FilterStatusClasses: m.Filter.StatusClasses,
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return Meter{}, fmt.Errorf("%w: the API has a meter %q", ErrMeterSlugTaken, m.Slug)
+	}
+	if err != nil {
+		return Meter{}, fmt.Errorf("insert meter: %w", err)
+	}
+	out := toMeter(row)
+	return out, record(ctx, tx, actor, org, "meter.create", out.ID, nil, out)
+}
+
+// MeterBySlugForUpdate reads the meter slug of the API apiID, locked until
+// tx ends; ErrMeterNotFound when the API has none.
+func MeterBySlugForUpdate(ctx context.Context, tx pgx.Tx, apiID uuid.UUID, slug string) (Meter, error) {
+	rows, err := db.New(tx).MeterListByAPI(ctx, apiID)
+	if err != nil {
+		return Meter{}, fmt.Errorf("list meters: %w", err)
+	}
+	for _, r := range rows {
+		if r.Slug != slug {
+			continue
+		}
+		row, err := db.New(tx).MeterGetByIDForUpdate(ctx, r.ID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Meter{}, ErrMeterNotFound
+		}
+		if err != nil {
+			return Meter{}, fmt.Errorf("read meter: %w", err)
+		}
+		return toMeter(row), nil
+	}
+	return Meter{}, ErrMeterNotFound
 }
 
 // ListMeters lists the meters of an API the actor sees, by slug.
@@ -214,31 +249,42 @@ func (s *Service) UpdateMeter(ctx context.Context, actor identity.Actor, id uuid
 		if p.Filter != nil {
 			m.Filter = *p.Filter
 		}
-		if err := validateMeter(&m); err != nil {
-			return err
-		}
-		q := db.New(tx)
-		if !sameDefinition(before.Meter, m) {
-			used, err := q.MeterLockUsed(ctx, id)
-			if err != nil {
-				return fmt.Errorf("check meter use: %w", err)
-			}
-			if used {
-				return fmt.Errorf("%w: meter %s is charged by a plan version a subscription uses; its aggregation, field and filter "+
-					"cannot change (add a new meter and a new plan version instead)", ErrMeterInUse, before.Slug)
-			}
-		}
-		row, err := q.MeterUpdate(ctx, db.MeterUpdateParams{
-			ID: id, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
-			FilterMethods: m.Filter.Methods, FilterRoutes: m.Filter.Routes, FilterStatusClasses: m.Filter.StatusClasses,
-		})
-		if err != nil {
-			return fmt.Errorf("update meter: %w", err)
-		}
-		out = toMeter(row)
-		return record(ctx, tx, actor, org, "meter.update", id, before, out)
+		out, err = ChangeMeter(ctx, tx, actor, org, before, m)
+		return err
 	})
 	return out, err
+}
+
+// ChangeMeter writes m over the meter before (read locked in tx) of the
+// organization org, recording it in the audit log as actor's: the one
+// write of a meter's change, over REST and from plan files. Its
+// aggregation, field and filter may change only while no plan version a
+// subscription has used charges it (ErrMeterInUse); the versions' locks
+// are taken, so a first subscription committing meanwhile is waited for.
+func ChangeMeter(ctx context.Context, tx pgx.Tx, actor identity.Actor, org uuid.UUID, before Meter, m metering.Meter) (Meter, error) {
+	if err := validateMeter(&m); err != nil {
+		return Meter{}, err
+	}
+	q := db.New(tx)
+	if !sameDefinition(before.Meter, m) {
+		used, err := q.MeterLockUsed(ctx, before.ID)
+		if err != nil {
+			return Meter{}, fmt.Errorf("check meter use: %w", err)
+		}
+		if used {
+			return Meter{}, fmt.Errorf("%w: meter %s is charged by a plan version a subscription uses; its aggregation, field and filter "+
+				"cannot change (add a new meter and a new plan version instead)", ErrMeterInUse, before.Slug)
+		}
+	}
+	row, err := q.MeterUpdate(ctx, db.MeterUpdateParams{
+		ID: before.ID, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
+		FilterMethods: m.Filter.Methods, FilterRoutes: m.Filter.Routes, FilterStatusClasses: m.Filter.StatusClasses,
+	})
+	if err != nil {
+		return Meter{}, fmt.Errorf("update meter: %w", err)
+	}
+	out := toMeter(row)
+	return out, record(ctx, tx, actor, org, "meter.update", before.ID, before, out)
 }
 
 // sameDefinition reports whether a and b count the same events the same

@@ -95,50 +95,6 @@ func (ns NullChargeModel) Value() (driver.Value, error) {
 	return string(ns.ChargeModel), nil
 }
 
-type MeterAggregation string
-
-const (
-	MeterAggregationCount       MeterAggregation = "count"
-	MeterAggregationSum         MeterAggregation = "sum"
-	MeterAggregationMax         MeterAggregation = "max"
-	MeterAggregationUniqueCount MeterAggregation = "unique_count"
-)
-
-func (e *MeterAggregation) Scan(src interface{}) error {
-	switch s := src.(type) {
-	case []byte:
-		*e = MeterAggregation(s)
-	case string:
-		*e = MeterAggregation(s)
-	default:
-		return fmt.Errorf("unsupported scan type for MeterAggregation: %T", src)
-	}
-	return nil
-}
-
-type NullMeterAggregation struct {
-	MeterAggregation MeterAggregation
-	Valid            bool // Valid is true if MeterAggregation is not NULL
-}
-
-// Scan implements the Scanner interface.
-func (ns *NullMeterAggregation) Scan(value interface{}) error {
-	if value == nil {
-		ns.MeterAggregation, ns.Valid = "", false
-		return nil
-	}
-	ns.Valid = true
-	return ns.MeterAggregation.Scan(value)
-}
-
-// Value implements the driver Valuer interface.
-func (ns NullMeterAggregation) Value() (driver.Value, error) {
-	if !ns.Valid {
-		return nil, nil
-	}
-	return string(ns.MeterAggregation), nil
-}
-
 type PlanStatus string
 
 const (

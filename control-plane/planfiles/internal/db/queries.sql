@@ -28,30 +28,6 @@ VALUES (@plan_id, @version, @type, @currency, @interval, @base_fee, @trial_days,
         @quota_requests, @quota_hard, @rate_per_second, @rate_per_minute, 'file', @source_file, @content_hash, @created_by)
 RETURNING id;
 
--- name: MeterGetBySlug :one
-SELECT id, name, aggregation, field, filter_methods, filter_routes, filter_status_classes
-FROM meters WHERE api_id = $1 AND slug = $2
-FOR UPDATE;
-
--- name: MeterInsert :one
-INSERT INTO meters (api_id, slug, name, aggregation, field, filter_methods, filter_routes, filter_status_classes)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id;
-
--- name: MeterUpdate :exec
-UPDATE meters SET name = $2, aggregation = $3, field = $4, filter_methods = $5, filter_routes = $6,
-    filter_status_classes = $7, updated_at = now()
-WHERE id = $1;
-
--- MeterInUse reports whether a plan version that a subscription uses, now
--- or in its history, charges the meter: its definition is then fixed.
--- name: MeterInUse :one
-SELECT EXISTS (
-    SELECT 1 FROM plan_version_charges c
-    WHERE c.meter_id = $1 AND (
-        EXISTS (SELECT 1 FROM subscriptions s WHERE s.plan_version_id = c.plan_version_id)
-        OR EXISTS (SELECT 1 FROM subscription_history h WHERE h.plan_version_id = c.plan_version_id))
-)::boolean;
-
 -- name: ChargeInsert :one
 INSERT INTO plan_version_charges (plan_version_id, meter_id, included_units, model, package_size, unit_price, quota, quota_hard)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id;
