@@ -55,8 +55,10 @@ SELECT EXISTS (
 SELECT pg_advisory_xact_lock(hashtextextended('tax_rules:' || @issuer_id::text || ':' || @country::text || ':' || @region::text, 0));
 
 -- TaxRuleInUse: a finalized invoice of the issuer cites the rule, or, for
--- an invoice whose cites do not name a rule, one to a customer in the
--- rule's country ended while the rule was in force (it may have applied).
+-- an invoice whose cites name no rule (none applied when it was built, or
+-- the rule was dated back later), one to a customer in the rule's country
+-- (the cited profile's, else the current one's) whose period ended while
+-- the rule was in force: it may have applied, so it is kept.
 -- name: TaxRuleInUse :one
 SELECT EXISTS (
     SELECT 1 FROM invoices i
@@ -66,7 +68,7 @@ SELECT EXISTS (
            OR (i.cites ->> 'tax_rule_id' IS NULL
                AND i.period_end >= @effective_from
                AND (sqlc.narg(effective_until)::timestamptz IS NULL OR i.period_end < sqlc.narg(effective_until)::timestamptz)
-               AND p.country = @country::text))
+               AND coalesce(i.cites -> 'customer' ->> 'country', p.country) = @country::text))
 );
 
 -- name: TaxRuleDelete :exec

@@ -314,7 +314,7 @@ SELECT EXISTS (
            OR (i.cites ->> 'tax_rule_id' IS NULL
                AND i.period_end >= $3
                AND ($4::timestamptz IS NULL OR i.period_end < $4::timestamptz)
-               AND p.country = $5::text))
+               AND coalesce(i.cites -> 'customer' ->> 'country', p.country) = $5::text))
 )
 `
 
@@ -327,8 +327,10 @@ type TaxRuleInUseParams struct {
 }
 
 // TaxRuleInUse: a finalized invoice of the issuer cites the rule, or, for
-// an invoice whose cites do not name a rule, one to a customer in the
-// rule's country ended while the rule was in force (it may have applied).
+// an invoice whose cites name no rule (none applied when it was built, or
+// the rule was dated back later), one to a customer in the rule's country
+// (the cited profile's, else the current one's) whose period ended while
+// the rule was in force: it may have applied, so it is kept.
 func (q *Queries) TaxRuleInUse(ctx context.Context, arg TaxRuleInUseParams) (bool, error) {
 	row := q.db.QueryRow(ctx, taxRuleInUse,
 		arg.IssuerID,
