@@ -147,6 +147,10 @@ const (
 	EventTypeApprovalEscalated       EventType = "approval.escalated"
 	EventTypeApprovalExpired         EventType = "approval.expired"
 	EventTypeApprovalSubmitted       EventType = "approval.submitted"
+	EventTypeInvoiceFinalized        EventType = "invoice.finalized"
+	EventTypeInvoiceOverdue          EventType = "invoice.overdue"
+	EventTypeInvoicePaid             EventType = "invoice.paid"
+	EventTypeInvoiceVoided           EventType = "invoice.voided"
 	EventTypeKeyActivated            EventType = "key.activated"
 	EventTypeKeyCreated              EventType = "key.created"
 	EventTypeKeyDeleted              EventType = "key.deleted"
@@ -201,6 +205,14 @@ func (e EventType) Valid() bool {
 	case EventTypeApprovalExpired:
 		return true
 	case EventTypeApprovalSubmitted:
+		return true
+	case EventTypeInvoiceFinalized:
+		return true
+	case EventTypeInvoiceOverdue:
+		return true
+	case EventTypeInvoicePaid:
+		return true
+	case EventTypeInvoiceVoided:
 		return true
 	case EventTypeKeyActivated:
 		return true
@@ -1012,6 +1024,10 @@ const (
 	WebhookEndpointInputEventTypesApprovalExpired         WebhookEndpointInputEventTypes = "approval.expired"
 	WebhookEndpointInputEventTypesApprovalSubmitted       WebhookEndpointInputEventTypes = "approval.submitted"
 	WebhookEndpointInputEventTypesAsterisk                WebhookEndpointInputEventTypes = "*"
+	WebhookEndpointInputEventTypesInvoiceFinalized        WebhookEndpointInputEventTypes = "invoice.finalized"
+	WebhookEndpointInputEventTypesInvoiceOverdue          WebhookEndpointInputEventTypes = "invoice.overdue"
+	WebhookEndpointInputEventTypesInvoicePaid             WebhookEndpointInputEventTypes = "invoice.paid"
+	WebhookEndpointInputEventTypesInvoiceVoided           WebhookEndpointInputEventTypes = "invoice.voided"
 	WebhookEndpointInputEventTypesKeyActivated            WebhookEndpointInputEventTypes = "key.activated"
 	WebhookEndpointInputEventTypesKeyCreated              WebhookEndpointInputEventTypes = "key.created"
 	WebhookEndpointInputEventTypesKeyDeleted              WebhookEndpointInputEventTypes = "key.deleted"
@@ -1068,6 +1084,14 @@ func (e WebhookEndpointInputEventTypes) Valid() bool {
 	case WebhookEndpointInputEventTypesApprovalSubmitted:
 		return true
 	case WebhookEndpointInputEventTypesAsterisk:
+		return true
+	case WebhookEndpointInputEventTypesInvoiceFinalized:
+		return true
+	case WebhookEndpointInputEventTypesInvoiceOverdue:
+		return true
+	case WebhookEndpointInputEventTypesInvoicePaid:
+		return true
+	case WebhookEndpointInputEventTypesInvoiceVoided:
 		return true
 	case WebhookEndpointInputEventTypesKeyActivated:
 		return true
@@ -1144,6 +1168,10 @@ const (
 	WebhookEndpointPatchEventTypesApprovalExpired         WebhookEndpointPatchEventTypes = "approval.expired"
 	WebhookEndpointPatchEventTypesApprovalSubmitted       WebhookEndpointPatchEventTypes = "approval.submitted"
 	WebhookEndpointPatchEventTypesAsterisk                WebhookEndpointPatchEventTypes = "*"
+	WebhookEndpointPatchEventTypesInvoiceFinalized        WebhookEndpointPatchEventTypes = "invoice.finalized"
+	WebhookEndpointPatchEventTypesInvoiceOverdue          WebhookEndpointPatchEventTypes = "invoice.overdue"
+	WebhookEndpointPatchEventTypesInvoicePaid             WebhookEndpointPatchEventTypes = "invoice.paid"
+	WebhookEndpointPatchEventTypesInvoiceVoided           WebhookEndpointPatchEventTypes = "invoice.voided"
 	WebhookEndpointPatchEventTypesKeyActivated            WebhookEndpointPatchEventTypes = "key.activated"
 	WebhookEndpointPatchEventTypesKeyCreated              WebhookEndpointPatchEventTypes = "key.created"
 	WebhookEndpointPatchEventTypesKeyDeleted              WebhookEndpointPatchEventTypes = "key.deleted"
@@ -1200,6 +1228,14 @@ func (e WebhookEndpointPatchEventTypes) Valid() bool {
 	case WebhookEndpointPatchEventTypesApprovalSubmitted:
 		return true
 	case WebhookEndpointPatchEventTypesAsterisk:
+		return true
+	case WebhookEndpointPatchEventTypesInvoiceFinalized:
+		return true
+	case WebhookEndpointPatchEventTypesInvoiceOverdue:
+		return true
+	case WebhookEndpointPatchEventTypesInvoicePaid:
+		return true
+	case WebhookEndpointPatchEventTypesInvoiceVoided:
 		return true
 	case WebhookEndpointPatchEventTypesKeyActivated:
 		return true

@@ -66,6 +66,8 @@ var EventTypes = []string{
 	"subscription.plan_changed", "quota.threshold_crossed", "quota.adjusted",
 	// Promotions (the promotions service).
 	"promotion.created", "promotion.updated", "promotion.redeemed",
+	// Invoices (the billing service), to the issuer and the customer.
+	"invoice.finalized", "invoice.voided", "invoice.overdue", "invoice.paid",
 }
 
 // Errors.
