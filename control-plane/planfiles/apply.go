@@ -75,8 +75,7 @@ func (a *applier) apply(ctx context.Context) (res Result, applied bool, err erro
 			return res, false, nil
 		}
 	}
-	meters, err := a.meters(ctx, api.ID, api.OrganizationID)
-	if err != nil || len(a.errs) > 0 {
+	if err := a.meters(ctx, api.ID, api.OrganizationID); err != nil || len(a.errs) > 0 {
 		return res, false, err
 	}
 	planChanged := false
@@ -90,7 +89,7 @@ func (a *applier) apply(ctx context.Context) (res Result, applied bool, err erro
 	if err != nil {
 		return res, false, err
 	}
-	if err := a.insertVersion(ctx, res.PlanID, res.Version, meters); err != nil {
+	if err := a.insertVersion(ctx, api.ID, res.PlanID, res.Version); err != nil {
 		return res, false, err
 	}
 	action := "plan.version.create"
@@ -160,7 +159,7 @@ func (a *applier) updatePlan(ctx context.Context, cur db.PlanGetBySlugRow) (chan
 	return true, nil
 }
 
-func (a *applier) insertVersion(ctx context.Context, planID uuid.UUID, version int, meters map[string]uuid.UUID) error {
+func (a *applier) insertVersion(ctx context.Context, apiID, planID uuid.UUID, version int) error {
 	p := a.plan
 	versionID, err := a.q.PlanVersionInsert(ctx, db.PlanVersionInsertParams{
 		PlanID: planID, Version: int32(version), Type: db.PlanType(p.Type), Currency: p.Currency,
@@ -172,20 +171,10 @@ func (a *applier) insertVersion(ctx context.Context, planID uuid.UUID, version i
 	if err != nil {
 		return fmt.Errorf("insert version %d of plan %s: %w", version, p.Slug, err)
 	}
-	for _, c := range p.Charges {
-		chargeID, err := a.q.ChargeInsert(ctx, db.ChargeInsertParams{
-			PlanVersionID: versionID, MeterID: meters[c.Meter], IncludedUnits: c.IncludedUnits, Model: db.ChargeModel(c.Model),
-			PackageSize: c.PackageSize, UnitPrice: c.UnitPrice, Quota: c.Quota, QuotaHard: c.QuotaHard,
-		})
-		if err != nil {
-			return fmt.Errorf("insert charge of meter %s: %w", c.Meter, err)
-		}
-		for i, t := range c.Tiers {
-			err := a.q.TierInsert(ctx, db.TierInsertParams{ChargeID: chargeID, Position: int32(i + 1), UpTo: t.UpTo, UnitPrice: t.UnitPrice, FlatFee: t.FlatAmount})
-			if err != nil {
-				return fmt.Errorf("insert tier %d of meter %s: %w", i+1, c.Meter, err)
-			}
-		}
+	// The charges are written as over REST; meters created a moment ago
+	// are the API's.
+	if err := pricing.WriteCharges(ctx, a.tx, apiID, versionID, "charges", p.Charges); err != nil {
+		return fmt.Errorf("write charges of plan %s: %w", p.Slug, err)
 	}
 	return nil
 }
@@ -200,11 +189,10 @@ func int32Ptr(v *int) *int32 {
 
 // meters creates or changes the file's meters of the API through pricing's
 // writes, as REST does (defaults, the meter limit, the audit log, the
-// plan-version locks of a definition's change), and returns their ids by
-// slug. A meter whose definition changes while a version in use charges it
-// is refused: the prices of its subscribers would change under them.
-func (a *applier) meters(ctx context.Context, apiID, org uuid.UUID) (map[string]uuid.UUID, error) {
-	ids := make(map[string]uuid.UUID, len(a.plan.Meters))
+// plan-version locks of a definition's change). A meter whose definition
+// changes while a version in use charges it is refused: the prices of its
+// subscribers would change under them.
+func (a *applier) meters(ctx context.Context, apiID, org uuid.UUID) error {
 	for i, m := range a.plan.Meters {
 		field := fmt.Sprintf("meters[%d]", i)
 		if m.Name == "" {
@@ -212,21 +200,19 @@ func (a *applier) meters(ctx context.Context, apiID, org uuid.UUID) (map[string]
 		}
 		cur, err := pricing.MeterBySlugForUpdate(ctx, a.tx, apiID, m.Slug)
 		if errors.Is(err, pricing.ErrMeterNotFound) {
-			out, err := pricing.InsertMeter(ctx, a.tx, a.actor(), org, apiID, m)
+			_, err := pricing.InsertMeter(ctx, a.tx, a.actor(), org, apiID, m)
 			if errors.Is(err, pricing.ErrMeterLimit) {
 				a.fail(field, "%v", err)
 				continue
 			}
 			if err != nil {
-				return nil, fmt.Errorf("insert meter %s: %w", m.Slug, err)
+				return fmt.Errorf("insert meter %s: %w", m.Slug, err)
 			}
-			ids[m.Slug] = out.ID
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("load meter %s: %w", m.Slug, err)
+			return fmt.Errorf("load meter %s: %w", m.Slug, err)
 		}
-		ids[m.Slug] = cur.ID
 		if sameMeter(cur.Meter, m) {
 			continue
 		}
@@ -236,10 +222,10 @@ func (a *applier) meters(ctx context.Context, apiID, org uuid.UUID) (map[string]
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("update meter %s: %w", m.Slug, err)
+			return fmt.Errorf("update meter %s: %w", m.Slug, err)
 		}
 	}
-	return ids, nil
+	return nil
 }
 
 // list is a filter list for a NOT NULL array column.

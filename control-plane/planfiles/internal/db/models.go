@@ -51,50 +51,6 @@ func (ns NullBillingInterval) Value() (driver.Value, error) {
 	return string(ns.BillingInterval), nil
 }
 
-type ChargeModel string
-
-const (
-	ChargeModelPerUnit   ChargeModel = "per_unit"
-	ChargeModelGraduated ChargeModel = "graduated"
-	ChargeModelVolume    ChargeModel = "volume"
-	ChargeModelPackage   ChargeModel = "package"
-)
-
-func (e *ChargeModel) Scan(src interface{}) error {
-	switch s := src.(type) {
-	case []byte:
-		*e = ChargeModel(s)
-	case string:
-		*e = ChargeModel(s)
-	default:
-		return fmt.Errorf("unsupported scan type for ChargeModel: %T", src)
-	}
-	return nil
-}
-
-type NullChargeModel struct {
-	ChargeModel ChargeModel
-	Valid       bool // Valid is true if ChargeModel is not NULL
-}
-
-// Scan implements the Scanner interface.
-func (ns *NullChargeModel) Scan(value interface{}) error {
-	if value == nil {
-		ns.ChargeModel, ns.Valid = "", false
-		return nil
-	}
-	ns.Valid = true
-	return ns.ChargeModel.Scan(value)
-}
-
-// Value implements the driver Valuer interface.
-func (ns NullChargeModel) Value() (driver.Value, error) {
-	if !ns.Valid {
-		return nil, nil
-	}
-	return string(ns.ChargeModel), nil
-}
-
 type PlanStatus string
 
 const (

@@ -27,10 +27,3 @@ INSERT INTO plan_versions (plan_id, version, type, currency, interval, base_fee,
 VALUES (@plan_id, @version, @type, @currency, @interval, @base_fee, @trial_days,
         @quota_requests, @quota_hard, @rate_per_second, @rate_per_minute, 'file', @source_file, @content_hash, @created_by)
 RETURNING id;
-
--- name: ChargeInsert :one
-INSERT INTO plan_version_charges (plan_version_id, meter_id, included_units, model, package_size, unit_price, quota, quota_hard)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id;
-
--- name: TierInsert :exec
-INSERT INTO charge_tiers (charge_id, position, up_to, unit_price, flat_fee) VALUES ($1, $2, $3, $4, $5);

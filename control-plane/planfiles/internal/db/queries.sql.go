@@ -28,38 +28,6 @@ func (q *Queries) APIGetBySlug(ctx context.Context, slug string) (APIGetBySlugRo
 	return i, err
 }
 
-const chargeInsert = `-- name: ChargeInsert :one
-INSERT INTO plan_version_charges (plan_version_id, meter_id, included_units, model, package_size, unit_price, quota, quota_hard)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id
-`
-
-type ChargeInsertParams struct {
-	PlanVersionID uuid.UUID
-	MeterID       uuid.UUID
-	IncludedUnits decimal.Decimal
-	Model         ChargeModel
-	PackageSize   *decimal.Decimal
-	UnitPrice     *decimal.Decimal
-	Quota         *decimal.Decimal
-	QuotaHard     bool
-}
-
-func (q *Queries) ChargeInsert(ctx context.Context, arg ChargeInsertParams) (uuid.UUID, error) {
-	row := q.db.QueryRow(ctx, chargeInsert,
-		arg.PlanVersionID,
-		arg.MeterID,
-		arg.IncludedUnits,
-		arg.Model,
-		arg.PackageSize,
-		arg.UnitPrice,
-		arg.Quota,
-		arg.QuotaHard,
-	)
-	var id uuid.UUID
-	err := row.Scan(&id)
-	return id, err
-}
-
 const planGetBySlug = `-- name: PlanGetBySlug :one
 SELECT p.id, p.name, p.description, p.status, p.source_file, v.version, v.content_hash
 FROM plans p JOIN LATERAL (SELECT version, content_hash FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
@@ -205,28 +173,5 @@ SELECT pg_advisory_xact_lock(7365012)
 // transaction ends; the key is an arbitrary constant of Veil's.
 func (q *Queries) ReloadLock(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, reloadLock)
-	return err
-}
-
-const tierInsert = `-- name: TierInsert :exec
-INSERT INTO charge_tiers (charge_id, position, up_to, unit_price, flat_fee) VALUES ($1, $2, $3, $4, $5)
-`
-
-type TierInsertParams struct {
-	ChargeID  uuid.UUID
-	Position  int32
-	UpTo      *decimal.Decimal
-	UnitPrice decimal.Decimal
-	FlatFee   decimal.Decimal
-}
-
-func (q *Queries) TierInsert(ctx context.Context, arg TierInsertParams) error {
-	_, err := q.db.Exec(ctx, tierInsert,
-		arg.ChargeID,
-		arg.Position,
-		arg.UpTo,
-		arg.UnitPrice,
-		arg.FlatFee,
-	)
 	return err
 }
