@@ -2039,7 +2039,7 @@ type MeterAggregation string
 type MeterFilter struct {
 	Methods *[]MeterFilterMethods `json:"methods,omitempty"`
 
-	// Routes Path patterns in the syntax of key routes (`/forecast/{city}`, `/v1/*`), matched against the event's path.
+	// Routes Path patterns in the syntax of key routes (`/forecast/{city}`, `/v1/*`), matched against the event's path; at most 4096 bytes together.
 	Routes *[]string `json:"routes,omitempty"`
 
 	// StatusClasses 5xx is never billable.

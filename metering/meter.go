@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -47,19 +46,26 @@ const (
 // ErrInvalidMeter wraps every reason a meter definition is refused.
 var ErrInvalidMeter = errors.New("invalid meter")
 
+// The definition rule (the slug's syntax, the status classes, which
+// aggregation takes which field, the filter's bounds) is
+// internal/enforcement's, which reads the subscription records and
+// cannot import this package; Validate applies it and adds what only a
+// definition has (the name, the methods' list).
+
 // MeterSlugRe is the syntax of a meter's slug: it names the meter in plan
 // files, quotes, Redis counter fields and metric labels.
-var MeterSlugRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+var MeterSlugRe = enforcement.MeterSlugRe
 
 // StatusClasses a filter may name. 5xx is not among them: a call the
 // upstream failed is never billable.
-var StatusClasses = []string{"1xx", "2xx", "3xx", "4xx"}
+var StatusClasses = enforcement.MeterStatusClasses
 
 // Methods a filter may name.
 var Methods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
-// MaxFilterEntries bounds each list of a filter.
-const MaxFilterEntries = 32
+// MaxFilterEntries bounds each list of a filter; a meter's routes are also
+// at most enforcement.MaxMeterRoutesBytes together.
+const MaxFilterEntries = enforcement.MaxMeterFilterEntries
 
 // Filter selects among billable events. An empty list selects all; the
 // lists combine with AND, entries of one list with OR.
@@ -95,23 +101,8 @@ func (m Meter) Validate() error {
 	if n := len([]rune(m.Name)); n > 200 {
 		return bad("name", "must be at most 200 characters")
 	}
-	switch m.Aggregation {
-	case AggCount:
-		if m.Field != "" {
-			return bad("field", "count reads no field; leave it empty")
-		}
-	case AggSum, AggMax:
-		switch m.Field {
-		case FieldUnits, FieldRequestBytes, FieldResponseBytes, FieldLatencyMS:
-		default:
-			return bad("field", "%s aggregates units, request_bytes, response_bytes or latency_ms", m.Aggregation)
-		}
-	case AggUniqueCount:
-		if m.Field != FieldKeyID {
-			return bad("field", "unique_count counts distinct key_id values")
-		}
-	default:
-		return bad("aggregation", "must be count, sum, max or unique_count")
+	if at, err := enforcement.CheckMeterField(string(m.Aggregation), m.Field); err != nil {
+		return bad(at, "%v", err)
 	}
 	return m.Filter.validate(bad)
 }
@@ -128,18 +119,19 @@ func (f Filter) validate(bad func(field, format string, a ...any) error) error {
 			}
 			return nil
 		}},
-		{"filter.routes", f.Routes, func(s string) error {
-			if len(s) > 512 {
-				return fmt.Errorf("a route pattern is at most 512 bytes")
-			}
-			return enforcement.ValidRoute(s)
-		}},
+		{"filter.routes", f.Routes, func(string) error { return nil }},
 		{"filter.status_classes", f.StatusClasses, func(s string) error {
 			if !slices.Contains(StatusClasses, s) {
 				return fmt.Errorf("%q is not one of %s (5xx is never billable)", s, strings.Join(StatusClasses, ", "))
 			}
 			return nil
 		}},
+	}
+	if i, err := enforcement.CheckMeterRoutes(f.Routes); err != nil {
+		if i < 0 {
+			return bad("filter.routes", "%v", err)
+		}
+		return bad(fmt.Sprintf("filter.routes[%d]", i), "%v", err)
 	}
 	for _, l := range lists {
 		if len(l.list) > MaxFilterEntries {
@@ -166,7 +158,9 @@ func Billable(e *usage.Event) bool {
 }
 
 // Matches reports whether the meter counts e: e is billable and passes the
-// filter.
+// filter. m must be valid (Validate, or decoded from a subscription
+// record, which checks the same): its route patterns are not checked
+// again on every event.
 func (m Meter) Matches(e *usage.Event) bool {
 	if !Billable(e) {
 		return false
@@ -184,15 +178,7 @@ func (m Meter) Matches(e *usage.Event) bool {
 			return false
 		}
 	}
-	if len(f.Routes) > 0 {
-		for _, p := range f.Routes {
-			if enforcement.MatchRoute(p, e.Data.Path) {
-				return true
-			}
-		}
-		return false
-	}
-	return true
+	return len(f.Routes) == 0 || enforcement.MatchRoutes(f.Routes, e.Data.Path)
 }
 
 // Scale is the number of decimals the meter's counter keeps: 6 for a sum

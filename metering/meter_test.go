@@ -2,6 +2,7 @@ package metering_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -30,6 +31,7 @@ func TestMeterValidate(t *testing.T) {
 		}},
 		{Slug: "max-lists", Aggregation: metering.AggCount, Filter: metering.Filter{Routes: routes(metering.MaxFilterEntries)}},
 		{Slug: "long-route", Aggregation: metering.AggCount, Filter: metering.Filter{Routes: []string{"/" + strings.Repeat("x", 511)}}},
+		{Slug: "long-routes", Aggregation: metering.AggCount, Filter: metering.Filter{Routes: longRoutes(8)}},
 	}
 	for _, m := range ok {
 		if err := m.Validate(); err != nil {
@@ -71,6 +73,8 @@ func TestMeterValidate(t *testing.T) {
 		{count(metering.Filter{Routes: []string{"/a", "/a"}}), "filter.routes[1]"},
 		{count(metering.Filter{Routes: []string{"/" + strings.Repeat("x", 512)}}), "filter.routes[0]"},
 		{count(metering.Filter{Routes: routes(metering.MaxFilterEntries + 1)}), "filter.routes"},
+		// 4608 bytes, past the 4096 a meter's routes hold together.
+		{count(metering.Filter{Routes: longRoutes(9)}), "filter.routes"},
 		{count(metering.Filter{StatusClasses: []string{"5xx"}}), "filter.status_classes[0]"},
 		{count(metering.Filter{StatusClasses: []string{"2xx", "2XX"}}), "filter.status_classes[1]"},
 		{count(metering.Filter{StatusClasses: []string{"2xx", "2xx"}}), "filter.status_classes[1]"},
@@ -89,6 +93,15 @@ func TestMeterValidate(t *testing.T) {
 }
 
 // routes returns n distinct valid route patterns.
+// longRoutes are n distinct route patterns of 512 bytes.
+func longRoutes(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("/%02d/", i) + strings.Repeat("x", 508)
+	}
+	return out
+}
+
 func routes(n int) []string {
 	out := make([]string, n)
 	for i := range out {

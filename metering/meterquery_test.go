@@ -489,7 +489,8 @@ func insertMeterEvents(t testing.TB, conn driver.Conn, events []usage.Event) {
 }
 
 // TestMeterTotalsLargestFilters: meters at the limits of Validate, each
-// with 32 route patterns of 512 bytes (wildcards only, or literal text made
+// with 8 route patterns of 512 bytes, the 4096 bytes a meter's routes
+// hold together (wildcards only, or literal text made
 // of RE2 metacharacters and backslashes), together far longer than
 // ClickHouse's default max_query_size once bound: MeterTotals still
 // answers, and agrees with the Go fold.
@@ -502,7 +503,7 @@ func TestMeterTotalsLargestFilters(t *testing.T) {
 	var paths []string
 	for i := range 12 {
 		m := metering.Meter{Slug: fmt.Sprintf("big%d", i), Aggregation: metering.AggCount}
-		for j := range metering.MaxFilterEntries {
+		for j := range enforcement.MaxMeterRoutesBytes / enforcement.MaxMeterRouteBytes {
 			var route string
 			if i%2 == 0 {
 				route = strings.Repeat("/*", 254) + fmt.Sprintf("/x%02d", j)
@@ -519,7 +520,7 @@ func TestMeterTotalsLargestFilters(t *testing.T) {
 			t.Fatalf("meter %d: %v", i, err)
 		}
 		meters = append(meters, m)
-		paths = append(paths, m.Filter.Routes[i], strings.Repeat("/a", 254)+"/x03", strings.Repeat("/a", 256))
+		paths = append(paths, m.Filter.Routes[i%len(m.Filter.Routes)], strings.Repeat("/a", 254)+"/x03", strings.Repeat("/a", 256))
 	}
 	var events []usage.Event
 	for i, p := range paths {

@@ -1,12 +1,15 @@
 package processors
 
 import (
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/schemas/usage"
 )
@@ -53,5 +56,38 @@ func BenchmarkApplyMeters(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perBatch), "ns/event")
 		})
+	}
+}
+
+// BenchmarkMatchWorstCase measures the most one record's meters cost an
+// event: enforcement.MaxMeters meters, each with the routes a meter may
+// hold (4096 bytes: 8 patterns of 512), every pattern sharing all but its
+// last segment with the event's path, so that each is walked to its end
+// and fails. The record is decoded once, as the processors' cache does.
+func BenchmarkMatchWorstCase(b *testing.B) {
+	prefix := strings.Repeat("/a", 250)
+	var specs []string
+	for i := range enforcement.MaxMeters {
+		var routes []string
+		for j := range enforcement.MaxMeterRoutesBytes / enforcement.MaxMeterRouteBytes {
+			r := fmt.Sprintf("%s/m%02d-%d", prefix, i, j)
+			routes = append(routes, strconv.Quote(r+strings.Repeat("x", enforcement.MaxMeterRouteBytes-len(r))))
+		}
+		specs = append(specs, fmt.Sprintf(`{"slug":"m%02d","aggregation":"count","field":"","filter":{"methods":[],"routes":[%s],"status_classes":[]},"quota_hard":false}`,
+			i, strings.Join(routes, ",")))
+	}
+	cache := meterCache{}
+	meters := cache.meters(&enforcement.RecordedPeriod{Meters: "[" + strings.Join(specs, ",") + "]"})
+	if len(meters) != enforcement.MaxMeters {
+		b.Fatalf("decoded %d meters; want %d", len(meters), enforcement.MaxMeters)
+	}
+	e := &usage.Event{Data: usage.Data{Method: "GET", Path: prefix + "/zz", Status: 200}}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, m := range meters {
+			if _, ok := m.Contribution(e); ok {
+				b.Fatal("a meter counted the event")
+			}
+		}
 	}
 }

@@ -109,6 +109,25 @@ func MatchRoute(p, path string) bool {
 	return matchRoute(p, path)
 }
 
+// MatchRoutes reports whether path matches any of patterns, which must
+// each be valid (ValidRoute; a meter's routes are checked when its
+// definition is written and when a record is decoded): unlike MatchRoute
+// it does not check them again, and checks the path once, not once per
+// pattern. The processors match every event against every route of its
+// subscription's meters, where re-checking each pattern cost more than
+// matching it. A pattern without a leading / matches nothing.
+func MatchRoutes(patterns []string, path string) bool {
+	if !strings.HasPrefix(path, "/") || hasDotSegment(path) {
+		return false
+	}
+	for _, p := range patterns {
+		if strings.HasPrefix(p, "/") && matchRoute(p, path) {
+			return true
+		}
+	}
+	return false
+}
+
 // matchRoute matches a valid pattern against a path; both start with "/".
 // It walks both without allocating: the gateway runs it on every request.
 func matchRoute(pattern, path string) bool {

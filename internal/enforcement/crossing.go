@@ -78,7 +78,7 @@ func (e Crossing) Validate() error {
 		return fmt.Errorf("%w: used %d is negative", ErrInvalidCrossing, e.Used)
 	case e.PeriodStart.IsZero() || !e.PeriodEnd.After(e.PeriodStart):
 		return fmt.Errorf("%w: period [%s, %s) is empty", ErrInvalidCrossing, e.PeriodStart, e.PeriodEnd)
-	case e.Meter != "" && !meterSlugRe.MatchString(e.Meter):
+	case e.Meter != "" && !MeterSlugRe.MatchString(e.Meter):
 		return fmt.Errorf("%w: meter %q is not a meter slug", ErrInvalidCrossing, e.Meter)
 	}
 	return nil

@@ -25,21 +25,87 @@ const (
 )
 
 // MaxMeters bounds the meters of one subscription record, so that one
-// record cannot make every counting call of its subscription slow.
-const MaxMeters = 64
+// record cannot make every counting call of its subscription slow: a plan
+// version charges at most 50 meters (pricing.MaxCharges).
+const MaxMeters = 50
+
+// Bounds of a meter's filter, which the processors test every event of
+// the subscription against: at most MaxMeterFilterEntries entries in each
+// list, a route pattern at most MaxMeterRouteBytes long and a meter's
+// routes at most MaxMeterRoutesBytes together, so that a record's meters
+// match an event in a bounded time (BenchmarkMatchWorstCase in the
+// processors).
+const (
+	MaxMeterFilterEntries = 32
+	MaxMeterRouteBytes    = 512
+	MaxMeterRoutesBytes   = 4096
+)
 
 // MaxMeterQuota is the largest meter quota a record holds, 2^53-1: the
 // counting script compares a quota with the meter's value as Lua numbers
 // (doubles), exact up to there and no further.
 const MaxMeterQuota = 1<<53 - 1
 
-// meterSlugRe is metering.MeterSlugRe: a slug names a counter field
-// (m:<slug>), a set (…:u:<slug>) and an outbox line, so it never holds a
-// separator of theirs.
-var meterSlugRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+// The meter definition rule is written here, where the records are read,
+// and metering.Meter.Validate applies it too (metering imports this
+// package, not the reverse).
 
-// meterStatusClasses are the status classes a meter's filter may name.
-var meterStatusClasses = []string{"1xx", "2xx", "3xx", "4xx"}
+// MeterSlugRe is the syntax of a meter's slug: it names the meter in plan
+// files, quotes, a counter field (m:<slug>), a set (…:u:<slug>), an
+// outbox line and metric labels, so it never holds a separator of theirs.
+var MeterSlugRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// MeterStatusClasses are the status classes a meter's filter may name. 5xx
+// is not among them: a call the upstream failed is never billable.
+var MeterStatusClasses = []string{"1xx", "2xx", "3xx", "4xx"}
+
+// CheckMeterField reports whether a meter of aggregation agg may
+// aggregate field: count reads none, sum and max a number of the event,
+// unique_count key_id. at names what is wrong, "aggregation" or "field".
+func CheckMeterField(agg, field string) (at string, err error) {
+	switch agg {
+	case MeterCount:
+		if field != "" {
+			return "field", errors.New("count reads no field; leave it empty")
+		}
+	case MeterSum, MeterMax:
+		switch field {
+		case "units", "request_bytes", "response_bytes", "latency_ms":
+		default:
+			return "field", fmt.Errorf("%s aggregates units, request_bytes, response_bytes or latency_ms", agg)
+		}
+	case MeterUniqueCount:
+		if field != "key_id" {
+			return "field", errors.New("unique_count counts distinct key_id values")
+		}
+	default:
+		return "aggregation", errors.New("must be count, sum, max or unique_count")
+	}
+	return "", nil
+}
+
+// CheckMeterRoutes reports whether routes can be a meter's routes filter:
+// at most MaxMeterFilterEntries, each valid (ValidRoute) and at most
+// MaxMeterRouteBytes, all together at most MaxMeterRoutesBytes. i is the
+// index of the pattern at fault, -1 for the list as a whole.
+func CheckMeterRoutes(routes []string) (i int, err error) {
+	if len(routes) > MaxMeterFilterEntries {
+		return -1, fmt.Errorf("at most %d entries", MaxMeterFilterEntries)
+	}
+	total := 0
+	for i, r := range routes {
+		if len(r) > MaxMeterRouteBytes {
+			return i, fmt.Errorf("a route pattern is at most %d bytes", MaxMeterRouteBytes)
+		}
+		if err := ValidRoute(r); err != nil {
+			return i, err
+		}
+		if total += len(r); total > MaxMeterRoutesBytes {
+			return -1, fmt.Errorf("the route patterns are at most %d bytes together", MaxMeterRoutesBytes)
+		}
+	}
+	return -1, nil
+}
 
 // MeterFilter is metering.Filter: empty lists select all.
 type MeterFilter struct {
@@ -80,43 +146,26 @@ type meterWire struct {
 
 // validate reports whether m is a meter the processors can count.
 func (m MeterSpec) validate() error {
-	if !meterSlugRe.MatchString(m.Slug) {
-		return fmt.Errorf("slug %q: want %s", m.Slug, meterSlugRe)
+	if !MeterSlugRe.MatchString(m.Slug) {
+		return fmt.Errorf("slug %q: want %s", m.Slug, MeterSlugRe)
 	}
-	switch m.Aggregation {
-	case MeterCount:
-		if m.Field != "" {
-			return fmt.Errorf("meter %s: count reads no field", m.Slug)
-		}
-	case MeterSum, MeterMax:
-		switch m.Field {
-		case "units", "request_bytes", "response_bytes", "latency_ms":
-		default:
-			return fmt.Errorf("meter %s: field %q cannot be aggregated", m.Slug, m.Field)
-		}
-	case MeterUniqueCount:
-		if m.Field != "key_id" {
-			return fmt.Errorf("meter %s: unique_count counts key_id, not %q", m.Slug, m.Field)
-		}
-	default:
-		return fmt.Errorf("meter %s: unknown aggregation %q", m.Slug, m.Aggregation)
+	if at, err := CheckMeterField(m.Aggregation, m.Field); err != nil {
+		return fmt.Errorf("meter %s: %s %q: %w", m.Slug, at, m.Field, err)
 	}
 	f := m.Filter
-	if len(f.Methods) > 32 || len(f.Routes) > 32 || len(f.StatusClasses) > 32 {
-		return fmt.Errorf("meter %s: a filter list holds at most 32 entries", m.Slug)
+	if len(f.Methods) > MaxMeterFilterEntries || len(f.StatusClasses) > MaxMeterFilterEntries {
+		return fmt.Errorf("meter %s: a filter list holds at most %d entries", m.Slug, MaxMeterFilterEntries)
 	}
 	for _, s := range f.Methods {
 		if err := validMethod(s); err != nil {
 			return fmt.Errorf("meter %s: filter methods: %w", m.Slug, err)
 		}
 	}
-	for _, s := range f.Routes {
-		if err := ValidRoute(s); err != nil {
-			return fmt.Errorf("meter %s: filter routes: %w", m.Slug, err)
-		}
+	if _, err := CheckMeterRoutes(f.Routes); err != nil {
+		return fmt.Errorf("meter %s: filter routes: %w", m.Slug, err)
 	}
 	for _, s := range f.StatusClasses {
-		if !slices.Contains(meterStatusClasses, s) {
+		if !slices.Contains(MeterStatusClasses, s) {
 			return fmt.Errorf("meter %s: filter status class %q: want 1xx, 2xx, 3xx or 4xx", m.Slug, s)
 		}
 	}

@@ -3,6 +3,7 @@ package enforcement_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -93,6 +94,9 @@ func TestSubscriptionMetersStrictDecode(t *testing.T) {
 		strings.Replace(`[`+m+`}]`, `"status_classes":[]`, `"status_classes":["5xx"]`, 1),
 		strings.Replace(`[`+m+`}]`, `"methods":[]`, `"methods":["get"]`, 1),
 		strings.Replace(`[`+m+`}]`, `"routes":[]`, `"routes":["no-slash"]`, 1),
+		strings.Replace(`[`+m+`}]`, `"routes":[]`, `"routes":["/`+strings.Repeat("x", 512)+`"]`, 1),
+		// Nine patterns of 512 bytes: past the 4096 a meter's routes hold.
+		strings.Replace(`[`+m+`}]`, `"routes":[]`, `"routes":[`+longRoutes(9)+`]`, 1),
 		strings.Replace(`[`+m+`}]`, `"calls"`, `"Calls|x"`, 1),
 	} {
 		fields := map[string]string{}
@@ -421,4 +425,13 @@ func TestMeterOutboxLine(t *testing.T) {
 			t.Errorf("ParseOutboxLine(%q) = %v; want ErrInvalidCrossing", bad, err)
 		}
 	}
+}
+
+// longRoutes is a JSON list of n distinct route patterns of 512 bytes.
+func longRoutes(n int) string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf(`"/%02d/%s"`, i, strings.Repeat("x", 508))
+	}
+	return strings.Join(out, ",")
 }

@@ -657,6 +657,16 @@ func TestMatchRoute(t *testing.T) {
 		if got := enforcement.MatchRoute(c.pattern, c.path); got != c.want {
 			t.Errorf("MatchRoute(%q, %q) = %v; want %v", c.pattern, c.path, got, c.want)
 		}
+		// MatchRoutes agrees on valid patterns; an invalid one is the
+		// caller's to refuse, except one without a leading /.
+		if enforcement.ValidRoute(c.pattern) == nil || !strings.HasPrefix(c.pattern, "/") {
+			if got := enforcement.MatchRoutes([]string{"/other", c.pattern}, c.path); got != c.want {
+				t.Errorf("MatchRoutes(/other, %q; %q) = %v; want %v", c.pattern, c.path, got, c.want)
+			}
+		}
+	}
+	if enforcement.MatchRoutes(nil, "/x") {
+		t.Error("MatchRoutes(none, /x) = true; want false")
 	}
 }
 
