@@ -190,6 +190,50 @@ func (ns NullInvoiceLineKind) Value() (driver.Value, error) {
 	return string(ns.InvoiceLineKind), nil
 }
 
+type InvoiceNoticeKind string
+
+const (
+	InvoiceNoticeKindFinalized InvoiceNoticeKind = "finalized"
+	InvoiceNoticeKindDueSoon   InvoiceNoticeKind = "due_soon"
+	InvoiceNoticeKindDue       InvoiceNoticeKind = "due"
+	InvoiceNoticeKindOverdue   InvoiceNoticeKind = "overdue"
+)
+
+func (e *InvoiceNoticeKind) Scan(src interface{}) error {
+	switch s := src.(type) {
+	case []byte:
+		*e = InvoiceNoticeKind(s)
+	case string:
+		*e = InvoiceNoticeKind(s)
+	default:
+		return fmt.Errorf("unsupported scan type for InvoiceNoticeKind: %T", src)
+	}
+	return nil
+}
+
+type NullInvoiceNoticeKind struct {
+	InvoiceNoticeKind InvoiceNoticeKind
+	Valid             bool // Valid is true if InvoiceNoticeKind is not NULL
+}
+
+// Scan implements the Scanner interface.
+func (ns *NullInvoiceNoticeKind) Scan(value interface{}) error {
+	if value == nil {
+		ns.InvoiceNoticeKind, ns.Valid = "", false
+		return nil
+	}
+	ns.Valid = true
+	return ns.InvoiceNoticeKind.Scan(value)
+}
+
+// Value implements the driver Valuer interface.
+func (ns NullInvoiceNoticeKind) Value() (driver.Value, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	return string(ns.InvoiceNoticeKind), nil
+}
+
 type InvoiceStatus string
 
 const (
