@@ -141,7 +141,9 @@ func (d Document) BillToBlock() PartyBlock { return PartyBlock{Role: "Bill to", 
 
 // Money prints an amount with the currency's decimals (metering's
 // Currency.Format), the one way the documents print money.
-func (d Document) Money(a decimal.Decimal) string { return d.currency.Format(a) + " " + d.currency.Code }
+func (d Document) Money(a decimal.Decimal) string {
+	return d.currency.Format(a) + " " + d.currency.Code
+}
 
 // Date prints a time as the invoice's date (UTC).
 func (d Document) Date(t time.Time) string { return t.UTC().Format("2006-01-02") }
