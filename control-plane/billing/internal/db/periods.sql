@@ -125,18 +125,3 @@ GROUP BY segment_start, meter_slug;
 -- name: LateUsageInsert :exec
 INSERT INTO billing_adjustments (subscription_id, billing_period_id, kind, meter_slug, quantity, reason, actor, plan_version_id, segment_start, created_at)
 VALUES (@subscription_id, @billing_period_id, 'late_usage', @meter_slug, @quantity, @reason, @actor, @plan_version_id, @segment_start, @created_at);
-
--- AdjustmentGetForBasis reads what prices an adjustment of a meter: its
--- period, segment, meter and when it was recorded.
--- name: AdjustmentGetForBasis :one
-SELECT id, billing_period_id, kind::text AS kind, meter_slug, plan_version_id, segment_start, created_at
-FROM billing_adjustments WHERE id = $1;
-
--- LateUsageBefore sums the late usage of a period's segment and meter
--- recorded before an adjustment (created_at, id order).
--- name: LateUsageBefore :one
-SELECT COALESCE(sum(quantity), 0)::numeric AS quantity
-FROM billing_adjustments
-WHERE billing_period_id = @billing_period_id AND kind = 'late_usage' AND segment_start = @segment_start::timestamptz
-  AND meter_slug = @meter_slug::text
-  AND (created_at, id) < (@created_at::timestamptz, @id::uuid);

@@ -13,38 +13,6 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-const adjustmentGetForBasis = `-- name: AdjustmentGetForBasis :one
-SELECT id, billing_period_id, kind::text AS kind, meter_slug, plan_version_id, segment_start, created_at
-FROM billing_adjustments WHERE id = $1
-`
-
-type AdjustmentGetForBasisRow struct {
-	ID              uuid.UUID
-	BillingPeriodID *uuid.UUID
-	Kind            string
-	MeterSlug       *string
-	PlanVersionID   *uuid.UUID
-	SegmentStart    *time.Time
-	CreatedAt       time.Time
-}
-
-// AdjustmentGetForBasis reads what prices an adjustment of a meter: its
-// period, segment, meter and when it was recorded.
-func (q *Queries) AdjustmentGetForBasis(ctx context.Context, id uuid.UUID) (AdjustmentGetForBasisRow, error) {
-	row := q.db.QueryRow(ctx, adjustmentGetForBasis, id)
-	var i AdjustmentGetForBasisRow
-	err := row.Scan(
-		&i.ID,
-		&i.BillingPeriodID,
-		&i.Kind,
-		&i.MeterSlug,
-		&i.PlanVersionID,
-		&i.SegmentStart,
-		&i.CreatedAt,
-	)
-	return i, err
-}
-
 const historyListBySubscriptions = `-- name: HistoryListBySubscriptions :many
 SELECT h.subscription_id, h.plan_version_id, h.status::text AS status, h.effective_at, v.interval::text AS interval
 FROM subscription_history h JOIN plan_versions v ON v.id = h.plan_version_id
@@ -86,37 +54,6 @@ func (q *Queries) HistoryListBySubscriptions(ctx context.Context, subscriptionId
 		return nil, err
 	}
 	return items, nil
-}
-
-const lateUsageBefore = `-- name: LateUsageBefore :one
-SELECT COALESCE(sum(quantity), 0)::numeric AS quantity
-FROM billing_adjustments
-WHERE billing_period_id = $1 AND kind = 'late_usage' AND segment_start = $2::timestamptz
-  AND meter_slug = $3::text
-  AND (created_at, id) < ($4::timestamptz, $5::uuid)
-`
-
-type LateUsageBeforeParams struct {
-	BillingPeriodID *uuid.UUID
-	SegmentStart    time.Time
-	MeterSlug       string
-	CreatedAt       time.Time
-	ID              uuid.UUID
-}
-
-// LateUsageBefore sums the late usage of a period's segment and meter
-// recorded before an adjustment (created_at, id order).
-func (q *Queries) LateUsageBefore(ctx context.Context, arg LateUsageBeforeParams) (decimal.Decimal, error) {
-	row := q.db.QueryRow(ctx, lateUsageBefore,
-		arg.BillingPeriodID,
-		arg.SegmentStart,
-		arg.MeterSlug,
-		arg.CreatedAt,
-		arg.ID,
-	)
-	var quantity decimal.Decimal
-	err := row.Scan(&quantity)
-	return quantity, err
 }
 
 const lateUsageInsert = `-- name: LateUsageInsert :exec

@@ -1,0 +1,210 @@
+package billing
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/veil-platform/veil/internal/enforcement"
+)
+
+func day(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 0, 0, 0, 0, time.UTC) }
+
+func fmtPeriods(ps []newPeriod) string {
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "[%s %s", p.Start.Format("2006-01-02T15:04:05"), p.End.Format("2006-01-02T15:04:05"))
+		if p.trial {
+			b.WriteString(" trial")
+		}
+		b.WriteString("] ")
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// rolled is the current period the subscriptions' roll gives a
+// subscription started at start on interval, by now: the same loop as
+// rollPeriods.
+func rolled(start time.Time, interval string, now time.Time) (time.Time, time.Time) {
+	s, e := start, enforcement.PeriodEnd(start, interval)
+	for !e.After(now) {
+		s, e = e, enforcement.PeriodEnd(e, interval)
+	}
+	return s, e
+}
+
+func TestEndedPeriods(t *testing.T) {
+	v1, v2 := uuid.New(), uuid.New()
+	monthly := func(at time.Time) []historyRow {
+		return []historyRow{{version: v1, status: "active", at: at, interval: "month"}}
+	}
+	jan31 := day(2026, 1, 31)
+	cs, ce := rolled(jan31, "month", day(2026, 5, 10))
+	trialEnd := day(2026, 2, 14)
+	cases := []struct {
+		name string
+		sub  periodSub
+		now  time.Time
+		want string
+	}{
+		{
+			// The periods meet the one the subscriptions' roll gives the
+			// gateway: enforcement.PeriodEnd from each period's start.
+			name: "monthly from Jan 31, as rolled",
+			sub:  periodSub{status: "active", curStart: cs, curEnd: ce, firstAt: jan31, history: monthly(jan31)},
+			now:  day(2026, 5, 10),
+			want: "[2026-01-31T00:00:00 2026-03-03T00:00:00] [2026-03-03T00:00:00 2026-04-03T00:00:00] [2026-04-03T00:00:00 2026-05-03T00:00:00]",
+		},
+		{
+			name: "nothing ended yet",
+			sub:  periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
+			now:  day(2026, 3, 31),
+		},
+		{
+			name: "the current period ended, not rolled yet",
+			sub:  periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
+			now:  day(2026, 4, 1),
+			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00]",
+		},
+		{
+			name: "not rolled for two periods: steps on as the roll will",
+			sub:  periodSub{status: "past_due", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
+			now:  day(2026, 5, 2),
+			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00] [2026-04-01T00:00:00 2026-05-01T00:00:00]",
+		},
+		{
+			name: "recorded up to the last: nothing new",
+			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2026, 5, 1), firstAt: day(2026, 3, 1),
+				lastEnd: day(2026, 4, 1), history: monthly(day(2026, 3, 1))},
+			now: day(2026, 4, 30),
+		},
+		{
+			name: "canceled: the period it was canceled in is the last",
+			sub: periodSub{status: "canceled", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1),
+				history: monthly(day(2026, 3, 1))},
+			now:  day(2026, 9, 1),
+			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00]",
+		},
+		{
+			name: "a change to a yearly plan renews yearly from the next period",
+			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2027, 4, 1), firstAt: day(2026, 3, 1),
+				history: []historyRow{
+					{version: v1, status: "active", at: day(2026, 3, 1), interval: "month"},
+					{version: v2, status: "active", at: day(2026, 3, 20), interval: "year"},
+				}},
+			now:  day(2027, 4, 1),
+			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00] [2026-04-01T00:00:00 2027-04-01T00:00:00]",
+		},
+		{
+			name: "wholly in trial, then partly",
+			sub: periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 1, 1),
+				trialEnds: &trialEnd, history: monthly(day(2026, 1, 1))},
+			now:  day(2026, 3, 2),
+			want: "[2026-01-01T00:00:00 2026-02-01T00:00:00 trial] [2026-02-01T00:00:00 2026-03-01T00:00:00]",
+		},
+		{
+			// A subscription that took over a canceled one's period
+			// starts at its own start and ends at that period's end.
+			name: "carried: from its start to the period it took over",
+			sub: periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 10),
+				history: monthly(day(2026, 3, 10))},
+			now:  day(2026, 4, 1),
+			want: "[2026-03-10T00:00:00 2026-04-01T00:00:00]",
+		},
+		{
+			name: "carried, found after its roll: the same period",
+			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2026, 5, 1), firstAt: day(2026, 3, 10),
+				history: monthly(day(2026, 3, 10))},
+			now:  day(2026, 4, 2),
+			want: "[2026-03-10T00:00:00 2026-04-01T00:00:00]",
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := fmtPeriods(endedPeriods(c.sub, c.now)); got != c.want {
+				t.Fatalf("endedPeriods = %s; want %s", got, c.want)
+			}
+		})
+	}
+}
+
+func TestEndedPeriodsBounded(t *testing.T) {
+	start := day(2000, 1, 1)
+	sub := periodSub{status: "active", curStart: start, curEnd: day(2000, 2, 1), firstAt: start,
+		history: []historyRow{{version: uuid.New(), at: start, interval: "month"}}}
+	if n := len(endedPeriods(sub, day(2030, 1, 1))); n != maxPeriodsPerRun {
+		t.Fatalf("len(endedPeriods over 30 years) = %d; want %d", n, maxPeriodsPerRun)
+	}
+}
+
+func fmtSegments(gs []segment, names map[uuid.UUID]string) string {
+	var b strings.Builder
+	for _, g := range gs {
+		fmt.Fprintf(&b, "%s[%s %s", names[g.version], g.from.Format("01-02T15:04:05.000"), g.to.Format("01-02T15:04:05.000"))
+		if !g.countFrom.Equal(g.from) {
+			fmt.Fprintf(&b, " count from %s", g.countFrom.Format("01-02T15:04:05.000"))
+		}
+		b.WriteString("] ")
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func TestSegmentsOf(t *testing.T) {
+	a, b := uuid.New(), uuid.New()
+	names := map[uuid.UUID]string{a: "A", b: "B"}
+	start, end := day(2026, 3, 1), day(2026, 4, 1)
+	mid := time.Date(2026, 3, 16, 12, 30, 15, 250000000, time.UTC)
+	later := day(2026, 3, 25)
+	row := func(v uuid.UUID, status string, at time.Time) historyRow {
+		return historyRow{version: v, status: status, at: at, interval: "month"}
+	}
+	trialEnds := day(2026, 3, 10)
+	longTrial := day(2026, 6, 1)
+	cases := []struct {
+		name              string
+		h                 []historyRow
+		trial, canceledAt *time.Time
+		want              string
+	}{
+		{name: "one version", h: []historyRow{row(a, "active", day(2026, 1, 1))},
+			want: "A[03-01T00:00:00.000 04-01T00:00:00.000]"},
+		{name: "a change mid-period, to the sub-second",
+			h:    []historyRow{row(a, "active", day(2026, 1, 1)), row(b, "active", mid)},
+			want: "A[03-01T00:00:00.000 03-16T12:30:15.250] B[03-16T12:30:15.250 04-01T00:00:00.000]"},
+		{name: "status rows keeping the version do not split",
+			h:    []historyRow{row(a, "active", day(2026, 1, 1)), row(a, "past_due", mid), row(a, "suspended", later)},
+			want: "A[03-01T00:00:00.000 04-01T00:00:00.000]"},
+		{name: "a change at the period's start is in force from it",
+			h:    []historyRow{row(a, "active", day(2026, 1, 1)), row(b, "active", start)},
+			want: "B[03-01T00:00:00.000 04-01T00:00:00.000]"},
+		{name: "a change after the period is not in it",
+			h:    []historyRow{row(a, "active", day(2026, 1, 1)), row(b, "active", end)},
+			want: "A[03-01T00:00:00.000 04-01T00:00:00.000]"},
+		{name: "there and back: three segments",
+			h:    []historyRow{row(a, "active", day(2026, 1, 1)), row(b, "active", mid), row(a, "active", later)},
+			want: "A[03-01T00:00:00.000 03-16T12:30:15.250] B[03-16T12:30:15.250 03-25T00:00:00.000] A[03-25T00:00:00.000 04-01T00:00:00.000]"},
+		{name: "canceled mid-period ends the last segment",
+			h:          []historyRow{row(a, "active", day(2026, 1, 1)), row(b, "active", mid), row(b, "canceled", later)},
+			canceledAt: &later,
+			want:       "A[03-01T00:00:00.000 03-16T12:30:15.250] B[03-16T12:30:15.250 03-25T00:00:00.000]"},
+		{name: "a trial ending mid-period counts from its end",
+			h: []historyRow{row(a, "trialing", start)}, trial: &trialEnds,
+			want: "A[03-01T00:00:00.000 04-01T00:00:00.000 count from 03-10T00:00:00.000]"},
+		{name: "wholly in trial: nothing counted",
+			h: []historyRow{row(a, "trialing", start)}, trial: &longTrial,
+			want: "A[03-01T00:00:00.000 04-01T00:00:00.000 count from 06-01T00:00:00.000]"},
+		{name: "a period before the first row takes the first row's version",
+			h:    []historyRow{row(b, "active", day(2026, 3, 10))},
+			want: "B[03-01T00:00:00.000 04-01T00:00:00.000]"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := fmtSegments(segmentsOf(c.h, start, end, c.trial, c.canceledAt), names); got != c.want {
+				t.Fatalf("segmentsOf = %s; want %s", got, c.want)
+			}
+		})
+	}
+}
