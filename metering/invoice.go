@@ -21,9 +21,11 @@ package metering
 //  3. Promotions, in promotion.go's order on the fees and usage: free_units
 //     reduce the meter's metered quantity segment by segment, in order,
 //     until the units are used up (one discount line per promotion: what
-//     the reductions save); then amounts, then percentages of what
-//     remains. A discount never takes more than what remains, and nothing
-//     when the fees and usage sum to zero or less (a downgrade's credit).
+//     the reductions save, nothing when they save nothing, as free units
+//     of a volume charge that fall back to a dearer tier); then amounts,
+//     then percentages of what remains. A discount never takes more than
+//     what remains, and nothing when the fees and usage sum to zero or
+//     less (a downgrade's credit).
 //  4. Adjustments, in the given order: a quantity of a meter is priced
 //     under the terms of the period it concerns, on top of what that
 //     period billed: rate(billed + quantity) − rate(billed), so tiers go on
@@ -54,6 +56,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -189,7 +192,7 @@ func BuildInvoice(in InvoiceInput) (Invoice, error) {
 		return Invoice{}, fmt.Errorf("build invoice: %w", err)
 	}
 	b := &invoiceBuilder{cur: in.Currency, inv: Invoice{
-		Currency: in.Currency.Code, Subtotal: decimal.Zero, Discount: decimal.Zero, Tax: decimal.Zero, Total: decimal.Zero,
+		Currency: in.Currency.Code, Lines: make([]InvoiceLine, 0, in.lineCapacity()), Subtotal: decimal.Zero, Discount: decimal.Zero, Tax: decimal.Zero, Total: decimal.Zero,
 		CreditApplied: decimal.Zero, AmountDue: decimal.Zero, CreditIssued: decimal.Zero,
 	}}
 	if !in.Trial {
@@ -214,6 +217,19 @@ func BuildInvoice(in InvoiceInput) (Invoice, error) {
 		return Invoice{}, fmt.Errorf("build invoice: %w", err)
 	}
 	return b.inv, nil
+}
+
+// lineCapacity is about how many lines the invoice of in has, so that its
+// lines are allocated once: a base fee, two per change, a line per tier
+// of each charge, one per promotion and adjustment, tax and credit.
+func (in InvoiceInput) lineCapacity() int {
+	n := 3 + 2*len(in.Segments) + len(in.Promotions) + len(in.Adjustments)
+	for _, s := range in.Segments {
+		for _, c := range s.Terms.Charges {
+			n += max(1, len(c.Tiers))
+		}
+	}
+	return n
 }
 
 // validate checks what BuildInvoice relies on: a known currency, a period,
@@ -389,7 +405,7 @@ func usageDescription(l Line) string {
 	if l.Tier == 0 {
 		return l.Meter
 	}
-	return fmt.Sprintf("%s, tier %d", l.Meter, l.Tier)
+	return l.Meter + ", tier " + strconv.Itoa(l.Tier)
 }
 
 // promotions adds the discount lines, in promotion.go's order of
@@ -492,9 +508,12 @@ func (b *invoiceBuilder) remaining() decimal.Decimal {
 	return decimal.Max(decimal.Zero, b.inv.Subtotal.Sub(b.inv.Discount))
 }
 
-// discount adds pr's line of off (in minor units), capped at what remains.
+// discount adds pr's line of off (in minor units), capped at what remains
+// and never below zero: free units of a volume charge can cost more than
+// they save (fewer units fall back to a dearer tier), and a promotion
+// never charges.
 func (b *invoiceBuilder) discount(pr Promotion, meter string, off decimal.Decimal) {
-	off = decimal.Min(off, b.remaining()).Neg()
+	off = decimal.Max(decimal.Zero, decimal.Min(off, b.remaining())).Neg()
 	b.add(InvoiceLine{Kind: LineDiscount, Description: "Promotion " + pr.Code, Meter: meter,
 		Quantity: decimal.NewFromInt(1), UnitPrice: off, Amount: off, Reference: pr.ID})
 }
@@ -574,8 +593,9 @@ func (b *invoiceBuilder) tax(t TaxTreatment) {
 // issued from it, and AmountDue.
 func (b *invoiceBuilder) credit(available decimal.Decimal) {
 	inv := &b.inv
-	for _, l := range inv.Lines {
-		inv.Total = inv.Total.Add(l.Amount)
+	inv.Total = inv.Subtotal.Sub(inv.Discount)
+	if n := len(inv.Lines); n > 0 && inv.Lines[n-1].Kind == LineTax {
+		inv.Total = inv.Total.Add(inv.Lines[n-1].Amount)
 	}
 	if inv.Total.IsNegative() {
 		inv.CreditIssued = inv.Total.Neg()
@@ -592,20 +612,29 @@ func (b *invoiceBuilder) credit(available decimal.Decimal) {
 // checkStorable refuses an invoice invoice_lines could not hold exactly.
 func (inv Invoice) checkStorable() error {
 	for i, l := range inv.Lines {
-		switch {
-		case l.Quantity.Abs().GreaterThanOrEqual(maxStoredAmount) || !l.Quantity.Equal(l.Quantity.Truncate(6)),
-			l.UnitPrice.Abs().GreaterThanOrEqual(maxStoredUnitPrice) || !l.UnitPrice.Equal(l.UnitPrice.Truncate(12)),
-			l.Amount.Abs().GreaterThanOrEqual(maxStoredAmount):
+		if !fits(l.Quantity, maxStoredAmount, 6) || !fits(l.UnitPrice, maxStoredUnitPrice, 12) || !fits(l.Amount, maxStoredAmount, 6) {
 			return fmt.Errorf("%w: line %d (%s %s): quantity %s, unit price %s or amount %s beyond what an invoice line holds",
 				ErrInvalidInvoice, i+1, l.Kind, l.Meter, l.Quantity, l.UnitPrice, l.Amount)
 		}
 	}
 	for _, v := range []decimal.Decimal{inv.Subtotal, inv.Discount, inv.Total, inv.AmountDue} {
-		if v.Abs().GreaterThanOrEqual(maxStoredAmount) {
+		if !fits(v, maxStoredAmount, 6) {
 			return fmt.Errorf("%w: total %s beyond what an invoice holds", ErrInvalidInvoice, v)
 		}
 	}
 	return nil
+}
+
+// fits reports whether v is below limit in magnitude with at most places
+// decimals (trailing zeros aside).
+func fits(v, limit decimal.Decimal, places int32) bool {
+	if v.Sign() < 0 {
+		v = v.Neg()
+	}
+	if v.Cmp(limit) >= 0 {
+		return false
+	}
+	return v.Exponent() >= -places || v.Equal(v.Truncate(places))
 }
 
 // Explain recomputes the invoice of in and lists how stored differs from

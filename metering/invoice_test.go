@@ -3,6 +3,10 @@ package metering_test
 import (
 	"errors"
 	"fmt"
+	"math/big"
+	"math/rand/v2"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -112,7 +116,7 @@ func TestInvoiceMidPeriodUpgrade(t *testing.T) {
 		"proration_charge v2  0 1 36.65 36.65",
 		"usage v1 calls 1 10000 0.002 20",
 		"usage v1 calls 2 4500 0.001 4.5",
-		"usage v1 gb 0 12.345 0.09 1.11",  // 1.11105
+		"usage v1 gb 0 12.345 0.09 1.11",   // 1.11105
 		"usage v2 calls 1 50000 0.0015 75", // 55,000 billable
 		"usage v2 calls 2 5000 0.0005 2.5",
 		"usage v2 gb 0 2.5 0.05 0.13", // 0.125, half away from zero
@@ -528,5 +532,548 @@ func TestExplainFindsEveryDifference(t *testing.T) {
 	bad.Segments = nil
 	if diffs := metering.Explain(good, bad); len(diffs) != 1 || diffs[0].Field != "input" || diffs[0].Recomputed == "" {
 		t.Errorf("Explain of an input that does not compute = %+v; want one input difference", diffs)
+	}
+}
+
+// The oracle: the invoice's rules read plainly and computed another way,
+// to compare BuildInvoice with over random inputs. Money is rational
+// (math/big.Rat) and rounded once, by hand, half away from zero; usage is
+// priced by oracleWalk; proration is fee × whole seconds left / seconds
+// of the period.
+
+func ratOf(v decimal.Decimal) *big.Rat { return v.Rat() }
+
+func roundRat(r *big.Rat, exp int32) decimal.Decimal {
+	scaled := new(big.Rat).Mul(r, new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(exp)), nil)))
+	q, m := new(big.Int).QuoRem(new(big.Int).Abs(scaled.Num()), scaled.Denom(), new(big.Int))
+	if new(big.Int).Lsh(m, 1).Cmp(scaled.Denom()) >= 0 {
+		q.Add(q, big.NewInt(1))
+	}
+	if scaled.Sign() < 0 {
+		q.Neg(q)
+	}
+	return decimal.NewFromBigInt(q, -exp)
+}
+
+// expected is what an invoice must show, in the order of its lines.
+type expected struct {
+	fees, usage, discounts, adjustments []string // amounts; usage as usageSums lists it
+	taxLine, creditLine                 string   // "" when no line
+	subtotal, discount, tax, total      decimal.Decimal
+	applied, due, issued                decimal.Decimal
+}
+
+type run struct {
+	version  string
+	from     time.Time
+	terms    metering.PlanTerms
+	metered  map[string]decimal.Decimal
+	leftover map[string]decimal.Decimal // after free units
+}
+
+func oracleRuns(segs []metering.Segment) []*run {
+	var runs []*run
+	for _, s := range segs {
+		if len(runs) > 0 && runs[len(runs)-1].version == s.PlanVersionID {
+			last := runs[len(runs)-1]
+			for m, q := range s.Usage {
+				last.metered[m] = last.metered[m].Add(q)
+			}
+			continue
+		}
+		r := &run{version: s.PlanVersionID, from: s.From, terms: s.Terms, metered: map[string]decimal.Decimal{}, leftover: map[string]decimal.Decimal{}}
+		for m, q := range s.Usage {
+			r.metered[m] = q
+		}
+		runs = append(runs, r)
+	}
+	return runs
+}
+
+func chargeOf(terms metering.PlanTerms, meter string) (metering.Charge, bool) {
+	for _, c := range terms.Charges {
+		if c.Meter == meter {
+			return c, true
+		}
+	}
+	return metering.Charge{}, false
+}
+
+func walk(t *testing.T, c metering.Charge, q decimal.Decimal, cur metering.Currency) decimal.Decimal {
+	v, ok := oracleWalk(c, q, cur)
+	if !ok {
+		t.Fatalf("oracle: %s beyond the tiers of %+v", q, c)
+	}
+	return v
+}
+
+// oracleChosen: the best exclusive promotion alone if there is one, else
+// all of them by priority then lower-case code.
+func oracleChosen(promos []metering.Promotion) []metering.Promotion {
+	var best *metering.Promotion
+	for i, p := range promos {
+		if p.Stackable {
+			continue
+		}
+		if best == nil || p.Priority > best.Priority || p.Priority == best.Priority && strings.ToLower(p.Code) < strings.ToLower(best.Code) {
+			best = &promos[i]
+		}
+	}
+	if best != nil {
+		return []metering.Promotion{*best}
+	}
+	out := append([]metering.Promotion(nil), promos...)
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Priority != out[j].Priority {
+			return out[i].Priority > out[j].Priority
+		}
+		return strings.ToLower(out[i].Code) < strings.ToLower(out[j].Code)
+	})
+	return out
+}
+
+func oracleInvoice(t *testing.T, in metering.InvoiceInput) expected {
+	cur, exp := in.Currency, in.Currency.Exponent
+	e := expected{}
+	sum := new(big.Rat) // fees and usage, then adjustments
+	addTo := func(list *[]string, v decimal.Decimal) {
+		*list = append(*list, v.String())
+		sum.Add(sum, ratOf(v))
+	}
+	var runs []*run
+	if !in.Trial {
+		runs = oracleRuns(in.Segments)
+		period := in.PeriodEnd.Unix() - in.PeriodStart.Unix()
+		if fee := runs[0].terms.BaseFee; fee.IsPositive() {
+			addTo(&e.fees, roundRat(ratOf(fee), exp))
+		}
+		for k := 1; k < len(runs); k++ {
+			left := big.NewRat(in.PeriodEnd.Unix()-runs[k].from.Unix(), period)
+			if fee := runs[k-1].terms.BaseFee; fee.IsPositive() {
+				addTo(&e.fees, roundRat(new(big.Rat).Neg(new(big.Rat).Mul(ratOf(fee), left)), exp))
+			}
+			if fee := runs[k].terms.BaseFee; fee.IsPositive() {
+				addTo(&e.fees, roundRat(new(big.Rat).Mul(ratOf(fee), left), exp))
+			}
+		}
+		byMeter := map[string]decimal.Decimal{}
+		for _, r := range runs {
+			for _, c := range r.terms.Charges {
+				v := walk(t, c, r.metered[c.Meter], cur)
+				sum.Add(sum, ratOf(v))
+				byMeter[r.version+" "+c.Meter] = byMeter[r.version+" "+c.Meter].Add(v)
+			}
+		}
+		e.usage = usageSums(byMeter)
+	}
+	e.subtotal = decimal.NewFromBigRat(sum, 12)
+	disc := new(big.Rat)
+	take := func(off decimal.Decimal) {
+		rem := new(big.Rat).Sub(sum, disc)
+		if rem.Sign() < 0 {
+			rem.SetInt64(0)
+		}
+		if ratOf(off).Cmp(rem) > 0 {
+			off = decimal.NewFromBigRat(rem, 12)
+		}
+		if off.IsNegative() { // a promotion never charges
+			off = decimal.Zero
+		}
+		e.discounts = append(e.discounts, off.Neg().String())
+		disc.Add(disc, ratOf(off))
+	}
+	if !in.Trial && len(in.Promotions) > 0 {
+		chosen := oracleChosen(in.Promotions)
+		for _, p := range chosen {
+			if p.Kind != metering.PromotionFreeUnits {
+				continue
+			}
+			pool, saved, priced := p.Value, decimal.Zero, false
+			for _, r := range runs {
+				c, ok := chargeOf(r.terms, p.Meter)
+				if !ok {
+					continue
+				}
+				priced = true
+				m, seen := r.leftover[p.Meter]
+				if !seen {
+					m = r.metered[p.Meter]
+				}
+				less := decimal.Max(decimal.Zero, m.Sub(pool))
+				saved = saved.Add(walk(t, c, m, cur).Sub(walk(t, c, less, cur)))
+				pool = pool.Sub(m.Sub(less))
+				r.leftover[p.Meter] = less
+			}
+			if priced {
+				take(saved)
+			}
+		}
+		for _, kind := range []string{metering.PromotionAmountOff, metering.PromotionPercentOff} {
+			for _, p := range chosen {
+				if p.Kind != kind {
+					continue
+				}
+				if kind == metering.PromotionAmountOff {
+					take(roundRat(ratOf(p.Value), exp))
+					continue
+				}
+				rem := new(big.Rat).Sub(sum, disc)
+				if rem.Sign() < 0 {
+					rem.SetInt64(0)
+				}
+				take(roundRat(new(big.Rat).Mul(rem, new(big.Rat).Quo(ratOf(p.Value), big.NewRat(100, 1))), exp))
+			}
+		}
+	}
+	for _, a := range in.Adjustments {
+		if !a.HasQuantity {
+			addTo(&e.adjustments, roundRat(ratOf(a.Amount), exp))
+			continue
+		}
+		c, _ := chargeOf(a.Terms, a.Meter)
+		addTo(&e.adjustments, walk(t, c, a.Billed.Add(a.Quantity), cur).Sub(walk(t, c, a.Billed, cur)))
+	}
+	e.subtotal = decimal.NewFromBigRat(sum, 12)
+	e.discount = decimal.NewFromBigRat(disc, 12)
+	return oracleTaxAndCredit(e, in)
+}
+
+func oracleTaxAndCredit(e expected, in metering.InvoiceInput) expected {
+	exp := in.Currency.Exponent
+	taxable := decimal.Max(decimal.Zero, e.subtotal.Sub(e.discount))
+	rate := ratOf(in.Tax.RatePercent)
+	e.tax = decimal.Zero
+	taxLine := decimal.Zero
+	switch {
+	case in.Tax == metering.TaxTreatment{RatePercent: in.Tax.RatePercent} && in.Tax.RatePercent.IsZero():
+	case in.Tax.ReverseCharge:
+		e.taxLine = "0"
+	case in.Tax.Inclusive:
+		e.tax = roundRat(new(big.Rat).Quo(new(big.Rat).Mul(ratOf(taxable), rate), new(big.Rat).Add(big.NewRat(100, 1), rate)), exp)
+		e.taxLine = "0"
+	default:
+		e.tax = roundRat(new(big.Rat).Quo(new(big.Rat).Mul(ratOf(taxable), rate), big.NewRat(100, 1)), exp)
+		taxLine = e.tax
+		e.taxLine = taxLine.String()
+	}
+	e.total = e.subtotal.Sub(e.discount).Add(taxLine)
+	e.applied, e.issued = decimal.Zero, decimal.Zero
+	if e.total.IsNegative() {
+		e.issued = e.total.Neg()
+		e.creditLine = e.issued.String()
+	} else {
+		// Whole minor units of the balance, at most the total.
+		avail := decimal.NewFromBigInt(new(big.Int).Quo(in.CreditAvailable.Shift(exp).BigInt(), big.NewInt(1)), -exp)
+		e.applied = decimal.Min(avail, e.total)
+		if e.applied.IsPositive() {
+			e.creditLine = e.applied.Neg().String()
+		}
+	}
+	e.due = e.total.Sub(e.applied).Add(e.issued)
+	return e
+}
+
+// observed reads an invoice into the oracle's shape.
+func observed(inv metering.Invoice) expected {
+	o := expected{subtotal: inv.Subtotal, discount: inv.Discount, tax: inv.Tax, total: inv.Total,
+		applied: inv.CreditApplied, due: inv.AmountDue, issued: inv.CreditIssued}
+	byMeter := map[string]decimal.Decimal{}
+	for _, l := range inv.Lines {
+		switch l.Kind {
+		case metering.LineBaseFee, metering.LineProrationCredit, metering.LineProrationCharge:
+			o.fees = append(o.fees, l.Amount.String())
+		case metering.LineUsage:
+			byMeter[l.PlanVersionID+" "+l.Meter] = byMeter[l.PlanVersionID+" "+l.Meter].Add(l.Amount)
+		case metering.LineDiscount:
+			o.discounts = append(o.discounts, l.Amount.String())
+		case metering.LineAdjustment:
+			o.adjustments = append(o.adjustments, l.Amount.String())
+		case metering.LineTax:
+			o.taxLine = l.Amount.String()
+		case metering.LineCredit:
+			o.creditLine = l.Amount.String()
+		}
+	}
+	o.usage = usageSums(byMeter)
+	return o
+}
+
+// usageSums lists what each plan version charged for each meter, over
+// all its segments ("version meter amount", sorted, zeros left out): the
+// lines do not say which segment they price when one version comes back.
+func usageSums(byMeter map[string]decimal.Decimal) []string {
+	var out []string
+	for k, v := range byMeter {
+		if !v.IsZero() {
+			out = append(out, k+" "+v.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (e expected) String() string {
+	return fmt.Sprintf("fees %v\nusage %v\ndiscounts %v\nadjustments %v\ntax line %q credit line %q\nsubtotal %s discount %s tax %s total %s applied %s due %s issued %s",
+		e.fees, e.usage, e.discounts, e.adjustments, e.taxLine, e.creditLine, e.subtotal, e.discount, e.tax, e.total, e.applied, e.due, e.issued)
+}
+
+var invoiceMeters = []string{"calls", "gb", "ms"}
+
+func randomTerms(r *rand.Rand, cur metering.Currency) metering.PlanTerms {
+	p := metering.PlanTerms{Currency: cur}
+	if r.IntN(4) != 0 {
+		p.BaseFee = decimal.New(r.Int64N(1_000_000_000), -6)
+	}
+	for _, m := range invoiceMeters {
+		if r.IntN(3) == 0 {
+			continue
+		}
+		c := randomCharge(r, 100_000, r.IntN(2) == 0)
+		c.Meter = m
+		if n := len(c.Tiers); n > 0 {
+			c.Tiers[n-1].Unbounded = true
+		}
+		p.Charges = append(p.Charges, c)
+	}
+	return p
+}
+
+func randomQuantity(r *rand.Rand) decimal.Decimal {
+	if r.IntN(2) == 0 {
+		return decimal.NewFromInt(r.Int64N(200_001))
+	}
+	return decimal.New(r.Int64N(200_000_000_000), -6)
+}
+
+func randomPromotions(r *rand.Rand, cur metering.Currency) []metering.Promotion {
+	var out []metering.Promotion
+	for i := range r.IntN(4) {
+		p := metering.Promotion{ID: fmt.Sprintf("id%d", i), Code: fmt.Sprintf("P%d", i), Priority: r.IntN(3), Stackable: r.IntN(4) != 0}
+		switch r.IntN(4) {
+		case 0:
+			p.Kind, p.Value = metering.PromotionPercentOff, decimal.New(1+r.Int64N(10_000), -2)
+		case 1:
+			p.Kind, p.Value, p.Currency = metering.PromotionAmountOff, decimal.New(1+r.Int64N(100_000), -3), cur.Code
+		case 2:
+			p.Kind, p.Value = metering.PromotionFreeUnits, decimal.New(1+r.Int64N(100_000_000_000), -6)
+			p.Meter = append(invoiceMeters, "unpriced")[r.IntN(len(invoiceMeters)+1)]
+		default:
+			p.Kind, p.Value = metering.PromotionTrialExtension, decimal.NewFromInt(7)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func randomAdjustments(r *rand.Rand, cur metering.Currency) []metering.Adjustment {
+	var out []metering.Adjustment
+	for i := range r.IntN(3) {
+		a := metering.Adjustment{ID: fmt.Sprintf("adj%d", i)}
+		terms := randomTerms(r, cur)
+		if r.IntN(2) == 0 && len(terms.Charges) > 0 {
+			c := terms.Charges[r.IntN(len(terms.Charges))]
+			a.HasQuantity, a.Meter, a.Terms, a.Billed = true, c.Meter, terms, randomQuantity(r)
+			a.Quantity = randomQuantity(r)
+			if r.IntN(3) == 0 { // a correction down, at most what was billed
+				a.Quantity = decimal.Min(a.Quantity, a.Billed).Neg()
+			}
+		} else {
+			a.Amount = decimal.New(r.Int64N(2_000_000_000)-1_000_000_000, -6)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func randomTax(r *rand.Rand) metering.TaxTreatment {
+	rate := decimal.New(r.Int64N(300_001), -4)
+	switch r.IntN(4) {
+	case 0:
+		return metering.TaxTreatment{}
+	case 1:
+		return metering.TaxTreatment{Name: "VAT", RatePercent: rate}
+	case 2:
+		return metering.TaxTreatment{Name: "VAT", RatePercent: rate, Inclusive: true}
+	}
+	return metering.TaxTreatment{Name: "VAT", ReverseCharge: true, Mention: "Reverse charge"}
+}
+
+// randomInvoiceInput draws a period of a month or a year cut at 0 to 3
+// random seconds into segments of three versions (adjacent repeats too),
+// with usage, promotions, adjustments, tax and credit.
+func randomInvoiceInput(r *rand.Rand, t *testing.T) metering.InvoiceInput {
+	cur := currency(t, currencies[r.IntN(len(currencies))])
+	start := at("2026-01-01T00:00:00Z").Add(time.Duration(r.Int64N(365*86400)) * time.Second)
+	end := start.AddDate(0, 1, 0)
+	if r.IntN(5) == 0 {
+		end = start.AddDate(1, 0, 0)
+	}
+	length := end.Unix() - start.Unix()
+	cuts := []int64{0, length}
+	for range r.IntN(4) {
+		if c := 1 + r.Int64N(length-1); !slices.Contains(cuts, c) {
+			cuts = append(cuts, c)
+		}
+	}
+	slices.Sort(cuts)
+	versions := []metering.PlanTerms{randomTerms(r, cur), randomTerms(r, cur), randomTerms(r, cur)}
+	in := metering.InvoiceInput{Currency: cur, PeriodStart: start, PeriodEnd: end, Trial: r.IntN(20) == 0,
+		Promotions: randomPromotions(r, cur), Adjustments: randomAdjustments(r, cur), Tax: randomTax(r)}
+	for i := 1; i < len(cuts); i++ {
+		v := r.IntN(len(versions))
+		s := metering.Segment{PlanVersionID: fmt.Sprintf("v%d", v), Terms: versions[v],
+			From: start.Add(time.Duration(cuts[i-1]) * time.Second), To: start.Add(time.Duration(cuts[i]) * time.Second),
+			Usage: map[string]decimal.Decimal{}}
+		for _, c := range versions[v].Charges {
+			if r.IntN(4) != 0 {
+				s.Usage[c.Meter] = randomQuantity(r)
+			}
+		}
+		in.Segments = append(in.Segments, s)
+	}
+	if r.IntN(2) == 0 {
+		in.CreditAvailable = decimal.New(r.Int64N(1_000_000_000), -6)
+	}
+	return in
+}
+
+// TestInvoiceMatchesOracle: thousands of random invoices equal the
+// oracle's to the last digit, line by line and in every total, and hold
+// the invariants: the amount due is the sum of the lines and never below
+// zero, every amount is in whole minor units, discount and tax are not
+// negative, the credit applied is at most what was available, and Explain
+// finds nothing to say about the invoice and something about any change.
+func TestInvoiceMatchesOracle(t *testing.T) {
+	r := rand.New(rand.NewPCG(16, uint64(len(t.Name()))))
+	for i := range 5000 {
+		in := randomInvoiceInput(r, t)
+		inv, err := metering.BuildInvoice(in)
+		if err != nil {
+			t.Fatalf("case %d: BuildInvoice = %v", i, err)
+		}
+		if got, want := observed(inv).String(), oracleInvoice(t, in).String(); got != want {
+			t.Fatalf("case %d: BuildInvoice =\n%s\nwant (oracle)\n%s\nlines:\n%s", i, got, want, strings.Join(lineStrings(inv), "\n"))
+		}
+		checkInvariants(t, i, in, inv)
+		checkExplainCatches(t, i, r, in, inv)
+	}
+}
+
+func checkInvariants(t *testing.T, i int, in metering.InvoiceInput, inv metering.Invoice) {
+	t.Helper()
+	sum := decimal.Zero
+	for _, l := range inv.Lines {
+		sum = sum.Add(l.Amount)
+		if !l.Amount.Equal(l.Amount.Round(in.Currency.Exponent)) {
+			t.Fatalf("case %d: line %s has more decimals than %s's %d", i, l, in.Currency.Code, in.Currency.Exponent)
+		}
+	}
+	switch {
+	case !inv.AmountDue.Equal(sum):
+		t.Fatalf("case %d: amount due %s, lines sum to %s", i, inv.AmountDue, sum)
+	case inv.AmountDue.IsNegative() || inv.Discount.IsNegative() || inv.Tax.IsNegative() || inv.CreditIssued.IsNegative():
+		t.Fatalf("case %d: a negative amount due, discount, tax or credit issued: %+v", i, inv)
+	case inv.CreditApplied.IsNegative() || inv.CreditApplied.GreaterThan(in.CreditAvailable):
+		t.Fatalf("case %d: credit applied %s of %s available", i, inv.CreditApplied, in.CreditAvailable)
+	case inv.CreditApplied.IsPositive() && inv.CreditIssued.IsPositive():
+		t.Fatalf("case %d: credit both applied and issued", i)
+	case in.Trial && len(in.Adjustments) == 0 && !inv.Total.IsZero():
+		t.Fatalf("case %d: a trial totals %s", i, inv.Total)
+	}
+}
+
+func checkExplainCatches(t *testing.T, i int, r *rand.Rand, in metering.InvoiceInput, inv metering.Invoice) {
+	t.Helper()
+	if diffs := metering.Explain(inv, in); len(diffs) > 0 {
+		t.Fatalf("case %d: Explain(BuildInvoice(in), in) = %+v; want none", i, diffs)
+	}
+	if len(inv.Lines) == 0 {
+		return
+	}
+	minor := decimal.New(1, -in.Currency.Exponent)
+	j := r.IntN(len(inv.Lines))
+	changed := inv
+	changed.Lines = slices.Clone(inv.Lines)
+	switch r.IntN(3) {
+	case 0:
+		changed.Lines[j].Amount = changed.Lines[j].Amount.Add(minor)
+	case 1:
+		changed.Lines = slices.Delete(changed.Lines, j, j+1)
+	default:
+		changed.Lines = slices.Insert(changed.Lines, j, metering.InvoiceLine{Kind: metering.LineAdjustment, Quantity: decimal.NewFromInt(1), UnitPrice: minor, Amount: minor, Reference: "extra"})
+	}
+	if diffs := metering.Explain(changed, in); len(diffs) == 0 || diffs[0].Position != j+1 {
+		t.Fatalf("case %d: Explain of an invoice changed at line %d = %+v; want a difference there first", i, j+1, diffs)
+	}
+}
+
+// TestInvoiceFreeUnitsNeverCharge: 60 free units of a volume charge take
+// 150 units (15.00 at 0.10) down to 90 (90.00 at 1.00, the dearer tier):
+// they would cost 75 more, so the promotion takes nothing.
+func TestInvoiceFreeUnitsNeverCharge(t *testing.T) {
+	usd := currency(t, "USD")
+	start, end := at("2026-03-01T00:00:00Z"), at("2026-04-01T00:00:00Z")
+	terms := metering.PlanTerms{Currency: usd, Charges: []metering.Charge{{Meter: "calls", Model: metering.ModelVolume, Tiers: []metering.Tier{
+		{UpTo: d("100"), UnitPrice: d("1")}, {Unbounded: true, UnitPrice: d("0.10")},
+	}}}}
+	inv := build(t, metering.InvoiceInput{Currency: usd, PeriodStart: start, PeriodEnd: end,
+		Segments:   []metering.Segment{{PlanVersionID: "v", From: start, To: end, Terms: terms, Usage: metered("calls", "150")}},
+		Promotions: []metering.Promotion{freeUnits("FREE60", "calls", "60", 0, true)},
+	})
+	wantLines(t, inv, []string{"usage v calls 2 150 0.1 15", "discount  calls 0 1 0 0 FREE60"})
+	wantTotals(t, inv, "15", "0", "0", "15", "0", "15", "0")
+}
+
+// benchInvoiceInput is a subscription with 5 meters of 4 tiers
+// (graduated and volume alternating) changed from one version to another
+// mid-month, 2 promotions, exclusive tax and some credit.
+func benchInvoiceInput(b *testing.B) metering.InvoiceInput {
+	usd := currency(b, "USD")
+	tiers := []metering.Tier{
+		{UpTo: d("1000"), UnitPrice: d("0.001")},
+		{UpTo: d("100000"), UnitPrice: d("0.0008"), Flat: d("5")},
+		{UpTo: d("10000000"), UnitPrice: d("0.0005"), Flat: d("10")},
+		{Unbounded: true, UnitPrice: d("0.0002")},
+	}
+	terms := func(fee string) metering.PlanTerms {
+		p := metering.PlanTerms{Currency: usd, BaseFee: d(fee)}
+		for i := range 5 {
+			model := metering.ModelGraduated
+			if i%2 == 1 {
+				model = metering.ModelVolume
+			}
+			p.Charges = append(p.Charges, metering.Charge{Meter: fmt.Sprintf("m%d", i), Model: model, Included: d("500"), Tiers: tiers})
+		}
+		return p
+	}
+	use := map[string]decimal.Decimal{}
+	for i := range 5 {
+		use[fmt.Sprintf("m%d", i)] = d("12345678.123456")
+	}
+	start, change, end := at("2026-03-01T00:00:00Z"), at("2026-03-20T12:34:56Z"), at("2026-04-01T00:00:00Z")
+	return metering.InvoiceInput{
+		Currency: usd, PeriodStart: start, PeriodEnd: end,
+		Segments: []metering.Segment{
+			{PlanVersionID: "v1", From: start, To: change, Terms: terms("29"), Usage: use},
+			{PlanVersionID: "v2", From: change, To: end, Terms: terms("99"), Usage: use},
+		},
+		Promotions:      []metering.Promotion{freeUnits("FREE", "m0", "100000", 1, true), promo("TEN", metering.PromotionPercentOff, "10", 0, true)},
+		Tax:             metering.TaxTreatment{Name: "VAT", RatePercent: d("20")},
+		CreditAvailable: d("50"),
+	}
+}
+
+// BenchmarkBuildInvoice: one subscription's invoice, as the billing run
+// builds 100,000 of them.
+func BenchmarkBuildInvoice(b *testing.B) {
+	in := benchInvoiceInput(b)
+	if _, err := metering.BuildInvoice(in); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := metering.BuildInvoice(in); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
