@@ -81,11 +81,17 @@ func (s *Service) Revenue(ctx context.Context, actor identity.Actor, issuer uuid
 	if !to.After(from) || to.Sub(from) > maxRevenueSpan {
 		return Revenue{}, validation.One("to", "must be after from, at most five years later")
 	}
-	settings, err := s.IssuerSettings(ctx, issuer)
+	q := db.New(s.pool)
+	if ok, err := q.OrganizationExists(ctx, issuer); err != nil {
+		return Revenue{}, fmt.Errorf("read organization: %w", err)
+	} else if !ok {
+		return Revenue{}, ErrOrganizationNotFound
+	}
+	settings, err := issuerSettings(ctx, q, issuer)
 	if err != nil {
 		return Revenue{}, err
 	}
-	rows, err := db.New(s.pool).RevenueByMonthAPI(ctx, db.RevenueByMonthAPIParams{IssuerID: issuer, FromTime: from, ToTime: to})
+	rows, err := q.RevenueByMonthAPI(ctx, db.RevenueByMonthAPIParams{IssuerID: issuer, FromTime: from, ToTime: to})
 	if err != nil {
 		return Revenue{}, fmt.Errorf("read revenue: %w", err)
 	}

@@ -236,6 +236,9 @@ func TestRevenueRefused(t *testing.T) {
 			t.Errorf("Revenue(%s, %s) = %v; want a validation error", from, to, err)
 		}
 	}
+	if _, err := f.svc.Revenue(t.Context(), f.admin, uuid.New(), from, from.AddDate(0, 1, 0)); !errors.Is(err, ErrOrganizationNotFound) {
+		t.Errorf("Revenue(admin, unknown org) = %v; want ErrOrganizationNotFound", err)
+	}
 	got, err := f.svc.Revenue(t.Context(), f.admin, f.issuer, from, from.AddDate(1, 0, 0))
 	if err != nil || len(got.Lines) != 0 || len(got.Totals) != 0 || !got.PlatformFeePercent.IsZero() {
 		t.Errorf("Revenue(no invoices) = %+v, %v; want empty, fee 0", got, err)

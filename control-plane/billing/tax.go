@@ -274,9 +274,18 @@ func (s *Service) ListTaxRules(ctx context.Context, actor identity.Actor, issuer
 	if !memberOrAdmin(actor, issuer) {
 		return nil, ErrOrganizationNotFound
 	}
-	rows, err := db.New(s.pool).TaxRuleListByIssuer(ctx, issuer)
+	q := db.New(s.pool)
+	rows, err := q.TaxRuleListByIssuer(ctx, issuer)
 	if err != nil {
 		return nil, fmt.Errorf("list tax rules: %w", err)
+	}
+	if len(rows) == 0 {
+		// An admin naming an organization that does not exist.
+		if ok, err := q.OrganizationExists(ctx, issuer); err != nil {
+			return nil, fmt.Errorf("read organization: %w", err)
+		} else if !ok {
+			return nil, ErrOrganizationNotFound
+		}
 	}
 	out := make([]TaxRule, len(rows))
 	for i, r := range rows {

@@ -232,6 +232,9 @@ func TestTaxRuleInputRefused(t *testing.T) {
 	if rules, err := f.svc.ListTaxRules(t.Context(), member, f.issuer); err != nil || len(rules) != 1 {
 		t.Errorf("ListTaxRules(member) = %d rules, %v; want 1", len(rules), err)
 	}
+	if _, err := f.svc.ListTaxRules(t.Context(), f.admin, uuid.New()); !errors.Is(err, ErrOrganizationNotFound) {
+		t.Errorf("ListTaxRules(admin, unknown issuer) = %v; want ErrOrganizationNotFound", err)
+	}
 	if _, err := f.svc.CreateTaxRule(t.Context(), f.admin, uuid.New(), TaxRuleInput{Country: "FR", RatePercent: taxNum("20")}); !errors.Is(err, ErrOrganizationNotFound) {
 		t.Errorf("CreateTaxRule(admin, unknown issuer) = %v; want ErrOrganizationNotFound", err)
 	}
