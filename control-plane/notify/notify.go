@@ -29,6 +29,17 @@ type Message struct {
 	// or "X-Veil-Event". The fields the mailer writes itself (From, To,
 	// Subject, Date, MIME and content headers) cannot be set here.
 	Headers map[string]string
+	// Attachments are files sent with the text (an invoice's PDF).
+	Attachments []Attachment
+}
+
+// Attachment is a file attached to a message.
+type Attachment struct {
+	// Name is the file name the recipient sees: no path, no line break.
+	Name string
+	// ContentType is its MIME type, e.g. "application/pdf".
+	ContentType string
+	Data        []byte
 }
 
 // Mailer sends email.
@@ -54,6 +65,10 @@ var (
 	// ErrInvalidHeader: a header name is malformed or names a field the
 	// mailer writes itself.
 	ErrInvalidHeader = fmt.Errorf("%w: bad header", ErrInvalidMessage)
+	// ErrInvalidAttachment: an attachment has no name, a name with a path
+	// separator, a quote or a line break, or a content type with a line
+	// break.
+	ErrInvalidAttachment = fmt.Errorf("%w: bad attachment", ErrInvalidMessage)
 )
 
 // reservedHeaders are written by the mailer from the message's fields;
@@ -86,6 +101,11 @@ func (m Message) Validate() error {
 		}
 		if hasLineBreak(v) {
 			return fmt.Errorf("header %s value %q: %w", k, v, ErrHeaderInjection)
+		}
+	}
+	for _, a := range m.Attachments {
+		if a.Name == "" || strings.ContainsAny(a.Name, "/\\\"") || hasLineBreak(a.Name) || hasLineBreak(a.ContentType) {
+			return fmt.Errorf("attachment %q: %w", a.Name, ErrInvalidAttachment)
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package notify_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -127,6 +128,33 @@ func TestSMTPSend(t *testing.T) {
 	}
 }
 
+func TestSMTPSendAttachment(t *testing.T) {
+	t.Parallel()
+	mp := testenv.Mailpit(t)
+	mailer, _ := setup(t, notify.SMTPConfig{TLS: notify.TLSNone})
+	to := recipient("dora")
+	data := append([]byte("%PDF-1.3\n"), bytes.Repeat([]byte{0, 0xff, '\r', '\n'}, 300)...)
+	msg := notify.Message{To: []string{to}, Subject: "Invoice", Text: "attached",
+		Attachments: []notify.Attachment{{Name: "INV-2026-000001.pdf", ContentType: "application/pdf", Data: data}}}
+	if err := mailer.Send(t.Context(), msg); err != nil {
+		t.Fatalf("Send() = %v; want nil", err)
+	}
+	got := mp.WaitMessages(t, to, 1, 10*time.Second)
+	if len(got) != 1 || len(got[0].Attachments) != 1 {
+		t.Fatalf("messages to %s = %+v; want 1 with 1 attachment", to, got)
+	}
+	a := got[0].Attachments[0]
+	if a.FileName != "INV-2026-000001.pdf" || a.ContentType != "application/pdf" {
+		t.Errorf("attachment = %s (%s); want INV-2026-000001.pdf (application/pdf)", a.FileName, a.ContentType)
+	}
+	if b := mp.Attachment(t, got[0].ID, a.PartID); !bytes.Equal(b, data) {
+		t.Errorf("attachment content = %d bytes differing from the %d sent", len(b), len(data))
+	}
+	if got[0].Text != "attached" {
+		t.Errorf("Text = %q; want attached", got[0].Text)
+	}
+}
+
 func TestSMTPSendRefusesInvalid(t *testing.T) {
 	t.Parallel()
 	mp := testenv.Mailpit(t)
@@ -155,6 +183,9 @@ func TestSMTPSendRefusesInvalid(t *testing.T) {
 		{"empty header name", ok(func(m *notify.Message) { m.Headers[""] = "v" }), notify.ErrInvalidHeader},
 		{"reserved Bcc header", ok(func(m *notify.Message) { m.Headers["bcc"] = "victim@example.test" }), notify.ErrInvalidHeader},
 		{"reserved Content-Type header", ok(func(m *notify.Message) { m.Headers["Content-Type"] = "text/html" }), notify.ErrInvalidHeader},
+		{"unnamed attachment", ok(func(m *notify.Message) { m.Attachments = []notify.Attachment{{ContentType: "application/pdf"}} }), notify.ErrInvalidAttachment},
+		{"attachment with a path", ok(func(m *notify.Message) { m.Attachments = []notify.Attachment{{Name: "../etc/x.pdf"}} }), notify.ErrInvalidAttachment},
+		{"LF in attachment name", ok(func(m *notify.Message) { m.Attachments = []notify.Attachment{{Name: "a\nb.pdf"}} }), notify.ErrInvalidAttachment},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

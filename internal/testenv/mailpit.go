@@ -3,6 +3,7 @@ package testenv
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -39,6 +40,16 @@ type MailpitMessage struct {
 	// Headers are keyed by canonical name (textproto.CanonicalMIMEHeaderKey:
 	// "Message-Id", "X-Veil-Event").
 	Headers map[string][]string
+	// Attachments are the message's attached files (Attachment reads one).
+	Attachments []MailpitAttachment
+}
+
+// MailpitAttachment is a file attached to a message.
+type MailpitAttachment struct {
+	PartID      string
+	FileName    string
+	ContentType string
+	Size        int
 }
 
 // Mailpit returns the test Mailpit: SMTP at VEIL_SMTP_ADDR (default
@@ -156,12 +167,13 @@ func (s *MailpitServer) messages(to string) ([]MailpitMessage, error) {
 
 func (s *MailpitServer) message(id string) (MailpitMessage, error) {
 	var m struct {
-		ID       string
-		From     mailpitAddress
-		To       []mailpitAddress
-		Subject  string
-		Text     string
-		Username string
+		ID          string
+		From        mailpitAddress
+		To          []mailpitAddress
+		Subject     string
+		Text        string
+		Username    string
+		Attachments []MailpitAttachment
 	}
 	if err := s.getJSON("/api/v1/message/"+url.PathEscape(id), nil, &m); err != nil {
 		return MailpitMessage{}, fmt.Errorf("get Mailpit message %s: %w", id, err)
@@ -171,12 +183,13 @@ func (s *MailpitServer) message(id string) (MailpitMessage, error) {
 		return MailpitMessage{}, fmt.Errorf("get headers of Mailpit message %s: %w", id, err)
 	}
 	out := MailpitMessage{
-		ID:       m.ID,
-		From:     m.From.Address,
-		Subject:  m.Subject,
-		Text:     strings.ReplaceAll(m.Text, "\r\n", "\n"),
-		Username: m.Username,
-		Headers:  make(map[string][]string, len(headers)),
+		ID:          m.ID,
+		From:        m.From.Address,
+		Subject:     m.Subject,
+		Text:        strings.ReplaceAll(m.Text, "\r\n", "\n"),
+		Username:    m.Username,
+		Headers:     make(map[string][]string, len(headers)),
+		Attachments: m.Attachments,
 	}
 	for _, a := range m.To {
 		out.To = append(out.To, a.Address)
@@ -186,6 +199,25 @@ func (s *MailpitServer) message(id string) (MailpitMessage, error) {
 		out.Headers[k] = append(out.Headers[k], v...)
 	}
 	return out, nil
+}
+
+// Attachment returns the content of the attachment part of message id.
+func (s *MailpitServer) Attachment(t testing.TB, id, part string) []byte {
+	t.Helper()
+	u := s.apiURL + "/api/v1/message/" + url.PathEscape(id) + "/part/" + url.PathEscape(part)
+	resp, err := s.client.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s = %s; want 200 OK", u, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", u, err)
+	}
+	return b
 }
 
 func (s *MailpitServer) getJSON(path string, q url.Values, v any) error {
