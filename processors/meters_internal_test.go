@@ -2,6 +2,7 @@ package processors
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,4 +79,46 @@ func TestCompensateTakesBackMeters(t *testing.T) {
 		t.Fatalf("m:bytes = %d, %v; want 60", got, err)
 	}
 	wantCounterFields(t, client, "compensated", counter, "1", "1")
+}
+
+// TestCompensateRefundsTheMetersCounted: a plan change between the count
+// and ClickHouse's refusal replaces the record's meters; the compensation
+// takes back what the event added to the meters it was counted with, and
+// adds nothing to those of the new record.
+func TestCompensateRefundsTheMetersCounted(t *testing.T) {
+	client, _ := testenv.RedisDB(t)
+	at := time.Now().UTC()
+	start := at.Add(-time.Hour).Truncate(time.Second)
+	putRecord(t, client, "sub", start, start.AddDate(0, 1, 0), "meters", bytesMeter)
+	items := []item{meteredItem("sub", 0, at, 60), meteredItem("sub", 1, at, 40)}
+	s := newRedisSink(client)
+	if _, _, err := s.apply(t.Context(), items); err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.ReplaceAll(bytesMeter, `"bytes"`, `"out"`)
+	putRecord(t, client, "sub", start, start.AddDate(0, 1, 0), "meters", changed)
+	// The records are read through the client-side cache, which learns of
+	// the change from Redis's invalidation.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		p, err := s.periods(t.Context(), []subjectPartition{{"sub", 0}})
+		if err == nil && p["sub"].Meters == changed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("record meters after the change = %+v, %v; want %s", p["sub"], err, changed)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.compensate(t.Context(), items[1:], "topic"); err != nil {
+		t.Fatal(err)
+	}
+	counter := enforcement.PeriodCounterName("sub", start)
+	got, err := client.Do(t.Context(), client.B().Hmget().Key(counter).Field("m:bytes", "m:out").Build()).ToArray()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bytes, _ := got[0].ToString()
+	if _, outErr := got[1].ToString(); bytes != "60" || outErr == nil {
+		t.Fatalf("m:bytes, m:out = %v; want 60 and none", got)
+	}
 }

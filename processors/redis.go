@@ -48,6 +48,11 @@ type item struct {
 	// event is the decoded event, which the meters of the subscription
 	// record classify; nil adds to no meter.
 	event *usage.Event
+	// countedMeters is the meters field of the subscription record that
+	// apply counted the event with ("" for none), nil when this process
+	// has not applied it. compensate refunds what those meters added: a
+	// plan change may have replaced the record's meters meanwhile.
+	countedMeters *string
 }
 
 // redisSink keeps the per-subject counters exactly once.
@@ -111,6 +116,17 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 	periods, err := s.periods(ctx, order)
 	if err != nil {
 		return nil, nil, err
+	}
+	// Every count of this call reads its meters from periods: noted on the
+	// caller's items for a later compensation (an item at or below its
+	// watermark was counted earlier, with meters this notes only if the
+	// record has not changed since).
+	for i := range items {
+		var counted string
+		if rec := periods[items[i].subject]; rec != nil {
+			counted = rec.Meters
+		}
+		items[i].countedMeters = &counted
 	}
 	// Only the items after the watermark are decided from the record here
 	// (counterArgs skips the others); the counting script stores the
@@ -368,7 +384,12 @@ func counterArgs(k subjectPartition, items []item, wm int64, sub *enforcement.Re
 }
 
 // compensate removes items that apply counted but ClickHouse refused for
-// good. Items the gateway refused were never counted and are skipped.
+// good. Items the gateway refused were never counted and are skipped. The
+// meters refunded are those the item was counted with (countedMeters);
+// only for an item this process did not apply (a restart between the
+// count and ClickHouse's refusal) are they the record's current ones,
+// which differ only after a plan change in between; the drift check then
+// heals the count and sum meters from ClickHouse.
 func (s *redisSink) compensate(ctx context.Context, items []item, topic string) error {
 	items = slices.DeleteFunc(slices.Clone(items), func(it item) bool { return it.gatewayRefused })
 	if len(items) == 0 {
@@ -389,7 +410,11 @@ func (s *redisSink) compensate(ctx context.Context, items []item, topic string) 
 		c := enforcement.Compensation{Subject: it.subject, Topic: topic, Partition: it.partition, Offset: it.offset,
 			Counters: []string{enforcement.PeriodCounterName(it.subject, p.Start)}, UnitsMicro: it.unitsMicro}
 		if it.event != nil {
-			c.Meters = meterRefunds(s.meters.meters(rec), it.event)
+			counted := rec
+			if it.countedMeters != nil {
+				counted = &enforcement.RecordedPeriod{Meters: *it.countedMeters}
+			}
+			c.Meters = meterRefunds(s.meters.meters(counted), it.event)
 		}
 		if it.keyID != "" {
 			c.Counters = append(c.Counters, enforcement.KeyDayCounterName(it.subject, it.keyID, it.time))
