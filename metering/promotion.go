@@ -75,33 +75,49 @@ type Promotion struct {
 	Stackable bool
 }
 
-// Validate reports whether p can apply.
+// PromotionError is why a promotion cannot apply: Field names the member
+// that is wrong (value, currency, meter or kind), so that an input check
+// can report it as its own field. It wraps ErrInvalidPromotion.
+type PromotionError struct {
+	Code, Field, Detail string
+}
+
+func (e *PromotionError) Error() string {
+	return fmt.Sprintf("%s: %q: %s: %s", ErrInvalidPromotion, e.Code, e.Field, e.Detail)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidPromotion) hold.
+func (e *PromotionError) Unwrap() error { return ErrInvalidPromotion }
+
+// Validate reports whether p can apply: the rules of each kind, the one
+// place they are written (promotions' input check calls it). The error is
+// a *PromotionError.
 func (p Promotion) Validate() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %q: %s", ErrInvalidPromotion, p.Code, fmt.Sprintf(format, a...))
+	bad := func(field, format string, a ...any) error {
+		return &PromotionError{Code: p.Code, Field: field, Detail: fmt.Sprintf(format, a...)}
 	}
 	if !p.Value.IsPositive() {
-		return bad("value %s not above zero", p.Value)
+		return bad("value", "must be above zero")
 	}
 	switch p.Kind {
 	case PromotionPercentOff:
 		if p.Value.GreaterThan(decimal.NewFromInt(100)) {
-			return bad("percentage %s above 100", p.Value)
+			return bad("value", "a percentage must be at most 100")
 		}
 	case PromotionAmountOff:
 		if p.Currency == "" {
-			return bad("an amount_off promotion needs a currency")
+			return bad("currency", "is required for amount_off")
 		}
 	case PromotionFreeUnits:
 		if p.Meter == "" {
-			return bad("a free_units promotion needs a meter")
+			return bad("meter", "is required for free_units: a meter's slug")
 		}
 	case PromotionTrialExtension:
 		if !p.Value.Equal(p.Value.Truncate(0)) {
-			return bad("days %s not a whole number", p.Value)
+			return bad("value", "must be a whole number of days")
 		}
 	default:
-		return bad("unknown kind %q", p.Kind)
+		return bad("kind", "must be percent_off, amount_off, free_units or trial_extension")
 	}
 	return nil
 }

@@ -172,6 +172,31 @@ func TestQuoteWithPromotionsRefuses(t *testing.T) {
 	}
 }
 
+// TestPromotionValidateNamesField: each kind's rule names the member it is
+// about, so that an input check can report it as its field.
+func TestPromotionValidateNamesField(t *testing.T) {
+	for _, tc := range []struct {
+		promo metering.Promotion
+		field string
+	}{
+		{promo("A", metering.PromotionPercentOff, "100.5", 0, true), "value"},
+		{promo("A", metering.PromotionPercentOff, "0", 0, true), "value"},
+		{amountOff("A", "5", "", 0, true), "currency"},
+		{freeUnits("A", "", "5", 0, true), "meter"},
+		{promo("A", metering.PromotionTrialExtension, "1.5", 0, true), "value"},
+		{promo("A", "free_lunch", "1", 0, true), "kind"},
+	} {
+		var pe *metering.PromotionError
+		err := tc.promo.Validate()
+		if !errors.As(err, &pe) || pe.Field != tc.field || !errors.Is(err, metering.ErrInvalidPromotion) {
+			t.Errorf("Validate(%+v) = %v; want an invalid promotion of field %s", tc.promo, err, tc.field)
+		}
+	}
+	if err := promo("A", metering.PromotionPercentOff, "100", 0, true).Validate(); err != nil {
+		t.Errorf("Validate(100%%) = %v; want nil", err)
+	}
+}
+
 // TestQuoteWithPromotionsInvariants: over random promotions and usage,
 // the total is never below zero, Discount is the sum of the discount
 // lines, every discount line is in minor units, and at most one exclusive

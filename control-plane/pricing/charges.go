@@ -81,16 +81,7 @@ func (c Charge) Rating() metering.Charge {
 // within reports whether d is zero or more, below max (at most 10^14),
 // with at most scale decimals: what its column holds.
 func within(d decimal.Decimal, scale int32, max decimal.Decimal) bool {
-	return Sane(d) && d.Exponent() >= -scale && !d.IsNegative() && d.LessThan(max)
-}
-
-// Sane reports whether d's exponent is at most 14, which any decimal
-// below 10^15 can be written with. Checked before anything compares or
-// stores a decimal from a request, so that no comparison rescales by more
-// than a few digits (decoding already refuses exponents above 10000,
-// which still rescale to ten thousand digits).
-func Sane(d decimal.Decimal) bool {
-	return d.Exponent() <= 14
+	return validation.Sane(d) && d.Exponent() >= -scale && !d.IsNegative() && d.LessThan(max)
 }
 
 // ValidateCharges checks a version's charges on their own (the meters'

@@ -3,6 +3,7 @@ package promotions
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"strconv"
 	"strings"
@@ -103,38 +104,38 @@ func (in *PromotionInput) Validate(now time.Time) error {
 	return v.Err()
 }
 
-// validateValue checks the kind, its value and what the kind needs.
+// validateValue checks the kind, its value and what the kind needs: the
+// kinds' rules are metering.Promotion.Validate's, the bounds of the columns
+// and of what Veil knows (currencies, meter slugs, a year of trial) are
+// checked here.
 func (in *PromotionInput) validateValue(v *validation.Error) {
 	value := in.Value
-	if !value.IsPositive() || value.Exponent() < -6 || value.GreaterThanOrEqual(maxValue) {
+	// Sane first: the comparisons after it would rescale a huge exponent.
+	if !validation.Sane(value) || value.Exponent() < -6 || value.GreaterThanOrEqual(maxValue) {
 		v.Add("value", "must be above zero and below 10^14, with at most 6 decimals")
+		return
 	}
-	switch in.Kind {
-	case metering.PromotionPercentOff:
-		if value.GreaterThan(decimal.NewFromInt(100)) {
-			v.Add("value", "a percentage must be at most 100")
-		}
-	case metering.PromotionAmountOff:
-		if in.Currency == nil {
-			v.Add("currency", "is required for amount_off")
-			break
-		}
+	p := metering.Promotion{Code: in.Code, Kind: in.Kind, Value: value, Currency: deref(in.Currency), Meter: deref(in.Meter)}
+	var pe *metering.PromotionError
+	if err := p.Validate(); errors.As(err, &pe) {
+		v.Add(pe.Field, "%s", pe.Detail)
+	}
+	switch {
+	case in.Kind == metering.PromotionAmountOff && in.Currency != nil:
 		cur, err := metering.CurrencyOf(*in.Currency)
 		if err != nil {
 			v.Add("currency", "must be an ISO 4217 code Veil prices in, such as USD")
 		} else if !value.Equal(cur.Round(value)) {
 			v.Add("value", "must have at most %d decimals in %s", cur.Exponent, cur.Code)
 		}
-	case metering.PromotionFreeUnits:
-		if in.Meter == nil || !metering.MeterSlugRe.MatchString(*in.Meter) {
+	case in.Kind == metering.PromotionFreeUnits && in.Meter != nil:
+		if !metering.MeterSlugRe.MatchString(*in.Meter) {
 			v.Add("meter", "is required for free_units: a meter's slug")
 		}
-	case metering.PromotionTrialExtension:
-		if !value.Equal(value.Truncate(0)) || value.GreaterThan(decimal.NewFromInt(maxTrialDays)) {
+	case in.Kind == metering.PromotionTrialExtension:
+		if value.GreaterThan(decimal.NewFromInt(maxTrialDays)) {
 			v.Add("value", "must be a whole number of days, at most %d", maxTrialDays)
 		}
-	default:
-		v.Add("kind", "must be percent_off, amount_off, free_units or trial_extension")
 	}
 	if in.Currency != nil && in.Kind != metering.PromotionAmountOff {
 		v.Add("currency", "is only for amount_off")

@@ -93,7 +93,7 @@ func (t *Terms) Validate(v *validation.Error, prefix string) {
 	if t.Interval != "month" && t.Interval != "year" {
 		v.Add(at("interval"), "must be month or year")
 	}
-	if !pricing.Sane(t.BaseFee) || t.BaseFee.IsNegative() || t.BaseFee.Exponent() < -6 || t.BaseFee.GreaterThanOrEqual(maxAmount) {
+	if !validation.Sane(t.BaseFee) || t.BaseFee.IsNegative() || t.BaseFee.Exponent() < -6 || t.BaseFee.GreaterThanOrEqual(maxAmount) {
 		v.Add(at("base_fee"), "must be zero or more and below 10^14, with at most 6 decimals")
 	}
 	if t.TrialDays < 0 || t.TrialDays > 365 {
@@ -112,7 +112,7 @@ func (t *Terms) Validate(v *validation.Error, prefix string) {
 			v.Add(r.field, "must be 1 to 1000000, or null for no limit")
 		}
 	}
-	if !pricing.Sane(t.IncludedUnits) || t.IncludedUnits.IsNegative() || t.IncludedUnits.Exponent() < -6 || t.IncludedUnits.GreaterThanOrEqual(maxAmount) {
+	if !validation.Sane(t.IncludedUnits) || t.IncludedUnits.IsNegative() || t.IncludedUnits.Exponent() < -6 || t.IncludedUnits.GreaterThanOrEqual(maxAmount) {
 		v.Add(at("included_units"), "must be zero or more and below 10^14, with at most 6 decimals")
 	}
 	if t.Charges == nil {
