@@ -2,6 +2,7 @@ package billing
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -299,5 +300,36 @@ func TestDeleteTaxRuleKeepsRulesInUse(t *testing.T) {
 	otherProvider := identity.Actor{Subject: "o", Role: identity.RoleProvider, OrgID: other}
 	if _, _, err := f.svc.DeleteTaxRule(t.Context(), otherProvider, other, cited.ID); !errors.Is(err, ErrTaxRuleNotFound) {
 		t.Errorf("DeleteTaxRule(another issuer's rule) = %v; want ErrTaxRuleNotFound", err)
+	}
+}
+
+// Concurrent creations of rules with one start: one wins, the others are
+// conflicts (the advisory lock orders the check and the insert).
+func TestCreateTaxRuleConcurrentSameStart(t *testing.T) {
+	f := taxSetup(t)
+	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const n = 8
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := f.svc.CreateTaxRule(t.Context(), f.provider, f.issuer, TaxRuleInput{
+				Country: "SE", RatePercent: taxNum(fmt.Sprint(20 + i)), EffectiveFrom: &from,
+			})
+			errs <- err
+		}()
+	}
+	var won, conflicts int
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			won++
+		case errors.Is(err, ErrTaxRuleConflict):
+			conflicts++
+		default:
+			t.Errorf("CreateTaxRule = %v; want nil or ErrTaxRuleConflict", err)
+		}
+	}
+	if won != 1 || conflicts != n-1 {
+		t.Errorf("concurrent creations: %d created, %d conflicts; want 1 and %d", won, conflicts, n-1)
 	}
 }
