@@ -49,3 +49,13 @@ SELECT kind, sent_at FROM invoice_notices WHERE invoice_id = $1 ORDER BY sent_at
 
 -- name: OrganizationName :one
 SELECT name FROM organizations WHERE id = $1;
+
+-- PreviewSubscription is what the preview of a subscription's current
+-- period needs: its parties and the period's bounds.
+-- name: PreviewSubscription :one
+SELECT s.id, s.organization_id AS customer_id, a.organization_id AS issuer_id, s.current_period_start, s.current_period_end,
+    s.trial_ends_at, s.canceled_at, v.net_days
+FROM subscriptions s
+JOIN apis a ON a.id = s.api_id
+JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE s.id = $1;

@@ -212,3 +212,41 @@ func (q *Queries) OrganizationName(ctx context.Context, id uuid.UUID) (string, e
 	err := row.Scan(&name)
 	return name, err
 }
+
+const previewSubscription = `-- name: PreviewSubscription :one
+SELECT s.id, s.organization_id AS customer_id, a.organization_id AS issuer_id, s.current_period_start, s.current_period_end,
+    s.trial_ends_at, s.canceled_at, v.net_days
+FROM subscriptions s
+JOIN apis a ON a.id = s.api_id
+JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE s.id = $1
+`
+
+type PreviewSubscriptionRow struct {
+	ID                 uuid.UUID
+	CustomerID         uuid.UUID
+	IssuerID           uuid.UUID
+	CurrentPeriodStart time.Time
+	CurrentPeriodEnd   time.Time
+	TrialEndsAt        *time.Time
+	CanceledAt         *time.Time
+	NetDays            int32
+}
+
+// PreviewSubscription is what the preview of a subscription's current
+// period needs: its parties and the period's bounds.
+func (q *Queries) PreviewSubscription(ctx context.Context, id uuid.UUID) (PreviewSubscriptionRow, error) {
+	row := q.db.QueryRow(ctx, previewSubscription, id)
+	var i PreviewSubscriptionRow
+	err := row.Scan(
+		&i.ID,
+		&i.CustomerID,
+		&i.IssuerID,
+		&i.CurrentPeriodStart,
+		&i.CurrentPeriodEnd,
+		&i.TrialEndsAt,
+		&i.CanceledAt,
+		&i.NetDays,
+	)
+	return i, err
+}
