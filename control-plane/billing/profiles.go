@@ -78,7 +78,7 @@ func (in *ProfileInput) Validate() error {
 		*s = strings.TrimSpace(*s)
 		n := utf8.RuneCountInString(*s)
 		switch {
-		case !utf8.ValidString(*s) || strings.IndexFunc(*s, unicode.IsControl) >= 0:
+		case !utf8.ValidString(*s) || strings.IndexFunc(*s, controlOrBidi) >= 0:
 			v.Add(field, "must be text without control characters")
 		case n < minLen || n > maxLen:
 			v.Add(field, "must be %d to %d characters", minLen, maxLen)
@@ -110,6 +110,13 @@ func (in *ProfileInput) Validate() error {
 		v.Add("email", "must be one email address, such as billing@example.com")
 	}
 	return v.Err()
+}
+
+// controlOrBidi reports control characters and the bidirectional
+// controls, which would let a profile's text read differently on an
+// invoice than it is stored (an address shown reversed).
+func controlOrBidi(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 }
 
 // normalizeRegion returns region in capitals without "<country>-", or

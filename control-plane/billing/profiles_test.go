@@ -39,6 +39,7 @@ func TestProfileInputValidate(t *testing.T) {
 		{"legal_name", func(p *ProfileInput) { p.LegalName = "Acme\nBcc: x@evil.example" }},
 		{"legal_name", func(p *ProfileInput) { p.LegalName = "Acme\x00" }},
 		{"legal_name", func(p *ProfileInput) { p.LegalName = "Acme\xff" }},
+		{"city", func(p *ProfileInput) { p.City = "Paris\u202eSIRAP" }},
 		{"address_line1", func(p *ProfileInput) { p.AddressLine1 = strings.Repeat("a", 201) }},
 		{"city", func(p *ProfileInput) { p.City = strings.Repeat("a", 101) }},
 		{"postal_code", func(p *ProfileInput) { p.PostalCode = strings.Repeat("1", 21) }},

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -109,7 +108,7 @@ func (in *TaxRuleInput) Validate(now time.Time) error {
 	if in.Name == "" {
 		in.Name = "VAT"
 	}
-	if utf8.RuneCountInString(in.Name) > 100 || !utf8.ValidString(in.Name) || strings.IndexFunc(in.Name, unicode.IsControl) >= 0 {
+	if utf8.RuneCountInString(in.Name) > 100 || !utf8.ValidString(in.Name) || strings.IndexFunc(in.Name, controlOrBidi) >= 0 {
 		v.Add("name", "must be at most 100 characters of text")
 	}
 	if rate := in.RatePercent; rate.IsNegative() || rate.GreaterThan(percentScale) || !rate.Equal(rate.Round(4)) {
