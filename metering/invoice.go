@@ -10,11 +10,12 @@ package metering
 //     change of version, two lines on the time left from the change to the
 //     period's end: a proration_credit of −(old fee × left / period) and a
 //     proration_charge of +(new fee × left / period). left and period are
-//     exact durations (whole seconds as the history records them); the
-//     fraction is never rounded, only the line's amount is, once. Upgrades
-//     and downgrades alike; with several changes each has its pair. A
-//     version without a base fee has no line. Adjacent segments of one
-//     version are one segment.
+//     exact durations, to the second the history records and finer; the
+//     fraction is never rounded, only the line's amount is, once (such a
+//     line is 1 × its amount; its description gives the seconds).
+//     Upgrades and downgrades alike; with several changes each has its
+//     pair. A version without a base fee has no line. Adjacent segments of
+//     one version are one segment.
 //  2. Usage. Each segment's usage is rated by its own version's charges
 //     (Charge.Rate): included units and tiers apply per segment. A meter a
 //     segment's version does not price must have no usage in it.
@@ -29,8 +30,9 @@ package metering
 //  4. Adjustments, in the given order: a quantity of a meter is priced
 //     under the terms of the period it concerns, on top of what that
 //     period billed: rate(billed + quantity) − rate(billed), so tiers go on
-//     where the period stopped (a negative quantity gives back); an amount
-//     is billed as it is, rounded. Adjustments are not discounted.
+//     where the period stopped (a negative quantity gives back; the line's
+//     unit price is the average, for the reader); an amount is billed as
+//     it is, rounded. Adjustments are not discounted.
 //  5. Tax on the taxable amount, the sum of the lines so far (zero when
 //     that is negative). Exclusive: a tax line of taxable × rate / 100.
 //     Inclusive: a tax line of amount 0 stating the tax the prices include,
@@ -38,8 +40,8 @@ package metering
 //     charge: a tax line of 0 carrying the legal mention. No line when
 //     the treatment is the zero value (no tax rule).
 //  6. Credit. Total is the sum of the lines so far. When it is positive,
-//     the customer's credit pays for it up to the total: a credit line of
-//     −CreditApplied. When it is negative, the excess goes to the
+//     the customer's credit (in whole minor units) pays for it up to the
+//     total: a credit line of −CreditApplied. When it is negative, the excess goes to the
 //     customer's credit balance: a credit line of +CreditIssued, so that
 //     AmountDue is never below zero.
 //
