@@ -15,7 +15,16 @@ import (
 // record in Redis (the processors count by them); each meter counter of
 // the current period is compared with what ClickHouse computes for the
 // same meter over the same rows (metering.MeterTotalsUpTo, up to the
-// watermarks read with the counters).
+// watermarks read with the counters), from when the subscription's current
+// plan version took effect if that is after the period's start: a plan
+// change keeps the period, and the processors count a new meter only once
+// the record names it, so the calls before the change are not the meter's
+// (they would heal it upward, block the subscription and announce
+// thresholds it never reached). The change's moment in Postgres and the
+// record's rewrite in Redis are not the same instant: events dated in
+// between, or dated before the change and counted after it, are the
+// drift this leaves at the boundary, and a heal settles it on ClickHouse's
+// side of the change.
 //
 // Only subscriptions whose request counter agrees with ClickHouse, with no
 // watermark ahead of it, are compared: then ClickHouse holds every row
@@ -175,7 +184,11 @@ func (s *Checker) compareMeters(ctx context.Context, mc meterCase) ([]MeterDrift
 	heal := enforcement.MeterHeal{ID: mc.sub.id.String(), Period: enforcement.Period{Start: mc.sub.start, End: mc.sub.end},
 		Read: mc.read, Values: map[string]int64{}}
 	wm, _ := mc.read.Readable()
-	totals, err := metering.MeterTotalsUpTo(ctx, s.cfg.ClickHouse, mc.sub.id.String(), mc.meters, mc.sub.start, mc.sub.end, wm)
+	since := mc.sub.start
+	if mc.sub.metersSince.After(since) {
+		since = mc.sub.metersSince
+	}
+	totals, err := metering.MeterTotalsUpTo(ctx, s.cfg.ClickHouse, mc.sub.id.String(), mc.meters, since, mc.sub.end, wm)
 	if err != nil {
 		return nil, heal, fmt.Errorf("compare meters: %w", err)
 	}

@@ -3,7 +3,9 @@ package drift
 import (
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
@@ -75,5 +77,41 @@ func TestCheckMetersWaitsForClickHouse(t *testing.T) {
 	}
 	if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start))["m:calls"]; got != "13" {
 		t.Fatalf("m:calls = %q; want 13 untouched", got)
+	}
+}
+
+// TestCheckMetersFromThePlanChange: a plan change keeps the period, and
+// the processors count the new version's meters only from then on; the
+// meter is compared with ClickHouse from when the version took effect
+// (its first history row), so the calls before the change do not heal it
+// upward.
+func TestCheckMetersFromThePlanChange(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
+	id := f.sub.id.String()
+	var v2 uuid.UUID
+	f.exec(`INSERT INTO plan_versions (plan_id, version, type, currency, quota_requests, quota_hard, created_by)
+		SELECT plan_id, 2, type, currency, quota_requests, quota_hard, created_by FROM plan_versions WHERE id = $1 RETURNING id`, &v2, f.versionID)
+	changed := f.sub.start.Add(9*time.Minute + 30*time.Second)
+	for _, h := range []struct {
+		version uuid.UUID
+		at      time.Time
+	}{{f.versionID, f.sub.start}, {v2, changed}, {v2, changed.Add(time.Minute)}} {
+		var n int64
+		f.exec(`INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor)
+			VALUES ($1, $2, 'active', $3, 'consumer-user') RETURNING id`, &n, f.sub.id, h.version, h.at)
+	}
+	var got uuid.UUID
+	f.exec(`UPDATE subscriptions SET plan_version_id = $2 WHERE id = $1 RETURNING plan_version_id`, &got, f.sub.id, v2)
+	// The six admitted calls after the change (minutes 10 to 15), of 12.
+	f.setRedis(map[string]string{"0": "16", "1": "10"}, eventRequests, eventUnitsMicro, "m:calls", "6")
+	f.record(f.sub.start, -1, false)
+	f.do(f.redis.B().Hset().Key(enforcement.SubscriptionName(id)).FieldValue().FieldValue("meters",
+		`[{"slug":"calls","aggregation":"count","field":"","filter":{"methods":[],"routes":[],"status_classes":[]},"quota":"10","quota_hard":true}]`).Build())
+	if rep := f.run(); len(rep.MeterDrift) != 0 || len(rep.Unhealed) != 0 {
+		t.Fatalf("Check() = drift %+v, unhealed %+v; want none: the meter counts from the change", rep.MeterDrift, rep.Unhealed)
+	}
+	if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start))["m:calls"]; got != "6" || f.blocked() {
+		t.Fatalf("m:calls = %q, blocked %v; want 6 untouched, not blocked", got, f.blocked())
 	}
 }

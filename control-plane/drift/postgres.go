@@ -24,6 +24,12 @@ type subscription struct {
 	// period's adjustments), -1 for unlimited.
 	quota int64
 	hard  bool
+	// metersSince is when the meters of the subscription's record began
+	// to count in this period: the period's start, or when its current
+	// plan version took effect if later (a plan change keeps the period).
+	// The processors count a meter only from when the record names it, so
+	// ClickHouse's figure for a meter starts there too.
+	metersSince time.Time
 }
 
 // loadSubscriptions returns the next limit live subscriptions after the id
@@ -36,10 +42,15 @@ func (s *Checker) loadSubscriptions(ctx context.Context, after, upTo uuid.UUID, 
 	subs := make([]subscription, 0, len(rows))
 	for _, r := range rows {
 		// The processors and the gateway keep periods in Unix seconds.
-		subs = append(subs, subscription{
+		sub := subscription{
 			id: r.ID, start: time.Unix(r.CurrentPeriodStart.Unix(), 0).UTC(), end: time.Unix(r.CurrentPeriodEnd.Unix(), 0).UTC(),
 			quota: enforcement.Limit(r.QuotaRequests, r.Adjustments), hard: r.QuotaHard,
-		})
+		}
+		sub.metersSince = sub.start
+		if since := time.Unix(r.VersionSince.Unix(), 0).UTC(); since.After(sub.start) {
+			sub.metersSince = since
+		}
+		subs = append(subs, sub)
 	}
 	return subs, nil
 }

@@ -1,10 +1,18 @@
 -- SubscriptionListLive lists the live subscriptions in (after, up_to], in id
--- order, with their period, plan quota terms and the sum of the period's
--- quota adjustments.
+-- order, with their period, plan quota terms, the sum of the period's
+-- quota adjustments and when their current plan version took effect: the
+-- first history row of the version since the last row of another
+-- (status changes add rows of the same version), the period's start when
+-- there is none.
 -- name: SubscriptionListLive :many
 SELECT s.id, s.current_period_start, s.current_period_end, v.quota_requests, v.quota_hard,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
-        WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS adjustments
+        WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS adjustments,
+    COALESCE((SELECT min(h.effective_at) FROM subscription_history h
+        WHERE h.subscription_id = s.id AND h.plan_version_id = s.plan_version_id
+            AND h.id > COALESCE((SELECT max(o.id) FROM subscription_history o
+                WHERE o.subscription_id = s.id AND o.plan_version_id <> s.plan_version_id), 0)),
+        s.current_period_start)::timestamptz AS version_since
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
 WHERE s.status IN ('trialing', 'active', 'past_due', 'suspended') AND s.id > @after AND s.id <= @up_to
 ORDER BY s.id LIMIT @row_limit;
