@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 )
@@ -25,7 +26,7 @@ import (
 // ThroughOffsets reads: large enough that 100,000 subscriptions take a few
 // hundred queries, small enough that the bound query stays within a few
 // hundred kilobytes.
-const snapshotChunk = 1000
+const snapshotChunk = 5000
 
 // MeterTotalsMany is MeterTotalsBatch for windows whose subjects may
 // repeat (a subscription's segments, or its several periods): it groups
@@ -99,7 +100,13 @@ func ThroughOffsets(ctx context.Context, conn driver.Conn, windows []OffsetWindo
 		}
 		q := &meterQuery{}
 		text := fmt.Sprintf(throughOffsetsSQL, q.where(batch))
-		if err := readOffsets(ctx, conn, text, q.args, at, out); err != nil {
+		qctx := ctx
+		if q.size > defaultMaxQuerySize/2 {
+			// The subjects travel bound into the text, as in
+			// MeterTotalsBatch.
+			qctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * q.size}))
+		}
+		if err := readOffsets(qctx, conn, text, q.args, at, out); err != nil {
 			return nil, err
 		}
 	}

@@ -102,3 +102,50 @@ func TestMeterTotalsManySegments(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotReadsManySubjects: more windows than one query holds, each
+// query far past ClickHouse's default max_query_size once its subjects
+// are bound: MeterTotalsMany and ThroughOffsets still answer every
+// window, the one subject with rows included.
+func TestSnapshotReadsManySubjects(t *testing.T) {
+	ctx := t.Context()
+	conn, _, _ := testenv.ClickHouseDB(t)
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	r := rand.New(rand.NewPCG(1, 2))
+	var events []usage.Event
+	for i := range 30 {
+		events = append(events, randomEvent(r, i, "busy", start, 24*time.Hour))
+	}
+	insertMeterEvents(t, conn, events)
+	count := metering.Meter{Slug: "calls", Aggregation: metering.AggCount}
+	var (
+		windows []metering.MeterWindow
+		offs    []metering.OffsetWindow
+	)
+	for i := range 12000 {
+		subject := fmt.Sprintf("%08d-0000-4000-8000-000000000000", i)
+		if i == 11000 {
+			subject = "busy"
+		}
+		windows = append(windows, metering.MeterWindow{Subject: subject, Meters: []metering.Meter{count}, From: start, To: start.Add(24 * time.Hour)})
+		offs = append(offs, metering.OffsetWindow{Subject: subject, From: start, To: start.Add(24 * time.Hour)})
+	}
+	totals, err := metering.MeterTotalsMany(ctx, conn, windows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	through, err := metering.ThroughOffsets(ctx, conn, offs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := goMeterTotals([]metering.Meter{count}, events, "busy", start, start.Add(24*time.Hour), nil)["calls"]
+	for i := range windows {
+		wantCalls, wantParts := "0", 0
+		if i == 11000 {
+			wantCalls, wantParts = want.String(), 3
+		}
+		if totals[i]["calls"].String() != wantCalls || len(through[i]) != wantParts {
+			t.Fatalf("window %d (%s): calls %s, offsets %v; want calls %s and offsets of %d partitions", i, windows[i].Subject, totals[i]["calls"], through[i], wantCalls, wantParts)
+		}
+	}
+}

@@ -33,7 +33,7 @@ import (
 
 // periodBatch is how many subscriptions or periods one round of a job
 // reads and writes.
-const periodBatch = 1000
+const periodBatch = 5000
 
 // maxPeriodsPerRun bounds the periods one subscription gets in one run,
 // so a subscription whose periods were never recorded (or a bad clock)

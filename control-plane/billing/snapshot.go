@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/control-plane/billing/internal/db"
 	"github.com/veil-platform/veil/control-plane/pricing"
@@ -103,31 +104,63 @@ type closing struct {
 // closed, in one transaction per batch. It returns how many it closed. A
 // period closed by a concurrent run is left as that run closed it.
 // Without ClickHouse nothing is closed.
+//
+// Counting a batch (ClickHouse) overlaps with storing the batch before
+// (Postgres): the two take about as long, so a close of many periods
+// takes about half the time.
 func (s *Service) ClosePeriods(ctx context.Context, now time.Time) (int, error) {
 	if s.cfg.ClickHouse == nil {
 		return 0, errors.New("close billing periods: no ClickHouse configured")
 	}
-	cutoff := now.UTC().Add(-s.cfg.Grace)
+	now = now.UTC()
+	g, gctx := errgroup.WithContext(ctx)
+	counted := make(chan []closing, 1)
+	g.Go(func() error {
+		defer close(counted)
+		return s.countDue(gctx, now.Add(-s.cfg.Grace), counted)
+	})
 	closed := 0
+	g.Go(func() error {
+		for cs := range counted {
+			n, err := s.storeSnapshots(gctx, cs, now)
+			closed += n
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	err := g.Wait()
+	return closed, err
+}
+
+// countDue lists the open periods due by cutoff, batch by batch, and
+// hands each batch counted to out.
+func (s *Service) countDue(ctx context.Context, cutoff time.Time, out chan<- []closing) error {
+	var (
+		afterEnd time.Time
+		afterID  uuid.UUID
+	)
 	for {
-		due, err := db.New(s.pool).PeriodListDue(ctx, db.PeriodListDueParams{Cutoff: cutoff, RowLimit: periodBatch})
+		due, err := db.New(s.pool).PeriodListDue(ctx, db.PeriodListDueParams{Cutoff: cutoff, AfterEnd: afterEnd, AfterID: afterID, RowLimit: periodBatch})
 		if err != nil {
-			return closed, fmt.Errorf("list due billing periods: %w", err)
+			return fmt.Errorf("list due billing periods: %w", err)
 		}
 		if len(due) == 0 {
-			return closed, nil
+			return nil
 		}
+		afterEnd, afterID = due[len(due)-1].PeriodEnd, due[len(due)-1].ID
 		cs, err := s.count(ctx, due)
 		if err != nil {
-			return closed, err
+			return err
 		}
-		n, err := s.storeSnapshots(ctx, cs, now.UTC())
-		closed += n
-		if err != nil {
-			return closed, err
+		select {
+		case out <- cs:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		if len(due) < periodBatch {
-			return closed, nil
+			return nil
 		}
 	}
 }
@@ -166,12 +199,20 @@ func (s *Service) count(ctx context.Context, due []db.PeriodListDueRow) ([]closi
 		}
 		offs[i] = metering.OffsetWindow{Subject: c.row.SubscriptionID.String(), From: c.row.PeriodStart, To: c.row.PeriodEnd}
 	}
-	totals, err := metering.MeterTotalsMany(ctx, s.cfg.ClickHouse, windows)
-	if err != nil {
-		return nil, fmt.Errorf("count period usage: %w", err)
-	}
-	through, err := metering.ThroughOffsets(ctx, s.cfg.ClickHouse, offs)
-	if err != nil {
+	var (
+		totals  []map[string]decimal.Decimal
+		through []map[int32]int64
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		totals, err = metering.MeterTotalsMany(gctx, s.cfg.ClickHouse, windows)
+		return err
+	})
+	g.Go(func() (err error) {
+		through, err = metering.ThroughOffsets(gctx, s.cfg.ClickHouse, offs)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("count period usage: %w", err)
 	}
 	k := 0

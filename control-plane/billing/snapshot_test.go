@@ -21,7 +21,7 @@ import (
 // fee 10) charges calls and units; v2 (base fee 30) charges calls, units
 // and gets (GET calls under /v1/).
 type periodFixture struct {
-	t      *testing.T
+	t      testing.TB
 	pool   *pgxpool.Pool
 	ch     driver.Conn
 	svc    *Service
@@ -30,7 +30,7 @@ type periodFixture struct {
 	offset int64
 }
 
-func periodSetup(t *testing.T) *periodFixture {
+func periodSetup(t testing.TB) *periodFixture {
 	t.Helper()
 	pool := testenv.Postgres(t)
 	ch, _, _ := testenv.ClickHouseDB(t)
@@ -123,17 +123,25 @@ func get(at time.Time, units string) ev {
 // partition 0.
 func (f *periodFixture) events(sub uuid.UUID, evs ...ev) {
 	f.t.Helper()
+	f.eventsOf([]uuid.UUID{sub}, evs)
+}
+
+// eventsOf writes the events for each of subs, in one batch.
+func (f *periodFixture) eventsOf(subs []uuid.UUID, evs []ev) {
+	f.t.Helper()
 	batch, err := f.ch.PrepareBatch(context.Background(), `INSERT INTO usage_events (id, source, type, subject, time, api_id,
 		key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units, refusal, ingested_at, kafka_partition, kafka_offset)`)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	for _, e := range evs {
-		f.offset++
-		if err := batch.Append(uuid.NewString(), "/gw", "veil.api.request", sub.String(), e.at, f.api.String(), "key_1",
-			e.method, "/v1/*", e.path, e.status, uint32(5), uint64(10), uint64(20), decimal.RequireFromString(e.units), e.refusal,
-			e.at, int32(0), f.offset); err != nil {
-			f.t.Fatal(err)
+	for _, sub := range subs {
+		for _, e := range evs {
+			f.offset++
+			if err := batch.Append(uuid.NewString(), "/gw", "veil.api.request", sub.String(), e.at, f.api.String(), "key_1",
+				e.method, "/v1/*", e.path, e.status, uint32(5), uint64(10), uint64(20), decimal.RequireFromString(e.units), e.refusal,
+				e.at, int32(0), f.offset); err != nil {
+				f.t.Fatal(err)
+			}
 		}
 	}
 	if err := batch.Send(); err != nil {
@@ -438,5 +446,63 @@ func TestLateUsage(t *testing.T) {
 	// The last moment of the window still counts.
 	if n, err := f.svc.LateUsage(ctx, end.Add(LateWindow)); err != nil || n != 2 {
 		t.Fatalf("LateUsage at the window's end = %d, %v; want 2", n, err)
+	}
+}
+
+// BenchmarkClosePeriods records and closes the periods of n
+// subscriptions, half of them with a plan change mid-period (two
+// segments), each with ten events: periods per second of EnsurePeriods
+// and ClosePeriods together, the part of billing that reads ClickHouse.
+// Run with -benchtime=1x.
+func BenchmarkClosePeriods(b *testing.B) {
+	const n = 20000
+	for range b.N {
+		b.StopTimer()
+		f := periodSetup(b)
+		ctx := b.Context()
+		start, end := day(2026, 3, 1), day(2026, 4, 1)
+		change := time.Date(2026, 3, 16, 12, 0, 0, 0, time.UTC)
+		if _, err := f.pool.Exec(ctx, `
+			WITH orgs AS (
+				INSERT INTO organizations (slug, name) SELECT 'bench-' || g, 'bench-' || g FROM generate_series(1, $1) g RETURNING id
+			), subs AS (
+				INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status, current_period_start, current_period_end)
+				SELECT id, 'cons', $2, $3, 'active', $5, $6 FROM orgs RETURNING id
+			)
+			INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor)
+			SELECT id, $3, 'active'::subscription_status, $5, 'cons' FROM subs
+			UNION ALL
+			SELECT id, $4, 'active'::subscription_status, $7, 'cons' FROM subs WHERE get_byte(uuid_send(id), 15) % 2 = 0`,
+			n, f.api, f.v1, f.v2, start, end, change); err != nil {
+			b.Fatal(err)
+		}
+		rows, err := f.pool.Query(ctx, `SELECT id FROM subscriptions`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var subs []uuid.UUID
+		for rows.Next() {
+			var id uuid.UUID
+			if err := rows.Scan(&id); err != nil {
+				b.Fatal(err)
+			}
+			subs = append(subs, id)
+		}
+		rows.Close()
+		var evs []ev
+		for i := range 10 {
+			evs = append(evs, get(start.Add(time.Duration(i)*3*24*time.Hour+time.Hour), "1.5"))
+		}
+		f.eventsOf(subs, evs)
+		b.StartTimer()
+		began := time.Now()
+		if got, err := f.svc.EnsurePeriods(ctx, end); err != nil || got != n {
+			b.Fatalf("EnsurePeriods = %d, %v; want %d", got, err, n)
+		}
+		b.ReportMetric(time.Since(began).Seconds(), "ensure-s")
+		if got, err := f.svc.ClosePeriods(ctx, end.Add(time.Hour)); err != nil || got != n {
+			b.Fatalf("ClosePeriods = %d, %v; want %d", got, err, n)
+		}
+		b.ReportMetric(float64(n)/time.Since(began).Seconds(), "periods/s")
 	}
 }

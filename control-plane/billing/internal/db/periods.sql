@@ -43,12 +43,13 @@ SELECT unnest(@subscription_ids::uuid[]), unnest(@starts::timestamptz[]), unnest
 ON CONFLICT (subscription_id, period_start) DO NOTHING;
 
 -- PeriodListDue lists open periods that ended at or before @cutoff (their
--- end plus the grace has passed), oldest first, with what of their
--- subscription bounds the billable time.
+-- end plus the grace has passed), oldest first from (after_end, after_id),
+-- with what of their subscription bounds the billable time.
 -- name: PeriodListDue :many
 SELECT b.id, b.subscription_id, b.period_start, b.period_end, b.trial, s.trial_ends_at, s.canceled_at
 FROM billing_periods b JOIN subscriptions s ON s.id = b.subscription_id
 WHERE b.state = 'open' AND b.period_end <= @cutoff::timestamptz
+  AND (b.period_end, b.id) > (@after_end::timestamptz, @after_id::uuid)
 ORDER BY b.period_end, b.id
 LIMIT @row_limit;
 

@@ -349,12 +349,15 @@ const periodListDue = `-- name: PeriodListDue :many
 SELECT b.id, b.subscription_id, b.period_start, b.period_end, b.trial, s.trial_ends_at, s.canceled_at
 FROM billing_periods b JOIN subscriptions s ON s.id = b.subscription_id
 WHERE b.state = 'open' AND b.period_end <= $1::timestamptz
+  AND (b.period_end, b.id) > ($2::timestamptz, $3::uuid)
 ORDER BY b.period_end, b.id
-LIMIT $2
+LIMIT $4
 `
 
 type PeriodListDueParams struct {
 	Cutoff   time.Time
+	AfterEnd time.Time
+	AfterID  uuid.UUID
 	RowLimit int32
 }
 
@@ -369,10 +372,15 @@ type PeriodListDueRow struct {
 }
 
 // PeriodListDue lists open periods that ended at or before @cutoff (their
-// end plus the grace has passed), oldest first, with what of their
-// subscription bounds the billable time.
+// end plus the grace has passed), oldest first from (after_end, after_id),
+// with what of their subscription bounds the billable time.
 func (q *Queries) PeriodListDue(ctx context.Context, arg PeriodListDueParams) ([]PeriodListDueRow, error) {
-	rows, err := q.db.Query(ctx, periodListDue, arg.Cutoff, arg.RowLimit)
+	rows, err := q.db.Query(ctx, periodListDue,
+		arg.Cutoff,
+		arg.AfterEnd,
+		arg.AfterID,
+		arg.RowLimit,
+	)
 	if err != nil {
 		return nil, err
 	}
