@@ -42,7 +42,7 @@
 //	    sumIf(units, (match(path, @m1_r0) OR match(path, @m1_r1))),
 //	    toDecimal128(maxIf(latency_ms, has(@m2_classes, intDiv(status, 100))), 0),
 //	    sumIf(toDecimal128(response_bytes, 0), 1),
-//	    toDecimal128(uniqExactIf(key_id, key_id != '' AND 1), 0)
+//	    toDecimal128(least(uniqExactIf(key_id, key_id != '' AND 1), 100000), 0)
 //	FROM usage_events
 //	WHERE subject = @subject
 //	  AND time >= toDateTime(@from)

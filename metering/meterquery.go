@@ -337,8 +337,9 @@ func meterColumn(p string, m Meter) (col string, args []any, size int, err error
 			col = fmt.Sprintf("toDecimal128(maxIf(%s, %s), 0)", m.Field, cond)
 		}
 	case AggUniqueCount:
-		// An event without a key adds nothing to the set (Meter.KeyValue).
-		col = fmt.Sprintf("toDecimal128(uniqExactIf(key_id, key_id != '' AND %s), 0)", cond)
+		// An event without a key adds nothing to the set (Meter.KeyValue);
+		// the set holds at most enforcement.MaxMeterSetMembers, as Redis's.
+		col = fmt.Sprintf("toDecimal128(least(uniqExactIf(key_id, key_id != '' AND %s), %d), 0)", cond, enforcement.MaxMeterSetMembers)
 	default:
 		return "", nil, 0, fmt.Errorf("%w: aggregation: %q", ErrInvalidMeter, m.Aggregation)
 	}

@@ -640,3 +640,24 @@ func TestMeterTotalsHostileSubjects(t *testing.T) {
 		}
 	}
 }
+
+// TestMeterTotalsSetBound: a unique_count meter is held at
+// enforcement.MaxMeterSetMembers, as the processors' set in Redis is.
+func TestMeterTotalsSetBound(t *testing.T) {
+	conn, _, _ := testenv.ClickHouseDB(t)
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	events := make([]usage.Event, enforcement.MaxMeterSetMembers+5)
+	for i := range events {
+		events[i] = usage.Event{ID: fmt.Sprintf("e%d", i), Source: "/test", Type: usage.TypeAPIRequest, Subject: "sub_set",
+			Time: start.Add(time.Minute), Data: usage.Data{APIID: "api_1", KeyID: fmt.Sprintf("k%d", i), Method: "GET", Path: "/", Status: 200}}
+	}
+	insertMeterEvents(t, conn, events)
+	m := metering.Meter{Slug: "keys", Aggregation: metering.AggUniqueCount, Field: metering.FieldKeyID}
+	got, err := metering.MeterTotals(t.Context(), conn, "sub_set", []metering.Meter{m}, start, start.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got["keys"].Equal(decimal.NewFromInt(enforcement.MaxMeterSetMembers)) {
+		t.Errorf("MeterTotals(keys) = %s; want %d", got["keys"], enforcement.MaxMeterSetMembers)
+	}
+}

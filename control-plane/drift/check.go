@@ -130,6 +130,7 @@ func (s *Checker) check(ctx context.Context, run pass) (Report, uuid.UUID, error
 	s.cfg.Metrics.GetOrCreateGauge(`veil_controlplane_usage_drift_subscriptions`, nil).Set(float64(rep.Drifted))
 	s.cfg.Metrics.GetOrCreateGauge(`veil_controlplane_usage_in_flight_subscriptions`, nil).Set(float64(rep.InFlight))
 	s.cfg.Metrics.GetOrCreateGauge(`veil_controlplane_usage_meter_drift_meters`, nil).Set(float64(len(rep.MeterDrift)))
+	s.cfg.Metrics.GetOrCreateGauge(`veil_controlplane_usage_meter_sets_full`, nil).Set(float64(rep.setsFull))
 	if err := s.storeReport(ctx, rep, run.requestedBy); err != nil {
 		return rep, run.after, err
 	}

@@ -117,6 +117,9 @@ type Report struct {
 	// MeterDrift describes every meter counter that disagreed with
 	// ClickHouse (see Checker.Check).
 	MeterDrift []MeterDrifted `json:"meter_drift"`
+	// setsFull counts the unique_count meters compared whose set is at
+	// enforcement.MaxMeterSetMembers, a metric only.
+	setsFull int
 }
 
 // MeterDrifted is one meter of a subscription's period counter that

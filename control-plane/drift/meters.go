@@ -55,6 +55,12 @@ func (s *Checker) checkMeters(ctx context.Context, cases []assessment, rep *Repo
 		owners []subscription   // per heal, its subscription
 	)
 	for _, mc := range metered {
+		for _, m := range mc.meters {
+			// A set at its bound no longer grows: its meter undercounts.
+			if v, err := mc.read.Value(m.Slug); err == nil && m.Aggregation == metering.AggUniqueCount && v >= enforcement.MaxMeterSetMembers {
+				rep.setsFull++
+			}
+		}
 		drift, heal, err := s.compareMeters(ctx, mc)
 		if err != nil {
 			s.meterUnhealed(ctx, rep, mc.sub, err)

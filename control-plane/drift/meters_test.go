@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +114,29 @@ func TestCheckMetersFromThePlanChange(t *testing.T) {
 	}
 	if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start))["m:calls"]; got != "6" || f.blocked() {
 		t.Fatalf("m:calls = %q, blocked %v; want 6 untouched, not blocked", got, f.blocked())
+	}
+}
+
+// TestCheckMetersSetsFull: a unique_count set at its bound is counted in
+// veil_controlplane_usage_meter_sets_full.
+func TestCheckMetersSetsFull(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
+	id := f.sub.id.String()
+	counter := enforcement.PeriodCounterName(id, f.sub.start)
+	f.setRedis(map[string]string{"0": "16", "1": "10"}, eventRequests, eventUnitsMicro)
+	for i := 0; i < enforcement.MaxMeterSetMembers; i += 1000 {
+		members := make([]string, 1000)
+		for j := range members {
+			members[j] = "k" + strconv.Itoa(i+j)
+		}
+		f.do(f.redis.B().Sadd().Key(enforcement.MeterSetName(counter, "keys")).Member(members...).Build())
+	}
+	f.record(f.sub.start, -1, false)
+	f.do(f.redis.B().Hset().Key(enforcement.SubscriptionName(id)).FieldValue().FieldValue("meters",
+		`[{"slug":"keys","aggregation":"unique_count","field":"key_id","filter":{"methods":[],"routes":[],"status_classes":[]},"quota_hard":false}]`).Build())
+	f.run()
+	if g := f.gauge("veil_controlplane_usage_meter_sets_full"); g != "1" {
+		t.Errorf("veil_controlplane_usage_meter_sets_full = %q; want 1", g)
 	}
 }

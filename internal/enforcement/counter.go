@@ -165,8 +165,17 @@ local function count_meter(c, m)
   end
   local set = c.key .. '` + meterSetInfix + `' .. m.slug
   local before = redis.call('SCARD', set)
-  for i = m.from, m.to, 1000 do
-    redis.call('SADD', set, unpack(ARGV, i, math.min(i + 999, m.to)))
+  local room = ` + strconv.Itoa(MaxMeterSetMembers) + ` - before
+  if m.to - m.from + 1 <= room then
+    for i = m.from, m.to, 1000 do
+      redis.call('SADD', set, unpack(ARGV, i, math.min(i + 999, m.to)))
+    end
+  else
+    -- Near the bound (MaxMeterSetMembers): one at a time, until it.
+    for i = m.from, m.to do
+      if room <= 0 then break end
+      room = room - redis.call('SADD', set, ARGV[i])
+    end
   end
   redis.call('EXPIRE', set, c.ttl)
   return before, redis.call('SCARD', set)

@@ -41,6 +41,15 @@ const (
 	MaxMeterRoutesBytes   = 4096
 )
 
+// MaxMeterSetMembers bounds a unique_count meter's set per period: anyone
+// with an ingest token can send events with new key_id values, and each
+// would otherwise stay in Redis for the period. Past it the set, and so
+// the meter, stops growing: a key id not yet in it is not added, and
+// ClickHouse's figure (metering.MeterTotals) is held at the same bound,
+// so both agree; the drift check reports the sets at the bound
+// (veil_controlplane_usage_meter_sets_full).
+const MaxMeterSetMembers = 100_000
+
 // MaxMeterQuota is the largest meter quota a record holds, 2^53-1: the
 // counting script compares a quota with the meter's value as Lua numbers
 // (doubles), exact up to there and no further.

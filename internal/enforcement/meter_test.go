@@ -256,6 +256,40 @@ func TestCountMeters(t *testing.T) {
 	}
 }
 
+// TestCountMeterSetBound: a unique_count set stops growing at
+// MaxMeterSetMembers: a call that would pass it adds key ids until the
+// bound and no more, and a later one adds none, while a key already in
+// the set is counted as before.
+func TestCountMeterSetBound(t *testing.T) {
+	start := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+	r := meteredRecord("sub_set_bound_", start)
+	r.Meters[1].Quota, r.Meters[3].Quota = nil, nil
+	m := newMeterFixture(t, r)
+	set := enforcement.MeterSetName(m.counter, "keys")
+	const filled = enforcement.MaxMeterSetMembers - 2
+	for i := 0; i < filled; i += 1000 {
+		members := make([]string, 0, 1000)
+		for j := i; j < min(i+1000, filled); j++ {
+			members = append(members, "pre-"+strconv.Itoa(j))
+		}
+		if err := m.client.Do(t.Context(), m.client.B().Sadd().Key(set).Member(members...).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, keys := range [][]string{{"pre-0", "k1", "k2", "k3", "k4"}, {"k5"}} {
+		if res, _ := m.count(enforcement.MeterIncrement{Slug: "keys", Aggregation: "unique_count", Keys: keys}); !res.Applied {
+			t.Fatalf("step %d: count = %+v; want applied", i, res)
+		}
+		if got := m.values()["keys"]; got != enforcement.MaxMeterSetMembers {
+			t.Fatalf("step %d: keys = %d; want the bound %d", i, got, enforcement.MaxMeterSetMembers)
+		}
+	}
+	in, err := m.client.Do(t.Context(), m.client.B().Smismember().Key(set).Member("k1", "k2", "k3").Build()).AsIntSlice()
+	if err != nil || !slices.Equal(in, []int64{1, 1, 0}) {
+		t.Errorf("k1, k2, k3 in the set = %v, %v; want the first two only", in, err)
+	}
+}
+
 // TestCountMeterOverflow: a meter field that would pass the counter cap,
 // or that holds no integer, refuses the whole call, watermark included.
 func TestCountMeterOverflow(t *testing.T) {
