@@ -32,8 +32,12 @@ func InvoiceNumber(prefix string, year int, n int64) string {
 // invoiced, announces invoice.finalized and audits. A subscription's
 // drafts are finalized in the order of their periods (ErrEarlierDraft).
 func (s *Service) Finalize(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
+	b, err := s.prepareInvoice(ctx, id)
+	if err != nil {
+		return Invoice{}, err
+	}
 	var out Invoice
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		inv, err := q.InvoiceLock(ctx, id)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -55,7 +59,7 @@ func (s *Service) Finalize(ctx context.Context, actor identity.Actor, id uuid.UU
 		if earlier {
 			return ErrEarlierDraft
 		}
-		if err := s.finalizeLocked(ctx, q, inv); err != nil {
+		if err := s.finalizeLocked(ctx, q, inv, b); err != nil {
 			return err
 		}
 		if out, err = loadInvoice(ctx, q, id, s.now()); err != nil {
@@ -73,12 +77,12 @@ func (s *Service) Finalize(ctx context.Context, actor identity.Actor, id uuid.UU
 }
 
 // finalizeLocked does the finalization of a locked draft.
-func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invoice) error {
+func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invoice, b *basis) error {
 	credit, err := lockedCredit(ctx, q, inv)
 	if err != nil {
 		return err
 	}
-	c, err := s.recompute(ctx, q, inv, credit)
+	c, err := s.recompute(ctx, q, inv, b, credit)
 	if err != nil {
 		return err
 	}
@@ -95,7 +99,7 @@ func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invo
 	}
 	due := now.Add(time.Duration(c.netDays) * 24 * time.Hour)
 	err = q.InvoiceFinalize(ctx, db.InvoiceFinalizeParams{
-		ID: inv.ID, Number: ptr(InvoiceNumber(settings.InvoicePrefix, now.Year(), n)), FinalizedAt: &now, DueAt: &due,
+		ID: inv.ID, Number: pointer(InvoiceNumber(settings.InvoicePrefix, now.Year(), n)), FinalizedAt: &now, DueAt: &due,
 	})
 	if err != nil {
 		return fmt.Errorf("finalize invoice: %w", err)
@@ -329,4 +333,4 @@ func (s *Service) publish(ctx context.Context, tx pgx.Tx, inv Invoice, event str
 	return nil
 }
 
-func ptr[T any](v T) *T { return &v }
+func pointer[T any](v T) *T { return &v }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/billing/internal/db"
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/metering"
 )
 
@@ -201,10 +200,11 @@ type CitedPromotion struct {
 // period whose version priced it and what that segment had billed of its
 // meter before it (snapshot and earlier adjustments).
 type CitedAdjustment struct {
-	ID            uuid.UUID       `json:"id"`
-	PlanVersionID *uuid.UUID      `json:"plan_version_id,omitempty"`
-	SegmentStart  *time.Time      `json:"segment_start,omitempty"`
-	Billed        decimal.Decimal `json:"billed"`
+	ID              uuid.UUID       `json:"id"`
+	BillingPeriodID *uuid.UUID      `json:"billing_period_id,omitempty"`
+	PlanVersionID   *uuid.UUID      `json:"plan_version_id,omitempty"`
+	SegmentStart    *time.Time      `json:"segment_start,omitempty"`
+	Billed          decimal.Decimal `json:"billed"`
 }
 
 // CitedTax is the tax treatment as it applied.
@@ -231,33 +231,7 @@ func (s *Service) BuildDrafts(ctx context.Context, max int) (int, error) {
 	}
 	n := 0
 	for _, p := range periods {
-		built := false
-		err := s.inTx(ctx, func(tx pgx.Tx) error {
-			q := db.New(tx)
-			c, err := q.InvoiceBillingContext(ctx, p.SubscriptionID)
-			if err != nil {
-				return fmt.Errorf("read subscription: %w", err)
-			}
-			id, err := q.InvoiceDraftInsert(ctx, db.InvoiceDraftInsertParams{
-				IssuerID: c.IssuerID, CustomerID: c.CustomerID, SubscriptionID: p.SubscriptionID, BillingPeriodID: &p.ID,
-				// XXX (ISO 4217's "no currency") until the recomputation
-				// below, in this transaction, sets the period's.
-				Currency: "XXX", PeriodStart: p.PeriodStart, PeriodEnd: p.PeriodEnd, NetDays: c.NetDays,
-			})
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("insert draft invoice: %w", err)
-			}
-			inv, err := q.InvoiceLock(ctx, id)
-			if err != nil {
-				return fmt.Errorf("lock invoice: %w", err)
-			}
-			built = true
-			_, err = s.recompute(ctx, q, inv, nil)
-			return err
-		})
+		built, err := s.buildDraft(ctx, p)
 		if err != nil {
 			return n, fmt.Errorf("build invoice of period %s: %w", p.ID, err)
 		}
@@ -266,6 +240,44 @@ func (s *Service) BuildDrafts(ctx context.Context, max int) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// buildDraft builds the draft of a period unless it has one. What is read
+// outside Postgres's transaction is read first (basis).
+func (s *Service) buildDraft(ctx context.Context, p db.PeriodsToInvoiceRow) (bool, error) {
+	c, err := db.New(s.pool).InvoiceBillingContext(ctx, p.SubscriptionID)
+	if err != nil {
+		return false, fmt.Errorf("read subscription: %w", err)
+	}
+	b, err := s.prepare(ctx, invoiceKey{period: p.ID, sub: p.SubscriptionID, issuer: c.IssuerID, customer: c.CustomerID, periodEnd: p.PeriodEnd})
+	if err != nil {
+		return false, err
+	}
+	built := false
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		id, err := q.InvoiceDraftInsert(ctx, db.InvoiceDraftInsertParams{
+			IssuerID: c.IssuerID, CustomerID: c.CustomerID, SubscriptionID: p.SubscriptionID, BillingPeriodID: &p.ID,
+			// XXX (ISO 4217's "no currency") until the recomputation
+			// below, in this transaction, sets the period's.
+			Currency: "XXX", PeriodStart: p.PeriodStart, PeriodEnd: p.PeriodEnd, NetDays: c.NetDays,
+			CreatedAt: s.now(),
+		})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("insert draft invoice: %w", err)
+		}
+		inv, err := q.InvoiceLock(ctx, id)
+		if err != nil {
+			return fmt.Errorf("lock invoice: %w", err)
+		}
+		built = true
+		_, err = s.recompute(ctx, q, inv, b, nil)
+		return err
+	})
+	return built, err
 }
 
 // RecomputeDrafts recomputes up to max drafts, each in its own
@@ -288,13 +300,17 @@ func (s *Service) RecomputeDrafts(ctx context.Context, max int) (int, error) {
 
 // RecomputeDraft recomputes a draft invoice from what it would cite now.
 func (s *Service) RecomputeDraft(ctx context.Context, id uuid.UUID) error {
+	b, err := s.prepareInvoice(ctx, id)
+	if err != nil {
+		return err
+	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		inv, err := lockDraft(ctx, q, id)
 		if err != nil {
 			return err
 		}
-		_, err = s.recompute(ctx, q, inv, nil)
+		_, err = s.recompute(ctx, q, inv, b, nil)
 		return err
 	})
 }
@@ -317,15 +333,15 @@ func lockDraft(ctx context.Context, q *db.Queries, id uuid.UUID) (db.Invoice, er
 // recompute computes a locked draft again and stores its lines, amounts
 // and cites. credit is the customer's balance read under its lock when
 // finalizing; nil reads it without (a draft only shows what it would use).
-func (s *Service) recompute(ctx context.Context, q *db.Queries, inv db.Invoice, credit *decimal.Decimal) (computed, error) {
+func (s *Service) recompute(ctx context.Context, q *db.Queries, inv db.Invoice, b *basis, credit *decimal.Decimal) (computed, error) {
 	if inv.BillingPeriodID == nil {
 		return computed{}, fmt.Errorf("recompute invoice %s: it bills no period", inv.ID)
 	}
-	c, err := s.choose(ctx, q, inv, credit)
+	c, err := s.choose(ctx, q, inv, b, credit)
 	if err != nil {
 		return computed{}, err
 	}
-	in, err := s.inputFrom(ctx, q, inv, c.cites)
+	in, err := s.inputFrom(ctx, q, inv, c.cites, b)
 	if err != nil {
 		return computed{}, err
 	}
@@ -397,18 +413,16 @@ func (s *Service) store(ctx context.Context, q *db.Queries, id uuid.UUID, c comp
 // customer's tax treatment and credit. A trial period cites only its
 // snapshot: it is charged nothing, and what it would have used waits for
 // the first invoice charged.
-func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, credit *decimal.Decimal) (computed, error) {
+func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, b *basis, credit *decimal.Decimal) (computed, error) {
 	period, err := q.BillingPeriodGet(ctx, *inv.BillingPeriodID)
 	if err != nil {
 		return computed{}, fmt.Errorf("read billing period: %w", err)
 	}
-	segs, snapID, err := s.SegmentsFor(ctx, period.ID)
-	if err != nil {
-		return computed{}, err
-	}
-	if len(segs) == 0 {
+	ps, ok := b.segments[period.ID]
+	if !ok || len(ps.segs) == 0 {
 		return computed{}, fmt.Errorf("invoice period %s: its snapshot has no segment", period.ID)
 	}
+	segs, snapID := ps.segs, ps.snapshot
 	c := computed{cites: Cites{
 		BillingPeriodID: period.ID, SnapshotID: snapID, Trial: period.Trial, PlanVersions: make([]string, len(segs)),
 		Promotions: []CitedPromotion{}, Adjustments: []CitedAdjustment{}, CreditAvailable: decimal.Zero, CreditIssued: decimal.Zero,
@@ -423,9 +437,7 @@ func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, cre
 	if c.netDays, err = q.PlanVersionNetDays(ctx, last); err != nil {
 		return computed{}, fmt.Errorf("read net days: %w", err)
 	}
-	if err := s.chooseTax(ctx, inv, &c.cites); err != nil {
-		return computed{}, err
-	}
+	c.cites.Customer, c.cites.TaxRuleID, c.cites.Tax = b.customer, b.taxRule, b.tax
 	if period.Trial {
 		return c, nil
 	}
@@ -433,7 +445,7 @@ func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, cre
 	if c.cites.Promotions, err = activePromotions(ctx, q, inv.SubscriptionID, period.PeriodEnd); err != nil {
 		return computed{}, err
 	}
-	if c.cites.Adjustments, err = s.pendingAdjustments(ctx, q, inv.SubscriptionID, period.PeriodStart, currency); err != nil {
+	if c.cites.Adjustments, err = pendingAdjustmentsOf(ctx, q, b, inv.SubscriptionID, period.PeriodStart, currency); err != nil {
 		return computed{}, err
 	}
 	if credit != nil {
@@ -449,19 +461,146 @@ func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, cre
 // chooseTax cites the customer's billing profile as it is and the tax
 // treatment it gets from the issuer's rules at the period's end.
 func (s *Service) chooseTax(ctx context.Context, inv db.Invoice, c *Cites) error {
-	profile, ok, err := s.BillingProfile(ctx, inv.CustomerID)
+	b := &basis{}
+	if err := s.taxBasis(ctx, b, inv.IssuerID, inv.CustomerID, inv.PeriodEnd); err != nil {
+		return err
+	}
+	c.Customer, c.TaxRuleID, c.Tax = b.customer, b.taxRule, b.tax
+	return nil
+}
+
+// pendingAdjustments is pendingAdjustmentsOf outside a transaction: it
+// reads the segments of the adjustments' periods first.
+func (s *Service) pendingAdjustments(ctx context.Context, q *db.Queries, sub uuid.UUID, start time.Time, currency string) ([]CitedAdjustment, error) {
+	b := &basis{segments: map[uuid.UUID]periodSegments{}}
+	if err := s.pendingSegments(ctx, b, sub); err != nil {
+		return nil, err
+	}
+	return pendingAdjustmentsOf(ctx, q, b, sub, start, currency)
+}
+
+// citedAdjustments is adjustmentsOf outside a transaction: it reads the
+// segments of the adjustments' periods first.
+func (s *Service) citedAdjustments(ctx context.Context, q *db.Queries, cited []CitedAdjustment) ([]metering.Adjustment, error) {
+	b := &basis{segments: map[uuid.UUID]periodSegments{}}
+	var periods []uuid.UUID
+	for _, a := range cited {
+		if a.BillingPeriodID != nil {
+			periods = append(periods, *a.BillingPeriodID)
+		}
+	}
+	if err := s.loadSegments(ctx, b, periods); err != nil {
+		return nil, err
+	}
+	return adjustmentsOf(ctx, q, b, cited)
+}
+
+// invoiceKey names the invoice of a period.
+type invoiceKey struct {
+	period, sub, issuer, customer uuid.UUID
+	periodEnd                     time.Time
+}
+
+// basis is what an invoice's computation reads before its transaction:
+// the segments of its period and of the periods its adjustments concern,
+// the customer's profile and tax treatment. They come through the
+// service's pool; read inside the transaction, concurrent finalizations
+// would each hold a connection while waiting for another one, and
+// exhaust the pool.
+type basis struct {
+	segments map[uuid.UUID]periodSegments
+	customer *Profile
+	taxRule  *uuid.UUID
+	tax      CitedTax
+}
+
+type periodSegments struct {
+	segs     []metering.Segment
+	snapshot uuid.UUID
+}
+
+// prepareInvoice is prepare for a stored invoice.
+func (s *Service) prepareInvoice(ctx context.Context, id uuid.UUID) (*basis, error) {
+	inv, err := db.New(s.pool).InvoiceGet(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrInvoiceNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read invoice: %w", err)
+	}
+	if inv.BillingPeriodID == nil {
+		return nil, fmt.Errorf("prepare invoice %s: it bills no period", id)
+	}
+	return s.prepare(ctx, invoiceKey{period: *inv.BillingPeriodID, sub: inv.SubscriptionID, issuer: inv.IssuerID, customer: inv.CustomerID, periodEnd: inv.PeriodEnd})
+}
+
+// prepare reads the basis of k's invoice: the segments of its period and
+// of the periods of the subscription's pending adjustments (one made
+// after this read waits for the next invoice), the customer's billing
+// profile as it is and the tax treatment it gets from the issuer's rules
+// at the period's end.
+func (s *Service) prepare(ctx context.Context, k invoiceKey) (*basis, error) {
+	b := &basis{segments: map[uuid.UUID]periodSegments{}}
+	if err := s.loadSegments(ctx, b, []uuid.UUID{k.period}); err != nil {
+		return nil, err
+	}
+	if err := s.pendingSegments(ctx, b, k.sub); err != nil {
+		return nil, err
+	}
+	if err := s.taxBasis(ctx, b, k.issuer, k.customer, k.periodEnd); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// pendingSegments adds to b the segments of the periods that the
+// subscription's pending adjustments of a quantity concern.
+func (s *Service) pendingSegments(ctx context.Context, b *basis, sub uuid.UUID) error {
+	pending, err := db.New(s.pool).AdjustmentsPending(ctx, sub)
+	if err != nil {
+		return fmt.Errorf("list pending adjustments: %w", err)
+	}
+	var periods []uuid.UUID
+	for _, a := range pending {
+		if a.Quantity != nil && a.BillingPeriodID != nil {
+			periods = append(periods, *a.BillingPeriodID)
+		}
+	}
+	return s.loadSegments(ctx, b, periods)
+}
+
+// taxBasis adds to b the customer's billing profile and the tax
+// treatment it gets from the issuer's rules at a time (none without a
+// profile).
+func (s *Service) taxBasis(ctx context.Context, b *basis, issuer, customer uuid.UUID, at time.Time) error {
+	profile, ok, err := s.BillingProfile(ctx, customer)
 	if err != nil || !ok {
 		return err
 	}
-	c.Customer = &profile
-	t, rule, err := s.TaxRuleFor(ctx, inv.IssuerID, profile, inv.PeriodEnd)
+	b.customer = &profile
+	t, rule, err := s.TaxRuleFor(ctx, issuer, profile, at)
 	if err != nil {
 		return err
 	}
 	if rule != nil {
-		c.TaxRuleID = &rule.ID
+		b.taxRule = &rule.ID
 	}
-	c.Tax = CitedTax{Name: t.Name, RatePercent: t.RatePercent, Inclusive: t.Inclusive, ReverseCharge: t.ReverseCharge, Mention: t.Mention}
+	b.tax = CitedTax{Name: t.Name, RatePercent: t.RatePercent, Inclusive: t.Inclusive, ReverseCharge: t.ReverseCharge, Mention: t.Mention}
+	return nil
+}
+
+// loadSegments adds the segments of periods to b.
+func (s *Service) loadSegments(ctx context.Context, b *basis, periods []uuid.UUID) error {
+	for _, p := range periods {
+		if _, ok := b.segments[p]; ok {
+			continue
+		}
+		segs, snap, err := s.SegmentsFor(ctx, p)
+		if err != nil {
+			return fmt.Errorf("read segments of period %s: %w", p, err)
+		}
+		b.segments[p] = periodSegments{segs: segs, snapshot: snap}
+	}
 	return nil
 }
 
@@ -500,7 +639,7 @@ func activePromotions(ctx context.Context, q *db.Queries, sub uuid.UUID, periodE
 // priced by the segment it names or its period's last, on top of what
 // that segment billed of its meter: its snapshot, the adjustments billed
 // before, and those before it on this invoice.
-func (s *Service) pendingAdjustments(ctx context.Context, q *db.Queries, sub uuid.UUID, start time.Time, currency string) ([]CitedAdjustment, error) {
+func pendingAdjustmentsOf(ctx context.Context, q *db.Queries, b *basis, sub uuid.UUID, start time.Time, currency string) ([]CitedAdjustment, error) {
 	rows, err := q.AdjustmentsPendingFor(ctx, db.AdjustmentsPendingForParams{SubscriptionID: sub, PeriodStart: start})
 	if err != nil {
 		return nil, fmt.Errorf("list pending adjustments: %w", err)
@@ -514,10 +653,11 @@ func (s *Service) pendingAdjustments(ctx context.Context, q *db.Queries, sub uui
 			}
 			continue
 		}
-		segs, _, err := s.SegmentsFor(ctx, *a.BillingPeriodID)
-		if err != nil {
-			return nil, fmt.Errorf("read segments of adjustment %s: %w", a.ID, err)
+		ps, ok := b.segments[*a.BillingPeriodID]
+		if !ok || len(ps.segs) == 0 {
+			continue // made after the basis was read: the next invoice bills it
 		}
+		segs := ps.segs
 		seg := segs[len(segs)-1]
 		for _, g := range segs {
 			if a.SegmentStart != nil && g.From.Equal(*a.SegmentStart) {
@@ -541,18 +681,16 @@ func (s *Service) pendingAdjustments(ctx context.Context, q *db.Queries, sub uui
 		billed := seg.Usage[*a.MeterSlug].Add(before).Add(onInvoice[key])
 		onInvoice[key] = onInvoice[key].Add(*a.Quantity)
 		from := seg.From
-		out = append(out, CitedAdjustment{ID: a.ID, PlanVersionID: &version, SegmentStart: &from, Billed: billed})
+		out = append(out, CitedAdjustment{ID: a.ID, BillingPeriodID: a.BillingPeriodID, PlanVersionID: &version, SegmentStart: &from, Billed: billed})
 	}
 	return out, nil
 }
 
 // inputFrom is the invoice input of what c cites, read again from the
 // rows it names: the same for a draft, its finalization and explain.
-func (s *Service) inputFrom(ctx context.Context, q *db.Queries, inv db.Invoice, c Cites) (metering.InvoiceInput, error) {
-	segs, snapID, err := s.SegmentsFor(ctx, c.BillingPeriodID)
-	if err != nil {
-		return metering.InvoiceInput{}, err
-	}
+func (s *Service) inputFrom(ctx context.Context, q *db.Queries, inv db.Invoice, c Cites, b *basis) (metering.InvoiceInput, error) {
+	ps := b.segments[c.BillingPeriodID]
+	segs, snapID := ps.segs, ps.snapshot
 	if snapID != c.SnapshotID || len(segs) == 0 {
 		return metering.InvoiceInput{}, fmt.Errorf("invoice %s cites snapshot %s, the period's is %s", inv.ID, c.SnapshotID, snapID)
 	}
@@ -560,10 +698,11 @@ func (s *Service) inputFrom(ctx context.Context, q *db.Queries, inv db.Invoice, 
 		Currency: segs[0].Terms.Currency, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, Trial: c.Trial, Segments: segs,
 		CreditAvailable: c.CreditAvailable, Tax: c.Tax.treatment(),
 	}
+	var err error
 	if in.Promotions, err = citedPromotions(ctx, q, c.Promotions); err != nil {
 		return in, err
 	}
-	if in.Adjustments, err = s.citedAdjustments(ctx, q, c.Adjustments); err != nil {
+	if in.Adjustments, err = adjustmentsOf(ctx, q, b, c.Adjustments); err != nil {
 		return in, err
 	}
 	return in, nil
@@ -591,7 +730,7 @@ func citedPromotions(ctx context.Context, q *db.Queries, cited []CitedPromotion)
 	return out, nil
 }
 
-func (s *Service) citedAdjustments(ctx context.Context, q *db.Queries, cited []CitedAdjustment) ([]metering.Adjustment, error) {
+func adjustmentsOf(ctx context.Context, q *db.Queries, b *basis, cited []CitedAdjustment) ([]metering.Adjustment, error) {
 	ids := make([]uuid.UUID, len(cited))
 	for i, a := range cited {
 		ids[i] = a.ID
@@ -615,16 +754,26 @@ func (s *Service) citedAdjustments(ctx context.Context, q *db.Queries, cited []C
 			a.Amount = *r.Amount
 		} else {
 			a.Meter, a.Quantity, a.HasQuantity = *r.MeterSlug, *r.Quantity, true
-			if c.PlanVersionID == nil {
-				return nil, fmt.Errorf("read adjustments: %s cites no plan version to price it", c.ID)
-			}
-			if a.Terms, err = pricing.TermsForVersion(ctx, s.pool, *c.PlanVersionID); err != nil {
-				return nil, fmt.Errorf("load terms of plan version %s: %w", c.PlanVersionID, err)
+			if a.Terms, err = citedTerms(b, c); err != nil {
+				return nil, err
 			}
 		}
 		out[i] = a
 	}
 	return out, nil
+}
+
+// citedTerms are the terms of the segment a quantity adjustment cites.
+func citedTerms(b *basis, c CitedAdjustment) (metering.PlanTerms, error) {
+	if c.BillingPeriodID == nil || c.SegmentStart == nil || c.PlanVersionID == nil {
+		return metering.PlanTerms{}, fmt.Errorf("read adjustments: %s cites no segment to price it", c.ID)
+	}
+	for _, g := range b.segments[*c.BillingPeriodID].segs {
+		if g.From.Equal(*c.SegmentStart) && g.PlanVersionID == c.PlanVersionID.String() {
+			return g.Terms, nil
+		}
+	}
+	return metering.PlanTerms{}, fmt.Errorf("read adjustments: the segment %s of period %s that %s cites is gone", c.SegmentStart, c.BillingPeriodID, c.ID)
 }
 
 func adjustmentDescription(r db.BillingAdjustment) string {

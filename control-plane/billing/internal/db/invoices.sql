@@ -31,8 +31,10 @@ UPDATE billing_periods SET state = 'invoiced' WHERE id = $1 AND state = 'closed'
 -- period is nothing (billing_period_id is unique), so a job run twice
 -- builds one invoice.
 -- name: InvoiceDraftInsert :one
-INSERT INTO invoices (issuer_id, customer_id, subscription_id, billing_period_id, currency, period_start, period_end, net_days)
-VALUES (@issuer_id, @customer_id, @subscription_id, @billing_period_id, @currency, @period_start, @period_end, @net_days)
+INSERT INTO invoices (issuer_id, customer_id, subscription_id, billing_period_id, currency, period_start, period_end, net_days,
+    created_at, updated_at)
+VALUES (@issuer_id, @customer_id, @subscription_id, @billing_period_id, @currency, @period_start, @period_end, @net_days,
+    @created_at, @created_at)
 ON CONFLICT (billing_period_id) DO NOTHING
 RETURNING id;
 

@@ -702,8 +702,10 @@ func (q *Queries) InvoiceBillingContext(ctx context.Context, id uuid.UUID) (Invo
 }
 
 const invoiceDraftInsert = `-- name: InvoiceDraftInsert :one
-INSERT INTO invoices (issuer_id, customer_id, subscription_id, billing_period_id, currency, period_start, period_end, net_days)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO invoices (issuer_id, customer_id, subscription_id, billing_period_id, currency, period_start, period_end, net_days,
+    created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+    $9, $9)
 ON CONFLICT (billing_period_id) DO NOTHING
 RETURNING id
 `
@@ -717,6 +719,7 @@ type InvoiceDraftInsertParams struct {
 	PeriodStart     time.Time
 	PeriodEnd       time.Time
 	NetDays         int32
+	CreatedAt       time.Time
 }
 
 // InvoiceDraftInsert creates a period's draft; a second one for the same
@@ -732,6 +735,7 @@ func (q *Queries) InvoiceDraftInsert(ctx context.Context, arg InvoiceDraftInsert
 		arg.PeriodStart,
 		arg.PeriodEnd,
 		arg.NetDays,
+		arg.CreatedAt,
 	)
 	var id uuid.UUID
 	err := row.Scan(&id)

@@ -1,0 +1,307 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/testenv"
+)
+
+// invoiceFixture is a billing service on a fresh database with an issuer
+// whose API has a plan version of a 10.00 EUR base fee.
+type invoiceFixture struct {
+	t        *testing.T
+	ctx      context.Context
+	pool     *pgxpool.Pool
+	svc      *Service
+	clock    *testenv.Clock
+	issuer   uuid.UUID
+	api      uuid.UUID
+	version  uuid.UUID
+	provider identity.Actor
+	hooks    *failingPublisher
+}
+
+// failingPublisher records what is announced, and fails while fail is set.
+type failingPublisher struct {
+	mu     sync.Mutex
+	fail   bool
+	events []string
+}
+
+func (p *failingPublisher) Publish(_ context.Context, _ pgx.Tx, _ uuid.UUID, event string, _ any) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fail {
+		return errors.New("publisher down")
+	}
+	p.events = append(p.events, event)
+	return nil
+}
+
+var periodStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func invoiceSetup(t *testing.T) *invoiceFixture {
+	t.Helper()
+	pool := testenv.Postgres(t)
+	clock := testenv.NewClock(periodStart.AddDate(0, 1, 1))
+	hooks := &failingPublisher{}
+	svc, err := New(Config{Pool: pool, Logger: testenv.Logger(t), Now: clock.Now, Publisher: hooks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &invoiceFixture{t: t, ctx: t.Context(), pool: pool, svc: svc, clock: clock, hooks: hooks}
+	f.issuer = testenv.Org(t, pool, "issuer-"+testenv.Suffix())
+	f.provider = identity.Actor{Subject: "prov", Role: identity.RoleProvider, OrgID: f.issuer}
+	slug := "api-" + testenv.Suffix()
+	f.exec(`INSERT INTO apis (organization_id, name, slug, upstream_url, version, created_by)
+		VALUES ($1, $2, $2, 'https://upstream.example', 'v1', 'prov')`, f.issuer, slug)
+	f.scan(&f.api, `SELECT id FROM apis WHERE slug = $1`, slug)
+	var plan uuid.UUID
+	f.scan(&plan, `INSERT INTO plans (api_id, name, slug) VALUES ($1, 'Pro', 'pro') RETURNING id`, f.api)
+	f.scan(&f.version, `INSERT INTO plan_versions (plan_id, version, type, currency, base_fee, net_days, created_by)
+		VALUES ($1, 1, 'subscription', 'EUR', 10, 30, 'prov') RETURNING id`, plan)
+	return f
+}
+
+func (f *invoiceFixture) exec(sql string, args ...any) {
+	f.t.Helper()
+	if _, err := f.pool.Exec(f.ctx, sql, args...); err != nil {
+		f.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (f *invoiceFixture) scan(dst any, sql string, args ...any) {
+	f.t.Helper()
+	if err := f.pool.QueryRow(f.ctx, sql, args...).Scan(dst); err != nil {
+		f.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// closedPeriod makes a customer with a subscription since periodStart and
+// its first month closed with an empty usage snapshot, as the close
+// leaves it; it returns the customer and the subscription.
+func (f *invoiceFixture) closedPeriod() (customer, sub uuid.UUID) {
+	f.t.Helper()
+	customer = testenv.Org(f.t, f.pool, "cust-"+testenv.Suffix())
+	end := periodStart.AddDate(0, 1, 0)
+	f.scan(&sub, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, current_period_start, current_period_end)
+		VALUES ($1, 'cust', $2, $3, $4, $5) RETURNING id`, customer, f.api, f.version, end, end.AddDate(0, 1, 0))
+	f.exec(`INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor)
+		VALUES ($1, $2, 'active', $3, 'cust')`, sub, f.version, periodStart)
+	var period uuid.UUID
+	f.scan(&period, `INSERT INTO billing_periods (subscription_id, period_start, period_end, state, closed_at)
+		VALUES ($1, $2, $3, 'closed', $3) RETURNING id`, sub, periodStart, end)
+	f.exec(`INSERT INTO usage_snapshots (billing_period_id) VALUES ($1)`, period)
+	return customer, sub
+}
+
+func (f *invoiceFixture) invoiceOf(sub uuid.UUID) uuid.UUID {
+	f.t.Helper()
+	var id uuid.UUID
+	f.scan(&id, `SELECT id FROM invoices WHERE subscription_id = $1`, sub)
+	return id
+}
+
+// explainZero checks that explain rebuilds the invoice exactly: every
+// invoice a test builds goes through it.
+func explainZero(t *testing.T, svc *Service, id uuid.UUID) {
+	t.Helper()
+	ex, err := svc.Explain(t.Context(), id)
+	if err != nil {
+		t.Fatalf("Explain(%s): %v", id, err)
+	}
+	if len(ex.Diffs) != 0 {
+		t.Fatalf("Explain(%s) differs: %+v", id, ex.Diffs)
+	}
+}
+
+func dec(s string) decimal.Decimal { return decimal.RequireFromString(s) }
+
+// Twenty finalizations of one issuer at once take the numbers 1 to 20 of
+// the year, without a gap or a duplicate; one that fails after taking its
+// number gives it back, so the next takes 21.
+func TestFinalizeNumbersGaplessUnderConcurrency(t *testing.T) {
+	f := invoiceSetup(t)
+	const n = 20
+	subs := make([]uuid.UUID, n+1)
+	for i := range subs {
+		_, subs[i] = f.closedPeriod()
+	}
+	if built, err := f.svc.BuildDrafts(f.ctx, 100); err != nil || built != n+1 {
+		t.Fatalf("BuildDrafts = %d, %v; want %d", built, err, n+1)
+	}
+	if built, err := f.svc.BuildDrafts(f.ctx, 100); err != nil || built != 0 {
+		t.Fatalf("BuildDrafts again = %d, %v; want 0", built, err)
+	}
+	var wg sync.WaitGroup
+	numbers := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inv, err := f.svc.Finalize(f.ctx, f.provider, f.invoiceOf(subs[i]))
+			errs[i] = err
+			if err == nil {
+				numbers[i] = *inv.Number
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Finalize %d: %v", i, err)
+		}
+	}
+	sort.Strings(numbers)
+	for i, got := range numbers {
+		if want := fmt.Sprintf("INV-2026-%06d", i+1); got != want {
+			t.Fatalf("numbers[%d] = %s; want %s (all: %v)", i, got, want, numbers)
+		}
+	}
+	last := f.invoiceOf(subs[n])
+	f.hooks.fail = true
+	if _, err := f.svc.Finalize(f.ctx, f.provider, last); err == nil {
+		t.Fatal("Finalize with the publisher down = nil; want its error")
+	}
+	f.hooks.fail = false
+	inv, err := f.svc.Finalize(f.ctx, f.provider, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("INV-2026-%06d", n+1); *inv.Number != want {
+		t.Fatalf("number after a rolled back finalization = %s; want %s", *inv.Number, want)
+	}
+	if !inv.Total.Equal(dec("10")) || inv.Status != StatusOpen || !inv.DueAt.Equal(inv.FinalizedAt.Add(30*24*time.Hour)) {
+		t.Fatalf("finalized = total %s, status %s, due %v after %v; want 10 open due 30 days later", inv.Total, inv.Status, inv.DueAt, inv.FinalizedAt)
+	}
+	if _, err := f.svc.Finalize(f.ctx, f.provider, last); !errors.Is(err, ErrInvoiceState) {
+		t.Fatalf("Finalize twice = %v; want ErrInvoiceState", err)
+	}
+	for _, s := range subs {
+		explainZero(t, f.svc, f.invoiceOf(s))
+	}
+}
+
+// Goodwill credit pays an invoice up to its total, the rest stays; voiding
+// the invoice refunds what it used. Every movement is in the ledger with
+// the balance it left, and a balance never goes below zero.
+func TestCreditAppliedAndRefunded(t *testing.T) {
+	f := invoiceSetup(t)
+	customer, sub := f.closedPeriod()
+	if _, err := f.svc.GrantCredit(f.ctx, f.provider, GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("15"), Reason: "sorry"}); err != nil {
+		t.Fatal(err)
+	}
+	other := testenv.Org(t, f.pool, "other-"+testenv.Suffix())
+	if _, err := f.svc.GrantCredit(f.ctx, f.provider, GrantInput{CustomerID: other, Currency: "EUR", Amount: dec("1"), Reason: "x"}); !errors.Is(err, ErrCustomerNotFound) {
+		t.Fatalf("GrantCredit to a stranger = %v; want ErrCustomerNotFound", err)
+	}
+	if _, err := f.svc.BuildDrafts(f.ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	id := f.invoiceOf(sub)
+	draft, err := f.svc.Invoice(f.ctx, f.provider, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if draft.Status != StatusDraft || !draft.CreditApplied.Equal(dec("10")) || !draft.AmountDue.IsZero() {
+		t.Fatalf("draft = %s, credit %s, due %s; want draft, 10, 0", draft.Status, draft.CreditApplied, draft.AmountDue)
+	}
+	explainZero(t, f.svc, id)
+	inv, err := f.svc.Finalize(f.ctx, identity.System, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	explainZero(t, f.svc, id)
+	if _, err := f.svc.Void(f.ctx, identity.Actor{Subject: "c", Role: identity.RoleConsumer, OrgID: customer}, id); !errors.Is(err, identity.ErrForbidden) {
+		t.Fatalf("Void by the customer = %v; want ErrForbidden", err)
+	}
+	if _, err := f.svc.Void(f.ctx, f.provider, inv.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Void(f.ctx, f.provider, inv.ID); !errors.Is(err, ErrInvoiceState) {
+		t.Fatalf("Void twice = %v; want ErrInvoiceState", err)
+	}
+	ledger, err := f.svc.CreditLedger(f.ctx, f.provider, f.issuer, customer, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ledger {
+		got = append(got, fmt.Sprintf("%s %s -> %s", e.Kind, e.Amount.StringFixed(2), e.BalanceAfter.StringFixed(2)))
+	}
+	want := []string{"goodwill 15.00 -> 15.00", "applied -10.00 -> 5.00", "refund 10.00 -> 15.00"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ledger = %v; want %v", got, want)
+	}
+	if f.hooks.events[0] != EventInvoiceFinalized || f.hooks.events[len(f.hooks.events)-1] != EventInvoiceVoided {
+		t.Fatalf("events = %v; want invoice.finalized first, invoice.voided last", f.hooks.events)
+	}
+}
+
+// A correction of an amount is pending until the next invoice bills it,
+// once; a job cycle run twice builds one invoice per period and
+// finalizes it once.
+func TestAdjustmentBilledOnceByTheCycle(t *testing.T) {
+	f := invoiceSetup(t)
+	customer, sub := f.closedPeriod()
+	consumer := identity.Actor{Subject: "c", Role: identity.RoleConsumer, OrgID: customer}
+	in := AdjustmentInput{Amount: new(dec("2.50")), Currency: new("EUR"), Reason: "missed calls"}
+	if _, err := f.svc.CreateAdjustment(f.ctx, consumer, sub, in); !errors.Is(err, identity.ErrForbidden) {
+		t.Fatalf("CreateAdjustment by the subscriber = %v; want ErrForbidden", err)
+	}
+	if _, err := f.svc.CreateAdjustment(f.ctx, f.provider, sub, AdjustmentInput{Amount: new(dec("2.50")), Currency: new("USD"), Reason: "x"}); err == nil {
+		t.Fatal("CreateAdjustment in another currency = nil; want a validation error")
+	}
+	adj, err := f.svc.CreateAdjustment(f.ctx, f.provider, sub, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := f.svc.RunCycle(f.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var count int
+	f.scan(&count, `SELECT count(*) FROM invoices WHERE subscription_id = $1`, sub)
+	if count != 1 {
+		t.Fatalf("invoices of the period = %d; want 1", count)
+	}
+	inv, err := f.svc.Invoice(f.ctx, consumer, f.invoiceOf(sub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Status != StatusOpen || !inv.Total.Equal(dec("12.50")) {
+		t.Fatalf("invoice = %s, total %s; want open 12.50", inv.Status, inv.Total)
+	}
+	adjs, err := f.svc.Adjustments(f.ctx, consumer, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(adjs) != 1 || adjs[0].ID != adj.ID || adjs[0].InvoiceID == nil || *adjs[0].InvoiceID != inv.ID {
+		t.Fatalf("adjustments = %+v; want %s billed on %s", adjs, adj.ID, inv.ID)
+	}
+	explainZero(t, f.svc, inv.ID)
+	if _, err := f.svc.Invoice(f.ctx, identity.Actor{Subject: "x", Role: identity.RoleConsumer, OrgID: uuid.New()}, inv.ID); !errors.Is(err, ErrInvoiceNotFound) {
+		t.Fatalf("Invoice by a stranger = %v; want ErrInvoiceNotFound", err)
+	}
+	f.clock.Advance(31 * 24 * time.Hour)
+	if n, err := f.svc.MarkOverdue(f.ctx, 10); err != nil || n != 1 {
+		t.Fatalf("MarkOverdue = %d, %v; want 1", n, err)
+	}
+	if n, err := f.svc.MarkOverdue(f.ctx, 10); err != nil || n != 0 {
+		t.Fatalf("MarkOverdue again = %d, %v; want 0", n, err)
+	}
+}

@@ -1,0 +1,122 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/veil-platform/veil/control-plane/billing/internal/db"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/periodic"
+)
+
+// JobSchedule says how often billing's periodic job runs (default 1m);
+// it runs once when the job client starts, too.
+type JobSchedule struct {
+	Cycle time.Duration
+}
+
+// CycleArgs is one run of the billing cycle.
+type CycleArgs struct{}
+
+// Kind implements river.JobArgs.
+func (CycleArgs) Kind() string { return "billing_cycle" }
+
+// cycleTimeout bounds a run below the control plane's rescue of stuck
+// jobs. Every step works item by item, each in its own transaction, and
+// the constraints make a repeated item a no-op (one period per
+// subscription and start, one snapshot and one invoice per period, one
+// number per finalization), so a run cut short, killed or run twice loses
+// and doubles nothing: the next run carries on.
+const cycleTimeout = 50 * time.Second
+
+// batch is how many items a step takes per query.
+const batch = 500
+
+// RegisterJobs adds billing's worker to w and returns its periodic job.
+// A run records the periods that ended, closes those past the grace with
+// their usage snapshot, recounts invoiced periods for late usage, builds
+// a draft per closed period, recomputes the drafts, finalizes those whose
+// review time (Config.Review) has passed, and marks open invoices past
+// their due date overdue.
+func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.PeriodicJob {
+	if every.Cycle <= 0 {
+		every.Cycle = time.Minute
+	}
+	river.AddWorker(w, periodic.NewWorker[CycleArgs](func(ctx context.Context) error {
+		rep, err := s.RunCycle(ctx)
+		s.log.InfoContext(ctx, "billing cycle", "periods", rep.Periods, "closed", rep.Closed, "late", rep.Late,
+			"drafts", rep.Drafts, "finalized", rep.Finalized, "overdue", rep.Overdue)
+		return err
+	}).WithTimeout(cycleTimeout))
+	return []*river.PeriodicJob{periodic.Job(every.Cycle, CycleArgs{}, &river.InsertOpts{MaxAttempts: 1})}
+}
+
+// CycleReport counts what a billing cycle did.
+type CycleReport struct {
+	Periods, Closed, Late, Drafts, Finalized, Overdue int
+}
+
+// RunCycle runs every billing step once, in order; a step's error stops
+// the steps after it (they depend on it), and the next run starts again.
+func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
+	var rep CycleReport
+	var err error
+	now := s.now()
+	if rep.Periods, err = s.EnsurePeriods(ctx, now); err != nil {
+		return rep, err
+	}
+	if rep.Closed, err = s.ClosePeriods(ctx, now); err != nil {
+		return rep, err
+	}
+	if rep.Late, err = s.LateUsage(ctx, now); err != nil {
+		return rep, err
+	}
+	if rep.Drafts, err = s.buildAll(ctx); err != nil {
+		return rep, err
+	}
+	if _, err = s.RecomputeDrafts(ctx, batch); err != nil {
+		return rep, err
+	}
+	if rep.Finalized, err = s.FinalizeDue(ctx); err != nil {
+		return rep, err
+	}
+	rep.Overdue, err = s.MarkOverdue(ctx, batch)
+	return rep, err
+}
+
+// buildAll builds drafts batch by batch until no closed period lacks one.
+func (s *Service) buildAll(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := s.BuildDrafts(ctx, batch)
+		total += n
+		if err != nil || n < batch {
+			return total, err
+		}
+	}
+}
+
+// FinalizeDue finalizes, as the system, the drafts built at least
+// Config.Review ago, oldest period first. A draft behind an earlier one
+// of its subscription waits for the next run.
+func (s *Service) FinalizeDue(ctx context.Context) (int, error) {
+	ids, err := db.New(s.pool).DraftsToFinalize(ctx, db.DraftsToFinalizeParams{BuiltBefore: s.now().Add(-s.cfg.Review), Max: batch})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		_, err := s.Finalize(ctx, identity.System, id)
+		switch {
+		case errors.Is(err, ErrEarlierDraft), errors.Is(err, ErrInvoiceState):
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, nil
+}
