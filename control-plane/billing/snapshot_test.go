@@ -506,3 +506,27 @@ func BenchmarkClosePeriods(b *testing.B) {
 		b.ReportMetric(float64(n)/time.Since(began).Seconds(), "periods/s")
 	}
 }
+
+// TestNoClickHouseKeepsPeriodsOpen: a control plane without ClickHouse
+// records periods but leaves them open, and its billing cycle goes on.
+func TestNoClickHouseKeepsPeriodsOpen(t *testing.T) {
+	f := periodSetup(t)
+	svc, err := New(Config{Pool: f.pool, Logger: testenv.Logger(t), Grace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := f.subscribe(day(2026, 3, 1), day(2026, 3, 1), day(2026, 4, 1), nil)
+	now := day(2026, 4, 2)
+	if n, err := svc.EnsurePeriods(t.Context(), now); err != nil || n != 1 {
+		t.Fatalf("EnsurePeriods = %d, %v; want 1", n, err)
+	}
+	if n, err := svc.ClosePeriods(t.Context(), now); err != nil || n != 0 {
+		t.Fatalf("ClosePeriods without ClickHouse = %d, %v; want 0, nil", n, err)
+	}
+	if n, err := svc.LateUsage(t.Context(), now); err != nil || n != 0 {
+		t.Fatalf("LateUsage without ClickHouse = %d, %v; want 0, nil", n, err)
+	}
+	if _, state, _ := f.period(sub, day(2026, 3, 1)); state != "open" {
+		t.Fatalf("state = %s; want open", state)
+	}
+}
