@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/control-plane/accounts"
+	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/drift"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
@@ -108,6 +109,9 @@ type controlPlaneFlags struct {
 	pricingDir string
 	// billingGrace is how long after its end a billing period closes.
 	billingGrace time.Duration
+	// billingEvery is the interval of the billing cycle; billingReview
+	// how long a draft invoice waits before it is finalized.
+	billingEvery, billingReview time.Duration
 }
 
 // register adds the control plane's flags; withRedis false leaves out
@@ -159,6 +163,8 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	c.egress.register(f)
 	f.String(&c.pricingDir, "pricing-dir", "VEIL_PRICING_DIR", "", "directory of YAML plan files, loaded at start, on every change and on POST /v1/admin/pricing/reload (empty: no plan files)")
 	f.Duration(&c.billingGrace, "billing-grace", "VEIL_BILLING_GRACE", time.Hour, "how long after its end a billing period closes and its usage is snapshotted, so that events still in flight count in it (later ones are billed as late usage on the next invoice)")
+	f.Duration(&c.billingEvery, "billing-interval", "VEIL_BILLING_INTERVAL", time.Minute, "how often the billing cycle runs: periods recorded and closed, late usage recounted, draft invoices built, recomputed and finalized, overdue invoices marked")
+	f.Duration(&c.billingReview, "billing-review", "VEIL_BILLING_REVIEW", 0, "how long a draft invoice waits after it is built before it is finalized, for the provider to review it (0: the next billing cycle finalizes it)")
 	f.String(&c.smtp.Addr, "smtp-addr", "VEIL_SMTP_ADDR", "", "SMTP server (host:port) for notices to people (empty: no email)")
 	f.String(&c.smtp.From, "smtp-from", "VEIL_SMTP_FROM", "Veil <noreply@veil.localhost>", "sender of notices")
 	f.String(&c.smtp.Username, "smtp-username", "VEIL_SMTP_USERNAME", "", "SMTP login")
@@ -292,6 +298,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 			ReconcileKeys: cp.keyReconcileEvery, Maintenance: cp.maintenanceEvery, PeriodRoll: cp.periodRollEvery,
 		}),
 		plane.quota.RegisterJobs(workers, quota.JobSchedule{}),
+		svc.billing.RegisterJobs(workers, billing.JobSchedule{Cycle: cp.billingEvery}),
 	)
 	if plane.clickhouse != nil {
 		periodic = append(periodic, plane.drift.RegisterJobs(workers, drift.JobSchedule{Check: cp.usageReconcileEvery})...)
@@ -328,6 +335,7 @@ func (cp controlPlaneFlags) validate() error {
 		{"--key-maintenance-interval", cp.maintenanceEvery},
 		{"--period-roll-interval", cp.periodRollEvery},
 		{"--usage-reconcile-interval", cp.usageReconcileEvery},
+		{"--billing-interval", cp.billingEvery},
 	} {
 		if iv.every <= 0 {
 			return fmt.Errorf("%s must be positive, not %s", iv.flag, iv.every)
@@ -335,6 +343,9 @@ func (cp controlPlaneFlags) validate() error {
 	}
 	if cp.billingGrace <= 0 {
 		return fmt.Errorf("--billing-grace must be positive, not %s", cp.billingGrace)
+	}
+	if cp.billingReview < 0 {
+		return fmt.Errorf("--billing-review must not be negative, not %s", cp.billingReview)
 	}
 	if cp.rescueAfter <= 50*time.Second {
 		return errors.New("--job-rescue-after must exceed the longest job timeout, 50s")
@@ -374,6 +385,7 @@ type services struct {
 	catalog *catalog.Service
 	subs    *subscriptions.Service
 	promos  *promotions.Service
+	billing *billing.Service
 }
 
 // newServices builds the domain services on the plane's connections and job
@@ -446,6 +458,11 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 		return svc, err
 	}
 	p.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
+	if svc.billing, err = billing.New(billing.Config{
+		Pool: p.pool, ClickHouse: p.clickhouse, Logger: logger, Grace: cp.billingGrace, Publisher: svc.hooks, Review: cp.billingReview,
+	}); err != nil {
+		return svc, err
+	}
 	if cp.pricingDir != "" {
 		if st, err := os.Stat(cp.pricingDir); err != nil || !st.IsDir() {
 			return svc, fmt.Errorf("VEIL_PRICING_DIR %s: not a readable directory", cp.pricingDir)

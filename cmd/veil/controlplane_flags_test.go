@@ -13,7 +13,7 @@ func TestControlPlaneValidateIntervals(t *testing.T) {
 		return controlPlaneFlags{
 			reconcileEvery: time.Minute, sweepEvery: time.Minute, keyReconcileEvery: time.Minute,
 			maintenanceEvery: time.Minute, periodRollEvery: time.Minute, usageReconcileEvery: time.Minute,
-			rescueAfter: time.Hour,
+			billingGrace: time.Hour, billingEvery: time.Minute, rescueAfter: time.Hour,
 		}
 	}
 	if err := valid().validate(); err != nil {
@@ -26,6 +26,9 @@ func TestControlPlaneValidateIntervals(t *testing.T) {
 		"--key-maintenance-interval": func(c *controlPlaneFlags) { c.maintenanceEvery = 0 },
 		"--period-roll-interval":     func(c *controlPlaneFlags) { c.periodRollEvery = 0 },
 		"--usage-reconcile-interval": func(c *controlPlaneFlags) { c.usageReconcileEvery = 0 },
+		"--billing-interval":         func(c *controlPlaneFlags) { c.billingEvery = 0 },
+		"--billing-grace":            func(c *controlPlaneFlags) { c.billingGrace = 0 },
+		"--billing-review":           func(c *controlPlaneFlags) { c.billingReview = -time.Second },
 	} {
 		cp := valid()
 		set(&cp)
