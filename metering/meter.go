@@ -22,16 +22,16 @@ import (
 // Aggregation is how a meter folds events into a quantity.
 type Aggregation string
 
-// The aggregations.
+// The aggregations, by the names the subscription records use.
 const (
 	// AggCount counts the billable events the filter selects; it reads no field.
-	AggCount Aggregation = "count"
+	AggCount Aggregation = enforcement.MeterCount
 	// AggSum adds the field's values.
-	AggSum Aggregation = "sum"
+	AggSum Aggregation = enforcement.MeterSum
 	// AggMax is the largest value of the field (0 when nothing matched).
-	AggMax Aggregation = "max"
+	AggMax Aggregation = enforcement.MeterMax
 	// AggUniqueCount counts the distinct values of the field (key_id only).
-	AggUniqueCount Aggregation = "unique_count"
+	AggUniqueCount Aggregation = enforcement.MeterUniqueCount
 )
 
 // The event fields a meter can aggregate.
@@ -87,6 +87,13 @@ type Meter struct {
 	// Field is the event field aggregated; empty for count.
 	Field  string `json:"field"`
 	Filter Filter `json:"filter"`
+}
+
+// MeterOfSpec is the meter a subscription record names (the processors
+// count by it, the drift check compares it); a record carries no name.
+func MeterOfSpec(s enforcement.MeterSpec) Meter {
+	return Meter{Slug: s.Slug, Aggregation: Aggregation(s.Aggregation), Field: s.Field,
+		Filter: Filter{Methods: s.Filter.Methods, Routes: s.Filter.Routes, StatusClasses: s.Filter.StatusClasses}}
 }
 
 // Validate reports whether m can be metered: every reason wraps

@@ -3,11 +3,13 @@ package metering_test
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/schemas/usage"
 )
@@ -279,5 +281,17 @@ func TestMeterCounter(t *testing.T) {
 		if got != c.want || (err != nil) != c.err {
 			t.Errorf("%s.Counter(%s) = %d, %v; want %d, error %v", c.m.Slug, c.q, got, err, c.want, c.err)
 		}
+	}
+}
+
+// TestMeterOfSpec: a record's meter reads back as the definition it was
+// written from, and the aggregations carry the records' names.
+func TestMeterOfSpec(t *testing.T) {
+	want := metering.Meter{Slug: "tokens", Aggregation: metering.AggSum, Field: metering.FieldUnits,
+		Filter: metering.Filter{Methods: []string{"GET"}, Routes: []string{"/v1/*"}, StatusClasses: []string{"2xx"}}}
+	got := metering.MeterOfSpec(enforcement.MeterSpec{Slug: "tokens", Aggregation: enforcement.MeterSum, Field: "units",
+		Filter: enforcement.MeterFilter{Methods: []string{"GET"}, Routes: []string{"/v1/*"}, StatusClasses: []string{"2xx"}}})
+	if !reflect.DeepEqual(got, want) || got.Validate() != nil {
+		t.Errorf("MeterOfSpec() = %+v, %v; want %+v, valid", got, got.Validate(), want)
 	}
 }

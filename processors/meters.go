@@ -36,8 +36,7 @@ func (c meterCache) meters(rec *enforcement.RecordedPeriod) []metering.Meter {
 	if err == nil {
 		ms = make([]metering.Meter, len(specs))
 		for i, s := range specs {
-			ms[i] = metering.Meter{Slug: s.Slug, Aggregation: metering.Aggregation(s.Aggregation), Field: s.Field,
-				Filter: metering.Filter{Methods: s.Filter.Methods, Routes: s.Filter.Routes, StatusClasses: s.Filter.StatusClasses}}
+			ms[i] = metering.MeterOfSpec(s)
 		}
 	}
 	if len(c) >= meterCacheMax {

@@ -147,8 +147,7 @@ func (s *Checker) meteredCases(ctx context.Context, cases []assessment) ([]meter
 		}
 		mc := meterCase{sub: subs[i].sub, specs: specs, meters: make([]metering.Meter, len(specs))}
 		for j, m := range specs {
-			mc.meters[j] = metering.Meter{Slug: m.Slug, Aggregation: metering.Aggregation(m.Aggregation), Field: m.Field,
-				Filter: metering.Filter{Methods: m.Filter.Methods, Routes: m.Filter.Routes, StatusClasses: m.Filter.StatusClasses}}
+			mc.meters[j] = metering.MeterOfSpec(m)
 		}
 		out = append(out, mc)
 		of = append(of, enforcement.MetersOf{ID: mc.sub.id.String(), Start: mc.sub.start, Meters: specs})
