@@ -38,6 +38,7 @@ func commands() []command {
 		{"healthcheck", "exit 0 when a URL answers 200 (for container health checks)", runHealthcheck},
 		{"token", "print a control-plane bearer token signed with VEIL_JWT_SECRET", runToken},
 		{"pricing", "check plan files offline: veil pricing validate FILE…", runPricing},
+		{"billing", "recompute an invoice from what it cites: veil billing explain INVOICE", runBilling},
 	}
 }
 

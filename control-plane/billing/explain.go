@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"text/tabwriter"
 
 	"github.com/google/uuid"
 
@@ -83,4 +85,60 @@ func storedInvoice(inv Invoice, c Cites) metering.Invoice {
 		out.Lines[i] = ml
 	}
 	return out
+}
+
+// Write prints the explanation: the stored and the recomputed invoice
+// side by side, line by line and total by total, then the differences
+// (or that there is none).
+func (e Explanation) Write(w io.Writer) error {
+	number := "draft"
+	if e.Invoice.Number != nil {
+		number = *e.Invoice.Number
+	}
+	fmt.Fprintf(w, "invoice %s (%s), %s, period %s to %s\n\n", e.Invoice.ID, number, e.Invoice.Status,
+		e.Invoice.PeriodStart.UTC().Format("2006-01-02T15:04:05Z"), e.Invoice.PeriodEnd.UTC().Format("2006-01-02T15:04:05Z"))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "#\tkind\tdescription\tquantity\tstored\trecomputed\t")
+	n := max(len(e.Stored.Lines), len(e.Recomputed.Lines))
+	for i := range n {
+		var kind, desc, qty, stored, again string
+		if i < len(e.Stored.Lines) {
+			l := e.Stored.Lines[i]
+			kind, desc, qty, stored = l.Kind, l.Description, l.Quantity.String(), l.Amount.StringFixed(2)
+		}
+		if i < len(e.Recomputed.Lines) {
+			l := e.Recomputed.Lines[i]
+			if kind == "" {
+				kind, desc, qty = l.Kind, l.Description, l.Quantity.String()
+			}
+			again = l.Amount.StringFixed(2)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", i+1, kind, desc, qty, stored, again)
+	}
+	for _, t := range []struct {
+		name          string
+		stored, again string
+	}{
+		{"subtotal", e.Stored.Subtotal.String(), e.Recomputed.Subtotal.String()},
+		{"discount", e.Stored.Discount.String(), e.Recomputed.Discount.String()},
+		{"tax", e.Stored.Tax.String(), e.Recomputed.Tax.String()},
+		{"total", e.Stored.Total.String(), e.Recomputed.Total.String()},
+		{"credit applied", e.Stored.CreditApplied.String(), e.Recomputed.CreditApplied.String()},
+		{"amount due", e.Stored.AmountDue.String(), e.Recomputed.AmountDue.String()},
+		{"credit issued", e.Stored.CreditIssued.String(), e.Recomputed.CreditIssued.String()},
+	} {
+		fmt.Fprintf(tw, "\t%s\t\t\t%s\t%s\t\n", t.name, t.stored, t.again)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write explanation: %w", err)
+	}
+	if len(e.Diffs) == 0 {
+		_, err := fmt.Fprintf(w, "\ndifference: none (%s %s reproduced from its cites)\n", e.Invoice.Currency, e.Stored.AmountDue.String())
+		return err
+	}
+	fmt.Fprintf(w, "\ndifferences: %d\n", len(e.Diffs))
+	for _, d := range e.Diffs {
+		fmt.Fprintf(w, "  line %d %s: stored %q, recomputed %q\n", d.Position, d.Field, d.Stored, d.Recomputed)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -304,4 +305,34 @@ func TestAdjustmentBilledOnceByTheCycle(t *testing.T) {
 	if n, err := f.svc.MarkOverdue(f.ctx, 10); err != nil || n != 0 {
 		t.Fatalf("MarkOverdue again = %d, %v; want 0", n, err)
 	}
+}
+
+// Explain finds a draft line changed behind the service's back, names it
+// and prints it beside the recomputed one; the recomputation puts it right.
+func TestExplainShowsADifference(t *testing.T) {
+	f := invoiceSetup(t)
+	_, sub := f.closedPeriod()
+	if _, err := f.svc.BuildDrafts(f.ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	id := f.invoiceOf(sub)
+	f.exec(`UPDATE invoice_lines SET amount = 9.99 WHERE invoice_id = $1 AND position = 1`, id)
+	ex, err := f.svc.Explain(f.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ex.Diffs) == 0 || ex.Diffs[0].Position != 1 {
+		t.Fatalf("Explain of a changed line = %+v; want a difference at line 1", ex.Diffs)
+	}
+	var out strings.Builder
+	if err := ex.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "9.99") || !strings.Contains(out.String(), "10.00") || !strings.Contains(out.String(), "differences: ") {
+		t.Fatalf("Write = %s; want the stored 9.99 beside the recomputed 10.00 and the differences", out.String())
+	}
+	if err := f.svc.RecomputeDraft(f.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	explainZero(t, f.svc, id)
 }
