@@ -336,3 +336,141 @@ func TestExplainShowsADifference(t *testing.T) {
 	}
 	explainZero(t, f.svc, id)
 }
+
+// period closes another period of sub, with an empty usage snapshot.
+func (f *invoiceFixture) period(sub uuid.UUID, start, end time.Time, trial bool) uuid.UUID {
+	f.t.Helper()
+	var id uuid.UUID
+	f.scan(&id, `INSERT INTO billing_periods (subscription_id, period_start, period_end, trial, state, closed_at)
+		VALUES ($1, $2, $3, $4, 'closed', $3) RETURNING id`, sub, start, end, trial)
+	f.exec(`INSERT INTO usage_snapshots (billing_period_id) VALUES ($1)`, id)
+	return id
+}
+
+func (f *invoiceFixture) invoiceOfPeriod(period uuid.UUID) uuid.UUID {
+	f.t.Helper()
+	var id uuid.UUID
+	f.scan(&id, `SELECT id FROM invoices WHERE billing_period_id = $1`, period)
+	return id
+}
+
+// A promotion redeemed once discounts the first invoice finalized and no
+// other, though both drafts showed it: finalizing recomputes, and counts
+// the period applied. Periods are finalized in order.
+func TestPromotionOnceCountedAtFinalize(t *testing.T) {
+	f := invoiceSetup(t)
+	customer, sub := f.closedPeriod()
+	second := f.period(sub, periodStart.AddDate(0, 1, 0), periodStart.AddDate(0, 2, 0), false)
+	f.clock.Set(periodStart.AddDate(0, 2, 1))
+	var promo uuid.UUID
+	f.scan(&promo, `INSERT INTO promotions (organization_id, code, kind, value, duration, created_by)
+		VALUES ($1, 'WELCOME20', 'percent_off', 20, 'once', 'prov') RETURNING id`, f.issuer)
+	f.exec(`INSERT INTO promotion_redemptions (promotion_id, subscription_id, organization_id, redeemed_by, redeemed_at)
+		VALUES ($1, $2, $3, 'cust', $4)`, promo, sub, customer, periodStart)
+	if n, err := f.svc.BuildDrafts(f.ctx, 10); err != nil || n != 2 {
+		t.Fatalf("BuildDrafts = %d, %v; want 2", n, err)
+	}
+	firstID, secondID := f.invoiceOf(sub), f.invoiceOfPeriod(second)
+	if firstID == secondID {
+		f.scan(&firstID, `SELECT id FROM invoices WHERE subscription_id = $1 AND id <> $2`, sub, secondID)
+	}
+	d, err := f.svc.Invoice(f.ctx, f.provider, secondID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Total.Equal(dec("8")) {
+		t.Fatalf("second draft total = %s; want 8 (the promotion is still unused)", d.Total)
+	}
+	if _, err := f.svc.Finalize(f.ctx, f.provider, secondID); !errors.Is(err, ErrEarlierDraft) {
+		t.Fatalf("Finalize of the later period first = %v; want ErrEarlierDraft", err)
+	}
+	first, err := f.svc.Finalize(f.ctx, f.provider, firstID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later, err := f.svc.Finalize(f.ctx, f.provider, secondID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.Total.Equal(dec("8")) || !first.Discount.Equal(dec("2")) || !later.Total.Equal(dec("10")) || !later.Discount.IsZero() {
+		t.Fatalf("totals = %s (discount %s), %s (discount %s); want 8 (2), 10 (0)", first.Total, first.Discount, later.Total, later.Discount)
+	}
+	var applied int
+	f.scan(&applied, `SELECT periods_applied FROM promotion_redemptions WHERE promotion_id = $1`, promo)
+	if applied != 1 {
+		t.Fatalf("periods_applied = %d; want 1", applied)
+	}
+	explainZero(t, f.svc, firstID)
+	explainZero(t, f.svc, secondID)
+}
+
+// A trial period's invoice charges nothing, uses no credit and leaves the
+// pending adjustments for the first charged invoice.
+func TestTrialInvoiceChargesNothing(t *testing.T) {
+	f := invoiceSetup(t)
+	customer := testenv.Org(t, f.pool, "cust-"+testenv.Suffix())
+	var sub uuid.UUID
+	end := periodStart.AddDate(0, 1, 0)
+	f.scan(&sub, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status, trial_ends_at,
+			current_period_start, current_period_end)
+		VALUES ($1, 'cust', $2, $3, 'active', $4, $4, $5) RETURNING id`, customer, f.api, f.version, end, end.AddDate(0, 1, 0))
+	f.exec(`INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor)
+		VALUES ($1, $2, 'trialing', $3, 'cust')`, sub, f.version, periodStart)
+	period := f.period(sub, periodStart, end, true)
+	if _, err := f.svc.GrantCredit(f.ctx, f.provider, GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("5"), Reason: "welcome"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.CreateAdjustment(f.ctx, f.provider, sub, AdjustmentInput{Amount: new(dec("3")), Currency: new("EUR"), Reason: "setup"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.RunCycle(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := f.svc.Invoice(f.ctx, f.provider, f.invoiceOfPeriod(period))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Status != StatusOpen || !inv.Total.IsZero() || !inv.CreditApplied.IsZero() {
+		t.Fatalf("trial invoice = %s, total %s, credit %s; want open, 0, 0", inv.Status, inv.Total, inv.CreditApplied)
+	}
+	adjs, err := f.svc.Adjustments(f.ctx, f.provider, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(adjs) != 1 || adjs[0].InvoiceID != nil {
+		t.Fatalf("adjustments after the trial invoice = %+v; want one, pending", adjs)
+	}
+	explainZero(t, f.svc, inv.ID)
+}
+
+// Hostile input to a goodwill grant is refused field by field, and only
+// the issuer's providers may grant.
+func TestGrantCreditRefused(t *testing.T) {
+	f := invoiceSetup(t)
+	customer, _ := f.closedPeriod()
+	ok := GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("1"), Reason: "r"}
+	for name, c := range map[string]func(*GrantInput){
+		"negative":         func(in *GrantInput) { in.Amount = dec("-1") },
+		"zero":             func(in *GrantInput) { in.Amount = decimal.Zero },
+		"below minor unit": func(in *GrantInput) { in.Amount = dec("0.001") },
+		"huge":             func(in *GrantInput) { in.Amount = dec("1e15") },
+		"currency":         func(in *GrantInput) { in.Currency = "eur" },
+		"no reason":        func(in *GrantInput) { in.Reason = "" },
+		"long reason":      func(in *GrantInput) { in.Reason = strings.Repeat("x", 1001) },
+		"no customer":      func(in *GrantInput) { in.CustomerID = uuid.Nil },
+	} {
+		in := ok
+		c(&in)
+		if _, err := f.svc.GrantCredit(f.ctx, f.provider, in); err == nil {
+			t.Errorf("GrantCredit %s = nil; want a validation error", name)
+		}
+	}
+	other := identity.Actor{Subject: "p2", Role: identity.RoleProvider, OrgID: uuid.New()}
+	if _, err := f.svc.GrantCredit(f.ctx, other, ok); !errors.Is(err, ErrCustomerNotFound) {
+		t.Fatalf("GrantCredit by another provider = %v; want ErrCustomerNotFound", err)
+	}
+	bal, err := f.svc.CreditBalances(f.ctx, identity.Actor{Subject: "c", Role: identity.RoleConsumer, OrgID: customer}, uuid.Nil, uuid.Nil)
+	if err != nil || len(bal) != 0 {
+		t.Fatalf("balances after refusals = %v, %v; want none", bal, err)
+	}
+}

@@ -77,8 +77,12 @@ func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
 	if rep.Drafts, err = s.buildAll(ctx); err != nil {
 		return rep, err
 	}
-	if _, err = s.RecomputeDrafts(ctx, batch); err != nil {
-		return rep, err
+	// Drafts waiting for review follow what changes meanwhile; without a
+	// review the finalization below recomputes each one anyway.
+	if s.cfg.Review > 0 {
+		if _, err = s.RecomputeDrafts(ctx, batch); err != nil {
+			return rep, err
+		}
 	}
 	if rep.Finalized, err = s.FinalizeDue(ctx); err != nil {
 		return rep, err
