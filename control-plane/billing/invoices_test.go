@@ -474,3 +474,65 @@ func TestGrantCreditRefused(t *testing.T) {
 		t.Fatalf("balances after refusals = %v, %v; want none", bal, err)
 	}
 }
+
+// A correction of a meter's quantity for an invoiced period is priced on
+// top of what the period billed, its tiers continuing (80 calls billed at
+// 0.01, 50 more: 20 at 0.01 and 30 at 0.005 = 0.35), on the next invoice;
+// one that would take the period below zero is refused.
+func TestQuantityCorrectionContinuesTiers(t *testing.T) {
+	f := invoiceSetup(t)
+	var meter, charge uuid.UUID
+	f.scan(&meter, `INSERT INTO meters (api_id, slug, aggregation) VALUES ($1, 'calls', 'count') RETURNING id`, f.api)
+	f.scan(&charge, `INSERT INTO plan_version_charges (plan_version_id, meter_id, model) VALUES ($1, $2, 'graduated') RETURNING id`, f.version, meter)
+	f.exec(`INSERT INTO charge_tiers (charge_id, position, up_to, unit_price) VALUES ($1, 1, 100, 0.01), ($1, 2, NULL, 0.005)`, charge)
+	_, sub := f.closedPeriod()
+	var first uuid.UUID
+	f.scan(&first, `SELECT id FROM billing_periods WHERE subscription_id = $1`, sub)
+	f.exec(`INSERT INTO usage_snapshot_lines (snapshot_id, plan_version_id, segment_start, segment_end, meter_slug, quantity)
+		SELECT id, $2, $3, $4, 'calls', 80 FROM usage_snapshots WHERE billing_period_id = $1`, first, f.version, periodStart, periodStart.AddDate(0, 1, 0))
+	if _, err := f.svc.RunCycle(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := f.svc.Invoice(f.ctx, f.provider, f.invoiceOfPeriod(first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inv.Total.Equal(dec("10.80")) {
+		t.Fatalf("first invoice total = %s; want 10.80", inv.Total)
+	}
+	if _, err := f.svc.CreateAdjustment(f.ctx, f.provider, sub, AdjustmentInput{
+		BillingPeriodID: &first, Meter: new("calls"), Quantity: new(dec("-81")), Reason: "too many",
+	}); !errors.Is(err, ErrBelowZero) {
+		t.Fatalf("a correction below zero = %v; want ErrBelowZero", err)
+	}
+	if _, err := f.svc.CreateAdjustment(f.ctx, f.provider, sub, AdjustmentInput{
+		BillingPeriodID: &first, Meter: new("nope"), Quantity: new(dec("1")), Reason: "x",
+	}); err == nil {
+		t.Fatal("a correction of an unknown meter = nil; want a validation error")
+	}
+	if _, err := f.svc.CreateAdjustment(f.ctx, f.provider, sub, AdjustmentInput{
+		BillingPeriodID: &first, Meter: new("calls"), Quantity: new(dec("50")), Reason: "missed calls",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	second := f.period(sub, periodStart.AddDate(0, 1, 0), periodStart.AddDate(0, 2, 0), false)
+	f.clock.Set(periodStart.AddDate(0, 2, 1))
+	if _, err := f.svc.RunCycle(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	next, err := f.svc.Invoice(f.ctx, f.provider, f.invoiceOfPeriod(second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var adj *Line
+	for i, l := range next.Lines {
+		if l.Kind == "adjustment" {
+			adj = &next.Lines[i]
+		}
+	}
+	if adj == nil || !adj.Amount.Equal(dec("0.35")) || !next.Total.Equal(dec("10.35")) {
+		t.Fatalf("next invoice = total %s, adjustment line %+v; want 10.35 with an adjustment of 0.35", next.Total, adj)
+	}
+	explainZero(t, f.svc, inv.ID)
+	explainZero(t, f.svc, next.ID)
+}
