@@ -11,8 +11,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
 
-	"github.com/veil-platform/veil/control-plane/pricing"
-	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/internal/validation"
 	"github.com/veil-platform/veil/metering"
 )
@@ -174,19 +172,4 @@ func toQuoteAnswer(planID uuid.UUID, version int, cur metering.Currency, q meter
 		out.Lines = append(out.Lines, ql)
 	}
 	return out
-}
-
-// pricingConflict is the problem of a pricing change that the state of
-// what it changes refuses.
-func pricingConflict(err error) problem.Details {
-	switch {
-	case errors.Is(err, pricing.ErrFileManaged):
-		return problem.New(http.StatusConflict, "file-managed", "Managed By A Plan File", err.Error())
-	case errors.Is(err, pricing.ErrMeterInUse):
-		return problem.New(http.StatusConflict, "meter-in-use", "Meter In Use", err.Error())
-	case errors.Is(err, pricing.ErrMeterLimit):
-		return problem.New(http.StatusConflict, "meter-limit", "Meter Limit Reached", err.Error())
-	default:
-		return problem.New(http.StatusConflict, "slug-taken", "Slug Taken", err.Error())
-	}
 }

@@ -6,7 +6,6 @@ import (
 	"net/http"
 
 	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/planfiles"
 	"github.com/veil-platform/veil/internal/problem"
 )
@@ -25,17 +24,12 @@ var _ PlanFilesReloader = (*planfiles.Loader)(nil)
 // applied.
 func (a *api) reloadPlanFiles(w http.ResponseWriter, r *http.Request) error {
 	if a.cfg.PlanFiles == nil {
-		writeProblem(w, r, problem.New(http.StatusConflict, "no-plan-directory", "No Plan Directory",
-			"this control plane loads no plan files: set VEIL_PRICING_DIR"))
-		return nil
+		return errNoPlanDirectory
 	}
 	actor := actorFrom(r)
 	rep, err := a.cfg.PlanFiles.ReloadRequested(r.Context(), &actor)
 	if errors.Is(err, planfiles.ErrInvalid) {
-		d := problem.New(http.StatusUnprocessableEntity, "invalid-plan-files", "Invalid Plan Files",
-			"a plan file is wrong; nothing was reloaded and the running pricing is unchanged")
-		writeProblem(w, r, d.With("applied", rep.Applied).With("unchanged", rep.Unchanged).With("errors", rep.Errors))
-		return nil
+		return &invalidPlanFiles{rep: rep}
 	}
 	if err != nil {
 		return err
@@ -44,8 +38,19 @@ func (a *api) reloadPlanFiles(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// writeProblem sends d as fail does: with the request's path and id.
-func writeProblem(w http.ResponseWriter, r *http.Request, d problem.Details) {
-	d.Instance = r.URL.Path
-	problem.Write(w, d.With("request_id", middleware.RequestIDFrom(r.Context())))
+var errNoPlanDirectory = errors.New("this control plane loads no plan files: set VEIL_PRICING_DIR")
+
+// invalidPlanFiles is a reload refused for its files' errors, which its
+// problem lists with what was applied and left unchanged.
+type invalidPlanFiles struct{ rep planfiles.Report }
+
+func (e *invalidPlanFiles) Error() string {
+	return "reload plan files: " + planfiles.ErrInvalid.Error()
+}
+
+// problem is the 422 fail answers for e.
+func (e *invalidPlanFiles) problem() problem.Details {
+	d := problem.New(http.StatusUnprocessableEntity, "invalid-plan-files", "Invalid Plan Files",
+		"a plan file is wrong; nothing was reloaded and the running pricing is unchanged")
+	return d.With("applied", e.rep.Applied).With("unchanged", e.rep.Unchanged).With("errors", e.rep.Errors)
 }

@@ -1,13 +1,11 @@
 package httpapi
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/veil-platform/veil/control-plane/promotions"
-	"github.com/veil-platform/veil/internal/problem"
 )
 
 // promotionRoutes: a provider's promotion codes, and their redemptions on
@@ -51,18 +49,3 @@ func (a *api) listPromotions(w http.ResponseWriter, r *http.Request) error {
 }
 
 var _ PromotionQuoter = (*promotions.Service)(nil)
-
-// promotionConflict is the problem of a redemption or a code that
-// conflicts with the promotions' state.
-func promotionConflict(err error) problem.Details {
-	switch {
-	case errors.Is(err, promotions.ErrCodeTaken):
-		return problem.New(http.StatusConflict, "code-taken", "Code Taken", err.Error())
-	case errors.Is(err, promotions.ErrAlreadyRedeemed):
-		return problem.New(http.StatusConflict, "already-redeemed", "Already Redeemed", err.Error())
-	case errors.Is(err, promotions.ErrNotStackable):
-		return problem.New(http.StatusConflict, "not-stackable", "Promotion Does Not Stack", err.Error())
-	default:
-		return problem.New(http.StatusConflict, "promotion-limit", "Promotion Limit Reached", err.Error())
-	}
-}

@@ -163,3 +163,17 @@ func TestPatchPromotionPlansEmpty(t *testing.T) {
 		t.Errorf("plan_ids after a null patch = %v; want %s", after.PlanIDs, w.planID)
 	}
 }
+
+// TestQuoteUnknownCurrency: a version priced in a currency Veil no longer
+// knows (written before it was dropped) cannot be quoted: a 409 naming it,
+// not a 500.
+func TestQuoteUnknownCurrency(t *testing.T) {
+	w := promotionsWorld(t)
+	if _, err := w.e.Pool.Exec(t.Context(), `UPDATE plan_versions SET currency = 'XTS' WHERE plan_id = $1`, w.planID); err != nil {
+		t.Fatal(err)
+	}
+	d := w.e.problem(http.StatusConflict, "unknown-currency", "POST", "/v1/plans/"+w.planID+"/quote", w.buyer, map[string]any{})
+	if !strings.Contains(d.Detail, "XTS") {
+		t.Errorf("quote in XTS: detail %q; want it to name XTS", d.Detail)
+	}
+}

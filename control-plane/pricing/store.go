@@ -116,7 +116,8 @@ func ChargesForVersions(ctx context.Context, q DB, versionIDs []uuid.UUID) (map[
 // TermsForVersion loads what a plan version charges per period, as the
 // rating engine prices it: its base fee, its currency and its charges in
 // the order of their meters' slugs. Quotes and billing both price with
-// it, so that a version prices the same everywhere.
+// it, so that a version prices the same everywhere. A version in a currency
+// Veil no longer prices in is metering.ErrUnknownCurrency.
 func TermsForVersion(ctx context.Context, q DB, versionID uuid.UUID) (metering.PlanTerms, error) {
 	row, err := db.New(q).VersionTermsGet(ctx, versionID)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -138,9 +139,4 @@ func TermsForVersion(ctx context.Context, q DB, versionID uuid.UUID) (metering.P
 		terms.Charges = append(terms.Charges, c.Rating())
 	}
 	return terms, nil
-}
-
-// TermsForVersion is the package's TermsForVersion on the service's pool.
-func (s *Service) TermsForVersion(ctx context.Context, versionID uuid.UUID) (metering.PlanTerms, error) {
-	return TermsForVersion(ctx, s.pool, versionID)
 }

@@ -73,6 +73,9 @@ var (
 	ErrAlreadyRedeemed = errors.New("promotion already redeemed on this subscription")
 	// ErrNotStackable: an exclusive promotion next to another active one.
 	ErrNotStackable = errors.New("promotion does not stack")
+	// ErrPlanChangeRefused: a plan change the subscription's active
+	// promotions would not apply on (CheckPlanChange).
+	ErrPlanChangeRefused = errors.New("plan change refused by the subscription's promotions")
 )
 
 // Promotion is a provider's promotion code and its terms.

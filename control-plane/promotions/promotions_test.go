@@ -588,3 +588,48 @@ func TestRedemptionActive(t *testing.T) {
 		t.Errorf("Redeem(exclusive once the others ran out) = %v; want nil", err)
 	}
 }
+
+// TestChangePlanKeepsPromotionsApplicable: a plan change that an active
+// redemption would not apply on (a promotion of the old plan only, or an
+// amount in another currency) is refused and changes nothing; one that
+// every active redemption applies on goes through.
+func TestChangePlanKeepsPromotionsApplicable(t *testing.T) {
+	f := setup(t)
+	newPlan := func(slug, currency string) uuid.UUID {
+		p, err := f.Svc.CreatePlan(f.Ctx, f.Provider, f.APIID, subscriptions.PlanInput{Name: slug, Slug: slug, Terms: subscriptions.Terms{Currency: currency}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.ID
+	}
+	gold, euros := newPlan("gold", "USD"), newPlan("euros", "EUR")
+	only := percent("ONLY", 10)
+	only.PlanIDs = []uuid.UUID{f.Plan.ID}
+	only.Duration = promotions.DurationForever
+	f.create(only)
+	a, sub := f.consumer("changer", f.Plan.ID)
+	if _, err := f.svc.Redeem(f.Ctx, a, sub.ID, promotions.RedeemInput{Code: "ONLY"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.Svc.ChangePlan(f.Ctx, a, sub.ID, subscriptions.ChangePlanInput{PlanID: gold})
+	if !errors.Is(err, promotions.ErrPlanChangeRefused) || !strings.Contains(err.Error(), "ONLY") {
+		t.Errorf("ChangePlan to a plan ONLY is not for = %v; want ErrPlanChangeRefused naming ONLY", err)
+	}
+	if got, _ := f.Svc.GetSubscription(f.Ctx, a, sub.ID); got.PlanID != f.Plan.ID {
+		t.Errorf("plan after a refused change = %s; want %s", got.PlanID, f.Plan.ID)
+	}
+
+	f.create(promotions.PromotionInput{Code: "DOLLAR", Kind: metering.PromotionAmountOff, Value: decimal.NewFromInt(1), Currency: ptr("USD"), Stackable: true,
+		Duration: promotions.DurationForever})
+	b, sub2 := f.consumer("payer", f.Plan.ID)
+	if _, err := f.svc.Redeem(f.Ctx, b, sub2.ID, promotions.RedeemInput{Code: "DOLLAR"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Svc.ChangePlan(f.Ctx, b, sub2.ID, subscriptions.ChangePlanInput{PlanID: euros})
+	if !errors.Is(err, promotions.ErrPlanChangeRefused) || !strings.Contains(err.Error(), "EUR") {
+		t.Errorf("ChangePlan of a USD amount to a EUR plan = %v; want ErrPlanChangeRefused naming EUR", err)
+	}
+	if _, err := f.Svc.ChangePlan(f.Ctx, b, sub2.ID, subscriptions.ChangePlanInput{PlanID: gold}); err != nil {
+		t.Errorf("ChangePlan of a USD amount to a USD plan = %v; want it changed", err)
+	}
+}

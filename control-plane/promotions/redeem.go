@@ -118,6 +118,38 @@ func (s *Service) RedeemAtSubscribe(ctx context.Context, tx pgx.Tx, actor identi
 	return nil
 }
 
+// CheckPlanChange refuses moving sub to plan planID, priced in currency,
+// while one of its active redemptions would not apply there: a promotion
+// limited to other plans, or an amount_off in another currency
+// (subscriptions.Promotions, called in the change's transaction). Such a
+// change is refused rather than ending the redemption: a redemption is what
+// the customer was granted, and ending it is not the plan change's to
+// decide. Used up redemptions and trial extensions do not hold a change.
+func (s *Service) CheckPlanChange(ctx context.Context, tx pgx.Tx, sub subscriptions.Subscription, planID uuid.UUID, currency string) error {
+	q := db.New(tx)
+	rows, err := q.RedemptionListBySubscription(ctx, sub.ID)
+	if err != nil {
+		return fmt.Errorf("read redemptions: %w", err)
+	}
+	for _, row := range rows {
+		r := toRedemption(row)
+		if !r.Active {
+			continue
+		}
+		if r.Kind == metering.PromotionAmountOff && deref(r.Currency) != currency {
+			return fmt.Errorf("%w: the subscription's promotion %q is in %s, the plan in %s", ErrPlanChangeRefused, r.Code, deref(r.Currency), currency)
+		}
+		p, err := toPromotion(q.PromotionGetByID(ctx, r.PromotionID))
+		if err != nil {
+			return err
+		}
+		if !p.eligible(planID) {
+			return fmt.Errorf("%w: the subscription's promotion %q does not apply to that plan", ErrPlanChangeRefused, r.Code)
+		}
+	}
+	return nil
+}
+
 // checkCodes bounds a list of codes: at most MaxCodes, none twice.
 func checkCodes(field string, codes []string) error {
 	if len(codes) > MaxCodes {

@@ -24,7 +24,9 @@ type ChangePlanInput struct {
 // hardness, rate limits) apply at once and the gateway's record and block
 // follow through the outbox. Proration of the base fee belongs to
 // billing, which prices each event by the version in force at its time
-// (subscription_history).
+// (subscription_history). A change that the subscription's active
+// promotions would not apply on (limited to other plans, or an amount in
+// another currency) is refused by the promotions service.
 func (s *Service) ChangePlan(ctx context.Context, actor identity.Actor, id uuid.UUID, in ChangePlanInput) (Subscription, error) {
 	if in.PlanID == uuid.Nil {
 		return Subscription{}, validation.One("plan_id", "is required")
@@ -53,6 +55,14 @@ func (s *Service) ChangePlan(ctx context.Context, actor identity.Actor, id uuid.
 		}
 		if p.Current.ID == before.PlanVersionID {
 			return ErrSamePlan
+		}
+		// A redemption granted on this plan may not apply on the next: the
+		// change is refused (409), never ends what the customer was
+		// granted silently.
+		if s.promotions != nil {
+			if err := s.promotions.CheckPlanChange(ctx, tx, before, p.ID, p.Current.Terms.Currency); err != nil {
+				return err
+			}
 		}
 		now := s.now().UTC()
 		if err := db.New(tx).SubscriptionChangePlan(ctx, db.SubscriptionChangePlanParams{ID: id, PlanVersionID: p.Current.ID}); err != nil {
