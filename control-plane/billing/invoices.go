@@ -48,6 +48,8 @@ var (
 	ErrCustomerNotFound = errors.New("customer not found")
 	// ErrSubscriptionNotFound: no such subscription the actor may see.
 	ErrSubscriptionNotFound = errors.New("subscription not found")
+	// ErrAmbiguousNumber: invoices of several issuers have the number.
+	ErrAmbiguousNumber = errors.New("invoice number of several issuers")
 	// ErrPeriodNotFound: no such billing period of the subscription.
 	ErrPeriodNotFound = errors.New("billing period not found")
 )
@@ -154,16 +156,28 @@ func (s *Service) Invoice(ctx context.Context, actor identity.Actor, id uuid.UUI
 	return inv, nil
 }
 
-// InvoiceByNumber is Invoice by the invoice's number.
+// InvoiceByNumber is Invoice by the invoice's number. Numbers are unique
+// per issuer: when the actor sees invoices of several issuers with that
+// number (an admin), it is ErrAmbiguousNumber, and the id names one.
 func (s *Service) InvoiceByNumber(ctx context.Context, actor identity.Actor, number string) (Invoice, error) {
-	id, err := db.New(s.pool).InvoiceGetByNumber(ctx, &number)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Invoice{}, ErrInvoiceNotFound
-	}
+	rows, err := db.New(s.pool).InvoicesByNumber(ctx, &number)
 	if err != nil {
 		return Invoice{}, fmt.Errorf("read invoice: %w", err)
 	}
-	return s.Invoice(ctx, actor, id)
+	var found []uuid.UUID
+	for _, r := range rows {
+		if actor.IsAdmin() || actor.OrgID == r.IssuerID || actor.OrgID == r.CustomerID {
+			found = append(found, r.ID)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return Invoice{}, ErrInvoiceNotFound
+	case 1:
+		return s.Invoice(ctx, actor, found[0])
+	default:
+		return Invoice{}, fmt.Errorf("%w: %s is the number of invoices %v", ErrAmbiguousNumber, number, found)
+	}
 }
 
 // Cites is what an invoice is computed from, stored with it: explain

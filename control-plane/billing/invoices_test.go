@@ -536,3 +536,37 @@ func TestQuantityCorrectionContinuesTiers(t *testing.T) {
 	explainZero(t, f.svc, inv.ID)
 	explainZero(t, f.svc, next.ID)
 }
+
+// Two issuers' first invoices of a year are both INV-2026-000001: a
+// provider finds its own by number, an admin is told it is ambiguous.
+func TestInvoiceByNumberPerIssuer(t *testing.T) {
+	f := invoiceSetup(t)
+	_, sub := f.closedPeriod()
+	first := *f
+	first.issuer = testenv.Org(t, f.pool, "issuer2-"+testenv.Suffix())
+	first.provider = identity.Actor{Subject: "prov2", Role: identity.RoleProvider, OrgID: first.issuer}
+	slug := "api2-" + testenv.Suffix()
+	f.scan(&first.api, `INSERT INTO apis (organization_id, name, slug, upstream_url, version, created_by)
+		VALUES ($1, $2, $2, 'https://upstream.example', 'v1', 'prov') RETURNING id`, first.issuer, slug)
+	var plan uuid.UUID
+	f.scan(&plan, `INSERT INTO plans (api_id, name, slug) VALUES ($1, 'Pro', 'pro') RETURNING id`, first.api)
+	f.scan(&first.version, `INSERT INTO plan_versions (plan_id, version, type, currency, base_fee, created_by)
+		VALUES ($1, 1, 'subscription', 'EUR', 5, 'prov') RETURNING id`, plan)
+	_, sub2 := first.closedPeriod()
+	if _, err := f.svc.RunCycle(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		actor identity.Actor
+		sub   uuid.UUID
+	}{{f.provider, sub}, {first.provider, sub2}} {
+		inv, err := f.svc.InvoiceByNumber(f.ctx, c.actor, "INV-2026-000001")
+		if err != nil || inv.SubscriptionID != c.sub {
+			t.Fatalf("InvoiceByNumber by %s = %v, %v; want the invoice of %s", c.actor.Subject, inv.SubscriptionID, err, c.sub)
+		}
+		explainZero(t, f.svc, inv.ID)
+	}
+	if _, err := f.svc.InvoiceByNumber(f.ctx, identity.Actor{Subject: "root", Role: identity.RoleAdmin}, "INV-2026-000001"); !errors.Is(err, ErrAmbiguousNumber) {
+		t.Fatalf("InvoiceByNumber by an admin = %v; want ErrAmbiguousNumber", err)
+	}
+}

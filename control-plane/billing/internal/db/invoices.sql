@@ -44,8 +44,10 @@ SELECT id, issuer_id, customer_id, subscription_id, billing_period_id, status, n
     overdue_at, created_at, updated_at
 FROM invoices WHERE id = $1;
 
--- name: InvoiceGetByNumber :one
-SELECT id FROM invoices WHERE number = $1;
+-- InvoicesByNumber: numbers are unique per issuer, so one number may
+-- name invoices of several issuers.
+-- name: InvoicesByNumber :many
+SELECT id, issuer_id, customer_id FROM invoices WHERE number = $1 ORDER BY id;
 
 -- name: InvoiceLock :one
 SELECT id, issuer_id, customer_id, subscription_id, billing_period_id, status, number, currency, period_start, period_end,

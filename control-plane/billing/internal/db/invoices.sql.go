@@ -861,17 +861,6 @@ func (q *Queries) InvoiceGet(ctx context.Context, id uuid.UUID) (Invoice, error)
 	return i, err
 }
 
-const invoiceGetByNumber = `-- name: InvoiceGetByNumber :one
-SELECT id FROM invoices WHERE number = $1
-`
-
-func (q *Queries) InvoiceGetByNumber(ctx context.Context, number *string) (uuid.UUID, error) {
-	row := q.db.QueryRow(ctx, invoiceGetByNumber, number)
-	var id uuid.UUID
-	err := row.Scan(&id)
-	return id, err
-}
-
 const invoiceLines = `-- name: InvoiceLines :many
 SELECT position, kind, description, plan_version_id, meter_slug, tier, quantity, unit_price, amount, reference
 FROM invoice_lines WHERE invoice_id = $1 ORDER BY position
@@ -1045,6 +1034,38 @@ func (q *Queries) InvoiceNumberNext(ctx context.Context, arg InvoiceNumberNextPa
 	var last int64
 	err := row.Scan(&last)
 	return last, err
+}
+
+const invoicesByNumber = `-- name: InvoicesByNumber :many
+SELECT id, issuer_id, customer_id FROM invoices WHERE number = $1 ORDER BY id
+`
+
+type InvoicesByNumberRow struct {
+	ID         uuid.UUID
+	IssuerID   uuid.UUID
+	CustomerID uuid.UUID
+}
+
+// InvoicesByNumber: numbers are unique per issuer, so one number may
+// name invoices of several issuers.
+func (q *Queries) InvoicesByNumber(ctx context.Context, number *string) ([]InvoicesByNumberRow, error) {
+	rows, err := q.db.Query(ctx, invoicesByNumber, number)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []InvoicesByNumberRow
+	for rows.Next() {
+		var i InvoicesByNumberRow
+		if err := rows.Scan(&i.ID, &i.IssuerID, &i.CustomerID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const invoicesOverdue = `-- name: InvoicesOverdue :many
