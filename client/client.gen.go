@@ -17,6 +17,24 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for AdjustmentKind.
+const (
+	Correction AdjustmentKind = "correction"
+	LateUsage  AdjustmentKind = "late_usage"
+)
+
+// Valid indicates whether the value is a known member of the AdjustmentKind enum.
+func (e AdjustmentKind) Valid() bool {
+	switch e {
+	case Correction:
+		return true
+	case LateUsage:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ApprovalStatus.
 const (
 	ApprovalStatusApproved         ApprovalStatus = "approved"
@@ -83,6 +101,30 @@ func (e ChargeModel) Valid() bool {
 	case PerUnit:
 		return true
 	case Volume:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for CreditEntryKind.
+const (
+	Applied   CreditEntryKind = "applied"
+	Goodwill  CreditEntryKind = "goodwill"
+	Proration CreditEntryKind = "proration"
+	Refund    CreditEntryKind = "refund"
+)
+
+// Valid indicates whether the value is a known member of the CreditEntryKind enum.
+func (e CreditEntryKind) Valid() bool {
+	switch e {
+	case Applied:
+		return true
+	case Goodwill:
+		return true
+	case Proration:
+		return true
+	case Refund:
 		return true
 	default:
 		return false
@@ -269,6 +311,69 @@ func (e EventType) Valid() bool {
 	case EventTypeSubscriptionSuspended:
 		return true
 	case EventTypeSubscriptionUpdated:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvoiceLineKind.
+const (
+	InvoiceLineKindAdjustment      InvoiceLineKind = "adjustment"
+	InvoiceLineKindBaseFee         InvoiceLineKind = "base_fee"
+	InvoiceLineKindCredit          InvoiceLineKind = "credit"
+	InvoiceLineKindDiscount        InvoiceLineKind = "discount"
+	InvoiceLineKindProrationCharge InvoiceLineKind = "proration_charge"
+	InvoiceLineKindProrationCredit InvoiceLineKind = "proration_credit"
+	InvoiceLineKindTax             InvoiceLineKind = "tax"
+	InvoiceLineKindUsage           InvoiceLineKind = "usage"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceLineKind enum.
+func (e InvoiceLineKind) Valid() bool {
+	switch e {
+	case InvoiceLineKindAdjustment:
+		return true
+	case InvoiceLineKindBaseFee:
+		return true
+	case InvoiceLineKindCredit:
+		return true
+	case InvoiceLineKindDiscount:
+		return true
+	case InvoiceLineKindProrationCharge:
+		return true
+	case InvoiceLineKindProrationCredit:
+		return true
+	case InvoiceLineKindTax:
+		return true
+	case InvoiceLineKindUsage:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvoiceStatus.
+const (
+	InvoiceStatusDraft         InvoiceStatus = "draft"
+	InvoiceStatusOpen          InvoiceStatus = "open"
+	InvoiceStatusPaid          InvoiceStatus = "paid"
+	InvoiceStatusUncollectible InvoiceStatus = "uncollectible"
+	InvoiceStatusVoid          InvoiceStatus = "void"
+)
+
+// Valid indicates whether the value is a known member of the InvoiceStatus enum.
+func (e InvoiceStatus) Valid() bool {
+	switch e {
+	case InvoiceStatusDraft:
+		return true
+	case InvoiceStatusOpen:
+		return true
+	case InvoiceStatusPaid:
+		return true
+	case InvoiceStatusUncollectible:
+		return true
+	case InvoiceStatusVoid:
 		return true
 	default:
 		return false
@@ -748,16 +853,16 @@ func (e PromotionKind) Valid() bool {
 
 // Defines values for QuotaAdjustmentKind.
 const (
-	Credit QuotaAdjustmentKind = "credit"
-	Reset  QuotaAdjustmentKind = "reset"
+	QuotaAdjustmentKindCredit QuotaAdjustmentKind = "credit"
+	QuotaAdjustmentKindReset  QuotaAdjustmentKind = "reset"
 )
 
 // Valid indicates whether the value is a known member of the QuotaAdjustmentKind enum.
 func (e QuotaAdjustmentKind) Valid() bool {
 	switch e {
-	case Credit:
+	case QuotaAdjustmentKindCredit:
 		return true
-	case Reset:
+	case QuotaAdjustmentKindReset:
 		return true
 	default:
 		return false
@@ -808,19 +913,19 @@ func (e QuotaStatusThresholdsCrossed) Valid() bool {
 
 // Defines values for QuoteLineKind.
 const (
-	BaseFee  QuoteLineKind = "base_fee"
-	Discount QuoteLineKind = "discount"
-	Usage    QuoteLineKind = "usage"
+	QuoteLineKindBaseFee  QuoteLineKind = "base_fee"
+	QuoteLineKindDiscount QuoteLineKind = "discount"
+	QuoteLineKindUsage    QuoteLineKind = "usage"
 )
 
 // Valid indicates whether the value is a known member of the QuoteLineKind enum.
 func (e QuoteLineKind) Valid() bool {
 	switch e {
-	case BaseFee:
+	case QuoteLineKindBaseFee:
 		return true
-	case Discount:
+	case QuoteLineKindDiscount:
 		return true
-	case Usage:
+	case QuoteLineKindUsage:
 		return true
 	default:
 		return false
@@ -1438,6 +1543,57 @@ type APIPatch struct {
 	Visibility  *Visibility `json:"visibility,omitempty"`
 }
 
+// Adjustment A usage correction or late usage, billed on the subscription's next invoice, never by changing a finalized one.
+type Adjustment struct {
+	Actor string `json:"actor"`
+
+	// Amount An amount (or null): positive charges, negative credits.
+	Amount *string `json:"amount"`
+
+	// BillingPeriodId The period it concerns; null for an amount of no period.
+	BillingPeriodId *openapi_types.UUID `json:"billing_period_id"`
+	CreatedAt       time.Time           `json:"created_at"`
+	Currency        *string             `json:"currency"`
+	Id              openapi_types.UUID  `json:"id"`
+
+	// InvoiceId The invoice that billed it; null while pending.
+	InvoiceId *openapi_types.UUID `json:"invoice_id"`
+	Kind      AdjustmentKind      `json:"kind"`
+	Meter     *string             `json:"meter"`
+
+	// PlanVersionId The plan-version segment of the period a quantity concerns; null: the period's last.
+	PlanVersionId *openapi_types.UUID `json:"plan_version_id"`
+
+	// Quantity A meter's quantity (or null).
+	Quantity       *string            `json:"quantity"`
+	Reason         string             `json:"reason"`
+	SegmentStart   *time.Time         `json:"segment_start"`
+	SubscriptionId openapi_types.UUID `json:"subscription_id"`
+}
+
+// AdjustmentKind defines model for Adjustment.Kind.
+type AdjustmentKind string
+
+// AdjustmentInput A usage correction: a meter's quantity for a closed period (priced by its plan version, tiers continuing from what it billed), or an amount in the subscription's currency. Unknown members are refused.
+type AdjustmentInput struct {
+	// Amount Non-zero, in the currency's minor unit.
+	Amount *string `json:"amount,omitempty"`
+
+	// BillingPeriodId Required with a quantity.
+	BillingPeriodId *openapi_types.UUID `json:"billing_period_id,omitempty"`
+	Currency        *string             `json:"currency,omitempty"`
+	Meter           *string             `json:"meter,omitempty"`
+
+	// Quantity Non-zero, below 10^12 in size, at most 6 decimals.
+	Quantity *string `json:"quantity,omitempty"`
+	Reason   string  `json:"reason"`
+}
+
+// AdjustmentList A subscription's adjustments, billed and pending.
+type AdjustmentList struct {
+	Data []Adjustment `json:"data"`
+}
+
 // Approval A request to admit an API.
 type Approval struct {
 	ApiId     openapi_types.UUID `json:"api_id"`
@@ -1547,6 +1703,72 @@ type AuditEntryList struct {
 // BillingInterval The length of a billing period.
 type BillingInterval string
 
+// BillingProfile An organization's billing profile: who its invoices are addressed to (as a customer) or from (as an issuer).
+type BillingProfile struct {
+	AddressLine1 string `json:"address_line1"`
+	AddressLine2 string `json:"address_line2"`
+	City         string `json:"city"`
+
+	// Country ISO 3166-1 alpha-2.
+	Country string `json:"country"`
+
+	// Email Where invoices and reminders are sent.
+	Email          string             `json:"email"`
+	LegalName      string             `json:"legal_name"`
+	OrganizationId openapi_types.UUID `json:"organization_id"`
+	PostalCode     string             `json:"postal_code"`
+
+	// Region ISO 3166-2 subdivision without the country (CA for US-CA), or empty.
+	Region string `json:"region"`
+
+	// TaxId VAT or tax number in the country's format, canonical (DE123456789); empty for none.
+	TaxId     string    `json:"tax_id"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// BillingProfileInput A billing profile, replacing the one there is. Unknown members are refused; text with control characters is refused.
+type BillingProfileInput struct {
+	AddressLine1 *string `json:"address_line1,omitempty"`
+	AddressLine2 *string `json:"address_line2,omitempty"`
+	City         *string `json:"city,omitempty"`
+
+	// Country ISO 3166-1 alpha-2.
+	Country string `json:"country"`
+
+	// Email Where invoices and reminders are sent.
+	Email      string  `json:"email"`
+	LegalName  string  `json:"legal_name"`
+	PostalCode *string `json:"postal_code,omitempty"`
+
+	// Region ISO 3166-2 subdivision without the country (CA for US-CA), or empty.
+	Region *string `json:"region,omitempty"`
+
+	// TaxId VAT or tax number in the country's format, canonical (DE123456789); empty for none.
+	TaxId *string `json:"tax_id,omitempty"`
+}
+
+// BillingSettings An issuer's billing settings.
+type BillingSettings struct {
+	// InvoicePrefix Starts the issuer's invoice numbers; default INV.
+	InvoicePrefix  string             `json:"invoice_prefix"`
+	OrganizationId openapi_types.UUID `json:"organization_id"`
+
+	// PlatformFeePercent The platform's share of net revenue, set by admins.
+	PlatformFeePercent string `json:"platform_fee_percent"`
+
+	// UpdatedAt Null while the defaults apply.
+	UpdatedAt *time.Time `json:"updated_at"`
+}
+
+// BillingSettingsInput The settings to change; members left out (or null) stay. `platform_fee_percent` is for platform admins only. Unknown members are refused.
+type BillingSettingsInput struct {
+	// InvoicePrefix 2 to 12 letters or digits, put in capitals.
+	InvoicePrefix *string `json:"invoice_prefix,omitempty"`
+
+	// PlatformFeePercent 0 to 100, at most 2 decimals.
+	PlatformFeePercent *string `json:"platform_fee_percent,omitempty"`
+}
+
 // BulkDecisionInput One decision applied to many approval requests. Unknown members are refused.
 type BulkDecisionInput struct {
 	Action Decision `json:"action"`
@@ -1652,6 +1874,62 @@ type CommentInput struct {
 	Comment string `json:"comment"`
 }
 
+// CreditBalance What a customer may spend with an issuer in one currency.
+type CreditBalance struct {
+	// Balance Never below zero.
+	Balance    string             `json:"balance"`
+	Currency   string             `json:"currency"`
+	CustomerId openapi_types.UUID `json:"customer_id"`
+	IssuerId   openapi_types.UUID `json:"issuer_id"`
+}
+
+// CreditBalanceList Credit balances.
+type CreditBalanceList struct {
+	Data []CreditBalance `json:"data"`
+}
+
+// CreditEntry One movement of a credit balance.
+type CreditEntry struct {
+	Actor string `json:"actor"`
+
+	// Amount Positive for grants, proration credits and refunds; negative when applied to an invoice.
+	Amount string `json:"amount"`
+
+	// BalanceAfter The balance the movement left.
+	BalanceAfter string              `json:"balance_after"`
+	CreatedAt    time.Time           `json:"created_at"`
+	Currency     string              `json:"currency"`
+	CustomerId   openapi_types.UUID  `json:"customer_id"`
+	Id           int                 `json:"id"`
+	InvoiceId    *openapi_types.UUID `json:"invoice_id"`
+	IssuerId     openapi_types.UUID  `json:"issuer_id"`
+	Kind         CreditEntryKind     `json:"kind"`
+	Reason       string              `json:"reason"`
+}
+
+// CreditEntryKind defines model for CreditEntry.Kind.
+type CreditEntryKind string
+
+// CreditGrantInput Goodwill credit for a customer of the issuer. Unknown members are refused.
+type CreditGrantInput struct {
+	// Amount Above zero, below 10^12, in the currency's minor unit.
+	Amount     string             `json:"amount"`
+	Currency   string             `json:"currency"`
+	CustomerId openapi_types.UUID `json:"customer_id"`
+
+	// IssuerId The issuer granting; the caller's organization when left out (admins must name it).
+	IssuerId *openapi_types.UUID `json:"issuer_id,omitempty"`
+	Reason   string              `json:"reason"`
+}
+
+// CreditLedger Movements of one balance, oldest first; the cursor is the last entry's id.
+type CreditLedger struct {
+	Data []CreditEntry `json:"data"`
+
+	// NextCursor The cursor of the next page; absent on the last one.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
 // Decision defines model for Decision.
 type Decision string
 
@@ -1728,6 +2006,107 @@ type IngestTokenList struct {
 	// NextCursor Never set: the list is one page.
 	NextCursor *string `json:"next_cursor,omitempty"`
 }
+
+// Invoice An invoice and its lines. Amounts are decimal strings with exactly the currency's minor-unit decimals; the totals are sums of the lines.
+type Invoice struct {
+	// AmountDue The sum of the lines: total − credit applied, never below zero.
+	AmountDue string `json:"amount_due"`
+
+	// BillingPeriodId The billing period it bills; null for a preview.
+	BillingPeriodId *openapi_types.UUID `json:"billing_period_id"`
+
+	// Cites What the invoice was computed from: the usage snapshot, plan versions, promotions, adjustments, tax treatment, the customer's billing profile and credit as they were. `veil billing explain` recomputes the invoice from these alone.
+	Cites     map[string]interface{} `json:"cites"`
+	CreatedAt time.Time              `json:"created_at"`
+
+	// CreditApplied The customer's credit balance used.
+	CreditApplied string `json:"credit_applied"`
+	Currency      string `json:"currency"`
+
+	// CustomerId The consumer organization billed.
+	CustomerId openapi_types.UUID `json:"customer_id"`
+
+	// Discount What promotions took off, zero or more.
+	Discount    string             `json:"discount"`
+	DueAt       *time.Time         `json:"due_at"`
+	FinalizedAt *time.Time         `json:"finalized_at"`
+	Id          openapi_types.UUID `json:"id"`
+
+	// IssuerId The provider organization issuing it.
+	IssuerId openapi_types.UUID `json:"issuer_id"`
+	Lines    []InvoiceLine      `json:"lines"`
+
+	// NetDays Days from finalization to the due date (the plan version's net terms).
+	NetDays int `json:"net_days"`
+
+	// Number `<PREFIX>-<YYYY>-<NNNNNN>`, gapless per issuer and year; null while a draft.
+	Number *string `json:"number"`
+
+	// Overdue Open past its due date.
+	Overdue bool `json:"overdue"`
+
+	// OverdueAt When the overdue job marked it (and announced `invoice.overdue`).
+	OverdueAt   *time.Time `json:"overdue_at"`
+	PaidAt      *time.Time `json:"paid_at"`
+	PeriodEnd   time.Time  `json:"period_end"`
+	PeriodStart time.Time  `json:"period_start"`
+
+	// Status `draft` until finalized (recomputed until then), `open` once finalized and numbered, then `paid`, `void` or `uncollectible`. An open invoice past its due date is also `overdue`.
+	Status         InvoiceStatus      `json:"status"`
+	SubscriptionId openapi_types.UUID `json:"subscription_id"`
+
+	// Subtotal Base fee, usage, proration and adjustment lines.
+	Subtotal string `json:"subtotal"`
+
+	// Tax The tax added, or included (inclusive tax).
+	Tax string `json:"tax"`
+
+	// Total What the period costs, tax included, before credit.
+	Total     string     `json:"total"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	VoidedAt  *time.Time `json:"voided_at"`
+}
+
+// InvoiceLine One line of an invoice. Each amount is rounded once, to the currency's minor unit.
+type InvoiceLine struct {
+	// Amount The line's amount, with exactly the currency's decimals.
+	Amount      string          `json:"amount"`
+	Description string          `json:"description"`
+	Kind        InvoiceLineKind `json:"kind"`
+
+	// Meter The meter a usage or adjustment line prices.
+	Meter *string `json:"meter"`
+
+	// PlanVersionId The plan version that priced the line; null for lines of no version.
+	PlanVersionId *openapi_types.UUID `json:"plan_version_id"`
+	Position      int                 `json:"position"`
+
+	// Quantity The quantity priced, full precision.
+	Quantity string `json:"quantity"`
+
+	// Reference What the line comes from: a promotion code, an adjustment, the credit balance.
+	Reference string `json:"reference"`
+
+	// Tier The 1-based tier a usage line prices; 0 otherwise.
+	Tier int `json:"tier"`
+
+	// UnitPrice The price per unit, full precision (often below the minor unit).
+	UnitPrice string `json:"unit_price"`
+}
+
+// InvoiceLineKind defines model for InvoiceLine.Kind.
+type InvoiceLineKind string
+
+// InvoiceList One page of invoices, oldest first, with their lines.
+type InvoiceList struct {
+	Data []Invoice `json:"data"`
+
+	// NextCursor The cursor of the next page; absent on the last one.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// InvoiceStatus `draft` until finalized (recomputed until then), `open` once finalized and numbered, then `paid`, `void` or `uncollectible`. An open invoice past its due date is also `overdue`.
+type InvoiceStatus string
 
 // IssuedIngestToken A new ingest token with its secret, which is not shown again.
 type IssuedIngestToken struct {
@@ -2693,6 +3072,72 @@ type RedemptionList struct {
 	Data []Redemption `json:"data"`
 }
 
+// Revenue An issuer's revenue statement from its finalized invoices, by month of finalization (UTC), API and currency; void invoices never count.
+type Revenue struct {
+	From     time.Time          `json:"from"`
+	IssuerId openapi_types.UUID `json:"issuer_id"`
+	Lines    []RevenueLine      `json:"lines"`
+
+	// PlatformFeePercent The issuer's fee now.
+	PlatformFeePercent string         `json:"platform_fee_percent"`
+	To                 time.Time      `json:"to"`
+	Totals             []RevenueTotal `json:"totals"`
+}
+
+// RevenueLine One month, API and currency of a statement.
+type RevenueLine struct {
+	ApiId    openapi_types.UUID `json:"api_id"`
+	ApiName  string             `json:"api_name"`
+	ApiSlug  string             `json:"api_slug"`
+	Currency string             `json:"currency"`
+
+	// Discounts Their discount.
+	Discounts string `json:"discounts"`
+
+	// Gross The invoices' subtotal.
+	Gross    string `json:"gross"`
+	Invoices int    `json:"invoices"`
+	Month    string `json:"month"`
+
+	// Net Total less tax: what the issuer earned.
+	Net string `json:"net"`
+
+	// PlatformFee Net × the fee percent / 100, rounded once per line.
+	PlatformFee string `json:"platform_fee"`
+
+	// Tax Their tax.
+	Tax                   string `json:"tax"`
+	UncollectibleInvoices int    `json:"uncollectible_invoices"`
+
+	// UncollectibleNet The net of uncollectible invoices, in no other figure.
+	UncollectibleNet string `json:"uncollectible_net"`
+}
+
+// RevenueTotal A statement's total in one currency.
+type RevenueTotal struct {
+	Currency string `json:"currency"`
+
+	// Discounts Their discount.
+	Discounts string `json:"discounts"`
+
+	// Gross The invoices' subtotal.
+	Gross    string `json:"gross"`
+	Invoices int    `json:"invoices"`
+
+	// Net Total less tax: what the issuer earned.
+	Net string `json:"net"`
+
+	// PlatformFee Net × the fee percent / 100, rounded once per line.
+	PlatformFee string `json:"platform_fee"`
+
+	// Tax Their tax.
+	Tax                   string `json:"tax"`
+	UncollectibleInvoices int    `json:"uncollectible_invoices"`
+
+	// UncollectibleNet The net of uncollectible invoices, in no other figure.
+	UncollectibleNet string `json:"uncollectible_net"`
+}
+
 // Role `admin`: platform operator, sees and decides everything. `provider`: publishes and manages its organization's APIs. `consumer`: subscribes to and calls APIs.
 type Role string
 
@@ -2826,6 +3271,53 @@ type SubscriptionList struct {
 
 // SubscriptionStatus Where a subscription is: `trialing` (a plan with trial days) → `active`; `past_due` (payment failed), `suspended` (the gateway refuses its keys), `canceled` (terminal; its keys are revoked).
 type SubscriptionStatus string
+
+// TaxRule An issuer's tax for customers of a country or a region of it, over [effective_from, effective_until).
+type TaxRule struct {
+	Country        string             `json:"country"`
+	CreatedAt      time.Time          `json:"created_at"`
+	CreatedBy      string             `json:"created_by"`
+	EffectiveFrom  time.Time          `json:"effective_from"`
+	EffectiveUntil *time.Time         `json:"effective_until"`
+	Id             openapi_types.UUID `json:"id"`
+
+	// Inclusive Prices include the tax, which the invoice states.
+	Inclusive bool               `json:"inclusive"`
+	IssuerId  openapi_types.UUID `json:"issuer_id"`
+	Name      string             `json:"name"`
+
+	// RatePercent The rate, 0 to 100.
+	RatePercent string `json:"rate_percent"`
+	Region      string `json:"region"`
+
+	// ReverseCharge Business customers of this country with a VAT number of valid format are reverse charged when the issuer is elsewhere in the EU.
+	ReverseCharge bool `json:"reverse_charge"`
+}
+
+// TaxRuleInput A new tax rule. Unknown members are refused.
+type TaxRuleInput struct {
+	Country string `json:"country"`
+
+	// EffectiveFrom Default now.
+	EffectiveFrom  *time.Time `json:"effective_from,omitempty"`
+	EffectiveUntil *time.Time `json:"effective_until,omitempty"`
+	Inclusive      *bool      `json:"inclusive,omitempty"`
+
+	// Name Default VAT.
+	Name *string `json:"name,omitempty"`
+
+	// RatePercent 0 to 100, at most 4 decimals.
+	RatePercent string  `json:"rate_percent"`
+	Region      *string `json:"region,omitempty"`
+
+	// ReverseCharge Default true.
+	ReverseCharge *bool `json:"reverse_charge,omitempty"`
+}
+
+// TaxRuleList An issuer's tax rules by country, region and start.
+type TaxRuleList struct {
+	Data []TaxRule `json:"data"`
+}
 
 // Terms A plan version's priced terms. Decimals are JSON strings.
 type Terms struct {
@@ -3369,6 +3861,21 @@ type RevokeIngestTokenParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// MarkInvoicePaidParams defines parameters for MarkInvoicePaid.
+type MarkInvoicePaidParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// PutAdminBillingSettingsParams defines parameters for PutAdminBillingSettings.
+type PutAdminBillingSettingsParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
 // ReloadPlanFilesParams defines parameters for ReloadPlanFiles.
 type ReloadPlanFilesParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
@@ -3618,6 +4125,114 @@ type ListAuditEntriesParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// ListCreditsParams defines parameters for ListCredits.
+type ListCreditsParams struct {
+	// IssuerId The issuer (a provider organization).
+	IssuerId *openapi_types.UUID `form:"issuer_id,omitempty" json:"issuer_id,omitempty"`
+
+	// CustomerId The customer (a consumer organization).
+	CustomerId *openapi_types.UUID `form:"customer_id,omitempty" json:"customer_id,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GrantCreditParams defines parameters for GrantCredit.
+type GrantCreditParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListCreditLedgerParams defines parameters for ListCreditLedger.
+type ListCreditLedgerParams struct {
+	// IssuerId The issuer (a provider organization).
+	IssuerId *openapi_types.UUID `form:"issuer_id,omitempty" json:"issuer_id,omitempty"`
+
+	// CustomerId The customer (a consumer organization).
+	CustomerId *openapi_types.UUID `form:"customer_id,omitempty" json:"customer_id,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page; leave out for the first page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Limit Page size, 1 to 200 (default 50).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// ListInvoicesParams defines parameters for ListInvoices.
+type ListInvoicesParams struct {
+	// Status Only invoices in this status.
+	Status *InvoiceStatus `form:"status,omitempty" json:"status,omitempty"`
+
+	// SubscriptionId Only this subscription's invoices.
+	SubscriptionId *openapi_types.UUID `form:"subscription_id,omitempty" json:"subscription_id,omitempty"`
+
+	// From Only invoices whose period starts at or after this time.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To Only invoices whose period starts before this time.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page; leave out for the first page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Limit Page size, 1 to 200 (default 50).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GetInvoiceParams defines parameters for GetInvoice.
+type GetInvoiceParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// FinalizeInvoiceParams defines parameters for FinalizeInvoice.
+type FinalizeInvoiceParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// GetInvoiceHTMLParams defines parameters for GetInvoiceHTML.
+type GetInvoiceHTMLParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// MarkInvoiceUncollectibleParams defines parameters for MarkInvoiceUncollectible.
+type MarkInvoiceUncollectibleParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// GetInvoicePDFParams defines parameters for GetInvoicePDF.
+type GetInvoicePDFParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// VoidInvoiceParams defines parameters for VoidInvoice.
+type VoidInvoiceParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // DeleteKeyParams defines parameters for DeleteKey.
 type DeleteKeyParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
@@ -3735,6 +4350,51 @@ type UpdateMeterParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// GetBillingProfileParams defines parameters for GetBillingProfile.
+type GetBillingProfileParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// PutBillingProfileParams defines parameters for PutBillingProfile.
+type PutBillingProfileParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GetBillingSettingsParams defines parameters for GetBillingSettings.
+type GetBillingSettingsParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// PutBillingSettingsParams defines parameters for PutBillingSettings.
+type PutBillingSettingsParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// ListTaxRulesParams defines parameters for ListTaxRules.
+type ListTaxRulesParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// CreateTaxRuleParams defines parameters for CreateTaxRule.
+type CreateTaxRuleParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// DeleteTaxRuleParams defines parameters for DeleteTaxRule.
+type DeleteTaxRuleParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
 // GetPlanVersionParams defines parameters for GetPlanVersion.
 type GetPlanVersionParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
@@ -3810,6 +4470,21 @@ type UpdatePromotionParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// GetRevenueParams defines parameters for GetRevenue.
+type GetRevenueParams struct {
+	// IssuerId The issuer; the caller's organization when left out (admins must give it).
+	IssuerId *openapi_types.UUID `form:"issuer_id,omitempty" json:"issuer_id,omitempty"`
+
+	// From Start (included).
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To End (excluded); default now.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
 // ListSubscriptionsParams defines parameters for ListSubscriptions.
 type ListSubscriptionsParams struct {
 	// ApiId Only subscriptions to this API.
@@ -3843,6 +4518,21 @@ type GetSubscriptionParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// ListAdjustmentsParams defines parameters for ListAdjustments.
+type ListAdjustmentsParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// CreateAdjustmentParams defines parameters for CreateAdjustment.
+type CreateAdjustmentParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // CancelSubscriptionParams defines parameters for CancelSubscription.
 type CancelSubscriptionParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
@@ -3874,6 +4564,12 @@ type ChangeSubscriptionPlanParams struct {
 
 	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// PreviewInvoiceParams defines parameters for PreviewInvoice.
+type PreviewInvoiceParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
 // ListSubscriptionPromotionsParams defines parameters for ListSubscriptionPromotions.
@@ -4044,6 +4740,9 @@ type RequestApprovalChangesJSONRequestBody = DecisionReasonInput
 // CreateIngestTokenJSONRequestBody defines body for CreateIngestToken for application/json ContentType.
 type CreateIngestTokenJSONRequestBody = IngestTokenInput
 
+// PutAdminBillingSettingsJSONRequestBody defines body for PutAdminBillingSettings for application/json ContentType.
+type PutAdminBillingSettingsJSONRequestBody = BillingSettingsInput
+
 // ReleaseSubscriptionHoldJSONRequestBody defines body for ReleaseSubscriptionHold for application/json ContentType.
 type ReleaseSubscriptionHoldJSONRequestBody = ReasonInput
 
@@ -4083,6 +4782,9 @@ type CreateAPIVersionJSONRequestBody = VersionInput
 // CommentOnApprovalJSONRequestBody defines body for CommentOnApproval for application/json ContentType.
 type CommentOnApprovalJSONRequestBody = CommentInput
 
+// GrantCreditJSONRequestBody defines body for GrantCredit for application/json ContentType.
+type GrantCreditJSONRequestBody = CreditGrantInput
+
 // UpdateKeyJSONRequestBody defines body for UpdateKey for application/json ContentType.
 type UpdateKeyJSONRequestBody = KeyPatch
 
@@ -4101,6 +4803,15 @@ type SuspendKeyJSONRequestBody = ReasonInput
 // UpdateMeterJSONRequestBody defines body for UpdateMeter for application/json ContentType.
 type UpdateMeterJSONRequestBody = MeterPatch
 
+// PutBillingProfileJSONRequestBody defines body for PutBillingProfile for application/json ContentType.
+type PutBillingProfileJSONRequestBody = BillingProfileInput
+
+// PutBillingSettingsJSONRequestBody defines body for PutBillingSettings for application/json ContentType.
+type PutBillingSettingsJSONRequestBody = BillingSettingsInput
+
+// CreateTaxRuleJSONRequestBody defines body for CreateTaxRule for application/json ContentType.
+type CreateTaxRuleJSONRequestBody = TaxRuleInput
+
 // UpdatePlanJSONRequestBody defines body for UpdatePlan for application/json ContentType.
 type UpdatePlanJSONRequestBody = PlanPatch
 
@@ -4118,6 +4829,9 @@ type UpdatePromotionJSONRequestBody = PromotionPatch
 
 // SubscribeJSONRequestBody defines body for Subscribe for application/json ContentType.
 type SubscribeJSONRequestBody = SubscribeInput
+
+// CreateAdjustmentJSONRequestBody defines body for CreateAdjustment for application/json ContentType.
+type CreateAdjustmentJSONRequestBody = AdjustmentInput
 
 // CancelSubscriptionJSONRequestBody defines body for CancelSubscription for application/json ContentType.
 type CancelSubscriptionJSONRequestBody = CancelInput
@@ -4508,6 +5222,37 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/admin/ingest-tokens/{id} (the `RevokeIngestToken` operationId).
 	RevokeIngestToken(ctx context.Context, id openapi_types.UUID, params *RevokeIngestTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// MarkInvoicePaid Mark an open invoice paid
+	//
+	// Sets an open invoice `paid` (until payments do). Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Corresponds with POST /v1/admin/invoices/{id}/mark-paid (the `MarkInvoicePaid` operationId).
+	MarkInvoicePaid(ctx context.Context, id openapi_types.UUID, params *MarkInvoicePaidParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutAdminBillingSettingsWithBody Set an issuer's platform fee and prefix
+	//
+	// Sets the platform's fee (a percentage of the issuer's net revenue, shown on its revenue statement) and, if given, its invoice prefix. Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
+	PutAdminBillingSettingsWithBody(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutAdminBillingSettings Set an issuer's platform fee and prefix
+	//
+	// Sets the platform's fee (a percentage of the issuer's net revenue, shown on its revenue statement) and, if given, its invoice prefix. Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
+	PutAdminBillingSettings(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, body PutAdminBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ReloadPlanFiles Reload the plan files now
 	//
@@ -4928,6 +5673,109 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/audit (the `ListAuditEntries` operationId).
 	ListAuditEntries(ctx context.Context, params *ListAuditEntriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListCredits List credit balances
+	//
+	// Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
+	//
+	// **Who may call:** any member of an organization, and admins.
+	//
+	// Corresponds with GET /v1/credits (the `ListCredits` operationId).
+	ListCredits(ctx context.Context, params *ListCreditsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GrantCreditWithBody Grant goodwill credit
+	//
+	// Adds goodwill credit to a customer's balance with the issuer, in the ledger with the reason and the actor; it is applied to the next invoices. Audited.
+	//
+	// **Who may call:** providers of the issuer, and admins (who name `issuer_id`); a customer of no API of the issuer is `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/credits (the `GrantCredit` operationId).
+	GrantCreditWithBody(ctx context.Context, params *GrantCreditParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GrantCredit Grant goodwill credit
+	//
+	// Adds goodwill credit to a customer's balance with the issuer, in the ledger with the reason and the actor; it is applied to the next invoices. Audited.
+	//
+	// **Who may call:** providers of the issuer, and admins (who name `issuer_id`); a customer of no API of the issuer is `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/credits (the `GrantCredit` operationId).
+	GrantCredit(ctx context.Context, params *GrantCreditParams, body GrantCreditJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListCreditLedger List a credit balance's movements
+	//
+	// Every movement between an issuer and a customer, oldest first: proration credits, goodwill, refunds of voided invoices, and credit applied. `issuer_id` defaults to a provider's organization, `customer_id` to anyone else's.
+	//
+	// **Who may call:** members of the issuer and of the customer, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/credits/ledger (the `ListCreditLedger` operationId).
+	ListCreditLedger(ctx context.Context, params *ListCreditLedgerParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListInvoices List invoices
+	//
+	// The invoices the caller's organization issued (as a provider) or received (as a customer), oldest first, with cursor pagination; admins see every organization's. Filters combine.
+	//
+	// **Who may call:** any member of an organization, and admins.
+	//
+	// Corresponds with GET /v1/invoices (the `ListInvoices` operationId).
+	ListInvoices(ctx context.Context, params *ListInvoicesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetInvoice Read an invoice
+	//
+	// The invoice with its lines and what it cites.
+	//
+	// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/invoices/{id} (the `GetInvoice` operationId).
+	GetInvoice(ctx context.Context, id openapi_types.UUID, params *GetInvoiceParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// FinalizeInvoice Finalize a draft invoice
+	//
+	// Recomputes the draft one last time (with the customer's credit balance read under its lock), gives it the issuer's next number of the year, sets it `open` with its due date (net days of the period's plan version), applies the credit, marks its adjustments billed and promotions applied, freezes it and announces `invoice.finalized`. The billing job finalizes drafts by itself after the close; this finalizes one earlier. Audited.
+	//
+	// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+	//
+	// Corresponds with POST /v1/invoices/{id}/finalize (the `FinalizeInvoice` operationId).
+	FinalizeInvoice(ctx context.Context, id openapi_types.UUID, params *FinalizeInvoiceParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetInvoiceHTML Read an invoice as HTML
+	//
+	// The invoice's document as an HTML page, every field escaped, served with a Content-Security-Policy that runs no script and loads nothing.
+	//
+	// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/invoices/{id}/html (the `GetInvoiceHTML` operationId).
+	GetInvoiceHTML(ctx context.Context, id openapi_types.UUID, params *GetInvoiceHTMLParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// MarkInvoiceUncollectible Mark an open invoice uncollectible
+	//
+	// Sets an open invoice `uncollectible`: the issuer gives up collecting it. Audited.
+	//
+	// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+	//
+	// Corresponds with POST /v1/invoices/{id}/mark-uncollectible (the `MarkInvoiceUncollectible` operationId).
+	MarkInvoiceUncollectible(ctx context.Context, id openapi_types.UUID, params *MarkInvoiceUncollectibleParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetInvoicePDF Download an invoice as PDF
+	//
+	// The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
+	//
+	// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/invoices/{id}/pdf (the `GetInvoicePDF` operationId).
+	GetInvoicePDF(ctx context.Context, id openapi_types.UUID, params *GetInvoicePDFParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// VoidInvoice Void an open invoice
+	//
+	// Sets an open invoice `void`: what was paid or credited on it returns to the customer's credit balance as a `refund`. Announced as `invoice.voided`. Audited. A finalized invoice is never edited: corrections go on the next one.
+	//
+	// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+	//
+	// Corresponds with POST /v1/invoices/{id}/void (the `VoidInvoice` operationId).
+	VoidInvoice(ctx context.Context, id openapi_types.UUID, params *VoidInvoiceParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// DeleteKey Delete a key
 	//
 	// Revokes the key if it is not terminal, removes it and queues the removal of its gateway record. Its audit entries stay.
@@ -5132,6 +5980,108 @@ type ClientInterface interface {
 	// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
 	UpdateMeter(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, body UpdateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetBillingProfile Read a billing profile
+	//
+	// The organization's billing profile.
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Corresponds with GET /v1/organizations/{id}/billing-profile (the `GetBillingProfile` operationId).
+	GetBillingProfile(ctx context.Context, id openapi_types.UUID, params *GetBillingProfileParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutBillingProfileWithBody Set a billing profile
+	//
+	// Creates or replaces the organization's billing profile: legal name, address, country and region (which decide the tax), tax id (checked against the country's format, no network look-up) and billing email. Invoices already finalized keep the profile they cite. Audited.
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/organizations/{id}/billing-profile (the `PutBillingProfile` operationId).
+	PutBillingProfileWithBody(ctx context.Context, id openapi_types.UUID, params *PutBillingProfileParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutBillingProfile Set a billing profile
+	//
+	// Creates or replaces the organization's billing profile: legal name, address, country and region (which decide the tax), tax id (checked against the country's format, no network look-up) and billing email. Invoices already finalized keep the profile they cite. Audited.
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/organizations/{id}/billing-profile (the `PutBillingProfile` operationId).
+	PutBillingProfile(ctx context.Context, id openapi_types.UUID, params *PutBillingProfileParams, body PutBillingProfileJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetBillingSettings Read an issuer's billing settings
+	//
+	// The invoice prefix and the platform fee (defaults until set).
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Corresponds with GET /v1/organizations/{id}/billing-settings (the `GetBillingSettings` operationId).
+	GetBillingSettings(ctx context.Context, id openapi_types.UUID, params *GetBillingSettingsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutBillingSettingsWithBody Change an issuer's invoice prefix
+	//
+	// Changes the invoice prefix, for invoices finalized afterwards (the year's sequence goes on). Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers, and providers asking for `platform_fee_percent`, get `403`; other organizations `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/organizations/{id}/billing-settings (the `PutBillingSettings` operationId).
+	PutBillingSettingsWithBody(ctx context.Context, id openapi_types.UUID, params *PutBillingSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutBillingSettings Change an issuer's invoice prefix
+	//
+	// Changes the invoice prefix, for invoices finalized afterwards (the year's sequence goes on). Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers, and providers asking for `platform_fee_percent`, get `403`; other organizations `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/organizations/{id}/billing-settings (the `PutBillingSettings` operationId).
+	PutBillingSettings(ctx context.Context, id openapi_types.UUID, params *PutBillingSettingsParams, body PutBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListTaxRules List an issuer's tax rules
+	//
+	// The rules by country, region and start. An invoice uses the most specific rule in force at its period's end: the customer's region before its country, then the latest start.
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Corresponds with GET /v1/organizations/{id}/tax-rules (the `ListTaxRules` operationId).
+	ListTaxRules(ctx context.Context, id openapi_types.UUID, params *ListTaxRulesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateTaxRuleWithBody Add a tax rule
+	//
+	// A tax for customers in a country or one of its regions: rate, inclusive or exclusive, EU reverse charge allowed or not, effective dates. A later start supersedes an earlier rule from then on. Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/organizations/{id}/tax-rules (the `CreateTaxRule` operationId).
+	CreateTaxRuleWithBody(ctx context.Context, id openapi_types.UUID, params *CreateTaxRuleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateTaxRule Add a tax rule
+	//
+	// A tax for customers in a country or one of its regions: rate, inclusive or exclusive, EU reverse charge allowed or not, effective dates. A later start supersedes an earlier rule from then on. Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/organizations/{id}/tax-rules (the `CreateTaxRule` operationId).
+	CreateTaxRule(ctx context.Context, id openapi_types.UUID, params *CreateTaxRuleParams, body CreateTaxRuleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteTaxRule Delete or end a tax rule
+	//
+	// Deletes the rule (`204`) or, when a finalized invoice may cite it, ends it now instead and answers it (`200`), so those invoices keep explaining. Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Corresponds with DELETE /v1/organizations/{id}/tax-rules/{rule} (the `DeleteTaxRule` operationId).
+	DeleteTaxRule(ctx context.Context, id openapi_types.UUID, rule openapi_types.UUID, params *DeleteTaxRuleParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetPlanVersion Read a plan version
 	//
 	// One version of a plan's terms, with its charges: what a subscription pinned to it pays.
@@ -5287,6 +6237,15 @@ type ClientInterface interface {
 	// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
 	UpdatePromotion(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetRevenue Read a provider's revenue statement
+	//
+	// Revenue from the issuer's finalized invoices over [`from`, `to`) (default: this year so far, at most five years), per month of finalization, API and currency: gross, discounts, tax, net and the platform's fee; uncollectible invoices apart; void ones never.
+	//
+	// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
+	//
+	// Corresponds with GET /v1/revenue (the `GetRevenue` operationId).
+	GetRevenue(ctx context.Context, params *GetRevenueParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListSubscriptions List subscriptions
 	//
 	// Lists subscriptions oldest first, with cursor pagination.
@@ -5324,6 +6283,37 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/subscriptions/{id} (the `GetSubscription` operationId).
 	GetSubscription(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListAdjustments List a subscription's adjustments
+	//
+	// Corrections and late usage, billed and pending, oldest first.
+	//
+	// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/adjustments (the `ListAdjustments` operationId).
+	ListAdjustments(ctx context.Context, id openapi_types.UUID, params *ListAdjustmentsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateAdjustmentWithBody Correct a subscription's usage
+	//
+	// Records an explicit, audited correction (actor, reason, and a meter's quantity for a closed period or an amount), billed as an adjustment line on the subscription's next invoice. Finalized invoices and ClickHouse's data are never changed.
+	//
+	// **Who may call:** providers of the API's organization, and admins; the subscriber gets `403`, others `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
+	CreateAdjustmentWithBody(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateAdjustment Correct a subscription's usage
+	//
+	// Records an explicit, audited correction (actor, reason, and a meter's quantity for a closed period or an amount), billed as an adjustment line on the subscription's next invoice. Finalized invoices and ClickHouse's data are never changed.
+	//
+	// **Who may call:** providers of the API's organization, and admins; the subscriber gets `403`, others `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
+	CreateAdjustment(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, body CreateAdjustmentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CancelSubscriptionWithBody Cancel a subscription
 	//
@@ -5399,6 +6389,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/subscriptions/{id}/plan (the `ChangeSubscriptionPlan` operationId).
 	ChangeSubscriptionPlan(ctx context.Context, id openapi_types.UUID, params *ChangeSubscriptionPlanParams, body ChangeSubscriptionPlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PreviewInvoice Preview the current period's invoice
+	//
+	// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null.
+	//
+	// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/preview (the `PreviewInvoice` operationId).
+	PreviewInvoice(ctx context.Context, id openapi_types.UUID, params *PreviewInvoiceParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListSubscriptionPromotions List a subscription's promotions
 	//
@@ -6170,6 +7169,67 @@ func (c *Client) CreateIngestToken(ctx context.Context, params *CreateIngestToke
 // Corresponds with DELETE /v1/admin/ingest-tokens/{id} (the `RevokeIngestToken` operationId).
 func (c *Client) RevokeIngestToken(ctx context.Context, id openapi_types.UUID, params *RevokeIngestTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRevokeIngestTokenRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// MarkInvoicePaid Mark an open invoice paid
+//
+// Sets an open invoice `paid` (until payments do). Audited.
+//
+// **Who may call:** admins.
+//
+// Corresponds with POST /v1/admin/invoices/{id}/mark-paid (the `MarkInvoicePaid` operationId).
+func (c *Client) MarkInvoicePaid(ctx context.Context, id openapi_types.UUID, params *MarkInvoicePaidParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewMarkInvoicePaidRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutAdminBillingSettingsWithBody Set an issuer's platform fee and prefix
+//
+// Sets the platform's fee (a percentage of the issuer's net revenue, shown on its revenue statement) and, if given, its invoice prefix. Audited.
+//
+// **Who may call:** admins.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
+func (c *Client) PutAdminBillingSettingsWithBody(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutAdminBillingSettingsRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutAdminBillingSettings Set an issuer's platform fee and prefix
+//
+// Sets the platform's fee (a percentage of the issuer's net revenue, shown on its revenue statement) and, if given, its invoice prefix. Audited.
+//
+// **Who may call:** admins.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
+func (c *Client) PutAdminBillingSettings(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, body PutAdminBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutAdminBillingSettingsRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -7009,6 +8069,219 @@ func (c *Client) ListAuditEntries(ctx context.Context, params *ListAuditEntriesP
 	return c.Client.Do(req)
 }
 
+// ListCredits List credit balances
+//
+// Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
+//
+// **Who may call:** any member of an organization, and admins.
+//
+// Corresponds with GET /v1/credits (the `ListCredits` operationId).
+func (c *Client) ListCredits(ctx context.Context, params *ListCreditsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListCreditsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GrantCreditWithBody Grant goodwill credit
+//
+// Adds goodwill credit to a customer's balance with the issuer, in the ledger with the reason and the actor; it is applied to the next invoices. Audited.
+//
+// **Who may call:** providers of the issuer, and admins (who name `issuer_id`); a customer of no API of the issuer is `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/credits (the `GrantCredit` operationId).
+func (c *Client) GrantCreditWithBody(ctx context.Context, params *GrantCreditParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGrantCreditRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GrantCredit Grant goodwill credit
+//
+// Adds goodwill credit to a customer's balance with the issuer, in the ledger with the reason and the actor; it is applied to the next invoices. Audited.
+//
+// **Who may call:** providers of the issuer, and admins (who name `issuer_id`); a customer of no API of the issuer is `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/credits (the `GrantCredit` operationId).
+func (c *Client) GrantCredit(ctx context.Context, params *GrantCreditParams, body GrantCreditJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGrantCreditRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListCreditLedger List a credit balance's movements
+//
+// Every movement between an issuer and a customer, oldest first: proration credits, goodwill, refunds of voided invoices, and credit applied. `issuer_id` defaults to a provider's organization, `customer_id` to anyone else's.
+//
+// **Who may call:** members of the issuer and of the customer, and admins; others get `404`.
+//
+// Corresponds with GET /v1/credits/ledger (the `ListCreditLedger` operationId).
+func (c *Client) ListCreditLedger(ctx context.Context, params *ListCreditLedgerParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListCreditLedgerRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListInvoices List invoices
+//
+// The invoices the caller's organization issued (as a provider) or received (as a customer), oldest first, with cursor pagination; admins see every organization's. Filters combine.
+//
+// **Who may call:** any member of an organization, and admins.
+//
+// Corresponds with GET /v1/invoices (the `ListInvoices` operationId).
+func (c *Client) ListInvoices(ctx context.Context, params *ListInvoicesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListInvoicesRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetInvoice Read an invoice
+//
+// The invoice with its lines and what it cites.
+//
+// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+//
+// Corresponds with GET /v1/invoices/{id} (the `GetInvoice` operationId).
+func (c *Client) GetInvoice(ctx context.Context, id openapi_types.UUID, params *GetInvoiceParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetInvoiceRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// FinalizeInvoice Finalize a draft invoice
+//
+// Recomputes the draft one last time (with the customer's credit balance read under its lock), gives it the issuer's next number of the year, sets it `open` with its due date (net days of the period's plan version), applies the credit, marks its adjustments billed and promotions applied, freezes it and announces `invoice.finalized`. The billing job finalizes drafts by itself after the close; this finalizes one earlier. Audited.
+//
+// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+//
+// Corresponds with POST /v1/invoices/{id}/finalize (the `FinalizeInvoice` operationId).
+func (c *Client) FinalizeInvoice(ctx context.Context, id openapi_types.UUID, params *FinalizeInvoiceParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewFinalizeInvoiceRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetInvoiceHTML Read an invoice as HTML
+//
+// The invoice's document as an HTML page, every field escaped, served with a Content-Security-Policy that runs no script and loads nothing.
+//
+// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+//
+// Corresponds with GET /v1/invoices/{id}/html (the `GetInvoiceHTML` operationId).
+func (c *Client) GetInvoiceHTML(ctx context.Context, id openapi_types.UUID, params *GetInvoiceHTMLParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetInvoiceHTMLRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// MarkInvoiceUncollectible Mark an open invoice uncollectible
+//
+// Sets an open invoice `uncollectible`: the issuer gives up collecting it. Audited.
+//
+// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+//
+// Corresponds with POST /v1/invoices/{id}/mark-uncollectible (the `MarkInvoiceUncollectible` operationId).
+func (c *Client) MarkInvoiceUncollectible(ctx context.Context, id openapi_types.UUID, params *MarkInvoiceUncollectibleParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewMarkInvoiceUncollectibleRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetInvoicePDF Download an invoice as PDF
+//
+// The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
+//
+// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+//
+// Corresponds with GET /v1/invoices/{id}/pdf (the `GetInvoicePDF` operationId).
+func (c *Client) GetInvoicePDF(ctx context.Context, id openapi_types.UUID, params *GetInvoicePDFParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetInvoicePDFRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// VoidInvoice Void an open invoice
+//
+// Sets an open invoice `void`: what was paid or credited on it returns to the customer's credit balance as a `refund`. Announced as `invoice.voided`. Audited. A finalized invoice is never edited: corrections go on the next one.
+//
+// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+//
+// Corresponds with POST /v1/invoices/{id}/void (the `VoidInvoice` operationId).
+func (c *Client) VoidInvoice(ctx context.Context, id openapi_types.UUID, params *VoidInvoiceParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewVoidInvoiceRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // DeleteKey Delete a key
 //
 // Revokes the key if it is not terminal, removes it and queues the removal of its gateway record. Its audit entries stay.
@@ -7413,6 +8686,208 @@ func (c *Client) UpdateMeter(ctx context.Context, id openapi_types.UUID, params 
 	return c.Client.Do(req)
 }
 
+// GetBillingProfile Read a billing profile
+//
+// The organization's billing profile.
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Corresponds with GET /v1/organizations/{id}/billing-profile (the `GetBillingProfile` operationId).
+func (c *Client) GetBillingProfile(ctx context.Context, id openapi_types.UUID, params *GetBillingProfileParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetBillingProfileRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutBillingProfileWithBody Set a billing profile
+//
+// Creates or replaces the organization's billing profile: legal name, address, country and region (which decide the tax), tax id (checked against the country's format, no network look-up) and billing email. Invoices already finalized keep the profile they cite. Audited.
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/organizations/{id}/billing-profile (the `PutBillingProfile` operationId).
+func (c *Client) PutBillingProfileWithBody(ctx context.Context, id openapi_types.UUID, params *PutBillingProfileParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutBillingProfileRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutBillingProfile Set a billing profile
+//
+// Creates or replaces the organization's billing profile: legal name, address, country and region (which decide the tax), tax id (checked against the country's format, no network look-up) and billing email. Invoices already finalized keep the profile they cite. Audited.
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/organizations/{id}/billing-profile (the `PutBillingProfile` operationId).
+func (c *Client) PutBillingProfile(ctx context.Context, id openapi_types.UUID, params *PutBillingProfileParams, body PutBillingProfileJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutBillingProfileRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetBillingSettings Read an issuer's billing settings
+//
+// The invoice prefix and the platform fee (defaults until set).
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Corresponds with GET /v1/organizations/{id}/billing-settings (the `GetBillingSettings` operationId).
+func (c *Client) GetBillingSettings(ctx context.Context, id openapi_types.UUID, params *GetBillingSettingsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetBillingSettingsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutBillingSettingsWithBody Change an issuer's invoice prefix
+//
+// Changes the invoice prefix, for invoices finalized afterwards (the year's sequence goes on). Audited.
+//
+// **Who may call:** its providers, and admins; its consumers, and providers asking for `platform_fee_percent`, get `403`; other organizations `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/organizations/{id}/billing-settings (the `PutBillingSettings` operationId).
+func (c *Client) PutBillingSettingsWithBody(ctx context.Context, id openapi_types.UUID, params *PutBillingSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutBillingSettingsRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutBillingSettings Change an issuer's invoice prefix
+//
+// Changes the invoice prefix, for invoices finalized afterwards (the year's sequence goes on). Audited.
+//
+// **Who may call:** its providers, and admins; its consumers, and providers asking for `platform_fee_percent`, get `403`; other organizations `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/organizations/{id}/billing-settings (the `PutBillingSettings` operationId).
+func (c *Client) PutBillingSettings(ctx context.Context, id openapi_types.UUID, params *PutBillingSettingsParams, body PutBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutBillingSettingsRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListTaxRules List an issuer's tax rules
+//
+// The rules by country, region and start. An invoice uses the most specific rule in force at its period's end: the customer's region before its country, then the latest start.
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Corresponds with GET /v1/organizations/{id}/tax-rules (the `ListTaxRules` operationId).
+func (c *Client) ListTaxRules(ctx context.Context, id openapi_types.UUID, params *ListTaxRulesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListTaxRulesRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateTaxRuleWithBody Add a tax rule
+//
+// A tax for customers in a country or one of its regions: rate, inclusive or exclusive, EU reverse charge allowed or not, effective dates. A later start supersedes an earlier rule from then on. Audited.
+//
+// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/organizations/{id}/tax-rules (the `CreateTaxRule` operationId).
+func (c *Client) CreateTaxRuleWithBody(ctx context.Context, id openapi_types.UUID, params *CreateTaxRuleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateTaxRuleRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateTaxRule Add a tax rule
+//
+// A tax for customers in a country or one of its regions: rate, inclusive or exclusive, EU reverse charge allowed or not, effective dates. A later start supersedes an earlier rule from then on. Audited.
+//
+// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/organizations/{id}/tax-rules (the `CreateTaxRule` operationId).
+func (c *Client) CreateTaxRule(ctx context.Context, id openapi_types.UUID, params *CreateTaxRuleParams, body CreateTaxRuleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateTaxRuleRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteTaxRule Delete or end a tax rule
+//
+// Deletes the rule (`204`) or, when a finalized invoice may cite it, ends it now instead and answers it (`200`), so those invoices keep explaining. Audited.
+//
+// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+//
+// Corresponds with DELETE /v1/organizations/{id}/tax-rules/{rule} (the `DeleteTaxRule` operationId).
+func (c *Client) DeleteTaxRule(ctx context.Context, id openapi_types.UUID, rule openapi_types.UUID, params *DeleteTaxRuleParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteTaxRuleRequest(c.Server, id, rule, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetPlanVersion Read a plan version
 //
 // One version of a plan's terms, with its charges: what a subscription pinned to it pays.
@@ -7718,6 +9193,25 @@ func (c *Client) UpdatePromotion(ctx context.Context, id openapi_types.UUID, par
 	return c.Client.Do(req)
 }
 
+// GetRevenue Read a provider's revenue statement
+//
+// Revenue from the issuer's finalized invoices over [`from`, `to`) (default: this year so far, at most five years), per month of finalization, API and currency: gross, discounts, tax, net and the platform's fee; uncollectible invoices apart; void ones never.
+//
+// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
+//
+// Corresponds with GET /v1/revenue (the `GetRevenue` operationId).
+func (c *Client) GetRevenue(ctx context.Context, params *GetRevenueParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetRevenueRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListSubscriptions List subscriptions
 //
 // Lists subscriptions oldest first, with cursor pagination.
@@ -7786,6 +9280,67 @@ func (c *Client) Subscribe(ctx context.Context, params *SubscribeParams, body Su
 // Corresponds with GET /v1/subscriptions/{id} (the `GetSubscription` operationId).
 func (c *Client) GetSubscription(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetSubscriptionRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListAdjustments List a subscription's adjustments
+//
+// Corrections and late usage, billed and pending, oldest first.
+//
+// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+//
+// Corresponds with GET /v1/subscriptions/{id}/adjustments (the `ListAdjustments` operationId).
+func (c *Client) ListAdjustments(ctx context.Context, id openapi_types.UUID, params *ListAdjustmentsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListAdjustmentsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateAdjustmentWithBody Correct a subscription's usage
+//
+// Records an explicit, audited correction (actor, reason, and a meter's quantity for a closed period or an amount), billed as an adjustment line on the subscription's next invoice. Finalized invoices and ClickHouse's data are never changed.
+//
+// **Who may call:** providers of the API's organization, and admins; the subscriber gets `403`, others `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
+func (c *Client) CreateAdjustmentWithBody(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateAdjustmentRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateAdjustment Correct a subscription's usage
+//
+// Records an explicit, audited correction (actor, reason, and a meter's quantity for a closed period or an amount), billed as an adjustment line on the subscription's next invoice. Finalized invoices and ClickHouse's data are never changed.
+//
+// **Who may call:** providers of the API's organization, and admins; the subscriber gets `403`, others `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
+func (c *Client) CreateAdjustment(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, body CreateAdjustmentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateAdjustmentRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -7931,6 +9486,25 @@ func (c *Client) ChangeSubscriptionPlanWithBody(ctx context.Context, id openapi_
 // Corresponds with POST /v1/subscriptions/{id}/plan (the `ChangeSubscriptionPlan` operationId).
 func (c *Client) ChangeSubscriptionPlan(ctx context.Context, id openapi_types.UUID, params *ChangeSubscriptionPlanParams, body ChangeSubscriptionPlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewChangeSubscriptionPlanRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PreviewInvoice Preview the current period's invoice
+//
+// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null.
+//
+// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+//
+// Corresponds with GET /v1/subscriptions/{id}/preview (the `PreviewInvoice` operationId).
+func (c *Client) PreviewInvoice(ctx context.Context, id openapi_types.UUID, params *PreviewInvoiceParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPreviewInvoiceRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -9474,6 +11048,128 @@ func NewRevokeIngestTokenRequest(server string, id openapi_types.UUID, params *R
 	if err != nil {
 		return nil, err
 	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewMarkInvoicePaidRequest constructs an http.Request for the MarkInvoicePaid method
+func NewMarkInvoicePaidRequest(server string, id openapi_types.UUID, params *MarkInvoicePaidParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/invoices/%s/mark-paid", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPutAdminBillingSettingsRequest calls the generic PutAdminBillingSettings builder with application/json body
+func NewPutAdminBillingSettingsRequest(server string, id openapi_types.UUID, params *PutAdminBillingSettingsParams, body PutAdminBillingSettingsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutAdminBillingSettingsRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewPutAdminBillingSettingsRequestWithBody constructs an http.Request for the PutAdminBillingSettings method, with any body, and a specified content type
+func NewPutAdminBillingSettingsRequestWithBody(server string, id openapi_types.UUID, params *PutAdminBillingSettingsParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/organizations/%s/billing-settings", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	if params != nil {
 
@@ -11315,6 +13011,714 @@ func NewListAuditEntriesRequest(server string, params *ListAuditEntriesParams) (
 	return req, nil
 }
 
+// NewListCreditsRequest constructs an http.Request for the ListCredits method
+func NewListCreditsRequest(server string, params *ListCreditsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/credits")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.IssuerId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "issuer_id", *params.IssuerId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.CustomerId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "customer_id", *params.CustomerId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGrantCreditRequest calls the generic GrantCredit builder with application/json body
+func NewGrantCreditRequest(server string, params *GrantCreditParams, body GrantCreditJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewGrantCreditRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewGrantCreditRequestWithBody constructs an http.Request for the GrantCredit method, with any body, and a specified content type
+func NewGrantCreditRequestWithBody(server string, params *GrantCreditParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/credits")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListCreditLedgerRequest constructs an http.Request for the ListCreditLedger method
+func NewListCreditLedgerRequest(server string, params *ListCreditLedgerParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/credits/ledger")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.IssuerId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "issuer_id", *params.IssuerId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.CustomerId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "customer_id", *params.CustomerId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListInvoicesRequest constructs an http.Request for the ListInvoices method
+func NewListInvoicesRequest(server string, params *ListInvoicesParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.SubscriptionId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "subscription_id", *params.SubscriptionId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetInvoiceRequest constructs an http.Request for the GetInvoice method
+func NewGetInvoiceRequest(server string, id openapi_types.UUID, params *GetInvoiceParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewFinalizeInvoiceRequest constructs an http.Request for the FinalizeInvoice method
+func NewFinalizeInvoiceRequest(server string, id openapi_types.UUID, params *FinalizeInvoiceParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/finalize", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetInvoiceHTMLRequest constructs an http.Request for the GetInvoiceHTML method
+func NewGetInvoiceHTMLRequest(server string, id openapi_types.UUID, params *GetInvoiceHTMLParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/html", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewMarkInvoiceUncollectibleRequest constructs an http.Request for the MarkInvoiceUncollectible method
+func NewMarkInvoiceUncollectibleRequest(server string, id openapi_types.UUID, params *MarkInvoiceUncollectibleParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/mark-uncollectible", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetInvoicePDFRequest constructs an http.Request for the GetInvoicePDF method
+func NewGetInvoicePDFRequest(server string, id openapi_types.UUID, params *GetInvoicePDFParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/pdf", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewVoidInvoiceRequest constructs an http.Request for the VoidInvoice method
+func NewVoidInvoiceRequest(server string, id openapi_types.UUID, params *VoidInvoiceParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/void", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewDeleteKeyRequest constructs an http.Request for the DeleteKey method
 func NewDeleteKeyRequest(server string, id openapi_types.UUID, params *DeleteKeyParams) (*http.Request, error) {
 	var err error
@@ -12217,6 +14621,406 @@ func NewUpdateMeterRequestWithBody(server string, id openapi_types.UUID, params 
 	return req, nil
 }
 
+// NewGetBillingProfileRequest constructs an http.Request for the GetBillingProfile method
+func NewGetBillingProfileRequest(server string, id openapi_types.UUID, params *GetBillingProfileParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/organizations/%s/billing-profile", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPutBillingProfileRequest calls the generic PutBillingProfile builder with application/json body
+func NewPutBillingProfileRequest(server string, id openapi_types.UUID, params *PutBillingProfileParams, body PutBillingProfileJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutBillingProfileRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewPutBillingProfileRequestWithBody constructs an http.Request for the PutBillingProfile method, with any body, and a specified content type
+func NewPutBillingProfileRequestWithBody(server string, id openapi_types.UUID, params *PutBillingProfileParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/organizations/%s/billing-profile", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetBillingSettingsRequest constructs an http.Request for the GetBillingSettings method
+func NewGetBillingSettingsRequest(server string, id openapi_types.UUID, params *GetBillingSettingsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/organizations/%s/billing-settings", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPutBillingSettingsRequest calls the generic PutBillingSettings builder with application/json body
+func NewPutBillingSettingsRequest(server string, id openapi_types.UUID, params *PutBillingSettingsParams, body PutBillingSettingsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutBillingSettingsRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewPutBillingSettingsRequestWithBody constructs an http.Request for the PutBillingSettings method, with any body, and a specified content type
+func NewPutBillingSettingsRequestWithBody(server string, id openapi_types.UUID, params *PutBillingSettingsParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/organizations/%s/billing-settings", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListTaxRulesRequest constructs an http.Request for the ListTaxRules method
+func NewListTaxRulesRequest(server string, id openapi_types.UUID, params *ListTaxRulesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/organizations/%s/tax-rules", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateTaxRuleRequest calls the generic CreateTaxRule builder with application/json body
+func NewCreateTaxRuleRequest(server string, id openapi_types.UUID, params *CreateTaxRuleParams, body CreateTaxRuleJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateTaxRuleRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewCreateTaxRuleRequestWithBody constructs an http.Request for the CreateTaxRule method, with any body, and a specified content type
+func NewCreateTaxRuleRequestWithBody(server string, id openapi_types.UUID, params *CreateTaxRuleParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/organizations/%s/tax-rules", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteTaxRuleRequest constructs an http.Request for the DeleteTaxRule method
+func NewDeleteTaxRuleRequest(server string, id openapi_types.UUID, rule openapi_types.UUID, params *DeleteTaxRuleParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "rule", rule, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/organizations/%s/tax-rules/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetPlanVersionRequest constructs an http.Request for the GetPlanVersion method
 func NewGetPlanVersionRequest(server string, id openapi_types.UUID, params *GetPlanVersionParams) (*http.Request, error) {
 	var err error
@@ -12830,6 +15634,99 @@ func NewUpdatePromotionRequestWithBody(server string, id openapi_types.UUID, par
 	return req, nil
 }
 
+// NewGetRevenueRequest constructs an http.Request for the GetRevenue method
+func NewGetRevenueRequest(server string, params *GetRevenueParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/revenue")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.IssuerId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "issuer_id", *params.IssuerId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewListSubscriptionsRequest constructs an http.Request for the ListSubscriptions method
 func NewListSubscriptionsRequest(server string, params *ListSubscriptionsParams) (*http.Request, error) {
 	var err error
@@ -13043,6 +15940,128 @@ func NewGetSubscriptionRequest(server string, id openapi_types.UUID, params *Get
 			}
 
 			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListAdjustmentsRequest constructs an http.Request for the ListAdjustments method
+func NewListAdjustmentsRequest(server string, id openapi_types.UUID, params *ListAdjustmentsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/subscriptions/%s/adjustments", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateAdjustmentRequest calls the generic CreateAdjustment builder with application/json body
+func NewCreateAdjustmentRequest(server string, id openapi_types.UUID, params *CreateAdjustmentParams, body CreateAdjustmentJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateAdjustmentRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewCreateAdjustmentRequestWithBody constructs an http.Request for the CreateAdjustment method, with any body, and a specified content type
+func NewCreateAdjustmentRequestWithBody(server string, id openapi_types.UUID, params *CreateAdjustmentParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/subscriptions/%s/adjustments", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
 		}
 
 	}
@@ -13311,6 +16330,55 @@ func NewChangeSubscriptionPlanRequestWithBody(server string, id openapi_types.UU
 			}
 
 			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPreviewInvoiceRequest constructs an http.Request for the PreviewInvoice method
+func NewPreviewInvoiceRequest(server string, id openapi_types.UUID, params *PreviewInvoiceParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/subscriptions/%s/preview", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
 		}
 
 	}
@@ -14707,6 +17775,39 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with DELETE /v1/admin/ingest-tokens/{id} (the `RevokeIngestToken` operationId).
 	RevokeIngestTokenWithResponse(ctx context.Context, id openapi_types.UUID, params *RevokeIngestTokenParams, reqEditors ...RequestEditorFn) (*RevokeIngestTokenResponse, error)
 
+	// MarkInvoicePaidWithResponse Mark an open invoice paid
+	//
+	// Sets an open invoice `paid` (until payments do). Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/admin/invoices/{id}/mark-paid (the `MarkInvoicePaid` operationId).
+	MarkInvoicePaidWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkInvoicePaidParams, reqEditors ...RequestEditorFn) (*MarkInvoicePaidResponse, error)
+
+	// PutAdminBillingSettingsWithBodyWithResponse Set an issuer's platform fee and prefix
+	//
+	// Sets the platform's fee (a percentage of the issuer's net revenue, shown on its revenue statement) and, if given, its invoice prefix. Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
+	PutAdminBillingSettingsWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutAdminBillingSettingsResponse, error)
+
+	// PutAdminBillingSettingsWithResponse Set an issuer's platform fee and prefix
+	//
+	// Sets the platform's fee (a percentage of the issuer's net revenue, shown on its revenue statement) and, if given, its invoice prefix. Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
+	PutAdminBillingSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, body PutAdminBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*PutAdminBillingSettingsResponse, error)
+
 	// ReloadPlanFilesWithResponse Reload the plan files now
 	//
 	// Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
@@ -15156,6 +18257,127 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/audit (the `ListAuditEntries` operationId).
 	ListAuditEntriesWithResponse(ctx context.Context, params *ListAuditEntriesParams, reqEditors ...RequestEditorFn) (*ListAuditEntriesResponse, error)
 
+	// ListCreditsWithResponse List credit balances
+	//
+	// Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
+	//
+	// **Who may call:** any member of an organization, and admins.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/credits (the `ListCredits` operationId).
+	ListCreditsWithResponse(ctx context.Context, params *ListCreditsParams, reqEditors ...RequestEditorFn) (*ListCreditsResponse, error)
+
+	// GrantCreditWithBodyWithResponse Grant goodwill credit
+	//
+	// Adds goodwill credit to a customer's balance with the issuer, in the ledger with the reason and the actor; it is applied to the next invoices. Audited.
+	//
+	// **Who may call:** providers of the issuer, and admins (who name `issuer_id`); a customer of no API of the issuer is `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/credits (the `GrantCredit` operationId).
+	GrantCreditWithBodyWithResponse(ctx context.Context, params *GrantCreditParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*GrantCreditResponse, error)
+
+	// GrantCreditWithResponse Grant goodwill credit
+	//
+	// Adds goodwill credit to a customer's balance with the issuer, in the ledger with the reason and the actor; it is applied to the next invoices. Audited.
+	//
+	// **Who may call:** providers of the issuer, and admins (who name `issuer_id`); a customer of no API of the issuer is `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/credits (the `GrantCredit` operationId).
+	GrantCreditWithResponse(ctx context.Context, params *GrantCreditParams, body GrantCreditJSONRequestBody, reqEditors ...RequestEditorFn) (*GrantCreditResponse, error)
+
+	// ListCreditLedgerWithResponse List a credit balance's movements
+	//
+	// Every movement between an issuer and a customer, oldest first: proration credits, goodwill, refunds of voided invoices, and credit applied. `issuer_id` defaults to a provider's organization, `customer_id` to anyone else's.
+	//
+	// **Who may call:** members of the issuer and of the customer, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/credits/ledger (the `ListCreditLedger` operationId).
+	ListCreditLedgerWithResponse(ctx context.Context, params *ListCreditLedgerParams, reqEditors ...RequestEditorFn) (*ListCreditLedgerResponse, error)
+
+	// ListInvoicesWithResponse List invoices
+	//
+	// The invoices the caller's organization issued (as a provider) or received (as a customer), oldest first, with cursor pagination; admins see every organization's. Filters combine.
+	//
+	// **Who may call:** any member of an organization, and admins.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/invoices (the `ListInvoices` operationId).
+	ListInvoicesWithResponse(ctx context.Context, params *ListInvoicesParams, reqEditors ...RequestEditorFn) (*ListInvoicesResponse, error)
+
+	// GetInvoiceWithResponse Read an invoice
+	//
+	// The invoice with its lines and what it cites.
+	//
+	// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/invoices/{id} (the `GetInvoice` operationId).
+	GetInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *GetInvoiceParams, reqEditors ...RequestEditorFn) (*GetInvoiceResponse, error)
+
+	// FinalizeInvoiceWithResponse Finalize a draft invoice
+	//
+	// Recomputes the draft one last time (with the customer's credit balance read under its lock), gives it the issuer's next number of the year, sets it `open` with its due date (net days of the period's plan version), applies the credit, marks its adjustments billed and promotions applied, freezes it and announces `invoice.finalized`. The billing job finalizes drafts by itself after the close; this finalizes one earlier. Audited.
+	//
+	// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/invoices/{id}/finalize (the `FinalizeInvoice` operationId).
+	FinalizeInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *FinalizeInvoiceParams, reqEditors ...RequestEditorFn) (*FinalizeInvoiceResponse, error)
+
+	// GetInvoiceHTMLWithResponse Read an invoice as HTML
+	//
+	// The invoice's document as an HTML page, every field escaped, served with a Content-Security-Policy that runs no script and loads nothing.
+	//
+	// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/invoices/{id}/html (the `GetInvoiceHTML` operationId).
+	GetInvoiceHTMLWithResponse(ctx context.Context, id openapi_types.UUID, params *GetInvoiceHTMLParams, reqEditors ...RequestEditorFn) (*GetInvoiceHTMLResponse, error)
+
+	// MarkInvoiceUncollectibleWithResponse Mark an open invoice uncollectible
+	//
+	// Sets an open invoice `uncollectible`: the issuer gives up collecting it. Audited.
+	//
+	// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/invoices/{id}/mark-uncollectible (the `MarkInvoiceUncollectible` operationId).
+	MarkInvoiceUncollectibleWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkInvoiceUncollectibleParams, reqEditors ...RequestEditorFn) (*MarkInvoiceUncollectibleResponse, error)
+
+	// GetInvoicePDFWithResponse Download an invoice as PDF
+	//
+	// The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
+	//
+	// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/invoices/{id}/pdf (the `GetInvoicePDF` operationId).
+	GetInvoicePDFWithResponse(ctx context.Context, id openapi_types.UUID, params *GetInvoicePDFParams, reqEditors ...RequestEditorFn) (*GetInvoicePDFResponse, error)
+
+	// VoidInvoiceWithResponse Void an open invoice
+	//
+	// Sets an open invoice `void`: what was paid or credited on it returns to the customer's credit balance as a `refund`. Announced as `invoice.voided`. Audited. A finalized invoice is never edited: corrections go on the next one.
+	//
+	// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/invoices/{id}/void (the `VoidInvoice` operationId).
+	VoidInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *VoidInvoiceParams, reqEditors ...RequestEditorFn) (*VoidInvoiceResponse, error)
+
 	// DeleteKeyWithResponse Delete a key
 	//
 	// Revokes the key if it is not terminal, removes it and queues the removal of its gateway record. Its audit entries stay.
@@ -15376,6 +18598,116 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /v1/meters/{id} (the `UpdateMeter` operationId).
 	UpdateMeterWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateMeterParams, body UpdateMeterJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateMeterResponse, error)
 
+	// GetBillingProfileWithResponse Read a billing profile
+	//
+	// The organization's billing profile.
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/organizations/{id}/billing-profile (the `GetBillingProfile` operationId).
+	GetBillingProfileWithResponse(ctx context.Context, id openapi_types.UUID, params *GetBillingProfileParams, reqEditors ...RequestEditorFn) (*GetBillingProfileResponse, error)
+
+	// PutBillingProfileWithBodyWithResponse Set a billing profile
+	//
+	// Creates or replaces the organization's billing profile: legal name, address, country and region (which decide the tax), tax id (checked against the country's format, no network look-up) and billing email. Invoices already finalized keep the profile they cite. Audited.
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/organizations/{id}/billing-profile (the `PutBillingProfile` operationId).
+	PutBillingProfileWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *PutBillingProfileParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutBillingProfileResponse, error)
+
+	// PutBillingProfileWithResponse Set a billing profile
+	//
+	// Creates or replaces the organization's billing profile: legal name, address, country and region (which decide the tax), tax id (checked against the country's format, no network look-up) and billing email. Invoices already finalized keep the profile they cite. Audited.
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/organizations/{id}/billing-profile (the `PutBillingProfile` operationId).
+	PutBillingProfileWithResponse(ctx context.Context, id openapi_types.UUID, params *PutBillingProfileParams, body PutBillingProfileJSONRequestBody, reqEditors ...RequestEditorFn) (*PutBillingProfileResponse, error)
+
+	// GetBillingSettingsWithResponse Read an issuer's billing settings
+	//
+	// The invoice prefix and the platform fee (defaults until set).
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/organizations/{id}/billing-settings (the `GetBillingSettings` operationId).
+	GetBillingSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetBillingSettingsParams, reqEditors ...RequestEditorFn) (*GetBillingSettingsResponse, error)
+
+	// PutBillingSettingsWithBodyWithResponse Change an issuer's invoice prefix
+	//
+	// Changes the invoice prefix, for invoices finalized afterwards (the year's sequence goes on). Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers, and providers asking for `platform_fee_percent`, get `403`; other organizations `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/organizations/{id}/billing-settings (the `PutBillingSettings` operationId).
+	PutBillingSettingsWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *PutBillingSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutBillingSettingsResponse, error)
+
+	// PutBillingSettingsWithResponse Change an issuer's invoice prefix
+	//
+	// Changes the invoice prefix, for invoices finalized afterwards (the year's sequence goes on). Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers, and providers asking for `platform_fee_percent`, get `403`; other organizations `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/organizations/{id}/billing-settings (the `PutBillingSettings` operationId).
+	PutBillingSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *PutBillingSettingsParams, body PutBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*PutBillingSettingsResponse, error)
+
+	// ListTaxRulesWithResponse List an issuer's tax rules
+	//
+	// The rules by country, region and start. An invoice uses the most specific rule in force at its period's end: the customer's region before its country, then the latest start.
+	//
+	// **Who may call:** its members, and admins; other organizations get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/organizations/{id}/tax-rules (the `ListTaxRules` operationId).
+	ListTaxRulesWithResponse(ctx context.Context, id openapi_types.UUID, params *ListTaxRulesParams, reqEditors ...RequestEditorFn) (*ListTaxRulesResponse, error)
+
+	// CreateTaxRuleWithBodyWithResponse Add a tax rule
+	//
+	// A tax for customers in a country or one of its regions: rate, inclusive or exclusive, EU reverse charge allowed or not, effective dates. A later start supersedes an earlier rule from then on. Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/organizations/{id}/tax-rules (the `CreateTaxRule` operationId).
+	CreateTaxRuleWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateTaxRuleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateTaxRuleResponse, error)
+
+	// CreateTaxRuleWithResponse Add a tax rule
+	//
+	// A tax for customers in a country or one of its regions: rate, inclusive or exclusive, EU reverse charge allowed or not, effective dates. A later start supersedes an earlier rule from then on. Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/organizations/{id}/tax-rules (the `CreateTaxRule` operationId).
+	CreateTaxRuleWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateTaxRuleParams, body CreateTaxRuleJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateTaxRuleResponse, error)
+
+	// DeleteTaxRuleWithResponse Delete or end a tax rule
+	//
+	// Deletes the rule (`204`) or, when a finalized invoice may cite it, ends it now instead and answers it (`200`), so those invoices keep explaining. Audited.
+	//
+	// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/organizations/{id}/tax-rules/{rule} (the `DeleteTaxRule` operationId).
+	DeleteTaxRuleWithResponse(ctx context.Context, id openapi_types.UUID, rule openapi_types.UUID, params *DeleteTaxRuleParams, reqEditors ...RequestEditorFn) (*DeleteTaxRuleResponse, error)
+
 	// GetPlanVersionWithResponse Read a plan version
 	//
 	// One version of a plan's terms, with its charges: what a subscription pinned to it pays.
@@ -15541,6 +18873,17 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
 	UpdatePromotionWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdatePromotionResponse, error)
 
+	// GetRevenueWithResponse Read a provider's revenue statement
+	//
+	// Revenue from the issuer's finalized invoices over [`from`, `to`) (default: this year so far, at most five years), per month of finalization, API and currency: gross, discounts, tax, net and the platform's fee; uncollectible invoices apart; void ones never.
+	//
+	// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/revenue (the `GetRevenue` operationId).
+	GetRevenueWithResponse(ctx context.Context, params *GetRevenueParams, reqEditors ...RequestEditorFn) (*GetRevenueResponse, error)
+
 	// ListSubscriptionsWithResponse List subscriptions
 	//
 	// Lists subscriptions oldest first, with cursor pagination.
@@ -15582,6 +18925,39 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/subscriptions/{id} (the `GetSubscription` operationId).
 	GetSubscriptionWithResponse(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionParams, reqEditors ...RequestEditorFn) (*GetSubscriptionResponse, error)
+
+	// ListAdjustmentsWithResponse List a subscription's adjustments
+	//
+	// Corrections and late usage, billed and pending, oldest first.
+	//
+	// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/adjustments (the `ListAdjustments` operationId).
+	ListAdjustmentsWithResponse(ctx context.Context, id openapi_types.UUID, params *ListAdjustmentsParams, reqEditors ...RequestEditorFn) (*ListAdjustmentsResponse, error)
+
+	// CreateAdjustmentWithBodyWithResponse Correct a subscription's usage
+	//
+	// Records an explicit, audited correction (actor, reason, and a meter's quantity for a closed period or an amount), billed as an adjustment line on the subscription's next invoice. Finalized invoices and ClickHouse's data are never changed.
+	//
+	// **Who may call:** providers of the API's organization, and admins; the subscriber gets `403`, others `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
+	CreateAdjustmentWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateAdjustmentResponse, error)
+
+	// CreateAdjustmentWithResponse Correct a subscription's usage
+	//
+	// Records an explicit, audited correction (actor, reason, and a meter's quantity for a closed period or an amount), billed as an adjustment line on the subscription's next invoice. Finalized invoices and ClickHouse's data are never changed.
+	//
+	// **Who may call:** providers of the API's organization, and admins; the subscriber gets `403`, others `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
+	CreateAdjustmentWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, body CreateAdjustmentJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateAdjustmentResponse, error)
 
 	// CancelSubscriptionWithBodyWithResponse Cancel a subscription
 	//
@@ -15659,6 +19035,17 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/subscriptions/{id}/plan (the `ChangeSubscriptionPlan` operationId).
 	ChangeSubscriptionPlanWithResponse(ctx context.Context, id openapi_types.UUID, params *ChangeSubscriptionPlanParams, body ChangeSubscriptionPlanJSONRequestBody, reqEditors ...RequestEditorFn) (*ChangeSubscriptionPlanResponse, error)
+
+	// PreviewInvoiceWithResponse Preview the current period's invoice
+	//
+	// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null.
+	//
+	// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/preview (the `PreviewInvoice` operationId).
+	PreviewInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *PreviewInvoiceParams, reqEditors ...RequestEditorFn) (*PreviewInvoiceResponse, error)
 
 	// ListSubscriptionPromotionsWithResponse List a subscription's promotions
 	//
@@ -16817,6 +20204,112 @@ func (r RevokeIngestTokenResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r RevokeIngestTokenResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type MarkInvoicePaidResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Invoice
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r MarkInvoicePaidResponse) GetJSON200() *Invoice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r MarkInvoicePaidResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r MarkInvoicePaidResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r MarkInvoicePaidResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r MarkInvoicePaidResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r MarkInvoicePaidResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r MarkInvoicePaidResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PutAdminBillingSettingsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BillingSettings
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutAdminBillingSettingsResponse) GetJSON200() *BillingSettings {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PutAdminBillingSettingsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PutAdminBillingSettingsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutAdminBillingSettingsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutAdminBillingSettingsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r PutAdminBillingSettingsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutAdminBillingSettingsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -18300,6 +21793,522 @@ func (r ListAuditEntriesResponse) ContentType() string {
 	return ""
 }
 
+type ListCreditsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CreditBalanceList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListCreditsResponse) GetJSON200() *CreditBalanceList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListCreditsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListCreditsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListCreditsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListCreditsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListCreditsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListCreditsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GrantCreditResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *CreditEntry
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r GrantCreditResponse) GetJSON201() *CreditEntry {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GrantCreditResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GrantCreditResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GrantCreditResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GrantCreditResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GrantCreditResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GrantCreditResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListCreditLedgerResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *CreditLedger
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListCreditLedgerResponse) GetJSON200() *CreditLedger {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListCreditLedgerResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListCreditLedgerResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListCreditLedgerResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListCreditLedgerResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListCreditLedgerResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListCreditLedgerResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListInvoicesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *InvoiceList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListInvoicesResponse) GetJSON200() *InvoiceList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListInvoicesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListInvoicesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListInvoicesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListInvoicesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListInvoicesResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListInvoicesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetInvoiceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Invoice
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetInvoiceResponse) GetJSON200() *Invoice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetInvoiceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetInvoiceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetInvoiceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetInvoiceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetInvoiceResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetInvoiceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type FinalizeInvoiceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Invoice
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r FinalizeInvoiceResponse) GetJSON200() *Invoice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r FinalizeInvoiceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r FinalizeInvoiceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r FinalizeInvoiceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r FinalizeInvoiceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r FinalizeInvoiceResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r FinalizeInvoiceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetInvoiceHTMLResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetInvoiceHTMLResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetInvoiceHTMLResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetInvoiceHTMLResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetInvoiceHTMLResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetInvoiceHTMLResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetInvoiceHTMLResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type MarkInvoiceUncollectibleResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Invoice
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r MarkInvoiceUncollectibleResponse) GetJSON200() *Invoice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r MarkInvoiceUncollectibleResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r MarkInvoiceUncollectibleResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r MarkInvoiceUncollectibleResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r MarkInvoiceUncollectibleResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r MarkInvoiceUncollectibleResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r MarkInvoiceUncollectibleResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetInvoicePDFResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetInvoicePDFResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetInvoicePDFResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetInvoicePDFResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetInvoicePDFResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetInvoicePDFResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetInvoicePDFResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type VoidInvoiceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Invoice
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r VoidInvoiceResponse) GetJSON200() *Invoice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r VoidInvoiceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r VoidInvoiceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r VoidInvoiceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r VoidInvoiceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r VoidInvoiceResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r VoidInvoiceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type DeleteKeyResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -19028,6 +23037,377 @@ func (r UpdateMeterResponse) ContentType() string {
 	return ""
 }
 
+type GetBillingProfileResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BillingProfile
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetBillingProfileResponse) GetJSON200() *BillingProfile {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetBillingProfileResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetBillingProfileResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetBillingProfileResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetBillingProfileResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetBillingProfileResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetBillingProfileResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PutBillingProfileResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BillingProfile
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutBillingProfileResponse) GetJSON200() *BillingProfile {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PutBillingProfileResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PutBillingProfileResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutBillingProfileResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutBillingProfileResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r PutBillingProfileResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutBillingProfileResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetBillingSettingsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BillingSettings
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetBillingSettingsResponse) GetJSON200() *BillingSettings {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetBillingSettingsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetBillingSettingsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetBillingSettingsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetBillingSettingsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetBillingSettingsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetBillingSettingsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PutBillingSettingsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BillingSettings
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutBillingSettingsResponse) GetJSON200() *BillingSettings {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PutBillingSettingsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PutBillingSettingsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutBillingSettingsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutBillingSettingsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r PutBillingSettingsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutBillingSettingsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListTaxRulesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TaxRuleList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListTaxRulesResponse) GetJSON200() *TaxRuleList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListTaxRulesResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListTaxRulesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListTaxRulesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListTaxRulesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListTaxRulesResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListTaxRulesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreateTaxRuleResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *TaxRule
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateTaxRuleResponse) GetJSON201() *TaxRule {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateTaxRuleResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateTaxRuleResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateTaxRuleResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateTaxRuleResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r CreateTaxRuleResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateTaxRuleResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteTaxRuleResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TaxRule
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeleteTaxRuleResponse) GetJSON200() *TaxRule {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteTaxRuleResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteTaxRuleResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteTaxRuleResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteTaxRuleResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r DeleteTaxRuleResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteTaxRuleResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetPlanVersionResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -19558,6 +23938,59 @@ func (r UpdatePromotionResponse) ContentType() string {
 	return ""
 }
 
+type GetRevenueResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Revenue
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetRevenueResponse) GetJSON200() *Revenue {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetRevenueResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetRevenueResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetRevenueResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetRevenueResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetRevenueResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetRevenueResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListSubscriptionsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -19711,6 +24144,112 @@ func (r GetSubscriptionResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetSubscriptionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListAdjustmentsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdjustmentList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListAdjustmentsResponse) GetJSON200() *AdjustmentList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListAdjustmentsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListAdjustmentsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListAdjustmentsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListAdjustmentsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListAdjustmentsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListAdjustmentsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreateAdjustmentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Adjustment
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateAdjustmentResponse) GetJSON201() *Adjustment {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateAdjustmentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateAdjustmentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateAdjustmentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateAdjustmentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r CreateAdjustmentResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateAdjustmentResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -19923,6 +24462,59 @@ func (r ChangeSubscriptionPlanResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ChangeSubscriptionPlanResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PreviewInvoiceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Invoice
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PreviewInvoiceResponse) GetJSON200() *Invoice {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PreviewInvoiceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PreviewInvoiceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PreviewInvoiceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PreviewInvoiceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r PreviewInvoiceResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PreviewInvoiceResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -21246,6 +25838,57 @@ func (c *ClientWithResponses) RevokeIngestTokenWithResponse(ctx context.Context,
 	return ParseRevokeIngestTokenResponse(rsp)
 }
 
+// MarkInvoicePaidWithResponse Mark an open invoice paid
+//
+// Sets an open invoice `paid` (until payments do). Audited.
+//
+// **Who may call:** admins.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/admin/invoices/{id}/mark-paid (the `MarkInvoicePaid` operationId).
+func (c *ClientWithResponses) MarkInvoicePaidWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkInvoicePaidParams, reqEditors ...RequestEditorFn) (*MarkInvoicePaidResponse, error) {
+	rsp, err := c.MarkInvoicePaid(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMarkInvoicePaidResponse(rsp)
+}
+
+// PutAdminBillingSettingsWithBodyWithResponse Set an issuer's platform fee and prefix
+//
+// Sets the platform's fee (a percentage of the issuer's net revenue, shown on its revenue statement) and, if given, its invoice prefix. Audited.
+//
+// **Who may call:** admins.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
+func (c *ClientWithResponses) PutAdminBillingSettingsWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutAdminBillingSettingsResponse, error) {
+	rsp, err := c.PutAdminBillingSettingsWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutAdminBillingSettingsResponse(rsp)
+}
+
+// PutAdminBillingSettingsWithResponse Set an issuer's platform fee and prefix
+//
+// Sets the platform's fee (a percentage of the issuer's net revenue, shown on its revenue statement) and, if given, its invoice prefix. Audited.
+//
+// **Who may call:** admins.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
+func (c *ClientWithResponses) PutAdminBillingSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, body PutAdminBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*PutAdminBillingSettingsResponse, error) {
+	rsp, err := c.PutAdminBillingSettings(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutAdminBillingSettingsResponse(rsp)
+}
+
 // ReloadPlanFilesWithResponse Reload the plan files now
 //
 // Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
@@ -21941,6 +26584,193 @@ func (c *ClientWithResponses) ListAuditEntriesWithResponse(ctx context.Context, 
 	return ParseListAuditEntriesResponse(rsp)
 }
 
+// ListCreditsWithResponse List credit balances
+//
+// Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
+//
+// **Who may call:** any member of an organization, and admins.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/credits (the `ListCredits` operationId).
+func (c *ClientWithResponses) ListCreditsWithResponse(ctx context.Context, params *ListCreditsParams, reqEditors ...RequestEditorFn) (*ListCreditsResponse, error) {
+	rsp, err := c.ListCredits(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListCreditsResponse(rsp)
+}
+
+// GrantCreditWithBodyWithResponse Grant goodwill credit
+//
+// Adds goodwill credit to a customer's balance with the issuer, in the ledger with the reason and the actor; it is applied to the next invoices. Audited.
+//
+// **Who may call:** providers of the issuer, and admins (who name `issuer_id`); a customer of no API of the issuer is `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/credits (the `GrantCredit` operationId).
+func (c *ClientWithResponses) GrantCreditWithBodyWithResponse(ctx context.Context, params *GrantCreditParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*GrantCreditResponse, error) {
+	rsp, err := c.GrantCreditWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGrantCreditResponse(rsp)
+}
+
+// GrantCreditWithResponse Grant goodwill credit
+//
+// Adds goodwill credit to a customer's balance with the issuer, in the ledger with the reason and the actor; it is applied to the next invoices. Audited.
+//
+// **Who may call:** providers of the issuer, and admins (who name `issuer_id`); a customer of no API of the issuer is `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/credits (the `GrantCredit` operationId).
+func (c *ClientWithResponses) GrantCreditWithResponse(ctx context.Context, params *GrantCreditParams, body GrantCreditJSONRequestBody, reqEditors ...RequestEditorFn) (*GrantCreditResponse, error) {
+	rsp, err := c.GrantCredit(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGrantCreditResponse(rsp)
+}
+
+// ListCreditLedgerWithResponse List a credit balance's movements
+//
+// Every movement between an issuer and a customer, oldest first: proration credits, goodwill, refunds of voided invoices, and credit applied. `issuer_id` defaults to a provider's organization, `customer_id` to anyone else's.
+//
+// **Who may call:** members of the issuer and of the customer, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/credits/ledger (the `ListCreditLedger` operationId).
+func (c *ClientWithResponses) ListCreditLedgerWithResponse(ctx context.Context, params *ListCreditLedgerParams, reqEditors ...RequestEditorFn) (*ListCreditLedgerResponse, error) {
+	rsp, err := c.ListCreditLedger(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListCreditLedgerResponse(rsp)
+}
+
+// ListInvoicesWithResponse List invoices
+//
+// The invoices the caller's organization issued (as a provider) or received (as a customer), oldest first, with cursor pagination; admins see every organization's. Filters combine.
+//
+// **Who may call:** any member of an organization, and admins.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/invoices (the `ListInvoices` operationId).
+func (c *ClientWithResponses) ListInvoicesWithResponse(ctx context.Context, params *ListInvoicesParams, reqEditors ...RequestEditorFn) (*ListInvoicesResponse, error) {
+	rsp, err := c.ListInvoices(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListInvoicesResponse(rsp)
+}
+
+// GetInvoiceWithResponse Read an invoice
+//
+// The invoice with its lines and what it cites.
+//
+// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/invoices/{id} (the `GetInvoice` operationId).
+func (c *ClientWithResponses) GetInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *GetInvoiceParams, reqEditors ...RequestEditorFn) (*GetInvoiceResponse, error) {
+	rsp, err := c.GetInvoice(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetInvoiceResponse(rsp)
+}
+
+// FinalizeInvoiceWithResponse Finalize a draft invoice
+//
+// Recomputes the draft one last time (with the customer's credit balance read under its lock), gives it the issuer's next number of the year, sets it `open` with its due date (net days of the period's plan version), applies the credit, marks its adjustments billed and promotions applied, freezes it and announces `invoice.finalized`. The billing job finalizes drafts by itself after the close; this finalizes one earlier. Audited.
+//
+// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/invoices/{id}/finalize (the `FinalizeInvoice` operationId).
+func (c *ClientWithResponses) FinalizeInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *FinalizeInvoiceParams, reqEditors ...RequestEditorFn) (*FinalizeInvoiceResponse, error) {
+	rsp, err := c.FinalizeInvoice(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseFinalizeInvoiceResponse(rsp)
+}
+
+// GetInvoiceHTMLWithResponse Read an invoice as HTML
+//
+// The invoice's document as an HTML page, every field escaped, served with a Content-Security-Policy that runs no script and loads nothing.
+//
+// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/invoices/{id}/html (the `GetInvoiceHTML` operationId).
+func (c *ClientWithResponses) GetInvoiceHTMLWithResponse(ctx context.Context, id openapi_types.UUID, params *GetInvoiceHTMLParams, reqEditors ...RequestEditorFn) (*GetInvoiceHTMLResponse, error) {
+	rsp, err := c.GetInvoiceHTML(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetInvoiceHTMLResponse(rsp)
+}
+
+// MarkInvoiceUncollectibleWithResponse Mark an open invoice uncollectible
+//
+// Sets an open invoice `uncollectible`: the issuer gives up collecting it. Audited.
+//
+// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/invoices/{id}/mark-uncollectible (the `MarkInvoiceUncollectible` operationId).
+func (c *ClientWithResponses) MarkInvoiceUncollectibleWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkInvoiceUncollectibleParams, reqEditors ...RequestEditorFn) (*MarkInvoiceUncollectibleResponse, error) {
+	rsp, err := c.MarkInvoiceUncollectible(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMarkInvoiceUncollectibleResponse(rsp)
+}
+
+// GetInvoicePDFWithResponse Download an invoice as PDF
+//
+// The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
+//
+// **Who may call:** members of its issuer and of its customer, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/invoices/{id}/pdf (the `GetInvoicePDF` operationId).
+func (c *ClientWithResponses) GetInvoicePDFWithResponse(ctx context.Context, id openapi_types.UUID, params *GetInvoicePDFParams, reqEditors ...RequestEditorFn) (*GetInvoicePDFResponse, error) {
+	rsp, err := c.GetInvoicePDF(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetInvoicePDFResponse(rsp)
+}
+
+// VoidInvoiceWithResponse Void an open invoice
+//
+// Sets an open invoice `void`: what was paid or credited on it returns to the customer's credit balance as a `refund`. Announced as `invoice.voided`. Audited. A finalized invoice is never edited: corrections go on the next one.
+//
+// **Who may call:** providers of its issuer, and admins; its customer gets `403`, others `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/invoices/{id}/void (the `VoidInvoice` operationId).
+func (c *ClientWithResponses) VoidInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *VoidInvoiceParams, reqEditors ...RequestEditorFn) (*VoidInvoiceResponse, error) {
+	rsp, err := c.VoidInvoice(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseVoidInvoiceResponse(rsp)
+}
+
 // DeleteKeyWithResponse Delete a key
 //
 // Revokes the key if it is not terminal, removes it and queues the removal of its gateway record. Its audit entries stay.
@@ -22281,6 +27111,176 @@ func (c *ClientWithResponses) UpdateMeterWithResponse(ctx context.Context, id op
 	return ParseUpdateMeterResponse(rsp)
 }
 
+// GetBillingProfileWithResponse Read a billing profile
+//
+// The organization's billing profile.
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/organizations/{id}/billing-profile (the `GetBillingProfile` operationId).
+func (c *ClientWithResponses) GetBillingProfileWithResponse(ctx context.Context, id openapi_types.UUID, params *GetBillingProfileParams, reqEditors ...RequestEditorFn) (*GetBillingProfileResponse, error) {
+	rsp, err := c.GetBillingProfile(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetBillingProfileResponse(rsp)
+}
+
+// PutBillingProfileWithBodyWithResponse Set a billing profile
+//
+// Creates or replaces the organization's billing profile: legal name, address, country and region (which decide the tax), tax id (checked against the country's format, no network look-up) and billing email. Invoices already finalized keep the profile they cite. Audited.
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/organizations/{id}/billing-profile (the `PutBillingProfile` operationId).
+func (c *ClientWithResponses) PutBillingProfileWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *PutBillingProfileParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutBillingProfileResponse, error) {
+	rsp, err := c.PutBillingProfileWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutBillingProfileResponse(rsp)
+}
+
+// PutBillingProfileWithResponse Set a billing profile
+//
+// Creates or replaces the organization's billing profile: legal name, address, country and region (which decide the tax), tax id (checked against the country's format, no network look-up) and billing email. Invoices already finalized keep the profile they cite. Audited.
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/organizations/{id}/billing-profile (the `PutBillingProfile` operationId).
+func (c *ClientWithResponses) PutBillingProfileWithResponse(ctx context.Context, id openapi_types.UUID, params *PutBillingProfileParams, body PutBillingProfileJSONRequestBody, reqEditors ...RequestEditorFn) (*PutBillingProfileResponse, error) {
+	rsp, err := c.PutBillingProfile(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutBillingProfileResponse(rsp)
+}
+
+// GetBillingSettingsWithResponse Read an issuer's billing settings
+//
+// The invoice prefix and the platform fee (defaults until set).
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/organizations/{id}/billing-settings (the `GetBillingSettings` operationId).
+func (c *ClientWithResponses) GetBillingSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetBillingSettingsParams, reqEditors ...RequestEditorFn) (*GetBillingSettingsResponse, error) {
+	rsp, err := c.GetBillingSettings(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetBillingSettingsResponse(rsp)
+}
+
+// PutBillingSettingsWithBodyWithResponse Change an issuer's invoice prefix
+//
+// Changes the invoice prefix, for invoices finalized afterwards (the year's sequence goes on). Audited.
+//
+// **Who may call:** its providers, and admins; its consumers, and providers asking for `platform_fee_percent`, get `403`; other organizations `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/organizations/{id}/billing-settings (the `PutBillingSettings` operationId).
+func (c *ClientWithResponses) PutBillingSettingsWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *PutBillingSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutBillingSettingsResponse, error) {
+	rsp, err := c.PutBillingSettingsWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutBillingSettingsResponse(rsp)
+}
+
+// PutBillingSettingsWithResponse Change an issuer's invoice prefix
+//
+// Changes the invoice prefix, for invoices finalized afterwards (the year's sequence goes on). Audited.
+//
+// **Who may call:** its providers, and admins; its consumers, and providers asking for `platform_fee_percent`, get `403`; other organizations `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/organizations/{id}/billing-settings (the `PutBillingSettings` operationId).
+func (c *ClientWithResponses) PutBillingSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *PutBillingSettingsParams, body PutBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*PutBillingSettingsResponse, error) {
+	rsp, err := c.PutBillingSettings(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutBillingSettingsResponse(rsp)
+}
+
+// ListTaxRulesWithResponse List an issuer's tax rules
+//
+// The rules by country, region and start. An invoice uses the most specific rule in force at its period's end: the customer's region before its country, then the latest start.
+//
+// **Who may call:** its members, and admins; other organizations get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/organizations/{id}/tax-rules (the `ListTaxRules` operationId).
+func (c *ClientWithResponses) ListTaxRulesWithResponse(ctx context.Context, id openapi_types.UUID, params *ListTaxRulesParams, reqEditors ...RequestEditorFn) (*ListTaxRulesResponse, error) {
+	rsp, err := c.ListTaxRules(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListTaxRulesResponse(rsp)
+}
+
+// CreateTaxRuleWithBodyWithResponse Add a tax rule
+//
+// A tax for customers in a country or one of its regions: rate, inclusive or exclusive, EU reverse charge allowed or not, effective dates. A later start supersedes an earlier rule from then on. Audited.
+//
+// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/organizations/{id}/tax-rules (the `CreateTaxRule` operationId).
+func (c *ClientWithResponses) CreateTaxRuleWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateTaxRuleParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateTaxRuleResponse, error) {
+	rsp, err := c.CreateTaxRuleWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateTaxRuleResponse(rsp)
+}
+
+// CreateTaxRuleWithResponse Add a tax rule
+//
+// A tax for customers in a country or one of its regions: rate, inclusive or exclusive, EU reverse charge allowed or not, effective dates. A later start supersedes an earlier rule from then on. Audited.
+//
+// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/organizations/{id}/tax-rules (the `CreateTaxRule` operationId).
+func (c *ClientWithResponses) CreateTaxRuleWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateTaxRuleParams, body CreateTaxRuleJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateTaxRuleResponse, error) {
+	rsp, err := c.CreateTaxRule(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateTaxRuleResponse(rsp)
+}
+
+// DeleteTaxRuleWithResponse Delete or end a tax rule
+//
+// Deletes the rule (`204`) or, when a finalized invoice may cite it, ends it now instead and answers it (`200`), so those invoices keep explaining. Audited.
+//
+// **Who may call:** its providers, and admins; its consumers get `403`, other organizations `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/organizations/{id}/tax-rules/{rule} (the `DeleteTaxRule` operationId).
+func (c *ClientWithResponses) DeleteTaxRuleWithResponse(ctx context.Context, id openapi_types.UUID, rule openapi_types.UUID, params *DeleteTaxRuleParams, reqEditors ...RequestEditorFn) (*DeleteTaxRuleResponse, error) {
+	rsp, err := c.DeleteTaxRule(ctx, id, rule, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteTaxRuleResponse(rsp)
+}
+
 // GetPlanVersionWithResponse Read a plan version
 //
 // One version of a plan's terms, with its charges: what a subscription pinned to it pays.
@@ -22536,6 +27536,23 @@ func (c *ClientWithResponses) UpdatePromotionWithResponse(ctx context.Context, i
 	return ParseUpdatePromotionResponse(rsp)
 }
 
+// GetRevenueWithResponse Read a provider's revenue statement
+//
+// Revenue from the issuer's finalized invoices over [`from`, `to`) (default: this year so far, at most five years), per month of finalization, API and currency: gross, discounts, tax, net and the platform's fee; uncollectible invoices apart; void ones never.
+//
+// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/revenue (the `GetRevenue` operationId).
+func (c *ClientWithResponses) GetRevenueWithResponse(ctx context.Context, params *GetRevenueParams, reqEditors ...RequestEditorFn) (*GetRevenueResponse, error) {
+	rsp, err := c.GetRevenue(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetRevenueResponse(rsp)
+}
+
 // ListSubscriptionsWithResponse List subscriptions
 //
 // Lists subscriptions oldest first, with cursor pagination.
@@ -22600,6 +27617,57 @@ func (c *ClientWithResponses) GetSubscriptionWithResponse(ctx context.Context, i
 		return nil, err
 	}
 	return ParseGetSubscriptionResponse(rsp)
+}
+
+// ListAdjustmentsWithResponse List a subscription's adjustments
+//
+// Corrections and late usage, billed and pending, oldest first.
+//
+// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/subscriptions/{id}/adjustments (the `ListAdjustments` operationId).
+func (c *ClientWithResponses) ListAdjustmentsWithResponse(ctx context.Context, id openapi_types.UUID, params *ListAdjustmentsParams, reqEditors ...RequestEditorFn) (*ListAdjustmentsResponse, error) {
+	rsp, err := c.ListAdjustments(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListAdjustmentsResponse(rsp)
+}
+
+// CreateAdjustmentWithBodyWithResponse Correct a subscription's usage
+//
+// Records an explicit, audited correction (actor, reason, and a meter's quantity for a closed period or an amount), billed as an adjustment line on the subscription's next invoice. Finalized invoices and ClickHouse's data are never changed.
+//
+// **Who may call:** providers of the API's organization, and admins; the subscriber gets `403`, others `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
+func (c *ClientWithResponses) CreateAdjustmentWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateAdjustmentResponse, error) {
+	rsp, err := c.CreateAdjustmentWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateAdjustmentResponse(rsp)
+}
+
+// CreateAdjustmentWithResponse Correct a subscription's usage
+//
+// Records an explicit, audited correction (actor, reason, and a meter's quantity for a closed period or an amount), billed as an adjustment line on the subscription's next invoice. Finalized invoices and ClickHouse's data are never changed.
+//
+// **Who may call:** providers of the API's organization, and admins; the subscriber gets `403`, others `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
+func (c *ClientWithResponses) CreateAdjustmentWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, body CreateAdjustmentJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateAdjustmentResponse, error) {
+	rsp, err := c.CreateAdjustment(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateAdjustmentResponse(rsp)
 }
 
 // CancelSubscriptionWithBodyWithResponse Cancel a subscription
@@ -22719,6 +27787,23 @@ func (c *ClientWithResponses) ChangeSubscriptionPlanWithResponse(ctx context.Con
 		return nil, err
 	}
 	return ParseChangeSubscriptionPlanResponse(rsp)
+}
+
+// PreviewInvoiceWithResponse Preview the current period's invoice
+//
+// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null.
+//
+// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/subscriptions/{id}/preview (the `PreviewInvoice` operationId).
+func (c *ClientWithResponses) PreviewInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *PreviewInvoiceParams, reqEditors ...RequestEditorFn) (*PreviewInvoiceResponse, error) {
+	rsp, err := c.PreviewInvoice(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePreviewInvoiceResponse(rsp)
 }
 
 // ListSubscriptionPromotionsWithResponse List a subscription's promotions
@@ -23629,6 +28714,72 @@ func ParseRevokeIngestTokenResponse(rsp *http.Response) (*RevokeIngestTokenRespo
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest IngestToken
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseMarkInvoicePaidResponse parses an HTTP response from a MarkInvoicePaidWithResponse call
+func ParseMarkInvoicePaidResponse(rsp *http.Response) (*MarkInvoicePaidResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &MarkInvoicePaidResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Invoice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePutAdminBillingSettingsResponse parses an HTTP response from a PutAdminBillingSettingsWithResponse call
+func ParsePutAdminBillingSettingsResponse(rsp *http.Response) (*PutAdminBillingSettingsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutAdminBillingSettingsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BillingSettings
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -24566,6 +29717,322 @@ func ParseListAuditEntriesResponse(rsp *http.Response) (*ListAuditEntriesRespons
 	return response, nil
 }
 
+// ParseListCreditsResponse parses an HTTP response from a ListCreditsWithResponse call
+func ParseListCreditsResponse(rsp *http.Response) (*ListCreditsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListCreditsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CreditBalanceList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGrantCreditResponse parses an HTTP response from a GrantCreditWithResponse call
+func ParseGrantCreditResponse(rsp *http.Response) (*GrantCreditResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GrantCreditResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest CreditEntry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListCreditLedgerResponse parses an HTTP response from a ListCreditLedgerWithResponse call
+func ParseListCreditLedgerResponse(rsp *http.Response) (*ListCreditLedgerResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListCreditLedgerResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest CreditLedger
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListInvoicesResponse parses an HTTP response from a ListInvoicesWithResponse call
+func ParseListInvoicesResponse(rsp *http.Response) (*ListInvoicesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListInvoicesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest InvoiceList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetInvoiceResponse parses an HTTP response from a GetInvoiceWithResponse call
+func ParseGetInvoiceResponse(rsp *http.Response) (*GetInvoiceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetInvoiceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Invoice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseFinalizeInvoiceResponse parses an HTTP response from a FinalizeInvoiceWithResponse call
+func ParseFinalizeInvoiceResponse(rsp *http.Response) (*FinalizeInvoiceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &FinalizeInvoiceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Invoice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetInvoiceHTMLResponse parses an HTTP response from a GetInvoiceHTMLWithResponse call
+func ParseGetInvoiceHTMLResponse(rsp *http.Response) (*GetInvoiceHTMLResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetInvoiceHTMLResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseMarkInvoiceUncollectibleResponse parses an HTTP response from a MarkInvoiceUncollectibleWithResponse call
+func ParseMarkInvoiceUncollectibleResponse(rsp *http.Response) (*MarkInvoiceUncollectibleResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &MarkInvoiceUncollectibleResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Invoice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetInvoicePDFResponse parses an HTTP response from a GetInvoicePDFWithResponse call
+func ParseGetInvoicePDFResponse(rsp *http.Response) (*GetInvoicePDFResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetInvoicePDFResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseVoidInvoiceResponse parses an HTTP response from a VoidInvoiceWithResponse call
+func ParseVoidInvoiceResponse(rsp *http.Response) (*VoidInvoiceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &VoidInvoiceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Invoice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseDeleteKeyResponse parses an HTTP response from a DeleteKeyWithResponse call
 func ParseDeleteKeyResponse(rsp *http.Response) (*DeleteKeyResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -25020,6 +30487,240 @@ func ParseUpdateMeterResponse(rsp *http.Response) (*UpdateMeterResponse, error) 
 	return response, nil
 }
 
+// ParseGetBillingProfileResponse parses an HTTP response from a GetBillingProfileWithResponse call
+func ParseGetBillingProfileResponse(rsp *http.Response) (*GetBillingProfileResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetBillingProfileResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BillingProfile
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePutBillingProfileResponse parses an HTTP response from a PutBillingProfileWithResponse call
+func ParsePutBillingProfileResponse(rsp *http.Response) (*PutBillingProfileResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutBillingProfileResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BillingProfile
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetBillingSettingsResponse parses an HTTP response from a GetBillingSettingsWithResponse call
+func ParseGetBillingSettingsResponse(rsp *http.Response) (*GetBillingSettingsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetBillingSettingsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BillingSettings
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePutBillingSettingsResponse parses an HTTP response from a PutBillingSettingsWithResponse call
+func ParsePutBillingSettingsResponse(rsp *http.Response) (*PutBillingSettingsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutBillingSettingsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BillingSettings
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListTaxRulesResponse parses an HTTP response from a ListTaxRulesWithResponse call
+func ParseListTaxRulesResponse(rsp *http.Response) (*ListTaxRulesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListTaxRulesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TaxRuleList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateTaxRuleResponse parses an HTTP response from a CreateTaxRuleWithResponse call
+func ParseCreateTaxRuleResponse(rsp *http.Response) (*CreateTaxRuleResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateTaxRuleResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest TaxRule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteTaxRuleResponse parses an HTTP response from a DeleteTaxRuleWithResponse call
+func ParseDeleteTaxRuleResponse(rsp *http.Response) (*DeleteTaxRuleResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteTaxRuleResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TaxRule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetPlanVersionResponse parses an HTTP response from a GetPlanVersionWithResponse call
 func ParseGetPlanVersionResponse(rsp *http.Response) (*GetPlanVersionResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -25350,6 +31051,39 @@ func ParseUpdatePromotionResponse(rsp *http.Response) (*UpdatePromotionResponse,
 	return response, nil
 }
 
+// ParseGetRevenueResponse parses an HTTP response from a GetRevenueWithResponse call
+func ParseGetRevenueResponse(rsp *http.Response) (*GetRevenueResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetRevenueResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Revenue
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListSubscriptionsResponse parses an HTTP response from a ListSubscriptionsWithResponse call
 func ParseListSubscriptionsResponse(rsp *http.Response) (*ListSubscriptionsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -25436,6 +31170,72 @@ func ParseGetSubscriptionResponse(rsp *http.Response) (*GetSubscriptionResponse,
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListAdjustmentsResponse parses an HTTP response from a ListAdjustmentsWithResponse call
+func ParseListAdjustmentsResponse(rsp *http.Response) (*ListAdjustmentsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListAdjustmentsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdjustmentList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateAdjustmentResponse parses an HTTP response from a CreateAdjustmentWithResponse call
+func ParseCreateAdjustmentResponse(rsp *http.Response) (*CreateAdjustmentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateAdjustmentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Adjustment
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem
@@ -25564,6 +31364,39 @@ func ParseChangeSubscriptionPlanResponse(rsp *http.Response) (*ChangeSubscriptio
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Subscription
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePreviewInvoiceResponse parses an HTTP response from a PreviewInvoiceWithResponse call
+func ParsePreviewInvoiceResponse(rsp *http.Response) (*PreviewInvoiceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PreviewInvoiceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Invoice
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -5,7 +5,9 @@
 // file of their own (apis.go, approvals.go, plans.go (and pricing.go, the
 // quote), meters.go, subscriptions.go, keys.go,
 // quota.go, usage.go, webhooks.go, audit.go, ingesttokens.go,
-// promotions.go, reconcile.go for the admins' reconcile calls, and
+// promotions.go, billing.go (invoices, credits, adjustments, billing
+// profiles, tax rules, revenue), reconcile.go for the admins' reconcile
+// calls, and
 // pricing_reload.go for their reload of the plan files); decode.go reads
 // requests,
 // handlers.go adapts service calls to handlers, errors.go maps errors to
@@ -27,6 +29,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/accounts"
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
@@ -83,6 +86,10 @@ type Config struct {
 	// PlanFiles reloads the plan directory (VEIL_PRICING_DIR); nil answers
 	// POST /v1/admin/pricing/reload with 409: no directory is configured.
 	PlanFiles PlanFilesReloader
+	// Billing serves invoices, credits, adjustments, billing profiles,
+	// tax rules and revenue; nil uses one on Pool (without ClickHouse:
+	// previews answer 503).
+	Billing *billing.Service
 }
 
 type api struct {
@@ -104,6 +111,10 @@ func New(cfg Config) http.Handler {
 	}
 	if cfg.Promotions == nil && cfg.PromotionCodes != nil {
 		cfg.Promotions = cfg.PromotionCodes
+	}
+	if cfg.Billing == nil && cfg.Pool != nil {
+		// New fails only without a pool.
+		cfg.Billing, _ = billing.New(billing.Config{Pool: cfg.Pool, Logger: cfg.Logger})
 	}
 	a := &api{cfg: cfg, log: cfg.Logger}
 	r := chi.NewRouter()
@@ -148,6 +159,7 @@ func (a *api) routes(r chi.Router) {
 	a.quotaRoutes(r)
 	a.promotionRoutes(r)
 	a.keyRoutes(r)
+	a.billingRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
 
 	r.Route("/v1/admin", func(r chi.Router) {
@@ -158,6 +170,7 @@ func (a *api) routes(r chi.Router) {
 		a.reconcileRoutes(r)
 		a.adminIngestTokenRoutes(r)
 		r.Post("/pricing/reload", a.handle(a.reloadPlanFiles))
+		a.adminBillingRoutes(r)
 	})
 }
 
