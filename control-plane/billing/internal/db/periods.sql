@@ -49,7 +49,10 @@ ON CONFLICT (subscription_id, period_start) DO NOTHING;
 SELECT b.id, b.subscription_id, b.period_start, b.period_end, b.trial, s.trial_ends_at, s.canceled_at
 FROM billing_periods b JOIN subscriptions s ON s.id = b.subscription_id
 WHERE b.state = 'open' AND b.period_end <= @cutoff::timestamptz
-  AND (b.period_end, b.id) > (@after_end::timestamptz, @after_id::uuid)
+  -- (period_end, id) after (after_end, after_id), spelt so that the
+  -- partial index on period_end bounds the scan.
+  AND b.period_end >= @after_end::timestamptz
+  AND (b.period_end > @after_end::timestamptz OR b.id > @after_id::uuid)
 ORDER BY b.period_end, b.id
 LIMIT @row_limit;
 

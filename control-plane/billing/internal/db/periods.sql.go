@@ -349,7 +349,10 @@ const periodListDue = `-- name: PeriodListDue :many
 SELECT b.id, b.subscription_id, b.period_start, b.period_end, b.trial, s.trial_ends_at, s.canceled_at
 FROM billing_periods b JOIN subscriptions s ON s.id = b.subscription_id
 WHERE b.state = 'open' AND b.period_end <= $1::timestamptz
-  AND (b.period_end, b.id) > ($2::timestamptz, $3::uuid)
+  -- (period_end, id) after (after_end, after_id), spelt so that the
+  -- partial index on period_end bounds the scan.
+  AND b.period_end >= $2::timestamptz
+  AND (b.period_end > $2::timestamptz OR b.id > $3::uuid)
 ORDER BY b.period_end, b.id
 LIMIT $4
 `
