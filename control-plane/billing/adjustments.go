@@ -133,6 +133,19 @@ func (s *Service) CreateAdjustment(ctx context.Context, actor identity.Actor, su
 	if err := in.Validate(); err != nil {
 		return Adjustment{}, err
 	}
+	// A correction below zero is checked against the segment that will
+	// price it, read before the transaction as invoices read it.
+	var last *metering.Segment
+	if in.Quantity != nil && in.Quantity.IsNegative() {
+		segs, _, err := s.SegmentsFor(ctx, *in.BillingPeriodID)
+		switch {
+		case errors.Is(err, ErrNoSnapshot), errors.Is(err, ErrPeriodNotFound):
+		case err != nil:
+			return Adjustment{}, err
+		case len(segs) > 0:
+			last = &segs[len(segs)-1]
+		}
+	}
 	var out Adjustment
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
@@ -140,7 +153,7 @@ func (s *Service) CreateAdjustment(ctx context.Context, actor identity.Actor, su
 		if err != nil {
 			return err
 		}
-		if err := checkAdjustment(ctx, q, subID, sub, in); err != nil {
+		if err := checkAdjustment(ctx, q, subID, sub, in, last); err != nil {
 			return err
 		}
 		row, err := q.AdjustmentInsert(ctx, db.AdjustmentInsertParams{
@@ -184,9 +197,9 @@ func adjustableSubscription(ctx context.Context, q *db.Queries, actor identity.A
 
 // checkAdjustment checks a correction against its subscription: the
 // period is one of its closed ones, the meter one of its API's, the
-// currency its own, and a negative quantity leaves the period's quantity
-// (in its last plan version's segment, which prices it) at zero or more.
-func checkAdjustment(ctx context.Context, q *db.Queries, subID uuid.UUID, sub db.AdjustableSubscriptionRow, in AdjustmentInput) error {
+// currency its own, and a negative quantity leaves the quantity of the
+// period's last segment (last, which prices it) at zero or more.
+func checkAdjustment(ctx context.Context, q *db.Queries, subID uuid.UUID, sub db.AdjustableSubscriptionRow, in AdjustmentInput, last *metering.Segment) error {
 	if in.BillingPeriodID != nil {
 		state, err := q.PeriodOfSubscription(ctx, db.PeriodOfSubscriptionParams{ID: *in.BillingPeriodID, SubscriptionID: subID})
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -215,35 +228,19 @@ func checkAdjustment(ctx context.Context, q *db.Queries, subID uuid.UUID, sub db
 	if !in.Quantity.IsNegative() {
 		return nil
 	}
-	billed, err := periodQuantity(ctx, q, *in.BillingPeriodID, *in.Meter)
-	if err != nil {
-		return err
+	if last == nil {
+		return ErrBelowZero // nothing counted that a negative correction could take back
 	}
-	adjusted, err := q.AdjustmentQuantityTotal(ctx, db.AdjustmentQuantityTotalParams{BillingPeriodID: in.BillingPeriodID, MeterSlug: in.Meter})
+	adjusted, err := q.AdjustmentQuantityTotal(ctx, db.AdjustmentQuantityTotalParams{
+		BillingPeriodID: in.BillingPeriodID, MeterSlug: in.Meter, LastStart: last.From, SegmentStart: last.From,
+	})
 	if err != nil {
 		return fmt.Errorf("sum adjustments: %w", err)
 	}
-	if billed.Add(adjusted).Add(*in.Quantity).IsNegative() {
+	if last.Usage[*in.Meter].Add(adjusted).Add(*in.Quantity).IsNegative() {
 		return ErrBelowZero
 	}
 	return nil
-}
-
-// periodQuantity is what a period's snapshot counted of a meter in its
-// last plan version's segment, the one that prices its adjustments.
-func periodQuantity(ctx context.Context, q *db.Queries, periodID uuid.UUID, meter string) (decimal.Decimal, error) {
-	seg, err := q.SnapshotLastSegment(ctx, periodID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return decimal.Zero, nil
-	}
-	if err != nil {
-		return decimal.Zero, fmt.Errorf("read snapshot: %w", err)
-	}
-	n, err := q.SnapshotMeterQuantity(ctx, db.SnapshotMeterQuantityParams{BillingPeriodID: periodID, SegmentStart: seg.SegmentStart, MeterSlug: meter})
-	if err != nil {
-		return decimal.Zero, fmt.Errorf("read snapshot quantity: %w", err)
-	}
-	return n, nil
 }
 
 // Adjustments lists a subscription's adjustments, billed and pending, to

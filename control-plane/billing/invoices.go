@@ -243,17 +243,20 @@ func (s *Service) BuildDrafts(ctx context.Context, max int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("list periods to invoice: %w", err)
 	}
+	// A period that cannot be billed (its error is returned) does not
+	// hold up the others.
 	n := 0
+	var errs []error
 	for _, p := range periods {
 		built, err := s.buildDraft(ctx, p)
 		if err != nil {
-			return n, fmt.Errorf("build invoice of period %s: %w", p.ID, err)
+			errs = append(errs, fmt.Errorf("build invoice of period %s: %w", p.ID, err))
 		}
 		if built {
 			n++
 		}
 	}
-	return n, nil
+	return n, errors.Join(errs...)
 }
 
 // buildDraft builds the draft of a period unless it has one. What is read

@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -59,36 +60,29 @@ type CycleReport struct {
 	Periods, Closed, Late, Drafts, Finalized, Overdue int
 }
 
-// RunCycle runs every billing step once, in order; a step's error stops
-// the steps after it (they depend on it), and the next run starts again.
+// RunCycle runs every billing step once, in order. A step that fails
+// does not stop the others (what one period or invoice lacks does not
+// hold up the rest), and the next run tries again; the errors are
+// returned together.
 func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
 	var rep CycleReport
-	var err error
+	var errs [5]error
 	now := s.now()
-	if rep.Periods, err = s.EnsurePeriods(ctx, now); err != nil {
-		return rep, err
-	}
-	if rep.Closed, err = s.ClosePeriods(ctx, now); err != nil {
-		return rep, err
-	}
-	if rep.Late, err = s.LateUsage(ctx, now); err != nil {
-		return rep, err
-	}
-	if rep.Drafts, err = s.buildAll(ctx); err != nil {
-		return rep, err
-	}
+	rep.Periods, errs[0] = s.EnsurePeriods(ctx, now)
+	rep.Closed, errs[1] = s.ClosePeriods(ctx, now)
+	rep.Late, errs[2] = s.LateUsage(ctx, now)
+	rep.Drafts, errs[3] = s.buildAll(ctx)
 	// Drafts waiting for review follow what changes meanwhile; without a
 	// review the finalization below recomputes each one anyway.
 	if s.cfg.Review > 0 {
-		if _, err = s.RecomputeDrafts(ctx, batch); err != nil {
-			return rep, err
+		if _, err := s.RecomputeDrafts(ctx, batch); err != nil {
+			errs[3] = errors.Join(errs[3], err)
 		}
 	}
-	if rep.Finalized, err = s.FinalizeDue(ctx); err != nil {
-		return rep, err
-	}
+	rep.Finalized, errs[4] = s.FinalizeDue(ctx)
+	var err error
 	rep.Overdue, err = s.MarkOverdue(ctx, batch)
-	return rep, err
+	return rep, errors.Join(append(errs[:], err)...)
 }
 
 // buildAll builds drafts batch by batch until no closed period lacks one.
@@ -109,18 +103,19 @@ func (s *Service) buildAll(ctx context.Context) (int, error) {
 func (s *Service) FinalizeDue(ctx context.Context) (int, error) {
 	ids, err := db.New(s.pool).DraftsToFinalize(ctx, db.DraftsToFinalizeParams{BuiltBefore: s.now().Add(-s.cfg.Review), Max: batch})
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("list drafts to finalize: %w", err)
 	}
 	n := 0
+	var errs []error
 	for _, id := range ids {
 		_, err := s.Finalize(ctx, identity.System, id)
 		switch {
 		case errors.Is(err, ErrEarlierDraft), errors.Is(err, ErrInvoiceState):
 		case err != nil:
-			return n, err
+			errs = append(errs, fmt.Errorf("finalize invoice %s: %w", id, err))
 		default:
 			n++
 		}
 	}
-	return n, nil
+	return n, errors.Join(errs...)
 }

@@ -214,26 +214,6 @@ FROM billing_adjustments a JOIN invoices i ON i.id = a.invoice_id
 WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND i.status <> 'void'
   AND COALESCE(a.segment_start, @last_start::timestamptz) = @segment_start::timestamptz;
 
--- SnapshotLastSegment is the period's segment that started last.
--- name: SnapshotLastSegment :one
-SELECT l.plan_version_id, l.segment_start
-FROM usage_snapshots s JOIN usage_snapshot_lines l ON l.snapshot_id = s.id
-WHERE s.billing_period_id = $1
-ORDER BY l.segment_start DESC
-LIMIT 1;
-
--- SnapshotMeterQuantity is what a period's snapshot counted of a meter
--- in one segment.
--- name: SnapshotMeterQuantity :one
-SELECT COALESCE(sum(l.quantity), 0)::numeric
-FROM usage_snapshots s JOIN usage_snapshot_lines l ON l.snapshot_id = s.id
-WHERE s.billing_period_id = @billing_period_id AND l.segment_start = @segment_start AND l.meter_slug = @meter_slug;
-
--- name: SubscriptionProvider :one
-SELECT s.organization_id AS customer_id, a.organization_id AS issuer_id, v.currency
-FROM subscriptions s JOIN apis a ON a.id = s.api_id JOIN plan_versions v ON v.id = s.plan_version_id
-WHERE s.id = $1;
-
 -- Promotions.
 
 -- RedemptionsForPeriod are the subscription's redemptions made before a
@@ -278,11 +258,14 @@ SELECT EXISTS (SELECT 1 FROM meters WHERE api_id = @api_id AND slug = @slug);
 SELECT state FROM billing_periods WHERE id = @id AND subscription_id = @subscription_id;
 
 -- AdjustmentQuantityTotal is the quantity of a meter that the period's
--- adjustments add, billed or pending (those on void invoices aside).
+-- adjustments add to one of its segments, billed or pending (those on void
+-- invoices aside); one that names no segment concerns the last,
+-- last_start.
 -- name: AdjustmentQuantityTotal :one
 SELECT COALESCE(sum(a.quantity), 0)::numeric
 FROM billing_adjustments a LEFT JOIN invoices i ON i.id = a.invoice_id
-WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND (i.id IS NULL OR i.status <> 'void');
+WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND (i.id IS NULL OR i.status <> 'void')
+  AND COALESCE(a.segment_start, @last_start::timestamptz) = @segment_start::timestamptz;
 
 -- name: PlanVersionNetDays :one
 SELECT net_days FROM plan_versions WHERE id = $1;
@@ -296,6 +279,3 @@ SELECT a.id, a.subscription_id, a.billing_period_id, a.kind, a.meter_slug, a.qua
 FROM billing_adjustments a LEFT JOIN billing_periods p ON p.id = a.billing_period_id
 WHERE a.subscription_id = @subscription_id AND a.invoice_id IS NULL AND (p.id IS NULL OR p.period_start <= @period_start)
 ORDER BY a.created_at, a.id;
-
--- name: BillingPeriodStart :one
-SELECT period_start FROM billing_periods WHERE id = $1;

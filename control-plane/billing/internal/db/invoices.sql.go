@@ -117,17 +117,27 @@ const adjustmentQuantityTotal = `-- name: AdjustmentQuantityTotal :one
 SELECT COALESCE(sum(a.quantity), 0)::numeric
 FROM billing_adjustments a LEFT JOIN invoices i ON i.id = a.invoice_id
 WHERE a.billing_period_id = $1 AND a.meter_slug = $2 AND (i.id IS NULL OR i.status <> 'void')
+  AND COALESCE(a.segment_start, $3::timestamptz) = $4::timestamptz
 `
 
 type AdjustmentQuantityTotalParams struct {
 	BillingPeriodID *uuid.UUID
 	MeterSlug       *string
+	LastStart       time.Time
+	SegmentStart    time.Time
 }
 
 // AdjustmentQuantityTotal is the quantity of a meter that the period's
-// adjustments add, billed or pending (those on void invoices aside).
+// adjustments add to one of its segments, billed or pending (those on void
+// invoices aside); one that names no segment concerns the last,
+// last_start.
 func (q *Queries) AdjustmentQuantityTotal(ctx context.Context, arg AdjustmentQuantityTotalParams) (decimal.Decimal, error) {
-	row := q.db.QueryRow(ctx, adjustmentQuantityTotal, arg.BillingPeriodID, arg.MeterSlug)
+	row := q.db.QueryRow(ctx, adjustmentQuantityTotal,
+		arg.BillingPeriodID,
+		arg.MeterSlug,
+		arg.LastStart,
+		arg.SegmentStart,
+	)
 	var column_1 decimal.Decimal
 	err := row.Scan(&column_1)
 	return column_1, err
@@ -367,17 +377,6 @@ UPDATE billing_periods SET state = 'invoiced' WHERE id = $1 AND state = 'closed'
 func (q *Queries) BillingPeriodMarkInvoiced(ctx context.Context, id uuid.UUID) error {
 	_, err := q.db.Exec(ctx, billingPeriodMarkInvoiced, id)
 	return err
-}
-
-const billingPeriodStart = `-- name: BillingPeriodStart :one
-SELECT period_start FROM billing_periods WHERE id = $1
-`
-
-func (q *Queries) BillingPeriodStart(ctx context.Context, id uuid.UUID) (time.Time, error) {
-	row := q.db.QueryRow(ctx, billingPeriodStart, id)
-	var period_start time.Time
-	err := row.Scan(&period_start)
-	return period_start, err
 }
 
 const creditBalanceEnsure = `-- name: CreditBalanceEnsure :exec
@@ -1329,65 +1328,4 @@ func (q *Queries) RedemptionsForPeriod(ctx context.Context, arg RedemptionsForPe
 		return nil, err
 	}
 	return items, nil
-}
-
-const snapshotLastSegment = `-- name: SnapshotLastSegment :one
-SELECT l.plan_version_id, l.segment_start
-FROM usage_snapshots s JOIN usage_snapshot_lines l ON l.snapshot_id = s.id
-WHERE s.billing_period_id = $1
-ORDER BY l.segment_start DESC
-LIMIT 1
-`
-
-type SnapshotLastSegmentRow struct {
-	PlanVersionID uuid.UUID
-	SegmentStart  time.Time
-}
-
-// SnapshotLastSegment is the period's segment that started last.
-func (q *Queries) SnapshotLastSegment(ctx context.Context, billingPeriodID uuid.UUID) (SnapshotLastSegmentRow, error) {
-	row := q.db.QueryRow(ctx, snapshotLastSegment, billingPeriodID)
-	var i SnapshotLastSegmentRow
-	err := row.Scan(&i.PlanVersionID, &i.SegmentStart)
-	return i, err
-}
-
-const snapshotMeterQuantity = `-- name: SnapshotMeterQuantity :one
-SELECT COALESCE(sum(l.quantity), 0)::numeric
-FROM usage_snapshots s JOIN usage_snapshot_lines l ON l.snapshot_id = s.id
-WHERE s.billing_period_id = $1 AND l.segment_start = $2 AND l.meter_slug = $3
-`
-
-type SnapshotMeterQuantityParams struct {
-	BillingPeriodID uuid.UUID
-	SegmentStart    time.Time
-	MeterSlug       string
-}
-
-// SnapshotMeterQuantity is what a period's snapshot counted of a meter
-// in one segment.
-func (q *Queries) SnapshotMeterQuantity(ctx context.Context, arg SnapshotMeterQuantityParams) (decimal.Decimal, error) {
-	row := q.db.QueryRow(ctx, snapshotMeterQuantity, arg.BillingPeriodID, arg.SegmentStart, arg.MeterSlug)
-	var column_1 decimal.Decimal
-	err := row.Scan(&column_1)
-	return column_1, err
-}
-
-const subscriptionProvider = `-- name: SubscriptionProvider :one
-SELECT s.organization_id AS customer_id, a.organization_id AS issuer_id, v.currency
-FROM subscriptions s JOIN apis a ON a.id = s.api_id JOIN plan_versions v ON v.id = s.plan_version_id
-WHERE s.id = $1
-`
-
-type SubscriptionProviderRow struct {
-	CustomerID uuid.UUID
-	IssuerID   uuid.UUID
-	Currency   string
-}
-
-func (q *Queries) SubscriptionProvider(ctx context.Context, id uuid.UUID) (SubscriptionProviderRow, error) {
-	row := q.db.QueryRow(ctx, subscriptionProvider, id)
-	var i SubscriptionProviderRow
-	err := row.Scan(&i.CustomerID, &i.IssuerID, &i.Currency)
-	return i, err
 }
