@@ -11,7 +11,9 @@ package metering
 //     (never below zero) before rating. The usage lines still show the
 //     metered quantity; the promotion's discount line is what the
 //     reduction saves: the charge at the metered quantity minus the
-//     charge at the reduced one. Several on one meter reduce it in turn.
+//     charge at the reduced one, or zero when the reduced quantity costs
+//     more (a volume charge's dearer lower tier): a discount line is never
+//     positive. Several on one meter reduce it in turn.
 //     A free_units promotion for a meter the plan does not price has no
 //     line.
 //  3. amount_off: the amount, rounded to the currency's minor unit, comes
@@ -225,8 +227,12 @@ func (p PlanTerms) freeUnits(q *Quote, usage map[string]decimal.Decimal, applyin
 		}
 		left[c.Meter] = reduced
 		// Both totals are sums of rounded lines: their difference is in
-		// minor units already, and never above what remains.
-		q.discount(pr, c.Meter, decimal.Min(full.Sub(less), q.Subtotal.Sub(q.Discount)))
+		// minor units already, and never above what remains. It is below
+		// zero when the reduced quantity falls into a dearer volume tier:
+		// a discount never charges, so the line is then zero (as
+		// BuildInvoice's).
+		saved := decimal.Min(full.Sub(less), q.Subtotal.Sub(q.Discount))
+		q.discount(pr, c.Meter, decimal.Max(decimal.Zero, saved))
 	}
 	return nil
 }

@@ -112,6 +112,48 @@ func TestQuoteWithPromotions(t *testing.T) {
 	}
 }
 
+// TestQuoteFreeUnitsNeverCharge: free units that take a volume charge
+// into a dearer tier would cost more than they save; a discount line is
+// never positive, so the promotion takes nothing. The volume charge is
+// 1.00 a unit up to 100 units, 0.10 above.
+func TestQuoteFreeUnitsNeverCharge(t *testing.T) {
+	terms := metering.PlanTerms{Currency: currency(t, "USD"), Charges: []metering.Charge{{Meter: "calls", Model: metering.ModelVolume, Tiers: []metering.Tier{
+		{UpTo: d("100"), UnitPrice: d("1")}, {Unbounded: true, UnitPrice: d("0.10")},
+	}}}}
+	for _, tc := range []struct {
+		name, calls string
+		promos      []metering.Promotion
+		lines       []string
+		total       string
+	}{
+		// 150 at 0.10 = 15; 90 at 1.00 = 90: 75 more, so nothing off.
+		{"into a dearer tier", "150", []metering.Promotion{freeUnits("FREE60", "calls", "60", 0, true)},
+			[]string{"FREE60 calls 0"}, "15"},
+		// 150 → 30: 15 − 30 < 0, nothing off; the amount then applies.
+		{"then an amount", "150", []metering.Promotion{freeUnits("FREE120", "calls", "120", 0, true), amountOff("TWO", "2", "USD", 0, true)},
+			[]string{"FREE120 calls 0", "TWO  -2"}, "13"},
+		// Within the dearer tier: 90 → 30 saves 60.
+		{"within one tier", "90", []metering.Promotion{freeUnits("FREE60", "calls", "60", 0, true)},
+			[]string{"FREE60 calls -60"}, "30"},
+		// 150 → 50 (75 more, nothing), then 50 → 0 saves 50.
+		{"in turn", "150", []metering.Promotion{freeUnits("A", "calls", "100", 2, true), freeUnits("B", "calls", "50", 1, true)},
+			[]string{"A calls 0", "B calls -15"}, "0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := terms.QuoteWithPromotions(map[string]decimal.Decimal{"calls": d(tc.calls)}, tc.promos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := discountLines(q); fmt.Sprint(got) != fmt.Sprint(tc.lines) {
+				t.Errorf("QuoteWithPromotions(%s calls) discount lines = %q; want %q", tc.calls, got, tc.lines)
+			}
+			if !q.Total.Equal(d(tc.total)) || !q.Total.Equal(q.Subtotal.Sub(q.Discount)) || q.Discount.IsNegative() {
+				t.Errorf("QuoteWithPromotions(%s calls) subtotal %s discount %s total %s; want total %s = subtotal − discount", tc.calls, q.Subtotal, q.Discount, q.Total, tc.total)
+			}
+		})
+	}
+}
+
 // TestQuoteWithoutPromotionsIsQuote: no promotions, the same quote.
 func TestQuoteWithoutPromotionsIsQuote(t *testing.T) {
 	usage := map[string]decimal.Decimal{"calls": d("123456.5"), "gb": d("0.001")}
