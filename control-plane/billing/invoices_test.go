@@ -570,3 +570,49 @@ func TestInvoiceByNumberPerIssuer(t *testing.T) {
 		t.Fatalf("InvoiceByNumber by an admin = %v; want ErrAmbiguousNumber", err)
 	}
 }
+
+// Concurrent movements of one balance (grants, and a finalization that
+// uses credit) are ordered by the balance's row lock: the ledger's
+// balances follow its amounts one by one and end at the balance.
+func TestCreditLedgerUnderConcurrency(t *testing.T) {
+	f := invoiceSetup(t)
+	customer, sub := f.closedPeriod()
+	if _, err := f.svc.BuildDrafts(f.ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 21)
+	for range 20 {
+		wg.Go(func() {
+			_, err := f.svc.GrantCredit(f.ctx, f.provider, GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("1.00"), Reason: "r"})
+			errs <- err
+		})
+	}
+	wg.Go(func() {
+		_, err := f.svc.Finalize(f.ctx, f.provider, f.invoiceOf(sub))
+		errs <- err
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ledger, err := f.svc.CreditLedger(f.ctx, f.provider, f.issuer, customer, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := decimal.Zero
+	for _, e := range ledger {
+		run = run.Add(e.Amount)
+		if !e.BalanceAfter.Equal(run) || run.IsNegative() {
+			t.Fatalf("ledger entry %d: %s leaves %s; the entries before sum to %s", e.ID, e.Amount, e.BalanceAfter, run)
+		}
+	}
+	bal, err := f.svc.CreditBalances(f.ctx, f.provider, uuid.Nil, customer)
+	if err != nil || len(bal) != 1 || !bal[0].Balance.Equal(run) {
+		t.Fatalf("balances = %v, %v; want one of %s", bal, err, run)
+	}
+	explainZero(t, f.svc, f.invoiceOf(sub))
+}
