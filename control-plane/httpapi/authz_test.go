@@ -157,7 +157,9 @@ func (c *authzCase) run(t *testing.T, row authzRow, want int) {
 		row.fixture(t, c)
 	}
 	method, pattern, _ := strings.Cut(row.route, " ")
-	path := strings.NewReplacer("{id}", c.id, "{delivery}", c.delivery).Replace(pattern)
+	// {rule} (a tax rule under its organization) is a second id, as
+	// {delivery} is.
+	path := strings.NewReplacer("{id}", c.id, "{delivery}", c.delivery, "{rule}", c.delivery).Replace(pattern)
 	if row.query != nil {
 		path += "?" + row.query(c)
 	}
@@ -660,7 +662,7 @@ func authzRows() []authzRow {
 				}
 			},
 		},
-	}, append(authzSubscriptionRows(), authzPricingRows()...)...)
+	}, append(append(authzSubscriptionRows(), authzPricingRows()...), authzBillingRows()...)...)
 }
 
 // authzIngestToken issues an ingest token as the platform would.
