@@ -33,6 +33,10 @@ type Config struct {
 	// Publisher announces invoice.finalized, invoice.voided and
 	// invoice.overdue; nil announces nothing.
 	Publisher Publisher
+	// Mailer sends finalized invoices (the PDF attached) and their
+	// reminders to the customer's billing email; nil sends none, and the
+	// notices wait until a mailer is configured.
+	Mailer Mailer
 	// Review is how long a draft invoice waits after it is built before
 	// the finalize job finalizes it, for a provider to look at it (and
 	// add adjustments, which the draft picks up until then). Default 0:
