@@ -49,18 +49,21 @@ func (s *Service) LateUsage(ctx context.Context, now time.Time) (int, error) {
 	}
 	now = now.UTC()
 	var (
-		after    uuid.UUID
-		recorded int
+		afterSub   uuid.UUID
+		afterStart time.Time
+		recorded   int
 	)
 	for {
-		rows, err := db.New(s.pool).PeriodListLate(ctx, db.PeriodListLateParams{Since: now.Add(-LateWindow), After: after, RowLimit: periodBatch})
+		rows, err := db.New(s.pool).PeriodListLate(ctx, db.PeriodListLateParams{
+			Since: now.Add(-LateWindow), AfterSub: afterSub, AfterStart: afterStart, RowLimit: periodBatch,
+		})
 		if err != nil {
 			return recorded, fmt.Errorf("list invoiced periods: %w", err)
 		}
 		if len(rows) == 0 {
 			return recorded, nil
 		}
-		after = rows[len(rows)-1].ID
+		afterSub, afterStart = rows[len(rows)-1].SubscriptionID, rows[len(rows)-1].PeriodStart
 		n, err := s.recount(ctx, rows, now)
 		recorded += n
 		if err != nil {

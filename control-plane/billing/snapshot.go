@@ -99,8 +99,12 @@ type closing struct {
 	offsets  map[int32]int64
 }
 
+// maxClosePerRun bounds the periods one ClosePeriods lists; the next run
+// closes the rest.
+const maxClosePerRun = 200000
+
 // ClosePeriods closes the open periods whose end plus the grace has passed
-// by now: takes each one's usage snapshot and stores it with the period
+// by now (at most maxClosePerRun): takes each one's usage snapshot and stores it with the period
 // closed, in one transaction per batch. It returns how many it closed. A
 // period closed by a concurrent run is left as that run closed it.
 // Without ClickHouse nothing is closed (and that is no error).
@@ -136,23 +140,16 @@ func (s *Service) ClosePeriods(ctx context.Context, now time.Time) (int, error) 
 	return closed, err
 }
 
-// countDue lists the open periods due by cutoff, batch by batch, and
-// hands each batch counted to out.
+// countDue lists the open periods due by cutoff (at most maxClosePerRun:
+// the next run goes on) and hands them to out in batches, each counted.
 func (s *Service) countDue(ctx context.Context, cutoff time.Time, out chan<- []closing) error {
-	var (
-		afterEnd time.Time
-		afterID  uuid.UUID
-	)
-	for {
-		due, err := db.New(s.pool).PeriodListDue(ctx, db.PeriodListDueParams{Cutoff: cutoff, AfterEnd: afterEnd, AfterID: afterID, RowLimit: periodBatch})
-		if err != nil {
-			return fmt.Errorf("list due billing periods: %w", err)
-		}
-		if len(due) == 0 {
-			return nil
-		}
-		afterEnd, afterID = due[len(due)-1].PeriodEnd, due[len(due)-1].ID
-		cs, err := s.count(ctx, due)
+	due, err := db.New(s.pool).PeriodListDue(ctx, db.PeriodListDueParams{Cutoff: cutoff, RowLimit: maxClosePerRun})
+	if err != nil {
+		return fmt.Errorf("list due billing periods: %w", err)
+	}
+	for len(due) > 0 {
+		n := min(len(due), periodBatch)
+		cs, err := s.count(ctx, due[:n])
 		if err != nil {
 			return err
 		}
@@ -161,10 +158,9 @@ func (s *Service) countDue(ctx context.Context, cutoff time.Time, out chan<- []c
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if len(due) < periodBatch {
-			return nil
-		}
+		due = due[n:]
 	}
+	return nil
 }
 
 // count splits the due periods into segments and counts their meters and

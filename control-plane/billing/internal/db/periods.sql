@@ -43,17 +43,15 @@ SELECT unnest(@subscription_ids::uuid[]), unnest(@starts::timestamptz[]), unnest
 ON CONFLICT (subscription_id, period_start) DO NOTHING;
 
 -- PeriodListDue lists open periods that ended at or before @cutoff (their
--- end plus the grace has passed), oldest first from (after_end, after_id),
--- with what of their subscription bounds the billable time.
+-- end plus the grace has passed), at most @row_limit, in the order of
+-- their subscriptions (ClickHouse's usage_events is sorted by subject:
+-- a batch of neighbouring subscriptions reads neighbouring rows), with
+-- what of their subscription bounds the billable time.
 -- name: PeriodListDue :many
 SELECT b.id, b.subscription_id, b.period_start, b.period_end, b.trial, s.trial_ends_at, s.canceled_at
 FROM billing_periods b JOIN subscriptions s ON s.id = b.subscription_id
 WHERE b.state = 'open' AND b.period_end <= @cutoff::timestamptz
-  -- (period_end, id) after (after_end, after_id), spelt so that the
-  -- partial index on period_end bounds the scan.
-  AND b.period_end >= @after_end::timestamptz
-  AND (b.period_end > @after_end::timestamptz OR b.id > @after_id::uuid)
-ORDER BY b.period_end, b.id
+ORDER BY b.subscription_id, b.period_start
 LIMIT @row_limit;
 
 -- PeriodCloseBatch closes the periods of @ids still open and returns
@@ -98,12 +96,14 @@ FROM usage_snapshot_lines WHERE snapshot_id = $1
 ORDER BY segment_start, meter_slug;
 
 -- PeriodListLate lists the invoiced periods that ended at or after
--- @since (inside the late window), in id order after @after.
+-- @since (inside the late window), in the order of their subscriptions
+-- (as PeriodListDue, for ClickHouse) after (after_sub, after_start).
 -- name: PeriodListLate :many
 SELECT b.id, b.subscription_id, b.period_start, b.period_end, s.trial_ends_at, s.canceled_at
 FROM billing_periods b JOIN subscriptions s ON s.id = b.subscription_id
-WHERE b.state = 'invoiced' AND b.period_end >= @since::timestamptz AND b.id > @after
-ORDER BY b.id
+WHERE b.state = 'invoiced' AND b.period_end >= @since::timestamptz
+  AND (b.subscription_id, b.period_start) > (@after_sub::uuid, @after_start::timestamptz)
+ORDER BY b.subscription_id, b.period_start
 LIMIT @row_limit;
 
 -- SnapshotLineListByPeriods reads the snapshot lines of periods.

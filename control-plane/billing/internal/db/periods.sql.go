@@ -349,18 +349,12 @@ const periodListDue = `-- name: PeriodListDue :many
 SELECT b.id, b.subscription_id, b.period_start, b.period_end, b.trial, s.trial_ends_at, s.canceled_at
 FROM billing_periods b JOIN subscriptions s ON s.id = b.subscription_id
 WHERE b.state = 'open' AND b.period_end <= $1::timestamptz
-  -- (period_end, id) after (after_end, after_id), spelt so that the
-  -- partial index on period_end bounds the scan.
-  AND b.period_end >= $2::timestamptz
-  AND (b.period_end > $2::timestamptz OR b.id > $3::uuid)
-ORDER BY b.period_end, b.id
-LIMIT $4
+ORDER BY b.subscription_id, b.period_start
+LIMIT $2
 `
 
 type PeriodListDueParams struct {
 	Cutoff   time.Time
-	AfterEnd time.Time
-	AfterID  uuid.UUID
 	RowLimit int32
 }
 
@@ -375,15 +369,12 @@ type PeriodListDueRow struct {
 }
 
 // PeriodListDue lists open periods that ended at or before @cutoff (their
-// end plus the grace has passed), oldest first from (after_end, after_id),
-// with what of their subscription bounds the billable time.
+// end plus the grace has passed), at most @row_limit, in the order of
+// their subscriptions (ClickHouse's usage_events is sorted by subject:
+// a batch of neighbouring subscriptions reads neighbouring rows), with
+// what of their subscription bounds the billable time.
 func (q *Queries) PeriodListDue(ctx context.Context, arg PeriodListDueParams) ([]PeriodListDueRow, error) {
-	rows, err := q.db.Query(ctx, periodListDue,
-		arg.Cutoff,
-		arg.AfterEnd,
-		arg.AfterID,
-		arg.RowLimit,
-	)
+	rows, err := q.db.Query(ctx, periodListDue, arg.Cutoff, arg.RowLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -413,15 +404,17 @@ func (q *Queries) PeriodListDue(ctx context.Context, arg PeriodListDueParams) ([
 const periodListLate = `-- name: PeriodListLate :many
 SELECT b.id, b.subscription_id, b.period_start, b.period_end, s.trial_ends_at, s.canceled_at
 FROM billing_periods b JOIN subscriptions s ON s.id = b.subscription_id
-WHERE b.state = 'invoiced' AND b.period_end >= $1::timestamptz AND b.id > $2
-ORDER BY b.id
-LIMIT $3
+WHERE b.state = 'invoiced' AND b.period_end >= $1::timestamptz
+  AND (b.subscription_id, b.period_start) > ($2::uuid, $3::timestamptz)
+ORDER BY b.subscription_id, b.period_start
+LIMIT $4
 `
 
 type PeriodListLateParams struct {
-	Since    time.Time
-	After    uuid.UUID
-	RowLimit int32
+	Since      time.Time
+	AfterSub   uuid.UUID
+	AfterStart time.Time
+	RowLimit   int32
 }
 
 type PeriodListLateRow struct {
@@ -434,9 +427,15 @@ type PeriodListLateRow struct {
 }
 
 // PeriodListLate lists the invoiced periods that ended at or after
-// @since (inside the late window), in id order after @after.
+// @since (inside the late window), in the order of their subscriptions
+// (as PeriodListDue, for ClickHouse) after (after_sub, after_start).
 func (q *Queries) PeriodListLate(ctx context.Context, arg PeriodListLateParams) ([]PeriodListLateRow, error) {
-	rows, err := q.db.Query(ctx, periodListLate, arg.Since, arg.After, arg.RowLimit)
+	rows, err := q.db.Query(ctx, periodListLate,
+		arg.Since,
+		arg.AfterSub,
+		arg.AfterStart,
+		arg.RowLimit,
+	)
 	if err != nil {
 		return nil, err
 	}
