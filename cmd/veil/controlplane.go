@@ -299,6 +299,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		}),
 		plane.quota.RegisterJobs(workers, quota.JobSchedule{}),
 		svc.billing.RegisterJobs(workers, billing.JobSchedule{Cycle: cp.billingEvery}),
+		svc.billing.RegisterNoticeJobs(workers, 0),
 	)
 	if plane.clickhouse != nil {
 		periodic = append(periodic, plane.drift.RegisterJobs(workers, drift.JobSchedule{Check: cp.usageReconcileEvery})...)
@@ -460,6 +461,7 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 	p.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
 	if svc.billing, err = billing.New(billing.Config{
 		Pool: p.pool, ClickHouse: p.clickhouse, Logger: logger, Grace: cp.billingGrace, Publisher: svc.hooks, Review: cp.billingReview,
+		Mailer: mailer,
 	}); err != nil {
 		return svc, err
 	}

@@ -10,9 +10,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/veil-platform/veil/control-plane/billing/internal/db"
 	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/internal/periodic"
 )
 
 // Mailer sends email (a notify.Mailer).
@@ -31,6 +33,38 @@ const (
 	NoticeDue       = "due"
 	NoticeOverdue   = "overdue"
 )
+
+// NoticeArgs is one run of the invoice notices.
+type NoticeArgs struct{}
+
+// Kind implements river.JobArgs.
+func (NoticeArgs) Kind() string { return "billing_notices" }
+
+// noticeBatch is how many notices a query of a run takes.
+const noticeBatch = 100
+
+// RegisterNoticeJobs adds the notices' worker to w and returns its
+// periodic job, run every every (default 5m) and when the job client
+// starts. It runs apart from the billing cycle, so that a slow or
+// unreachable mail server holds up no invoice; a run sends until nothing
+// is due or its 50 s are up, and the next run carries on.
+func (s *Service) RegisterNoticeJobs(w *river.Workers, every time.Duration) []*river.PeriodicJob {
+	if every <= 0 {
+		every = 5 * time.Minute
+	}
+	river.AddWorker(w, periodic.NewWorker[NoticeArgs](func(ctx context.Context) error {
+		total := 0
+		for {
+			n, err := s.SendNotices(ctx, noticeBatch)
+			total += n
+			if err != nil || n < noticeBatch {
+				s.log.InfoContext(ctx, "invoice notices", "sent", total)
+				return err
+			}
+		}
+	}).WithTimeout(cycleTimeout))
+	return []*river.PeriodicJob{periodic.Job(every, NoticeArgs{}, &river.InsertOpts{MaxAttempts: 1})}
+}
 
 // finalizedNoticeWindow is how long after its finalization an invoice's
 // email is still sent: an invoice finalized before a mailer was configured
