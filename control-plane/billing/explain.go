@@ -142,3 +142,24 @@ func (e Explanation) Write(w io.Writer) error {
 	}
 	return nil
 }
+
+// ExplainAll explains every invoice in the database and returns those
+// that differ from what their cites compute (none: all reproduce). Tests
+// call it when they end, so that every invoice they built is checked.
+func (s *Service) ExplainAll(ctx context.Context) ([]Explanation, error) {
+	ids, err := db.New(s.pool).InvoiceIDs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list invoices: %w", err)
+	}
+	var differ []Explanation
+	for _, id := range ids {
+		ex, err := s.Explain(ctx, id)
+		if err != nil {
+			return differ, fmt.Errorf("explain invoice %s: %w", id, err)
+		}
+		if len(ex.Diffs) > 0 {
+			differ = append(differ, ex)
+		}
+	}
+	return differ, nil
+}

@@ -63,6 +63,14 @@ func invoiceSetup(t *testing.T) *invoiceFixture {
 		t.Fatal(err)
 	}
 	f := &invoiceFixture{t: t, ctx: t.Context(), pool: pool, svc: svc, clock: clock, hooks: hooks}
+	// Every invoice a test leaves is explained when it ends: none may
+	// differ from what its cites compute.
+	t.Cleanup(func() {
+		differ, err := svc.ExplainAll(context.WithoutCancel(t.Context()))
+		if err != nil || len(differ) > 0 {
+			t.Errorf("ExplainAll = %d differing, %v; want none", len(differ), err)
+		}
+	})
 	f.issuer = testenv.Org(t, pool, "issuer-"+testenv.Suffix())
 	f.provider = identity.Actor{Subject: "prov", Role: identity.RoleProvider, OrgID: f.issuer}
 	slug := "api-" + testenv.Suffix()

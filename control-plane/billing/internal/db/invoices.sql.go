@@ -860,6 +860,30 @@ func (q *Queries) InvoiceGet(ctx context.Context, id uuid.UUID) (Invoice, error)
 	return i, err
 }
 
+const invoiceIDs = `-- name: InvoiceIDs :many
+SELECT id FROM invoices ORDER BY created_at, id
+`
+
+func (q *Queries) InvoiceIDs(ctx context.Context) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, invoiceIDs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const invoiceLines = `-- name: InvoiceLines :many
 SELECT position, kind, description, plan_version_id, meter_slug, tier, quantity, unit_price, amount, reference
 FROM invoice_lines WHERE invoice_id = $1 ORDER BY position
