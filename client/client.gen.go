@@ -2418,7 +2418,7 @@ type MeterAggregation string
 type MeterFilter struct {
 	Methods *[]MeterFilterMethods `json:"methods,omitempty"`
 
-	// Routes Path patterns in the syntax of key routes (`/forecast/{city}`, `/v1/*`), matched against the event's path; at most 4096 bytes together.
+	// Routes Path patterns in the syntax of key routes (`/forecast/{city}`, `/v1/*`), matched against the event's path; at most 4096 bytes together, and the routes of all the API's meters at most 8192 bytes together (else 422 naming filter.routes).
 	Routes *[]string `json:"routes,omitempty"`
 
 	// StatusClasses 5xx is never billable.

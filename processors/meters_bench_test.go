@@ -60,34 +60,49 @@ func BenchmarkApplyMeters(b *testing.B) {
 }
 
 // BenchmarkMatchWorstCase measures the most one record's meters cost an
-// event: enforcement.MaxMeters meters, each with the routes a meter may
-// hold (4096 bytes: 8 patterns of 512), every pattern sharing all but its
-// last segment with the event's path, so that each is walked to its end
-// and fails. The record is decoded once, as the processors' cache does.
+// event: enforcement.MaxMeters meters whose routes hold together the
+// bytes an API's meters may (enforcement.MaxAPIMeterRoutesBytes), every
+// pattern sharing all but its last segment with the event's path, so that
+// each is walked to its end and fails. Two spreads of those bytes: in
+// patterns as long as they may be (512 bytes, over the first meters; the
+// others select another method), and one pattern in every meter, so that
+// each meter checks the path too. The record is decoded once, as the
+// processors' cache does.
 func BenchmarkMatchWorstCase(b *testing.B) {
 	prefix := strings.Repeat("/a", 250)
-	var specs []string
-	for i := range enforcement.MaxMeters {
-		var routes []string
-		for j := range enforcement.MaxMeterRoutesBytes / enforcement.MaxMeterRouteBytes {
-			r := fmt.Sprintf("%s/m%02d-%d", prefix, i, j)
-			routes = append(routes, strconv.Quote(r+strings.Repeat("x", enforcement.MaxMeterRouteBytes-len(r))))
-		}
-		specs = append(specs, fmt.Sprintf(`{"slug":"m%02d","aggregation":"count","field":"","filter":{"methods":[],"routes":[%s],"status_classes":[]},"quota_hard":false}`,
-			i, strings.Join(routes, ",")))
-	}
-	cache := meterCache{}
-	meters := cache.meters(&enforcement.RecordedPeriod{Meters: "[" + strings.Join(specs, ",") + "]"})
-	if len(meters) != enforcement.MaxMeters {
-		b.Fatalf("decoded %d meters; want %d", len(meters), enforcement.MaxMeters)
-	}
-	e := &usage.Event{Data: usage.Data{Method: "GET", Path: prefix + "/zz", Status: 200}}
-	b.ReportAllocs()
-	for b.Loop() {
-		for _, m := range meters {
-			if _, ok := m.Contribution(e); ok {
-				b.Fatal("a meter counted the event")
+	long := enforcement.MaxAPIMeterRoutesBytes / enforcement.MaxMeterRouteBytes
+	for _, c := range []struct {
+		name string
+		// size is the bytes of meter i's pattern; 0 for none.
+		size func(i int) int
+	}{
+		{"long patterns", func(i int) int { return min(1, max(0, long-i)) * enforcement.MaxMeterRouteBytes }},
+		{"one pattern a meter", func(int) int { return enforcement.MaxAPIMeterRoutesBytes / enforcement.MaxMeters }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var specs []string
+			for i := range enforcement.MaxMeters {
+				filter := `"methods":["POST"],"routes":[]`
+				if n := c.size(i); n > 0 {
+					r := fmt.Sprintf("%s/m%02d", prefix[:2*min(250, (n-8)/2)], i)
+					filter = `"methods":[],"routes":[` + strconv.Quote(r+strings.Repeat("x", n-len(r))) + `]`
+				}
+				specs = append(specs, fmt.Sprintf(`{"slug":"m%02d","aggregation":"count","field":"","filter":{%s,"status_classes":[]},"quota_hard":false}`, i, filter))
 			}
-		}
+			cache := meterCache{}
+			meters := cache.meters(&enforcement.RecordedPeriod{Meters: "[" + strings.Join(specs, ",") + "]"})
+			if len(meters) != enforcement.MaxMeters {
+				b.Fatalf("decoded %d meters; want %d", len(meters), enforcement.MaxMeters)
+			}
+			e := &usage.Event{Data: usage.Data{Method: "GET", Path: prefix + "/zz", Status: 200}}
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, m := range meters {
+					if _, ok := m.Contribution(e); ok {
+						b.Fatal("a meter counted the event")
+					}
+				}
+			}
+		})
 	}
 }

@@ -2,12 +2,14 @@ package httpapi_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // pricingFixture is an active public API of acme with four meters, and the
@@ -330,6 +332,42 @@ func TestPricingValidationNamesTheField(t *testing.T) {
 	if status, b := e.do("POST", quote, f.buyer, map[string]any{"usage": map[string]any{"calls": 5}}); status != http.StatusBadRequest {
 		t.Errorf("quote with a JSON number = %d %s; want 400: quantities are decimal strings", status, b)
 	}
+}
+
+// TestPricingMeterRoutesBoundPerAPI: the route patterns of all the meters
+// of one API are at most enforcement.MaxAPIMeterRoutesBytes together, at
+// create and at update: a 422 naming filter.routes. The fixture's bytes
+// meter holds 16 bytes of routes.
+func TestPricingMeterRoutesBoundPerAPI(t *testing.T) {
+	f := newPricingFixture(t)
+	e := f.e
+	meters := "/v1/apis/" + f.apiID + "/meters"
+	// routes is n bytes of patterns, 512 bytes at most each.
+	routes := func(name string, n int) []string {
+		var out []string
+		for i := 0; n > 0; i++ {
+			size := min(n, enforcement.MaxMeterRouteBytes)
+			p := fmt.Sprintf("/%s-%02d/", name, i)
+			out = append(out, p+strings.Repeat("x", size-len(p)))
+			n -= size
+		}
+		return out
+	}
+	meter := func(slug string, n int) map[string]any {
+		return map[string]any{"slug": slug, "aggregation": "count", "filter": map[string]any{"routes": routes(slug, n)}}
+	}
+	e.must(http.StatusCreated, "POST", meters, f.prov, meter("r1", 4096), nil)
+	if status, b := e.do("POST", meters, f.prov, meter("r2", 4096)); status != http.StatusUnprocessableEntity || fields(t, b) != "filter.routes" {
+		t.Errorf("createMeter past 8192 bytes of the API's routes = %d %s; want 422 naming filter.routes", status, b)
+	}
+	var r2 struct{ ID string }
+	e.must(http.StatusCreated, "POST", meters, f.prov, meter("r2", enforcement.MaxAPIMeterRoutesBytes-4096-16), &r2)
+	patch := map[string]any{"filter": map[string]any{"routes": []string{"/forecast/{city}", "/x"}}}
+	if status, b := e.do("PATCH", "/v1/meters/"+f.meters["bytes"], f.prov, patch); status != http.StatusUnprocessableEntity || fields(t, b) != "filter.routes" {
+		t.Errorf("updateMeter past 8192 bytes of the API's routes = %d %s; want 422 naming filter.routes", status, b)
+	}
+	// A meter's own routes count once: r2 may change within its share.
+	e.must(http.StatusOK, "PATCH", "/v1/meters/"+r2.ID, f.prov, map[string]any{"filter": map[string]any{"routes": routes("r3", 4096-16)}}, nil)
 }
 
 // TestPricingFilePlansAreReadOnly: a plan a plan file manages, and the

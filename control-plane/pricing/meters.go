@@ -15,6 +15,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/pricing/internal/db"
+	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/validation"
 	"github.com/veil-platform/veil/metering"
 )
@@ -117,6 +118,9 @@ func InsertMeter(ctx context.Context, tx pgx.Tx, actor identity.Actor, org, apiI
 		return Meter{}, fmt.Errorf("count meters: %w", err)
 	} else if n >= MaxMetersPerAPI {
 		return Meter{}, fmt.Errorf("%w: an API has at most %d meters", ErrMeterLimit, MaxMetersPerAPI)
+	}
+	if err := checkAPIRoutes(ctx, q, apiID, uuid.Nil, m.Filter.Routes); err != nil {
+		return Meter{}, err
 	}
 	row, err := q.MeterInsert(ctx, db.MeterInsertParams{
 		ApiID: apiID, Slug: m.Slug, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
@@ -276,6 +280,9 @@ func ChangeMeter(ctx context.Context, tx pgx.Tx, actor identity.Actor, org uuid.
 				"cannot change (add a new meter and a new plan version instead)", ErrMeterInUse, before.Slug)
 		}
 	}
+	if err := checkAPIRoutes(ctx, q, before.APIID, before.ID, m.Filter.Routes); err != nil {
+		return Meter{}, err
+	}
 	row, err := q.MeterUpdate(ctx, db.MeterUpdateParams{
 		ID: before.ID, Name: m.Name, Aggregation: db.MeterAggregation(m.Aggregation), Field: m.Field,
 		FilterMethods: m.Filter.Methods, FilterRoutes: m.Filter.Routes, FilterStatusClasses: m.Filter.StatusClasses,
@@ -285,6 +292,39 @@ func ChangeMeter(ctx context.Context, tx pgx.Tx, actor identity.Actor, org uuid.
 	}
 	out := toMeter(row)
 	return out, record(ctx, tx, actor, org, "meter.update", before.ID, before, out)
+}
+
+// checkAPIRoutes reports whether routes, the routes of the meter id of the
+// API apiID (uuid.Nil for a new one), keep the route patterns of all the
+// API's meters within enforcement.MaxAPIMeterRoutesBytes together: the
+// processors test every event of a subscription against its meters'
+// routes, and a subscription record holding more is refused. As with the
+// count of meters, two concurrent writes may each pass the check; the
+// record's check then refuses the subscriptions' records.
+func checkAPIRoutes(ctx context.Context, q *db.Queries, apiID, id uuid.UUID, routes []string) error {
+	rows, err := q.MeterListByAPI(ctx, apiID)
+	if err != nil {
+		return fmt.Errorf("list meters: %w", err)
+	}
+	total := routeBytes(routes)
+	for _, r := range rows {
+		if r.ID != id {
+			total += routeBytes(r.FilterRoutes)
+		}
+	}
+	if total > enforcement.MaxAPIMeterRoutesBytes {
+		return validation.One("filter.routes", fmt.Sprintf("the route patterns of all the API's meters are at most %d bytes together; "+
+			"with these they would be %d", enforcement.MaxAPIMeterRoutesBytes, total))
+	}
+	return nil
+}
+
+func routeBytes(routes []string) int {
+	n := 0
+	for _, r := range routes {
+		n += len(r)
+	}
+	return n
 }
 
 // sameDefinition reports whether a and b count the same events the same

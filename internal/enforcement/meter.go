@@ -41,6 +41,14 @@ const (
 	MaxMeterRoutesBytes   = 4096
 )
 
+// MaxAPIMeterRoutesBytes bounds the route patterns of all the meters of
+// one API together, and so of one subscription record, whose meters are
+// those its plan charges: MaxMeters meters of MaxMeterRoutesBytes each
+// cost an event milliseconds in the processors, every event of the
+// subscription. Checked when a meter is created or changed
+// (pricing.InsertMeter, pricing.ChangeMeter) and when a record is read.
+const MaxAPIMeterRoutesBytes = 8192
+
 // MaxMeterSetMembers bounds a unique_count meter's set per period: anyone
 // with an ingest token can send events with new key_id values, and each
 // would otherwise stay in Redis for the period. Past it the set, and so
@@ -185,11 +193,12 @@ func (m MeterSpec) validate() error {
 }
 
 // validMeters checks a record's meters: each valid, slugs unique, at most
-// MaxMeters.
+// MaxMeters, their routes at most MaxAPIMeterRoutesBytes together.
 func validMeters(ms []MeterSpec) error {
 	if len(ms) > MaxMeters {
 		return fmt.Errorf("%d meters, at most %d", len(ms), MaxMeters)
 	}
+	routes := 0
 	for i, m := range ms {
 		if err := m.validate(); err != nil {
 			return err
@@ -197,6 +206,12 @@ func validMeters(ms []MeterSpec) error {
 		if slices.IndexFunc(ms[:i], func(o MeterSpec) bool { return o.Slug == m.Slug }) >= 0 {
 			return fmt.Errorf("meter %s listed twice", m.Slug)
 		}
+		for _, r := range m.Filter.Routes {
+			routes += len(r)
+		}
+	}
+	if routes > MaxAPIMeterRoutesBytes {
+		return fmt.Errorf("the meters' filter routes are %d bytes together, at most %d", routes, MaxAPIMeterRoutesBytes)
 	}
 	return nil
 }

@@ -109,6 +109,16 @@ func TestSubscriptionMetersStrictDecode(t *testing.T) {
 			t.Errorf("DecodeSubscription(meters %s) = status %q, %v; want a corrupt record naming meters", bad, r.Status, err)
 		}
 	}
+	// Two meters of 4096 bytes of routes each: exactly the API's bound.
+	atBound := meteredRecord("s", time.Unix(100, 0))
+	atBound.Meters = slices.Clone(atBound.Meters)
+	for i := range atBound.Meters {
+		atBound.Meters[i].Filter.Routes = nil
+	}
+	atBound.Meters[0].Filter.Routes, atBound.Meters[1].Filter.Routes = routeList(8), routeList(8)
+	if err := atBound.Validate(); err != nil {
+		t.Errorf("Validate(routes of %d bytes together) = %v; want nil", enforcement.MaxAPIMeterRoutesBytes, err)
+	}
 	// The largest quota compared exactly as a Lua number, 2^53-1.
 	largest := maps.Clone(base)
 	largest["meters"] = `[` + m + `,"quota":"9007199254740991"}]`
@@ -124,6 +134,13 @@ func TestSubscriptionMetersStrictDecode(t *testing.T) {
 			r.Meters = make([]enforcement.MeterSpec, enforcement.MaxMeters+1)
 		},
 		"bad route filter": func(r *enforcement.SubscriptionRecord) { r.Meters[0].Filter.Routes = []string{"x"} },
+		// Three meters of 4096 bytes each: past the 8192 an API's meters
+		// hold together, though each meter is within its own bound.
+		"routes past the API's bound": func(r *enforcement.SubscriptionRecord) {
+			for i := range 3 {
+				r.Meters[i].Filter.Routes = routeList(8)
+			}
+		},
 	} {
 		c := r
 		c.Meters = slices.Clone(r.Meters)
@@ -462,6 +479,15 @@ func TestMeterOutboxLine(t *testing.T) {
 }
 
 // longRoutes is a JSON list of n distinct route patterns of 512 bytes.
+// routeList is n route patterns of 512 bytes each.
+func routeList(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("/%02d/%s", i, strings.Repeat("x", 508))
+	}
+	return out
+}
+
 func longRoutes(n int) string {
 	out := make([]string, n)
 	for i := range out {
