@@ -41,8 +41,9 @@ var (
 	// (finalizing what is not a draft, voiding what is not open, …).
 	ErrInvoiceState = errors.New("invalid invoice status transition")
 	// ErrEarlierDraft: a subscription's invoices are finalized in the
-	// order of their periods, and an earlier one is still a draft.
-	ErrEarlierDraft = errors.New("an earlier period of the subscription has a draft invoice")
+	// order of their periods, and an earlier one is not invoiced yet
+	// (its invoice is a draft, or it has none).
+	ErrEarlierDraft = errors.New("an earlier period of the subscription is not invoiced yet")
 	// ErrCustomerNotFound: the organization is not a customer of the
 	// issuer the actor may act for.
 	ErrCustomerNotFound = errors.New("customer not found")

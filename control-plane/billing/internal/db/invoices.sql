@@ -85,12 +85,14 @@ LIMIT @max;
 -- name: DraftsToRecompute :many
 SELECT id FROM invoices WHERE status = 'draft' ORDER BY period_end, id LIMIT $1;
 
--- InvoiceEarlierDraft reports whether the subscription has a draft of an
--- earlier period: periods are finalized in order, so that credits,
--- adjustments and promotions land on the earliest invoice first.
+-- InvoiceEarlierDraft reports whether an earlier period of the
+-- subscription is not invoiced yet (its invoice a draft, or none built):
+-- periods are finalized in order, so that credits, adjustments and
+-- promotions land on the earliest invoice first.
 -- name: InvoiceEarlierDraft :one
 SELECT EXISTS (
-    SELECT 1 FROM invoices WHERE subscription_id = @subscription_id AND status = 'draft' AND period_start < @period_start
+    SELECT 1 FROM billing_periods
+    WHERE subscription_id = @subscription_id AND period_start < @period_start AND state <> 'invoiced'
 );
 
 -- InvoiceNumberNext takes the issuer's next number of the year: the

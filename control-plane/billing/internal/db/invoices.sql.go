@@ -779,7 +779,8 @@ func (q *Queries) InvoiceDraftUpdate(ctx context.Context, arg InvoiceDraftUpdate
 
 const invoiceEarlierDraft = `-- name: InvoiceEarlierDraft :one
 SELECT EXISTS (
-    SELECT 1 FROM invoices WHERE subscription_id = $1 AND status = 'draft' AND period_start < $2
+    SELECT 1 FROM billing_periods
+    WHERE subscription_id = $1 AND period_start < $2 AND state <> 'invoiced'
 )
 `
 
@@ -788,9 +789,10 @@ type InvoiceEarlierDraftParams struct {
 	PeriodStart    time.Time
 }
 
-// InvoiceEarlierDraft reports whether the subscription has a draft of an
-// earlier period: periods are finalized in order, so that credits,
-// adjustments and promotions land on the earliest invoice first.
+// InvoiceEarlierDraft reports whether an earlier period of the
+// subscription is not invoiced yet (its invoice a draft, or none built):
+// periods are finalized in order, so that credits, adjustments and
+// promotions land on the earliest invoice first.
 func (q *Queries) InvoiceEarlierDraft(ctx context.Context, arg InvoiceEarlierDraftParams) (bool, error) {
 	row := q.db.QueryRow(ctx, invoiceEarlierDraft, arg.SubscriptionID, arg.PeriodStart)
 	var exists bool
