@@ -17,7 +17,7 @@ import (
 // sampleDocument is a finalized invoice with every kind of total: a
 // discount, exclusive tax, credit applied, and a description long enough
 // to wrap in the PDF's table.
-func sampleDocument(t *testing.T) Document {
+func sampleDocument(t testing.TB) Document {
 	t.Helper()
 	num := "ACME-2026-000042"
 	fin := time.Date(2026, 11, 1, 1, 0, 0, 0, time.UTC)
@@ -124,4 +124,19 @@ func TestRenderHTMLEscapes(t *testing.T) {
 			t.Errorf("RenderHTML lacks %q", w)
 		}
 	}
+}
+
+// BenchmarkRenderPDF renders the sample invoice: what each finalized
+// invoice's email costs before it is sent.
+func BenchmarkRenderPDF(b *testing.B) {
+	d := sampleDocument(b)
+	var buf bytes.Buffer
+	b.ReportAllocs()
+	for b.Loop() {
+		buf.Reset()
+		if err := RenderPDF(&buf, d); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(buf.Len()), "bytes/pdf")
 }
