@@ -92,7 +92,7 @@ func authzBillingRows() []authzRow {
 			route: "GET /v1/invoices", fixture: authzInvoice(billing.StatusDraft),
 			// An admin's first page would hold other cases' invoices.
 			query: func(c *authzCase) string { return "subscription_id=" + c.subID },
-			want: authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
+			want:  authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},
 			check: func(t *testing.T, c *authzCase, status int, b []byte) {
 				if authzOK(status) && authzListed(t, b, "id", c.id) != (c.own || c.admin()) {
 					t.Errorf("GET /v1/invoices (%s) lists the invoice: %t", authzSide(c), !(c.own || c.admin()))

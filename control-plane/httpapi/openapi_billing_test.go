@@ -2,12 +2,14 @@ package httpapi_test
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/ledongthuc/pdf"
 
 	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/control-plane/identity"
@@ -137,6 +139,8 @@ func exerciseBilling(t *testing.T, e *testEnv, c *contract, prov, cons, other, a
 	c.call(http.StatusOK, "GET", "/v1/invoices?cursor="+drafts.NextCursor, buyer, nil)
 	c.call(http.StatusOK, "GET", "/v1/invoices?subscription_id="+subs[0].String()+"&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z", prov, nil)
 	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/invoices?status=late", buyer, nil)
+	c.call(http.StatusUnprocessableEntity, "GET", "/v1/invoices?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", buyer, nil)
+	c.refused(http.StatusUnprocessableEntity, "GET", "/v1/invoices?subscription_id=x&limit=1000", buyer, nil)
 	c.call(http.StatusBadRequest, "GET", "/v1/invoices?cursor=nope", buyer, nil)
 	var others struct{ Data []any }
 	c.call(http.StatusOK, "GET", "/v1/invoices", other, nil).decode(&others)
@@ -166,7 +170,10 @@ func exerciseBilling(t *testing.T, e *testEnv, c *contract, prov, cons, other, a
 	c.call(http.StatusOK, "POST", d+"/finalize", prov, nil, "Idempotency-Key", "finalize-d")
 	pdf := c.call(http.StatusOK, "GET", a+"/pdf", buyer, nil)
 	if !bytes.HasPrefix(pdf.Body, []byte("%PDF-")) || pdf.Header.Get("Content-Type") != "application/pdf" {
-		t.Errorf("getInvoicePDF = %s, %q…; want application/pdf", pdf.Header.Get("Content-Type"), pdf.Body[:min(8, len(pdf.Body))])
+		t.Fatalf("getInvoicePDF = %s, %q…; want application/pdf", pdf.Header.Get("Content-Type"), pdf.Body[:min(8, len(pdf.Body))])
+	}
+	if text := pdfText(t, pdf.Body); !strings.Contains(text, fin.Number) || !strings.Contains(text, "10.73 EUR") || !strings.Contains(text, "Hooli <Inc>") {
+		t.Errorf("getInvoicePDF's text lacks the number %s, the total 10.73 EUR or the customer:\n%s", fin.Number, text)
 	}
 	c.call(http.StatusNotFound, "GET", a+"/pdf", other, nil)
 	html := c.call(http.StatusOK, "GET", a+"/html", prov, nil)
@@ -214,5 +221,24 @@ func exerciseBilling(t *testing.T, e *testEnv, c *contract, prov, cons, other, a
 	c.call(http.StatusOK, "GET", "/v1/revenue?from=2026-01-01T00:00:00Z", prov, nil)
 	c.call(http.StatusForbidden, "GET", "/v1/revenue", cons, nil)
 	c.call(http.StatusUnprocessableEntity, "GET", "/v1/revenue", admin, nil)
+	c.call(http.StatusUnprocessableEntity, "GET", "/v1/revenue?from=2000-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", prov, nil)
 	c.call(http.StatusOK, "GET", "/v1/revenue?issuer_id="+acme.OrganizationID, admin, nil)
+}
+
+// pdfText extracts a PDF's text, as a reader of the file would.
+func pdfText(t *testing.T, b []byte) string {
+	t.Helper()
+	r, err := pdf.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatalf("read pdf: %v", err)
+	}
+	plain, err := r.GetPlainText()
+	if err != nil {
+		t.Fatalf("extract pdf text: %v", err)
+	}
+	out, err := io.ReadAll(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
