@@ -219,13 +219,15 @@ WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AN
 -- Promotions.
 
 -- RedemptionsForPeriod are the subscription's redemptions made before a
--- period ended, with their promotions' terms, in the order they were
--- redeemed.
+-- period ended and not ended before it did (an ended redemption
+-- discounts no period that ends after it ended), with their promotions'
+-- terms, in the order they were redeemed.
 -- name: RedemptionsForPeriod :many
 SELECT r.id, r.promotion_id, r.periods_applied, p.code, p.kind::text AS kind, p.value, p.currency, p.meter,
     p.duration::text AS duration, p.duration_periods, p.priority, p.stackable
 FROM promotion_redemptions r JOIN promotions p ON p.id = r.promotion_id
 WHERE r.subscription_id = @subscription_id AND r.redeemed_at < @period_end
+  AND (r.ended_at IS NULL OR r.ended_at >= @period_end)
 ORDER BY r.redeemed_at, r.id;
 
 -- name: RedemptionsByIDs :many

@@ -1296,6 +1296,7 @@ SELECT r.id, r.promotion_id, r.periods_applied, p.code, p.kind::text AS kind, p.
     p.duration::text AS duration, p.duration_periods, p.priority, p.stackable
 FROM promotion_redemptions r JOIN promotions p ON p.id = r.promotion_id
 WHERE r.subscription_id = $1 AND r.redeemed_at < $2
+  AND (r.ended_at IS NULL OR r.ended_at >= $2)
 ORDER BY r.redeemed_at, r.id
 `
 
@@ -1321,8 +1322,9 @@ type RedemptionsForPeriodRow struct {
 
 // Promotions.
 // RedemptionsForPeriod are the subscription's redemptions made before a
-// period ended, with their promotions' terms, in the order they were
-// redeemed.
+// period ended and not ended before it did (an ended redemption
+// discounts no period that ends after it ended), with their promotions'
+// terms, in the order they were redeemed.
 func (q *Queries) RedemptionsForPeriod(ctx context.Context, arg RedemptionsForPeriodParams) ([]RedemptionsForPeriodRow, error) {
 	rows, err := q.db.Query(ctx, redemptionsForPeriod, arg.SubscriptionID, arg.PeriodEnd)
 	if err != nil {
