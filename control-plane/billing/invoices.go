@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -246,18 +247,51 @@ func (s *Service) BuildDrafts(ctx context.Context, max int) (int, error) {
 	}
 	// A period that cannot be billed (its error is returned) does not
 	// hold up the others.
-	n := 0
-	var errs []error
-	for _, p := range periods {
-		built, err := s.buildDraft(ctx, p)
+	return s.each(ctx, len(periods), func(i int) (bool, error) {
+		built, err := s.buildDraft(ctx, periods[i])
 		if err != nil {
-			errs = append(errs, fmt.Errorf("build invoice of period %s: %w", p.ID, err))
+			return false, fmt.Errorf("build invoice of period %s: %w", periods[i].ID, err)
 		}
-		if built {
-			n++
-		}
+		return built, nil
+	})
+}
+
+// each runs do for the items 0 to n-1 on Config.Workers goroutines, and
+// returns how many calls reported done and their errors together. Each
+// item is its own transaction; the items do not wait for one another,
+// except for what their row locks order (an issuer's numbers).
+func (s *Service) each(ctx context.Context, n int, do func(i int) (bool, error)) (int, error) {
+	var (
+		mu    sync.Mutex
+		count int
+		errs  []error
+		wg    sync.WaitGroup
+		next  = make(chan int)
+	)
+	for range min(s.cfg.Workers, n) {
+		wg.Go(func() {
+			for i := range next {
+				done, err := do(i)
+				mu.Lock()
+				if done {
+					count++
+				}
+				if err != nil {
+					errs = append(errs, err)
+				}
+				mu.Unlock()
+			}
+		})
 	}
-	return n, errors.Join(errs...)
+	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return count, errors.Join(append(errs, ctx.Err())...)
 }
 
 // buildDraft builds the draft of a period unless it has one. What is read

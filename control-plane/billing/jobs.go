@@ -98,24 +98,36 @@ func (s *Service) buildAll(ctx context.Context) (int, error) {
 }
 
 // FinalizeDue finalizes, as the system, the drafts built at least
-// Config.Review ago, oldest period first. A draft behind an earlier one
-// of its subscription waits for the next run.
+// Config.Review ago, oldest period first, batch after batch until none is
+// left that can be finalized. A draft behind an earlier period of its
+// subscription waits for the next run.
 func (s *Service) FinalizeDue(ctx context.Context) (int, error) {
-	ids, err := db.New(s.pool).DraftsToFinalize(ctx, db.DraftsToFinalizeParams{BuiltBefore: s.now().Add(-s.cfg.Review), Max: batch})
-	if err != nil {
-		return 0, fmt.Errorf("list drafts to finalize: %w", err)
-	}
-	n := 0
-	var errs []error
-	for _, id := range ids {
-		_, err := s.Finalize(ctx, identity.System, id)
-		switch {
-		case errors.Is(err, ErrEarlierDraft), errors.Is(err, ErrInvoiceState):
-		case err != nil:
-			errs = append(errs, fmt.Errorf("finalize invoice %s: %w", id, err))
-		default:
-			n++
+	total := 0
+	for {
+		listed, n, err := s.finalizeBatch(ctx)
+		total += n
+		if err != nil || listed < batch || n == 0 {
+			return total, err
 		}
 	}
-	return n, errors.Join(errs...)
+}
+
+// finalizeBatch finalizes one batch of due drafts; it returns how many it
+// listed and how many it finalized.
+func (s *Service) finalizeBatch(ctx context.Context) (listed, n int, err error) {
+	ids, err := db.New(s.pool).DraftsToFinalize(ctx, db.DraftsToFinalizeParams{BuiltBefore: s.now().Add(-s.cfg.Review), Max: batch})
+	if err != nil {
+		return 0, 0, fmt.Errorf("list drafts to finalize: %w", err)
+	}
+	n, err = s.each(ctx, len(ids), func(i int) (bool, error) {
+		_, err := s.Finalize(ctx, identity.System, ids[i])
+		switch {
+		case errors.Is(err, ErrEarlierDraft), errors.Is(err, ErrInvoiceState):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("finalize invoice %s: %w", ids[i], err)
+		}
+		return true, nil
+	})
+	return len(ids), n, err
 }

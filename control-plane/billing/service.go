@@ -42,6 +42,10 @@ type Config struct {
 	// add adjustments, which the draft picks up until then). Default 0:
 	// drafts are finalized by the first finalize run after the close.
 	Review time.Duration
+	// Workers is how many periods the billing cycle builds, and how many
+	// drafts it finalizes, at once (default 4); an issuer's finalizations
+	// still take their numbers one after the other.
+	Workers int
 }
 
 // Service is the billing service, shared by periods, invoices, credits,
@@ -66,6 +70,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
 	}
 	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now}, nil
 }
