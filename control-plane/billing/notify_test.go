@@ -32,6 +32,8 @@ func noticeSetup(t *testing.T) (f *invoiceFixture, mp *testenv.MailpitServer, in
 	}); err != nil {
 		t.Fatalf("PutProfile: %v", err)
 	}
+	// A draft under review, finalized here by its provider.
+	f.svc.cfg.Review = time.Hour
 	if _, err := f.svc.BuildDrafts(f.ctx, 100); err != nil {
 		t.Fatalf("BuildDrafts: %v", err)
 	}

@@ -96,6 +96,75 @@ func toInvoiceJSON(inv billing.Invoice) invoiceJSON {
 	return out
 }
 
+// money formats an amount of currency as the invoices print it; an
+// unknown currency keeps the stored digits.
+func money(currency string, d decimal.Decimal) string {
+	if cur, err := metering.CurrencyOf(currency); err == nil {
+		return cur.Format(d)
+	}
+	return d.String()
+}
+
+// creditBalanceJSON, creditEntryJSON and the revenue's answer print their
+// amounts as invoices do.
+type creditBalanceJSON struct {
+	billing.CreditBalance
+	Balance string `json:"balance"`
+}
+
+type creditEntryJSON struct {
+	billing.CreditEntry
+	Amount       string `json:"amount"`
+	BalanceAfter string `json:"balance_after"`
+}
+
+func toCreditEntryJSON(e billing.CreditEntry) creditEntryJSON {
+	return creditEntryJSON{CreditEntry: e, Amount: money(e.Currency, e.Amount), BalanceAfter: money(e.Currency, e.BalanceAfter)}
+}
+
+type revenueFiguresJSON struct {
+	Gross            string `json:"gross"`
+	Discounts        string `json:"discounts"`
+	Tax              string `json:"tax"`
+	Net              string `json:"net"`
+	PlatformFee      string `json:"platform_fee"`
+	UncollectibleNet string `json:"uncollectible_net"`
+}
+
+func toRevenueFigures(f billing.RevenueFigures) revenueFiguresJSON {
+	return revenueFiguresJSON{
+		Gross: money(f.Currency, f.Gross), Discounts: money(f.Currency, f.Discounts), Tax: money(f.Currency, f.Tax),
+		Net: money(f.Currency, f.Net), PlatformFee: money(f.Currency, f.PlatformFee), UncollectibleNet: money(f.Currency, f.UncollectibleNet),
+	}
+}
+
+type revenueLineJSON struct {
+	billing.RevenueLine
+	revenueFiguresJSON
+}
+
+type revenueTotalJSON struct {
+	billing.RevenueTotal
+	revenueFiguresJSON
+}
+
+type revenueJSON struct {
+	billing.Revenue
+	Lines  []revenueLineJSON  `json:"lines"`
+	Totals []revenueTotalJSON `json:"totals"`
+}
+
+func toRevenueJSON(r billing.Revenue) revenueJSON {
+	out := revenueJSON{Revenue: r, Lines: make([]revenueLineJSON, len(r.Lines)), Totals: make([]revenueTotalJSON, len(r.Totals))}
+	for i, l := range r.Lines {
+		out.Lines[i] = revenueLineJSON{RevenueLine: l, revenueFiguresJSON: toRevenueFigures(l.RevenueFigures)}
+	}
+	for i, t := range r.Totals {
+		out.Totals[i] = revenueTotalJSON{RevenueTotal: t, revenueFiguresJSON: toRevenueFigures(t.RevenueFigures)}
+	}
+	return out
+}
+
 // invoiceOut answers an invoice call's result with formatted amounts.
 func invoiceOut(do byID[billing.Invoice]) byID[invoiceJSON] {
 	return func(ctx context.Context, act identity.Actor, id uuid.UUID) (invoiceJSON, error) {
@@ -211,7 +280,11 @@ func (a *api) listCredits(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	items, err := a.cfg.Billing.CreditBalances(r.Context(), actorFrom(r), issuer, customer)
-	return writePage(w, items, "", err)
+	out := make([]creditBalanceJSON, len(items))
+	for i, b := range items {
+		out[i] = creditBalanceJSON{CreditBalance: b, Balance: money(b.Currency, b.Balance)}
+	}
+	return writePage(w, out, "", err)
 }
 
 func (a *api) grantCredit(w http.ResponseWriter, r *http.Request) error {
@@ -223,7 +296,7 @@ func (a *api) grantCredit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, toCreditEntryJSON(out))
 	return nil
 }
 
@@ -265,7 +338,11 @@ func (a *api) creditLedger(w http.ResponseWriter, r *http.Request) error {
 	if err == nil && len(items) == limit {
 		next = strconv.FormatInt(items[len(items)-1].ID, 10)
 	}
-	return writePage(w, items, next, err)
+	out := make([]creditEntryJSON, len(items))
+	for i, e := range items {
+		out[i] = toCreditEntryJSON(e)
+	}
+	return writePage(w, out, next, err)
 }
 
 // deleteTaxRule deletes a rule (204), or ends it now when a finalized
@@ -320,7 +397,7 @@ func (a *api) revenue(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, toRevenueJSON(out))
 	return nil
 }
 

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/shopspring/decimal"
@@ -30,5 +32,31 @@ func TestInvoiceJSONFormatsAmounts(t *testing.T) {
 		if q := out.Lines[0].Quantity.String(); q != "0.125" {
 			t.Errorf("toInvoiceJSON quantity = %s; want 0.125", q)
 		}
+	}
+}
+
+// Credits and the revenue statement print their amounts as invoices do,
+// without losing their other members.
+func TestCreditAndRevenueJSONFormatAmounts(t *testing.T) {
+	dec := decimal.RequireFromString
+	b, err := json.Marshal(toCreditEntryJSON(billing.CreditEntry{Currency: "EUR", Kind: "goodwill", Amount: dec("5"), BalanceAfter: dec("12.5")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"amount":"5.00","balance_after":"12.50"`; !strings.Contains(string(b), want) || !strings.Contains(string(b), `"kind":"goodwill"`) {
+		t.Errorf("credit entry = %s; want %s and its kind", b, want)
+	}
+	fig := billing.RevenueFigures{Currency: "JPY", Invoices: 2, Gross: dec("1500"), Net: dec("1364"), PlatformFee: dec("34.1")}
+	rev := billing.Revenue{Lines: []billing.RevenueLine{{Month: "2026-01", RevenueFigures: fig}}, Totals: []billing.RevenueTotal{{RevenueFigures: fig}}}
+	if b, err = json.Marshal(toRevenueJSON(rev)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"month":"2026-01"`, `"invoices":2`, `"gross":"1500"`, `"platform_fee":"34"`, `"currency":"JPY"`} {
+		if strings.Count(string(b), want) < 1 {
+			t.Errorf("revenue = %s; want %s", b, want)
+		}
+	}
+	if strings.Count(string(b), `"gross"`) != 2 {
+		t.Errorf("revenue = %s; want one gross per line and total", b)
 	}
 }

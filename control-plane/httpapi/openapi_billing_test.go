@@ -119,7 +119,8 @@ func exerciseBilling(t *testing.T, e *testEnv, c *contract, prov, cons, other, a
 
 	// Three January invoices, built as the billing job builds them.
 	subs := []uuid.UUID{f.closedPeriod(false), f.closedPeriod(false), f.closedPeriod(true)}
-	svc, err := billing.New(billing.Config{Pool: e.Pool})
+	// Drafts under review: the routes finalize them.
+	svc, err := billing.New(billing.Config{Pool: e.Pool, Review: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
