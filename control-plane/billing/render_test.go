@@ -140,3 +140,17 @@ func BenchmarkRenderPDF(b *testing.B) {
 	}
 	b.ReportMetric(float64(buf.Len()), "bytes/pdf")
 }
+
+// Names in Windows-1252 print as typed; characters outside it as dots,
+// never as mojibake or a broken PDF.
+func TestRenderPDFCharacters(t *testing.T) {
+	d := sampleDocument(t)
+	d.Customer.Name = "Müller & Søn 東京\x07"
+	var buf bytes.Buffer
+	if err := RenderPDF(&buf, d); err != nil {
+		t.Fatal(err)
+	}
+	if text := pdfText(t, buf.Bytes()); !strings.Contains(text, "Müller & Søn .. ") {
+		t.Errorf("PDF text lacks %q; text:\n%s", "Müller & Søn .. ", text)
+	}
+}
