@@ -52,33 +52,44 @@ func (s *Service) Finalize(ctx context.Context, actor identity.Actor, id uuid.UU
 		if inv.Status != db.InvoiceStatusDraft {
 			return ErrInvoiceState
 		}
-		earlier, err := q.InvoiceEarlierDraft(ctx, db.InvoiceEarlierDraftParams{SubscriptionID: inv.SubscriptionID, PeriodStart: inv.PeriodStart})
-		if err != nil {
-			return fmt.Errorf("read earlier drafts: %w", err)
-		}
-		if earlier {
-			return ErrEarlierDraft
-		}
-		if err := s.finalizeLocked(ctx, q, inv, b); err != nil {
-			return err
-		}
-		if out, err = loadInvoice(ctx, q, id, s.now()); err != nil {
-			return err
-		}
-		if err := s.publish(ctx, tx, out, EventInvoiceFinalized); err != nil {
-			return err
-		}
-		return audit.Record(ctx, tx, audit.Change{
-			Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: inv.IssuerID, Action: "invoice.finalize",
-			TargetType: "invoice", TargetID: id.String(), After: summary(out),
-		})
+		out, err = s.finalizeTx(ctx, tx, actor, inv, b)
+		return err
 	})
 	return out, err
 }
 
+// finalizeTx finalizes the draft inv, locked in tx, with the basis b read
+// before tx: unless an earlier period of its subscription is not
+// invoiced yet (ErrEarlierDraft, before any change), it finalizes it,
+// announces it and audits.
+func (s *Service) finalizeTx(ctx context.Context, tx pgx.Tx, actor identity.Actor, inv db.Invoice, b *basis) (Invoice, error) {
+	q := db.New(tx)
+	earlier, err := q.InvoiceEarlierDraft(ctx, db.InvoiceEarlierDraftParams{SubscriptionID: inv.SubscriptionID, PeriodStart: inv.PeriodStart})
+	if err != nil {
+		return Invoice{}, fmt.Errorf("read earlier periods: %w", err)
+	}
+	if earlier {
+		return Invoice{}, ErrEarlierDraft
+	}
+	if err := s.finalizeLocked(ctx, q, inv, b); err != nil {
+		return Invoice{}, err
+	}
+	out, err := loadInvoice(ctx, q, inv.ID, s.now())
+	if err != nil {
+		return Invoice{}, err
+	}
+	if err := s.publish(ctx, tx, out, EventInvoiceFinalized); err != nil {
+		return Invoice{}, err
+	}
+	return out, audit.Record(ctx, tx, audit.Change{
+		Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: inv.IssuerID, Action: "invoice.finalize",
+		TargetType: "invoice", TargetID: inv.ID.String(), After: summary(out),
+	})
+}
+
 // finalizeLocked does the finalization of a locked draft.
 func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invoice, b *basis) error {
-	credit, err := lockedCredit(ctx, q, inv)
+	credit, err := lockedCredit(ctx, q, inv, b)
 	if err != nil {
 		return err
 	}
@@ -108,17 +119,21 @@ func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invo
 }
 
 // lockedCredit locks the customer's balance in the currency of the
-// invoice's period and returns it; a trial invoice uses none.
-func lockedCredit(ctx context.Context, q *db.Queries, inv db.Invoice) (*decimal.Decimal, error) {
-	k := creditKey{inv.IssuerID, inv.CustomerID, inv.Currency}
+// invoice's period (its first segment's) and returns it.
+func lockedCredit(ctx context.Context, q *db.Queries, inv db.Invoice, b *basis) (*decimal.Decimal, error) {
+	segs := b.segments[*inv.BillingPeriodID].segs
+	if len(segs) == 0 {
+		return nil, fmt.Errorf("finalize invoice %s: its period has no segment", inv.ID)
+	}
+	k := creditKey{inv.IssuerID, inv.CustomerID, segs[0].Terms.Currency.Code}
 	if err := q.CreditBalanceEnsure(ctx, db.CreditBalanceEnsureParams{IssuerID: k.issuer, CustomerID: k.customer, Currency: k.currency}); err != nil {
 		return nil, fmt.Errorf("create credit balance: %w", err)
 	}
-	b, err := q.CreditBalanceLock(ctx, db.CreditBalanceLockParams{IssuerID: k.issuer, CustomerID: k.customer, Currency: k.currency})
+	b2, err := q.CreditBalanceLock(ctx, db.CreditBalanceLockParams{IssuerID: k.issuer, CustomerID: k.customer, Currency: k.currency})
 	if err != nil {
 		return nil, fmt.Errorf("lock credit balance: %w", err)
 	}
-	return &b, nil
+	return &b2, nil
 }
 
 // settle records what a finalized invoice did beside its own row: the

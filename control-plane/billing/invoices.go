@@ -241,6 +241,13 @@ func (t CitedTax) treatment() metering.TaxTreatment {
 // already (a run twice, or beside another) is skipped: billing_period_id
 // is unique. It returns how many drafts it built.
 func (s *Service) BuildDrafts(ctx context.Context, max int) (int, error) {
+	return s.buildBatch(ctx, max, false)
+}
+
+// buildBatch builds the drafts of up to max periods, and finalizes each at
+// once in the same transaction when finalize is set (the cycle does when
+// drafts are not reviewed: Config.Review 0).
+func (s *Service) buildBatch(ctx context.Context, max int, finalize bool) (int, error) {
 	periods, err := db.New(s.pool).PeriodsToInvoice(ctx, int32(max))
 	if err != nil {
 		return 0, fmt.Errorf("list periods to invoice: %w", err)
@@ -248,7 +255,7 @@ func (s *Service) BuildDrafts(ctx context.Context, max int) (int, error) {
 	// A period that cannot be billed (its error is returned) does not
 	// hold up the others.
 	return s.each(ctx, len(periods), func(i int) (bool, error) {
-		built, err := s.buildDraft(ctx, periods[i])
+		built, err := s.buildDraft(ctx, periods[i], finalize)
 		if err != nil {
 			return false, fmt.Errorf("build invoice of period %s: %w", periods[i].ID, err)
 		}
@@ -294,9 +301,10 @@ func (s *Service) each(ctx context.Context, n int, do func(i int) (bool, error))
 	return count, errors.Join(append(errs, ctx.Err())...)
 }
 
-// buildDraft builds the draft of a period unless it has one. What is read
-// outside Postgres's transaction is read first (basis).
-func (s *Service) buildDraft(ctx context.Context, p db.PeriodsToInvoiceRow) (bool, error) {
+// buildDraft builds the draft of a period unless it has one, and
+// finalizes it when finalize is set. What is read outside Postgres's
+// transaction is read first (basis).
+func (s *Service) buildDraft(ctx context.Context, p db.PeriodsToInvoiceRow, finalize bool) (bool, error) {
 	c, err := db.New(s.pool).InvoiceBillingContext(ctx, p.SubscriptionID)
 	if err != nil {
 		return false, fmt.Errorf("read subscription: %w", err)
@@ -326,6 +334,14 @@ func (s *Service) buildDraft(ctx context.Context, p db.PeriodsToInvoiceRow) (boo
 			return fmt.Errorf("lock invoice: %w", err)
 		}
 		built = true
+		// Finalized at once, in this transaction, unless an earlier period
+		// has to come first.
+		if finalize {
+			_, err := s.finalizeTx(ctx, tx, identity.System, inv, b)
+			if !errors.Is(err, ErrEarlierDraft) {
+				return err
+			}
+		}
 		_, err = s.recompute(ctx, q, inv, b, nil)
 		return err
 	})

@@ -85,11 +85,12 @@ func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
 	return rep, errors.Join(append(errs[:], err)...)
 }
 
-// buildAll builds drafts batch by batch until no closed period lacks one.
+// buildAll builds drafts batch by batch until no closed period lacks one;
+// without a review (Config.Review 0) each is finalized as it is built.
 func (s *Service) buildAll(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := s.BuildDrafts(ctx, batch)
+		n, err := s.buildBatch(ctx, batch, s.cfg.Review == 0)
 		total += n
 		if err != nil || n < batch {
 			return total, err
