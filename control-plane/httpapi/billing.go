@@ -36,8 +36,8 @@ func (a *api) billingRoutes(r chi.Router) {
 	r.Post(idPath("/v1/invoices/{id}/void"), a.billingHandle(answer(http.StatusOK, writeJSON, invoiceOut(b.Void))))
 	r.Post(idPath("/v1/invoices/{id}/mark-uncollectible"), a.billingHandle(answer(http.StatusOK, writeJSON, invoiceOut(b.MarkUncollectible))))
 	r.Get(idPath("/v1/subscriptions/{id}/preview"), a.billingHandle(read(invoiceOut(b.Preview))))
-	r.Get(idPath("/v1/subscriptions/{id}/adjustments"), a.billingHandle(read(listOf(b.Adjustments))))
-	r.Post(idPath("/v1/subscriptions/{id}/adjustments"), a.billingHandle(write(http.StatusCreated, b.CreateAdjustment)))
+	r.Get(idPath("/v1/subscriptions/{id}/adjustments"), a.billingHandle(read(listOf(adjustmentsOut(b.Adjustments)))))
+	r.Post(idPath("/v1/subscriptions/{id}/adjustments"), a.billingHandle(write(http.StatusCreated, adjustmentOut(b.CreateAdjustment))))
 	r.Get("/v1/credits", a.billingHandle(a.listCredits))
 	r.Post("/v1/credits", a.billingHandle(a.grantCredit))
 	r.Get("/v1/credits/ledger", a.billingHandle(a.creditLedger))
@@ -163,6 +163,43 @@ func toRevenueJSON(r billing.Revenue) revenueJSON {
 		out.Totals[i] = revenueTotalJSON{RevenueTotal: t, revenueFiguresJSON: toRevenueFigures(t.RevenueFigures)}
 	}
 	return out
+}
+
+// adjustmentJSON prints an amount adjustment's amount in its currency's
+// decimals; a quantity keeps its precision.
+type adjustmentJSON struct {
+	billing.Adjustment
+	Amount *string `json:"amount"`
+}
+
+func toAdjustmentJSON(adj billing.Adjustment) adjustmentJSON {
+	out := adjustmentJSON{Adjustment: adj}
+	if adj.Amount != nil {
+		m := adj.Amount.String()
+		if adj.Currency != nil {
+			m = money(*adj.Currency, *adj.Amount)
+		}
+		out.Amount = &m
+	}
+	return out
+}
+
+func adjustmentOut(do change[billing.AdjustmentInput, billing.Adjustment]) change[billing.AdjustmentInput, adjustmentJSON] {
+	return func(ctx context.Context, act identity.Actor, id uuid.UUID, in billing.AdjustmentInput) (adjustmentJSON, error) {
+		adj, err := do(ctx, act, id, in)
+		return toAdjustmentJSON(adj), err
+	}
+}
+
+func adjustmentsOut(do byID[[]billing.Adjustment]) byID[[]adjustmentJSON] {
+	return func(ctx context.Context, act identity.Actor, id uuid.UUID) ([]adjustmentJSON, error) {
+		items, err := do(ctx, act, id)
+		out := make([]adjustmentJSON, len(items))
+		for i, adj := range items {
+			out[i] = toAdjustmentJSON(adj)
+		}
+		return out, err
+	}
 }
 
 // invoiceOut answers an invoice call's result with formatted amounts.

@@ -60,3 +60,17 @@ func TestCreditAndRevenueJSONFormatAmounts(t *testing.T) {
 		t.Errorf("revenue = %s; want one gross per line and total", b)
 	}
 }
+
+func TestAdjustmentJSONFormatsAmount(t *testing.T) {
+	amount, eur := decimal.RequireFromString("-1.5"), "EUR"
+	b, err := json.Marshal(toAdjustmentJSON(billing.Adjustment{Amount: &amount, Currency: &eur, Reason: "outage"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"amount":"-1.50"`) || !strings.Contains(string(b), `"reason":"outage"`) {
+		t.Errorf("adjustment = %s; want amount -1.50 and its reason", b)
+	}
+	if b, _ = json.Marshal(toAdjustmentJSON(billing.Adjustment{})); !strings.Contains(string(b), `"amount":null`) {
+		t.Errorf("quantity adjustment = %s; want amount null", b)
+	}
+}
