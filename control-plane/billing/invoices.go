@@ -510,7 +510,7 @@ func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, b *
 		return c, nil
 	}
 	currency := segs[0].Terms.Currency.Code
-	if c.cites.Promotions, err = activePromotions(ctx, q, inv.SubscriptionID, period.PeriodEnd); err != nil {
+	if c.cites.Promotions, err = activePromotionsIn(ctx, q, inv.SubscriptionID, period.PeriodEnd, currency); err != nil {
 		return computed{}, err
 	}
 	if c.cites.Adjustments, err = pendingAdjustmentsOf(ctx, q, b, inv.SubscriptionID, period.PeriodStart, currency); err != nil {
@@ -678,6 +678,13 @@ func (s *Service) loadSegments(ctx context.Context, b *basis, periods []uuid.UUI
 // extension never (it took effect when redeemed). The rule is the one
 // control-plane/promotions shows as a redemption's active flag.
 func activePromotions(ctx context.Context, q *db.Queries, sub uuid.UUID, periodEnd time.Time) ([]CitedPromotion, error) {
+	return activePromotionsIn(ctx, q, sub, periodEnd, "")
+}
+
+// activePromotionsIn is activePromotions for an invoice in currency: an
+// amount off in another currency (of a plan the subscription left) does
+// not apply, and stays for an invoice in its currency. "" takes all.
+func activePromotionsIn(ctx context.Context, q *db.Queries, sub uuid.UUID, periodEnd time.Time, currency string) ([]CitedPromotion, error) {
 	rows, err := q.RedemptionsForPeriod(ctx, db.RedemptionsForPeriodParams{SubscriptionID: sub, PeriodEnd: periodEnd})
 	if err != nil {
 		return nil, fmt.Errorf("list redemptions: %w", err)
@@ -687,6 +694,7 @@ func activePromotions(ctx context.Context, q *db.Queries, sub uuid.UUID, periodE
 		active := false
 		switch {
 		case r.Kind == metering.PromotionTrialExtension:
+		case currency != "" && r.Currency != nil && *r.Currency != currency:
 		case r.Duration == "once":
 			active = r.PeriodsApplied < 1
 		case r.Duration == "repeating":
