@@ -75,6 +75,12 @@ func pdfHeader(p *fpdf.Fpdf, d Document, text func(string) string) {
 		p.CellFormat(0, pdfLineH, "Due "+d.Date(*inv.DueAt), "", 1, "L", false, 0, "")
 	}
 	p.CellFormat(0, pdfLineH, "Period "+d.Date(inv.PeriodStart)+" to "+d.Date(inv.PeriodEnd), "", 1, "L", false, 0, "")
+	// A copy printed after a change of status says so: a void invoice
+	// must not read as one to pay.
+	if status := d.Status(); status != "" {
+		p.SetFont("Helvetica", "B", 10)
+		p.CellFormat(0, pdfLineH, "Status "+status, "", 1, "L", false, 0, "")
+	}
 	p.Ln(pdfLineH)
 }
 

@@ -164,6 +164,19 @@ func (d Document) Number() string {
 	return *d.Invoice.Number
 }
 
+// Status is the invoice's status as its document states it: empty for an
+// open invoice not yet due (the usual copy), else draft, paid, void,
+// uncollectible, or "open (overdue)".
+func (d Document) Status() string {
+	switch {
+	case d.Invoice.Status == StatusOpen && d.Invoice.Overdue:
+		return "open (overdue)"
+	case d.Invoice.Status == StatusOpen:
+		return ""
+	}
+	return d.Invoice.Status
+}
+
 // TaxLabel names the tax and its rate, "" when the invoice has no tax.
 func (d Document) TaxLabel() string {
 	if d.Tax.Name == "" && d.Tax.RatePercent.IsZero() {

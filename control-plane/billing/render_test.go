@@ -154,3 +154,23 @@ func TestRenderPDFCharacters(t *testing.T) {
 		t.Errorf("PDF text lacks %q; text:\n%s", "Müller & Søn .. ", text)
 	}
 }
+
+// A void invoice's PDF says it is void; an open one's says nothing.
+func TestRenderPDFStatus(t *testing.T) {
+	for _, tt := range []struct {
+		status  string
+		overdue bool
+		want    string
+	}{{StatusVoid, false, "Status void"}, {StatusPaid, false, "Status paid"}, {StatusOpen, true, "Status open (overdue)"}, {StatusOpen, false, ""}} {
+		d := sampleDocument(t)
+		d.Invoice.Status, d.Invoice.Overdue = tt.status, tt.overdue
+		var buf bytes.Buffer
+		if err := RenderPDF(&buf, d); err != nil {
+			t.Fatal(err)
+		}
+		text := pdfText(t, buf.Bytes())
+		if got := strings.Contains(text, "Status"); got != (tt.want != "") || !strings.Contains(text, tt.want) {
+			t.Errorf("PDF of a %s invoice (overdue %t) states %q: %t; want %q", tt.status, tt.overdue, tt.want, got, tt.want)
+		}
+	}
+}
