@@ -137,6 +137,15 @@ func TestNoticesSkipPassedWindowsAndPaid(t *testing.T) {
 		t.Errorf("notices = %v; want finalized,overdue", kinds)
 	}
 
+	// An invoice finalized more than 30 days before the notices first
+	// run (no mailer then) gets its reminders, not its email.
+	f3, _, late, _ := noticeSetup(t)
+	f3.clock.Set(late.FinalizedAt.Add(31 * 24 * time.Hour))
+	sendNotices(t, f3.svc, 1)
+	if n := must(f3.svc.Notices(f3.ctx, late.ID)); len(n) != 1 || n[0].Kind != NoticeDue {
+		t.Errorf("notices of an invoice finalized 31 days ago = %+v; want due only", n)
+	}
+
 	f2, _, paid, _ := noticeSetup(t)
 	sendNotices(t, f2.svc, 1)
 	if _, err := f2.svc.MarkPaid(f2.ctx, identity.Actor{Subject: "root", Role: identity.RoleAdmin}, paid.ID); err != nil {
