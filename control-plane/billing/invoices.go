@@ -785,6 +785,9 @@ func (s *Service) inputFrom(ctx context.Context, q *db.Queries, inv db.Invoice, 
 }
 
 func citedPromotions(ctx context.Context, q *db.Queries, cited []CitedPromotion) ([]metering.Promotion, error) {
+	if len(cited) == 0 {
+		return nil, nil
+	}
 	ids := make([]uuid.UUID, len(cited))
 	for i, p := range cited {
 		ids[i] = p.RedemptionID
@@ -807,6 +810,9 @@ func citedPromotions(ctx context.Context, q *db.Queries, cited []CitedPromotion)
 }
 
 func adjustmentsOf(ctx context.Context, q *db.Queries, b *basis, cited []CitedAdjustment) ([]metering.Adjustment, error) {
+	if len(cited) == 0 {
+		return nil, nil
+	}
 	ids := make([]uuid.UUID, len(cited))
 	for i, a := range cited {
 		ids[i] = a.ID
