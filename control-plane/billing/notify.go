@@ -91,17 +91,28 @@ func (s *Service) SendNotices(ctx context.Context, max int) (int, error) {
 		return 0, fmt.Errorf("list notices due: %w", err)
 	}
 	sent := 0
+	var errs []error
 	for _, n := range due {
 		ok, err := s.sendNotice(ctx, n.ID, string(n.Kind), now)
 		if err != nil {
-			return sent, fmt.Errorf("send %s notice of invoice %s: %w", n.Kind, n.ID, err)
+			err = fmt.Errorf("send %s notice of invoice %s: %w", n.Kind, n.ID, err)
+			// A mail server that fails fails the next message too: stop
+			// until the next run. Anything else is this invoice's: the
+			// others go on.
+			if errors.Is(err, errMailFailed) {
+				return sent, errors.Join(append(errs, err)...)
+			}
+			errs = append(errs, err)
 		}
 		if ok {
 			sent++
 		}
 	}
-	return sent, nil
+	return sent, errors.Join(errs...)
 }
+
+// errMailFailed marks a notice the mailer could not send.
+var errMailFailed = errors.New("mailer failed")
 
 // sendNotice claims and sends one notice; ok false when nothing was sent
 // (another run had it, or there is no one to send it to).
@@ -117,6 +128,10 @@ func (s *Service) sendNotice(ctx context.Context, id uuid.UUID, kind string, now
 		if err != nil {
 			return err
 		}
+		if kind != NoticeFinalized && (inv.Status != StatusOpen || !inv.AmountDue.IsPositive()) {
+			// Paid or voided since it was listed: no reminder.
+			return nil
+		}
 		d, err := s.document(ctx, inv)
 		if err != nil {
 			return err
@@ -130,8 +145,11 @@ func (s *Service) sendNotice(ctx context.Context, id uuid.UUID, kind string, now
 			s.log.WarnContext(ctx, "invoice notice not sendable", "invoice_id", id, "kind", kind, "error", err)
 			return nil
 		}
-		ok = err == nil
-		return err
+		if err != nil {
+			return fmt.Errorf("%w: %w", errMailFailed, err)
+		}
+		ok = true
+		return nil
 	})
 	return ok, err
 }

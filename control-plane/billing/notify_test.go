@@ -1,6 +1,8 @@
 package billing
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -160,4 +162,30 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// downMailer fails every send, as an unreachable mail server does.
+type downMailer struct{ calls int }
+
+func (m *downMailer) Send(context.Context, notify.Message) error {
+	m.calls++
+	return errors.New("dial tcp: connection refused")
+}
+
+// A send that fails records nothing and stops the run; the next run with
+// the server back sends the notice.
+func TestNoticesRetriedAfterMailFailure(t *testing.T) {
+	f, mp, inv, email := noticeSetup(t)
+	working := f.svc.cfg.Mailer
+	down := &downMailer{}
+	f.svc.cfg.Mailer = down
+	if n, err := f.svc.SendNotices(f.ctx, 100); n != 0 || !errors.Is(err, errMailFailed) || down.calls != 1 {
+		t.Fatalf("SendNotices with the server down = %d, %v after %d sends; want 0, errMailFailed after 1", n, err, down.calls)
+	}
+	if n := countKinds(f, inv.ID); n != 0 {
+		t.Fatalf("notices recorded after a failed send = %d; want 0", n)
+	}
+	f.svc.cfg.Mailer = working
+	sendNotices(t, f.svc, 1)
+	mp.WaitMessages(t, email, 1, 10*time.Second)
 }
