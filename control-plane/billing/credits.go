@@ -99,6 +99,9 @@ func (s *Service) GrantCredit(ctx context.Context, actor identity.Actor, in Gran
 	if in.IssuerID == uuid.Nil && !actor.IsAdmin() {
 		in.IssuerID = actor.OrgID
 	}
+	if in.IssuerID == uuid.Nil {
+		return CreditEntry{}, validation.One("issuer_id", "is required: the provider organization granting")
+	}
 	if !actor.CanProvide(in.IssuerID) {
 		return CreditEntry{}, ErrCustomerNotFound
 	}

@@ -624,3 +624,19 @@ func TestCreditLedgerUnderConcurrency(t *testing.T) {
 	}
 	explainZero(t, f.svc, f.invoiceOf(sub))
 }
+
+// An admin grants credit in the name of an issuer it names.
+func TestGrantCreditByAdminNamesTheIssuer(t *testing.T) {
+	f := invoiceSetup(t)
+	customer, _ := f.closedPeriod()
+	admin := identity.Actor{Subject: "root", Role: identity.RoleAdmin}
+	in := GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("2.00"), Reason: "outage"}
+	if _, err := f.svc.GrantCredit(f.ctx, admin, in); err == nil {
+		t.Fatal("GrantCredit by an admin without issuer_id = nil; want a validation error")
+	}
+	in.IssuerID = f.issuer
+	e, err := f.svc.GrantCredit(f.ctx, admin, in)
+	if err != nil || !e.BalanceAfter.Equal(dec("2")) || e.Actor != "root" || e.Kind != CreditGoodwill {
+		t.Fatalf("GrantCredit by an admin = %+v, %v; want goodwill 2.00 by root", e, err)
+	}
+}

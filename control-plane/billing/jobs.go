@@ -48,14 +48,19 @@ func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.Per
 	}
 	river.AddWorker(w, periodic.NewWorker[CycleArgs](func(ctx context.Context) error {
 		rep, err := s.RunCycle(ctx)
-		s.log.InfoContext(ctx, "billing cycle", "periods", rep.Periods, "closed", rep.Closed, "late", rep.Late,
-			"drafts", rep.Drafts, "finalized", rep.Finalized, "overdue", rep.Overdue)
+		if rep != (CycleReport{}) {
+			s.log.InfoContext(ctx, "billing cycle", "periods", rep.Periods, "closed", rep.Closed, "late", rep.Late,
+				"invoices", rep.Drafts, "finalized", rep.Finalized, "overdue", rep.Overdue)
+		}
 		return err
 	}).WithTimeout(cycleTimeout))
 	return []*river.PeriodicJob{periodic.Job(every.Cycle, CycleArgs{}, &river.InsertOpts{MaxAttempts: 1})}
 }
 
-// CycleReport counts what a billing cycle did.
+// CycleReport counts what a billing cycle did: periods recorded and
+// closed, late usage adjustments, invoices built (finalized at once
+// without a review), drafts finalized after their review, invoices
+// marked overdue.
 type CycleReport struct {
 	Periods, Closed, Late, Drafts, Finalized, Overdue int
 }
