@@ -209,6 +209,7 @@ const (
 	EventTypePlanUpdated             EventType = "plan.updated"
 	EventTypePlanVersionCreated      EventType = "plan.version_created"
 	EventTypePromotionCreated        EventType = "promotion.created"
+	EventTypePromotionEnded          EventType = "promotion.ended"
 	EventTypePromotionRedeemed       EventType = "promotion.redeemed"
 	EventTypePromotionUpdated        EventType = "promotion.updated"
 	EventTypeQuotaAdjusted           EventType = "quota.adjusted"
@@ -287,6 +288,8 @@ func (e EventType) Valid() bool {
 	case EventTypePlanVersionCreated:
 		return true
 	case EventTypePromotionCreated:
+		return true
+	case EventTypePromotionEnded:
 		return true
 	case EventTypePromotionRedeemed:
 		return true
@@ -1149,6 +1152,7 @@ const (
 	WebhookEndpointInputEventTypesPlanUpdated             WebhookEndpointInputEventTypes = "plan.updated"
 	WebhookEndpointInputEventTypesPlanVersionCreated      WebhookEndpointInputEventTypes = "plan.version_created"
 	WebhookEndpointInputEventTypesPromotionCreated        WebhookEndpointInputEventTypes = "promotion.created"
+	WebhookEndpointInputEventTypesPromotionEnded          WebhookEndpointInputEventTypes = "promotion.ended"
 	WebhookEndpointInputEventTypesPromotionRedeemed       WebhookEndpointInputEventTypes = "promotion.redeemed"
 	WebhookEndpointInputEventTypesPromotionUpdated        WebhookEndpointInputEventTypes = "promotion.updated"
 	WebhookEndpointInputEventTypesQuotaAdjusted           WebhookEndpointInputEventTypes = "quota.adjusted"
@@ -1230,6 +1234,8 @@ func (e WebhookEndpointInputEventTypes) Valid() bool {
 		return true
 	case WebhookEndpointInputEventTypesPromotionCreated:
 		return true
+	case WebhookEndpointInputEventTypesPromotionEnded:
+		return true
 	case WebhookEndpointInputEventTypesPromotionRedeemed:
 		return true
 	case WebhookEndpointInputEventTypesPromotionUpdated:
@@ -1293,6 +1299,7 @@ const (
 	WebhookEndpointPatchEventTypesPlanUpdated             WebhookEndpointPatchEventTypes = "plan.updated"
 	WebhookEndpointPatchEventTypesPlanVersionCreated      WebhookEndpointPatchEventTypes = "plan.version_created"
 	WebhookEndpointPatchEventTypesPromotionCreated        WebhookEndpointPatchEventTypes = "promotion.created"
+	WebhookEndpointPatchEventTypesPromotionEnded          WebhookEndpointPatchEventTypes = "promotion.ended"
 	WebhookEndpointPatchEventTypesPromotionRedeemed       WebhookEndpointPatchEventTypes = "promotion.redeemed"
 	WebhookEndpointPatchEventTypesPromotionUpdated        WebhookEndpointPatchEventTypes = "promotion.updated"
 	WebhookEndpointPatchEventTypesQuotaAdjusted           WebhookEndpointPatchEventTypes = "quota.adjusted"
@@ -1373,6 +1380,8 @@ func (e WebhookEndpointPatchEventTypes) Valid() bool {
 	case WebhookEndpointPatchEventTypesPlanVersionCreated:
 		return true
 	case WebhookEndpointPatchEventTypesPromotionCreated:
+		return true
+	case WebhookEndpointPatchEventTypesPromotionEnded:
 		return true
 	case WebhookEndpointPatchEventTypesPromotionRedeemed:
 		return true
@@ -3038,15 +3047,18 @@ type RedeemInput struct {
 
 // Redemption A promotion redeemed on a subscription, with the promotion's terms.
 type Redemption struct {
-	// Active Whether it still discounts coming periods: `once` until one period applied it, `repeating` until `duration_periods` did, `forever` always. A `trial_extension` is never active: it took effect when redeemed.
+	// Active Whether it still discounts coming periods: `once` until one period applied it, `repeating` until `duration_periods` did, `forever` always; never once ended (`ended_at`). A `trial_extension` is never active: it took effect when redeemed.
 	Active   bool    `json:"active"`
 	Code     string  `json:"code"`
 	Currency *string `json:"currency"`
 
 	// Duration How many billing periods a redeemed promotion discounts: one, `duration_periods`, or all.
-	Duration        PromotionDuration  `json:"duration"`
-	DurationPeriods *int               `json:"duration_periods"`
-	Id              openapi_types.UUID `json:"id"`
+	Duration        PromotionDuration `json:"duration"`
+	DurationPeriods *int              `json:"duration_periods"`
+
+	// EndedAt When it was ended: by a plan change it does not apply on (a promotion of other plans, or an `amount_off` in another currency), or by the subscriber (`endPromotion`); null while it runs. An ended redemption discounts no period that ends after it ended.
+	EndedAt *time.Time         `json:"ended_at"`
+	Id      openapi_types.UUID `json:"id"`
 
 	// Kind What a promotion gives.
 	Kind  PromotionKind `json:"kind"`
@@ -4585,6 +4597,12 @@ type RedeemPromotionParams struct {
 
 	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// EndPromotionParams defines parameters for EndPromotion.
+type EndPromotionParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
 // GetSubscriptionQuotaParams defines parameters for GetSubscriptionQuota.
@@ -6370,7 +6388,7 @@ type ClientInterface interface {
 
 	// ChangeSubscriptionPlanWithBody Change a subscription's plan
 	//
-	// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`.
+	// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`. The subscription's active promotions that would not apply on the new plan (a promotion of other plans, or an `amount_off` in another currency) end with the change, each audited and announced as `promotion.ended`.
 	//
 	// **Who may call:** members (any role) of the subscribing organization, and admins. Members of the API's organization, who can see it, get `403`; others `404`.
 	//
@@ -6381,7 +6399,7 @@ type ClientInterface interface {
 
 	// ChangeSubscriptionPlan Change a subscription's plan
 	//
-	// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`.
+	// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`. The subscription's active promotions that would not apply on the new plan (a promotion of other plans, or an `amount_off` in another currency) end with the change, each audited and announced as `promotion.ended`.
 	//
 	// **Who may call:** members (any role) of the subscribing organization, and admins. Members of the API's organization, who can see it, get `403`; others `404`.
 	//
@@ -6429,6 +6447,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
 	RedeemPromotion(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, body RedeemPromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// EndPromotion End a redemption
+	//
+	// Ends the redemption of the promotion on the subscription: from now on it is no longer `active` and `ended_at` is set; it discounts no quote and no billing period that ends after it ended. Its use of the promotion's limits is not given back, and ending a `trial_extension` does not shorten the trial. Ending one already ended changes nothing and answers it again. A plan change ends the redemptions that do not apply on the new plan the same way. Audited (`promotion.end`) and announced as `promotion.ended` to both organizations.
+	//
+	// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+	//
+	// Corresponds with DELETE /v1/subscriptions/{id}/promotions/{promotion_id} (the `EndPromotion` operationId).
+	EndPromotion(ctx context.Context, id openapi_types.UUID, promotionId openapi_types.UUID, params *EndPromotionParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetSubscriptionQuota Read a subscription's quota this period
 	//
@@ -9456,7 +9483,7 @@ func (c *Client) CreateKey(ctx context.Context, id openapi_types.UUID, params *C
 
 // ChangeSubscriptionPlanWithBody Change a subscription's plan
 //
-// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`.
+// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`. The subscription's active promotions that would not apply on the new plan (a promotion of other plans, or an `amount_off` in another currency) end with the change, each audited and announced as `promotion.ended`.
 //
 // **Who may call:** members (any role) of the subscribing organization, and admins. Members of the API's organization, who can see it, get `403`; others `404`.
 //
@@ -9477,7 +9504,7 @@ func (c *Client) ChangeSubscriptionPlanWithBody(ctx context.Context, id openapi_
 
 // ChangeSubscriptionPlan Change a subscription's plan
 //
-// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`.
+// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`. The subscription's active promotions that would not apply on the new plan (a promotion of other plans, or an `amount_off` in another currency) end with the change, each audited and announced as `promotion.ended`.
 //
 // **Who may call:** members (any role) of the subscribing organization, and admins. Members of the API's organization, who can see it, get `403`; others `404`.
 //
@@ -9566,6 +9593,25 @@ func (c *Client) RedeemPromotionWithBody(ctx context.Context, id openapi_types.U
 // Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
 func (c *Client) RedeemPromotion(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, body RedeemPromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRedeemPromotionRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// EndPromotion End a redemption
+//
+// Ends the redemption of the promotion on the subscription: from now on it is no longer `active` and `ended_at` is set; it discounts no quote and no billing period that ends after it ended. Its use of the promotion's limits is not given back, and ending a `trial_extension` does not shorten the trial. Ending one already ended changes nothing and answers it again. A plan change ends the redemptions that do not apply on the new plan the same way. Audited (`promotion.end`) and announced as `promotion.ended` to both organizations.
+//
+// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+//
+// Corresponds with DELETE /v1/subscriptions/{id}/promotions/{promotion_id} (the `EndPromotion` operationId).
+func (c *Client) EndPromotion(ctx context.Context, id openapi_types.UUID, promotionId openapi_types.UUID, params *EndPromotionParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewEndPromotionRequest(c.Server, id, promotionId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -16508,6 +16554,62 @@ func NewRedeemPromotionRequestWithBody(server string, id openapi_types.UUID, par
 	return req, nil
 }
 
+// NewEndPromotionRequest constructs an http.Request for the EndPromotion method
+func NewEndPromotionRequest(server string, id openapi_types.UUID, promotionId openapi_types.UUID, params *EndPromotionParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "promotion_id", promotionId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/subscriptions/%s/promotions/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetSubscriptionQuotaRequest constructs an http.Request for the GetSubscriptionQuota method
 func NewGetSubscriptionQuotaRequest(server string, id openapi_types.UUID, params *GetSubscriptionQuotaParams) (*http.Request, error) {
 	var err error
@@ -19016,7 +19118,7 @@ type ClientWithResponsesInterface interface {
 
 	// ChangeSubscriptionPlanWithBodyWithResponse Change a subscription's plan
 	//
-	// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`.
+	// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`. The subscription's active promotions that would not apply on the new plan (a promotion of other plans, or an `amount_off` in another currency) end with the change, each audited and announced as `promotion.ended`.
 	//
 	// **Who may call:** members (any role) of the subscribing organization, and admins. Members of the API's organization, who can see it, get `403`; others `404`.
 	//
@@ -19027,7 +19129,7 @@ type ClientWithResponsesInterface interface {
 
 	// ChangeSubscriptionPlanWithResponse Change a subscription's plan
 	//
-	// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`.
+	// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`. The subscription's active promotions that would not apply on the new plan (a promotion of other plans, or an `amount_off` in another currency) end with the change, each audited and announced as `promotion.ended`.
 	//
 	// **Who may call:** members (any role) of the subscribing organization, and admins. Members of the API's organization, who can see it, get `403`; others `404`.
 	//
@@ -19079,6 +19181,17 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/subscriptions/{id}/promotions (the `RedeemPromotion` operationId).
 	RedeemPromotionWithResponse(ctx context.Context, id openapi_types.UUID, params *RedeemPromotionParams, body RedeemPromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*RedeemPromotionResponse, error)
+
+	// EndPromotionWithResponse End a redemption
+	//
+	// Ends the redemption of the promotion on the subscription: from now on it is no longer `active` and `ended_at` is set; it discounts no quote and no billing period that ends after it ended. Its use of the promotion's limits is not given back, and ending a `trial_extension` does not shorten the trial. Ending one already ended changes nothing and answers it again. A plan change ends the redemptions that do not apply on the new plan the same way. Audited (`promotion.end`) and announced as `promotion.ended` to both organizations.
+	//
+	// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/subscriptions/{id}/promotions/{promotion_id} (the `EndPromotion` operationId).
+	EndPromotionWithResponse(ctx context.Context, id openapi_types.UUID, promotionId openapi_types.UUID, params *EndPromotionParams, reqEditors ...RequestEditorFn) (*EndPromotionResponse, error)
 
 	// GetSubscriptionQuotaWithResponse Read a subscription's quota this period
 	//
@@ -24627,6 +24740,59 @@ func (r RedeemPromotionResponse) ContentType() string {
 	return ""
 }
 
+type EndPromotionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Redemption
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r EndPromotionResponse) GetJSON200() *Redemption {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r EndPromotionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r EndPromotionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r EndPromotionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r EndPromotionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r EndPromotionResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r EndPromotionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetSubscriptionQuotaResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -27757,7 +27923,7 @@ func (c *ClientWithResponses) CreateKeyWithResponse(ctx context.Context, id open
 
 // ChangeSubscriptionPlanWithBodyWithResponse Change a subscription's plan
 //
-// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`.
+// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`. The subscription's active promotions that would not apply on the new plan (a promotion of other plans, or an `amount_off` in another currency) end with the change, each audited and announced as `promotion.ended`.
 //
 // **Who may call:** members (any role) of the subscribing organization, and admins. Members of the API's organization, who can see it, get `403`; others `404`.
 //
@@ -27774,7 +27940,7 @@ func (c *ClientWithResponses) ChangeSubscriptionPlanWithBodyWithResponse(ctx con
 
 // ChangeSubscriptionPlanWithResponse Change a subscription's plan
 //
-// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`.
+// Moves a live subscription to the latest version of another active plan of the same API (or, naming its own plan, to that plan's latest version), from now on. The billing period stays; the new quota, its hardness and the rate limits apply at once: the gateway's record is rewritten and the quota block recomputed from this period's count (an upgrade past the count lifts a block, a downgrade below it blocks). Announced as `subscription.plan_changed`. The subscription's active promotions that would not apply on the new plan (a promotion of other plans, or an `amount_off` in another currency) end with the change, each audited and announced as `promotion.ended`.
 //
 // **Who may call:** members (any role) of the subscribing organization, and admins. Members of the API's organization, who can see it, get `403`; others `404`.
 //
@@ -27855,6 +28021,23 @@ func (c *ClientWithResponses) RedeemPromotionWithResponse(ctx context.Context, i
 		return nil, err
 	}
 	return ParseRedeemPromotionResponse(rsp)
+}
+
+// EndPromotionWithResponse End a redemption
+//
+// Ends the redemption of the promotion on the subscription: from now on it is no longer `active` and `ended_at` is set; it discounts no quote and no billing period that ends after it ended. Its use of the promotion's limits is not given back, and ending a `trial_extension` does not shorten the trial. Ending one already ended changes nothing and answers it again. A plan change ends the redemptions that do not apply on the new plan the same way. Audited (`promotion.end`) and announced as `promotion.ended` to both organizations.
+//
+// **Who may call:** members of the subscriber's organization, and admins. The API's provider gets `403`; others `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/subscriptions/{id}/promotions/{promotion_id} (the `EndPromotion` operationId).
+func (c *ClientWithResponses) EndPromotionWithResponse(ctx context.Context, id openapi_types.UUID, promotionId openapi_types.UUID, params *EndPromotionParams, reqEditors ...RequestEditorFn) (*EndPromotionResponse, error) {
+	rsp, err := c.EndPromotion(ctx, id, promotionId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseEndPromotionResponse(rsp)
 }
 
 // GetSubscriptionQuotaWithResponse Read a subscription's quota this period
@@ -31467,6 +31650,39 @@ func ParseRedeemPromotionResponse(rsp *http.Response) (*RedeemPromotionResponse,
 			return nil, err
 		}
 		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseEndPromotionResponse parses an HTTP response from a EndPromotionWithResponse call
+func ParseEndPromotionResponse(rsp *http.Response) (*EndPromotionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &EndPromotionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Redemption
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem

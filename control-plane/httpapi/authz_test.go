@@ -157,9 +157,10 @@ func (c *authzCase) run(t *testing.T, row authzRow, want int) {
 		row.fixture(t, c)
 	}
 	method, pattern, _ := strings.Cut(row.route, " ")
-	// {rule} (a tax rule under its organization) is a second id, as
+	// {rule} (a tax rule under its organization) and {promotion_id} (a
+	// promotion redeemed on a subscription) are a second id, as
 	// {delivery} is.
-	path := strings.NewReplacer("{id}", c.id, "{delivery}", c.delivery, "{rule}", c.delivery).Replace(pattern)
+	path := strings.NewReplacer("{id}", c.id, "{delivery}", c.delivery, "{rule}", c.delivery, "{promotion_id}", c.delivery).Replace(pattern)
 	if row.query != nil {
 		path += "?" + row.query(c)
 	}
@@ -898,6 +899,24 @@ func authzSubscriptionRows() []authzRow {
 				n := c.count(t, `SELECT count(*) FROM promotion_redemptions WHERE subscription_id = $1`, c.subID)
 				if want := map[bool]int{true: 1, false: 0}[authzOK(status)]; n != want {
 					t.Errorf("POST /v1/subscriptions/{id}/promotions = %d; redemptions = %d, want %d", status, n, want)
+				}
+			},
+		},
+		{
+			// The subscriber's organization ends a redemption, whatever the
+			// role; the API's provider may not.
+			route: "DELETE /v1/subscriptions/{id}/promotions/{promotion_id}",
+			fixture: func(t *testing.T, c *authzCase) {
+				authzRedeemed(t, c)
+				if err := c.e.Pool.QueryRow(t.Context(), `SELECT promotion_id::text FROM promotion_redemptions WHERE subscription_id = $1`, c.subID).Scan(&c.delivery); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: authzWant{{401, 401}, {200, 404}, {200, 404}, {200, 200}},
+			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
+				ended := c.count(t, `SELECT count(*) FROM promotion_redemptions WHERE subscription_id = $1 AND ended_at IS NOT NULL`, c.subID) == 1
+				if ended != authzOK(status) {
+					t.Errorf("DELETE /v1/subscriptions/{id}/promotions/{promotion_id} = %d; ended: %t", status, ended)
 				}
 			},
 		},

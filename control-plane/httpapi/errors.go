@@ -120,7 +120,6 @@ var problems = []sentinelProblem{
 	{errs: errs(promotions.ErrLimitReached, promotions.ErrCustomerLimit), d: problem.New(http.StatusConflict, "promotion-limit", "Promotion Limit Reached", "")},
 	{errs: errs(promotions.ErrAlreadyRedeemed), d: problem.New(http.StatusConflict, "already-redeemed", "Already Redeemed", "")},
 	{errs: errs(promotions.ErrNotStackable), d: problem.New(http.StatusConflict, "not-stackable", "Promotion Does Not Stack", "")},
-	{errs: errs(promotions.ErrPlanChangeRefused), d: problem.New(http.StatusConflict, "promotion-not-applicable", "Promotion Does Not Apply", "")},
 	{errs: errs(metering.ErrBadQuery), d: problem.New(http.StatusBadRequest, "bad-usage-query", "Bad Usage Query", "")},
 	{errs: errs(errUsageUnavailable), d: problem.New(http.StatusServiceUnavailable, "usage-unavailable", "Usage Unavailable", ""), retryAfter: "30"},
 	{errs: errs(identity.ErrForbidden), d: problem.New(http.StatusForbidden, "forbidden", "Forbidden", "your role may not do this")},

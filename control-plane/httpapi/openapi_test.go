@@ -1211,6 +1211,18 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 		t.Errorf("quotePlan with LAUNCH = discount %s, total %s; want 1.25 off 12.50", quoted.Discount, quoted.Total)
 	}
 	c.call(http.StatusUnprocessableEntity, "POST", "/v1/plans/"+basic.ID+"/quote", buyer, map[string]any{"promotion_codes": []string{"FREECALLS"}})
+	// The subscriber ends the redemption; the provider may not.
+	c.call(http.StatusForbidden, "DELETE", promos+"/"+promo.ID, prov, nil)
+	c.call(http.StatusNotFound, "DELETE", promos+"/"+promo.ID, other, nil)
+	var ended struct {
+		Active  bool
+		EndedAt *time.Time `json:"ended_at"`
+	}
+	c.call(http.StatusOK, "DELETE", promos+"/"+promo.ID, buyer, nil).decode(&ended)
+	if ended.Active || ended.EndedAt == nil {
+		t.Errorf("endPromotion = active %t, ended_at %v; want ended", ended.Active, ended.EndedAt)
+	}
+	c.call(http.StatusNotFound, "DELETE", promos+"/"+basic.ID, buyer, nil)
 
 	// The usage drift check.
 	c.call(http.StatusForbidden, "GET", "/v1/admin/reconcile/usage", prov, nil)

@@ -18,6 +18,26 @@ func (a *api) promotionRoutes(r chi.Router) {
 	r.Patch(idPath("/v1/promotions/{id}"), a.handle(write(http.StatusOK, p.Update)))
 	r.Get(idPath("/v1/subscriptions/{id}/promotions"), a.handle(read(listOf(p.Redemptions))))
 	r.Post(idPath("/v1/subscriptions/{id}/promotions"), a.handle(write(http.StatusCreated, p.Redeem)))
+	r.Delete(idPath("/v1/subscriptions/{id}/promotions/{promotion_id:"+uuidParam+"}"), a.handle(a.endPromotion))
+}
+
+// endPromotion ends the redemption of a promotion on a subscription and
+// answers it, ended.
+func (a *api) endPromotion(w http.ResponseWriter, r *http.Request) error {
+	sub, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	promo, err := pathID(r, "promotion_id")
+	if err != nil {
+		return err
+	}
+	out, err := a.cfg.PromotionCodes.End(r.Context(), actorFrom(r), sub, promo)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
 func (a *api) createPromotion(w http.ResponseWriter, r *http.Request) error {

@@ -3,7 +3,7 @@
 // duration; a validity window; limits in total and per customer
 // organization; priority and stacking), the plans they apply to, and
 // their redemptions on subscriptions, at subscribe time
-// (subscriptions.Promotions) or later.
+// (subscriptions.Promotions) or later, and their end (end.go).
 //
 // A redemption holds its limits under concurrency: one conditional UPDATE
 // takes a use of the promotion (PromotionClaim) and keeps its row locked
@@ -53,6 +53,9 @@ const (
 	EventCreated  = "promotion.created"
 	EventUpdated  = "promotion.updated"
 	EventRedeemed = "promotion.redeemed"
+	// EventEnded: a redemption ended, by a plan change it does not apply
+	// to or by the subscriber.
+	EventEnded = "promotion.ended"
 )
 
 // Sentinel errors; the HTTP layer maps each to one problem type. A code
@@ -73,9 +76,6 @@ var (
 	ErrAlreadyRedeemed = errors.New("promotion already redeemed on this subscription")
 	// ErrNotStackable: an exclusive promotion next to another active one.
 	ErrNotStackable = errors.New("promotion does not stack")
-	// ErrPlanChangeRefused: a plan change the subscription's active
-	// promotions would not apply on (CheckPlanChange).
-	ErrPlanChangeRefused = errors.New("plan change refused by the subscription's promotions")
 )
 
 // Promotion is a provider's promotion code and its terms.

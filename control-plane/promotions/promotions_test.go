@@ -3,6 +3,7 @@ package promotions_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -589,11 +590,12 @@ func TestRedemptionActive(t *testing.T) {
 	}
 }
 
-// TestChangePlanKeepsPromotionsApplicable: a plan change that an active
-// redemption would not apply on (a promotion of the old plan only, or an
-// amount in another currency) is refused and changes nothing; one that
-// every active redemption applies on goes through.
-func TestChangePlanKeepsPromotionsApplicable(t *testing.T) {
+// TestChangePlanEndsInapplicablePromotions: a plan change goes through
+// even when an active redemption would not apply on the new plan (a
+// promotion of the old plan only, or an amount in another currency): it
+// ends those, in its transaction, audited and announced, and keeps the
+// others running.
+func TestChangePlanEndsInapplicablePromotions(t *testing.T) {
 	f := setup(t)
 	newPlan := func(slug, currency string) uuid.UUID {
 		p, err := f.Svc.CreatePlan(f.Ctx, f.Provider, f.APIID, subscriptions.PlanInput{Name: slug, Slug: slug, Terms: subscriptions.Terms{Currency: currency}})
@@ -607,16 +609,26 @@ func TestChangePlanKeepsPromotionsApplicable(t *testing.T) {
 	only.PlanIDs = []uuid.UUID{f.Plan.ID}
 	only.Duration = promotions.DurationForever
 	f.create(only)
+	every := percent("EVERY", 5)
+	every.Duration = promotions.DurationForever
+	f.create(every)
 	a, sub := f.consumer("changer", f.Plan.ID)
-	if _, err := f.svc.Redeem(f.Ctx, a, sub.ID, promotions.RedeemInput{Code: "ONLY"}); err != nil {
-		t.Fatal(err)
+	for _, code := range []string{"ONLY", "EVERY"} {
+		if _, err := f.svc.Redeem(f.Ctx, a, sub.ID, promotions.RedeemInput{Code: code}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	_, err := f.Svc.ChangePlan(f.Ctx, a, sub.ID, subscriptions.ChangePlanInput{PlanID: gold})
-	if !errors.Is(err, promotions.ErrPlanChangeRefused) || !strings.Contains(err.Error(), "ONLY") {
-		t.Errorf("ChangePlan to a plan ONLY is not for = %v; want ErrPlanChangeRefused naming ONLY", err)
+	if _, err := f.Svc.ChangePlan(f.Ctx, a, sub.ID, subscriptions.ChangePlanInput{PlanID: gold}); err != nil {
+		t.Fatalf("ChangePlan to a plan ONLY is not for = %v; want it changed", err)
 	}
-	if got, _ := f.Svc.GetSubscription(f.Ctx, a, sub.ID); got.PlanID != f.Plan.ID {
-		t.Errorf("plan after a refused change = %s; want %s", got.PlanID, f.Plan.ID)
+	if got := redemptionStates(t, f, a, sub.ID); got != "EVERY active, ONLY ended" {
+		t.Errorf("redemptions after the change = %s; want EVERY active, ONLY ended", got)
+	}
+	if n := f.count(`SELECT count(*) FROM audit_log WHERE action = 'promotion.end' AND after->>'reason' = 'plan_change'`); n != 1 {
+		t.Errorf("promotion.end audit entries = %d; want 1", n)
+	}
+	if n := f.count(`SELECT count(*) FROM webhook_deliveries WHERE event_type = 'promotion.ended'`); n != 1 {
+		t.Errorf("promotion.ended deliveries = %d; want 1 (the provider's)", n)
 	}
 
 	f.create(promotions.PromotionInput{Code: "DOLLAR", Kind: metering.PromotionAmountOff, Value: decimal.NewFromInt(1), Currency: ptr("USD"), Stackable: true,
@@ -625,11 +637,84 @@ func TestChangePlanKeepsPromotionsApplicable(t *testing.T) {
 	if _, err := f.svc.Redeem(f.Ctx, b, sub2.ID, promotions.RedeemInput{Code: "DOLLAR"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.Svc.ChangePlan(f.Ctx, b, sub2.ID, subscriptions.ChangePlanInput{PlanID: euros})
-	if !errors.Is(err, promotions.ErrPlanChangeRefused) || !strings.Contains(err.Error(), "EUR") {
-		t.Errorf("ChangePlan of a USD amount to a EUR plan = %v; want ErrPlanChangeRefused naming EUR", err)
-	}
 	if _, err := f.Svc.ChangePlan(f.Ctx, b, sub2.ID, subscriptions.ChangePlanInput{PlanID: gold}); err != nil {
-		t.Errorf("ChangePlan of a USD amount to a USD plan = %v; want it changed", err)
+		t.Fatal(err)
+	}
+	if got := redemptionStates(t, f, b, sub2.ID); got != "DOLLAR active" {
+		t.Errorf("a USD amount after a change to a USD plan = %s; want DOLLAR active", got)
+	}
+	if _, err := f.Svc.ChangePlan(f.Ctx, b, sub2.ID, subscriptions.ChangePlanInput{PlanID: euros}); err != nil {
+		t.Fatalf("ChangePlan of a USD amount to a EUR plan = %v; want it changed", err)
+	}
+	if got := redemptionStates(t, f, b, sub2.ID); got != "DOLLAR ended" {
+		t.Errorf("a USD amount after a change to a EUR plan = %s; want DOLLAR ended", got)
+	}
+}
+
+// redemptionStates renders a subscription's redemptions as "CODE active"
+// or "CODE ended" (ended_at set, not active), by code.
+func redemptionStates(t *testing.T, f *fixture, a identity.Actor, sub uuid.UUID) string {
+	t.Helper()
+	rs, err := f.svc.Redemptions(f.Ctx, a, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rs {
+		switch {
+		case r.EndedAt != nil && !r.Active:
+			out = append(out, r.Code+" ended")
+		case r.EndedAt == nil && r.Active:
+			out = append(out, r.Code+" active")
+		default:
+			out = append(out, fmt.Sprintf("%s active %t ended_at %v", r.Code, r.Active, r.EndedAt))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
+}
+
+// TestEnd: the subscriber ends a redemption: it is no longer active, an
+// exclusive promotion may then be redeemed next to it, and ending it again
+// changes nothing; the API's provider may not end it, and a promotion not
+// redeemed on the subscription is not found.
+func TestEnd(t *testing.T) {
+	f := setup(t)
+	always := percent("ALWAYS", 10)
+	always.Duration = promotions.DurationForever
+	p := f.create(always)
+	solo := percent("SOLO", 20)
+	solo.Stackable = false
+	f.create(solo)
+	if _, err := f.svc.Redeem(f.Ctx, f.Consumer, f.Sub.ID, promotions.RedeemInput{Code: "ALWAYS"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.End(f.Ctx, f.Provider, f.Sub.ID, p.ID); !errors.Is(err, identity.ErrForbidden) {
+		t.Errorf("End by the API's provider = %v; want ErrForbidden", err)
+	}
+	if _, err := f.svc.End(f.Ctx, f.Consumer, f.Sub.ID, uuid.New()); !errors.Is(err, promotions.ErrNotFound) {
+		t.Errorf("End of a promotion not redeemed = %v; want ErrNotFound", err)
+	}
+	f.Clock.Advance(time.Hour)
+	r, err := f.svc.End(f.Ctx, f.Consumer, f.Sub.ID, p.ID)
+	if err != nil || r.Active || r.EndedAt == nil || !r.EndedAt.Equal(f.Clock.Now().UTC()) {
+		t.Fatalf("End = %+v, %v; want it ended now", r, err)
+	}
+	f.Clock.Advance(time.Hour)
+	if again, err := f.svc.End(f.Ctx, f.Consumer, f.Sub.ID, p.ID); err != nil || again.EndedAt == nil || !again.EndedAt.Equal(*r.EndedAt) {
+		t.Errorf("End again = %+v, %v; want it as it was ended", again, err)
+	}
+	if got := redemptionStates(t, f, f.Consumer, f.Sub.ID); got != "ALWAYS ended" {
+		t.Errorf("redemptions after End = %s; want ALWAYS ended", got)
+	}
+	if _, err := f.svc.Redeem(f.Ctx, f.Consumer, f.Sub.ID, promotions.RedeemInput{Code: "SOLO"}); err != nil {
+		t.Errorf("Redeem(exclusive next to an ended promotion) = %v; want nil", err)
+	}
+	if n := f.count(`SELECT count(*) FROM audit_log WHERE action = 'promotion.end' AND after->>'reason' = 'subscriber'`); n != 1 {
+		t.Errorf("promotion.end audit entries = %d; want 1", n)
+	}
+	// Announced to the provider's endpoint and the subscriber's.
+	if n := f.count(`SELECT count(*) FROM webhook_deliveries WHERE event_type = 'promotion.ended'`); n != 2 {
+		t.Errorf("promotion.ended deliveries = %d; want 2", n)
 	}
 }

@@ -37,12 +37,17 @@ type Redemption struct {
 	// PeriodsApplied counts the billing periods it discounted.
 	PeriodsApplied int `json:"periods_applied"`
 	// Active: it still discounts coming periods (once: none applied yet;
-	// repeating: fewer than its periods; forever: always). A trial
-	// extension is never active: it took effect when redeemed.
+	// repeating: fewer than its periods; forever: always) and has not
+	// ended. A trial extension is never active: it took effect when
+	// redeemed.
 	Active     bool      `json:"active"`
 	Stackable  bool      `json:"stackable"`
 	RedeemedBy string    `json:"redeemed_by"`
 	RedeemedAt time.Time `json:"redeemed_at"`
+	// EndedAt is when it was ended (a plan change it does not apply to,
+	// or the subscriber ended it); null while it runs. An ended
+	// redemption discounts no period that ends after it ended.
+	EndedAt *time.Time `json:"ended_at"`
 }
 
 func toRedemption(r db.RedemptionListBySubscriptionRow) Redemption {
@@ -50,8 +55,10 @@ func toRedemption(r db.RedemptionListBySubscriptionRow) Redemption {
 		ID: r.ID, PromotionID: r.PromotionID, SubscriptionID: r.SubscriptionID, OrganizationID: r.OrganizationID, Code: r.Code,
 		Kind: string(r.Kind), Value: r.Value, Currency: r.Currency, Meter: r.Meter, Duration: string(r.Duration),
 		DurationPeriods: r.DurationPeriods, PeriodsApplied: r.PeriodsApplied, Stackable: r.Stackable, RedeemedBy: r.RedeemedBy, RedeemedAt: r.RedeemedAt,
+		EndedAt: r.EndedAt,
 	}
 	switch {
+	case out.EndedAt != nil:
 	case out.Kind == metering.PromotionTrialExtension:
 	case out.Duration == DurationOnce:
 		out.Active = out.PeriodsApplied < 1
@@ -113,38 +120,6 @@ func (s *Service) RedeemAtSubscribe(ctx context.Context, tx pgx.Tx, actor identi
 	for _, i := range order {
 		if _, err := s.redeem(ctx, tx, actor, sub, codes[i], "promotion_codes["+strconv.Itoa(i)+"]", true); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// CheckPlanChange refuses moving sub to plan planID, priced in currency,
-// while one of its active redemptions would not apply there: a promotion
-// limited to other plans, or an amount_off in another currency
-// (subscriptions.Promotions, called in the change's transaction). Such a
-// change is refused rather than ending the redemption: a redemption is what
-// the customer was granted, and ending it is not the plan change's to
-// decide. Used up redemptions and trial extensions do not hold a change.
-func (s *Service) CheckPlanChange(ctx context.Context, tx pgx.Tx, sub subscriptions.Subscription, planID uuid.UUID, currency string) error {
-	q := db.New(tx)
-	rows, err := q.RedemptionListBySubscription(ctx, sub.ID)
-	if err != nil {
-		return fmt.Errorf("read redemptions: %w", err)
-	}
-	for _, row := range rows {
-		r := toRedemption(row)
-		if !r.Active {
-			continue
-		}
-		if r.Kind == metering.PromotionAmountOff && deref(r.Currency) != currency {
-			return fmt.Errorf("%w: the subscription's promotion %q is in %s, the plan in %s", ErrPlanChangeRefused, r.Code, deref(r.Currency), currency)
-		}
-		p, err := toPromotion(q.PromotionGetByID(ctx, r.PromotionID))
-		if err != nil {
-			return err
-		}
-		if !p.eligible(planID) {
-			return fmt.Errorf("%w: the subscription's promotion %q does not apply to that plan", ErrPlanChangeRefused, r.Code)
 		}
 	}
 	return nil

@@ -24,9 +24,11 @@ type ChangePlanInput struct {
 // hardness, rate limits) apply at once and the gateway's record and block
 // follow through the outbox. Proration of the base fee belongs to
 // billing, which prices each event by the version in force at its time
-// (subscription_history). A change that the subscription's active
-// promotions would not apply on (limited to other plans, or an amount in
-// another currency) is refused by the promotions service.
+// (subscription_history). The subscription's active promotions that
+// would not apply on the new plan (limited to other plans, or an amount
+// in another currency) end with the change, in its transaction: the
+// customer cannot give a redemption back, so refusing the change would
+// hold the subscription on its plan for as long as the promotion runs.
 func (s *Service) ChangePlan(ctx context.Context, actor identity.Actor, id uuid.UUID, in ChangePlanInput) (Subscription, error) {
 	if in.PlanID == uuid.Nil {
 		return Subscription{}, validation.One("plan_id", "is required")
@@ -57,10 +59,9 @@ func (s *Service) ChangePlan(ctx context.Context, actor identity.Actor, id uuid.
 			return ErrSamePlan
 		}
 		// A redemption granted on this plan may not apply on the next: the
-		// change is refused (409), never ends what the customer was
-		// granted silently.
+		// change ends it, audited and announced (promotion.ended).
 		if s.promotions != nil {
-			if err := s.promotions.CheckPlanChange(ctx, tx, before, p.ID, p.Current.Terms.Currency); err != nil {
+			if err := s.promotions.EndForPlanChange(ctx, tx, actor, before, p.ID, p.Current.Terms.Currency); err != nil {
 				return err
 			}
 		}

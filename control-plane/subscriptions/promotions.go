@@ -23,10 +23,10 @@ import (
 // *promotions.Service). Its errors refuse the subscription.
 type Promotions interface {
 	RedeemAtSubscribe(ctx context.Context, tx pgx.Tx, actor identity.Actor, sub Subscription, codes []string) error
-	// CheckPlanChange refuses moving sub, locked in tx, to the plan
-	// planID priced in currency while its active redemptions would not
-	// apply there.
-	CheckPlanChange(ctx context.Context, tx pgx.Tx, sub Subscription, planID uuid.UUID, currency string) error
+	// EndForPlanChange ends, in tx, the active redemptions of sub
+	// (locked in tx) that would not apply on the plan planID priced in
+	// currency, recording each as actor's.
+	EndForPlanChange(ctx context.Context, tx pgx.Tx, actor identity.Actor, sub Subscription, planID uuid.UUID, currency string) error
 }
 
 // SetPromotions sets what redeems the codes given at subscribe time;

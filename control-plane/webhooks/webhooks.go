@@ -65,7 +65,7 @@ var EventTypes = []string{
 	// The quota loop.
 	"subscription.plan_changed", "quota.threshold_crossed", "quota.adjusted",
 	// Promotions (the promotions service).
-	"promotion.created", "promotion.updated", "promotion.redeemed",
+	"promotion.created", "promotion.updated", "promotion.redeemed", "promotion.ended",
 	// Invoices (the billing service), to the issuer and the customer.
 	"invoice.finalized", "invoice.voided", "invoice.overdue", "invoice.paid",
 }

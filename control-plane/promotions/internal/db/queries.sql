@@ -77,11 +77,18 @@ VALUES (@promotion_id, @subscription_id, @organization_id, @redeemed_by, @redeem
 RETURNING id;
 
 -- name: RedemptionListBySubscription :many
-SELECT r.id, r.promotion_id, r.subscription_id, r.organization_id, r.periods_applied, r.redeemed_by, r.redeemed_at,
+SELECT r.id, r.promotion_id, r.subscription_id, r.organization_id, r.periods_applied, r.redeemed_by, r.redeemed_at, r.ended_at,
     p.code, p.kind, p.value, p.currency, p.meter, p.duration, p.duration_periods, p.priority, p.stackable
 FROM promotion_redemptions r JOIN promotions p ON p.id = r.promotion_id
 WHERE r.subscription_id = $1
 ORDER BY r.redeemed_at, r.id;
+
+-- RedemptionEnd ends a running redemption: no row when it has ended
+-- already.
+-- name: RedemptionEnd :one
+UPDATE promotion_redemptions SET ended_at = @ended_at::timestamptz
+WHERE id = @id AND ended_at IS NULL
+RETURNING id;
 
 -- PlanProvider is the organization whose API the plan belongs to.
 -- name: PlanProvider :one

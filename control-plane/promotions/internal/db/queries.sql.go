@@ -491,6 +491,26 @@ func (q *Queries) RedemptionCountByCustomer(ctx context.Context, arg RedemptionC
 	return count, err
 }
 
+const redemptionEnd = `-- name: RedemptionEnd :one
+UPDATE promotion_redemptions SET ended_at = $1::timestamptz
+WHERE id = $2 AND ended_at IS NULL
+RETURNING id
+`
+
+type RedemptionEndParams struct {
+	EndedAt time.Time
+	ID      uuid.UUID
+}
+
+// RedemptionEnd ends a running redemption: no row when it has ended
+// already.
+func (q *Queries) RedemptionEnd(ctx context.Context, arg RedemptionEndParams) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, redemptionEnd, arg.EndedAt, arg.ID)
+	var id uuid.UUID
+	err := row.Scan(&id)
+	return id, err
+}
+
 const redemptionInsert = `-- name: RedemptionInsert :one
 INSERT INTO promotion_redemptions (promotion_id, subscription_id, organization_id, redeemed_by, redeemed_at)
 VALUES ($1, $2, $3, $4, $5)
@@ -519,7 +539,7 @@ func (q *Queries) RedemptionInsert(ctx context.Context, arg RedemptionInsertPara
 }
 
 const redemptionListBySubscription = `-- name: RedemptionListBySubscription :many
-SELECT r.id, r.promotion_id, r.subscription_id, r.organization_id, r.periods_applied, r.redeemed_by, r.redeemed_at,
+SELECT r.id, r.promotion_id, r.subscription_id, r.organization_id, r.periods_applied, r.redeemed_by, r.redeemed_at, r.ended_at,
     p.code, p.kind, p.value, p.currency, p.meter, p.duration, p.duration_periods, p.priority, p.stackable
 FROM promotion_redemptions r JOIN promotions p ON p.id = r.promotion_id
 WHERE r.subscription_id = $1
@@ -534,6 +554,7 @@ type RedemptionListBySubscriptionRow struct {
 	PeriodsApplied  int
 	RedeemedBy      string
 	RedeemedAt      time.Time
+	EndedAt         *time.Time
 	Code            string
 	Kind            PromotionKind
 	Value           decimal.Decimal
@@ -562,6 +583,7 @@ func (q *Queries) RedemptionListBySubscription(ctx context.Context, subscription
 			&i.PeriodsApplied,
 			&i.RedeemedBy,
 			&i.RedeemedAt,
+			&i.EndedAt,
 			&i.Code,
 			&i.Kind,
 			&i.Value,
