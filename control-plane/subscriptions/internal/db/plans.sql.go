@@ -35,7 +35,7 @@ SELECT p.id, p.api_id, p.name, p.slug, p.description, p.status, p.created_at, p.
     v.id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
     v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at,
     p.source_file, v.source, v.source_file
-FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at, source_file, content_hash FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
+FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at, source_file, content_hash, net_days FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
 WHERE p.id = $1
 `
 
@@ -106,7 +106,7 @@ SELECT p.id, p.api_id, p.name, p.slug, p.description, p.status, p.created_at, p.
     v.id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
     v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at,
     p.source_file, v.source, v.source_file
-FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at, source_file, content_hash FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
+FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at, source_file, content_hash, net_days FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
 WHERE p.id = $1 FOR UPDATE OF p
 `
 
@@ -201,7 +201,7 @@ SELECT p.id, p.api_id, p.name, p.slug, p.description, p.status, p.created_at, p.
     v.id, v.version, v.type, v.currency, v.interval, v.base_fee, v.trial_days, v.quota_requests, v.quota_hard,
     v.rate_per_second, v.rate_per_minute, v.included_units, v.created_by, v.created_at,
     p.source_file, v.source, v.source_file
-FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at, source_file, content_hash FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
+FROM plans p JOIN LATERAL (SELECT id, plan_id, version, type, currency, interval, base_fee, trial_days, quota_requests, quota_hard, rate_per_second, rate_per_minute, included_units, source, created_by, created_at, source_file, content_hash, net_days FROM plan_versions WHERE plan_id = p.id ORDER BY version DESC LIMIT 1) v ON true
 WHERE p.api_id = $1 AND ($2::boolean OR p.status = 'active')
 ORDER BY p.created_at, p.id
 `
