@@ -143,9 +143,10 @@ func (e Explanation) Write(w io.Writer) error {
 	return nil
 }
 
-// ExplainAll explains every invoice in the database and returns those
-// that differ from what their cites compute (none: all reproduce). Tests
-// call it when they end, so that every invoice they built is checked.
+// ExplainAll explains every invoice of a billing period in the database
+// and returns those that differ from what their cites compute (none: all
+// reproduce). Tests call it when they end, so that every invoice they
+// built is checked.
 func (s *Service) ExplainAll(ctx context.Context) ([]Explanation, error) {
 	ids, err := db.New(s.pool).InvoiceIDs(ctx)
 	if err != nil {

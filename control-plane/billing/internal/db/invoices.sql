@@ -283,5 +283,6 @@ SELECT a.id, a.subscription_id, a.billing_period_id, a.kind, a.meter_slug, a.qua
 FROM billing_adjustments a LEFT JOIN billing_periods p ON p.id = a.billing_period_id
 WHERE a.subscription_id = @subscription_id AND a.invoice_id IS NULL AND (p.id IS NULL OR p.period_start <= @period_start)
 ORDER BY a.created_at, a.id;
+-- InvoiceIDs are the invoices of billing periods (those billing built).
 -- name: InvoiceIDs :many
-SELECT id FROM invoices ORDER BY created_at, id;
+SELECT id FROM invoices WHERE billing_period_id IS NOT NULL ORDER BY created_at, id;

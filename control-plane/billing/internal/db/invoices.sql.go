@@ -863,9 +863,10 @@ func (q *Queries) InvoiceGet(ctx context.Context, id uuid.UUID) (Invoice, error)
 }
 
 const invoiceIDs = `-- name: InvoiceIDs :many
-SELECT id FROM invoices ORDER BY created_at, id
+SELECT id FROM invoices WHERE billing_period_id IS NOT NULL ORDER BY created_at, id
 `
 
+// InvoiceIDs are the invoices of billing periods (those billing built).
 func (q *Queries) InvoiceIDs(ctx context.Context) ([]uuid.UUID, error) {
 	rows, err := q.db.Query(ctx, invoiceIDs)
 	if err != nil {
