@@ -97,6 +97,9 @@ func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invo
 	if err != nil {
 		return err
 	}
+	if err := s.settle(ctx, q, inv, c); err != nil {
+		return err
+	}
 	now := s.now().UTC()
 	// The number is taken last, so that the sequence's row lock, which
 	// orders every finalization of the issuer, is held the least time.
@@ -115,7 +118,7 @@ func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invo
 	if err != nil {
 		return fmt.Errorf("finalize invoice: %w", err)
 	}
-	return s.settle(ctx, q, inv, c)
+	return nil
 }
 
 // lockedCredit locks the customer's balance in the currency of the
