@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,7 +16,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/client"
-	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/internal/pipelinetest"
 	"github.com/veil-platform/veil/internal/testenv"
 )
@@ -79,8 +79,8 @@ charges:
 // late usage, the provider corrects the period by 5 calls, the consumer
 // calls 12 times in the next period, which ends too. Both invoices equal,
 // to the cent, what the test computes from its own calls, the tier
-// prices, the seconds of the change and the discount; explain reproduces
-// both.
+// prices, the seconds of the change and the discount; veil billing explain
+// reproduces both.
 func TestBillingEndToEnd(t *testing.T) {
 	ctx := t.Context()
 	m := newMeteredPlane(t, 2, "/gateway/billing-e2e")
@@ -192,14 +192,11 @@ func TestBillingEndToEnd(t *testing.T) {
 		subtotal2-discount2+adjust)
 	t.Logf("period 2: total %s; invoices %s and %s", second.Total, *first.Number, *second.Number)
 
-	svc, err := billing.New(billing.Config{Pool: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// veil billing explain exits 1 on any difference.
 	for _, inv := range []client.Invoice{first, second} {
-		ex, err := svc.Explain(ctx, inv.Id)
-		if err != nil || len(ex.Diffs) != 0 {
-			t.Fatalf("explain %s = %+v, %v; want no difference", *inv.Number, ex.Diffs, err)
+		out, err := exec.CommandContext(ctx, testenv.VeilBinary(t), "billing", "explain", "--postgres-url", m.e.pgURL, *inv.Number).CombinedOutput()
+		if err != nil {
+			t.Fatalf("veil billing explain %s: %v\n%s", *inv.Number, err, out)
 		}
 	}
 }
