@@ -25,19 +25,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return benchGateway(ctx, args[1:], stdout, stderr)
 		case "enforcement":
 			return benchEnforcement(ctx, args[1:], stdout, stderr)
+		case "billing":
+			return benchBilling(ctx, args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintln(stdout, `Usage: veil bench ingest|pipeline|gateway|enforcement [flags]
+	fmt.Fprintln(stdout, `Usage: veil bench ingest|pipeline|gateway|enforcement|billing [flags]
 
 Benchmarks:
   ingest       POST /v1/events throughput and latency against franz-go's raw produce rate
   pipeline     events/s through a processor into ClickHouse and Redis, against raw produce and raw insert rates
   gateway      requests/s and latency through the veil Caddy handler against plain Caddy reverse_proxy
-  enforcement  time from the event that uses a hard quota up to the gateway's first 429, and the overshoot`)
+  enforcement  time from the event that uses a hard quota up to the gateway's first 429, and the overshoot
+  billing      the billing cycle over N subscriptions: periods recorded, closed, invoiced and finalized per second`)
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 		return nil
 	}
-	return errors.New("bench: name a benchmark: ingest, pipeline, gateway or enforcement")
+	return errors.New("bench: name a benchmark: ingest, pipeline, gateway, enforcement or billing")
 }
 
 func benchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -187,4 +190,42 @@ and topics, dropped after, and empties the Redis database it is given.`, stdout)
 	}
 	cfg.Brokers, cfg.ClickHouseAddr = broker.ParseBrokers(brokers), mig.clickhouseAddr
 	return bench.Enforcement(ctx, cfg, stdout, stderr)
+}
+
+func benchBilling(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cfg bench.BillingConfig
+		mig migrateFlags
+		log logFlags
+	)
+	f := newFlags("bench billing", `Creates N subscriptions of a few providers (hybrid graduated, usage-based volume, subscription
+and freemium plans; some with a 10% promotion, some changing plan mid-period, a third taxed) in
+a fresh Postgres and ClickHouse database of its own, writes their usage events into ClickHouse,
+moves the billing clock past the period's end and grace, and runs the billing cycle: periods
+recorded, closed with their usage snapshots, invoices built and finalized. Prints the time of
+each phase, invoices per second and the peak memory, after checking one invoice per subscription,
+gapless numbers per issuer and that a sample of invoices explains with no difference; then a
+final JSON line. The databases are dropped after unless --keep.`, stdout)
+	mig.register(f)
+	f.Int(&cfg.Subscriptions, "subscriptions", "", 100_000, "subscriptions, each billed one period")
+	f.Int(&cfg.Events, "events", "", 10, "usage events of each subscription")
+	f.Int(&cfg.Providers, "providers", "", 4, "providers (invoice issuers)")
+	f.Int(&cfg.Workers, "workers", "", 4, "periods the cycle bills at once")
+	f.Int(&cfg.Sample, "explain-sample", "", 200, "invoices, picked at random, that must explain with no difference")
+	f.Bool(&cfg.Keep, "keep", "", false, "keep the databases after the run")
+	f.String(&cfg.CPUProfile, "cpuprofile", "", "", "write a CPU profile of the cycle to this file")
+	f.String(&log.level, "log-level", "VEIL_LOG_LEVEL", "warn", "log level")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Logger, err = log.logger(stderr); err != nil {
+		return err
+	}
+	cfg.PostgresURL, cfg.ClickHouseAddr = mig.postgresURL, mig.clickhouseAddr
+	_, err = bench.Billing(ctx, cfg, stdout)
+	return err
 }
