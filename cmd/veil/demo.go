@@ -8,6 +8,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/ingest"
+	"github.com/veil-platform/veil/internal/datastore"
 	"github.com/veil-platform/veil/internal/demo"
 )
 
@@ -21,7 +22,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	f := newFlags("demo", `Walks the demo scenario against a running veil dev: waits until ingest is ready, posts events in
 batches with a progress bar, shows how a bad event is refused, then reads the topic back and checks that
 every accepted event is in Kafka; then the catalog, subscriptions, keys and quotas, and, with a plan directory,
-a hybrid plan from a YAML file, a promotion code and a quote of the metered usage.`, stdout)
+a hybrid plan from a YAML file, a promotion code, a quote of the metered usage and the invoice of the
+period, which the demo ends in Postgres.`, stdout)
 	f.String(&cfg.IngestURL, "ingest-url", "VEIL_DEMO_INGEST_URL", "http://127.0.0.1:8081", "base URL of the ingest service")
 	f.String(&cfg.IngestToken, "token", "VEIL_DEMO_TOKEN", DevIngestToken, "ingest bearer token")
 	f.String(&cfg.Brokers, "kafka-brokers", "VEIL_DEMO_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers to read the topic back from")
@@ -49,6 +51,12 @@ a hybrid plan from a YAML file, a promotion code and a quote of the metered usag
 	defer st.close()
 	cfg.ClickHouse, cfg.ClickHouseAddr, cfg.ClickHouseDB = st.ch, mig.clickhouseAddr, mig.clickhouseDB
 	cfg.Redis, cfg.RedisAddr, cfg.RedisDB = st.redis, redisAddr, redisDB
+	pool, err := datastore.OpenPostgres(ctx, datastore.Postgres{URL: mig.postgresURL})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	cfg.Postgres = pool
 	// The demo shows what veil usage prints.
 	cfg.Usage = func(ctx context.Context, subscription string, w io.Writer) error {
 		return runUsage(ctx, []string{"--subscription", subscription, "--clickhouse-addr", mig.clickhouseAddr,

@@ -36,6 +36,11 @@ export VEIL_PRICING_DIR=$VEIL_DATA/pricing
 mkdir -p "$VEIL_PRICING_DIR"
 rm -f "$VEIL_PRICING_DIR"/*.yaml
 
+# The demo ends its consumer's billing period at once (a month cannot
+# pass in a demo); the billing cycle then closes and invoices it within
+# seconds instead of after the default grace of an hour.
+export VEIL_BILLING_GRACE=${VEIL_BILLING_GRACE:-1s} VEIL_BILLING_INTERVAL=${VEIL_BILLING_INTERVAL:-1s}
+
 devlog=$VEIL_LOG/dev.log
 log "starting veil dev (log: $devlog)"
 VEIL_DATA_DIR=$VEIL_DATA bin/veil dev >"$devlog" 2>&1 &

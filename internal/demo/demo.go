@@ -2,8 +2,8 @@
 // through ingest into Kafka, ClickHouse and the Redis counters; an API from
 // draft to active through an approval; a consumer's plan, subscription and
 // key; the gateway's rate limit and quota; the notices they send; and a
-// hybrid plan from a YAML file, a promotion code and a quote of the usage
-// metered so far. It
+// hybrid plan from a YAML file, a promotion code, a quote of the usage
+// metered so far and the invoice of the period once it ends. It
 // speaks to the control plane through the typed client of package client,
 // and prints each step as it goes (make demo shows that output).
 package demo
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/rueidis"
 
 	"github.com/veil-platform/veil/client"
@@ -66,6 +67,11 @@ type Config struct {
 	// out. PlanFile is the plan it saves, declared for the API weather,
 	// whose slug the demo replaces with its API's.
 	PricingDir, PlanFile string
+	// Postgres is the control plane's database, where the demo ends the
+	// consumer's billing period (a month cannot pass in a demo), and the
+	// invoice's PDF is saved next to PricingDir, in invoices; nil leaves
+	// the invoice out.
+	Postgres *pgxpool.Pool
 }
 
 // walk is one run of the demo: its configuration, where it prints, and
@@ -127,5 +133,5 @@ func (w *walk) whatRunsWhere() {
 Try: bin/veil usage --subscription `+Subject0+`
      clickhouse-client --database %s --query 'SELECT subject, count() FROM usage_events GROUP BY subject'
 `, c.IngestURL, c.Brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, broker.TopicQuotaEvents, c.ClickHouseAddr, c.ClickHouseDB, c.RedisAddr, c.ControlPlaneURL, c.GatewayURL, c.ClickHouseDB)
-	fmt.Fprintln(w.out, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway, which enforced the consumer's rate limit and quota; a plan file became a priced plan, whose quote of the metered usage the promotion code discounts")
+	fmt.Fprintln(w.out, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway, which enforced the consumer's rate limit and quota; a plan file became a priced plan, whose quote of the metered usage the promotion code discounts, and the period's end an invoice with its PDF")
 }

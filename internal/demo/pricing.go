@@ -18,8 +18,9 @@ import (
 
 // pricing walks a priced plan: the provider's hybrid plan comes from a
 // YAML file dropped into the plan directory veil dev watches, a promotion
-// code discounts it, a consumer subscribes with the code and calls, and
-// the quote prices the usage the processors metered so far.
+// code discounts it, a consumer subscribes with the code and calls, the
+// quote prices the usage the processors metered so far, and the period,
+// once ended, is invoiced.
 func (w *walk) pricing(ctx context.Context, api demoAPI) error {
 	if w.cfg.PricingDir == "" {
 		w.step("no plan directory (VEIL_PRICING_DIR): the priced plan from a YAML file is left out")
@@ -72,7 +73,10 @@ func (w *walk) pricing(ctx context.Context, api demoAPI) error {
 	if err != nil {
 		return err
 	}
-	return w.quotes(ctx, s, planID, code, used)
+	if err := w.quotes(ctx, s, planID, code, used); err != nil {
+		return err
+	}
+	return w.invoice(ctx, s, calls)
 }
 
 // planFromFile writes deploy/pricing/hybrid.yaml, for the demo's API, into
