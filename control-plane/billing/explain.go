@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/billing/internal/db"
 	"github.com/veil-platform/veil/metering"
@@ -97,6 +98,7 @@ func (e Explanation) Write(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "invoice %s (%s), %s, period %s to %s\n\n", e.Invoice.ID, number, e.Invoice.Status,
 		e.Invoice.PeriodStart.UTC().Format("2006-01-02T15:04:05Z"), e.Invoice.PeriodEnd.UTC().Format("2006-01-02T15:04:05Z"))
+	m := func(d decimal.Decimal) string { return money(e.Invoice.Currency, d) }
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "#\tkind\tdescription\tquantity\tstored\trecomputed\t")
 	n := max(len(e.Stored.Lines), len(e.Recomputed.Lines))
@@ -104,14 +106,14 @@ func (e Explanation) Write(w io.Writer) error {
 		var kind, desc, qty, stored, again string
 		if i < len(e.Stored.Lines) {
 			l := e.Stored.Lines[i]
-			kind, desc, qty, stored = l.Kind, l.Description, l.Quantity.String(), l.Amount.StringFixed(2)
+			kind, desc, qty, stored = l.Kind, l.Description, l.Quantity.String(), m(l.Amount)
 		}
 		if i < len(e.Recomputed.Lines) {
 			l := e.Recomputed.Lines[i]
 			if kind == "" {
 				kind, desc, qty = l.Kind, l.Description, l.Quantity.String()
 			}
-			again = l.Amount.StringFixed(2)
+			again = m(l.Amount)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", i+1, kind, desc, qty, stored, again)
 	}
@@ -119,13 +121,13 @@ func (e Explanation) Write(w io.Writer) error {
 		name          string
 		stored, again string
 	}{
-		{"subtotal", e.Stored.Subtotal.String(), e.Recomputed.Subtotal.String()},
-		{"discount", e.Stored.Discount.String(), e.Recomputed.Discount.String()},
-		{"tax", e.Stored.Tax.String(), e.Recomputed.Tax.String()},
-		{"total", e.Stored.Total.String(), e.Recomputed.Total.String()},
-		{"credit applied", e.Stored.CreditApplied.String(), e.Recomputed.CreditApplied.String()},
-		{"amount due", e.Stored.AmountDue.String(), e.Recomputed.AmountDue.String()},
-		{"credit issued", e.Stored.CreditIssued.String(), e.Recomputed.CreditIssued.String()},
+		{"subtotal", m(e.Stored.Subtotal), m(e.Recomputed.Subtotal)},
+		{"discount", m(e.Stored.Discount), m(e.Recomputed.Discount)},
+		{"tax", m(e.Stored.Tax), m(e.Recomputed.Tax)},
+		{"total", m(e.Stored.Total), m(e.Recomputed.Total)},
+		{"credit applied", m(e.Stored.CreditApplied), m(e.Recomputed.CreditApplied)},
+		{"amount due", m(e.Stored.AmountDue), m(e.Recomputed.AmountDue)},
+		{"credit issued", m(e.Stored.CreditIssued), m(e.Recomputed.CreditIssued)},
 	} {
 		fmt.Fprintf(tw, "\t%s\t\t\t%s\t%s\t\n", t.name, t.stored, t.again)
 	}
@@ -133,7 +135,7 @@ func (e Explanation) Write(w io.Writer) error {
 		return fmt.Errorf("write explanation: %w", err)
 	}
 	if len(e.Diffs) == 0 {
-		_, err := fmt.Fprintf(w, "\ndifference: none (%s %s reproduced from its cites)\n", e.Invoice.Currency, e.Stored.AmountDue.String())
+		_, err := fmt.Fprintf(w, "\ndifference: none (%s %s reproduced from its cites)\n", e.Invoice.Currency, m(e.Stored.AmountDue))
 		return err
 	}
 	fmt.Fprintf(w, "\ndifferences: %d\n", len(e.Diffs))
@@ -141,6 +143,17 @@ func (e Explanation) Write(w io.Writer) error {
 		fmt.Fprintf(w, "  line %d %s: stored %q, recomputed %q\n", d.Position, d.Field, d.Stored, d.Recomputed)
 	}
 	return nil
+}
+
+// money writes an amount with the decimals of its currency's minor unit
+// (JPY 1500, EUR 12.50, KWD 1.250), as invoices print it; an unknown code
+// (which no invoice has) gets two.
+func money(code string, d decimal.Decimal) string {
+	c, err := metering.CurrencyOf(code)
+	if err != nil {
+		return d.StringFixed(2)
+	}
+	return c.Format(d)
 }
 
 // ExplainAll explains every invoice of a billing period in the database

@@ -255,9 +255,21 @@ func (s *Service) Void(ctx context.Context, actor identity.Actor, id uuid.UUID) 
 		if err := q.InvoiceMarkVoid(ctx, db.InvoiceMarkVoidParams{ID: inv.ID, At: &at}); err != nil {
 			return fmt.Errorf("void invoice: %w", err)
 		}
+		k := creditKey{inv.IssuerID, inv.CustomerID, inv.Currency}
 		if inv.CreditApplied.IsPositive() {
-			k := creditKey{inv.IssuerID, inv.CustomerID, inv.Currency}
 			if _, err := moveCredit(ctx, q, k, CreditRefund, inv.CreditApplied, &inv.ID, "refund of the voided invoice", actor.Subject); err != nil {
+				return err
+			}
+		}
+		// The credit a negative total issued goes with the invoice (an
+		// entry of kind applied, the ledger's one negative kind); if the
+		// customer spent it already, the void is refused.
+		if inv.Total.IsNegative() {
+			_, err := moveCredit(ctx, q, k, CreditApplied, inv.Total, &inv.ID, "credit issued by the voided invoice taken back", actor.Subject)
+			if errors.Is(err, ErrInsufficientCredit) {
+				return fmt.Errorf("void invoice: the %s %s of credit it issued is spent already: %w", money(inv.Currency, inv.Total.Neg()), inv.Currency, err)
+			}
+			if err != nil {
 				return err
 			}
 		}
