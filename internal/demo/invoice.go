@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/veil-platform/veil/client"
 )
 
@@ -21,6 +23,9 @@ func (w *walk) invoice(ctx context.Context, s *consumerSide, calls int) error {
 	if w.cfg.Postgres == nil {
 		w.step("no Postgres connection: the invoice of the period is left out")
 		return nil
+	}
+	if err := w.tax(ctx, s); err != nil {
+		return err
 	}
 	w.step("the month ends: the demo sets the subscription's current_period_end to now; veil dev's billing cycle records the period, snapshots its usage from ClickHouse after the grace, builds the invoice and finalizes it")
 	if err := w.billable(ctx, s, calls); err != nil {
@@ -42,9 +47,6 @@ func (w *walk) invoice(ctx context.Context, s *consumerSide, calls int) error {
 		{"credit applied", inv.CreditApplied}, {"amount due", inv.AmountDue}} {
 		fmt.Fprintf(w.out, "    %-18s %79s %s\n", row[0], row[1], inv.Currency)
 	}
-	if strings.Trim(inv.Tax, "0.") == "" {
-		fmt.Fprintln(w.out, "    (no tax rule of the provider applies to the customer: no tax line)")
-	}
 	pdf, err := w.cp.GetInvoicePDFWithResponse(ctx, inv.Id, nil, client.Bearer(s.consumer))
 	if err := client.Check(pdf, err); err != nil {
 		return fmt.Errorf("GET /v1/invoices/%s/pdf: %w", inv.Id, err)
@@ -61,6 +63,51 @@ func (w *walk) invoice(ctx context.Context, s *consumerSide, calls int) error {
 		path = abs
 	}
 	fmt.Fprintf(w.out, "  the PDF (GET /v1/invoices/%s/pdf, %d bytes) is saved as %s\n", inv.Id, len(pdf.Body), path)
+	return nil
+}
+
+// tax gives both organizations a billing profile in Portugal and the
+// provider a tax rule there (23% VAT, on top of the prices), once: the
+// invoice then charges it.
+func (w *walk) tax(ctx context.Context, s *consumerSide) error {
+	api, err := w.cp.GetAPIWithResponse(ctx, s.api.id, nil, client.Bearer(s.provider))
+	if err := client.Check(api, err); err != nil {
+		return fmt.Errorf("GET /v1/apis/%s: %w", s.api.id, err)
+	}
+	sub, err := w.cp.GetSubscriptionWithResponse(ctx, s.subID, nil, client.Bearer(s.consumer))
+	if err := client.Check(sub, err); err != nil {
+		return fmt.Errorf("GET /v1/subscriptions/%s: %w", s.subID, err)
+	}
+	issuer, customer := api.JSON200.OrganizationId, sub.JSON200.OrganizationId
+	w.step("billing profiles in Portugal (PUT /v1/organizations/{id}/billing-profile) and the provider's tax rule: POST /v1/organizations/%s/tax-rules (PT, 23%%)", issuer)
+	for _, p := range []struct {
+		org        uuid.UUID
+		tok        string
+		name, mail string
+	}{{issuer, s.provider, "Demo Weather, Lda.", "billing@demo-weather.test"}, {customer, s.consumer, "Demo Hotels, S.A.", "accounts@demo-hotels.test"}} {
+		put, err := w.cp.PutBillingProfileWithResponse(ctx, p.org, nil, client.BillingProfileInput{
+			LegalName: p.name, Country: "PT", Email: p.mail, City: client.Ptr("Porto"),
+		}, client.Bearer(p.tok))
+		if err := client.Check(put, err); err != nil {
+			return fmt.Errorf("PUT /v1/organizations/%s/billing-profile: %w", p.org, err)
+		}
+	}
+	rules, err := w.cp.ListTaxRulesWithResponse(ctx, issuer, nil, client.Bearer(s.provider))
+	if err := client.Check(rules, err); err != nil {
+		return fmt.Errorf("GET /v1/organizations/%s/tax-rules: %w", issuer, err)
+	}
+	for _, r := range rules.JSON200.Data {
+		if r.Country == "PT" {
+			fmt.Fprintf(w.out, "  the rule of an earlier run applies: %s %s%%\n", r.Country, r.RatePercent)
+			return nil
+		}
+	}
+	created, err := w.cp.CreateTaxRuleWithResponse(ctx, issuer, nil, client.TaxRuleInput{Country: "PT", RatePercent: "23", Name: client.Ptr("IVA")},
+		client.Bearer(s.provider))
+	if err := client.Check(created, err); err != nil {
+		return fmt.Errorf("POST /v1/organizations/%s/tax-rules: %w", issuer, err)
+	}
+	fmt.Fprintf(w.out, "  rule %s: %s %s%%, exclusive\n", created.JSON201.Id, created.JSON201.Country, created.JSON201.RatePercent)
 	return nil
 }
 
