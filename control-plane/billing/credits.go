@@ -170,18 +170,18 @@ func moveCredit(ctx context.Context, q *db.Queries, k creditKey, kind string, am
 	}, nil
 }
 
-// CreditBalances lists the balances the actor may see: a provider's as
-// issuer, a consumer's as customer, every one for admins (filtered by
-// issuer and customer when they are not uuid.Nil).
+// CreditBalances lists the balances the actor may see: those its
+// organization is a party to, as issuer or as customer (a provider's
+// organization is also a customer of other providers), every one for
+// admins (filtered by issuer and customer when they are not uuid.Nil).
 func (s *Service) CreditBalances(ctx context.Context, actor identity.Actor, issuer, customer uuid.UUID) ([]CreditBalance, error) {
-	if !actor.IsAdmin() {
-		if actor.Role == identity.RoleProvider {
-			issuer = actor.OrgID
-		} else {
-			customer = actor.OrgID
-		}
+	var rows []db.CreditBalance
+	var err error
+	if actor.IsAdmin() {
+		rows, err = db.New(s.pool).CreditBalances(ctx, db.CreditBalancesParams{IssuerID: issuer, CustomerID: customer})
+	} else {
+		rows, err = db.New(s.pool).CreditBalancesOfParty(ctx, db.CreditBalancesOfPartyParams{OrgID: actor.OrgID, IssuerID: issuer, CustomerID: customer})
 	}
-	rows, err := db.New(s.pool).CreditBalances(ctx, db.CreditBalancesParams{IssuerID: issuer, CustomerID: customer})
 	if err != nil {
 		return nil, fmt.Errorf("list credit balances: %w", err)
 	}

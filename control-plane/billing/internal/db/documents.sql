@@ -59,3 +59,13 @@ FROM subscriptions s
 JOIN apis a ON a.id = s.api_id
 JOIN plan_versions v ON v.id = s.plan_version_id
 WHERE s.id = $1;
+
+-- CreditBalancesOfParty are the balances an organization is a party to,
+-- as issuer or as customer (a provider's organization may be both), with
+-- the optional filters of CreditBalances.
+-- name: CreditBalancesOfParty :many
+SELECT issuer_id, customer_id, currency, balance FROM credit_balances
+WHERE (issuer_id = @org_id OR customer_id = @org_id)
+  AND (@issuer_id::uuid = '00000000-0000-0000-0000-000000000000' OR issuer_id = @issuer_id)
+  AND (@customer_id::uuid = '00000000-0000-0000-0000-000000000000' OR customer_id = @customer_id)
+ORDER BY issuer_id, customer_id, currency;

@@ -12,6 +12,48 @@ import (
 	"github.com/google/uuid"
 )
 
+const creditBalancesOfParty = `-- name: CreditBalancesOfParty :many
+SELECT issuer_id, customer_id, currency, balance FROM credit_balances
+WHERE (issuer_id = $1 OR customer_id = $1)
+  AND ($2::uuid = '00000000-0000-0000-0000-000000000000' OR issuer_id = $2)
+  AND ($3::uuid = '00000000-0000-0000-0000-000000000000' OR customer_id = $3)
+ORDER BY issuer_id, customer_id, currency
+`
+
+type CreditBalancesOfPartyParams struct {
+	OrgID      uuid.UUID
+	IssuerID   uuid.UUID
+	CustomerID uuid.UUID
+}
+
+// CreditBalancesOfParty are the balances an organization is a party to,
+// as issuer or as customer (a provider's organization may be both), with
+// the optional filters of CreditBalances.
+func (q *Queries) CreditBalancesOfParty(ctx context.Context, arg CreditBalancesOfPartyParams) ([]CreditBalance, error) {
+	rows, err := q.db.Query(ctx, creditBalancesOfParty, arg.OrgID, arg.IssuerID, arg.CustomerID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []CreditBalance
+	for rows.Next() {
+		var i CreditBalance
+		if err := rows.Scan(
+			&i.IssuerID,
+			&i.CustomerID,
+			&i.Currency,
+			&i.Balance,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const invoiceList = `-- name: InvoiceList :many
 
 SELECT id, issuer_id, customer_id, subscription_id, billing_period_id, status, number, currency, period_start, period_end,
