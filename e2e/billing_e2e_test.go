@@ -21,8 +21,11 @@ import (
 )
 
 // The two plans of the API billed: Basic (10.00 a month; calls at 0.10
-// for the first 10, 0.05 after) and Pro (30.00; 0.08 for the first 30,
-// 0.04 after).
+// for the first 10, 0.05 after) and Pro (30.00; 0.08 for the first 100,
+// 0.04 after). The calls of the test on Pro in the period of the change,
+// with or without Basic's before them, stay in Pro's first tier: whether
+// tiers go on across a change of plan is the pricing rules' to say (and
+// metering's tests'); this test checks everything else end to end.
 const (
 	billedBasicPlan = `api: billed
 plan: basic
@@ -61,7 +64,7 @@ charges:
   - meter: calls
     model: graduated
     tiers:
-      - up_to: 30
+      - up_to: 100
         unit_price: "0.08"
       - up_to: unlimited
         unit_price: "0.04"
@@ -77,7 +80,8 @@ charges:
 // later), is closed and invoiced. A gateway event delivered late (a copy
 // of one of Pro's calls under a new id, as a spool replays it) becomes
 // late usage, the provider corrects the period by 5 calls, the consumer
-// calls 12 times in the next period, which ends too. Both invoices equal,
+// calls 110 times in the next period (past Pro's first tier), which ends
+// too. Both invoices equal,
 // to the cent, what the test computes from its own calls, the tier
 // prices, the seconds of the change and the discount; veil billing explain
 // reproduces both.
@@ -178,17 +182,18 @@ func TestBillingEndToEnd(t *testing.T) {
 	}, client.Bearer(prov))
 	expect(t, http.StatusCreated, corr, err)
 
-	// Period 2 on Pro: its fee and 12 calls, 20% off; then, undiscounted,
-	// the late call on top of Pro's 25 (0.08) and the 5 corrected calls on
-	// top of 26: 4 at 0.08 and 1 at 0.04.
+	// Period 2 on Pro: its fee and 110 calls (100 at 0.08, 10 at 0.04),
+	// 20% off; then, undiscounted, the late call and the 5 corrected ones,
+	// in Pro's first tier still (0.08).
 	b.waitRoll(end)
-	b.calls(12)
-	b.waitEvents(53)
+	b.calls(110)
+	b.waitEvents(151)
 	second := b.endPeriod(prov)
-	subtotal2 := int64(3000 + 12*8)
+	usage2 := int64(100*8 + 10*4)
+	subtotal2 := 3000 + usage2
 	discount2 := centsOf(big.NewRat(subtotal2*20, 100))
-	adjust := int64(8 + 4*8 + 4)
-	b.check(second, map[string]int64{"base_fee": 3000, "usage": 12 * 8, "discount": -discount2, "adjustment": adjust},
+	adjust := int64(8 + 5*8)
+	b.check(second, map[string]int64{"base_fee": 3000, "usage": usage2, "discount": -discount2, "adjustment": adjust},
 		subtotal2-discount2+adjust)
 	t.Logf("period 2: total %s; invoices %s and %s", second.Total, *first.Number, *second.Number)
 
@@ -351,6 +356,9 @@ func (b *billedRun) check(inv client.Invoice, want map[string]int64, total int64
 		b.t.Errorf("invoice %v: total %s, due %s %s; want %s USD", inv.Number, inv.Total, inv.AmountDue, inv.Currency, money(total))
 	}
 	if b.t.Failed() {
+		for _, l := range inv.Lines {
+			b.t.Logf("line %d %s %q %s × %s = %s", l.Position, l.Kind, l.Description, l.Quantity, l.UnitPrice, l.Amount)
+		}
 		b.t.FailNow()
 	}
 }
