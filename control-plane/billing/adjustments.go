@@ -134,7 +134,10 @@ func (s *Service) CreateAdjustment(ctx context.Context, actor identity.Actor, su
 		return Adjustment{}, err
 	}
 	// A correction below zero is checked against the segment that will
-	// price it, read before the transaction as invoices read it.
+	// price it, read as invoices read it. It is read before the
+	// transaction: a closed period's snapshot and plan history do not
+	// change; what does, its adjustments, is summed under the period's
+	// row lock (checkAdjustment).
 	var last *metering.Segment
 	if in.Quantity != nil && in.Quantity.IsNegative() {
 		segs, _, err := s.SegmentsFor(ctx, *in.BillingPeriodID)
@@ -198,10 +201,12 @@ func adjustableSubscription(ctx context.Context, q *db.Queries, actor identity.A
 // checkAdjustment checks a correction against its subscription: the
 // period is one of its closed ones, the meter one of its API's, the
 // currency its own, and a negative quantity leaves the quantity of the
-// period's last segment (last, which prices it) at zero or more.
+// period's last segment (last, which prices it) at zero or more. The
+// period's row stays locked until the transaction ends, so corrections
+// of a period are checked one after the other.
 func checkAdjustment(ctx context.Context, q *db.Queries, subID uuid.UUID, sub db.AdjustableSubscriptionRow, in AdjustmentInput, last *metering.Segment) error {
 	if in.BillingPeriodID != nil {
-		state, err := q.PeriodOfSubscription(ctx, db.PeriodOfSubscriptionParams{ID: *in.BillingPeriodID, SubscriptionID: subID})
+		state, err := q.PeriodOfSubscriptionLock(ctx, db.PeriodOfSubscriptionLockParams{ID: *in.BillingPeriodID, SubscriptionID: subID})
 		if errors.Is(err, pgx.ErrNoRows) {
 			return validation.One("billing_period_id", "is not a billing period of the subscription")
 		}

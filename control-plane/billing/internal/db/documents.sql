@@ -69,3 +69,10 @@ WHERE (issuer_id = @org_id OR customer_id = @org_id)
   AND (@issuer_id::uuid = '00000000-0000-0000-0000-000000000000' OR issuer_id = @issuer_id)
   AND (@customer_id::uuid = '00000000-0000-0000-0000-000000000000' OR customer_id = @customer_id)
 ORDER BY issuer_id, customer_id, currency;
+
+-- PeriodOfSubscriptionLock is the state of a subscription's billing
+-- period, its row locked until the transaction ends: a negative
+-- correction of the period sums its adjustments under this lock, so two
+-- at once cannot both pass the below-zero check.
+-- name: PeriodOfSubscriptionLock :one
+SELECT state FROM billing_periods WHERE id = @id AND subscription_id = @subscription_id FOR UPDATE;

@@ -255,6 +255,26 @@ func (q *Queries) OrganizationName(ctx context.Context, id uuid.UUID) (string, e
 	return name, err
 }
 
+const periodOfSubscriptionLock = `-- name: PeriodOfSubscriptionLock :one
+SELECT state FROM billing_periods WHERE id = $1 AND subscription_id = $2 FOR UPDATE
+`
+
+type PeriodOfSubscriptionLockParams struct {
+	ID             uuid.UUID
+	SubscriptionID uuid.UUID
+}
+
+// PeriodOfSubscriptionLock is the state of a subscription's billing
+// period, its row locked until the transaction ends: a negative
+// correction of the period sums its adjustments under this lock, so two
+// at once cannot both pass the below-zero check.
+func (q *Queries) PeriodOfSubscriptionLock(ctx context.Context, arg PeriodOfSubscriptionLockParams) (BillingPeriodState, error) {
+	row := q.db.QueryRow(ctx, periodOfSubscriptionLock, arg.ID, arg.SubscriptionID)
+	var state BillingPeriodState
+	err := row.Scan(&state)
+	return state, err
+}
+
 const previewSubscription = `-- name: PreviewSubscription :one
 SELECT s.id, s.organization_id AS customer_id, a.organization_id AS issuer_id, s.current_period_start, s.current_period_end,
     s.trial_ends_at, s.canceled_at, v.net_days
