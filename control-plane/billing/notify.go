@@ -23,7 +23,8 @@ type Mailer interface {
 }
 
 // Notice kinds: the finalized invoice, and the reminders 3 days before its
-// due date, on it and 7 days after. Each is sent once per invoice
+// due date, on it and 7 days after (until 14 days after: an overdue notice
+// a month late would be news of nothing). Each is sent once per invoice
 // (invoice_notices), a reminder only while the invoice is open with an
 // amount due and only inside its window, so a reminder whose time passed
 // while nothing ran is skipped rather than sent late.

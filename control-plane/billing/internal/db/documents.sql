@@ -22,7 +22,7 @@ ORDER BY created_at, id LIMIT @row_limit;
 -- since finalized_since (not to invoices from long before); the
 -- reminders to open ones with an amount due, each in its own window
 -- (due_soon from 3 days before the due date, due from it, overdue from 7
--- days after), a reminder whose window has passed never sent late.
+-- to 14 days after), a reminder whose window has passed never sent late.
 -- name: NoticesDue :many
 SELECT i.id, k.kind::invoice_notice_kind AS kind
 FROM invoices i, unnest(ARRAY['finalized', 'due_soon', 'due', 'overdue']::invoice_notice_kind[]) AS k (kind)
@@ -31,7 +31,7 @@ WHERE i.status IN ('open', 'paid')
     WHEN 'finalized' THEN i.finalized_at >= @finalized_since::timestamptz
     WHEN 'due_soon' THEN i.status = 'open' AND i.amount_due > 0 AND @now::timestamptz >= i.due_at - interval '3 days' AND @now::timestamptz < i.due_at
     WHEN 'due' THEN i.status = 'open' AND i.amount_due > 0 AND @now::timestamptz >= i.due_at AND @now::timestamptz < i.due_at + interval '7 days'
-    ELSE i.status = 'open' AND i.amount_due > 0 AND @now::timestamptz >= i.due_at + interval '7 days'
+    ELSE i.status = 'open' AND i.amount_due > 0 AND @now::timestamptz >= i.due_at + interval '7 days' AND @now::timestamptz < i.due_at + interval '14 days'
   END
   AND NOT EXISTS (SELECT 1 FROM invoice_notices n WHERE n.invoice_id = i.id AND n.kind = k.kind)
 ORDER BY i.finalized_at, i.id, k.kind

@@ -200,7 +200,7 @@ WHERE i.status IN ('open', 'paid')
     WHEN 'finalized' THEN i.finalized_at >= $1::timestamptz
     WHEN 'due_soon' THEN i.status = 'open' AND i.amount_due > 0 AND $2::timestamptz >= i.due_at - interval '3 days' AND $2::timestamptz < i.due_at
     WHEN 'due' THEN i.status = 'open' AND i.amount_due > 0 AND $2::timestamptz >= i.due_at AND $2::timestamptz < i.due_at + interval '7 days'
-    ELSE i.status = 'open' AND i.amount_due > 0 AND $2::timestamptz >= i.due_at + interval '7 days'
+    ELSE i.status = 'open' AND i.amount_due > 0 AND $2::timestamptz >= i.due_at + interval '7 days' AND $2::timestamptz < i.due_at + interval '14 days'
   END
   AND NOT EXISTS (SELECT 1 FROM invoice_notices n WHERE n.invoice_id = i.id AND n.kind = k.kind)
 ORDER BY i.finalized_at, i.id, k.kind
@@ -223,7 +223,7 @@ type NoticesDueRow struct {
 // since finalized_since (not to invoices from long before); the
 // reminders to open ones with an amount due, each in its own window
 // (due_soon from 3 days before the due date, due from it, overdue from 7
-// days after), a reminder whose window has passed never sent late.
+// to 14 days after), a reminder whose window has passed never sent late.
 func (q *Queries) NoticesDue(ctx context.Context, arg NoticesDueParams) ([]NoticesDueRow, error) {
 	rows, err := q.db.Query(ctx, noticesDue, arg.FinalizedSince, arg.Now, arg.RowLimit)
 	if err != nil {
