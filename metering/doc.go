@@ -18,9 +18,12 @@
 // full; at each change of version a proration credit of the old fee and a
 // charge of the new one for the time left, by the exact fraction of the
 // period (never rounded itself); each plan-version segment's usage rated
-// by its own version (included units and tiers per segment); promotions in
-// promotion.go's order on those lines (free units used up segment by
-// segment); adjustments priced on top of what their period billed; tax
+// by its own version on top of what the period used before it,
+// rate(before + q) − rate(before), so that included units and tiers are
+// the period's and changing plans back and forth grants nothing;
+// promotions applied as a quote's, by one applier (free units are the
+// period's first units); adjustments priced on top of what their period
+// billed; tax
 // exclusive, inclusive (stated, not added) or reverse-charged (the legal
 // mention); then the customer's credit applied up to the total, or a
 // negative total turned into credit issued, so that the amount due, the

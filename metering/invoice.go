@@ -16,13 +16,22 @@ package metering
 //     Upgrades and downgrades alike; with several changes each has its
 //     pair. A version without a base fee has no line. Adjacent segments of
 //     one version are one segment.
-//  2. Usage. Each segment's usage is rated by its own version's charges
-//     (Charge.Rate): included units and tiers apply per segment. A meter a
-//     segment's version does not price must have no usage in it.
-//  3. Promotions, in promotion.go's order on the fees and usage: free_units
-//     reduce the meter's metered quantity segment by segment, in order,
-//     until the units are used up (one discount line per promotion: what
-//     the reductions save, nothing when they save nothing, as free units
+//  2. Usage. Usage goes on across segments: a segment's quantity q of a
+//     meter is priced by its own version's charge v on top of what the
+//     period used of that meter in the segments before it (before):
+//     rate_v(before + q) − rate_v(before), the rule adjustments follow.
+//     Included units and tiers are the period's, not a segment's, so
+//     changing plans back and forth grants no included units again and
+//     restarts no tier. The lines are Rate(before + q)'s less
+//     Rate(before)'s, tier by tier (a volume charge: one line at the tier
+//     of before + q, its unit price the average when before was at
+//     another). A meter a segment's version does not price must have no
+//     usage in it.
+//  3. Promotions, applied as a quote's (promotion.go's applyPromotions)
+//     on the fees and usage: free_units take the period's first units of
+//     the meter off, segment by segment, and save the meter's usage
+//     priced as in 2 less the same without those units (one discount
+//     line per promotion, nothing when they save nothing, as free units
 //     of a volume charge that fall back to a dearer tier); then amounts,
 //     then percentages of what remains. A discount never takes more than
 //     what remains, and nothing when the fees and usage sum to zero or
@@ -59,7 +68,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -200,11 +208,10 @@ func BuildInvoice(in InvoiceInput) (Invoice, error) {
 	if !in.Trial {
 		segs := mergeSegments(in.Segments)
 		b.fees(segs, in.PeriodStart, in.PeriodEnd)
-		full, err := b.usage(segs)
-		if err != nil {
+		if err := b.usage(segs); err != nil {
 			return Invoice{}, fmt.Errorf("build invoice: %w", err)
 		}
-		if err := b.promotions(segs, full, in.Promotions); err != nil {
+		if err := b.promotions(segs, in.Promotions); err != nil {
 			return Invoice{}, fmt.Errorf("build invoice: %w", err)
 		}
 	}
@@ -376,31 +383,73 @@ func roundQuo(cur Currency, num, den decimal.Decimal) decimal.Decimal {
 	return q
 }
 
-// usage adds each segment's usage lines, rated by its own version, and
-// returns each segment's charge totals per meter (what free units save
-// from).
-func (b *invoiceBuilder) usage(segs []Segment) ([]map[string]decimal.Decimal, error) {
-	full := make([]map[string]decimal.Decimal, len(segs))
+// usage adds each segment's usage lines: its quantity of each meter
+// priced by its own version on top of what the period used of that meter
+// before it (rateOnTop), so that included units and tiers are the
+// period's: changing plans back and forth does not grant included units
+// again or restart the tiers.
+func (b *invoiceBuilder) usage(segs []Segment) error {
+	before := make(map[string]decimal.Decimal)
 	for i, s := range segs {
-		full[i] = make(map[string]decimal.Decimal, len(s.Terms.Charges))
 		for meter, q := range s.Usage {
 			if !q.IsZero() && !slices.ContainsFunc(s.Terms.Charges, func(c Charge) bool { return c.Meter == meter }) {
-				return nil, fmt.Errorf("segment %d (%s): %w: %q", i+1, s.PlanVersionID, ErrUnknownMeter, meter)
+				return fmt.Errorf("segment %d (%s): %w: %q", i+1, s.PlanVersionID, ErrUnknownMeter, meter)
 			}
 		}
 		for _, c := range s.Terms.Charges {
-			lines, total, err := c.Rate(s.Usage[c.Meter], b.cur)
+			q := s.Usage[c.Meter]
+			lines, err := c.rateOnTop(before[c.Meter], q, b.cur)
 			if err != nil {
-				return nil, fmt.Errorf("segment %d (%s): %w", i+1, s.PlanVersionID, err)
+				return fmt.Errorf("segment %d (%s): %w", i+1, s.PlanVersionID, err)
 			}
-			full[i][c.Meter] = total
+			before[c.Meter] = before[c.Meter].Add(q)
 			for _, l := range lines {
 				b.add(InvoiceLine{Kind: LineUsage, Description: usageDescription(l), PlanVersionID: s.PlanVersionID,
 					Meter: l.Meter, Tier: l.Tier, Quantity: l.Quantity, UnitPrice: l.UnitPrice, Amount: l.Amount})
 			}
 		}
 	}
-	return full, nil
+	return nil
+}
+
+// rateOnTop prices q units of c's meter used after before units: the
+// lines of Rate(before + q) less those of Rate(before), tier by tier, so
+// that they sum to rate(before + q) − rate(before). A volume charge is one
+// line at the tier of before + q; when before was priced at another tier,
+// its unit price is the average, for the reader (the amount reprices the
+// earlier units at the new tier, as the model does).
+func (c Charge) rateOnTop(before, q decimal.Decimal, cur Currency) ([]Line, error) {
+	was, _, err := c.Rate(before, cur)
+	if err != nil {
+		return nil, err
+	}
+	now, _, err := c.Rate(before.Add(q), cur)
+	if err != nil || len(was) == 0 {
+		return now, err
+	}
+	if c.Model == ModelVolume {
+		l := now[0]
+		l.Quantity, l.Amount, l.Flat = l.Quantity.Sub(was[0].Quantity), l.Amount.Sub(was[0].Amount), l.Flat.Sub(was[0].Flat)
+		if was[0].Tier != l.Tier && !l.Quantity.IsZero() {
+			l.UnitPrice = l.Amount.DivRound(l.Quantity, 12)
+		}
+		if l.Quantity.IsZero() && l.Amount.IsZero() {
+			return nil, nil
+		}
+		return []Line{l}, nil
+	}
+	out := make([]Line, 0, len(now))
+	for _, l := range now {
+		for _, w := range was {
+			if w.Tier == l.Tier {
+				l.Quantity, l.Amount, l.Flat = l.Quantity.Sub(w.Quantity), l.Amount.Sub(w.Amount), l.Flat.Sub(w.Flat)
+			}
+		}
+		if !l.Quantity.IsZero() || !l.Amount.IsZero() {
+			out = append(out, l)
+		}
+	}
+	return out, nil
 }
 
 func usageDescription(l Line) string {
@@ -410,114 +459,46 @@ func usageDescription(l Line) string {
 	return l.Meter + ", tier " + strconv.Itoa(l.Tier)
 }
 
-// promotions adds the discount lines, in promotion.go's order of
-// application, on the fee and usage lines.
-func (b *invoiceBuilder) promotions(segs []Segment, full []map[string]decimal.Decimal, promos []Promotion) error {
+// promotions adds the discount lines, applied by applyPromotions (as a
+// quote's) on the fee and usage lines: free units are the period's first
+// units of their meter, and what they save is the meter's usage priced
+// as usage prices it, less the same with those units taken off.
+func (b *invoiceBuilder) promotions(segs []Segment, promos []Promotion) error {
 	if len(promos) == 0 {
 		return nil
 	}
-	if err := validatePromotions(promos, b.cur); err != nil {
-		return err
-	}
-	applying := ApplyingPromotions(promos)
-	left := make([]map[string]decimal.Decimal, len(segs))
-	for _, pr := range applying {
-		if pr.Kind != PromotionFreeUnits {
-			continue
-		}
-		saved, priced, err := b.freeUnits(segs, full, left, pr)
-		if err != nil {
-			return err
-		}
-		if priced {
-			b.discount(pr, pr.Meter, saved)
-		}
-	}
-	for _, kind := range []string{PromotionAmountOff, PromotionPercentOff} {
-		for _, pr := range applying {
-			switch {
-			case pr.Kind != kind:
-			case kind == PromotionAmountOff:
-				b.discount(pr, "", b.cur.Round(pr.Value))
-			default:
-				b.discount(pr, "", b.cur.Round(b.remaining().Mul(pr.Value).Shift(-2)))
+	cost := func(meter string, free decimal.Decimal) (decimal.Decimal, bool, error) {
+		total, before, priced := decimal.Zero, decimal.Zero, false
+		for _, s := range segs {
+			q := s.Usage[meter]
+			cut := decimal.Min(free, q)
+			free, q = free.Sub(cut), q.Sub(cut)
+			i := slices.IndexFunc(s.Terms.Charges, func(c Charge) bool { return c.Meter == meter })
+			if i < 0 {
+				continue
 			}
-		}
-	}
-	return nil
-}
-
-// validatePromotions refuses what QuoteWithPromotions refuses: an invalid
-// promotion, a code given twice, an amount in another currency.
-func validatePromotions(promos []Promotion, cur Currency) error {
-	seen := make(map[string]bool, len(promos))
-	for _, pr := range promos {
-		if err := pr.Validate(); err != nil {
-			return err
-		}
-		code := strings.ToLower(pr.Code)
-		if seen[code] {
-			return fmt.Errorf("%w: %q given twice", ErrInvalidPromotion, pr.Code)
-		}
-		seen[code] = true
-		if pr.Kind == PromotionAmountOff && pr.Currency != cur.Code {
-			return fmt.Errorf("%w: %q is in %s, the invoice in %s", ErrPromotionCurrency, pr.Code, pr.Currency, cur.Code)
-		}
-	}
-	return nil
-}
-
-// freeUnits reduces pr's meter segment by segment, in order, by what is
-// left of pr's units, and returns what the reductions save; priced is
-// false when no segment's version prices the meter.
-func (b *invoiceBuilder) freeUnits(segs []Segment, full, left []map[string]decimal.Decimal, pr Promotion) (saved decimal.Decimal, priced bool, err error) {
-	units, saved := pr.Value, decimal.Zero
-	for i, s := range segs {
-		j := slices.IndexFunc(s.Terms.Charges, func(c Charge) bool { return c.Meter == pr.Meter })
-		if j < 0 {
-			continue
-		}
-		priced = true
-		if !units.IsPositive() {
-			continue
-		}
-		c := s.Terms.Charges[j]
-		metered, before := s.Usage[c.Meter], full[i][c.Meter]
-		if q, ok := left[i][c.Meter]; ok {
-			metered = q
-			if _, before, err = c.Rate(metered, b.cur); err != nil {
+			priced = true
+			lines, err := s.Terms.Charges[i].rateOnTop(before, q, b.cur)
+			if err != nil {
 				return decimal.Zero, false, err
 			}
+			for _, l := range lines {
+				total = total.Add(l.Amount)
+			}
+			before = before.Add(q)
 		}
-		reduced := decimal.Max(decimal.Zero, metered.Sub(units))
-		_, after, err := c.Rate(reduced, b.cur)
-		if err != nil {
-			return decimal.Zero, false, err
-		}
-		if left[i] == nil {
-			left[i] = make(map[string]decimal.Decimal)
-		}
-		left[i][c.Meter] = reduced
-		units = units.Sub(metered.Sub(reduced))
-		saved = saved.Add(before.Sub(after))
+		return total, priced, nil
 	}
-	return saved, priced, nil
-}
-
-// remaining is what the discounts may still take off: the fees and usage
-// less the discounts so far, never below zero.
-func (b *invoiceBuilder) remaining() decimal.Decimal {
-	return decimal.Max(decimal.Zero, b.inv.Subtotal.Sub(b.inv.Discount))
-}
-
-// discount adds pr's line of off (in minor units), capped at what remains
-// and never below zero: free units of a volume charge can cost more than
-// they save (fewer units fall back to a dearer tier), and a promotion
-// never charges.
-func (b *invoiceBuilder) discount(pr Promotion, meter string, off decimal.Decimal) {
-	off = decimal.Max(decimal.Zero, decimal.Min(off, b.remaining())).Neg()
-	b.add(InvoiceLine{Kind: LineDiscount, Description: "Promotion " + pr.Code, Meter: meter,
-		Quantity: decimal.NewFromInt(1), UnitPrice: off, Amount: off, Reference: pr.ID})
+	applied, err := applyPromotions(promos, b.cur, b.inv.Subtotal, cost)
+	if err != nil {
+		return err
+	}
+	for _, a := range applied {
+		off := a.off.Neg()
+		b.add(InvoiceLine{Kind: LineDiscount, Description: "Promotion " + a.promotion.Code, Meter: a.meter,
+			Quantity: decimal.NewFromInt(1), UnitPrice: off, Amount: off, Reference: a.promotion.ID})
+	}
+	return nil
 }
 
 // adjustment adds a's line: a quantity priced on top of what its period

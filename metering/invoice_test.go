@@ -106,8 +106,10 @@ func upgradeInput(t *testing.T) metering.InvoiceInput {
 // TestInvoiceMidPeriodUpgrade: a change at a known second, worked out by
 // hand. The credit is 29 × 991,504 / 2,678,400 = 10.73537… → 10.74, the
 // charge 99 × 991,504 / 2,678,400 = 36.64833… → 36.65; each segment's
-// usage is rated by its own version, with its own included units: the
-// hybrid's 15,500 calls less 1,000 included, pro's 60,000 less 5,000.
+// usage is rated by its own version on top of what the period used
+// before it: the hybrid's 15,500 calls less 1,000 included, then pro's
+// 60,000 calls as pro(75,500) − pro(15,500) = (75 + 10.25) − 15.75, tier
+// by tier, and its 2.5 GB as 0.74 − 0.62 (14.845 GB less 12.345).
 func TestInvoiceMidPeriodUpgrade(t *testing.T) {
 	inv := build(t, upgradeInput(t))
 	wantLines(t, inv, []string{
@@ -116,12 +118,12 @@ func TestInvoiceMidPeriodUpgrade(t *testing.T) {
 		"proration_charge v2  0 1 36.65 36.65",
 		"usage v1 calls 1 10000 0.002 20",
 		"usage v1 calls 2 4500 0.001 4.5",
-		"usage v1 gb 0 12.345 0.09 1.11",   // 1.11105
-		"usage v2 calls 1 50000 0.0015 75", // 55,000 billable
-		"usage v2 calls 2 5000 0.0005 2.5",
-		"usage v2 gb 0 2.5 0.05 0.13", // 0.125, half away from zero
+		"usage v1 gb 0 12.345 0.09 1.11",      // 1.11105
+		"usage v2 calls 1 39500 0.0015 59.25", // 70,500 billable less 10,500
+		"usage v2 calls 2 20500 0.0005 10.25",
+		"usage v2 gb 0 2.5 0.05 0.12", // 0.74225 → 0.74 less 0.61725 → 0.62
 	})
-	wantTotals(t, inv, "158.15", "0", "0", "158.15", "0", "158.15", "0")
+	wantTotals(t, inv, "150.14", "0", "0", "150.14", "0", "150.14", "0")
 	if inv.Currency != "USD" {
 		t.Errorf("currency = %q; want USD", inv.Currency)
 	}
@@ -147,9 +149,58 @@ func TestInvoiceUpgradeThenDowngrade(t *testing.T) {
 		"proration_charge v2  0 1 66 66",
 		"proration_credit v2  0 1 -33 -33",
 		"proration_charge v1  0 1 9.67 9.67",
-		"usage v1 calls 1 1 0.002 0", // the last segment's own 1,000 included: 1 billable
+		"usage v1 calls 1 1 0.002 0", // the period's 1,000 included, none used before: 1 billable
 	})
 	wantTotals(t, inv, "52.34", "0", "0", "52.34", "0", "52.34", "0")
+}
+
+// TestInvoicePlanRoundTrips: switching A → B → A back and forth for a
+// second at a time does not grant each segment the included units again
+// nor restart the tiers: 1,000,000 calls over 200 alternating segments
+// cost what they cost on A alone (the proration of two equal fees nets to
+// zero), 10 + 990,000 × 0.01 = 9,910 with 10,000 included, and as much as
+// pro's graduated tiers price them in one segment.
+func TestInvoicePlanRoundTrips(t *testing.T) {
+	usd := currency(t, "USD")
+	perUnit := metering.PlanTerms{Currency: usd, BaseFee: d("10"), Charges: []metering.Charge{
+		{Meter: "calls", Model: metering.ModelPerUnit, Included: d("10000"), UnitPrice: d("0.01")},
+	}}
+	for _, tc := range []struct {
+		name  string
+		terms metering.PlanTerms
+		want  string
+	}{
+		{"per unit", perUnit, "9910"},
+		{"graduated", pro(t), "99"}, // pro(1,000,000) added below
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start, end := at("2026-03-01T00:00:00Z"), at("2026-04-01T00:00:00Z")
+			const n = 200
+			segs := make([]metering.Segment, n)
+			for i := range segs {
+				from := start.Add(time.Duration(i) * time.Second)
+				to := from.Add(time.Second)
+				if i == n-1 {
+					to = end
+				}
+				version := []string{"A", "B"}[i%2]
+				segs[i] = metering.Segment{PlanVersionID: version, From: from, To: to, Terms: tc.terms,
+					Usage: metered("calls", "5000")}
+			}
+			want := d(tc.want)
+			if c := tc.terms.Charges[0]; c.Model == metering.ModelGraduated {
+				_, total, err := c.Rate(d("1000000"), usd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = want.Add(total)
+			}
+			inv := build(t, metering.InvoiceInput{Currency: usd, PeriodStart: start, PeriodEnd: end, Segments: segs})
+			if !inv.Total.Equal(want) {
+				t.Errorf("total over %d round trips = %s; want %s, the single plan's price", n/2, inv.Total, want)
+			}
+		})
+	}
 }
 
 // TestInvoiceAdjacentSegmentsOfOneVersion: two segments of one version
@@ -318,7 +369,10 @@ func TestInvoicePromotions(t *testing.T) {
 	}
 	in.Adjustments = []metering.Adjustment{{ID: "adj1", Amount: d("5")}}
 	inv := build(t, in)
-	// 158.15 − 24.75 = 133.40; 10% = 13.34.
+	// The 16,000 free calls are the period's first: the hybrid's 15,500
+	// (24.50 saved) and 500 of pro's, whose 59,500 then cost pro(59,500)
+	// = 77.25 instead of 69.50: 24.50 − 7.75 = 16.75 saved.
+	// 150.14 − 16.75 = 133.39; 10% = 13.339 → 13.34.
 	wantLines(t, inv, []string{
 		"base_fee v1  0 1 29 29",
 		"proration_credit v1  0 1 -10.74 -10.74",
@@ -326,14 +380,14 @@ func TestInvoicePromotions(t *testing.T) {
 		"usage v1 calls 1 10000 0.002 20",
 		"usage v1 calls 2 4500 0.001 4.5",
 		"usage v1 gb 0 12.345 0.09 1.11",
-		"usage v2 calls 1 50000 0.0015 75",
-		"usage v2 calls 2 5000 0.0005 2.5",
-		"usage v2 gb 0 2.5 0.05 0.13",
-		"discount  calls 0 1 -24.75 -24.75 FREE16K",
+		"usage v2 calls 1 39500 0.0015 59.25",
+		"usage v2 calls 2 20500 0.0005 10.25",
+		"usage v2 gb 0 2.5 0.05 0.12",
+		"discount  calls 0 1 -16.75 -16.75 FREE16K",
 		"discount   0 1 -13.34 -13.34 TEN",
 		"adjustment   0 1 5 5 adj1",
 	})
-	wantTotals(t, inv, "163.15", "38.09", "0", "125.06", "0", "125.06", "0")
+	wantTotals(t, inv, "155.14", "30.09", "0", "125.05", "0", "125.05", "0")
 }
 
 // TestInvoiceDiscountNeverCharges: when a downgrade's credit leaves fees
@@ -607,6 +661,27 @@ func walk(t *testing.T, c metering.Charge, q decimal.Decimal, cur metering.Curre
 	return v
 }
 
+// oracleUsage prices meter's usage in each run (qty of it): the period's
+// units of the meter are laid end to end in time, and the units of a run
+// sit at [used, used + q), where used is what the runs before it used;
+// they cost what the run's version charges for the period's first
+// used + q units less its first used. Included units and tiers are thus
+// the period's: a unit is priced once, under the version in force when
+// it was used, at its place in the period.
+func oracleUsage(t *testing.T, runs []*run, meter string, cur metering.Currency, qty func(*run) decimal.Decimal) []decimal.Decimal {
+	out := make([]decimal.Decimal, len(runs))
+	used := decimal.Zero
+	for k, r := range runs {
+		out[k] = decimal.Zero
+		q := qty(r)
+		if c, ok := chargeOf(r.terms, meter); ok {
+			out[k] = walk(t, c, used.Add(q), cur).Sub(walk(t, c, used, cur))
+		}
+		used = used.Add(q)
+	}
+	return out
+}
+
 // oracleChosen: the best exclusive promotion alone if there is one, else
 // all of them by priority then lower-case code.
 func oracleChosen(promos []metering.Promotion) []metering.Promotion {
@@ -657,11 +732,10 @@ func oracleInvoice(t *testing.T, in metering.InvoiceInput) expected {
 			}
 		}
 		byMeter := map[string]decimal.Decimal{}
-		for _, r := range runs {
-			for _, c := range r.terms.Charges {
-				v := walk(t, c, r.metered[c.Meter], cur)
+		for _, m := range invoiceMeters {
+			for k, v := range oracleUsage(t, runs, m, cur, func(r *run) decimal.Decimal { return r.metered[m] }) {
 				sum.Add(sum, ratOf(v))
-				byMeter[r.version+" "+c.Meter] = byMeter[r.version+" "+c.Meter].Add(v)
+				byMeter[runs[k].version+" "+m] = byMeter[runs[k].version+" "+m].Add(v)
 			}
 		}
 		e.usage = usageSums(byMeter)
@@ -688,23 +762,26 @@ func oracleInvoice(t *testing.T, in metering.InvoiceInput) expected {
 			if p.Kind != metering.PromotionFreeUnits {
 				continue
 			}
-			pool, saved, priced := p.Value, decimal.Zero, false
+			left := func(r *run) decimal.Decimal {
+				if m, seen := r.leftover[p.Meter]; seen {
+					return m
+				}
+				return r.metered[p.Meter]
+			}
+			was := oracleUsage(t, runs, p.Meter, cur, left)
+			pool := p.Value
 			for _, r := range runs {
-				c, ok := chargeOf(r.terms, p.Meter)
-				if !ok {
-					continue
-				}
-				priced = true
-				m, seen := r.leftover[p.Meter]
-				if !seen {
-					m = r.metered[p.Meter]
-				}
+				m := left(r)
 				less := decimal.Max(decimal.Zero, m.Sub(pool))
-				saved = saved.Add(walk(t, c, m, cur).Sub(walk(t, c, less, cur)))
 				pool = pool.Sub(m.Sub(less))
 				r.leftover[p.Meter] = less
 			}
-			if priced {
+			now := oracleUsage(t, runs, p.Meter, cur, left)
+			if slices.ContainsFunc(runs, func(r *run) bool { _, ok := chargeOf(r.terms, p.Meter); return ok }) {
+				saved := decimal.Zero
+				for k := range runs {
+					saved = saved.Add(was[k]).Sub(now[k])
+				}
 				take(saved)
 			}
 		}

@@ -156,83 +156,119 @@ func ApplyingPromotions(promos []Promotion) []Promotion {
 
 // QuoteWithPromotions prices one period with usage as Quote does, then
 // applies promos in the order the file's comment gives. Quote is the case
-// without promotions.
+// without promotions. The promotions are applied by applyPromotions, as
+// BuildInvoice applies them: a quote is an invoice of one segment.
 func (p PlanTerms) QuoteWithPromotions(usage map[string]decimal.Decimal, promos []Promotion) (Quote, error) {
 	q, err := p.Quote(usage)
 	if err != nil || len(promos) == 0 {
 		return q, err
 	}
-	seen := make(map[string]bool, len(promos))
-	for _, pr := range promos {
-		if err := pr.Validate(); err != nil {
-			return Quote{}, fmt.Errorf("quote: %w", err)
+	cost := func(meter string, free decimal.Decimal) (decimal.Decimal, bool, error) {
+		i := slices.IndexFunc(p.Charges, func(c Charge) bool { return c.Meter == meter })
+		if i < 0 {
+			return decimal.Zero, false, nil
 		}
-		code := strings.ToLower(pr.Code)
-		if seen[code] {
-			return Quote{}, fmt.Errorf("quote: %w: %q given twice", ErrInvalidPromotion, pr.Code)
-		}
-		seen[code] = true
-		if pr.Kind == PromotionAmountOff && pr.Currency != p.Currency.Code {
-			return Quote{}, fmt.Errorf("quote: %w: %q is in %s, the plan in %s", ErrPromotionCurrency, pr.Code, pr.Currency, p.Currency.Code)
-		}
+		_, total, err := p.Charges[i].Rate(decimal.Max(decimal.Zero, usage[meter].Sub(free)), p.Currency)
+		return total, true, err
 	}
-	applying := ApplyingPromotions(promos)
-	if err := p.freeUnits(&q, usage, applying); err != nil {
-		return Quote{}, err
+	applied, err := applyPromotions(promos, p.Currency, q.Subtotal, cost)
+	if err != nil {
+		return Quote{}, fmt.Errorf("quote: %w", err)
 	}
-	for _, kind := range []string{PromotionAmountOff, PromotionPercentOff} {
-		for _, pr := range applying {
-			if pr.Kind != kind {
-				continue
-			}
-			remaining := q.Subtotal.Sub(q.Discount)
-			var off decimal.Decimal
-			if kind == PromotionAmountOff {
-				off = p.Currency.Round(pr.Value)
-			} else {
-				off = p.Currency.Round(remaining.Mul(pr.Value).Shift(-2))
-			}
-			q.discount(pr, "", decimal.Min(off, remaining))
-		}
+	for _, a := range applied {
+		q.discount(a.promotion, a.meter, a.off)
 	}
 	q.Total = q.Subtotal.Sub(q.Discount)
 	return q, nil
 }
 
-// freeUnits adds the lines of the free_units promotions: what each saves
-// by reducing its meter's quantity before rating.
-func (p PlanTerms) freeUnits(q *Quote, usage map[string]decimal.Decimal, applying []Promotion) error {
-	left := make(map[string]decimal.Decimal)
+// meterCost is what a meter's usage costs when its first free units are
+// free (the units used first); priced is false when nothing prices the
+// meter.
+type meterCost func(meter string, free decimal.Decimal) (cost decimal.Decimal, priced bool, err error)
+
+// appliedPromotion is the discount one promotion takes: off is positive,
+// in minor units; meter is a free_units promotion's.
+type appliedPromotion struct {
+	promotion Promotion
+	meter     string
+	off       decimal.Decimal
+}
+
+// applyPromotions applies promos to prices summing to subtotal, in the
+// order the file's comment gives, and returns each applying promotion's
+// discount: the one implementation of promotions, for quotes and
+// invoices alike, so that the two cannot price a promotion differently.
+// cost prices a meter with free units, for free_units. A discount never
+// takes more than what remains (nothing when subtotal is zero or less, a
+// downgrade's credit) and never charges: free units of a volume charge
+// that fall back to a dearer tier save nothing.
+func applyPromotions(promos []Promotion, cur Currency, subtotal decimal.Decimal, cost meterCost) ([]appliedPromotion, error) {
+	if err := validatePromotions(promos, cur); err != nil {
+		return nil, err
+	}
+	applying := ApplyingPromotions(promos)
+	out := make([]appliedPromotion, 0, len(applying))
+	discount := decimal.Zero
+	remaining := func() decimal.Decimal { return decimal.Max(decimal.Zero, subtotal.Sub(discount)) }
+	take := func(pr Promotion, meter string, off decimal.Decimal) {
+		off = decimal.Max(decimal.Zero, decimal.Min(off, remaining()))
+		out = append(out, appliedPromotion{promotion: pr, meter: meter, off: off})
+		discount = discount.Add(off)
+	}
+	// Several free_units promotions on one meter reduce it in turn: each
+	// saves what its units save on top of the ones before it.
+	free := make(map[string]decimal.Decimal)
 	for _, pr := range applying {
 		if pr.Kind != PromotionFreeUnits {
 			continue
 		}
-		i := slices.IndexFunc(p.Charges, func(c Charge) bool { return c.Meter == pr.Meter })
-		if i < 0 {
+		full, priced, err := cost(pr.Meter, free[pr.Meter])
+		if err != nil {
+			return nil, err
+		}
+		if !priced {
 			continue
 		}
-		c := p.Charges[i]
-		metered, ok := left[c.Meter]
-		if !ok {
-			metered = usage[c.Meter]
-		}
-		reduced := decimal.Max(decimal.Zero, metered.Sub(pr.Value))
-		_, full, err := c.Rate(metered, p.Currency)
+		free[pr.Meter] = free[pr.Meter].Add(pr.Value)
+		less, _, err := cost(pr.Meter, free[pr.Meter])
 		if err != nil {
-			return fmt.Errorf("quote: %w", err)
+			return nil, err
 		}
-		_, less, err := c.Rate(reduced, p.Currency)
-		if err != nil {
-			return fmt.Errorf("quote: %w", err)
+		// Both are sums of rounded lines: the difference is in minor
+		// units already.
+		take(pr, pr.Meter, full.Sub(less))
+	}
+	for _, kind := range []string{PromotionAmountOff, PromotionPercentOff} {
+		for _, pr := range applying {
+			switch {
+			case pr.Kind != kind:
+			case kind == PromotionAmountOff:
+				take(pr, "", cur.Round(pr.Value))
+			default:
+				take(pr, "", cur.Round(remaining().Mul(pr.Value).Shift(-2)))
+			}
 		}
-		left[c.Meter] = reduced
-		// Both totals are sums of rounded lines: their difference is in
-		// minor units already, and never above what remains. It is below
-		// zero when the reduced quantity falls into a dearer volume tier:
-		// a discount never charges, so the line is then zero (as
-		// BuildInvoice's).
-		saved := decimal.Min(full.Sub(less), q.Subtotal.Sub(q.Discount))
-		q.discount(pr, c.Meter, decimal.Max(decimal.Zero, saved))
+	}
+	return out, nil
+}
+
+// validatePromotions refuses an invalid promotion, a code given twice
+// and an amount in another currency than cur (never converted).
+func validatePromotions(promos []Promotion, cur Currency) error {
+	seen := make(map[string]bool, len(promos))
+	for _, pr := range promos {
+		if err := pr.Validate(); err != nil {
+			return err
+		}
+		code := strings.ToLower(pr.Code)
+		if seen[code] {
+			return fmt.Errorf("%w: %q given twice", ErrInvalidPromotion, pr.Code)
+		}
+		seen[code] = true
+		if pr.Kind == PromotionAmountOff && pr.Currency != cur.Code {
+			return fmt.Errorf("%w: %q is in %s, the prices in %s", ErrPromotionCurrency, pr.Code, pr.Currency, cur.Code)
+		}
 	}
 	return nil
 }
