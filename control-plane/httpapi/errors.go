@@ -106,6 +106,7 @@ var problems = []sentinelProblem{
 		"this key holds no sealed successor to reveal; it was revealed already or was issued in a response")},
 	{errs: errs(quota.ErrNoQuota), d: problem.New(http.StatusConflict, "no-quota", "No Quota", "the subscription's plan has no request quota to adjust")},
 	{errs: errs(subscriptions.ErrSamePlan), d: problem.New(http.StatusConflict, "same-plan", "Same Plan", "the subscription is on that plan's latest version already")},
+	{errs: errs(subscriptions.ErrPlanChangeLimit), d: problem.New(http.StatusConflict, "plan-change-limit", "Plan Change Limit", "the subscription changed plans 3 times in this billing period already; change again in the next")},
 	{errs: errs(errQuotaUnavailable), d: problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", ""), suffix: "; retry later", retryAfter: "30"},
 	{errs: errs(errNoUsageCheck), d: problem.New(http.StatusServiceUnavailable, "quota-unavailable", "Quota Unavailable", "")},
 	{errs: errs(pricing.ErrFileManaged), d: problem.New(http.StatusConflict, "file-managed", "Managed By A Plan File", "")},

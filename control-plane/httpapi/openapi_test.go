@@ -1156,6 +1156,12 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	if got := c.call(http.StatusConflict, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": pro.ID}).problem(); got != "same-plan" {
 		t.Errorf("changeSubscriptionPlan to the same plan = %s; want same-plan", got)
 	}
+	// Back and forth: the third change of the period is the last.
+	c.call(http.StatusOK, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": basic.ID})
+	c.call(http.StatusOK, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": pro.ID})
+	if got := c.call(http.StatusConflict, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": basic.ID}).problem(); got != "plan-change-limit" {
+		t.Errorf("a fourth changeSubscriptionPlan in the period = %s; want plan-change-limit", got)
+	}
 	c.call(http.StatusForbidden, "POST", subPath+"/plan", prov, map[string]any{"plan_id": basic.ID})
 	c.call(http.StatusNotFound, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": missing})
 	c.call(http.StatusUnprocessableEntity, "POST", subPath+"/plan", buyer, map[string]any{"plan_id": "00000000-0000-0000-0000-000000000000"})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -12,6 +13,13 @@ import (
 	"github.com/veil-platform/veil/control-plane/subscriptions/internal/db"
 	"github.com/veil-platform/veil/internal/validation"
 )
+
+// MaxPlanChangesPerPeriod is how many times a subscription may change
+// plans in one billing period. Billing prices usage across the changes as
+// one period's, so changing back and forth gains nothing; the cap bounds
+// what one period's invoice holds (two proration lines and a segment of
+// usage lines per change) and the churn of the gateway's record.
+const MaxPlanChangesPerPeriod = 3
 
 // ChangePlanInput moves a subscription to another plan of the same API.
 type ChangePlanInput struct {
@@ -29,6 +37,8 @@ type ChangePlanInput struct {
 // in another currency) end with the change, in its transaction: the
 // customer cannot give a redemption back, so refusing the change would
 // hold the subscription on its plan for as long as the promotion runs.
+// At most MaxPlanChangesPerPeriod changes per billing period
+// (ErrPlanChangeLimit).
 func (s *Service) ChangePlan(ctx context.Context, actor identity.Actor, id uuid.UUID, in ChangePlanInput) (Subscription, error) {
 	if in.PlanID == uuid.Nil {
 		return Subscription{}, validation.One("plan_id", "is required")
@@ -57,6 +67,14 @@ func (s *Service) ChangePlan(ctx context.Context, actor identity.Actor, id uuid.
 		}
 		if p.Current.ID == before.PlanVersionID {
 			return ErrSamePlan
+		}
+		// The subscription's row is locked: the count cannot change under us.
+		n, err := db.New(tx).SubscriptionPlanChangesSince(ctx, db.SubscriptionPlanChangesSinceParams{SubscriptionID: id, Since: before.CurrentPeriodStart})
+		if err != nil {
+			return fmt.Errorf("count plan changes: %w", err)
+		}
+		if n >= MaxPlanChangesPerPeriod {
+			return fmt.Errorf("%w: %d changes since %s", ErrPlanChangeLimit, n, before.CurrentPeriodStart.UTC().Format(time.RFC3339))
 		}
 		// A redemption granted on this plan may not apply on the next: the
 		// change ends it, audited and announced (promotion.ended).

@@ -32,6 +32,9 @@ var (
 	ErrSubscriptionInactive = keys.ErrSubscriptionInactive
 	// ErrSamePlan: a plan change to the version the subscription is on.
 	ErrSamePlan = errors.New("subscription is on that plan version already")
+	// ErrPlanChangeLimit: a plan change beyond MaxPlanChangesPerPeriod in
+	// the subscription's billing period.
+	ErrPlanChangeLimit = errors.New("plan change limit of the billing period reached")
 	// ErrSubscriptionTransition: the subscription's status does not allow the change.
 	ErrSubscriptionTransition = errors.New("invalid subscription status transition")
 	// ErrSubscriptionHeld: the organization canceled a subscription to the

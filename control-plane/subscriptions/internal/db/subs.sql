@@ -91,6 +91,12 @@ UPDATE subscriptions SET hold_released_at = $2, hold_released_by = $3, updated_a
 INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor, reason)
     VALUES ($1, $2, $3, $4, $5, $6);
 
+-- name: SubscriptionPlanChangesSince :one
+-- How many plan changes a subscription made from a time on (its billing
+-- period's start): ChangePlan caps them per period.
+SELECT count(*) FROM subscription_history
+    WHERE subscription_id = $1 AND reason = 'plan changed' AND effective_at >= sqlc.arg(since)::timestamptz;
+
 -- name: SubscriptionCancelAtPeriodEnd :exec
 UPDATE subscriptions SET cancel_at_period_end = true, updated_at = now() WHERE id = $1;
 

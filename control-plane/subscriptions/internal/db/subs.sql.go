@@ -714,6 +714,25 @@ func (q *Queries) SubscriptionMarkSynced(ctx context.Context, arg SubscriptionMa
 	return err
 }
 
+const subscriptionPlanChangesSince = `-- name: SubscriptionPlanChangesSince :one
+SELECT count(*) FROM subscription_history
+    WHERE subscription_id = $1 AND reason = 'plan changed' AND effective_at >= $2::timestamptz
+`
+
+type SubscriptionPlanChangesSinceParams struct {
+	SubscriptionID uuid.UUID
+	Since          time.Time
+}
+
+// How many plan changes a subscription made from a time on (its billing
+// period's start): ChangePlan caps them per period.
+func (q *Queries) SubscriptionPlanChangesSince(ctx context.Context, arg SubscriptionPlanChangesSinceParams) (int64, error) {
+	row := q.db.QueryRow(ctx, subscriptionPlanChangesSince, arg.SubscriptionID, arg.Since)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const subscriptionReleaseHold = `-- name: SubscriptionReleaseHold :exec
 UPDATE subscriptions SET hold_released_at = $2, hold_released_by = $3, updated_at = now()
     WHERE id = $1
