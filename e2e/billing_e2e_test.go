@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -96,7 +97,11 @@ func TestBillingEndToEnd(t *testing.T) {
 	args := append(m.e.args(addr, m.opts), "--billing-interval", "1s", "--billing-grace", "1s")
 	p := startVeil(t, []string{"VEIL_PRICING_DIR=" + dir}, args...)
 	c := &controlPlane{proc: p, ClientWithResponses: newClient(t, "http://"+addr), URL: "http://" + addr}
-	t.Cleanup(func() { _ = p.stop() })
+	t.Cleanup(func() {
+		if err := p.stop(); err != nil && !errors.Is(err, errStopped) {
+			t.Errorf("control plane: %v", err)
+		}
+	})
 	p.waitReady(t, c.URL+"/readyz", 60*time.Second)
 	pipelinetest.StartProcessor(t, m.processorConfig(t, "billing-e2e", 100))
 	pool, err := pgxpool.New(ctx, m.e.pgURL)
