@@ -12,6 +12,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/billing/internal/db"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/metering"
+	"github.com/veil-platform/veil/schemas/usage"
 )
 
 // Late usage. Events can reach ClickHouse after their period was closed
@@ -26,8 +27,12 @@ import (
 // difference of its totals. Events later than the window are not billed.
 
 // LateWindow is how long after its end a period's late events are still
-// billed.
-const LateWindow = 35 * 24 * time.Hour
+// billed: the window ingest and the processors accept events in, by
+// default (usage.DefaultLateWindow; one owner, so the two cannot drift).
+// The control plane has no setting of its own: where VEIL_LATE_WINDOW
+// widens the window of ingest and the processors, events older than this
+// are still stored but not billed.
+const LateWindow = usage.DefaultLateWindow
 
 // latePeriod is an invoiced period being recounted.
 type latePeriod struct {
