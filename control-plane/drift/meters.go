@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/rueidis"
+	"github.com/shopspring/decimal"
 
+	"github.com/veil-platform/veil/control-plane/drift/internal/db"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/metering"
 )
@@ -15,10 +19,12 @@ import (
 // record in Redis (the processors count by them); each meter counter of
 // the current period is compared with what ClickHouse computes for the
 // same meter over the same rows (metering.MeterTotalsUpTo, up to the
-// watermarks read with the counters), from when the subscription's current
-// plan version took effect if that is after the period's start: a plan
-// change keeps the period, and the processors count a new meter only once
-// the record names it, so the calls before the change are not the meter's
+// watermarks read with the counters), from when the plan versions in force
+// began to charge that meter without a break, if that is after the
+// period's start (meterSince): a plan change keeps the period, the
+// processors count a meter for as long as the record names it, so a meter
+// both versions charge counts the whole period, while one the new version
+// added counts only from the change: the calls before it are not the meter's
 // (they would heal it upward, block the subscription and announce
 // thresholds it never reached). The change's moment in Postgres and the
 // record's rewrite in Redis are not the same instant: events dated in
@@ -39,6 +45,9 @@ type meterCase struct {
 	meters []metering.Meter
 	specs  []enforcement.MeterSpec
 	read   enforcement.MeterState
+	// since is, per meter slug the current plan version charges, when its
+	// counter began to count in this period (see meterSince).
+	since map[string]time.Time
 }
 
 // checkMeters compares, and heals where it can, the meter counters of
@@ -168,7 +177,69 @@ func (s *Checker) meteredCases(ctx context.Context, cases []assessment) ([]meter
 			kept = append(kept, out[i])
 		}
 	}
+	if err := s.loadMeterSince(ctx, kept); err != nil {
+		return nil, err
+	}
 	return kept, nil
+}
+
+// loadMeterSince fills each case's since from the pricing history, in one
+// query for all of them.
+func (s *Checker) loadMeterSince(ctx context.Context, cases []meterCase) error {
+	if len(cases) == 0 {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(cases))
+	at := make(map[uuid.UUID]int, len(cases))
+	for i, c := range cases {
+		ids[i] = c.sub.id
+		at[c.sub.id] = i
+		cases[i].since = map[string]time.Time{}
+	}
+	rows, err := db.New(s.pool).MeterSinceList(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("load meter history: %w", err)
+	}
+	for _, r := range rows {
+		cases[at[r.SubscriptionID]].since[r.Slug] = r.Since
+	}
+	return nil
+}
+
+// meterSince is when meter m's counter began to count in mc's period: the
+// period's start, or later when the plan version that began to charge it
+// took effect within the period. A meter Postgres does not show charged
+// (the record is older than a change) counts from the current version's
+// start. Times are whole seconds, as the processors keep periods.
+func (mc meterCase) meterSince(m metering.Meter) time.Time {
+	since, ok := mc.since[m.Slug]
+	if !ok {
+		since = mc.sub.metersSince
+	}
+	since = time.Unix(since.Unix(), 0).UTC()
+	if since.Before(mc.sub.start) {
+		return mc.sub.start
+	}
+	return since
+}
+
+// meterTotals asks ClickHouse for each meter's value from its own start
+// (meterSince), one query per distinct start: usually one.
+func (s *Checker) meterTotals(ctx context.Context, mc meterCase, wm map[int32]int64) (map[string]decimal.Decimal, error) {
+	groups := map[time.Time][]metering.Meter{}
+	for _, m := range mc.meters {
+		since := mc.meterSince(m)
+		groups[since] = append(groups[since], m)
+	}
+	totals := map[string]decimal.Decimal{}
+	for since, meters := range groups {
+		got, err := metering.MeterTotalsUpTo(ctx, s.cfg.ClickHouse, mc.sub.id.String(), meters, since, mc.sub.end, wm)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(totals, got)
+	}
+	return totals, nil
 }
 
 // subsWatermarks is the watermark hash the request comparison read for sub.
@@ -189,11 +260,7 @@ func (s *Checker) compareMeters(ctx context.Context, mc meterCase) ([]MeterDrift
 	heal := enforcement.MeterHeal{ID: mc.sub.id.String(), Period: enforcement.Period{Start: mc.sub.start, End: mc.sub.end},
 		Read: mc.read, Values: map[string]int64{}}
 	wm, _ := mc.read.Readable()
-	since := mc.sub.start
-	if mc.sub.metersSince.After(since) {
-		since = mc.sub.metersSince
-	}
-	totals, err := metering.MeterTotalsUpTo(ctx, s.cfg.ClickHouse, mc.sub.id.String(), mc.meters, since, mc.sub.end, wm)
+	totals, err := s.meterTotals(ctx, mc, wm)
 	if err != nil {
 		return nil, heal, fmt.Errorf("compare meters: %w", err)
 	}

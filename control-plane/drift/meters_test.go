@@ -117,6 +117,56 @@ func TestCheckMetersFromThePlanChange(t *testing.T) {
 	}
 }
 
+// TestCheckMetersChargedAcrossThePlanChange: when both versions charge the
+// meter, the record names it the whole period and the processors count it
+// from the period's start: the meter is compared over the whole period, so
+// the calls before the change are kept, not healed away.
+func TestCheckMetersChargedAcrossThePlanChange(t *testing.T) {
+	f := newFixture(t)
+	f.periodEvents()
+	id := f.sub.id.String()
+	var meter, v2 uuid.UUID
+	f.exec(`INSERT INTO meters (api_id, slug, aggregation)
+		SELECT p.api_id, 'calls', 'count' FROM plan_versions v JOIN plans p ON p.id = v.plan_id WHERE v.id = $1 RETURNING id`, &meter, f.versionID)
+	f.exec(`INSERT INTO plan_versions (plan_id, version, type, currency, quota_requests, quota_hard, created_by)
+		SELECT plan_id, 2, type, currency, quota_requests, quota_hard, created_by FROM plan_versions WHERE id = $1 RETURNING id`, &v2, f.versionID)
+	// The fixture's subscription already uses version 1, which is frozen
+	// then: its charge is written with the guard off, as if it had always
+	// been there.
+	if _, err := f.pool.Exec(f.ctx, `ALTER TABLE plan_version_charges DISABLE TRIGGER plan_version_charges_immutable`); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []uuid.UUID{f.versionID, v2} {
+		var c uuid.UUID
+		f.exec(`INSERT INTO plan_version_charges (plan_version_id, meter_id, model, unit_price) VALUES ($1, $2, 'per_unit', 0.01) RETURNING id`, &c, v, meter)
+	}
+	if _, err := f.pool.Exec(f.ctx, `ALTER TABLE plan_version_charges ENABLE TRIGGER plan_version_charges_immutable`); err != nil {
+		t.Fatal(err)
+	}
+	changed := f.sub.start.Add(9*time.Minute + 30*time.Second)
+	for _, h := range []struct {
+		version uuid.UUID
+		at      time.Time
+	}{{f.versionID, f.sub.start}, {v2, changed}} {
+		var n int64
+		f.exec(`INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor)
+			VALUES ($1, $2, 'active', $3, 'consumer-user') RETURNING id`, &n, f.sub.id, h.version, h.at)
+	}
+	var got uuid.UUID
+	f.exec(`UPDATE subscriptions SET plan_version_id = $2 WHERE id = $1 RETURNING plan_version_id`, &got, f.sub.id, v2)
+	// All twelve admitted calls of the period.
+	f.setRedis(map[string]string{"0": "16", "1": "10"}, eventRequests, eventUnitsMicro, "m:calls", "12")
+	f.record(f.sub.start, -1, false)
+	f.do(f.redis.B().Hset().Key(enforcement.SubscriptionName(id)).FieldValue().FieldValue("meters",
+		`[{"slug":"calls","aggregation":"count","field":"","filter":{"methods":[],"routes":[],"status_classes":[]},"quota_hard":false}]`).Build())
+	if rep := f.run(); len(rep.MeterDrift) != 0 || len(rep.Unhealed) != 0 {
+		t.Fatalf("Check() = drift %+v, unhealed %+v; want none: both versions charge the meter", rep.MeterDrift, rep.Unhealed)
+	}
+	if got := f.hash(enforcement.PeriodCounterName(id, f.sub.start))["m:calls"]; got != "12" {
+		t.Fatalf("m:calls = %q; want 12 untouched", got)
+	}
+}
+
 // TestCheckMetersSetsFull: a unique_count set at its bound is counted in
 // veil_controlplane_usage_meter_sets_full.
 func TestCheckMetersSetsFull(t *testing.T) {

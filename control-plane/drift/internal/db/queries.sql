@@ -27,3 +27,24 @@ INSERT INTO usage_reconcile_runs (started_at, finished_at, report) VALUES ($1, $
 -- name: RunDeleteOld :exec
 DELETE FROM usage_reconcile_runs WHERE id IN (
     SELECT id FROM usage_reconcile_runs ORDER BY started_at DESC, id DESC OFFSET @kept);
+
+-- MeterSinceList gives, for each meter the current plan version of the
+-- subscriptions charges, since when every version in force has charged a
+-- meter of that slug without a break: the first history row after the
+-- last row of a version that did not (status changes add rows of the same
+-- version). The processors count a meter as long as the subscription's
+-- record names it, so a meter that an earlier version charged too has
+-- counted since then, and one the current version added only since the
+-- change.
+-- name: MeterSinceList :many
+SELECT s.id AS subscription_id, m.slug,
+    COALESCE((SELECT min(h.effective_at) FROM subscription_history h
+        WHERE h.subscription_id = s.id AND h.id > COALESCE((SELECT max(o.id) FROM subscription_history o
+            WHERE o.subscription_id = s.id AND NOT EXISTS (
+                SELECT 1 FROM plan_version_charges oc JOIN meters om ON om.id = oc.meter_id
+                WHERE oc.plan_version_id = o.plan_version_id AND om.slug = m.slug)), 0)),
+        s.current_period_start)::timestamptz AS since
+FROM subscriptions s
+    JOIN plan_version_charges c ON c.plan_version_id = s.plan_version_id
+    JOIN meters m ON m.id = c.meter_id
+WHERE s.id = ANY(@ids::uuid[]);
