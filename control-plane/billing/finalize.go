@@ -52,7 +52,10 @@ func (s *Service) Finalize(ctx context.Context, actor identity.Actor, id uuid.UU
 		if inv.Status != db.InvoiceStatusDraft {
 			return ErrInvoiceState
 		}
-		out, err = s.finalizeTx(ctx, tx, actor, inv, b)
+		if _, err := s.finalizeTx(ctx, tx, actor, inv, b); err != nil {
+			return err
+		}
+		out, err = loadInvoice(ctx, q, inv.ID, s.now())
 		return err
 	})
 	return out, err
@@ -61,7 +64,10 @@ func (s *Service) Finalize(ctx context.Context, actor identity.Actor, id uuid.UU
 // finalizeTx finalizes the draft inv, locked in tx, with the basis b read
 // before tx: unless an earlier period of its subscription is not
 // invoiced yet (ErrEarlierDraft, before any change), it finalizes it,
-// announces it and audits.
+// announces it and audits. It returns the invoice without its lines and
+// cites, as computed, rather than reading it back: the issuer's number lock is
+// held until the commit, and every read after the number lengthens each
+// of the issuer's finalizations that waits for it.
 func (s *Service) finalizeTx(ctx context.Context, tx pgx.Tx, actor identity.Actor, inv db.Invoice, b *basis) (Invoice, error) {
 	q := db.New(tx)
 	earlier, err := q.InvoiceEarlierDraft(ctx, db.InvoiceEarlierDraftParams{SubscriptionID: inv.SubscriptionID, PeriodStart: inv.PeriodStart})
@@ -71,10 +77,7 @@ func (s *Service) finalizeTx(ctx context.Context, tx pgx.Tx, actor identity.Acto
 	if earlier {
 		return Invoice{}, ErrEarlierDraft
 	}
-	if err := s.finalizeLocked(ctx, q, inv, b); err != nil {
-		return Invoice{}, err
-	}
-	out, err := loadInvoice(ctx, q, inv.ID, s.now())
+	out, err := s.finalizeLocked(ctx, q, inv, b)
 	if err != nil {
 		return Invoice{}, err
 	}
@@ -87,38 +90,43 @@ func (s *Service) finalizeTx(ctx context.Context, tx pgx.Tx, actor identity.Acto
 	})
 }
 
-// finalizeLocked does the finalization of a locked draft.
-func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invoice, b *basis) error {
+// finalizeLocked does the finalization of a locked draft and returns it
+// as finalized, without its lines and cites.
+func (s *Service) finalizeLocked(ctx context.Context, q *db.Queries, inv db.Invoice, b *basis) (Invoice, error) {
 	credit, err := lockedCredit(ctx, q, inv, b)
 	if err != nil {
-		return err
+		return Invoice{}, err
 	}
 	c, err := s.recompute(ctx, q, inv, b, credit)
 	if err != nil {
-		return err
+		return Invoice{}, err
 	}
 	if err := s.settle(ctx, q, inv, c); err != nil {
-		return err
+		return Invoice{}, err
 	}
-	now := s.now().UTC()
+	// Postgres keeps microseconds: the invoice returned says what is stored.
+	now := s.now().UTC().Truncate(time.Microsecond)
 	// The number is taken last, so that the sequence's row lock, which
 	// orders every finalization of the issuer, is held the least time.
 	settings, err := issuerSettings(ctx, q, inv.IssuerID)
 	if err != nil {
-		return err
+		return Invoice{}, err
 	}
 	n, err := q.InvoiceNumberNext(ctx, db.InvoiceNumberNextParams{IssuerID: inv.IssuerID, Year: int32(now.Year())})
 	if err != nil {
-		return fmt.Errorf("take invoice number: %w", err)
+		return Invoice{}, fmt.Errorf("take invoice number: %w", err)
 	}
 	due := now.Add(time.Duration(c.netDays) * 24 * time.Hour)
-	err = q.InvoiceFinalize(ctx, db.InvoiceFinalizeParams{
-		ID: inv.ID, Number: pointer(InvoiceNumber(settings.InvoicePrefix, now.Year(), n)), FinalizedAt: &now, DueAt: &due,
-	})
+	number := InvoiceNumber(settings.InvoicePrefix, now.Year(), n)
+	err = q.InvoiceFinalize(ctx, db.InvoiceFinalizeParams{ID: inv.ID, Number: &number, FinalizedAt: &now, DueAt: &due})
 	if err != nil {
-		return fmt.Errorf("finalize invoice: %w", err)
+		return Invoice{}, fmt.Errorf("finalize invoice: %w", err)
 	}
-	return nil
+	inv.Status, inv.Number, inv.FinalizedAt, inv.DueAt, inv.NetDays, inv.Cites = db.InvoiceStatusOpen, &number, &now, &due, c.netDays, nil
+	o := c.invoice
+	inv.Currency, inv.Subtotal, inv.Discount, inv.Tax, inv.CreditApplied, inv.Total, inv.AmountDue =
+		o.Currency, o.Subtotal, o.Discount, o.Tax, o.CreditApplied, o.Total, o.AmountDue
+	return toInvoice(inv, now), nil
 }
 
 // lockedCredit locks the customer's balance in the currency of the

@@ -502,7 +502,7 @@ func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, b *
 	if err != nil {
 		return computed{}, fmt.Errorf("invoice period %s: plan version %q: %w", period.ID, segs[len(segs)-1].PlanVersionID, err)
 	}
-	if c.netDays, err = q.PlanVersionNetDays(ctx, last); err != nil {
+	if c.netDays, err = netDaysFor(ctx, q, last); err != nil {
 		return computed{}, fmt.Errorf("read net days: %w", err)
 	}
 	c.cites.Customer, c.cites.TaxRuleID, c.cites.Tax = b.customer, b.taxRule, b.tax
@@ -646,7 +646,7 @@ func (s *Service) taxBasis(ctx context.Context, b *basis, issuer, customer uuid.
 		return err
 	}
 	b.customer = &profile
-	t, rule, err := s.TaxRuleFor(ctx, issuer, profile, at)
+	t, rule, err := s.taxRuleFor(ctx, issuer, profile, at)
 	if err != nil {
 		return err
 	}

@@ -73,6 +73,7 @@ func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
 	var rep CycleReport
 	var errs [5]error
 	now := s.now()
+	ctx = withMemo(ctx)
 	rep.Periods, errs[0] = s.EnsurePeriods(ctx, now)
 	rep.Closed, errs[1] = s.ClosePeriods(ctx, now)
 	rep.Late, errs[2] = s.LateUsage(ctx, now)

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/control-plane/billing/internal/db"
-	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/metering"
 )
 
@@ -347,7 +346,7 @@ func (s *Service) SegmentsFor(ctx context.Context, periodID uuid.UUID) ([]meteri
 	for i, g := range segs {
 		t, ok := terms[g.version]
 		if !ok {
-			if t, err = pricing.TermsForVersion(ctx, s.pool, g.version); err != nil {
+			if t, err = s.termsFor(ctx, g.version); err != nil {
 				return nil, uuid.Nil, fmt.Errorf("load terms of plan version %s: %w", g.version, err)
 			}
 			terms[g.version] = t

@@ -97,12 +97,10 @@ func Billing(ctx context.Context, cfg BillingConfig, stdout io.Writer) (BillingF
 	fig := BillingFigures{Subscriptions: cfg.Subscriptions, Events: events, SetupSeconds: time.Since(setupStart).Seconds()}
 	fmt.Fprintf(stdout, "setup: %d subscriptions of %d providers, %d usage events in %.1fs\n",
 		cfg.Subscriptions, cfg.Providers, events, fig.SetupSeconds)
-	if err := runBillingCycle(ctx, pool, ch, cfg, &fig); err != nil {
+	if err := runBillingCycle(ctx, pool, ch, cfg, &fig, stdout); err != nil {
 		return fig, err
 	}
 	fig.PeakRSSKiB = peakRSS()
-	fmt.Fprintf(stdout, "ensure periods: %.2fs\nclose periods (usage snapshots): %.2fs\nbuild + finalize invoices: %.2fs (%.0f invoices/s)\n",
-		fig.EnsureSeconds, fig.CloseSeconds, fig.InvoiceSeconds, fig.InvoicesPerSec)
 	fmt.Fprintf(stdout, "total: %.2fs for %d invoices, peak RSS %d MiB\n", fig.TotalSeconds, fig.Invoices, fig.PeakRSSKiB/1024)
 	fmt.Fprintf(stdout, "invoice lines by kind: %v\n", fig.LineKinds)
 	fmt.Fprintf(stdout, "checks: one invoice per subscription, numbers gapless per issuer, %d sampled invoices explain with no difference\n", fig.Explained)
@@ -116,7 +114,7 @@ func Billing(ctx context.Context, cfg BillingConfig, stdout io.Writer) (BillingF
 
 // runBillingCycle times the cycle's phases with the clock past the
 // period's end and grace, then checks the invoices.
-func runBillingCycle(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, cfg BillingConfig, fig *BillingFigures) error {
+func runBillingCycle(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, cfg BillingConfig, fig *BillingFigures, stdout io.Writer) error {
 	now := periodEnd.Add(time.Hour + time.Minute)
 	svc, err := billing.New(billing.Config{Pool: pool, ClickHouse: ch, Logger: cfg.Logger, Grace: time.Hour,
 		Now: func() time.Time { return now }, Workers: cfg.Workers})
@@ -139,11 +137,13 @@ func runBillingCycle(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, cf
 		return fmt.Errorf("ensure periods: %d recorded, want %d: %v", n, cfg.Subscriptions, err)
 	}
 	fig.EnsureSeconds = time.Since(began).Seconds()
+	fmt.Fprintf(stdout, "ensure periods: %.2fs\n", fig.EnsureSeconds)
 	mark := time.Now()
 	if n, err := svc.ClosePeriods(ctx, now); err != nil || n != cfg.Subscriptions {
 		return fmt.Errorf("close periods: %d closed, want %d: %v", n, cfg.Subscriptions, err)
 	}
 	fig.CloseSeconds = time.Since(mark).Seconds()
+	fmt.Fprintf(stdout, "close periods (usage snapshots): %.2fs\n", fig.CloseSeconds)
 	mark = time.Now()
 	rep, err := svc.RunCycle(ctx)
 	if err != nil {
@@ -153,6 +153,7 @@ func runBillingCycle(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, cf
 	fig.TotalSeconds = time.Since(began).Seconds()
 	fig.Invoices = rep.Drafts
 	fig.InvoicesPerSec = float64(rep.Drafts) / fig.InvoiceSeconds
+	fmt.Fprintf(stdout, "build + finalize invoices: %.2fs (%.0f invoices/s)\n", fig.InvoiceSeconds, fig.InvoicesPerSec)
 	if cfg.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
