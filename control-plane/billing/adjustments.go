@@ -188,14 +188,7 @@ func adjustableSubscription(ctx context.Context, q *db.Queries, actor identity.A
 	if err != nil {
 		return sub, fmt.Errorf("read subscription: %w", err)
 	}
-	switch {
-	case actor.CanProvide(sub.IssuerID):
-		return sub, nil
-	case actor.OrgID == sub.CustomerID:
-		return sub, identity.ErrForbidden
-	default:
-		return sub, ErrSubscriptionNotFound
-	}
+	return sub, parties{sub.IssuerID, sub.CustomerID}.canChange(actor, ErrSubscriptionNotFound)
 }
 
 // checkAdjustment checks a correction against its subscription: the

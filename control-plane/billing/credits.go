@@ -196,7 +196,7 @@ func (s *Service) CreditBalances(ctx context.Context, actor identity.Actor, issu
 // the entry id after, oldest first, at most limit (1 to 500). Only the
 // two organizations and admins see it.
 func (s *Service) CreditLedger(ctx context.Context, actor identity.Actor, issuer, customer uuid.UUID, after int64, limit int) ([]CreditEntry, error) {
-	if !actor.IsAdmin() && actor.OrgID != issuer && actor.OrgID != customer {
+	if !(parties{issuer, customer}).canSee(actor) {
 		return nil, ErrCustomerNotFound
 	}
 	if limit < 1 || limit > 500 {

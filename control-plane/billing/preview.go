@@ -37,7 +37,7 @@ func (s *Service) Preview(ctx context.Context, actor identity.Actor, subID uuid.
 	if err != nil {
 		return Invoice{}, fmt.Errorf("read subscription: %w", err)
 	}
-	if !actor.IsAdmin() && actor.OrgID != sub.CustomerID && actor.OrgID != sub.IssuerID {
+	if !(parties{sub.IssuerID, sub.CustomerID}).canSee(actor) {
 		return Invoice{}, ErrSubscriptionNotFound
 	}
 	if s.cfg.ClickHouse == nil {
