@@ -1,8 +1,8 @@
 package billing
 
 import (
-	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,12 +15,19 @@ import (
 
 // Two months of a hybrid subscription through the billing cycle, with
 // ClickHouse: March on v1 (base 10; calls 0.01, units 0.5) until a change
-// to v2 (base 30; calls 0.005, units 0.4, gets 0.001) at the start of Mar
-// 16, a 10% promotion for two periods, then April on v2, a late March
-// event found after March was invoiced and a provider's correction of
-// March's calls. Both invoices match, to the cent, what is computed here
-// from the events written.
+// to v2 (base 30; calls 0.005, units 0.4 after 5 included, gets 0.001) at
+// the start of Mar 16, a 10% promotion for two periods, then April on v2,
+// a late March event found after March was invoiced and a provider's
+// correction of March's calls. Both invoices match, to the cent, what is
+// computed here with exact decimals from the events written and the rules
+// metering/invoice.go documents, without the rating engine.
+//
+// The figures are chosen so that the rules show: a 10% discount taken off
+// each line would give 28.95 and 30.74 rather than the single line, rounded
+// once, of 28.96 and 30.73; and v2's included units restarting at the
+// change, rather than going on from v1's usage, would give 27.16.
 func TestTwoInvoicesToTheCent(t *testing.T) {
+	t.Parallel()
 	f := periodSetup(t)
 	ctx := t.Context()
 	clock := testenv.NewClock(day(2026, 4, 1).Add(time.Hour))
@@ -28,6 +35,9 @@ func TestTwoInvoicesToTheCent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// v2 is used by no subscription yet, so its charge may still change.
+	f.exec(`UPDATE plan_version_charges SET included_units = 5 WHERE plan_version_id = $1
+		AND meter_id = (SELECT id FROM meters WHERE api_id = $2 AND slug = 'units')`, f.v2, f.api)
 	mar, apr, may := day(2026, 3, 1), day(2026, 4, 1), day(2026, 5, 1)
 	change := day(2026, 3, 16)
 	sub := f.subscribe(mar, may, day(2026, 6, 1), nil)
@@ -42,9 +52,9 @@ func TestTwoInvoicesToTheCent(t *testing.T) {
 	f.exec(`INSERT INTO promotion_redemptions (promotion_id, subscription_id, organization_id, redeemed_by, redeemed_at)
 		VALUES ($1, $2, $3, 'cons', $4)`, promo, sub, customer, mar)
 
-	// March: 3 calls of 1.5 units on v1, 10 calls of 2 units on v2.
+	// March: 5 calls of 1.5 units on v1, 10 calls of 2 units on v2.
 	var evs []ev
-	for i := range 3 {
+	for i := range 5 {
 		evs = append(evs, get(mar.Add(time.Duration(i+1)*time.Hour), "1.5"))
 	}
 	for i := range 10 {
@@ -54,15 +64,26 @@ func TestTwoInvoicesToTheCent(t *testing.T) {
 	if _, err := svc.RunCycle(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Base 10; the 16 days of 31 left at the change: -10 and +30 times
-	// 16/31; then the usage, each line rounded once.
-	credit, charge := roundCents(-10.0*16/31), roundCents(30.0*16/31) // -5.16, 15.48
-	lines := []float64{10, credit, charge, 3 * 0.01, 4.5 * 0.5, 10 * 0.005, 20 * 0.4, 10 * 0.001}
-	march := invoiceTotal(lines, 0.10, nil)
-	first := f.invoiceOf(t, svc, sub, mar)
-	if got := first.Total.StringFixed(2); got != fmt.Sprintf("%.2f", march) || first.Status != StatusOpen {
-		t.Fatalf("March invoice = %s %s; want open %.2f\n%+v", first.Status, got, march, first.Lines)
+	// Base 10; on the 16 days of 31 left at the change, -10 and +30 times
+	// 16/31. v1's 5 calls and 7.5 units. v2's 10 calls, 10 gets, and its
+	// 20 units priced on top of the 7.5 before them: rate(27.5) − rate(7.5)
+	// = 22.5×0.4 − 2.5×0.4, none left of the 5 included.
+	v1Units := decimal.RequireFromString("7.5")
+	march := expectedInvoice{
+		lines: []decimal.Decimal{
+			dec("10"), dec("-10").Mul(dec("16")).Div(dec("31")), dec("30").Mul(dec("16")).Div(dec("31")),
+			dec("5").Mul(dec("0.01")), v1Units.Mul(dec("0.5")),
+			dec("10").Mul(dec("0.005")),
+			perUnitAfter(v1Units.Add(dec("20")), dec("5"), dec("0.4")).Sub(perUnitAfter(v1Units, dec("5"), dec("0.4"))),
+			dec("10").Mul(dec("0.001")),
+		},
+		percentOff: dec("10"),
 	}
+	first := f.invoiceOf(t, svc, sub, mar)
+	if first.Status != StatusOpen {
+		t.Fatalf("March invoice is %s; want open", first.Status)
+	}
+	march.check(t, "March", first, "3.22", "28.96")
 
 	// A late March event (v2's segment), a correction of 100 calls.
 	f.events(sub, get(day(2026, 3, 20), "3"))
@@ -71,51 +92,79 @@ func TestTwoInvoicesToTheCent(t *testing.T) {
 		AdjustmentInput{BillingPeriodID: first.BillingPeriodID, Meter: new("calls"), Quantity: new(dec("100")), Reason: "uncounted batch"}); err != nil {
 		t.Fatal(err)
 	}
-	// April: 10 calls of 1 unit on v2.
+	// April: 7 calls of 1.5 units on v2.
 	evs = evs[:0]
-	for i := range 10 {
-		evs = append(evs, get(apr.Add(time.Duration(i+1)*time.Hour), "1"))
+	for i := range 7 {
+		evs = append(evs, get(apr.Add(time.Duration(i+1)*time.Hour), "1.5"))
 	}
 	f.events(sub, evs...)
 	clock.Set(may.Add(time.Hour))
 	if _, err := svc.RunCycle(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Discounted: base 30 and April's usage. Not discounted: the
-	// correction (100 calls at 0.005) and the late event (a call, 3
-	// units, a get) priced by v2.
-	april := invoiceTotal([]float64{30, 10 * 0.005, 10 * 0.4, 10 * 0.001}, 0.10,
-		[]float64{100 * 0.005, 1 * 0.005, 3 * 0.4, 1 * 0.001})
-	second := f.invoiceOf(t, svc, sub, apr)
-	if got := second.Total.StringFixed(2); got != fmt.Sprintf("%.2f", april) {
-		t.Fatalf("April invoice = %s; want %.2f\n%+v", got, april, second.Lines)
+	// Discounted: base 30 and April's usage (10.5 units, 5 of them
+	// included). Not discounted, after the discount: the correction (100
+	// calls at 0.005) and the late event (a call, 3 units past March's
+	// included ones, a get) priced by v2.
+	april := expectedInvoice{
+		lines: []decimal.Decimal{
+			dec("30"), dec("7").Mul(dec("0.005")), perUnitAfter(dec("10.5"), dec("5"), dec("0.4")), dec("7").Mul(dec("0.001")),
+		},
+		percentOff:  dec("10"),
+		adjustments: []decimal.Decimal{dec("100").Mul(dec("0.005")), dec("0.005"), dec("3").Mul(dec("0.4")), dec("0.001")},
 	}
+	second := f.invoiceOf(t, svc, sub, apr)
+	april.check(t, "April", second, "3.23", "30.73")
 	t.Logf("March %s (%s), April %s (%s)", first.Total, *first.Number, second.Total, *second.Number)
 	for _, id := range []uuid.UUID{first.ID, second.ID} {
 		explainZero(t, svc, id)
 	}
 }
 
-// roundCents rounds to cents half away from zero, as every line is.
-func roundCents(x float64) float64 {
-	if x < 0 {
-		return -roundCents(-x)
-	}
-	return float64(int64(x*100+0.5+1e-9)) / 100
+// perUnitAfter is what q units cost at price each once included are free.
+func perUnitAfter(q, included, price decimal.Decimal) decimal.Decimal {
+	return decimal.Max(decimal.Zero, q.Sub(included)).Mul(price)
 }
 
-// invoiceTotal is the sum of the lines, each rounded, less pct of each
-// (rounded per line), plus the adjustments, each rounded.
-func invoiceTotal(lines []float64, pct float64, adjustments []float64) float64 {
-	total := 0.0
-	for _, l := range lines {
-		l = roundCents(l)
-		total += l - roundCents(l*pct)
+// expectedInvoice is an invoice as metering/invoice.go documents it: fee
+// and usage lines, each rounded once to the cent half away from zero; one
+// discount line of percentOff of their sum, rounded once; then the
+// adjustments, each rounded, not discounted.
+type expectedInvoice struct {
+	lines, adjustments []decimal.Decimal
+	percentOff         decimal.Decimal
+}
+
+func (e expectedInvoice) discount() decimal.Decimal {
+	sum := decimal.Zero
+	for _, l := range e.lines {
+		sum = sum.Add(l.Round(2))
 	}
-	for _, a := range adjustments {
-		total += roundCents(a)
+	return decimal.Max(decimal.Zero, sum.Mul(e.percentOff).Shift(-2).Round(2))
+}
+
+func (e expectedInvoice) total() decimal.Decimal {
+	total := e.discount().Neg()
+	for _, l := range append(slices.Clone(e.lines), e.adjustments...) {
+		total = total.Add(l.Round(2))
 	}
-	return roundCents(total)
+	return total
+}
+
+// check compares inv's discount and total with e's, and e's with the
+// figures worked out by hand, so that neither side can drift alone.
+func (e expectedInvoice) check(t *testing.T, name string, inv Invoice, discount, total string) {
+	t.Helper()
+	if got := e.discount().StringFixed(2); got != discount {
+		t.Fatalf("%s: expected discount computes to %s; by hand %s", name, got, discount)
+	}
+	if got := e.total().StringFixed(2); got != total {
+		t.Fatalf("%s: expected total computes to %s; by hand %s", name, got, total)
+	}
+	if inv.Discount.StringFixed(2) != discount || inv.Total.StringFixed(2) != total {
+		t.Fatalf("%s invoice: discount %s, total %s; want %s, %s\n%+v", name, inv.Discount.StringFixed(2), inv.Total.StringFixed(2),
+			discount, total, inv.Lines)
+	}
 }
 
 // invoiceOf is the invoice of sub's period starting at start.
@@ -138,6 +187,7 @@ func (f *periodFixture) invoiceOf(t *testing.T, svc *Service, sub uuid.UUID, sta
 // lines, and late usage adjustment lines) adds up to every billable event
 // written: nothing billed twice, nothing missed.
 func TestInvoicedUsageEqualsEvents(t *testing.T) {
+	t.Parallel()
 	f := periodSetup(t)
 	ctx := t.Context()
 	rng := rand.New(rand.NewPCG(16, 3))
