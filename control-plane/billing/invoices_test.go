@@ -142,6 +142,7 @@ func dec(s string) decimal.Decimal { return decimal.RequireFromString(s) }
 // the year, without a gap or a duplicate; one that fails after taking its
 // number gives it back, so the next takes 21.
 func TestFinalizeNumbersGaplessUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	const n = 20
 	subs := make([]uuid.UUID, n+1)
@@ -208,6 +209,7 @@ func TestFinalizeNumbersGaplessUnderConcurrency(t *testing.T) {
 // the invoice refunds what it used. Every movement is in the ledger with
 // the balance it left, and a balance never goes below zero.
 func TestCreditAppliedAndRefunded(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, sub := f.closedPeriod()
 	if _, err := f.svc.GrantCredit(f.ctx, f.provider, GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("15"), Reason: "sorry"}); err != nil {
@@ -264,6 +266,7 @@ func TestCreditAppliedAndRefunded(t *testing.T) {
 // once; a job cycle run twice builds one invoice per period and
 // finalizes it once.
 func TestAdjustmentBilledOnceByTheCycle(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, sub := f.closedPeriod()
 	consumer := identity.Actor{Subject: "c", Role: identity.RoleConsumer, OrgID: customer}
@@ -318,6 +321,7 @@ func TestAdjustmentBilledOnceByTheCycle(t *testing.T) {
 // Explain finds a draft line changed behind the service's back, names it
 // and prints it beside the recomputed one; the recomputation puts it right.
 func TestExplainShowsADifference(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	_, sub := f.closedPeriod()
 	if _, err := f.svc.BuildDrafts(f.ctx, 10); err != nil {
@@ -366,6 +370,7 @@ func (f *invoiceFixture) invoiceOfPeriod(period uuid.UUID) uuid.UUID {
 // other, though both drafts showed it: finalizing recomputes, and counts
 // the period applied. Periods are finalized in order.
 func TestPromotionOnceCountedAtFinalize(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, sub := f.closedPeriod()
 	second := f.period(sub, periodStart.AddDate(0, 1, 0), periodStart.AddDate(0, 2, 0), false)
@@ -415,6 +420,7 @@ func TestPromotionOnceCountedAtFinalize(t *testing.T) {
 // A trial period's invoice charges nothing, uses no credit and leaves the
 // pending adjustments for the first charged invoice.
 func TestTrialInvoiceChargesNothing(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer := testenv.Org(t, f.pool, "cust-"+testenv.Suffix())
 	var sub uuid.UUID
@@ -454,6 +460,7 @@ func TestTrialInvoiceChargesNothing(t *testing.T) {
 // Hostile input to a goodwill grant is refused field by field, and only
 // the issuer's providers may grant.
 func TestGrantCreditRefused(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, _ := f.closedPeriod()
 	ok := GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("1"), Reason: "r"}
@@ -488,6 +495,7 @@ func TestGrantCreditRefused(t *testing.T) {
 // 0.01, 50 more: 20 at 0.01 and 30 at 0.005 = 0.35), on the next invoice;
 // one that would take the period below zero is refused.
 func TestQuantityCorrectionContinuesTiers(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	var meter, charge uuid.UUID
 	f.scan(&meter, `INSERT INTO meters (api_id, slug, aggregation) VALUES ($1, 'calls', 'count') RETURNING id`, f.api)
@@ -548,6 +556,7 @@ func TestQuantityCorrectionContinuesTiers(t *testing.T) {
 // Two issuers' first invoices of a year are both INV-2026-000001: a
 // provider finds its own by number, an admin is told it is ambiguous.
 func TestInvoiceByNumberPerIssuer(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	_, sub := f.closedPeriod()
 	first := *f
@@ -583,6 +592,7 @@ func TestInvoiceByNumberPerIssuer(t *testing.T) {
 // uses credit) are ordered by the balance's row lock: the ledger's
 // balances follow its amounts one by one and end at the balance.
 func TestCreditLedgerUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, sub := f.closedPeriod()
 	if _, err := f.svc.BuildDrafts(f.ctx, 10); err != nil {
@@ -627,6 +637,7 @@ func TestCreditLedgerUnderConcurrency(t *testing.T) {
 
 // An admin grants credit in the name of an issuer it names.
 func TestGrantCreditByAdminNamesTheIssuer(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, _ := f.closedPeriod()
 	admin := identity.Actor{Subject: "root", Role: identity.RoleAdmin}

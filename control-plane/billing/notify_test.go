@@ -59,6 +59,7 @@ func sendNotices(t *testing.T, svc *Service, want int) {
 // whose text holds the number, each line's amount and the total; each
 // reminder goes once, inside its window.
 func TestNoticesFinalizedAndReminders(t *testing.T) {
+	t.Parallel()
 	f, mp, inv, email := noticeSetup(t)
 	sendNotices(t, f.svc, 1)
 	sendNotices(t, f.svc, 0)
@@ -126,35 +127,46 @@ func countKinds(f *invoiceFixture, id uuid.UUID) int {
 // A reminder whose window passed while nothing ran is not sent late, and a
 // paid invoice gets no reminder.
 func TestNoticesSkipPassedWindowsAndPaid(t *testing.T) {
-	f, mp, inv, email := noticeSetup(t)
-	sendNotices(t, f.svc, 1)
-	f.clock.Set(inv.DueAt.Add(8 * 24 * time.Hour))
-	sendNotices(t, f.svc, 1) // overdue; neither due soon nor due
-	mp.WaitMessages(t, email, 2, 10*time.Second)
-	var kinds []string
-	for _, n := range must(f.svc.Notices(f.ctx, inv.ID)) {
-		kinds = append(kinds, n.Kind)
-	}
-	if strings.Join(kinds, ",") != "finalized,overdue" {
-		t.Errorf("notices = %v; want finalized,overdue", kinds)
-	}
+	t.Parallel()
+	// Each case has its own database and recipient: they run side by side.
+	t.Run("passed windows", func(t *testing.T) {
+		t.Parallel()
+		f, mp, inv, email := noticeSetup(t)
+		sendNotices(t, f.svc, 1)
+		f.clock.Set(inv.DueAt.Add(8 * 24 * time.Hour))
+		sendNotices(t, f.svc, 1) // overdue; neither due soon nor due
+		mp.WaitMessages(t, email, 2, 10*time.Second)
+		var kinds []string
+		for _, n := range must(f.svc.Notices(f.ctx, inv.ID)) {
+			kinds = append(kinds, n.Kind)
+		}
+		if strings.Join(kinds, ",") != "finalized,overdue" {
+			t.Errorf("notices = %v; want finalized,overdue", kinds)
+		}
+	})
 
 	// An invoice finalized more than 30 days before the notices first
 	// run (no mailer then) gets its reminders, not its email.
-	f3, _, late, _ := noticeSetup(t)
-	f3.clock.Set(late.FinalizedAt.Add(31 * 24 * time.Hour))
-	sendNotices(t, f3.svc, 1)
-	if n := must(f3.svc.Notices(f3.ctx, late.ID)); len(n) != 1 || n[0].Kind != NoticeDue {
-		t.Errorf("notices of an invoice finalized 31 days ago = %+v; want due only", n)
-	}
+	t.Run("finalized long ago", func(t *testing.T) {
+		t.Parallel()
+		f3, _, late, _ := noticeSetup(t)
+		f3.clock.Set(late.FinalizedAt.Add(31 * 24 * time.Hour))
+		sendNotices(t, f3.svc, 1)
+		if n := must(f3.svc.Notices(f3.ctx, late.ID)); len(n) != 1 || n[0].Kind != NoticeDue {
+			t.Errorf("notices of an invoice finalized 31 days ago = %+v; want due only", n)
+		}
+	})
 
-	f2, _, paid, _ := noticeSetup(t)
-	sendNotices(t, f2.svc, 1)
-	if _, err := f2.svc.MarkPaid(f2.ctx, identity.Actor{Subject: "root", Role: identity.RoleAdmin}, paid.ID); err != nil {
-		t.Fatalf("MarkPaid: %v", err)
-	}
-	f2.clock.Set(paid.DueAt.Add(time.Minute))
-	sendNotices(t, f2.svc, 0)
+	t.Run("paid", func(t *testing.T) {
+		t.Parallel()
+		f2, _, paid, _ := noticeSetup(t)
+		sendNotices(t, f2.svc, 1)
+		if _, err := f2.svc.MarkPaid(f2.ctx, identity.Actor{Subject: "root", Role: identity.RoleAdmin}, paid.ID); err != nil {
+			t.Fatalf("MarkPaid: %v", err)
+		}
+		f2.clock.Set(paid.DueAt.Add(time.Minute))
+		sendNotices(t, f2.svc, 0)
+	})
 }
 
 func must[T any](v T, err error) T {
@@ -175,6 +187,7 @@ func (m *downMailer) Send(context.Context, notify.Message) error {
 // A send that fails records nothing and stops the run; the next run with
 // the server back sends the notice.
 func TestNoticesRetriedAfterMailFailure(t *testing.T) {
+	t.Parallel()
 	f, mp, inv, email := noticeSetup(t)
 	working := f.svc.cfg.Mailer
 	down := &downMailer{}

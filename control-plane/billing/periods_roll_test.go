@@ -15,6 +15,7 @@ import (
 // along the way are contiguous from its start and end exactly where the
 // roll put its current period, whatever day EnsurePeriods runs on.
 func TestPeriodsMeetTheRoll(t *testing.T) {
+	t.Parallel()
 	f := subscriptionstest.Setup(t)
 	svc, err := New(Config{Pool: f.Pool, Logger: testenv.Logger(t), Grace: time.Hour})
 	if err != nil {

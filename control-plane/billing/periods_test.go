@@ -37,6 +37,7 @@ func rolled(start time.Time, interval string, now time.Time) (time.Time, time.Ti
 }
 
 func TestEndedPeriods(t *testing.T) {
+	t.Parallel()
 	v1, v2 := uuid.New(), uuid.New()
 	monthly := func(at time.Time) []historyRow {
 		return []historyRow{{version: v1, status: "active", at: at, interval: "month"}}
@@ -132,6 +133,7 @@ func TestEndedPeriods(t *testing.T) {
 }
 
 func TestEndedPeriodsBounded(t *testing.T) {
+	t.Parallel()
 	start := day(2000, 1, 1)
 	sub := periodSub{status: "active", curStart: start, curEnd: day(2000, 2, 1), firstAt: start,
 		history: []historyRow{{version: uuid.New(), at: start, interval: "month"}}}
@@ -153,6 +155,7 @@ func fmtSegments(gs []segment, names map[uuid.UUID]string) string {
 }
 
 func TestSegmentsOf(t *testing.T) {
+	t.Parallel()
 	a, b := uuid.New(), uuid.New()
 	names := map[uuid.UUID]string{a: "A", b: "B"}
 	start, end := day(2026, 3, 1), day(2026, 4, 1)

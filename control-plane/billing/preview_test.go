@@ -15,6 +15,7 @@ import (
 // prorated at the plan change, each part's usage by its version, counted
 // up to now only; other organizations do not find it.
 func TestPreviewCurrentPeriod(t *testing.T) {
+	t.Parallel()
 	f := periodSetup(t)
 	now := time.Date(2026, 11, 16, 0, 0, 0, 0, time.UTC)
 	f.svc.now = func() time.Time { return now }

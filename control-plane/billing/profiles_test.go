@@ -15,6 +15,7 @@ import (
 )
 
 func TestProfileInputValidate(t *testing.T) {
+	t.Parallel()
 	good := func() ProfileInput {
 		return ProfileInput{LegalName: " Acme SAS ", Country: "fr", Region: "", TaxID: "fr xx 123456789", Email: " billing@acme.example "}
 	}
@@ -70,6 +71,7 @@ func TestProfileInputValidate(t *testing.T) {
 }
 
 func TestProfiles(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	consumerOrg := testenv.Org(t, f.pool, "consumer-"+testenv.Suffix())
 	consumer := identity.Actor{Subject: "c", Role: identity.RoleConsumer, OrgID: consumerOrg}
@@ -125,6 +127,7 @@ func TestProfiles(t *testing.T) {
 }
 
 func TestSettings(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	got, err := f.svc.GetSettings(t.Context(), f.provider, f.issuer)
 	if err != nil || got.InvoicePrefix != DefaultInvoicePrefix || !got.PlatformFeePercent.IsZero() || got.UpdatedAt != nil {
@@ -186,6 +189,7 @@ func TestSettings(t *testing.T) {
 // Every issuer starts with the prefix INV, so two issuers' first invoices
 // of a year carry the same number: unique per issuer only.
 func TestInvoiceNumbersPerIssuer(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	b := newRevenueBook(t, f)
 	other := newIssuerBook(t, f, "other")

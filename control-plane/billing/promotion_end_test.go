@@ -10,6 +10,7 @@ import (
 // no later one: a forever promotion ended during the second period
 // discounts the first invoice only.
 func TestEndedPromotionDiscountsNoLaterPeriod(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, sub := f.closedPeriod()
 	second := f.period(sub, periodStart.AddDate(0, 1, 0), periodStart.AddDate(0, 2, 0), false)

@@ -70,6 +70,7 @@ func pdfText(t *testing.T, b []byte) string {
 }
 
 func TestRenderPDFText(t *testing.T) {
+	t.Parallel()
 	d := sampleDocument(t)
 	var buf bytes.Buffer
 	if err := RenderPDF(&buf, d); err != nil {
@@ -96,6 +97,7 @@ func TestRenderPDFText(t *testing.T) {
 }
 
 func TestRenderPDFReverseChargeMention(t *testing.T) {
+	t.Parallel()
 	d := sampleDocument(t)
 	d.Tax = CitedTax{Name: "VAT", RatePercent: decimal.Zero, ReverseCharge: true, Mention: ReverseChargeMention}
 	var buf bytes.Buffer
@@ -110,6 +112,7 @@ func TestRenderPDFReverseChargeMention(t *testing.T) {
 }
 
 func TestRenderHTMLEscapes(t *testing.T) {
+	t.Parallel()
 	d := sampleDocument(t)
 	var buf bytes.Buffer
 	if err := RenderHTML(&buf, d); err != nil {
@@ -144,6 +147,7 @@ func BenchmarkRenderPDF(b *testing.B) {
 // Names in Windows-1252 print as typed; characters outside it as dots,
 // never as mojibake or a broken PDF.
 func TestRenderPDFCharacters(t *testing.T) {
+	t.Parallel()
 	d := sampleDocument(t)
 	d.Customer.Name = "Müller & Søn 東京\x07"
 	var buf bytes.Buffer
@@ -157,6 +161,7 @@ func TestRenderPDFCharacters(t *testing.T) {
 
 // A void invoice's PDF says it is void; an open one's says nothing.
 func TestRenderPDFStatus(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		status  string
 		overdue bool

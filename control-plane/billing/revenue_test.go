@@ -141,6 +141,7 @@ func newIssuerBook(t *testing.T, f *taxFixture, slug string) *revenueBook {
 // void and drafts nowhere, other issuers' invoices nowhere; the fee
 // rounded once per line.
 func TestRevenue(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	b := newRevenueBook(t, f)
 	maps, mapsVersion := b.newAPI("maps")
@@ -220,6 +221,7 @@ func TestRevenue(t *testing.T) {
 }
 
 func TestRevenueRefused(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	stranger := identity.Actor{Subject: "x", Role: identity.RoleProvider, OrgID: uuid.New()}

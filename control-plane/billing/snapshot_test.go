@@ -175,6 +175,7 @@ func (f *periodFixture) period(sub uuid.UUID, start time.Time) (id uuid.UUID, st
 // canceled subscription's period ends its periods; a period wholly in
 // the trial is a trial period.
 func TestEnsurePeriodsOnce(t *testing.T) {
+	t.Parallel()
 	f := periodSetup(t)
 	ctx := t.Context()
 	now := day(2026, 4, 15)
@@ -237,6 +238,7 @@ func TestEnsurePeriodsOnce(t *testing.T) {
 // the period closes only once its end plus the grace has passed, once,
 // however many runs close it at the same time, with the offsets it read.
 func TestClosePeriodSplitsByPlanChange(t *testing.T) {
+	t.Parallel()
 	f := periodSetup(t)
 	ctx := t.Context()
 	start, end := day(2026, 3, 1), day(2026, 4, 1)
@@ -338,6 +340,7 @@ func TestClosePeriodSplitsByPlanChange(t *testing.T) {
 
 // TestSegmentsForOpenPeriod: an open period has no snapshot to price.
 func TestSegmentsForOpenPeriod(t *testing.T) {
+	t.Parallel()
 	f := periodSetup(t)
 	sub := f.subscribe(day(2026, 3, 1), day(2026, 3, 1), day(2026, 4, 1), nil)
 	if _, err := f.svc.EnsurePeriods(t.Context(), day(2026, 4, 1)); err != nil {
@@ -391,6 +394,7 @@ func fmtLate(as []lateAdjustment, names map[uuid.UUID]string) string {
 // event adds only itself); a period that ended before the window is never
 // recounted.
 func TestLateUsage(t *testing.T) {
+	t.Parallel()
 	f := periodSetup(t)
 	ctx := t.Context()
 	start, end := day(2026, 3, 1), day(2026, 4, 1)
@@ -512,6 +516,7 @@ func BenchmarkClosePeriods(b *testing.B) {
 // TestNoClickHouseKeepsPeriodsOpen: a control plane without ClickHouse
 // records periods but leaves them open, and its billing cycle goes on.
 func TestNoClickHouseKeepsPeriodsOpen(t *testing.T) {
+	t.Parallel()
 	f := periodSetup(t)
 	svc, err := New(Config{Pool: f.pool, Logger: testenv.Logger(t), Grace: time.Hour})
 	if err != nil {
@@ -541,6 +546,7 @@ func TestNoClickHouseKeepsPeriodsOpen(t *testing.T) {
 // and each segment's part equals a count over its own window. Nothing is
 // counted twice, nothing is missed.
 func TestSnapshotAndLateUsageAddUp(t *testing.T) {
+	t.Parallel()
 	f := periodSetup(t)
 	ctx := t.Context()
 	seed := uint64(time.Now().UnixNano())

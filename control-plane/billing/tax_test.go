@@ -79,6 +79,7 @@ func taxNum(s string) decimal.Decimal { return decimal.RequireFromString(s) }
 // not at its end; a later rule supersedes an open-ended one from its
 // start; a region's rule comes before the country's.
 func TestTaxForSelectsRuleAtBoundaries(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	jan := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	jul := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
@@ -127,6 +128,7 @@ func TestTaxForSelectsRuleAtBoundaries(t *testing.T) {
 // format) in another member state than the issuer's, and a rule that
 // allows it. Any missing condition taxes at the rule's rate.
 func TestTaxForReverseCharge(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
@@ -184,6 +186,7 @@ func TestTaxForReverseCharge(t *testing.T) {
 }
 
 func TestTaxRuleInputRefused(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	bad := []struct {
@@ -244,6 +247,7 @@ func TestTaxRuleInputRefused(t *testing.T) {
 // A rule no finalized invoice may have used is deleted; one that may
 // have is ended now and kept, so its invoices can still be explained.
 func TestDeleteTaxRuleKeepsRulesInUse(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	b := newRevenueBook(t, f)
 	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -306,6 +310,7 @@ func TestDeleteTaxRuleKeepsRulesInUse(t *testing.T) {
 // Concurrent creations of rules with one start: one wins, the others are
 // conflicts (the advisory lock orders the check and the insert).
 func TestCreateTaxRuleConcurrentSameStart(t *testing.T) {
+	t.Parallel()
 	f := taxSetup(t)
 	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	const n = 8

@@ -3,6 +3,7 @@ package billing
 import "testing"
 
 func TestCountries(t *testing.T) {
+	t.Parallel()
 	if n := len(countries); n != 249 {
 		t.Errorf("len(countries) = %d; want the 249 ISO 3166-1 alpha-2 codes", n)
 	}
@@ -30,6 +31,7 @@ func TestCountries(t *testing.T) {
 }
 
 func TestNormalizeTaxID(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		country, in, want string
 		ok                bool
@@ -95,6 +97,7 @@ func TestNormalizeTaxID(t *testing.T) {
 }
 
 func TestValidVATID(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		country, id string
 		want        bool
