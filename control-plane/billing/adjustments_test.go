@@ -12,6 +12,7 @@ import (
 // of five corrections of -60 calls of a period that billed 100, one
 // passes and four would take it below zero.
 func TestConcurrentCorrectionsBelowZero(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	var meter, charge uuid.UUID
 	f.scan(&meter, `INSERT INTO meters (api_id, slug, aggregation) VALUES ($1, 'calls', 'count') RETURNING id`, f.api)

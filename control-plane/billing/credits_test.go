@@ -13,6 +13,7 @@ import (
 // members see the credit it issued and the credit it holds, and nobody
 // else's.
 func TestCreditBalancesOfBothParties(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, _ := f.closedPeriod()
 	if _, err := f.svc.GrantCredit(f.ctx, f.provider, GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("3"), Reason: "issued"}); err != nil {

@@ -10,6 +10,7 @@ import (
 // An explanation prints money with its currency's decimals: JPY none,
 // KWD three.
 func TestExplanationWritesCurrencyDecimals(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		currency, amount, want, wrong string
 	}{

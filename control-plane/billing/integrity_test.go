@@ -38,6 +38,7 @@ func (f *invoiceFixture) finalized() (inv, sub uuid.UUID) {
 // timestamps, moves only forward (never back to open), and is never
 // deleted.
 func TestFinalizedInvoiceFrozen(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	id, _ := f.finalized()
 	for _, set := range []string{"amount_due = 0", "net_days = 1", "billing_period_id = NULL",
@@ -61,6 +62,7 @@ func TestFinalizedInvoiceFrozen(t *testing.T) {
 
 // A line cannot be moved into a finalized invoice (nor out of one).
 func TestLineNotMovedIntoFinalizedInvoice(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	final, _ := f.finalized()
 	_, sub := f.closedPeriod()
@@ -77,6 +79,7 @@ func TestLineNotMovedIntoFinalizedInvoice(t *testing.T) {
 
 // The credit ledger is append-only.
 func TestCreditLedgerAppendOnly(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, _ := f.closedPeriod()
 	e, err := f.svc.GrantCredit(f.ctx, f.provider, GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("5"), Reason: "sorry"})
@@ -90,6 +93,7 @@ func TestCreditLedgerAppendOnly(t *testing.T) {
 // An adjustment is billed once: its invoice, once set, stays, and its
 // amount never changes.
 func TestAdjustmentFrozen(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	_, sub := f.closedPeriod()
 	amount, cur := dec("-2"), "EUR"
@@ -113,6 +117,7 @@ func TestAdjustmentFrozen(t *testing.T) {
 
 // An issuer's 1,000,000th invoice of a year gets a seven digit number.
 func TestInvoiceNumberPastSixDigits(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	f.exec(`INSERT INTO invoice_number_sequences (issuer_id, year, last) VALUES ($1, 2026, 999999)`, f.issuer)
 	id, _ := f.finalized()
@@ -126,6 +131,7 @@ func TestInvoiceNumberPastSixDigits(t *testing.T) {
 // Voiding an invoice that issued credit (a negative total) takes that
 // credit back; once the customer spent it, the void is refused.
 func TestVoidReversesIssuedCredit(t *testing.T) {
+	t.Parallel()
 	f := invoiceSetup(t)
 	customer, sub := f.closedPeriod()
 	amount, cur := dec("-25"), "EUR"

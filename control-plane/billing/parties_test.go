@@ -14,6 +14,7 @@ import (
 // forbidden to, anyone else finds nothing (as the authorization matrix
 // expects).
 func TestPartiesRule(t *testing.T) {
+	t.Parallel()
 	p := parties{issuer: uuid.New(), customer: uuid.New()}
 	errGone := errors.New("not found")
 	for _, c := range []struct {
