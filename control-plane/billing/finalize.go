@@ -190,17 +190,10 @@ func (s *Service) settle(ctx context.Context, q *db.Queries, inv db.Invoice, c c
 	return nil
 }
 
-// mayChange reports whether actor may change inv's status: its issuer's
-// providers and admins; its customer may see it but not change it.
+// mayChange reports whether actor may change inv's status
+// (parties.canChange).
 func mayChange(actor identity.Actor, inv db.Invoice) error {
-	switch {
-	case actor.CanProvide(inv.IssuerID):
-		return nil
-	case actor.OrgID == inv.CustomerID:
-		return identity.ErrForbidden
-	default:
-		return ErrInvoiceNotFound
-	}
+	return parties{inv.IssuerID, inv.CustomerID}.canChange(actor, ErrInvoiceNotFound)
 }
 
 // transition locks an open invoice and changes its status with change.

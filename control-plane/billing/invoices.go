@@ -105,10 +105,9 @@ type Line struct {
 	Reference     string          `json:"reference"`
 }
 
-// canSee reports whether actor may read inv: its issuer's providers, its
-// customer's members, admins.
+// canSee reports whether actor may read inv (parties.canSee).
 func (inv Invoice) canSee(a identity.Actor) bool {
-	return a.IsAdmin() || a.OrgID == inv.IssuerID || a.OrgID == inv.CustomerID
+	return parties{inv.IssuerID, inv.CustomerID}.canSee(a)
 }
 
 func toInvoice(r db.Invoice, now time.Time) Invoice {
@@ -168,7 +167,7 @@ func (s *Service) InvoiceByNumber(ctx context.Context, actor identity.Actor, num
 	}
 	var found []uuid.UUID
 	for _, r := range rows {
-		if actor.IsAdmin() || actor.OrgID == r.IssuerID || actor.OrgID == r.CustomerID {
+		if (parties{r.IssuerID, r.CustomerID}).canSee(actor) {
 			found = append(found, r.ID)
 		}
 	}
@@ -197,6 +196,9 @@ type Cites struct {
 	TaxRuleID    *uuid.UUID        `json:"tax_rule_id,omitempty"`
 	Tax          CitedTax          `json:"tax"`
 	Customer     *Profile          `json:"customer"`
+	// Issuer is the issuer's billing profile as it was: the document's
+	// From block, which a later edit of the profile does not change.
+	Issuer *Profile `json:"issuer,omitempty"`
 	// CreditAvailable is the customer's balance the invoice could use:
 	// read when a draft is computed, under the balance's lock when it is
 	// finalized.
@@ -505,7 +507,7 @@ func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, b *
 	if c.netDays, err = netDaysFor(ctx, q, last); err != nil {
 		return computed{}, fmt.Errorf("read net days: %w", err)
 	}
-	c.cites.Customer, c.cites.TaxRuleID, c.cites.Tax = b.customer, b.taxRule, b.tax
+	c.cites.Customer, c.cites.Issuer, c.cites.TaxRuleID, c.cites.Tax = b.customer, b.issuer, b.taxRule, b.tax
 	if period.Trial {
 		return c, nil
 	}
@@ -533,7 +535,7 @@ func (s *Service) chooseTax(ctx context.Context, inv db.Invoice, c *Cites) error
 	if err := s.taxBasis(ctx, b, inv.IssuerID, inv.CustomerID, inv.PeriodEnd); err != nil {
 		return err
 	}
-	c.Customer, c.TaxRuleID, c.Tax = b.customer, b.taxRule, b.tax
+	c.Customer, c.Issuer, c.TaxRuleID, c.Tax = b.customer, b.issuer, b.taxRule, b.tax
 	return nil
 }
 
@@ -578,6 +580,7 @@ type invoiceKey struct {
 type basis struct {
 	segments map[uuid.UUID]periodSegments
 	customer *Profile
+	issuer   *Profile
 	taxRule  *uuid.UUID
 	tax      CitedTax
 }
@@ -637,10 +640,17 @@ func (s *Service) pendingSegments(ctx context.Context, b *basis, sub uuid.UUID) 
 	return s.loadSegments(ctx, b, periods)
 }
 
-// taxBasis adds to b the customer's billing profile and the tax
-// treatment it gets from the issuer's rules at a time (none without a
-// profile).
+// taxBasis adds to b the issuer's and the customer's billing profiles and
+// the tax treatment the customer gets from the issuer's rules at a time
+// (none without a customer's profile).
 func (s *Service) taxBasis(ctx context.Context, b *basis, issuer, customer uuid.UUID, at time.Time) error {
+	from, ok, err := s.BillingProfile(ctx, issuer)
+	if err != nil {
+		return err
+	}
+	if ok {
+		b.issuer = &from
+	}
 	profile, ok, err := s.BillingProfile(ctx, customer)
 	if err != nil || !ok {
 		return err

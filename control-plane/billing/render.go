@@ -79,9 +79,10 @@ func (s *Service) Document(ctx context.Context, actor identity.Actor, id uuid.UU
 	return s.document(ctx, inv)
 }
 
-// document adds an invoice's parties: the issuer's current billing
-// profile, the customer's as cited (a finalized invoice keeps the
-// address it was issued to), or the current one for a draft citing none.
+// document adds an invoice's parties: the issuer's and the customer's
+// billing profiles as cited (a finalized invoice keeps the names and
+// addresses it was issued with, whatever either edits later), or the
+// current ones for an invoice citing none.
 func (s *Service) document(ctx context.Context, inv Invoice) (Document, error) {
 	var c Cites
 	if len(inv.Cites) > 0 {
@@ -97,7 +98,7 @@ func (s *Service) document(ctx context.Context, inv Invoice) (Document, error) {
 	if inv.Number == nil {
 		d.Title = "Draft invoice"
 	}
-	if d.Issuer, err = s.party(ctx, inv.IssuerID, nil); err != nil {
+	if d.Issuer, err = s.party(ctx, inv.IssuerID, c.Issuer); err != nil {
 		return Document{}, err
 	}
 	if d.Customer, err = s.party(ctx, inv.CustomerID, c.Customer); err != nil {
