@@ -229,8 +229,8 @@ func checkAdjustment(ctx context.Context, q *db.Queries, subID uuid.UUID, sub db
 	if last == nil {
 		return ErrBelowZero // nothing counted that a negative correction could take back
 	}
-	adjusted, err := q.AdjustmentQuantityTotal(ctx, db.AdjustmentQuantityTotalParams{
-		BillingPeriodID: in.BillingPeriodID, MeterSlug: in.Meter, LastStart: last.From, SegmentStart: last.From,
+	adjusted, err := q.AdjustmentQuantity(ctx, db.AdjustmentQuantityParams{
+		BillingPeriodID: in.BillingPeriodID, MeterSlug: in.Meter, LastStart: last.From, SegmentStart: last.From, WithPending: true,
 	})
 	if err != nil {
 		return fmt.Errorf("sum adjustments: %w", err)

@@ -757,7 +757,7 @@ func pendingAdjustmentsOf(ctx context.Context, q *db.Queries, b *basis, sub uuid
 		if err != nil {
 			return nil, fmt.Errorf("read segments of adjustment %s: plan version %q: %w", a.ID, seg.PlanVersionID, err)
 		}
-		before, err := q.AdjustmentBilledBefore(ctx, db.AdjustmentBilledBeforeParams{
+		before, err := q.AdjustmentQuantity(ctx, db.AdjustmentQuantityParams{
 			BillingPeriodID: a.BillingPeriodID, MeterSlug: a.MeterSlug, LastStart: segs[len(segs)-1].From, SegmentStart: seg.From,
 		})
 		if err != nil {

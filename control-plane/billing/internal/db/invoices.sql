@@ -206,14 +206,18 @@ WHERE id = ANY(@ids::uuid[]);
 -- name: AdjustmentsMarkBilled :execrows
 UPDATE billing_adjustments SET invoice_id = @invoice_id WHERE id = ANY(@ids::uuid[]) AND invoice_id IS NULL;
 
--- AdjustmentBilledBefore is the quantity of a meter that earlier
--- adjustments of a period billed in one of its segments (on invoices not
--- voided); an adjustment that names no segment concerns the last one,
--- last_start.
--- name: AdjustmentBilledBefore :one
+-- AdjustmentQuantity is the quantity of a meter that a period's
+-- adjustments add to one of its segments: those billed on invoices not
+-- voided and, with_pending, those not billed yet; an adjustment that
+-- names no segment concerns the last one, last_start. The one basis of
+-- both readers: an invoice prices an adjustment on top of what was billed
+-- before it (without pending ones, adding those it bills itself one by
+-- one), and a negative correction is checked against all of them.
+-- name: AdjustmentQuantity :one
 SELECT COALESCE(sum(a.quantity), 0)::numeric
-FROM billing_adjustments a JOIN invoices i ON i.id = a.invoice_id
-WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND i.status <> 'void'
+FROM billing_adjustments a LEFT JOIN invoices i ON i.id = a.invoice_id
+WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug
+  AND (i.status <> 'void' OR (a.invoice_id IS NULL AND @with_pending::boolean))
   AND COALESCE(a.segment_start, @last_start::timestamptz) = @segment_start::timestamptz;
 
 -- Promotions.
@@ -260,16 +264,6 @@ SELECT EXISTS (SELECT 1 FROM meters WHERE api_id = @api_id AND slug = @slug);
 
 -- name: PeriodOfSubscription :one
 SELECT state FROM billing_periods WHERE id = @id AND subscription_id = @subscription_id;
-
--- AdjustmentQuantityTotal is the quantity of a meter that the period's
--- adjustments add to one of its segments, billed or pending (those on void
--- invoices aside); one that names no segment concerns the last,
--- last_start.
--- name: AdjustmentQuantityTotal :one
-SELECT COALESCE(sum(a.quantity), 0)::numeric
-FROM billing_adjustments a LEFT JOIN invoices i ON i.id = a.invoice_id
-WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND (i.id IS NULL OR i.status <> 'void')
-  AND COALESCE(a.segment_start, @last_start::timestamptz) = @segment_start::timestamptz;
 
 -- name: PlanVersionNetDays :one
 SELECT net_days FROM plan_versions WHERE id = $1;

@@ -40,36 +40,6 @@ func (q *Queries) AdjustableSubscription(ctx context.Context, id uuid.UUID) (Adj
 	return i, err
 }
 
-const adjustmentBilledBefore = `-- name: AdjustmentBilledBefore :one
-SELECT COALESCE(sum(a.quantity), 0)::numeric
-FROM billing_adjustments a JOIN invoices i ON i.id = a.invoice_id
-WHERE a.billing_period_id = $1 AND a.meter_slug = $2 AND i.status <> 'void'
-  AND COALESCE(a.segment_start, $3::timestamptz) = $4::timestamptz
-`
-
-type AdjustmentBilledBeforeParams struct {
-	BillingPeriodID *uuid.UUID
-	MeterSlug       *string
-	LastStart       time.Time
-	SegmentStart    time.Time
-}
-
-// AdjustmentBilledBefore is the quantity of a meter that earlier
-// adjustments of a period billed in one of its segments (on invoices not
-// voided); an adjustment that names no segment concerns the last one,
-// last_start.
-func (q *Queries) AdjustmentBilledBefore(ctx context.Context, arg AdjustmentBilledBeforeParams) (decimal.Decimal, error) {
-	row := q.db.QueryRow(ctx, adjustmentBilledBefore,
-		arg.BillingPeriodID,
-		arg.MeterSlug,
-		arg.LastStart,
-		arg.SegmentStart,
-	)
-	var column_1 decimal.Decimal
-	err := row.Scan(&column_1)
-	return column_1, err
-}
-
 const adjustmentInsert = `-- name: AdjustmentInsert :one
 
 INSERT INTO billing_adjustments (subscription_id, billing_period_id, kind, meter_slug, quantity, amount, currency, reason, actor)
@@ -113,28 +83,34 @@ func (q *Queries) AdjustmentInsert(ctx context.Context, arg AdjustmentInsertPara
 	return i, err
 }
 
-const adjustmentQuantityTotal = `-- name: AdjustmentQuantityTotal :one
+const adjustmentQuantity = `-- name: AdjustmentQuantity :one
 SELECT COALESCE(sum(a.quantity), 0)::numeric
 FROM billing_adjustments a LEFT JOIN invoices i ON i.id = a.invoice_id
-WHERE a.billing_period_id = $1 AND a.meter_slug = $2 AND (i.id IS NULL OR i.status <> 'void')
-  AND COALESCE(a.segment_start, $3::timestamptz) = $4::timestamptz
+WHERE a.billing_period_id = $1 AND a.meter_slug = $2
+  AND (i.status <> 'void' OR (a.invoice_id IS NULL AND $3::boolean))
+  AND COALESCE(a.segment_start, $4::timestamptz) = $5::timestamptz
 `
 
-type AdjustmentQuantityTotalParams struct {
+type AdjustmentQuantityParams struct {
 	BillingPeriodID *uuid.UUID
 	MeterSlug       *string
+	WithPending     bool
 	LastStart       time.Time
 	SegmentStart    time.Time
 }
 
-// AdjustmentQuantityTotal is the quantity of a meter that the period's
-// adjustments add to one of its segments, billed or pending (those on void
-// invoices aside); one that names no segment concerns the last,
-// last_start.
-func (q *Queries) AdjustmentQuantityTotal(ctx context.Context, arg AdjustmentQuantityTotalParams) (decimal.Decimal, error) {
-	row := q.db.QueryRow(ctx, adjustmentQuantityTotal,
+// AdjustmentQuantity is the quantity of a meter that a period's
+// adjustments add to one of its segments: those billed on invoices not
+// voided and, with_pending, those not billed yet; an adjustment that
+// names no segment concerns the last one, last_start. The one basis of
+// both readers: an invoice prices an adjustment on top of what was billed
+// before it (without pending ones, adding those it bills itself one by
+// one), and a negative correction is checked against all of them.
+func (q *Queries) AdjustmentQuantity(ctx context.Context, arg AdjustmentQuantityParams) (decimal.Decimal, error) {
+	row := q.db.QueryRow(ctx, adjustmentQuantity,
 		arg.BillingPeriodID,
 		arg.MeterSlug,
+		arg.WithPending,
 		arg.LastStart,
 		arg.SegmentStart,
 	)
