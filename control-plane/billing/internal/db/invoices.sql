@@ -262,9 +262,6 @@ WHERE s.id = $1;
 -- name: MeterOfAPI :one
 SELECT EXISTS (SELECT 1 FROM meters WHERE api_id = @api_id AND slug = @slug);
 
--- name: PeriodOfSubscription :one
-SELECT state FROM billing_periods WHERE id = @id AND subscription_id = @subscription_id;
-
 -- name: PlanVersionNetDays :one
 SELECT net_days FROM plan_versions WHERE id = $1;
 

@@ -1131,22 +1131,6 @@ func (q *Queries) MeterOfAPI(ctx context.Context, arg MeterOfAPIParams) (bool, e
 	return exists, err
 }
 
-const periodOfSubscription = `-- name: PeriodOfSubscription :one
-SELECT state FROM billing_periods WHERE id = $1 AND subscription_id = $2
-`
-
-type PeriodOfSubscriptionParams struct {
-	ID             uuid.UUID
-	SubscriptionID uuid.UUID
-}
-
-func (q *Queries) PeriodOfSubscription(ctx context.Context, arg PeriodOfSubscriptionParams) (BillingPeriodState, error) {
-	row := q.db.QueryRow(ctx, periodOfSubscription, arg.ID, arg.SubscriptionID)
-	var state BillingPeriodState
-	err := row.Scan(&state)
-	return state, err
-}
-
 const periodsToInvoice = `-- name: PeriodsToInvoice :many
 SELECT p.id, p.subscription_id, p.period_start, p.period_end, p.trial
 FROM billing_periods p
