@@ -246,7 +246,9 @@ func (s *Service) MarkPaid(ctx context.Context, actor identity.Actor, id uuid.UU
 
 // Void voids an open invoice: what it took from the customer's credit
 // balance goes back to it as a refund (payments, when they come, refund
-// what was paid the same way), and invoice.voided is announced. The
+// what was paid the same way), the credit its negative total issued is
+// taken back (ErrInsufficientCredit when spent), and invoice.voided is
+// announced. The
 // period stays billed: a corrected bill is an adjustment on the next
 // invoice.
 func (s *Service) Void(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
