@@ -248,9 +248,8 @@ func (s *Service) MarkPaid(ctx context.Context, actor identity.Actor, id uuid.UU
 // balance goes back to it as a refund (payments, when they come, refund
 // what was paid the same way), the credit its negative total issued is
 // taken back (ErrInsufficientCredit when spent), and invoice.voided is
-// announced. The
-// period stays billed: a corrected bill is an adjustment on the next
-// invoice.
+// announced. The period stays billed: a corrected bill is an adjustment
+// on the next invoice.
 func (s *Service) Void(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
 	var voided Invoice
 	out, err := s.transition(ctx, actor, id, "invoice.void", func(q *db.Queries, tx pgx.Tx, inv db.Invoice) error {
