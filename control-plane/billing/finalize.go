@@ -365,4 +365,3 @@ func (s *Service) publish(ctx context.Context, tx pgx.Tx, inv Invoice, event str
 	return nil
 }
 
-func pointer[T any](v T) *T { return &v }
