@@ -364,4 +364,3 @@ func (s *Service) publish(ctx context.Context, tx pgx.Tx, inv Invoice, event str
 	}
 	return nil
 }
-
