@@ -39,12 +39,9 @@ func (s *Service) Finalize(ctx context.Context, actor identity.Actor, id uuid.UU
 	var out Invoice
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		inv, err := q.InvoiceLock(ctx, id)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrInvoiceNotFound
-		}
+		inv, err := lockInvoice(ctx, q, id)
 		if err != nil {
-			return fmt.Errorf("lock invoice: %w", err)
+			return err
 		}
 		if err := mayChange(actor, inv); err != nil {
 			return err
@@ -202,12 +199,9 @@ func (s *Service) transition(ctx context.Context, actor identity.Actor, id uuid.
 	var out Invoice
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		inv, err := q.InvoiceLock(ctx, id)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrInvoiceNotFound
-		}
+		inv, err := lockInvoice(ctx, q, id)
 		if err != nil {
-			return fmt.Errorf("lock invoice: %w", err)
+			return err
 		}
 		if err := mayChange(actor, inv); err != nil {
 			return err

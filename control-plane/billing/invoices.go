@@ -385,14 +385,23 @@ func (s *Service) RecomputeDraft(ctx context.Context, id uuid.UUID) error {
 	})
 }
 
-// lockDraft locks an invoice that must be a draft.
-func lockDraft(ctx context.Context, q *db.Queries, id uuid.UUID) (db.Invoice, error) {
+// lockInvoice locks an invoice: ErrInvoiceNotFound when there is none.
+func lockInvoice(ctx context.Context, q *db.Queries, id uuid.UUID) (db.Invoice, error) {
 	inv, err := q.InvoiceLock(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return inv, ErrInvoiceNotFound
 	}
 	if err != nil {
 		return inv, fmt.Errorf("lock invoice: %w", err)
+	}
+	return inv, nil
+}
+
+// lockDraft locks an invoice that must be a draft.
+func lockDraft(ctx context.Context, q *db.Queries, id uuid.UUID) (db.Invoice, error) {
+	inv, err := lockInvoice(ctx, q, id)
+	if err != nil {
+		return inv, err
 	}
 	if inv.Status != db.InvoiceStatusDraft {
 		return inv, ErrInvoiceState

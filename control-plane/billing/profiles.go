@@ -201,10 +201,8 @@ func (s *Service) PutProfile(ctx context.Context, actor identity.Actor, org uuid
 	var out Profile
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		if ok, err := q.OrganizationExists(ctx, org); err != nil {
-			return fmt.Errorf("read organization: %w", err)
-		} else if !ok {
-			return ErrOrganizationNotFound
+		if err := organizationExists(ctx, q, org); err != nil {
+			return err
 		}
 		var before any
 		if r, err := q.BillingProfileGet(ctx, org); err == nil {
@@ -226,4 +224,17 @@ func (s *Service) PutProfile(ctx context.Context, actor identity.Actor, org uuid
 		})
 	})
 	return out, err
+}
+
+// organizationExists is nil when org exists, ErrOrganizationNotFound when
+// it does not.
+func organizationExists(ctx context.Context, q *db.Queries, org uuid.UUID) error {
+	ok, err := q.OrganizationExists(ctx, org)
+	if err != nil {
+		return fmt.Errorf("read organization: %w", err)
+	}
+	if !ok {
+		return ErrOrganizationNotFound
+	}
+	return nil
 }

@@ -82,10 +82,8 @@ func (s *Service) Revenue(ctx context.Context, actor identity.Actor, issuer uuid
 		return Revenue{}, validation.One("to", "must be after from, at most five years later")
 	}
 	q := db.New(s.pool)
-	if ok, err := q.OrganizationExists(ctx, issuer); err != nil {
-		return Revenue{}, fmt.Errorf("read organization: %w", err)
-	} else if !ok {
-		return Revenue{}, ErrOrganizationNotFound
+	if err := organizationExists(ctx, q, issuer); err != nil {
+		return Revenue{}, err
 	}
 	settings, err := issuerSettings(ctx, q, issuer)
 	if err != nil {

@@ -72,12 +72,8 @@ func (s *Service) GetSettings(ctx context.Context, actor identity.Actor, org uui
 	if !memberOrAdmin(actor, org) {
 		return Settings{}, ErrOrganizationNotFound
 	}
-	ok, err := db.New(s.pool).OrganizationExists(ctx, org)
-	if err != nil {
-		return Settings{}, fmt.Errorf("read organization: %w", err)
-	}
-	if !ok {
-		return Settings{}, ErrOrganizationNotFound
+	if err := organizationExists(ctx, db.New(s.pool), org); err != nil {
+		return Settings{}, err
 	}
 	return s.IssuerSettings(ctx, org)
 }
@@ -121,10 +117,8 @@ func (s *Service) PutSettings(ctx context.Context, actor identity.Actor, org uui
 	var out Settings
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		if ok, err := q.OrganizationExists(ctx, org); err != nil {
-			return fmt.Errorf("read organization: %w", err)
-		} else if !ok {
-			return ErrOrganizationNotFound
+		if err := organizationExists(ctx, q, org); err != nil {
+			return err
 		}
 		before, err := issuerSettings(ctx, q, org)
 		if err != nil {

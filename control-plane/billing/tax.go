@@ -233,10 +233,8 @@ func (s *Service) CreateTaxRule(ctx context.Context, actor identity.Actor, issue
 	var out TaxRule
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		if ok, err := q.OrganizationExists(ctx, issuer); err != nil {
-			return fmt.Errorf("read organization: %w", err)
-		} else if !ok {
-			return ErrOrganizationNotFound
+		if err := organizationExists(ctx, q, issuer); err != nil {
+			return err
 		}
 		if err := q.TaxRuleLock(ctx, db.TaxRuleLockParams{IssuerID: issuer.String(), Country: in.Country, Region: in.Region}); err != nil {
 			return fmt.Errorf("lock tax rules: %w", err)
@@ -280,10 +278,8 @@ func (s *Service) ListTaxRules(ctx context.Context, actor identity.Actor, issuer
 	}
 	if len(rows) == 0 {
 		// An admin naming an organization that does not exist.
-		if ok, err := q.OrganizationExists(ctx, issuer); err != nil {
-			return nil, fmt.Errorf("read organization: %w", err)
-		} else if !ok {
-			return nil, ErrOrganizationNotFound
+		if err := organizationExists(ctx, q, issuer); err != nil {
+			return nil, err
 		}
 	}
 	out := make([]TaxRule, len(rows))
