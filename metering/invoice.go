@@ -6,7 +6,11 @@ package metering
 // treatment), so that anyone holding those can recompute it to the last
 // digit (Explain). The order of the lines and their semantics:
 //
-//  1. Fees. The base fee of the first segment's version, in full. At each
+//  1. Fees. The base fee of the first segment's version, in full. When a
+//     trial ends inside the period (Segment.ChargedFrom), the fee of the
+//     version in force at the trial's end instead, prorated: fee × (the
+//     time from the trial's end to the period's end) / period; changes of
+//     version during the trial have no lines. At each later
 //     change of version, two lines on the time left from the change to the
 //     period's end: a proration_credit of −(old fee × left / period) and a
 //     proration_charge of +(new fee × left / period). left and period are
@@ -118,6 +122,11 @@ type Segment struct {
 	Terms         PlanTerms
 	// Usage is the metered quantity per meter slug.
 	Usage map[string]decimal.Decimal
+	// ChargedFrom is where the segment's billable time begins: the zero
+	// time (or From) for all of it; a later time when a trial ends inside
+	// it; To or later when it lies wholly in the trial. The time before
+	// it is charged no fee, and its usage must not be counted.
+	ChargedFrom time.Time
 }
 
 // Adjustment is a correction or late usage billed on this invoice, for
@@ -318,6 +327,11 @@ func mergeSegments(segs []Segment) []Segment {
 				usage[m] = usage[m].Add(q)
 			}
 		}
+		if !out[n-1].chargedStart().Before(out[n-1].To) {
+			// The first stretch lies wholly in the trial: the joined
+			// segment is charged from where the second one is.
+			out[n-1].ChargedFrom = s.chargedStart()
+		}
 		out[n-1].To, out[n-1].Usage = s.To, usage
 	}
 	return out
@@ -339,17 +353,40 @@ func (b *invoiceBuilder) add(l InvoiceLine) {
 	}
 }
 
-// fees adds the first version's base fee and the proration lines of each
-// change of version.
+// chargedStart is where s's billable time begins: ChargedFrom, or From
+// when that is earlier.
+func (s Segment) chargedStart() time.Time {
+	if s.ChargedFrom.After(s.From) {
+		return s.ChargedFrom
+	}
+	return s.From
+}
+
+// fees adds the base fee of the version in force when the period's
+// billable time begins and the proration lines of each change of version
+// after that. The fee is in full when the whole period is billable, and
+// prorated by the second from a trial's end otherwise.
 func (b *invoiceBuilder) fees(segs []Segment, start, end time.Time) {
-	first := segs[0]
-	if first.Terms.BaseFee.IsPositive() {
-		fee := b.cur.Round(first.Terms.BaseFee)
-		b.add(InvoiceLine{Kind: LineBaseFee, Description: "Base fee", PlanVersionID: first.PlanVersionID,
-			Quantity: decimal.NewFromInt(1), UnitPrice: fee, Amount: fee})
+	first := slices.IndexFunc(segs, func(s Segment) bool { return s.chargedStart().Before(s.To) })
+	if first < 0 {
+		return // wholly in the trial
 	}
 	period := decimal.NewFromInt(int64(end.Sub(start)))
-	for i := 1; i < len(segs); i++ {
+	from := segs[first].chargedStart()
+	if fee := segs[first].Terms.BaseFee; fee.IsPositive() {
+		line := InvoiceLine{Kind: LineBaseFee, Description: "Base fee", PlanVersionID: segs[first].PlanVersionID, Quantity: decimal.NewFromInt(1)}
+		if from.After(start) {
+			left := decimal.NewFromInt(int64(end.Sub(from)))
+			line.Amount = roundQuo(b.cur, fee.Mul(left), period)
+			line.Description = fmt.Sprintf("Base fee from the end of the trial: %s of %s s from %s",
+				left.Shift(-9), period.Shift(-9), from.UTC().Format(time.RFC3339))
+		} else {
+			line.Amount = b.cur.Round(fee)
+		}
+		line.UnitPrice = line.Amount
+		b.add(line)
+	}
+	for i := first + 1; i < len(segs); i++ {
 		prev, next := segs[i-1], segs[i]
 		left := decimal.NewFromInt(int64(end.Sub(next.From)))
 		share := fmt.Sprintf("%s of %s s from %s", left.Shift(-9), period.Shift(-9), next.From.UTC().Format(time.RFC3339))

@@ -447,6 +447,48 @@ func TestInvoiceTrial(t *testing.T) {
 	wantTotals(t, inv, "10", "0", "2", "12", "12", "0", "0")
 }
 
+// TestInvoiceTrialEndsMidPeriod: a trial that ends inside the period
+// charges the base fee from its end, prorated by the second, and a change
+// of version during the trial has no proration lines. March 2026 has 31
+// days; the trial ends on the 10th (22 days left) before the upgrade on
+// the 20th, or on the 25th (7 days left) after it.
+func TestInvoiceTrialEndsMidPeriod(t *testing.T) {
+	t.Run("before the change", func(t *testing.T) {
+		in := upgradeInput(t)
+		in.Segments[0].ChargedFrom = at("2026-03-10T00:00:00Z")
+		in.Segments[0].Usage = metered("calls", "500")
+		in.Segments[1].Usage = metered()
+		inv := build(t, in)
+		wantLines(t, inv, []string{
+			"base_fee v1  0 1 20.58 20.58", // 29 × 22 / 31 = 20.5806…
+			"proration_credit v1  0 1 -10.74 -10.74",
+			"proration_charge v2  0 1 36.65 36.65",
+		})
+		wantTotals(t, inv, "46.49", "0", "0", "46.49", "0", "46.49", "0")
+	})
+	t.Run("after the change", func(t *testing.T) {
+		in := upgradeInput(t)
+		trialEnd := at("2026-03-25T00:00:00Z")
+		in.Segments[0].ChargedFrom, in.Segments[1].ChargedFrom = trialEnd, trialEnd
+		in.Segments[0].Usage = metered()
+		in.Segments[1].Usage = metered("calls", "6000")
+		inv := build(t, in)
+		wantLines(t, inv, []string{
+			"base_fee v2  0 1 22.35 22.35", // 99 × 7 / 31 = 22.3548…
+			"usage v2 calls 1 1000 0.0015 1.5",
+		})
+		wantTotals(t, inv, "23.85", "0", "0", "23.85", "0", "23.85", "0")
+	})
+	t.Run("at the period's start", func(t *testing.T) {
+		in := upgradeInput(t)
+		in.Segments[0].ChargedFrom = in.PeriodStart
+		inv := build(t, in)
+		if l := inv.Lines[0]; l.Kind != metering.LineBaseFee || !l.Amount.Equal(d("29")) {
+			t.Errorf("first line = %+v; want the full base fee of 29", l)
+		}
+	})
+}
+
 // TestBuildInvoiceRefuses: hostile and inconsistent inputs are refused,
 // never priced.
 func TestBuildInvoiceRefuses(t *testing.T) {

@@ -457,6 +457,33 @@ func TestTrialInvoiceChargesNothing(t *testing.T) {
 	explainZero(t, f.svc, inv.ID)
 }
 
+// A trial that ends inside a period bills the base fee from its end only,
+// prorated by the second: 10 EUR × 21 of January's 31 days = 6.77.
+func TestTrialEndingMidPeriodProratesBaseFee(t *testing.T) {
+	t.Parallel()
+	f := invoiceSetup(t)
+	customer := testenv.Org(t, f.pool, "cust-"+testenv.Suffix())
+	var sub uuid.UUID
+	end, trialEnd := periodStart.AddDate(0, 1, 0), periodStart.AddDate(0, 0, 10)
+	f.scan(&sub, `INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status, trial_ends_at,
+			current_period_start, current_period_end)
+		VALUES ($1, 'cust', $2, $3, 'active', $4, $5, $6) RETURNING id`, customer, f.api, f.version, trialEnd, end, end.AddDate(0, 1, 0))
+	f.exec(`INSERT INTO subscription_history (subscription_id, plan_version_id, status, effective_at, actor)
+		VALUES ($1, $2, 'trialing', $3, 'cust'), ($1, $2, 'active', $4, 'system')`, sub, f.version, periodStart, trialEnd)
+	period := f.period(sub, periodStart, end, false)
+	if _, err := f.svc.RunCycle(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := f.svc.Invoice(f.ctx, f.provider, f.invoiceOfPeriod(period))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inv.Total.Equal(dec("6.77")) || len(inv.Lines) != 1 || inv.Lines[0].Kind != "base_fee" {
+		t.Fatalf("invoice = total %s, lines %+v; want one base fee line of 6.77", inv.Total, inv.Lines)
+	}
+	explainZero(t, f.svc, inv.ID)
+}
+
 // Hostile input to a goodwill grant is refused field by field, and only
 // the issuer's providers may grant.
 func TestGrantCreditRefused(t *testing.T) {

@@ -101,7 +101,7 @@ func (s *Service) liveSegments(ctx context.Context, sub db.PreviewSubscriptionRo
 		if err != nil {
 			return nil, fmt.Errorf("load terms of plan version %s: %w", g.version, err)
 		}
-		out[i] = metering.Segment{PlanVersionID: g.version.String(), From: g.from, To: g.to, Terms: terms, Usage: totals[i]}
+		out[i] = g.metered(terms, totals[i])
 	}
 	return out, nil
 }

@@ -61,6 +61,12 @@ type segment struct {
 // window is a segment's counting window.
 func (g segment) window() (from, to time.Time) { return g.countFrom, g.to }
 
+// metered is g as an invoice reads it: its version's terms and what it
+// metered, billable from where its events are counted.
+func (g segment) metered(terms metering.PlanTerms, usage map[string]decimal.Decimal) metering.Segment {
+	return metering.Segment{PlanVersionID: g.version.String(), From: g.from, To: g.to, Terms: terms, Usage: usage, ChargedFrom: g.countFrom}
+}
+
 // segmentsOf splits the period [start, end) by the history (in order).
 func segmentsOf(h []historyRow, start, end time.Time, trialEnds, canceledAt *time.Time) []segment {
 	if canceledAt != nil && canceledAt.After(start) && canceledAt.Before(end) {
@@ -351,7 +357,7 @@ func (s *Service) SegmentsFor(ctx context.Context, periodID uuid.UUID) ([]meteri
 			}
 			terms[g.version] = t
 		}
-		out[i] = metering.Segment{PlanVersionID: g.version.String(), From: g.from, To: g.to, Terms: t, Usage: map[string]decimal.Decimal{}}
+		out[i] = g.metered(t, map[string]decimal.Decimal{})
 		at[g.from.UnixMicro()] = i
 	}
 	for _, l := range lines {
