@@ -4,13 +4,14 @@
 #
 #   deploy/local/services.sh up      start PostgreSQL 15 (5432), Redis 7 (6379),
 #                                    ClickHouse (9000 native, 8123 HTTP) and Mailpit
-#                                    (SMTP 1025, HTTP 8025); installs missing Debian
-#                                    packages first. Idempotent.
+#                                    (SMTP 1025, HTTP 8025), stripe-mock (HTTP 12111,
+#                                    HTTPS 12112); installs missing Debian packages
+#                                    first. Idempotent.
 #   deploy/local/services.sh down    stop them all, Kafka included (deploy/local/kafka.sh);
 #                                    already stopped is fine.
 #   deploy/local/services.sh status  one line per service; exit 1 when PostgreSQL, Redis,
-#                                    ClickHouse or Mailpit is not running (Kafka is
-#                                    informative).
+#                                    ClickHouse, Mailpit or stripe-mock is not running
+#                                    (Kafka is informative).
 #
 # Kafka (127.0.0.1:9092) is started separately: deploy/local/kafka.sh start.
 set -euo pipefail
@@ -38,12 +39,14 @@ up() {
   "$here/redis.sh" start
   "$here/clickhouse.sh" start
   "$here/mailpit.sh" start
-  log "up in $(ms_since "$t0") ms: postgres://postgres@127.0.0.1:5432/veil  redis 127.0.0.1:6379  clickhouse 127.0.0.1:9000 (http :8123)  smtp 127.0.0.1:1025 (mailpit http://127.0.0.1:8025)"
+  "$here/stripe-mock.sh" start
+  log "up in $(ms_since "$t0") ms: postgres://postgres@127.0.0.1:5432/veil  redis 127.0.0.1:6379  clickhouse 127.0.0.1:9000 (http :8123)  smtp 127.0.0.1:1025 (mailpit http://127.0.0.1:8025)  stripe http://127.0.0.1:12111"
 }
 
 down() {
   local rc=0
   "$here/kafka.sh" stop || rc=1
+  "$here/stripe-mock.sh" stop || rc=1
   "$here/mailpit.sh" stop || rc=1
   "$here/clickhouse.sh" stop || rc=1
   "$here/redis.sh" stop || rc=1
@@ -57,6 +60,7 @@ status() {
   "$here/redis.sh" status || rc=1
   "$here/clickhouse.sh" status || rc=1
   "$here/mailpit.sh" status || rc=1
+  "$here/stripe-mock.sh" status || rc=1
   "$here/kafka.sh" status || true
   return "$rc"
 }
