@@ -12,12 +12,14 @@ import (
 )
 
 // Billing periods. A subscription's periods are the ones the gateway
-// counts into: anchored at its start (its first pricing-history row, the
+// counts into: starting at its start (its first pricing-history row, the
 // current_period_start it was created with) and stepped by
-// enforcement.PeriodEnd, the rule the period roll of the subscriptions
-// service uses, with the interval of the plan version in force at each
-// period's start (a monthly plan changed to a yearly one renews yearly
-// from its next period on). The subscription's current period is
+// enforcement.PeriodEndAnchored from its billing anchor, the rule the
+// period roll of the subscriptions service uses (a Jan 31 subscription's
+// periods end on Feb 28, Mar 31, Apr 30, ...), with the interval of the
+// plan version in force at each period's start (a monthly plan changed
+// to a yearly one renews yearly from its next period on, on the same
+// anchor). The subscription's current period is
 // authoritative: a step that would run past its start stops there, so
 // the recorded periods always meet the period the gateway counts.
 //
@@ -28,8 +30,9 @@ import (
 // A canceled subscription's last period is the one it was canceled in;
 // nothing is recorded after it. A subscription that took over the period
 // of a canceled one (carried_from) starts its periods at its own start and
-// ends its first at the period it took over: the base fee of each is
-// billed by its own invoice, as they are two subscriptions.
+// ends its first at the period it took over, whose anchor it keeps: the
+// base fee of each is billed by its own invoice, as they are two
+// subscriptions.
 
 // periodBatch is how many subscriptions or periods one round of a job
 // reads and writes.
@@ -58,6 +61,8 @@ type periodSub struct {
 	lastEnd time.Time
 	// firstAt is the subscription's start: its first history row.
 	firstAt time.Time
+	// anchor is its billing anchor (subscriptions.billing_anchor).
+	anchor  time.Time
 	history []historyRow
 }
 
@@ -96,7 +101,7 @@ func endedPeriods(sub periodSub, now time.Time) []newPeriod {
 		var end time.Time
 		switch {
 		case start.Before(sub.curStart):
-			end = enforcement.PeriodEnd(start, versionAt(sub.history, start).interval)
+			end = enforcement.PeriodEndAnchored(start, versionAt(sub.history, start).interval, sub.anchor)
 			if end.After(sub.curStart) {
 				end = sub.curStart
 			}
@@ -108,7 +113,7 @@ func endedPeriods(sub periodSub, now time.Time) []newPeriod {
 			return out
 		default:
 			// Ended, not rolled yet: the roll will step the same way.
-			end = enforcement.PeriodEnd(start, versionAt(sub.history, start).interval)
+			end = enforcement.PeriodEndAnchored(start, versionAt(sub.history, start).interval, sub.anchor)
 		}
 		if end.After(now) {
 			return out
@@ -148,7 +153,7 @@ func (s *Service) EnsurePeriods(ctx context.Context, now time.Time) (int, error)
 		for i, r := range rows {
 			ids[i] = r.ID
 			subs[i] = periodSub{id: r.ID, status: r.Status, curStart: r.CurrentPeriodStart.UTC(), curEnd: r.CurrentPeriodEnd.UTC(),
-				trialEnds: r.TrialEndsAt, lastEnd: r.LastEnd.UTC(), firstAt: r.FirstAt.UTC()}
+				trialEnds: r.TrialEndsAt, lastEnd: r.LastEnd.UTC(), firstAt: r.FirstAt.UTC(), anchor: r.BillingAnchor.UTC()}
 		}
 		hist, err := s.histories(ctx, ids)
 		if err != nil {

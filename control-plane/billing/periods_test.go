@@ -26,12 +26,12 @@ func fmtPeriods(ps []newPeriod) string {
 }
 
 // rolled is the current period the subscriptions' roll gives a
-// subscription started at start on interval, by now: the same loop as
-// rollPeriods.
+// subscription started (and anchored) at start on interval, by now: the
+// same loop as rollPeriods.
 func rolled(start time.Time, interval string, now time.Time) (time.Time, time.Time) {
-	s, e := start, enforcement.PeriodEnd(start, interval)
+	s, e := start, enforcement.PeriodEndAnchored(start, interval, start)
 	for !e.After(now) {
-		s, e = e, enforcement.PeriodEnd(e, interval)
+		s, e = e, enforcement.PeriodEndAnchored(e, interval, start)
 	}
 	return s, e
 }
@@ -44,6 +44,8 @@ func TestEndedPeriods(t *testing.T) {
 	}
 	jan31 := day(2026, 1, 31)
 	cs, ce := rolled(jan31, "month", day(2026, 5, 10))
+	leap := time.Date(2028, 1, 31, 17, 45, 10, 0, time.UTC)
+	ls, le := rolled(leap, "month", day(2028, 6, 1))
 	trialEnd := day(2026, 2, 14)
 	cases := []struct {
 		name string
@@ -53,45 +55,69 @@ func TestEndedPeriods(t *testing.T) {
 	}{
 		{
 			// The periods meet the one the subscriptions' roll gives the
-			// gateway: enforcement.PeriodEnd from each period's start.
+			// gateway: enforcement.PeriodEndAnchored from each period's
+			// start, held at the month's end and back on the 31st after.
 			name: "monthly from Jan 31, as rolled",
-			sub:  periodSub{status: "active", curStart: cs, curEnd: ce, firstAt: jan31, history: monthly(jan31)},
+			sub:  periodSub{status: "active", curStart: cs, curEnd: ce, firstAt: jan31, anchor: jan31, history: monthly(jan31)},
 			now:  day(2026, 5, 10),
-			want: "[2026-01-31T00:00:00 2026-03-03T00:00:00] [2026-03-03T00:00:00 2026-04-03T00:00:00] [2026-04-03T00:00:00 2026-05-03T00:00:00]",
+			want: "[2026-01-31T00:00:00 2026-02-28T00:00:00] [2026-02-28T00:00:00 2026-03-31T00:00:00] [2026-03-31T00:00:00 2026-04-30T00:00:00]",
+		},
+		{
+			name: "monthly from Jan 31 of a leap year, at its time of day",
+			sub:  periodSub{status: "active", curStart: ls, curEnd: le, firstAt: leap, anchor: leap, history: monthly(leap)},
+			now:  day(2028, 6, 1),
+			want: "[2028-01-31T17:45:10 2028-02-29T17:45:10] [2028-02-29T17:45:10 2028-03-31T17:45:10] " +
+				"[2028-03-31T17:45:10 2028-04-30T17:45:10] [2028-04-30T17:45:10 2028-05-31T17:45:10]",
+		},
+		{
+			name: "not rolled past a clamped end: steps on as the roll will",
+			sub: periodSub{status: "active", curStart: jan31, curEnd: day(2026, 2, 28), firstAt: jan31, anchor: jan31,
+				history: monthly(jan31)},
+			now:  day(2026, 4, 1),
+			want: "[2026-01-31T00:00:00 2026-02-28T00:00:00] [2026-02-28T00:00:00 2026-03-31T00:00:00]",
+		},
+		{
+			// A period rolled before anchors (Jan 31 + a month: Mar 3)
+			// is kept; the next ends on the anchor's boundary.
+			name: "a period rolled before anchors, then back on the anchor",
+			sub: periodSub{status: "active", curStart: day(2026, 3, 3), curEnd: day(2026, 4, 3), firstAt: jan31, anchor: jan31,
+				lastEnd: day(2026, 3, 3), history: monthly(jan31)},
+			now:  day(2026, 5, 1),
+			want: "[2026-03-03T00:00:00 2026-04-03T00:00:00] [2026-04-03T00:00:00 2026-04-30T00:00:00]",
 		},
 		{
 			name: "nothing ended yet",
-			sub:  periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
+			sub:  periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
 			now:  day(2026, 3, 31),
 		},
 		{
 			name: "the current period ended, not rolled yet",
-			sub:  periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
+			sub:  periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
 			now:  day(2026, 4, 1),
 			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00]",
 		},
 		{
 			name: "not rolled for two periods: steps on as the roll will",
-			sub:  periodSub{status: "past_due", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
+			sub:  periodSub{status: "past_due", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
 			now:  day(2026, 5, 2),
 			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00] [2026-04-01T00:00:00 2026-05-01T00:00:00]",
 		},
 		{
 			name: "recorded up to the last: nothing new",
-			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2026, 5, 1), firstAt: day(2026, 3, 1),
+			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2026, 5, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1),
 				lastEnd: day(2026, 4, 1), history: monthly(day(2026, 3, 1))},
 			now: day(2026, 4, 30),
 		},
 		{
 			name: "canceled: the period it was canceled in is the last",
-			sub: periodSub{status: "canceled", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1),
+			sub: periodSub{status: "canceled", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1),
 				history: monthly(day(2026, 3, 1))},
 			now:  day(2026, 9, 1),
 			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00]",
 		},
 		{
 			name: "a change to a yearly plan renews yearly from the next period",
-			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2027, 4, 1), firstAt: day(2026, 3, 1),
+			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2027, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1),
 				history: []historyRow{
 					{version: v1, status: "active", at: day(2026, 3, 1), interval: "month"},
 					{version: v2, status: "active", at: day(2026, 3, 20), interval: "year"},
@@ -101,7 +127,7 @@ func TestEndedPeriods(t *testing.T) {
 		},
 		{
 			name: "wholly in trial, then partly",
-			sub: periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 1, 1),
+			sub: periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 1, 1), anchor: day(2026, 1, 1),
 				trialEnds: &trialEnd, history: monthly(day(2026, 1, 1))},
 			now:  day(2026, 3, 2),
 			want: "[2026-01-01T00:00:00 2026-02-01T00:00:00 trial] [2026-02-01T00:00:00 2026-03-01T00:00:00]",
@@ -110,17 +136,26 @@ func TestEndedPeriods(t *testing.T) {
 			// A subscription that took over a canceled one's period
 			// starts at its own start and ends at that period's end.
 			name: "carried: from its start to the period it took over",
-			sub: periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 10),
+			sub: periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 10), anchor: day(2026, 3, 1),
 				history: monthly(day(2026, 3, 10))},
 			now:  day(2026, 4, 1),
 			want: "[2026-03-10T00:00:00 2026-04-01T00:00:00]",
 		},
 		{
 			name: "carried, found after its roll: the same period",
-			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2026, 5, 1), firstAt: day(2026, 3, 10),
+			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2026, 5, 1), firstAt: day(2026, 3, 10), anchor: day(2026, 3, 1),
 				history: monthly(day(2026, 3, 10))},
 			now:  day(2026, 4, 2),
 			want: "[2026-03-10T00:00:00 2026-04-01T00:00:00]",
+		},
+		{
+			// It keeps the anchor of the one it took over, a Jan 31
+			// one: its periods end where that one's would have.
+			name: "carried from a Jan 31 subscription: that one's boundaries",
+			sub: periodSub{status: "active", curStart: day(2026, 2, 28), curEnd: day(2026, 3, 31), firstAt: day(2026, 3, 10), anchor: jan31,
+				history: monthly(day(2026, 3, 10))},
+			now:  day(2026, 5, 1),
+			want: "[2026-03-10T00:00:00 2026-03-31T00:00:00] [2026-03-31T00:00:00 2026-04-30T00:00:00]",
 		},
 	}
 	for _, c := range cases {
@@ -135,7 +170,7 @@ func TestEndedPeriods(t *testing.T) {
 func TestEndedPeriodsBounded(t *testing.T) {
 	t.Parallel()
 	start := day(2000, 1, 1)
-	sub := periodSub{status: "active", curStart: start, curEnd: day(2000, 2, 1), firstAt: start,
+	sub := periodSub{status: "active", curStart: start, curEnd: day(2000, 2, 1), firstAt: start, anchor: start,
 		history: []historyRow{{version: uuid.New(), at: start, interval: "month"}}}
 	if n := len(endedPeriods(sub, day(2030, 1, 1))); n != maxPeriodsPerRun {
 		t.Fatalf("len(endedPeriods over 30 years) = %d; want %d", n, maxPeriodsPerRun)

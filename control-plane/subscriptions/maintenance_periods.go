@@ -43,7 +43,7 @@ func (s *Service) rollPeriods(ctx context.Context, rep *MaintenanceReport) error
 		}
 		start, end := sub.CurrentPeriodStart, sub.CurrentPeriodEnd
 		for !end.After(now) {
-			start, end = end, enforcement.PeriodEnd(end, sub.terms.Interval)
+			start, end = end, enforcement.PeriodEndAnchored(end, sub.terms.Interval, sub.anchor)
 		}
 		if err := db.New(tx).SubscriptionRollPeriod(ctx, db.SubscriptionRollPeriodParams{ID: id, CurrentPeriodStart: start, CurrentPeriodEnd: end}); err != nil {
 			return fmt.Errorf("roll period: %w", err)

@@ -167,7 +167,7 @@ func (s *Service) findSubscriptionDrift(ctx context.Context, rep *ReconcileRepor
 func sameSubscriptionRecord(a, b enforcement.SubscriptionRecord) bool {
 	a.Version, b.Version = 0, 0
 	return a.APIID == b.APIID && a.PlanID == b.PlanID && a.Status == b.Status && a.PeriodStart.Unix() == b.PeriodStart.Unix() &&
-		a.PeriodEnd.Unix() == b.PeriodEnd.Unix() && a.QuotaRequests == b.QuotaRequests && a.QuotaHard == b.QuotaHard &&
+		a.PeriodEnd.Unix() == b.PeriodEnd.Unix() && a.PeriodAnchor.Unix() == b.PeriodAnchor.Unix() && a.QuotaRequests == b.QuotaRequests && a.QuotaHard == b.QuotaHard &&
 		a.RatePerSecond == b.RatePerSecond && a.RatePerMinute == b.RatePerMinute && reflect.DeepEqual(a.Meters, b.Meters)
 }
 

@@ -88,6 +88,7 @@ func toSub[R subRow](r R, err error) (Subscription, error) {
 		},
 		quotaAdjustments: row.QuotaAdjustments,
 		holdReleased:     row.HoldReleased,
+		anchor:           row.BillingAnchor,
 	}
 	if row.CanceledFrom != nil {
 		sub.canceledFrom = Status(*row.CanceledFrom)

@@ -66,6 +66,9 @@ type Subscription struct {
 	// subscription holds its organization and API (heldBy).
 	canceledFrom Status
 	holdReleased bool
+	// anchor is the start its billing periods are stepped from
+	// (enforcement.PeriodEndAnchored).
+	anchor time.Time
 }
 
 // heldBy reports whether the canceled subscription holds its organization
@@ -145,15 +148,16 @@ func (s *Service) Subscribe(ctx context.Context, actor identity.Actor, in Subscr
 			end := now.AddDate(0, 0, days)
 			status, trialEnds = StatusTrialing, &end
 		}
-		start, end := now, enforcement.PeriodEnd(now, p.Current.Terms.Interval)
+		start, end, anchor := now, enforcement.PeriodEndAnchored(now, p.Current.Terms.Interval, now), now
 		var carriedFrom *uuid.UUID
 		if prev := past.carry; prev != nil {
-			start, end, carriedFrom = prev.CurrentPeriodStart, prev.CurrentPeriodEnd, &prev.ID
+			// Its periods go on from the boundaries it takes over.
+			start, end, anchor, carriedFrom = prev.CurrentPeriodStart, prev.CurrentPeriodEnd, prev.anchor, &prev.ID
 		}
 		id, err := q.SubscriptionInsert(ctx, db.SubscriptionInsertParams{
 			OrganizationID: actor.OrgID, Subscriber: actor.Subject, ApiID: p.APIID, PlanVersionID: p.Current.ID,
 			Status: db.SubscriptionStatus(status), TrialEndsAt: trialEnds, CurrentPeriodStart: start, CurrentPeriodEnd: end,
-			MaxActiveKeys: int32(s.cfg.MaxActiveKeys), CarriedFrom: carriedFrom,
+			MaxActiveKeys: int32(s.cfg.MaxActiveKeys), CarriedFrom: carriedFrom, BillingAnchor: anchor,
 		})
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" {

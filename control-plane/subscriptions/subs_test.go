@@ -10,6 +10,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
+	"github.com/veil-platform/veil/internal/enforcement"
 )
 
 // TestSubscriptionRecordAndPeriods: the subscription's limits and period
@@ -25,13 +26,22 @@ func TestSubscriptionRecordAndPeriods(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := f.Sub.CurrentPeriodStart
+	// boundary is the end of the nth period, anchored at the start (on
+	// the 29th to the 31st, not start.AddDate(0, n, 0)).
+	boundary := func(n int) time.Time {
+		at := start
+		for range n {
+			at = enforcement.PeriodEndAnchored(at, "month", start)
+		}
+		return at
+	}
 	if rec.Status != "active" || rec.QuotaRequests != 1000 || !rec.QuotaHard || rec.RatePerSecond != 10 || rec.RatePerMinute != 0 ||
-		!rec.PeriodStart.Equal(start) || !rec.PeriodEnd.Equal(start.AddDate(0, 1, 0)) || rec.PlanID != f.Plan.ID.String() {
-		t.Fatalf("subscription record = %+v; want the plan's limits and [%s, %s)", rec, start, start.AddDate(0, 1, 0))
+		!rec.PeriodStart.Equal(start) || !rec.PeriodEnd.Equal(boundary(1)) || !rec.PeriodAnchor.Equal(start) || rec.PlanID != f.Plan.ID.String() {
+		t.Fatalf("subscription record = %+v; want the plan's limits, [%s, %s) anchored at the start", rec, start, boundary(1))
 	}
 	k := f.Key(keys.Settings{}, true)
 
-	f.Clock.Set(start.AddDate(0, 2, 1))
+	f.Clock.Set(boundary(2).AddDate(0, 0, 1))
 	if rep := f.Maintain(); rep.PeriodsRolled != 1 {
 		t.Fatalf("maintenance two months on rolled %d periods; want 1", rep.PeriodsRolled)
 	}
@@ -42,15 +52,15 @@ func TestSubscriptionRecordAndPeriods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rec.PeriodStart.Equal(start.AddDate(0, 2, 0)) || !rec.PeriodEnd.Equal(start.AddDate(0, 3, 0)) {
-		t.Fatalf("period after rollover = [%s, %s); want [%s, %s)", rec.PeriodStart, rec.PeriodEnd, start.AddDate(0, 2, 0), start.AddDate(0, 3, 0))
+	if !rec.PeriodStart.Equal(boundary(2)) || !rec.PeriodEnd.Equal(boundary(3)) {
+		t.Fatalf("period after rollover = [%s, %s); want [%s, %s)", rec.PeriodStart, rec.PeriodEnd, boundary(2), boundary(3))
 	}
 
 	sub, err := f.Svc.Cancel(f.Ctx, f.Consumer, f.Sub.ID, subscriptions.CancelInput{AtPeriodEnd: true})
 	if err != nil || sub.Status != subscriptions.StatusActive || !sub.CancelAtPeriodEnd {
 		t.Fatalf("Cancel at period end = %+v, %v; want still active, marked", sub, err)
 	}
-	f.Clock.Set(start.AddDate(0, 3, 0))
+	f.Clock.Set(boundary(3))
 	if rep := f.Maintain(); rep.Canceled != 1 {
 		t.Fatalf("maintenance at period end canceled %d; want 1", rep.Canceled)
 	}

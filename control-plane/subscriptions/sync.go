@@ -27,7 +27,7 @@ func (SyncSubscriptionArgs) Kind() string { return "subscription_sync" }
 func subscriptionRecord(sub Subscription, meters []enforcement.MeterSpec) enforcement.SubscriptionRecord {
 	r := enforcement.SubscriptionRecord{
 		ID: sub.ID.String(), APIID: sub.APIID.String(), PlanID: sub.PlanID.String(), Status: string(sub.Status),
-		PeriodStart: sub.CurrentPeriodStart.UTC(), PeriodEnd: sub.CurrentPeriodEnd.UTC(), QuotaRequests: sub.QuotaLimit(),
+		PeriodStart: sub.CurrentPeriodStart.UTC(), PeriodEnd: sub.CurrentPeriodEnd.UTC(), PeriodAnchor: sub.anchor.UTC(), QuotaRequests: sub.QuotaLimit(),
 		QuotaHard: sub.terms.QuotaHard, Meters: meters, Version: sub.syncVersion,
 	}
 	if v := sub.terms.RatePerSecond; v != nil {

@@ -37,6 +37,7 @@ func encodeSubscription(r SubscriptionRecord) []string {
 		"status", r.Status,
 		"period_start", strconv.FormatInt(r.PeriodStart.Unix(), 10),
 		"period_end", strconv.FormatInt(r.PeriodEnd.Unix(), 10),
+		"period_anchor", strconv.FormatInt(unixOrZero(r.PeriodAnchor), 10),
 		"quota_requests", strconv.FormatInt(r.QuotaRequests, 10),
 		"quota_hard", hard,
 		"rate_per_second", strconv.Itoa(r.RatePerSecond),
@@ -102,6 +103,12 @@ func DecodeSubscription(id string, fields map[string]string) (SubscriptionRecord
 	r.PeriodEnd = timeOrZero(d.int("period_end", 1, 1<<62))
 	if len(d.bad) == 0 && !r.PeriodEnd.After(r.PeriodStart) {
 		d.fail("period_end", errors.New("not after period_start"))
+	}
+	// Records written before anchors existed lack period_anchor: the
+	// processors step them unanchored until the control plane rewrites
+	// them, so they are not refused either.
+	if _, ok := d.fields["period_anchor"]; ok {
+		r.PeriodAnchor = timeOrZero(d.int("period_anchor", 0, 1<<62))
 	}
 	r.QuotaRequests = d.int("quota_requests", -1, 1<<63-1)
 	switch v := d.get("quota_hard"); v {

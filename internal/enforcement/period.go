@@ -9,21 +9,63 @@ import (
 )
 
 // Billing-period arithmetic, in one place: the control plane opens and
-// rolls periods with [PeriodEnd]; the processors count an event into the
-// period [PeriodAt] names, the one the control plane's roll will name.
+// rolls periods with [PeriodEndAnchored]; the processors count an event
+// into the period [PeriodAt] names, the one the control plane's roll will
+// name.
 
 // Period is a billing period [Start, End).
 type Period struct {
 	Start, End time.Time
 }
 
-// PeriodEnd is the end of a billing period of the plan interval ("month"
-// or "year"; anything else counts as a month) that starts at start.
-func PeriodEnd(start time.Time, interval string) time.Time {
-	if interval == "year" {
-		return start.AddDate(1, 0, 0)
+// PeriodEndAnchored is the end of a billing period of the plan interval
+// ("month" or "year"; anything else counts as a month) that starts at
+// start, for a subscription anchored at anchor (its first start).
+// Periods end on the anchor's day of the month at its time of day (UTC),
+// or on the month's last day when the month is shorter, so that they do
+// not drift after a short month: a monthly subscription anchored on Jan 31
+// renews on Feb 28 (29 in a leap year), Mar 31, Apr 30; a yearly one
+// anchored on Feb 29 renews on Feb 28 until the next leap year. A start
+// off those boundaries (a period opened before anchors existed) ends at
+// the first boundary after it, so that the next period is on them again.
+func PeriodEndAnchored(start time.Time, interval string, anchor time.Time) time.Time {
+	start, anchor = start.UTC(), anchor.UTC()
+	y, m, _ := start.Date()
+	n := intervalMonths(interval)
+	if start.Before(anchoredIn(y, m, anchor)) {
+		n-- // start is off the boundaries, before its month's
 	}
-	return start.AddDate(0, 1, 0)
+	return anchoredIn(y, m+time.Month(n), anchor)
+}
+
+// PeriodStartAnchored is the start of the period before the one that
+// starts at end (see [PeriodEndAnchored]).
+func PeriodStartAnchored(end time.Time, interval string, anchor time.Time) time.Time {
+	end, anchor = end.UTC(), anchor.UTC()
+	y, m, _ := end.Date()
+	n := intervalMonths(interval)
+	if end.After(anchoredIn(y, m, anchor)) {
+		n-- // end is off the boundaries, after its month's
+	}
+	return anchoredIn(y, m-time.Month(n), anchor)
+}
+
+func intervalMonths(interval string) int {
+	if interval == "year" {
+		return 12
+	}
+	return 1
+}
+
+// anchoredIn is the boundary of anchor's periods in month m of year y (m
+// may be out of 1..12: it carries into the year): the anchor's day and
+// time of day, the day held at the month's last.
+func anchoredIn(y int, m time.Month, anchor time.Time) time.Time {
+	first := time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
+	y, m = first.Year(), first.Month()
+	last := first.AddDate(0, 1, -1).Day()
+	h, mi, sec := anchor.Clock()
+	return time.Date(y, m, min(anchor.Day(), last), h, mi, sec, anchor.Nanosecond(), time.UTC)
 }
 
 // CalendarMonth is the calendar month (UTC) that holds t: the period of a
@@ -47,6 +89,9 @@ type RecordedPeriod struct {
 	// Meters is the record's meters field as stored (see [DecodeMeters]);
 	// "" when the record has none.
 	Meters string
+	// Anchor is the subscription's billing anchor (period_anchor, see
+	// [PeriodEndAnchored]); zero when the record has none.
+	Anchor time.Time
 }
 
 // PeriodAt returns the billing period that holds t for a subscription
@@ -69,6 +114,9 @@ func PeriodAt(rec *RecordedPeriod, t time.Time) Period {
 	// record's own interval, so the counter is the one the control plane
 	// will name when it rolls the record.
 	step := func(at time.Time, n int) time.Time {
+		if !rec.Anchor.IsZero() {
+			return anchoredStep(rec, at, n)
+		}
 		switch {
 		case rec.Start.AddDate(0, 1, 0).Equal(rec.End):
 			return at.AddDate(0, n, 0)
@@ -91,7 +139,25 @@ func PeriodAt(rec *RecordedPeriod, t time.Time) Period {
 	return CalendarMonth(t)
 }
 
-// RecordedPeriods reads the period bounds, api_id and meters of the
+// yearlyPeriod separates the record's interval by its length: a monthly
+// period, anchored, lasts at most 31 days, a yearly one more than 11
+// months.
+const yearlyPeriod = 190 * 24 * time.Hour
+
+// anchoredStep is the boundary n (1 or -1) periods from at for an anchored
+// record, whose interval its current period's length tells.
+func anchoredStep(rec *RecordedPeriod, at time.Time, n int) time.Time {
+	interval := "month"
+	if rec.End.Sub(rec.Start) > yearlyPeriod {
+		interval = "year"
+	}
+	if n > 0 {
+		return PeriodEndAnchored(at, interval, rec.Anchor)
+	}
+	return PeriodStartAnchored(at, interval, rec.Anchor)
+}
+
+// RecordedPeriods reads the period bounds, anchor, api_id and meters of the
 // subscription records of ids through the client-side cache (no round trip while a
 // record is unchanged; Redis invalidates the copy when the control plane
 // rewrites it; ttl bounds its life otherwise). A subscription without a
@@ -109,7 +175,7 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 		out[id] = nil
 		asked = append(asked, id)
 		cmds = append(cmds, rueidis.CT(client.B().Hmget().Key(SubscriptionName(id)).
-			Field("period_start", "period_end", "prev_period_start", "api_id", "meters").Cache(), ttl))
+			Field("period_start", "period_end", "prev_period_start", "api_id", "meters", "period_anchor").Cache(), ttl))
 	}
 	if len(cmds) == 0 {
 		return out, nil
@@ -119,7 +185,7 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 		if err != nil {
 			return nil, fmt.Errorf("read subscription %s: %w", asked[i], err)
 		}
-		if len(vals) != 5 {
+		if len(vals) != 6 {
 			continue
 		}
 		start, err1 := vals[0].AsInt64()
@@ -133,6 +199,9 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 		}
 		p.APIID, _ = vals[3].ToString() // nil: a record without api_id, not checked
 		p.Meters, _ = vals[4].ToString()
+		if anchor, err := vals[5].AsInt64(); err == nil && anchor > 0 {
+			p.Anchor = time.Unix(anchor, 0).UTC() // none (0, or a record before anchors): unanchored steps
+		}
 		out[asked[i]] = p
 	}
 	return out, nil

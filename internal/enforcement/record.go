@@ -79,6 +79,10 @@ type SubscriptionRecord struct {
 	// PeriodStart and PeriodEnd bound the current billing period [start, end).
 	PeriodStart time.Time
 	PeriodEnd   time.Time
+	// PeriodAnchor is the subscription's billing anchor, which the
+	// processors step neighbouring periods from (see PeriodEndAnchored);
+	// zero = none.
+	PeriodAnchor time.Time
 	// QuotaRequests per period; -1 = unlimited.
 	QuotaRequests int64
 	// QuotaHard blocks requests over quota; otherwise overage is billed.
@@ -147,6 +151,9 @@ func (r SubscriptionRecord) Validate() error {
 	// count by calendar month instead: refuse to write one.
 	if r.PeriodStart.Unix() <= 0 || r.PeriodEnd.Unix() <= r.PeriodStart.Unix() {
 		return fmt.Errorf("%w: period: [%s, %s) is empty or unset", ErrInvalidRecord, r.PeriodStart, r.PeriodEnd)
+	}
+	if !r.PeriodAnchor.IsZero() && r.PeriodAnchor.Unix() <= 0 {
+		return fmt.Errorf("%w: period_anchor: %s, not after 1970", ErrInvalidRecord, r.PeriodAnchor)
 	}
 	if r.QuotaRequests < -1 {
 		return fmt.Errorf("%w: quota_requests: %d, want -1 or more", ErrInvalidRecord, r.QuotaRequests)

@@ -11,6 +11,7 @@
 -- canceled subscription whose last period is recorded is done.
 -- name: PeriodCandidateList :many
 SELECT s.id, s.status::text AS status, s.current_period_start, s.current_period_end, s.trial_ends_at, s.canceled_at,
+    s.billing_anchor,
     -- The zero time (year 1) stands for no period recorded yet.
     COALESCE(lp.period_end, '0001-01-01 00:00:00+00'::timestamptz)::timestamptz AS last_end,
     COALESCE((SELECT min(h.effective_at) FROM subscription_history h WHERE h.subscription_id = s.id),

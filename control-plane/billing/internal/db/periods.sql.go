@@ -176,6 +176,7 @@ func (q *Queries) MeterListByVersions(ctx context.Context, versionIds []uuid.UUI
 const periodCandidateList = `-- name: PeriodCandidateList :many
 
 SELECT s.id, s.status::text AS status, s.current_period_start, s.current_period_end, s.trial_ends_at, s.canceled_at,
+    s.billing_anchor,
     -- The zero time (year 1) stands for no period recorded yet.
     COALESCE(lp.period_end, '0001-01-01 00:00:00+00'::timestamptz)::timestamptz AS last_end,
     COALESCE((SELECT min(h.effective_at) FROM subscription_history h WHERE h.subscription_id = s.id),
@@ -206,6 +207,7 @@ type PeriodCandidateListRow struct {
 	CurrentPeriodEnd   time.Time
 	TrialEndsAt        *time.Time
 	CanceledAt         *time.Time
+	BillingAnchor      time.Time
 	LastEnd            time.Time
 	FirstAt            time.Time
 }
@@ -236,6 +238,7 @@ func (q *Queries) PeriodCandidateList(ctx context.Context, arg PeriodCandidateLi
 			&i.CurrentPeriodEnd,
 			&i.TrialEndsAt,
 			&i.CanceledAt,
+			&i.BillingAnchor,
 			&i.LastEnd,
 			&i.FirstAt,
 		); err != nil {

@@ -2,7 +2,8 @@
 -- subscription, its plan version's terms, its API's organization, whether
 -- the gateway holds its latest change (synced), the sum of the current
 -- period's quota adjustments, and what its hold on a new subscription
--- depends on (canceled_from, hold_released).
+-- depends on (canceled_from, hold_released), and the billing anchor its
+-- periods are stepped from.
 
 -- name: SubscriptionGetByID :one
 SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_version_id, v.version, s.status,
@@ -12,7 +13,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id
 WHERE s.id = $1;
 
@@ -24,7 +25,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id
 WHERE s.id = $1 FOR UPDATE OF s;
 
@@ -38,7 +39,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id
 WHERE s.organization_id = $1 AND s.api_id = $2 ORDER BY s.created_at DESC, s.id DESC FOR UPDATE OF s;
 
@@ -53,7 +54,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id
 WHERE (@every::boolean OR s.organization_id = @org_id OR a.organization_id = @org_id)
   AND (sqlc.narg(api_id)::uuid IS NULL OR s.api_id = sqlc.narg(api_id)) AND (@status::text = '' OR s.status = @status::subscription_status)
@@ -68,7 +69,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id;
 
 -- name: APIStateGetForShare :one
@@ -76,8 +77,8 @@ SELECT state FROM apis WHERE id = $1 FOR SHARE;
 
 -- name: SubscriptionInsert :one
 INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status,
-        trial_ends_at, current_period_start, current_period_end, max_active_keys, carried_from)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id;
+        trial_ends_at, current_period_start, current_period_end, max_active_keys, carried_from, billing_anchor)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id;
 
 -- name: QuotaAdjustmentInsertCarried :exec
 INSERT INTO quota_adjustments (subscription_id, period_start, kind, requests, used_at_change, reason, actor)

@@ -94,7 +94,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id
 WHERE s.id = $1
 `
@@ -132,13 +132,15 @@ type SubscriptionGetByIDRow struct {
 	QuotaAdjustments   int64
 	CanceledFrom       *SubscriptionStatus
 	HoldReleased       bool
+	BillingAnchor      time.Time
 }
 
 // Every read of a subscription selects the same columns: the
 // subscription, its plan version's terms, its API's organization, whether
 // the gateway holds its latest change (synced), the sum of the current
 // period's quota adjustments, and what its hold on a new subscription
-// depends on (canceled_from, hold_released).
+// depends on (canceled_from, hold_released), and the billing anchor its
+// periods are stepped from.
 func (q *Queries) SubscriptionGetByID(ctx context.Context, id uuid.UUID) (SubscriptionGetByIDRow, error) {
 	row := q.db.QueryRow(ctx, subscriptionGetByID, id)
 	var i SubscriptionGetByIDRow
@@ -175,6 +177,7 @@ func (q *Queries) SubscriptionGetByID(ctx context.Context, id uuid.UUID) (Subscr
 		&i.QuotaAdjustments,
 		&i.CanceledFrom,
 		&i.HoldReleased,
+		&i.BillingAnchor,
 	)
 	return i, err
 }
@@ -187,7 +190,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id
 WHERE s.id = $1 FOR UPDATE OF s
 `
@@ -225,6 +228,7 @@ type SubscriptionGetByIDForUpdateRow struct {
 	QuotaAdjustments   int64
 	CanceledFrom       *SubscriptionStatus
 	HoldReleased       bool
+	BillingAnchor      time.Time
 }
 
 func (q *Queries) SubscriptionGetByIDForUpdate(ctx context.Context, id uuid.UUID) (SubscriptionGetByIDForUpdateRow, error) {
@@ -263,6 +267,7 @@ func (q *Queries) SubscriptionGetByIDForUpdate(ctx context.Context, id uuid.UUID
 		&i.QuotaAdjustments,
 		&i.CanceledFrom,
 		&i.HoldReleased,
+		&i.BillingAnchor,
 	)
 	return i, err
 }
@@ -295,8 +300,8 @@ func (q *Queries) SubscriptionHistoryInsert(ctx context.Context, arg Subscriptio
 
 const subscriptionInsert = `-- name: SubscriptionInsert :one
 INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, status,
-        trial_ends_at, current_period_start, current_period_end, max_active_keys, carried_from)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id
+        trial_ends_at, current_period_start, current_period_end, max_active_keys, carried_from, billing_anchor)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id
 `
 
 type SubscriptionInsertParams struct {
@@ -310,6 +315,7 @@ type SubscriptionInsertParams struct {
 	CurrentPeriodEnd   time.Time
 	MaxActiveKeys      int32
 	CarriedFrom        *uuid.UUID
+	BillingAnchor      time.Time
 }
 
 func (q *Queries) SubscriptionInsert(ctx context.Context, arg SubscriptionInsertParams) (uuid.UUID, error) {
@@ -324,6 +330,7 @@ func (q *Queries) SubscriptionInsert(ctx context.Context, arg SubscriptionInsert
 		arg.CurrentPeriodEnd,
 		arg.MaxActiveKeys,
 		arg.CarriedFrom,
+		arg.BillingAnchor,
 	)
 	var id uuid.UUID
 	err := row.Scan(&id)
@@ -338,7 +345,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id
 WHERE ($1::boolean OR s.organization_id = $2 OR a.organization_id = $2)
   AND ($3::uuid IS NULL OR s.api_id = $3) AND ($4::text = '' OR s.status = $4::subscription_status)
@@ -389,6 +396,7 @@ type SubscriptionListRow struct {
 	QuotaAdjustments   int64
 	CanceledFrom       *SubscriptionStatus
 	HoldReleased       bool
+	BillingAnchor      time.Time
 }
 
 // SubscriptionList lists by cursor the subscriptions of organization
@@ -444,6 +452,7 @@ func (q *Queries) SubscriptionList(ctx context.Context, arg SubscriptionListPara
 			&i.QuotaAdjustments,
 			&i.CanceledFrom,
 			&i.HoldReleased,
+			&i.BillingAnchor,
 		); err != nil {
 			return nil, err
 		}
@@ -463,7 +472,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id
 `
 
@@ -500,6 +509,7 @@ type SubscriptionListAllRow struct {
 	QuotaAdjustments   int64
 	CanceledFrom       *SubscriptionStatus
 	HoldReleased       bool
+	BillingAnchor      time.Time
 }
 
 func (q *Queries) SubscriptionListAll(ctx context.Context) ([]SubscriptionListAllRow, error) {
@@ -544,6 +554,7 @@ func (q *Queries) SubscriptionListAll(ctx context.Context) ([]SubscriptionListAl
 			&i.QuotaAdjustments,
 			&i.CanceledFrom,
 			&i.HoldReleased,
+			&i.BillingAnchor,
 		); err != nil {
 			return nil, err
 		}
@@ -590,7 +601,7 @@ SELECT s.id, s.organization_id, s.subscriber, s.api_id, v.plan_id, s.plan_versio
     v.rate_per_minute, v.included_units,
     COALESCE((SELECT sum(q.requests) FROM quota_adjustments q
         WHERE q.subscription_id = s.id AND q.period_start = s.current_period_start), 0)::bigint AS quota_adjustments,
-    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released
+    s.canceled_from, (s.hold_released_at IS NOT NULL)::boolean AS hold_released, s.billing_anchor
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id JOIN apis a ON a.id = s.api_id
 WHERE s.organization_id = $1 AND s.api_id = $2 ORDER BY s.created_at DESC, s.id DESC FOR UPDATE OF s
 `
@@ -633,6 +644,7 @@ type SubscriptionListPastRow struct {
 	QuotaAdjustments   int64
 	CanceledFrom       *SubscriptionStatus
 	HoldReleased       bool
+	BillingAnchor      time.Time
 }
 
 // SubscriptionListPast reads an organization's subscriptions to an API,
@@ -679,6 +691,7 @@ func (q *Queries) SubscriptionListPast(ctx context.Context, arg SubscriptionList
 			&i.QuotaAdjustments,
 			&i.CanceledFrom,
 			&i.HoldReleased,
+			&i.BillingAnchor,
 		); err != nil {
 			return nil, err
 		}
