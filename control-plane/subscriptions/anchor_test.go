@@ -85,3 +85,32 @@ func TestAnchoredRollAndCarry(t *testing.T) {
 	f.Maintain()
 	wantPeriod(current(again.ID), at(5, 31), at(6, 30))
 }
+
+// TestReconcileWritesTheAnchor: a record written before anchors (no
+// period_anchor) still decodes, and the key reconciliation finds it
+// different and writes it again with the anchor.
+func TestReconcileWritesTheAnchor(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	if err := f.Svc.SyncSubscription(f.Ctx, f.Sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	name := enforcement.SubscriptionName(f.Sub.ID.String())
+	if err := f.Redis.Do(f.Ctx, f.Redis.B().Hdel().Key(name).Field("period_anchor").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := f.Store.GetSubscription(f.Ctx, f.Sub.ID.String()); err != nil || !rec.PeriodAnchor.IsZero() {
+		t.Fatalf("record without period_anchor = %+v, %v; want decoded, unanchored", rec, err)
+	}
+	rep, err := f.Svc.ReconcileKeys(f.Ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.SubscriptionsDifferent != 1 {
+		t.Fatalf("reconciliation = %+v; want the subscription's record different", rep)
+	}
+	rec, err := f.Store.GetSubscription(f.Ctx, f.Sub.ID.String())
+	if err != nil || !rec.PeriodAnchor.Equal(f.Sub.CurrentPeriodStart) {
+		t.Fatalf("record after reconciliation = %+v, %v; want anchored at %s", rec, err, f.Sub.CurrentPeriodStart)
+	}
+}

@@ -484,7 +484,7 @@ func TestSubscriptionRecord(t *testing.T) {
 	start := time.Date(2026, 2, 15, 0, 0, 0, 0, time.UTC)
 	r := enforcement.SubscriptionRecord{
 		ID: id, APIID: "api_1", PlanID: "plan_1", Status: enforcement.SubscriptionActive,
-		PeriodStart: start, PeriodEnd: start.AddDate(0, 1, 0),
+		PeriodStart: start, PeriodEnd: start.AddDate(0, 1, 0), PeriodAnchor: start.AddDate(0, -1, 0),
 		QuotaRequests: -1, QuotaHard: true, RatePerSecond: 10, RatePerMinute: 300, Version: 7,
 	}
 	if applied, err := f.store.PutSubscription(ctx, r); err != nil || !applied {
@@ -541,10 +541,19 @@ func TestSubscriptionRecord(t *testing.T) {
 	if _, err := f.store.GetSubscription(ctx, "none_"+f.suffix); !errors.Is(err, enforcement.ErrNotFound) {
 		t.Errorf("GetSubscription(unknown) = %v; want ErrNotFound", err)
 	}
+	f.hset(t, enforcement.SubscriptionName(id), "quota_hard", "1", "period_anchor", "soon")
+	if _, err := f.store.GetSubscription(ctx, id); !errors.Is(err, enforcement.ErrCorruptRecord) || !strings.Contains(err.Error(), "field period_anchor:") {
+		t.Errorf("GetSubscription(garbled anchor) = %v; want ErrCorruptRecord naming period_anchor", err)
+	}
 	bad := r
 	bad.PeriodEnd = bad.PeriodStart
 	if _, err := f.store.PutSubscription(ctx, bad); !errors.Is(err, enforcement.ErrInvalidRecord) {
 		t.Errorf("PutSubscription(empty period) = %v; want ErrInvalidRecord", err)
+	}
+	bad = r
+	bad.PeriodAnchor = time.Unix(-60, 0)
+	if _, err := f.store.PutSubscription(ctx, bad); !errors.Is(err, enforcement.ErrInvalidRecord) {
+		t.Errorf("PutSubscription(anchor before 1970) = %v; want ErrInvalidRecord", err)
 	}
 }
 
