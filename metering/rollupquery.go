@@ -1,0 +1,384 @@
+package metering
+
+// Meter totals from the billing roll-up (usage_billing_hour, ClickHouse
+// migration 0004): the same figures as MeterTotalsBatch over usage_events,
+// with the whole hours of a window read from hourly states and only the
+// partial hours at its edges from the base table. A month of a busy
+// subscription is millions of events but at most a few thousand roll-up
+// rows.
+//
+// The roll-up keeps per hour, method and status class what every
+// aggregation needs, but not the path: a meter with a route filter is
+// counted on the base table, and so is a window with watermarks (the
+// roll-up keeps no Kafka offsets). It holds only the rows inserted after
+// its view began, so it serves the hours from BillingRollupFrom on.
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/internal/enforcement"
+)
+
+// rollupLead is how long after the roll-up's view began its first served
+// hour may start. A row inserted before the view existed is at most
+// usage.DefaultMaxFuture ahead of the clock that received it; an hour's
+// slack also covers that clock and ClickHouse's disagreeing.
+const rollupLead = time.Hour
+
+// rollupSinceSQL reads when the view began; several rows (a migration
+// run twice) mean the earliest is when it began.
+const rollupSinceSQL = `SELECT toUInt32(min(began)), count() FROM usage_billing_since`
+
+// BillingRollupFrom returns the start of the first hour the billing
+// roll-up holds completely: the first whole hour at least rollupLead after
+// its view began. ok is false when the roll-up has no record of its start
+// (a database without migration 0004's row): it then serves nothing.
+func BillingRollupFrom(ctx context.Context, conn driver.Conn) (from time.Time, ok bool, err error) {
+	var (
+		began uint32
+		rows  uint64
+	)
+	if err := conn.QueryRow(ctx, rollupSinceSQL).Scan(&began, &rows); err != nil {
+		return time.Time{}, false, fmt.Errorf("read billing roll-up start: %w", err)
+	}
+	if rows == 0 {
+		return time.Time{}, false, nil
+	}
+	return ceilHour(int64(began) + int64(rollupLead/time.Second)), true, nil
+}
+
+// ceilHour is the first hour starting at or after sec (seconds since 1970).
+func ceilHour(sec int64) time.Time {
+	return time.Unix((sec+3599)/3600*3600, 0).UTC()
+}
+
+// RollupServes reports whether the billing roll-up can compute m: every
+// aggregation and field it has, but not a route filter, since routes
+// match the path, which the roll-up does not keep.
+func RollupServes(m Meter) bool {
+	return len(m.Filter.Routes) == 0
+}
+
+// MeterTotalsRollupMany is MeterTotalsMany, exactly, reading the billing
+// roll-up where it serves: for a window without watermarks, the meters
+// RollupServes takes whole hours of the window from the roll-up (those
+// from BillingRollupFrom on) and the rest of the window from
+// usage_events; every other meter, and every window the roll-up has no
+// whole hour of, is MeterTotalsMany's.
+func MeterTotalsRollupMany(ctx context.Context, conn driver.Conn, windows []MeterWindow) ([]map[string]decimal.Decimal, error) {
+	since, ok, err := BillingRollupFrom(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return MeterTotalsMany(ctx, conn, windows)
+	}
+	return meterTotalsSince(ctx, conn, windows, since)
+}
+
+// rollupWindow is the part of a window the roll-up query counts: its
+// served meters, the whole hours [hoursAt[0], hoursAt[1]) read from the
+// roll-up, and the seconds around them, [from, hoursAt[0]) and
+// [hoursAt[1], to), read from usage_events (seconds since 1970).
+type rollupWindow struct {
+	at       int
+	subject  string
+	meters   []Meter
+	from, to int64
+	hoursAt  [2]int64
+}
+
+// meterTotalsSince is MeterTotalsRollupMany with the roll-up serving the
+// hours from since on.
+func meterTotalsSince(ctx context.Context, conn driver.Conn, windows []MeterWindow, since time.Time) ([]map[string]decimal.Decimal, error) {
+	base := slices.Clone(windows)
+	var rolled []rollupWindow
+	for i, w := range windows {
+		rw, ok := splitWindow(w, since)
+		if !ok {
+			continue
+		}
+		if err := checkMeters(w); err != nil {
+			return nil, err
+		}
+		rw.at = i
+		base[i].Meters = slices.DeleteFunc(slices.Clone(w.Meters), RollupServes)
+		rolled = append(rolled, rw)
+	}
+	out, err := MeterTotalsMany(ctx, conn, base)
+	if err != nil {
+		return nil, err
+	}
+	for _, round := range distinctRounds(indexes(len(rolled)), func(i int) string { return rolled[i].subject }) {
+		batch := make([]rollupWindow, len(round))
+		for j, i := range round {
+			batch[j] = rolled[i]
+		}
+		if err := rollupTotals(ctx, conn, batch, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func indexes(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// splitWindow returns the part of w the roll-up serves, ok false when it
+// serves none: w has watermarks, no meter the roll-up serves, or no whole
+// hour from since on. Bounds are whole seconds, as usage_events compares
+// them (unixSeconds).
+func splitWindow(w MeterWindow, since time.Time) (rollupWindow, bool) {
+	if len(w.Watermarks) > 0 || !slices.ContainsFunc(w.Meters, RollupServes) {
+		return rollupWindow{}, false
+	}
+	from, to := unixSeconds(w.From), unixSeconds(w.To)
+	first := max(ceilHour(from).Unix(), since.Unix())
+	last := to / 3600 * 3600
+	if first >= last {
+		return rollupWindow{}, false
+	}
+	var served []Meter
+	for _, m := range w.Meters {
+		if RollupServes(m) {
+			served = append(served, m)
+		}
+	}
+	return rollupWindow{subject: w.Subject, meters: served, from: from, to: to, hoursAt: [2]int64{first, last}}, true
+}
+
+// checkMeters refuses what MeterTotalsBatch refuses: an invalid meter, or
+// a slug listed twice.
+func checkMeters(w MeterWindow) error {
+	slugs := make(map[string]bool, len(w.Meters))
+	for _, m := range w.Meters {
+		if err := m.Validate(); err != nil {
+			return fmt.Errorf("query meter totals: subject %q: %w", w.Subject, err)
+		}
+		if slugs[m.Slug] {
+			return fmt.Errorf("query meter totals: subject %q: %w: slug: %q is listed twice", w.Subject, ErrInvalidMeter, m.Slug)
+		}
+		slugs[m.Slug] = true
+	}
+	return nil
+}
+
+// rollupTotalsSQL is the frame of the roll-up query: the roll-up's rows
+// of each window's whole hours, merged per subject, method and status
+// class, and the billable events of its edges, aggregated the same way,
+// in one union that the meters' conditional aggregates (the first %s)
+// then fold per subject. The key sets are merged as states, so a key
+// seen both in the hours and at an edge counts once; keyless says whether
+// the empty key, which no unique_count counts, is in a set. The second %s
+// is the edges' time ranges, for the sorting key: the exact edge of each
+// subject is held by transform() after it.
+const rollupTotalsSQL = `SELECT subject,
+    %s
+FROM (
+    SELECT subject, method, status_class,
+        countMerge(requests) AS n,
+        sumMerge(units_sum) AS units_sum,
+        sumMerge(request_bytes_sum) AS request_bytes_sum,
+        sumMerge(response_bytes_sum) AS response_bytes_sum,
+        sumMerge(latency_ms_sum) AS latency_ms_sum,
+        maxMerge(units_max) AS units_max,
+        maxMerge(request_bytes_max) AS request_bytes_max,
+        maxMerge(response_bytes_max) AS response_bytes_max,
+        maxMerge(latency_ms_max) AS latency_ms_max,
+        uniqExactMergeState(key_ids) AS key_ids,
+        maxMerge(keyless) AS keyless
+    FROM usage_billing_hour
+    WHERE subject IN @subjects
+      AND bucket >= toDateTime(@h_first) AND bucket < toDateTime(@h_last)
+      AND toUInt32(bucket) >= toUInt32(transform(subject, @w_subjects, @w_first, '0'))
+      AND toUInt32(bucket) < toUInt32(transform(subject, @w_subjects, @w_last, '0'))
+    GROUP BY subject, method, status_class
+    UNION ALL
+    SELECT subject, method, toUInt8(intDiv(status, 100)) AS status_class,
+        count() AS n,
+        sum(units) AS units_sum,
+        sum(toDecimal128(request_bytes, 0)) AS request_bytes_sum,
+        sum(toDecimal128(response_bytes, 0)) AS response_bytes_sum,
+        sum(toDecimal128(latency_ms, 0)) AS latency_ms_sum,
+        max(units) AS units_max,
+        max(request_bytes) AS request_bytes_max,
+        max(response_bytes) AS response_bytes_max,
+        max(latency_ms) AS latency_ms_max,
+        uniqExactState(key_id) AS key_ids,
+        max(toUInt8(key_id = '')) AS keyless
+    FROM usage_events
+    WHERE subject IN @subjects
+      AND (%s)
+      AND ((toUInt32(time) >= toUInt32(transform(subject, @w_subjects, @w_from, '0'))
+          AND toUInt32(time) < toUInt32(transform(subject, @w_subjects, @w_first, '0')))
+        OR (toUInt32(time) >= toUInt32(transform(subject, @w_subjects, @w_last, '0'))
+          AND toUInt32(time) < toUInt32(transform(subject, @w_subjects, @w_to, '0'))))
+      AND refusal = ''
+      AND status < 500
+    GROUP BY subject, method, status_class
+)
+GROUP BY subject`
+
+// rollupQuery is the query of one round of rollupTotals: its conditional
+// aggregates, one per distinct meter definition, and which column answers
+// each window's meters.
+type rollupQuery struct {
+	cols       []string
+	columns    map[string]int
+	windowCols [][]int
+	args       []any
+	size       int
+}
+
+// rollupTotals counts the windows' served meters (their subjects
+// distinct) and writes them into out.
+func rollupTotals(ctx context.Context, conn driver.Conn, windows []rollupWindow, out []map[string]decimal.Decimal) error {
+	q := &rollupQuery{columns: map[string]int{}, windowCols: make([][]int, len(windows))}
+	at := make(map[string]int, len(windows))
+	for i, w := range windows {
+		at[w.subject] = i
+		for _, m := range w.meters {
+			q.windowCols[i] = append(q.windowCols[i], q.column(m))
+			// A subject without rows has no row in the answer.
+			out[w.at][m.Slug] = decimal.Zero
+		}
+	}
+	text := fmt.Sprintf(rollupTotalsSQL, strings.Join(q.cols, ",\n    "), q.bind(windows))
+	if q.size > defaultMaxQuerySize/2 {
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * q.size}))
+	}
+	rows, err := conn.Query(ctx, text, q.args...)
+	if err != nil {
+		return fmt.Errorf("query meter totals from the roll-up: %w", err)
+	}
+	defer rows.Close()
+	var subject string
+	values := make([]decimal.Decimal, len(q.cols))
+	dest := append([]any{&subject}, make([]any, len(q.cols))...)
+	for i := range values {
+		dest[i+1] = &values[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("read meter totals from the roll-up: %w", err)
+		}
+		i, ok := at[subject]
+		if !ok {
+			continue
+		}
+		for j, m := range windows[i].meters {
+			out[windows[i].at][m.Slug] = values[q.windowCols[i][j]]
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read meter totals from the roll-up: %w", err)
+	}
+	return nil
+}
+
+// column returns the column of m's definition, adding it when new. m is
+// valid and served: its filter is methods and status classes at most.
+func (q *rollupQuery) column(m Meter) int {
+	key := fmt.Sprintf("%q", Meter{Aggregation: m.Aggregation, Field: m.Field, Filter: m.Filter})
+	if c, ok := q.columns[key]; ok {
+		return c
+	}
+	p := fmt.Sprintf("c%d", len(q.cols))
+	var conds []string
+	if len(m.Filter.Methods) > 0 {
+		conds = append(conds, fmt.Sprintf("has(@%s_methods, method)", p))
+		q.args = append(q.args, clickhouse.Named(p+"_methods", m.Filter.Methods))
+		q.size += len(m.Filter.Methods) * 12
+	}
+	if len(m.Filter.StatusClasses) > 0 {
+		classes := make([]int, len(m.Filter.StatusClasses))
+		for i, c := range m.Filter.StatusClasses {
+			// Validate allows only "1xx" … "4xx".
+			classes[i] = int(c[0] - '0')
+		}
+		conds = append(conds, fmt.Sprintf("has(@%s_classes, status_class)", p))
+		q.args = append(q.args, clickhouse.Named(p+"_classes", classes))
+		q.size += len(classes) * 3
+	}
+	cond := "1"
+	if len(conds) > 0 {
+		cond = strings.Join(conds, " AND ")
+	}
+	var col string
+	switch {
+	case m.Aggregation == AggCount:
+		col = fmt.Sprintf("toDecimal128(sumIf(n, %s), 0)", cond)
+	case m.Aggregation == AggSum:
+		col = fmt.Sprintf("sumIf(%s_sum, %s)", m.Field, cond)
+	case m.Aggregation == AggMax && m.Field == FieldUnits:
+		col = fmt.Sprintf("maxIf(units_max, %s)", cond)
+	case m.Aggregation == AggMax:
+		col = fmt.Sprintf("toDecimal128(maxIf(%s_max, %s), 0)", m.Field, cond)
+	default:
+		// unique_count: the merged set less the empty key when it is in
+		// it, capped as MeterTotalsBatch caps it.
+		col = fmt.Sprintf("toDecimal128(least(uniqExactMergeIf(key_ids, %[1]s) - maxIf(keyless, %[1]s), %[2]d), 0)", cond, enforcement.MaxMeterSetMembers)
+	}
+	q.columns[key] = len(q.cols)
+	q.cols = append(q.cols, col)
+	q.size += len(col)
+	return len(q.cols) - 1
+}
+
+// bind binds the windows' subjects and bounds and returns the edges' time
+// ranges for the sorting key: each window's edges, overlapping ones
+// merged, written as numbers (computed here, never input).
+func (q *rollupQuery) bind(windows []rollupWindow) string {
+	n := len(windows)
+	set := make([]any, n)
+	subjects, froms, firsts, lasts, tos := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	var edges [][2]int64
+	hFirst, hLast := windows[0].hoursAt[0], windows[0].hoursAt[1]
+	for i, w := range windows {
+		set[i], subjects[i] = w.subject, w.subject
+		froms[i], tos[i] = strconv.FormatInt(w.from, 10), strconv.FormatInt(w.to, 10)
+		firsts[i], lasts[i] = strconv.FormatInt(w.hoursAt[0], 10), strconv.FormatInt(w.hoursAt[1], 10)
+		hFirst, hLast = min(hFirst, w.hoursAt[0]), max(hLast, w.hoursAt[1])
+		if w.from < w.hoursAt[0] {
+			edges = append(edges, [2]int64{w.from, w.hoursAt[0]})
+		}
+		if w.hoursAt[1] < w.to {
+			edges = append(edges, [2]int64{w.hoursAt[1], w.to})
+		}
+		q.size += 5*4*len(w.subject) + 5*16
+	}
+	q.args = append(q.args, clickhouse.Named("subjects", clickhouse.GroupSet{Value: set}),
+		clickhouse.Named("h_first", hFirst), clickhouse.Named("h_last", hLast),
+		clickhouse.Named("w_subjects", subjects), clickhouse.Named("w_from", froms), clickhouse.Named("w_first", firsts),
+		clickhouse.Named("w_last", lasts), clickhouse.Named("w_to", tos))
+	slices.SortFunc(edges, func(a, b [2]int64) int { return int(a[0] - b[0]) })
+	var ranges []string
+	for i := 0; i < len(edges); {
+		lo, hi := edges[i][0], edges[i][1]
+		for i++; i < len(edges) && edges[i][0] <= hi; i++ {
+			hi = max(hi, edges[i][1])
+		}
+		ranges = append(ranges, fmt.Sprintf("time >= toDateTime(%d) AND time < toDateTime(%d)", lo, hi))
+	}
+	if len(ranges) == 0 {
+		// Every window is whole hours: no edge to read.
+		ranges = []string{"0"}
+	}
+	where := strings.Join(ranges, " OR ")
+	q.size += len(rollupTotalsSQL) + len(where)
+	return where
+}
