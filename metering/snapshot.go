@@ -5,12 +5,13 @@ package metering
 // plan-version segment, or per period), and how far the rows it read
 // reach in each Kafka partition.
 //
-// The snapshot reads usage_events, not the roll-ups: a meter bills the
+// These read usage_events, not the usage roll-ups: a meter bills the
 // events that reached the upstream (refusal = ''), filtered by path and
 // status, over windows that start and end at any second (a plan change),
-// and the roll-ups keep neither refusal nor path, and only minutes. Its
-// sorting key (subject, time) makes the base table read only the
-// subscriptions' rows of the windows.
+// and the usage roll-ups keep neither refusal nor path. Its sorting key
+// (subject, time) makes the base table read only the subscriptions' rows
+// of the windows. The billing roll-up, which keeps billable events only,
+// serves the whole hours of a window (MeterTotalsRollupMany).
 
 import (
 	"context"

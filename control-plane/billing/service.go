@@ -25,6 +25,10 @@ type Config struct {
 	// control plane runs without it (periods then stay open).
 	ClickHouse driver.Conn
 	Logger     *slog.Logger
+	// SnapshotBaseTable makes usage snapshots read usage_events alone,
+	// not the billing roll-up: the figures are the same, only slower to
+	// get (a benchmark compares the two).
+	SnapshotBaseTable bool
 	// Grace is how long after a period's end its usage is counted, so that
 	// events still in flight land first (VEIL_BILLING_GRACE, default 1h).
 	Grace time.Duration

@@ -22,7 +22,9 @@ import (
 // Usage snapshots. Closing a period splits it into plan-version segments
 // from the pricing history and counts each segment's meters (those its
 // version charges) over the billable events of its window, from
-// ClickHouse's usage_events (metering.MeterTotalsMany), then stores the
+// ClickHouse (metering.MeterTotalsRollupMany: the billing roll-up's whole
+// hours, usage_events for the rest and for meters with a route filter;
+// the same figures as usage_events alone), then stores the
 // counts and how far they read (through_offsets) and closes the period in
 // one transaction.
 //
@@ -208,7 +210,11 @@ func (s *Service) count(ctx context.Context, due []db.PeriodListDueRow) ([]closi
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
-		totals, err = metering.MeterTotalsMany(gctx, s.cfg.ClickHouse, windows)
+		if s.cfg.SnapshotBaseTable {
+			totals, err = metering.MeterTotalsMany(gctx, s.cfg.ClickHouse, windows)
+		} else {
+			totals, err = metering.MeterTotalsRollupMany(gctx, s.cfg.ClickHouse, windows)
+		}
 		return err
 	})
 	g.Go(func() (err error) {
