@@ -24,7 +24,7 @@ func TestBillingCycleSurvivesAKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	const n = 400
+	const n = 3000
 	closedPeriods(t, pool, n)
 
 	o := e.options(1)

@@ -70,28 +70,53 @@ type Change struct {
 
 // Record writes c inside tx.
 func Record(ctx context.Context, tx pgx.Tx, c Change) error {
+	p, err := entryOf(ctx, c)
+	if err != nil {
+		return err
+	}
+	if err := db.New(tx).AuditInsert(ctx, p); err != nil {
+		return fmt.Errorf("insert audit entry: %w", err)
+	}
+	return nil
+}
+
+// RecordMany writes changes inside tx in one round trip: for jobs that
+// change thousands of rows in one transaction.
+func RecordMany(ctx context.Context, tx pgx.Tx, changes []Change) error {
+	rows := make([]db.AuditInsertManyParams, len(changes))
+	for i, c := range changes {
+		p, err := entryOf(ctx, c)
+		if err != nil {
+			return err
+		}
+		rows[i] = db.AuditInsertManyParams(p)
+	}
+	if _, err := db.New(tx).AuditInsertMany(ctx, rows); err != nil {
+		return fmt.Errorf("insert audit entries: %w", err)
+	}
+	return nil
+}
+
+// entryOf is the row of c, with the request metadata of ctx.
+func entryOf(ctx context.Context, c Change) (db.AuditInsertParams, error) {
 	before, err := encode(c.Before)
 	if err != nil {
-		return fmt.Errorf("encode audit before: %w", err)
+		return db.AuditInsertParams{}, fmt.Errorf("encode audit before: %w", err)
 	}
 	after, err := encode(c.After)
 	if err != nil {
-		return fmt.Errorf("encode audit after: %w", err)
+		return db.AuditInsertParams{}, fmt.Errorf("encode audit after: %w", err)
 	}
 	var org *uuid.UUID
 	if c.OrganizationID != uuid.Nil {
 		org = &c.OrganizationID
 	}
 	m := MetaFrom(ctx)
-	err = db.New(tx).AuditInsert(ctx, db.AuditInsertParams{
+	return db.AuditInsertParams{
 		Actor: c.Actor, ActorRole: c.ActorRole, OrganizationID: org, Action: c.Action,
 		TargetType: c.TargetType, TargetID: c.TargetID, Before: before, After: after,
 		SourceIP: m.SourceIP, UserAgent: m.UserAgent, RequestID: m.RequestID,
-	})
-	if err != nil {
-		return fmt.Errorf("insert audit entry: %w", err)
-	}
-	return nil
+	}, nil
 }
 
 func encode(v any) ([]byte, error) {

@@ -451,21 +451,9 @@ func (s *Service) store(ctx context.Context, q *db.Queries, id uuid.UUID, c comp
 	}
 	params := make([]db.InvoiceLineInsertParams, len(c.invoice.Lines))
 	for i, l := range c.invoice.Lines {
-		p := db.InvoiceLineInsertParams{
-			InvoiceID: id, Position: int32(i + 1), Kind: db.InvoiceLineKind(l.Kind), Description: l.Description, Tier: int32(l.Tier),
-			Quantity: l.Quantity, UnitPrice: l.UnitPrice, Amount: l.Amount, Reference: l.Reference,
+		if params[i], err = lineParams(id, i, l); err != nil {
+			return err
 		}
-		if l.PlanVersionID != "" {
-			v, err := uuid.Parse(l.PlanVersionID)
-			if err != nil {
-				return fmt.Errorf("store invoice line %d: plan version %q: %w", i+1, l.PlanVersionID, err)
-			}
-			p.PlanVersionID = &v
-		}
-		if l.Meter != "" {
-			p.MeterSlug = &l.Meter
-		}
-		params[i] = p
 	}
 	var batchErr error
 	q.InvoiceLineInsert(ctx, params).Exec(func(i int, err error) {
@@ -487,6 +475,25 @@ func (s *Service) store(ctx context.Context, q *db.Queries, id uuid.UUID, c comp
 	return nil
 }
 
+// lineParams is the row of the i-th line of an invoice.
+func lineParams(id uuid.UUID, i int, l metering.InvoiceLine) (db.InvoiceLineInsertParams, error) {
+	p := db.InvoiceLineInsertParams{
+		InvoiceID: id, Position: int32(i + 1), Kind: db.InvoiceLineKind(l.Kind), Description: l.Description, Tier: int32(l.Tier),
+		Quantity: l.Quantity, UnitPrice: l.UnitPrice, Amount: l.Amount, Reference: l.Reference,
+	}
+	if l.PlanVersionID != "" {
+		v, err := uuid.Parse(l.PlanVersionID)
+		if err != nil {
+			return p, fmt.Errorf("store invoice line %d: plan version %q: %w", i+1, l.PlanVersionID, err)
+		}
+		p.PlanVersionID = &v
+	}
+	if l.Meter != "" {
+		p.MeterSlug = &l.Meter
+	}
+	return p, nil
+}
+
 // choose decides what a period's invoice cites now: its snapshot, the
 // subscription's promotions active for it, its pending adjustments, the
 // customer's tax treatment and credit. A trial period cites only its
@@ -497,30 +504,11 @@ func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, b *
 	if err != nil {
 		return computed{}, fmt.Errorf("read billing period: %w", err)
 	}
-	ps, ok := b.segments[period.ID]
-	if !ok || len(ps.segs) == 0 {
-		return computed{}, fmt.Errorf("invoice period %s: its snapshot has no segment", period.ID)
+	c, err := citesOf(ctx, q, period.ID, period.Trial, b)
+	if err != nil || period.Trial {
+		return c, err
 	}
-	segs, snapID := ps.segs, ps.snapshot
-	c := computed{cites: Cites{
-		BillingPeriodID: period.ID, SnapshotID: snapID, Trial: period.Trial, PlanVersions: make([]string, len(segs)),
-		Promotions: []CitedPromotion{}, Adjustments: []CitedAdjustment{}, CreditAvailable: decimal.Zero, CreditIssued: decimal.Zero,
-	}}
-	for i, g := range segs {
-		c.cites.PlanVersions[i] = g.PlanVersionID
-	}
-	last, err := uuid.Parse(segs[len(segs)-1].PlanVersionID)
-	if err != nil {
-		return computed{}, fmt.Errorf("invoice period %s: plan version %q: %w", period.ID, segs[len(segs)-1].PlanVersionID, err)
-	}
-	if c.netDays, err = netDaysFor(ctx, q, last); err != nil {
-		return computed{}, fmt.Errorf("read net days: %w", err)
-	}
-	c.cites.Customer, c.cites.Issuer, c.cites.TaxRuleID, c.cites.Tax = b.customer, b.issuer, b.taxRule, b.tax
-	if period.Trial {
-		return c, nil
-	}
-	currency := segs[0].Terms.Currency.Code
+	currency := b.segments[period.ID].segs[0].Terms.Currency.Code
 	if c.cites.Promotions, err = activePromotionsIn(ctx, q, inv.SubscriptionID, period.PeriodEnd, currency); err != nil {
 		return computed{}, err
 	}
@@ -534,6 +522,33 @@ func (s *Service) choose(ctx context.Context, q *db.Queries, inv db.Invoice, b *
 	}); err != nil {
 		return computed{}, fmt.Errorf("read credit balance: %w", err)
 	}
+	return c, nil
+}
+
+// citesOf is what an invoice of a period cites whatever else it bills:
+// its snapshot, its segments' versions, the net days of the last one,
+// the billing profiles and tax treatment of b.
+func citesOf(ctx context.Context, q *db.Queries, period uuid.UUID, trial bool, b *basis) (computed, error) {
+	ps, ok := b.segments[period]
+	if !ok || len(ps.segs) == 0 {
+		return computed{}, fmt.Errorf("invoice period %s: its snapshot has no segment", period)
+	}
+	segs := ps.segs
+	c := computed{cites: Cites{
+		BillingPeriodID: period, SnapshotID: ps.snapshot, Trial: trial, PlanVersions: make([]string, len(segs)),
+		Promotions: []CitedPromotion{}, Adjustments: []CitedAdjustment{}, CreditAvailable: decimal.Zero, CreditIssued: decimal.Zero,
+	}}
+	for i, g := range segs {
+		c.cites.PlanVersions[i] = g.PlanVersionID
+	}
+	last, err := uuid.Parse(segs[len(segs)-1].PlanVersionID)
+	if err != nil {
+		return computed{}, fmt.Errorf("invoice period %s: plan version %q: %w", period, segs[len(segs)-1].PlanVersionID, err)
+	}
+	if c.netDays, err = netDaysFor(ctx, q, last); err != nil {
+		return computed{}, fmt.Errorf("read net days: %w", err)
+	}
+	c.cites.Customer, c.cites.Issuer, c.cites.TaxRuleID, c.cites.Tax = b.customer, b.issuer, b.taxRule, b.tax
 	return c, nil
 }
 
@@ -653,19 +668,27 @@ func (s *Service) pendingSegments(ctx context.Context, b *basis, sub uuid.UUID) 
 // the tax treatment the customer gets from the issuer's rules at a time
 // (none without a customer's profile).
 func (s *Service) taxBasis(ctx context.Context, b *basis, issuer, customer uuid.UUID, at time.Time) error {
-	from, ok, err := s.BillingProfile(ctx, issuer)
-	if err != nil {
-		return err
+	var profiles [2]*Profile
+	for i, org := range []uuid.UUID{issuer, customer} {
+		p, ok, err := s.BillingProfile(ctx, org)
+		if err != nil {
+			return err
+		}
+		if ok {
+			profiles[i] = &p
+		}
 	}
-	if ok {
-		b.issuer = &from
+	return s.taxBasisOf(ctx, b, issuer, profiles[0], profiles[1], at)
+}
+
+// taxBasisOf is taxBasis of the profiles given (nil: none).
+func (s *Service) taxBasisOf(ctx context.Context, b *basis, issuer uuid.UUID, from, profile *Profile, at time.Time) error {
+	b.issuer = from
+	if profile == nil {
+		return nil
 	}
-	profile, ok, err := s.BillingProfile(ctx, customer)
-	if err != nil || !ok {
-		return err
-	}
-	b.customer = &profile
-	t, rule, err := s.taxRuleFor(ctx, issuer, profile, at)
+	b.customer = profile
+	t, rule, err := s.taxRuleFor(ctx, issuer, *profile, at)
 	if err != nil {
 		return err
 	}
@@ -678,15 +701,28 @@ func (s *Service) taxBasis(ctx context.Context, b *basis, issuer, customer uuid.
 
 // loadSegments adds the segments of periods to b.
 func (s *Service) loadSegments(ctx context.Context, b *basis, periods []uuid.UUID) error {
+	var missing []uuid.UUID
 	for _, p := range periods {
-		if _, ok := b.segments[p]; ok {
-			continue
+		if _, ok := b.segments[p]; !ok {
+			missing = append(missing, p)
 		}
-		segs, snap, err := s.SegmentsFor(ctx, p)
-		if err != nil {
-			return fmt.Errorf("read segments of period %s: %w", p, err)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	read, err := s.segmentsMany(ctx, missing)
+	if err != nil {
+		return err
+	}
+	for _, p := range missing {
+		pb, ok := read[p]
+		if !ok {
+			return fmt.Errorf("read segments of period %s: %w", p, ErrPeriodNotFound)
 		}
-		b.segments[p] = periodSegments{segs: segs, snapshot: snap}
+		if pb.err != nil {
+			return fmt.Errorf("read segments of period %s: %w", p, pb.err)
+		}
+		b.segments[p] = pb.periodSegments
 	}
 	return nil
 }
@@ -708,6 +744,12 @@ func activePromotionsIn(ctx context.Context, q *db.Queries, sub uuid.UUID, perio
 	if err != nil {
 		return nil, fmt.Errorf("list redemptions: %w", err)
 	}
+	return activeRedemptions(rows, currency), nil
+}
+
+// activeRedemptions are those of a period's redemptions that discount
+// its invoice in currency ("" takes all).
+func activeRedemptions(rows []db.RedemptionsForPeriodRow, currency string) []CitedPromotion {
 	out := []CitedPromotion{}
 	for _, r := range rows {
 		active := false
@@ -725,7 +767,7 @@ func activePromotionsIn(ctx context.Context, q *db.Queries, sub uuid.UUID, perio
 			out = append(out, CitedPromotion{RedemptionID: r.ID, PromotionID: r.PromotionID, Code: r.Code})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // pendingAdjustments are the subscription's unbilled adjustments an
@@ -784,16 +826,10 @@ func pendingAdjustmentsOf(ctx context.Context, q *db.Queries, b *basis, sub uuid
 // inputFrom is the invoice input of what c cites, read again from the
 // rows it names: the same for a draft, its finalization and explain.
 func (s *Service) inputFrom(ctx context.Context, q *db.Queries, inv db.Invoice, c Cites, b *basis) (metering.InvoiceInput, error) {
-	ps := b.segments[c.BillingPeriodID]
-	segs, snapID := ps.segs, ps.snapshot
-	if snapID != c.SnapshotID || len(segs) == 0 {
-		return metering.InvoiceInput{}, fmt.Errorf("invoice %s cites snapshot %s, the period's is %s", inv.ID, c.SnapshotID, snapID)
+	in, err := inputOf(inv.ID, inv.PeriodStart, inv.PeriodEnd, c, b)
+	if err != nil {
+		return in, err
 	}
-	in := metering.InvoiceInput{
-		Currency: segs[0].Terms.Currency, PeriodStart: inv.PeriodStart, PeriodEnd: inv.PeriodEnd, Trial: c.Trial, Segments: segs,
-		CreditAvailable: c.CreditAvailable, Tax: c.Tax.treatment(),
-	}
-	var err error
 	if in.Promotions, err = citedPromotions(ctx, q, c.Promotions); err != nil {
 		return in, err
 	}
@@ -801,6 +837,20 @@ func (s *Service) inputFrom(ctx context.Context, q *db.Queries, inv db.Invoice, 
 		return in, err
 	}
 	return in, nil
+}
+
+// inputOf is the invoice input of what c cites but its promotions and
+// adjustments, for the invoice id of the period [start, end).
+func inputOf(id uuid.UUID, start, end time.Time, c Cites, b *basis) (metering.InvoiceInput, error) {
+	ps := b.segments[c.BillingPeriodID]
+	segs, snapID := ps.segs, ps.snapshot
+	if snapID != c.SnapshotID || len(segs) == 0 {
+		return metering.InvoiceInput{}, fmt.Errorf("invoice %s cites snapshot %s, the period's is %s", id, c.SnapshotID, snapID)
+	}
+	return metering.InvoiceInput{
+		Currency: segs[0].Terms.Currency, PeriodStart: start, PeriodEnd: end, Trial: c.Trial, Segments: segs,
+		CreditAvailable: c.CreditAvailable, Tax: c.Tax.treatment(),
+	}, nil
 }
 
 func citedPromotions(ctx context.Context, q *db.Queries, cited []CitedPromotion) ([]metering.Promotion, error) {
@@ -820,12 +870,16 @@ func citedPromotions(ctx context.Context, q *db.Queries, cited []CitedPromotion)
 	}
 	out := make([]metering.Promotion, len(rows))
 	for i, r := range rows {
-		out[i] = metering.Promotion{
-			ID: r.PromotionID.String(), Code: r.Code, Kind: r.Kind, Value: r.Value, Currency: deref(r.Currency), Meter: deref(r.Meter),
-			Priority: int(r.Priority), Stackable: r.Stackable,
-		}
+		out[i] = promotionOf(r)
 	}
 	return out, nil
+}
+
+func promotionOf(r db.RedemptionsByIDsRow) metering.Promotion {
+	return metering.Promotion{
+		ID: r.PromotionID.String(), Code: r.Code, Kind: r.Kind, Value: r.Value, Currency: deref(r.Currency), Meter: deref(r.Meter),
+		Priority: int(r.Priority), Stackable: r.Stackable,
+	}
 }
 
 func adjustmentsOf(ctx context.Context, q *db.Queries, b *basis, cited []CitedAdjustment) ([]metering.Adjustment, error) {

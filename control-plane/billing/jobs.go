@@ -3,13 +3,10 @@ package billing
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/riverqueue/river"
 
-	"github.com/veil-platform/veil/control-plane/billing/internal/db"
-	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/periodic"
 )
 
@@ -92,13 +89,14 @@ func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
 }
 
 // buildAll builds drafts batch by batch until no closed period lacks one;
-// without a review (Config.Review 0) each is finalized as it is built.
+// without a review (Config.Review 0) each is finalized as it is built
+// (buildSet).
 func (s *Service) buildAll(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := s.buildBatch(ctx, batch, s.cfg.Review == 0)
+		n, listed, err := s.buildSet(ctx, s.cfg.Review == 0)
 		total += n
-		if err != nil || n < batch {
+		if err != nil || listed < cycleBatch {
 			return total, err
 		}
 	}
@@ -106,35 +104,15 @@ func (s *Service) buildAll(ctx context.Context) (int, error) {
 
 // FinalizeDue finalizes, as the system, the drafts built at least
 // Config.Review ago, oldest period first, batch after batch until none is
-// left that can be finalized. A draft behind an earlier period of its
-// subscription waits for the next run.
+// left that can be finalized (finalizeSet). A draft behind an earlier
+// period of its subscription waits for the next run.
 func (s *Service) FinalizeDue(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		listed, n, err := s.finalizeBatch(ctx)
+		n, listed, err := s.finalizeSet(ctx)
 		total += n
-		if err != nil || listed < batch || n == 0 {
+		if err != nil || listed < cycleBatch || n == 0 {
 			return total, err
 		}
 	}
-}
-
-// finalizeBatch finalizes one batch of due drafts; it returns how many it
-// listed and how many it finalized.
-func (s *Service) finalizeBatch(ctx context.Context) (listed, n int, err error) {
-	ids, err := db.New(s.pool).DraftsToFinalize(ctx, db.DraftsToFinalizeParams{BuiltBefore: s.now().Add(-s.cfg.Review), Max: batch})
-	if err != nil {
-		return 0, 0, fmt.Errorf("list drafts to finalize: %w", err)
-	}
-	n, err = s.each(ctx, len(ids), func(i int) (bool, error) {
-		_, err := s.Finalize(ctx, identity.System, ids[i])
-		switch {
-		case errors.Is(err, ErrEarlierDraft), errors.Is(err, ErrInvoiceState):
-			return false, nil
-		case err != nil:
-			return false, fmt.Errorf("finalize invoice %s: %w", ids[i], err)
-		}
-		return true, nil
-	})
-	return len(ids), n, err
 }

@@ -104,6 +104,48 @@ func (s *Service) Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, event
 	if eventType == EventAll || !knownEventTypes[eventType] {
 		return fmt.Errorf("publish %q: %w", eventType, ErrUnknownEventType)
 	}
+	endpoints, err := db.New(tx).EndpointSubscribers(ctx, db.EndpointSubscribersParams{OrganizationID: orgID, EventType: eventType})
+	if err != nil {
+		return fmt.Errorf("query webhook subscribers: %w", err)
+	}
+	return s.deliver(ctx, tx, orgID, endpoints, eventType, data)
+}
+
+// Event is one event of PublishMany.
+type Event struct {
+	OrgID uuid.UUID
+	Data  any
+}
+
+// PublishMany is Publish of events of one type, the subscribers of their
+// organizations read in one query: for jobs that announce thousands of
+// events in one transaction, most of them to no endpoint.
+func (s *Service) PublishMany(ctx context.Context, tx pgx.Tx, eventType string, events []Event) error {
+	if eventType == EventAll || !knownEventTypes[eventType] {
+		return fmt.Errorf("publish %q: %w", eventType, ErrUnknownEventType)
+	}
+	orgs := make([]uuid.UUID, len(events))
+	for i, e := range events {
+		orgs[i] = e.OrgID
+	}
+	rows, err := db.New(tx).EndpointSubscribersOf(ctx, db.EndpointSubscribersOfParams{OrganizationIds: orgs, EventType: eventType})
+	if err != nil {
+		return fmt.Errorf("query webhook subscribers: %w", err)
+	}
+	subscribers := map[uuid.UUID][]uuid.UUID{}
+	for _, r := range rows {
+		subscribers[r.OrganizationID] = append(subscribers[r.OrganizationID], r.ID)
+	}
+	for _, e := range events {
+		if err := s.deliver(ctx, tx, e.OrgID, subscribers[e.OrgID], eventType, e.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliver records and enqueues one delivery of an event per endpoint.
+func (s *Service) deliver(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, endpoints []uuid.UUID, eventType string, data any) error {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return fmt.Errorf("encode %s event: %w", eventType, err)
@@ -114,14 +156,10 @@ func (s *Service) Publish(ctx context.Context, tx pgx.Tx, orgID uuid.UUID, event
 	if !bytes.HasPrefix(raw, []byte("{")) {
 		return fmt.Errorf("encode %s event: data must encode to a JSON object, not %.20s", eventType, raw)
 	}
-	q := db.New(tx)
-	endpoints, err := q.EndpointSubscribers(ctx, db.EndpointSubscribersParams{OrganizationID: orgID, EventType: eventType})
-	if err != nil {
-		return fmt.Errorf("query webhook subscribers: %w", err)
-	}
 	if len(endpoints) == 0 {
 		return nil
 	}
+	q := db.New(tx)
 	body, err := json.Marshal(envelope{Type: eventType, Timestamp: s.now().UTC().Format(time.RFC3339Nano), Data: raw})
 	if err != nil {
 		return fmt.Errorf("encode %s event: %w", eventType, err)

@@ -17,3 +17,9 @@ WHERE (sqlc.narg(organization_id)::uuid IS NULL OR organization_id = sqlc.narg(o
   AND (@before_id::bigint = 0 OR id < @before_id::bigint)
 ORDER BY id DESC
 LIMIT @max_rows::integer;
+
+-- AuditInsertMany writes many entries in one round trip.
+-- name: AuditInsertMany :copyfrom
+INSERT INTO audit_log
+    (actor, actor_role, organization_id, action, target_type, target_id, before, after, source_ip, user_agent, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);

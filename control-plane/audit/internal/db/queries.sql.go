@@ -48,6 +48,20 @@ func (q *Queries) AuditInsert(ctx context.Context, arg AuditInsertParams) error 
 	return err
 }
 
+type AuditInsertManyParams struct {
+	Actor          string
+	ActorRole      string
+	OrganizationID *uuid.UUID
+	Action         string
+	TargetType     string
+	TargetID       string
+	Before         []byte
+	After          []byte
+	SourceIP       string
+	UserAgent      string
+	RequestID      string
+}
+
 const auditList = `-- name: AuditList :many
 SELECT id, created_at, actor, actor_role, organization_id, action, target_type, target_id,
        before, after, source_ip, user_agent, request_id

@@ -51,3 +51,9 @@ UPDATE webhook_endpoints SET enabled = false, updated_at = now() WHERE id = $1;
 SELECT id FROM webhook_endpoints
 WHERE organization_id = $1 AND enabled AND event_types && ARRAY[@event_type::text, '*']::text[]
 ORDER BY created_at, id;
+
+-- EndpointSubscribersOf is EndpointSubscribers of several organizations.
+-- name: EndpointSubscribersOf :many
+SELECT organization_id, id FROM webhook_endpoints
+WHERE organization_id = ANY(@organization_ids::uuid[]) AND enabled AND event_types && ARRAY[@event_type::text, '*']::text[]
+ORDER BY organization_id, created_at, id;

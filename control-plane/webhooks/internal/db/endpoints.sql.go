@@ -303,6 +303,43 @@ func (q *Queries) EndpointSubscribers(ctx context.Context, arg EndpointSubscribe
 	return items, nil
 }
 
+const endpointSubscribersOf = `-- name: EndpointSubscribersOf :many
+SELECT organization_id, id FROM webhook_endpoints
+WHERE organization_id = ANY($1::uuid[]) AND enabled AND event_types && ARRAY[$2::text, '*']::text[]
+ORDER BY organization_id, created_at, id
+`
+
+type EndpointSubscribersOfParams struct {
+	OrganizationIds []uuid.UUID
+	EventType       string
+}
+
+type EndpointSubscribersOfRow struct {
+	OrganizationID uuid.UUID
+	ID             uuid.UUID
+}
+
+// EndpointSubscribersOf is EndpointSubscribers of several organizations.
+func (q *Queries) EndpointSubscribersOf(ctx context.Context, arg EndpointSubscribersOfParams) ([]EndpointSubscribersOfRow, error) {
+	rows, err := q.db.Query(ctx, endpointSubscribersOf, arg.OrganizationIds, arg.EventType)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []EndpointSubscribersOfRow
+	for rows.Next() {
+		var i EndpointSubscribersOfRow
+		if err := rows.Scan(&i.OrganizationID, &i.ID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const endpointUpdate = `-- name: EndpointUpdate :one
 UPDATE webhook_endpoints
 SET url = $2, description = $3, event_types = $4, enabled = $5, updated_at = now()
