@@ -16,6 +16,7 @@ package metering
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -180,14 +181,22 @@ func checkMeters(w MeterWindow) error {
 // rollupTotalsSQL is the frame of the roll-up query: the roll-up's rows
 // of each window's whole hours, merged per subject, method and status
 // class, and the billable events of its edges, aggregated the same way,
-// in one union that the meters' conditional aggregates (the first %s)
-// then fold per subject. The key sets are merged as states, so a key
-// seen both in the hours and at an edge counts once; keyless says whether
-// the empty key, which no unique_count counts, is in a set. The second %s
-// is the edges' time ranges, for the sorting key: the exact edge of each
-// subject is held by transform() after it.
+// in one union that the meters' conditional aggregates (%[1]s) then fold
+// per subject.
+//
+// Key sets (%[2]s and %[3]s, rollupKeysSQL and edgeKeysSQL, only when a
+// unique_count meter asks: merging them is most of the roll-up's cost) are
+// merged as states, so a key seen both in the hours and at an edge counts
+// once; keyless says whether the empty key, which no unique_count counts,
+// is in a set.
+//
+// The edges are read from the span of all of them (@e_from, @e_to, for the
+// sorting key), PREWHERE keeps the rows of the hours they fall in (%[4]s):
+// a set lookup on the time column before any other column is read, where
+// the edges of a month's windows are a few hours of it. transform() then
+// holds each row to its own subject's edges.
 const rollupTotalsSQL = `SELECT subject,
-    %s
+    %[1]s
 FROM (
     SELECT subject, method, status_class,
         countMerge(requests) AS n,
@@ -198,9 +207,7 @@ FROM (
         maxMerge(units_max) AS units_max,
         maxMerge(request_bytes_max) AS request_bytes_max,
         maxMerge(response_bytes_max) AS response_bytes_max,
-        maxMerge(latency_ms_max) AS latency_ms_max,
-        uniqExactMergeState(key_ids) AS key_ids,
-        maxMerge(keyless) AS keyless
+        maxMerge(latency_ms_max) AS latency_ms_max%[2]s
     FROM usage_billing_hour
     WHERE subject IN @subjects
       AND bucket >= toDateTime(@h_first) AND bucket < toDateTime(@h_last)
@@ -217,12 +224,11 @@ FROM (
         max(units) AS units_max,
         max(request_bytes) AS request_bytes_max,
         max(response_bytes) AS response_bytes_max,
-        max(latency_ms) AS latency_ms_max,
-        uniqExactState(key_id) AS key_ids,
-        max(toUInt8(key_id = '')) AS keyless
+        max(latency_ms) AS latency_ms_max%[3]s
     FROM usage_events
+    PREWHERE %[4]s
     WHERE subject IN @subjects
-      AND (%s)
+      AND time >= toDateTime(@e_from) AND time < toDateTime(@e_to)
       AND ((toUInt32(time) >= toUInt32(transform(subject, @w_subjects, @w_from, '0'))
           AND toUInt32(time) < toUInt32(transform(subject, @w_subjects, @w_first, '0')))
         OR (toUInt32(time) >= toUInt32(transform(subject, @w_subjects, @w_last, '0'))
@@ -233,11 +239,29 @@ FROM (
 )
 GROUP BY subject`
 
+// rollupKeysSQL and edgeKeysSQL are the key-set columns of the two parts
+// of rollupTotalsSQL.
+const (
+	rollupKeysSQL = `,
+        uniqExactMergeState(key_ids) AS key_ids,
+        maxMerge(keyless) AS keyless`
+	edgeKeysSQL = `,
+        uniqExactState(key_id) AS key_ids,
+        max(toUInt8(key_id = '')) AS keyless`
+)
+
+// maxEdgeHours bounds the hours PREWHERE lists; windows whose edges reach
+// over more (a window from long before the roll-up began) read their span
+// without it.
+const maxEdgeHours = 4096
+
 // rollupQuery is the query of one round of rollupTotals: its conditional
 // aggregates, one per distinct meter definition, and which column answers
 // each window's meters.
 type rollupQuery struct {
-	cols       []string
+	cols []string
+	// keys is whether a column merges key sets.
+	keys       bool
 	columns    map[string]int
 	windowCols [][]int
 	args       []any
@@ -257,7 +281,12 @@ func rollupTotals(ctx context.Context, conn driver.Conn, windows []rollupWindow,
 			out[w.at][m.Slug] = decimal.Zero
 		}
 	}
-	text := fmt.Sprintf(rollupTotalsSQL, strings.Join(q.cols, ",\n    "), q.bind(windows))
+	prewhere := q.bind(windows)
+	rollupKeys, edgeKeys := "", ""
+	if q.keys {
+		rollupKeys, edgeKeys = rollupKeysSQL, edgeKeysSQL
+	}
+	text := fmt.Sprintf(rollupTotalsSQL, strings.Join(q.cols, ",\n    "), rollupKeys, edgeKeys, prewhere)
 	if q.size > defaultMaxQuerySize/2 {
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * q.size}))
 	}
@@ -332,6 +361,7 @@ func (q *rollupQuery) column(m Meter) int {
 		// unique_count: the merged set less the empty key when it is in
 		// it, capped as MeterTotalsBatch caps it.
 		col = fmt.Sprintf("toDecimal128(least(uniqExactMergeIf(key_ids, %[1]s) - maxIf(keyless, %[1]s), %[2]d), 0)", cond, enforcement.MaxMeterSetMembers)
+		q.keys = true
 	}
 	q.columns[key] = len(q.cols)
 	q.cols = append(q.cols, col)
@@ -339,46 +369,53 @@ func (q *rollupQuery) column(m Meter) int {
 	return len(q.cols) - 1
 }
 
-// bind binds the windows' subjects and bounds and returns the edges' time
-// ranges for the sorting key: each window's edges, overlapping ones
-// merged, written as numbers (computed here, never input).
+// bind binds the windows' subjects and bounds and returns the PREWHERE
+// condition of the edges: the hours they fall in, written as numbers
+// (computed here, never input).
 func (q *rollupQuery) bind(windows []rollupWindow) string {
 	n := len(windows)
 	set := make([]any, n)
 	subjects, froms, firsts, lasts, tos := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	var edges [][2]int64
 	hFirst, hLast := windows[0].hoursAt[0], windows[0].hoursAt[1]
+	eFrom, eTo := hFirst, hFirst
+	hours := map[int64]bool{}
+	edge := func(lo, hi int64) {
+		if lo >= hi {
+			return
+		}
+		eFrom, eTo = min(eFrom, lo), max(eTo, hi)
+		for h := lo / 3600 * 3600; h < hi && len(hours) <= maxEdgeHours; h += 3600 {
+			hours[h] = true
+		}
+	}
 	for i, w := range windows {
 		set[i], subjects[i] = w.subject, w.subject
 		froms[i], tos[i] = strconv.FormatInt(w.from, 10), strconv.FormatInt(w.to, 10)
 		firsts[i], lasts[i] = strconv.FormatInt(w.hoursAt[0], 10), strconv.FormatInt(w.hoursAt[1], 10)
 		hFirst, hLast = min(hFirst, w.hoursAt[0]), max(hLast, w.hoursAt[1])
-		if w.from < w.hoursAt[0] {
-			edges = append(edges, [2]int64{w.from, w.hoursAt[0]})
-		}
-		if w.hoursAt[1] < w.to {
-			edges = append(edges, [2]int64{w.hoursAt[1], w.to})
-		}
+		edge(w.from, w.hoursAt[0])
+		edge(w.hoursAt[1], w.to)
 		q.size += 5*4*len(w.subject) + 5*16
 	}
 	q.args = append(q.args, clickhouse.Named("subjects", clickhouse.GroupSet{Value: set}),
 		clickhouse.Named("h_first", hFirst), clickhouse.Named("h_last", hLast),
+		clickhouse.Named("e_from", eFrom), clickhouse.Named("e_to", eTo),
 		clickhouse.Named("w_subjects", subjects), clickhouse.Named("w_from", froms), clickhouse.Named("w_first", firsts),
 		clickhouse.Named("w_last", lasts), clickhouse.Named("w_to", tos))
-	slices.SortFunc(edges, func(a, b [2]int64) int { return int(a[0] - b[0]) })
-	var ranges []string
-	for i := 0; i < len(edges); {
-		lo, hi := edges[i][0], edges[i][1]
-		for i++; i < len(edges) && edges[i][0] <= hi; i++ {
-			hi = max(hi, edges[i][1])
-		}
-		ranges = append(ranges, fmt.Sprintf("time >= toDateTime(%d) AND time < toDateTime(%d)", lo, hi))
-	}
-	if len(ranges) == 0 {
+	var prewhere string
+	switch {
+	case len(hours) == 0:
 		// Every window is whole hours: no edge to read.
-		ranges = []string{"0"}
+		prewhere = "0"
+	case len(hours) > maxEdgeHours:
+		prewhere = "1"
+	default:
+		list := make([]string, 0, len(hours))
+		for _, h := range slices.Sorted(maps.Keys(hours)) {
+			list = append(list, strconv.FormatInt(h, 10))
+		}
+		prewhere = "toUInt32(toStartOfHour(time, 'UTC')) IN (" + strings.Join(list, ", ") + ")"
 	}
-	where := strings.Join(ranges, " OR ")
-	q.size += len(rollupTotalsSQL) + len(where)
-	return where
+	q.size += len(rollupTotalsSQL) + len(rollupKeysSQL) + len(edgeKeysSQL) + len(prewhere)
+	return prewhere
 }

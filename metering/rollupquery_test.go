@@ -1,6 +1,7 @@
 package metering_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -255,4 +256,92 @@ func TestRollupNotBegun(t *testing.T) {
 	if !got[0]["calls"].IsZero() {
 		t.Errorf("calls = %s before the roll-up began, want 0 (the base table)", got[0]["calls"])
 	}
+}
+
+// BenchmarkSnapshotRollup: what a close of 100 monthly periods counts,
+// 30,000 events each (3,000,000 in a month, about 40 an hour per
+// subscription, mostly GET and 2xx), five meters without a route filter
+// (and the four without the unique_count), each period starting and
+// ending at its own second: MeterTotalsMany on usage_events against
+// MeterTotalsRollupMany. Both tables are merged first, as a month-old
+// partition is.
+func BenchmarkSnapshotRollup(b *testing.B) {
+	conn, _, _ := testenv.ClickHouseDB(b)
+	ctx := b.Context()
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	setRollupBegan(b, conn, start.AddDate(0, -1, 0))
+	const events, subjects = 3_000_000, 100
+	err := conn.Exec(ctx, `INSERT INTO usage_events
+		(id, source, type, subject, time, api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units, refusal)
+		SELECT toString(number), '/bench', 'veil.api.request', concat('sub_', toString(number % @subjects)),
+			toDateTime(@start) + intDiv(number * 2678400, @events), 'api_1',
+			concat('key_', toString(number % 37)),
+			['GET', 'GET', 'GET', 'GET', 'POST'][number % 9 % 5 + 1],
+			'/users/{id}', concat('/users/', toString(number % 1000)),
+			toUInt16([200, 200, 200, 201, 404, 200, 500][number % 11 % 7 + 1]),
+			toUInt32(number % 997), number % 4096, number % 65536,
+			toDecimal64(number % 1000, 6) / 1000,
+			if(number % 53 = 0, 'rate_limited', '')
+		FROM numbers(@events)`,
+		clickhouse.Named("subjects", subjects), clickhouse.Named("start", start.Unix()), clickhouse.Named("events", events))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, table := range []string{"usage_events", "usage_billing_hour"} {
+		if err := conn.Exec(ctx, "OPTIMIZE TABLE "+table+" FINAL"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	meters := []metering.Meter{
+		{Slug: "calls", Aggregation: metering.AggCount},
+		{Slug: "units", Aggregation: metering.AggSum, Field: metering.FieldUnits, Filter: metering.Filter{Methods: []string{"GET"}}},
+		{Slug: "slowest", Aggregation: metering.AggMax, Field: metering.FieldLatencyMS, Filter: metering.Filter{StatusClasses: []string{"2xx"}}},
+		{Slug: "egress", Aggregation: metering.AggSum, Field: metering.FieldResponseBytes},
+		{Slug: "keys", Aggregation: metering.AggUniqueCount, Field: metering.FieldKeyID},
+	}
+	// A unique_count merges hourly key sets, most of the roll-up's cost:
+	// the meters are measured with it and without.
+	for _, set := range []struct {
+		name   string
+		meters []metering.Meter
+	}{{"five", meters}, {"nokeys", meters[:4]}} {
+		windows := benchWindows(set.meters, start, subjects)
+		want, err := metering.MeterTotalsMany(ctx, conn, windows)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, reader := range []struct {
+			name  string
+			count func(context.Context, driver.Conn, []metering.MeterWindow) ([]map[string]decimal.Decimal, error)
+		}{{"base", metering.MeterTotalsMany}, {"rollup", metering.MeterTotalsRollupMany}} {
+			b.Run(set.name+"/"+reader.name, func(b *testing.B) {
+				var got []map[string]decimal.Decimal
+				for b.Loop() {
+					if got, err = reader.count(ctx, conn, windows); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for i := range windows {
+					for _, m := range set.meters {
+						if !got[i][m.Slug].Equal(want[i][m.Slug]) || want[i]["calls"].IsZero() {
+							b.Fatalf("window %d meter %s = %s, want %s (calls %s)", i, m.Slug, got[i][m.Slug], want[i][m.Slug], want[i]["calls"])
+						}
+					}
+				}
+				b.ReportMetric(float64(len(windows))*float64(b.N)/b.Elapsed().Seconds(), "periods/s")
+			})
+		}
+	}
+}
+
+// benchWindows is one period of about a month per subscription, each
+// starting at its own second of the first day.
+func benchWindows(meters []metering.Meter, start time.Time, subjects int) []metering.MeterWindow {
+	r := rand.New(rand.NewPCG(1, 2))
+	windows := make([]metering.MeterWindow, subjects)
+	for i := range windows {
+		from := start.Add(time.Duration(r.IntN(86400)) * time.Second)
+		windows[i] = metering.MeterWindow{Subject: fmt.Sprintf("sub_%d", i), Meters: meters, From: from, To: from.AddDate(0, 1, 0).Add(-36 * time.Hour)}
+	}
+	return windows
 }

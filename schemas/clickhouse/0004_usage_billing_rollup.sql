@@ -11,6 +11,10 @@
 -- Sums of the integer fields are Decimal(38, 0), as the base-table query
 -- sums them, so no sum wraps and both give the same figure.
 --
+-- Hours are UTC hours whatever the server's time zone: readers split
+-- windows at whole hours of Unix time, which a zone with a half-hour offset
+-- would not match.
+--
 -- Column names differ from usage_events' so that the view's aliases do not
 -- shadow the columns the other aggregates read (units is both summed and
 -- maximized).
@@ -39,7 +43,7 @@ ORDER BY (subject, bucket, api_id, method, status_class);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_billing_hour_mv TO usage_billing_hour
 AS SELECT
-    toStartOfHour(time) AS bucket,
+    toStartOfHour(time, 'UTC') AS bucket,
     subject, api_id, method,
     toUInt8(intDiv(status, 100)) AS status_class,
     countState() AS requests,
