@@ -2,6 +2,7 @@ package metering_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -344,4 +345,24 @@ func benchWindows(meters []metering.Meter, start time.Time, subjects int) []mete
 		windows[i] = metering.MeterWindow{Subject: fmt.Sprintf("sub_%d", i), Meters: meters, From: from, To: from.AddDate(0, 1, 0).Add(-36 * time.Hour)}
 	}
 	return windows
+}
+
+// TestRollupRefusesAsBaseTable: a window the roll-up would serve refuses
+// an invalid meter, or a slug listed twice, as MeterTotalsMany does,
+// before anything is queried.
+func TestRollupRefusesAsBaseTable(t *testing.T) {
+	conn, _, _ := testenv.ClickHouseDB(t)
+	setRollupBegan(t, conn, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	from := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	count := metering.Meter{Slug: "calls", Aggregation: metering.AggCount}
+	for name, meters := range map[string][]metering.Meter{
+		"invalid":   {{Slug: "calls", Aggregation: metering.AggSum, Field: metering.FieldKeyID}},
+		"twice":     {count, count},
+		"bad class": {{Slug: "calls", Aggregation: metering.AggCount, Filter: metering.Filter{StatusClasses: []string{"5xx"}}}},
+	} {
+		_, err := metering.MeterTotalsRollupMany(t.Context(), conn, []metering.MeterWindow{{Subject: "s", Meters: meters, From: from, To: from.AddDate(0, 1, 0)}})
+		if !errors.Is(err, metering.ErrInvalidMeter) {
+			t.Errorf("%s: error %v, want ErrInvalidMeter", name, err)
+		}
+	}
 }
