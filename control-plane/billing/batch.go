@@ -71,55 +71,129 @@ type setItem struct {
 	ledger []db.CreditLedgerInsertManyParams
 }
 
-// buildSet builds (and, with finalize, finalizes) the drafts of up to
-// cycleBatch closed periods that have none; it returns how many it built
-// and how many periods it listed.
-func (s *Service) buildSet(ctx context.Context, finalize bool) (built, listed int, err error) {
-	rows, err := db.New(s.pool).PeriodsToInvoiceWith(ctx, cycleBatch)
-	if err != nil {
-		return 0, 0, fmt.Errorf("list periods to invoice: %w", err)
-	}
-	jobs := make([]cycleJob, len(rows))
-	for i, r := range rows {
-		jobs[i] = cycleJob{period: r.ID, sub: r.SubscriptionID, issuer: r.IssuerID, customer: r.CustomerID, start: r.PeriodStart, end: r.PeriodEnd}
-	}
-	n, err := s.invoiceSet(ctx, jobs, finalize)
-	return n, len(rows), err
+// buildAllSets builds (and, with finalize, finalizes) the drafts of the
+// closed periods that have none, batch by batch; it returns how many it
+// built.
+func (s *Service) buildAllSets(ctx context.Context, finalize bool) (int, error) {
+	return s.pipeline(ctx, finalize, func(after cursor) ([]cycleJob, error) {
+		rows, err := db.New(s.pool).PeriodsToInvoiceWith(ctx, db.PeriodsToInvoiceWithParams{AfterEnd: after.end, AfterID: after.id, Max: cycleBatch})
+		if err != nil {
+			return nil, fmt.Errorf("list periods to invoice: %w", err)
+		}
+		jobs := make([]cycleJob, len(rows))
+		for i, r := range rows {
+			jobs[i] = cycleJob{period: r.ID, sub: r.SubscriptionID, issuer: r.IssuerID, customer: r.CustomerID, start: r.PeriodStart, end: r.PeriodEnd}
+		}
+		return jobs, nil
+	})
 }
 
-// finalizeSet finalizes up to cycleBatch drafts built before the review
-// time; it returns how many it finalized and how many it listed.
-func (s *Service) finalizeSet(ctx context.Context) (finalized, listed int, err error) {
-	rows, err := db.New(s.pool).DraftsToFinalizeWith(ctx, db.DraftsToFinalizeWithParams{BuiltBefore: s.now().Add(-s.cfg.Review), Max: cycleBatch})
-	if err != nil {
-		return 0, 0, fmt.Errorf("list drafts to finalize: %w", err)
-	}
-	jobs := make([]cycleJob, len(rows))
-	for i, r := range rows {
-		jobs[i] = cycleJob{invoice: r.InvoiceID, period: *r.BillingPeriodID, sub: r.SubscriptionID, issuer: r.IssuerID, customer: r.CustomerID,
-			start: r.PeriodStart, end: r.PeriodEnd}
-	}
-	n, err := s.invoiceSet(ctx, jobs, true)
-	return n, len(rows), err
+// finalizeAllSets finalizes the drafts built before the review time,
+// batch by batch; it returns how many it finalized.
+func (s *Service) finalizeAllSets(ctx context.Context) (int, error) {
+	builtBefore := s.now().Add(-s.cfg.Review)
+	return s.pipeline(ctx, true, func(after cursor) ([]cycleJob, error) {
+		rows, err := db.New(s.pool).DraftsToFinalizeWith(ctx, db.DraftsToFinalizeWithParams{
+			BuiltBefore: builtBefore, AfterEnd: after.end, AfterID: after.id, Max: cycleBatch,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list drafts to finalize: %w", err)
+		}
+		jobs := make([]cycleJob, len(rows))
+		for i, r := range rows {
+			jobs[i] = cycleJob{invoice: r.InvoiceID, period: *r.BillingPeriodID, sub: r.SubscriptionID, issuer: r.IssuerID,
+				customer: r.CustomerID, start: r.PeriodStart, end: r.PeriodEnd}
+		}
+		return jobs, nil
+	})
 }
 
-// invoiceSet invoices jobs: those the batch can compute issuer by issuer
-// in one transaction each (on Config.Workers goroutines), the others one
-// by one after them. It returns how many drafts it built (without
-// finalize) or invoices it finalized.
-func (s *Service) invoiceSet(ctx context.Context, jobs []cycleJob, finalize bool) (int, error) {
+// cursor is where a listing of jobs goes on: after the period end and
+// the id (the period's, or the draft's) of the last one listed.
+type cursor struct {
+	end time.Time
+	id  uuid.UUID
+}
+
+// prepared is a batch read and ready to write.
+type prepared struct {
+	items []*setItem
+	slow  []cycleJob
+	err   error
+}
+
+// pipeline lists jobs batch after batch and invoices them: while one
+// batch is written, the next one is read, so that the reads of a batch
+// cost no time of their own. It returns how many drafts it built
+// (without finalize) or invoices it finalized.
+func (s *Service) pipeline(ctx context.Context, finalize bool, list func(after cursor) ([]cycleJob, error)) (int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan prepared, 1)
+	go func() {
+		defer close(batches)
+		var after cursor
+		for {
+			jobs, err := list(after)
+			p := prepared{err: err}
+			if err == nil {
+				p.items, p.slow, p.err = s.prepareSet(ctx, jobs, finalize)
+			}
+			select {
+			case batches <- p:
+			case <-ctx.Done():
+				return
+			}
+			if p.err != nil || len(jobs) < cycleBatch {
+				return
+			}
+			// A listing by the last column of jobs: the one by period
+			// ends and the draft's or the period's id.
+			last := jobs[len(jobs)-1]
+			after = cursor{end: last.end, id: last.period}
+			if last.invoice != uuid.Nil {
+				after.id = last.invoice
+			}
+		}
+	}()
+	total := 0
+	var errs []error
+	for p := range batches {
+		if p.err != nil {
+			errs = append(errs, p.err)
+			break
+		}
+		n, err := s.writeSet(ctx, p, finalize)
+		total += n
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+// prepareSet reads the basis of jobs: those the batch computes as items,
+// the others (splitJobs, or whose basis fails) in slow.
+func (s *Service) prepareSet(ctx context.Context, jobs []cycleJob, finalize bool) ([]*setItem, []cycleJob, error) {
 	fast, slow, err := s.splitJobs(ctx, jobs, finalize)
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
 	items, failed, err := s.setBases(ctx, fast)
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
-	slow = append(slow, failed...)
+	return items, append(slow, failed...), nil
+}
+
+// writeSet invoices a prepared batch: its items issuer by issuer, each
+// issuer's in transactions of setChunk (on Config.Workers goroutines),
+// then the slow jobs one by one.
+func (s *Service) writeSet(ctx context.Context, p prepared, finalize bool) (int, error) {
 	byIssuer := map[uuid.UUID][]*setItem{}
 	var issuers []uuid.UUID
-	for _, it := range items {
+	for _, it := range p.items {
 		if byIssuer[it.job.issuer] == nil {
 			issuers = append(issuers, it.job.issuer)
 		}
@@ -129,7 +203,7 @@ func (s *Service) invoiceSet(ctx context.Context, jobs []cycleJob, finalize bool
 		mu sync.Mutex
 		n  int
 	)
-	_, err = s.each(ctx, len(issuers), func(i int) (bool, error) {
+	_, err := s.each(ctx, len(issuers), func(i int) (bool, error) {
 		// An issuer's chunks go in order: their numbers follow their
 		// periods'.
 		for group := range slices.Chunk(byIssuer[issuers[i]], setChunk) {
@@ -144,10 +218,10 @@ func (s *Service) invoiceSet(ctx context.Context, jobs []cycleJob, finalize bool
 		return false, nil
 	})
 	if errors.Is(err, errSetChanged) {
-		err = nil // the next batch reads them again
+		err = nil // a concurrent run invoiced them
 	}
 	var slowDone int
-	slowErr := s.eachJob(ctx, slowItems(slow), finalize, &slowDone)
+	slowErr := s.eachJob(ctx, slowItems(p.slow), finalize, &slowDone)
 	return n + slowDone, errors.Join(err, slowErr)
 }
 

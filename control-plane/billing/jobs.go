@@ -90,29 +90,15 @@ func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
 
 // buildAll builds drafts batch by batch until no closed period lacks one;
 // without a review (Config.Review 0) each is finalized as it is built
-// (buildSet).
+// (buildAllSets).
 func (s *Service) buildAll(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		n, listed, err := s.buildSet(ctx, s.cfg.Review == 0)
-		total += n
-		if err != nil || listed < cycleBatch {
-			return total, err
-		}
-	}
+	return s.buildAllSets(ctx, s.cfg.Review == 0)
 }
 
 // FinalizeDue finalizes, as the system, the drafts built at least
-// Config.Review ago, oldest period first, batch after batch until none is
-// left that can be finalized (finalizeSet). A draft behind an earlier
-// period of its subscription waits for the next run.
+// Config.Review ago, oldest period first, batch after batch
+// (finalizeAllSets). A draft behind an earlier period of its
+// subscription waits for the next run.
 func (s *Service) FinalizeDue(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		n, listed, err := s.finalizeSet(ctx)
-		total += n
-		if err != nil || listed < cycleBatch || n == 0 {
-			return total, err
-		}
-	}
+	return s.finalizeAllSets(ctx)
 }

@@ -233,6 +233,7 @@ func openBillingScratch(ctx context.Context, cfg BillingConfig, name string, clo
 		return nil, nil, fmt.Errorf("parse postgres url: %w", err)
 	}
 	pcfg.MaxConns = int32(2*cfg.Workers + 4)
+	datastore.WithNativeTypes(pcfg)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", name, err)

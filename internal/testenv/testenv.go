@@ -218,6 +218,7 @@ func Postgres(t testing.TB, mod ...func(*pgxpool.Config)) *pgxpool.Pool {
 	if err != nil {
 		t.Fatalf("parse %s: %v", url, err)
 	}
+	datastore.WithNativeTypes(cfg)
 	for _, m := range mod {
 		m(cfg)
 	}

@@ -3,21 +3,25 @@
 -- invoice.
 
 -- PeriodsToInvoiceWith is PeriodsToInvoice with each period's issuer and
--- customer.
+-- customer, after a period (the cycle reads the next batch while it
+-- writes one).
 -- name: PeriodsToInvoiceWith :many
 SELECT p.id, p.subscription_id, p.period_start, p.period_end, s.organization_id AS customer_id, a.organization_id AS issuer_id
 FROM billing_periods p
 JOIN subscriptions s ON s.id = p.subscription_id
 JOIN apis a ON a.id = s.api_id
 WHERE p.state = 'closed' AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.billing_period_id = p.id)
+  AND (p.period_end, p.id) > (@after_end::timestamptz, @after_id::uuid)
 ORDER BY p.period_end, p.id
-LIMIT $1;
+LIMIT @max;
 
--- DraftsToFinalizeWith is DraftsToFinalize with each draft's period.
+-- DraftsToFinalizeWith is DraftsToFinalize with each draft's period,
+-- after a draft.
 -- name: DraftsToFinalizeWith :many
 SELECT i.id AS invoice_id, i.billing_period_id, i.subscription_id, i.period_start, i.period_end, i.customer_id, i.issuer_id
 FROM invoices i
 WHERE i.status = 'draft' AND i.created_at <= @built_before AND i.billing_period_id IS NOT NULL
+  AND (i.period_end, i.id) > (@after_end::timestamptz, @after_id::uuid)
 ORDER BY i.period_end, i.id
 LIMIT @max;
 

@@ -195,12 +195,15 @@ const draftsToFinalizeWith = `-- name: DraftsToFinalizeWith :many
 SELECT i.id AS invoice_id, i.billing_period_id, i.subscription_id, i.period_start, i.period_end, i.customer_id, i.issuer_id
 FROM invoices i
 WHERE i.status = 'draft' AND i.created_at <= $1 AND i.billing_period_id IS NOT NULL
+  AND (i.period_end, i.id) > ($2::timestamptz, $3::uuid)
 ORDER BY i.period_end, i.id
-LIMIT $2
+LIMIT $4
 `
 
 type DraftsToFinalizeWithParams struct {
 	BuiltBefore time.Time
+	AfterEnd    time.Time
+	AfterID     uuid.UUID
 	Max         int32
 }
 
@@ -214,9 +217,15 @@ type DraftsToFinalizeWithRow struct {
 	IssuerID        uuid.UUID
 }
 
-// DraftsToFinalizeWith is DraftsToFinalize with each draft's period.
+// DraftsToFinalizeWith is DraftsToFinalize with each draft's period,
+// after a draft.
 func (q *Queries) DraftsToFinalizeWith(ctx context.Context, arg DraftsToFinalizeWithParams) ([]DraftsToFinalizeWithRow, error) {
-	rows, err := q.db.Query(ctx, draftsToFinalizeWith, arg.BuiltBefore, arg.Max)
+	rows, err := q.db.Query(ctx, draftsToFinalizeWith,
+		arg.BuiltBefore,
+		arg.AfterEnd,
+		arg.AfterID,
+		arg.Max,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -546,9 +555,16 @@ FROM billing_periods p
 JOIN subscriptions s ON s.id = p.subscription_id
 JOIN apis a ON a.id = s.api_id
 WHERE p.state = 'closed' AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.billing_period_id = p.id)
+  AND (p.period_end, p.id) > ($1::timestamptz, $2::uuid)
 ORDER BY p.period_end, p.id
-LIMIT $1
+LIMIT $3
 `
+
+type PeriodsToInvoiceWithParams struct {
+	AfterEnd time.Time
+	AfterID  uuid.UUID
+	Max      int32
+}
 
 type PeriodsToInvoiceWithRow struct {
 	ID             uuid.UUID
@@ -563,9 +579,10 @@ type PeriodsToInvoiceWithRow struct {
 // read, invoiced and finalized in a few statements rather than a few per
 // invoice.
 // PeriodsToInvoiceWith is PeriodsToInvoice with each period's issuer and
-// customer.
-func (q *Queries) PeriodsToInvoiceWith(ctx context.Context, limit int32) ([]PeriodsToInvoiceWithRow, error) {
-	rows, err := q.db.Query(ctx, periodsToInvoiceWith, limit)
+// customer, after a period (the cycle reads the next batch while it
+// writes one).
+func (q *Queries) PeriodsToInvoiceWith(ctx context.Context, arg PeriodsToInvoiceWithParams) ([]PeriodsToInvoiceWithRow, error) {
+	rows, err := q.db.Query(ctx, periodsToInvoiceWith, arg.AfterEnd, arg.AfterID, arg.Max)
 	if err != nil {
 		return nil, err
 	}
