@@ -23,8 +23,8 @@ import (
 // metering/invoice.go documents, without the rating engine.
 //
 // The figures are chosen so that the rules show: a 10% discount taken off
-// each line would give 28.95 and 30.74 rather than the single line, rounded
-// once, of 28.96 and 30.73; and v2's included units restarting at the
+// each line would give 28.95 and 30.73 rather than the single line, rounded
+// once, of 28.96 and 30.72; and v2's included units restarting at the
 // change, rather than going on from v1's usage, would give 27.16.
 func TestTwoInvoicesToTheCent(t *testing.T) {
 	t.Parallel()
@@ -105,16 +105,20 @@ func TestTwoInvoicesToTheCent(t *testing.T) {
 	// Discounted: base 30 and April's usage (10.5 units, 5 of them
 	// included). Not discounted, after the discount: the correction (100
 	// calls at 0.005) and the late event (a call, 3 units past March's
-	// included ones, a get) priced by v2.
+	// included ones, a get) priced by v2 on top of what March billed of
+	// each meter: a quantity q on top of b is rate(b + q) − rate(b), each
+	// rate rounded, and the late call comes after March's 15 calls (v1's
+	// 5 count, as they did under v2 on the invoice): 0.08 − 0.08.
+	lateCall := dec("16").Mul(dec("0.005")).Round(2).Sub(dec("15").Mul(dec("0.005")).Round(2))
 	april := expectedInvoice{
 		lines: []decimal.Decimal{
 			dec("30"), dec("7").Mul(dec("0.005")), perUnitAfter(dec("10.5"), dec("5"), dec("0.4")), dec("7").Mul(dec("0.001")),
 		},
 		percentOff:  dec("10"),
-		adjustments: []decimal.Decimal{dec("100").Mul(dec("0.005")), dec("0.005"), dec("3").Mul(dec("0.4")), dec("0.001")},
+		adjustments: []decimal.Decimal{dec("100").Mul(dec("0.005")), lateCall, dec("3").Mul(dec("0.4")), dec("0.001")},
 	}
 	second := f.invoiceOf(t, svc, sub, apr)
-	april.check(t, "April", second, "3.23", "30.73")
+	april.check(t, "April", second, "3.23", "30.72")
 	t.Logf("March %s (%s), April %s (%s)", first.Total, *first.Number, second.Total, *second.Number)
 	for _, id := range []uuid.UUID{first.ID, second.ID} {
 		explainZero(t, svc, id)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -774,8 +775,9 @@ func activeRedemptions(rows []db.RedemptionsForPeriodRow, currency string) []Cit
 // invoice of the period starting at start bills: those of no period, of
 // it or of an earlier one, in the invoice's currency. A quantity is
 // priced by the segment it names or its period's last, on top of what
-// that segment billed of its meter: its snapshot, the adjustments billed
-// before, and those before it on this invoice.
+// the period billed of its meter up to that segment's end: the earlier
+// segments' usage (usageBefore), the segment's snapshot, the adjustments
+// billed before, and those before it on this invoice.
 func pendingAdjustmentsOf(ctx context.Context, q *db.Queries, b *basis, sub uuid.UUID, start time.Time, currency string) ([]CitedAdjustment, error) {
 	rows, err := q.AdjustmentsPendingFor(ctx, db.AdjustmentsPendingForParams{SubscriptionID: sub, PeriodStart: start})
 	if err != nil {
@@ -795,12 +797,13 @@ func pendingAdjustmentsOf(ctx context.Context, q *db.Queries, b *basis, sub uuid
 			continue // made after the basis was read: the next invoice bills it
 		}
 		segs := ps.segs
-		seg := segs[len(segs)-1]
-		for _, g := range segs {
+		at := len(segs) - 1
+		for i, g := range segs {
 			if a.SegmentStart != nil && g.From.Equal(*a.SegmentStart) {
-				seg = g
+				at = i
 			}
 		}
+		seg := segs[at]
 		if seg.Terms.Currency.Code != currency {
 			continue
 		}
@@ -815,12 +818,27 @@ func pendingAdjustmentsOf(ctx context.Context, q *db.Queries, b *basis, sub uuid
 			return nil, fmt.Errorf("sum billed adjustments: %w", err)
 		}
 		key := a.BillingPeriodID.String() + "/" + seg.From.String() + "/" + *a.MeterSlug
-		billed := seg.Usage[*a.MeterSlug].Add(before).Add(onInvoice[key])
+		billed := usageBefore(segs[:at], *a.MeterSlug).Add(seg.Usage[*a.MeterSlug]).Add(before).Add(onInvoice[key])
 		onInvoice[key] = onInvoice[key].Add(*a.Quantity)
 		from := seg.From
 		out = append(out, CitedAdjustment{ID: a.ID, BillingPeriodID: a.BillingPeriodID, PlanVersionID: &version, SegmentStart: &from, Billed: billed})
 	}
 	return out, nil
+}
+
+// usageBefore is what the segments used of a meter, as the invoice
+// counts it under a later segment (metering's usage goes on across
+// segments): the usage of those whose version charges the meter. An
+// adjustment of the later segment is priced on top of it too, so that
+// included units and tiers are not granted twice.
+func usageBefore(segs []metering.Segment, meter string) decimal.Decimal {
+	sum := decimal.Zero
+	for _, g := range segs {
+		if slices.ContainsFunc(g.Terms.Charges, func(c metering.Charge) bool { return c.Meter == meter }) {
+			sum = sum.Add(g.Usage[meter])
+		}
+	}
+	return sum
 }
 
 // inputFrom is the invoice input of what c cites, read again from the
