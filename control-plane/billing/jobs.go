@@ -23,8 +23,9 @@ type CycleArgs struct{}
 func (CycleArgs) Kind() string { return "billing_cycle" }
 
 // cycleTimeout bounds a run below the control plane's rescue of stuck
-// jobs. Every step works item by item, each in its own transaction, and
-// the constraints make a repeated item a no-op (one period per
+// jobs. Every step works in transactions of an item or of a set of
+// items (an issuer's invoices of a batch, batch.go), and the constraints
+// make a repeated item a no-op (one period per
 // subscription and start, one snapshot and one invoice per period, one
 // number per finalization), so a run cut short, killed or run twice loses
 // and doubles nothing: the next run carries on.

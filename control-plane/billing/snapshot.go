@@ -328,50 +328,16 @@ func offsetsJSON(offsets map[int32]int64) ([]byte, error) {
 // an invoice of the period prices and cites. ErrNoSnapshot when the
 // period is still open.
 func (s *Service) SegmentsFor(ctx context.Context, periodID uuid.UUID) ([]metering.Segment, uuid.UUID, error) {
-	q := db.New(s.pool)
-	p, err := q.PeriodGetForSegments(ctx, periodID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, uuid.Nil, ErrPeriodNotFound
-	}
-	if err != nil {
-		return nil, uuid.Nil, fmt.Errorf("read billing period: %w", err)
-	}
-	snap, err := q.SnapshotGetByPeriod(ctx, periodID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, uuid.Nil, ErrNoSnapshot
-	}
-	if err != nil {
-		return nil, uuid.Nil, fmt.Errorf("read usage snapshot: %w", err)
-	}
-	lines, err := q.SnapshotLineList(ctx, snap.ID)
-	if err != nil {
-		return nil, uuid.Nil, fmt.Errorf("read usage snapshot lines: %w", err)
-	}
-	hist, err := s.histories(ctx, []uuid.UUID{p.SubscriptionID})
+	read, err := s.segmentsMany(ctx, []uuid.UUID{periodID})
 	if err != nil {
 		return nil, uuid.Nil, err
 	}
-	segs := segmentsOf(hist[p.SubscriptionID], p.PeriodStart.UTC(), p.PeriodEnd.UTC(), p.TrialEndsAt, p.CanceledAt)
-	out := make([]metering.Segment, len(segs))
-	at := make(map[int64]int, len(segs)) // by segment start, in microseconds
-	terms := map[uuid.UUID]metering.PlanTerms{}
-	for i, g := range segs {
-		t, ok := terms[g.version]
-		if !ok {
-			if t, err = s.termsFor(ctx, g.version); err != nil {
-				return nil, uuid.Nil, fmt.Errorf("load terms of plan version %s: %w", g.version, err)
-			}
-			terms[g.version] = t
-		}
-		out[i] = g.metered(t, map[string]decimal.Decimal{})
-		at[g.from.UnixMicro()] = i
+	pb, ok := read[periodID]
+	if !ok {
+		return nil, uuid.Nil, ErrPeriodNotFound
 	}
-	for _, l := range lines {
-		i, ok := at[l.SegmentStart.UnixMicro()]
-		if !ok || segs[i].version != l.PlanVersionID {
-			return nil, uuid.Nil, fmt.Errorf("read usage snapshot %s: its segment at %s (version %s) is not one of the period's pricing history", snap.ID, l.SegmentStart, l.PlanVersionID)
-		}
-		out[i].Usage[l.MeterSlug] = l.Quantity
+	if pb.err != nil {
+		return nil, uuid.Nil, pb.err
 	}
-	return out, snap.ID, nil
+	return pb.segs, pb.snapshot, nil
 }
