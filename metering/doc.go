@@ -27,7 +27,9 @@
 // exclusive, inclusive (stated, not added) or reverse-charged (the legal
 // mention); then the customer's credit applied up to the total, or a
 // negative total turned into credit issued, so that the amount due, the
-// sum of the lines, is never below zero. A trial period charges nothing.
+// sum of the lines, is never below zero. A trial period charges nothing;
+// a trial that ends inside a period charges its base fee from its end,
+// prorated.
 // Every line is rounded once to the currency's minor unit, half away from
 // zero. The file's comment gives each rule in full. A billing period's
 // bounds stay internal/enforcement's, the arithmetic the gateway counts
