@@ -183,3 +183,48 @@ func TestLateUsageOfALaterSegmentContinuesThePeriodsTiers(t *testing.T) {
 	}
 	explainZero(t, f.svc, next.ID)
 }
+
+// With a review, the cycle builds drafts by sets and, once the review
+// time has passed, finalizes them by sets: recomputed with the credit as
+// it is then, their lines replaced, not added to.
+func TestCycleFinalizesReviewedDraftsTogether(t *testing.T) {
+	t.Parallel()
+	f := invoiceSetup(t)
+	svc, err := New(Config{Pool: f.pool, Logger: testenv.Logger(t), Now: f.clock.Now, Publisher: f.hooks, Review: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	var customer uuid.UUID
+	for i := range n {
+		c, _ := f.closedPeriod()
+		if i == 0 {
+			customer = c
+		}
+	}
+	if rep, err := svc.RunCycle(f.ctx); err != nil || rep.Drafts != n || rep.Finalized != 0 {
+		t.Fatalf("RunCycle = %+v, %v; want %d drafts, none finalized", rep, err, n)
+	}
+	var drafts, lines int
+	f.scan(&drafts, `SELECT count(*) FROM invoices WHERE status = 'draft' AND total = 10`)
+	f.scan(&lines, `SELECT count(*) FROM invoice_lines`)
+	if drafts != n || lines != n {
+		t.Fatalf("%d drafts of 10.00 with %d lines; want %d with one each", drafts, lines, n)
+	}
+	if _, err := f.svc.GrantCredit(f.ctx, f.provider, GrantInput{CustomerID: customer, Currency: "EUR", Amount: dec("4"), Reason: "goodwill"}); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Set(f.clock.Now().Add(2 * time.Hour))
+	if rep, err := svc.RunCycle(f.ctx); err != nil || rep.Finalized != n {
+		t.Fatalf("RunCycle after the review = %+v, %v; want %d finalized", rep, err, n)
+	}
+	var open, txs, due int
+	f.scan(&open, `SELECT count(*) FROM invoices WHERE status = 'open'`)
+	f.scan(&txs, `SELECT count(DISTINCT xmin::text) FROM invoices`)
+	f.scan(&lines, `SELECT count(*) FROM invoice_lines`)
+	f.scan(&due, `SELECT count(*) FROM invoices WHERE amount_due = 6 AND credit_applied = 4 AND customer_id = $1`, customer)
+	if open != n || txs != 1 || lines != n+1 || due != 1 {
+		t.Fatalf("%d open by %d transactions, %d lines, %d invoices paid 4.00 by credit; want %d by one, %d lines (a credit line), 1",
+			open, txs, lines, due, n, n+1)
+	}
+}
