@@ -19,9 +19,14 @@ import (
 // periods end on Feb 28, Mar 31, Apr 30, ...), with the interval of the
 // plan version in force at each period's start (a monthly plan changed
 // to a yearly one renews yearly from its next period on, on the same
-// anchor). The subscription's current period is
-// authoritative: a step that would run past its start stops there, so
-// the recorded periods always meet the period the gateway counts.
+// anchor). Periods that start before the anchor are stepped by
+// enforcement.PeriodEndUnanchored, the rule the roll used before anchors:
+// a subscription that existed then is anchored at the start of the
+// period it was in (migration 00018), and its earlier periods, counted by
+// the gateway as they were rolled, are recorded the same. The
+// subscription's current period is authoritative: a step that would run
+// past its start stops there, so the recorded periods always meet the
+// period the gateway counts.
 //
 // A period is recorded once it has ended (EnsurePeriods), closed with its
 // usage snapshot once its end plus the grace has passed (ClosePeriods),
@@ -89,6 +94,17 @@ func versionAt(h []historyRow, t time.Time) historyRow {
 	return at
 }
 
+// periodEnd is the end of sub's period that starts at start, by the
+// rule it was or will be rolled with: unanchored before the anchor,
+// anchored from it on.
+func (sub periodSub) periodEnd(start time.Time) time.Time {
+	interval := versionAt(sub.history, start).interval
+	if start.Before(sub.anchor) {
+		return enforcement.PeriodEndUnanchored(start, interval)
+	}
+	return enforcement.PeriodEndAnchored(start, interval, sub.anchor)
+}
+
 // endedPeriods returns sub's periods that ended at or before now and are
 // not recorded yet, in order.
 func endedPeriods(sub periodSub, now time.Time) []newPeriod {
@@ -101,7 +117,7 @@ func endedPeriods(sub periodSub, now time.Time) []newPeriod {
 		var end time.Time
 		switch {
 		case start.Before(sub.curStart):
-			end = enforcement.PeriodEndAnchored(start, versionAt(sub.history, start).interval, sub.anchor)
+			end = sub.periodEnd(start)
 			if end.After(sub.curStart) {
 				end = sub.curStart
 			}
@@ -113,7 +129,7 @@ func endedPeriods(sub periodSub, now time.Time) []newPeriod {
 			return out
 		default:
 			// Ended, not rolled yet: the roll will step the same way.
-			end = enforcement.PeriodEndAnchored(start, versionAt(sub.history, start).interval, sub.anchor)
+			end = sub.periodEnd(start)
 		}
 		if end.After(now) {
 			return out

@@ -36,128 +36,17 @@ func rolled(start time.Time, interval string, now time.Time) (time.Time, time.Ti
 	return s, e
 }
 
-func TestEndedPeriods(t *testing.T) {
-	t.Parallel()
-	v1, v2 := uuid.New(), uuid.New()
-	monthly := func(at time.Time) []historyRow {
-		return []historyRow{{version: v1, status: "active", at: at, interval: "month"}}
-	}
-	jan31 := day(2026, 1, 31)
-	cs, ce := rolled(jan31, "month", day(2026, 5, 10))
-	leap := time.Date(2028, 1, 31, 17, 45, 10, 0, time.UTC)
-	ls, le := rolled(leap, "month", day(2028, 6, 1))
-	trialEnd := day(2026, 2, 14)
-	cases := []struct {
-		name string
-		sub  periodSub
-		now  time.Time
-		want string
-	}{
-		{
-			// The periods meet the one the subscriptions' roll gives the
-			// gateway: enforcement.PeriodEndAnchored from each period's
-			// start, held at the month's end and back on the 31st after.
-			name: "monthly from Jan 31, as rolled",
-			sub:  periodSub{status: "active", curStart: cs, curEnd: ce, firstAt: jan31, anchor: jan31, history: monthly(jan31)},
-			now:  day(2026, 5, 10),
-			want: "[2026-01-31T00:00:00 2026-02-28T00:00:00] [2026-02-28T00:00:00 2026-03-31T00:00:00] [2026-03-31T00:00:00 2026-04-30T00:00:00]",
-		},
-		{
-			name: "monthly from Jan 31 of a leap year, at its time of day",
-			sub:  periodSub{status: "active", curStart: ls, curEnd: le, firstAt: leap, anchor: leap, history: monthly(leap)},
-			now:  day(2028, 6, 1),
-			want: "[2028-01-31T17:45:10 2028-02-29T17:45:10] [2028-02-29T17:45:10 2028-03-31T17:45:10] " +
-				"[2028-03-31T17:45:10 2028-04-30T17:45:10] [2028-04-30T17:45:10 2028-05-31T17:45:10]",
-		},
-		{
-			name: "not rolled past a clamped end: steps on as the roll will",
-			sub: periodSub{status: "active", curStart: jan31, curEnd: day(2026, 2, 28), firstAt: jan31, anchor: jan31,
-				history: monthly(jan31)},
-			now:  day(2026, 4, 1),
-			want: "[2026-01-31T00:00:00 2026-02-28T00:00:00] [2026-02-28T00:00:00 2026-03-31T00:00:00]",
-		},
-		{
-			// A period rolled before anchors (Jan 31 + a month: Mar 3)
-			// is kept; the next ends on the anchor's boundary.
-			name: "a period rolled before anchors, then back on the anchor",
-			sub: periodSub{status: "active", curStart: day(2026, 3, 3), curEnd: day(2026, 4, 3), firstAt: jan31, anchor: jan31,
-				lastEnd: day(2026, 3, 3), history: monthly(jan31)},
-			now:  day(2026, 5, 1),
-			want: "[2026-03-03T00:00:00 2026-04-03T00:00:00] [2026-04-03T00:00:00 2026-04-30T00:00:00]",
-		},
-		{
-			name: "nothing ended yet",
-			sub:  periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
-			now:  day(2026, 3, 31),
-		},
-		{
-			name: "the current period ended, not rolled yet",
-			sub:  periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
-			now:  day(2026, 4, 1),
-			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00]",
-		},
-		{
-			name: "not rolled for two periods: steps on as the roll will",
-			sub:  periodSub{status: "past_due", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1), history: monthly(day(2026, 3, 1))},
-			now:  day(2026, 5, 2),
-			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00] [2026-04-01T00:00:00 2026-05-01T00:00:00]",
-		},
-		{
-			name: "recorded up to the last: nothing new",
-			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2026, 5, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1),
-				lastEnd: day(2026, 4, 1), history: monthly(day(2026, 3, 1))},
-			now: day(2026, 4, 30),
-		},
-		{
-			name: "canceled: the period it was canceled in is the last",
-			sub: periodSub{status: "canceled", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1),
-				history: monthly(day(2026, 3, 1))},
-			now:  day(2026, 9, 1),
-			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00]",
-		},
-		{
-			name: "a change to a yearly plan renews yearly from the next period",
-			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2027, 4, 1), firstAt: day(2026, 3, 1), anchor: day(2026, 3, 1),
-				history: []historyRow{
-					{version: v1, status: "active", at: day(2026, 3, 1), interval: "month"},
-					{version: v2, status: "active", at: day(2026, 3, 20), interval: "year"},
-				}},
-			now:  day(2027, 4, 1),
-			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00] [2026-04-01T00:00:00 2027-04-01T00:00:00]",
-		},
-		{
-			name: "wholly in trial, then partly",
-			sub: periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 1, 1), anchor: day(2026, 1, 1),
-				trialEnds: &trialEnd, history: monthly(day(2026, 1, 1))},
-			now:  day(2026, 3, 2),
-			want: "[2026-01-01T00:00:00 2026-02-01T00:00:00 trial] [2026-02-01T00:00:00 2026-03-01T00:00:00]",
-		},
-		{
-			// A subscription that took over a canceled one's period
-			// starts at its own start and ends at that period's end.
-			name: "carried: from its start to the period it took over",
-			sub: periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2026, 4, 1), firstAt: day(2026, 3, 10), anchor: day(2026, 3, 1),
-				history: monthly(day(2026, 3, 10))},
-			now:  day(2026, 4, 1),
-			want: "[2026-03-10T00:00:00 2026-04-01T00:00:00]",
-		},
-		{
-			name: "carried, found after its roll: the same period",
-			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2026, 5, 1), firstAt: day(2026, 3, 10), anchor: day(2026, 3, 1),
-				history: monthly(day(2026, 3, 10))},
-			now:  day(2026, 4, 2),
-			want: "[2026-03-10T00:00:00 2026-04-01T00:00:00]",
-		},
-		{
-			// It keeps the anchor of the one it took over, a Jan 31
-			// one: its periods end where that one's would have.
-			name: "carried from a Jan 31 subscription: that one's boundaries",
-			sub: periodSub{status: "active", curStart: day(2026, 2, 28), curEnd: day(2026, 3, 31), firstAt: day(2026, 3, 10), anchor: jan31,
-				history: monthly(day(2026, 3, 10))},
-			now:  day(2026, 5, 1),
-			want: "[2026-03-10T00:00:00 2026-03-31T00:00:00] [2026-03-31T00:00:00 2026-04-30T00:00:00]",
-		},
-	}
+// endedCase is a subscription, a time and the periods endedPeriods
+// gives it then, as fmtPeriods writes them.
+type endedCase struct {
+	name string
+	sub  periodSub
+	now  time.Time
+	want string
+}
+
+func checkEndedPeriods(t *testing.T, cases []endedCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if got := fmtPeriods(endedPeriods(c.sub, c.now)); got != c.want {
@@ -165,6 +54,165 @@ func TestEndedPeriods(t *testing.T) {
 			}
 		})
 	}
+}
+
+func monthlyFrom(v uuid.UUID, at time.Time) []historyRow {
+	return []historyRow{{version: v, status: "active", at: at, interval: "month"}}
+}
+
+// TestEndedPeriodsAnchored: the periods meet the ones the subscriptions'
+// roll gives the gateway: enforcement.PeriodEndAnchored from each
+// period's start, held at the month's end and back on the 31st after.
+func TestEndedPeriodsAnchored(t *testing.T) {
+	t.Parallel()
+	v := uuid.New()
+	jan31 := day(2026, 1, 31)
+	cs, ce := rolled(jan31, "month", day(2026, 5, 10))
+	leap := time.Date(2028, 1, 31, 17, 45, 10, 0, time.UTC)
+	ls, le := rolled(leap, "month", day(2028, 6, 1))
+	checkEndedPeriods(t, []endedCase{
+		{
+			name: "monthly from Jan 31, as rolled",
+			sub:  periodSub{status: "active", curStart: cs, curEnd: ce, firstAt: jan31, anchor: jan31, history: monthlyFrom(v, jan31)},
+			now:  day(2026, 5, 10),
+			want: "[2026-01-31T00:00:00 2026-02-28T00:00:00] [2026-02-28T00:00:00 2026-03-31T00:00:00] [2026-03-31T00:00:00 2026-04-30T00:00:00]",
+		},
+		{
+			name: "monthly from Jan 31 of a leap year, at its time of day",
+			sub:  periodSub{status: "active", curStart: ls, curEnd: le, firstAt: leap, anchor: leap, history: monthlyFrom(v, leap)},
+			now:  day(2028, 6, 1),
+			want: "[2028-01-31T17:45:10 2028-02-29T17:45:10] [2028-02-29T17:45:10 2028-03-31T17:45:10] " +
+				"[2028-03-31T17:45:10 2028-04-30T17:45:10] [2028-04-30T17:45:10 2028-05-31T17:45:10]",
+		},
+		{
+			name: "not rolled past a clamped end: steps on as the roll will",
+			sub: periodSub{status: "active", curStart: jan31, curEnd: day(2026, 2, 28), firstAt: jan31, anchor: jan31,
+				history: monthlyFrom(v, jan31)},
+			now:  day(2026, 4, 1),
+			want: "[2026-01-31T00:00:00 2026-02-28T00:00:00] [2026-02-28T00:00:00 2026-03-31T00:00:00]",
+		},
+	})
+}
+
+// TestEndedPeriodsBeforeTheAnchor: a subscription that existed before
+// anchors is anchored at the start of the period it was in (migration
+// 00018); its earlier periods are the ones the roll made by adding a
+// month or a year (Jan 31, Mar 3, Apr 3), the ones after step from the
+// anchor, and none is split or shortened.
+func TestEndedPeriodsBeforeTheAnchor(t *testing.T) {
+	t.Parallel()
+	v := uuid.New()
+	jan31, apr3, may3 := day(2026, 1, 31), day(2026, 4, 3), day(2026, 5, 3)
+	leap := day(2024, 2, 29)
+	yearly := []historyRow{{version: v, status: "active", at: leap, interval: "year"}}
+	checkEndedPeriods(t, []endedCase{
+		{
+			name: "Jan 31 rolled to Apr 3, recorded to Apr 3: whole periods from the anchor",
+			sub: periodSub{status: "active", curStart: apr3, curEnd: may3, firstAt: jan31, anchor: apr3,
+				lastEnd: apr3, history: monthlyFrom(v, jan31)},
+			now:  day(2026, 6, 10),
+			want: "[2026-04-03T00:00:00 2026-05-03T00:00:00] [2026-05-03T00:00:00 2026-06-03T00:00:00]",
+		},
+		{
+			name: "Jan 31 rolled to Apr 3, nothing recorded: the periods as rolled",
+			sub: periodSub{status: "active", curStart: apr3, curEnd: may3, firstAt: jan31, anchor: apr3,
+				history: monthlyFrom(v, jan31)},
+			now: day(2026, 6, 10),
+			want: "[2026-01-31T00:00:00 2026-03-03T00:00:00] [2026-03-03T00:00:00 2026-04-03T00:00:00] " +
+				"[2026-04-03T00:00:00 2026-05-03T00:00:00] [2026-05-03T00:00:00 2026-06-03T00:00:00]",
+		},
+		{
+			name: "yearly from Feb 29 2024, nothing recorded: Mar 1, Mar 1, then from the anchor",
+			sub: periodSub{status: "active", curStart: day(2026, 3, 1), curEnd: day(2027, 3, 1), firstAt: leap, anchor: day(2026, 3, 1),
+				history: yearly},
+			now: day(2028, 3, 2),
+			want: "[2024-02-29T00:00:00 2025-03-01T00:00:00] [2025-03-01T00:00:00 2026-03-01T00:00:00] " +
+				"[2026-03-01T00:00:00 2027-03-01T00:00:00] [2027-03-01T00:00:00 2028-03-01T00:00:00]",
+		},
+		{
+			name: "a step before the anchor past the current period's start stops there",
+			sub: periodSub{status: "active", curStart: day(2026, 2, 1), curEnd: day(2026, 3, 1), firstAt: day(2026, 1, 10), anchor: day(2026, 2, 1),
+				history: monthlyFrom(v, day(2026, 1, 10))},
+			now:  day(2026, 3, 1),
+			want: "[2026-01-10T00:00:00 2026-02-01T00:00:00] [2026-02-01T00:00:00 2026-03-01T00:00:00]",
+		},
+	})
+}
+
+// TestEndedPeriodsRoll: what is recorded of the current period and the
+// ones after it, by status, plan changes and trial.
+func TestEndedPeriodsRoll(t *testing.T) {
+	t.Parallel()
+	v1, v2 := uuid.New(), uuid.New()
+	mar1 := day(2026, 3, 1)
+	monthly := periodSub{status: "active", curStart: mar1, curEnd: day(2026, 4, 1), firstAt: mar1, anchor: mar1, history: monthlyFrom(v1, mar1)}
+	with := func(status string, lastEnd time.Time) periodSub {
+		s := monthly
+		s.status, s.lastEnd = status, lastEnd
+		return s
+	}
+	recorded := monthly
+	recorded.curStart, recorded.curEnd, recorded.lastEnd = day(2026, 4, 1), day(2026, 5, 1), day(2026, 4, 1)
+	trialEnd := day(2026, 2, 14)
+	checkEndedPeriods(t, []endedCase{
+		{name: "nothing ended yet", sub: monthly, now: day(2026, 3, 31)},
+		{name: "the current period ended, not rolled yet", sub: monthly, now: day(2026, 4, 1),
+			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00]"},
+		{name: "not rolled for two periods: steps on as the roll will", sub: with("past_due", time.Time{}), now: day(2026, 5, 2),
+			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00] [2026-04-01T00:00:00 2026-05-01T00:00:00]"},
+		{name: "recorded up to the last: nothing new", sub: recorded, now: day(2026, 4, 30)},
+		{name: "canceled: the period it was canceled in is the last", sub: with("canceled", time.Time{}), now: day(2026, 9, 1),
+			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00]"},
+		{
+			name: "a change to a yearly plan renews yearly from the next period",
+			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2027, 4, 1), firstAt: mar1, anchor: mar1,
+				history: []historyRow{
+					{version: v1, status: "active", at: mar1, interval: "month"},
+					{version: v2, status: "active", at: day(2026, 3, 20), interval: "year"},
+				}},
+			now:  day(2027, 4, 1),
+			want: "[2026-03-01T00:00:00 2026-04-01T00:00:00] [2026-04-01T00:00:00 2027-04-01T00:00:00]",
+		},
+		{
+			name: "wholly in trial, then partly",
+			sub: periodSub{status: "active", curStart: mar1, curEnd: day(2026, 4, 1), firstAt: day(2026, 1, 1), anchor: day(2026, 1, 1),
+				trialEnds: &trialEnd, history: monthlyFrom(v1, day(2026, 1, 1))},
+			now:  day(2026, 3, 2),
+			want: "[2026-01-01T00:00:00 2026-02-01T00:00:00 trial] [2026-02-01T00:00:00 2026-03-01T00:00:00]",
+		},
+	})
+}
+
+// TestEndedPeriodsCarried: a subscription that took over a canceled one's
+// period starts at its own start and ends at that period's end, on the
+// boundaries of the anchor it kept.
+func TestEndedPeriodsCarried(t *testing.T) {
+	t.Parallel()
+	v := uuid.New()
+	mar1, mar10 := day(2026, 3, 1), day(2026, 3, 10)
+	checkEndedPeriods(t, []endedCase{
+		{
+			name: "from its start to the period it took over",
+			sub: periodSub{status: "active", curStart: mar1, curEnd: day(2026, 4, 1), firstAt: mar10, anchor: mar1,
+				history: monthlyFrom(v, mar10)},
+			now:  day(2026, 4, 1),
+			want: "[2026-03-10T00:00:00 2026-04-01T00:00:00]",
+		},
+		{
+			name: "found after its roll: the same period",
+			sub: periodSub{status: "active", curStart: day(2026, 4, 1), curEnd: day(2026, 5, 1), firstAt: mar10, anchor: mar1,
+				history: monthlyFrom(v, mar10)},
+			now:  day(2026, 4, 2),
+			want: "[2026-03-10T00:00:00 2026-04-01T00:00:00]",
+		},
+		{
+			name: "from a Jan 31 subscription: that one's boundaries",
+			sub: periodSub{status: "active", curStart: day(2026, 2, 28), curEnd: day(2026, 3, 31), firstAt: mar10, anchor: day(2026, 1, 31),
+				history: monthlyFrom(v, mar10)},
+			now:  day(2026, 5, 1),
+			want: "[2026-03-10T00:00:00 2026-03-31T00:00:00] [2026-03-31T00:00:00 2026-04-30T00:00:00]",
+		},
+	})
 }
 
 func TestEndedPeriodsBounded(t *testing.T) {

@@ -106,9 +106,14 @@ func DecodeSubscription(id string, fields map[string]string) (SubscriptionRecord
 	}
 	// Records written before anchors existed lack period_anchor: the
 	// processors step them unanchored until the control plane rewrites
-	// them, so they are not refused either.
-	if _, ok := d.fields["period_anchor"]; ok {
-		r.PeriodAnchor = timeOrZero(d.int("period_anchor", 0, 1<<62))
+	// them, so they are not refused either. A garbled one is refused (the
+	// processors, which cannot refuse, step unanchored: RecordedPeriods).
+	if v, ok := d.fields["period_anchor"]; ok {
+		anchor, err := parseAnchor(v)
+		if err != nil {
+			d.fail("period_anchor", err)
+		}
+		r.PeriodAnchor = anchor
 	}
 	r.QuotaRequests = d.int("quota_requests", -1, 1<<63-1)
 	switch v := d.get("quota_hard"); v {

@@ -20,22 +20,43 @@ type Period struct {
 
 // PeriodEndAnchored is the end of a billing period of the plan interval
 // ("month" or "year"; anything else counts as a month) that starts at
-// start, for a subscription anchored at anchor (its first start).
-// Periods end on the anchor's day of the month at its time of day (UTC),
-// or on the month's last day when the month is shorter, so that they do
-// not drift after a short month: a monthly subscription anchored on Jan 31
-// renews on Feb 28 (29 in a leap year), Mar 31, Apr 30; a yearly one
-// anchored on Feb 29 renews on Feb 28 until the next leap year. A start
-// off those boundaries (a period opened before anchors existed) ends at
-// the first boundary after it, so that the next period is on them again.
+// start, for a subscription anchored at anchor (subscriptions.billing_anchor).
+// The boundaries are the anchor's day of every month at its time of day
+// (UTC), held at the month's last day when the month is shorter, so that
+// periods do not drift after a short month: a monthly subscription
+// anchored on Jan 31 renews on Feb 28 (29 in a leap year), Mar 31, Apr 30;
+// a yearly one anchored on Feb 29 renews on Feb 28 until the next leap
+// year. A start on a boundary (the anchor, or any end this returned) gets
+// a whole interval: the boundary 1 or 12 months on, never a stub.
+//
+// A start off the boundaries is not moved onto them: the period ends on
+// the boundary 1 or 12 months after the last boundary at or before start,
+// so it is shorter than the interval by as much as start is past that
+// boundary (monthly, anchor Jan 31: Mar 3 ends Mar 31; yearly, anchor Feb
+// 28: Mar 3 2026 ends Feb 28 2027). No roll steps from such a start:
+// periods that start before the anchor were rolled by [PeriodEndUnanchored],
+// and subscriptions that existed before anchors are anchored at their
+// current period's start (migration 00018).
 func PeriodEndAnchored(start time.Time, interval string, anchor time.Time) time.Time {
 	start, anchor = start.UTC(), anchor.UTC()
 	y, m, _ := start.Date()
 	n := intervalMonths(interval)
 	if start.Before(anchoredIn(y, m, anchor)) {
-		n-- // start is off the boundaries, before its month's
+		n-- // the last boundary at or before start is the month before's
 	}
 	return anchoredIn(y, m+time.Month(n), anchor)
+}
+
+// PeriodEndUnanchored is the end of a period of interval that starts at
+// start by the rule periods were rolled with before anchors (time.AddDate:
+// Jan 31 + a month is Mar 3). A subscription's periods that start before
+// its anchor were rolled this way and counted so by the gateway, so they
+// are stepped the same way when recorded.
+func PeriodEndUnanchored(start time.Time, interval string) time.Time {
+	if interval == "year" {
+		return start.AddDate(1, 0, 0)
+	}
+	return start.AddDate(0, 1, 0)
 }
 
 // PeriodStartAnchored is the start of the period before the one that
@@ -154,6 +175,12 @@ func anchoredStep(rec *RecordedPeriod, at time.Time, n int) time.Time {
 	if n > 0 {
 		return PeriodEndAnchored(at, interval, rec.Anchor)
 	}
+	// Before the anchor, periods were rolled unanchored, which no step
+	// back can undo exactly (Jan 31 and Feb 3 both roll to Mar 3); the
+	// anchored step back names the month before on the anchor's day, the
+	// unanchored rule's answer too unless that month is shorter than the
+	// anchor's day. The record's prev_period_start names the period just
+	// before exactly.
 	return PeriodStartAnchored(at, interval, rec.Anchor)
 }
 
@@ -199,8 +226,12 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 		}
 		p.APIID, _ = vals[3].ToString() // nil: a record without api_id, not checked
 		p.Meters, _ = vals[4].ToString()
-		if anchor, err := vals[5].AsInt64(); err == nil && anchor > 0 {
-			p.Anchor = time.Unix(anchor, 0).UTC() // none (0, or a record before anchors): unanchored steps
+		// An anchor DecodeSubscription refuses (garbled or out of range)
+		// counts as none here, with unanchored steps: an event cannot be
+		// refused for it, and the reconciliation finds the record corrupt
+		// and writes it again.
+		if v, err := vals[5].ToString(); err == nil {
+			p.Anchor, _ = parseAnchor(v)
 		}
 		out[asked[i]] = p
 	}

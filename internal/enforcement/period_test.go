@@ -74,32 +74,83 @@ func TestPeriodEndAnchored(t *testing.T) {
 	}
 }
 
-// TestPeriodEndAnchoredOffBoundary: a start off the anchor's boundaries (a
-// period opened before anchors, or a yearly plan taking over a monthly
-// one's anchor) ends at the first boundary after it, never later than the
-// interval.
+// TestPeriodEndAnchoredOffBoundary: a start off the anchor's boundaries
+// ends on the boundary 1 or 12 months after the last boundary at or before
+// it: the first one after it for a monthly plan, the eleventh or twelfth
+// month's for a yearly one, never later than the interval.
 func TestPeriodEndAnchoredOffBoundary(t *testing.T) {
-	anchor := time.Date(2026, 1, 31, 0, 0, 0, 0, time.UTC)
+	d := func(y int, m time.Month, day, h int) time.Time { return time.Date(y, m, day, h, 0, 0, 0, time.UTC) }
+	jan31, feb28 := d(2026, 1, 31, 0), d(2026, 2, 28, 0)
+	for _, c := range []struct {
+		anchor, start time.Time
+		interval      string
+		want          time.Time
+	}{
+		// Jan 31 + AddDate: Mar 3; the next boundary is Mar 31.
+		{jan31, d(2026, 3, 3, 0), "month", d(2026, 3, 31, 0)},
+		// Yearly: twelve months after the last boundary, Feb 28.
+		{jan31, d(2026, 3, 3, 0), "year", d(2027, 2, 28, 0)},
+		{feb28, d(2026, 3, 3, 0), "year", d(2027, 2, 28, 0)},
+		// A time of day past the boundary's, the same day.
+		{jan31, d(2026, 4, 30, 8), "month", d(2026, 5, 31, 0)},
+		// A monthly subscription changed to yearly keeps its anchor.
+		{jan31, d(2026, 4, 30, 0), "year", d(2027, 4, 30, 0)},
+		{jan31, d(2026, 5, 31, 0), "year", d(2027, 5, 31, 0)},
+	} {
+		got := enforcement.PeriodEndAnchored(c.start, c.interval, c.anchor)
+		if !got.Equal(c.want) {
+			t.Errorf("PeriodEndAnchored(%s, %s, %s) = %s; want %s", c.start, c.interval, c.anchor, got, c.want)
+		}
+		if !got.After(c.start) || got.After(c.start.AddDate(0, 0, 366)) {
+			t.Errorf("PeriodEndAnchored(%s, %s) = %s: not after the start, or more than a year on", c.start, c.interval, got)
+		}
+	}
+}
+
+// TestPeriodEndAnchoredOnSchedule: from any boundary of the anchor's
+// schedule, the period is a whole interval, on the schedule again: the
+// anchor's day and time of day 1 or 12 months on, held at a shorter
+// month's last day; never a stub.
+func TestPeriodEndAnchoredOnSchedule(t *testing.T) {
+	t.Parallel()
+	for _, interval := range []string{"month", "year"} {
+		months := map[string]int{"month": 1, "year": 12}[interval]
+		for _, d := range []int{1, 15, 28, 29, 30, 31} {
+			anchor := time.Date(2027, 1, d, 23, 59, 59, 5, time.UTC)
+			start := anchor
+			for range 60 {
+				end := enforcement.PeriodEndAnchored(start, interval, anchor)
+				y, m, _ := start.Date()
+				first := time.Date(y, m+time.Month(months), 1, 0, 0, 0, 0, time.UTC)
+				wantDay := min(d, first.AddDate(0, 1, -1).Day())
+				want := time.Date(first.Year(), first.Month(), wantDay, 23, 59, 59, 5, time.UTC)
+				if !end.Equal(want) {
+					t.Fatalf("%s, anchor %s: PeriodEndAnchored(%s) = %s; want %s", interval, anchor, start, end, want)
+				}
+				if shortest := time.Duration(28*months) * 24 * time.Hour; end.Sub(start) < shortest {
+					t.Fatalf("%s, anchor %s: [%s, %s) is a stub", interval, anchor, start, end)
+				}
+				start = end
+			}
+		}
+	}
+}
+
+// TestPeriodEndUnanchored: the rule periods were rolled by before anchors,
+// which drifts after a short month.
+func TestPeriodEndUnanchored(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		start    time.Time
 		interval string
 		want     time.Time
 	}{
-		// Jan 31 + AddDate: Mar 3; the next boundary is Mar 31.
-		{time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC), "month", time.Date(2026, 3, 31, 0, 0, 0, 0, time.UTC)},
-		{time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC), "year", time.Date(2027, 2, 28, 0, 0, 0, 0, time.UTC)},
-		// A time of day past the boundary's, the same day.
-		{time.Date(2026, 4, 30, 8, 0, 0, 0, time.UTC), "month", time.Date(2026, 5, 31, 0, 0, 0, 0, time.UTC)},
-		// A monthly subscription changed to yearly keeps its anchor.
-		{time.Date(2026, 4, 30, 0, 0, 0, 0, time.UTC), "year", time.Date(2027, 4, 30, 0, 0, 0, 0, time.UTC)},
-		{time.Date(2026, 5, 31, 0, 0, 0, 0, time.UTC), "year", time.Date(2027, 5, 31, 0, 0, 0, 0, time.UTC)},
+		{time.Date(2026, 1, 31, 0, 0, 0, 0, time.UTC), "month", time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)},
+		{time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC), "month", time.Date(2026, 4, 3, 0, 0, 0, 0, time.UTC)},
+		{time.Date(2024, 2, 29, 0, 0, 0, 0, time.UTC), "year", time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)},
 	} {
-		got := enforcement.PeriodEndAnchored(c.start, c.interval, anchor)
-		if !got.Equal(c.want) {
-			t.Errorf("PeriodEndAnchored(%s, %s) = %s; want %s", c.start, c.interval, got, c.want)
-		}
-		if !got.After(c.start) || got.After(c.start.AddDate(0, 0, 366)) {
-			t.Errorf("PeriodEndAnchored(%s, %s) = %s: not after the start, or more than a year on", c.start, c.interval, got)
+		if got := enforcement.PeriodEndUnanchored(c.start, c.interval); !got.Equal(c.want) {
+			t.Errorf("PeriodEndUnanchored(%s, %s) = %s; want %s", c.start, c.interval, got, c.want)
 		}
 	}
 }

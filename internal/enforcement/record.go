@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -227,4 +228,15 @@ func timeOrZero(s int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(s, 0).UTC()
+}
+
+// parseAnchor decodes a record's period_anchor, the one rule of
+// DecodeSubscription and RecordedPeriods: Unix seconds in [0, 2^62], 0
+// meaning none.
+func parseAnchor(v string) (time.Time, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > 1<<62 {
+		return time.Time{}, fmt.Errorf("%q, want an integer in [0, %d]", v, int64(1<<62))
+	}
+	return timeOrZero(n), nil
 }

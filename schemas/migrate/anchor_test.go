@@ -16,10 +16,11 @@ import (
 const anchorVersion = 18
 
 // TestBillingAnchorBackfill: subscriptions that exist before the anchor
-// get their first start (the earliest pricing-history row, else their
-// current period's start), those that took over a canceled one's period
-// the anchor of the first of their chain, and a subscription inserted
-// without one afterwards is anchored at its current period's start.
+// are anchored at their current period's start, the boundary their
+// periods were rolled to (not their first start, which the gateway's
+// boundaries drifted from), those that took over a canceled one's period
+// too, and a subscription inserted without one afterwards is anchored at
+// its current period's start.
 func TestBillingAnchorBackfill(t *testing.T) {
 	ctx := t.Context()
 	conn, url := migratedConn(t)
@@ -66,7 +67,7 @@ func TestBillingAnchorBackfill(t *testing.T) {
 	// Started on Jan 31, rolled before anchors to [Mar 3, Apr 3).
 	first := sub(org, "canceled", day(3, 3, 10), day(4, 3, 10), nil, day(2, 14, 9), day(1, 31, 10))
 	carried := sub(org, "canceled", day(3, 3, 10), day(4, 3, 10), &first, day(3, 10, 8))
-	again := sub(org, "active", day(3, 3, 10), day(4, 3, 10), &carried, day(3, 20, 7))
+	again := sub(org, "active", day(4, 3, 10), day(5, 3, 10), &carried, day(3, 20, 7))
 	bare := sub(other, "active", day(2, 5, 6), day(3, 5, 6), nil)
 
 	if _, err := p.UpTo(ctx, anchorVersion); err != nil {
@@ -77,9 +78,9 @@ func TestBillingAnchorBackfill(t *testing.T) {
 		name, id string
 		want     time.Time
 	}{
-		{"its earliest history row", first, day(1, 31, 10)},
-		{"carried: the first of its chain's", carried, day(1, 31, 10)},
-		{"carried twice: the first of its chain's", again, day(1, 31, 10)},
+		{"started Jan 31, rolled to Mar 3: Mar 3", first, day(3, 3, 10)},
+		{"carried: its current period's start", carried, day(3, 3, 10)},
+		{"carried twice, rolled since: its current period's start", again, day(4, 3, 10)},
 		{"no history: its current period's start", bare, day(2, 5, 6)},
 		{"inserted without one: its current period's start", fresh, day(6, 30, 5)},
 	} {

@@ -8,25 +8,15 @@
 -- the boundaries it took over.
 ALTER TABLE subscriptions ADD COLUMN billing_anchor timestamptz;
 
--- Existing subscriptions are anchored at their first start: the earliest
--- row of their pricing history (or their current period's start, with no
--- history); one that took over a canceled one's period, at the anchor of
--- the first of the chain it carries on.
-WITH RECURSIVE own AS (
-    SELECT s.id, s.carried_from,
-        COALESCE((SELECT min(h.effective_at) FROM subscription_history h WHERE h.subscription_id = s.id),
-            s.current_period_start) AS anchor
-    FROM subscriptions s
-), chain AS (
-    SELECT o.id, o.anchor, o.carried_from AS up, 0 AS depth FROM own o
-    UNION ALL
-    SELECT c.id, o.anchor, o.carried_from, c.depth + 1
-    FROM chain c JOIN own o ON o.id = c.up
-    WHERE c.depth < 1000
-)
-UPDATE subscriptions s SET billing_anchor = r.anchor
-FROM (SELECT DISTINCT ON (id) id, anchor FROM chain ORDER BY id, depth DESC) r
-WHERE r.id = s.id;
+-- Existing subscriptions are anchored at their current period's start:
+-- the boundary the gateway counts on now. Their periods were rolled by
+-- adding a month or a year (Jan 31, Mar 3, Apr 3, ...), so an anchor
+-- before it (their first start) would put the next boundaries off the
+-- ones the gateway and the periods recorded are on; the billing periods
+-- that start before the anchor are stepped as they were rolled. A
+-- subscription that took over a canceled one's period is on that one's
+-- boundaries, so its own current period's start serves as well.
+UPDATE subscriptions SET billing_anchor = current_period_start;
 
 -- A subscription inserted without an anchor is anchored at its current
 -- period's start: the start of a new subscription.
