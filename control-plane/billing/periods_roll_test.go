@@ -150,3 +150,68 @@ func TestAnchoredPeriodsMeetTheRoll(t *testing.T) {
 		t.Fatalf("the roll's current period = [%s, %s); want the yearly [%s, %s)", got.CurrentPeriodStart, got.CurrentPeriodEnd, at(2028, 3, 31), at(2029, 3, 31))
 	}
 }
+
+// TestPeriodsOfASubscriptionRolledBeforeAnchors: a subscription made on
+// Jan 31 and rolled before anchors by adding a month (to [Apr 3, May 3)),
+// then anchored as migration 00018 anchors it, at its current period's
+// start: the roll and the billing periods go on from Apr 3 a whole month
+// at a time, and the periods before are the ones it was rolled through,
+// none split or shortened.
+func TestPeriodsOfASubscriptionRolledBeforeAnchors(t *testing.T) {
+	t.Parallel()
+	f := subscriptionstest.Setup(t)
+	svc, err := New(Config{Pool: f.Pool, Logger: testenv.Logger(t), Grace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(m time.Month, d int) time.Time { return time.Date(2026, m, d, 14, 30, 15, 0, time.UTC) }
+	consumer := identity.Actor{Subject: "legacy-user", Role: identity.RoleConsumer,
+		OrgID: f.Org("legacy", "legacy-user", "legacy@example.test")}
+	f.Clock.Set(at(1, 31))
+	sub, err := f.Svc.Subscribe(f.Ctx, consumer, subscriptions.SubscribeInput{PlanID: f.Plan.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Pool.Exec(f.Ctx, `UPDATE subscriptions SET current_period_start = $2, current_period_end = $3 WHERE id = $1`,
+		sub.ID, at(4, 3), at(5, 3)); err != nil {
+		t.Fatal(err)
+	}
+	// The backfill of 00018.
+	if _, err := f.Pool.Exec(f.Ctx, `UPDATE subscriptions SET billing_anchor = current_period_start WHERE id = $1`, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.Clock.Set(at(6, 10))
+	f.Maintain()
+	if _, err := svc.EnsurePeriods(f.Ctx, f.Clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.Svc.GetSubscription(f.Ctx, consumer, sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.CurrentPeriodStart.Equal(at(6, 3)) || !got.CurrentPeriodEnd.Equal(at(7, 3)) {
+		t.Fatalf("rolled to [%s, %s); want [%s, %s)", got.CurrentPeriodStart, got.CurrentPeriodEnd, at(6, 3), at(7, 3))
+	}
+	want := []time.Time{at(1, 31), at(3, 3), at(4, 3), at(5, 3), at(6, 3)}
+	rows, err := f.Pool.Query(f.Ctx, `SELECT period_start, period_end FROM billing_periods WHERE subscription_id = $1 ORDER BY period_start`, sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for ; rows.Next(); n++ {
+		var s, e time.Time
+		if err := rows.Scan(&s, &e); err != nil {
+			t.Fatal(err)
+		}
+		if n+1 >= len(want) || !s.Equal(want[n]) || !e.Equal(want[n+1]) {
+			t.Fatalf("period %d = [%s, %s); want the boundaries %v", n, s, e, want)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(want)-1 {
+		t.Fatalf("%d periods recorded; want the boundaries %v", n, want)
+	}
+}
