@@ -59,4 +59,21 @@
 // Every value is exact (decimals, uniqExact) and every filter value a
 // bound parameter; a route pattern becomes an anchored RE2 regexp
 // (RouteRegexp) that matches what enforcement.MatchRoute matches.
+//
+// Payments: payment.go declares PaymentProvider, what billing collects
+// finalized invoices through: a provider's customer with the billing
+// profile, a payment method set up for off-session use (its client secret
+// goes to the portal only), Collect of an invoice's amount due in integer
+// minor units (MinorUnits refuses an amount that is not whole in them),
+// PaymentStatus for reconciliation, CancelPayment, full or partial
+// Refund, and ParseWebhook, which verifies a delivery and normalizes it
+// (WebhookEvent; a type of no use is WebhookIgnored). Every create takes
+// an idempotency key the caller derives from the invoice and attempt and
+// commits first, so that a retry never charges twice; a declined card is
+// a failed attempt, not an error, and errors.Is(err, ErrPaymentRetryable)
+// says the same call may be repeated. metering/stripepay implements it on
+// Stripe (PaymentIntents confirmed off-session; webhooks signed with the
+// endpoint secret, 300 s tolerance, events of stripepay.APIVersion's
+// release), metering/manualpay for invoices paid by bank transfer with the
+// invoice number as the reference, pending until marked paid.
 package metering
