@@ -98,7 +98,7 @@ func normalize(ev stripe.Event) (metering.WebhookEvent, error) {
 		var ch stripe.Charge
 		if err = json.Unmarshal(raw, &ch); err == nil {
 			out.Type = metering.WebhookPaymentRefunded
-			out.ProviderPaymentID = idOf(ch.PaymentIntent)
+			out.ProviderPaymentID = piID(ch.PaymentIntent)
 			out.Amount = fromStripeAmount(ch.Amount, string(ch.Currency))
 			out.AmountRefunded = fromStripeAmount(ch.AmountRefunded, string(ch.Currency))
 		}
@@ -111,7 +111,7 @@ func normalize(ev stripe.Event) (metering.WebhookEvent, error) {
 			if ev.Type == "charge.dispute.closed" {
 				out.Type = metering.WebhookDisputeClosed
 			}
-			out.ProviderDisputeID, out.ProviderPaymentID = d.ID, idOf(d.PaymentIntent)
+			out.ProviderDisputeID, out.ProviderPaymentID = d.ID, piID(d.PaymentIntent)
 			out.Amount = fromStripeAmount(d.Amount, string(d.Currency))
 			out.Status, out.Reason = string(d.Status), string(d.Reason)
 		}
@@ -136,9 +136,7 @@ func paymentIntentEvent(raw json.RawMessage, out *metering.WebhookEvent) error {
 	r := paymentResult(&pi)
 	out.ProviderPaymentID, out.Amount = pi.ID, r.Amount
 	out.FailureCode, out.DeclineCode, out.FailureMessage = r.FailureCode, r.DeclineCode, r.FailureMessage
-	if pi.Customer != nil {
-		out.ProviderCustomerID = pi.Customer.ID
-	}
+	out.ProviderCustomerID = customerID(pi.Customer)
 	if pi.PaymentMethod != nil {
 		out.PaymentMethodID = pi.PaymentMethod.ID
 	}
@@ -159,7 +157,7 @@ func refundEvent(raw json.RawMessage, out *metering.WebhookEvent) error {
 	default:
 		out.Type = metering.WebhookRefundPending
 	}
-	out.ProviderRefundID, out.ProviderPaymentID = rf.ID, idOf(rf.PaymentIntent)
+	out.ProviderRefundID, out.ProviderPaymentID = rf.ID, piID(rf.PaymentIntent)
 	out.Amount = fromStripeAmount(rf.Amount, string(rf.Currency))
 	out.Status, out.Reason = string(rf.Status), string(rf.FailureReason)
 	return nil
@@ -176,7 +174,7 @@ func paymentMethodEvent(ev stripe.Event, out *metering.WebhookEvent) error {
 		if err := json.Unmarshal(raw, &si); err != nil {
 			return err
 		}
-		out.Type, out.ProviderCustomerID = metering.WebhookPaymentMethodAttached, idOf(si.Customer)
+		out.Type, out.ProviderCustomerID = metering.WebhookPaymentMethodAttached, customerID(si.Customer)
 		if si.PaymentMethod != nil {
 			out.PaymentMethodID, out.Card = si.PaymentMethod.ID, card(si.PaymentMethod)
 		}
@@ -186,7 +184,7 @@ func paymentMethodEvent(ev stripe.Event, out *metering.WebhookEvent) error {
 			return err
 		}
 		out.Type, out.PaymentMethodID, out.Card = metering.WebhookPaymentMethodAttached, pm.ID, card(&pm)
-		out.ProviderCustomerID = idOf(pm.Customer)
+		out.ProviderCustomerID = customerID(pm.Customer)
 		if ev.Type == "payment_method.detached" {
 			out.Type = metering.WebhookPaymentMethodDetached
 			// Detached, the method has no customer any more; the
@@ -221,16 +219,18 @@ func card(pm *stripe.PaymentMethod) *metering.CardSummary {
 	}
 }
 
-// idOf returns the id of an expandable object, "" when absent.
-func idOf[T any](v *T) string {
-	if v == nil {
+// piID and customerID return the id of an expandable reference, "" when
+// the event has none.
+func piID(pi *stripe.PaymentIntent) string {
+	if pi == nil {
 		return ""
 	}
-	switch o := any(v).(type) {
-	case *stripe.PaymentIntent:
-		return o.ID
-	case *stripe.Customer:
-		return o.ID
+	return pi.ID
+}
+
+func customerID(c *stripe.Customer) string {
+	if c == nil {
+		return ""
 	}
-	return ""
+	return c.ID
 }

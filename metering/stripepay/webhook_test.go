@@ -81,6 +81,11 @@ func TestStripeWebhookNormalized(t *testing.T) {
 		{"customer.updated", customer, map[string]any{"invoice_settings": map[string]any{"default_payment_method": nil}},
 			metering.WebhookEvent{Type: metering.WebhookPaymentMethodDefault, ProviderCustomerID: "cus_1", PaymentMethodID: "pm_9"}},
 		{"customer.updated", customer, map[string]any{"email": "old@example.test"}, metering.WebhookEvent{Type: metering.WebhookIgnored}},
+		{"charge.refunded", map[string]any{"id": "ch_1", "object": "charge", "amount": 4999, "amount_refunded": 1000, "currency": "eur", "payment_intent": "pi_1"}, nil,
+			metering.WebhookEvent{Type: metering.WebhookPaymentRefunded, ProviderPaymentID: "pi_1",
+				Amount: metering.Money{Minor: 4999, Currency: "EUR"}, AmountRefunded: metering.Money{Minor: 1000, Currency: "EUR"}}},
+		{"payment_method.detached", map[string]any{"id": "pm_9", "object": "payment_method", "customer": nil}, map[string]any{"customer": "cus_1"},
+			metering.WebhookEvent{Type: metering.WebhookPaymentMethodDetached, ProviderCustomerID: "cus_1", PaymentMethodID: "pm_9"}},
 		{"invoice.created", map[string]any{"id": "in_1", "object": "invoice"}, nil, metering.WebhookEvent{Type: metering.WebhookIgnored}},
 	} {
 		payload := event(t, "evt_"+tc.typ, tc.typ, tc.object, tc.previous)
