@@ -27,8 +27,6 @@ import (
 // statements that takes the issuer's number lock once for consecutive
 // numbers. What the batch cannot compute from its reads alone goes the
 // way of a single invoice (buildDraft, Finalize), after the batch:
-//   - a period whose subscription has adjustments not billed yet (each
-//     one is priced on top of what its segment billed before);
 //   - a second period of a subscription in the batch (its invoice
 //     follows what the first one applies of credit and promotions);
 //   - a period behind an earlier one of its subscription not invoiced
@@ -65,6 +63,7 @@ type setItem struct {
 	b      *basis
 	trial  bool
 	promos []db.RedemptionsForPeriodRow
+	adjs   []db.BillingAdjustment
 	c      computed
 	// id is the invoice's, once stored; ledger its credit movements.
 	id     uuid.UUID
@@ -249,18 +248,9 @@ func (s *Service) splitJobs(ctx context.Context, jobs []cycleJob, finalize bool)
 	for _, j := range jobs {
 		subs = append(subs, j.sub)
 	}
-	q := db.New(s.pool)
-	pending, err := q.SubscriptionsWithPendingAdjustments(ctx, subs)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list pending adjustments: %w", err)
-	}
-	skip := map[uuid.UUID]bool{}
-	for _, sub := range pending {
-		skip[sub] = true
-	}
 	earliest := map[uuid.UUID]time.Time{}
 	if finalize {
-		open, err := q.PeriodsNotInvoiced(ctx, subs)
+		open, err := db.New(s.pool).PeriodsNotInvoiced(ctx, subs)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read earlier periods: %w", err)
 		}
@@ -274,7 +264,7 @@ func (s *Service) splitJobs(ctx context.Context, jobs []cycleJob, finalize bool)
 	for _, j := range jobs {
 		e, ok := earliest[j.sub]
 		behind := ok && e.Before(j.start)
-		if skip[j.sub] || seen[j.sub] || behind {
+		if seen[j.sub] || behind {
 			slow = append(slow, j)
 		} else {
 			fast = append(fast, j)
@@ -333,11 +323,22 @@ func (s *Service) setBases(ctx context.Context, jobs []cycleJob) (items []*setIt
 		periods[i], subs[i] = j.period, j.sub
 		orgs = append(orgs, j.issuer, j.customer)
 	}
+	q := db.New(s.pool)
+	pending, err := q.AdjustmentsPendingOf(ctx, subs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list pending adjustments: %w", err)
+	}
+	adjs := map[uuid.UUID][]db.AdjustmentsPendingOfRow{}
+	for _, a := range pending {
+		adjs[a.SubscriptionID] = append(adjs[a.SubscriptionID], a)
+		if a.Quantity != nil && a.BillingPeriodID != nil {
+			periods = append(periods, *a.BillingPeriodID)
+		}
+	}
 	bases, err := s.segmentsMany(ctx, periods)
 	if err != nil {
 		return nil, nil, err
 	}
-	q := db.New(s.pool)
 	profRows, err := q.BillingProfilesOf(ctx, orgs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read billing profiles: %w", err)
@@ -361,11 +362,22 @@ func (s *Service) setBases(ctx context.Context, jobs []cycleJob) (items []*setIt
 			continue
 		}
 		b := &basis{segments: map[uuid.UUID]periodSegments{j.period: pb.periodSegments}}
+		it := &setItem{job: j, b: b, trial: pb.trial, promos: redemptionsAt(promos[j.sub], j.end), adjs: pendingAt(adjs[j.sub], j.start)}
+		for _, a := range it.adjs {
+			// One that cannot be read waits for the next invoice, as one
+			// made after this read does.
+			if a.Quantity == nil || a.BillingPeriodID == nil {
+				continue
+			}
+			if ab, ok := bases[*a.BillingPeriodID]; ok && ab.err == nil {
+				b.segments[*a.BillingPeriodID] = ab.periodSegments
+			}
+		}
 		if err := s.taxBasisOf(ctx, b, j.issuer, profileOf(profiles, j.issuer), profileOf(profiles, j.customer), j.end); err != nil {
 			failed = append(failed, j)
 			continue
 		}
-		items = append(items, &setItem{job: j, b: b, trial: pb.trial, promos: redemptionsAt(promos[j.sub], j.end)})
+		items = append(items, it)
 	}
 	return items, failed, nil
 }
@@ -390,6 +402,24 @@ func redemptionsAt(rows []db.RedemptionsOfSubscriptionsRow, end time.Time) []db.
 			ID: r.ID, PromotionID: r.PromotionID, PeriodsApplied: r.PeriodsApplied, Code: r.Code, Kind: r.Kind, Value: r.Value,
 			Currency: r.Currency, Meter: r.Meter, Duration: r.Duration, DurationPeriods: r.DurationPeriods, Priority: r.Priority,
 			Stackable: r.Stackable,
+		})
+	}
+	return out
+}
+
+// pendingAt keeps the adjustments AdjustmentsPendingFor lists for an
+// invoice of the period starting at start: of no period, of it or of an
+// earlier one.
+func pendingAt(rows []db.AdjustmentsPendingOfRow, start time.Time) []db.BillingAdjustment {
+	var out []db.BillingAdjustment
+	for _, a := range rows {
+		if a.ConcernsStart != nil && a.ConcernsStart.After(start) {
+			continue
+		}
+		out = append(out, db.BillingAdjustment{
+			ID: a.ID, SubscriptionID: a.SubscriptionID, BillingPeriodID: a.BillingPeriodID, Kind: a.Kind, MeterSlug: a.MeterSlug,
+			Quantity: a.Quantity, Amount: a.Amount, Currency: a.Currency, Reason: a.Reason, Actor: a.Actor, InvoiceID: a.InvoiceID,
+			CreatedAt: a.CreatedAt, PlanVersionID: a.PlanVersionID, SegmentStart: a.SegmentStart,
 		})
 	}
 	return out
@@ -509,12 +539,18 @@ func (s *Service) computeItem(ctx context.Context, q *db.Queries, it *setItem, c
 		for _, a := range active {
 			promos = append(promos, promotionOf(db.RedemptionsByIDsRow(byID[a.RedemptionID])))
 		}
+		if c.cites.Adjustments, err = citeAdjustments(ctx, q, it.b, it.adjs, currency); err != nil {
+			return computed{}, err
+		}
 	}
 	in, err := inputOf(it.job.invoice, it.job.start, it.job.end, c.cites, it.b)
 	if err != nil {
 		return computed{}, err
 	}
 	in.Promotions = promos
+	if in.Adjustments, err = adjustmentsOf(ctx, q, it.b, c.cites.Adjustments); err != nil {
+		return computed{}, err
+	}
 	out, err := metering.BuildInvoice(in)
 	if err != nil {
 		return computed{}, fmt.Errorf("build invoice of period %s: %w", it.job.period, err)
@@ -632,7 +668,11 @@ func settleSet(ctx context.Context, q *db.Queries, items []*setItem, balances ma
 	var set db.CreditBalancesSetManyParams
 	moved := map[creditKey]bool{}
 	var redemptions, periods []uuid.UUID
+	var billed db.AdjustmentsMarkBilledManyParams
 	for _, it := range items {
+		for _, a := range it.c.cites.Adjustments {
+			billed.Ids, billed.InvoiceIds = append(billed.Ids, a.ID), append(billed.InvoiceIds, it.id)
+		}
 		for _, e := range it.ledger {
 			e.InvoiceID = &it.id
 			ledger = append(ledger, e)
@@ -654,6 +694,15 @@ func settleSet(ctx context.Context, q *db.Queries, items []*setItem, balances ma
 		}
 		if _, err := q.CreditLedgerInsertMany(ctx, ledger); err != nil {
 			return fmt.Errorf("insert credit ledger entries: %w", err)
+		}
+	}
+	if len(billed.Ids) > 0 {
+		n, err := q.AdjustmentsMarkBilledMany(ctx, billed)
+		if err != nil {
+			return fmt.Errorf("mark adjustments billed: %w", err)
+		}
+		if n != int64(len(billed.Ids)) {
+			return errSetChanged
 		}
 	}
 	if len(redemptions) > 0 {

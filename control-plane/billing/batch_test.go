@@ -13,7 +13,8 @@ import (
 // The cycle finalizes an issuer's invoices together, in one transaction:
 // numbered in period order without a gap, a customer's credit used
 // invoice after invoice (its ledger following the balance), a promotion
-// counted once, each invoice announced and audited.
+// counted once, a pending adjustment billed, each invoice announced and
+// audited.
 func TestCycleFinalizesAnIssuersInvoicesTogether(t *testing.T) {
 	t.Parallel()
 	f := invoiceSetup(t)
@@ -37,6 +38,11 @@ func TestCycleFinalizesAnIssuersInvoicesTogether(t *testing.T) {
 		VALUES ($1, 'TENOFF', 'percent_off', 10, 'forever', $2, 'prov') RETURNING id`, f.issuer, periodStart.AddDate(0, -1, 0))
 	f.scan(&redemption, `INSERT INTO promotion_redemptions (promotion_id, subscription_id, organization_id, redeemed_by, redeemed_at)
 		SELECT $1, id, organization_id, 'cust', $3 FROM subscriptions WHERE id = $2 RETURNING id`, promo, subs[3], periodStart)
+
+	// A correction of 2.50 waits for the next invoice of subs[5].
+	var adjustment uuid.UUID
+	f.scan(&adjustment, `INSERT INTO billing_adjustments (subscription_id, kind, amount, currency, reason, actor)
+		VALUES ($1, 'correction', 2.5, 'EUR', 'missed', 'prov') RETURNING id`, subs[5])
 
 	rep, err := f.svc.RunCycle(f.ctx)
 	if err != nil || rep.Drafts != n {
@@ -80,6 +86,12 @@ func TestCycleFinalizesAnIssuersInvoicesTogether(t *testing.T) {
 	f.scan(&discounted, `SELECT count(*) FROM invoice_lines WHERE kind = 'discount' AND amount = -1`)
 	if applied != 1 || discounted != 1 {
 		t.Errorf("promotion applied %d times, %d discount lines of -1.00; want once and one", applied, discounted)
+	}
+	var corrected int
+	f.scan(&corrected, `SELECT count(*) FROM billing_adjustments a JOIN invoices i ON i.id = a.invoice_id
+		WHERE a.id = $1 AND i.subscription_id = $2 AND i.total = 12.5`, adjustment, subs[5])
+	if corrected != 1 {
+		t.Errorf("the correction is billed on %d invoices of 12.50 of its subscription; want one", corrected)
 	}
 	var audited int
 	f.scan(&audited, `SELECT count(*) FROM audit_log WHERE action = 'invoice.finalize' AND organization_id = $1`, f.issuer)

@@ -783,6 +783,12 @@ func pendingAdjustmentsOf(ctx context.Context, q *db.Queries, b *basis, sub uuid
 	if err != nil {
 		return nil, fmt.Errorf("list pending adjustments: %w", err)
 	}
+	return citeAdjustments(ctx, q, b, rows, currency)
+}
+
+// citeAdjustments cites the pending adjustments rows an invoice in
+// currency bills, as pendingAdjustmentsOf says.
+func citeAdjustments(ctx context.Context, q *db.Queries, b *basis, rows []db.BillingAdjustment, currency string) ([]CitedAdjustment, error) {
 	out := []CitedAdjustment{}
 	onInvoice := map[string]decimal.Decimal{}
 	for _, a := range rows {

@@ -35,12 +35,6 @@ JOIN subscriptions s ON s.id = b.subscription_id
 LEFT JOIN usage_snapshots u ON u.billing_period_id = b.id
 WHERE b.id = ANY(@period_ids::uuid[]);
 
--- SubscriptionsWithPendingAdjustments are those of the subscriptions with
--- an adjustment not billed yet.
--- name: SubscriptionsWithPendingAdjustments :many
-SELECT DISTINCT subscription_id FROM billing_adjustments
-WHERE subscription_id = ANY(@subscription_ids::uuid[]) AND invoice_id IS NULL;
-
 -- PeriodsNotInvoiced are the periods of subscriptions not invoiced yet
 -- (the earlier-draft rule reads them).
 -- name: PeriodsNotInvoiced :many
@@ -139,3 +133,19 @@ UPDATE promotion_redemptions SET periods_applied = periods_applied + 1 WHERE id 
 
 -- name: BillingPeriodsMarkInvoiced :execrows
 UPDATE billing_periods SET state = 'invoiced' WHERE id = ANY(@ids::uuid[]) AND state = 'closed';
+
+-- AdjustmentsPendingOf are the adjustments of subscriptions not billed
+-- yet, with the start of the period each concerns (null: none), in the
+-- order they were made; the reader keeps those of an invoice as
+-- AdjustmentsPendingFor does.
+-- name: AdjustmentsPendingOf :many
+SELECT a.id, a.subscription_id, a.billing_period_id, a.kind, a.meter_slug, a.quantity, a.amount, a.currency, a.reason, a.actor,
+    a.invoice_id, a.created_at, a.plan_version_id, a.segment_start, p.period_start AS concerns_start
+FROM billing_adjustments a LEFT JOIN billing_periods p ON p.id = a.billing_period_id
+WHERE a.subscription_id = ANY(@subscription_ids::uuid[]) AND a.invoice_id IS NULL
+ORDER BY a.created_at, a.id;
+
+-- name: AdjustmentsMarkBilledMany :execrows
+UPDATE billing_adjustments a SET invoice_id = u.invoice_id
+FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@invoice_ids::uuid[]) AS invoice_id) u
+WHERE a.id = u.id AND a.invoice_id IS NULL;

@@ -13,6 +13,91 @@ import (
 	"github.com/shopspring/decimal"
 )
 
+const adjustmentsMarkBilledMany = `-- name: AdjustmentsMarkBilledMany :execrows
+UPDATE billing_adjustments a SET invoice_id = u.invoice_id
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::uuid[]) AS invoice_id) u
+WHERE a.id = u.id AND a.invoice_id IS NULL
+`
+
+type AdjustmentsMarkBilledManyParams struct {
+	Ids        []uuid.UUID
+	InvoiceIds []uuid.UUID
+}
+
+func (q *Queries) AdjustmentsMarkBilledMany(ctx context.Context, arg AdjustmentsMarkBilledManyParams) (int64, error) {
+	result, err := q.db.Exec(ctx, adjustmentsMarkBilledMany, arg.Ids, arg.InvoiceIds)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const adjustmentsPendingOf = `-- name: AdjustmentsPendingOf :many
+SELECT a.id, a.subscription_id, a.billing_period_id, a.kind, a.meter_slug, a.quantity, a.amount, a.currency, a.reason, a.actor,
+    a.invoice_id, a.created_at, a.plan_version_id, a.segment_start, p.period_start AS concerns_start
+FROM billing_adjustments a LEFT JOIN billing_periods p ON p.id = a.billing_period_id
+WHERE a.subscription_id = ANY($1::uuid[]) AND a.invoice_id IS NULL
+ORDER BY a.created_at, a.id
+`
+
+type AdjustmentsPendingOfRow struct {
+	ID              uuid.UUID
+	SubscriptionID  uuid.UUID
+	BillingPeriodID *uuid.UUID
+	Kind            AdjustmentKind
+	MeterSlug       *string
+	Quantity        *decimal.Decimal
+	Amount          *decimal.Decimal
+	Currency        *string
+	Reason          string
+	Actor           string
+	InvoiceID       *uuid.UUID
+	CreatedAt       time.Time
+	PlanVersionID   *uuid.UUID
+	SegmentStart    *time.Time
+	ConcernsStart   *time.Time
+}
+
+// AdjustmentsPendingOf are the adjustments of subscriptions not billed
+// yet, with the start of the period each concerns (null: none), in the
+// order they were made; the reader keeps those of an invoice as
+// AdjustmentsPendingFor does.
+func (q *Queries) AdjustmentsPendingOf(ctx context.Context, subscriptionIds []uuid.UUID) ([]AdjustmentsPendingOfRow, error) {
+	rows, err := q.db.Query(ctx, adjustmentsPendingOf, subscriptionIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AdjustmentsPendingOfRow
+	for rows.Next() {
+		var i AdjustmentsPendingOfRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.SubscriptionID,
+			&i.BillingPeriodID,
+			&i.Kind,
+			&i.MeterSlug,
+			&i.Quantity,
+			&i.Amount,
+			&i.Currency,
+			&i.Reason,
+			&i.Actor,
+			&i.InvoiceID,
+			&i.CreatedAt,
+			&i.PlanVersionID,
+			&i.SegmentStart,
+			&i.ConcernsStart,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const billingPeriodsMarkInvoiced = `-- name: BillingPeriodsMarkInvoiced :execrows
 UPDATE billing_periods SET state = 'invoiced' WHERE id = ANY($1::uuid[]) AND state = 'closed'
 `
@@ -675,33 +760,6 @@ func (q *Queries) RedemptionsOfSubscriptions(ctx context.Context, subscriptionId
 			return nil, err
 		}
 		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const subscriptionsWithPendingAdjustments = `-- name: SubscriptionsWithPendingAdjustments :many
-SELECT DISTINCT subscription_id FROM billing_adjustments
-WHERE subscription_id = ANY($1::uuid[]) AND invoice_id IS NULL
-`
-
-// SubscriptionsWithPendingAdjustments are those of the subscriptions with
-// an adjustment not billed yet.
-func (q *Queries) SubscriptionsWithPendingAdjustments(ctx context.Context, subscriptionIds []uuid.UUID) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, subscriptionsWithPendingAdjustments, subscriptionIds)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []uuid.UUID
-	for rows.Next() {
-		var subscription_id uuid.UUID
-		if err := rows.Scan(&subscription_id); err != nil {
-			return nil, err
-		}
-		items = append(items, subscription_id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
