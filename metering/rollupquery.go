@@ -11,7 +11,10 @@ package metering
 // aggregation needs, but not the path: a meter with a route filter is
 // counted on the base table, and so is a window with watermarks (the
 // roll-up keeps no Kafka offsets). It holds only the rows inserted after
-// its view began, so it serves the hours from BillingRollupFrom on.
+// its view began, so it serves the hours from BillingRollupFrom on, and
+// it may lack rows of the hours usage_billing_suspect lists (an insert
+// that failed after writing usage_events, ClickHouse migration 0005):
+// those are counted from usage_events too.
 
 import (
 	"context"
@@ -29,11 +32,17 @@ import (
 	"github.com/veil-platform/veil/internal/enforcement"
 )
 
+// RollupMaxFuture is the furthest ahead of a processor's clock an event
+// written to usage_events may be while the roll-up serves: processors
+// refuse a larger processors.Config.MaxFuture. A row inserted before the
+// view existed is then at most this far ahead of the clock that received
+// it, which rollupLead covers.
+const RollupMaxFuture = 30 * time.Minute
+
 // rollupLead is how long after the roll-up's view began its first served
-// hour may start. A row inserted before the view existed is at most
-// usage.DefaultMaxFuture ahead of the clock that received it; an hour's
-// slack also covers that clock and ClickHouse's disagreeing.
-const rollupLead = time.Hour
+// hour may start: RollupMaxFuture, and as much again for the processor's
+// clock and ClickHouse's disagreeing.
+const rollupLead = 2 * RollupMaxFuture
 
 // rollupSinceSQL reads when the view began; several rows (a migration
 // run twice) mean the earliest is when it began.
@@ -119,24 +128,41 @@ func meterTotalsSince(ctx context.Context, conn driver.Conn, windows []MeterWind
 	if err != nil {
 		return nil, err
 	}
-	for _, round := range distinctRounds(indexes(len(rolled)), func(i int) string { return rolled[i].subject }) {
-		batch := make([]rollupWindow, len(round))
-		for j, i := range round {
-			batch[j] = rolled[i]
+	// A window whose edges span more hours than PREWHERE lists (one that
+	// began long before the roll-up) would make its round read the whole
+	// span of every window's edges: such windows are counted in rounds of
+	// their own.
+	narrow, wide := []int{}, []int{}
+	for i, rw := range rolled {
+		if rw.edgeHours() > maxEdgeHours {
+			wide = append(wide, i)
+		} else {
+			narrow = append(narrow, i)
 		}
-		if err := rollupTotals(ctx, conn, batch, out); err != nil {
-			return nil, err
+	}
+	for _, group := range [][]int{narrow, wide} {
+		for _, round := range distinctRounds(group, func(i int) string { return rolled[i].subject }) {
+			batch := make([]rollupWindow, len(round))
+			for j, i := range round {
+				batch[j] = rolled[i]
+			}
+			if err := rollupTotals(ctx, conn, batch, out); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil
 }
 
-func indexes(n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = i
+// edgeHours is how many hours the window's edges fall in.
+func (w rollupWindow) edgeHours() int64 {
+	hours := func(lo, hi int64) int64 {
+		if lo >= hi {
+			return 0
+		}
+		return (hi-1)/3600 - lo/3600 + 1
 	}
-	return out
+	return hours(w.from, w.hoursAt[0]) + hours(w.hoursAt[1], w.to)
 }
 
 // splitWindow returns the part of w the roll-up serves, ok false when it
@@ -195,6 +221,10 @@ func checkMeters(w MeterWindow) error {
 // a set lookup on the time column before any other column is read, where
 // the edges of a month's windows are a few hours of it. transform() then
 // holds each row to its own subject's edges.
+//
+// A suspect hour (usage_billing_suspect, %[5]s) of a window's whole hours
+// is left out of the roll-up's part and read from usage_events with the
+// edges, so rows the roll-up missed are counted and none twice.
 const rollupTotalsSQL = `SELECT subject,
     %[1]s
 FROM (
@@ -213,6 +243,7 @@ FROM (
       AND bucket >= toDateTime(@h_first) AND bucket < toDateTime(@h_last)
       AND toUInt32(bucket) >= toUInt32(transform(subject, @w_subjects, @w_first, '0'))
       AND toUInt32(bucket) < toUInt32(transform(subject, @w_subjects, @w_last, '0'))
+      AND (subject, toUInt32(bucket)) NOT IN (%[5]s)
     GROUP BY subject, method, status_class
     UNION ALL
     SELECT subject, method, toUInt8(intDiv(status, 100)) AS status_class,
@@ -226,18 +257,26 @@ FROM (
         max(response_bytes) AS response_bytes_max,
         max(latency_ms) AS latency_ms_max%[3]s
     FROM usage_events
-    PREWHERE %[4]s
+    PREWHERE (%[4]s) OR toUInt32(toStartOfHour(time, 'UTC')) IN (SELECT hour FROM (%[5]s))
     WHERE subject IN @subjects
       AND time >= toDateTime(@e_from) AND time < toDateTime(@e_to)
       AND ((toUInt32(time) >= toUInt32(transform(subject, @w_subjects, @w_from, '0'))
           AND toUInt32(time) < toUInt32(transform(subject, @w_subjects, @w_first, '0')))
         OR (toUInt32(time) >= toUInt32(transform(subject, @w_subjects, @w_last, '0'))
-          AND toUInt32(time) < toUInt32(transform(subject, @w_subjects, @w_to, '0'))))
+          AND toUInt32(time) < toUInt32(transform(subject, @w_subjects, @w_to, '0')))
+        OR (toUInt32(time) >= toUInt32(transform(subject, @w_subjects, @w_first, '0'))
+          AND toUInt32(time) < toUInt32(transform(subject, @w_subjects, @w_last, '0'))
+          AND (subject, toUInt32(toStartOfHour(time, 'UTC'))) IN (%[5]s)))
       AND refusal = ''
       AND status < 500
     GROUP BY subject, method, status_class
 )
 GROUP BY subject`
+
+// suspectSQL lists the suspect hours of the query's subjects, as
+// (subject, hour in seconds since 1970).
+const suspectSQL = `SELECT subject, toUInt32(hour) AS hour FROM usage_billing_suspect
+    WHERE subject IN @subjects AND hour >= toDateTime(@h_first) AND hour < toDateTime(@h_last)`
 
 // rollupKeysSQL and edgeKeysSQL are the key-set columns of the two parts
 // of rollupTotalsSQL.
@@ -286,7 +325,7 @@ func rollupTotals(ctx context.Context, conn driver.Conn, windows []rollupWindow,
 	if q.keys {
 		rollupKeys, edgeKeys = rollupKeysSQL, edgeKeysSQL
 	}
-	text := fmt.Sprintf(rollupTotalsSQL, strings.Join(q.cols, ",\n    "), rollupKeys, edgeKeys, prewhere)
+	text := fmt.Sprintf(rollupTotalsSQL, strings.Join(q.cols, ",\n    "), rollupKeys, edgeKeys, prewhere, suspectSQL)
 	if q.size > defaultMaxQuerySize/2 {
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * q.size}))
 	}
@@ -395,8 +434,12 @@ func (q *rollupQuery) bind(windows []rollupWindow) string {
 		hFirst, hLast = min(hFirst, w.hoursAt[0]), max(hLast, w.hoursAt[1])
 		edge(w.from, w.hoursAt[0])
 		edge(w.hoursAt[1], w.to)
-		q.size += 5*4*len(w.subject) + 5*16
+		// A subject is in the query 13 times: w_subjects 8 and subjects 5.
+		q.size += 13*3*len(w.subject) + 5*16
 	}
+	// Suspect hours are read from usage_events anywhere in the whole
+	// hours: the edges' span covers them.
+	eFrom, eTo = min(eFrom, hFirst), max(eTo, hLast)
 	q.args = append(q.args, clickhouse.Named("subjects", clickhouse.GroupSet{Value: set}),
 		clickhouse.Named("h_first", hFirst), clickhouse.Named("h_last", hLast),
 		clickhouse.Named("e_from", eFrom), clickhouse.Named("e_to", eTo),
@@ -416,6 +459,6 @@ func (q *rollupQuery) bind(windows []rollupWindow) string {
 		}
 		prewhere = "toUInt32(toStartOfHour(time, 'UTC')) IN (" + strings.Join(list, ", ") + ")"
 	}
-	q.size += len(rollupTotalsSQL) + len(rollupKeysSQL) + len(edgeKeysSQL) + len(prewhere)
+	q.size += len(rollupTotalsSQL) + len(rollupKeysSQL) + len(edgeKeysSQL) + len(prewhere) + 3*len(suspectSQL)
 	return prewhere
 }

@@ -301,12 +301,18 @@ func BenchmarkSnapshotRollup(b *testing.B) {
 		{Slug: "keys", Aggregation: metering.AggUniqueCount, Field: metering.FieldKeyID},
 	}
 	// A unique_count merges hourly key sets, most of the roll-up's cost:
-	// the meters are measured with it and without.
+	// the meters are measured with it and without. yearly is five with one
+	// period of a year that began eleven months before the roll-up: its
+	// edge before the roll-up is thousands of hours of usage_events.
 	for _, set := range []struct {
 		name   string
 		meters []metering.Meter
-	}{{"five", meters}, {"nokeys", meters[:4]}} {
+		yearly bool
+	}{{"five", meters, false}, {"nokeys", meters[:4], false}, {"yearly", meters, true}} {
 		windows := benchWindows(set.meters, start, subjects)
+		if set.yearly {
+			windows[0].From = windows[0].To.AddDate(-1, 0, 0)
+		}
 		want, err := metering.MeterTotalsMany(ctx, conn, windows)
 		if err != nil {
 			b.Fatal(err)
@@ -364,5 +370,67 @@ func TestRollupRefusesAsBaseTable(t *testing.T) {
 		if !errors.Is(err, metering.ErrInvalidMeter) {
 			t.Errorf("%s: error %v, want ErrInvalidMeter", name, err)
 		}
+	}
+}
+
+// TestRollupSuspectHourReadsBase: an hour usage_billing_suspect lists for
+// a subject is counted from usage_events, not from the roll-up: rows the
+// roll-up missed (written while its view was gone) are counted, and a
+// roll-up row the base table lacks is not, in a window with edges around
+// the hour. Another subject's hour, not listed, still reads the roll-up.
+func TestRollupSuspectHourReadsBase(t *testing.T) {
+	ctx := t.Context()
+	conn, _, _ := testenv.ClickHouseDB(t)
+	setRollupBegan(t, conn, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	hour := time.Date(2026, 3, 1, 5, 0, 0, 0, time.UTC)
+	ghost := func(subject string) {
+		t.Helper()
+		err := conn.Exec(ctx, `INSERT INTO usage_billing_hour (bucket, subject, method, status_class, requests, units_sum)
+SELECT toDateTime(@h), @s, 'GET', toUInt8(2), countState(), sumState(toDecimal64(100, 6)) FROM system.one`,
+			clickhouse.Named("h", hour.Unix()), clickhouse.Named("s", subject))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ghost("sus")
+	ghost("other")
+	if err := conn.Exec(ctx, "DROP TABLE usage_billing_hour_mv"); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(7, 16))
+	var missed []usage.Event
+	for i := range 50 {
+		e := randomEvent(r, i, "sus", hour, time.Hour)
+		e.Data.Status, e.Data.Refusal = 200, ""
+		missed = append(missed, e)
+	}
+	insertMeterEvents(t, conn, missed)
+	if err := conn.Exec(ctx, "INSERT INTO usage_billing_suspect (subject, hour, recorded_at) SELECT 'sus', toDateTime(@h), now() FROM system.one",
+		clickhouse.Named("h", hour.Unix())); err != nil {
+		t.Fatal(err)
+	}
+	meters := []metering.Meter{
+		{Slug: "calls", Aggregation: metering.AggCount},
+		{Slug: "units", Aggregation: metering.AggSum, Field: metering.FieldUnits},
+	}
+	windows := []metering.MeterWindow{
+		{Subject: "sus", Meters: meters, From: hour.Add(-90 * time.Minute), To: hour.Add(150 * time.Minute)},
+		{Subject: "other", Meters: meters, From: hour.Add(-90 * time.Minute), To: hour.Add(150 * time.Minute)},
+	}
+	got, err := metering.MeterTotalsRollupMany(ctx, conn, windows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := metering.MeterTotalsMany(ctx, conn, windows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, slug := range []string{"calls", "units"} {
+		if !got[0][slug].Equal(want[0][slug]) || want[0][slug].IsZero() {
+			t.Errorf("suspect hour: %s = %s from the roll-up path, %s from the base table", slug, got[0][slug], want[0][slug])
+		}
+	}
+	if !got[1]["calls"].Equal(decimal.NewFromInt(1)) {
+		t.Errorf("an hour not suspect: calls = %s, want 1 from the roll-up row", got[1]["calls"])
 	}
 }

@@ -31,6 +31,9 @@ type batch struct {
 	// sinkFailed are rows ClickHouse refused DataAttempts times and then
 	// alone: they go to the dead-letter queue instead.
 	sinkFailed []reject
+	// unsettled is set after a failed insert into usage_events, until the
+	// rows it wrote are known (Processor.settleWritten).
+	unsettled bool
 	// fresh are the keys this batch writes, merged into the seen sets once
 	// the sinks hold it.
 	fresh map[int32]map[eventKey]seenEntry

@@ -41,7 +41,8 @@ type chSink struct {
 const (
 	insertEvents = `INSERT INTO usage_events (id, source, type, subject, time, api_id, key_id, method, route, path,
 status, latency_ms, request_bytes, response_bytes, units, refusal, ingested_at, kafka_partition, kafka_offset)`
-	insertRejects = `INSERT INTO usage_rejects (received_at, reason, detail, source_topic, source_partition, source_offset, raw)`
+	insertRejects  = `INSERT INTO usage_rejects (received_at, reason, detail, source_topic, source_partition, source_offset, raw)`
+	insertSuspects = `INSERT INTO usage_billing_suspect (subject, hour, recorded_at)`
 )
 
 func (s *chSink) insertEvents(ctx context.Context, rows []row, now time.Time) error {
@@ -63,6 +64,40 @@ func (s *chSink) insertEvents(ctx context.Context, rows []row, now time.Time) er
 	}
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("insert %d rows into usage_events: %w", len(rows), err)
+	}
+	return nil
+}
+
+// insertSuspects records the (subject, UTC hour) of rows that a failed
+// insert wrote to usage_events, once each, in usage_billing_suspect.
+func (s *chSink) insertSuspects(ctx context.Context, rows []row, now time.Time) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	type hourOf struct {
+		subject string
+		hour    int64
+	}
+	seen := map[hourOf]bool{}
+	batch, err := s.conn.PrepareBatch(ctx, insertSuspects)
+	if err != nil {
+		return fmt.Errorf("prepare usage_billing_suspect insert: %w", err)
+	}
+	now = now.UTC().Truncate(time.Second)
+	for _, r := range rows {
+		// usage_events stores whole seconds: the hour of the stored time.
+		k := hourOf{r.event.Subject, r.event.Time.Unix() / 3600 * 3600}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if err := batch.Append(k.subject, time.Unix(k.hour, 0).UTC(), now); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("append to usage_billing_suspect batch: %w", err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("insert %d rows into usage_billing_suspect: %w", len(seen), err)
 	}
 	return nil
 }

@@ -55,6 +55,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/internal/broker"
+	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/schemas/usage"
 )
 
@@ -122,6 +123,8 @@ type Config struct {
 	BatchRecords int
 	BatchWait    time.Duration
 	// MaxFuture and LateWindow bound event times. Defaults 5 minutes, 35 days.
+	// MaxFuture may not exceed metering.RollupMaxFuture: the billing
+	// roll-up's first served hour allows for rows that far ahead.
 	MaxFuture  time.Duration
 	LateWindow time.Duration
 	// DataAttempts is how many times a batch ClickHouse refuses as data is
@@ -154,6 +157,9 @@ func (c *Config) validate() error {
 	c.BatchRecords = positiveOr(c.BatchRecords, DefaultBatchRecords)
 	c.BatchWait = positiveOr(c.BatchWait, DefaultBatchWait)
 	c.MaxFuture = positiveOr(c.MaxFuture, usage.DefaultMaxFuture)
+	if c.MaxFuture > metering.RollupMaxFuture {
+		return fmt.Errorf("processor config: max future %s is over %s, the most the billing roll-up allows for", c.MaxFuture, metering.RollupMaxFuture)
+	}
 	c.LateWindow = positiveOr(c.LateWindow, usage.DefaultLateWindow)
 	c.DataAttempts = positiveOr(c.DataAttempts, DefaultDataAttempts)
 	if c.Now == nil {
@@ -315,8 +321,31 @@ func (p *Processor) observe(b *batch) {
 // writeEvents inserts the batch's rows. After a failure it asks ClickHouse
 // which rows the failed insert did write, so a retry never doubles them.
 func (p *Processor) writeEvents(ctx context.Context, b *batch) error {
+	if err := p.settleWritten(ctx, b); err != nil {
+		return err
+	}
 	err := p.ch.insertEvents(ctx, b.rows, p.cfg.Now())
 	if err == nil {
+		return nil
+	}
+	b.unsettled = true
+	if serr := p.settleWritten(ctx, b); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return err
+}
+
+// settleWritten, after a failed insert (b.unsettled), drops from the batch
+// the rows usage_events holds. Until it succeeds the batch stays unsettled
+// and is not inserted again, so a row is never written twice.
+//
+// The rows a failed insert wrote may be missing from the billing roll-up:
+// its view is written after usage_events, and the failure may be the
+// view's. They are not inserted again, so their hours are recorded in
+// usage_billing_suspect, for the roll-up's readers to count from
+// usage_events, before they leave the batch.
+func (p *Processor) settleWritten(ctx context.Context, b *batch) error {
+	if !b.unsettled {
 		return nil
 	}
 	first := map[int32]int64{}
@@ -327,29 +356,51 @@ func (p *Processor) writeEvents(ctx context.Context, b *batch) error {
 	}
 	written := map[int32]map[int64]bool{}
 	for part, from := range first {
-		w, qerr := p.ch.writtenOffsets(ctx, part, from)
-		if qerr != nil {
-			return errors.Join(err, qerr) // keep the rows: the next attempt asks again
+		w, err := p.ch.writtenOffsets(ctx, part, from)
+		if err != nil {
+			return err
 		}
 		written[part] = w
 	}
-	kept := b.rows[:0]
+	var suspect []row
+	kept := make([]row, 0, len(b.rows))
 	for _, r := range b.rows {
-		if !written[r.partition][r.offset] {
+		if written[r.partition][r.offset] {
+			suspect = append(suspect, r)
+		} else {
 			kept = append(kept, r)
 		}
 	}
-	b.rows = kept
-	return err
+	if err := p.ch.insertSuspects(ctx, suspect, p.cfg.Now()); err != nil {
+		return err
+	}
+	b.rows, b.unsettled = kept, false
+	return nil
 }
 
 // writeEventsOneByOne inserts the remaining rows one at a time, after the
 // batch was refused as data DataAttempts times: rows ClickHouse still refuses
 // become sink_failed dead letters, so no partition is stuck behind them.
 func (p *Processor) writeEventsOneByOne(ctx context.Context, b *batch) error {
+	if err := p.settleWritten(ctx, b); err != nil {
+		return err
+	}
 	for len(b.rows) > 0 {
 		r := b.rows[0]
 		err := p.ch.insertEvents(ctx, []row{r}, p.cfg.Now())
+		if err != nil {
+			// A refusal may come after usage_events took the row (its
+			// view failed): then it is written, and only its hour is
+			// suspect.
+			one := &batch{rows: b.rows[:1:1], unsettled: true}
+			if serr := p.settleWritten(ctx, one); serr != nil {
+				b.unsettled = true // the next attempt asks again first
+				return errors.Join(err, serr)
+			}
+			if len(one.rows) == 0 {
+				err = nil
+			}
+		}
 		switch {
 		case err == nil:
 		case isDataError(err):
