@@ -128,11 +128,21 @@ func meterTotalsSince(ctx context.Context, conn driver.Conn, windows []MeterWind
 	if err != nil {
 		return nil, err
 	}
-	// A window whose edges span more hours than PREWHERE lists (one that
-	// began long before the roll-up) would make its round read the whole
-	// span of every window's edges: such windows are counted in rounds of
-	// their own.
-	narrow, wide := []int{}, []int{}
+	for _, batch := range rollupRounds(rolled) {
+		if err := rollupTotals(ctx, conn, batch, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// rollupRounds groups the windows into query rounds, their subjects
+// distinct in each. A window whose edges span more hours than PREWHERE
+// lists (one that began long before the roll-up) would make its round read
+// the whole span of every window's edges: such windows are counted in
+// rounds of their own.
+func rollupRounds(rolled []rollupWindow) [][]rollupWindow {
+	var narrow, wide []int
 	for i, rw := range rolled {
 		if rw.edgeHours() > maxEdgeHours {
 			wide = append(wide, i)
@@ -140,18 +150,17 @@ func meterTotalsSince(ctx context.Context, conn driver.Conn, windows []MeterWind
 			narrow = append(narrow, i)
 		}
 	}
+	var out [][]rollupWindow
 	for _, group := range [][]int{narrow, wide} {
 		for _, round := range distinctRounds(group, func(i int) string { return rolled[i].subject }) {
 			batch := make([]rollupWindow, len(round))
 			for j, i := range round {
 				batch[j] = rolled[i]
 			}
-			if err := rollupTotals(ctx, conn, batch, out); err != nil {
-				return nil, err
-			}
+			out = append(out, batch)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // edgeHours is how many hours the window's edges fall in.
