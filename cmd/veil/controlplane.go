@@ -112,6 +112,9 @@ type controlPlaneFlags struct {
 	// billingEvery is the interval of the billing cycle; billingReview
 	// how long a draft invoice waits before it is finalized.
 	billingEvery, billingReview time.Duration
+	// billingSnapshotSource is where period snapshots count usage:
+	// rollup or base.
+	billingSnapshotSource string
 }
 
 // register adds the control plane's flags; withRedis false leaves out
@@ -165,6 +168,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.Duration(&c.billingGrace, "billing-grace", "VEIL_BILLING_GRACE", time.Hour, "how long after its end a billing period closes and its usage is snapshotted, so that events still in flight count in it (later ones are billed as late usage on the next invoice)")
 	f.Duration(&c.billingEvery, "billing-interval", "VEIL_BILLING_INTERVAL", time.Minute, "how often the billing cycle runs: periods recorded and closed, late usage recounted, draft invoices built, recomputed and finalized, overdue invoices marked")
 	f.Duration(&c.billingReview, "billing-review", "VEIL_BILLING_REVIEW", 0, "how long a draft invoice waits after it is built before it is finalized, for the provider to review it (0: the next billing cycle finalizes it)")
+	f.String(&c.billingSnapshotSource, "billing-snapshot-source", "VEIL_BILLING_SNAPSHOT_SOURCE", "rollup", "where a period's usage is counted when it closes: rollup (the billing roll-up's whole hours, usage_events for the rest) or base (usage_events alone: the same figures, slower)")
 	f.String(&c.smtp.Addr, "smtp-addr", "VEIL_SMTP_ADDR", "", "SMTP server (host:port) for notices to people (empty: no email)")
 	f.String(&c.smtp.From, "smtp-from", "VEIL_SMTP_FROM", "Veil <noreply@veil.localhost>", "sender of notices")
 	f.String(&c.smtp.Username, "smtp-username", "VEIL_SMTP_USERNAME", "", "SMTP login")
@@ -348,6 +352,9 @@ func (cp controlPlaneFlags) validate() error {
 	if cp.billingReview < 0 {
 		return fmt.Errorf("--billing-review must not be negative, not %s", cp.billingReview)
 	}
+	if cp.billingSnapshotSource != "rollup" && cp.billingSnapshotSource != "base" {
+		return fmt.Errorf("--billing-snapshot-source must be rollup or base, not %q", cp.billingSnapshotSource)
+	}
 	if cp.rescueAfter <= 50*time.Second {
 		return errors.New("--job-rescue-after must exceed the longest job timeout, 50s")
 	}
@@ -461,7 +468,7 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 	p.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
 	if svc.billing, err = billing.New(billing.Config{
 		Pool: p.pool, ClickHouse: p.clickhouse, Logger: logger, Grace: cp.billingGrace, Publisher: svc.hooks, Review: cp.billingReview,
-		Mailer: mailer,
+		Mailer: mailer, SnapshotBaseTable: cp.billingSnapshotSource == "base",
 	}); err != nil {
 		return svc, err
 	}

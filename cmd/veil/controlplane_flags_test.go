@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ func TestControlPlaneValidateIntervals(t *testing.T) {
 			reconcileEvery: time.Minute, sweepEvery: time.Minute, keyReconcileEvery: time.Minute,
 			maintenanceEvery: time.Minute, periodRollEvery: time.Minute, usageReconcileEvery: time.Minute,
 			billingGrace: time.Hour, billingEvery: time.Minute, rescueAfter: time.Hour,
+			billingSnapshotSource: "rollup",
 		}
 	}
 	if err := valid().validate(); err != nil {
@@ -29,11 +32,38 @@ func TestControlPlaneValidateIntervals(t *testing.T) {
 		"--billing-interval":         func(c *controlPlaneFlags) { c.billingEvery = 0 },
 		"--billing-grace":            func(c *controlPlaneFlags) { c.billingGrace = 0 },
 		"--billing-review":           func(c *controlPlaneFlags) { c.billingReview = -time.Second },
+		"--billing-snapshot-source":  func(c *controlPlaneFlags) { c.billingSnapshotSource = "rolup" },
 	} {
 		cp := valid()
 		set(&cp)
 		if err := cp.validate(); err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("validate() with %s not positive = %v; want an error naming it", flag, err)
+		}
+	}
+}
+
+// TestBillingSnapshotSource: VEIL_BILLING_SNAPSHOT_SOURCE takes rollup
+// (the default) and base, and nothing else, whatever its case.
+func TestBillingSnapshotSource(t *testing.T) {
+	for value, ok := range map[string]bool{"": true, "rollup": true, "base": true, "Base": false, "usage_events": false, " base": false} {
+		t.Setenv("VEIL_BILLING_SNAPSHOT_SOURCE", value)
+		if value == "" {
+			os.Unsetenv("VEIL_BILLING_SNAPSHOT_SOURCE")
+		}
+		var cp controlPlaneFlags
+		f := newFlags("control-plane", "", io.Discard)
+		cp.register(f, true)
+		if err := f.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		cp.reconcileEvery, cp.sweepEvery, cp.keyReconcileEvery, cp.maintenanceEvery = time.Minute, time.Minute, time.Minute, time.Minute
+		cp.periodRollEvery, cp.usageReconcileEvery, cp.billingEvery = time.Minute, time.Minute, time.Minute
+		err := cp.validate()
+		if (err == nil) != ok {
+			t.Errorf("VEIL_BILLING_SNAPSHOT_SOURCE=%q: validate() = %v; want ok %v", value, err, ok)
+		}
+		if value == "" && cp.billingSnapshotSource != "rollup" {
+			t.Errorf("default source %q; want rollup", cp.billingSnapshotSource)
 		}
 	}
 }

@@ -27,7 +27,8 @@ type Config struct {
 	Logger     *slog.Logger
 	// SnapshotBaseTable makes usage snapshots read usage_events alone,
 	// not the billing roll-up: the figures are the same, only slower to
-	// get (a benchmark compares the two).
+	// get (a benchmark compares the two). VEIL_BILLING_SNAPSHOT_SOURCE=base
+	// sets it, so an operator can turn the roll-up off.
 	SnapshotBaseTable bool
 	// Grace is how long after a period's end its usage is counted, so that
 	// events still in flight land first (VEIL_BILLING_GRACE, default 1h).
