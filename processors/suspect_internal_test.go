@@ -186,3 +186,32 @@ func TestConfigRefusesMaxFutureOverRollupBound(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteEventsOneByOneKeepsRowsTheViewRefused: inserted one by one, a
+// row whose insert fails in the billing roll-up's view after usage_events
+// took it is written, not a dead letter: its hour is recorded as suspect
+// and it is not inserted again.
+func TestWriteEventsOneByOneKeepsRowsTheViewRefused(t *testing.T) {
+	conn, _, _ := testenv.ClickHouseDB(t)
+	failingRollup(t, conn)
+	hour := time.Date(2026, 3, 1, 5, 0, 0, 0, time.UTC)
+	p := &Processor{cfg: Config{Now: time.Now, Logger: testenv.Logger(t)}, ch: &chSink{conn: conn}}
+	b := &batch{rows: suspectRows(hour)}
+	if err := p.writeEventsOneByOne(t.Context(), b); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.sinkFailed) != 0 || len(b.rows) != 0 {
+		t.Fatalf("%d dead letters, %d rows left; want none: usage_events holds the refused row", len(b.sinkFailed), len(b.rows))
+	}
+	// The poisoned row is event 17, at 06:42.
+	if got := suspectHours(t, conn); fmt.Sprint(got) != fmt.Sprintf("[sus %d]", hour.Add(time.Hour).Unix()) {
+		t.Fatalf("suspect hours %v; want only the poisoned row's", got)
+	}
+	var n uint64
+	if err := conn.QueryRow(t.Context(), "SELECT count() FROM usage_events").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 30 {
+		t.Fatalf("usage_events holds %d rows; want 30, each once", n)
+	}
+}
