@@ -920,8 +920,11 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 	var key struct {
 		ID, State, Key string
 	}
+	// One expiry for the request and its repeat: two readings of the clock
+	// a second apart would make the repeat another body.
+	expires := time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339)
 	r = c.call(http.StatusCreated, "POST", subPath+"/keys", buyer, map[string]any{
-		"name": "ci", "expires_at": time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339),
+		"name": "ci", "expires_at": expires,
 		"methods": []string{"GET", "HEAD"}, "routes": []string{"/forecast/{city}", "/v1/*"}, "rate_per_second": 5, "rate_per_minute": 100,
 		"metadata": map[string]any{"team": "data", "tags": []string{"nightly"}}, "auto_rotate": false, "rotate_every_days": 30,
 		"auto_renew": true, "renew_days": 30,
@@ -932,7 +935,7 @@ func exerciseSubscriptions(t *testing.T, e *testEnv, c *contract, prov, cons, ot
 		t.Errorf("createKey = %s, Location %q, Cache-Control %q; want a pending key with its plaintext, no-store", r.Body, r.Header.Get("Location"), r.Header.Get("Cache-Control"))
 	}
 	if p := c.call(http.StatusConflict, "POST", subPath+"/keys", buyer, map[string]any{
-		"name": "ci", "expires_at": time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339),
+		"name": "ci", "expires_at": expires,
 		"methods": []string{"GET", "HEAD"}, "routes": []string{"/forecast/{city}", "/v1/*"}, "rate_per_second": 5, "rate_per_minute": 100,
 		"metadata": map[string]any{"team": "data", "tags": []string{"nightly"}}, "auto_rotate": false, "rotate_every_days": 30,
 		"auto_renew": true, "renew_days": 30,
