@@ -1,0 +1,225 @@
+package payments
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/control-plane/payments/internal/db"
+	"github.com/veil-platform/veil/metering"
+)
+
+// call is a provider call an attempt committed and is about to make.
+type call struct {
+	prov    metering.PaymentProvider
+	payment uuid.UUID
+	attempt uuid.UUID
+	in      metering.CollectInput
+}
+
+// Collect collects an open invoice's amount due: it starts the payment's
+// next attempt when one is due, or repeats the call of an attempt under
+// way that nobody has answered for a while (a crash, a timeout), with
+// its key. A payment already settled, under way or waiting for its next
+// attempt is returned as it is. A retryable provider error is returned
+// with the attempt left for the next Collect or Reconcile.
+func (s *Service) Collect(ctx context.Context, invoiceID uuid.UUID) (Payment, error) {
+	var c *call
+	var out Payment
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		c, out, err = s.begin(ctx, db.New(tx), invoiceID)
+		return err
+	})
+	if err != nil || c == nil {
+		return out, err
+	}
+	return s.run(ctx, c)
+}
+
+// Retry makes a payment's next attempt (DueRetries lists those due).
+func (s *Service) Retry(ctx context.Context, paymentID uuid.UUID) (Payment, error) {
+	p, err := db.New(s.pool).PaymentLock(ctx, paymentID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Payment{}, ErrNotFound
+	}
+	if err != nil {
+		return Payment{}, fmt.Errorf("read payment: %w", err)
+	}
+	return s.Collect(ctx, p.InvoiceID)
+}
+
+// DueRetries lists the payments whose next attempt is due at now.
+func (s *Service) DueRetries(ctx context.Context, now time.Time, max int) ([]uuid.UUID, error) {
+	if max <= 0 || max > 10000 {
+		max = 1000
+	}
+	ids, err := db.New(s.pool).PaymentsDue(ctx, db.PaymentsDueParams{Now: &now, Max: int32(max)})
+	if err != nil {
+		return nil, fmt.Errorf("list due payments: %w", err)
+	}
+	return ids, nil
+}
+
+// begin decides, under the payment's row lock, whether a provider call is
+// to be made, and commits its attempt first.
+func (s *Service) begin(ctx context.Context, q *db.Queries, invoiceID uuid.UUID) (*call, Payment, error) {
+	inv, err := q.InvoiceForCollect(ctx, invoiceID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, Payment{}, ErrNotFound
+	}
+	if err != nil {
+		return nil, Payment{}, fmt.Errorf("read invoice: %w", err)
+	}
+	if inv.Status != "open" {
+		return nil, Payment{}, s.settleClosed(ctx, q, inv.ID, inv.Status)
+	}
+	if !inv.AmountDue.IsPositive() {
+		return nil, Payment{}, ErrNothingToCollect
+	}
+	st, err := q.SettingsGet(ctx, inv.IssuerID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, Payment{}, ErrNotConfigured
+	}
+	if err != nil {
+		return nil, Payment{}, fmt.Errorf("read payment settings: %w", err)
+	}
+	prov := s.cfg.Providers[st.Provider]
+	if prov == nil {
+		return nil, Payment{}, fmt.Errorf("%w: provider %q", ErrNotConfigured, st.Provider)
+	}
+	amount, err := metering.MinorUnits(inv.AmountDue, inv.Currency)
+	if err != nil {
+		return nil, Payment{}, fmt.Errorf("collect invoice %s: %w", inv.Number, err)
+	}
+	err = q.PaymentInsert(ctx, db.PaymentInsertParams{InvoiceID: inv.ID, IssuerID: inv.IssuerID, CustomerID: inv.CustomerID,
+		Provider: st.Provider, Amount: amount.Minor, Currency: amount.Currency})
+	if err != nil {
+		return nil, Payment{}, fmt.Errorf("insert payment: %w", err)
+	}
+	p, err := q.PaymentLockByInvoice(ctx, inv.ID)
+	if err != nil {
+		return nil, Payment{}, fmt.Errorf("lock payment: %w", err)
+	}
+	att, err := s.nextAttempt(ctx, q, p)
+	if err != nil || att == nil {
+		return nil, toPayment(p), err
+	}
+	c := &call{prov: s.cfg.Providers[p.Provider], payment: p.ID, attempt: att.ID, in: metering.CollectInput{
+		Customer:  metering.CustomerRef{Provider: p.Provider, ID: att.ProviderCustomerID},
+		InvoiceID: inv.ID.String(), InvoiceNumber: inv.Number,
+		Amount:          metering.Money{Minor: p.Amount, Currency: p.Currency},
+		PaymentMethodID: att.PaymentMethodID, IdempotencyKey: att.IdempotencyKey,
+	}}
+	if c.prov == nil {
+		return nil, Payment{}, fmt.Errorf("%w: provider %q", ErrNotConfigured, p.Provider)
+	}
+	return c, toPayment(p), nil
+}
+
+// nextAttempt returns the attempt to call the provider with: a new one
+// when the payment's next attempt is due, one under way that nobody has
+// answered for unsettledAfter (claimed again), or nil when there is
+// nothing to call.
+func (s *Service) nextAttempt(ctx context.Context, q *db.Queries, p db.Payment) (*db.PaymentAttempt, error) {
+	now := s.now()
+	switch p.Status {
+	case "succeeded", "failed", "canceled":
+		return nil, nil
+	}
+	open, err := q.AttemptOpenOf(ctx, p.ID)
+	switch {
+	case err == nil:
+		if open.Status != "creating" || open.UpdatedAt.After(now.Add(-unsettledAfter)) {
+			return nil, nil
+		}
+		if err := q.AttemptClaim(ctx, db.AttemptClaimParams{Now: now, ID: open.ID}); err != nil {
+			return nil, fmt.Errorf("claim payment attempt: %w", err)
+		}
+		return &open, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("read payment attempt: %w", err)
+	}
+	if p.NextAttemptAt != nil && p.NextAttemptAt.After(now) {
+		return nil, nil
+	}
+	cus, err := q.CustomerGet(ctx, db.CustomerGetParams{CustomerID: p.CustomerID, Provider: p.Provider})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNoPaymentCustomer
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read payment customer: %w", err)
+	}
+	n := p.Attempts + 1
+	att, err := q.AttemptInsert(ctx, db.AttemptInsertParams{PaymentID: p.ID, AttemptNo: n,
+		IdempotencyKey:     fmt.Sprintf("veil-inv-%s-a%d", p.InvoiceID, n),
+		ProviderCustomerID: cus.ProviderCustomerID, PaymentMethodID: cus.DefaultPmID, Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("insert payment attempt: %w", err)
+	}
+	if err := q.PaymentStartAttempt(ctx, p.ID); err != nil {
+		return nil, fmt.Errorf("start payment attempt: %w", err)
+	}
+	return &att, nil
+}
+
+// settleClosed stops the retries of a payment whose invoice was closed
+// without it (paid by hand in billing, voided, written off), and refuses
+// the collection.
+func (s *Service) settleClosed(ctx context.Context, q *db.Queries, invoiceID uuid.UUID, status string) error {
+	p, err := q.PaymentLockByInvoice(ctx, invoiceID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: %s", ErrInvoiceState, status)
+	}
+	if err != nil {
+		return fmt.Errorf("lock payment: %w", err)
+	}
+	if p.Status == "pending" && p.NextAttemptAt != nil {
+		if err := q.PaymentSetStatus(ctx, db.PaymentSetStatusParams{ID: p.ID, Status: "canceled"}); err != nil {
+			return fmt.Errorf("cancel payment: %w", err)
+		}
+	}
+	return fmt.Errorf("%w: %s", ErrInvoiceState, status)
+}
+
+// run makes a committed attempt's provider call and records its result.
+func (s *Service) run(ctx context.Context, c *call) (Payment, error) {
+	res, err := c.prov.Collect(ctx, c.in)
+	if err != nil && !definite(err) {
+		s.log.Warn("payment attempt left for a retry", "invoice", c.in.InvoiceID, "key", c.in.IdempotencyKey, "err", err)
+		p, gerr := db.New(s.pool).PaymentGetByInvoice(ctx, uuid.MustParse(c.in.InvoiceID))
+		if gerr != nil {
+			return Payment{}, errors.Join(err, gerr)
+		}
+		return toPayment(p), fmt.Errorf("collect invoice %s: %w", c.in.InvoiceNumber, err)
+	}
+	if err != nil {
+		res = metering.PaymentResult{Status: metering.PaymentFailed, FailureCode: failureCode(err), FailureMessage: err.Error()}
+	}
+	var out Payment
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		p, err := q.PaymentLock(ctx, c.payment)
+		if err != nil {
+			return fmt.Errorf("lock payment: %w", err)
+		}
+		att, err := q.AttemptLock(ctx, c.attempt)
+		if err != nil {
+			return fmt.Errorf("lock payment attempt: %w", err)
+		}
+		if err := s.settle(ctx, tx, p, att, outcome{PaymentResult: res}); err != nil {
+			return err
+		}
+		if p, err = q.PaymentLock(ctx, c.payment); err != nil {
+			return fmt.Errorf("read payment: %w", err)
+		}
+		out = toPayment(p)
+		return nil
+	})
+	out.Instructions = res.Instructions
+	return out, err
+}

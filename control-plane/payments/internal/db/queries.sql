@@ -1,0 +1,132 @@
+-- Payments of invoices, their attempts, refunds, disputes and the
+-- provider events applied.
+
+-- name: InvoiceForCollect :one
+SELECT id, issuer_id, customer_id, status::text AS status, COALESCE(number, '') AS number, currency, amount_due
+FROM invoices WHERE id = $1;
+
+-- The same transition as billing's InvoiceMarkPaid, in the payment's
+-- transaction; the invoice triggers decide which moves are allowed.
+-- name: InvoiceMarkPaid :execrows
+UPDATE invoices SET status = 'paid', paid_at = @at, updated_at = now()
+WHERE id = @id AND status IN ('open', 'uncollectible');
+
+-- name: SettingsGet :one
+SELECT issuer_id, provider, retry_days, grace_days FROM payment_settings WHERE issuer_id = $1;
+
+-- name: SettingsUpsert :exec
+INSERT INTO payment_settings (issuer_id, provider, retry_days, grace_days)
+VALUES (@issuer_id, @provider, @retry_days, @grace_days)
+ON CONFLICT (issuer_id) DO UPDATE SET provider = EXCLUDED.provider, retry_days = EXCLUDED.retry_days,
+    grace_days = EXCLUDED.grace_days, updated_at = now();
+
+-- name: CustomerGet :one
+SELECT provider_customer_id, COALESCE(default_pm_id, '') AS default_pm_id FROM payment_customers
+WHERE customer_id = $1 AND provider = $2;
+
+-- name: CustomerUpsert :exec
+INSERT INTO payment_customers (customer_id, provider, provider_customer_id, default_pm_id)
+VALUES (@customer_id, @provider, @provider_customer_id, sqlc.narg(default_pm_id))
+ON CONFLICT (customer_id, provider) DO UPDATE SET provider_customer_id = EXCLUDED.provider_customer_id,
+    default_pm_id = EXCLUDED.default_pm_id, updated_at = now();
+
+-- name: PaymentInsert :exec
+INSERT INTO payments (invoice_id, issuer_id, customer_id, provider, amount, currency)
+VALUES (@invoice_id, @issuer_id, @customer_id, @provider, @amount, @currency)
+ON CONFLICT (invoice_id) DO NOTHING;
+
+-- name: PaymentLockByInvoice :one
+SELECT * FROM payments WHERE invoice_id = $1 FOR UPDATE;
+
+-- name: PaymentLock :one
+SELECT * FROM payments WHERE id = $1 FOR UPDATE;
+
+-- name: PaymentGetByInvoice :one
+SELECT * FROM payments WHERE invoice_id = $1;
+
+-- name: PaymentStartAttempt :exec
+UPDATE payments SET attempts = attempts + 1, status = 'processing', next_attempt_at = NULL, updated_at = now()
+WHERE id = $1;
+
+-- name: PaymentSetStatus :exec
+UPDATE payments SET status = @status, next_attempt_at = sqlc.narg(next_attempt_at),
+    succeeded_at = sqlc.narg(succeeded_at), updated_at = now()
+WHERE id = @id;
+
+-- name: PaymentAddRefunded :exec
+UPDATE payments SET amount_refunded = amount_refunded + @amount, updated_at = now() WHERE id = @id;
+
+-- name: PaymentsDue :many
+SELECT id FROM payments WHERE status = 'pending' AND next_attempt_at <= @now
+ORDER BY next_attempt_at, id LIMIT @max;
+
+-- name: AttemptInsert :one
+INSERT INTO payment_attempts (payment_id, attempt_no, idempotency_key, provider_customer_id, payment_method_id, created_at, updated_at)
+VALUES (@payment_id, @attempt_no, @idempotency_key, @provider_customer_id, @payment_method_id, @now, @now)
+RETURNING *;
+
+-- name: AttemptLock :one
+SELECT * FROM payment_attempts WHERE id = $1 FOR UPDATE;
+
+-- AttemptClaim marks an attempt as being called now, so that another
+-- caller leaves it alone for a while.
+-- name: AttemptClaim :exec
+UPDATE payment_attempts SET updated_at = @now WHERE id = @id;
+
+-- name: AttemptSucceededOf :one
+SELECT * FROM payment_attempts WHERE payment_id = $1 AND status = 'succeeded';
+
+-- name: AttemptOpenOf :one
+SELECT * FROM payment_attempts
+WHERE payment_id = $1 AND status IN ('creating', 'pending', 'processing', 'requires_action')
+FOR UPDATE;
+
+-- name: AttemptByProviderID :one
+SELECT * FROM payment_attempts WHERE provider_payment_id = $1;
+
+-- name: AttemptUpdate :exec
+UPDATE payment_attempts SET status = @status, provider_payment_id = COALESCE(provider_payment_id, sqlc.narg(provider_payment_id)),
+    failure_code = @failure_code, decline_code = @decline_code, failure_message = @failure_message,
+    reference = @reference, finished_at = sqlc.narg(finished_at), updated_at = @now
+WHERE id = @id;
+
+-- name: AttemptsUnsettled :many
+SELECT a.id, a.payment_id, a.provider_payment_id, p.invoice_id, p.provider
+FROM payment_attempts a JOIN payments p ON p.id = a.payment_id
+WHERE a.status IN ('creating', 'processing', 'requires_action') AND a.updated_at < @before
+ORDER BY a.updated_at, a.id LIMIT @max;
+
+-- name: AttemptsOf :many
+SELECT * FROM payment_attempts WHERE payment_id = $1 ORDER BY attempt_no;
+
+-- name: RefundInsert :one
+INSERT INTO payment_refunds (id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key)
+VALUES (@id, @payment_id, @invoice_id, @amount, @currency, @reason, @actor, @idempotency_key)
+RETURNING *;
+
+-- name: RefundSettle :one
+UPDATE payment_refunds SET status = @status, provider_refund_id = COALESCE(provider_refund_id, sqlc.narg(provider_refund_id)),
+    failure_reason = @failure_reason, updated_at = now()
+WHERE id = @id AND status = 'pending'
+RETURNING *;
+
+-- name: RefundByProviderID :one
+SELECT * FROM payment_refunds WHERE provider_refund_id = $1;
+
+-- name: RefundsGiven :one
+SELECT COALESCE(sum(amount), 0)::bigint FROM payment_refunds
+WHERE payment_id = $1 AND status IN ('pending', 'succeeded');
+
+-- name: DisputeOpen :exec
+INSERT INTO payment_disputes (payment_id, provider_dispute_id, amount, currency, reason, status, opened_at, closed_at)
+VALUES (@payment_id, @provider_dispute_id, @amount, @currency, @reason, @status, @opened_at, sqlc.narg(closed_at))
+ON CONFLICT (provider_dispute_id) DO NOTHING;
+
+-- name: DisputeClose :exec
+UPDATE payment_disputes SET status = @status, closed_at = @closed_at
+WHERE provider_dispute_id = @provider_dispute_id AND closed_at IS NULL;
+
+-- name: EventInsert :execrows
+INSERT INTO provider_events (provider, event_id, type, object_id, received_at)
+VALUES (@provider, @event_id, @type, @object_id, @received_at)
+ON CONFLICT (provider, event_id) DO NOTHING;

@@ -1,0 +1,271 @@
+package payments
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/payments/internal/db"
+	"github.com/veil-platform/veil/metering"
+)
+
+// Refund is a refund of a payment.
+type Refund struct {
+	ID        uuid.UUID
+	PaymentID uuid.UUID
+	InvoiceID uuid.UUID
+	Amount    metering.Money
+	Reason    string
+	Status    string
+}
+
+func toRefund(r db.PaymentRefund) Refund {
+	return Refund{ID: r.ID, PaymentID: r.PaymentID, InvoiceID: r.InvoiceID,
+		Amount: metering.Money{Minor: r.Amount, Currency: r.Currency}, Reason: r.Reason, Status: r.Status}
+}
+
+// Refund gives back amount (in the invoice's currency; zero: all that is
+// left) of a paid invoice's payment through its provider, for the
+// issuer's providers and admins, audited. The refund is committed pending
+// with its idempotency key before the provider is called; it counts
+// against the payment from then on, so refunds together never exceed it.
+// An error that may have reached the provider leaves it pending.
+func (s *Service) Refund(ctx context.Context, actor identity.Actor, invoiceID uuid.UUID, amount decimal.Decimal, reason string) (Refund, error) {
+	if len(reason) > 500 || amount.IsNegative() {
+		return Refund{}, fmt.Errorf("refund: %w: amount below zero or reason over 500 bytes", ErrInvalid)
+	}
+	var rf db.PaymentRefund
+	var in metering.RefundInput
+	var prov metering.PaymentProvider
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		p, err := q.PaymentLockByInvoice(ctx, invoiceID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock payment: %w", err)
+		}
+		if err := authorize(actor, p.IssuerID, p.CustomerID); err != nil {
+			return err
+		}
+		if prov = s.cfg.Providers[p.Provider]; prov == nil {
+			return fmt.Errorf("%w: provider %q", ErrNotConfigured, p.Provider)
+		}
+		if rf, in, err = s.startRefund(ctx, q, p, amount, reason, actor); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Change{
+			Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: p.IssuerID, Action: "payment.refund",
+			TargetType: "invoice", TargetID: p.InvoiceID.String(),
+			After: map[string]any{"refund": rf.ID, "amount": in.Amount.String(), "reason": reason},
+		})
+	})
+	if err != nil {
+		return Refund{}, err
+	}
+	res, err := prov.Refund(ctx, in)
+	if err != nil && !definite(err) {
+		return toRefund(rf), fmt.Errorf("refund invoice payment: %w", err)
+	}
+	if err != nil {
+		res = metering.RefundResult{Status: metering.RefundFailed, FailureReason: failureCode(err)}
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		return s.settleRefund(ctx, tx, rf.PaymentID, rf.ID, res)
+	})
+	if err != nil {
+		return toRefund(rf), err
+	}
+	rf.Status = string(res.Status)
+	return toRefund(rf), nil
+}
+
+// startRefund checks a refund against what is left of the payment and
+// inserts it pending.
+func (s *Service) startRefund(ctx context.Context, q *db.Queries, p db.Payment, amount decimal.Decimal, reason string,
+	actor identity.Actor) (db.PaymentRefund, metering.RefundInput, error) {
+	var in metering.RefundInput
+	if p.Status != "succeeded" {
+		return db.PaymentRefund{}, in, ErrNotPaid
+	}
+	given, err := q.RefundsGiven(ctx, p.ID)
+	if err != nil {
+		return db.PaymentRefund{}, in, fmt.Errorf("sum refunds: %w", err)
+	}
+	m := metering.Money{Minor: p.Amount - given, Currency: p.Currency}
+	if !amount.IsZero() {
+		if m, err = metering.MinorUnits(amount, p.Currency); err != nil {
+			return db.PaymentRefund{}, in, fmt.Errorf("refund: %w: %w", ErrInvalid, err)
+		}
+	}
+	if m.Minor <= 0 || m.Minor > p.Amount-given {
+		return db.PaymentRefund{}, in, fmt.Errorf("%w: %s asked, %d minor units left", ErrOverRefund, m, p.Amount-given)
+	}
+	att, err := q.AttemptSucceededOf(ctx, p.ID)
+	if err != nil || att.ProviderPaymentID == nil {
+		return db.PaymentRefund{}, in, fmt.Errorf("read succeeded attempt: %w", errors.Join(err, ErrPaymentState))
+	}
+	id := uuid.New()
+	rf, err := q.RefundInsert(ctx, db.RefundInsertParams{ID: id, PaymentID: p.ID, InvoiceID: p.InvoiceID, Amount: m.Minor,
+		Currency: m.Currency, Reason: reason, Actor: actor.Subject, IdempotencyKey: "veil-refund-" + id.String()})
+	if err != nil {
+		return db.PaymentRefund{}, in, fmt.Errorf("insert refund: %w", err)
+	}
+	in = metering.RefundInput{ProviderPaymentID: *att.ProviderPaymentID, Amount: m, Reason: reason, IdempotencyKey: rf.IdempotencyKey}
+	return rf, in, nil
+}
+
+// settleRefund records a refund's result, once: only a pending refund
+// changes, and a succeeded one adds to the payment's refunded amount.
+func (s *Service) settleRefund(ctx context.Context, tx pgx.Tx, paymentID, refundID uuid.UUID, res metering.RefundResult) error {
+	if res.Status == metering.RefundPending || res.Status == "" {
+		if res.ProviderRefundID == "" {
+			return nil
+		}
+	}
+	q := db.New(tx)
+	p, err := q.PaymentLock(ctx, paymentID)
+	if err != nil {
+		return fmt.Errorf("lock payment: %w", err)
+	}
+	st := string(res.Status)
+	if st == "" {
+		st = "pending"
+	}
+	rf, err := q.RefundSettle(ctx, db.RefundSettleParams{ID: refundID, Status: st,
+		ProviderRefundID: optional(res.ProviderRefundID), FailureReason: res.FailureReason})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record refund: %w", err)
+	}
+	if rf.Status != "succeeded" {
+		return nil
+	}
+	if err := q.PaymentAddRefunded(ctx, db.PaymentAddRefundedParams{ID: p.ID, Amount: rf.Amount}); err != nil {
+		return fmt.Errorf("record refunded amount: %w", err)
+	}
+	p.AmountRefunded += rf.Amount
+	return s.publish(ctx, tx, p, "payment.refunded")
+}
+
+// CancelForVoid cancels the payment of an invoice being voided: no
+// further attempt is made, and one under way is canceled at the provider
+// (after the commit; an error is returned for the caller to repeat). An
+// invoice without a payment has nothing to cancel.
+func (s *Service) CancelForVoid(ctx context.Context, invoiceID uuid.UUID) error {
+	var providerID string
+	var prov metering.PaymentProvider
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		p, err := q.PaymentLockByInvoice(ctx, invoiceID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("lock payment: %w", err)
+		}
+		switch p.Status {
+		case "succeeded":
+			return ErrPaymentState
+		case "canceled":
+			return nil
+		}
+		prov = s.cfg.Providers[p.Provider]
+		att, err := q.AttemptOpenOf(ctx, p.ID)
+		switch {
+		case err == nil:
+			now := s.now()
+			if att.ProviderPaymentID != nil {
+				providerID = *att.ProviderPaymentID
+			}
+			err = q.AttemptUpdate(ctx, db.AttemptUpdateParams{ID: att.ID, Status: "canceled", FailureCode: "invoice_void",
+				Reference: att.Reference, FinishedAt: &now, Now: now})
+			if err != nil {
+				return fmt.Errorf("cancel payment attempt: %w", err)
+			}
+		case !errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("read payment attempt: %w", err)
+		}
+		if err := q.PaymentSetStatus(ctx, db.PaymentSetStatusParams{ID: p.ID, Status: "canceled"}); err != nil {
+			return fmt.Errorf("cancel payment: %w", err)
+		}
+		return nil
+	})
+	if err != nil || providerID == "" || prov == nil {
+		return err
+	}
+	if err := prov.CancelPayment(ctx, providerID); err != nil {
+		return fmt.Errorf("cancel payment at the provider: %w", err)
+	}
+	return nil
+}
+
+// MarkPaidManually records that an invoice's payment arrived outside the
+// provider (a bank transfer the issuer saw on its account), for the
+// issuer's providers and admins, with the transfer's reference, audited:
+// the payment succeeds and the invoice is paid as a provider's event
+// would have done.
+func (s *Service) MarkPaidManually(ctx context.Context, actor identity.Actor, invoiceID uuid.UUID, reference string) (Payment, error) {
+	if reference == "" || len(reference) > 200 {
+		return Payment{}, fmt.Errorf("mark paid: %w: reference of 1 to 200 bytes required", ErrInvalid)
+	}
+	var out Payment
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		p, err := q.PaymentLockByInvoice(ctx, invoiceID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock payment: %w", err)
+		}
+		if err := authorize(actor, p.IssuerID, p.CustomerID); err != nil {
+			return err
+		}
+		if p.Status == "canceled" || p.Status == "succeeded" {
+			return ErrPaymentState
+		}
+		att, err := s.manualAttempt(ctx, q, p)
+		if err != nil {
+			return err
+		}
+		o := outcome{PaymentResult: metering.PaymentResult{Status: metering.PaymentSucceeded}, reference: reference, actor: &actor}
+		if err := s.settle(ctx, tx, p, att, o); err != nil {
+			return err
+		}
+		if p, err = q.PaymentLock(ctx, p.ID); err != nil {
+			return fmt.Errorf("read payment: %w", err)
+		}
+		out = toPayment(p)
+		return nil
+	})
+	return out, err
+}
+
+// manualAttempt is the attempt a payment by hand settles: the open one,
+// or a new one when none is (a payment that failed for good).
+func (s *Service) manualAttempt(ctx context.Context, q *db.Queries, p db.Payment) (db.PaymentAttempt, error) {
+	att, err := q.AttemptOpenOf(ctx, p.ID)
+	if err == nil || !errors.Is(err, pgx.ErrNoRows) {
+		return att, err
+	}
+	n := p.Attempts + 1
+	att, err = q.AttemptInsert(ctx, db.AttemptInsertParams{PaymentID: p.ID, AttemptNo: n,
+		IdempotencyKey: fmt.Sprintf("veil-inv-%s-a%d", p.InvoiceID, n), ProviderCustomerID: "", Now: s.now()})
+	if err != nil {
+		return att, fmt.Errorf("insert payment attempt: %w", err)
+	}
+	if err := q.PaymentStartAttempt(ctx, p.ID); err != nil {
+		return att, fmt.Errorf("start payment attempt: %w", err)
+	}
+	return att, nil
+}
