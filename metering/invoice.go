@@ -45,7 +45,20 @@ package metering
 //     period billed: rate(billed + quantity) − rate(billed), so tiers go on
 //     where the period stopped (a negative quantity gives back; the line's
 //     unit price is the average, for the reader); an amount is billed as
-//     it is, rounded. Adjustments are not discounted.
+//     it is, rounded. Adjustments are not discounted. Billed is the
+//     caller's: control-plane/billing counts in it all the period billed
+//     of the meter, every segment's usage and the adjustments billed
+//     before (whatever segment they concern) or earlier on the invoice,
+//     and prices the quantity by the terms of the segment it concerns.
+//     The period's invoice priced all its segments before any adjustment
+//     of it, so late units of an earlier segment are priced at the top,
+//     after the later segments' units: where the period's versions price
+//     the meter alike, the period's usage lines and adjustments sum to the
+//     rate of all its usage (60 and 30 calls of two segments, then 30
+//     late calls of the first and 40 of the second cost rate(160) −
+//     rate(90)); where they differ, the units are priced at the segment's
+//     terms past everything billed, so no included unit or tier is
+//     granted twice.
 //  5. Tax on the taxable amount, the sum of the lines so far (zero when
 //     that is negative). Exclusive: a tax line of taxable × rate / 100.
 //     Inclusive: a tax line of amount 0 stating the tax the prices include,

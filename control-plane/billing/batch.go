@@ -30,24 +30,41 @@ import (
 //   - a second period of a subscription in the batch (its invoice
 //     follows what the first one applies of credit and promotions);
 //   - a period behind an earlier one of its subscription not invoiced
-//     yet (it waits as a draft).
+//     yet (it waits as a draft);
+//   - a period whose basis, or the basis of a pending adjustment it
+//     bills, cannot be read (the single path reports why).
 //
-// The guarantees are the single invoice's: one invoice per period (the
-// insert skips a period that has one, and the batch then starts over),
-// gapless numbers per issuer and year in period order, every change of a
-// finalization in the transaction that takes its number.
+// The guarantees are the single invoice's: one invoice per period, gapless
+// numbers per issuer and year, every change of a finalization in the
+// transaction that takes its number. When something under a set changes
+// after it was read (a period invoiced, a draft finalized or voided,
+// an adjustment billed, a promotion applied), the transaction is rolled
+// back and the set written again without the items that changed, which
+// go one by one right after it (retrySet).
+//
+// The order of numbers: a set's are consecutive in period order, an
+// issuer's sets of a batch are written one after another in period order,
+// and a batch's after the one before it; what goes one by one is numbered
+// after the set it left (items that changed) or after the batch's sets
+// (the rest), on several workers at once, in no set order among
+// themselves. A subscription's invoices are always numbered in the order
+// of their periods (ErrEarlierDraft).
 
 // cycleBatch is how many periods the cycle reads and invoices at once;
 // setChunk how many invoices of an issuer one transaction writes at most,
-// so that a run cut short keeps most of what it did.
+// so that a run cut short keeps most of what it did; setRetries how many
+// times a set is written again without what changed under it before the
+// rest of it goes one by one too.
 const (
 	cycleBatch = 2000
 	setChunk   = 500
+	setRetries = 3
 )
 
-// errSetChanged: a concurrent run invoiced part of a batch first; the
-// batch is rolled back and read again.
-var errSetChanged = errors.New("invoices of the batch changed meanwhile")
+// errSetChanged: something under a set changed after it was read (a
+// concurrent run, or the API, invoiced part of it first); its transaction
+// is rolled back and the set written again without what changed.
+var errSetChanged = errors.New("invoices of the set changed meanwhile")
 
 // cycleJob is a period to invoice and, when it has one, its draft.
 type cycleJob struct {
@@ -74,8 +91,13 @@ type setItem struct {
 // closed periods that have none, batch by batch; it returns how many it
 // built.
 func (s *Service) buildAllSets(ctx context.Context, finalize bool) (int, error) {
-	return s.pipeline(ctx, finalize, func(after cursor) ([]cycleJob, error) {
-		rows, err := db.New(s.pool).PeriodsToInvoiceWith(ctx, db.PeriodsToInvoiceWithParams{AfterEnd: after.end, AfterID: after.id, Max: cycleBatch})
+	return s.buildSets(ctx, finalize, cycleBatch)
+}
+
+// buildSets is buildAllSets by batches of size periods.
+func (s *Service) buildSets(ctx context.Context, finalize bool, size int) (int, error) {
+	return s.pipeline(ctx, finalize, size, func(after cursor) ([]cycleJob, error) {
+		rows, err := db.New(s.pool).PeriodsToInvoiceWith(ctx, db.PeriodsToInvoiceWithParams{AfterEnd: after.end, AfterID: after.id, Max: int32(size)})
 		if err != nil {
 			return nil, fmt.Errorf("list periods to invoice: %w", err)
 		}
@@ -90,10 +112,15 @@ func (s *Service) buildAllSets(ctx context.Context, finalize bool) (int, error) 
 // finalizeAllSets finalizes the drafts built before the review time,
 // batch by batch; it returns how many it finalized.
 func (s *Service) finalizeAllSets(ctx context.Context) (int, error) {
+	return s.finalizeSets(ctx, cycleBatch)
+}
+
+// finalizeSets is finalizeAllSets by batches of size drafts.
+func (s *Service) finalizeSets(ctx context.Context, size int) (int, error) {
 	builtBefore := s.now().Add(-s.cfg.Review)
-	return s.pipeline(ctx, true, func(after cursor) ([]cycleJob, error) {
+	return s.pipeline(ctx, true, size, func(after cursor) ([]cycleJob, error) {
 		rows, err := db.New(s.pool).DraftsToFinalizeWith(ctx, db.DraftsToFinalizeWithParams{
-			BuiltBefore: builtBefore, AfterEnd: after.end, AfterID: after.id, Max: cycleBatch,
+			BuiltBefore: builtBefore, AfterEnd: after.end, AfterID: after.id, Max: int32(size),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("list drafts to finalize: %w", err)
@@ -114,18 +141,24 @@ type cursor struct {
 	id  uuid.UUID
 }
 
-// prepared is a batch read and ready to write.
+// prepared is a batch read and ready to write; chunk, when not 0, is
+// how many items of an issuer a transaction writes (setChunk).
 type prepared struct {
 	items []*setItem
 	slow  []cycleJob
 	err   error
+	chunk int
 }
 
-// pipeline lists jobs batch after batch and invoices them: while one
-// batch is written, the next one is read, so that the reads of a batch
-// cost no time of their own. It returns how many drafts it built
-// (without finalize) or invoices it finalized.
-func (s *Service) pipeline(ctx context.Context, finalize bool, list func(after cursor) ([]cycleJob, error)) (int, error) {
+// pipeline lists jobs batch after batch, size at a time, and invoices
+// them: while one batch is written, the next one is read, so that the
+// reads of a batch cost no time of their own. It returns how many drafts
+// it built (without finalize) or invoices it finalized. What a batch
+// fails to invoice does not stop the batches after it: those items come
+// first again in the next run, and a run that stopped at them would
+// never reach the others. It stops at a listing or reading error, which
+// no later batch would escape, or when ctx ends.
+func (s *Service) pipeline(ctx context.Context, finalize bool, size int, list func(after cursor) ([]cycleJob, error)) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	batches := make(chan prepared, 1)
@@ -143,7 +176,7 @@ func (s *Service) pipeline(ctx context.Context, finalize bool, list func(after c
 			case <-ctx.Done():
 				return
 			}
-			if p.err != nil || len(jobs) < cycleBatch {
+			if p.err != nil || len(jobs) < size {
 				return
 			}
 			// A listing by the last column of jobs: the one by period
@@ -166,6 +199,8 @@ func (s *Service) pipeline(ctx context.Context, finalize bool, list func(after c
 		total += n
 		if err != nil {
 			errs = append(errs, err)
+		}
+		if ctx.Err() != nil {
 			break
 		}
 	}
@@ -202,44 +237,136 @@ func (s *Service) writeSet(ctx context.Context, p prepared, finalize bool) (int,
 		mu sync.Mutex
 		n  int
 	)
+	chunk := setChunk
+	if p.chunk > 0 {
+		chunk = p.chunk
+	}
 	_, err := s.each(ctx, len(issuers), func(i int) (bool, error) {
 		// An issuer's chunks go in order: their numbers follow their
-		// periods'.
-		for group := range slices.Chunk(byIssuer[issuers[i]], setChunk) {
+		// periods'. One that fails does not hold up the next.
+		var errs []error
+		for group := range slices.Chunk(byIssuer[issuers[i]], chunk) {
 			done, err := s.issuerChunk(ctx, group, finalize)
 			mu.Lock()
 			n += done
 			mu.Unlock()
 			if err != nil {
-				return false, err
+				errs = append(errs, err)
+			}
+			if ctx.Err() != nil {
+				break
 			}
 		}
-		return false, nil
+		return false, errors.Join(errs...)
 	})
-	if errors.Is(err, errSetChanged) {
-		err = nil // a concurrent run invoiced them
-	}
 	var slowDone int
 	slowErr := s.eachJob(ctx, slowItems(p.slow), finalize, &slowDone)
 	return n + slowDone, errors.Join(err, slowErr)
 }
 
 // issuerChunk invoices items of one issuer in one transaction; it
-// returns how many it built or finalized.
+// returns how many it built or finalized. Items that changed under the
+// set meanwhile (retrySet) go one by one after it.
 func (s *Service) issuerChunk(ctx context.Context, items []*setItem, finalize bool) (int, error) {
-	err := s.inTx(ctx, func(tx pgx.Tx) error { return s.issuerSet(ctx, tx, items, finalize) })
-	if err == nil {
-		return len(items), nil
-	}
-	if errors.Is(err, errSetChanged) || ctx.Err() != nil {
-		return 0, err
-	}
-	// One invoice that cannot be computed does not hold up the others:
-	// they go one by one, and its error is returned.
-	s.log.WarnContext(ctx, "billing batch falls back to single invoices", "issuer", items[0].job.issuer, "error", err)
+	items, changed, err := s.retrySet(ctx, items, finalize)
 	done := 0
-	err = s.eachJob(ctx, items, finalize, &done)
-	return done, err
+	switch {
+	case err == nil:
+		done = len(items)
+	case ctx.Err() != nil:
+		return 0, err
+	default:
+		// One invoice that cannot be computed does not hold up the
+		// others: they go one by one, and its error is returned.
+		s.log.WarnContext(ctx, "billing batch falls back to single invoices", "issuer", items[0].job.issuer, "error", err)
+		changed = append(items, changed...)
+	}
+	var single int
+	err = s.eachJob(ctx, changed, finalize, &single)
+	return done + single, err
+}
+
+// retrySet writes items in one transaction; when some changed under it
+// (errSetChanged), it writes the others again, up to setRetries times,
+// and returns those that changed apart (all of them, when the set still
+// changes after that). kept are the items written, or with err, the items
+// of the transaction that failed.
+func (s *Service) retrySet(ctx context.Context, items []*setItem, finalize bool) (kept, changed []*setItem, err error) {
+	for attempt := 0; len(items) > 0; attempt++ {
+		err = s.inTx(ctx, func(tx pgx.Tx) error { return s.issuerSet(ctx, tx, items, finalize) })
+		if !errors.Is(err, errSetChanged) || ctx.Err() != nil {
+			return items, changed, err
+		}
+		if attempt == setRetries {
+			s.log.WarnContext(ctx, "billing set keeps changing: its invoices go one by one", "issuer", items[0].job.issuer, "items", len(items))
+			return nil, append(changed, items...), nil
+		}
+		stale, serr := s.changedItems(ctx, items)
+		if serr != nil {
+			return items, changed, serr
+		}
+		var rest []*setItem
+		for _, it := range items {
+			if stale[it.job.period] {
+				changed = append(changed, it)
+				s.log.InfoContext(ctx, "billing set changed meanwhile: the period goes one by one", "period", it.job.period, "invoice", it.job.invoice)
+			} else {
+				rest = append(rest, it)
+			}
+		}
+		items = rest
+	}
+	return nil, changed, nil
+}
+
+// changedItems are the periods of the items whose invoice, period,
+// pending adjustments or promotions changed since the set was read.
+func (s *Service) changedItems(ctx context.Context, items []*setItem) (map[uuid.UUID]bool, error) {
+	q := db.New(s.pool)
+	var p db.SetPeriodsChangedParams
+	var adjs, redemptions []uuid.UUID
+	for _, it := range items {
+		p.PeriodIds, p.InvoiceIds = append(p.PeriodIds, it.job.period), append(p.InvoiceIds, it.job.invoice)
+		for _, a := range it.adjs {
+			adjs = append(adjs, a.ID)
+		}
+		for _, r := range it.promos {
+			redemptions = append(redemptions, r.ID)
+		}
+	}
+	periods, err := q.SetPeriodsChanged(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("read changed periods: %w", err)
+	}
+	out := map[uuid.UUID]bool{}
+	for _, id := range periods {
+		out[id] = true
+	}
+	billed, err := q.AdjustmentsBilledOf(ctx, adjs)
+	if err != nil {
+		return nil, fmt.Errorf("read billed adjustments: %w", err)
+	}
+	applied, err := q.RedemptionsAppliedOf(ctx, redemptions)
+	if err != nil {
+		return nil, fmt.Errorf("read promotion periods: %w", err)
+	}
+	isBilled := map[uuid.UUID]bool{}
+	for _, id := range billed {
+		isBilled[id] = true
+	}
+	periodsApplied := map[uuid.UUID]int32{}
+	for _, r := range applied {
+		periodsApplied[r.ID] = r.PeriodsApplied
+	}
+	for _, it := range items {
+		for _, a := range it.adjs {
+			out[it.job.period] = out[it.job.period] || isBilled[a.ID]
+		}
+		for _, r := range it.promos {
+			out[it.job.period] = out[it.job.period] || periodsApplied[r.ID] != r.PeriodsApplied
+		}
+	}
+	return out, nil
 }
 
 // splitJobs keeps for the batch the jobs it can compute alone.
@@ -274,6 +401,25 @@ func (s *Service) splitJobs(ctx context.Context, jobs []cycleJob, finalize bool)
 	return fast, slow, nil
 }
 
+// oneJob is eachJob of one job.
+func (s *Service) oneJob(ctx context.Context, j cycleJob, finalize bool) (bool, error) {
+	if j.invoice == uuid.Nil {
+		built, err := s.buildDraft(ctx, db.PeriodsToInvoiceRow{ID: j.period, SubscriptionID: j.sub, PeriodStart: j.start, PeriodEnd: j.end}, finalize)
+		if err != nil {
+			return false, fmt.Errorf("build invoice of period %s: %w", j.period, err)
+		}
+		return built, nil
+	}
+	_, err := s.Finalize(ctx, identity.System, j.invoice)
+	switch {
+	case errors.Is(err, ErrEarlierDraft), errors.Is(err, ErrInvoiceState):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("finalize invoice %s of period %s: %w", j.invoice, j.period, err)
+	}
+	return true, nil
+}
+
 func slowItems(jobs []cycleJob) []*setItem {
 	out := make([]*setItem, len(jobs))
 	for i, j := range jobs {
@@ -283,25 +429,16 @@ func slowItems(jobs []cycleJob) []*setItem {
 }
 
 // eachJob invoices items one by one as a single invoice is (buildDraft,
-// Finalize); done, when not nil, counts those built or finalized.
+// Finalize); done, when not nil, counts those built or finalized. Each
+// failure is logged with its period: the cycle's joined error names many.
 func (s *Service) eachJob(ctx context.Context, items []*setItem, finalize bool, done *int) error {
 	n, err := s.each(ctx, len(items), func(i int) (bool, error) {
 		j := items[i].job
-		if j.invoice == uuid.Nil {
-			built, err := s.buildDraft(ctx, db.PeriodsToInvoiceRow{ID: j.period, SubscriptionID: j.sub, PeriodStart: j.start, PeriodEnd: j.end}, finalize)
-			if err != nil {
-				return false, fmt.Errorf("build invoice of period %s: %w", j.period, err)
-			}
-			return built, nil
+		ok, err := s.oneJob(ctx, j, finalize)
+		if err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "billing period not invoiced", "period", j.period, "invoice", j.invoice, "error", err)
 		}
-		_, err := s.Finalize(ctx, identity.System, j.invoice)
-		switch {
-		case errors.Is(err, ErrEarlierDraft), errors.Is(err, ErrInvoiceState):
-			return false, nil
-		case err != nil:
-			return false, fmt.Errorf("finalize invoice %s: %w", j.invoice, err)
-		}
-		return true, nil
+		return ok, err
 	})
 	if done != nil {
 		*done = n
@@ -363,15 +500,23 @@ func (s *Service) setBases(ctx context.Context, jobs []cycleJob) (items []*setIt
 		}
 		b := &basis{segments: map[uuid.UUID]periodSegments{j.period: pb.periodSegments}}
 		it := &setItem{job: j, b: b, trial: pb.trial, promos: redemptionsAt(promos[j.sub], j.end), adjs: pendingAt(adjs[j.sub], j.start)}
+		unread := false
 		for _, a := range it.adjs {
-			// One that cannot be read waits for the next invoice, as one
-			// made after this read does.
 			if a.Quantity == nil || a.BillingPeriodID == nil {
-				continue
+				continue // an amount: priced without segments
 			}
-			if ab, ok := bases[*a.BillingPeriodID]; ok && ab.err == nil {
-				b.segments[*a.BillingPeriodID] = ab.periodSegments
+			ab, ok := bases[*a.BillingPeriodID]
+			if !ok || ab.err != nil || len(ab.segs) == 0 {
+				unread = true
+				break
 			}
+			b.segments[*a.BillingPeriodID] = ab.periodSegments
+		}
+		// An adjustment whose period cannot be read is not left out in
+		// silence: the single path fails on it, and says why.
+		if unread {
+			failed = append(failed, j)
+			continue
 		}
 		if err := s.taxBasisOf(ctx, b, j.issuer, profileOf(profiles, j.issuer), profileOf(profiles, j.customer), j.end); err != nil {
 			failed = append(failed, j)
@@ -667,9 +812,14 @@ func settleSet(ctx context.Context, q *db.Queries, items []*setItem, balances ma
 	var ledger []db.CreditLedgerInsertManyParams
 	var set db.CreditBalancesSetManyParams
 	moved := map[creditKey]bool{}
-	var redemptions, periods []uuid.UUID
+	var periods []uuid.UUID
+	var redemptions db.RedemptionsAppliedManyParams
 	var billed db.AdjustmentsMarkBilledManyParams
 	for _, it := range items {
+		applied := map[uuid.UUID]int32{}
+		for _, r := range it.promos {
+			applied[r.ID] = r.PeriodsApplied
+		}
 		for _, a := range it.c.cites.Adjustments {
 			billed.Ids, billed.InvoiceIds = append(billed.Ids, a.ID), append(billed.InvoiceIds, it.id)
 		}
@@ -683,7 +833,7 @@ func settleSet(ctx context.Context, q *db.Queries, items []*setItem, balances ma
 			}
 		}
 		for _, p := range it.c.cites.Promotions {
-			redemptions = append(redemptions, p.RedemptionID)
+			redemptions.Ids, redemptions.Applied = append(redemptions.Ids, p.RedemptionID), append(redemptions.Applied, applied[p.RedemptionID])
 		}
 		periods = append(periods, it.job.period)
 	}
@@ -705,9 +855,15 @@ func settleSet(ctx context.Context, q *db.Queries, items []*setItem, balances ma
 			return errSetChanged
 		}
 	}
-	if len(redemptions) > 0 {
-		if err := q.RedemptionsAppliedMany(ctx, redemptions); err != nil {
+	if len(redemptions.Ids) > 0 {
+		// The items were computed with the periods applied as read: one
+		// that another invoice applied meanwhile is a changed set.
+		n, err := q.RedemptionsAppliedMany(ctx, redemptions)
+		if err != nil {
 			return fmt.Errorf("count promotion periods: %w", err)
+		}
+		if n != int64(len(redemptions.Ids)) {
+			return errSetChanged
 		}
 	}
 	n, err := q.BillingPeriodsMarkInvoiced(ctx, periods)

@@ -7,6 +7,7 @@
 // (credits.go), takes corrections and late usage as adjustments billed on
 // the next invoice (adjustments.go), finds the tax treatment of a customer
 // (tax.go), renders and sends invoices (render.go, notify.go), and runs it
-// all as River jobs (jobs.go). explain.go rebuilds a stored invoice from
-// what it cites and lists any difference.
+// all as River jobs (jobs.go); the cycle invoices by sets (batch.go, which
+// says what order the numbers follow). explain.go rebuilds a stored
+// invoice from what it cites and lists any difference.
 package billing

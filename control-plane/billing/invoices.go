@@ -216,8 +216,9 @@ type CitedPromotion struct {
 }
 
 // CitedAdjustment is an adjustment the invoice billed: the segment of its
-// period whose version priced it and what that segment had billed of its
-// meter before it (snapshot and earlier adjustments).
+// period whose version priced it and what the period had billed of its
+// meter before it (billedOf: every segment's snapshot, the adjustments
+// billed before and those before it on the invoice).
 type CitedAdjustment struct {
 	ID              uuid.UUID       `json:"id"`
 	BillingPeriodID *uuid.UUID      `json:"billing_period_id,omitempty"`
@@ -353,20 +354,32 @@ func (s *Service) buildDraft(ctx context.Context, p db.PeriodsToInvoiceRow, fina
 
 // RecomputeDrafts recomputes up to max drafts, each in its own
 // transaction: a draft follows the adjustments, credit and tax rules
-// until it is finalized.
+// until it is finalized. One that fails does not hold up the drafts
+// after it (it is listed first again next time); the errors are returned
+// together.
 func (s *Service) RecomputeDrafts(ctx context.Context, max int) (int, error) {
 	ids, err := db.New(s.pool).DraftsToRecompute(ctx, int32(max))
 	if err != nil {
 		return 0, fmt.Errorf("list drafts: %w", err)
 	}
 	n := 0
+	var errs []error
 	for _, id := range ids {
-		if err := s.RecomputeDraft(ctx, id); err != nil && !errors.Is(err, ErrInvoiceState) {
-			return n, err
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
 		}
-		n++
+		err := s.RecomputeDraft(ctx, id)
+		switch {
+		case errors.Is(err, ErrInvoiceState):
+		case err != nil:
+			s.log.ErrorContext(ctx, "billing draft not recomputed", "invoice", id, "error", err)
+			errs = append(errs, fmt.Errorf("recompute invoice %s: %w", id, err))
+		default:
+			n++
+		}
 	}
-	return n, nil
+	return n, errors.Join(errs...)
 }
 
 // RecomputeDraft recomputes a draft invoice from what it would cite now.
@@ -774,10 +787,8 @@ func activeRedemptions(rows []db.RedemptionsForPeriodRow, currency string) []Cit
 // pendingAdjustments are the subscription's unbilled adjustments an
 // invoice of the period starting at start bills: those of no period, of
 // it or of an earlier one, in the invoice's currency. A quantity is
-// priced by the segment it names or its period's last, on top of what
-// the period billed of its meter up to that segment's end: the earlier
-// segments' usage (usageBefore), the segment's snapshot, the adjustments
-// billed before, and those before it on this invoice.
+// priced by the terms of the segment it names, or its period's last, on
+// top of all the period billed of its meter (billedOf).
 func pendingAdjustmentsOf(ctx context.Context, q *db.Queries, b *basis, sub uuid.UUID, start time.Time, currency string) ([]CitedAdjustment, error) {
 	rows, err := q.AdjustmentsPendingFor(ctx, db.AdjustmentsPendingForParams{SubscriptionID: sub, PeriodStart: start})
 	if err != nil {
@@ -817,14 +828,12 @@ func citeAdjustments(ctx context.Context, q *db.Queries, b *basis, rows []db.Bil
 		if err != nil {
 			return nil, fmt.Errorf("read segments of adjustment %s: plan version %q: %w", a.ID, seg.PlanVersionID, err)
 		}
-		before, err := q.AdjustmentQuantity(ctx, db.AdjustmentQuantityParams{
-			BillingPeriodID: a.BillingPeriodID, MeterSlug: a.MeterSlug, LastStart: segs[len(segs)-1].From, SegmentStart: seg.From,
-		})
+		billed, err := billedOf(ctx, q, *a.BillingPeriodID, segs, *a.MeterSlug)
 		if err != nil {
-			return nil, fmt.Errorf("sum billed adjustments: %w", err)
+			return nil, err
 		}
-		key := a.BillingPeriodID.String() + "/" + seg.From.String() + "/" + *a.MeterSlug
-		billed := usageBefore(segs[:at], *a.MeterSlug).Add(seg.Usage[*a.MeterSlug]).Add(before).Add(onInvoice[key])
+		key := a.BillingPeriodID.String() + "/" + *a.MeterSlug
+		billed = billed.Add(onInvoice[key])
 		onInvoice[key] = onInvoice[key].Add(*a.Quantity)
 		from := seg.From
 		out = append(out, CitedAdjustment{ID: a.ID, BillingPeriodID: a.BillingPeriodID, PlanVersionID: &version, SegmentStart: &from, Billed: billed})
@@ -832,19 +841,29 @@ func citeAdjustments(ctx context.Context, q *db.Queries, b *basis, rows []db.Bil
 	return out, nil
 }
 
-// usageBefore is what the segments used of a meter, as the invoice
-// counts it under a later segment (metering's usage goes on across
-// segments): the usage of those whose version charges the meter. An
-// adjustment of the later segment is priced on top of it too, so that
-// included units and tiers are not granted twice.
-func usageBefore(segs []metering.Segment, meter string) decimal.Decimal {
-	sum := decimal.Zero
+// billedOf is what a period billed of a meter before an adjustment, the
+// quantity it is priced on top of: the usage of every segment whose
+// version charges the meter and the adjustments of the meter billed on
+// invoices not voided, whatever segment they concern. The period's invoice
+// priced all its segments before any adjustment of it, the later ones on
+// top of the earlier ones; an adjustment comes after all of that, so late
+// units of an earlier segment are priced at the top, by that segment's
+// terms: the period's total stays the rate of all its usage where its
+// versions price the meter alike, and no tier is granted twice where
+// they do not. The adjustments of one invoice come on top of one another
+// in the order it prices them.
+func billedOf(ctx context.Context, q *db.Queries, period uuid.UUID, segs []metering.Segment, meter string) (decimal.Decimal, error) {
+	adjusted, err := q.AdjustmentQuantityOfPeriod(ctx, db.AdjustmentQuantityOfPeriodParams{BillingPeriodID: &period, MeterSlug: &meter})
+	if err != nil {
+		return decimal.Zero, fmt.Errorf("sum billed adjustments: %w", err)
+	}
+	sum := adjusted
 	for _, g := range segs {
 		if slices.ContainsFunc(g.Terms.Charges, func(c metering.Charge) bool { return c.Meter == meter }) {
 			sum = sum.Add(g.Usage[meter])
 		}
 	}
-	return sum
+	return sum, nil
 }
 
 // inputFrom is the invoice input of what c cites, read again from the

@@ -99,7 +99,8 @@ func (s *Service) buildAll(ctx context.Context) (int, error) {
 // FinalizeDue finalizes, as the system, the drafts built at least
 // Config.Review ago, oldest period first, batch after batch
 // (finalizeAllSets). A draft behind an earlier period of its
-// subscription waits for the next run.
+// subscription waits for the next run; one that cannot be finalized does
+// not hold up the others, and its error is returned with the rest.
 func (s *Service) FinalizeDue(ctx context.Context) (int, error) {
 	return s.finalizeAllSets(ctx)
 }

@@ -128,8 +128,38 @@ UPDATE invoices i SET status = 'open', number = u.number, finalized_at = @finali
 FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@numbers::text[]) AS number, unnest(@due_ats::timestamptz[]) AS due_at) u
 WHERE i.id = u.id AND i.status = 'draft';
 
--- name: RedemptionsAppliedMany :exec
-UPDATE promotion_redemptions SET periods_applied = periods_applied + 1 WHERE id = ANY(@ids::uuid[]);
+-- RedemptionsAppliedMany counts one more period of redemptions, each
+-- only while its periods_applied is still the one the invoices were
+-- computed with; the caller checks that it counted all of them.
+-- name: RedemptionsAppliedMany :execrows
+UPDATE promotion_redemptions r SET periods_applied = r.periods_applied + 1
+FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@applied::int[]) AS applied) u
+WHERE r.id = u.id AND r.periods_applied = u.applied;
+
+-- SetPeriodsChanged are those of a set's periods that changed since the
+-- set was read: a period no longer closed, or whose invoice is no longer
+-- the draft listed with it (uuid nil: none).
+-- name: SetPeriodsChanged :many
+SELECT p.id
+FROM (SELECT unnest(@period_ids::uuid[]) AS period_id, unnest(@invoice_ids::uuid[]) AS invoice_id) u
+JOIN billing_periods p ON p.id = u.period_id
+WHERE p.state <> 'closed'
+   OR EXISTS (SELECT 1 FROM invoices i WHERE i.billing_period_id = u.period_id AND (i.id <> u.invoice_id OR i.status <> 'draft'));
+
+-- name: AdjustmentsBilledOf :many
+SELECT id FROM billing_adjustments WHERE id = ANY(@ids::uuid[]) AND invoice_id IS NOT NULL;
+
+-- name: RedemptionsAppliedOf :many
+SELECT id, periods_applied FROM promotion_redemptions WHERE id = ANY(@ids::uuid[]);
+
+-- AdjustmentQuantityOfPeriod is the quantity of a meter that a period's
+-- adjustments billed on invoices not voided add to it, whichever segment
+-- they concern: what an adjustment of the period is priced on top of,
+-- with the usage of all its segments.
+-- name: AdjustmentQuantityOfPeriod :one
+SELECT COALESCE(sum(a.quantity), 0)::numeric
+FROM billing_adjustments a JOIN invoices i ON i.id = a.invoice_id
+WHERE a.billing_period_id = @billing_period_id AND a.meter_slug = @meter_slug AND i.status <> 'void';
 
 -- name: BillingPeriodsMarkInvoiced :execrows
 UPDATE billing_periods SET state = 'invoiced' WHERE id = ANY(@ids::uuid[]) AND state = 'closed';

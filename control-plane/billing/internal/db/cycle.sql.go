@@ -13,6 +13,52 @@ import (
 	"github.com/shopspring/decimal"
 )
 
+const adjustmentQuantityOfPeriod = `-- name: AdjustmentQuantityOfPeriod :one
+SELECT COALESCE(sum(a.quantity), 0)::numeric
+FROM billing_adjustments a JOIN invoices i ON i.id = a.invoice_id
+WHERE a.billing_period_id = $1 AND a.meter_slug = $2 AND i.status <> 'void'
+`
+
+type AdjustmentQuantityOfPeriodParams struct {
+	BillingPeriodID *uuid.UUID
+	MeterSlug       *string
+}
+
+// AdjustmentQuantityOfPeriod is the quantity of a meter that a period's
+// adjustments billed on invoices not voided add to it, whichever segment
+// they concern: what an adjustment of the period is priced on top of,
+// with the usage of all its segments.
+func (q *Queries) AdjustmentQuantityOfPeriod(ctx context.Context, arg AdjustmentQuantityOfPeriodParams) (decimal.Decimal, error) {
+	row := q.db.QueryRow(ctx, adjustmentQuantityOfPeriod, arg.BillingPeriodID, arg.MeterSlug)
+	var column_1 decimal.Decimal
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
+const adjustmentsBilledOf = `-- name: AdjustmentsBilledOf :many
+SELECT id FROM billing_adjustments WHERE id = ANY($1::uuid[]) AND invoice_id IS NOT NULL
+`
+
+func (q *Queries) AdjustmentsBilledOf(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, adjustmentsBilledOf, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const adjustmentsMarkBilledMany = `-- name: AdjustmentsMarkBilledMany :execrows
 UPDATE billing_adjustments a SET invoice_id = u.invoice_id
 FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::uuid[]) AS invoice_id) u
@@ -693,13 +739,55 @@ func (q *Queries) PeriodsToInvoiceWith(ctx context.Context, arg PeriodsToInvoice
 	return items, nil
 }
 
-const redemptionsAppliedMany = `-- name: RedemptionsAppliedMany :exec
-UPDATE promotion_redemptions SET periods_applied = periods_applied + 1 WHERE id = ANY($1::uuid[])
+const redemptionsAppliedMany = `-- name: RedemptionsAppliedMany :execrows
+UPDATE promotion_redemptions r SET periods_applied = r.periods_applied + 1
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::int[]) AS applied) u
+WHERE r.id = u.id AND r.periods_applied = u.applied
 `
 
-func (q *Queries) RedemptionsAppliedMany(ctx context.Context, ids []uuid.UUID) error {
-	_, err := q.db.Exec(ctx, redemptionsAppliedMany, ids)
-	return err
+type RedemptionsAppliedManyParams struct {
+	Ids     []uuid.UUID
+	Applied []int32
+}
+
+// RedemptionsAppliedMany counts one more period of redemptions, each
+// only while its periods_applied is still the one the invoices were
+// computed with; the caller checks that it counted all of them.
+func (q *Queries) RedemptionsAppliedMany(ctx context.Context, arg RedemptionsAppliedManyParams) (int64, error) {
+	result, err := q.db.Exec(ctx, redemptionsAppliedMany, arg.Ids, arg.Applied)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const redemptionsAppliedOf = `-- name: RedemptionsAppliedOf :many
+SELECT id, periods_applied FROM promotion_redemptions WHERE id = ANY($1::uuid[])
+`
+
+type RedemptionsAppliedOfRow struct {
+	ID             uuid.UUID
+	PeriodsApplied int32
+}
+
+func (q *Queries) RedemptionsAppliedOf(ctx context.Context, ids []uuid.UUID) ([]RedemptionsAppliedOfRow, error) {
+	rows, err := q.db.Query(ctx, redemptionsAppliedOf, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []RedemptionsAppliedOfRow
+	for rows.Next() {
+		var i RedemptionsAppliedOfRow
+		if err := rows.Scan(&i.ID, &i.PeriodsApplied); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const redemptionsOfSubscriptions = `-- name: RedemptionsOfSubscriptions :many
@@ -760,6 +848,42 @@ func (q *Queries) RedemptionsOfSubscriptions(ctx context.Context, subscriptionId
 			return nil, err
 		}
 		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const setPeriodsChanged = `-- name: SetPeriodsChanged :many
+SELECT p.id
+FROM (SELECT unnest($1::uuid[]) AS period_id, unnest($2::uuid[]) AS invoice_id) u
+JOIN billing_periods p ON p.id = u.period_id
+WHERE p.state <> 'closed'
+   OR EXISTS (SELECT 1 FROM invoices i WHERE i.billing_period_id = u.period_id AND (i.id <> u.invoice_id OR i.status <> 'draft'))
+`
+
+type SetPeriodsChangedParams struct {
+	PeriodIds  []uuid.UUID
+	InvoiceIds []uuid.UUID
+}
+
+// SetPeriodsChanged are those of a set's periods that changed since the
+// set was read: a period no longer closed, or whose invoice is no longer
+// the draft listed with it (uuid nil: none).
+func (q *Queries) SetPeriodsChanged(ctx context.Context, arg SetPeriodsChangedParams) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, setPeriodsChanged, arg.PeriodIds, arg.InvoiceIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
