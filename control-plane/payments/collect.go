@@ -43,7 +43,7 @@ func (s *Service) Collect(ctx context.Context, invoiceID uuid.UUID) (Payment, er
 
 // Retry makes a payment's next attempt (DueRetries lists those due).
 func (s *Service) Retry(ctx context.Context, paymentID uuid.UUID) (Payment, error) {
-	p, err := db.New(s.pool).PaymentLock(ctx, paymentID)
+	p, err := db.New(s.pool).PaymentGet(ctx, paymentID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Payment{}, ErrNotFound
 	}
@@ -191,7 +191,7 @@ func (s *Service) run(ctx context.Context, c *call) (Payment, error) {
 	res, err := c.prov.Collect(ctx, c.in)
 	if err != nil && !definite(err) {
 		s.log.Warn("payment attempt left for a retry", "invoice", c.in.InvoiceID, "key", c.in.IdempotencyKey, "err", err)
-		p, gerr := db.New(s.pool).PaymentGetByInvoice(ctx, uuid.MustParse(c.in.InvoiceID))
+		p, gerr := db.New(s.pool).PaymentGet(ctx, c.payment)
 		if gerr != nil {
 			return Payment{}, errors.Join(err, gerr)
 		}

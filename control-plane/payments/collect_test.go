@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/veil-platform/veil/internal/testenv"
+	"github.com/veil-platform/veil/metering"
 	"github.com/veil-platform/veil/metering/stripepay/stripetest"
 )
 
@@ -34,6 +36,9 @@ func TestCollectPaidFirstTry(t *testing.T) {
 	}
 	if n := f.fake.Creates("payment_intents"); n != 1 {
 		t.Errorf("%d PaymentIntents; want 1", n)
+	}
+	if n := f.hooks.count("payment.succeeded"); n != 2 {
+		t.Errorf("payment.succeeded announced %d times; want 2, to the issuer and the customer", n)
 	}
 	zero := f.invoice(f.customer("stripe", stripetest.PMSucceeds), "0")
 	if _, err := f.svc.Collect(f.ctx, zero); !errors.Is(err, ErrNothingToCollect) {
@@ -89,6 +94,42 @@ func TestDeclinedRetrySchedule(t *testing.T) {
 	}
 	if st := f.invoiceStatus(inv); st != "open" {
 		t.Errorf("invoice status = %s; want open", st)
+	}
+	if n := f.hooks.count("payment.failed"); n != 10 {
+		t.Errorf("payment.failed announced %d times; want 10, each failure to both parties", n)
+	}
+}
+
+// A provider that answers with a server error may have acted: the attempt
+// stays to be repeated with its key. One that refuses the request (an
+// unknown customer) acted on nothing: the attempt fails with the
+// provider's code and the schedule goes on.
+func TestProviderErrors(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "stripe")
+	inv := f.invoice(f.customer("stripe", stripetest.PMSucceeds), "11.00")
+	f.fake.FailNext("payment_intents", 500)
+	p, err := f.svc.Collect(f.ctx, inv)
+	if !errors.Is(err, metering.ErrPaymentRetryable) || p.Status != "processing" {
+		t.Fatalf("Collect on a 500 = %+v, %v; want processing, retryable", p, err)
+	}
+	f.clock.Advance(2 * time.Minute)
+	if p, err = f.svc.Collect(f.ctx, inv); err != nil || p.Status != "succeeded" || p.Attempts != 1 {
+		t.Fatalf("Collect again = %+v, %v; want succeeded by the first attempt", p, err)
+	}
+
+	cust := testenv.Org(t, f.pool, "cust-"+testenv.Suffix())
+	if err := f.svc.SetCustomer(f.ctx, cust, metering.CustomerRef{Provider: "stripe", ID: "cus_gone"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	bad := f.invoice(cust, "11.00")
+	if p, err = f.svc.Collect(f.ctx, bad); err != nil || p.Status != "pending" || p.NextAttemptAt == nil {
+		t.Fatalf("Collect for an unknown customer = %+v, %v; want a failed attempt, the next one scheduled", p, err)
+	}
+	var code string
+	f.scan(&code, `SELECT status || '/' || failure_code FROM payment_attempts WHERE payment_id = $1`, p.ID)
+	if code != "failed/resource_missing" {
+		t.Errorf("attempt = %s; want failed/resource_missing", code)
 	}
 }
 

@@ -3,11 +3,13 @@ package payments
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/shopspring/decimal"
 
@@ -33,6 +35,31 @@ type crashing struct {
 }
 
 var errCrash = errors.New("process died")
+
+// recorder keeps the events published, as "<event> <org>".
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) Publish(_ context.Context, _ pgx.Tx, org uuid.UUID, event string, _ any) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, event+" "+org.String())
+	return nil
+}
+
+func (r *recorder) count(event string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if strings.HasPrefix(e, event+" ") {
+			n++
+		}
+	}
+	return n
+}
 
 func (c *crashing) Collect(ctx context.Context, in metering.CollectInput) (metering.PaymentResult, error) {
 	res, err := c.PaymentProvider.Collect(ctx, in)
@@ -64,6 +91,7 @@ type fixture struct {
 	provider identity.Actor
 	sub      uuid.UUID
 	api      uuid.UUID
+	hooks    *recorder
 	version  uuid.UUID
 }
 
@@ -81,12 +109,13 @@ func setup(t *testing.T, providerName string) *fixture {
 	}
 	wrapped := &crashing{PaymentProvider: sp}
 	clock := testenv.NewClock(start)
-	svc, err := New(Config{Pool: pool, Logger: testenv.Logger(t), Now: clock.Now,
+	hooks := &recorder{}
+	svc, err := New(Config{Pool: pool, Logger: testenv.Logger(t), Now: clock.Now, Publisher: hooks,
 		Providers: map[string]metering.PaymentProvider{"stripe": wrapped, "manual": mp}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, ctx: t.Context(), pool: pool, clock: clock, svc: svc, fake: fake, stripe: wrapped}
+	f := &fixture{t: t, ctx: t.Context(), pool: pool, clock: clock, svc: svc, fake: fake, stripe: wrapped, hooks: hooks}
 	f.issuer = testenv.Org(t, pool, "issuer-"+testenv.Suffix())
 	f.provider = identity.Actor{Subject: "prov", Role: identity.RoleProvider, OrgID: f.issuer}
 	if err := svc.SetSettings(f.ctx, f.issuer, Settings{Provider: providerName, GraceDays: 3}); err != nil {

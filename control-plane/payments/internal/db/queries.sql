@@ -130,3 +130,6 @@ WHERE provider_dispute_id = @provider_dispute_id AND closed_at IS NULL;
 INSERT INTO provider_events (provider, event_id, type, object_id, received_at)
 VALUES (@provider, @event_id, @type, @object_id, @received_at)
 ON CONFLICT (provider, event_id) DO NOTHING;
+
+-- name: PaymentGet :one
+SELECT * FROM payments WHERE id = $1;

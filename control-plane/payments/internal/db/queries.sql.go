@@ -492,6 +492,32 @@ func (q *Queries) PaymentAddRefunded(ctx context.Context, arg PaymentAddRefunded
 	return err
 }
 
+const paymentGet = `-- name: PaymentGet :one
+SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at FROM payments WHERE id = $1
+`
+
+func (q *Queries) PaymentGet(ctx context.Context, id uuid.UUID) (Payment, error) {
+	row := q.db.QueryRow(ctx, paymentGet, id)
+	var i Payment
+	err := row.Scan(
+		&i.ID,
+		&i.InvoiceID,
+		&i.IssuerID,
+		&i.CustomerID,
+		&i.Provider,
+		&i.Amount,
+		&i.Currency,
+		&i.Status,
+		&i.Attempts,
+		&i.NextAttemptAt,
+		&i.SucceededAt,
+		&i.AmountRefunded,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
 const paymentGetByInvoice = `-- name: PaymentGetByInvoice :one
 SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at FROM payments WHERE invoice_id = $1
 `
