@@ -137,6 +137,13 @@ func (s *Service) nextAttempt(ctx context.Context, q *db.Queries, p db.Payment) 
 		if open.Status != "creating" || open.UpdatedAt.After(now.Add(-unsettledAfter)) {
 			return nil, nil
 		}
+		if open.CreatedAt.Before(now.Add(-keyLifetime)) {
+			// The provider may have forgotten the key: a call now could
+			// charge a second time. A person settles it.
+			s.log.Error("payment attempt unanswered past its key's lifetime: settle it by hand",
+				"payment", p.ID, "key", open.IdempotencyKey)
+			return nil, nil
+		}
 		if err := q.AttemptClaim(ctx, db.AttemptClaimParams{Now: now, ID: open.ID}); err != nil {
 			return nil, fmt.Errorf("claim payment attempt: %w", err)
 		}

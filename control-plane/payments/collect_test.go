@@ -180,6 +180,18 @@ func TestCrashBetweenCommitAndRecord(t *testing.T) {
 	if st := f.invoiceStatus(inv2); st != "paid" || f.fake.Creates("payment_intents") != 2 {
 		t.Errorf("after Reconcile: invoice %s, %d PaymentIntents; want paid, 2", st, f.fake.Creates("payment_intents"))
 	}
+
+	// Past the key's lifetime at the provider, a repeat could charge
+	// again: the attempt is left for a person.
+	inv3 := f.invoice(cust, "14.00")
+	f.stripe.setCrash(true)
+	_, _ = f.svc.Collect(f.ctx, inv3)
+	f.stripe.setCrash(false)
+	f.clock.Advance(24 * time.Hour)
+	calls := f.stripe.callCount()
+	if p, err := f.svc.Collect(f.ctx, inv3); err != nil || p.Status != "processing" || f.stripe.callCount() != calls {
+		t.Errorf("Collect a day after the crash = %+v, %v, %d calls; want processing, no call", p, err, f.stripe.callCount()-calls)
+	}
 }
 
 func TestConcurrentCollect(t *testing.T) {

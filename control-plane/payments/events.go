@@ -71,8 +71,15 @@ var eventStatus = map[metering.WebhookEventType]metering.PaymentStatus{
 func (s *Service) paymentEvent(ctx context.Context, tx pgx.Tx, ev metering.WebhookEvent) error {
 	q := db.New(tx)
 	p, att, err := s.attemptOf(ctx, q, ev.ProviderPaymentID, ev.InvoiceID)
-	if err != nil || p == nil {
+	if err != nil {
 		return err
+	}
+	if p == nil {
+		if ev.Type == metering.WebhookPaymentSucceeded {
+			s.log.Error("a payment succeeded that no open attempt is waiting for: check it and refund it if it is a second",
+				"provider_payment", ev.ProviderPaymentID, "invoice", ev.InvoiceID, "event", ev.ID)
+		}
+		return nil
 	}
 	return s.settle(ctx, tx, *p, *att, outcome{PaymentResult: metering.PaymentResult{
 		ProviderPaymentID: ev.ProviderPaymentID, Status: eventStatus[ev.Type],

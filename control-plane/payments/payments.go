@@ -73,6 +73,11 @@ var DefaultRetryDays = []int32{1, 3, 5, 7}
 // callers do not send the same key at once.
 const unsettledAfter = time.Minute
 
+// keyLifetime is how long an attempt's call may be repeated with its key:
+// Stripe forgets keys after 24 hours, and a repeat after that would be a
+// new charge.
+const keyLifetime = 23 * time.Hour
+
 // Publisher announces payment events to organizations' webhook endpoints
 // in the transaction of the change (the webhooks service's publisher).
 type Publisher interface {
