@@ -135,33 +135,47 @@ func MeterTotalsBatch(ctx context.Context, conn driver.Conn, windows []MeterWind
 	if q.text == "" {
 		return out, nil
 	}
-	if q.size > defaultMaxQuerySize/2 {
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * q.size}))
-	}
-	rows, err := conn.Query(ctx, q.text, q.args...)
+	err = queryTotals(ctx, conn, q.text, q.size, q.args, len(q.cols), func(subject string, values []decimal.Decimal) {
+		i := q.at[subject]
+		for j, m := range windows[i].Meters {
+			out[i][m.Slug] = values[q.windowCols[i][j]]
+		}
+	})
 	if err != nil {
-		return nil, fmt.Errorf("query meter totals: %w", err)
+		return nil, fmt.Errorf("meter totals: %w", err)
+	}
+	return out, nil
+}
+
+// queryTotals runs a totals query of size bytes at most (raising
+// ClickHouse's max_query_size when it needs more) whose rows are a
+// subject and cols decimal columns, and calls row for each.
+func queryTotals(ctx context.Context, conn driver.Conn, text string, size int, args []any, cols int,
+	row func(subject string, values []decimal.Decimal)) error {
+	if size > defaultMaxQuerySize/2 {
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * size}))
+	}
+	rows, err := conn.Query(ctx, text, args...)
+	if err != nil {
+		return fmt.Errorf("query: %w", err)
 	}
 	defer rows.Close()
 	var subject string
-	values := make([]decimal.Decimal, len(q.cols))
-	dest := append([]any{&subject}, make([]any, len(q.cols))...)
+	values := make([]decimal.Decimal, cols)
+	dest := append([]any{&subject}, make([]any, cols)...)
 	for i := range values {
 		dest[i+1] = &values[i]
 	}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return nil, fmt.Errorf("read meter totals: %w", err)
+			return fmt.Errorf("read row: %w", err)
 		}
-		i := q.at[subject]
-		for j, m := range windows[i].Meters {
-			out[i][m.Slug] = values[q.windowCols[i][j]]
-		}
+		row(subject, values)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read meter totals: %w", err)
+		return fmt.Errorf("read rows: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // meterQuery is the query of a MeterTotalsBatch: its text (empty when no

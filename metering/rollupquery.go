@@ -335,34 +335,17 @@ func rollupTotals(ctx context.Context, conn driver.Conn, windows []rollupWindow,
 		rollupKeys, edgeKeys = rollupKeysSQL, edgeKeysSQL
 	}
 	text := fmt.Sprintf(rollupTotalsSQL, strings.Join(q.cols, ",\n    "), rollupKeys, edgeKeys, prewhere, suspectSQL)
-	if q.size > defaultMaxQuerySize/2 {
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 2 * q.size}))
-	}
-	rows, err := conn.Query(ctx, text, q.args...)
-	if err != nil {
-		return fmt.Errorf("query meter totals from the roll-up: %w", err)
-	}
-	defer rows.Close()
-	var subject string
-	values := make([]decimal.Decimal, len(q.cols))
-	dest := append([]any{&subject}, make([]any, len(q.cols))...)
-	for i := range values {
-		dest[i+1] = &values[i]
-	}
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
-			return fmt.Errorf("read meter totals from the roll-up: %w", err)
-		}
+	err := queryTotals(ctx, conn, text, q.size, q.args, len(q.cols), func(subject string, values []decimal.Decimal) {
 		i, ok := at[subject]
 		if !ok {
-			continue
+			return
 		}
 		for j, m := range windows[i].meters {
 			out[windows[i].at][m.Slug] = values[q.windowCols[i][j]]
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read meter totals from the roll-up: %w", err)
+	})
+	if err != nil {
+		return fmt.Errorf("meter totals from the roll-up: %w", err)
 	}
 	return nil
 }
