@@ -149,6 +149,29 @@ lock() {
 now_ns() { date +%s%N; }
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
+# go_install_pinned NAME MODULE VERSION: build MODULE@VERSION into $VEIL_DATA/bin/NAME
+# once; again only when the pin changes. A `go install` build carries no version of
+# its own, hence the stamp beside it.
+go_install_pinned() {
+  local name=$1 module=$2 version=$3
+  local dir=$VEIL_DATA/bin
+  local bin=$dir/$name stamp=$dir/$name.version
+  if [[ -x $bin && -f $stamp && $(cat "$stamp") == "$version" ]]; then
+    return 0
+  fi
+  command -v go >/dev/null 2>&1 || die "go not found: it builds $name (go install $module@$version)"
+  local t0
+  t0=$(now_ns)
+  log "building $name $version into $dir (log $VEIL_LOG/$name-install.log)"
+  mkdir -p "$dir"
+  # Outside the checkout, so the project's go.mod and GOFLAGS play no part.
+  (cd / && GOBIN=$dir GOFLAGS='' go install "$module@$version") >"$VEIL_LOG/$name-install.log" 2>&1 ||
+    die "go install $module@$version failed" "$VEIL_LOG/$name-install.log"
+  echo "$version" >"$stamp"
+  log "built $bin in $(ms_since "$t0") ms"
+}
+
+
 # service_main ACTION: the command line of a service script, which defines
 # start, stop and status; restart is stop then start. USAGE_EXTRA adds the
 # script's own actions to the usage line.

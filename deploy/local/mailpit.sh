@@ -19,7 +19,6 @@ MAILPIT_HTTP_PORT=8025
 MAILPIT_URL=http://$MAILPIT_HOST:$MAILPIT_HTTP_PORT
 MAILPIT_BIN_DIR=$VEIL_DATA/bin
 MAILPIT_BIN=$MAILPIT_BIN_DIR/mailpit
-MAILPIT_STAMP=$MAILPIT_BIN_DIR/mailpit.version
 MAILPIT_BASE=$VEIL_DATA/mailpit
 MAILPIT_DB=$MAILPIT_BASE/mailpit.db
 MAILPIT_PIDFILE=$MAILPIT_BASE/mailpit.pid
@@ -28,25 +27,6 @@ MAILPIT_LOGFILE=$VEIL_LOG/mailpit.log
 # a full test run does not prune the ones a running test still looks for.
 MAILPIT_MAX_MESSAGES=5000
 
-# install_mailpit: build the pinned version into .veil/bin once; again only when the
-# pin changes. A `go install` build carries no version of its own, hence the stamp.
-install_mailpit() {
-  command -v curl >/dev/null 2>&1 || apt_install curl
-  if [[ -x $MAILPIT_BIN && -f $MAILPIT_STAMP && $(cat "$MAILPIT_STAMP") == "$MAILPIT_VERSION" ]]; then
-    return 0
-  fi
-  command -v go >/dev/null 2>&1 || die "go not found: it builds mailpit (go install github.com/axllent/mailpit@$MAILPIT_VERSION)"
-  local t0
-  t0=$(now_ns)
-  log "building mailpit $MAILPIT_VERSION into $MAILPIT_BIN_DIR (about a minute the first time, log $VEIL_LOG/mailpit-install.log)"
-  mkdir -p "$MAILPIT_BIN_DIR"
-  # Outside the checkout, so the project's go.mod and GOFLAGS play no part.
-  (cd / && GOBIN=$MAILPIT_BIN_DIR GOFLAGS='' go install "github.com/axllent/mailpit@$MAILPIT_VERSION") \
-    >"$VEIL_LOG/mailpit-install.log" 2>&1 ||
-    die "go install github.com/axllent/mailpit@$MAILPIT_VERSION failed" "$VEIL_LOG/mailpit-install.log"
-  echo "$MAILPIT_VERSION" >"$MAILPIT_STAMP"
-  log "built $MAILPIT_BIN in $(ms_since "$t0") ms"
-}
 
 our_pid() { pid_from "$MAILPIT_PIDFILE" "$MAILPIT_DB"; }
 
@@ -54,7 +34,8 @@ ready_ok() { curl -fsS --max-time 2 "$MAILPIT_URL/readyz" >/dev/null 2>&1; }
 
 start() {
   lock mailpit
-  install_mailpit
+  command -v curl >/dev/null 2>&1 || apt_install curl
+  go_install_pinned mailpit github.com/axllent/mailpit "$MAILPIT_VERSION"
   if our_pid >/dev/null && ready_ok && port_open "$MAILPIT_SMTP_PORT"; then
     log "already running (pid $(our_pid)): smtp $MAILPIT_HOST:$MAILPIT_SMTP_PORT, http $MAILPIT_URL"
     return 0

@@ -27,31 +27,10 @@ STRIPE_MOCK_URL=http://$STRIPE_MOCK_HOST:$STRIPE_MOCK_HTTP_PORT
 STRIPE_MOCK_KEY=sk_test_123
 STRIPE_MOCK_BIN_DIR=$VEIL_DATA/bin
 STRIPE_MOCK_BIN=$STRIPE_MOCK_BIN_DIR/stripe-mock
-STRIPE_MOCK_STAMP=$STRIPE_MOCK_BIN_DIR/stripe-mock.version
 STRIPE_MOCK_BASE=$VEIL_DATA/stripe-mock
 STRIPE_MOCK_PIDFILE=$STRIPE_MOCK_BASE/stripe-mock.pid
 STRIPE_MOCK_LOGFILE=$VEIL_LOG/stripe-mock.log
 
-# install_stripe_mock: build the pinned version into .veil/bin once; again only when
-# the pin changes. A `go install` build carries no version of its own, hence the stamp.
-install_stripe_mock() {
-  command -v curl >/dev/null 2>&1 || apt_install curl
-  if [[ -x $STRIPE_MOCK_BIN && -f $STRIPE_MOCK_STAMP && $(cat "$STRIPE_MOCK_STAMP") == "$STRIPE_MOCK_VERSION" ]]; then
-    return 0
-  fi
-  command -v go >/dev/null 2>&1 ||
-    die "go not found: it builds stripe-mock (go install github.com/stripe/stripe-mock@$STRIPE_MOCK_VERSION)"
-  local t0
-  t0=$(now_ns)
-  log "building stripe-mock $STRIPE_MOCK_VERSION into $STRIPE_MOCK_BIN_DIR (log $VEIL_LOG/stripe-mock-install.log)"
-  mkdir -p "$STRIPE_MOCK_BIN_DIR"
-  # Outside the checkout, so the project's go.mod and GOFLAGS play no part.
-  (cd / && GOBIN=$STRIPE_MOCK_BIN_DIR GOFLAGS='' go install "github.com/stripe/stripe-mock@$STRIPE_MOCK_VERSION") \
-    >"$VEIL_LOG/stripe-mock-install.log" 2>&1 ||
-    die "go install github.com/stripe/stripe-mock@$STRIPE_MOCK_VERSION failed" "$VEIL_LOG/stripe-mock-install.log"
-  echo "$STRIPE_MOCK_VERSION" >"$STRIPE_MOCK_STAMP"
-  log "built $STRIPE_MOCK_BIN in $(ms_since "$t0") ms"
-}
 
 # The pidfile path is on the command line only through the log redirection, so
 # match on the listen address, which is ours alone.
@@ -66,7 +45,8 @@ ready_ok() {
 
 start() {
   lock stripe-mock
-  install_stripe_mock
+  command -v curl >/dev/null 2>&1 || apt_install curl
+  go_install_pinned stripe-mock github.com/stripe/stripe-mock "$STRIPE_MOCK_VERSION"
   if our_pid >/dev/null && ready_ok && port_open "$STRIPE_MOCK_HTTPS_PORT"; then
     log "already running (pid $(our_pid)): $STRIPE_MOCK_URL, https://$STRIPE_MOCK_HOST:$STRIPE_MOCK_HTTPS_PORT"
     return 0
