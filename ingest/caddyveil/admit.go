@@ -18,21 +18,29 @@ type refusal struct {
 	title  string
 	reason string // the event's data.refusal
 	detail string
+	// invoice is the unpaid invoice a payment-required refusal names.
+	invoice *unpaidInvoice
+}
+
+// unpaidInvoice is what a 402 tells of the invoice to pay.
+type unpaidInvoice struct {
+	id, number string
 }
 
 var (
-	refMissingKey   = refusal{http.StatusUnauthorized, "missing-key", "Missing API Key", "missing_key", "send the API key as Authorization: Bearer <key> or X-API-Key"}
-	refInvalidKey   = refusal{http.StatusUnauthorized, "invalid-key", "Invalid API Key", "invalid_key", "the API key is not valid"}
-	refRevoked      = refusal{http.StatusUnauthorized, "key-revoked", "API Key Revoked", "key_revoked", "the API key was revoked"}
-	refExpired      = refusal{http.StatusUnauthorized, "key-expired", "API Key Expired", "key_expired", "the API key has expired"}
-	refSuspended    = refusal{http.StatusForbidden, "key-suspended", "API Key Suspended", "key_suspended", "the API key is suspended"}
-	refWrongAPI     = refusal{http.StatusForbidden, "key-not-for-api", "Key Not For This API", "api_mismatch", "the API key belongs to a subscription to another API"}
-	refMethod       = refusal{http.StatusForbidden, "method-not-permitted", "Method Not Permitted", "method_not_allowed", "the API key may not use this method"}
-	refRoute        = refusal{http.StatusForbidden, "route-not-permitted", "Route Not Permitted", "route_not_allowed", "the API key may not call this route"}
-	refSubscription = refusal{http.StatusForbidden, "subscription-inactive", "Subscription Not Active", "subscription_inactive", "the subscription is not active"}
-	refQuota        = refusal{http.StatusTooManyRequests, "quota-exhausted", "Quota Exhausted", "quota_exhausted", "the subscription used its quota for this period"}
-	refRateLimited  = refusal{http.StatusTooManyRequests, "rate-limited", "Rate Limited", "rate_limited", "too many requests; retry after the time in Retry-After"}
-	refUnavailable  = refusal{http.StatusServiceUnavailable, "gateway-unavailable", "Gateway Unavailable", "gateway_unavailable", "the gateway cannot check API keys right now; retry shortly"}
+	refMissingKey   = refusal{http.StatusUnauthorized, "missing-key", "Missing API Key", "missing_key", "send the API key as Authorization: Bearer <key> or X-API-Key", nil}
+	refInvalidKey   = refusal{http.StatusUnauthorized, "invalid-key", "Invalid API Key", "invalid_key", "the API key is not valid", nil}
+	refRevoked      = refusal{http.StatusUnauthorized, "key-revoked", "API Key Revoked", "key_revoked", "the API key was revoked", nil}
+	refExpired      = refusal{http.StatusUnauthorized, "key-expired", "API Key Expired", "key_expired", "the API key has expired", nil}
+	refSuspended    = refusal{http.StatusForbidden, "key-suspended", "API Key Suspended", "key_suspended", "the API key is suspended", nil}
+	refWrongAPI     = refusal{http.StatusForbidden, "key-not-for-api", "Key Not For This API", "api_mismatch", "the API key belongs to a subscription to another API", nil}
+	refMethod       = refusal{http.StatusForbidden, "method-not-permitted", "Method Not Permitted", "method_not_allowed", "the API key may not use this method", nil}
+	refRoute        = refusal{http.StatusForbidden, "route-not-permitted", "Route Not Permitted", "route_not_allowed", "the API key may not call this route", nil}
+	refSubscription = refusal{http.StatusForbidden, "subscription-inactive", "Subscription Not Active", "subscription_inactive", "the subscription is not active", nil}
+	refUnpaid       = refusal{http.StatusPaymentRequired, "payment-required", "Payment Required", "payment_required", "the subscription is suspended until its invoice is paid", nil}
+	refQuota        = refusal{http.StatusTooManyRequests, "quota-exhausted", "Quota Exhausted", "quota_exhausted", "the subscription used its quota for this period", nil}
+	refRateLimited  = refusal{http.StatusTooManyRequests, "rate-limited", "Rate Limited", "rate_limited", "too many requests; retry after the time in Retry-After", nil}
+	refUnavailable  = refusal{http.StatusServiceUnavailable, "gateway-unavailable", "Gateway Unavailable", "gateway_unavailable", "the gateway cannot check API keys right now; retry shortly", nil}
 )
 
 // admit runs the checks; ok false names the refusal and, for 429, how long
@@ -65,10 +73,8 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 		}
 		h.res.known.put(hash, a.key, a.sub, now)
 	}
-	switch a.sub.Status {
-	case enforcement.SubscriptionActive, enforcement.SubscriptionTrialing, enforcement.SubscriptionPastDue:
-	default:
-		return refSubscription, 0, false
+	if ref, ok := checkSubscription(a.sub, hdr); !ok {
+		return ref, 0, false
 	}
 	if a.sub.APIID != h.APIID {
 		return refWrongAPI, 0, false
@@ -81,6 +87,38 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 		return ref, retry, false
 	}
 	return h.rateLimit(ctx, hdr, now, a)
+}
+
+// billingWarningHeader tells the caller of a past_due subscription, which
+// is still admitted, which invoice to pay and by when.
+const billingWarningHeader = "Veil-Billing-Warning"
+
+// checkSubscription admits trialing, active and past_due subscriptions,
+// warning a past_due one's caller in hdr. A subscription suspended for an
+// unpaid invoice is refused with 402 naming the invoice; any other
+// suspension, a cancellation or an unknown status with 403.
+func checkSubscription(sub enforcement.SubscriptionRecord, hdr http.Header) (refusal, bool) {
+	switch sub.Status {
+	case enforcement.SubscriptionActive, enforcement.SubscriptionTrialing:
+		return refusal{}, true
+	case enforcement.SubscriptionPastDue:
+		if sub.UnpaidInvoiceNumber != "" {
+			w := "invoice " + sub.UnpaidInvoiceNumber + " is past due"
+			if !sub.SuspendAt.IsZero() {
+				w += "; pay by " + sub.SuspendAt.UTC().Format(time.RFC3339) + " to avoid suspension"
+			}
+			hdr.Set(billingWarningHeader, w)
+		}
+		return refusal{}, true
+	case enforcement.SubscriptionSuspended:
+		if sub.UnpaidInvoiceID != "" {
+			ref := refUnpaid
+			ref.detail = "the subscription is suspended until invoice " + sub.UnpaidInvoiceNumber + " is paid"
+			ref.invoice = &unpaidInvoice{id: sub.UnpaidInvoiceID, number: sub.UnpaidInvoiceNumber}
+			return ref, false
+		}
+	}
+	return refSubscription, false
 }
 
 // admission is what the checks read: a key's record, its subscription's

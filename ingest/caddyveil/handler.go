@@ -161,7 +161,11 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, c *call, ref re
 	if ref.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="veil"`)
 	}
-	problem.Write(w, problem.New(ref.status, ref.typ, ref.title, ref.detail).With("api_id", h.APIID))
+	p := problem.New(ref.status, ref.typ, ref.title, ref.detail).With("api_id", h.APIID)
+	if inv := ref.invoice; inv != nil {
+		p = p.With("invoice_id", inv.id).With("invoice_number", inv.number).With("invoice_url", "/v1/invoices/"+inv.id)
+	}
+	problem.Write(w, p)
 	c.status, c.refusal, c.units = ref.status, ref.reason, decimal.Zero
 	if r.ContentLength > 0 {
 		c.reqBytes = r.ContentLength

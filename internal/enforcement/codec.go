@@ -43,6 +43,11 @@ func encodeSubscription(r SubscriptionRecord) []string {
 		"rate_per_second", strconv.Itoa(r.RatePerSecond),
 		"rate_per_minute", strconv.Itoa(r.RatePerMinute),
 		"meters", encodeMeters(r.Meters),
+		// Written empty when there is none, so that a paid invoice's
+		// number does not stay behind in the hash.
+		"unpaid_invoice_id", r.UnpaidInvoiceID,
+		"unpaid_invoice_number", r.UnpaidInvoiceNumber,
+		"suspend_at", strconv.FormatInt(unixOrZero(r.SuspendAt), 10),
 		"version", strconv.FormatInt(r.Version, 10),
 	}
 }
@@ -136,11 +141,24 @@ func DecodeSubscription(id string, fields map[string]string) (SubscriptionRecord
 			r.Meters = ms
 		}
 	}
+	d.unpaid(&r)
 	r.Version = d.int("version", 1, 1<<63-1)
 	if len(d.bad) > 0 {
 		r.Status = ""
 	}
 	return r, d.err("subscription record " + id)
+}
+
+// unpaid decodes the dunning fields, which records written before dunning
+// lack (none, then); what is there is decoded strictly.
+func (d *decoder) unpaid(r *SubscriptionRecord) {
+	r.UnpaidInvoiceID, r.UnpaidInvoiceNumber = d.fields["unpaid_invoice_id"], d.fields["unpaid_invoice_number"]
+	if err := validUnpaid(r.UnpaidInvoiceID, r.UnpaidInvoiceNumber); err != nil {
+		d.fail("unpaid_invoice_id", err)
+	}
+	if _, ok := d.fields["suspend_at"]; ok {
+		r.SuspendAt = timeOrZero(d.int("suspend_at", 0, 1<<62))
+	}
 }
 
 // decoder collects every bad field rather than stopping at the first, so

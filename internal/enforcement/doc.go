@@ -55,6 +55,11 @@
 //	                     "filter": {"methods": [], "routes": [], "status_classes": []},
 //	                     "quota": "<integer at the meter's scale>" (absent = unlimited),
 //	                     "quota_hard": bool}
+//	  unpaid_invoice_id, unpaid_invoice_number
+//	                    the invoice whose missed payment made the subscription past_due or
+//	                    suspended (the gateway names it: a warning header, a 402); empty or
+//	                    absent = none, and a suspension without one is an admin's (403)
+//	  suspend_at        Unix seconds when a past_due subscription is suspended, 0 or absent = none
 //	  version           as for keys
 //
 //	veil:block:{S}    a string: Unix seconds until which the gateway refuses the

@@ -94,6 +94,15 @@ type SubscriptionRecord struct {
 	// Meters are the meters the plan version prices, each counted per
 	// period and held against its own quota; none = nothing but requests.
 	Meters []MeterSpec
+	// UnpaidInvoiceID and UnpaidInvoiceNumber name the invoice whose missed
+	// payment made the subscription past_due or suspended: the gateway
+	// names it to the caller. Empty = none; a suspension without one is an
+	// admin's.
+	UnpaidInvoiceID     string
+	UnpaidInvoiceNumber string
+	// SuspendAt is when a past_due subscription is suspended unless its
+	// invoice is paid first; zero = none.
+	SuspendAt time.Time
 	// Version is the writer's monotonic version; must be positive.
 	Version int64
 }
@@ -165,6 +174,12 @@ func (r SubscriptionRecord) Validate() error {
 	if err := validMeters(r.Meters); err != nil {
 		return fmt.Errorf("%w: meters: %w", ErrInvalidRecord, err)
 	}
+	if err := validUnpaid(r.UnpaidInvoiceID, r.UnpaidInvoiceNumber); err != nil {
+		return fmt.Errorf("%w: unpaid invoice: %w", ErrInvalidRecord, err)
+	}
+	if !r.SuspendAt.IsZero() && r.SuspendAt.Unix() <= 0 {
+		return fmt.Errorf("%w: suspend_at: %s, not after 1970", ErrInvalidRecord, r.SuspendAt)
+	}
 	if r.Version <= 0 {
 		return fmt.Errorf("%w: version: %d, want positive", ErrInvalidRecord, r.Version)
 	}
@@ -185,6 +200,26 @@ func knownSubscriptionStatus(s string) bool {
 		return true
 	}
 	return false
+}
+
+// validUnpaid accepts no invoice, or an id and a number both of at most
+// 64 letters, digits and . _ -: the gateway puts them in a header and a
+// link unescaped.
+func validUnpaid(id, number string) error {
+	if id == "" && number == "" {
+		return nil
+	}
+	for _, f := range []struct{ name, v string }{{"id", id}, {"number", number}} {
+		if f.v == "" || len(f.v) > 64 {
+			return fmt.Errorf("%s: %q, want 1 to 64 characters", f.name, f.v)
+		}
+		for i := 0; i < len(f.v); i++ {
+			if c := f.v[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '.' || c == '_' || c == '-') {
+				return fmt.Errorf("%s: %q, want letters, digits, '.', '_' or '-'", f.name, f.v)
+			}
+		}
+	}
+	return nil
 }
 
 func validHash(h string) error {
