@@ -96,6 +96,9 @@ type Config struct {
 	// Publisher announces payment.succeeded, payment.failed and
 	// payment.refunded; nil announces nothing.
 	Publisher Publisher
+	// Dunning moves the subscriptions of invoices not paid (the
+	// subscriptions service); nil moves none.
+	Dunning Dunning
 }
 
 // Service collects invoices.

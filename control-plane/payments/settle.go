@@ -88,6 +88,9 @@ func (s *Service) succeeded(ctx context.Context, tx pgx.Tx, p db.Payment, o outc
 		// invoice is not this payment's to change.
 		s.log.Error("payment succeeded for an invoice no longer open", "payment", p.ID, "invoice", p.InvoiceID)
 	}
+	if err := s.paid(ctx, tx, p.InvoiceID); err != nil {
+		return err
+	}
 	actor := identity.System
 	if o.actor != nil {
 		actor = *o.actor
@@ -104,14 +107,15 @@ func (s *Service) succeeded(ctx context.Context, tx pgx.Tx, p db.Payment, o outc
 }
 
 // failed schedules the payment's next attempt after the issuer's retry
-// days, or fails it after the last.
+// days, or fails it after the last, which makes its subscription
+// past_due.
 func (s *Service) failed(ctx context.Context, tx pgx.Tx, p db.Payment, now time.Time) error {
 	q := db.New(tx)
-	days := DefaultRetryDays
+	days, grace := DefaultRetryDays, int32(DefaultGraceDays)
 	st, err := q.SettingsGet(ctx, p.IssuerID)
 	switch {
 	case err == nil:
-		days = st.RetryDays
+		days, grace = st.RetryDays, st.GraceDays
 	case !errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("read payment settings: %w", err)
 	}
@@ -124,6 +128,11 @@ func (s *Service) failed(ctx context.Context, tx pgx.Tx, p db.Payment, now time.
 		return fmt.Errorf("record payment: %w", err)
 	}
 	p.Status, p.NextAttemptAt = set.Status, set.NextAttemptAt
+	if set.Status == "failed" {
+		if err := s.pastDue(ctx, tx, p, grace, now); err != nil {
+			return err
+		}
+	}
 	return s.publish(ctx, tx, p, "payment.failed")
 }
 

@@ -456,7 +456,9 @@ func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, actor identity.Actor
 }
 
 // SetStatus is the admins' suspend and resume of a subscription (the
-// gateway refuses the keys of a suspended subscription).
+// gateway refuses the keys of a suspended subscription). It ends the
+// subscription's dunning: an admin's suspension is lifted by an admin
+// only, and an admin's resume lets an unpaid subscription in.
 func (s *Service) SetStatus(ctx context.Context, actor identity.Actor, id uuid.UUID, to Status, reason string) (Subscription, error) {
 	if !actor.IsAdmin() {
 		return Subscription{}, identity.ErrForbidden
@@ -465,6 +467,9 @@ func (s *Service) SetStatus(ctx context.Context, actor identity.Actor, id uuid.U
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		before, err := s.lockSub(ctx, tx, id)
 		if err != nil {
+			return err
+		}
+		if err := s.endDunningByAdmin(ctx, tx, actor, before); err != nil {
 			return err
 		}
 		out, err = s.setStatus(ctx, tx, actor, before, to, reason)

@@ -53,7 +53,11 @@ func (s *Service) SyncSubscription(ctx context.Context, id uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.cfg.Records.PutSubscription(ctx, subscriptionRecord(sub, meters[sub.PlanVersionID])); err != nil {
+	rec := subscriptionRecord(sub, meters[sub.PlanVersionID])
+	if err := dunningRecord(ctx, q, sub, &rec); err != nil {
+		return err
+	}
+	if _, err := s.cfg.Records.PutSubscription(ctx, rec); err != nil {
 		s.metrics.syncErrors.Inc()
 		return err
 	}

@@ -133,3 +133,6 @@ ON CONFLICT (provider, event_id) DO NOTHING;
 
 -- name: PaymentGet :one
 SELECT * FROM payments WHERE id = $1;
+
+-- name: InvoiceForDunning :one
+SELECT subscription_id, status::text AS status, COALESCE(number, '')::text AS number FROM invoices WHERE id = $1;

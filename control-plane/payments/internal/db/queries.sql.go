@@ -458,6 +458,23 @@ func (q *Queries) InvoiceForCollect(ctx context.Context, id uuid.UUID) (InvoiceF
 	return i, err
 }
 
+const invoiceForDunning = `-- name: InvoiceForDunning :one
+SELECT subscription_id, status::text AS status, COALESCE(number, '')::text AS number FROM invoices WHERE id = $1
+`
+
+type InvoiceForDunningRow struct {
+	SubscriptionID uuid.UUID
+	Status         string
+	Number         string
+}
+
+func (q *Queries) InvoiceForDunning(ctx context.Context, id uuid.UUID) (InvoiceForDunningRow, error) {
+	row := q.db.QueryRow(ctx, invoiceForDunning, id)
+	var i InvoiceForDunningRow
+	err := row.Scan(&i.SubscriptionID, &i.Status, &i.Number)
+	return i, err
+}
+
 const invoiceMarkPaid = `-- name: InvoiceMarkPaid :execrows
 UPDATE invoices SET status = 'paid', paid_at = $1, updated_at = now()
 WHERE id = $2 AND status IN ('open', 'uncollectible')

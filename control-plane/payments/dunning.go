@@ -1,0 +1,89 @@
+package payments
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/control-plane/payments/internal/db"
+	"github.com/veil-platform/veil/internal/periodic"
+)
+
+// DefaultGraceDays is how long a past_due subscription of an issuer
+// without payment settings is admitted before it is suspended.
+const DefaultGraceDays = 3
+
+// Dunning moves the subscription of an invoice that is not paid (the
+// subscriptions service): past_due when its payment's last attempt fails,
+// suspended when the grace ends, active again once the invoice is paid.
+// PastDue and InvoiceSettled run in the payment's transaction, so that the
+// subscription's record is written after the commit that paid it.
+type Dunning interface {
+	PastDue(ctx context.Context, tx pgx.Tx, subscription, invoice uuid.UUID, number string, suspendAt time.Time) error
+	InvoiceSettled(ctx context.Context, tx pgx.Tx, invoice uuid.UUID, reason string) error
+	EscalateDunning(ctx context.Context, now time.Time) (suspended, reactivated int, err error)
+}
+
+// pastDue makes the subscription of the payment's invoice past_due, once
+// its last attempt failed, for graceDays from now.
+func (s *Service) pastDue(ctx context.Context, tx pgx.Tx, p db.Payment, graceDays int32, now time.Time) error {
+	if s.cfg.Dunning == nil {
+		return nil
+	}
+	inv, err := db.New(tx).InvoiceForDunning(ctx, p.InvoiceID)
+	if err != nil {
+		return fmt.Errorf("read invoice: %w", err)
+	}
+	if inv.Status != "open" {
+		return nil
+	}
+	suspendAt := now.Add(time.Duration(graceDays) * 24 * time.Hour)
+	if err := s.cfg.Dunning.PastDue(ctx, tx, inv.SubscriptionID, p.InvoiceID, inv.Number, suspendAt); err != nil {
+		return fmt.Errorf("dun subscription %s: %w", inv.SubscriptionID, err)
+	}
+	return nil
+}
+
+// paid ends the dunning of the subscription of a paid invoice.
+func (s *Service) paid(ctx context.Context, tx pgx.Tx, invoice uuid.UUID) error {
+	if s.cfg.Dunning == nil {
+		return nil
+	}
+	if err := s.cfg.Dunning.InvoiceSettled(ctx, tx, invoice, "invoice paid"); err != nil {
+		return fmt.Errorf("end dunning of invoice %s: %w", invoice, err)
+	}
+	return nil
+}
+
+// EscalateDunning suspends the past_due subscriptions whose grace ended
+// by now and makes active again those whose invoice was settled outside
+// a payment (marked paid or uncollectible in billing). It returns how
+// many were suspended and reactivated.
+func (s *Service) EscalateDunning(ctx context.Context, now time.Time) (suspended, reactivated int, err error) {
+	if s.cfg.Dunning == nil {
+		return 0, 0, nil
+	}
+	return s.cfg.Dunning.EscalateDunning(ctx, now)
+}
+
+// EscalateDunningArgs is the periodic run of EscalateDunning.
+type EscalateDunningArgs struct{}
+
+// Kind implements river.JobArgs.
+func (EscalateDunningArgs) Kind() string { return "dunning_escalate" }
+
+// EscalateDunningWorker returns the worker of EscalateDunningArgs, which
+// logs what a run changed. Each subscription is a transaction of its own,
+// so a run cut short by its timeout loses nothing: the next carries on.
+func (s *Service) EscalateDunningWorker() *periodic.Worker[EscalateDunningArgs] {
+	return periodic.NewWorker[EscalateDunningArgs](func(ctx context.Context) error {
+		suspended, reactivated, err := s.EscalateDunning(ctx, s.now())
+		if suspended+reactivated > 0 || err != nil {
+			s.log.InfoContext(ctx, "dunning", "suspended", suspended, "reactivated", reactivated, "error", err)
+		}
+		return err
+	}).WithTimeout(50 * time.Second)
+}

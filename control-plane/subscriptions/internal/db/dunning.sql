@@ -1,0 +1,39 @@
+-- Dunning of subscriptions whose invoices are not paid (00020).
+
+-- DunningUpsert starts a subscription's dunning; a row left from an
+-- earlier one is replaced.
+-- name: DunningUpsert :exec
+INSERT INTO subscription_dunning (subscription_id, invoice_id, past_due_at, suspend_at)
+VALUES (@subscription_id, @invoice_id, @past_due_at, @suspend_at)
+ON CONFLICT (subscription_id) DO UPDATE SET invoice_id = EXCLUDED.invoice_id, past_due_at = EXCLUDED.past_due_at,
+    suspend_at = EXCLUDED.suspend_at, suspended_at = NULL;
+
+-- DunningGet reads a subscription's dunning with its invoice's number and
+-- status.
+-- name: DunningGet :one
+SELECT d.subscription_id, d.invoice_id, COALESCE(i.number, '')::text AS invoice_number, i.status::text AS invoice_status,
+    d.past_due_at, d.suspend_at, d.suspended_at
+FROM subscription_dunning d JOIN invoices i ON i.id = d.invoice_id
+WHERE d.subscription_id = $1;
+
+-- name: DunningOfInvoice :many
+SELECT subscription_id FROM subscription_dunning WHERE invoice_id = $1 ORDER BY subscription_id;
+
+-- name: DunningDelete :execrows
+DELETE FROM subscription_dunning WHERE subscription_id = $1;
+
+-- name: DunningMarkSuspended :exec
+UPDATE subscription_dunning SET suspended_at = @at WHERE subscription_id = @subscription_id;
+
+-- DunningDue lists the past_due subscriptions whose grace ended by now.
+-- name: DunningDue :many
+SELECT d.subscription_id FROM subscription_dunning d JOIN subscriptions s ON s.id = d.subscription_id
+WHERE d.suspended_at IS NULL AND d.suspend_at <= @now AND s.status = 'past_due'
+ORDER BY d.suspend_at, d.subscription_id LIMIT @max;
+
+-- DunningSettled lists the subscriptions dunned for an invoice that is no
+-- longer open: paid, written off or voided in billing rather than by a
+-- payment.
+-- name: DunningSettled :many
+SELECT d.subscription_id FROM subscription_dunning d JOIN invoices i ON i.id = d.invoice_id
+WHERE i.status <> 'open' ORDER BY d.subscription_id LIMIT @max;
