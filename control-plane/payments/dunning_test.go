@@ -53,32 +53,50 @@ func dunSetup(t *testing.T) *dunFixture {
 	if err := svc.SetCustomer(sf.Ctx, sf.Consumer.OrgID, ref, stripetest.PMDeclined); err != nil {
 		t.Fatal(err)
 	}
-	now := sf.Clock.Now()
-	if err := sf.Pool.QueryRow(sf.Ctx, `INSERT INTO invoices (issuer_id, customer_id, subscription_id, status, number, currency,
+	f.inv = f.invoice()
+	return f
+}
+
+// invoice makes an open invoice of the subscription, finalized now.
+func (f *dunFixture) invoice() uuid.UUID {
+	f.T.Helper()
+	now := f.Clock.Now()
+	var id uuid.UUID
+	if err := f.Pool.QueryRow(f.Ctx, `INSERT INTO invoices (issuer_id, customer_id, subscription_id, status, number, currency,
 		period_start, period_end, subtotal, total, amount_due, finalized_at, due_at)
 		VALUES ($1, $2, $3, 'open', $4, 'USD', $5, $6, $7, $7, $7, $6, $6) RETURNING id`,
-		sf.Provider.OrgID, sf.Consumer.OrgID, sf.Sub.ID, "INV-"+testenv.Suffix(), now.AddDate(0, -1, 0), now,
-		decimal.RequireFromString("30.00")).Scan(&f.inv); err != nil {
-		t.Fatal(err)
+		f.Provider.OrgID, f.Consumer.OrgID, f.Sub.ID, "INV-"+testenv.Suffix(), now.AddDate(0, -1, 0), now,
+		decimal.RequireFromString("30.00")).Scan(&id); err != nil {
+		f.T.Fatal(err)
 	}
-	return f
+	return id
 }
 
 // exhaust collects the invoice and retries it once: both attempts are
 // declined and the payment fails.
 func (f *dunFixture) exhaust() {
 	f.T.Helper()
-	p, err := f.svc.Collect(f.Ctx, f.inv)
+	if got := f.status(); got != subscriptions.StatusActive {
+		f.T.Fatalf("subscription before its invoice is collected = %s; want active", got)
+	}
+	f.pay = f.exhaustInvoice(f.inv)
+}
+
+func (f *dunFixture) exhaustInvoice(inv uuid.UUID) Payment {
+	f.T.Helper()
+	p, err := f.svc.Collect(f.Ctx, inv)
 	if err != nil || p.Status != "pending" || p.NextAttemptAt == nil {
 		f.T.Fatalf("Collect = %+v, %v; want pending with a retry", p, err)
 	}
-	if got := f.status(); got != subscriptions.StatusActive {
-		f.T.Fatalf("subscription after a first failed attempt = %s; want active", got)
-	}
+	before := f.status()
 	f.Clock.Set(*p.NextAttemptAt)
-	if f.pay, err = f.svc.Retry(f.Ctx, p.ID); err != nil || f.pay.Status != "failed" {
-		f.T.Fatalf("Retry = %+v, %v; want failed", f.pay, err)
+	if got := f.status(); got != before {
+		f.T.Fatalf("subscription after a first failed attempt = %s; want %s", got, before)
 	}
+	if p, err = f.svc.Retry(f.Ctx, p.ID); err != nil || p.Status != "failed" {
+		f.T.Fatalf("Retry = %+v, %v; want failed", p, err)
+	}
+	return p
 }
 
 func (f *dunFixture) status() subscriptions.Status {
@@ -253,5 +271,28 @@ func TestDunningEndsWhenWrittenOff(t *testing.T) {
 	}
 	if r := f.record(); r.Status != enforcement.SubscriptionActive || r.UnpaidInvoiceID != "" {
 		t.Errorf("record = %s, invoice %q; want active without an invoice", r.Status, r.UnpaidInvoiceID)
+	}
+}
+
+// Two invoices unpaid: paying the first leaves the subscription past_due
+// for the second, with a grace from the payment, its record naming it.
+func TestDunningNextUnpaidInvoice(t *testing.T) {
+	t.Parallel()
+	f := dunSetup(t)
+	f.exhaust()
+	f.Clock.Advance(time.Hour)
+	second := f.invoice()
+	f.exhaustInvoice(second)
+	if r := f.record(); r.Status != enforcement.SubscriptionPastDue || r.UnpaidInvoiceID != f.inv.String() {
+		t.Fatalf("record = %s, invoice %s; want past_due for the first invoice %s", r.Status, r.UnpaidInvoiceID, f.inv)
+	}
+	f.succeed()
+	paidAt := f.Clock.Now()
+	if got := f.status(); got != subscriptions.StatusPastDue {
+		t.Fatalf("subscription after the first invoice was paid = %s; want past_due for the second", got)
+	}
+	r := f.record()
+	if r.Status != enforcement.SubscriptionPastDue || r.UnpaidInvoiceID != second.String() || !r.SuspendAt.Equal(paidAt.Add(3*24*time.Hour)) {
+		t.Errorf("record = %s, invoice %s, suspend at %s; want past_due, %s, %s", r.Status, r.UnpaidInvoiceID, r.SuspendAt, second, paidAt.Add(3*24*time.Hour))
 	}
 }

@@ -88,7 +88,7 @@ func (s *Service) succeeded(ctx context.Context, tx pgx.Tx, p db.Payment, o outc
 		// invoice is not this payment's to change.
 		s.log.Error("payment succeeded for an invoice no longer open", "payment", p.ID, "invoice", p.InvoiceID)
 	}
-	if err := s.paid(ctx, tx, p.InvoiceID); err != nil {
+	if err := s.paid(ctx, tx, p, now); err != nil {
 		return err
 	}
 	actor := identity.System

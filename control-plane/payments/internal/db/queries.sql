@@ -136,3 +136,12 @@ SELECT * FROM payments WHERE id = $1;
 
 -- name: InvoiceForDunning :one
 SELECT subscription_id, status::text AS status, COALESCE(number, '')::text AS number FROM invoices WHERE id = $1;
+
+-- InvoiceNextUnpaid is the oldest other open invoice of the paid
+-- invoice's subscription whose payment failed for good.
+-- name: InvoiceNextUnpaid :one
+SELECT i.id, i.subscription_id, COALESCE(i.number, '')::text AS number
+FROM invoices i JOIN payments p ON p.invoice_id = i.id
+WHERE i.subscription_id = (SELECT x.subscription_id FROM invoices x WHERE x.id = @paid)
+    AND i.id <> @paid AND i.status = 'open' AND p.status = 'failed'
+ORDER BY i.finalized_at, i.id LIMIT 1;

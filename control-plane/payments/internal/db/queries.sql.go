@@ -495,6 +495,29 @@ func (q *Queries) InvoiceMarkPaid(ctx context.Context, arg InvoiceMarkPaidParams
 	return result.RowsAffected(), nil
 }
 
+const invoiceNextUnpaid = `-- name: InvoiceNextUnpaid :one
+SELECT i.id, i.subscription_id, COALESCE(i.number, '')::text AS number
+FROM invoices i JOIN payments p ON p.invoice_id = i.id
+WHERE i.subscription_id = (SELECT x.subscription_id FROM invoices x WHERE x.id = $1)
+    AND i.id <> $1 AND i.status = 'open' AND p.status = 'failed'
+ORDER BY i.finalized_at, i.id LIMIT 1
+`
+
+type InvoiceNextUnpaidRow struct {
+	ID             uuid.UUID
+	SubscriptionID uuid.UUID
+	Number         string
+}
+
+// InvoiceNextUnpaid is the oldest other open invoice of the paid
+// invoice's subscription whose payment failed for good.
+func (q *Queries) InvoiceNextUnpaid(ctx context.Context, paid uuid.UUID) (InvoiceNextUnpaidRow, error) {
+	row := q.db.QueryRow(ctx, invoiceNextUnpaid, paid)
+	var i InvoiceNextUnpaidRow
+	err := row.Scan(&i.ID, &i.SubscriptionID, &i.Number)
+	return i, err
+}
+
 const paymentAddRefunded = `-- name: PaymentAddRefunded :exec
 UPDATE payments SET amount_refunded = amount_refunded + $1, updated_at = now() WHERE id = $2
 `
