@@ -187,6 +187,18 @@ func TestDunningPastDueSuspendedPaid(t *testing.T) {
 		}
 	}
 
+	// A record that lost its invoice is written again by reconciliation.
+	name := enforcement.SubscriptionName(f.Sub.ID.String())
+	if err := f.Redis.Do(f.Ctx, f.Redis.B().Hdel().Key(name).Field("unpaid_invoice_id", "unpaid_invoice_number", "suspend_at").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := f.Svc.ReconcileKeys(f.Ctx); err != nil || rep.SubscriptionsDifferent != 1 {
+		t.Errorf("ReconcileKeys = %+v, %v; want the record without its invoice found different", rep, err)
+	}
+	if r, err := f.Store.GetSubscription(f.Ctx, f.Sub.ID.String()); err != nil || r.UnpaidInvoiceID != f.inv.String() || !r.SuspendAt.Equal(grace) {
+		t.Errorf("record after reconciliation = %+v, %v; want invoice %s, suspend at %s", r, err, f.inv, grace)
+	}
+
 	f.escalate(grace.Add(-time.Second), 0, 0)
 	if got := f.status(); got != subscriptions.StatusPastDue {
 		t.Fatalf("subscription a second before the grace ends = %s; want past_due", got)

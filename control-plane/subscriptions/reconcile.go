@@ -147,6 +147,10 @@ func (s *Service) findSubscriptionDrift(ctx context.Context, rep *ReconcileRepor
 	for _, sub := range subs {
 		rep.SubscriptionsChecked++
 		want := subscriptionRecord(sub, meters[sub.PlanVersionID])
+		if err := dunningRecord(ctx, db.New(s.pool), sub, &want); err != nil {
+			s.healed(rep, "subscription", sub.ID.String(), err)
+			continue
+		}
 		got, err := s.cfg.Records.GetSubscription(ctx, sub.ID.String())
 		switch {
 		case errors.Is(err, enforcement.ErrNotFound):
@@ -168,7 +172,8 @@ func sameSubscriptionRecord(a, b enforcement.SubscriptionRecord) bool {
 	a.Version, b.Version = 0, 0
 	return a.APIID == b.APIID && a.PlanID == b.PlanID && a.Status == b.Status && a.PeriodStart.Unix() == b.PeriodStart.Unix() &&
 		a.PeriodEnd.Unix() == b.PeriodEnd.Unix() && a.PeriodAnchor.Unix() == b.PeriodAnchor.Unix() && a.QuotaRequests == b.QuotaRequests && a.QuotaHard == b.QuotaHard &&
-		a.RatePerSecond == b.RatePerSecond && a.RatePerMinute == b.RatePerMinute && reflect.DeepEqual(a.Meters, b.Meters)
+		a.RatePerSecond == b.RatePerSecond && a.RatePerMinute == b.RatePerMinute && reflect.DeepEqual(a.Meters, b.Meters) &&
+		a.UnpaidInvoiceID == b.UnpaidInvoiceID && a.UnpaidInvoiceNumber == b.UnpaidInvoiceNumber && a.SuspendAt.Unix() == b.SuspendAt.Unix()
 }
 
 // ReconcileKeysArgs is the scheduled key reconciliation.
