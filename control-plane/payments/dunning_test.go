@@ -308,3 +308,20 @@ func TestDunningNextUnpaidInvoice(t *testing.T) {
 		t.Errorf("record = %s, invoice %s, suspend at %s; want past_due, %s, %s", r.Status, r.UnpaidInvoiceID, r.SuspendAt, second, paidAt.Add(3*24*time.Hour))
 	}
 }
+
+// RegisterJobs registers the dunning escalation's worker and schedules it
+// beside the payments cycle.
+func TestRegisterJobsEscalatesDunning(t *testing.T) {
+	t.Parallel()
+	svc, err := New(Config{Pool: testenv.Postgres(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := river.NewWorkers()
+	if jobs := svc.RegisterJobs(w, JobSchedule{}); len(jobs) != 2 {
+		t.Errorf("RegisterJobs = %d periodic jobs; want 2, the cycle and dunning_escalate", len(jobs))
+	}
+	if err := river.AddWorkerSafely(w, svc.EscalateDunningWorker()); err == nil {
+		t.Error("the dunning_escalate worker was not registered by RegisterJobs")
+	}
+}

@@ -39,10 +39,12 @@ const cycleTimeout = 50 * time.Second
 // batch is how many items a step takes per run.
 const batch = 200
 
-// RegisterJobs adds the payments worker to w and returns its periodic
-// job. A run marks open invoices with nothing due paid, collects open
+// RegisterJobs adds the payments workers to w and returns their periodic
+// jobs. A cycle marks open invoices with nothing due paid, collects open
 // invoices that have no payment yet, makes the retries that are due and
-// reconciles attempts left unanswered.
+// reconciles attempts left unanswered; dunning_escalate, at the same
+// interval, suspends the past_due subscriptions whose grace ended
+// (EscalateDunning).
 func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.PeriodicJob {
 	if every.Cycle <= 0 {
 		every.Cycle = time.Minute
@@ -55,7 +57,11 @@ func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.Per
 		}
 		return err
 	}).WithTimeout(cycleTimeout))
-	return []*river.PeriodicJob{periodic.Job(every.Cycle, CycleArgs{}, &river.InsertOpts{MaxAttempts: 1})}
+	river.AddWorker(w, s.EscalateDunningWorker())
+	return []*river.PeriodicJob{
+		periodic.Job(every.Cycle, CycleArgs{}, &river.InsertOpts{MaxAttempts: 1}),
+		periodic.Job(every.Cycle, EscalateDunningArgs{}, &river.InsertOpts{MaxAttempts: 1}),
+	}
 }
 
 // CycleReport counts what a payments cycle did: invoices with nothing due
