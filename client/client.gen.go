@@ -109,22 +109,22 @@ func (e ChargeModel) Valid() bool {
 
 // Defines values for CreditEntryKind.
 const (
-	Applied   CreditEntryKind = "applied"
-	Goodwill  CreditEntryKind = "goodwill"
-	Proration CreditEntryKind = "proration"
-	Refund    CreditEntryKind = "refund"
+	CreditEntryKindApplied   CreditEntryKind = "applied"
+	CreditEntryKindGoodwill  CreditEntryKind = "goodwill"
+	CreditEntryKindProration CreditEntryKind = "proration"
+	CreditEntryKindRefund    CreditEntryKind = "refund"
 )
 
 // Valid indicates whether the value is a known member of the CreditEntryKind enum.
 func (e CreditEntryKind) Valid() bool {
 	switch e {
-	case Applied:
+	case CreditEntryKindApplied:
 		return true
-	case Goodwill:
+	case CreditEntryKindGoodwill:
 		return true
-	case Proration:
+	case CreditEntryKindProration:
 		return true
-	case Refund:
+	case CreditEntryKindRefund:
 		return true
 	default:
 		return false
@@ -205,6 +205,9 @@ const (
 	EventTypeKeySuspended            EventType = "key.suspended"
 	EventTypeKeySyncFailed           EventType = "key.sync_failed"
 	EventTypeKeyUpdated              EventType = "key.updated"
+	EventTypePaymentFailed           EventType = "payment.failed"
+	EventTypePaymentRefunded         EventType = "payment.refunded"
+	EventTypePaymentSucceeded        EventType = "payment.succeeded"
 	EventTypePlanCreated             EventType = "plan.created"
 	EventTypePlanUpdated             EventType = "plan.updated"
 	EventTypePlanVersionCreated      EventType = "plan.version_created"
@@ -280,6 +283,12 @@ func (e EventType) Valid() bool {
 	case EventTypeKeySyncFailed:
 		return true
 	case EventTypeKeyUpdated:
+		return true
+	case EventTypePaymentFailed:
+		return true
+	case EventTypePaymentRefunded:
+		return true
+	case EventTypePaymentSucceeded:
 		return true
 	case EventTypePlanCreated:
 		return true
@@ -704,6 +713,159 @@ func (e MeterPatchField) Valid() bool {
 	}
 }
 
+// Defines values for PaymentProvider.
+const (
+	PaymentProviderManual PaymentProvider = "manual"
+	PaymentProviderStripe PaymentProvider = "stripe"
+)
+
+// Valid indicates whether the value is a known member of the PaymentProvider enum.
+func (e PaymentProvider) Valid() bool {
+	switch e {
+	case PaymentProviderManual:
+		return true
+	case PaymentProviderStripe:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentStatus.
+const (
+	PaymentStatusCanceled       PaymentStatus = "canceled"
+	PaymentStatusFailed         PaymentStatus = "failed"
+	PaymentStatusPending        PaymentStatus = "pending"
+	PaymentStatusProcessing     PaymentStatus = "processing"
+	PaymentStatusRequiresAction PaymentStatus = "requires_action"
+	PaymentStatusSucceeded      PaymentStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the PaymentStatus enum.
+func (e PaymentStatus) Valid() bool {
+	switch e {
+	case PaymentStatusCanceled:
+		return true
+	case PaymentStatusFailed:
+		return true
+	case PaymentStatusPending:
+		return true
+	case PaymentStatusProcessing:
+		return true
+	case PaymentStatusRequiresAction:
+		return true
+	case PaymentStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentAttemptStatus.
+const (
+	PaymentAttemptStatusCanceled       PaymentAttemptStatus = "canceled"
+	PaymentAttemptStatusCreating       PaymentAttemptStatus = "creating"
+	PaymentAttemptStatusFailed         PaymentAttemptStatus = "failed"
+	PaymentAttemptStatusPending        PaymentAttemptStatus = "pending"
+	PaymentAttemptStatusProcessing     PaymentAttemptStatus = "processing"
+	PaymentAttemptStatusRequiresAction PaymentAttemptStatus = "requires_action"
+	PaymentAttemptStatusSucceeded      PaymentAttemptStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the PaymentAttemptStatus enum.
+func (e PaymentAttemptStatus) Valid() bool {
+	switch e {
+	case PaymentAttemptStatusCanceled:
+		return true
+	case PaymentAttemptStatusCreating:
+		return true
+	case PaymentAttemptStatusFailed:
+		return true
+	case PaymentAttemptStatusPending:
+		return true
+	case PaymentAttemptStatusProcessing:
+		return true
+	case PaymentAttemptStatusRequiresAction:
+		return true
+	case PaymentAttemptStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentMethodSetupProvider.
+const (
+	PaymentMethodSetupProviderManual PaymentMethodSetupProvider = "manual"
+	PaymentMethodSetupProviderStripe PaymentMethodSetupProvider = "stripe"
+)
+
+// Valid indicates whether the value is a known member of the PaymentMethodSetupProvider enum.
+func (e PaymentMethodSetupProvider) Valid() bool {
+	switch e {
+	case PaymentMethodSetupProviderManual:
+		return true
+	case PaymentMethodSetupProviderStripe:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentMethodSetupInputProvider.
+const (
+	PaymentMethodSetupInputProviderManual PaymentMethodSetupInputProvider = "manual"
+	PaymentMethodSetupInputProviderStripe PaymentMethodSetupInputProvider = "stripe"
+)
+
+// Valid indicates whether the value is a known member of the PaymentMethodSetupInputProvider enum.
+func (e PaymentMethodSetupInputProvider) Valid() bool {
+	switch e {
+	case PaymentMethodSetupInputProviderManual:
+		return true
+	case PaymentMethodSetupInputProviderStripe:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentSettingsProvider.
+const (
+	PaymentSettingsProviderManual PaymentSettingsProvider = "manual"
+	PaymentSettingsProviderStripe PaymentSettingsProvider = "stripe"
+)
+
+// Valid indicates whether the value is a known member of the PaymentSettingsProvider enum.
+func (e PaymentSettingsProvider) Valid() bool {
+	switch e {
+	case PaymentSettingsProviderManual:
+		return true
+	case PaymentSettingsProviderStripe:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PaymentSettingsInputProvider.
+const (
+	PaymentSettingsInputProviderManual PaymentSettingsInputProvider = "manual"
+	PaymentSettingsInputProviderStripe PaymentSettingsInputProvider = "stripe"
+)
+
+// Valid indicates whether the value is a known member of the PaymentSettingsInputProvider enum.
+func (e PaymentSettingsInputProvider) Valid() bool {
+	switch e {
+	case PaymentSettingsInputProviderManual:
+		return true
+	case PaymentSettingsInputProviderStripe:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PlanInputStatus.
 const (
 	PlanInputStatusActive PlanInputStatus = "active"
@@ -956,6 +1118,30 @@ func (e ReconcileKeysReportUnhealedKind) Valid() bool {
 	}
 }
 
+// Defines values for RefundStatus.
+const (
+	RefundStatusCanceled  RefundStatus = "canceled"
+	RefundStatusFailed    RefundStatus = "failed"
+	RefundStatusPending   RefundStatus = "pending"
+	RefundStatusSucceeded RefundStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the RefundStatus enum.
+func (e RefundStatus) Valid() bool {
+	switch e {
+	case RefundStatusCanceled:
+		return true
+	case RefundStatusFailed:
+		return true
+	case RefundStatusPending:
+		return true
+	case RefundStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Role.
 const (
 	Admin    Role = "admin"
@@ -1148,6 +1334,9 @@ const (
 	WebhookEndpointInputEventTypesKeySuspended            WebhookEndpointInputEventTypes = "key.suspended"
 	WebhookEndpointInputEventTypesKeySyncFailed           WebhookEndpointInputEventTypes = "key.sync_failed"
 	WebhookEndpointInputEventTypesKeyUpdated              WebhookEndpointInputEventTypes = "key.updated"
+	WebhookEndpointInputEventTypesPaymentFailed           WebhookEndpointInputEventTypes = "payment.failed"
+	WebhookEndpointInputEventTypesPaymentRefunded         WebhookEndpointInputEventTypes = "payment.refunded"
+	WebhookEndpointInputEventTypesPaymentSucceeded        WebhookEndpointInputEventTypes = "payment.succeeded"
 	WebhookEndpointInputEventTypesPlanCreated             WebhookEndpointInputEventTypes = "plan.created"
 	WebhookEndpointInputEventTypesPlanUpdated             WebhookEndpointInputEventTypes = "plan.updated"
 	WebhookEndpointInputEventTypesPlanVersionCreated      WebhookEndpointInputEventTypes = "plan.version_created"
@@ -1226,6 +1415,12 @@ func (e WebhookEndpointInputEventTypes) Valid() bool {
 		return true
 	case WebhookEndpointInputEventTypesKeyUpdated:
 		return true
+	case WebhookEndpointInputEventTypesPaymentFailed:
+		return true
+	case WebhookEndpointInputEventTypesPaymentRefunded:
+		return true
+	case WebhookEndpointInputEventTypesPaymentSucceeded:
+		return true
 	case WebhookEndpointInputEventTypesPlanCreated:
 		return true
 	case WebhookEndpointInputEventTypesPlanUpdated:
@@ -1295,6 +1490,9 @@ const (
 	WebhookEndpointPatchEventTypesKeySuspended            WebhookEndpointPatchEventTypes = "key.suspended"
 	WebhookEndpointPatchEventTypesKeySyncFailed           WebhookEndpointPatchEventTypes = "key.sync_failed"
 	WebhookEndpointPatchEventTypesKeyUpdated              WebhookEndpointPatchEventTypes = "key.updated"
+	WebhookEndpointPatchEventTypesPaymentFailed           WebhookEndpointPatchEventTypes = "payment.failed"
+	WebhookEndpointPatchEventTypesPaymentRefunded         WebhookEndpointPatchEventTypes = "payment.refunded"
+	WebhookEndpointPatchEventTypesPaymentSucceeded        WebhookEndpointPatchEventTypes = "payment.succeeded"
 	WebhookEndpointPatchEventTypesPlanCreated             WebhookEndpointPatchEventTypes = "plan.created"
 	WebhookEndpointPatchEventTypesPlanUpdated             WebhookEndpointPatchEventTypes = "plan.updated"
 	WebhookEndpointPatchEventTypesPlanVersionCreated      WebhookEndpointPatchEventTypes = "plan.version_created"
@@ -1372,6 +1570,12 @@ func (e WebhookEndpointPatchEventTypes) Valid() bool {
 	case WebhookEndpointPatchEventTypesKeySyncFailed:
 		return true
 	case WebhookEndpointPatchEventTypesKeyUpdated:
+		return true
+	case WebhookEndpointPatchEventTypesPaymentFailed:
+		return true
+	case WebhookEndpointPatchEventTypesPaymentRefunded:
+		return true
+	case WebhookEndpointPatchEventTypesPaymentSucceeded:
 		return true
 	case WebhookEndpointPatchEventTypesPlanCreated:
 		return true
@@ -2377,6 +2581,12 @@ type KeyWithPlaintext struct {
 // KeyWithPlaintextMethods defines model for KeyWithPlaintext.Methods.
 type KeyWithPlaintextMethods string
 
+// MarkPaymentPaidInput defines model for MarkPaymentPaidInput.
+type MarkPaymentPaidInput struct {
+	// Reference The transfer's reference as the bank shows it.
+	Reference string `json:"reference"`
+}
+
 // Me The authenticated caller.
 type Me struct {
 	// Email Email from the token; may be empty.
@@ -2481,6 +2691,102 @@ type MeterPatch struct {
 
 // MeterPatchField Empty for `count`; `units`, `request_bytes`, `response_bytes` or `latency_ms` for `sum` and `max`; `key_id` for `unique_count`.
 type MeterPatchField string
+
+// Payment An invoice's payment.
+type Payment struct {
+	// Amount With exactly the currency's decimals.
+	Amount string `json:"amount"`
+
+	// AmountRefunded With exactly the currency's decimals.
+	AmountRefunded string `json:"amount_refunded"`
+
+	// Attempts Empty in the answer of a mark-paid.
+	Attempts      []PaymentAttempt   `json:"attempts"`
+	Currency      string             `json:"currency"`
+	Id            openapi_types.UUID `json:"id"`
+	InvoiceId     openapi_types.UUID `json:"invoice_id"`
+	NextAttemptAt *time.Time         `json:"next_attempt_at"`
+	Provider      PaymentProvider    `json:"provider"`
+
+	// Status `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed.
+	Status      PaymentStatus `json:"status"`
+	SucceededAt *time.Time    `json:"succeeded_at"`
+}
+
+// PaymentProvider defines model for Payment.Provider.
+type PaymentProvider string
+
+// PaymentStatus `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed.
+type PaymentStatus string
+
+// PaymentAttempt defines model for PaymentAttempt.
+type PaymentAttempt struct {
+	AttemptNo      int        `json:"attempt_no"`
+	CreatedAt      time.Time  `json:"created_at"`
+	DeclineCode    string     `json:"decline_code"`
+	FailureCode    string     `json:"failure_code"`
+	FailureMessage string     `json:"failure_message"`
+	FinishedAt     *time.Time `json:"finished_at"`
+
+	// ProviderPaymentId The provider's payment (a PaymentIntent's id); null until it answered.
+	ProviderPaymentId *string `json:"provider_payment_id"`
+
+	// Reference A transfer's reference, when marked paid by hand.
+	Reference string               `json:"reference"`
+	Status    PaymentAttemptStatus `json:"status"`
+}
+
+// PaymentAttemptStatus defines model for PaymentAttempt.Status.
+type PaymentAttemptStatus string
+
+// PaymentMethodSetup A setup under way; the client secret is for Stripe.js and is never stored.
+type PaymentMethodSetup struct {
+	// ClientSecret For `stripe.confirmCardSetup`; empty for the manual provider.
+	ClientSecret string `json:"client_secret"`
+
+	// Instructions How to pay by transfer (manual provider).
+	Instructions string                     `json:"instructions"`
+	Provider     PaymentMethodSetupProvider `json:"provider"`
+
+	// SetupId The provider's id (a SetupIntent's); empty for the manual provider.
+	SetupId string `json:"setup_id"`
+}
+
+// PaymentMethodSetupProvider defines model for PaymentMethodSetup.Provider.
+type PaymentMethodSetupProvider string
+
+// PaymentMethodSetupInput defines model for PaymentMethodSetupInput.
+type PaymentMethodSetupInput struct {
+	// Provider Default `stripe`.
+	Provider *PaymentMethodSetupInputProvider `json:"provider,omitempty"`
+}
+
+// PaymentMethodSetupInputProvider Default `stripe`.
+type PaymentMethodSetupInputProvider string
+
+// PaymentSettings defines model for PaymentSettings.
+type PaymentSettings struct {
+	GraceDays      int                     `json:"grace_days"`
+	OrganizationId openapi_types.UUID      `json:"organization_id"`
+	Provider       PaymentSettingsProvider `json:"provider"`
+	RetryDays      []int                   `json:"retry_days"`
+}
+
+// PaymentSettingsProvider defines model for PaymentSettings.Provider.
+type PaymentSettingsProvider string
+
+// PaymentSettingsInput defines model for PaymentSettingsInput.
+type PaymentSettingsInput struct {
+	// GraceDays Default 3.
+	GraceDays *int                         `json:"grace_days,omitempty"`
+	Provider  PaymentSettingsInputProvider `json:"provider"`
+
+	// RetryDays Days after each failed attempt before the next; default [1, 3, 5, 7].
+	RetryDays *[]int `json:"retry_days,omitempty"`
+}
+
+// PaymentSettingsInputProvider defines model for PaymentSettingsInput.Provider.
+type PaymentSettingsInputProvider string
 
 // Plan A plan of an API, with its latest version of terms (`current_version`): what new subscriptions get.
 type Plan struct {
@@ -3084,6 +3390,27 @@ type RedemptionList struct {
 	Data []Redemption `json:"data"`
 }
 
+// Refund defines model for Refund.
+type Refund struct {
+	// Amount With exactly the currency's decimals.
+	Amount    string             `json:"amount"`
+	Currency  string             `json:"currency"`
+	Id        openapi_types.UUID `json:"id"`
+	InvoiceId openapi_types.UUID `json:"invoice_id"`
+	Reason    string             `json:"reason"`
+	Status    RefundStatus       `json:"status"`
+}
+
+// RefundStatus defines model for Refund.Status.
+type RefundStatus string
+
+// RefundInput defines model for RefundInput.
+type RefundInput struct {
+	// Amount Above zero, in the invoice's currency; left out: what is left of the payment.
+	Amount *string `json:"amount,omitempty"`
+	Reason *string `json:"reason,omitempty"`
+}
+
 // Revenue An issuer's revenue statement from its finalized invoices, by month of finalization (UTC), API and currency; void invoices never count.
 type Revenue struct {
 	From     time.Time          `json:"from"`
@@ -3216,6 +3543,32 @@ type Stats struct {
 
 	// SlaBreaches `overdue` + `decided_after_due`.
 	SlaBreaches int `json:"sla_breaches"`
+}
+
+// StripeEvent An event as Stripe renders it (https://docs.stripe.com/api/events/object); only its signature makes it one.
+type StripeEvent struct {
+	Account    *string `json:"account,omitempty"`
+	ApiVersion *string `json:"api_version,omitempty"`
+	Context    *string `json:"context,omitempty"`
+	Created    *int    `json:"created,omitempty"`
+	Data       *struct {
+		Object             *StripeEvent_Data_Object `json:"object,omitempty"`
+		PreviousAttributes *map[string]interface{}  `json:"previous_attributes,omitempty"`
+	} `json:"data,omitempty"`
+	Id                   *string                 `json:"id,omitempty"`
+	Livemode             *bool                   `json:"livemode,omitempty"`
+	Object               *string                 `json:"object,omitempty"`
+	PendingWebhooks      *int                    `json:"pending_webhooks,omitempty"`
+	Request              *map[string]interface{} `json:"request,omitempty"`
+	Type                 *string                 `json:"type,omitempty"`
+	AdditionalProperties map[string]interface{}  `json:"-"`
+}
+
+// StripeEvent_Data_Object defines model for StripeEvent.Data.Object.
+type StripeEvent_Data_Object struct {
+	Id                   *string                `json:"id,omitempty"`
+	Object               *string                `json:"object,omitempty"`
+	AdditionalProperties map[string]interface{} `json:"-"`
 }
 
 // SubmitInput Submits an API for review. The whole body is optional. Unknown members are refused.
@@ -3708,6 +4061,11 @@ type WebhookPayload struct {
 	Type string `json:"type"`
 }
 
+// WebhookReceipt A delivery received.
+type WebhookReceipt struct {
+	Received bool `json:"received"`
+}
+
 // WebhookSecret A new signing secret.
 type WebhookSecret struct {
 	// Secret The new signing secret; attempts from now on are signed with it only.
@@ -3884,6 +4242,12 @@ type MarkInvoicePaidParams struct {
 
 // PutAdminBillingSettingsParams defines parameters for PutAdminBillingSettings.
 type PutAdminBillingSettingsParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// PutPaymentSettingsParams defines parameters for PutPaymentSettings.
+type PutPaymentSettingsParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
@@ -4137,6 +4501,24 @@ type ListAuditEntriesParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// SetupPaymentMethodParams defines parameters for SetupPaymentMethod.
+type SetupPaymentMethodParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ReceiveStripeWebhookParams defines parameters for ReceiveStripeWebhook.
+type ReceiveStripeWebhookParams struct {
+	// StripeSignature `t=<unix time>,v1=<HMAC-SHA256>` as Stripe signs.
+	StripeSignature *string `json:"Stripe-Signature,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
 // ListCreditsParams defines parameters for ListCredits.
 type ListCreditsParams struct {
 	// IssuerId The issuer (a provider organization).
@@ -4230,10 +4612,34 @@ type MarkInvoiceUncollectibleParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// GetInvoicePaymentParams defines parameters for GetInvoicePayment.
+type GetInvoicePaymentParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// MarkPaymentPaidParams defines parameters for MarkPaymentPaid.
+type MarkPaymentPaidParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // GetInvoicePDFParams defines parameters for GetInvoicePDF.
 type GetInvoicePDFParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// RefundInvoiceParams defines parameters for RefundInvoice.
+type RefundInvoiceParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // VoidInvoiceParams defines parameters for VoidInvoice.
@@ -4761,6 +5167,9 @@ type CreateIngestTokenJSONRequestBody = IngestTokenInput
 // PutAdminBillingSettingsJSONRequestBody defines body for PutAdminBillingSettings for application/json ContentType.
 type PutAdminBillingSettingsJSONRequestBody = BillingSettingsInput
 
+// PutPaymentSettingsJSONRequestBody defines body for PutPaymentSettings for application/json ContentType.
+type PutPaymentSettingsJSONRequestBody = PaymentSettingsInput
+
 // ReleaseSubscriptionHoldJSONRequestBody defines body for ReleaseSubscriptionHold for application/json ContentType.
 type ReleaseSubscriptionHoldJSONRequestBody = ReasonInput
 
@@ -4800,8 +5209,20 @@ type CreateAPIVersionJSONRequestBody = VersionInput
 // CommentOnApprovalJSONRequestBody defines body for CommentOnApproval for application/json ContentType.
 type CommentOnApprovalJSONRequestBody = CommentInput
 
+// SetupPaymentMethodJSONRequestBody defines body for SetupPaymentMethod for application/json ContentType.
+type SetupPaymentMethodJSONRequestBody = PaymentMethodSetupInput
+
+// ReceiveStripeWebhookJSONRequestBody defines body for ReceiveStripeWebhook for application/json ContentType.
+type ReceiveStripeWebhookJSONRequestBody = StripeEvent
+
 // GrantCreditJSONRequestBody defines body for GrantCredit for application/json ContentType.
 type GrantCreditJSONRequestBody = CreditGrantInput
+
+// MarkPaymentPaidJSONRequestBody defines body for MarkPaymentPaid for application/json ContentType.
+type MarkPaymentPaidJSONRequestBody = MarkPaymentPaidInput
+
+// RefundInvoiceJSONRequestBody defines body for RefundInvoice for application/json ContentType.
+type RefundInvoiceJSONRequestBody = RefundInput
 
 // UpdateKeyJSONRequestBody defines body for UpdateKey for application/json ContentType.
 type UpdateKeyJSONRequestBody = KeyPatch
@@ -4874,6 +5295,307 @@ type CreateWebhookEndpointJSONRequestBody = WebhookEndpointInput
 
 // UpdateWebhookEndpointJSONRequestBody defines body for UpdateWebhookEndpoint for application/json ContentType.
 type UpdateWebhookEndpointJSONRequestBody = WebhookEndpointPatch
+
+// Getter for additional properties for StripeEvent. Returns the specified
+// element and whether it was found
+func (a StripeEvent) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for StripeEvent
+func (a *StripeEvent) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for StripeEvent to handle AdditionalProperties
+func (a *StripeEvent) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["account"]; found {
+		err = json.Unmarshal(raw, &a.Account)
+		if err != nil {
+			return fmt.Errorf("error reading 'account': %w", err)
+		}
+		delete(object, "account")
+	}
+
+	if raw, found := object["api_version"]; found {
+		err = json.Unmarshal(raw, &a.ApiVersion)
+		if err != nil {
+			return fmt.Errorf("error reading 'api_version': %w", err)
+		}
+		delete(object, "api_version")
+	}
+
+	if raw, found := object["context"]; found {
+		err = json.Unmarshal(raw, &a.Context)
+		if err != nil {
+			return fmt.Errorf("error reading 'context': %w", err)
+		}
+		delete(object, "context")
+	}
+
+	if raw, found := object["created"]; found {
+		err = json.Unmarshal(raw, &a.Created)
+		if err != nil {
+			return fmt.Errorf("error reading 'created': %w", err)
+		}
+		delete(object, "created")
+	}
+
+	if raw, found := object["data"]; found {
+		err = json.Unmarshal(raw, &a.Data)
+		if err != nil {
+			return fmt.Errorf("error reading 'data': %w", err)
+		}
+		delete(object, "data")
+	}
+
+	if raw, found := object["id"]; found {
+		err = json.Unmarshal(raw, &a.Id)
+		if err != nil {
+			return fmt.Errorf("error reading 'id': %w", err)
+		}
+		delete(object, "id")
+	}
+
+	if raw, found := object["livemode"]; found {
+		err = json.Unmarshal(raw, &a.Livemode)
+		if err != nil {
+			return fmt.Errorf("error reading 'livemode': %w", err)
+		}
+		delete(object, "livemode")
+	}
+
+	if raw, found := object["object"]; found {
+		err = json.Unmarshal(raw, &a.Object)
+		if err != nil {
+			return fmt.Errorf("error reading 'object': %w", err)
+		}
+		delete(object, "object")
+	}
+
+	if raw, found := object["pending_webhooks"]; found {
+		err = json.Unmarshal(raw, &a.PendingWebhooks)
+		if err != nil {
+			return fmt.Errorf("error reading 'pending_webhooks': %w", err)
+		}
+		delete(object, "pending_webhooks")
+	}
+
+	if raw, found := object["request"]; found {
+		err = json.Unmarshal(raw, &a.Request)
+		if err != nil {
+			return fmt.Errorf("error reading 'request': %w", err)
+		}
+		delete(object, "request")
+	}
+
+	if raw, found := object["type"]; found {
+		err = json.Unmarshal(raw, &a.Type)
+		if err != nil {
+			return fmt.Errorf("error reading 'type': %w", err)
+		}
+		delete(object, "type")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for StripeEvent to handle AdditionalProperties
+func (a StripeEvent) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.Account != nil {
+		object["account"], err = json.Marshal(a.Account)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'account': %w", err)
+		}
+	}
+
+	if a.ApiVersion != nil {
+		object["api_version"], err = json.Marshal(a.ApiVersion)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'api_version': %w", err)
+		}
+	}
+
+	if a.Context != nil {
+		object["context"], err = json.Marshal(a.Context)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'context': %w", err)
+		}
+	}
+
+	if a.Created != nil {
+		object["created"], err = json.Marshal(a.Created)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'created': %w", err)
+		}
+	}
+
+	if a.Data != nil {
+		object["data"], err = json.Marshal(a.Data)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'data': %w", err)
+		}
+	}
+
+	if a.Id != nil {
+		object["id"], err = json.Marshal(a.Id)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'id': %w", err)
+		}
+	}
+
+	if a.Livemode != nil {
+		object["livemode"], err = json.Marshal(a.Livemode)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'livemode': %w", err)
+		}
+	}
+
+	if a.Object != nil {
+		object["object"], err = json.Marshal(a.Object)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'object': %w", err)
+		}
+	}
+
+	if a.PendingWebhooks != nil {
+		object["pending_webhooks"], err = json.Marshal(a.PendingWebhooks)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'pending_webhooks': %w", err)
+		}
+	}
+
+	if a.Request != nil {
+		object["request"], err = json.Marshal(a.Request)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'request': %w", err)
+		}
+	}
+
+	if a.Type != nil {
+		object["type"], err = json.Marshal(a.Type)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'type': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for StripeEvent_Data_Object. Returns the specified
+// element and whether it was found
+func (a StripeEvent_Data_Object) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for StripeEvent_Data_Object
+func (a *StripeEvent_Data_Object) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for StripeEvent_Data_Object to handle AdditionalProperties
+func (a *StripeEvent_Data_Object) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["id"]; found {
+		err = json.Unmarshal(raw, &a.Id)
+		if err != nil {
+			return fmt.Errorf("error reading 'id': %w", err)
+		}
+		delete(object, "id")
+	}
+
+	if raw, found := object["object"]; found {
+		err = json.Unmarshal(raw, &a.Object)
+		if err != nil {
+			return fmt.Errorf("error reading 'object': %w", err)
+		}
+		delete(object, "object")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for StripeEvent_Data_Object to handle AdditionalProperties
+func (a StripeEvent_Data_Object) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	if a.Id != nil {
+		object["id"], err = json.Marshal(a.Id)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'id': %w", err)
+		}
+	}
+
+	if a.Object != nil {
+		object["object"], err = json.Marshal(a.Object)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'object': %w", err)
+		}
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -5271,6 +5993,28 @@ type ClientInterface interface {
 	//
 	// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
 	PutAdminBillingSettings(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, body PutAdminBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutPaymentSettingsWithBody Set how an issuer's invoices are collected
+	//
+	// The provider that collects the issuer's invoices (`stripe` or `manual`, configured in this control plane), the days after a failed attempt when the next is made (default 1, 3, 5, 7) and the grace days of a subscription past due. Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
+	PutPaymentSettingsWithBody(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PutPaymentSettings Set how an issuer's invoices are collected
+	//
+	// The provider that collects the issuer's invoices (`stripe` or `manual`, configured in this control plane), the days after a failed attempt when the next is made (default 1, 3, 5, 7) and the grace days of a subscription past due. Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
+	PutPaymentSettings(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, body PutPaymentSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ReloadPlanFiles Reload the plan files now
 	//
@@ -5691,6 +6435,50 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/audit (the `ListAuditEntries` operationId).
 	ListAuditEntries(ctx context.Context, params *ListAuditEntriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SetupPaymentMethodWithBody Start the setup of a payment method
+	//
+	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+	//
+	// **Who may call:** any member, for their own organization.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/billing/payment-methods/setup (the `SetupPaymentMethod` operationId).
+	SetupPaymentMethodWithBody(ctx context.Context, params *SetupPaymentMethodParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetupPaymentMethod Start the setup of a payment method
+	//
+	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+	//
+	// **Who may call:** any member, for their own organization.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/billing/payment-methods/setup (the `SetupPaymentMethod` operationId).
+	SetupPaymentMethod(ctx context.Context, params *SetupPaymentMethodParams, body SetupPaymentMethodJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ReceiveStripeWebhookWithBody Receive a Stripe webhook delivery
+	//
+	// Stripe's deliveries of payment, refund, dispute and payment method events. No bearer token: the `Stripe-Signature` header is verified against `VEIL_STRIPE_WEBHOOK_SECRET` with a 300 s tolerance, and events must be rendered in the API version Veil reads. Each event id is applied once (a redelivery answers 200 and changes nothing); 200 comes only after the change is committed, so Stripe delivers again whatever failed. The body is read whole, up to 1 MiB.
+	//
+	// **Who may call:** Stripe.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
+	ReceiveStripeWebhookWithBody(ctx context.Context, params *ReceiveStripeWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ReceiveStripeWebhook Receive a Stripe webhook delivery
+	//
+	// Stripe's deliveries of payment, refund, dispute and payment method events. No bearer token: the `Stripe-Signature` header is verified against `VEIL_STRIPE_WEBHOOK_SECRET` with a 300 s tolerance, and events must be rendered in the API version Veil reads. Each event id is applied once (a redelivery answers 200 and changes nothing); 200 comes only after the change is committed, so Stripe delivers again whatever failed. The body is read whole, up to 1 MiB.
+	//
+	// **Who may call:** Stripe.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
+	ReceiveStripeWebhook(ctx context.Context, params *ReceiveStripeWebhookParams, body ReceiveStripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListCredits List credit balances
 	//
 	// Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
@@ -5776,6 +6564,37 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/invoices/{id}/mark-uncollectible (the `MarkInvoiceUncollectible` operationId).
 	MarkInvoiceUncollectible(ctx context.Context, id openapi_types.UUID, params *MarkInvoiceUncollectibleParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetInvoicePayment Read an invoice's payment
+	//
+	// The invoice's payment with every attempt: status, the provider's payment id and its failure and decline codes; never card data.
+	//
+	// **Who may call:** members of the invoice's issuer and customer, admins.
+	//
+	// Corresponds with GET /v1/invoices/{id}/payment (the `GetInvoicePayment` operationId).
+	GetInvoicePayment(ctx context.Context, id openapi_types.UUID, params *GetInvoicePaymentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// MarkPaymentPaidWithBody Mark an invoice's payment received
+	//
+	// Records that the payment arrived outside the provider (a bank transfer seen on the account), with the transfer's reference: the payment succeeds and the invoice is paid as a provider's event would have done. Audited.
+	//
+	// **Who may call:** the issuer's providers, admins.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
+	MarkPaymentPaidWithBody(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// MarkPaymentPaid Mark an invoice's payment received
+	//
+	// Records that the payment arrived outside the provider (a bank transfer seen on the account), with the transfer's reference: the payment succeeds and the invoice is paid as a provider's event would have done. Audited.
+	//
+	// **Who may call:** the issuer's providers, admins.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
+	MarkPaymentPaid(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, body MarkPaymentPaidJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetInvoicePDF Download an invoice as PDF
 	//
 	// The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
@@ -5784,6 +6603,28 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/invoices/{id}/pdf (the `GetInvoicePDF` operationId).
 	GetInvoicePDF(ctx context.Context, id openapi_types.UUID, params *GetInvoicePDFParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RefundInvoiceWithBody Refund a paid invoice
+	//
+	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+	//
+	// **Who may call:** the issuer's providers, admins.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/invoices/{id}/refunds (the `RefundInvoice` operationId).
+	RefundInvoiceWithBody(ctx context.Context, id openapi_types.UUID, params *RefundInvoiceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RefundInvoice Refund a paid invoice
+	//
+	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+	//
+	// **Who may call:** the issuer's providers, admins.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/invoices/{id}/refunds (the `RefundInvoice` operationId).
+	RefundInvoice(ctx context.Context, id openapi_types.UUID, params *RefundInvoiceParams, body RefundInvoiceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// VoidInvoice Void an open invoice
 	//
@@ -7267,6 +8108,48 @@ func (c *Client) PutAdminBillingSettings(ctx context.Context, id openapi_types.U
 	return c.Client.Do(req)
 }
 
+// PutPaymentSettingsWithBody Set how an issuer's invoices are collected
+//
+// The provider that collects the issuer's invoices (`stripe` or `manual`, configured in this control plane), the days after a failed attempt when the next is made (default 1, 3, 5, 7) and the grace days of a subscription past due. Audited.
+//
+// **Who may call:** admins.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
+func (c *Client) PutPaymentSettingsWithBody(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutPaymentSettingsRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PutPaymentSettings Set how an issuer's invoices are collected
+//
+// The provider that collects the issuer's invoices (`stripe` or `manual`, configured in this control plane), the days after a failed attempt when the next is made (default 1, 3, 5, 7) and the grace days of a subscription past due. Audited.
+//
+// **Who may call:** admins.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
+func (c *Client) PutPaymentSettings(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, body PutPaymentSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPutPaymentSettingsRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ReloadPlanFiles Reload the plan files now
 //
 // Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
@@ -8096,6 +8979,90 @@ func (c *Client) ListAuditEntries(ctx context.Context, params *ListAuditEntriesP
 	return c.Client.Do(req)
 }
 
+// SetupPaymentMethodWithBody Start the setup of a payment method
+//
+// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+//
+// **Who may call:** any member, for their own organization.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/billing/payment-methods/setup (the `SetupPaymentMethod` operationId).
+func (c *Client) SetupPaymentMethodWithBody(ctx context.Context, params *SetupPaymentMethodParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetupPaymentMethodRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetupPaymentMethod Start the setup of a payment method
+//
+// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+//
+// **Who may call:** any member, for their own organization.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/billing/payment-methods/setup (the `SetupPaymentMethod` operationId).
+func (c *Client) SetupPaymentMethod(ctx context.Context, params *SetupPaymentMethodParams, body SetupPaymentMethodJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetupPaymentMethodRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ReceiveStripeWebhookWithBody Receive a Stripe webhook delivery
+//
+// Stripe's deliveries of payment, refund, dispute and payment method events. No bearer token: the `Stripe-Signature` header is verified against `VEIL_STRIPE_WEBHOOK_SECRET` with a 300 s tolerance, and events must be rendered in the API version Veil reads. Each event id is applied once (a redelivery answers 200 and changes nothing); 200 comes only after the change is committed, so Stripe delivers again whatever failed. The body is read whole, up to 1 MiB.
+//
+// **Who may call:** Stripe.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
+func (c *Client) ReceiveStripeWebhookWithBody(ctx context.Context, params *ReceiveStripeWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReceiveStripeWebhookRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ReceiveStripeWebhook Receive a Stripe webhook delivery
+//
+// Stripe's deliveries of payment, refund, dispute and payment method events. No bearer token: the `Stripe-Signature` header is verified against `VEIL_STRIPE_WEBHOOK_SECRET` with a 300 s tolerance, and events must be rendered in the API version Veil reads. Each event id is applied once (a redelivery answers 200 and changes nothing); 200 comes only after the change is committed, so Stripe delivers again whatever failed. The body is read whole, up to 1 MiB.
+//
+// **Who may call:** Stripe.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
+func (c *Client) ReceiveStripeWebhook(ctx context.Context, params *ReceiveStripeWebhookParams, body ReceiveStripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReceiveStripeWebhookRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListCredits List credit balances
 //
 // Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
@@ -8271,6 +9238,67 @@ func (c *Client) MarkInvoiceUncollectible(ctx context.Context, id openapi_types.
 	return c.Client.Do(req)
 }
 
+// GetInvoicePayment Read an invoice's payment
+//
+// The invoice's payment with every attempt: status, the provider's payment id and its failure and decline codes; never card data.
+//
+// **Who may call:** members of the invoice's issuer and customer, admins.
+//
+// Corresponds with GET /v1/invoices/{id}/payment (the `GetInvoicePayment` operationId).
+func (c *Client) GetInvoicePayment(ctx context.Context, id openapi_types.UUID, params *GetInvoicePaymentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetInvoicePaymentRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// MarkPaymentPaidWithBody Mark an invoice's payment received
+//
+// Records that the payment arrived outside the provider (a bank transfer seen on the account), with the transfer's reference: the payment succeeds and the invoice is paid as a provider's event would have done. Audited.
+//
+// **Who may call:** the issuer's providers, admins.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
+func (c *Client) MarkPaymentPaidWithBody(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewMarkPaymentPaidRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// MarkPaymentPaid Mark an invoice's payment received
+//
+// Records that the payment arrived outside the provider (a bank transfer seen on the account), with the transfer's reference: the payment succeeds and the invoice is paid as a provider's event would have done. Audited.
+//
+// **Who may call:** the issuer's providers, admins.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
+func (c *Client) MarkPaymentPaid(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, body MarkPaymentPaidJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewMarkPaymentPaidRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetInvoicePDF Download an invoice as PDF
 //
 // The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
@@ -8280,6 +9308,48 @@ func (c *Client) MarkInvoiceUncollectible(ctx context.Context, id openapi_types.
 // Corresponds with GET /v1/invoices/{id}/pdf (the `GetInvoicePDF` operationId).
 func (c *Client) GetInvoicePDF(ctx context.Context, id openapi_types.UUID, params *GetInvoicePDFParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetInvoicePDFRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RefundInvoiceWithBody Refund a paid invoice
+//
+// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+//
+// **Who may call:** the issuer's providers, admins.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/invoices/{id}/refunds (the `RefundInvoice` operationId).
+func (c *Client) RefundInvoiceWithBody(ctx context.Context, id openapi_types.UUID, params *RefundInvoiceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRefundInvoiceRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RefundInvoice Refund a paid invoice
+//
+// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+//
+// **Who may call:** the issuer's providers, admins.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/invoices/{id}/refunds (the `RefundInvoice` operationId).
+func (c *Client) RefundInvoice(ctx context.Context, id openapi_types.UUID, params *RefundInvoiceParams, body RefundInvoiceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRefundInvoiceRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -11235,6 +12305,68 @@ func NewPutAdminBillingSettingsRequestWithBody(server string, id openapi_types.U
 	return req, nil
 }
 
+// NewPutPaymentSettingsRequest calls the generic PutPaymentSettings builder with application/json body
+func NewPutPaymentSettingsRequest(server string, id openapi_types.UUID, params *PutPaymentSettingsParams, body PutPaymentSettingsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPutPaymentSettingsRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewPutPaymentSettingsRequestWithBody constructs an http.Request for the PutPaymentSettings method, with any body, and a specified content type
+func NewPutPaymentSettingsRequestWithBody(server string, id openapi_types.UUID, params *PutPaymentSettingsParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/organizations/%s/payment-settings", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewReloadPlanFilesRequest constructs an http.Request for the ReloadPlanFiles method
 func NewReloadPlanFilesRequest(server string, params *ReloadPlanFilesParams) (*http.Request, error) {
 	var err error
@@ -13057,6 +14189,138 @@ func NewListAuditEntriesRequest(server string, params *ListAuditEntriesParams) (
 	return req, nil
 }
 
+// NewSetupPaymentMethodRequest calls the generic SetupPaymentMethod builder with application/json body
+func NewSetupPaymentMethodRequest(server string, params *SetupPaymentMethodParams, body SetupPaymentMethodJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetupPaymentMethodRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewSetupPaymentMethodRequestWithBody constructs an http.Request for the SetupPaymentMethod method, with any body, and a specified content type
+func NewSetupPaymentMethodRequestWithBody(server string, params *SetupPaymentMethodParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/billing/payment-methods/setup")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewReceiveStripeWebhookRequest calls the generic ReceiveStripeWebhook builder with application/json body
+func NewReceiveStripeWebhookRequest(server string, params *ReceiveStripeWebhookParams, body ReceiveStripeWebhookJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewReceiveStripeWebhookRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewReceiveStripeWebhookRequestWithBody constructs an http.Request for the ReceiveStripeWebhook method, with any body, and a specified content type
+func NewReceiveStripeWebhookRequestWithBody(server string, params *ReceiveStripeWebhookParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/billing/stripe/webhook")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.StripeSignature != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Stripe-Signature", *params.StripeSignature, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Stripe-Signature", headerParam0)
+		}
+
+		if params.XRequestId != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewListCreditsRequest constructs an http.Request for the ListCredits method
 func NewListCreditsRequest(server string, params *ListCreditsParams) (*http.Request, error) {
 	var err error
@@ -13656,6 +14920,128 @@ func NewMarkInvoiceUncollectibleRequest(server string, id openapi_types.UUID, pa
 	return req, nil
 }
 
+// NewGetInvoicePaymentRequest constructs an http.Request for the GetInvoicePayment method
+func NewGetInvoicePaymentRequest(server string, id openapi_types.UUID, params *GetInvoicePaymentParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/payment", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewMarkPaymentPaidRequest calls the generic MarkPaymentPaid builder with application/json body
+func NewMarkPaymentPaidRequest(server string, id openapi_types.UUID, params *MarkPaymentPaidParams, body MarkPaymentPaidJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewMarkPaymentPaidRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewMarkPaymentPaidRequestWithBody constructs an http.Request for the MarkPaymentPaid method, with any body, and a specified content type
+func NewMarkPaymentPaidRequestWithBody(server string, id openapi_types.UUID, params *MarkPaymentPaidParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/payment/mark-paid", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetInvoicePDFRequest constructs an http.Request for the GetInvoicePDF method
 func NewGetInvoicePDFRequest(server string, id openapi_types.UUID, params *GetInvoicePDFParams) (*http.Request, error) {
 	var err error
@@ -13698,6 +15084,79 @@ func NewGetInvoicePDFRequest(server string, id openapi_types.UUID, params *GetIn
 			}
 
 			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewRefundInvoiceRequest calls the generic RefundInvoice builder with application/json body
+func NewRefundInvoiceRequest(server string, id openapi_types.UUID, params *RefundInvoiceParams, body RefundInvoiceJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRefundInvoiceRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewRefundInvoiceRequestWithBody constructs an http.Request for the RefundInvoice method, with any body, and a specified content type
+func NewRefundInvoiceRequestWithBody(server string, id openapi_types.UUID, params *RefundInvoiceParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/refunds", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
 		}
 
 	}
@@ -17910,6 +19369,28 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /v1/admin/organizations/{id}/billing-settings (the `PutAdminBillingSettings` operationId).
 	PutAdminBillingSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *PutAdminBillingSettingsParams, body PutAdminBillingSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*PutAdminBillingSettingsResponse, error)
 
+	// PutPaymentSettingsWithBodyWithResponse Set how an issuer's invoices are collected
+	//
+	// The provider that collects the issuer's invoices (`stripe` or `manual`, configured in this control plane), the days after a failed attempt when the next is made (default 1, 3, 5, 7) and the grace days of a subscription past due. Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
+	PutPaymentSettingsWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutPaymentSettingsResponse, error)
+
+	// PutPaymentSettingsWithResponse Set how an issuer's invoices are collected
+	//
+	// The provider that collects the issuer's invoices (`stripe` or `manual`, configured in this control plane), the days after a failed attempt when the next is made (default 1, 3, 5, 7) and the grace days of a subscription past due. Audited.
+	//
+	// **Who may call:** admins.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
+	PutPaymentSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, body PutPaymentSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*PutPaymentSettingsResponse, error)
+
 	// ReloadPlanFilesWithResponse Reload the plan files now
 	//
 	// Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
@@ -18359,6 +19840,50 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/audit (the `ListAuditEntries` operationId).
 	ListAuditEntriesWithResponse(ctx context.Context, params *ListAuditEntriesParams, reqEditors ...RequestEditorFn) (*ListAuditEntriesResponse, error)
 
+	// SetupPaymentMethodWithBodyWithResponse Start the setup of a payment method
+	//
+	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+	//
+	// **Who may call:** any member, for their own organization.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/billing/payment-methods/setup (the `SetupPaymentMethod` operationId).
+	SetupPaymentMethodWithBodyWithResponse(ctx context.Context, params *SetupPaymentMethodParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetupPaymentMethodResponse, error)
+
+	// SetupPaymentMethodWithResponse Start the setup of a payment method
+	//
+	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+	//
+	// **Who may call:** any member, for their own organization.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/billing/payment-methods/setup (the `SetupPaymentMethod` operationId).
+	SetupPaymentMethodWithResponse(ctx context.Context, params *SetupPaymentMethodParams, body SetupPaymentMethodJSONRequestBody, reqEditors ...RequestEditorFn) (*SetupPaymentMethodResponse, error)
+
+	// ReceiveStripeWebhookWithBodyWithResponse Receive a Stripe webhook delivery
+	//
+	// Stripe's deliveries of payment, refund, dispute and payment method events. No bearer token: the `Stripe-Signature` header is verified against `VEIL_STRIPE_WEBHOOK_SECRET` with a 300 s tolerance, and events must be rendered in the API version Veil reads. Each event id is applied once (a redelivery answers 200 and changes nothing); 200 comes only after the change is committed, so Stripe delivers again whatever failed. The body is read whole, up to 1 MiB.
+	//
+	// **Who may call:** Stripe.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
+	ReceiveStripeWebhookWithBodyWithResponse(ctx context.Context, params *ReceiveStripeWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReceiveStripeWebhookResponse, error)
+
+	// ReceiveStripeWebhookWithResponse Receive a Stripe webhook delivery
+	//
+	// Stripe's deliveries of payment, refund, dispute and payment method events. No bearer token: the `Stripe-Signature` header is verified against `VEIL_STRIPE_WEBHOOK_SECRET` with a 300 s tolerance, and events must be rendered in the API version Veil reads. Each event id is applied once (a redelivery answers 200 and changes nothing); 200 comes only after the change is committed, so Stripe delivers again whatever failed. The body is read whole, up to 1 MiB.
+	//
+	// **Who may call:** Stripe.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
+	ReceiveStripeWebhookWithResponse(ctx context.Context, params *ReceiveStripeWebhookParams, body ReceiveStripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*ReceiveStripeWebhookResponse, error)
+
 	// ListCreditsWithResponse List credit balances
 	//
 	// Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
@@ -18458,6 +19983,39 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/invoices/{id}/mark-uncollectible (the `MarkInvoiceUncollectible` operationId).
 	MarkInvoiceUncollectibleWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkInvoiceUncollectibleParams, reqEditors ...RequestEditorFn) (*MarkInvoiceUncollectibleResponse, error)
 
+	// GetInvoicePaymentWithResponse Read an invoice's payment
+	//
+	// The invoice's payment with every attempt: status, the provider's payment id and its failure and decline codes; never card data.
+	//
+	// **Who may call:** members of the invoice's issuer and customer, admins.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/invoices/{id}/payment (the `GetInvoicePayment` operationId).
+	GetInvoicePaymentWithResponse(ctx context.Context, id openapi_types.UUID, params *GetInvoicePaymentParams, reqEditors ...RequestEditorFn) (*GetInvoicePaymentResponse, error)
+
+	// MarkPaymentPaidWithBodyWithResponse Mark an invoice's payment received
+	//
+	// Records that the payment arrived outside the provider (a bank transfer seen on the account), with the transfer's reference: the payment succeeds and the invoice is paid as a provider's event would have done. Audited.
+	//
+	// **Who may call:** the issuer's providers, admins.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
+	MarkPaymentPaidWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*MarkPaymentPaidResponse, error)
+
+	// MarkPaymentPaidWithResponse Mark an invoice's payment received
+	//
+	// Records that the payment arrived outside the provider (a bank transfer seen on the account), with the transfer's reference: the payment succeeds and the invoice is paid as a provider's event would have done. Audited.
+	//
+	// **Who may call:** the issuer's providers, admins.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
+	MarkPaymentPaidWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, body MarkPaymentPaidJSONRequestBody, reqEditors ...RequestEditorFn) (*MarkPaymentPaidResponse, error)
+
 	// GetInvoicePDFWithResponse Download an invoice as PDF
 	//
 	// The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
@@ -18468,6 +20026,28 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/invoices/{id}/pdf (the `GetInvoicePDF` operationId).
 	GetInvoicePDFWithResponse(ctx context.Context, id openapi_types.UUID, params *GetInvoicePDFParams, reqEditors ...RequestEditorFn) (*GetInvoicePDFResponse, error)
+
+	// RefundInvoiceWithBodyWithResponse Refund a paid invoice
+	//
+	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+	//
+	// **Who may call:** the issuer's providers, admins.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/invoices/{id}/refunds (the `RefundInvoice` operationId).
+	RefundInvoiceWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *RefundInvoiceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RefundInvoiceResponse, error)
+
+	// RefundInvoiceWithResponse Refund a paid invoice
+	//
+	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+	//
+	// **Who may call:** the issuer's providers, admins.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/invoices/{id}/refunds (the `RefundInvoice` operationId).
+	RefundInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *RefundInvoiceParams, body RefundInvoiceJSONRequestBody, reqEditors ...RequestEditorFn) (*RefundInvoiceResponse, error)
 
 	// VoidInvoiceWithResponse Void an open invoice
 	//
@@ -20429,6 +22009,59 @@ func (r PutAdminBillingSettingsResponse) ContentType() string {
 	return ""
 }
 
+type PutPaymentSettingsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PaymentSettings
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PutPaymentSettingsResponse) GetJSON200() *PaymentSettings {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PutPaymentSettingsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PutPaymentSettingsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PutPaymentSettingsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PutPaymentSettingsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r PutPaymentSettingsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PutPaymentSettingsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ReloadPlanFilesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -21906,6 +23539,112 @@ func (r ListAuditEntriesResponse) ContentType() string {
 	return ""
 }
 
+type SetupPaymentMethodResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *PaymentMethodSetup
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetupPaymentMethodResponse) GetJSON200() *PaymentMethodSetup {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r SetupPaymentMethodResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SetupPaymentMethodResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetupPaymentMethodResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetupPaymentMethodResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r SetupPaymentMethodResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetupPaymentMethodResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ReceiveStripeWebhookResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *WebhookReceipt
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ReceiveStripeWebhookResponse) GetJSON200() *WebhookReceipt {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ReceiveStripeWebhookResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ReceiveStripeWebhookResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ReceiveStripeWebhookResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ReceiveStripeWebhookResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ReceiveStripeWebhookResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ReceiveStripeWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListCreditsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -22323,6 +24062,112 @@ func (r MarkInvoiceUncollectibleResponse) ContentType() string {
 	return ""
 }
 
+type GetInvoicePaymentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Payment
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetInvoicePaymentResponse) GetJSON200() *Payment {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetInvoicePaymentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetInvoicePaymentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetInvoicePaymentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetInvoicePaymentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetInvoicePaymentResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetInvoicePaymentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type MarkPaymentPaidResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Payment
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r MarkPaymentPaidResponse) GetJSON200() *Payment {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r MarkPaymentPaidResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r MarkPaymentPaidResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r MarkPaymentPaidResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r MarkPaymentPaidResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r MarkPaymentPaidResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r MarkPaymentPaidResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetInvoicePDFResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -22363,6 +24208,59 @@ func (r GetInvoicePDFResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetInvoicePDFResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RefundInvoiceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Refund
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r RefundInvoiceResponse) GetJSON201() *Refund {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RefundInvoiceResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RefundInvoiceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RefundInvoiceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RefundInvoiceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r RefundInvoiceResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RefundInvoiceResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -26055,6 +27953,40 @@ func (c *ClientWithResponses) PutAdminBillingSettingsWithResponse(ctx context.Co
 	return ParsePutAdminBillingSettingsResponse(rsp)
 }
 
+// PutPaymentSettingsWithBodyWithResponse Set how an issuer's invoices are collected
+//
+// The provider that collects the issuer's invoices (`stripe` or `manual`, configured in this control plane), the days after a failed attempt when the next is made (default 1, 3, 5, 7) and the grace days of a subscription past due. Audited.
+//
+// **Who may call:** admins.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
+func (c *ClientWithResponses) PutPaymentSettingsWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutPaymentSettingsResponse, error) {
+	rsp, err := c.PutPaymentSettingsWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutPaymentSettingsResponse(rsp)
+}
+
+// PutPaymentSettingsWithResponse Set how an issuer's invoices are collected
+//
+// The provider that collects the issuer's invoices (`stripe` or `manual`, configured in this control plane), the days after a failed attempt when the next is made (default 1, 3, 5, 7) and the grace days of a subscription past due. Audited.
+//
+// **Who may call:** admins.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
+func (c *ClientWithResponses) PutPaymentSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, body PutPaymentSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*PutPaymentSettingsResponse, error) {
+	rsp, err := c.PutPaymentSettings(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePutPaymentSettingsResponse(rsp)
+}
+
 // ReloadPlanFilesWithResponse Reload the plan files now
 //
 // Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
@@ -26750,6 +28682,74 @@ func (c *ClientWithResponses) ListAuditEntriesWithResponse(ctx context.Context, 
 	return ParseListAuditEntriesResponse(rsp)
 }
 
+// SetupPaymentMethodWithBodyWithResponse Start the setup of a payment method
+//
+// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+//
+// **Who may call:** any member, for their own organization.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/billing/payment-methods/setup (the `SetupPaymentMethod` operationId).
+func (c *ClientWithResponses) SetupPaymentMethodWithBodyWithResponse(ctx context.Context, params *SetupPaymentMethodParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetupPaymentMethodResponse, error) {
+	rsp, err := c.SetupPaymentMethodWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetupPaymentMethodResponse(rsp)
+}
+
+// SetupPaymentMethodWithResponse Start the setup of a payment method
+//
+// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+//
+// **Who may call:** any member, for their own organization.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/billing/payment-methods/setup (the `SetupPaymentMethod` operationId).
+func (c *ClientWithResponses) SetupPaymentMethodWithResponse(ctx context.Context, params *SetupPaymentMethodParams, body SetupPaymentMethodJSONRequestBody, reqEditors ...RequestEditorFn) (*SetupPaymentMethodResponse, error) {
+	rsp, err := c.SetupPaymentMethod(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetupPaymentMethodResponse(rsp)
+}
+
+// ReceiveStripeWebhookWithBodyWithResponse Receive a Stripe webhook delivery
+//
+// Stripe's deliveries of payment, refund, dispute and payment method events. No bearer token: the `Stripe-Signature` header is verified against `VEIL_STRIPE_WEBHOOK_SECRET` with a 300 s tolerance, and events must be rendered in the API version Veil reads. Each event id is applied once (a redelivery answers 200 and changes nothing); 200 comes only after the change is committed, so Stripe delivers again whatever failed. The body is read whole, up to 1 MiB.
+//
+// **Who may call:** Stripe.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
+func (c *ClientWithResponses) ReceiveStripeWebhookWithBodyWithResponse(ctx context.Context, params *ReceiveStripeWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReceiveStripeWebhookResponse, error) {
+	rsp, err := c.ReceiveStripeWebhookWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReceiveStripeWebhookResponse(rsp)
+}
+
+// ReceiveStripeWebhookWithResponse Receive a Stripe webhook delivery
+//
+// Stripe's deliveries of payment, refund, dispute and payment method events. No bearer token: the `Stripe-Signature` header is verified against `VEIL_STRIPE_WEBHOOK_SECRET` with a 300 s tolerance, and events must be rendered in the API version Veil reads. Each event id is applied once (a redelivery answers 200 and changes nothing); 200 comes only after the change is committed, so Stripe delivers again whatever failed. The body is read whole, up to 1 MiB.
+//
+// **Who may call:** Stripe.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
+func (c *ClientWithResponses) ReceiveStripeWebhookWithResponse(ctx context.Context, params *ReceiveStripeWebhookParams, body ReceiveStripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*ReceiveStripeWebhookResponse, error) {
+	rsp, err := c.ReceiveStripeWebhook(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReceiveStripeWebhookResponse(rsp)
+}
+
 // ListCreditsWithResponse List credit balances
 //
 // Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
@@ -26903,6 +28903,57 @@ func (c *ClientWithResponses) MarkInvoiceUncollectibleWithResponse(ctx context.C
 	return ParseMarkInvoiceUncollectibleResponse(rsp)
 }
 
+// GetInvoicePaymentWithResponse Read an invoice's payment
+//
+// The invoice's payment with every attempt: status, the provider's payment id and its failure and decline codes; never card data.
+//
+// **Who may call:** members of the invoice's issuer and customer, admins.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/invoices/{id}/payment (the `GetInvoicePayment` operationId).
+func (c *ClientWithResponses) GetInvoicePaymentWithResponse(ctx context.Context, id openapi_types.UUID, params *GetInvoicePaymentParams, reqEditors ...RequestEditorFn) (*GetInvoicePaymentResponse, error) {
+	rsp, err := c.GetInvoicePayment(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetInvoicePaymentResponse(rsp)
+}
+
+// MarkPaymentPaidWithBodyWithResponse Mark an invoice's payment received
+//
+// Records that the payment arrived outside the provider (a bank transfer seen on the account), with the transfer's reference: the payment succeeds and the invoice is paid as a provider's event would have done. Audited.
+//
+// **Who may call:** the issuer's providers, admins.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
+func (c *ClientWithResponses) MarkPaymentPaidWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*MarkPaymentPaidResponse, error) {
+	rsp, err := c.MarkPaymentPaidWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMarkPaymentPaidResponse(rsp)
+}
+
+// MarkPaymentPaidWithResponse Mark an invoice's payment received
+//
+// Records that the payment arrived outside the provider (a bank transfer seen on the account), with the transfer's reference: the payment succeeds and the invoice is paid as a provider's event would have done. Audited.
+//
+// **Who may call:** the issuer's providers, admins.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
+func (c *ClientWithResponses) MarkPaymentPaidWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, body MarkPaymentPaidJSONRequestBody, reqEditors ...RequestEditorFn) (*MarkPaymentPaidResponse, error) {
+	rsp, err := c.MarkPaymentPaid(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMarkPaymentPaidResponse(rsp)
+}
+
 // GetInvoicePDFWithResponse Download an invoice as PDF
 //
 // The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
@@ -26918,6 +28969,40 @@ func (c *ClientWithResponses) GetInvoicePDFWithResponse(ctx context.Context, id 
 		return nil, err
 	}
 	return ParseGetInvoicePDFResponse(rsp)
+}
+
+// RefundInvoiceWithBodyWithResponse Refund a paid invoice
+//
+// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+//
+// **Who may call:** the issuer's providers, admins.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/invoices/{id}/refunds (the `RefundInvoice` operationId).
+func (c *ClientWithResponses) RefundInvoiceWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *RefundInvoiceParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RefundInvoiceResponse, error) {
+	rsp, err := c.RefundInvoiceWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRefundInvoiceResponse(rsp)
+}
+
+// RefundInvoiceWithResponse Refund a paid invoice
+//
+// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+//
+// **Who may call:** the issuer's providers, admins.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/invoices/{id}/refunds (the `RefundInvoice` operationId).
+func (c *ClientWithResponses) RefundInvoiceWithResponse(ctx context.Context, id openapi_types.UUID, params *RefundInvoiceParams, body RefundInvoiceJSONRequestBody, reqEditors ...RequestEditorFn) (*RefundInvoiceResponse, error) {
+	rsp, err := c.RefundInvoice(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRefundInvoiceResponse(rsp)
 }
 
 // VoidInvoiceWithResponse Void an open invoice
@@ -28980,6 +31065,39 @@ func ParsePutAdminBillingSettingsResponse(rsp *http.Response) (*PutAdminBillingS
 	return response, nil
 }
 
+// ParsePutPaymentSettingsResponse parses an HTTP response from a PutPaymentSettingsWithResponse call
+func ParsePutPaymentSettingsResponse(rsp *http.Response) (*PutPaymentSettingsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PutPaymentSettingsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PaymentSettings
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseReloadPlanFilesResponse parses an HTTP response from a ReloadPlanFilesWithResponse call
 func ParseReloadPlanFilesResponse(rsp *http.Response) (*ReloadPlanFilesResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -29900,6 +32018,72 @@ func ParseListAuditEntriesResponse(rsp *http.Response) (*ListAuditEntriesRespons
 	return response, nil
 }
 
+// ParseSetupPaymentMethodResponse parses an HTTP response from a SetupPaymentMethodWithResponse call
+func ParseSetupPaymentMethodResponse(rsp *http.Response) (*SetupPaymentMethodResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetupPaymentMethodResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest PaymentMethodSetup
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseReceiveStripeWebhookResponse parses an HTTP response from a ReceiveStripeWebhookWithResponse call
+func ParseReceiveStripeWebhookResponse(rsp *http.Response) (*ReceiveStripeWebhookResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ReceiveStripeWebhookResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest WebhookReceipt
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListCreditsResponse parses an HTTP response from a ListCreditsWithResponse call
 func ParseListCreditsResponse(rsp *http.Response) (*ListCreditsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -30157,6 +32341,72 @@ func ParseMarkInvoiceUncollectibleResponse(rsp *http.Response) (*MarkInvoiceUnco
 	return response, nil
 }
 
+// ParseGetInvoicePaymentResponse parses an HTTP response from a GetInvoicePaymentWithResponse call
+func ParseGetInvoicePaymentResponse(rsp *http.Response) (*GetInvoicePaymentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetInvoicePaymentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Payment
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseMarkPaymentPaidResponse parses an HTTP response from a MarkPaymentPaidWithResponse call
+func ParseMarkPaymentPaidResponse(rsp *http.Response) (*MarkPaymentPaidResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &MarkPaymentPaidResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Payment
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetInvoicePDFResponse parses an HTTP response from a GetInvoicePDFWithResponse call
 func ParseGetInvoicePDFResponse(rsp *http.Response) (*GetInvoicePDFResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -30171,6 +32421,39 @@ func ParseGetInvoicePDFResponse(rsp *http.Response) (*GetInvoicePDFResponse, err
 	}
 
 	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRefundInvoiceResponse parses an HTTP response from a RefundInvoiceWithResponse call
+func ParseRefundInvoiceResponse(rsp *http.Response) (*RefundInvoiceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RefundInvoiceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Refund
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {

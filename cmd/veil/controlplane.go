@@ -33,6 +33,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
 	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/control-plane/payments"
 	"github.com/veil-platform/veil/control-plane/planfiles"
 	"github.com/veil-platform/veil/control-plane/promotions"
 	"github.com/veil-platform/veil/control-plane/quota"
@@ -44,6 +45,8 @@ import (
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/httpserver"
 	"github.com/veil-platform/veil/metering"
+	"github.com/veil-platform/veil/metering/manualpay"
+	"github.com/veil-platform/veil/metering/stripepay"
 	"github.com/veil-platform/veil/schemas"
 )
 
@@ -115,6 +118,16 @@ type controlPlaneFlags struct {
 	// billingSnapshotSource is where period snapshots count usage:
 	// rollup or base.
 	billingSnapshotSource string
+	// payments configures the payment providers and the payments cycle.
+	payments paymentFlags
+}
+
+// paymentFlags configure collection. Neither Stripe secret is logged or
+// stored: they live in the process's flags only.
+type paymentFlags struct {
+	stripeSecretKey, stripeWebhookSecret, stripeAPIBase string
+	bankHolder, bankIBAN, bankBIC                       string
+	every                                               time.Duration
 }
 
 // register adds the control plane's flags; withRedis false leaves out
@@ -169,6 +182,13 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.Duration(&c.billingEvery, "billing-interval", "VEIL_BILLING_INTERVAL", time.Minute, "how often the billing cycle runs: periods recorded and closed, late usage recounted, draft invoices built, recomputed and finalized, overdue invoices marked")
 	f.Duration(&c.billingReview, "billing-review", "VEIL_BILLING_REVIEW", 0, "how long a draft invoice waits after it is built before it is finalized, for the provider to review it (0: the next billing cycle finalizes it)")
 	f.String(&c.billingSnapshotSource, "billing-snapshot-source", "VEIL_BILLING_SNAPSHOT_SOURCE", "rollup", "where a period's usage is counted when it closes: rollup (the billing roll-up's whole hours, usage_events for the rest) or base (usage_events alone: the same figures, slower)")
+	f.String(&c.payments.stripeSecretKey, "stripe-secret-key", "VEIL_STRIPE_SECRET_KEY", "", "Stripe API key, sk_test_… or sk_live_… (empty: Stripe is not configured, invoices of issuers set to stripe are not collected)")
+	f.String(&c.payments.stripeWebhookSecret, "stripe-webhook-secret", "VEIL_STRIPE_WEBHOOK_SECRET", "", "signing secret (whsec_…) of the Stripe webhook endpoint POST /v1/billing/stripe/webhook (empty: every delivery is refused)")
+	f.String(&c.payments.stripeAPIBase, "stripe-api-base", "VEIL_STRIPE_API_BASE", "", "Stripe API base URL (empty: Stripe itself; http://127.0.0.1:12111 for stripe-mock)")
+	f.String(&c.payments.bankHolder, "bank-account-holder", "VEIL_BANK_ACCOUNT_HOLDER", "", "account holder of the bank account the manual provider's invoices are paid into by transfer")
+	f.String(&c.payments.bankIBAN, "bank-iban", "VEIL_BANK_IBAN", "", "IBAN of that account (empty: the manual provider is not configured)")
+	f.String(&c.payments.bankBIC, "bank-bic", "VEIL_BANK_BIC", "", "BIC of that account (optional within SEPA)")
+	f.Duration(&c.payments.every, "payments-interval", "VEIL_PAYMENTS_INTERVAL", time.Minute, "how often the payments cycle runs: invoices with nothing due marked paid, open invoices collected, due retries made, unanswered attempts reconciled")
 	f.String(&c.smtp.Addr, "smtp-addr", "VEIL_SMTP_ADDR", "", "SMTP server (host:port) for notices to people (empty: no email)")
 	f.String(&c.smtp.From, "smtp-from", "VEIL_SMTP_FROM", "Veil <noreply@veil.localhost>", "sender of notices")
 	f.String(&c.smtp.Username, "smtp-username", "VEIL_SMTP_USERNAME", "", "SMTP login")
@@ -304,6 +324,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		plane.quota.RegisterJobs(workers, quota.JobSchedule{}),
 		svc.billing.RegisterJobs(workers, billing.JobSchedule{Cycle: cp.billingEvery}),
 		svc.billing.RegisterNoticeJobs(workers, 0),
+		svc.pays.RegisterJobs(workers, payments.JobSchedule{Cycle: cp.payments.every}),
 	)
 	if plane.clickhouse != nil {
 		periodic = append(periodic, plane.drift.RegisterJobs(workers, drift.JobSchedule{Check: cp.usageReconcileEvery})...)
@@ -341,6 +362,7 @@ func (cp controlPlaneFlags) validate() error {
 		{"--period-roll-interval", cp.periodRollEvery},
 		{"--usage-reconcile-interval", cp.usageReconcileEvery},
 		{"--billing-interval", cp.billingEvery},
+		{"--payments-interval", cp.payments.every},
 	} {
 		if iv.every <= 0 {
 			return fmt.Errorf("%s must be positive, not %s", iv.flag, iv.every)
@@ -394,6 +416,7 @@ type services struct {
 	subs    *subscriptions.Service
 	promos  *promotions.Service
 	billing *billing.Service
+	pays    *payments.Service
 }
 
 // newServices builds the domain services on the plane's connections and job
@@ -472,6 +495,9 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 	}); err != nil {
 		return svc, err
 	}
+	if svc.pays, err = newPayments(p.pool, cp.payments, svc.hooks, logger); err != nil {
+		return svc, err
+	}
 	if cp.pricingDir != "" {
 		if st, err := os.Stat(cp.pricingDir); err != nil || !st.IsDir() {
 			return svc, fmt.Errorf("VEIL_PRICING_DIR %s: not a readable directory", cp.pricingDir)
@@ -481,6 +507,37 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 		}
 	}
 	return svc, nil
+}
+
+// newPayments builds the payments service with the providers configured:
+// Stripe with a secret key, the manual provider with a bank account.
+func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, logger *slog.Logger) (*payments.Service, error) {
+	providers := map[string]metering.PaymentProvider{}
+	if pf.stripeSecretKey != "" {
+		sp, err := stripepay.New(stripepay.Config{SecretKey: pf.stripeSecretKey, WebhookSecret: pf.stripeWebhookSecret,
+			APIBase: pf.stripeAPIBase, Logger: logger.With("component", "stripe")})
+		if err != nil {
+			return nil, err
+		}
+		providers[sp.Name()] = sp
+		if pf.stripeWebhookSecret == "" {
+			logger.Warn("no Stripe webhook secret (VEIL_STRIPE_WEBHOOK_SECRET): Stripe's deliveries are refused, payments settle by reconciliation only")
+		}
+	}
+	if pf.bankIBAN != "" {
+		mp, err := manualpay.New(manualpay.Config{AccountHolder: pf.bankHolder, IBAN: pf.bankIBAN, BIC: pf.bankBIC})
+		if err != nil {
+			return nil, err
+		}
+		providers[mp.Name()] = mp
+	}
+	names := make([]string, 0, len(providers))
+	for name := range providers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	logger.Info("payment providers", "configured", names)
+	return payments.New(payments.Config{Pool: pool, Providers: providers, Logger: logger, Publisher: pub})
 }
 
 // newMailer sends notices to people through SMTP, or only logs them when no
@@ -542,6 +599,7 @@ func (p *controlPlane) apiHandler(cp controlPlaneFlags, limits apiLimits, svc se
 		RateLimiter: limiter, IPRate: limits.ipRate, TokenRate: limits.tokenRate, Idempotency: idem,
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: limits.proxies,
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set, PlanFiles: p.planFilesReloader(), Billing: svc.billing,
+		Payments: svc.pays,
 	}), nil
 }
 

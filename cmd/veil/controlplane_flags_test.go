@@ -16,7 +16,7 @@ func TestControlPlaneValidateIntervals(t *testing.T) {
 			reconcileEvery: time.Minute, sweepEvery: time.Minute, keyReconcileEvery: time.Minute,
 			maintenanceEvery: time.Minute, periodRollEvery: time.Minute, usageReconcileEvery: time.Minute,
 			billingGrace: time.Hour, billingEvery: time.Minute, rescueAfter: time.Hour,
-			billingSnapshotSource: "rollup",
+			billingSnapshotSource: "rollup", payments: paymentFlags{every: time.Minute},
 		}
 	}
 	if err := valid().validate(); err != nil {
@@ -33,6 +33,7 @@ func TestControlPlaneValidateIntervals(t *testing.T) {
 		"--billing-grace":            func(c *controlPlaneFlags) { c.billingGrace = 0 },
 		"--billing-review":           func(c *controlPlaneFlags) { c.billingReview = -time.Second },
 		"--billing-snapshot-source":  func(c *controlPlaneFlags) { c.billingSnapshotSource = "rolup" },
+		"--payments-interval":        func(c *controlPlaneFlags) { c.payments.every = 0 },
 	} {
 		cp := valid()
 		set(&cp)

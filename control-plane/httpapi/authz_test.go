@@ -663,7 +663,7 @@ func authzRows() []authzRow {
 				}
 			},
 		},
-	}, append(append(authzSubscriptionRows(), authzPricingRows()...), authzBillingRows()...)...)
+	}, append(append(append(authzSubscriptionRows(), authzPricingRows()...), authzBillingRows()...), authzPaymentRows()...)...)
 }
 
 // authzIngestToken issues an ingest token as the platform would.

@@ -34,6 +34,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/payments"
 	"github.com/veil-platform/veil/control-plane/pricing"
 	"github.com/veil-platform/veil/control-plane/promotions"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
@@ -90,6 +91,10 @@ type Config struct {
 	// tax rules and revenue; nil uses one on Pool (without ClickHouse:
 	// previews answer 503).
 	Billing *billing.Service
+	// Payments serves invoices' payments, refunds, payment methods and the
+	// Stripe webhook; nil uses one on Pool without providers (the webhook
+	// answers 409, collections cannot start).
+	Payments *payments.Service
 }
 
 type api struct {
@@ -116,6 +121,10 @@ func New(cfg Config) http.Handler {
 		// New fails only without a pool.
 		cfg.Billing, _ = billing.New(billing.Config{Pool: cfg.Pool, Logger: cfg.Logger})
 	}
+	if cfg.Payments == nil && cfg.Pool != nil {
+		// New fails only without a pool.
+		cfg.Payments, _ = payments.New(payments.Config{Pool: cfg.Pool, Logger: cfg.Logger})
+	}
 	a := &api{cfg: cfg, log: cfg.Logger}
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, middleware.Recoverer(cfg.Logger), middleware.AccessLog(cfg.Logger, cfg.Metrics))
@@ -130,6 +139,8 @@ func New(cfg Config) http.Handler {
 	})
 	r.MethodNotAllowed(httpserver.MethodNotAllowed(r))
 	r.Get("/openapi.json", a.openAPI)
+	// Stripe authenticates with the delivery's signature, not a token.
+	r.Post("/v1/billing/stripe/webhook", a.stripeWebhook)
 	r.Group(func(r chi.Router) {
 		r.Use(cfg.Authenticator.Middleware, a.resolveActor)
 		if cfg.RateLimiter != nil && cfg.TokenRate.Limit > 0 {
@@ -160,6 +171,7 @@ func (a *api) routes(r chi.Router) {
 	a.promotionRoutes(r)
 	a.keyRoutes(r)
 	a.billingRoutes(r)
+	a.paymentRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
 
 	r.Route("/v1/admin", func(r chi.Router) {
@@ -171,6 +183,7 @@ func (a *api) routes(r chi.Router) {
 		a.adminIngestTokenRoutes(r)
 		r.Post("/pricing/reload", a.handle(a.reloadPlanFiles))
 		a.adminBillingRoutes(r)
+		a.adminPaymentRoutes(r)
 	})
 }
 

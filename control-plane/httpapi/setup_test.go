@@ -20,6 +20,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/keys"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/payments"
 	"github.com/veil-platform/veil/control-plane/planfiles"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
@@ -27,10 +28,16 @@ import (
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/metering"
+	"github.com/veil-platform/veil/metering/manualpay"
+	"github.com/veil-platform/veil/metering/stripepay"
+	"github.com/veil-platform/veil/metering/stripepay/stripetest"
 	"github.com/veil-platform/veil/schemas"
 )
 
 const testSecret = "httpapi-test-secret-0123456789abcdef"
+
+// testWebhookSecret signs the Stripe webhooks the tests send.
+const testWebhookSecret = "whsec_httpapi_test"
 
 // testEnv is the control plane's REST API over a fresh, migrated database
 // and the test Redis. Jobs are enqueued but not run (the River client is
@@ -49,6 +56,10 @@ type testEnv struct {
 	ClickHouse driver.Conn
 	// PlanDir is the plan directory POST /v1/admin/pricing/reload loads.
 	PlanDir string
+	// Stripe is the fake Stripe the payments service calls; Payments the
+	// service, with it and the manual provider.
+	Stripe   *stripetest.Server
+	Payments *payments.Service
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -112,8 +123,22 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fake := stripetest.New(t)
+	stripe, err := stripepay.New(stripepay.Config{SecretKey: stripetest.Key, WebhookSecret: testWebhookSecret, APIBase: fake.URL, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	manual, err := manualpay.New(manualpay.Config{AccountHolder: "Acme APIs GmbH", IBAN: "DE89370400440532013000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pays, err := payments.New(payments.Config{Pool: pool, Logger: logger, Publisher: hooks,
+		Providers: map[string]metering.PaymentProvider{stripe.Name(): stripe, manual.Name(): manual}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := httpapi.Config{
-		Pool: pool, Catalog: cat, Subscriptions: subs, Usage: metering.NewReader(ch), Quota: quotas, Drift: checker, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Payments: pays, Pool: pool, Catalog: cat, Subscriptions: subs, Usage: metering.NewReader(ch), Quota: quotas, Drift: checker, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger, PlanFiles: planFiles,
 	}
 	if adjust != nil {
@@ -122,7 +147,8 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	h := httpapi.New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat, Subs: subs, Quota: quotas, Drift: checker, ClickHouse: ch, PlanDir: planDir}
+	return &testEnv{t: t, Server: srv, Handler: h, Pool: pool, Catalog: cat, Subs: subs, Quota: quotas, Drift: checker, ClickHouse: ch, PlanDir: planDir,
+		Stripe: fake, Payments: pays}
 }
 
 // token mints a bearer token for user in org with role.

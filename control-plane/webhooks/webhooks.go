@@ -68,6 +68,8 @@ var EventTypes = []string{
 	"promotion.created", "promotion.updated", "promotion.redeemed", "promotion.ended",
 	// Invoices (the billing service), to the issuer and the customer.
 	"invoice.finalized", "invoice.voided", "invoice.overdue", "invoice.paid",
+	// Payments (the payments service), to the issuer and the customer.
+	"payment.succeeded", "payment.failed", "payment.refunded",
 }
 
 // Errors.

@@ -1,0 +1,191 @@
+package payments
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/payments/internal/db"
+	"github.com/veil-platform/veil/metering"
+)
+
+// Attempt is one attempt of a payment, as its parties see it: never a
+// card number or a secret, only the provider's codes.
+type Attempt struct {
+	No                int        `json:"attempt_no"`
+	Status            string     `json:"status"`
+	ProviderPaymentID *string    `json:"provider_payment_id"`
+	FailureCode       string     `json:"failure_code"`
+	DeclineCode       string     `json:"decline_code"`
+	FailureMessage    string     `json:"failure_message"`
+	Reference         string     `json:"reference"`
+	CreatedAt         time.Time  `json:"created_at"`
+	FinishedAt        *time.Time `json:"finished_at"`
+}
+
+// Attempts returns an invoice's payment and its attempts, for an actor of
+// its issuer or customer (ErrNotFound for anyone else).
+func (s *Service) Attempts(ctx context.Context, actor identity.Actor, invoiceID uuid.UUID) (Payment, []Attempt, error) {
+	p, err := s.Get(ctx, actor, invoiceID)
+	if err != nil {
+		return p, nil, err
+	}
+	rows, err := db.New(s.pool).AttemptsOf(ctx, p.ID)
+	if err != nil {
+		return p, nil, fmt.Errorf("read payment attempts: %w", err)
+	}
+	out := make([]Attempt, len(rows))
+	for i, a := range rows {
+		out[i] = Attempt{No: a.AttemptNo, Status: a.Status, ProviderPaymentID: a.ProviderPaymentID,
+			FailureCode: a.FailureCode, DeclineCode: a.DeclineCode, FailureMessage: a.FailureMessage,
+			Reference: a.Reference, CreatedAt: a.CreatedAt, FinishedAt: a.FinishedAt}
+	}
+	return p, out, nil
+}
+
+// Webhook verifies a provider's delivery and applies its event once. An
+// error wrapping metering.ErrBadSignature, ErrStaleWebhook,
+// ErrMalformedWebhook or ErrWebhookAPIVersion means the delivery was
+// refused and nothing changed; any other error that it may be delivered
+// again.
+func (s *Service) Webhook(ctx context.Context, provider string, payload []byte, header http.Header) (metering.WebhookEvent, error) {
+	prov := s.cfg.Providers[provider]
+	if prov == nil {
+		return metering.WebhookEvent{}, fmt.Errorf("receive webhook: %w: provider %q", ErrNotConfigured, provider)
+	}
+	ev, err := prov.ParseWebhook(payload, header, s.now())
+	if err != nil {
+		return ev, fmt.Errorf("verify webhook: %w", err)
+	}
+	switch ev.Type {
+	case metering.WebhookPaymentMethodAttached, metering.WebhookPaymentMethodDefault, metering.WebhookPaymentMethodDetached:
+		return ev, s.methodEvent(ctx, provider, ev)
+	}
+	return ev, s.ApplyEvent(ctx, provider, ev)
+}
+
+// methodEvent records a customer's default payment method as the
+// provider reports it, once per event: a method saved by a completed
+// setup or made the default becomes the one collections use, and a
+// detached default is forgotten. Card details are kept as the summary
+// only.
+func (s *Service) methodEvent(ctx context.Context, provider string, ev metering.WebhookEvent) error {
+	if ev.ID == "" || len(ev.ID) > 255 || ev.ProviderCustomerID == "" || ev.PaymentMethodID == "" {
+		s.log.Info("payment method event without its customer or method", "event", ev.ID, "type", ev.ProviderType)
+		return nil
+	}
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		n, err := db.New(tx).EventInsert(ctx, db.EventInsertParams{Provider: provider, EventID: ev.ID, Type: string(ev.Type),
+			ObjectID: ev.PaymentMethodID, ReceivedAt: s.now()})
+		if err != nil || n == 0 {
+			return err
+		}
+		if ev.Type == metering.WebhookPaymentMethodDetached {
+			_, err = tx.Exec(ctx, `UPDATE payment_customers SET default_pm_id = NULL, pm_brand = NULL, pm_last4 = NULL,
+					pm_exp_month = NULL, pm_exp_year = NULL, updated_at = now()
+				WHERE provider = $1 AND provider_customer_id = $2 AND default_pm_id = $3`,
+				provider, ev.ProviderCustomerID, ev.PaymentMethodID)
+			return err
+		}
+		var brand, last4 *string
+		var month, year *int
+		if c := ev.Card; c != nil && len(c.Last4) == 4 && c.ExpMonth >= 1 && c.ExpMonth <= 12 && c.ExpYear >= 2000 && c.ExpYear <= 2200 {
+			b := truncate(c.Brand, 32)
+			brand, last4, month, year = &b, &c.Last4, &c.ExpMonth, &c.ExpYear
+		}
+		tag, err := tx.Exec(ctx, `UPDATE payment_customers SET default_pm_id = $3, pm_brand = $4, pm_last4 = $5,
+				pm_exp_month = $6, pm_exp_year = $7, updated_at = now()
+			WHERE provider = $1 AND provider_customer_id = $2`,
+			provider, ev.ProviderCustomerID, ev.PaymentMethodID, brand, last4, month, year)
+		if err != nil {
+			return fmt.Errorf("record payment method: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			s.log.Info("payment method of an unknown customer", "provider_customer", ev.ProviderCustomerID)
+		}
+		return nil
+	})
+}
+
+// Setup is what a portal needs to collect a payment method.
+type Setup struct {
+	Provider     string `json:"provider"`
+	SetupID      string `json:"setup_id"`
+	ClientSecret string `json:"client_secret"`
+	Instructions string `json:"instructions"`
+}
+
+// SetupPaymentMethod starts the setup of a payment method of the actor's
+// organization at provider, creating its customer there first, audited.
+// The client secret is returned to the caller and kept nowhere.
+func (s *Service) SetupPaymentMethod(ctx context.Context, actor identity.Actor, provider string) (Setup, error) {
+	if actor.OrgID == uuid.Nil {
+		return Setup{}, identity.ErrForbidden
+	}
+	prov := s.cfg.Providers[provider]
+	if prov == nil {
+		return Setup{}, fmt.Errorf("set up payment method: %w: provider %q", ErrNotConfigured, provider)
+	}
+	ref, err := s.EnsureCustomer(ctx, actor.OrgID, provider)
+	if err != nil {
+		return Setup{}, err
+	}
+	// A new key per call: each setup is a SetupIntent of its own, and a
+	// repeated request (the API's Idempotency-Key) is answered before this.
+	ses, err := prov.SetupPaymentMethod(ctx, metering.SetupInput{Customer: ref,
+		IdempotencyKey: "veil-setup-" + actor.OrgID.String() + "-" + uuid.NewString()})
+	if err != nil {
+		return Setup{}, fmt.Errorf("set up payment method: %w", err)
+	}
+	err = audit.RecordNow(ctx, s.pool, audit.Change{
+		Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: actor.OrgID, Action: "payment_method.setup",
+		TargetType: "organization", TargetID: actor.OrgID.String(), After: map[string]any{"provider": provider, "setup_id": ses.ProviderID},
+	})
+	if err != nil {
+		return Setup{}, err
+	}
+	return Setup{Provider: provider, SetupID: ses.ProviderID, ClientSecret: ses.ClientSecret, Instructions: ses.Instructions}, nil
+}
+
+// PutSettings sets an issuer's payment settings, for admins, audited.
+func (s *Service) PutSettings(ctx context.Context, actor identity.Actor, issuer uuid.UUID, st Settings) (Settings, error) {
+	if !actor.IsAdmin() {
+		return Settings{}, identity.ErrForbidden
+	}
+	if len(st.RetryDays) > 20 || st.GraceDays < 0 || st.GraceDays > 365 {
+		return Settings{}, fmt.Errorf("set payment settings: %w: up to 20 retry days, grace days 0 to 365", ErrInvalid)
+	}
+	for _, d := range st.RetryDays {
+		if d < 1 || d > 365 {
+			return Settings{}, fmt.Errorf("set payment settings: %w: retry days 1 to 365", ErrInvalid)
+		}
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)`, issuer).Scan(&exists); err != nil {
+		return Settings{}, fmt.Errorf("read organization: %w", err)
+	}
+	if !exists {
+		return Settings{}, ErrNotFound
+	}
+	if err := s.SetSettings(ctx, issuer, st); err != nil {
+		return Settings{}, err
+	}
+	if st.RetryDays == nil {
+		st.RetryDays = DefaultRetryDays
+	}
+	err := audit.RecordNow(ctx, s.pool, audit.Change{
+		Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: issuer, Action: "payment_settings.update",
+		TargetType: "organization", TargetID: issuer.String(),
+		After: map[string]any{"provider": st.Provider, "retry_days": st.RetryDays, "grace_days": st.GraceDays},
+	})
+	if err != nil {
+		return Settings{}, err
+	}
+	return st, nil
+}
