@@ -495,7 +495,7 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 	}); err != nil {
 		return svc, err
 	}
-	if svc.pays, err = newPayments(p.pool, cp.payments, svc.hooks, logger); err != nil {
+	if svc.pays, err = newPayments(p.pool, cp.payments, svc.hooks, svc.subs, logger); err != nil {
 		return svc, err
 	}
 	if cp.pricingDir != "" {
@@ -510,8 +510,10 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 }
 
 // newPayments builds the payments service with the providers configured:
-// Stripe with a secret key, the manual provider with a bank account.
-func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, logger *slog.Logger) (*payments.Service, error) {
+// Stripe with a secret key, the manual provider with a bank account; a
+// payment that fails for good makes its subscription past due through
+// dunning (the subscriptions service).
+func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, dunning payments.Dunning, logger *slog.Logger) (*payments.Service, error) {
 	providers := map[string]metering.PaymentProvider{}
 	if pf.stripeSecretKey != "" {
 		sp, err := stripepay.New(stripepay.Config{SecretKey: pf.stripeSecretKey, WebhookSecret: pf.stripeWebhookSecret,
@@ -537,7 +539,7 @@ func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, lo
 	}
 	slices.Sort(names)
 	logger.Info("payment providers", "configured", names)
-	return payments.New(payments.Config{Pool: pool, Providers: providers, Logger: logger, Publisher: pub})
+	return payments.New(payments.Config{Pool: pool, Providers: providers, Logger: logger, Publisher: pub, Dunning: dunning})
 }
 
 // newMailer sends notices to people through SMTP, or only logs them when no
