@@ -9,6 +9,7 @@ import (
 	"github.com/stripe/stripe-go/v85/webhook"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/payments"
 	"github.com/veil-platform/veil/metering/stripepay/stripetest"
 )
 
@@ -26,6 +27,9 @@ func exercisePayments(t *testing.T, e *testEnv, c *contract, prov, other, admin 
 	c.call(http.StatusOK, "PUT", settings, admin, map[string]any{"provider": "stripe", "retry_days": []int{1, 2}, "grace_days": 3})
 	c.call(http.StatusForbidden, "PUT", settings, prov, map[string]any{"provider": "stripe"})
 	c.refused(http.StatusUnprocessableEntity, "PUT", settings, admin, map[string]any{"provider": "paypal"})
+	// The bound the database holds: more days of grace are refused, never a 500.
+	c.refused(http.StatusUnprocessableEntity, "PUT", settings, admin, map[string]any{"provider": "stripe", "grace_days": payments.MaxGraceDays + 1})
+	c.call(http.StatusOK, "PUT", settings, admin, map[string]any{"provider": "stripe", "grace_days": payments.MaxGraceDays})
 	c.call(http.StatusNotFound, "PUT", "/v1/admin/organizations/"+uuid.NewString()+"/payment-settings", admin, map[string]any{"provider": "stripe"})
 
 	setup := c.call(http.StatusOK, "POST", "/v1/billing/payment-methods/setup", buyer, nil)

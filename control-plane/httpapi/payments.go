@@ -202,8 +202,8 @@ func (a *api) putPaymentSettings(w http.ResponseWriter, r *http.Request) error {
 	if in.GraceDays != nil {
 		grace = *in.GraceDays
 	}
-	if grace < 0 || grace > 365 {
-		v.Add("grace_days", "must be 0 to 365")
+	if grace < 0 || grace > payments.MaxGraceDays {
+		v.Add("grace_days", "must be 0 to %d", payments.MaxGraceDays)
 	}
 	if err := v.Err(); err != nil {
 		return err

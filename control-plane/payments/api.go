@@ -153,13 +153,17 @@ func (s *Service) SetupPaymentMethod(ctx context.Context, actor identity.Actor, 
 	return Setup{Provider: provider, SetupID: ses.ProviderID, ClientSecret: ses.ClientSecret, Instructions: ses.Instructions}, nil
 }
 
+// MaxGraceDays bounds the days a past_due subscription keeps being
+// admitted before it is suspended (payment_settings.grace_days's check).
+const MaxGraceDays = 90
+
 // PutSettings sets an issuer's payment settings, for admins, audited.
 func (s *Service) PutSettings(ctx context.Context, actor identity.Actor, issuer uuid.UUID, st Settings) (Settings, error) {
 	if !actor.IsAdmin() {
 		return Settings{}, identity.ErrForbidden
 	}
-	if len(st.RetryDays) > 20 || st.GraceDays < 0 || st.GraceDays > 365 {
-		return Settings{}, fmt.Errorf("set payment settings: %w: up to 20 retry days, grace days 0 to 365", ErrInvalid)
+	if len(st.RetryDays) > 20 || st.GraceDays < 0 || st.GraceDays > MaxGraceDays {
+		return Settings{}, fmt.Errorf("set payment settings: %w: up to 20 retry days, grace days 0 to %d", ErrInvalid, MaxGraceDays)
 	}
 	for _, d := range st.RetryDays {
 		if d < 1 || d > 365 {
