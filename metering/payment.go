@@ -313,6 +313,9 @@ type PaymentResult struct {
 	// ProviderStatus is the provider's own word, for support.
 	ProviderStatus string
 	Amount         Money
+	// ProviderCustomerID is the customer the provider charged, which must
+	// be the attempt's before its status is believed.
+	ProviderCustomerID string
 	// FailureCode is the provider's reason code of a failed attempt
 	// ("card_declined"); DeclineCode the bank's ("insufficient_funds").
 	FailureCode    string
@@ -339,6 +342,10 @@ type RefundInput struct {
 	ProviderPaymentID string
 	Amount            Money
 	Reason            string
+	// RefundID is Veil's id of the refund, carried by the provider's
+	// refund (Stripe's metadata[veil_refund_id]) so that its events and a
+	// listing match it even before the call's answer is recorded.
+	RefundID string
 	// IdempotencyKey: "veil-refund-<refund id>".
 	IdempotencyKey string
 }
@@ -359,6 +366,16 @@ type RefundResult struct {
 	Status           RefundStatus
 	Amount           Money
 	FailureReason    string
+	// RefundID is the RefundInput.RefundID the refund carries, "" for one
+	// Veil did not make (a refund in the provider's dashboard).
+	RefundID string
+}
+
+// RefundLister is a provider that lists a payment's refunds, so that
+// reconciliation learns what became of a refund whose answer was lost
+// and finds those made outside Veil.
+type RefundLister interface {
+	ListRefunds(ctx context.Context, providerPaymentID string) ([]RefundResult, error)
 }
 
 // WebhookEventType is a provider event, normalized.
@@ -378,6 +395,9 @@ const (
 	WebhookRefundPending   WebhookEventType = "refund.pending"
 	WebhookDisputeOpened   WebhookEventType = "dispute.opened"
 	WebhookDisputeClosed   WebhookEventType = "dispute.closed"
+	// WebhookDisputeUpdated: a dispute's status changed (evidence under
+	// review); its outcome comes with WebhookDisputeClosed.
+	WebhookDisputeUpdated WebhookEventType = "dispute.updated"
 	// WebhookPaymentMethodAttached: a payment method was saved for the
 	// customer (a completed setup); Veil makes it the default.
 	WebhookPaymentMethodAttached WebhookEventType = "payment_method.attached"
@@ -408,7 +428,10 @@ type WebhookEvent struct {
 	PaymentMethodID    string
 	// InvoiceID is Veil's invoice id as the payment carries it back.
 	InvoiceID string
-	Amount    Money
+	// RefundID is Veil's refund id as a refund carries it back, "" for a
+	// refund made outside Veil.
+	RefundID string
+	Amount   Money
 	// AmountRefunded: the payment's total refunded (WebhookPaymentRefunded).
 	AmountRefunded Money
 	// Status is the refund's or dispute's own status ("won", "lost").

@@ -283,20 +283,46 @@ func (p *Provider) Refund(ctx context.Context, in metering.RefundInput) (meterin
 		}
 		params.Amount = stripe.Int64(amount)
 	}
+	params.Metadata = map[string]string{}
+	if in.RefundID != "" {
+		params.Metadata["veil_refund_id"] = in.RefundID
+	}
 	if in.Reason != "" {
-		params.Metadata = map[string]string{"veil_reason": in.Reason}
+		params.Metadata["veil_reason"] = in.Reason
 	}
 	params.SetIdempotencyKey(in.IdempotencyKey)
 	rf, err := p.sc.V1Refunds.Create(ctx, params)
 	if err != nil {
 		return metering.RefundResult{}, providerError("refund payment "+in.ProviderPaymentID, err)
 	}
+	return refundResult(rf), nil
+}
+
+// ListRefunds lists every refund of a PaymentIntent, page after page.
+func (p *Provider) ListRefunds(ctx context.Context, providerPaymentID string) ([]metering.RefundResult, error) {
+	if providerPaymentID == "" {
+		return nil, fmt.Errorf("list refunds: %w: payment missing", metering.ErrPaymentInvalid)
+	}
+	params := &stripe.RefundListParams{PaymentIntent: stripe.String(providerPaymentID)}
+	params.Limit = stripe.Int64(100)
+	var out []metering.RefundResult
+	for rf, err := range p.sc.V1Refunds.List(ctx, params).All(ctx) {
+		if err != nil {
+			return nil, providerError("list refunds of "+providerPaymentID, err)
+		}
+		out = append(out, refundResult(rf))
+	}
+	return out, nil
+}
+
+func refundResult(rf *stripe.Refund) metering.RefundResult {
 	return metering.RefundResult{
 		ProviderRefundID: rf.ID,
 		Status:           refundStatus(rf.Status),
 		Amount:           fromStripeAmount(rf.Amount, string(rf.Currency)),
 		FailureReason:    string(rf.FailureReason),
-	}, nil
+		RefundID:         rf.Metadata["veil_refund_id"],
+	}
 }
 
 // paymentResult normalizes a PaymentIntent. Veil confirms every
@@ -304,9 +330,10 @@ func (p *Provider) Refund(ctx context.Context, in metering.RefundInput) (meterin
 // method or a confirmation has failed.
 func paymentResult(pi *stripe.PaymentIntent) metering.PaymentResult {
 	r := metering.PaymentResult{
-		ProviderPaymentID: pi.ID,
-		ProviderStatus:    string(pi.Status),
-		Amount:            fromStripeAmount(pi.Amount, string(pi.Currency)),
+		ProviderPaymentID:  pi.ID,
+		ProviderStatus:     string(pi.Status),
+		Amount:             fromStripeAmount(pi.Amount, string(pi.Currency)),
+		ProviderCustomerID: customerID(pi.Customer),
 	}
 	switch pi.Status {
 	case stripe.PaymentIntentStatusSucceeded:

@@ -104,13 +104,14 @@ func normalize(ev stripe.Event) (metering.WebhookEvent, error) {
 		}
 	case "refund.created", "refund.updated", "refund.failed":
 		err = refundEvent(raw, &out)
-	case "charge.dispute.created", "charge.dispute.closed":
+	case "charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed":
 		var d stripe.Dispute
 		if err = json.Unmarshal(raw, &d); err == nil {
-			out.Type = metering.WebhookDisputeOpened
-			if ev.Type == "charge.dispute.closed" {
-				out.Type = metering.WebhookDisputeClosed
-			}
+			out.Type = map[stripe.EventType]metering.WebhookEventType{
+				"charge.dispute.created": metering.WebhookDisputeOpened,
+				"charge.dispute.updated": metering.WebhookDisputeUpdated,
+				"charge.dispute.closed":  metering.WebhookDisputeClosed,
+			}[ev.Type]
 			out.ProviderDisputeID, out.ProviderPaymentID = d.ID, piID(d.PaymentIntent)
 			out.Amount = fromStripeAmount(d.Amount, string(d.Currency))
 			out.Status, out.Reason = string(d.Status), string(d.Reason)
@@ -158,6 +159,7 @@ func refundEvent(raw json.RawMessage, out *metering.WebhookEvent) error {
 		out.Type = metering.WebhookRefundPending
 	}
 	out.ProviderRefundID, out.ProviderPaymentID = rf.ID, piID(rf.PaymentIntent)
+	out.RefundID = rf.Metadata["veil_refund_id"]
 	out.Amount = fromStripeAmount(rf.Amount, string(rf.Currency))
 	out.Status, out.Reason = string(rf.Status), string(rf.FailureReason)
 	return nil

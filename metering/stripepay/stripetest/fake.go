@@ -42,11 +42,14 @@ type Server struct {
 	seq       int
 	customers map[string]map[string]any
 	intents   map[string]map[string]any
-	replays   map[string]recorded
-	creates   map[string]int
-	drop      map[string]bool
-	failNext  map[string]int
-	noKey     int
+	refunds   []map[string]any
+	// refundStatus is the status new refunds get ("" is succeeded).
+	refundStatus string
+	replays      map[string]recorded
+	creates      map[string]int
+	drop         map[string]bool
+	failNext     map[string]int
+	noKey        int
 }
 
 type recorded struct {
@@ -137,6 +140,33 @@ func (s *Server) AddCustomer(pm string) string {
 	return id
 }
 
+// SetRefundStatus makes refunds created from now on start in status
+// ("pending", as a bank's refunds do), or moves the refund id to it.
+func (s *Server) SetRefundStatus(id, status string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id == "" {
+		s.refundStatus = status
+		return
+	}
+	for _, rf := range s.refunds {
+		if rf["id"] == id {
+			rf["status"] = status
+		}
+	}
+}
+
+// AddDashboardRefund refunds amount of a PaymentIntent as a person in
+// Stripe's dashboard would: without Veil's metadata.
+func (s *Server) AddDashboardRefund(pi string, amount int64) map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rf := map[string]any{"id": s.newID("re"), "object": "refund", "amount": amount, "currency": s.intents[pi]["currency"],
+		"payment_intent": pi, "status": "succeeded", "metadata": map[string]any{}}
+	s.refunds = append(s.refunds, rf)
+	return rf
+}
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "+Key) {
 		writeError(w, http.StatusUnauthorized, "invalid_request_error", "", "Invalid API Key provided")
@@ -152,7 +182,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodGet {
-		s.get(w, kind, parts)
+		s.get(w, kind, parts, r.URL.Query().Get("payment_intent"))
 		return
 	}
 	if err := r.ParseForm(); err != nil {
@@ -187,8 +217,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	write(w, status, body)
 }
 
-func (s *Server) get(w http.ResponseWriter, kind string, parts []string) {
+func (s *Server) get(w http.ResponseWriter, kind string, parts []string, pi string) {
 	var obj map[string]any
+	if kind == "refunds" && len(parts) == 1 {
+		data := []map[string]any{}
+		for _, rf := range s.refunds {
+			if rf["payment_intent"] == pi {
+				data = append(data, rf)
+			}
+		}
+		obj = map[string]any{"object": "list", "url": "/v1/refunds", "has_more": false, "data": data}
+	}
 	if len(parts) == 2 {
 		switch kind {
 		case "payment_intents":
@@ -238,8 +277,14 @@ func (s *Server) post(kind string, parts []string, r *http.Request) (int, []byte
 		if a := f.Get("amount"); a != "" {
 			amount, _ = strconv.ParseInt(a, 10, 64)
 		}
+		st := s.refundStatus
+		if st == "" {
+			st = "succeeded"
+		}
 		obj = map[string]any{"id": s.newID("re"), "object": "refund", "amount": amount, "currency": pi["currency"],
-			"payment_intent": pi["id"], "status": "succeeded"}
+			"payment_intent": pi["id"], "status": st,
+			"metadata": map[string]any{"veil_refund_id": f.Get("metadata[veil_refund_id]"), "veil_reason": f.Get("metadata[veil_reason]")}}
+		s.refunds = append(s.refunds, obj)
 	default:
 		return errorBody(http.StatusNotFound, "invalid_request_error", "resource_missing", "unknown path "+r.URL.Path, nil)
 	}
