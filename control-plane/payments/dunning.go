@@ -2,7 +2,6 @@ package payments
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -50,34 +49,15 @@ func (s *Service) pastDue(ctx context.Context, tx pgx.Tx, p db.Payment, graceDay
 
 // paid ends the dunning of the subscription of a paid invoice. Another
 // invoice of the subscription whose payment failed for good dunns it
-// again, with a grace of its own from now: a payment of one invoice does
-// not let the other debts through.
+// again, with a grace of its own from now (the subscriptions service
+// looks for it, as it does when an invoice is settled in billing): a
+// payment of one invoice does not let the other debts through.
 func (s *Service) paid(ctx context.Context, tx pgx.Tx, p db.Payment, now time.Time) error {
 	if s.cfg.Dunning == nil {
 		return nil
 	}
 	if err := s.cfg.Dunning.InvoiceSettled(ctx, tx, p.InvoiceID, "invoice paid"); err != nil {
 		return fmt.Errorf("end dunning of invoice %s: %w", p.InvoiceID, err)
-	}
-	q := db.New(tx)
-	next, err := q.InvoiceNextUnpaid(ctx, p.InvoiceID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read unpaid invoices: %w", err)
-	}
-	grace := int32(DefaultGraceDays)
-	st, err := q.SettingsGet(ctx, p.IssuerID)
-	switch {
-	case err == nil:
-		grace = st.GraceDays
-	case !errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("read payment settings: %w", err)
-	}
-	suspendAt := now.Add(time.Duration(grace) * 24 * time.Hour)
-	if err := s.cfg.Dunning.PastDue(ctx, tx, next.SubscriptionID, next.ID, next.Number, suspendAt); err != nil {
-		return fmt.Errorf("dun subscription %s: %w", next.SubscriptionID, err)
 	}
 	return nil
 }

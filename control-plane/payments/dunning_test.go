@@ -309,6 +309,34 @@ func TestDunningNextUnpaidInvoice(t *testing.T) {
 	}
 }
 
+// Two invoices unpaid, the first written off in billing: the escalation
+// that ends its dunning dunns the subscription for the second, with a
+// grace from then, rather than making it active with a debt unpaid.
+func TestDunningNextUnpaidAfterWriteOff(t *testing.T) {
+	t.Parallel()
+	f := dunSetup(t)
+	f.exhaust()
+	f.Clock.Advance(time.Hour)
+	second := f.invoice()
+	f.exhaustInvoice(second)
+	if _, err := f.Pool.Exec(f.Ctx, `UPDATE invoices SET status = 'uncollectible' WHERE id = $1`, f.inv); err != nil {
+		t.Fatal(err)
+	}
+	f.escalate(f.Clock.Now(), 0, 0)
+	if got := f.status(); got != subscriptions.StatusPastDue {
+		t.Fatalf("subscription after the first invoice was written off = %s; want past_due for the second", got)
+	}
+	grace := f.Clock.Now().Add(3 * 24 * time.Hour)
+	if r := f.record(); r.Status != enforcement.SubscriptionPastDue || r.UnpaidInvoiceID != second.String() || !r.SuspendAt.Equal(grace) {
+		t.Errorf("record = %s, invoice %s, suspend at %s; want past_due, %s, %s", r.Status, r.UnpaidInvoiceID, r.SuspendAt, second, grace)
+	}
+	// Its grace ends: suspended for the second invoice.
+	f.escalate(grace, 1, 0)
+	if r := f.record(); r.Status != enforcement.SubscriptionSuspended || r.UnpaidInvoiceID != second.String() {
+		t.Errorf("record after the grace = %s, invoice %s; want suspended for %s", r.Status, r.UnpaidInvoiceID, second)
+	}
+}
+
 // RegisterJobs registers the dunning escalation's worker and schedules it
 // beside the payments cycle.
 func TestRegisterJobsEscalatesDunning(t *testing.T) {

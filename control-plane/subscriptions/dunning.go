@@ -92,11 +92,51 @@ func (s *Service) endDunning(ctx context.Context, tx pgx.Tx, id, invoice uuid.UU
 	if sub.Status != StatusPastDue && sub.Status != StatusSuspended {
 		return false, nil
 	}
+	// Another invoice whose payment failed for good while this one was
+	// dunned (PastDue left the subscription as it was) is dunned now, with
+	// a grace of its own from now: settling one debt does not let the
+	// other through.
+	next, err := q.DunningNextUnpaid(ctx, db.DunningNextUnpaidParams{SubscriptionID: id, Settled: d.InvoiceID})
+	switch {
+	case err == nil:
+		return false, s.dunNext(ctx, tx, sub, next, reason)
+	case !errors.Is(err, pgx.ErrNoRows):
+		return false, fmt.Errorf("read unpaid invoices: %w", err)
+	}
 	if reason == "" {
 		reason = "invoice " + d.InvoiceNumber + " " + d.InvoiceStatus
 	}
 	_, err = s.setStatus(ctx, tx, identity.System, sub, StatusActive, reason)
 	return err == nil, err
+}
+
+// dunNext dunns a subscription whose dunning just ended for the next
+// unpaid invoice: past_due until that invoice's grace ends. A suspended
+// one is made active first (settled is why), as no status goes from
+// suspended to past_due directly.
+func (s *Service) dunNext(ctx context.Context, tx pgx.Tx, sub Subscription, next db.DunningNextUnpaidRow, settled string) error {
+	now := s.now().UTC()
+	if err := db.New(tx).DunningUpsert(ctx, db.DunningUpsertParams{
+		SubscriptionID: sub.ID, InvoiceID: next.ID, PastDueAt: now, SuspendAt: now.Add(time.Duration(next.GraceDays) * 24 * time.Hour),
+	}); err != nil {
+		return fmt.Errorf("record subscription dunning: %w", err)
+	}
+	if sub.Status == StatusPastDue {
+		// The status stays; its record names the new invoice and date.
+		if err := db.New(tx).SubscriptionMarkChanged(ctx, sub.ID); err != nil {
+			return fmt.Errorf("mark subscription changed: %w", err)
+		}
+		return s.enqueueSubSync(ctx, tx, sub.ID)
+	}
+	if settled == "" {
+		settled = "invoice settled"
+	}
+	active, err := s.setStatus(ctx, tx, identity.System, sub, StatusActive, settled)
+	if err != nil {
+		return err
+	}
+	_, err = s.setStatus(ctx, tx, identity.System, active, StatusPastDue, "invoice "+next.Number+" unpaid after the last payment attempt")
+	return err
 }
 
 // EscalateDunning suspends the past_due subscriptions whose grace ended by

@@ -37,3 +37,13 @@ ORDER BY d.suspend_at, d.subscription_id LIMIT @max;
 -- name: DunningSettled :many
 SELECT d.subscription_id FROM subscription_dunning d JOIN invoices i ON i.id = d.invoice_id
 WHERE i.status <> 'open' ORDER BY d.subscription_id LIMIT @max;
+
+-- DunningNextUnpaid is the oldest open invoice of the subscription other
+-- than settled whose payment failed for good, with the grace days of its
+-- issuer's payment settings (3, payments' default, without them).
+-- name: DunningNextUnpaid :one
+SELECT i.id, COALESCE(i.number, '')::text AS number, COALESCE(st.grace_days, 3)::integer AS grace_days
+FROM invoices i JOIN payments p ON p.invoice_id = i.id
+    LEFT JOIN payment_settings st ON st.issuer_id = i.issuer_id
+WHERE i.subscription_id = @subscription_id AND i.id <> @settled AND i.status = 'open' AND p.status = 'failed'
+ORDER BY i.finalized_at, i.id LIMIT 1;

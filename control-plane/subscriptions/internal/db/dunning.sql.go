@@ -104,6 +104,35 @@ func (q *Queries) DunningMarkSuspended(ctx context.Context, arg DunningMarkSuspe
 	return err
 }
 
+const dunningNextUnpaid = `-- name: DunningNextUnpaid :one
+SELECT i.id, COALESCE(i.number, '')::text AS number, COALESCE(st.grace_days, 3)::integer AS grace_days
+FROM invoices i JOIN payments p ON p.invoice_id = i.id
+    LEFT JOIN payment_settings st ON st.issuer_id = i.issuer_id
+WHERE i.subscription_id = $1 AND i.id <> $2 AND i.status = 'open' AND p.status = 'failed'
+ORDER BY i.finalized_at, i.id LIMIT 1
+`
+
+type DunningNextUnpaidParams struct {
+	SubscriptionID uuid.UUID
+	Settled        uuid.UUID
+}
+
+type DunningNextUnpaidRow struct {
+	ID        uuid.UUID
+	Number    string
+	GraceDays int32
+}
+
+// DunningNextUnpaid is the oldest open invoice of the subscription other
+// than settled whose payment failed for good, with the grace days of its
+// issuer's payment settings (3, payments' default, without them).
+func (q *Queries) DunningNextUnpaid(ctx context.Context, arg DunningNextUnpaidParams) (DunningNextUnpaidRow, error) {
+	row := q.db.QueryRow(ctx, dunningNextUnpaid, arg.SubscriptionID, arg.Settled)
+	var i DunningNextUnpaidRow
+	err := row.Scan(&i.ID, &i.Number, &i.GraceDays)
+	return i, err
+}
+
 const dunningOfInvoice = `-- name: DunningOfInvoice :many
 SELECT subscription_id FROM subscription_dunning WHERE invoice_id = $1 ORDER BY subscription_id
 `
