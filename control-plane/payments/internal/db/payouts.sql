@@ -1,0 +1,47 @@
+-- The payouts statement: what an issuer's payments collected, refunded
+-- and lost to disputes over [from_time, to_time), each item with what
+-- cites it, and the platform fee percent billing keeps.
+
+-- name: PayoutOrganizationExists :one
+SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1);
+
+-- Billing's setting, its default (0) when the issuer has none: the
+-- percent the revenue statement takes too.
+-- name: PayoutFeePercent :one
+SELECT COALESCE((SELECT platform_fee_percent FROM issuer_settings WHERE organization_id = $1), 0)::numeric AS platform_fee_percent;
+
+-- Payments that succeeded in the window, with their invoice's total and
+-- tax, which the fee's base is taken from.
+-- name: PayoutPayments :many
+SELECT p.id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider, p.amount, p.currency,
+       p.succeeded_at::timestamptz AS succeeded_at, i.total AS invoice_total, i.tax AS invoice_tax
+FROM payments p
+JOIN invoices i ON i.id = p.invoice_id
+WHERE p.issuer_id = @issuer_id AND p.status = 'succeeded'
+  AND p.succeeded_at >= @from_time::timestamptz AND p.succeeded_at < @to_time::timestamptz
+ORDER BY p.succeeded_at, p.id;
+
+-- Refunds of the payments' amounts that succeeded in the window: a
+-- succeeded refund is never changed again, so its updated_at is when it
+-- succeeded. The refund of a stray charge (one the payment did not keep)
+-- is left out, as its charge is: together they moved nothing.
+-- name: PayoutRefunds :many
+SELECT r.id, r.payment_id, r.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider,
+       COALESCE(r.provider_refund_id, '')::text AS provider_refund_id, r.amount, r.currency, r.updated_at AS refunded_at
+FROM payment_refunds r
+JOIN payments p ON p.id = r.payment_id
+JOIN invoices i ON i.id = r.invoice_id
+WHERE p.issuer_id = @issuer_id AND r.status = 'succeeded' AND r.stray_attempt_id IS NULL
+  AND r.updated_at >= @from_time::timestamptz AND r.updated_at < @to_time::timestamptz
+ORDER BY r.updated_at, r.id;
+
+-- Disputes closed lost in the window: their amount was withdrawn for good.
+-- name: PayoutDisputesLost :many
+SELECT d.id, d.provider_dispute_id, d.payment_id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider,
+       d.amount, d.currency, d.reason, d.closed_at::timestamptz AS closed_at
+FROM payment_disputes d
+JOIN payments p ON p.id = d.payment_id
+JOIN invoices i ON i.id = p.invoice_id
+WHERE p.issuer_id = @issuer_id AND d.status = 'lost'
+  AND d.closed_at >= @from_time::timestamptz AND d.closed_at < @to_time::timestamptz
+ORDER BY d.closed_at, d.id;
