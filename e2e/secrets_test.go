@@ -244,3 +244,122 @@ func redisValue(t *testing.T, c rueidis.Client, db int, key string) string {
 	}
 	return strings.Join(parts, "\n")
 }
+
+// paymentSecrets are what payments must keep out of every store and log,
+// by name: the Stripe API key and webhook secret, the client secrets the
+// setup route answered, the numbers of the test cards used (as typed, in
+// groups, and in each encoding secretForms knows).
+func paymentSecrets(clientSecrets []string) map[string]string {
+	out := map[string]string{}
+	add := func(name, s string) {
+		for form, needle := range secretForms(s) {
+			out[name+" ("+form+")"] = needle
+		}
+	}
+	add("Stripe secret key", payStripeKey)
+	add("Stripe webhook secret", payWebhookSecret)
+	for i, s := range clientSecrets {
+		add(fmt.Sprintf("client secret %d", i+1), s)
+	}
+	for pm, pan := range testCards {
+		add("card number of "+pm, pan)
+		for _, sep := range []string{" ", "-"} {
+			out["card number of "+pm+" grouped by '"+sep+"'"] = pan[:4] + sep + pan[4:8] + sep + pan[8:12] + sep + pan[12:]
+		}
+	}
+	return out
+}
+
+// paymentSecretShapes find secrets of the kinds the scan knows but values
+// it was not given: another key, a PaymentIntent's client secret (which
+// Stripe's PaymentIntent answers carry), a card's security code.
+var paymentSecretShapes = map[string]*regexp.Regexp{
+	"a Stripe secret key":    regexp.MustCompile(`\b[sr]k_(test|live)_[0-9A-Za-z]{10,}`),
+	"a webhook secret":       regexp.MustCompile(`\bwhsec_[0-9A-Za-z]{10,}`),
+	"a client secret":        regexp.MustCompile(`\b(pi|seti)_[0-9A-Za-z]+_secret_[0-9A-Za-z]+`),
+	"a card security code":   regexp.MustCompile(`(?i)\bcvc["'\]]?\s*[:=]`),
+	"a card number of 13-19": regexp.MustCompile(`\b(4[0-9]{12}(?:[0-9]{3}){0,2}|5[1-5][0-9]{14}|3[47][0-9]{13})\b`),
+}
+
+// findPaymentSecrets returns where each secret or secret shape occurs in
+// the dumps and logs, one line per find; a card-number shape counts only
+// when it passes the Luhn check, as card numbers do.
+func findPaymentSecrets(secrets map[string]string, places map[string]map[string]string) []string {
+	var found []string
+	for kind, dump := range places {
+		for where, text := range dump {
+			for name, needle := range secrets {
+				if strings.Contains(text, needle) {
+					found = append(found, fmt.Sprintf("%s is in %s %s", name, kind, where))
+				}
+			}
+			for name, re := range paymentSecretShapes {
+				for _, m := range re.FindAllString(text, -1) {
+					if name == "a card number of 13-19" && !luhn(m) {
+						continue
+					}
+					found = append(found, fmt.Sprintf("%s (%.12s…) is in %s %s", name, m, kind, where))
+				}
+			}
+		}
+	}
+	sort.Strings(found)
+	return found
+}
+
+// luhn reports whether a run of digits passes the Luhn check.
+func luhn(digits string) bool {
+	sum := 0
+	for i := range len(digits) {
+		d := int(digits[len(digits)-1-i] - '0')
+		if i%2 == 1 {
+			if d *= 2; d > 9 {
+				d -= 9
+			}
+		}
+		sum += d
+	}
+	return sum%10 == 0
+}
+
+// scanForPaymentSecrets fails the test for every payment secret in the
+// Postgres and Redis dumps and the logs, after checking that they hold
+// what a payment leaves, so that a scan finding nothing is not blind.
+func scanForPaymentSecrets(t *testing.T, secrets map[string]string, pg, rd, logs map[string]string) {
+	t.Helper()
+	if !strings.Contains(pg["public.payment_attempts"], `"provider_payment_id":"pi_`) ||
+		!strings.Contains(pg["public.provider_events"], `"event_id":"evt_`) ||
+		!strings.Contains(pg["public.payment_customers"], `"default_pm_id":"pm_card_visa"`) {
+		t.Fatalf("the Postgres dump lacks the payments' attempts, events or payment methods: the scan would be blind")
+	}
+	if !strings.Contains(logs["control plane"], "/v1/billing/stripe/webhook") {
+		t.Fatalf("the control plane's logs lack the webhook's access log: the log capture is broken")
+	}
+	for _, f := range findPaymentSecrets(secrets, map[string]map[string]string{"Postgres table": pg, "Redis": rd, "the logs of the": logs}) {
+		t.Error(f)
+	}
+}
+
+// The scan finds each kind of secret planted in any place, and nothing in
+// what payments legitimately keep.
+func TestPaymentSecretScanFindsPlants(t *testing.T) {
+	secrets := paymentSecrets([]string{"seti_1Pgag7B7WZ01zgkW_secret_QXg2AQLdBxJwtY51"})
+	clean := `{"provider_payment_id":"pi_RpisBekJGWYi0r3","default_pm_id":"pm_card_visa","pm_last4":"4242","event_id":"evt_1",` +
+		`"created":1733587200123,"at":"2026-12-07T15:21:12.123456789Z","id":1733587200123456789}`
+	if f := findPaymentSecrets(secrets, map[string]map[string]string{"Postgres table": {"public.x": clean}}); len(f) > 0 {
+		t.Fatalf("the scan finds %v in rows without a secret", f)
+	}
+	for _, plant := range []string{
+		payStripeKey, "sk_live_0123456789abcdefXYZ", payWebhookSecret, "whsec_0123456789abcdef",
+		"seti_1Pgag7B7WZ01zgkW_secret_QXg2AQLdBxJwtY51", `"client_secret":"pi_3Abc_secret_Def456"`,
+		"4242424242424242", "4242 4242 4242 4242", "4000000000000002", "5555555555554444", `card[cvc]=123`, `"cvc": "123"`,
+		base64.StdEncoding.EncodeToString([]byte(`{"key":"` + payStripeKey + `"}`)), hex.EncodeToString([]byte(payWebhookSecret)),
+	} {
+		for _, place := range []string{"Postgres table", "Redis", "the logs of the"} {
+			got := findPaymentSecrets(secrets, map[string]map[string]string{place: {"planted": clean + " " + plant + " " + clean}})
+			if len(got) == 0 {
+				t.Errorf("a plant %q in %s is not found", plant, place)
+			}
+		}
+	}
+}
