@@ -23,6 +23,16 @@ import (
 // VEIL_INGEST_TOKENS is empty. It is for local use only.
 const DevIngestToken = "veil-dev-ingest-token"
 
+// Stripe in veil dev, when no key is configured: stripe-mock (make
+// services starts it) with a test key it accepts, and a webhook secret as
+// public as the dev token, so that local tools and the demo can sign
+// Stripe's events. A key of one's own leaves all three alone.
+const (
+	DevStripeAPIBase       = "http://127.0.0.1:12111"
+	DevStripeSecretKey     = "sk_test_veil_dev_stripe_mock"
+	DevStripeWebhookSecret = "whsec_veil_dev_webhook_secret"
+)
+
 // devFlags are veil dev's flags: those of the services it runs, and its own.
 type devFlags struct {
 	ing       ingestFlags
@@ -62,6 +72,15 @@ func (d *devFlags) applyDefaults() ([]string, error) {
 	}
 	// Local webhook receivers are the point of a development setup.
 	cp.webhookPrivate = true
+	if pay := &cp.payments; pay.stripeSecretKey == "" {
+		pay.stripeSecretKey = DevStripeSecretKey
+		if pay.stripeAPIBase == "" {
+			pay.stripeAPIBase = DevStripeAPIBase
+		}
+		if pay.stripeWebhookSecret == "" {
+			pay.stripeWebhookSecret = DevStripeWebhookSecret
+		}
+	}
 	if cp.keySealSecret == "" {
 		cp.keySealSecret = identity.DevJWTSecret + "/key-seal"
 	}
@@ -194,6 +213,7 @@ func (d *devFlags) printBanner(w io.Writer, kafkaWhere, ingestAddr, processorAdd
 	if d.noGateway {
 		gatewayWhere += ", not started here"
 	}
+	stripeBase, stripeKey := stripeWhere(d.cp.payments)
 	fmt.Fprintf(w, `veil dev is running
   kafka          %s
   ingest         http://%s  POST /v1/events  (bearer token: %s)
@@ -204,10 +224,27 @@ func (d *devFlags) printBanner(w io.Writer, kafkaWhere, ingestAddr, processorAdd
   redis          %s
   postgres       %s
   clickhouse     %s  database %s
+  stripe         %s  (%s)
 Stop with Ctrl-C.
 `, kafkaWhere, ingestAddr, maskToken(d.ing.tokens), processorAddr, d.proc.group, planeAddr, gatewayWhere,
 		d.ing.metricsAddr, d.cp.metricsAddr, defaultGatewayMetricsAddr,
-		d.proc.redisAddr, redactURL(d.mig.postgresURL), d.mig.clickhouseAddr, d.mig.clickhouseDB)
+		d.proc.redisAddr, redactURL(d.mig.postgresURL), d.mig.clickhouseAddr, d.mig.clickhouseDB, stripeBase, stripeKey)
+}
+
+// stripeWhere names the Stripe API veil dev collects through, never the
+// key itself.
+func stripeWhere(pay paymentFlags) (base, key string) {
+	base = pay.stripeAPIBase
+	if base == "" {
+		base = "https://api.stripe.com"
+	}
+	switch {
+	case pay.stripeSecretKey == DevStripeSecretKey:
+		return base, "stripe-mock's test key; webhooks signed with " + DevStripeWebhookSecret
+	case strings.HasPrefix(pay.stripeSecretKey, "sk_live_") || strings.HasPrefix(pay.stripeSecretKey, "rk_live_"):
+		return base, "a live key"
+	}
+	return base, "a key of your own"
 }
 
 // maskToken shows the dev token in full (it is public) and only the start
