@@ -914,6 +914,9 @@ func (s *Service) numberSet(ctx context.Context, tx pgx.Tx, items []*setItem) er
 	if err := s.publishMany(ctx, tx, sums, EventInvoiceFinalized); err != nil {
 		return err
 	}
+	if err := s.finalized(ctx, tx, p.Ids); err != nil {
+		return err
+	}
 	changes := make([]audit.Change, len(sums))
 	for i, sum := range sums {
 		changes[i] = audit.Change{

@@ -81,6 +81,9 @@ func (s *Service) finalizeTx(ctx context.Context, tx pgx.Tx, actor identity.Acto
 	if err := s.publish(ctx, tx, out, EventInvoiceFinalized); err != nil {
 		return Invoice{}, err
 	}
+	if err := s.finalized(ctx, tx, []uuid.UUID{inv.ID}); err != nil {
+		return Invoice{}, err
+	}
 	return out, audit.Record(ctx, tx, audit.Change{
 		Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: inv.IssuerID, Action: "invoice.finalize",
 		TargetType: "invoice", TargetID: inv.ID.String(), After: summary(out),
@@ -187,6 +190,47 @@ func (s *Service) settle(ctx context.Context, q *db.Queries, inv db.Invoice, c c
 	return nil
 }
 
+// EventInvoicePaid is announced when an invoice becomes paid: marked paid
+// here, or paid by its payment.
+const EventInvoicePaid = "invoice.paid"
+
+// Payments is what billing tells the payments service (a
+// *payments.Service). InvoicesFinalized runs in the finalizing
+// transaction, so that a finalized invoice's collection is queued exactly
+// when it is committed. InvoiceClosed runs after the commit that paid,
+// voided or wrote off an invoice, to stop its collection (an attempt
+// under way is canceled at the provider); were the process to stop in
+// between, the payments cycle finds the payment of an invoice no longer
+// open and closes it the same way.
+type Payments interface {
+	InvoicesFinalized(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) error
+	InvoiceClosed(ctx context.Context, invoiceID uuid.UUID, status string) error
+}
+
+// finalized tells payments, in tx, that the invoices ids were finalized.
+func (s *Service) finalized(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) error {
+	if s.cfg.Payments == nil || len(ids) == 0 {
+		return nil
+	}
+	if err := s.cfg.Payments.InvoicesFinalized(ctx, tx, ids); err != nil {
+		return fmt.Errorf("queue collection: %w", err)
+	}
+	return nil
+}
+
+// closed tells payments, after the commit, that an invoice is closed.
+// The change is made whatever payments answers: a failure is logged, and
+// the payments cycle closes the payment later.
+func (s *Service) closed(ctx context.Context, inv Invoice, err error) (Invoice, error) {
+	if err != nil || s.cfg.Payments == nil {
+		return inv, err
+	}
+	if err := s.cfg.Payments.InvoiceClosed(ctx, inv.ID, inv.Status); err != nil {
+		s.log.ErrorContext(ctx, "stop collecting a closed invoice; the payments cycle will", "invoice", inv.ID, "status", inv.Status, "err", err)
+	}
+	return inv, nil
+}
+
 // mayChange reports whether actor may change inv's status
 // (parties.canChange).
 func mayChange(actor identity.Actor, inv db.Invoice) error {
@@ -224,25 +268,31 @@ func (s *Service) transition(ctx context.Context, actor identity.Actor, id uuid.
 	return out, err
 }
 
-// MarkPaid marks an open invoice paid (payments will; an admin may now).
+// MarkPaid marks an open invoice paid by hand, for admins, announces
+// invoice.paid and stops its collection.
 func (s *Service) MarkPaid(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
 	if !actor.IsAdmin() {
 		return Invoice{}, identity.ErrForbidden
 	}
-	return s.transition(ctx, actor, id, "invoice.mark_paid", func(q *db.Queries, _ pgx.Tx, inv db.Invoice) error {
+	inv, err := s.transition(ctx, actor, id, "invoice.mark_paid", func(q *db.Queries, tx pgx.Tx, inv db.Invoice) error {
 		at := s.now()
 		if err := q.InvoiceMarkPaid(ctx, db.InvoiceMarkPaidParams{ID: inv.ID, At: &at}); err != nil {
 			return fmt.Errorf("mark invoice paid: %w", err)
 		}
-		return nil
+		paid, err := loadInvoice(ctx, q, inv.ID, at)
+		if err != nil {
+			return err
+		}
+		return s.publish(ctx, tx, paid, EventInvoicePaid)
 	})
+	return s.closed(ctx, inv, err)
 }
 
 // Void voids an open invoice: what it took from the customer's credit
 // balance goes back to it as a refund (payments, when they come, refund
 // what was paid the same way), the credit its negative total issued is
-// taken back (ErrInsufficientCredit when spent), and invoice.voided is
-// announced. The period stays billed: a corrected bill is an adjustment
+// taken back (ErrInsufficientCredit when spent), invoice.voided is
+// announced and, after the commit, its collection is stopped (Payments). The period stays billed: a corrected bill is an adjustment
 // on the next invoice.
 func (s *Service) Void(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
 	var voided Invoice
@@ -276,17 +326,18 @@ func (s *Service) Void(ctx context.Context, actor identity.Actor, id uuid.UUID) 
 		voided = v
 		return s.publish(ctx, tx, voided, EventInvoiceVoided)
 	})
-	return out, err
+	return s.closed(ctx, out, err)
 }
 
 // MarkUncollectible gives up on an open invoice.
 func (s *Service) MarkUncollectible(ctx context.Context, actor identity.Actor, id uuid.UUID) (Invoice, error) {
-	return s.transition(ctx, actor, id, "invoice.mark_uncollectible", func(q *db.Queries, _ pgx.Tx, inv db.Invoice) error {
+	inv, err := s.transition(ctx, actor, id, "invoice.mark_uncollectible", func(q *db.Queries, _ pgx.Tx, inv db.Invoice) error {
 		if err := q.InvoiceMarkUncollectible(ctx, inv.ID); err != nil {
 			return fmt.Errorf("mark invoice uncollectible: %w", err)
 		}
 		return nil
 	})
+	return s.closed(ctx, inv, err)
 }
 
 // MarkOverdue marks up to max open invoices past their due date overdue,

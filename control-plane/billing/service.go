@@ -35,9 +35,13 @@ type Config struct {
 	Grace time.Duration
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
-	// Publisher announces invoice.finalized, invoice.voided and
-	// invoice.overdue; nil announces nothing.
+	// Publisher announces invoice.finalized, invoice.voided,
+	// invoice.overdue and invoice.paid; nil announces nothing.
 	Publisher Publisher
+	// Payments collects an invoice once it is finalized and stops
+	// collecting it once it is closed (the payments service); nil leaves
+	// invoices to be paid by hand.
+	Payments Payments
 	// Mailer sends finalized invoices (the PDF attached) and their
 	// reminders to the customer's billing email; nil sends none, and the
 	// notices wait until a mailer is configured.
