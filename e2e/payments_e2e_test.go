@@ -266,6 +266,7 @@ func (p *payPlane) setUpCard(c *payer, pm string) {
 	number := testCards[pm]
 	status, body := p.webhook(stripeEventJSON(t, "evt_setup_"+testenv.Suffix(), "setup_intent.succeeded", map[string]any{
 		"id": s.SetupId, "object": "setup_intent", "customer": c.customer, "status": "succeeded", "usage": "off_session",
+		"metadata": map[string]any{"veil_setup": "payment_method"},
 		"payment_method": map[string]any{"id": pm, "object": "payment_method", "type": "card", "customer": c.customer,
 			"card": map[string]any{"brand": "visa", "last4": number[len(number)-4:], "exp_month": 12, "exp_year": 2034}},
 	}), payWebhookSecret)

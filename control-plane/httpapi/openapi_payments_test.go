@@ -10,6 +10,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/payments"
+	"github.com/veil-platform/veil/metering/stripepay"
 	"github.com/veil-platform/veil/metering/stripepay/stripetest"
 )
 
@@ -47,6 +48,7 @@ func exercisePayments(t *testing.T, e *testEnv, c *contract, prov, other, admin 
 		return webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: testWebhookSecret, Timestamp: time.Now()}).Header
 	}
 	attached := stripeEvent(t, "evt_contract_setup", "setup_intent.succeeded", map[string]any{"id": "seti_1", "object": "setup_intent",
+		"metadata": map[string]any{stripepay.SetupMetadataKey: "payment_method"},
 		"customer": cus, "status": "succeeded", "payment_method": stripetest.PMProcessing})
 	c.call(http.StatusOK, "POST", hook, "", attached, "Stripe-Signature", signed(attached))
 	c.call(http.StatusBadRequest, "POST", hook, "", attached, "Stripe-Signature", "t=1,v1=00")

@@ -144,6 +144,7 @@ func TestPaymentWebhookRoundTrip(t *testing.T) {
 	}
 
 	attached := stripeEvent(t, "evt_setup_1", "setup_intent.succeeded", map[string]any{"id": "seti_1", "object": "setup_intent",
+		"metadata": map[string]any{stripepay.SetupMetadataKey: "payment_method"},
 		"customer": cus, "status": "succeeded", "payment_method": map[string]any{"id": stripetest.PMProcessing, "object": "payment_method",
 			"type": "card", "card": map[string]any{"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030}}})
 	for range 2 {

@@ -151,6 +151,7 @@ func (p *Provider) SetupPaymentMethod(ctx context.Context, in metering.SetupInpu
 		Customer: stripe.String(in.Customer.ID),
 		Usage:    stripe.String(string(stripe.SetupIntentUsageOffSession)),
 	}
+	params.AddMetadata(SetupMetadataKey, "payment_method")
 	params.SetIdempotencyKey(in.IdempotencyKey)
 	si, err := p.sc.V1SetupIntents.Create(ctx, params)
 	if err != nil {
@@ -158,6 +159,10 @@ func (p *Provider) SetupPaymentMethod(ctx context.Context, in metering.SetupInpu
 	}
 	return metering.SetupSession{ProviderID: si.ID, ClientSecret: si.ClientSecret}, nil
 }
+
+// SetupMetadataKey marks Veil's SetupIntents: only their success makes
+// their method the customer's default.
+const SetupMetadataKey = "veil_setup"
 
 // Collect creates and confirms a PaymentIntent off-session. A decline is
 // Stripe's 402 card_error carrying the PaymentIntent: a failed attempt,
@@ -171,17 +176,15 @@ func (p *Provider) Collect(ctx context.Context, in metering.CollectInput) (meter
 	if err != nil {
 		return metering.PaymentResult{}, fmt.Errorf("collect invoice %s: %w", in.InvoiceNumber, err)
 	}
+	// The method is the caller's, stored with the key: resolving it here
+	// would send other parameters under the same key once the customer
+	// changed it.
 	pm := in.PaymentMethodID
 	if pm == "" {
-		if pm, err = p.defaultPaymentMethod(ctx, in.Customer.ID); err != nil {
-			return metering.PaymentResult{}, err
-		}
-		if pm == "" {
-			return metering.PaymentResult{
-				Status: metering.PaymentFailed, Amount: in.Amount,
-				FailureCode: "no_payment_method", FailureMessage: "the customer has no default payment method",
-			}, nil
-		}
+		return metering.PaymentResult{
+			Status: metering.PaymentFailed, Amount: in.Amount,
+			FailureCode: "no_payment_method", FailureMessage: "the customer has no default payment method",
+		}, nil
 	}
 	params := &stripe.PaymentIntentCreateParams{
 		Amount:        stripe.Int64(amount),
@@ -191,7 +194,8 @@ func (p *Provider) Collect(ctx context.Context, in metering.CollectInput) (meter
 		Confirm:       stripe.Bool(true),
 		OffSession:    stripe.Bool(true),
 		Description:   stripe.String("Invoice " + in.InvoiceNumber),
-		Metadata:      map[string]string{"veil_invoice_id": in.InvoiceID, "veil_invoice_number": in.InvoiceNumber},
+		Metadata: map[string]string{"veil_invoice_id": in.InvoiceID, "veil_invoice_number": in.InvoiceNumber,
+			"veil_idempotency_key": in.IdempotencyKey},
 		// Off-session there is nobody to follow a redirect.
 		AutomaticPaymentMethods: &stripe.PaymentIntentCreateAutomaticPaymentMethodsParams{
 			Enabled:        stripe.Bool(true),
@@ -208,6 +212,38 @@ func (p *Provider) Collect(ctx context.Context, in metering.CollectInput) (meter
 		return metering.PaymentResult{}, providerError("collect invoice "+in.InvoiceNumber, err)
 	}
 	return paymentResult(pi), nil
+}
+
+// DefaultPaymentMethod reads a customer's default payment method at
+// Stripe ("" when none), for a caller that stores it with its attempt.
+func (p *Provider) DefaultPaymentMethod(ctx context.Context, customer string) (string, error) {
+	return p.defaultPaymentMethod(ctx, customer)
+}
+
+// FindPayment looks up the PaymentIntent a Collect with this invoice and
+// idempotency key created, by the metadata Collect gives it, for a call
+// whose answer was lost or whose key Stripe may have forgotten; none is
+// ErrPaymentNotFound. Stripe's search lags writes by up to a minute.
+func (p *Provider) FindPayment(ctx context.Context, invoiceID, idempotencyKey string) (metering.PaymentResult, error) {
+	if !searchable(invoiceID) || !searchable(idempotencyKey) {
+		return metering.PaymentResult{}, fmt.Errorf("find payment: %w: invoice or key not searchable", metering.ErrPaymentInvalid)
+	}
+	params := &stripe.PaymentIntentSearchParams{}
+	params.Query = fmt.Sprintf("metadata['veil_invoice_id']:'%s'", invoiceID)
+	for pi, err := range p.sc.V1PaymentIntents.Search(ctx, params).All(ctx) {
+		if err != nil {
+			return metering.PaymentResult{}, providerError("find payment", err)
+		}
+		if pi.Metadata["veil_idempotency_key"] == idempotencyKey {
+			return paymentResult(pi), nil
+		}
+	}
+	return metering.PaymentResult{}, fmt.Errorf("find payment %s: %w", idempotencyKey, metering.ErrPaymentNotFound)
+}
+
+// searchable refuses what would break out of a search query's quotes.
+func searchable(s string) bool {
+	return s != "" && len(s) <= 255 && !strings.ContainsAny(s, `'\`)
 }
 
 func (p *Provider) defaultPaymentMethod(ctx context.Context, customer string) (string, error) {

@@ -165,9 +165,11 @@ func refundEvent(raw json.RawMessage, out *metering.WebhookEvent) error {
 	return nil
 }
 
-// paymentMethodEvent: a completed SetupIntent or an attached method is a
-// method to make the default; customer.updated matters only when its
-// default payment method changed.
+// paymentMethodEvent: only a completed SetupIntent of Veil's (its
+// metadata says so) and a changed default of the customer
+// (customer.updated) name the method to collect with; an attached method
+// only brings its card summary, as it may have been attached for anything
+// else. The event's created time orders them (metering.WebhookEvent).
 func paymentMethodEvent(ev stripe.Event, out *metering.WebhookEvent) error {
 	raw := ev.Data.Raw
 	switch ev.Type {
@@ -176,7 +178,10 @@ func paymentMethodEvent(ev stripe.Event, out *metering.WebhookEvent) error {
 		if err := json.Unmarshal(raw, &si); err != nil {
 			return err
 		}
-		out.Type, out.ProviderCustomerID = metering.WebhookPaymentMethodAttached, customerID(si.Customer)
+		if si.Metadata[SetupMetadataKey] == "" {
+			return nil
+		}
+		out.Type, out.ProviderCustomerID = metering.WebhookPaymentMethodDefault, customerID(si.Customer)
 		if si.PaymentMethod != nil {
 			out.PaymentMethodID, out.Card = si.PaymentMethod.ID, card(si.PaymentMethod)
 		}

@@ -58,8 +58,12 @@ func TestStripeWebhookNormalized(t *testing.T) {
 	dispute := map[string]any{"id": "dp_1", "object": "dispute", "amount": 4999, "currency": "eur", "payment_intent": "pi_1", "reason": "fraudulent", "status": "needs_response"}
 	refund := map[string]any{"id": "re_1", "object": "refund", "amount": 1000, "currency": "eur", "payment_intent": "pi_1", "status": "succeeded"}
 	setup := map[string]any{"id": "seti_1", "object": "setup_intent", "customer": "cus_1", "status": "succeeded",
+		"metadata": map[string]any{stripepay.SetupMetadataKey: "payment_method"},
 		"payment_method": map[string]any{"id": "pm_9", "object": "payment_method", "type": "card",
 			"card": map[string]any{"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030}}}
+	otherSetup := map[string]any{"id": "seti_2", "object": "setup_intent", "customer": "cus_1", "status": "succeeded", "payment_method": "pm_8"}
+	attached := map[string]any{"id": "pm_7", "object": "payment_method", "type": "card", "customer": "cus_1",
+		"card": map[string]any{"brand": "visa", "last4": "1881", "exp_month": 1, "exp_year": 2031}}
 	customer := map[string]any{"id": "cus_1", "object": "customer", "invoice_settings": map[string]any{"default_payment_method": "pm_9"}}
 	for _, tc := range []struct {
 		typ      string
@@ -76,8 +80,11 @@ func TestStripeWebhookNormalized(t *testing.T) {
 			ProviderPaymentID: "pi_1", Amount: metering.Money{Minor: 4999, Currency: "EUR"}, Status: "needs_response", Reason: "fraudulent"}},
 		{"refund.updated", refund, nil, metering.WebhookEvent{Type: metering.WebhookRefundSucceeded, ProviderRefundID: "re_1",
 			ProviderPaymentID: "pi_1", Amount: metering.Money{Minor: 1000, Currency: "EUR"}, Status: "succeeded"}},
-		{"setup_intent.succeeded", setup, nil, metering.WebhookEvent{Type: metering.WebhookPaymentMethodAttached, ProviderCustomerID: "cus_1",
+		{"setup_intent.succeeded", setup, nil, metering.WebhookEvent{Type: metering.WebhookPaymentMethodDefault, ProviderCustomerID: "cus_1",
 			PaymentMethodID: "pm_9", Card: &metering.CardSummary{Brand: "visa", Last4: "4242", ExpMonth: 12, ExpYear: 2030}}},
+		{"setup_intent.succeeded", otherSetup, nil, metering.WebhookEvent{Type: metering.WebhookIgnored}},
+		{"payment_method.attached", attached, nil, metering.WebhookEvent{Type: metering.WebhookPaymentMethodAttached, ProviderCustomerID: "cus_1",
+			PaymentMethodID: "pm_7", Card: &metering.CardSummary{Brand: "visa", Last4: "1881", ExpMonth: 1, ExpYear: 2031}}},
 		{"customer.updated", customer, map[string]any{"invoice_settings": map[string]any{"default_payment_method": nil}},
 			metering.WebhookEvent{Type: metering.WebhookPaymentMethodDefault, ProviderCustomerID: "cus_1", PaymentMethodID: "pm_9"}},
 		{"customer.updated", customer, map[string]any{"email": "old@example.test"}, metering.WebhookEvent{Type: metering.WebhookIgnored}},
