@@ -1637,6 +1637,24 @@ func (e GetKeyUsageParamsGranularity) Valid() bool {
 	}
 }
 
+// Defines values for GetPayoutsParamsFormat.
+const (
+	Csv  GetPayoutsParamsFormat = "csv"
+	Json GetPayoutsParamsFormat = "json"
+)
+
+// Valid indicates whether the value is a known member of the GetPayoutsParamsFormat enum.
+func (e GetPayoutsParamsFormat) Valid() bool {
+	switch e {
+	case Csv:
+		return true
+	case Json:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for GetSubscriptionUsageParamsGranularity.
 const (
 	GetSubscriptionUsageParamsGranularityDay    GetSubscriptionUsageParamsGranularity = "day"
@@ -2787,6 +2805,95 @@ type PaymentSettingsInput struct {
 
 // PaymentSettingsInputProvider defines model for PaymentSettingsInput.Provider.
 type PaymentSettingsInputProvider string
+
+// PayoutDispute A dispute closed lost in the month: its amount was withdrawn.
+type PayoutDispute struct {
+	// Amount What was withdrawn.
+	Amount            string             `json:"amount"`
+	ClosedAt          time.Time          `json:"closed_at"`
+	Currency          string             `json:"currency"`
+	DisputeId         openapi_types.UUID `json:"dispute_id"`
+	InvoiceId         openapi_types.UUID `json:"invoice_id"`
+	InvoiceNumber     string             `json:"invoice_number"`
+	PaymentId         openapi_types.UUID `json:"payment_id"`
+	Provider          string             `json:"provider"`
+	ProviderDisputeId string             `json:"provider_dispute_id"`
+	Reason            string             `json:"reason"`
+}
+
+// PayoutPayment A payment counted as collected: it succeeded in the month.
+type PayoutPayment struct {
+	// Amount What it collected.
+	Amount        string             `json:"amount"`
+	Currency      string             `json:"currency"`
+	InvoiceId     openapi_types.UUID `json:"invoice_id"`
+	InvoiceNumber string             `json:"invoice_number"`
+
+	// InvoiceTax The invoice's tax.
+	InvoiceTax string `json:"invoice_tax"`
+
+	// InvoiceTotal The invoice's total, tax included.
+	InvoiceTotal string             `json:"invoice_total"`
+	PaymentId    openapi_types.UUID `json:"payment_id"`
+
+	// PlatformFee amount × (invoice_total − invoice_tax) / invoice_total × the fee percent / 100, rounded once.
+	PlatformFee string `json:"platform_fee"`
+
+	// Provider The payment provider that collected it: `stripe` or `manual`.
+	Provider    string    `json:"provider"`
+	SucceededAt time.Time `json:"succeeded_at"`
+}
+
+// PayoutRefund A refund counted as given back: it succeeded in the month, through the payment provider.
+type PayoutRefund struct {
+	// Amount What it gave back.
+	Amount           string             `json:"amount"`
+	Currency         string             `json:"currency"`
+	InvoiceId        openapi_types.UUID `json:"invoice_id"`
+	InvoiceNumber    string             `json:"invoice_number"`
+	PaymentId        openapi_types.UUID `json:"payment_id"`
+	Provider         string             `json:"provider"`
+	ProviderRefundId string             `json:"provider_refund_id"`
+	RefundId         openapi_types.UUID `json:"refund_id"`
+	RefundedAt       time.Time          `json:"refunded_at"`
+}
+
+// PayoutTotal A statement's figures in one currency: each sums its items.
+type PayoutTotal struct {
+	// Collected The payments' amounts.
+	Collected string `json:"collected"`
+	Currency  string `json:"currency"`
+	Disputes  int    `json:"disputes"`
+
+	// DisputesLost The lost disputes' amounts.
+	DisputesLost string `json:"disputes_lost"`
+
+	// Owed collected − refunded − disputes_lost − platform_fee: what the platform owes the issuer (below zero, what it is owed).
+	Owed     string `json:"owed"`
+	Payments int    `json:"payments"`
+
+	// PlatformFee The payments' rounded fees.
+	PlatformFee string `json:"platform_fee"`
+
+	// Refunded The refunds' amounts.
+	Refunded string `json:"refunded"`
+	Refunds  int    `json:"refunds"`
+}
+
+// Payouts An issuer's payouts statement of one calendar month (UTC). No money is transferred.
+type Payouts struct {
+	DisputesLost []PayoutDispute    `json:"disputes_lost"`
+	From         time.Time          `json:"from"`
+	IssuerId     openapi_types.UUID `json:"issuer_id"`
+	Month        string             `json:"month"`
+	Payments     []PayoutPayment    `json:"payments"`
+
+	// PlatformFeePercent The issuer's fee now, which every payment's fee is computed with.
+	PlatformFeePercent string         `json:"platform_fee_percent"`
+	Refunds            []PayoutRefund `json:"refunds"`
+	To                 time.Time      `json:"to"`
+	Totals             []PayoutTotal  `json:"totals"`
+}
 
 // Plan A plan of an API, with its latest version of terms (`current_version`): what new subscriptions get.
 type Plan struct {
@@ -4812,6 +4919,24 @@ type DeleteTaxRuleParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
+
+// GetPayoutsParams defines parameters for GetPayouts.
+type GetPayoutsParams struct {
+	// IssuerId The issuer; the caller's organization when left out (admins must give it).
+	IssuerId *openapi_types.UUID `form:"issuer_id,omitempty" json:"issuer_id,omitempty"`
+
+	// Month The month, UTC: `2026-11`.
+	Month string `form:"month" json:"month"`
+
+	// Format `json` or `csv`; without it, `Accept` decides (JSON by default).
+	Format *GetPayoutsParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GetPayoutsParamsFormat defines parameters for GetPayouts.
+type GetPayoutsParamsFormat string
 
 // GetPlanVersionParams defines parameters for GetPlanVersion.
 type GetPlanVersionParams struct {
@@ -6940,6 +7065,17 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/organizations/{id}/tax-rules/{rule} (the `DeleteTaxRule` operationId).
 	DeleteTaxRule(ctx context.Context, id openapi_types.UUID, rule openapi_types.UUID, params *DeleteTaxRuleParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetPayouts Read a provider's payouts statement of a month
+	//
+	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: the amount withdrawn), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Every counted item is listed with what recomputes it. Nothing is transferred.
+	//
+	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+	//
+	// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
+	//
+	// Corresponds with GET /v1/payouts (the `GetPayouts` operationId).
+	GetPayouts(ctx context.Context, params *GetPayoutsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetPlanVersion Read a plan version
 	//
@@ -9975,6 +10111,27 @@ func (c *Client) CreateTaxRule(ctx context.Context, id openapi_types.UUID, param
 // Corresponds with DELETE /v1/organizations/{id}/tax-rules/{rule} (the `DeleteTaxRule` operationId).
 func (c *Client) DeleteTaxRule(ctx context.Context, id openapi_types.UUID, rule openapi_types.UUID, params *DeleteTaxRuleParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteTaxRuleRequest(c.Server, id, rule, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetPayouts Read a provider's payouts statement of a month
+//
+// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: the amount withdrawn), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Every counted item is listed with what recomputes it. Nothing is transferred.
+//
+// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+//
+// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
+//
+// Corresponds with GET /v1/payouts (the `GetPayouts` operationId).
+func (c *Client) GetPayouts(ctx context.Context, params *GetPayoutsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetPayoutsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -16526,6 +16683,95 @@ func NewDeleteTaxRuleRequest(server string, id openapi_types.UUID, rule openapi_
 	return req, nil
 }
 
+// NewGetPayoutsRequest constructs an http.Request for the GetPayouts method
+func NewGetPayoutsRequest(server string, params *GetPayoutsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/payouts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.IssuerId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "issuer_id", *params.IssuerId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "month", params.Month, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if params.Format != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "format", *params.Format, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetPlanVersionRequest constructs an http.Request for the GetPlanVersion method
 func NewGetPlanVersionRequest(server string, id openapi_types.UUID, params *GetPlanVersionParams) (*http.Request, error) {
 	var err error
@@ -20389,6 +20635,19 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /v1/organizations/{id}/tax-rules/{rule} (the `DeleteTaxRule` operationId).
 	DeleteTaxRuleWithResponse(ctx context.Context, id openapi_types.UUID, rule openapi_types.UUID, params *DeleteTaxRuleParams, reqEditors ...RequestEditorFn) (*DeleteTaxRuleResponse, error)
+
+	// GetPayoutsWithResponse Read a provider's payouts statement of a month
+	//
+	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: the amount withdrawn), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Every counted item is listed with what recomputes it. Nothing is transferred.
+	//
+	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+	//
+	// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/payouts (the `GetPayouts` operationId).
+	GetPayoutsWithResponse(ctx context.Context, params *GetPayoutsParams, reqEditors ...RequestEditorFn) (*GetPayoutsResponse, error)
 
 	// GetPlanVersionWithResponse Read a plan version
 	//
@@ -25419,6 +25678,59 @@ func (r DeleteTaxRuleResponse) ContentType() string {
 	return ""
 }
 
+type GetPayoutsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Payouts
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetPayoutsResponse) GetJSON200() *Payouts {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetPayoutsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetPayoutsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetPayoutsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetPayoutsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetPayoutsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetPayoutsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetPlanVersionResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -29532,6 +29844,25 @@ func (c *ClientWithResponses) DeleteTaxRuleWithResponse(ctx context.Context, id 
 	return ParseDeleteTaxRuleResponse(rsp)
 }
 
+// GetPayoutsWithResponse Read a provider's payouts statement of a month
+//
+// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: the amount withdrawn), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Every counted item is listed with what recomputes it. Nothing is transferred.
+//
+// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+//
+// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/payouts (the `GetPayouts` operationId).
+func (c *ClientWithResponses) GetPayoutsWithResponse(ctx context.Context, params *GetPayoutsParams, reqEditors ...RequestEditorFn) (*GetPayoutsResponse, error) {
+	rsp, err := c.GetPayouts(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetPayoutsResponse(rsp)
+}
+
 // GetPlanVersionWithResponse Read a plan version
 //
 // One version of a plan's terms, with its charges: what a subscription pinned to it pays.
@@ -33181,6 +33512,42 @@ func ParseDeleteTaxRuleResponse(rsp *http.Response) (*DeleteTaxRuleResponse, err
 			return nil, err
 		}
 		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetPayoutsResponse parses an HTTP response from a GetPayoutsWithResponse call
+func ParseGetPayoutsResponse(rsp *http.Response) (*GetPayoutsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetPayoutsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Payouts
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/csv) unsupported
 
 	}
 

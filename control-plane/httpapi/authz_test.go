@@ -663,7 +663,7 @@ func authzRows() []authzRow {
 				}
 			},
 		},
-	}, append(append(append(authzSubscriptionRows(), authzPricingRows()...), authzBillingRows()...), authzPaymentRows()...)...)
+	}, append(append(append(authzSubscriptionRows(), authzPricingRows()...), authzBillingRows()...), append(authzPaymentRows(), authzPayoutRows()...)...)...)
 }
 
 // authzIngestToken issues an ingest token as the platform would.

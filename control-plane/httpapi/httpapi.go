@@ -172,6 +172,7 @@ func (a *api) routes(r chi.Router) {
 	a.keyRoutes(r)
 	a.billingRoutes(r)
 	a.paymentRoutes(r)
+	a.payoutRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
 
 	r.Route("/v1/admin", func(r chi.Router) {
