@@ -130,6 +130,21 @@ func (s *Service) GrantCredit(ctx context.Context, actor identity.Actor, in Gran
 	return out, err
 }
 
+// CreditRefund credits a refund of an invoice's payment to the customer's
+// balance with the issuer, as a "refund" entry naming the invoice, in the
+// caller's transaction: the payments service's CreditLedger, so that the
+// refund and its entry commit together. The caller has authorized it.
+func (s *Service) CreditRefund(ctx context.Context, tx pgx.Tx, issuer, customer, invoice uuid.UUID, currency string,
+	amount decimal.Decimal, reason, actor string) error {
+	if !amount.IsPositive() || amount.GreaterThanOrEqual(maxCredit) {
+		return fmt.Errorf("credit refund: amount %s out of range", amount)
+	}
+	if _, err := moveCredit(ctx, db.New(tx), creditKey{issuer, customer, currency}, CreditRefund, amount, &invoice, reason, actor); err != nil {
+		return fmt.Errorf("credit refund: %w", err)
+	}
+	return nil
+}
+
 // creditKey names one balance.
 type creditKey struct {
 	issuer, customer uuid.UUID
