@@ -23,7 +23,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 batches with a progress bar, shows how a bad event is refused, then reads the topic back and checks that
 every accepted event is in Kafka; then the catalog, subscriptions, keys and quotas, and, with a plan directory,
 a hybrid plan from a YAML file, a promotion code, a quote of the metered usage and the invoice of the
-period, which the demo ends in Postgres.`, stdout)
+period, which the demo ends in Postgres; then payments through Stripe (stripe-mock under veil dev, the demo
+signing Stripe's events): a card pays one invoice, another is declined, dunned, blocked with 402 and paid.`, stdout)
 	f.String(&cfg.IngestURL, "ingest-url", "VEIL_DEMO_INGEST_URL", "http://127.0.0.1:8081", "base URL of the ingest service")
 	f.String(&cfg.IngestToken, "token", "VEIL_DEMO_TOKEN", DevIngestToken, "ingest bearer token")
 	f.String(&cfg.Brokers, "kafka-brokers", "VEIL_DEMO_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers to read the topic back from")
@@ -35,6 +36,8 @@ period, which the demo ends in Postgres.`, stdout)
 	f.String(&cfg.JWTSecret, "jwt-secret", "VEIL_JWT_SECRET", identity.DevJWTSecret, "HS256 secret veil dev verifies tokens with")
 	f.String(&cfg.MailpitURL, "mailpit-url", "VEIL_DEMO_MAILPIT_URL", "", "mailpit's HTTP API, to show the emails veil dev sent (empty: show none)")
 	f.String(&cfg.PricingDir, "pricing-dir", "VEIL_PRICING_DIR", "", "the plan directory veil dev watches, where the demo saves its hybrid plan (empty: no priced plan)")
+	f.String(&cfg.StripeWebhookSecret, "stripe-webhook-secret", "VEIL_STRIPE_WEBHOOK_SECRET", DevStripeWebhookSecret,
+		"the Stripe webhook secret veil dev verifies events with; the demo signs Stripe's events with it (empty: no payments)")
 	f.String(&cfg.PlanFile, "plan-file", "", "deploy/pricing/hybrid.yaml", "the plan file the demo saves there, declared for the API weather")
 	f.Int(&cfg.Events, "events", "", 5000, "events to send")
 	f.Int(&cfg.Batch, "batch", "", 100, "events per request")

@@ -24,12 +24,13 @@ import (
 const DevIngestToken = "veil-dev-ingest-token"
 
 // Stripe in veil dev, when no key is configured: stripe-mock (make
-// services starts it) with a test key it accepts, and a webhook secret as
+// services starts it) with a test key it accepts (sk_test_ and letters
+// and digits only: it refuses an underscore after that), and a webhook secret as
 // public as the dev token, so that local tools and the demo can sign
 // Stripe's events. A key of one's own leaves all three alone.
 const (
 	DevStripeAPIBase       = "http://127.0.0.1:12111"
-	DevStripeSecretKey     = "sk_test_veil_dev_stripe_mock"
+	DevStripeSecretKey     = "sk_test_veilDevStripeMock"
 	DevStripeWebhookSecret = "whsec_veil_dev_webhook_secret"
 )
 

@@ -41,6 +41,16 @@ rm -f "$VEIL_PRICING_DIR"/*.yaml
 # seconds instead of after the default grace of an hour.
 export VEIL_BILLING_GRACE=${VEIL_BILLING_GRACE:-1s} VEIL_BILLING_INTERVAL=${VEIL_BILLING_INTERVAL:-1s}
 
+# Payments: veil dev collects through stripe-mock (make services starts it)
+# unless a Stripe key is set; the payments cycle runs every second, so the
+# demo's retries and suspension happen at once once it moves their time.
+export VEIL_PAYMENTS_INTERVAL=${VEIL_PAYMENTS_INTERVAL:-1s}
+demo_stripe=()
+if [[ -z ${VEIL_STRIPE_SECRET_KEY:-} ]] && ! port_open 12111; then
+  log "stripe-mock does not answer on 127.0.0.1:12111 (make services starts it): the demo leaves payments out"
+  demo_stripe=(--stripe-webhook-secret "")
+fi
+
 devlog=$VEIL_LOG/dev.log
 log "starting veil dev (log: $devlog)"
 VEIL_DATA_DIR=$VEIL_DATA bin/veil dev >"$devlog" 2>&1 &
@@ -63,4 +73,4 @@ for _ in $(seq 1 50); do
 done
 kill -0 "$dev" 2>/dev/null || die "veil dev exited early" "$devlog"
 
-bin/veil demo --kafka-brokers 127.0.0.1:9092 --mailpit-url "$mailpit_url" || die "the demo failed" "$devlog"
+bin/veil demo --kafka-brokers 127.0.0.1:9092 --mailpit-url "$mailpit_url" "${demo_stripe[@]}" || die "the demo failed" "$devlog"

@@ -72,6 +72,11 @@ type Config struct {
 	// invoice's PDF is saved next to PricingDir, in invoices; nil leaves
 	// the invoice out.
 	Postgres *pgxpool.Pool
+	// StripeWebhookSecret is the secret veil dev verifies Stripe's events
+	// with (VEIL_STRIPE_WEBHOOK_SECRET): the demo plays Stripe's side
+	// against stripe-mock and signs its events with it. Empty leaves the
+	// payments out.
+	StripeWebhookSecret string
 }
 
 // walk is one run of the demo: its configuration, where it prints, and
@@ -130,8 +135,9 @@ func (w *walk) whatRunsWhere() {
   postgres     127.0.0.1:5432   database veil
   control      %s   REST API (/v1/apis, /v1/admin/approvals, /v1/webhooks, /v1/audit), /openapi.json; /metrics on 127.0.0.1:9180
   gateway      %s   Caddy; admin API on a unix socket in the data directory, /metrics on 127.0.0.1:9183
+  stripe       veil dev's VEIL_STRIPE_API_BASE (stripe-mock at http://127.0.0.1:12111 unless a key is set); events to POST /v1/billing/stripe/webhook
 Try: bin/veil usage --subscription `+Subject0+`
      clickhouse-client --database %s --query 'SELECT subject, count() FROM usage_events GROUP BY subject'
 `, c.IngestURL, c.Brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, broker.TopicQuotaEvents, c.ClickHouseAddr, c.ClickHouseDB, c.RedisAddr, c.ControlPlaneURL, c.GatewayURL, c.ClickHouseDB)
-	fmt.Fprintln(w.out, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway, which enforced the consumer's rate limit and quota; a plan file became a priced plan, whose quote of the metered usage the promotion code discounts, and the period's end an invoice with its PDF")
+	fmt.Fprintln(w.out, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway, which enforced the consumer's rate limit and quota; a plan file became a priced plan, whose quote of the metered usage the promotion code discounts, and the period's end an invoice with its PDF, paid through Stripe; a declined payment made its subscription past due, then blocked with 402 until it was paid")
 }

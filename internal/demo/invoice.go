@@ -38,6 +38,7 @@ func (w *walk) invoice(ctx context.Context, s *consumerSide, calls int) error {
 	if err != nil {
 		return err
 	}
+	s.invoice = inv
 	fmt.Fprintf(w.out, "  invoice %s, %s, period %s to %s, due %s\n", deref(inv.Number), inv.Status,
 		inv.PeriodStart.UTC().Format(time.RFC3339), inv.PeriodEnd.UTC().Format(time.RFC3339), dateOf(inv.DueAt))
 	for _, l := range inv.Lines {

@@ -22,7 +22,8 @@ type consumerSide struct {
 	consumerEmail      string
 	subID              uuid.UUID
 	key                client.KeyWithPlaintext
-	url                string // the API's forecast through the gateway
+	url                string         // the API's forecast through the gateway
+	invoice            client.Invoice // its period's invoice, once finalized
 }
 
 // keys walks the consumer's side of the API: the provider adds a plan, a

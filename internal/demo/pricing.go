@@ -76,7 +76,10 @@ func (w *walk) pricing(ctx context.Context, api demoAPI) error {
 	if err := w.quotes(ctx, s, planID, code, used); err != nil {
 		return err
 	}
-	return w.invoice(ctx, s, calls)
+	if err := w.invoice(ctx, s, calls); err != nil {
+		return err
+	}
+	return w.payments(ctx, s, planID, admin)
 }
 
 // planFromFile writes deploy/pricing/hybrid.yaml, for the demo's API, into
