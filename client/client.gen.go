@@ -205,6 +205,7 @@ const (
 	EventTypeKeySuspended            EventType = "key.suspended"
 	EventTypeKeySyncFailed           EventType = "key.sync_failed"
 	EventTypeKeyUpdated              EventType = "key.updated"
+	EventTypePaymentDisputeLost      EventType = "payment.dispute_lost"
 	EventTypePaymentFailed           EventType = "payment.failed"
 	EventTypePaymentRefunded         EventType = "payment.refunded"
 	EventTypePaymentSucceeded        EventType = "payment.succeeded"
@@ -283,6 +284,8 @@ func (e EventType) Valid() bool {
 	case EventTypeKeySyncFailed:
 		return true
 	case EventTypeKeyUpdated:
+		return true
+	case EventTypePaymentDisputeLost:
 		return true
 	case EventTypePaymentFailed:
 		return true
@@ -1118,6 +1121,24 @@ func (e ReconcileKeysReportUnhealedKind) Valid() bool {
 	}
 }
 
+// Defines values for RefundDestination.
+const (
+	RefundDestinationCreditBalance RefundDestination = "credit_balance"
+	RefundDestinationPaymentMethod RefundDestination = "payment_method"
+)
+
+// Valid indicates whether the value is a known member of the RefundDestination enum.
+func (e RefundDestination) Valid() bool {
+	switch e {
+	case RefundDestinationCreditBalance:
+		return true
+	case RefundDestinationPaymentMethod:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for RefundStatus.
 const (
 	RefundStatusCanceled  RefundStatus = "canceled"
@@ -1136,6 +1157,24 @@ func (e RefundStatus) Valid() bool {
 	case RefundStatusPending:
 		return true
 	case RefundStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RefundInputDestination.
+const (
+	RefundInputDestinationCreditBalance RefundInputDestination = "credit_balance"
+	RefundInputDestinationPaymentMethod RefundInputDestination = "payment_method"
+)
+
+// Valid indicates whether the value is a known member of the RefundInputDestination enum.
+func (e RefundInputDestination) Valid() bool {
+	switch e {
+	case RefundInputDestinationCreditBalance:
+		return true
+	case RefundInputDestinationPaymentMethod:
 		return true
 	default:
 		return false
@@ -1334,6 +1373,7 @@ const (
 	WebhookEndpointInputEventTypesKeySuspended            WebhookEndpointInputEventTypes = "key.suspended"
 	WebhookEndpointInputEventTypesKeySyncFailed           WebhookEndpointInputEventTypes = "key.sync_failed"
 	WebhookEndpointInputEventTypesKeyUpdated              WebhookEndpointInputEventTypes = "key.updated"
+	WebhookEndpointInputEventTypesPaymentDisputeLost      WebhookEndpointInputEventTypes = "payment.dispute_lost"
 	WebhookEndpointInputEventTypesPaymentFailed           WebhookEndpointInputEventTypes = "payment.failed"
 	WebhookEndpointInputEventTypesPaymentRefunded         WebhookEndpointInputEventTypes = "payment.refunded"
 	WebhookEndpointInputEventTypesPaymentSucceeded        WebhookEndpointInputEventTypes = "payment.succeeded"
@@ -1415,6 +1455,8 @@ func (e WebhookEndpointInputEventTypes) Valid() bool {
 		return true
 	case WebhookEndpointInputEventTypesKeyUpdated:
 		return true
+	case WebhookEndpointInputEventTypesPaymentDisputeLost:
+		return true
 	case WebhookEndpointInputEventTypesPaymentFailed:
 		return true
 	case WebhookEndpointInputEventTypesPaymentRefunded:
@@ -1490,6 +1532,7 @@ const (
 	WebhookEndpointPatchEventTypesKeySuspended            WebhookEndpointPatchEventTypes = "key.suspended"
 	WebhookEndpointPatchEventTypesKeySyncFailed           WebhookEndpointPatchEventTypes = "key.sync_failed"
 	WebhookEndpointPatchEventTypesKeyUpdated              WebhookEndpointPatchEventTypes = "key.updated"
+	WebhookEndpointPatchEventTypesPaymentDisputeLost      WebhookEndpointPatchEventTypes = "payment.dispute_lost"
 	WebhookEndpointPatchEventTypesPaymentFailed           WebhookEndpointPatchEventTypes = "payment.failed"
 	WebhookEndpointPatchEventTypesPaymentRefunded         WebhookEndpointPatchEventTypes = "payment.refunded"
 	WebhookEndpointPatchEventTypesPaymentSucceeded        WebhookEndpointPatchEventTypes = "payment.succeeded"
@@ -1570,6 +1613,8 @@ func (e WebhookEndpointPatchEventTypes) Valid() bool {
 	case WebhookEndpointPatchEventTypesKeySyncFailed:
 		return true
 	case WebhookEndpointPatchEventTypesKeyUpdated:
+		return true
+	case WebhookEndpointPatchEventTypesPaymentDisputeLost:
 		return true
 	case WebhookEndpointPatchEventTypesPaymentFailed:
 		return true
@@ -3500,13 +3545,17 @@ type RedemptionList struct {
 // Refund defines model for Refund.
 type Refund struct {
 	// Amount With exactly the currency's decimals.
-	Amount    string             `json:"amount"`
-	Currency  string             `json:"currency"`
-	Id        openapi_types.UUID `json:"id"`
-	InvoiceId openapi_types.UUID `json:"invoice_id"`
-	Reason    string             `json:"reason"`
-	Status    RefundStatus       `json:"status"`
+	Amount      string             `json:"amount"`
+	Currency    string             `json:"currency"`
+	Destination RefundDestination  `json:"destination"`
+	Id          openapi_types.UUID `json:"id"`
+	InvoiceId   openapi_types.UUID `json:"invoice_id"`
+	Reason      string             `json:"reason"`
+	Status      RefundStatus       `json:"status"`
 }
+
+// RefundDestination defines model for Refund.Destination.
+type RefundDestination string
 
 // RefundStatus defines model for Refund.Status.
 type RefundStatus string
@@ -3515,8 +3564,14 @@ type RefundStatus string
 type RefundInput struct {
 	// Amount Above zero, in the invoice's currency; left out: what is left of the payment.
 	Amount *string `json:"amount,omitempty"`
-	Reason *string `json:"reason,omitempty"`
+
+	// Destination `payment_method` (left out): back to what paid, through the provider. `credit_balance`: to the customer's credit balance with the issuer (a `refund` entry of the credit ledger, used by its next invoices); no money moves and no provider is called.
+	Destination *RefundInputDestination `json:"destination,omitempty"`
+	Reason      *string                 `json:"reason,omitempty"`
 }
+
+// RefundInputDestination `payment_method` (left out): back to what paid, through the provider. `credit_balance`: to the customer's credit balance with the issuer (a `refund` entry of the credit ledger, used by its next invoices); no money moves and no provider is called.
+type RefundInputDestination string
 
 // Revenue An issuer's revenue statement from its finalized invoices, by month of finalization (UTC), API and currency; void invoices never count.
 type Revenue struct {
@@ -6731,7 +6786,7 @@ type ClientInterface interface {
 
 	// RefundInvoiceWithBody Refund a paid invoice
 	//
-	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider, or, with `destination` `credit_balance`, to the customer's credit balance with the issuer (succeeded at once, no provider call). Refunds together (those made in the provider's dashboard included) never exceed what was paid less what lost disputes took back. A refund through the provider is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`), and one whose answer was lost is settled by the payments cycle. Audited; announced as `payment.refunded` when it succeeds.
 	//
 	// **Who may call:** the issuer's providers, admins.
 	//
@@ -6742,7 +6797,7 @@ type ClientInterface interface {
 
 	// RefundInvoice Refund a paid invoice
 	//
-	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider, or, with `destination` `credit_balance`, to the customer's credit balance with the issuer (succeeded at once, no provider call). Refunds together (those made in the provider's dashboard included) never exceed what was paid less what lost disputes took back. A refund through the provider is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`), and one whose answer was lost is settled by the payments cycle. Audited; announced as `payment.refunded` when it succeeds.
 	//
 	// **Who may call:** the issuer's providers, admins.
 	//
@@ -9456,7 +9511,7 @@ func (c *Client) GetInvoicePDF(ctx context.Context, id openapi_types.UUID, param
 
 // RefundInvoiceWithBody Refund a paid invoice
 //
-// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider, or, with `destination` `credit_balance`, to the customer's credit balance with the issuer (succeeded at once, no provider call). Refunds together (those made in the provider's dashboard included) never exceed what was paid less what lost disputes took back. A refund through the provider is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`), and one whose answer was lost is settled by the payments cycle. Audited; announced as `payment.refunded` when it succeeds.
 //
 // **Who may call:** the issuer's providers, admins.
 //
@@ -9477,7 +9532,7 @@ func (c *Client) RefundInvoiceWithBody(ctx context.Context, id openapi_types.UUI
 
 // RefundInvoice Refund a paid invoice
 //
-// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider, or, with `destination` `credit_balance`, to the customer's credit balance with the issuer (succeeded at once, no provider call). Refunds together (those made in the provider's dashboard included) never exceed what was paid less what lost disputes took back. A refund through the provider is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`), and one whose answer was lost is settled by the payments cycle. Audited; announced as `payment.refunded` when it succeeds.
 //
 // **Who may call:** the issuer's providers, admins.
 //
@@ -20275,7 +20330,7 @@ type ClientWithResponsesInterface interface {
 
 	// RefundInvoiceWithBodyWithResponse Refund a paid invoice
 	//
-	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider, or, with `destination` `credit_balance`, to the customer's credit balance with the issuer (succeeded at once, no provider call). Refunds together (those made in the provider's dashboard included) never exceed what was paid less what lost disputes took back. A refund through the provider is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`), and one whose answer was lost is settled by the payments cycle. Audited; announced as `payment.refunded` when it succeeds.
 	//
 	// **Who may call:** the issuer's providers, admins.
 	//
@@ -20286,7 +20341,7 @@ type ClientWithResponsesInterface interface {
 
 	// RefundInvoiceWithResponse Refund a paid invoice
 	//
-	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+	// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider, or, with `destination` `credit_balance`, to the customer's credit balance with the issuer (succeeded at once, no provider call). Refunds together (those made in the provider's dashboard included) never exceed what was paid less what lost disputes took back. A refund through the provider is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`), and one whose answer was lost is settled by the payments cycle. Audited; announced as `payment.refunded` when it succeeds.
 	//
 	// **Who may call:** the issuer's providers, admins.
 	//
@@ -29285,7 +29340,7 @@ func (c *ClientWithResponses) GetInvoicePDFWithResponse(ctx context.Context, id 
 
 // RefundInvoiceWithBodyWithResponse Refund a paid invoice
 //
-// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider, or, with `destination` `credit_balance`, to the customer's credit balance with the issuer (succeeded at once, no provider call). Refunds together (those made in the provider's dashboard included) never exceed what was paid less what lost disputes took back. A refund through the provider is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`), and one whose answer was lost is settled by the payments cycle. Audited; announced as `payment.refunded` when it succeeds.
 //
 // **Who may call:** the issuer's providers, admins.
 //
@@ -29302,7 +29357,7 @@ func (c *ClientWithResponses) RefundInvoiceWithBodyWithResponse(ctx context.Cont
 
 // RefundInvoiceWithResponse Refund a paid invoice
 //
-// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider. Refunds together never exceed what was paid. The refund is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`). Audited; announced as `payment.refunded` when it succeeds.
+// Gives back `amount` (in the invoice's currency; left out: all that is left) of a paid invoice's payment through its provider, or, with `destination` `credit_balance`, to the customer's credit balance with the issuer (succeeded at once, no provider call). Refunds together (those made in the provider's dashboard included) never exceed what was paid less what lost disputes took back. A refund through the provider is recorded pending before the provider is called; its status is the provider's answer (`succeeded`, `pending`, `failed`), and one whose answer was lost is settled by the payments cycle. Audited; announced as `payment.refunded` when it succeeds.
 //
 // **Who may call:** the issuer's providers, admins.
 //
