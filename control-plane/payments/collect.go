@@ -32,9 +32,17 @@ func (s *Service) Collect(ctx context.Context, invoiceID uuid.UUID) (Payment, er
 	var out Payment
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		c, out, err = s.begin(ctx, db.New(tx), invoiceID)
+		c, out, err = s.begin(ctx, tx, invoiceID)
 		return err
 	})
+	var closed *closedError
+	if errors.As(err, &closed) {
+		// Closed in billing without a word to payments (voided, paid,
+		// written off): its payment stops here.
+		if _, known := closeCodes[closed.status]; known {
+			return out, errors.Join(err, s.InvoiceClosed(ctx, invoiceID, closed.status))
+		}
+	}
 	if err != nil || c == nil {
 		return out, err
 	}
@@ -67,7 +75,8 @@ func (s *Service) DueRetries(ctx context.Context, now time.Time, max int) ([]uui
 
 // begin decides, under the payment's row lock, whether a provider call is
 // to be made, and commits its attempt first.
-func (s *Service) begin(ctx context.Context, q *db.Queries, invoiceID uuid.UUID) (*call, Payment, error) {
+func (s *Service) begin(ctx context.Context, tx pgx.Tx, invoiceID uuid.UUID) (*call, Payment, error) {
+	q := db.New(tx)
 	inv, err := q.InvoiceForCollect(ctx, invoiceID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, Payment{}, ErrNotFound
@@ -76,7 +85,7 @@ func (s *Service) begin(ctx context.Context, q *db.Queries, invoiceID uuid.UUID)
 		return nil, Payment{}, fmt.Errorf("read invoice: %w", err)
 	}
 	if inv.Status != "open" {
-		return nil, Payment{}, s.settleClosed(ctx, q, inv.ID, inv.Status)
+		return nil, Payment{}, &closedError{status: inv.Status}
 	}
 	if !inv.AmountDue.IsPositive() {
 		return nil, Payment{}, ErrNothingToCollect
@@ -105,9 +114,15 @@ func (s *Service) begin(ctx context.Context, q *db.Queries, invoiceID uuid.UUID)
 	if err != nil {
 		return nil, Payment{}, fmt.Errorf("lock payment: %w", err)
 	}
-	att, err := s.nextAttempt(ctx, q, p)
-	if err != nil || att == nil {
+	att, err := s.nextAttempt(ctx, tx, p)
+	if err != nil {
 		return nil, toPayment(p), err
+	}
+	if att == nil {
+		if p, err = q.PaymentLock(ctx, p.ID); err != nil {
+			return nil, Payment{}, fmt.Errorf("read payment: %w", err)
+		}
+		return nil, toPayment(p), nil
 	}
 	c := &call{prov: s.cfg.Providers[p.Provider], payment: p.ID, attempt: att.ID, in: metering.CollectInput{
 		Customer:  metering.CustomerRef{Provider: p.Provider, ID: att.ProviderCustomerID},
@@ -125,10 +140,11 @@ func (s *Service) begin(ctx context.Context, q *db.Queries, invoiceID uuid.UUID)
 // when the payment's next attempt is due, one under way that nobody has
 // answered for unsettledAfter (claimed again), or nil when there is
 // nothing to call.
-func (s *Service) nextAttempt(ctx context.Context, q *db.Queries, p db.Payment) (*db.PaymentAttempt, error) {
+func (s *Service) nextAttempt(ctx context.Context, tx pgx.Tx, p db.Payment) (*db.PaymentAttempt, error) {
+	q := db.New(tx)
 	now := s.now()
 	switch p.Status {
-	case "succeeded", "failed", "canceled":
+	case "succeeded", "failed", "canceled", "needs_attention":
 		return nil, nil
 	}
 	open, err := q.AttemptOpenOf(ctx, p.ID)
@@ -161,10 +177,24 @@ func (s *Service) nextAttempt(ctx context.Context, q *db.Queries, p db.Payment) 
 	if err != nil {
 		return nil, fmt.Errorf("read payment customer: %w", err)
 	}
+	pm := cus.DefaultPmID
+	if r, ok := s.cfg.Providers[p.Provider].(methodReader); ok && pm == "" {
+		// Read now and stored with the key, so that a repeat of the call
+		// sends the same parameters whatever the customer changes later.
+		var rerr error
+		if pm, rerr = r.DefaultPaymentMethod(ctx, cus.ProviderCustomerID); rerr != nil && !definite(rerr) {
+			return nil, fmt.Errorf("read default payment method: %w", rerr)
+		}
+		if rerr != nil {
+			// The provider refused (an unknown customer): the attempt
+			// fails as its call would have, and the schedule goes on.
+			return nil, s.failAtOnce(ctx, tx, p, cus.ProviderCustomerID, rerr)
+		}
+	}
 	n := p.Attempts + 1
 	att, err := q.AttemptInsert(ctx, db.AttemptInsertParams{PaymentID: p.ID, AttemptNo: n,
 		IdempotencyKey:     fmt.Sprintf("veil-inv-%s-a%d", p.InvoiceID, n),
-		ProviderCustomerID: cus.ProviderCustomerID, PaymentMethodID: cus.DefaultPmID, Now: now})
+		ProviderCustomerID: cus.ProviderCustomerID, PaymentMethodID: pm, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("insert payment attempt: %w", err)
 	}
@@ -174,29 +204,65 @@ func (s *Service) nextAttempt(ctx context.Context, q *db.Queries, p db.Payment) 
 	return &att, nil
 }
 
-// settleClosed stops the retries of a payment whose invoice was closed
-// without it (paid by hand in billing, voided, written off), and refuses
-// the collection.
-func (s *Service) settleClosed(ctx context.Context, q *db.Queries, invoiceID uuid.UUID, status string) error {
-	p, err := q.PaymentLockByInvoice(ctx, invoiceID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("%w: %s", ErrInvoiceState, status)
-	}
+// closedError is begin's word that the invoice is no longer open:
+// Collect stops its payment (InvoiceClosed) after the rollback.
+type closedError struct{ status string }
+
+func (e *closedError) Error() string { return ErrInvoiceState.Error() + ": " + e.status }
+
+func (e *closedError) Unwrap() error { return ErrInvoiceState }
+
+// failAtOnce records a new attempt failed with a provider's refusal that
+// came before its call could be made.
+func (s *Service) failAtOnce(ctx context.Context, tx pgx.Tx, p db.Payment, customer string, cause error) error {
+	q := db.New(tx)
+	n := p.Attempts + 1
+	att, err := q.AttemptInsert(ctx, db.AttemptInsertParams{PaymentID: p.ID, AttemptNo: n,
+		IdempotencyKey: fmt.Sprintf("veil-inv-%s-a%d", p.InvoiceID, n), ProviderCustomerID: customer, Now: s.now()})
 	if err != nil {
-		return fmt.Errorf("lock payment: %w", err)
+		return fmt.Errorf("insert payment attempt: %w", err)
 	}
-	if p.Status == "pending" && p.NextAttemptAt != nil {
-		if err := q.PaymentSetStatus(ctx, db.PaymentSetStatusParams{ID: p.ID, Status: "canceled"}); err != nil {
-			return fmt.Errorf("cancel payment: %w", err)
-		}
+	if err := q.PaymentStartAttempt(ctx, p.ID); err != nil {
+		return fmt.Errorf("start payment attempt: %w", err)
 	}
-	return fmt.Errorf("%w: %s", ErrInvoiceState, status)
+	if p, err = q.PaymentLock(ctx, p.ID); err != nil {
+		return fmt.Errorf("read payment: %w", err)
+	}
+	return s.settle(ctx, tx, p, att, outcome{PaymentResult: metering.PaymentResult{Status: metering.PaymentFailed,
+		FailureCode: failureCode(cause), FailureMessage: cause.Error()}})
+}
+
+// methodReader is a provider whose payments need a payment method, which
+// it can read as the customer's default.
+type methodReader interface {
+	DefaultPaymentMethod(ctx context.Context, customer string) (string, error)
 }
 
 // run makes a committed attempt's provider call and records its result.
 func (s *Service) run(ctx context.Context, c *call) (Payment, error) {
-	res, err := c.prov.Collect(ctx, c.in)
-	if err != nil && !definite(err) {
+	var res metering.PaymentResult
+	var err error
+	if _, needs := c.prov.(methodReader); needs && c.in.PaymentMethodID == "" {
+		res = metering.PaymentResult{Status: metering.PaymentFailed, Amount: c.in.Amount,
+			FailureCode: "no_payment_method", FailureMessage: "the customer has no default payment method"}
+	} else {
+		res, err = c.prov.Collect(ctx, c.in)
+	}
+	if errors.Is(err, metering.ErrIdempotencyConflict) {
+		// The key was used before: that call may have charged. What it
+		// made, if anything, is looked up rather than assumed.
+		if f, ok := c.prov.(finder); ok {
+			found, ferr := f.FindPayment(ctx, c.in.InvoiceID, c.in.IdempotencyKey)
+			if ferr == nil {
+				res, err = found, nil
+			} else if !errors.Is(ferr, metering.ErrPaymentNotFound) {
+				err = errors.Join(err, ferr)
+			}
+		}
+	}
+	// A reuse of the key proves a call was made before, not that nothing
+	// was charged: the attempt stays for a search to settle.
+	if err != nil && (!definite(err) || errors.Is(err, metering.ErrIdempotencyConflict)) {
 		s.log.Warn("payment attempt left for a retry", "invoice", c.in.InvoiceID, "key", c.in.IdempotencyKey, "err", err)
 		p, gerr := db.New(s.pool).PaymentGet(ctx, c.payment)
 		if gerr != nil {
@@ -204,6 +270,7 @@ func (s *Service) run(ctx context.Context, c *call) (Payment, error) {
 		}
 		return toPayment(p), fmt.Errorf("collect invoice %s: %w", c.in.InvoiceNumber, err)
 	}
+	code, never := uncollectible(err)
 	if err != nil {
 		res = metering.PaymentResult{Status: metering.PaymentFailed, FailureCode: failureCode(err), FailureMessage: err.Error()}
 	}
@@ -218,7 +285,12 @@ func (s *Service) run(ctx context.Context, c *call) (Payment, error) {
 		if err != nil {
 			return fmt.Errorf("lock payment attempt: %w", err)
 		}
-		if err := s.settle(ctx, tx, p, att, outcome{PaymentResult: res}); err != nil {
+		if never && att.Status == "creating" && p.Status == "processing" {
+			err = s.needsAttention(ctx, tx, p, att, code, res.FailureMessage)
+		} else {
+			err = s.settle(ctx, tx, p, att, outcome{PaymentResult: res})
+		}
+		if err != nil {
 			return err
 		}
 		if p, err = q.PaymentLock(ctx, c.payment); err != nil {
@@ -228,5 +300,10 @@ func (s *Service) run(ctx context.Context, c *call) (Payment, error) {
 		return nil
 	})
 	out.Instructions = res.Instructions
-	return out, err
+	if err != nil {
+		return out, err
+	}
+	// An attempt canceled while this call was under way, or one this
+	// success superseded, is canceled at the provider now.
+	return out, s.resolveDoubts(ctx, &c.payment)
 }

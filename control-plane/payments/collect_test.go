@@ -47,7 +47,8 @@ func TestCollectPaidFirstTry(t *testing.T) {
 }
 
 // A declined card fails the attempt with its codes; the next attempts
-// are due after 1, 3, 5 and 7 days, and the payment fails after the last.
+// are due 1, 3, 5 and 7 days after the first failure, and the payment
+// fails after the last.
 func TestDeclinedRetrySchedule(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "stripe")
@@ -61,8 +62,9 @@ func TestDeclinedRetrySchedule(t *testing.T) {
 	if code != "card_declined/generic_decline" {
 		t.Errorf("failed attempt codes = %s; want card_declined/generic_decline", code)
 	}
+	first := f.clock.Now()
 	for i, days := range []int{1, 3, 5, 7} {
-		want := f.clock.Now().Add(time.Duration(days) * 24 * time.Hour)
+		want := first.Add(time.Duration(days) * 24 * time.Hour)
 		if p.Status != "pending" || p.NextAttemptAt == nil || !p.NextAttemptAt.Equal(want) {
 			t.Fatalf("after attempt %d: %s next %v; want pending, next %v", i+1, p.Status, p.NextAttemptAt, want)
 		}

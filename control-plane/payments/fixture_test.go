@@ -201,3 +201,11 @@ func (c *crashing) lastResult() metering.PaymentResult {
 	defer c.mu.Unlock()
 	return c.last
 }
+
+func (c *crashing) FindPayment(ctx context.Context, invoiceID, key string) (metering.PaymentResult, error) {
+	return c.PaymentProvider.(*stripepay.Provider).FindPayment(ctx, invoiceID, key)
+}
+
+func (c *crashing) DefaultPaymentMethod(ctx context.Context, customer string) (string, error) {
+	return c.PaymentProvider.(*stripepay.Provider).DefaultPaymentMethod(ctx, customer)
+}

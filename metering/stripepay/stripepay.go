@@ -176,15 +176,20 @@ func (p *Provider) Collect(ctx context.Context, in metering.CollectInput) (meter
 	if err != nil {
 		return metering.PaymentResult{}, fmt.Errorf("collect invoice %s: %w", in.InvoiceNumber, err)
 	}
-	// The method is the caller's, stored with the key: resolving it here
-	// would send other parameters under the same key once the customer
-	// changed it.
+	// Veil's payments store the method with the key and never send ""
+	// (the default read here at call time could change under the key);
+	// other callers get the customer's default.
 	pm := in.PaymentMethodID
 	if pm == "" {
-		return metering.PaymentResult{
-			Status: metering.PaymentFailed, Amount: in.Amount,
-			FailureCode: "no_payment_method", FailureMessage: "the customer has no default payment method",
-		}, nil
+		if pm, err = p.defaultPaymentMethod(ctx, in.Customer.ID); err != nil {
+			return metering.PaymentResult{}, err
+		}
+		if pm == "" {
+			return metering.PaymentResult{
+				Status: metering.PaymentFailed, Amount: in.Amount,
+				FailureCode: "no_payment_method", FailureMessage: "the customer has no default payment method",
+			}, nil
+		}
 	}
 	params := &stripe.PaymentIntentCreateParams{
 		Amount:        stripe.Int64(amount),

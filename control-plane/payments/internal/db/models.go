@@ -11,20 +11,23 @@ import (
 )
 
 type Payment struct {
-	ID             uuid.UUID
-	InvoiceID      uuid.UUID
-	IssuerID       uuid.UUID
-	CustomerID     uuid.UUID
-	Provider       string
-	Amount         int64
-	Currency       string
-	Status         string
-	Attempts       int
-	NextAttemptAt  *time.Time
-	SucceededAt    *time.Time
-	AmountRefunded int64
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	ID                 uuid.UUID
+	InvoiceID          uuid.UUID
+	IssuerID           uuid.UUID
+	CustomerID         uuid.UUID
+	Provider           string
+	Amount             int64
+	Currency           string
+	Status             string
+	Attempts           int
+	NextAttemptAt      *time.Time
+	SucceededAt        *time.Time
+	AmountRefunded     int64
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	AttentionReason    string
+	FirstFailedAt      *time.Time
+	AmountDisputedLost int64
 }
 
 type PaymentAttempt struct {
@@ -43,6 +46,22 @@ type PaymentAttempt struct {
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
 	FinishedAt         *time.Time
+	InDoubt            bool
+	LateSucceededAt    *time.Time
+	CheckAfter         *time.Time
+}
+
+type PaymentDispute struct {
+	ID                uuid.UUID
+	PaymentID         uuid.UUID
+	ProviderDisputeID string
+	Amount            int64
+	Currency          string
+	Reason            string
+	Status            string
+	OpenedAt          time.Time
+	ClosedAt          *time.Time
+	LostAt            *time.Time
 }
 
 type PaymentRefund struct {
@@ -59,4 +78,7 @@ type PaymentRefund struct {
 	FailureReason    string
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+	StrayAttemptID   *uuid.UUID
+	Destination      string
+	External         bool
 }

@@ -91,9 +91,11 @@ UPDATE payment_attempts SET status = @status, provider_payment_id = COALESCE(pro
 WHERE id = @id;
 
 -- name: AttemptsUnsettled :many
-SELECT a.id, a.payment_id, a.provider_payment_id, p.invoice_id, p.provider
+SELECT a.id, a.payment_id, a.provider_payment_id, a.created_at, a.idempotency_key, p.invoice_id, p.provider
 FROM payment_attempts a JOIN payments p ON p.id = a.payment_id
 WHERE a.status IN ('creating', 'processing', 'requires_action') AND a.updated_at < @before
+    AND (a.check_after IS NULL OR a.check_after <= @now)
+    AND p.status IN ('pending', 'processing', 'requires_action')
 ORDER BY a.updated_at, a.id LIMIT @max;
 
 -- name: AttemptsOf :many
@@ -115,7 +117,7 @@ SELECT * FROM payment_refunds WHERE provider_refund_id = $1;
 
 -- name: RefundsGiven :one
 SELECT COALESCE(sum(amount), 0)::bigint FROM payment_refunds
-WHERE payment_id = $1 AND status IN ('pending', 'succeeded');
+WHERE payment_id = $1 AND status IN ('pending', 'succeeded') AND stray_attempt_id IS NULL;
 
 -- name: DisputeOpen :exec
 INSERT INTO payment_disputes (payment_id, provider_dispute_id, amount, currency, reason, status, opened_at, closed_at)
@@ -145,3 +147,77 @@ FROM invoices i JOIN payments p ON p.invoice_id = i.id
 WHERE i.subscription_id = (SELECT x.subscription_id FROM invoices x WHERE x.id = @paid)
     AND i.id <> @paid AND i.status = 'open' AND p.status = 'failed'
 ORDER BY i.finalized_at, i.id LIMIT 1;
+
+-- AttemptTouch puts an attempt reconciliation looked at or passed over at
+-- the back of its queue, not to be looked at before check_after.
+-- name: AttemptTouch :exec
+UPDATE payment_attempts SET updated_at = @now, check_after = sqlc.narg(check_after) WHERE id = @id;
+
+-- AttemptCancel ends an open attempt, in doubt until the provider says
+-- its payment is canceled or failed (or reconciliation finds none).
+-- name: AttemptCancel :exec
+UPDATE payment_attempts SET status = 'canceled', failure_code = @failure_code, finished_at = @now::timestamptz, updated_at = @now::timestamptz,
+    in_doubt = true
+WHERE id = @id AND status IN ('creating', 'pending', 'processing', 'requires_action');
+
+-- AttemptRecordStray records that a charge the payment did not keep
+-- succeeded at the provider.
+-- name: AttemptRecordStray :exec
+UPDATE payment_attempts SET provider_payment_id = COALESCE(provider_payment_id, sqlc.narg(provider_payment_id)),
+    late_succeeded_at = COALESCE(late_succeeded_at, @now), in_doubt = false, updated_at = @now
+WHERE id = @id;
+
+-- name: AttemptResolveDoubt :exec
+UPDATE payment_attempts SET provider_payment_id = COALESCE(provider_payment_id, sqlc.narg(provider_payment_id)),
+    in_doubt = false, updated_at = @now
+WHERE id = @id;
+
+-- name: AttemptsInDoubt :many
+SELECT a.*, p.invoice_id, p.provider, p.amount, p.currency FROM payment_attempts a JOIN payments p ON p.id = a.payment_id
+WHERE a.in_doubt AND a.updated_at < @before AND (a.check_after IS NULL OR a.check_after <= @now)
+    AND (sqlc.narg(payment_id)::uuid IS NULL OR a.payment_id = sqlc.narg(payment_id))
+ORDER BY a.updated_at, a.id LIMIT @max;
+
+-- name: StrayRefundInsert :one
+INSERT INTO payment_refunds (id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, stray_attempt_id)
+VALUES (@id, @payment_id, @invoice_id, @amount, @currency, @reason, 'system', @idempotency_key, @stray_attempt_id)
+ON CONFLICT (stray_attempt_id) WHERE stray_attempt_id IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- StrayRefundsPending lists refunds of stray charges not yet answered by
+-- the provider, with the charge they give back.
+-- name: StrayRefundsPending :many
+SELECT r.id, r.payment_id, r.amount, r.currency, r.reason, r.idempotency_key, a.provider_payment_id, p.provider
+FROM payment_refunds r JOIN payment_attempts a ON a.id = r.stray_attempt_id JOIN payments p ON p.id = r.payment_id
+WHERE r.status = 'pending' AND r.provider_refund_id IS NULL AND a.provider_payment_id IS NOT NULL
+    AND (sqlc.narg(payment_id)::uuid IS NULL OR r.payment_id = sqlc.narg(payment_id))
+ORDER BY r.created_at, r.id LIMIT @max;
+
+-- name: PaymentSetAttention :exec
+UPDATE payments SET status = 'needs_attention', attention_reason = @reason, next_attempt_at = NULL, updated_at = now()
+WHERE id = @id;
+
+-- name: PaymentFirstFailed :one
+UPDATE payments SET first_failed_at = COALESCE(first_failed_at, @at), updated_at = now()
+WHERE id = @id
+RETURNING first_failed_at;
+
+-- AttemptBind records the provider's id of an attempt's payment, whatever
+-- its state, so that one canceled in doubt can be found at the provider.
+-- name: AttemptBind :exec
+UPDATE payment_attempts SET provider_payment_id = COALESCE(provider_payment_id, sqlc.narg(provider_payment_id)), updated_at = @now
+WHERE id = @id;
+
+-- AttemptMarkDoubt keeps a failed attempt's payment to be canceled at
+-- the provider, so that it cannot succeed later.
+-- name: AttemptMarkDoubt :exec
+UPDATE payment_attempts SET in_doubt = true WHERE id = $1 AND provider_payment_id IS NOT NULL;
+
+-- AttemptInDoubtOf is the latest attempt of a payment canceled while its
+-- call may have been in flight, whose provider id is not known yet.
+-- name: AttemptInDoubtOf :one
+SELECT * FROM payment_attempts WHERE payment_id = $1 AND in_doubt AND provider_payment_id IS NULL
+ORDER BY attempt_no DESC LIMIT 1 FOR UPDATE;
+
+-- name: InvoiceStatusLock :one
+SELECT status::text FROM invoices WHERE id = $1 FOR UPDATE;

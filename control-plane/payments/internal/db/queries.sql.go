@@ -13,8 +13,26 @@ import (
 	"github.com/shopspring/decimal"
 )
 
+const attemptBind = `-- name: AttemptBind :exec
+UPDATE payment_attempts SET provider_payment_id = COALESCE(provider_payment_id, $1), updated_at = $2
+WHERE id = $3
+`
+
+type AttemptBindParams struct {
+	ProviderPaymentID *string
+	Now               time.Time
+	ID                uuid.UUID
+}
+
+// AttemptBind records the provider's id of an attempt's payment, whatever
+// its state, so that one canceled in doubt can be found at the provider.
+func (q *Queries) AttemptBind(ctx context.Context, arg AttemptBindParams) error {
+	_, err := q.db.Exec(ctx, attemptBind, arg.ProviderPaymentID, arg.Now, arg.ID)
+	return err
+}
+
 const attemptByProviderID = `-- name: AttemptByProviderID :one
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at FROM payment_attempts WHERE provider_payment_id = $1
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE provider_payment_id = $1
 `
 
 func (q *Queries) AttemptByProviderID(ctx context.Context, providerPaymentID *string) (PaymentAttempt, error) {
@@ -36,8 +54,30 @@ func (q *Queries) AttemptByProviderID(ctx context.Context, providerPaymentID *st
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.FinishedAt,
+		&i.InDoubt,
+		&i.LateSucceededAt,
+		&i.CheckAfter,
 	)
 	return i, err
+}
+
+const attemptCancel = `-- name: AttemptCancel :exec
+UPDATE payment_attempts SET status = 'canceled', failure_code = $1, finished_at = $2::timestamptz, updated_at = $2::timestamptz,
+    in_doubt = true
+WHERE id = $3 AND status IN ('creating', 'pending', 'processing', 'requires_action')
+`
+
+type AttemptCancelParams struct {
+	FailureCode string
+	Now         time.Time
+	ID          uuid.UUID
+}
+
+// AttemptCancel ends an open attempt, in doubt until the provider says
+// its payment is canceled or failed (or reconciliation finds none).
+func (q *Queries) AttemptCancel(ctx context.Context, arg AttemptCancelParams) error {
+	_, err := q.db.Exec(ctx, attemptCancel, arg.FailureCode, arg.Now, arg.ID)
+	return err
 }
 
 const attemptClaim = `-- name: AttemptClaim :exec
@@ -56,10 +96,43 @@ func (q *Queries) AttemptClaim(ctx context.Context, arg AttemptClaimParams) erro
 	return err
 }
 
+const attemptInDoubtOf = `-- name: AttemptInDoubtOf :one
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE payment_id = $1 AND in_doubt AND provider_payment_id IS NULL
+ORDER BY attempt_no DESC LIMIT 1 FOR UPDATE
+`
+
+// AttemptInDoubtOf is the latest attempt of a payment canceled while its
+// call may have been in flight, whose provider id is not known yet.
+func (q *Queries) AttemptInDoubtOf(ctx context.Context, paymentID uuid.UUID) (PaymentAttempt, error) {
+	row := q.db.QueryRow(ctx, attemptInDoubtOf, paymentID)
+	var i PaymentAttempt
+	err := row.Scan(
+		&i.ID,
+		&i.PaymentID,
+		&i.AttemptNo,
+		&i.IdempotencyKey,
+		&i.ProviderPaymentID,
+		&i.ProviderCustomerID,
+		&i.PaymentMethodID,
+		&i.Status,
+		&i.FailureCode,
+		&i.DeclineCode,
+		&i.FailureMessage,
+		&i.Reference,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.FinishedAt,
+		&i.InDoubt,
+		&i.LateSucceededAt,
+		&i.CheckAfter,
+	)
+	return i, err
+}
+
 const attemptInsert = `-- name: AttemptInsert :one
 INSERT INTO payment_attempts (payment_id, attempt_no, idempotency_key, provider_customer_id, payment_method_id, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $6)
-RETURNING id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at
+RETURNING id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after
 `
 
 type AttemptInsertParams struct {
@@ -97,12 +170,15 @@ func (q *Queries) AttemptInsert(ctx context.Context, arg AttemptInsertParams) (P
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.FinishedAt,
+		&i.InDoubt,
+		&i.LateSucceededAt,
+		&i.CheckAfter,
 	)
 	return i, err
 }
 
 const attemptLock = `-- name: AttemptLock :one
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at FROM payment_attempts WHERE id = $1 FOR UPDATE
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) AttemptLock(ctx context.Context, id uuid.UUID) (PaymentAttempt, error) {
@@ -124,12 +200,26 @@ func (q *Queries) AttemptLock(ctx context.Context, id uuid.UUID) (PaymentAttempt
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.FinishedAt,
+		&i.InDoubt,
+		&i.LateSucceededAt,
+		&i.CheckAfter,
 	)
 	return i, err
 }
 
+const attemptMarkDoubt = `-- name: AttemptMarkDoubt :exec
+UPDATE payment_attempts SET in_doubt = true WHERE id = $1 AND provider_payment_id IS NOT NULL
+`
+
+// AttemptMarkDoubt keeps a failed attempt's payment to be canceled at
+// the provider, so that it cannot succeed later.
+func (q *Queries) AttemptMarkDoubt(ctx context.Context, id uuid.UUID) error {
+	_, err := q.db.Exec(ctx, attemptMarkDoubt, id)
+	return err
+}
+
 const attemptOpenOf = `-- name: AttemptOpenOf :one
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at FROM payment_attempts
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts
 WHERE payment_id = $1 AND status IN ('creating', 'pending', 'processing', 'requires_action')
 FOR UPDATE
 `
@@ -153,12 +243,51 @@ func (q *Queries) AttemptOpenOf(ctx context.Context, paymentID uuid.UUID) (Payme
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.FinishedAt,
+		&i.InDoubt,
+		&i.LateSucceededAt,
+		&i.CheckAfter,
 	)
 	return i, err
 }
 
+const attemptRecordStray = `-- name: AttemptRecordStray :exec
+UPDATE payment_attempts SET provider_payment_id = COALESCE(provider_payment_id, $1),
+    late_succeeded_at = COALESCE(late_succeeded_at, $2), in_doubt = false, updated_at = $2
+WHERE id = $3
+`
+
+type AttemptRecordStrayParams struct {
+	ProviderPaymentID *string
+	Now               time.Time
+	ID                uuid.UUID
+}
+
+// AttemptRecordStray records that a charge the payment did not keep
+// succeeded at the provider.
+func (q *Queries) AttemptRecordStray(ctx context.Context, arg AttemptRecordStrayParams) error {
+	_, err := q.db.Exec(ctx, attemptRecordStray, arg.ProviderPaymentID, arg.Now, arg.ID)
+	return err
+}
+
+const attemptResolveDoubt = `-- name: AttemptResolveDoubt :exec
+UPDATE payment_attempts SET provider_payment_id = COALESCE(provider_payment_id, $1),
+    in_doubt = false, updated_at = $2
+WHERE id = $3
+`
+
+type AttemptResolveDoubtParams struct {
+	ProviderPaymentID *string
+	Now               time.Time
+	ID                uuid.UUID
+}
+
+func (q *Queries) AttemptResolveDoubt(ctx context.Context, arg AttemptResolveDoubtParams) error {
+	_, err := q.db.Exec(ctx, attemptResolveDoubt, arg.ProviderPaymentID, arg.Now, arg.ID)
+	return err
+}
+
 const attemptSucceededOf = `-- name: AttemptSucceededOf :one
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at FROM payment_attempts WHERE payment_id = $1 AND status = 'succeeded'
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE payment_id = $1 AND status = 'succeeded'
 `
 
 func (q *Queries) AttemptSucceededOf(ctx context.Context, paymentID uuid.UUID) (PaymentAttempt, error) {
@@ -180,8 +309,28 @@ func (q *Queries) AttemptSucceededOf(ctx context.Context, paymentID uuid.UUID) (
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.FinishedAt,
+		&i.InDoubt,
+		&i.LateSucceededAt,
+		&i.CheckAfter,
 	)
 	return i, err
+}
+
+const attemptTouch = `-- name: AttemptTouch :exec
+UPDATE payment_attempts SET updated_at = $1, check_after = $2 WHERE id = $3
+`
+
+type AttemptTouchParams struct {
+	Now        time.Time
+	CheckAfter *time.Time
+	ID         uuid.UUID
+}
+
+// AttemptTouch puts an attempt reconciliation looked at or passed over at
+// the back of its queue, not to be looked at before check_after.
+func (q *Queries) AttemptTouch(ctx context.Context, arg AttemptTouchParams) error {
+	_, err := q.db.Exec(ctx, attemptTouch, arg.Now, arg.CheckAfter, arg.ID)
+	return err
 }
 
 const attemptUpdate = `-- name: AttemptUpdate :exec
@@ -218,8 +367,95 @@ func (q *Queries) AttemptUpdate(ctx context.Context, arg AttemptUpdateParams) er
 	return err
 }
 
+const attemptsInDoubt = `-- name: AttemptsInDoubt :many
+SELECT a.id, a.payment_id, a.attempt_no, a.idempotency_key, a.provider_payment_id, a.provider_customer_id, a.payment_method_id, a.status, a.failure_code, a.decline_code, a.failure_message, a.reference, a.created_at, a.updated_at, a.finished_at, a.in_doubt, a.late_succeeded_at, a.check_after, p.invoice_id, p.provider, p.amount, p.currency FROM payment_attempts a JOIN payments p ON p.id = a.payment_id
+WHERE a.in_doubt AND a.updated_at < $1 AND (a.check_after IS NULL OR a.check_after <= $2)
+    AND ($3::uuid IS NULL OR a.payment_id = $3)
+ORDER BY a.updated_at, a.id LIMIT $4
+`
+
+type AttemptsInDoubtParams struct {
+	Before    time.Time
+	Now       *time.Time
+	PaymentID *uuid.UUID
+	Max       int32
+}
+
+type AttemptsInDoubtRow struct {
+	ID                 uuid.UUID
+	PaymentID          uuid.UUID
+	AttemptNo          int
+	IdempotencyKey     string
+	ProviderPaymentID  *string
+	ProviderCustomerID string
+	PaymentMethodID    string
+	Status             string
+	FailureCode        string
+	DeclineCode        string
+	FailureMessage     string
+	Reference          string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	FinishedAt         *time.Time
+	InDoubt            bool
+	LateSucceededAt    *time.Time
+	CheckAfter         *time.Time
+	InvoiceID          uuid.UUID
+	Provider           string
+	Amount             int64
+	Currency           string
+}
+
+func (q *Queries) AttemptsInDoubt(ctx context.Context, arg AttemptsInDoubtParams) ([]AttemptsInDoubtRow, error) {
+	rows, err := q.db.Query(ctx, attemptsInDoubt,
+		arg.Before,
+		arg.Now,
+		arg.PaymentID,
+		arg.Max,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AttemptsInDoubtRow
+	for rows.Next() {
+		var i AttemptsInDoubtRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.PaymentID,
+			&i.AttemptNo,
+			&i.IdempotencyKey,
+			&i.ProviderPaymentID,
+			&i.ProviderCustomerID,
+			&i.PaymentMethodID,
+			&i.Status,
+			&i.FailureCode,
+			&i.DeclineCode,
+			&i.FailureMessage,
+			&i.Reference,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.FinishedAt,
+			&i.InDoubt,
+			&i.LateSucceededAt,
+			&i.CheckAfter,
+			&i.InvoiceID,
+			&i.Provider,
+			&i.Amount,
+			&i.Currency,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const attemptsOf = `-- name: AttemptsOf :many
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at FROM payment_attempts WHERE payment_id = $1 ORDER BY attempt_no
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE payment_id = $1 ORDER BY attempt_no
 `
 
 func (q *Queries) AttemptsOf(ctx context.Context, paymentID uuid.UUID) ([]PaymentAttempt, error) {
@@ -247,6 +483,9 @@ func (q *Queries) AttemptsOf(ctx context.Context, paymentID uuid.UUID) ([]Paymen
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.FinishedAt,
+			&i.InDoubt,
+			&i.LateSucceededAt,
+			&i.CheckAfter,
 		); err != nil {
 			return nil, err
 		}
@@ -259,14 +498,17 @@ func (q *Queries) AttemptsOf(ctx context.Context, paymentID uuid.UUID) ([]Paymen
 }
 
 const attemptsUnsettled = `-- name: AttemptsUnsettled :many
-SELECT a.id, a.payment_id, a.provider_payment_id, p.invoice_id, p.provider
+SELECT a.id, a.payment_id, a.provider_payment_id, a.created_at, a.idempotency_key, p.invoice_id, p.provider
 FROM payment_attempts a JOIN payments p ON p.id = a.payment_id
 WHERE a.status IN ('creating', 'processing', 'requires_action') AND a.updated_at < $1
-ORDER BY a.updated_at, a.id LIMIT $2
+    AND (a.check_after IS NULL OR a.check_after <= $2)
+    AND p.status IN ('pending', 'processing', 'requires_action')
+ORDER BY a.updated_at, a.id LIMIT $3
 `
 
 type AttemptsUnsettledParams struct {
 	Before time.Time
+	Now    *time.Time
 	Max    int32
 }
 
@@ -274,12 +516,14 @@ type AttemptsUnsettledRow struct {
 	ID                uuid.UUID
 	PaymentID         uuid.UUID
 	ProviderPaymentID *string
+	CreatedAt         time.Time
+	IdempotencyKey    string
 	InvoiceID         uuid.UUID
 	Provider          string
 }
 
 func (q *Queries) AttemptsUnsettled(ctx context.Context, arg AttemptsUnsettledParams) ([]AttemptsUnsettledRow, error) {
-	rows, err := q.db.Query(ctx, attemptsUnsettled, arg.Before, arg.Max)
+	rows, err := q.db.Query(ctx, attemptsUnsettled, arg.Before, arg.Now, arg.Max)
 	if err != nil {
 		return nil, err
 	}
@@ -291,6 +535,8 @@ func (q *Queries) AttemptsUnsettled(ctx context.Context, arg AttemptsUnsettledPa
 			&i.ID,
 			&i.PaymentID,
 			&i.ProviderPaymentID,
+			&i.CreatedAt,
+			&i.IdempotencyKey,
 			&i.InvoiceID,
 			&i.Provider,
 		); err != nil {
@@ -518,6 +764,17 @@ func (q *Queries) InvoiceNextUnpaid(ctx context.Context, paid uuid.UUID) (Invoic
 	return i, err
 }
 
+const invoiceStatusLock = `-- name: InvoiceStatusLock :one
+SELECT status::text FROM invoices WHERE id = $1 FOR UPDATE
+`
+
+func (q *Queries) InvoiceStatusLock(ctx context.Context, id uuid.UUID) (string, error) {
+	row := q.db.QueryRow(ctx, invoiceStatusLock, id)
+	var status string
+	err := row.Scan(&status)
+	return status, err
+}
+
 const paymentAddRefunded = `-- name: PaymentAddRefunded :exec
 UPDATE payments SET amount_refunded = amount_refunded + $1, updated_at = now() WHERE id = $2
 `
@@ -532,8 +789,26 @@ func (q *Queries) PaymentAddRefunded(ctx context.Context, arg PaymentAddRefunded
 	return err
 }
 
+const paymentFirstFailed = `-- name: PaymentFirstFailed :one
+UPDATE payments SET first_failed_at = COALESCE(first_failed_at, $1), updated_at = now()
+WHERE id = $2
+RETURNING first_failed_at
+`
+
+type PaymentFirstFailedParams struct {
+	At *time.Time
+	ID uuid.UUID
+}
+
+func (q *Queries) PaymentFirstFailed(ctx context.Context, arg PaymentFirstFailedParams) (*time.Time, error) {
+	row := q.db.QueryRow(ctx, paymentFirstFailed, arg.At, arg.ID)
+	var first_failed_at *time.Time
+	err := row.Scan(&first_failed_at)
+	return first_failed_at, err
+}
+
 const paymentGet = `-- name: PaymentGet :one
-SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at FROM payments WHERE id = $1
+SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at, attention_reason, first_failed_at, amount_disputed_lost FROM payments WHERE id = $1
 `
 
 func (q *Queries) PaymentGet(ctx context.Context, id uuid.UUID) (Payment, error) {
@@ -554,12 +829,15 @@ func (q *Queries) PaymentGet(ctx context.Context, id uuid.UUID) (Payment, error)
 		&i.AmountRefunded,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AttentionReason,
+		&i.FirstFailedAt,
+		&i.AmountDisputedLost,
 	)
 	return i, err
 }
 
 const paymentGetByInvoice = `-- name: PaymentGetByInvoice :one
-SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at FROM payments WHERE invoice_id = $1
+SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at, attention_reason, first_failed_at, amount_disputed_lost FROM payments WHERE invoice_id = $1
 `
 
 func (q *Queries) PaymentGetByInvoice(ctx context.Context, invoiceID uuid.UUID) (Payment, error) {
@@ -580,6 +858,9 @@ func (q *Queries) PaymentGetByInvoice(ctx context.Context, invoiceID uuid.UUID) 
 		&i.AmountRefunded,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AttentionReason,
+		&i.FirstFailedAt,
+		&i.AmountDisputedLost,
 	)
 	return i, err
 }
@@ -612,7 +893,7 @@ func (q *Queries) PaymentInsert(ctx context.Context, arg PaymentInsertParams) er
 }
 
 const paymentLock = `-- name: PaymentLock :one
-SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at FROM payments WHERE id = $1 FOR UPDATE
+SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at, attention_reason, first_failed_at, amount_disputed_lost FROM payments WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) PaymentLock(ctx context.Context, id uuid.UUID) (Payment, error) {
@@ -633,12 +914,15 @@ func (q *Queries) PaymentLock(ctx context.Context, id uuid.UUID) (Payment, error
 		&i.AmountRefunded,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AttentionReason,
+		&i.FirstFailedAt,
+		&i.AmountDisputedLost,
 	)
 	return i, err
 }
 
 const paymentLockByInvoice = `-- name: PaymentLockByInvoice :one
-SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at FROM payments WHERE invoice_id = $1 FOR UPDATE
+SELECT id, invoice_id, issuer_id, customer_id, provider, amount, currency, status, attempts, next_attempt_at, succeeded_at, amount_refunded, created_at, updated_at, attention_reason, first_failed_at, amount_disputed_lost FROM payments WHERE invoice_id = $1 FOR UPDATE
 `
 
 func (q *Queries) PaymentLockByInvoice(ctx context.Context, invoiceID uuid.UUID) (Payment, error) {
@@ -659,8 +943,26 @@ func (q *Queries) PaymentLockByInvoice(ctx context.Context, invoiceID uuid.UUID)
 		&i.AmountRefunded,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AttentionReason,
+		&i.FirstFailedAt,
+		&i.AmountDisputedLost,
 	)
 	return i, err
+}
+
+const paymentSetAttention = `-- name: PaymentSetAttention :exec
+UPDATE payments SET status = 'needs_attention', attention_reason = $1, next_attempt_at = NULL, updated_at = now()
+WHERE id = $2
+`
+
+type PaymentSetAttentionParams struct {
+	Reason string
+	ID     uuid.UUID
+}
+
+func (q *Queries) PaymentSetAttention(ctx context.Context, arg PaymentSetAttentionParams) error {
+	_, err := q.db.Exec(ctx, paymentSetAttention, arg.Reason, arg.ID)
+	return err
 }
 
 const paymentSetStatus = `-- name: PaymentSetStatus :exec
@@ -727,7 +1029,7 @@ func (q *Queries) PaymentsDue(ctx context.Context, arg PaymentsDueParams) ([]uui
 }
 
 const refundByProviderID = `-- name: RefundByProviderID :one
-SELECT id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at FROM payment_refunds WHERE provider_refund_id = $1
+SELECT id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external FROM payment_refunds WHERE provider_refund_id = $1
 `
 
 func (q *Queries) RefundByProviderID(ctx context.Context, providerRefundID *string) (PaymentRefund, error) {
@@ -747,6 +1049,9 @@ func (q *Queries) RefundByProviderID(ctx context.Context, providerRefundID *stri
 		&i.FailureReason,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.StrayAttemptID,
+		&i.Destination,
+		&i.External,
 	)
 	return i, err
 }
@@ -754,7 +1059,7 @@ func (q *Queries) RefundByProviderID(ctx context.Context, providerRefundID *stri
 const refundInsert = `-- name: RefundInsert :one
 INSERT INTO payment_refunds (id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at
+RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external
 `
 
 type RefundInsertParams struct {
@@ -794,6 +1099,9 @@ func (q *Queries) RefundInsert(ctx context.Context, arg RefundInsertParams) (Pay
 		&i.FailureReason,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.StrayAttemptID,
+		&i.Destination,
+		&i.External,
 	)
 	return i, err
 }
@@ -802,7 +1110,7 @@ const refundSettle = `-- name: RefundSettle :one
 UPDATE payment_refunds SET status = $1, provider_refund_id = COALESCE(provider_refund_id, $2),
     failure_reason = $3, updated_at = now()
 WHERE id = $4 AND status = 'pending'
-RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at
+RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external
 `
 
 type RefundSettleParams struct {
@@ -834,13 +1142,16 @@ func (q *Queries) RefundSettle(ctx context.Context, arg RefundSettleParams) (Pay
 		&i.FailureReason,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.StrayAttemptID,
+		&i.Destination,
+		&i.External,
 	)
 	return i, err
 }
 
 const refundsGiven = `-- name: RefundsGiven :one
 SELECT COALESCE(sum(amount), 0)::bigint FROM payment_refunds
-WHERE payment_id = $1 AND status IN ('pending', 'succeeded')
+WHERE payment_id = $1 AND status IN ('pending', 'succeeded') AND stray_attempt_id IS NULL
 `
 
 func (q *Queries) RefundsGiven(ctx context.Context, paymentID uuid.UUID) (int64, error) {
@@ -895,4 +1206,110 @@ func (q *Queries) SettingsUpsert(ctx context.Context, arg SettingsUpsertParams) 
 		arg.GraceDays,
 	)
 	return err
+}
+
+const strayRefundInsert = `-- name: StrayRefundInsert :one
+INSERT INTO payment_refunds (id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, stray_attempt_id)
+VALUES ($1, $2, $3, $4, $5, $6, 'system', $7, $8)
+ON CONFLICT (stray_attempt_id) WHERE stray_attempt_id IS NOT NULL DO NOTHING
+RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external
+`
+
+type StrayRefundInsertParams struct {
+	ID             uuid.UUID
+	PaymentID      uuid.UUID
+	InvoiceID      uuid.UUID
+	Amount         int64
+	Currency       string
+	Reason         string
+	IdempotencyKey string
+	StrayAttemptID *uuid.UUID
+}
+
+func (q *Queries) StrayRefundInsert(ctx context.Context, arg StrayRefundInsertParams) (PaymentRefund, error) {
+	row := q.db.QueryRow(ctx, strayRefundInsert,
+		arg.ID,
+		arg.PaymentID,
+		arg.InvoiceID,
+		arg.Amount,
+		arg.Currency,
+		arg.Reason,
+		arg.IdempotencyKey,
+		arg.StrayAttemptID,
+	)
+	var i PaymentRefund
+	err := row.Scan(
+		&i.ID,
+		&i.PaymentID,
+		&i.InvoiceID,
+		&i.Amount,
+		&i.Currency,
+		&i.Reason,
+		&i.Actor,
+		&i.IdempotencyKey,
+		&i.ProviderRefundID,
+		&i.Status,
+		&i.FailureReason,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.StrayAttemptID,
+		&i.Destination,
+		&i.External,
+	)
+	return i, err
+}
+
+const strayRefundsPending = `-- name: StrayRefundsPending :many
+SELECT r.id, r.payment_id, r.amount, r.currency, r.reason, r.idempotency_key, a.provider_payment_id, p.provider
+FROM payment_refunds r JOIN payment_attempts a ON a.id = r.stray_attempt_id JOIN payments p ON p.id = r.payment_id
+WHERE r.status = 'pending' AND r.provider_refund_id IS NULL AND a.provider_payment_id IS NOT NULL
+    AND ($1::uuid IS NULL OR r.payment_id = $1)
+ORDER BY r.created_at, r.id LIMIT $2
+`
+
+type StrayRefundsPendingParams struct {
+	PaymentID *uuid.UUID
+	Max       int32
+}
+
+type StrayRefundsPendingRow struct {
+	ID                uuid.UUID
+	PaymentID         uuid.UUID
+	Amount            int64
+	Currency          string
+	Reason            string
+	IdempotencyKey    string
+	ProviderPaymentID *string
+	Provider          string
+}
+
+// StrayRefundsPending lists refunds of stray charges not yet answered by
+// the provider, with the charge they give back.
+func (q *Queries) StrayRefundsPending(ctx context.Context, arg StrayRefundsPendingParams) ([]StrayRefundsPendingRow, error) {
+	rows, err := q.db.Query(ctx, strayRefundsPending, arg.PaymentID, arg.Max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []StrayRefundsPendingRow
+	for rows.Next() {
+		var i StrayRefundsPendingRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.PaymentID,
+			&i.Amount,
+			&i.Currency,
+			&i.Reason,
+			&i.IdempotencyKey,
+			&i.ProviderPaymentID,
+			&i.Provider,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
