@@ -122,6 +122,7 @@ func (w *walk) setUpCard(ctx context.Context, p *payer, pm, last4 string) error 
 	}
 	status, err := w.stripeEvent(ctx, "setup_intent.succeeded", map[string]any{
 		"id": si.SetupId, "object": "setup_intent", "customer": p.customer, "status": "succeeded", "usage": "off_session",
+		"metadata": map[string]any{stripepay.SetupMetadataKey: "payment_method"},
 		"payment_method": map[string]any{"id": pm, "object": "payment_method", "type": "card", "customer": p.customer,
 			"card": map[string]any{"brand": "visa", "last4": last4, "exp_month": 12, "exp_year": 2034}},
 	})
