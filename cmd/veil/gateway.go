@@ -228,6 +228,7 @@ type veilAppFlags struct {
 	anonSample   int
 	anonPerIP    int
 	anonPerMin   int
+	publicURL    string
 }
 
 func (v *veilAppFlags) register(f *flags) {
@@ -245,6 +246,7 @@ func (v *veilAppFlags) register(f *flags) {
 	f.Int(&v.anonPerIP, "anonymous-events-per-ip-minute", "VEIL_GATEWAY_ANONYMOUS_EVENTS_PER_IP_MINUTE", 60, "at most this many sampled anonymous refusal events per client IP and minute")
 	f.Int(&v.anonPerMin, "anonymous-events-per-minute", "VEIL_GATEWAY_ANONYMOUS_EVENTS_PER_MINUTE", caddyveil.DefaultAnonymousEventsPerMinute,
 		"at most this many sampled anonymous refusal events per minute from all client IPs together (client IPs from X-Forwarded-For can be forged)")
+	f.String(&v.publicURL, "public-url", "VEIL_PUBLIC_URL", "", "public base URL of the control plane or portal (https://veil.example.com): the 402 of an unpaid invoice links <url>/v1/invoices/<id> (empty: no link)")
 }
 
 // check refuses settings the veil app would refuse, naming the variable.
@@ -253,6 +255,9 @@ func (v veilAppFlags) check() error {
 		if err := caddyveil.CheckSource(v.source); err != nil {
 			return fmt.Errorf("VEIL_GATEWAY_EVENT_SOURCE: %w", err)
 		}
+	}
+	if err := caddyveil.CheckPublicURL(v.publicURL); err != nil {
+		return fmt.Errorf("VEIL_PUBLIC_URL: %w", err)
 	}
 	return nil
 }
@@ -265,5 +270,6 @@ func (v veilAppFlags) app(egress *caddyveil.EgressConfig) *caddyveil.App {
 		SpoolDir: v.spoolDir, SpoolMaxBytes: v.spoolMax, SpoolFsync: v.spoolFsync, OnRedisError: v.onRedisError,
 		RedisOutageGrace: caddy.Duration(v.outageGrace), Source: v.source, Egress: egress,
 		AnonymousSampleRate: v.anonSample, AnonymousEventsPerIPMinute: v.anonPerIP, AnonymousEventsPerMinute: v.anonPerMin,
+		PublicURL: v.publicURL,
 	}
 }

@@ -38,13 +38,13 @@ func TestVeilAppJSON(t *testing.T) {
 			flags: veilAppFlags{
 				redisAddr: "10.0.0.5:6380", redisDB: 2, brokers: "k1:9092, k2:9092", topic: "t", spoolDir: "/var/spool/veil",
 				spoolMax: 4096, spoolFsync: "always", source: "/gateway/eu-1", onRedisError: "deny", outageGrace: 90 * time.Second,
-				anonSample: 1, anonPerIP: 5, anonPerMin: 50,
+				anonSample: 1, anonPerIP: 5, anonPerMin: 50, publicURL: "https://veil.example.com",
 			},
 			egress: &caddyveil.EgressConfig{Allow: []string{"10.20.0.0/16"}, Deny: []string{"10.0.0.5:6380"}, Resolver: "10.0.0.53:53"},
 			was: `{"redis_address": "10.0.0.5:6380", "redis_db": 2, "brokers": ["k1:9092", "k2:9092"], "topic": "t",
 				"spool_max_bytes": 4096, "spool_fsync": "always", "on_redis_error": "deny", "redis_outage_grace": "1m30s",
 				"anonymous_sample_rate": 1, "anonymous_events_per_ip_minute": 5, "anonymous_events_per_minute": 50,
-				"spool_dir": "/var/spool/veil", "source": "/gateway/eu-1",
+				"spool_dir": "/var/spool/veil", "source": "/gateway/eu-1", "public_url": "https://veil.example.com",
 				"egress": {"allow": ["10.20.0.0/16"], "deny": ["10.0.0.5:6380"], "resolver": "10.0.0.53:53"}}`,
 		},
 	} {

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,6 +116,12 @@ type App struct {
 	// taken from X-Forwarded-For can be made up; past it they are counted
 	// in veil_gateway_anonymous_refusals_limited_total only. Default 6000.
 	AnonymousEventsPerMinute int `json:"anonymous_events_per_minute,omitempty"`
+	// PublicURL is the public base URL of the control plane (or of a
+	// portal in front of it) that a consumer reaches: the 402 of a
+	// subscription suspended for an unpaid invoice links the invoice as
+	// <public_url>/v1/invoices/<id>. Empty: the 402 has no invoice_url,
+	// as a path alone would point at the gateway's own host.
+	PublicURL string `json:"public_url,omitempty"`
 
 	redisKey, eventsKey string
 	res                 *resources
@@ -131,6 +138,10 @@ var pool = caddy.NewUsagePool()
 
 // Provision fills defaults and takes (or creates) the shared resources.
 func (a *App) Provision(ctx caddy.Context) error {
+	if err := CheckPublicURL(a.PublicURL); err != nil {
+		return err
+	}
+	a.PublicURL = strings.TrimRight(a.PublicURL, "/")
 	if a.RedisAddress == "" {
 		a.RedisAddress = "127.0.0.1:6379"
 	}
@@ -362,3 +373,25 @@ var (
 	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )
+
+// CheckPublicURL refuses a public URL that is not an absolute http or
+// https URL without credentials, query or fragment ("" is no URL).
+func CheckPublicURL(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+		u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, " \t\r\n") {
+		return fmt.Errorf("veil public_url %q: want an absolute http(s) URL without credentials, query or fragment", s)
+	}
+	return nil
+}
+
+// invoiceURL is the public link of an invoice, "" without a public URL.
+func (a *App) invoiceURL(id string) string {
+	if a.PublicURL == "" {
+		return ""
+	}
+	return a.PublicURL + "/v1/invoices/" + url.PathEscape(id)
+}

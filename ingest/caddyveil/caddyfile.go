@@ -121,6 +121,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.AnonymousEventsPerIPMinute, err = strconv.Atoi(v)
 		case "anonymous_events_per_minute":
 			a.AnonymousEventsPerMinute, err = strconv.Atoi(v)
+		case "public_url":
+			a.PublicURL = v
 		case "upstream_resolver":
 			if a.Egress == nil {
 				a.Egress = new(EgressConfig)

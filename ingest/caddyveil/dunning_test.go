@@ -102,8 +102,8 @@ func TestGatewayDunning(t *testing.T) {
 	if err := json.Unmarshal(last.body, &p); err != nil {
 		t.Fatal(err)
 	}
-	if p.InvoiceID != inv || p.InvoiceNumber != "INV-2026-000099" || p.InvoiceURL != "/v1/invoices/"+inv {
-		t.Errorf("402 problem = %s; want invoice %s, INV-2026-000099, /v1/invoices/%s", last.body, inv, inv)
+	if p.InvoiceID != inv || p.InvoiceNumber != "INV-2026-000099" || p.InvoiceURL != "https://portal.example.test/v1/invoices/"+inv {
+		t.Errorf("402 problem = %s; want invoice %s, INV-2026-000099, https://portal.example.test/v1/invoices/%s", last.body, inv, inv)
 	}
 	if last.header.Get("Veil-Billing-Warning") != "" {
 		t.Errorf("a refused call has Veil-Billing-Warning %q", last.header.Get("Veil-Billing-Warning"))
@@ -136,4 +136,27 @@ func waitStatus(t *testing.T, f *fixture, key string, status int, last *result) 
 		return nil
 	})
 	return took
+}
+
+// The invoice's link is absolute from the public URL, and there is none
+// without one; a public URL that is not an absolute http(s) base is
+// refused.
+func TestInvoiceURL(t *testing.T) {
+	if got := (&App{}).invoiceURL("inv-1"); got != "" {
+		t.Errorf("invoiceURL without a public URL = %q; want none", got)
+	}
+	if got := (&App{PublicURL: "https://veil.example.com/portal"}).invoiceURL("inv-1"); got != "https://veil.example.com/portal/v1/invoices/inv-1" {
+		t.Errorf("invoiceURL = %q", got)
+	}
+	for _, ok := range []string{"", "https://veil.example.com", "http://127.0.0.1:8080/x/"} {
+		if err := CheckPublicURL(ok); err != nil {
+			t.Errorf("CheckPublicURL(%q) = %v; want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"/v1", "veil.example.com", "ftp://veil.example.com", "https://u:p@veil.example.com",
+		"https://veil.example.com/?a=1", "https://veil.example.com/#x", "https://veil.example.com/\r\nX: 1"} {
+		if err := CheckPublicURL(bad); err == nil {
+			t.Errorf("CheckPublicURL(%q) = nil; want refused", bad)
+		}
+	}
 }

@@ -163,7 +163,10 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, c *call, ref re
 	}
 	p := problem.New(ref.status, ref.typ, ref.title, ref.detail).With("api_id", h.APIID)
 	if inv := ref.invoice; inv != nil {
-		p = p.With("invoice_id", inv.id).With("invoice_number", inv.number).With("invoice_url", "/v1/invoices/"+inv.id)
+		p = p.With("invoice_id", inv.id).With("invoice_number", inv.number)
+		if u := h.app.invoiceURL(inv.id); u != "" {
+			p = p.With("invoice_url", u)
+		}
 	}
 	problem.Write(w, p)
 	c.status, c.refusal, c.units = ref.status, ref.reason, decimal.Zero

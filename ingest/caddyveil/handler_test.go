@@ -77,6 +77,7 @@ func setup(t *testing.T) *fixture {
 		Source:       f.source,
 		// Every refusal is checked for its event, anonymous ones too.
 		AnonymousSampleRate: 1,
+		PublicURL:           "https://portal.example.test/",
 	})
 	if err != nil {
 		t.Fatal(err)
