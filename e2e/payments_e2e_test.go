@@ -249,7 +249,10 @@ func (p *payPlane) subscribe(org string) *payer {
 func (p *payPlane) setUpCard(c *payer, pm string) {
 	t := p.t
 	ctx := t.Context()
-	setup, err := p.c.SetupPaymentMethodWithResponse(ctx, nil, client.PaymentMethodSetupInput{}, client.Bearer(c.tok))
+	// With an Idempotency-Key, as a portal retrying on a timeout sends it:
+	// the stored answer must not keep the client secret.
+	params := &client.SetupPaymentMethodParams{IdempotencyKey: client.Ptr("setup-" + c.name + "-" + testenv.Suffix())}
+	setup, err := p.c.SetupPaymentMethodWithResponse(ctx, params, client.PaymentMethodSetupInput{}, client.Bearer(c.tok))
 	expect(t, http.StatusOK, setup, err)
 	s := setup.JSON200
 	if !strings.HasPrefix(s.SetupId, "seti_") || !strings.Contains(s.ClientSecret, "_secret_") {
@@ -259,6 +262,11 @@ func (p *payPlane) setUpCard(c *payer, pm string) {
 		t.Errorf("setup answered Cache-Control %q; want no-store", cc)
 	}
 	c.secrets = append(c.secrets, s.ClientSecret)
+	again, err := p.c.SetupPaymentMethodWithResponse(ctx, params, client.PaymentMethodSetupInput{}, client.Bearer(c.tok))
+	if err != nil || again.StatusCode() != http.StatusConflict || !strings.Contains(string(again.Body), "idempotency-response-withheld") ||
+		strings.Contains(string(again.Body), s.ClientSecret) {
+		t.Errorf("setup repeated with its Idempotency-Key = %v %s; want 409 idempotency-response-withheld without the secret", err, again.Body)
+	}
 	if err := p.pool.QueryRow(ctx, `SELECT c.provider_customer_id FROM payment_customers c JOIN organizations o ON o.id = c.customer_id
 		WHERE o.slug = $1 AND c.provider = 'stripe'`, c.name).Scan(&c.customer); err != nil {
 		t.Fatalf("the Stripe customer of %s: %v", c.name, err)

@@ -332,6 +332,9 @@ func scanForPaymentSecrets(t *testing.T, secrets map[string]string, pg, rd, logs
 		!strings.Contains(pg["public.payment_customers"], `"default_pm_id":"pm_card_visa"`) {
 		t.Fatalf("the Postgres dump lacks the payments' attempts, events or payment methods: the scan would be blind")
 	}
+	if !anyContains(rd, "veil:cp:idem:") {
+		t.Fatalf("the Redis dump holds no idempotency entry: the scan would miss the stored answers")
+	}
 	if !strings.Contains(logs["control plane"], "/v1/billing/stripe/webhook") {
 		t.Fatalf("the control plane's logs lack the webhook's access log: the log capture is broken")
 	}
