@@ -2855,11 +2855,11 @@ type PaymentSettingsInputProvider string
 type PayoutDispute struct {
 	// Amount What was withdrawn.
 	Amount            string             `json:"amount"`
-	ClosedAt          time.Time          `json:"closed_at"`
 	Currency          string             `json:"currency"`
 	DisputeId         openapi_types.UUID `json:"dispute_id"`
 	InvoiceId         openapi_types.UUID `json:"invoice_id"`
 	InvoiceNumber     string             `json:"invoice_number"`
+	LostAt            time.Time          `json:"lost_at"`
 	PaymentId         openapi_types.UUID `json:"payment_id"`
 	Provider          string             `json:"provider"`
 	ProviderDisputeId string             `json:"provider_dispute_id"`
@@ -2889,11 +2889,14 @@ type PayoutPayment struct {
 	SucceededAt time.Time `json:"succeeded_at"`
 }
 
-// PayoutRefund A refund counted as given back: it succeeded in the month, through the payment provider.
+// PayoutRefund A refund that succeeded in the month: in `refunds`, money given back through the payment provider; in `credit_refunds`, credit given to the customer's balance with the issuer, which moves no money.
 type PayoutRefund struct {
 	// Amount What it gave back.
-	Amount           string             `json:"amount"`
-	Currency         string             `json:"currency"`
+	Amount   string `json:"amount"`
+	Currency string `json:"currency"`
+
+	// External Made outside Veil, in the provider's dashboard.
+	External         bool               `json:"external"`
 	InvoiceId        openapi_types.UUID `json:"invoice_id"`
 	InvoiceNumber    string             `json:"invoice_number"`
 	PaymentId        openapi_types.UUID `json:"payment_id"`
@@ -2906,9 +2909,10 @@ type PayoutRefund struct {
 // PayoutTotal A statement's figures in one currency: each sums its items.
 type PayoutTotal struct {
 	// Collected The payments' amounts.
-	Collected string `json:"collected"`
-	Currency  string `json:"currency"`
-	Disputes  int    `json:"disputes"`
+	Collected     string `json:"collected"`
+	CreditRefunds int    `json:"credit_refunds"`
+	Currency      string `json:"currency"`
+	Disputes      int    `json:"disputes"`
 
 	// DisputesLost The lost disputes' amounts.
 	DisputesLost string `json:"disputes_lost"`
@@ -2922,16 +2926,20 @@ type PayoutTotal struct {
 
 	// Refunded The refunds' amounts.
 	Refunded string `json:"refunded"`
-	Refunds  int    `json:"refunds"`
+
+	// RefundedToCredit The refunds to the credit balance: in no other figure.
+	RefundedToCredit string `json:"refunded_to_credit"`
+	Refunds          int    `json:"refunds"`
 }
 
 // Payouts An issuer's payouts statement of one calendar month (UTC). No money is transferred.
 type Payouts struct {
-	DisputesLost []PayoutDispute    `json:"disputes_lost"`
-	From         time.Time          `json:"from"`
-	IssuerId     openapi_types.UUID `json:"issuer_id"`
-	Month        string             `json:"month"`
-	Payments     []PayoutPayment    `json:"payments"`
+	CreditRefunds []PayoutRefund     `json:"credit_refunds"`
+	DisputesLost  []PayoutDispute    `json:"disputes_lost"`
+	From          time.Time          `json:"from"`
+	IssuerId      openapi_types.UUID `json:"issuer_id"`
+	Month         string             `json:"month"`
+	Payments      []PayoutPayment    `json:"payments"`
 
 	// PlatformFeePercent The issuer's fee now, which every payment's fee is computed with.
 	PlatformFeePercent string         `json:"platform_fee_percent"`
@@ -7123,9 +7131,9 @@ type ClientInterface interface {
 
 	// GetPayouts Read a provider's payouts statement of a month
 	//
-	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: the amount withdrawn), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Every counted item is listed with what recomputes it. Nothing is transferred.
+	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 	//
-	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 	//
 	// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
 	//
@@ -10178,9 +10186,9 @@ func (c *Client) DeleteTaxRule(ctx context.Context, id openapi_types.UUID, rule 
 
 // GetPayouts Read a provider's payouts statement of a month
 //
-// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: the amount withdrawn), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Every counted item is listed with what recomputes it. Nothing is transferred.
+// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 //
-// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 //
 // **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
 //
@@ -20693,9 +20701,9 @@ type ClientWithResponsesInterface interface {
 
 	// GetPayoutsWithResponse Read a provider's payouts statement of a month
 	//
-	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: the amount withdrawn), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Every counted item is listed with what recomputes it. Nothing is transferred.
+	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 	//
-	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 	//
 	// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
 	//
@@ -29901,9 +29909,9 @@ func (c *ClientWithResponses) DeleteTaxRuleWithResponse(ctx context.Context, id 
 
 // GetPayoutsWithResponse Read a provider's payouts statement of a month
 //
-// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: the amount withdrawn), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Every counted item is listed with what recomputes it. Nothing is transferred.
+// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 //
-// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 //
 // **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
 //

@@ -31,6 +31,7 @@ type payoutJSON struct {
 	Payments           []payoutPaymentJSON `json:"payments"`
 	Refunds            []payoutRefundJSON  `json:"refunds"`
 	DisputesLost       []payoutDisputeJSON `json:"disputes_lost"`
+	CreditRefunds      []payoutRefundJSON  `json:"credit_refunds"`
 	Totals             []payoutTotalJSON   `json:"totals"`
 }
 
@@ -54,6 +55,7 @@ type payoutRefundJSON struct {
 	InvoiceNumber    string    `json:"invoice_number"`
 	Provider         string    `json:"provider"`
 	ProviderRefundID string    `json:"provider_refund_id"`
+	External         bool      `json:"external"`
 	RefundedAt       time.Time `json:"refunded_at"`
 	Currency         string    `json:"currency"`
 	Amount           string    `json:"amount"`
@@ -67,7 +69,7 @@ type payoutDisputeJSON struct {
 	InvoiceNumber     string    `json:"invoice_number"`
 	Provider          string    `json:"provider"`
 	Reason            string    `json:"reason"`
-	ClosedAt          time.Time `json:"closed_at"`
+	LostAt            time.Time `json:"lost_at"`
 	Currency          string    `json:"currency"`
 	Amount            string    `json:"amount"`
 }
@@ -77,17 +79,20 @@ type payoutTotalJSON struct {
 	Payments     int    `json:"payments"`
 	Refunds      int    `json:"refunds"`
 	Disputes     int    `json:"disputes"`
+	CreditRefund int    `json:"credit_refunds"`
 	Collected    string `json:"collected"`
 	Refunded     string `json:"refunded"`
 	DisputesLost string `json:"disputes_lost"`
 	PlatformFee  string `json:"platform_fee"`
 	Owed         string `json:"owed"`
+	ToCredit     string `json:"refunded_to_credit"`
 }
 
 func toPayoutJSON(p payments.Payout) payoutJSON {
 	out := payoutJSON{IssuerID: p.IssuerID, Month: p.Month, From: p.From, To: p.To, PlatformFeePercent: p.PlatformFeePercent.StringFixed(2),
 		Payments: make([]payoutPaymentJSON, len(p.Payments)), Refunds: make([]payoutRefundJSON, len(p.Refunds)),
-		DisputesLost: make([]payoutDisputeJSON, len(p.DisputesLost)), Totals: make([]payoutTotalJSON, len(p.Totals))}
+		DisputesLost: make([]payoutDisputeJSON, len(p.DisputesLost)), CreditRefunds: make([]payoutRefundJSON, len(p.CreditRefunds)),
+		Totals: make([]payoutTotalJSON, len(p.Totals))}
 	for i, x := range p.Payments {
 		out.Payments[i] = payoutPaymentJSON{PaymentID: x.PaymentID, InvoiceID: x.InvoiceID, InvoiceNumber: x.InvoiceNumber,
 			Provider: x.Provider, SucceededAt: x.SucceededAt, Currency: x.Currency, Amount: money(x.Currency, x.Amount),
@@ -95,21 +100,29 @@ func toPayoutJSON(p payments.Payout) payoutJSON {
 			PlatformFee: money(x.Currency, x.PlatformFee)}
 	}
 	for i, x := range p.Refunds {
-		out.Refunds[i] = payoutRefundJSON{RefundID: x.RefundID, PaymentID: x.PaymentID, InvoiceID: x.InvoiceID,
-			InvoiceNumber: x.InvoiceNumber, Provider: x.Provider, ProviderRefundID: x.ProviderRefundID, RefundedAt: x.RefundedAt,
-			Currency: x.Currency, Amount: money(x.Currency, x.Amount)}
+		out.Refunds[i] = toPayoutRefundJSON(x)
+	}
+	for i, x := range p.CreditRefunds {
+		out.CreditRefunds[i] = toPayoutRefundJSON(x)
 	}
 	for i, x := range p.DisputesLost {
 		out.DisputesLost[i] = payoutDisputeJSON{DisputeID: x.DisputeID, ProviderDisputeID: x.ProviderDisputeID, PaymentID: x.PaymentID,
-			InvoiceID: x.InvoiceID, InvoiceNumber: x.InvoiceNumber, Provider: x.Provider, Reason: x.Reason, ClosedAt: x.ClosedAt,
+			InvoiceID: x.InvoiceID, InvoiceNumber: x.InvoiceNumber, Provider: x.Provider, Reason: x.Reason, LostAt: x.LostAt,
 			Currency: x.Currency, Amount: money(x.Currency, x.Amount)}
 	}
 	for i, t := range p.Totals {
 		out.Totals[i] = payoutTotalJSON{Currency: t.Currency, Payments: t.Payments, Refunds: t.Refunds, Disputes: t.Disputes,
+			CreditRefund: t.CreditRefunds, ToCredit: money(t.Currency, t.RefundedToCredit),
 			Collected: money(t.Currency, t.Collected), Refunded: money(t.Currency, t.Refunded),
 			DisputesLost: money(t.Currency, t.DisputesLost), PlatformFee: money(t.Currency, t.PlatformFee), Owed: money(t.Currency, t.Owed)}
 	}
 	return out
+}
+
+func toPayoutRefundJSON(x payments.PayoutRefund) payoutRefundJSON {
+	return payoutRefundJSON{RefundID: x.RefundID, PaymentID: x.PaymentID, InvoiceID: x.InvoiceID, InvoiceNumber: x.InvoiceNumber,
+		Provider: x.Provider, ProviderRefundID: x.ProviderRefundID, External: x.External, RefundedAt: x.RefundedAt,
+		Currency: x.Currency, Amount: money(x.Currency, x.Amount)}
 }
 
 // payouts answers the statement of ?month= for the caller's organization

@@ -121,7 +121,8 @@ func TestPayoutsRoute(t *testing.T) {
 	// 12.34 and 0.05 collected, 0.01 refunded; 10%: 1.234 → 1.23 and
 	// 0.005 → 0.01, rounded per payment.
 	want := map[string]any{"currency": "EUR", "payments": 2.0, "refunds": 1.0, "disputes": 0.0, "collected": "12.39",
-		"refunded": "0.01", "disputes_lost": "0.00", "platform_fee": "1.24", "owed": "11.14"}
+		"refunded": "0.01", "disputes_lost": "0.00", "platform_fee": "1.24", "owed": "11.14", "credit_refunds": 0.0,
+		"refunded_to_credit": "0.00"}
 	for k, v := range want {
 		if p.Totals[0][k] != v {
 			t.Errorf("GET %s total %s = %v; want %v", path, k, p.Totals[0][k], v)

@@ -37,12 +37,16 @@ type Payout struct {
 	// one its revenue statement takes), which every payment's fee is
 	// computed with.
 	PlatformFeePercent decimal.Decimal
-	// Payments succeeded in the month, Refunds succeeded in it (through
-	// the provider), DisputesLost closed lost in it; each in the order it
-	// happened.
-	Payments     []PayoutPayment
-	Refunds      []PayoutRefund
-	DisputesLost []PayoutDispute
+	// Payments succeeded in the month, Refunds succeeded in it (money
+	// given back through the provider), DisputesLost closed lost in it;
+	// each in the order it happened. CreditRefunds are refunds to the
+	// customer's credit balance with the issuer that succeeded in the
+	// month: no money moved, so they are in no other figure (the credit
+	// lowers what later invoices collect).
+	Payments      []PayoutPayment
+	Refunds       []PayoutRefund
+	DisputesLost  []PayoutDispute
+	CreditRefunds []PayoutRefund
 	// Totals are per currency, in the order the currencies first appear.
 	Totals []PayoutTotal
 }
@@ -73,12 +77,15 @@ type PayoutRefund struct {
 	InvoiceNumber    string
 	Provider         string
 	ProviderRefundID string
-	RefundedAt       time.Time
-	Currency         string
-	Amount           decimal.Decimal
+	// External: made outside Veil (the provider's dashboard).
+	External   bool
+	RefundedAt time.Time
+	Currency   string
+	Amount     decimal.Decimal
 }
 
-// PayoutDispute is a dispute lost: its amount was withdrawn for good.
+// PayoutDispute is a dispute lost: Amount, the dispute's amount up to
+// what the payment's earlier lost disputes left of it, was taken back.
 type PayoutDispute struct {
 	DisputeID         uuid.UUID
 	ProviderDisputeID string
@@ -87,26 +94,28 @@ type PayoutDispute struct {
 	InvoiceNumber     string
 	Provider          string
 	Reason            string
-	ClosedAt          time.Time
+	LostAt            time.Time
 	Currency          string
 	Amount            decimal.Decimal
 }
 
 // PayoutTotal is a statement's figures in one currency: Collected,
-// Refunded and DisputesLost sum their items, PlatformFee the payments'
-// rounded fees, and Owed = Collected − Refunded − DisputesLost −
-// PlatformFee, what the platform owes the issuer (below zero: what the
-// issuer owes the platform).
+// Refunded, DisputesLost and RefundedToCredit sum their items,
+// PlatformFee the payments' rounded fees, and Owed = Collected −
+// Refunded − DisputesLost − PlatformFee, what the platform owes the
+// issuer (below zero: what the issuer owes the platform).
 type PayoutTotal struct {
 	Currency         string
 	Payments         int
 	Refunds          int
 	Disputes         int
+	CreditRefunds    int
 	Collected        decimal.Decimal
 	Refunded         decimal.Decimal
 	DisputesLost     decimal.Decimal
 	PlatformFee      decimal.Decimal
 	Owed             decimal.Decimal
+	RefundedToCredit decimal.Decimal
 	currencyExponent int32
 }
 
@@ -176,15 +185,20 @@ func readPayout(ctx context.Context, q *db.Queries, out *Payout) error {
 	if err != nil {
 		return fmt.Errorf("read refunds: %w", err)
 	}
-	out.Refunds = make([]PayoutRefund, 0, len(refunds))
+	out.Refunds, out.CreditRefunds = []PayoutRefund{}, []PayoutRefund{}
 	for _, r := range refunds {
 		amount, err := decimalOf(r.Amount, r.Currency)
 		if err != nil {
 			return err
 		}
-		out.Refunds = append(out.Refunds, PayoutRefund{RefundID: r.ID, PaymentID: r.PaymentID, InvoiceID: r.InvoiceID,
-			InvoiceNumber: r.InvoiceNumber, Provider: r.Provider, ProviderRefundID: r.ProviderRefundID,
-			RefundedAt: r.RefundedAt.UTC(), Currency: r.Currency, Amount: amount})
+		item := PayoutRefund{RefundID: r.ID, PaymentID: r.PaymentID, InvoiceID: r.InvoiceID, InvoiceNumber: r.InvoiceNumber,
+			Provider: r.Provider, ProviderRefundID: r.ProviderRefundID, External: r.External, RefundedAt: r.RefundedAt.UTC(),
+			Currency: r.Currency, Amount: amount}
+		if r.Destination == "credit_balance" {
+			out.CreditRefunds = append(out.CreditRefunds, item)
+		} else {
+			out.Refunds = append(out.Refunds, item)
+		}
 	}
 	disputes, err := q.PayoutDisputesLost(ctx, db.PayoutDisputesLostParams{IssuerID: out.IssuerID, FromTime: out.From, ToTime: out.To})
 	if err != nil {
@@ -198,7 +212,7 @@ func readPayout(ctx context.Context, q *db.Queries, out *Payout) error {
 		}
 		out.DisputesLost = append(out.DisputesLost, PayoutDispute{DisputeID: d.ID, ProviderDisputeID: d.ProviderDisputeID,
 			PaymentID: d.PaymentID, InvoiceID: d.InvoiceID, InvoiceNumber: d.InvoiceNumber, Provider: d.Provider, Reason: d.Reason,
-			ClosedAt: d.ClosedAt.UTC(), Currency: d.Currency, Amount: amount})
+			LostAt: d.LostAt.UTC(), Currency: d.Currency, Amount: amount})
 	}
 	return nil
 }
@@ -278,6 +292,14 @@ func (p *Payout) total() error {
 		t.Disputes++
 		t.DisputesLost = t.DisputesLost.Add(d.Amount)
 	}
+	for _, r := range p.CreditRefunds {
+		t, err := at(r.Currency)
+		if err != nil {
+			return err
+		}
+		t.CreditRefunds++
+		t.RefundedToCredit = t.RefundedToCredit.Add(r.Amount)
+	}
 	for i := range p.Totals {
 		t := &p.Totals[i]
 		t.Owed = t.Collected.Sub(t.Refunded).Sub(t.DisputesLost).Sub(t.PlatformFee)
@@ -288,11 +310,11 @@ func (p *Payout) total() error {
 // PayoutCSVHeader is the header of a statement's CSV export.
 var PayoutCSVHeader = []string{"month", "issuer_id", "kind", "id", "payment_id", "invoice_id", "invoice_number", "provider",
 	"provider_reference", "at", "currency", "amount", "invoice_total", "invoice_tax", "platform_fee_percent", "platform_fee",
-	"collected", "refunded", "disputes_lost", "owed"}
+	"collected", "refunded", "disputes_lost", "owed", "refunded_to_credit"}
 
 // WriteCSV writes p as CSV (RFC 4180, CRLF): a row per payment
-// (kind payment), refund (refund) and dispute lost (dispute_lost), then a
-// row per currency (total). Amounts have the currency's decimals; a cell
+// (kind payment), refund (refund), dispute lost (dispute_lost) and refund
+// to the credit balance (credit_refund), then a row per currency (total). Amounts have the currency's decimals; a cell
 // a spreadsheet would take for a formula is prefixed with a quote.
 func (p Payout) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
@@ -321,7 +343,13 @@ func (p Payout) WriteCSV(w io.Writer) error {
 	}
 	for _, x := range p.DisputesLost {
 		r := row("dispute_lost", x.DisputeID.String(), x.PaymentID.String(), x.InvoiceID.String(), x.InvoiceNumber, x.Provider,
-			x.ProviderDisputeID, x.ClosedAt, x.Currency)
+			x.ProviderDisputeID, x.LostAt, x.Currency)
+		r[11] = payoutAmount(x.Currency, x.Amount)
+		rows = append(rows, r)
+	}
+	for _, x := range p.CreditRefunds {
+		r := row("credit_refund", x.RefundID.String(), x.PaymentID.String(), x.InvoiceID.String(), x.InvoiceNumber, x.Provider, "",
+			x.RefundedAt, x.Currency)
 		r[11] = payoutAmount(x.Currency, x.Amount)
 		rows = append(rows, r)
 	}
@@ -330,6 +358,7 @@ func (p Payout) WriteCSV(w io.Writer) error {
 		r[0], r[1], r[2], r[10], r[14] = p.Month, p.IssuerID.String(), "total", t.Currency, pct
 		r[15], r[16], r[17], r[18], r[19] = payoutAmount(t.Currency, t.PlatformFee), payoutAmount(t.Currency, t.Collected),
 			payoutAmount(t.Currency, t.Refunded), payoutAmount(t.Currency, t.DisputesLost), payoutAmount(t.Currency, t.Owed)
+		r[20] = payoutAmount(t.Currency, t.RefundedToCredit)
 		rows = append(rows, r)
 	}
 	for _, r := range rows {

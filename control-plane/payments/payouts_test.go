@@ -55,21 +55,32 @@ func (f *payoutFixture) paid(currency, total, tax, credit string, at *time.Time)
 	return pay
 }
 
-func (f *payoutFixture) refund(payment uuid.UUID, minor int64, status string, at time.Time) uuid.UUID {
+// refund inserts a refund of payment; destination payment_method, or
+// credit_balance (no provider id), or external (made in the provider's
+// dashboard).
+func (f *payoutFixture) refund(payment uuid.UUID, minor int64, status string, at time.Time, destination ...string) uuid.UUID {
 	f.t.Helper()
+	dest := "payment_method"
+	if len(destination) > 0 {
+		dest = destination[0]
+	}
 	var id uuid.UUID
 	f.scan(&id, `INSERT INTO payment_refunds (payment_id, invoice_id, amount, currency, actor, idempotency_key, provider_refund_id,
-			status, updated_at)
-		SELECT id, invoice_id, $2, currency, 'prov', 'veil-refund-' || gen_random_uuid(), 're_' || gen_random_uuid(), $3, $4
-		FROM payments WHERE id = $1 RETURNING id`, payment, minor, status, at)
+			status, updated_at, destination, external)
+		SELECT id, invoice_id, $2, currency, 'prov', 'veil-refund-' || gen_random_uuid(),
+			CASE WHEN $5 = 'credit_balance' THEN NULL ELSE 're_' || gen_random_uuid() END, $3, $4,
+			CASE WHEN $5 = 'external' THEN 'payment_method' ELSE $5 END, $5 = 'external'
+		FROM payments WHERE id = $1 RETURNING id`, payment, minor, status, at, dest)
 	return id
 }
 
 func (f *payoutFixture) dispute(payment uuid.UUID, providerID, status string, minor int64, closed time.Time) uuid.UUID {
 	f.t.Helper()
 	var id uuid.UUID
-	f.scan(&id, `INSERT INTO payment_disputes (payment_id, provider_dispute_id, amount, currency, reason, status, opened_at, closed_at)
-		SELECT id, $2, $3, currency, 'fraudulent', $4, $5, $5 FROM payments WHERE id = $1 RETURNING id`,
+	f.scan(&id, `INSERT INTO payment_disputes (payment_id, provider_dispute_id, amount, currency, reason, status, opened_at, closed_at,
+			lost_at)
+		SELECT id, $2, $3, currency, 'fraudulent', $4, $5, $5, CASE WHEN $4 = 'lost' THEN $5::timestamptz END
+		FROM payments WHERE id = $1 RETURNING id`,
 		payment, providerID, minor, status, closed)
 	return id
 }
@@ -99,9 +110,11 @@ func setupPayouts(t *testing.T) *payoutFixture {
 	in(f.paid("EUR", "10.20", "0", "0", ts("2026-11-10T12:00:00Z")))
 	in(f.paid("EUR", "10.20", "0", "0", ts("2026-11-11T12:00:00Z")))
 	in(f.paid("EUR", "50.00", "10.00", "20.00", ts("2026-11-12T12:00:00Z")))
-	// USD: 200.00 at the month's last microsecond, then lost in a dispute.
+	// USD: 200.00 at the month's last microsecond, then lost in two
+	// disputes: 150.00, and 100.00 of which only the 50.00 left counts.
 	p4 := in(f.paid("USD", "200.00", "0", "0", ts("2026-11-30T23:59:59.999999Z")))
-	in(f.dispute(p4, "=HYPERLINK(\"http://evil\")", "lost", 20000, *ts("2026-11-20T08:00:00Z")))
+	in(f.dispute(p4, "=HYPERLINK(\"http://evil\")", "lost", 15000, *ts("2026-11-20T08:00:00Z")))
+	in(f.dispute(p4, "dp_more_"+testenv.Suffix(), "lost", 10000, *ts("2026-11-21T08:00:00Z")))
 	// Outside: a payment a microsecond before and one at the next month's
 	// start, one still pending, a dispute won, one lost in October.
 	october := out(f.paid("EUR", "99.00", "0", "0", ts("2026-10-31T23:59:59.999999Z")))
@@ -110,16 +123,18 @@ func setupPayouts(t *testing.T) *payoutFixture {
 	out(f.dispute(p1, "dp_won_"+testenv.Suffix(), "won", 12100, *ts("2026-11-21T00:00:00Z")))
 	out(f.dispute(october, "dp_oct_"+testenv.Suffix(), "lost", 100, *ts("2026-10-31T23:59:59Z")))
 	// Refunds: part of p1 in November; 5.00 of the October payment in
-	// November (counted); one pending and one in December (not).
+	// November, made in the provider's dashboard (counted); 10.00 of p1 to
+	// the credit balance (apart); one pending and one in December (not).
 	in(f.refund(p1, 2100, "succeeded", *ts("2026-11-15T00:00:00Z")))
-	in(f.refund(october, 500, "succeeded", *ts("2026-11-01T00:00:00Z")))
+	in(f.refund(october, 500, "succeeded", *ts("2026-11-01T00:00:00Z"), "external"))
+	in(f.refund(p1, 1000, "succeeded", *ts("2026-11-16T00:00:00Z"), "credit_balance"))
 	out(f.refund(p1, 1000, "pending", *ts("2026-11-16T00:00:00Z")))
 	out(f.refund(p1, 700, "succeeded", *ts("2026-12-01T00:00:00Z")))
 	d := decimal.RequireFromString
 	f.want = map[string]PayoutTotal{
-		"EUR": {Currency: "EUR", Payments: 4, Refunds: 2, Collected: d("171.40"), Refunded: d("26.00"),
-			PlatformFee: d("3.62"), Owed: d("141.78")},
-		"USD": {Currency: "USD", Payments: 1, Disputes: 1, Collected: d("200.00"), DisputesLost: d("200.00"),
+		"EUR": {Currency: "EUR", Payments: 4, Refunds: 2, CreditRefunds: 1, Collected: d("171.40"), Refunded: d("26.00"),
+			PlatformFee: d("3.62"), Owed: d("141.78"), RefundedToCredit: d("10.00")},
+		"USD": {Currency: "USD", Payments: 1, Disputes: 2, Collected: d("200.00"), DisputesLost: d("200.00"),
 			PlatformFee: d("5.00"), Owed: d("-5.00")},
 	}
 	return f
@@ -139,7 +154,8 @@ func TestPayoutsMonth(t *testing.T) {
 	}
 	for _, tot := range got.Totals {
 		w := f.want[tot.Currency]
-		if tot.Payments != w.Payments || tot.Refunds != w.Refunds || tot.Disputes != w.Disputes || !tot.Collected.Equal(w.Collected) ||
+		if tot.Payments != w.Payments || tot.Refunds != w.Refunds || tot.Disputes != w.Disputes || tot.CreditRefunds != w.CreditRefunds ||
+			!tot.RefundedToCredit.Equal(w.RefundedToCredit) || !tot.Collected.Equal(w.Collected) ||
 			!tot.Refunded.Equal(w.Refunded) || !tot.DisputesLost.Equal(w.DisputesLost) || !tot.PlatformFee.Equal(w.PlatformFee) ||
 			!tot.Owed.Equal(w.Owed) {
 			t.Errorf("Payouts total %s = %+v; want %+v", tot.Currency, tot, w)
@@ -155,8 +171,14 @@ func TestPayoutsMonth(t *testing.T) {
 	for _, r := range got.Refunds {
 		seen[r.RefundID] = true
 	}
+	for _, r := range got.CreditRefunds {
+		seen[r.RefundID] = true
+	}
 	for _, d := range got.DisputesLost {
 		seen[d.DisputeID] = true
+	}
+	if n := len(got.DisputesLost); n != 2 || !got.DisputesLost[1].Amount.Equal(decimal.RequireFromString("50.00")) {
+		t.Errorf("disputes lost = %+v; want the second taking the 50.00 left", got.DisputesLost)
 	}
 	for id := range f.inside {
 		if !seen[id] {
@@ -220,9 +242,12 @@ func TestPayoutsCSV(t *testing.T) {
 			s.Refunded = s.Refunded.Add(unquote(r[col["amount"]]))
 		case "dispute_lost":
 			s.DisputesLost = s.DisputesLost.Add(unquote(r[col["amount"]]))
+		case "credit_refund":
+			s.RefundedToCredit = s.RefundedToCredit.Add(unquote(r[col["amount"]]))
 		case "total":
 			totals[cur] = PayoutTotal{Collected: unquote(r[col["collected"]]), Refunded: unquote(r[col["refunded"]]),
-				DisputesLost: unquote(r[col["disputes_lost"]]), PlatformFee: unquote(r[col["platform_fee"]]), Owed: unquote(r[col["owed"]])}
+				DisputesLost: unquote(r[col["disputes_lost"]]), PlatformFee: unquote(r[col["platform_fee"]]), Owed: unquote(r[col["owed"]]),
+				RefundedToCredit: unquote(r[col["refunded_to_credit"]])}
 		default:
 			t.Fatalf("CSV row kind %q", r[col["kind"]])
 		}
@@ -232,7 +257,8 @@ func TestPayoutsCSV(t *testing.T) {
 		owed := s.Collected.Sub(s.Refunded).Sub(s.DisputesLost).Sub(s.PlatformFee)
 		if s == nil || !s.Collected.Equal(w.Collected) || !s.Refunded.Equal(w.Refunded) || !s.DisputesLost.Equal(w.DisputesLost) ||
 			!s.PlatformFee.Equal(w.PlatformFee) || !owed.Equal(w.Owed) || !tot.Owed.Equal(w.Owed) || !tot.Collected.Equal(w.Collected) ||
-			!tot.PlatformFee.Equal(w.PlatformFee) || !tot.Refunded.Equal(w.Refunded) || !tot.DisputesLost.Equal(w.DisputesLost) {
+			!tot.PlatformFee.Equal(w.PlatformFee) || !tot.Refunded.Equal(w.Refunded) || !tot.DisputesLost.Equal(w.DisputesLost) ||
+			!s.RefundedToCredit.Equal(w.RefundedToCredit) || !tot.RefundedToCredit.Equal(w.RefundedToCredit) {
 			t.Errorf("CSV %s: items sum to %+v (owed %s), total row %+v; want %+v", cur, s, owed, tot, w)
 		}
 	}

@@ -21,12 +21,15 @@ WHERE p.issuer_id = @issuer_id AND p.status = 'succeeded'
   AND p.succeeded_at >= @from_time::timestamptz AND p.succeeded_at < @to_time::timestamptz
 ORDER BY p.succeeded_at, p.id;
 
--- Refunds of the payments' amounts that succeeded in the window: a
--- succeeded refund is never changed again, so its updated_at is when it
--- succeeded. The refund of a stray charge (one the payment did not keep)
--- is left out, as its charge is: together they moved nothing.
+-- Refunds that succeeded in the window: a succeeded refund is never
+-- changed again, so its updated_at is when it succeeded. destination
+-- tells money given back through the provider (payment_method, made in
+-- Veil or outside it) from credit given with the issuer (credit_balance),
+-- which moves no money. The refund of a stray charge (one the payment
+-- did not keep) is left out, as its charge is: together they moved
+-- nothing.
 -- name: PayoutRefunds :many
-SELECT r.id, r.payment_id, r.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider,
+SELECT r.id, r.payment_id, r.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider, r.destination, r.external,
        COALESCE(r.provider_refund_id, '')::text AS provider_refund_id, r.amount, r.currency, r.updated_at AS refunded_at
 FROM payment_refunds r
 JOIN payments p ON p.id = r.payment_id
@@ -35,13 +38,21 @@ WHERE p.issuer_id = @issuer_id AND r.status = 'succeeded' AND r.stray_attempt_id
   AND r.updated_at >= @from_time::timestamptz AND r.updated_at < @to_time::timestamptz
 ORDER BY r.updated_at, r.id;
 
--- Disputes closed lost in the window: their amount was withdrawn for good.
+-- Disputes that closed lost in the window (lost_at, once per dispute):
+-- what each took back, as payments.amount_disputed_lost counts it, the
+-- dispute's amount up to what the payment's earlier lost disputes left.
 -- name: PayoutDisputesLost :many
-SELECT d.id, d.provider_dispute_id, d.payment_id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider,
-       d.amount, d.currency, d.reason, d.closed_at::timestamptz AS closed_at
-FROM payment_disputes d
-JOIN payments p ON p.id = d.payment_id
-JOIN invoices i ON i.id = p.invoice_id
-WHERE p.issuer_id = @issuer_id AND d.status = 'lost'
-  AND d.closed_at >= @from_time::timestamptz AND d.closed_at < @to_time::timestamptz
-ORDER BY d.closed_at, d.id;
+SELECT l.id, l.provider_dispute_id, l.payment_id, l.invoice_id, l.invoice_number, l.provider, l.taken::bigint AS amount,
+       l.currency, l.reason, l.lost_at
+FROM (
+    SELECT d.id, d.provider_dispute_id, d.payment_id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider,
+           p.currency, d.reason, d.lost_at::timestamptz AS lost_at,
+           GREATEST(0, LEAST(d.amount, p.amount - COALESCE(sum(d.amount) OVER (PARTITION BY d.payment_id ORDER BY d.lost_at, d.id
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS taken
+    FROM payment_disputes d
+    JOIN payments p ON p.id = d.payment_id
+    JOIN invoices i ON i.id = p.invoice_id
+    WHERE p.issuer_id = @issuer_id AND d.lost_at IS NOT NULL AND d.lost_at < @to_time::timestamptz
+) l
+WHERE l.lost_at >= @from_time::timestamptz
+ORDER BY l.lost_at, l.id;

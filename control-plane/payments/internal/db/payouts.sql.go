@@ -14,20 +14,26 @@ import (
 )
 
 const payoutDisputesLost = `-- name: PayoutDisputesLost :many
-SELECT d.id, d.provider_dispute_id, d.payment_id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider,
-       d.amount, d.currency, d.reason, d.closed_at::timestamptz AS closed_at
-FROM payment_disputes d
-JOIN payments p ON p.id = d.payment_id
-JOIN invoices i ON i.id = p.invoice_id
-WHERE p.issuer_id = $1 AND d.status = 'lost'
-  AND d.closed_at >= $2::timestamptz AND d.closed_at < $3::timestamptz
-ORDER BY d.closed_at, d.id
+SELECT l.id, l.provider_dispute_id, l.payment_id, l.invoice_id, l.invoice_number, l.provider, l.taken::bigint AS amount,
+       l.currency, l.reason, l.lost_at
+FROM (
+    SELECT d.id, d.provider_dispute_id, d.payment_id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider,
+           p.currency, d.reason, d.lost_at::timestamptz AS lost_at,
+           GREATEST(0, LEAST(d.amount, p.amount - COALESCE(sum(d.amount) OVER (PARTITION BY d.payment_id ORDER BY d.lost_at, d.id
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS taken
+    FROM payment_disputes d
+    JOIN payments p ON p.id = d.payment_id
+    JOIN invoices i ON i.id = p.invoice_id
+    WHERE p.issuer_id = $1 AND d.lost_at IS NOT NULL AND d.lost_at < $2::timestamptz
+) l
+WHERE l.lost_at >= $3::timestamptz
+ORDER BY l.lost_at, l.id
 `
 
 type PayoutDisputesLostParams struct {
 	IssuerID uuid.UUID
-	FromTime time.Time
 	ToTime   time.Time
+	FromTime time.Time
 }
 
 type PayoutDisputesLostRow struct {
@@ -40,12 +46,14 @@ type PayoutDisputesLostRow struct {
 	Amount            int64
 	Currency          string
 	Reason            string
-	ClosedAt          time.Time
+	LostAt            time.Time
 }
 
-// Disputes closed lost in the window: their amount was withdrawn for good.
+// Disputes that closed lost in the window (lost_at, once per dispute):
+// what each took back, as payments.amount_disputed_lost counts it, the
+// dispute's amount up to what the payment's earlier lost disputes left.
 func (q *Queries) PayoutDisputesLost(ctx context.Context, arg PayoutDisputesLostParams) ([]PayoutDisputesLostRow, error) {
-	rows, err := q.db.Query(ctx, payoutDisputesLost, arg.IssuerID, arg.FromTime, arg.ToTime)
+	rows, err := q.db.Query(ctx, payoutDisputesLost, arg.IssuerID, arg.ToTime, arg.FromTime)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +71,7 @@ func (q *Queries) PayoutDisputesLost(ctx context.Context, arg PayoutDisputesLost
 			&i.Amount,
 			&i.Currency,
 			&i.Reason,
-			&i.ClosedAt,
+			&i.LostAt,
 		); err != nil {
 			return nil, err
 		}
@@ -164,7 +172,7 @@ func (q *Queries) PayoutPayments(ctx context.Context, arg PayoutPaymentsParams) 
 }
 
 const payoutRefunds = `-- name: PayoutRefunds :many
-SELECT r.id, r.payment_id, r.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider,
+SELECT r.id, r.payment_id, r.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider, r.destination, r.external,
        COALESCE(r.provider_refund_id, '')::text AS provider_refund_id, r.amount, r.currency, r.updated_at AS refunded_at
 FROM payment_refunds r
 JOIN payments p ON p.id = r.payment_id
@@ -186,16 +194,21 @@ type PayoutRefundsRow struct {
 	InvoiceID        uuid.UUID
 	InvoiceNumber    string
 	Provider         string
+	Destination      string
+	External         bool
 	ProviderRefundID string
 	Amount           int64
 	Currency         string
 	RefundedAt       time.Time
 }
 
-// Refunds of the payments' amounts that succeeded in the window: a
-// succeeded refund is never changed again, so its updated_at is when it
-// succeeded. The refund of a stray charge (one the payment did not keep)
-// is left out, as its charge is: together they moved nothing.
+// Refunds that succeeded in the window: a succeeded refund is never
+// changed again, so its updated_at is when it succeeded. destination
+// tells money given back through the provider (payment_method, made in
+// Veil or outside it) from credit given with the issuer (credit_balance),
+// which moves no money. The refund of a stray charge (one the payment
+// did not keep) is left out, as its charge is: together they moved
+// nothing.
 func (q *Queries) PayoutRefunds(ctx context.Context, arg PayoutRefundsParams) ([]PayoutRefundsRow, error) {
 	rows, err := q.db.Query(ctx, payoutRefunds, arg.IssuerID, arg.FromTime, arg.ToTime)
 	if err != nil {
@@ -211,6 +224,8 @@ func (q *Queries) PayoutRefunds(ctx context.Context, arg PayoutRefundsParams) ([
 			&i.InvoiceID,
 			&i.InvoiceNumber,
 			&i.Provider,
+			&i.Destination,
+			&i.External,
 			&i.ProviderRefundID,
 			&i.Amount,
 			&i.Currency,
