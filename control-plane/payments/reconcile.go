@@ -1,6 +1,7 @@
 package payments
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -244,10 +245,23 @@ func (s *Service) pushStrayRefunds(ctx context.Context, paymentID *uuid.UUID) er
 			res = metering.RefundResult{Status: metering.RefundFailed, FailureReason: failureCode(err)}
 			s.log.Error("the refund of a stray charge was refused: refund it by hand", "refund", r.ID, "err", err)
 		}
-		err = s.inTx(ctx, func(tx pgx.Tx) error { return s.settleRefund(ctx, tx, r.PaymentID, r.ID, res) })
-		if err != nil {
+		if err := s.settleStrayRefund(ctx, r.ID, res); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// settleStrayRefund records the provider's answer to a stray charge's
+// refund; the payment's own refunded amount is not the charge's.
+func (s *Service) settleStrayRefund(ctx context.Context, refundID uuid.UUID, res metering.RefundResult) error {
+	if (res.Status == metering.RefundPending || res.Status == "") && res.ProviderRefundID == "" {
+		return nil
+	}
+	_, err := db.New(s.pool).RefundSettle(ctx, db.RefundSettleParams{ID: refundID, Status: string(cmp.Or(res.Status, metering.RefundPending)),
+		ProviderRefundID: optional(res.ProviderRefundID), FailureReason: res.FailureReason})
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("record refund of a stray charge: %w", err)
+	}
+	return nil
 }
