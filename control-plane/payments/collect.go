@@ -9,6 +9,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/payments/internal/db"
 	"github.com/veil-platform/veil/metering"
 )
@@ -306,4 +308,95 @@ func (s *Service) run(ctx context.Context, c *call) (Payment, error) {
 	// An attempt canceled while this call was under way, or one this
 	// success superseded, is canceled at the provider now.
 	return out, s.resolveDoubts(ctx, &c.payment)
+}
+
+// ErrInFlight: an attempt of the payment is under way; a new one waits
+// for its outcome.
+var ErrInFlight = errors.New("a payment attempt is under way")
+
+// PayNow makes a new attempt at once for the payment of an open invoice
+// that failed, for good or until its next retry, for the customer's
+// members (a customer who just added a card) and the issuer's providers
+// and admins, audited. An attempt under way is ErrInFlight; a payment
+// that succeeded, was canceled or needs a person is ErrPaymentState.
+func (s *Service) PayNow(ctx context.Context, actor identity.Actor, invoiceID uuid.UUID) (Payment, error) {
+	var c *call
+	var out Payment
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		p, err := q.PaymentLockByInvoice(ctx, invoiceID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock payment: %w", err)
+		}
+		if !actor.CanProvide(p.IssuerID) && (actor.OrgID == uuid.Nil || actor.OrgID != p.CustomerID) {
+			return ErrNotFound
+		}
+		if err := s.payNowAllowed(ctx, q, p); err != nil {
+			return err
+		}
+		now := s.now()
+		if err := q.PaymentSetStatus(ctx, db.PaymentSetStatusParams{ID: p.ID, Status: "pending", NextAttemptAt: &now}); err != nil {
+			return fmt.Errorf("record payment: %w", err)
+		}
+		err = audit.Record(ctx, tx, audit.Change{
+			Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: p.IssuerID, Action: "payment.pay_now",
+			TargetType: "invoice", TargetID: p.InvoiceID.String(), Before: map[string]any{"status": p.Status},
+		})
+		if err != nil {
+			return err
+		}
+		c, out, err = s.begin(ctx, tx, invoiceID)
+		return err
+	})
+	if err != nil || c == nil {
+		return out, err
+	}
+	return s.run(ctx, c)
+}
+
+// payNowAllowed checks, under the payment's lock, that a new attempt may
+// be made now.
+func (s *Service) payNowAllowed(ctx context.Context, q *db.Queries, p db.Payment) error {
+	st, err := q.InvoiceStatusLock(ctx, p.InvoiceID)
+	if err != nil {
+		return fmt.Errorf("lock invoice: %w", err)
+	}
+	if st != "open" {
+		return fmt.Errorf("%w: %s", ErrInvoiceState, st)
+	}
+	switch p.Status {
+	case "failed", "pending":
+	case "processing", "requires_action":
+		return ErrInFlight
+	default:
+		return fmt.Errorf("%w: payment %s", ErrPaymentState, p.Status)
+	}
+	if _, err := q.AttemptOpenOf(ctx, p.ID); err == nil {
+		return ErrInFlight
+	} else if !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("read payment attempt: %w", err)
+	}
+	return nil
+}
+
+// PayAfterNewMethod makes a new attempt at once (PayNow, as the system)
+// for each open invoice of a provider's customer whose payment failed,
+// after the commit that recorded the customer's new default payment
+// method: a customer who replaces a declined card is charged with it
+// rather than at the next retry, or never after the last. An error of one
+// invoice is logged and does not stop the others.
+func (s *Service) PayAfterNewMethod(ctx context.Context, provider, providerCustomerID string) {
+	ids, err := db.New(s.pool).InvoicesToPayNow(ctx, db.InvoicesToPayNowParams{Provider: provider, ProviderCustomerID: providerCustomerID})
+	if err != nil {
+		s.log.Warn("list payments to make again after a new payment method", "provider_customer", providerCustomerID, "err", err)
+		return
+	}
+	for _, id := range ids {
+		if _, err := s.PayNow(ctx, identity.System, id); err != nil && !errors.Is(err, ErrInFlight) {
+			s.log.Warn("payment after a new payment method", "invoice", id, "err", err)
+		}
+	}
 }

@@ -221,3 +221,13 @@ ORDER BY attempt_no DESC LIMIT 1 FOR UPDATE;
 
 -- name: InvoiceStatusLock :one
 SELECT status::text FROM invoices WHERE id = $1 FOR UPDATE;
+
+-- InvoicesToPayNow are the open invoices of a provider's customer whose
+-- payment failed, for good or until its next retry.
+-- name: InvoicesToPayNow :many
+SELECT p.invoice_id FROM payments p
+JOIN payment_customers c ON c.customer_id = p.customer_id AND c.provider = p.provider
+JOIN invoices i ON i.id = p.invoice_id
+WHERE c.provider = @provider AND c.provider_customer_id = @provider_customer_id
+    AND p.status IN ('failed', 'pending') AND p.attempts > 0 AND i.status = 'open'
+ORDER BY i.finalized_at, i.id LIMIT 20;

@@ -775,6 +775,42 @@ func (q *Queries) InvoiceStatusLock(ctx context.Context, id uuid.UUID) (string, 
 	return status, err
 }
 
+const invoicesToPayNow = `-- name: InvoicesToPayNow :many
+SELECT p.invoice_id FROM payments p
+JOIN payment_customers c ON c.customer_id = p.customer_id AND c.provider = p.provider
+JOIN invoices i ON i.id = p.invoice_id
+WHERE c.provider = $1 AND c.provider_customer_id = $2
+    AND p.status IN ('failed', 'pending') AND p.attempts > 0 AND i.status = 'open'
+ORDER BY i.finalized_at, i.id LIMIT 20
+`
+
+type InvoicesToPayNowParams struct {
+	Provider           string
+	ProviderCustomerID string
+}
+
+// InvoicesToPayNow are the open invoices of a provider's customer whose
+// payment failed, for good or until its next retry.
+func (q *Queries) InvoicesToPayNow(ctx context.Context, arg InvoicesToPayNowParams) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, invoicesToPayNow, arg.Provider, arg.ProviderCustomerID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var invoice_id uuid.UUID
+		if err := rows.Scan(&invoice_id); err != nil {
+			return nil, err
+		}
+		items = append(items, invoice_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const paymentAddRefunded = `-- name: PaymentAddRefunded :exec
 UPDATE payments SET amount_refunded = amount_refunded + $1, updated_at = now() WHERE id = $2
 `
