@@ -12,6 +12,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/internal/testenv"
 )
 
 // authzPayoutRows: the payouts statement is its issuer's providers' and
@@ -97,8 +98,8 @@ func TestPayoutsRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)
-	for _, amount := range []string{"12.34", "0.05"} {
-		inv := e.openInvoice(acme, initech, amount)
+	invoices := []string{e.openInvoice(acme, initech, "12.34"), e.openInvoice(acme, initech, "0.05"), taxedInvoice(t, e, acme, initech)}
+	for _, inv := range invoices {
 		_, err := e.Pool.Exec(ctx, `WITH p AS (
 				INSERT INTO payments (invoice_id, issuer_id, customer_id, provider, amount, currency, status, succeeded_at)
 				SELECT id, issuer_id, customer_id, 'stripe', (amount_due * 100)::bigint, currency, 'succeeded', $2 FROM invoices WHERE id = $1
@@ -118,10 +119,11 @@ func TestPayoutsRoute(t *testing.T) {
 	if err := json.Unmarshal(body, &p); status != http.StatusOK || err != nil || len(p.Totals) != 1 {
 		t.Fatalf("GET %s = %d %s; want one currency's total", path, status, body)
 	}
-	// 12.34 and 0.05 collected, 0.01 refunded; 10%: 1.234 → 1.23 and
-	// 0.005 → 0.01, rounded per payment.
-	want := map[string]any{"currency": "EUR", "payments": 2.0, "refunds": 1.0, "disputes": 0.0, "collected": "12.39",
-		"refunded": "0.01", "disputes_lost": "0.00", "platform_fee": "1.24", "owed": "11.14", "credit_refunds": 0.0,
+	// 12.34, 0.05 and 121.00 (21.00 of it tax) collected, 0.01 of two
+	// refunded; 10%: 1.234 → 1.23, 0.005 → 0.01 and 10.00 of the 100.00
+	// without tax, rounded per payment.
+	want := map[string]any{"currency": "EUR", "payments": 3.0, "refunds": 2.0, "disputes": 0.0, "collected": "133.39",
+		"refunded": "0.02", "disputes_lost": "0.00", "platform_fee": "11.24", "owed": "122.13", "credit_refunds": 0.0,
 		"refunded_to_credit": "0.00"}
 	for k, v := range want {
 		if p.Totals[0][k] != v {
@@ -146,7 +148,7 @@ func TestPayoutsRoute(t *testing.T) {
 				t.Errorf("CSV refund reference = %q; want it quoted", r[8])
 			}
 		}
-		if last[2] != "total" || last[15] != "1.24" || !fee.Equal(decimal.RequireFromString("1.24")) || last[16] != "12.39" || last[19] != "11.14" {
+		if last[2] != "total" || last[15] != "11.24" || !fee.Equal(decimal.RequireFromString("11.24")) || last[16] != "133.39" || last[19] != "122.13" {
 			t.Errorf("GET %v CSV rows %q; want the JSON's totals", ask, rows)
 		}
 	}
@@ -156,4 +158,41 @@ func TestPayoutsRoute(t *testing.T) {
 	if status, _, _ := payoutGet(t, e, path+"&issuer_id="+acme, other); status != http.StatusNotFound {
 		t.Errorf("GET %s as another organization's provider = %d; want 404", path, status)
 	}
+	// The revenue statement of the same invoices (each of its own API, so
+	// one line each) charges the same fee.
+	now := time.Now().UTC()
+	var rev struct {
+		Totals []struct {
+			PlatformFee string `json:"platform_fee"`
+		} `json:"totals"`
+	}
+	e.must(http.StatusOK, "GET", "/v1/revenue?from="+now.Add(-time.Hour).Format(time.RFC3339)+"&to="+now.Add(time.Hour).Format(time.RFC3339),
+		prov, nil, &rev)
+	if len(rev.Totals) != 1 || rev.Totals[0].PlatformFee != "11.24" {
+		t.Errorf("revenue statement of the invoices paid = %+v; want the payouts' fee, 11.24", rev.Totals)
+	}
+}
+
+// taxedInvoice makes an open invoice of 100.00 and 21.00 tax from issuer
+// to customer, as finalization leaves it.
+func taxedInvoice(t *testing.T, e *testEnv, issuer, customer string) string {
+	t.Helper()
+	var id string
+	slug := "taxed-" + testenv.Suffix()
+	err := e.Pool.QueryRow(t.Context(), `WITH a AS (
+			INSERT INTO apis (organization_id, name, slug, upstream_url, version, created_by)
+			VALUES ($1, $3, $3, 'https://upstream.example', 'v1', 'prov') RETURNING id),
+		p AS (INSERT INTO plans (api_id, name, slug) SELECT id, 'Pro', 'pro' FROM a RETURNING id),
+		v AS (INSERT INTO plan_versions (plan_id, version, type, currency, base_fee, net_days, created_by)
+			SELECT id, 1, 'subscription', 'EUR', 100, 30, 'prov' FROM p RETURNING id),
+		s AS (INSERT INTO subscriptions (organization_id, subscriber, api_id, plan_version_id, current_period_start, current_period_end)
+			SELECT $2, 'cust', a.id, v.id, now(), now() + interval '1 month' FROM a, v RETURNING id)
+		INSERT INTO invoices (issuer_id, customer_id, subscription_id, status, number, currency, period_start, period_end,
+			subtotal, tax, total, amount_due, finalized_at, due_at)
+		SELECT $1, $2, s.id, 'open', 'INV-' || $3, 'EUR', now() - interval '1 month', now(), 100, 21, 121, 121, now(), now()
+		FROM s RETURNING id::text`, issuer, customer, slug).Scan(&id)
+	if err != nil {
+		t.Fatalf("make a taxed invoice: %v", err)
+	}
+	return id
 }
