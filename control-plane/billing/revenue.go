@@ -103,6 +103,8 @@ func (s *Service) Revenue(ctx context.Context, actor identity.Actor, issuer uuid
 
 // revenueStatement prices the platform fee of each row and totals them
 // per currency, in the order the currencies first appear.
+// payments.PlatformFee charges each payment of the payouts statement the
+// same fee of the same net: a change here is a change there.
 func revenueStatement(rows []db.RevenueByMonthAPIRow, feePercent decimal.Decimal) (Revenue, error) {
 	out := Revenue{PlatformFeePercent: feePercent, Lines: make([]RevenueLine, 0, len(rows)), Totals: []RevenueTotal{}}
 	totals := map[string]int{}
