@@ -71,46 +71,62 @@ func (s *Service) Webhook(ctx context.Context, provider string, payload []byte, 
 }
 
 // methodEvent records a customer's default payment method as the
-// provider reports it, once per event: a method saved by a completed
-// setup or made the default becomes the one collections use, and a
-// detached default is forgotten. Card details are kept as the summary
-// only.
+// provider reports it, once per event and in the order the provider made
+// the events (their created time, kept on the customer): an event older
+// than the one that last set the default changes nothing, so a late
+// delivery of an old card's setup cannot make it the default again. A
+// completed setup of Veil's or a default changed at the provider sets the
+// default; a detached default is forgotten; an attached method only
+// brings the card summary of the default. Card details are kept as the
+// summary only.
 func (s *Service) methodEvent(ctx context.Context, provider string, ev metering.WebhookEvent) error {
-	if ev.ID == "" || len(ev.ID) > 255 || ev.ProviderCustomerID == "" || ev.PaymentMethodID == "" {
-		s.log.Info("payment method event without its customer or method", "event", ev.ID, "type", ev.ProviderType)
+	if ev.ID == "" || len(ev.ID) > 255 || ev.ProviderCustomerID == "" || ev.PaymentMethodID == "" || ev.Created.IsZero() {
+		s.log.Info("payment method event without its customer, method or time", "event", ev.ID, "type", ev.ProviderType)
 		return nil
 	}
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		n, err := db.New(tx).EventInsert(ctx, db.EventInsertParams{Provider: provider, EventID: ev.ID, Type: string(ev.Type),
+	var newDefault bool
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		n, err := q.EventInsert(ctx, db.EventInsertParams{Provider: provider, EventID: ev.ID, Type: string(ev.Type),
 			ObjectID: ev.PaymentMethodID, ReceivedAt: s.now()})
 		if err != nil || n == 0 {
 			return err
 		}
-		if ev.Type == metering.WebhookPaymentMethodDetached {
-			_, err = tx.Exec(ctx, `UPDATE payment_customers SET default_pm_id = NULL, pm_brand = NULL, pm_last4 = NULL,
-					pm_exp_month = NULL, pm_exp_year = NULL, updated_at = now()
-				WHERE provider = $1 AND provider_customer_id = $2 AND default_pm_id = $3`,
-				provider, ev.ProviderCustomerID, ev.PaymentMethodID)
-			return err
-		}
 		var brand, last4 *string
-		var month, year *int
+		var month, year *int32
 		if c := ev.Card; c != nil && len(c.Last4) == 4 && c.ExpMonth >= 1 && c.ExpMonth <= 12 && c.ExpYear >= 2000 && c.ExpYear <= 2200 {
-			b := truncate(c.Brand, 32)
-			brand, last4, month, year = &b, &c.Last4, &c.ExpMonth, &c.ExpYear
+			b, m, y := truncate(c.Brand, 32), int32(c.ExpMonth), int32(c.ExpYear)
+			brand, last4, month, year = &b, &c.Last4, &m, &y
 		}
-		tag, err := tx.Exec(ctx, `UPDATE payment_customers SET default_pm_id = $3, pm_brand = $4, pm_last4 = $5,
-				pm_exp_month = $6, pm_exp_year = $7, updated_at = now()
-			WHERE provider = $1 AND provider_customer_id = $2`,
-			provider, ev.ProviderCustomerID, ev.PaymentMethodID, brand, last4, month, year)
+		at := ev.Created.UTC()
+		switch ev.Type {
+		case metering.WebhookPaymentMethodDetached:
+			n, err = q.CustomerMethodDetached(ctx, db.CustomerMethodDetachedParams{Provider: provider,
+				ProviderCustomerID: ev.ProviderCustomerID, PmID: &ev.PaymentMethodID, EventAt: &at})
+		case metering.WebhookPaymentMethodAttached:
+			if last4 == nil {
+				return nil
+			}
+			n, err = q.CustomerMethodCard(ctx, db.CustomerMethodCardParams{Provider: provider, ProviderCustomerID: ev.ProviderCustomerID,
+				PmID: &ev.PaymentMethodID, Brand: brand, Last4: last4, ExpMonth: month, ExpYear: year})
+		default:
+			n, err = q.CustomerMethodDefault(ctx, db.CustomerMethodDefaultParams{Provider: provider, ProviderCustomerID: ev.ProviderCustomerID,
+				PmID: &ev.PaymentMethodID, Brand: brand, Last4: last4, ExpMonth: month, ExpYear: year, EventAt: &at})
+		}
 		if err != nil {
 			return fmt.Errorf("record payment method: %w", err)
 		}
-		if tag.RowsAffected() == 0 {
-			s.log.Info("payment method of an unknown customer", "provider_customer", ev.ProviderCustomerID)
+		if n == 0 {
+			s.log.Info("payment method event changed nothing: an unknown customer, another method or an older event",
+				"event", ev.ID, "type", ev.ProviderType, "provider_customer", ev.ProviderCustomerID)
 		}
+		newDefault = n > 0 && ev.Type != metering.WebhookPaymentMethodDetached && ev.Type != metering.WebhookPaymentMethodAttached
 		return nil
 	})
+	if err == nil && newDefault {
+		s.PayAfterNewMethod(ctx, provider, ev.ProviderCustomerID)
+	}
+	return err
 }
 
 // Setup is what a portal needs to collect a payment method.
@@ -170,8 +186,8 @@ func (s *Service) PutSettings(ctx context.Context, actor identity.Actor, issuer 
 			return Settings{}, fmt.Errorf("set payment settings: %w: retry days 1 to 365", ErrInvalid)
 		}
 	}
-	var exists bool
-	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)`, issuer).Scan(&exists); err != nil {
+	exists, err := db.New(s.pool).OrganizationExists(ctx, issuer)
+	if err != nil {
 		return Settings{}, fmt.Errorf("read organization: %w", err)
 	}
 	if !exists {
@@ -183,7 +199,7 @@ func (s *Service) PutSettings(ctx context.Context, actor identity.Actor, issuer 
 	if st.RetryDays == nil {
 		st.RetryDays = DefaultRetryDays
 	}
-	err := audit.RecordNow(ctx, s.pool, audit.Change{
+	err = audit.RecordNow(ctx, s.pool, audit.Change{
 		Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: issuer, Action: "payment_settings.update",
 		TargetType: "organization", TargetID: issuer.String(),
 		After: map[string]any{"provider": st.Provider, "retry_days": st.RetryDays, "grace_days": st.GraceDays},

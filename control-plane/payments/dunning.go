@@ -47,12 +47,24 @@ func (s *Service) pastDue(ctx context.Context, tx pgx.Tx, p db.Payment, graceDay
 	return nil
 }
 
-// paid ends the dunning of the subscription of a paid invoice. Another
+// paid announces invoice.paid when the payment is what paid its invoice,
+// at now in this transaction (not when billing closed it before), and
+// ends the dunning of the subscription of the paid invoice. Another
 // invoice of the subscription whose payment failed for good dunns it
 // again, with a grace of its own from now (the subscriptions service
 // looks for it, as it does when an invoice is settled in billing): a
 // payment of one invoice does not let the other debts through.
 func (s *Service) paid(ctx context.Context, tx pgx.Tx, p db.Payment, now time.Time) error {
+	inv, err := db.New(tx).InvoicePaidAt(ctx, p.InvoiceID)
+	if err != nil {
+		return fmt.Errorf("read invoice: %w", err)
+	}
+	// Postgres keeps microseconds, which pgx truncates to.
+	if inv.Status == "paid" && inv.PaidAt != nil && inv.PaidAt.Equal(now.Truncate(time.Microsecond)) {
+		if _, err := s.invoicePaid(ctx, tx, p.InvoiceID); err != nil {
+			return err
+		}
+	}
 	if s.cfg.Dunning == nil {
 		return nil
 	}

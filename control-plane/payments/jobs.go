@@ -2,6 +2,7 @@ package payments
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -9,8 +10,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/veil-platform/veil/control-plane/audit"
+	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/payments/internal/db"
 	"github.com/veil-platform/veil/internal/periodic"
@@ -39,21 +42,142 @@ const cycleTimeout = 50 * time.Second
 // batch is how many items a step takes per run.
 const batch = 200
 
+// Profiles reads a customer's billing profile (a *billing.Service), which
+// its customer at a provider is made from.
+type Profiles interface {
+	BillingProfile(ctx context.Context, org uuid.UUID) (billing.Profile, bool, error)
+}
+
+// ManyInserter enqueues jobs inside a transaction (a *river.Client[pgx.Tx]).
+type ManyInserter interface {
+	InsertManyTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
+}
+
+// CollectInvoiceArgs is the collection of one invoice just finalized.
+type CollectInvoiceArgs struct {
+	InvoiceID uuid.UUID `json:"invoice_id"`
+}
+
+// Kind implements river.JobArgs.
+func (CollectInvoiceArgs) Kind() string { return "payments_collect_invoice" }
+
+// collectAttempts bounds a collect_invoice job's tries: what it leaves
+// undone, the payments cycle does.
+const collectAttempts = 5
+
+// BillingHook is billing's Payments (billing.Config.Payments): a finalized
+// invoice's collection is queued in the transaction that finalizes it, so
+// that it starts within seconds of the commit instead of at the next
+// cycle; a closed invoice's payment is canceled (InvoiceClosed).
+type BillingHook struct {
+	s    *Service
+	jobs ManyInserter
+}
+
+// BillingHook returns the Service's hook for billing, queuing its jobs
+// with jobs.
+func (s *Service) BillingHook(jobs ManyInserter) *BillingHook {
+	return &BillingHook{s: s, jobs: jobs}
+}
+
+// InvoicesFinalized queues the collection of the invoices ids, in tx.
+func (h *BillingHook) InvoicesFinalized(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) error {
+	params := make([]river.InsertManyParams, len(ids))
+	for i, id := range ids {
+		params[i] = river.InsertManyParams{Args: CollectInvoiceArgs{InvoiceID: id}, InsertOpts: &river.InsertOpts{MaxAttempts: collectAttempts}}
+	}
+	if _, err := h.jobs.InsertManyTx(ctx, tx, params); err != nil {
+		return fmt.Errorf("enqueue invoice collection: %w", err)
+	}
+	return nil
+}
+
+// InvoiceClosed is Service.InvoiceClosed.
+func (h *BillingHook) InvoiceClosed(ctx context.Context, invoiceID uuid.UUID, status string) error {
+	return h.s.InvoiceClosed(ctx, invoiceID, status)
+}
+
+// collectInvoiceWorker runs CollectInvoiceArgs.
+type collectInvoiceWorker struct {
+	river.WorkerDefaults[CollectInvoiceArgs]
+	s *Service
+}
+
+func (w *collectInvoiceWorker) Work(ctx context.Context, job *river.Job[CollectInvoiceArgs]) error {
+	return w.s.CollectInvoice(ctx, job.Args.InvoiceID)
+}
+
+func (w *collectInvoiceWorker) Timeout(*river.Job[CollectInvoiceArgs]) time.Duration {
+	return cycleTimeout
+}
+
+// CollectInvoice collects one invoice as the cycle would: one with nothing
+// due is marked paid, one of an issuer with payment settings is collected
+// (its customer made at the provider first); one no longer open, or of an
+// issuer without settings, is left alone. Running it twice charges once.
+func (s *Service) CollectInvoice(ctx context.Context, id uuid.UUID) error {
+	inv, err := db.New(s.pool).InvoiceToCollect(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read invoice: %w", err)
+	}
+	switch {
+	case inv.Status != "open":
+		return nil
+	case !inv.AmountDue.IsPositive():
+		_, err := s.payZero(ctx, id)
+		return err
+	case inv.Provider == "":
+		return nil
+	}
+	if !inv.Known {
+		if _, err := s.EnsureCustomer(ctx, inv.CustomerID, inv.Provider); err != nil {
+			return fmt.Errorf("collect invoice %s: %w", id, err)
+		}
+	}
+	if _, err := s.Collect(ctx, id); err != nil {
+		return fmt.Errorf("collect invoice %s: %w", id, err)
+	}
+	return nil
+}
+
+// CloseSettled cancels the payments still open of up to max invoices
+// billing closed (InvoiceClosed), should its word after the commit have
+// been lost. It returns how many it closed.
+func (s *Service) CloseSettled(ctx context.Context, max int) (int, error) {
+	rows, err := db.New(s.pool).PaymentsOfClosedInvoices(ctx, int32(max))
+	if err != nil {
+		return 0, fmt.Errorf("list payments of closed invoices: %w", err)
+	}
+	var errs []error
+	for _, r := range rows {
+		if err := s.InvoiceClosed(ctx, r.InvoiceID, r.Status); err != nil {
+			errs = append(errs, fmt.Errorf("close payment of invoice %s: %w", r.InvoiceID, err))
+		}
+	}
+	return len(rows) - len(errs), errors.Join(errs...)
+}
+
 // RegisterJobs adds the payments workers to w and returns their periodic
 // jobs. A cycle marks open invoices with nothing due paid, collects open
-// invoices that have no payment yet, makes the retries that are due and
-// reconciles attempts left unanswered; dunning_escalate, at the same
-// interval, suspends the past_due subscriptions whose grace ended
-// (EscalateDunning).
+// invoices that have no payment yet, makes the retries that are due,
+// reconciles attempts left unanswered and cancels the payments of
+// invoices billing closed; dunning_escalate, at the same interval,
+// suspends the past_due subscriptions whose grace ended
+// (EscalateDunning). payments_collect_invoice collects an invoice as soon
+// as billing finalized it (BillingHook).
 func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.PeriodicJob {
 	if every.Cycle <= 0 {
 		every.Cycle = time.Minute
 	}
+	river.AddWorker(w, &collectInvoiceWorker{s: s})
 	river.AddWorker(w, periodic.NewWorker[CycleArgs](func(ctx context.Context) error {
 		rep, err := s.RunCycle(ctx)
 		if rep != (CycleReport{}) {
 			s.log.InfoContext(ctx, "payments cycle", "paid_at_zero", rep.Zero, "collected", rep.Collected,
-				"retried", rep.Retried, "reconciled", rep.Reconciled)
+				"retried", rep.Retried, "reconciled", rep.Reconciled, "closed", rep.Closed)
 		}
 		return err
 	}).WithTimeout(cycleTimeout))
@@ -68,7 +192,7 @@ func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.Per
 // marked paid, invoices whose collection started, retries made, attempts
 // reconciled.
 type CycleReport struct {
-	Zero, Collected, Retried, Reconciled int
+	Zero, Collected, Retried, Reconciled, Closed int
 }
 
 // RunCycle runs every payments step once. A step or an invoice that fails
@@ -76,51 +200,61 @@ type CycleReport struct {
 // returned together.
 func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
 	var rep CycleReport
-	var errs [4]error
-	rep.Zero, errs[0] = s.PayZeroInvoices(ctx, batch)
-	rep.Collected, errs[1] = s.CollectNew(ctx, batch)
-	rep.Retried, errs[2] = s.RetryDue(ctx, batch)
-	rep.Reconciled, errs[3] = s.Reconcile(ctx, batch)
+	var errs [5]error
+	rep.Closed, errs[0] = s.CloseSettled(ctx, batch)
+	rep.Zero, errs[1] = s.PayZeroInvoices(ctx, batch)
+	rep.Collected, errs[2] = s.CollectNew(ctx, batch)
+	rep.Retried, errs[3] = s.RetryDue(ctx, batch)
+	rep.Reconciled, errs[4] = s.Reconcile(ctx, batch)
 	return rep, errors.Join(errs[:]...)
 }
 
 // PayZeroInvoices marks up to max open invoices with nothing due (a zero
 // total, or one the customer's credit covered) paid, as the system,
-// audited: there is nothing to collect, so nothing else would close them.
+// audited and announced: there is nothing to collect, so nothing else
+// would close them.
 func (s *Service) PayZeroInvoices(ctx context.Context, max int) (int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, issuer_id FROM invoices
-		WHERE status = 'open' AND amount_due = 0 ORDER BY finalized_at, id LIMIT $1`, max)
-	if err != nil {
-		return 0, fmt.Errorf("list invoices with nothing due: %w", err)
-	}
-	type invoice struct{ id, issuer uuid.UUID }
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (invoice, error) {
-		var i invoice
-		return i, r.Scan(&i.id, &i.issuer)
-	})
+	items, err := db.New(s.pool).InvoicesNothingDue(ctx, int32(max))
 	if err != nil {
 		return 0, fmt.Errorf("list invoices with nothing due: %w", err)
 	}
 	n := 0
 	for _, inv := range items {
-		err := s.inTx(ctx, func(tx pgx.Tx) error {
-			now := s.now()
-			done, err := db.New(tx).InvoiceMarkPaid(ctx, db.InvoiceMarkPaidParams{ID: inv.id, At: &now})
-			if err != nil || done == 0 {
-				return err
-			}
-			n++
-			return audit.Record(ctx, tx, audit.Change{
-				Actor: identity.System.Subject, ActorRole: string(identity.System.Role), OrganizationID: inv.issuer,
-				Action: "invoice.mark_paid", TargetType: "invoice", TargetID: inv.id.String(),
-				Before: map[string]any{"status": "open"}, After: map[string]any{"status": "paid", "amount_due": "0"},
-			})
-		})
+		done, err := s.payZero(ctx, inv.ID)
 		if err != nil {
-			return n, fmt.Errorf("mark invoice %s paid: %w", inv.id, err)
+			return n, err
+		}
+		if done {
+			n++
 		}
 	}
 	return n, nil
+}
+
+// payZero marks an open invoice with nothing due paid, audited, and
+// announces invoice.paid; false when it is no longer such an invoice.
+func (s *Service) payZero(ctx context.Context, id uuid.UUID) (done bool, err error) {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		now := s.now()
+		n, err := db.New(tx).InvoiceMarkPaidNothingDue(ctx, db.InvoiceMarkPaidNothingDueParams{ID: id, At: &now})
+		if err != nil || n == 0 {
+			return err
+		}
+		done = true
+		sum, err := s.invoicePaid(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Change{
+			Actor: identity.System.Subject, ActorRole: string(identity.System.Role), OrganizationID: sum.IssuerID,
+			Action: "invoice.mark_paid", TargetType: "invoice", TargetID: id.String(),
+			Before: map[string]any{"status": "open"}, After: map[string]any{"status": "paid", "amount_due": "0"},
+		})
+	})
+	if err != nil {
+		return false, fmt.Errorf("mark invoice %s paid: %w", id, err)
+	}
+	return done, nil
 }
 
 // CollectNew starts the payment of up to max open invoices with an amount
@@ -130,38 +264,21 @@ func (s *Service) PayZeroInvoices(ctx context.Context, max int) (int, error) {
 // the customer is asked to pay). An invoice that fails does not stop the
 // others.
 func (s *Service) CollectNew(ctx context.Context, max int) (int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT i.id, i.customer_id, s.provider,
-			EXISTS (SELECT 1 FROM payment_customers c WHERE c.customer_id = i.customer_id AND c.provider = s.provider)
-		FROM invoices i JOIN payment_settings s ON s.issuer_id = i.issuer_id
-		WHERE i.status = 'open' AND i.amount_due > 0
-		  AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.invoice_id = i.id)
-		ORDER BY i.finalized_at, i.id LIMIT $1`, max)
-	if err != nil {
-		return 0, fmt.Errorf("list invoices to collect: %w", err)
-	}
-	type invoice struct {
-		id, customer uuid.UUID
-		provider     string
-		known        bool
-	}
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (invoice, error) {
-		var i invoice
-		return i, r.Scan(&i.id, &i.customer, &i.provider, &i.known)
-	})
+	items, err := db.New(s.pool).InvoicesToCollect(ctx, int32(max))
 	if err != nil {
 		return 0, fmt.Errorf("list invoices to collect: %w", err)
 	}
 	var errs []error
 	n := 0
 	for _, inv := range items {
-		if !inv.known {
-			if _, err := s.EnsureCustomer(ctx, inv.customer, inv.provider); err != nil {
-				errs = append(errs, fmt.Errorf("collect invoice %s: %w", inv.id, err))
+		if !inv.Known {
+			if _, err := s.EnsureCustomer(ctx, inv.CustomerID, inv.Provider); err != nil {
+				errs = append(errs, fmt.Errorf("collect invoice %s: %w", inv.ID, err))
 				continue
 			}
 		}
-		if _, err := s.Collect(ctx, inv.id); err != nil {
-			errs = append(errs, fmt.Errorf("collect invoice %s: %w", inv.id, err))
+		if _, err := s.Collect(ctx, inv.ID); err != nil {
+			errs = append(errs, fmt.Errorf("collect invoice %s: %w", inv.ID, err))
 			continue
 		}
 		n++
@@ -189,8 +306,13 @@ func (s *Service) RetryDue(ctx context.Context, max int) (int, error) {
 }
 
 // EnsureCustomer returns the customer's customer at provider, creating it
-// there and recording it when there is none yet. The idempotency key is
-// the customer's own, so that two callers at once get the same one.
+// there and recording it when there is none yet. The request is committed
+// first, with its idempotency key and parameters (the billing profile as
+// it is then): callers at once, and a caller repeating after a crash or a
+// timeout, send the same key with the same parameters and get the same
+// customer; once the provider has forgotten the key (keyLifetime), a new
+// request with a new key is made. The customer recorded first is returned
+// to every caller.
 func (s *Service) EnsureCustomer(ctx context.Context, customer uuid.UUID, provider string) (metering.CustomerRef, error) {
 	prov := s.cfg.Providers[provider]
 	if prov == nil {
@@ -203,27 +325,80 @@ func (s *Service) EnsureCustomer(ctx context.Context, customer uuid.UUID, provid
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return metering.CustomerRef{}, fmt.Errorf("read payment customer: %w", err)
 	}
-	in := metering.CustomerInput{CustomerID: customer.String(), IdempotencyKey: "veil-cus-" + customer.String() + "-1"}
-	a := &in.Address
-	err = s.pool.QueryRow(ctx, `SELECT COALESCE(p.legal_name, o.name), COALESCE(p.email, ''), COALESCE(p.tax_id, ''),
-			COALESCE(p.address_line1, ''), COALESCE(p.address_line2, ''), COALESCE(p.postal_code, ''), COALESCE(p.city, ''),
-			COALESCE(p.region, ''), COALESCE(p.country, '')
-		FROM organizations o LEFT JOIN billing_profiles p ON p.organization_id = o.id WHERE o.id = $1`, customer).
-		Scan(&in.Name, &in.Email, &in.TaxID, &a.Line1, &a.Line2, &a.PostalCode, &a.City, &a.State, &a.Country)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return metering.CustomerRef{}, fmt.Errorf("ensure payment customer: %w: organization %s", ErrNotFound, customer)
-	}
+	in, err := s.customerRequest(ctx, customer, provider)
 	if err != nil {
-		return metering.CustomerRef{}, fmt.Errorf("read billing profile: %w", err)
+		return metering.CustomerRef{}, err
 	}
 	ref, err := prov.EnsureCustomer(ctx, in)
 	if err != nil {
 		return metering.CustomerRef{}, fmt.Errorf("ensure payment customer: %w", err)
 	}
 	// A payment method recorded meanwhile (a webhook) is kept.
-	if _, err := s.pool.Exec(ctx, `INSERT INTO payment_customers (customer_id, provider, provider_customer_id)
-		VALUES ($1, $2, $3) ON CONFLICT (customer_id, provider) DO NOTHING`, customer, provider, ref.ID); err != nil {
+	id, err := db.New(s.pool).CustomerRecord(ctx, db.CustomerRecordParams{CustomerID: customer, Provider: provider, ProviderCustomerID: ref.ID})
+	if err != nil {
 		return metering.CustomerRef{}, fmt.Errorf("record payment customer: %w", err)
 	}
-	return ref, nil
+	if id != ref.ID {
+		s.log.WarnContext(ctx, "a second customer made at the provider; the first recorded is kept", "customer", customer,
+			"provider", provider, "kept", id, "unused", ref.ID)
+	}
+	return metering.CustomerRef{Provider: provider, ID: id}, nil
+}
+
+// customerParams are the stored parameters of a customer's creation at a
+// provider.
+type customerParams struct {
+	Name    string           `json:"name"`
+	Email   string           `json:"email"`
+	TaxID   string           `json:"tax_id"`
+	Address metering.Address `json:"address"`
+}
+
+// customerRequest commits the request that creates customer's customer at
+// provider (a new one unless one younger than keyLifetime is recorded)
+// and returns it as recorded.
+func (s *Service) customerRequest(ctx context.Context, customer uuid.UUID, provider string) (metering.CustomerInput, error) {
+	params, err := s.customerProfile(ctx, customer)
+	if err != nil {
+		return metering.CustomerInput{}, err
+	}
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return metering.CustomerInput{}, fmt.Errorf("encode payment customer: %w", err)
+	}
+	var req db.CustomerRequestGetRow
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		now := s.now()
+		if err := q.CustomerRequestClaim(ctx, db.CustomerRequestClaimParams{CustomerID: customer, Provider: provider,
+			Params: raw, Now: now, Stale: now.Add(-keyLifetime)}); err != nil {
+			return fmt.Errorf("record payment customer request: %w", err)
+		}
+		req, err = q.CustomerRequestGet(ctx, db.CustomerRequestGetParams{CustomerID: customer, Provider: provider})
+		return err
+	})
+	if err != nil {
+		return metering.CustomerInput{}, fmt.Errorf("record payment customer request: %w", err)
+	}
+	var stored customerParams
+	if err := json.Unmarshal(req.Params, &stored); err != nil {
+		return metering.CustomerInput{}, fmt.Errorf("decode payment customer request: %w", err)
+	}
+	return metering.CustomerInput{CustomerID: customer.String(), Name: stored.Name, Email: stored.Email, TaxID: stored.TaxID,
+		Address: stored.Address, IdempotencyKey: fmt.Sprintf("veil-cus-%s-%d", customer, req.KeyNo)}, nil
+}
+
+// customerProfile is what the provider is told of customer: its billing
+// profile, or its organization's name without one.
+func (s *Service) customerProfile(ctx context.Context, customer uuid.UUID) (customerParams, error) {
+	p, err := db.New(s.pool).CustomerBillingProfile(ctx, customer)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return customerParams{}, fmt.Errorf("ensure payment customer: %w: organization %s", ErrNotFound, customer)
+	}
+	if err != nil {
+		return customerParams{}, fmt.Errorf("read billing profile: %w", err)
+	}
+	return customerParams{Name: p.Name, Email: p.Email, TaxID: p.TaxID, Address: metering.Address{
+		Line1: p.Line1, Line2: p.Line2, PostalCode: p.PostalCode, City: p.City, State: p.Region, Country: p.Country,
+	}}, nil
 }

@@ -1,0 +1,110 @@
+-- Customers at providers, their payment methods, and the lists the
+-- payments cycle and its jobs work through.
+
+-- name: InvoicesNothingDue :many
+SELECT id, issuer_id FROM invoices
+WHERE status = 'open' AND amount_due = 0 ORDER BY finalized_at, id LIMIT @max;
+
+-- InvoicesToCollect lists open invoices with an amount due and no payment
+-- yet, of issuers with payment settings, and whether their customer has a
+-- customer at the issuer's provider.
+-- name: InvoicesToCollect :many
+SELECT i.id, i.customer_id, s.provider,
+    EXISTS (SELECT 1 FROM payment_customers c WHERE c.customer_id = i.customer_id AND c.provider = s.provider) AS known
+FROM invoices i JOIN payment_settings s ON s.issuer_id = i.issuer_id
+WHERE i.status = 'open' AND i.amount_due > 0
+    AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.invoice_id = i.id)
+ORDER BY i.finalized_at, i.id LIMIT @max;
+
+-- InvoiceToCollect reads what the collection of one invoice needs to
+-- decide: its status and amount due, its issuer's provider ('' without
+-- payment settings), whether its customer is known there.
+-- name: InvoiceToCollect :one
+SELECT i.issuer_id, i.customer_id, i.status::text AS status, i.amount_due, COALESCE(s.provider, '')::text AS provider,
+    EXISTS (SELECT 1 FROM payment_customers c WHERE c.customer_id = i.customer_id AND c.provider = s.provider) AS known
+FROM invoices i LEFT JOIN payment_settings s ON s.issuer_id = i.issuer_id
+WHERE i.id = $1;
+
+-- name: InvoiceMarkPaidNothingDue :execrows
+UPDATE invoices SET status = 'paid', paid_at = @at, updated_at = now()
+WHERE id = @id AND status = 'open' AND amount_due = 0;
+
+-- name: OrganizationName :one
+SELECT name FROM organizations WHERE id = $1;
+
+-- name: OrganizationExists :one
+SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1);
+
+-- CustomerRequestClaim records the request that creates a customer's
+-- customer at a provider: a first one, or a new key number with new
+-- parameters once the last one is older than stale (the provider forgot
+-- its key). A younger one is left as it is, to be sent again.
+-- name: CustomerRequestClaim :exec
+INSERT INTO payment_customer_requests AS r (customer_id, provider, key_no, params, created_at)
+VALUES (@customer_id, @provider, 1, @params, @now)
+ON CONFLICT (customer_id, provider) DO UPDATE SET key_no = r.key_no + 1, params = EXCLUDED.params,
+    created_at = EXCLUDED.created_at
+WHERE r.created_at < @stale;
+
+-- name: CustomerRequestGet :one
+SELECT key_no, params FROM payment_customer_requests WHERE customer_id = $1 AND provider = $2;
+
+-- CustomerRecord records the customer's customer at the provider and
+-- returns the one recorded: a concurrent caller's, if it came first.
+-- name: CustomerRecord :one
+INSERT INTO payment_customers AS c (customer_id, provider, provider_customer_id)
+VALUES (@customer_id, @provider, @provider_customer_id)
+ON CONFLICT (customer_id, provider) DO UPDATE SET customer_id = c.customer_id
+RETURNING provider_customer_id;
+
+-- CustomerMethodDefault makes pm the customer's default payment method,
+-- unless an event newer than event_at set it. The card summary is the
+-- one given, or the one kept when the method stays the same.
+-- name: CustomerMethodDefault :execrows
+UPDATE payment_customers SET default_pm_id = @pm_id,
+    pm_brand = CASE WHEN sqlc.narg(last4)::text IS NULL AND default_pm_id = @pm_id THEN pm_brand ELSE sqlc.narg(brand) END,
+    pm_last4 = CASE WHEN sqlc.narg(last4)::text IS NULL AND default_pm_id = @pm_id THEN pm_last4 ELSE sqlc.narg(last4) END,
+    pm_exp_month = CASE WHEN sqlc.narg(last4)::text IS NULL AND default_pm_id = @pm_id THEN pm_exp_month ELSE sqlc.narg(exp_month) END,
+    pm_exp_year = CASE WHEN sqlc.narg(last4)::text IS NULL AND default_pm_id = @pm_id THEN pm_exp_year ELSE sqlc.narg(exp_year) END,
+    pm_event_at = @event_at, updated_at = now()
+WHERE provider = @provider AND provider_customer_id = @provider_customer_id
+    AND (pm_event_at IS NULL OR pm_event_at <= @event_at);
+
+-- CustomerMethodCard records the card summary of the customer's default
+-- method (an attached method's event carries it; it changes no default).
+-- name: CustomerMethodCard :execrows
+UPDATE payment_customers SET pm_brand = @brand, pm_last4 = @last4, pm_exp_month = @exp_month, pm_exp_year = @exp_year,
+    updated_at = now()
+WHERE provider = @provider AND provider_customer_id = @provider_customer_id AND default_pm_id = @pm_id;
+
+-- CustomerMethodDetached forgets the customer's default method when it is
+-- pm, unless an event newer than event_at set it.
+-- name: CustomerMethodDetached :execrows
+UPDATE payment_customers SET default_pm_id = NULL, pm_brand = NULL, pm_last4 = NULL, pm_exp_month = NULL,
+    pm_exp_year = NULL, pm_event_at = @event_at, updated_at = now()
+WHERE provider = @provider AND provider_customer_id = @provider_customer_id AND default_pm_id = @pm_id
+    AND (pm_event_at IS NULL OR pm_event_at <= @event_at);
+
+-- PaymentsOfClosedInvoices lists payments still open (not succeeded, not
+-- canceled) of invoices no longer open: billing closed them and its word
+-- to payments was lost (a crash after the commit).
+-- name: PaymentsOfClosedInvoices :many
+SELECT p.invoice_id, i.status::text AS status FROM payments p JOIN invoices i ON i.id = p.invoice_id
+WHERE i.status IN ('paid', 'void', 'uncollectible') AND p.status NOT IN ('succeeded', 'canceled')
+ORDER BY p.invoice_id LIMIT @max;
+
+-- InvoiceSummary is an invoice as its events announce it (billing's
+-- invoice summary).
+-- name: InvoiceSummary :one
+SELECT id, number, status::text AS status, issuer_id, customer_id, subscription_id, currency,
+    period_start, period_end, total, amount_due, due_at
+FROM invoices WHERE id = $1;
+
+-- CustomerBillingProfile reads what a provider's customer is made from:
+-- the organization's billing profile, its name without one.
+-- name: CustomerBillingProfile :one
+SELECT COALESCE(p.legal_name, o.name)::text AS name, COALESCE(p.email, '')::text AS email, COALESCE(p.tax_id, '')::text AS tax_id,
+    COALESCE(p.address_line1, '')::text AS line1, COALESCE(p.address_line2, '')::text AS line2,
+    COALESCE(p.postal_code, '')::text AS postal_code, COALESCE(p.city, '')::text AS city,
+    COALESCE(p.region, '')::text AS region, COALESCE(p.country, '')::text AS country
+FROM organizations o LEFT JOIN billing_profiles p ON p.organization_id = o.id WHERE o.id = $1;
