@@ -14,6 +14,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/metering"
+	"github.com/veil-platform/veil/metering/stripepay"
 )
 
 var november = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
@@ -320,5 +321,50 @@ func TestPlatformFee(t *testing.T) {
 		if !got.Equal(d(c.want)) {
 			t.Errorf("PlatformFee(%s of %s, tax %s, %s%%) = %s; want %s", c.amount, c.total, c.tax, c.pct, got, c.want)
 		}
+	}
+}
+
+// Against the real stripe-mock: a payment collected through Stripe, its
+// success reported by a webhook event, and a partial refund through
+// Stripe land in the statement of the month they happened in, as the
+// service recorded them.
+func TestPayoutsThroughStripeMock(t *testing.T) {
+	f := setup(t, "stripe")
+	mock := testenv.StripeMock(t)
+	sp, err := stripepay.New(stripepay.Config{SecretKey: mock.Key, APIBase: mock.URL, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.stripe.PaymentProvider = sp
+	// Refunds are stamped by the database's clock: the service's is now.
+	f.clock.Set(time.Now().UTC())
+	month := f.clock.Now().Format(MonthLayout)
+	cust := f.customer("stripe", "pm_card_visa")
+	inv := f.invoice(cust, "40.00")
+	if _, err := f.svc.Collect(f.ctx, inv); err != nil {
+		t.Fatalf("Collect through stripe-mock = %v", err)
+	}
+	var pi, cus string
+	f.scan(&pi, `SELECT a.provider_payment_id FROM payment_attempts a JOIN payments p ON p.id = a.payment_id
+		WHERE p.invoice_id = $1 AND a.provider_payment_id IS NOT NULL`, inv)
+	f.scan(&cus, `SELECT provider_customer_id FROM payment_attempts WHERE provider_payment_id = $1`, pi)
+	err = f.svc.ApplyEvent(f.ctx, "stripe", metering.WebhookEvent{ID: "evt_" + testenv.Suffix(), Type: metering.WebhookPaymentSucceeded,
+		Provider: "stripe", ProviderPaymentID: pi, InvoiceID: inv.String(), Amount: metering.Money{Minor: 4000, Currency: "EUR"},
+		ProviderCustomerID: cus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Refund(f.ctx, f.provider, inv, decimal.RequireFromString("15.00"), "goodwill"); err != nil {
+		t.Fatalf("Refund through stripe-mock = %v", err)
+	}
+	p, err := f.svc.Payouts(f.ctx, f.provider, f.issuer, month)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Payments) != 1 || p.Payments[0].InvoiceID != inv || len(p.Refunds) != 1 || p.Refunds[0].ProviderRefundID == "" ||
+		len(p.Totals) != 1 || !p.Totals[0].Collected.Equal(decimal.RequireFromString("40")) ||
+		!p.Totals[0].Refunded.Equal(decimal.RequireFromString("15")) || !p.Totals[0].Owed.Equal(decimal.RequireFromString("25")) {
+		t.Errorf("Payouts(%s) after stripe-mock = payments %+v, refunds %+v, totals %+v; want 40.00 collected, 15.00 refunded, 25.00 owed",
+			month, p.Payments, p.Refunds, p.Totals)
 	}
 }
