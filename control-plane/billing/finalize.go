@@ -207,6 +207,11 @@ type Payments interface {
 	InvoiceClosed(ctx context.Context, invoiceID uuid.UUID, status string) error
 }
 
+// SetPayments sets Config.Payments, for a payments service built after
+// billing (it reads billing's profiles and credits); call it before the
+// service is used.
+func (s *Service) SetPayments(p Payments) { s.cfg.Payments = p }
+
 // finalized tells payments, in tx, that the invoices ids were finalized.
 func (s *Service) finalized(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) error {
 	if s.cfg.Payments == nil || len(ids) == 0 {
