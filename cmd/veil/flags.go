@@ -101,6 +101,29 @@ func (f *flags) Duration(p *time.Duration, name, env string, def time.Duration, 
 	f.fs.DurationVar(p, name, def, help(usage, env))
 }
 
+// Secret reads a secret from the environment only, never from a flag
+// (the command line is visible to every local user in ps and
+// /proc/<pid>/cmdline): env, or the file env_FILE names (its trailing
+// newline dropped), for secrets mounted as files. Both set, or a file that
+// cannot be read, is an error.
+func (f *flags) Secret(p *string, env string) {
+	v, set := os.LookupEnv(env)
+	file, fromFile := os.LookupEnv(env + "_FILE")
+	switch {
+	case set && fromFile:
+		f.errs = append(f.errs, fmt.Errorf("%s and %s_FILE are both set: want one", env, env))
+	case fromFile:
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s_FILE: %w", env, err))
+			return
+		}
+		*p = strings.TrimRight(string(b), "\r\n")
+	case set:
+		*p = v
+	}
+}
+
 // Parse parses args and reports the first bad environment variable.
 func (f *flags) Parse(args []string) error {
 	if err := f.fs.Parse(args); err != nil {
