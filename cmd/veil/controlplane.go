@@ -495,7 +495,7 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 	}); err != nil {
 		return svc, err
 	}
-	if svc.pays, err = newPayments(p.pool, cp.payments, svc.hooks, svc.subs, logger); err != nil {
+	if svc.pays, err = newPayments(p.pool, cp.payments, svc.hooks, svc.subs, svc.billing, logger); err != nil {
 		return svc, err
 	}
 	if cp.pricingDir != "" {
@@ -513,7 +513,8 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 // Stripe with a secret key, the manual provider with a bank account; a
 // payment that fails for good makes its subscription past due through
 // dunning (the subscriptions service).
-func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, dunning payments.Dunning, logger *slog.Logger) (*payments.Service, error) {
+func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, dunning payments.Dunning, credits payments.CreditLedger,
+	logger *slog.Logger) (*payments.Service, error) {
 	providers := map[string]metering.PaymentProvider{}
 	if pf.stripeSecretKey != "" {
 		sp, err := stripepay.New(stripepay.Config{SecretKey: pf.stripeSecretKey, WebhookSecret: pf.stripeWebhookSecret,
@@ -539,7 +540,8 @@ func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, du
 	}
 	slices.Sort(names)
 	logger.Info("payment providers", "configured", names)
-	return payments.New(payments.Config{Pool: pool, Providers: providers, Logger: logger, Publisher: pub, Dunning: dunning})
+	return payments.New(payments.Config{Pool: pool, Providers: providers, Logger: logger, Publisher: pub, Dunning: dunning,
+		Credits: credits})
 }
 
 // newMailer sends notices to people through SMTP, or only logs them when no

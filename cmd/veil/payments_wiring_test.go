@@ -41,7 +41,7 @@ func TestNewPaymentsWiresDunning(t *testing.T) {
 	ctx := t.Context()
 	pool := testenv.Postgres(t)
 	spy := &dunningSpy{}
-	svc, err := newPayments(pool, paymentFlags{bankHolder: "Acme APIs GmbH", bankIBAN: "DE89370400440532013000"}, nil, spy, testenv.Logger(t))
+	svc, err := newPayments(pool, paymentFlags{bankHolder: "Acme APIs GmbH", bankIBAN: "DE89370400440532013000"}, nil, spy, nil, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

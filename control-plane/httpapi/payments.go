@@ -83,12 +83,13 @@ func (a *api) invoicePayment(w http.ResponseWriter, r *http.Request) error {
 }
 
 type refundJSON struct {
-	ID        string `json:"id"`
-	InvoiceID string `json:"invoice_id"`
-	Currency  string `json:"currency"`
-	Amount    string `json:"amount"`
-	Reason    string `json:"reason"`
-	Status    string `json:"status"`
+	ID          string `json:"id"`
+	InvoiceID   string `json:"invoice_id"`
+	Currency    string `json:"currency"`
+	Amount      string `json:"amount"`
+	Reason      string `json:"reason"`
+	Status      string `json:"status"`
+	Destination string `json:"destination"`
 }
 
 func (a *api) refundInvoice(w http.ResponseWriter, r *http.Request) error {
@@ -97,8 +98,9 @@ func (a *api) refundInvoice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var in struct {
-		Amount *decimal.Decimal `json:"amount"`
-		Reason string           `json:"reason"`
+		Amount      *decimal.Decimal `json:"amount"`
+		Reason      string           `json:"reason"`
+		Destination string           `json:"destination"`
 	}
 	if err := decodeOptional(r, &in); err != nil {
 		return err
@@ -106,6 +108,14 @@ func (a *api) refundInvoice(w http.ResponseWriter, r *http.Request) error {
 	var v validation.Error
 	if in.Amount != nil && !in.Amount.IsPositive() {
 		v.Add("amount", "must be above zero; leave it out to refund what is left")
+	}
+	refund := a.cfg.Payments.Refund
+	switch in.Destination {
+	case "", payments.DestinationPaymentMethod:
+	case payments.DestinationCreditBalance:
+		refund = a.cfg.Payments.RefundToCredit
+	default:
+		v.Add("destination", "must be payment_method or credit_balance")
 	}
 	if len(in.Reason) > 500 {
 		v.Add("reason", "must be at most 500 bytes")
@@ -117,12 +127,12 @@ func (a *api) refundInvoice(w http.ResponseWriter, r *http.Request) error {
 	if in.Amount != nil {
 		amount = *in.Amount
 	}
-	rf, err := a.cfg.Payments.Refund(r.Context(), actorFrom(r), id, amount, in.Reason)
+	rf, err := refund(r.Context(), actorFrom(r), id, amount, in.Reason)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, refundJSON{ID: rf.ID.String(), InvoiceID: rf.InvoiceID.String(), Currency: rf.Amount.Currency,
-		Amount: money(rf.Amount.Currency, rf.Amount.Decimal()), Reason: rf.Reason, Status: rf.Status})
+		Amount: money(rf.Amount.Currency, rf.Amount.Decimal()), Reason: rf.Reason, Status: rf.Status, Destination: rf.Destination})
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/veil-platform/veil/control-plane/accounts"
+	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/drift"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
@@ -132,13 +133,17 @@ func newTestEnvWith(t *testing.T, adjust func(*httpapi.Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pays, err := payments.New(payments.Config{Pool: pool, Logger: logger, Publisher: hooks,
+	bill, err := billing.New(billing.Config{Pool: pool, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pays, err := payments.New(payments.Config{Pool: pool, Logger: logger, Publisher: hooks, Credits: bill,
 		Providers: map[string]metering.PaymentProvider{stripe.Name(): stripe, manual.Name(): manual}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := httpapi.Config{
-		Payments: pays, Pool: pool, Catalog: cat, Subscriptions: subs, Usage: metering.NewReader(ch), Quota: quotas, Drift: checker, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
+		Payments: pays, Billing: bill, Pool: pool, Catalog: cat, Subscriptions: subs, Usage: metering.NewReader(ch), Quota: quotas, Drift: checker, Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier,
 		Idempotency: idem, OpenAPI: schemas.OpenAPI, Logger: logger, PlanFiles: planFiles,
 	}
 	if adjust != nil {

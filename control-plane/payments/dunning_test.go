@@ -134,13 +134,15 @@ func (f *dunFixture) escalate(at time.Time, wantSuspended, wantReactivated int) 
 // after all (the customer paid), and returns when ApplyEvent returned.
 func (f *dunFixture) succeed() time.Time {
 	f.T.Helper()
-	var pi string
-	if err := f.Pool.QueryRow(f.Ctx, `SELECT provider_payment_id FROM payment_attempts WHERE payment_id = $1
-		ORDER BY attempt_no DESC LIMIT 1`, f.pay.ID).Scan(&pi); err != nil {
+	var pi, cus string
+	var amount metering.Money
+	if err := f.Pool.QueryRow(f.Ctx, `SELECT a.provider_payment_id, a.provider_customer_id, p.amount, p.currency
+		FROM payment_attempts a JOIN payments p ON p.id = a.payment_id WHERE a.payment_id = $1
+		ORDER BY a.attempt_no DESC LIMIT 1`, f.pay.ID).Scan(&pi, &cus, &amount.Minor, &amount.Currency); err != nil {
 		f.T.Fatal(err)
 	}
 	ev := metering.WebhookEvent{ID: "evt_paid_" + testenv.Suffix(), Type: metering.WebhookPaymentSucceeded, Provider: "stripe",
-		ProviderPaymentID: pi, InvoiceID: f.inv.String()}
+		ProviderPaymentID: pi, InvoiceID: f.inv.String(), Amount: amount, ProviderCustomerID: cus}
 	if err := f.svc.ApplyEvent(f.Ctx, "stripe", ev); err != nil {
 		f.T.Fatal(err)
 	}

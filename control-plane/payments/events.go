@@ -25,6 +25,15 @@ func (s *Service) ApplyEvent(ctx context.Context, provider string, ev metering.W
 	if ev.ID == "" || len(ev.ID) > 255 {
 		return fmt.Errorf("apply event: %w: event id", ErrInvalid)
 	}
+	if ev.Type == metering.WebhookPaymentRefunded {
+		// It says only how much of the charge is refunded in all: the
+		// charge's refunds at the provider say which, those made outside
+		// Veil included. Read before the event is recorded, so that an
+		// error leaves it for the provider to deliver again.
+		if err := s.syncCharge(ctx, provider, ev.ProviderPaymentID); err != nil {
+			return fmt.Errorf("apply event %s: %w", ev.ID, err)
+		}
+	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		n, err := q.EventInsert(ctx, db.EventInsertParams{Provider: provider, EventID: ev.ID, Type: string(ev.Type),
@@ -39,9 +48,9 @@ func (s *Service) ApplyEvent(ctx context.Context, provider string, ev metering.W
 		case metering.WebhookPaymentSucceeded, metering.WebhookPaymentFailed, metering.WebhookPaymentCanceled,
 			metering.WebhookPaymentProcessing, metering.WebhookPaymentRequiresAction:
 			return s.paymentEvent(ctx, tx, ev)
-		case metering.WebhookRefundSucceeded, metering.WebhookRefundFailed:
+		case metering.WebhookRefundSucceeded, metering.WebhookRefundFailed, metering.WebhookRefundPending:
 			return s.refundEvent(ctx, tx, ev)
-		case metering.WebhookDisputeOpened, metering.WebhookDisputeClosed:
+		case metering.WebhookDisputeOpened, metering.WebhookDisputeUpdated, metering.WebhookDisputeClosed:
 			return s.disputeEvent(ctx, tx, ev)
 		}
 		return nil
@@ -79,6 +88,9 @@ func (s *Service) paymentEvent(ctx context.Context, tx pgx.Tx, ev metering.Webho
 			s.log.Error("a payment succeeded that no open attempt is waiting for: check it and refund it if it is a second",
 				"provider_payment", ev.ProviderPaymentID, "invoice", ev.InvoiceID, "event", ev.ID)
 		}
+		return nil
+	}
+	if !s.sameCharge(*p, *att, ev.Amount, ev.ProviderCustomerID, ev.ProviderPaymentID) {
 		return nil
 	}
 	return s.settle(ctx, tx, *p, *att, outcome{PaymentResult: metering.PaymentResult{
@@ -127,23 +139,34 @@ func (s *Service) attemptOf(ctx context.Context, q *db.Queries, providerPaymentI
 	return &p, &att, nil
 }
 
-// refundEvent settles a pending refund.
+// refundEvent applies a refund's news: Veil's refund settles, one made
+// outside Veil is recorded (providerRefund).
 func (s *Service) refundEvent(ctx context.Context, tx pgx.Tx, ev metering.WebhookEvent) error {
-	q := db.New(tx)
-	rf, err := q.RefundByProviderID(ctx, &ev.ProviderRefundID)
+	st := map[metering.WebhookEventType]metering.RefundStatus{
+		metering.WebhookRefundSucceeded: metering.RefundSucceeded,
+		metering.WebhookRefundFailed:    metering.RefundFailed,
+		metering.WebhookRefundPending:   metering.RefundPending,
+	}[ev.Type]
+	return s.providerRefund(ctx, tx, ev.ProviderPaymentID, metering.RefundResult{ProviderRefundID: ev.ProviderRefundID,
+		Status: st, Amount: ev.Amount, FailureReason: ev.Reason, RefundID: ev.RefundID})
+}
+
+// syncCharge applies the refunds at the provider of a charge Veil made;
+// a charge it did not make, or a provider that cannot list, is left.
+func (s *Service) syncCharge(ctx context.Context, provider, pi string) error {
+	lister, ok := s.cfg.Providers[provider].(metering.RefundLister)
+	if !ok || pi == "" {
+		return nil
+	}
+	att, err := db.New(s.pool).AttemptByProviderID(ctx, &pi)
 	if errors.Is(err, pgx.ErrNoRows) {
-		s.log.Info("provider event about an unknown refund", "provider_refund", ev.ProviderRefundID)
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("read refund: %w", err)
+		return fmt.Errorf("read payment attempt: %w", err)
 	}
-	st := metering.RefundSucceeded
-	if ev.Type == metering.WebhookRefundFailed {
-		st = metering.RefundFailed
-	}
-	return s.settleRefund(ctx, tx, rf.PaymentID, rf.ID, metering.RefundResult{
-		ProviderRefundID: ev.ProviderRefundID, Status: st, FailureReason: ev.Reason})
+	_, err = s.syncRefunds(ctx, lister, att.PaymentID, pi)
+	return err
 }
 
 // disputeEvent records a dispute's opening or its close. A close that
@@ -177,9 +200,17 @@ func (s *Service) disputeEvent(ctx context.Context, tx pgx.Tx, ev metering.Webho
 			return fmt.Errorf("record dispute: %w", err)
 		}
 	}
+	if ev.Type == metering.WebhookDisputeUpdated {
+		if err := q.DisputeSetStatus(ctx, db.DisputeSetStatusParams{ProviderDisputeID: ev.ProviderDisputeID, Status: ev.Status}); err != nil {
+			return fmt.Errorf("record dispute: %w", err)
+		}
+	}
 	if closed != nil {
 		if err := q.DisputeClose(ctx, db.DisputeCloseParams{ProviderDisputeID: ev.ProviderDisputeID, Status: ev.Status, ClosedAt: closed}); err != nil {
 			return fmt.Errorf("close dispute: %w", err)
+		}
+		if ev.Status == "lost" && att.PaymentID != uuid.Nil {
+			return s.disputeLost(ctx, tx, att, ev)
 		}
 	}
 	return nil

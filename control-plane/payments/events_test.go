@@ -2,6 +2,7 @@ package payments
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,12 @@ import (
 func (f *fixture) apply(ev metering.WebhookEvent) {
 	f.t.Helper()
 	ev.Provider = "stripe"
+	// A payment's event carries its PaymentIntent's amount and customer,
+	// as Stripe renders it.
+	if amount, cur, cus, ok := f.fake.PaymentIntent(ev.ProviderPaymentID); ok && strings.HasPrefix(string(ev.Type), "payment.") &&
+		ev.Amount == (metering.Money{}) && ev.ProviderCustomerID == "" {
+		ev.Amount, ev.ProviderCustomerID = metering.Money{Minor: amount, Currency: strings.ToUpper(cur)}, cus
+	}
 	if err := f.svc.ApplyEvent(f.ctx, "stripe", ev); err != nil {
 		f.t.Fatalf("ApplyEvent(%s %s) = %v", ev.ID, ev.Type, err)
 	}

@@ -99,6 +99,9 @@ type Config struct {
 	// Dunning moves the subscriptions of invoices not paid (the
 	// subscriptions service); nil moves none.
 	Dunning Dunning
+	// Credits takes refunds to the credit balance (billing); nil refuses
+	// them.
+	Credits CreditLedger
 }
 
 // Service collects invoices.

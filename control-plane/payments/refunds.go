@@ -23,11 +23,25 @@ type Refund struct {
 	Amount    metering.Money
 	Reason    string
 	Status    string
+	// Destination: DestinationPaymentMethod or DestinationCreditBalance.
+	Destination string
+	// External: made outside Veil (the provider's dashboard).
+	External bool
 }
+
+// Where a refund goes.
+const (
+	// DestinationPaymentMethod: back to what paid, through the provider.
+	DestinationPaymentMethod = "payment_method"
+	// DestinationCreditBalance: to the customer's credit balance with the
+	// issuer, which its next invoices use; no money moves.
+	DestinationCreditBalance = "credit_balance"
+)
 
 func toRefund(r db.PaymentRefund) Refund {
 	return Refund{ID: r.ID, PaymentID: r.PaymentID, InvoiceID: r.InvoiceID,
-		Amount: metering.Money{Minor: r.Amount, Currency: r.Currency}, Reason: r.Reason, Status: r.Status}
+		Amount: metering.Money{Minor: r.Amount, Currency: r.Currency}, Reason: r.Reason, Status: r.Status,
+		Destination: r.Destination, External: r.External}
 }
 
 // Refund gives back amount (in the invoice's currency; zero: all that is
@@ -58,7 +72,7 @@ func (s *Service) Refund(ctx context.Context, actor identity.Actor, invoiceID uu
 		if prov = s.cfg.Providers[p.Provider]; prov == nil {
 			return fmt.Errorf("%w: provider %q", ErrNotConfigured, p.Provider)
 		}
-		if rf, in, err = s.startRefund(ctx, q, p, amount, reason, actor); err != nil {
+		if rf, in, err = s.startRefund(ctx, q, p, amount, reason, actor, DestinationPaymentMethod); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.Change{
@@ -88,9 +102,10 @@ func (s *Service) Refund(ctx context.Context, actor identity.Actor, invoiceID uu
 }
 
 // startRefund checks a refund against what is left of the payment and
-// inserts it pending.
+// inserts it: pending for the provider to make, or succeeded to the
+// credit balance.
 func (s *Service) startRefund(ctx context.Context, q *db.Queries, p db.Payment, amount decimal.Decimal, reason string,
-	actor identity.Actor) (db.PaymentRefund, metering.RefundInput, error) {
+	actor identity.Actor, dest string) (db.PaymentRefund, metering.RefundInput, error) {
 	var in metering.RefundInput
 	if p.Status != "succeeded" {
 		return db.PaymentRefund{}, in, ErrNotPaid
@@ -99,14 +114,24 @@ func (s *Service) startRefund(ctx context.Context, q *db.Queries, p db.Payment, 
 	if err != nil {
 		return db.PaymentRefund{}, in, fmt.Errorf("sum refunds: %w", err)
 	}
-	m := metering.Money{Minor: p.Amount - given, Currency: p.Currency}
+	// What a lost dispute took back cannot be given back again.
+	left := p.Amount - given - p.AmountDisputedLost
+	m := metering.Money{Minor: left, Currency: p.Currency}
 	if !amount.IsZero() {
 		if m, err = metering.MinorUnits(amount, p.Currency); err != nil {
 			return db.PaymentRefund{}, in, fmt.Errorf("refund: %w: %w", ErrInvalid, err)
 		}
 	}
-	if m.Minor <= 0 || m.Minor > p.Amount-given {
-		return db.PaymentRefund{}, in, fmt.Errorf("%w: %s asked, %d minor units left", ErrOverRefund, m, p.Amount-given)
+	if m.Minor <= 0 || m.Minor > left {
+		return db.PaymentRefund{}, in, fmt.Errorf("%w: %s asked, %d minor units left", ErrOverRefund, m, left)
+	}
+	if dest == DestinationCreditBalance {
+		rf, err := q.RefundInsertCredit(ctx, db.RefundInsertCreditParams{ID: uuid.New(), PaymentID: p.ID, InvoiceID: p.InvoiceID,
+			Amount: m.Minor, Currency: m.Currency, Reason: reason, Actor: actor.Subject, IdempotencyKey: "veil-credit-" + uuid.NewString()})
+		if err != nil {
+			return db.PaymentRefund{}, in, fmt.Errorf("insert refund: %w", err)
+		}
+		return rf, metering.RefundInput{Amount: m, Reason: reason}, nil
 	}
 	att, err := q.AttemptSucceededOf(ctx, p.ID)
 	if err != nil || att.ProviderPaymentID == nil {
@@ -118,7 +143,8 @@ func (s *Service) startRefund(ctx context.Context, q *db.Queries, p db.Payment, 
 	if err != nil {
 		return db.PaymentRefund{}, in, fmt.Errorf("insert refund: %w", err)
 	}
-	in = metering.RefundInput{ProviderPaymentID: *att.ProviderPaymentID, Amount: m, Reason: reason, IdempotencyKey: rf.IdempotencyKey}
+	in = metering.RefundInput{ProviderPaymentID: *att.ProviderPaymentID, Amount: m, Reason: reason, RefundID: rf.ID.String(),
+		IdempotencyKey: rf.IdempotencyKey}
 	return rf, in, nil
 }
 
@@ -147,7 +173,8 @@ func (s *Service) settleRefund(ctx context.Context, tx pgx.Tx, paymentID, refund
 	if err != nil {
 		return fmt.Errorf("record refund: %w", err)
 	}
-	if rf.Status != "succeeded" {
+	if rf.Status != "succeeded" || rf.StrayAttemptID != nil {
+		// A stray charge's refund gives back that charge, not the payment.
 		return nil
 	}
 	if err := q.PaymentAddRefunded(ctx, db.PaymentAddRefundedParams{ID: p.ID, Amount: rf.Amount}); err != nil {
@@ -155,4 +182,57 @@ func (s *Service) settleRefund(ctx context.Context, tx pgx.Tx, paymentID, refund
 	}
 	p.AmountRefunded += rf.Amount
 	return s.publish(ctx, tx, p, "payment.refunded")
+}
+
+// RefundToCredit gives back amount (zero: all that is left) of a paid
+// invoice's payment to the customer's credit balance with the issuer, for
+// the issuer's providers and admins: a "refund" entry of the credit
+// ledger, written with the refund, its audit and its announcement in one
+// transaction, and no provider call. It counts against the payment like
+// a refund through the provider.
+func (s *Service) RefundToCredit(ctx context.Context, actor identity.Actor, invoiceID uuid.UUID, amount decimal.Decimal, reason string) (Refund, error) {
+	if len(reason) > 500 || amount.IsNegative() {
+		return Refund{}, fmt.Errorf("refund: %w: amount below zero or reason over 500 bytes", ErrInvalid)
+	}
+	if s.cfg.Credits == nil {
+		return Refund{}, fmt.Errorf("%w: no credit ledger", ErrNotConfigured)
+	}
+	var rf db.PaymentRefund
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		p, err := q.PaymentLockByInvoice(ctx, invoiceID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock payment: %w", err)
+		}
+		if err := authorize(actor, p.IssuerID, p.CustomerID); err != nil {
+			return err
+		}
+		var in metering.RefundInput
+		if rf, in, err = s.startRefund(ctx, q, p, amount, reason, actor, DestinationCreditBalance); err != nil {
+			return err
+		}
+		if err := s.cfg.Credits.CreditRefund(ctx, tx, p.IssuerID, p.CustomerID, p.InvoiceID, p.Currency,
+			in.Amount.Decimal(), reason, actor.Subject); err != nil {
+			return fmt.Errorf("credit refund: %w", err)
+		}
+		if err := audit.Record(ctx, tx, audit.Change{
+			Actor: actor.Subject, ActorRole: string(actor.Role), OrganizationID: p.IssuerID, Action: "payment.refund",
+			TargetType: "invoice", TargetID: p.InvoiceID.String(),
+			After: map[string]any{"refund": rf.ID, "amount": in.Amount.String(), "reason": reason, "destination": DestinationCreditBalance},
+		}); err != nil {
+			return err
+		}
+		if err := q.PaymentAddRefunded(ctx, db.PaymentAddRefundedParams{ID: p.ID, Amount: rf.Amount}); err != nil {
+			return fmt.Errorf("record refunded amount: %w", err)
+		}
+		p.AmountRefunded += rf.Amount
+		return s.publish(ctx, tx, p, "payment.refunded")
+	})
+	if err != nil {
+		return Refund{}, err
+	}
+	return toRefund(rf), nil
 }

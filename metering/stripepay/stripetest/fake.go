@@ -156,6 +156,21 @@ func (s *Server) SetRefundStatus(id, status string) {
 	}
 }
 
+// PaymentIntent returns what a PaymentIntent's events carry: its amount
+// in Stripe's minor units, its currency and its customer.
+func (s *Server) PaymentIntent(id string) (amount int64, currency, customer string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pi := s.intents[id]
+	if pi == nil {
+		return 0, "", "", false
+	}
+	amount, _ = pi["amount"].(int64)
+	currency, _ = pi["currency"].(string)
+	customer, _ = pi["customer"].(string)
+	return amount, currency, customer, true
+}
+
 // AddDashboardRefund refunds amount of a PaymentIntent as a person in
 // Stripe's dashboard would: without Veil's metadata.
 func (s *Server) AddDashboardRefund(pi string, amount int64) map[string]any {
