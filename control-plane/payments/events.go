@@ -129,6 +129,11 @@ func (s *Service) attemptOf(ctx context.Context, q *db.Queries, providerPaymentI
 		return nil, nil, fmt.Errorf("lock payment: %w", err)
 	}
 	att, err = q.AttemptOpenOf(ctx, p.ID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// An attempt canceled while its call was under way: its success
+		// is refunded (settle), so it must be found.
+		att, err = q.AttemptInDoubtOf(ctx, p.ID)
+	}
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && att.ProviderPaymentID != nil) {
 		s.log.Info("provider event about no open attempt", "provider_payment", providerPaymentID, "invoice", invoiceID)
 		return nil, nil, nil

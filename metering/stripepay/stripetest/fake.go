@@ -196,6 +196,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, st, map[bool]string{true: "rate_limit", false: "api_error"}[st == 429], "", "try again")
 		return
 	}
+	if r.Method == http.MethodGet && kind == "payment_intents" && len(parts) == 2 && parts[1] == "search" {
+		s.search(w, r.URL.Query().Get("query"))
+		return
+	}
 	if r.Method == http.MethodGet {
 		s.get(w, kind, parts, r.URL.Query().Get("payment_intent"))
 		return
@@ -276,7 +280,8 @@ func (s *Server) post(kind string, parts []string, r *http.Request) (int, []byte
 		obj = map[string]any{"id": id, "object": "setup_intent", "customer": f.Get("customer"),
 			"usage": f.Get("usage"), "status": "requires_payment_method", "client_secret": id + "_secret_fake" + strconv.Itoa(s.seq)}
 	case kind == "payment_intents" && len(parts) == 1:
-		return s.createIntent(f.Get("amount"), f.Get("currency"), f.Get("customer"), f.Get("payment_method"), f.Get("metadata[veil_invoice_id]"))
+		return s.createIntent(f.Get("amount"), f.Get("currency"), f.Get("customer"), f.Get("payment_method"),
+			map[string]any{"veil_invoice_id": f.Get("metadata[veil_invoice_id]"), "veil_idempotency_key": f.Get("metadata[veil_idempotency_key]")})
 	case kind == "payment_intents" && len(parts) == 3 && parts[2] == "cancel" && s.intents[parts[1]] != nil:
 		obj = s.intents[parts[1]]
 		if obj["status"] == "succeeded" || obj["status"] == "canceled" {
@@ -312,15 +317,19 @@ func (s *Server) post(kind string, parts []string, r *http.Request) (int, []byte
 
 // createIntent confirms at once, as Veil always asks, with the outcome of
 // the payment method.
-func (s *Server) createIntent(amountS, currency, customer, pm, invoice string) (int, []byte) {
+func (s *Server) createIntent(amountS, currency, customer, pm string, meta map[string]any) (int, []byte) {
 	amount, err := strconv.ParseInt(amountS, 10, 64)
 	if err != nil || amount <= 0 {
 		return errorBody(http.StatusBadRequest, "invalid_request_error", "parameter_invalid_integer", "Invalid integer: amount", nil)
 	}
+	if amount < 50 && (currency == "eur" || currency == "usd") {
+		return errorBody(http.StatusBadRequest, "invalid_request_error", "amount_too_small",
+			"Amount must be at least 0.50", nil)
+	}
 	id := s.newID("pi")
 	pi := map[string]any{"id": id, "object": "payment_intent", "amount": amount, "currency": currency,
 		"customer": customer, "payment_method": pm, "client_secret": id + "_secret_fake" + strconv.Itoa(s.seq),
-		"metadata": map[string]any{"veil_invoice_id": invoice}, "status": "succeeded", "last_payment_error": nil}
+		"metadata": meta, "status": "succeeded", "last_payment_error": nil}
 	s.intents[id] = pi
 	s.creates["payment_intents"]++
 	decline := map[string]string{PMDeclined: "generic_decline", PMInsufficientFunds: "insufficient_funds"}[pm]
@@ -338,6 +347,31 @@ func (s *Server) createIntent(amountS, currency, customer, pm, invoice string) (
 	}
 	b, _ := json.Marshal(pi)
 	return http.StatusOK, b
+}
+
+// search answers a PaymentIntent search of metadata['k']:'v' terms
+// joined by AND, the only kind Veil makes.
+func (s *Server) search(w http.ResponseWriter, query string) {
+	data := []map[string]any{}
+	for _, pi := range s.intents {
+		if matches(pi, query) {
+			data = append(data, pi)
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"object": "search_result", "url": "/v1/payment_intents/search",
+		"has_more": false, "next_page": nil, "data": data})
+	write(w, http.StatusOK, b)
+}
+
+func matches(pi map[string]any, query string) bool {
+	meta, _ := pi["metadata"].(map[string]any)
+	for _, term := range strings.Split(query, " AND ") {
+		k, v, ok := strings.Cut(strings.TrimSpace(term), "']:'")
+		if !ok || !strings.HasPrefix(k, "metadata['") || meta[strings.TrimPrefix(k, "metadata['")] != strings.TrimSuffix(v, "'") {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) newID(prefix string) string {
