@@ -738,6 +738,7 @@ func (e PaymentProvider) Valid() bool {
 const (
 	PaymentStatusCanceled       PaymentStatus = "canceled"
 	PaymentStatusFailed         PaymentStatus = "failed"
+	PaymentStatusNeedsAttention PaymentStatus = "needs_attention"
 	PaymentStatusPending        PaymentStatus = "pending"
 	PaymentStatusProcessing     PaymentStatus = "processing"
 	PaymentStatusRequiresAction PaymentStatus = "requires_action"
@@ -750,6 +751,8 @@ func (e PaymentStatus) Valid() bool {
 	case PaymentStatusCanceled:
 		return true
 	case PaymentStatusFailed:
+		return true
+	case PaymentStatusNeedsAttention:
 		return true
 	case PaymentStatusPending:
 		return true
@@ -2771,7 +2774,7 @@ type Payment struct {
 	NextAttemptAt *time.Time         `json:"next_attempt_at"`
 	Provider      PaymentProvider    `json:"provider"`
 
-	// Status `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed.
+	// Status `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed (pay now makes another); `canceled`: the invoice was voided, paid outside payments or written off; `needs_attention`: the provider can never take this amount (below its minimum, above its maximum, not a whole number of its minor units): neither retried nor dunned, the issuer marks it paid by hand.
 	Status      PaymentStatus `json:"status"`
 	SucceededAt *time.Time    `json:"succeeded_at"`
 }
@@ -2779,7 +2782,7 @@ type Payment struct {
 // PaymentProvider defines model for Payment.Provider.
 type PaymentProvider string
 
-// PaymentStatus `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed.
+// PaymentStatus `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed (pay now makes another); `canceled`: the invoice was voided, paid outside payments or written off; `needs_attention`: the provider can never take this amount (below its minimum, above its maximum, not a whole number of its minor units): neither retried nor dunned, the issuer marks it paid by hand.
 type PaymentStatus string
 
 // PaymentAttempt defines model for PaymentAttempt.
@@ -2844,7 +2847,7 @@ type PaymentSettingsInput struct {
 	GraceDays *int                         `json:"grace_days,omitempty"`
 	Provider  PaymentSettingsInputProvider `json:"provider"`
 
-	// RetryDays Days after each failed attempt before the next; default [1, 3, 5, 7].
+	// RetryDays Days after the first failed attempt on which the next ones are made, ascending; default [1, 3, 5, 7]: retries on days 1, 3, 5 and 7, and the payment fails for good (its subscription past due) when the last fails.
 	RetryDays *[]int `json:"retry_days,omitempty"`
 }
 
@@ -4790,6 +4793,15 @@ type GetInvoicePaymentParams struct {
 
 // MarkPaymentPaidParams defines parameters for MarkPaymentPaid.
 type MarkPaymentPaidParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// RetryPaymentParams defines parameters for RetryPayment.
+type RetryPaymentParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 
@@ -6782,6 +6794,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
 	MarkPaymentPaid(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, body MarkPaymentPaidJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RetryPayment Pay an invoice now
+	//
+	// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited.
+	//
+	// **Who may call:** the invoice's customer's members, its issuer's providers, admins.
+	//
+	// Corresponds with POST /v1/invoices/{id}/payment/retry (the `RetryPayment` operationId).
+	RetryPayment(ctx context.Context, id openapi_types.UUID, params *RetryPaymentParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetInvoicePDF Download an invoice as PDF
 	//
@@ -9488,6 +9509,25 @@ func (c *Client) MarkPaymentPaidWithBody(ctx context.Context, id openapi_types.U
 // Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
 func (c *Client) MarkPaymentPaid(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, body MarkPaymentPaidJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewMarkPaymentPaidRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RetryPayment Pay an invoice now
+//
+// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited.
+//
+// **Who may call:** the invoice's customer's members, its issuer's providers, admins.
+//
+// Corresponds with POST /v1/invoices/{id}/payment/retry (the `RetryPayment` operationId).
+func (c *Client) RetryPayment(ctx context.Context, id openapi_types.UUID, params *RetryPaymentParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRetryPaymentRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -15262,6 +15302,66 @@ func NewMarkPaymentPaidRequestWithBody(server string, id openapi_types.UUID, par
 	return req, nil
 }
 
+// NewRetryPaymentRequest constructs an http.Request for the RetryPayment method
+func NewRetryPaymentRequest(server string, id openapi_types.UUID, params *RetryPaymentParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/invoices/%s/payment/retry", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetInvoicePDFRequest constructs an http.Request for the GetInvoicePDF method
 func NewGetInvoicePDFRequest(server string, id openapi_types.UUID, params *GetInvoicePDFParams) (*http.Request, error) {
 	var err error
@@ -20325,6 +20425,17 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/invoices/{id}/payment/mark-paid (the `MarkPaymentPaid` operationId).
 	MarkPaymentPaidWithResponse(ctx context.Context, id openapi_types.UUID, params *MarkPaymentPaidParams, body MarkPaymentPaidJSONRequestBody, reqEditors ...RequestEditorFn) (*MarkPaymentPaidResponse, error)
 
+	// RetryPaymentWithResponse Pay an invoice now
+	//
+	// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited.
+	//
+	// **Who may call:** the invoice's customer's members, its issuer's providers, admins.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/invoices/{id}/payment/retry (the `RetryPayment` operationId).
+	RetryPaymentWithResponse(ctx context.Context, id openapi_types.UUID, params *RetryPaymentParams, reqEditors ...RequestEditorFn) (*RetryPaymentResponse, error)
+
 	// GetInvoicePDFWithResponse Download an invoice as PDF
 	//
 	// The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
@@ -24484,6 +24595,59 @@ func (r MarkPaymentPaidResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r MarkPaymentPaidResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RetryPaymentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Payment
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RetryPaymentResponse) GetJSON200() *Payment {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RetryPaymentResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RetryPaymentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RetryPaymentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RetryPaymentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r RetryPaymentResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RetryPaymentResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -29329,6 +29493,23 @@ func (c *ClientWithResponses) MarkPaymentPaidWithResponse(ctx context.Context, i
 	return ParseMarkPaymentPaidResponse(rsp)
 }
 
+// RetryPaymentWithResponse Pay an invoice now
+//
+// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited.
+//
+// **Who may call:** the invoice's customer's members, its issuer's providers, admins.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/invoices/{id}/payment/retry (the `RetryPayment` operationId).
+func (c *ClientWithResponses) RetryPaymentWithResponse(ctx context.Context, id openapi_types.UUID, params *RetryPaymentParams, reqEditors ...RequestEditorFn) (*RetryPaymentResponse, error) {
+	rsp, err := c.RetryPayment(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRetryPaymentResponse(rsp)
+}
+
 // GetInvoicePDFWithResponse Download an invoice as PDF
 //
 // The invoice's document: issuer and customer (the customer's billing profile as the invoice cites it), number, dates, every line, totals, tax and any legal mention. Its text can be extracted. A draft prints as `Draft invoice DRAFT`.
@@ -32777,6 +32958,39 @@ func ParseMarkPaymentPaidResponse(rsp *http.Response) (*MarkPaymentPaidResponse,
 	}
 
 	response := &MarkPaymentPaidResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Payment
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRetryPaymentResponse parses an HTTP response from a RetryPaymentWithResponse call
+func ParseRetryPaymentResponse(rsp *http.Response) (*RetryPaymentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RetryPaymentResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
 	}

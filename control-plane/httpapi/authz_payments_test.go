@@ -62,6 +62,12 @@ func authzPaymentRows() []authzRow {
 			check: authzInvoiceStatus(billing.StatusPaid, billing.StatusOpen),
 		},
 		{
+			// Pay now of a transfer awaited: allowed to the customer's
+			// members and the issuer, and refused as under way.
+			route: "POST /v1/invoices/{id}/payment/retry", fixture: authzPayment(false),
+			want: authzWant{{401, 401}, {409, 404}, {409, 404}, {409, 409}},
+		},
+		{
 			route: "POST /v1/billing/payment-methods/setup",
 			body:  func(*authzCase) any { return map[string]any{"provider": "manual"} },
 			want:  authzWant{{401, 401}, {200, 200}, {200, 200}, {200, 200}},

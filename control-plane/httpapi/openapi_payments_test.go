@@ -87,4 +87,20 @@ func exercisePayments(t *testing.T, e *testEnv, c *contract, prov, other, admin 
 	c.call(http.StatusForbidden, "POST", markPaid, buyer, map[string]any{"reference": "TRX-9"})
 	c.call(http.StatusOK, "POST", markPaid, prov, map[string]any{"reference": "TRX-9"})
 	c.call(http.StatusConflict, "POST", markPaid, prov, map[string]any{"reference": "TRX-9"})
+
+	declined := e.openInvoice(acme, initech, "7.00")
+	setPM := func(pm string) {
+		if _, err := e.Pool.Exec(ctx, `UPDATE payment_customers SET default_pm_id = $2 WHERE customer_id = $1`, initech, pm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setPM(stripetest.PMDeclined)
+	if _, err := e.Payments.Collect(ctx, uuid.MustParse(declined)); err != nil {
+		t.Fatalf("collect: %v", err)
+	}
+	setPM(stripetest.PMProcessing)
+	retry := "/v1/invoices/" + declined + "/payment/retry"
+	c.call(http.StatusNotFound, "POST", retry, other, nil)
+	c.call(http.StatusOK, "POST", retry, buyer, nil)
+	c.call(http.StatusConflict, "POST", "/v1/invoices/"+second+"/payment/retry", buyer, nil)
 }

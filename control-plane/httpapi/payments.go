@@ -26,6 +26,7 @@ func (a *api) paymentRoutes(r chi.Router) {
 	r.Get(idPath("/v1/invoices/{id}/payment"), a.paymentsHandle(a.invoicePayment))
 	r.Post(idPath("/v1/invoices/{id}/refunds"), a.paymentsHandle(a.refundInvoice))
 	r.Post(idPath("/v1/invoices/{id}/payment/mark-paid"), a.paymentsHandle(a.markPaymentPaid))
+	r.Post(idPath("/v1/invoices/{id}/payment/retry"), a.paymentsHandle(a.retryPayment))
 	r.Post("/v1/billing/payment-methods/setup", a.paymentsHandle(a.setupPaymentMethod))
 }
 
@@ -158,6 +159,21 @@ func (a *api) markPaymentPaid(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// retryPayment is pay now: a new attempt at once, for the customer's
+// members and the issuer's providers and admins.
+func (a *api) retryPayment(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	p, err := a.cfg.Payments.PayNow(r.Context(), actorFrom(r), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toPaymentJSON(p, nil))
+	return nil
+}
+
 // setupPaymentMethod answers the client secret of a new setup: it is the
 // caller's to hand to the provider's script, and no cache may keep it.
 func (a *api) setupPaymentMethod(w http.ResponseWriter, r *http.Request) error {
@@ -258,6 +274,8 @@ func (a *api) paymentsProblem(w http.ResponseWriter, r *http.Request, err error)
 		d = problem.New(http.StatusConflict, "payments-not-configured", "Payments Not Configured", err.Error())
 	case errors.Is(err, payments.ErrNotPaid), errors.Is(err, payments.ErrPaymentState), errors.Is(err, payments.ErrInvoiceState):
 		d = problem.New(http.StatusConflict, "invalid-transition", "Invalid State Transition", err.Error())
+	case errors.Is(err, payments.ErrInFlight):
+		d = problem.New(http.StatusConflict, "payment-in-flight", "Payment Attempt Under Way", err.Error())
 	case errors.Is(err, payments.ErrOverRefund):
 		d = problem.New(http.StatusConflict, "over-refund", "Refund Exceeds Payment", err.Error())
 	case errors.Is(err, payments.ErrInvalid):
