@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,6 +70,27 @@ type stripeFront struct {
 	bodies   []string          // every request's form body
 	intents  []string          // the PaymentIntents created, in order
 	requests int
+	// Stripe's idempotency: a POST repeated with its Idempotency-Key gets
+	// the first answer again (or 400 idempotency_error when its
+	// parameters changed) and reaches stripe-mock, which keeps nothing,
+	// only once.
+	answered map[string]keyedAnswer
+	replayed int
+	// hold keeps the answers of PaymentIntent creations from the caller
+	// until it hangs up, each created id sent on held: a crash between the
+	// charge and its record.
+	hold bool
+	held chan string
+}
+
+// paramsKey carries a request's form body to the proxy's answer.
+type paramsKey struct{}
+
+// keyedAnswer is what a POST with an Idempotency-Key was answered.
+type keyedAnswer struct {
+	params string
+	status int
+	body   []byte
 }
 
 func newStripeFront(t *testing.T) *stripeFront {
@@ -78,7 +100,7 @@ func newStripeFront(t *testing.T) *stripeFront {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &stripeFront{status: map[string]string{}}
+	f := &stripeFront{status: map[string]string{}, answered: map[string]keyedAnswer{}, held: make(chan string, 10)}
 	proxy := &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
 		ModifyResponse: f.rewrite,
@@ -86,14 +108,62 @@ func newStripeFront(t *testing.T) *stripeFront {
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		key := r.Header.Get("Idempotency-Key")
+		if r.Method != http.MethodPost {
+			key = ""
+		} else if key != "" {
+			key = r.URL.Path + " " + key
+		}
 		f.mu.Lock()
 		f.requests++
 		f.bodies = append(f.bodies, r.Method+" "+r.URL.Path+" "+string(body))
+		first, seen := f.answered[key]
+		if seen {
+			f.replayed++
+		}
 		f.mu.Unlock()
-		proxy.ServeHTTP(w, r)
+		switch {
+		case seen && first.params != string(body):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters they were first used with."}}`))
+		case seen:
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Idempotent-Replayed", "true")
+			w.WriteHeader(first.status)
+			_, _ = w.Write(first.body)
+		default:
+			r = r.WithContext(context.WithValue(r.Context(), paramsKey{}, string(body)))
+			proxy.ServeHTTP(&recorder{ResponseWriter: w, front: f, key: key, params: string(body)}, r)
+		}
 	}))
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// recorder keeps the answer to a POST with an Idempotency-Key, for its
+// repeats.
+type recorder struct {
+	http.ResponseWriter
+	front       *stripeFront
+	key, params string
+	status      int
+}
+
+func (r *recorder) WriteHeader(status int) {
+	r.status = status
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.key != "" && r.status < 500 {
+		r.front.mu.Lock()
+		a := r.front.answered[r.key]
+		a.params, a.status, a.body = r.params, r.status, append(a.body, b...)
+		r.front.answered[r.key] = a
+		r.front.mu.Unlock()
+	}
+	return r.ResponseWriter.Write(b)
 }
 
 // rewrite sets the status of a PaymentIntent stripe-mock answered.
@@ -125,10 +195,23 @@ func (f *stripeFront) rewrite(resp *http.Response) error {
 	} else if s, ok := f.status[id]; ok {
 		st = s
 	}
+	hold := create && f.hold
 	f.mu.Unlock()
 	pi["status"], pi["last_payment_error"] = st, nil
 	if body, err = json.Marshal(pi); err != nil {
 		return err
+	}
+	if hold {
+		// The PaymentIntent exists (and its answer is kept for the key);
+		// the caller never reads it.
+		f.mu.Lock()
+		params, _ := resp.Request.Context().Value(paramsKey{}).(string)
+		f.answered[resp.Request.URL.Path+" "+resp.Request.Header.Get("Idempotency-Key")] = keyedAnswer{
+			params: params, status: http.StatusOK, body: body}
+		f.mu.Unlock()
+		f.held <- id
+		<-resp.Request.Context().Done()
+		return resp.Request.Context().Err()
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	resp.ContentLength = int64(len(body))
@@ -141,6 +224,22 @@ func (f *stripeFront) setStatus(id, status string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.status[id] = status
+}
+
+// holdCreates starts or stops holding the answers of PaymentIntent
+// creations.
+func (f *stripeFront) holdCreates(hold bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hold = hold
+}
+
+// counts returns how many PaymentIntents stripe-mock created and how many
+// POSTs the front answered from a key's first answer.
+func (f *stripeFront) counts() (created, replayed int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.intents), f.replayed
 }
 
 // sent returns every request body the front passed on.
@@ -164,21 +263,15 @@ type payPlane struct {
 	prov  string
 	admin string
 	plan  uuid.UUID
+	dir   string // the plan files
 }
 
-func newPayPlane(t *testing.T) *payPlane {
-	t.Helper()
-	ctx := t.Context()
-	p := &payPlane{t: t, m: newMeteredPlane(t, 1, "/gateway/payments-e2e"), front: newStripeFront(t)}
-	p.m.opts.periodRollEvery = time.Second
-	// Info, not warn: the secrets scan reads these logs, which should say
-	// as much as a production control plane's.
-	p.m.opts.logLevel = "info"
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "paid.yaml"), paidPlan)
+// startControlPlane starts (or starts again) the plane's control plane.
+func (p *payPlane) startControlPlane() {
+	t := p.t
 	addr := testenv.FreeLoopbackAddr(t)
 	args := append(p.m.e.args(addr, p.m.opts), "--billing-interval", "1s", "--billing-grace", "1s", "--payments-interval", "1s")
-	proc := startVeil(t, []string{"VEIL_PRICING_DIR=" + dir, "VEIL_STRIPE_SECRET_KEY=" + payStripeKey,
+	proc := startVeil(t, []string{"VEIL_PRICING_DIR=" + p.dir, "VEIL_STRIPE_SECRET_KEY=" + payStripeKey,
 		"VEIL_STRIPE_WEBHOOK_SECRET=" + payWebhookSecret, "VEIL_STRIPE_API_BASE=" + p.front.srv.URL}, args...)
 	p.c = &controlPlane{proc: proc, ClientWithResponses: newClient(t, "http://"+addr), URL: "http://" + addr}
 	t.Cleanup(func() {
@@ -187,6 +280,23 @@ func newPayPlane(t *testing.T) *payPlane {
 		}
 	})
 	proc.waitReady(t, p.c.URL+"/readyz", 60*time.Second)
+}
+
+func newPayPlane(t *testing.T) *payPlane {
+	t.Helper()
+	ctx := t.Context()
+	p := &payPlane{t: t, m: newMeteredPlane(t, 1, "/gateway/payments-e2e"), front: newStripeFront(t)}
+	p.m.opts.periodRollEvery = time.Second
+	// The control plane reads Kafka only for quota notices, which these
+	// tests do not need; without it a control plane started again after a
+	// crash does not wait for its dead consumer to leave the group.
+	p.m.opts.kafkaBrokers = ""
+	// Info, not warn: the secrets scan reads these logs, which should say
+	// as much as a production control plane's.
+	p.m.opts.logLevel = "info"
+	p.dir = t.TempDir()
+	writeFile(t, filepath.Join(p.dir, "paid.yaml"), paidPlan)
+	p.startControlPlane()
 	pipelinetest.StartProcessor(t, p.m.processorConfig(t, "payments-e2e", 100))
 	pool, err := pgxpool.New(ctx, p.m.e.pgURL)
 	if err != nil {
@@ -645,5 +755,57 @@ func (p *payPlane) lost(c *payer) {
 	p.waitInvoice(c, client.InvoiceStatusPaid, 30*time.Second)
 	if pay := p.payment(c); pay.Status != "succeeded" || len(pay.Attempts) != 1 {
 		t.Errorf("reconciled payment = %s with %d attempts; want succeeded with one", pay.Status, len(pay.Attempts))
+	}
+}
+
+// TestPaymentCrashBetweenChargeAndRecord kills the control plane (SIGKILL)
+// after Stripe created the PaymentIntent of an invoice and before the
+// control plane read the answer: its attempt stays creating, with its
+// idempotency key and no PaymentIntent. Started again, reconciliation
+// (the attempt made a minute old in Postgres) repeats the call with the
+// same key, which Stripe answers with the first call's PaymentIntent
+// (stripe-mock keeps nothing, so the front plays Stripe's idempotency):
+// one PaymentIntent, one attempt, and the invoice paid once by its
+// webhook.
+func TestPaymentCrashBetweenChargeAndRecord(t *testing.T) {
+	p := newPayPlane(t)
+	c := p.subscribe("globex")
+	p.setUpCard(c, "pm_card_visa")
+	p.front.holdCreates(true)
+	p.endPeriods(c)
+	var pi string
+	select {
+	case pi = <-p.front.held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no PaymentIntent created within 30s of the invoice")
+	}
+	p.c.kill()
+	p.front.holdCreates(false)
+	var status, key string
+	var recorded *string
+	if err := p.pool.QueryRow(t.Context(), `SELECT a.status, a.idempotency_key, a.provider_payment_id FROM payment_attempts a
+		JOIN payments y ON y.id = a.payment_id WHERE y.invoice_id = $1`, c.invoice.Id).Scan(&status, &key, &recorded); err != nil {
+		t.Fatal(err)
+	}
+	if status != "creating" || recorded != nil {
+		t.Fatalf("after the crash the attempt is %s with PaymentIntent %v; want creating without one", status, recorded)
+	}
+
+	p.startControlPlane()
+	if _, err := p.pool.Exec(t.Context(), `UPDATE payment_attempts SET updated_at = now() - interval '2 minutes'
+		WHERE idempotency_key = $1`, key); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.waitAttempt(c, 1, "processing"); got != pi {
+		t.Fatalf("after the restart the attempt has PaymentIntent %s; want the first call's %s", got, pi)
+	}
+	created, replayed := p.front.counts()
+	if created != 1 || replayed < 1 {
+		t.Fatalf("stripe-mock created %d PaymentIntents, %d calls answered from their key; want 1 and at least 1", created, replayed)
+	}
+	p.mustDeliver(c.intentEvent(t, "evt_ok_"+testenv.Suffix(), "payment_intent.succeeded", pi, "succeeded"))
+	pay := p.payment(c)
+	if pay.Status != "succeeded" || len(pay.Attempts) != 1 || p.invoiceStatus(c) != client.InvoiceStatusPaid {
+		t.Errorf("payment %s with %d attempts, invoice %s; want one succeeded attempt and paid", pay.Status, len(pay.Attempts), p.invoiceStatus(c))
 	}
 }
