@@ -177,7 +177,7 @@ func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.Per
 		rep, err := s.RunCycle(ctx)
 		if rep != (CycleReport{}) {
 			s.log.InfoContext(ctx, "payments cycle", "paid_at_zero", rep.Zero, "collected", rep.Collected,
-				"retried", rep.Retried, "reconciled", rep.Reconciled, "closed", rep.Closed)
+				"retried", rep.Retried, "reconciled", rep.Reconciled, "closed", rep.Closed, "refunds", rep.Refunds)
 		}
 		return err
 	}).WithTimeout(cycleTimeout))
@@ -190,9 +190,9 @@ func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.Per
 
 // CycleReport counts what a payments cycle did: invoices with nothing due
 // marked paid, invoices whose collection started, retries made, attempts
-// reconciled.
+// reconciled, refunds reconciled.
 type CycleReport struct {
-	Zero, Collected, Retried, Reconciled, Closed int
+	Zero, Collected, Retried, Reconciled, Closed, Refunds int
 }
 
 // RunCycle runs every payments step once. A step or an invoice that fails
@@ -200,12 +200,13 @@ type CycleReport struct {
 // returned together.
 func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
 	var rep CycleReport
-	var errs [5]error
+	var errs [6]error
 	rep.Closed, errs[0] = s.CloseSettled(ctx, batch)
 	rep.Zero, errs[1] = s.PayZeroInvoices(ctx, batch)
 	rep.Collected, errs[2] = s.CollectNew(ctx, batch)
 	rep.Retried, errs[3] = s.RetryDue(ctx, batch)
 	rep.Reconciled, errs[4] = s.Reconcile(ctx, batch)
+	rep.Refunds, errs[5] = s.ReconcileRefunds(ctx, batch)
 	return rep, errors.Join(errs[:]...)
 }
 
@@ -389,16 +390,25 @@ func (s *Service) customerRequest(ctx context.Context, customer uuid.UUID, provi
 }
 
 // customerProfile is what the provider is told of customer: its billing
-// profile, or its organization's name without one.
+// profile (Profiles), or its organization's name without one.
 func (s *Service) customerProfile(ctx context.Context, customer uuid.UUID) (customerParams, error) {
-	p, err := db.New(s.pool).CustomerBillingProfile(ctx, customer)
+	if s.cfg.Profiles != nil {
+		p, ok, err := s.cfg.Profiles.BillingProfile(ctx, customer)
+		if err != nil {
+			return customerParams{}, err
+		}
+		if ok {
+			return customerParams{Name: p.LegalName, Email: p.Email, TaxID: p.TaxID, Address: metering.Address{
+				Line1: p.AddressLine1, Line2: p.AddressLine2, PostalCode: p.PostalCode, City: p.City, State: p.Region, Country: p.Country,
+			}}, nil
+		}
+	}
+	name, err := db.New(s.pool).OrganizationName(ctx, customer)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return customerParams{}, fmt.Errorf("ensure payment customer: %w: organization %s", ErrNotFound, customer)
 	}
 	if err != nil {
-		return customerParams{}, fmt.Errorf("read billing profile: %w", err)
+		return customerParams{}, fmt.Errorf("read organization: %w", err)
 	}
-	return customerParams{Name: p.Name, Email: p.Email, TaxID: p.TaxID, Address: metering.Address{
-		Line1: p.Line1, Line2: p.Line2, PostalCode: p.PostalCode, City: p.City, State: p.Region, Country: p.Country,
-	}}, nil
+	return customerParams{Name: name}, nil
 }

@@ -126,6 +126,9 @@ func (s *Service) settleFound(ctx context.Context, paymentID, attemptID uuid.UUI
 		if res.Status == metering.PaymentPending || string(res.Status) == att.Status {
 			return nil
 		}
+		if res.ProviderPaymentID != "" && !s.sameCharge(p, att, res.Amount, res.ProviderCustomerID, res.ProviderPaymentID) {
+			return nil
+		}
 		return s.settle(ctx, tx, p, att, outcome{PaymentResult: res})
 	})
 	if err != nil {

@@ -313,7 +313,7 @@ func TestDisputeLost(t *testing.T) {
 // attempt's: a charge of another customer that names this invoice, or
 // the attempt's own charge with another amount, changes nothing.
 func TestPaymentEventMustMatchAttempt(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it reads a process-wide counter.
 	f := setup(t, "stripe")
 	other := f.fake.AddCustomer(stripetest.PMSucceeds)
 	inv := f.invoice(f.customer("stripe", stripetest.PMSucceeds), "15.00")
@@ -375,5 +375,47 @@ func TestRefundStripeMock(t *testing.T) {
 	f.scan(&providerID, `SELECT provider_refund_id FROM payment_refunds WHERE id = $1`, rf.ID)
 	if providerID == nil || *providerID == "" {
 		t.Errorf("refund through stripe-mock has no provider id")
+	}
+}
+
+// The payments cycle reconciles refunds too.
+func TestCycleReconcilesRefunds(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "stripe")
+	inv, _ := f.paid("20.00")
+	f.fake.DropAnswers("refunds", true)
+	rf, _ := f.svc.Refund(f.ctx, f.provider, inv, decimal.Zero, "")
+	f.fake.DropAnswers("refunds", false)
+	f.age(inv, 2*time.Minute)
+	rep, err := f.svc.RunCycle(f.ctx)
+	if err != nil || rep.Refunds != 1 || f.refundStatus(rf.ID) != "succeeded" {
+		t.Errorf("RunCycle = %+v, %v, refund %s; want one refund reconciled, succeeded", rep, err, f.refundStatus(rf.ID))
+	}
+}
+
+// Reconciliation applies a PaymentIntent's status only if it is the
+// attempt's own charge: of another customer, it changes nothing.
+func TestReconcileMustMatchAttempt(t *testing.T) {
+	// Not parallel: it reads a process-wide counter.
+	f := setup(t, "stripe")
+	inv := f.invoice(f.customer("stripe", stripetest.PMProcessing), "15.00")
+	if _, err := f.svc.Collect(f.ctx, inv); err != nil {
+		t.Fatal(err)
+	}
+	pi := f.stripe.lastResult().ProviderPaymentID
+	f.fake.SetPaymentIntentStatus(pi, "succeeded")
+	if _, err := f.pool.Exec(f.ctx, `UPDATE payment_attempts SET provider_customer_id = 'cus_someone_else' WHERE provider_payment_id = $1`, pi); err != nil {
+		t.Fatal(err)
+	}
+	before := metrics.GetOrCreateCounter(mismatchedName("payment")).Get()
+	f.clock.Advance(2 * time.Minute)
+	if _, err := f.svc.Reconcile(f.ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if p := f.payment(inv); p.Status != "processing" || f.invoiceStatus(inv) != "open" {
+		t.Errorf("after reconciling another customer's charge: payment %s, invoice %s; want processing, open", p.Status, f.invoiceStatus(inv))
+	}
+	if n := metrics.GetOrCreateCounter(mismatchedName("payment")).Get() - before; n < 1 {
+		t.Errorf("mismatches counted %d; want at least 1", n)
 	}
 }
