@@ -276,7 +276,8 @@ func (n *Notifier) howToPay(ctx context.Context, body *strings.Builder, inv db.N
 		fmt.Fprintf(body, "- the invoice: %s/v1/invoices/%s\n", n.cfg.PublicURL, inv.ID)
 	}
 	if inv.Provider == "stripe" {
-		body.WriteString("- add or replace your card (POST /v1/billing/payment-methods/setup, or your portal's billing page); the next attempt uses it\n")
+		fmt.Fprintf(body, "- pay now with your card on file: POST %s/v1/invoices/%s/payment/retry\n", n.cfg.PublicURL, inv.ID)
+		body.WriteString("- add or replace your card (POST /v1/billing/payment-methods/setup, or your portal's billing page): the next attempt uses it (a payment that failed for good is tried again at once)\n")
 	}
 	if prov := n.s.cfg.Providers["manual"]; prov != nil {
 		if ses, err := prov.SetupPaymentMethod(ctx, metering.SetupInput{}); err == nil && ses.Instructions != "" {

@@ -57,7 +57,8 @@ func TestPaymentNotices(t *testing.T) {
 	send(0)
 	m := mp.WaitMessages(t, email, 1, 10*time.Second)[0]
 	for _, want := range []string{"EUR 7.00", number, "attempt 1", "We will try again on 3 March 2026",
-		"https://veil.example.com/v1/invoices/" + inv.String(), "payment-methods/setup", "DE89370400440532013000"} {
+		"https://veil.example.com/v1/invoices/" + inv.String(), "https://veil.example.com/v1/invoices/" + inv.String() + "/payment/retry",
+		"payment-methods/setup", "DE89370400440532013000"} {
 		if !strings.Contains(m.Subject+"\n"+m.Text, want) {
 			t.Errorf("failed attempt notice %q\n%s\nwants %q", m.Subject, m.Text, want)
 		}
