@@ -495,7 +495,7 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 	}); err != nil {
 		return svc, err
 	}
-	if svc.pays, err = newPayments(p.pool, cp.payments, svc.hooks, svc.subs, svc.billing, logger); err != nil {
+	if svc.pays, err = newPayments(p.pool, cp.payments, svc.hooks, svc.subs, svc.billing, logger, set); err != nil {
 		return svc, err
 	}
 	if cp.pricingDir != "" {
@@ -514,7 +514,7 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 // payment that fails for good makes its subscription past due through
 // dunning (the subscriptions service).
 func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, dunning payments.Dunning, credits payments.CreditLedger,
-	logger *slog.Logger) (*payments.Service, error) {
+	logger *slog.Logger, set *metrics.Set) (*payments.Service, error) {
 	providers := map[string]metering.PaymentProvider{}
 	if pf.stripeSecretKey != "" {
 		sp, err := stripepay.New(stripepay.Config{SecretKey: pf.stripeSecretKey, WebhookSecret: pf.stripeWebhookSecret,
@@ -541,7 +541,7 @@ func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, du
 	slices.Sort(names)
 	logger.Info("payment providers", "configured", names)
 	return payments.New(payments.Config{Pool: pool, Providers: providers, Logger: logger, Publisher: pub, Dunning: dunning,
-		Credits: credits})
+		Credits: credits, Metrics: set})
 }
 
 // newMailer sends notices to people through SMTP, or only logs them when no

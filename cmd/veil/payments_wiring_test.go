@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
@@ -41,7 +42,7 @@ func TestNewPaymentsWiresDunning(t *testing.T) {
 	ctx := t.Context()
 	pool := testenv.Postgres(t)
 	spy := &dunningSpy{}
-	svc, err := newPayments(pool, paymentFlags{bankHolder: "Acme APIs GmbH", bankIBAN: "DE89370400440532013000"}, nil, spy, nil, testenv.Logger(t))
+	svc, err := newPayments(pool, paymentFlags{bankHolder: "Acme APIs GmbH", bankIBAN: "DE89370400440532013000"}, nil, spy, nil, testenv.Logger(t), metrics.NewSet())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,12 +23,14 @@
 package payments
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -102,6 +104,9 @@ type Config struct {
 	// Credits takes refunds to the credit balance (billing); nil refuses
 	// them.
 	Credits CreditLedger
+	// Metrics receives veil_controlplane_payment_stray_charges_total
+	// (default: a set of its own).
+	Metrics *metrics.Set
 }
 
 // Service collects invoices.
@@ -110,6 +115,9 @@ type Service struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
 	now  func() time.Time
+	// strayCharges counts successes a payment did not keep, each
+	// refunded; any is a person's to look at.
+	strayCharges *metrics.Counter
 }
 
 // New returns a Service.
@@ -128,7 +136,9 @@ func New(cfg Config) (*Service, error) {
 			return nil, fmt.Errorf("new payments: provider %q is registered under another name", name)
 		}
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: func() time.Time { return cfg.Now().UTC() }}, nil
+	cfg.Metrics = cmp.Or(cfg.Metrics, metrics.NewSet())
+	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: func() time.Time { return cfg.Now().UTC() },
+		strayCharges: cfg.Metrics.NewCounter(`veil_controlplane_payment_stray_charges_total`)}, nil
 }
 
 // Payment is an invoice's payment.

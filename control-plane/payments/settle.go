@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
@@ -100,10 +99,6 @@ func (s *Service) settle(ctx context.Context, tx pgx.Tx, p db.Payment, att db.Pa
 	}
 }
 
-// strayCharges counts successes a payment did not keep, each refunded;
-// any is a person's to look at.
-var strayCharges = metrics.NewCounter(`veil_controlplane_payment_stray_charges_total`)
-
 // isStray tells whether a success of att is one its payment cannot keep,
 // and the reason its refund gives.
 func (s *Service) isStray(ctx context.Context, q *db.Queries, p db.Payment, att db.PaymentAttempt) (bool, string, error) {
@@ -152,7 +147,7 @@ func (s *Service) strayCharge(ctx context.Context, tx pgx.Tx, p db.Payment, att 
 	if err != nil {
 		return fmt.Errorf("insert refund of a stray charge: %w", err)
 	}
-	strayCharges.Inc()
+	s.strayCharges.Inc()
 	s.log.Error("a payment succeeded that its invoice does not keep: it is refunded",
 		"payment", p.ID, "invoice", p.InvoiceID, "attempt", att.AttemptNo, "provider_payment", o.ProviderPaymentID,
 		"reason", reason, "refund", rf.ID)

@@ -94,6 +94,9 @@ func TestVoidDuringCallRefundsTheCharge(t *testing.T) {
 	if n := f.count(`SELECT count(*) FROM audit_log WHERE action = 'payment.stray_refund' AND target_id = $1`, inv.String()); n != 1 {
 		t.Errorf("%d audit entries of the stray charge; want 1", n)
 	}
+	if n := f.svc.strayCharges.Get(); n != 1 {
+		t.Errorf("stray charges counted = %d; want 1", n)
+	}
 	if n := f.count(`SELECT count(*) FROM payment_attempts WHERE provider_payment_id = $1 AND late_succeeded_at IS NOT NULL`, pi); n != 1 {
 		t.Errorf("the attempt does not record its late success")
 	}
