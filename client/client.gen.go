@@ -2291,6 +2291,9 @@ type Invoice struct {
 	// AmountDue The sum of the lines: total − credit applied, never below zero.
 	AmountDue string `json:"amount_due"`
 
+	// AmountRefunded In `GET /v1/invoices/{id}` of an invoice with a payment: what of it was refunded so far, to the payment method or the credit balance (refunds made in the provider's dashboard included); the refunds themselves are the payment's. Absent elsewhere.
+	AmountRefunded *string `json:"amount_refunded,omitempty"`
+
 	// BillingPeriodId The billing period it bills; null for a preview.
 	BillingPeriodId *openapi_types.UUID `json:"billing_period_id"`
 

@@ -15,6 +15,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/middleware"
+	"github.com/veil-platform/veil/control-plane/payments"
 	"github.com/veil-platform/veil/internal/pagination"
 	"github.com/veil-platform/veil/internal/problem"
 	"github.com/veil-platform/veil/internal/validation"
@@ -29,7 +30,7 @@ import (
 func (a *api) billingRoutes(r chi.Router) {
 	b := a.cfg.Billing
 	r.Get("/v1/invoices", a.billingHandle(a.listInvoices))
-	r.Get(idPath("/v1/invoices/{id}"), a.billingHandle(read(invoiceOut(b.Invoice))))
+	r.Get(idPath("/v1/invoices/{id}"), a.billingHandle(read(a.withRefunded(invoiceOut(b.Invoice)))))
 	r.Get(idPath("/v1/invoices/{id}/pdf"), a.billingHandle(a.invoicePDF))
 	r.Get(idPath("/v1/invoices/{id}/html"), a.billingHandle(a.invoiceHTML))
 	r.Post(idPath("/v1/invoices/{id}/finalize"), a.billingHandle(answer(http.StatusOK, writeJSON, invoiceOut(b.Finalize))))
@@ -66,13 +67,15 @@ func (a *api) adminBillingRoutes(r chi.Router) {
 // keep their full precision.
 type invoiceJSON struct {
 	billing.Invoice
-	Subtotal      string     `json:"subtotal"`
-	Discount      string     `json:"discount"`
-	Tax           string     `json:"tax"`
-	CreditApplied string     `json:"credit_applied"`
-	Total         string     `json:"total"`
-	AmountDue     string     `json:"amount_due"`
-	Lines         []lineJSON `json:"lines"`
+	Subtotal      string `json:"subtotal"`
+	Discount      string `json:"discount"`
+	Tax           string `json:"tax"`
+	CreditApplied string `json:"credit_applied"`
+	Total         string `json:"total"`
+	AmountDue     string `json:"amount_due"`
+	// AmountRefunded: of the invoice's payment, in GET /v1/invoices/{id}.
+	AmountRefunded *string    `json:"amount_refunded,omitempty"`
+	Lines          []lineJSON `json:"lines"`
 }
 
 type lineJSON struct {
@@ -207,6 +210,27 @@ func invoiceOut(do byID[billing.Invoice]) byID[invoiceJSON] {
 	return func(ctx context.Context, act identity.Actor, id uuid.UUID) (invoiceJSON, error) {
 		inv, err := do(ctx, act, id)
 		return toInvoiceJSON(inv), err
+	}
+}
+
+// withRefunded adds what of the invoice's payment was refunded, when it
+// has a payment the actor may see.
+func (a *api) withRefunded(do byID[invoiceJSON]) byID[invoiceJSON] {
+	return func(ctx context.Context, act identity.Actor, id uuid.UUID) (invoiceJSON, error) {
+		out, err := do(ctx, act, id)
+		if err != nil || a.cfg.Payments == nil {
+			return out, err
+		}
+		p, perr := a.cfg.Payments.Get(ctx, act, id)
+		if errors.Is(perr, payments.ErrNotFound) {
+			return out, nil
+		}
+		if perr != nil {
+			return out, perr
+		}
+		refunded := money(p.Refunded.Currency, p.Refunded.Decimal())
+		out.AmountRefunded = &refunded
+		return out, nil
 	}
 }
 

@@ -49,5 +49,12 @@ func TestRefundToCreditBalance(t *testing.T) {
 	if pay.AmountRefunded != "12.00" {
 		t.Errorf("payment amount_refunded = %s; want 12.00", pay.AmountRefunded)
 	}
+	var doc struct {
+		AmountRefunded *string `json:"amount_refunded"`
+	}
+	e.must(http.StatusOK, "GET", "/v1/invoices/"+inv, cons, nil, &doc)
+	if doc.AmountRefunded == nil || *doc.AmountRefunded != "12.00" {
+		t.Errorf("invoice amount_refunded = %v; want 12.00", doc.AmountRefunded)
+	}
 	e.must(http.StatusConflict, "POST", refunds, prov, map[string]any{"amount": "18.01", "destination": "credit_balance"}, nil)
 }
