@@ -254,6 +254,13 @@ func (a *api) stripeWebhook(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		_, err = a.cfg.Payments.Webhook(r.Context(), "stripe", body, r.Header)
 	}
+	// Stripe, or its webhook secret, not configured here: 503, which Stripe
+	// retries for days, until it is.
+	if errors.Is(err, metering.ErrPaymentUnsupported) || errors.Is(err, payments.ErrNotConfigured) {
+		problem.Write(w, problem.New(http.StatusServiceUnavailable, "payments-not-configured", "Payments Not Configured",
+			"Stripe webhooks are not configured on this control plane (VEIL_STRIPE_SECRET_KEY, VEIL_STRIPE_WEBHOOK_SECRET)"))
+		return
+	}
 	if err != nil {
 		a.paymentsProblem(w, r, err)
 		return
