@@ -57,16 +57,18 @@ base_fee: "20.00"
 // request goes on to stripe-mock, which checks it against Stripe's API
 // and answers with its fixture; stripe-mock decides no outcome (each
 // PaymentIntent it answers, created or retrieved, is
-// requires_payment_method with the fixture's last_payment_error), so the
-// front sets the one field the test decides: a PaymentIntent's status. A
-// created one is processing (a confirmation whose outcome Stripe's
-// webhook tells), a retrieved one what the test set for its id, else
-// processing. It records every request body, to check what Veil sends.
+// requires_payment_method with the fixture's last_payment_error, and a
+// retrieved one the fixture's amount and customer), so the front sets
+// what the test decides, a PaymentIntent's status, and what Stripe
+// would keep, the charge it was created with. A created one is
+// processing (a confirmation whose outcome Stripe's webhook tells), a
+// retrieved one what the test set for its id, else processing. It records every request body, to check what Veil sends.
 type stripeFront struct {
 	srv *httptest.Server
 
 	mu       sync.Mutex
 	status   map[string]string // PaymentIntent id → the status retrieving it answers
+	charge   map[string][3]any // PaymentIntent id → its amount, currency and customer as created
 	bodies   []string          // every request's form body
 	intents  []string          // the PaymentIntents created, in order
 	requests int
@@ -100,7 +102,7 @@ func newStripeFront(t *testing.T) *stripeFront {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &stripeFront{status: map[string]string{}, answered: map[string]keyedAnswer{}, held: make(chan string, 10)}
+	f := &stripeFront{status: map[string]string{}, charge: map[string][3]any{}, answered: map[string]keyedAnswer{}, held: make(chan string, 10)}
 	proxy := &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
 		ModifyResponse: f.rewrite,
@@ -192,8 +194,15 @@ func (f *stripeFront) rewrite(resp *http.Response) error {
 	st := "processing"
 	if create {
 		f.intents = append(f.intents, id)
-	} else if s, ok := f.status[id]; ok {
-		st = s
+		f.charge[id] = [3]any{pi["amount"], pi["currency"], pi["customer"]}
+	} else {
+		if s, ok := f.status[id]; ok {
+			st = s
+		}
+		// stripe-mock answers a retrieve with its fixture's charge.
+		if c, ok := f.charge[id]; ok {
+			pi["amount"], pi["currency"], pi["customer"] = c[0], c[1], c[2]
+		}
 	}
 	hold := create && f.hold
 	f.mu.Unlock()
