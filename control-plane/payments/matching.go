@@ -1,18 +1,15 @@
 package payments
 
 import (
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/veil-platform/veil/control-plane/payments/internal/db"
 	"github.com/veil-platform/veil/metering"
 )
 
 // mismatch logs and counts a provider object that names a Veil object it
-// does not match: another integration's, a forgery, or a bug to find. The
-// counter is in the process's default set, which the control plane's
-// metrics endpoint writes.
+// does not match: another integration's, a forgery, or a bug to find, in
+// Config.Metrics.
 func (s *Service) mismatch(kind string, args ...any) {
-	metrics.GetOrCreateCounter(mismatchedName(kind)).Inc()
+	s.cfg.Metrics.GetOrCreateCounter(mismatchedName(kind)).Inc()
 	s.log.Error("a provider "+kind+" does not match the Veil object it names: nothing changed", args...)
 }
 

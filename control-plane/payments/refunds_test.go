@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
@@ -313,7 +312,7 @@ func TestDisputeLost(t *testing.T) {
 // attempt's: a charge of another customer that names this invoice, or
 // the attempt's own charge with another amount, changes nothing.
 func TestPaymentEventMustMatchAttempt(t *testing.T) {
-	// Not parallel: it reads a process-wide counter.
+	t.Parallel()
 	f := setup(t, "stripe")
 	other := f.fake.AddCustomer(stripetest.PMSucceeds)
 	inv := f.invoice(f.customer("stripe", stripetest.PMSucceeds), "15.00")
@@ -328,7 +327,7 @@ func TestPaymentEventMustMatchAttempt(t *testing.T) {
 	_, _, cus, _ := f.fake.PaymentIntent(pi)
 	cent := metering.Money{Minor: 1, Currency: "EUR"}
 	right := metering.Money{Minor: 1500, Currency: "EUR"}
-	before := metrics.GetOrCreateCounter(mismatchedName("payment")).Get()
+	before := f.svc.cfg.Metrics.GetOrCreateCounter(mismatchedName("payment")).Get()
 	for _, ev := range []metering.WebhookEvent{
 		{ID: "evt_forged", ProviderPaymentID: "pi_forged", Amount: cent, ProviderCustomerID: other},
 		{ID: "evt_other_customer", ProviderPaymentID: "pi_forged2", Amount: right, ProviderCustomerID: other},
@@ -345,7 +344,7 @@ func TestPaymentEventMustMatchAttempt(t *testing.T) {
 		WHERE p.invoice_id = $1 AND a.provider_payment_id IS NOT NULL`, inv); n != 0 {
 		t.Errorf("%d attempts took a provider id from a mismatched event; want 0", n)
 	}
-	if n := metrics.GetOrCreateCounter(mismatchedName("payment")).Get() - before; n != 4 {
+	if n := f.svc.cfg.Metrics.GetOrCreateCounter(mismatchedName("payment")).Get() - before; n != 4 {
 		t.Errorf("mismatched payments counted %d; want 4", n)
 	}
 	f.apply(metering.WebhookEvent{ID: "evt_right", Type: metering.WebhookPaymentSucceeded, ProviderPaymentID: pi, Amount: right,
@@ -396,7 +395,7 @@ func TestCycleReconcilesRefunds(t *testing.T) {
 // Reconciliation applies a PaymentIntent's status only if it is the
 // attempt's own charge: of another customer, it changes nothing.
 func TestReconcileMustMatchAttempt(t *testing.T) {
-	// Not parallel: it reads a process-wide counter.
+	t.Parallel()
 	f := setup(t, "stripe")
 	inv := f.invoice(f.customer("stripe", stripetest.PMProcessing), "15.00")
 	if _, err := f.svc.Collect(f.ctx, inv); err != nil {
@@ -407,7 +406,7 @@ func TestReconcileMustMatchAttempt(t *testing.T) {
 	if _, err := f.pool.Exec(f.ctx, `UPDATE payment_attempts SET provider_customer_id = 'cus_someone_else' WHERE provider_payment_id = $1`, pi); err != nil {
 		t.Fatal(err)
 	}
-	before := metrics.GetOrCreateCounter(mismatchedName("payment")).Get()
+	before := f.svc.cfg.Metrics.GetOrCreateCounter(mismatchedName("payment")).Get()
 	f.clock.Advance(2 * time.Minute)
 	if _, err := f.svc.Reconcile(f.ctx, 10); err != nil {
 		t.Fatal(err)
@@ -415,7 +414,7 @@ func TestReconcileMustMatchAttempt(t *testing.T) {
 	if p := f.payment(inv); p.Status != "processing" || f.invoiceStatus(inv) != "open" {
 		t.Errorf("after reconciling another customer's charge: payment %s, invoice %s; want processing, open", p.Status, f.invoiceStatus(inv))
 	}
-	if n := metrics.GetOrCreateCounter(mismatchedName("payment")).Get() - before; n < 1 {
+	if n := f.svc.cfg.Metrics.GetOrCreateCounter(mismatchedName("payment")).Get() - before; n < 1 {
 		t.Errorf("mismatches counted %d; want at least 1", n)
 	}
 }
