@@ -39,6 +39,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/control-plane/webhooks"
+	"github.com/veil-platform/veil/ingest/caddyveil"
 	"github.com/veil-platform/veil/internal/apikey"
 	"github.com/veil-platform/veil/internal/broker"
 	"github.com/veil-platform/veil/internal/datastore"
@@ -120,10 +121,14 @@ type controlPlaneFlags struct {
 	billingSnapshotSource string
 	// payments configures the payment providers and the payments cycle.
 	payments paymentFlags
+	// publicURL is the control plane's public base URL, for links in
+	// payment notices (VEIL_PUBLIC_URL, as the gateway's 402).
+	publicURL string
 }
 
 // paymentFlags configure collection. Neither Stripe secret is logged or
-// stored: they live in the process's flags only.
+// stored, nor given on the command line (ps shows it): they come from the
+// environment or a file only (flags.Secret).
 type paymentFlags struct {
 	stripeSecretKey, stripeWebhookSecret, stripeAPIBase string
 	bankHolder, bankIBAN, bankBIC                       string
@@ -182,8 +187,12 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.Duration(&c.billingEvery, "billing-interval", "VEIL_BILLING_INTERVAL", time.Minute, "how often the billing cycle runs: periods recorded and closed, late usage recounted, draft invoices built, recomputed and finalized, overdue invoices marked")
 	f.Duration(&c.billingReview, "billing-review", "VEIL_BILLING_REVIEW", 0, "how long a draft invoice waits after it is built before it is finalized, for the provider to review it (0: the next billing cycle finalizes it)")
 	f.String(&c.billingSnapshotSource, "billing-snapshot-source", "VEIL_BILLING_SNAPSHOT_SOURCE", "rollup", "where a period's usage is counted when it closes: rollup (the billing roll-up's whole hours, usage_events for the rest) or base (usage_events alone: the same figures, slower)")
-	f.String(&c.payments.stripeSecretKey, "stripe-secret-key", "VEIL_STRIPE_SECRET_KEY", "", "Stripe API key, sk_test_… or sk_live_… (empty: Stripe is not configured, invoices of issuers set to stripe are not collected)")
-	f.String(&c.payments.stripeWebhookSecret, "stripe-webhook-secret", "VEIL_STRIPE_WEBHOOK_SECRET", "", "signing secret (whsec_…) of the Stripe webhook endpoint POST /v1/billing/stripe/webhook (empty: every delivery is refused)")
+	// Stripe's API key (sk_…; none: Stripe is not configured) and its
+	// webhook endpoint's signing secret (whsec_…; none: deliveries are
+	// answered 503), from the environment or a file only.
+	f.Secret(&c.payments.stripeSecretKey, "VEIL_STRIPE_SECRET_KEY")
+	f.Secret(&c.payments.stripeWebhookSecret, "VEIL_STRIPE_WEBHOOK_SECRET")
+	f.String(&c.publicURL, "public-url", "VEIL_PUBLIC_URL", "", "public base URL of the control plane or portal (https://veil.example.com), for the invoice links of payment notices (empty: none)")
 	f.String(&c.payments.stripeAPIBase, "stripe-api-base", "VEIL_STRIPE_API_BASE", "", "Stripe API base URL (empty: Stripe itself; http://127.0.0.1:12111 for stripe-mock)")
 	f.String(&c.payments.bankHolder, "bank-account-holder", "VEIL_BANK_ACCOUNT_HOLDER", "", "account holder of the bank account the manual provider's invoices are paid into by transfer")
 	f.String(&c.payments.bankIBAN, "bank-iban", "VEIL_BANK_IBAN", "", "IBAN of that account (empty: the manual provider is not configured)")
@@ -325,6 +334,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		svc.billing.RegisterJobs(workers, billing.JobSchedule{Cycle: cp.billingEvery}),
 		svc.billing.RegisterNoticeJobs(workers, 0),
 		svc.pays.RegisterJobs(workers, payments.JobSchedule{Cycle: cp.payments.every}),
+		svc.notices.RegisterJobs(workers, cp.payments.every),
 	)
 	if plane.clickhouse != nil {
 		periodic = append(periodic, plane.drift.RegisterJobs(workers, drift.JobSchedule{Check: cp.usageReconcileEvery})...)
@@ -377,6 +387,9 @@ func (cp controlPlaneFlags) validate() error {
 	if cp.billingSnapshotSource != "rollup" && cp.billingSnapshotSource != "base" {
 		return fmt.Errorf("--billing-snapshot-source must be rollup or base, not %q", cp.billingSnapshotSource)
 	}
+	if err := caddyveil.CheckPublicURL(cp.publicURL); err != nil {
+		return fmt.Errorf("VEIL_PUBLIC_URL: %w", err)
+	}
 	if cp.rescueAfter <= 50*time.Second {
 		return errors.New("--job-rescue-after must exceed the longest job timeout, 50s")
 	}
@@ -417,6 +430,7 @@ type services struct {
 	promos  *promotions.Service
 	billing *billing.Service
 	pays    *payments.Service
+	notices *payments.Notifier
 }
 
 // newServices builds the domain services on the plane's connections and job
@@ -495,9 +509,13 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 	}); err != nil {
 		return svc, err
 	}
-	if svc.pays, err = newPayments(p.pool, cp.payments, svc.hooks, svc.subs, svc.billing, logger, set); err != nil {
+	if svc.pays, err = newPayments(p.pool, cp.payments, svc.hooks, svc.subs, svc.billing, svc.billing, logger, set); err != nil {
 		return svc, err
 	}
+	// A finalized invoice is collected at once (a job queued in the
+	// finalizing transaction), a closed one's payment canceled.
+	svc.billing.SetPayments(svc.pays.BillingHook(p.river))
+	svc.notices = svc.pays.Notifier(payments.NotifierConfig{Mailer: mailer, Profiles: svc.billing, PublicURL: cp.publicURL})
 	if cp.pricingDir != "" {
 		if st, err := os.Stat(cp.pricingDir); err != nil || !st.IsDir() {
 			return svc, fmt.Errorf("VEIL_PRICING_DIR %s: not a readable directory", cp.pricingDir)
@@ -514,7 +532,7 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 // payment that fails for good makes its subscription past due through
 // dunning (the subscriptions service).
 func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, dunning payments.Dunning, credits payments.CreditLedger,
-	logger *slog.Logger, set *metrics.Set) (*payments.Service, error) {
+	profiles payments.Profiles, logger *slog.Logger, set *metrics.Set) (*payments.Service, error) {
 	providers := map[string]metering.PaymentProvider{}
 	if pf.stripeSecretKey != "" {
 		sp, err := stripepay.New(stripepay.Config{SecretKey: pf.stripeSecretKey, WebhookSecret: pf.stripeWebhookSecret,
@@ -541,7 +559,7 @@ func newPayments(pool *pgxpool.Pool, pf paymentFlags, pub payments.Publisher, du
 	slices.Sort(names)
 	logger.Info("payment providers", "configured", names)
 	return payments.New(payments.Config{Pool: pool, Providers: providers, Logger: logger, Publisher: pub, Dunning: dunning,
-		Credits: credits, Metrics: set})
+		Credits: credits, Profiles: profiles, Metrics: set})
 }
 
 // newMailer sends notices to people through SMTP, or only logs them when no

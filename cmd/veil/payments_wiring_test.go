@@ -42,7 +42,7 @@ func TestNewPaymentsWiresDunning(t *testing.T) {
 	ctx := t.Context()
 	pool := testenv.Postgres(t)
 	spy := &dunningSpy{}
-	svc, err := newPayments(pool, paymentFlags{bankHolder: "Acme APIs GmbH", bankIBAN: "DE89370400440532013000"}, nil, spy, nil, testenv.Logger(t), metrics.NewSet())
+	svc, err := newPayments(pool, paymentFlags{bankHolder: "Acme APIs GmbH", bankIBAN: "DE89370400440532013000"}, nil, spy, nil, nil, testenv.Logger(t), metrics.NewSet())
 	if err != nil {
 		t.Fatal(err)
 	}

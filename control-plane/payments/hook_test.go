@@ -120,10 +120,17 @@ func TestBillingCloseCancelsPayment(t *testing.T) {
 // Callers at once get one customer at the provider, the one recorded; a
 // caller after a crash that lost the answer sends the same key and
 // parameters (the request committed before the call), even with the
-// billing profile changed meanwhile, and gets the same customer.
+// billing profile changed meanwhile, and gets the same customer; once the
+// key's lifetime passed, a new request carries the billing profile
+// (billing's, through Profiles).
 func TestEnsureCustomerOnce(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "stripe")
+	bill, err := billing.New(billing.Config{Pool: f.pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc.cfg.Profiles = bill
 	org := testenvOrg(f)
 	var wg sync.WaitGroup
 	ids := make([]string, 8)

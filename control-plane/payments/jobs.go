@@ -390,16 +390,25 @@ func (s *Service) customerRequest(ctx context.Context, customer uuid.UUID, provi
 }
 
 // customerProfile is what the provider is told of customer: its billing
-// profile, or its organization's name without one.
+// profile (Profiles), or its organization's name without one.
 func (s *Service) customerProfile(ctx context.Context, customer uuid.UUID) (customerParams, error) {
-	p, err := db.New(s.pool).CustomerBillingProfile(ctx, customer)
+	if s.cfg.Profiles != nil {
+		p, ok, err := s.cfg.Profiles.BillingProfile(ctx, customer)
+		if err != nil {
+			return customerParams{}, err
+		}
+		if ok {
+			return customerParams{Name: p.LegalName, Email: p.Email, TaxID: p.TaxID, Address: metering.Address{
+				Line1: p.AddressLine1, Line2: p.AddressLine2, PostalCode: p.PostalCode, City: p.City, State: p.Region, Country: p.Country,
+			}}, nil
+		}
+	}
+	name, err := db.New(s.pool).OrganizationName(ctx, customer)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return customerParams{}, fmt.Errorf("ensure payment customer: %w: organization %s", ErrNotFound, customer)
 	}
 	if err != nil {
-		return customerParams{}, fmt.Errorf("read billing profile: %w", err)
+		return customerParams{}, fmt.Errorf("read organization: %w", err)
 	}
-	return customerParams{Name: p.Name, Email: p.Email, TaxID: p.TaxID, Address: metering.Address{
-		Line1: p.Line1, Line2: p.Line2, PostalCode: p.PostalCode, City: p.City, State: p.Region, Country: p.Country,
-	}}, nil
+	return customerParams{Name: name}, nil
 }

@@ -107,6 +107,10 @@ type Config struct {
 	// Metrics receives veil_controlplane_payment_stray_charges_total
 	// (default: a set of its own).
 	Metrics *metrics.Set
+	// Profiles gives the billing profile a customer's customer at a
+	// provider is made from (billing); nil, or no profile, gives its
+	// organization's name only.
+	Profiles Profiles
 }
 
 // Service collects invoices.

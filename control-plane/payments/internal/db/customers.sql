@@ -99,12 +99,3 @@ ORDER BY p.invoice_id LIMIT @max;
 SELECT id, number, status::text AS status, issuer_id, customer_id, subscription_id, currency,
     period_start, period_end, total, amount_due, due_at
 FROM invoices WHERE id = $1;
-
--- CustomerBillingProfile reads what a provider's customer is made from:
--- the organization's billing profile, its name without one.
--- name: CustomerBillingProfile :one
-SELECT COALESCE(p.legal_name, o.name)::text AS name, COALESCE(p.email, '')::text AS email, COALESCE(p.tax_id, '')::text AS tax_id,
-    COALESCE(p.address_line1, '')::text AS line1, COALESCE(p.address_line2, '')::text AS line2,
-    COALESCE(p.postal_code, '')::text AS postal_code, COALESCE(p.city, '')::text AS city,
-    COALESCE(p.region, '')::text AS region, COALESCE(p.country, '')::text AS country
-FROM organizations o LEFT JOIN billing_profiles p ON p.organization_id = o.id WHERE o.id = $1;

@@ -13,45 +13,6 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-const customerBillingProfile = `-- name: CustomerBillingProfile :one
-SELECT COALESCE(p.legal_name, o.name)::text AS name, COALESCE(p.email, '')::text AS email, COALESCE(p.tax_id, '')::text AS tax_id,
-    COALESCE(p.address_line1, '')::text AS line1, COALESCE(p.address_line2, '')::text AS line2,
-    COALESCE(p.postal_code, '')::text AS postal_code, COALESCE(p.city, '')::text AS city,
-    COALESCE(p.region, '')::text AS region, COALESCE(p.country, '')::text AS country
-FROM organizations o LEFT JOIN billing_profiles p ON p.organization_id = o.id WHERE o.id = $1
-`
-
-type CustomerBillingProfileRow struct {
-	Name       string
-	Email      string
-	TaxID      string
-	Line1      string
-	Line2      string
-	PostalCode string
-	City       string
-	Region     string
-	Country    string
-}
-
-// CustomerBillingProfile reads what a provider's customer is made from:
-// the organization's billing profile, its name without one.
-func (q *Queries) CustomerBillingProfile(ctx context.Context, id uuid.UUID) (CustomerBillingProfileRow, error) {
-	row := q.db.QueryRow(ctx, customerBillingProfile, id)
-	var i CustomerBillingProfileRow
-	err := row.Scan(
-		&i.Name,
-		&i.Email,
-		&i.TaxID,
-		&i.Line1,
-		&i.Line2,
-		&i.PostalCode,
-		&i.City,
-		&i.Region,
-		&i.Country,
-	)
-	return i, err
-}
-
 const customerMethodCard = `-- name: CustomerMethodCard :execrows
 UPDATE payment_customers SET pm_brand = $1, pm_last4 = $2, pm_exp_month = $3, pm_exp_year = $4,
     updated_at = now()
