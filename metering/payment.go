@@ -398,11 +398,13 @@ const (
 	// WebhookDisputeUpdated: a dispute's status changed (evidence under
 	// review); its outcome comes with WebhookDisputeClosed.
 	WebhookDisputeUpdated WebhookEventType = "dispute.updated"
-	// WebhookPaymentMethodAttached: a payment method was saved for the
-	// customer (a completed setup); Veil makes it the default.
+	// WebhookPaymentMethodAttached: a payment method was attached to the
+	// customer, for whatever purpose: it brings its card summary only,
+	// and makes no default.
 	WebhookPaymentMethodAttached WebhookEventType = "payment_method.attached"
-	// WebhookPaymentMethodDefault: the customer's default changed at the
-	// provider.
+	// WebhookPaymentMethodDefault: the method to collect with, from a
+	// completed setup of Veil's or the customer's default changed at the
+	// provider; applied in the order of the events' Created times.
 	WebhookPaymentMethodDefault  WebhookEventType = "payment_method.default_changed"
 	WebhookPaymentMethodDetached WebhookEventType = "payment_method.detached"
 	// WebhookIgnored: a verified event of a type Veil does not act on.
