@@ -418,3 +418,33 @@ func TestReconcileMustMatchAttempt(t *testing.T) {
 		t.Errorf("mismatches counted %d; want at least 1", n)
 	}
 }
+
+// A refund asked for before refunds carried their id, its answer lost:
+// the repeat with the id is refused as another request under the key,
+// and the repeat with the first call's own parameters gets its answer.
+func TestRefundRepeatedWithFirstParameters(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "stripe")
+	inv, pi := f.paid("20.00")
+	id := uuid.New()
+	key := "veil-refund-" + id.String()
+	if _, err := f.pool.Exec(f.ctx, `INSERT INTO payment_refunds (id, payment_id, invoice_id, amount, currency, actor, idempotency_key)
+		SELECT $1, id, invoice_id, 500, currency, 'prov', $2 FROM payments WHERE invoice_id = $3`, id, key, inv); err != nil {
+		t.Fatal(err)
+	}
+	first, err := f.stripe.Refund(f.ctx, metering.RefundInput{ProviderPaymentID: pi, Amount: metering.Money{Minor: 500, Currency: "EUR"},
+		IdempotencyKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.age(inv, 2*time.Minute)
+	if _, err := f.svc.ReconcileRefunds(f.ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	var got *string
+	f.scan(&got, `SELECT provider_refund_id FROM payment_refunds WHERE id = $1`, id)
+	if f.refundStatus(id) != "succeeded" || got == nil || *got != first.ProviderRefundID || f.fake.Creates("refunds") != 1 {
+		t.Errorf("after reconciliation: %s, %v, %d refunds at Stripe; want succeeded as %s, one refund",
+			f.refundStatus(id), got, f.fake.Creates("refunds"), first.ProviderRefundID)
+	}
+}

@@ -56,9 +56,20 @@ func (s *Service) reconcileRefund(ctx context.Context, r db.RefundsUnsettledRow)
 		return fmt.Errorf("touch refund: %w", err)
 	}
 	if r.ProviderRefundID == nil && r.KeyAlive {
-		res, err := prov.Refund(ctx, metering.RefundInput{ProviderPaymentID: *r.ProviderPaymentID,
+		in := metering.RefundInput{ProviderPaymentID: *r.ProviderPaymentID,
 			Amount: metering.Money{Minor: r.Amount, Currency: r.Currency}, Reason: r.Reason, RefundID: r.ID.String(),
-			IdempotencyKey: r.IdempotencyKey})
+			IdempotencyKey: r.IdempotencyKey}
+		res, err := prov.Refund(ctx, in)
+		if errors.Is(err, metering.ErrIdempotencyConflict) {
+			// The key reached the provider with other parameters: a refund
+			// asked for before refunds carried their id. Its own
+			// parameters get its answer replayed.
+			in.RefundID = ""
+			res, err = prov.Refund(ctx, in)
+		}
+		if errors.Is(err, metering.ErrIdempotencyConflict) {
+			return fmt.Errorf("repeat refund: %w", err)
+		}
 		if err != nil && !definite(err) {
 			return fmt.Errorf("repeat refund: %w", err)
 		}
