@@ -13,6 +13,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/metering"
+	"github.com/veil-platform/veil/metering/stripepay"
 	"github.com/veil-platform/veil/metering/stripepay/stripetest"
 )
 
@@ -227,5 +228,43 @@ func TestPaymentMethodEventsOrdered(t *testing.T) {
 	ev("evt_detached", metering.WebhookPaymentMethodDetached, "pm_new", t0.Add(4*time.Second))
 	if got := def(); got != "" {
 		t.Errorf("default after its detach = %q; want none", got)
+	}
+}
+
+// Against stripe-mock (Stripe's own request validation): the customer
+// made from the billing profile through the committed request, then a
+// SetupIntent marked as Veil's for it.
+func TestEnsureCustomerStripeMock(t *testing.T) {
+	t.Parallel()
+	mock := testenv.StripeMock(t)
+	pool := testenv.Postgres(t)
+	sp, err := stripepay.New(stripepay.Config{SecretKey: mock.Key, APIBase: mock.URL, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bill, err := billing.New(billing.Config{Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(Config{Pool: pool, Logger: testenv.Logger(t), Profiles: bill, Providers: map[string]metering.PaymentProvider{"stripe": sp}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	org := testenv.Org(t, pool, "cust-"+testenv.Suffix())
+	if _, err := pool.Exec(t.Context(), `INSERT INTO billing_profiles (organization_id, legal_name, address_line1, city, postal_code, country, email, tax_id)
+		VALUES ($1, 'Acme GmbH', 'Hauptstr. 1', 'Berlin', '10115', 'DE', 'billing@acme.test', 'DE123456789')`, org); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := svc.EnsureCustomer(t.Context(), org, "stripe")
+	if err != nil || ref.ID == "" {
+		t.Fatalf("EnsureCustomer = %+v, %v; want a customer", ref, err)
+	}
+	again, err := svc.EnsureCustomer(t.Context(), org, "stripe")
+	if err != nil || again.ID != ref.ID {
+		t.Errorf("EnsureCustomer again = %+v, %v; want %s", again, err, ref.ID)
+	}
+	member := identity.Actor{Subject: "ivy", Role: identity.RoleConsumer, OrgID: org}
+	if s, err := svc.SetupPaymentMethod(t.Context(), member, "stripe"); err != nil || s.SetupID == "" || s.ClientSecret == "" {
+		t.Errorf("SetupPaymentMethod = %s, %v; want a SetupIntent", s.SetupID, err)
 	}
 }
