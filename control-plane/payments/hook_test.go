@@ -268,3 +268,22 @@ func TestEnsureCustomerStripeMock(t *testing.T) {
 		t.Errorf("SetupPaymentMethod = %s, %v; want a SetupIntent", s.SetupID, err)
 	}
 }
+
+// The collection of an invoice whose issuer's provider this control plane
+// does not have ends without an error (River would retry it for nothing),
+// and collects nothing.
+func TestCollectInvoiceProviderMissing(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "stripe")
+	inv := f.invoice(f.customer("stripe", stripetest.PMSucceeds), "5.00")
+	svc, err := New(Config{Pool: f.pool, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.CollectInvoice(f.ctx, inv); err != nil {
+		t.Errorf("CollectInvoice without the provider = %v; want nil", err)
+	}
+	if n := f.count(`SELECT count(*) FROM payments WHERE invoice_id = $1`, inv); n != 0 {
+		t.Errorf("%d payments; want none", n)
+	}
+}

@@ -134,13 +134,25 @@ func (s *Service) CollectInvoice(ctx context.Context, id uuid.UUID) error {
 	}
 	if !inv.Known {
 		if _, err := s.EnsureCustomer(ctx, inv.CustomerID, inv.Provider); err != nil {
-			return fmt.Errorf("collect invoice %s: %w", id, err)
+			return s.collectError(ctx, id, err)
 		}
 	}
 	if _, err := s.Collect(ctx, id); err != nil {
-		return fmt.Errorf("collect invoice %s: %w", id, err)
+		return s.collectError(ctx, id, err)
 	}
 	return nil
+}
+
+// collectError is what a collect_invoice job returns for err: nothing for
+// a provider this control plane does not have (no retry can help; the
+// cycle collects once it is configured), else the error, for River to
+// retry.
+func (s *Service) collectError(ctx context.Context, id uuid.UUID, err error) error {
+	if errors.Is(err, ErrNotConfigured) {
+		s.log.WarnContext(ctx, "invoice not collected: its issuer's provider is not configured here", "invoice", id, "err", err)
+		return nil
+	}
+	return fmt.Errorf("collect invoice %s: %w", id, err)
 }
 
 // CloseSettled cancels the payments still open of up to max invoices
