@@ -413,6 +413,11 @@ func (p *payPlane) endPeriods(payers ...*payer) {
 	t := p.t
 	ctx := t.Context()
 	for _, c := range payers {
+		// The gateway's records keep a period to the second and refuse an
+		// empty one (the status changes to come would not reach it): the
+		// period lasts two seconds at least.
+		started := getSubscription(t, p.c, c.tok, c.sub).CurrentPeriodStart
+		time.Sleep(time.Until(started.Add(2 * time.Second)))
 		if _, err := p.pool.Exec(ctx, `UPDATE subscriptions SET current_period_end = now() WHERE id = $1`, c.sub); err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,11 @@ const sandboxQuota = 50
 // plane reports it, and lifts the block with the provider's credit.
 // admittedBefore is how many calls the gateway admitted so far.
 func (w *walk) quota(ctx context.Context, s *consumerSide, admittedBefore int64) error {
-	// The consumer listens for its quota webhooks.
+	// The consumer listens for its quota webhooks, while this step runs:
+	// its endpoint goes with its receiver.
+	if err := w.dropDeadEndpoints(ctx, s.consumer); err != nil {
+		return err
+	}
 	hooks := &webhooks{}
 	hookSrv := httptest.NewServer(hooks)
 	defer hookSrv.Close()
@@ -29,6 +33,12 @@ func (w *walk) quota(ctx context.Context, s *consumerSide, admittedBefore int64)
 	if err := client.Check(hook, err); err != nil {
 		return fmt.Errorf("POST /v1/webhooks: %w", err)
 	}
+	defer func() {
+		// Not ctx: the endpoint goes even when the demo was interrupted.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = w.cp.DeleteWebhookEndpointWithResponse(ctx, hook.JSON201.Id, nil, client.Bearer(s.consumer))
+	}()
 	used, err := w.moveToSandbox(ctx, s, admittedBefore)
 	if err != nil {
 		return err
@@ -158,4 +168,30 @@ func (w *walk) credit(ctx context.Context, s *consumerSide) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// dropDeadEndpoints deletes the consumer's webhook endpoints on loopback
+// that earlier runs of the demo left (before they deleted theirs): their
+// receivers are gone, and every event's deliveries to them, retried,
+// would hold up the control plane's jobs.
+func (w *walk) dropDeadEndpoints(ctx context.Context, consumer string) error {
+	list, err := w.cp.ListWebhookEndpointsWithResponse(ctx, &client.ListWebhookEndpointsParams{Limit: client.Ptr(200)}, client.Bearer(consumer))
+	if err := client.Check(list, err); err != nil {
+		return fmt.Errorf("GET /v1/webhooks: %w", err)
+	}
+	n := 0
+	for _, e := range list.JSON200.Data {
+		if !strings.HasPrefix(e.Url, "http://127.0.0.1:") {
+			continue
+		}
+		del, err := w.cp.DeleteWebhookEndpointWithResponse(ctx, e.Id, nil, client.Bearer(consumer))
+		if err := client.Check(del, err); err != nil {
+			return fmt.Errorf("DELETE /v1/webhooks/%s: %w", e.Id, err)
+		}
+		n++
+	}
+	if n > 0 {
+		fmt.Fprintf(w.out, "  deleted %d webhook endpoint(s) of earlier runs, whose receivers are gone\n", n)
+	}
+	return nil
 }
