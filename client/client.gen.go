@@ -2766,7 +2766,10 @@ type Payment struct {
 	// Amount With exactly the currency's decimals.
 	Amount string `json:"amount"`
 
-	// AmountRefunded With exactly the currency's decimals.
+	// AmountDisputedLost What disputes closed lost took back, with exactly the currency's decimals; it can no longer be refunded.
+	AmountDisputedLost string `json:"amount_disputed_lost"`
+
+	// AmountRefunded With exactly the currency's decimals: refunds to the payment method and to the credit balance, those made in the provider's dashboard included.
 	AmountRefunded string `json:"amount_refunded"`
 
 	// Attempts Empty in the answer of a mark-paid.

@@ -44,6 +44,7 @@ type paymentJSON struct {
 	Currency      string                        `json:"currency"`
 	Amount        string                        `json:"amount"`
 	AmountRefund  string                        `json:"amount_refunded"`
+	DisputedLost  string                        `json:"amount_disputed_lost"`
 	Attempts      []payments.Attempt            `json:"attempts"`
 	NextAttemptAt *string                       `json:"next_attempt_at"`
 	SucceededAt   *string                       `json:"succeeded_at"`
@@ -53,7 +54,8 @@ type paymentJSON struct {
 func toPaymentJSON(p payments.Payment, attempts []payments.Attempt) paymentJSON {
 	out := paymentJSON{ID: p.ID.String(), InvoiceID: p.InvoiceID.String(), Provider: p.Provider, Status: p.Status,
 		Currency: p.Amount.Currency, Amount: money(p.Amount.Currency, p.Amount.Decimal()),
-		AmountRefund: money(p.Amount.Currency, p.Refunded.Decimal()), Attempts: attempts}
+		AmountRefund: money(p.Amount.Currency, p.Refunded.Decimal()), Attempts: attempts,
+		DisputedLost: money(p.Amount.Currency, p.DisputedLost.Decimal())}
 	if out.Attempts == nil {
 		out.Attempts = []payments.Attempt{}
 	}

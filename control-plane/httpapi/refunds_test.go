@@ -43,11 +43,12 @@ func TestRefundToCreditBalance(t *testing.T) {
 		t.Errorf("customer's credit balances = %+v; want EUR 12.00", balances.Data)
 	}
 	var pay struct {
-		AmountRefunded string `json:"amount_refunded"`
+		AmountRefunded     string `json:"amount_refunded"`
+		AmountDisputedLost string `json:"amount_disputed_lost"`
 	}
 	e.must(http.StatusOK, "GET", "/v1/invoices/"+inv+"/payment", cons, nil, &pay)
-	if pay.AmountRefunded != "12.00" {
-		t.Errorf("payment amount_refunded = %s; want 12.00", pay.AmountRefunded)
+	if pay.AmountRefunded != "12.00" || pay.AmountDisputedLost != "0.00" {
+		t.Errorf("payment amount_refunded = %s, amount_disputed_lost = %s; want 12.00, 0.00", pay.AmountRefunded, pay.AmountDisputedLost)
 	}
 	var doc struct {
 		AmountRefunded *string `json:"amount_refunded"`

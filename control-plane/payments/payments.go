@@ -158,6 +158,8 @@ type Payment struct {
 	NextAttemptAt *time.Time
 	SucceededAt   *time.Time
 	Refunded      metering.Money
+	// DisputedLost is what lost disputes took back.
+	DisputedLost metering.Money
 	// Instructions tell the customer how to pay (a bank transfer), when
 	// the call that returned the Payment got them from the provider.
 	Instructions *metering.PaymentInstructions
@@ -168,7 +170,8 @@ func toPayment(p db.Payment) Payment {
 		ID: p.ID, InvoiceID: p.InvoiceID, IssuerID: p.IssuerID, CustomerID: p.CustomerID, Provider: p.Provider,
 		Amount: metering.Money{Minor: p.Amount, Currency: p.Currency}, Status: p.Status, Attempts: p.Attempts,
 		NextAttemptAt: p.NextAttemptAt, SucceededAt: p.SucceededAt,
-		Refunded: metering.Money{Minor: p.AmountRefunded, Currency: p.Currency},
+		Refunded:     metering.Money{Minor: p.AmountRefunded, Currency: p.Currency},
+		DisputedLost: metering.Money{Minor: p.AmountDisputedLost, Currency: p.Currency},
 	}
 }
 

@@ -293,8 +293,8 @@ func TestDisputeLost(t *testing.T) {
 	f.apply(closed)
 	var lost int64
 	f.scan(&lost, `SELECT amount_disputed_lost FROM payments WHERE invoice_id = $1`, inv)
-	if lost != 2000 {
-		t.Errorf("amount_disputed_lost = %d; want 2000, once", lost)
+	if lost != 2000 || f.payment(inv).DisputedLost.Minor != 2000 {
+		t.Errorf("amount_disputed_lost = %d, payment's %v; want 2000, once", lost, f.payment(inv).DisputedLost)
 	}
 	if n := f.count(`SELECT count(*) FROM audit_log WHERE action = 'payment.dispute_lost' AND target_id = $1`, inv.String()); n != 1 {
 		t.Errorf("%d dispute_lost audit entries; want 1", n)
