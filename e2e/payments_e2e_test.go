@@ -601,9 +601,11 @@ func (p *payPlane) waitSubscription(c *payer, want client.SubscriptionStatus) {
 // globex sets up a card and pays; a bad signature changes nothing, a
 // replay and a late failure neither. initech's card is declined three
 // times (the first attempt and two retries), it goes past_due (admitted
-// with Veil-Billing-Warning), then suspended (402 naming the invoice), pays,
-// and the gateway admits it again: the time from the webhook's answer to
-// the first admitted call is measured. hooli's success webhook is lost;
+// with Veil-Billing-Warning), then suspended (402 naming the invoice); a new
+// card's attempt at once is declined too, it pays now (POST
+// /v1/invoices/{id}/payment/retry), and the gateway admits it again: the
+// time from the success webhook's answer to the first admitted call is
+// measured. hooli's success webhook is lost;
 // reconciliation reads the PaymentIntent and pays the invoice. Last, no
 // secret or card number is anywhere in Postgres, Redis or the logs.
 func TestPaymentsEndToEnd(t *testing.T) {
@@ -729,8 +731,25 @@ func (p *payPlane) dunned(c *payer) {
 		return nil
 	})
 
-	// The customer pays (Stripe reports the last PaymentIntent succeeded):
-	// from the webhook's answer to the first call the gateway admits.
+	// The customer sets up another card, which makes an attempt at once;
+	// pay now waits for it (409). That card is declined too; pay now makes
+	// a fifth attempt, under way until Stripe reports it (the gateway
+	// still refuses meanwhile).
+	p.setUpCard(c, "pm_card_visa")
+	pi = p.waitAttempt(c, 4, "processing")
+	busy, err := p.c.RetryPaymentWithResponse(ctx, c.invoice.Id, nil, client.Bearer(c.tok))
+	if err != nil || busy.StatusCode() != http.StatusConflict || !strings.Contains(string(busy.Body), "payment-in-flight") {
+		t.Fatalf("pay now during the new card's attempt = %v %s; want 409 payment-in-flight", err, busy.Body)
+	}
+	p.mustDeliver(c.intentEvent(t, "evt_decline4_"+testenv.Suffix(), "payment_intent.payment_failed", pi, "requires_payment_method"))
+	now, err := p.c.RetryPaymentWithResponse(ctx, c.invoice.Id, nil, client.Bearer(c.tok))
+	expect(t, http.StatusOK, now, err)
+	pi = p.waitAttempt(c, 5, "processing")
+	if a := p.call(c); a.status != http.StatusPaymentRequired {
+		t.Fatalf("call while the payment is under way = %d; want 402 until it succeeds", a.status)
+	}
+	// Stripe reports it succeeded: from the webhook's answer to the first
+	// call the gateway admits.
 	p.mustDeliver(c.intentEvent(t, "evt_paid_"+testenv.Suffix(), "payment_intent.succeeded", pi, "succeeded"))
 	paidAt := time.Now()
 	var admitted time.Duration
