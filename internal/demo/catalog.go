@@ -179,6 +179,12 @@ func gatewayCall(ctx context.Context, client *http.Client, url, key string) (int
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		// A route written meanwhile reloads Caddy's config, which closes
+		// the connection the call reused; the GET is safe to repeat once,
+		// on a new connection.
+		resp, err = client.Do(req)
+	}
+	if err != nil {
 		return 0, "", fmt.Errorf("call through the gateway: %w", err)
 	}
 	defer resp.Body.Close()
