@@ -83,7 +83,16 @@ func (w *walk) dun(ctx context.Context, p *payer) error {
 	}
 	fmt.Fprintf(w.out, "  GET %s → %d %s\n", p.url, a.status, a.body)
 
-	w.step("%s pays: Stripe reports payment_intent.succeeded for %s; the gateway lets it through again", p.org, pi)
+	w.step("%s pays now: POST /v1/invoices/%s/payment/retry, and Stripe reports the payment succeeded; the gateway lets it through again", p.org, p.invoice.Id)
+	now, err := w.cp.RetryPaymentWithResponse(ctx, p.invoice.Id, nil, client.Bearer(p.tok))
+	if err := client.Check(now, err); err != nil {
+		return fmt.Errorf("POST /v1/invoices/%s/payment/retry: %w", p.invoice.Id, err)
+	}
+	if pay, err = w.attempt(ctx, p, 3); err != nil {
+		return err
+	}
+	pi = *pay.Attempts[2].ProviderPaymentId
+	fmt.Fprintf(w.out, "  attempt 3: PaymentIntent %s (%s: stripe-mock's fixture again); Stripe reports payment_intent.succeeded for it\n", pi, pay.Attempts[2].Status)
 	if err := w.intentEvent(ctx, p, "payment_intent.succeeded", pi, "succeeded"); err != nil {
 		return err
 	}
