@@ -300,9 +300,9 @@ func newPayPlane(t *testing.T) *payPlane {
 	// tests do not need; without it a control plane started again after a
 	// crash does not wait for its dead consumer to leave the group.
 	p.m.opts.kafkaBrokers = ""
-	// Info, not warn: the secrets scan reads these logs, which should say
-	// as much as a production control plane's.
-	p.m.opts.logLevel = "info"
+	// Debug, not warn: the secrets scan reads these logs, which then say
+	// more than a production control plane's, stripe-go's lines included.
+	p.m.opts.logLevel = "debug"
 	p.dir = t.TempDir()
 	writeFile(t, filepath.Join(p.dir, "paid.yaml"), paidPlan)
 	p.startControlPlane()

@@ -335,8 +335,8 @@ func scanForPaymentSecrets(t *testing.T, secrets map[string]string, pg, rd, logs
 	if !anyContains(rd, "veil:cp:idem:") {
 		t.Fatalf("the Redis dump holds no idempotency entry: the scan would miss the stored answers")
 	}
-	if !strings.Contains(logs["control plane"], "/v1/billing/stripe/webhook") {
-		t.Fatalf("the control plane's logs lack the webhook's access log: the log capture is broken")
+	if !strings.Contains(logs["control plane"], "/v1/billing/stripe/webhook") || !strings.Contains(logs["control plane"], `"component":"stripe"`) {
+		t.Fatalf("the control plane's logs lack the webhook's access log or stripe-go's lines: the log capture is broken")
 	}
 	for _, f := range findPaymentSecrets(secrets, map[string]map[string]string{"Postgres table": pg, "Redis": rd, "the logs of the": logs}) {
 		t.Error(f)
