@@ -59,18 +59,31 @@ func (p *Provider) ParseWebhook(payload []byte, header http.Header, now time.Tim
 	return out, nil
 }
 
-// signedAt reads the t= element of a Stripe-Signature header.
+// signedAt reads the t= element of a Stripe-Signature header. A header
+// with more than one is refused: stripe-go verifies the HMAC over the last
+// one, so reading any other would let an old delivery pass the tolerance
+// with a fresh timestamp put beside its own.
 func signedAt(header string) (time.Time, error) {
+	var at time.Time
+	seen := false
 	for _, part := range strings.Split(header, ",") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(part), "t="); ok {
-			sec, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return time.Time{}, fmt.Errorf("read signature timestamp: %w", err)
-			}
-			return time.Unix(sec, 0), nil
+		v, ok := strings.CutPrefix(strings.TrimSpace(part), "t=")
+		if !ok {
+			continue
 		}
+		if seen {
+			return time.Time{}, errors.New("read signature timestamp: more than one t=")
+		}
+		sec, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("read signature timestamp: %w", err)
+		}
+		at, seen = time.Unix(sec, 0), true
 	}
-	return time.Time{}, errors.New("read signature timestamp: t= missing")
+	if !seen {
+		return time.Time{}, errors.New("read signature timestamp: t= missing")
+	}
+	return at, nil
 }
 
 // sameReleaseTrain compares "2026-03-25.dahlia" by what follows the dot:

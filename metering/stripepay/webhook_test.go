@@ -3,6 +3,7 @@ package stripepay_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -123,21 +124,26 @@ func TestStripeWebhookRefused(t *testing.T) {
 	other, _ = json.Marshal(v)
 	notEvent := []byte(`{"id": "pi_1", "object": "payment_intent"}`)
 	now := signedAt.Add(time.Minute)
+	// A delivery signed a day ago, replayed with a fresh t= put before its
+	// own: stripe-go verifies the HMAC over the last t=.
+	dayOld := sign(payload, whsec, signedAt.Add(-24*time.Hour))
+	freshFirst := http.Header{"Stripe-Signature": {fmt.Sprintf("t=%d,%s", signedAt.Unix(), dayOld.Get("Stripe-Signature"))}}
 	for name, tc := range map[string]struct {
 		payload []byte
 		header  http.Header
 		now     time.Time
 		want    error
 	}{
-		"no header":        {payload, http.Header{}, now, metering.ErrBadSignature},
-		"garbage header":   {payload, http.Header{"Stripe-Signature": {"v1=zz"}}, now, metering.ErrBadSignature},
-		"wrong secret":     {payload, sign(payload, "whsec_other", signedAt), now, metering.ErrBadSignature},
-		"tampered payload": {tampered, sign(payload, whsec, signedAt), now, metering.ErrBadSignature},
-		"stale":            {payload, sign(payload, whsec, signedAt), signedAt.Add(301 * time.Second), metering.ErrStaleWebhook},
-		"from the future":  {payload, sign(payload, whsec, signedAt), signedAt.Add(-301 * time.Second), metering.ErrStaleWebhook},
-		"not json":         {[]byte("not json"), sign([]byte("not json"), whsec, signedAt), now, metering.ErrMalformedWebhook},
-		"not an event":     {notEvent, sign(notEvent, whsec, signedAt), now, metering.ErrMalformedWebhook},
-		"old api version":  {other, sign(other, whsec, signedAt), now, metering.ErrWebhookAPIVersion},
+		"no header":                   {payload, http.Header{}, now, metering.ErrBadSignature},
+		"garbage header":              {payload, http.Header{"Stripe-Signature": {"v1=zz"}}, now, metering.ErrBadSignature},
+		"wrong secret":                {payload, sign(payload, "whsec_other", signedAt), now, metering.ErrBadSignature},
+		"tampered payload":            {tampered, sign(payload, whsec, signedAt), now, metering.ErrBadSignature},
+		"stale":                       {payload, sign(payload, whsec, signedAt), signedAt.Add(301 * time.Second), metering.ErrStaleWebhook},
+		"from the future":             {payload, sign(payload, whsec, signedAt), signedAt.Add(-301 * time.Second), metering.ErrStaleWebhook},
+		"not json":                    {[]byte("not json"), sign([]byte("not json"), whsec, signedAt), now, metering.ErrMalformedWebhook},
+		"not an event":                {notEvent, sign(notEvent, whsec, signedAt), now, metering.ErrMalformedWebhook},
+		"old api version":             {other, sign(other, whsec, signedAt), now, metering.ErrWebhookAPIVersion},
+		"fresh t= beside a stale one": {payload, freshFirst, now, metering.ErrBadSignature},
 	} {
 		if got, err := p.ParseWebhook(tc.payload, tc.header, tc.now); !errors.Is(err, tc.want) {
 			t.Errorf("%s: ParseWebhook = %+v, %v; want %v", name, got, err, tc.want)
