@@ -142,8 +142,10 @@ func (s *Service) sendNotice(ctx context.Context, id uuid.UUID, kind string, now
 			return err
 		}
 		err = s.cfg.Mailer.Send(ctx, msg)
-		if errors.Is(err, notify.ErrInvalidMessage) {
-			s.log.WarnContext(ctx, "invoice notice not sendable", "invoice_id", id, "kind", kind, "error", err)
+		// A recipient refused for good (5xx) would be refused at every run,
+		// holding up every notice queued behind it: keep the claim.
+		if notify.Refused(err) {
+			s.log.WarnContext(ctx, "invoice notice refused", "invoice_id", id, "kind", kind, "error", err)
 			return nil
 		}
 		if err != nil {
