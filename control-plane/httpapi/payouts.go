@@ -32,6 +32,7 @@ type payoutJSON struct {
 	Refunds            []payoutRefundJSON  `json:"refunds"`
 	DisputesLost       []payoutDisputeJSON `json:"disputes_lost"`
 	CreditRefunds      []payoutRefundJSON  `json:"credit_refunds"`
+	PaidToIssuer       []payoutPaymentJSON `json:"paid_to_issuer"`
 	Totals             []payoutTotalJSON   `json:"totals"`
 }
 
@@ -86,18 +87,27 @@ type payoutTotalJSON struct {
 	PlatformFee  string `json:"platform_fee"`
 	Owed         string `json:"owed"`
 	ToCredit     string `json:"refunded_to_credit"`
+	ToIssuerN    int    `json:"paid_to_issuer_payments"`
+	ToIssuer     string `json:"paid_to_issuer"`
+}
+
+func toPayoutPaymentJSON(x payments.PayoutPayment) payoutPaymentJSON {
+	return payoutPaymentJSON{PaymentID: x.PaymentID, InvoiceID: x.InvoiceID, InvoiceNumber: x.InvoiceNumber,
+		Provider: x.Provider, SucceededAt: x.SucceededAt, Currency: x.Currency, Amount: money(x.Currency, x.Amount),
+		InvoiceTotal: money(x.Currency, x.InvoiceTotal), InvoiceTax: money(x.Currency, x.InvoiceTax),
+		PlatformFee: money(x.Currency, x.PlatformFee)}
 }
 
 func toPayoutJSON(p payments.Payout) payoutJSON {
 	out := payoutJSON{IssuerID: p.IssuerID, Month: p.Month, From: p.From, To: p.To, PlatformFeePercent: p.PlatformFeePercent.StringFixed(2),
 		Payments: make([]payoutPaymentJSON, len(p.Payments)), Refunds: make([]payoutRefundJSON, len(p.Refunds)),
 		DisputesLost: make([]payoutDisputeJSON, len(p.DisputesLost)), CreditRefunds: make([]payoutRefundJSON, len(p.CreditRefunds)),
-		Totals: make([]payoutTotalJSON, len(p.Totals))}
+		PaidToIssuer: make([]payoutPaymentJSON, len(p.PaidToIssuer)), Totals: make([]payoutTotalJSON, len(p.Totals))}
 	for i, x := range p.Payments {
-		out.Payments[i] = payoutPaymentJSON{PaymentID: x.PaymentID, InvoiceID: x.InvoiceID, InvoiceNumber: x.InvoiceNumber,
-			Provider: x.Provider, SucceededAt: x.SucceededAt, Currency: x.Currency, Amount: money(x.Currency, x.Amount),
-			InvoiceTotal: money(x.Currency, x.InvoiceTotal), InvoiceTax: money(x.Currency, x.InvoiceTax),
-			PlatformFee: money(x.Currency, x.PlatformFee)}
+		out.Payments[i] = toPayoutPaymentJSON(x)
+	}
+	for i, x := range p.PaidToIssuer {
+		out.PaidToIssuer[i] = toPayoutPaymentJSON(x)
 	}
 	for i, x := range p.Refunds {
 		out.Refunds[i] = toPayoutRefundJSON(x)
@@ -114,7 +124,8 @@ func toPayoutJSON(p payments.Payout) payoutJSON {
 		out.Totals[i] = payoutTotalJSON{Currency: t.Currency, Payments: t.Payments, Refunds: t.Refunds, Disputes: t.Disputes,
 			CreditRefund: t.CreditRefunds, ToCredit: money(t.Currency, t.RefundedToCredit),
 			Collected: money(t.Currency, t.Collected), Refunded: money(t.Currency, t.Refunded),
-			DisputesLost: money(t.Currency, t.DisputesLost), PlatformFee: money(t.Currency, t.PlatformFee), Owed: money(t.Currency, t.Owed)}
+			DisputesLost: money(t.Currency, t.DisputesLost), PlatformFee: money(t.Currency, t.PlatformFee), Owed: money(t.Currency, t.Owed),
+			ToIssuerN: t.PaidToIssuerPayments, ToIssuer: money(t.Currency, t.PaidToIssuer)}
 	}
 	return out
 }

@@ -28,7 +28,8 @@ func authzPayoutRows() []authzRow {
 
 // exercisePayouts reads acme's statement of this month, which
 // exercisePayments filled (a payment at Stripe refunded in part, one
-// marked paid by hand), as JSON and CSV, against the document.
+// marked paid by hand by acme's provider: paid to the issuer, not
+// collected), as JSON and CSV, against the document.
 func exercisePayouts(t *testing.T, e *testEnv, c *contract, prov, cons, other, admin string) {
 	t.Helper()
 	acme := e.orgOf(prov)
@@ -40,11 +41,14 @@ func exercisePayouts(t *testing.T, e *testEnv, c *contract, prov, cons, other, a
 			Refunds   int    `json:"refunds"`
 			Collected string `json:"collected"`
 			Refunded  string `json:"refunded"`
+			ToIssuerN int    `json:"paid_to_issuer_payments"`
+			ToIssuer  string `json:"paid_to_issuer"`
 		} `json:"totals"`
 	}
 	c.call(http.StatusOK, "GET", "/v1/payouts?month="+month, prov, nil).decode(&p)
-	if len(p.Totals) != 1 || p.Totals[0].Payments != 2 || p.Totals[0].Collected != "17.50" || p.Totals[0].Refunded != "2.50" {
-		t.Errorf("getPayouts totals = %+v; want EUR 17.50 from 2 payments, 2.50 refunded", p.Totals)
+	if len(p.Totals) != 1 || p.Totals[0].Payments != 1 || p.Totals[0].Collected != "12.50" || p.Totals[0].Refunded != "2.50" ||
+		p.Totals[0].ToIssuerN != 1 || p.Totals[0].ToIssuer != "5.00" {
+		t.Errorf("getPayouts totals = %+v; want EUR 12.50 collected from 1 payment, 2.50 refunded, 5.00 paid to the issuer", p.Totals)
 	}
 	if got := c.call(http.StatusOK, "GET", "/v1/payouts?format=csv&month="+month, prov, nil); !strings.HasPrefix(got.Header.Get("Content-Type"), "text/csv") {
 		t.Errorf("getPayouts?format=csv Content-Type = %q; want text/csv", got.Header.Get("Content-Type"))

@@ -130,6 +130,11 @@ func (s *Service) MarkPaidManually(ctx context.Context, actor identity.Actor, in
 		if err != nil {
 			return err
 		}
+		// The payouts statement counts the money as the platform's only
+		// when a platform admin confirmed it.
+		if err := q.AttemptSettledBy(ctx, db.AttemptSettledByParams{ID: att.ID, Role: string(actor.Role)}); err != nil {
+			return fmt.Errorf("record who marked paid: %w", err)
+		}
 		if p, err = q.PaymentLock(ctx, p.ID); err != nil {
 			return fmt.Errorf("read payment: %w", err)
 		}

@@ -42,22 +42,28 @@ type Payout struct {
 	// each in the order it happened. CreditRefunds are refunds to the
 	// customer's credit balance with the issuer that succeeded in the
 	// month: no money moved, so they are in no other figure (the credit
-	// lowers what later invoices collect).
+	// lowers what later invoices collect). PaidToIssuer are payments that
+	// succeeded in the month because the issuer's own member marked them
+	// paid by hand: the money went to the issuer, not the platform, so
+	// they are not collected, and their fee is owed by the issuer.
 	Payments      []PayoutPayment
 	Refunds       []PayoutRefund
 	DisputesLost  []PayoutDispute
 	CreditRefunds []PayoutRefund
+	PaidToIssuer  []PayoutPayment
 	// Totals are per currency, in the order the currencies first appear.
 	Totals []PayoutTotal
 }
 
-// PayoutPayment is a payment counted as collected.
+// PayoutPayment is a payment that succeeded: collected by the platform,
+// or paid to the issuer.
 type PayoutPayment struct {
 	PaymentID     uuid.UUID
 	InvoiceID     uuid.UUID
 	InvoiceNumber string
-	// Provider is the payment provider that collected it (stripe,
-	// manual).
+	// Provider is the one of the attempt that settled it: stripe for a
+	// charge, manual for a payment marked paid by hand (whatever the
+	// payment's provider).
 	Provider    string
 	SucceededAt time.Time
 	Currency    string
@@ -100,23 +106,26 @@ type PayoutDispute struct {
 }
 
 // PayoutTotal is a statement's figures in one currency: Collected,
-// Refunded, DisputesLost and RefundedToCredit sum their items,
-// PlatformFee the payments' rounded fees, and Owed = Collected −
-// Refunded − DisputesLost − PlatformFee, what the platform owes the
-// issuer (below zero: what the issuer owes the platform).
+// Refunded, DisputesLost, RefundedToCredit and PaidToIssuer sum their
+// items, PlatformFee the rounded fees of the payments collected and paid
+// to the issuer, and Owed = Collected − Refunded − DisputesLost −
+// PlatformFee, what the platform owes the issuer (below zero: what the
+// issuer owes the platform).
 type PayoutTotal struct {
-	Currency         string
-	Payments         int
-	Refunds          int
-	Disputes         int
-	CreditRefunds    int
-	Collected        decimal.Decimal
-	Refunded         decimal.Decimal
-	DisputesLost     decimal.Decimal
-	PlatformFee      decimal.Decimal
-	Owed             decimal.Decimal
-	RefundedToCredit decimal.Decimal
-	currencyExponent int32
+	Currency             string
+	Payments             int
+	Refunds              int
+	Disputes             int
+	CreditRefunds        int
+	PaidToIssuerPayments int
+	PaidToIssuer         decimal.Decimal
+	Collected            decimal.Decimal
+	Refunded             decimal.Decimal
+	DisputesLost         decimal.Decimal
+	PlatformFee          decimal.Decimal
+	Owed                 decimal.Decimal
+	RefundedToCredit     decimal.Decimal
+	currencyExponent     int32
 }
 
 // ParseMonth reads a statement's month (YYYY-MM, years 2000 to 2199) and
@@ -171,15 +180,20 @@ func readPayout(ctx context.Context, q *db.Queries, out *Payout) error {
 	if err != nil {
 		return fmt.Errorf("read payments collected: %w", err)
 	}
-	out.Payments = make([]PayoutPayment, 0, len(pays))
+	out.Payments, out.PaidToIssuer = make([]PayoutPayment, 0, len(pays)), []PayoutPayment{}
 	for _, p := range pays {
 		amount, err := decimalOf(p.Amount, p.Currency)
 		if err != nil {
 			return err
 		}
-		out.Payments = append(out.Payments, PayoutPayment{PaymentID: p.ID, InvoiceID: p.InvoiceID, InvoiceNumber: p.InvoiceNumber,
+		item := PayoutPayment{PaymentID: p.ID, InvoiceID: p.InvoiceID, InvoiceNumber: p.InvoiceNumber,
 			Provider: p.Provider, SucceededAt: p.SucceededAt.UTC(), Currency: p.Currency, Amount: amount,
-			InvoiceTotal: p.InvoiceTotal, InvoiceTax: p.InvoiceTax})
+			InvoiceTotal: p.InvoiceTotal, InvoiceTax: p.InvoiceTax}
+		if p.PaidToPlatform {
+			out.Payments = append(out.Payments, item)
+		} else {
+			out.PaidToIssuer = append(out.PaidToIssuer, item)
+		}
 	}
 	refunds, err := q.PayoutRefunds(ctx, db.PayoutRefundsParams{IssuerID: out.IssuerID, FromTime: out.From, ToTime: out.To})
 	if err != nil {
@@ -276,6 +290,18 @@ func (p *Payout) total() error {
 		t.Collected = t.Collected.Add(pay.Amount)
 		t.PlatformFee = t.PlatformFee.Add(pay.PlatformFee)
 	}
+	for i := range p.PaidToIssuer {
+		pay := &p.PaidToIssuer[i]
+		t, err := at(pay.Currency)
+		if err != nil {
+			return err
+		}
+		pay.PlatformFee = PlatformFee(pay.Amount, pay.InvoiceTotal, pay.InvoiceTax, p.PlatformFeePercent,
+			metering.Currency{Code: pay.Currency, Exponent: t.currencyExponent})
+		t.PaidToIssuerPayments++
+		t.PaidToIssuer = t.PaidToIssuer.Add(pay.Amount)
+		t.PlatformFee = t.PlatformFee.Add(pay.PlatformFee)
+	}
 	for _, r := range p.Refunds {
 		t, err := at(r.Currency)
 		if err != nil {
@@ -310,12 +336,14 @@ func (p *Payout) total() error {
 // PayoutCSVHeader is the header of a statement's CSV export.
 var PayoutCSVHeader = []string{"month", "issuer_id", "kind", "id", "payment_id", "invoice_id", "invoice_number", "provider",
 	"provider_reference", "at", "currency", "amount", "invoice_total", "invoice_tax", "platform_fee_percent", "platform_fee",
-	"collected", "refunded", "disputes_lost", "owed", "refunded_to_credit"}
+	"collected", "refunded", "disputes_lost", "owed", "refunded_to_credit", "paid_to_issuer"}
 
 // WriteCSV writes p as CSV (RFC 4180, CRLF): a row per payment
-// (kind payment), refund (refund), dispute lost (dispute_lost) and refund
-// to the credit balance (credit_refund), then a row per currency (total). Amounts have the currency's decimals; a cell
-// a spreadsheet would take for a formula is prefixed with a quote.
+// (kind payment), refund (refund), dispute lost (dispute_lost), refund
+// to the credit balance (credit_refund) and payment to the issuer
+// (paid_to_issuer), then a row per currency (total). Amounts have the
+// currency's decimals; a cell a spreadsheet would take for a formula is
+// prefixed with a quote.
 func (p Payout) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	cw.UseCRLF = true
@@ -327,13 +355,19 @@ func (p Payout) WriteCSV(w io.Writer) error {
 			at.UTC().Format(time.RFC3339Nano), currency})
 		return r
 	}
-	for _, x := range p.Payments {
-		r := row("payment", x.PaymentID.String(), x.PaymentID.String(), x.InvoiceID.String(), x.InvoiceNumber, x.Provider, "",
+	payment := func(kind string, x PayoutPayment) []string {
+		r := row(kind, x.PaymentID.String(), x.PaymentID.String(), x.InvoiceID.String(), x.InvoiceNumber, x.Provider, "",
 			x.SucceededAt, x.Currency)
 		r[11], r[12], r[13], r[14], r[15] = payoutAmount(x.Currency, x.Amount), payoutAmount(x.Currency, x.InvoiceTotal),
 			payoutAmount(x.Currency, x.InvoiceTax), pct,
 			payoutAmount(x.Currency, x.PlatformFee)
-		rows = append(rows, r)
+		return r
+	}
+	for _, x := range p.Payments {
+		rows = append(rows, payment("payment", x))
+	}
+	for _, x := range p.PaidToIssuer {
+		rows = append(rows, payment("paid_to_issuer", x))
 	}
 	for _, x := range p.Refunds {
 		r := row("refund", x.RefundID.String(), x.PaymentID.String(), x.InvoiceID.String(), x.InvoiceNumber, x.Provider,
@@ -358,7 +392,7 @@ func (p Payout) WriteCSV(w io.Writer) error {
 		r[0], r[1], r[2], r[10], r[14] = p.Month, p.IssuerID.String(), "total", t.Currency, pct
 		r[15], r[16], r[17], r[18], r[19] = payoutAmount(t.Currency, t.PlatformFee), payoutAmount(t.Currency, t.Collected),
 			payoutAmount(t.Currency, t.Refunded), payoutAmount(t.Currency, t.DisputesLost), payoutAmount(t.Currency, t.Owed)
-		r[20] = payoutAmount(t.Currency, t.RefundedToCredit)
+		r[20], r[21] = payoutAmount(t.Currency, t.RefundedToCredit), payoutAmount(t.Currency, t.PaidToIssuer)
 		rows = append(rows, r)
 	}
 	for _, r := range rows {

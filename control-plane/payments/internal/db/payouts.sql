@@ -11,12 +11,18 @@ SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1);
 SELECT COALESCE((SELECT platform_fee_percent FROM issuer_settings WHERE organization_id = $1), 0)::numeric AS platform_fee_percent;
 
 -- Payments that succeeded in the window, with their invoice's total and
--- tax, which the fee's base is taken from.
+-- tax, which the fee's base is taken from. The attempt that settled each
+-- tells who holds the money: the provider's (a charge) or one a platform
+-- admin marked paid by hand went to the platform; one the issuer's own
+-- member marked paid by hand went to the issuer (settled_by_role).
 -- name: PayoutPayments :many
-SELECT p.id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider, p.amount, p.currency,
-       p.succeeded_at::timestamptz AS succeeded_at, i.total AS invoice_total, i.tax AS invoice_tax
+SELECT p.id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number,
+       (CASE WHEN a.id IS NOT NULL AND a.provider_payment_id IS NULL THEN 'manual' ELSE p.provider END)::text AS provider,
+       p.amount, p.currency, p.succeeded_at::timestamptz AS succeeded_at, i.total AS invoice_total, i.tax AS invoice_tax,
+       (NOT COALESCE(a.provider_payment_id IS NULL AND a.settled_by_role NOT IN ('admin', 'system'), false))::boolean AS paid_to_platform
 FROM payments p
 JOIN invoices i ON i.id = p.invoice_id
+LEFT JOIN payment_attempts a ON a.payment_id = p.id AND a.status = 'succeeded'
 WHERE p.issuer_id = @issuer_id AND p.status = 'succeeded'
   AND p.succeeded_at >= @from_time::timestamptz AND p.succeeded_at < @to_time::timestamptz
 ORDER BY p.succeeded_at, p.id;
@@ -56,3 +62,8 @@ FROM (
 ) l
 WHERE l.lost_at >= @from_time::timestamptz
 ORDER BY l.lost_at, l.id;
+
+-- Who marked an attempt paid by hand, by role, which the statement reads
+-- to tell money the platform holds from money the issuer received.
+-- name: AttemptSettledBy :exec
+UPDATE payment_attempts SET settled_by_role = @role WHERE id = @id;

@@ -13,6 +13,22 @@ import (
 	"github.com/shopspring/decimal"
 )
 
+const attemptSettledBy = `-- name: AttemptSettledBy :exec
+UPDATE payment_attempts SET settled_by_role = $1 WHERE id = $2
+`
+
+type AttemptSettledByParams struct {
+	Role string
+	ID   uuid.UUID
+}
+
+// Who marked an attempt paid by hand, by role, which the statement reads
+// to tell money the platform holds from money the issuer received.
+func (q *Queries) AttemptSettledBy(ctx context.Context, arg AttemptSettledByParams) error {
+	_, err := q.db.Exec(ctx, attemptSettledBy, arg.Role, arg.ID)
+	return err
+}
+
 const payoutDisputesLost = `-- name: PayoutDisputesLost :many
 SELECT l.id, l.provider_dispute_id, l.payment_id, l.invoice_id, l.invoice_number, l.provider, l.taken::bigint AS amount,
        l.currency, l.reason, l.lost_at
@@ -112,10 +128,13 @@ func (q *Queries) PayoutOrganizationExists(ctx context.Context, id uuid.UUID) (b
 }
 
 const payoutPayments = `-- name: PayoutPayments :many
-SELECT p.id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider, p.amount, p.currency,
-       p.succeeded_at::timestamptz AS succeeded_at, i.total AS invoice_total, i.tax AS invoice_tax
+SELECT p.id, p.invoice_id, COALESCE(i.number, '')::text AS invoice_number,
+       (CASE WHEN a.id IS NOT NULL AND a.provider_payment_id IS NULL THEN 'manual' ELSE p.provider END)::text AS provider,
+       p.amount, p.currency, p.succeeded_at::timestamptz AS succeeded_at, i.total AS invoice_total, i.tax AS invoice_tax,
+       (NOT COALESCE(a.provider_payment_id IS NULL AND a.settled_by_role NOT IN ('admin', 'system'), false))::boolean AS paid_to_platform
 FROM payments p
 JOIN invoices i ON i.id = p.invoice_id
+LEFT JOIN payment_attempts a ON a.payment_id = p.id AND a.status = 'succeeded'
 WHERE p.issuer_id = $1 AND p.status = 'succeeded'
   AND p.succeeded_at >= $2::timestamptz AND p.succeeded_at < $3::timestamptz
 ORDER BY p.succeeded_at, p.id
@@ -128,19 +147,23 @@ type PayoutPaymentsParams struct {
 }
 
 type PayoutPaymentsRow struct {
-	ID            uuid.UUID
-	InvoiceID     uuid.UUID
-	InvoiceNumber string
-	Provider      string
-	Amount        int64
-	Currency      string
-	SucceededAt   time.Time
-	InvoiceTotal  decimal.Decimal
-	InvoiceTax    decimal.Decimal
+	ID             uuid.UUID
+	InvoiceID      uuid.UUID
+	InvoiceNumber  string
+	Provider       string
+	Amount         int64
+	Currency       string
+	SucceededAt    time.Time
+	InvoiceTotal   decimal.Decimal
+	InvoiceTax     decimal.Decimal
+	PaidToPlatform bool
 }
 
 // Payments that succeeded in the window, with their invoice's total and
-// tax, which the fee's base is taken from.
+// tax, which the fee's base is taken from. The attempt that settled each
+// tells who holds the money: the provider's (a charge) or one a platform
+// admin marked paid by hand went to the platform; one the issuer's own
+// member marked paid by hand went to the issuer (settled_by_role).
 func (q *Queries) PayoutPayments(ctx context.Context, arg PayoutPaymentsParams) ([]PayoutPaymentsRow, error) {
 	rows, err := q.db.Query(ctx, payoutPayments, arg.IssuerID, arg.FromTime, arg.ToTime)
 	if err != nil {
@@ -160,6 +183,7 @@ func (q *Queries) PayoutPayments(ctx context.Context, arg PayoutPaymentsParams) 
 			&i.SucceededAt,
 			&i.InvoiceTotal,
 			&i.InvoiceTax,
+			&i.PaidToPlatform,
 		); err != nil {
 			return nil, err
 		}
