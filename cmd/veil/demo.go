@@ -36,8 +36,11 @@ signing Stripe's events): a card pays one invoice, another is declined, dunned, 
 	f.String(&cfg.JWTSecret, "jwt-secret", "VEIL_JWT_SECRET", identity.DevJWTSecret, "HS256 secret veil dev verifies tokens with")
 	f.String(&cfg.MailpitURL, "mailpit-url", "VEIL_DEMO_MAILPIT_URL", "", "mailpit's HTTP API, to show the emails veil dev sent (empty: show none)")
 	f.String(&cfg.PricingDir, "pricing-dir", "VEIL_PRICING_DIR", "", "the plan directory veil dev watches, where the demo saves its hybrid plan (empty: no priced plan)")
-	f.String(&cfg.StripeWebhookSecret, "stripe-webhook-secret", "VEIL_STRIPE_WEBHOOK_SECRET", DevStripeWebhookSecret,
-		"the Stripe webhook secret veil dev verifies events with; the demo signs Stripe's events with it (empty: no payments)")
+	// The Stripe webhook secret veil dev verifies events with, which the
+	// demo signs Stripe's events with (set empty: no payments): from the
+	// environment only, as veil controlplane reads it.
+	cfg.StripeWebhookSecret = DevStripeWebhookSecret
+	f.Secret(&cfg.StripeWebhookSecret, "VEIL_STRIPE_WEBHOOK_SECRET")
 	f.String(&cfg.PlanFile, "plan-file", "", "deploy/pricing/hybrid.yaml", "the plan file the demo saves there, declared for the API weather")
 	f.Int(&cfg.Events, "events", "", 5000, "events to send")
 	f.Int(&cfg.Batch, "batch", "", 100, "events per request")
