@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -51,6 +53,11 @@ func (s *Service) disputeLost(ctx context.Context, tx pgx.Tx, att db.PaymentAtte
 	if p, err = q.PaymentAddDisputeLost(ctx, db.PaymentAddDisputeLostParams{ID: p.ID, Amount: amount}); err != nil {
 		return fmt.Errorf("record dispute lost: %w", err)
 	}
+	// A credit refund given before the chargeback is not taken back
+	// here: the customer holds both, which a person settles.
+	if err := s.checkOverRefunded(ctx, tx, p); err != nil {
+		return err
+	}
 	lost := metering.Money{Minor: amount, Currency: p.Currency}
 	err = audit.Record(ctx, tx, audit.Change{
 		Actor: identity.System.Subject, ActorRole: string(identity.System.Role), OrganizationID: p.IssuerID,
@@ -61,5 +68,31 @@ func (s *Service) disputeLost(ctx context.Context, tx pgx.Tx, att db.PaymentAtte
 		return err
 	}
 	s.log.Warn("a dispute was lost", "payment", p.ID, "invoice", p.InvoiceID, "amount", lost.String())
+	if err := s.disputeLostDunning(ctx, tx, p); err != nil {
+		return err
+	}
 	return s.publish(ctx, tx, p, "payment.dispute_lost")
+}
+
+// disputeFunds records when the provider withdrew a dispute's amount
+// from the platform's balance and when it gave it back, for the payouts
+// statement. Stripe withdraws it when a chargeback opens (an inquiry,
+// status warning_*, withdraws nothing until it becomes one) and
+// reinstates it when the dispute is won; a lost one keeps it.
+func disputeFunds(ctx context.Context, q *db.Queries, ev metering.WebhookEvent, now time.Time) error {
+	if ev.Status == "" || strings.HasPrefix(ev.Status, "warning_") {
+		return nil
+	}
+	if ev.Type != metering.WebhookDisputeClosed {
+		if err := q.DisputeWithdrawn(ctx, db.DisputeWithdrawnParams{ProviderDisputeID: ev.ProviderDisputeID, At: &now}); err != nil {
+			return fmt.Errorf("record dispute funds withdrawn: %w", err)
+		}
+		return nil
+	}
+	if ev.Status == "won" {
+		if err := q.DisputeReinstated(ctx, db.DisputeReinstatedParams{ProviderDisputeID: ev.ProviderDisputeID, At: &now}); err != nil {
+			return fmt.Errorf("record dispute funds reinstated: %w", err)
+		}
+	}
+	return nil
 }

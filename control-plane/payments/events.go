@@ -210,6 +210,9 @@ func (s *Service) disputeEvent(ctx context.Context, tx pgx.Tx, ev metering.Webho
 			return fmt.Errorf("record dispute: %w", err)
 		}
 	}
+	if err := disputeFunds(ctx, q, ev, now); err != nil {
+		return err
+	}
 	if closed != nil {
 		if err := q.DisputeClose(ctx, db.DisputeCloseParams{ProviderDisputeID: ev.ProviderDisputeID, Status: ev.Status, ClosedAt: closed}); err != nil {
 			return fmt.Errorf("close dispute: %w", err)

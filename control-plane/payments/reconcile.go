@@ -225,34 +225,82 @@ func (s *Service) clearDoubt(ctx context.Context, attemptID uuid.UUID, providerP
 // pushStrayRefunds sends the pending refunds of stray charges (of one
 // payment, or all) to the provider with their keys, and records the
 // answers. An error that may have reached the provider leaves the refund
-// pending, to be sent again with its key.
+// pending, to be sent again with its key; an error of one does not stop
+// the others.
 func (s *Service) pushStrayRefunds(ctx context.Context, paymentID *uuid.UUID) error {
-	rows, err := db.New(s.pool).StrayRefundsPending(ctx, db.StrayRefundsPendingParams{PaymentID: paymentID, Max: 100})
+	rows, err := db.New(s.pool).StrayRefundsPending(ctx, db.StrayRefundsPendingParams{PaymentID: paymentID, Max: 100,
+		KeySecs: keyLifetime.Seconds()})
 	if err != nil {
 		return fmt.Errorf("list refunds of stray charges: %w", err)
 	}
 	var errs []error
 	for _, r := range rows {
-		prov := s.cfg.Providers[r.Provider]
-		if prov == nil {
-			errs = append(errs, fmt.Errorf("refund stray charge: %w: provider %q", ErrNotConfigured, r.Provider))
-			continue
-		}
-		res, err := prov.Refund(ctx, metering.RefundInput{ProviderPaymentID: *r.ProviderPaymentID,
-			Amount: metering.Money{Minor: r.Amount, Currency: r.Currency}, Reason: r.Reason, IdempotencyKey: r.IdempotencyKey})
-		if err != nil && !definite(err) {
+		if err := s.pushStrayRefund(ctx, r); err != nil {
 			errs = append(errs, fmt.Errorf("refund stray charge %s: %w", r.ID, err))
-			continue
-		}
-		if err != nil {
-			res = metering.RefundResult{Status: metering.RefundFailed, FailureReason: failureCode(err)}
-			s.log.Error("the refund of a stray charge was refused: refund it by hand", "refund", r.ID, "err", err)
-		}
-		if err := s.settleStrayRefund(ctx, r.ID, res); err != nil {
-			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (s *Service) pushStrayRefund(ctx context.Context, r db.StrayRefundsPendingRow) error {
+	prov := s.cfg.Providers[r.Provider]
+	if prov == nil {
+		return fmt.Errorf("%w: provider %q", ErrNotConfigured, r.Provider)
+	}
+	// Touched first, so that a refund that keeps failing goes to the back
+	// of the queue instead of holding the others up.
+	if err := db.New(s.pool).RefundTouch(ctx, r.ID); err != nil {
+		return fmt.Errorf("touch refund: %w", err)
+	}
+	if !r.KeyAlive {
+		// The provider has forgotten the key: repeating it could refund
+		// twice, so the charge's refunds are read first.
+		done, err := s.strayRefundAtProvider(ctx, prov, r)
+		if done || err != nil {
+			return err
+		}
+	}
+	in := metering.RefundInput{ProviderPaymentID: *r.ProviderPaymentID,
+		Amount: metering.Money{Minor: r.Amount, Currency: r.Currency}, Reason: r.Reason, RefundID: r.ID.String(),
+		IdempotencyKey: r.IdempotencyKey}
+	res, err := prov.Refund(ctx, in)
+	if errors.Is(err, metering.ErrIdempotencyConflict) {
+		// Sent before stray refunds carried their id: its own parameters
+		// get its answer replayed.
+		in.RefundID = ""
+		res, err = prov.Refund(ctx, in)
+	}
+	if err != nil && !definite(err) {
+		return err
+	}
+	if err != nil {
+		res = metering.RefundResult{Status: metering.RefundFailed, FailureReason: failureCode(err)}
+		s.log.Error("the refund of a stray charge was refused: refund it by hand", "refund", r.ID, "err", err)
+	}
+	return s.settleStrayRefund(ctx, r.ID, res)
+}
+
+// strayRefundAtProvider looks for a stray charge's refund among the
+// charge's refunds at the provider, by the id it carries, or, for one
+// sent before refunds carried it, as the whole charge refunded; found,
+// it is recorded.
+func (s *Service) strayRefundAtProvider(ctx context.Context, prov metering.PaymentProvider, r db.StrayRefundsPendingRow) (bool, error) {
+	lister, ok := prov.(metering.RefundLister)
+	if !ok {
+		return false, nil
+	}
+	list, err := lister.ListRefunds(ctx, *r.ProviderPaymentID)
+	if err != nil {
+		return false, fmt.Errorf("list refunds at the provider: %w", err)
+	}
+	for _, res := range list {
+		ours := res.RefundID == r.ID.String() ||
+			(res.RefundID == "" && res.Amount == metering.Money{Minor: r.Amount, Currency: r.Currency})
+		if ours && (res.Status == metering.RefundSucceeded || res.Status == metering.RefundPending) {
+			return true, s.settleStrayRefund(ctx, r.ID, res)
+		}
+	}
+	return false, nil
 }
 
 // settleStrayRefund records the provider's answer to a stray charge's
@@ -262,7 +310,7 @@ func (s *Service) settleStrayRefund(ctx context.Context, refundID uuid.UUID, res
 		return nil
 	}
 	_, err := db.New(s.pool).RefundSettle(ctx, db.RefundSettleParams{ID: refundID, Status: string(cmp.Or(res.Status, metering.RefundPending)),
-		ProviderRefundID: optional(res.ProviderRefundID), FailureReason: res.FailureReason})
+		ProviderRefundID: optional(res.ProviderRefundID), FailureReason: res.FailureReason, At: s.now()})
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("record refund of a stray charge: %w", err)
 	}

@@ -1,6 +1,7 @@
 package payments
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -127,7 +128,8 @@ func (s *Service) startRefund(ctx context.Context, q *db.Queries, p db.Payment, 
 	}
 	if dest == DestinationCreditBalance {
 		rf, err := q.RefundInsertCredit(ctx, db.RefundInsertCreditParams{ID: uuid.New(), PaymentID: p.ID, InvoiceID: p.InvoiceID,
-			Amount: m.Minor, Currency: m.Currency, Reason: reason, Actor: actor.Subject, IdempotencyKey: "veil-credit-" + uuid.NewString()})
+			Amount: m.Minor, Currency: m.Currency, Reason: reason, Actor: actor.Subject, IdempotencyKey: "veil-credit-" + uuid.NewString(),
+			At: new(s.now())})
 		if err != nil {
 			return db.PaymentRefund{}, in, fmt.Errorf("insert refund: %w", err)
 		}
@@ -166,7 +168,10 @@ func (s *Service) settleRefund(ctx context.Context, tx pgx.Tx, paymentID, refund
 		st = "pending"
 	}
 	rf, err := q.RefundSettle(ctx, db.RefundSettleParams{ID: refundID, Status: st,
-		ProviderRefundID: optional(res.ProviderRefundID), FailureReason: res.FailureReason})
+		ProviderRefundID: optional(res.ProviderRefundID), FailureReason: res.FailureReason, At: s.now()})
+	if errors.Is(err, pgx.ErrNoRows) && res.Status == metering.RefundFailed {
+		return s.refundFailedLate(ctx, tx, p, refundID, res)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}
@@ -181,8 +186,82 @@ func (s *Service) settleRefund(ctx context.Context, tx pgx.Tx, paymentID, refund
 		return fmt.Errorf("record refunded amount: %w", err)
 	}
 	p.AmountRefunded += rf.Amount
+	if err := s.checkOverRefunded(ctx, tx, p); err != nil {
+		return err
+	}
 	return s.publish(ctx, tx, p, "payment.refunded")
 }
+
+// refundFailedLate records that the provider failed a refund it had
+// reported succeeded: the bank could not return the money, which is back
+// in the platform's balance. The payment no longer counts it, and
+// failed_at dates it for the payouts statement, which adds it back then.
+// A refund already failed, or never succeeded, changes nothing.
+func (s *Service) refundFailedLate(ctx context.Context, tx pgx.Tx, p db.Payment, refundID uuid.UUID, res metering.RefundResult) error {
+	q := db.New(tx)
+	rf, err := q.RefundFailAfterSucceeded(ctx, db.RefundFailAfterSucceededParams{ID: refundID, At: new(s.now()),
+		FailureReason: cmp.Or(res.FailureReason, "failed_after_succeeded")})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record refund failed: %w", err)
+	}
+	s.log.Error("the provider failed a refund it had reported succeeded: the customer did not get it back",
+		"refund", rf.ID, "payment", p.ID, "invoice", p.InvoiceID, "provider_refund", res.ProviderRefundID,
+		"amount", metering.Money{Minor: rf.Amount, Currency: rf.Currency}.String(), "reason", rf.FailureReason)
+	if rf.StrayAttemptID != nil {
+		// A stray charge's refund is not in the payment's refunded amount.
+		return nil
+	}
+	if err := q.PaymentAddRefunded(ctx, db.PaymentAddRefundedParams{ID: p.ID, Amount: -rf.Amount}); err != nil {
+		return fmt.Errorf("record refunded amount: %w", err)
+	}
+	p.AmountRefunded -= rf.Amount
+	err = audit.Record(ctx, tx, audit.Change{
+		Actor: identity.System.Subject, ActorRole: string(identity.System.Role), OrganizationID: p.IssuerID,
+		Action: "payment.refund_failed", TargetType: "invoice", TargetID: p.InvoiceID.String(),
+		Before: map[string]any{"refund": rf.ID, "status": "succeeded"},
+		After: map[string]any{"refund": rf.ID, "status": "failed", "amount": metering.Money{Minor: rf.Amount, Currency: rf.Currency}.String(),
+			"reason": rf.FailureReason, "provider_refund_id": res.ProviderRefundID},
+	})
+	if err != nil {
+		return err
+	}
+	return s.publish(ctx, tx, p, "payment.refund_failed")
+}
+
+// checkOverRefunded flags a payment whose refunds, cash and credit
+// together, exceed what was paid: a credit was given and the provider
+// also returned the money (a refund made in its dashboard). Both are
+// facts by then, so nothing is capped; a person settles it with the
+// customer (taking the credit back, or charging again).
+func (s *Service) checkOverRefunded(ctx context.Context, tx pgx.Tx, p db.Payment) error {
+	if p.AmountRefunded+p.AmountDisputedLost <= p.Amount {
+		return nil
+	}
+	s.cfg.Metrics.GetOrCreateCounter(overRefundedName).Inc()
+	s.log.Error("a payment's refunds and lost disputes exceed what was paid: credit was given and money returned too; settle it with the customer",
+		"payment", p.ID, "invoice", p.InvoiceID, "amount", p.Amount, "refunded", p.AmountRefunded, "disputed_lost", p.AmountDisputedLost)
+	q := db.New(tx)
+	if err := q.PaymentFlag(ctx, db.PaymentFlagParams{ID: p.ID, Reason: reasonOverRefunded}); err != nil {
+		return fmt.Errorf("flag payment: %w", err)
+	}
+	return audit.Record(ctx, tx, audit.Change{
+		Actor: identity.System.Subject, ActorRole: string(identity.System.Role), OrganizationID: p.IssuerID,
+		Action: "payment.over_refunded", TargetType: "invoice", TargetID: p.InvoiceID.String(),
+		After: map[string]any{"amount": p.Amount, "refunded": p.AmountRefunded, "disputed_lost": p.AmountDisputedLost,
+			"currency": p.Currency, "attention_reason": reasonOverRefunded},
+	})
+}
+
+// overRefundedName counts payments refunded beyond what was paid (credit
+// and cash both given), in Config.Metrics; any is a person's to look at.
+const overRefundedName = `veil_controlplane_payment_over_refunded_total`
+
+// reasonOverRefunded is the attention_reason of a succeeded payment
+// refunded (and lost to disputes) beyond what was paid.
+const reasonOverRefunded = "refunded_beyond_paid"
 
 // RefundToCredit gives back amount (zero: all that is left) of a paid
 // invoice's payment to the customer's credit balance with the issuer, for

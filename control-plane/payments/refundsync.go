@@ -208,8 +208,8 @@ func (s *Service) sameRefund(ctx context.Context, q *db.Queries, rf db.PaymentRe
 }
 
 // recordExternal records a refund made outside Veil of the payment's
-// charge, up to what is left of the payment, audited; a succeeded one is
-// announced as Veil's are.
+// charge at its amount, audited; a succeeded one is announced as Veil's
+// are, and flags the payment when credit refunds already covered it.
 func (s *Service) recordExternal(ctx context.Context, tx pgx.Tx, att db.PaymentAttempt, res metering.RefundResult) error {
 	if res.Status != metering.RefundPending && res.Status != metering.RefundSucceeded {
 		return nil
@@ -229,15 +229,19 @@ func (s *Service) recordExternal(ctx context.Context, tx pgx.Tx, att db.PaymentA
 			"provider_refund", res.ProviderRefundID, "payment", p.ID, "currency", res.Amount.Currency)
 		return nil
 	}
-	given, err := q.RefundsGiven(ctx, p.ID)
+	// The refund is a fact: compared only with money the provider
+	// returned of the same charge, never with credit given or with Veil's
+	// refunds still pending (which may never have been made).
+	returned, err := q.RefundsReturned(ctx, p.ID)
 	if err != nil {
 		return fmt.Errorf("sum refunds: %w", err)
 	}
-	amount := min(res.Amount.Minor, p.Amount-given-p.AmountDisputedLost)
+	amount := min(res.Amount.Minor, p.Amount-returned)
 	if amount < res.Amount.Minor {
-		// The provider never refunds more than it charged: Veil counts a
-		// refund still pending that the provider did not make.
-		s.log.Error("a refund made outside Veil exceeds what is left of the payment: recorded up to it",
+		// The provider never refunds more than it charged: one of Veil's
+		// records of it is wrong.
+		s.cfg.Metrics.GetOrCreateCounter(mismatchedName("refund")).Inc()
+		s.log.Error("a refund made outside Veil exceeds what the provider had left of the charge: recorded up to it; check it",
 			"provider_refund", res.ProviderRefundID, "payment", p.ID, "amount", res.Amount.Minor, "recorded", amount)
 	}
 	if amount <= 0 {

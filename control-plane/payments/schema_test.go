@@ -43,8 +43,11 @@ func TestDatabaseRefusesDoubles(t *testing.T) {
 		{"a provider payment recorded twice", "payment_attempts_provider_payment_id_key",
 			`INSERT INTO payment_attempts (payment_id, attempt_no, idempotency_key, provider_customer_id, provider_payment_id, status, finished_at)
 			VALUES ('` + p.ID.String() + `', 4, 'k-4', 'c', '` + pi + `', 'failed', now())`},
-		{"a refunded amount above the payment", "payments_check",
-			`UPDATE payments SET amount_refunded = amount + 1 WHERE id = '` + p.ID.String() + `'`},
+		{"a refunded amount below zero", "payments_amount_refunded_check",
+			`UPDATE payments SET amount_refunded = -1 WHERE id = '` + p.ID.String() + `'`},
+		{"a refund at the provider above the charge", "payment_refunds_within_paid",
+			`INSERT INTO payment_refunds (payment_id, invoice_id, amount, currency, actor, idempotency_key, provider_refund_id, external)
+			SELECT id, invoice_id, amount + 1, currency, 'stripe', 'veil-external-re_x', 're_x', true FROM payments WHERE id = '` + p.ID.String() + `'`},
 	} {
 		_, err := f.pool.Exec(f.ctx, c.sql)
 		var pgErr *pgconn.PgError

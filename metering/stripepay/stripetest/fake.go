@@ -79,6 +79,14 @@ func (s *Server) Creates(kind string) int {
 	return s.creates[kind]
 }
 
+// ForgetKeys drops every idempotency key, as Stripe does 24 hours after
+// a key's first use: the same key then makes a new object.
+func (s *Server) ForgetKeys() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replays = map[string]recorded{}
+}
+
 // PostsWithoutKey counts POSTs that came without an Idempotency-Key.
 func (s *Server) PostsWithoutKey() int {
 	s.mu.Lock()

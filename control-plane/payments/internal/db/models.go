@@ -49,6 +49,7 @@ type PaymentAttempt struct {
 	InDoubt            bool
 	LateSucceededAt    *time.Time
 	CheckAfter         *time.Time
+	SettledByRole      string
 }
 
 type PaymentDispute struct {
@@ -62,6 +63,8 @@ type PaymentDispute struct {
 	OpenedAt          time.Time
 	ClosedAt          *time.Time
 	LostAt            *time.Time
+	WithdrawnAt       *time.Time
+	ReinstatedAt      *time.Time
 }
 
 type PaymentRefund struct {
@@ -81,4 +84,6 @@ type PaymentRefund struct {
 	StrayAttemptID   *uuid.UUID
 	Destination      string
 	External         bool
+	SucceededAt      *time.Time
+	FailedAt         *time.Time
 }

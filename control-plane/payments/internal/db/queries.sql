@@ -108,7 +108,8 @@ RETURNING *;
 
 -- name: RefundSettle :one
 UPDATE payment_refunds SET status = @status, provider_refund_id = COALESCE(provider_refund_id, sqlc.narg(provider_refund_id)),
-    failure_reason = @failure_reason, updated_at = now()
+    failure_reason = @failure_reason, updated_at = now(),
+    succeeded_at = CASE WHEN @status::text = 'succeeded' THEN @at::timestamptz END
 WHERE id = @id AND status = 'pending'
 RETURNING *;
 
@@ -185,13 +186,16 @@ ON CONFLICT (stray_attempt_id) WHERE stray_attempt_id IS NOT NULL DO NOTHING
 RETURNING *;
 
 -- StrayRefundsPending lists refunds of stray charges not yet answered by
--- the provider, with the charge they give back.
+-- the provider, with the charge they give back and whether their key is
+-- younger than @key_secs (the provider still answers it); least recently
+-- tried first, so that one failing goes to the back of the queue.
 -- name: StrayRefundsPending :many
-SELECT r.id, r.payment_id, r.amount, r.currency, r.reason, r.idempotency_key, a.provider_payment_id, p.provider
+SELECT r.id, r.payment_id, r.amount, r.currency, r.reason, r.idempotency_key, a.provider_payment_id, p.provider,
+    (r.created_at > now() - make_interval(secs => @key_secs::float8))::boolean AS key_alive
 FROM payment_refunds r JOIN payment_attempts a ON a.id = r.stray_attempt_id JOIN payments p ON p.id = r.payment_id
 WHERE r.status = 'pending' AND r.provider_refund_id IS NULL AND a.provider_payment_id IS NOT NULL
     AND (sqlc.narg(payment_id)::uuid IS NULL OR r.payment_id = sqlc.narg(payment_id))
-ORDER BY r.created_at, r.id LIMIT @max;
+ORDER BY r.updated_at, r.id LIMIT @max;
 
 -- name: PaymentSetAttention :exec
 UPDATE payments SET status = 'needs_attention', attention_reason = @reason, next_attempt_at = NULL, updated_at = now()

@@ -32,7 +32,7 @@ func (q *Queries) AttemptBind(ctx context.Context, arg AttemptBindParams) error 
 }
 
 const attemptByProviderID = `-- name: AttemptByProviderID :one
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE provider_payment_id = $1
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after, settled_by_role FROM payment_attempts WHERE provider_payment_id = $1
 `
 
 func (q *Queries) AttemptByProviderID(ctx context.Context, providerPaymentID *string) (PaymentAttempt, error) {
@@ -57,6 +57,7 @@ func (q *Queries) AttemptByProviderID(ctx context.Context, providerPaymentID *st
 		&i.InDoubt,
 		&i.LateSucceededAt,
 		&i.CheckAfter,
+		&i.SettledByRole,
 	)
 	return i, err
 }
@@ -97,7 +98,7 @@ func (q *Queries) AttemptClaim(ctx context.Context, arg AttemptClaimParams) erro
 }
 
 const attemptInDoubtOf = `-- name: AttemptInDoubtOf :one
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE payment_id = $1 AND in_doubt AND provider_payment_id IS NULL
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after, settled_by_role FROM payment_attempts WHERE payment_id = $1 AND in_doubt AND provider_payment_id IS NULL
 ORDER BY attempt_no DESC LIMIT 1 FOR UPDATE
 `
 
@@ -125,6 +126,7 @@ func (q *Queries) AttemptInDoubtOf(ctx context.Context, paymentID uuid.UUID) (Pa
 		&i.InDoubt,
 		&i.LateSucceededAt,
 		&i.CheckAfter,
+		&i.SettledByRole,
 	)
 	return i, err
 }
@@ -132,7 +134,7 @@ func (q *Queries) AttemptInDoubtOf(ctx context.Context, paymentID uuid.UUID) (Pa
 const attemptInsert = `-- name: AttemptInsert :one
 INSERT INTO payment_attempts (payment_id, attempt_no, idempotency_key, provider_customer_id, payment_method_id, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $6)
-RETURNING id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after
+RETURNING id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after, settled_by_role
 `
 
 type AttemptInsertParams struct {
@@ -173,12 +175,13 @@ func (q *Queries) AttemptInsert(ctx context.Context, arg AttemptInsertParams) (P
 		&i.InDoubt,
 		&i.LateSucceededAt,
 		&i.CheckAfter,
+		&i.SettledByRole,
 	)
 	return i, err
 }
 
 const attemptLock = `-- name: AttemptLock :one
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE id = $1 FOR UPDATE
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after, settled_by_role FROM payment_attempts WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) AttemptLock(ctx context.Context, id uuid.UUID) (PaymentAttempt, error) {
@@ -203,6 +206,7 @@ func (q *Queries) AttemptLock(ctx context.Context, id uuid.UUID) (PaymentAttempt
 		&i.InDoubt,
 		&i.LateSucceededAt,
 		&i.CheckAfter,
+		&i.SettledByRole,
 	)
 	return i, err
 }
@@ -219,7 +223,7 @@ func (q *Queries) AttemptMarkDoubt(ctx context.Context, id uuid.UUID) error {
 }
 
 const attemptOpenOf = `-- name: AttemptOpenOf :one
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after, settled_by_role FROM payment_attempts
 WHERE payment_id = $1 AND status IN ('creating', 'pending', 'processing', 'requires_action')
 FOR UPDATE
 `
@@ -246,6 +250,7 @@ func (q *Queries) AttemptOpenOf(ctx context.Context, paymentID uuid.UUID) (Payme
 		&i.InDoubt,
 		&i.LateSucceededAt,
 		&i.CheckAfter,
+		&i.SettledByRole,
 	)
 	return i, err
 }
@@ -287,7 +292,7 @@ func (q *Queries) AttemptResolveDoubt(ctx context.Context, arg AttemptResolveDou
 }
 
 const attemptSucceededOf = `-- name: AttemptSucceededOf :one
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE payment_id = $1 AND status = 'succeeded'
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after, settled_by_role FROM payment_attempts WHERE payment_id = $1 AND status = 'succeeded'
 `
 
 func (q *Queries) AttemptSucceededOf(ctx context.Context, paymentID uuid.UUID) (PaymentAttempt, error) {
@@ -312,6 +317,7 @@ func (q *Queries) AttemptSucceededOf(ctx context.Context, paymentID uuid.UUID) (
 		&i.InDoubt,
 		&i.LateSucceededAt,
 		&i.CheckAfter,
+		&i.SettledByRole,
 	)
 	return i, err
 }
@@ -368,7 +374,7 @@ func (q *Queries) AttemptUpdate(ctx context.Context, arg AttemptUpdateParams) er
 }
 
 const attemptsInDoubt = `-- name: AttemptsInDoubt :many
-SELECT a.id, a.payment_id, a.attempt_no, a.idempotency_key, a.provider_payment_id, a.provider_customer_id, a.payment_method_id, a.status, a.failure_code, a.decline_code, a.failure_message, a.reference, a.created_at, a.updated_at, a.finished_at, a.in_doubt, a.late_succeeded_at, a.check_after, p.invoice_id, p.provider, p.amount, p.currency FROM payment_attempts a JOIN payments p ON p.id = a.payment_id
+SELECT a.id, a.payment_id, a.attempt_no, a.idempotency_key, a.provider_payment_id, a.provider_customer_id, a.payment_method_id, a.status, a.failure_code, a.decline_code, a.failure_message, a.reference, a.created_at, a.updated_at, a.finished_at, a.in_doubt, a.late_succeeded_at, a.check_after, a.settled_by_role, p.invoice_id, p.provider, p.amount, p.currency FROM payment_attempts a JOIN payments p ON p.id = a.payment_id
 WHERE a.in_doubt AND a.updated_at < $1 AND (a.check_after IS NULL OR a.check_after <= $2)
     AND ($3::uuid IS NULL OR a.payment_id = $3)
 ORDER BY a.updated_at, a.id LIMIT $4
@@ -400,6 +406,7 @@ type AttemptsInDoubtRow struct {
 	InDoubt            bool
 	LateSucceededAt    *time.Time
 	CheckAfter         *time.Time
+	SettledByRole      string
 	InvoiceID          uuid.UUID
 	Provider           string
 	Amount             int64
@@ -439,6 +446,7 @@ func (q *Queries) AttemptsInDoubt(ctx context.Context, arg AttemptsInDoubtParams
 			&i.InDoubt,
 			&i.LateSucceededAt,
 			&i.CheckAfter,
+			&i.SettledByRole,
 			&i.InvoiceID,
 			&i.Provider,
 			&i.Amount,
@@ -455,7 +463,7 @@ func (q *Queries) AttemptsInDoubt(ctx context.Context, arg AttemptsInDoubtParams
 }
 
 const attemptsOf = `-- name: AttemptsOf :many
-SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after FROM payment_attempts WHERE payment_id = $1 ORDER BY attempt_no
+SELECT id, payment_id, attempt_no, idempotency_key, provider_payment_id, provider_customer_id, payment_method_id, status, failure_code, decline_code, failure_message, reference, created_at, updated_at, finished_at, in_doubt, late_succeeded_at, check_after, settled_by_role FROM payment_attempts WHERE payment_id = $1 ORDER BY attempt_no
 `
 
 func (q *Queries) AttemptsOf(ctx context.Context, paymentID uuid.UUID) ([]PaymentAttempt, error) {
@@ -486,6 +494,7 @@ func (q *Queries) AttemptsOf(ctx context.Context, paymentID uuid.UUID) ([]Paymen
 			&i.InDoubt,
 			&i.LateSucceededAt,
 			&i.CheckAfter,
+			&i.SettledByRole,
 		); err != nil {
 			return nil, err
 		}
@@ -1065,7 +1074,7 @@ func (q *Queries) PaymentsDue(ctx context.Context, arg PaymentsDueParams) ([]uui
 }
 
 const refundByProviderID = `-- name: RefundByProviderID :one
-SELECT id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external FROM payment_refunds WHERE provider_refund_id = $1
+SELECT id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external, succeeded_at, failed_at FROM payment_refunds WHERE provider_refund_id = $1
 `
 
 func (q *Queries) RefundByProviderID(ctx context.Context, providerRefundID *string) (PaymentRefund, error) {
@@ -1088,6 +1097,8 @@ func (q *Queries) RefundByProviderID(ctx context.Context, providerRefundID *stri
 		&i.StrayAttemptID,
 		&i.Destination,
 		&i.External,
+		&i.SucceededAt,
+		&i.FailedAt,
 	)
 	return i, err
 }
@@ -1095,7 +1106,7 @@ func (q *Queries) RefundByProviderID(ctx context.Context, providerRefundID *stri
 const refundInsert = `-- name: RefundInsert :one
 INSERT INTO payment_refunds (id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external
+RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external, succeeded_at, failed_at
 `
 
 type RefundInsertParams struct {
@@ -1138,21 +1149,25 @@ func (q *Queries) RefundInsert(ctx context.Context, arg RefundInsertParams) (Pay
 		&i.StrayAttemptID,
 		&i.Destination,
 		&i.External,
+		&i.SucceededAt,
+		&i.FailedAt,
 	)
 	return i, err
 }
 
 const refundSettle = `-- name: RefundSettle :one
 UPDATE payment_refunds SET status = $1, provider_refund_id = COALESCE(provider_refund_id, $2),
-    failure_reason = $3, updated_at = now()
-WHERE id = $4 AND status = 'pending'
-RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external
+    failure_reason = $3, updated_at = now(),
+    succeeded_at = CASE WHEN $1::text = 'succeeded' THEN $4::timestamptz END
+WHERE id = $5 AND status = 'pending'
+RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external, succeeded_at, failed_at
 `
 
 type RefundSettleParams struct {
 	Status           string
 	ProviderRefundID *string
 	FailureReason    string
+	At               time.Time
 	ID               uuid.UUID
 }
 
@@ -1161,6 +1176,7 @@ func (q *Queries) RefundSettle(ctx context.Context, arg RefundSettleParams) (Pay
 		arg.Status,
 		arg.ProviderRefundID,
 		arg.FailureReason,
+		arg.At,
 		arg.ID,
 	)
 	var i PaymentRefund
@@ -1181,6 +1197,8 @@ func (q *Queries) RefundSettle(ctx context.Context, arg RefundSettleParams) (Pay
 		&i.StrayAttemptID,
 		&i.Destination,
 		&i.External,
+		&i.SucceededAt,
+		&i.FailedAt,
 	)
 	return i, err
 }
@@ -1248,7 +1266,7 @@ const strayRefundInsert = `-- name: StrayRefundInsert :one
 INSERT INTO payment_refunds (id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, stray_attempt_id)
 VALUES ($1, $2, $3, $4, $5, $6, 'system', $7, $8)
 ON CONFLICT (stray_attempt_id) WHERE stray_attempt_id IS NOT NULL DO NOTHING
-RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external
+RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external, succeeded_at, failed_at
 `
 
 type StrayRefundInsertParams struct {
@@ -1291,19 +1309,23 @@ func (q *Queries) StrayRefundInsert(ctx context.Context, arg StrayRefundInsertPa
 		&i.StrayAttemptID,
 		&i.Destination,
 		&i.External,
+		&i.SucceededAt,
+		&i.FailedAt,
 	)
 	return i, err
 }
 
 const strayRefundsPending = `-- name: StrayRefundsPending :many
-SELECT r.id, r.payment_id, r.amount, r.currency, r.reason, r.idempotency_key, a.provider_payment_id, p.provider
+SELECT r.id, r.payment_id, r.amount, r.currency, r.reason, r.idempotency_key, a.provider_payment_id, p.provider,
+    (r.created_at > now() - make_interval(secs => $1::float8))::boolean AS key_alive
 FROM payment_refunds r JOIN payment_attempts a ON a.id = r.stray_attempt_id JOIN payments p ON p.id = r.payment_id
 WHERE r.status = 'pending' AND r.provider_refund_id IS NULL AND a.provider_payment_id IS NOT NULL
-    AND ($1::uuid IS NULL OR r.payment_id = $1)
-ORDER BY r.created_at, r.id LIMIT $2
+    AND ($2::uuid IS NULL OR r.payment_id = $2)
+ORDER BY r.updated_at, r.id LIMIT $3
 `
 
 type StrayRefundsPendingParams struct {
+	KeySecs   float64
 	PaymentID *uuid.UUID
 	Max       int32
 }
@@ -1317,12 +1339,15 @@ type StrayRefundsPendingRow struct {
 	IdempotencyKey    string
 	ProviderPaymentID *string
 	Provider          string
+	KeyAlive          bool
 }
 
 // StrayRefundsPending lists refunds of stray charges not yet answered by
-// the provider, with the charge they give back.
+// the provider, with the charge they give back and whether their key is
+// younger than @key_secs (the provider still answers it); least recently
+// tried first, so that one failing goes to the back of the queue.
 func (q *Queries) StrayRefundsPending(ctx context.Context, arg StrayRefundsPendingParams) ([]StrayRefundsPendingRow, error) {
-	rows, err := q.db.Query(ctx, strayRefundsPending, arg.PaymentID, arg.Max)
+	rows, err := q.db.Query(ctx, strayRefundsPending, arg.KeySecs, arg.PaymentID, arg.Max)
 	if err != nil {
 		return nil, err
 	}
@@ -1339,6 +1364,7 @@ func (q *Queries) StrayRefundsPending(ctx context.Context, arg StrayRefundsPendi
 			&i.IdempotencyKey,
 			&i.ProviderPaymentID,
 			&i.Provider,
+			&i.KeyAlive,
 		); err != nil {
 			return nil, err
 		}

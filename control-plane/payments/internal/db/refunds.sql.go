@@ -15,7 +15,7 @@ import (
 const disputeLose = `-- name: DisputeLose :one
 UPDATE payment_disputes SET status = 'lost', lost_at = $1, closed_at = COALESCE(closed_at, $1)
 WHERE provider_dispute_id = $2 AND lost_at IS NULL
-RETURNING id, payment_id, provider_dispute_id, amount, currency, reason, status, opened_at, closed_at, lost_at
+RETURNING id, payment_id, provider_dispute_id, amount, currency, reason, status, opened_at, closed_at, lost_at, withdrawn_at, reinstated_at
 `
 
 type DisputeLoseParams struct {
@@ -38,8 +38,27 @@ func (q *Queries) DisputeLose(ctx context.Context, arg DisputeLoseParams) (Payme
 		&i.OpenedAt,
 		&i.ClosedAt,
 		&i.LostAt,
+		&i.WithdrawnAt,
+		&i.ReinstatedAt,
 	)
 	return i, err
+}
+
+const disputeReinstated = `-- name: DisputeReinstated :exec
+UPDATE payment_disputes SET reinstated_at = $1
+WHERE provider_dispute_id = $2 AND withdrawn_at IS NOT NULL AND reinstated_at IS NULL
+`
+
+type DisputeReinstatedParams struct {
+	At                *time.Time
+	ProviderDisputeID string
+}
+
+// DisputeReinstated records, once, that a dispute whose amount was
+// withdrawn was won: the provider gave the amount back.
+func (q *Queries) DisputeReinstated(ctx context.Context, arg DisputeReinstatedParams) error {
+	_, err := q.db.Exec(ctx, disputeReinstated, arg.At, arg.ProviderDisputeID)
+	return err
 }
 
 const disputeSetStatus = `-- name: DisputeSetStatus :exec
@@ -53,6 +72,23 @@ type DisputeSetStatusParams struct {
 
 func (q *Queries) DisputeSetStatus(ctx context.Context, arg DisputeSetStatusParams) error {
 	_, err := q.db.Exec(ctx, disputeSetStatus, arg.Status, arg.ProviderDisputeID)
+	return err
+}
+
+const disputeWithdrawn = `-- name: DisputeWithdrawn :exec
+UPDATE payment_disputes SET withdrawn_at = $1
+WHERE provider_dispute_id = $2 AND withdrawn_at IS NULL AND closed_at IS NULL
+`
+
+type DisputeWithdrawnParams struct {
+	At                *time.Time
+	ProviderDisputeID string
+}
+
+// DisputeWithdrawn records, once, when the provider took an open
+// dispute's amount from the platform's balance.
+func (q *Queries) DisputeWithdrawn(ctx context.Context, arg DisputeWithdrawnParams) error {
+	_, err := q.db.Exec(ctx, disputeWithdrawn, arg.At, arg.ProviderDisputeID)
 	return err
 }
 
@@ -92,9 +128,63 @@ func (q *Queries) PaymentAddDisputeLost(ctx context.Context, arg PaymentAddDispu
 	return i, err
 }
 
+const paymentFlag = `-- name: PaymentFlag :exec
+UPDATE payments SET attention_reason = $1, updated_at = now() WHERE id = $2
+`
+
+type PaymentFlagParams struct {
+	Reason string
+	ID     uuid.UUID
+}
+
+func (q *Queries) PaymentFlag(ctx context.Context, arg PaymentFlagParams) error {
+	_, err := q.db.Exec(ctx, paymentFlag, arg.Reason, arg.ID)
+	return err
+}
+
+const refundFailAfterSucceeded = `-- name: RefundFailAfterSucceeded :one
+UPDATE payment_refunds SET status = 'failed', failed_at = $1, failure_reason = $2, updated_at = now()
+WHERE id = $3 AND status = 'succeeded' AND destination = 'payment_method'
+RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external, succeeded_at, failed_at
+`
+
+type RefundFailAfterSucceededParams struct {
+	At            *time.Time
+	FailureReason string
+	ID            uuid.UUID
+}
+
+// RefundFailAfterSucceeded records that the provider failed a refund it
+// had reported succeeded (the bank could not return the money), once.
+func (q *Queries) RefundFailAfterSucceeded(ctx context.Context, arg RefundFailAfterSucceededParams) (PaymentRefund, error) {
+	row := q.db.QueryRow(ctx, refundFailAfterSucceeded, arg.At, arg.FailureReason, arg.ID)
+	var i PaymentRefund
+	err := row.Scan(
+		&i.ID,
+		&i.PaymentID,
+		&i.InvoiceID,
+		&i.Amount,
+		&i.Currency,
+		&i.Reason,
+		&i.Actor,
+		&i.IdempotencyKey,
+		&i.ProviderRefundID,
+		&i.Status,
+		&i.FailureReason,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.StrayAttemptID,
+		&i.Destination,
+		&i.External,
+		&i.SucceededAt,
+		&i.FailedAt,
+	)
+	return i, err
+}
+
 const refundGet = `-- name: RefundGet :one
 
-SELECT id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external FROM payment_refunds WHERE id = $1
+SELECT id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external, succeeded_at, failed_at FROM payment_refunds WHERE id = $1
 `
 
 // Refunds matched to the provider's, refunds to the credit balance and
@@ -119,16 +209,18 @@ func (q *Queries) RefundGet(ctx context.Context, id uuid.UUID) (PaymentRefund, e
 		&i.StrayAttemptID,
 		&i.Destination,
 		&i.External,
+		&i.SucceededAt,
+		&i.FailedAt,
 	)
 	return i, err
 }
 
 const refundInsertCredit = `-- name: RefundInsertCredit :one
 INSERT INTO payment_refunds (id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key,
-    status, destination)
+    status, destination, succeeded_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
-    'succeeded', 'credit_balance')
-RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external
+    'succeeded', 'credit_balance', $9)
+RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external, succeeded_at, failed_at
 `
 
 type RefundInsertCreditParams struct {
@@ -140,6 +232,7 @@ type RefundInsertCreditParams struct {
 	Reason         string
 	Actor          string
 	IdempotencyKey string
+	At             *time.Time
 }
 
 func (q *Queries) RefundInsertCredit(ctx context.Context, arg RefundInsertCreditParams) (PaymentRefund, error) {
@@ -152,6 +245,7 @@ func (q *Queries) RefundInsertCredit(ctx context.Context, arg RefundInsertCredit
 		arg.Reason,
 		arg.Actor,
 		arg.IdempotencyKey,
+		arg.At,
 	)
 	var i PaymentRefund
 	err := row.Scan(
@@ -171,6 +265,8 @@ func (q *Queries) RefundInsertCredit(ctx context.Context, arg RefundInsertCredit
 		&i.StrayAttemptID,
 		&i.Destination,
 		&i.External,
+		&i.SucceededAt,
+		&i.FailedAt,
 	)
 	return i, err
 }
@@ -181,7 +277,7 @@ INSERT INTO payment_refunds (id, payment_id, invoice_id, amount, currency, reaso
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
     $9, $10, true)
 ON CONFLICT (provider_refund_id) DO NOTHING
-RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external
+RETURNING id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external, succeeded_at, failed_at
 `
 
 type RefundInsertExternalParams struct {
@@ -230,21 +326,25 @@ func (q *Queries) RefundInsertExternal(ctx context.Context, arg RefundInsertExte
 		&i.StrayAttemptID,
 		&i.Destination,
 		&i.External,
+		&i.SucceededAt,
+		&i.FailedAt,
 	)
 	return i, err
 }
 
 const refundTouch = `-- name: RefundTouch :exec
-UPDATE payment_refunds SET updated_at = now() WHERE id = $1
+UPDATE payment_refunds SET updated_at = now() WHERE id = $1 AND status = 'pending'
 `
 
+// RefundTouch puts a pending refund at the back of the queue; a settled
+// one is left as it is.
 func (q *Queries) RefundTouch(ctx context.Context, id uuid.UUID) error {
 	_, err := q.db.Exec(ctx, refundTouch, id)
 	return err
 }
 
 const refundsOfPayment = `-- name: RefundsOfPayment :many
-SELECT id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external FROM payment_refunds WHERE payment_id = $1 AND stray_attempt_id IS NULL ORDER BY created_at, id
+SELECT id, payment_id, invoice_id, amount, currency, reason, actor, idempotency_key, provider_refund_id, status, failure_reason, created_at, updated_at, stray_attempt_id, destination, external, succeeded_at, failed_at FROM payment_refunds WHERE payment_id = $1 AND stray_attempt_id IS NULL ORDER BY created_at, id
 `
 
 func (q *Queries) RefundsOfPayment(ctx context.Context, paymentID uuid.UUID) ([]PaymentRefund, error) {
@@ -273,6 +373,8 @@ func (q *Queries) RefundsOfPayment(ctx context.Context, paymentID uuid.UUID) ([]
 			&i.StrayAttemptID,
 			&i.Destination,
 			&i.External,
+			&i.SucceededAt,
+			&i.FailedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -284,13 +386,31 @@ func (q *Queries) RefundsOfPayment(ctx context.Context, paymentID uuid.UUID) ([]
 	return items, nil
 }
 
+const refundsReturned = `-- name: RefundsReturned :one
+SELECT COALESCE(sum(amount), 0)::bigint FROM payment_refunds
+WHERE payment_id = $1 AND stray_attempt_id IS NULL AND destination = 'payment_method'
+    AND (status = 'succeeded' OR (external AND status = 'pending'))
+`
+
+// RefundsReturned sums what the provider returned of a payment's charge:
+// succeeded refunds to the payment method, and those made outside Veil
+// that are pending there.
+func (q *Queries) RefundsReturned(ctx context.Context, paymentID uuid.UUID) (int64, error) {
+	row := q.db.QueryRow(ctx, refundsReturned, paymentID)
+	var column_1 int64
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const refundsUnsettled = `-- name: RefundsUnsettled :many
 SELECT r.id, r.payment_id, r.amount, r.currency, r.reason, r.idempotency_key, r.provider_refund_id,
     (r.created_at > now() - make_interval(secs => $1::float8))::boolean AS key_alive,
     a.provider_payment_id, p.provider
 FROM payment_refunds r JOIN payments p ON p.id = r.payment_id
-    JOIN payment_attempts a ON a.payment_id = r.payment_id AND a.status = 'succeeded'
-WHERE r.status = 'pending' AND r.destination = 'payment_method' AND r.stray_attempt_id IS NULL
+    JOIN payment_attempts a ON CASE WHEN r.stray_attempt_id IS NULL THEN a.payment_id = r.payment_id AND a.status = 'succeeded'
+        ELSE a.id = r.stray_attempt_id END
+WHERE r.status = 'pending' AND r.destination = 'payment_method'
+    AND (r.stray_attempt_id IS NULL OR r.provider_refund_id IS NOT NULL)
     AND r.updated_at < now() - make_interval(secs => $2::float8)
 ORDER BY r.updated_at, r.id LIMIT $3
 `
@@ -318,7 +438,8 @@ type RefundsUnsettledRow struct {
 // longer than @settle_secs, with the charge they give back, what the
 // call was made with, and whether its key is younger than @key_secs (the
 // provider still answers it). Times are the database's, as the refunds'
-// own. Refunds of stray charges are settled with their attempts.
+// own. Refunds of stray charges are sent with their attempts, and come
+// here once the provider answered them pending.
 func (q *Queries) RefundsUnsettled(ctx context.Context, arg RefundsUnsettledParams) ([]RefundsUnsettledRow, error) {
 	rows, err := q.db.Query(ctx, refundsUnsettled, arg.KeySecs, arg.SettleSecs, arg.Max)
 	if err != nil {
