@@ -262,7 +262,9 @@ func TestConcurrentRefundsInDatabase(t *testing.T) {
 	}
 }
 
-func TestCancelForVoid(t *testing.T) {
+// A voided invoice's payment is canceled, at the provider too; a repeat,
+// or an invoice with no payment, changes nothing.
+func TestInvoiceClosedVoid(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "stripe")
 	inv := f.invoice(f.customer("stripe", stripetest.PMProcessing), "21.00")
@@ -270,11 +272,11 @@ func TestCancelForVoid(t *testing.T) {
 		t.Fatal(err)
 	}
 	pi := f.stripe.lastResult().ProviderPaymentID
-	if err := f.svc.CancelForVoid(f.ctx, inv); err != nil {
+	if err := f.svc.InvoiceClosed(f.ctx, inv, "void"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.svc.CancelForVoid(f.ctx, inv); err != nil {
-		t.Errorf("second CancelForVoid = %v; want nil", err)
+	if err := f.svc.InvoiceClosed(f.ctx, inv, "void"); err != nil {
+		t.Errorf("second InvoiceClosed = %v; want nil", err)
 	}
 	if st, err := f.stripe.PaymentStatus(f.ctx, pi); err != nil || st.Status != metering.PaymentCanceled {
 		t.Errorf("PaymentIntent = %+v, %v; want canceled", st, err)
@@ -283,7 +285,7 @@ func TestCancelForVoid(t *testing.T) {
 	if p := f.payment(inv); p.Status != "canceled" || f.attemptStatus(pi) != "canceled" {
 		t.Errorf("after a late success: payment %s, attempt %s; want canceled", p.Status, f.attemptStatus(pi))
 	}
-	if err := f.svc.CancelForVoid(f.ctx, f.invoice(f.customer("stripe", stripetest.PMSucceeds), "1.00")); err != nil {
-		t.Errorf("CancelForVoid without a payment = %v; want nil", err)
+	if err := f.svc.InvoiceClosed(f.ctx, f.invoice(f.customer("stripe", stripetest.PMSucceeds), "1.00"), "void"); err != nil {
+		t.Errorf("InvoiceClosed without a payment = %v; want nil", err)
 	}
 }

@@ -14,16 +14,6 @@ import (
 	"github.com/veil-platform/veil/metering"
 )
 
-// CancelForVoid cancels the payment of an invoice being voided (see
-// InvoiceClosed); a succeeded payment is ErrPaymentState.
-func (s *Service) CancelForVoid(ctx context.Context, invoiceID uuid.UUID) error {
-	p, err := db.New(s.pool).PaymentGetByInvoice(ctx, invoiceID)
-	if err == nil && p.Status == "succeeded" {
-		return ErrPaymentState
-	}
-	return s.InvoiceClosed(ctx, invoiceID, "void")
-}
-
 // closeCodes are the failure codes an invoice's close leaves on the
 // attempts it cancels, by the invoice's new status.
 var closeCodes = map[string]string{"void": "invoice_void", "paid": "paid_elsewhere", "uncollectible": "invoice_uncollectible"}
@@ -34,7 +24,8 @@ var closeCodes = map[string]string{"void": "invoice_void", "paid": "paid_elsewhe
 // is canceled in all three cases: no attempt follows, and the attempt
 // under way is canceled, at the provider too once its id is known, so
 // that its success, should it come, is refunded (as "void" for a voided
-// invoice, "duplicate" otherwise) rather than kept. Repeating it changes
+// invoice, "duplicate" for one paid) rather than kept; that of an invoice
+// written off is kept and pays it, as the debt was real. Repeating it changes
 // nothing; an error is returned for the caller to repeat.
 func (s *Service) InvoiceClosed(ctx context.Context, invoiceID uuid.UUID, status string) error {
 	code, ok := closeCodes[status]

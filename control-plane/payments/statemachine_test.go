@@ -113,7 +113,7 @@ func TestVoidAfterLostAnswerReconciled(t *testing.T) {
 	_, _ = f.svc.Collect(f.ctx, inv)
 	f.stripe.setCrash(false)
 	pi := f.stripe.lastResult().ProviderPaymentID
-	if err := f.svc.CancelForVoid(f.ctx, inv); err != nil {
+	if err := f.svc.InvoiceClosed(f.ctx, inv, "void"); err != nil {
 		t.Fatal(err)
 	}
 	f.apply(metering.WebhookEvent{ID: "evt_late", Type: metering.WebhookPaymentSucceeded, ProviderPaymentID: pi, InvoiceID: inv.String()})
