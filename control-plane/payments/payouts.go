@@ -38,8 +38,14 @@ type Payout struct {
 	// computed with.
 	PlatformFeePercent decimal.Decimal
 	// Payments succeeded in the month, Refunds succeeded in it (money
-	// given back through the provider), DisputesLost closed lost in it;
-	// each in the order it happened. CreditRefunds are refunds to the
+	// given back through the provider; negated, one the provider failed
+	// in the month after it had succeeded), DisputesLost the chargebacks
+	// whose amount the provider withdrew in the month (negated, those won
+	// in it: the amount came back; one recorded before withdrawals were
+	// counts when it closed lost); each in the order it happened. The
+	// dispute fee is the issuer's to bear, as with Stripe Connect's
+	// default, and is not in the statement: Stripe's dispute events do
+	// not carry it. CreditRefunds are refunds to the
 	// customer's credit balance with the issuer that succeeded in the
 	// month: no money moved, so they are in no other figure (the credit
 	// lowers what later invoices collect). PaidToIssuer are payments that
@@ -90,8 +96,10 @@ type PayoutRefund struct {
 	Amount     decimal.Decimal
 }
 
-// PayoutDispute is a dispute lost: Amount, the dispute's amount up to
-// what the payment's earlier lost disputes left of it, was taken back.
+// PayoutDispute is a dispute counted: Amount was taken from the
+// platform's balance at LostAt (the withdrawal, or the close lost of a
+// dispute recorded before withdrawals were, up to what the payment's
+// earlier lost disputes left), or, negative, given back (won).
 type PayoutDispute struct {
 	DisputeID         uuid.UUID
 	ProviderDisputeID string

@@ -67,9 +67,10 @@ func (f *payoutFixture) refund(payment uuid.UUID, minor int64, status string, at
 	}
 	var id uuid.UUID
 	f.scan(&id, `INSERT INTO payment_refunds (payment_id, invoice_id, amount, currency, actor, idempotency_key, provider_refund_id,
-			status, updated_at, destination, external)
+			status, updated_at, succeeded_at, destination, external)
 		SELECT id, invoice_id, $2, currency, 'prov', 'veil-refund-' || gen_random_uuid(),
 			CASE WHEN $5 = 'credit_balance' THEN NULL ELSE 're_' || gen_random_uuid() END, $3, $4,
+			CASE WHEN $3 = 'succeeded' THEN $4::timestamptz END,
 			CASE WHEN $5 = 'external' THEN 'payment_method' ELSE $5 END, $5 = 'external'
 		FROM payments WHERE id = $1 RETURNING id`, payment, minor, status, at, dest)
 	return id

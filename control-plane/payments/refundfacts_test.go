@@ -254,3 +254,83 @@ func TestDisputeLostAfterCreditRefund(t *testing.T) {
 		t.Errorf("over-refunded counter %d; want 1", n)
 	}
 }
+
+// totalIn is the statement's total in EUR of the month t is in.
+func (f *fixture) totalIn(t time.Time) PayoutTotal {
+	f.t.Helper()
+	po, err := f.svc.Payouts(f.ctx, f.provider, f.issuer, t.Format(MonthLayout))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, tot := range po.Totals {
+		if tot.Currency == "EUR" {
+			return tot
+		}
+	}
+	return PayoutTotal{}
+}
+
+// The payouts statement dates a refund by its succeeded_at and adds a
+// refund Stripe failed after it succeeded back in the month it failed,
+// leaving the month it succeeded as it was stated.
+func TestPayoutsRefundFailedNextMonth(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "stripe")
+	inv, pi := f.paid("20.00")
+	rf, err := f.svc.Refund(f.ctx, f.provider, inv, decimal.RequireFromString("20"), "")
+	if err != nil || rf.Status != "succeeded" {
+		t.Fatalf("Refund = %+v, %v", rf, err)
+	}
+	march := f.clock.Now()
+	if got := f.totalIn(march).Refunded; !got.Equal(decimal.NewFromInt(20)) {
+		t.Errorf("March refunded %s; want 20", got)
+	}
+	var prid string
+	f.scan(&prid, `SELECT provider_refund_id FROM payment_refunds WHERE id = $1`, rf.ID)
+	f.fake.SetRefundStatus(prid, "failed")
+	f.clock.Set(march.AddDate(0, 1, 0))
+	f.apply(metering.WebhookEvent{ID: "evt_rf_failed_apr", Type: metering.WebhookRefundFailed, ProviderPaymentID: pi,
+		ProviderRefundID: prid, Amount: metering.Money{Minor: 2000, Currency: "EUR"}, RefundID: rf.ID.String()})
+	if got := f.totalIn(march).Refunded; !got.Equal(decimal.NewFromInt(20)) {
+		t.Errorf("March refunded %s after the refund failed in April; want 20 still", got)
+	}
+	if got := f.totalIn(f.clock.Now()).Refunded; !got.Equal(decimal.NewFromInt(-20)) {
+		t.Errorf("April refunded %s; want -20 (the failed refund added back)", got)
+	}
+}
+
+// A chargeback counts in the payouts statement when Stripe withdraws its
+// amount and, negated, when it is won; an inquiry counts nothing until
+// it becomes a chargeback, and a lost one nothing more.
+func TestPayoutsDisputeWithdrawnAndWon(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "stripe")
+	_, pi := f.paid("20.00")
+	_, pi2 := f.paid("30.00")
+	march := f.clock.Now()
+	all := metering.Money{Minor: 2000, Currency: "EUR"}
+	f.apply(metering.WebhookEvent{ID: "evt_dw_1", Type: metering.WebhookDisputeOpened, ProviderPaymentID: pi, ProviderDisputeID: "dp_w",
+		Amount: all, Status: "warning_needs_response"})
+	if got := f.totalIn(march).DisputesLost; !got.IsZero() {
+		t.Errorf("an inquiry counted %s; want 0", got)
+	}
+	f.apply(metering.WebhookEvent{ID: "evt_dw_2", Type: metering.WebhookDisputeUpdated, ProviderPaymentID: pi, ProviderDisputeID: "dp_w",
+		Amount: all, Status: "needs_response"})
+	other := metering.Money{Minor: 3000, Currency: "EUR"}
+	f.apply(metering.WebhookEvent{ID: "evt_dl_1", Type: metering.WebhookDisputeOpened, ProviderPaymentID: pi2, ProviderDisputeID: "dp_l2",
+		Amount: other, Status: "needs_response"})
+	if got := f.totalIn(march).DisputesLost; !got.Equal(decimal.NewFromInt(50)) {
+		t.Errorf("March disputes %s; want 50 (both chargebacks withdrawn)", got)
+	}
+	f.clock.Set(march.AddDate(0, 1, 0))
+	f.apply(metering.WebhookEvent{ID: "evt_dw_3", Type: metering.WebhookDisputeClosed, ProviderPaymentID: pi, ProviderDisputeID: "dp_w",
+		Amount: all, Status: "won"})
+	f.apply(metering.WebhookEvent{ID: "evt_dl_2", Type: metering.WebhookDisputeClosed, ProviderPaymentID: pi2, ProviderDisputeID: "dp_l2",
+		Amount: other, Status: "lost"})
+	if got := f.totalIn(march).DisputesLost; !got.Equal(decimal.NewFromInt(50)) {
+		t.Errorf("March disputes %s after April's closes; want 50 still", got)
+	}
+	if got := f.totalIn(f.clock.Now()).DisputesLost; !got.Equal(decimal.NewFromInt(-20)) {
+		t.Errorf("April disputes %s; want -20 (the won one given back, the lost one not counted again)", got)
+	}
+}

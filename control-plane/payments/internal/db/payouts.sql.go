@@ -40,10 +40,24 @@ FROM (
     FROM payment_disputes d
     JOIN payments p ON p.id = d.payment_id
     JOIN invoices i ON i.id = p.invoice_id
-    WHERE p.issuer_id = $1 AND d.lost_at IS NOT NULL AND d.lost_at < $2::timestamptz
+    WHERE p.issuer_id = $1 AND d.lost_at IS NOT NULL AND d.lost_at < $2::timestamptz AND d.withdrawn_at IS NULL
 ) l
 WHERE l.lost_at >= $3::timestamptz
-ORDER BY l.lost_at, l.id
+UNION ALL
+SELECT d.id, d.provider_dispute_id, d.payment_id, p.invoice_id, COALESCE(i.number, '')::text, p.provider, d.amount,
+       p.currency, d.reason, d.withdrawn_at::timestamptz
+FROM payment_disputes d
+JOIN payments p ON p.id = d.payment_id
+JOIN invoices i ON i.id = p.invoice_id
+WHERE p.issuer_id = $1 AND d.withdrawn_at >= $3::timestamptz AND d.withdrawn_at < $2::timestamptz
+UNION ALL
+SELECT d.id, d.provider_dispute_id, d.payment_id, p.invoice_id, COALESCE(i.number, '')::text, p.provider, -d.amount,
+       p.currency, d.reason, d.reinstated_at::timestamptz
+FROM payment_disputes d
+JOIN payments p ON p.id = d.payment_id
+JOIN invoices i ON i.id = p.invoice_id
+WHERE p.issuer_id = $1 AND d.reinstated_at >= $3::timestamptz AND d.reinstated_at < $2::timestamptz
+ORDER BY lost_at, id
 `
 
 type PayoutDisputesLostParams struct {
@@ -65,9 +79,13 @@ type PayoutDisputesLostRow struct {
 	LostAt            time.Time
 }
 
-// Disputes that closed lost in the window (lost_at, once per dispute):
-// what each took back, as payments.amount_disputed_lost counts it, the
-// dispute's amount up to what the payment's earlier lost disputes left.
+// Disputes counted in the window. A chargeback counts when the provider
+// withdrew its amount (withdrawn_at) and, negated, when it was won and
+// the amount came back (reinstated_at); a lost one then counts nothing
+// more. A dispute recorded before withdrawals were (withdrawn_at unset)
+// counts when it closed lost (lost_at, once per dispute): the dispute's
+// amount up to what the payment's earlier lost disputes left, as
+// payments.amount_disputed_lost counts it.
 func (q *Queries) PayoutDisputesLost(ctx context.Context, arg PayoutDisputesLostParams) ([]PayoutDisputesLostRow, error) {
 	rows, err := q.db.Query(ctx, payoutDisputesLost, arg.IssuerID, arg.ToTime, arg.FromTime)
 	if err != nil {
@@ -197,13 +215,21 @@ func (q *Queries) PayoutPayments(ctx context.Context, arg PayoutPaymentsParams) 
 
 const payoutRefunds = `-- name: PayoutRefunds :many
 SELECT r.id, r.payment_id, r.invoice_id, COALESCE(i.number, '')::text AS invoice_number, p.provider, r.destination, r.external,
-       COALESCE(r.provider_refund_id, '')::text AS provider_refund_id, r.amount, r.currency, r.updated_at AS refunded_at
+       COALESCE(r.provider_refund_id, '')::text AS provider_refund_id, r.amount, r.currency, r.succeeded_at::timestamptz AS refunded_at
 FROM payment_refunds r
 JOIN payments p ON p.id = r.payment_id
 JOIN invoices i ON i.id = r.invoice_id
-WHERE p.issuer_id = $1 AND r.status = 'succeeded' AND r.stray_attempt_id IS NULL
-  AND r.updated_at >= $2::timestamptz AND r.updated_at < $3::timestamptz
-ORDER BY r.updated_at, r.id
+WHERE p.issuer_id = $1 AND r.stray_attempt_id IS NULL
+  AND r.succeeded_at >= $2::timestamptz AND r.succeeded_at < $3::timestamptz
+UNION ALL
+SELECT r.id, r.payment_id, r.invoice_id, COALESCE(i.number, '')::text, p.provider, r.destination, r.external,
+       COALESCE(r.provider_refund_id, '')::text, -r.amount, r.currency, r.failed_at::timestamptz
+FROM payment_refunds r
+JOIN payments p ON p.id = r.payment_id
+JOIN invoices i ON i.id = r.invoice_id
+WHERE p.issuer_id = $1 AND r.stray_attempt_id IS NULL
+  AND r.failed_at >= $2::timestamptz AND r.failed_at < $3::timestamptz
+ORDER BY refunded_at, id
 `
 
 type PayoutRefundsParams struct {
@@ -226,13 +252,15 @@ type PayoutRefundsRow struct {
 	RefundedAt       time.Time
 }
 
-// Refunds that succeeded in the window: a succeeded refund is never
-// changed again, so its updated_at is when it succeeded. destination
-// tells money given back through the provider (payment_method, made in
-// Veil or outside it) from credit given with the issuer (credit_balance),
-// which moves no money. The refund of a stray charge (one the payment
-// did not keep) is left out, as its charge is: together they moved
-// nothing.
+// Refunds that succeeded in the window (succeeded_at, written once by
+// the service clock), and, negated, refunds through the provider that it
+// failed in the window after they had succeeded (failed_at: the money
+// came back to the platform), so that a month once stated never changes.
+// destination tells money given back through the provider
+// (payment_method, made in Veil or outside it) from credit given with
+// the issuer (credit_balance), which moves no money. The refund of a
+// stray charge (one the payment did not keep) is left out, as its charge
+// is: together they moved nothing.
 func (q *Queries) PayoutRefunds(ctx context.Context, arg PayoutRefundsParams) ([]PayoutRefundsRow, error) {
 	rows, err := q.db.Query(ctx, payoutRefunds, arg.IssuerID, arg.FromTime, arg.ToTime)
 	if err != nil {
