@@ -43,9 +43,8 @@ type Payout struct {
 	// whose amount the provider withdrew in the month (negated, those won
 	// in it: the amount came back; one recorded before withdrawals were
 	// counts when it closed lost); each in the order it happened. The
-	// dispute fee is the issuer's to bear, as with Stripe Connect's
-	// default, and is not in the statement: Stripe's dispute events do
-	// not carry it. CreditRefunds are refunds to the
+	// fee Stripe charges for a dispute is not in the statement, as the
+	// dispute events Veil records do not carry it: the platform bears it. CreditRefunds are refunds to the
 	// customer's credit balance with the issuer that succeeded in the
 	// month: no money moved, so they are in no other figure (the credit
 	// lowers what later invoices collect). PaidToIssuer are payments that
