@@ -9,7 +9,9 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/payments/internal/db"
+	"github.com/veil-platform/veil/internal/testenv"
 	"github.com/veil-platform/veil/metering"
+	"github.com/veil-platform/veil/metering/stripepay"
 	"github.com/veil-platform/veil/metering/stripepay/stripetest"
 )
 
@@ -332,5 +334,30 @@ func TestPayoutsDisputeWithdrawnAndWon(t *testing.T) {
 	}
 	if got := f.totalIn(f.clock.Now()).DisputesLost; !got.Equal(decimal.NewFromInt(-20)) {
 		t.Errorf("April disputes %s; want -20 (the won one given back, the lost one not counted again)", got)
+	}
+}
+
+// Against the real stripe-mock: a stray charge's refund past its key's
+// lifetime lists the charge's refunds, then is sent with its id.
+func TestStrayRefundStripeMock(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "stripe")
+	f.fake.DropAnswers("refunds", true)
+	inv, _ := f.voidedStray()
+	f.fake.DropAnswers("refunds", false)
+	mock := testenv.StripeMock(t)
+	sp, err := stripepay.New(stripepay.Config{SecretKey: mock.Key, APIBase: mock.URL, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.stripe.PaymentProvider = sp
+	f.age(inv, keyLifetime+time.Hour)
+	_, _ = f.svc.Reconcile(f.ctx, 10)
+	var st string
+	var providerID *string
+	f.scan(&providerID, `SELECT provider_refund_id FROM payment_refunds WHERE invoice_id = $1 AND stray_attempt_id IS NOT NULL`, inv)
+	f.scan(&st, `SELECT status FROM payment_refunds WHERE invoice_id = $1 AND stray_attempt_id IS NOT NULL`, inv)
+	if st != "succeeded" || providerID == nil || *providerID == "" {
+		t.Errorf("stray refund through stripe-mock = %s, %v; want succeeded with a provider id", st, providerID)
 	}
 }
