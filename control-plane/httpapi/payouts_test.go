@@ -108,8 +108,9 @@ func TestPayoutsRoute(t *testing.T) {
 				INSERT INTO payments (invoice_id, issuer_id, customer_id, provider, amount, currency, status, succeeded_at)
 				SELECT id, issuer_id, customer_id, 'stripe', (amount_due * 100)::bigint, currency, 'succeeded', $2 FROM invoices WHERE id = $1
 				RETURNING id, invoice_id, amount)
-			INSERT INTO payment_refunds (payment_id, invoice_id, amount, currency, actor, idempotency_key, provider_refund_id, status, updated_at)
-			SELECT id, invoice_id, 1, 'EUR', 'alice', 'veil-refund-' || gen_random_uuid(), '@SUM(A1)' || gen_random_uuid(), 'succeeded', $2
+			INSERT INTO payment_refunds (payment_id, invoice_id, amount, currency, actor, idempotency_key, provider_refund_id, status, updated_at,
+				succeeded_at)
+			SELECT id, invoice_id, 1, 'EUR', 'alice', 'veil-refund-' || gen_random_uuid(), '@SUM(A1)' || gen_random_uuid(), 'succeeded', $2, $2
 			FROM p WHERE amount > 100`, inv, at)
 		if err != nil {
 			t.Fatal(err)
