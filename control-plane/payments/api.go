@@ -181,9 +181,14 @@ func (s *Service) PutSettings(ctx context.Context, actor identity.Actor, issuer 
 	if len(st.RetryDays) > 20 || st.GraceDays < 0 || st.GraceDays > MaxGraceDays {
 		return Settings{}, fmt.Errorf("set payment settings: %w: up to 20 retry days, grace days 0 to %d", ErrInvalid, MaxGraceDays)
 	}
-	for _, d := range st.RetryDays {
+	for i, d := range st.RetryDays {
 		if d < 1 || d > 365 {
 			return Settings{}, fmt.Errorf("set payment settings: %w: retry days 1 to 365", ErrInvalid)
+		}
+		// They count from the first failure: one not after the one before
+		// would be due at once, with no gap.
+		if i > 0 && d <= st.RetryDays[i-1] {
+			return Settings{}, fmt.Errorf("set payment settings: %w: retry days strictly ascending", ErrInvalid)
 		}
 	}
 	exists, err := db.New(s.pool).OrganizationExists(ctx, issuer)

@@ -25,6 +25,33 @@ type Dunning interface {
 	PastDue(ctx context.Context, tx pgx.Tx, subscription, invoice uuid.UUID, number string, suspendAt time.Time) error
 	InvoiceSettled(ctx context.Context, tx pgx.Tx, invoice uuid.UUID, reason string) error
 	EscalateDunning(ctx context.Context, now time.Time) (suspended, reactivated int, err error)
+	DisputeLost(ctx context.Context, tx pgx.Tx, subscription, invoice uuid.UUID, number string, suspendAt time.Time) error
+}
+
+// disputeLostDunning makes the subscription billed by the invoice of a
+// payment whose dispute was lost past_due for the issuer's grace from
+// now, then suspended as an unpaid one would be: the customer got its
+// money back from its bank and would otherwise keep the service it did
+// not pay for. The invoice stays paid, so only an admin's resume ends it
+// (the issuer is emailed, NoticeDisputeLostIssuer, to decide).
+func (s *Service) disputeLostDunning(ctx context.Context, tx pgx.Tx, p db.Payment) error {
+	if s.cfg.Dunning == nil {
+		return nil
+	}
+	q := db.New(tx)
+	inv, err := q.InvoiceForDunning(ctx, p.InvoiceID)
+	if err != nil {
+		return fmt.Errorf("read invoice: %w", err)
+	}
+	_, grace, err := retrySchedule(ctx, q, p.IssuerID)
+	if err != nil {
+		return err
+	}
+	suspendAt := s.now().Add(time.Duration(grace) * 24 * time.Hour)
+	if err := s.cfg.Dunning.DisputeLost(ctx, tx, inv.SubscriptionID, p.InvoiceID, inv.Number, suspendAt); err != nil {
+		return fmt.Errorf("dun subscription %s: %w", inv.SubscriptionID, err)
+	}
+	return nil
 }
 
 // pastDue makes the subscription of the payment's invoice past_due, once
@@ -97,8 +124,10 @@ func (EscalateDunningArgs) Kind() string { return "dunning_escalate" }
 func (s *Service) EscalateDunningWorker() *periodic.Worker[EscalateDunningArgs] {
 	return periodic.NewWorker[EscalateDunningArgs](func(ctx context.Context) error {
 		suspended, reactivated, err := s.EscalateDunning(ctx, s.now())
-		if suspended+reactivated > 0 || err != nil {
-			s.log.InfoContext(ctx, "dunning", "suspended", suspended, "reactivated", reactivated, "error", err)
+		if err != nil {
+			s.log.WarnContext(ctx, "dunning", "suspended", suspended, "reactivated", reactivated, "err", err)
+		} else if suspended+reactivated > 0 {
+			s.log.InfoContext(ctx, "dunning", "suspended", suspended, "reactivated", reactivated)
 		}
 		return err
 	}).WithTimeout(50 * time.Second)

@@ -289,7 +289,8 @@ func TestDunningEndsWhenWrittenOff(t *testing.T) {
 }
 
 // Two invoices unpaid: paying the first leaves the subscription past_due
-// for the second, with a grace from the payment, its record naming it.
+// for the second, with the grace from the second's failure (here just
+// before the payment), its record naming it.
 func TestDunningNextUnpaidInvoice(t *testing.T) {
 	t.Parallel()
 	f := dunSetup(t)
@@ -312,8 +313,9 @@ func TestDunningNextUnpaidInvoice(t *testing.T) {
 }
 
 // Two invoices unpaid, the first written off in billing: the escalation
-// that ends its dunning dunns the subscription for the second, with a
-// grace from then, rather than making it active with a debt unpaid.
+// that ends its dunning dunns the subscription for the second, with the
+// grace from the second's failure (here just before), rather than making
+// it active with a debt unpaid.
 func TestDunningNextUnpaidAfterWriteOff(t *testing.T) {
 	t.Parallel()
 	f := dunSetup(t)
@@ -336,6 +338,41 @@ func TestDunningNextUnpaidAfterWriteOff(t *testing.T) {
 	f.escalate(grace, 1, 0)
 	if r := f.record(); r.Status != enforcement.SubscriptionSuspended || r.UnpaidInvoiceID != second.String() {
 		t.Errorf("record after the grace = %s, invoice %s; want suspended for %s", r.Status, r.UnpaidInvoiceID, second)
+	}
+}
+
+// Suspended for one invoice while another failed long ago: paying the
+// first does not give the second a new grace. Past the second's own
+// grace, the subscription stays suspended, for the second; within it,
+// past_due until the second's failure plus the grace.
+func TestDunningNextUnpaidKeepsItsGrace(t *testing.T) {
+	t.Parallel()
+	for _, past := range []bool{true, false} {
+		f := dunSetup(t)
+		f.exhaust()
+		f.Clock.Advance(time.Hour)
+		second := f.invoice()
+		f.exhaustInvoice(second)
+		failed := f.Clock.Now()
+		f.escalate(failed.Add(3*24*time.Hour), 1, 0)
+		if got := f.status(); got != subscriptions.StatusSuspended {
+			t.Fatalf("subscription after the first invoice's grace = %s; want suspended", got)
+		}
+		if past {
+			f.Clock.Set(failed.Add(5 * 24 * time.Hour))
+		} else {
+			f.Clock.Set(failed.Add(time.Hour))
+		}
+		f.succeed()
+		r := f.record()
+		switch {
+		case past && (r.Status != enforcement.SubscriptionSuspended || r.UnpaidInvoiceID != second.String()):
+			t.Errorf("paid after the second's grace: record = %s, invoice %s; want suspended for %s", r.Status, r.UnpaidInvoiceID, second)
+		case !past && (r.Status != enforcement.SubscriptionPastDue || r.UnpaidInvoiceID != second.String() ||
+			!r.SuspendAt.Equal(failed.Add(3*24*time.Hour))):
+			t.Errorf("paid within the second's grace: record = %s, invoice %s, suspend at %s; want past_due for %s until %s",
+				r.Status, r.UnpaidInvoiceID, r.SuspendAt, second, failed.Add(3*24*time.Hour))
+		}
 	}
 }
 

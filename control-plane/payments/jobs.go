@@ -191,6 +191,9 @@ func (s *Service) RegisterJobs(w *river.Workers, every JobSchedule) []*river.Per
 			s.log.InfoContext(ctx, "payments cycle", "paid_at_zero", rep.Zero, "collected", rep.Collected,
 				"retried", rep.Retried, "reconciled", rep.Reconciled, "closed", rep.Closed, "refunds", rep.Refunds)
 		}
+		if err != nil {
+			s.log.WarnContext(ctx, "payments cycle failed in part; the next run tries again", "err", err)
+		}
 		return err
 	}).WithTimeout(cycleTimeout))
 	river.AddWorker(w, s.EscalateDunningWorker())
@@ -225,23 +228,28 @@ func (s *Service) RunCycle(ctx context.Context) (CycleReport, error) {
 // PayZeroInvoices marks up to max open invoices with nothing due (a zero
 // total, or one the customer's credit covered) paid, as the system,
 // audited and announced: there is nothing to collect, so nothing else
-// would close them.
+// would close them. It covers every issuer, those without payment
+// settings too: nothing is asked of a provider, and an invoice left open
+// would be reminded to a customer who owes nothing. One that fails is
+// tried again at the next run and holds up none of the others.
 func (s *Service) PayZeroInvoices(ctx context.Context, max int) (int, error) {
 	items, err := db.New(s.pool).InvoicesNothingDue(ctx, int32(max))
 	if err != nil {
 		return 0, fmt.Errorf("list invoices with nothing due: %w", err)
 	}
 	n := 0
+	var errs []error
 	for _, inv := range items {
 		done, err := s.payZero(ctx, inv.ID)
 		if err != nil {
-			return n, err
+			errs = append(errs, fmt.Errorf("pay invoice %s with nothing due: %w", inv.ID, err))
+			continue
 		}
 		if done {
 			n++
 		}
 	}
-	return n, nil
+	return n, errors.Join(errs...)
 }
 
 // payZero marks an open invoice with nothing due paid, audited, and
@@ -275,26 +283,33 @@ func (s *Service) payZero(ctx context.Context, id uuid.UUID) (done bool, err err
 // without a customer at the issuer's provider gets one first (without a
 // payment method, the attempt fails and is retried on the schedule, so
 // the customer is asked to pay). An invoice that fails does not stop the
-// others.
+// others, and is put off (CollectBackoff) so that a few failing ones, a
+// customer the provider refuses say, do not fill every batch.
 func (s *Service) CollectNew(ctx context.Context, max int) (int, error) {
-	items, err := db.New(s.pool).InvoicesToCollect(ctx, int32(max))
+	q := db.New(s.pool)
+	items, err := q.InvoicesToCollect(ctx, db.InvoicesToCollectParams{Now: s.now(), Max: int32(max)})
 	if err != nil {
 		return 0, fmt.Errorf("list invoices to collect: %w", err)
 	}
 	var errs []error
 	n := 0
 	for _, inv := range items {
+		var err error
 		if !inv.Known {
-			if _, err := s.EnsureCustomer(ctx, inv.CustomerID, inv.Provider); err != nil {
-				errs = append(errs, fmt.Errorf("collect invoice %s: %w", inv.ID, err))
-				continue
-			}
+			_, err = s.EnsureCustomer(ctx, inv.CustomerID, inv.Provider)
 		}
-		if _, err := s.Collect(ctx, inv.ID); err != nil {
-			errs = append(errs, fmt.Errorf("collect invoice %s: %w", inv.ID, err))
+		if err == nil {
+			_, err = s.Collect(ctx, inv.ID)
+		}
+		if err == nil {
+			n++
 			continue
 		}
-		n++
+		errs = append(errs, fmt.Errorf("collect invoice %s: %w", inv.ID, err))
+		if berr := q.CollectBackoff(ctx, db.CollectBackoffParams{InvoiceID: inv.ID, FirstAfter: s.now().Add(time.Hour),
+			LastError: truncate(err.Error(), 500)}); berr != nil {
+			errs = append(errs, fmt.Errorf("put off invoice %s: %w", inv.ID, berr))
+		}
 	}
 	return n, errors.Join(errs...)
 }
@@ -338,11 +353,20 @@ func (s *Service) EnsureCustomer(ctx context.Context, customer uuid.UUID, provid
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return metering.CustomerRef{}, fmt.Errorf("read payment customer: %w", err)
 	}
-	in, err := s.customerRequest(ctx, customer, provider)
+	in, keyNo, err := s.customerRequest(ctx, customer, provider)
 	if err != nil {
 		return metering.CustomerRef{}, err
 	}
 	ref, err := prov.EnsureCustomer(ctx, in)
+	if err != nil && definite(err) {
+		// Nothing was made: the next try reads the profile again (fixed
+		// by then, perhaps) instead of repeating what was refused.
+		now := s.now()
+		if rerr := db.New(s.pool).CustomerRequestRefused(ctx, db.CustomerRequestRefusedParams{At: &now, Code: truncate(failureCode(err), 100),
+			CustomerID: customer, Provider: provider, KeyNo: keyNo}); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("record refused payment customer request: %w", rerr))
+		}
+	}
 	if err != nil {
 		return metering.CustomerRef{}, fmt.Errorf("ensure payment customer: %w", err)
 	}
@@ -370,14 +394,14 @@ type customerParams struct {
 // customerRequest commits the request that creates customer's customer at
 // provider (a new one unless one younger than keyLifetime is recorded)
 // and returns it as recorded.
-func (s *Service) customerRequest(ctx context.Context, customer uuid.UUID, provider string) (metering.CustomerInput, error) {
+func (s *Service) customerRequest(ctx context.Context, customer uuid.UUID, provider string) (metering.CustomerInput, int32, error) {
 	params, err := s.customerProfile(ctx, customer)
 	if err != nil {
-		return metering.CustomerInput{}, err
+		return metering.CustomerInput{}, 0, err
 	}
 	raw, err := json.Marshal(params)
 	if err != nil {
-		return metering.CustomerInput{}, fmt.Errorf("encode payment customer: %w", err)
+		return metering.CustomerInput{}, 0, fmt.Errorf("encode payment customer: %w", err)
 	}
 	var req db.CustomerRequestGetRow
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
@@ -391,14 +415,14 @@ func (s *Service) customerRequest(ctx context.Context, customer uuid.UUID, provi
 		return err
 	})
 	if err != nil {
-		return metering.CustomerInput{}, fmt.Errorf("record payment customer request: %w", err)
+		return metering.CustomerInput{}, 0, fmt.Errorf("record payment customer request: %w", err)
 	}
 	var stored customerParams
 	if err := json.Unmarshal(req.Params, &stored); err != nil {
-		return metering.CustomerInput{}, fmt.Errorf("decode payment customer request: %w", err)
+		return metering.CustomerInput{}, 0, fmt.Errorf("decode payment customer request: %w", err)
 	}
 	return metering.CustomerInput{CustomerID: customer.String(), Name: stored.Name, Email: stored.Email, TaxID: stored.TaxID,
-		Address: stored.Address, IdempotencyKey: fmt.Sprintf("veil-cus-%s-%d", customer, req.KeyNo)}, nil
+		Address: stored.Address, IdempotencyKey: fmt.Sprintf("veil-cus-%s-%d", customer, req.KeyNo)}, req.KeyNo, nil
 }
 
 // customerProfile is what the provider is told of customer: its billing

@@ -96,8 +96,10 @@ func (n *Notifier) RegisterJobs(w *river.Workers, every time.Duration) []*river.
 	}
 	river.AddWorker(w, periodic.NewWorker[NoticeArgs](func(ctx context.Context) error {
 		sent, err := n.SendNotices(ctx, noticeBatch)
-		if sent > 0 || err != nil {
-			n.s.log.InfoContext(ctx, "payment notices", "sent", sent, "error", err)
+		if err != nil {
+			n.s.log.WarnContext(ctx, "payment notices", "sent", sent, "err", err)
+		} else if sent > 0 {
+			n.s.log.InfoContext(ctx, "payment notices", "sent", sent)
 		}
 		return err
 	}).WithTimeout(cycleTimeout))
@@ -110,6 +112,14 @@ const (
 	NoticeRequiresAction = "requires_action"
 	NoticePastDue        = "past_due"
 	NoticeSuspended      = "suspended"
+	// NoticeNeedsAttention goes to the customer and
+	// NoticeNeedsAttentionIssuer to the issuer of a payment its provider
+	// can never take.
+	NoticeNeedsAttention       = "needs_attention"
+	NoticeNeedsAttentionIssuer = "needs_attention_issuer"
+	// NoticeDisputeLostIssuer goes to the issuer of a payment whose
+	// dispute was lost.
+	NoticeDisputeLostIssuer = "dispute_lost_issuer"
 )
 
 // noticeWindow is how old an event may be and still get its email: one
@@ -177,8 +187,10 @@ func (n *Notifier) sendNotice(ctx context.Context, due db.NoticesDueRow, now tim
 			return err
 		}
 		err = n.cfg.Mailer.Send(ctx, msg)
-		if errors.Is(err, notify.ErrInvalidMessage) {
-			n.s.log.WarnContext(ctx, "payment notice not sendable", "invoice_id", due.InvoiceID, "kind", due.Kind, "error", err)
+		// A recipient refused for good (5xx) would be refused at every run,
+		// holding up every notice queued behind it: keep the claim.
+		if notify.Refused(err) {
+			n.s.log.WarnContext(ctx, "payment notice refused", "invoice", due.InvoiceID, "kind", due.Kind, "err", err)
 			return nil
 		}
 		if err != nil {
@@ -216,6 +228,9 @@ func (n *Notifier) noticeMessage(ctx context.Context, q *db.Queries, due db.Noti
 		return notify.Message{}, fmt.Errorf("read invoice: %w", err)
 	}
 	to, err := n.recipients(ctx, q, inv.CustomerID)
+	if due.Kind == NoticeNeedsAttentionIssuer || due.Kind == NoticeDisputeLostIssuer {
+		to, err = n.recipients(ctx, q, inv.IssuerID)
+	}
 	if err != nil || len(to) == 0 {
 		return notify.Message{}, err
 	}
@@ -223,6 +238,19 @@ func (n *Notifier) noticeMessage(ctx context.Context, q *db.Queries, due db.Noti
 		"Message-ID":   "<" + due.Kind + "." + due.Key + "@payments.veil>",
 		"X-Veil-Event": "payment." + due.Kind,
 	}}
+	switch due.Kind {
+	case NoticeNeedsAttention, NoticeNeedsAttentionIssuer:
+		msg.Subject, msg.Text = n.attentionMessage(ctx, due.Kind, inv)
+		return msg, nil
+	case NoticeDisputeLostIssuer:
+		msg.Subject = fmt.Sprintf("Invoice %s of %s: a payment was disputed and lost", inv.Number, oneLine(inv.CustomerName))
+		msg.Text = fmt.Sprintf("Hello %s,\n\na payment of invoice %s of %s was disputed with the card's bank, and the dispute was lost: "+
+			"the bank took the money back. The subscription the invoice bills is past due and will be suspended after your grace.\n"+
+			"Once the customer has paid you again, or you forgive it, ask an admin to resume the subscription "+
+			"(POST /v1/admin/subscriptions/{id}/resume); nothing else ends it, as the invoice stays paid.\n",
+			oneLine(inv.IssuerName), inv.Number, oneLine(inv.CustomerName))
+		return msg, nil
+	}
 	amount := money(inv.AmountDue, inv.Currency)
 	var body strings.Builder
 	fmt.Fprintf(&body, "Hello %s,\n\n", oneLine(inv.CustomerName))
@@ -269,13 +297,42 @@ func (n *Notifier) noticeMessage(ctx context.Context, q *db.Queries, due db.Noti
 	return msg, nil
 }
 
+// attentionMessage is the subject and text of the notice of a payment its
+// provider can never take: to the customer, how to pay otherwise; to the
+// issuer, what it has to do.
+func (n *Notifier) attentionMessage(ctx context.Context, kind string, inv db.NoticeInvoiceRow) (string, string) {
+	amount := money(inv.AmountDue, inv.Currency)
+	dunned := !strings.HasPrefix(inv.AttentionReason, "amount_too_small")
+	var body strings.Builder
+	if kind == NoticeNeedsAttentionIssuer {
+		fmt.Fprintf(&body, "Hello %s,\n\nthe payment of %s for invoice %s of %s cannot be taken by %s (%s), so it is not attempted again.\n",
+			oneLine(inv.IssuerName), amount, inv.Number, oneLine(inv.CustomerName), inv.Provider, oneLine(inv.AttentionReason))
+		if dunned {
+			body.WriteString("The subscription is past due and will be suspended after your grace unless the invoice is settled.\n")
+		} else {
+			body.WriteString("The subscription is not suspended for an amount this small: collect it by hand or write it off.\n")
+		}
+		fmt.Fprintf(&body, "Once paid by transfer, mark it paid (POST /v1/invoices/%s/payment/mark-paid); or void it or mark it uncollectible.\n", inv.ID)
+		return fmt.Sprintf("Invoice %s of %s needs your attention", inv.Number, oneLine(inv.CustomerName)), body.String()
+	}
+	fmt.Fprintf(&body, "Hello %s,\n\nthe payment of %s for invoice %s from %s cannot be taken from your card on file (%s).\n",
+		oneLine(inv.CustomerName), amount, inv.Number, oneLine(inv.IssuerName), oneLine(inv.AttentionReason))
+	if dunned {
+		body.WriteString("Please pay it otherwise: your subscription is past due and will be suspended unless the invoice is paid.\n")
+	} else {
+		body.WriteString("Please pay it otherwise, or contact your provider.\n")
+	}
+	n.howToPay(ctx, &body, inv)
+	return fmt.Sprintf("Invoice %s: your payment cannot be taken by card", inv.Number), body.String()
+}
+
 // howToPay says how the customer can settle the invoice.
 func (n *Notifier) howToPay(ctx context.Context, body *strings.Builder, inv db.NoticeInvoiceRow) {
 	body.WriteString("\nHow to pay:\n")
 	if n.cfg.PublicURL != "" {
 		fmt.Fprintf(body, "- the invoice: %s/v1/invoices/%s\n", n.cfg.PublicURL, inv.ID)
 	}
-	if inv.Provider == "stripe" {
+	if inv.Provider == "stripe" && inv.PaymentStatus != "needs_attention" {
 		fmt.Fprintf(body, "- pay now with your card on file: POST %s/v1/invoices/%s/payment/retry\n", n.cfg.PublicURL, inv.ID)
 		body.WriteString("- add or replace your card (POST /v1/billing/payment-methods/setup, or your portal's billing page): the next attempt uses it (a payment that failed for good is tried again at once)\n")
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
@@ -51,6 +52,12 @@ func (s *Service) settle(ctx context.Context, tx pgx.Tx, p db.Payment, att db.Pa
 	q := db.New(tx)
 	now := s.now()
 	if o.Status == metering.PaymentSucceeded {
+		if keep, err := writtenOffPaid(ctx, q, p, att); err != nil || keep {
+			if err != nil {
+				return err
+			}
+			return s.lateSuccess(ctx, tx, p, att, o)
+		}
 		if stray, reason, err := s.isStray(ctx, q, p, att); err != nil || stray {
 			if err != nil {
 				return err
@@ -122,6 +129,33 @@ func (s *Service) isStray(ctx context.Context, q *db.Queries, p db.Payment, att 
 	default:
 		return true, "duplicate", nil
 	}
+}
+
+// writtenOffPaid tells whether a success is of a payment canceled because
+// its invoice was written off (uncollectible), and still is: the debt was
+// real, so the money is kept and the invoice paid rather than refunded.
+func writtenOffPaid(ctx context.Context, q *db.Queries, p db.Payment, att db.PaymentAttempt) (bool, error) {
+	if p.Status != "canceled" || att.Status == "succeeded" {
+		return false, nil
+	}
+	st, err := q.InvoiceStatusLock(ctx, p.InvoiceID)
+	if err != nil {
+		return false, fmt.Errorf("read invoice: %w", err)
+	}
+	return st == "uncollectible", nil
+}
+
+// lateSuccess records the success of an attempt of an invoice written off
+// meanwhile and pays the invoice (uncollectible → paid), audited and
+// announced as any success.
+func (s *Service) lateSuccess(ctx context.Context, tx pgx.Tx, p db.Payment, att db.PaymentAttempt, o outcome) error {
+	now := s.now()
+	if err := db.New(tx).AttemptUpdate(ctx, db.AttemptUpdateParams{ID: att.ID, Status: "succeeded",
+		ProviderPaymentID: optional(o.ProviderPaymentID), Reference: cmp.Or(o.reference, att.Reference), FinishedAt: &now, Now: now}); err != nil {
+		return fmt.Errorf("record payment attempt: %w", err)
+	}
+	s.log.Warn("an invoice written off was paid after all: the payment is kept and the invoice paid", "payment", p.ID, "invoice", p.InvoiceID)
+	return s.succeeded(ctx, tx, p, att, o)
 }
 
 // strayCharge records a success its payment does not keep on its attempt
@@ -207,13 +241,9 @@ func (s *Service) succeeded(ctx context.Context, tx pgx.Tx, p db.Payment, att db
 // day, or fails it after the last, which makes its subscription past_due.
 func (s *Service) failed(ctx context.Context, tx pgx.Tx, p db.Payment, now time.Time) error {
 	q := db.New(tx)
-	days, grace := DefaultRetryDays, int32(DefaultGraceDays)
-	st, err := q.SettingsGet(ctx, p.IssuerID)
-	switch {
-	case err == nil:
-		days, grace = st.RetryDays, st.GraceDays
-	case !errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("read payment settings: %w", err)
+	days, grace, err := retrySchedule(ctx, q, p.IssuerID)
+	if err != nil {
+		return err
 	}
 	// Retry days count from the first failure: {1,3,5,7} retries on days
 	// 1, 3, 5 and 7 after it, and the payment fails after the last.
@@ -260,11 +290,61 @@ func (s *Service) needsAttention(ctx context.Context, tx pgx.Tx, p db.Payment, a
 		return fmt.Errorf("record payment: %w", err)
 	}
 	s.log.Warn("the provider cannot take this payment's amount: the issuer settles it", "payment", p.ID, "reason", reason)
-	return audit.Record(ctx, tx, audit.Change{
+	s.needsAttentionCounter(code).Inc()
+	if err := audit.Record(ctx, tx, audit.Change{
 		Actor: identity.System.Subject, ActorRole: string(identity.System.Role), OrganizationID: p.IssuerID,
-		Action: "payment.needs_attention", TargetType: "invoice", TargetID: p.InvoiceID.String(),
+		Action: EventPaymentNeedsAttention, TargetType: "invoice", TargetID: p.InvoiceID.String(),
 		Before: map[string]any{"status": p.Status}, After: map[string]any{"status": "needs_attention", "reason": reason},
-	})
+	}); err != nil {
+		return err
+	}
+	p.Status, p.AttentionReason, p.NextAttemptAt = "needs_attention", reason, nil
+	if err := s.publish(ctx, tx, p, EventPaymentNeedsAttention); err != nil {
+		return err
+	}
+	// An amount below the provider's minimum is a small debt the issuer
+	// collects by hand or writes off: suspending a subscription for it
+	// would cost the issuer more than it is worth. Any other amount the
+	// provider cannot take is dunned as a payment failed for good, so that
+	// a consumer is not admitted for ever on a debt nobody can collect by
+	// card; paying by transfer (marked paid) or a write-off ends it.
+	if code == "amount_too_small" {
+		return nil
+	}
+	_, grace, err := retrySchedule(ctx, q, p.IssuerID)
+	if err != nil {
+		return err
+	}
+	return s.pastDue(ctx, tx, p, grace, now)
+}
+
+// EventPaymentNeedsAttention announces a payment the provider can never
+// take, for a person to settle.
+const EventPaymentNeedsAttention = "payment.needs_attention"
+
+// needsAttentionReasons are the codes a payment needs attention for, each
+// counted from the start so that an alert on the counter can fire.
+var needsAttentionReasons = []string{"amount_too_small", "amount_too_large", "amount_not_representable"}
+
+func needsAttentionName(code string) string {
+	return `veil_controlplane_payment_needs_attention_total{reason="` + code + `"}`
+}
+
+func (s *Service) needsAttentionCounter(code string) *metrics.Counter {
+	return s.cfg.Metrics.GetOrCreateCounter(needsAttentionName(code))
+}
+
+// retrySchedule reads the issuer's retry days and grace, or the defaults
+// when it has no payment settings.
+func retrySchedule(ctx context.Context, q *db.Queries, issuer uuid.UUID) ([]int32, int32, error) {
+	st, err := q.SettingsGet(ctx, issuer)
+	switch {
+	case err == nil:
+		return st.RetryDays, st.GraceDays, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return DefaultRetryDays, int32(DefaultGraceDays), nil
+	}
+	return nil, 0, fmt.Errorf("read payment settings: %w", err)
 }
 
 // uncollectible reports whether a provider error says this amount can

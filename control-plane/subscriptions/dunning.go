@@ -53,6 +53,41 @@ func (s *Service) PastDue(ctx context.Context, tx pgx.Tx, id, invoice uuid.UUID,
 	return err
 }
 
+// DisputeLost makes the subscription of invoice, a payment of which was
+// disputed and lost (the money went back to the customer's bank),
+// past_due in the caller's transaction, to be suspended at suspendAt. The
+// invoice stays paid, so nothing but a person ends this dunning: an
+// admin's resume (SetStatus, audited), asked for by the issuer once the
+// customer paid again or the issuer forgave it. One past_due for an
+// unpaid invoice is dunned for the dispute from then on, keeping the
+// earlier suspension date; a suspended or canceled one is left as it is.
+func (s *Service) DisputeLost(ctx context.Context, tx pgx.Tx, id, invoice uuid.UUID, number string, suspendAt time.Time) error {
+	sub, err := s.lockSub(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	if sub.Status != StatusActive && sub.Status != StatusTrialing && sub.Status != StatusPastDue {
+		return nil
+	}
+	now := s.now().UTC()
+	if suspendAt.Before(now) {
+		suspendAt = now
+	}
+	if err := db.New(tx).DunningDisputeLost(ctx, db.DunningDisputeLostParams{
+		SubscriptionID: id, InvoiceID: invoice, PastDueAt: now, SuspendAt: suspendAt,
+	}); err != nil {
+		return fmt.Errorf("record subscription dunning: %w", err)
+	}
+	if sub.Status == StatusPastDue {
+		if err := db.New(tx).SubscriptionMarkChanged(ctx, sub.ID); err != nil {
+			return fmt.Errorf("mark subscription changed: %w", err)
+		}
+		return s.enqueueSubSync(ctx, tx, sub.ID)
+	}
+	_, err = s.setStatus(ctx, tx, identity.System, sub, StatusPastDue, "a payment of invoice "+number+" was disputed and lost")
+	return err
+}
+
 // InvoiceSettled ends, in the caller's transaction, the dunning of the
 // subscriptions dunned for invoice, which was paid: each one dunning made
 // past_due or suspended is active again, its record written after commit.
@@ -94,8 +129,8 @@ func (s *Service) endDunning(ctx context.Context, tx pgx.Tx, id, invoice uuid.UU
 	}
 	// Another invoice whose payment failed for good while this one was
 	// dunned (PastDue left the subscription as it was) is dunned now, with
-	// a grace of its own from now: settling one debt does not let the
-	// other through.
+	// the grace it had from its own failure: settling one debt does not
+	// let the other through, nor give it a new grace.
 	next, err := q.DunningNextUnpaid(ctx, db.DunningNextUnpaidParams{SubscriptionID: id, Settled: d.InvoiceID})
 	switch {
 	case err == nil:
@@ -111,17 +146,30 @@ func (s *Service) endDunning(ctx context.Context, tx pgx.Tx, id, invoice uuid.UU
 }
 
 // dunNext dunns a subscription whose dunning just ended for the next
-// unpaid invoice: past_due until that invoice's grace ends. A suspended
-// one is made active first (settled is why), as no status goes from
+// unpaid invoice: past_due until that invoice's grace, counted from its
+// payment's failure, ends. A suspended one whose next invoice's grace
+// ended already stays suspended, for that invoice; one whose grace has
+// not is made active first (settled is why), as no status goes from
 // suspended to past_due directly.
 func (s *Service) dunNext(ctx context.Context, tx pgx.Tx, sub Subscription, next db.DunningNextUnpaidRow, settled string) error {
 	now := s.now().UTC()
-	if err := db.New(tx).DunningUpsert(ctx, db.DunningUpsertParams{
-		SubscriptionID: sub.ID, InvoiceID: next.ID, PastDueAt: now, SuspendAt: now.Add(time.Duration(next.GraceDays) * 24 * time.Hour),
+	suspendAt := next.FailedAt.Add(time.Duration(next.GraceDays) * 24 * time.Hour)
+	if suspendAt.Before(now) {
+		suspendAt = now
+	}
+	q := db.New(tx)
+	if err := q.DunningUpsert(ctx, db.DunningUpsertParams{
+		SubscriptionID: sub.ID, InvoiceID: next.ID, PastDueAt: now, SuspendAt: suspendAt,
 	}); err != nil {
 		return fmt.Errorf("record subscription dunning: %w", err)
 	}
-	if sub.Status == StatusPastDue {
+	stays := sub.Status == StatusSuspended && !suspendAt.After(now)
+	if stays {
+		if err := q.DunningMarkSuspended(ctx, db.DunningMarkSuspendedParams{SubscriptionID: sub.ID, At: &now}); err != nil {
+			return fmt.Errorf("record subscription dunning: %w", err)
+		}
+	}
+	if sub.Status == StatusPastDue || stays {
 		// The status stays; its record names the new invoice and date.
 		if err := db.New(tx).SubscriptionMarkChanged(ctx, sub.ID); err != nil {
 			return fmt.Errorf("mark subscription changed: %w", err)
@@ -198,13 +246,17 @@ func (s *Service) suspendUnpaid(ctx context.Context, tx pgx.Tx, id uuid.UUID, no
 	if err != nil {
 		return false, fmt.Errorf("read subscription dunning: %w", err)
 	}
-	if sub.Status != StatusPastDue || d.SuspendedAt != nil || d.SuspendAt.After(now) || d.InvoiceStatus != "open" {
+	if sub.Status != StatusPastDue || d.SuspendedAt != nil || d.SuspendAt.After(now) || d.InvoiceStatus != "open" && !d.DisputeLost {
 		return false, nil
 	}
 	if err := q.DunningMarkSuspended(ctx, db.DunningMarkSuspendedParams{SubscriptionID: id, At: &now}); err != nil {
 		return false, fmt.Errorf("record subscription dunning: %w", err)
 	}
-	_, err = s.setStatus(ctx, tx, identity.System, sub, StatusSuspended, "invoice "+d.InvoiceNumber+" unpaid past its grace")
+	reason := "invoice " + d.InvoiceNumber + " unpaid past its grace"
+	if d.DisputeLost {
+		reason = "a payment of invoice " + d.InvoiceNumber + " disputed and lost, past its grace"
+	}
+	_, err = s.setStatus(ctx, tx, identity.System, sub, StatusSuspended, reason)
 	return err == nil, err
 }
 

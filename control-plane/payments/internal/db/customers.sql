@@ -7,14 +7,27 @@ WHERE status = 'open' AND amount_due = 0 ORDER BY finalized_at, id LIMIT @max;
 
 -- InvoicesToCollect lists open invoices with an amount due and no payment
 -- yet, of issuers with payment settings, and whether their customer has a
--- customer at the issuer's provider.
+-- customer at the issuer's provider. One whose collection could not start
+-- waits until its collect_after, and comes after those finalized before.
 -- name: InvoicesToCollect :many
 SELECT i.id, i.customer_id, s.provider,
     EXISTS (SELECT 1 FROM payment_customers c WHERE c.customer_id = i.customer_id AND c.provider = s.provider) AS known
 FROM invoices i JOIN payment_settings s ON s.issuer_id = i.issuer_id
+    LEFT JOIN payment_collect_backoff b ON b.invoice_id = i.id
 WHERE i.status = 'open' AND i.amount_due > 0
     AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.invoice_id = i.id)
-ORDER BY i.finalized_at, i.id LIMIT @max;
+    AND (b.collect_after IS NULL OR b.collect_after <= @now::timestamptz)
+ORDER BY COALESCE(b.collect_after, i.finalized_at), i.id LIMIT @max;
+
+-- CollectBackoff puts off an invoice whose collection could not start:
+-- to first_after (an hour from now) after the first failure, then
+-- doubling the hour up to a day.
+-- name: CollectBackoff :exec
+INSERT INTO payment_collect_backoff AS b (invoice_id, failures, collect_after, last_error)
+VALUES (@invoice_id, 1, @first_after, @last_error)
+ON CONFLICT (invoice_id) DO UPDATE SET failures = b.failures + 1,
+    collect_after = EXCLUDED.collect_after - interval '1 hour' + LEAST(interval '1 hour' * power(2, least(b.failures, 10)), interval '1 day'),
+    last_error = EXCLUDED.last_error;
 
 -- InvoiceToCollect reads what the collection of one invoice needs to
 -- decide: its status and amount due, its issuer's provider ('' without
@@ -38,13 +51,20 @@ SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1);
 -- CustomerRequestClaim records the request that creates a customer's
 -- customer at a provider: a first one, or a new key number with new
 -- parameters once the last one is older than stale (the provider forgot
--- its key). A younger one is left as it is, to be sent again.
+-- its key), or once the provider refused it. A younger one is left as it
+-- is, to be sent again.
 -- name: CustomerRequestClaim :exec
 INSERT INTO payment_customer_requests AS r (customer_id, provider, key_no, params, created_at)
 VALUES (@customer_id, @provider, 1, @params, @now)
 ON CONFLICT (customer_id, provider) DO UPDATE SET key_no = r.key_no + 1, params = EXCLUDED.params,
-    created_at = EXCLUDED.created_at
-WHERE r.created_at < @stale;
+    created_at = EXCLUDED.created_at, refused_at = NULL, refused_code = ''
+WHERE r.created_at < @stale OR r.refused_at IS NOT NULL;
+
+-- CustomerRequestRefused marks a request the provider refused for good,
+-- so that the next one reads the billing profile again under a new key.
+-- name: CustomerRequestRefused :exec
+UPDATE payment_customer_requests SET refused_at = @at, refused_code = @code
+WHERE customer_id = @customer_id AND provider = @provider AND key_no = @key_no;
 
 -- name: CustomerRequestGet :one
 SELECT key_no, params FROM payment_customer_requests WHERE customer_id = $1 AND provider = $2;

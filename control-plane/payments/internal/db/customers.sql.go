@@ -13,6 +13,28 @@ import (
 	"github.com/shopspring/decimal"
 )
 
+const collectBackoff = `-- name: CollectBackoff :exec
+INSERT INTO payment_collect_backoff AS b (invoice_id, failures, collect_after, last_error)
+VALUES ($1, 1, $2, $3)
+ON CONFLICT (invoice_id) DO UPDATE SET failures = b.failures + 1,
+    collect_after = EXCLUDED.collect_after - interval '1 hour' + LEAST(interval '1 hour' * power(2, least(b.failures, 10)), interval '1 day'),
+    last_error = EXCLUDED.last_error
+`
+
+type CollectBackoffParams struct {
+	InvoiceID  uuid.UUID
+	FirstAfter time.Time
+	LastError  string
+}
+
+// CollectBackoff puts off an invoice whose collection could not start:
+// to first_after (an hour from now) after the first failure, then
+// doubling the hour up to a day.
+func (q *Queries) CollectBackoff(ctx context.Context, arg CollectBackoffParams) error {
+	_, err := q.db.Exec(ctx, collectBackoff, arg.InvoiceID, arg.FirstAfter, arg.LastError)
+	return err
+}
+
 const customerMethodCard = `-- name: CustomerMethodCard :execrows
 UPDATE payment_customers SET pm_brand = $1, pm_last4 = $2, pm_exp_month = $3, pm_exp_year = $4,
     updated_at = now()
@@ -144,8 +166,8 @@ const customerRequestClaim = `-- name: CustomerRequestClaim :exec
 INSERT INTO payment_customer_requests AS r (customer_id, provider, key_no, params, created_at)
 VALUES ($1, $2, 1, $3, $4)
 ON CONFLICT (customer_id, provider) DO UPDATE SET key_no = r.key_no + 1, params = EXCLUDED.params,
-    created_at = EXCLUDED.created_at
-WHERE r.created_at < $5
+    created_at = EXCLUDED.created_at, refused_at = NULL, refused_code = ''
+WHERE r.created_at < $5 OR r.refused_at IS NOT NULL
 `
 
 type CustomerRequestClaimParams struct {
@@ -159,7 +181,8 @@ type CustomerRequestClaimParams struct {
 // CustomerRequestClaim records the request that creates a customer's
 // customer at a provider: a first one, or a new key number with new
 // parameters once the last one is older than stale (the provider forgot
-// its key). A younger one is left as it is, to be sent again.
+// its key), or once the provider refused it. A younger one is left as it
+// is, to be sent again.
 func (q *Queries) CustomerRequestClaim(ctx context.Context, arg CustomerRequestClaimParams) error {
 	_, err := q.db.Exec(ctx, customerRequestClaim,
 		arg.CustomerID,
@@ -190,6 +213,32 @@ func (q *Queries) CustomerRequestGet(ctx context.Context, arg CustomerRequestGet
 	var i CustomerRequestGetRow
 	err := row.Scan(&i.KeyNo, &i.Params)
 	return i, err
+}
+
+const customerRequestRefused = `-- name: CustomerRequestRefused :exec
+UPDATE payment_customer_requests SET refused_at = $1, refused_code = $2
+WHERE customer_id = $3 AND provider = $4 AND key_no = $5
+`
+
+type CustomerRequestRefusedParams struct {
+	At         *time.Time
+	Code       string
+	CustomerID uuid.UUID
+	Provider   string
+	KeyNo      int32
+}
+
+// CustomerRequestRefused marks a request the provider refused for good,
+// so that the next one reads the billing profile again under a new key.
+func (q *Queries) CustomerRequestRefused(ctx context.Context, arg CustomerRequestRefusedParams) error {
+	_, err := q.db.Exec(ctx, customerRequestRefused,
+		arg.At,
+		arg.Code,
+		arg.CustomerID,
+		arg.Provider,
+		arg.KeyNo,
+	)
+	return err
 }
 
 const invoiceMarkPaidNothingDue = `-- name: InvoiceMarkPaidNothingDue :execrows
@@ -323,10 +372,17 @@ const invoicesToCollect = `-- name: InvoicesToCollect :many
 SELECT i.id, i.customer_id, s.provider,
     EXISTS (SELECT 1 FROM payment_customers c WHERE c.customer_id = i.customer_id AND c.provider = s.provider) AS known
 FROM invoices i JOIN payment_settings s ON s.issuer_id = i.issuer_id
+    LEFT JOIN payment_collect_backoff b ON b.invoice_id = i.id
 WHERE i.status = 'open' AND i.amount_due > 0
     AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.invoice_id = i.id)
-ORDER BY i.finalized_at, i.id LIMIT $1
+    AND (b.collect_after IS NULL OR b.collect_after <= $1::timestamptz)
+ORDER BY COALESCE(b.collect_after, i.finalized_at), i.id LIMIT $2
 `
+
+type InvoicesToCollectParams struct {
+	Now time.Time
+	Max int32
+}
 
 type InvoicesToCollectRow struct {
 	ID         uuid.UUID
@@ -337,9 +393,10 @@ type InvoicesToCollectRow struct {
 
 // InvoicesToCollect lists open invoices with an amount due and no payment
 // yet, of issuers with payment settings, and whether their customer has a
-// customer at the issuer's provider.
-func (q *Queries) InvoicesToCollect(ctx context.Context, max int32) ([]InvoicesToCollectRow, error) {
-	rows, err := q.db.Query(ctx, invoicesToCollect, max)
+// customer at the issuer's provider. One whose collection could not start
+// waits until its collect_after, and comes after those finalized before.
+func (q *Queries) InvoicesToCollect(ctx context.Context, arg InvoicesToCollectParams) ([]InvoicesToCollectRow, error) {
+	rows, err := q.db.Query(ctx, invoicesToCollect, arg.Now, arg.Max)
 	if err != nil {
 		return nil, err
 	}

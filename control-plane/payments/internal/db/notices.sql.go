@@ -82,9 +82,10 @@ func (q *Queries) NoticeClaim(ctx context.Context, arg NoticeClaimParams) (int64
 }
 
 const noticeInvoice = `-- name: NoticeInvoice :one
-SELECT i.id, COALESCE(i.number, '')::text AS number, i.currency, i.amount_due, i.customer_id, i.status::text AS status,
+SELECT i.id, COALESCE(i.number, '')::text AS number, i.currency, i.amount_due, i.customer_id, i.issuer_id, i.status::text AS status,
     iss.name AS issuer_name, cus.name AS customer_name,
     COALESCE(p.provider, '')::text AS provider, COALESCE(p.status, '')::text AS payment_status, p.next_attempt_at,
+    COALESCE(p.attention_reason, '')::text AS attention_reason,
     d.suspend_at, d.suspended_at
 FROM invoices i
     JOIN organizations iss ON iss.id = i.issuer_id
@@ -95,19 +96,21 @@ WHERE i.id = $1
 `
 
 type NoticeInvoiceRow struct {
-	ID            uuid.UUID
-	Number        string
-	Currency      string
-	AmountDue     decimal.Decimal
-	CustomerID    uuid.UUID
-	Status        string
-	IssuerName    string
-	CustomerName  string
-	Provider      string
-	PaymentStatus string
-	NextAttemptAt *time.Time
-	SuspendAt     *time.Time
-	SuspendedAt   *time.Time
+	ID              uuid.UUID
+	Number          string
+	Currency        string
+	AmountDue       decimal.Decimal
+	CustomerID      uuid.UUID
+	IssuerID        uuid.UUID
+	Status          string
+	IssuerName      string
+	CustomerName    string
+	Provider        string
+	PaymentStatus   string
+	NextAttemptAt   *time.Time
+	AttentionReason string
+	SuspendAt       *time.Time
+	SuspendedAt     *time.Time
 }
 
 // NoticeInvoice reads what a notice tells of an invoice: its number and
@@ -122,12 +125,14 @@ func (q *Queries) NoticeInvoice(ctx context.Context, id uuid.UUID) (NoticeInvoic
 		&i.Currency,
 		&i.AmountDue,
 		&i.CustomerID,
+		&i.IssuerID,
 		&i.Status,
 		&i.IssuerName,
 		&i.CustomerName,
 		&i.Provider,
 		&i.PaymentStatus,
 		&i.NextAttemptAt,
+		&i.AttentionReason,
 		&i.SuspendAt,
 		&i.SuspendedAt,
 	)
@@ -139,7 +144,7 @@ const noticesDue = `-- name: NoticesDue :many
 SELECT kind::text AS kind, key::text AS key, invoice_id::uuid AS invoice_id, at::timestamptz AS at FROM (
     SELECT 'attempt_failed' AS kind, a.id::text AS key, p.invoice_id, a.finished_at AS at
     FROM payment_attempts a JOIN payments p ON p.id = a.payment_id JOIN invoices i ON i.id = p.invoice_id
-    WHERE a.status = 'failed' AND a.finished_at >= $1::timestamptz AND i.status = 'open'
+    WHERE a.status = 'failed' AND a.finished_at >= $1::timestamptz AND i.status = 'open' AND p.status <> 'needs_attention'
     UNION ALL
     SELECT 'requires_action', a.id::text, p.invoice_id, a.updated_at
     FROM payment_attempts a JOIN payments p ON p.id = a.payment_id JOIN invoices i ON i.id = p.invoice_id
@@ -154,6 +159,15 @@ SELECT kind::text AS kind, key::text AS key, invoice_id::uuid AS invoice_id, at:
         d.invoice_id, d.suspended_at
     FROM subscription_dunning d JOIN invoices i ON i.id = d.invoice_id
     WHERE d.suspended_at >= $1 AND i.status = 'open'
+    UNION ALL
+    SELECT k.kind, p.id::text, p.invoice_id, p.updated_at
+    FROM payments p JOIN invoices i ON i.id = p.invoice_id
+        CROSS JOIN (VALUES ('needs_attention'), ('needs_attention_issuer')) k (kind)
+    WHERE p.status = 'needs_attention' AND p.updated_at >= $1 AND i.status = 'open'
+    UNION ALL
+    SELECT 'dispute_lost_issuer', d.id::text, p.invoice_id, d.lost_at
+    FROM payment_disputes d JOIN payments p ON p.id = d.payment_id
+    WHERE d.lost_at >= $1
 ) due
 WHERE NOT EXISTS (SELECT 1 FROM payment_notices n WHERE n.kind = due.kind AND n.key = due.key)
 ORDER BY at, kind, key LIMIT $2
@@ -176,7 +190,9 @@ type NoticesDueRow struct {
 // NoticesDue lists the notices not sent yet of events since since: failed
 // attempts and attempts waiting for the customer's action of open
 // invoices (key: the attempt), subscriptions made past_due or suspended
-// for an invoice still open (key: the subscription and when).
+// for an invoice still open (key: the subscription and when), payments
+// that need attention, to the customer and to the issuer (key: the
+// payment), disputes lost, to the issuer (key: the dispute).
 func (q *Queries) NoticesDue(ctx context.Context, arg NoticesDueParams) ([]NoticesDueRow, error) {
 	rows, err := q.db.Query(ctx, noticesDue, arg.Since, arg.Max)
 	if err != nil {
@@ -204,12 +220,13 @@ func (q *Queries) NoticesDue(ctx context.Context, arg NoticesDueParams) ([]Notic
 
 const organizationAdminEmails = `-- name: OrganizationAdminEmails :many
 SELECT DISTINCT u.email FROM memberships m JOIN users u ON u.id = m.user_id
-WHERE m.organization_id = $1 AND m.role = 'admin' AND u.email <> ''
+WHERE m.organization_id = $1 AND m.role = 'admin' AND u.email <> '' AND u.email NOT LIKE '%.invalid'
 ORDER BY u.email LIMIT 20
 `
 
 // OrganizationAdminEmails lists the emails of an organization's admins,
-// whom a notice goes to when it has no billing email.
+// whom a notice goes to when it has no billing email; users.invalid
+// placeholders of users without an address are no one's.
 func (q *Queries) OrganizationAdminEmails(ctx context.Context, organizationID uuid.UUID) ([]string, error) {
 	rows, err := q.db.Query(ctx, organizationAdminEmails, organizationID)
 	if err != nil {

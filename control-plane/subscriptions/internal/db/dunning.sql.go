@@ -24,6 +24,33 @@ func (q *Queries) DunningDelete(ctx context.Context, subscriptionID uuid.UUID) (
 	return result.RowsAffected(), nil
 }
 
+const dunningDisputeLost = `-- name: DunningDisputeLost :exec
+INSERT INTO subscription_dunning AS d (subscription_id, invoice_id, past_due_at, suspend_at, dispute_lost)
+VALUES ($1, $2, $3, $4, true)
+ON CONFLICT (subscription_id) DO UPDATE SET invoice_id = EXCLUDED.invoice_id, dispute_lost = true,
+    suspend_at = LEAST(d.suspend_at, EXCLUDED.suspend_at)
+`
+
+type DunningDisputeLostParams struct {
+	SubscriptionID uuid.UUID
+	InvoiceID      uuid.UUID
+	PastDueAt      time.Time
+	SuspendAt      time.Time
+}
+
+// DunningDisputeLost dunns a subscription for a lost dispute of a payment
+// of its invoice, replacing any dunning it had and keeping the earlier
+// suspension date.
+func (q *Queries) DunningDisputeLost(ctx context.Context, arg DunningDisputeLostParams) error {
+	_, err := q.db.Exec(ctx, dunningDisputeLost,
+		arg.SubscriptionID,
+		arg.InvoiceID,
+		arg.PastDueAt,
+		arg.SuspendAt,
+	)
+	return err
+}
+
 const dunningDue = `-- name: DunningDue :many
 SELECT d.subscription_id FROM subscription_dunning d JOIN subscriptions s ON s.id = d.subscription_id
 WHERE d.suspended_at IS NULL AND d.suspend_at <= $1 AND s.status = 'past_due'
@@ -58,7 +85,7 @@ func (q *Queries) DunningDue(ctx context.Context, arg DunningDueParams) ([]uuid.
 
 const dunningGet = `-- name: DunningGet :one
 SELECT d.subscription_id, d.invoice_id, COALESCE(i.number, '')::text AS invoice_number, i.status::text AS invoice_status,
-    d.past_due_at, d.suspend_at, d.suspended_at
+    d.past_due_at, d.suspend_at, d.suspended_at, d.dispute_lost
 FROM subscription_dunning d JOIN invoices i ON i.id = d.invoice_id
 WHERE d.subscription_id = $1
 `
@@ -71,6 +98,7 @@ type DunningGetRow struct {
 	PastDueAt      time.Time
 	SuspendAt      time.Time
 	SuspendedAt    *time.Time
+	DisputeLost    bool
 }
 
 // DunningGet reads a subscription's dunning with its invoice's number and
@@ -86,6 +114,7 @@ func (q *Queries) DunningGet(ctx context.Context, subscriptionID uuid.UUID) (Dun
 		&i.PastDueAt,
 		&i.SuspendAt,
 		&i.SuspendedAt,
+		&i.DisputeLost,
 	)
 	return i, err
 }
@@ -105,10 +134,12 @@ func (q *Queries) DunningMarkSuspended(ctx context.Context, arg DunningMarkSuspe
 }
 
 const dunningNextUnpaid = `-- name: DunningNextUnpaid :one
-SELECT i.id, COALESCE(i.number, '')::text AS number, COALESCE(st.grace_days, 3)::integer AS grace_days
+SELECT i.id, COALESCE(i.number, '')::text AS number, COALESCE(st.grace_days, 3)::integer AS grace_days,
+    COALESCE((SELECT max(a.finished_at) FROM payment_attempts a WHERE a.payment_id = p.id), p.updated_at)::timestamptz AS failed_at
 FROM invoices i JOIN payments p ON p.invoice_id = i.id
     LEFT JOIN payment_settings st ON st.issuer_id = i.issuer_id
-WHERE i.subscription_id = $1 AND i.id <> $2 AND i.status = 'open' AND p.status = 'failed'
+WHERE i.subscription_id = $1 AND i.id <> $2 AND i.status = 'open'
+    AND (p.status = 'failed' OR p.status = 'needs_attention' AND p.attention_reason NOT LIKE 'amount\_too\_small%')
 ORDER BY i.finalized_at, i.id LIMIT 1
 `
 
@@ -121,15 +152,24 @@ type DunningNextUnpaidRow struct {
 	ID        uuid.UUID
 	Number    string
 	GraceDays int32
+	FailedAt  time.Time
 }
 
 // DunningNextUnpaid is the oldest open invoice of the subscription other
-// than settled whose payment failed for good, with the grace days of its
-// issuer's payment settings (3, payments' default, without them).
+// than settled whose payment failed for good (or that its provider can
+// never take, unless only for being too small), with the grace days of
+// its issuer's payment settings (3, payments' default, without them) and
+// when its payment failed (its last attempt's end), from which that grace
+// runs.
 func (q *Queries) DunningNextUnpaid(ctx context.Context, arg DunningNextUnpaidParams) (DunningNextUnpaidRow, error) {
 	row := q.db.QueryRow(ctx, dunningNextUnpaid, arg.SubscriptionID, arg.Settled)
 	var i DunningNextUnpaidRow
-	err := row.Scan(&i.ID, &i.Number, &i.GraceDays)
+	err := row.Scan(
+		&i.ID,
+		&i.Number,
+		&i.GraceDays,
+		&i.FailedAt,
+	)
 	return i, err
 }
 
@@ -159,7 +199,7 @@ func (q *Queries) DunningOfInvoice(ctx context.Context, invoiceID uuid.UUID) ([]
 
 const dunningSettled = `-- name: DunningSettled :many
 SELECT d.subscription_id FROM subscription_dunning d JOIN invoices i ON i.id = d.invoice_id
-WHERE i.status <> 'open' ORDER BY d.subscription_id LIMIT $1
+WHERE i.status <> 'open' AND NOT d.dispute_lost ORDER BY d.subscription_id LIMIT $1
 `
 
 // DunningSettled lists the subscriptions dunned for an invoice that is no
