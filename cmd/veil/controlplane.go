@@ -76,6 +76,7 @@ type controlPlaneFlags struct {
 	rescueAfter      time.Duration
 	ipRate           string
 	tokenRate        string
+	paymentRate      string
 	corsOrigins      string
 	trustedProxies   string
 	webhookPrivate   bool
@@ -167,6 +168,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.Duration(&c.rescueAfter, "job-rescue-after", "VEIL_JOB_RESCUE_AFTER", time.Minute, "a job still running this long after its start (its worker died) is retried; must exceed the longest job timeout, 50s (scheduled maintenance, period rolls and usage checks)")
 	f.String(&c.ipRate, "rate-limit-ip", "VEIL_RATE_LIMIT_IP", "600/1m", "requests per client address, as N/period (empty: off)")
 	f.String(&c.tokenRate, "rate-limit-token", "VEIL_RATE_LIMIT_TOKEN", "1200/1m", "requests per authenticated subject, as N/period (empty: off)")
+	f.String(&c.paymentRate, "rate-limit-payment", "VEIL_RATE_LIMIT_PAYMENT", "20/1h", "pay now and card setup calls per organization, as N/period (empty: off)")
 	f.String(&c.corsOrigins, "cors-origins", "VEIL_CORS_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off)")
 	f.String(&c.trustedProxies, "trusted-proxies", "VEIL_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	f.Bool(&c.webhookPrivate, "webhook-allow-private", "VEIL_WEBHOOK_ALLOW_PRIVATE", false, "allow webhook endpoints on loopback and private networks (development only)")
@@ -574,8 +576,8 @@ func newMailer(smtp notify.SMTPConfig, logger *slog.Logger, set *metrics.Set) (s
 
 // apiLimits are the REST API's rate limits and the proxies it believes.
 type apiLimits struct {
-	ipRate, tokenRate middleware.Rate
-	proxies           middleware.TrustedProxies
+	ipRate, tokenRate, paymentRate middleware.Rate
+	proxies                        middleware.TrustedProxies
 }
 
 // limits parses the rate limit and trusted proxy flags.
@@ -586,6 +588,9 @@ func (cp controlPlaneFlags) limits() (apiLimits, error) {
 		return l, err
 	}
 	if l.tokenRate, err = parseRate(cp.tokenRate); err != nil {
+		return l, err
+	}
+	if l.paymentRate, err = parseRate(cp.paymentRate); err != nil {
 		return l, err
 	}
 	l.proxies, err = middleware.ParseTrustedProxies(splitList(cp.trustedProxies))
@@ -618,7 +623,7 @@ func (p *controlPlane) apiHandler(cp controlPlaneFlags, limits apiLimits, svc se
 	}
 	return httpapi.New(httpapi.Config{
 		Pool: p.pool, Catalog: svc.catalog, Subscriptions: svc.subs, Usage: usageReader, Quota: p.quota, Drift: p.drift, Webhooks: svc.hooks, PromotionCodes: svc.promos, Directory: accounts.New(p.pool), Authenticator: verifier,
-		RateLimiter: limiter, IPRate: limits.ipRate, TokenRate: limits.tokenRate, Idempotency: idem,
+		RateLimiter: limiter, IPRate: limits.ipRate, TokenRate: limits.tokenRate, PaymentRate: limits.paymentRate, Idempotency: idem,
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: limits.proxies,
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set, PlanFiles: p.planFilesReloader(), Billing: svc.billing,
 		Payments: svc.pays,

@@ -67,12 +67,16 @@ type Config struct {
 	// IPRate limits every caller by address, before authentication;
 	// TokenRate limits each authenticated subject. Zero Limit disables one.
 	IPRate, TokenRate middleware.Rate
-	Idempotency       *middleware.Idempotency
-	CORS              middleware.CORSConfig
-	TrustedProxies    middleware.TrustedProxies
-	OpenAPI           []byte
-	Logger            *slog.Logger
-	Metrics           *metrics.Set
+	// PaymentRate limits pay now and card setup per organization (each
+	// is a charge or a SetupIntent at the provider). Zero Limit disables
+	// it.
+	PaymentRate    middleware.Rate
+	Idempotency    *middleware.Idempotency
+	CORS           middleware.CORSConfig
+	TrustedProxies middleware.TrustedProxies
+	OpenAPI        []byte
+	Logger         *slog.Logger
+	Metrics        *metrics.Set
 
 	// IngestTokens issues and revokes ingest tokens; nil uses one on Pool.
 	IngestTokens *ingesttokens.Service

@@ -26,8 +26,8 @@ func (a *api) paymentRoutes(r chi.Router) {
 	r.Get(idPath("/v1/invoices/{id}/payment"), a.paymentsHandle(a.invoicePayment))
 	r.Post(idPath("/v1/invoices/{id}/refunds"), a.paymentsHandle(a.refundInvoice))
 	r.Post(idPath("/v1/invoices/{id}/payment/mark-paid"), a.paymentsHandle(a.markPaymentPaid))
-	r.Post(idPath("/v1/invoices/{id}/payment/retry"), a.paymentsHandle(a.retryPayment))
-	r.Post("/v1/billing/payment-methods/setup", a.paymentsHandle(a.setupPaymentMethod))
+	r.With(a.paymentLimit()).Post(idPath("/v1/invoices/{id}/payment/retry"), a.paymentsHandle(a.retryPayment))
+	r.With(a.paymentLimit()).Post("/v1/billing/payment-methods/setup", a.paymentsHandle(a.setupPaymentMethod))
 }
 
 // adminPaymentRoutes are under /v1/admin: an issuer's payment settings.
