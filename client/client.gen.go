@@ -2875,7 +2875,7 @@ type PayoutDispute struct {
 	Reason            string             `json:"reason"`
 }
 
-// PayoutPayment A payment counted as collected: it succeeded in the month.
+// PayoutPayment A payment that succeeded in the month: in `payments`, collected by the platform (a charge at the provider, or marked paid by hand by a platform admin); in `paid_to_issuer`, marked paid by hand by a member of the issuer.
 type PayoutPayment struct {
 	// Amount What it collected.
 	Amount        string             `json:"amount"`
@@ -2893,7 +2893,7 @@ type PayoutPayment struct {
 	// PlatformFee amount × (invoice_total − invoice_tax) / invoice_total × the fee percent / 100, rounded once.
 	PlatformFee string `json:"platform_fee"`
 
-	// Provider The payment provider that collected it: `stripe` or `manual`.
+	// Provider The provider of the attempt that settled it: `stripe` for a charge, `manual` for a payment marked paid by hand (whatever the payment's provider).
 	Provider    string    `json:"provider"`
 	SucceededAt time.Time `json:"succeeded_at"`
 }
@@ -2927,10 +2927,14 @@ type PayoutTotal struct {
 	DisputesLost string `json:"disputes_lost"`
 
 	// Owed collected − refunded − disputes_lost − platform_fee: what the platform owes the issuer (below zero, what it is owed).
-	Owed     string `json:"owed"`
-	Payments int    `json:"payments"`
+	Owed string `json:"owed"`
 
-	// PlatformFee The payments' rounded fees.
+	// PaidToIssuer The amounts of the payments paid to the issuer: not collected; only their fees count, in `platform_fee`.
+	PaidToIssuer         string `json:"paid_to_issuer"`
+	PaidToIssuerPayments int    `json:"paid_to_issuer_payments"`
+	Payments             int    `json:"payments"`
+
+	// PlatformFee The rounded fees of the payments collected and of those paid to the issuer.
 	PlatformFee string `json:"platform_fee"`
 
 	// Refunded The refunds' amounts.
@@ -2948,7 +2952,10 @@ type Payouts struct {
 	From          time.Time          `json:"from"`
 	IssuerId      openapi_types.UUID `json:"issuer_id"`
 	Month         string             `json:"month"`
-	Payments      []PayoutPayment    `json:"payments"`
+
+	// PaidToIssuer Payments that succeeded in the month because a member of the issuer marked them paid by hand: the money went to the issuer, not the platform, so they are not collected; the fee of each is owed by the issuer and lowers `owed`.
+	PaidToIssuer []PayoutPayment `json:"paid_to_issuer"`
+	Payments     []PayoutPayment `json:"payments"`
 
 	// PlatformFeePercent The issuer's fee now, which every payment's fee is computed with.
 	PlatformFeePercent string         `json:"platform_fee_percent"`
@@ -6643,7 +6650,7 @@ type ClientInterface interface {
 
 	// SetupPaymentMethodWithBody Start the setup of a payment method
 	//
-	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 	//
 	// **Who may call:** any member, for their own organization.
 	//
@@ -6654,7 +6661,7 @@ type ClientInterface interface {
 
 	// SetupPaymentMethod Start the setup of a payment method
 	//
-	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 	//
 	// **Who may call:** any member, for their own organization.
 	//
@@ -6803,7 +6810,7 @@ type ClientInterface interface {
 
 	// RetryPayment Pay an invoice now
 	//
-	// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited.
+	// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 	//
 	// **Who may call:** the invoice's customer's members, its issuer's providers, admins.
 	//
@@ -7158,9 +7165,9 @@ type ClientInterface interface {
 
 	// GetPayouts Read a provider's payouts statement of a month
 	//
-	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
+	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 	//
-	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`, `paid_to_issuer`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 	//
 	// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
 	//
@@ -9207,7 +9214,7 @@ func (c *Client) ListAuditEntries(ctx context.Context, params *ListAuditEntriesP
 
 // SetupPaymentMethodWithBody Start the setup of a payment method
 //
-// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 //
 // **Who may call:** any member, for their own organization.
 //
@@ -9228,7 +9235,7 @@ func (c *Client) SetupPaymentMethodWithBody(ctx context.Context, params *SetupPa
 
 // SetupPaymentMethod Start the setup of a payment method
 //
-// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 //
 // **Who may call:** any member, for their own organization.
 //
@@ -9527,7 +9534,7 @@ func (c *Client) MarkPaymentPaid(ctx context.Context, id openapi_types.UUID, par
 
 // RetryPayment Pay an invoice now
 //
-// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited.
+// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 //
 // **Who may call:** the invoice's customer's members, its issuer's providers, admins.
 //
@@ -10232,9 +10239,9 @@ func (c *Client) DeleteTaxRule(ctx context.Context, id openapi_types.UUID, rule 
 
 // GetPayouts Read a provider's payouts statement of a month
 //
-// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
+// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 //
-// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`, `paid_to_issuer`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 //
 // **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
 //
@@ -20257,7 +20264,7 @@ type ClientWithResponsesInterface interface {
 
 	// SetupPaymentMethodWithBodyWithResponse Start the setup of a payment method
 	//
-	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 	//
 	// **Who may call:** any member, for their own organization.
 	//
@@ -20268,7 +20275,7 @@ type ClientWithResponsesInterface interface {
 
 	// SetupPaymentMethodWithResponse Start the setup of a payment method
 	//
-	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+	// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 	//
 	// **Who may call:** any member, for their own organization.
 	//
@@ -20433,7 +20440,7 @@ type ClientWithResponsesInterface interface {
 
 	// RetryPaymentWithResponse Pay an invoice now
 	//
-	// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited.
+	// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 	//
 	// **Who may call:** the invoice's customer's members, its issuer's providers, admins.
 	//
@@ -20818,9 +20825,9 @@ type ClientWithResponsesInterface interface {
 
 	// GetPayoutsWithResponse Read a provider's payouts statement of a month
 	//
-	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
+	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 	//
-	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`, `paid_to_issuer`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 	//
 	// **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
 	//
@@ -29229,7 +29236,7 @@ func (c *ClientWithResponses) ListAuditEntriesWithResponse(ctx context.Context, 
 
 // SetupPaymentMethodWithBodyWithResponse Start the setup of a payment method
 //
-// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 //
 // **Who may call:** any member, for their own organization.
 //
@@ -29246,7 +29253,7 @@ func (c *ClientWithResponses) SetupPaymentMethodWithBodyWithResponse(ctx context
 
 // SetupPaymentMethodWithResponse Start the setup of a payment method
 //
-// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited.
+// Creates the caller's organization's customer at the provider from its billing profile when it has none, and starts the setup of a payment method to be charged later without the customer present. Stripe answers a SetupIntent's `client_secret`, for Stripe.js in the caller's portal: it is answered with `Cache-Control: no-store` and kept nowhere. When Stripe reports the setup succeeded, the method becomes the one invoices are collected with. The manual provider answers transfer instructions. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 //
 // **Who may call:** any member, for their own organization.
 //
@@ -29501,7 +29508,7 @@ func (c *ClientWithResponses) MarkPaymentPaidWithResponse(ctx context.Context, i
 
 // RetryPaymentWithResponse Pay an invoice now
 //
-// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited.
+// Makes a new attempt at once for the payment of an open invoice that failed, for good or until its next retry (the retry days count from the first failure: `1,3,5,7` retries on days 1, 3, 5 and 7 after it), with the customer's default payment method. A new default payment method recorded at the provider does the same by itself. Audited. Pay now and card setup share a rate limit per organization (`VEIL_RATE_LIMIT_PAYMENT`, default 20 an hour, whichever member or token calls): beyond it, `429 rate-limited` with `Retry-After`, nothing sent to the provider.
 //
 // **Who may call:** the invoice's customer's members, its issuer's providers, admins.
 //
@@ -30096,9 +30103,9 @@ func (c *ClientWithResponses) DeleteTaxRuleWithResponse(ctx context.Context, id 
 
 // GetPayoutsWithResponse Read a provider's payouts statement of a month
 //
-// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
+// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 //
-// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
+// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`, `paid_to_issuer`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 //
 // **Who may call:** providers of the issuer (the caller's organization, or `issuer_id` for admins), and admins; consumers get `403`, other organizations `404`.
 //
