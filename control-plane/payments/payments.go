@@ -14,12 +14,23 @@
 //   - A payment's state moves forward only: a late "failed" after a
 //     "succeeded" changes nothing, and provider events apply once by id,
 //     in the transaction of their effect.
-//   - Refunds never exceed what was paid: the service checks, and a
-//     trigger refuses what a race would let through.
+//   - Refunds Veil asks for never exceed what was paid: the service
+//     checks, and a trigger refuses what a race would let through.
+//   - A charge the payment does not keep (a success after a void, or after
+//     another attempt paid) is refunded, never left standing; an attempt
+//     canceled or failed whose fate at the provider is unknown stays in
+//     doubt until it is canceled there or found (resolveDoubts).
+//   - An amount the provider can never take is set aside
+//     (needs_attention) rather than retried and dunned.
 //
-// Jobs and REST routes drive it: Collect after finalize, Retry for
-// DueRetries, Reconcile on a schedule, ApplyEvent from the webhook
-// endpoint.
+// Jobs and REST routes drive it: billing's hook queues Collect when an
+// invoice is finalized (a River job) and cancels the payment of an
+// invoice voided, marked paid or written off (InvoiceClosed); the
+// payments cycle collects what a job left, makes due retries, reconciles
+// attempts and refunds with the provider, and sends the customer's
+// payment emails (Notifier); ApplyEvent applies the webhook endpoint's
+// events. Payouts reads an issuer's monthly payouts statement: only
+// money the platform holds counts as collected.
 package payments
 
 import (
@@ -95,8 +106,10 @@ type Config struct {
 	Logger    *slog.Logger
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
-	// Publisher announces payment.succeeded, payment.failed and
-	// payment.refunded; nil announces nothing.
+	// Publisher announces the payment.* events (succeeded, failed,
+	// refunded, refund_failed, dispute_lost, needs_attention) and
+	// invoice.paid, in the transaction of the change; nil announces
+	// nothing.
 	Publisher Publisher
 	// Dunning moves the subscriptions of invoices not paid (the
 	// subscriptions service); nil moves none.
@@ -104,8 +117,9 @@ type Config struct {
 	// Credits takes refunds to the credit balance (billing); nil refuses
 	// them.
 	Credits CreditLedger
-	// Metrics receives veil_controlplane_payment_stray_charges_total
-	// (default: a set of its own).
+	// Metrics receives the payments' counters (stray charges,
+	// mismatched events, needs_attention, over-refunded payments;
+	// default: a set of its own).
 	Metrics *metrics.Set
 	// Profiles gives the billing profile a customer's customer at a
 	// provider is made from (billing); nil, or no profile, gives its
