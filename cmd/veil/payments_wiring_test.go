@@ -34,6 +34,10 @@ func (d *dunningSpy) InvoiceSettled(_ context.Context, _ pgx.Tx, invoice uuid.UU
 
 func (d *dunningSpy) EscalateDunning(context.Context, time.Time) (int, int, error) { return 0, 0, nil }
 
+func (d *dunningSpy) DisputeLost(context.Context, pgx.Tx, uuid.UUID, uuid.UUID, string, time.Time) error {
+	return nil
+}
+
 // TestNewPaymentsWiresDunning: the control plane's payments service has
 // the manual provider when a bank account is configured, none of Stripe
 // without a key, and tells dunning when an invoice is paid (so that a
