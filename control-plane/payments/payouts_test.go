@@ -358,6 +358,15 @@ func TestPayoutsThroughStripeMock(t *testing.T) {
 	if _, err := f.svc.Refund(f.ctx, f.provider, inv, decimal.RequireFromString("15.00"), "goodwill"); err != nil {
 		t.Fatalf("Refund through stripe-mock = %v", err)
 	}
+	// An invoice the issuer's provider marks paid by hand while its
+	// attempt at stripe-mock is open: the money went to the issuer.
+	byHand := f.invoice(f.customer("stripe", "pm_card_visa"), "10.00")
+	if _, err := f.svc.Collect(f.ctx, byHand); err != nil {
+		t.Fatalf("Collect through stripe-mock = %v", err)
+	}
+	if _, err := f.svc.MarkPaidManually(f.ctx, f.provider, byHand, "transfer to the issuer"); err != nil {
+		t.Fatalf("MarkPaidManually with stripe-mock = %v", err)
+	}
 	p, err := f.svc.Payouts(f.ctx, f.provider, f.issuer, month)
 	if err != nil {
 		t.Fatal(err)
@@ -367,5 +376,10 @@ func TestPayoutsThroughStripeMock(t *testing.T) {
 		!p.Totals[0].Refunded.Equal(decimal.RequireFromString("15")) || !p.Totals[0].Owed.Equal(decimal.RequireFromString("25")) {
 		t.Errorf("Payouts(%s) after stripe-mock = payments %+v, refunds %+v, totals %+v; want 40.00 collected, 15.00 refunded, 25.00 owed",
 			month, p.Payments, p.Refunds, p.Totals)
+	}
+	if len(p.PaidToIssuer) != 1 || p.PaidToIssuer[0].InvoiceID != byHand || p.PaidToIssuer[0].Provider != "manual" ||
+		len(p.Totals) != 1 || !p.Totals[0].PaidToIssuer.Equal(decimal.RequireFromString("10")) {
+		t.Errorf("Payouts(%s) paid to the issuer = %+v, totals %+v; want the 10.00 marked paid by hand, manual, not collected",
+			month, p.PaidToIssuer, p.Totals)
 	}
 }
