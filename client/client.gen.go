@@ -207,6 +207,7 @@ const (
 	EventTypeKeyUpdated              EventType = "key.updated"
 	EventTypePaymentDisputeLost      EventType = "payment.dispute_lost"
 	EventTypePaymentFailed           EventType = "payment.failed"
+	EventTypePaymentRefundFailed     EventType = "payment.refund_failed"
 	EventTypePaymentRefunded         EventType = "payment.refunded"
 	EventTypePaymentSucceeded        EventType = "payment.succeeded"
 	EventTypePlanCreated             EventType = "plan.created"
@@ -288,6 +289,8 @@ func (e EventType) Valid() bool {
 	case EventTypePaymentDisputeLost:
 		return true
 	case EventTypePaymentFailed:
+		return true
+	case EventTypePaymentRefundFailed:
 		return true
 	case EventTypePaymentRefunded:
 		return true
@@ -1378,6 +1381,7 @@ const (
 	WebhookEndpointInputEventTypesKeyUpdated              WebhookEndpointInputEventTypes = "key.updated"
 	WebhookEndpointInputEventTypesPaymentDisputeLost      WebhookEndpointInputEventTypes = "payment.dispute_lost"
 	WebhookEndpointInputEventTypesPaymentFailed           WebhookEndpointInputEventTypes = "payment.failed"
+	WebhookEndpointInputEventTypesPaymentRefundFailed     WebhookEndpointInputEventTypes = "payment.refund_failed"
 	WebhookEndpointInputEventTypesPaymentRefunded         WebhookEndpointInputEventTypes = "payment.refunded"
 	WebhookEndpointInputEventTypesPaymentSucceeded        WebhookEndpointInputEventTypes = "payment.succeeded"
 	WebhookEndpointInputEventTypesPlanCreated             WebhookEndpointInputEventTypes = "plan.created"
@@ -1462,6 +1466,8 @@ func (e WebhookEndpointInputEventTypes) Valid() bool {
 		return true
 	case WebhookEndpointInputEventTypesPaymentFailed:
 		return true
+	case WebhookEndpointInputEventTypesPaymentRefundFailed:
+		return true
 	case WebhookEndpointInputEventTypesPaymentRefunded:
 		return true
 	case WebhookEndpointInputEventTypesPaymentSucceeded:
@@ -1537,6 +1543,7 @@ const (
 	WebhookEndpointPatchEventTypesKeyUpdated              WebhookEndpointPatchEventTypes = "key.updated"
 	WebhookEndpointPatchEventTypesPaymentDisputeLost      WebhookEndpointPatchEventTypes = "payment.dispute_lost"
 	WebhookEndpointPatchEventTypesPaymentFailed           WebhookEndpointPatchEventTypes = "payment.failed"
+	WebhookEndpointPatchEventTypesPaymentRefundFailed     WebhookEndpointPatchEventTypes = "payment.refund_failed"
 	WebhookEndpointPatchEventTypesPaymentRefunded         WebhookEndpointPatchEventTypes = "payment.refunded"
 	WebhookEndpointPatchEventTypesPaymentSucceeded        WebhookEndpointPatchEventTypes = "payment.succeeded"
 	WebhookEndpointPatchEventTypesPlanCreated             WebhookEndpointPatchEventTypes = "plan.created"
@@ -1620,6 +1627,8 @@ func (e WebhookEndpointPatchEventTypes) Valid() bool {
 	case WebhookEndpointPatchEventTypesPaymentDisputeLost:
 		return true
 	case WebhookEndpointPatchEventTypesPaymentFailed:
+		return true
+	case WebhookEndpointPatchEventTypesPaymentRefundFailed:
 		return true
 	case WebhookEndpointPatchEventTypesPaymentRefunded:
 		return true
@@ -7165,7 +7174,7 @@ type ClientInterface interface {
 
 	// GetPayouts Read a provider's payouts statement of a month
 	//
-	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
+	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was; negated, those the provider failed in the month after they had succeeded), `disputes_lost` (chargebacks whose amount the provider withdrew in the month, and, negated, those won in it; one recorded before withdrawals were counts when it closed lost, up to what the payment's earlier lost disputes left; the provider's dispute fee is not included: the platform bears it), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 	//
 	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`, `paid_to_issuer`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 	//
@@ -10239,7 +10248,7 @@ func (c *Client) DeleteTaxRule(ctx context.Context, id openapi_types.UUID, rule 
 
 // GetPayouts Read a provider's payouts statement of a month
 //
-// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
+// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was; negated, those the provider failed in the month after they had succeeded), `disputes_lost` (chargebacks whose amount the provider withdrew in the month, and, negated, those won in it; one recorded before withdrawals were counts when it closed lost, up to what the payment's earlier lost disputes left; the provider's dispute fee is not included: the platform bears it), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 //
 // CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`, `paid_to_issuer`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 //
@@ -20825,7 +20834,7 @@ type ClientWithResponsesInterface interface {
 
 	// GetPayoutsWithResponse Read a provider's payouts statement of a month
 	//
-	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
+	// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was; negated, those the provider failed in the month after they had succeeded), `disputes_lost` (chargebacks whose amount the provider withdrew in the month, and, negated, those won in it; one recorded before withdrawals were counts when it closed lost, up to what the payment's earlier lost disputes left; the provider's dispute fee is not included: the platform bears it), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 	//
 	// CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`, `paid_to_issuer`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 	//
@@ -30103,7 +30112,7 @@ func (c *ClientWithResponses) DeleteTaxRuleWithResponse(ctx context.Context, id 
 
 // GetPayoutsWithResponse Read a provider's payouts statement of a month
 //
-// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was), `disputes_lost` (disputes closed lost in the month: what each took back, up to what the payment's earlier lost disputes left), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
+// What the platform owes the issuer for a calendar month (UTC), per currency (never added across currencies): `collected` (its invoices' payments that succeeded in the month and whose money the platform holds: a charge at the provider, or marked paid by hand by a platform admin; one a member of the issuer marked paid by hand went to the issuer and is listed apart in `paid_to_issuer`, only its fee counting, owed by the issuer), `refunded` (refunds through the payment provider that succeeded in the month, whichever month the payment was; negated, those the provider failed in the month after they had succeeded), `disputes_lost` (chargebacks whose amount the provider withdrew in the month, and, negated, those won in it; one recorded before withdrawals were counts when it closed lost, up to what the payment's earlier lost disputes left; the provider's dispute fee is not included: the platform bears it), `platform_fee` and `owed` = collected − refunded − disputes lost − fee (below zero: the issuer owes the platform). Each payment's fee is the issuer's `platform_fee_percent` (billing's setting, the revenue statement's) of the part of the payment that is not tax, `amount × (invoice_total − invoice_tax) / invoice_total × percent / 100`, rounded once per payment to the currency's minor unit; refunds and lost disputes give no fee back. Refunds to the customer's credit balance move no money: they are listed apart (`credit_refunds`, `refunded_to_credit`) and in no other figure. Every counted item is listed with what recomputes it. Nothing is transferred.
 //
 // CSV with `format=csv`, or without `format` when `Accept` names `text/csv` before JSON: RFC 4180 (CRLF), a header row, one row per item (`kind` `payment`, `refund`, `dispute_lost`, `credit_refund`, `paid_to_issuer`) and one per currency (`total`); a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` (a negative `owed` too).
 //

@@ -69,7 +69,7 @@ var EventTypes = []string{
 	// Invoices (the billing service), to the issuer and the customer.
 	"invoice.finalized", "invoice.voided", "invoice.overdue", "invoice.paid",
 	// Payments (the payments service), to the issuer and the customer.
-	"payment.succeeded", "payment.failed", "payment.refunded", "payment.dispute_lost",
+	"payment.succeeded", "payment.failed", "payment.refunded", "payment.refund_failed", "payment.dispute_lost",
 }
 
 // Errors.
