@@ -155,6 +155,14 @@ func New(cfg Config) (*Service, error) {
 		}
 	}
 	cfg.Metrics = cmp.Or(cfg.Metrics, metrics.NewSet())
+	// Every series exists from the start, so that an alert on its
+	// increase fires at the first one.
+	for _, kind := range []string{"payment", "refund", "dispute"} {
+		cfg.Metrics.GetOrCreateCounter(mismatchedName(kind))
+	}
+	for _, code := range needsAttentionReasons {
+		cfg.Metrics.GetOrCreateCounter(needsAttentionName(code))
+	}
 	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: func() time.Time { return cfg.Now().UTC() },
 		strayCharges: cfg.Metrics.NewCounter(`veil_controlplane_payment_stray_charges_total`)}, nil
 }
@@ -174,6 +182,9 @@ type Payment struct {
 	Refunded      metering.Money
 	// DisputedLost is what lost disputes took back.
 	DisputedLost metering.Money
+	// AttentionReason says why a needs_attention payment cannot be taken
+	// by its provider ("amount_too_small: …").
+	AttentionReason string
 	// Instructions tell the customer how to pay (a bank transfer), when
 	// the call that returned the Payment got them from the provider.
 	Instructions *metering.PaymentInstructions
@@ -184,8 +195,9 @@ func toPayment(p db.Payment) Payment {
 		ID: p.ID, InvoiceID: p.InvoiceID, IssuerID: p.IssuerID, CustomerID: p.CustomerID, Provider: p.Provider,
 		Amount: metering.Money{Minor: p.Amount, Currency: p.Currency}, Status: p.Status, Attempts: p.Attempts,
 		NextAttemptAt: p.NextAttemptAt, SucceededAt: p.SucceededAt,
-		Refunded:     metering.Money{Minor: p.AmountRefunded, Currency: p.Currency},
-		DisputedLost: metering.Money{Minor: p.AmountDisputedLost, Currency: p.Currency},
+		Refunded:        metering.Money{Minor: p.AmountRefunded, Currency: p.Currency},
+		DisputedLost:    metering.Money{Minor: p.AmountDisputedLost, Currency: p.Currency},
+		AttentionReason: p.AttentionReason,
 	}
 }
 
