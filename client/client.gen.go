@@ -207,6 +207,7 @@ const (
 	EventTypeKeyUpdated              EventType = "key.updated"
 	EventTypePaymentDisputeLost      EventType = "payment.dispute_lost"
 	EventTypePaymentFailed           EventType = "payment.failed"
+	EventTypePaymentNeedsAttention   EventType = "payment.needs_attention"
 	EventTypePaymentRefundFailed     EventType = "payment.refund_failed"
 	EventTypePaymentRefunded         EventType = "payment.refunded"
 	EventTypePaymentSucceeded        EventType = "payment.succeeded"
@@ -289,6 +290,8 @@ func (e EventType) Valid() bool {
 	case EventTypePaymentDisputeLost:
 		return true
 	case EventTypePaymentFailed:
+		return true
+	case EventTypePaymentNeedsAttention:
 		return true
 	case EventTypePaymentRefundFailed:
 		return true
@@ -1381,6 +1384,7 @@ const (
 	WebhookEndpointInputEventTypesKeyUpdated              WebhookEndpointInputEventTypes = "key.updated"
 	WebhookEndpointInputEventTypesPaymentDisputeLost      WebhookEndpointInputEventTypes = "payment.dispute_lost"
 	WebhookEndpointInputEventTypesPaymentFailed           WebhookEndpointInputEventTypes = "payment.failed"
+	WebhookEndpointInputEventTypesPaymentNeedsAttention   WebhookEndpointInputEventTypes = "payment.needs_attention"
 	WebhookEndpointInputEventTypesPaymentRefundFailed     WebhookEndpointInputEventTypes = "payment.refund_failed"
 	WebhookEndpointInputEventTypesPaymentRefunded         WebhookEndpointInputEventTypes = "payment.refunded"
 	WebhookEndpointInputEventTypesPaymentSucceeded        WebhookEndpointInputEventTypes = "payment.succeeded"
@@ -1466,6 +1470,8 @@ func (e WebhookEndpointInputEventTypes) Valid() bool {
 		return true
 	case WebhookEndpointInputEventTypesPaymentFailed:
 		return true
+	case WebhookEndpointInputEventTypesPaymentNeedsAttention:
+		return true
 	case WebhookEndpointInputEventTypesPaymentRefundFailed:
 		return true
 	case WebhookEndpointInputEventTypesPaymentRefunded:
@@ -1543,6 +1549,7 @@ const (
 	WebhookEndpointPatchEventTypesKeyUpdated              WebhookEndpointPatchEventTypes = "key.updated"
 	WebhookEndpointPatchEventTypesPaymentDisputeLost      WebhookEndpointPatchEventTypes = "payment.dispute_lost"
 	WebhookEndpointPatchEventTypesPaymentFailed           WebhookEndpointPatchEventTypes = "payment.failed"
+	WebhookEndpointPatchEventTypesPaymentNeedsAttention   WebhookEndpointPatchEventTypes = "payment.needs_attention"
 	WebhookEndpointPatchEventTypesPaymentRefundFailed     WebhookEndpointPatchEventTypes = "payment.refund_failed"
 	WebhookEndpointPatchEventTypesPaymentRefunded         WebhookEndpointPatchEventTypes = "payment.refunded"
 	WebhookEndpointPatchEventTypesPaymentSucceeded        WebhookEndpointPatchEventTypes = "payment.succeeded"
@@ -1627,6 +1634,8 @@ func (e WebhookEndpointPatchEventTypes) Valid() bool {
 	case WebhookEndpointPatchEventTypesPaymentDisputeLost:
 		return true
 	case WebhookEndpointPatchEventTypesPaymentFailed:
+		return true
+	case WebhookEndpointPatchEventTypesPaymentNeedsAttention:
 		return true
 	case WebhookEndpointPatchEventTypesPaymentRefundFailed:
 		return true
@@ -2781,15 +2790,18 @@ type Payment struct {
 	// AmountRefunded With exactly the currency's decimals: refunds to the payment method and to the credit balance, those made in the provider's dashboard included.
 	AmountRefunded string `json:"amount_refunded"`
 
-	// Attempts Empty in the answer of a mark-paid.
-	Attempts      []PaymentAttempt   `json:"attempts"`
-	Currency      string             `json:"currency"`
-	Id            openapi_types.UUID `json:"id"`
-	InvoiceId     openapi_types.UUID `json:"invoice_id"`
-	NextAttemptAt *time.Time         `json:"next_attempt_at"`
-	Provider      PaymentProvider    `json:"provider"`
+	// Attempts Every attempt, the answers of pay now and mark-paid included.
+	Attempts []PaymentAttempt `json:"attempts"`
 
-	// Status `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed (pay now makes another); `canceled`: the invoice was voided, paid outside payments or written off; `needs_attention`: the provider can never take this amount (below its minimum, above its maximum, not a whole number of its minor units): neither retried nor dunned, the issuer marks it paid by hand.
+	// AttentionReason Why a `needs_attention` payment cannot be taken: the provider's code, then its message (`amount_too_small: …`, `amount_too_large: …`, `amount_not_representable: …`); null otherwise.
+	AttentionReason *string            `json:"attention_reason"`
+	Currency        string             `json:"currency"`
+	Id              openapi_types.UUID `json:"id"`
+	InvoiceId       openapi_types.UUID `json:"invoice_id"`
+	NextAttemptAt   *time.Time         `json:"next_attempt_at"`
+	Provider        PaymentProvider    `json:"provider"`
+
+	// Status `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed (pay now makes another); `canceled`: the invoice was voided, paid outside payments or written off; `needs_attention`: the provider can never take this amount (below its minimum, above its maximum, not a whole number of its minor units): not retried; announced (`payment.needs_attention`) and emailed to the customer (with the bank transfer's details) and the issuer; dunned as a payment failed for good, except an amount below the provider's minimum (`attention_reason` `amount_too_small…`), which the issuer collects by hand (mark paid) or writes off.
 	Status      PaymentStatus `json:"status"`
 	SucceededAt *time.Time    `json:"succeeded_at"`
 }
@@ -2797,7 +2809,7 @@ type Payment struct {
 // PaymentProvider defines model for Payment.Provider.
 type PaymentProvider string
 
-// PaymentStatus `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed (pay now makes another); `canceled`: the invoice was voided, paid outside payments or written off; `needs_attention`: the provider can never take this amount (below its minimum, above its maximum, not a whole number of its minor units): neither retried nor dunned, the issuer marks it paid by hand.
+// PaymentStatus `pending` with `next_attempt_at` set: a retry is scheduled; `failed`: every attempt failed (pay now makes another); `canceled`: the invoice was voided, paid outside payments or written off; `needs_attention`: the provider can never take this amount (below its minimum, above its maximum, not a whole number of its minor units): not retried; announced (`payment.needs_attention`) and emailed to the customer (with the bank transfer's details) and the issuer; dunned as a payment failed for good, except an amount below the provider's minimum (`attention_reason` `amount_too_small…`), which the issuer collects by hand (mark paid) or writes off.
 type PaymentStatus string
 
 // PaymentAttempt defines model for PaymentAttempt.
@@ -2862,7 +2874,7 @@ type PaymentSettingsInput struct {
 	GraceDays *int                         `json:"grace_days,omitempty"`
 	Provider  PaymentSettingsInputProvider `json:"provider"`
 
-	// RetryDays Days after the first failed attempt on which the next ones are made, ascending; default [1, 3, 5, 7]: retries on days 1, 3, 5 and 7, and the payment fails for good (its subscription past due) when the last fails.
+	// RetryDays Days after the first failed attempt on which the next ones are made, strictly ascending (`422 validation` otherwise); default [1, 3, 5, 7]: retries on days 1, 3, 5 and 7, and the payment fails for good (its subscription past due) when the last fails.
 	RetryDays *[]int `json:"retry_days,omitempty"`
 }
 

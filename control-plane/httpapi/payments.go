@@ -37,18 +37,20 @@ func (a *api) adminPaymentRoutes(r chi.Router) {
 
 // paymentJSON is a payment with its amounts as invoices print them.
 type paymentJSON struct {
-	ID            string                        `json:"id"`
-	InvoiceID     string                        `json:"invoice_id"`
-	Provider      string                        `json:"provider"`
-	Status        string                        `json:"status"`
-	Currency      string                        `json:"currency"`
-	Amount        string                        `json:"amount"`
-	AmountRefund  string                        `json:"amount_refunded"`
-	DisputedLost  string                        `json:"amount_disputed_lost"`
-	Attempts      []payments.Attempt            `json:"attempts"`
-	NextAttemptAt *string                       `json:"next_attempt_at"`
-	SucceededAt   *string                       `json:"succeeded_at"`
-	Instructions  *metering.PaymentInstructions `json:"-"`
+	ID            string             `json:"id"`
+	InvoiceID     string             `json:"invoice_id"`
+	Provider      string             `json:"provider"`
+	Status        string             `json:"status"`
+	Currency      string             `json:"currency"`
+	Amount        string             `json:"amount"`
+	AmountRefund  string             `json:"amount_refunded"`
+	DisputedLost  string             `json:"amount_disputed_lost"`
+	Attempts      []payments.Attempt `json:"attempts"`
+	NextAttemptAt *string            `json:"next_attempt_at"`
+	SucceededAt   *string            `json:"succeeded_at"`
+	// AttentionReason says why a needs_attention payment cannot be taken.
+	AttentionReason *string                       `json:"attention_reason"`
+	Instructions    *metering.PaymentInstructions `json:"-"`
 }
 
 func toPaymentJSON(p payments.Payment, attempts []payments.Attempt) paymentJSON {
@@ -66,6 +68,9 @@ func toPaymentJSON(p payments.Payment, attempts []payments.Attempt) paymentJSON 
 	if p.SucceededAt != nil {
 		s := p.SucceededAt.UTC().Format(timeFormat)
 		out.SucceededAt = &s
+	}
+	if p.AttentionReason != "" {
+		out.AttentionReason = &p.AttentionReason
 	}
 	return out
 }
@@ -157,8 +162,20 @@ func (a *api) markPaymentPaid(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toPaymentJSON(p, nil))
+	writeJSON(w, http.StatusOK, a.withAttempts(r, p))
 	return nil
+}
+
+// withAttempts is the answer of a call that changed the payment: the
+// payment as it is now, with its attempts. Money may have moved already,
+// so a failure to read them answers the payment the call returned rather
+// than an error the client might take for nothing done.
+func (a *api) withAttempts(r *http.Request, p payments.Payment) paymentJSON {
+	now, attempts, err := a.cfg.Payments.Attempts(r.Context(), actorFrom(r), p.InvoiceID)
+	if err != nil {
+		return toPaymentJSON(p, nil)
+	}
+	return toPaymentJSON(now, attempts)
 }
 
 // retryPayment is pay now: a new attempt at once, for the customer's
@@ -172,7 +189,7 @@ func (a *api) retryPayment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toPaymentJSON(p, nil))
+	writeJSON(w, http.StatusOK, a.withAttempts(r, p))
 	return nil
 }
 
@@ -220,9 +237,13 @@ func (a *api) putPaymentSettings(w http.ResponseWriter, r *http.Request) error {
 	if len(in.RetryDays) > 20 {
 		v.Add("retry_days", "at most 20 retries")
 	}
-	for _, d := range in.RetryDays {
+	for i, d := range in.RetryDays {
 		if d < 1 || d > 365 {
 			v.Add("retry_days", "each must be 1 to 365 days")
+			break
+		}
+		if i > 0 && d <= in.RetryDays[i-1] {
+			v.Add("retry_days", "must be strictly ascending: each counts from the first failure")
 			break
 		}
 	}

@@ -218,8 +218,9 @@ func TestPaymentWebhookRoundTrip(t *testing.T) {
 }
 
 // An invoice paid by transfer is marked paid by its issuer with the
-// transfer's reference; its customer may not, another organization finds
-// nothing.
+// transfer's reference, the answer showing the attempt; its customer may
+// not, another organization finds nothing. Retry days not ascending are
+// refused.
 func TestPaymentMarkPaid(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
@@ -228,6 +229,8 @@ func TestPaymentMarkPaid(t *testing.T) {
 	other := e.token("globex", "dave", identity.RoleProvider)
 	admin := e.token("veil-ops", "root", identity.RoleAdmin)
 	issuer, customer := e.orgOf(prov), e.orgOf(cons)
+	e.must(http.StatusUnprocessableEntity, "PUT", "/v1/admin/organizations/"+issuer+"/payment-settings", admin,
+		map[string]any{"provider": "manual", "retry_days": []int{3, 1}, "grace_days": 5}, nil)
 	e.must(http.StatusOK, "PUT", "/v1/admin/organizations/"+issuer+"/payment-settings", admin,
 		map[string]any{"provider": "manual", "retry_days": []int{2}, "grace_days": 5}, nil)
 	inv := e.openInvoice(issuer, customer, "30.00")
@@ -241,10 +244,17 @@ func TestPaymentMarkPaid(t *testing.T) {
 	if st := e.invoiceStatus(inv); st != "open" {
 		t.Fatalf("invoice after refused calls = %s; want open", st)
 	}
-	var pay struct{ Status string }
+	var pay struct {
+		Status   string
+		Attempts []struct{ Status string }
+	}
 	e.must(http.StatusOK, "POST", path, prov, map[string]any{"reference": "TRX-1"}, &pay)
 	if pay.Status != "succeeded" || e.invoiceStatus(inv) != "paid" {
 		t.Errorf("mark paid = %+v, invoice %s; want succeeded and paid", pay, e.invoiceStatus(inv))
+	}
+	// The answer shows the attempt that paid it.
+	if n := len(pay.Attempts); n == 0 || pay.Attempts[n-1].Status != "succeeded" {
+		t.Errorf("mark paid's attempts = %+v; want the last one succeeded", pay.Attempts)
 	}
 	e.must(http.StatusConflict, "POST", path, prov, map[string]any{"reference": "TRX-1"}, nil)
 }

@@ -70,6 +70,7 @@ var EventTypes = []string{
 	"invoice.finalized", "invoice.voided", "invoice.overdue", "invoice.paid",
 	// Payments (the payments service), to the issuer and the customer.
 	"payment.succeeded", "payment.failed", "payment.refunded", "payment.refund_failed", "payment.dispute_lost",
+	"payment.needs_attention",
 }
 
 // Errors.
