@@ -45,8 +45,12 @@ func authzPaymentRows() []authzRow {
 	return []authzRow{
 		{route: "GET /v1/invoices/{id}/payment", fixture: authzPayment(false), want: see},
 		{
+			// Marked paid by hand, so refunded to the credit balance: the
+			// provider took nothing it could give back.
 			route: "POST /v1/invoices/{id}/refunds", fixture: authzPayment(true),
-			body: func(*authzCase) any { return map[string]any{"amount": "1.00", "reason": "outage"} },
+			body: func(*authzCase) any {
+				return map[string]any{"amount": "1.00", "reason": "outage", "destination": "credit_balance"}
+			},
 			want: authzWant{{401, 401}, {404, 404}, {201, 404}, {201, 201}},
 			check: func(t *testing.T, c *authzCase, status int, _ []byte) {
 				n := c.count(t, `SELECT count(*) FROM payment_refunds WHERE invoice_id = $1`, c.id)
@@ -63,9 +67,10 @@ func authzPaymentRows() []authzRow {
 		},
 		{
 			// Pay now of a transfer awaited: allowed to the customer's
-			// members and the issuer, and refused as under way.
+			// members and the issuer's providers, and refused as under
+			// way; a consumer member of the issuer charges nobody.
 			route: "POST /v1/invoices/{id}/payment/retry", fixture: authzPayment(false),
-			want: authzWant{{401, 401}, {409, 404}, {409, 404}, {409, 409}},
+			want: authzWant{{401, 401}, {404, 404}, {409, 404}, {409, 409}},
 		},
 		{
 			route: "POST /v1/billing/payment-methods/setup",

@@ -136,8 +136,13 @@ func (s *Service) startRefund(ctx context.Context, q *db.Queries, p db.Payment, 
 		return rf, metering.RefundInput{Amount: m, Reason: reason}, nil
 	}
 	att, err := q.AttemptSucceededOf(ctx, p.ID)
-	if err != nil || att.ProviderPaymentID == nil {
+	if err != nil {
 		return db.PaymentRefund{}, in, fmt.Errorf("read succeeded attempt: %w", errors.Join(err, ErrPaymentState))
+	}
+	// A payment marked paid by hand took no money through the provider,
+	// which therefore has nothing to give back.
+	if att.ProviderPaymentID == nil {
+		return db.PaymentRefund{}, in, fmt.Errorf("%w: the payment was marked paid by hand, not taken through the provider: refund it to the credit balance", ErrPaymentState)
 	}
 	id := uuid.New()
 	rf, err := q.RefundInsert(ctx, db.RefundInsertParams{ID: id, PaymentID: p.ID, InvoiceID: p.InvoiceID, Amount: m.Minor,
