@@ -280,6 +280,7 @@ func (a *api) stripeWebhook(w http.ResponseWriter, r *http.Request) {
 	// Stripe, or its webhook secret, not configured here: 503, which Stripe
 	// retries for days, until it is.
 	if errors.Is(err, metering.ErrPaymentUnsupported) || errors.Is(err, payments.ErrNotConfigured) {
+		w.Header().Set("Retry-After", "3600")
 		problem.Write(w, problem.New(http.StatusServiceUnavailable, "payments-not-configured", "Payments Not Configured",
 			"Stripe webhooks are not configured on this control plane (VEIL_STRIPE_SECRET_KEY, VEIL_STRIPE_WEBHOOK_SECRET)"))
 		return

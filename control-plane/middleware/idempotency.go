@@ -296,7 +296,9 @@ func (i *Idempotency) runAndStore(w http.ResponseWriter, r *http.Request, next h
 		if !rec.wroteHeader {
 			status = http.StatusOK
 		}
-		if !completed || status >= 500 || rec.overflow {
+		// A 429 is "not now" as a 5xx is: stored, it would be replayed
+		// for a day without the moment's Retry-After.
+		if !completed || status >= 500 || status == http.StatusTooManyRequests || rec.overflow {
 			i.notStored.Inc()
 			if err := releaseScript.Exec(ctx, i.cfg.Client, []string{key}, []string{lock}).Error(); err != nil {
 				i.errors.Inc()

@@ -207,6 +207,23 @@ func TestIdempotencyServerErrorNotStored(t *testing.T) {
 	}
 }
 
+// A 429 says "not now", like a 5xx: the same key later runs the handler
+// (a replay would also lose the Retry-After of the moment).
+func TestIdempotencyTooManyRequestsNotStored(t *testing.T) {
+	s := setupIdempotency(t, testenv.Redis(t))
+	s.failFirst(func(w http.ResponseWriter) {
+		w.Header().Set("Retry-After", "30")
+		http.Error(w, "slow down", http.StatusTooManyRequests)
+	})
+	if code := post(s.handler, "alice", "key-1", `{}`).Code; code != http.StatusTooManyRequests {
+		t.Fatalf("first: status = %d; want 429", code)
+	}
+	retry := post(s.handler, "alice", "key-1", `{}`)
+	if retry.Code != http.StatusCreated || retry.Header().Get(middleware.HeaderIdempotentReplayed) != "" {
+		t.Fatalf("retry: %d replayed=%q; want 201 from the handler", retry.Code, retry.Header().Get(middleware.HeaderIdempotentReplayed))
+	}
+}
+
 func TestIdempotencyPanicReleasesLock(t *testing.T) {
 	s := setupIdempotency(t, testenv.Redis(t))
 	s.failFirst(func(http.ResponseWriter) { panic("boom") })

@@ -66,6 +66,9 @@ mkdir -p "$(dirname "$log")"
 VEIL_GATEWAY_ADDR=127.0.0.1:$gw_port VEIL_GATEWAY_ADMIN_ADDR="unix/$gw_admin|0600" VEIL_METRICS_ADDR=127.0.0.1:$gw_metrics \
 	"$veil" gateway --log-level warn >"$log.gateway" 2>&1 &
 gw_pid=$!
+# Stripe is stripe-mock (started by services.sh), so that the payment
+# routes and the webhook answer as they do where Stripe is configured.
+VEIL_STRIPE_SECRET_KEY=sk_test_123 VEIL_STRIPE_WEBHOOK_SECRET="whsec_$secret" VEIL_STRIPE_API_BASE=http://127.0.0.1:12111 \
 VEIL_JWT_SECRET=$secret "$veil" control-plane --postgres-url "$pg" --control-plane-addr "127.0.0.1:$port" \
 	--gateway-admin-url "unix://$gw_admin" --gateway-url "http://127.0.0.1:$gw_port" --metrics-addr "127.0.0.1:$cp_metrics" \
 	--rate-limit-ip= --rate-limit-token= --log-level warn >"$log" 2>&1 &
