@@ -71,7 +71,7 @@ gw_pid=$!
 VEIL_STRIPE_SECRET_KEY=sk_test_123 VEIL_STRIPE_WEBHOOK_SECRET="whsec_$secret" VEIL_STRIPE_API_BASE=http://127.0.0.1:12111 \
 VEIL_JWT_SECRET=$secret "$veil" control-plane --postgres-url "$pg" --control-plane-addr "127.0.0.1:$port" \
 	--gateway-admin-url "unix://$gw_admin" --gateway-url "http://127.0.0.1:$gw_port" --metrics-addr "127.0.0.1:$cp_metrics" \
-	--rate-limit-ip= --rate-limit-token= --log-level warn >"$log" 2>&1 &
+	--rate-limit-ip= --rate-limit-token= --rate-limit-payment= --log-level warn >"$log" 2>&1 &
 cp_pid=$!
 trap 'kill $cp_pid $gw_pid 2>/dev/null || true; wait $cp_pid $gw_pid 2>/dev/null || true' EXIT
 base="http://127.0.0.1:$port"
