@@ -197,18 +197,20 @@ func (a *api) retryPayment(w http.ResponseWriter, r *http.Request) error {
 // caller's to hand to the provider's script, and no cache may keep it.
 func (a *api) setupPaymentMethod(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		Provider string `json:"provider"`
+		Provider *string `json:"provider"`
 	}
 	if err := decodeOptional(r, &in); err != nil {
 		return err
 	}
-	if in.Provider == "" {
-		in.Provider = "stripe"
+	// Left out, it is Stripe; given, it must be one of the providers.
+	provider := "stripe"
+	if in.Provider != nil {
+		provider = *in.Provider
 	}
-	if in.Provider != "stripe" && in.Provider != "manual" {
+	if provider != "stripe" && provider != "manual" {
 		return validation.One("provider", "must be stripe or manual")
 	}
-	out, err := a.cfg.Payments.SetupPaymentMethod(r.Context(), actorFrom(r), in.Provider)
+	out, err := a.cfg.Payments.SetupPaymentMethod(r.Context(), actorFrom(r), provider)
 	if err != nil {
 		return err
 	}
