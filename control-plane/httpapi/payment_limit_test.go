@@ -46,3 +46,41 @@ func TestPaymentRateLimitPerOrganization(t *testing.T) {
 	}
 	e.must(http.StatusOK, "GET", "/v1/me", alice, nil, nil)
 }
+
+// TestPaymentRateLimitRetryAfter: the payment limiter's refusal says when
+// to come back, with an Idempotency-Key (the idempotency layer sits between
+// the limiter and the client) and without.
+func TestPaymentRateLimitRetryAfter(t *testing.T) {
+	limiter, err := middleware.NewRateLimiter(middleware.RateLimitConfig{Client: testenv.Redis(t), Prefix: "veil:test:rl:" + testenv.Suffix() + ":"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTestEnvWith(t, func(c *httpapi.Config) {
+		c.RateLimiter = limiter
+		c.PaymentRate = middleware.Rate{Limit: 1, Period: time.Hour, Burst: 1}
+	})
+	tok := e.token("initech", "alice", identity.RoleConsumer)
+	send := func(key string) *http.Response {
+		req, err := http.NewRequestWithContext(t.Context(), "POST", e.Server.URL+"/v1/billing/payment-methods/setup", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp
+	}
+	send("")
+	for _, key := range []string{"", uuid.NewString(), uuid.NewString()} {
+		resp := send(key)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("refused payment call (Idempotency-Key %q) = %d, Retry-After %q; want 429 with Retry-After", key, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+}

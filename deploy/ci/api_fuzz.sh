@@ -53,6 +53,13 @@ if command -v psql >/dev/null; then
 fi
 "$veil" migrate --only postgres --postgres-url "$pg" >/dev/null
 
+# A Redis database of its own, emptied first: the fuzzer's seed is fixed,
+# so it sends the same Idempotency-Keys every run, and an answer stored by
+# an earlier run (with older code) would be replayed instead of tested.
+redis_db=${API_FUZZ_REDIS_DB:-13}
+redis-cli -h 127.0.0.1 -n "$redis_db" FLUSHDB >/dev/null || { echo "api_fuzz: cannot empty Redis database $redis_db" >&2; exit 1; }
+export VEIL_REDIS_DB=$redis_db
+
 free_port() { "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 gw_port=$(free_port)
