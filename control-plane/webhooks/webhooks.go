@@ -71,6 +71,8 @@ var EventTypes = []string{
 	// Payments (the payments service), to the issuer and the customer.
 	"payment.succeeded", "payment.failed", "payment.refunded", "payment.refund_failed", "payment.dispute_lost",
 	"payment.needs_attention",
+	// Budgets (the budgets service), to the budget's organization.
+	"budget.threshold_crossed",
 }
 
 // Errors.

@@ -1,0 +1,98 @@
+-- name: BudgetInsert :one
+INSERT INTO budgets (organization_id, subscription_id, currency, amount, thresholds, hard)
+VALUES (@organization_id, @subscription_id, @currency, @amount, @thresholds, @hard)
+RETURNING *;
+
+-- name: BudgetGet :one
+SELECT * FROM budgets WHERE id = $1;
+
+-- BudgetLock reads a budget for a change, holding its row until the
+-- transaction ends.
+-- name: BudgetLock :one
+SELECT * FROM budgets WHERE id = $1 FOR UPDATE;
+
+-- name: BudgetUpdate :one
+UPDATE budgets SET amount = @amount, thresholds = @thresholds, hard = @hard, updated_at = now()
+WHERE id = @id RETURNING *;
+
+-- name: BudgetDelete :exec
+DELETE FROM budgets WHERE id = $1;
+
+-- BudgetsOfOrganization pages through an organization's budgets, oldest
+-- first.
+-- name: BudgetsOfOrganization :many
+SELECT * FROM budgets
+WHERE organization_id = @organization_id
+  AND (sqlc.narg(after_at)::timestamptz IS NULL OR (created_at, id) > (sqlc.narg(after_at)::timestamptz, @after_id::uuid))
+ORDER BY created_at, id
+LIMIT @row_limit;
+
+-- SubscriptionForBudget reads what a budget of the subscription needs:
+-- its organization and its plan version's currency. FOR SHARE keeps the
+-- subscription from being deleted before the budget's row is in.
+-- name: SubscriptionForBudget :one
+SELECT s.organization_id, v.currency
+FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE s.id = $1
+FOR SHARE OF s;
+
+-- NoticesRearm forgets the notices that a raise of the budget's amount to
+-- @amount moved above: those whose threshold now stands above the cost
+-- that crossed it, so that crossing it again notifies again.
+-- name: NoticesRearm :execrows
+DELETE FROM budget_notices
+WHERE budget_id = @budget_id AND threshold::numeric * sqlc.arg(amount)::numeric / 100 > cost;
+
+-- NoticeClaim inserts the row of one notice; none is inserted when it was
+-- claimed before (a replay, or another evaluator that got there first).
+-- name: NoticeClaim :execrows
+INSERT INTO budget_notices (budget_id, period_start, threshold, basis, channel, amount, cost)
+VALUES (@budget_id, @period_start, @threshold, @basis, @channel, @amount, @cost)
+ON CONFLICT DO NOTHING;
+
+-- SubscriptionBudgetsToEvaluate pages through the subscription budgets
+-- whose subscription has an outlook, with its period, cost so far and
+-- projection.
+-- name: SubscriptionBudgetsToEvaluate :many
+SELECT b.id, b.organization_id, b.subscription_id, b.currency, b.amount, b.thresholds,
+    o.period_start, o.period_end, o.currency AS outlook_currency, o.cost_so_far, o.projected
+FROM budgets b JOIN subscription_outlooks o ON o.subscription_id = b.subscription_id
+WHERE b.id > @after_id
+ORDER BY b.id
+LIMIT @row_limit;
+
+-- OrganizationBudgetsToEvaluate pages through the organization-wide
+-- budgets with the sums, over the organization's subscriptions in the
+-- budget's currency whose current period overlaps [@month_start,
+-- @month_end), of their cost so far and projection. A budget whose
+-- organization has no such subscription has sums of zero.
+-- name: OrganizationBudgetsToEvaluate :many
+SELECT b.id, b.organization_id, b.currency, b.amount, b.thresholds,
+    coalesce(sum(o.cost_so_far), 0)::numeric AS cost_so_far,
+    coalesce(sum(o.projected), 0)::numeric AS projected
+FROM budgets b
+LEFT JOIN subscriptions s ON s.organization_id = b.organization_id
+LEFT JOIN subscription_outlooks o ON o.subscription_id = s.id AND o.currency = b.currency
+    AND o.period_start < @month_end AND o.period_end > @month_start
+WHERE b.subscription_id IS NULL AND b.id > @after_id
+GROUP BY b.id
+ORDER BY b.id
+LIMIT @row_limit;
+
+-- BudgetNoticeTarget reads what a budget's email says and who it goes
+-- to: the budget, the name of the subscription's API (NULL for an
+-- organization-wide budget) and the organization's name.
+-- name: BudgetNoticeTarget :one
+SELECT b.organization_id, b.subscription_id, b.currency, b.amount, b.hard, o.name AS organization_name,
+    coalesce((SELECT a.name FROM subscriptions s JOIN apis a ON a.id = s.api_id WHERE s.id = b.subscription_id), '')::text AS api_name
+FROM budgets b JOIN organizations o ON o.id = b.organization_id
+WHERE b.id = $1;
+
+-- OrganizationEmails lists the addresses of an organization's members,
+-- at most @max_rows of them.
+-- name: OrganizationEmails :many
+SELECT DISTINCT u.email
+FROM memberships m JOIN users u ON u.id = m.user_id
+WHERE m.organization_id = @organization_id
+ORDER BY u.email
+LIMIT @max_rows;
