@@ -24,6 +24,13 @@ type ClickHouseConfig struct {
 	Database string // e.g. veil
 	Username string // default "default"
 	Password string
+	// UpTo stops after this version (0: apply every migration); tests use
+	// it to hold data that predates a migration.
+	UpTo uint32
+	// BackfillGrace: how long after a new roll-up's cutoff its backfill
+	// waits for batches stamped before the cutoff (0: DefaultBackfillGrace;
+	// negative: no wait). See backfill.go.
+	BackfillGrace time.Duration
 }
 
 // open connects to the server with database selected (empty: none).
@@ -142,12 +149,13 @@ ORDER BY version`); err != nil {
 	}
 	var out Applied
 	for _, m := range migrations {
-		if done[m.Version] {
+		if done[m.Version] || (cfg.UpTo > 0 && m.Version > cfg.UpTo) {
 			continue
 		}
 		start := time.Now()
+		bf := newBackfiller(conn, cfg.BackfillGrace)
 		for i, stmt := range m.Statements {
-			if err := execStatement(ctx, conn, stmt); err != nil {
+			if err := bf.exec(ctx, stmt); err != nil {
 				return out, fmt.Errorf("clickhouse migration %s, statement %d: %w", m.Name, i+1, err)
 			}
 		}

@@ -1,0 +1,205 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// BackfillCutoff is the placeholder a ClickHouse migration writes where a
+// new roll-up's backfill cutoff goes: in its materialized view (which takes
+// rows with ingested_at at or after the cutoff) and in the INSERT … SELECT
+// that copies the older rows. As written it is a valid time long before any
+// row, so a plain run of the file (the check on current ClickHouse) makes
+// the view take every row and the INSERT copy none.
+const BackfillCutoff = "toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */"
+
+// DefaultBackfillGrace is how long a backfill waits after its cutoff when
+// usage is flowing: processors stamp ingested_at before they send a batch,
+// so a batch stamped just before the cutoff can land after the view exists
+// (the view skips it) and must land before the backfill reads.
+const DefaultBackfillGrace = 30 * time.Second
+
+var (
+	createViewTo = regexp.MustCompile(`(?is)^CREATE\s+MATERIALIZED\s+VIEW\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)\s+TO\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
+	insertInto   = regexp.MustCompile(`(?is)^INSERT\s+INTO\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
+	// viewCutoff finds the cutoff in a view's query as system.tables shows it.
+	viewCutoff = regexp.MustCompile(`ingested_at >= toDateTime\('(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)', 'UTC'\)`)
+)
+
+// backfiller runs the statements of one migration that name BackfillCutoff.
+type backfiller struct {
+	conn    driver.Conn
+	grace   time.Duration
+	cutoffs map[string]time.Time // roll-up table → its view's cutoff
+}
+
+func newBackfiller(conn driver.Conn, grace time.Duration) *backfiller {
+	if grace == 0 {
+		grace = DefaultBackfillGrace
+	}
+	return &backfiller{conn: conn, grace: max(grace, 0), cutoffs: map[string]time.Time{}}
+}
+
+func cutoffSQL(t time.Time) string {
+	return "toDateTime('" + t.UTC().Format(time.DateTime) + "', 'UTC')"
+}
+
+// exec runs stmt, handling the placeholder when it holds one.
+func (b *backfiller) exec(ctx context.Context, stmt string) error {
+	if !strings.Contains(stmt, BackfillCutoff) {
+		return execStatement(ctx, b.conn, stmt)
+	}
+	if m := createViewTo.FindStringSubmatch(stmt); m != nil {
+		return b.createView(ctx, stmt, m[1], m[2])
+	}
+	if m := insertInto.FindStringSubmatch(stmt); m != nil {
+		return b.backfill(ctx, stmt, m[1])
+	}
+	return fmt.Errorf("backfill cutoff placeholder outside CREATE MATERIALIZED VIEW IF NOT EXISTS … TO and INSERT INTO")
+}
+
+// viewLead is how far ahead of the server's clock a new view's cutoff is:
+// a row stamped at or after the cutoff must find the view in place, so the
+// view must exist before its cutoff comes.
+const viewLead = 2 * time.Second
+
+// createView creates the view with a cutoff just ahead of the server's
+// clock and checks that it was in place before the cutoff came; then it
+// reads back the cutoff the view has (one an earlier run made keeps its
+// own).
+func (b *backfiller) createView(ctx context.Context, stmt, view, table string) error {
+	var now time.Time
+	if err := b.conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
+		return fmt.Errorf("read clickhouse time: %w", err)
+	}
+	cutoff := now.UTC().Truncate(time.Second).Add(viewLead)
+	if err := b.conn.Exec(ctx, strings.ReplaceAll(stmt, BackfillCutoff, cutoffSQL(cutoff))); err != nil {
+		return err
+	}
+	if err := b.conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
+		return fmt.Errorf("read clickhouse time: %w", err)
+	}
+	var query string
+	if err := b.conn.QueryRow(ctx,
+		"SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = ?", view).Scan(&query); err != nil {
+		return fmt.Errorf("read view %s: %w", view, err)
+	}
+	m := viewCutoff.FindStringSubmatch(query)
+	if m == nil {
+		return fmt.Errorf("view %s has no backfill cutoff in %q", view, query)
+	}
+	at, err := time.ParseInLocation(time.DateTime, m[1], time.UTC)
+	if err != nil {
+		return fmt.Errorf("parse cutoff of view %s: %w", view, err)
+	}
+	if at.Equal(cutoff) && !now.Before(cutoff) {
+		return fmt.Errorf("view %s was created after its cutoff %s: rows stamped in between may be missing from %s; drop the view and %s, and migrate again",
+			view, cutoff.Format(time.RFC3339), table, table)
+	}
+	b.cutoffs[table] = at
+	return nil
+}
+
+// backfill copies the rows before the cutoff into table once: a finished
+// backfill is recorded in rollup_backfills, and rows an unfinished one left
+// (marked backfilled = 1) are deleted before copying again.
+func (b *backfiller) backfill(ctx context.Context, stmt, table string) error {
+	cutoff, ok := b.cutoffs[table]
+	if !ok {
+		return fmt.Errorf("backfill of %s: no materialized view into it precedes the INSERT", table)
+	}
+	var done uint64
+	if err := b.conn.QueryRow(ctx, "SELECT count() FROM rollup_backfills WHERE rollup = ?", table).Scan(&done); err != nil {
+		return fmt.Errorf("read rollup_backfills: %w", err)
+	}
+	if done > 0 {
+		return nil
+	}
+	if err := b.waitGrace(ctx, cutoff); err != nil {
+		return err
+	}
+	if err := b.dropPartial(ctx, table); err != nil {
+		return err
+	}
+	if err := b.conn.Exec(ctx, strings.ReplaceAll(stmt, BackfillCutoff, cutoffSQL(cutoff))); err != nil {
+		return fmt.Errorf("backfill %s: %w", table, err)
+	}
+	batch, err := b.conn.PrepareBatch(ctx, "INSERT INTO rollup_backfills (rollup, cutoff, finished_at)")
+	if err != nil {
+		return fmt.Errorf("record backfill of %s: %w", table, err)
+	}
+	if err := batch.Append(table, cutoff, time.Now().UTC().Truncate(time.Second)); err != nil {
+		return fmt.Errorf("record backfill of %s: %w", table, err)
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("record backfill of %s: %w", table, err)
+	}
+	return nil
+}
+
+// waitGrace waits until the server's clock is grace past cutoff, unless nothing was ingested around the cutoff (a new or idle
+// installation: no batch can be on its way).
+func (b *backfiller) waitGrace(ctx context.Context, cutoff time.Time) error {
+	if b.grace == 0 {
+		return nil
+	}
+	var recent uint64
+	if err := b.conn.QueryRow(ctx, "SELECT count() FROM usage_events WHERE ingested_at >= ?",
+		cutoff.Add(-10*b.grace)).Scan(&recent); err != nil {
+		return fmt.Errorf("read recent usage: %w", err)
+	}
+	if recent == 0 {
+		return nil
+	}
+	for {
+		var now time.Time
+		if err := b.conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
+			return fmt.Errorf("read clickhouse time: %w", err)
+		}
+		wait := cutoff.Add(b.grace).Sub(now)
+		if wait <= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for batches stamped before the backfill cutoff: %w", ctx.Err())
+		case <-time.After(min(wait, time.Second)):
+		}
+	}
+}
+
+// dropPartial deletes the rows an unfinished backfill of table left, and
+// waits for the deletion (a mutation) to finish.
+func (b *backfiller) dropPartial(ctx context.Context, table string) error {
+	var n uint64
+	if err := b.conn.QueryRow(ctx, "SELECT count() FROM "+table+" WHERE backfilled = 1").Scan(&n); err != nil {
+		return fmt.Errorf("look for an unfinished backfill of %s: %w", table, err)
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := b.conn.Exec(ctx, "ALTER TABLE "+table+" DELETE WHERE backfilled = 1"); err != nil {
+		return fmt.Errorf("delete the unfinished backfill of %s: %w", table, err)
+	}
+	for {
+		var pending uint64
+		if err := b.conn.QueryRow(ctx,
+			"SELECT count() FROM system.mutations WHERE database = currentDatabase() AND table = ? AND is_done = 0",
+			table).Scan(&pending); err != nil {
+			return fmt.Errorf("read mutations of %s: %w", table, err)
+		}
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the deletion of the unfinished backfill of %s: %w", table, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
