@@ -324,15 +324,15 @@ func (s *Service) PayNow(ctx context.Context, actor identity.Actor, invoiceID uu
 	var out Payment
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		p, err := q.PaymentLockByInvoice(ctx, invoiceID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
-		}
+		// The customer pays its own invoices; the issuer may ask too.
+		p, err := lockPayment(ctx, q, invoiceID, func(p db.Payment) error {
+			if !actor.CanProvide(p.IssuerID) && (actor.OrgID == uuid.Nil || actor.OrgID != p.CustomerID) {
+				return ErrNotFound
+			}
+			return nil
+		})
 		if err != nil {
-			return fmt.Errorf("lock payment: %w", err)
-		}
-		if !actor.CanProvide(p.IssuerID) && (actor.OrgID == uuid.Nil || actor.OrgID != p.CustomerID) {
-			return ErrNotFound
+			return err
 		}
 		if err := s.payNowAllowed(ctx, q, p); err != nil {
 			return err

@@ -94,14 +94,8 @@ func (s *Service) MarkPaidManually(ctx context.Context, actor identity.Actor, in
 	var out Payment
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		p, err := q.PaymentLockByInvoice(ctx, invoiceID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
-		}
+		p, err := lockPayment(ctx, q, invoiceID, issuerOnly(actor))
 		if err != nil {
-			return fmt.Errorf("lock payment: %w", err)
-		}
-		if err := authorize(actor, p.IssuerID, p.CustomerID); err != nil {
 			return err
 		}
 		if p.Status == "canceled" || p.Status == "succeeded" {

@@ -272,6 +272,30 @@ func authorize(a identity.Actor, issuer, customer uuid.UUID) error {
 	}
 }
 
+// lockPayment locks the payment of an invoice for a change that allow
+// decides (authorize, or a rule of its own): no payment is ErrNotFound,
+// and so is one allow refuses with ErrNotFound, so that an outsider cannot
+// tell an invoice without a payment from another organization's.
+func lockPayment(ctx context.Context, q *db.Queries, invoiceID uuid.UUID, allow func(db.Payment) error) (db.Payment, error) {
+	p, err := q.PaymentLockByInvoice(ctx, invoiceID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return db.Payment{}, ErrNotFound
+	}
+	if err != nil {
+		return db.Payment{}, fmt.Errorf("lock payment: %w", err)
+	}
+	if err := allow(p); err != nil {
+		return db.Payment{}, err
+	}
+	return p, nil
+}
+
+// issuerOnly is the allow rule of lockPayment for changes only the issuer
+// (or an admin) makes: authorize's.
+func issuerOnly(a identity.Actor) func(db.Payment) error {
+	return func(p db.Payment) error { return authorize(a, p.IssuerID, p.CustomerID) }
+}
+
 func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, fn)
 }

@@ -60,14 +60,8 @@ func (s *Service) Refund(ctx context.Context, actor identity.Actor, invoiceID uu
 	var prov metering.PaymentProvider
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		p, err := q.PaymentLockByInvoice(ctx, invoiceID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
-		}
+		p, err := lockPayment(ctx, q, invoiceID, issuerOnly(actor))
 		if err != nil {
-			return fmt.Errorf("lock payment: %w", err)
-		}
-		if err := authorize(actor, p.IssuerID, p.CustomerID); err != nil {
 			return err
 		}
 		if prov = s.cfg.Providers[p.Provider]; prov == nil {
@@ -284,14 +278,8 @@ func (s *Service) RefundToCredit(ctx context.Context, actor identity.Actor, invo
 	var rf db.PaymentRefund
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		p, err := q.PaymentLockByInvoice(ctx, invoiceID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
-		}
+		p, err := lockPayment(ctx, q, invoiceID, issuerOnly(actor))
 		if err != nil {
-			return fmt.Errorf("lock payment: %w", err)
-		}
-		if err := authorize(actor, p.IssuerID, p.CustomerID); err != nil {
 			return err
 		}
 		var in metering.RefundInput
