@@ -117,6 +117,9 @@ type controlPlaneFlags struct {
 	// billingEvery is the interval of the billing cycle; billingReview
 	// how long a draft invoice waits before it is finalized.
 	billingEvery, billingReview time.Duration
+	// outlookEvery is the interval of the outlooks job (previews and
+	// projections stored for budgets and analytics).
+	outlookEvery time.Duration
 	// billingSnapshotSource is where period snapshots count usage:
 	// rollup or base.
 	billingSnapshotSource string
@@ -187,6 +190,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.String(&c.pricingDir, "pricing-dir", "VEIL_PRICING_DIR", "", "directory of YAML plan files, loaded at start, on every change and on POST /v1/admin/pricing/reload (empty: no plan files)")
 	f.Duration(&c.billingGrace, "billing-grace", "VEIL_BILLING_GRACE", time.Hour, "how long after its end a billing period closes and its usage is snapshotted, so that events still in flight count in it (later ones are billed as late usage on the next invoice)")
 	f.Duration(&c.billingEvery, "billing-interval", "VEIL_BILLING_INTERVAL", time.Minute, "how often the billing cycle runs: periods recorded and closed, late usage recounted, draft invoices built, recomputed and finalized, overdue invoices marked")
+	f.Duration(&c.outlookEvery, "outlook-interval", "VEIL_OUTLOOK_INTERVAL", time.Minute, "how often the outlooks job refreshes each live subscription's cost so far and projection (subscription_outlooks, read by budgets and analytics)")
 	f.Duration(&c.billingReview, "billing-review", "VEIL_BILLING_REVIEW", 0, "how long a draft invoice waits after it is built before it is finalized, for the provider to review it (0: the next billing cycle finalizes it)")
 	f.String(&c.billingSnapshotSource, "billing-snapshot-source", "VEIL_BILLING_SNAPSHOT_SOURCE", "rollup", "where a period's usage is counted when it closes: rollup (the billing roll-up's whole hours, usage_events for the rest) or base (usage_events alone: the same figures, slower)")
 	// Stripe's API key (sk_…; none: Stripe is not configured) and its
@@ -335,6 +339,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		plane.quota.RegisterJobs(workers, quota.JobSchedule{}),
 		svc.billing.RegisterJobs(workers, billing.JobSchedule{Cycle: cp.billingEvery}),
 		svc.billing.RegisterNoticeJobs(workers, 0),
+		svc.billing.RegisterOutlookJobs(workers, billing.OutlookSchedule{Every: cp.outlookEvery, Metrics: set}),
 		svc.pays.RegisterJobs(workers, payments.JobSchedule{Cycle: cp.payments.every}),
 		svc.notices.RegisterJobs(workers, cp.payments.every),
 	)
@@ -374,6 +379,7 @@ func (cp controlPlaneFlags) validate() error {
 		{"--period-roll-interval", cp.periodRollEvery},
 		{"--usage-reconcile-interval", cp.usageReconcileEvery},
 		{"--billing-interval", cp.billingEvery},
+		{"--outlook-interval", cp.outlookEvery},
 		{"--payments-interval", cp.payments.every},
 	} {
 		if iv.every <= 0 {

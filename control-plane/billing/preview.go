@@ -44,15 +44,32 @@ func (s *Service) Preview(ctx context.Context, actor identity.Actor, subID uuid.
 		return Invoice{}, ErrPreviewUnavailable
 	}
 	now := s.now().UTC()
+	p, err := s.buildPreview(ctx, q, sub, now)
+	if err != nil {
+		return Invoice{}, err
+	}
+	return previewInvoice(sub, p.out, now), nil
+}
+
+// preview is a computed preview: the invoice's input, with the usage
+// counted up to now, and the invoice built from it.
+type preview struct {
+	in  metering.InvoiceInput
+	out metering.Invoice
+}
+
+// buildPreview builds sub's preview at now, exactly as its period's
+// invoice would be built were the period to end now.
+func (s *Service) buildPreview(ctx context.Context, q *db.Queries, sub db.PreviewSubscriptionRow, now time.Time) (preview, error) {
 	start, end := sub.CurrentPeriodStart.UTC(), sub.CurrentPeriodEnd.UTC()
 	segs, err := s.liveSegments(ctx, sub, now)
 	if err != nil {
-		return Invoice{}, err
+		return preview{}, err
 	}
 	inv := db.Invoice{IssuerID: sub.IssuerID, CustomerID: sub.CustomerID, SubscriptionID: sub.ID, PeriodStart: start, PeriodEnd: end}
 	var c Cites
 	if err := s.chooseTax(ctx, inv, &c); err != nil {
-		return Invoice{}, err
+		return preview{}, err
 	}
 	in := metering.InvoiceInput{
 		Currency: segs[0].Terms.Currency, PeriodStart: start, PeriodEnd: end, Segments: segs, Tax: c.Tax.treatment(),
@@ -60,14 +77,14 @@ func (s *Service) Preview(ctx context.Context, actor identity.Actor, subID uuid.
 	}
 	if !in.Trial {
 		if err := s.previewExtras(ctx, q, inv, &in); err != nil {
-			return Invoice{}, err
+			return preview{}, err
 		}
 	}
 	out, err := metering.BuildInvoice(in)
 	if err != nil {
-		return Invoice{}, fmt.Errorf("preview invoice: %w", err)
+		return preview{}, fmt.Errorf("preview invoice: %w", err)
 	}
-	return previewInvoice(sub, out, now), nil
+	return preview{in: in, out: out}, nil
 }
 
 // liveSegments are the current period's segments with the usage counted
