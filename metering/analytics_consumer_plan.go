@@ -1,0 +1,151 @@
+package metering
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// A window of consumer analytics is read as pieces, each from the coarsest
+// table whose buckets fit inside one of its days: a day of the caller's
+// time zone starts at a local midnight, which is a whole UTC day only in
+// UTC, a whole hour in most zones, a whole minute in the half- and
+// quarter-hour zones (Asia/Kolkata, Asia/Kathmandu), and anything at all
+// for the window's own ends. So each day is covered by whole UTC days from
+// usage_rollup_day, the hours around them from usage_rollup_hour, the
+// minutes around those from usage_rollup_minute, and the seconds left at a
+// ragged end from usage_events: exact, and for one subscription only a few
+// thousand roll-up rows however long the window.
+
+// rollupTable is where a piece is read from.
+type rollupTable int
+
+const (
+	tableDay rollupTable = iota
+	tableHour
+	tableMinute
+	tableRaw
+)
+
+// span is a half-open range [from, to) of instants, whole seconds.
+type span struct{ from, to time.Time }
+
+// piecePlan holds, per table, the ranges read from it: disjoint, in order,
+// together covering the window exactly, none crossing a day start.
+type piecePlan [tableRaw + 1][]span
+
+// levels are the bucket widths of the roll-ups, coarsest first.
+var levels = [...]time.Duration{24 * time.Hour, time.Hour, time.Minute}
+
+// planPieces splits [from, to) at each of cuts (ascending, inside the
+// window) and covers each part with the coarsest buckets that fit.
+func planPieces(from, to time.Time, cuts []time.Time) piecePlan {
+	var p piecePlan
+	start := from
+	for _, c := range append(append([]time.Time(nil), cuts...), to) {
+		p.cover(tableDay, start, c)
+		start = c
+	}
+	return p
+}
+
+// cover adds [a, b) at table level t: its whole buckets of that width,
+// and what is left at either end one level finer.
+func (p *piecePlan) cover(t rollupTable, a, b time.Time) {
+	if !a.Before(b) {
+		return
+	}
+	if t == tableRaw {
+		p.add(t, a, b)
+		return
+	}
+	d := levels[t]
+	// Truncate counts from the zero time, midnight UTC: whole UTC days,
+	// hours and minutes, the roll-ups' buckets.
+	lo := a.Truncate(d)
+	if lo.Before(a) {
+		lo = lo.Add(d)
+	}
+	hi := b.Truncate(d)
+	if !lo.Before(hi) {
+		p.cover(t+1, a, b)
+		return
+	}
+	p.cover(t+1, a, lo)
+	p.add(t, lo, hi)
+	p.cover(t+1, hi, b)
+}
+
+// add appends [a, b) to table t's ranges, joining it to the last one when
+// they meet.
+func (p *piecePlan) add(t rollupTable, a, b time.Time) {
+	s := p[t]
+	if n := len(s); n > 0 && s[n-1].to.Equal(a) {
+		s[n-1].to = b
+		return
+	}
+	p[t] = append(s, span{a, b})
+}
+
+// rangeSQL is the condition that selects t's ranges. Every value is a
+// number or a date formatted here, never caller text.
+func (p *piecePlan) rangeSQL(t rollupTable) string {
+	col, lit := "bucket", func(x time.Time) string { return "toDateTime(" + strconv.FormatInt(x.Unix(), 10) + ")" }
+	switch t {
+	case tableDay:
+		// 18.16 compares a Date with a DateTime as raw numbers: bound the
+		// day roll-up's Date bucket with dates.
+		lit = func(x time.Time) string { return "toDate('" + x.UTC().Format(time.DateOnly) + "')" }
+	case tableRaw:
+		col = "time"
+	}
+	conds := make([]string, 0, len(p[t]))
+	for _, s := range p[t] {
+		conds = append(conds, "("+col+" >= "+lit(s.from)+" AND "+col+" < "+lit(s.to)+")")
+	}
+	return "(" + strings.Join(conds, " OR ") + ")"
+}
+
+// DayStarts returns the instants strictly inside (from, to) at which a
+// day begins in loc, ascending: local midnights, or, where a clock change
+// skips midnight (America/Sao_Paulo until 2019, Asia/Beirut), the first
+// instant of the day. It returns nil for a window over MaxAnalyticsDays
+// days long, after MaxAnalyticsDays of them.
+func DayStarts(from, to time.Time, loc *time.Location) []time.Time {
+	var out []time.Time
+	for d := nextDayStart(from, loc); d.Before(to); d = nextDayStart(d, loc) {
+		if len(out) == MaxAnalyticsDays {
+			return out
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// nextDayStart is the first instant after t whose date in loc is later
+// than t's.
+func nextDayStart(t time.Time, loc *time.Location) time.Time {
+	y, m, d := t.In(loc).Date()
+	want := time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC) // the next date, normalized
+	isNext := func(u time.Time) bool {
+		uy, um, ud := u.In(loc).Date()
+		return uy == want.Year() && um == want.Month() && ud == want.Day()
+	}
+	next := time.Date(y, m, d+1, 0, 0, 0, 0, loc)
+	if !isNext(next) {
+		// A midnight that a clock change skips comes back from time.Date
+		// in the offset before the change, an instant of the day before:
+		// the day starts with the change, where that offset ends.
+		_, end := next.ZoneBounds()
+		return end
+	}
+	// A midnight that a change back repeats may come back as its second
+	// occurrence: the day starts at the first, in the offset before.
+	if start, _ := next.ZoneBounds(); !start.IsZero() && start.After(t) && isNext(start.Add(-time.Second)) {
+		_, off := start.Add(-time.Second).Zone()
+		if first := time.Date(y, m, d+1, 0, 0, 0, 0, time.FixedZone("", off)); first.After(t) {
+			return first
+		}
+	}
+	return next
+}
