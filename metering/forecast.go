@@ -71,7 +71,7 @@ const (
 type ForecastInput struct {
 	Aggregation Aggregation
 	// Scale is the meter's decimal places (Meter.Scale): projections are
-	// rounded down to it.
+	// rounded to it.
 	Scale int32
 	// Used is the period's value so far, as the invoice counts it.
 	Used decimal.Decimal
@@ -296,8 +296,8 @@ func quantile(v []float64, q float64) float64 {
 	return s[i] + (s[i+1]-s[i])*(pos-float64(i))
 }
 
-// addRounded is used plus extra, extra rounded down to scale places (a
-// projection claims no unit that is not there) and never negative.
+// addRounded is used plus extra rounded to scale places, never less
+// than used.
 func addRounded(used decimal.Decimal, extra float64, scale int32) decimal.Decimal {
 	if extra <= 0 || math.IsNaN(extra) || math.IsInf(extra, 0) {
 		return used
@@ -305,7 +305,7 @@ func addRounded(used decimal.Decimal, extra float64, scale int32) decimal.Decima
 	// Beyond any quota or sum a meter can reach: a runaway trend stops
 	// here instead of overflowing.
 	extra = min(extra, 1e18)
-	return used.Add(decimal.NewFromFloat(extra).RoundDown(scale))
+	return used.Add(decimal.NewFromFloat(extra).Round(scale))
 }
 
 func maxTime(a, b time.Time) time.Time {

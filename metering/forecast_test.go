@@ -1,0 +1,174 @@
+package metering
+
+import (
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+// monday is the end of the synthetic histories: a Monday, midnight UTC,
+// so that history day i starts on the weekday (i + 28 − n) mod 7 after
+// Monday.
+var monday = time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+
+func series(n int, f func(i int) float64) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = f(i)
+	}
+	return out
+}
+
+func countInput(hist []float64, used string, ahead time.Duration) ForecastInput {
+	return ForecastInput{
+		Aggregation: AggCount, Used: decimal.RequireFromString(used), History: hist,
+		HistoryEnd: monday, CountedFrom: monday.Add(-14 * day), AsOf: monday, End: monday.Add(ahead),
+	}
+}
+
+func checkProjection(t *testing.T, name string, got Projection, point, low, high string) {
+	t.Helper()
+	if !got.Projected.Equal(decimal.RequireFromString(point)) || !got.Low.Equal(decimal.RequireFromString(low)) ||
+		!got.High.Equal(decimal.RequireFromString(high)) {
+		t.Errorf("%s: projected %s [%s, %s]; want %s [%s, %s]", name, got.Projected, got.Low, got.High, point, low, high)
+	}
+}
+
+// Series with known answers: a steady rate, linear growth, a weekly
+// pattern and a one-day burst each project exactly what their pattern
+// continued gives; the range of a series the fit explains is the point.
+func TestProjectKnownSeries(t *testing.T) {
+	t.Parallel()
+	steady := series(28, func(int) float64 { return 100 })
+	checkProjection(t, "steady", Project(countInput(steady, "1500", 10*day)), "2500", "2500", "2500")
+
+	// 50 + 10·i: the next 10 days are i = 28 … 37, 10·325 + 500.
+	growing := series(28, func(i int) float64 { return 50 + 10*float64(i) })
+	checkProjection(t, "growing", Project(countInput(growing, "0", 10*day)), "3750", "3750", "3750")
+
+	// 100 on weekdays, 20 on Saturdays and Sundays: a week ahead is
+	// 5·100 + 2·20, whatever the week's average says (77.14 a day).
+	weekly := series(28, func(i int) float64 {
+		switch monday.Add(-time.Duration(28-i) * day).Weekday() {
+		case time.Saturday, time.Sunday:
+			return 20
+		}
+		return 100
+	})
+	checkProjection(t, "weekly", Project(countInput(weekly, "0", 7*day)), "540", "540", "540")
+	// Two days ahead from Monday are weekdays: 200, not 2 × 77.14.
+	checkProjection(t, "weekly, two days", Project(countInput(weekly, "0", 2*day)), "200", "200", "200")
+
+	// A day of 5000 among days of 100 does not go on: 10 days ahead are
+	// 1000 (a mean would say 2750).
+	burst := series(28, func(i int) float64 {
+		if i == 25 {
+			return 5000
+		}
+		return 100
+	})
+	checkProjection(t, "burst", Project(countInput(burst, "7000", 10*day)), "8000", "8000", "8000")
+}
+
+// The range widens with the horizon and holds the point; noise that
+// alternates ±10 around 100 a day gives an 80 % range of 10 × √days
+// either side.
+func TestProjectRange(t *testing.T) {
+	t.Parallel()
+	noisy := series(28, func(i int) float64 { return 100 + 10*float64(1-2*(i%2)) })
+	near := Project(countInput(noisy, "0", day))
+	far := Project(countInput(noisy, "0", 16*day))
+	if !near.Low.LessThan(near.Projected) || !near.Projected.LessThan(near.High) {
+		t.Errorf("one day: %s [%s, %s]; want low < point < high", near.Projected, near.Low, near.High)
+	}
+	nearWidth, farWidth := near.High.Sub(near.Low), far.High.Sub(far.Low)
+	// √16 = 4 times as wide.
+	if !farWidth.Equal(nearWidth.Mul(decimal.NewFromInt(4))) {
+		t.Errorf("range over 16 days %s, over one %s; want 4 times as wide", farWidth, nearWidth)
+	}
+	// The series ends low (90), so the robust line leans a little down:
+	// 16 days of 100 within a few units.
+	if far.Projected.Sub(decimal.NewFromInt(1600)).Abs().GreaterThan(decimal.NewFromInt(5)) ||
+		!far.Low.LessThan(far.Projected) || !far.Projected.LessThan(far.High) {
+		t.Errorf("16 days: %s [%s, %s]; want about 1600 within a range", far.Projected, far.Low, far.High)
+	}
+}
+
+// A brand new subscription: without a whole day of history the pace so
+// far goes on, with a range from nothing more to twice it; with no usage
+// at all nothing is projected.
+func TestProjectNewSubscription(t *testing.T) {
+	t.Parallel()
+	in := ForecastInput{
+		Aggregation: AggSum, Scale: 6, Used: decimal.RequireFromString("12.5"),
+		HistoryEnd: monday, CountedFrom: monday.Add(-5 * time.Hour), AsOf: monday, End: monday.Add(10 * time.Hour),
+	}
+	checkProjection(t, "five hours", Project(in), "37.5", "12.5", "62.5")
+	in.Used = decimal.Zero
+	checkProjection(t, "nothing used", Project(in), "0", "0", "0")
+	in.CountedFrom = monday
+	checkProjection(t, "just started", Project(in), "0", "0", "0")
+	// A few days: their median, no trend, a range of at least half.
+	few := countInput([]float64{10, 30, 20}, "60", 4*day)
+	checkProjection(t, "three days", Project(few), "140", "100", "180")
+}
+
+// The last day ahead is prorated, as is the rest of the day AsOf falls in.
+func TestProjectPartialDays(t *testing.T) {
+	t.Parallel()
+	in := countInput(series(28, func(int) float64 { return 24 }), "0", 0)
+	in.AsOf = monday.Add(30 * time.Minute)
+	in.End = in.AsOf.Add(60 * time.Hour)
+	checkProjection(t, "60 hours at 1 an hour", Project(in), "60", "60", "60")
+}
+
+// max and unique_count project what is used so far; a period already
+// over stays as it is.
+func TestProjectMaxAndUniqueCount(t *testing.T) {
+	t.Parallel()
+	for _, agg := range []Aggregation{AggMax, AggUniqueCount} {
+		in := countInput(series(28, func(i int) float64 { return float64(i) }), "42", 10*day)
+		in.Aggregation = agg
+		quota := decimal.NewFromInt(40)
+		in.Quota = &quota
+		got := Project(in)
+		checkProjection(t, string(agg), got, "42", "42", "42")
+		if got.RunsOutAt == nil || !got.RunsOutAt.Equal(in.AsOf) {
+			t.Errorf("%s over its quota: runs out at %v; want as of %s", agg, got.RunsOutAt, in.AsOf)
+		}
+		in.Quota = nil
+		if got := Project(in); got.RunsOutAt != nil {
+			t.Errorf("%s without quota: runs out at %v; want nil", agg, got.RunsOutAt)
+		}
+	}
+	in := countInput(series(28, func(int) float64 { return 100 }), "10", 10*day)
+	in.Aggregation = AggMax
+	quota := decimal.NewFromInt(20)
+	in.Quota = &quota
+	if got := Project(in); got.RunsOutAt != nil {
+		t.Errorf("max below its quota: runs out at %v; want nil (a maximum has no pace)", got.RunsOutAt)
+	}
+}
+
+// The quota runs out where the path reaches it, within the day; not
+// within the period is nil; reached already is as of now.
+func TestProjectRunsOut(t *testing.T) {
+	t.Parallel()
+	steady := series(28, func(int) float64 { return 100 })
+	in := countInput(steady, "500", 10*day)
+	quota := decimal.NewFromInt(1050)
+	in.Quota = &quota
+	// 550 more at 100 a day: 5.5 days.
+	if got := Project(in).RunsOutAt; got == nil || !got.Equal(monday.Add(5*day+12*time.Hour)) {
+		t.Errorf("runs out at %v; want %s", got, monday.Add(5*day+12*time.Hour))
+	}
+	quota = decimal.NewFromInt(1501)
+	if got := Project(in).RunsOutAt; got != nil {
+		t.Errorf("quota beyond the period's 1500: runs out at %v; want nil", got)
+	}
+	quota = decimal.NewFromInt(500)
+	if got := Project(in).RunsOutAt; got == nil || !got.Equal(in.AsOf) {
+		t.Errorf("quota reached: runs out at %v; want as of %s", got, in.AsOf)
+	}
+}
