@@ -203,6 +203,7 @@ func New(cfg Config) (*Processor, error) {
 		parts: map[int32]*partitionState{},
 		lag:   map[int32]int64{},
 	}
+	p.redis.log = cfg.Logger
 	p.m = newProcessorMetrics(cfg.Metrics, p)
 	return p, nil
 }

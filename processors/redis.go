@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -63,10 +64,14 @@ type redisSink struct {
 	watermarks map[int32]map[string]int64
 	// meters decodes the records' meters fields.
 	meters meterCache
+	// store rates hard budgets (enforceBudgets); log reports the budgets
+	// it cannot rate (nil: none reported).
+	store *enforcement.Store
+	log   *slog.Logger
 }
 
 func newRedisSink(client rueidis.Client) *redisSink {
-	return &redisSink{client: client, watermarks: map[int32]map[string]int64{}, meters: meterCache{}}
+	return &redisSink{client: client, watermarks: map[int32]map[string]int64{}, meters: meterCache{}, store: enforcement.New(client)}
 }
 
 // forget drops the cached state of partitions this processor no longer owns.
@@ -154,6 +159,9 @@ func (s *redisSink) apply(ctx context.Context, items []item) (outboxed []string,
 			return outboxed, nil, err
 		}
 		overflowed = append(overflowed, refused...)
+	}
+	if err := s.enforceBudgets(ctx, order, periods); err != nil {
+		return outboxed, nil, err
 	}
 	// Every item after its group's decided watermark was applied by this
 	// call (or the call failed above), its mismatch stored with it.

@@ -151,6 +151,10 @@ func (s *Service) findSubscriptionDrift(ctx context.Context, rep *ReconcileRepor
 			s.healed(rep, "subscription", sub.ID.String(), err)
 			continue
 		}
+		if err := budgetRecord(ctx, s.pool, sub, &want); err != nil {
+			s.healed(rep, "subscription", sub.ID.String(), err)
+			continue
+		}
 		got, err := s.cfg.Records.GetSubscription(ctx, sub.ID.String())
 		switch {
 		case errors.Is(err, enforcement.ErrNotFound):
@@ -173,7 +177,8 @@ func sameSubscriptionRecord(a, b enforcement.SubscriptionRecord) bool {
 	return a.APIID == b.APIID && a.PlanID == b.PlanID && a.Status == b.Status && a.PeriodStart.Unix() == b.PeriodStart.Unix() &&
 		a.PeriodEnd.Unix() == b.PeriodEnd.Unix() && a.PeriodAnchor.Unix() == b.PeriodAnchor.Unix() && a.QuotaRequests == b.QuotaRequests && a.QuotaHard == b.QuotaHard &&
 		a.RatePerSecond == b.RatePerSecond && a.RatePerMinute == b.RatePerMinute && reflect.DeepEqual(a.Meters, b.Meters) &&
-		a.UnpaidInvoiceID == b.UnpaidInvoiceID && a.UnpaidInvoiceNumber == b.UnpaidInvoiceNumber && a.SuspendAt.Unix() == b.SuspendAt.Unix()
+		a.UnpaidInvoiceID == b.UnpaidInvoiceID && a.UnpaidInvoiceNumber == b.UnpaidInvoiceNumber && a.SuspendAt.Unix() == b.SuspendAt.Unix() &&
+		a.BudgetKey() == b.BudgetKey()
 }
 
 // ReconcileKeysArgs is the scheduled key reconciliation.

@@ -57,7 +57,14 @@ func (s *Service) SyncSubscription(ctx context.Context, id uuid.UUID) error {
 	if err := dunningRecord(ctx, q, sub, &rec); err != nil {
 		return err
 	}
+	if err := budgetRecord(ctx, s.pool, sub, &rec); err != nil {
+		return err
+	}
 	if _, err := s.cfg.Records.PutSubscription(ctx, rec); err != nil {
+		s.metrics.syncErrors.Inc()
+		return err
+	}
+	if err := s.enforceBudget(ctx, rec); err != nil {
 		s.metrics.syncErrors.Inc()
 		return err
 	}

@@ -39,6 +39,7 @@ var (
 	refSubscription = refusal{http.StatusForbidden, "subscription-inactive", "Subscription Not Active", "subscription_inactive", "the subscription is not active", nil}
 	refUnpaid       = refusal{http.StatusPaymentRequired, "payment-required", "Payment Required", "payment_required", "the subscription is suspended until its invoice is paid", nil}
 	refQuota        = refusal{http.StatusTooManyRequests, "quota-exhausted", "Quota Exhausted", "quota_exhausted", "the subscription used its quota for this period", nil}
+	refBudget       = refusal{http.StatusTooManyRequests, "budget-exceeded", "Budget Exceeded", "budget_exceeded", "the subscription reached its hard budget for this period", nil}
 	refRateLimited  = refusal{http.StatusTooManyRequests, "rate-limited", "Rate Limited", "rate_limited", "too many requests; retry after the time in Retry-After", nil}
 	refUnavailable  = refusal{http.StatusServiceUnavailable, "gateway-unavailable", "Gateway Unavailable", "gateway_unavailable", "the gateway cannot check API keys right now; retry shortly", nil}
 )
@@ -83,7 +84,7 @@ func (h *Handler) admit(r *http.Request, hdr http.Header, c *call) (ref refusal,
 		// Redis is away: the block cannot be read either, and counts as
 		// one more Redis error; the rate limits below still hold.
 		h.res.m.redisErrors.Inc()
-	} else if ref, retry, ok := h.checkBlock(ctx, a.key.SubscriptionID, now); !ok {
+	} else if ref, retry, ok := h.checkBlock(ctx, a.sub, now); !ok {
 		return ref, retry, false
 	}
 	return h.rateLimit(ctx, hdr, now, a)
@@ -190,19 +191,32 @@ func (h *Handler) lookupSubscription(ctx context.Context, id string) (sub enforc
 	return sub, refusal{}, 0, true
 }
 
-// checkBlock refuses a subscription whose quota is blocked. A block that
-// cannot be read admits: the quota is the processors' estimate anyway, the
-// rate limits still hold.
-func (h *Handler) checkBlock(ctx context.Context, id string, now time.Time) (ref refusal, retry time.Duration, ok bool) {
-	until, err := h.res.store.BlockedUntilCached(ctx, id, time.Duration(h.app.CacheTTL))
+// checkBlock refuses a subscription whose hard quota or hard budget is
+// used up (one block for both). A block that cannot be read admits: the
+// quota is the processors' estimate anyway, the rate limits still hold.
+// Only a blocked subscription with a budget costs one more (cached) read,
+// of the period counter's budget mark, to say which limit refused it: a
+// budget used up is named even when a hard quota is used up too.
+func (h *Handler) checkBlock(ctx context.Context, sub enforcement.SubscriptionRecord, now time.Time) (ref refusal, retry time.Duration, ok bool) {
+	ttl := time.Duration(h.app.CacheTTL)
+	until, err := h.res.store.BlockedUntilCached(ctx, sub.ID, ttl)
 	if err != nil {
 		h.res.m.redisErrors.Inc()
 		return refusal{}, 0, true
 	}
-	if until.After(now) {
-		return refQuota, until.Sub(now), false
+	if !until.After(now) {
+		return refusal{}, 0, true
 	}
-	return refusal{}, 0, true
+	if sub.Budget != nil {
+		over, err := h.res.store.BudgetOverCached(ctx, sub.ID, sub.PeriodStart, sub.BudgetKey(), ttl)
+		if err != nil {
+			h.res.m.redisErrors.Inc()
+		}
+		if over {
+			return refBudget, until.Sub(now), false
+		}
+	}
+	return refQuota, until.Sub(now), false
 }
 
 // rateLimit checks the key's and the subscription's rate limits and sets

@@ -48,6 +48,9 @@ func encodeSubscription(r SubscriptionRecord) []string {
 		"unpaid_invoice_id", r.UnpaidInvoiceID,
 		"unpaid_invoice_number", r.UnpaidInvoiceNumber,
 		"suspend_at", strconv.FormatInt(unixOrZero(r.SuspendAt), 10),
+		// Written empty when there is none, so that a removed budget
+		// does not stay behind in the hash.
+		"budget", encodeBudget(r.Budget),
 		"version", strconv.FormatInt(r.Version, 10),
 	}
 }
@@ -142,6 +145,14 @@ func DecodeSubscription(id string, fields map[string]string) (SubscriptionRecord
 		}
 	}
 	d.unpaid(&r)
+	// Records written before budgets lack the field: none, then.
+	if v := d.fields["budget"]; v != "" {
+		if b, err := decodeBudget(v); err != nil {
+			d.fail("budget", err)
+		} else {
+			r.Budget, r.budgetKey = b, budgetKey(v)
+		}
+	}
 	r.Version = d.int("version", 1, 1<<63-1)
 	if len(d.bad) > 0 {
 		r.Status = ""

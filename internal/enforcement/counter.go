@@ -57,7 +57,7 @@ end
 
 // lua is every Lua function of the package, prepended to the scripts that
 // change a counter or a quota.
-var lua = quotaLua + fitsLua
+var lua = budgetLua + quotaLua + fitsLua
 
 // countScript adds one subject's increments and advances its watermark for
 // one partition, atomically, only if the watermark is still the one the

@@ -159,7 +159,7 @@ for slug, m in pairs(mq) do
   end
 end
 local used = tonumber(redis.call('HGET', KEYS[2], 'requests') or '0') or 0
-reblock(KEYS[3], ARGV[2], math.floor(tonumber(rec[3]) or -1), rec[4] == '1', used, meters_used_up(KEYS[2], mq))
+reblock(KEYS[3], ARGV[2], math.floor(tonumber(rec[3]) or -1), rec[4] == '1', used, meters_used_up(KEYS[2], mq) or budget_over(KEYS[4], KEYS[2]))
 return 1
 `)
 

@@ -113,6 +113,9 @@ type RecordedPeriod struct {
 	// Anchor is the subscription's billing anchor (period_anchor, see
 	// [PeriodEndAnchored]); zero when the record has none.
 	Anchor time.Time
+	// Budget is the record's budget field as stored (see [Budget]); ""
+	// when the record has no hard budget.
+	Budget string
 }
 
 // PeriodAt returns the billing period that holds t for a subscription
@@ -184,7 +187,7 @@ func anchoredStep(rec *RecordedPeriod, at time.Time, n int) time.Time {
 	return PeriodStartAnchored(at, interval, rec.Anchor)
 }
 
-// RecordedPeriods reads the period bounds, anchor, api_id and meters of the
+// RecordedPeriods reads the period bounds, anchor, api_id, meters and budget of the
 // subscription records of ids through the client-side cache (no round trip while a
 // record is unchanged; Redis invalidates the copy when the control plane
 // rewrites it; ttl bounds its life otherwise). A subscription without a
@@ -202,7 +205,7 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 		out[id] = nil
 		asked = append(asked, id)
 		cmds = append(cmds, rueidis.CT(client.B().Hmget().Key(SubscriptionName(id)).
-			Field("period_start", "period_end", "prev_period_start", "api_id", "meters", "period_anchor").Cache(), ttl))
+			Field("period_start", "period_end", "prev_period_start", "api_id", "meters", "period_anchor", "budget").Cache(), ttl))
 	}
 	if len(cmds) == 0 {
 		return out, nil
@@ -212,7 +215,7 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 		if err != nil {
 			return nil, fmt.Errorf("read subscription %s: %w", asked[i], err)
 		}
-		if len(vals) != 6 {
+		if len(vals) != 7 {
 			continue
 		}
 		start, err1 := vals[0].AsInt64()
@@ -233,6 +236,7 @@ func RecordedPeriods(ctx context.Context, client rueidis.Client, ids []string, t
 		if v, err := vals[5].ToString(); err == nil {
 			p.Anchor, _ = parseAnchor(v)
 		}
+		p.Budget, _ = vals[6].ToString()
 		out[asked[i]] = p
 	}
 	return out, nil

@@ -103,8 +103,16 @@ type SubscriptionRecord struct {
 	// SuspendAt is when a past_due subscription is suspended unless its
 	// invoice is paid first; zero = none.
 	SuspendAt time.Time
+	// Budget is the subscription's hard budget: once the period's cost
+	// reaches it, the subscription is blocked like a used-up hard quota
+	// (see [Store.EnforceBudget]); nil = none.
+	Budget *Budget
 	// Version is the writer's monotonic version; must be positive.
 	Version int64
+
+	// budgetKey is, in a decoded record, [SubscriptionRecord.BudgetKey]
+	// of the budget field as stored.
+	budgetKey string
 }
 
 // Validate reports whether r may be written.
@@ -179,6 +187,9 @@ func (r SubscriptionRecord) Validate() error {
 	}
 	if !r.SuspendAt.IsZero() && r.SuspendAt.Unix() <= 0 {
 		return fmt.Errorf("%w: suspend_at: %s, not after 1970", ErrInvalidRecord, r.SuspendAt)
+	}
+	if err := validBudget(r.Budget); err != nil {
+		return fmt.Errorf("%w: budget: %w", ErrInvalidRecord, err)
 	}
 	if r.Version <= 0 {
 		return fmt.Errorf("%w: version: %d, want positive", ErrInvalidRecord, r.Version)

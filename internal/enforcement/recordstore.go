@@ -94,7 +94,7 @@ local rolled = beforeStart and beforeStart ~= rec[4]
 if rolled then redis.call('HSET', KEYS[1], 'prev_period_start', beforeStart) end
 local used = tonumber(redis.call('HGET', KEYS[3], 'requests') or '0')
 local mq = meter_quotas(rec[5])
-reblock(KEYS[2], pend, quota or -1, hard, used, meters_used_up(KEYS[3], mq))
+reblock(KEYS[2], pend, quota or -1, hard, used, meters_used_up(KEYS[3], mq) or budget_over(KEYS[1], KEYS[3]))
 if quota and quota > 0 and used > 0 and (not before or before < 0 or quota < before or rolled) then
   announce(KEYS[3], KEYS[4], rec[4], pend, quota, used, hard, -1)
 end

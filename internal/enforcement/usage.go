@@ -162,7 +162,7 @@ end
 local c = redis.call('HMGET', KEYS[2], 'requests', 'units_micro')
 if (c[1] or '') ~= ARGV[1] or (c[2] or '') ~= ARGV[2] then return {0} end
 
-local quota, hard, mq = tonumber(ARGV[8]), ARGV[9], {}
+local quota, hard, mq, bover = tonumber(ARGV[8]), ARGV[9], {}, false
 if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then
   local rec = redis.call('HMGET', KEYS[4], 'period_start', 'quota_requests', 'quota_hard', 'meters')
   local recStart, q = tonumber(rec[1]), tonumber(rec[2])
@@ -171,6 +171,7 @@ if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then
     quota = math.floor(q)
     hard = rec[3] == '1' and '1' or '0'
     mq = meter_quotas(rec[4])
+    bover = budget_over(KEYS[4], KEYS[2])
   end
 end
 
@@ -191,7 +192,7 @@ if quota > 0 then
   end
   crossed = announce(KEYS[2], KEYS[5], ARGV[5], ARGV[6], quota, used, hard == '1', -1)
 end
-return {1, reblock(KEYS[3], ARGV[6], quota, hard == '1', used, meters_used_up(KEYS[2], mq)), crossed}
+return {1, reblock(KEYS[3], ARGV[6], quota, hard == '1', used, meters_used_up(KEYS[2], mq) or bover), crossed}
 `)
 
 // UsageHeal rewrites one subscription's period counter and watermarks.

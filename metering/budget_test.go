@@ -1,0 +1,63 @@
+package metering_test
+
+import (
+	"testing"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/metering"
+)
+
+// TestBudgetCost: a hard budget's cost so far is what the plan's quote
+// prices for the counters (base fee and usage lines, each rounded once),
+// with counters at each meter's scale, whatever the charge model.
+func TestBudgetCost(t *testing.T) {
+	t.Parallel()
+	d := decimal.RequireFromString
+	usd, _ := metering.CurrencyOf("USD")
+	terms := metering.PlanTerms{Currency: usd, BaseFee: d("5"), Charges: []metering.Charge{
+		{Meter: "calls", Model: metering.ModelPerUnit, Included: d("100"), UnitPrice: d("0.003")},
+		{Meter: "units", Model: metering.ModelGraduated, Tiers: []metering.Tier{
+			{UpTo: d("10"), UnitPrice: d("1")}, {Unbounded: true, UnitPrice: d("0.5"), Flat: d("2")}}},
+		{Meter: "keys", Model: metering.ModelPackage, UnitPrice: d("4"), PackageSize: d("3")},
+	}}
+	meters := []enforcement.MeterSpec{
+		{Slug: "calls", Aggregation: enforcement.MeterCount},
+		{Slug: "units", Aggregation: enforcement.MeterSum, Field: metering.FieldUnits},
+		{Slug: "keys", Aggregation: enforcement.MeterUniqueCount},
+	}
+	b := metering.BudgetOf(d("100"), terms)
+	for _, tc := range []struct {
+		name     string
+		counters map[string]int64
+	}{
+		{"nothing counted: the base fee", nil},
+		{"within the included calls", map[string]int64{"calls": 100}},
+		{"every model", map[string]int64{"calls": 1101, "units": 12_500_000, "keys": 4}},
+		{"rounded per line", map[string]int64{"calls": 101}},
+	} {
+		usage := map[string]decimal.Decimal{}
+		for _, m := range meters {
+			usage[m.Slug] = metering.MeterOfSpec(m).Quantity(tc.counters[m.Slug])
+		}
+		q, err := terms.Quote(usage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := metering.BudgetCost(*b, meters, tc.counters)
+		if err != nil || !got.Equal(q.Subtotal) {
+			t.Errorf("%s: BudgetCost = %s, %v; want the quote's subtotal %s", tc.name, got, err, q.Subtotal)
+		}
+	}
+	// 5 + 1001 × 0.003 (3.003 → 3.00) + 10 + 2.5 × 0.5 + 2 (3.25) + 2 packages × 4: by hand.
+	got, err := metering.BudgetCost(*b, meters, map[string]int64{"calls": 1101, "units": 12_500_000, "keys": 4})
+	if want := d("29.25"); err != nil || !got.Equal(want) {
+		t.Errorf("BudgetCost(every model) = %s, %v; want %s", got, err, want)
+	}
+	// A quantity the tiers do not price is an error, not a cost.
+	b.Charges[1].Tiers = b.Charges[1].Tiers[:1]
+	if _, err := metering.BudgetCost(*b, meters, map[string]int64{"units": 11_000_000}); err == nil {
+		t.Error("BudgetCost beyond the last tier: want an error")
+	}
+}
