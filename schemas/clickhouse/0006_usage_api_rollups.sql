@@ -26,6 +26,11 @@
 -- record (an earlier run died midway) deletes them before copying again.
 -- Left unchanged, as a plain run of this file does, the placeholder makes
 -- the views take every row and the INSERTs copy none.
+-- On an empty usage_events (a new installation, migrated before its
+-- processors start) the views take every row and nothing is copied.
+-- Rows inserted later must carry their insert time in ingested_at, as the
+-- processors write it: a row stamped before the cutoff and inserted after
+-- the backfill is in neither.
 -- backfilled (0: the view, 1: the backfill) is the last sorting column, so
 -- merges keep the two apart; readers group without it.
 

@@ -78,6 +78,16 @@ func (b *backfiller) createView(ctx context.Context, stmt, view, table string) e
 		return fmt.Errorf("read clickhouse time: %w", err)
 	}
 	cutoff := now.UTC().Truncate(time.Second).Add(viewLead)
+	var rows uint64
+	if err := b.conn.QueryRow(ctx, "SELECT count() FROM usage_events").Scan(&rows); err != nil {
+		return fmt.Errorf("count usage events: %w", err)
+	}
+	if rows == 0 {
+		// A new installation (migrations run before the processors
+		// start): nothing to copy, so the view takes every row, stamped
+		// at any time, as the placeholder says.
+		cutoff = time.Date(1970, 1, 2, 0, 0, 0, 0, time.UTC)
+	}
 	if err := b.conn.Exec(ctx, strings.ReplaceAll(stmt, BackfillCutoff, cutoffSQL(cutoff))); err != nil {
 		return err
 	}
@@ -97,7 +107,7 @@ func (b *backfiller) createView(ctx context.Context, stmt, view, table string) e
 	if err != nil {
 		return fmt.Errorf("parse cutoff of view %s: %w", view, err)
 	}
-	if at.Equal(cutoff) && !now.Before(cutoff) {
+	if rows > 0 && at.Equal(cutoff) && !now.Before(cutoff) {
 		return fmt.Errorf("view %s was created after its cutoff %s: rows stamped in between may be missing from %s; drop the view and %s, and migrate again",
 			view, cutoff.Format(time.RFC3339), table, table)
 	}
@@ -142,26 +152,26 @@ func (b *backfiller) backfill(ctx context.Context, stmt, table string) error {
 	return nil
 }
 
-// waitGrace waits until the server's clock is grace past cutoff, unless nothing was ingested around the cutoff (a new or idle
-// installation: no batch can be on its way).
+// waitGrace waits until the server's clock is past cutoff (rows stamped
+// before it may still be on their way until then), and grace further when
+// usage was ingested around the cutoff (batches stamped before it may be
+// in flight).
 func (b *backfiller) waitGrace(ctx context.Context, cutoff time.Time) error {
-	if b.grace == 0 {
-		return nil
-	}
 	var recent uint64
 	if err := b.conn.QueryRow(ctx, "SELECT count() FROM usage_events WHERE ingested_at >= ?",
-		cutoff.Add(-10*b.grace)).Scan(&recent); err != nil {
+		cutoff.Add(-10*b.grace-time.Minute)).Scan(&recent); err != nil {
 		return fmt.Errorf("read recent usage: %w", err)
 	}
-	if recent == 0 {
-		return nil
+	until := cutoff.Add(time.Second)
+	if recent > 0 {
+		until = until.Add(b.grace)
 	}
 	for {
 		var now time.Time
 		if err := b.conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
 			return fmt.Errorf("read clickhouse time: %w", err)
 		}
-		wait := cutoff.Add(b.grace).Sub(now)
+		wait := until.Sub(now)
 		if wait <= 0 {
 			return nil
 		}

@@ -1,0 +1,338 @@
+package metering
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+	"golang.org/x/sync/errgroup"
+)
+
+// Provider analytics read the roll-ups by API of ClickHouse migration 0006
+// (usage_api_hour and _day, usage_api_consumer_hour and _day), which are
+// sorted by api_id first: a question about some APIs reads only their rows.
+// Their buckets are whole UTC hours and days, so a window is counted in
+// whole hours (ProviderQuery.Window rounds it out), and a day in the
+// caller's zone is the hours that start in it: exact in every zone whose
+// offset is a whole number of hours, DST days included; in a zone such as
+// Asia/Kolkata (UTC+5:30) the hour that holds local midnight counts for
+// the day it starts in.
+
+// MaxProviderAPIs bounds the APIs one provider question reads.
+const MaxProviderAPIs = 1000
+
+// MaxProviderTop bounds the top consumers and routes an answer lists.
+const MaxProviderTop = 100
+
+// ProviderQuery asks about the usage of some APIs.
+type ProviderQuery struct {
+	// APIs are the API ids (UUIDs), at least one.
+	APIs []string
+	// From and To bound the window, [From, To), in whole UTC hours (see
+	// ProviderWindow).
+	From, To time.Time
+	// Zone names the IANA time zone days are cut in; empty is UTC.
+	Zone string
+	// Top is how many consumers and routes to list, busiest first.
+	Top int
+	// ByAPI asks for the figures of each API too.
+	ByAPI bool
+}
+
+// ProviderWindow rounds [from, to) out to whole UTC hours, the grain of
+// the roll-ups by API.
+func ProviderWindow(from, to time.Time) (time.Time, time.Time) {
+	from = from.UTC().Truncate(time.Hour)
+	if t := to.UTC().Truncate(time.Hour); t.Before(to.UTC()) {
+		to = t.Add(time.Hour)
+	} else {
+		to = t
+	}
+	return from, to
+}
+
+// Latency holds latency quantiles in milliseconds, merged from t-digest
+// states (approximate: within about 1% of the exact value in our
+// measurements); 0 without calls.
+type Latency struct {
+	P50, P90, P99 float64
+}
+
+// ProviderStats is what one group of calls amounts to.
+type ProviderStats struct {
+	Calls uint64
+	// ServerErrors counts status class 5; ClientErrors class 4 (the
+	// gateway's refusals included).
+	ServerErrors, ClientErrors uint64
+	Units                      decimal.Decimal
+	Latency                    Latency
+}
+
+// ProviderDay is one day's figures; Day is 2006-01-02 in the zone.
+type ProviderDay struct {
+	Day string
+	ProviderStats
+}
+
+// ProviderRoute is one route's figures.
+type ProviderRoute struct {
+	Method, Route string
+	ProviderStats
+}
+
+// ProviderAPI is one API's figures.
+type ProviderAPI struct {
+	APIID           string
+	UniqueConsumers uint64
+	ProviderStats
+}
+
+// ProviderConsumer is one subject's (subscription's) calls.
+type ProviderConsumer struct {
+	Subject string
+	Calls   uint64
+	Units   decimal.Decimal
+}
+
+// ProviderReport answers a ProviderQuery.
+type ProviderReport struct {
+	Total           ProviderStats
+	UniqueConsumers uint64
+	// Days lists the days with calls, in order.
+	Days []ProviderDay
+	// Routes and Consumers are the busiest first (ties by name), at most
+	// Top of each.
+	Routes    []ProviderRoute
+	Consumers []ProviderConsumer
+	// APIs lists each API with calls (ByAPI only), by id.
+	APIs []ProviderAPI
+}
+
+// apiID is what an API id may look like: ids are written into the SQL as
+// literals (a slice binds as an array, which 18.16 cannot use with IN).
+var apiID = regexp.MustCompile(`^[0-9A-Za-z_-]{1,64}$`)
+
+// zoneName is what a time zone name may look like inside the SQL.
+var zoneName = regexp.MustCompile(`^[A-Za-z0-9_+/-]{1,64}$`)
+
+func (q ProviderQuery) check() error {
+	switch {
+	case len(q.APIs) == 0 || len(q.APIs) > MaxProviderAPIs:
+		return fmt.Errorf("%w: %d APIs; want 1 to %d", ErrBadQuery, len(q.APIs), MaxProviderAPIs)
+	case !q.From.Before(q.To):
+		return fmt.Errorf("%w: from is not before to", ErrBadQuery)
+	case !q.From.Equal(q.From.Truncate(time.Hour)) || !q.To.Equal(q.To.Truncate(time.Hour)):
+		return fmt.Errorf("%w: the window must be whole hours", ErrBadQuery)
+	case q.To.Sub(q.From) > time.Duration(MaxAnalyticsDaysProvider)*24*time.Hour:
+		return fmt.Errorf("%w: window longer than %d days", ErrBadQuery, MaxAnalyticsDaysProvider)
+	case q.Top < 0 || q.Top > MaxProviderTop:
+		return fmt.Errorf("%w: top must be 0 to %d", ErrBadQuery, MaxProviderTop)
+	case q.Zone != "" && !zoneName.MatchString(q.Zone):
+		return fmt.Errorf("%w: time zone %q", ErrBadQuery, q.Zone)
+	}
+	for _, id := range q.APIs {
+		if !apiID.MatchString(id) {
+			return fmt.Errorf("%w: API id %q", ErrBadQuery, id)
+		}
+	}
+	return nil
+}
+
+// MaxAnalyticsDaysProvider bounds a provider window (401 days: 400 plus
+// the rounding out to whole hours).
+const MaxAnalyticsDaysProvider = 401
+
+// ProviderUsage answers q in two queries run at once (the figures, and the
+// consumers). It refuses a bad query with an error wrapping ErrBadQuery
+// before it reads anything.
+func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (ProviderReport, error) {
+	q.From, q.To = q.From.UTC(), q.To.UTC()
+	if q.Zone == "" {
+		q.Zone = "UTC"
+	}
+	if err := q.check(); err != nil {
+		return ProviderReport{}, err
+	}
+	var out ProviderReport
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return providerFigures(gctx, conn, q, &out) })
+	consumers := map[string]uint64{}
+	g.Go(func() error { return providerConsumers(gctx, conn, q, &out, consumers) })
+	if err := g.Wait(); err != nil {
+		return ProviderReport{}, err
+	}
+	out.UniqueConsumers = consumers[""]
+	for i := range out.APIs {
+		out.APIs[i].UniqueConsumers = consumers[out.APIs[i].APIID]
+	}
+	return out, nil
+}
+
+func sqlTime(t time.Time) string { return "toDateTime('" + t.UTC().Format(time.DateTime) + "', 'UTC')" }
+func sqlDate(t time.Time) string { return "toDate('" + t.UTC().Format(time.DateOnly) + "')" }
+
+// providerSource is a subquery over the roll-ups named prefix+"_hour" and
+// prefix+"_day" holding cols and day (String, 2006-01-02 in q.Zone) for the
+// window: in UTC, whole days come from the day roll-up and the hours
+// around them from the hour roll-up; in other zones every hour from the
+// hour roll-up, since UTC days do not cut their days.
+func providerSource(prefix, cols string, q ProviderQuery) string {
+	apis := "'" + strings.Join(q.APIs, "', '") + "'"
+	hours := func(from, to time.Time) string {
+		return fmt.Sprintf("SELECT toString(toDate(bucket, '%s')) AS day, %s FROM %s_hour WHERE api_id IN (%s) AND bucket >= %s AND bucket < %s",
+			q.Zone, cols, prefix, apis, sqlTime(from), sqlTime(to))
+	}
+	d0 := q.From.Truncate(24 * time.Hour)
+	if d0.Before(q.From) {
+		d0 = d0.Add(24 * time.Hour)
+	}
+	d1 := q.To.Truncate(24 * time.Hour)
+	if q.Zone != "UTC" || !d0.Before(d1) {
+		return "(" + hours(q.From, q.To) + ")"
+	}
+	parts := []string{fmt.Sprintf("SELECT toString(bucket) AS day, %s FROM %s_day WHERE api_id IN (%s) AND bucket >= %s AND bucket < %s",
+		cols, prefix, apis, sqlDate(d0), sqlDate(d1))}
+	if q.From.Before(d0) {
+		parts = append(parts, hours(q.From, d0))
+	}
+	if d1.Before(q.To) {
+		parts = append(parts, hours(d1, q.To))
+	}
+	return "(" + strings.Join(parts, " UNION ALL ") + ")"
+}
+
+// Kinds of the rows of the figures query (its first column).
+const (
+	providerTotal = 1
+	providerDay   = 2
+	providerRoute = 3
+	providerAPI   = 4
+)
+
+// providerStatsSQL merges the states of a providerSource of usage_api.
+// No alias repeats a column name (18.16 would substitute it).
+const providerStatsSQL = `countMerge(requests) AS calls,
+    countMergeIf(requests, status_class = 5) AS server_errors,
+    countMergeIf(requests, status_class = 4) AS client_errors,
+    sumMerge(units) AS units_sum,
+    arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_ms)) AS latency`
+
+// providerFiguresSQL groups the window four ways (total, days, routes,
+// APIs), one branch each of a UNION ALL, each branch in a subquery of its
+// own so that its ORDER BY and LIMIT stay its own.
+func providerFiguresSQL(q ProviderQuery) string {
+	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms", q)
+	branch := func(kind int, k1, k2, tail string) string {
+		return fmt.Sprintf("SELECT * FROM (SELECT toUInt8(%d) AS kind, %s AS key1, %s AS key2,\n    %s\nFROM %s\n%s)", kind, k1, k2, providerStatsSQL, src, tail)
+	}
+	branches := []string{
+		branch(providerTotal, "''", "''", ""),
+		branch(providerDay, "day", "''", "GROUP BY day"),
+		branch(providerRoute, "method", "route", fmt.Sprintf("GROUP BY method, route ORDER BY calls DESC, method, route LIMIT %d", q.Top)),
+	}
+	if q.ByAPI {
+		branches = append(branches, branch(providerAPI, "api_id", "''", "GROUP BY api_id"))
+	}
+	return strings.Join(branches, "\nUNION ALL\n")
+}
+
+func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out *ProviderReport) error {
+	rows, err := conn.Query(ctx, providerFiguresSQL(q))
+	if err != nil {
+		return fmt.Errorf("read provider analytics: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			kind       uint8
+			key1, key2 string
+			s          ProviderStats
+			lat        []float64
+		)
+		if err := rows.Scan(&kind, &key1, &key2, &s.Calls, &s.ServerErrors, &s.ClientErrors, &s.Units, &lat); err != nil {
+			return fmt.Errorf("scan provider analytics: %w", err)
+		}
+		s.Latency = latencyOf(lat)
+		switch kind {
+		case providerTotal:
+			out.Total = s
+		case providerDay:
+			out.Days = append(out.Days, ProviderDay{Day: key1, ProviderStats: s})
+		case providerRoute:
+			out.Routes = append(out.Routes, ProviderRoute{Method: key1, Route: key2, ProviderStats: s})
+		case providerAPI:
+			out.APIs = append(out.APIs, ProviderAPI{APIID: key1, ProviderStats: s})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read provider analytics: %w", err)
+	}
+	// The branches of a UNION ALL come back in any order, and interleaved.
+	slices.SortFunc(out.Days, func(a, b ProviderDay) int { return strings.Compare(a.Day, b.Day) })
+	slices.SortFunc(out.APIs, func(a, b ProviderAPI) int { return strings.Compare(a.APIID, b.APIID) })
+	slices.SortFunc(out.Routes, func(a, b ProviderRoute) int {
+		return cmp.Or(cmp.Compare(b.Calls, a.Calls), strings.Compare(a.Method, b.Method), strings.Compare(a.Route, b.Route))
+	})
+	return nil
+}
+
+// latencyOf reads p50, p90, p99; an empty group merges to NaN.
+func latencyOf(v []float64) Latency {
+	get := func(i int) float64 {
+		if i >= len(v) || math.IsNaN(v[i]) || math.IsInf(v[i], 0) {
+			return 0
+		}
+		return v[i]
+	}
+	return Latency{P50: get(0), P90: get(1), P99: get(2)}
+}
+
+// providerConsumersSQL lists the top subjects (kind 1) and counts unique
+// subjects per API (kind 2, key the API) and in all (kind 2, key '').
+func providerConsumersSQL(q ProviderQuery) string {
+	src := providerSource("usage_api_consumer", "api_id, subject, requests, units", q)
+	return fmt.Sprintf(`SELECT * FROM (SELECT toUInt8(1) AS kind, subject AS key, countMerge(requests) AS calls, sumMerge(units) AS units_sum
+FROM %[1]s GROUP BY subject ORDER BY calls DESC, subject LIMIT %[2]d)
+UNION ALL
+SELECT * FROM (SELECT toUInt8(2) AS kind, api_id AS key, toUInt64(uniqExact(subject)) AS calls, toDecimal128(0, 6) AS units_sum FROM %[1]s GROUP BY api_id)
+UNION ALL
+SELECT * FROM (SELECT toUInt8(2) AS kind, '' AS key, toUInt64(uniqExact(subject)) AS calls, toDecimal128(0, 6) AS units_sum FROM %[1]s)`, src, q.Top)
+}
+
+func providerConsumers(ctx context.Context, conn driver.Conn, q ProviderQuery, out *ProviderReport, unique map[string]uint64) error {
+	rows, err := conn.Query(ctx, providerConsumersSQL(q))
+	if err != nil {
+		return fmt.Errorf("read provider consumers: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			kind  uint8
+			key   string
+			calls uint64
+			units decimal.Decimal
+		)
+		if err := rows.Scan(&kind, &key, &calls, &units); err != nil {
+			return fmt.Errorf("scan provider consumers: %w", err)
+		}
+		if kind == 1 {
+			out.Consumers = append(out.Consumers, ProviderConsumer{Subject: key, Calls: calls, Units: units})
+		} else {
+			unique[key] = calls
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read provider consumers: %w", err)
+	}
+	slices.SortFunc(out.Consumers, func(a, b ProviderConsumer) int {
+		return cmp.Or(cmp.Compare(b.Calls, a.Calls), strings.Compare(a.Subject, b.Subject))
+	})
+	return nil
+}

@@ -1,0 +1,199 @@
+package metering_test
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
+
+	"github.com/veil-platform/veil/metering"
+)
+
+// providerDataset: api_p's calls around two UTC days, one of api_q, and
+// one call on each side of the window 2026-03-01 23:00 to 2026-03-03 02:00.
+var providerDataset = []event{
+	{"p0", "s1", "2026-03-01 22:59:59", "api_p", "k", "GET", "/a", "/a", 200, 1000, "7"}, // before the window
+	{"p1", "s1", "2026-03-01 23:30:00", "api_p", "k", "GET", "/a", "/a", 200, 10, "1"},
+	{"p2", "s1", "2026-03-02 00:10:00", "api_p", "k", "GET", "/a", "/a", 200, 20, "1"},
+	{"p3", "s2", "2026-03-02 05:00:00", "api_p", "k", "GET", "/a", "/a", 500, 30, "0.5"},
+	{"p4", "s2", "2026-03-02 23:59:59", "api_p", "k", "POST", "/b", "/b", 404, 40, "2"},
+	{"p5", "s1", "2026-03-03 00:00:00", "api_p", "k", "POST", "/b", "/b", 201, 50, "1"},
+	{"p6", "s3", "2026-03-03 01:30:00", "api_p", "k", "GET", "/a", "/a", 200, 60, "1"},
+	{"p7", "s3", "2026-03-03 02:00:00", "api_p", "k", "GET", "/a", "/a", 200, 999, "9"}, // at the window's end
+	{"q1", "s4", "2026-03-02 10:00:00", "api_q", "k", "GET", "/x", "/x", 200, 5, "3"},
+}
+
+func providerConn(t *testing.T) driver.Conn {
+	t.Helper()
+	conn := clickHouseUTC(t)
+	// Stamped as the processors stamp rows: the roll-ups by API take rows
+	// ingested after their migration.
+	now := time.Now().UTC().Truncate(time.Second)
+	var rows [][]any
+	for i, e := range providerDataset {
+		at := utc(t, e.at)
+		rows = append(rows, []any{e.id, "/gateway", "veil.api.request", e.subject, at, e.api, e.key, e.method, e.route, e.path,
+			e.status, e.latency, uint64(1), uint64(1), decimal.RequireFromString(e.units), now, int32(0), int64(i)})
+	}
+	insertEvents(t, conn, rows)
+	return conn
+}
+
+// tdigest is ClickHouse's own t-digest of the latencies of the given
+// events over usage_events: what merging the roll-up's states must give.
+func tdigest(t *testing.T, conn driver.Conn, ids ...string) metering.Latency {
+	t.Helper()
+	in := "'" + ids[0] + "'"
+	for _, id := range ids[1:] {
+		in += ", '" + id + "'"
+	}
+	var v []float64
+	if err := conn.QueryRow(t.Context(), "SELECT arrayMap(x -> toFloat64(x), quantilesTDigest(0.5, 0.9, 0.99)(latency_ms)) FROM usage_events WHERE id IN ("+in+")").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return metering.Latency{P50: v[0], P90: v[1], P99: v[2]}
+}
+
+func stats(calls, server, client uint64, units string, lat metering.Latency) metering.ProviderStats {
+	return metering.ProviderStats{Calls: calls, ServerErrors: server, ClientErrors: client, Units: decimal.RequireFromString(units), Latency: lat}
+}
+
+func sameStats(t *testing.T, what string, got, want metering.ProviderStats) {
+	t.Helper()
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
+	if got.Calls != want.Calls || got.ServerErrors != want.ServerErrors || got.ClientErrors != want.ClientErrors ||
+		!got.Units.Equal(want.Units) || !near(got.Latency.P50, want.Latency.P50) || !near(got.Latency.P90, want.Latency.P90) ||
+		!near(got.Latency.P99, want.Latency.P99) {
+		t.Errorf("%s = %+v; want %+v", what, got, want)
+	}
+}
+
+func TestProviderUsage(t *testing.T) {
+	conn := providerConn(t)
+	from, to := utc(t, "2026-03-01 23:00:00"), utc(t, "2026-03-03 02:00:00")
+	q := metering.ProviderQuery{APIs: []string{"api_p"}, From: from, To: to, Top: 10}
+	got, err := metering.ProviderUsage(t.Context(), conn, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameStats(t, "total", got.Total, stats(6, 1, 1, "6.5", tdigest(t, conn, "p1", "p2", "p3", "p4", "p5", "p6")))
+	if got.UniqueConsumers != 3 {
+		t.Errorf("unique consumers = %d; want 3", got.UniqueConsumers)
+	}
+	// UTC: the whole day 03-02 comes from the day roll-up, the hours
+	// around it from the hour roll-up.
+	wantDays := []struct {
+		day string
+		s   metering.ProviderStats
+	}{
+		{"2026-03-01", stats(1, 0, 0, "1", tdigest(t, conn, "p1"))},
+		{"2026-03-02", stats(3, 1, 1, "3.5", tdigest(t, conn, "p2", "p3", "p4"))},
+		{"2026-03-03", stats(2, 0, 0, "2", tdigest(t, conn, "p5", "p6"))},
+	}
+	if len(got.Days) != len(wantDays) {
+		t.Fatalf("days = %+v; want %d", got.Days, len(wantDays))
+	}
+	for i, w := range wantDays {
+		if got.Days[i].Day != w.day {
+			t.Errorf("day %d = %s; want %s", i, got.Days[i].Day, w.day)
+		}
+		sameStats(t, w.day, got.Days[i].ProviderStats, w.s)
+	}
+	if len(got.Routes) != 2 || got.Routes[0].Method != "GET" || got.Routes[0].Route != "/a" || got.Routes[1].Route != "/b" {
+		t.Fatalf("routes = %+v; want GET /a, POST /b", got.Routes)
+	}
+	sameStats(t, "GET /a", got.Routes[0].ProviderStats, stats(4, 1, 0, "3.5", tdigest(t, conn, "p1", "p2", "p3", "p6")))
+	sameStats(t, "POST /b", got.Routes[1].ProviderStats, stats(2, 0, 1, "3", tdigest(t, conn, "p4", "p5")))
+	wantConsumers := []metering.ProviderConsumer{
+		{Subject: "s1", Calls: 3, Units: decimal.RequireFromString("3")},
+		{Subject: "s2", Calls: 2, Units: decimal.RequireFromString("2.5")},
+		{Subject: "s3", Calls: 1, Units: decimal.RequireFromString("1")},
+	}
+	if !slices.EqualFunc(got.Consumers, wantConsumers, func(a, b metering.ProviderConsumer) bool {
+		return a.Subject == b.Subject && a.Calls == b.Calls && a.Units.Equal(b.Units)
+	}) {
+		t.Errorf("consumers = %+v; want %+v", got.Consumers, wantConsumers)
+	}
+	if got.APIs != nil {
+		t.Errorf("APIs = %+v without ByAPI", got.APIs)
+	}
+}
+
+// TestProviderUsageZone: days cut at New York's midnight (UTC-5 then),
+// from the hour roll-up.
+func TestProviderUsageZone(t *testing.T) {
+	conn := providerConn(t)
+	q := metering.ProviderQuery{APIs: []string{"api_p"}, From: utc(t, "2026-03-01 23:00:00"), To: utc(t, "2026-03-03 02:00:00"),
+		Zone: "America/New_York", Top: 10}
+	got, err := metering.ProviderUsage(t.Context(), conn, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var days []string
+	for _, d := range got.Days {
+		days = append(days, fmt.Sprintf("%s %d %s", d.Day, d.Calls, d.Units))
+	}
+	want := []string{"2026-03-01 2 2", "2026-03-02 4 4.5"}
+	if !slices.Equal(days, want) {
+		t.Errorf("days = %q; want %q", days, want)
+	}
+}
+
+// TestProviderUsageByAPIAndTop: several APIs each with their unique
+// consumers; Top cuts routes and consumers to the busiest.
+func TestProviderUsageByAPIAndTop(t *testing.T) {
+	conn := providerConn(t)
+	q := metering.ProviderQuery{APIs: []string{"api_p", "api_q"}, From: utc(t, "2026-03-01 23:00:00"), To: utc(t, "2026-03-03 02:00:00"),
+		Top: 1, ByAPI: true}
+	got, err := metering.ProviderUsage(t.Context(), conn, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Total.Calls != 7 || got.UniqueConsumers != 4 {
+		t.Errorf("total calls %d, unique %d; want 7, 4", got.Total.Calls, got.UniqueConsumers)
+	}
+	var apis []string
+	for _, a := range got.APIs {
+		apis = append(apis, fmt.Sprintf("%s %d %d %s", a.APIID, a.Calls, a.UniqueConsumers, a.Units))
+	}
+	if want := []string{"api_p 6 3 6.5", "api_q 1 1 3"}; !slices.Equal(apis, want) {
+		t.Errorf("APIs = %q; want %q", apis, want)
+	}
+	if len(got.Routes) != 1 || got.Routes[0].Route != "/a" || len(got.Consumers) != 1 || got.Consumers[0].Subject != "s1" {
+		t.Errorf("top 1: routes %+v, consumers %+v; want GET /a and s1", got.Routes, got.Consumers)
+	}
+}
+
+func TestProviderUsageRefusesBadQueries(t *testing.T) {
+	from := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	for name, q := range map[string]metering.ProviderQuery{
+		"no API":        {From: from, To: from.Add(time.Hour)},
+		"quoted API id": {APIs: []string{"a' OR 1"}, From: from, To: from.Add(time.Hour)},
+		"empty window":  {APIs: []string{"a"}, From: from, To: from},
+		"part hour":     {APIs: []string{"a"}, From: from, To: from.Add(time.Minute)},
+		"too long":      {APIs: []string{"a"}, From: from, To: from.Add(402 * 24 * time.Hour)},
+		"quoted zone":   {APIs: []string{"a"}, From: from, To: from.Add(time.Hour), Zone: "UTC'"},
+		"top":           {APIs: []string{"a"}, From: from, To: from.Add(time.Hour), Top: 101},
+	} {
+		// A nil connection: a bad query must fail before it reads.
+		if _, err := metering.ProviderUsage(t.Context(), nil, q); !errors.Is(err, metering.ErrBadQuery) {
+			t.Errorf("%s: err = %v; want ErrBadQuery", name, err)
+		}
+	}
+}
+
+func TestProviderWindow(t *testing.T) {
+	from, to := metering.ProviderWindow(time.Date(2026, 3, 1, 10, 15, 0, 0, time.UTC), time.Date(2026, 3, 1, 12, 0, 0, 1, time.UTC))
+	if !from.Equal(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)) || !to.Equal(time.Date(2026, 3, 1, 13, 0, 0, 0, time.UTC)) {
+		t.Errorf("window = %s, %s; want 10:00 to 13:00", from, to)
+	}
+	from, to = metering.ProviderWindow(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC), time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	if !from.Equal(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)) || !to.Equal(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) {
+		t.Errorf("whole hours moved: %s, %s", from, to)
+	}
+}
