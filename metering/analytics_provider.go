@@ -295,7 +295,7 @@ func latencyOf(v []float64) Latency {
 }
 
 // providerConsumersSQL lists the top subjects (kind 1) and counts unique
-// subjects per API (kind 2, key the API) and in all (kind 2, key '').
+// subjects per API (kind 2, key the API) and in all (kind 2, key ”).
 func providerConsumersSQL(q ProviderQuery) string {
 	src := providerSource("usage_api_consumer", "api_id, subject, requests, units", q)
 	return fmt.Sprintf(`SELECT * FROM (SELECT toUInt8(1) AS kind, subject AS key, countMerge(requests) AS calls, sumMerge(units) AS units_sum
