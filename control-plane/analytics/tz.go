@@ -15,7 +15,9 @@ import (
 // window too long (400 invalid-parameter).
 var ErrInvalidParameter = errors.New("invalid parameter")
 
-func invalid(name, format string, args ...any) error {
+// InvalidParameter refuses the query parameter name: detail says what it
+// must be.
+func InvalidParameter(name, format string, args ...any) error {
 	return fmt.Errorf("%w: %s %s", ErrInvalidParameter, name, fmt.Sprintf(format, args...))
 }
 
@@ -65,7 +67,7 @@ func ParseWindow(q url.Values, now time.Time, rule WindowRule) (Window, error) {
 		w.Zone, w.Loc = q.Get("tz"), loc
 	}
 	if rule.DefaultDays == 0 && (!q.Has("from") || !q.Has("to")) {
-		return Window{}, invalid("from", "and to are required")
+		return Window{}, InvalidParameter("from", "and to are required")
 	}
 	for _, p := range []struct {
 		name string
@@ -76,10 +78,10 @@ func ParseWindow(q url.Values, now time.Time, rule WindowRule) (Window, error) {
 		}
 		t, err := time.Parse(time.RFC3339, q.Get(p.name))
 		if err != nil {
-			return Window{}, invalid(p.name, "must be an RFC 3339 time such as 2026-01-02T15:04:05Z")
+			return Window{}, InvalidParameter(p.name, "must be an RFC 3339 time such as 2026-01-02T15:04:05Z")
 		}
 		if t.Before(earliest) || !t.Before(latest) {
-			return Window{}, invalid(p.name, "must be between %s and %s", earliest.Format(time.DateOnly), latest.Format(time.DateOnly))
+			return Window{}, InvalidParameter(p.name, "must be between %s and %s", earliest.Format(time.DateOnly), latest.Format(time.DateOnly))
 		}
 		*p.dst = t.UTC()
 	}
@@ -89,9 +91,9 @@ func ParseWindow(q url.Values, now time.Time, rule WindowRule) (Window, error) {
 	}
 	switch {
 	case !w.From.Before(w.To):
-		return Window{}, invalid("from", "must be before to")
+		return Window{}, InvalidParameter("from", "must be before to")
 	case w.To.Sub(w.From) > rule.Max:
-		return Window{}, invalid("to", "is more than %d days after from", int(rule.Max/(24*time.Hour)))
+		return Window{}, InvalidParameter("to", "is more than %d days after from", int(rule.Max/(24*time.Hour)))
 	}
 	return w, nil
 }
@@ -103,11 +105,11 @@ func ParseWindow(q url.Values, now time.Time, rule WindowRule) (Window, error) {
 func LoadZone(name string) (*time.Location, error) {
 	if name == "" || name == "Local" || len(name) > 64 || strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-/") != "" ||
 		strings.Contains(name, "..") || strings.HasPrefix(name, "/") {
-		return nil, invalid("tz", "must be an IANA time zone name such as Europe/Paris")
+		return nil, InvalidParameter("tz", "must be an IANA time zone name such as Europe/Paris")
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil {
-		return nil, invalid("tz", "%q is not a time zone this server knows", name)
+		return nil, InvalidParameter("tz", "%q is not a time zone this server knows", name)
 	}
 	return loc, nil
 }
