@@ -9,7 +9,8 @@
 // Files by concern: keys.go (every Redis name), record.go and codec.go (the
 // records and their encoding), recordstore.go (writing and reading them),
 // allow.go (a key's decision for one request), block.go (the quota rule
-// and the block), period.go (billing periods), counter.go (counting,
+// and the block), budget.go (the hard-budget rule: rating a period's
+// counters against a record's budget, and the same block), period.go (billing periods), counter.go (counting,
 // watermarks, refusals), meter.go (the meters a subscription record
 // carries), crossing.go and outbox.go (threshold crossings and their
 // outboxes), usage.go and meterusage.go (the drift check's reads and
@@ -60,13 +61,21 @@
 //	                    suspended (the gateway names it: a warning header, a 402); empty or
 //	                    absent = none, and a suspension without one is an admin's (403)
 //	  suspend_at        Unix seconds when a past_due subscription is suspended, 0 or absent = none
+//	  budget            the hard budget ([Budget]), JSON with decimals as strings; "" or absent = none:
+//	                    {"amount", "currency", "base_fee", "charges": [{"meter", "model", "included",
+//	                     "unit_price", "package_size", "tiers": [{"up_to", "unbounded", "unit_price",
+//	                     "flat"}]}]}, the plan version's terms; its key is the SHA-1 (hex) of the
+//	                    field as stored ([SubscriptionRecord.BudgetKey])
 //	  version           as for keys
 //
 //	veil:block:{S}    a string: Unix seconds until which the gateway refuses the
 //	                  subscription's calls (429, hard quota used up); the key
 //	                  expires then, so a new period needs no write. A hard
 //	                  meter quota used up sets the same block: it refuses every
-//	                  call of the subscription, not only the calls the meter selects
+//	                  call of the subscription, not only the calls the meter selects;
+//	                  so does a hard budget used up (the period counter's
+//	                  budget_over names the budget), which the gateway answers
+//	                  as budget-exceeded rather than quota-exhausted
 //
 //	veil:rl:{S}:<limit>   the gateway's rate limit state (internal/ratelimit), one key per
 //	                      limit: k:<key id>:s, k:<key id>:m, s:s, s:m
@@ -82,7 +91,10 @@
 //	                                   crossed_80|90|100 (the quota each threshold fired for);
 //	                                   per meter of the record, m:<slug> = its value, an integer at
 //	                                   the meter's scale (count and sum add, max keeps the largest),
-//	                                   and crossed_80|90|100:<slug> (the meter quota each fired for)
+//	                                   and crossed_80|90|100:<slug> (the meter quota each fired for);
+//	                                   budget_over = the key of the record's budget found used up in
+//	                                   the period (see budget.go), which keeps the block through record
+//	                                   writes and heals while the record holds that budget
 //	veil:usage:{S}:p:<period_start>:u:<slug>  a unique_count meter's set of key ids (its value
 //	                                   is the SCARD), same ttl as the period counter
 //	veil:usage:{S}:k:<key id>:<YYYYMMDD> one key's counter of one UTC day: requests, units_micro
