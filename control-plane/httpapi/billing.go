@@ -36,7 +36,7 @@ func (a *api) billingRoutes(r chi.Router) {
 	r.Post(idPath("/v1/invoices/{id}/finalize"), a.billingHandle(answer(http.StatusOK, writeJSON, invoiceOut(b.Finalize))))
 	r.Post(idPath("/v1/invoices/{id}/void"), a.billingHandle(answer(http.StatusOK, writeJSON, invoiceOut(b.Void))))
 	r.Post(idPath("/v1/invoices/{id}/mark-uncollectible"), a.billingHandle(answer(http.StatusOK, writeJSON, invoiceOut(b.MarkUncollectible))))
-	r.Get(idPath("/v1/subscriptions/{id}/preview"), a.billingHandle(read(invoiceOut(b.Preview))))
+	r.Get(idPath("/v1/subscriptions/{id}/preview"), a.billingHandle(read(a.previewOut)))
 	r.Get(idPath("/v1/subscriptions/{id}/adjustments"), a.billingHandle(read(listOf(adjustmentsOut(b.Adjustments)))))
 	r.Post(idPath("/v1/subscriptions/{id}/adjustments"), a.billingHandle(write(http.StatusCreated, adjustmentOut(b.CreateAdjustment))))
 	r.Get("/v1/credits", a.billingHandle(a.listCredits))
