@@ -90,3 +90,69 @@ func laterOf(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// MeterTotalsAt equals MeterTotals over [from, at) for each instant, for
+// meters of every aggregation, with instants on whole hours (the roll-up
+// serves) and at any second (the base table), repeated instants too.
+func TestMeterTotalsAtEqualsTotals(t *testing.T) {
+	ctx := t.Context()
+	conn, _, _ := testenv.ClickHouseDB(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 19))
+	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	const hours = 72
+	setRollupBegan(t, conn, start.Add(20*time.Hour+10*time.Minute))
+	var events []usage.Event
+	for i := range 3000 {
+		e := randomEvent(r, i, "sub_t", start, hours*time.Hour)
+		e.Time = edgeTime(r, start, hours)
+		events = append(events, e)
+	}
+	insertMeterEvents(t, conn, events)
+	meters := []metering.Meter{
+		{Slug: "calls", Aggregation: metering.AggCount, Filter: metering.Filter{Methods: []string{"GET"}}},
+		{Slug: "units", Aggregation: metering.AggSum, Field: metering.FieldUnits},
+		{Slug: "users", Aggregation: metering.AggSum, Field: metering.FieldRequestBytes, Filter: metering.Filter{Routes: []string{"/users/*"}}},
+		{Slug: "slowest", Aggregation: metering.AggMax, Field: metering.FieldLatencyMS, Filter: metering.Filter{StatusClasses: []string{"2xx"}}},
+		{Slug: "biggest", Aggregation: metering.AggMax, Field: metering.FieldUnits},
+		{Slug: "keys", Aggregation: metering.AggUniqueCount, Field: metering.FieldKeyID, Filter: metering.Filter{Methods: []string{"GET", "POST"}}},
+	}
+	for _, whole := range []bool{true, false} {
+		from := start.Add(time.Duration(r.IntN(5)) * time.Hour)
+		if !whole {
+			from = from.Add(time.Duration(r.IntN(3600)) * time.Second)
+		}
+		var at []time.Time
+		for t := from; t.Before(start.Add(hours * time.Hour)); {
+			step := time.Duration(1+r.IntN(9)) * time.Hour
+			if !whole {
+				step = time.Duration(r.IntN(9*3600)) * time.Second
+			}
+			t = t.Add(step)
+			at = append(at, t)
+		}
+		got, err := metering.MeterTotalsAt(ctx, conn, "sub_t", meters, from, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, a := range at {
+			want, err := metering.MeterTotals(ctx, conn, "sub_t", meters, from, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range meters {
+				if !got[i][m.Slug].Equal(want[m.Slug]) {
+					t.Errorf("whole hours %v, [%s, %s) %s: %s, MeterTotals %s", whole, from, a, m.Slug, got[i][m.Slug], want[m.Slug])
+				}
+			}
+		}
+		last := got[len(got)-1]
+		if last["calls"].IsZero() || last["keys"].IsZero() || last["slowest"].IsZero() || last["users"].IsZero() {
+			t.Fatalf("totals %v: the data proves nothing", last)
+		}
+	}
+	if _, err := metering.MeterTotalsAt(ctx, conn, "sub_t", meters, start, []time.Time{start.Add(time.Hour), start}); err == nil {
+		t.Error("instants out of order were taken")
+	}
+}

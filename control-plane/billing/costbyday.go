@@ -205,16 +205,19 @@ func (c *dayCoster) usageCharges(ctx context.Context, p costPeriod, gs []segment
 	if err != nil {
 		return nil, err
 	}
-	windows := make([]metering.MeterWindow, 0, len(at)*len(gs))
-	for _, t := range at {
-		for _, g := range gs {
-			from, to := g.window()
-			windows = append(windows, metering.MeterWindow{Subject: c.sub.ID.String(), Meters: meters[g.version], From: from, To: minTime(to, t)})
+	// Each segment's usage up to each instant: its window [countFrom, to)
+	// cut at the instant.
+	totals := make([][]map[string]decimal.Decimal, len(gs))
+	for j, g := range gs {
+		from, to := g.window()
+		cut := make([]time.Time, len(at))
+		for i, t := range at {
+			cut[i] = maxTimeOf(from, minTime(to, t))
 		}
-	}
-	totals, err := metering.MeterTotalsRollupMany(ctx, c.s.cfg.ClickHouse, windows)
-	if err != nil {
-		return nil, fmt.Errorf("count usage by day: %w", err)
+		totals[j], err = metering.MeterTotalsAt(ctx, c.s.cfg.ClickHouse, c.sub.ID.String(), meters[g.version], from, cut)
+		if err != nil {
+			return nil, fmt.Errorf("count usage by day: %w", err)
+		}
 	}
 	out := make([]decimal.Decimal, len(at))
 	for i := range at {
@@ -224,7 +227,7 @@ func (c *dayCoster) usageCharges(ctx context.Context, p costPeriod, gs []segment
 			if err != nil {
 				return nil, err
 			}
-			segs[j] = g.metered(terms, totals[i*len(gs)+j])
+			segs[j] = g.metered(terms, totals[j][i])
 		}
 		inv, err := metering.BuildInvoice(metering.InvoiceInput{
 			Currency: segs[0].Terms.Currency, PeriodStart: p.start, PeriodEnd: gs[len(gs)-1].to, Segments: segs, CreditAvailable: decimal.Zero,
@@ -240,4 +243,11 @@ func (c *dayCoster) usageCharges(ctx context.Context, p costPeriod, gs []segment
 		}
 	}
 	return out, nil
+}
+
+func maxTimeOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
