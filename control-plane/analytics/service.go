@@ -28,6 +28,12 @@ type Config struct {
 	// its outlook; nil leaves cost out (null).
 	Billing *billing.Service
 	Logger  *slog.Logger
+	// Kafka reads the processors' consumer group lag for the admin
+	// overview (a *kadm.Client); nil leaves the lag out (null).
+	Kafka GroupLagger
+	// ProcessorGroup is the processors' consumer group (default
+	// processors.DefaultGroup, veil-processors).
+	ProcessorGroup string
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
 }
@@ -55,6 +61,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ProcessorGroup == "" {
+		cfg.ProcessorGroup = "veil-processors"
 	}
 	return &Service{cfg: cfg, pool: cfg.Pool, ch: cfg.ClickHouse, billing: cfg.Billing, log: cfg.Logger, now: cfg.Now}, nil
 }
