@@ -220,3 +220,36 @@ func TestEnforceBudgetRacesARecordWrite(t *testing.T) {
 		t.Errorf("unknown currency: EnforceBudget = %v; want ErrBudgetUnrated, no block", err)
 	}
 }
+
+// TestHealsKeepABudgetBlock: the drift check's heals recompute the block
+// from the counter; a budget block the counter's mark names survives them,
+// as it survives record writes.
+func TestHealsKeepABudgetBlock(t *testing.T) {
+	b := newBudgetFixture(t, "sub_budget_heal")
+	ctx := t.Context()
+	b.put(t, callsBudget("1.00"), -1, false)
+	b.hset(t, b.counter, "m:calls", "80", "requests", "80", "units_micro", "80")
+	if st, err := b.store.EnforceBudget(ctx, b.id, metering.BudgetCost); err != nil || !st.Blocked {
+		t.Fatalf("EnforceBudget = %+v, %v; want blocked", st, err)
+	}
+	t.Cleanup(func() { b.client.Do(context.Background(), b.client.B().Del().Key(enforcement.WatermarkName(b.id)).Build()) })
+	read, err := enforcement.ReadUsage(ctx, b.client, []enforcement.UsageOf{{ID: b.id, Start: b.start}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := enforcement.HealUsage(ctx, b.client, []enforcement.UsageHeal{{ID: b.id, Period: enforcement.Period{Start: b.start, End: b.end},
+		Read: read[0], Requests: 81, UnitsMicro: 81, Watermarks: map[int32]int64{0: 80}, Quota: -1}})
+	if res[0].Err != nil || res[0].Outcome != enforcement.Healed || !res[0].Blocked || !b.blocked(t) {
+		t.Fatalf("HealUsage = %+v, blocked %v; want healed and still blocked", res[0], b.blocked(t))
+	}
+	ms, err := enforcement.ReadMeterCounters(ctx, b.client, []enforcement.MetersOf{{ID: b.id, Start: b.start,
+		Meters: []enforcement.MeterSpec{{Slug: "calls", Aggregation: enforcement.MeterCount}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mres := enforcement.HealMeters(ctx, b.client, []enforcement.MeterHeal{{ID: b.id, Period: enforcement.Period{Start: b.start, End: b.end},
+		Read: ms[0], Values: map[string]int64{"calls": 81}}})
+	if mres[0].Err != nil || mres[0].Outcome != enforcement.Healed || !b.blocked(t) {
+		t.Fatalf("HealMeters = %+v, blocked %v; want healed and still blocked", mres[0], b.blocked(t))
+	}
+}
