@@ -232,7 +232,9 @@ func TestHealsKeepABudgetBlock(t *testing.T) {
 	if st, err := b.store.EnforceBudget(ctx, b.id, metering.BudgetCost); err != nil || !st.Blocked {
 		t.Fatalf("EnforceBudget = %+v, %v; want blocked", st, err)
 	}
-	t.Cleanup(func() { b.client.Do(context.Background(), b.client.B().Del().Key(enforcement.WatermarkName(b.id)).Build()) })
+	t.Cleanup(func() {
+		b.client.Do(context.Background(), b.client.B().Del().Key(enforcement.WatermarkName(b.id)).Build())
+	})
 	read, err := enforcement.ReadUsage(ctx, b.client, []enforcement.UsageOf{{ID: b.id, Start: b.start}})
 	if err != nil {
 		t.Fatal(err)
