@@ -108,7 +108,13 @@ func (s *Service) liveSegments(ctx context.Context, sub db.PreviewSubscriptionRo
 		from, to := g.window()
 		windows[i] = metering.MeterWindow{Subject: sub.ID.String(), Meters: meters[g.version], From: from, To: minTime(to, now)}
 	}
-	totals, err := metering.MeterTotalsMany(ctx, s.cfg.ClickHouse, windows)
+	// As the period's snapshot counts (snapshot.go): the same figures
+	// either way, the roll-up's whole hours faster.
+	count := metering.MeterTotalsRollupMany
+	if s.cfg.SnapshotBaseTable {
+		count = metering.MeterTotalsMany
+	}
+	totals, err := count(ctx, s.cfg.ClickHouse, windows)
 	if err != nil {
 		return nil, fmt.Errorf("count usage so far: %w", err)
 	}
