@@ -34,8 +34,8 @@ func (s *Service) BudgetChanged(ctx context.Context, tx pgx.Tx, subID uuid.UUID)
 
 // budgetRecord adds sub's hard budget to its record, with the terms of
 // its plan version. A budget in another currency than the plan version's
-// (the plan changed currency since) cannot be compared with its cost and
-// is left out: the budget's notices still watch it.
+// (the plan changed currency since), or under a version in a currency Veil
+// no longer prices in, cannot be compared with its cost and is left out.
 func budgetRecord(ctx context.Context, q pricing.DB, sub Subscription, r *enforcement.SubscriptionRecord) error {
 	var (
 		amount   decimal.Decimal
@@ -49,6 +49,11 @@ func budgetRecord(ctx context.Context, q pricing.DB, sub Subscription, r *enforc
 		return fmt.Errorf("read hard budget: %w", err)
 	}
 	terms, err := pricing.TermsForVersion(ctx, q, sub.PlanVersionID)
+	if errors.Is(err, metering.ErrUnknownCurrency) {
+		// A version in a currency Veil no longer prices in cannot be
+		// rated: failing would hold up every other change of the record.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("read hard budget terms: %w", err)
 	}
