@@ -60,6 +60,17 @@
 // bound parameter; a route pattern becomes an anchored RE2 regexp
 // (RouteRegexp) that matches what enforcement.MatchRoute matches.
 //
+// Projections: forecast.go projects a meter to its period's end (Project,
+// no I/O) from its daily usage over up to the last 28 days, which
+// forecastseries.go reads (MeterSeries; MeterTotalsAt, a window's totals
+// at many instants in one query, for costs by day). The method is robust
+// to bursts: weekday factors once two weeks are known, a Theil–Sen line
+// (medians of pairwise slopes and of intercepts) through the
+// deseasonalized days, an 80 % range from the fit's residual quantiles
+// widened by the square root of the days ahead; with less than a day of
+// history, the pace so far. A max or unique_count meter projects what it
+// has so far. forecast.go's comment gives the rules in full.
+//
 // Payments: payment.go declares PaymentProvider, what billing collects
 // finalized invoices through: a provider's customer with the billing
 // profile, a payment method set up for off-session use (its client secret

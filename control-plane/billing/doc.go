@@ -9,5 +9,11 @@
 // (tax.go), renders and sends invoices (render.go, notify.go), and runs it
 // all as River jobs (jobs.go); the cycle invoices by sets (batch.go, which
 // says what order the numbers follow). explain.go rebuilds a stored
-// invoice from what it cites and lists any difference.
+// invoice from what it cites and lists any difference. preview.go prices
+// the current period so far as its invoice would; outlook.go adds where
+// it is heading (metering.Project, rated by the same engine) and
+// outlookjob.go keeps every live subscription's outlook in
+// subscription_outlooks for budgets and analytics; costbyday.go gives a
+// subscription's usage charge per local day, at the margin, so that a
+// period's days sum to its usage lines.
 package billing
