@@ -164,3 +164,123 @@ WHERE subject = @subject
   AND time < @to
 GROUP BY key_id
 ORDER BY requests DESC, key_id`
+
+// The queries below read the roll-ups by API (ClickHouse migration 0006):
+// usage_api_hour and usage_api_day (per API, route, method and status
+// class, latency as a t-digest state) and usage_api_consumer_hour and
+// usage_api_consumer_day (per API and subject). Their sorting keys start
+// with (api_id, bucket), so a question about one API reads only its rows;
+// their buckets are UTC hours and days. Read latency with
+// quantilesTDigestMerge(0.5, 0.9, 0.99).
+
+// APIDailyUsage answers "how much was this API used each day, and how
+// often did it fail?": requests, upstream failures (status class 5) and
+// billable units per UTC day of one API, from usage_api_day.
+//
+// Parameters: @api_id (string), @from and @to (time.Time in UTC, cut to
+// their day).
+//
+// Columns: day Date (time.Time), requests UInt64, errors_5xx UInt64, units
+// Decimal(38, 6). Ordered by day; days without usage are absent.
+const APIDailyUsage = `SELECT
+    day,
+    sum(n) AS requests,
+    sumIf(n, status_class = 5) AS errors_5xx,
+    sum(u) AS units
+FROM
+(
+    SELECT bucket AS day, status_class, countMerge(requests) AS n, sumMerge(units) AS u
+    FROM usage_api_day
+    WHERE api_id = @api_id
+      AND bucket >= toDate(@from)
+      AND bucket < toDate(@to)
+    GROUP BY day, status_class
+)
+GROUP BY day
+ORDER BY day`
+
+// APITopRoutes answers "which endpoints of this API are busiest, and how
+// often do they fail?" from usage_api_hour: the same answer as
+// TopRoutesByAPI, reading only that API's rows.
+//
+// Parameters: @api_id (string), @from and @to (time.Time in UTC, whole
+// hours), @limit (int).
+//
+// Columns: method String, route String, requests UInt64, errors_4xx UInt64,
+// errors_5xx UInt64, error_rate Float64 (0..1). Ties by method and route.
+const APITopRoutes = `SELECT
+    method,
+    route,
+    sum(n) AS requests,
+    sumIf(n, status_class = 4) AS errors_4xx,
+    sumIf(n, status_class = 5) AS errors_5xx,
+    (errors_4xx + errors_5xx) / requests AS error_rate
+FROM
+(
+    SELECT method, route, status_class, countMerge(requests) AS n
+    FROM usage_api_hour
+    WHERE api_id = @api_id
+      AND bucket >= @from
+      AND bucket < @to
+    GROUP BY method, route, status_class
+)
+GROUP BY method, route
+ORDER BY requests DESC, method, route
+LIMIT @limit`
+
+// APILatencyDaily answers "how fast is each API, day by day?" from
+// usage_api_day: requests and the p50, p90 and p99 latency in milliseconds
+// (t-digest, approximate), for every API.
+//
+// Parameters: @from and @to (time.Time in UTC, cut to their day).
+//
+// Columns: api_id String, day Date (time.Time), requests UInt64, p50_ms,
+// p90_ms, p99_ms Float64. Ordered by API and day.
+const APILatencyDaily = `SELECT
+    api_id,
+    bucket AS day,
+    countMerge(requests) AS requests,
+    toFloat64(quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_ms)[1]) AS p50_ms,
+    toFloat64(quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_ms)[2]) AS p90_ms,
+    toFloat64(quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_ms)[3]) AS p99_ms
+FROM usage_api_day
+WHERE bucket >= toDate(@from)
+  AND bucket < toDate(@to)
+GROUP BY api_id, day
+ORDER BY api_id, day`
+
+// APITopConsumers answers "who uses this API most?": requests and billable
+// units per subject (subscription) of one API, from usage_api_consumer_day.
+//
+// Parameters: @api_id (string), @from and @to (time.Time in UTC, cut to
+// their day), @limit (int).
+//
+// Columns: subject String, requests UInt64, units Decimal(38, 6). Busiest
+// first, ties by subject.
+const APITopConsumers = `SELECT
+    subject,
+    countMerge(requests) AS requests,
+    sumMerge(units) AS units
+FROM usage_api_consumer_day
+WHERE api_id = @api_id
+  AND bucket >= toDate(@from)
+  AND bucket < toDate(@to)
+GROUP BY subject
+ORDER BY requests DESC, subject
+LIMIT @limit`
+
+// APIUniqueConsumers answers "how many subscriptions used each API?": the
+// exact number of distinct subjects with at least one request per API, from
+// usage_api_consumer_day.
+//
+// Parameters: @from and @to (time.Time in UTC, cut to their day).
+//
+// Columns: api_id String, consumers UInt64. Ordered by API.
+const APIUniqueConsumers = `SELECT
+    api_id,
+    uniqExact(subject) AS consumers
+FROM usage_api_consumer_day
+WHERE bucket >= toDate(@from)
+  AND bucket < toDate(@to)
+GROUP BY api_id
+ORDER BY api_id`

@@ -43,6 +43,21 @@ var analystQueries = []struct {
 	{"KeyActivityBySubscription", metering.KeyActivityBySubscription, map[string]string{
 		"subject": "'sub_0042'", "from": "toDateTime('2026-10-27 00:00:00')", "to": "toDateTime('2026-11-27 00:00:00')",
 	}},
+	{"APIDailyUsage", metering.APIDailyUsage, map[string]string{
+		"api_id": "'api_07'", "from": "'2026-10-27'", "to": "'2026-11-27'",
+	}},
+	{"APITopRoutes", metering.APITopRoutes, map[string]string{
+		"api_id": "'api_07'", "from": "toDateTime('2026-11-19 00:00:00')", "to": "toDateTime('2026-11-26 00:00:00')", "limit": "10",
+	}},
+	{"APILatencyDaily", metering.APILatencyDaily, map[string]string{
+		"from": "'2026-10-27'", "to": "'2026-11-26'",
+	}},
+	{"APITopConsumers", metering.APITopConsumers, map[string]string{
+		"api_id": "'api_07'", "from": "'2026-10-27'", "to": "'2026-11-27'", "limit": "10",
+	}},
+	{"APIUniqueConsumers", metering.APIUniqueConsumers, map[string]string{
+		"from": "'2026-10-27'", "to": "'2026-11-27'",
+	}},
 }
 
 var (
@@ -110,7 +125,7 @@ func TestQueriesAreWellFormed(t *testing.T) {
 				t.Errorf("placeholders %v; want %v", params, want)
 			}
 			for _, m := range tables.FindAllStringSubmatch(q.sql, -1) {
-				if !slices.Contains([]string{"usage_events", "usage_rollup_hour", "usage_rollup_day"}, m[2]) {
+				if !slices.Contains([]string{"usage_events", "usage_rollup_hour", "usage_rollup_day", "usage_api_hour", "usage_api_day", "usage_api_consumer_day"}, m[2]) {
 					t.Errorf("reads %q; want an unqualified usage table", m[2])
 				}
 			}
@@ -119,7 +134,7 @@ func TestQueriesAreWellFormed(t *testing.T) {
 					t.Errorf("contains %q", bad)
 				}
 			}
-			if strings.Contains(q.sql, "usage_rollup_day") && dateTimeBound.MatchString(q.sql) {
+			if (strings.Contains(q.sql, "usage_rollup_day") || strings.Contains(q.sql, "_day\n")) && dateTimeBound.MatchString(q.sql) {
 				t.Errorf("compares the Date bucket with a time (%q): 18.16 compares Date with DateTime as raw numbers; use toDate(@param)",
 					dateTimeBound.FindString(q.sql))
 			}
@@ -292,6 +307,59 @@ func TestQueriesOnKnownData(t *testing.T) {
 			"key_a1 4 3 2026-03-02 10:05:00 2026-03-03 23:59:59 40",
 			"key_a2 3 3 2026-03-02 10:59:59 2026-03-03 12:00:00 40",
 		}},
+		{"APIDailyUsage", metering.APIDailyUsage, []any{
+			clickhouse.Named("api_id", "api_x"), clickhouse.Named("from", from), clickhouse.Named("to", to),
+		}, []string{
+			"day requests errors_5xx units",
+			"2026-03-02 6 2 6.500001",
+			"2026-03-03 3 0 2.25",
+		}},
+		{"APITopRoutes", metering.APITopRoutes, []any{
+			clickhouse.Named("api_id", "api_x"), clickhouse.Named("from", from), clickhouse.Named("to", to), clickhouse.Named("limit", 10),
+		}, []string{
+			"method route requests errors_4xx errors_5xx error_rate",
+			"GET /v1/items/{id} 5 1 2 0.6",
+			"GET /v1/search 3 1 0 " + ftoa(1.0/3),
+			"POST /v1/items 1 0 0 0",
+		}},
+		{"APITopRoutes/hour bounds", metering.APITopRoutes, []any{
+			clickhouse.Named("api_id", "api_x"), clickhouse.Named("from", utc(t, "2026-03-02 11:00:00")),
+			clickhouse.Named("to", utc(t, "2026-03-03 00:00:00")), clickhouse.Named("limit", 10),
+		}, []string{
+			"method route requests errors_4xx errors_5xx error_rate",
+			"GET /v1/items/{id} 2 0 2 1",
+		}},
+		{"APITopConsumers", metering.APITopConsumers, []any{
+			clickhouse.Named("api_id", "api_x"), clickhouse.Named("from", from), clickhouse.Named("to", to), clickhouse.Named("limit", 10),
+		}, []string{
+			"subject requests units",
+			"sub_a 7 6.750001",
+			"sub_b 2 2",
+		}},
+		{"APITopConsumers/limit", metering.APITopConsumers, []any{
+			clickhouse.Named("api_id", "api_x"), clickhouse.Named("from", from), clickhouse.Named("to", to), clickhouse.Named("limit", 1),
+		}, []string{
+			"subject requests units",
+			"sub_a 7 6.750001",
+		}},
+		{"APIUniqueConsumers", metering.APIUniqueConsumers, []any{
+			clickhouse.Named("from", from), clickhouse.Named("to", to),
+		}, []string{
+			"api_id consumers",
+			"api_x 2",
+			"api_y 1",
+			"api_z 1",
+		}},
+		// The t-digest merged from the day roll-up's states equals ClickHouse's
+		// t-digest of the same calls in usage_events.
+		{"APILatencyDaily", metering.APILatencyDaily, []any{
+			clickhouse.Named("from", from), clickhouse.Named("to", to),
+		}, queryLines(t, conn, `SELECT api_id, toDate(time) AS day, count() AS requests,
+    toFloat64(quantilesTDigest(0.5, 0.9, 0.99)(latency_ms)[1]) AS p50_ms,
+    toFloat64(quantilesTDigest(0.5, 0.9, 0.99)(latency_ms)[2]) AS p90_ms,
+    toFloat64(quantilesTDigest(0.5, 0.9, 0.99)(latency_ms)[3]) AS p99_ms
+FROM usage_events WHERE time >= @from AND time < @to GROUP BY api_id, day ORDER BY api_id, day`,
+			clickhouse.Named("from", from), clickhouse.Named("to", to))},
 		// To the second: an event at @from is in, one at @to is out.
 		{"KeyActivityBySubscription/second bounds", metering.KeyActivityBySubscription, []any{
 			clickhouse.Named("subject", "sub_a"), clickhouse.Named("from", utc(t, "2026-03-02 10:05:00")),
