@@ -44,16 +44,17 @@ func providerConn(t *testing.T) driver.Conn {
 	return conn
 }
 
-// tdigest is ClickHouse's own t-digest of the latencies of the given
-// events over usage_events: what merging the roll-up's states must give.
-func tdigest(t *testing.T, conn driver.Conn, ids ...string) metering.Latency {
+// timing is ClickHouse's own quantilesTiming of the latencies of the
+// given events over usage_events: what merging the roll-up's states must
+// give.
+func timing(t *testing.T, conn driver.Conn, ids ...string) metering.Latency {
 	t.Helper()
 	in := "'" + ids[0] + "'"
 	for _, id := range ids[1:] {
 		in += ", '" + id + "'"
 	}
 	var v []float64
-	if err := conn.QueryRow(t.Context(), "SELECT arrayMap(x -> toFloat64(x), quantilesTDigest(0.5, 0.9, 0.99)(latency_ms)) FROM usage_events WHERE id IN ("+in+")").Scan(&v); err != nil {
+	if err := conn.QueryRow(t.Context(), "SELECT arrayMap(x -> toFloat64(x), quantilesTiming(0.5, 0.9, 0.99)(latency_ms)) FROM usage_events WHERE id IN ("+in+")").Scan(&v); err != nil {
 		t.Fatal(err)
 	}
 	return metering.Latency{P50: v[0], P90: v[1], P99: v[2]}
@@ -81,7 +82,7 @@ func TestProviderUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameStats(t, "total", got.Total, stats(6, 1, 1, "6.5", tdigest(t, conn, "p1", "p2", "p3", "p4", "p5", "p6")))
+	sameStats(t, "total", got.Total, stats(6, 1, 1, "6.5", timing(t, conn, "p1", "p2", "p3", "p4", "p5", "p6")))
 	if got.UniqueConsumers != 3 {
 		t.Errorf("unique consumers = %d; want 3", got.UniqueConsumers)
 	}
@@ -91,9 +92,9 @@ func TestProviderUsage(t *testing.T) {
 		day string
 		s   metering.ProviderStats
 	}{
-		{"2026-03-01", stats(1, 0, 0, "1", tdigest(t, conn, "p1"))},
-		{"2026-03-02", stats(3, 1, 1, "3.5", tdigest(t, conn, "p2", "p3", "p4"))},
-		{"2026-03-03", stats(2, 0, 0, "2", tdigest(t, conn, "p5", "p6"))},
+		{"2026-03-01", stats(1, 0, 0, "1", timing(t, conn, "p1"))},
+		{"2026-03-02", stats(3, 1, 1, "3.5", timing(t, conn, "p2", "p3", "p4"))},
+		{"2026-03-03", stats(2, 0, 0, "2", timing(t, conn, "p5", "p6"))},
 	}
 	if len(got.Days) != len(wantDays) {
 		t.Fatalf("days = %+v; want %d", got.Days, len(wantDays))
@@ -107,8 +108,8 @@ func TestProviderUsage(t *testing.T) {
 	if len(got.Routes) != 2 || got.Routes[0].Method != "GET" || got.Routes[0].Route != "/a" || got.Routes[1].Route != "/b" {
 		t.Fatalf("routes = %+v; want GET /a, POST /b", got.Routes)
 	}
-	sameStats(t, "GET /a", got.Routes[0].ProviderStats, stats(4, 1, 0, "3.5", tdigest(t, conn, "p1", "p2", "p3", "p6")))
-	sameStats(t, "POST /b", got.Routes[1].ProviderStats, stats(2, 0, 1, "3", tdigest(t, conn, "p4", "p5")))
+	sameStats(t, "GET /a", got.Routes[0].ProviderStats, stats(4, 1, 0, "3.5", timing(t, conn, "p1", "p2", "p3", "p6")))
+	sameStats(t, "POST /b", got.Routes[1].ProviderStats, stats(2, 0, 1, "3", timing(t, conn, "p4", "p5")))
 	wantConsumers := []metering.ProviderConsumer{
 		{Subject: "s1", Calls: 3, Units: decimal.RequireFromString("3")},
 		{Subject: "s2", Calls: 2, Units: decimal.RequireFromString("2.5")},

@@ -167,11 +167,11 @@ ORDER BY requests DESC, key_id`
 
 // The queries below read the roll-ups by API (ClickHouse migration 0006):
 // usage_api_hour and usage_api_day (per API, route, method and status
-// class, latency as a t-digest state) and usage_api_consumer_hour and
+// class, latency as a quantilesTiming state) and usage_api_consumer_hour and
 // usage_api_consumer_day (per API and subject). Their sorting keys start
 // with (api_id, bucket), so a question about one API reads only its rows;
 // their buckets are UTC hours and days. Read latency with
-// quantilesTDigestMerge(0.5, 0.9, 0.99).
+// quantilesTimingMerge(0.5, 0.9, 0.99).
 
 // APIDailyUsage answers "how much was this API used each day, and how
 // often did it fail?": requests, upstream failures (status class 5) and
@@ -230,7 +230,8 @@ LIMIT @limit`
 
 // APILatencyDaily answers "how fast is each API, day by day?" from
 // usage_api_day: requests and the p50, p90 and p99 latency in milliseconds
-// (t-digest, approximate), for every API.
+// (quantilesTiming: exact below 1,024 ms, in 16 ms steps above), for
+// every API.
 //
 // Parameters: @from and @to (time.Time in UTC, cut to their day).
 //
@@ -240,9 +241,9 @@ const APILatencyDaily = `SELECT
     api_id,
     bucket AS day,
     countMerge(requests) AS requests,
-    toFloat64(quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_ms)[1]) AS p50_ms,
-    toFloat64(quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_ms)[2]) AS p90_ms,
-    toFloat64(quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_ms)[3]) AS p99_ms
+    toFloat64(quantilesTimingMerge(0.5, 0.9, 0.99)(latency_ms)[1]) AS p50_ms,
+    toFloat64(quantilesTimingMerge(0.5, 0.9, 0.99)(latency_ms)[2]) AS p90_ms,
+    toFloat64(quantilesTimingMerge(0.5, 0.9, 0.99)(latency_ms)[3]) AS p99_ms
 FROM usage_api_day
 WHERE bucket >= toDate(@from)
   AND bucket < toDate(@to)

@@ -350,14 +350,14 @@ func TestQueriesOnKnownData(t *testing.T) {
 			"api_y 1",
 			"api_z 1",
 		}},
-		// The t-digest merged from the day roll-up's states equals ClickHouse's
-		// t-digest of the same calls in usage_events.
+		// The quantiles merged from the day roll-up's timing states equal
+		// ClickHouse's quantilesTiming of the same calls in usage_events.
 		{"APILatencyDaily", metering.APILatencyDaily, []any{
 			clickhouse.Named("from", from), clickhouse.Named("to", to),
 		}, queryLines(t, conn, `SELECT api_id, toDate(time) AS day, count() AS requests,
-    toFloat64(quantilesTDigest(0.5, 0.9, 0.99)(latency_ms)[1]) AS p50_ms,
-    toFloat64(quantilesTDigest(0.5, 0.9, 0.99)(latency_ms)[2]) AS p90_ms,
-    toFloat64(quantilesTDigest(0.5, 0.9, 0.99)(latency_ms)[3]) AS p99_ms
+    toFloat64(quantilesTiming(0.5, 0.9, 0.99)(latency_ms)[1]) AS p50_ms,
+    toFloat64(quantilesTiming(0.5, 0.9, 0.99)(latency_ms)[2]) AS p90_ms,
+    toFloat64(quantilesTiming(0.5, 0.9, 0.99)(latency_ms)[3]) AS p99_ms
 FROM usage_events WHERE time >= @from AND time < @to GROUP BY api_id, day ORDER BY api_id, day`,
 			clickhouse.Named("from", from), clickhouse.Named("to", to))},
 		// To the second: an event at @from is in, one at @to is out.
