@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/control-plane/billing/internal/db"
 	"github.com/veil-platform/veil/control-plane/identity"
@@ -53,28 +54,19 @@ type MeterOutlook struct {
 // job, budgets and analytics call it; the API's callers go through
 // PreviewOutlook.
 func (s *Service) Outlook(ctx context.Context, subID uuid.UUID) (Outlook, error) {
-	q := db.New(s.pool)
-	sub, err := q.PreviewSubscription(ctx, subID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Outlook{}, ErrSubscriptionNotFound
-	}
-	if err != nil {
-		return Outlook{}, fmt.Errorf("read subscription: %w", err)
-	}
-	if s.cfg.ClickHouse == nil {
-		return Outlook{}, ErrPreviewUnavailable
-	}
-	now := s.now().UTC()
-	p, err := s.buildPreview(ctx, q, sub, now)
-	if err != nil {
-		return Outlook{}, err
-	}
-	return s.outlookOf(ctx, sub, p, now)
+	_, o, err := s.previewOutlook(ctx, nil, subID)
+	return o, err
 }
 
 // PreviewOutlook is Preview together with the outlook of the same
 // usage, counted once: what GET /v1/subscriptions/{id}/preview answers.
 func (s *Service) PreviewOutlook(ctx context.Context, actor identity.Actor, subID uuid.UUID) (Invoice, Outlook, error) {
+	return s.previewOutlook(ctx, &actor, subID)
+}
+
+// previewOutlook computes the preview and the meters' histories at
+// once, then the outlook; actor nil checks no one.
+func (s *Service) previewOutlook(ctx context.Context, actor *identity.Actor, subID uuid.UUID) (Invoice, Outlook, error) {
 	q := db.New(s.pool)
 	sub, err := q.PreviewSubscription(ctx, subID)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -83,48 +75,104 @@ func (s *Service) PreviewOutlook(ctx context.Context, actor identity.Actor, subI
 	if err != nil {
 		return Invoice{}, Outlook{}, fmt.Errorf("read subscription: %w", err)
 	}
-	if !(parties{sub.IssuerID, sub.CustomerID}).canSee(actor) {
+	if actor != nil && !(parties{sub.IssuerID, sub.CustomerID}).canSee(*actor) {
 		return Invoice{}, Outlook{}, ErrSubscriptionNotFound
 	}
 	if s.cfg.ClickHouse == nil {
 		return Invoice{}, Outlook{}, ErrPreviewUnavailable
 	}
 	now := s.now().UTC()
-	p, err := s.buildPreview(ctx, q, sub, now)
-	if err != nil {
+	var (
+		p preview
+		h meterHistory
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		p, err = s.buildPreview(gctx, q, sub, now)
+		return err
+	})
+	g.Go(func() (err error) {
+		h, err = s.meterHistory(gctx, sub, now)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return Invoice{}, Outlook{}, err
 	}
-	o, err := s.outlookOf(ctx, sub, p, now)
+	o, err := outlookOf(sub, p, h, now)
 	if err != nil {
 		return Invoice{}, Outlook{}, err
 	}
 	return previewInvoice(sub, p.out, now), o, nil
 }
 
+// meterHistory is what projecting the meters of the version in force now
+// reads: its meters, their charges (quotas) and their daily usage.
+type meterHistory struct {
+	version uuid.UUID
+	meters  []metering.Meter
+	charges []pricing.Charge
+	series  map[string][]decimal.Decimal
+	// end is where the history's last day ends; skip how many of its
+	// first days are before the subscription began.
+	end  time.Time
+	skip int
+}
+
+// meterHistory reads sub's meter history at now.
+func (s *Service) meterHistory(ctx context.Context, sub db.PreviewSubscriptionRow, now time.Time) (meterHistory, error) {
+	hist, err := s.histories(ctx, []uuid.UUID{sub.ID})
+	if err != nil {
+		return meterHistory{}, err
+	}
+	h := meterHistory{version: versionAt(hist[sub.ID], now).version, end: now.Truncate(time.Hour)}
+	meters, err := s.versionMeters(ctx, []uuid.UUID{h.version})
+	if err != nil {
+		return meterHistory{}, err
+	}
+	if h.meters = meters[h.version]; len(h.meters) == 0 {
+		return h, nil
+	}
+	charges, err := pricing.ChargesForVersions(ctx, s.pool, []uuid.UUID{h.version})
+	if err != nil {
+		return meterHistory{}, fmt.Errorf("read charges: %w", err)
+	}
+	h.charges = charges[h.version]
+	began := sub.CurrentPeriodStart.UTC()
+	if rows := hist[sub.ID]; len(rows) > 0 && rows[0].at.Before(began) {
+		began = rows[0].at
+	}
+	h.series, err = metering.MeterSeries(ctx, s.cfg.ClickHouse, sub.ID.String(), h.meters, began, h.end, metering.ForecastDays)
+	if err != nil {
+		return meterHistory{}, fmt.Errorf("read usage history: %w", err)
+	}
+	// Only whole days since the subscription began are history: a day
+	// before it would read as a day without usage.
+	for d := metering.ForecastDays; d > 0 && h.end.Add(-time.Duration(d)*24*time.Hour).Before(began); d-- {
+		h.skip++
+	}
+	return h, nil
+}
+
 // outlookOf projects each meter of the version in force now and rates
 // the period with the projections.
-func (s *Service) outlookOf(ctx context.Context, sub db.PreviewSubscriptionRow, p preview, now time.Time) (Outlook, error) {
+func outlookOf(sub db.PreviewSubscriptionRow, p preview, h meterHistory, now time.Time) (Outlook, error) {
 	o := Outlook{
 		SubscriptionID: sub.ID, Currency: p.out.Currency, PeriodStart: p.in.PeriodStart, PeriodEnd: p.in.PeriodEnd, AsOf: now,
 		CostSoFar: p.out.Total, Projected: p.out.Total, ProjectedLow: p.out.Total, ProjectedHigh: p.out.Total,
 	}
 	at := segmentAt(p.in.Segments, now)
-	version, err := uuid.Parse(p.in.Segments[at].PlanVersionID)
-	if err != nil {
-		return Outlook{}, fmt.Errorf("read plan version of the preview: %w", err)
+	if p.in.Segments[at].PlanVersionID != h.version.String() {
+		// The history was read for another version (a change at this
+		// very instant): the next computation has them agree.
+		return Outlook{}, fmt.Errorf("project usage: version %s in force, history of %s", p.in.Segments[at].PlanVersionID, h.version)
 	}
-	projections, err := s.projectMeters(ctx, sub, p.in, version, now)
-	if err != nil {
-		return Outlook{}, err
-	}
-	o.Meters = projections
-	if len(projections) == 0 {
+	o.Meters = projectMeters(sub, p.in, h, now)
+	if len(o.Meters) == 0 {
 		return o, nil
 	}
 	totals := [3]*decimal.Decimal{&o.Projected, &o.ProjectedLow, &o.ProjectedHigh}
 	for k, total := range totals {
-		in := withProjection(p.in, at, projections, k)
-		out, err := metering.BuildInvoice(in)
+		out, err := metering.BuildInvoice(withProjection(p.in, at, o.Meters, k))
 		if err != nil {
 			return Outlook{}, fmt.Errorf("rate projection: %w", err)
 		}
@@ -133,58 +181,27 @@ func (s *Service) outlookOf(ctx context.Context, sub db.PreviewSubscriptionRow, 
 	return o, nil
 }
 
-// projectMeters projects each meter of version from its daily history.
-func (s *Service) projectMeters(ctx context.Context, sub db.PreviewSubscriptionRow, in metering.InvoiceInput, version uuid.UUID, now time.Time) ([]MeterOutlook, error) {
-	meters, err := s.versionMeters(ctx, []uuid.UUID{version})
-	if err != nil {
-		return nil, err
-	}
-	ms := meters[version]
-	if len(ms) == 0 {
-		return nil, nil
-	}
-	charges, err := pricing.ChargesForVersions(ctx, s.pool, []uuid.UUID{version})
-	if err != nil {
-		return nil, fmt.Errorf("read charges: %w", err)
-	}
-	hist, err := s.histories(ctx, []uuid.UUID{sub.ID})
-	if err != nil {
-		return nil, err
-	}
-	began := in.PeriodStart
-	if h := hist[sub.ID]; len(h) > 0 && h[0].at.Before(began) {
-		began = h[0].at
-	}
-	histEnd := now.Truncate(time.Hour)
-	series, err := metering.MeterSeries(ctx, s.cfg.ClickHouse, sub.ID.String(), ms, began, histEnd, metering.ForecastDays)
-	if err != nil {
-		return nil, fmt.Errorf("read usage history: %w", err)
-	}
-	// Only whole days since the subscription began are history: a day
-	// before it would read as a day without usage.
-	skip := 0
-	for d := metering.ForecastDays; d > 0 && histEnd.Add(-time.Duration(d)*24*time.Hour).Before(began); d-- {
-		skip++
-	}
+// projectMeters projects each meter of h from its daily history.
+func projectMeters(sub db.PreviewSubscriptionRow, in metering.InvoiceInput, h meterHistory, now time.Time) []MeterOutlook {
 	countedFrom := in.PeriodStart
 	if sub.TrialEndsAt != nil && sub.TrialEndsAt.After(countedFrom) {
 		countedFrom = sub.TrialEndsAt.UTC()
 	}
-	out := make([]MeterOutlook, len(ms))
-	for i, m := range ms {
+	out := make([]MeterOutlook, len(h.meters))
+	for i, m := range h.meters {
 		fi := metering.ForecastInput{
 			Aggregation: m.Aggregation, Scale: m.Scale(), Used: usedOf(in.Segments, m),
-			HistoryEnd: histEnd, CountedFrom: countedFrom, AsOf: now, End: in.PeriodEnd,
+			HistoryEnd: h.end, CountedFrom: countedFrom, AsOf: now, End: in.PeriodEnd,
 		}
-		if vs := series[m.Slug]; len(vs) > skip {
-			fi.History = make([]float64, 0, len(vs)-skip)
-			for _, v := range vs[skip:] {
+		if vs := h.series[m.Slug]; len(vs) > h.skip {
+			fi.History = make([]float64, 0, len(vs)-h.skip)
+			for _, v := range vs[h.skip:] {
 				f, _ := v.Float64()
 				fi.History = append(fi.History, f)
 			}
 		}
 		mo := MeterOutlook{Meter: m.Slug, Used: fi.Used}
-		for _, c := range charges[version] {
+		for _, c := range h.charges {
 			if c.Meter == m.Slug {
 				fi.Quota, mo.Quota, mo.QuotaHard = c.Quota, c.Quota, c.QuotaHard
 			}
@@ -193,7 +210,7 @@ func (s *Service) projectMeters(ctx context.Context, sub db.PreviewSubscriptionR
 		mo.Projected, mo.ProjectedLow, mo.ProjectedHigh, mo.RunsOutAt = pr.Projected, pr.Low, pr.High, pr.RunsOutAt
 		out[i] = mo
 	}
-	return out, nil
+	return out
 }
 
 // usedOf is what the period's segments metered of m: the sum of the
