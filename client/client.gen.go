@@ -189,6 +189,7 @@ const (
 	EventTypeApprovalEscalated       EventType = "approval.escalated"
 	EventTypeApprovalExpired         EventType = "approval.expired"
 	EventTypeApprovalSubmitted       EventType = "approval.submitted"
+	EventTypeBudgetThresholdCrossed  EventType = "budget.threshold_crossed"
 	EventTypeInvoiceFinalized        EventType = "invoice.finalized"
 	EventTypeInvoiceOverdue          EventType = "invoice.overdue"
 	EventTypeInvoicePaid             EventType = "invoice.paid"
@@ -254,6 +255,8 @@ func (e EventType) Valid() bool {
 	case EventTypeApprovalExpired:
 		return true
 	case EventTypeApprovalSubmitted:
+		return true
+	case EventTypeBudgetThresholdCrossed:
 		return true
 	case EventTypeInvoiceFinalized:
 		return true
@@ -1366,6 +1369,7 @@ const (
 	WebhookEndpointInputEventTypesApprovalExpired         WebhookEndpointInputEventTypes = "approval.expired"
 	WebhookEndpointInputEventTypesApprovalSubmitted       WebhookEndpointInputEventTypes = "approval.submitted"
 	WebhookEndpointInputEventTypesAsterisk                WebhookEndpointInputEventTypes = "*"
+	WebhookEndpointInputEventTypesBudgetThresholdCrossed  WebhookEndpointInputEventTypes = "budget.threshold_crossed"
 	WebhookEndpointInputEventTypesInvoiceFinalized        WebhookEndpointInputEventTypes = "invoice.finalized"
 	WebhookEndpointInputEventTypesInvoiceOverdue          WebhookEndpointInputEventTypes = "invoice.overdue"
 	WebhookEndpointInputEventTypesInvoicePaid             WebhookEndpointInputEventTypes = "invoice.paid"
@@ -1433,6 +1437,8 @@ func (e WebhookEndpointInputEventTypes) Valid() bool {
 	case WebhookEndpointInputEventTypesApprovalSubmitted:
 		return true
 	case WebhookEndpointInputEventTypesAsterisk:
+		return true
+	case WebhookEndpointInputEventTypesBudgetThresholdCrossed:
 		return true
 	case WebhookEndpointInputEventTypesInvoiceFinalized:
 		return true
@@ -1531,6 +1537,7 @@ const (
 	WebhookEndpointPatchEventTypesApprovalExpired         WebhookEndpointPatchEventTypes = "approval.expired"
 	WebhookEndpointPatchEventTypesApprovalSubmitted       WebhookEndpointPatchEventTypes = "approval.submitted"
 	WebhookEndpointPatchEventTypesAsterisk                WebhookEndpointPatchEventTypes = "*"
+	WebhookEndpointPatchEventTypesBudgetThresholdCrossed  WebhookEndpointPatchEventTypes = "budget.threshold_crossed"
 	WebhookEndpointPatchEventTypesInvoiceFinalized        WebhookEndpointPatchEventTypes = "invoice.finalized"
 	WebhookEndpointPatchEventTypesInvoiceOverdue          WebhookEndpointPatchEventTypes = "invoice.overdue"
 	WebhookEndpointPatchEventTypesInvoicePaid             WebhookEndpointPatchEventTypes = "invoice.paid"
@@ -1598,6 +1605,8 @@ func (e WebhookEndpointPatchEventTypes) Valid() bool {
 	case WebhookEndpointPatchEventTypesApprovalSubmitted:
 		return true
 	case WebhookEndpointPatchEventTypesAsterisk:
+		return true
+	case WebhookEndpointPatchEventTypesBudgetThresholdCrossed:
 		return true
 	case WebhookEndpointPatchEventTypesInvoiceFinalized:
 		return true
@@ -2064,6 +2073,67 @@ type BillingSettingsInput struct {
 
 	// PlatformFeePercent 0 to 100, at most 2 decimals.
 	PlatformFeePercent *string `json:"platform_fee_percent,omitempty"`
+}
+
+// Budget An amount an organization means to spend in a period, and the percents of it whose crossing it is told of.
+type Budget struct {
+	// Amount The amount, a decimal string.
+	Amount    string    `json:"amount"`
+	CreatedAt time.Time `json:"created_at"`
+	Currency  string    `json:"currency"`
+
+	// Hard The gateway refuses the subscription's calls with `429` once its cost reaches `amount`.
+	Hard           bool               `json:"hard"`
+	Id             openapi_types.UUID `json:"id"`
+	OrganizationId openapi_types.UUID `json:"organization_id"`
+
+	// SubscriptionId The subscription; `null` for an organization-wide budget.
+	SubscriptionId *openapi_types.UUID `json:"subscription_id"`
+
+	// Thresholds Percents of `amount`, ascending.
+	Thresholds []int     `json:"thresholds"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// BudgetInput defines model for BudgetInput.
+type BudgetInput struct {
+	// Amount Above 0, below 10^12, at most 6 decimals; a decimal string is best.
+	Amount interface{} `json:"amount"`
+
+	// Currency ISO 4217 code Veil prices in. Required for an organization-wide budget; for a subscription's, may be left out and must otherwise be its plan's.
+	Currency *string `json:"currency,omitempty"`
+
+	// Hard A subscription's budget only: block at the gateway once reached.
+	Hard *bool `json:"hard,omitempty"`
+
+	// OrganizationId For an organization-wide budget: its organization (admins; members may name only their own). Not with `subscription_id`.
+	OrganizationId *openapi_types.UUID `json:"organization_id,omitempty"`
+
+	// SubscriptionId A subscription of the caller's organization; left out: an organization-wide budget.
+	SubscriptionId *openapi_types.UUID `json:"subscription_id,omitempty"`
+
+	// Thresholds Distinct percents of `amount` (above 100 allowed); default 50, 80, 100.
+	Thresholds *[]int `json:"thresholds,omitempty"`
+}
+
+// BudgetList One page of budgets, oldest first.
+type BudgetList struct {
+	Data []Budget `json:"data"`
+
+	// NextCursor The cursor of the next page; absent on the last one.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// BudgetUpdate defines model for BudgetUpdate.
+type BudgetUpdate struct {
+	// Amount Above 0, below 10^12, at most 6 decimals.
+	Amount interface{} `json:"amount"`
+
+	// Hard Default false. A subscription's budget only.
+	Hard *bool `json:"hard,omitempty"`
+
+	// Thresholds Default 50, 80, 100.
+	Thresholds *[]int `json:"thresholds,omitempty"`
 }
 
 // BulkDecisionInput One decision applied to many approval requests. Unknown members are refused.
@@ -4726,6 +4796,51 @@ type ReceiveStripeWebhookParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// ListBudgetsParams defines parameters for ListBudgets.
+type ListBudgetsParams struct {
+	// OrganizationId The organization whose budgets to list (default: the caller's); another organization than the caller's is `404` except for admins.
+	OrganizationId *openapi_types.UUID `form:"organization_id,omitempty" json:"organization_id,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page; leave out for the first page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Limit Page size, 1 to 200 (default 50).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// CreateBudgetParams defines parameters for CreateBudget.
+type CreateBudgetParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// DeleteBudgetParams defines parameters for DeleteBudget.
+type DeleteBudgetParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GetBudgetParams defines parameters for GetBudget.
+type GetBudgetParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// UpdateBudgetParams defines parameters for UpdateBudget.
+type UpdateBudgetParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+
+	// IdempotencyKey Makes the POST safe to retry: for 24 h, a repeat with the same key and body from the same caller gets the stored answer (with `Idempotent-Replayed: true`) without running again. 1 to 255 printable ASCII characters.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListCreditsParams defines parameters for ListCredits.
 type ListCreditsParams struct {
 	// IssuerId The issuer (a provider organization).
@@ -5448,6 +5563,12 @@ type SetupPaymentMethodJSONRequestBody = PaymentMethodSetupInput
 
 // ReceiveStripeWebhookJSONRequestBody defines body for ReceiveStripeWebhook for application/json ContentType.
 type ReceiveStripeWebhookJSONRequestBody = StripeEvent
+
+// CreateBudgetJSONRequestBody defines body for CreateBudget for application/json ContentType.
+type CreateBudgetJSONRequestBody = BudgetInput
+
+// UpdateBudgetJSONRequestBody defines body for UpdateBudget for application/json ContentType.
+type UpdateBudgetJSONRequestBody = BudgetUpdate
 
 // GrantCreditJSONRequestBody defines body for GrantCredit for application/json ContentType.
 type GrantCreditJSONRequestBody = CreditGrantInput
@@ -6712,6 +6833,77 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
 	ReceiveStripeWebhook(ctx context.Context, params *ReceiveStripeWebhookParams, body ReceiveStripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListBudgets List budgets
+	//
+	// The budgets of the caller's organization, oldest first, with cursor pagination; admins name another organization with `organization_id`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Corresponds with GET /v1/budgets (the `ListBudgets` operationId).
+	ListBudgets(ctx context.Context, params *ListBudgetsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateBudgetWithBody Set a budget
+	//
+	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/budgets (the `CreateBudget` operationId).
+	CreateBudgetWithBody(ctx context.Context, params *CreateBudgetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateBudget Set a budget
+	//
+	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/budgets (the `CreateBudget` operationId).
+	CreateBudget(ctx context.Context, params *CreateBudgetParams, body CreateBudgetJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteBudget Delete a budget
+	//
+	// Deletes the budget and the record of its notices; its queued emails are not sent. Deleting a hard budget lifts its block at the gateway. Audited as `budget.delete`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Corresponds with DELETE /v1/budgets/{id} (the `DeleteBudget` operationId).
+	DeleteBudget(ctx context.Context, id openapi_types.UUID, params *DeleteBudgetParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetBudget Read a budget
+	//
+	// The budget.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Corresponds with GET /v1/budgets/{id} (the `GetBudget` operationId).
+	GetBudget(ctx context.Context, id openapi_types.UUID, params *GetBudgetParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateBudgetWithBody Change a budget
+	//
+	// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/budgets/{id} (the `UpdateBudget` operationId).
+	UpdateBudgetWithBody(ctx context.Context, id openapi_types.UUID, params *UpdateBudgetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateBudget Change a budget
+	//
+	// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/budgets/{id} (the `UpdateBudget` operationId).
+	UpdateBudget(ctx context.Context, id openapi_types.UUID, params *UpdateBudgetParams, body UpdateBudgetJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListCredits List credit balances
 	//
@@ -9307,6 +9499,147 @@ func (c *Client) ReceiveStripeWebhookWithBody(ctx context.Context, params *Recei
 // Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
 func (c *Client) ReceiveStripeWebhook(ctx context.Context, params *ReceiveStripeWebhookParams, body ReceiveStripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewReceiveStripeWebhookRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListBudgets List budgets
+//
+// The budgets of the caller's organization, oldest first, with cursor pagination; admins name another organization with `organization_id`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Corresponds with GET /v1/budgets (the `ListBudgets` operationId).
+func (c *Client) ListBudgets(ctx context.Context, params *ListBudgetsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListBudgetsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateBudgetWithBody Set a budget
+//
+// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/budgets (the `CreateBudget` operationId).
+func (c *Client) CreateBudgetWithBody(ctx context.Context, params *CreateBudgetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateBudgetRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateBudget Set a budget
+//
+// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/budgets (the `CreateBudget` operationId).
+func (c *Client) CreateBudget(ctx context.Context, params *CreateBudgetParams, body CreateBudgetJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateBudgetRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteBudget Delete a budget
+//
+// Deletes the budget and the record of its notices; its queued emails are not sent. Deleting a hard budget lifts its block at the gateway. Audited as `budget.delete`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Corresponds with DELETE /v1/budgets/{id} (the `DeleteBudget` operationId).
+func (c *Client) DeleteBudget(ctx context.Context, id openapi_types.UUID, params *DeleteBudgetParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteBudgetRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetBudget Read a budget
+//
+// The budget.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Corresponds with GET /v1/budgets/{id} (the `GetBudget` operationId).
+func (c *Client) GetBudget(ctx context.Context, id openapi_types.UUID, params *GetBudgetParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetBudgetRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateBudgetWithBody Change a budget
+//
+// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/budgets/{id} (the `UpdateBudget` operationId).
+func (c *Client) UpdateBudgetWithBody(ctx context.Context, id openapi_types.UUID, params *UpdateBudgetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateBudgetRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateBudget Change a budget
+//
+// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/budgets/{id} (the `UpdateBudget` operationId).
+func (c *Client) UpdateBudget(ctx context.Context, id openapi_types.UUID, params *UpdateBudgetParams, body UpdateBudgetJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateBudgetRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -14608,6 +14941,336 @@ func NewReceiveStripeWebhookRequestWithBody(server string, params *ReceiveStripe
 			}
 
 			req.Header.Set("X-Request-Id", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListBudgetsRequest constructs an http.Request for the ListBudgets method
+func NewListBudgetsRequest(server string, params *ListBudgetsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/budgets")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.OrganizationId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "organization_id", *params.OrganizationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateBudgetRequest calls the generic CreateBudget builder with application/json body
+func NewCreateBudgetRequest(server string, params *CreateBudgetParams, body CreateBudgetJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateBudgetRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateBudgetRequestWithBody constructs an http.Request for the CreateBudget method, with any body, and a specified content type
+func NewCreateBudgetRequestWithBody(server string, params *CreateBudgetParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/budgets")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteBudgetRequest constructs an http.Request for the DeleteBudget method
+func NewDeleteBudgetRequest(server string, id openapi_types.UUID, params *DeleteBudgetParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/budgets/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetBudgetRequest constructs an http.Request for the GetBudget method
+func NewGetBudgetRequest(server string, id openapi_types.UUID, params *GetBudgetParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/budgets/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewUpdateBudgetRequest calls the generic UpdateBudget builder with application/json body
+func NewUpdateBudgetRequest(server string, id openapi_types.UUID, params *UpdateBudgetParams, body UpdateBudgetJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateBudgetRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewUpdateBudgetRequestWithBody constructs an http.Request for the UpdateBudget method, with any body, and a specified content type
+func NewUpdateBudgetRequestWithBody(server string, id openapi_types.UUID, params *UpdateBudgetParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/budgets/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
 		}
 
 	}
@@ -20327,6 +20990,83 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/billing/stripe/webhook (the `ReceiveStripeWebhook` operationId).
 	ReceiveStripeWebhookWithResponse(ctx context.Context, params *ReceiveStripeWebhookParams, body ReceiveStripeWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*ReceiveStripeWebhookResponse, error)
 
+	// ListBudgetsWithResponse List budgets
+	//
+	// The budgets of the caller's organization, oldest first, with cursor pagination; admins name another organization with `organization_id`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/budgets (the `ListBudgets` operationId).
+	ListBudgetsWithResponse(ctx context.Context, params *ListBudgetsParams, reqEditors ...RequestEditorFn) (*ListBudgetsResponse, error)
+
+	// CreateBudgetWithBodyWithResponse Set a budget
+	//
+	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/budgets (the `CreateBudget` operationId).
+	CreateBudgetWithBodyWithResponse(ctx context.Context, params *CreateBudgetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateBudgetResponse, error)
+
+	// CreateBudgetWithResponse Set a budget
+	//
+	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/budgets (the `CreateBudget` operationId).
+	CreateBudgetWithResponse(ctx context.Context, params *CreateBudgetParams, body CreateBudgetJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateBudgetResponse, error)
+
+	// DeleteBudgetWithResponse Delete a budget
+	//
+	// Deletes the budget and the record of its notices; its queued emails are not sent. Deleting a hard budget lifts its block at the gateway. Audited as `budget.delete`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/budgets/{id} (the `DeleteBudget` operationId).
+	DeleteBudgetWithResponse(ctx context.Context, id openapi_types.UUID, params *DeleteBudgetParams, reqEditors ...RequestEditorFn) (*DeleteBudgetResponse, error)
+
+	// GetBudgetWithResponse Read a budget
+	//
+	// The budget.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/budgets/{id} (the `GetBudget` operationId).
+	GetBudgetWithResponse(ctx context.Context, id openapi_types.UUID, params *GetBudgetParams, reqEditors ...RequestEditorFn) (*GetBudgetResponse, error)
+
+	// UpdateBudgetWithBodyWithResponse Change a budget
+	//
+	// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/budgets/{id} (the `UpdateBudget` operationId).
+	UpdateBudgetWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateBudgetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateBudgetResponse, error)
+
+	// UpdateBudgetWithResponse Change a budget
+	//
+	// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	//
+	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/budgets/{id} (the `UpdateBudget` operationId).
+	UpdateBudgetWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateBudgetParams, body UpdateBudgetJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateBudgetResponse, error)
+
 	// ListCreditsWithResponse List credit balances
 	//
 	// Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
@@ -24106,6 +24846,264 @@ func (r ReceiveStripeWebhookResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ReceiveStripeWebhookResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListBudgetsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *BudgetList
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListBudgetsResponse) GetJSON200() *BudgetList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListBudgetsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListBudgetsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListBudgetsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListBudgetsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ListBudgetsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListBudgetsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type CreateBudgetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Budget
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateBudgetResponse) GetJSON201() *Budget {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateBudgetResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateBudgetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateBudgetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateBudgetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r CreateBudgetResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateBudgetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteBudgetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteBudgetResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteBudgetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteBudgetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteBudgetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r DeleteBudgetResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteBudgetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetBudgetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Budget
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetBudgetResponse) GetJSON200() *Budget {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetBudgetResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetBudgetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetBudgetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetBudgetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetBudgetResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetBudgetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type UpdateBudgetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Budget
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateBudgetResponse) GetJSON200() *Budget {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r UpdateBudgetResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateBudgetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateBudgetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateBudgetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r UpdateBudgetResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateBudgetResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -29323,6 +30321,125 @@ func (c *ClientWithResponses) ReceiveStripeWebhookWithResponse(ctx context.Conte
 	return ParseReceiveStripeWebhookResponse(rsp)
 }
 
+// ListBudgetsWithResponse List budgets
+//
+// The budgets of the caller's organization, oldest first, with cursor pagination; admins name another organization with `organization_id`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/budgets (the `ListBudgets` operationId).
+func (c *ClientWithResponses) ListBudgetsWithResponse(ctx context.Context, params *ListBudgetsParams, reqEditors ...RequestEditorFn) (*ListBudgetsResponse, error) {
+	rsp, err := c.ListBudgets(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListBudgetsResponse(rsp)
+}
+
+// CreateBudgetWithBodyWithResponse Set a budget
+//
+// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/budgets (the `CreateBudget` operationId).
+func (c *ClientWithResponses) CreateBudgetWithBodyWithResponse(ctx context.Context, params *CreateBudgetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateBudgetResponse, error) {
+	rsp, err := c.CreateBudgetWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateBudgetResponse(rsp)
+}
+
+// CreateBudgetWithResponse Set a budget
+//
+// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/budgets (the `CreateBudget` operationId).
+func (c *ClientWithResponses) CreateBudgetWithResponse(ctx context.Context, params *CreateBudgetParams, body CreateBudgetJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateBudgetResponse, error) {
+	rsp, err := c.CreateBudget(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateBudgetResponse(rsp)
+}
+
+// DeleteBudgetWithResponse Delete a budget
+//
+// Deletes the budget and the record of its notices; its queued emails are not sent. Deleting a hard budget lifts its block at the gateway. Audited as `budget.delete`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/budgets/{id} (the `DeleteBudget` operationId).
+func (c *ClientWithResponses) DeleteBudgetWithResponse(ctx context.Context, id openapi_types.UUID, params *DeleteBudgetParams, reqEditors ...RequestEditorFn) (*DeleteBudgetResponse, error) {
+	rsp, err := c.DeleteBudget(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteBudgetResponse(rsp)
+}
+
+// GetBudgetWithResponse Read a budget
+//
+// The budget.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/budgets/{id} (the `GetBudget` operationId).
+func (c *ClientWithResponses) GetBudgetWithResponse(ctx context.Context, id openapi_types.UUID, params *GetBudgetParams, reqEditors ...RequestEditorFn) (*GetBudgetResponse, error) {
+	rsp, err := c.GetBudget(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetBudgetResponse(rsp)
+}
+
+// UpdateBudgetWithBodyWithResponse Change a budget
+//
+// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/budgets/{id} (the `UpdateBudget` operationId).
+func (c *ClientWithResponses) UpdateBudgetWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateBudgetParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateBudgetResponse, error) {
+	rsp, err := c.UpdateBudgetWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateBudgetResponse(rsp)
+}
+
+// UpdateBudgetWithResponse Change a budget
+//
+// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+//
+// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/budgets/{id} (the `UpdateBudget` operationId).
+func (c *ClientWithResponses) UpdateBudgetWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateBudgetParams, body UpdateBudgetJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateBudgetResponse, error) {
+	rsp, err := c.UpdateBudget(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateBudgetResponse(rsp)
+}
+
 // ListCreditsWithResponse List credit balances
 //
 // Customers' credit balances: a provider's as issuer, anyone else's as customer; admins every one, filtered by `issuer_id` and `customer_id`.
@@ -32676,6 +33793,167 @@ func ParseReceiveStripeWebhookResponse(rsp *http.Response) (*ReceiveStripeWebhoo
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest WebhookReceipt
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListBudgetsResponse parses an HTTP response from a ListBudgetsWithResponse call
+func ParseListBudgetsResponse(rsp *http.Response) (*ListBudgetsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListBudgetsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest BudgetList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseCreateBudgetResponse parses an HTTP response from a CreateBudgetWithResponse call
+func ParseCreateBudgetResponse(rsp *http.Response) (*CreateBudgetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateBudgetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Budget
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteBudgetResponse parses an HTTP response from a DeleteBudgetWithResponse call
+func ParseDeleteBudgetResponse(rsp *http.Response) (*DeleteBudgetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteBudgetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetBudgetResponse parses an HTTP response from a GetBudgetWithResponse call
+func ParseGetBudgetResponse(rsp *http.Response) (*GetBudgetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetBudgetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Budget
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseUpdateBudgetResponse parses an HTTP response from a UpdateBudgetWithResponse call
+func ParseUpdateBudgetResponse(rsp *http.Response) (*UpdateBudgetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateBudgetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Budget
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

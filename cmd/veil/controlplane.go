@@ -25,6 +25,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/accounts"
 	"github.com/veil-platform/veil/control-plane/billing"
+	"github.com/veil-platform/veil/control-plane/budgets"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/drift"
 	"github.com/veil-platform/veil/control-plane/gatewayadmin"
@@ -120,6 +121,8 @@ type controlPlaneFlags struct {
 	// outlookEvery is the interval of the outlooks job (previews and
 	// projections stored for budgets and analytics).
 	outlookEvery time.Duration
+	// budgetsEvery is the interval of the budgets' evaluation.
+	budgetsEvery time.Duration
 	// billingSnapshotSource is where period snapshots count usage:
 	// rollup or base.
 	billingSnapshotSource string
@@ -190,6 +193,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	f.String(&c.pricingDir, "pricing-dir", "VEIL_PRICING_DIR", "", "directory of YAML plan files, loaded at start, on every change and on POST /v1/admin/pricing/reload (empty: no plan files)")
 	f.Duration(&c.billingGrace, "billing-grace", "VEIL_BILLING_GRACE", time.Hour, "how long after its end a billing period closes and its usage is snapshotted, so that events still in flight count in it (later ones are billed as late usage on the next invoice)")
 	f.Duration(&c.billingEvery, "billing-interval", "VEIL_BILLING_INTERVAL", time.Minute, "how often the billing cycle runs: periods recorded and closed, late usage recounted, draft invoices built, recomputed and finalized, overdue invoices marked")
+	f.Duration(&c.budgetsEvery, "budgets-interval", "VEIL_BUDGETS_INTERVAL", time.Minute, "how often budgets are compared with the stored outlooks and their threshold notices sent (webhook and email, once per threshold, basis and period)")
 	f.Duration(&c.outlookEvery, "outlook-interval", "VEIL_OUTLOOK_INTERVAL", time.Minute, "how often the outlooks job refreshes each live subscription's cost so far and projection (subscription_outlooks, read by budgets and analytics)")
 	f.Duration(&c.billingReview, "billing-review", "VEIL_BILLING_REVIEW", 0, "how long a draft invoice waits after it is built before it is finalized, for the provider to review it (0: the next billing cycle finalizes it)")
 	f.String(&c.billingSnapshotSource, "billing-snapshot-source", "VEIL_BILLING_SNAPSHOT_SOURCE", "rollup", "where a period's usage is counted when it closes: rollup (the billing roll-up's whole hours, usage_events for the rest) or base (usage_events alone: the same figures, slower)")
@@ -342,6 +346,7 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 		svc.billing.RegisterOutlookJobs(workers, billing.OutlookSchedule{Every: cp.outlookEvery, Metrics: set}),
 		svc.pays.RegisterJobs(workers, payments.JobSchedule{Cycle: cp.payments.every}),
 		svc.notices.RegisterJobs(workers, cp.payments.every),
+		svc.budgets.RegisterJobs(workers, budgets.JobSchedule{Evaluate: cp.budgetsEvery}),
 	)
 	if plane.clickhouse != nil {
 		periodic = append(periodic, plane.drift.RegisterJobs(workers, drift.JobSchedule{Check: cp.usageReconcileEvery})...)
@@ -380,6 +385,7 @@ func (cp controlPlaneFlags) validate() error {
 		{"--usage-reconcile-interval", cp.usageReconcileEvery},
 		{"--billing-interval", cp.billingEvery},
 		{"--outlook-interval", cp.outlookEvery},
+		{"--budgets-interval", cp.budgetsEvery},
 		{"--payments-interval", cp.payments.every},
 	} {
 		if iv.every <= 0 {
@@ -439,6 +445,7 @@ type services struct {
 	billing *billing.Service
 	pays    *payments.Service
 	notices *payments.Notifier
+	budgets *budgets.Service
 }
 
 // newServices builds the domain services on the plane's connections and job
@@ -511,6 +518,11 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 		return svc, err
 	}
 	p.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
+	if svc.budgets, err = budgets.New(budgets.Config{
+		Pool: p.pool, Publisher: svc.hooks, Mailer: mailer, Jobs: p.river, Records: svc.subs, Logger: logger, Metrics: set,
+	}); err != nil {
+		return svc, err
+	}
 	if svc.billing, err = billing.New(billing.Config{
 		Pool: p.pool, ClickHouse: p.clickhouse, Logger: logger, Grace: cp.billingGrace, Publisher: svc.hooks, Review: cp.billingReview,
 		Mailer: mailer, SnapshotBaseTable: cp.billingSnapshotSource == "base",
@@ -632,7 +644,7 @@ func (p *controlPlane) apiHandler(cp controlPlaneFlags, limits apiLimits, svc se
 		RateLimiter: limiter, IPRate: limits.ipRate, TokenRate: limits.tokenRate, PaymentRate: limits.paymentRate, Idempotency: idem,
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: limits.proxies,
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set, PlanFiles: p.planFilesReloader(), Billing: svc.billing,
-		Payments: svc.pays,
+		Payments: svc.pays, Budgets: svc.budgets,
 	}), nil
 }
 

@@ -15,7 +15,7 @@ func TestControlPlaneValidateIntervals(t *testing.T) {
 		return controlPlaneFlags{
 			reconcileEvery: time.Minute, sweepEvery: time.Minute, keyReconcileEvery: time.Minute,
 			maintenanceEvery: time.Minute, periodRollEvery: time.Minute, usageReconcileEvery: time.Minute,
-			billingGrace: time.Hour, billingEvery: time.Minute, outlookEvery: time.Minute, rescueAfter: time.Hour,
+			billingGrace: time.Hour, billingEvery: time.Minute, outlookEvery: time.Minute, budgetsEvery: time.Minute, rescueAfter: time.Hour,
 			billingSnapshotSource: "rollup", payments: paymentFlags{every: time.Minute},
 		}
 	}
@@ -31,6 +31,7 @@ func TestControlPlaneValidateIntervals(t *testing.T) {
 		"--usage-reconcile-interval": func(c *controlPlaneFlags) { c.usageReconcileEvery = 0 },
 		"--billing-interval":         func(c *controlPlaneFlags) { c.billingEvery = 0 },
 		"--outlook-interval":         func(c *controlPlaneFlags) { c.outlookEvery = 0 },
+		"--budgets-interval":         func(c *controlPlaneFlags) { c.budgetsEvery = 0 },
 		"--billing-grace":            func(c *controlPlaneFlags) { c.billingGrace = 0 },
 		"--billing-review":           func(c *controlPlaneFlags) { c.billingReview = -time.Second },
 		"--billing-snapshot-source":  func(c *controlPlaneFlags) { c.billingSnapshotSource = "rolup" },

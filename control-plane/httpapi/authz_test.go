@@ -663,7 +663,7 @@ func authzRows() []authzRow {
 				}
 			},
 		},
-	}, append(append(append(authzSubscriptionRows(), authzPricingRows()...), authzBillingRows()...), append(authzPaymentRows(), authzPayoutRows()...)...)...)
+	}, append(append(append(authzSubscriptionRows(), authzPricingRows()...), authzBillingRows()...), append(append(authzPaymentRows(), authzPayoutRows()...), authzBudgetRows()...)...)...)
 }
 
 // authzIngestToken issues an ingest token as the platform would.

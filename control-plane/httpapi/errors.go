@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/veil-platform/veil/control-plane/budgets"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
@@ -90,10 +91,12 @@ var problems = []sentinelProblem{
 	{errs: errs(pagination.ErrBadCursor), d: problem.New(http.StatusBadRequest, "bad-cursor", "Bad Cursor", "the cursor was not issued by this API")},
 	{errs: errs(catalog.ErrAPINotFound, catalog.ErrApprovalNotFound, webhooks.ErrEndpointNotFound, webhooks.ErrDeliveryNotFound,
 		subscriptions.ErrPlanNotFound, subscriptions.ErrSubscriptionNotFound, keys.ErrKeyNotFound, ingesttokens.ErrNotFound, errNoUsageReconcile,
-		pricing.ErrMeterNotFound, pricing.ErrVersionNotFound, promotions.ErrNotFound), d: problem.New(http.StatusNotFound, "not-found", "Not Found", "")},
+		pricing.ErrMeterNotFound, pricing.ErrVersionNotFound, promotions.ErrNotFound, budgets.ErrNotFound, budgets.ErrSubscriptionNotFound), d: problem.New(http.StatusNotFound, "not-found", "Not Found", "")},
 	{errs: errs(keys.ErrInvalidTransition, subscriptions.ErrSubscriptionTransition, catalog.ErrInvalidTransition),
 		d: problem.New(http.StatusConflict, "invalid-transition", "Invalid State Transition", "")},
 	{errs: errs(keys.ErrKeyLimit), d: problem.New(http.StatusConflict, "key-limit", "Key Limit Reached", ""), suffix: "; revoke or delete a key first"},
+	{errs: errs(budgets.ErrExists), d: problem.New(http.StatusConflict, "budget-exists", "Budget Exists", ""),
+		suffix: "; a subscription has one budget, an organization one organization-wide budget per currency: change that one"},
 	{errs: errs(subscriptions.ErrAlreadySubscribed), d: problem.New(http.StatusConflict, "already-subscribed", "Already Subscribed", "")},
 	{errs: errs(subscriptions.ErrSubscriptionHeld), d: problem.New(http.StatusConflict, "subscription-held", "Subscription Held", "")},
 	{errs: errs(keys.ErrAdminPlaintext), d: problem.New(http.StatusForbidden, "plaintext-refused", "Plaintext Refused", ""),

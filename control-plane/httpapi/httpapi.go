@@ -6,7 +6,7 @@
 // quote), meters.go, subscriptions.go, keys.go,
 // quota.go, usage.go, webhooks.go, audit.go, ingesttokens.go,
 // promotions.go, billing.go (invoices, credits, adjustments, billing
-// profiles, tax rules, revenue), reconcile.go for the admins' reconcile
+// profiles, tax rules, revenue), budgets.go, reconcile.go for the admins' reconcile
 // calls, and
 // pricing_reload.go for their reload of the plan files); decode.go reads
 // requests,
@@ -30,6 +30,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/accounts"
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/billing"
+	"github.com/veil-platform/veil/control-plane/budgets"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/ingesttokens"
@@ -99,6 +100,10 @@ type Config struct {
 	// Stripe webhook; nil uses one on Pool without providers (the webhook
 	// answers 409, collections cannot start).
 	Payments *payments.Service
+	// Budgets manages budgets; nil uses one on Pool, which has
+	// Subscriptions rewrite the gateway record of a hard budget's
+	// subscription.
+	Budgets *budgets.Service
 }
 
 type api struct {
@@ -128,6 +133,14 @@ func New(cfg Config) http.Handler {
 	if cfg.Payments == nil && cfg.Pool != nil {
 		// New fails only without a pool.
 		cfg.Payments, _ = payments.New(payments.Config{Pool: cfg.Pool, Logger: cfg.Logger})
+	}
+	if cfg.Budgets == nil && cfg.Pool != nil {
+		bc := budgets.Config{Pool: cfg.Pool, Logger: cfg.Logger}
+		if rs, ok := any(cfg.Subscriptions).(budgets.RecordSyncer); ok && cfg.Subscriptions != nil {
+			bc.Records = rs
+		}
+		// New fails only without a pool.
+		cfg.Budgets, _ = budgets.New(bc)
 	}
 	a := &api{cfg: cfg, log: cfg.Logger}
 	r := chi.NewRouter()
@@ -177,6 +190,7 @@ func (a *api) routes(r chi.Router) {
 	a.billingRoutes(r)
 	a.paymentRoutes(r)
 	a.payoutRoutes(r)
+	a.budgetRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
 
 	r.Route("/v1/admin", func(r chi.Router) {

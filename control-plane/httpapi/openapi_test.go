@@ -731,6 +731,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	exercisePricing(t, e, c, prov, cons, other, admin)
 	exerciseBilling(t, e, c, prov, cons, other, admin)
 	exercisePayments(t, e, c, prov, other, admin)
+	exerciseBudgets(t, e, c, prov, cons, other, admin)
 	exercisePayouts(t, e, c, prov, cons, other, admin)
 
 	// Ingest tokens.
