@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
+
 	"github.com/veil-platform/veil/control-plane/budgets"
 	"github.com/veil-platform/veil/internal/testenv"
 )
@@ -285,5 +287,28 @@ func TestDeletedBudgetStops(t *testing.T) {
 	})
 	if msgs := f.mail.Messages(t, c.email); len(msgs) != 0 {
 		t.Errorf("emails of a deleted budget = %d; want 0", len(msgs))
+	}
+}
+
+// TestPeriodicJob: the job RegisterJobs schedules evaluates when the job
+// client starts, and its email worker sends the notice.
+func TestPeriodicJob(t *testing.T) {
+	f := newFixture(t)
+	c := f.consumer()
+	sub := f.subscribe(c, "USD")
+	f.budget(c, budgets.Input{SubscriptionID: &sub, Amount: amount("40"), Thresholds: []int{100}})
+	f.outlook(sub, f.periodStart, "USD", "41.5", "41.5")
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, f.hooks.Worker())
+	periodic := f.svc.RegisterJobs(workers, budgets.JobSchedule{Evaluate: time.Hour})
+	jobs := testenv.River(t, f.pool, workers, func(cfg *river.Config) { cfg.PeriodicJobs = periodic })
+	testenv.StartRiver(t, jobs)
+	msgs := f.mail.WaitMessages(t, c.email, 1, 30*time.Second)
+	if got := keys(f.delivered(c)); !slices.Equal(got, []key{{100, budgets.BasisActual, f.periodStart}}) {
+		t.Errorf("notices = %v; want the 100%% reached", got)
+	}
+	if !strings.Contains(msgs[0].Subject, "spent 100%") || !strings.Contains(msgs[0].Text, "USD 41.50") {
+		t.Errorf("email = %q %q; want the 100%% reached at USD 41.50", msgs[0].Subject, msgs[0].Text)
 	}
 }
