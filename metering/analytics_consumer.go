@@ -16,6 +16,21 @@ import (
 // answers a bounded number of rows.
 const MaxAnalyticsRoutes = 500
 
+// MaxRawAnalyticsWindow is the longest window read from usage_events
+// alone; longer ones are read from the roll-ups. Merging the roll-ups'
+// quantile states costs far more per row than reading a raw row (a
+// reservoir is deserialized for each), and for one subscription the
+// hour roll-up holds nearly a row per event (docs/analyst-sql.md): over
+// 30 days of a subscription with 200,000 calls, the hour roll-up's
+// latency merge took 400 to 640 ms where usage_events gave every figure in
+// 20 to 85 ms (BenchmarkAnalytics). Beyond a month, the day roll-up's
+// fewer rows per event win back.
+const MaxRawAnalyticsWindow = 31 * 24 * time.Hour
+
+// rawAnalyticsWindow is MaxRawAnalyticsWindow; tests move it to read a
+// short window from the roll-ups.
+var rawAnalyticsWindow = MaxRawAnalyticsWindow
+
 // MaxAnalyticsDays is the most days an analytics window may span (cuts
 // plus one).
 const MaxAnalyticsDays = 402
@@ -102,7 +117,11 @@ func (r *Reader) Analytics(ctx context.Context, q AnalyticsQuery) (Analytics, er
 	}
 	out := Analytics{Days: make([]Stats, len(cuts)+1)}
 	args := []any{clickhouse.Named("subject", q.Subject), clickhouse.Named("key_id", q.KeyID)}
-	rows, err := r.conn.Query(ctx, analyticsSQL(planPieces(from, to, cuts), cuts, q.KeyID != ""), args...)
+	plan, timing := planPieces(from, to, cuts), false
+	if to.Sub(from) <= rawAnalyticsWindow {
+		plan, timing = piecePlan{tableRaw: {{from, to}}}, true
+	}
+	rows, err := r.conn.Query(ctx, analyticsSQL(plan, cuts, q.KeyID != "", timing), args...)
 	if err != nil {
 		return Analytics{}, fmt.Errorf("read analytics: %w", err)
 	}
@@ -164,12 +183,21 @@ func ceilSecond(t time.Time) time.Time {
 // The inner aliases (n, u, q, day_index) repeat no column that another
 // expression reads: ClickHouse 18.16 substitutes an alias into the
 // aggregates that read the same name.
-func analyticsSQL(p piecePlan, cuts []time.Time, byKey bool) string {
+//
+// With timing, the plan is usage_events alone and latency is
+// quantilesTiming (deterministic: exact up to 5,670 calls per group,
+// beyond that to the millisecond below 1,024 ms and to 16 ms above, 30 s
+// at most); without, the roll-ups' reservoir states are merged.
+func analyticsSQL(p piecePlan, cuts []time.Time, byKey, timing bool) string {
 	var pieces []string
 	for t := range p {
 		if len(p[t]) > 0 {
-			pieces = append(pieces, pieceSQL(rollupTable(t), &p, cuts, byKey))
+			pieces = append(pieces, pieceSQL(rollupTable(t), &p, cuts, byKey, timing))
 		}
+	}
+	quantiles := "quantilesMergeIf"
+	if timing {
+		quantiles = "quantilesTimingMergeIf"
 	}
 	return `SELECT
     g.1 AS kind, g.2 AS day_i, g.3 AS m, g.4 AS r, g.5 AS cls,
@@ -177,7 +205,7 @@ func analyticsSQL(p piecePlan, cuts []time.Time, byKey bool) string {
     countMergeIf(n, status_class = 5) AS server_errors,
     countMergeIf(n, status_class = 4) AS client_errors,
     sumMerge(u) AS units_sum,
-    arrayMap(x -> toFloat64(x), quantilesMergeIf(0.5, 0.9, 0.99)(q, g.1 != ` + strconv.Itoa(kindClass) + `)) AS lat
+    arrayMap(x -> toFloat64(x), ` + quantiles + `(0.5, 0.9, 0.99)(q, g.1 != ` + strconv.Itoa(kindClass) + `)) AS lat
 FROM
 (
 ` + strings.Join(pieces, "\nUNION ALL\n") + `
@@ -195,7 +223,7 @@ LIMIT ` + strconv.Itoa(MaxAnalyticsRoutes+1) + ` BY kind`
 // pieceSQL reads table t's ranges of p, grouped by day, route and status
 // class, as aggregate states of one type whatever the table (the raw
 // table's computed like the roll-ups' materialized views compute them).
-func pieceSQL(t rollupTable, p *piecePlan, cuts []time.Time, byKey bool) string {
+func pieceSQL(t rollupTable, p *piecePlan, cuts []time.Time, byKey, timing bool) string {
 	table, ts := map[rollupTable]string{tableDay: "usage_rollup_day", tableHour: "usage_rollup_hour",
 		tableMinute: "usage_rollup_minute", tableRaw: "usage_events"}[t], "toUInt32(bucket)"
 	states := `status_class,
@@ -212,6 +240,9 @@ func pieceSQL(t rollupTable, p *piecePlan, cuts []time.Time, byKey bool) string 
     countState() AS n,
     sumState(units) AS u,
     quantilesState(0.5, 0.9, 0.99)(latency_ms) AS q`
+		if timing {
+			states = strings.Replace(states, "quantilesState", "quantilesTimingState", 1)
+		}
 	}
 	day := "toUInt32(0)"
 	if len(cuts) > 0 {

@@ -115,22 +115,32 @@ func sameLatency(t *testing.T, what string, got metering.Stats, p50, p90, p99 fl
 	}
 }
 
+// TestAnalyticsKolkataDays reads the same window both ways: from
+// usage_events alone (a window up to a month) and from the roll-ups'
+// pieces (a longer one: here the limit is moved to read it so).
 func TestAnalyticsKolkataDays(t *testing.T) {
 	r := setupAnalytics(t)
 	from, to, cuts := analyticsWindow(t)
 	for _, tc := range []struct {
-		key string
+		key     string
+		rollups bool
 		// latency per day, of the total and of GET /v1/items/{id}
 		days         []float64
 		total, items [3]float64
 	}{
 		// Total: 10 10 20 20 20 40 40. Items: 10 10 20 20 40 40.
 		{key: "", days: []float64{10, 20, 40, 40}, total: [3]float64{20, 40, 40}, items: [3]float64{20, 40, 40}},
-		// key_1: 10 20 20 40 40; items: 10 20 40 40, whose median is
-		// halfway between 20 and 40.
-		{key: "key_1", days: []float64{10, 20, 40, 40}, total: [3]float64{20, 40, 40}, items: [3]float64{30, 40, 40}},
+		{key: "", rollups: true, days: []float64{10, 20, 40, 40}, total: [3]float64{20, 40, 40}, items: [3]float64{20, 40, 40}},
+		// key_1: 10 20 20 40 40; items: 10 20 40 40, whose median
+		// quantileTiming takes at rank n/2 (40) and the roll-ups'
+		// reservoir interpolates halfway between 20 and 40.
+		{key: "key_1", days: []float64{10, 20, 40, 40}, total: [3]float64{20, 40, 40}, items: [3]float64{40, 40, 40}},
+		{key: "key_1", rollups: true, days: []float64{10, 20, 40, 40}, total: [3]float64{20, 40, 40}, items: [3]float64{30, 40, 40}},
 	} {
-		t.Run("key="+tc.key, func(t *testing.T) {
+		t.Run(fmt.Sprintf("key=%s/rollups=%t", tc.key, tc.rollups), func(t *testing.T) {
+			if tc.rollups {
+				defer metering.SetRawAnalyticsWindow(time.Hour)()
+			}
 			got, err := r.Analytics(t.Context(), metering.AnalyticsQuery{Subject: "sub_a", KeyID: tc.key, From: from, To: to, DayStarts: cuts})
 			if err != nil {
 				t.Fatal(err)
@@ -168,10 +178,11 @@ func TestAnalyticsKolkataDays(t *testing.T) {
 	}
 }
 
-// TestAnalyticsUTCDays reads whole UTC days from the day roll-up and the
-// ragged ends from the finer tables: the same events, other cuts.
+// TestAnalyticsUTCDays reads whole UTC days from the day roll-up: the
+// same events, other cuts.
 func TestAnalyticsUTCDays(t *testing.T) {
 	r := setupAnalytics(t)
+	defer metering.SetRawAnalyticsWindow(time.Hour)()
 	from, to := utc(t, "2026-02-28 00:00:00"), utc(t, "2026-03-05 00:00:00")
 	var cuts []time.Time
 	for d := from.AddDate(0, 0, 1); d.Before(to); d = d.AddDate(0, 0, 1) {
