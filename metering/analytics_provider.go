@@ -216,31 +216,28 @@ const (
 	providerAPI   = 4
 )
 
-// providerStatsSQL merges the states of a providerSource of usage_api.
-// No alias repeats a column name (18.16 would substitute it).
-const providerStatsSQL = `countMerge(requests) AS calls,
+// providerFiguresSQL reads the window's roll-up rows once and groups them
+// four ways at once (ARRAY JOIN over grouping tuples: the total, by day, by
+// route, by API), so that each row's states are read once; LIMIT BY bounds
+// each kind (days by the window, APIs by MaxProviderAPIs, routes cut to Top
+// by the caller). No alias repeats a column name (18.16 would substitute it).
+func providerFiguresSQL(q ProviderQuery) string {
+	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms", q)
+	groups := fmt.Sprintf("(toUInt8(%d), '', ''), (toUInt8(%d), day, ''), (toUInt8(%d), method, route)", providerTotal, providerDay, providerRoute)
+	if q.ByAPI {
+		groups += fmt.Sprintf(", (toUInt8(%d), api_id, '')", providerAPI)
+	}
+	return fmt.Sprintf(`SELECT g.1 AS kind, g.2 AS key1, g.3 AS key2,
+    countMerge(requests) AS calls,
     countMergeIf(requests, status_class = 5) AS server_errors,
     countMergeIf(requests, status_class = 4) AS client_errors,
     sumMerge(units) AS units_sum,
-    arrayMap(x -> toFloat64(x), quantilesTimingMerge(0.5, 0.9, 0.99)(latency_ms)) AS latency`
-
-// providerFiguresSQL groups the window four ways (total, days, routes,
-// APIs), one branch each of a UNION ALL, each branch in a subquery of its
-// own so that its ORDER BY and LIMIT stay its own.
-func providerFiguresSQL(q ProviderQuery) string {
-	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms", q)
-	branch := func(kind int, k1, k2, tail string) string {
-		return fmt.Sprintf("SELECT * FROM (SELECT toUInt8(%d) AS kind, %s AS key1, %s AS key2,\n    %s\nFROM %s\n%s)", kind, k1, k2, providerStatsSQL, src, tail)
-	}
-	branches := []string{
-		branch(providerTotal, "''", "''", ""),
-		branch(providerDay, "day", "''", "GROUP BY day"),
-		branch(providerRoute, "method", "route", fmt.Sprintf("GROUP BY method, route ORDER BY calls DESC, method, route LIMIT %d", q.Top)),
-	}
-	if q.ByAPI {
-		branches = append(branches, branch(providerAPI, "api_id", "''", "GROUP BY api_id"))
-	}
-	return strings.Join(branches, "\nUNION ALL\n")
+    arrayMap(x -> toFloat64(x), quantilesTimingMerge(0.5, 0.9, 0.99)(latency_ms)) AS latency
+FROM %s
+ARRAY JOIN [%s] AS g
+GROUP BY kind, key1, key2
+ORDER BY kind, calls DESC, key1, key2
+LIMIT %d BY kind`, src, groups, MaxProviderAPIs)
 }
 
 func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out *ProviderReport) error {
@@ -266,7 +263,9 @@ func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out
 		case providerDay:
 			out.Days = append(out.Days, ProviderDay{Day: key1, ProviderStats: s})
 		case providerRoute:
-			out.Routes = append(out.Routes, ProviderRoute{Method: key1, Route: key2, ProviderStats: s})
+			if len(out.Routes) < q.Top {
+				out.Routes = append(out.Routes, ProviderRoute{Method: key1, Route: key2, ProviderStats: s})
+			}
 		case providerAPI:
 			out.APIs = append(out.APIs, ProviderAPI{APIID: key1, ProviderStats: s})
 		}
@@ -274,12 +273,9 @@ func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read provider analytics: %w", err)
 	}
-	// The branches of a UNION ALL come back in any order, and interleaved.
+	// Routes came busiest first (ORDER BY), the rest by key.
 	slices.SortFunc(out.Days, func(a, b ProviderDay) int { return strings.Compare(a.Day, b.Day) })
 	slices.SortFunc(out.APIs, func(a, b ProviderAPI) int { return strings.Compare(a.APIID, b.APIID) })
-	slices.SortFunc(out.Routes, func(a, b ProviderRoute) int {
-		return cmp.Or(cmp.Compare(b.Calls, a.Calls), strings.Compare(a.Method, b.Method), strings.Compare(a.Route, b.Route))
-	})
 	return nil
 }
 
