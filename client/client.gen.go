@@ -643,22 +643,22 @@ func (e MeterFilterMethods) Valid() bool {
 
 // Defines values for MeterFilterStatusClasses.
 const (
-	N1xx MeterFilterStatusClasses = "1xx"
-	N2xx MeterFilterStatusClasses = "2xx"
-	N3xx MeterFilterStatusClasses = "3xx"
-	N4xx MeterFilterStatusClasses = "4xx"
+	MeterFilterStatusClassesN1xx MeterFilterStatusClasses = "1xx"
+	MeterFilterStatusClassesN2xx MeterFilterStatusClasses = "2xx"
+	MeterFilterStatusClassesN3xx MeterFilterStatusClasses = "3xx"
+	MeterFilterStatusClassesN4xx MeterFilterStatusClasses = "4xx"
 )
 
 // Valid indicates whether the value is a known member of the MeterFilterStatusClasses enum.
 func (e MeterFilterStatusClasses) Valid() bool {
 	switch e {
-	case N1xx:
+	case MeterFilterStatusClassesN1xx:
 		return true
-	case N2xx:
+	case MeterFilterStatusClassesN2xx:
 		return true
-	case N3xx:
+	case MeterFilterStatusClassesN3xx:
 		return true
-	case N4xx:
+	case MeterFilterStatusClassesN4xx:
 		return true
 	default:
 		return false
@@ -1691,6 +1691,51 @@ func (e WebhookEndpointPatchEventTypes) Valid() bool {
 	}
 }
 
+// Defines values for ExportAPIUsageParamsFormat.
+const (
+	ExportAPIUsageParamsFormatCsv    ExportAPIUsageParamsFormat = "csv"
+	ExportAPIUsageParamsFormatNdjson ExportAPIUsageParamsFormat = "ndjson"
+)
+
+// Valid indicates whether the value is a known member of the ExportAPIUsageParamsFormat enum.
+func (e ExportAPIUsageParamsFormat) Valid() bool {
+	switch e {
+	case ExportAPIUsageParamsFormatCsv:
+		return true
+	case ExportAPIUsageParamsFormatNdjson:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportAPIUsageParamsStatusClass.
+const (
+	ExportAPIUsageParamsStatusClassN1xx ExportAPIUsageParamsStatusClass = "1xx"
+	ExportAPIUsageParamsStatusClassN2xx ExportAPIUsageParamsStatusClass = "2xx"
+	ExportAPIUsageParamsStatusClassN3xx ExportAPIUsageParamsStatusClass = "3xx"
+	ExportAPIUsageParamsStatusClassN4xx ExportAPIUsageParamsStatusClass = "4xx"
+	ExportAPIUsageParamsStatusClassN5xx ExportAPIUsageParamsStatusClass = "5xx"
+)
+
+// Valid indicates whether the value is a known member of the ExportAPIUsageParamsStatusClass enum.
+func (e ExportAPIUsageParamsStatusClass) Valid() bool {
+	switch e {
+	case ExportAPIUsageParamsStatusClassN1xx:
+		return true
+	case ExportAPIUsageParamsStatusClassN2xx:
+		return true
+	case ExportAPIUsageParamsStatusClassN3xx:
+		return true
+	case ExportAPIUsageParamsStatusClassN4xx:
+		return true
+	case ExportAPIUsageParamsStatusClassN5xx:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for GetKeyUsageParamsGranularity.
 const (
 	GetKeyUsageParamsGranularityDay    GetKeyUsageParamsGranularity = "day"
@@ -1714,16 +1759,16 @@ func (e GetKeyUsageParamsGranularity) Valid() bool {
 
 // Defines values for GetPayoutsParamsFormat.
 const (
-	Csv  GetPayoutsParamsFormat = "csv"
-	Json GetPayoutsParamsFormat = "json"
+	GetPayoutsParamsFormatCsv  GetPayoutsParamsFormat = "csv"
+	GetPayoutsParamsFormatJson GetPayoutsParamsFormat = "json"
 )
 
 // Valid indicates whether the value is a known member of the GetPayoutsParamsFormat enum.
 func (e GetPayoutsParamsFormat) Valid() bool {
 	switch e {
-	case Csv:
+	case GetPayoutsParamsFormatCsv:
 		return true
-	case Json:
+	case GetPayoutsParamsFormatJson:
 		return true
 	default:
 		return false
@@ -1745,6 +1790,51 @@ func (e GetSubscriptionUsageParamsGranularity) Valid() bool {
 	case GetSubscriptionUsageParamsGranularityHour:
 		return true
 	case GetSubscriptionUsageParamsGranularityMinute:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportSubscriptionUsageParamsFormat.
+const (
+	ExportSubscriptionUsageParamsFormatCsv    ExportSubscriptionUsageParamsFormat = "csv"
+	ExportSubscriptionUsageParamsFormatNdjson ExportSubscriptionUsageParamsFormat = "ndjson"
+)
+
+// Valid indicates whether the value is a known member of the ExportSubscriptionUsageParamsFormat enum.
+func (e ExportSubscriptionUsageParamsFormat) Valid() bool {
+	switch e {
+	case ExportSubscriptionUsageParamsFormatCsv:
+		return true
+	case ExportSubscriptionUsageParamsFormatNdjson:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportSubscriptionUsageParamsStatusClass.
+const (
+	ExportSubscriptionUsageParamsStatusClassN1xx ExportSubscriptionUsageParamsStatusClass = "1xx"
+	ExportSubscriptionUsageParamsStatusClassN2xx ExportSubscriptionUsageParamsStatusClass = "2xx"
+	ExportSubscriptionUsageParamsStatusClassN3xx ExportSubscriptionUsageParamsStatusClass = "3xx"
+	ExportSubscriptionUsageParamsStatusClassN4xx ExportSubscriptionUsageParamsStatusClass = "4xx"
+	ExportSubscriptionUsageParamsStatusClassN5xx ExportSubscriptionUsageParamsStatusClass = "5xx"
+)
+
+// Valid indicates whether the value is a known member of the ExportSubscriptionUsageParamsStatusClass enum.
+func (e ExportSubscriptionUsageParamsStatusClass) Valid() bool {
+	switch e {
+	case ExportSubscriptionUsageParamsStatusClassN1xx:
+		return true
+	case ExportSubscriptionUsageParamsStatusClassN2xx:
+		return true
+	case ExportSubscriptionUsageParamsStatusClassN3xx:
+		return true
+	case ExportSubscriptionUsageParamsStatusClassN4xx:
+		return true
+	case ExportSubscriptionUsageParamsStatusClassN5xx:
 		return true
 	default:
 		return false
@@ -2239,6 +2329,110 @@ type ChargeModel string
 type CommentInput struct {
 	// Comment 1 to 5000 characters, surrounding spaces trimmed; not blank.
 	Comment string `json:"comment"`
+}
+
+// ConsumerAnalytics A subscription's (or key's) usage over a window, by day of a time zone, by route and by status class.
+type ConsumerAnalytics struct {
+	// ByDay Every day of the window in order, the first and last possibly partial.
+	ByDay []struct {
+		Calls int `json:"calls"`
+
+		// ClientErrors Calls answered 4xx, the gateway's refusals included.
+		ClientErrors int `json:"client_errors"`
+
+		// Cost The usage charge in `currency`; null in a key's view.
+		Cost string `json:"cost"`
+
+		// Day The local date.
+		Day openapi_types.Date `json:"day"`
+
+		// ErrorRate errors / calls, 4 decimals; 0.0000 without calls.
+		ErrorRate string `json:"error_rate"`
+
+		// Errors Calls answered 5xx.
+		Errors int `json:"errors"`
+
+		// LatencyMs Latency quantiles in milliseconds, 0 without calls.
+		LatencyMs ConsumerAnalyticsLatency `json:"latency_ms"`
+
+		// Units Billable units, exact.
+		Units string `json:"units"`
+	} `json:"by_day"`
+
+	// ByRoute Busiest first, at most 500.
+	ByRoute []struct {
+		Calls int `json:"calls"`
+
+		// ClientErrors Calls answered 4xx, the gateway's refusals included.
+		ClientErrors int `json:"client_errors"`
+
+		// ErrorRate errors / calls, 4 decimals; 0.0000 without calls.
+		ErrorRate string `json:"error_rate"`
+
+		// Errors Calls answered 5xx.
+		Errors int `json:"errors"`
+
+		// LatencyMs Latency quantiles in milliseconds, 0 without calls.
+		LatencyMs ConsumerAnalyticsLatency `json:"latency_ms"`
+		Method    string                   `json:"method"`
+		Route     string                   `json:"route"`
+
+		// Units Billable units, exact.
+		Units string `json:"units"`
+	} `json:"by_route"`
+
+	// ByRouteTruncated More routes had calls than `by_route` lists.
+	ByRouteTruncated bool `json:"by_route_truncated"`
+
+	// ByStatusClass Ascending.
+	ByStatusClass []struct {
+		Calls       int    `json:"calls"`
+		StatusClass string `json:"status_class"`
+	} `json:"by_status_class"`
+
+	// Currency The currency of the subscription's plan.
+	Currency string `json:"currency"`
+
+	// From The window's start.
+	From time.Time `json:"from"`
+
+	// KeyId The key the figures are narrowed to (the key view, or `key_id`); absent otherwise.
+	KeyId          *openapi_types.UUID `json:"key_id,omitempty"`
+	SubscriptionId openapi_types.UUID  `json:"subscription_id"`
+
+	// TimeZone The IANA zone the days are cut in.
+	TimeZone string `json:"time_zone"`
+
+	// To The window's end (exclusive).
+	To     time.Time `json:"to"`
+	Totals struct {
+		Calls int `json:"calls"`
+
+		// ClientErrors Calls answered 4xx, the gateway's refusals included.
+		ClientErrors int `json:"client_errors"`
+
+		// Cost The usage charge in `currency`; null in a key's view.
+		Cost string `json:"cost"`
+
+		// ErrorRate errors / calls, 4 decimals; 0.0000 without calls.
+		ErrorRate string `json:"error_rate"`
+
+		// Errors Calls answered 5xx.
+		Errors int `json:"errors"`
+
+		// LatencyMs Latency quantiles in milliseconds, 0 without calls.
+		LatencyMs ConsumerAnalyticsLatency `json:"latency_ms"`
+
+		// Units Billable units, exact.
+		Units string `json:"units"`
+	} `json:"totals"`
+}
+
+// ConsumerAnalyticsLatency Latency quantiles in milliseconds, 0 without calls.
+type ConsumerAnalyticsLatency struct {
+	P50 float32 `json:"p50"`
+	P90 float32 `json:"p90"`
+	P99 float32 `json:"p99"`
 }
 
 // CreditBalance What a customer may spend with an issuer in one currency.
@@ -4108,6 +4302,28 @@ type UsageBucket struct {
 	Units string `json:"units"`
 }
 
+// UsageExportRow One line of an NDJSON usage export: one call.
+type UsageExportRow struct {
+	ApiId string `json:"api_id"`
+	Id    string `json:"id"`
+
+	// KeyId Empty for a call without a key.
+	KeyId         string `json:"key_id"`
+	LatencyMs     int    `json:"latency_ms"`
+	Method        string `json:"method"`
+	Path          string `json:"path"`
+	RequestBytes  int    `json:"request_bytes"`
+	ResponseBytes int    `json:"response_bytes"`
+	Route         string `json:"route"`
+	Source        string `json:"source"`
+	Status        int    `json:"status"`
+
+	// Subject The subscription's id.
+	Subject string    `json:"subject"`
+	Time    time.Time `json:"time"`
+	Units   string    `json:"units"`
+}
+
 // UsageReconcileReport What one usage drift check found and did.
 type UsageReconcileReport struct {
 	// Checked Live subscriptions compared.
@@ -4724,6 +4940,42 @@ type ListAPITransitionsParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// ExportAPIUsageParams defines parameters for ExportAPIUsage.
+type ExportAPIUsageParams struct {
+	// From The start of the window (RFC 3339, inclusive). Required.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The end of the window (RFC 3339, exclusive). Required; at most 31 days after `from`.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Format `ndjson` (one JSON object per line) or `csv`. Without it, `Accept: text/csv` gives CSV, anything else NDJSON.
+	Format *ExportAPIUsageParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+
+	// KeyId Only this key's rows.
+	KeyId *openapi_types.UUID `form:"key_id,omitempty" json:"key_id,omitempty"`
+
+	// Method Only this HTTP method, in capitals.
+	Method *string `form:"method,omitempty" json:"method,omitempty"`
+
+	// Route Only this route template, such as `/v1/items/{id}`.
+	Route *string `form:"route,omitempty" json:"route,omitempty"`
+
+	// StatusClass Only this status class.
+	StatusClass *ExportAPIUsageParamsStatusClass `form:"status_class,omitempty" json:"status_class,omitempty"`
+
+	// SubscriptionId Only this subscription's rows.
+	SubscriptionId *openapi_types.UUID `form:"subscription_id,omitempty" json:"subscription_id,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// ExportAPIUsageParamsFormat defines parameters for ExportAPIUsage.
+type ExportAPIUsageParamsFormat string
+
+// ExportAPIUsageParamsStatusClass defines parameters for ExportAPIUsage.
+type ExportAPIUsageParamsStatusClass string
+
 // ListAPIVersionsParams defines parameters for ListAPIVersions.
 type ListAPIVersionsParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
@@ -4996,6 +5248,21 @@ type GetKeyParams struct {
 
 // UpdateKeyParams defines parameters for UpdateKey.
 type UpdateKeyParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GetKeyAnalyticsParams defines parameters for GetKeyAnalytics.
+type GetKeyAnalyticsParams struct {
+	// From The start of the window (RFC 3339, inclusive). Default: the local midnight 29 days before `to`'s date, so that the answer shows 30 dates.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The end of the window (RFC 3339, exclusive). Default: now. At most 400 days after `from`.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Tz The IANA time zone the days are cut in, such as `Asia/Kolkata` (default `UTC`). Days start at local midnight (or where a clock change skips it), whatever the offset: half- and quarter-hour zones and days of 23 or 25 hours included.
+	Tz *string `form:"tz,omitempty" json:"tz,omitempty"`
+
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
@@ -5300,6 +5567,24 @@ type CreateAdjustmentParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// GetSubscriptionAnalyticsParams defines parameters for GetSubscriptionAnalytics.
+type GetSubscriptionAnalyticsParams struct {
+	// From The start of the window (RFC 3339, inclusive). Default: the local midnight 29 days before `to`'s date, so that the answer shows 30 dates.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The end of the window (RFC 3339, exclusive). Default: now. At most 400 days after `from`.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Tz The IANA time zone the days are cut in, such as `Asia/Kolkata` (default `UTC`). Days start at local midnight (or where a clock change skips it), whatever the offset: half- and quarter-hour zones and days of 23 or 25 hours included.
+	Tz *string `form:"tz,omitempty" json:"tz,omitempty"`
+
+	// KeyId Only this key's calls (a key of the subscription).
+	KeyId *openapi_types.UUID `form:"key_id,omitempty" json:"key_id,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
 // CancelSubscriptionParams defines parameters for CancelSubscription.
 type CancelSubscriptionParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
@@ -5401,6 +5686,39 @@ type GetSubscriptionUsageParams struct {
 
 // GetSubscriptionUsageParamsGranularity defines parameters for GetSubscriptionUsage.
 type GetSubscriptionUsageParamsGranularity string
+
+// ExportSubscriptionUsageParams defines parameters for ExportSubscriptionUsage.
+type ExportSubscriptionUsageParams struct {
+	// From The start of the window (RFC 3339, inclusive). Required.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The end of the window (RFC 3339, exclusive). Required; at most 31 days after `from`.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Format `ndjson` (one JSON object per line) or `csv`. Without it, `Accept: text/csv` gives CSV, anything else NDJSON.
+	Format *ExportSubscriptionUsageParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+
+	// KeyId Only this key's rows.
+	KeyId *openapi_types.UUID `form:"key_id,omitempty" json:"key_id,omitempty"`
+
+	// Method Only this HTTP method, in capitals.
+	Method *string `form:"method,omitempty" json:"method,omitempty"`
+
+	// Route Only this route template, such as `/v1/items/{id}`.
+	Route *string `form:"route,omitempty" json:"route,omitempty"`
+
+	// StatusClass Only this status class.
+	StatusClass *ExportSubscriptionUsageParamsStatusClass `form:"status_class,omitempty" json:"status_class,omitempty"`
+
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// ExportSubscriptionUsageParamsFormat defines parameters for ExportSubscriptionUsage.
+type ExportSubscriptionUsageParamsFormat string
+
+// ExportSubscriptionUsageParamsStatusClass defines parameters for ExportSubscriptionUsage.
+type ExportSubscriptionUsageParamsStatusClass string
 
 // ListWebhookEndpointsParams defines parameters for ListWebhookEndpoints.
 type ListWebhookEndpointsParams struct {
@@ -6719,6 +7037,17 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/apis/{id}/transitions (the `ListAPITransitions` operationId).
 	ListAPITransitions(ctx context.Context, id openapi_types.UUID, params *ListAPITransitionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ExportAPIUsage Export an API's usage rows
+	//
+	// Raw usage rows, one per call, in time order (then source and id), streamed from ClickHouse as they are read: the answer is never held whole. Columns: time, id, source, subject (the subscription), api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units (a decimal string in NDJSON). CSV is RFC 4180 (CRLF line ends, quotes where needed) with a header row; a text field that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` so that a spreadsheet shows it as text instead of running it. A complete answer ends with the HTTP trailer `Veil-Export-Rows` (the row count). A failure after the first byte cannot become a problem document: the connection is cut before the body's end, so the client reads a truncated answer (an unexpected EOF, no trailer); retry the export or a shorter window.
+	//
+	// `subscription_id` narrows the rows to one subscription of the API.
+	//
+	// **Who may call:** members of the API's organization (its provider) and admins; anyone else, its subscribers included, gets `404`.
+	//
+	// Corresponds with GET /v1/apis/{id}/usage/export (the `ExportAPIUsage` operationId).
+	ExportAPIUsage(ctx context.Context, id openapi_types.UUID, params *ExportAPIUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListAPIVersions List an API's versions
 	//
 	// Every recorded version, newest first (not paginated). Versions name upstream URLs, so they are the API's own organization's and the admins' to read.
@@ -7109,6 +7438,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /v1/keys/{id} (the `UpdateKey` operationId).
 	UpdateKey(ctx context.Context, id openapi_types.UUID, params *UpdateKeyParams, body UpdateKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetKeyAnalytics Read a key's usage analytics
+	//
+	// The analytics of one key's calls, as the subscription's with `key_id` but without cost: `cost` is null (a key's share of a tiered price is not defined); `currency` is the subscription's.
+	//
+	// **Who may call:** members (any role) of the organization that holds the key and of the API's organization, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/keys/{id}/analytics (the `GetKeyAnalytics` operationId).
+	GetKeyAnalytics(ctx context.Context, id openapi_types.UUID, params *GetKeyAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListKeyEvents Read a key's audit trail
 	//
@@ -7620,6 +7958,15 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
 	CreateAdjustment(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, body CreateAdjustmentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetSubscriptionAnalytics Read a subscription's usage analytics
+	//
+	// Calls, billable units, cost, errors and latency of a subscription over a window: in total, by day of the caller's time zone (every day, those without calls included), by method and route (the busiest first, at most 500) and by status class. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's own refusals, 401, 403 and 429, included); `error_rate` is errors per call, 4 decimals. Latency quantiles (milliseconds) are ClickHouse's `quantilesTiming` over the calls for a window of up to 31 days (exact up to 5,670 calls per group, beyond that to the millisecond below 1,024 ms and to 16 ms above, 30 s at most), and the roll-ups' quantile states merged for a longer one (exact up to 8,192 calls per roll-up row, sampled beyond). `cost` per day is the day's usage charge (the invoice's usage lines, before discounts, tax and the base fee) as billing rates it: what rating the period's usage up to the day's end adds to rating it up to its start; `totals.cost` is their sum. `key_id` narrows every figure to one key of the subscription.
+	//
+	// **Who may call:** members (any role) of the subscribing organization and of the API's organization, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/analytics (the `GetSubscriptionAnalytics` operationId).
+	GetSubscriptionAnalytics(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// CancelSubscriptionWithBody Cancel a subscription
 	//
 	// Cancels now, revoking the subscription's keys, or (`at_period_end`) when the current period ends. The body is optional. A canceled organization may subscribe again.
@@ -7805,6 +8152,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/subscriptions/{id}/usage (the `GetSubscriptionUsage` operationId).
 	GetSubscriptionUsage(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ExportSubscriptionUsage Export a subscription's usage rows
+	//
+	// Raw usage rows, one per call, in time order (then source and id), streamed from ClickHouse as they are read: the answer is never held whole. Columns: time, id, source, subject (the subscription), api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units (a decimal string in NDJSON). CSV is RFC 4180 (CRLF line ends, quotes where needed) with a header row; a text field that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` so that a spreadsheet shows it as text instead of running it. A complete answer ends with the HTTP trailer `Veil-Export-Rows` (the row count). A failure after the first byte cannot become a problem document: the connection is cut before the body's end, so the client reads a truncated answer (an unexpected EOF, no trailer); retry the export or a shorter window.
+	//
+	// **Who may call:** members (any role) of the subscribing organization and of the API's organization, and admins; others get `404`.
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/usage/export (the `ExportSubscriptionUsage` operationId).
+	ExportSubscriptionUsage(ctx context.Context, id openapi_types.UUID, params *ExportSubscriptionUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListWebhookEndpoints List webhook endpoints
 	//
@@ -9284,6 +9640,27 @@ func (c *Client) ListAPITransitions(ctx context.Context, id openapi_types.UUID, 
 	return c.Client.Do(req)
 }
 
+// ExportAPIUsage Export an API's usage rows
+//
+// Raw usage rows, one per call, in time order (then source and id), streamed from ClickHouse as they are read: the answer is never held whole. Columns: time, id, source, subject (the subscription), api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units (a decimal string in NDJSON). CSV is RFC 4180 (CRLF line ends, quotes where needed) with a header row; a text field that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` so that a spreadsheet shows it as text instead of running it. A complete answer ends with the HTTP trailer `Veil-Export-Rows` (the row count). A failure after the first byte cannot become a problem document: the connection is cut before the body's end, so the client reads a truncated answer (an unexpected EOF, no trailer); retry the export or a shorter window.
+//
+// `subscription_id` narrows the rows to one subscription of the API.
+//
+// **Who may call:** members of the API's organization (its provider) and admins; anyone else, its subscribers included, gets `404`.
+//
+// Corresponds with GET /v1/apis/{id}/usage/export (the `ExportAPIUsage` operationId).
+func (c *Client) ExportAPIUsage(ctx context.Context, id openapi_types.UUID, params *ExportAPIUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExportAPIUsageRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListAPIVersions List an API's versions
 //
 // Every recorded version, newest first (not paginated). Versions name upstream URLs, so they are the API's own organization's and the admins' to read.
@@ -10055,6 +10432,25 @@ func (c *Client) UpdateKeyWithBody(ctx context.Context, id openapi_types.UUID, p
 // Corresponds with PATCH /v1/keys/{id} (the `UpdateKey` operationId).
 func (c *Client) UpdateKey(ctx context.Context, id openapi_types.UUID, params *UpdateKeyParams, body UpdateKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdateKeyRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetKeyAnalytics Read a key's usage analytics
+//
+// The analytics of one key's calls, as the subscription's with `key_id` but without cost: `cost` is null (a key's share of a tiered price is not defined); `currency` is the subscription's.
+//
+// **Who may call:** members (any role) of the organization that holds the key and of the API's organization, and admins; others get `404`.
+//
+// Corresponds with GET /v1/keys/{id}/analytics (the `GetKeyAnalytics` operationId).
+func (c *Client) GetKeyAnalytics(ctx context.Context, id openapi_types.UUID, params *GetKeyAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetKeyAnalyticsRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -11075,6 +11471,25 @@ func (c *Client) CreateAdjustment(ctx context.Context, id openapi_types.UUID, pa
 	return c.Client.Do(req)
 }
 
+// GetSubscriptionAnalytics Read a subscription's usage analytics
+//
+// Calls, billable units, cost, errors and latency of a subscription over a window: in total, by day of the caller's time zone (every day, those without calls included), by method and route (the busiest first, at most 500) and by status class. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's own refusals, 401, 403 and 429, included); `error_rate` is errors per call, 4 decimals. Latency quantiles (milliseconds) are ClickHouse's `quantilesTiming` over the calls for a window of up to 31 days (exact up to 5,670 calls per group, beyond that to the millisecond below 1,024 ms and to 16 ms above, 30 s at most), and the roll-ups' quantile states merged for a longer one (exact up to 8,192 calls per roll-up row, sampled beyond). `cost` per day is the day's usage charge (the invoice's usage lines, before discounts, tax and the base fee) as billing rates it: what rating the period's usage up to the day's end adds to rating it up to its start; `totals.cost` is their sum. `key_id` narrows every figure to one key of the subscription.
+//
+// **Who may call:** members (any role) of the subscribing organization and of the API's organization, and admins; others get `404`.
+//
+// Corresponds with GET /v1/subscriptions/{id}/analytics (the `GetSubscriptionAnalytics` operationId).
+func (c *Client) GetSubscriptionAnalytics(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetSubscriptionAnalyticsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // CancelSubscriptionWithBody Cancel a subscription
 //
 // Cancels now, revoking the subscription's keys, or (`at_period_end`) when the current period ends. The body is optional. A canceled organization may subscribe again.
@@ -11431,6 +11846,25 @@ func (c *Client) ResetQuota(ctx context.Context, id openapi_types.UUID, params *
 // Corresponds with GET /v1/subscriptions/{id}/usage (the `GetSubscriptionUsage` operationId).
 func (c *Client) GetSubscriptionUsage(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetSubscriptionUsageRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ExportSubscriptionUsage Export a subscription's usage rows
+//
+// Raw usage rows, one per call, in time order (then source and id), streamed from ClickHouse as they are read: the answer is never held whole. Columns: time, id, source, subject (the subscription), api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units (a decimal string in NDJSON). CSV is RFC 4180 (CRLF line ends, quotes where needed) with a header row; a text field that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` so that a spreadsheet shows it as text instead of running it. A complete answer ends with the HTTP trailer `Veil-Export-Rows` (the row count). A failure after the first byte cannot become a problem document: the connection is cut before the body's end, so the client reads a truncated answer (an unexpected EOF, no trailer); retry the export or a shorter window.
+//
+// **Who may call:** members (any role) of the subscribing organization and of the API's organization, and admins; others get `404`.
+//
+// Corresponds with GET /v1/subscriptions/{id}/usage/export (the `ExportSubscriptionUsage` operationId).
+func (c *Client) ExportSubscriptionUsage(ctx context.Context, id openapi_types.UUID, params *ExportSubscriptionUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewExportSubscriptionUsageRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -14443,6 +14877,166 @@ func NewListAPITransitionsRequest(server string, id openapi_types.UUID, params *
 	return req, nil
 }
 
+// NewExportAPIUsageRequest constructs an http.Request for the ExportAPIUsage method
+func NewExportAPIUsageRequest(server string, id openapi_types.UUID, params *ExportAPIUsageParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/apis/%s/usage/export", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Format != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "format", *params.Format, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.KeyId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "key_id", *params.KeyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Method != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "method", *params.Method, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Route != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "route", *params.Route, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.StatusClass != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status_class", *params.StatusClass, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.SubscriptionId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "subscription_id", *params.SubscriptionId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewListAPIVersionsRequest constructs an http.Request for the ListAPIVersions method
 func NewListAPIVersionsRequest(server string, id openapi_types.UUID, params *ListAPIVersionsParams) (*http.Request, error) {
 	var err error
@@ -16382,6 +16976,106 @@ func NewUpdateKeyRequestWithBody(server string, id openapi_types.UUID, params *U
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetKeyAnalyticsRequest constructs an http.Request for the GetKeyAnalytics method
+func NewGetKeyAnalyticsRequest(server string, id openapi_types.UUID, params *GetKeyAnalyticsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/keys/%s/analytics", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Tz != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tz", *params.Tz, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	if params != nil {
 
@@ -18680,6 +19374,118 @@ func NewCreateAdjustmentRequestWithBody(server string, id openapi_types.UUID, pa
 	return req, nil
 }
 
+// NewGetSubscriptionAnalyticsRequest constructs an http.Request for the GetSubscriptionAnalytics method
+func NewGetSubscriptionAnalyticsRequest(server string, id openapi_types.UUID, params *GetSubscriptionAnalyticsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/subscriptions/%s/analytics", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Tz != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tz", *params.Tz, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.KeyId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "key_id", *params.KeyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewCancelSubscriptionRequest calls the generic CancelSubscription builder with application/json body
 func NewCancelSubscriptionRequest(server string, id openapi_types.UUID, params *CancelSubscriptionParams, body CancelSubscriptionJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -19432,6 +20238,154 @@ func NewGetSubscriptionUsageRequest(server string, id openapi_types.UUID, params
 		if params.Granularity != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "granularity", *params.Granularity, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewExportSubscriptionUsageRequest constructs an http.Request for the ExportSubscriptionUsage method
+func NewExportSubscriptionUsageRequest(server string, id openapi_types.UUID, params *ExportSubscriptionUsageParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/subscriptions/%s/usage/export", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Format != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "format", *params.Format, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.KeyId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "key_id", *params.KeyId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Method != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "method", *params.Method, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Route != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "route", *params.Route, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.StatusClass != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status_class", *params.StatusClass, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -20869,6 +21823,19 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/apis/{id}/transitions (the `ListAPITransitions` operationId).
 	ListAPITransitionsWithResponse(ctx context.Context, id openapi_types.UUID, params *ListAPITransitionsParams, reqEditors ...RequestEditorFn) (*ListAPITransitionsResponse, error)
 
+	// ExportAPIUsageWithResponse Export an API's usage rows
+	//
+	// Raw usage rows, one per call, in time order (then source and id), streamed from ClickHouse as they are read: the answer is never held whole. Columns: time, id, source, subject (the subscription), api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units (a decimal string in NDJSON). CSV is RFC 4180 (CRLF line ends, quotes where needed) with a header row; a text field that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` so that a spreadsheet shows it as text instead of running it. A complete answer ends with the HTTP trailer `Veil-Export-Rows` (the row count). A failure after the first byte cannot become a problem document: the connection is cut before the body's end, so the client reads a truncated answer (an unexpected EOF, no trailer); retry the export or a shorter window.
+	//
+	// `subscription_id` narrows the rows to one subscription of the API.
+	//
+	// **Who may call:** members of the API's organization (its provider) and admins; anyone else, its subscribers included, gets `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/apis/{id}/usage/export (the `ExportAPIUsage` operationId).
+	ExportAPIUsageWithResponse(ctx context.Context, id openapi_types.UUID, params *ExportAPIUsageParams, reqEditors ...RequestEditorFn) (*ExportAPIUsageResponse, error)
+
 	// ListAPIVersionsWithResponse List an API's versions
 	//
 	// Every recorded version, newest first (not paginated). Versions name upstream URLs, so they are the API's own organization's and the admins' to read.
@@ -21297,6 +22264,17 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /v1/keys/{id} (the `UpdateKey` operationId).
 	UpdateKeyWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateKeyParams, body UpdateKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateKeyResponse, error)
+
+	// GetKeyAnalyticsWithResponse Read a key's usage analytics
+	//
+	// The analytics of one key's calls, as the subscription's with `key_id` but without cost: `cost` is null (a key's share of a tiered price is not defined); `currency` is the subscription's.
+	//
+	// **Who may call:** members (any role) of the organization that holds the key and of the API's organization, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/keys/{id}/analytics (the `GetKeyAnalytics` operationId).
+	GetKeyAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetKeyAnalyticsParams, reqEditors ...RequestEditorFn) (*GetKeyAnalyticsResponse, error)
 
 	// ListKeyEventsWithResponse Read a key's audit trail
 	//
@@ -21848,6 +22826,17 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/subscriptions/{id}/adjustments (the `CreateAdjustment` operationId).
 	CreateAdjustmentWithResponse(ctx context.Context, id openapi_types.UUID, params *CreateAdjustmentParams, body CreateAdjustmentJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateAdjustmentResponse, error)
 
+	// GetSubscriptionAnalyticsWithResponse Read a subscription's usage analytics
+	//
+	// Calls, billable units, cost, errors and latency of a subscription over a window: in total, by day of the caller's time zone (every day, those without calls included), by method and route (the busiest first, at most 500) and by status class. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's own refusals, 401, 403 and 429, included); `error_rate` is errors per call, 4 decimals. Latency quantiles (milliseconds) are ClickHouse's `quantilesTiming` over the calls for a window of up to 31 days (exact up to 5,670 calls per group, beyond that to the millisecond below 1,024 ms and to 16 ms above, 30 s at most), and the roll-ups' quantile states merged for a longer one (exact up to 8,192 calls per roll-up row, sampled beyond). `cost` per day is the day's usage charge (the invoice's usage lines, before discounts, tax and the base fee) as billing rates it: what rating the period's usage up to the day's end adds to rating it up to its start; `totals.cost` is their sum. `key_id` narrows every figure to one key of the subscription.
+	//
+	// **Who may call:** members (any role) of the subscribing organization and of the API's organization, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/analytics (the `GetSubscriptionAnalytics` operationId).
+	GetSubscriptionAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionAnalyticsParams, reqEditors ...RequestEditorFn) (*GetSubscriptionAnalyticsResponse, error)
+
 	// CancelSubscriptionWithBodyWithResponse Cancel a subscription
 	//
 	// Cancels now, revoking the subscription's keys, or (`at_period_end`) when the current period ends. The body is optional. A canceled organization may subscribe again.
@@ -22045,6 +23034,17 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/subscriptions/{id}/usage (the `GetSubscriptionUsage` operationId).
 	GetSubscriptionUsageWithResponse(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionUsageParams, reqEditors ...RequestEditorFn) (*GetSubscriptionUsageResponse, error)
+
+	// ExportSubscriptionUsageWithResponse Export a subscription's usage rows
+	//
+	// Raw usage rows, one per call, in time order (then source and id), streamed from ClickHouse as they are read: the answer is never held whole. Columns: time, id, source, subject (the subscription), api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units (a decimal string in NDJSON). CSV is RFC 4180 (CRLF line ends, quotes where needed) with a header row; a text field that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` so that a spreadsheet shows it as text instead of running it. A complete answer ends with the HTTP trailer `Veil-Export-Rows` (the row count). A failure after the first byte cannot become a problem document: the connection is cut before the body's end, so the client reads a truncated answer (an unexpected EOF, no trailer); retry the export or a shorter window.
+	//
+	// **Who may call:** members (any role) of the subscribing organization and of the API's organization, and admins; others get `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/subscriptions/{id}/usage/export (the `ExportSubscriptionUsage` operationId).
+	ExportSubscriptionUsageWithResponse(ctx context.Context, id openapi_types.UUID, params *ExportSubscriptionUsageParams, reqEditors ...RequestEditorFn) (*ExportSubscriptionUsageResponse, error)
 
 	// ListWebhookEndpointsWithResponse List webhook endpoints
 	//
@@ -24481,6 +25481,52 @@ func (r ListAPITransitionsResponse) ContentType() string {
 	return ""
 }
 
+type ExportAPIUsageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ExportAPIUsageResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ExportAPIUsageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ExportAPIUsageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExportAPIUsageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ExportAPIUsageResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ExportAPIUsageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListAPIVersionsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -25984,6 +27030,59 @@ func (r UpdateKeyResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r UpdateKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetKeyAnalyticsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConsumerAnalytics
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetKeyAnalyticsResponse) GetJSON200() *ConsumerAnalytics {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetKeyAnalyticsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetKeyAnalyticsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetKeyAnalyticsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetKeyAnalyticsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetKeyAnalyticsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetKeyAnalyticsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -27838,6 +28937,59 @@ func (r CreateAdjustmentResponse) ContentType() string {
 	return ""
 }
 
+type GetSubscriptionAnalyticsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ConsumerAnalytics
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetSubscriptionAnalyticsResponse) GetJSON200() *ConsumerAnalytics {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetSubscriptionAnalyticsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetSubscriptionAnalyticsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetSubscriptionAnalyticsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetSubscriptionAnalyticsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetSubscriptionAnalyticsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetSubscriptionAnalyticsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type CancelSubscriptionResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -28468,6 +29620,52 @@ func (r GetSubscriptionUsageResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetSubscriptionUsageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ExportSubscriptionUsageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ExportSubscriptionUsageResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ExportSubscriptionUsageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ExportSubscriptionUsageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ExportSubscriptionUsageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r ExportSubscriptionUsageResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ExportSubscriptionUsageResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -30134,6 +31332,25 @@ func (c *ClientWithResponses) ListAPITransitionsWithResponse(ctx context.Context
 	return ParseListAPITransitionsResponse(rsp)
 }
 
+// ExportAPIUsageWithResponse Export an API's usage rows
+//
+// Raw usage rows, one per call, in time order (then source and id), streamed from ClickHouse as they are read: the answer is never held whole. Columns: time, id, source, subject (the subscription), api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units (a decimal string in NDJSON). CSV is RFC 4180 (CRLF line ends, quotes where needed) with a header row; a text field that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` so that a spreadsheet shows it as text instead of running it. A complete answer ends with the HTTP trailer `Veil-Export-Rows` (the row count). A failure after the first byte cannot become a problem document: the connection is cut before the body's end, so the client reads a truncated answer (an unexpected EOF, no trailer); retry the export or a shorter window.
+//
+// `subscription_id` narrows the rows to one subscription of the API.
+//
+// **Who may call:** members of the API's organization (its provider) and admins; anyone else, its subscribers included, gets `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/apis/{id}/usage/export (the `ExportAPIUsage` operationId).
+func (c *ClientWithResponses) ExportAPIUsageWithResponse(ctx context.Context, id openapi_types.UUID, params *ExportAPIUsageParams, reqEditors ...RequestEditorFn) (*ExportAPIUsageResponse, error) {
+	rsp, err := c.ExportAPIUsage(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExportAPIUsageResponse(rsp)
+}
+
 // ListAPIVersionsWithResponse List an API's versions
 //
 // Every recorded version, newest first (not paginated). Versions name upstream URLs, so they are the API's own organization's and the admins' to read.
@@ -30795,6 +32012,23 @@ func (c *ClientWithResponses) UpdateKeyWithResponse(ctx context.Context, id open
 		return nil, err
 	}
 	return ParseUpdateKeyResponse(rsp)
+}
+
+// GetKeyAnalyticsWithResponse Read a key's usage analytics
+//
+// The analytics of one key's calls, as the subscription's with `key_id` but without cost: `cost` is null (a key's share of a tiered price is not defined); `currency` is the subscription's.
+//
+// **Who may call:** members (any role) of the organization that holds the key and of the API's organization, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/keys/{id}/analytics (the `GetKeyAnalytics` operationId).
+func (c *ClientWithResponses) GetKeyAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetKeyAnalyticsParams, reqEditors ...RequestEditorFn) (*GetKeyAnalyticsResponse, error) {
+	rsp, err := c.GetKeyAnalytics(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetKeyAnalyticsResponse(rsp)
 }
 
 // ListKeyEventsWithResponse Read a key's audit trail
@@ -31647,6 +32881,23 @@ func (c *ClientWithResponses) CreateAdjustmentWithResponse(ctx context.Context, 
 	return ParseCreateAdjustmentResponse(rsp)
 }
 
+// GetSubscriptionAnalyticsWithResponse Read a subscription's usage analytics
+//
+// Calls, billable units, cost, errors and latency of a subscription over a window: in total, by day of the caller's time zone (every day, those without calls included), by method and route (the busiest first, at most 500) and by status class. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's own refusals, 401, 403 and 429, included); `error_rate` is errors per call, 4 decimals. Latency quantiles (milliseconds) are ClickHouse's `quantilesTiming` over the calls for a window of up to 31 days (exact up to 5,670 calls per group, beyond that to the millisecond below 1,024 ms and to 16 ms above, 30 s at most), and the roll-ups' quantile states merged for a longer one (exact up to 8,192 calls per roll-up row, sampled beyond). `cost` per day is the day's usage charge (the invoice's usage lines, before discounts, tax and the base fee) as billing rates it: what rating the period's usage up to the day's end adds to rating it up to its start; `totals.cost` is their sum. `key_id` narrows every figure to one key of the subscription.
+//
+// **Who may call:** members (any role) of the subscribing organization and of the API's organization, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/subscriptions/{id}/analytics (the `GetSubscriptionAnalytics` operationId).
+func (c *ClientWithResponses) GetSubscriptionAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetSubscriptionAnalyticsParams, reqEditors ...RequestEditorFn) (*GetSubscriptionAnalyticsResponse, error) {
+	rsp, err := c.GetSubscriptionAnalytics(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetSubscriptionAnalyticsResponse(rsp)
+}
+
 // CancelSubscriptionWithBodyWithResponse Cancel a subscription
 //
 // Cancels now, revoking the subscription's keys, or (`at_period_end`) when the current period ends. The body is optional. A canceled organization may subscribe again.
@@ -31951,6 +33202,23 @@ func (c *ClientWithResponses) GetSubscriptionUsageWithResponse(ctx context.Conte
 		return nil, err
 	}
 	return ParseGetSubscriptionUsageResponse(rsp)
+}
+
+// ExportSubscriptionUsageWithResponse Export a subscription's usage rows
+//
+// Raw usage rows, one per call, in time order (then source and id), streamed from ClickHouse as they are read: the answer is never held whole. Columns: time, id, source, subject (the subscription), api_id, key_id, method, route, path, status, latency_ms, request_bytes, response_bytes, units (a decimal string in NDJSON). CSV is RFC 4180 (CRLF line ends, quotes where needed) with a header row; a text field that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'` so that a spreadsheet shows it as text instead of running it. A complete answer ends with the HTTP trailer `Veil-Export-Rows` (the row count). A failure after the first byte cannot become a problem document: the connection is cut before the body's end, so the client reads a truncated answer (an unexpected EOF, no trailer); retry the export or a shorter window.
+//
+// **Who may call:** members (any role) of the subscribing organization and of the API's organization, and admins; others get `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/subscriptions/{id}/usage/export (the `ExportSubscriptionUsage` operationId).
+func (c *ClientWithResponses) ExportSubscriptionUsageWithResponse(ctx context.Context, id openapi_types.UUID, params *ExportSubscriptionUsageParams, reqEditors ...RequestEditorFn) (*ExportSubscriptionUsageResponse, error) {
+	rsp, err := c.ExportSubscriptionUsage(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseExportSubscriptionUsageResponse(rsp)
 }
 
 // ListWebhookEndpointsWithResponse List webhook endpoints
@@ -33579,6 +34847,32 @@ func ParseListAPITransitionsResponse(rsp *http.Response) (*ListAPITransitionsRes
 	return response, nil
 }
 
+// ParseExportAPIUsageResponse parses an HTTP response from a ExportAPIUsageWithResponse call
+func ParseExportAPIUsageResponse(rsp *http.Response) (*ExportAPIUsageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExportAPIUsageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseListAPIVersionsResponse parses an HTTP response from a ListAPIVersionsWithResponse call
 func ParseListAPIVersionsResponse(rsp *http.Response) (*ListAPIVersionsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -34497,6 +35791,39 @@ func ParseUpdateKeyResponse(rsp *http.Response) (*UpdateKeyResponse, error) {
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Key
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetKeyAnalyticsResponse parses an HTTP response from a GetKeyAnalyticsWithResponse call
+func ParseGetKeyAnalyticsResponse(rsp *http.Response) (*GetKeyAnalyticsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetKeyAnalyticsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConsumerAnalytics
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -35671,6 +36998,39 @@ func ParseCreateAdjustmentResponse(rsp *http.Response) (*CreateAdjustmentRespons
 	return response, nil
 }
 
+// ParseGetSubscriptionAnalyticsResponse parses an HTTP response from a GetSubscriptionAnalyticsWithResponse call
+func ParseGetSubscriptionAnalyticsResponse(rsp *http.Response) (*GetSubscriptionAnalyticsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetSubscriptionAnalyticsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ConsumerAnalytics
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseCancelSubscriptionResponse parses an HTTP response from a CancelSubscriptionWithResponse call
 func ParseCancelSubscriptionResponse(rsp *http.Response) (*CancelSubscriptionResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -36055,6 +37415,32 @@ func ParseGetSubscriptionUsageResponse(rsp *http.Response) (*GetSubscriptionUsag
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseExportSubscriptionUsageResponse parses an HTTP response from a ExportSubscriptionUsageWithResponse call
+func ParseExportSubscriptionUsageResponse(rsp *http.Response) (*ExportSubscriptionUsageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ExportSubscriptionUsageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/veil-platform/veil/control-plane/accounts"
+	"github.com/veil-platform/veil/control-plane/analytics"
 	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/control-plane/budgets"
 	"github.com/veil-platform/veil/control-plane/catalog"
@@ -639,12 +640,16 @@ func (p *controlPlane) apiHandler(cp controlPlaneFlags, limits apiLimits, svc se
 	if p.clickhouse != nil {
 		usageReader = metering.NewReader(p.clickhouse)
 	}
+	insights, err := analytics.New(analytics.Config{Pool: p.pool, ClickHouse: p.clickhouse, Billing: svc.billing, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
 	return httpapi.New(httpapi.Config{
 		Pool: p.pool, Catalog: svc.catalog, Subscriptions: svc.subs, Usage: usageReader, Quota: p.quota, Drift: p.drift, Webhooks: svc.hooks, PromotionCodes: svc.promos, Directory: accounts.New(p.pool), Authenticator: verifier,
 		RateLimiter: limiter, IPRate: limits.ipRate, TokenRate: limits.tokenRate, PaymentRate: limits.paymentRate, Idempotency: idem,
 		CORS: middleware.CORSConfig{AllowedOrigins: splitList(cp.corsOrigins)}, TrustedProxies: limits.proxies,
 		OpenAPI: schemas.OpenAPI, Logger: logger, Metrics: set, PlanFiles: p.planFilesReloader(), Billing: svc.billing,
-		Payments: svc.pays, Budgets: svc.budgets,
+		Payments: svc.pays, Analytics: insights, Budgets: svc.budgets,
 	}), nil
 }
 

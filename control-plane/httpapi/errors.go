@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/veil-platform/veil/control-plane/analytics"
 	"github.com/veil-platform/veil/control-plane/budgets"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
@@ -90,7 +91,7 @@ var problems = []sentinelProblem{
 	{errs: errs(errUnsupportedMedia), d: problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported Media Type", "send application/json")},
 	{errs: errs(pagination.ErrBadCursor), d: problem.New(http.StatusBadRequest, "bad-cursor", "Bad Cursor", "the cursor was not issued by this API")},
 	{errs: errs(catalog.ErrAPINotFound, catalog.ErrApprovalNotFound, webhooks.ErrEndpointNotFound, webhooks.ErrDeliveryNotFound,
-		subscriptions.ErrPlanNotFound, subscriptions.ErrSubscriptionNotFound, keys.ErrKeyNotFound, ingesttokens.ErrNotFound, errNoUsageReconcile,
+		subscriptions.ErrPlanNotFound, subscriptions.ErrSubscriptionNotFound, keys.ErrKeyNotFound, ingesttokens.ErrNotFound, errNoUsageReconcile, analytics.ErrSubscriptionNotFound,
 		pricing.ErrMeterNotFound, pricing.ErrVersionNotFound, promotions.ErrNotFound, budgets.ErrNotFound, budgets.ErrSubscriptionNotFound), d: problem.New(http.StatusNotFound, "not-found", "Not Found", "")},
 	{errs: errs(keys.ErrInvalidTransition, subscriptions.ErrSubscriptionTransition, catalog.ErrInvalidTransition),
 		d: problem.New(http.StatusConflict, "invalid-transition", "Invalid State Transition", "")},
@@ -125,7 +126,8 @@ var problems = []sentinelProblem{
 	{errs: errs(promotions.ErrAlreadyRedeemed), d: problem.New(http.StatusConflict, "already-redeemed", "Already Redeemed", "")},
 	{errs: errs(promotions.ErrNotStackable), d: problem.New(http.StatusConflict, "not-stackable", "Promotion Does Not Stack", "")},
 	{errs: errs(metering.ErrBadQuery), d: problem.New(http.StatusBadRequest, "bad-usage-query", "Bad Usage Query", "")},
-	{errs: errs(errUsageUnavailable), d: problem.New(http.StatusServiceUnavailable, "usage-unavailable", "Usage Unavailable", ""), retryAfter: "30"},
+	{errs: errs(analytics.ErrInvalidParameter), d: problem.New(http.StatusBadRequest, "invalid-parameter", "Invalid Parameter", "")},
+	{errs: errs(errUsageUnavailable, analytics.ErrUnavailable), d: problem.New(http.StatusServiceUnavailable, "usage-unavailable", "Usage Unavailable", ""), retryAfter: "30"},
 	{errs: errs(identity.ErrForbidden), d: problem.New(http.StatusForbidden, "forbidden", "Forbidden", "your role may not do this")},
 	{errs: errs(catalog.ErrSelfApproval), d: problem.New(http.StatusForbidden, "self-approval", "Self-Approval Refused", "")},
 	{errs: errs(catalog.ErrNotEditable), d: problem.New(http.StatusConflict, "not-editable", "Not Editable", "")},

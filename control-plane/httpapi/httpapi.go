@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/veil-platform/veil/control-plane/accounts"
+	"github.com/veil-platform/veil/control-plane/analytics"
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/control-plane/budgets"
@@ -100,6 +101,9 @@ type Config struct {
 	// Stripe webhook; nil uses one on Pool without providers (the webhook
 	// answers 409, collections cannot start).
 	Payments *payments.Service
+	// Analytics answers the usage analytics and exports; nil uses one on
+	// Pool and Billing without ClickHouse (they answer 503).
+	Analytics *analytics.Service
 	// Budgets manages budgets; nil uses one on Pool, which has
 	// Subscriptions rewrite the gateway record of a hard budget's
 	// subscription.
@@ -141,6 +145,10 @@ func New(cfg Config) http.Handler {
 		}
 		// New fails only without a pool.
 		cfg.Budgets, _ = budgets.New(bc)
+	}
+	if cfg.Analytics == nil && cfg.Pool != nil {
+		// New fails only without a pool.
+		cfg.Analytics, _ = analytics.New(analytics.Config{Pool: cfg.Pool, Billing: cfg.Billing, Logger: cfg.Logger})
 	}
 	a := &api{cfg: cfg, log: cfg.Logger}
 	r := chi.NewRouter()
@@ -190,6 +198,7 @@ func (a *api) routes(r chi.Router) {
 	a.billingRoutes(r)
 	a.paymentRoutes(r)
 	a.payoutRoutes(r)
+	a.analyticsRoutes(r)
 	a.budgetRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
 

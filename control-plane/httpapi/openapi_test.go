@@ -733,6 +733,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	exercisePayments(t, e, c, prov, other, admin)
 	exerciseBudgets(t, e, c, prov, cons, other, admin)
 	exercisePayouts(t, e, c, prov, cons, other, admin)
+	exerciseConsumerAnalytics(c, cons)
 
 	// Ingest tokens.
 	var ingestToken struct{ ID string }
