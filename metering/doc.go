@@ -3,7 +3,10 @@
 // usage.go, behind the control plane's usage endpoints) and a
 // subscription's billable totals from usage_events (totals.go, what veil
 // usage prints); queries.go holds the analyst queries, documented with
-// measured latencies in docs/analyst-sql.md. It is pure queries over a
+// measured latencies in docs/analyst-sql.md. analytics_consumer.go answers
+// a subscription's analytics by day of any time zone, by route and status
+// class in one query (Analytics; DayStarts cuts the days), and export.go
+// streams raw usage rows (Export). It is pure queries over a
 // connection the caller opens, with no HTTP. rating.go is the rating
 // engine: what a charge of a plan (per_unit, graduated, volume, package)
 // costs for a metered quantity, exactly, rounded once per line to the
