@@ -244,14 +244,7 @@ func pieceSQL(t rollupTable, p *piecePlan, cuts []time.Time, byKey, timing bool)
 			states = strings.Replace(states, "quantilesState", "quantilesTimingState", 1)
 		}
 	}
-	day := "toUInt32(0)"
-	if len(cuts) > 0 {
-		nums := make([]string, len(cuts))
-		for i, c := range cuts {
-			nums[i] = strconv.FormatInt(c.Unix(), 10)
-		}
-		day = "toUInt32(arrayCount(c -> c <= " + ts + ", [" + strings.Join(nums, ", ") + "]))"
-	}
+	day := dayIndexSQL(ts, p.from(), p.to(), cuts)
 	where := "subject = @subject"
 	if byKey {
 		where += " AND key_id = @key_id"
@@ -262,4 +255,27 @@ FROM ` + table + `
 WHERE ` + where + `
   AND ` + p.rangeSQL(t) + `
 GROUP BY day_index, method, route, status_class`
+}
+
+// dayIndexSQL is the day of the window an instant ts (seconds) falls in.
+// When every day of the window is 24 hours long (no clock change in it),
+// that is arithmetic; otherwise it counts the day starts at or before ts,
+// which costs a comparison per day start and row.
+func dayIndexSQL(ts string, from, to time.Time, cuts []time.Time) string {
+	if len(cuts) == 0 {
+		return "toUInt32(0)"
+	}
+	const day = 24 * time.Hour
+	uniform := !from.Before(cuts[0].Add(-day)) && !to.After(cuts[len(cuts)-1].Add(day))
+	for i := 1; i < len(cuts) && uniform; i++ {
+		uniform = cuts[i].Sub(cuts[i-1]) == day
+	}
+	if uniform {
+		return "toUInt32(intDiv(" + ts + " - " + strconv.FormatInt(cuts[0].Add(-day).Unix(), 10) + ", 86400))"
+	}
+	nums := make([]string, len(cuts))
+	for i, c := range cuts {
+		nums[i] = strconv.FormatInt(c.Unix(), 10)
+	}
+	return "toUInt32(arrayCount(c -> c <= " + ts + ", [" + strings.Join(nums, ", ") + "]))"
 }

@@ -87,6 +87,27 @@ func (p *piecePlan) add(t rollupTable, a, b time.Time) {
 	p[t] = append(s, span{a, b})
 }
 
+// from and to are the window the plan covers.
+func (p *piecePlan) from() time.Time {
+	var out time.Time
+	for _, s := range p {
+		if len(s) > 0 && (out.IsZero() || s[0].from.Before(out)) {
+			out = s[0].from
+		}
+	}
+	return out
+}
+
+func (p *piecePlan) to() time.Time {
+	var out time.Time
+	for _, s := range p {
+		if n := len(s); n > 0 && s[n-1].to.After(out) {
+			out = s[n-1].to
+		}
+	}
+	return out
+}
+
 // rangeSQL is the condition that selects t's ranges. Every value is a
 // number or a date formatted here, never caller text.
 func (p *piecePlan) rangeSQL(t rollupTable) string {

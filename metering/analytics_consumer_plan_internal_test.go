@@ -2,6 +2,7 @@ package metering
 
 import (
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -136,5 +137,29 @@ func TestDayStartsSkippedMidnight(t *testing.T) {
 	want = []time.Time{time.Date(2026, 3, 8, 5, 0, 0, 0, time.UTC), time.Date(2026, 3, 9, 4, 0, 0, 0, time.UTC)}
 	if len(got) != 2 || !got[0].Equal(want[0]) || !got[1].Equal(want[1]) {
 		t.Errorf("New York: %v; want %v", got, want)
+	}
+}
+
+// TestDayIndexSQL: days of 24 hours are counted by arithmetic; a window
+// with a clock change, or whose first or last day is not 24 hours long,
+// compares with each day start.
+func TestDayIndexSQL(t *testing.T) {
+	kol, _ := time.LoadLocation("Asia/Kolkata")
+	ny, _ := time.LoadLocation("America/New_York")
+	for _, tc := range []struct {
+		loc        *time.Location
+		from, to   time.Time
+		arithmetic bool
+	}{
+		{kol, time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC), time.Date(2026, 3, 20, 3, 0, 0, 0, time.UTC), true},
+		{ny, time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC), time.Date(2026, 3, 20, 3, 0, 0, 0, time.UTC), false},
+		// The window ends on 03-08, New York's 23-hour day.
+		{ny, time.Date(2026, 3, 6, 10, 0, 0, 0, time.UTC), time.Date(2026, 3, 8, 23, 0, 0, 0, time.UTC), true},
+		{ny, time.Date(2026, 3, 6, 10, 0, 0, 0, time.UTC), time.Date(2026, 3, 9, 4, 30, 0, 0, time.UTC), false},
+	} {
+		got := dayIndexSQL("t", tc.from, tc.to, DayStarts(tc.from, tc.to, tc.loc))
+		if strings.Contains(got, "intDiv") != tc.arithmetic {
+			t.Errorf("%s %v to %v: %s; want arithmetic %t", tc.loc, tc.from, tc.to, got, tc.arithmetic)
+		}
 	}
 }
