@@ -27,20 +27,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return benchEnforcement(ctx, args[1:], stdout, stderr)
 		case "billing":
 			return benchBilling(ctx, args[1:], stdout, stderr)
+		case "analytics":
+			return benchAnalytics(ctx, args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintln(stdout, `Usage: veil bench ingest|pipeline|gateway|enforcement|billing [flags]
+	fmt.Fprintln(stdout, `Usage: veil bench ingest|pipeline|gateway|enforcement|billing|analytics [flags]
 
 Benchmarks:
   ingest       POST /v1/events throughput and latency against franz-go's raw produce rate
   pipeline     events/s through a processor into ClickHouse and Redis, against raw produce and raw insert rates
   gateway      requests/s and latency through the veil Caddy handler against plain Caddy reverse_proxy
   enforcement  time from the event that uses a hard quota up to the gateway's first 429, and the overshoot
-  billing      the billing cycle over N subscriptions: periods recorded, closed, invoiced and finalized per second`)
+  billing      the billing cycle over N subscriptions: periods recorded, closed, invoiced and finalized per second
+  analytics    p50/p99 over HTTP of every analytics endpoint on N skewed usage rows, and the storage per million rows`)
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 		return nil
 	}
-	return errors.New("bench: name a benchmark: ingest, pipeline, gateway, enforcement or billing")
+	return errors.New("bench: name a benchmark: ingest, pipeline, gateway, enforcement, billing or analytics")
 }
 
 func benchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -227,5 +230,47 @@ final JSON line. The databases are dropped after unless --keep.`, stdout)
 	}
 	cfg.PostgresURL, cfg.ClickHouseAddr = mig.postgresURL, mig.clickhouseAddr
 	_, err = bench.Billing(ctx, cfg, stdout)
+	return err
+}
+
+func benchAnalytics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cfg bench.AnalyticsConfig
+		mig migrateFlags
+		log logFlags
+	)
+	f := newFlags("bench analytics", `Creates a Postgres and a ClickHouse database of its own (the migrations veil migrate runs),
+seeds providers, APIs, plans, consumer organizations, subscriptions and keys, and loads N usage
+rows over 30 days into ClickHouse server-side (INSERT ... SELECT FROM numbers, so the roll-ups
+fill as for live traffic), skewed: a few APIs, subscriptions, keys and routes take most of the
+calls, with errors and a long latency tail. Then it serves the control plane's REST API on
+loopback and measures every analytics endpoint (preview, subscription and key analytics in UTC and
+a half-hour zone, exports, API and provider analytics, the admin overview): warm-up rounds, then
+--requests rounds of one request per endpoint. Prints p50/p99 per endpoint, the load rate and
+the storage per million rows (system.parts), then a final JSON line. The databases are dropped
+after unless --keep; --reuse NAME measures a kept load again (migrated again first, so a
+roll-up added since is backfilled).`, stdout)
+	mig.register(f)
+	f.String(&cfg.RedisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address (the control plane's services connect; nothing is written)")
+	f.Int(&cfg.RedisDB, "redis-db", "", 13, "Redis logical database")
+	f.Int64(&cfg.Rows, "rows", "", 10_000_000, "usage rows to load")
+	f.Int64(&cfg.Chunk, "chunk", "", 2_000_000, "rows per INSERT ... SELECT")
+	f.Int(&cfg.Requests, "requests", "", 200, "measured requests per endpoint")
+	f.Int(&cfg.Warmup, "warmup", "", 5, "unmeasured requests per endpoint first")
+	f.Bool(&cfg.Keep, "keep", "", false, "keep the databases after the run (for --reuse)")
+	f.String(&cfg.Reuse, "reuse", "", "", "measure the kept databases of this name again instead of loading")
+	f.String(&log.level, "log-level", "VEIL_LOG_LEVEL", "warn", "log level")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Logger, err = log.logger(stderr); err != nil {
+		return err
+	}
+	cfg.PostgresURL, cfg.ClickHouseAddr = mig.postgresURL, mig.clickhouseAddr
+	_, err = bench.Analytics(ctx, cfg, stdout, stderr)
 	return err
 }
