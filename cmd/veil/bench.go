@@ -259,6 +259,7 @@ roll-up added since is backfilled).`, stdout)
 	f.Int(&cfg.Warmup, "warmup", "", 5, "unmeasured requests per endpoint first")
 	f.Bool(&cfg.Keep, "keep", "", false, "keep the databases after the run (for --reuse)")
 	f.String(&cfg.Reuse, "reuse", "", "", "measure the kept databases of this name again instead of loading")
+	f.Bool(&cfg.KeepOutlooks, "keep-outlooks", "", false, "with --reuse: keep the outlooks an earlier run wrote instead of running the outlooks job again")
 	f.String(&log.level, "log-level", "VEIL_LOG_LEVEL", "warn", "log level")
 	if err := f.Parse(args); err != nil {
 		return err

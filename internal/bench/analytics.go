@@ -41,8 +41,11 @@ type AnalyticsConfig struct {
 	// Reuse names the databases of an earlier run with Keep: they are
 	// migrated again (a roll-up added since is backfilled) and measured,
 	// not loaded, and kept.
-	Reuse  string
-	Logger *slog.Logger
+	Reuse string
+	// KeepOutlooks skips the run of the outlooks job before measuring: a
+	// reused load keeps the outlooks its earlier run wrote.
+	KeepOutlooks bool
+	Logger       *slog.Logger
 	// shape is the population (tests make it small); zero is
 	// defaultAnalyticsShape.
 	shape analyticsShape
@@ -117,10 +120,12 @@ func Analytics(ctx context.Context, cfg AnalyticsConfig, stdout, stderr io.Write
 	fig := AnalyticsFigures{Database: name, Rows: load.Rows, LoadSeconds: load.LoadSeconds, RowsPerSec: float64(load.Rows) / load.LoadSeconds}
 	fmt.Fprintf(stdout, "%d usage rows from %s to %s, loaded in %.0fs (%.0f rows/s)\n",
 		load.Rows, load.From.Format(time.RFC3339), load.To.Format(time.RFC3339), load.LoadSeconds, fig.RowsPerSec)
-	if fig.Outlooks, err = refreshOutlooks(ctx, cfg, pool, ch); err != nil {
-		return fig, err
+	if !cfg.KeepOutlooks {
+		if fig.Outlooks, err = refreshOutlooks(ctx, cfg, pool, ch); err != nil {
+			return fig, err
+		}
+		fmt.Fprintf(stdout, "outlooks job: %d subscriptions refreshed, %d failed, in %.1fs\n", fig.Outlooks.Refreshed, fig.Outlooks.Failed, fig.Outlooks.Seconds)
 	}
-	fmt.Fprintf(stdout, "outlooks job: %d subscriptions refreshed, %d failed, in %.1fs\n", fig.Outlooks.Refreshed, fig.Outlooks.Failed, fig.Outlooks.Seconds)
 	if fig.Endpoints, err = measureAnalytics(ctx, cfg, pool, ch, plan, ids, load, stderr); err != nil {
 		return fig, err
 	}
