@@ -102,6 +102,9 @@ type controlPlaneFlags struct {
 	// sets it from its own flag).
 	kafkaBrokers string
 	quotaTopic   string
+	// processorGroup is the processors' consumer group, whose lag the
+	// admin overview shows (veil dev sets it from its own flag).
+	processorGroup string
 
 	// Set by the command from its ClickHouse flags: where usage is read.
 	clickhouseAddr, clickhouseDB string
@@ -152,6 +155,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 		f.String(&c.redisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address (rate limits, idempotency keys)")
 		f.String(&c.quotaTopic, "quota-topic", "VEIL_QUOTA_TOPIC", broker.TopicQuotaEvents, "topic of the processors' quota threshold crossings")
 		f.String(&c.kafkaBrokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers, where quota threshold crossings are consumed from (empty: no quota notices)")
+		f.String(&c.processorGroup, "processor-group", "VEIL_PROCESSOR_GROUP", defaultProcessorGroup, "the processors' Kafka consumer group, whose lag GET /v1/admin/overview shows")
 	}
 	f.Duration(&c.periodRollEvery, "period-roll-interval", "VEIL_PERIOD_ROLL_INTERVAL", time.Minute, "how often ended billing periods are rolled (a new period's quota is enforced from its roll)")
 	f.Duration(&c.usageReconcileEvery, "usage-reconcile-interval", "VEIL_USAGE_RECONCILE_INTERVAL", 5*time.Minute, "how often the Redis usage counters are checked against ClickHouse and healed")
@@ -291,7 +295,10 @@ type controlPlane struct {
 	// consumeQuota reports whether quota crossings are consumed (Kafka
 	// brokers are configured).
 	consumeQuota bool
-	log          *slog.Logger
+	// kafka reads the processors' consumer lag for the admin overview;
+	// nil without brokers.
+	kafka *kafkaAdmin
+	log   *slog.Logger
 }
 
 func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL string, logger *slog.Logger, set *metrics.Set) (_ *controlPlane, err error) {
@@ -519,6 +526,9 @@ func (p *controlPlane) newServices(ctx context.Context, cp controlPlaneFlags, lo
 		return svc, err
 	}
 	p.consumeQuota = len(broker.ParseBrokers(cp.kafkaBrokers)) > 0
+	if p.kafka, err = newKafkaAdmin(cp.kafkaBrokers); err != nil {
+		return svc, err
+	}
 	if svc.budgets, err = budgets.New(budgets.Config{
 		Pool: p.pool, Publisher: svc.hooks, Mailer: mailer, Jobs: p.river, Records: svc.subs, Logger: logger, Metrics: set,
 	}); err != nil {
@@ -640,7 +650,8 @@ func (p *controlPlane) apiHandler(cp controlPlaneFlags, limits apiLimits, svc se
 	if p.clickhouse != nil {
 		usageReader = metering.NewReader(p.clickhouse)
 	}
-	insights, err := analytics.New(analytics.Config{Pool: p.pool, ClickHouse: p.clickhouse, Billing: svc.billing, Logger: logger})
+	insights, err := analytics.New(analytics.Config{Pool: p.pool, ClickHouse: p.clickhouse, Billing: svc.billing, Logger: logger,
+		Kafka: p.kafka.lagger(), ProcessorGroup: cp.processorGroup})
 	if err != nil {
 		return nil, err
 	}
@@ -707,6 +718,7 @@ func (p *controlPlane) run(ctx context.Context) error {
 }
 
 func (p *controlPlane) close() {
+	p.kafka.close()
 	if p.clickhouse != nil {
 		_ = p.clickhouse.Close()
 	}

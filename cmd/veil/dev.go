@@ -189,6 +189,7 @@ veil token --dev --org ORG --user USER --role admin|provider|consumer.`, stdout)
 
 	cp.clickhouseAddr, cp.clickhouseDB = mig.clickhouseAddr, mig.clickhouseDB
 	cp.kafkaBrokers, cp.quotaTopic = strings.Join(seeds, ","), proc.quotaTopic
+	cp.processorGroup = proc.group
 	plane, err := newControlPlane(ctx, cp, mig.postgresURL, logger, metrics.NewSet())
 	if err != nil {
 		return err

@@ -663,7 +663,7 @@ func authzRows() []authzRow {
 				}
 			},
 		},
-	}, append(append(append(authzSubscriptionRows(), authzPricingRows()...), authzBillingRows()...), append(append(append(authzPaymentRows(), authzPayoutRows()...), authzBudgetRows()...), authzAnalyticsRows()...)...)...)
+	}, append(append(append(authzSubscriptionRows(), authzPricingRows()...), authzBillingRows()...), append(append(append(authzPaymentRows(), authzPayoutRows()...), authzBudgetRows()...), append(authzAnalyticsRows(), authzProviderAnalyticsRows()...)...)...)...)
 }
 
 // authzIngestToken issues an ingest token as the platform would.

@@ -91,7 +91,7 @@ var problems = []sentinelProblem{
 	{errs: errs(errUnsupportedMedia), d: problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported Media Type", "send application/json")},
 	{errs: errs(pagination.ErrBadCursor), d: problem.New(http.StatusBadRequest, "bad-cursor", "Bad Cursor", "the cursor was not issued by this API")},
 	{errs: errs(catalog.ErrAPINotFound, catalog.ErrApprovalNotFound, webhooks.ErrEndpointNotFound, webhooks.ErrDeliveryNotFound,
-		subscriptions.ErrPlanNotFound, subscriptions.ErrSubscriptionNotFound, keys.ErrKeyNotFound, ingesttokens.ErrNotFound, errNoUsageReconcile, analytics.ErrSubscriptionNotFound,
+		subscriptions.ErrPlanNotFound, subscriptions.ErrSubscriptionNotFound, keys.ErrKeyNotFound, ingesttokens.ErrNotFound, errNoUsageReconcile, analytics.ErrSubscriptionNotFound, analytics.ErrProviderNotFound,
 		pricing.ErrMeterNotFound, pricing.ErrVersionNotFound, promotions.ErrNotFound, budgets.ErrNotFound, budgets.ErrSubscriptionNotFound), d: problem.New(http.StatusNotFound, "not-found", "Not Found", "")},
 	{errs: errs(keys.ErrInvalidTransition, subscriptions.ErrSubscriptionTransition, catalog.ErrInvalidTransition),
 		d: problem.New(http.StatusConflict, "invalid-transition", "Invalid State Transition", "")},

@@ -199,6 +199,7 @@ func (a *api) routes(r chi.Router) {
 	a.paymentRoutes(r)
 	a.payoutRoutes(r)
 	a.analyticsRoutes(r)
+	a.providerAnalyticsRoutes(r)
 	a.budgetRoutes(r)
 	r.Get("/v1/audit", a.handle(a.listAudit))
 
@@ -212,6 +213,7 @@ func (a *api) routes(r chi.Router) {
 		r.Post("/pricing/reload", a.handle(a.reloadPlanFiles))
 		a.adminBillingRoutes(r)
 		a.adminPaymentRoutes(r)
+		a.adminOverviewRoutes(r)
 	})
 }
 

@@ -296,6 +296,9 @@ func newContract(t *testing.T, base string) *contract {
 			"$.body.payload.data", "$.body.data[*].payload.data", "$.body.metadata", "$.body.data[*].metadata", "$.body.usage",
 			// An invoice's cites: what it was computed from, as stored.
 			"$.body.cites", "$.body.data[*].cites",
+			// Maps by currency and by topic (provider analytics, the admin
+			// overview), checked by their additionalProperties.
+			"$.body.revenue", "$.body.pipeline.consumer_lag.topics",
 			// A Stripe event's object, as Stripe renders it.
 			"$.body.data.object", "$.body.data.previous_attributes"))
 	if len(errs) > 0 {
@@ -733,6 +736,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	exercisePayments(t, e, c, prov, other, admin)
 	exerciseBudgets(t, e, c, prov, cons, other, admin)
 	exercisePayouts(t, e, c, prov, cons, other, admin)
+	exerciseProviderAnalytics(t, e, c, prov, cons, other, admin)
 	exerciseConsumerAnalytics(c, cons)
 
 	// Ingest tokens.
