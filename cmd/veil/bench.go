@@ -235,9 +235,10 @@ final JSON line. The databases are dropped after unless --keep.`, stdout)
 
 func benchAnalytics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		cfg bench.AnalyticsConfig
-		mig migrateFlags
-		log logFlags
+		cfg     bench.AnalyticsConfig
+		mig     migrateFlags
+		brokers string
+		log     logFlags
 	)
 	f := newFlags("bench analytics", `Creates a Postgres and a ClickHouse database of its own (the migrations veil migrate runs),
 seeds providers, APIs, plans, consumer organizations, subscriptions and keys, and loads N usage
@@ -253,6 +254,7 @@ roll-up added since is backfilled).`, stdout)
 	mig.register(f)
 	f.String(&cfg.RedisAddr, "redis-addr", "VEIL_REDIS_ADDR", defaultRedisAddr, "Redis address (the control plane's services connect; nothing is written)")
 	f.Int(&cfg.RedisDB, "redis-db", "", 13, "Redis logical database")
+	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers the admin overview reads the processors' lag from; empty leaves it out")
 	f.Int64(&cfg.Rows, "rows", "", 10_000_000, "usage rows to load")
 	f.Int64(&cfg.Chunk, "chunk", "", 2_000_000, "rows per INSERT ... SELECT")
 	f.Int(&cfg.Requests, "requests", "", 200, "measured requests per endpoint")
@@ -271,7 +273,7 @@ roll-up added since is backfilled).`, stdout)
 	if cfg.Logger, err = log.logger(stderr); err != nil {
 		return err
 	}
-	cfg.PostgresURL, cfg.ClickHouseAddr = mig.postgresURL, mig.clickhouseAddr
+	cfg.PostgresURL, cfg.ClickHouseAddr, cfg.Brokers = mig.postgresURL, mig.clickhouseAddr, broker.ParseBrokers(brokers)
 	_, err = bench.Analytics(ctx, cfg, stdout, stderr)
 	return err
 }

@@ -32,6 +32,9 @@ type AnalyticsConfig struct {
 	// built with; the bench writes nothing there.
 	RedisAddr string
 	RedisDB   int
+	// Brokers are where the admin overview reads the processors' consumer
+	// lag; none leaves that part of it out.
+	Brokers []string
 	// Rows is how many usage rows to load, in chunks of Chunk.
 	Rows, Chunk int64
 	// Requests is how many measured requests each endpoint gets, after

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/veil-platform/veil/control-plane/accounts"
 	"github.com/veil-platform/veil/control-plane/analytics"
@@ -27,6 +29,7 @@ import (
 	"github.com/veil-platform/veil/internal/egress"
 	"github.com/veil-platform/veil/internal/enforcement"
 	"github.com/veil-platform/veil/metering"
+	"github.com/veil-platform/veil/processors"
 	"github.com/veil-platform/veil/schemas"
 )
 
@@ -102,8 +105,20 @@ func controlPlaneHandler(ctx context.Context, cfg AnalyticsConfig, pool *pgxpool
 	if err != nil {
 		return fail(err)
 	}
-	stats, err := analytics.New(analytics.Config{Pool: pool, ClickHouse: ch, Billing: bill, Logger: logger})
+	acfg := analytics.Config{Pool: pool, ClickHouse: ch, Billing: bill, Logger: logger, ProcessorGroup: processors.DefaultGroup}
+	closeKafka := func() {}
+	if len(cfg.Brokers) > 0 {
+		// The overview reads the processors' lag from the broker, as the
+		// control plane does.
+		kc, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+		if err != nil {
+			return fail(fmt.Errorf("kafka admin client: %w", err))
+		}
+		acfg.Kafka, closeKafka = kadm.NewClient(kc), kc.Close
+	}
+	stats, err := analytics.New(acfg)
 	if err != nil {
+		closeKafka()
 		return fail(err)
 	}
 	verifier, err := identity.NewVerifier(ctx, identity.Config{Secret: secret, Logger: logger})
@@ -115,7 +130,7 @@ func controlPlaneHandler(ctx context.Context, cfg AnalyticsConfig, pool *pgxpool
 		Webhooks: hooks, Directory: accounts.New(pool), Authenticator: verifier, OpenAPI: schemas.OpenAPI, Logger: logger,
 		Billing: bill, Analytics: stats,
 	})
-	return h, redis.Close, nil
+	return h, func() { closeKafka(); redis.Close() }, nil
 }
 
 // printAnalytics prints the endpoints' table and the storage.
