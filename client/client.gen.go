@@ -2219,10 +2219,10 @@ type BudgetUpdate struct {
 	// Amount Above 0, below 10^12, at most 6 decimals.
 	Amount interface{} `json:"amount"`
 
-	// Hard Default false. A subscription's budget only.
+	// Hard Left out: the budget keeps its flag. `true` only on a subscription's budget; `false` makes a hard budget soft and lifts its block.
 	Hard *bool `json:"hard,omitempty"`
 
-	// Thresholds Default 50, 80, 100.
+	// Thresholds Left out: the budget keeps its thresholds.
 	Thresholds *[]int `json:"thresholds,omitempty"`
 }
 
@@ -7214,7 +7214,7 @@ type ClientInterface interface {
 
 	// UpdateBudgetWithBody Change a budget
 	//
-	// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -7225,7 +7225,7 @@ type ClientInterface interface {
 
 	// UpdateBudget Change a budget
 	//
-	// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -9987,7 +9987,7 @@ func (c *Client) GetBudget(ctx context.Context, id openapi_types.UUID, params *G
 
 // UpdateBudgetWithBody Change a budget
 //
-// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -10008,7 +10008,7 @@ func (c *Client) UpdateBudgetWithBody(ctx context.Context, id openapi_types.UUID
 
 // UpdateBudget Change a budget
 //
-// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -22014,7 +22014,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateBudgetWithBodyWithResponse Change a budget
 	//
-	// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -22025,7 +22025,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateBudgetWithResponse Change a budget
 	//
-	// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -31625,7 +31625,7 @@ func (c *ClientWithResponses) GetBudgetWithResponse(ctx context.Context, id open
 
 // UpdateBudgetWithBodyWithResponse Change a budget
 //
-// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -31642,7 +31642,7 @@ func (c *ClientWithResponses) UpdateBudgetWithBodyWithResponse(ctx context.Conte
 
 // UpdateBudgetWithResponse Change a budget
 //
-// Replaces the budget's `amount`, `thresholds` (left out: 50, 80, 100) and `hard` (left out: false); its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //

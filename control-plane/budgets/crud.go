@@ -63,12 +63,14 @@ type Input struct {
 	Hard       bool  `json:"hard"`
 }
 
-// Update replaces a budget's amount, thresholds and hard flag; its
+// Update changes a budget: Amount replaces its amount; Thresholds and
+// Hard, left out (nil), keep their values, so that a change of the amount
+// that forgets the flag cannot lift a hard budget's block. Its
 // subscription, organization and currency stay.
 type Update struct {
 	Amount     *decimal.Decimal `json:"amount"`
 	Thresholds []int            `json:"thresholds"`
-	Hard       bool             `json:"hard"`
+	Hard       *bool            `json:"hard"`
 }
 
 // Bounds of a budget.
@@ -256,13 +258,17 @@ func insertError(err error) error {
 	return fmt.Errorf("insert budget: %w", err)
 }
 
-// Change replaces a budget's amount, thresholds and hard flag, audited.
-// Raising the amount re-arms the thresholds it moved above the cost that
-// crossed them: they notify again when the cost reaches them anew.
+// Change sets a budget's amount, and its thresholds and hard flag where
+// in has them (see Update), audited. Raising the amount re-arms the
+// thresholds it moved above the cost that crossed them: they notify again
+// when the cost reaches them anew.
 func (s *Service) Change(ctx context.Context, actor identity.Actor, id uuid.UUID, in Update) (Budget, error) {
 	var v validation.Error
 	checkAmount(&v, in.Amount)
-	th := checkThresholds(&v, in.Thresholds)
+	var th []int16
+	if in.Thresholds != nil {
+		th = checkThresholds(&v, in.Thresholds)
+	}
 	if err := v.Err(); err != nil {
 		return Budget{}, err
 	}
@@ -273,10 +279,19 @@ func (s *Service) Change(ctx context.Context, actor identity.Actor, id uuid.UUID
 		if err != nil {
 			return err
 		}
-		if in.Hard && before.SubscriptionID == nil {
+		hard := before.Hard
+		if in.Hard != nil {
+			hard = *in.Hard
+		}
+		if hard && before.SubscriptionID == nil {
 			return validation.One("hard", "only a subscription's budget can be hard: the gateway blocks one subscription")
 		}
-		row, err := q.BudgetUpdate(ctx, db.BudgetUpdateParams{ID: id, Amount: *in.Amount, Thresholds: th, Hard: in.Hard})
+		if th == nil {
+			for _, t := range before.Thresholds {
+				th = append(th, int16(t))
+			}
+		}
+		row, err := q.BudgetUpdate(ctx, db.BudgetUpdateParams{ID: id, Amount: *in.Amount, Thresholds: th, Hard: hard})
 		if err != nil {
 			return fmt.Errorf("update budget: %w", err)
 		}

@@ -130,11 +130,11 @@ func TestHardBudgetSyncsRecord(t *testing.T) {
 		in   budgets.Update
 		want int
 	}{
-		{budgets.Update{Amount: amount("120")}, 0},             // soft: no record change
-		{budgets.Update{Amount: amount("120"), Hard: true}, 1}, // made hard
-		{budgets.Update{Amount: amount("120"), Hard: true, Thresholds: []int{90}}, 1},
-		{budgets.Update{Amount: amount("150"), Hard: true}, 2}, // amount of a hard one
-		{budgets.Update{Amount: amount("150")}, 3},             // made soft
+		{budgets.Update{Amount: amount("120")}, 0},                  // soft: no record change
+		{budgets.Update{Amount: amount("120"), Hard: ptr(true)}, 1}, // made hard
+		{budgets.Update{Amount: amount("120"), Hard: ptr(true), Thresholds: []int{90}}, 1},
+		{budgets.Update{Amount: amount("150"), Hard: ptr(true)}, 2},  // amount of a hard one
+		{budgets.Update{Amount: amount("150"), Hard: ptr(false)}, 3}, // made soft
 	}
 	for i, s := range steps {
 		if _, err := f.svc.Change(f.ctx, c.actor, b.ID, s.in); err != nil {
@@ -144,7 +144,7 @@ func TestHardBudgetSyncsRecord(t *testing.T) {
 			t.Fatalf("step %d: record syncs = %d; want %d", i, got, s.want)
 		}
 	}
-	if _, err := f.svc.Change(f.ctx, c.actor, b.ID, budgets.Update{Amount: amount("150"), Hard: true}); err != nil {
+	if _, err := f.svc.Change(f.ctx, c.actor, b.ID, budgets.Update{Amount: amount("150"), Hard: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.svc.Delete(f.ctx, c.actor, b.ID); err != nil {
@@ -159,7 +159,40 @@ func TestHardBudgetSyncsRecord(t *testing.T) {
 		t.Errorf("record syncs after creating a hard budget = %d; want 6", got)
 	}
 	org := f.budget(c, budgets.Input{Currency: "USD", Amount: amount("1")})
-	if _, err := f.svc.Change(f.ctx, c.actor, org.ID, budgets.Update{Amount: amount("2"), Hard: true}); err == nil {
+	if _, err := f.svc.Change(f.ctx, c.actor, org.ID, budgets.Update{Amount: amount("2"), Hard: ptr(true)}); err == nil {
 		t.Error("an organization-wide budget made hard; want a validation error")
+	}
+}
+
+// TestChangeKeepsLeftOut: a change that gives only the amount keeps the
+// thresholds and the hard flag, so raising a hard budget does not lift
+// its block; a change that gives them sets them.
+func TestChangeKeepsLeftOut(t *testing.T) {
+	f := newFixture(t)
+	c := f.consumer()
+	sub := f.subscribe(c, "USD")
+	b := f.budget(c, budgets.Input{SubscriptionID: &sub, Amount: amount("100"), Thresholds: []int{90}, Hard: true})
+	got, err := f.svc.Change(f.ctx, c.actor, b.ID, budgets.Update{Amount: amount("400")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Hard || !slices.Equal(got.Thresholds, []int{90}) || !got.Amount.Equal(*amount("400")) {
+		t.Fatalf("after changing the amount only: %+v; want hard, thresholds [90], amount 400", got)
+	}
+	if read, err := f.svc.Get(f.ctx, c.actor, b.ID); err != nil || !read.Hard || !slices.Equal(read.Thresholds, []int{90}) {
+		t.Fatalf("read back: %+v, %v; want hard with thresholds [90]", read, err)
+	}
+	if f.records.calls() != 2 {
+		t.Errorf("record syncs = %d; want 2 (created hard, hard amount changed)", f.records.calls())
+	}
+	got, err = f.svc.Change(f.ctx, c.actor, b.ID, budgets.Update{Amount: amount("400"), Thresholds: []int{100, 50}, Hard: ptr(false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Hard || !slices.Equal(got.Thresholds, []int{50, 100}) {
+		t.Errorf("after setting both: %+v; want soft, thresholds [50 100]", got)
+	}
+	if _, err := f.svc.Change(f.ctx, c.actor, b.ID, budgets.Update{Amount: amount("400"), Thresholds: []int{}}); err == nil {
+		t.Error("empty thresholds accepted; want a validation error")
 	}
 }

@@ -259,3 +259,5 @@ func amount(s string) *decimal.Decimal {
 	d := decimal.RequireFromString(s)
 	return &d
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -59,6 +59,16 @@ func exerciseBudgets(t *testing.T, e *testEnv, c *contract, prov, cons, other, a
 	c.call(http.StatusNotFound, "GET", "/v1/budgets/"+b.ID, other, nil)
 	c.call(http.StatusNotFound, "GET", "/v1/budgets/"+missing, cons, nil)
 	c.call(http.StatusOK, "PUT", "/v1/budgets/"+b.ID, cons, map[string]any{"amount": "300", "thresholds": []int{100}, "hard": true})
+	// A change of the amount alone keeps the thresholds and the block.
+	var raised struct {
+		Amount     string
+		Thresholds []int
+		Hard       bool
+	}
+	c.call(http.StatusOK, "PUT", "/v1/budgets/"+b.ID, cons, map[string]any{"amount": "350"}).decode(&raised)
+	if raised.Amount != "350" || !raised.Hard || len(raised.Thresholds) != 1 || raised.Thresholds[0] != 100 {
+		t.Errorf("updateBudget with the amount only = %+v; want 350, thresholds [100], still hard", raised)
+	}
 	c.call(http.StatusOK, "PUT", "/v1/budgets/"+org.ID, admin, map[string]any{"amount": "2000"}, "Idempotency-Key", "org-raise")
 	c.call(http.StatusUnprocessableEntity, "PUT", "/v1/budgets/"+org.ID, cons, map[string]any{"amount": "2000", "hard": true})
 	c.refused(http.StatusBadRequest, "PUT", "/v1/budgets/"+org.ID, cons, map[string]any{"amount": "2000", "currency": "EUR"})
