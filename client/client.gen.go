@@ -3398,6 +3398,122 @@ type PlanVersionList struct {
 	Data []PlanVersion `json:"data"`
 }
 
+// Preview A preview of the current period: the invoice draft were the period to end now (the fields of Invoice) and where the period is heading.
+type Preview struct {
+	// AmountDue The sum of the lines: total − credit applied, never below zero.
+	AmountDue string `json:"amount_due"`
+
+	// AmountRefunded In `GET /v1/invoices/{id}` of an invoice with a payment: what of it was refunded so far, to the payment method or the credit balance (refunds made in the provider's dashboard included); the refunds themselves are the payment's. Absent elsewhere.
+	AmountRefunded *string `json:"amount_refunded,omitempty"`
+
+	// AsOf When the usage was counted: the preview is the invoice were the period to end at this instant.
+	AsOf time.Time `json:"as_of"`
+
+	// BillingPeriodId The billing period it bills; null for a preview.
+	BillingPeriodId *openapi_types.UUID `json:"billing_period_id"`
+
+	// Cites What the invoice was computed from: the usage snapshot, plan versions, promotions, adjustments, tax treatment, the customer's billing profile and credit as they were. `veil billing explain` recomputes the invoice from these alone.
+	Cites map[string]interface{} `json:"cites"`
+
+	// CostSoFar The draft's total (after discounts and tax, before credits): what the period costs so far.
+	CostSoFar string    `json:"cost_so_far"`
+	CreatedAt time.Time `json:"created_at"`
+
+	// CreditApplied The customer's credit balance used.
+	CreditApplied string `json:"credit_applied"`
+	Currency      string `json:"currency"`
+
+	// CustomerId The consumer organization billed.
+	CustomerId openapi_types.UUID `json:"customer_id"`
+
+	// Discount What promotions took off, zero or more.
+	Discount    string             `json:"discount"`
+	DueAt       *time.Time         `json:"due_at"`
+	FinalizedAt *time.Time         `json:"finalized_at"`
+	Id          openapi_types.UUID `json:"id"`
+
+	// IssuerId The provider organization issuing it.
+	IssuerId openapi_types.UUID `json:"issuer_id"`
+	Lines    []InvoiceLine      `json:"lines"`
+
+	// Meters Each meter of the plan version in force now.
+	Meters []struct {
+		// Meter The meter's slug.
+		Meter string `json:"meter"`
+
+		// Projected The meter's value at the period's end (point); for max and unique_count meters, what is used so far.
+		Projected string `json:"projected"`
+
+		// ProjectedHigh The high end of the range.
+		ProjectedHigh string `json:"projected_high"`
+
+		// ProjectedLow The low end of the range.
+		ProjectedLow string `json:"projected_low"`
+
+		// Quota The plan's quota of the meter per period; null: unlimited.
+		Quota *string `json:"quota"`
+
+		// QuotaHard The gateway blocks the subscription once the quota is reached.
+		QuotaHard bool `json:"quota_hard"`
+
+		// RunsOutAt When the quota is reached at the current pace (`as_of` when it is reached already); null without a quota or when not within the period.
+		RunsOutAt *time.Time `json:"runs_out_at"`
+
+		// Used What the period metered so far, as the invoice counts it.
+		Used string `json:"used"`
+	} `json:"meters"`
+
+	// NetDays Days from finalization to the due date (the plan version's net terms).
+	NetDays int `json:"net_days"`
+
+	// Number `<PREFIX>-<YYYY>-<NNNNNN>`, gapless per issuer and year; null while a draft.
+	Number *string `json:"number"`
+
+	// Overdue Open past its due date.
+	Overdue bool `json:"overdue"`
+
+	// OverdueAt When the overdue job marked it (and announced `invoice.overdue`).
+	OverdueAt   *time.Time `json:"overdue_at"`
+	PaidAt      *time.Time `json:"paid_at"`
+	PeriodEnd   time.Time  `json:"period_end"`
+	PeriodStart time.Time  `json:"period_start"`
+
+	// Projection The period's total at its end, were each meter to go on at its pace: rated by the same engine as the invoice, with the projected meter totals.
+	Projection struct {
+		// Confidence The probability the range aims to hold, as a decimal (0.8).
+		Confidence string `json:"confidence"`
+
+		// Method The projection method's name and version.
+		//
+		// Example: theil-sen-weekly-v1
+		Method string `json:"method"`
+
+		// Total The projected total (point).
+		Total string `json:"total"`
+
+		// TotalHigh The high end of the range.
+		TotalHigh string `json:"total_high"`
+
+		// TotalLow The low end of the range.
+		TotalLow string `json:"total_low"`
+	} `json:"projection"`
+
+	// Status `draft` until finalized (recomputed until then), `open` once finalized and numbered, then `paid`, `void` or `uncollectible`. An open invoice past its due date is also `overdue`.
+	Status         InvoiceStatus      `json:"status"`
+	SubscriptionId openapi_types.UUID `json:"subscription_id"`
+
+	// Subtotal Base fee, usage, proration and adjustment lines.
+	Subtotal string `json:"subtotal"`
+
+	// Tax The tax added, or included (inclusive tax).
+	Tax string `json:"tax"`
+
+	// Total What the period costs, tax included, before credit.
+	Total     string     `json:"total"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	VoidedAt  *time.Time `json:"voided_at"`
+}
+
 // Priority Sets the SLA of an approval request: urgent 4 h, high 24 h, normal 72 h, low 7 days (defaults).
 type Priority string
 
@@ -8044,7 +8160,7 @@ type ClientInterface interface {
 
 	// PreviewInvoice Preview the current period's invoice
 	//
-	// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null.
+	// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null. It adds where the period is heading: `cost_so_far` (the draft's total), `projection` (the period's total at its end were each meter to go on at its pace, with an 80% range, rated by the same engine) and `meters` (used, projected, quota and when it runs out). README "Previews and projections" gives the method.
 	//
 	// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
 	//
@@ -11637,7 +11753,7 @@ func (c *Client) ChangeSubscriptionPlan(ctx context.Context, id openapi_types.UU
 
 // PreviewInvoice Preview the current period's invoice
 //
-// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null.
+// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null. It adds where the period is heading: `cost_so_far` (the draft's total), `projection` (the period's total at its end were each meter to go on at its pace, with an 80% range, rated by the same engine) and `meters` (used, projected, quota and when it runs out). README "Previews and projections" gives the method.
 //
 // **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
 //
@@ -22916,7 +23032,7 @@ type ClientWithResponsesInterface interface {
 
 	// PreviewInvoiceWithResponse Preview the current period's invoice
 	//
-	// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null.
+	// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null. It adds where the period is heading: `cost_so_far` (the draft's total), `projection` (the period's total at its end were each meter to go on at its pace, with an 80% range, rated by the same engine) and `meters` (used, projected, quota and when it runs out). README "Previews and projections" gives the method.
 	//
 	// **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
 	//
@@ -29206,13 +29322,13 @@ type PreviewInvoiceResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *Invoice
+	JSON200 *Preview
 	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
 	ApplicationproblemJSONDefault *Problem
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r PreviewInvoiceResponse) GetJSON200() *Invoice {
+func (r PreviewInvoiceResponse) GetJSON200() *Preview {
 	return r.JSON200
 }
 
@@ -33019,7 +33135,7 @@ func (c *ClientWithResponses) ChangeSubscriptionPlanWithResponse(ctx context.Con
 
 // PreviewInvoiceWithResponse Preview the current period's invoice
 //
-// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null.
+// The invoice the subscription's current period would get were it to end with the usage counted so far: base fee and proration by plan version, usage from ClickHouse up to now, active promotions, pending adjustments, the credit balance and the customer's tax. Nothing is stored: it has no number, its id is the nil UUID and `billing_period_id` is null. It adds where the period is heading: `cost_so_far` (the draft's total), `projection` (the period's total at its end were each meter to go on at its pace, with an 80% range, rated by the same engine) and `meters` (used, projected, quota and when it runs out). README "Previews and projections" gives the method.
 //
 // **Who may call:** members of the subscriber's organization and of the API's provider, and admins; others get `404`.
 //
@@ -37178,7 +37294,7 @@ func ParsePreviewInvoiceResponse(rsp *http.Response) (*PreviewInvoiceResponse, e
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest Invoice
+		var dest Preview
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
