@@ -17,9 +17,12 @@
 //
 // The period of a subscription budget is the subscription's billing
 // period. The period of an organization-wide budget is the calendar month
-// in UTC; its cost is the sum over the organization's subscriptions in its
-// currency, of the cost so far (and projection) of each one's billing
-// period running in that month.
+// in UTC; its cost is the month's share of what the organization's
+// subscriptions in its currency spend (month.go): each billing period's
+// cost spread evenly over the time it covers, the ended periods' from
+// their invoices (drafts included, void ones not), the current ones' from
+// their outlooks' cost so far, and the projection at the current pace to
+// the month's end.
 package budgets
 
 import (

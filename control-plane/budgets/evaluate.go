@@ -122,34 +122,34 @@ func (s *Service) Evaluate(ctx context.Context) (Report, error) {
 	return rep, errors.Join(append(errs, err)...)
 }
 
-// MonthOf is the period of an organization-wide budget at t: the calendar
-// month in UTC.
-func MonthOf(t time.Time) (start, end time.Time) {
-	t = t.UTC()
-	start = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
-	return start, start.AddDate(0, 1, 0)
-}
-
 // evaluateOrganizations evaluates the organization-wide budgets for the
-// current month.
+// current month, their cost being monthSpend's.
 func (s *Service) evaluateOrganizations(ctx context.Context) (Report, error) {
 	var rep Report
 	var errs []error
 	start, end := MonthOf(s.now())
 	q := db.New(s.pool)
 	for after := uuid.Nil; ; {
-		rows, err := q.OrganizationBudgetsToEvaluate(ctx, db.OrganizationBudgetsToEvaluateParams{
-			MonthStart: start, MonthEnd: end, AfterID: after, RowLimit: evaluateBatch,
-		})
+		rows, err := q.OrganizationBudgetsToEvaluate(ctx, db.OrganizationBudgetsToEvaluateParams{AfterID: after, RowLimit: evaluateBatch})
 		if err != nil {
 			return rep, errors.Join(append(errs, fmt.Errorf("read organization budgets: %w", err))...)
+		}
+		ids := make([]uuid.UUID, len(rows))
+		cur := make(map[uuid.UUID]string, len(rows))
+		for i, r := range rows {
+			ids[i], cur[r.ID] = r.ID, r.Currency
+		}
+		spends, err := monthSpends(ctx, q, ids, cur, start, end)
+		if err != nil {
+			return rep, errors.Join(append(errs, fmt.Errorf("organization budgets: %w", err))...)
 		}
 		for _, r := range rows {
 			after = r.ID
 			rep.Budgets++
+			m := spends[r.ID]
 			n, err := s.notify(ctx, standing{
 				BudgetID: r.ID, OrganizationID: r.OrganizationID, Currency: r.Currency, Amount: r.Amount,
-				Thresholds: r.Thresholds, PeriodStart: start, PeriodEnd: end, Cost: r.CostSoFar, Projected: r.Projected,
+				Thresholds: r.Thresholds, PeriodStart: start, PeriodEnd: end, Cost: m.cost, Projected: m.projected,
 			})
 			rep.Notices += n
 			errs = append(errs, err)

@@ -231,7 +231,7 @@ func TestOrganizationBudget(t *testing.T) {
 	if b.SubscriptionID != nil || b.OrganizationID != c.orgID {
 		t.Fatalf("budget = %+v; want organization-wide", b)
 	}
-	start := month.Add(-5 * 24 * time.Hour)
+	start := month
 	f.outlook(usd1, start, "USD", "30", "30")
 	f.outlook(usd2, start, "USD", "19.99", "19.99")
 	f.outlook(eur, start, "EUR", "500", "500")
@@ -256,6 +256,74 @@ func TestOrganizationBudget(t *testing.T) {
 	if got := keys(f.delivered(c)); len(got) != 2 || !got[1].period.Equal(month.AddDate(0, 1, 0)) {
 		t.Fatalf("notices = %v; want April's 50%% told too", got)
 	}
+}
+
+// TestOrganizationBudgetMonth: with billing periods on the 15th, an
+// organization-wide budget's month holds the month's share of each
+// period's cost, not the periods running in it whole: at the month's
+// start it holds only the hours since midnight, and when a period rolls
+// mid-month its invoice keeps the first half of the month while the new
+// period's outlook adds the rest. An invoice counts once (not with its
+// period's outlook besides), a void one or one in another currency not at
+// all; the projection runs the current pace to the month's end.
+func TestOrganizationBudgetMonth(t *testing.T) {
+	f := newFixture(t)
+	c := f.consumer()
+	sub, eur := f.subscribe(c, "USD"), f.subscribe(c, "EUR")
+	// Levels 10, 20, 300, 500 and 750.
+	f.budget(c, budgets.Input{Currency: "USD", Amount: amount("1000"), Thresholds: []int{1, 2, 30, 50, 75}})
+	nov15, dec1, dec15 := time.Date(2031, 11, 15, 0, 0, 0, 0, time.UTC), time.Date(2031, 12, 1, 0, 0, 0, 0, time.UTC), time.Date(2031, 12, 15, 0, 0, 0, 0, time.UTC)
+	type sent struct {
+		key
+		cost string
+	}
+	seen := 0
+	check := func(step string, want ...sent) {
+		t.Helper()
+		f.evaluate(f.svc)
+		all := f.delivered(c)
+		var got []sent
+		for _, n := range all[seen:] {
+			got = append(got, sent{keys([]budgets.Notice{n})[0], n.Cost.String()})
+		}
+		seen = len(all)
+		slices.SortFunc(got, func(a, b sent) int { return a.threshold - b.threshold })
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: notices = %v; want %v", step, got, want)
+		}
+	}
+
+	// December 1st, 16:00: the period since November 15th has cost 400
+	// in 400 hours and is projected at 720 for its 720 hours. December
+	// holds 16 hours of it: 16; at that pace December costs 744.
+	f.clock.Set(dec1.Add(16 * time.Hour))
+	f.invoice(sub, nov15.AddDate(0, -1, 0), nov15, "USD", "300", "open")
+	f.invoice(sub, nov15, dec15, "USD", "999", "void")
+	f.invoice(eur, dec1, dec15, "EUR", "5000", "open")
+	f.outlook(sub, nov15, "USD", "400", "720")
+	check("month start",
+		sent{key{1, budgets.BasisActual, dec1}, "16"}, sent{key{2, budgets.BasisProjected, dec1}, "744"},
+		sent{key{30, budgets.BasisProjected, dec1}, "744"}, sent{key{50, budgets.BasisProjected, dec1}, "744"})
+
+	// December 16th: the period rolled and its invoice says 720, of which
+	// 14 of 30 days are December's: 336; the new period has cost 24 in
+	// its first day and is projected at 744 for its 31 days, 17 of them
+	// in December: 408. A canceled subscription's last period, December
+	// 1st to 11th, counts 50 by its draft invoice and not again by its
+	// outlook, and projects nothing past its end.
+	f.clock.Set(dec15.Add(24 * time.Hour))
+	f.invoice(sub, nov15, dec15, "USD", "720", "open")
+	f.outlook(sub, dec15, "USD", "24", "744")
+	canceled := f.subscribe(c, "USD")
+	if _, err := f.pool.Exec(f.ctx, `UPDATE subscriptions SET status = 'canceled', canceled_at = now() WHERE id = $1`, canceled); err != nil {
+		t.Fatal(err)
+	}
+	dec11 := dec1.AddDate(0, 0, 10)
+	f.outlookOf(canceled, dec1, dec11, "USD", "50", "50")
+	f.invoice(canceled, dec1, dec11, "USD", "50", "draft")
+	check("period rolled",
+		sent{key{2, budgets.BasisActual, dec1}, "410"}, sent{key{30, budgets.BasisActual, dec1}, "410"},
+		sent{key{75, budgets.BasisProjected, dec1}, "794"})
 }
 
 // TestDeletedBudgetStops: a deleted budget sends nothing more, and its

@@ -166,17 +166,40 @@ func (f *fixture) subscribe(c consumer, currency string) uuid.UUID {
 	return sub
 }
 
-// outlook writes the subscription's outlook as billing's job would: its
-// period from start, the cost so far and the projection.
+// outlook writes the subscription's outlook as billing's job would at the
+// fixture clock's time: its period of a month from start, the cost so far
+// and the projection.
 func (f *fixture) outlook(sub uuid.UUID, start time.Time, currency, cost, projected string) {
+	f.t.Helper()
+	f.outlookOf(sub, start, start.AddDate(0, 1, 0), currency, cost, projected)
+}
+
+// outlookOf writes the subscription's outlook of the period [start, end)
+// at the fixture clock's time.
+func (f *fixture) outlookOf(sub uuid.UUID, start, end time.Time, currency, cost, projected string) {
 	f.t.Helper()
 	if _, err := f.pool.Exec(f.ctx, `INSERT INTO subscription_outlooks (subscription_id, period_start, period_end, currency,
 			cost_so_far, projected, projected_low, projected_high, computed_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $5, $6, now())
+		VALUES ($1, $2, $3, $4, $5, $6, $5, $6, $7)
 		ON CONFLICT (subscription_id) DO UPDATE SET period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
 			currency = EXCLUDED.currency, cost_so_far = EXCLUDED.cost_so_far, projected = EXCLUDED.projected,
-			projected_low = EXCLUDED.projected_low, projected_high = EXCLUDED.projected_high, computed_at = now()`,
-		sub, start, start.AddDate(0, 1, 0), currency, cost, projected); err != nil {
+			projected_low = EXCLUDED.projected_low, projected_high = EXCLUDED.projected_high, computed_at = EXCLUDED.computed_at`,
+		sub, start, end, currency, cost, projected, f.clock.Now()); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// invoice writes an invoice of the subscription's period [start, end) with
+// total and status (a finalized one numbered, a void one voided), issued
+// by the API's provider to the subscribing organization.
+func (f *fixture) invoice(sub uuid.UUID, start, end time.Time, currency, total, status string) {
+	f.t.Helper()
+	if _, err := f.pool.Exec(f.ctx, `INSERT INTO invoices (issuer_id, customer_id, subscription_id, status, number, currency,
+			period_start, period_end, subtotal, total, finalized_at, voided_at)
+		SELECT a.organization_id, s.organization_id, s.id, $2::invoice_status, CASE WHEN $2 <> 'draft' THEN $3 END, $4,
+			$5, $6, $7, $7, CASE WHEN $2 <> 'draft' THEN now() END, CASE WHEN $2 = 'void' THEN now() END
+		FROM subscriptions s JOIN apis a ON a.id = s.api_id WHERE s.id = $1`,
+		sub, status, "T-"+testenv.Suffix(), currency, start, end, total); err != nil {
 		f.t.Fatal(err)
 	}
 }

@@ -62,22 +62,41 @@ ORDER BY b.id
 LIMIT @row_limit;
 
 -- OrganizationBudgetsToEvaluate pages through the organization-wide
--- budgets with the sums, over the organization's subscriptions in the
--- budget's currency whose current period overlaps [@month_start,
--- @month_end), of their cost so far and projection. A budget whose
--- organization has no such subscription has sums of zero.
+-- budgets.
 -- name: OrganizationBudgetsToEvaluate :many
-SELECT b.id, b.organization_id, b.currency, b.amount, b.thresholds,
-    coalesce(sum(o.cost_so_far), 0)::numeric AS cost_so_far,
-    coalesce(sum(o.projected), 0)::numeric AS projected
+SELECT b.id, b.organization_id, b.currency, b.amount, b.thresholds
 FROM budgets b
-LEFT JOIN subscriptions s ON s.organization_id = b.organization_id
-LEFT JOIN subscription_outlooks o ON o.subscription_id = s.id AND o.currency = b.currency
-    AND o.period_start < @month_end AND o.period_end > @month_start
 WHERE b.subscription_id IS NULL AND b.id > @after_id
-GROUP BY b.id
 ORDER BY b.id
 LIMIT @row_limit;
+
+-- OrganizationMonthInvoices lists, for each of the organization-wide
+-- budgets @budget_ids, the invoices (drafts included, void ones not) in
+-- the budget's currency of its organization's subscriptions whose period
+-- overlaps [@month_start, @month_end).
+-- name: OrganizationMonthInvoices :many
+SELECT b.id AS budget_id, i.period_start, i.period_end, i.total
+FROM budgets b
+JOIN subscriptions s ON s.organization_id = b.organization_id
+JOIN invoices i ON i.subscription_id = s.id
+WHERE b.id = ANY(@budget_ids::uuid[]) AND i.currency = b.currency AND i.status <> 'void'
+    AND i.period_start < @month_end AND i.period_end > @month_start;
+
+-- OrganizationMonthOutlooks lists, for each of the organization-wide
+-- budgets @budget_ids, the outlooks in the budget's currency of its
+-- organization's subscriptions whose period overlaps [@month_start,
+-- @month_end) and has no invoice yet (once it has, the invoice counts
+-- instead), and whether the subscription goes on after that period.
+-- name: OrganizationMonthOutlooks :many
+SELECT b.id AS budget_id, o.period_start, o.period_end, o.cost_so_far, o.projected, o.computed_at,
+    (s.status IN ('trialing', 'active', 'past_due') AND NOT s.cancel_at_period_end)::boolean AS renews
+FROM budgets b
+JOIN subscriptions s ON s.organization_id = b.organization_id
+JOIN subscription_outlooks o ON o.subscription_id = s.id
+WHERE b.id = ANY(@budget_ids::uuid[]) AND o.currency = b.currency
+    AND o.period_start < @month_end AND o.period_end > @month_start
+    AND NOT EXISTS (SELECT 1 FROM invoices i
+        WHERE i.subscription_id = o.subscription_id AND i.period_start = o.period_start AND i.status <> 'void');
 
 -- BudgetNoticeTarget reads what a budget's email says and who it goes
 -- to: the budget, the name of the subscription's API (NULL for an

@@ -282,24 +282,16 @@ func (q *Queries) NoticesRearm(ctx context.Context, arg NoticesRearmParams) (int
 }
 
 const organizationBudgetsToEvaluate = `-- name: OrganizationBudgetsToEvaluate :many
-SELECT b.id, b.organization_id, b.currency, b.amount, b.thresholds,
-    coalesce(sum(o.cost_so_far), 0)::numeric AS cost_so_far,
-    coalesce(sum(o.projected), 0)::numeric AS projected
+SELECT b.id, b.organization_id, b.currency, b.amount, b.thresholds
 FROM budgets b
-LEFT JOIN subscriptions s ON s.organization_id = b.organization_id
-LEFT JOIN subscription_outlooks o ON o.subscription_id = s.id AND o.currency = b.currency
-    AND o.period_start < $1 AND o.period_end > $2
-WHERE b.subscription_id IS NULL AND b.id > $3
-GROUP BY b.id
+WHERE b.subscription_id IS NULL AND b.id > $1
 ORDER BY b.id
-LIMIT $4
+LIMIT $2
 `
 
 type OrganizationBudgetsToEvaluateParams struct {
-	MonthEnd   time.Time
-	MonthStart time.Time
-	AfterID    uuid.UUID
-	RowLimit   int32
+	AfterID  uuid.UUID
+	RowLimit int32
 }
 
 type OrganizationBudgetsToEvaluateRow struct {
@@ -308,22 +300,12 @@ type OrganizationBudgetsToEvaluateRow struct {
 	Currency       string
 	Amount         decimal.Decimal
 	Thresholds     []int16
-	CostSoFar      decimal.Decimal
-	Projected      decimal.Decimal
 }
 
 // OrganizationBudgetsToEvaluate pages through the organization-wide
-// budgets with the sums, over the organization's subscriptions in the
-// budget's currency whose current period overlaps [@month_start,
-// @month_end), of their cost so far and projection. A budget whose
-// organization has no such subscription has sums of zero.
+// budgets.
 func (q *Queries) OrganizationBudgetsToEvaluate(ctx context.Context, arg OrganizationBudgetsToEvaluateParams) ([]OrganizationBudgetsToEvaluateRow, error) {
-	rows, err := q.db.Query(ctx, organizationBudgetsToEvaluate,
-		arg.MonthEnd,
-		arg.MonthStart,
-		arg.AfterID,
-		arg.RowLimit,
-	)
+	rows, err := q.db.Query(ctx, organizationBudgetsToEvaluate, arg.AfterID, arg.RowLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -337,8 +319,6 @@ func (q *Queries) OrganizationBudgetsToEvaluate(ctx context.Context, arg Organiz
 			&i.Currency,
 			&i.Amount,
 			&i.Thresholds,
-			&i.CostSoFar,
-			&i.Projected,
 		); err != nil {
 			return nil, err
 		}
@@ -378,6 +358,118 @@ func (q *Queries) OrganizationEmails(ctx context.Context, arg OrganizationEmails
 			return nil, err
 		}
 		items = append(items, email)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const organizationMonthInvoices = `-- name: OrganizationMonthInvoices :many
+SELECT b.id AS budget_id, i.period_start, i.period_end, i.total
+FROM budgets b
+JOIN subscriptions s ON s.organization_id = b.organization_id
+JOIN invoices i ON i.subscription_id = s.id
+WHERE b.id = ANY($1::uuid[]) AND i.currency = b.currency AND i.status <> 'void'
+    AND i.period_start < $2 AND i.period_end > $3
+`
+
+type OrganizationMonthInvoicesParams struct {
+	BudgetIds  []uuid.UUID
+	MonthEnd   time.Time
+	MonthStart time.Time
+}
+
+type OrganizationMonthInvoicesRow struct {
+	BudgetID    uuid.UUID
+	PeriodStart time.Time
+	PeriodEnd   time.Time
+	Total       decimal.Decimal
+}
+
+// OrganizationMonthInvoices lists, for each of the organization-wide
+// budgets @budget_ids, the invoices (drafts included, void ones not) in
+// the budget's currency of its organization's subscriptions whose period
+// overlaps [@month_start, @month_end).
+func (q *Queries) OrganizationMonthInvoices(ctx context.Context, arg OrganizationMonthInvoicesParams) ([]OrganizationMonthInvoicesRow, error) {
+	rows, err := q.db.Query(ctx, organizationMonthInvoices, arg.BudgetIds, arg.MonthEnd, arg.MonthStart)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []OrganizationMonthInvoicesRow
+	for rows.Next() {
+		var i OrganizationMonthInvoicesRow
+		if err := rows.Scan(
+			&i.BudgetID,
+			&i.PeriodStart,
+			&i.PeriodEnd,
+			&i.Total,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const organizationMonthOutlooks = `-- name: OrganizationMonthOutlooks :many
+SELECT b.id AS budget_id, o.period_start, o.period_end, o.cost_so_far, o.projected, o.computed_at,
+    (s.status IN ('trialing', 'active', 'past_due') AND NOT s.cancel_at_period_end)::boolean AS renews
+FROM budgets b
+JOIN subscriptions s ON s.organization_id = b.organization_id
+JOIN subscription_outlooks o ON o.subscription_id = s.id
+WHERE b.id = ANY($1::uuid[]) AND o.currency = b.currency
+    AND o.period_start < $2 AND o.period_end > $3
+    AND NOT EXISTS (SELECT 1 FROM invoices i
+        WHERE i.subscription_id = o.subscription_id AND i.period_start = o.period_start AND i.status <> 'void')
+`
+
+type OrganizationMonthOutlooksParams struct {
+	BudgetIds  []uuid.UUID
+	MonthEnd   time.Time
+	MonthStart time.Time
+}
+
+type OrganizationMonthOutlooksRow struct {
+	BudgetID    uuid.UUID
+	PeriodStart time.Time
+	PeriodEnd   time.Time
+	CostSoFar   decimal.Decimal
+	Projected   decimal.Decimal
+	ComputedAt  time.Time
+	Renews      bool
+}
+
+// OrganizationMonthOutlooks lists, for each of the organization-wide
+// budgets @budget_ids, the outlooks in the budget's currency of its
+// organization's subscriptions whose period overlaps [@month_start,
+// @month_end) and has no invoice yet (once it has, the invoice counts
+// instead), and whether the subscription goes on after that period.
+func (q *Queries) OrganizationMonthOutlooks(ctx context.Context, arg OrganizationMonthOutlooksParams) ([]OrganizationMonthOutlooksRow, error) {
+	rows, err := q.db.Query(ctx, organizationMonthOutlooks, arg.BudgetIds, arg.MonthEnd, arg.MonthStart)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []OrganizationMonthOutlooksRow
+	for rows.Next() {
+		var i OrganizationMonthOutlooksRow
+		if err := rows.Scan(
+			&i.BudgetID,
+			&i.PeriodStart,
+			&i.PeriodEnd,
+			&i.CostSoFar,
+			&i.Projected,
+			&i.ComputedAt,
+			&i.Renews,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
