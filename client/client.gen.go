@@ -35,6 +35,36 @@ func (e AdjustmentKind) Valid() bool {
 	}
 }
 
+// Defines values for AdminOverviewUnavailablePart.
+const (
+	AdminOverviewUnavailablePartApprovals           AdminOverviewUnavailablePart = "approvals"
+	AdminOverviewUnavailablePartPipelineConsumerLag AdminOverviewUnavailablePart = "pipeline.consumer_lag"
+	AdminOverviewUnavailablePartPipelineDlq         AdminOverviewUnavailablePart = "pipeline.dlq"
+	AdminOverviewUnavailablePartPipelineDrift       AdminOverviewUnavailablePart = "pipeline.drift"
+	AdminOverviewUnavailablePartRevenue             AdminOverviewUnavailablePart = "revenue"
+	AdminOverviewUnavailablePartVolume              AdminOverviewUnavailablePart = "volume"
+)
+
+// Valid indicates whether the value is a known member of the AdminOverviewUnavailablePart enum.
+func (e AdminOverviewUnavailablePart) Valid() bool {
+	switch e {
+	case AdminOverviewUnavailablePartApprovals:
+		return true
+	case AdminOverviewUnavailablePartPipelineConsumerLag:
+		return true
+	case AdminOverviewUnavailablePartPipelineDlq:
+		return true
+	case AdminOverviewUnavailablePartPipelineDrift:
+		return true
+	case AdminOverviewUnavailablePartRevenue:
+		return true
+	case AdminOverviewUnavailablePartVolume:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ApprovalStatus.
 const (
 	ApprovalStatusApproved         ApprovalStatus = "approved"
@@ -85,22 +115,22 @@ func (e BillingInterval) Valid() bool {
 
 // Defines values for ChargeModel.
 const (
-	Graduated ChargeModel = "graduated"
-	Package   ChargeModel = "package"
-	PerUnit   ChargeModel = "per_unit"
-	Volume    ChargeModel = "volume"
+	ChargeModelGraduated ChargeModel = "graduated"
+	ChargeModelPackage   ChargeModel = "package"
+	ChargeModelPerUnit   ChargeModel = "per_unit"
+	ChargeModelVolume    ChargeModel = "volume"
 )
 
 // Valid indicates whether the value is a known member of the ChargeModel enum.
 func (e ChargeModel) Valid() bool {
 	switch e {
-	case Graduated:
+	case ChargeModelGraduated:
 		return true
-	case Package:
+	case ChargeModelPackage:
 		return true
-	case PerUnit:
+	case ChargeModelPerUnit:
 		return true
-	case Volume:
+	case ChargeModelVolume:
 		return true
 	default:
 		return false
@@ -1025,6 +1055,27 @@ func (e PromotionKind) Valid() bool {
 	case PercentOff:
 		return true
 	case TrialExtension:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ProviderAnalyticsQuotaHealthState.
+const (
+	Near ProviderAnalyticsQuotaHealthState = "near"
+	Ok   ProviderAnalyticsQuotaHealthState = "ok"
+	Over ProviderAnalyticsQuotaHealthState = "over"
+)
+
+// Valid indicates whether the value is a known member of the ProviderAnalyticsQuotaHealthState enum.
+func (e ProviderAnalyticsQuotaHealthState) Valid() bool {
+	switch e {
+	case Near:
+		return true
+	case Ok:
+		return true
+	case Over:
 		return true
 	default:
 		return false
@@ -1989,6 +2040,78 @@ type AdjustmentInput struct {
 type AdjustmentList struct {
 	Data []Adjustment `json:"data"`
 }
+
+// AdminOverview defines model for AdminOverview.
+type AdminOverview struct {
+	Approvals *struct {
+		Oldest *time.Time `json:"oldest"`
+
+		// Pending Requests pending or escalated.
+		Pending int `json:"pending"`
+	} `json:"approvals"`
+	AsOf     time.Time `json:"as_of"`
+	Pipeline struct {
+		ConsumerLag *struct {
+			Group   string         `json:"group"`
+			Members int            `json:"members"`
+			State   string         `json:"state"`
+			Topics  map[string]int `json:"topics"`
+
+			// Total Records the group has yet to read.
+			Total int `json:"total"`
+		} `json:"consumer_lag"`
+		Dlq *struct {
+			EventsLastHour int `json:"events_last_hour"`
+
+			// RejectRate rejects / (rejects + events), 4 decimals.
+			RejectRate      string `json:"reject_rate"`
+			RejectsLastHour int    `json:"rejects_last_hour"`
+		} `json:"dlq"`
+
+		// Drift The last usage drift check; null before any (or when Postgres did not answer: see unavailable).
+		Drift *struct {
+			Checked    int       `json:"checked"`
+			Drifted    int       `json:"drifted"`
+			FinishedAt time.Time `json:"finished_at"`
+			Healed     int       `json:"healed"`
+			InFlight   int       `json:"in_flight"`
+			MeterDrift int       `json:"meter_drift"`
+			StartedAt  time.Time `json:"started_at"`
+			Unhealed   int       `json:"unhealed"`
+		} `json:"drift"`
+	} `json:"pipeline"`
+
+	// Revenue Per currency, the last 30 days.
+	Revenue *map[string]struct {
+		// Accrued Cost so far of the live subscriptions' current periods.
+		Accrued string `json:"accrued"`
+
+		// Invoiced Totals of the invoices finalized, void ones left out.
+		Invoiced string `json:"invoiced"`
+
+		// Paid Totals of the invoices paid.
+		Paid string `json:"paid"`
+	} `json:"revenue"`
+	Unavailable []struct {
+		Part   AdminOverviewUnavailablePart `json:"part"`
+		Reason string                       `json:"reason"`
+	} `json:"unavailable"`
+	Volume *struct {
+		ByDay []struct {
+			Calls int                `json:"calls"`
+			Day   openapi_types.Date `json:"day"`
+		} `json:"by_day"`
+
+		// Calls24h Calls in the last 24 UTC hours, the current one included.
+		Calls24h int `json:"calls_24h"`
+
+		// Calls30d Calls in the last 30 UTC days, today so far included.
+		Calls30d int `json:"calls_30d"`
+	} `json:"volume"`
+}
+
+// AdminOverviewUnavailablePart defines model for AdminOverview.Unavailable.Part.
+type AdminOverviewUnavailablePart string
 
 // Approval A request to admit an API.
 type Approval struct {
@@ -3691,6 +3814,144 @@ type PromotionPatch struct {
 	ValidUntil *time.Time `json:"valid_until,omitempty"`
 }
 
+// ProviderAnalytics defines model for ProviderAnalytics.
+type ProviderAnalytics struct {
+	// ApiId The API (its view only).
+	ApiId *openapi_types.UUID `json:"api_id,omitempty"`
+
+	// ByApi The provider's view only: each API of the organization.
+	ByApi *[]struct {
+		ApiId openapi_types.UUID `json:"api_id"`
+		Calls int                `json:"calls"`
+
+		// ClientErrors Calls answered 4xx, the gateway's refusals included.
+		ClientErrors int `json:"client_errors"`
+
+		// ErrorRate errors / calls, 4 decimals; 0.0000 without calls.
+		ErrorRate string `json:"error_rate"`
+
+		// Errors Calls answered 5xx.
+		Errors int `json:"errors"`
+
+		// LatencyMs Latency quantiles in milliseconds, 0 without calls.
+		LatencyMs       ConsumerAnalyticsLatency `json:"latency_ms"`
+		Name            string                   `json:"name"`
+		UniqueConsumers int                      `json:"unique_consumers"`
+
+		// Units Billable units, exact.
+		Units string `json:"units"`
+	} `json:"by_api,omitempty"`
+	ByDay []struct {
+		Calls int `json:"calls"`
+
+		// ClientErrors Calls answered 4xx, the gateway's refusals included.
+		ClientErrors int                `json:"client_errors"`
+		Day          openapi_types.Date `json:"day"`
+
+		// ErrorRate errors / calls, 4 decimals; 0.0000 without calls.
+		ErrorRate string `json:"error_rate"`
+
+		// Errors Calls answered 5xx.
+		Errors int `json:"errors"`
+
+		// LatencyMs Latency quantiles in milliseconds, 0 without calls.
+		LatencyMs ConsumerAnalyticsLatency `json:"latency_ms"`
+
+		// Units Billable units, exact.
+		Units string `json:"units"`
+	} `json:"by_day"`
+
+	// From The window's start, rounded down to the UTC hour.
+	From time.Time `json:"from"`
+
+	// OrganizationId The provider organization.
+	OrganizationId openapi_types.UUID `json:"organization_id"`
+	QuotaHealth    []struct {
+		Meter            string `json:"meter"`
+		OrganizationName string `json:"organization_name"`
+
+		// Percent used / quota × 100, 2 decimals.
+		Percent string `json:"percent"`
+		Quota   string `json:"quota"`
+
+		// RunsOutAt When the quota runs out at the current pace; null if not this period.
+		RunsOutAt      *time.Time                        `json:"runs_out_at"`
+		State          ProviderAnalyticsQuotaHealthState `json:"state"`
+		SubscriptionId openapi_types.UUID                `json:"subscription_id"`
+		Used           string                            `json:"used"`
+	} `json:"quota_health"`
+
+	// Revenue Per currency (ISO 4217 code), the rows by day and plan.
+	Revenue map[string][]struct {
+		Accrued  string             `json:"accrued"`
+		Day      openapi_types.Date `json:"day"`
+		Invoiced string             `json:"invoiced"`
+		PlanId   openapi_types.UUID `json:"plan_id"`
+		PlanName string             `json:"plan_name"`
+	} `json:"revenue"`
+
+	// TimeZone The IANA zone the days are cut in.
+	TimeZone string `json:"time_zone"`
+
+	// To The window's end (exclusive), rounded up to the UTC hour.
+	To           time.Time `json:"to"`
+	TopConsumers []struct {
+		Calls int `json:"calls"`
+
+		// OrganizationId The subscriber; null when the subject is not a subscription of these APIs.
+		OrganizationId   *openapi_types.UUID `json:"organization_id"`
+		OrganizationName *string             `json:"organization_name"`
+
+		// SubscriptionId The subscription (the usage's subject).
+		SubscriptionId string `json:"subscription_id"`
+		Units          string `json:"units"`
+	} `json:"top_consumers"`
+	TopRoutes []struct {
+		Calls int `json:"calls"`
+
+		// ClientErrors Calls answered 4xx, the gateway's refusals included.
+		ClientErrors int `json:"client_errors"`
+
+		// ErrorRate errors / calls, 4 decimals; 0.0000 without calls.
+		ErrorRate string `json:"error_rate"`
+
+		// Errors Calls answered 5xx.
+		Errors int `json:"errors"`
+
+		// LatencyMs Latency quantiles in milliseconds, 0 without calls.
+		LatencyMs ConsumerAnalyticsLatency `json:"latency_ms"`
+		Method    string                   `json:"method"`
+		Route     string                   `json:"route"`
+
+		// Units Billable units, exact.
+		Units string `json:"units"`
+	} `json:"top_routes"`
+	Totals struct {
+		Calls int `json:"calls"`
+
+		// ClientErrors Calls answered 4xx, the gateway's refusals included.
+		ClientErrors int `json:"client_errors"`
+
+		// ErrorRate errors / calls, 4 decimals; 0.0000 without calls.
+		ErrorRate string `json:"error_rate"`
+
+		// Errors Calls answered 5xx.
+		Errors int `json:"errors"`
+
+		// LatencyMs Latency quantiles in milliseconds, 0 without calls.
+		LatencyMs ConsumerAnalyticsLatency `json:"latency_ms"`
+
+		// UniqueConsumers Subscriptions with at least one call.
+		UniqueConsumers int `json:"unique_consumers"`
+
+		// Units Billable units, exact.
+		Units string `json:"units"`
+	} `json:"totals"`
+}
+
+// ProviderAnalyticsQuotaHealthState defines model for ProviderAnalytics.QuotaHealth.State.
+type ProviderAnalyticsQuotaHealthState string
+
 // QuotaAdjustment One change to a period's request quota.
 type QuotaAdjustment struct {
 	// Actor Who made it (token subject).
@@ -4861,6 +5122,12 @@ type PutPaymentSettingsParams struct {
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
 
+// GetAdminOverviewParams defines parameters for GetAdminOverview.
+type GetAdminOverviewParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
 // ReloadPlanFilesParams defines parameters for ReloadPlanFiles.
 type ReloadPlanFilesParams struct {
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
@@ -4971,6 +5238,24 @@ type GetAPIParams struct {
 
 // UpdateAPIParams defines parameters for UpdateAPI.
 type UpdateAPIParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GetAPIAnalyticsParams defines parameters for GetAPIAnalytics.
+type GetAPIAnalyticsParams struct {
+	// From The start of the window (RFC 3339, inclusive), rounded down to the UTC hour: the roll-ups by API count whole hours. Default: the local midnight 29 days before `to`'s date.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The end of the window (RFC 3339, exclusive), rounded up to the UTC hour. Default: now. At most 400 days after `from`.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Tz The IANA time zone days are cut in, such as `Europe/Paris` (default `UTC`). A day is the UTC hours that start in it: exact in zones whose offset is a whole number of hours (clock changes included); in a zone such as `Asia/Kolkata` the hour that holds local midnight counts for the day it starts in.
+	Tz *string `form:"tz,omitempty" json:"tz,omitempty"`
+
+	// Top How many top consumers and routes to list (default 10).
+	Top *int `form:"top,omitempty" json:"top,omitempty"`
+
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
@@ -5616,6 +5901,24 @@ type GetPromotionParams struct {
 
 // UpdatePromotionParams defines parameters for UpdatePromotion.
 type UpdatePromotionParams struct {
+	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
+	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
+}
+
+// GetProviderAnalyticsParams defines parameters for GetProviderAnalytics.
+type GetProviderAnalyticsParams struct {
+	// From The start of the window (RFC 3339, inclusive), rounded down to the UTC hour: the roll-ups by API count whole hours. Default: the local midnight 29 days before `to`'s date.
+	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The end of the window (RFC 3339, exclusive), rounded up to the UTC hour. Default: now. At most 400 days after `from`.
+	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
+
+	// Tz The IANA time zone days are cut in, such as `Europe/Paris` (default `UTC`). A day is the UTC hours that start in it: exact in zones whose offset is a whole number of hours (clock changes included); in a zone such as `Asia/Kolkata` the hour that holds local midnight counts for the day it starts in.
+	Tz *string `form:"tz,omitempty" json:"tz,omitempty"`
+
+	// Top How many top consumers and routes to list (default 10).
+	Top *int `form:"top,omitempty" json:"top,omitempty"`
+
 	// XRequestId An id to follow the request through logs; 1 to 128 characters of `[A-Za-z0-9._-]`, else the server picks one.
 	XRequestId *RequestId `json:"X-Request-Id,omitempty"`
 }
@@ -6805,6 +7108,15 @@ type ClientInterface interface {
 	// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
 	PutPaymentSettings(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, body PutPaymentSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetAdminOverview Read the platform overview
+	//
+	// The platform at a glance: volume (calls by UTC day for the last 30 days, today so far included, and in the last 24 hours), revenue per currency over the last 30 days (invoiced, paid, accrued), the usage pipeline's health (the processors' Kafka consumer group lag, the dead-letter queue's last hour and share of refused records, the last usage drift check) and the approval queue. Each part is read on its own: when its store (ClickHouse, Postgres, Kafka) does not answer within 3 seconds, it is `null` and `unavailable` names it with the reason; the answer is still 200.
+	//
+	// **Who may call:** admins only; every other role gets `403 forbidden`.
+	//
+	// Corresponds with GET /v1/admin/overview (the `GetAdminOverview` operationId).
+	GetAdminOverview(ctx context.Context, params *GetAdminOverviewParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ReloadPlanFiles Reload the plan files now
 	//
 	// Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
@@ -6984,6 +7296,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /v1/apis/{id} (the `UpdateAPI` operationId).
 	UpdateAPI(ctx context.Context, id openapi_types.UUID, params *UpdateAPIParams, body UpdateAPIJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetAPIAnalytics Read an API's usage analytics
+	//
+	// Calls, unique consumers (subscriptions with a call), errors, latency, the top consumers (with their organizations) and routes, revenue by day and plan, and the quota health of the subscribers. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's refusals included); `error_rate` is errors per call, 4 decimals. Latency quantiles are merged from quantilesTiming states: exact below 1,024 ms, in 16 ms steps above, latencies over 30 s counted as 30 s. `by_day` lists the days with calls. `revenue` maps a currency to rows per day and plan: `invoiced` is the total (after discounts and tax, before credits) of the invoices finalized that day, void ones left out; `accrued` the cost so far of the subscriptions' current periods, on the day it was last computed (`subscription_outlooks`). `quota_health` lists each meter with a quota of the live subscribers, the fullest first (at most 100): `state` is `ok` below 80% of the quota, `near` from 80%, `over` from 100%.
+	//
+	// **Who may call:** members of the API's organization and admins; anyone else (a subscriber of the API included) gets `404`, so that no consumer sees another's usage or organization.
+	//
+	// Corresponds with GET /v1/apis/{id}/analytics (the `GetAPIAnalytics` operationId).
+	GetAPIAnalytics(ctx context.Context, id openapi_types.UUID, params *GetAPIAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeprecateAPIWithBody Deprecate an API
 	//
@@ -7995,6 +8316,15 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
 	UpdatePromotion(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetProviderAnalytics Read a provider's usage analytics
+	//
+	// Calls, unique consumers (subscriptions with a call), errors, latency, the top consumers (with their organizations) and routes, revenue by day and plan, and the quota health of the subscribers. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's refusals included); `error_rate` is errors per call, 4 decimals. Latency quantiles are merged from quantilesTiming states: exact below 1,024 ms, in 16 ms steps above, latencies over 30 s counted as 30 s. `by_day` lists the days with calls. `revenue` maps a currency to rows per day and plan: `invoiced` is the total (after discounts and tax, before credits) of the invoices finalized that day, void ones left out; `accrued` the cost so far of the subscriptions' current periods, on the day it was last computed (`subscription_outlooks`). `quota_health` lists each meter with a quota of the live subscribers, the fullest first (at most 100): `state` is `ok` below 80% of the quota, `near` from 80%, `over` from 100%. `by_api` gives each of the organization's APIs (the busiest first) with its calls and unique consumers.
+	//
+	// **Who may call:** members of the organization and admins; anyone else gets `404`.
+	//
+	// Corresponds with GET /v1/providers/{id}/analytics (the `GetProviderAnalytics` operationId).
+	GetProviderAnalytics(ctx context.Context, id openapi_types.UUID, params *GetProviderAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetRevenue Read a provider's revenue statement
 	//
@@ -9068,6 +9398,25 @@ func (c *Client) PutPaymentSettings(ctx context.Context, id openapi_types.UUID, 
 	return c.Client.Do(req)
 }
 
+// GetAdminOverview Read the platform overview
+//
+// The platform at a glance: volume (calls by UTC day for the last 30 days, today so far included, and in the last 24 hours), revenue per currency over the last 30 days (invoiced, paid, accrued), the usage pipeline's health (the processors' Kafka consumer group lag, the dead-letter queue's last hour and share of refused records, the last usage drift check) and the approval queue. Each part is read on its own: when its store (ClickHouse, Postgres, Kafka) does not answer within 3 seconds, it is `null` and `unavailable` names it with the reason; the answer is still 200.
+//
+// **Who may call:** admins only; every other role gets `403 forbidden`.
+//
+// Corresponds with GET /v1/admin/overview (the `GetAdminOverview` operationId).
+func (c *Client) GetAdminOverview(ctx context.Context, params *GetAdminOverviewParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetAdminOverviewRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ReloadPlanFiles Reload the plan files now
 //
 // Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
@@ -9418,6 +9767,25 @@ func (c *Client) UpdateAPIWithBody(ctx context.Context, id openapi_types.UUID, p
 // Corresponds with PATCH /v1/apis/{id} (the `UpdateAPI` operationId).
 func (c *Client) UpdateAPI(ctx context.Context, id openapi_types.UUID, params *UpdateAPIParams, body UpdateAPIJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdateAPIRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetAPIAnalytics Read an API's usage analytics
+//
+// Calls, unique consumers (subscriptions with a call), errors, latency, the top consumers (with their organizations) and routes, revenue by day and plan, and the quota health of the subscribers. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's refusals included); `error_rate` is errors per call, 4 decimals. Latency quantiles are merged from quantilesTiming states: exact below 1,024 ms, in 16 ms steps above, latencies over 30 s counted as 30 s. `by_day` lists the days with calls. `revenue` maps a currency to rows per day and plan: `invoiced` is the total (after discounts and tax, before credits) of the invoices finalized that day, void ones left out; `accrued` the cost so far of the subscriptions' current periods, on the day it was last computed (`subscription_outlooks`). `quota_health` lists each meter with a quota of the live subscribers, the fullest first (at most 100): `state` is `ok` below 80% of the quota, `near` from 80%, `over` from 100%.
+//
+// **Who may call:** members of the API's organization and admins; anyone else (a subscriber of the API included) gets `404`, so that no consumer sees another's usage or organization.
+//
+// Corresponds with GET /v1/apis/{id}/analytics (the `GetAPIAnalytics` operationId).
+func (c *Client) GetAPIAnalytics(ctx context.Context, id openapi_types.UUID, params *GetAPIAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetAPIAnalyticsRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -11419,6 +11787,25 @@ func (c *Client) UpdatePromotionWithBody(ctx context.Context, id openapi_types.U
 // Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
 func (c *Client) UpdatePromotion(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewUpdatePromotionRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetProviderAnalytics Read a provider's usage analytics
+//
+// Calls, unique consumers (subscriptions with a call), errors, latency, the top consumers (with their organizations) and routes, revenue by day and plan, and the quota health of the subscribers. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's refusals included); `error_rate` is errors per call, 4 decimals. Latency quantiles are merged from quantilesTiming states: exact below 1,024 ms, in 16 ms steps above, latencies over 30 s counted as 30 s. `by_day` lists the days with calls. `revenue` maps a currency to rows per day and plan: `invoiced` is the total (after discounts and tax, before credits) of the invoices finalized that day, void ones left out; `accrued` the cost so far of the subscriptions' current periods, on the day it was last computed (`subscription_outlooks`). `quota_health` lists each meter with a quota of the live subscribers, the fullest first (at most 100): `state` is `ok` below 80% of the quota, `near` from 80%, `over` from 100%. `by_api` gives each of the organization's APIs (the busiest first) with its calls and unique consumers.
+//
+// **Who may call:** members of the organization and admins; anyone else gets `404`.
+//
+// Corresponds with GET /v1/providers/{id}/analytics (the `GetProviderAnalytics` operationId).
+func (c *Client) GetProviderAnalytics(ctx context.Context, id openapi_types.UUID, params *GetProviderAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetProviderAnalyticsRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -13544,6 +13931,48 @@ func NewPutPaymentSettingsRequestWithBody(server string, id openapi_types.UUID, 
 	return req, nil
 }
 
+// NewGetAdminOverviewRequest constructs an http.Request for the GetAdminOverview method
+func NewGetAdminOverviewRequest(server string, params *GetAdminOverviewParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/overview")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewReloadPlanFilesRequest constructs an http.Request for the ReloadPlanFiles method
 func NewReloadPlanFilesRequest(server string, params *ReloadPlanFilesParams) (*http.Request, error) {
 	var err error
@@ -14329,6 +14758,118 @@ func NewUpdateAPIRequestWithBody(server string, id openapi_types.UUID, params *U
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetAPIAnalyticsRequest constructs an http.Request for the GetAPIAnalytics method
+func NewGetAPIAnalyticsRequest(server string, id openapi_types.UUID, params *GetAPIAnalyticsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/apis/%s/analytics", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Tz != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tz", *params.Tz, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Top != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "top", *params.Top, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	if params != nil {
 
@@ -19055,6 +19596,118 @@ func NewUpdatePromotionRequestWithBody(server string, id openapi_types.UUID, par
 	return req, nil
 }
 
+// NewGetProviderAnalyticsRequest constructs an http.Request for the GetProviderAnalytics method
+func NewGetProviderAnalyticsRequest(server string, id openapi_types.UUID, params *GetProviderAnalyticsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/providers/%s/analytics", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Tz != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tz", *params.Tz, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Top != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "top", *params.Top, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetRevenueRequest constructs an http.Request for the GetRevenue method
 func NewGetRevenueRequest(server string, params *GetRevenueParams) (*http.Request, error) {
 	var err error
@@ -21567,6 +22220,17 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /v1/admin/organizations/{id}/payment-settings (the `PutPaymentSettings` operationId).
 	PutPaymentSettingsWithResponse(ctx context.Context, id openapi_types.UUID, params *PutPaymentSettingsParams, body PutPaymentSettingsJSONRequestBody, reqEditors ...RequestEditorFn) (*PutPaymentSettingsResponse, error)
 
+	// GetAdminOverviewWithResponse Read the platform overview
+	//
+	// The platform at a glance: volume (calls by UTC day for the last 30 days, today so far included, and in the last 24 hours), revenue per currency over the last 30 days (invoiced, paid, accrued), the usage pipeline's health (the processors' Kafka consumer group lag, the dead-letter queue's last hour and share of refused records, the last usage drift check) and the approval queue. Each part is read on its own: when its store (ClickHouse, Postgres, Kafka) does not answer within 3 seconds, it is `null` and `unavailable` names it with the reason; the answer is still 200.
+	//
+	// **Who may call:** admins only; every other role gets `403 forbidden`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/overview (the `GetAdminOverview` operationId).
+	GetAdminOverviewWithResponse(ctx context.Context, params *GetAdminOverviewParams, reqEditors ...RequestEditorFn) (*GetAdminOverviewResponse, error)
+
 	// ReloadPlanFilesWithResponse Reload the plan files now
 	//
 	// Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
@@ -21762,6 +22426,17 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /v1/apis/{id} (the `UpdateAPI` operationId).
 	UpdateAPIWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdateAPIParams, body UpdateAPIJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateAPIResponse, error)
+
+	// GetAPIAnalyticsWithResponse Read an API's usage analytics
+	//
+	// Calls, unique consumers (subscriptions with a call), errors, latency, the top consumers (with their organizations) and routes, revenue by day and plan, and the quota health of the subscribers. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's refusals included); `error_rate` is errors per call, 4 decimals. Latency quantiles are merged from quantilesTiming states: exact below 1,024 ms, in 16 ms steps above, latencies over 30 s counted as 30 s. `by_day` lists the days with calls. `revenue` maps a currency to rows per day and plan: `invoiced` is the total (after discounts and tax, before credits) of the invoices finalized that day, void ones left out; `accrued` the cost so far of the subscriptions' current periods, on the day it was last computed (`subscription_outlooks`). `quota_health` lists each meter with a quota of the live subscribers, the fullest first (at most 100): `state` is `ok` below 80% of the quota, `near` from 80%, `over` from 100%.
+	//
+	// **Who may call:** members of the API's organization and admins; anyone else (a subscriber of the API included) gets `404`, so that no consumer sees another's usage or organization.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/apis/{id}/analytics (the `GetAPIAnalytics` operationId).
+	GetAPIAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetAPIAnalyticsParams, reqEditors ...RequestEditorFn) (*GetAPIAnalyticsResponse, error)
 
 	// DeprecateAPIWithBodyWithResponse Deprecate an API
 	//
@@ -22855,6 +23530,17 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /v1/promotions/{id} (the `UpdatePromotion` operationId).
 	UpdatePromotionWithResponse(ctx context.Context, id openapi_types.UUID, params *UpdatePromotionParams, body UpdatePromotionJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdatePromotionResponse, error)
+
+	// GetProviderAnalyticsWithResponse Read a provider's usage analytics
+	//
+	// Calls, unique consumers (subscriptions with a call), errors, latency, the top consumers (with their organizations) and routes, revenue by day and plan, and the quota health of the subscribers. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's refusals included); `error_rate` is errors per call, 4 decimals. Latency quantiles are merged from quantilesTiming states: exact below 1,024 ms, in 16 ms steps above, latencies over 30 s counted as 30 s. `by_day` lists the days with calls. `revenue` maps a currency to rows per day and plan: `invoiced` is the total (after discounts and tax, before credits) of the invoices finalized that day, void ones left out; `accrued` the cost so far of the subscriptions' current periods, on the day it was last computed (`subscription_outlooks`). `quota_health` lists each meter with a quota of the live subscribers, the fullest first (at most 100): `state` is `ok` below 80% of the quota, `near` from 80%, `over` from 100%. `by_api` gives each of the organization's APIs (the busiest first) with its calls and unique consumers.
+	//
+	// **Who may call:** members of the organization and admins; anyone else gets `404`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/providers/{id}/analytics (the `GetProviderAnalytics` operationId).
+	GetProviderAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetProviderAnalyticsParams, reqEditors ...RequestEditorFn) (*GetProviderAnalyticsResponse, error)
 
 	// GetRevenueWithResponse Read a provider's revenue statement
 	//
@@ -24385,6 +25071,59 @@ func (r PutPaymentSettingsResponse) ContentType() string {
 	return ""
 }
 
+type GetAdminOverviewResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminOverview
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetAdminOverviewResponse) GetJSON200() *AdminOverview {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetAdminOverviewResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetAdminOverviewResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetAdminOverviewResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetAdminOverviewResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetAdminOverviewResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetAdminOverviewResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ReloadPlanFilesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -25061,6 +25800,59 @@ func (r UpdateAPIResponse) Bytes() []byte {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r UpdateAPIResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetAPIAnalyticsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ProviderAnalytics
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetAPIAnalyticsResponse) GetJSON200() *ProviderAnalytics {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetAPIAnalyticsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetAPIAnalyticsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetAPIAnalyticsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetAPIAnalyticsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetAPIAnalyticsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetAPIAnalyticsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -28735,6 +29527,59 @@ func (r UpdatePromotionResponse) ContentType() string {
 	return ""
 }
 
+type GetProviderAnalyticsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ProviderAnalytics
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetProviderAnalyticsResponse) GetJSON200() *ProviderAnalytics {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetProviderAnalyticsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetProviderAnalyticsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetProviderAnalyticsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetProviderAnalyticsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// Bytes is a convenience method to retrieve the raw bytes from the HTTP response
+func (r GetProviderAnalyticsResponse) Bytes() []byte {
+	return r.Body
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetProviderAnalyticsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetRevenueResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -30872,6 +31717,23 @@ func (c *ClientWithResponses) PutPaymentSettingsWithResponse(ctx context.Context
 	return ParsePutPaymentSettingsResponse(rsp)
 }
 
+// GetAdminOverviewWithResponse Read the platform overview
+//
+// The platform at a glance: volume (calls by UTC day for the last 30 days, today so far included, and in the last 24 hours), revenue per currency over the last 30 days (invoiced, paid, accrued), the usage pipeline's health (the processors' Kafka consumer group lag, the dead-letter queue's last hour and share of refused records, the last usage drift check) and the approval queue. Each part is read on its own: when its store (ClickHouse, Postgres, Kafka) does not answer within 3 seconds, it is `null` and `unavailable` names it with the reason; the answer is still 200.
+//
+// **Who may call:** admins only; every other role gets `403 forbidden`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/overview (the `GetAdminOverview` operationId).
+func (c *ClientWithResponses) GetAdminOverviewWithResponse(ctx context.Context, params *GetAdminOverviewParams, reqEditors ...RequestEditorFn) (*GetAdminOverviewResponse, error) {
+	rsp, err := c.GetAdminOverview(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetAdminOverviewResponse(rsp)
+}
+
 // ReloadPlanFilesWithResponse Reload the plan files now
 //
 // Loads the plan directory (`VEIL_PRICING_DIR`) now, as the control plane does at start and whenever a file in it changes. Every `*.yaml` and `*.yml` file is validated first; when all are valid, each file whose content (SHA-256) differs from its plan's latest version becomes the plan, or a new version of it, with source `file`, in one transaction. A version is never edited. When any file is wrong nothing is applied: the answer is a `422 invalid-plan-files` problem listing every error by file, line and field. No body.
@@ -31174,6 +32036,23 @@ func (c *ClientWithResponses) UpdateAPIWithResponse(ctx context.Context, id open
 		return nil, err
 	}
 	return ParseUpdateAPIResponse(rsp)
+}
+
+// GetAPIAnalyticsWithResponse Read an API's usage analytics
+//
+// Calls, unique consumers (subscriptions with a call), errors, latency, the top consumers (with their organizations) and routes, revenue by day and plan, and the quota health of the subscribers. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's refusals included); `error_rate` is errors per call, 4 decimals. Latency quantiles are merged from quantilesTiming states: exact below 1,024 ms, in 16 ms steps above, latencies over 30 s counted as 30 s. `by_day` lists the days with calls. `revenue` maps a currency to rows per day and plan: `invoiced` is the total (after discounts and tax, before credits) of the invoices finalized that day, void ones left out; `accrued` the cost so far of the subscriptions' current periods, on the day it was last computed (`subscription_outlooks`). `quota_health` lists each meter with a quota of the live subscribers, the fullest first (at most 100): `state` is `ok` below 80% of the quota, `near` from 80%, `over` from 100%.
+//
+// **Who may call:** members of the API's organization and admins; anyone else (a subscriber of the API included) gets `404`, so that no consumer sees another's usage or organization.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/apis/{id}/analytics (the `GetAPIAnalytics` operationId).
+func (c *ClientWithResponses) GetAPIAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetAPIAnalyticsParams, reqEditors ...RequestEditorFn) (*GetAPIAnalyticsResponse, error) {
+	rsp, err := c.GetAPIAnalytics(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetAPIAnalyticsResponse(rsp)
 }
 
 // DeprecateAPIWithBodyWithResponse Deprecate an API
@@ -32863,6 +33742,23 @@ func (c *ClientWithResponses) UpdatePromotionWithResponse(ctx context.Context, i
 	return ParseUpdatePromotionResponse(rsp)
 }
 
+// GetProviderAnalyticsWithResponse Read a provider's usage analytics
+//
+// Calls, unique consumers (subscriptions with a call), errors, latency, the top consumers (with their organizations) and routes, revenue by day and plan, and the quota health of the subscribers. `errors` counts status class 5 (upstream failures), `client_errors` class 4 (the gateway's refusals included); `error_rate` is errors per call, 4 decimals. Latency quantiles are merged from quantilesTiming states: exact below 1,024 ms, in 16 ms steps above, latencies over 30 s counted as 30 s. `by_day` lists the days with calls. `revenue` maps a currency to rows per day and plan: `invoiced` is the total (after discounts and tax, before credits) of the invoices finalized that day, void ones left out; `accrued` the cost so far of the subscriptions' current periods, on the day it was last computed (`subscription_outlooks`). `quota_health` lists each meter with a quota of the live subscribers, the fullest first (at most 100): `state` is `ok` below 80% of the quota, `near` from 80%, `over` from 100%. `by_api` gives each of the organization's APIs (the busiest first) with its calls and unique consumers.
+//
+// **Who may call:** members of the organization and admins; anyone else gets `404`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/providers/{id}/analytics (the `GetProviderAnalytics` operationId).
+func (c *ClientWithResponses) GetProviderAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetProviderAnalyticsParams, reqEditors ...RequestEditorFn) (*GetProviderAnalyticsResponse, error) {
+	rsp, err := c.GetProviderAnalytics(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetProviderAnalyticsResponse(rsp)
+}
+
 // GetRevenueWithResponse Read a provider's revenue statement
 //
 // Revenue from the issuer's finalized invoices over [`from`, `to`) (default: this year so far, at most five years), per month of finalization, API and currency: gross, discounts, tax, net and the platform's fee; uncollectible invoices apart; void ones never.
@@ -34208,6 +35104,39 @@ func ParsePutPaymentSettingsResponse(rsp *http.Response) (*PutPaymentSettingsRes
 	return response, nil
 }
 
+// ParseGetAdminOverviewResponse parses an HTTP response from a GetAdminOverviewWithResponse call
+func ParseGetAdminOverviewResponse(rsp *http.Response) (*GetAdminOverviewResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetAdminOverviewResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminOverview
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseReloadPlanFilesResponse parses an HTTP response from a ReloadPlanFilesWithResponse call
 func ParseReloadPlanFilesResponse(rsp *http.Response) (*ReloadPlanFilesResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -34616,6 +35545,39 @@ func ParseUpdateAPIResponse(rsp *http.Response) (*UpdateAPIResponse, error) {
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest API
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetAPIAnalyticsResponse parses an HTTP response from a GetAPIAnalyticsWithResponse call
+func ParseGetAPIAnalyticsResponse(rsp *http.Response) (*GetAPIAnalyticsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetAPIAnalyticsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ProviderAnalytics
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -36899,6 +37861,39 @@ func ParseUpdatePromotionResponse(rsp *http.Response) (*UpdatePromotionResponse,
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Promotion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetProviderAnalyticsResponse parses an HTTP response from a GetProviderAnalyticsWithResponse call
+func ParseGetProviderAnalyticsResponse(rsp *http.Response) (*GetProviderAnalyticsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetProviderAnalyticsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ProviderAnalytics
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
