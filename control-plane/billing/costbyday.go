@@ -81,22 +81,11 @@ func (s *Service) CostByDay(ctx context.Context, subID uuid.UUID, from, to time.
 	return cur.Currency.Code, days, nil
 }
 
-// dayBounds are from, each local midnight in (from, to), and to.
+// dayBounds are from, each local day's start in (from, to), and to. A
+// day starts where its date begins, not at a midnight the clocks may skip
+// (America/Santiago, America/Havana), so that no two days share a date.
 func dayBounds(from, to time.Time, loc *time.Location) []time.Time {
-	out := []time.Time{from}
-	l := from.In(loc)
-	for d := 1; ; d++ {
-		// AddDate on the local date, then midnight: a day of 23 or 25
-		// hours still ends at the next local midnight.
-		next := time.Date(l.Year(), l.Month(), l.Day()+d, 0, 0, 0, 0, loc)
-		if !next.Before(to) {
-			break
-		}
-		if next.After(from) {
-			out = append(out, next)
-		}
-	}
-	return append(out, to)
+	return append(append([]time.Time{from}, metering.DayStarts(from, to, loc)...), to)
 }
 
 // costPeriod is a billing period of the window, the part [from, to) of it
