@@ -31,6 +31,11 @@ const MaxRawAnalyticsWindow = 31 * 24 * time.Hour
 // short window from the roll-ups.
 var rawAnalyticsWindow = MaxRawAnalyticsWindow
 
+// AnalyticsTimeout bounds an analytics query: the driver passes a
+// context's deadline to ClickHouse as max_execution_time, so the server
+// stops the query too, not only the client waiting for it.
+const AnalyticsTimeout = 30 * time.Second
+
 // MaxAnalyticsDays is the most days an analytics window may span (cuts
 // plus one).
 const MaxAnalyticsDays = 402
@@ -115,6 +120,8 @@ func (r *Reader) Analytics(ctx context.Context, q AnalyticsQuery) (Analytics, er
 			return Analytics{}, fmt.Errorf("%w: day starts must ascend strictly inside the window", ErrBadQuery)
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, AnalyticsTimeout)
+	defer cancel()
 	out := Analytics{Days: make([]Stats, len(cuts)+1)}
 	args := []any{clickhouse.Named("subject", q.Subject), clickhouse.Named("key_id", q.KeyID)}
 	plan, timing := planPieces(from, to, cuts), false

@@ -218,3 +218,39 @@ func TestAnalyticsRefusesBadQueries(t *testing.T) {
 		}
 	}
 }
+
+// TestAnalyticsLongWindowExact: 400 days in zones whose midnight is not a
+// whole UTC hour read the roll-ups through one range and a set of hours
+// per table; every event of sub_a still lands in its own local day, once.
+func TestAnalyticsLongWindowExact(t *testing.T) {
+	r := setupAnalytics(t)
+	for _, zone := range []string{"Asia/Kolkata", "America/St_Johns"} {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := utc(t, "2025-11-20 10:15:30")
+		to := from.Add(400 * 24 * time.Hour)
+		cuts := metering.DayStarts(from, to, loc)
+		got, err := r.Analytics(t.Context(), metering.AnalyticsQuery{Subject: "sub_a", From: from, To: to, DayStarts: cuts})
+		if err != nil {
+			t.Fatalf("%s: %v", zone, err)
+		}
+		want := make([]uint64, len(cuts)+1)
+		var total uint64
+		for _, e := range analyticsDataset {
+			if at := utc(t, e.at); e.subject == "sub_a" {
+				want[sort.Search(len(cuts), func(i int) bool { return cuts[i].After(at) })]++
+				total++
+			}
+		}
+		if got.Total.Calls != total {
+			t.Errorf("%s: %d calls; want %d", zone, got.Total.Calls, total)
+		}
+		for i := range want {
+			if got.Days[i].Calls != want[i] {
+				t.Errorf("%s: day %d (from %v): %d calls; want %d", zone, i, cuts[max(i-1, 0)], got.Days[i].Calls, want[i])
+			}
+		}
+	}
+}

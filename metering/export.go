@@ -13,6 +13,12 @@ import (
 // MaxExportWindow is the longest window an export may cover.
 const MaxExportWindow = 31 * 24 * time.Hour
 
+// DefaultExportTimeout bounds an export whose context has no deadline of
+// its own. The driver passes a context's deadline to ClickHouse as
+// max_execution_time, so neither a slow reader nor a slow query holds a
+// connection past it.
+const DefaultExportTimeout = 5 * time.Minute
+
 // ExportQuery selects raw usage rows of one subscription or one API.
 type ExportQuery struct {
 	// Subject (a subscription id) or APIID, or both; at least one.
@@ -51,6 +57,11 @@ type ExportRow struct {
 func (r *Reader) Export(ctx context.Context, q ExportQuery, fn func(ExportRow) error) error {
 	if err := q.validate(); err != nil {
 		return err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultExportTimeout)
+		defer cancel()
 	}
 	sql, args := exportSQL(q)
 	rows, err := r.conn.Query(ctx, sql, args...)
