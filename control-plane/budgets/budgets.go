@@ -7,7 +7,10 @@
 // an email to the organization's members (notices.go) once per threshold,
 // basis and period: the budget_notices row, inserted in the transaction
 // that publishes the webhook or queues the email, is the guard against
-// replays, restarts and evaluators running at once.
+// replays, restarts and evaluators running at once. Changing the amount
+// never deletes a row: a threshold tells again only when its level at the
+// new amount lies above the cost it last reported and the cost reaches
+// it, at most MaxSends times per period in all.
 //
 // A subscription budget may be hard: the gateway then blocks the
 // subscription once its cost reaches the amount. That block is

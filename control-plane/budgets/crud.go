@@ -259,9 +259,10 @@ func insertError(err error) error {
 }
 
 // Change sets a budget's amount, and its thresholds and hard flag where
-// in has them (see Update), audited. Raising the amount re-arms the
-// thresholds it moved above the cost that crossed them: they notify again
-// when the cost reaches them anew.
+// in has them (see Update), audited. It leaves the notices sent alone:
+// whether a threshold tells again at the new amount is the evaluation's
+// to decide (see NoticeClaim), so that no sequence of changes can send a
+// notice again by itself.
 func (s *Service) Change(ctx context.Context, actor identity.Actor, id uuid.UUID, in Update) (Budget, error) {
 	var v validation.Error
 	checkAmount(&v, in.Amount)
@@ -296,11 +297,6 @@ func (s *Service) Change(ctx context.Context, actor identity.Actor, id uuid.UUID
 			return fmt.Errorf("update budget: %w", err)
 		}
 		out = toBudget(row)
-		if out.Amount.GreaterThan(before.Amount) {
-			if _, err := q.NoticesRearm(ctx, db.NoticesRearmParams{BudgetID: id, Amount: out.Amount}); err != nil {
-				return fmt.Errorf("re-arm budget notices: %w", err)
-			}
-		}
 		if before.Hard != out.Hard || (out.Hard && !before.Amount.Equal(out.Amount)) {
 			if err := s.recordChanged(ctx, tx, out.SubscriptionID); err != nil {
 				return err

@@ -33,6 +33,14 @@ const (
 // evaluateBatch is how many budgets one query of an evaluation reads.
 const evaluateBatch = 500
 
+// MaxSends bounds how many times one notice (budget, period, threshold,
+// basis, channel) goes out in a period: once, and again only after a
+// raise of the amount put the threshold's level above the cost it last
+// reported and the cost reached it, at most MaxSends-1 times. A member
+// who keeps raising the amount as the cost catches up cannot make the
+// platform mail the organization without end.
+const MaxSends = 4
+
 // standing is a budget as it stands in a period: what its notices say.
 type standing struct {
 	BudgetID       uuid.UUID
@@ -222,12 +230,13 @@ func (s *Service) notify(ctx context.Context, st standing) (int, error) {
 	return sent, nil
 }
 
-// claim inserts the budget_notices row of crossing c on channel; it
-// reports false when the row was there already.
+// claim inserts the budget_notices row of crossing c on channel, or
+// takes it again when c is new in money terms (see NoticeClaim); it
+// reports false when c was told before.
 func claim(ctx context.Context, tx pgx.Tx, st standing, c crossing, channel string) (bool, error) {
 	n, err := db.New(tx).NoticeClaim(ctx, db.NoticeClaimParams{
 		BudgetID: st.BudgetID, PeriodStart: st.PeriodStart, Threshold: int16(c.threshold), Basis: c.basis,
-		Channel: channel, Amount: st.Amount, Cost: c.cost,
+		Channel: channel, Amount: st.Amount, Cost: c.cost, MaxSends: MaxSends,
 	})
 	if err != nil {
 		return false, fmt.Errorf("claim %s budget notice: %w", channel, err)

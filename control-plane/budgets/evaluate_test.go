@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/budgets"
 	"github.com/veil-platform/veil/internal/testenv"
@@ -213,6 +214,69 @@ func TestRaiseRearms(t *testing.T) {
 	want := []key{{50, budgets.BasisActual, f.periodStart}, {50, budgets.BasisActual, f.periodStart}, {100, budgets.BasisActual, f.periodStart}}
 	if got := keys(f.delivered(c)); !slices.Equal(got, want) {
 		t.Fatalf("notices = %v; want %v", got, want)
+	}
+}
+
+// TestRaiseLowerSendsNothingAgain: raising the amount far above the cost
+// and lowering it back, again and again within a period, sends no notice
+// again: each threshold was told at that level already.
+func TestRaiseLowerSendsNothingAgain(t *testing.T) {
+	f := newFixture(t)
+	c := f.consumer()
+	sub := f.subscribe(c, "USD")
+	th := []int{10, 20, 30, 40, 50, 60, 70, 80, 90, 100}
+	b := f.budget(c, budgets.Input{SubscriptionID: &sub, Amount: amount("1"), Thresholds: th})
+	f.outlook(sub, f.periodStart, "USD", "5", "5")
+	if n := f.evaluate(f.svc); n != 2*len(th) {
+		t.Fatalf("first evaluation sent %d notices; want %d (a webhook and an email per threshold)", n, 2*len(th))
+	}
+	for i := range 5 {
+		for _, a := range []string{"1000000", "1"} {
+			if _, err := f.svc.Change(f.ctx, c.actor, b.ID, budgets.Update{Amount: amount(a), Thresholds: th}); err != nil {
+				t.Fatal(err)
+			}
+			if n := f.evaluate(f.svc); n != 0 {
+				t.Fatalf("cycle %d: evaluation at an amount of %s sent %d notices; want 0", i, a, n)
+			}
+		}
+	}
+	if hooks, emails := len(f.delivered(c)), f.emailJobs(b); hooks != len(th) || emails != len(th) {
+		t.Errorf("webhooks %d, email jobs %d in one period; want %d each", hooks, emails, len(th))
+	}
+}
+
+// TestResendsBounded: a threshold told again after each raise that the
+// cost then catches up with goes out at most MaxSends times a period, by
+// webhook and by email.
+func TestResendsBounded(t *testing.T) {
+	f := newFixture(t)
+	c := f.consumer()
+	sub := f.subscribe(c, "USD")
+	b := f.budget(c, budgets.Input{SubscriptionID: &sub, Amount: amount("100"), Thresholds: []int{100}})
+	var amounts []string
+	for i := range budgets.MaxSends + 2 {
+		a := decimal.NewFromInt(int64(100 * (i + 1))).String()
+		amounts = append(amounts, a)
+		if _, err := f.svc.Change(f.ctx, c.actor, b.ID, budgets.Update{Amount: amount(a)}); err != nil {
+			t.Fatal(err)
+		}
+		f.outlook(sub, f.periodStart, "USD", a, a)
+		want := 0
+		if i < budgets.MaxSends {
+			want = 2
+		}
+		if n := f.evaluate(f.svc); n != want {
+			t.Fatalf("evaluation at amount and cost %s sent %d notices; want %d", a, n, want)
+		}
+	}
+	got := f.delivered(c)
+	if len(got) != budgets.MaxSends || f.emailJobs(b) != budgets.MaxSends {
+		t.Fatalf("webhooks %d, email jobs %d; want %d each", len(got), f.emailJobs(b), budgets.MaxSends)
+	}
+	for i, n := range got {
+		if n.Threshold != 100 || n.Basis != budgets.BasisActual || !n.Amount.Equal(*amount(amounts[i])) {
+			t.Errorf("notice %d = %+v; want 100%% of %s", i, n, amounts[i])
+		}
 	}
 }
 

@@ -36,19 +36,19 @@ FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
 WHERE s.id = $1
 FOR SHARE OF s;
 
--- NoticesRearm forgets the notices that a raise of the budget's amount to
--- @amount moved above: those whose threshold now stands above the cost
--- that crossed it, so that crossing it again notifies again.
--- name: NoticesRearm :execrows
-DELETE FROM budget_notices
-WHERE budget_id = @budget_id AND threshold::numeric * sqlc.arg(amount)::numeric / 100 > cost;
-
--- NoticeClaim inserts the row of one notice; none is inserted when it was
--- claimed before (a replay, or another evaluator that got there first).
+-- NoticeClaim inserts the row of one notice, or takes the existing row
+-- for a send again when the notice is new in money terms: the threshold's
+-- level at the current amount lies above the cost the row last reported
+-- (a raise moved it up and the cost, or projection, caught up), and the
+-- row went out fewer than @max_sends times this period. It affects no row
+-- otherwise: a replay, another evaluator that got there first, or an
+-- amount lowered back, which moves no level above what was told.
 -- name: NoticeClaim :execrows
-INSERT INTO budget_notices (budget_id, period_start, threshold, basis, channel, amount, cost)
+INSERT INTO budget_notices AS n (budget_id, period_start, threshold, basis, channel, amount, cost)
 VALUES (@budget_id, @period_start, @threshold, @basis, @channel, @amount, @cost)
-ON CONFLICT DO NOTHING;
+ON CONFLICT (budget_id, period_start, threshold, basis, channel) DO UPDATE
+SET amount = excluded.amount, cost = excluded.cost, sent_at = now(), sends = n.sends + 1
+WHERE excluded.threshold::numeric * excluded.amount / 100 > n.cost AND n.sends < @max_sends::smallint;
 
 -- SubscriptionBudgetsToEvaluate pages through the subscription budgets
 -- whose subscription has an outlook, with its period, cost so far and

@@ -227,9 +227,11 @@ func (q *Queries) BudgetsOfOrganization(ctx context.Context, arg BudgetsOfOrgani
 }
 
 const noticeClaim = `-- name: NoticeClaim :execrows
-INSERT INTO budget_notices (budget_id, period_start, threshold, basis, channel, amount, cost)
+INSERT INTO budget_notices AS n (budget_id, period_start, threshold, basis, channel, amount, cost)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT DO NOTHING
+ON CONFLICT (budget_id, period_start, threshold, basis, channel) DO UPDATE
+SET amount = excluded.amount, cost = excluded.cost, sent_at = now(), sends = n.sends + 1
+WHERE excluded.threshold::numeric * excluded.amount / 100 > n.cost AND n.sends < $8::smallint
 `
 
 type NoticeClaimParams struct {
@@ -240,10 +242,16 @@ type NoticeClaimParams struct {
 	Channel     string
 	Amount      decimal.Decimal
 	Cost        decimal.Decimal
+	MaxSends    int16
 }
 
-// NoticeClaim inserts the row of one notice; none is inserted when it was
-// claimed before (a replay, or another evaluator that got there first).
+// NoticeClaim inserts the row of one notice, or takes the existing row
+// for a send again when the notice is new in money terms: the threshold's
+// level at the current amount lies above the cost the row last reported
+// (a raise moved it up and the cost, or projection, caught up), and the
+// row went out fewer than @max_sends times this period. It affects no row
+// otherwise: a replay, another evaluator that got there first, or an
+// amount lowered back, which moves no level above what was told.
 func (q *Queries) NoticeClaim(ctx context.Context, arg NoticeClaimParams) (int64, error) {
 	result, err := q.db.Exec(ctx, noticeClaim,
 		arg.BudgetID,
@@ -253,28 +261,8 @@ func (q *Queries) NoticeClaim(ctx context.Context, arg NoticeClaimParams) (int64
 		arg.Channel,
 		arg.Amount,
 		arg.Cost,
+		arg.MaxSends,
 	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const noticesRearm = `-- name: NoticesRearm :execrows
-DELETE FROM budget_notices
-WHERE budget_id = $1 AND threshold::numeric * $2::numeric / 100 > cost
-`
-
-type NoticesRearmParams struct {
-	BudgetID uuid.UUID
-	Amount   decimal.Decimal
-}
-
-// NoticesRearm forgets the notices that a raise of the budget's amount to
-// @amount moved above: those whose threshold now stands above the cost
-// that crossed it, so that crossing it again notifies again.
-func (q *Queries) NoticesRearm(ctx context.Context, arg NoticesRearmParams) (int64, error) {
-	result, err := q.db.Exec(ctx, noticesRearm, arg.BudgetID, arg.Amount)
 	if err != nil {
 		return 0, err
 	}
