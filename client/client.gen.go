@@ -3608,7 +3608,7 @@ type Preview struct {
 
 		// Method The projection method's name and version.
 		//
-		// Example: theil-sen-weekly-v1
+		// Example: theil-sen-weekly-v2
 		Method string `json:"method"`
 
 		// Total The projected total (point).

@@ -20,11 +20,18 @@ package metering
 //   - The rest of the period, day by day from AsOf, is the line at that
 //     day times its weekday's factor, never below zero, the last day
 //     prorated to the period's end.
-//   - Range (ForecastConfidence, 80 %): the 10th and 90th percentiles of
-//     the fit's daily residuals, scaled by the square root of the days
-//     ahead (independent daily errors add up that way); with fewer than 7
-//     days of history at least half the point either side. The low end
-//     never goes below what is used already.
+//   - Range (ForecastConfidence, 80 %): the point ± 1.33 standard
+//     deviations of the cumulative usage ahead, which adds up a day's
+//     noise about the line (the residuals' robust spread; for counts at
+//     least Poisson noise), the error of the line's level and of its
+//     slope (extrapolated, it grows with the square of the days ahead),
+//     and the error of the weekday factors. Simulated steady, growing,
+//     weekly and Poisson series hold the real total in 75–87 % of
+//     periods (TestProjectRangeCoverage). It assumes the history's
+//     pattern goes on: a change of pace (a new client, a launch) falls
+//     outside it. With fewer than 7 days of history at least half the
+//     point either side. The low end never goes below what is used
+//     already.
 //   - Less than a day of history (a new subscription): the pace so far,
 //     usage counted this period over the time since counting began, with
 //     a range from nothing more to twice that pace.
@@ -53,7 +60,7 @@ const ForecastConfidence = "0.8"
 
 // ForecastMethod names the method in answers, so a client can tell a
 // change of it.
-const ForecastMethod = "theil-sen-weekly-v1"
+const ForecastMethod = "theil-sen-weekly-v2"
 
 // ForecastDays is how many days of history a projection reads.
 const ForecastDays = 28
@@ -143,14 +150,11 @@ func dailyPath(in ForecastInput) []step {
 	if n >= minTrendDays {
 		slope, icpt = theilSen(des)
 	}
-	resid := make([]float64, n)
-	for i := range des {
-		fit := max(icpt+slope*float64(i), 0) * f[weekdayOf(in.HistoryEnd, n, i)]
-		resid[i] = in.History[i] - fit
-	}
-	qlo, qhi := quantile(resid, 0.1), quantile(resid, 0.9)
+	u := uncertaintyOf(in.Aggregation, des, slope, icpt)
 	var path []step
 	cum := 0.0
+	var w, wx, noise float64  // Σ weight, Σ weight·(index − centre), Σ factor²·fraction
+	var perWeekday [7]float64 // Σ fraction per weekday: a factor's error repeats on each
 	// Day k ahead starts k days after HistoryEnd; index n+k on the line.
 	start := in.HistoryEnd
 	for k := 0; start.Before(in.End); k++ {
@@ -161,12 +165,20 @@ func dailyPath(in ForecastInput) []step {
 			continue
 		}
 		frac := to.Sub(from).Hours() / 24
-		wd := weekdayAt(start)
-		v := max(icpt+slope*float64(n+k), 0) * f[wd] * frac
+		fw := f[weekdayAt(start)]
+		x := float64(n + k)
+		v := max(icpt+slope*x, 0) * fw * frac
 		cum += v
-		daysAhead := to.Sub(in.AsOf).Hours() / 24
-		w := math.Sqrt(daysAhead)
-		lo, hi := cum+qlo*w, cum+qhi*w
+		w += fw * frac
+		wx += fw * frac * (x - u.centre)
+		noise += fw * fw * frac
+		perWeekday[weekdayAt(start)] += frac
+		v2 := u.level*w*w + u.slope*wx*wx + u.day*noise
+		for _, s := range perWeekday {
+			v2 += u.factor * s * s
+		}
+		sd := math.Sqrt(v2)
+		lo, hi := cum-forecastZ*sd, cum+forecastZ*sd
 		if n < minTrendDays {
 			lo, hi = min(lo, cum/2), max(hi, cum*1.5)
 		}
@@ -174,6 +186,61 @@ func dailyPath(in ForecastInput) []step {
 		start = end
 	}
 	return path
+}
+
+// forecastZ is Student's t 90th percentile at the ~20 degrees of freedom
+// a four-week fit leaves (the normal's is 1.28; σ is itself estimated):
+// point ± forecastZ standard deviations holds 80 % (ForecastConfidence).
+const forecastZ = 1.33
+
+// uncertainty is the fit's variances, in deseasonalized daily units: a
+// day about the line, the line's level at the history's centre, its
+// slope, and a weekday's factor (relative, times the level squared).
+type uncertainty struct {
+	day, level, slope, factor float64
+	centre                    float64
+}
+
+// uncertaintyOf estimates how far the line and a day may be off. A day's
+// spread is the residuals' median absolute deviation (a burst does not
+// widen it), corrected for the parameters fitted (line and weekday
+// factors), and for counts at least the level itself (calls arriving
+// independently vary like a Poisson count), so that a steady history
+// does not claim an exact future. The level's variance is a median's
+// (π/2 · σ²/n); the slope's a Theil–Sen slope's (about 1.1 · σ²/Σ(i −
+// centre)²); each weekday factor's a median's over its n/7 days.
+func uncertaintyOf(agg Aggregation, des []float64, slope, icpt float64) uncertainty {
+	n := float64(len(des))
+	u := uncertainty{centre: (n - 1) / 2}
+	resid := make([]float64, len(des))
+	for i, v := range des {
+		resid[i] = v - (icpt + slope*float64(i))
+	}
+	m := median(resid)
+	dev := make([]float64, len(resid))
+	for i, r := range resid {
+		dev[i] = math.Abs(r - m)
+	}
+	sigma := 1.4826 * median(dev)
+	u.day = sigma * sigma
+	params := 2.0
+	if len(des) >= minWeeklyDays {
+		params += 7
+	}
+	if n > params {
+		u.day *= n / (n - params)
+	}
+	if agg == AggCount {
+		u.day = max(u.day, max(icpt+slope*(n-1), 0))
+	}
+	u.level = math.Pi / 2 * u.day / n
+	if len(des) >= minTrendDays {
+		u.slope = 1.1 * u.day / (n * (n*n - 1) / 12)
+	}
+	if len(des) >= minWeeklyDays {
+		u.factor = math.Pi / 2 * u.day * 7 / n
+	}
+	return u
 }
 
 // shortPath is the path of a meter with less than a day of history: the

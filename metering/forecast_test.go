@@ -35,17 +35,27 @@ func checkProjection(t *testing.T, name string, got Projection, point, low, high
 	}
 }
 
+// checkPoint checks the projection's point and that its range holds it
+// strictly: no history says the future is exact.
+func checkPoint(t *testing.T, name string, got Projection, point string) {
+	t.Helper()
+	if !got.Projected.Equal(decimal.RequireFromString(point)) || !got.Low.LessThan(got.Projected) || !got.High.GreaterThan(got.Projected) {
+		t.Errorf("%s: projected %s [%s, %s]; want %s strictly within the range", name, got.Projected, got.Low, got.High, point)
+	}
+}
+
 // Series with known answers: a steady rate, linear growth, a weekly
 // pattern and a one-day burst each project exactly what their pattern
-// continued gives; the range of a series the fit explains is the point.
+// continued gives; even a series the fit explains exactly keeps a range
+// (counts vary at least like a Poisson count).
 func TestProjectKnownSeries(t *testing.T) {
 	t.Parallel()
 	steady := series(28, func(int) float64 { return 100 })
-	checkProjection(t, "steady", Project(countInput(steady, "1500", 10*day)), "2500", "2500", "2500")
+	checkPoint(t, "steady", Project(countInput(steady, "1500", 10*day)), "2500")
 
 	// 50 + 10·i: the next 10 days are i = 28 … 37, 10·325 + 500.
 	growing := series(28, func(i int) float64 { return 50 + 10*float64(i) })
-	checkProjection(t, "growing", Project(countInput(growing, "0", 10*day)), "3750", "3750", "3750")
+	checkPoint(t, "growing", Project(countInput(growing, "0", 10*day)), "3750")
 
 	// 100 on weekdays, 20 on Saturdays and Sundays: a week ahead is
 	// 5·100 + 2·20, whatever the week's average says (77.14 a day).
@@ -56,9 +66,9 @@ func TestProjectKnownSeries(t *testing.T) {
 		}
 		return 100
 	})
-	checkProjection(t, "weekly", Project(countInput(weekly, "0", 7*day)), "540", "540", "540")
+	checkPoint(t, "weekly", Project(countInput(weekly, "0", 7*day)), "540")
 	// Two days ahead from Monday are weekdays: 200, not 2 × 77.14.
-	checkProjection(t, "weekly, two days", Project(countInput(weekly, "0", 2*day)), "200", "200", "200")
+	checkPoint(t, "weekly, two days", Project(countInput(weekly, "0", 2*day)), "200")
 
 	// A day of 5000 among days of 100 does not go on: 10 days ahead are
 	// 1000 (a mean would say 2750).
@@ -68,12 +78,12 @@ func TestProjectKnownSeries(t *testing.T) {
 		}
 		return 100
 	})
-	checkProjection(t, "burst", Project(countInput(burst, "7000", 10*day)), "8000", "8000", "8000")
+	checkPoint(t, "burst", Project(countInput(burst, "7000", 10*day)), "8000")
 }
 
-// The range widens with the horizon and holds the point; noise that
-// alternates ±10 around 100 a day gives an 80 % range of 10 × √days
-// either side.
+// The range widens with the horizon faster than independent days alone
+// would (√days): the line's level and slope are uncertain too, and their
+// error adds up over every day ahead.
 func TestProjectRange(t *testing.T) {
 	t.Parallel()
 	noisy := series(28, func(i int) float64 { return 100 + 10*float64(1-2*(i%2)) })
@@ -83,9 +93,8 @@ func TestProjectRange(t *testing.T) {
 		t.Errorf("one day: %s [%s, %s]; want low < point < high", near.Projected, near.Low, near.High)
 	}
 	nearWidth, farWidth := near.High.Sub(near.Low), far.High.Sub(far.Low)
-	// √16 = 4 times as wide.
-	if !farWidth.Equal(nearWidth.Mul(decimal.NewFromInt(4))) {
-		t.Errorf("range over 16 days %s, over one %s; want 4 times as wide", farWidth, nearWidth)
+	if !farWidth.GreaterThan(nearWidth.Mul(decimal.NewFromInt(4))) {
+		t.Errorf("range over 16 days %s, over one %s; want more than √16 = 4 times as wide", farWidth, nearWidth)
 	}
 	// The series ends low (90), so the robust line leans a little down:
 	// 16 days of 100 within a few units.
@@ -111,7 +120,10 @@ func TestProjectNewSubscription(t *testing.T) {
 	checkProjection(t, "just started", Project(in), "0", "0", "0")
 	// A few days: their median, no trend, a range of at least half.
 	few := countInput([]float64{10, 30, 20}, "60", 4*day)
-	checkProjection(t, "three days", Project(few), "140", "100", "180")
+	if got := Project(few); !got.Projected.Equal(decimal.NewFromInt(140)) ||
+		got.Low.GreaterThan(decimal.NewFromInt(100)) || got.High.LessThan(decimal.NewFromInt(180)) {
+		t.Errorf("three days: projected %s [%s, %s]; want 140 within at least [100, 180]", got.Projected, got.Low, got.High)
+	}
 }
 
 // The last day ahead is prorated, as is the rest of the day AsOf falls in.
@@ -120,7 +132,7 @@ func TestProjectPartialDays(t *testing.T) {
 	in := countInput(series(28, func(int) float64 { return 24 }), "0", 0)
 	in.AsOf = monday.Add(30 * time.Minute)
 	in.End = in.AsOf.Add(60 * time.Hour)
-	checkProjection(t, "60 hours at 1 an hour", Project(in), "60", "60", "60")
+	checkPoint(t, "60 hours at 1 an hour", Project(in), "60")
 }
 
 // max and unique_count project what is used so far; a period already
