@@ -2,6 +2,7 @@ package metering_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/shopspring/decimal"
 
@@ -59,5 +60,59 @@ func TestBudgetCost(t *testing.T) {
 	b.Charges[1].Tiers = b.Charges[1].Tiers[:1]
 	if _, err := metering.BudgetCost(*b, meters, map[string]int64{"units": 11_000_000}); err == nil {
 		t.Error("BudgetCost beyond the last tier: want an error")
+	}
+}
+
+// TestBudgetCostAfterPlanChange: the counters hold the whole period while
+// the invoice prices each plan version's segment under its own terms; the
+// gateway's cost after a change is the highest rating under the versions
+// in force, so a downgrade keeps an exceeded budget exceeded, and a base
+// fee after a trial's end is prorated as the invoice prorates it.
+func TestBudgetCostAfterPlanChange(t *testing.T) {
+	t.Parallel()
+	d := decimal.RequireFromString
+	usd, _ := metering.CurrencyOf("USD")
+	dear := metering.PlanTerms{Currency: usd, BaseFee: d("30"), Charges: []metering.Charge{{Meter: "calls", Model: metering.ModelPerUnit, UnitPrice: d("0.10")}}}
+	cheap := metering.PlanTerms{Currency: usd, BaseFee: d("3"), Charges: []metering.Charge{{Meter: "calls", Model: metering.ModelPerUnit, UnitPrice: d("0.001")}}}
+	start, end := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	change := start.AddDate(0, 0, 10)
+	meters := []enforcement.MeterSpec{{Slug: "calls", Aggregation: enforcement.MeterCount}}
+	invoice := func(first, second metering.PlanTerms, chargedFrom time.Time, firstUsage string) decimal.Decimal {
+		t.Helper()
+		inv, err := metering.BuildInvoice(metering.InvoiceInput{Currency: usd, PeriodStart: start, PeriodEnd: end, CreditAvailable: decimal.Zero,
+			Segments: []metering.Segment{
+				{PlanVersionID: "first", From: start, To: change, Terms: first, Usage: map[string]decimal.Decimal{"calls": d(firstUsage)}, ChargedFrom: chargedFrom},
+				{PlanVersionID: "second", From: change, To: end, Terms: second, Usage: map[string]decimal.Decimal{"calls": d("1000")}},
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inv.Subtotal
+	}
+	for _, tc := range []struct {
+		name          string
+		first, second metering.PlanTerms
+	}{{"downgrade", dear, cheap}, {"upgrade", cheap, dear}} {
+		b := metering.BudgetFor(d("50"), tc.second, []metering.PlanTerms{tc.first}, start, start, end)
+		cost, err := metering.BudgetCost(*b, meters, map[string]int64{"calls": 2000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The whole period at the dearer terms: 30 + 2000 × 0.10.
+		if inv := invoice(tc.first, tc.second, time.Time{}, "1000"); cost.LessThan(inv) || !cost.Equal(d("230")) {
+			t.Errorf("%s: gateway cost %s, invoice subtotal %s; want 230, not below the invoice", tc.name, cost, inv)
+		}
+	}
+
+	// A trial that ended at the change: the fee is the invoice's, prorated
+	// from the trial's end; the trial's usage is neither billed nor in
+	// these counters.
+	b := metering.BudgetFor(d("50"), cheap, nil, start, change, end)
+	cost, err := metering.BudgetCost(*b, meters, map[string]int64{"calls": 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv := invoice(cheap, cheap, change, "0"); !cost.Equal(inv) || !cost.Equal(d("3")) {
+		t.Errorf("after a trial: gateway cost %s, invoice subtotal %s; want both 3.00 (2.00 of the fee for 20 of 30 days, 1.00 of calls)", cost, inv)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -33,35 +35,101 @@ func (s *Service) BudgetChanged(ctx context.Context, tx pgx.Tx, subID uuid.UUID)
 }
 
 // budgetRecord adds sub's hard budget to its record, with the terms of
-// its plan version. A budget in another currency than the plan version's
-// (the plan changed currency since), or under a version in a currency Veil
-// no longer prices in, cannot be compared with its cost and is left out.
-func budgetRecord(ctx context.Context, q pricing.DB, sub Subscription, r *enforcement.SubscriptionRecord) error {
+// its plan version and of the other versions in force in the period's
+// billable time (metering.BudgetFor). A trialing subscription's record
+// carries none: the trial is not billed. A budget in another currency
+// than the plan version's (the plan changed currency since), or under a
+// version in a currency Veil no longer prices in, cannot be compared with
+// its cost and is left out: skipped says why, for the caller to log.
+func budgetRecord(ctx context.Context, q pricing.DB, sub Subscription, r *enforcement.SubscriptionRecord) (skipped string, err error) {
 	var (
 		amount   decimal.Decimal
 		currency string
 	)
-	err := q.QueryRow(ctx, `SELECT amount, currency FROM budgets WHERE subscription_id = $1 AND hard`, sub.ID).Scan(&amount, &currency)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil
+	err = q.QueryRow(ctx, `SELECT amount, currency FROM budgets WHERE subscription_id = $1 AND hard`, sub.ID).Scan(&amount, &currency)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && sub.Status == StatusTrialing) {
+		return "", nil
 	}
 	if err != nil {
-		return fmt.Errorf("read hard budget: %w", err)
+		return "", fmt.Errorf("read hard budget: %w", err)
 	}
 	terms, err := pricing.TermsForVersion(ctx, q, sub.PlanVersionID)
 	if errors.Is(err, metering.ErrUnknownCurrency) {
 		// A version in a currency Veil no longer prices in cannot be
 		// rated: failing would hold up every other change of the record.
-		return nil
+		return "the plan version's currency is no longer priced", nil
 	}
 	if err != nil {
-		return fmt.Errorf("read hard budget terms: %w", err)
+		return "", fmt.Errorf("read hard budget terms: %w", err)
 	}
 	if terms.Currency.Code != currency {
-		return nil
+		return fmt.Sprintf("the budget is in %s, the plan version in %s", currency, terms.Currency.Code), nil
 	}
-	r.Budget = metering.BudgetOf(amount, terms)
-	return nil
+	from := sub.CurrentPeriodStart
+	if t := sub.TrialEndsAt; t != nil && t.After(from) {
+		from = *t
+	}
+	if !from.Before(sub.CurrentPeriodEnd) {
+		return "", nil // the period lies wholly in the trial
+	}
+	earlier, err := earlierBudgetTerms(ctx, q, sub, from, currency)
+	if err != nil {
+		return "", err
+	}
+	r.Budget = metering.BudgetFor(amount, terms, earlier, sub.CurrentPeriodStart, from, sub.CurrentPeriodEnd)
+	return "", nil
+}
+
+// earlierBudgetTerms are the terms, in currency, of the plan versions
+// other than sub's current one in force in its current period from from
+// (where the billable time begins): the version in force at from (the
+// first one recorded when none is earlier, as billing reads the history)
+// and those it changed to since. Versions in another currency cannot be
+// compared with the budget and are left out.
+func earlierBudgetTerms(ctx context.Context, q pricing.DB, sub Subscription, from time.Time, currency string) ([]metering.PlanTerms, error) {
+	rows, err := q.Query(ctx, `SELECT plan_version_id, effective_at FROM subscription_history
+		WHERE subscription_id = $1 AND effective_at < $2 ORDER BY effective_at, id`, sub.ID, sub.CurrentPeriodEnd)
+	if err != nil {
+		return nil, fmt.Errorf("read plan versions of the period: %w", err)
+	}
+	var ids []uuid.UUID
+	var v uuid.UUID
+	var at time.Time
+	_, err = pgx.ForEachRow(rows, []any{&v, &at}, func() error {
+		switch {
+		case len(ids) == 0 || !at.After(from):
+			ids = append(ids[:0], v) // the version in force at from so far
+		case !slices.Contains(ids, v):
+			ids = append(ids, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read plan versions of the period: %w", err)
+	}
+	var out []metering.PlanTerms
+	for _, id := range ids {
+		if id == sub.PlanVersionID || len(out) == enforcement.MaxBudgetVersions {
+			continue
+		}
+		t, err := pricing.TermsForVersion(ctx, q, id)
+		if errors.Is(err, metering.ErrUnknownCurrency) || (err == nil && t.Currency.Code != currency) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read earlier plan version terms: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// budgetNotEnforced logs a hard budget the gateway cannot enforce: the
+// consumer relies on it as a cap, so an operator must see that it is off
+// (a plan change to another currency needs the budget recreated in the
+// new one).
+func (s *Service) budgetNotEnforced(ctx context.Context, subID uuid.UUID, why string) {
+	s.log.WarnContext(ctx, "hard budget not enforced at the gateway", "subscription_id", subID, "reason", why)
 }
 
 // budgetEnforcer is the part of *enforcement.Store that rates a hard

@@ -2,6 +2,7 @@ package subscriptions_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/rueidis"
@@ -125,5 +126,98 @@ func TestHardBudgetInTheRecord(t *testing.T) {
 	changed(`UPDATE budgets SET amount = 5, hard = false WHERE subscription_id = $1`, sub.ID)
 	if rec := record(); rec.Budget != nil || blocked() {
 		t.Fatalf("a soft budget: record budget %+v, blocked %v; want none, not blocked", rec.Budget, blocked())
+	}
+}
+
+// meteredPlan creates a USD plan of the fixture's API charging price per
+// call of the meter "calls" (created by the first call), with trialDays.
+func meteredPlan(t *testing.T, f *fixture, slug, price string, trialDays int) subscriptions.Plan {
+	t.Helper()
+	var meter uuid.UUID
+	if err := f.Pool.QueryRow(f.Ctx, `INSERT INTO meters (api_id, slug, aggregation, field, filter_methods, filter_routes, filter_status_classes)
+		VALUES ($1, 'calls', 'count', '', '{}', '{}', '{}')
+		ON CONFLICT (api_id, slug) DO UPDATE SET slug = EXCLUDED.slug RETURNING id`, f.APIID).Scan(&meter); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := f.Svc.CreatePlan(f.Ctx, f.Provider, f.APIID, subscriptions.PlanInput{
+		Name: slug, Slug: slug, Terms: subscriptions.Terms{Currency: "USD", TrialDays: trialDays},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Pool.Exec(f.Ctx, `INSERT INTO plan_version_charges (plan_version_id, meter_id, model, unit_price)
+		VALUES ($1, $2, 'per_unit', $3)`, plan.Current.ID, meter, price); err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+// TestHardBudgetAcrossPlanChangesAndTrials: after a downgrade the record
+// carries the earlier version's terms, so a budget the period exceeded
+// under them stays blocked; a trialing subscription's record carries no
+// budget (the trial is not billed).
+func TestHardBudgetAcrossPlanChangesAndTrials(t *testing.T) {
+	f := setup(t)
+	dear, cheap := meteredPlan(t, f, "dear", "0.5", 0), meteredPlan(t, f, "cheap", "0.001", 0)
+	consumer := identity.Actor{Subject: "budget-down", Role: identity.RoleConsumer, OrgID: f.Org("budget-down", "budget-down", "down@example.test")}
+	sub, err := f.Svc.Subscribe(f.Ctx, consumer, subscriptions.SubscribeInput{PlanID: dear.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.ID.String()
+	// 30 calls: 15.00 under the dear version, 0.03 under the cheap one.
+	counter := enforcement.PeriodCounterName(id, sub.CurrentPeriodStart)
+	if err := f.Redis.Do(f.Ctx, f.Redis.B().Hset().Key(counter).FieldValue().FieldValue("m:calls", "30").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Pool.Exec(f.Ctx, `INSERT INTO budgets (organization_id, subscription_id, currency, amount, hard) VALUES ($1, $2, 'USD', 10, true)`,
+		consumer.OrgID, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	blocked := func() bool {
+		t.Helper()
+		err := f.Redis.Do(f.Ctx, f.Redis.B().Get().Key(enforcement.BlockName(id)).Build()).Error()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	if err := f.Svc.SyncSubscription(f.Ctx, sub.ID); err != nil || !blocked() {
+		t.Fatalf("15.00 spent of a hard budget of 10: sync %v, blocked %v; want blocked", err, blocked())
+	}
+	f.Clock.Advance(time.Hour)
+	if _, err := f.Svc.ChangePlan(f.Ctx, consumer, sub.ID, subscriptions.ChangePlanInput{PlanID: cheap.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Svc.SyncSubscription(f.Ctx, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := f.Store.GetSubscription(f.Ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := rec.Budget; b == nil || !b.Charges[0].UnitPrice.Equal(decimal.RequireFromString("0.001")) || len(b.Earlier) != 1 ||
+		!b.Earlier[0].Charges[0].UnitPrice.Equal(decimal.RequireFromString("0.5")) {
+		t.Fatalf("record budget after the downgrade = %+v; want the cheap terms and the dear ones as earlier", rec.Budget)
+	}
+	if !blocked() {
+		t.Error("the downgrade lifted a hard budget the period already exceeded")
+	}
+
+	trial := meteredPlan(t, f, "trial", "0.5", 14)
+	trialing := identity.Actor{Subject: "budget-trial", Role: identity.RoleConsumer, OrgID: f.Org("budget-trial", "budget-trial", "trial@example.test")}
+	ts, err := f.Svc.Subscribe(f.Ctx, trialing, subscriptions.SubscribeInput{PlanID: trial.ID})
+	if err != nil || ts.Status != subscriptions.StatusTrialing {
+		t.Fatalf("Subscribe(trial plan) = %+v, %v; want trialing", ts, err)
+	}
+	if _, err := f.Pool.Exec(f.Ctx, `INSERT INTO budgets (organization_id, subscription_id, currency, amount, hard) VALUES ($1, $2, 'USD', 1, true)`,
+		trialing.OrgID, ts.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Svc.SyncSubscription(f.Ctx, ts.ID); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := f.Store.GetSubscription(f.Ctx, ts.ID.String()); err != nil || rec.Budget != nil {
+		t.Errorf("trialing record budget = %+v, %v; want none", rec.Budget, err)
 	}
 }

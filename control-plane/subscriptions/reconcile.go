@@ -151,7 +151,7 @@ func (s *Service) findSubscriptionDrift(ctx context.Context, rep *ReconcileRepor
 			s.healed(rep, "subscription", sub.ID.String(), err)
 			continue
 		}
-		if err := budgetRecord(ctx, s.pool, sub, &want); err != nil {
+		if _, err := budgetRecord(ctx, s.pool, sub, &want); err != nil {
 			s.healed(rep, "subscription", sub.ID.String(), err)
 			continue
 		}

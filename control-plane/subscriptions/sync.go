@@ -57,8 +57,10 @@ func (s *Service) SyncSubscription(ctx context.Context, id uuid.UUID) error {
 	if err := dunningRecord(ctx, q, sub, &rec); err != nil {
 		return err
 	}
-	if err := budgetRecord(ctx, s.pool, sub, &rec); err != nil {
+	if skipped, err := budgetRecord(ctx, s.pool, sub, &rec); err != nil {
 		return err
+	} else if skipped != "" {
+		s.budgetNotEnforced(ctx, sub.ID, skipped)
 	}
 	if _, err := s.cfg.Records.PutSubscription(ctx, rec); err != nil {
 		s.metrics.syncErrors.Inc()

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -42,6 +43,10 @@ import (
 // MaxBudgetTiers bounds the tiers of one charge in a record's budget.
 const MaxBudgetTiers = 100
 
+// MaxBudgetVersions bounds the earlier plan versions a record's budget
+// carries: the versions of one billing period.
+const MaxBudgetVersions = 20
+
 // Budget is a subscription's hard budget as its record carries it.
 type Budget struct {
 	// Amount is what the subscription may cost in a period, in Currency;
@@ -51,6 +56,17 @@ type Budget struct {
 	// BaseFee and Charges are the plan version's terms (metering.PlanTerms):
 	// the cost so far is the base fee plus every charge's usage lines,
 	// before discounts, tax and credits.
+	BaseFee decimal.Decimal `json:"base_fee"`
+	Charges []BudgetCharge  `json:"charges"`
+	// Earlier are the terms of the other plan versions in force in the
+	// period's billable time (a plan change this period): the cost so far
+	// is the highest rating of the counters under any of them, so that a
+	// downgrade never lifts a budget the period already exceeded.
+	Earlier []BudgetTerms `json:"earlier,omitempty"`
+}
+
+// BudgetTerms are one earlier plan version's terms in a record's budget.
+type BudgetTerms struct {
 	BaseFee decimal.Decimal `json:"base_fee"`
 	Charges []BudgetCharge  `json:"charges"`
 }
@@ -88,6 +104,19 @@ func validBudget(b *Budget) error {
 	if len(b.Currency) != 3 || b.Currency[0] < 'A' || b.Currency[0] > 'Z' || b.Currency[1] < 'A' || b.Currency[1] > 'Z' || b.Currency[2] < 'A' || b.Currency[2] > 'Z' {
 		return fmt.Errorf("currency %q, want three upper-case letters", b.Currency)
 	}
+	if len(b.Earlier) > MaxBudgetVersions {
+		return fmt.Errorf("%d earlier versions, at most %d", len(b.Earlier), MaxBudgetVersions)
+	}
+	for _, t := range append([]BudgetTerms{{BaseFee: b.BaseFee, Charges: b.Charges}}, b.Earlier...) {
+		if err := validBudgetTerms(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validBudgetTerms checks one version's terms in a budget.
+func validBudgetTerms(b BudgetTerms) error {
 	if b.BaseFee.IsNegative() {
 		return fmt.Errorf("base fee %s below zero", b.BaseFee)
 	}
@@ -122,16 +151,30 @@ func encodeBudget(b *Budget) string {
 		return ""
 	}
 	w := *b
-	if w.Charges == nil {
-		w.Charges = []BudgetCharge{}
-	}
-	for i := range w.Charges {
-		if w.Charges[i].Tiers == nil {
-			w.Charges[i].Tiers = []BudgetTier{}
+	w.Charges = normalCharges(w.Charges)
+	if len(w.Earlier) > 0 {
+		w.Earlier = slices.Clone(w.Earlier)
+		for i := range w.Earlier {
+			w.Earlier[i].Charges = normalCharges(w.Earlier[i].Charges)
 		}
 	}
 	out, _ := json.Marshal(w) // decimals, strings and lists always marshal
 	return string(out)
+}
+
+// normalCharges encodes absent lists as empty ones, so that a budget has
+// one encoding (and one key).
+func normalCharges(cs []BudgetCharge) []BudgetCharge {
+	if cs == nil {
+		return []BudgetCharge{}
+	}
+	cs = slices.Clone(cs)
+	for i := range cs {
+		if cs[i].Tiers == nil {
+			cs[i].Tiers = []BudgetTier{}
+		}
+	}
+	return cs
 }
 
 // decodeBudget reads a record's budget field strictly: "" is none, else a

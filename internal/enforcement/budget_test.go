@@ -255,3 +255,26 @@ func TestHealsKeepABudgetBlock(t *testing.T) {
 		t.Fatalf("HealMeters = %+v, blocked %v; want healed and still blocked", mres[0], b.blocked(t))
 	}
 }
+
+// TestPlanChangeKeepsAnExceededBudget: a record rewritten after a
+// downgrade carries the earlier version's terms too, so the period's
+// counters, already over the budget under them, stay blocked.
+func TestPlanChangeKeepsAnExceededBudget(t *testing.T) {
+	b := newBudgetFixture(t, "sub_budget_downgrade")
+	dear := []enforcement.BudgetCharge{{Meter: "calls", Model: "per_unit", UnitPrice: usd("0.10")}}
+	b.put(t, &enforcement.Budget{Amount: usd("10"), Currency: "USD", Charges: dear}, -1, false)
+	b.hset(t, b.counter, "m:calls", "150")
+	if st, err := b.store.EnforceBudget(t.Context(), b.id, metering.BudgetCost); err != nil || !st.Blocked {
+		t.Fatalf("under the dear version: %+v, %v; want blocked", st, err)
+	}
+	b.put(t, &enforcement.Budget{Amount: usd("10"), Currency: "USD",
+		Charges: []enforcement.BudgetCharge{{Meter: "calls", Model: "per_unit", UnitPrice: usd("0.001")}},
+		Earlier: []enforcement.BudgetTerms{{Charges: dear}}}, -1, false)
+	st, err := b.store.EnforceBudget(t.Context(), b.id, metering.BudgetCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Cost.Equal(usd("15")) || !b.blocked(t) {
+		t.Errorf("after the downgrade: rated %s, blocked %v; want 15.00 (150 calls at the earlier 0.10), blocked", st.Cost, b.blocked(t))
+	}
+}
