@@ -4,13 +4,60 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/metering"
 )
+
+// Default bounds of exports running at once: each holds a ClickHouse
+// connection for as long as its client reads.
+const (
+	DefaultMaxExports       = 4
+	DefaultMaxExportsPerOrg = 2
+)
+
+// ErrTooManyExports says that the caller's organization, or the control
+// plane, runs as many exports as it may; retry when one ends.
+var ErrTooManyExports = errors.New("too many usage exports running")
+
+// exportGate counts the exports running, overall and per organization.
+type exportGate struct {
+	mu          sync.Mutex
+	total       int
+	byOrg       map[uuid.UUID]int
+	max, perOrg int
+}
+
+// StartExport reserves one of the export slots for org, or refuses with
+// ErrTooManyExports. The caller must call release once the export ends.
+func (s *Service) StartExport(org uuid.UUID) (release func(), err error) {
+	g := &s.exports
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.total >= g.max || g.byOrg[org] >= g.perOrg {
+		return nil, fmt.Errorf("start export: %w (at most %d per organization, %d in all)", ErrTooManyExports, g.perOrg, g.max)
+	}
+	g.total++
+	g.byOrg[org]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.total--
+			if g.byOrg[org]--; g.byOrg[org] <= 0 {
+				delete(g.byOrg, org)
+			}
+		})
+	}, nil
+}
 
 // Format is an export's encoding.
 type Format string
@@ -63,13 +110,17 @@ func (s *Service) Export(ctx context.Context, q metering.ExportQuery, f Format, 
 	if sink.Rows <= 0 {
 		sink.Rows = DefaultFlushRows
 	}
+	// However fast the client reads, the export ends by the deadline; the
+	// driver passes it to ClickHouse as max_execution_time.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ExportTimeout)
+	defer cancel()
 	enc := newEncoder(f, sink.W)
 	n, started := 0, false
 	start := func() error {
 		started = true
 		return enc.header()
 	}
-	err := metering.NewReader(s.ch).Export(ctx, q, func(x metering.ExportRow) error {
+	err := metering.NewReader(s.cfg.ExportClickHouse).Export(ctx, q, func(x metering.ExportRow) error {
 		if !started {
 			if err := start(); err != nil {
 				return err

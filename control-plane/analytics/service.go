@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/veil-platform/veil/control-plane/billing"
+	"github.com/veil-platform/veil/metering"
 )
 
 // Config configures the Service.
@@ -36,6 +38,18 @@ type Config struct {
 	ProcessorGroup string
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
+	// ExportClickHouse, when set, is the connection exports read through
+	// instead of ClickHouse: a pool of their own, so that exports held
+	// open by slow readers never take the connections of analytics and
+	// billing.
+	ExportClickHouse driver.Conn
+	// MaxExports and MaxExportsPerOrg bound the exports running at once,
+	// overall and per caller organization (defaults 4 and 2); beyond
+	// them StartExport refuses with ErrTooManyExports.
+	MaxExports, MaxExportsPerOrg int
+	// ExportTimeout ends an export, however fast its client reads
+	// (default metering.DefaultExportTimeout).
+	ExportTimeout time.Duration
 }
 
 // Service answers the analytics and export routes.
@@ -46,6 +60,7 @@ type Service struct {
 	billing *billing.Service
 	log     *slog.Logger
 	now     func() time.Time
+	exports exportGate
 }
 
 // ErrUnavailable says that ClickHouse is not configured.
@@ -65,5 +80,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.ProcessorGroup == "" {
 		cfg.ProcessorGroup = "veil-processors"
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, ch: cfg.ClickHouse, billing: cfg.Billing, log: cfg.Logger, now: cfg.Now}, nil
+	if cfg.MaxExports <= 0 {
+		cfg.MaxExports = DefaultMaxExports
+	}
+	if cfg.MaxExportsPerOrg <= 0 {
+		cfg.MaxExportsPerOrg = DefaultMaxExportsPerOrg
+	}
+	if cfg.ExportTimeout <= 0 {
+		cfg.ExportTimeout = metering.DefaultExportTimeout
+	}
+	if cfg.ExportClickHouse == nil {
+		cfg.ExportClickHouse = cfg.ClickHouse
+	}
+	return &Service{cfg: cfg, pool: cfg.Pool, ch: cfg.ClickHouse, billing: cfg.Billing, log: cfg.Logger, now: cfg.Now,
+		exports: exportGate{max: cfg.MaxExports, perOrg: cfg.MaxExportsPerOrg, byOrg: map[uuid.UUID]int{}}}, nil
 }

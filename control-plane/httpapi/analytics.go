@@ -194,6 +194,11 @@ func exportFormat(r *http.Request) (analytics.Format, error) {
 // truncated body (an unexpected EOF), never a complete-looking one. A
 // complete export ends with the trailer Veil-Export-Rows, its row count.
 func (a *api) export(w http.ResponseWriter, r *http.Request, q metering.ExportQuery, f analytics.Format, name string) error {
+	release, err := a.cfg.Analytics.StartExport(actorFrom(r).OrgID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	return a.stream(w, r, f, name, func(sink analytics.Sink) (int, error) { return a.cfg.Analytics.Export(r.Context(), q, f, sink) })
 }
 

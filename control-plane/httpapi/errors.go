@@ -127,6 +127,7 @@ var problems = []sentinelProblem{
 	{errs: errs(promotions.ErrNotStackable), d: problem.New(http.StatusConflict, "not-stackable", "Promotion Does Not Stack", "")},
 	{errs: errs(metering.ErrBadQuery), d: problem.New(http.StatusBadRequest, "bad-usage-query", "Bad Usage Query", "")},
 	{errs: errs(analytics.ErrInvalidParameter), d: problem.New(http.StatusBadRequest, "invalid-parameter", "Invalid Parameter", "")},
+	{errs: errs(analytics.ErrTooManyExports), d: problem.New(http.StatusTooManyRequests, "too-many-exports", "Too Many Exports", ""), suffix: "; retry when one ends", retryAfter: "30"},
 	{errs: errs(errUsageUnavailable, analytics.ErrUnavailable), d: problem.New(http.StatusServiceUnavailable, "usage-unavailable", "Usage Unavailable", ""), retryAfter: "30"},
 	{errs: errs(identity.ErrForbidden), d: problem.New(http.StatusForbidden, "forbidden", "Forbidden", "your role may not do this")},
 	{errs: errs(catalog.ErrSelfApproval), d: problem.New(http.StatusForbidden, "self-approval", "Self-Approval Refused", "")},
