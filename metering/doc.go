@@ -69,9 +69,9 @@
 // at many instants in one query, for costs by day). The method is robust
 // to bursts: weekday factors once two weeks are known, a Theil–Sen line
 // (medians of pairwise slopes and of intercepts) through the
-// deseasonalized days, an 80 % range from the fit's residual quantiles
-// widened by the square root of the days ahead; with less than a day of
-// history, the pace so far. A max or unique_count meter projects what it
+// deseasonalized days, an 80 % range from a day's noise about the line
+// and the errors of its level, slope and weekday factors, added up over
+// the days ahead; with less than a day of history, the pace so far. A max or unique_count meter projects what it
 // has so far. forecast.go's comment gives the rules in full.
 //
 // Payments: payment.go declares PaymentProvider, what billing collects
