@@ -132,6 +132,26 @@ func (s *Service) budgetNotEnforced(ctx context.Context, subID uuid.UUID, why st
 	s.log.WarnContext(ctx, "hard budget not enforced at the gateway", "subscription_id", subID, "reason", why)
 }
 
+// trialMarker is the part of *enforcement.Store that records a trial's
+// usage in the period counter; Records that lack it (test doubles) skip it.
+type trialMarker interface {
+	MarkTrialEnd(ctx context.Context, id string, periodStart time.Time, meters []enforcement.MeterSpec) error
+}
+
+// markTrialEnd records, once the trial of sub has ended inside its current
+// period, the period's counters as they are as the trial's usage, which a
+// hard budget leaves out. It runs before the record is written, so a
+// record with a budget never rates the trial; the first sync after the
+// trial's end (maintenance ends trials) records it, later ones keep it.
+func (s *Service) markTrialEnd(ctx context.Context, sub Subscription, rec enforcement.SubscriptionRecord) error {
+	m, ok := s.cfg.Records.(trialMarker)
+	t := sub.TrialEndsAt
+	if !ok || t == nil || sub.Status == StatusTrialing || !t.After(sub.CurrentPeriodStart) || !t.Before(sub.CurrentPeriodEnd) || s.now().Before(*t) {
+		return nil
+	}
+	return m.MarkTrialEnd(ctx, rec.ID, sub.CurrentPeriodStart, rec.Meters)
+}
+
 // budgetEnforcer is the part of *enforcement.Store that rates a hard
 // budget; Records that lack it (test doubles) skip the rating.
 type budgetEnforcer interface {

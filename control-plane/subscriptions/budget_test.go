@@ -11,6 +11,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/enforcement"
+	"github.com/veil-platform/veil/metering"
 )
 
 // TestHardBudgetInTheRecord: BudgetChanged makes the record stale and
@@ -219,5 +220,56 @@ func TestHardBudgetAcrossPlanChangesAndTrials(t *testing.T) {
 	}
 	if rec, err := f.Store.GetSubscription(f.Ctx, ts.ID.String()); err != nil || rec.Budget != nil {
 		t.Errorf("trialing record budget = %+v, %v; want none", rec.Budget, err)
+	}
+}
+
+// TestHardBudgetAfterATrial: the calls counted during a trial that ended
+// inside the period are left out of the hard budget's cost: the trial is
+// not billed.
+func TestHardBudgetAfterATrial(t *testing.T) {
+	f := setup(t)
+	plan := meteredPlan(t, f, "trial", "0.5", 3)
+	consumer := identity.Actor{Subject: "budget-trial", Role: identity.RoleConsumer, OrgID: f.Org("budget-trial", "budget-trial", "trial@example.test")}
+	sub, err := f.Svc.Subscribe(f.Ctx, consumer, subscriptions.SubscribeInput{PlanID: plan.ID})
+	if err != nil || sub.Status != subscriptions.StatusTrialing || sub.TrialEndsAt == nil || !sub.TrialEndsAt.Before(sub.CurrentPeriodEnd) {
+		t.Fatalf("Subscribe(trial plan) = %+v, %v; want trialing, the trial ending inside the period", sub, err)
+	}
+	id := sub.ID.String()
+	// 40 calls in the trial: 20.00 if they were billed.
+	counter := enforcement.PeriodCounterName(id, sub.CurrentPeriodStart)
+	if err := f.Redis.Do(f.Ctx, f.Redis.B().Hset().Key(counter).FieldValue().FieldValue("m:calls", "40").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Pool.Exec(f.Ctx, `INSERT INTO budgets (organization_id, subscription_id, currency, amount, hard) VALUES ($1, $2, 'USD', 10, true)`,
+		consumer.OrgID, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Svc.SyncSubscription(f.Ctx, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := f.Store.GetSubscription(f.Ctx, id); err != nil || rec.Budget != nil {
+		t.Fatalf("trialing record budget = %+v, %v; want none", rec.Budget, err)
+	}
+
+	f.Clock.Set(sub.TrialEndsAt.Add(time.Minute))
+	if rep, err := f.Svc.RunMaintenance(f.Ctx); err != nil || rep.TrialsEnded != 1 {
+		t.Fatalf("RunMaintenance = %+v, %v; want the trial ended", rep, err)
+	}
+	if err := f.Svc.SyncSubscription(f.Ctx, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.Store.EnforceBudget(f.Ctx, id, metering.BudgetCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Budget == nil || !st.Cost.IsZero() || st.Blocked {
+		t.Errorf("after the trial: budget %+v rated %s, blocked %v; want rated 0.00 (no base fee, the trial's calls left out)", st.Budget, st.Cost, st.Blocked)
+	}
+	// 20 billed calls: 10.00 reaches the budget.
+	if err := f.Redis.Do(f.Ctx, f.Redis.B().Hset().Key(counter).FieldValue().FieldValue("m:calls", "60").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = f.Store.EnforceBudget(f.Ctx, id, metering.BudgetCost); err != nil || !st.Cost.Equal(decimal.NewFromInt(10)) || !st.Blocked {
+		t.Errorf("20 billed calls: rated %s, %v, blocked %v; want 10.00, blocked", st.Cost, err, st.Blocked)
 	}
 }

@@ -62,6 +62,10 @@ func (s *Service) SyncSubscription(ctx context.Context, id uuid.UUID) error {
 	} else if skipped != "" {
 		s.budgetNotEnforced(ctx, sub.ID, skipped)
 	}
+	if err := s.markTrialEnd(ctx, sub, rec); err != nil {
+		s.metrics.syncErrors.Inc()
+		return err
+	}
 	if _, err := s.cfg.Records.PutSubscription(ctx, rec); err != nil {
 		s.metrics.syncErrors.Inc()
 		return err

@@ -35,7 +35,12 @@ import (
 // budget (raised, lowered, removed, or priced by another plan version)
 // lifts it, unless a hard quota holds it; the control plane rates again
 // right after such a write, so a budget that is still exceeded blocks
-// again at once. The mark is set by a script that checks the record still
+// again at once. After a plan change the budget carries the terms of every
+// version in force this period (Budget.Earlier) and the cost is the
+// highest rating, so a downgrade does not lift a block the period's usage
+// still justifies. A trial is not billed: a trialing subscription's record
+// carries no budget, and once a trial ends inside the period the counters
+// as they are then (MarkTrialEnd) are left out of the rating. The mark is set by a script that checks the record still
 // holds the budget the cost was rated against, so a record write racing a
 // processor's rating either lands first (and the rating is redone against
 // the new budget) or lands after the mark (and judges it).
@@ -344,14 +349,16 @@ func (s *Store) enforceBudgetOnce(ctx context.Context, id string, raw []string, 
 	return st, n == 1, nil
 }
 
-// meterCounters reads the meters' values in a period counter, in one round
-// trip: the m:<slug> fields, and the SCARD of each unique_count meter's set.
+// meterCounters reads the meters' values in a period counter that a
+// budget rates, in one round trip: the m:<slug> fields, and the SCARD of
+// each unique_count meter's set, less the values at a trial's end
+// (MarkTrialEnd): the trial is not billed.
 func (s *Store) meterCounters(ctx context.Context, counter string, meters []MeterSpec) (map[string]int64, error) {
 	out := make(map[string]int64, len(meters))
 	if len(meters) == 0 {
 		return out, nil
 	}
-	cmds := make(rueidis.Commands, len(meters))
+	cmds := make(rueidis.Commands, len(meters), 2*len(meters))
 	for i, m := range meters {
 		if m.Aggregation == MeterUniqueCount {
 			cmds[i] = s.client.B().Scard().Key(MeterSetName(counter, m.Slug)).Build()
@@ -359,17 +366,71 @@ func (s *Store) meterCounters(ctx context.Context, counter string, meters []Mete
 			cmds[i] = s.client.B().Hget().Key(counter).Field(MeterFieldName(m.Slug)).Build()
 		}
 	}
+	for _, m := range meters {
+		cmds = append(cmds, s.client.B().Hget().Key(counter).Field(trialFieldName(m.Slug)).Build())
+	}
 	for i, r := range s.client.DoMulti(ctx, cmds...) {
 		v, err := r.AsInt64()
 		switch {
 		case rueidis.IsRedisNil(err):
 			continue
 		case err != nil:
-			return nil, fmt.Errorf("read meter %s: %w", meters[i].Slug, err)
+			return nil, fmt.Errorf("read meter %s: %w", meters[i%len(meters)].Slug, err)
 		}
-		out[meters[i].Slug] = v
+		if i < len(meters) {
+			out[meters[i].Slug] += v
+		} else {
+			out[meters[i-len(meters)].Slug] -= v
+		}
+	}
+	for slug, v := range out {
+		out[slug] = max(v, 0)
 	}
 	return out, nil
+}
+
+// trialFieldName is the period counter's field holding a meter's value
+// at the trial's end (MarkTrialEnd).
+func trialFieldName(slug string) string { return "t:" + slug }
+
+// trialMarkScript records, once per period counter, the meters' values as
+// they are at a trial's end, atomically with the processors' increments.
+// KEYS[1] the period counter; ARGV[1] the counter's ttl seconds, then
+// slug, aggregation pairs. Returns 1 when it recorded, 0 when already done.
+var trialMarkScript = rueidis.NewLuaScript(`
+if redis.call('HEXISTS', KEYS[1], 'trial_ended') == 1 then return 0 end
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
+for i = 2, #ARGV, 2 do
+  local v
+  if ARGV[i + 1] == '` + MeterUniqueCount + `' then
+    v = redis.call('SCARD', KEYS[1] .. '` + meterSetInfix + `' .. ARGV[i])
+  else
+    v = redis.call('HGET', KEYS[1], 'm:' .. ARGV[i]) or '0'
+  end
+  redis.call('HSET', KEYS[1], 't:' .. ARGV[i], v)
+end
+redis.call('HSET', KEYS[1], 'trial_ended', '1')
+if fresh then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 1
+`)
+
+// MarkTrialEnd records the subscription's meters' values in the counter
+// of the period starting at periodStart as its trial's usage, once: a hard
+// budget then rates only what was counted since. Call it once a trial has
+// ended inside that period, before the record carries a budget; later
+// calls change nothing. Usage counted between the trial's end and the
+// call counts as the trial's. A unique_count meter's trial value is the
+// number of distinct values seen in the trial, so values seen in both
+// count once.
+func (s *Store) MarkTrialEnd(ctx context.Context, id string, periodStart time.Time, meters []MeterSpec) error {
+	args := []string{strconv.Itoa(int(PeriodCounterTTL / time.Second))}
+	for _, m := range meters {
+		args = append(args, m.Slug, string(m.Aggregation))
+	}
+	if err := trialMarkScript.Exec(ctx, s.client, []string{PeriodCounterName(id, periodStart)}, args).Error(); err != nil {
+		return fmt.Errorf("mark trial end of %s: %w", id, err)
+	}
+	return nil
 }
 
 // BudgetOverCached reports whether the subscription's period starting at

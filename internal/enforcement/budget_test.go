@@ -278,3 +278,32 @@ func TestPlanChangeKeepsAnExceededBudget(t *testing.T) {
 		t.Errorf("after the downgrade: rated %s, blocked %v; want 15.00 (150 calls at the earlier 0.10), blocked", st.Cost, b.blocked(t))
 	}
 }
+
+// TestTrialUsageLeftOutOfTheBudget: the counters at a trial's end
+// (MarkTrialEnd, once) are left out of a hard budget's rating, so the
+// trial's usage, which is not billed, never blocks.
+func TestTrialUsageLeftOutOfTheBudget(t *testing.T) {
+	b := newBudgetFixture(t, "sub_budget_trial")
+	meters := []enforcement.MeterSpec{{Slug: "calls", Aggregation: enforcement.MeterCount}}
+	b.hset(t, b.counter, "m:calls", "500") // 5.20 if the trial counted
+	if err := b.store.MarkTrialEnd(t.Context(), b.id, b.start, meters); err != nil {
+		t.Fatal(err)
+	}
+	b.hset(t, b.counter, "m:calls", "530")
+	if err := b.store.MarkTrialEnd(t.Context(), b.id, b.start, meters); err != nil {
+		t.Fatal(err)
+	}
+	b.put(t, callsBudget("1"), -1, false)
+	st, err := b.store.EnforceBudget(t.Context(), b.id, metering.BudgetCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 0.20 + 30 calls since the trial's end × 0.01.
+	if !st.Cost.Equal(usd("0.5")) || st.Blocked || b.blocked(t) {
+		t.Errorf("rated %s, blocked %v; want 0.50 (the 500 trial calls left out), not blocked", st.Cost, st.Blocked)
+	}
+	b.hset(t, b.counter, "m:calls", "580")
+	if st, err = b.store.EnforceBudget(t.Context(), b.id, metering.BudgetCost); err != nil || !st.Cost.Equal(usd("1")) || !b.blocked(t) {
+		t.Errorf("80 billed calls: rated %s, %v, blocked %v; want 1.00, blocked", st.Cost, err, b.blocked(t))
+	}
+}
