@@ -3606,7 +3606,7 @@ type Preview struct {
 		// Confidence The probability the range aims to hold, as a decimal (0.8).
 		Confidence string `json:"confidence"`
 
-		// Method The projection method's name and version.
+		// Method The projection method's name and version: theil-sen-weekly-v2, or pace-so-far-v1 while a meter has less than a day of history (the pace so far, weighed by the share of a day elapsed; its range is not calibrated).
 		//
 		// Example: theil-sen-weekly-v2
 		Method string `json:"method"`

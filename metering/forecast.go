@@ -33,8 +33,12 @@ package metering
 //     point either side. The low end never goes below what is used
 //     already.
 //   - Less than a day of history (a new subscription): the pace so far,
-//     usage counted this period over the time since counting began, with
-//     a range from nothing more to twice that pace.
+//     usage counted this period over the time since counting began,
+//     shrunk toward nothing more by the share of a day that has passed
+//     (a first call two minutes in is not a pace: 1/720 of it counts),
+//     with a range from nothing more to the whole pace (twice it after a
+//     day). Such a projection answers ForecastMethodEarly: its range is
+//     not calibrated.
 //
 // Aggregations: count and sum project as above. max is the largest value
 // so far: the period's maximum only rises, and a peak cannot be
@@ -61,6 +65,10 @@ const ForecastConfidence = "0.8"
 // ForecastMethod names the method in answers, so a client can tell a
 // change of it.
 const ForecastMethod = "theil-sen-weekly-v2"
+
+// ForecastMethodEarly names a projection from less than a day of history
+// (Projection.Method).
+const ForecastMethodEarly = "pace-so-far-v1"
 
 // ForecastDays is how many days of history a projection reads.
 const ForecastDays = 28
@@ -100,11 +108,17 @@ type ForecastInput struct {
 type Projection struct {
 	Projected, Low, High decimal.Decimal
 	RunsOutAt            *time.Time
+	// Method is ForecastMethod, or ForecastMethodEarly when less than a
+	// day of history gave only the pace so far.
+	Method string
 }
 
 // Project projects in's meter to the period's end.
 func Project(in ForecastInput) Projection {
-	out := Projection{Projected: in.Used, Low: in.Used, High: in.Used}
+	out := Projection{Projected: in.Used, Low: in.Used, High: in.Used, Method: ForecastMethod}
+	if len(in.History) == 0 && in.Aggregation != AggMax && in.Aggregation != AggUniqueCount {
+		out.Method = ForecastMethodEarly
+	}
 	ahead := in.End.Sub(in.AsOf)
 	if in.Aggregation == AggMax || in.Aggregation == AggUniqueCount || ahead <= 0 {
 		out.RunsOutAt = runsOut(in, nil)
@@ -244,17 +258,19 @@ func uncertaintyOf(agg Aggregation, des []float64, slope, icpt float64) uncertai
 }
 
 // shortPath is the path of a meter with less than a day of history: the
-// pace since counting began, its range from nothing more to twice it.
+// pace since counting began, weighed by the share of a day elapsed (a
+// few minutes' usage says little of a month's), its range from nothing
+// more to the whole pace, or twice it once a day has passed.
 func shortPath(in ForecastInput) []step {
 	elapsed := in.AsOf.Sub(in.CountedFrom)
 	if elapsed <= 0 {
 		return nil
 	}
 	used, _ := in.Used.Float64()
-	rate := used / elapsed.Hours()
-	hours := in.End.Sub(in.AsOf).Hours()
-	point := rate * hours
-	return []step{{from: in.AsOf, to: in.End, point: point, low: 0, high: 2 * point, cumulativePoint: point}}
+	pace := used / elapsed.Hours() * in.End.Sub(in.AsOf).Hours()
+	weight := min(elapsed.Hours()/24, 1)
+	point := weight * pace
+	return []step{{from: in.AsOf, to: in.End, point: point, low: 0, high: max(pace, 2*point), cumulativePoint: point}}
 }
 
 // runsOut is when used plus the path's point reaches the quota.

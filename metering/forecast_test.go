@@ -105,15 +105,24 @@ func TestProjectRange(t *testing.T) {
 }
 
 // A brand new subscription: without a whole day of history the pace so
-// far goes on, with a range from nothing more to twice it; with no usage
-// at all nothing is projected.
+// far goes on weighed by the share of a day elapsed, with a range from
+// nothing more to the whole pace, and the answer says it is early; with
+// no usage at all nothing is projected.
 func TestProjectNewSubscription(t *testing.T) {
 	t.Parallel()
 	in := ForecastInput{
 		Aggregation: AggSum, Scale: 6, Used: decimal.RequireFromString("12.5"),
 		HistoryEnd: monday, CountedFrom: monday.Add(-5 * time.Hour), AsOf: monday, End: monday.Add(10 * time.Hour),
 	}
-	checkProjection(t, "five hours", Project(in), "37.5", "12.5", "62.5")
+	// 2.5 an hour for 10 hours is 25 more; 5 of 24 hours count: 5.208333.
+	checkProjection(t, "five hours", Project(in), "17.708333", "12.5", "37.5")
+	if m := Project(in).Method; m != ForecastMethodEarly {
+		t.Errorf("five hours: method %q; want %q", m, ForecastMethodEarly)
+	}
+	// A day of pace counts whole: 12.5 a day for the 30 days ahead.
+	day1 := in
+	day1.CountedFrom, day1.End = monday.Add(-24*time.Hour), monday.Add(30*day)
+	checkProjection(t, "one day", Project(day1), "387.5", "12.5", "762.5")
 	in.Used = decimal.Zero
 	checkProjection(t, "nothing used", Project(in), "0", "0", "0")
 	in.CountedFrom = monday
@@ -194,5 +203,25 @@ func BenchmarkProject(b *testing.B) {
 	in.Quota = &quota
 	for b.Loop() {
 		Project(in)
+	}
+}
+
+// One call two minutes into a subscription is not the month's pace: the
+// projection stays near what is used instead of 100,000 times it, and
+// says it is early; with a day of history it is the usual method.
+func TestProjectFirstMinutes(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	asOf := start.Add(2 * time.Minute)
+	in := ForecastInput{Aggregation: AggSum, Scale: 6, Used: decimal.NewFromInt(5),
+		HistoryEnd: asOf.Truncate(time.Hour), CountedFrom: start, AsOf: asOf, End: start.AddDate(0, 0, 30)}
+	p := Project(in)
+	if p.Projected.GreaterThan(decimal.NewFromInt(500)) || p.Method != ForecastMethodEarly {
+		t.Errorf("two minutes, one call of 5: projected %s (%s); want at most 500, method %s", p.Projected, p.Method, ForecastMethodEarly)
+	}
+	in.History, in.HistoryEnd = []float64{5}, start.Add(day)
+	in.AsOf = in.HistoryEnd
+	if p := Project(in); p.Method != ForecastMethod {
+		t.Errorf("a day of history: method %s; want %s", p.Method, ForecastMethod)
 	}
 }

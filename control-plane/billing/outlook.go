@@ -31,7 +31,11 @@ type Outlook struct {
 	// Projected, ProjectedLow and ProjectedHigh are the period's total at
 	// its end: the point and the ends of the range.
 	Projected, ProjectedLow, ProjectedHigh decimal.Decimal
-	Meters                                 []MeterOutlook
+	// Method is the projection's (metering.ForecastMethod), or
+	// metering.ForecastMethodEarly when a meter had less than a day of
+	// history: its range is then not calibrated.
+	Method string
+	Meters []MeterOutlook
 }
 
 // MeterOutlook is one meter of the current plan version: what the period
@@ -159,6 +163,7 @@ func outlookOf(sub db.PreviewSubscriptionRow, p preview, h meterHistory, now tim
 	o := Outlook{
 		SubscriptionID: sub.ID, Currency: p.out.Currency, PeriodStart: p.in.PeriodStart, PeriodEnd: p.in.PeriodEnd, AsOf: now,
 		CostSoFar: p.out.Total, Projected: p.out.Total, ProjectedLow: p.out.Total, ProjectedHigh: p.out.Total,
+		Method: metering.ForecastMethod,
 	}
 	at := segmentAt(p.in.Segments, now)
 	if p.in.Segments[at].PlanVersionID != h.version.String() {
@@ -166,7 +171,7 @@ func outlookOf(sub db.PreviewSubscriptionRow, p preview, h meterHistory, now tim
 		// very instant): the next computation has them agree.
 		return Outlook{}, fmt.Errorf("project usage: version %s in force, history of %s", p.in.Segments[at].PlanVersionID, h.version)
 	}
-	o.Meters = projectMeters(sub, p.in, h, now)
+	o.Meters, o.Method = projectMeters(sub, p.in, h, now)
 	if len(o.Meters) == 0 {
 		return o, nil
 	}
@@ -181,8 +186,10 @@ func outlookOf(sub db.PreviewSubscriptionRow, p preview, h meterHistory, now tim
 	return o, nil
 }
 
-// projectMeters projects each meter of h from its daily history.
-func projectMeters(sub db.PreviewSubscriptionRow, in metering.InvoiceInput, h meterHistory, now time.Time) []MeterOutlook {
+// projectMeters projects each meter of h from its daily history; method
+// is metering.ForecastMethodEarly when any meter's projection is.
+func projectMeters(sub db.PreviewSubscriptionRow, in metering.InvoiceInput, h meterHistory, now time.Time) (_ []MeterOutlook, method string) {
+	method = metering.ForecastMethod
 	countedFrom := in.PeriodStart
 	if sub.TrialEndsAt != nil && sub.TrialEndsAt.After(countedFrom) {
 		countedFrom = sub.TrialEndsAt.UTC()
@@ -208,9 +215,12 @@ func projectMeters(sub db.PreviewSubscriptionRow, in metering.InvoiceInput, h me
 		}
 		pr := metering.Project(fi)
 		mo.Projected, mo.ProjectedLow, mo.ProjectedHigh, mo.RunsOutAt = pr.Projected, pr.Low, pr.High, pr.RunsOutAt
+		if pr.Method == metering.ForecastMethodEarly {
+			method = pr.Method
+		}
 		out[i] = mo
 	}
-	return out
+	return out, method
 }
 
 // usedOf is what the period's segments metered of m: the sum of the

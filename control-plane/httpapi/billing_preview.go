@@ -55,7 +55,7 @@ func toPreviewJSON(inv billing.Invoice, o billing.Outlook) previewJSON {
 		invoiceJSON: toInvoiceJSON(inv), AsOf: o.AsOf.UTC(), CostSoFar: money(o.Currency, o.CostSoFar),
 		Projection: projectionJSON{
 			Total: money(o.Currency, o.Projected), TotalLow: money(o.Currency, o.ProjectedLow), TotalHigh: money(o.Currency, o.ProjectedHigh),
-			Confidence: metering.ForecastConfidence, Method: metering.ForecastMethod,
+			Confidence: metering.ForecastConfidence, Method: o.Method,
 		},
 		Meters: make([]meterOutlookJSON, len(o.Meters)),
 	}
