@@ -281,3 +281,28 @@ func dropAnalytics(t *testing.T, cfg AnalyticsConfig, db string) {
 		_ = ch.Close()
 	}
 }
+
+// TestAnalyticsConfigValidate: --reuse names only a database this bench
+// makes, since the name goes into SQL statements unquoted.
+func TestAnalyticsConfigValidate(t *testing.T) {
+	ok := AnalyticsConfig{Rows: 1, Chunk: 1, Requests: 1}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []AnalyticsConfig{
+		{Rows: 0, Chunk: 1, Requests: 1},
+		{Rows: 1, Chunk: 0, Requests: 1},
+		{Rows: 1, Chunk: 1, Requests: 0},
+		{Rows: 1, Chunk: 1, Requests: 1, Warmup: -1},
+		{Chunk: 1, Requests: 1, Reuse: "veil"},
+		{Chunk: 1, Requests: 1, Reuse: "veil_bench_analytics_x; DROP DATABASE veil"},
+		{Chunk: 1, Requests: 1, Reuse: "veil_bench_analytics_ABC"},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%+v: accepted", c)
+		}
+	}
+	if err := (AnalyticsConfig{Chunk: 1, Requests: 1, Reuse: "veil_bench_analytics_dneq73kasbv9"}).Validate(); err != nil {
+		t.Errorf("a name the bench made: %v", err)
+	}
+}
