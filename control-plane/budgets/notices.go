@@ -174,9 +174,9 @@ func budgetMail(t db.BudgetNoticeTargetRow, a EmailArgs) (subject, text string) 
 	}
 	switch {
 	case t.Hard && a.Threshold >= 100 && a.Basis == BasisActual:
-		b.WriteString("This budget is hard: the gateway refuses the subscription's calls with 429 until the period ends or the budget is raised or removed.\n\n")
+		b.WriteString("This budget is hard: the gateway refuses the subscription's calls with 429 once the usage and base fee before discounts and tax reach it, until the period ends or the budget is raised or removed. The cost above is after discounts and tax, so the gateway may not block yet, or may block already. After a plan change this period the gateway rates the period at the dearest of its plan versions.\n\n")
 	case t.Hard:
-		b.WriteString("This budget is hard: once the cost reaches it, the gateway refuses the subscription's calls with 429 until the period ends or the budget is raised or removed.\n\n")
+		b.WriteString("This budget is hard: once the usage and base fee before discounts and tax reach it, the gateway refuses the subscription's calls with 429 until the period ends or the budget is raised or removed. After a plan change this period the gateway rates the period at the dearest of its plan versions.\n\n")
 	default:
 		b.WriteString("Calls keep working: a budget only warns, it does not stop usage.\n\n")
 	}
