@@ -46,6 +46,10 @@ package metering
 // unique_count is the distinct keys so far, likewise: new keys do not
 // arrive at a rate a history of totals shows.
 //
+// The path starts at AsOf or, during a trial, at CountedFrom (the trial's
+// end): a trial's days are not billed. A hard quota caps the projection
+// and its range: the gateway refuses calls past it.
+//
 // RunsOutAt is when used plus the projection's point path reaches the
 // quota, interpolated within the day; AsOf when it is reached already,
 // nil when the path stays below it until the period's end.
@@ -99,8 +103,11 @@ type ForecastInput struct {
 	// since is the pace.
 	CountedFrom time.Time
 	AsOf, End   time.Time
-	// Quota, when set, is what RunsOutAt compares the path with.
-	Quota *decimal.Decimal
+	// Quota, when set, is what RunsOutAt compares the path with; when
+	// QuotaHard the gateway refuses calls past it, so no projection goes
+	// beyond it.
+	Quota     *decimal.Decimal
+	QuotaHard bool
 }
 
 // Projection is a meter's value at the period's end: a point and a
@@ -137,6 +144,12 @@ func Project(in ForecastInput) Projection {
 		out.Low = out.Projected
 	}
 	out.RunsOutAt = runsOut(in, path)
+	if in.QuotaHard && in.Quota != nil {
+		// Never below what is used: a meter may overshoot by the calls
+		// in flight when the block landed.
+		limit := decimal.Max(*in.Quota, in.Used)
+		out.Projected, out.Low, out.High = decimal.Min(out.Projected, limit), decimal.Min(out.Low, limit), decimal.Min(out.High, limit)
+	}
 	return out
 }
 
@@ -173,7 +186,9 @@ func dailyPath(in ForecastInput) []step {
 	start := in.HistoryEnd
 	for k := 0; start.Before(in.End); k++ {
 		end := start.Add(day)
-		from, to := maxTime(start, in.AsOf), minTimeOf(end, in.End)
+		// Days of a trial still running are not billed: the path starts
+		// where counting does.
+		from, to := maxTime(start, maxTime(in.AsOf, in.CountedFrom)), minTimeOf(end, in.End)
 		if !to.After(from) {
 			start = end
 			continue

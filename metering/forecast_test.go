@@ -225,3 +225,31 @@ func TestProjectFirstMinutes(t *testing.T) {
 		t.Errorf("a day of history: method %s; want %s", p.Method, ForecastMethod)
 	}
 }
+
+// A hard quota caps the projection and its range (the gateway refuses
+// calls past it); a soft one does not.
+func TestProjectStopsAtHardQuota(t *testing.T) {
+	t.Parallel()
+	in := countInput(series(28, func(int) float64 { return 100 }), "2900", 6*day)
+	quota := decimal.NewFromInt(3000)
+	in.Quota, in.QuotaHard = &quota, true
+	p := Project(in)
+	if !p.Projected.Equal(quota) || !p.High.Equal(quota) || p.Low.GreaterThan(quota) || p.Low.LessThan(in.Used) {
+		t.Errorf("hard quota 3000, 2900 used, 100 a day for 6 days: %s [%s, %s]; want 3000 [≤ 3000, 3000]", p.Projected, p.Low, p.High)
+	}
+	in.QuotaHard = false
+	if p := Project(in); !p.Projected.Equal(decimal.NewFromInt(3500)) {
+		t.Errorf("soft quota: projected %s; want 3500", p.Projected)
+	}
+}
+
+// Days of a trial still running are not billed: with 10 days of trial
+// and 10 billed days ahead at 100 a day, the projection adds 1000.
+func TestProjectSkipsTrialDays(t *testing.T) {
+	t.Parallel()
+	in := countInput(series(28, func(int) float64 { return 100 }), "0", 20*day)
+	in.CountedFrom = monday.Add(10 * day)
+	if p := Project(in); !p.Projected.Equal(decimal.NewFromInt(1000)) {
+		t.Errorf("10 trial days then 10 billed: projected %s; want 1000", p.Projected)
+	}
+}

@@ -210,7 +210,7 @@ func projectMeters(sub db.PreviewSubscriptionRow, in metering.InvoiceInput, h me
 		mo := MeterOutlook{Meter: m.Slug, Used: fi.Used}
 		for _, c := range h.charges {
 			if c.Meter == m.Slug {
-				fi.Quota, mo.Quota, mo.QuotaHard = c.Quota, c.Quota, c.QuotaHard
+				fi.Quota, fi.QuotaHard, mo.Quota, mo.QuotaHard = c.Quota, c.QuotaHard, c.Quota, c.QuotaHard
 			}
 		}
 		pr := metering.Project(fi)
