@@ -3861,7 +3861,7 @@ type ProviderAnalytics struct {
 		Units string `json:"units"`
 	} `json:"by_day"`
 
-	// From The window's start, rounded down to the UTC hour.
+	// From The window's start, as asked.
 	From time.Time `json:"from"`
 
 	// OrganizationId The provider organization.
@@ -3893,7 +3893,7 @@ type ProviderAnalytics struct {
 	// TimeZone The IANA zone the days are cut in.
 	TimeZone string `json:"time_zone"`
 
-	// To The window's end (exclusive), rounded up to the UTC hour.
+	// To The window's end (exclusive), as asked.
 	To           time.Time `json:"to"`
 	TopConsumers []struct {
 		Calls int `json:"calls"`
@@ -5244,10 +5244,10 @@ type UpdateAPIParams struct {
 
 // GetAPIAnalyticsParams defines parameters for GetAPIAnalytics.
 type GetAPIAnalyticsParams struct {
-	// From The start of the window (RFC 3339, inclusive), rounded down to the UTC hour: the roll-ups by API count whole hours. Default: the local midnight 29 days before `to`'s date.
+	// From The start of the window (RFC 3339, inclusive), counted to the second. Default: the local midnight 29 days before `to`'s date.
 	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
 
-	// To The end of the window (RFC 3339, exclusive), rounded up to the UTC hour. Default: now. At most 400 days after `from`.
+	// To The end of the window (RFC 3339, exclusive), counted to the second. Default: now. At most 400 days after `from`.
 	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
 
 	// Tz The IANA time zone days are cut in, such as `Europe/Paris` (default `UTC`). A day is the UTC hours that start in it: exact in zones whose offset is a whole number of hours (clock changes included); in a zone such as `Asia/Kolkata` the hour that holds local midnight counts for the day it starts in.
@@ -5907,10 +5907,10 @@ type UpdatePromotionParams struct {
 
 // GetProviderAnalyticsParams defines parameters for GetProviderAnalytics.
 type GetProviderAnalyticsParams struct {
-	// From The start of the window (RFC 3339, inclusive), rounded down to the UTC hour: the roll-ups by API count whole hours. Default: the local midnight 29 days before `to`'s date.
+	// From The start of the window (RFC 3339, inclusive), counted to the second. Default: the local midnight 29 days before `to`'s date.
 	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
 
-	// To The end of the window (RFC 3339, exclusive), rounded up to the UTC hour. Default: now. At most 400 days after `from`.
+	// To The end of the window (RFC 3339, exclusive), counted to the second. Default: now. At most 400 days after `from`.
 	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
 
 	// Tz The IANA time zone days are cut in, such as `Europe/Paris` (default `UTC`). A day is the UTC hours that start in it: exact in zones whose offset is a whole number of hours (clock changes included); in a zone such as `Asia/Kolkata` the hour that holds local midnight counts for the day it starts in.

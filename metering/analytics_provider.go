@@ -18,12 +18,14 @@ import (
 // Provider analytics read the roll-ups by API of ClickHouse migration 0006
 // (usage_api_hour and _day, usage_api_consumer_hour and _day), which are
 // sorted by api_id first: a question about some APIs reads only their rows.
-// Their buckets are whole UTC hours and days, so a window is counted in
-// whole hours (ProviderQuery.Window rounds it out), and a day in the
-// caller's zone is the hours that start in it: exact in every zone whose
-// offset is a whole number of hours, DST days included; in a zone such as
-// Asia/Kolkata (UTC+5:30) the hour that holds local midnight counts for
-// the day it starts in.
+// Their buckets are whole UTC hours and days. The window is cut at its
+// ends and at every midnight of the caller's zone, and each piece is read
+// from the coarsest source whose buckets fit it: a UTC day that is also a
+// whole day of the zone (UTC, or any zone at UTC+0 that day) from the day
+// roll-up, whole hours from the hour roll-up, and what is left (the ragged
+// ends of the window and the half hour on each side of a midnight in
+// zones such as Asia/Kolkata) from usage_events, as the consumer analytics
+// do. Every call is counted once, on the day of its zone, to the second.
 
 // MaxProviderAPIs bounds the APIs one provider question reads.
 const MaxProviderAPIs = 1000
@@ -35,8 +37,7 @@ const MaxProviderTop = 100
 type ProviderQuery struct {
 	// APIs are the API ids (UUIDs), at least one.
 	APIs []string
-	// From and To bound the window, [From, To), in whole UTC hours (see
-	// ProviderWindow).
+	// From and To bound the window, [From, To), in whole seconds.
 	From, To time.Time
 	// Zone names the IANA time zone days are cut in; empty is UTC.
 	Zone string
@@ -44,6 +45,8 @@ type ProviderQuery struct {
 	Top int
 	// ByAPI asks for the figures of each API too.
 	ByAPI bool
+
+	loc *time.Location // Zone, loaded by ProviderUsage
 }
 
 // ProviderWindow rounds [from, to) out to whole UTC hours, the grain of
@@ -128,8 +131,8 @@ func (q ProviderQuery) check() error {
 		return fmt.Errorf("%w: %d APIs; want 1 to %d", ErrBadQuery, len(q.APIs), MaxProviderAPIs)
 	case !q.From.Before(q.To):
 		return fmt.Errorf("%w: from is not before to", ErrBadQuery)
-	case !q.From.Equal(q.From.Truncate(time.Hour)) || !q.To.Equal(q.To.Truncate(time.Hour)):
-		return fmt.Errorf("%w: the window must be whole hours", ErrBadQuery)
+	case !q.From.Equal(q.From.Truncate(time.Second)) || !q.To.Equal(q.To.Truncate(time.Second)):
+		return fmt.Errorf("%w: the window must be whole seconds", ErrBadQuery)
 	case q.To.Sub(q.From) > time.Duration(MaxAnalyticsDaysProvider)*24*time.Hour:
 		return fmt.Errorf("%w: window longer than %d days", ErrBadQuery, MaxAnalyticsDaysProvider)
 	case q.Top < 0 || q.Top > MaxProviderTop:
@@ -145,8 +148,8 @@ func (q ProviderQuery) check() error {
 	return nil
 }
 
-// MaxAnalyticsDaysProvider bounds a provider window (401 days: 400 plus
-// the rounding out to whole hours).
+// MaxAnalyticsDaysProvider bounds a provider window (401 days: 400 local
+// dates, whatever the zone's clock changes).
 const MaxAnalyticsDaysProvider = 401
 
 // ProviderUsage answers q in two queries run at once (the figures, and the
@@ -160,6 +163,11 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 	if err := q.check(); err != nil {
 		return ProviderReport{}, err
 	}
+	loc, err := time.LoadLocation(q.Zone)
+	if err != nil {
+		return ProviderReport{}, fmt.Errorf("%w: time zone %q", ErrBadQuery, q.Zone)
+	}
+	q.loc = loc
 	var out ProviderReport
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return providerFigures(gctx, conn, q, &out) })
@@ -178,34 +186,103 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 func sqlTime(t time.Time) string { return "toDateTime('" + t.UTC().Format(time.DateTime) + "', 'UTC')" }
 func sqlDate(t time.Time) string { return "toDate('" + t.UTC().Format(time.DateOnly) + "')" }
 
+// Kinds of the pieces a window is read in.
+const (
+	pieceDay  = iota // whole UTC days that are whole days of the zone
+	pieceHour        // whole UTC hours inside one day of the zone
+	pieceRaw         // anything else, from usage_events
+)
+
+// providerPiece is [From, To) read from one kind of source.
+type providerPiece struct {
+	Kind     int
+	From, To time.Time
+}
+
+// providerPieces cuts [from, to) at the midnights of loc and reads each
+// day from the coarsest source that fits it; adjacent pieces of a kind
+// are merged.
+func providerPieces(from, to time.Time, loc *time.Location) []providerPiece {
+	var out []providerPiece
+	add := func(kind int, a, b time.Time) {
+		if !a.Before(b) {
+			return
+		}
+		if n := len(out); n > 0 && out[n-1].Kind == kind && out[n-1].To.Equal(a) {
+			out[n-1].To = b
+			return
+		}
+		out = append(out, providerPiece{Kind: kind, From: a, To: b})
+	}
+	for a := from; a.Before(to); {
+		b := nextDayStart(a, loc)
+		if b.After(to) {
+			b = to
+		}
+		// A UTC day whose date is the zone's date at both ends is one of
+		// the zone's days: the day roll-up labels it right.
+		if a.Equal(a.Truncate(24*time.Hour)) && b.Sub(a) == 24*time.Hour &&
+			a.In(loc).Format(time.DateOnly) == a.UTC().Format(time.DateOnly) &&
+			b.In(loc).Format(time.DateOnly) == b.UTC().Format(time.DateOnly) {
+			add(pieceDay, a, b)
+			a = b
+			continue
+		}
+		ha, hb := a.Truncate(time.Hour), b.Truncate(time.Hour)
+		if ha.Before(a) {
+			ha = ha.Add(time.Hour)
+		}
+		if ha.Before(hb) {
+			add(pieceRaw, a, ha)
+			add(pieceHour, ha, hb)
+			add(pieceRaw, hb, b)
+		} else {
+			add(pieceRaw, a, b)
+		}
+		a = b
+	}
+	return out
+}
+
 // providerSource is a subquery over the roll-ups named prefix+"_hour" and
-// prefix+"_day" holding cols and day (String, 2006-01-02 in q.Zone) for the
-// window: in UTC, whole days come from the day roll-up and the hours
-// around them from the hour roll-up; in other zones every hour from the
-// hour roll-up, since UTC days do not cut their days.
-func providerSource(prefix, cols string, q ProviderQuery) string {
+// prefix+"_day", and over usage_events, holding cols and day (String,
+// 2006-01-02 in q.Zone) for the window's pieces (providerPieces). raw
+// lists cols as usage_events computes them (states named as the
+// roll-ups' columns).
+func providerSource(prefix, cols, raw string, q ProviderQuery) string {
 	apis := "'" + strings.Join(q.APIs, "', '") + "'"
-	hours := func(from, to time.Time) string {
-		return fmt.Sprintf("SELECT toString(toDate(bucket, '%s')) AS day, %s FROM %s_hour WHERE api_id IN (%s) AND bucket >= %s AND bucket < %s",
-			q.Zone, cols, prefix, apis, sqlTime(from), sqlTime(to))
+	ranges := map[int][]string{}
+	for _, p := range providerPieces(q.From, q.To, q.loc) {
+		switch p.Kind {
+		case pieceDay:
+			ranges[p.Kind] = append(ranges[p.Kind], fmt.Sprintf("bucket >= %s AND bucket < %s", sqlDate(p.From), sqlDate(p.To)))
+		case pieceHour:
+			ranges[p.Kind] = append(ranges[p.Kind], fmt.Sprintf("bucket >= %s AND bucket < %s", sqlTime(p.From), sqlTime(p.To)))
+		default:
+			ranges[p.Kind] = append(ranges[p.Kind], fmt.Sprintf("time >= %s AND time < %s", sqlTime(p.From), sqlTime(p.To)))
+		}
 	}
-	d0 := q.From.Truncate(24 * time.Hour)
-	if d0.Before(q.From) {
-		d0 = d0.Add(24 * time.Hour)
+	where := func(kind int) string { return "(" + strings.Join(ranges[kind], " OR ") + ")" }
+	var parts []string
+	if len(ranges[pieceDay]) > 0 {
+		parts = append(parts, fmt.Sprintf("SELECT toString(bucket) AS day, %s FROM %s_day WHERE api_id IN (%s) AND %s",
+			cols, prefix, apis, where(pieceDay)))
 	}
-	d1 := q.To.Truncate(24 * time.Hour)
-	if q.Zone != "UTC" || !d0.Before(d1) {
-		return "(" + hours(q.From, q.To) + ")"
+	if len(ranges[pieceHour]) > 0 {
+		parts = append(parts, fmt.Sprintf("SELECT toString(toDate(bucket, '%s')) AS day, %s FROM %s_hour WHERE api_id IN (%s) AND %s",
+			q.Zone, cols, prefix, apis, where(pieceHour)))
 	}
-	parts := []string{fmt.Sprintf("SELECT toString(bucket) AS day, %s FROM %s_day WHERE api_id IN (%s) AND bucket >= %s AND bucket < %s",
-		cols, prefix, apis, sqlDate(d0), sqlDate(d1))}
-	if q.From.Before(d0) {
-		parts = append(parts, hours(q.From, d0))
-	}
-	if d1.Before(q.To) {
-		parts = append(parts, hours(d1, q.To))
+	if len(ranges[pieceRaw]) > 0 {
+		parts = append(parts, fmt.Sprintf("SELECT toString(toDate(time, '%s')) AS day, %s FROM usage_events WHERE api_id IN (%s) AND %s GROUP BY day, %s",
+			q.Zone, raw, apis, where(pieceRaw), rawKeys(cols)))
 	}
 	return "(" + strings.Join(parts, " UNION ALL ") + ")"
+}
+
+// rawKeys is the grouping columns of cols: those before the states.
+func rawKeys(cols string) string {
+	keys, _, _ := strings.Cut(cols, ", requests")
+	return keys
 }
 
 // Kinds of the rows of the figures query (its first column).
@@ -222,7 +299,9 @@ const (
 // each kind (days by the window, APIs by MaxProviderAPIs, routes cut to Top
 // by the caller). No alias repeats a column name (18.16 would substitute it).
 func providerFiguresSQL(q ProviderQuery) string {
-	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms", q)
+	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms",
+		"api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class, countState() AS requests, sumState(units) AS units, "+
+			"quantilesTimingState(0.5, 0.9, 0.99)(latency_ms) AS latency_ms", q)
 	groups := fmt.Sprintf("(toUInt8(%d), '', ''), (toUInt8(%d), day, ''), (toUInt8(%d), method, route)", providerTotal, providerDay, providerRoute)
 	if q.ByAPI {
 		groups += fmt.Sprintf(", (toUInt8(%d), api_id, '')", providerAPI)
@@ -293,7 +372,8 @@ func latencyOf(v []float64) Latency {
 // providerConsumersSQL lists the top subjects (kind 1) and counts unique
 // subjects per API (kind 2, key the API) and in all (kind 2, key ”).
 func providerConsumersSQL(q ProviderQuery) string {
-	src := providerSource("usage_api_consumer", "api_id, subject, requests, units", q)
+	src := providerSource("usage_api_consumer", "api_id, subject, requests, units",
+		"api_id, subject, countState() AS requests, sumState(units) AS units", q)
 	return fmt.Sprintf(`SELECT * FROM (SELECT toUInt8(1) AS kind, subject AS key, countMerge(requests) AS calls, sumMerge(units) AS units_sum
 FROM %[1]s GROUP BY subject ORDER BY calls DESC, subject LIMIT %[2]d)
 UNION ALL

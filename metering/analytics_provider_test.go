@@ -176,7 +176,8 @@ func TestProviderUsageRefusesBadQueries(t *testing.T) {
 		"no API":        {From: from, To: from.Add(time.Hour)},
 		"quoted API id": {APIs: []string{"a' OR 1"}, From: from, To: from.Add(time.Hour)},
 		"empty window":  {APIs: []string{"a"}, From: from, To: from},
-		"part hour":     {APIs: []string{"a"}, From: from, To: from.Add(time.Minute)},
+		"part second":   {APIs: []string{"a"}, From: from, To: from.Add(time.Millisecond)},
+		"unknown zone":  {APIs: []string{"a"}, From: from, To: from.Add(time.Hour), Zone: "Mars/Olympus"},
 		"too long":      {APIs: []string{"a"}, From: from, To: from.Add(402 * 24 * time.Hour)},
 		"quoted zone":   {APIs: []string{"a"}, From: from, To: from.Add(time.Hour), Zone: "UTC'"},
 		"top":           {APIs: []string{"a"}, From: from, To: from.Add(time.Hour), Top: 101},
@@ -196,5 +197,66 @@ func TestProviderWindow(t *testing.T) {
 	from, to = metering.ProviderWindow(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC), time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	if !from.Equal(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)) || !to.Equal(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) {
 		t.Errorf("whole hours moved: %s, %s", from, to)
+	}
+}
+
+// TestProviderUsageHalfHourZone: in Asia/Kolkata (UTC+5:30) midnight is
+// at half past a UTC hour; calls a second either side of the window's
+// ends and of the midnight inside it count on their own day, and nothing
+// before the window shows.
+func TestProviderUsageHalfHourZone(t *testing.T) {
+	conn := clickHouseUTC(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	// Local midnights: 2026-03-02 00:00 IST = 03-01 18:30 UTC, 03-03 =
+	// 03-02 18:30, 03-04 = 03-03 18:30.
+	events := []struct{ id, at, units string }{
+		{"k0", "2026-03-01 18:29:59", "100"}, // 03-01 IST, before the window
+		{"k1", "2026-03-01 18:30:00", "1"},   // 03-02 IST, the window's first second
+		{"k2", "2026-03-01 18:59:59", "2"},
+		{"k3", "2026-03-02 10:00:00", "4"},
+		{"k4", "2026-03-02 18:29:59", "8"},   // last second of 03-02 IST
+		{"k5", "2026-03-02 18:30:00", "16"},  // 03-03 IST
+		{"k6", "2026-03-03 18:29:59", "32"},  // last second of the window
+		{"k7", "2026-03-03 18:30:00", "200"}, // 03-04 IST, after the window
+	}
+	var rows [][]any
+	for i, e := range events {
+		rows = append(rows, []any{e.id, "/gateway", "veil.api.request", "s1", utc(t, e.at), "api_k", "k", "GET", "/a", "/a",
+			uint16(200), uint32(10 + i), uint64(1), uint64(1), decimal.RequireFromString(e.units), now, int32(0), int64(i)})
+	}
+	insertEvents(t, conn, rows)
+	q := metering.ProviderQuery{APIs: []string{"api_k"}, From: utc(t, "2026-03-01 18:30:00"), To: utc(t, "2026-03-03 18:30:00"),
+		Zone: "Asia/Kolkata", Top: 10}
+	got, err := metering.ProviderUsage(t.Context(), conn, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var days []string
+	for _, d := range got.Days {
+		days = append(days, fmt.Sprintf("%s %d %s", d.Day, d.Calls, d.Units))
+	}
+	want := []string{"2026-03-02 4 15", "2026-03-03 2 48"}
+	if !slices.Equal(days, want) {
+		t.Errorf("days = %q; want %q", days, want)
+	}
+	sameStats(t, "total", got.Total, stats(6, 0, 0, "63", timing(t, conn, "k1", "k2", "k3", "k4", "k5", "k6")))
+	if len(got.Consumers) != 1 || got.Consumers[0].Calls != 6 || !got.Consumers[0].Units.Equal(decimal.RequireFromString("63")) {
+		t.Errorf("consumers = %+v; want s1 with 6 calls, 63 units", got.Consumers)
+	}
+}
+
+// TestProviderPiecesZeroOffsetZone: a zone at UTC+0 reads whole days from
+// the day roll-up as UTC does; Kolkata never can.
+func TestProviderPiecesZeroOffsetZone(t *testing.T) {
+	from, to := utc(t, "2026-01-05 00:00:00"), utc(t, "2026-02-04 00:00:00")
+	for zone, wantDay := range map[string]bool{"UTC": true, "Europe/London": true, "Africa/Abidjan": true, "Asia/Kolkata": false, "America/New_York": false} {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pieces := metering.ProviderPieces(from, to, loc)
+		if day := len(pieces) == 1 && pieces[0] == "day"; day != wantDay {
+			t.Errorf("%s: pieces = %v; want one day piece %v", zone, pieces, wantDay)
+		}
 	}
 }

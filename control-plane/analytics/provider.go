@@ -171,8 +171,9 @@ func (s *Service) providerView(ctx context.Context, org uuid.UUID, apis map[uuid
 	if zone == nil {
 		zone = time.UTC
 	}
-	// The roll-ups by API count whole UTC hours.
-	from, to := metering.ProviderWindow(w.From, w.To)
+	// The window is read exactly: metering cuts it at the zone's
+	// midnights and reads ragged parts from usage_events.
+	from, to := w.From.UTC().Truncate(time.Second), w.To.UTC().Truncate(time.Second)
 	v := ProviderView{OrganizationID: org, From: from, To: to, TimeZone: zone.String(),
 		ByDay: []ProviderDay{}, TopConsumers: []TopConsumer{}, TopRoutes: []ProviderRoute{},
 		Revenue: map[string][]RevenueDay{}, QuotaHealth: []QuotaHealth{}}
