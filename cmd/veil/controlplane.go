@@ -108,6 +108,11 @@ type controlPlaneFlags struct {
 
 	// Set by the command from its ClickHouse flags: where usage is read.
 	clickhouseAddr, clickhouseDB string
+	// Usage exports: at most exportsMax at once (exportsPerOrg per
+	// organization), each through a ClickHouse pool of that many
+	// connections of their own, ended after exportTimeout.
+	exportsMax, exportsPerOrg int
+	exportTimeout             time.Duration
 
 	// The remote admin endpoint's CA and this client's certificate.
 	gatewayAdminCA, gatewayAdminCert, gatewayAdminKey string
@@ -157,6 +162,9 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 		f.String(&c.kafkaBrokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "Kafka seed brokers, where quota threshold crossings are consumed from (empty: no quota notices)")
 		f.String(&c.processorGroup, "processor-group", "VEIL_PROCESSOR_GROUP", defaultProcessorGroup, "the processors' Kafka consumer group, whose lag GET /v1/admin/overview shows")
 	}
+	f.Int(&c.exportsMax, "exports-max", "VEIL_EXPORTS_MAX", analytics.DefaultMaxExports, "usage exports running at once, in all (each holds one connection of the exports' own ClickHouse pool)")
+	f.Int(&c.exportsPerOrg, "exports-per-org", "VEIL_EXPORTS_PER_ORG", analytics.DefaultMaxExportsPerOrg, "usage exports running at once per organization (beyond: 429)")
+	f.Duration(&c.exportTimeout, "export-timeout", "VEIL_EXPORT_TIMEOUT", metering.DefaultExportTimeout, "how long a usage export may run, however fast its client reads")
 	f.Duration(&c.periodRollEvery, "period-roll-interval", "VEIL_PERIOD_ROLL_INTERVAL", time.Minute, "how often ended billing periods are rolled (a new period's quota is enforced from its roll)")
 	f.Duration(&c.usageReconcileEvery, "usage-reconcile-interval", "VEIL_USAGE_RECONCILE_INTERVAL", 5*time.Minute, "how often the Redis usage counters are checked against ClickHouse and healed")
 	f.Int(&c.redisDB, "redis-db", "VEIL_REDIS_DB", 0, "Redis logical database of the control plane's records (the gateway and processors must read the same one)")
@@ -292,6 +300,9 @@ type controlPlane struct {
 	subs       *subscriptions.Service
 	// planFiles loads VEIL_PRICING_DIR; nil when none is set.
 	planFiles *planfiles.Loader
+	// exportCH serves usage exports alone, so that exports held open by
+	// slow readers never take the connections of billing and analytics.
+	exportCH driver.Conn
 	// consumeQuota reports whether quota crossings are consumed (Kafka
 	// brokers are configured).
 	consumeQuota bool
@@ -438,6 +449,10 @@ func (p *controlPlane) connect(ctx context.Context, cp controlPlaneFlags, postgr
 	}
 	if cp.clickhouseAddr != "" {
 		if p.clickhouse, err = datastore.OpenClickHouse(datastore.ClickHouse{Addr: cp.clickhouseAddr, Database: cp.clickhouseDB}); err != nil {
+			return err
+		}
+		exp := datastore.ClickHouse{Addr: cp.clickhouseAddr, Database: cp.clickhouseDB, MaxOpenConns: max(cp.exportsMax, 1)}
+		if p.exportCH, err = datastore.OpenClickHouse(exp); err != nil {
 			return err
 		}
 	}
@@ -651,7 +666,8 @@ func (p *controlPlane) apiHandler(cp controlPlaneFlags, limits apiLimits, svc se
 		usageReader = metering.NewReader(p.clickhouse)
 	}
 	insights, err := analytics.New(analytics.Config{Pool: p.pool, ClickHouse: p.clickhouse, Billing: svc.billing, Logger: logger,
-		Kafka: p.kafka.lagger(), ProcessorGroup: cp.processorGroup})
+		Kafka: p.kafka.lagger(), ProcessorGroup: cp.processorGroup,
+		ExportClickHouse: p.exportCH, MaxExports: cp.exportsMax, MaxExportsPerOrg: cp.exportsPerOrg, ExportTimeout: cp.exportTimeout})
 	if err != nil {
 		return nil, err
 	}
@@ -721,6 +737,9 @@ func (p *controlPlane) close() {
 	p.kafka.close()
 	if p.clickhouse != nil {
 		_ = p.clickhouse.Close()
+	}
+	if p.exportCH != nil {
+		_ = p.exportCH.Close()
 	}
 	if p.redis != nil {
 		p.redis.Close()

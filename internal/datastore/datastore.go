@@ -30,6 +30,8 @@ type ClickHouse struct {
 	// Username defaults to "default".
 	Username string
 	Password string
+	// MaxOpenConns bounds the pool; 0 keeps the driver's default (10).
+	MaxOpenConns int
 }
 
 // OpenClickHouse opens a connection pool to the server. It does not dial:
@@ -40,9 +42,10 @@ func OpenClickHouse(cfg ClickHouse) (driver.Conn, error) {
 		user = "default"
 	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{cfg.Addr},
-		Auth:        clickhouse.Auth{Database: cfg.Database, Username: user, Password: cfg.Password},
-		DialTimeout: 5 * time.Second,
+		Addr:         []string{cfg.Addr},
+		Auth:         clickhouse.Auth{Database: cfg.Database, Username: user, Password: cfg.Password},
+		DialTimeout:  5 * time.Second,
+		MaxOpenConns: cfg.MaxOpenConns,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse %s: %w", cfg.Addr, err)
