@@ -29,14 +29,21 @@ type DayCost struct {
 // zone.
 var ErrInvalidWindow = errors.New("invalid cost window")
 
+// ErrCurrencyChange: CostByDay's window spans billing periods priced in
+// different currencies (a plan change to another plan of the API); its
+// days would add amounts of both under one currency.
+var ErrCurrencyChange = errors.New("cost window spans a currency change")
+
 // MaxCostDays bounds CostByDay's window.
 const MaxCostDays = 400
 
 // CostByDay returns subID's usage charge per day of loc from from to to
 // (each day cut at local midnight, the first and last cut at from and to),
 // in the currency of the subscription's current plan. Days after now cost
-// nothing. It checks no actor: callers check who may see the
-// subscription.
+// nothing. A window reaching back into periods priced in another
+// currency is refused with ErrCurrencyChange, naming where the change
+// lies, rather than adding amounts of two currencies. It checks no actor:
+// callers check who may see the subscription.
 func (s *Service) CostByDay(ctx context.Context, subID uuid.UUID, from, to time.Time, loc *time.Location) (currency string, days []DayCost, err error) {
 	if loc == nil || !to.After(from) || to.Sub(from) > MaxCostDays*24*time.Hour {
 		return "", nil, fmt.Errorf("%w: [%s, %s)", ErrInvalidWindow, from, to)
@@ -58,8 +65,8 @@ func (s *Service) CostByDay(ctx context.Context, subID uuid.UUID, from, to time.
 		return "", nil, err
 	}
 	c.hist = h[sub.ID]
-	// The currency of the version in force now: every version of a
-	// subscription's plan prices in the plan's currency.
+	// The currency of the version in force now; a period of the window
+	// priced in another is refused in addPeriod.
 	cur, err := c.termsOf(ctx, versionAt(c.hist, s.now().UTC()).version)
 	if err != nil {
 		return "", nil, err
@@ -74,7 +81,7 @@ func (s *Service) CostByDay(ctx context.Context, subID uuid.UUID, from, to time.
 		return "", nil, err
 	}
 	for _, p := range periods {
-		if err := c.addPeriod(ctx, p, bounds, days); err != nil {
+		if err := c.addPeriod(ctx, p, cur.Currency.Code, bounds, days); err != nil {
 			return "", nil, err
 		}
 	}
@@ -139,12 +146,23 @@ func (c *dayCoster) periods(ctx context.Context, q *db.Queries, from, upTo time.
 	return out, nil
 }
 
-// addPeriod adds to each day the usage charge its part of p adds.
-func (c *dayCoster) addPeriod(ctx context.Context, p costPeriod, bounds []time.Time, days []DayCost) error {
+// addPeriod adds to each day the usage charge its part of p adds, when
+// p prices in currency.
+func (c *dayCoster) addPeriod(ctx context.Context, p costPeriod, currency string, bounds []time.Time, days []DayCost) error {
 	if p.trial {
 		return nil
 	}
 	gs := segmentsOf(c.hist, p.start, p.end, c.sub.TrialEndsAt, c.sub.CanceledAt)
+	for _, g := range gs {
+		t, err := c.termsOf(ctx, g.version)
+		if err != nil {
+			return err
+		}
+		if t.Currency.Code != currency {
+			return fmt.Errorf("%w: %s from %s, %s now; ask a window on one side of it", ErrCurrencyChange,
+				t.Currency.Code, g.from.Format(time.RFC3339), currency)
+		}
+	}
 	// The instants the period is rated at: its start, each day bound
 	// inside it up to now, and now (or its end).
 	at := []time.Time{p.start}

@@ -128,3 +128,38 @@ func TestCostByDayRefusesBadWindows(t *testing.T) {
 		}
 	}
 }
+
+// A window across a plan change to another currency is refused rather
+// than adding dollars and euros under one label; a window after the
+// change answers in the new currency.
+func TestCostByDayRefusesACurrencyChange(t *testing.T) {
+	t.Parallel()
+	f := periodSetup(t)
+	oct, nov := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	now := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	f.svc.now = func() time.Time { return now }
+	eur := f.id(`INSERT INTO plan_versions (plan_id, version, type, currency, interval, base_fee, created_by)
+		SELECT plan_id, 3, 'hybrid', 'EUR', 'month', 10, 'prov' FROM plan_versions WHERE id = $1 RETURNING id`, f.v1)
+	f.exec(`INSERT INTO plan_version_charges (plan_version_id, meter_id, model, unit_price)
+		SELECT $1, id, 'per_unit', 0.02 FROM meters WHERE api_id = $2 AND slug = 'calls'`, eur, f.api)
+	sub := f.subscribe(oct, nov, nov.AddDate(0, 1, 0), nil)
+	f.exec(`INSERT INTO billing_periods (subscription_id, period_start, period_end, state, closed_at)
+		VALUES ($1, $2, $3, 'closed', $3)`, sub, oct, nov)
+	f.changePlan(sub, eur, nov)
+	f.events(sub, get(oct.Add(20*24*time.Hour), "1"), get(nov.Add(5*24*time.Hour), "1"))
+
+	if _, _, err := f.svc.CostByDay(t.Context(), sub, oct.Add(14*24*time.Hour), now, time.UTC); !errors.Is(err, ErrCurrencyChange) {
+		t.Errorf("window across USD → EUR: CostByDay = %v; want ErrCurrencyChange", err)
+	}
+	cur, days, err := f.svc.CostByDay(t.Context(), sub, nov, now, time.UTC)
+	if err != nil || cur != "EUR" {
+		t.Fatalf("window after the change: %s, %v; want EUR", cur, err)
+	}
+	sum := decimal.Zero
+	for _, d := range days {
+		sum = sum.Add(d.Cost)
+	}
+	if !sum.Equal(decimal.RequireFromString("0.02")) {
+		t.Errorf("window after the change costs %s; want 0.02 (one call at 0.02 EUR)", sum)
+	}
+}

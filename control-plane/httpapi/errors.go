@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/veil-platform/veil/control-plane/analytics"
+	"github.com/veil-platform/veil/control-plane/billing"
 	"github.com/veil-platform/veil/control-plane/budgets"
 	"github.com/veil-platform/veil/control-plane/catalog"
 	"github.com/veil-platform/veil/control-plane/identity"
@@ -127,6 +128,9 @@ var problems = []sentinelProblem{
 	{errs: errs(promotions.ErrNotStackable), d: problem.New(http.StatusConflict, "not-stackable", "Promotion Does Not Stack", "")},
 	{errs: errs(metering.ErrBadQuery), d: problem.New(http.StatusBadRequest, "bad-usage-query", "Bad Usage Query", "")},
 	{errs: errs(analytics.ErrInvalidParameter), d: problem.New(http.StatusBadRequest, "invalid-parameter", "Invalid Parameter", "")},
+	// Cost by day answers one currency: a window across a plan change to
+	// another currency is the caller's to narrow.
+	{errs: errs(billing.ErrCurrencyChange), d: problem.New(http.StatusUnprocessableEntity, "currency-change", "Window Spans A Currency Change", "")},
 	{errs: errs(analytics.ErrTooManyExports), d: problem.New(http.StatusTooManyRequests, "too-many-exports", "Too Many Exports", ""), suffix: "; retry when one ends", retryAfter: "30"},
 	{errs: errs(errUsageUnavailable, analytics.ErrUnavailable), d: problem.New(http.StatusServiceUnavailable, "usage-unavailable", "Usage Unavailable", ""), retryAfter: "30"},
 	{errs: errs(identity.ErrForbidden), d: problem.New(http.StatusForbidden, "forbidden", "Forbidden", "your role may not do this")},
