@@ -2295,7 +2295,10 @@ type Budget struct {
 	CreatedAt time.Time `json:"created_at"`
 	Currency  string    `json:"currency"`
 
-	// Hard The gateway refuses the subscription's calls with `429` once its cost reaches `amount`.
+	// Enforced Hard subscription budgets only: whether the gateway can enforce it. `false` once the subscription's plan is in another currency than the budget's: the gateway then blocks nothing; recreate the budget in the plan's currency.
+	Enforced *bool `json:"enforced,omitempty"`
+
+	// Hard The gateway refuses the subscription's calls with `429` once its cost reaches `amount`: the usage lines and base fee before discounts and tax, rated after a plan change this period at the dearest of its plan versions; a trial's usage does not count.
 	Hard           bool               `json:"hard"`
 	Id             openapi_types.UUID `json:"id"`
 	OrganizationId openapi_types.UUID `json:"organization_id"`

@@ -29,10 +29,15 @@ type Budget struct {
 	Currency       string          `json:"currency"`
 	Amount         decimal.Decimal `json:"amount"`
 	// Thresholds are percents of Amount, ascending.
-	Thresholds []int     `json:"thresholds"`
-	Hard       bool      `json:"hard"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	Thresholds []int `json:"thresholds"`
+	Hard       bool  `json:"hard"`
+	// Enforced, for a hard subscription budget only, is whether the
+	// gateway can enforce it: false once the subscription's plan is in
+	// another currency than the budget's (the gateway leaves such a
+	// budget out of its record and blocks nothing).
+	Enforced  *bool     `json:"enforced,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 func toBudget(r db.Budget) Budget {
@@ -157,7 +162,39 @@ func (s *Service) List(ctx context.Context, actor identity.Actor, org uuid.UUID,
 		out[i] = toBudget(r)
 	}
 	page, next := pagination.Page(out, limit, func(b Budget) pagination.Cursor { return pagination.Cursor{At: b.CreatedAt, ID: b.ID} })
+	if err := s.markEnforced(ctx, page); err != nil {
+		return nil, "", err
+	}
 	return page, next, nil
+}
+
+// markEnforced sets Enforced on the hard subscription budgets of bs, in
+// one read of their subscriptions' plan currencies.
+func (s *Service) markEnforced(ctx context.Context, bs []Budget) error {
+	var ids []uuid.UUID
+	for _, b := range bs {
+		if b.Hard && b.SubscriptionID != nil {
+			ids = append(ids, *b.SubscriptionID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := db.New(s.pool).PlanCurrenciesOfSubscriptions(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("read plan currencies: %w", err)
+	}
+	cur := make(map[uuid.UUID]string, len(rows))
+	for _, r := range rows {
+		cur[r.ID] = r.Currency
+	}
+	for i, b := range bs {
+		if b.Hard && b.SubscriptionID != nil {
+			ok := cur[*b.SubscriptionID] == b.Currency
+			bs[i].Enforced = &ok
+		}
+	}
+	return nil
 }
 
 // Get reads one budget of the caller's organization (admins: any).
@@ -169,7 +206,11 @@ func (s *Service) Get(ctx context.Context, actor identity.Actor, id uuid.UUID) (
 	if err != nil {
 		return Budget{}, fmt.Errorf("read budget: %w", err)
 	}
-	return toBudget(r), nil
+	out := []Budget{toBudget(r)}
+	if err := s.markEnforced(ctx, out); err != nil {
+		return Budget{}, err
+	}
+	return out[0], nil
 }
 
 // Create sets a budget, audited. A subscription of another organization
@@ -214,7 +255,12 @@ func (s *Service) Create(ctx context.Context, actor identity.Actor, in Input) (B
 			Action: "budget.create", TargetType: "budget", TargetID: out.ID.String(), After: out,
 		})
 	})
-	return out, err
+	if err != nil {
+		return Budget{}, err
+	}
+	bs := []Budget{out}
+	err = s.markEnforced(ctx, bs)
+	return bs[0], err
 }
 
 // createParams resolves a new budget's organization and currency.
@@ -307,7 +353,12 @@ func (s *Service) Change(ctx context.Context, actor identity.Actor, id uuid.UUID
 			Action: "budget.update", TargetType: "budget", TargetID: id.String(), Before: before, After: out,
 		})
 	})
-	return out, err
+	if err != nil {
+		return Budget{}, err
+	}
+	bs := []Budget{out}
+	err = s.markEnforced(ctx, bs)
+	return bs[0], err
 }
 
 // Delete removes a budget and its notices, audited.

@@ -115,3 +115,10 @@ FROM memberships m JOIN users u ON u.id = m.user_id
 WHERE m.organization_id = @organization_id
 ORDER BY u.email
 LIMIT @max_rows;
+
+-- PlanCurrenciesOfSubscriptions reads the currency of the subscriptions'
+-- plan versions now: a hard budget in another one is not enforced.
+-- name: PlanCurrenciesOfSubscriptions :many
+SELECT s.id, v.currency
+FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE s.id = ANY(@subscription_ids::uuid[]);

@@ -465,6 +465,39 @@ func (q *Queries) OrganizationMonthOutlooks(ctx context.Context, arg Organizatio
 	return items, nil
 }
 
+const planCurrenciesOfSubscriptions = `-- name: PlanCurrenciesOfSubscriptions :many
+SELECT s.id, v.currency
+FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE s.id = ANY($1::uuid[])
+`
+
+type PlanCurrenciesOfSubscriptionsRow struct {
+	ID       uuid.UUID
+	Currency string
+}
+
+// PlanCurrenciesOfSubscriptions reads the currency of the subscriptions'
+// plan versions now: a hard budget in another one is not enforced.
+func (q *Queries) PlanCurrenciesOfSubscriptions(ctx context.Context, subscriptionIds []uuid.UUID) ([]PlanCurrenciesOfSubscriptionsRow, error) {
+	rows, err := q.db.Query(ctx, planCurrenciesOfSubscriptions, subscriptionIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []PlanCurrenciesOfSubscriptionsRow
+	for rows.Next() {
+		var i PlanCurrenciesOfSubscriptionsRow
+		if err := rows.Scan(&i.ID, &i.Currency); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const subscriptionBudgetsToEvaluate = `-- name: SubscriptionBudgetsToEvaluate :many
 SELECT b.id, b.organization_id, b.subscription_id, b.currency, b.amount, b.thresholds,
     o.period_start, o.period_end, o.currency AS outlook_currency, o.cost_so_far, o.projected
