@@ -75,6 +75,9 @@ type OutlookReport struct {
 // The error is the listing's or the writing's, not one subscription's.
 func (s *Service) RefreshOutlooks(ctx context.Context, sched OutlookSchedule) (OutlookReport, error) {
 	var rep OutlookReport
+	if sched.Metrics == nil {
+		sched.Metrics = metrics.NewSet()
+	}
 	q := db.New(s.pool)
 	removed, err := q.OutlookDeleteEnded(ctx)
 	if err != nil {
