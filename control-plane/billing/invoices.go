@@ -741,18 +741,14 @@ func (s *Service) loadSegments(ctx context.Context, b *basis, periods []uuid.UUI
 	return nil
 }
 
-// activePromotions are the subscription's redemptions, made before the
+// activePromotionsIn are the subscription's redemptions, made before the
 // period ended, that still discount a period: once until one period
 // applied it, repeating until its periods did, forever always; a trial
 // extension never (it took effect when redeemed). The rule is the one
-// control-plane/promotions shows as a redemption's active flag.
-func activePromotions(ctx context.Context, q *db.Queries, sub uuid.UUID, periodEnd time.Time) ([]CitedPromotion, error) {
-	return activePromotionsIn(ctx, q, sub, periodEnd, "")
-}
-
-// activePromotionsIn is activePromotions for an invoice in currency: an
-// amount off in another currency (of a plan the subscription left) does
-// not apply, and stays for an invoice in its currency. "" takes all.
+// control-plane/promotions shows as a redemption's active flag. For an
+// invoice in currency: an amount off in another currency (of a plan the
+// subscription left) does not apply, and stays for an invoice in its
+// currency. "" takes all.
 func activePromotionsIn(ctx context.Context, q *db.Queries, sub uuid.UUID, periodEnd time.Time, currency string) ([]CitedPromotion, error) {
 	rows, err := q.RedemptionsForPeriod(ctx, db.RedemptionsForPeriodParams{SubscriptionID: sub, PeriodEnd: periodEnd})
 	if err != nil {

@@ -139,7 +139,9 @@ func minTime(a, b time.Time) time.Time {
 // previewExtras adds what a charged period's invoice applies besides its
 // usage: active promotions, pending adjustments and the credit balance.
 func (s *Service) previewExtras(ctx context.Context, q *db.Queries, inv db.Invoice, in *metering.InvoiceInput) error {
-	promos, err := activePromotions(ctx, q, inv.SubscriptionID, inv.PeriodEnd)
+	// The invoice's filter: an amount off in another currency is left
+	// for an invoice in that currency, not refused.
+	promos, err := activePromotionsIn(ctx, q, inv.SubscriptionID, inv.PeriodEnd, in.Currency.Code)
 	if err != nil {
 		return err
 	}

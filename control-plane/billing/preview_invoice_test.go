@@ -11,13 +11,14 @@ import (
 
 // The preview is the invoice of the same usage: a period with a plan
 // change in its middle, tiers that run on across the change, included
-// units, a route meter, a forever promotion and sales tax, usage in
-// ClickHouse up to a second before the period's end (with refusals and
-// upstream failures, which bill nothing). The preview taken then and the
-// invoice the billing cycle makes once the period has ended and closed
-// agree line by line (kind, meter, tier, quantity, unit price, amount)
-// and in every total, to the cent; the outlook's cost so far is the
-// preview's total.
+// units, a route meter, a forever promotion, an amount off in another
+// currency (neither applies it), a pending correction, a credit balance
+// and sales tax, usage in ClickHouse up to a second before the period's
+// end (with refusals and upstream failures, which bill nothing). The
+// preview taken then and the invoice the billing cycle makes once the
+// period has ended and closed agree line by line (kind, meter, tier,
+// quantity, unit price, amount, plan version, reference) and in every
+// total, exactly; the outlook's cost so far is the preview's total.
 func TestPreviewEqualsInvoiceOfThePeriod(t *testing.T) {
 	t.Parallel()
 	f := periodSetup(t)
@@ -49,6 +50,18 @@ func TestPreviewEqualsInvoiceOfThePeriod(t *testing.T) {
 	}
 	f.exec(`INSERT INTO promotion_redemptions (promotion_id, subscription_id, organization_id, redeemed_by, redeemed_at)
 		VALUES ($1, $2, $3, 'cons', $4)`, promo, sub, customer, start)
+	// 5 EUR off, redeemed under a plan in euros: the dollar invoice
+	// leaves it for a euro one, and so must the preview.
+	var euros uuid.UUID
+	if err := f.pool.QueryRow(t.Context(), `INSERT INTO promotions (organization_id, code, kind, value, currency, duration, valid_from, created_by)
+		VALUES ($1, 'EURO5', 'amount_off', 5, 'EUR', 'forever', $2, 'prov') RETURNING id`, issuer, start.AddDate(0, -1, 0)).Scan(&euros); err != nil {
+		t.Fatal(err)
+	}
+	f.exec(`INSERT INTO promotion_redemptions (promotion_id, subscription_id, organization_id, redeemed_by, redeemed_at)
+		VALUES ($1, $2, $3, 'cons', $4)`, euros, sub, customer, start)
+	f.exec(`INSERT INTO billing_adjustments (subscription_id, kind, amount, currency, reason, actor)
+		VALUES ($1, 'correction', 2.5, 'USD', 'missed', 'prov')`, sub)
+	f.exec(`INSERT INTO credit_balances (issuer_id, customer_id, currency, balance) VALUES ($1, $2, 'USD', 3.333)`, issuer, customer)
 	f.exec(`INSERT INTO billing_profiles (organization_id, legal_name, country, region, email) VALUES ($1, 'Cons Inc', 'US', 'CA', 'ap@cons.example')`, customer)
 	f.exec(`INSERT INTO tax_rules (issuer_id, country, name, rate_percent, effective_from, created_by)
 		VALUES ($1, 'US', 'Sales tax', 7.25, '2026-01-01', 'prov')`, issuer)
@@ -83,8 +96,10 @@ func TestPreviewEqualsInvoiceOfThePeriod(t *testing.T) {
 		tiered = tiered || l.Tier > 1
 	}
 	// A preview without these would compare nothing worth comparing.
-	if kinds["usage"] < 5 || kinds["discount"] == 0 || kinds["tax"] == 0 || kinds["proration_charge"] == 0 || !tiered {
-		t.Fatalf("preview lines %+v; want usage of both versions, tiers, proration, a discount and tax", preview.Lines)
+	if kinds["usage"] < 5 || kinds["discount"] == 0 || kinds["tax"] == 0 || kinds["proration_charge"] == 0 || !tiered ||
+		len(preview.Lines) < 9 || !preview.CreditApplied.IsPositive() {
+		t.Fatalf("preview lines %+v, credit %s; want usage of both versions, tiers, proration, a discount, the correction, tax and credit",
+			preview.Lines, preview.CreditApplied)
 	}
 
 	// The period ends: the roll moves the subscription on, and after the
@@ -116,11 +131,12 @@ func comparePreviewInvoice(t *testing.T, preview, inv Invoice) {
 		name      string
 		got, want string
 	}{
-		{"subtotal", preview.Subtotal.StringFixed(2), inv.Subtotal.StringFixed(2)},
-		{"discount", preview.Discount.StringFixed(2), inv.Discount.StringFixed(2)},
-		{"tax", preview.Tax.StringFixed(2), inv.Tax.StringFixed(2)},
-		{"total", preview.Total.StringFixed(2), inv.Total.StringFixed(2)},
-		{"amount due", preview.AmountDue.StringFixed(2), inv.AmountDue.StringFixed(2)},
+		{"subtotal", preview.Subtotal.String(), inv.Subtotal.String()},
+		{"discount", preview.Discount.String(), inv.Discount.String()},
+		{"tax", preview.Tax.String(), inv.Tax.String()},
+		{"total", preview.Total.String(), inv.Total.String()},
+		{"credit applied", preview.CreditApplied.String(), inv.CreditApplied.String()},
+		{"amount due", preview.AmountDue.String(), inv.AmountDue.String()},
 		{"currency", preview.Currency, inv.Currency},
 	} {
 		if c.got != c.want {
@@ -133,8 +149,10 @@ func comparePreviewInvoice(t *testing.T, preview, inv Invoice) {
 	for i, p := range preview.Lines {
 		l := inv.Lines[i]
 		same := p.Kind == l.Kind && p.Description == l.Description && p.Tier == l.Tier && p.Quantity.Equal(l.Quantity) &&
-			p.UnitPrice.Equal(l.UnitPrice) && p.Amount.Equal(l.Amount) && (p.Meter == nil) == (l.Meter == nil) &&
-			(p.Meter == nil || *p.Meter == *l.Meter)
+			p.UnitPrice.String() == l.UnitPrice.String() && p.Amount.String() == l.Amount.String() &&
+			(p.Meter == nil) == (l.Meter == nil) && (p.Meter == nil || *p.Meter == *l.Meter) &&
+			(p.PlanVersionID == nil) == (l.PlanVersionID == nil) && (p.PlanVersionID == nil || *p.PlanVersionID == *l.PlanVersionID) &&
+			p.Reference == l.Reference
 		if !same {
 			t.Errorf("line %d: preview %+v, invoice %+v", i+1, p, l)
 		}
