@@ -3,6 +3,7 @@ package metering
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,9 +52,17 @@ type ExportRow struct {
 
 // Export reads the rows q selects from usage_events, ordered by time (then
 // source and id, the dedupe key, so that the order is total), and calls
-// fn with each as it arrives: the driver decodes the answer block by
-// block, so only one block is ever held, never the whole answer. An error
-// of fn stops the read and is returned.
+// fn with each as it arrives. An error of fn stops the read and is
+// returned.
+//
+// ClickHouse 18.16 sorts a query's whole answer in memory before it sends
+// its first row, so the window is read as consecutive slices, one query
+// each, one after another: the hour roll-up's counts choose where to cut
+// so that a slice holds about exportSliceRows rows (an hour busier than
+// that is a slice of its own). The counts only place the cuts; the slices
+// always cover the whole window, so a roll-up behind usage_events costs a
+// bigger slice, never a row. Each slice's query also carries a memory
+// ceiling and spills its sort to disk beyond exportSortBytes.
 func (r *Reader) Export(ctx context.Context, q ExportQuery, fn func(ExportRow) error) error {
 	if err := q.validate(); err != nil {
 		return err
@@ -63,6 +72,74 @@ func (r *Reader) Export(ctx context.Context, q ExportQuery, fn func(ExportRow) e
 		ctx, cancel = context.WithTimeout(ctx, DefaultExportTimeout)
 		defer cancel()
 	}
+	cuts, err := r.exportCuts(ctx, q)
+	if err != nil {
+		return err
+	}
+	from := q.From
+	for _, to := range append(cuts, q.To) {
+		s := q
+		s.From, s.To = from, to
+		if err := r.exportSlice(ctx, s, fn); err != nil {
+			return err
+		}
+		from = to
+	}
+	return nil
+}
+
+// exportSliceRows is about the most rows one slice of an export sorts
+// (at about 320 bytes a row in ClickHouse's sort, 64 MB); tests lower it.
+var exportSliceRows uint64 = 200_000
+
+// exportSortBytes is where a slice's sort spills to disk, and
+// exportMemoryBytes the most memory one slice's query may take.
+const (
+	exportSortBytes   = 256 << 20
+	exportMemoryBytes = 1 << 30
+)
+
+// exportCuts are the instants, ascending and strictly inside q's window,
+// where Export starts a new slice.
+func (r *Reader) exportCuts(ctx context.Context, q ExportQuery) ([]time.Time, error) {
+	sql := `SELECT toUInt32(bucket) AS h, countMerge(requests) AS n FROM usage_rollup_hour
+WHERE subject = @subject AND bucket >= @from_hour AND bucket < @to GROUP BY h ORDER BY h`
+	args := []any{clickhouse.Named("subject", q.Subject), clickhouse.Named("api_id", q.APIID),
+		clickhouse.Named("from_hour", ceilSecond(q.From).Truncate(time.Hour)), clickhouse.Named("to", ceilSecond(q.To))}
+	if q.Subject == "" {
+		sql = strings.NewReplacer("usage_rollup_hour", "usage_api_hour", "subject = @subject", "api_id = @api_id").Replace(sql)
+	}
+	rows, err := r.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read usage export sizes: %w", err)
+	}
+	defer rows.Close()
+	var (
+		cuts []time.Time
+		acc  uint64
+	)
+	for rows.Next() {
+		var (
+			h uint32
+			n uint64
+		)
+		if err := rows.Scan(&h, &n); err != nil {
+			return nil, fmt.Errorf("scan usage export sizes: %w", err)
+		}
+		at := time.Unix(int64(h), 0).UTC()
+		if acc > 0 && acc+n > exportSliceRows && at.After(q.From) && at.Before(q.To) {
+			cuts, acc = append(cuts, at), 0
+		}
+		acc += n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read usage export sizes: %w", err)
+	}
+	return cuts, nil
+}
+
+// exportSlice reads one slice of an export in order.
+func (r *Reader) exportSlice(ctx context.Context, q ExportQuery, fn func(ExportRow) error) error {
 	sql, args := exportSQL(q)
 	rows, err := r.conn.Query(ctx, sql, args...)
 	if err != nil {
@@ -99,8 +176,8 @@ func (q ExportQuery) validate() error {
 }
 
 // exportSQL selects q's rows; every value is a bound parameter. A
-// subscription's rows are read by the sorting key's prefix; an API's by
-// the time range's partitions.
+// subscription's rows are read by the sorting key's prefix; an API's
+// through the subjects its consumer roll-up lists for the window.
 func exportSQL(q ExportQuery) (string, []any) {
 	conds := []string{"time >= @from", "time < @to"}
 	args := []any{clickhouse.Named("from", ceilSecond(q.From)), clickhouse.Named("to", ceilSecond(q.To))}
@@ -113,6 +190,13 @@ func exportSQL(q ExportQuery) (string, []any) {
 			args = append(args, clickhouse.Named(f.name, f.val))
 		}
 	}
+	if q.Subject == "" {
+		// usage_events is sorted by subject: the API's subjects of the
+		// window, from its consumer roll-up, let the primary key skip
+		// every other organization's rows instead of reading them all.
+		conds = append(conds, `subject IN (SELECT subject FROM usage_api_consumer_hour
+    WHERE api_id = @api_id AND bucket >= toStartOfHour(@from, 'UTC') AND bucket < @to)`)
+	}
 	if q.StatusClass != 0 {
 		conds = append(conds, "intDiv(status, 100) = @status_class")
 		args = append(args, clickhouse.Named("status_class", q.StatusClass))
@@ -121,5 +205,6 @@ func exportSQL(q ExportQuery) (string, []any) {
     status, latency_ms, request_bytes, response_bytes, units
 FROM usage_events
 WHERE ` + strings.Join(conds, "\n  AND ") + `
-ORDER BY time, source, id`, args
+ORDER BY time, source, id
+SETTINGS max_bytes_before_external_sort = ` + strconv.Itoa(exportSortBytes) + `, max_memory_usage = ` + strconv.Itoa(exportMemoryBytes), args
 }

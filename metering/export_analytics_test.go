@@ -9,3 +9,11 @@ func SetRawAnalyticsWindow(d time.Duration) (restore func()) {
 	rawAnalyticsWindow = d
 	return func() { rawAnalyticsWindow = before }
 }
+
+// SetExportSliceRows moves the rows an export reads per query, for the
+// external tests; it returns the restore.
+func SetExportSliceRows(n uint64) (restore func()) {
+	before := exportSliceRows
+	exportSliceRows = n
+	return func() { exportSliceRows = before }
+}
