@@ -100,11 +100,16 @@ func ParseWindow(q url.Values, now time.Time, rule WindowRule) (Window, error) {
 
 // LoadZone returns the rules of an IANA time zone name. It refuses the
 // names time.LoadLocation would take that are not zones: empty (UTC in
-// disguise), Local (the server's own) and anything but letters, digits,
-// _ + - and /.
+// disguise), Local (the server's own), anything but letters, digits,
+// _ + - and /, and the files of the zone directory that are not IANA
+// names, which ClickHouse does not load or which mean the server's own
+// zone: every part of an IANA name starts with a capital letter, so
+// localtime, posixrules, posix/… and right/… are refused, and Factory by
+// name.
 func LoadZone(name string) (*time.Location, error) {
-	if name == "" || name == "Local" || len(name) > 64 || strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-/") != "" ||
-		strings.Contains(name, "..") || strings.HasPrefix(name, "/") {
+	if name == "" || name == "Local" || name == "Factory" || len(name) > 64 ||
+		strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-/") != "" ||
+		strings.Contains(name, "..") || strings.HasPrefix(name, "/") || !capitalParts(name) {
 		return nil, InvalidParameter("tz", "must be an IANA time zone name such as Europe/Paris")
 	}
 	loc, err := time.LoadLocation(name)
@@ -112,6 +117,17 @@ func LoadZone(name string) (*time.Location, error) {
 		return nil, InvalidParameter("tz", "%q is not a time zone this server knows", name)
 	}
 	return loc, nil
+}
+
+// capitalParts reports whether every /-separated part of name starts
+// with a capital letter.
+func capitalParts(name string) bool {
+	for part := range strings.SplitSeq(name, "/") {
+		if part == "" || part[0] < 'A' || part[0] > 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 // DayStarts are the instants inside the window where a day of its zone

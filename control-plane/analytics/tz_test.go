@@ -71,3 +71,20 @@ func TestParseWindowRefuses(t *testing.T) {
 		t.Errorf("31 days exactly: %v", err)
 	}
 }
+
+// TestLoadZoneIANAOnly: files of the zone directory that are not IANA
+// names (the server's own zone, leap-second and POSIX variants, which
+// ClickHouse does not load) are refused as a bad parameter; IANA names of
+// one, two and three parts are taken.
+func TestLoadZoneIANAOnly(t *testing.T) {
+	for _, name := range []string{"localtime", "posixrules", "Factory", "right/Europe/Paris", "posix/Europe/Paris", "Europe/paris"} {
+		if loc, err := analytics.LoadZone(name); !errors.Is(err, analytics.ErrInvalidParameter) {
+			t.Errorf("LoadZone(%q) = %v, %v; want ErrInvalidParameter", name, loc, err)
+		}
+	}
+	for _, name := range []string{"UTC", "EST5EDT", "Etc/GMT+5", "Asia/Kolkata", "America/Argentina/Buenos_Aires"} {
+		if _, err := analytics.LoadZone(name); err != nil {
+			t.Errorf("LoadZone(%q): %v", name, err)
+		}
+	}
+}
