@@ -403,17 +403,20 @@ func latencyOf(v []float64) Latency {
 	return Latency{P50: get(0), P90: get(1), P99: get(2)}
 }
 
-// providerConsumersSQL lists the top subjects (kind 1) and counts unique
-// subjects per API (kind 2, key the API) and in all (kind 2, key ”).
+// providerConsumersSQL reads the window's rows once (usage_events too,
+// for ragged parts), sums them per API and subject, and groups those sums
+// two ways (ARRAY JOIN): per subject (kind 1: calls and units, busiest
+// first) and per API and in all (kind 2, key the API or ”: unique
+// subjects). LIMIT BY bounds each kind; the caller cuts kind 1 to Top.
 func providerConsumersSQL(q ProviderQuery) string {
 	src := providerSource("usage_api_consumer", "api_id, subject, requests, units",
 		"api_id, subject, countState() AS requests, sumState(units) AS units", q)
-	return fmt.Sprintf(`SELECT * FROM (SELECT toUInt8(1) AS kind, subject AS key, countMerge(requests) AS calls, sumMerge(units) AS units_sum
-FROM %[1]s GROUP BY subject ORDER BY calls DESC, subject LIMIT %[2]d)
-UNION ALL
-SELECT * FROM (SELECT toUInt8(2) AS kind, api_id AS key, toUInt64(uniqExact(subject)) AS calls, toDecimal128(0, 6) AS units_sum FROM %[1]s GROUP BY api_id)
-UNION ALL
-SELECT * FROM (SELECT toUInt8(2) AS kind, '' AS key, toUInt64(uniqExact(subject)) AS calls, toDecimal128(0, 6) AS units_sum FROM %[1]s)`, src, q.Top)
+	return fmt.Sprintf(`SELECT g.1 AS kind, g.2 AS key, sum(c) AS calls_sum, sum(u) AS units_sum, toUInt64(uniqExact(subject)) AS uniq_subjects
+FROM (SELECT api_id, subject, countMerge(requests) AS c, sumMerge(units) AS u FROM %s GROUP BY api_id, subject)
+ARRAY JOIN [(toUInt8(1), subject), (toUInt8(2), api_id), (toUInt8(2), '')] AS g
+GROUP BY kind, key
+ORDER BY kind, calls_sum DESC, key
+LIMIT %d BY kind`, src, max(q.Top, MaxProviderAPIs+1))
 }
 
 func providerConsumers(ctx context.Context, conn driver.Conn, q ProviderQuery, out *ProviderReport, unique map[string]uint64) error {
@@ -424,18 +427,19 @@ func providerConsumers(ctx context.Context, conn driver.Conn, q ProviderQuery, o
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			kind  uint8
-			key   string
-			calls uint64
-			units decimal.Decimal
+			kind        uint8
+			key         string
+			calls, uniq uint64
+			units       decimal.Decimal
 		)
-		if err := rows.Scan(&kind, &key, &calls, &units); err != nil {
+		if err := rows.Scan(&kind, &key, &calls, &units, &uniq); err != nil {
 			return fmt.Errorf("scan provider consumers: %w", err)
 		}
-		if kind == 1 {
+		switch {
+		case kind == 2:
+			unique[key] = uniq
+		case len(out.Consumers) < q.Top:
 			out.Consumers = append(out.Consumers, ProviderConsumer{Subject: key, Calls: calls, Units: units})
-		} else {
-			unique[key] = calls
 		}
 	}
 	if err := rows.Err(); err != nil {
