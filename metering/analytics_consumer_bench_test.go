@@ -38,8 +38,9 @@ var benchStart = time.Date(2026, 10, 27, 0, 0, 0, 0, time.UTC)
 // ends, as usage_events answers a window up to a month; and the UTC and
 // Kolkata windows again from the roll-ups' pieces (the day roll-up;
 // hours and the minutes around Kolkata's half-hour midnights), as a
-// longer window is read. It reports the median and 99th percentile of
-// its runs.
+// longer window is read; and 400 Kolkata days (the longest window, its
+// roll-ups read through one range and a set of hours each). It reports
+// the median and 99th percentile of its runs.
 //
 //	go test -run '^$' -bench Analytics -benchtime 200x ./metering/
 func BenchmarkAnalytics(b *testing.B) {
@@ -62,6 +63,9 @@ func BenchmarkAnalytics(b *testing.B) {
 		// roll-ups' pieces.
 		{"utc_rollups", "UTC", "", benchStart, benchStart.AddDate(0, 0, 30), true},
 		{"kolkata_rollups", "Asia/Kolkata", "", benchStart.Add(-330 * time.Minute), benchStart.AddDate(0, 0, 30).Add(-330 * time.Minute), true},
+		// The longest window in a half-hour zone: a roll-up range and a
+		// set of hours per table, not hundreds of ranges.
+		{"kolkata_400_days", "Asia/Kolkata", "", benchStart.AddDate(0, 0, 30).Add(-330*time.Minute).AddDate(0, 0, -400), benchStart.AddDate(0, 0, 30).Add(-330 * time.Minute), false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			if bc.rollups {
