@@ -47,7 +47,7 @@ var analystQueries = []struct {
 		"api_id": "'api_07'", "from": "'2026-10-27'", "to": "'2026-11-27'",
 	}},
 	{"APITopRoutes", metering.APITopRoutes, map[string]string{
-		"api_id": "'api_07'", "from": "toDateTime('2026-11-19 00:00:00')", "to": "toDateTime('2026-11-26 00:00:00')", "limit": "10",
+		"api_id": "'api_07'", "from": "toDateTime('2026-11-19 00:00:00', 'UTC')", "to": "toDateTime('2026-11-26 00:00:00', 'UTC')", "limit": "10",
 	}},
 	{"APILatencyDaily", metering.APILatencyDaily, map[string]string{
 		"from": "'2026-10-27'", "to": "'2026-11-26'",
