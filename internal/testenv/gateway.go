@@ -45,6 +45,9 @@ type GatewayProcess struct {
 	MetricsURL string
 
 	proc *gatewayproc.Process
+	// discarded: Gateway started another in its place (its port was
+	// taken), so its unclean exit is no failure.
+	discarded bool
 }
 
 // GatewayOption changes how Gateway and GatewayRun start and stop a
@@ -83,15 +86,38 @@ func GatewayNoWait() GatewayOption {
 // of its own, and waits until the admin API, /healthz and /metrics answer.
 // The test fails, showing the gateway's output, if it does not start; the
 // process is stopped when the test ends.
+//
+// A port FreeLoopbackAddr found free can be taken by another process of
+// the test run before the gateway listens on it: a gateway that exits for
+// that is started again on new ports, up to three times in all (not with
+// GatewayNoWait, whose caller waits).
 func Gateway(t testing.TB, opts ...GatewayOption) *GatewayProcess {
 	t.Helper()
-	addr, metrics := FreeLoopbackAddr(t), FreeLoopbackAddr(t)
-	sock := SocketPath(t, "admin.sock")
-	g := &GatewayProcess{AdminURL: "unix://" + sock, AdminClient: UnixClient(sock), URL: "http://" + addr, MetricsURL: "http://" + metrics}
-	g.start(t, []string{"gateway"},
-		[]string{"VEIL_GATEWAY_ADDR=" + addr, "VEIL_GATEWAY_ADMIN_ADDR=unix/" + sock + "|0600", "VEIL_METRICS_ADDR=" + metrics},
-		[]string{g.URL + "/healthz", g.MetricsURL + "/metrics"}, opts)
-	return g
+	var o gatewayOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	for attempt := 1; ; attempt++ {
+		addr, metrics := FreeLoopbackAddr(t), FreeLoopbackAddr(t)
+		sock := SocketPath(t, "admin.sock")
+		g := &GatewayProcess{AdminURL: "unix://" + sock, AdminClient: UnixClient(sock), URL: "http://" + addr, MetricsURL: "http://" + metrics}
+		g.start(t, []string{"gateway"},
+			[]string{"VEIL_GATEWAY_ADDR=" + addr, "VEIL_GATEWAY_ADMIN_ADDR=unix/" + sock + "|0600", "VEIL_METRICS_ADDR=" + metrics},
+			[]string{g.URL + "/healthz", g.MetricsURL + "/metrics"}, append(opts[:len(opts):len(opts)], GatewayNoWait()))
+		if o.noWait {
+			return g
+		}
+		err := g.waitReady()
+		if err == nil {
+			return g
+		}
+		if attempt < 3 && strings.Contains(g.Stderr(), "address already in use") {
+			g.discarded = true
+			_ = g.Stop()
+			continue
+		}
+		t.Fatal(err)
+	}
 }
 
 // Admin returns the URL of path on the admin API, for AdminClient.
@@ -156,6 +182,9 @@ func (g *GatewayProcess) start(t testing.TB, args, env, ready []string, opts []G
 	}
 	g.proc = proc
 	t.Cleanup(func() {
+		if g.discarded {
+			return
+		}
 		if err := g.Stop(); err != nil {
 			t.Errorf("stop %s: %v\n%s", proc.Name, err, g.Stderr())
 		} else if t.Failed() {
@@ -172,6 +201,12 @@ func (g *GatewayProcess) start(t testing.TB, args, env, ready []string, opts []G
 // process exits first or does not serve within a minute.
 func (g *GatewayProcess) WaitReady(t testing.TB) {
 	t.Helper()
+	if err := g.waitReady(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (g *GatewayProcess) waitReady() error {
 	var adminReady func() error
 	if g.AdminClient != nil {
 		adminReady = func() error {
@@ -186,9 +221,7 @@ func (g *GatewayProcess) WaitReady(t testing.TB) {
 			return nil
 		}
 	}
-	if err := g.proc.WaitReady(context.Background(), gatewayReadyTimeout, adminReady); err != nil {
-		t.Fatal(err)
-	}
+	return g.proc.WaitReady(context.Background(), gatewayReadyTimeout, adminReady)
 }
 
 // Stop sends SIGTERM, which makes Caddy stop its apps (the veil app
