@@ -1,13 +1,16 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 
 	"github.com/veil-platform/veil/control-plane/analytics"
+	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/metering"
 )
 
@@ -15,8 +18,8 @@ import (
 // APIs. Its members and admins; anyone else, a subscriber of the API
 // included, 404.
 func (a *api) providerAnalyticsRoutes(r chi.Router) {
-	r.Get(idPath("/v1/apis/{id}/analytics"), a.handle(a.apiAnalytics))
-	r.Get(idPath("/v1/providers/{id}/analytics"), a.handle(a.providerAnalytics))
+	r.Get(idPath("/v1/apis/{id}/analytics"), a.handle(a.providerView(a.cfg.Analytics.APIAnalytics)))
+	r.Get(idPath("/v1/providers/{id}/analytics"), a.handle(a.providerView(a.cfg.Analytics.ProviderAnalytics)))
 }
 
 // adminOverviewRoutes are mounted under /v1/admin.
@@ -43,38 +46,25 @@ func providerWindow(r *http.Request) (analytics.Window, int, error) {
 	return w, top, nil
 }
 
-func (a *api) apiAnalytics(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
+// providerView answers a provider view that view computes for the id in
+// the path (an API's, or a provider organization's).
+func (a *api) providerView(view func(context.Context, identity.Actor, uuid.UUID, analytics.Window, int) (analytics.ProviderView, error)) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id")
+		if err != nil {
+			return err
+		}
+		win, top, err := providerWindow(r)
+		if err != nil {
+			return err
+		}
+		v, err := view(r.Context(), actorFrom(r), id, win, top)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, v)
+		return nil
 	}
-	win, top, err := providerWindow(r)
-	if err != nil {
-		return err
-	}
-	view, err := a.cfg.Analytics.APIAnalytics(r.Context(), actorFrom(r), id, win, top)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, view)
-	return nil
-}
-
-func (a *api) providerAnalytics(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	win, top, err := providerWindow(r)
-	if err != nil {
-		return err
-	}
-	view, err := a.cfg.Analytics.ProviderAnalytics(r.Context(), actorFrom(r), id, win, top)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, view)
-	return nil
 }
 
 // adminOverview answers 200 whatever fails: each part that could not be
