@@ -5247,13 +5247,13 @@ type UpdateAPIParams struct {
 
 // GetAPIAnalyticsParams defines parameters for GetAPIAnalytics.
 type GetAPIAnalyticsParams struct {
-	// From The start of the window (RFC 3339, inclusive), counted to the second. Default: the local midnight 29 days before `to`'s date.
+	// From The start of the window (RFC 3339, inclusive), rounded down to the minute (the answer's `from` is the window read). Default: the local midnight 29 days before `to`'s date.
 	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
 
-	// To The end of the window (RFC 3339, exclusive), counted to the second. Default: now. At most 400 days after `from`.
+	// To The end of the window (RFC 3339, exclusive), rounded up to the minute (the answer's `to` is the window read). Default: now. At most 400 days after `from`.
 	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
 
-	// Tz The IANA time zone days are cut in, such as `Europe/Paris` (default `UTC`). A day is the UTC hours that start in it: exact in zones whose offset is a whole number of hours (clock changes included); in a zone such as `Asia/Kolkata` the hour that holds local midnight counts for the day it starts in.
+	// Tz The IANA time zone days are cut in, such as `Europe/Paris` (default `UTC`), exactly at each local midnight (clock changes included, and in zones such as `Asia/Kolkata` at half past a UTC hour). A zone whose days start off a whole minute in the window (local mean time, such as `Africa/Monrovia` before 1972) is refused with `400`.
 	Tz *string `form:"tz,omitempty" json:"tz,omitempty"`
 
 	// Top How many top consumers and routes to list (default 10).
@@ -5910,13 +5910,13 @@ type UpdatePromotionParams struct {
 
 // GetProviderAnalyticsParams defines parameters for GetProviderAnalytics.
 type GetProviderAnalyticsParams struct {
-	// From The start of the window (RFC 3339, inclusive), counted to the second. Default: the local midnight 29 days before `to`'s date.
+	// From The start of the window (RFC 3339, inclusive), rounded down to the minute (the answer's `from` is the window read). Default: the local midnight 29 days before `to`'s date.
 	From *time.Time `form:"from,omitempty" json:"from,omitempty"`
 
-	// To The end of the window (RFC 3339, exclusive), counted to the second. Default: now. At most 400 days after `from`.
+	// To The end of the window (RFC 3339, exclusive), rounded up to the minute (the answer's `to` is the window read). Default: now. At most 400 days after `from`.
 	To *time.Time `form:"to,omitempty" json:"to,omitempty"`
 
-	// Tz The IANA time zone days are cut in, such as `Europe/Paris` (default `UTC`). A day is the UTC hours that start in it: exact in zones whose offset is a whole number of hours (clock changes included); in a zone such as `Asia/Kolkata` the hour that holds local midnight counts for the day it starts in.
+	// Tz The IANA time zone days are cut in, such as `Europe/Paris` (default `UTC`), exactly at each local midnight (clock changes included, and in zones such as `Asia/Kolkata` at half past a UTC hour). A zone whose days start off a whole minute in the window (local mean time, such as `Africa/Monrovia` before 1972) is refused with `400`.
 	Tz *string `form:"tz,omitempty" json:"tz,omitempty"`
 
 	// Top How many top consumers and routes to list (default 10).

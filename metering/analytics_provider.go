@@ -15,17 +15,19 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Provider analytics read the roll-ups by API of ClickHouse migration 0006
-// (usage_api_hour and _day, usage_api_consumer_hour and _day), which are
-// sorted by api_id first: a question about some APIs reads only their rows.
-// Their buckets are whole UTC hours and days. The window is cut at its
-// ends and at every midnight of the caller's zone, and each piece is read
-// from the coarsest source whose buckets fit it: a UTC day that is also a
-// whole day of the zone (UTC, or any zone at UTC+0 that day) from the day
-// roll-up, whole hours from the hour roll-up, and what is left (the ragged
-// ends of the window and the half hour on each side of a midnight in
-// zones such as Asia/Kolkata) from usage_events, as the consumer analytics
-// do. Every call is counted once, on the day of its zone, to the second.
+// Provider analytics read the roll-ups by API of ClickHouse migrations 0006
+// and 0007 (usage_api_day, _hour and _minute, usage_api_consumer_day, _hour
+// and _minute), which are sorted by api_id first: a question about some
+// APIs reads only their rows, never usage_events (sorted by subject). Their
+// buckets are whole UTC days, hours and minutes, and a provider window is
+// whole minutes (ProviderWindow rounds one out). The window is cut at every
+// midnight of the caller's zone, and each piece is read from the coarsest
+// roll-up whose buckets fit it: a UTC day that is also a whole day of the
+// zone (UTC, or any zone at UTC+0 that day) from the day roll-up, whole
+// hours from the hour roll-up, and the minutes left (the ends of the window,
+// and in zones such as Asia/Kolkata the half hour on each side of a
+// midnight) from the minute roll-up. Every call is counted once, on the day
+// of its zone.
 
 // MaxProviderAPIs bounds the APIs one provider question reads.
 const MaxProviderAPIs = 1000
@@ -46,15 +48,16 @@ type ProviderQuery struct {
 	// ByAPI asks for the figures of each API too.
 	ByAPI bool
 
-	loc *time.Location // Zone, loaded by ProviderUsage
+	loc    *time.Location  // Zone, loaded by ProviderUsage
+	pieces []providerPiece // the window cut by providerPieces
 }
 
-// ProviderWindow rounds [from, to) out to whole UTC hours, the grain of
-// the roll-ups by API.
+// ProviderWindow rounds [from, to) out to whole minutes, the grain of the
+// finest roll-up by API.
 func ProviderWindow(from, to time.Time) (time.Time, time.Time) {
-	from = from.UTC().Truncate(time.Hour)
-	if t := to.UTC().Truncate(time.Hour); t.Before(to.UTC()) {
-		to = t.Add(time.Hour)
+	from = from.UTC().Truncate(time.Minute)
+	if t := to.UTC().Truncate(time.Minute); t.Before(to.UTC()) {
+		to = t.Add(time.Minute)
 	} else {
 		to = t
 	}
@@ -131,8 +134,8 @@ func (q ProviderQuery) check() error {
 		return fmt.Errorf("%w: %d APIs; want 1 to %d", ErrBadQuery, len(q.APIs), MaxProviderAPIs)
 	case !q.From.Before(q.To):
 		return fmt.Errorf("%w: from is not before to", ErrBadQuery)
-	case !q.From.Equal(q.From.Truncate(time.Second)) || !q.To.Equal(q.To.Truncate(time.Second)):
-		return fmt.Errorf("%w: the window must be whole seconds", ErrBadQuery)
+	case !q.From.Equal(q.From.Truncate(time.Minute)) || !q.To.Equal(q.To.Truncate(time.Minute)):
+		return fmt.Errorf("%w: the window must be whole minutes", ErrBadQuery)
 	case q.To.Sub(q.From) > time.Duration(MaxAnalyticsDaysProvider)*24*time.Hour:
 		return fmt.Errorf("%w: window longer than %d days", ErrBadQuery, MaxAnalyticsDaysProvider)
 	case q.Top < 0 || q.Top > MaxProviderTop:
@@ -168,6 +171,14 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 		return ProviderReport{}, fmt.Errorf("%w: time zone %q", ErrBadQuery, q.Zone)
 	}
 	q.loc = loc
+	for a := nextDayStart(q.From, loc); a.Before(q.To); a = nextDayStart(a, loc) {
+		if !a.Equal(a.Truncate(time.Minute)) {
+			// Zones kept a local mean time with seconds in their offset
+			// into the 20th century (Africa/Monrovia until 1972).
+			return ProviderReport{}, fmt.Errorf("%w: in %s a day of this window starts at %s, not on a whole minute", ErrBadQuery, q.Zone, a.Format(time.RFC3339))
+		}
+	}
+	q.pieces = providerPieces(q.From, q.To, loc)
 	var out ProviderReport
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return providerFigures(gctx, conn, q, &out) })
@@ -186,21 +197,24 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 func sqlTime(t time.Time) string { return "toDateTime('" + t.UTC().Format(time.DateTime) + "', 'UTC')" }
 func sqlDate(t time.Time) string { return "toDate('" + t.UTC().Format(time.DateOnly) + "')" }
 
-// Kinds of the pieces a window is read in.
+// Kinds of the pieces a window is read in, and the suffix of the roll-up
+// each is read from.
 const (
-	pieceDay  = iota // whole UTC days that are whole days of the zone
-	pieceHour        // whole UTC hours inside one day of the zone
-	pieceRaw         // anything else, from usage_events
+	pieceDay    = iota // whole UTC days that are whole days of the zone
+	pieceHour          // whole UTC hours inside one day of the zone
+	pieceMinute        // the minutes left
 )
 
-// providerPiece is [From, To) read from one kind of source.
+var pieceTable = [...]string{pieceDay: "_day", pieceHour: "_hour", pieceMinute: "_minute"}
+
+// providerPiece is [From, To) read from one kind of roll-up.
 type providerPiece struct {
 	Kind     int
 	From, To time.Time
 }
 
 // providerPieces cuts [from, to) at the midnights of loc and reads each
-// day from the coarsest source that fits it; adjacent pieces of a kind
+// day from the coarsest roll-up that fits it; adjacent pieces of a kind
 // are merged.
 func providerPieces(from, to time.Time, loc *time.Location) []providerPiece {
 	var out []providerPiece
@@ -233,90 +247,45 @@ func providerPieces(from, to time.Time, loc *time.Location) []providerPiece {
 			ha = ha.Add(time.Hour)
 		}
 		if ha.Before(hb) {
-			add(pieceRaw, a, ha)
+			add(pieceMinute, a, ha)
 			add(pieceHour, ha, hb)
-			add(pieceRaw, hb, b)
+			add(pieceMinute, hb, b)
 		} else {
-			add(pieceRaw, a, b)
+			add(pieceMinute, a, b)
 		}
 		a = b
 	}
 	return out
 }
 
-// providerSource is a subquery over the roll-ups named prefix+"_hour" and
-// prefix+"_day", and over usage_events, holding cols and day (String,
-// 2006-01-02 in q.Zone) for the window's pieces (providerPieces). raw
-// lists cols as usage_events computes them (states named as the
-// roll-ups' columns).
-func providerSource(prefix, cols, raw string, q ProviderQuery) string {
+// providerSource is a subquery over the roll-ups named prefix+"_day",
+// "_hour" and "_minute", holding cols and day (String, 2006-01-02 in
+// q.Zone) for the window's pieces (providerPieces), each roll-up read once
+// with the ranges of its pieces (ranges of the sorting key's second
+// column, so each reads only its granules).
+func providerSource(prefix, cols string, q ProviderQuery) string {
 	apis := "'" + strings.Join(q.APIs, "', '") + "'"
 	ranges := map[int][]string{}
-	var hours []string // whole UTC hours read from usage_events
-	for _, p := range providerPieces(q.From, q.To, q.loc) {
-		switch p.Kind {
-		case pieceDay:
-			ranges[p.Kind] = append(ranges[p.Kind], fmt.Sprintf("bucket >= %s AND bucket < %s", sqlDate(p.From), sqlDate(p.To)))
-		case pieceHour:
-			ranges[p.Kind] = append(ranges[p.Kind], fmt.Sprintf("bucket >= %s AND bucket < %s", sqlTime(p.From), sqlTime(p.To)))
-		default:
-			var rs []string
-			rs, hours = rawRanges(p.From, p.To, hours)
-			ranges[p.Kind] = append(ranges[p.Kind], rs...)
+	for _, p := range q.pieces {
+		bound := sqlTime
+		if p.Kind == pieceDay {
+			bound = sqlDate
 		}
+		ranges[p.Kind] = append(ranges[p.Kind], fmt.Sprintf("bucket >= %s AND bucket < %s", bound(p.From), bound(p.To)))
 	}
-	if len(hours) > 0 {
-		// One set lookup per row is far cheaper on a scan of usage_events
-		// than a comparison per piece (the half hours around each of 30
-		// midnights in Kolkata are 30 whole UTC hours).
-		ranges[pieceRaw] = append(ranges[pieceRaw], "toStartOfHour(time, 'UTC') IN ("+strings.Join(hours, ", ")+")")
-	}
-	where := func(kind int) string { return "(" + strings.Join(ranges[kind], " OR ") + ")" }
 	var parts []string
-	if len(ranges[pieceDay]) > 0 {
-		parts = append(parts, fmt.Sprintf("SELECT toString(bucket) AS day, %s FROM %s_day WHERE api_id IN (%s) AND %s",
-			cols, prefix, apis, where(pieceDay)))
-	}
-	if len(ranges[pieceHour]) > 0 {
-		parts = append(parts, fmt.Sprintf("SELECT toString(toDate(bucket, '%s')) AS day, %s FROM %s_hour WHERE api_id IN (%s) AND %s",
-			q.Zone, cols, prefix, apis, where(pieceHour)))
-	}
-	if len(ranges[pieceRaw]) > 0 {
-		parts = append(parts, fmt.Sprintf("SELECT toString(toDate(time, '%s')) AS day, %s FROM usage_events WHERE api_id IN (%s) AND %s GROUP BY day, %s",
-			q.Zone, raw, apis, where(pieceRaw), rawKeys(cols)))
+	for kind := pieceDay; kind <= pieceMinute; kind++ {
+		if len(ranges[kind]) == 0 {
+			continue
+		}
+		day := "toString(bucket)"
+		if kind != pieceDay {
+			day = "toString(toDate(bucket, '" + q.Zone + "'))"
+		}
+		parts = append(parts, fmt.Sprintf("SELECT %s AS day, %s FROM %s%s WHERE api_id IN (%s) AND (%s)",
+			day, cols, prefix, pieceTable[kind], apis, strings.Join(ranges[kind], " OR ")))
 	}
 	return "(" + strings.Join(parts, " UNION ALL ") + ")"
-}
-
-// rawRanges is the conditions on usage_events' time of [from, to): whole
-// UTC hours go into hours, the ragged parts at either end are ranges.
-func rawRanges(from, to time.Time, hours []string) ([]string, []string) {
-	var out []string
-	rng := func(a, b time.Time) {
-		if a.Before(b) {
-			out = append(out, fmt.Sprintf("time >= %s AND time < %s", sqlTime(a), sqlTime(b)))
-		}
-	}
-	ha, hb := from.Truncate(time.Hour), to.Truncate(time.Hour)
-	if ha.Before(from) {
-		ha = ha.Add(time.Hour)
-	}
-	if !ha.Before(hb) {
-		rng(from, to)
-		return out, hours
-	}
-	rng(from, ha)
-	for h := ha; h.Before(hb); h = h.Add(time.Hour) {
-		hours = append(hours, sqlTime(h))
-	}
-	rng(hb, to)
-	return out, hours
-}
-
-// rawKeys is the grouping columns of cols: those before the states.
-func rawKeys(cols string) string {
-	keys, _, _ := strings.Cut(cols, ", requests")
-	return keys
 }
 
 // Kinds of the rows of the figures query (its first column).
@@ -333,9 +302,7 @@ const (
 // each kind (days by the window, APIs by MaxProviderAPIs, routes cut to Top
 // by the caller). No alias repeats a column name (18.16 would substitute it).
 func providerFiguresSQL(q ProviderQuery) string {
-	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms",
-		"api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class, countState() AS requests, sumState(units) AS units, "+
-			"quantilesTimingState(0.5, 0.9, 0.99)(latency_ms) AS latency_ms", q)
+	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms", q)
 	groups := fmt.Sprintf("(toUInt8(%d), '', ''), (toUInt8(%d), day, ''), (toUInt8(%d), method, route)", providerTotal, providerDay, providerRoute)
 	if q.ByAPI {
 		groups += fmt.Sprintf(", (toUInt8(%d), api_id, '')", providerAPI)
@@ -403,14 +370,12 @@ func latencyOf(v []float64) Latency {
 	return Latency{P50: get(0), P90: get(1), P99: get(2)}
 }
 
-// providerConsumersSQL reads the window's rows once (usage_events too,
-// for ragged parts), sums them per API and subject, and groups those sums
+// providerConsumersSQL reads the window's roll-up rows once, sums them per API and subject, and groups those sums
 // two ways (ARRAY JOIN): per subject (kind 1: calls and units, busiest
 // first) and per API and in all (kind 2, key the API or ”: unique
 // subjects). LIMIT BY bounds each kind; the caller cuts kind 1 to Top.
 func providerConsumersSQL(q ProviderQuery) string {
-	src := providerSource("usage_api_consumer", "api_id, subject, requests, units",
-		"api_id, subject, countState() AS requests, sumState(units) AS units", q)
+	src := providerSource("usage_api_consumer", "api_id, subject, requests, units", q)
 	return fmt.Sprintf(`SELECT g.1 AS kind, g.2 AS key, sum(c) AS calls_sum, sum(u) AS units_sum, toUInt64(uniqExact(subject)) AS uniq_subjects
 FROM (SELECT api_id, subject, countMerge(requests) AS c, sumMerge(units) AS u FROM %s GROUP BY api_id, subject)
 ARRAY JOIN [(toUInt8(1), subject), (toUInt8(2), api_id), (toUInt8(2), '')] AS g

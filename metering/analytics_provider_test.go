@@ -177,6 +177,7 @@ func TestProviderUsageRefusesBadQueries(t *testing.T) {
 		"quoted API id": {APIs: []string{"a' OR 1"}, From: from, To: from.Add(time.Hour)},
 		"empty window":  {APIs: []string{"a"}, From: from, To: from},
 		"part second":   {APIs: []string{"a"}, From: from, To: from.Add(time.Millisecond)},
+		"part minute":   {APIs: []string{"a"}, From: from.Add(30 * time.Second), To: from.Add(time.Hour)},
 		"unknown zone":  {APIs: []string{"a"}, From: from, To: from.Add(time.Hour), Zone: "Mars/Olympus"},
 		"too long":      {APIs: []string{"a"}, From: from, To: from.Add(402 * 24 * time.Hour)},
 		"quoted zone":   {APIs: []string{"a"}, From: from, To: from.Add(time.Hour), Zone: "UTC'"},
@@ -190,13 +191,66 @@ func TestProviderUsageRefusesBadQueries(t *testing.T) {
 }
 
 func TestProviderWindow(t *testing.T) {
-	from, to := metering.ProviderWindow(time.Date(2026, 3, 1, 10, 15, 0, 0, time.UTC), time.Date(2026, 3, 1, 12, 0, 0, 1, time.UTC))
-	if !from.Equal(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)) || !to.Equal(time.Date(2026, 3, 1, 13, 0, 0, 0, time.UTC)) {
-		t.Errorf("window = %s, %s; want 10:00 to 13:00", from, to)
+	from, to := metering.ProviderWindow(time.Date(2026, 3, 1, 10, 15, 30, 0, time.UTC), time.Date(2026, 3, 1, 12, 0, 0, 1, time.UTC))
+	if !from.Equal(time.Date(2026, 3, 1, 10, 15, 0, 0, time.UTC)) || !to.Equal(time.Date(2026, 3, 1, 12, 1, 0, 0, time.UTC)) {
+		t.Errorf("window = %s, %s; want 10:15 to 12:01", from, to)
 	}
-	from, to = metering.ProviderWindow(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC), time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	if !from.Equal(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)) || !to.Equal(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) {
-		t.Errorf("whole hours moved: %s, %s", from, to)
+	from, to = metering.ProviderWindow(time.Date(2026, 3, 1, 10, 7, 0, 0, time.UTC), time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	if !from.Equal(time.Date(2026, 3, 1, 10, 7, 0, 0, time.UTC)) || !to.Equal(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) {
+		t.Errorf("whole minutes moved: %s, %s", from, to)
+	}
+}
+
+// TestProviderUsageRaggedMinutes: a window that starts and ends inside UTC
+// hours reads its ends from the minute roll-up, to the minute: the calls in
+// the minute before it and in its last minute's successor are left out.
+func TestProviderUsageRaggedMinutes(t *testing.T) {
+	conn := clickHouseUTC(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	events := []struct{ id, at, units string }{
+		{"m0", "2026-03-01 22:06:59", "100"}, // before the window
+		{"m1", "2026-03-01 22:07:00", "1"},   // its first second
+		{"m2", "2026-03-01 23:59:59", "2"},
+		{"m3", "2026-03-02 00:00:00", "4"},
+		{"m4", "2026-03-02 12:00:00", "8"},
+		{"m5", "2026-03-03 00:30:00", "16"},
+		{"m6", "2026-03-03 02:52:59", "32"},  // its last second
+		{"m7", "2026-03-03 02:53:00", "200"}, // after it
+	}
+	var rows [][]any
+	for i, e := range events {
+		rows = append(rows, []any{e.id, "/gateway", "veil.api.request", "s1", utc(t, e.at), "api_m", "k", "GET", "/a", "/a",
+			uint16(200), uint32(10 + i), uint64(1), uint64(1), decimal.RequireFromString(e.units), now, int32(0), int64(i)})
+	}
+	insertEvents(t, conn, rows)
+	from, to := utc(t, "2026-03-01 22:07:00"), utc(t, "2026-03-03 02:53:00")
+	if got := metering.ProviderPieces(from, to, time.UTC); !slices.Equal(got, []string{"minute", "hour", "day", "hour", "minute"}) {
+		t.Errorf("pieces = %v; want minute, hour, day, hour, minute", got)
+	}
+	got, err := metering.ProviderUsage(t.Context(), conn, metering.ProviderQuery{APIs: []string{"api_m"}, From: from, To: to, Top: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var days []string
+	for _, d := range got.Days {
+		days = append(days, fmt.Sprintf("%s %d %s", d.Day, d.Calls, d.Units))
+	}
+	if want := []string{"2026-03-01 2 3", "2026-03-02 2 12", "2026-03-03 2 48"}; !slices.Equal(days, want) {
+		t.Errorf("days = %q; want %q", days, want)
+	}
+	sameStats(t, "total", got.Total, stats(6, 0, 0, "63", timing(t, conn, "m1", "m2", "m3", "m4", "m5", "m6")))
+	if len(got.Consumers) != 1 || got.Consumers[0].Calls != 6 || !got.Consumers[0].Units.Equal(decimal.RequireFromString("63")) {
+		t.Errorf("consumers = %+v; want s1 with 6 calls, 63 units", got.Consumers)
+	}
+}
+
+// TestProviderUsageRefusesSecondsOffsets: a day that starts off a whole
+// minute (Monrovia kept UTC-0:44:30 until 1972) cannot be cut from the
+// minute roll-up; the query is refused before it reads.
+func TestProviderUsageRefusesSecondsOffsets(t *testing.T) {
+	q := metering.ProviderQuery{APIs: []string{"a"}, From: utc(t, "1971-03-01 00:00:00"), To: utc(t, "1971-03-03 00:00:00"), Zone: "Africa/Monrovia"}
+	if _, err := metering.ProviderUsage(t.Context(), nil, q); !errors.Is(err, metering.ErrBadQuery) {
+		t.Errorf("err = %v; want ErrBadQuery", err)
 	}
 }
 

@@ -171,9 +171,10 @@ func (s *Service) providerView(ctx context.Context, org uuid.UUID, apis map[uuid
 	if zone == nil {
 		zone = time.UTC
 	}
-	// The window is read exactly: metering cuts it at the zone's
-	// midnights and reads ragged parts from usage_events.
-	from, to := w.From.UTC().Truncate(time.Second), w.To.UTC().Truncate(time.Second)
+	// Provider windows are whole minutes, the grain of the finest roll-up
+	// by API: the window asked for is rounded out, and the answer's from
+	// and to say what was read.
+	from, to := metering.ProviderWindow(w.From, w.To)
 	v := ProviderView{OrganizationID: org, From: from, To: to, TimeZone: zone.String(),
 		ByDay: []ProviderDay{}, TopConsumers: []TopConsumer{}, TopRoutes: []ProviderRoute{},
 		Revenue: map[string][]RevenueDay{}, QuotaHealth: []QuotaHealth{}}

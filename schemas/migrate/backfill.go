@@ -108,7 +108,7 @@ func (b *backfiller) createView(ctx context.Context, stmt, view, table string) e
 		return fmt.Errorf("parse cutoff of view %s: %w", view, err)
 	}
 	if rows > 0 && at.Equal(cutoff) && !now.Before(cutoff) {
-		return fmt.Errorf("view %s was created after its cutoff %s: rows stamped in between may be missing from %s; drop the view and %s, delete %s's row from rollup_backfills and version 6 from schema_migrations, and migrate again",
+		return fmt.Errorf("view %s was created after its cutoff %s: rows stamped in between may be missing from %s; drop the view and %s, delete %s's row from rollup_backfills and this migration's version from schema_migrations, and migrate again",
 			view, cutoff.Format(time.RFC3339), table, table, table)
 	}
 	b.cutoffs[table] = at

@@ -62,9 +62,9 @@ WHERE r.n != b.n OR r.u != b.u`
 	}
 }
 
-// TestClickHouseRollupBackfill: rows written before the API roll-ups exist,
-// while the migration runs, and after it are each counted exactly once, and
-// running the migrator again changes nothing.
+// TestClickHouseRollupBackfill: rows written before the API roll-ups (0006
+// and 0007) exist, while the migration runs, and after it are each counted
+// exactly once, and running the migrator again changes nothing.
 func TestClickHouseRollupBackfill(t *testing.T) {
 	ctx := t.Context()
 	addr, db := testenv.ClickHouseAddr(t)
@@ -129,11 +129,15 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 		{"usage_api_day", "toDate(time, 'UTC')", "api_id, route, method, status_class", "api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class"},
 		{"usage_api_consumer_hour", "toStartOfHour(time, 'UTC')", "api_id, subject", "api_id, subject"},
 		{"usage_api_consumer_day", "toDate(time, 'UTC')", "api_id, subject", "api_id, subject"},
+		{"usage_api_minute", "toStartOfMinute(time)", "api_id, route, method, status_class", "api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class"},
+		{"usage_api_consumer_minute", "toStartOfMinute(time)", "api_id, subject", "api_id, subject"},
 	} {
 		rollupMatchesBase(t, conn, r.table, r.bucket, r.groups, r.baseGroups)
 	}
-	var backfilled uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM usage_api_hour WHERE backfilled = 1").Scan(&backfilled); err != nil || backfilled == 0 {
-		t.Fatalf("usage_api_hour holds %d backfilled rows (%v); want the rows before the cutoff", backfilled, err)
+	for _, table := range []string{"usage_api_hour", "usage_api_minute", "usage_api_consumer_minute"} {
+		var backfilled uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+table+" WHERE backfilled = 1").Scan(&backfilled); err != nil || backfilled == 0 {
+			t.Fatalf("%s holds %d backfilled rows (%v); want the rows before the cutoff", table, backfilled, err)
+		}
 	}
 }
