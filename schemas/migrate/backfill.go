@@ -24,25 +24,40 @@ const BackfillCutoff = "toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cut
 // (the view skips it) and must land before the backfill reads.
 const DefaultBackfillGrace = 30 * time.Second
 
+// DefaultBackfillSliceRows is how many rows of usage_events one INSERT of a
+// backfill copies at most. The copy is cut into slices of whole UTC hours
+// of event time holding about that many rows, so that its GROUP BY stays
+// small whatever the history: one INSERT over 10 million rows grouped by
+// minute ran out of ClickHouse's per-query memory (about 2 GiB here).
+const DefaultBackfillSliceRows = 1_000_000
+
 var (
 	createViewTo = regexp.MustCompile(`(?is)^CREATE\s+MATERIALIZED\s+VIEW\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)\s+TO\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
 	insertInto   = regexp.MustCompile(`(?is)^INSERT\s+INTO\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
+	// backfillWhere is how a backfill's INSERT must use the placeholder: as
+	// the last condition of its WHERE, so that the time range of a slice
+	// can be ANDed after it.
+	backfillWhere = regexp.MustCompile(`(?is)\sWHERE\s+(.*\sAND\s+)?ingested_at\s*<\s*` + regexp.QuoteMeta(BackfillCutoff) + `\s+GROUP\s+BY\s`)
 	// viewCutoff finds the cutoff in a view's query as system.tables shows it.
 	viewCutoff = regexp.MustCompile(`ingested_at >= toDateTime\('(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)', 'UTC'\)`)
 )
 
 // backfiller runs the statements of one migration that name BackfillCutoff.
 type backfiller struct {
-	conn    driver.Conn
-	grace   time.Duration
-	cutoffs map[string]time.Time // roll-up table → its view's cutoff
+	conn      driver.Conn
+	grace     time.Duration
+	sliceRows uint64
+	cutoffs   map[string]time.Time // roll-up table → its view's cutoff
 }
 
-func newBackfiller(conn driver.Conn, grace time.Duration) *backfiller {
+func newBackfiller(conn driver.Conn, grace time.Duration, sliceRows int) *backfiller {
 	if grace == 0 {
 		grace = DefaultBackfillGrace
 	}
-	return &backfiller{conn: conn, grace: max(grace, 0), cutoffs: map[string]time.Time{}}
+	if sliceRows <= 0 {
+		sliceRows = DefaultBackfillSliceRows
+	}
+	return &backfiller{conn: conn, grace: max(grace, 0), sliceRows: uint64(sliceRows), cutoffs: map[string]time.Time{}}
 }
 
 func cutoffSQL(t time.Time) string {
@@ -58,6 +73,9 @@ func (b *backfiller) exec(ctx context.Context, stmt string) error {
 		return b.createView(ctx, stmt, m[1], m[2])
 	}
 	if m := insertInto.FindStringSubmatch(stmt); m != nil {
+		if !backfillWhere.MatchString(stmt) {
+			return fmt.Errorf("backfill of %s: the cutoff placeholder must end its WHERE as ingested_at < %s, just before GROUP BY", m[1], BackfillCutoff)
+		}
 		return b.backfill(ctx, stmt, m[1])
 	}
 	return fmt.Errorf("backfill cutoff placeholder outside CREATE MATERIALIZED VIEW IF NOT EXISTS … TO and INSERT INTO")
@@ -136,8 +154,15 @@ func (b *backfiller) backfill(ctx context.Context, stmt, table string) error {
 	if err := b.dropPartial(ctx, table); err != nil {
 		return err
 	}
-	if err := b.conn.Exec(ctx, strings.ReplaceAll(stmt, BackfillCutoff, cutoffSQL(cutoff))); err != nil {
+	slices, err := b.slices(ctx, cutoff)
+	if err != nil {
 		return fmt.Errorf("backfill %s: %w", table, err)
+	}
+	for _, sl := range slices {
+		where := cutoffSQL(cutoff) + " AND time >= " + cutoffSQL(sl[0]) + " AND time < " + cutoffSQL(sl[1])
+		if err := b.conn.Exec(ctx, strings.ReplaceAll(stmt, BackfillCutoff, where)); err != nil {
+			return fmt.Errorf("backfill %s, events from %s to %s: %w", table, sl[0].Format(time.RFC3339), sl[1].Format(time.RFC3339), err)
+		}
 	}
 	batch, err := b.conn.PrepareBatch(ctx, "INSERT INTO rollup_backfills (rollup, cutoff, finished_at)")
 	if err != nil {
@@ -150,6 +175,45 @@ func (b *backfiller) backfill(ctx context.Context, stmt, table string) error {
 		return fmt.Errorf("record backfill of %s: %w", table, err)
 	}
 	return nil
+}
+
+// slices cuts the event times of the rows to copy (ingested before cutoff)
+// into [from, to) ranges of whole UTC hours, in order, each holding at most
+// sliceRows rows unless one hour alone holds more; together they hold every
+// row to copy.
+func (b *backfiller) slices(ctx context.Context, cutoff time.Time) ([][2]time.Time, error) {
+	rows, err := b.conn.Query(ctx, `SELECT toStartOfHour(time, 'UTC') AS hour, count() FROM usage_events
+WHERE ingested_at < `+cutoffSQL(cutoff)+` GROUP BY hour ORDER BY hour`)
+	if err != nil {
+		return nil, fmt.Errorf("count the rows to copy by hour: %w", err)
+	}
+	defer rows.Close()
+	var (
+		out []([2]time.Time)
+		n   uint64 // rows in the last slice
+	)
+	for rows.Next() {
+		var (
+			hour  time.Time
+			count uint64
+		)
+		if err := rows.Scan(&hour, &count); err != nil {
+			return nil, fmt.Errorf("count the rows to copy by hour: %w", err)
+		}
+		hour = hour.UTC()
+		last := len(out) - 1
+		if last >= 0 && n+count <= b.sliceRows {
+			out[last][1] = hour.Add(time.Hour)
+			n += count
+			continue
+		}
+		out = append(out, [2]time.Time{hour, hour.Add(time.Hour)})
+		n = count
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count the rows to copy by hour: %w", err)
+	}
+	return out, nil
 }
 
 // waitGrace waits until the server's clock is past cutoff (rows stamped

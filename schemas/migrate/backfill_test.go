@@ -68,7 +68,9 @@ WHERE r.n != b.n OR r.u != b.u`
 func TestClickHouseRollupBackfill(t *testing.T) {
 	ctx := t.Context()
 	addr, db := testenv.ClickHouseAddr(t)
-	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db, UpTo: 5, BackfillGrace: 2 * time.Second}
+	// Slices of at most 97 rows: the 500 rows before the cutoff are copied
+	// by several INSERTs.
+	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db, UpTo: 5, BackfillGrace: 2 * time.Second, BackfillSliceRows: 97}
 	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
 		t.Fatal(err)
 	}

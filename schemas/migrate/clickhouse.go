@@ -31,6 +31,9 @@ type ClickHouseConfig struct {
 	// waits for batches stamped before the cutoff (0: DefaultBackfillGrace;
 	// negative: no wait). See backfill.go.
 	BackfillGrace time.Duration
+	// BackfillSliceRows: the most rows of usage_events one INSERT of a
+	// backfill copies (0: DefaultBackfillSliceRows). See backfill.go.
+	BackfillSliceRows int
 }
 
 // open connects to the server with database selected (empty: none).
@@ -153,7 +156,7 @@ ORDER BY version`); err != nil {
 			continue
 		}
 		start := time.Now()
-		bf := newBackfiller(conn, cfg.BackfillGrace)
+		bf := newBackfiller(conn, cfg.BackfillGrace, cfg.BackfillSliceRows)
 		for i, stmt := range m.Statements {
 			if err := bf.exec(ctx, stmt); err != nil {
 				return out, fmt.Errorf("clickhouse migration %s, statement %d: %w", m.Name, i+1, err)
