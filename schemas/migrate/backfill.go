@@ -134,15 +134,18 @@ func (b *backfiller) createView(ctx context.Context, stmt, view, table string) e
 }
 
 // backfill copies the rows before the cutoff into table once: a finished
-// backfill is recorded in rollup_backfills, and rows an unfinished one left
-// (marked backfilled = 1) are deleted before copying again.
+// backfill is recorded in rollup_backfills with its cutoff, and rows an
+// unfinished one left (marked backfilled = 1) are deleted before copying
+// again.
 func (b *backfiller) backfill(ctx context.Context, stmt, table string) error {
 	cutoff, ok := b.cutoffs[table]
 	if !ok {
 		return fmt.Errorf("backfill of %s: no materialized view into it precedes the INSERT", table)
 	}
 	var done uint64
-	if err := b.conn.QueryRow(ctx, "SELECT count() FROM rollup_backfills WHERE rollup = ?", table).Scan(&done); err != nil {
+	// A record with another cutoff is of a table of that name a later
+	// migration dropped and made again.
+	if err := b.conn.QueryRow(ctx, "SELECT count() FROM rollup_backfills WHERE rollup = ? AND cutoff = ?", table, cutoff).Scan(&done); err != nil {
 		return fmt.Errorf("read rollup_backfills: %w", err)
 	}
 	if done > 0 {

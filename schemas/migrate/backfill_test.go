@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,6 +136,16 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 		{"usage_api_consumer_minute", "toStartOfMinute(time)", "api_id, subject", "api_id, subject"},
 	} {
 		rollupMatchesBase(t, conn, r.table, r.bucket, r.groups, r.baseGroups)
+	}
+	// 0007 made the roll-ups by API again with 256 rows per granule.
+	for _, table := range []string{"usage_api_minute", "usage_api_hour", "usage_api_day", "usage_api_consumer_minute", "usage_api_consumer_hour", "usage_api_consumer_day"} {
+		var query string
+		if err := conn.QueryRow(ctx, "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&query); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(query, "index_granularity = 256") {
+			t.Errorf("%s: %s; want index_granularity = 256", table, query)
+		}
 	}
 	for _, table := range []string{"usage_api_hour", "usage_api_minute", "usage_api_consumer_minute"} {
 		var backfilled uint64
