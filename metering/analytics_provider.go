@@ -49,7 +49,11 @@ type ProviderQuery struct {
 	ByAPI bool
 
 	loc    *time.Location  // Zone, loaded by ProviderUsage
-	pieces []providerPiece // the window cut by providerPieces
+	pieces []providerPiece // the window cut at the zone's midnights
+	// utcPieces is the window cut at UTC midnights: what is summed over
+	// the whole window (the consumers) needs no day of the zone, and UTC
+	// days come whole from the day roll-ups.
+	utcPieces []providerPiece
 }
 
 // ProviderWindow rounds [from, to) out to whole minutes, the grain of the
@@ -179,6 +183,7 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 		}
 	}
 	q.pieces = providerPieces(q.From, q.To, loc)
+	q.utcPieces = providerPieces(q.From, q.To, time.UTC)
 	var out ProviderReport
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return providerFigures(gctx, conn, q, &out) })
@@ -259,14 +264,14 @@ func providerPieces(from, to time.Time, loc *time.Location) []providerPiece {
 }
 
 // providerSource is a subquery over the roll-ups named prefix+"_day",
-// "_hour" and "_minute", holding cols and day (String, 2006-01-02 in
-// q.Zone) for the window's pieces (providerPieces), each roll-up read once
-// with the ranges of its pieces (ranges of the sorting key's second
-// column, so each reads only its granules).
-func providerSource(prefix, cols string, q ProviderQuery) string {
+// "_hour" and "_minute", holding cols and day (String, 2006-01-02 in zone)
+// for pieces (providerPieces in zone), each roll-up read once with the
+// ranges of its pieces (ranges of the sorting key's second column, so each
+// reads only its granules).
+func providerSource(prefix, cols string, q ProviderQuery, pieces []providerPiece, zone string) string {
 	apis := "'" + strings.Join(q.APIs, "', '") + "'"
 	ranges := map[int][]string{}
-	for _, p := range q.pieces {
+	for _, p := range pieces {
 		bound := sqlTime
 		if p.Kind == pieceDay {
 			bound = sqlDate
@@ -280,7 +285,7 @@ func providerSource(prefix, cols string, q ProviderQuery) string {
 		}
 		day := "toString(bucket)"
 		if kind != pieceDay {
-			day = "toString(toDate(bucket, '" + q.Zone + "'))"
+			day = "toString(toDate(bucket, '" + zone + "'))"
 		}
 		parts = append(parts, fmt.Sprintf("SELECT %s AS day, %s FROM %s%s WHERE api_id IN (%s) AND (%s)",
 			day, cols, prefix, pieceTable[kind], apis, strings.Join(ranges[kind], " OR ")))
@@ -302,7 +307,7 @@ const (
 // each kind (days by the window, APIs by MaxProviderAPIs, routes cut to Top
 // by the caller). No alias repeats a column name (18.16 would substitute it).
 func providerFiguresSQL(q ProviderQuery) string {
-	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms", q)
+	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms", q, q.pieces, q.Zone)
 	groups := fmt.Sprintf("(toUInt8(%d), '', ''), (toUInt8(%d), day, ''), (toUInt8(%d), method, route)", providerTotal, providerDay, providerRoute)
 	if q.ByAPI {
 		groups += fmt.Sprintf(", (toUInt8(%d), api_id, '')", providerAPI)
@@ -370,12 +375,13 @@ func latencyOf(v []float64) Latency {
 	return Latency{P50: get(0), P90: get(1), P99: get(2)}
 }
 
-// providerConsumersSQL reads the window's roll-up rows once, sums them per API and subject, and groups those sums
+// providerConsumersSQL reads the window's roll-up rows once (cut at UTC
+// midnights, whatever the zone: nothing here is by day), sums them per API and subject, and groups those sums
 // two ways (ARRAY JOIN): per subject (kind 1: calls and units, busiest
 // first) and per API and in all (kind 2, key the API or ”: unique
 // subjects). LIMIT BY bounds each kind; the caller cuts kind 1 to Top.
 func providerConsumersSQL(q ProviderQuery) string {
-	src := providerSource("usage_api_consumer", "api_id, subject, requests, units", q)
+	src := providerSource("usage_api_consumer", "api_id, subject, requests, units", q, q.utcPieces, "UTC")
 	return fmt.Sprintf(`SELECT g.1 AS kind, g.2 AS key, sum(c) AS calls_sum, sum(u) AS units_sum, toUInt64(uniqExact(subject)) AS uniq_subjects
 FROM (SELECT api_id, subject, countMerge(requests) AS c, sumMerge(units) AS u FROM %s GROUP BY api_id, subject)
 ARRAY JOIN [(toUInt8(1), subject), (toUInt8(2), api_id), (toUInt8(2), '')] AS g
