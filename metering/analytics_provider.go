@@ -15,19 +15,22 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Provider analytics read the roll-ups by API of ClickHouse migrations 0006
-// and 0007 (usage_api_day, _hour and _minute, usage_api_consumer_day, _hour
-// and _minute), which are sorted by api_id first: a question about some
-// APIs reads only their rows, never usage_events (sorted by subject). Their
-// buckets are whole UTC days, hours and minutes, and a provider window is
-// whole minutes (ProviderWindow rounds one out). The window is cut at every
-// midnight of the caller's zone, and each piece is read from the coarsest
-// roll-up whose buckets fit it: a UTC day that is also a whole day of the
-// zone (UTC, or any zone at UTC+0 that day) from the day roll-up, whole
-// hours from the hour roll-up, and the minutes left (the ends of the window,
-// and in zones such as Asia/Kolkata the half hour on each side of a
-// midnight) from the minute roll-up. Every call is counted once, on the day
-// of its zone.
+// Provider analytics read the roll-ups by API of ClickHouse migrations
+// 0006 to 0008 (by route: usage_api_day, _hour and _minute; by status class:
+// usage_api_class_hour and _minute; by subject: usage_api_consumer_day,
+// _hour and _minute), which are sorted by api_id first: a question about
+// some APIs reads only their rows, never usage_events (sorted by subject).
+// Their buckets are whole UTC days, hours and minutes, and a provider
+// window is whole minutes (ProviderWindow rounds one out). The window is
+// cut at midnights, and each piece is read from the coarsest roll-up whose
+// buckets fit it: a UTC day that is also a whole day of the zone (UTC, or
+// any zone at UTC+0 that day) from the day roll-up, whole hours from the
+// hour roll-up, and the minutes left (the ends of the window, and in zones
+// such as Asia/Kolkata the half hour on each side of a midnight) from the
+// minute roll-up. The days of the caller's zone need its midnights; the
+// routes and the consumers, summed over the whole window, are cut at UTC
+// midnights and read mostly from whole days. Every call is counted once,
+// on the day of its zone.
 
 // MaxProviderAPIs bounds the APIs one provider question reads.
 const MaxProviderAPIs = 1000
@@ -159,8 +162,8 @@ func (q ProviderQuery) check() error {
 // dates, whatever the zone's clock changes).
 const MaxAnalyticsDaysProvider = 401
 
-// ProviderUsage answers q in two queries run at once (the figures, and the
-// consumers). It refuses a bad query with an error wrapping ErrBadQuery
+// ProviderUsage answers q in three queries run at once (the total, days
+// and APIs; the routes; the consumers). It refuses a bad query with an error wrapping ErrBadQuery
 // before it reads anything.
 func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (ProviderReport, error) {
 	q.From, q.To = q.From.UTC(), q.To.UTC()
@@ -186,7 +189,10 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 	q.utcPieces = providerPieces(q.From, q.To, time.UTC)
 	var out ProviderReport
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return providerFigures(gctx, conn, q, &out) })
+	g.Go(func() error { return providerFigures(gctx, conn, q, &out, false) })
+	if q.Top > 0 {
+		g.Go(func() error { return providerFigures(gctx, conn, q, &out, true) })
+	}
 	consumers := map[string]uint64{}
 	g.Go(func() error { return providerConsumers(gctx, conn, q, &out, consumers) })
 	if err := g.Wait(); err != nil {
@@ -202,15 +208,12 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 func sqlTime(t time.Time) string { return "toDateTime('" + t.UTC().Format(time.DateTime) + "', 'UTC')" }
 func sqlDate(t time.Time) string { return "toDate('" + t.UTC().Format(time.DateOnly) + "')" }
 
-// Kinds of the pieces a window is read in, and the suffix of the roll-up
-// each is read from.
+// Kinds of the pieces a window is read in.
 const (
 	pieceDay    = iota // whole UTC days that are whole days of the zone
 	pieceHour          // whole UTC hours inside one day of the zone
 	pieceMinute        // the minutes left
 )
-
-var pieceTable = [...]string{pieceDay: "_day", pieceHour: "_hour", pieceMinute: "_minute"}
 
 // providerPiece is [From, To) read from one kind of roll-up.
 type providerPiece struct {
@@ -263,12 +266,22 @@ func providerPieces(from, to time.Time, loc *time.Location) []providerPiece {
 	return out
 }
 
-// providerSource is a subquery over the roll-ups named prefix+"_day",
-// "_hour" and "_minute", holding cols and day (String, 2006-01-02 in zone)
-// for pieces (providerPieces in zone), each roll-up read once with the
-// ranges of its pieces (ranges of the sorting key's second column, so each
-// reads only its granules).
-func providerSource(prefix, cols string, q ProviderQuery, pieces []providerPiece, zone string) string {
+// The roll-ups a source reads for each kind of piece.
+var (
+	// apiRoutes: by API, route, method and status class (0006, 0007).
+	apiRoutes = [...]string{pieceDay: "usage_api_day", pieceHour: "usage_api_hour", pieceMinute: "usage_api_minute"}
+	// apiClasses: by API and status class (0008); days of the route
+	// roll-up hold few rows and serve both.
+	apiClasses = [...]string{pieceDay: "usage_api_day", pieceHour: "usage_api_class_hour", pieceMinute: "usage_api_class_minute"}
+	// apiConsumers: by API and subject (0006, 0007).
+	apiConsumers = [...]string{pieceDay: "usage_api_consumer_day", pieceHour: "usage_api_consumer_hour", pieceMinute: "usage_api_consumer_minute"}
+)
+
+// providerSource is a subquery over tables (one per kind of piece) holding
+// cols and day (String, 2006-01-02 in zone) for pieces (providerPieces in
+// zone), each table read once with the ranges of its pieces (ranges of
+// the sorting key's second column, so each reads only its granules).
+func providerSource(tables [3]string, cols string, q ProviderQuery, pieces []providerPiece, zone string) string {
 	apis := "'" + strings.Join(q.APIs, "', '") + "'"
 	ranges := map[int][]string{}
 	for _, p := range pieces {
@@ -287,8 +300,8 @@ func providerSource(prefix, cols string, q ProviderQuery, pieces []providerPiece
 		if kind != pieceDay {
 			day = "toString(toDate(bucket, '" + zone + "'))"
 		}
-		parts = append(parts, fmt.Sprintf("SELECT %s AS day, %s FROM %s%s WHERE api_id IN (%s) AND (%s)",
-			day, cols, prefix, pieceTable[kind], apis, strings.Join(ranges[kind], " OR ")))
+		parts = append(parts, fmt.Sprintf("SELECT %s AS day, %s FROM %s WHERE api_id IN (%s) AND (%s)",
+			day, cols, tables[kind], apis, strings.Join(ranges[kind], " OR ")))
 	}
 	return "(" + strings.Join(parts, " UNION ALL ") + ")"
 }
@@ -302,15 +315,26 @@ const (
 )
 
 // providerFiguresSQL reads the window's roll-up rows once and groups them
-// four ways at once (ARRAY JOIN over grouping tuples: the total, by day, by
-// route, by API), so that each row's states are read once; LIMIT BY bounds
-// each kind (days by the window, APIs by MaxProviderAPIs, routes cut to Top
-// by the caller). No alias repeats a column name (18.16 would substitute it).
-func providerFiguresSQL(q ProviderQuery) string {
-	src := providerSource("usage_api", "api_id, route, method, status_class, requests, units, latency_ms", q, q.pieces, q.Zone)
-	groups := fmt.Sprintf("(toUInt8(%d), '', ''), (toUInt8(%d), day, ''), (toUInt8(%d), method, route)", providerTotal, providerDay, providerRoute)
-	if q.ByAPI {
-		groups += fmt.Sprintf(", (toUInt8(%d), api_id, '')", providerAPI)
+// several ways at once (ARRAY JOIN over grouping tuples), so that each
+// row's states are read once; LIMIT BY bounds each kind (days by the
+// window, APIs by MaxProviderAPIs, routes cut to Top by the caller). No
+// alias repeats a column name (18.16 would substitute it).
+//
+// Without byRoute it gives the total, each day of the zone and (ByAPI)
+// each API, from the roll-ups by status class over the zone's pieces; with
+// byRoute, the routes, from the roll-ups by route over pieces cut at UTC
+// midnights (whole days from the day roll-up whatever the zone).
+func providerFiguresSQL(q ProviderQuery, byRoute bool) string {
+	var src, groups string
+	if byRoute {
+		src = providerSource(apiRoutes, "route, method, status_class, requests, units, latency_ms", q, q.utcPieces, "UTC")
+		groups = fmt.Sprintf("(toUInt8(%d), method, route)", providerRoute)
+	} else {
+		src = providerSource(apiClasses, "api_id, status_class, requests, units, latency_ms", q, q.pieces, q.Zone)
+		groups = fmt.Sprintf("(toUInt8(%d), '', ''), (toUInt8(%d), day, '')", providerTotal, providerDay)
+		if q.ByAPI {
+			groups += fmt.Sprintf(", (toUInt8(%d), api_id, '')", providerAPI)
+		}
 	}
 	return fmt.Sprintf(`SELECT g.1 AS kind, g.2 AS key1, g.3 AS key2,
     countMerge(requests) AS calls,
@@ -325,8 +349,10 @@ ORDER BY kind, calls DESC, key1, key2
 LIMIT %d BY kind`, src, groups, MaxProviderAPIs)
 }
 
-func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out *ProviderReport) error {
-	rows, err := conn.Query(ctx, providerFiguresSQL(q))
+// providerFigures reads providerFiguresSQL(q, byRoute) into out: the
+// routes, or the rest. The two run at once and fill different fields.
+func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out *ProviderReport, byRoute bool) error {
+	rows, err := conn.Query(ctx, providerFiguresSQL(q, byRoute))
 	if err != nil {
 		return fmt.Errorf("read provider analytics: %w", err)
 	}
@@ -359,8 +385,10 @@ func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out
 		return fmt.Errorf("read provider analytics: %w", err)
 	}
 	// Routes came busiest first (ORDER BY), the rest by key.
-	slices.SortFunc(out.Days, func(a, b ProviderDay) int { return strings.Compare(a.Day, b.Day) })
-	slices.SortFunc(out.APIs, func(a, b ProviderAPI) int { return strings.Compare(a.APIID, b.APIID) })
+	if !byRoute {
+		slices.SortFunc(out.Days, func(a, b ProviderDay) int { return strings.Compare(a.Day, b.Day) })
+		slices.SortFunc(out.APIs, func(a, b ProviderAPI) int { return strings.Compare(a.APIID, b.APIID) })
+	}
 	return nil
 }
 
@@ -381,7 +409,7 @@ func latencyOf(v []float64) Latency {
 // first) and per API and in all (kind 2, key the API or ”: unique
 // subjects). LIMIT BY bounds each kind; the caller cuts kind 1 to Top.
 func providerConsumersSQL(q ProviderQuery) string {
-	src := providerSource("usage_api_consumer", "api_id, subject, requests, units", q, q.utcPieces, "UTC")
+	src := providerSource(apiConsumers, "api_id, subject, requests, units", q, q.utcPieces, "UTC")
 	return fmt.Sprintf(`SELECT g.1 AS kind, g.2 AS key, sum(c) AS calls_sum, sum(u) AS units_sum, toUInt64(uniqExact(subject)) AS uniq_subjects
 FROM (SELECT api_id, subject, countMerge(requests) AS c, sumMerge(units) AS u FROM %s GROUP BY api_id, subject)
 ARRAY JOIN [(toUInt8(1), subject), (toUInt8(2), api_id), (toUInt8(2), '')] AS g
