@@ -19,6 +19,7 @@ type migrateFlags struct {
 	clickhouseDB   string
 	partitions     int
 	only           string
+	timeout        time.Duration
 }
 
 func (m *migrateFlags) register(f *flags) {
@@ -28,6 +29,10 @@ func (m *migrateFlags) register(f *flags) {
 	f.Int(&m.partitions, "kafka-partitions", "VEIL_KAFKA_PARTITIONS", broker.DefaultPartitions, "partitions of veil.usage.raw when it is created")
 }
 
+// defaultMigrateTimeout bounds a run of the migrations (veil migrate
+// --timeout; veil dev and the benches use it as is).
+const defaultMigrateTimeout = 2 * time.Hour
+
 var migrateTargets = []string{"postgres", "clickhouse", "kafka"}
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -36,11 +41,13 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		log     logFlags
 		brokers string
 	)
-	f := newFlags("migrate", "Applies the embedded Postgres and ClickHouse migrations (creating the databases if needed) and creates\nVeil's Kafka topics. Idempotent, records the versions it applied, and safe to run from several processes at once.", stdout)
+	f := newFlags("migrate", "Applies the embedded Postgres and ClickHouse migrations (creating the databases if needed) and creates\nVeil's Kafka topics. Idempotent and records the versions it applied. Run one at a time: a ClickHouse\nmigration that adds a roll-up copies the usage history into it, and two copies at once count it twice\n(docs/analyst-sql.md, \"How the new roll-ups were filled\").", stdout)
 	m.register(f)
 	log.register(f)
 	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "comma-separated Kafka seed brokers")
 	f.String(&m.only, "only", "", strings.Join(migrateTargets, ","), "comma-separated subset of postgres, clickhouse, kafka")
+	f.Duration(&m.timeout, "timeout", "VEIL_MIGRATE_TIMEOUT", defaultMigrateTimeout,
+		"how long the whole run may take (a roll-up's backfill copies the usage history: minutes per hundred million events)")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -59,7 +66,11 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // apply migrates each target and prints one line per target.
 func (m *migrateFlags) apply(ctx context.Context, targets, brokers []string, logger *slog.Logger, out io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	timeout := m.timeout
+	if timeout <= 0 {
+		timeout = defaultMigrateTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for _, t := range targets {
 		switch t {
