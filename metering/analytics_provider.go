@@ -196,6 +196,12 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 	consumers := map[string]uint64{}
 	g.Go(func() error { return providerConsumers(gctx, conn, q, &out, consumers) })
 	if err := g.Wait(); err != nil {
+		// The days are labelled by ClickHouse, from its own copy of the
+		// time zone database: a name this process knows and it does not
+		// is the caller's to change, not a failure of the store.
+		if strings.Contains(err.Error(), "Cannot load time zone") {
+			return ProviderReport{}, fmt.Errorf("%w: time zone %q is unknown to the usage store", ErrBadQuery, q.Zone)
+		}
 		return ProviderReport{}, err
 	}
 	out.UniqueConsumers = consumers[""]

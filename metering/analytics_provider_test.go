@@ -314,3 +314,18 @@ func TestProviderPiecesZeroOffsetZone(t *testing.T) {
 		}
 	}
 }
+
+// TestProviderUsageZoneUnknownToClickHouse: a zone Go loads and ClickHouse
+// cannot (right/… are leap-second zones ClickHouse refuses) is the
+// caller's error, not the store's.
+func TestProviderUsageZoneUnknownToClickHouse(t *testing.T) {
+	conn := providerConn(t)
+	q := metering.ProviderQuery{APIs: []string{"api_p"}, From: utc(t, "2026-03-01 23:00:00"), To: utc(t, "2026-03-03 02:00:00"),
+		Zone: "right/America/New_York", Top: 10}
+	if _, err := time.LoadLocation(q.Zone); err != nil {
+		t.Fatalf("this host has no %s: %v", q.Zone, err)
+	}
+	if _, err := metering.ProviderUsage(t.Context(), conn, q); !errors.Is(err, metering.ErrBadQuery) {
+		t.Errorf("err = %v; want ErrBadQuery", err)
+	}
+}
