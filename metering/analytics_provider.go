@@ -163,8 +163,8 @@ func (q ProviderQuery) check() error {
 const MaxAnalyticsDaysProvider = 401
 
 // ProviderUsage answers q in three queries run at once (the total, days
-// and APIs; the routes; the consumers). It refuses a bad query with an error wrapping ErrBadQuery
-// before it reads anything.
+// and APIs; the routes; the consumers). It refuses a bad query with an
+// error wrapping ErrBadQuery before it reads anything.
 func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (ProviderReport, error) {
 	q.From, q.To = q.From.UTC(), q.To.UTC()
 	if q.Zone == "" {
@@ -410,10 +410,11 @@ func latencyOf(v []float64) Latency {
 }
 
 // providerConsumersSQL reads the window's roll-up rows once (cut at UTC
-// midnights, whatever the zone: nothing here is by day), sums them per API and subject, and groups those sums
-// two ways (ARRAY JOIN): per subject (kind 1: calls and units, busiest
-// first) and per API and in all (kind 2, key the API or ”: unique
-// subjects). LIMIT BY bounds each kind; the caller cuts kind 1 to Top.
+// midnights, whatever the zone: nothing here is by day), sums them per API
+// and subject, and groups those sums two ways (ARRAY JOIN): per subject
+// (kind 1: calls and units, busiest first) and per API and in all (kind 2,
+// key the API or '': unique subjects). LIMIT BY bounds each kind; the
+// caller cuts kind 1 to Top.
 func providerConsumersSQL(q ProviderQuery) string {
 	src := providerSource(apiConsumers, "api_id, subject, requests, units", q, q.utcPieces, "UTC")
 	return fmt.Sprintf(`SELECT g.1 AS kind, g.2 AS key, sum(c) AS calls_sum, sum(u) AS units_sum, toUInt64(uniqExact(subject)) AS uniq_subjects
