@@ -413,7 +413,7 @@ func latencyOf(v []float64) Latency {
 // midnights, whatever the zone: nothing here is by day), sums them per API
 // and subject, and groups those sums two ways (ARRAY JOIN): per subject
 // (kind 1: calls and units, busiest first) and per API and in all (kind 2,
-// key the API or '': unique subjects). LIMIT BY bounds each kind; the
+// key the API, or empty for all: unique subjects). LIMIT BY bounds each kind; the
 // caller cuts kind 1 to Top.
 func providerConsumersSQL(q ProviderQuery) string {
 	src := providerSource(apiConsumers, "api_id, subject, requests, units", q, q.utcPieces, "UTC")
