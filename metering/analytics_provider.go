@@ -413,8 +413,8 @@ func latencyOf(v []float64) Latency {
 // midnights, whatever the zone: nothing here is by day), sums them per API
 // and subject, and groups those sums two ways (ARRAY JOIN): per subject
 // (kind 1: calls and units, busiest first) and per API and in all (kind 2,
-// key the API, or empty for all: unique subjects). LIMIT BY bounds each kind; the
-// caller cuts kind 1 to Top.
+// key the API, or empty for all: unique subjects). LIMIT BY bounds each
+// kind; the caller cuts kind 1 to Top.
 func providerConsumersSQL(q ProviderQuery) string {
 	src := providerSource(apiConsumers, "api_id, subject, requests, units", q, q.utcPieces, "UTC")
 	return fmt.Sprintf(`SELECT g.1 AS kind, g.2 AS key, sum(c) AS calls_sum, sum(u) AS units_sum, toUInt64(uniqExact(subject)) AS uniq_subjects
