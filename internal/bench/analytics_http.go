@@ -73,7 +73,8 @@ func analyticsTokens(secret []byte, p analyticsPlan) (consumer, provider, admin 
 // busiest key, the preview, the analytics in UTC and in a half-hour zone
 // over the whole load, and a day's export; for the busiest API and its
 // provider's quietest, their analytics (and the quietest's export of a
-// day); that provider's analytics of all its APIs; the admin overview.
+// day), the busiest's in the half-hour zone too; that provider's
+// analytics of all its APIs, in both zones; the admin overview.
 func analyticsEndpoints(ctx context.Context, pool *pgxpool.Pool, p analyticsPlan, ids loadIDs, load analyticsLoad, secret []byte) ([]analyticsEndpoint, error) {
 	consumer, provider, admin, err := analyticsTokens(secret, p)
 	if err != nil {
@@ -107,7 +108,9 @@ func analyticsEndpoints(ctx context.Context, pool *pgxpool.Pool, p analyticsPlan
 		{name: "API export, quiet API, 1 d, CSV", path: "/v1/apis/" + small + "/usage/export?format=csv&" + day, token: provider, export: true, csv: true},
 		{name: "API analytics, busiest API, 30 d", path: "/v1/apis/" + big + "/analytics?" + month, token: provider, rows: totalCalls},
 		{name: "API analytics, quiet API, 30 d", path: "/v1/apis/" + small + "/analytics?" + month, token: provider, rows: totalCalls},
+		{name: "API analytics, busiest API, 30 d, Asia/Kolkata", path: "/v1/apis/" + big + "/analytics?" + window(load.From, load.To, "Asia/Kolkata"), token: provider, rows: totalCalls},
 		{name: "provider analytics, all its APIs, 30 d", path: "/v1/providers/" + providerOrg + "/analytics?" + month, token: provider, rows: totalCalls},
+		{name: "provider analytics, all its APIs, 30 d, Asia/Kolkata", path: "/v1/providers/" + providerOrg + "/analytics?" + window(load.From, load.To, "Asia/Kolkata"), token: provider, rows: totalCalls},
 		{name: "admin overview", path: "/v1/admin/overview", token: admin, rows: overviewCalls},
 	}, nil
 }
