@@ -34,36 +34,51 @@ func (s *Service) BudgetChanged(ctx context.Context, tx pgx.Tx, subID uuid.UUID)
 	return s.enqueueSubSync(ctx, tx, subID)
 }
 
+// HardBudgetUnenforceable is the rule of which hard budgets the gateway
+// can enforce: it says why it cannot enforce a hard budget in
+// budgetCurrency on a subscription whose current plan version is priced
+// in versionCurrency, or "" when it can. A budget in another currency than
+// the version's (the plan changed currency since) cannot be compared with
+// the cost, and a version in a currency Veil no longer prices in cannot
+// be rated. budgetRecord leaves such a budget out of the record; package
+// budgets refuses to create one, answers it "enforced": false and counts
+// it. The reason is short and fit for an API answer.
+func HardBudgetUnenforceable(budgetCurrency, versionCurrency string) string {
+	if _, err := metering.CurrencyOf(versionCurrency); err != nil {
+		return fmt.Sprintf("the plan version's currency, %s, is no longer priced", versionCurrency)
+	}
+	if budgetCurrency != versionCurrency {
+		return fmt.Sprintf("the budget is in %s, the plan version in %s", budgetCurrency, versionCurrency)
+	}
+	return ""
+}
+
 // budgetRecord adds sub's hard budget to its record, with the terms of
 // its plan version and of the other versions in force in the period's
 // billable time (metering.BudgetFor). A trialing subscription's record
-// carries none: the trial is not billed. A budget in another currency
-// than the plan version's (the plan changed currency since), or under a
-// version in a currency Veil no longer prices in, cannot be compared with
-// its cost and is left out: skipped says why, for the caller to log.
+// carries none: the trial is not billed. A budget the gateway cannot
+// enforce (HardBudgetUnenforceable) is left out, rather than failing,
+// which would hold up every other change of the record: skipped says why,
+// for the caller to log.
 func budgetRecord(ctx context.Context, q pricing.DB, sub Subscription, r *enforcement.SubscriptionRecord) (skipped string, err error) {
 	var (
-		amount   decimal.Decimal
-		currency string
+		amount                    decimal.Decimal
+		currency, versionCurrency string
 	)
-	err = q.QueryRow(ctx, `SELECT amount, currency FROM budgets WHERE subscription_id = $1 AND hard`, sub.ID).Scan(&amount, &currency)
+	err = q.QueryRow(ctx, `SELECT b.amount, b.currency, v.currency FROM budgets b, plan_versions v
+		WHERE b.subscription_id = $1 AND b.hard AND v.id = $2`, sub.ID, sub.PlanVersionID).Scan(&amount, &currency, &versionCurrency)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && sub.Status == StatusTrialing) {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("read hard budget: %w", err)
 	}
-	terms, err := pricing.TermsForVersion(ctx, q, sub.PlanVersionID)
-	if errors.Is(err, metering.ErrUnknownCurrency) {
-		// A version in a currency Veil no longer prices in cannot be
-		// rated: failing would hold up every other change of the record.
-		return "the plan version's currency is no longer priced", nil
+	if why := HardBudgetUnenforceable(currency, versionCurrency); why != "" {
+		return why, nil
 	}
+	terms, err := pricing.TermsForVersion(ctx, q, sub.PlanVersionID)
 	if err != nil {
 		return "", fmt.Errorf("read hard budget terms: %w", err)
-	}
-	if terms.Currency.Code != currency {
-		return fmt.Sprintf("the budget is in %s, the plan version in %s", currency, terms.Currency.Code), nil
 	}
 	from := sub.CurrentPeriodStart
 	if t := sub.TrialEndsAt; t != nil && t.After(from) {
