@@ -2295,13 +2295,16 @@ type Budget struct {
 	CreatedAt time.Time `json:"created_at"`
 	Currency  string    `json:"currency"`
 
-	// Enforced Hard subscription budgets only: whether the gateway can enforce it. `false` once the subscription's plan is in another currency than the budget's: the gateway then blocks nothing; recreate the budget in the plan's currency.
+	// Enforced Hard budgets only (absent on a soft one, which blocks nothing): whether the gateway can enforce it. `false` once the subscription's plan moved to another currency than the budget's, or to one Veil no longer prices in: the gateway then blocks nothing (`not_enforced_reason` says why); delete the budget and create one in the plan's currency, or make it soft.
 	Enforced *bool `json:"enforced,omitempty"`
 
 	// Hard The gateway refuses the subscription's calls with `429` once its cost reaches `amount`: the usage lines and base fee before discounts and tax, rated after a plan change this period at the dearest of its plan versions; a trial's usage does not count.
-	Hard           bool               `json:"hard"`
-	Id             openapi_types.UUID `json:"id"`
-	OrganizationId openapi_types.UUID `json:"organization_id"`
+	Hard bool               `json:"hard"`
+	Id   openapi_types.UUID `json:"id"`
+
+	// NotEnforcedReason When `enforced` is `false`: why, e.g. `the budget is in EUR, the plan version in USD`.
+	NotEnforcedReason *string            `json:"not_enforced_reason,omitempty"`
+	OrganizationId    openapi_types.UUID `json:"organization_id"`
 
 	// SubscriptionId The subscription; `null` for an organization-wide budget.
 	SubscriptionId *openapi_types.UUID `json:"subscription_id"`
@@ -2344,6 +2347,9 @@ type BudgetList struct {
 type BudgetUpdate struct {
 	// Amount Above 0, below 10^12, at most 6 decimals.
 	Amount interface{} `json:"amount"`
+
+	// Currency May restate the budget's currency, which stays: another one is `422 currency-mismatch`.
+	Currency *string `json:"currency,omitempty"`
 
 	// Hard Left out: the budget keeps its flag. `true` only on a subscription's budget; `false` makes a hard budget soft and lifts its block.
 	Hard *bool `json:"hard,omitempty"`
@@ -7614,7 +7620,7 @@ type ClientInterface interface {
 
 	// CreateBudgetWithBody Set a budget
 	//
-	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`; one the gateway could not enforce (its plan priced in a currency Veil no longer prices in) is `422 currency-mismatch`. Audited as `budget.create`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -7625,7 +7631,7 @@ type ClientInterface interface {
 
 	// CreateBudget Set a budget
 	//
-	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`; one the gateway could not enforce (its plan priced in a currency Veil no longer prices in) is `422 currency-mismatch`. Audited as `budget.create`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -7654,7 +7660,7 @@ type ClientInterface interface {
 
 	// UpdateBudgetWithBody Change a budget
 	//
-	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. A change that leaves it hard is refused (`422 currency-mismatch`) when the gateway cannot enforce it. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -7665,7 +7671,7 @@ type ClientInterface interface {
 
 	// UpdateBudget Change a budget
 	//
-	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. A change that leaves it hard is refused (`422 currency-mismatch`) when the gateway cannot enforce it. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -10394,7 +10400,7 @@ func (c *Client) ListBudgets(ctx context.Context, params *ListBudgetsParams, req
 
 // CreateBudgetWithBody Set a budget
 //
-// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`; one the gateway could not enforce (its plan priced in a currency Veil no longer prices in) is `422 currency-mismatch`. Audited as `budget.create`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -10415,7 +10421,7 @@ func (c *Client) CreateBudgetWithBody(ctx context.Context, params *CreateBudgetP
 
 // CreateBudget Set a budget
 //
-// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`; one the gateway could not enforce (its plan priced in a currency Veil no longer prices in) is `422 currency-mismatch`. Audited as `budget.create`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -10474,7 +10480,7 @@ func (c *Client) GetBudget(ctx context.Context, id openapi_types.UUID, params *G
 
 // UpdateBudgetWithBody Change a budget
 //
-// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. A change that leaves it hard is refused (`422 currency-mismatch`) when the gateway cannot enforce it. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -10495,7 +10501,7 @@ func (c *Client) UpdateBudgetWithBody(ctx context.Context, id openapi_types.UUID
 
 // UpdateBudget Change a budget
 //
-// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. A change that leaves it hard is refused (`422 currency-mismatch`) when the gateway cannot enforce it. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -22764,7 +22770,7 @@ type ClientWithResponsesInterface interface {
 
 	// CreateBudgetWithBodyWithResponse Set a budget
 	//
-	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`; one the gateway could not enforce (its plan priced in a currency Veil no longer prices in) is `422 currency-mismatch`. Audited as `budget.create`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -22775,7 +22781,7 @@ type ClientWithResponsesInterface interface {
 
 	// CreateBudgetWithResponse Set a budget
 	//
-	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+	// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`; one the gateway could not enforce (its plan priced in a currency Veil no longer prices in) is `422 currency-mismatch`. Audited as `budget.create`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -22808,7 +22814,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateBudgetWithBodyWithResponse Change a budget
 	//
-	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. A change that leaves it hard is refused (`422 currency-mismatch`) when the gateway cannot enforce it. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -22819,7 +22825,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateBudgetWithResponse Change a budget
 	//
-	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+	// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. A change that leaves it hard is refused (`422 currency-mismatch`) when the gateway cannot enforce it. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 	//
 	// **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 	//
@@ -32555,7 +32561,7 @@ func (c *ClientWithResponses) ListBudgetsWithResponse(ctx context.Context, param
 
 // CreateBudgetWithBodyWithResponse Set a budget
 //
-// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`; one the gateway could not enforce (its plan priced in a currency Veil no longer prices in) is `422 currency-mismatch`. Audited as `budget.create`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -32572,7 +32578,7 @@ func (c *ClientWithResponses) CreateBudgetWithBodyWithResponse(ctx context.Conte
 
 // CreateBudgetWithResponse Set a budget
 //
-// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`. Audited as `budget.create`.
+// Sets what the organization means to spend: on one subscription (`subscription_id`; its period is the subscription's billing period, its currency the plan's) or on all its subscriptions in one `currency` (organization-wide; its period is the calendar month in UTC, and its cost the sum of the cost of each subscription's billing period running in that month). When the cost so far (`basis: actual`) or the projection of the period's cost (`basis: projected`) reaches a threshold (percents of `amount`, default 50, 80, 100), the organization gets a `budget.threshold_crossed` webhook and its members an email, once per threshold, basis and period. A `hard` budget (a subscription's only) also has the gateway refuse the subscription's calls with `429` once its cost reaches `amount`; one the gateway could not enforce (its plan priced in a currency Veil no longer prices in) is `422 currency-mismatch`. Audited as `budget.create`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -32623,7 +32629,7 @@ func (c *ClientWithResponses) GetBudgetWithResponse(ctx context.Context, id open
 
 // UpdateBudgetWithBodyWithResponse Change a budget
 //
-// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. A change that leaves it hard is refused (`422 currency-mismatch`) when the gateway cannot enforce it. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //
@@ -32640,7 +32646,7 @@ func (c *ClientWithResponses) UpdateBudgetWithBodyWithResponse(ctx context.Conte
 
 // UpdateBudgetWithResponse Change a budget
 //
-// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
+// Sets the budget's `amount`; `thresholds` and `hard` are set when given and keep their values when left out, so a change of the amount alone never lifts a hard budget's block. Its subscription or organization and currency stay. A change that leaves it hard is refused (`422 currency-mismatch`) when the gateway cannot enforce it. Raising the amount re-arms every threshold it moves above the cost that crossed it: crossing it again notifies again in the same period. Lowering it re-arms nothing; thresholds it newly crosses notify at the next evaluation. Changing a hard budget's amount, or the flag, rewrites the subscription's gateway record (a raise lifts a budget block). Audited as `budget.update`.
 //
 // **Who may call:** any member of the budget's organization (consumer or provider role), and admins; anyone else, the provider of the budgeted subscription's API included, gets `404`.
 //

@@ -16,7 +16,12 @@
 // subscription once its cost reaches the amount. That block is
 // internal/enforcement's; this package only tells the subscriptions
 // service (RecordSyncer) to rewrite the subscription's gateway record
-// whenever a hard budget is created, changed or removed.
+// whenever a hard budget is created, changed or removed. Which hard
+// budgets the gateway can enforce is subscriptions.HardBudgetUnenforceable's
+// rule: this package refuses to create or change one it could not
+// (ErrCurrencyMismatch), answers one that became so later (its plan moved
+// to another currency) "enforced": false, and the evaluation counts them
+// (veil_controlplane_budgets_unenforced) and logs each.
 //
 // The period of a subscription budget is the subscription's billing
 // period. The period of an organization-wide budget is the calendar month
@@ -74,6 +79,11 @@ var (
 	// ErrExists: the subscription has a budget already, or the
 	// organization an organization-wide budget in that currency.
 	ErrExists = errors.New("budget exists")
+	// ErrCurrencyMismatch: a subscription's budget in another currency
+	// than its plan version's, a hard budget the gateway could not
+	// enforce (see subscriptions.HardBudgetUnenforceable), or a change of
+	// a budget's currency, which stays.
+	ErrCurrencyMismatch = errors.New("currency mismatch")
 )
 
 // EventThresholdCrossed is the webhook event type of a budget notice.
@@ -104,6 +114,10 @@ type Service struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
 	now  func() time.Time
+	// unenforced is veil_controlplane_budgets_unenforced: the hard
+	// budgets of live subscriptions the gateway cannot enforce, as the
+	// last evaluation found them.
+	unenforced *metrics.Gauge
 }
 
 // New returns a Service.
@@ -119,5 +133,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now}, nil
+	return &Service{
+		cfg: cfg, pool: cfg.Pool, log: cfg.Logger, now: cfg.Now,
+		unenforced: cfg.Metrics.GetOrCreateGauge(`veil_controlplane_budgets_unenforced`, nil),
+	}, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/audit"
 	"github.com/veil-platform/veil/control-plane/budgets/internal/db"
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
 	"github.com/veil-platform/veil/internal/pagination"
 	"github.com/veil-platform/veil/internal/validation"
 	"github.com/veil-platform/veil/metering"
@@ -31,13 +32,16 @@ type Budget struct {
 	// Thresholds are percents of Amount, ascending.
 	Thresholds []int `json:"thresholds"`
 	Hard       bool  `json:"hard"`
-	// Enforced, for a hard subscription budget only, is whether the
-	// gateway can enforce it: false once the subscription's plan is in
-	// another currency than the budget's (the gateway leaves such a
-	// budget out of its record and blocks nothing).
-	Enforced  *bool     `json:"enforced,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	// Enforced, on a hard budget only (a soft one blocks nothing, so it
+	// has none), is whether the gateway can enforce it: false once the
+	// subscription's plan moved to another currency than the budget's, or
+	// to one Veil no longer prices in (subscriptions.HardBudgetUnenforceable);
+	// the gateway then leaves it out of the record and blocks nothing.
+	Enforced *bool `json:"enforced,omitempty"`
+	// NotEnforcedReason says why, when Enforced is false.
+	NotEnforcedReason string    `json:"not_enforced_reason,omitempty"`
+	CreatedAt         time.Time `json:"created_at"`
+	UpdatedAt         time.Time `json:"updated_at"`
 }
 
 func toBudget(r db.Budget) Budget {
@@ -76,6 +80,10 @@ type Update struct {
 	Amount     *decimal.Decimal `json:"amount"`
 	Thresholds []int            `json:"thresholds"`
 	Hard       *bool            `json:"hard"`
+	// Currency may restate the budget's; another one is
+	// ErrCurrencyMismatch (a budget's notices and its gateway record are
+	// in its currency: one in another is a new budget).
+	Currency string `json:"currency"`
 }
 
 // Bounds of a budget.
@@ -168,8 +176,9 @@ func (s *Service) List(ctx context.Context, actor identity.Actor, org uuid.UUID,
 	return page, next, nil
 }
 
-// markEnforced sets Enforced on the hard subscription budgets of bs, in
-// one read of their subscriptions' plan currencies.
+// markEnforced sets Enforced and NotEnforcedReason on the hard
+// subscription budgets of bs, in one read of their subscriptions' plan
+// currencies.
 func (s *Service) markEnforced(ctx context.Context, bs []Budget) error {
 	var ids []uuid.UUID
 	for _, b := range bs {
@@ -190,8 +199,8 @@ func (s *Service) markEnforced(ctx context.Context, bs []Budget) error {
 	}
 	for i, b := range bs {
 		if b.Hard && b.SubscriptionID != nil {
-			ok := cur[*b.SubscriptionID] == b.Currency
-			bs[i].Enforced = &ok
+			why := subscriptions.HardBudgetUnenforceable(b.Currency, cur[*b.SubscriptionID])
+			bs[i].Enforced, bs[i].NotEnforcedReason = new(why == ""), why
 		}
 	}
 	return nil
@@ -283,7 +292,13 @@ func (s *Service) createParams(ctx context.Context, q *db.Queries, actor identit
 		return db.BudgetInsertParams{}, fmt.Errorf("read subscription: %w", err)
 	}
 	if in.Currency != "" && in.Currency != sub.Currency {
-		return db.BudgetInsertParams{}, validation.One("currency", "must be the subscription's, "+sub.Currency)
+		return db.BudgetInsertParams{}, fmt.Errorf("%w: the subscription's plan is priced in %s, not %s; leave currency out or give %[2]s",
+			ErrCurrencyMismatch, sub.Currency, in.Currency)
+	}
+	if in.Hard { // in the plan's currency, which Veil may no longer price in
+		if err := enforceable(sub.Currency, sub.Currency); err != nil {
+			return db.BudgetInsertParams{}, err
+		}
 	}
 	return db.BudgetInsertParams{OrganizationID: sub.OrganizationID, SubscriptionID: in.SubscriptionID, Currency: sub.Currency}, nil
 }
@@ -333,6 +348,18 @@ func (s *Service) Change(ctx context.Context, actor identity.Actor, id uuid.UUID
 		if hard && before.SubscriptionID == nil {
 			return validation.One("hard", "only a subscription's budget can be hard: the gateway blocks one subscription")
 		}
+		if in.Currency != "" && in.Currency != before.Currency {
+			return fmt.Errorf("%w: a budget's currency stays, %s; to budget in %s, delete it and create one", ErrCurrencyMismatch, before.Currency, in.Currency)
+		}
+		if hard {
+			sub, err := q.SubscriptionForBudget(ctx, *before.SubscriptionID)
+			if err != nil {
+				return fmt.Errorf("read subscription: %w", err)
+			}
+			if err := enforceable(before.Currency, sub.Currency); err != nil {
+				return err
+			}
+		}
 		if th == nil {
 			for _, t := range before.Thresholds {
 				th = append(th, int16(t))
@@ -359,6 +386,16 @@ func (s *Service) Change(ctx context.Context, actor identity.Actor, id uuid.UUID
 	bs := []Budget{out}
 	err = s.markEnforced(ctx, bs)
 	return bs[0], err
+}
+
+// enforceable refuses a hard budget in currency on a subscription whose
+// plan version is in versionCurrency when the gateway could not enforce
+// it: the consumer would rely on a cap that blocks nothing.
+func enforceable(currency, versionCurrency string) error {
+	if why := subscriptions.HardBudgetUnenforceable(currency, versionCurrency); why != "" {
+		return fmt.Errorf("%w: the gateway could not enforce this hard budget: %s; a soft one (\"hard\": false) still notifies", ErrCurrencyMismatch, why)
+	}
+	return nil
 }
 
 // Delete removes a budget and its notices, audited.

@@ -39,7 +39,6 @@ func TestCreateValidation(t *testing.T) {
 		{"unknown currency", budgets.Input{Amount: amount("5"), Currency: "XYZ"}, "currency"},
 		{"lower case currency", budgets.Input{Amount: amount("5"), Currency: "usd"}, "currency"},
 		{"hard org-wide", budgets.Input{Amount: amount("5"), Currency: "USD", Hard: true}, "hard"},
-		{"other currency", budgets.Input{SubscriptionID: &sub, Amount: amount("5"), Currency: "EUR"}, "currency"},
 		{"organization with a subscription", budgets.Input{SubscriptionID: &sub, OrganizationID: &c.orgID, Amount: amount("5")}, "organization_id"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,6 +48,11 @@ func TestCreateValidation(t *testing.T) {
 				t.Fatalf("Create = %v; want a validation error on %s", err, tc.field)
 			}
 		})
+	}
+	for _, hard := range []bool{false, true} {
+		if _, err := f.svc.Create(f.ctx, c.actor, budgets.Input{SubscriptionID: &sub, Amount: amount("5"), Currency: "EUR", Hard: hard}); !errors.Is(err, budgets.ErrCurrencyMismatch) {
+			t.Errorf("Create in EUR on a USD subscription (hard %v) = %v; want ErrCurrencyMismatch", hard, err)
+		}
 	}
 	var n int
 	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM budgets`).Scan(&n); err != nil || n != 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/veil-platform/veil/control-plane/budgets/internal/db"
 	"github.com/veil-platform/veil/control-plane/notify"
+	"github.com/veil-platform/veil/control-plane/subscriptions"
 )
 
 // Bases of a notice: what crossed the threshold.
@@ -80,10 +81,11 @@ func (st standing) crossings() []crossing {
 	return out
 }
 
-// Report counts what an evaluation did: the budgets it read and the
-// notices it claimed (webhooks published and emails queued).
+// Report counts what an evaluation did: the budgets it read, the notices
+// it claimed (webhooks published and emails queued) and the hard budgets
+// of live subscriptions the gateway cannot enforce.
 type Report struct {
-	Budgets, Notices int
+	Budgets, Notices, Unenforced int
 }
 
 // Evaluate compares every budget with its cost so far and projection as
@@ -91,7 +93,8 @@ type Report struct {
 // thresholds crossed that were not sent before. A budget that fails does
 // not stop the others; the errors are returned together, and the next run
 // tries again. Running it twice, or in two processes at once, sends
-// nothing twice.
+// nothing twice. It also counts the hard budgets the gateway cannot
+// enforce (countUnenforced).
 func (s *Service) Evaluate(ctx context.Context) (Report, error) {
 	if s.cfg.Publisher == nil {
 		return Report{}, errors.New("evaluate budgets: no publisher")
@@ -127,7 +130,39 @@ func (s *Service) Evaluate(ctx context.Context) (Report, error) {
 	n, err := s.evaluateOrganizations(ctx)
 	rep.Budgets += n.Budgets
 	rep.Notices += n.Notices
+	errs = append(errs, err)
+	rep.Unenforced, err = s.countUnenforced(ctx)
 	return rep, errors.Join(append(errs, err)...)
+}
+
+// countUnenforced finds the hard budgets of live subscriptions that the
+// gateway cannot enforce (subscriptions.HardBudgetUnenforceable: the plan
+// moved to another currency, or to one Veil no longer prices in), logs
+// each at warn and sets veil_controlplane_budgets_unenforced to their
+// number. The consumer takes such a budget for a cap while nothing
+// blocks: an operator alerts on the gauge. A failed read leaves the gauge
+// as the last run set it.
+func (s *Service) countUnenforced(ctx context.Context) (int, error) {
+	q := db.New(s.pool)
+	var n int
+	for after := uuid.Nil; ; {
+		rows, err := q.HardBudgetsOfLiveSubscriptions(ctx, db.HardBudgetsOfLiveSubscriptionsParams{AfterID: after, RowLimit: evaluateBatch})
+		if err != nil {
+			return n, fmt.Errorf("read hard budgets: %w", err)
+		}
+		for _, r := range rows {
+			after = r.ID
+			if why := subscriptions.HardBudgetUnenforceable(r.Currency, r.VersionCurrency); why != "" {
+				n++
+				s.log.WarnContext(ctx, "hard budget not enforced at the gateway", "budget_id", r.ID,
+					"organization_id", r.OrganizationID, "subscription_id", r.SubscriptionID, "reason", why)
+			}
+		}
+		if len(rows) < evaluateBatch {
+			s.unenforced.Set(float64(n))
+			return n, nil
+		}
+	}
 }
 
 // evaluateOrganizations evaluates the organization-wide budgets for the

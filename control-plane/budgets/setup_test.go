@@ -40,6 +40,8 @@ type fixture struct {
 	mailer  notify.Mailer
 	clock   *testenv.Clock
 	records *syncer
+	// metrics is the set of every service the fixture makes.
+	metrics *metrics.Set
 	svc     *budgets.Service
 	apiID   uuid.UUID
 	// periodStart and periodEnd bound every test subscription's period.
@@ -88,7 +90,7 @@ func newFixture(t *testing.T) *fixture {
 	start := time.Unix(time.Now().Unix()-3*24*3600, 0).UTC()
 	f := &fixture{
 		t: t, ctx: t.Context(), pool: pool, jobs: jobs, workers: workers, hooks: webhookstest.New(t, pool, jobs),
-		hookURL: receiver.URL + "/hooks", mail: mail, mailer: mailer, clock: testenv.NewClock(time.Now()), records: &syncer{},
+		hookURL: receiver.URL + "/hooks", mail: mail, mailer: mailer, clock: testenv.NewClock(time.Now()), records: &syncer{}, metrics: metrics.NewSet(),
 		periodStart: start, periodEnd: start.AddDate(0, 1, 0),
 	}
 	f.svc = f.service()
@@ -109,7 +111,7 @@ func (f *fixture) service() *budgets.Service {
 	f.t.Helper()
 	svc, err := budgets.New(budgets.Config{
 		Pool: f.pool, Publisher: f.hooks, Mailer: f.mailer, Jobs: f.jobs, Records: f.records,
-		Logger: testenv.Logger(f.t), Metrics: metrics.NewSet(), Now: f.clock.Now,
+		Logger: testenv.Logger(f.t), Metrics: f.metrics, Now: f.clock.Now,
 	})
 	if err != nil {
 		f.t.Fatal(err)

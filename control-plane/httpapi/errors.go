@@ -131,6 +131,9 @@ var problems = []sentinelProblem{
 	// Cost by day answers one currency: a window across a plan change to
 	// another currency is the caller's to narrow.
 	{errs: errs(billing.ErrCurrencyChange), d: problem.New(http.StatusUnprocessableEntity, "currency-change", "Window Spans A Currency Change", "")},
+	// A hard budget the gateway could not enforce is refused rather than
+	// kept as a cap that blocks nothing.
+	{errs: errs(budgets.ErrCurrencyMismatch), d: problem.New(http.StatusUnprocessableEntity, "currency-mismatch", "Currency Mismatch", "")},
 	{errs: errs(analytics.ErrTooManyExports), d: problem.New(http.StatusTooManyRequests, "too-many-exports", "Too Many Exports", ""), suffix: "; retry when one ends", retryAfter: "30"},
 	{errs: errs(errUsageUnavailable, analytics.ErrUnavailable), d: problem.New(http.StatusServiceUnavailable, "usage-unavailable", "Usage Unavailable", ""), retryAfter: "30"},
 	{errs: errs(identity.ErrForbidden), d: problem.New(http.StatusForbidden, "forbidden", "Forbidden", "your role may not do this")},

@@ -43,7 +43,8 @@ func exerciseBudgets(t *testing.T, e *testEnv, c *contract, prov, cons, other, a
 		{c.call(http.StatusConflict, "POST", "/v1/budgets", cons, map[string]any{"subscription_id": sub.ID, "amount": "5"}), "budget-exists"},
 		{c.call(http.StatusNotFound, "POST", "/v1/budgets", other, map[string]any{"subscription_id": sub.ID, "amount": "5"}), "not-found"},
 		{c.call(http.StatusUnprocessableEntity, "POST", "/v1/budgets", cons, map[string]any{"currency": "USD", "amount": "5", "hard": true}), "validation"},
-		{c.call(http.StatusUnprocessableEntity, "POST", "/v1/budgets", cons, map[string]any{"subscription_id": sub.ID, "currency": "EUR", "amount": "5"}), "validation"},
+		{c.call(http.StatusUnprocessableEntity, "POST", "/v1/budgets", cons, map[string]any{"subscription_id": sub.ID, "currency": "EUR", "amount": "5"}), "currency-mismatch"},
+		{c.call(http.StatusUnprocessableEntity, "POST", "/v1/budgets", cons, map[string]any{"subscription_id": sub.ID, "currency": "EUR", "amount": "5", "hard": true}), "currency-mismatch"},
 		{c.refused(http.StatusUnprocessableEntity, "POST", "/v1/budgets", cons, map[string]any{"currency": "EUR", "amount": "0", "thresholds": []int{0}}), "validation"},
 		{c.refused(http.StatusBadRequest, "POST", "/v1/budgets", cons, map[string]any{"currency": "EUR", "amount": "5", "name": "x"}), "malformed-json"},
 	} {
@@ -71,7 +72,41 @@ func exerciseBudgets(t *testing.T, e *testEnv, c *contract, prov, cons, other, a
 	}
 	c.call(http.StatusOK, "PUT", "/v1/budgets/"+org.ID, admin, map[string]any{"amount": "2000"}, "Idempotency-Key", "org-raise")
 	c.call(http.StatusUnprocessableEntity, "PUT", "/v1/budgets/"+org.ID, cons, map[string]any{"amount": "2000", "hard": true})
-	c.refused(http.StatusBadRequest, "PUT", "/v1/budgets/"+org.ID, cons, map[string]any{"amount": "2000", "currency": "EUR"})
+	if p := c.call(http.StatusUnprocessableEntity, "PUT", "/v1/budgets/"+org.ID, cons, map[string]any{"amount": "2000", "currency": "EUR"}).problem(); p != "currency-mismatch" {
+		t.Errorf("updateBudget changing the currency = %s; want currency-mismatch", p)
+	}
+	c.call(http.StatusOK, "PUT", "/v1/budgets/"+org.ID, cons, map[string]any{"amount": "2000", "currency": "USD"})
+
+	// The subscription's plan moves to EUR: the hard USD budget is not
+	// enforced, and no change may keep it hard.
+	var enforcedAnswer struct {
+		Enforced          *bool  `json:"enforced"`
+		NotEnforcedReason string `json:"not_enforced_reason"`
+	}
+	c.call(http.StatusOK, "GET", "/v1/budgets/"+b.ID, cons, nil).decode(&enforcedAnswer)
+	if enforcedAnswer.Enforced == nil || !*enforcedAnswer.Enforced || enforcedAnswer.NotEnforcedReason != "" {
+		t.Errorf("getBudget of a hard budget = %+v; want enforced true, no reason", enforcedAnswer)
+	}
+	if _, err := e.Pool.Exec(t.Context(), `WITH v AS (
+			INSERT INTO plan_versions (plan_id, version, type, currency, created_by)
+			SELECT plan_id, version + 1, type, 'EUR', created_by FROM plan_versions
+			WHERE id = (SELECT plan_version_id FROM subscriptions WHERE id = $1) RETURNING id)
+		UPDATE subscriptions SET plan_version_id = (SELECT id FROM v) WHERE id = $1`, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.call(http.StatusOK, "GET", "/v1/budgets/"+b.ID, cons, nil).decode(&enforcedAnswer)
+	if enforcedAnswer.Enforced == nil || *enforcedAnswer.Enforced || enforcedAnswer.NotEnforcedReason != "the budget is in USD, the plan version in EUR" {
+		t.Errorf("getBudget after the plan moved to EUR = %+v; want enforced false with the reason", enforcedAnswer)
+	}
+	for _, body := range []map[string]any{{"amount": "400"}, {"amount": "400", "hard": true}} {
+		if p := c.call(http.StatusUnprocessableEntity, "PUT", "/v1/budgets/"+b.ID, cons, body).problem(); p != "currency-mismatch" {
+			t.Errorf("updateBudget %v keeping it hard after the plan moved to EUR = %s; want currency-mismatch", body, p)
+		}
+	}
+	c.call(http.StatusOK, "PUT", "/v1/budgets/"+b.ID, cons, map[string]any{"amount": "400", "hard": false})
+	if p := c.call(http.StatusUnprocessableEntity, "PUT", "/v1/budgets/"+b.ID, cons, map[string]any{"amount": "400", "hard": true}).problem(); p != "currency-mismatch" {
+		t.Errorf("updateBudget making it hard after the plan moved to EUR = %s; want currency-mismatch", p)
+	}
 	c.call(http.StatusNotFound, "PUT", "/v1/budgets/"+b.ID, other, map[string]any{"amount": "1"})
 	c.call(http.StatusNotFound, "DELETE", "/v1/budgets/"+b.ID, other, nil)
 	c.call(http.StatusNoContent, "DELETE", "/v1/budgets/"+b.ID, cons, nil)

@@ -122,3 +122,15 @@ LIMIT @max_rows;
 SELECT s.id, v.currency
 FROM subscriptions s JOIN plan_versions v ON v.id = s.plan_version_id
 WHERE s.id = ANY(@subscription_ids::uuid[]);
+
+-- HardBudgetsOfLiveSubscriptions pages through the hard budgets of the
+-- subscriptions not canceled, with the currency of their plan versions
+-- now: the evaluation counts those the gateway cannot enforce.
+-- name: HardBudgetsOfLiveSubscriptions :many
+SELECT b.id, b.organization_id, b.subscription_id, b.currency, v.currency AS version_currency
+FROM budgets b
+JOIN subscriptions s ON s.id = b.subscription_id
+JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE b.hard AND s.status <> 'canceled' AND b.id > @after_id
+ORDER BY b.id
+LIMIT @row_limit;

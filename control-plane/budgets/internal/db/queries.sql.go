@@ -226,6 +226,58 @@ func (q *Queries) BudgetsOfOrganization(ctx context.Context, arg BudgetsOfOrgani
 	return items, nil
 }
 
+const hardBudgetsOfLiveSubscriptions = `-- name: HardBudgetsOfLiveSubscriptions :many
+SELECT b.id, b.organization_id, b.subscription_id, b.currency, v.currency AS version_currency
+FROM budgets b
+JOIN subscriptions s ON s.id = b.subscription_id
+JOIN plan_versions v ON v.id = s.plan_version_id
+WHERE b.hard AND s.status <> 'canceled' AND b.id > $1
+ORDER BY b.id
+LIMIT $2
+`
+
+type HardBudgetsOfLiveSubscriptionsParams struct {
+	AfterID  uuid.UUID
+	RowLimit int32
+}
+
+type HardBudgetsOfLiveSubscriptionsRow struct {
+	ID              uuid.UUID
+	OrganizationID  uuid.UUID
+	SubscriptionID  *uuid.UUID
+	Currency        string
+	VersionCurrency string
+}
+
+// HardBudgetsOfLiveSubscriptions pages through the hard budgets of the
+// subscriptions not canceled, with the currency of their plan versions
+// now: the evaluation counts those the gateway cannot enforce.
+func (q *Queries) HardBudgetsOfLiveSubscriptions(ctx context.Context, arg HardBudgetsOfLiveSubscriptionsParams) ([]HardBudgetsOfLiveSubscriptionsRow, error) {
+	rows, err := q.db.Query(ctx, hardBudgetsOfLiveSubscriptions, arg.AfterID, arg.RowLimit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []HardBudgetsOfLiveSubscriptionsRow
+	for rows.Next() {
+		var i HardBudgetsOfLiveSubscriptionsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrganizationID,
+			&i.SubscriptionID,
+			&i.Currency,
+			&i.VersionCurrency,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const noticeClaim = `-- name: NoticeClaim :execrows
 INSERT INTO budget_notices AS n (budget_id, period_start, threshold, basis, channel, amount, cost)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
