@@ -41,7 +41,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		log     logFlags
 		brokers string
 	)
-	f := newFlags("migrate", "Applies the embedded Postgres and ClickHouse migrations (creating the databases if needed) and creates\nVeil's Kafka topics. Idempotent and records the versions it applied. Run one at a time: a ClickHouse\nmigration that adds a roll-up copies the usage history into it, and two copies at once count it twice\n(docs/analyst-sql.md, \"How the new roll-ups were filled\").", stdout)
+	f := newFlags("migrate", "Applies the embedded Postgres and ClickHouse migrations (creating the databases if needed) and creates\nVeil's Kafka topics. Idempotent and records the versions it applied. Runs that share a Postgres wait\nfor each other: the ClickHouse migrations hold an advisory lock there (a roll-up's backfill copied twice\nat once would count the usage history twice).", stdout)
 	m.register(f)
 	log.register(f)
 	f.String(&brokers, "kafka-brokers", "VEIL_KAFKA_BROKERS", defaultKafkaBrokers, "comma-separated Kafka seed brokers")
@@ -81,7 +81,9 @@ func (m *migrateFlags) apply(ctx context.Context, targets, brokers []string, log
 			}
 			fmt.Fprintf(out, "postgres: %d migrations applied %v\n", len(res.Versions), res.Versions)
 		case "clickhouse":
-			res, err := migrate.ClickHouse(ctx, migrate.ClickHouseConfig{Addr: m.clickhouseAddr, Database: m.clickhouseDB}, logger)
+			// Runs that share the Postgres wait for each other: a
+			// roll-up's backfill run twice at once would count twice.
+			res, err := migrate.ClickHouse(ctx, migrate.ClickHouseConfig{Addr: m.clickhouseAddr, Database: m.clickhouseDB, LockURL: m.postgresURL}, logger)
 			if err != nil {
 				return fmt.Errorf("%w (is ClickHouse running? make services starts it)", err)
 			}

@@ -10,9 +10,10 @@
 -- of the 87 ms of its figures at 10M events. 256 rows per granule read what
 -- the question needs (13 ms for those days). The setting is fixed when a
 -- table is made, so this migration drops the four tables of 0006 and their
--- views and makes them again with it; their backfill fills them from
--- usage_events as 0006's did (readers of these tables see them empty or
--- missing while it runs).
+-- views and makes them again with it, one table at a time, each backfilled
+-- from usage_events as 0006's were: while a table is copied, readers find
+-- it missing, then short of the history not yet copied (provider analytics
+-- answer 5xx, then partial figures, until the migration ends).
 --
 -- The minute grain. The hour and day roll-ups cover whole UTC hours and
 -- days; what a provider window has outside them (its ends, and in zones
@@ -30,15 +31,6 @@
 -- once (in slices of whole hours), and readers group without backfilled.
 -- A backfill is recorded in rollup_backfills with its cutoff, so the records
 -- 0006 left for the dropped tables do not stop these.
-
-DROP TABLE IF EXISTS usage_api_hour_mv;
-DROP TABLE IF EXISTS usage_api_day_mv;
-DROP TABLE IF EXISTS usage_api_consumer_hour_mv;
-DROP TABLE IF EXISTS usage_api_consumer_day_mv;
-DROP TABLE IF EXISTS usage_api_hour;
-DROP TABLE IF EXISTS usage_api_day;
-DROP TABLE IF EXISTS usage_api_consumer_hour;
-DROP TABLE IF EXISTS usage_api_consumer_day;
 
 CREATE TABLE IF NOT EXISTS usage_api_minute
 (
@@ -59,7 +51,7 @@ SETTINGS index_granularity = 256;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_api_minute_mv TO usage_api_minute
 AS SELECT
-    toStartOfMinute(time) AS bucket,
+    toStartOfMinute(time, 'UTC') AS bucket,
     api_id, route, method,
     toUInt8(intDiv(status, 100)) AS status_class,
     toUInt8(0) AS backfilled,
@@ -72,7 +64,7 @@ GROUP BY bucket, api_id, route, method, status_class, backfilled;
 
 INSERT INTO usage_api_minute (bucket, api_id, route, method, status_class, backfilled, requests, units, latency_ms)
 SELECT
-    toStartOfMinute(time) AS bucket,
+    toStartOfMinute(time, 'UTC') AS bucket,
     api_id, route, method,
     toUInt8(intDiv(status, 100)) AS status_class,
     toUInt8(1) AS backfilled,
@@ -82,6 +74,45 @@ SELECT
 FROM usage_events
 WHERE ingested_at < toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */
 GROUP BY bucket, api_id, route, method, status_class, backfilled;
+
+CREATE TABLE IF NOT EXISTS usage_api_consumer_minute
+(
+    bucket     DateTime,
+    api_id     String,
+    subject    String,
+    backfilled UInt8,
+    requests   AggregateFunction(count),
+    units      AggregateFunction(sum, Decimal(18, 6))
+)
+ENGINE = AggregatingMergeTree()
+PARTITION BY toYYYYMM(bucket)
+ORDER BY (api_id, bucket, subject, backfilled)
+SETTINGS index_granularity = 256;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS usage_api_consumer_minute_mv TO usage_api_consumer_minute
+AS SELECT
+    toStartOfMinute(time, 'UTC') AS bucket,
+    api_id, subject,
+    toUInt8(0) AS backfilled,
+    countState() AS requests,
+    sumState(units) AS units
+FROM usage_events
+WHERE ingested_at >= toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */
+GROUP BY bucket, api_id, subject, backfilled;
+
+INSERT INTO usage_api_consumer_minute (bucket, api_id, subject, backfilled, requests, units)
+SELECT
+    toStartOfMinute(time, 'UTC') AS bucket,
+    api_id, subject,
+    toUInt8(1) AS backfilled,
+    countState() AS requests,
+    sumState(units) AS units
+FROM usage_events
+WHERE ingested_at < toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */
+GROUP BY bucket, api_id, subject, backfilled;
+
+DROP TABLE IF EXISTS usage_api_hour_mv;
+DROP TABLE IF EXISTS usage_api_hour;
 
 CREATE TABLE IF NOT EXISTS usage_api_hour
 (
@@ -126,6 +157,9 @@ FROM usage_events
 WHERE ingested_at < toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */
 GROUP BY bucket, api_id, route, method, status_class, backfilled;
 
+DROP TABLE IF EXISTS usage_api_day_mv;
+DROP TABLE IF EXISTS usage_api_day;
+
 CREATE TABLE IF NOT EXISTS usage_api_day
 (
     bucket       Date,
@@ -169,41 +203,8 @@ FROM usage_events
 WHERE ingested_at < toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */
 GROUP BY bucket, api_id, route, method, status_class, backfilled;
 
-CREATE TABLE IF NOT EXISTS usage_api_consumer_minute
-(
-    bucket     DateTime,
-    api_id     String,
-    subject    String,
-    backfilled UInt8,
-    requests   AggregateFunction(count),
-    units      AggregateFunction(sum, Decimal(18, 6))
-)
-ENGINE = AggregatingMergeTree()
-PARTITION BY toYYYYMM(bucket)
-ORDER BY (api_id, bucket, subject, backfilled)
-SETTINGS index_granularity = 256;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS usage_api_consumer_minute_mv TO usage_api_consumer_minute
-AS SELECT
-    toStartOfMinute(time) AS bucket,
-    api_id, subject,
-    toUInt8(0) AS backfilled,
-    countState() AS requests,
-    sumState(units) AS units
-FROM usage_events
-WHERE ingested_at >= toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */
-GROUP BY bucket, api_id, subject, backfilled;
-
-INSERT INTO usage_api_consumer_minute (bucket, api_id, subject, backfilled, requests, units)
-SELECT
-    toStartOfMinute(time) AS bucket,
-    api_id, subject,
-    toUInt8(1) AS backfilled,
-    countState() AS requests,
-    sumState(units) AS units
-FROM usage_events
-WHERE ingested_at < toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */
-GROUP BY bucket, api_id, subject, backfilled;
+DROP TABLE IF EXISTS usage_api_consumer_hour_mv;
+DROP TABLE IF EXISTS usage_api_consumer_hour;
 
 CREATE TABLE IF NOT EXISTS usage_api_consumer_hour
 (
@@ -240,6 +241,9 @@ SELECT
 FROM usage_events
 WHERE ingested_at < toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */
 GROUP BY bucket, api_id, subject, backfilled;
+
+DROP TABLE IF EXISTS usage_api_consumer_day_mv;
+DROP TABLE IF EXISTS usage_api_consumer_day;
 
 CREATE TABLE IF NOT EXISTS usage_api_consumer_day
 (

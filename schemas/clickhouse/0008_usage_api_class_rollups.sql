@@ -31,7 +31,7 @@ SETTINGS index_granularity = 256;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_api_class_minute_mv TO usage_api_class_minute
 AS SELECT
-    toStartOfMinute(time) AS bucket,
+    toStartOfMinute(time, 'UTC') AS bucket,
     api_id,
     toUInt8(intDiv(status, 100)) AS status_class,
     toUInt8(0) AS backfilled,
@@ -44,7 +44,7 @@ GROUP BY bucket, api_id, status_class, backfilled;
 
 INSERT INTO usage_api_class_minute (bucket, api_id, status_class, backfilled, requests, units, latency_ms)
 SELECT
-    toStartOfMinute(time) AS bucket,
+    toStartOfMinute(time, 'UTC') AS bucket,
     api_id,
     toUInt8(intDiv(status, 100)) AS status_class,
     toUInt8(1) AS backfilled,

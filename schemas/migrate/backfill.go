@@ -32,6 +32,7 @@ const DefaultBackfillGrace = 30 * time.Second
 const DefaultBackfillSliceRows = 1_000_000
 
 var (
+	createTable  = regexp.MustCompile(`(?is)^CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
 	createViewTo = regexp.MustCompile(`(?is)^CREATE\s+MATERIALIZED\s+VIEW\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)\s+TO\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
 	insertInto   = regexp.MustCompile(`(?is)^INSERT\s+INTO\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
 	// backfillWhere is how a backfill's INSERT must use the placeholder: as
@@ -48,6 +49,7 @@ type backfiller struct {
 	grace     time.Duration
 	sliceRows uint64
 	cutoffs   map[string]time.Time // roll-up table → its view's cutoff
+	tables    map[string]string    // table → its CREATE TABLE in this migration
 }
 
 func newBackfiller(conn driver.Conn, grace time.Duration, sliceRows int) *backfiller {
@@ -57,7 +59,8 @@ func newBackfiller(conn driver.Conn, grace time.Duration, sliceRows int) *backfi
 	if sliceRows <= 0 {
 		sliceRows = DefaultBackfillSliceRows
 	}
-	return &backfiller{conn: conn, grace: max(grace, 0), sliceRows: uint64(sliceRows), cutoffs: map[string]time.Time{}}
+	return &backfiller{conn: conn, grace: max(grace, 0), sliceRows: uint64(sliceRows),
+		cutoffs: map[string]time.Time{}, tables: map[string]string{}}
 }
 
 func cutoffSQL(t time.Time) string {
@@ -67,6 +70,9 @@ func cutoffSQL(t time.Time) string {
 // exec runs stmt, handling the placeholder when it holds one.
 func (b *backfiller) exec(ctx context.Context, stmt string) error {
 	if !strings.Contains(stmt, BackfillCutoff) {
+		if m := createTable.FindStringSubmatch(stmt); m != nil {
+			b.tables[m[1]] = stmt
+		}
 		return execStatement(ctx, b.conn, stmt)
 	}
 	if m := createViewTo.FindStringSubmatch(stmt); m != nil {
@@ -87,10 +93,41 @@ func (b *backfiller) exec(ctx context.Context, stmt string) error {
 const viewLead = 2 * time.Second
 
 // createView creates the view with a cutoff just ahead of the server's
-// clock and checks that it was in place before the cutoff came; then it
-// reads back the cutoff the view has (one an earlier run made keeps its
-// own).
+// clock and checks that it was in place before the cutoff came. A view an
+// earlier run made is kept when its backfill finished (it is recorded with
+// its cutoff); otherwise nothing the earlier run did can be trusted (its
+// view may have come after its cutoff, which failed that run), so the view
+// and its table are dropped and made again, the table by the CREATE TABLE
+// statement of this migration that preceded the view.
 func (b *backfiller) createView(ctx context.Context, stmt, view, table string) error {
+	var existing uint64
+	if err := b.conn.QueryRow(ctx,
+		"SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", view).Scan(&existing); err != nil {
+		return fmt.Errorf("look up view %s: %w", view, err)
+	}
+	if existing > 0 {
+		at, err := b.viewCutoff(ctx, view)
+		if err != nil {
+			return err
+		}
+		done, err := b.finished(ctx, table, at)
+		if err != nil {
+			return err
+		}
+		if done {
+			b.cutoffs[table] = at
+			return nil
+		}
+		create, ok := b.tables[table]
+		if !ok {
+			return fmt.Errorf("view %s of an unfinished backfill: no CREATE TABLE of %s precedes it in this migration to make it again", view, table)
+		}
+		for _, drop := range []string{"DROP TABLE IF EXISTS " + view, "DROP TABLE IF EXISTS " + table, create} {
+			if err := b.conn.Exec(ctx, drop); err != nil {
+				return fmt.Errorf("make %s and %s again: %w", view, table, err)
+			}
+		}
+	}
 	var now time.Time
 	if err := b.conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
 		return fmt.Errorf("read clickhouse time: %w", err)
@@ -112,25 +149,48 @@ func (b *backfiller) createView(ctx context.Context, stmt, view, table string) e
 	if err := b.conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
 		return fmt.Errorf("read clickhouse time: %w", err)
 	}
-	var query string
-	if err := b.conn.QueryRow(ctx,
-		"SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = ?", view).Scan(&query); err != nil {
-		return fmt.Errorf("read view %s: %w", view, err)
-	}
-	m := viewCutoff.FindStringSubmatch(query)
-	if m == nil {
-		return fmt.Errorf("view %s has no backfill cutoff in %q", view, query)
-	}
-	at, err := time.ParseInLocation(time.DateTime, m[1], time.UTC)
+	at, err := b.viewCutoff(ctx, view)
 	if err != nil {
-		return fmt.Errorf("parse cutoff of view %s: %w", view, err)
+		return err
 	}
-	if rows > 0 && at.Equal(cutoff) && !now.Before(cutoff) {
-		return fmt.Errorf("view %s was created after its cutoff %s: rows stamped in between may be missing from %s; drop the view and %s, delete %s's row from rollup_backfills and this migration's version from schema_migrations, and migrate again",
-			view, cutoff.Format(time.RFC3339), table, table, table)
+	if !at.Equal(cutoff) {
+		return fmt.Errorf("view %s has cutoff %s, not the %s it was made with: is another veil migrate running?", view, at.Format(time.RFC3339), cutoff.Format(time.RFC3339))
+	}
+	if rows > 0 && !now.Before(cutoff) {
+		return fmt.Errorf("view %s was created after its cutoff %s (ClickHouse is slow to create it): rows stamped in between may be missing from %s; migrate again, which makes both again",
+			view, cutoff.Format(time.RFC3339), table)
 	}
 	b.cutoffs[table] = at
 	return nil
+}
+
+// viewCutoff reads the cutoff a view was made with.
+func (b *backfiller) viewCutoff(ctx context.Context, view string) (time.Time, error) {
+	var query string
+	if err := b.conn.QueryRow(ctx,
+		"SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = ?", view).Scan(&query); err != nil {
+		return time.Time{}, fmt.Errorf("read view %s: %w", view, err)
+	}
+	m := viewCutoff.FindStringSubmatch(query)
+	if m == nil {
+		return time.Time{}, fmt.Errorf("view %s has no backfill cutoff in %q", view, query)
+	}
+	at, err := time.ParseInLocation(time.DateTime, m[1], time.UTC)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("parse cutoff of view %s: %w", view, err)
+	}
+	return at, nil
+}
+
+// finished says whether table's backfill with cutoff is recorded. A record
+// with another cutoff is of a table of that name a later migration dropped
+// and made again.
+func (b *backfiller) finished(ctx context.Context, table string, cutoff time.Time) (bool, error) {
+	var done uint64
+	if err := b.conn.QueryRow(ctx, "SELECT count() FROM rollup_backfills WHERE rollup = ? AND cutoff = ?", table, cutoff).Scan(&done); err != nil {
+		return false, fmt.Errorf("read rollup_backfills: %w", err)
+	}
+	return done > 0, nil
 }
 
 // backfill copies the rows before the cutoff into table once: a finished
@@ -142,14 +202,8 @@ func (b *backfiller) backfill(ctx context.Context, stmt, table string) error {
 	if !ok {
 		return fmt.Errorf("backfill of %s: no materialized view into it precedes the INSERT", table)
 	}
-	var done uint64
-	// A record with another cutoff is of a table of that name a later
-	// migration dropped and made again.
-	if err := b.conn.QueryRow(ctx, "SELECT count() FROM rollup_backfills WHERE rollup = ? AND cutoff = ?", table, cutoff).Scan(&done); err != nil {
-		return fmt.Errorf("read rollup_backfills: %w", err)
-	}
-	if done > 0 {
-		return nil
+	if done, err := b.finished(ctx, table, cutoff); err != nil || done {
+		return err
 	}
 	if err := b.waitGrace(ctx, cutoff); err != nil {
 		return err

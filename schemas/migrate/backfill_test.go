@@ -132,9 +132,9 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 		{"usage_api_day", "toDate(time, 'UTC')", "api_id, route, method, status_class", "api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class"},
 		{"usage_api_consumer_hour", "toStartOfHour(time, 'UTC')", "api_id, subject", "api_id, subject"},
 		{"usage_api_consumer_day", "toDate(time, 'UTC')", "api_id, subject", "api_id, subject"},
-		{"usage_api_minute", "toStartOfMinute(time)", "api_id, route, method, status_class", "api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class"},
-		{"usage_api_consumer_minute", "toStartOfMinute(time)", "api_id, subject", "api_id, subject"},
-		{"usage_api_class_minute", "toStartOfMinute(time)", "api_id, status_class", "api_id, toUInt8(intDiv(status, 100)) AS status_class"},
+		{"usage_api_minute", "toStartOfMinute(time, 'UTC')", "api_id, route, method, status_class", "api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class"},
+		{"usage_api_consumer_minute", "toStartOfMinute(time, 'UTC')", "api_id, subject", "api_id, subject"},
+		{"usage_api_class_minute", "toStartOfMinute(time, 'UTC')", "api_id, status_class", "api_id, toUInt8(intDiv(status, 100)) AS status_class"},
 		{"usage_api_class_hour", "toStartOfHour(time, 'UTC')", "api_id, status_class", "api_id, toUInt8(intDiv(status, 100)) AS status_class"},
 	} {
 		rollupMatchesBase(t, conn, r.table, r.bucket, r.groups, r.baseGroups)
@@ -157,4 +157,64 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 			t.Fatalf("%s holds %d backfilled rows (%v); want the rows before the cutoff", table, backfilled, err)
 		}
 	}
+}
+
+// TestClickHouseRollupBackfillRedoesAnUnfinishedView: a run that died after
+// making a view too late (rows stamped between its cutoff and its creation
+// are in neither the view nor the copy) leaves no backfill record; the
+// next run makes the view and its table again instead of trusting them,
+// and every row is counted once.
+func TestClickHouseRollupBackfillRedoesAnUnfinishedView(t *testing.T) {
+	ctx := t.Context()
+	addr, db := testenv.ClickHouseAddr(t)
+	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db, UpTo: 6, BackfillGrace: 2 * time.Second, BackfillSliceRows: 97}
+	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: addr, Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := insertUsage(ctx, conn, 0, 500, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	all, err := migrate.ClickHouseMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m7 migrate.Migration
+	for _, m := range all {
+		if m.Version == 7 {
+			m7 = m
+		}
+	}
+	// The dead run: usage_api_minute made, rows stamped after a cutoff
+	// ten seconds ago, then the view with that cutoff.
+	cutoff := time.Now().UTC().Truncate(time.Second).Add(-10 * time.Second)
+	var view string
+	for _, stmt := range m7.Statements {
+		if strings.Contains(stmt, "MATERIALIZED VIEW IF NOT EXISTS usage_api_minute_mv") {
+			view = stmt
+			break
+		}
+		if err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if view == "" {
+		t.Fatal("migration 7 makes no usage_api_minute_mv")
+	}
+	if err := insertUsage(ctx, conn, 5000, 7, cutoff.Add(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, strings.ReplaceAll(view, migrate.BackfillCutoff, "toDateTime('"+cutoff.Format(time.DateTime)+"', 'UTC')")); err != nil {
+		t.Fatal(err)
+	}
+	cfg.UpTo = 0
+	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	rollupMatchesBase(t, conn, "usage_api_minute", "toStartOfMinute(time, 'UTC')", "api_id, route, method, status_class",
+		"api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class")
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/veil-platform/veil/internal/datastore"
@@ -34,6 +36,11 @@ type ClickHouseConfig struct {
 	// BackfillSliceRows: the most rows of usage_events one INSERT of a
 	// backfill copies (0: DefaultBackfillSliceRows). See backfill.go.
 	BackfillSliceRows int
+	// LockURL, when set, is a Postgres URL: the run holds a session
+	// advisory lock there from start to end, so that runs sharing that
+	// Postgres (veil migrate from several places) wait for each other. A
+	// backfill done twice at once would count its rows twice.
+	LockURL string
 }
 
 // open connects to the server with database selected (empty: none).
@@ -113,8 +120,9 @@ func SplitStatements(sql string) []string {
 // database first. Every statement is idempotent (IF NOT EXISTS; see
 // execStatement for ADD COLUMN IF NOT EXISTS, which ClickHouse 18.16 lacks),
 // and versions are recorded in schema_migrations, a ReplacingMergeTree that
-// collapses the duplicate rows concurrent runs may write: running it again,
-// or twice at once, is safe.
+// collapses duplicate rows: running it again is safe. Running it twice at
+// once is not (a roll-up's backfill would copy its rows twice) unless both
+// runs take the same lock (LockURL), as veil migrate does.
 func ClickHouse(ctx context.Context, cfg ClickHouseConfig, logger *slog.Logger) (Applied, error) {
 	if !validDatabase.MatchString(cfg.Database) {
 		return Applied{}, fmt.Errorf("clickhouse database name %q is not a plain identifier", cfg.Database)
@@ -122,6 +130,13 @@ func ClickHouse(ctx context.Context, cfg ClickHouseConfig, logger *slog.Logger) 
 	migrations, err := ClickHouseMigrations()
 	if err != nil {
 		return Applied{}, err
+	}
+	if cfg.LockURL != "" {
+		unlock, err := lockClickHouse(ctx, cfg.LockURL)
+		if err != nil {
+			return Applied{}, err
+		}
+		defer unlock()
 	}
 	admin, err := open(cfg, "")
 	if err != nil {
@@ -254,4 +269,26 @@ func clickHouseApplied(ctx context.Context, conn driver.Conn) (map[uint32]bool, 
 		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
 	return done, nil
+}
+
+// ClickHouseLockID is the Postgres advisory lock ClickHouse migrations run
+// under (LockURL).
+const ClickHouseLockID int64 = 0x7665696c4348 // "veilCH"
+
+// lockClickHouse takes the ClickHouse migrations' advisory lock on a
+// connection of its own, waiting for another run to release it; unlock
+// ends that session.
+func lockClickHouse(ctx context.Context, url string) (unlock func(), err error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("lock clickhouse migrations: connect to postgres: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", ClickHouseLockID); err != nil {
+		conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // closing after a failure
+		return nil, fmt.Errorf("lock clickhouse migrations: %w", err)
+	}
+	return func() {
+		// Closing the session releases the lock.
+		conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // the session ends either way
+	}, nil
 }
