@@ -7,6 +7,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -187,6 +188,9 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 	}
 	q.pieces = providerPieces(q.From, q.To, loc)
 	q.utcPieces = providerPieces(q.From, q.To, time.UTC)
+	// The driver passes the deadline to ClickHouse as max_execution_time.
+	ctx, cancel := context.WithTimeout(ctx, AnalyticsTimeout)
+	defer cancel()
 	var out ProviderReport
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return providerFigures(gctx, conn, q, &out, false) })
@@ -211,7 +215,6 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 	return out, nil
 }
 
-func sqlTime(t time.Time) string { return "toDateTime('" + t.UTC().Format(time.DateTime) + "', 'UTC')" }
 func sqlDate(t time.Time) string { return "toDate('" + t.UTC().Format(time.DateOnly) + "')" }
 
 // Kinds of the pieces a window is read in.
@@ -285,13 +288,17 @@ var (
 
 // providerSource is a subquery over tables (one per kind of piece) holding
 // cols and day (String, 2006-01-02 in zone) for pieces (providerPieces in
-// zone), each table read once with the ranges of its pieces (ranges of
-// the sorting key's second column, so each reads only its granules).
+// zone), each table read with the ranges of its pieces (ranges of the
+// sorting key's second column, so each reads only its granules). ClickHouse
+// 18.16 analyses a long OR of ranges in time that grows faster than their
+// number (a 400-day window in Asia/Kolkata has about 400 hour and 400
+// minute ranges: 17 s before reading a row), so the bounds are plain
+// numbers and each SELECT ORs at most maxRangesPerSelect of them.
 func providerSource(tables [3]string, cols string, q ProviderQuery, pieces []providerPiece, zone string) string {
 	apis := "'" + strings.Join(q.APIs, "', '") + "'"
 	ranges := map[int][]string{}
 	for _, p := range pieces {
-		bound := sqlTime
+		bound := func(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) } // DateTime: seconds
 		if p.Kind == pieceDay {
 			bound = sqlDate
 		}
@@ -299,18 +306,22 @@ func providerSource(tables [3]string, cols string, q ProviderQuery, pieces []pro
 	}
 	var parts []string
 	for kind := pieceDay; kind <= pieceMinute; kind++ {
-		if len(ranges[kind]) == 0 {
-			continue
-		}
 		day := "toString(bucket)"
 		if kind != pieceDay {
 			day = "toString(toDate(bucket, '" + zone + "'))"
 		}
-		parts = append(parts, fmt.Sprintf("SELECT %s AS day, %s FROM %s WHERE api_id IN (%s) AND (%s)",
-			day, cols, tables[kind], apis, strings.Join(ranges[kind], " OR ")))
+		for chunk := range slices.Chunk(ranges[kind], maxRangesPerSelect) {
+			parts = append(parts, fmt.Sprintf("SELECT %s AS day, %s FROM %s WHERE api_id IN (%s) AND (%s)",
+				day, cols, tables[kind], apis, strings.Join(chunk, " OR ")))
+		}
 	}
 	return "(" + strings.Join(parts, " UNION ALL ") + ")"
 }
+
+// maxRangesPerSelect bounds the ranges one SELECT of providerSource ORs:
+// measured on 18.16, the 402 minute ranges of a 400-day Kolkata window
+// took 5 to 10 s to analyse in one OR, 0.18 s in chunks of 32.
+const maxRangesPerSelect = 32
 
 // Kinds of the rows of the figures query (its first column).
 const (

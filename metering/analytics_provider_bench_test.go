@@ -33,7 +33,7 @@ FROM numbers(2700000)`
 // midnight to midnight (the day roll-up), with ragged ends (hours and
 // minutes), in Europe/London at UTC+0 (the day roll-up), in New York
 // (hours) and in Kolkata (hours, and minutes for the half hour on each
-// side of every midnight). It reports the
+// side of every midnight), and Kolkata over 400 days. It reports the
 // median and 99th percentile of its runs.
 //
 //	go test -run '^$' -bench ProviderUsage -benchtime 100x ./metering/
@@ -52,6 +52,9 @@ func BenchmarkProviderUsage(b *testing.B) {
 		{"london", "Europe/London", benchStart, end},
 		{"new_york", "America/New_York", benchStart.Add(4 * time.Hour), end.Add(5 * time.Hour)},
 		{"kolkata", "Asia/Kolkata", benchStart.Add(-330 * time.Minute), end.Add(-330 * time.Minute)},
+		// The longest window: 400 days of Kolkata's pieces, about 800
+		// ranges (ClickHouse's analysis of them, more than the rows).
+		{"kolkata_400d", "Asia/Kolkata", end.Add(-330*time.Minute).AddDate(0, 0, -400), end.Add(-330 * time.Minute)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			q := metering.ProviderQuery{APIs: []string{"api_0"}, From: bc.from, To: bc.to, Zone: bc.zone, Top: 10}

@@ -49,9 +49,11 @@ var (
 )
 
 // Times outside these bounds are refused: usage is stored as DateTime,
-// seconds from 1970 that end in 2106.
+// seconds from 1970 that end in 2106, and ClickHouse labels no date before
+// 1970-01-01 (a day that starts on 1970-01-01 in a zone west of UTC began
+// on 1969-12-31: from a day later, every zone's dates are 1970 or later).
 var (
-	earliest = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	earliest = time.Date(1970, 1, 2, 0, 0, 0, 0, time.UTC)
 	latest   = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
@@ -90,6 +92,9 @@ func ParseWindow(q url.Values, now time.Time, rule WindowRule) (Window, error) {
 		w.From = dayStart(y, m, d-(rule.DefaultDays-1), w.Loc).UTC()
 	}
 	switch {
+	case w.From.Before(earliest):
+		// A default window can reach back past earliest.
+		return Window{}, InvalidParameter("from", "must be between %s and %s", earliest.Format(time.DateOnly), latest.Format(time.DateOnly))
 	case !w.From.Before(w.To):
 		return Window{}, InvalidParameter("from", "must be before to")
 	case w.To.Sub(w.From) > rule.Max:

@@ -57,6 +57,8 @@ func TestParseWindowRefuses(t *testing.T) {
 		{"from=2025-02-01T00:00:00Z", analytics.AnalyticsWindow},                             // over 400 days
 		{"from=2026-03-01", analytics.AnalyticsWindow},                                       // not RFC 3339
 		{"to=2200-01-01T00:00:00Z", analytics.AnalyticsWindow},                               // past 2100
+		{"from=1970-01-01T00:00:00Z&to=1970-01-05T00:00:00Z", analytics.AnalyticsWindow},     // New York's 1969-12-31
+		{"to=1970-01-05T00:00:00Z", analytics.AnalyticsWindow},                               // default from in 1969
 		{"from=2026-03-01T00:00:00Z", analytics.ExportWindow},                                // to required
 		{"from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:01Z", analytics.ExportWindow},        // over 31 days
 		{"from=2026-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&tz=UTC", analytics.ExportWindow}, // empty
