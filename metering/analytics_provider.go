@@ -43,7 +43,8 @@ const MaxProviderTop = 100
 type ProviderQuery struct {
 	// APIs are the API ids (UUIDs), at least one.
 	APIs []string
-	// From and To bound the window, [From, To), in whole seconds.
+	// From and To bound the window, [From, To), in whole minutes
+	// (ProviderWindow rounds a window out to them).
 	From, To time.Time
 	// Zone names the IANA time zone days are cut in; empty is UTC.
 	Zone string

@@ -504,3 +504,17 @@ func TestAdminOverviewDegrades(t *testing.T) {
 		t.Errorf("revenue %+v, approvals %+v; want both (empty)", got.Revenue, got.Approvals)
 	}
 }
+
+// TestProviderAnalyticsWholeMinutes: a window asked to the second is read
+// rounded out to whole minutes, and the answer says so: the call at 23:30:00
+// counts from 23:30:30, the one at 12:00:00 up to 12:00:01.
+func TestProviderAnalyticsWholeMinutes(t *testing.T) {
+	f := newProviderFixture(t)
+	got := f.get(t, "/v1/apis/"+f.apiA+"/analytics?from=2026-03-01T23:30:30Z&to=2026-03-02T12:00:01Z", f.prov)
+	if !got.From.Equal(time.Date(2026, 3, 1, 23, 30, 0, 0, time.UTC)) || !got.To.Equal(time.Date(2026, 3, 2, 12, 1, 0, 0, time.UTC)) {
+		t.Errorf("window %s to %s; want 23:30:00 to 12:01:00", got.From, got.To)
+	}
+	if got.Totals.Calls != 3 {
+		t.Errorf("calls = %d; want 3 (23:30:00, 05:00:00, 12:00:00)", got.Totals.Calls)
+	}
+}

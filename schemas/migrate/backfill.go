@@ -39,6 +39,9 @@ var (
 	// the last condition of its WHERE, so that the time range of a slice
 	// can be ANDed after it.
 	backfillWhere = regexp.MustCompile(`(?is)\sWHERE\s+(.*\sAND\s+)?ingested_at\s*<\s*` + regexp.QuoteMeta(BackfillCutoff) + `\s+GROUP\s+BY\s`)
+	// orWord in what precedes the placeholder would bind the slice's range
+	// to one side of an OR only.
+	orWord = regexp.MustCompile(`(?i)\bOR\b`)
 	// viewCutoff finds the cutoff in a view's query as system.tables shows it.
 	viewCutoff = regexp.MustCompile(`ingested_at >= toDateTime\('(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)', 'UTC'\)`)
 )
@@ -79,8 +82,8 @@ func (b *backfiller) exec(ctx context.Context, stmt string) error {
 		return b.createView(ctx, stmt, m[1], m[2])
 	}
 	if m := insertInto.FindStringSubmatch(stmt); m != nil {
-		if !backfillWhere.MatchString(stmt) {
-			return fmt.Errorf("backfill of %s: the cutoff placeholder must end its WHERE as ingested_at < %s, just before GROUP BY", m[1], BackfillCutoff)
+		if w := backfillWhere.FindStringSubmatch(stmt); w == nil || orWord.MatchString(w[1]) {
+			return fmt.Errorf("backfill of %s: the cutoff placeholder must end its WHERE as ingested_at < %s, just before GROUP BY, with no OR before it", m[1], BackfillCutoff)
 		}
 		return b.backfill(ctx, stmt, m[1])
 	}

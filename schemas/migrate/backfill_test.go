@@ -151,7 +151,8 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 			t.Errorf("%s: %s; want index_granularity = 256", table, query)
 		}
 	}
-	for _, table := range []string{"usage_api_hour", "usage_api_minute", "usage_api_consumer_minute", "usage_api_class_hour"} {
+	for _, table := range []string{"usage_api_hour", "usage_api_day", "usage_api_minute", "usage_api_consumer_minute", "usage_api_consumer_hour",
+		"usage_api_consumer_day", "usage_api_class_hour", "usage_api_class_minute"} {
 		var backfilled uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM "+table+" WHERE backfilled = 1").Scan(&backfilled); err != nil || backfilled == 0 {
 			t.Fatalf("%s holds %d backfilled rows (%v); want the rows before the cutoff", table, backfilled, err)
