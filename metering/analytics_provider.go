@@ -164,8 +164,8 @@ func (q ProviderQuery) check() error {
 // dates, whatever the zone's clock changes).
 const MaxAnalyticsDaysProvider = 401
 
-// ProviderUsage answers q in three queries run at once (the total, days
-// and APIs; the routes; the consumers). It refuses a bad query with an
+// ProviderUsage answers q in queries run at once: the figures (in two
+// parts in a zone whose days are not UTC days) and the consumers. It refuses a bad query with an
 // error wrapping ErrBadQuery before it reads anything.
 func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (ProviderReport, error) {
 	q.From, q.To = q.From.UTC(), q.To.UTC()
@@ -194,9 +194,11 @@ func ProviderUsage(ctx context.Context, conn driver.Conn, q ProviderQuery) (Prov
 	defer cancel()
 	var out ProviderReport
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return providerFigures(gctx, conn, q, &out, false) })
-	if q.Top > 0 {
-		g.Go(func() error { return providerFigures(gctx, conn, q, &out, true) })
+	if slices.Equal(q.pieces, q.utcPieces) {
+		g.Go(func() error { return providerFigures(gctx, conn, q, &out, partAll) })
+	} else {
+		g.Go(func() error { return providerFigures(gctx, conn, q, &out, partDays) })
+		g.Go(func() error { return providerFigures(gctx, conn, q, &out, partRest) })
 	}
 	consumers := map[string]uint64{}
 	g.Go(func() error { return providerConsumers(gctx, conn, q, &out, consumers) })
@@ -332,27 +334,49 @@ const (
 	providerAPI   = 4
 )
 
+// Parts of the provider figures, each one query.
+type figurePart int
+
+const (
+	// partAll: everything, when the zone's days are UTC days (UTC, or a
+	// zone at UTC+0 throughout the window): one read of the roll-ups by
+	// route, mostly whole days.
+	partAll figurePart = iota
+	// partDays: the days of another zone, from the roll-ups by status
+	// class over its pieces (hours, and minutes around its midnights).
+	partDays
+	// partRest: the total, the routes and the APIs of a window in
+	// another zone, which need no day of it: the roll-ups by route over
+	// pieces cut at UTC midnights.
+	partRest
+)
+
 // providerFiguresSQL reads the window's roll-up rows once and groups them
 // several ways at once (ARRAY JOIN over grouping tuples), so that each
 // row's states are read once; LIMIT BY bounds each kind (days by the
 // window, APIs by MaxProviderAPIs, routes cut to Top by the caller). No
-// alias repeats a column name (18.16 would substitute it).
-//
-// Without byRoute it gives the total, each day of the zone and (ByAPI)
-// each API, from the roll-ups by status class over the zone's pieces; with
-// byRoute, the routes, from the roll-ups by route over pieces cut at UTC
-// midnights (whole days from the day roll-up whatever the zone).
-func providerFiguresSQL(q ProviderQuery, byRoute bool) string {
+// alias repeats a column name (18.16 would substitute it). Merging latency
+// states costs about as much per call as per row below 5,670 calls a row
+// (quantilesTiming keeps the values), so what is grouped by day of an
+// offset zone (hours of about a thousand calls each) is read once for the
+// days alone, and the rest from whole UTC days.
+func providerFiguresSQL(q ProviderQuery, part figurePart) string {
+	const routeCols = "api_id, route, method, status_class, requests, units, latency_ms"
+	total := fmt.Sprintf("(toUInt8(%d), '', '')", providerTotal)
+	day := fmt.Sprintf("(toUInt8(%d), day, '')", providerDay)
+	route := fmt.Sprintf("(toUInt8(%d), method, route)", providerRoute)
+	api := fmt.Sprintf(", (toUInt8(%d), api_id, '')", providerAPI)
+	if !q.ByAPI {
+		api = ""
+	}
 	var src, groups string
-	if byRoute {
-		src = providerSource(apiRoutes, "route, method, status_class, requests, units, latency_ms", q, q.utcPieces, "UTC")
-		groups = fmt.Sprintf("(toUInt8(%d), method, route)", providerRoute)
-	} else {
-		src = providerSource(apiClasses, "api_id, status_class, requests, units, latency_ms", q, q.pieces, q.Zone)
-		groups = fmt.Sprintf("(toUInt8(%d), '', ''), (toUInt8(%d), day, '')", providerTotal, providerDay)
-		if q.ByAPI {
-			groups += fmt.Sprintf(", (toUInt8(%d), api_id, '')", providerAPI)
-		}
+	switch part {
+	case partAll:
+		src, groups = providerSource(apiRoutes, routeCols, q, q.pieces, q.Zone), total+", "+day+", "+route+api
+	case partDays:
+		src, groups = providerSource(apiClasses, "status_class, requests, units, latency_ms", q, q.pieces, q.Zone), day
+	case partRest:
+		src, groups = providerSource(apiRoutes, routeCols, q, q.utcPieces, "UTC"), total+", "+route+api
 	}
 	return fmt.Sprintf(`SELECT g.1 AS kind, g.2 AS key1, g.3 AS key2,
     countMerge(requests) AS calls,
@@ -367,10 +391,10 @@ ORDER BY kind, calls DESC, key1, key2
 LIMIT %d BY kind`, src, groups, MaxProviderAPIs)
 }
 
-// providerFigures reads providerFiguresSQL(q, byRoute) into out: the
-// routes, or the rest. The two run at once and fill different fields.
-func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out *ProviderReport, byRoute bool) error {
-	rows, err := conn.Query(ctx, providerFiguresSQL(q, byRoute))
+// providerFigures reads providerFiguresSQL(q, part) into out. partDays
+// and partRest run at once and fill different fields.
+func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out *ProviderReport, part figurePart) error {
+	rows, err := conn.Query(ctx, providerFiguresSQL(q, part))
 	if err != nil {
 		return fmt.Errorf("read provider analytics: %w", err)
 	}
@@ -403,8 +427,10 @@ func providerFigures(ctx context.Context, conn driver.Conn, q ProviderQuery, out
 		return fmt.Errorf("read provider analytics: %w", err)
 	}
 	// Routes came busiest first (ORDER BY), the rest by key.
-	if !byRoute {
+	if part != partRest {
 		slices.SortFunc(out.Days, func(a, b ProviderDay) int { return strings.Compare(a.Day, b.Day) })
+	}
+	if part != partDays {
 		slices.SortFunc(out.APIs, func(a, b ProviderAPI) int { return strings.Compare(a.APIID, b.APIID) })
 	}
 	return nil

@@ -130,10 +130,21 @@ func TestProviderUsage(t *testing.T) {
 func TestProviderUsageZone(t *testing.T) {
 	conn := providerConn(t)
 	q := metering.ProviderQuery{APIs: []string{"api_p"}, From: utc(t, "2026-03-01 23:00:00"), To: utc(t, "2026-03-03 02:00:00"),
-		Zone: "America/New_York", Top: 10}
+		Zone: "America/New_York", Top: 10, ByAPI: true}
 	got, err := metering.ProviderUsage(t.Context(), conn, q)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The total, routes and APIs are read apart from the days (cut at
+	// UTC midnights): the same calls.
+	sameStats(t, "total", got.Total, stats(6, 1, 1, "6.5", timing(t, conn, "p1", "p2", "p3", "p4", "p5", "p6")))
+	if len(got.APIs) != 1 || got.APIs[0].APIID != "api_p" || got.APIs[0].UniqueConsumers != 3 {
+		t.Errorf("APIs = %+v; want api_p with 3 consumers", got.APIs)
+	} else {
+		sameStats(t, "api_p", got.APIs[0].ProviderStats, got.Total)
+	}
+	if len(got.Routes) != 2 || got.Routes[0].Calls != 4 || got.Routes[1].Calls != 2 {
+		t.Errorf("routes = %+v; want GET /a 4, POST /b 2", got.Routes)
 	}
 	var days []string
 	for _, d := range got.Days {
