@@ -213,8 +213,9 @@ func TestProviderWindow(t *testing.T) {
 }
 
 // TestProviderUsageRaggedMinutes: a window that starts and ends inside UTC
-// hours reads its ends from the minute roll-up, to the minute: the calls in
-// the minute before it and in its last minute's successor are left out.
+// hours reads its ends in quarter hours and minutes, to the minute: the
+// calls in the minute before it and in its last minute's successor are
+// left out.
 func TestProviderUsageRaggedMinutes(t *testing.T) {
 	conn := clickHouseUTC(t)
 	now := time.Now().UTC().Truncate(time.Second)
@@ -235,8 +236,9 @@ func TestProviderUsageRaggedMinutes(t *testing.T) {
 	}
 	insertEvents(t, conn, rows)
 	from, to := utc(t, "2026-03-01 22:07:00"), utc(t, "2026-03-03 02:53:00")
-	if got := metering.ProviderPieces(from, to, time.UTC); !slices.Equal(got, []string{"minute", "hour", "day", "hour", "minute"}) {
-		t.Errorf("pieces = %v; want minute, hour, day, hour, minute", got)
+	want := []string{"minute", "quarter", "hour", "day", "hour", "quarter", "minute"}
+	if got := metering.ProviderPieces(from, to, time.UTC); !slices.Equal(got, want) {
+		t.Errorf("pieces = %v; want %v", got, want)
 	}
 	got, err := metering.ProviderUsage(t.Context(), conn, metering.ProviderQuery{APIs: []string{"api_m"}, From: from, To: to, Top: 10})
 	if err != nil {

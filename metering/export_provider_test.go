@@ -6,7 +6,7 @@ import "time"
 func ProviderPieces(from, to time.Time, loc *time.Location) []string {
 	var out []string
 	for _, p := range providerPieces(from, to, loc) {
-		out = append(out, [...]string{pieceDay: "day", pieceHour: "hour", pieceMinute: "minute"}[p.Kind])
+		out = append(out, [...]string{pieceDay: "day", pieceHour: "hour", pieceQuarter: "quarter", pieceMinute: "minute"}[p.Kind])
 	}
 	return out
 }

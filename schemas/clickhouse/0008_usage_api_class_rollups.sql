@@ -1,20 +1,19 @@
--- Roll-ups by API and status class only, per UTC hour and minute, for the
--- provider figures that are not by route (metering/analytics_provider.go):
--- the total, each day of the caller's zone and each API.
+-- Roll-ups by API and status class only, per UTC hour and quarter hour,
+-- for the days of a provider's figures in a zone whose midnight is not a
+-- UTC midnight (metering/analytics_provider.go).
 --
--- In a zone whose midnight is not a UTC midnight (America/New_York, and
--- Asia/Kolkata at half past a UTC hour) a day of the zone cannot come from
--- the day roll-up: it is read from hours, and around its midnight from
--- minutes. usage_api_hour and usage_api_minute hold a row per route, method
--- and status class, about forty an hour for a busy API, each with a latency
--- state to merge: 30 days of one provider's five APIs in Kolkata read about
--- 275,000 of them (200 ms at 10M events). These hold one row per status
--- class, a tenth of that. Routes are still read from the roll-ups by route,
--- over pieces cut at UTC midnights (whole days from usage_api_day).
+-- Such a day (America/New_York, Asia/Kolkata at half past a UTC hour,
+-- Asia/Kathmandu at a quarter to) cannot come from the day roll-up: it is
+-- read from hours, and around its midnight from shorter buckets. The roll-ups
+-- by route hold a row per route, method and status class, about forty an
+-- hour for a busy API; these hold one per status class. Every zone's
+-- midnight today falls on a quarter hour, so the half hour on each side of
+-- a Kolkata midnight is two quarter-hour rows per class here, against sixty
+-- minute rows per route in usage_api_minute (what is left, the minutes at a
+-- window's ends, still comes from there).
 --
 -- Columns, latency state, backfill and granularity as in 0006 and 0007.
-
-CREATE TABLE IF NOT EXISTS usage_api_class_minute
+CREATE TABLE IF NOT EXISTS usage_api_class_quarter
 (
     bucket       DateTime,
     api_id       String,
@@ -29,9 +28,9 @@ PARTITION BY toYYYYMM(bucket)
 ORDER BY (api_id, bucket, status_class, backfilled)
 SETTINGS index_granularity = 256;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS usage_api_class_minute_mv TO usage_api_class_minute
+CREATE MATERIALIZED VIEW IF NOT EXISTS usage_api_class_quarter_mv TO usage_api_class_quarter
 AS SELECT
-    toStartOfMinute(time, 'UTC') AS bucket,
+    toStartOfFifteenMinutes(time, 'UTC') AS bucket,
     api_id,
     toUInt8(intDiv(status, 100)) AS status_class,
     toUInt8(0) AS backfilled,
@@ -42,9 +41,9 @@ FROM usage_events
 WHERE ingested_at >= toDateTime('1970-01-02 00:00:00', 'UTC') /* backfill cutoff */
 GROUP BY bucket, api_id, status_class, backfilled;
 
-INSERT INTO usage_api_class_minute (bucket, api_id, status_class, backfilled, requests, units, latency_ms)
+INSERT INTO usage_api_class_quarter (bucket, api_id, status_class, backfilled, requests, units, latency_ms)
 SELECT
-    toStartOfMinute(time, 'UTC') AS bucket,
+    toStartOfFifteenMinutes(time, 'UTC') AS bucket,
     api_id,
     toUInt8(intDiv(status, 100)) AS status_class,
     toUInt8(1) AS backfilled,

@@ -134,7 +134,7 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 		{"usage_api_consumer_day", "toDate(time, 'UTC')", "api_id, subject", "api_id, subject"},
 		{"usage_api_minute", "toStartOfMinute(time, 'UTC')", "api_id, route, method, status_class", "api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class"},
 		{"usage_api_consumer_minute", "toStartOfMinute(time, 'UTC')", "api_id, subject", "api_id, subject"},
-		{"usage_api_class_minute", "toStartOfMinute(time, 'UTC')", "api_id, status_class", "api_id, toUInt8(intDiv(status, 100)) AS status_class"},
+		{"usage_api_class_quarter", "toStartOfFifteenMinutes(time, 'UTC')", "api_id, status_class", "api_id, toUInt8(intDiv(status, 100)) AS status_class"},
 		{"usage_api_class_hour", "toStartOfHour(time, 'UTC')", "api_id, status_class", "api_id, toUInt8(intDiv(status, 100)) AS status_class"},
 	} {
 		rollupMatchesBase(t, conn, r.table, r.bucket, r.groups, r.baseGroups)
@@ -142,7 +142,7 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 	// 0007 made the roll-ups by API again with 256 rows per granule, and
 	// 0008 made its own so.
 	for _, table := range []string{"usage_api_minute", "usage_api_hour", "usage_api_day", "usage_api_consumer_minute", "usage_api_consumer_hour",
-		"usage_api_consumer_day", "usage_api_class_minute", "usage_api_class_hour"} {
+		"usage_api_consumer_day", "usage_api_class_quarter", "usage_api_class_hour"} {
 		var query string
 		if err := conn.QueryRow(ctx, "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&query); err != nil {
 			t.Fatal(err)
@@ -152,7 +152,7 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 		}
 	}
 	for _, table := range []string{"usage_api_hour", "usage_api_day", "usage_api_minute", "usage_api_consumer_minute", "usage_api_consumer_hour",
-		"usage_api_consumer_day", "usage_api_class_hour", "usage_api_class_minute"} {
+		"usage_api_consumer_day", "usage_api_class_hour", "usage_api_class_quarter"} {
 		var backfilled uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM "+table+" WHERE backfilled = 1").Scan(&backfilled); err != nil || backfilled == 0 {
 			t.Fatalf("%s holds %d backfilled rows (%v); want the rows before the cutoff", table, backfilled, err)
