@@ -316,15 +316,11 @@ var (
 // zone), each table read once.
 //
 // Days are read as ranges of the sorting key's second column (few: whole
-// UTC days run together). The buckets of the other kinds are read as one
-// range from their first piece to their last, cut down to the pieces by a
-// set of the bucket starts kept (or, when fewer, of those left out):
-// ClickHouse 18.16 analyses an OR of many ranges in time that grows
-// faster than their number (a 400-day window in Asia/Kolkata has about 400
-// hour and 400 quarter-hour ranges: 17 s before reading a row), and each
-// range costs about a millisecond to read even when small. A table sorted
-// by quarter of the day (keyedByQuarterOfDay) also gets the quarters of the
-// day kept, so that it reads only their granules.
+// UTC days run together). The other kinds avoid many ranges (bucketsOf):
+// ClickHouse 18.16 analyses an OR of many ranges in time that grows faster
+// than their number (a 400-day window in Asia/Kolkata has about 400 hour
+// and 400 quarter-hour ranges: 17 s before reading a row), and each range
+// costs about a millisecond to read even when small.
 func providerSource(tables [4]string, cols string, q ProviderQuery, pieces []providerPiece, zone string) string {
 	apis := "'" + strings.Join(q.APIs, "', '") + "'"
 	byKind := map[int][]providerPiece{}
@@ -379,9 +375,12 @@ var keyedByQuarterOfDay = map[string]bool{"usage_api_class_quarter": true}
 const quarterOfDay = "intDiv(toUInt32(bucket) % 86400, 900)"
 
 // bucketsOf is the condition on bucket that keeps the buckets (of step)
-// of pieces, ascending and apart: one range from the first to the last,
-// and the bucket starts kept, or those left out when fewer (none when the
-// pieces run together).
+// of pieces, ascending and apart: one range from the first to the last
+// without the buckets left out when they are fewer than those kept; else
+// that range with the buckets kept, on a table sorted by quarter of the
+// day; else the pieces' ranges (few: a window's ends, cut at UTC
+// midnights or at whole hours of a zone, have at most a handful of pieces
+// of a kind that are not mostly kept, except quarter hours).
 func bucketsOf(pieces []providerPiece, step time.Duration, quarterKeyed bool) string {
 	from, to := pieces[0].From, pieces[len(pieces)-1].To
 	var kept, left []string
@@ -399,20 +398,32 @@ func bucketsOf(pieces []providerPiece, step time.Duration, quarterKeyed bool) st
 	cond := fmt.Sprintf("bucket >= %d AND bucket < %d", from.Unix(), to.Unix())
 	switch {
 	case len(left) == 0:
+		return cond
 	case len(left) <= len(kept):
-		cond += " AND toUInt32(bucket) NOT IN (" + strings.Join(left, ", ") + ")"
-	default:
+		// Mostly kept (the hours of an offset zone's days): read them all
+		// and drop the few.
+		return cond + " AND toUInt32(bucket) NOT IN (" + strings.Join(left, ", ") + ")"
+	case quarterKeyed || len(pieces) > maxRangesPerSelect:
+		// The quarter hours around midnights: the same quarters of each
+		// day, whose runs the sorting key finds.
+		// (Or too many pieces for an OR: minutes around midnights that
+		// were not on a quarter hour, decades ago.)
 		cond += " AND toUInt32(bucket) IN (" + strings.Join(kept, ", ") + ")"
-	}
-	if quarterKeyed {
-		qs := slices.Sorted(maps.Keys(quarters))
-		var in []string
-		for _, q := range qs {
-			in = append(in, strconv.FormatInt(q, 10))
+		if !quarterKeyed {
+			return cond
 		}
-		cond += " AND " + quarterOfDay + " IN (" + strings.Join(in, ", ") + ")"
+		var qs []string
+		for _, q := range slices.Sorted(maps.Keys(quarters)) {
+			qs = append(qs, strconv.FormatInt(q, 10))
+		}
+		return cond + " AND " + quarterOfDay + " IN (" + strings.Join(qs, ", ") + ")"
 	}
-	return cond
+	// Mostly left out (the ends of a window): the pieces' own ranges.
+	var ranges []string
+	for _, p := range pieces {
+		ranges = append(ranges, fmt.Sprintf("bucket >= %d AND bucket < %d", p.From.Unix(), p.To.Unix()))
+	}
+	return "(" + strings.Join(ranges, " OR ") + ")"
 }
 
 // Kinds of the rows of the figures query (its first column).
