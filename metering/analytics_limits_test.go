@@ -3,6 +3,7 @@ package metering_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/google/uuid"
@@ -27,14 +28,28 @@ func TestQueriesCarryMaxExecutionTime(t *testing.T) {
 	if err := r.Export(logged(eid), metering.ExportQuery{Subject: "sub_a", From: from, To: to}, func(metering.ExportRow) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.Exec(t.Context(), "SYSTEM FLUSH LOGS"); err != nil {
-		t.Fatal(err)
-	}
 	for what, id := range map[string]string{"analytics": aid, "export": eid} {
-		var limit string
-		if err := conn.QueryRow(t.Context(), `SELECT any(Settings.Values[indexOf(Settings.Names, 'max_execution_time')])
-			FROM system.query_log WHERE query_id = ? AND type = 1 AND query LIKE '%FROM usage_events%'`, id).Scan(&limit); err != nil {
-			t.Fatal(err)
+		// The query log is written in the background: flush it and look
+		// again until the query shows, for a while.
+		var (
+			n     uint64
+			limit string
+		)
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			if err := conn.Exec(t.Context(), "SYSTEM FLUSH LOGS"); err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.QueryRow(t.Context(), `SELECT count(), any(Settings.Values[indexOf(Settings.Names, 'max_execution_time')])
+			FROM system.query_log WHERE query_id = ? AND type = 1 AND query LIKE '%FROM usage_events%'`, id).Scan(&n, &limit); err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if n == 0 {
+			t.Fatalf("%s: no query %s in system.query_log", what, id)
 		}
 		if limit == "" || limit == "0" {
 			t.Errorf("%s ran with max_execution_time %q; want a limit", what, limit)

@@ -190,6 +190,15 @@ func (b *backfiller) viewCutoff(ctx context.Context, view string) (time.Time, er
 // and made again.
 func (b *backfiller) finished(ctx context.Context, table string, cutoff time.Time) (bool, error) {
 	var done uint64
+	// A run of 0006 that died before it made rollup_backfills finished
+	// nothing.
+	if err := b.conn.QueryRow(ctx,
+		"SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'rollup_backfills'").Scan(&done); err != nil {
+		return false, fmt.Errorf("look up rollup_backfills: %w", err)
+	}
+	if done == 0 {
+		return false, nil
+	}
 	if err := b.conn.QueryRow(ctx, "SELECT count() FROM rollup_backfills WHERE rollup = ? AND cutoff = ?", table, cutoff).Scan(&done); err != nil {
 		return false, fmt.Errorf("read rollup_backfills: %w", err)
 	}

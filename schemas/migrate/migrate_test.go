@@ -213,7 +213,10 @@ func TestClickHouseConcurrentRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db}
+	// Runs at once wait for each other on the Postgres lock, as veil
+	// migrate's do (a roll-up's backfill run twice at once would count
+	// twice).
+	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db, LockURL: testenv.PostgresURL(t)}
 	var (
 		wg   sync.WaitGroup
 		errs = make(chan error, 3)
