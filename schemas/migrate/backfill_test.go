@@ -68,21 +68,9 @@ WHERE r.n != b.n OR r.u != b.u`
 // exactly once, and running the migrator again changes nothing.
 func TestClickHouseRollupBackfill(t *testing.T) {
 	ctx := t.Context()
-	addr, db := testenv.ClickHouseAddr(t)
 	// Slices of at most 97 rows: the 500 rows before the cutoff are copied
 	// by several INSERTs.
-	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db, UpTo: 5, BackfillGrace: 2 * time.Second, BackfillSliceRows: 97}
-	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: addr, Database: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := insertUsage(ctx, conn, 0, 500, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	cfg, conn := migratedWithUsage(t, 5)
 
 	// Live inserts, stamped as the processors do (the time of the batch),
 	// during the whole migration. ClickHouse 18.16 can fail an insert that
@@ -113,7 +101,7 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 		}
 	}()
 	cfg.UpTo = 0
-	_, err = migrate.ClickHouse(ctx, cfg, testenv.Logger(t))
+	_, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t))
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -167,19 +155,7 @@ func TestClickHouseRollupBackfill(t *testing.T) {
 // and every row is counted once.
 func TestClickHouseRollupBackfillRedoesAnUnfinishedView(t *testing.T) {
 	ctx := t.Context()
-	addr, db := testenv.ClickHouseAddr(t)
-	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db, UpTo: 6, BackfillGrace: 2 * time.Second, BackfillSliceRows: 97}
-	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: addr, Database: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := insertUsage(ctx, conn, 0, 500, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	cfg, conn := migratedWithUsage(t, 6)
 	all, err := migrate.ClickHouseMigrations()
 	if err != nil {
 		t.Fatal(err)
@@ -225,19 +201,7 @@ func TestClickHouseRollupBackfillRedoesAnUnfinishedView(t *testing.T) {
 // next run, every row counted once.
 func TestClickHouseRollupBackfillAfterAnEarlyDeath(t *testing.T) {
 	ctx := t.Context()
-	addr, db := testenv.ClickHouseAddr(t)
-	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db, UpTo: 5, BackfillGrace: 2 * time.Second, BackfillSliceRows: 97}
-	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: addr, Database: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := insertUsage(ctx, conn, 0, 500, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	cfg, conn := migratedWithUsage(t, 5)
 	all, err := migrate.ClickHouseMigrations()
 	if err != nil {
 		t.Fatal(err)
@@ -260,4 +224,25 @@ func TestClickHouseRollupBackfillAfterAnEarlyDeath(t *testing.T) {
 	}
 	rollupMatchesBase(t, conn, "usage_api_hour", "toStartOfHour(time, 'UTC')", "api_id, route, method, status_class",
 		"api_id, route, method, toUInt8(intDiv(status, 100)) AS status_class")
+}
+
+// migratedWithUsage migrates a new ClickHouse database up to version upTo
+// and writes 500 events ingested an hour ago; cfg copies in slices of at
+// most 97 rows and waits 2 s for batches in flight.
+func migratedWithUsage(t *testing.T, upTo uint32) (migrate.ClickHouseConfig, driver.Conn) {
+	t.Helper()
+	addr, db := testenv.ClickHouseAddr(t)
+	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db, UpTo: upTo, BackfillGrace: 2 * time.Second, BackfillSliceRows: 97}
+	if _, err := migrate.ClickHouse(t.Context(), cfg, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: addr, Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := insertUsage(t.Context(), conn, 0, 500, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, conn
 }
