@@ -78,7 +78,13 @@ func (e *env) produce(t *testing.T, n int, dupRate, invalidRate float64, seed ui
 
 func (e *env) check(t *testing.T, exp pipelinetest.Expectation) {
 	t.Helper()
-	pipelinetest.Sinks{ClickHouse: e.ch, Redis: e.redis, Kafka: e.kafka, RawTopic: e.raw, DLQTopic: e.dlq}.Check(t, exp, 60*time.Second)
+	e.checkWithin(t, exp, 60*time.Second)
+}
+
+// checkWithin is check with its own deadline.
+func (e *env) checkWithin(t *testing.T, exp pipelinetest.Expectation, d time.Duration) {
+	t.Helper()
+	pipelinetest.Sinks{ClickHouse: e.ch, Redis: e.redis, Kafka: e.kafka, RawTopic: e.raw, DLQTopic: e.dlq}.Check(t, exp, d)
 }
 
 // send produces recs and returns once the broker holds them.
