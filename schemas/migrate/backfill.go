@@ -53,6 +53,7 @@ type backfiller struct {
 	sliceRows uint64
 	cutoffs   map[string]time.Time // roll-up table → its view's cutoff
 	tables    map[string]string    // table → its CREATE TABLE in this migration
+	done      map[string]bool      // tables whose view's backfill is recorded
 }
 
 func newBackfiller(conn driver.Conn, grace time.Duration, sliceRows int) *backfiller {
@@ -63,7 +64,7 @@ func newBackfiller(conn driver.Conn, grace time.Duration, sliceRows int) *backfi
 		sliceRows = DefaultBackfillSliceRows
 	}
 	return &backfiller{conn: conn, grace: max(grace, 0), sliceRows: uint64(sliceRows),
-		cutoffs: map[string]time.Time{}, tables: map[string]string{}}
+		cutoffs: map[string]time.Time{}, tables: map[string]string{}, done: map[string]bool{}}
 }
 
 func cutoffSQL(t time.Time) string {
@@ -118,7 +119,7 @@ func (b *backfiller) createView(ctx context.Context, stmt, view, table string) e
 			return err
 		}
 		if done {
-			b.cutoffs[table] = at
+			b.cutoffs[table], b.done[table] = at, true
 			return nil
 		}
 		create, ok := b.tables[table]
@@ -214,8 +215,10 @@ func (b *backfiller) backfill(ctx context.Context, stmt, table string) error {
 	if !ok {
 		return fmt.Errorf("backfill of %s: no materialized view into it precedes the INSERT", table)
 	}
-	if done, err := b.finished(ctx, table, cutoff); err != nil || done {
-		return err
+	if b.done[table] {
+		// createView found its view's backfill recorded; a view it
+		// made has a new cutoff, which nothing has recorded yet.
+		return nil
 	}
 	if err := b.waitGrace(ctx, cutoff); err != nil {
 		return err
