@@ -122,14 +122,8 @@ func (b *backfiller) createView(ctx context.Context, stmt, view, table string) e
 			b.cutoffs[table], b.done[table] = at, true
 			return nil
 		}
-		create, ok := b.tables[table]
-		if !ok {
-			return fmt.Errorf("view %s of an unfinished backfill: no CREATE TABLE of %s precedes it in this migration to make it again", view, table)
-		}
-		for _, drop := range []string{"DROP TABLE IF EXISTS " + view, "DROP TABLE IF EXISTS " + table, create} {
-			if err := b.conn.Exec(ctx, drop); err != nil {
-				return fmt.Errorf("make %s and %s again: %w", view, table, err)
-			}
+		if err := b.dropBoth(ctx, view, table); err != nil {
+			return err
 		}
 	}
 	var now time.Time
@@ -140,6 +134,9 @@ func (b *backfiller) createView(ctx context.Context, stmt, view, table string) e
 	var rows uint64
 	if err := b.conn.QueryRow(ctx, "SELECT count() FROM usage_events").Scan(&rows); err != nil {
 		return fmt.Errorf("count usage events: %w", err)
+	}
+	if afterCount != nil {
+		afterCount(table)
 	}
 	if rows == 0 {
 		// A new installation (migrations run before the processors
@@ -159,6 +156,21 @@ func (b *backfiller) createView(ctx context.Context, stmt, view, table string) e
 	}
 	if !at.Equal(cutoff) {
 		return fmt.Errorf("view %s has cutoff %s, not the %s it was made with: is another veil migrate running?", view, at.Format(time.RFC3339), cutoff.Format(time.RFC3339))
+	}
+	if rows == 0 {
+		// A row that came between the count and the view is in neither
+		// the view nor a copy: make both again with a cutoff ahead of
+		// the clock, whose backfill copies it.
+		var after uint64
+		if err := b.conn.QueryRow(ctx, "SELECT count() FROM usage_events").Scan(&after); err != nil {
+			return fmt.Errorf("count usage events: %w", err)
+		}
+		if after > 0 {
+			if err := b.dropBoth(ctx, view, table); err != nil {
+				return err
+			}
+			return b.createView(ctx, stmt, view, table)
+		}
 	}
 	if rows > 0 && !now.Before(cutoff) {
 		return fmt.Errorf("view %s was created after its cutoff %s (ClickHouse is slow to create it): rows stamped in between may be missing from %s; migrate again, which makes both again",
@@ -204,6 +216,25 @@ func (b *backfiller) finished(ctx context.Context, table string, cutoff time.Tim
 		return false, fmt.Errorf("read rollup_backfills: %w", err)
 	}
 	return done > 0, nil
+}
+
+// afterCount, when set (by tests), runs after createView counted the rows
+// to copy and before it makes the view.
+var afterCount func(table string)
+
+// dropBoth drops view and table and makes table again, empty, by the
+// CREATE TABLE statement of this migration that preceded the view.
+func (b *backfiller) dropBoth(ctx context.Context, view, table string) error {
+	create, ok := b.tables[table]
+	if !ok {
+		return fmt.Errorf("view %s of an unfinished backfill: no CREATE TABLE of %s precedes it in this migration to make it again", view, table)
+	}
+	for _, stmt := range []string{"DROP TABLE IF EXISTS " + view, "DROP TABLE IF EXISTS " + table, create} {
+		if err := b.conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("make %s and %s again: %w", view, table, err)
+		}
+	}
+	return nil
 }
 
 // backfill copies the rows before the cutoff into table once: a finished

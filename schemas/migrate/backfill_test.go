@@ -229,6 +229,43 @@ func TestClickHouseRollupBackfillAfterAnEarlyDeath(t *testing.T) {
 // migratedWithUsage migrates a new ClickHouse database up to version upTo
 // and writes 500 events ingested an hour ago; cfg copies in slices of at
 // most 97 rows and waits 2 s for batches in flight.
+// TestClickHouseRollupBackfillRowDuringAnEmptyStart: on an empty
+// usage_events a new view takes every row without a copy; a row written
+// between the count that found it empty and the view's creation is in
+// neither, so the view and its table are made again with a copy.
+func TestClickHouseRollupBackfillRowDuringAnEmptyStart(t *testing.T) {
+	ctx := t.Context()
+	addr, db := testenv.ClickHouseAddr(t)
+	cfg := migrate.ClickHouseConfig{Addr: addr, Database: db, UpTo: 7, BackfillGrace: 2 * time.Second}
+	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := datastore.OpenClickHouse(datastore.ClickHouse{Addr: addr, Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	written := false
+	migrate.AfterCount(t, func(table string) {
+		if written {
+			return
+		}
+		written = true
+		if err := insertUsage(ctx, conn, 0, 3, time.Now()); err != nil {
+			t.Errorf("insert during the migration of %s: %v", table, err)
+		}
+	})
+	cfg.UpTo = 8
+	if _, err := migrate.ClickHouse(ctx, cfg, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !written {
+		t.Fatal("0008 made no view")
+	}
+	rollupMatchesBase(t, conn, "usage_api_class_quarter", "toStartOfFifteenMinutes(time, 'UTC')", "api_id, status_class", "api_id, toUInt8(intDiv(status, 100)) AS status_class")
+	rollupMatchesBase(t, conn, "usage_api_class_hour", "toStartOfHour(time, 'UTC')", "api_id, status_class", "api_id, toUInt8(intDiv(status, 100)) AS status_class")
+}
+
 func migratedWithUsage(t *testing.T, upTo uint32) (migrate.ClickHouseConfig, driver.Conn) {
 	t.Helper()
 	addr, db := testenv.ClickHouseAddr(t)
