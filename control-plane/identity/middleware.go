@@ -2,6 +2,7 @@ package identity
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -14,8 +15,22 @@ import (
 // RFC 6750 challenge; the detail says only whether the token was missing,
 // expired or otherwise invalid, so that probing learns nothing about keys
 // or claims.
+//
+// A request whose context carries a trusted principal (WithTrustedPrincipal,
+// which only code in this process can call: the portal calling the API on
+// behalf of a signed-in browser) skips the bearer check: that principal is
+// stored as if a token had carried it.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p, ok := trustedPrincipal(r.Context()); ok {
+			if err := p.Validate(); err != nil {
+				v.log.ErrorContext(r.Context(), "trusted principal refused", "error", err, "method", r.Method, "path", r.URL.Path)
+				unauthorized(w, fmt.Errorf("%w: %w", ErrInvalidToken, err))
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+			return
+		}
 		p, err := v.Verify(r.Context(), bearer(r))
 		if err != nil {
 			v.log.DebugContext(r.Context(), "request refused", "error", err, "method", r.Method, "path", r.URL.Path)

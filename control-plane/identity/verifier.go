@@ -251,12 +251,22 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 		}
 		return Principal{}, v.fail(reason, fmt.Errorf("verify token: %w (%s): %v", ErrInvalidToken, reason, err))
 	}
+	p, err := c.principal()
+	if err != nil {
+		return Principal{}, v.fail(reasonClaims, fmt.Errorf("verify token: %w: %w", ErrInvalidToken, err))
+	}
+	return p, nil
+}
+
+// principal maps verified claims to the Principal they name. Errors wrap
+// ErrInvalidClaims.
+func (c *claims) principal() (Principal, error) {
 	p := Principal{
 		Subject: c.Subject, Org: c.Org, Role: Role(c.Role),
 		Name: c.Name, Email: c.Email, EmailVerified: bool(c.EmailVerified), TokenID: c.ID,
 	}
 	if err := p.Validate(); err != nil {
-		return Principal{}, v.fail(reasonClaims, fmt.Errorf("verify token: %w: %w", ErrInvalidToken, err))
+		return Principal{}, err
 	}
 	return p, nil
 }
