@@ -52,10 +52,9 @@ var (
 	carol = identity.Principal{Subject: "u-carol", Org: "globex", Role: identity.RoleConsumer, Name: "Carol"}
 )
 
-// newAuthEnv starts the server; handler, when it returns non-nil, serves
-// instead of the default routes (for servers whose URL the config needs).
-// tls serves https.
-func newAuthEnv(t *testing.T, tls bool, edit func(*portal.AuthConfig)) *authEnv {
+// newAuthEnv starts the server, over https when tls; edit, when not nil,
+// changes the config, knowing the server's URL, before NewAuth.
+func newAuthEnv(t *testing.T, tls bool, edit func(srvURL string, cfg *portal.AuthConfig)) *authEnv {
 	t.Helper()
 	e := &authEnv{clock: testenv.NewClock(time.Now()), metrics: metrics.NewSet()}
 	var h http.Handler = http.NotFoundHandler()
@@ -87,7 +86,7 @@ func newAuthEnv(t *testing.T, tls bool, edit func(*portal.AuthConfig)) *authEnv 
 		},
 	}
 	if edit != nil {
-		edit(&e.cfg)
+		edit(e.srv.URL, &e.cfg)
 	}
 	a, err := portal.NewAuth(t.Context(), e.cfg)
 	if err != nil {

@@ -72,8 +72,51 @@ type oidcClient struct {
 
 // oidcProvider is what discovery yields.
 type oidcProvider struct {
+	provider *oidc.Provider
 	oauth    oauth2.Config
 	verifier *oidc.IDTokenVerifier
+}
+
+// profileClaims are the optional claims a Principal takes from the
+// provider's UserInfo endpoint when the ID token lacks them: in the code
+// flow, OpenID Connect Core (5.4) lets a provider put the profile and
+// email scopes' claims there only. The organization and role never come
+// from there: they must be in the signed ID token.
+var profileClaims = []string{"name", "email", "email_verified"}
+
+// addProfile fills claims' missing profile claims from the UserInfo
+// endpoint, when the provider has one and answers for the same subject. A
+// failure is logged: name and email are optional.
+func (c *oidcClient) addProfile(ctx context.Context, p *oidcProvider, tok *oauth2.Token, subject string, claims map[string]any) {
+	missing := false
+	for _, k := range profileClaims {
+		_, ok := claims[k]
+		missing = missing || !ok
+	}
+	if !missing || p.provider.UserInfoEndpoint() == "" {
+		return
+	}
+	ui, err := p.provider.UserInfo(ctx, oauth2.StaticTokenSource(tok))
+	if err != nil {
+		c.log.WarnContext(ctx, "sign-in: read UserInfo", "error", err)
+		return
+	}
+	if ui.Subject != subject {
+		c.log.WarnContext(ctx, "sign-in: UserInfo names another subject; ignored")
+		return
+	}
+	var extra map[string]any
+	if err := ui.Claims(&extra); err != nil {
+		c.log.WarnContext(ctx, "sign-in: read UserInfo", "error", err)
+		return
+	}
+	for _, k := range profileClaims {
+		if _, ok := claims[k]; !ok {
+			if v, ok := extra[k]; ok {
+				claims[k] = v
+			}
+		}
+	}
 }
 
 func newOIDCClient(ctx context.Context, cfg OIDCConfig, log *slog.Logger, now func() time.Time) (*oidcClient, error) {
@@ -134,6 +177,7 @@ func (c *oidcClient) provider(ctx context.Context) (*oidcProvider, error) {
 		return nil, c.lastFail
 	}
 	c.ready = &oidcProvider{
+		provider: p,
 		oauth: oauth2.Config{
 			ClientID: c.cfg.ClientID, ClientSecret: c.cfg.ClientSecret,
 			Endpoint: p.Endpoint(), RedirectURL: c.cfg.RedirectURL, Scopes: c.cfg.Scopes,
@@ -306,6 +350,7 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "Sign-in refused", "The identity provider's ID token cannot be read.", "error", err)
 		return
 	}
+	a.oidc.addProfile(pctx, p, tok, idt.Subject, claims)
 	principal, err := identity.PrincipalFromClaims(claims, a.oidc.cfg.OrgClaim, a.oidc.cfg.RoleClaim)
 	if err != nil {
 		refuse(http.StatusForbidden, "No access to Veil",
