@@ -7,7 +7,7 @@ STATICCHECK_VERSION ?= v0.8.2
 KAFKA_PKGS := ./ingest/... ./internal/broker/... ./processors/... ./cmd/... ./e2e/...
 FUZZTIME ?= 15s
 
-.PHONY: build test test-unit test-kfake fuzz fuzz-api demo services kafka services-down lint bench check-clickhouse-current clean sqlc sqlc-check
+.PHONY: build test test-unit test-kfake fuzz fuzz-api demo services kafka services-down lint bench check-clickhouse-current clean sqlc sqlc-check portal-vendor
 
 build:
 	$(GO) build -o bin/veil ./cmd/veil
@@ -69,6 +69,11 @@ sqlc:
 ## sqlc-check: fail when the committed generated code differs from what sqlc would write.
 sqlc-check:
 	$(GO) tool sqlc diff
+
+## portal-vendor: fetch the portal's pinned browser libraries from npm into control-plane/portal/assets/vendor
+## (checked against their integrity; the files are committed, so building never needs npm).
+portal-vendor:
+	control-plane/portal/vendor.sh
 
 clean:
 	rm -rf bin

@@ -37,6 +37,7 @@ import (
 	"github.com/veil-platform/veil/control-plane/notify"
 	"github.com/veil-platform/veil/control-plane/payments"
 	"github.com/veil-platform/veil/control-plane/planfiles"
+	"github.com/veil-platform/veil/control-plane/portal"
 	"github.com/veil-platform/veil/control-plane/promotions"
 	"github.com/veil-platform/veil/control-plane/quota"
 	"github.com/veil-platform/veil/control-plane/subscriptions"
@@ -138,8 +139,11 @@ type controlPlaneFlags struct {
 	// payments configures the payment providers and the payments cycle.
 	payments paymentFlags
 	// publicURL is the control plane's public base URL, for links in
-	// payment notices (VEIL_PUBLIC_URL, as the gateway's 402).
+	// payment notices (VEIL_PUBLIC_URL, as the gateway's 402) and the
+	// portal's sign-in callback.
 	publicURL string
+	// portal configures the portal's sign-in.
+	portal portalFlags
 }
 
 // paymentFlags configure collection. Neither Stripe secret is logged or
@@ -215,6 +219,7 @@ func (c *controlPlaneFlags) register(f *flags, withRedis bool) {
 	// answered 503), from the environment or a file only.
 	f.Secret(&c.payments.stripeSecretKey, "VEIL_STRIPE_SECRET_KEY")
 	f.Secret(&c.payments.stripeWebhookSecret, "VEIL_STRIPE_WEBHOOK_SECRET")
+	c.portal.register(f)
 	f.String(&c.publicURL, "public-url", "VEIL_PUBLIC_URL", "", "public base URL of the control plane or portal (https://veil.example.com), for the invoice links of payment notices (empty: none)")
 	f.String(&c.payments.stripeAPIBase, "stripe-api-base", "VEIL_STRIPE_API_BASE", "", "Stripe API base URL (empty: Stripe itself; http://127.0.0.1:12111 for stripe-mock)")
 	f.String(&c.payments.bankHolder, "bank-account-holder", "VEIL_BANK_ACCOUNT_HOLDER", "", "account holder of the bank account the manual provider's invoices are paid into by transfer")
@@ -373,7 +378,15 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if _, err := plane.river.PeriodicJobs().AddManySafely(periodic); err != nil {
 		return nil, fmt.Errorf("add periodic jobs: %w", err)
 	}
-	handler, err := plane.apiHandler(cp, limits, svc, verifier, logger, set)
+	api, err := plane.apiHandler(cp, limits, svc, verifier, logger, set)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := cp.portal.authConfig(plane.pool, cp.publicURL, set)
+	if err != nil {
+		return nil, fmt.Errorf("portal: %w", err)
+	}
+	handler, err := portal.New(ctx, portal.Config{API: api, Auth: auth, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -73,6 +74,8 @@ func (d *devFlags) applyDefaults() ([]string, error) {
 	}
 	// Local webhook receivers are the point of a development setup.
 	cp.webhookPrivate = true
+	// One-click sign-in as the demo's users (the banner prints the links).
+	cp.portal.dev = devPersonas()
 	if pay := &cp.payments; pay.stripeSecretKey == "" {
 		pay.stripeSecretKey = DevStripeSecretKey
 		if pay.stripeAPIBase == "" {
@@ -227,10 +230,29 @@ func (d *devFlags) printBanner(w io.Writer, kafkaWhere, ingestAddr, processorAdd
   postgres       %s
   clickhouse     %s  database %s
   stripe         %s  (%s)
-Stop with Ctrl-C.
 `, kafkaWhere, ingestAddr, maskToken(d.ing.tokens), processorAddr, d.proc.group, planeAddr, gatewayWhere,
 		d.ing.metricsAddr, d.cp.metricsAddr, defaultGatewayMetricsAddr,
 		d.proc.redisAddr, redactURL(d.mig.postgresURL), d.mig.clickhouseAddr, d.mig.clickhouseDB, stripeBase, stripeKey)
+	portal := "http://" + browsable(planeAddr)
+	fmt.Fprintf(w, `  portal         %s/  (API reference %s/docs); one-click sign-in:
+                   consumer  %s/auth/dev?persona=consumer
+                   provider  %s/auth/dev?persona=provider
+                   admin     %s/auth/dev?persona=admin
+Stop with Ctrl-C.
+`, portal, portal, portal, portal, portal)
+}
+
+// browsable is addr as a browser on this machine reaches it: a listener on
+// every address is reached on loopback.
+func browsable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // stripeWhere names the Stripe API veil dev collects through, never the
