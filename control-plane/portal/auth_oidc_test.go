@@ -1,7 +1,6 @@
 package portal_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"io"
@@ -13,189 +12,68 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zitadel/oidc/v3/example/server/exampleop"
-	"github.com/zitadel/oidc/v3/example/server/storage"
-	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
-	"github.com/zitadel/oidc/v3/pkg/op"
-
 	"github.com/veil-platform/veil/control-plane/identity"
 	"github.com/veil-platform/veil/control-plane/portal"
-)
-
-// testOP is zitadel's example OpenID provider, certified and real, run in
-// process. Its users sign in at /login/username with the password
-// "verysecure"; claims adds claims to a user's ID token.
-type testOP struct {
-	issuer string
-
-	mu       sync.Mutex
-	authReqs []url.Values // the queries of the authorization requests it got
-}
-
-const (
-	opPassword     = "verysecure"
-	opClientID     = "veil-portal"
-	opClientSecret = "portal-secret"
-	opPublicClient = "veil-portal-public"
+	"github.com/veil-platform/veil/control-plane/portal/portaltest"
 )
 
 // opUsers: ada has Veil claims, nobody none, owner an unknown role,
 // tenant its claims under other names.
-var opUsers = map[string]struct {
-	user   storage.User
-	claims map[string]any
-}{
-	"ada":    {storage.User{ID: "u-ada", FirstName: "Ada", LastName: "Lovelace", Email: "ada@example.com", EmailVerified: true}, map[string]any{"org": "acme", "role": "provider"}},
-	"nobody": {storage.User{ID: "u-nobody", FirstName: "No", LastName: "Body", Email: "nobody@example.com"}, nil},
-	"owner":  {storage.User{ID: "u-owner", FirstName: "O", LastName: "Wner"}, map[string]any{"org": "acme", "role": "owner"}},
-	"tenant": {storage.User{ID: "u-tenant", FirstName: "Ten", LastName: "Ant"}, map[string]any{"https://veil.example/org": "globex", "https://veil.example/role": "consumer"}},
+var opUsers = []portaltest.User{
+	{Username: "ada", Subject: "u-ada", FirstName: "Ada", LastName: "Lovelace", Email: "ada@example.com", EmailVerified: true, Org: "acme", Role: "provider"},
+	{Username: "nobody", Subject: "u-nobody", FirstName: "No", LastName: "Body", Email: "nobody@example.com"},
+	{Username: "owner", Subject: "u-owner", FirstName: "O", LastName: "Wner", Org: "acme", Role: "owner"},
+	{Username: "tenant", Subject: "u-tenant", FirstName: "Ten", LastName: "Ant", Claims: map[string]any{"https://veil.example/org": "globex", "https://veil.example/role": "consumer"}},
 }
 
 // adaPrincipal is what ada's ID token maps to.
 var adaPrincipal = identity.Principal{Subject: "u-ada", Org: "acme", Role: identity.RoleProvider, Name: "Ada Lovelace", Email: "ada@example.com", EmailVerified: true}
 
-type opUserStore struct{}
-
-func (opUserStore) GetUserByID(id string) *storage.User {
-	for name, u := range opUsers {
-		if u.user.ID == id {
-			user := u.user
-			user.Username, user.Password = name, opPassword
-			return &user
-		}
-	}
-	return nil
-}
-
-func (s opUserStore) GetUserByUsername(name string) *storage.User {
-	if u, ok := opUsers[name]; ok {
-		return s.GetUserByID(u.user.ID)
-	}
-	return nil
-}
-
-func (opUserStore) ExampleClientID() string { return opClientID }
-
-// claimsStorage adds opUsers' claims to ID tokens.
-type claimsStorage struct{ *storage.Storage }
-
-func (s claimsStorage) SetUserinfoFromRequest(ctx context.Context, ui *zoidc.UserInfo, r op.IDTokenRequest, scopes []string) error {
-	if err := s.Storage.SetUserinfoFromRequest(ctx, ui, r, scopes); err != nil {
-		return err
-	}
-	for _, u := range opUsers {
-		if u.user.ID == r.GetSubject() {
-			for k, v := range u.claims {
-				ui.AppendClaims(k, v)
-			}
-		}
-	}
-	return nil
-}
-
-// startOP starts the provider on a free loopback port, with a confidential
-// client and a public one, both redirecting to redirectURL.
-func startOP(t *testing.T, redirectURL string) *testOP {
+// newOIDCEnv starts a provider and a portal that signs in with it; edit,
+// when not nil, changes the portal's OIDC configuration.
+func newOIDCEnv(t *testing.T, tls bool, edit func(*portal.OIDCConfig, *portaltest.OP)) (*authEnv, *portaltest.OP) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &testOP{issuer: "http://" + ln.Addr().String() + "/"}
-	clients := map[string]*storage.Client{
-		opClientID:     storage.WebClient(opClientID, opClientSecret, redirectURL),
-		opPublicClient: storage.NativeClient(opPublicClient, redirectURL),
-	}
-	st := claimsStorage{storage.NewStorageWithClients(opUserStore{}, clients)}
-	h := exampleop.SetupServer(o.issuer, st, nil, false)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/auth" {
-			o.mu.Lock()
-			o.authReqs = append(o.authReqs, r.URL.Query())
-			o.mu.Unlock()
-		}
-		h.ServeHTTP(w, r)
-	}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return o
-}
-
-func (o *testOP) lastAuthRequest(t *testing.T) url.Values {
-	t.Helper()
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(o.authReqs) == 0 {
-		t.Fatal("the provider got no authorization request")
-	}
-	return o.authReqs[len(o.authReqs)-1]
-}
-
-// newOIDCEnv starts a provider and a portal that signs in with it.
-func newOIDCEnv(t *testing.T, tls bool, edit func(*portal.OIDCConfig)) (*authEnv, *testOP) {
-	t.Helper()
-	var o *testOP
+	var o *portaltest.OP
 	e := newAuthEnv(t, tls, func(srvURL string, cfg *portal.AuthConfig) {
-		o = startOP(t, srvURL+"/auth/callback")
+		o = portaltest.StartOP(t, []string{srvURL + "/auth/callback"}, opUsers...)
 		cfg.OIDC = &portal.OIDCConfig{
-			Issuer: o.issuer, ClientID: opClientID, ClientSecret: opClientSecret, RedirectURL: srvURL + "/auth/callback",
+			Issuer: o.Issuer(), ClientID: o.ClientID, ClientSecret: o.ClientSecret, RedirectURL: srvURL + "/auth/callback",
 		}
 		if edit != nil {
-			edit(cfg.OIDC)
+			edit(cfg.OIDC, o)
 		}
 	})
 	return e, o
 }
 
-// toProvider starts a sign-in at the portal and follows it to the
-// provider's login form; it returns the form's auth request id.
-func (o *testOP) toProvider(t *testing.T, c *http.Client, start string) string {
+// signIn signs user in through the provider, with return_to=returnTo when
+// not empty, and returns the status, final URL and body.
+func signIn(t *testing.T, c *http.Client, e *authEnv, user, returnTo string) (status int, final *url.URL, body string) {
 	t.Helper()
-	status, final, body := get(t, c, start)
-	if status != http.StatusOK || final.Path != "/login/username" || !strings.HasPrefix(final.String(), o.issuer) {
-		t.Fatalf("GET %s ended at %d %s (%.300s); want the provider's login form", start, status, final, body)
-	}
-	id := final.Query().Get("authRequestID")
-	if id == "" {
-		t.Fatalf("login form URL %s has no authRequestID", final)
-	}
-	return id
+	resp := portaltest.SignIn(t, c, e.srv.URL, user, returnTo)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Request.URL, string(b)
 }
 
-// login submits the provider's login form. With stop, the client does
-// not follow the provider's redirect to the portal's callback: login
-// returns the callback URL instead of following it.
-func (o *testOP) login(t *testing.T, c *http.Client, id, user string, stop bool) (status int, final *url.URL, body string) {
+// callbackURL signs user in at the provider, but does not follow the
+// provider's redirect back to the portal: it returns the callback URL.
+func callbackURL(t *testing.T, c *http.Client, e *authEnv, o *portaltest.OP, user, returnTo string) *url.URL {
 	t.Helper()
-	form := url.Values{"id": {id}, "username": {user}, "password": {opPassword}}
-	if !stop {
-		return postFollow(t, c, o.issuer+"login/username", form)
-	}
 	cc := *c
-	var callback *url.URL
 	cc.CheckRedirect = func(r *http.Request, _ []*http.Request) error {
-		if r.URL.Path == "/auth/callback" && !strings.HasPrefix(r.URL.String(), o.issuer) {
-			callback = r.URL
+		if r.URL.Path == "/auth/callback" && !strings.HasPrefix(r.URL.String(), o.Issuer()) {
 			return http.ErrUseLastResponse
 		}
 		return nil
 	}
-	postFollow(t, &cc, o.issuer+"login/username", form)
-	if callback == nil {
-		t.Fatal("the provider did not redirect to the portal's callback")
+	resp := portaltest.SignIn(t, &cc, e.srv.URL, user, returnTo)
+	resp.Body.Close()
+	callback, err := resp.Location()
+	if resp.StatusCode != http.StatusFound || err != nil || callback.Path != "/auth/callback" {
+		t.Fatalf("the provider answered the login with %d %v; want a redirect to the portal's callback", resp.StatusCode, callback)
 	}
-	return 0, callback, ""
-}
-
-func postFollow(t *testing.T, c *http.Client, u string, form url.Values) (int, *url.URL, string) {
-	t.Helper()
-	resp, err := c.PostForm(u, form)
-	if err != nil {
-		t.Fatalf("POST %s: %v", u, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Request.URL, string(b)
+	return callback
 }
 
 // cookieRecorder records the Set-Cookie headers of responses to path.
@@ -222,8 +100,8 @@ func TestOIDCSignIn(t *testing.T) {
 	rec := &cookieRecorder{base: c.Transport, path: "/auth/callback"}
 	c.Transport = rec
 
-	id := o.toProvider(t, c, e.srv.URL+"/auth/login?return_to=/private")
-	q := o.lastAuthRequest(t)
+	status, final, body := signIn(t, c, e, "ada", "/private")
+	q := o.LastAuthRequest(t)
 	if q.Get("code_challenge_method") != "S256" || len(q.Get("code_challenge")) != 43 {
 		t.Errorf("authorization request code_challenge_method=%q code_challenge=%q; want S256 and a 43-character challenge", q.Get("code_challenge_method"), q.Get("code_challenge"))
 	}
@@ -232,11 +110,10 @@ func TestOIDCSignIn(t *testing.T) {
 			t.Errorf("authorization request %s = %q; want 32 random bytes", k, q.Get(k))
 		}
 	}
-	if q.Get("client_id") != opClientID || q.Get("response_type") != "code" || q.Get("scope") != "openid profile email" {
-		t.Errorf("authorization request = %v; want client %s, response_type code, scope openid profile email", q, opClientID)
+	if q.Get("client_id") != o.ClientID || q.Get("response_type") != "code" || q.Get("scope") != "openid profile email" {
+		t.Errorf("authorization request = %v; want client %s, response_type code, scope openid profile email", q, o.ClientID)
 	}
 
-	status, final, body := o.login(t, c, id, "ada", false)
 	if status != http.StatusOK || final.Path != "/private" || !strings.HasPrefix(final.String(), e.srv.URL) {
 		t.Fatalf("after the provider's login: %d at %s (%.300s); want 200 at the portal's /private", status, final, body)
 	}
@@ -281,12 +158,11 @@ func TestOIDCSignIn(t *testing.T) {
 }
 
 func TestOIDCPublicClient(t *testing.T) {
-	e, o := newOIDCEnv(t, false, func(c *portal.OIDCConfig) {
-		c.ClientID, c.ClientSecret = opPublicClient, ""
+	e, _ := newOIDCEnv(t, false, func(c *portal.OIDCConfig, o *portaltest.OP) {
+		c.ClientID, c.ClientSecret = o.PublicClientID, ""
 	})
 	c := e.client(t)
-	id := o.toProvider(t, c, e.srv.URL+"/auth/login?return_to=/private")
-	status, final, body := o.login(t, c, id, "ada", false)
+	status, final, body := signIn(t, c, e, "ada", "/private")
 	if status != http.StatusOK || final.Path != "/private" || principalOf(t, body) != adaPrincipal {
 		t.Fatalf("public client sign-in: %d at %s %q; want 200 at /private as %+v", status, final, body, adaPrincipal)
 	}
@@ -306,12 +182,11 @@ func hasCookie(cs []*http.Cookie, name string) bool {
 }
 
 func TestOIDCCustomClaimNames(t *testing.T) {
-	e, o := newOIDCEnv(t, false, func(c *portal.OIDCConfig) {
+	e, _ := newOIDCEnv(t, false, func(c *portal.OIDCConfig, _ *portaltest.OP) {
 		c.OrgClaim, c.RoleClaim = "https://veil.example/org", "https://veil.example/role"
 	})
 	c := e.client(t)
-	id := o.toProvider(t, c, e.srv.URL+"/auth/login?return_to=/private")
-	status, final, body := o.login(t, c, id, "tenant", false)
+	status, final, body := signIn(t, c, e, "tenant", "/private")
 	want := identity.Principal{Subject: "u-tenant", Org: "globex", Role: identity.RoleConsumer, Name: "Ten Ant"}
 	if status != http.StatusOK || final.Path != "/private" || principalOf(t, body) != want {
 		t.Fatalf("sign-in with custom claim names: %d at %s %q; want 200 at /private as %+v", status, final, body, want)
@@ -323,7 +198,7 @@ func TestOIDCStateRefused(t *testing.T) {
 
 	t.Run("replay", func(t *testing.T) {
 		c := e.client(t)
-		_, callback, _ := o.login(t, c, o.toProvider(t, c, e.srv.URL+"/auth/login?return_to=/private"), "ada", true)
+		callback := callbackURL(t, c, e, o, "ada", "/private")
 		if status, final, _ := get(t, c, callback.String()); status != http.StatusOK || final.Path != "/private" {
 			t.Fatalf("first callback: %d at %s; want signed in at /private", status, final)
 		}
@@ -336,7 +211,7 @@ func TestOIDCStateRefused(t *testing.T) {
 	})
 	t.Run("wrong state", func(t *testing.T) {
 		c := e.client(t)
-		_, callback, _ := o.login(t, c, o.toProvider(t, c, e.srv.URL+"/auth/login"), "ada", true)
+		callback := callbackURL(t, c, e, o, "ada", "")
 		q := callback.Query()
 		q.Set("state", "A"+q.Get("state")[1:])
 		callback.RawQuery = q.Encode()
@@ -351,7 +226,7 @@ func TestOIDCStateRefused(t *testing.T) {
 	})
 	t.Run("another browser", func(t *testing.T) {
 		c := e.client(t)
-		_, callback, _ := o.login(t, c, o.toProvider(t, c, e.srv.URL+"/auth/login"), "ada", true)
+		callback := callbackURL(t, c, e, o, "ada", "")
 		victim := e.client(t)
 		if status, _, _ := get(t, victim, callback.String()); status != http.StatusBadRequest {
 			t.Fatalf("callback in a browser that did not start the sign-in = %d; want 400", status)
@@ -363,7 +238,7 @@ func TestOIDCStateRefused(t *testing.T) {
 	})
 	t.Run("expired", func(t *testing.T) {
 		c := e.client(t)
-		_, callback, _ := o.login(t, c, o.toProvider(t, c, e.srv.URL+"/auth/login"), "ada", true)
+		callback := callbackURL(t, c, e, o, "ada", "")
 		e.clock.Advance(10*time.Minute + time.Second)
 		defer e.clock.Advance(-10*time.Minute - time.Second)
 		if status, _, _ := get(t, c, callback.String()); status != http.StatusBadRequest {
@@ -376,10 +251,10 @@ func TestOIDCStateRefused(t *testing.T) {
 }
 
 func TestOIDCClaimsRefused(t *testing.T) {
-	e, o := newOIDCEnv(t, false, nil)
+	e, _ := newOIDCEnv(t, false, nil)
 	for _, user := range []string{"nobody", "owner"} {
 		c := e.client(t)
-		status, _, _ := o.login(t, c, o.toProvider(t, c, e.srv.URL+"/auth/login?return_to=/private"), user, false)
+		status, _, _ := signIn(t, c, e, user, "/private")
 		if status != http.StatusForbidden {
 			t.Fatalf("%s: sign-in = %d; want 403", user, status)
 		}
@@ -398,7 +273,7 @@ func TestOIDCClaimsRefused(t *testing.T) {
 }
 
 func TestOIDCReturnTo(t *testing.T) {
-	e, o := newOIDCEnv(t, false, nil)
+	e, _ := newOIDCEnv(t, false, nil)
 	tests := []struct{ returnTo, want string }{
 		{"/private?tab=keys", "/private?tab=keys"},
 		{"", "/"},
@@ -414,8 +289,7 @@ func TestOIDCReturnTo(t *testing.T) {
 	}
 	for _, tc := range tests {
 		c := e.client(t)
-		id := o.toProvider(t, c, e.srv.URL+"/auth/login?return_to="+url.QueryEscape(tc.returnTo))
-		status, final, _ := o.login(t, c, id, "ada", false)
+		status, final, _ := signIn(t, c, e, "ada", tc.returnTo)
 		if got := final.RequestURI(); status != http.StatusOK || !strings.HasPrefix(final.String(), e.srv.URL+"/") || got != tc.want {
 			t.Errorf("return_to %q: ended at %d %s; want 200 at the portal's %s", tc.returnTo, status, final, tc.want)
 		}
@@ -425,8 +299,10 @@ func TestOIDCReturnTo(t *testing.T) {
 func TestOIDCProviderError(t *testing.T) {
 	e, o := newOIDCEnv(t, false, nil)
 	c := e.client(t)
-	o.toProvider(t, c, e.srv.URL+"/auth/login")
-	state := o.lastAuthRequest(t).Get("state")
+	if status, final, body := get(t, c, e.srv.URL+"/auth/login"); status != http.StatusOK || final.Path != portaltest.LoginPath || !strings.HasPrefix(final.String(), o.Issuer()) {
+		t.Fatalf("GET /auth/login ended at %d %s (%.300s); want the provider's login form", status, final, body)
+	}
+	state := o.LastAuthRequest(t).Get("state")
 	q := url.Values{"error": {"access_denied"}, "error_description": {"The user said no"}, "state": {state}}
 	if status, _, _ := get(t, c, e.srv.URL+"/auth/callback?"+q.Encode()); status != http.StatusUnauthorized {
 		t.Fatalf("callback with error=access_denied = %d; want 401", status)
@@ -459,7 +335,7 @@ func TestOIDCProviderDownAtStart(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens: discovery fails
 	e := newAuthEnv(t, false, func(srvURL string, cfg *portal.AuthConfig) {
-		cfg.OIDC = &portal.OIDCConfig{Issuer: "http://" + addr + "/", ClientID: opClientID, RedirectURL: srvURL + "/auth/callback"}
+		cfg.OIDC = &portal.OIDCConfig{Issuer: "http://" + addr + "/", ClientID: "veil-portal", RedirectURL: srvURL + "/auth/callback"}
 	})
 	if status, _, _ := get(t, e.client(t), e.srv.URL+"/auth/login"); status != http.StatusServiceUnavailable {
 		t.Fatalf("GET /auth/login with the provider down = %d; want 503", status)
