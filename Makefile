@@ -13,12 +13,12 @@ build:
 	$(GO) build -o bin/veil ./cmd/veil
 
 ## test: every test against the real services (Postgres, Redis, ClickHouse and the real Kafka broker),
-## then the Kafka tests again against the in-process kfake broker (the process-killing crash tests
-## once is enough), then the tests that restart ClickHouse and Redis (alone: they disturb the
+## then the Kafka tests again against the in-process kfake broker (the process-killing crash tests,
+## and the portal's, which use no broker, once is enough), then the tests that restart ClickHouse and Redis (alone: they disturb the
 ## shared services), then a short fuzz run.
 test: build services kafka
 	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m ./...
-	VEIL_TEST_BROKER=kfake $(GO) test -count=1 -timeout 5m -skip 'SIGKILL|WithKills|ControlPlane|ApprovalFlow|Gateway' $(KAFKA_PKGS)
+	VEIL_TEST_BROKER=kfake $(GO) test -count=1 -timeout 5m -skip 'SIGKILL|WithKills|ControlPlane|ApprovalFlow|Gateway|Portal' $(KAFKA_PKGS)
 	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 10m -tags disrupt -run 'RestartMidRun' ./e2e
 	$(MAKE) fuzz
 

@@ -116,6 +116,13 @@ type cpOptions struct {
 	egressResolver           string
 	periodRollEvery          time.Duration
 	logLevel                 string
+	// addr is where it listens; empty means a free loopback port. A test
+	// that must know the address before the start (an OpenID provider's
+	// redirect URL) picks it.
+	addr string
+	// env is added to the process's environment (settings read from the
+	// environment only, such as VEIL_OIDC_CLIENT_SECRET).
+	env []string
 }
 
 // options are a control plane's settings for this environment:
@@ -161,8 +168,11 @@ func (e *cpEnv) startControlPlane(t *testing.T, o cpOptions) *controlPlane {
 	if o.quotaTopic == "" {
 		o.quotaTopic = broker.TopicQuotaEvents
 	}
-	addr := testenv.FreeLoopbackAddr(t)
-	p := startVeil(t, nil, e.args(addr, o)...)
+	addr := o.addr
+	if addr == "" {
+		addr = testenv.FreeLoopbackAddr(t)
+	}
+	p := startVeil(t, o.env, e.args(addr, o)...)
 	cp := &controlPlane{proc: p, ClientWithResponses: newClient(t, "http://"+addr), URL: "http://" + addr}
 	t.Cleanup(func() {
 		if err := p.stop(); err != nil && !errors.Is(err, errStopped) {
