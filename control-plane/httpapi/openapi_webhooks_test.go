@@ -2,7 +2,9 @@ package httpapi_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -235,4 +237,108 @@ func TestOpenAPIWebhookPayloadsMatch(t *testing.T) {
 		}
 	}
 	t.Logf("validated payloads by type: %v", seen)
+	paymentsAsREST(t, e, admin)
+}
+
+// paymentsAsREST: a payment.* webhook's data is the payment as the REST
+// API answers it, with the organizations it is between. Compared for
+// the payments the flow leaves succeeded, each of which it last changed
+// by a change it announced (a refund, a payment marked paid).
+func paymentsAsREST(t *testing.T, e *testEnv, admin string) {
+	t.Helper()
+	rows, err := e.Pool.Query(t.Context(), `
+		SELECT DISTINCT ON (p.id) p.invoice_id::text, p.issuer_id::text, p.customer_id::text, d.event_type, (d.payload->'data')::text
+		FROM webhook_deliveries d JOIN payments p ON p.id::text = d.payload->'data'->>'id'
+		WHERE d.event_type LIKE 'payment.%' AND p.status = 'succeeded'
+		ORDER BY p.id, d.created_at DESC, d.id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	compared := 0
+	for rows.Next() {
+		var invoice, issuer, customer, typ, payload string
+		if err := rows.Scan(&invoice, &issuer, &customer, &typ, &payload); err != nil {
+			t.Fatal(err)
+		}
+		var data, rest map[string]any
+		if err := json.Unmarshal([]byte(payload), &data); err != nil {
+			t.Fatalf("decode the %s data %s: %v", typ, payload, err)
+		}
+		if data["issuer_id"] != issuer || data["customer_id"] != customer {
+			t.Errorf("%s data issuer_id, customer_id = %v, %v; want %s, %s", typ, data["issuer_id"], data["customer_id"], issuer, customer)
+		}
+		delete(data, "issuer_id")
+		delete(data, "customer_id")
+		e.must(http.StatusOK, "GET", "/v1/invoices/"+invoice+"/payment", admin, nil, &rest)
+		if !reflect.DeepEqual(data, rest) {
+			t.Errorf("the last %s data of invoice %s without its organizations = %s; want GET /v1/invoices/%s/payment = %v",
+				typ, invoice, payload, invoice, rest)
+		}
+		compared++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if compared < 2 {
+		t.Errorf("compared %d payments' webhooks with the REST API; want the flow's refunded and marked paid ones", compared)
+	}
+}
+
+// TestOpenAPIWebhookPaymentRefusesDrift: the document's payment.* schema
+// accepts the payment as the REST API renders it, with its organizations,
+// and refuses a payload that gains, loses, renames or retypes a member,
+// at the top or in an attempt: such a drift fails
+// TestOpenAPIWebhookPayloadsMatch instead of going out undescribed.
+func TestOpenAPIWebhookPaymentRefusesDrift(t *testing.T) {
+	t.Parallel()
+	schema := webhookSchemas(t)["payment.succeeded"]
+	valid := func() map[string]any {
+		return map[string]any{"type": "payment.succeeded", "timestamp": "2026-12-08T10:00:00.123456789Z", "data": map[string]any{
+			"id": "0b9c7a52-3c1e-4a57-9d7e-3f0d2a6f1e01", "invoice_id": "0b9c7a52-3c1e-4a57-9d7e-3f0d2a6f1e02",
+			"issuer_id": "0b9c7a52-3c1e-4a57-9d7e-3f0d2a6f1e03", "customer_id": "0b9c7a52-3c1e-4a57-9d7e-3f0d2a6f1e04",
+			"provider": "stripe", "status": "succeeded", "currency": "EUR",
+			"amount": "12.50", "amount_refunded": "0.00", "amount_disputed_lost": "0.00",
+			"attempts": []any{map[string]any{"attempt_no": 1, "status": "succeeded", "provider_payment_id": "pi_1",
+				"failure_code": "", "decline_code": "", "failure_message": "", "reference": "",
+				"created_at": "2026-12-08T09:59:58.5Z", "finished_at": "2026-12-08T10:00:00Z"}},
+			"next_attempt_at": nil, "succeeded_at": "2026-12-08T10:00:00.123456Z", "attention_reason": nil,
+		}}
+	}
+	validate := func(payload map[string]any) error {
+		b, err := json.Marshal(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return schema.Validate(inst)
+	}
+	if err := validate(valid()); err != nil {
+		t.Fatalf("the REST API's payment with its organizations does not match webhooks[payment.succeeded]: %v", err)
+	}
+	attempt := func(d map[string]any) map[string]any { return d["attempts"].([]any)[0].(map[string]any) }
+	for _, tc := range []struct {
+		name  string
+		drift func(d map[string]any)
+	}{
+		{"a member gained", func(d map[string]any) { d["fee"] = "0.30" }},
+		{"a member lost", func(d map[string]any) { delete(d, "amount_refunded") }},
+		{"an organization lost", func(d map[string]any) { delete(d, "customer_id") }},
+		{"a Go field name", func(d map[string]any) { d["ID"] = d["id"]; delete(d, "id") }},
+		{"an amount as a number", func(d map[string]any) { d["amount"] = 12.5 }},
+		{"an amount in minor units", func(d map[string]any) { d["amount"] = map[string]any{"Minor": 1250, "Currency": "EUR"} }},
+		{"the attempts as a count", func(d map[string]any) { d["attempts"] = 1 }},
+		{"an attempt's member gained", func(d map[string]any) { attempt(d)["card_last4"] = "4242" }},
+		{"an attempt's member lost", func(d map[string]any) { delete(attempt(d), "failure_code") }},
+		{"a time as a number", func(d map[string]any) { d["succeeded_at"] = 1796724000 }},
+	} {
+		payload := valid()
+		tc.drift(payload["data"].(map[string]any))
+		if validate(payload) == nil {
+			t.Errorf("webhooks[payment.succeeded] accepts a payment with %s; want it refused", tc.name)
+		}
+	}
 }

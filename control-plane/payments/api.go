@@ -40,13 +40,7 @@ func (s *Service) Attempts(ctx context.Context, actor identity.Actor, invoiceID 
 	if err != nil {
 		return p, nil, fmt.Errorf("read payment attempts: %w", err)
 	}
-	out := make([]Attempt, len(rows))
-	for i, a := range rows {
-		out[i] = Attempt{No: a.AttemptNo, Status: a.Status, ProviderPaymentID: a.ProviderPaymentID,
-			FailureCode: a.FailureCode, DeclineCode: a.DeclineCode, FailureMessage: a.FailureMessage,
-			Reference: a.Reference, CreatedAt: a.CreatedAt, FinishedAt: a.FinishedAt}
-	}
-	return p, out, nil
+	return p, toAttempts(rows), nil
 }
 
 // Webhook verifies a provider's delivery and applies its event once. An

@@ -71,7 +71,7 @@ func (s *Service) disputeLost(ctx context.Context, tx pgx.Tx, att db.PaymentAtte
 	if err := s.disputeLostDunning(ctx, tx, p); err != nil {
 		return err
 	}
-	return s.publish(ctx, tx, p, "payment.dispute_lost")
+	return s.publish(ctx, tx, p.ID, "payment.dispute_lost")
 }
 
 // disputeFunds records when the provider withdrew a dispute's amount

@@ -2,6 +2,7 @@ package payments
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -36,17 +37,39 @@ type crashing struct {
 
 var errCrash = errors.New("process died")
 
-// recorder keeps the events published, as "<event> <org>".
+// recorder keeps the events published, as "<event> <org>", and the
+// data of each type's last, as JSON.
 type recorder struct {
 	mu     sync.Mutex
 	events []string
+	data   map[string][]byte
 }
 
-func (r *recorder) Publish(_ context.Context, _ pgx.Tx, org uuid.UUID, event string, _ any) error {
+func (r *recorder) Publish(_ context.Context, _ pgx.Tx, org uuid.UUID, event string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, event+" "+org.String())
+	if r.data == nil {
+		r.data = map[string][]byte{}
+	}
+	r.data[event] = b
 	return nil
+}
+
+// last decodes the data of the last event of a type published.
+func (r *recorder) last(t *testing.T, event string) map[string]any {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out map[string]any
+	if err := json.Unmarshal(r.data[event], &out); err != nil {
+		t.Fatalf("decode the last %s data %s: %v", event, r.data[event], err)
+	}
+	return out
 }
 
 func (r *recorder) count(event string) int {

@@ -300,12 +300,23 @@ func (s *Service) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, fn)
 }
 
-// publish announces a payment event to its issuer and customer, in tx.
-func (s *Service) publish(ctx context.Context, tx pgx.Tx, p db.Payment, event string) error {
+// publish announces a payment event to its issuer and customer, in tx:
+// the payment as tx has it now, with its attempts, rendered as the REST
+// API renders it (paymentEvent).
+func (s *Service) publish(ctx context.Context, tx pgx.Tx, paymentID uuid.UUID, event string) error {
 	if s.cfg.Publisher == nil {
 		return nil
 	}
-	data := toPayment(p)
+	q := db.New(tx)
+	p, err := q.PaymentGet(ctx, paymentID)
+	if err != nil {
+		return fmt.Errorf("announce %s: read payment: %w", event, err)
+	}
+	attempts, err := q.AttemptsOf(ctx, p.ID)
+	if err != nil {
+		return fmt.Errorf("announce %s: read payment attempts: %w", event, err)
+	}
+	data := paymentEvent{PaymentJSON: toPayment(p).JSON(toAttempts(attempts)), IssuerID: p.IssuerID, CustomerID: p.CustomerID}
 	for _, org := range []uuid.UUID{p.IssuerID, p.CustomerID} {
 		if err := s.cfg.Publisher.Publish(ctx, tx, org, event, data); err != nil {
 			return fmt.Errorf("announce %s: %w", event, err)

@@ -255,6 +255,13 @@ func TestDisputeLostAfterCreditRefund(t *testing.T) {
 	if n := f.svc.cfg.Metrics.GetOrCreateCounter(overRefundedName).Get(); n != 1 {
 		t.Errorf("over-refunded counter %d; want 1", n)
 	}
+	// The announcement is the payment as the transaction left it, the
+	// flag included.
+	d := f.hooks.last(t, "payment.dispute_lost")
+	if d["attention_reason"] != reasonOverRefunded || d["amount_refunded"] != "5.00" || d["amount_disputed_lost"] != "20.00" {
+		t.Errorf("payment.dispute_lost data = %v; want attention_reason %s, amount_refunded 5.00, amount_disputed_lost 20.00",
+			d, reasonOverRefunded)
+	}
 }
 
 // totalIn is the statement's total in EUR of the month t is in.

@@ -188,7 +188,7 @@ func (s *Service) settleRefund(ctx context.Context, tx pgx.Tx, paymentID, refund
 	if err := s.checkOverRefunded(ctx, tx, p); err != nil {
 		return err
 	}
-	return s.publish(ctx, tx, p, "payment.refunded")
+	return s.publish(ctx, tx, p.ID, "payment.refunded")
 }
 
 // refundFailedLate records that the provider failed a refund it had
@@ -216,7 +216,6 @@ func (s *Service) refundFailedLate(ctx context.Context, tx pgx.Tx, p db.Payment,
 	if err := q.PaymentAddRefunded(ctx, db.PaymentAddRefundedParams{ID: p.ID, Amount: -rf.Amount}); err != nil {
 		return fmt.Errorf("record refunded amount: %w", err)
 	}
-	p.AmountRefunded -= rf.Amount
 	err = audit.Record(ctx, tx, audit.Change{
 		Actor: identity.System.Subject, ActorRole: string(identity.System.Role), OrganizationID: p.IssuerID,
 		Action: "payment.refund_failed", TargetType: "invoice", TargetID: p.InvoiceID.String(),
@@ -227,7 +226,7 @@ func (s *Service) refundFailedLate(ctx context.Context, tx pgx.Tx, p db.Payment,
 	if err != nil {
 		return err
 	}
-	return s.publish(ctx, tx, p, "payment.refund_failed")
+	return s.publish(ctx, tx, p.ID, "payment.refund_failed")
 }
 
 // checkOverRefunded flags a payment whose refunds, cash and credit
@@ -300,8 +299,7 @@ func (s *Service) RefundToCredit(ctx context.Context, actor identity.Actor, invo
 		if err := q.PaymentAddRefunded(ctx, db.PaymentAddRefundedParams{ID: p.ID, Amount: rf.Amount}); err != nil {
 			return fmt.Errorf("record refunded amount: %w", err)
 		}
-		p.AmountRefunded += rf.Amount
-		return s.publish(ctx, tx, p, "payment.refunded")
+		return s.publish(ctx, tx, p.ID, "payment.refunded")
 	})
 	if err != nil {
 		return Refund{}, err

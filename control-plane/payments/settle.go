@@ -233,8 +233,7 @@ func (s *Service) succeeded(ctx context.Context, tx pgx.Tx, p db.Payment, att db
 	}); err != nil {
 		return err
 	}
-	p.Status, p.SucceededAt = "succeeded", &now
-	return s.publish(ctx, tx, p, "payment.succeeded")
+	return s.publish(ctx, tx, p.ID, "payment.succeeded")
 }
 
 // failed schedules the payment's next attempt on the issuer's next retry
@@ -259,13 +258,12 @@ func (s *Service) failed(ctx context.Context, tx pgx.Tx, p db.Payment, now time.
 	if err := q.PaymentSetStatus(ctx, set); err != nil {
 		return fmt.Errorf("record payment: %w", err)
 	}
-	p.Status, p.NextAttemptAt = set.Status, set.NextAttemptAt
 	if set.Status == "failed" {
 		if err := s.pastDue(ctx, tx, p, grace, now); err != nil {
 			return err
 		}
 	}
-	return s.publish(ctx, tx, p, "payment.failed")
+	return s.publish(ctx, tx, p.ID, "payment.failed")
 }
 
 func truncate(s string, n int) string {
@@ -298,8 +296,7 @@ func (s *Service) needsAttention(ctx context.Context, tx pgx.Tx, p db.Payment, a
 	}); err != nil {
 		return err
 	}
-	p.Status, p.AttentionReason, p.NextAttemptAt = "needs_attention", reason, nil
-	if err := s.publish(ctx, tx, p, EventPaymentNeedsAttention); err != nil {
+	if err := s.publish(ctx, tx, p.ID, EventPaymentNeedsAttention); err != nil {
 		return err
 	}
 	// An amount below the provider's minimum is a small debt the issuer
