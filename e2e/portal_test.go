@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -26,7 +27,7 @@ var portalConsumer = portaltest.User{
 
 // portalEnv is a control plane whose portal signs users in with an OpenID
 // provider run in process, and an API in its catalog: active, with one
-// plan.
+// plan. The browser tests' screenshots show them.
 type portalEnv struct {
 	cp   *controlPlane
 	op   *portaltest.OP
@@ -36,8 +37,9 @@ type portalEnv struct {
 
 // newPortalEnv starts the provider and the control plane, the control
 // plane's address chosen first: the provider must know its callback,
-// <VEIL_PUBLIC_URL>/auth/callback. A provider registers an API and an
-// admin approves it until it is active.
+// <VEIL_PUBLIC_URL>/auth/callback. A provider registers an API (the
+// upstream answers its health check) and an admin approves it until it is
+// active.
 func newPortalEnv(t *testing.T) *portalEnv {
 	t.Helper()
 	e := newCPEnv(t)
@@ -51,11 +53,25 @@ func newPortalEnv(t *testing.T) *portalEnv {
 	}
 	cp := e.startControlPlane(t, o)
 
+	ctx := t.Context()
 	prov, admin := providerToken(t), adminToken(t)
-	apiID := e.activeAPI(t, cp, prov, admin, "travel")
-	got, err := cp.GetAPIWithResponse(t.Context(), apiID, nil, client.Bearer(prov))
-	expect(t, http.StatusOK, got, err)
-	plan, err := cp.CreatePlanWithResponse(t.Context(), apiID, nil, client.PlanInput{
+	created, err := cp.CreateAPIWithResponse(ctx, nil, client.APIInput{
+		Name: "Travel Search", Slug: "travel", UpstreamUrl: e.upstream.srv.URL + "/v1", Version: client.Ptr("2.1"),
+		Description: client.Ptr("Flights, trains and hotels in one search, with live prices and seats."),
+		Routes: &[]client.Route{
+			{Methods: []client.RouteMethods{client.RouteMethodsGET}, Path: "/flights"},
+			{Methods: []client.RouteMethods{client.RouteMethodsGET}, Path: "/hotels"},
+			{Methods: []client.RouteMethods{client.RouteMethodsPOST}, Path: "/bookings"},
+		},
+		HealthCheckPath: client.Ptr("/health"), DocsUrl: client.Ptr("https://docs.example.com/travel"),
+	}, client.Bearer(prov))
+	expect(t, http.StatusCreated, created, err)
+	apiID := created.JSON201.Id
+	submitted, err := cp.SubmitAPIWithResponse(ctx, apiID, nil, client.SubmitInput{}, client.Bearer(prov))
+	expect(t, http.StatusCreated, submitted, err)
+	approve(t, cp, admin, submitted.JSON201.Id, client.DecisionInput{})
+	api := waitState(t, cp, prov, apiID, "active", 30*time.Second, "failed")
+	plan, err := cp.CreatePlanWithResponse(ctx, apiID, nil, client.PlanInput{
 		Name: "Explorer", Slug: "explorer", Description: client.Ptr("For trips planned by hand."),
 		Terms: client.TermsInput{Type: client.Ptr(client.PlanTypeSubscription), Currency: "USD", BaseFee: "9",
 			QuotaRequests: client.Ptr[int64](10000), QuotaHard: client.Ptr(true)},
@@ -64,7 +80,7 @@ func newPortalEnv(t *testing.T) *portalEnv {
 	if plan.JSON201.Status != client.PlanStatusActive {
 		t.Fatalf("new plan status = %s; want active", plan.JSON201.Status)
 	}
-	return &portalEnv{cp: cp, op: op, api: *got.JSON200, plan: *plan.JSON201}
+	return &portalEnv{cp: cp, op: op, api: api, plan: *plan.JSON201}
 }
 
 // browserClient is an HTTP client with a cookie jar, following redirects.
@@ -96,8 +112,8 @@ func (r *setCookieRecorder) RoundTrip(req *http.Request) (*http.Response, error)
 	return resp, err
 }
 
-// page GETs path with c and returns the response, its body read.
-func page(t *testing.T, c *http.Client, base, path string) (*http.Response, string) {
+// getPage GETs path with c and returns the response, its body read.
+func getPage(t *testing.T, c *http.Client, base, path string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
 	if err != nil {
@@ -147,7 +163,7 @@ func TestPortalSignInAndCatalog(t *testing.T) {
 	t.Run("signed out, a page sends to the sign-in", func(t *testing.T) {
 		c := browserClient(t)
 		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-		resp, _ := page(t, c, base, "/catalog")
+		resp, _ := getPage(t, c, base, "/catalog")
 		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/signin?return_to=%2Fcatalog" {
 			t.Fatalf("GET /catalog without a session = %d Location %q; want 303 to /signin?return_to=%%2Fcatalog", resp.StatusCode, loc)
 		}
@@ -182,7 +198,7 @@ func TestPortalSignInAndCatalog(t *testing.T) {
 	})
 
 	t.Run("catalog", func(t *testing.T) {
-		resp, body := page(t, c, base, "/catalog")
+		resp, body := getPage(t, c, base, "/catalog")
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, env.api.Name) || !strings.Contains(body, `href="/catalog/`+env.api.Id.String()+`"`) {
 			t.Fatalf("GET /catalog = %d (%.800s); want 200 listing %q linking /catalog/%s", resp.StatusCode, body, env.api.Name, env.api.Id)
 		}
@@ -193,7 +209,7 @@ func TestPortalSignInAndCatalog(t *testing.T) {
 	})
 
 	t.Run("an API's page", func(t *testing.T) {
-		resp, body := page(t, c, base, "/catalog/"+env.api.Id.String())
+		resp, body := getPage(t, c, base, "/catalog/"+env.api.Id.String())
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "<h1>"+env.api.Name+"</h1>") {
 			t.Fatalf("GET /catalog/%s = %d (%.800s); want 200 with the API's name", env.api.Id, resp.StatusCode, body)
 		}
@@ -202,20 +218,20 @@ func TestPortalSignInAndCatalog(t *testing.T) {
 			t.Errorf("GET /catalog/%s: plans section %.800q; want the plan %s at 9.00 USD", env.api.Id, plans, env.plan.Name)
 		}
 		checkCSP(t, "GET /catalog/{id}", resp)
-		if resp, _ := page(t, c, base, "/catalog/"+uuid.NewString()); resp.StatusCode != http.StatusNotFound {
+		if resp, _ := getPage(t, c, base, "/catalog/"+uuid.NewString()); resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET /catalog/<unknown id> = %d; want 404", resp.StatusCode)
 		}
 	})
 
 	t.Run("the other pages' policies", func(t *testing.T) {
 		for _, p := range []string{"/", "/docs", "/signin", "/no-such-page"} {
-			resp, _ := page(t, c, base, p)
+			resp, _ := getPage(t, c, base, p)
 			checkCSP(t, "GET "+p, resp)
 		}
 	})
 
 	t.Run("sign out", func(t *testing.T) {
-		_, home := page(t, c, base, "/")
+		_, home := getPage(t, c, base, "/")
 		m := csrfField.FindStringSubmatch(home)
 		if m == nil {
 			t.Fatalf("GET / signed in has no sign-out form with a CSRF token (%.800s)", home)
@@ -238,7 +254,7 @@ func TestPortalSignInAndCatalog(t *testing.T) {
 		if resp, body := logout(url.Values{}); resp.StatusCode != http.StatusForbidden {
 			t.Fatalf("POST /auth/logout without the csrf field = %d (%.300s); want 403", resp.StatusCode, body)
 		}
-		if resp, _ := page(t, c, base, "/catalog"); resp.Request.URL.Path != "/catalog" {
+		if resp, _ := getPage(t, c, base, "/catalog"); resp.Request.URL.Path != "/catalog" {
 			t.Fatalf("after a refused sign-out GET /catalog ended at %s; want still signed in", resp.Request.URL)
 		}
 		if resp, body := logout(url.Values{"csrf": {m[1]}}); resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/" || strings.Contains(body, `action="/auth/logout"`) {
@@ -252,7 +268,7 @@ func TestPortalSignInAndCatalog(t *testing.T) {
 		// The old cookie, replayed, no longer works.
 		replay := browserClient(t)
 		replay.Jar.SetCookies(u, old)
-		if resp, _ := page(t, replay, base, "/catalog"); resp.Request.URL.Path != "/signin" || resp.Request.URL.Query().Get("return_to") != "/catalog" {
+		if resp, _ := getPage(t, replay, base, "/catalog"); resp.Request.URL.Path != "/signin" || resp.Request.URL.Query().Get("return_to") != "/catalog" {
 			t.Fatalf("GET /catalog with the signed-out cookie ended at %s; want /signin?return_to=%%2Fcatalog", resp.Request.URL)
 		}
 	})
