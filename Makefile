@@ -14,8 +14,9 @@ build:
 
 ## test: every test against the real services (Postgres, Redis, ClickHouse and the real Kafka broker),
 ## then the Kafka tests again against the in-process kfake broker (the process-killing crash tests,
-## and the portal's, which use no broker, once is enough), then the tests that restart ClickHouse and Redis (alone: they disturb the
-## shared services), then a short fuzz run.
+## and the portal's, which use no broker, once is enough), then the tests that restart ClickHouse
+## and Redis (alone: they disturb the shared services), then a short fuzz run. The portal's browser
+## tests need Chromium (services installs it).
 test: build services kafka
 	VEIL_TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m ./...
 	VEIL_TEST_BROKER=kfake $(GO) test -count=1 -timeout 5m -skip 'SIGKILL|WithKills|ControlPlane|ApprovalFlow|Gateway|Portal' $(KAFKA_PKGS)

@@ -28,6 +28,8 @@ install_all() {
   { command -v clickhouse-server && command -v clickhouse-client; } >/dev/null 2>&1 ||
     pkgs+=(clickhouse-server clickhouse-client)
   command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+  # The portal's browser tests (e2e/browser_test.go) drive headless Chromium.
+  command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
   ((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}"
 }
 
