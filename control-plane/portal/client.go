@@ -58,6 +58,12 @@ const maxAnswer = 8 << 20
 // user of r and decodes a 2xx answer into out (if not nil); any other
 // answer is a *Problem.
 func (c client) do(r *http.Request, method, path string, q url.Values, in, out any) error {
+	return c.send(r, method, path, q, "", in, out)
+}
+
+// send is do with an Idempotency-Key (if not empty): a form submitted
+// twice (a double click, a reload) does what it does once.
+func (c client) send(r *http.Request, method, path string, q url.Values, idem string, in, out any) error {
 	s, ok := SessionFrom(r.Context())
 	if !ok {
 		return &Problem{Status: http.StatusUnauthorized, Title: "Unauthorized", Detail: "Sign in first."}
@@ -87,6 +93,9 @@ func (c client) do(r *http.Request, method, path string, q url.Values, in, out a
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if idem != "" {
+		req.Header.Set("Idempotency-Key", idem)
+	}
 	if id := r.Header.Get("X-Request-Id"); id != "" {
 		req.Header.Set("X-Request-Id", id)
 	}
@@ -113,6 +122,12 @@ func (c client) do(r *http.Request, method, path string, q url.Values, in, out a
 
 func (c client) get(r *http.Request, path string, q url.Values, out any) error {
 	return c.do(r, http.MethodGet, path, q, nil, out)
+}
+
+// post sends in as the body of a POST to path; idem is the form's
+// idempotency key (formKey), or empty.
+func (c client) post(r *http.Request, path, idem string, in, out any) error {
+	return c.send(r, http.MethodPost, path, nil, idem, in, out)
 }
 
 // recorder is the response the API writes for an in-process call.

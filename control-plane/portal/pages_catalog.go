@@ -51,6 +51,7 @@ type planView struct {
 func (p *portal) catalogRoutes(r chi.Router) {
 	r.Get("/catalog", p.catalog)
 	r.Get("/catalog/{id}", p.apiPage)
+	p.subscriptionRoutes(r)
 }
 
 type catalogPage struct {
@@ -83,17 +84,25 @@ func (p *portal) catalog(w http.ResponseWriter, r *http.Request) {
 type apiPage struct {
 	API   apiView
 	Plans []planView
+	// SentPlan and PromotionCode are what a refused subscribe form sent.
+	SentPlan, PromotionCode string
 }
 
 // uuidPattern is the form of the ids in the pages' paths.
 var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 func (p *portal) apiPage(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
-	if !uuidPattern.MatchString(id) {
-		p.fail(w, r, http.StatusNotFound, "Page not found", "There is no API "+id+".")
+	id := pathID(r)
+	if id == "" {
+		p.fail(w, r, http.StatusNotFound, "Page not found", "There is no such API.")
 		return
 	}
+	p.renderAPI(w, r, id, nil)
+}
+
+// renderAPI renders API id's page, with the problem of a subscribe form
+// that was refused.
+func (p *portal) renderAPI(w http.ResponseWriter, r *http.Request, id string, pr *Problem) {
 	var out apiPage
 	if err := p.api.get(r, "/v1/apis/"+id, nil, &out.API); err != nil {
 		p.failAPI(w, r, err)
@@ -109,5 +118,10 @@ func (p *portal) apiPage(w http.ResponseWriter, r *http.Request) {
 			out.Plans = append(out.Plans, pl)
 		}
 	}
-	p.render(w, r, http.StatusOK, "api", view{Title: out.API.Name, Nav: "catalog", Data: out})
+	status := http.StatusOK
+	if pr != nil {
+		status = pr.Status
+		out.SentPlan, out.PromotionCode = r.PostFormValue("plan_id"), r.PostFormValue("promotion_code")
+	}
+	p.render(w, r, status, "api", view{Title: out.API.Name, Nav: "catalog", Data: out, Problem: pr})
 }

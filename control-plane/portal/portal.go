@@ -169,7 +169,9 @@ func (v view) FieldError(field string) string {
 		return ""
 	}
 	for _, f := range v.Problem.Errors {
-		if f.Field == field {
+		// An element of a list field counts as the field:
+		// promotion_codes[0] is the form's promotion_code.
+		if f.Field == field || strings.HasPrefix(f.Field, field+"[") || strings.HasPrefix(f.Field, field+".") {
 			return f.Detail
 		}
 	}
@@ -237,7 +239,8 @@ func parsePages() (map[string]*template.Template, error) {
 			}
 			return t.UTC().Format("2006-01-02 15:04 UTC")
 		},
-		"join": strings.Join,
+		"join":    strings.Join,
+		"formkey": formKey,
 		"deref": func(n *int64) int64 {
 			if n == nil {
 				return 0
