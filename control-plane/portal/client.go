@@ -130,6 +130,21 @@ func (c client) post(r *http.Request, path, idem string, in, out any) error {
 	return c.send(r, http.MethodPost, path, nil, idem, in, out)
 }
 
+// patch sends in as the body of a PATCH to path.
+func (c client) patch(r *http.Request, path string, in, out any) error {
+	return c.send(r, http.MethodPatch, path, nil, "", in, out)
+}
+
+// put sends in as the body of a PUT to path.
+func (c client) put(r *http.Request, path string, in, out any) error {
+	return c.send(r, http.MethodPut, path, nil, "", in, out)
+}
+
+// delete sends a DELETE to path.
+func (c client) delete(r *http.Request, path string) error {
+	return c.send(r, http.MethodDelete, path, nil, "", nil, nil)
+}
+
 // recorder is the response the API writes for an in-process call.
 type recorder struct {
 	header http.Header

@@ -51,7 +51,6 @@ type planView struct {
 func (p *portal) catalogRoutes(r chi.Router) {
 	r.Get("/catalog", p.catalog)
 	r.Get("/catalog/{id}", p.apiPage)
-	p.subscriptionRoutes(r)
 }
 
 type catalogPage struct {

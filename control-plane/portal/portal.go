@@ -21,6 +21,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,6 +92,25 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 		r.Group(func(r chi.Router) {
 			r.Use(p.auth.Require)
 			p.catalogRoutes(r)
+			// Each role's pages; another role gets the 403 page (the API
+			// would refuse it the data anyway).
+			r.Group(func(r chi.Router) {
+				r.Use(p.requireRole(identity.RoleConsumer))
+				p.subscriptionRoutes(r)
+				p.consumerRoutes(r)
+			})
+			r.Group(func(r chi.Router) {
+				r.Use(p.requireRole(identity.RoleConsumer, identity.RoleProvider))
+				p.webhookRoutes(r)
+			})
+			r.Route("/provider", func(r chi.Router) {
+				r.Use(p.requireRole(identity.RoleProvider))
+				p.providerRoutes(r)
+			})
+			r.Route("/admin", func(r chi.Router) {
+				r.Use(p.requireRole(identity.RoleAdmin))
+				p.adminRoutes(r)
+			})
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -113,6 +133,21 @@ type portal struct {
 	auth  *Auth
 	pages map[string]*template.Template
 	api   client
+}
+
+// requireRole lets the signed-in users of roles through; the others see
+// the 403 page.
+func (p *portal) requireRole(roles ...identity.Role) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s, ok := SessionFrom(r.Context())
+			if !ok || !slices.Contains(roles, s.Principal.Role) {
+				p.fail(w, r, http.StatusForbidden, "Not allowed", "This page is not for your role ("+string(s.Principal.Role)+").")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 // contentSecurityPolicy lets pages load scripts, styles, images and data
