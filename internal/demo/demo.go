@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -140,4 +141,11 @@ Try: bin/veil usage --subscription `+Subject0+`
      clickhouse-client --database %s --query 'SELECT subject, count() FROM usage_events GROUP BY subject'
 `, c.IngestURL, c.Brokers, broker.TopicUsageRaw, broker.TopicUsageDLQ, broker.TopicQuotaEvents, c.ClickHouseAddr, c.ClickHouseDB, c.RedisAddr, c.ControlPlaneURL, c.GatewayURL, c.ClickHouseDB)
 	fmt.Fprintln(w.out, "\ndemo finished: every accepted event is in Kafka, ClickHouse and the Redis counters; the demo API went from draft to active through an approval and answers through the gateway, which enforced the consumer's rate limit and quota; a plan file became a priced plan, whose quote of the metered usage the promotion code discounts, and the period's end an invoice with its PDF, paid through Stripe; a declined payment made its subscription past due, then blocked with 402 until it was paid")
+	portal := strings.TrimSuffix(c.ControlPlaneURL, "/")
+	fmt.Fprintf(w.out, `
+The portal: %[1]s/ (API reference %[1]s/docs). Sign in with one click as
+  the consumer  %[1]s/auth/dev?persona=consumer   Sam at demo-travel: the subscription, its keys and usage
+  the provider  %[1]s/auth/dev?persona=provider   Dana at demo-weather: the Demo Weather API, its plans and subscribers
+  the admin     %[1]s/auth/dev?persona=admin      the platform operator: approvals, audit log, pipeline
+`, portal)
 }
