@@ -35,47 +35,6 @@ func (a *api) adminPaymentRoutes(r chi.Router) {
 	r.Put(idPath("/organizations/{id}/payment-settings"), a.paymentsHandle(a.putPaymentSettings))
 }
 
-// paymentJSON is a payment with its amounts as invoices print them.
-type paymentJSON struct {
-	ID            string             `json:"id"`
-	InvoiceID     string             `json:"invoice_id"`
-	Provider      string             `json:"provider"`
-	Status        string             `json:"status"`
-	Currency      string             `json:"currency"`
-	Amount        string             `json:"amount"`
-	AmountRefund  string             `json:"amount_refunded"`
-	DisputedLost  string             `json:"amount_disputed_lost"`
-	Attempts      []payments.Attempt `json:"attempts"`
-	NextAttemptAt *string            `json:"next_attempt_at"`
-	SucceededAt   *string            `json:"succeeded_at"`
-	// AttentionReason says why a needs_attention payment cannot be taken.
-	AttentionReason *string                       `json:"attention_reason"`
-	Instructions    *metering.PaymentInstructions `json:"-"`
-}
-
-func toPaymentJSON(p payments.Payment, attempts []payments.Attempt) paymentJSON {
-	out := paymentJSON{ID: p.ID.String(), InvoiceID: p.InvoiceID.String(), Provider: p.Provider, Status: p.Status,
-		Currency: p.Amount.Currency, Amount: money(p.Amount.Currency, p.Amount.Decimal()),
-		AmountRefund: money(p.Amount.Currency, p.Refunded.Decimal()), Attempts: attempts,
-		DisputedLost: money(p.Amount.Currency, p.DisputedLost.Decimal())}
-	if out.Attempts == nil {
-		out.Attempts = []payments.Attempt{}
-	}
-	if p.NextAttemptAt != nil {
-		s := p.NextAttemptAt.UTC().Format(timeFormat)
-		out.NextAttemptAt = &s
-	}
-	if p.SucceededAt != nil {
-		s := p.SucceededAt.UTC().Format(timeFormat)
-		out.SucceededAt = &s
-	}
-	if p.AttentionReason != "" {
-		out.AttentionReason = &p.AttentionReason
-	}
-	return out
-}
-
-const timeFormat = "2006-01-02T15:04:05.999999Z07:00"
 
 func (a *api) invoicePayment(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id")
@@ -86,7 +45,7 @@ func (a *api) invoicePayment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toPaymentJSON(p, attempts))
+	writeJSON(w, http.StatusOK, p.JSON(attempts))
 	return nil
 }
 
@@ -170,12 +129,12 @@ func (a *api) markPaymentPaid(w http.ResponseWriter, r *http.Request) error {
 // payment as it is now, with its attempts. Money may have moved already,
 // so a failure to read them answers the payment the call returned rather
 // than an error the client might take for nothing done.
-func (a *api) withAttempts(r *http.Request, p payments.Payment) paymentJSON {
+func (a *api) withAttempts(r *http.Request, p payments.Payment) payments.PaymentJSON {
 	now, attempts, err := a.cfg.Payments.Attempts(r.Context(), actorFrom(r), p.InvoiceID)
 	if err != nil {
-		return toPaymentJSON(p, nil)
+		return p.JSON(nil)
 	}
-	return toPaymentJSON(now, attempts)
+	return now.JSON(attempts)
 }
 
 // retryPayment is pay now: a new attempt at once, for the customer's
