@@ -35,7 +35,6 @@ func (a *api) adminPaymentRoutes(r chi.Router) {
 	r.Put(idPath("/organizations/{id}/payment-settings"), a.paymentsHandle(a.putPaymentSettings))
 }
 
-
 func (a *api) invoicePayment(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id")
 	if err != nil {
