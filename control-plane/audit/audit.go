@@ -133,8 +133,13 @@ type Filter struct {
 	TargetType     string
 	TargetID       string
 	Action         string
-	BeforeID       int64 // cursor: entries with a smaller id
-	Limit          int
+	// Actor is the subject who made the change ("" for anyone).
+	Actor string
+	// Since and Until bound the entries' times: [Since, Until), either
+	// nil for no bound.
+	Since, Until *time.Time
+	BeforeID     int64 // cursor: entries with a smaller id
+	Limit        int
 }
 
 // ErrBadFilter reports an unusable filter.
@@ -147,7 +152,7 @@ func List(ctx context.Context, pool *pgxpool.Pool, f Filter) ([]Entry, error) {
 	}
 	rows, err := db.New(pool).AuditList(ctx, db.AuditListParams{
 		OrganizationID: f.OrganizationID, TargetType: f.TargetType, TargetID: f.TargetID, Action: f.Action,
-		BeforeID: f.BeforeID, MaxRows: int32(f.Limit),
+		Actor: f.Actor, Since: f.Since, Until: f.Until, BeforeID: f.BeforeID, MaxRows: int32(f.Limit),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("query audit log: %w", err)

@@ -22,13 +22,17 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	// One row more than asked tells whether a next page exists.
-	f := audit.Filter{TargetType: q.Get("target_type"), TargetID: q.Get("target_id"), Action: q.Get("action"), Limit: limit + 1}
+	f := audit.Filter{TargetType: q.Get("target_type"), TargetID: q.Get("target_id"), Action: q.Get("action"), Actor: q.Get("actor"), Limit: limit + 1}
 	if err := auditCursor(r, &f); err != nil {
 		return err
 	}
 	act := actorFrom(r)
 	var v validation.Error
 	org := queryUUID(r, "organization_id", &v)
+	f.Since, f.Until = queryTime(r, "since", &v), queryTime(r, "until", &v)
+	if f.Since != nil && f.Until != nil && !f.Until.After(*f.Since) {
+		v.Add("until", "must be after since")
+	}
 	if err := v.Err(); err != nil {
 		return err
 	}

@@ -4,8 +4,9 @@ INSERT INTO audit_log
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
 
 -- AuditList returns entries newest first. A nil organization_id means every
--- organization; an empty target_type, target_id or action and a zero
--- before_id leave that filter out.
+-- organization; an empty target_type, target_id, action or actor, a nil
+-- since or until and a zero before_id leave that filter out. since is
+-- inclusive, until exclusive.
 -- name: AuditList :many
 SELECT id, created_at, actor, actor_role, organization_id, action, target_type, target_id,
        before, after, source_ip, user_agent, request_id
@@ -14,6 +15,9 @@ WHERE (sqlc.narg(organization_id)::uuid IS NULL OR organization_id = sqlc.narg(o
   AND (@target_type::text = '' OR target_type = @target_type)
   AND (@target_id::text = '' OR target_id = @target_id)
   AND (@action::text = '' OR action = @action)
+  AND (@actor::text = '' OR actor = @actor)
+  AND (sqlc.narg(since)::timestamptz IS NULL OR created_at >= sqlc.narg(since))
+  AND (sqlc.narg(until)::timestamptz IS NULL OR created_at < sqlc.narg(until))
   AND (@before_id::bigint = 0 OR id < @before_id::bigint)
 ORDER BY id DESC
 LIMIT @max_rows::integer;

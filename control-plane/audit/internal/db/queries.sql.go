@@ -7,6 +7,7 @@ package db
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -70,9 +71,12 @@ WHERE ($1::uuid IS NULL OR organization_id = $1)
   AND ($2::text = '' OR target_type = $2)
   AND ($3::text = '' OR target_id = $3)
   AND ($4::text = '' OR action = $4)
-  AND ($5::bigint = 0 OR id < $5::bigint)
+  AND ($5::text = '' OR actor = $5)
+  AND ($6::timestamptz IS NULL OR created_at >= $6)
+  AND ($7::timestamptz IS NULL OR created_at < $7)
+  AND ($8::bigint = 0 OR id < $8::bigint)
 ORDER BY id DESC
-LIMIT $6::integer
+LIMIT $9::integer
 `
 
 type AuditListParams struct {
@@ -80,19 +84,26 @@ type AuditListParams struct {
 	TargetType     string
 	TargetID       string
 	Action         string
+	Actor          string
+	Since          *time.Time
+	Until          *time.Time
 	BeforeID       int64
 	MaxRows        int32
 }
 
 // AuditList returns entries newest first. A nil organization_id means every
-// organization; an empty target_type, target_id or action and a zero
-// before_id leave that filter out.
+// organization; an empty target_type, target_id, action or actor, a nil
+// since or until and a zero before_id leave that filter out. since is
+// inclusive, until exclusive.
 func (q *Queries) AuditList(ctx context.Context, arg AuditListParams) ([]AuditLog, error) {
 	rows, err := q.db.Query(ctx, auditList,
 		arg.OrganizationID,
 		arg.TargetType,
 		arg.TargetID,
 		arg.Action,
+		arg.Actor,
+		arg.Since,
+		arg.Until,
 		arg.BeforeID,
 		arg.MaxRows,
 	)
