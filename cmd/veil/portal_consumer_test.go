@@ -205,6 +205,13 @@ func TestPortalConsumerUsage(t *testing.T) {
 	if len(latency.Series) != 3 || byDate(latency.X, latency.Series[0].Values)[dYesterday] != 10 || byDate(latency.X, latency.Series[2].Values)[dToday] != 40 {
 		t.Errorf("latency chart = %+v; want p50 10 ms on %s and p99 40 ms on %s", latency, dYesterday, dToday)
 	}
+	// The plan prices no usage: the cost by day is there, and nothing.
+	cost := dataIsland(t, page, "chart-cost")
+	for i, v := range cost.Series[0].Values {
+		if v != 0 || len(cost.X) != 7 {
+			t.Errorf("cost on day %d = %v of %d days; want 0 on each of 7 days", i, v, len(cost.X))
+		}
+	}
 	for _, want := range []string{"<code>GET /forecast</code>", "<td>2xx</td><td>4</td>", "<td>4xx</td><td>1</td>", "<td>5xx</td><td>1</td>", "Cost so far"} {
 		if !strings.Contains(page.body, want) {
 			t.Errorf("usage page lacks %q", want)
