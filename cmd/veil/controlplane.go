@@ -386,7 +386,17 @@ func newControlPlane(ctx context.Context, cp controlPlaneFlags, postgresURL stri
 	if err != nil {
 		return nil, fmt.Errorf("portal: %w", err)
 	}
-	handler, err := portal.New(ctx, portal.Config{API: api, Auth: auth, Logger: logger})
+	pc := portal.Config{API: api, Auth: auth, Logger: logger, Metrics: set}
+	if limits.ipRate.Limit > 0 {
+		// The pages and the sign-in answer each client address within the
+		// API's rate, in a bucket of their own.
+		limiter, err := middleware.NewRateLimiter(middleware.RateLimitConfig{Client: plane.redis, Prefix: "veil:cp:rl:portal:", Logger: logger, Metrics: set, FailOpen: true})
+		if err != nil {
+			return nil, err
+		}
+		pc.Limit = limiter.Middleware("portal-ip", limits.ipRate, func(r *http.Request) string { return middleware.ClientIP(r, limits.proxies) })
+	}
+	handler, err := portal.New(ctx, pc)
 	if err != nil {
 		return nil, err
 	}

@@ -270,3 +270,24 @@ func TestPortalConsumerSubscribesAndIssuesAKey(t *testing.T) {
 		t.Errorf("the key does not show revoked: %s", p.body)
 	}
 }
+
+// TestPortalRefusesLargeBodiesAndListings: a page request's body is
+// bounded before anything parses it, and the assets are files, never a
+// directory listing.
+func TestPortalRefusesLargeBodiesAndListings(t *testing.T) {
+	pp := newPortalPlane(t)
+	b := pp.browser()
+	b.signIn("consumer")
+	big := url.Values{"csrf": {"x"}, "name": {strings.Repeat("a", 200<<10)}}
+	if p := b.post("/subscriptions/00000000-0000-4000-8000-000000000000/keys", big); p.status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 200 KiB form: %d; want 413", p.status)
+	}
+	for _, path := range []string{"/assets/", "/assets/vendor/"} {
+		if p := b.get(path); p.status != http.StatusNotFound {
+			t.Errorf("GET %s: %d; want 404, not a listing", path, p.status)
+		}
+	}
+	if p := b.get("/assets/portal.css"); p.status != http.StatusOK {
+		t.Errorf("GET /assets/portal.css: %d", p.status)
+	}
+}

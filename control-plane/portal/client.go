@@ -88,7 +88,15 @@ func (c client) send(r *http.Request, method, path string, q url.Values, idem st
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
+	// The caller's address as the API's limits and audit log see it: the
+	// API believes X-Forwarded-For only from its trusted proxies, as for
+	// any request.
 	req.RemoteAddr = r.RemoteAddr
+	for _, h := range []string{"X-Forwarded-For", "User-Agent"} {
+		if v := r.Header.Values(h); len(v) > 0 {
+			req.Header[h] = v
+		}
+	}
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")

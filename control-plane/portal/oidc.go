@@ -299,9 +299,14 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 		case "access_denied", "login_required", "consent_required", "interaction_required", "account_selection_required":
 			status = http.StatusUnauthorized
 		}
-		detail := "The identity provider answered " + truncate(code, 64)
-		if d := q.Get("error_description"); d != "" {
-			detail += ": " + truncate(d, maxProviderError)
+		// The provider's words are shown only for a sign-in this browser
+		// started: anyone can link here with an error of their own making.
+		detail := "The identity provider refused the sign-in"
+		if err == nil {
+			detail = "The identity provider answered " + truncate(code, 64)
+			if d := q.Get("error_description"); d != "" {
+				detail += ": " + truncate(d, maxProviderError)
+			}
 		}
 		refuse(status, "Sign-in refused", detail+".", "error_code", truncate(code, 64))
 		return

@@ -25,9 +25,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/go-chi/chi/v5"
 
 	"github.com/veil-platform/veil/control-plane/identity"
+	"github.com/veil-platform/veil/control-plane/middleware"
 )
 
 //go:embed templates/*.html
@@ -45,9 +47,17 @@ type Config struct {
 	// Auth configures sign-in (NewAuth); New fills in its Fail and
 	// RenderDev with the portal's pages.
 	Auth AuthConfig
-	// Logger logs what fails while rendering.
+	// Logger logs what fails while rendering, and each page request.
 	Logger *slog.Logger
+	// Metrics receives the pages' access metrics. Nil means a private set.
+	Metrics *metrics.Set
+	// Limit, if not nil, runs before every page and asset (a rate limit
+	// per client address, as the API's).
+	Limit func(http.Handler) http.Handler
 }
+
+// maxForm bounds a page request's body: the portal's forms are small.
+const maxForm = 64 << 10
 
 // apiPath says whether a request is the REST API's rather than a page.
 func apiPath(p string) bool {
@@ -80,9 +90,15 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
 	r := chi.NewRouter()
-	r.Use(securityHeaders)
-	r.Handle("/assets/*", http.StripPrefix("/assets/", cacheAssets(http.FileServerFS(assets))))
+	r.Use(middleware.RequestID, middleware.Recoverer(cfg.Logger), middleware.AccessLog(cfg.Logger, cfg.Metrics), securityHeaders, limitBody)
+	if cfg.Limit != nil {
+		r.Use(cfg.Limit)
+	}
+	r.Handle("/assets/*", http.StripPrefix("/assets/", cacheAssets(noListing(http.FileServerFS(assets)))))
 	r.Get("/docs", p.docs)
 	r.Group(func(r chi.Router) {
 		r.Use(p.auth.Middleware)
@@ -165,6 +181,31 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitBody refuses a request body beyond maxForm (the form's parse
+// fails, which the CSRF check answers with 403) before anything reads it.
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxForm {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// noListing answers 404 for a directory of the assets instead of listing
+// it.
+func noListing(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }
