@@ -1,30 +1,23 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"html"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/shopspring/decimal"
 
 	"github.com/veil-platform/veil/control-plane/billing"
-	"github.com/veil-platform/veil/control-plane/identity"
-	"github.com/veil-platform/veil/control-plane/portal"
 	"github.com/veil-platform/veil/internal/testenv"
 )
 
@@ -41,35 +34,11 @@ func newConsumerPlane(t *testing.T, usage bool) (*portalPlane, *usageWriter) {
 		conn, chAddr, chDB = testenv.ClickHouseDB(t)
 		writer = &usageWriter{t: t, conn: conn}
 	}
-	pgURL := testenv.MigratedPostgresURL(t)
-	_, redisDB := testenv.RedisDB(t)
-	var cp controlPlaneFlags
-	f := newFlags("control-plane", "", io.Discard)
-	cp.register(f, true)
-	if err := f.Parse([]string{"--control-plane-addr", "127.0.0.1:0", "--redis-db", strconv.Itoa(redisDB), "--kafka-brokers", "",
-		"--jwt-secret", portalTestSecret, "--gateway-admin-url", "http://127.0.0.1:1", "--gateway-url", "http://127.0.0.1:1", "--upstream-allow-cidrs", "127.0.0.0/8"}); err != nil {
-		t.Fatal(err)
-	}
-	cp.metricsAddr = ""
-	cp.clickhouseAddr, cp.clickhouseDB = chAddr, chDB
-	cp.webhookPrivate = true
-	cp.portal.dev = append(devPersonas(), portal.DevPersona{Key: "other", Label: "Olga, consumer at other-travel",
-		Principal: identity.Principal{Subject: "olga", Org: "other-travel", Role: identity.RoleConsumer}})
-	plane, err := newControlPlane(t.Context(), cp, pgURL, testenv.Logger(t), metrics.NewSet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(plane.close)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- plane.run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("control plane: %v", err)
-		}
+	pp := newPortalPlaneWith(t, func(cp *controlPlaneFlags) {
+		cp.clickhouseAddr, cp.clickhouseDB = chAddr, chDB
+		cp.webhookPrivate = true
 	})
-	return &portalPlane{t: t, url: "http://" + plane.addr().String(), pgURL: pgURL}, writer
+	return pp, writer
 }
 
 // usageWriter writes gateway calls into usage_events as the processors

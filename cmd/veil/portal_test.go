@@ -36,6 +36,13 @@ type portalPlane struct {
 
 func newPortalPlane(t *testing.T) *portalPlane {
 	t.Helper()
+	return newPortalPlaneWith(t, nil)
+}
+
+// newPortalPlaneWith is newPortalPlane with adjust applied to the flags
+// before the control plane starts.
+func newPortalPlaneWith(t *testing.T, adjust func(*controlPlaneFlags)) *portalPlane {
+	t.Helper()
 	pgURL := testenv.MigratedPostgresURL(t)
 	_, redisDB := testenv.RedisDB(t)
 	var cp controlPlaneFlags
@@ -48,6 +55,9 @@ func newPortalPlane(t *testing.T) *portalPlane {
 	cp.metricsAddr = ""
 	cp.portal.dev = append(devPersonas(), portal.DevPersona{Key: "other", Label: "Olga, consumer at other-travel",
 		Principal: identity.Principal{Subject: "olga", Org: "other-travel", Role: identity.RoleConsumer}})
+	if adjust != nil {
+		adjust(&cp)
+	}
 	plane, err := newControlPlane(t.Context(), cp, pgURL, testenv.Logger(t), metrics.NewSet())
 	if err != nil {
 		t.Fatal(err)
