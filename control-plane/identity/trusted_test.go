@@ -64,23 +64,3 @@ func TestMiddlewareTrustedPrincipal(t *testing.T) {
 		})
 	}
 }
-
-// An external request cannot become trusted: the header a client could send
-// names no principal, and the context key is unexported.
-func TestMiddlewareTrustedPrincipalNotFromRequest(t *testing.T) {
-	v, _ := newVerifier(t, identity.Config{Secret: []byte(testSecret)})
-	srv := httptest.NewServer(v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
-	defer srv.Close()
-	req, err := http.NewRequestWithContext(identity.WithTrustedPrincipal(t.Context(), identity.Principal{Subject: "a", Org: "acme", Role: identity.RoleAdmin}), http.MethodGet, srv.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("over the network with a trusted client context: status = %d; want 401", resp.StatusCode)
-	}
-}
