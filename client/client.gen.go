@@ -4850,7 +4850,7 @@ type WebhookDelivery struct {
 	// MessageId The `webhook-id` header: the same for every endpoint an event goes to and for every attempt, so receivers can deduplicate.
 	MessageId string `json:"message_id"`
 
-	// Payload The body POSTed to the endpoint.
+	// Payload The body POSTed to a webhook endpoint, for every event type: the event `type`, when it happened and its `data`. The `webhooks` section of this document describes each type's `data` and the headers that sign the request.
 	Payload WebhookPayload `json:"payload"`
 
 	// Status `pending`: a job will (re)try it. `succeeded`: the endpoint answered 2xx. `failed`: the attempts ran out, or the endpoint was disabled.
@@ -4930,14 +4930,16 @@ type WebhookEndpointWithSecret struct {
 	Url       string    `json:"url"`
 }
 
-// WebhookPayload The body POSTed to the endpoint.
+// WebhookPayload The body POSTed to a webhook endpoint, for every event type: the event `type`, when it happened and its `data`. The `webhooks` section of this document describes each type's `data` and the headers that sign the request.
 type WebhookPayload struct {
-	// Data The event: e.g. `{"api": {...}}` for api events, `{"approval": {...}}` for approval events, `{"plan": {...}}`, `{"subscription": {...}}` or `{"key": {...}}` (never the key itself or its hash) for the others, plus `from`, `to` and `reason` for state changes; `key.rotated` adds the `successor`, `key.expiring` and `key.rotation_due` the `notice` and the time `at`.
-	Data      map[string]interface{} `json:"data"`
-	Timestamp time.Time              `json:"timestamp"`
+	// Data The event's data, a JSON object whose members depend on `type` (see `webhooks`).
+	Data map[string]interface{} `json:"data"`
 
-	// Type The event type.
-	Type string `json:"type"`
+	// Timestamp When the event happened (UTC, RFC 3339 with nanoseconds).
+	Timestamp time.Time `json:"timestamp"`
+
+	// Type A webhook event type.
+	Type EventType `json:"type"`
 }
 
 // WebhookReceipt A delivery received.
@@ -5429,6 +5431,15 @@ type ListAuditEntriesParams struct {
 
 	// OrganizationId Admins: only this organization's entries. Other roles always get their own organization's: for them it is checked, then ignored.
 	OrganizationId *openapi_types.UUID `form:"organization_id,omitempty" json:"organization_id,omitempty"`
+
+	// Actor Only entries made by this subject (a user's `sub`, or `system`).
+	Actor *string `form:"actor,omitempty" json:"actor,omitempty"`
+
+	// Since Only entries made at or after this time (RFC 3339).
+	Since *time.Time `form:"since,omitempty" json:"since,omitempty"`
+
+	// Until Only entries made before this time (RFC 3339); after `since` when both are given.
+	Until *time.Time `form:"until,omitempty" json:"until,omitempty"`
 
 	// Cursor The `next_cursor` of the previous page (an entry id); leave out for the first page.
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
@@ -16014,6 +16025,42 @@ func NewListAuditEntriesRequest(server string, params *ListAuditEntriesParams) (
 		if params.OrganizationId != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "organization_id", *params.OrganizationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Actor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "actor", *params.Actor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Since != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "since", *params.Since, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Until != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "until", *params.Until, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date-time"}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {

@@ -50,6 +50,9 @@ func generate(specPath, out string) error {
 	mergeProblemResponses(doc)
 	doc.(map[string]any)["openapi"] = "3.0.3"
 	delete(doc.(map[string]any), "jsonSchemaDialect")
+	// OpenAPI 3.0 has no webhooks (the payloads' schemas stay, as types
+	// a receiver can decode into); a client sends, it does not receive.
+	delete(doc.(map[string]any), "webhooks")
 	converted, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode spec: %w", err)
