@@ -91,11 +91,13 @@ func Listen(cfg Config) (*Server, error) {
 		}
 	}
 	r := chi.NewRouter()
-	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	// The probes answer every method themselves: another method gets 405
+	// with its Allow header here, never from the handler mounted below.
+	r.HandleFunc("/healthz", probe(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
-	})
-	r.Get("/readyz", func(w http.ResponseWriter, req *http.Request) {
+	}))
+	r.HandleFunc("/readyz", probe(func(w http.ResponseWriter, req *http.Request) {
 		if cfg.Ready != nil {
 			ctx, cancel := context.WithTimeout(req.Context(), 3*time.Second)
 			defer cancel()
@@ -106,7 +108,7 @@ func Listen(cfg Config) (*Server, error) {
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ready\n"))
-	})
+	}))
 	if cfg.MetricsOnAddr {
 		r.Get("/metrics", serveMetrics)
 	}
@@ -179,4 +181,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.cfg.Logger.InfoContext(ctx, "service stopped", "service", s.cfg.Name)
 	return nil
+}
+
+// probe serves a health probe on GET and HEAD, and answers any other
+// method 405 with Allow.
+func probe(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			problem.Write(w, problem.New(http.StatusMethodNotAllowed, "method-not-allowed", "Method Not Allowed",
+				r.Method+" is not allowed on "+r.URL.Path))
+			return
+		}
+		h(w, r)
+	}
 }

@@ -115,3 +115,32 @@ func TestMetricsAddrTaken(t *testing.T) {
 	// The main address is free again.
 	serve(t, httpserver.Config{Addr: addr})
 }
+
+// TestProbesAnswerOtherMethods: another method on /healthz or /readyz gets
+// 405 with Allow from the probe itself, not whatever the mounted handler
+// answers for paths it does not have.
+func TestProbesAnswerOtherMethods(t *testing.T) {
+	mounted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "the mounted handler", http.StatusTeapot)
+	})
+	srv := serve(t, httpserver.Config{Addr: "127.0.0.1:0", Handler: mounted})
+	for _, path := range []string{"/healthz", "/readyz"} {
+		for _, method := range []string{http.MethodTrace, http.MethodPost, http.MethodDelete} {
+			req, _ := http.NewRequest(method, "http://"+srv.Addr().String()+path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+				t.Errorf("%s %s: %d, Allow %q; want 405 with Allow GET, HEAD", method, path, resp.StatusCode, resp.Header.Get("Allow"))
+			}
+		}
+		req, _ := http.NewRequest(http.MethodHead, "http://"+srv.Addr().String()+path, nil)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("HEAD %s: %v %v; want 200", path, resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	}
+}
