@@ -221,29 +221,9 @@ func (p *portal) registerAPI(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/provider/apis/"+out.ID, http.StatusSeeOther)
 }
 
-// approvalView is an approval request of an API with its history.
-type approvalView struct {
-	ID              string     `json:"id"`
-	Status          string     `json:"status"`
-	Priority        string     `json:"priority"`
-	EscalationLevel int        `json:"escalation_level"`
-	SubmittedBy     string     `json:"submitted_by"`
-	DueAt           time.Time  `json:"due_at"`
-	Overdue         bool       `json:"overdue"`
-	DecidedBy       *string    `json:"decided_by"`
-	DecidedAt       *time.Time `json:"decided_at"`
-	DecisionReason  string     `json:"decision_reason"`
-	CreatedAt       time.Time  `json:"created_at"`
-	History         []struct {
-		Action    string    `json:"action"`
-		Actor     string    `json:"actor"`
-		Comment   string    `json:"comment"`
-		CreatedAt time.Time `json:"created_at"`
-	} `json:"history"`
-}
-
-// Open says whether the request still awaits a decision.
-func (a approvalView) Open() bool { return a.Status == "pending" || a.Status == "escalated" }
+// approvalView is an approval request of an API with its history, as the
+// admins' pages read it.
+type approvalView = adminApproval
 
 type transitionView struct {
 	From      string    `json:"from"`
